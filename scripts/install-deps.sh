@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs every Debian package Joule needs to build, run and test. Idempotent:
+# packages already present are skipped, so a second run takes a second.
+set -euo pipefail
+
+BUILD_PKGS=(build-essential cmake ninja-build ccache pkg-config git
+  libboost-dev libssl-dev libsimdjson-dev librocksdb-dev libhiredis-dev libpq-dev
+  libsqlite3-dev libzstd-dev libtomlplusplus-dev libcli11-dev libspdlog-dev libfmt-dev
+  libhowardhinnant-date-dev libxxhash-dev libmosquitto-dev libgtest-dev libgmock-dev
+  libbenchmark-dev tzdata)
+TEST_PKGS=(postgresql redis-server mosquitto mosquitto-clients curl python3)
+
+want=("${BUILD_PKGS[@]}")
+if [[ "${1:-}" == "--test" ]]; then want+=("${TEST_PKGS[@]}"); fi
+
+missing=()
+for p in "${want[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]})); then
+  echo "joule: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq || true
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

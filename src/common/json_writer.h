@@ -1,0 +1,43 @@
+// JsonWriter: a small streaming JSON encoder into a std::string. It inserts commas
+// itself; the caller keeps Begin/End balanced. Doubles are written in the shortest form
+// that reads back exactly; non-finite numbers become null.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace joule {
+
+class JsonWriter {
+ public:
+  JsonWriter() { need_comma_.push_back(false); }
+
+  void BeginObject();
+  void EndObject();
+  void BeginArray();
+  void EndArray();
+  void Key(std::string_view key);
+  void String(std::string_view s);
+  void Int(int64_t v);
+  void Uint(uint64_t v);
+  void Double(double v);
+  void Bool(bool v);
+  void Null();
+  // Inserts already-encoded JSON as one value.
+  void Raw(std::string_view json);
+
+  const std::string& str() const { return out_; }
+  std::string Take() { return std::move(out_); }
+
+  static void AppendEscaped(std::string* out, std::string_view s);
+
+ private:
+  void BeforeValue();
+  std::string out_;
+  std::vector<bool> need_comma_;
+  bool after_key_ = false;
+};
+
+}  // namespace joule

@@ -1,0 +1,171 @@
+#include "common/time_format.h"
+
+#include <fmt/format.h>
+
+#include <cctype>
+#include <limits>
+
+#include "common/clock.h"
+
+namespace joule {
+
+int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const unsigned yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<int64_t>(doe) - 719468;
+}
+
+void CivilFromDays(int64_t z, int64_t* y, unsigned* m, unsigned* d) {
+  z += 719468;
+  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  const unsigned doe = static_cast<unsigned>(z - era * 146097);
+  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  const int64_t yy = static_cast<int64_t>(yoe) + era * 400;
+  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const unsigned mp = (5 * doy + 2) / 153;
+  *d = doy - (153 * mp + 2) / 5 + 1;
+  *m = mp < 10 ? mp + 3 : mp - 9;
+  *y = yy + (*m <= 2);
+}
+
+static int64_t FloorDiv(int64_t a, int64_t b) {
+  int64_t q = a / b;
+  if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
+  return q;
+}
+
+void AppendRfc3339Millis(std::string* out, int64_t nanos) {
+  int64_t ms_total = FloorDiv(nanos, kNanosPerMilli);
+  int64_t days = FloorDiv(ms_total, 86400000);
+  int64_t ms_of_day = ms_total - days * 86400000;
+  int64_t y;
+  unsigned m, d;
+  CivilFromDays(days, &y, &m, &d);
+  int64_t secs = ms_of_day / 1000;
+  fmt::format_to(std::back_inserter(*out), "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}.{:03d}Z", y,
+                 m, d, secs / 3600, (secs / 60) % 60, secs % 60, ms_of_day % 1000);
+}
+
+std::string FormatRfc3339Millis(int64_t nanos) {
+  std::string s;
+  s.reserve(24);
+  AppendRfc3339Millis(&s, nanos);
+  return s;
+}
+
+namespace {
+bool Digits(std::string_view s, size_t pos, size_t n, int* out) {
+  if (pos + n > s.size()) return false;
+  int v = 0;
+  for (size_t i = 0; i < n; ++i) {
+    char c = s[pos + i];
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + (c - '0');
+  }
+  *out = v;
+  return true;
+}
+bool IsLeap(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+}  // namespace
+
+bool ParseRfc3339(std::string_view s, int64_t* nanos) {
+  int y, mo, d, h, mi, se;
+  if (!Digits(s, 0, 4, &y) || s.size() < 20 || s[4] != '-' || !Digits(s, 5, 2, &mo) ||
+      s[7] != '-' || !Digits(s, 8, 2, &d) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+      !Digits(s, 11, 2, &h) || s[13] != ':' || !Digits(s, 14, 2, &mi) || s[16] != ':' ||
+      !Digits(s, 17, 2, &se)) {
+    return false;
+  }
+  static const int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (mo < 1 || mo > 12 || d < 1) return false;
+  int max_day = kDays[mo - 1] + (mo == 2 && IsLeap(y) ? 1 : 0);
+  if (d > max_day || h > 23 || mi > 59 || se > 60) return false;
+  if (se == 60) se = 59;  // leap second: clamp (documented)
+  size_t pos = 19;
+  int64_t frac = 0;
+  if (pos < s.size() && s[pos] == '.') {
+    ++pos;
+    size_t start = pos;
+    while (pos < s.size() && s[pos] >= '0' && s[pos] <= '9') {
+      if (pos - start >= 9) return false;
+      frac = frac * 10 + (s[pos] - '0');
+      ++pos;
+    }
+    size_t n = pos - start;
+    if (n == 0) return false;
+    for (size_t i = n; i < 9; ++i) frac *= 10;
+  }
+  if (pos >= s.size()) return false;
+  int64_t offset_s = 0;
+  if (s[pos] == 'Z' || s[pos] == 'z') {
+    ++pos;
+  } else if (s[pos] == '+' || s[pos] == '-') {
+    int oh, om;
+    if (!Digits(s, pos + 1, 2, &oh) || pos + 3 >= s.size() || s[pos + 3] != ':' ||
+        !Digits(s, pos + 4, 2, &om) || oh > 23 || om > 59) {
+      return false;
+    }
+    offset_s = (oh * 3600 + om * 60) * (s[pos] == '-' ? -1 : 1);
+    pos += 6;
+  } else {
+    return false;
+  }
+  if (pos != s.size()) return false;
+  int64_t days = DaysFromCivil(y, mo, d);
+  int64_t secs = days * 86400 + h * 3600 + mi * 60 + se - offset_s;
+  // Range guard: years 0000–9999 are well inside int64 nanoseconds (±292 years? no):
+  // int64 ns covers 1677–2262. Reject outside.
+  if (secs < -9223372036LL || secs > 9223372035LL) return false;
+  *nanos = secs * kNanosPerSecond + frac;
+  return true;
+}
+
+Result<int64_t> ParseDurationNanos(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
+  if (i == 0) return Status::InvalidArgument(fmt::format("invalid duration '{}'", s));
+  double v;
+  try {
+    v = std::stod(std::string(s.substr(0, i)));
+  } catch (...) {
+    return Status::InvalidArgument(fmt::format("invalid duration '{}'", s));
+  }
+  std::string_view unit = s.substr(i);
+  double mult;
+  if (unit.empty() || unit == "s") mult = 1e9;
+  else if (unit == "ms") mult = 1e6;
+  else if (unit == "us") mult = 1e3;
+  else if (unit == "ns") mult = 1;
+  else if (unit == "m") mult = 60e9;
+  else if (unit == "h") mult = 3600e9;
+  else if (unit == "d") mult = 86400e9;
+  else return Status::InvalidArgument(fmt::format("invalid duration unit in '{}'", s));
+  double r = v * mult;
+  if (r > 9e18) return Status::InvalidArgument(fmt::format("duration '{}' too large", s));
+  return static_cast<int64_t>(r);
+}
+
+Result<uint64_t> ParseSizeBytes(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) ++i;
+  if (i == 0 || i > 18) return Status::InvalidArgument(fmt::format("invalid size '{}'", s));
+  uint64_t v = std::stoull(std::string(s.substr(0, i)));
+  std::string_view unit = s.substr(i);
+  while (!unit.empty() && unit.front() == ' ') unit.remove_prefix(1);
+  uint64_t mult;
+  if (unit.empty() || unit == "B") mult = 1;
+  else if (unit == "KiB") mult = 1ull << 10;
+  else if (unit == "MiB") mult = 1ull << 20;
+  else if (unit == "GiB") mult = 1ull << 30;
+  else if (unit == "TiB") mult = 1ull << 40;
+  else if (unit == "KB" || unit == "kB") mult = 1000;
+  else if (unit == "MB") mult = 1000000;
+  else if (unit == "GB") mult = 1000000000;
+  else return Status::InvalidArgument(fmt::format("invalid size unit in '{}'", s));
+  return v * mult;
+}
+
+}  // namespace joule

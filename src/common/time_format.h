@@ -1,0 +1,30 @@
+// RFC 3339 time formatting and parsing, and duration/size strings from config.
+// Times are int64 nanoseconds since the Unix epoch (UTC).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "common/status.h"
+
+namespace joule {
+
+// "2026-11-28T19:00:05.250Z" (UTC, millisecond precision, truncated toward -inf).
+std::string FormatRfc3339Millis(int64_t nanos);
+void AppendRfc3339Millis(std::string* out, int64_t nanos);
+
+// Parses RFC 3339 with 'Z'/'z' or ±hh:mm offset and 0–9 fraction digits; 'T' or 't'
+// (or one space) between date and time. Returns false on anything else.
+bool ParseRfc3339(std::string_view s, int64_t* nanos);
+
+// "10s", "5m", "1h", "7d", "250ms", "100us"; a bare integer is seconds.
+Result<int64_t> ParseDurationNanos(std::string_view s);
+// "4MiB", "64KiB", "1GiB", "1000", "10KB".
+Result<uint64_t> ParseSizeBytes(std::string_view s);
+
+// Days since 1970-01-01 for a proleptic Gregorian date (Howard Hinnant's algorithm).
+int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d);
+void CivilFromDays(int64_t days, int64_t* y, unsigned* m, unsigned* d);
+
+}  // namespace joule
