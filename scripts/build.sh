@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Configures and builds one CMake preset (default: release). Quick when nothing changed
+# (Ninja + ccache).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+preset="${1:-release}"
+if [[ ! -f "build/$preset/build.ninja" ]]; then
+  cmake --preset "$preset" >/dev/null
+fi
+cmake --build --preset "$preset" -- -j"${JOULE_BUILD_JOBS:-$(nproc)}"

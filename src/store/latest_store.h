@@ -1,0 +1,44 @@
+// LatestStore: the fast latest-value store the realtime API reads — the last N base
+// windows of each device and its latest raw reading. Backends: memory (default), Redis.
+// Thread-safe: processors write, API threads read.
+// Writes are idempotent: a record never replaces one with a higher version for the same
+// (device, resolution, window_start).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "model/aggregate_record.h"
+#include "model/event.h"
+
+namespace joule::store {
+
+struct LatestReading {
+  int64_t timestamp_ns = 0;
+  int64_t received_at_ns = 0;
+  std::vector<model::MetricSample> metrics;
+  std::string meta_json;
+};
+
+struct LatestSnapshot {
+  bool has_reading = false;
+  LatestReading reading;
+  std::vector<model::AggregateRecord> records;  // base resolution, newest window first
+};
+
+class LatestStore {
+ public:
+  virtual ~LatestStore() = default;
+  virtual std::string_view backend() const = 0;  // "memory" or "redis"
+  // Base-resolution records are kept (the last `windows` per device); others are ignored.
+  virtual Status PutRecord(const model::AggregateRecord& record) = 0;
+  // Keeps the reading with the newest event time.
+  virtual Status PutReading(const model::Event& event) = 0;
+  // Returns false when the store has nothing for the device.
+  virtual Result<bool> Get(std::string_view device_id, size_t windows, LatestSnapshot* out) = 0;
+};
+
+}  // namespace joule::store
