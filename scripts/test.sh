@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Quick start, command 2: install what is missing, build (warnings are errors), start
-# the services the tests use, and run the whole suite with CTest.
+# the real services the tests use (PostgreSQL, Redis) on free ports with temporary data
+# dirs, and run the whole suite with CTest. Extra arguments go to ctest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh --test
 scripts/build.sh ci
+eval "$(scripts/test-services.sh start)"
+trap 'scripts/test-services.sh stop "$JOULE_TEST_SERVICES_DIR"' EXIT
 cd build/ci
 ctest --output-on-failure --timeout 900 -j"${JOULE_TEST_JOBS:-2}" "$@"
