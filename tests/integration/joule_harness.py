@@ -1,0 +1,470 @@
+"""Black-box harness for the real `joule` binary (standard library only).
+
+Starts `$JOULE_BIN serve` with no config file, configured only through
+JOULE_<SECTION>_<KEY> environment variables (CONTRACT section 5), on an
+ephemeral port (127.0.0.1:0) and a temporary data dir that survives restart().
+
+The port is learned from the JSON log line {"msg": "http listening",
+"address": "127.0.0.1:<port>"} on stderr; readiness from GET /readyz == 200.
+
+Every failure raised by the harness carries the tail of the server's stderr;
+tests should add `server.diag()` to their own assertion messages.
+"""
+
+import collections
+import http.client
+import json
+import math
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+import urllib.parse
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+DEFAULT_BIN = REPO_ROOT / "build" / "debug" / "src" / "app" / "joule"
+
+START_TIMEOUT_S = 30.0
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 30.0
+
+# Hermetic defaults: no MQTT, no auth, short stream timers, fsync durability.
+BASE_ENV = {
+    "JOULE_SERVER_HTTP_LISTEN": "127.0.0.1:0",
+    "JOULE_SERVER_MQTT_LISTEN": "",
+    "JOULE_AUTH_MODE": "disabled",
+    "JOULE_STREAM_OUT_OF_ORDERNESS": "1s",
+    "JOULE_STREAM_IDLE_TIMEOUT": "2s",
+    "JOULE_STREAM_EARLY_FIRE_INTERVAL": "1s",
+    "JOULE_STORAGE_DURABILITY": "fsync",
+}
+
+
+def joule_bin():
+    return os.environ.get("JOULE_BIN") or str(DEFAULT_BIN)
+
+
+class ServerError(AssertionError):
+    """A harness-level failure; its message includes the server's stderr tail."""
+
+
+class JouleServer:
+    """One `joule serve` process (and its successors after restart()).
+
+    env: overrides of BASE_ENV (a value of None removes the variable).
+    data_dir: use this directory (kept); default a fresh temp dir, removed by cleanup()
+    unless JOULE_KEEP_DATA=1.
+    """
+
+    def __init__(self, env=None, data_dir=None, name="joule"):
+        self.name = name
+        self.overrides = dict(env or {})
+        if data_dir is None:
+            self.data_dir = tempfile.mkdtemp(prefix="joule-it-")
+            self._owns_dir = True
+        else:
+            self.data_dir = str(data_dir)
+            self._owns_dir = False
+        self.proc = None
+        self.port = None
+        self.runs = 0
+        self.exit_codes = []
+        self._lines = collections.deque(maxlen=4000)
+        self._lines_lock = threading.Lock()
+        self._listening = threading.Event()
+        self._readers = []
+
+    # ---------------------------------------------------------------- process
+
+    def environment(self):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JOULE_")}
+        env.update(BASE_ENV)
+        env["JOULE_STORAGE_DATA_DIR"] = self.data_dir
+        for k, v in self.overrides.items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = str(v)
+        return env
+
+    def start(self):
+        if self.running():
+            raise ServerError("server already running" + self.diag())
+        binary = joule_bin()
+        if not os.access(binary, os.X_OK):
+            raise unittest.SkipTest(f"joule binary not found or not executable: {binary} "
+                                    "(set JOULE_BIN)")
+        self.runs += 1
+        self.port = None
+        self._listening = threading.Event()
+        self._append(f"----- {self.name} run {self.runs}: {binary} serve "
+                     f"(data_dir={self.data_dir}) -----")
+        self.proc = subprocess.Popen(
+            [binary, "serve"], env=self.environment(), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.data_dir)
+        self._readers = [
+            threading.Thread(target=self._read_stream, args=(self.proc, self.proc.stderr, "err"),
+                             daemon=True),
+            threading.Thread(target=self._read_stream, args=(self.proc, self.proc.stdout, "out"),
+                             daemon=True),
+        ]
+        for t in self._readers:
+            t.start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._listening.wait(0.05):
+            if self.proc.poll() is not None:
+                self._join_readers()
+                raise ServerError(f"joule exited with {self.proc.returncode} before listening"
+                                  + self.diag())
+            if time.monotonic() > deadline:
+                self._force_kill()
+                raise ServerError(f"no 'http listening' log line within {START_TIMEOUT_S}s"
+                                  + self.diag())
+        self.wait_ready(deadline=time.monotonic() + READY_TIMEOUT_S)
+        return self
+
+    def wait_ready(self, deadline):
+        last = None
+        while True:
+            if self.proc.poll() is not None:
+                raise ServerError(f"joule exited with {self.proc.returncode} before ready"
+                                  + self.diag())
+            try:
+                status, _, _ = self.request("GET", "/readyz", timeout=2)
+                if status == 200:
+                    return
+                last = f"status {status}"
+            except (OSError, http.client.HTTPException) as e:
+                last = repr(e)
+            if time.monotonic() > deadline:
+                raise ServerError(f"/readyz not 200 within {READY_TIMEOUT_S}s (last: {last})"
+                                  + self.diag())
+            time.sleep(0.05)
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=STOP_TIMEOUT_S):
+        """Send `sig` and wait for exit; returns the exit code (negative = killed by signal)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._force_kill()
+                raise ServerError(f"joule did not exit within {timeout}s of signal {sig}"
+                                  + self.diag())
+        self._join_readers()
+        code = self.proc.returncode
+        self.exit_codes.append(code)
+        self._append(f"----- {self.name} run {self.runs} exited with {code} -----")
+        return code
+
+    def kill9(self):
+        return self.stop(sig=signal.SIGKILL)
+
+    def restart(self, sig=signal.SIGTERM):
+        """Stop (if running) and start again on the same data dir; returns the stop exit code."""
+        code = self.stop(sig) if self.running() else None
+        self.start()
+        return code
+
+    def cleanup(self):
+        if self.running():
+            try:
+                self.stop(timeout=10)
+            except ServerError:
+                pass
+        if self._owns_dir and os.environ.get("JOULE_KEEP_DATA") != "1":
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.cleanup()
+        return False
+
+    def _force_kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._join_readers()
+
+    def _join_readers(self):
+        for t in self._readers:
+            t.join(timeout=5)
+
+    # ------------------------------------------------------------------- logs
+
+    def _append(self, line):
+        with self._lines_lock:
+            self._lines.append(line)
+
+    def _read_stream(self, proc, stream, tag):
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self._append(line if tag == "err" else "[stdout] " + line)
+            if tag != "err" or self._listening.is_set():
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and rec.get("msg") == "http listening":
+                addr = str(rec.get("address", ""))
+                host, _, port = addr.rpartition(":")
+                if port.isdigit() and int(port) > 0 and proc is self.proc:
+                    self.port = int(port)
+                    self._listening.set()
+        stream.close()
+
+    def log_lines(self):
+        with self._lines_lock:
+            return list(self._lines)
+
+    def log_records(self):
+        """stderr lines of all runs that parse as JSON objects."""
+        out = []
+        for line in self.log_lines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
+
+    def stderr_tail(self, n=60):
+        lines = self.log_lines()[-n:]
+        return "\n".join(lines)
+
+    def diag(self, n=60):
+        state = "running" if self.running() else (
+            f"exited {self.proc.returncode}" if self.proc else "never started")
+        return (f"\n--- joule ({state}, port={self.port}, data_dir={self.data_dir}) "
+                f"stderr tail ---\n{self.stderr_tail(n)}\n--- end of stderr ---")
+
+    # ------------------------------------------------------------------- HTTP
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def request(self, method, path, body=None, headers=None, content_type=None, timeout=30):
+        """Returns (status, headers with lower-case names, body).
+
+        body: bytes/str are sent as is; anything else is JSON-encoded. content_type defaults
+        to application/json when there is a body. The response body is parsed as JSON when
+        it parses, else returned as text.
+        """
+        if self.port is None:
+            raise ServerError("server is not listening" + self.diag())
+        hdrs = dict(headers or {})
+        data = None
+        if body is not None:
+            if isinstance(body, bytes):
+                data = body
+            elif isinstance(body, str):
+                data = body.encode("utf-8")
+            else:
+                data = json.dumps(body).encode("utf-8")
+            if content_type is None:
+                content_type = "application/json"
+        if content_type is not None:
+            hdrs["Content-Type"] = content_type
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            try:
+                conn.request(method, path, body=data, headers=hdrs)
+            except (BrokenPipeError, ConnectionResetError):
+                # The server may answer (e.g. 413) and close before reading the whole body.
+                pass
+            resp = conn.getresponse()
+            raw = resp.read()
+            rheaders = {k.lower(): v for k, v in resp.getheaders()}
+            return resp.status, rheaders, decode_body(raw)
+        finally:
+            conn.close()
+
+    def get_json(self, path, headers=None):
+        return self.request("GET", path, headers=headers)
+
+    def post_events(self, events, headers=None, ndjson=False):
+        if ndjson:
+            body = "".join(json.dumps(e) + "\n" for e in events)
+            return self.request("POST", "/v1/telemetry", body, headers,
+                                content_type="application/x-ndjson")
+        return self.request("POST", "/v1/telemetry", events, headers)
+
+    def realtime(self, device_id, windows=60, headers=None):
+        path = (f"/v1/devices/{urllib.parse.quote(device_id, safe='')}/metrics/realtime"
+                f"?windows={windows}")
+        return self.request("GET", path, headers=headers)
+
+    def metrics_text(self):
+        status, _, body = self.request("GET", "/metrics")
+        if status != 200:
+            raise ServerError(f"GET /metrics -> {status}: {body!r}" + self.diag())
+        return body if isinstance(body, str) else json.dumps(body)
+
+
+def decode_body(raw):
+    text = raw.decode("utf-8", "replace")
+    if not text:
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+# ------------------------------------------------------------------ Prometheus
+
+
+def parse_prometheus(text):
+    """Returns {metric_name: [(labels_dict, value), ...]} from the text exposition format."""
+    out = collections.defaultdict(list)
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        labels = {}
+        if "{" in line:
+            name, rest = line.split("{", 1)
+            label_text, _, value_part = _split_labels(rest)
+            labels = label_text
+        else:
+            name, _, value_part = line.partition(" ")
+        fields = value_part.split()
+        if not fields:
+            continue
+        try:
+            value = float(fields[0])
+        except ValueError:
+            continue
+        out[name.strip()].append((labels, value))
+    return out
+
+
+def _split_labels(rest):
+    """Parses `a="x",b="y"} 12` -> ({a: x, b: y}, '}', ' 12')."""
+    labels = {}
+    i = 0
+    n = len(rest)
+    while i < n:
+        while i < n and rest[i] in " ,":
+            i += 1
+        if i < n and rest[i] == "}":
+            return labels, "}", rest[i + 1:]
+        eq = rest.index("=", i)
+        key = rest[i:eq].strip()
+        i = eq + 1
+        if rest[i] != '"':
+            raise ValueError("bad label value in " + rest)
+        i += 1
+        val = []
+        while rest[i] != '"':
+            if rest[i] == "\\" and i + 1 < n:
+                nxt = rest[i + 1]
+                val.append({"n": "\n", "\\": "\\", '"': '"'}.get(nxt, nxt))
+                i += 2
+            else:
+                val.append(rest[i])
+                i += 1
+        labels[key] = "".join(val)
+        i += 1
+    return labels, "}", ""
+
+
+def metric_sum(parsed, name, **label_filter):
+    """Sum of all series of `name` whose labels include label_filter (0 if absent)."""
+    total = 0.0
+    for labels, value in parsed.get(name, []):
+        if all(labels.get(k) == v for k, v in label_filter.items()):
+            total += value
+    return total
+
+
+# ------------------------------------------------------------------------ time
+
+
+def fmt_ts(epoch_s):
+    """RFC 3339 UTC with millisecond precision, as Joule outputs it."""
+    ms = int(round(epoch_s * 1000))
+    sec, msec = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{msec:03d}Z"
+
+
+def fmt_ts_offset(epoch_s, offset_minutes):
+    """RFC 3339 in a fixed offset, e.g. +01:00 (input side only)."""
+    ms = int(round((epoch_s + offset_minutes * 60) * 1000))
+    sec, msec = divmod(ms, 1000)
+    sign = "+" if offset_minutes >= 0 else "-"
+    off = abs(offset_minutes)
+    return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) +
+            f".{msec:03d}{sign}{off // 60:02d}:{off % 60:02d}")
+
+
+def parse_ts(text):
+    """Parses Joule's output format YYYY-MM-DDTHH:MM:SS.mmmZ to epoch seconds (float)."""
+    import calendar
+    if not isinstance(text, str) or not text.endswith("Z"):
+        raise ValueError(f"not a UTC RFC 3339 timestamp: {text!r}")
+    main, _, frac = text[:-1].partition(".")
+    sec = calendar.timegm(time.strptime(main, "%Y-%m-%dT%H:%M:%S"))
+    return sec + (float("0." + frac) if frac else 0.0)
+
+
+def minute_base(minutes_back=3, now=None):
+    """A minute boundary `minutes_back` minutes before the current minute."""
+    now = time.time() if now is None else now
+    return (math.floor(now / 60) - minutes_back) * 60
+
+
+def poll(fn, timeout=10.0, interval=0.1):
+    """Calls fn() until it returns a truthy value or timeout; returns the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+class JouleTestCase(unittest.TestCase):
+    """A test class sharing one server; set `server_env` on subclasses."""
+
+    server_env = {}
+    server = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = JouleServer(env=cls.server_env, name=cls.__name__)
+        try:
+            cls.server.start()
+        except BaseException:
+            cls.server.cleanup()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.server is not None:
+            cls.server.cleanup()
+
+    def diag(self):
+        return self.server.diag() if self.server else ""
+
+    def assertStatus(self, resp, expected, what=""):
+        status, _, body = resp
+        expected_set = expected if isinstance(expected, (set, tuple, list)) else {expected}
+        if status not in expected_set:
+            self.fail(f"{what}: expected HTTP {expected}, got {status} body={body!r}"
+                      + self.diag())

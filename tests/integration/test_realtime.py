@@ -1,0 +1,326 @@
+"""GET /v1/devices/{id}/metrics/realtime against the real binary: CONTRACT section 2
+records checked value by value against joule_reference, finality by watermark and by idle
+timeout, late updates (version + 1), de-duplication, "latest", 404, graceful SIGTERM and
+restart (log replay keeps the aggregates)."""
+
+import signal
+import time
+import unittest
+import uuid
+
+from joule_harness import (JouleTestCase, JouleServer, fmt_ts, fmt_ts_offset, minute_base,
+                           parse_ts, poll)
+from joule_reference import diff_record, expected_records
+
+META = {"firmware": "1.0.3", "location": "kitchen"}
+
+# (seconds after base, power_w, voltage_v, energy_wh). Intervals 55->70 and 115->130 cross a
+# minute boundary (energy and counter increments split by linear interpolation); 10->25 is
+# counter noise (1001 < 1002, within 10%: increment 0, baseline stays 1002); 70->90 is a
+# counter reset (5 < 0.9 * 1011: increment 5, resets 1).
+SCENARIO = [
+    (0, 100.0, 229.0, 1000.0),
+    (10, 120.0, 230.0, 1002.0),
+    (25, 80.0, 231.0, 1001.0),
+    (40, 200.0, 229.5, 1004.0),
+    (55, 150.0, 230.5, 1005.0),
+    (70, 60.0, 228.0, 1011.0),
+    (90, 0.0, 232.0, 5.0),
+    (115, 300.0, 230.0, 7.0),
+    (130, 240.0, 229.0, 10.0),
+    (150, 100.0, 231.0, 12.0),
+]
+# Moves the watermark (out_of_orderness 1s) past the end of the window [120, 180).
+LATER = (182, 50.0, 230.0, 13.0)
+
+
+def uid():
+    return uuid.uuid4().hex[:10]
+
+
+def make_event(device, base, row, i):
+    off, p, v, e = row
+    t = base + off
+    style = i % 3
+    if style == 0:
+        ts = fmt_ts(t)
+    elif style == 1:
+        ts = fmt_ts_offset(t, 60)
+    else:
+        ts = int(round(t * 1000))
+    ev = {"device_id": device, "timestamp": ts,
+          "metrics": {"power_w": p, "voltage_v": v, "energy_wh": e}, "meta": META}
+    if i % 4 != 3:  # some events rely on (device_id, timestamp) identity
+        ev["event_id"] = f"{device}-{off}"
+    return ev
+
+
+def samples_of(base, rows):
+    return [(base + off, {"power_w": p, "voltage_v": v, "energy_wh": e})
+            for off, p, v, e in rows]
+
+
+class RealtimeChecks:
+    """Mixin with polling comparison helpers; needs self.server."""
+
+    def fetch(self, device, windows=200):
+        status, _, body = self.server.realtime(device, windows)
+        return status, body
+
+    def record_problems(self, device, body, expected, finals=None, versions=None,
+                        exact_set=True):
+        """expected: {window_start_epoch: reference record}; finals/versions: {ws: value}."""
+        problems = []
+        if not isinstance(body, dict):
+            return [f"body is not an object: {body!r}"]
+        if body.get("device_id") != device:
+            problems.append(f"device_id {body.get('device_id')!r}")
+        if body.get("source") != "memory":
+            problems.append(f"source {body.get('source')!r} (expected 'memory')")
+        if not isinstance(body.get("device"), dict):
+            problems.append(f"device {body.get('device')!r} is not an object")
+        data = body.get("data")
+        if not isinstance(data, list):
+            return problems + [f"data is not a list: {data!r}"]
+        by_ws = {}
+        starts = []
+        for r in data:
+            try:
+                ws = parse_ts(r.get("window_start"))
+                we = parse_ts(r.get("window_end"))
+            except (ValueError, AttributeError) as e:
+                problems.append(f"bad window bounds in {r!r}: {e}")
+                continue
+            starts.append(ws)
+            if ws in by_ws:
+                problems.append(f"window {r.get('window_start')} listed twice")
+            by_ws[ws] = r
+            if we - ws != 60:
+                problems.append(f"{r.get('window_start')}: window_end {r.get('window_end')}")
+            if r.get("resolution") != "1m":
+                problems.append(f"{r.get('window_start')}: resolution {r.get('resolution')!r}")
+            if r.get("device_id") != device:
+                problems.append(f"{r.get('window_start')}: device_id {r.get('device_id')!r}")
+        if starts != sorted(starts, reverse=True):
+            problems.append(f"data not newest first: {[fmt_ts(s) for s in starts]}")
+        if exact_set and set(by_ws) != set(expected):
+            problems.append(f"windows: got {sorted(fmt_ts(s) for s in by_ws)}, expected "
+                            f"{sorted(fmt_ts(s) for s in expected)}")
+        for ws, exp in sorted(expected.items()):
+            label = fmt_ts(ws)
+            got = by_ws.get(ws)
+            problems += diff_record(got, exp, label)
+            if got is None:
+                continue
+            if finals and ws in finals and got.get("final") is not finals[ws]:
+                problems.append(f"{label}.final: got {got.get('final')!r}, expected "
+                                f"{finals[ws]}")
+            if versions and ws in versions and got.get("version") != versions[ws]:
+                problems.append(f"{label}.version: got {got.get('version')!r}, expected "
+                                f"{versions[ws]}")
+        return problems
+
+    def await_records(self, device, expected, finals=None, versions=None, timeout=10,
+                      exact_set=True, what=""):
+        state = {}
+
+        def attempt():
+            status, body = self.fetch(device)
+            if status != 200:
+                state["problems"] = [f"HTTP {status}: {body!r}"]
+                return False
+            state["body"] = body
+            state["problems"] = self.record_problems(device, body, expected, finals, versions,
+                                                     exact_set)
+            return not state["problems"]
+
+        if not poll(attempt, timeout=timeout, interval=0.2):
+            self.fail(f"{what}: realtime records differ after {timeout}s:\n  " +
+                      "\n  ".join(state.get("problems", [])) + self.diag())
+        return state["body"]
+
+    def post_ok(self, events, what="post"):
+        status, _, body = self.server.post_events(events)
+        self.assertEqual(status, 202, f"{what}: {body!r}" + self.diag())
+        self.assertEqual(body.get("rejected"), 0, f"{what}: {body!r}")
+        return body
+
+
+class ReferenceSelfTest(unittest.TestCase):
+    def test_reference_self_check(self):
+        """The reference implementation agrees with values computed by hand."""
+        exp = expected_records(samples_of(0, SCENARIO + [LATER]))
+        w0, w1, w2 = exp[0], exp[60], exp[120]
+        # W0 energy: 1100 + 1500 + 2100 + 2625 + (150 + 120) / 2 * 5 = 8000 W*s.
+        self.assertAlmostEqual(w0["metrics"]["power_w"]["energy_wh"], 8000 / 3600)
+        self.assertAlmostEqual(w0["metrics"]["power_w"]["coverage"], 1.0)
+        self.assertAlmostEqual(w0["metrics"]["energy_wh"]["delta"], 7.0)  # 2+0+2+1 + 6*5/15
+        self.assertAlmostEqual(w1["metrics"]["energy_wh"]["delta"], 12.0)  # 4+5+2+3*5/15
+        self.assertEqual(w1["metrics"]["energy_wh"]["resets"], 1)
+        self.assertAlmostEqual(w2["metrics"]["energy_wh"]["delta"], 4.0 + 1 * 30 / 32)
+        self.assertEqual(w2["count"], 2)
+
+
+class RealtimeTest(RealtimeChecks, JouleTestCase):
+    # Finality must come from the watermark here, not from the idle timer.
+    server_env = {"JOULE_STREAM_IDLE_TIMEOUT": "120s"}
+
+    def test_unknown_device_is_404(self):
+        status, body = self.fetch(f"never-seen-{uid()}")
+        self.assertEqual(status, 404, f"{body!r}" + self.diag())
+        self.assertEqual(body.get("error", {}).get("code"), "not_found", body)
+        self.assertIsInstance(body["error"].get("message"), str, body)
+
+    def test_windows_value_by_value(self):
+        dev = f"rt-{uid()}"
+        base = minute_base(4)
+        rows = SCENARIO
+        events = [make_event(dev, base, r, i) for i, r in enumerate(rows)]
+        # Three requests, one per minute, in event-time order.
+        self.post_ok(events[:5], "minute 0")
+        self.post_ok(events[5:8], "minute 1")
+        self.post_ok(events[8:], "minute 2")
+        w0, w1, w2, w3 = base, base + 60, base + 120, base + 180
+
+        # Stage 1: watermark = base+149 s: [w0, w1) final, w2 open (partial, final false).
+        exp = expected_records(samples_of(base, rows))
+        self.assertEqual(sorted(exp), [w0, w1, w2])
+        body = self.await_records(dev, exp, finals={w0: True, w1: True, w2: False},
+                                  versions={w0: 1, w1: 1, w2: 1}, what="stage 1")
+        self.assertIs(body["data"][0].get("final"), False, "the open window is listed first")
+
+        # Stage 2: an event at +182 s moves the watermark to +181 s, past w2's end.
+        later = make_event(dev, base, LATER, 0)
+        self.post_ok([later], "later event")
+        exp = expected_records(samples_of(base, rows + [LATER]))
+        self.assertEqual(sorted(exp), [w0, w1, w2, w3])
+        body = self.await_records(dev, exp, finals={w0: True, w1: True, w2: True, w3: False},
+                                  versions={w0: 1, w1: 1, w2: 1, w3: 1}, what="stage 2")
+
+        # "latest" is the last reading, timestamps normalised to UTC milliseconds.
+        latest = body.get("latest") or {}
+        self.assertEqual(latest.get("timestamp"), fmt_ts(base + LATER[0]), latest)
+        self.assertEqual(latest.get("metrics"), later["metrics"], latest)
+        self.assertEqual(latest.get("meta"), META, latest)
+        received = parse_ts(latest.get("received_at"))
+        self.assertLess(abs(received - time.time()), 60, latest)
+
+        # windows=N returns the N newest windows.
+        status, small = self.fetch(dev, windows=2)
+        self.assertEqual(status, 200, small)
+        self.assertEqual([parse_ts(r["window_start"]) for r in small["data"]], [w3, w2], small)
+
+        # Stage 3: a late event (within allowed_lateness) updates final w0: version 2.
+        late = {"device_id": dev, "timestamp": fmt_ts(base + 30),
+                "metrics": {"voltage_v": 240.0}, "event_id": f"{dev}-late"}
+        self.post_ok([late], "late event")
+        all_samples = samples_of(base, rows + [LATER]) + [(base + 30, {"voltage_v": 240.0})]
+        exp = expected_records(all_samples)
+        self.assertEqual(exp[w0]["count"], 6)
+        self.await_records(dev, exp, finals={w0: True, w1: True, w2: True, w3: False},
+                           versions={w0: 2, w1: 1, w2: 1, w3: 1}, what="stage 3 (late update)")
+
+        # Stage 4: re-sent copies (same event_id, or same timestamp without event_id) are
+        # dropped. A fresh event in w3 afterwards is the sync point.
+        status, _, resp = self.server.post_events(events + [later, late])
+        self.assertIn(status, (202, 400), f"duplicates: {resp!r}" + self.diag())
+        marker = {"device_id": dev, "timestamp": fmt_ts(base + 190),
+                  "metrics": {"voltage_v": 225.0}, "event_id": f"{dev}-marker"}
+        self.post_ok([marker], "marker")
+        exp = expected_records(all_samples + [(base + 190, {"voltage_v": 225.0})])
+        self.await_records(dev, exp, finals={w0: True, w1: True, w2: True, w3: False},
+                           versions={w0: 2, w1: 1, w2: 1}, what="stage 4 (duplicates dropped)")
+
+    def test_duplicate_response_is_202(self):
+        """A retried request whose events are all already stored is still a success."""
+        dev = f"dup-{uid()}"
+        base = minute_base(3)
+        events = [make_event(dev, base, r, i) for i, r in enumerate(SCENARIO[:3])]
+        self.post_ok(events, "first copy")
+        status, _, body = self.server.post_events(events)
+        self.assertEqual(status, 202, f"retry of an acknowledged batch: {body!r}" + self.diag())
+
+    def test_gaps_and_empty_windows(self):
+        """Power intervals longer than max_gap (300s) count nothing; counters bridge the gap
+        into the later sample's window; a window inside a counted interval with no sample
+        gets a count-0 record with its share of energy."""
+        dev = f"gap-{uid()}"
+        base = minute_base(15)
+        rows = [
+            (0, 100.0, 230.0, 500.0),
+            (30, 200.0, 230.0, 501.0),
+            (430, 300.0, 230.0, 510.0),   # 400 s gap: no energy, counter +9 in [420, 480)
+            (450, 100.0, 230.0, 512.0),
+            (600, 50.0, 230.0, 515.0),    # 150 s: [480, 540) has no sample, coverage 1
+            (700, 50.0, 230.0, 516.0),
+        ]
+        self.post_ok([make_event(dev, base, r, i) for i, r in enumerate(rows)], "gap rows")
+        exp = expected_records(samples_of(base, rows))
+        self.assertEqual(sorted(w - base for w in exp), [0, 420, 480, 540, 600, 660])
+        self.assertEqual(exp[base + 480]["count"], 0)
+        self.assertAlmostEqual(exp[base + 480]["metrics"]["power_w"]["coverage"], 1.0)
+        self.assertAlmostEqual(exp[base + 420]["metrics"]["energy_wh"]["delta"], 9 + 2 + 0.6)
+        self.assertAlmostEqual(exp[base]["metrics"]["power_w"]["coverage"], 0.5)
+        finals = {w: True for w in exp if w < base + 660}
+        finals[base + 660] = False
+        self.await_records(dev, exp, finals=finals, what="gap scenario")
+
+
+class IdleTimeoutTest(RealtimeChecks, JouleTestCase):
+    server_env = {"JOULE_STREAM_IDLE_TIMEOUT": "2s"}
+
+    def test_silent_device_is_finalized_by_idle_timeout(self):
+        dev = f"idle-{uid()}"
+        base = minute_base(3)
+        rows = [(5, 10.0, 230.0, 100.0), (20, 20.0, 231.0, 101.0), (40, 30.0, 229.0, 103.0)]
+        t_post = time.monotonic()
+        self.post_ok([make_event(dev, base, r, i) for i, r in enumerate(rows)])
+        exp = expected_records(samples_of(base, rows))
+        # Watermark = base+39 s: the window is open until the idle timer fires.
+        status, body = self.fetch(dev)
+        self.assertEqual(status, 200, f"{body!r}" + self.diag())
+        if time.monotonic() - t_post < 1.5 and body.get("data"):
+            self.assertIs(body["data"][0].get("final"), False,
+                          "finalized before idle_timeout with the watermark inside the window")
+        self.await_records(dev, exp, finals={base: True}, versions={base: 1}, timeout=10,
+                           what="idle finalization")
+
+
+class RestartTest(RealtimeChecks, JouleTestCase):
+    server_env = {"JOULE_STREAM_IDLE_TIMEOUT": "2s"}
+
+    def test_sigterm_exit_code_and_restart_keeps_aggregates(self):
+        dev = f"restart-{uid()}"
+        base = minute_base(5)
+        rows = SCENARIO + [LATER]
+        events = [make_event(dev, base, r, i) for i, r in enumerate(rows)]
+        self.post_ok(events[:6], "before restart, part 1")
+        self.post_ok(events[6:], "before restart, part 2")
+        exp = expected_records(samples_of(base, rows))
+        finals = {w: True for w in exp}  # the last window is closed by the idle timer
+        before = self.await_records(dev, exp, finals=finals, what="before restart")
+
+        code = self.server.stop(signal.SIGTERM)
+        self.assertEqual(code, 0, "graceful SIGTERM exit code" + self.diag())
+        self.server.start()
+
+        after = self.await_records(dev, exp, finals=finals, versions={w: 1 for w in exp},
+                                   what="after SIGTERM + restart")
+        self.assertEqual(after.get("latest", {}).get("timestamp"),
+                         before.get("latest", {}).get("timestamp"), "latest after restart")
+        self.assertEqual(after.get("latest", {}).get("metrics"), events[-1]["metrics"],
+                         "latest after restart")
+
+        # The stream continues across the restart: the interval 182 s -> 250 s spans the
+        # windows [180, 240) and [240, 300), so energy is counted in both.
+        nxt = (250, 80.0, 231.0, 15.0)
+        self.post_ok([make_event(dev, base, nxt, 0)], "after restart")
+        exp2 = expected_records(samples_of(base, rows + [nxt]))
+        self.await_records(dev, exp2, what="event after restart")
+
+        code = self.server.stop(signal.SIGINT)
+        self.assertEqual(code, 0, "graceful SIGINT exit code" + self.diag())
+
+
+if __name__ == "__main__":
+    unittest.main()
