@@ -1,0 +1,48 @@
+// HttpRequest and HttpResponse: the plain data that handlers see. No Asio or Beast here,
+// so every file that writes a route can include this cheaply.
+#pragma once
+
+#include <map>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace joule::net {
+
+// Header or query pairs, in the order received.
+using HttpHeaders = std::vector<std::pair<std::string, std::string>>;
+
+struct HttpRequest {
+  std::string method;   // "GET", "POST", ... exactly as sent
+  std::string path;     // percent-decoded path, without the query
+  std::string target;   // raw request target, e.g. "/v1/devices/plug%2D42?windows=60"
+  HttpHeaders query;    // percent-decoded ('+' is a space), in order
+  HttpHeaders headers;  // names lower-cased, values as sent
+  std::string body;
+  std::map<std::string, std::string> path_params;  // filled by the Router, e.g. {"id": "plug-42"}
+  std::string route;  // the matched pattern, e.g. "/v1/devices/{id}"; empty if none matched
+  std::string remote_address;  // peer IP address, without the port
+
+  // The first header with this (lower-case) name, or nullptr.
+  const std::string* Header(std::string_view lower_name) const;
+  // The first query parameter with this name, or nullptr.
+  const std::string* Query(std::string_view name) const;
+  // The path parameter captured by the route, or nullptr.
+  const std::string* PathParam(std::string_view name) const;
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  HttpHeaders headers;  // extra headers (Retry-After, Location, ...)
+
+  static HttpResponse Json(int status, std::string body);
+  static HttpResponse Text(int status, std::string body,
+                           std::string content_type = "text/plain; charset=utf-8");
+  // {"error":{"code":<code>,"message":<message>}}
+  static HttpResponse Error(int status, std::string_view code, std::string_view message);
+};
+
+}  // namespace joule::net

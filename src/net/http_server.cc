@@ -1,0 +1,954 @@
+// The only translation unit of joule_net that includes Asio and Beast: connections,
+// the acceptor, SSE streams and graceful shutdown live here.
+//
+// Each Connection runs on its own strand. Its state machine:
+//   kReading --request--> kHandling --Responder::Send--> kWriting --keep-alive--> kReading
+//                                    \--StartStream--> kStreaming
+//   any state --error / close--> kLingering (error responses: drain input, then close)
+//                                 --> kClosed
+// Everything outside the strand (Responders, SseStreams, the server) talks to a
+// connection only by posting to its strand.
+#include "net/http_server.h"
+
+#include <array>
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/bind_handler.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <chrono>
+#include <mutex>
+#include <optional>
+#include <unordered_map>
+#include <utility>  // before Asio: Boost 1.74 + GCC 12
+
+#include "common/logging.h"
+#include "net/url.h"
+
+namespace joule::net {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using error_code = beast::error_code;
+
+namespace {
+
+constexpr std::chrono::seconds kLingerTimeout{2};
+constexpr size_t kLingerMaxBytes = 4 << 20;
+constexpr std::chrono::milliseconds kAcceptRetryDelay{50};
+
+std::chrono::nanoseconds Nanos(int64_t ns) { return std::chrono::nanoseconds(ns); }
+
+std::string_view ToStd(beast::string_view s) { return {s.data(), s.size()}; }
+
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && Lower(a) == Lower(b);
+}
+
+// The method as a metric label: a small closed set, so clients cannot grow the registry.
+std::string_view MethodLabel(std::string_view method) {
+  for (std::string_view m : {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}) {
+    if (method == m) return m;
+  }
+  return "OTHER";
+}
+
+bool ValidHeaderText(std::string_view s) {
+  for (char c : s) {
+    if (c == '\r' || c == '\n' || c == '\0') return false;
+  }
+  return true;
+}
+
+bool IsParseError(const error_code& ec) {
+  return ec.category() == http::make_error_code(http::error::bad_target).category();
+}
+
+}  // namespace
+
+class Connection;
+
+// ---------------------------------------------------------------------------------------
+// HttpServer::Impl
+
+class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
+ public:
+  Impl(asio::io_context& io, HttpServerOptions options, const Router& router,
+       MetricsRegistry* metrics)
+      : io_(io),
+        options_(std::move(options)),
+        router_(router),
+        metrics_(metrics),
+        acceptor_strand_(asio::make_strand(io)),
+        acceptor_(acceptor_strand_),
+        accept_retry_timer_(acceptor_strand_),
+        shutdown_timer_(acceptor_strand_) {
+    if (metrics_ != nullptr) {
+      connections_gauge_ = metrics_->GetGauge("joule_http_connections", "Open HTTP connections.");
+      rejected_connections_ = metrics_->GetCounter(
+          "joule_http_connections_rejected_total",
+          "HTTP connections closed at accept because max_connections was reached.");
+    }
+  }
+
+  Status Start();
+  void StopAccepting();
+  void Shutdown(std::function<void()> done);
+  void CloseAll();  // from ~HttpServer
+
+  // Called by connections.
+  void Unregister(uint64_t id);
+  void RecordRequest(std::string_view route, std::string_view method, int status,
+                     std::chrono::steady_clock::duration elapsed);
+  const HttpServerOptions& options() const { return options_; }
+  const Router& router() const { return router_; }
+  bool shutting_down() const { return shutting_down_.load(std::memory_order_acquire); }
+
+  uint16_t port() const { return port_.load(std::memory_order_acquire); }
+  size_t connection_count() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return connections_.size();
+  }
+
+ private:
+  void DoAccept();
+  void OnAccept(error_code ec, tcp::socket socket);
+  void Reject(tcp::socket& socket);
+  std::vector<std::shared_ptr<Connection>> LiveConnections();
+  void FinishShutdown();
+
+  asio::io_context& io_;
+  const HttpServerOptions options_;
+  const Router router_;
+  MetricsRegistry* const metrics_;
+
+  // Accepting; only touched on acceptor_strand_ (after Start).
+  asio::strand<asio::io_context::executor_type> acceptor_strand_;
+  tcp::acceptor acceptor_;
+  asio::steady_timer accept_retry_timer_;
+  asio::steady_timer shutdown_timer_;
+  std::atomic<uint16_t> port_{0};
+  std::atomic<bool> accepting_{false};
+  std::atomic<bool> shutting_down_{false};
+
+  mutable std::mutex mu_;
+  std::unordered_map<uint64_t, std::weak_ptr<Connection>> connections_;  // guarded by mu_
+  uint64_t next_connection_id_ = 0;                                      // guarded by mu_
+  std::function<void()> shutdown_done_;                                  // guarded by mu_
+
+  Gauge* connections_gauge_ = nullptr;
+  Counter* rejected_connections_ = nullptr;
+  std::mutex metrics_mu_;
+  std::unordered_map<std::string, Counter*> request_counters_;       // guarded by metrics_mu_
+  std::unordered_map<std::string, Histogram*> duration_histograms_;  // guarded by metrics_mu_
+};
+
+// ---------------------------------------------------------------------------------------
+// SseStreamImpl: the thread-safe half of a stream; the Connection owns the socket half.
+
+class SseStreamImpl final : public SseStream {
+ public:
+  SseStreamImpl(std::weak_ptr<Connection> connection, size_t max_queued_bytes)
+      : connection_(std::move(connection)), max_queued_bytes_(max_queued_bytes) {}
+
+  bool Send(std::string_view event, std::string_view data) override {
+    return Enqueue(EncodeSseEvent(event, data));
+  }
+  void Close() override;
+  bool IsOpen() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return open_;
+  }
+  void SetOnClose(std::function<void()> on_close) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!notified_) {
+      on_close_ = std::move(on_close);
+      return;
+    }
+    lock.unlock();
+    if (on_close) on_close();
+  }
+
+  // Queues raw bytes; false (and the client is dropped) on overflow.
+  bool Enqueue(std::string bytes);
+  // On the strand: the response head goes before anything already queued.
+  void PrependHead(std::string head) {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.insert(0, head);
+  }
+  // On the strand: takes what is queued for writing. `*close` is set when the stream should
+  // end once that is written, `*abort` when it should end right away.
+  std::string TakeForWrite(bool* close, bool* abort) {
+    std::lock_guard<std::mutex> lock(mu_);
+    flush_scheduled_ = false;
+    std::string out;
+    if (!abort_) out.swap(queue_);
+    in_flight_bytes_ = out.size();
+    *close = close_requested_;
+    *abort = abort_;
+    return out;
+  }
+  bool aborted() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return abort_;
+  }
+  void WriteDone() {
+    std::lock_guard<std::mutex> lock(mu_);
+    in_flight_bytes_ = 0;
+  }
+  // On the strand, when the connection closes: runs on_close once.
+  void NotifyClosed() {
+    std::function<void()> fn;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      open_ = false;
+      if (notified_) return;
+      notified_ = true;
+      fn = std::move(on_close_);
+    }
+    if (fn) fn();
+  }
+
+ private:
+  void PostFlush();
+
+  const std::weak_ptr<Connection> connection_;
+  const size_t max_queued_bytes_;
+  mutable std::mutex mu_;
+  std::string queue_;               // guarded by mu_
+  size_t in_flight_bytes_ = 0;      // guarded by mu_
+  bool open_ = true;                // guarded by mu_
+  bool flush_scheduled_ = false;    // guarded by mu_
+  bool close_requested_ = false;    // guarded by mu_
+  bool abort_ = false;              // guarded by mu_
+  bool notified_ = false;           // guarded by mu_
+  std::function<void()> on_close_;  // guarded by mu_
+};
+
+// ---------------------------------------------------------------------------------------
+// Connection
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(std::shared_ptr<HttpServer::Impl> server, tcp::socket socket, uint64_t id)
+      : server_(std::move(server)),
+        options_(server_->options()),
+        id_(id),
+        stream_(std::move(socket)),
+        keepalive_timer_(stream_.get_executor()) {
+    error_code ec;
+    tcp::endpoint peer = stream_.socket().remote_endpoint(ec);
+    if (!ec) remote_address_ = peer.address().to_string();
+  }
+
+  ~Connection() {
+    if (sse_) sse_->NotifyClosed();
+    server_->Unregister(id_);
+  }
+
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  asio::any_io_executor executor() { return stream_.get_executor(); }
+
+  void Start() {
+    asio::post(executor(), [self = shared_from_this()] { self->ReadHeader(); });
+  }
+
+  // Posted by the server's Shutdown: idle connections close; busy ones close after the
+  // response (WriteResponse sees shutting_down); streams end.
+  void OnServerShutdown() {
+    if (state_ == State::kReading) {
+      Close();
+    } else if (state_ == State::kStreaming && sse_) {
+      sse_->Close();
+    }
+  }
+
+  void Close() {
+    if (state_ == State::kClosed) return;
+    state_ = State::kClosed;
+    error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.close();
+    keepalive_timer_.cancel();
+    if (sse_) sse_->NotifyClosed();
+  }
+
+  // From Responder (posted to the strand).
+  void WriteResponse(uint64_t exchange, HttpResponse response);
+  void BeginStream(uint64_t exchange, std::shared_ptr<SseStreamImpl> sse, HttpHeaders headers);
+  void FlushStream();
+
+ private:
+  enum class State { kReading, kHandling, kWriting, kStreaming, kLingering, kClosed };
+
+  void ReadHeader();
+  void OnHeader(error_code ec);
+  void ReadBody();
+  void OnBody(error_code ec);
+  void OnReadError(error_code ec);
+  void FailRequest(int status, std::string_view code, std::string_view message);
+  void Dispatch();
+  void OnWrite(bool keep_alive, error_code ec);
+  void Linger();
+  void OnLingerRead(error_code ec, size_t n);
+  void OnStreamWrite(error_code ec);
+  void OnStreamRead(error_code ec);
+  void ArmKeepalive();
+
+  const std::shared_ptr<HttpServer::Impl> server_;
+  const HttpServerOptions& options_;
+  const uint64_t id_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<http::response<http::string_body>> response_;
+  State state_ = State::kReading;
+  std::string remote_address_;
+  uint64_t requests_served_ = 0;
+  uint64_t exchange_ = 0;  // counts requests handed to handlers; matches Responders to them
+
+  // The request being served, for the response and for metrics.
+  bool keep_alive_ = false;
+  bool head_request_ = false;
+  bool unread_input_ = false;  // the request was not fully read: linger before closing
+  std::string route_;
+  std::string method_;
+  std::chrono::steady_clock::time_point started_;
+
+  // Server-Sent Events.
+  std::shared_ptr<SseStreamImpl> sse_;
+  std::string sse_writing_;
+  bool sse_write_pending_ = false;
+  asio::steady_timer keepalive_timer_;
+
+  std::array<char, 4096> discard_;  // for lingering and for reads while streaming
+  size_t lingered_bytes_ = 0;
+};
+
+// Responder -> Connection.
+class ExchangeSink final : public ResponseSink {
+ public:
+  ExchangeSink(std::shared_ptr<Connection> connection, uint64_t exchange, size_t sse_max_bytes)
+      : connection_(std::move(connection)), exchange_(exchange), sse_max_bytes_(sse_max_bytes) {}
+
+  void Send(HttpResponse response) override {
+    auto c = connection_;
+    asio::post(c->executor(), [c, exchange = exchange_, r = std::move(response)]() mutable {
+      c->WriteResponse(exchange, std::move(r));
+    });
+  }
+
+  std::shared_ptr<SseStream> StartStream(HttpHeaders headers) override {
+    auto c = connection_;
+    auto sse = std::make_shared<SseStreamImpl>(c, sse_max_bytes_);
+    asio::post(c->executor(), [c, sse, exchange = exchange_, h = std::move(headers)]() mutable {
+      c->BeginStream(exchange, std::move(sse), std::move(h));
+    });
+    return sse;
+  }
+
+ private:
+  const std::shared_ptr<Connection> connection_;
+  const uint64_t exchange_;
+  const size_t sse_max_bytes_;
+};
+
+void SseStreamImpl::Close() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (close_requested_ || abort_) return;
+    open_ = false;
+    close_requested_ = true;
+    if (flush_scheduled_) return;
+    flush_scheduled_ = true;
+  }
+  PostFlush();
+}
+
+bool SseStreamImpl::Enqueue(std::string bytes) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!open_) return false;
+    if (queue_.size() + in_flight_bytes_ + bytes.size() > max_queued_bytes_) {
+      // The client does not keep up: drop it rather than buffer without bound.
+      open_ = false;
+      abort_ = true;
+    } else {
+      queue_ += bytes;
+      if (flush_scheduled_) return true;
+    }
+    flush_scheduled_ = true;
+  }
+  PostFlush();
+  std::lock_guard<std::mutex> lock(mu_);
+  return !abort_;
+}
+
+void SseStreamImpl::PostFlush() {
+  if (auto c = connection_.lock()) {
+    asio::post(c->executor(), [c] { c->FlushStream(); });
+  }
+}
+
+void Connection::ReadHeader() {
+  if (state_ == State::kClosed) return;
+  if (server_->shutting_down() && requests_served_ > 0) {
+    Close();
+    return;
+  }
+  state_ = State::kReading;
+  parser_.emplace();
+  parser_->header_limit(options_.max_header_bytes);
+  parser_->body_limit(options_.max_body_bytes);
+  bool idle = requests_served_ > 0 && buffer_.size() == 0;
+  stream_.expires_after(Nanos(idle ? options_.idle_timeout_ns : options_.read_timeout_ns));
+  http::async_read_header(
+      stream_, buffer_, *parser_,
+      [self = shared_from_this()](error_code ec, size_t) { self->OnHeader(ec); });
+}
+
+void Connection::OnHeader(error_code ec) {
+  if (state_ != State::kReading) return;
+  started_ = std::chrono::steady_clock::now();
+  if (ec) {
+    OnReadError(ec);
+    return;
+  }
+  const auto& header = parser_->get();
+  method_ = std::string(ToStd(header.method_string()));
+  route_ = server_->router().RouteFor(method_, ToStd(header.target()));
+  if (parser_->is_done()) {
+    Dispatch();
+    return;
+  }
+  if (EqualsIgnoreCase(ToStd(header[http::field::expect]), "100-continue")) {
+    static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+    stream_.expires_after(Nanos(options_.read_timeout_ns));
+    asio::async_write(stream_, asio::buffer(kContinue.data(), kContinue.size()),
+                      [self = shared_from_this()](error_code ec, size_t) {
+                        if (ec) {
+                          self->Close();
+                        } else {
+                          self->ReadBody();
+                        }
+                      });
+    return;
+  }
+  ReadBody();
+}
+
+void Connection::ReadBody() {
+  if (state_ != State::kReading) return;
+  stream_.expires_after(Nanos(options_.read_timeout_ns));
+  http::async_read(stream_, buffer_, *parser_,
+                   [self = shared_from_this()](error_code ec, size_t) { self->OnBody(ec); });
+}
+
+void Connection::OnBody(error_code ec) {
+  if (state_ != State::kReading) return;
+  if (ec) {
+    OnReadError(ec);
+    return;
+  }
+  Dispatch();
+}
+
+void Connection::OnReadError(error_code ec) {
+  if (ec == http::error::header_limit) {
+    FailRequest(431, "request_header_fields_too_large",
+                "request headers exceed " + std::to_string(options_.max_header_bytes) + " bytes");
+  } else if (ec == http::error::body_limit) {
+    FailRequest(413, "payload_too_large",
+                "request body exceeds " + std::to_string(options_.max_body_bytes) + " bytes");
+  } else if (IsParseError(ec) && ec != http::error::end_of_stream &&
+             ec != http::error::partial_message) {
+    FailRequest(400, "bad_request", "malformed HTTP request: " + ec.message());
+  } else {
+    // The client left, timed out, or the server closed the connection.
+    Close();
+  }
+}
+
+// Answers a request that could not be read completely, then closes the connection.
+void Connection::FailRequest(int status, std::string_view code, std::string_view message) {
+  if (method_.empty() && parser_ && parser_->is_header_done()) {
+    method_ = std::string(ToStd(parser_->get().method_string()));
+  }
+  keep_alive_ = false;
+  head_request_ = false;
+  unread_input_ = true;
+  state_ = State::kHandling;
+  ++exchange_;
+  WriteResponse(exchange_, HttpResponse::Error(status, code, message));
+}
+
+void Connection::Dispatch() {
+  http::request<http::string_body> msg = parser_->release();
+  parser_.reset();
+  keep_alive_ = msg.keep_alive();
+  head_request_ = msg.method() == http::verb::head;
+  unread_input_ = false;
+  state_ = State::kHandling;
+  uint64_t exchange = ++exchange_;
+
+  HttpRequest req;
+  req.method = method_;
+  req.target = std::string(ToStd(msg.target()));
+  req.remote_address = remote_address_;
+  std::string_view target = req.target;
+  size_t question = target.find('?');
+  if (target.empty() || target.front() != '/' ||
+      !PercentDecode(target.substr(0, question), false, &req.path) ||
+      (question != std::string_view::npos &&
+       !ParseQuery(target.substr(question + 1), &req.query))) {
+    keep_alive_ = false;
+    WriteResponse(exchange, HttpResponse::Error(400, "bad_request", "malformed request target"));
+    return;
+  }
+  req.headers.reserve(static_cast<size_t>(std::distance(msg.begin(), msg.end())));
+  for (const auto& field : msg) {
+    req.headers.emplace_back(Lower(ToStd(field.name_string())), std::string(ToStd(field.value())));
+  }
+  req.body = std::move(msg.body());
+
+  Responder responder(
+      std::make_shared<ExchangeSink>(shared_from_this(), exchange, options_.sse_max_queued_bytes));
+  try {
+    server_->router().Dispatch(req, std::move(responder));
+  } catch (const std::exception& e) {
+    // A bug in a handler; its Responder, if dropped, answers 500.
+    logging::Error("http handler threw", {{"route", req.route}, {"error", e.what()}});
+  } catch (...) {
+    logging::Error("http handler threw", {{"route", req.route}});
+  }
+  route_ = req.route;
+}
+
+void Connection::WriteResponse(uint64_t exchange, HttpResponse r) {
+  if (state_ != State::kHandling || exchange != exchange_) return;  // closed meanwhile
+  state_ = State::kWriting;
+  bool keep_alive = keep_alive_ && !server_->shutting_down();
+
+  response_.emplace();
+  auto& res = *response_;
+  res.version(11);
+  if (r.status < 100 || r.status > 999) r.status = 500;
+  res.result(static_cast<unsigned>(r.status));
+  res.set(http::field::server, "joule");
+  for (const auto& [name, value] : r.headers) {
+    if (!name.empty() && ValidHeaderText(name) && ValidHeaderText(value)) {
+      res.insert(name, value);
+    }
+  }
+  bool bodiless = r.status < 200 || r.status == 204 || r.status == 304;
+  if (!bodiless) {
+    if (!r.content_type.empty() && ValidHeaderText(r.content_type)) {
+      res.set(http::field::content_type, r.content_type);
+    }
+    res.content_length(r.body.size());
+    if (!head_request_) res.body() = std::move(r.body);
+  }
+  res.keep_alive(keep_alive);
+
+  server_->RecordRequest(route_, method_, r.status, std::chrono::steady_clock::now() - started_);
+  stream_.expires_after(Nanos(options_.read_timeout_ns));
+  http::async_write(stream_, res, [self = shared_from_this(), keep_alive](error_code ec, size_t) {
+    self->OnWrite(keep_alive, ec);
+  });
+}
+
+void Connection::OnWrite(bool keep_alive, error_code ec) {
+  if (state_ != State::kWriting) return;
+  response_.reset();
+  ++requests_served_;
+  if (ec) {
+    Close();
+  } else if (!keep_alive) {
+    if (unread_input_) {
+      Linger();
+    } else {
+      Close();
+    }
+  } else {
+    method_.clear();
+    route_.clear();
+    ReadHeader();
+  }
+}
+
+// After an error response to a request that was not read completely, closing at once
+// could reset the connection before the client reads the response (RFC 9112 9.6). So
+// stop sending, and discard input for a while first.
+void Connection::Linger() {
+  state_ = State::kLingering;
+  error_code ec;
+  stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+  stream_.expires_after(kLingerTimeout);
+  stream_.async_read_some(
+      asio::buffer(discard_),
+      [self = shared_from_this()](error_code ec, size_t n) { self->OnLingerRead(ec, n); });
+}
+
+void Connection::OnLingerRead(error_code ec, size_t n) {
+  if (state_ != State::kLingering) return;
+  lingered_bytes_ += n;
+  if (ec || lingered_bytes_ > kLingerMaxBytes) {
+    Close();
+    return;
+  }
+  stream_.async_read_some(
+      asio::buffer(discard_),
+      [self = shared_from_this()](error_code ec, size_t n) { self->OnLingerRead(ec, n); });
+}
+
+void Connection::BeginStream(uint64_t exchange, std::shared_ptr<SseStreamImpl> sse,
+                             HttpHeaders headers) {
+  if (state_ != State::kHandling || exchange != exchange_) {
+    sse->NotifyClosed();
+    return;
+  }
+  state_ = State::kStreaming;
+  sse_ = std::move(sse);
+  std::string head =
+      "HTTP/1.1 200 OK\r\n"
+      "Server: joule\r\n"
+      "Content-Type: text/event-stream\r\n"
+      "Cache-Control: no-cache\r\n"
+      "X-Accel-Buffering: no\r\n"
+      "Connection: close\r\n";
+  for (const auto& [name, value] : headers) {
+    if (name.empty() || !ValidHeaderText(name) || !ValidHeaderText(value)) continue;
+    head += name;
+    head += ": ";
+    head += value;
+    head += "\r\n";
+  }
+  head += "\r\n";
+  sse_->PrependHead(std::move(head));
+  server_->RecordRequest(route_, method_, 200, std::chrono::steady_clock::now() - started_);
+
+  // Reading is how we learn that the client has gone; anything it sends is discarded.
+  stream_.socket().async_read_some(
+      asio::buffer(discard_),
+      [self = shared_from_this()](error_code ec, size_t) { self->OnStreamRead(ec); });
+  ArmKeepalive();
+  if (server_->shutting_down()) sse_->Close();
+  FlushStream();
+}
+
+void Connection::OnStreamRead(error_code ec) {
+  if (state_ != State::kStreaming) return;
+  if (ec) {
+    Close();
+    return;
+  }
+  stream_.socket().async_read_some(
+      asio::buffer(discard_),
+      [self = shared_from_this()](error_code ec, size_t) { self->OnStreamRead(ec); });
+}
+
+void Connection::ArmKeepalive() {
+  keepalive_timer_.expires_after(Nanos(options_.sse_keepalive_interval_ns));
+  keepalive_timer_.async_wait([self = shared_from_this()](error_code ec) {
+    if (ec || self->state_ != State::kStreaming) return;
+    self->sse_->Enqueue(": keepalive\n\n");
+    self->ArmKeepalive();
+  });
+}
+
+void Connection::FlushStream() {
+  if (state_ != State::kStreaming) return;
+  if (sse_->aborted()) {
+    Close();  // even with a write pending: that client is too slow to wait for
+    return;
+  }
+  if (sse_write_pending_) return;
+  bool close = false;
+  bool abort = false;
+  sse_writing_ = sse_->TakeForWrite(&close, &abort);
+  if (abort || (close && sse_writing_.empty())) {
+    Close();
+    return;
+  }
+  if (sse_writing_.empty()) return;
+  sse_write_pending_ = true;
+  stream_.expires_after(Nanos(options_.read_timeout_ns));
+  asio::async_write(
+      stream_, asio::buffer(sse_writing_),
+      [self = shared_from_this()](error_code ec, size_t) { self->OnStreamWrite(ec); });
+}
+
+void Connection::OnStreamWrite(error_code ec) {
+  sse_write_pending_ = false;
+  sse_->WriteDone();
+  if (state_ != State::kStreaming) return;
+  if (ec) {
+    Close();
+    return;
+  }
+  sse_writing_.clear();
+  FlushStream();
+}
+
+// ---------------------------------------------------------------------------------------
+// HttpServer::Impl
+
+Status HttpServer::Impl::Start() {
+  JOULE_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(options_.listen));
+  error_code ec;
+  asio::ip::address address;
+  if (hp.host.empty()) {
+    address = asio::ip::address_v6::any();
+  } else if (hp.host == "localhost") {
+    address = asio::ip::address_v4::loopback();
+  } else {
+    address = asio::ip::make_address(hp.host, ec);
+    if (ec) {
+      return Status::InvalidArgument("bad listen address '" + options_.listen +
+                                     "': " + ec.message());
+    }
+  }
+  tcp::endpoint endpoint(address, hp.port);
+  auto fail = [&](const char* what) {
+    error_code ignored;
+    acceptor_.close(ignored);
+    return Status::IoError(std::string(what) + " " + options_.listen + ": " + ec.message());
+  };
+  acceptor_.open(endpoint.protocol(), ec);
+  if (ec) return fail("cannot open a socket for");
+  acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+  if (ec) return fail("cannot set SO_REUSEADDR for");
+  acceptor_.bind(endpoint, ec);
+  if (ec) return fail("cannot bind");
+  acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return fail("cannot listen on");
+  port_.store(acceptor_.local_endpoint(ec).port(), std::memory_order_release);
+  accepting_.store(true, std::memory_order_release);
+  logging::Info("http server listening",
+                {{"address", address.to_string()}, {"port", std::to_string(port())}});
+  asio::post(acceptor_strand_, [self = shared_from_this()] { self->DoAccept(); });
+  return Status::Ok();
+}
+
+void HttpServer::Impl::DoAccept() {
+  if (!accepting_.load(std::memory_order_acquire)) return;
+  acceptor_.async_accept(asio::make_strand(io_),
+                         beast::bind_front_handler(&Impl::OnAccept, shared_from_this()));
+}
+
+void HttpServer::Impl::OnAccept(error_code ec, tcp::socket socket) {
+  if (!accepting_.load(std::memory_order_acquire)) {
+    error_code ignored;
+    socket.close(ignored);
+    return;
+  }
+  if (ec) {
+    if (ec == asio::error::operation_aborted) return;
+    // E.g. out of file descriptors: retry soon rather than spin.
+    accept_retry_timer_.expires_after(kAcceptRetryDelay);
+    accept_retry_timer_.async_wait([self = shared_from_this()](error_code timer_ec) {
+      if (!timer_ec) self->DoAccept();
+    });
+    return;
+  }
+  std::shared_ptr<Connection> connection;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (connections_.size() < options_.max_connections) {
+      uint64_t id = next_connection_id_++;
+      connection = std::make_shared<Connection>(shared_from_this(), std::move(socket), id);
+      connections_.emplace(id, connection);
+    }
+  }
+  if (connection) {
+    if (connections_gauge_ != nullptr) connections_gauge_->Add(1);
+    connection->Start();
+  } else {
+    Reject(socket);
+  }
+  DoAccept();
+}
+
+// Over max_connections: a best-effort 503 without blocking, then close.
+void HttpServer::Impl::Reject(tcp::socket& socket) {
+  static const std::string kResponse = [] {
+    std::string body = HttpResponse::Error(503, "unavailable", "too many connections").body;
+    return "HTTP/1.1 503 Service Unavailable\r\nServer: joule\r\n"
+           "Content-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\n"
+           "Content-Length: " +
+           std::to_string(body.size()) + "\r\n\r\n" + body;
+  }();
+  if (rejected_connections_ != nullptr) rejected_connections_->Inc();
+  error_code ec;
+  socket.non_blocking(true, ec);
+  socket.write_some(asio::buffer(kResponse), ec);
+  socket.close(ec);
+}
+
+void HttpServer::Impl::Unregister(uint64_t id) {
+  std::function<void()> done;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    connections_.erase(id);
+    if (connections_.empty() && shutdown_done_) done = std::move(shutdown_done_);
+  }
+  if (connections_gauge_ != nullptr) connections_gauge_->Add(-1);
+  if (done) {
+    asio::post(acceptor_strand_, [self = shared_from_this()] { self->shutdown_timer_.cancel(); });
+    asio::post(io_, std::move(done));
+  }
+}
+
+std::vector<std::shared_ptr<Connection>> HttpServer::Impl::LiveConnections() {
+  std::vector<std::shared_ptr<Connection>> out;
+  std::lock_guard<std::mutex> lock(mu_);
+  out.reserve(connections_.size());
+  for (auto& [id, weak] : connections_) {
+    if (auto c = weak.lock()) out.push_back(std::move(c));
+  }
+  return out;
+}
+
+void HttpServer::Impl::StopAccepting() {
+  accepting_.store(false, std::memory_order_release);
+  asio::post(acceptor_strand_, [self = shared_from_this()] {
+    error_code ec;
+    self->acceptor_.close(ec);
+    self->accept_retry_timer_.cancel();
+  });
+}
+
+void HttpServer::Impl::Shutdown(std::function<void()> done) {
+  StopAccepting();
+  shutting_down_.store(true, std::memory_order_release);
+  bool none_left = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (connections_.empty()) {
+      none_left = true;
+    } else {
+      shutdown_done_ = std::move(done);
+    }
+  }
+  if (none_left) {
+    if (done) asio::post(io_, std::move(done));
+    return;
+  }
+  for (auto& c : LiveConnections()) {
+    asio::post(c->executor(), [c] { c->OnServerShutdown(); });
+  }
+  asio::post(acceptor_strand_, [self = shared_from_this()] {
+    self->shutdown_timer_.expires_after(Nanos(self->options_.shutdown_timeout_ns));
+    self->shutdown_timer_.async_wait([self](error_code ec) {
+      if (!ec) self->FinishShutdown();
+    });
+  });
+}
+
+// The shutdown timeout passed: close whatever is left and report done.
+void HttpServer::Impl::FinishShutdown() {
+  std::function<void()> done;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    done = std::move(shutdown_done_);
+    shutdown_done_ = nullptr;
+  }
+  if (!done) return;
+  logging::Warn("http shutdown timed out; closing remaining connections",
+                {{"connections", std::to_string(connection_count())}});
+  for (auto& c : LiveConnections()) {
+    asio::post(c->executor(), [c] { c->Close(); });
+  }
+  asio::post(io_, std::move(done));
+}
+
+void HttpServer::Impl::CloseAll() {
+  accepting_.store(false, std::memory_order_release);
+  shutting_down_.store(true, std::memory_order_release);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    shutdown_done_ = nullptr;
+  }
+  asio::post(acceptor_strand_, [self = shared_from_this()] {
+    error_code ec;
+    self->acceptor_.close(ec);
+    self->accept_retry_timer_.cancel();
+    self->shutdown_timer_.cancel();
+  });
+  for (auto& c : LiveConnections()) {
+    asio::post(c->executor(), [c] { c->Close(); });
+  }
+}
+
+void HttpServer::Impl::RecordRequest(std::string_view route, std::string_view method, int status,
+                                     std::chrono::steady_clock::duration elapsed) {
+  if (metrics_ == nullptr) return;
+  std::string_view route_label = route.empty() ? std::string_view("unmatched") : route;
+  std::string_view method_label = MethodLabel(method);
+  std::string status_label = std::to_string(status);
+  std::string key;
+  key.reserve(route_label.size() + method_label.size() + status_label.size() + 2);
+  key.append(route_label).append(1, '\n').append(method_label).append(1, '\n').append(status_label);
+  Counter* counter;
+  Histogram* histogram;
+  {
+    std::lock_guard<std::mutex> lock(metrics_mu_);
+    Counter*& c = request_counters_[key];
+    if (c == nullptr) {
+      c = metrics_->GetCounter("joule_http_requests_total", "HTTP requests answered.",
+                               {{"route", std::string(route_label)},
+                                {"method", std::string(method_label)},
+                                {"status", status_label}});
+    }
+    counter = c;
+    Histogram*& h = duration_histograms_[std::string(route_label)];
+    if (h == nullptr) {
+      h = metrics_->GetHistogram("joule_http_request_duration_seconds",
+                                 "Time from a request's headers to its response head.",
+                                 Histogram::LatencyBuckets(),
+                                 {{"route", std::string(route_label)}});
+    }
+    histogram = h;
+  }
+  counter->Inc();
+  histogram->Observe(std::chrono::duration<double>(elapsed).count());
+}
+
+// ---------------------------------------------------------------------------------------
+// HttpServer
+
+HttpServer::HttpServer(asio::io_context& io, HttpServerOptions options, const Router& router,
+                       MetricsRegistry* metrics)
+    : impl_(std::make_shared<Impl>(io, std::move(options), router, metrics)) {}
+
+HttpServer::~HttpServer() { impl_->CloseAll(); }
+
+Status HttpServer::Start() { return impl_->Start(); }
+uint16_t HttpServer::port() const { return impl_->port(); }
+void HttpServer::StopAccepting() { impl_->StopAccepting(); }
+void HttpServer::Shutdown(std::function<void()> done) { impl_->Shutdown(std::move(done)); }
+size_t HttpServer::connection_count() const { return impl_->connection_count(); }
+
+}  // namespace joule::net

@@ -1,0 +1,178 @@
+#include "net/router.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <set>
+
+#include "net/url.h"
+
+namespace joule::net {
+
+namespace {
+
+[[noreturn]] void BadRoute(const std::string& pattern, const char* why) {
+  std::fprintf(stderr, "net::Router: invalid route pattern '%s': %s\n", pattern.c_str(), why);
+  std::abort();
+}
+
+// "/a/b/" -> {"a", "b", ""}; "/" -> {""}.
+std::vector<std::string_view> SplitPath(std::string_view path) {
+  std::vector<std::string_view> out;
+  if (!path.empty() && path.front() == '/') path.remove_prefix(1);
+  while (true) {
+    size_t slash = path.find('/');
+    out.push_back(path.substr(0, slash));
+    if (slash == std::string_view::npos) break;
+    path.remove_prefix(slash + 1);
+  }
+  return out;
+}
+
+}  // namespace
+
+void Router::Add(std::string method, std::string pattern, Handler handler) {
+  if (pattern.empty() || pattern.front() != '/') BadRoute(pattern, "must start with '/'");
+  if (!handler) BadRoute(pattern, "empty handler");
+  Route route;
+  std::vector<std::string_view> parts = SplitPath(pattern);
+  for (size_t i = 0; i < parts.size(); ++i) {
+    std::string_view part = parts[i];
+    if (part.empty() || part.front() != '{') {
+      if (part.find_first_of("{}") != std::string_view::npos) {
+        BadRoute(pattern, "braces must enclose a whole segment");
+      }
+      route.segments.push_back({SegmentKind::kLiteral, std::string(part)});
+      continue;
+    }
+    if (part.size() < 3 || part.back() != '}') BadRoute(pattern, "malformed {name}");
+    std::string_view name = part.substr(1, part.size() - 2);
+    SegmentKind kind = SegmentKind::kParam;
+    if (name.back() == '*') {
+      if (i + 1 != parts.size()) BadRoute(pattern, "{name*} must be the last segment");
+      name.remove_suffix(1);
+      kind = SegmentKind::kRest;
+    }
+    if (name.empty() || name.find_first_of("{}*/") != std::string_view::npos) {
+      BadRoute(pattern, "malformed {name}");
+    }
+    for (const Segment& s : route.segments) {
+      if (s.kind != SegmentKind::kLiteral && s.text == name) BadRoute(pattern, "duplicate name");
+    }
+    route.segments.push_back({kind, std::string(name)});
+  }
+  for (const Route& r : routes_) {
+    if (r.method == method && r.pattern == pattern) BadRoute(pattern, "added twice");
+  }
+  route.method = std::move(method);
+  route.pattern = std::move(pattern);
+  route.handler = std::move(handler);
+  routes_.push_back(std::move(route));
+}
+
+bool Router::Match(const Route& route, const std::vector<std::string_view>& path,
+                   std::map<std::string, std::string>* params) {
+  params->clear();
+  const auto& segs = route.segments;
+  for (size_t i = 0; i < segs.size(); ++i) {
+    const Segment& seg = segs[i];
+    if (seg.kind == SegmentKind::kRest) {
+      std::string rest;
+      for (size_t j = i; j < path.size(); ++j) {
+        if (j > i) rest += '/';
+        rest.append(path[j]);
+      }
+      std::string decoded;
+      if (!PercentDecode(rest, false, &decoded)) return false;
+      (*params)[seg.text] = std::move(decoded);
+      return true;
+    }
+    if (i >= path.size()) return false;
+    std::string decoded;
+    if (!PercentDecode(path[i], false, &decoded)) return false;
+    if (seg.kind == SegmentKind::kLiteral) {
+      if (decoded != seg.text) return false;
+    } else {
+      if (decoded.empty()) return false;
+      (*params)[seg.text] = std::move(decoded);
+    }
+  }
+  return segs.size() == path.size();
+}
+
+int Router::CompareSpecificity(const Route& a, const Route& b) {
+  size_t n = std::min(a.segments.size(), b.segments.size());
+  for (size_t i = 0; i < n; ++i) {
+    int ka = static_cast<int>(a.segments[i].kind);
+    int kb = static_cast<int>(b.segments[i].kind);
+    if (ka != kb) return ka - kb;
+  }
+  return 0;
+}
+
+const Router::Route* Router::Find(std::string_view method,
+                                  const std::vector<std::string_view>& path,
+                                  std::map<std::string, std::string>* params) const {
+  const Route* best = nullptr;
+  std::map<std::string, std::string> candidate;
+  auto consider = [&](std::string_view m) {
+    for (const Route& r : routes_) {
+      if (r.method != m || !Match(r, path, &candidate)) continue;
+      if (best == nullptr || CompareSpecificity(r, *best) < 0) {
+        best = &r;
+        *params = candidate;
+      }
+    }
+  };
+  consider(method);
+  if (best == nullptr && method == "HEAD") consider("GET");
+  return best;
+}
+
+std::string Router::RouteFor(std::string_view method, std::string_view target) const {
+  target = target.substr(0, target.find('?'));
+  std::map<std::string, std::string> params;
+  const Route* r = Find(method, SplitPath(target), &params);
+  return r == nullptr ? std::string() : r->pattern;
+}
+
+void Router::Dispatch(HttpRequest& req, Responder responder) const {
+  std::string_view raw_path = req.target.empty() ? std::string_view(req.path) : req.target;
+  raw_path = raw_path.substr(0, raw_path.find('?'));
+  std::string decoded;
+  if (!PercentDecode(raw_path, false, &decoded)) {
+    responder.Send(HttpResponse::Error(400, "bad_request", "malformed percent-encoding in path"));
+    return;
+  }
+  std::vector<std::string_view> path = SplitPath(raw_path);
+
+  std::map<std::string, std::string> best_params;
+  const Route* best = Find(req.method, path, &best_params);
+  if (best == nullptr) {
+    std::set<std::string> allowed;  // methods of routes whose path matches
+    std::map<std::string, std::string> params;
+    for (const Route& r : routes_) {
+      if (Match(r, path, &params)) allowed.insert(r.method);
+    }
+    if (allowed.empty()) {
+      responder.Send(HttpResponse::Error(404, "not_found", "no route for " + decoded));
+      return;
+    }
+    if (allowed.count("GET") != 0) allowed.insert("HEAD");
+    std::string allow;
+    for (const std::string& m : allowed) {
+      if (!allow.empty()) allow += ", ";
+      allow += m;
+    }
+    HttpResponse r = HttpResponse::Error(405, "method_not_allowed",
+                                         req.method + " is not allowed here; allowed: " + allow);
+    r.headers.emplace_back("Allow", allow);
+    responder.Send(std::move(r));
+    return;
+  }
+  req.route = best->pattern;
+  req.path_params = std::move(best_params);
+  best->handler(req, std::move(responder));
+}
+
+}  // namespace joule::net

@@ -1,0 +1,69 @@
+// Router: maps (method, path pattern) to a Handler.
+//
+// Patterns are '/'-separated segments: a literal ("devices"), "{name}" capturing one
+// non-empty segment, or, as the last segment only, "{name*}" capturing the rest of the path
+// (possibly empty, slashes kept). Captured values are percent-decoded. When several
+// patterns match, the most specific wins, segment by segment (literal before {name} before
+// {name*}), so "/v1/devices/search" beats "/v1/devices/{id}" whatever the order of Add.
+// A HEAD request with no HEAD route is served by the GET route (the server drops the body).
+//
+// Routes are added at startup; after that, Dispatch is thread-safe (const).
+#pragma once
+
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "net/http_message.h"
+#include "net/responder.h"
+
+namespace joule::net {
+
+// Handlers run on an I/O thread and must not block: answer right away, or hand the work
+// (and the Responder) to another thread.
+using Handler = std::function<void(HttpRequest& req, Responder responder)>;
+
+class Router {
+ public:
+  // REQUIRES: `pattern` starts with '/', its braces are well formed, and (method, pattern)
+  // was not added before. Violations are programming errors and abort with a message.
+  void Add(std::string method, std::string pattern, Handler handler);
+
+  // Matches `req` (by req.target's path, or req.path when target is empty), fills
+  // req.route and req.path_params, and calls the handler. Otherwise answers
+  // 404 not_found, or 405 method_not_allowed with an Allow header when the path matches
+  // routes of other methods, or 400 bad_request for a malformed escape in the path.
+  void Dispatch(HttpRequest& req, Responder responder) const;
+
+  // The pattern of the route that would serve (method, target), or "" if none would
+  // (for labelling requests that fail before dispatch, e.g. 413).
+  std::string RouteFor(std::string_view method, std::string_view target) const;
+
+  size_t size() const { return routes_.size(); }
+
+ private:
+  enum class SegmentKind { kLiteral = 0, kParam = 1, kRest = 2 };
+  struct Segment {
+    SegmentKind kind;
+    std::string text;  // literal text, or the parameter name
+  };
+  struct Route {
+    std::string method;
+    std::string pattern;
+    std::vector<Segment> segments;
+    Handler handler;
+  };
+  // Fills `params` if `route` matches the (raw, not yet decoded) path segments.
+  static bool Match(const Route& route, const std::vector<std::string_view>& path,
+                    std::map<std::string, std::string>* params);
+  // Negative if a is more specific than b, positive if less, 0 if equal.
+  static int CompareSpecificity(const Route& a, const Route& b);
+  // The most specific route for `method` (HEAD falls back to GET) and path, or nullptr.
+  const Route* Find(std::string_view method, const std::vector<std::string_view>& path,
+                    std::map<std::string, std::string>* params) const;
+
+  std::vector<Route> routes_;
+};
+
+}  // namespace joule::net
