@@ -1,0 +1,44 @@
+// Thin POSIX file helpers for the log: errno → Status, full writes, directory syncs.
+// Functions named *OrDie are for the writer path, where a failed write or sync is fatal
+// (fail-stop; an fsync is never retried).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace joule::log {
+
+// An IoError status "what path: strerror(errno)" built from the current errno.
+Status ErrnoStatus(const std::string& what, const std::string& path);
+
+// Logs an error and aborts. Never returns.
+[[noreturn]] void FatalIo(const std::string& what, const std::string& path, int err);
+
+// mkdir -p. Sets *created (optional) when the last component did not exist before.
+Status CreateDirs(const std::string& path, bool* created = nullptr);
+// Names of the entries of a directory (no "." / "..").
+Result<std::vector<std::string>> ListDir(const std::string& path);
+// fsync of a directory, making creations, renames and unlinks in it durable.
+Status SyncDir(const std::string& path);
+Result<uint64_t> FileSize(const std::string& path);
+// Truncates a file to `size` bytes and fsyncs it.
+Status TruncateAndSync(const std::string& path, uint64_t size);
+
+// Opens for appending (O_WRONLY|O_APPEND|O_CLOEXEC, plus O_CREAT|O_EXCL when `create`).
+Result<int> OpenForAppend(const std::string& path, bool create);
+Result<int> OpenForRead(const std::string& path);
+void CloseFd(int fd);
+
+// Writer path: a full write (retrying short writes and EINTR) or abort.
+void WriteAllOrDie(int fd, const char* data, size_t n, const std::string& path);
+void DataSyncOrDie(int fd, const std::string& path);
+void SyncDirOrDie(const std::string& path);
+
+// pread that retries EINTR and short reads; returns the bytes read (< n only at EOF).
+Result<size_t> ReadAt(int fd, uint64_t offset, char* buf, size_t n, const std::string& path);
+
+}  // namespace joule::log

@@ -1,0 +1,130 @@
+// Log: the embedded, partitioned, durable segment log that sits between ingest and the
+// processors (the Kinesis of the reference design). On-disk format, recovery and retention
+// rules: docs/formats/log.md.
+//
+// Contract:
+//  * Partitions are independent; offsets within a partition are 0, 1, 2, … without gaps.
+//  * Append() is thread-safe and never blocks on I/O. After it returns OK the records are in
+//    memory and have offsets; after their DurableCallback fires they are fsynced (or, with
+//    `fsync = false`, written to the kernel) and visible to readers.
+//  * One background writer thread performs all I/O and group-commits: every batch waiting
+//    when it wakes shares one fdatasync per touched segment file. A failed write or fsync
+//    aborts the process (fail-stop).
+//  * Readers only ever see durable records.
+//  * Retention deletes whole sealed segments and never a record at or above the committed
+//    offset of any registered consumer.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "model/log_offset.h"
+
+namespace joule {
+class Clock;
+class MetricsRegistry;
+}  // namespace joule
+
+namespace joule::log {
+
+struct LogRecord {
+  model::LogOffset offset;
+  int64_t append_time_ns = 0;  // wall time at which Append accepted the batch
+  std::string payload;
+};
+
+struct LogOptions {
+  std::string dir;  // created if missing
+  uint32_t partitions = 8;
+  uint64_t segment_bytes = 64ull << 20;
+  bool fsync = true;             // false = durability "none": callbacks fire after write(2)
+  uint64_t retention_bytes = 0;  // per partition; 0 = unlimited
+  int64_t retention_age_ns = 0;  // 0 = forever
+  uint64_t max_pending_bytes = 64ull << 20;
+  const Clock* clock = nullptr;  // nullptr = SystemClock::Default()
+  // How often the writer thread enforces retention (steady time). 0 = only on explicit
+  // EnforceRetention() calls.
+  int64_t retention_interval_ns = 30'000'000'000;
+  // Also CRC-check every sealed segment on Open (the active one is always checked).
+  bool verify_on_open = false;
+};
+
+struct RecoveryReport {
+  struct Cut {
+    uint32_t partition;
+    std::string segment;  // file path
+    uint64_t bytes_cut;
+  };
+  std::vector<Cut> cuts;
+  uint64_t records_recovered = 0;  // records retained in all partitions after recovery
+};
+
+// Reads one partition sequentially. Not thread-safe: one per consumer thread.
+// REQUIRES: does not outlive the Log that made it.
+class LogReader {
+ public:
+  virtual ~LogReader() = default;
+  // Appends up to max_records durable records at or after the reader's position to *out;
+  // returns the number read (0 = caught up). NotFound if the position has been deleted by
+  // retention; Corruption if a record fails validation.
+  virtual Result<size_t> Next(size_t max_records, std::vector<LogRecord>* out) = 0;
+  // The offset of the next record Next() will return.
+  virtual model::LogOffset position() const = 0;
+};
+
+// The log seam. Open() returns the segment-file implementation; tests of other subsystems
+// may substitute their own.
+class Log {
+ public:
+  using DurableCallback = std::function<void(Status status, model::LogOffset first)>;
+
+  // Opens (creating if needed) the log in options.dir and recovers it (see the format doc).
+  // `metrics` may be null (metrics are then kept privately); it must outlive the Log.
+  static Result<std::unique_ptr<Log>> Open(const LogOptions& options, MetricsRegistry* metrics);
+
+  // Flushes pending appends (fsync), fires their callbacks and stops the writer thread.
+  virtual ~Log() = default;
+
+  virtual uint32_t partitions() const = 0;
+
+  // Thread-safe, never blocks on I/O. On OK, `cb` is called exactly once from the writer
+  // thread after all `records` are durable (contiguous offsets starting at `first`, in
+  // order). Callbacks of one partition fire in offset order. Keep callbacks cheap (they post
+  // work elsewhere); they must not call Flush() or destroy the Log.
+  // Unavailable (and nothing appended) when the pending, not yet durable bytes would exceed
+  // max_pending_bytes; a batch is always admitted when nothing is pending.
+  // InvalidArgument for a bad partition, an empty batch or a record over 16 MiB.
+  virtual Status Append(uint32_t partition, std::vector<std::string> records,
+                        DurableCallback cb) = 0;
+
+  // One past the last durable record.
+  virtual model::LogOffset DurableEnd(uint32_t partition) const = 0;
+  // The first retained record (== DurableEnd when the partition is empty).
+  virtual model::LogOffset StartOffset(uint32_t partition) const = 0;
+  // Blocks up to timeout_ns until DurableEnd(partition) > offset; returns whether it is.
+  virtual bool WaitForData(uint32_t partition, model::LogOffset offset, int64_t timeout_ns) = 0;
+
+  // A reader positioned at `from`, which must be in [StartOffset, end of appended records].
+  virtual Result<std::unique_ptr<LogReader>> NewReader(uint32_t partition,
+                                                       model::LogOffset from) = 0;
+
+  // Registers a consumer (processor, archiver). Call before its first SetConsumerOffset;
+  // until it reports an offset for a partition, nothing is deleted from that partition.
+  virtual void RegisterConsumer(const std::string& name) = 0;
+  // `committed` = the next offset the consumer will process; everything below it may go.
+  virtual void SetConsumerOffset(const std::string& name, uint32_t partition,
+                                 model::LogOffset committed) = 0;
+
+  // Deletes what retention allows now (see the format doc). Also runs periodically.
+  virtual Status EnforceRetention() = 0;
+  // Waits until everything appended before the call is durable and its callbacks have run.
+  // REQUIRES: not called from a DurableCallback.
+  virtual Status Flush() = 0;
+  virtual const RecoveryReport& recovery_report() const = 0;
+};
+
+}  // namespace joule::log

@@ -1,0 +1,582 @@
+#include "log/segment_log.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <utility>
+
+#include "common/logging.h"
+#include "log/file_io.h"
+#include "log/segment_format.h"
+#include "log/segment_reader.h"
+#include "log/segment_scanner.h"
+
+namespace joule::log {
+namespace {
+
+double SecondsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Log>> Log::Open(const LogOptions& options, MetricsRegistry* metrics) {
+  JOULE_ASSIGN_OR_RETURN(std::unique_ptr<SegmentLog> log, SegmentLog::Open(options, metrics));
+  return std::unique_ptr<Log>(std::move(log));
+}
+
+Result<std::unique_ptr<SegmentLog>> SegmentLog::Open(const LogOptions& options,
+                                                     MetricsRegistry* metrics) {
+  if (options.dir.empty()) return Status::InvalidArgument("log dir is empty");
+  if (options.partitions == 0 || options.partitions > 100000) {
+    return Status::InvalidArgument("log partitions must be in [1, 100000]");
+  }
+  if (options.segment_bytes == 0) return Status::InvalidArgument("segment_bytes must be > 0");
+  if (options.max_pending_bytes == 0) {
+    return Status::InvalidArgument("max_pending_bytes must be > 0");
+  }
+  std::unique_ptr<SegmentLog> log(new SegmentLog(options, metrics));
+  JOULE_RETURN_IF_ERROR(log->Recover());
+  log->writer_ = std::thread([raw = log.get()] { raw->WriterLoop(); });
+  return log;
+}
+
+SegmentLog::SegmentLog(const LogOptions& options, MetricsRegistry* metrics)
+    : options_(options), clock_(options.clock != nullptr ? options.clock : SystemClock::Default()) {
+  if (metrics == nullptr) {
+    own_metrics_ = std::make_unique<MetricsRegistry>();
+    metrics = own_metrics_.get();
+  }
+  metrics_ = metrics;
+  append_latency_ = metrics_->GetHistogram("joule_log_append_latency_seconds",
+                                           "Time from Log::Append to the batch being durable",
+                                           Histogram::LatencyBuckets());
+  fsync_latency_ = metrics_->GetHistogram("joule_log_fsync_latency_seconds",
+                                          "Duration of one fdatasync of a segment file",
+                                          Histogram::LatencyBuckets());
+  records_per_fsync_ =
+      metrics_->GetHistogram("joule_log_records_per_fsync", "Records made durable by one fdatasync",
+                             Histogram::SizeBuckets());
+  bytes_per_fsync_ = metrics_->GetHistogram(
+      "joule_log_bytes_per_fsync", "Bytes made durable by one fdatasync", Histogram::SizeBuckets());
+  appended_records_ =
+      metrics_->GetCounter("joule_log_appended_records_total", "Records written to the log");
+  appended_bytes_ = metrics_->GetCounter("joule_log_appended_bytes_total",
+                                         "Bytes (framed records) written to the log");
+  rejected_appends_ = metrics_->GetCounter("joule_log_rejected_appends_total",
+                                           "Appends refused because too many bytes were pending");
+  pending_bytes_gauge_ =
+      metrics_->GetGauge("joule_log_pending_bytes", "Bytes appended but not yet durable");
+  truncated_bytes_ = metrics_->GetCounter("joule_log_recovery_truncated_bytes_total",
+                                          "Bytes cut from torn or corrupt segment tails on open");
+  segments_deleted_ =
+      metrics_->GetCounter("joule_log_segments_deleted_total", "Segments deleted by retention");
+}
+
+SegmentLog::~SegmentLog() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stop_ = true;
+  }
+  writer_cv_.notify_all();
+  if (writer_.joinable()) writer_.join();
+  for (auto& p : parts_) CloseFd(p->fd);
+}
+
+std::string SegmentLog::SegmentPath(const Partition& p, uint64_t base) const {
+  return p.dir + "/" + SegmentFileName(base);
+}
+
+// ---------------------------------------------------------------------------------------
+// Recovery
+
+Status SegmentLog::Recover() {
+  bool created = false;
+  JOULE_RETURN_IF_ERROR(CreateDirs(options_.dir, &created));
+  JOULE_ASSIGN_OR_RETURN(std::vector<std::string> names, ListDir(options_.dir));
+  for (const std::string& name : names) {
+    auto id = ParsePartitionDirName(name);
+    if (id && *id >= options_.partitions) {
+      return Status::InvalidArgument("log " + options_.dir + " has partition directory " + name +
+                                     " but is opened with " + std::to_string(options_.partitions) +
+                                     " partitions");
+    }
+  }
+  for (uint32_t i = 0; i < options_.partitions; ++i) {
+    auto p = std::make_unique<Partition>();
+    p->id = i;
+    p->dir = options_.dir + "/" + PartitionDirName(i);
+    JOULE_RETURN_IF_ERROR(RecoverPartition(p.get()));
+    report_.records_recovered += p->written_end - p->segments.front().base;
+    parts_.push_back(std::move(p));
+  }
+  return Status::Ok();
+}
+
+Status SegmentLog::RecoverPartition(Partition* p) {
+  bool created = false;
+  JOULE_RETURN_IF_ERROR(CreateDirs(p->dir, &created));
+  if (created) JOULE_RETURN_IF_ERROR(SyncDir(options_.dir));
+  JOULE_ASSIGN_OR_RETURN(std::vector<std::string> names, ListDir(p->dir));
+  std::vector<uint64_t> bases;
+  for (const std::string& name : names) {
+    if (auto base = ParseSegmentFileName(name)) bases.push_back(*base);
+  }
+  std::sort(bases.begin(), bases.end());
+
+  if (bases.empty()) {
+    JOULE_ASSIGN_OR_RETURN(int fd, OpenForAppend(SegmentPath(*p, 0), /*create=*/true));
+    CloseFd(fd);
+    JOULE_RETURN_IF_ERROR(SyncDir(p->dir));
+    bases.push_back(0);
+  }
+
+  // Tail recovery: validate the last segment, cut what follows the last valid record.
+  uint64_t valid_bytes = 0;
+  uint64_t records = 0;
+  int64_t newest = kUnknownTime;
+  for (;;) {
+    uint64_t base = bases.back();
+    std::string path = SegmentPath(*p, base);
+    JOULE_ASSIGN_OR_RETURN(uint64_t file_size, FileSize(path));
+    JOULE_ASSIGN_OR_RETURN(int fd, OpenForRead(path));
+    SegmentScanner scanner(fd, base, path);
+    DecodedRecord rec;
+    SegmentScanner::Step step;
+    records = 0;
+    newest = kUnknownTime;
+    while ((step = scanner.Next(&rec)) == SegmentScanner::Step::kRecord) {
+      ++records;
+      newest = std::max(newest, rec.append_time_ns);
+    }
+    if (step == SegmentScanner::Step::kIoError) return scanner.io_status();
+    valid_bytes = scanner.valid_bytes();
+    if (valid_bytes < file_size) {
+      uint64_t cut = file_size - valid_bytes;
+      JOULE_RETURN_IF_ERROR(TruncateAndSync(path, valid_bytes));
+      report_.cuts.push_back({p->id, path, cut});
+      truncated_bytes_->Inc(cut);
+      logging::Warn("log: cut torn or corrupt segment tail",
+                    {{"partition", std::to_string(p->id)},
+                     {"segment", path},
+                     {"bytes_cut", std::to_string(cut)},
+                     {"records_kept", std::to_string(records)},
+                     {"reason", DecodeResultName(scanner.reason())}});
+    }
+    if (records == 0 && bases.size() > 1) {
+      // A crash right after a roll: the new segment never got a durable record.
+      if (::unlink(path.c_str()) != 0) return ErrnoStatus("unlink", path);
+      JOULE_RETURN_IF_ERROR(SyncDir(p->dir));
+      logging::Info("log: removed empty last segment",
+                    {{"partition", std::to_string(p->id)}, {"segment", path}});
+      bases.pop_back();
+      continue;
+    }
+    break;
+  }
+
+  if (options_.verify_on_open) {
+    for (size_t i = 0; i + 1 < bases.size(); ++i) {
+      JOULE_RETURN_IF_ERROR(VerifySealed(p, bases[i], bases[i + 1]));
+    }
+  }
+
+  for (size_t i = 0; i + 1 < bases.size(); ++i) {
+    JOULE_ASSIGN_OR_RETURN(uint64_t size, FileSize(SegmentPath(*p, bases[i])));
+    p->segments.push_back(Segment{bases[i], size, kUnknownTime});
+  }
+  p->segments.push_back(Segment{bases.back(), valid_bytes, newest});
+  p->active_path = SegmentPath(*p, bases.back());
+  JOULE_ASSIGN_OR_RETURN(p->fd, OpenForAppend(p->active_path, /*create=*/false));
+  p->active_bytes = valid_bytes;
+  p->active_newest_ns = newest;
+  p->written_end = bases.back() + records;
+  p->next_offset = p->written_end;
+  p->durable_end.store(p->written_end, std::memory_order_release);
+  p->start_offset.store(bases.front(), std::memory_order_release);
+  return Status::Ok();
+}
+
+Status SegmentLog::VerifySealed(Partition* p, uint64_t base, uint64_t end) {
+  std::string path = SegmentPath(*p, base);
+  JOULE_ASSIGN_OR_RETURN(int fd, OpenForRead(path));
+  SegmentScanner scanner(fd, base, path);
+  DecodedRecord rec;
+  SegmentScanner::Step step;
+  while ((step = scanner.Next(&rec)) == SegmentScanner::Step::kRecord) {
+  }
+  if (step == SegmentScanner::Step::kIoError) return scanner.io_status();
+  if (step == SegmentScanner::Step::kInvalid) {
+    return Status::Corruption("log segment " + path + ": " + DecodeResultName(scanner.reason()) +
+                              " at byte " + std::to_string(scanner.valid_bytes()) + " (offset " +
+                              std::to_string(scanner.next_offset()) + ")");
+  }
+  if (scanner.next_offset() != end) {
+    return Status::Corruption("log segment " + path + " ends at offset " +
+                              std::to_string(scanner.next_offset()) +
+                              " but the next segment starts at " + std::to_string(end));
+  }
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------
+// Appends and the writer thread
+
+Status SegmentLog::Append(uint32_t partition, std::vector<std::string> records,
+                          DurableCallback cb) {
+  if (partition >= options_.partitions) {
+    return Status::InvalidArgument("log partition " + std::to_string(partition) + " out of range");
+  }
+  if (records.empty()) return Status::InvalidArgument("empty log append");
+  uint64_t bytes = 0;
+  for (const std::string& r : records) {
+    if (r.size() > kMaxPayloadBytes) {
+      return Status::InvalidArgument("log record of " + std::to_string(r.size()) +
+                                     " bytes is over the limit");
+    }
+    bytes += kRecordHeaderBytes + r.size();
+  }
+  Request req{partition,
+              0,
+              clock_->NowNanos(),
+              bytes,
+              std::move(records),
+              std::move(cb),
+              std::chrono::steady_clock::now()};
+  bool wake;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (stop_) return Status::Unavailable("log is closing");
+    if (pending_bytes_ > 0 && pending_bytes_ + bytes > options_.max_pending_bytes) {
+      rejected_appends_->Inc();
+      return Status::Unavailable("log has " + std::to_string(pending_bytes_) +
+                                 " bytes pending, over its limit");
+    }
+    Partition& p = *parts_[partition];
+    req.first = p.next_offset;
+    p.next_offset += req.records.size();
+    pending_bytes_ += bytes;
+    pending_bytes_gauge_->Set(static_cast<double>(pending_bytes_));
+    ++appended_seq_;
+    wake = queue_.empty();
+    queue_.push_back(std::move(req));
+  }
+  if (wake) writer_cv_.notify_one();
+  return Status::Ok();
+}
+
+void SegmentLog::WriterLoop() {
+  using SteadyClock = std::chrono::steady_clock;
+  const bool periodic = options_.retention_interval_ns > 0;
+  const auto interval = std::chrono::nanoseconds(options_.retention_interval_ns);
+  auto next_retention = SteadyClock::now() + interval;
+  std::vector<Request> round;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      while (queue_.empty() && !stop_) {
+        if (!periodic) {
+          writer_cv_.wait(l);
+        } else if (writer_cv_.wait_until(l, next_retention) == std::cv_status::timeout) {
+          break;
+        }
+      }
+      if (queue_.empty() && stop_) break;
+      round.swap(queue_);
+    }
+    if (!round.empty()) {
+      CommitRound(&round);
+      round.clear();
+    }
+    if (periodic && SteadyClock::now() >= next_retention) {
+      Status st = EnforceRetention();
+      if (!st.ok()) logging::Error("log: retention failed", {{"error", st.ToString()}});
+      next_retention = SteadyClock::now() + interval;
+    }
+  }
+}
+
+void SegmentLog::WriteBuffer(Partition* p) {
+  if (p->buffer.empty()) return;
+  WriteAllOrDie(p->fd, p->buffer.data(), p->buffer.size(), p->active_path);
+  p->buffer.clear();
+}
+
+void SegmentLog::SyncActive(Partition* p) {
+  if (options_.fsync && p->unsynced_records > 0) {
+    auto t0 = std::chrono::steady_clock::now();
+    DataSyncOrDie(p->fd, p->active_path);
+    fsync_latency_->Observe(SecondsSince(t0));
+    records_per_fsync_->Observe(static_cast<double>(p->unsynced_records));
+    bytes_per_fsync_->Observe(static_cast<double>(p->unsynced_bytes));
+  }
+  p->unsynced_records = 0;
+  p->unsynced_bytes = 0;
+}
+
+void SegmentLog::Roll(Partition* p, uint64_t new_base) {
+  // Seal: the old segment is complete and durable before its successor exists, so a crash
+  // can only tear the active segment (docs/formats/log.md, "Write protocol").
+  WriteBuffer(p);
+  SyncActive(p);
+  CloseFd(p->fd);
+  std::string path = SegmentPath(*p, new_base);
+  auto fd = OpenForAppend(path, /*create=*/true);
+  if (!fd.ok()) {
+    logging::Error("log: cannot create segment, aborting (fail-stop)",
+                   {{"error", fd.status().ToString()}});
+    std::abort();
+  }
+  if (options_.fsync) SyncDirOrDie(p->dir);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    Segment& sealed = p->segments.back();
+    sealed.bytes = p->active_bytes;
+    sealed.newest_time_ns = p->active_newest_ns;
+    p->segments.push_back(Segment{new_base, 0, kUnknownTime});
+  }
+  p->fd = *fd;
+  p->active_path = std::move(path);
+  p->active_bytes = 0;
+  p->active_newest_ns = kUnknownTime;
+}
+
+void SegmentLog::CommitRound(std::vector<Request>* round) {
+  constexpr size_t kMaxBuffer = 1 << 20;
+  uint64_t round_bytes = 0;
+  uint64_t round_records = 0;
+  std::vector<Partition*> touched;
+  for (Request& req : *round) {
+    Partition* p = parts_[req.partition].get();
+    if (!p->touched) {
+      p->touched = true;
+      touched.push_back(p);
+    }
+    uint64_t offset = req.first;
+    for (const std::string& payload : req.records) {
+      uint64_t size = kRecordHeaderBytes + payload.size();
+      if (p->active_bytes > 0 && p->active_bytes + size > options_.segment_bytes) {
+        Roll(p, offset);
+      }
+      EncodeRecord(offset, req.append_time_ns, payload, &p->buffer);
+      p->active_bytes += size;
+      p->active_newest_ns = std::max(p->active_newest_ns, req.append_time_ns);
+      p->unsynced_records += 1;
+      p->unsynced_bytes += size;
+      ++offset;
+      if (p->buffer.size() >= kMaxBuffer) WriteBuffer(p);
+    }
+    p->written_end = offset;
+    round_bytes += req.bytes;
+    round_records += req.records.size();
+  }
+  for (Partition* p : touched) WriteBuffer(p);
+  for (Partition* p : touched) SyncActive(p);
+  appended_records_->Inc(round_records);
+  appended_bytes_->Inc(round_bytes);
+
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (Partition* p : touched) {
+      p->touched = false;
+      Segment& active = p->segments.back();
+      active.bytes = p->active_bytes;
+      active.newest_time_ns = p->active_newest_ns;
+      p->durable_end.store(p->written_end, std::memory_order_release);
+    }
+    pending_bytes_ -= round_bytes;
+    pending_bytes_gauge_->Set(static_cast<double>(pending_bytes_));
+  }
+  data_cv_.notify_all();
+
+  for (Request& req : *round) {
+    append_latency_->Observe(SecondsSince(req.enqueued));
+    if (req.cb) req.cb(Status::Ok(), model::LogOffset{req.first});
+  }
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    done_seq_ += round->size();
+  }
+  flush_cv_.notify_all();
+}
+
+Status SegmentLog::Flush() {
+  std::unique_lock<std::mutex> l(mu_);
+  uint64_t target = appended_seq_;
+  flush_cv_.wait(l, [&] { return done_seq_ >= target; });
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------
+// Offsets and readers
+
+model::LogOffset SegmentLog::DurableEnd(uint32_t partition) const {
+  if (partition >= parts_.size()) return model::LogOffset{0};
+  return model::LogOffset{parts_[partition]->durable_end.load(std::memory_order_acquire)};
+}
+
+model::LogOffset SegmentLog::StartOffset(uint32_t partition) const {
+  if (partition >= parts_.size()) return model::LogOffset{0};
+  return model::LogOffset{parts_[partition]->start_offset.load(std::memory_order_acquire)};
+}
+
+bool SegmentLog::WaitForData(uint32_t partition, model::LogOffset offset, int64_t timeout_ns) {
+  if (partition >= parts_.size()) return false;
+  const Partition& p = *parts_[partition];
+  auto ready = [&] { return p.durable_end.load(std::memory_order_acquire) > offset.value; };
+  if (ready()) return true;
+  if (timeout_ns <= 0) return false;
+  std::unique_lock<std::mutex> l(mu_);
+  return data_cv_.wait_for(l, std::chrono::nanoseconds(timeout_ns), ready);
+}
+
+Result<SegmentLog::SegmentRef> SegmentLog::FindSegment(uint32_t partition, uint64_t offset) const {
+  const Partition& p = *parts_[partition];
+  std::lock_guard<std::mutex> l(mu_);
+  const auto& segs = p.segments;
+  if (offset < segs.front().base) {
+    return Status::NotFound("log partition " + std::to_string(partition) + " offset " +
+                            std::to_string(offset) + " was deleted by retention (start " +
+                            std::to_string(segs.front().base) + ")");
+  }
+  auto it = std::upper_bound(segs.begin(), segs.end(), offset,
+                             [](uint64_t o, const Segment& s) { return o < s.base; });
+  --it;
+  SegmentRef ref;
+  ref.base = it->base;
+  ref.end = std::next(it) == segs.end() ? kOpenEnd : std::next(it)->base;
+  ref.path = SegmentPath(p, it->base);
+  return ref;
+}
+
+Result<std::unique_ptr<LogReader>> SegmentLog::NewReader(uint32_t partition,
+                                                         model::LogOffset from) {
+  if (partition >= options_.partitions) {
+    return Status::InvalidArgument("log partition " + std::to_string(partition) + " out of range");
+  }
+  uint64_t end;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    end = parts_[partition]->next_offset;
+  }
+  if (from.value > end) {
+    return Status::InvalidArgument("log partition " + std::to_string(partition) +
+                                   " has no offset " + std::to_string(from.value) + " (end " +
+                                   std::to_string(end) + ")");
+  }
+  uint64_t start = StartOffset(partition).value;
+  if (from.value < start) {
+    return Status::NotFound("log partition " + std::to_string(partition) + " offset " +
+                            std::to_string(from.value) + " was deleted by retention (start " +
+                            std::to_string(start) + ")");
+  }
+  return std::unique_ptr<LogReader>(std::make_unique<SegmentReader>(this, partition, from));
+}
+
+// ---------------------------------------------------------------------------------------
+// Consumers and retention
+
+void SegmentLog::RegisterConsumer(const std::string& name) {
+  std::lock_guard<std::mutex> l(consumers_mu_);
+  consumers_.try_emplace(name, options_.partitions, std::nullopt);
+}
+
+void SegmentLog::SetConsumerOffset(const std::string& name, uint32_t partition,
+                                   model::LogOffset committed) {
+  if (partition >= options_.partitions) return;
+  std::lock_guard<std::mutex> l(consumers_mu_);
+  auto it = consumers_.try_emplace(name, options_.partitions, std::nullopt).first;
+  it->second[partition] = committed.value;
+}
+
+uint64_t SegmentLog::MinCommitted(uint32_t partition) const {
+  std::lock_guard<std::mutex> l(consumers_mu_);
+  uint64_t min = std::numeric_limits<uint64_t>::max();
+  for (const auto& [name, offsets] : consumers_) {
+    min = std::min(min, offsets[partition].value_or(0));
+  }
+  return min;
+}
+
+Status SegmentLog::EnforceRetention() {
+  if (options_.retention_bytes == 0 && options_.retention_age_ns <= 0) return Status::Ok();
+  std::lock_guard<std::mutex> rl(retention_mu_);
+  int64_t now = clock_->NowNanos();
+  for (auto& p : parts_) JOULE_RETURN_IF_ERROR(EnforcePartitionRetention(p.get(), now));
+  return Status::Ok();
+}
+
+Result<int64_t> SegmentLog::ScanNewestTime(const std::string& path, uint64_t base) const {
+  JOULE_ASSIGN_OR_RETURN(int fd, OpenForRead(path));
+  SegmentScanner scanner(fd, base, path);
+  DecodedRecord rec;
+  SegmentScanner::Step step;
+  int64_t newest = kUnknownTime;
+  while ((step = scanner.Next(&rec)) == SegmentScanner::Step::kRecord) {
+    newest = std::max(newest, rec.append_time_ns);
+  }
+  if (step == SegmentScanner::Step::kIoError) return scanner.io_status();
+  if (step == SegmentScanner::Step::kInvalid) {
+    return Status::Corruption("log segment " + path + ": " + DecodeResultName(scanner.reason()) +
+                              " at byte " + std::to_string(scanner.valid_bytes()));
+  }
+  return newest;
+}
+
+Status SegmentLog::EnforcePartitionRetention(Partition* p, int64_t now_ns) {
+  const uint64_t min_committed = MinCommitted(p->id);
+  uint64_t deleted = 0;
+  Status result;
+  for (;;) {
+    Segment front;
+    uint64_t next_base;
+    uint64_t total = 0;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (p->segments.size() < 2) break;  // never the active segment
+      front = p->segments[0];
+      next_base = p->segments[1].base;
+      for (const Segment& s : p->segments) total += s.bytes;
+    }
+    // Every record of the segment must be below every consumer's committed offset.
+    if (next_base > min_committed) break;
+    std::string path = SegmentPath(*p, front.base);
+    bool expired = options_.retention_bytes > 0 && total > options_.retention_bytes;
+    if (!expired && options_.retention_age_ns > 0) {
+      int64_t newest = front.newest_time_ns;
+      if (newest == kUnknownTime) {
+        auto scanned = ScanNewestTime(path, front.base);
+        if (!scanned.ok()) {
+          result = scanned.status();
+          break;
+        }
+        newest = *scanned;
+        std::lock_guard<std::mutex> l(mu_);
+        if (p->segments.front().base == front.base) p->segments.front().newest_time_ns = newest;
+      }
+      expired = newest < now_ns - options_.retention_age_ns;
+    }
+    if (!expired) break;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      p->segments.pop_front();
+      p->start_offset.store(p->segments.front().base, std::memory_order_release);
+    }
+    if (::unlink(path.c_str()) != 0) {
+      result = ErrnoStatus("unlink", path);
+      break;
+    }
+    ++deleted;
+    segments_deleted_->Inc();
+    logging::Info("log: retention deleted segment",
+                  {{"partition", std::to_string(p->id)}, {"segment", path}});
+  }
+  if (deleted > 0 && options_.fsync) {
+    Status st = SyncDir(p->dir);
+    if (result.ok()) result = st;
+  }
+  return result;
+}
+
+}  // namespace joule::log

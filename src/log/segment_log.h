@@ -1,0 +1,151 @@
+// SegmentLog: the file-backed implementation of Log (docs/formats/log.md).
+//
+// Threads: callers of Append/readers/retention, plus one writer thread that owns all
+// writes to segment files and fires durability callbacks. `mu_` guards the queue, the
+// segment lists and next offsets; durable ends and start offsets are also mirrored in
+// atomics so that DurableEnd()/StartOffset() never take a lock.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/metrics.h"
+#include "log/log.h"
+
+namespace joule::log {
+
+class SegmentLog final : public Log {
+ public:
+  static Result<std::unique_ptr<SegmentLog>> Open(const LogOptions& options,
+                                                  MetricsRegistry* metrics);
+  ~SegmentLog() override;
+
+  uint32_t partitions() const override { return options_.partitions; }
+  Status Append(uint32_t partition, std::vector<std::string> records, DurableCallback cb) override;
+  model::LogOffset DurableEnd(uint32_t partition) const override;
+  model::LogOffset StartOffset(uint32_t partition) const override;
+  bool WaitForData(uint32_t partition, model::LogOffset offset, int64_t timeout_ns) override;
+  Result<std::unique_ptr<LogReader>> NewReader(uint32_t partition, model::LogOffset from) override;
+  void RegisterConsumer(const std::string& name) override;
+  void SetConsumerOffset(const std::string& name, uint32_t partition,
+                         model::LogOffset committed) override;
+  Status EnforceRetention() override;
+  Status Flush() override;
+  const RecoveryReport& recovery_report() const override { return report_; }
+
+  // For readers: the segment holding `offset`. NotFound when retention deleted it.
+  static constexpr uint64_t kOpenEnd = std::numeric_limits<uint64_t>::max();
+  struct SegmentRef {
+    uint64_t base = 0;
+    uint64_t end = kOpenEnd;  // one past its last offset; kOpenEnd for the active segment
+    std::string path;
+  };
+  Result<SegmentRef> FindSegment(uint32_t partition, uint64_t offset) const;
+
+ private:
+  static constexpr int64_t kUnknownTime = std::numeric_limits<int64_t>::min();
+
+  struct Segment {
+    uint64_t base = 0;
+    uint64_t bytes = 0;                     // on disk (active: as of the last round)
+    int64_t newest_time_ns = kUnknownTime;  // max append time; unknown until scanned
+  };
+
+  struct Partition {
+    uint32_t id = 0;
+    std::string dir;
+    // Guarded by mu_.
+    std::deque<Segment> segments;  // by base offset; back() is the active segment
+    uint64_t next_offset = 0;      // next offset Append assigns
+    // Lock-free mirrors for readers (written under mu_).
+    std::atomic<uint64_t> durable_end{0};
+    std::atomic<uint64_t> start_offset{0};
+    // Writer thread only (and Open, before the writer starts).
+    int fd = -1;  // the active segment, open for append
+    std::string active_path;
+    uint64_t active_bytes = 0;  // including `buffer`
+    int64_t active_newest_ns = kUnknownTime;
+    uint64_t written_end = 0;  // one past the last offset handed to write()/buffered
+    std::string buffer;        // encoded records not yet written
+    uint64_t unsynced_records = 0;
+    uint64_t unsynced_bytes = 0;
+    bool touched = false;
+  };
+
+  struct Request {
+    uint32_t partition;
+    uint64_t first;
+    int64_t append_time_ns;
+    uint64_t bytes;
+    std::vector<std::string> records;
+    DurableCallback cb;
+    std::chrono::steady_clock::time_point enqueued;
+  };
+
+  SegmentLog(const LogOptions& options, MetricsRegistry* metrics);
+  Status Recover();
+  Status RecoverPartition(Partition* p);
+  Status VerifySealed(Partition* p, uint64_t base, uint64_t end);
+
+  void WriterLoop();
+  void CommitRound(std::vector<Request>* round);
+  void WriteBuffer(Partition* p);
+  void SyncActive(Partition* p);
+  void Roll(Partition* p, uint64_t new_base);
+
+  Status EnforcePartitionRetention(Partition* p, int64_t now_ns);
+  uint64_t MinCommitted(uint32_t partition) const;
+  // Scans a sealed segment for its newest append time.
+  Result<int64_t> ScanNewestTime(const std::string& path, uint64_t base) const;
+  std::string SegmentPath(const Partition& p, uint64_t base) const;
+
+  const LogOptions options_;
+  const Clock* clock_;
+  std::unique_ptr<MetricsRegistry> own_metrics_;  // when none was passed in
+  MetricsRegistry* metrics_;
+
+  Histogram* append_latency_;
+  Histogram* fsync_latency_;
+  Histogram* records_per_fsync_;
+  Histogram* bytes_per_fsync_;
+  Counter* appended_records_;
+  Counter* appended_bytes_;
+  Counter* rejected_appends_;
+  Gauge* pending_bytes_gauge_;
+  Counter* truncated_bytes_;
+  Counter* segments_deleted_;
+
+  std::vector<std::unique_ptr<Partition>> parts_;
+  RecoveryReport report_;
+
+  mutable std::mutex mu_;
+  std::condition_variable writer_cv_;  // queue non-empty or stop
+  std::condition_variable data_cv_;    // a durable end moved
+  std::condition_variable flush_cv_;   // done_seq_ moved
+  std::vector<Request> queue_;
+  uint64_t pending_bytes_ = 0;
+  uint64_t appended_seq_ = 0;  // requests accepted
+  uint64_t done_seq_ = 0;      // requests whose callbacks have run
+  bool stop_ = false;
+
+  std::mutex retention_mu_;  // one retention pass at a time
+  mutable std::mutex consumers_mu_;
+  // name → committed offset per partition (nullopt = not reported yet)
+  std::map<std::string, std::vector<std::optional<uint64_t>>> consumers_;
+
+  std::thread writer_;
+};
+
+}  // namespace joule::log

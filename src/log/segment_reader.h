@@ -1,0 +1,36 @@
+// SegmentReader: the LogReader of SegmentLog. Follows one partition across segment files,
+// reading each sequentially in large chunks and validating every record (CRC and offset).
+// It never returns a record at or beyond the partition's durable end. Not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "log/log.h"
+#include "log/segment_scanner.h"
+
+namespace joule::log {
+
+class SegmentLog;
+
+class SegmentReader final : public LogReader {
+ public:
+  SegmentReader(SegmentLog* log, uint32_t partition, model::LogOffset from);
+  Result<size_t> Next(size_t max_records, std::vector<LogRecord>* out) override;
+  model::LogOffset position() const override { return model::LogOffset{position_}; }
+
+ private:
+  // Opens the segment holding position_ and skips to position_ in it.
+  Status OpenSegment();
+  Status CorruptionAt(const char* what) const;
+
+  SegmentLog* log_;
+  uint32_t partition_;
+  uint64_t position_;
+  std::unique_ptr<SegmentScanner> scanner_;
+  uint64_t segment_base_ = 0;
+  uint64_t segment_end_ = 0;  // SegmentLog::kOpenEnd while the segment was active
+};
+
+}  // namespace joule::log

@@ -1,0 +1,217 @@
+// Log recovery: torn and corrupt tails are cut and reported; corruption in sealed segments
+// is an error, never skipped.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "common/metrics.h"
+#include "log/log.h"
+#include "log/tests/log_test_util.h"
+
+namespace joule::log {
+namespace {
+
+using testing::AppendSync;
+using testing::Payload;
+using testing::ReadAll;
+using testing::SegmentFiles;
+using testing::TempDir;
+
+LogOptions Options(const std::string& dir, uint64_t segment_bytes = 64ull << 20) {
+  LogOptions o;
+  o.dir = dir;
+  o.partitions = 2;
+  o.segment_bytes = segment_bytes;
+  return o;
+}
+
+// Writes `n` records to partition 1 and closes the log.
+void Fill(const LogOptions& options, uint64_t n) {
+  auto log = Log::Open(options, nullptr);
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  for (uint64_t i = 0; i < n; ++i) ASSERT_TRUE((*log)->Append(1, {Payload(1, i)}, nullptr).ok());
+}
+
+uint64_t RecordSize(uint64_t i) { return kRecordHeaderBytes + Payload(1, i).size(); }
+
+uint64_t FileSize(const std::string& path) { return std::filesystem::file_size(path); }
+
+void AppendBytes(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::app);
+  f << bytes;
+}
+
+void FlipBit(const std::string& path, uint64_t pos) {
+  std::fstream f(path, std::ios::binary | std::ios::in | std::ios::out);
+  f.seekg(static_cast<std::streamoff>(pos));
+  char c;
+  f.get(c);
+  f.seekp(static_cast<std::streamoff>(pos));
+  f.put(static_cast<char>(c ^ 0x10));
+}
+
+// Reopens, checks the cut and that records [0, kept) survive and appends continue at `kept`.
+void ExpectRecovered(const LogOptions& options, uint64_t kept, uint64_t bytes_cut) {
+  MetricsRegistry metrics;
+  auto log = Log::Open(options, &metrics);
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  const RecoveryReport& report = (*log)->recovery_report();
+  ASSERT_EQ(report.cuts.size(), 1u);
+  EXPECT_EQ(report.cuts[0].partition, 1u);
+  EXPECT_EQ(report.cuts[0].bytes_cut, bytes_cut);
+  EXPECT_EQ(report.cuts[0].segment, SegmentFiles(options.dir, 1).back());
+  EXPECT_EQ(report.records_recovered, kept);
+  EXPECT_EQ(metrics.GetCounter("joule_log_recovery_truncated_bytes_total", "")->Value(), bytes_cut);
+  EXPECT_EQ((*log)->DurableEnd(1).value, kept);
+  auto records = ReadAll(log->get(), 1);
+  ASSERT_EQ(records.size(), kept);
+  for (uint64_t i = 0; i < kept; ++i) ASSERT_EQ(records[i].payload, Payload(1, i));
+  EXPECT_EQ(AppendSync(log->get(), 1, {"after"}).value, kept);
+  records = ReadAll(log->get(), 1, kept);
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records[0].payload, "after");
+}
+
+TEST(LogRecoveryTest, TruncatedMidRecord) {
+  TempDir tmp;
+  LogOptions options = Options(tmp.path());
+  Fill(options, 20);
+  std::string seg = SegmentFiles(tmp.path(), 1).back();
+  uint64_t size = FileSize(seg);
+  std::filesystem::resize_file(seg, size - 10);
+  ExpectRecovered(options, 19, RecordSize(19) - 10);
+  // The cut is itself durable: a second open has nothing to cut.
+  auto log = Log::Open(options, nullptr);
+  ASSERT_TRUE(log.ok());
+  EXPECT_TRUE((*log)->recovery_report().cuts.empty());
+  EXPECT_EQ((*log)->DurableEnd(1).value, 20u);
+}
+
+TEST(LogRecoveryTest, TruncatedInsideHeader) {
+  TempDir tmp;
+  LogOptions options = Options(tmp.path());
+  Fill(options, 5);
+  std::string seg = SegmentFiles(tmp.path(), 1).back();
+  std::filesystem::resize_file(seg, FileSize(seg) - RecordSize(4) + 7);
+  ExpectRecovered(options, 4, 7);
+}
+
+TEST(LogRecoveryTest, GarbageAppended) {
+  TempDir tmp;
+  LogOptions options = Options(tmp.path());
+  Fill(options, 20);
+  std::string garbage = "this is not a record, just some garbage after the tail";
+  AppendBytes(SegmentFiles(tmp.path(), 1).back(), garbage);
+  ExpectRecovered(options, 20, garbage.size());
+}
+
+TEST(LogRecoveryTest, ZeroFilledTail) {
+  TempDir tmp;
+  LogOptions options = Options(tmp.path());
+  Fill(options, 3);
+  AppendBytes(SegmentFiles(tmp.path(), 1).back(), std::string(4096, '\0'));
+  ExpectRecovered(options, 3, 4096);
+}
+
+TEST(LogRecoveryTest, BitFlipInLastRecord) {
+  TempDir tmp;
+  LogOptions options = Options(tmp.path());
+  Fill(options, 20);
+  std::string seg = SegmentFiles(tmp.path(), 1).back();
+  FlipBit(seg, FileSize(seg) - 5);  // in the last record's payload
+  ExpectRecovered(options, 19, RecordSize(19));
+}
+
+TEST(LogRecoveryTest, EverythingAfterTheFirstBadRecordIsCut) {
+  TempDir tmp;
+  LogOptions options = Options(tmp.path());
+  Fill(options, 20);
+  std::string seg = SegmentFiles(tmp.path(), 1).back();
+  uint64_t pos = 0;
+  for (uint64_t i = 0; i < 15; ++i) pos += RecordSize(i);
+  FlipBit(seg, pos + kRecordHeaderBytes + 3);  // record 15's payload; 16..19 are intact
+  uint64_t cut = 0;
+  for (uint64_t i = 15; i < 20; ++i) cut += RecordSize(i);
+  ExpectRecovered(options, 15, cut);
+}
+
+TEST(LogRecoveryTest, TornTailOfActiveSegmentWithSealedSegmentsBefore) {
+  TempDir tmp;
+  LogOptions options = Options(tmp.path(), 2048);
+  Fill(options, 100);
+  auto files = SegmentFiles(tmp.path(), 1);
+  ASSERT_GE(files.size(), 5u);
+  std::string last = files.back();
+  std::filesystem::resize_file(last, FileSize(last) - 1);
+  ExpectRecovered(options, 99, RecordSize(99) - 1);
+}
+
+TEST(LogRecoveryTest, GarbageOnlyLastSegmentIsRemoved) {
+  // A crash right after a roll: the new segment exists but holds only junk.
+  TempDir tmp;
+  LogOptions options = Options(tmp.path(), 2048);
+  Fill(options, 100);
+  size_t files_before = SegmentFiles(tmp.path(), 1).size();
+  std::string next = tmp.path() + "/p-001/" + SegmentFileName(100);
+  AppendBytes(next, "junk");
+  MetricsRegistry metrics;
+  auto log = Log::Open(options, &metrics);
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  ASSERT_EQ((*log)->recovery_report().cuts.size(), 1u);
+  EXPECT_EQ((*log)->recovery_report().cuts[0].bytes_cut, 4u);
+  EXPECT_FALSE(std::filesystem::exists(next));
+  EXPECT_EQ(SegmentFiles(tmp.path(), 1).size(), files_before);
+  EXPECT_EQ((*log)->DurableEnd(1).value, 100u);
+  EXPECT_EQ(AppendSync(log->get(), 1, {"x"}).value, 100u);
+  EXPECT_EQ(ReadAll(log->get(), 1).size(), 101u);
+}
+
+TEST(LogRecoveryTest, CorruptionInSealedSegmentIsAnError) {
+  TempDir tmp;
+  LogOptions options = Options(tmp.path(), 2048);
+  Fill(options, 100);
+  auto files = SegmentFiles(tmp.path(), 1);
+  ASSERT_GE(files.size(), 3u);
+  uint64_t size_before = FileSize(files[1]);
+  FlipBit(files[1], size_before / 2);
+
+  {
+    // The default open checks only the active segment; a reader hits the bad record.
+    auto log = Log::Open(options, nullptr);
+    ASSERT_TRUE(log.ok()) << log.status().ToString();
+    EXPECT_TRUE((*log)->recovery_report().cuts.empty());
+    EXPECT_EQ((*log)->DurableEnd(1).value, 100u);
+    auto reader = (*log)->NewReader(1, model::LogOffset{0});
+    ASSERT_TRUE(reader.ok());
+    std::vector<LogRecord> out;
+    Result<size_t> n = size_t{0};
+    do {
+      n = (*reader)->Next(5, &out);
+    } while (n.ok() && *n > 0);
+    ASSERT_FALSE(n.ok());
+    EXPECT_EQ(n.status().code(), StatusCode::kCorruption) << n.status().ToString();
+    EXPECT_LT(out.size(), 100u);
+    for (uint64_t i = 0; i < out.size(); ++i) EXPECT_EQ(out[i].payload, Payload(1, i));
+  }
+  // verify_on_open refuses the log outright.
+  options.verify_on_open = true;
+  auto log = Log::Open(options, nullptr);
+  ASSERT_FALSE(log.ok());
+  EXPECT_EQ(log.status().code(), StatusCode::kCorruption) << log.status().ToString();
+  EXPECT_EQ(FileSize(files[1]), size_before);  // nothing was cut
+}
+
+TEST(LogRecoveryTest, VerifyOnOpenAcceptsAHealthyLog) {
+  TempDir tmp;
+  LogOptions options = Options(tmp.path(), 2048);
+  Fill(options, 100);
+  options.verify_on_open = true;
+  auto log = Log::Open(options, nullptr);
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  EXPECT_EQ(ReadAll(log->get(), 1).size(), 100u);
+}
+
+}  // namespace
+}  // namespace joule::log
