@@ -31,8 +31,8 @@ from joule_harness import JouleServer, fmt_ts, parse_ts  # noqa: E402
 CLIENTS = 3
 DEVICES_PER_CLIENT = 2
 BATCH = 20
-STEP_S = 0.25            # event-time step per device
-MAX_EVENTS_PER_DEVICE = 8000   # 2000 s of event time: stays well inside 60 windows
+STEP_S = 0.1             # event-time step per device
+MAX_EVENTS_PER_DEVICE = 25000  # 2500 s of event time: stays inside 45 windows
 CYCLES = 3
 
 

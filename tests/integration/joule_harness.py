@@ -135,7 +135,7 @@ class JouleServer:
                 raise ServerError(f"joule exited with {self.proc.returncode} before ready"
                                   + self.diag())
             try:
-                status, _, _ = self.request("GET", "/readyz", timeout=2)
+                status, _, _ = self.request("GET", "/readyz", timeout=2, raw_errors=True)
                 if status == 200:
                     return
                 last = f"status {status}"
@@ -258,8 +258,12 @@ class JouleServer:
     def url(self):
         return f"http://127.0.0.1:{self.port}"
 
-    def request(self, method, path, body=None, headers=None, content_type=None, timeout=30):
+    def request(self, method, path, body=None, headers=None, content_type=None, timeout=30,
+                raw_errors=False):
         """Returns (status, headers with lower-case names, body).
+
+        A connection failure raises ServerError (an AssertionError carrying the stderr tail),
+        or the original exception when raw_errors is set.
 
         body: bytes/str are sent as is; anything else is JSON-encoded. content_type defaults
         to application/json when there is a body. The response body is parsed as JSON when
@@ -291,6 +295,10 @@ class JouleServer:
             raw = resp.read()
             rheaders = {k.lower(): v for k, v in resp.getheaders()}
             return resp.status, rheaders, decode_body(raw)
+        except (OSError, http.client.HTTPException) as e:
+            if raw_errors:
+                raise
+            raise ServerError(f"{method} {path}: no HTTP response ({e!r})" + self.diag()) from e
         finally:
             conn.close()
 
