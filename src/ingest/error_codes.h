@@ -1,0 +1,25 @@
+// The per-event rejection codes of telemetry ingest (CONTRACT §1). They appear on the wire
+// in the `errors[].code` field of a 202/400 ingest response, so they never change.
+#pragma once
+
+#include <string_view>
+
+namespace joule::ingest {
+
+inline constexpr std::string_view kInvalidJson = "invalid_json";
+inline constexpr std::string_view kInvalidDeviceId = "invalid_device_id";
+inline constexpr std::string_view kInvalidTimestamp = "invalid_timestamp";
+inline constexpr std::string_view kTimestampOutOfRange = "timestamp_out_of_range";
+inline constexpr std::string_view kInvalidMetrics = "invalid_metrics";
+inline constexpr std::string_view kInvalidMeta = "invalid_meta";
+inline constexpr std::string_view kInvalidEventId = "invalid_event_id";
+
+// Prefixes of the messages of body-level failures (the Status returned by Parse), so the
+// HTTP layer can map them to a response code without parsing prose:
+//   InvalidArgument   "invalid_json: …"     → 400
+//   ResourceExhausted "too_many_events: …"  → 413
+//   ResourceExhausted "body_too_large: …"   → 413
+inline constexpr std::string_view kTooManyEvents = "too_many_events";
+inline constexpr std::string_view kBodyTooLarge = "body_too_large";
+
+}  // namespace joule::ingest

@@ -1,0 +1,28 @@
+// Validation of the identifiers that appear in telemetry (CONTRACT §1). Shared by ingest,
+// the HTTP API (path parameters, device registration) and the MQTT topic parser.
+// Pure functions, thread-safe, no allocation.
+#pragma once
+
+#include <cstddef>
+#include <string_view>
+
+namespace joule::ingest {
+
+inline constexpr size_t kMaxDeviceIdLength = 128;
+inline constexpr size_t kMaxMetricNameLength = 64;
+inline constexpr size_t kMaxMetricsPerEvent = 64;
+inline constexpr size_t kMaxMetaEntries = 32;
+inline constexpr size_t kMaxMetaEncodedBytes = 4096;
+inline constexpr size_t kMaxEventIdLength = 128;  // in Unicode code points
+
+// 1–128 characters of [A-Za-z0-9._:-].
+bool ValidDeviceId(std::string_view device_id);
+
+// [a-z][a-z0-9_]{0,63}.
+bool ValidMetricName(std::string_view name);
+
+// Number of Unicode code points in `s`, which must be valid UTF-8 (every JSON string
+// simdjson returns is).
+size_t Utf8Length(std::string_view s);
+
+}  // namespace joule::ingest
