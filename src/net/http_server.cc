@@ -30,7 +30,7 @@
 #include <mutex>
 #include <optional>
 #include <unordered_map>
-#include <utility>  // before Asio: Boost 1.74 + GCC 12
+#include <utility>
 
 #include "common/logging.h"
 #include "net/url.h"
@@ -263,7 +263,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   ~Connection() {
     if (sse_) sse_->NotifyClosed();
-    server_->Unregister(id_);
+    Unregister();
   }
 
   Connection(const Connection&) = delete;
@@ -293,6 +293,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     stream_.close();
     keepalive_timer_.cancel();
     if (sse_) sse_->NotifyClosed();
+    // A Responder may keep this object alive for a while; the connection is gone now.
+    Unregister();
   }
 
   // From Responder (posted to the strand).
@@ -303,6 +305,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
  private:
   enum class State { kReading, kHandling, kWriting, kStreaming, kLingering, kClosed };
 
+  void Unregister() {
+    if (registered_) server_->Unregister(id_);
+    registered_ = false;
+  }
   void ReadHeader();
   void OnHeader(error_code ec);
   void ReadBody();
@@ -325,6 +331,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::optional<http::request_parser<http::string_body>> parser_;
   std::optional<http::response<http::string_body>> response_;
   State state_ = State::kReading;
+  bool registered_ = true;  // counted by the server
   std::string remote_address_;
   uint64_t requests_served_ = 0;
   uint64_t exchange_ = 0;  // counts requests handed to handlers; matches Responders to them
@@ -493,8 +500,13 @@ void Connection::OnReadError(error_code ec) {
 
 // Answers a request that could not be read completely, then closes the connection.
 void Connection::FailRequest(int status, std::string_view code, std::string_view message) {
-  if (method_.empty() && parser_ && parser_->is_header_done()) {
-    method_ = std::string(ToStd(parser_->get().method_string()));
+  if (method_.empty() && parser_) {
+    // Whatever of the request line was parsed, for the metric labels.
+    const auto& header = parser_->get();
+    method_ = std::string(ToStd(header.method_string()));
+    if (!header.target().empty()) {
+      route_ = server_->router().RouteFor(method_, ToStd(header.target()));
+    }
   }
   keep_alive_ = false;
   head_request_ = false;

@@ -1,0 +1,531 @@
+#include "net/http_server.h"
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <future>
+#include <thread>
+#include <utility>
+
+#include "common/json_writer.h"
+#include "net/tests/test_http_client.h"
+
+namespace joule::net {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::Fetch;
+using testing::ParsedResponse;
+using testing::TestHttpClient;
+
+constexpr auto kWait = 5s;
+
+std::string Get(std::string_view target, std::string_view extra_headers = "") {
+  return "GET " + std::string(target) + " HTTP/1.1\r\nHost: t\r\n" + std::string(extra_headers) +
+         "\r\n";
+}
+
+class HttpServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // Echoes what the server parsed, so tests can check it.
+    router_.Add("GET", "/v1/devices/{id}/metrics/realtime", [](HttpRequest& req, Responder r) {
+      JsonWriter w;
+      w.BeginObject();
+      w.Key("id");
+      w.String(req.path_params.at("id"));
+      w.Key("route");
+      w.String(req.route);
+      w.Key("path");
+      w.String(req.path);
+      w.Key("windows");
+      w.String(req.Query("windows") ? *req.Query("windows") : "-");
+      w.Key("q");
+      w.String(req.Query("q") ? *req.Query("q") : "-");
+      w.Key("agent");
+      w.String(req.Header("user-agent") ? *req.Header("user-agent") : "-");
+      w.Key("remote");
+      w.String(req.remote_address);
+      w.EndObject();
+      r.Send(HttpResponse::Json(200, w.Take()));
+    });
+    router_.Add("POST", "/echo", [](HttpRequest& req, Responder r) {
+      HttpResponse resp = HttpResponse::Text(200, req.body);
+      resp.headers.emplace_back("X-Body-Bytes", std::to_string(req.body.size()));
+      r.Send(std::move(resp));
+    });
+    router_.Add("GET", "/hello",
+                [](HttpRequest&, Responder r) { r.Send(HttpResponse::Text(200, "hello")); });
+    router_.Add("GET", "/throws",
+                [](HttpRequest&, Responder) { throw std::runtime_error("handler bug"); });
+  }
+
+  void StartServer(HttpServerOptions options = {}) {
+    options.listen = "127.0.0.1:0";
+    server_ = std::make_unique<HttpServer>(io_, options, router_, &metrics_);
+    Status st = server_->Start();
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    ASSERT_NE(server_->port(), 0);
+    for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { io_.run(); });
+  }
+
+  void TearDown() override {
+    for (auto& t : helpers_) t.join();
+    work_.reset();
+    io_.stop();
+    for (auto& t : threads_) t.join();
+    server_.reset();
+  }
+
+  uint16_t port() const { return server_->port(); }
+
+  // Declared first: outlives the io_context, whose destruction may destroy connections.
+  MetricsRegistry metrics_;
+  Router router_;
+  boost::asio::io_context io_;
+  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_{
+      boost::asio::make_work_guard(io_)};
+  std::unique_ptr<HttpServer> server_;
+  std::vector<std::thread> threads_;
+  std::vector<std::thread> helpers_;  // threads started by handlers
+};
+
+TEST_F(HttpServerTest, RoutesWithParamsQueryAndHeaders) {
+  StartServer();
+  auto r = Fetch(port(), Get("/v1/devices/plug%2D42/metrics/realtime?windows=60&q=a+b%26c",
+                             "User-Agent: gtest\r\n"));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, R"({"id":"plug-42","route":"/v1/devices/{id}/metrics/realtime",)"
+                     R"("path":"/v1/devices/plug-42/metrics/realtime","windows":"60","q":"a b&c",)"
+                     R"("agent":"gtest","remote":"127.0.0.1"})");
+  ASSERT_NE(r->Header("server"), nullptr);
+  EXPECT_EQ(*r->Header("server"), "joule");
+  ASSERT_NE(r->Header("content-type"), nullptr);
+  EXPECT_EQ(*r->Header("content-type"), "application/json");
+  ASSERT_NE(r->Header("content-length"), nullptr);
+  EXPECT_EQ(*r->Header("content-length"), std::to_string(r->body.size()));
+}
+
+TEST_F(HttpServerTest, NotFoundAndMethodNotAllowed) {
+  StartServer();
+  auto nf = Fetch(port(), Get("/nope"));
+  ASSERT_TRUE(nf.has_value());
+  EXPECT_EQ(nf->status, 404);
+  EXPECT_NE(nf->body.find(R"("code":"not_found")"), std::string::npos);
+
+  auto na = Fetch(port(), "DELETE /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+  ASSERT_TRUE(na.has_value());
+  EXPECT_EQ(na->status, 405);
+  EXPECT_NE(na->body.find(R"("code":"method_not_allowed")"), std::string::npos);
+  ASSERT_NE(na->Header("allow"), nullptr);
+  EXPECT_EQ(*na->Header("allow"), "GET, HEAD");
+}
+
+TEST_F(HttpServerTest, PostBodyReachesHandler) {
+  StartServer();
+  std::string body(100000, 'x');
+  auto r = Fetch(port(), "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: " +
+                             std::to_string(body.size()) + "\r\n\r\n" + body);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, body);
+  EXPECT_EQ(*r->Header("content-type"), "text/plain; charset=utf-8");
+  EXPECT_EQ(*r->Header("x-body-bytes"), "100000");
+}
+
+TEST_F(HttpServerTest, ChunkedBodyAndExpectContinue) {
+  StartServer();
+  auto client = TestHttpClient::Connect(port());
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(
+      client->Send("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"));
+  auto r = client->ReadResponse();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->body, "hello world");
+
+  ASSERT_TRUE(client->Send(
+      "POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"));
+  auto interim = client->ReadResponse();
+  ASSERT_TRUE(interim.has_value());
+  EXPECT_EQ(interim->status, 100);
+  ASSERT_TRUE(client->Send("abc"));
+  auto final_response = client->ReadResponse();
+  ASSERT_TRUE(final_response.has_value());
+  EXPECT_EQ(final_response->status, 200);
+  EXPECT_EQ(final_response->body, "abc");
+}
+
+TEST_F(HttpServerTest, ResponderCompletedFromAnotherThreadLater) {
+  router_.Add("GET", "/slow", [this](HttpRequest&, Responder r) {
+    helpers_.emplace_back([r] {
+      std::this_thread::sleep_for(50ms);
+      r.Send(HttpResponse::Json(202, R"({"late":true})"));
+    });
+  });
+  StartServer();
+  auto client = TestHttpClient::Connect(port());
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(client->Send(Get("/slow")));
+  auto r = client->ReadResponse();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 202);
+  EXPECT_EQ(r->body, R"({"late":true})");
+  // The connection is still usable afterwards.
+  ASSERT_TRUE(client->Send(Get("/hello")));
+  auto again = client->ReadResponse();
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->body, "hello");
+}
+
+TEST_F(HttpServerTest, DroppedResponderAndThrowingHandlerGive500) {
+  router_.Add("GET", "/dropped", [](HttpRequest&, Responder) {});
+  StartServer();
+  auto dropped = Fetch(port(), Get("/dropped"));
+  ASSERT_TRUE(dropped.has_value());
+  EXPECT_EQ(dropped->status, 500);
+  EXPECT_NE(dropped->body.find(R"("code":"internal")"), std::string::npos);
+  auto threw = Fetch(port(), Get("/throws"));
+  ASSERT_TRUE(threw.has_value());
+  EXPECT_EQ(threw->status, 500);
+}
+
+TEST_F(HttpServerTest, OversizedContentLengthIs413BeforeTheBodyIsSent) {
+  HttpServerOptions options;
+  options.max_body_bytes = 1024;
+  StartServer(options);
+  auto client = TestHttpClient::Connect(port());
+  ASSERT_TRUE(client);
+  // Announce 100 MB, send only the head and a little of the body: the answer must come now.
+  ASSERT_TRUE(client->Send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000\r\n\r\n" +
+                           std::string(512, 'x')));
+  auto r = client->ReadResponse();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 413);
+  EXPECT_NE(r->body.find(R"("code":"payload_too_large")"), std::string::npos);
+  EXPECT_EQ(*r->Header("connection"), "close");
+  EXPECT_TRUE(client->WaitForClose());
+  EXPECT_NE(metrics_.Render().find(
+                R"(joule_http_requests_total{route="/echo",method="POST",status="413"} 1)"),
+            std::string::npos)
+      << metrics_.Render();
+}
+
+TEST_F(HttpServerTest, OversizedChunkedBodyIs413) {
+  HttpServerOptions options;
+  options.max_body_bytes = 1024;
+  StartServer(options);
+  auto client = TestHttpClient::Connect(port());
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(
+      client->Send("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   "800\r\n" +
+                   std::string(0x800, 'y') + "\r\n"));
+  auto r = client->ReadResponse();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 413);
+}
+
+TEST_F(HttpServerTest, OversizedHeadersAre431) {
+  HttpServerOptions options;
+  options.max_header_bytes = 4096;
+  StartServer(options);
+  auto r = Fetch(port(), Get("/hello", "X-Big: " + std::string(8000, 'h') + "\r\n"));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 431);
+  EXPECT_NE(r->body.find(R"("code":"request_header_fields_too_large")"), std::string::npos);
+}
+
+TEST_F(HttpServerTest, MalformedRequestsAre400ThenClosed) {
+  StartServer();
+  for (const std::string& bad : std::vector<std::string>{
+           "GARBAGE\r\n\r\n", "GET /hello HTTP/9.9\r\n\r\n",
+           "GET /hello HTTP/1.1\r\nBad Header\r\n\r\n", "GET hello HTTP/1.1\r\nHost: t\r\n\r\n",
+           "GET /hello%zz HTTP/1.1\r\nHost: t\r\n\r\n",
+           "POST /echo HTTP/1.1\r\nContent-Length: 12x\r\n\r\n",
+           std::string("GET /\0 HTTP/1.1\r\n\r\n", 20)}) {
+    auto client = TestHttpClient::Connect(port());
+    ASSERT_TRUE(client);
+    ASSERT_TRUE(client->Send(bad));
+    auto r = client->ReadResponse();
+    ASSERT_TRUE(r.has_value()) << bad;
+    EXPECT_EQ(r->status, 400) << bad;
+    EXPECT_TRUE(client->WaitForClose()) << bad;
+  }
+  // The server still works.
+  auto ok = Fetch(port(), Get("/hello"));
+  ASSERT_TRUE(ok.has_value());
+  EXPECT_EQ(ok->status, 200);
+}
+
+TEST_F(HttpServerTest, KeepAliveServesSeveralRequestsAndHonorsClose) {
+  StartServer();
+  auto client = TestHttpClient::Connect(port());
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(client->Send(Get("/hello")));
+  auto first = client->ReadResponse();
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->body, "hello");
+  EXPECT_EQ(first->Header("connection"), nullptr);  // HTTP/1.1: keep-alive is implied
+  ASSERT_TRUE(client->Send(Get("/nope")));
+  auto second = client->ReadResponse();
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->status, 404);
+  ASSERT_TRUE(client->Send(Get("/hello", "Connection: close\r\n")));
+  auto third = client->ReadResponse();
+  ASSERT_TRUE(third.has_value());
+  EXPECT_EQ(*third->Header("connection"), "close");
+  EXPECT_TRUE(client->WaitForClose());
+}
+
+TEST_F(HttpServerTest, PipelinedRequestsAnswerInOrder) {
+  router_.Add("GET", "/slow", [this](HttpRequest&, Responder r) {
+    helpers_.emplace_back([r] {
+      std::this_thread::sleep_for(30ms);
+      r.Send(HttpResponse::Text(200, "slow"));
+    });
+  });
+  StartServer();
+  auto client = TestHttpClient::Connect(port());
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(client->Send(Get("/slow") + Get("/hello") + Get("/slow")));
+  for (std::string want : {"slow", "hello", "slow"}) {
+    auto r = client->ReadResponse();
+    ASSERT_TRUE(r.has_value());
+    EXPECT_EQ(r->body, want);
+  }
+}
+
+TEST_F(HttpServerTest, HeadHasLengthButNoBody) {
+  StartServer();
+  auto client = TestHttpClient::Connect(port());
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(client->Send("HEAD /hello HTTP/1.1\r\nHost: t\r\n\r\n"));
+  // Read the head only: a HEAD response has no body despite its Content-Length.
+  auto head = client->ReadUntil("\r\n\r\n");
+  ASSERT_TRUE(head.has_value());
+  EXPECT_NE(head->find("HTTP/1.1 200"), std::string::npos);
+  EXPECT_NE(head->find("Content-Length: 5\r\n"), std::string::npos);
+  ASSERT_TRUE(client->Send(Get("/hello")));
+  auto r = client->ReadResponse();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->body, "hello");  // nothing stray between the two responses
+}
+
+TEST_F(HttpServerTest, SseStreamDeliversEventsAndDetectsDisconnect) {
+  auto stream_promise = std::make_shared<std::promise<std::shared_ptr<SseStream>>>();
+  auto closed = std::make_shared<std::promise<void>>();
+  router_.Add("GET", "/v1/stream", [stream_promise, closed](HttpRequest&, Responder r) {
+    std::shared_ptr<SseStream> s = r.StartStream({{"X-Stream", "1"}});
+    s->SetOnClose([closed] { closed->set_value(); });
+    stream_promise->set_value(s);
+  });
+  StartServer();
+  auto client = TestHttpClient::Connect(port());
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(client->Send(Get("/v1/stream")));
+  auto stream_future = stream_promise->get_future();
+  ASSERT_EQ(stream_future.wait_for(kWait), std::future_status::ready);
+  std::shared_ptr<SseStream> stream = stream_future.get();
+  ASSERT_NE(stream, nullptr);
+  // Events sent right away may race the response head; the head still goes first.
+  EXPECT_TRUE(stream->Send("window", R"({"n":1})"));
+  EXPECT_TRUE(stream->Send("alert", "line1\nline2"));
+
+  auto head = client->ReadUntil("\r\n\r\n");
+  ASSERT_TRUE(head.has_value());
+  EXPECT_EQ(head->rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << *head;
+  EXPECT_NE(head->find("Content-Type: text/event-stream\r\n"), std::string::npos);
+  EXPECT_NE(head->find("X-Stream: 1\r\n"), std::string::npos);
+  auto first = client->ReadUntil("\n\n");
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(*first, "event: window\ndata: {\"n\":1}\n\n");
+  auto second = client->ReadUntil("\n\n");
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(*second, "event: alert\ndata: line1\ndata: line2\n\n");
+  EXPECT_TRUE(stream->IsOpen());
+
+  client->Close();
+  ASSERT_EQ(closed->get_future().wait_for(kWait), std::future_status::ready);
+  EXPECT_FALSE(stream->IsOpen());
+  EXPECT_FALSE(stream->Send("window", "{}"));
+  // A callback set after the close runs right away.
+  bool ran = false;
+  stream->SetOnClose([&ran] { ran = true; });
+  EXPECT_TRUE(ran);
+}
+
+TEST_F(HttpServerTest, SseKeepaliveCommentsAndServerSideClose) {
+  auto stream_promise = std::make_shared<std::promise<std::shared_ptr<SseStream>>>();
+  router_.Add("GET", "/v1/stream", [stream_promise](HttpRequest&, Responder r) {
+    stream_promise->set_value(r.StartStream());
+  });
+  HttpServerOptions options;
+  options.sse_keepalive_interval_ns = 20'000'000;  // 20 ms
+  StartServer(options);
+  auto client = TestHttpClient::Connect(port());
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(client->Send(Get("/v1/stream")));
+  ASSERT_TRUE(client->ReadUntil("\r\n\r\n").has_value());
+  ASSERT_TRUE(client->ReadUntil(": keepalive\n\n").has_value());
+  auto stream_future = stream_promise->get_future();
+  ASSERT_EQ(stream_future.wait_for(kWait), std::future_status::ready);
+  auto stream = stream_future.get();
+  EXPECT_TRUE(stream->Send("bye", "x"));
+  stream->Close();
+  EXPECT_FALSE(stream->Send("late", "x"));
+  // The queued event is still written, then the server closes.
+  ASSERT_TRUE(client->ReadUntil("event: bye\ndata: x\n\n").has_value());
+  EXPECT_TRUE(client->WaitForClose());
+}
+
+TEST_F(HttpServerTest, SseSlowClientIsDroppedOnOverflow) {
+  auto stream_promise = std::make_shared<std::promise<std::shared_ptr<SseStream>>>();
+  auto closed = std::make_shared<std::promise<void>>();
+  router_.Add("GET", "/v1/stream", [stream_promise, closed](HttpRequest&, Responder r) {
+    auto s = r.StartStream();
+    s->SetOnClose([closed] { closed->set_value(); });
+    stream_promise->set_value(s);
+  });
+  HttpServerOptions options;
+  options.sse_max_queued_bytes = 4096;
+  StartServer(options);
+  auto client = TestHttpClient::Connect(port());
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(client->Send(Get("/v1/stream")));
+  auto stream_future = stream_promise->get_future();
+  ASSERT_EQ(stream_future.wait_for(kWait), std::future_status::ready);
+  auto stream = stream_future.get();
+  EXPECT_FALSE(stream->Send("big", std::string(8192, 'z')));  // more than the queue holds
+  ASSERT_EQ(closed->get_future().wait_for(kWait), std::future_status::ready);
+  EXPECT_FALSE(stream->IsOpen());
+  EXPECT_TRUE(client->WaitForClose());
+}
+
+TEST_F(HttpServerTest, GracefulShutdownWaitsForInFlightRequest) {
+  auto responder_promise = std::make_shared<std::promise<Responder>>();
+  router_.Add("GET", "/inflight", [responder_promise](HttpRequest&, Responder r) {
+    responder_promise->set_value(std::move(r));
+  });
+  StartServer();
+  // An idle keep-alive connection, which shutdown closes.
+  auto idle = TestHttpClient::Connect(port());
+  ASSERT_TRUE(idle);
+  ASSERT_TRUE(idle->Send(Get("/hello")));
+  ASSERT_TRUE(idle->ReadResponse().has_value());
+
+  auto busy = TestHttpClient::Connect(port());
+  ASSERT_TRUE(busy);
+  ASSERT_TRUE(busy->Send(Get("/inflight")));
+  auto responder_future = responder_promise->get_future();
+  ASSERT_EQ(responder_future.wait_for(kWait), std::future_status::ready);
+  Responder responder = responder_future.get();
+
+  auto done = std::make_shared<std::promise<void>>();
+  server_->Shutdown([done] { done->set_value(); });
+  auto done_future = done->get_future();
+  EXPECT_TRUE(idle->WaitForClose());
+  // Not done while the request is in flight.
+  EXPECT_EQ(done_future.wait_for(100ms), std::future_status::timeout);
+  EXPECT_EQ(server_->connection_count(), 1u);
+  // New connections are refused once the listener is closed.
+  bool refused = false;
+  for (int i = 0; i < 100 && !refused; ++i) {
+    auto late = TestHttpClient::Connect(port());
+    refused = late == nullptr;
+    if (!refused) std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_TRUE(refused);
+
+  responder.Send(HttpResponse::Text(200, "finished"));
+  auto r = busy->ReadResponse();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->body, "finished");
+  EXPECT_EQ(*r->Header("connection"), "close");
+  EXPECT_TRUE(busy->WaitForClose());
+  EXPECT_EQ(done_future.wait_for(kWait), std::future_status::ready);
+  EXPECT_EQ(server_->connection_count(), 0u);
+}
+
+TEST_F(HttpServerTest, ShutdownTimesOutOnStuckRequests) {
+  auto responder_promise = std::make_shared<std::promise<Responder>>();
+  router_.Add("GET", "/stuck", [responder_promise](HttpRequest&, Responder r) {
+    responder_promise->set_value(std::move(r));
+  });
+  HttpServerOptions options;
+  options.shutdown_timeout_ns = 50'000'000;  // 50 ms
+  StartServer(options);
+  auto client = TestHttpClient::Connect(port());
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(client->Send(Get("/stuck")));
+  auto responder_future = responder_promise->get_future();
+  ASSERT_EQ(responder_future.wait_for(kWait), std::future_status::ready);
+  Responder responder = responder_future.get();
+  auto done = std::make_shared<std::promise<void>>();
+  server_->Shutdown([done] { done->set_value(); });
+  EXPECT_EQ(done->get_future().wait_for(kWait), std::future_status::ready);
+  EXPECT_TRUE(client->WaitForClose());
+  responder.Send(HttpResponse::Text(200, "too late"));  // harmless
+}
+
+TEST_F(HttpServerTest, ShutdownWithNoConnectionsIsImmediate) {
+  StartServer();
+  auto done = std::make_shared<std::promise<void>>();
+  server_->Shutdown([done] { done->set_value(); });
+  EXPECT_EQ(done->get_future().wait_for(kWait), std::future_status::ready);
+}
+
+TEST_F(HttpServerTest, MaxConnectionsRejectsWith503) {
+  HttpServerOptions options;
+  options.max_connections = 1;
+  StartServer(options);
+  auto first = TestHttpClient::Connect(port());
+  ASSERT_TRUE(first);
+  ASSERT_TRUE(first->Send(Get("/hello")));
+  ASSERT_TRUE(first->ReadResponse().has_value());
+  auto second = Fetch(port(), Get("/hello"));
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->status, 503);
+}
+
+TEST_F(HttpServerTest, RecordsMetrics) {
+  StartServer();
+  ASSERT_TRUE(Fetch(port(), Get("/v1/devices/a/metrics/realtime")).has_value());
+  ASSERT_TRUE(Fetch(port(), Get("/v1/devices/b/metrics/realtime")).has_value());
+  ASSERT_TRUE(Fetch(port(), Get("/missing")).has_value());
+  std::string text = metrics_.Render();
+  EXPECT_NE(text.find(R"(joule_http_requests_total{route="/v1/devices/{id}/metrics/realtime",)"
+                      R"(method="GET",status="200"} 2)"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(
+      text.find(R"(joule_http_requests_total{route="unmatched",method="GET",status="404"} 1)"),
+      std::string::npos)
+      << text;
+  EXPECT_NE(
+      text.find(
+          R"(joule_http_request_duration_seconds_count{route="/v1/devices/{id}/metrics/realtime"} 2)"),
+      std::string::npos)
+      << text;
+  EXPECT_NE(text.find("joule_http_connections "), std::string::npos) << text;
+}
+
+TEST_F(HttpServerTest, StartFailsWhenTheAddressIsInUse) {
+  StartServer();
+  HttpServerOptions options;
+  options.listen = "127.0.0.1:" + std::to_string(port());
+  HttpServer second(io_, options, router_, nullptr);
+  Status st = second.Start();
+  EXPECT_FALSE(st.ok());
+  EXPECT_EQ(st.code(), StatusCode::kIoError);
+  HttpServerOptions bad;
+  bad.listen = "not-an-address:1";
+  HttpServer third(io_, bad, router_, nullptr);
+  EXPECT_EQ(third.Start().code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace joule::net
