@@ -1,0 +1,181 @@
+// Internal state of the WindowEngine, shared by window_engine.cc and checkpoint.cc.
+// Not part of the public API.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "model/aggregate_record.h"
+#include "stream/flat_key_set.h"
+#include "stream/local_day.h"
+#include "stream/window_engine.h"
+
+namespace joule::stream {
+
+inline constexpr int64_t kMinTime = std::numeric_limits<int64_t>::min() / 4;
+inline constexpr int64_t kMaxTime = std::numeric_limits<int64_t>::max() / 4;
+
+enum ResIndex : int { kBaseRes = 0, kHourRes = 1, kDayRes = 2, kNumRes = 3 };
+
+// Accumulator of one metric in one window.
+struct Acc {
+  uint64_t count = 0;
+  double min = 0, max = 0, sum = 0, first = 0, last = 0;
+  int64_t first_t = 0, last_t = 0;
+  double energy_wh = 0;
+  int64_t covered_ns = 0;
+  double delta = 0;
+  uint64_t resets = 0;
+  bool present = false;  // the metric appears in the record
+
+  void AddSample(int64_t t, double v) {
+    if (count == 0) {
+      min = max = first = last = v;
+      first_t = last_t = t;
+    } else {
+      if (v < min) min = v;
+      if (v > max) max = v;
+      if (t < first_t) {
+        first_t = t;
+        first = v;
+      }
+      if (t >= last_t) {
+        last_t = t;
+        last = v;
+      }
+    }
+    sum += v;
+    ++count;
+    present = true;
+  }
+  bool operator==(const Acc&) const = default;
+};
+
+struct Window {
+  int64_t start = 0, end = 0;
+  uint8_t res = kBaseRes;
+  bool final = false;        // a final record has been emitted
+  bool dirty_final = false;  // final and changed since its last emission
+  uint64_t version = 0;      // version of the last emission (0 = never emitted)
+  uint64_t count = 0;        // events
+  std::vector<Acc> acc;      // by device metric id
+  Window* hour = nullptr;    // base windows: their rollups
+  Window* day = nullptr;
+  std::string local_date;  // day windows
+  std::string timezone;    // day windows
+  // Last early (non-final) emission, to emit only when changed.
+  bool has_snapshot = false;
+  uint64_t snapshot_count = 0;
+  std::vector<Acc> snapshot;
+  int view_slot = -1;  // scratch during early firing
+};
+
+struct Sample {
+  int64_t t;
+  double v;
+};
+
+struct MetricState {
+  std::string name;
+  model::MetricKind kind = model::MetricKind::kGauge;
+  // Sealed samples (power and counter metrics only), in event-time order, back to the
+  // eviction horizon plus one before it. `baseline` parallels `hist` for counters: the
+  // counter baseline after each sample.
+  std::vector<Sample> hist;
+  std::vector<double> baseline;
+  uint64_t resets_total = 0;
+};
+
+struct PendingEvent {
+  int64_t t;
+  uint64_t tie;     // orders events with equal timestamps (hash of event_id)
+  uint32_t offset;  // into Device::arena
+  uint32_t n;
+};
+
+struct PendingSample {
+  uint32_t metric;
+  double v;
+};
+
+struct Device {
+  std::string id;
+  bool has_events = false;
+  int64_t max_t = kMinTime;
+  int64_t wm = kMinTime;      // max_t − out_of_orderness (or max_t after an idle flush)
+  int64_t fin_wm = kMinTime;  // idle finalization threshold
+  int64_t last_seen = 0;      // processing time of the last event
+  int64_t next_early = 0;     // processing time of the next early firing
+  static constexpr int kSkewRing = 16;
+  int64_t skew[kSkewRing] = {};
+  uint32_t skew_n = 0;
+  uint64_t events = 0, late_updates = 0, late_dropped = 0, duplicates = 0;
+
+  std::vector<MetricState> metrics;
+  std::vector<uint32_t> by_name;  // metric ids sorted by name
+  std::vector<uint32_t> hint;     // event metric index → metric id guess
+
+  std::vector<PendingEvent> pending;  // sorted by (t, tie) from pending_head
+  size_t pending_head = 0;
+  std::vector<PendingSample> arena;
+
+  std::vector<Window*> win[kNumRes];  // sorted by start
+  size_t first_open[kNumRes] = {0, 0, 0};
+  Window* last_base = nullptr;  // lookup cache
+
+  std::string timezone = "UTC";
+  const date::time_zone* zone = nullptr;
+  int64_t latest_day_end = kMinTime;
+
+  FlatKeySet dedup;
+  std::vector<Window*> dirty;  // final windows changed since emission
+};
+
+struct WindowEngine::Impl {
+  Impl(EngineOptions o, TimezoneProvider* tz);
+  ~Impl();
+
+  EngineOptions opt;
+  TimezoneProvider* tzp;
+  ZoneCache zones;
+  std::vector<std::unique_ptr<Device>> devices;
+  struct Hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, uint32_t, Hash, std::equal_to<>> index;
+  Device* last_device = nullptr;
+
+  // Window pool.
+  std::vector<Window*> free_windows;
+  Window* NewWindow();
+  void FreeWindow(Window* w);
+
+  uint64_t events = 0, duplicates = 0, late_updates = 0, late_dropped = 0, emitted = 0;
+  int64_t last_tick = kMinTime;
+
+  // Scratch.
+  model::AggregateRecord rec;
+  struct ViewSlot {
+    Window* w;
+    uint64_t count;
+    std::vector<Acc> acc;
+  };
+  std::vector<ViewSlot> view;
+  size_t view_n = 0;
+
+  Device& GetDevice(std::string_view id);
+  uint32_t MetricId(Device& d, size_t event_index, std::string_view name);
+  void ResetState();
+  int64_t DedupHorizon() const {
+    return opt.dedup_horizon_ns > 0 ? opt.dedup_horizon_ns
+                                    : opt.allowed_lateness_ns + opt.out_of_orderness_ns;
+  }
+};
+
+}  // namespace joule::stream

@@ -1,0 +1,919 @@
+#include "stream/window_engine.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "stream/engine_state.h"
+
+namespace joule::stream {
+
+using model::MetricKind;
+
+namespace {
+
+using Impl = WindowEngine::Impl;
+
+inline int64_t FloorDiv(int64_t a, int64_t b) {
+  int64_t q = a / b;
+  if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
+  return q;
+}
+inline int64_t FloorTo(int64_t t, int64_t w) { return FloorDiv(t, w) * w; }
+
+inline uint64_t Mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+inline uint64_t HashId(std::string_view s) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 0x100000001b3ULL;
+  }
+  return Mix64(h);
+}
+
+// De-duplication identity: (device, event_id) else (device, timestamp).
+inline uint64_t DedupKey(const model::Event& e) {
+  if (!e.event_id.empty()) return HashId(e.event_id) | 1ULL;
+  return Mix64(static_cast<uint64_t>(e.timestamp_ns)) & ~1ULL;
+}
+
+inline Acc& AccOf(Window* w, uint32_t m) {
+  if (m >= w->acc.size()) w->acc.resize(m + 1);
+  return w->acc[m];
+}
+
+inline void Touch(Device& d, Window* w) {
+  if (w->final && !w->dirty_final) {
+    w->dirty_final = true;
+    d.dirty.push_back(w);
+  }
+}
+
+struct CounterStep {
+  double inc;
+  bool reset;
+  double baseline;
+};
+
+// CONTRACT §2 counters: baseline b (the last accepted reading), new reading v.
+inline CounterStep StepCounter(double b, double v) {
+  if (v >= b) return {v - b, false, v};
+  if (v >= 0.9 * b) return {0.0, false, b};  // noise: baseline stays
+  return {v > 0 ? v : 0.0, true, v};         // reset
+}
+
+// Calls f(window_start, energy_wh, covered_ns) for each base window overlapping the
+// power interval (t1,p1)–(t2,p2). REQUIRES: t2 > t1.
+template <typename F>
+inline void SpreadPower(int64_t width, int64_t t1, double p1, int64_t t2, double p2, F&& f) {
+  const double dt = static_cast<double>(t2 - t1);
+  for (int64_t s = FloorTo(t1, width); s < t2; s += width) {
+    int64_t a = std::max(t1, s), b = std::min(t2, s + width);
+    if (b <= a) continue;
+    double pa = a == t1 ? p1 : p1 + (p2 - p1) * (static_cast<double>(a - t1) / dt);
+    double pb = b == t2 ? p2 : p1 + (p2 - p1) * (static_cast<double>(b - t1) / dt);
+    f(s, (pa + pb) * 0.5 * (static_cast<double>(b - a) / 3.6e12), b - a);
+  }
+}
+
+// Calls f(window_start, share) for the windows a counter increment is spread over.
+template <typename F>
+inline void SpreadCounter(int64_t width, int64_t max_gap, int64_t t1, int64_t t2, double inc,
+                          F&& f) {
+  if (t2 <= t1 || t2 - t1 > max_gap) {
+    f(FloorTo(t2, width), inc);
+    return;
+  }
+  const double dt = static_cast<double>(t2 - t1);
+  for (int64_t s = FloorTo(t1, width); s < t2; s += width) {
+    int64_t a = std::max(t1, s), b = std::min(t2, s + width);
+    if (b <= a) continue;
+    f(s, inc * (static_cast<double>(b - a) / dt));
+  }
+}
+
+// ---- windows ------------------------------------------------------------------------
+
+size_t LowerBound(const std::vector<Window*>& v, int64_t start) {
+  size_t lo = 0, hi = v.size();
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (v[mid]->start < start) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+// The window of `v` containing t, or nullptr.
+Window* FindContaining(const std::vector<Window*>& v, int64_t t) {
+  if (!v.empty() && v.back()->start <= t && t < v.back()->end) return v.back();
+  size_t pos = LowerBound(v, t + 1);  // first with start > t
+  if (pos == 0) return nullptr;
+  Window* w = v[pos - 1];
+  return t < w->end ? w : nullptr;
+}
+
+void InsertWindow(Device& d, int res, size_t pos, Window* w) {
+  auto& v = d.win[res];
+  v.insert(v.begin() + static_cast<ptrdiff_t>(pos), w);
+  if (pos <= d.first_open[res]) d.first_open[res] = pos;
+}
+
+Window* HourOf(Impl& E, Device& d, int64_t base_start) {
+  int64_t s = FloorTo(base_start, kNanosPerHour);
+  auto& v = d.win[kHourRes];
+  if (!v.empty() && v.back()->start == s) return v.back();
+  size_t pos = LowerBound(v, s);
+  if (pos < v.size() && v[pos]->start == s) return v[pos];
+  Window* w = E.NewWindow();
+  w->res = kHourRes;
+  w->start = s;
+  w->end = s + kNanosPerHour;
+  w->acc.resize(d.metrics.size());
+  InsertWindow(d, kHourRes, pos, w);
+  return w;
+}
+
+void RefreshTimezone(Impl& E, Device& d) {
+  if (E.tzp == nullptr) return;
+  std::string tz = E.tzp->TimezoneOf(d.id);
+  if (tz.empty()) tz = "UTC";
+  if (tz != d.timezone) {
+    d.timezone = std::move(tz);
+    d.zone = E.zones.Find(d.timezone);
+  }
+}
+
+Window* DayOf(Impl& E, Device& d, int64_t base_start) {
+  auto& v = d.win[kDayRes];
+  if (Window* w = FindContaining(v, base_start)) return w;
+  if (base_start >= d.latest_day_end) RefreshTimezone(E, d);  // a local-day roll
+  LocalDay day = LocalDayOf(d.zone, base_start);
+  size_t pos = LowerBound(v, base_start + 1);
+  // Keep day windows disjoint even if the device's zone changed.
+  if (pos > 0) day.start_ns = std::max(day.start_ns, v[pos - 1]->end);
+  if (pos < v.size()) day.end_ns = std::min(day.end_ns, v[pos]->start);
+  Window* w = E.NewWindow();
+  w->res = kDayRes;
+  w->start = day.start_ns;
+  w->end = day.end_ns;
+  w->local_date = std::move(day.date);
+  w->timezone = d.timezone;
+  w->acc.resize(d.metrics.size());
+  InsertWindow(d, kDayRes, pos, w);
+  d.latest_day_end = std::max(d.latest_day_end, w->end);
+  return w;
+}
+
+Window* BaseOf(Impl& E, Device& d, int64_t start, bool create) {
+  if (d.last_base != nullptr && d.last_base->start == start) return d.last_base;
+  auto& v = d.win[kBaseRes];
+  size_t pos;
+  if (!v.empty() && v.back()->start == start) {
+    return d.last_base = v.back();
+  }
+  if (v.empty() || v.back()->start < start) {
+    pos = v.size();
+  } else {
+    pos = LowerBound(v, start);
+    if (pos < v.size() && v[pos]->start == start) return d.last_base = v[pos];
+  }
+  if (!create) return nullptr;
+  Window* w = E.NewWindow();
+  w->res = kBaseRes;
+  w->start = start;
+  w->end = start + E.opt.window_ns;
+  w->acc.resize(d.metrics.size());
+  w->hour = HourOf(E, d, start);
+  w->day = DayOf(E, d, start);
+  InsertWindow(d, kBaseRes, pos, w);
+  return d.last_base = w;
+}
+
+// ---- folding into the real (sealed) aggregates ---------------------------------------
+
+inline void AddSampleAll(Device& d, Window* w, uint32_t m, int64_t t, double v) {
+  Window* ws[3] = {w, w->hour, w->day};
+  for (Window* x : ws) {
+    AccOf(x, m).AddSample(t, v);
+    Touch(d, x);
+  }
+}
+
+inline void AddPieceAll(Device& d, Window* w, uint32_t m, double energy, int64_t covered,
+                        double delta, uint64_t resets) {
+  Window* ws[3] = {w, w->hour, w->day};
+  for (Window* x : ws) {
+    Acc& a = AccOf(x, m);
+    a.energy_wh += energy;
+    a.covered_ns += covered;
+    a.delta += delta;
+    a.resets += resets;
+    a.present = true;
+    Touch(d, x);
+  }
+}
+
+void SealSample(Impl& E, Device& d, Window* w, uint32_t m, int64_t t, double v) {
+  AddSampleAll(d, w, m, t, v);
+  MetricState& ms = d.metrics[m];
+  if (ms.kind == MetricKind::kGauge) return;
+  const int64_t width = E.opt.window_ns;
+  if (ms.hist.empty()) {
+    ms.hist.push_back({t, v});
+    if (ms.kind == MetricKind::kCounter) ms.baseline.push_back(v);
+    return;
+  }
+  const Sample p = ms.hist.back();
+  if (ms.kind == MetricKind::kPower) {
+    if (t > p.t && t - p.t <= E.opt.max_gap_ns) {
+      SpreadPower(width, p.t, p.v, t, v, [&](int64_t s, double e, int64_t cov) {
+        AddPieceAll(d, BaseOf(E, d, s, true), m, e, cov, 0, 0);
+      });
+    }
+    ms.hist.push_back({t, v});
+  } else {
+    CounterStep st = StepCounter(ms.baseline.back(), v);
+    SpreadCounter(width, E.opt.max_gap_ns, p.t, t, st.inc, [&](int64_t s, double share) {
+      AddPieceAll(d, BaseOf(E, d, s, true), m, 0, 0, share, 0);
+    });
+    if (st.reset) AddPieceAll(d, w, m, 0, 0, 0, 1);
+    ms.hist.push_back({t, v});
+    ms.baseline.push_back(st.baseline);
+  }
+}
+
+void SealEvent(Impl& E, Device& d, const PendingEvent& pe) {
+  Window* w = BaseOf(E, d, FloorTo(pe.t, E.opt.window_ns), true);
+  Window* ws[3] = {w, w->hour, w->day};
+  for (Window* x : ws) {
+    ++x->count;
+    Touch(d, x);
+  }
+  for (uint32_t i = 0; i < pe.n; ++i) {
+    const PendingSample& s = d.arena[pe.offset + i];
+    SealSample(E, d, w, s.metric, pe.t, s.v);
+  }
+}
+
+void CompactPending(Device& d) {
+  if (d.pending_head == d.pending.size()) {
+    d.pending.clear();
+    d.pending_head = 0;
+    d.arena.clear();
+    return;
+  }
+  if (d.pending_head >= 64 && d.pending_head * 2 >= d.pending.size()) {
+    d.pending.erase(d.pending.begin(), d.pending.begin() + static_cast<ptrdiff_t>(d.pending_head));
+    d.pending_head = 0;
+  }
+  if (d.arena.size() >= 1024) {
+    uint32_t min_off = UINT32_MAX;
+    for (size_t i = d.pending_head; i < d.pending.size(); ++i) {
+      min_off = std::min(min_off, d.pending[i].offset);
+    }
+    if (min_off >= d.arena.size() / 2) {
+      d.arena.erase(d.arena.begin(), d.arena.begin() + min_off);
+      for (size_t i = d.pending_head; i < d.pending.size(); ++i) d.pending[i].offset -= min_off;
+    }
+  }
+}
+
+// Folds pending events at or below the watermark, in event-time order.
+void Seal(Impl& E, Device& d) {
+  bool any = false;
+  while (d.pending_head < d.pending.size() && d.pending[d.pending_head].t <= d.wm) {
+    SealEvent(E, d, d.pending[d.pending_head]);
+    ++d.pending_head;
+    any = true;
+  }
+  if (any) CompactPending(d);
+}
+
+// ---- late events ---------------------------------------------------------------------
+
+// Recomputes the interval-derived fields (energy, coverage, delta, resets) of metric m
+// in the base windows [floor(lo), floor(hi)] from the sample history, and moves the
+// differences into their rollups.
+void RecomputeRange(Impl& E, Device& d, uint32_t m, int64_t lo, int64_t hi) {
+  const int64_t width = E.opt.window_ns;
+  const int64_t s0 = FloorTo(lo, width), s1 = FloorTo(hi, width);
+  const size_t n = static_cast<size_t>((s1 - s0) / width) + 1;
+  struct Fields {
+    double energy = 0;
+    int64_t covered = 0;
+    double delta = 0;
+    uint64_t resets = 0;
+    bool touched = false;
+  };
+  std::vector<Fields> nf(n);
+  auto at = [&](int64_t s) -> Fields* {
+    if (s < s0 || s > s1) return nullptr;
+    return &nf[static_cast<size_t>((s - s0) / width)];
+  };
+  MetricState& ms = d.metrics[m];
+  const auto& h = ms.hist;
+  size_t k0 = 0;
+  {
+    auto it = std::upper_bound(h.begin(), h.end(), s0,
+                               [](int64_t x, const Sample& s) { return x < s.t; });
+    if (it != h.begin()) k0 = static_cast<size_t>(it - h.begin()) - 1;
+  }
+  for (size_t k = k0 + 1; k < h.size(); ++k) {
+    const Sample& p = h[k - 1];
+    const Sample& c = h[k];
+    if (p.t >= s1 + width) break;
+    if (ms.kind == MetricKind::kPower) {
+      if (c.t > p.t && c.t - p.t <= E.opt.max_gap_ns) {
+        SpreadPower(width, p.t, p.v, c.t, c.v, [&](int64_t s, double e, int64_t cov) {
+          if (Fields* f = at(s)) {
+            f->energy += e;
+            f->covered += cov;
+            f->touched = true;
+          }
+        });
+      }
+    } else {
+      CounterStep st = StepCounter(ms.baseline[k - 1], c.v);
+      SpreadCounter(width, E.opt.max_gap_ns, p.t, c.t, st.inc, [&](int64_t s, double share) {
+        if (Fields* f = at(s)) {
+          f->delta += share;
+          f->touched = true;
+        }
+      });
+      if (st.reset) {
+        if (Fields* f = at(FloorTo(c.t, width))) {
+          f->resets += 1;
+          f->touched = true;
+        }
+      }
+    }
+  }
+  for (size_t i = 0; i < n; ++i) {
+    const Fields& f = nf[i];
+    Window* w = BaseOf(E, d, s0 + static_cast<int64_t>(i) * width, f.touched);
+    if (w == nullptr) continue;
+    Acc& a = AccOf(w, m);
+    double de = f.energy - a.energy_wh;
+    int64_t dc = f.covered - a.covered_ns;
+    double dd = f.delta - a.delta;
+    uint64_t dr = f.resets - a.resets;  // modular
+    bool newly = f.touched && !a.present;
+    if (de == 0 && dc == 0 && dd == 0 && dr == 0 && !newly) continue;
+    a.energy_wh = f.energy;
+    a.covered_ns = f.covered;
+    a.delta = f.delta;
+    a.resets = f.resets;
+    a.present = a.present || f.touched;
+    Touch(d, w);
+    Window* rs[2] = {w->hour, w->day};
+    for (Window* r : rs) {
+      Acc& ra = AccOf(r, m);
+      ra.energy_wh += de;
+      ra.covered_ns += dc;
+      ra.delta += dd;
+      ra.resets += dr;
+      ra.present = ra.present || a.present;
+      Touch(d, r);
+    }
+  }
+}
+
+// Applies an event at or below the watermark (within allowed lateness) directly to the
+// sealed aggregates.
+void ApplyLate(Impl& E, Device& d, const model::Event& ev, const uint32_t* ids) {
+  const int64_t t = ev.timestamp_ns;
+  Window* w = BaseOf(E, d, FloorTo(t, E.opt.window_ns), true);
+  Window* ws[3] = {w, w->hour, w->day};
+  for (Window* x : ws) {
+    ++x->count;
+    Touch(d, x);
+  }
+  for (size_t i = 0; i < ev.metrics.size(); ++i) {
+    const uint32_t m = ids[i];
+    const double v = ev.metrics[i].value;
+    AddSampleAll(d, w, m, t, v);
+    MetricState& ms = d.metrics[m];
+    if (ms.kind == MetricKind::kGauge) continue;
+    auto& h = ms.hist;
+    size_t pos =
+        static_cast<size_t>(std::upper_bound(h.begin(), h.end(), t,
+                                             [](int64_t x, const Sample& s) { return x < s.t; }) -
+                            h.begin());
+    h.insert(h.begin() + static_cast<ptrdiff_t>(pos), Sample{t, v});
+    int64_t lo = pos > 0 ? std::max(h[pos - 1].t, t - E.opt.max_gap_ns) : t;
+    int64_t hi = pos + 1 < h.size() ? h[pos + 1].t : t;
+    if (ms.kind == MetricKind::kCounter) {
+      auto& b = ms.baseline;
+      b.insert(b.begin() + static_cast<ptrdiff_t>(pos), v);
+      for (size_t j = pos; j < h.size(); ++j) {
+        double nb = j == 0 ? h[0].v : StepCounter(b[j - 1], h[j].v).baseline;
+        if (j > pos && nb == b[j]) break;
+        b[j] = nb;
+        hi = std::max(hi, h[std::min(j + 1, h.size() - 1)].t);
+      }
+    }
+    RecomputeRange(E, d, m, lo, hi);
+  }
+}
+
+// ---- emission ------------------------------------------------------------------------
+
+void EmitRecord(Impl& E, const Device& d, const Window& w, uint64_t count, const Acc* acc,
+                size_t n_acc, bool final, RecordSink* sink) {
+  model::AggregateRecord& r = E.rec;
+  r.device_id.assign(d.id);
+  r.resolution = static_cast<model::Resolution>(w.res);
+  r.window_start_ns = w.start;
+  r.window_end_ns = w.end;
+  r.final = final;
+  r.version = w.version;
+  r.count = count;
+  size_t k = 0;
+  for (uint32_t id : d.by_name) {
+    if (id >= n_acc || !acc[id].present) continue;
+    if (k >= r.metrics.size()) r.metrics.emplace_back();
+    model::MetricAggregate& ma = r.metrics[k++];
+    const Acc& a = acc[id];
+    const MetricState& ms = d.metrics[id];
+    ma.name.assign(ms.name);
+    ma.kind = ms.kind;
+    ma.count = a.count;
+    ma.min = a.min;
+    ma.max = a.max;
+    ma.sum = a.sum;
+    ma.first = a.first;
+    ma.last = a.last;
+    ma.energy_wh = a.energy_wh;
+    ma.covered_ns = a.covered_ns;
+    ma.delta = a.delta;
+    ma.resets = a.resets;
+  }
+  r.metrics.resize(k);
+  if (w.res == kDayRes) {
+    r.timezone.assign(w.timezone);
+    r.local_date.assign(w.local_date);
+  } else {
+    r.timezone.clear();
+    r.local_date.clear();
+  }
+  ++E.emitted;
+  if (sink != nullptr) sink->Emit(r);
+}
+
+void EmitDirty(Impl& E, Device& d, RecordSink* sink) {
+  if (d.dirty.empty()) return;
+  std::sort(d.dirty.begin(), d.dirty.end(), [](const Window* a, const Window* b) {
+    return a->res != b->res ? a->res < b->res : a->start < b->start;
+  });
+  for (Window* w : d.dirty) {
+    w->dirty_final = false;
+    ++w->version;
+    EmitRecord(E, d, *w, w->count, w->acc.data(), w->acc.size(), true, sink);
+  }
+  d.dirty.clear();
+}
+
+// Earliest time up to which interpolated intervals are settled: a window ending later
+// could still receive a share of an interval to a future sample.
+int64_t Frontier(const Impl& E, const Device& d) {
+  int64_t f = kMaxTime;
+  for (const MetricState& ms : d.metrics) {
+    if (ms.kind == MetricKind::kGauge || ms.hist.empty()) continue;
+    int64_t lt = ms.hist.back().t;
+    if (d.wm >= lt + E.opt.max_gap_ns) continue;
+    f = std::min(f, lt);
+  }
+  return f;
+}
+
+void Finalize(Impl& E, Device& d, RecordSink* sink) {
+  bool have_frontier = false;
+  int64_t frontier = 0;
+  auto can = [&](int64_t end) {
+    if (end <= d.fin_wm) return true;
+    if (end > d.wm) return false;
+    if (!have_frontier) {
+      frontier = Frontier(E, d);
+      have_frontier = true;
+    }
+    return end <= frontier;
+  };
+  for (int res = 0; res < kNumRes; ++res) {
+    auto& v = d.win[res];
+    size_t i = d.first_open[res];
+    for (; i < v.size(); ++i) {
+      Window* w = v[i];
+      if (w->final) continue;
+      if (!can(w->end)) break;
+      w->final = true;
+      w->has_snapshot = false;
+      std::vector<Acc>().swap(w->snapshot);
+      ++w->version;
+      EmitRecord(E, d, *w, w->count, w->acc.data(), w->acc.size(), true, sink);
+    }
+    size_t j = d.first_open[res];
+    while (j < v.size() && v[j]->final) ++j;
+    d.first_open[res] = j;
+  }
+  EmitDirty(E, d, sink);
+}
+
+bool HasOpen(const Device& d) {
+  if (d.pending_head < d.pending.size()) return true;
+  for (int res = 0; res < kNumRes; ++res) {
+    if (d.first_open[res] < d.win[res].size()) return true;
+  }
+  return false;
+}
+
+// Early firing: the partial result of every open window (sealed aggregates plus the
+// pending events folded on a copy), emitted when it differs from the last emission.
+void EarlyFire(Impl& E, Device& d, int64_t now, int64_t tick_period, RecordSink* sink) {
+  d.next_early = now + std::max<int64_t>(E.opt.early_fire_interval_ns - tick_period, 0);
+  E.view_n = 0;
+  for (int res = 0; res < kNumRes; ++res) {
+    auto& v = d.win[res];
+    for (size_t i = d.first_open[res]; i < v.size(); ++i) {
+      Window* w = v[i];
+      if (w->final) continue;
+      if (E.view_n >= E.view.size()) E.view.emplace_back();
+      Impl::ViewSlot& slot = E.view[E.view_n];
+      slot.w = w;
+      slot.count = w->count;
+      slot.acc.assign(w->acc.begin(), w->acc.end());
+      w->view_slot = static_cast<int>(E.view_n++);
+    }
+  }
+  if (E.view_n == 0) return;
+  auto slot_acc = [&](Window* w, uint32_t m) -> Acc* {
+    if (w == nullptr || w->view_slot < 0) return nullptr;
+    auto& acc = E.view[static_cast<size_t>(w->view_slot)].acc;
+    if (m >= acc.size()) acc.resize(m + 1);
+    return &acc[m];
+  };
+  auto piece = [&](int64_t s, uint32_t m, double e, int64_t cov, double delta, uint64_t rs) {
+    Window* b = BaseOf(E, d, s, false);
+    Window* ws[3] = {b, b ? b->hour : FindContaining(d.win[kHourRes], s),
+                     b ? b->day : FindContaining(d.win[kDayRes], s)};
+    for (Window* x : ws) {
+      if (Acc* a = slot_acc(x, m)) {
+        a->energy_wh += e;
+        a->covered_ns += cov;
+        a->delta += delta;
+        a->resets += rs;
+        a->present = true;
+      }
+    }
+  };
+  struct Cursor {
+    bool has;
+    int64_t t;
+    double v, b;
+  };
+  static thread_local std::vector<Cursor> cursors;
+  cursors.resize(d.metrics.size());
+  for (size_t m = 0; m < d.metrics.size(); ++m) {
+    const MetricState& ms = d.metrics[m];
+    Cursor& c = cursors[m];
+    c.has = !ms.hist.empty();
+    if (c.has) {
+      c.t = ms.hist.back().t;
+      c.v = ms.hist.back().v;
+      c.b = ms.kind == MetricKind::kCounter ? ms.baseline.back() : 0;
+    }
+  }
+  const int64_t width = E.opt.window_ns;
+  for (size_t i = d.pending_head; i < d.pending.size(); ++i) {
+    const PendingEvent& pe = d.pending[i];
+    Window* w = BaseOf(E, d, FloorTo(pe.t, width), false);
+    if (w == nullptr) continue;  // cannot happen: created on arrival
+    Window* ws[3] = {w, w->hour, w->day};
+    for (Window* x : ws) {
+      if (x->view_slot >= 0) ++E.view[static_cast<size_t>(x->view_slot)].count;
+    }
+    for (uint32_t k = 0; k < pe.n; ++k) {
+      const PendingSample& s = d.arena[pe.offset + k];
+      const uint32_t m = s.metric;
+      for (Window* x : ws) {
+        if (Acc* a = slot_acc(x, m)) a->AddSample(pe.t, s.v);
+      }
+      const MetricState& ms = d.metrics[m];
+      if (ms.kind == MetricKind::kGauge) continue;
+      Cursor& c = cursors[m];
+      if (c.has) {
+        if (ms.kind == MetricKind::kPower) {
+          if (pe.t > c.t && pe.t - c.t <= E.opt.max_gap_ns) {
+            SpreadPower(width, c.t, c.v, pe.t, s.v,
+                        [&](int64_t ws0, double e, int64_t cov) { piece(ws0, m, e, cov, 0, 0); });
+          }
+        } else {
+          CounterStep st = StepCounter(c.b, s.v);
+          SpreadCounter(width, E.opt.max_gap_ns, c.t, pe.t, st.inc,
+                        [&](int64_t ws0, double share) { piece(ws0, m, 0, 0, share, 0); });
+          if (st.reset) piece(w->start, m, 0, 0, 0, 1);
+          c.b = st.baseline;
+        }
+      } else {
+        c.b = s.v;
+      }
+      c.has = true;
+      c.t = pe.t;
+      c.v = s.v;
+    }
+  }
+  for (size_t i = 0; i < E.view_n; ++i) {
+    Impl::ViewSlot& slot = E.view[i];
+    Window* w = slot.w;
+    w->view_slot = -1;
+    if (w->has_snapshot && w->snapshot_count == slot.count && w->snapshot == slot.acc) continue;
+    bool any = slot.count > 0;
+    for (const Acc& a : slot.acc) any = any || a.present;
+    if (!any) continue;
+    ++w->version;
+    EmitRecord(E, d, *w, slot.count, slot.acc.data(), slot.acc.size(), false, sink);
+    w->has_snapshot = true;
+    w->snapshot_count = slot.count;
+    w->snapshot.swap(slot.acc);
+  }
+}
+
+void Evict(Impl& E, Device& d) {
+  if (!d.has_events) return;
+  const int64_t ref = std::max(d.wm, d.fin_wm);
+  const int64_t horizon = ref - E.opt.allowed_lateness_ns - E.opt.max_gap_ns;
+  for (int res = 0; res < kNumRes; ++res) {
+    auto& v = d.win[res];
+    size_t k = 0;
+    while (k < v.size() && v[k]->final && !v[k]->dirty_final && v[k]->end <= horizon) ++k;
+    if (k == 0) continue;
+    for (size_t i = 0; i < k; ++i) {
+      if (v[i] == d.last_base) d.last_base = nullptr;
+      E.FreeWindow(v[i]);
+    }
+    v.erase(v.begin(), v.begin() + static_cast<ptrdiff_t>(k));
+    d.first_open[res] = d.first_open[res] >= k ? d.first_open[res] - k : 0;
+  }
+  const int64_t hs = FloorTo(horizon, E.opt.window_ns);
+  for (MetricState& ms : d.metrics) {
+    auto& h = ms.hist;
+    size_t j =
+        static_cast<size_t>(std::lower_bound(h.begin(), h.end(), hs,
+                                             [](const Sample& s, int64_t x) { return s.t < x; }) -
+                            h.begin());
+    if (j <= 1) continue;
+    size_t drop = j - 1;  // keep the last sample before the horizon
+    if (drop < 64 && drop * 4 < h.size()) continue;
+    h.erase(h.begin(), h.begin() + static_cast<ptrdiff_t>(drop));
+    if (!ms.baseline.empty()) {
+      ms.baseline.erase(ms.baseline.begin(), ms.baseline.begin() + static_cast<ptrdiff_t>(drop));
+    }
+  }
+}
+
+}  // namespace
+
+// ---- Impl ----------------------------------------------------------------------------
+
+WindowEngine::Impl::Impl(EngineOptions o, TimezoneProvider* tz) : opt(std::move(o)), tzp(tz) {}
+
+WindowEngine::Impl::~Impl() { ResetState(); }
+
+void WindowEngine::Impl::ResetState() {
+  for (auto& d : devices) {
+    for (auto& v : d->win) {
+      for (Window* w : v) delete w;
+    }
+  }
+  devices.clear();
+  index.clear();
+  last_device = nullptr;
+  for (Window* w : free_windows) delete w;
+  free_windows.clear();
+  events = duplicates = late_updates = late_dropped = emitted = 0;
+  last_tick = kMinTime;
+}
+
+Window* WindowEngine::Impl::NewWindow() {
+  if (free_windows.empty()) return new Window();
+  Window* w = free_windows.back();
+  free_windows.pop_back();
+  return w;
+}
+
+void WindowEngine::Impl::FreeWindow(Window* w) {
+  if (free_windows.size() >= 4096) {
+    delete w;
+    return;
+  }
+  w->acc.clear();
+  w->snapshot.clear();
+  w->has_snapshot = false;
+  w->final = w->dirty_final = false;
+  w->version = w->count = 0;
+  w->hour = w->day = nullptr;
+  w->local_date.clear();
+  w->timezone.clear();
+  w->view_slot = -1;
+  free_windows.push_back(w);
+}
+
+Device& WindowEngine::Impl::GetDevice(std::string_view id) {
+  if (last_device != nullptr && last_device->id == id) return *last_device;
+  auto it = index.find(id);
+  if (it != index.end()) return *(last_device = devices[it->second].get());
+  auto d = std::make_unique<Device>();
+  d->id.assign(id);
+  if (tzp != nullptr) {
+    d->timezone = tzp->TimezoneOf(id);
+    if (d->timezone.empty()) d->timezone = "UTC";
+  }
+  d->zone = zones.Find(d->timezone);
+  index.emplace(d->id, static_cast<uint32_t>(devices.size()));
+  devices.push_back(std::move(d));
+  return *(last_device = devices.back().get());
+}
+
+uint32_t WindowEngine::Impl::MetricId(Device& d, size_t i, std::string_view name) {
+  if (i < d.hint.size()) {
+    uint32_t h = d.hint[i];
+    if (h < d.metrics.size() && d.metrics[h].name == name) return h;
+  } else {
+    d.hint.resize(i + 1, UINT32_MAX);
+  }
+  uint32_t id = UINT32_MAX;
+  for (uint32_t k = 0; k < d.metrics.size(); ++k) {
+    if (d.metrics[k].name == name) {
+      id = k;
+      break;
+    }
+  }
+  if (id == UINT32_MAX) {
+    id = static_cast<uint32_t>(d.metrics.size());
+    MetricState ms;
+    ms.name.assign(name);
+    auto it = opt.kinds.find(name);
+    ms.kind = it != opt.kinds.end() ? it->second : model::DefaultMetricKind(name);
+    d.metrics.push_back(std::move(ms));
+    auto pos =
+        std::lower_bound(d.by_name.begin(), d.by_name.end(), name,
+                         [&](uint32_t a, std::string_view n) { return d.metrics[a].name < n; });
+    d.by_name.insert(pos, id);
+  }
+  d.hint[i] = id;
+  return id;
+}
+
+// ---- WindowEngine --------------------------------------------------------------------
+
+WindowEngine::WindowEngine(EngineOptions options, TimezoneProvider* timezones)
+    : impl_(std::make_unique<Impl>(std::move(options), timezones)) {}
+
+WindowEngine::~WindowEngine() = default;
+
+const EngineOptions& WindowEngine::options() const { return impl_->opt; }
+
+void WindowEngine::Process(const model::Event& ev, int64_t now_ns, RecordSink* sink) {
+  Impl& E = *impl_;
+  Device& d = E.GetDevice(ev.device_id);
+  if (now_ns > d.last_seen) d.last_seen = now_ns;
+  if (!d.has_events && d.next_early == 0) d.next_early = now_ns + E.opt.early_fire_interval_ns;
+  if (ev.received_at_ns != 0) {
+    d.skew[d.skew_n % Device::kSkewRing] = ev.received_at_ns - ev.timestamp_ns;
+    ++d.skew_n;
+  }
+  const int64_t t = ev.timestamp_ns;
+  const int64_t ref = d.has_events ? std::max(d.wm, d.fin_wm) : kMinTime;
+  if (d.has_events && t < ref - E.opt.allowed_lateness_ns) {
+    ++d.late_dropped;
+    ++E.late_dropped;
+    return;
+  }
+  if (!d.dedup.Insert(DedupKey(ev), t, d.has_events ? ref - E.DedupHorizon() : kMinTime)) {
+    ++d.duplicates;
+    ++E.duplicates;
+    return;
+  }
+  ++d.events;
+  ++E.events;
+  uint32_t ids_local[64];
+  std::vector<uint32_t> ids_heap;
+  uint32_t* ids = ids_local;
+  if (ev.metrics.size() > 64) {
+    ids_heap.resize(ev.metrics.size());
+    ids = ids_heap.data();
+  }
+  for (size_t i = 0; i < ev.metrics.size(); ++i) ids[i] = E.MetricId(d, i, ev.metrics[i].name);
+
+  if (d.has_events && t <= d.wm) {
+    ++d.late_updates;
+    ++E.late_updates;
+    ApplyLate(E, d, ev, ids);
+  } else {
+    PendingEvent pe;
+    pe.t = t;
+    pe.tie = ev.event_id.empty() ? 0 : HashId(ev.event_id);
+    pe.offset = static_cast<uint32_t>(d.arena.size());
+    pe.n = static_cast<uint32_t>(ev.metrics.size());
+    for (size_t i = 0; i < ev.metrics.size(); ++i) {
+      d.arena.push_back(PendingSample{ids[i], ev.metrics[i].value});
+    }
+    size_t pos = d.pending.size();
+    while (pos > d.pending_head &&
+           (d.pending[pos - 1].t > t ||
+            (d.pending[pos - 1].t == t && d.pending[pos - 1].tie > pe.tie))) {
+      --pos;
+    }
+    d.pending.insert(d.pending.begin() + static_cast<ptrdiff_t>(pos), pe);
+    BaseOf(E, d, FloorTo(t, E.opt.window_ns), true);  // so early firings show it
+    d.has_events = true;
+    if (t > d.max_t) {
+      d.max_t = t;
+      d.wm = std::max(d.wm, t - E.opt.out_of_orderness_ns);
+    }
+    Seal(E, d);
+  }
+  Finalize(E, d, sink);
+  if (now_ns >= d.next_early) EarlyFire(E, d, now_ns, 0, sink);
+}
+
+void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
+  Impl& E = *impl_;
+  const int64_t period = E.last_tick == kMinTime ? 0 : std::max<int64_t>(now_ns - E.last_tick, 0);
+  E.last_tick = now_ns;
+  for (auto& dp : E.devices) {
+    Device& d = *dp;
+    if (!d.has_events) continue;
+    const int64_t silent = now_ns - d.last_seen;
+    if (silent >= E.opt.idle_timeout_ns) {
+      d.fin_wm = std::max(d.fin_wm, d.max_t + silent);
+      if (HasOpen(d)) {
+        d.wm = std::max(d.wm, d.max_t);
+        Seal(E, d);
+        Finalize(E, d, sink);
+      }
+    }
+    if (now_ns >= d.next_early && HasOpen(d)) EarlyFire(E, d, now_ns, period, sink);
+    Evict(E, d);
+  }
+}
+
+bool WindowEngine::Health(std::string_view device_id, DeviceHealth* out) const {
+  auto it = impl_->index.find(device_id);
+  if (it == impl_->index.end()) return false;
+  const Device& d = *impl_->devices[it->second];
+  out->last_event_time_ns = d.has_events ? d.max_t : 0;
+  out->last_seen_ns = d.last_seen;
+  out->watermark_ns = d.has_events ? d.wm : 0;
+  size_t n = std::min<size_t>(d.skew_n, Device::kSkewRing);
+  int64_t tmp[Device::kSkewRing];
+  std::copy(d.skew, d.skew + n, tmp);
+  std::sort(tmp, tmp + n);
+  out->clock_skew_ns = n == 0 ? 0 : tmp[n / 2];
+  out->events = d.events;
+  out->late_updates = d.late_updates;
+  out->late_dropped = d.late_dropped;
+  out->duplicates = d.duplicates;
+  return true;
+}
+
+WindowEngine::Stats WindowEngine::stats() const {
+  const Impl& E = *impl_;
+  Stats s;
+  s.devices = E.devices.size();
+  s.events = E.events;
+  s.duplicates = E.duplicates;
+  s.late_updates = E.late_updates;
+  s.late_dropped = E.late_dropped;
+  s.records_emitted = E.emitted;
+  uint64_t bytes = 0;
+  for (const auto& dp : E.devices) {
+    const Device& d = *dp;
+    bytes += sizeof(Device) + d.id.capacity() + d.arena.capacity() * sizeof(PendingSample) +
+             d.pending.capacity() * sizeof(PendingEvent) +
+             d.dedup.capacity() * sizeof(FlatKeySet::Entry);
+    for (const MetricState& ms : d.metrics) {
+      bytes += sizeof(MetricState) + ms.hist.capacity() * sizeof(Sample) +
+               ms.baseline.capacity() * sizeof(double);
+    }
+    for (int res = 0; res < kNumRes; ++res) {
+      for (const Window* w : d.win[res]) {
+        if (!w->final) ++s.open_windows;
+        bytes += sizeof(Window) + (w->acc.capacity() + w->snapshot.capacity()) * sizeof(Acc);
+      }
+    }
+  }
+  s.state_bytes_estimate = bytes;
+  return s;
+}
+
+}  // namespace joule::stream

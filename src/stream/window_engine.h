@@ -1,0 +1,108 @@
+// WindowEngine: the event-time window engine (CONTRACT §2). Pure computation: events
+// and processing-time ticks in, versioned AggregateRecords out. No I/O, no threads.
+//
+// Thread-safety: none. One engine per processor thread; it owns the devices of the
+// partitions that thread owns. Every call runs to completion and emits records
+// synchronously into the given sink before returning.
+//
+// Semantics (details and rationale in src/stream/README.md):
+//  - Base windows (EngineOptions::window_ns, epoch-aligned) per device, rolled up to 1h
+//    (UTC) and 1d (the device's local calendar day, from TimezoneProvider).
+//  - Per-device watermark = max event time − out_of_orderness. Events at or below the
+//    watermark are late: applied (with re-emission, version+1) while within
+//    allowed_lateness of the watermark, dropped and counted otherwise.
+//  - Every emission of a record key carries a strictly higher version than the previous
+//    one (early firings included), so "keep the highest version" keeps the newest.
+//  - Within the out-of-orderness bound the final records are bit-identical to those of
+//    in-order input: samples are folded into the aggregates in event-time order only
+//    once the watermark has passed them.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "common/clock.h"
+#include "common/status.h"
+#include "model/aggregate_record.h"
+#include "model/event.h"
+
+namespace joule::stream {
+
+struct EngineOptions {
+  int64_t window_ns = 60 * kNanosPerSecond;
+  int64_t out_of_orderness_ns = 10 * kNanosPerSecond;
+  int64_t allowed_lateness_ns = kNanosPerHour;
+  int64_t idle_timeout_ns = 60 * kNanosPerSecond;
+  int64_t early_fire_interval_ns = 5 * kNanosPerSecond;
+  int64_t max_gap_ns = 300 * kNanosPerSecond;
+  std::map<std::string, model::MetricKind, std::less<>> kinds;  // overrides of DefaultMetricKind
+  int64_t dedup_horizon_ns = 0;  // 0 = allowed_lateness + out_of_orderness
+};
+
+class RecordSink {
+ public:
+  virtual ~RecordSink() = default;
+  // The record is only valid during the call (the engine reuses its storage).
+  virtual void Emit(const model::AggregateRecord& record) = 0;
+};
+
+// Supplies each device's IANA timezone (default "UTC"); called when a device is first
+// seen and on each local-day roll. An unknown zone name falls back to UTC.
+class TimezoneProvider {
+ public:
+  virtual ~TimezoneProvider() = default;
+  virtual std::string TimezoneOf(std::string_view device_id) = 0;
+};
+
+class WindowEngine {
+ public:
+  // REQUIRES: options.window_ns > 0; other durations >= 0. `timezones` (may be null: all
+  // devices are UTC) must outlive the engine.
+  explicit WindowEngine(EngineOptions options, TimezoneProvider* timezones = nullptr);
+  ~WindowEngine();
+  WindowEngine(const WindowEngine&) = delete;
+  WindowEngine& operator=(const WindowEngine&) = delete;
+
+  // Feeds one event (already validated; Event::received_at_ns is its ingest time).
+  // now_ns = processing time (non-decreasing across calls).
+  void Process(const model::Event& event, int64_t now_ns, RecordSink* sink);
+
+  // Processing-time progress: early firings of open windows every early_fire_interval,
+  // finalization of silent devices' windows after idle_timeout, eviction of state older
+  // than the lateness horizon. Call every ~100 ms – 1 s.
+  void Tick(int64_t now_ns, RecordSink* sink);
+
+  struct DeviceHealth {
+    int64_t last_event_time_ns = 0;  // max event time seen
+    int64_t last_seen_ns = 0;        // processing time of the last event
+    int64_t watermark_ns = 0;
+    int64_t clock_skew_ns = 0;  // median of recent (received_at − event time)
+    uint64_t events = 0, late_updates = 0, late_dropped = 0, duplicates = 0;
+  };
+  bool Health(std::string_view device_id, DeviceHealth* out) const;
+
+  struct Stats {
+    uint64_t devices = 0, open_windows = 0, state_bytes_estimate = 0, events = 0, duplicates = 0,
+             late_updates = 0, late_dropped = 0, records_emitted = 0;
+  };
+  Stats stats() const;
+
+  // Serializes all state (windows, samples within the lateness horizon, pending events,
+  // de-duplication keys, versions, counters) — docs/formats/checkpoint.md.
+  Status SaveState(std::string* out) const;
+  // Replaces all state. On error the engine is left empty.
+  Status RestoreState(std::string_view data);
+
+  const EngineOptions& options() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace joule::stream
