@@ -1,0 +1,39 @@
+// The keys and values of the RocksDB history store, exactly as specified in
+// docs/formats/history.md. Pure functions, no I/O; thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "common/status.h"
+#include "model/aggregate_record.h"
+
+namespace joule::store::history_codec {
+
+inline constexpr uint8_t kValueFormat = 1;
+inline constexpr size_t kMaxDeviceIdBytes = 255;
+
+// REQUIRES: 1 <= device_id.size() <= kMaxDeviceIdBytes.
+// (resolution, device_id) — every key of one device and resolution starts with it.
+std::string EncodeKeyPrefix(model::Resolution r, std::string_view device_id);
+std::string EncodeKey(model::Resolution r, std::string_view device_id, int64_t window_start_ns);
+
+struct DecodedKey {
+  model::Resolution resolution;
+  std::string_view device_id;  // points into the key
+  int64_t window_start_ns;
+};
+Result<DecodedKey> DecodeKey(std::string_view key);
+// Only the window start (the last 8 bytes); for the retention compaction filter.
+bool DecodeKeyWindowStart(std::string_view key, int64_t* window_start_ns);
+
+// The value: everything of the record except the key's fields.
+std::string EncodeValue(const model::AggregateRecord& record);
+void AppendValue(const model::AggregateRecord& record, std::string* out);
+// Corruption when `value` is not a well-formed value.
+Result<model::AggregateRecord> DecodeRecord(std::string_view key, std::string_view value);
+// Reads only the format byte and the version (the read-before-write of Put).
+Result<uint64_t> DecodeVersion(std::string_view value);
+
+}  // namespace joule::store::history_codec

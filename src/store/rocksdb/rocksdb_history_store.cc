@@ -1,0 +1,473 @@
+#include "store/rocksdb/rocksdb_history_store.h"
+
+#include <rocksdb/cache.h>
+#include <rocksdb/compaction_filter.h>
+#include <rocksdb/convenience.h>
+#include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/options.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <limits>
+#include <unordered_map>
+
+#include "store/rocksdb/history_record_codec.h"
+
+namespace joule::store {
+namespace {
+
+namespace codec = history_codec;
+
+constexpr size_t kResolutions = 3;
+constexpr std::array<const char*, kResolutions> kFamilyNames = {"base", "hour", "day"};
+constexpr std::string_view kFormatKey = "joule.history.format";
+constexpr std::string_view kFormatValue = "1";
+constexpr size_t kStripes = 64;
+
+size_t Index(model::Resolution r) { return static_cast<size_t>(r); }
+
+Status FromRocks(const rocksdb::Status& s, std::string_view what) {
+  if (s.ok()) return Status::Ok();
+  std::string m = "history " + std::string(what) + ": " + s.ToString();
+  if (s.IsCorruption()) return Status::Corruption(std::move(m));
+  if (s.IsIOError()) return Status::IoError(std::move(m));
+  if (s.IsNotFound()) return Status::NotFound(std::move(m));
+  if (s.IsInvalidArgument()) return Status::InvalidArgument(std::move(m));
+  if (s.IsBusy() || s.IsTryAgain() || s.IsIncomplete()) return Status::Unavailable(std::move(m));
+  return Status::Internal(std::move(m));
+}
+
+Status ValidateDeviceId(std::string_view device_id) {
+  if (device_id.empty() || device_id.size() > codec::kMaxDeviceIdBytes) {
+    return Status::InvalidArgument("history: device_id must be 1..255 bytes");
+  }
+  return Status::Ok();
+}
+
+Status ValidateResolution(model::Resolution r) {
+  if (Index(r) >= kResolutions) return Status::InvalidArgument("history: unknown resolution");
+  return Status::Ok();
+}
+
+// Drops keys whose window_start is before the retention horizon at the time the compaction
+// started. Reads the key only.
+class RetentionFilter final : public rocksdb::CompactionFilter {
+ public:
+  explicit RetentionFilter(int64_t horizon_ns) : horizon_ns_(horizon_ns) {}
+  bool Filter(int /*level*/, const rocksdb::Slice& key, const rocksdb::Slice& /*value*/,
+              std::string* /*new_value*/, bool* /*value_changed*/) const override {
+    int64_t window_start;
+    if (!codec::DecodeKeyWindowStart(std::string_view(key.data(), key.size()), &window_start)) {
+      return false;  // never drop what we do not understand
+    }
+    return window_start < horizon_ns_;
+  }
+  const char* Name() const override { return "joule.HistoryRetentionFilter"; }
+
+ private:
+  int64_t horizon_ns_;
+};
+
+class RetentionFilterFactory final : public rocksdb::CompactionFilterFactory {
+ public:
+  RetentionFilterFactory(model::Resolution r, HistoryRetention retention, const Clock* clock)
+      : resolution_(r), retention_(retention), clock_(clock) {}
+  std::unique_ptr<rocksdb::CompactionFilter> CreateCompactionFilter(
+      const rocksdb::CompactionFilter::Context& /*context*/) override {
+    return std::make_unique<RetentionFilter>(retention_.Horizon(resolution_, clock_->NowNanos()));
+  }
+  const char* Name() const override { return "joule.HistoryRetentionFilterFactory"; }
+
+ private:
+  model::Resolution resolution_;
+  HistoryRetention retention_;
+  const Clock* clock_;
+};
+
+rocksdb::CompressionType Pick(const std::vector<rocksdb::CompressionType>& supported,
+                              std::initializer_list<rocksdb::CompressionType> preference) {
+  for (auto c : preference) {
+    if (std::find(supported.begin(), supported.end(), c) != supported.end()) return c;
+  }
+  return rocksdb::kNoCompression;
+}
+
+// Read by the size gauges at render time; detached (db = nullptr) before the DB closes.
+struct SizeProbe {
+  std::mutex mu;
+  rocksdb::DB* db = nullptr;
+  std::array<rocksdb::ColumnFamilyHandle*, kResolutions> families{};
+
+  double Read(size_t family, const std::string& property) {
+    std::lock_guard lock(mu);
+    if (db == nullptr) return 0;
+    uint64_t v = 0;
+    if (!db->GetIntProperty(families[family], property, &v)) return 0;
+    return static_cast<double>(v);
+  }
+};
+
+}  // namespace
+
+struct RocksDbHistoryStore::Impl {
+  RocksDbHistoryOptions options;
+  const Clock* clock = nullptr;
+  std::unique_ptr<MetricsRegistry> owned_metrics;
+  std::shared_ptr<SizeProbe> probe = std::make_shared<SizeProbe>();
+  rocksdb::DB* db = nullptr;
+  rocksdb::ColumnFamilyHandle* default_family = nullptr;
+  std::array<rocksdb::ColumnFamilyHandle*, kResolutions> families{};
+  std::array<std::mutex, kStripes> stripes;
+
+  Counter* put_records = nullptr;
+  Counter* stale_writes = nullptr;
+  Counter* expired_writes = nullptr;
+  Counter* corrupt_values = nullptr;
+  Histogram* put_latency = nullptr;
+
+  ~Impl() {
+    {
+      std::lock_guard lock(probe->mu);
+      probe->db = nullptr;
+    }
+    if (db == nullptr) return;
+    for (auto* h : families) {
+      if (h != nullptr) (void)db->DestroyColumnFamilyHandle(h);
+    }
+    if (default_family != nullptr) (void)db->DestroyColumnFamilyHandle(default_family);
+    (void)db->Close();
+    delete db;
+  }
+
+  int64_t Horizon(model::Resolution r) const {
+    return options.retention.Horizon(r, clock->NowNanos());
+  }
+  rocksdb::ColumnFamilyHandle* Family(model::Resolution r) const { return families[Index(r)]; }
+  static size_t Stripe(std::string_view device_id) {
+    return std::hash<std::string_view>{}(device_id) % kStripes;
+  }
+};
+
+RocksDbHistoryStore::RocksDbHistoryStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+RocksDbHistoryStore::~RocksDbHistoryStore() = default;
+
+Result<std::unique_ptr<RocksDbHistoryStore>> RocksDbHistoryStore::Open(
+    const RocksDbHistoryOptions& options, MetricsRegistry* metrics) {
+  if (options.path.empty()) return Status::InvalidArgument("history: empty path");
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->clock = options.clock != nullptr ? options.clock : SystemClock::Default();
+  if (metrics == nullptr) {
+    impl->owned_metrics = std::make_unique<MetricsRegistry>();
+    metrics = impl->owned_metrics.get();
+  }
+
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = true;
+  db_options.create_missing_column_families = true;
+  db_options.max_background_jobs = 2;
+  db_options.keep_log_file_num = 4;
+  db_options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
+
+  const auto supported = rocksdb::GetSupportedCompressions();
+  const auto upper = Pick(supported, {rocksdb::kLZ4Compression, rocksdb::kSnappyCompression});
+  const auto bottom =
+      Pick(supported, {rocksdb::kZSTD, rocksdb::kLZ4Compression, rocksdb::kSnappyCompression});
+
+  rocksdb::BlockBasedTableOptions table;
+  table.block_size = 16 << 10;
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions());
+  for (size_t i = 0; i < kResolutions; ++i) {
+    const auto r = static_cast<model::Resolution>(i);
+    rocksdb::ColumnFamilyOptions cf;
+    cf.compression = upper;
+    cf.bottommost_compression = bottom;
+    cf.level_compaction_dynamic_level_bytes = true;
+    cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+    if (options.retention.For(r) > 0) {
+      cf.compaction_filter_factory =
+          std::make_shared<RetentionFilterFactory>(r, options.retention, impl->clock);
+      if (options.periodic_compaction_seconds > 0) {
+        cf.periodic_compaction_seconds = options.periodic_compaction_seconds;
+      }
+    }
+    descriptors.emplace_back(kFamilyNames[i], cf);
+  }
+
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::Status s = rocksdb::DB::Open(db_options, options.path, descriptors, &handles, &impl->db);
+  if (!s.ok()) return FromRocks(s, "open " + options.path);
+  impl->default_family = handles[0];
+  for (size_t i = 0; i < kResolutions; ++i) impl->families[i] = handles[i + 1];
+
+  std::string format;
+  s = impl->db->Get(rocksdb::ReadOptions(), impl->default_family, kFormatKey, &format);
+  if (s.IsNotFound()) {
+    rocksdb::WriteOptions sync;
+    sync.sync = true;
+    JOULE_RETURN_IF_ERROR(FromRocks(
+        impl->db->Put(sync, impl->default_family, kFormatKey, kFormatValue), "write format"));
+  } else if (!s.ok()) {
+    return FromRocks(s, "read format");
+  } else if (format != kFormatValue) {
+    return Status::InvalidArgument("history: " + options.path + " has format '" + format +
+                                   "', this build reads format 1");
+  }
+
+  impl->put_records = metrics->GetCounter("joule_history_put_records_total",
+                                          "Records offered to the history store");
+  impl->stale_writes =
+      metrics->GetCounter("joule_history_stale_writes_total",
+                          "History records ignored because the stored version was higher or equal");
+  impl->expired_writes = metrics->GetCounter("joule_history_expired_writes_total",
+                                             "History records ignored because already expired");
+  impl->corrupt_values = metrics->GetCounter("joule_history_corrupt_values_total",
+                                             "Undecodable stored history values overwritten");
+  impl->put_latency =
+      metrics->GetHistogram("joule_history_put_latency_seconds", "Latency of a history Put batch",
+                            Histogram::LatencyBuckets());
+  {
+    std::lock_guard lock(impl->probe->mu);
+    impl->probe->db = impl->db;
+    impl->probe->families = impl->families;
+  }
+  for (size_t i = 0; i < kResolutions; ++i) {
+    const MetricLabels labels = {{"resolution", kFamilyNames[i]}};
+    std::shared_ptr<SizeProbe> probe = impl->probe;
+    metrics->AddGaugeCallback(
+        "joule_history_sst_bytes", "Size of the history SST files", labels,
+        [probe, i] { return probe->Read(i, "rocksdb.total-sst-files-size"); });
+    metrics->AddGaugeCallback("joule_history_estimated_records",
+                              "RocksDB's estimate of the history records stored", labels,
+                              [probe, i] { return probe->Read(i, "rocksdb.estimate-num-keys"); });
+  }
+  return std::unique_ptr<RocksDbHistoryStore>(new RocksDbHistoryStore(std::move(impl)));
+}
+
+Status RocksDbHistoryStore::Put(const std::vector<model::AggregateRecord>& records) {
+  if (records.empty()) return Status::Ok();
+  const auto started = std::chrono::steady_clock::now();
+  Impl& d = *impl_;
+  for (const auto& r : records) {
+    JOULE_RETURN_IF_ERROR(ValidateDeviceId(r.device_id));
+    JOULE_RETURN_IF_ERROR(ValidateResolution(r.resolution));
+  }
+  d.put_records->Inc(records.size());
+
+  std::array<int64_t, kResolutions> horizon;
+  const int64_t now = d.clock->NowNanos();
+  for (size_t i = 0; i < kResolutions; ++i) {
+    horizon[i] = d.options.retention.Horizon(static_cast<model::Resolution>(i), now);
+  }
+
+  // One candidate per key: within the batch, a later record wins only with a higher version.
+  struct Candidate {
+    size_t record;
+    std::string key;
+  };
+  std::vector<Candidate> candidates;
+  candidates.reserve(records.size());
+  std::unordered_map<std::string_view, size_t> by_key;
+  by_key.reserve(records.size());
+  uint64_t stale = 0, expired = 0;
+  for (size_t i = 0; i < records.size(); ++i) {
+    const auto& r = records[i];
+    if (r.window_start_ns < horizon[Index(r.resolution)]) {
+      ++expired;
+      continue;
+    }
+    candidates.push_back({i, codec::EncodeKey(r.resolution, r.device_id, r.window_start_ns)});
+  }
+  // Keys are stable from here on (no more push_back).
+  std::vector<bool> superseded(candidates.size(), false);
+  for (size_t c = 0; c < candidates.size(); ++c) {
+    auto [it, inserted] = by_key.try_emplace(candidates[c].key, c);
+    if (inserted) continue;
+    const size_t prev = it->second;
+    if (records[candidates[c].record].version > records[candidates[prev].record].version) {
+      superseded[prev] = true;
+      it->second = c;
+    } else {
+      superseded[c] = true;
+      ++stale;
+    }
+  }
+  std::vector<size_t> live;
+  live.reserve(by_key.size());
+  for (size_t c = 0; c < candidates.size(); ++c) {
+    if (!superseded[c]) live.push_back(c);
+  }
+
+  std::vector<size_t> stripes;
+  stripes.reserve(live.size());
+  for (size_t c : live) stripes.push_back(Impl::Stripe(records[candidates[c].record].device_id));
+  std::sort(stripes.begin(), stripes.end());
+  stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
+  std::vector<std::unique_lock<std::mutex>> locks;
+  locks.reserve(stripes.size());
+  for (size_t s : stripes) locks.emplace_back(d.stripes[s]);
+
+  Status result;
+  if (!live.empty()) {
+    std::vector<rocksdb::ColumnFamilyHandle*> families(live.size());
+    std::vector<rocksdb::Slice> keys(live.size());
+    std::vector<rocksdb::PinnableSlice> values(live.size());
+    std::vector<rocksdb::Status> statuses(live.size());
+    for (size_t j = 0; j < live.size(); ++j) {
+      const Candidate& c = candidates[live[j]];
+      families[j] = d.Family(records[c.record].resolution);
+      keys[j] = c.key;
+    }
+    d.db->MultiGet(rocksdb::ReadOptions(), live.size(), families.data(), keys.data(), values.data(),
+                   statuses.data());
+    rocksdb::WriteBatch batch;
+    std::string value;
+    for (size_t j = 0; j < live.size(); ++j) {
+      const auto& record = records[candidates[live[j]].record];
+      if (statuses[j].ok()) {
+        auto stored = codec::DecodeVersion(std::string_view(values[j].data(), values[j].size()));
+        if (!stored.ok()) {
+          d.corrupt_values->Inc();
+        } else if (*stored >= record.version) {
+          ++stale;
+          continue;
+        }
+      } else if (!statuses[j].IsNotFound()) {
+        return FromRocks(statuses[j], "read before write");
+      }
+      value.clear();
+      codec::AppendValue(record, &value);
+      batch.Put(families[j], keys[j], value);
+    }
+    if (batch.Count() > 0) {
+      result = FromRocks(d.db->Write(rocksdb::WriteOptions(), &batch), "write");
+    }
+  }
+  locks.clear();
+  d.stale_writes->Inc(stale);
+  d.expired_writes->Inc(expired);
+  d.put_latency->Observe(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  return result;
+}
+
+Result<HistoryPage> RocksDbHistoryStore::Range(const HistoryQuery& q) {
+  JOULE_RETURN_IF_ERROR(ValidateHistoryQuery(q));
+  JOULE_ASSIGN_OR_RETURN(int64_t start, history_cursor::Start(q));
+  start = std::max(start, impl_->Horizon(q.resolution));
+  HistoryPage page;
+  if (start >= q.to_ns) return page;
+  const std::string lower = codec::EncodeKey(q.resolution, q.device_id, start);
+  const std::string upper = codec::EncodeKey(q.resolution, q.device_id, q.to_ns);
+  const rocksdb::Slice upper_slice(upper);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper_slice;
+  std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->Family(q.resolution)));
+  page.records.reserve(std::min<size_t>(q.limit, 4096));
+  for (it->Seek(lower); it->Valid(); it->Next()) {
+    const std::string_view key(it->key().data(), it->key().size());
+    if (page.records.size() == q.limit) {
+      int64_t next;
+      if (!codec::DecodeKeyWindowStart(key, &next)) {
+        return Status::Corruption("history key: too short");
+      }
+      page.next_cursor = history_cursor::Encode(q, next);
+      break;
+    }
+    JOULE_ASSIGN_OR_RETURN(
+        model::AggregateRecord record,
+        codec::DecodeRecord(key, std::string_view(it->value().data(), it->value().size())));
+    page.records.push_back(std::move(record));
+  }
+  JOULE_RETURN_IF_ERROR(FromRocks(it->status(), "range scan"));
+  return page;
+}
+
+Result<std::optional<model::AggregateRecord>> RocksDbHistoryStore::Get(std::string_view device_id,
+                                                                       model::Resolution r,
+                                                                       int64_t window_start_ns) {
+  JOULE_RETURN_IF_ERROR(ValidateDeviceId(device_id));
+  JOULE_RETURN_IF_ERROR(ValidateResolution(r));
+  if (window_start_ns < impl_->Horizon(r)) return std::optional<model::AggregateRecord>();
+  const std::string key = codec::EncodeKey(r, device_id, window_start_ns);
+  rocksdb::PinnableSlice value;
+  rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), impl_->Family(r), key, &value);
+  if (s.IsNotFound()) return std::optional<model::AggregateRecord>();
+  JOULE_RETURN_IF_ERROR(FromRocks(s, "get"));
+  JOULE_ASSIGN_OR_RETURN(model::AggregateRecord record,
+                         codec::DecodeRecord(key, std::string_view(value.data(), value.size())));
+  return std::optional<model::AggregateRecord>(std::move(record));
+}
+
+Result<std::vector<model::AggregateRecord>> RocksDbHistoryStore::Latest(std::string_view device_id,
+                                                                        model::Resolution r,
+                                                                        size_t n) {
+  JOULE_RETURN_IF_ERROR(ValidateDeviceId(device_id));
+  JOULE_RETURN_IF_ERROR(ValidateResolution(r));
+  std::vector<model::AggregateRecord> out;
+  if (n == 0) return out;
+  const std::string lower = codec::EncodeKey(r, device_id, impl_->Horizon(r));
+  const rocksdb::Slice lower_slice(lower);
+  rocksdb::ReadOptions ro;
+  ro.iterate_lower_bound = &lower_slice;
+  std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->Family(r)));
+  out.reserve(std::min<size_t>(n, 4096));
+  for (it->SeekForPrev(codec::EncodeKey(r, device_id, std::numeric_limits<int64_t>::max()));
+       it->Valid() && out.size() < n; it->Prev()) {
+    JOULE_ASSIGN_OR_RETURN(
+        model::AggregateRecord record,
+        codec::DecodeRecord(std::string_view(it->key().data(), it->key().size()),
+                            std::string_view(it->value().data(), it->value().size())));
+    out.push_back(std::move(record));
+  }
+  JOULE_RETURN_IF_ERROR(FromRocks(it->status(), "latest scan"));
+  return out;
+}
+
+Status RocksDbHistoryStore::Flush() {
+  return FromRocks(impl_->db->FlushWAL(/*sync=*/true), "sync WAL");
+}
+
+Status RocksDbHistoryStore::CompactExpired() {
+  for (size_t i = 0; i < kResolutions; ++i) {
+    if (impl_->options.retention.For(static_cast<model::Resolution>(i)) <= 0) continue;
+    JOULE_RETURN_IF_ERROR(
+        FromRocks(impl_->db->Flush(rocksdb::FlushOptions(), impl_->families[i]), "flush"));
+    rocksdb::CompactRangeOptions cro;
+    cro.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+    JOULE_RETURN_IF_ERROR(
+        FromRocks(impl_->db->CompactRange(cro, impl_->families[i], nullptr, nullptr), "compact"));
+  }
+  return Status::Ok();
+}
+
+Status RocksDbHistoryStore::CompactAll() {
+  for (auto* family : impl_->families) {
+    JOULE_RETURN_IF_ERROR(FromRocks(impl_->db->Flush(rocksdb::FlushOptions(), family), "flush"));
+    rocksdb::CompactRangeOptions cro;
+    cro.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+    JOULE_RETURN_IF_ERROR(
+        FromRocks(impl_->db->CompactRange(cro, family, nullptr, nullptr), "compact"));
+  }
+  return Status::Ok();
+}
+
+Result<HistoryDiskUsage> RocksDbHistoryStore::DiskUsage(model::Resolution r) {
+  JOULE_RETURN_IF_ERROR(ValidateResolution(r));
+  HistoryDiskUsage u;
+  auto* family = impl_->Family(r);
+  impl_->db->GetIntProperty(family, "rocksdb.total-sst-files-size", &u.sst_bytes);
+  impl_->db->GetIntProperty(family, "rocksdb.estimate-num-keys", &u.estimated_records);
+  impl_->db->GetIntProperty(family, "rocksdb.estimate-live-data-size", &u.live_data_bytes);
+  return u;
+}
+
+}  // namespace joule::store

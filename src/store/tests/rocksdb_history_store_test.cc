@@ -1,0 +1,661 @@
+// The HistoryStore contract, run against both backends (typed tests), then what only the
+// RocksDB backend has: persistence, physical retention, the on-disk codec, corruption.
+#include "store/rocksdb/rocksdb_history_store.h"
+
+#include <gtest/gtest.h>
+#include <rocksdb/db.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <memory>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "common/clock.h"
+#include "common/metrics.h"
+#include "store/history_memory/memory_history_store.h"
+#include "store/history_store.h"
+#include "store/rocksdb/history_record_codec.h"
+
+namespace joule::store {
+namespace {
+
+using model::AggregateRecord;
+using model::MetricAggregate;
+using model::MetricKind;
+using model::Resolution;
+
+constexpr int64_t kNow = 1795824000LL * kNanosPerSecond;  // 2026-11-28T00:00:00Z
+
+std::string MakeTempDir() {
+  std::string tmpl = (std::filesystem::path(::testing::TempDir()) / "history_XXXXXX").string();
+  char* dir = ::mkdtemp(tmpl.data());
+  EXPECT_NE(dir, nullptr);
+  return tmpl;
+}
+
+AggregateRecord MakeRecord(std::string device, Resolution r, int64_t start, uint64_t version = 1) {
+  AggregateRecord rec;
+  rec.device_id = std::move(device);
+  rec.resolution = r;
+  rec.window_start_ns = start;
+  rec.window_end_ns = start + (r == Resolution::kBase   ? kNanosPerMinute
+                               : r == Resolution::kHour ? kNanosPerHour
+                                                        : kNanosPerDay);
+  rec.final = true;
+  rec.version = version;
+  rec.count = 12;
+  MetricAggregate p;
+  p.name = "power_w";
+  p.kind = MetricKind::kPower;
+  p.count = 12;
+  p.min = 3.1;
+  p.max = 20.3;
+  p.sum = 134.4;
+  p.first = 4.0;
+  p.last = 9.5 + static_cast<double>(version);
+  p.energy_wh = 3.5;
+  p.covered_ns = 58 * kNanosPerSecond;
+  rec.metrics.push_back(p);
+  return rec;
+}
+
+// Every field of every kind set, a 1d record with its local day.
+AggregateRecord FullDayRecord() {
+  AggregateRecord rec;
+  rec.device_id = "plug-42";
+  rec.resolution = Resolution::kDay;
+  rec.window_start_ns = kNow - kNanosPerHour;                    // local midnight in Europe/Berlin
+  rec.window_end_ns = rec.window_start_ns + 25 * kNanosPerHour;  // a DST day
+  rec.final = false;
+  rec.version = 300;
+  rec.count = 17280;
+  rec.timezone = "Europe/Berlin";
+  rec.local_date = "2026-11-28";
+  MetricAggregate counter{"energy_wh", MetricKind::kCounter,
+                          12,          10452.5,
+                          10456.0,     125470.0,
+                          10452.5,     10456.0,
+                          0,           0,
+                          3.5,         2};
+  MetricAggregate power{"power_w", MetricKind::kPower,      12, 3.1, 20.3, 134.4, 4.0, 9.5,
+                        3.5,       86000 * kNanosPerSecond, 0,  0};
+  MetricAggregate negative{
+      "temp_c", MetricKind::kGauge, 3, -12.5, -0.0, -30.25, -12.5, -1e-300, 0, 0, 0, 0};
+  MetricAggregate odd{"weird", MetricKind::kGauge, 0, 0, 0, 0, 0, 0, 1.25, -7, -2.5, 9};
+  rec.metrics = {counter, power, negative, odd};
+  return rec;
+}
+
+struct RocksBackend {
+  static constexpr bool kPersistent = true;
+  static std::unique_ptr<HistoryStore> Open(const std::string& dir, HistoryRetention retention,
+                                            const Clock* clock, MetricsRegistry* metrics) {
+    RocksDbHistoryOptions o;
+    o.path = dir + "/history";
+    o.retention = retention;
+    o.clock = clock;
+    auto store = RocksDbHistoryStore::Open(o, metrics);
+    EXPECT_TRUE(store.ok()) << store.status().ToString();
+    return store.ok() ? std::move(store).value() : nullptr;
+  }
+};
+
+struct MemoryBackend {
+  static constexpr bool kPersistent = false;
+  static std::unique_ptr<HistoryStore> Open(const std::string& /*dir*/, HistoryRetention retention,
+                                            const Clock* clock, MetricsRegistry* /*metrics*/) {
+    return std::make_unique<MemoryHistoryStore>(retention, clock);
+  }
+};
+
+template <typename Backend>
+class HistoryStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = MakeTempDir();
+    Open(HistoryRetention::Forever());
+  }
+  void TearDown() override {
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  void Open(HistoryRetention retention) {
+    store_.reset();
+    store_ = Backend::Open(dir_, retention, &clock_, &metrics_);
+    ASSERT_NE(store_, nullptr);
+  }
+  void PutOk(const std::vector<AggregateRecord>& records) {
+    Status s = store_->Put(records);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+  }
+  std::optional<AggregateRecord> GetOk(std::string_view device, Resolution r, int64_t start) {
+    auto got = store_->Get(device, r, start);
+    EXPECT_TRUE(got.ok()) << got.status().ToString();
+    return got.ok() ? *got : std::nullopt;
+  }
+  HistoryPage RangeOk(const HistoryQuery& q) {
+    auto page = store_->Range(q);
+    EXPECT_TRUE(page.ok()) << page.status().ToString();
+    return page.ok() ? *page : HistoryPage{};
+  }
+  static std::vector<int64_t> Starts(const std::vector<AggregateRecord>& records) {
+    std::vector<int64_t> out;
+    for (const auto& r : records) out.push_back(r.window_start_ns);
+    return out;
+  }
+
+  std::string dir_;
+  ManualClock clock_{kNow};
+  MetricsRegistry metrics_;
+  std::unique_ptr<HistoryStore> store_;
+};
+
+using Backends = ::testing::Types<RocksBackend, MemoryBackend>;
+class BackendNames {
+ public:
+  template <typename T>
+  static std::string GetName(int) {
+    return T::kPersistent ? "RocksDb" : "Memory";
+  }
+};
+TYPED_TEST_SUITE(HistoryStoreTest, Backends, BackendNames);
+
+TYPED_TEST(HistoryStoreTest, RoundTripsAFullRecord) {
+  const AggregateRecord day = FullDayRecord();
+  AggregateRecord minute = MakeRecord("plug-42", Resolution::kBase, kNow);
+  this->PutOk({day, minute});
+  EXPECT_EQ(this->GetOk("plug-42", Resolution::kDay, day.window_start_ns), day);
+  EXPECT_EQ(this->GetOk("plug-42", Resolution::kBase, kNow), minute);
+  // Same key in another resolution is another record.
+  EXPECT_EQ(this->GetOk("plug-42", Resolution::kHour, kNow), std::nullopt);
+  EXPECT_EQ(this->GetOk("plug-4", Resolution::kBase, kNow), std::nullopt);
+  HistoryPage page = this->RangeOk(
+      {"plug-42", Resolution::kDay, kNow - kNanosPerDay, kNow + kNanosPerDay, 10, ""});
+  ASSERT_EQ(page.records.size(), 1u);
+  EXPECT_EQ(page.records[0], day);
+  EXPECT_EQ(page.next_cursor, "");
+}
+
+TYPED_TEST(HistoryStoreTest, KeepsTheHighestVersion) {
+  AggregateRecord v2 = MakeRecord("d", Resolution::kBase, kNow, 2);
+  this->PutOk({v2});
+  AggregateRecord v1 = MakeRecord("d", Resolution::kBase, kNow, 1);
+  this->PutOk({v1});
+  EXPECT_EQ(this->GetOk("d", Resolution::kBase, kNow), v2) << "lower version ignored";
+  AggregateRecord v2b = v2;
+  v2b.count = 999;
+  this->PutOk({v2b});
+  EXPECT_EQ(this->GetOk("d", Resolution::kBase, kNow), v2) << "equal version ignored";
+  AggregateRecord v3 = MakeRecord("d", Resolution::kBase, kNow, 3);
+  this->PutOk({v3});
+  EXPECT_EQ(this->GetOk("d", Resolution::kBase, kNow), v3) << "higher version replaces";
+
+  // Within one batch the same rule applies, in order.
+  AggregateRecord v5 = MakeRecord("d", Resolution::kBase, kNow, 5);
+  AggregateRecord v5b = v5;
+  v5b.count = 1;
+  this->PutOk({MakeRecord("d", Resolution::kBase, kNow, 4), v5, v5b,
+               MakeRecord("d", Resolution::kBase, kNow, 2)});
+  EXPECT_EQ(this->GetOk("d", Resolution::kBase, kNow), v5);
+}
+
+TYPED_TEST(HistoryStoreTest, RangeIsFromInclusiveToExclusive) {
+  std::vector<AggregateRecord> batch;
+  for (int k = 0; k < 10; ++k) {
+    batch.push_back(MakeRecord("a", Resolution::kBase, kNow + k * kNanosPerMinute));
+    // Neighbours in key space that must never leak into "a"'s range.
+    batch.push_back(MakeRecord("ab", Resolution::kBase, kNow + k * kNanosPerMinute));
+    batch.push_back(MakeRecord("a", Resolution::kHour, kNow + k * kNanosPerMinute));
+  }
+  batch.push_back(MakeRecord("a", Resolution::kBase, -5 * kNanosPerMinute));  // before 1970
+  this->PutOk(batch);
+  const int64_t m = kNanosPerMinute;
+  HistoryPage page = this->RangeOk({"a", Resolution::kBase, kNow + 2 * m, kNow + 5 * m, 100, ""});
+  EXPECT_EQ(this->Starts(page.records),
+            (std::vector<int64_t>{kNow + 2 * m, kNow + 3 * m, kNow + 4 * m}));
+  for (const auto& r : page.records) {
+    EXPECT_EQ(r.device_id, "a");
+    EXPECT_EQ(r.resolution, Resolution::kBase);
+  }
+  // A `from` between windows starts at the next window; `to` one past a start includes it.
+  page = this->RangeOk({"a", Resolution::kBase, kNow + 2 * m + 1, kNow + 5 * m + 1, 100, ""});
+  EXPECT_EQ(this->Starts(page.records),
+            (std::vector<int64_t>{kNow + 3 * m, kNow + 4 * m, kNow + 5 * m}));
+  EXPECT_TRUE(
+      this->RangeOk({"a", Resolution::kBase, kNow + 5 * m, kNow + 5 * m, 100, ""}).records.empty());
+  EXPECT_TRUE(this->RangeOk({"a", Resolution::kBase, kNow + 6 * m, kNow, 100, ""}).records.empty());
+  EXPECT_TRUE(this->RangeOk({"zz", Resolution::kBase, 0, kNow * 2, 100, ""}).records.empty());
+  // Negative times sort before positive ones.
+  page = this->RangeOk(
+      {"a", Resolution::kBase, std::numeric_limits<int64_t>::min(), kNow + m, 100, ""});
+  EXPECT_EQ(this->Starts(page.records), (std::vector<int64_t>{-5 * m, kNow}));
+}
+
+TYPED_TEST(HistoryStoreTest, PagesCoverTheRangeExactlyOnce) {
+  constexpr int kRecords = 1000;
+  std::vector<AggregateRecord> batch;
+  for (int k = 0; k < kRecords; ++k) {
+    batch.push_back(MakeRecord("dev", Resolution::kBase, kNow + k * kNanosPerMinute));
+  }
+  this->PutOk(batch);
+  for (size_t limit : {1u, 7u, 100u, 999u, 1000u, 1001u}) {
+    HistoryQuery q{"dev", Resolution::kBase, kNow, kNow + kRecords * kNanosPerMinute, limit, ""};
+    std::vector<int64_t> all;
+    int pages = 0;
+    do {
+      HistoryPage page = this->RangeOk(q);
+      ASSERT_LE(page.records.size(), limit);
+      ASSERT_FALSE(page.records.empty());
+      for (int64_t s : this->Starts(page.records)) all.push_back(s);
+      q.cursor = page.next_cursor;
+      ASSERT_LT(++pages, 2 * kRecords);
+    } while (!q.cursor.empty());
+    EXPECT_EQ(pages, static_cast<int>((kRecords + limit - 1) / limit)) << "limit " << limit;
+    std::vector<int64_t> expected;
+    for (int k = 0; k < kRecords; ++k) expected.push_back(kNow + k * kNanosPerMinute);
+    EXPECT_EQ(all, expected) << "limit " << limit;
+  }
+}
+
+TYPED_TEST(HistoryStoreTest, PagingNeitherSkipsNorRepeatsUnderConcurrentInserts) {
+  const int64_t m = kNanosPerMinute;
+  std::vector<AggregateRecord> batch;
+  for (int k = 0; k < 10; k += 2)
+    batch.push_back(MakeRecord("dev", Resolution::kBase, kNow + k * m));
+  this->PutOk(batch);  // 0 2 4 6 8
+  HistoryQuery q{"dev", Resolution::kBase, kNow, kNow + 10 * m, 2, ""};
+  HistoryPage first = this->RangeOk(q);
+  EXPECT_EQ(this->Starts(first.records), (std::vector<int64_t>{kNow, kNow + 2 * m}));
+  // Inserted behind the cursor (not seen) and ahead of it (seen).
+  this->PutOk({MakeRecord("dev", Resolution::kBase, kNow + 1 * m),
+               MakeRecord("dev", Resolution::kBase, kNow + 5 * m)});
+  q.cursor = first.next_cursor;
+  HistoryPage second = this->RangeOk(q);
+  EXPECT_EQ(this->Starts(second.records), (std::vector<int64_t>{kNow + 4 * m, kNow + 5 * m}));
+  q.cursor = second.next_cursor;
+  HistoryPage third = this->RangeOk(q);
+  EXPECT_EQ(this->Starts(third.records), (std::vector<int64_t>{kNow + 6 * m, kNow + 8 * m}));
+  EXPECT_EQ(third.next_cursor, "");
+}
+
+TYPED_TEST(HistoryStoreTest, RejectsBadQueriesAndCursors) {
+  std::vector<AggregateRecord> batch;
+  for (int k = 0; k < 5; ++k) {
+    batch.push_back(MakeRecord("dev", Resolution::kBase, kNow + k * kNanosPerMinute));
+  }
+  this->PutOk(batch);
+  HistoryQuery q{"dev", Resolution::kBase, kNow, kNow + kNanosPerHour, 2, ""};
+  HistoryPage page = this->RangeOk(q);
+  ASSERT_FALSE(page.next_cursor.empty());
+  auto code = [&](HistoryQuery bad) { return this->store_->Range(bad).status().code(); };
+
+  HistoryQuery other_device = q;
+  other_device.device_id = "dev2";
+  other_device.cursor = page.next_cursor;
+  EXPECT_EQ(code(other_device), StatusCode::kInvalidArgument);
+  HistoryQuery other_resolution = q;
+  other_resolution.resolution = Resolution::kHour;
+  other_resolution.cursor = page.next_cursor;
+  EXPECT_EQ(code(other_resolution), StatusCode::kInvalidArgument);
+  HistoryQuery outside = q;
+  outside.from_ns = kNow + 30 * kNanosPerMinute;
+  outside.cursor = page.next_cursor;
+  EXPECT_EQ(code(outside), StatusCode::kInvalidArgument);
+  for (const std::string& garbage : std::vector<std::string>{
+           "x", "zz", std::string(28, 'g'), std::string(28, '0'), page.next_cursor + "00"}) {
+    HistoryQuery g = q;
+    g.cursor = garbage;
+    EXPECT_EQ(code(g), StatusCode::kInvalidArgument) << garbage;
+  }
+  HistoryQuery zero = q;
+  zero.limit = 0;
+  EXPECT_EQ(code(zero), StatusCode::kInvalidArgument);
+  HistoryQuery no_device = q;
+  no_device.device_id = "";
+  EXPECT_EQ(code(no_device), StatusCode::kInvalidArgument);
+
+  // A bad record rejects the whole batch: nothing written.
+  Status s = this->store_->Put(
+      {MakeRecord("new", Resolution::kBase, kNow), MakeRecord("", Resolution::kBase, kNow)});
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(this->GetOk("new", Resolution::kBase, kNow), std::nullopt);
+  s = this->store_->Put({MakeRecord(std::string(256, 'x'), Resolution::kBase, kNow)});
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+}
+
+TYPED_TEST(HistoryStoreTest, LatestIsNewestFirst) {
+  std::vector<AggregateRecord> batch;
+  for (int k = 0; k < 20; ++k) {
+    batch.push_back(MakeRecord("dev", Resolution::kBase, kNow + k * kNanosPerMinute));
+    batch.push_back(MakeRecord("dev0", Resolution::kBase, kNow + (k + 100) * kNanosPerMinute));
+    batch.push_back(MakeRecord("dev", Resolution::kHour, kNow + (k + 100) * kNanosPerHour));
+  }
+  this->PutOk(batch);
+  auto latest = this->store_->Latest("dev", Resolution::kBase, 3);
+  ASSERT_TRUE(latest.ok()) << latest.status().ToString();
+  EXPECT_EQ(this->Starts(*latest),
+            (std::vector<int64_t>{kNow + 19 * kNanosPerMinute, kNow + 18 * kNanosPerMinute,
+                                  kNow + 17 * kNanosPerMinute}));
+  for (const auto& r : *latest) EXPECT_EQ(r.device_id, "dev");
+  latest = this->store_->Latest("dev", Resolution::kBase, 100);
+  ASSERT_TRUE(latest.ok());
+  EXPECT_EQ(latest->size(), 20u);
+  EXPECT_EQ(latest->back().window_start_ns, kNow);
+  latest = this->store_->Latest("dev", Resolution::kBase, 0);
+  ASSERT_TRUE(latest.ok());
+  EXPECT_TRUE(latest->empty());
+  latest = this->store_->Latest("nobody", Resolution::kDay, 5);
+  ASSERT_TRUE(latest.ok());
+  EXPECT_TRUE(latest->empty());
+  // The largest possible window start is found too.
+  this->PutOk({MakeRecord("edge", Resolution::kBase, std::numeric_limits<int64_t>::max())});
+  latest = this->store_->Latest("edge", Resolution::kBase, 1);
+  ASSERT_TRUE(latest.ok());
+  ASSERT_EQ(latest->size(), 1u);
+  EXPECT_EQ(latest->at(0).window_start_ns, std::numeric_limits<int64_t>::max());
+}
+
+TYPED_TEST(HistoryStoreTest, RetentionDropsOldBaseRecordsButKeepsDays) {
+  HistoryRetention retention;  // defaults: 1m 30 days, 1h 730 days, 1d forever
+  this->Open(retention);
+  const int64_t day = kNanosPerDay;
+  this->PutOk({MakeRecord("d", Resolution::kBase, kNow - 40 * day),  // already expired
+               MakeRecord("d", Resolution::kBase, kNow - 20 * day),
+               MakeRecord("d", Resolution::kBase, kNow - day),
+               MakeRecord("d", Resolution::kHour, kNow - 40 * day),
+               MakeRecord("d", Resolution::kDay, kNow - 4000 * day),
+               MakeRecord("d", Resolution::kDay, kNow - 20 * day)});
+  EXPECT_EQ(this->GetOk("d", Resolution::kBase, kNow - 40 * day), std::nullopt);
+  EXPECT_NE(this->GetOk("d", Resolution::kBase, kNow - 20 * day), std::nullopt);
+
+  this->clock_.Advance(15 * day);  // now the record of 20 days ago is 35 days old
+  EXPECT_EQ(this->GetOk("d", Resolution::kBase, kNow - 20 * day), std::nullopt);
+  EXPECT_NE(this->GetOk("d", Resolution::kBase, kNow - day), std::nullopt);
+  HistoryPage page =
+      this->RangeOk({"d", Resolution::kBase, kNow - 100 * day, kNow + 100 * day, 100, ""});
+  EXPECT_EQ(this->Starts(page.records), (std::vector<int64_t>{kNow - day}));
+  auto latest = this->store_->Latest("d", Resolution::kBase, 10);
+  ASSERT_TRUE(latest.ok());
+  EXPECT_EQ(this->Starts(*latest), (std::vector<int64_t>{kNow - day}));
+  EXPECT_NE(this->GetOk("d", Resolution::kHour, kNow - 40 * day), std::nullopt);
+  page = this->RangeOk({"d", Resolution::kDay, std::numeric_limits<int64_t>::min(),
+                        std::numeric_limits<int64_t>::max(), 100, ""});
+  EXPECT_EQ(this->Starts(page.records), (std::vector<int64_t>{kNow - 4000 * day, kNow - 20 * day}));
+}
+
+TYPED_TEST(HistoryStoreTest, ConcurrentWritersKeepTheHighestVersion) {
+  constexpr int kThreads = 4, kDevices = 50, kVersions = 20;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(t);
+      std::vector<int> versions(kVersions);
+      for (int v = 0; v < kVersions; ++v) versions[v] = v + 1;
+      std::shuffle(versions.begin(), versions.end(), rng);
+      for (int v : versions) {
+        std::vector<AggregateRecord> batch;
+        for (int dev = 0; dev < kDevices; ++dev) {
+          batch.push_back(MakeRecord("dev-" + std::to_string(dev), Resolution::kBase, kNow,
+                                     static_cast<uint64_t>(v)));
+        }
+        EXPECT_TRUE(this->store_->Put(batch).ok());
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int dev = 0; dev < kDevices; ++dev) {
+    auto got = this->GetOk("dev-" + std::to_string(dev), Resolution::kBase, kNow);
+    ASSERT_TRUE(got.has_value());
+    EXPECT_EQ(got->version, static_cast<uint64_t>(kVersions));
+    EXPECT_EQ(*got, MakeRecord("dev-" + std::to_string(dev), Resolution::kBase, kNow, kVersions));
+  }
+}
+
+// ---- RocksDB only ----
+
+class RocksDbHistoryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = MakeTempDir();
+    options_.path = dir_ + "/history";
+    options_.clock = &clock_;
+    Open();
+  }
+  void TearDown() override {
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  void Open() {
+    store_.reset();
+    auto opened = RocksDbHistoryStore::Open(options_, &metrics_);
+    ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+    store_ = std::move(opened).value();
+  }
+  // Opens the database directly, bypassing the store (which must be closed).
+  std::unique_ptr<rocksdb::DB> OpenRaw(std::vector<rocksdb::ColumnFamilyHandle*>* handles) {
+    rocksdb::DBOptions o;
+    std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+    for (const char* name : {"default", "base", "hour", "day"})
+      cfs.emplace_back(name, rocksdb::ColumnFamilyOptions());
+    rocksdb::DB* db = nullptr;
+    rocksdb::Status s = rocksdb::DB::Open(o, options_.path, cfs, handles, &db);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return std::unique_ptr<rocksdb::DB>(db);
+  }
+  size_t CountKeys(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf) {
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), cf));
+    size_t n = 0;
+    for (it->SeekToFirst(); it->Valid(); it->Next()) ++n;
+    return n;
+  }
+  static void Close(rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*>& handles) {
+    for (auto* h : handles) EXPECT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+    handles.clear();
+  }
+
+  std::string dir_;
+  ManualClock clock_{kNow};
+  MetricsRegistry metrics_;
+  RocksDbHistoryOptions options_;
+  std::unique_ptr<RocksDbHistoryStore> store_;
+};
+
+TEST_F(RocksDbHistoryTest, ReopenKeepsData) {
+  const AggregateRecord day = FullDayRecord();
+  ASSERT_TRUE(store_->Put({day, MakeRecord("d", Resolution::kBase, kNow, 7)}).ok());
+  ASSERT_TRUE(store_->Flush().ok());
+  Open();
+  auto got = store_->Get("plug-42", Resolution::kDay, day.window_start_ns);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, day);
+  got = store_->Get("d", Resolution::kBase, kNow);
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((*got)->version, 7u);
+  // Version rule holds across restarts.
+  ASSERT_TRUE(store_->Put({MakeRecord("d", Resolution::kBase, kNow, 6)}).ok());
+  EXPECT_EQ((*store_->Get("d", Resolution::kBase, kNow))->version, 7u);
+}
+
+TEST_F(RocksDbHistoryTest, CountsStaleWritesAndExportsSizes) {
+  ASSERT_TRUE(store_->Put({MakeRecord("d", Resolution::kBase, kNow, 2)}).ok());
+  ASSERT_TRUE(store_
+                  ->Put({MakeRecord("d", Resolution::kBase, kNow, 2),
+                         MakeRecord("d", Resolution::kBase, kNow, 1)})
+                  .ok());
+  ASSERT_TRUE(store_->CompactAll().ok());
+  const std::string text = metrics_.Render();
+  EXPECT_NE(text.find("joule_history_put_records_total 3"), std::string::npos) << text;
+  EXPECT_NE(text.find("joule_history_stale_writes_total 2"), std::string::npos) << text;
+  EXPECT_NE(text.find("joule_history_put_latency_seconds_count 2"), std::string::npos) << text;
+  EXPECT_NE(text.find("joule_history_sst_bytes{resolution=\"base\"}"), std::string::npos);
+  EXPECT_EQ(text.find("joule_history_sst_bytes{resolution=\"base\"} 0\n"), std::string::npos);
+  auto usage = store_->DiskUsage(Resolution::kBase);
+  ASSERT_TRUE(usage.ok());
+  EXPECT_GT(usage->sst_bytes, 0u);
+  store_.reset();
+  // Gauges outlive the store safely.
+  EXPECT_NE(metrics_.Render().find("joule_history_sst_bytes{resolution=\"base\"} 0"),
+            std::string::npos);
+}
+
+TEST_F(RocksDbHistoryTest, CompactionPhysicallyDropsExpiredRecords) {
+  std::vector<AggregateRecord> batch;
+  for (int k = 0; k < 100; ++k) {
+    batch.push_back(MakeRecord("d" + std::to_string(k % 7), Resolution::kBase,
+                               kNow - k * kNanosPerDay / 2));  // 0 .. 49.5 days old
+    batch.push_back(MakeRecord("d", Resolution::kDay, kNow - k * kNanosPerDay));
+  }
+  ASSERT_TRUE(store_->Put(batch).ok());
+  ASSERT_TRUE(store_->CompactAll().ok());
+  clock_.Advance(10 * kNanosPerDay);  // base records older than 20 days (at put time) expire
+  ASSERT_TRUE(store_->CompactExpired().ok());
+  store_.reset();
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  auto db = OpenRaw(&handles);
+  ASSERT_NE(db, nullptr);
+  EXPECT_EQ(CountKeys(db.get(), handles[1]), 41u);  // k = 0..40: at most 30 days old now
+  EXPECT_EQ(CountKeys(db.get(), handles[3]), 100u);
+  Close(db.get(), handles);
+}
+
+TEST_F(RocksDbHistoryTest, CorruptValueIsCorruptionNotACrash) {
+  ASSERT_TRUE(store_
+                  ->Put({MakeRecord("d", Resolution::kBase, kNow),
+                         MakeRecord("e", Resolution::kBase, kNow)})
+                  .ok());
+  store_.reset();
+  {
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    auto db = OpenRaw(&handles);
+    ASSERT_NE(db, nullptr);
+    // "d": body truncated, header (format, version 1) intact. "e": not even a header.
+    std::string value = history_codec::EncodeValue(MakeRecord("d", Resolution::kBase, kNow));
+    value.resize(value.size() - 3);
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[1],
+                        history_codec::EncodeKey(Resolution::kBase, "d", kNow), value)
+                    .ok());
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[1],
+                        history_codec::EncodeKey(Resolution::kBase, "e", kNow), "\x07junk")
+                    .ok());
+    Close(db.get(), handles);
+  }
+  Open();
+  for (const char* device : {"d", "e"}) {
+    EXPECT_EQ(store_->Get(device, Resolution::kBase, kNow).status().code(),
+              StatusCode::kCorruption);
+    EXPECT_EQ(store_->Range({device, Resolution::kBase, 0, kNow * 2, 10, ""}).status().code(),
+              StatusCode::kCorruption);
+    EXPECT_EQ(store_->Latest(device, Resolution::kBase, 1).status().code(),
+              StatusCode::kCorruption);
+  }
+  // Put reads only the header: "d"'s stored version 1 still rejects version 1, and a higher
+  // version heals it; "e"'s unreadable header is overwritten by any version.
+  ASSERT_TRUE(store_
+                  ->Put({MakeRecord("d", Resolution::kBase, kNow, 1),
+                         MakeRecord("e", Resolution::kBase, kNow, 1)})
+                  .ok());
+  EXPECT_EQ(store_->Get("d", Resolution::kBase, kNow).status().code(), StatusCode::kCorruption);
+  auto got = store_->Get("e", Resolution::kBase, kNow);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, MakeRecord("e", Resolution::kBase, kNow, 1));
+  ASSERT_TRUE(store_->Put({MakeRecord("d", Resolution::kBase, kNow, 2)}).ok());
+  got = store_->Get("d", Resolution::kBase, kNow);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, MakeRecord("d", Resolution::kBase, kNow, 2));
+  EXPECT_NE(metrics_.Render().find("joule_history_corrupt_values_total 1"), std::string::npos);
+}
+
+TEST_F(RocksDbHistoryTest, RefusesAnotherFormat) {
+  store_.reset();
+  {
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    auto db = OpenRaw(&handles);
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[0], "joule.history.format", "2").ok());
+    Close(db.get(), handles);
+  }
+  auto opened = RocksDbHistoryStore::Open(options_, &metrics_);
+  EXPECT_EQ(opened.status().code(), StatusCode::kInvalidArgument);
+}
+
+// ---- codec ----
+
+TEST(HistoryCodecTest, KeysSortByDeviceThenTime) {
+  using history_codec::EncodeKey;
+  const int64_t m = kNanosPerMinute;
+  EXPECT_LT(EncodeKey(Resolution::kBase, "a", -m), EncodeKey(Resolution::kBase, "a", 0));
+  EXPECT_LT(EncodeKey(Resolution::kBase, "a", 0), EncodeKey(Resolution::kBase, "a", m));
+  EXPECT_LT(EncodeKey(Resolution::kBase, "a", std::numeric_limits<int64_t>::max()),
+            EncodeKey(Resolution::kBase, "ab", std::numeric_limits<int64_t>::min()));
+  EXPECT_LT(EncodeKey(Resolution::kBase, "zz", 0), EncodeKey(Resolution::kHour, "a", 0));
+  const std::string key = EncodeKey(Resolution::kHour, "plug-42", kNow);
+  EXPECT_EQ(key.size(), 10u + 7u);
+  auto decoded = history_codec::DecodeKey(key);
+  ASSERT_TRUE(decoded.ok());
+  EXPECT_EQ(decoded->resolution, Resolution::kHour);
+  EXPECT_EQ(decoded->device_id, "plug-42");
+  EXPECT_EQ(decoded->window_start_ns, kNow);
+  EXPECT_FALSE(history_codec::DecodeKey(key.substr(0, 12)).ok());
+}
+
+TEST(HistoryCodecTest, ValueIsCompactAndExact) {
+  const AggregateRecord rec = FullDayRecord();
+  const std::string key =
+      history_codec::EncodeKey(rec.resolution, rec.device_id, rec.window_start_ns);
+  const std::string value = history_codec::EncodeValue(rec);
+  auto decoded = history_codec::DecodeRecord(key, value);
+  ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+  EXPECT_EQ(*decoded, rec);
+  // -0.0 survives (operator== cannot tell; the bits can).
+  EXPECT_TRUE(std::signbit(decoded->metrics[2].max));
+  EXPECT_EQ(*history_codec::DecodeVersion(value), 300u);
+  // A 1m record with one power metric: 11 header + 8 name + 3 tag/count + 6 doubles (48) +
+  // covered_ns (6) = 76 bytes before compression; the doubles dominate.
+  const std::string small = history_codec::EncodeValue(MakeRecord("d", Resolution::kBase, kNow));
+  EXPECT_EQ(small.size(), 76u);
+}
+
+TEST(HistoryCodecTest, MalformedValuesAreCorruption) {
+  const AggregateRecord rec = FullDayRecord();
+  const std::string key =
+      history_codec::EncodeKey(rec.resolution, rec.device_id, rec.window_start_ns);
+  const std::string value = history_codec::EncodeValue(rec);
+  for (size_t n = 0; n < value.size(); ++n) {
+    auto r = history_codec::DecodeRecord(key, value.substr(0, n));
+    EXPECT_EQ(r.status().code(), StatusCode::kCorruption) << "truncated to " << n;
+  }
+  EXPECT_EQ(history_codec::DecodeRecord(key, value + "x").status().code(), StatusCode::kCorruption);
+  std::string bad_format = value;
+  bad_format[0] = 2;
+  EXPECT_EQ(history_codec::DecodeRecord(key, bad_format).status().code(), StatusCode::kCorruption);
+  EXPECT_EQ(history_codec::DecodeVersion("").status().code(), StatusCode::kCorruption);
+  // Random bit flips and random bytes: a clean status or a record, never a crash.
+  std::mt19937 rng(42);
+  for (int i = 0; i < 20000; ++i) {
+    std::string v = value;
+    const int flips = 1 + static_cast<int>(rng() % 4);
+    for (int f = 0; f < flips; ++f) v[rng() % v.size()] ^= static_cast<char>(1u << (rng() % 8));
+    auto r = history_codec::DecodeRecord(key, v);
+    if (!r.ok()) {
+      EXPECT_EQ(r.status().code(), StatusCode::kCorruption);
+    }
+  }
+  for (int i = 0; i < 20000; ++i) {
+    std::string v(rng() % 64, '\0');
+    for (char& c : v) c = static_cast<char>(rng());
+    if (!v.empty()) v[0] = 1;
+    auto r = history_codec::DecodeRecord(key, v);
+    if (!r.ok()) {
+      EXPECT_EQ(r.status().code(), StatusCode::kCorruption);
+    }
+  }
+  // A huge metric count does not allocate.
+  const std::string huge("\x01\x01\x00\x01\x01\xff\xff\xff\xff\x0f", 10);
+  EXPECT_EQ(history_codec::DecodeRecord(key, huge).status().code(), StatusCode::kCorruption);
+}
+
+}  // namespace
+}  // namespace joule::store
