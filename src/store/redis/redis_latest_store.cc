@@ -1,0 +1,540 @@
+#include "store/redis/redis_latest_store.h"
+
+#include <fmt/format.h>
+#include <hiredis/hiredis.h>
+#include <openssl/evp.h>
+#include <sys/time.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <csignal>
+#include <utility>
+
+#include "common/time_format.h"
+#include "model/aggregate_record.h"
+#include "store/redis/reading_json.h"
+#include "store/redis/record_json_decoder.h"
+
+namespace joule::store {
+namespace {
+
+struct ReplyFree {
+  void operator()(redisReply* r) const { freeReplyObject(r); }
+};
+using ReplyPtr = std::unique_ptr<redisReply, ReplyFree>;
+
+struct ContextFree {
+  void operator()(redisContext* c) const { redisFree(c); }
+};
+using ContextPtr = std::unique_ptr<redisContext, ContextFree>;
+
+// A command as its arguments (binary-safe).
+using Command = std::vector<std::string>;
+
+// Compare-and-set of one record. The stored version is that of the hash field, else of
+// the window key: the key outlives the field when the window has been trimmed from the
+// hash, and the two are always written together, so neither can hold the lower version
+// while the other exists. Fields are RFC 3339 strings of one fixed format, so their string
+// order is time order and the trim drops the oldest.
+constexpr std::string_view kRecordScript = R"lua(
+-- KEYS[1] agg:device:{id}:latest   KEYS[2] agg:device:{id}:window:{start}
+-- ARGV[1] window_start  ARGV[2] record JSON  ARGV[3] version  ARGV[4] window TTL (ms)
+-- ARGV[5] windows kept  ARGV[6] updates channel
+local function version_of(json)
+  if not json then return nil end
+  local ok, record = pcall(cjson.decode, json)
+  if ok and type(record) == 'table' and type(record.version) == 'number' then
+    return record.version
+  end
+  return nil
+end
+local held = version_of(redis.call('HGET', KEYS[1], ARGV[1]))
+if not held then held = version_of(redis.call('GET', KEYS[2])) end
+if held and held >= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[4])
+local limit = tonumber(ARGV[5])
+if redis.call('HLEN', KEYS[1]) > limit then
+  local fields = redis.call('HKEYS', KEYS[1])
+  table.sort(fields)
+  local excess = #fields - limit
+  for i = 1, excess, 1000 do
+    redis.call('HDEL', KEYS[1], unpack(fields, i, math.min(i + 999, excess)))
+  end
+end
+redis.call('PUBLISH', ARGV[6], ARGV[2])
+return 1
+)lua";
+
+// Keeps the reading with the newest event time (ties: the later write wins, as in
+// MemoryLatestStore). The order key holds the event time as 20 decimal digits of
+// (ns + 2^63), whose string order is time order at full nanosecond precision.
+constexpr std::string_view kReadingScript = R"lua(
+-- KEYS[1] agg:device:{id}:reading   KEYS[2] agg:device:{id}:reading:order
+-- ARGV[1] reading JSON  ARGV[2] event time order string  ARGV[3] updates channel
+local held = redis.call('GET', KEYS[2])
+if held and held > ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[1])
+return 1
+)lua";
+
+std::string Sha1Hex(std::string_view data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  if (EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha1(), nullptr) != 1) {
+    return {};  // EVALSHA then fails with NOSCRIPT and the call falls back to EVAL
+  }
+  std::string hex;
+  for (unsigned int i = 0; i < length; ++i)
+    fmt::format_to(std::back_inserter(hex), "{:02x}", digest[i]);
+  return hex;
+}
+
+struct Script {
+  std::string_view source;
+  std::string sha;
+};
+
+const Script& RecordScript() {
+  static const Script script{kRecordScript, Sha1Hex(kRecordScript)};
+  return script;
+}
+
+const Script& ReadingScript() {
+  static const Script script{kReadingScript, Sha1Hex(kReadingScript)};
+  return script;
+}
+
+struct ScriptCall {
+  const Script* script;
+  std::vector<std::string> keys;
+  std::vector<std::string> args;
+};
+
+Command EvalCommand(const ScriptCall& call, bool by_sha) {
+  Command c;
+  c.reserve(3 + call.keys.size() + call.args.size());
+  c.emplace_back(by_sha ? "EVALSHA" : "EVAL");
+  c.emplace_back(by_sha ? std::string_view(call.script->sha) : call.script->source);
+  c.push_back(std::to_string(call.keys.size()));
+  c.insert(c.end(), call.keys.begin(), call.keys.end());
+  c.insert(c.end(), call.args.begin(), call.args.end());
+  return c;
+}
+
+timeval ToTimeval(int64_t ns) {
+  timeval tv;
+  tv.tv_sec = static_cast<time_t>(ns / kNanosPerSecond);
+  tv.tv_usec = static_cast<suseconds_t>((ns % kNanosPerSecond) / kNanosPerMicro);
+  return tv;
+}
+
+std::string_view ReplyText(const redisReply* r) { return {r->str, r->len}; }
+
+bool IsNoScript(const redisReply* r) {
+  return r->type == REDIS_REPLY_ERROR && ReplyText(r).starts_with("NOSCRIPT");
+}
+
+// An error reply. Server states that pass are Unavailable: the caller may try again.
+Status ServerError(const redisReply* r) {
+  const std::string_view text = ReplyText(r);
+  static constexpr std::array<std::string_view, 8> kTransient = {
+      "LOADING", "BUSY", "OOM", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS"};
+  for (std::string_view prefix : kTransient) {
+    if (text.starts_with(prefix) && (text.size() == prefix.size() || text[prefix.size()] == ' ')) {
+      return Status::Unavailable(fmt::format("redis: {}", text));
+    }
+  }
+  return Status::Internal(fmt::format("redis: {}", text));
+}
+
+Status UnexpectedReply(std::string_view command, const redisReply* r) {
+  if (r->type == REDIS_REPLY_ERROR) return ServerError(r);
+  return Status::Internal(fmt::format("redis: unexpected reply type {} to {}", r->type, command));
+}
+
+// hiredis writes with write(2), which raises SIGPIPE on a connection the peer closed;
+// that must be an error return, not the end of the process.
+void IgnoreSigpipeOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction current {};
+    if (sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
+      std::signal(SIGPIPE, SIG_IGN);
+    }
+  });
+}
+
+bool ParseInt(std::string_view s, int* out) {
+  if (s.empty()) return false;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), *out);
+  return ec == std::errc() && end == s.data() + s.size();
+}
+
+std::string ReadingOrder(int64_t timestamp_ns) {
+  return fmt::format("{:020}", static_cast<uint64_t>(timestamp_ns) ^ (uint64_t{1} << 63));
+}
+
+constexpr size_t kPipelineChunk = 256;
+
+}  // namespace
+
+Result<RedisEndpoint> ParseRedisUrl(std::string_view url) {
+  auto bad = [&](std::string_view why) {
+    return Status::InvalidArgument(fmt::format("redis url \"{}\": {}", url, why));
+  };
+  constexpr std::string_view kScheme = "redis://";
+  if (!url.starts_with(kScheme)) return bad("must start with redis://");
+  std::string_view rest = url.substr(kScheme.size());
+  RedisEndpoint ep;
+  std::string_view authority = rest.substr(0, rest.find('/'));
+  std::string_view path =
+      rest.size() > authority.size() ? rest.substr(authority.size() + 1) : std::string_view();
+  if (size_t at = authority.rfind('@'); at != std::string_view::npos) {
+    std::string_view userinfo = authority.substr(0, at);
+    authority = authority.substr(at + 1);
+    size_t colon = userinfo.find(':');
+    if (colon == std::string_view::npos) {
+      ep.password = userinfo;  // redis://password@host
+    } else {
+      ep.username = userinfo.substr(0, colon);
+      ep.password = userinfo.substr(colon + 1);
+    }
+  }
+  std::string_view port;
+  if (authority.starts_with('[')) {
+    size_t close = authority.find(']');
+    if (close == std::string_view::npos) return bad("unterminated [ in host");
+    ep.host = authority.substr(1, close - 1);
+    std::string_view after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (after[0] != ':') return bad("junk after ]");
+      port = after.substr(1);
+    }
+  } else {
+    size_t colon = authority.rfind(':');
+    ep.host = authority.substr(0, colon);
+    if (colon != std::string_view::npos) port = authority.substr(colon + 1);
+  }
+  if (ep.host.empty()) return bad("missing host");
+  if (!port.empty() && (!ParseInt(port, &ep.port) || ep.port < 1 || ep.port > 65535)) {
+    return bad("port must be 1-65535");
+  }
+  if (!path.empty() && (!ParseInt(path, &ep.db) || ep.db < 0)) {
+    return bad("database must be a non-negative integer");
+  }
+  return ep;
+}
+
+std::string RedisLatestKey(std::string_view device_id) {
+  return fmt::format("agg:device:{}:latest", device_id);
+}
+std::string RedisWindowKey(std::string_view device_id, int64_t window_start_ns) {
+  return fmt::format("agg:device:{}:window:{}", device_id, FormatRfc3339Millis(window_start_ns));
+}
+std::string RedisReadingKey(std::string_view device_id) {
+  return fmt::format("agg:device:{}:reading", device_id);
+}
+std::string RedisReadingOrderKey(std::string_view device_id) {
+  return fmt::format("agg:device:{}:reading:order", device_id);
+}
+std::string RedisUpdatesChannel(std::string_view device_id) {
+  return fmt::format("agg:device:{}:updates", device_id);
+}
+
+// One pooled connection and the decoders used with it, guarded by `mu`.
+struct RedisLatestStore::Slot {
+  std::mutex mu;
+  ContextPtr ctx;  // null: not connected
+  // Set when the last failure dropped the connection for a reason other than a timeout
+  // (closed or reset by the server): then a retry on a fresh connection is worthwhile.
+  bool peer_closed = false;
+  RecordJsonDecoder record_decoder;
+  ReadingJsonDecoder reading_decoder;
+
+  // Drops the connection after a hiredis error and describes it.
+  Status ConnectionLost(int saved_errno) {
+    const bool timed_out =
+        ctx->err == REDIS_ERR_IO && (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK ||
+                                     saved_errno == ETIMEDOUT || saved_errno == EINPROGRESS);
+    std::string message = timed_out ? "timed out" : ctx->errstr;
+    peer_closed = !timed_out;
+    ctx.reset();
+    return Status::Unavailable(fmt::format("redis: {}", message));
+  }
+
+  // Sends all commands, then reads one reply per command. Error replies are returned as
+  // replies; a broken connection is an Unavailable status.
+  Status Pipeline(std::span<const Command> commands, std::vector<ReplyPtr>* replies) {
+    replies->clear();
+    std::vector<const char*> argv;
+    std::vector<size_t> lengths;
+    for (const Command& command : commands) {
+      argv.clear();
+      lengths.clear();
+      for (const std::string& arg : command) {
+        argv.push_back(arg.data());
+        lengths.push_back(arg.size());
+      }
+      if (redisAppendCommandArgv(ctx.get(), static_cast<int>(argv.size()), argv.data(),
+                                 lengths.data()) != REDIS_OK) {
+        return ConnectionLost(errno);
+      }
+    }
+    for (size_t i = 0; i < commands.size(); ++i) {
+      void* reply = nullptr;
+      errno = 0;
+      if (redisGetReply(ctx.get(), &reply) != REDIS_OK || reply == nullptr) {
+        return ConnectionLost(errno);
+      }
+      replies->emplace_back(static_cast<redisReply*>(reply));
+    }
+    return Status::Ok();
+  }
+
+  // Runs the scripts pipelined by EVALSHA, re-sending those the server does not know
+  // (NOSCRIPT: after a restart or SCRIPT FLUSH) as EVAL.
+  Status RunScripts(std::span<const ScriptCall> calls) {
+    std::vector<Command> commands;
+    commands.reserve(calls.size());
+    for (const ScriptCall& call : calls) commands.push_back(EvalCommand(call, /*by_sha=*/true));
+    std::vector<ReplyPtr> replies;
+    JOULE_RETURN_IF_ERROR(Pipeline(commands, &replies));
+    std::vector<size_t> unknown;
+    for (size_t i = 0; i < replies.size(); ++i) {
+      if (IsNoScript(replies[i].get())) unknown.push_back(i);
+    }
+    if (!unknown.empty()) {
+      std::vector<Command> evals;
+      for (size_t i : unknown) evals.push_back(EvalCommand(calls[i], /*by_sha=*/false));
+      std::vector<ReplyPtr> eval_replies;
+      JOULE_RETURN_IF_ERROR(Pipeline(evals, &eval_replies));
+      for (size_t j = 0; j < unknown.size(); ++j) replies[unknown[j]] = std::move(eval_replies[j]);
+    }
+    for (const ReplyPtr& reply : replies) {
+      if (reply->type != REDIS_REPLY_INTEGER) return UnexpectedReply("EVALSHA", reply.get());
+    }
+    return Status::Ok();
+  }
+
+  Status Connect(const RedisEndpoint& ep, const RedisLatestStoreOptions& options) {
+    peer_closed = false;
+    ContextPtr c(
+        redisConnectWithTimeout(ep.host.c_str(), ep.port, ToTimeval(options.connect_timeout_ns)));
+    if (c == nullptr) return Status::Unavailable("redis: cannot allocate a connection");
+    if (c->err) {
+      return Status::Unavailable(
+          fmt::format("redis: cannot connect to {}:{}: {}", ep.host, ep.port, c->errstr));
+    }
+    if (redisSetTimeout(c.get(), ToTimeval(options.command_timeout_ns)) != REDIS_OK) {
+      return Status::Unavailable(fmt::format("redis: cannot set timeouts: {}", c->errstr));
+    }
+    redisEnableKeepAlive(c.get());  // best effort: detects dead peers on idle connections
+    ctx = std::move(c);
+    std::vector<Command> setup;
+    if (!ep.password.empty()) {
+      setup.push_back(ep.username.empty() ? Command{"AUTH", ep.password}
+                                          : Command{"AUTH", ep.username, ep.password});
+    }
+    if (ep.db != 0) setup.push_back({"SELECT", std::to_string(ep.db)});
+    if (!options.client_name.empty()) setup.push_back({"CLIENT", "SETNAME", options.client_name});
+    if (setup.empty()) return Status::Ok();
+    std::vector<ReplyPtr> replies;
+    JOULE_RETURN_IF_ERROR(Pipeline(setup, &replies));
+    for (size_t i = 0; i < replies.size(); ++i) {
+      if (replies[i]->type == REDIS_REPLY_ERROR) {
+        ctx.reset();
+        return Status::Unavailable(
+            fmt::format("redis: {} failed: {}", setup[i][0], ReplyText(replies[i].get())));
+      }
+    }
+    return Status::Ok();
+  }
+};
+
+Result<std::unique_ptr<RedisLatestStore>> RedisLatestStore::Open(RedisLatestStoreOptions options) {
+  JOULE_ASSIGN_OR_RETURN(RedisEndpoint endpoint, ParseRedisUrl(options.url));
+  if (options.windows_per_device == 0) {
+    return Status::InvalidArgument("redis latest store: windows_per_device must be at least 1");
+  }
+  if (options.window_ttl_ns < kNanosPerMilli) {
+    return Status::InvalidArgument("redis latest store: window TTL must be at least 1ms");
+  }
+  if (options.connect_timeout_ns < kNanosPerMilli || options.command_timeout_ns < kNanosPerMilli) {
+    return Status::InvalidArgument("redis latest store: timeouts must be at least 1ms");
+  }
+  if (options.connections == 0) {
+    return Status::InvalidArgument("redis latest store: connections must be at least 1");
+  }
+  for (char ch : options.client_name) {
+    if (ch <= ' ' || ch > '~') {
+      return Status::InvalidArgument(
+          "redis latest store: client name must be printable, no spaces");
+    }
+  }
+  IgnoreSigpipeOnce();
+  return std::unique_ptr<RedisLatestStore>(
+      new RedisLatestStore(std::move(options), std::move(endpoint)));
+}
+
+RedisLatestStore::RedisLatestStore(RedisLatestStoreOptions options, RedisEndpoint endpoint)
+    : options_(std::move(options)), endpoint_(std::move(endpoint)) {
+  slots_.reserve(options_.connections);
+  for (size_t i = 0; i < options_.connections; ++i) slots_.push_back(std::make_unique<Slot>());
+}
+
+RedisLatestStore::~RedisLatestStore() = default;
+
+RedisLatestStore::Slot& RedisLatestStore::Acquire(std::unique_lock<std::mutex>* lock) {
+  const size_t start = next_slot_.fetch_add(1, std::memory_order_relaxed) % slots_.size();
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    Slot& slot = *slots_[(start + i) % slots_.size()];
+    std::unique_lock<std::mutex> attempt(slot.mu, std::try_to_lock);
+    if (attempt.owns_lock()) {
+      *lock = std::move(attempt);
+      return slot;
+    }
+  }
+  Slot& slot = *slots_[start];
+  *lock = std::unique_lock<std::mutex>(slot.mu);
+  return slot;
+}
+
+template <typename Body>
+Status RedisLatestStore::WithConnection(Body&& body) {
+  std::unique_lock<std::mutex> lock;
+  Slot& slot = Acquire(&lock);
+  const bool pooled = slot.ctx != nullptr;
+  if (!pooled) JOULE_RETURN_IF_ERROR(slot.Connect(endpoint_, options_));
+  Status st = body(slot);
+  // A pooled connection the server has closed since its last use (restart, idle timeout,
+  // CLIENT KILL) fails on first use: one more try on a fresh connection. Every operation
+  // here is idempotent. A timeout is not retried: it would only double the wait.
+  if (st.ok() || !pooled || slot.ctx != nullptr || !slot.peer_closed) return st;
+  JOULE_RETURN_IF_ERROR(slot.Connect(endpoint_, options_));
+  return body(slot);
+}
+
+namespace {
+
+ScriptCall RecordCall(const model::AggregateRecord& r, const RedisLatestStoreOptions& options) {
+  std::string window_start = FormatRfc3339Millis(r.window_start_ns);
+  ScriptCall call{&RecordScript(), {}, {}};
+  call.keys = {RedisLatestKey(r.device_id),
+               fmt::format("agg:device:{}:window:{}", r.device_id, window_start)};
+  call.args = {std::move(window_start),
+               model::RecordToJson(r),
+               std::to_string(r.version),
+               std::to_string(std::max<int64_t>(1, options.window_ttl_ns / kNanosPerMilli)),
+               std::to_string(options.windows_per_device),
+               RedisUpdatesChannel(r.device_id)};
+  return call;
+}
+
+}  // namespace
+
+Status RedisLatestStore::PutRecord(const model::AggregateRecord& record) {
+  return PutRecords(std::span<const model::AggregateRecord>(&record, 1));
+}
+
+Status RedisLatestStore::PutRecords(std::span<const model::AggregateRecord> records) {
+  std::vector<ScriptCall> calls;
+  for (const model::AggregateRecord& r : records) {
+    if (r.resolution == model::Resolution::kBase) calls.push_back(RecordCall(r, options_));
+  }
+  if (calls.empty()) return Status::Ok();
+  return WithConnection([&](Slot& slot) {
+    for (size_t i = 0; i < calls.size(); i += kPipelineChunk) {
+      const size_t n = std::min(kPipelineChunk, calls.size() - i);
+      JOULE_RETURN_IF_ERROR(slot.RunScripts(std::span<const ScriptCall>(calls).subspan(i, n)));
+    }
+    return Status::Ok();
+  });
+}
+
+Status RedisLatestStore::PutReading(const model::Event& event) {
+  const ScriptCall call{&ReadingScript(),
+                        {RedisReadingKey(event.device_id), RedisReadingOrderKey(event.device_id)},
+                        {ReadingToJson(event), ReadingOrder(event.timestamp_ns),
+                         RedisUpdatesChannel(event.device_id)}};
+  return WithConnection(
+      [&](Slot& slot) { return slot.RunScripts(std::span<const ScriptCall>(&call, 1)); });
+}
+
+Result<bool> RedisLatestStore::Get(std::string_view device_id, size_t windows,
+                                   LatestSnapshot* out) {
+  const std::array<Command, 2> commands = {Command{"HGETALL", RedisLatestKey(device_id)},
+                                           Command{"GET", RedisReadingKey(device_id)}};
+  bool found = false;
+  Status st = WithConnection([&](Slot& slot) -> Status {
+    std::vector<ReplyPtr> replies;
+    JOULE_RETURN_IF_ERROR(slot.Pipeline(commands, &replies));
+    const redisReply* hash = replies[0].get();
+    const redisReply* reading = replies[1].get();
+    if (hash->type != REDIS_REPLY_ARRAY || hash->elements % 2 != 0) {
+      return UnexpectedReply("HGETALL", hash);
+    }
+    if (reading->type != REDIS_REPLY_STRING && reading->type != REDIS_REPLY_NIL) {
+      return UnexpectedReply("GET", reading);
+    }
+    struct Window {
+      int64_t start_ns;
+      const redisReply* json;
+    };
+    std::vector<Window> stored;
+    stored.reserve(hash->elements / 2);
+    for (size_t i = 0; i < hash->elements; i += 2) {
+      const redisReply* field = hash->element[i];
+      const redisReply* value = hash->element[i + 1];
+      Window w{0, value};
+      if (field->type != REDIS_REPLY_STRING || value->type != REDIS_REPLY_STRING ||
+          !ParseRfc3339(ReplyText(field), &w.start_ns)) {
+        return Status::Corruption(fmt::format("redis: bad field in {}", RedisLatestKey(device_id)));
+      }
+      stored.push_back(w);
+    }
+    std::sort(stored.begin(), stored.end(),
+              [](const Window& a, const Window& b) { return a.start_ns > b.start_ns; });
+    LatestSnapshot snapshot;
+    const size_t n = std::min(windows, stored.size());
+    snapshot.records.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      Status decoded = slot.record_decoder.Decode(ReplyText(stored[i].json), &snapshot.records[i]);
+      if (!decoded.ok()) {
+        return Status::Corruption(fmt::format("redis: {} field {}: {}", RedisLatestKey(device_id),
+                                              FormatRfc3339Millis(stored[i].start_ns),
+                                              decoded.message()));
+      }
+      snapshot.records[i].resolution = model::Resolution::kBase;  // the only kind stored
+    }
+    if (reading->type == REDIS_REPLY_STRING) {
+      Status decoded = slot.reading_decoder.Decode(ReplyText(reading), &snapshot.reading);
+      if (!decoded.ok()) {
+        return Status::Corruption(
+            fmt::format("redis: {}: {}", RedisReadingKey(device_id), decoded.message()));
+      }
+      snapshot.has_reading = true;
+    }
+    found = !stored.empty() || snapshot.has_reading;
+    if (found) *out = std::move(snapshot);
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  return found;
+}
+
+Status RedisLatestStore::Ping() {
+  return WithConnection([](Slot& slot) {
+    const std::array<Command, 1> ping = {Command{"PING"}};
+    std::vector<ReplyPtr> replies;
+    JOULE_RETURN_IF_ERROR(slot.Pipeline(ping, &replies));
+    if (replies[0]->type != REDIS_REPLY_STATUS) return UnexpectedReply("PING", replies[0].get());
+    return Status::Ok();
+  });
+}
+
+}  // namespace joule::store

@@ -1,0 +1,112 @@
+// RedisLatestStore: LatestStore on Redis 7 (hiredis), with the key layout of CONTRACT §5:
+//
+//   agg:device:{id}:latest                 hash: window_start → record JSON, the newest N
+//   agg:device:{id}:window:{window_start}  record JSON, expires after window_ttl
+//   agg:device:{id}:reading                the latest raw reading JSON (reading_json.h)
+//   agg:device:{id}:reading:order          event time of that reading, for the compare
+//   channel agg:device:{id}:updates        every record and reading as written
+//
+// window_start is RFC 3339 UTC with milliseconds, exactly as in the record JSON.
+//
+// Guarantees:
+//  - A record never replaces one with a higher or equal version for the same window, and a
+//    reading never replaces one with a newer event time. The compare, the writes, the trim
+//    of the hash to N fields and the PUBLISH run in one Lua script (EVALSHA, EVAL on
+//    NOSCRIPT), so concurrent writers from any number of processes are safe and a stale
+//    write publishes nothing. The stored version is read from the stored JSON (Lua cjson):
+//    the hash field, else the window key, which outlives the field when the window has been
+//    trimmed from the hash.
+//  - Only base-resolution records are kept; others are ignored (as in MemoryLatestStore).
+//  - Every Redis failure (refused, reset, timeout, server error) comes back as a Status:
+//    Unavailable for connection problems and for server states that pass (LOADING, OOM,
+//    BUSY, READONLY…), Internal for other server errors, Corruption for stored values that
+//    do not decode. No call blocks longer than about connect_timeout + command_timeout per
+//    attempt. A broken connection is dropped and reopened by the next call; a call that
+//    finds its pooled connection broken retries once on a fresh one (writes are idempotent).
+//  - Get reads times at millisecond precision (the wire precision).
+//
+// Thread-safe: calls are spread over a fixed pool of connections, each used by one thread
+// at a time. Connections are opened lazily, so Open succeeds while Redis is down.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/status.h"
+#include "store/latest_store.h"
+
+namespace joule::store {
+
+struct RedisLatestStoreOptions {
+  std::string url = "redis://127.0.0.1:6379/0";  // redis://[[user]:password@]host[:port][/db]
+  size_t windows_per_device = 60;                // N: hash fields kept per device
+  int64_t window_ttl_ns = 48 * kNanosPerHour;    // of agg:device:{id}:window:{start}
+  int64_t connect_timeout_ns = 500 * kNanosPerMilli;
+  int64_t command_timeout_ns = 500 * kNanosPerMilli;  // per read or write on the socket
+  size_t connections = 4;                             // pool size
+  std::string client_name = "joule";                  // CLIENT SETNAME, for CLIENT LIST
+};
+
+struct RedisEndpoint {
+  std::string host;
+  int port = 6379;
+  int db = 0;
+  std::string username;  // empty: AUTH with the password only
+  std::string password;  // empty: no AUTH
+};
+
+// Parses "redis://[[user]:password@]host[:port][/db]"; host may be "[v6 address]".
+Result<RedisEndpoint> ParseRedisUrl(std::string_view url);
+
+// The CONTRACT §5 key names.
+std::string RedisLatestKey(std::string_view device_id);
+std::string RedisWindowKey(std::string_view device_id, int64_t window_start_ns);
+std::string RedisReadingKey(std::string_view device_id);
+std::string RedisReadingOrderKey(std::string_view device_id);
+std::string RedisUpdatesChannel(std::string_view device_id);
+
+class RedisLatestStore final : public LatestStore {
+ public:
+  // Validates the options; does not connect (see Ping).
+  static Result<std::unique_ptr<RedisLatestStore>> Open(RedisLatestStoreOptions options);
+  ~RedisLatestStore() override;
+
+  std::string_view backend() const override { return "redis"; }
+  Status PutRecord(const model::AggregateRecord& record) override;
+  Status PutReading(const model::Event& event) override;
+  Result<bool> Get(std::string_view device_id, size_t windows, LatestSnapshot* out) override;
+
+  // PutRecord for many records in one pipelined round trip per chunk: the same result as
+  // calling PutRecord for each in order. On error some records may have been written.
+  Status PutRecords(std::span<const model::AggregateRecord> records);
+
+  // Round trip to Redis: Ok when it answers. For readiness checks.
+  Status Ping();
+
+  const RedisLatestStoreOptions& options() const { return options_; }
+
+ private:
+  struct Slot;
+
+  RedisLatestStore(RedisLatestStoreOptions options, RedisEndpoint endpoint);
+  // Locks a pooled connection, preferring an idle one.
+  Slot& Acquire(std::unique_lock<std::mutex>* lock);
+  // Runs `body` on a connected pool slot; retries once on a fresh connection when a pooled
+  // one turns out to be broken.
+  template <typename Body>
+  Status WithConnection(Body&& body);
+
+  RedisLatestStoreOptions options_;
+  RedisEndpoint endpoint_;
+  std::vector<std::unique_ptr<Slot>> slots_;
+  std::atomic<size_t> next_slot_{0};
+};
+
+}  // namespace joule::store
