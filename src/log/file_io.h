@@ -36,6 +36,9 @@ void CloseFd(int fd);
 // Writer path: a full write (retrying short writes and EINTR) or abort.
 void WriteAllOrDie(int fd, const char* data, size_t n, const std::string& path);
 void DataSyncOrDie(int fd, const std::string& path);
+// Starts writeback of a file's dirty pages without waiting (sync_file_range). A hint only:
+// durability still comes from DataSyncOrDie, which reports any error.
+void StartWriteback(int fd);
 void SyncDirOrDie(const std::string& path);
 
 // pread that retries EINTR and short reads; returns the bytes read (< n only at EOF).

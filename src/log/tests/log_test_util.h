@@ -93,7 +93,9 @@ inline std::vector<LogRecord> ReadAll(Log* log, uint32_t partition, uint64_t fro
 
 // A payload that identifies its partition and index and varies in length.
 inline std::string Payload(uint32_t partition, uint64_t index, size_t base_len = 150) {
-  std::string s = "p" + std::to_string(partition) + "-i" + std::to_string(index) + "-";
+  // (Built with append: GCC 12's -Wrestrict misfires on "literal" + std::string at -O3.)
+  std::string s = "p";
+  s.append(std::to_string(partition)).append("-i").append(std::to_string(index)).append("-");
   size_t len = base_len + (index * 37) % 50;
   while (s.size() < len) s.push_back(static_cast<char>('a' + (s.size() + index) % 26));
   return s;
