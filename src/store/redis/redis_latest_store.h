@@ -20,9 +20,10 @@
 //  - Every Redis failure (refused, reset, timeout, server error) comes back as a Status:
 //    Unavailable for connection problems and for server states that pass (LOADING, OOM,
 //    BUSY, READONLY…), Internal for other server errors, Corruption for stored values that
-//    do not decode. No call blocks longer than about connect_timeout + command_timeout per
-//    attempt. A broken connection is dropped and reopened by the next call; a call that
-//    finds its pooled connection broken retries once on a fresh one (writes are idempotent).
+//    do not decode. Connecting waits at most connect_timeout, and each socket read or write
+//    at most command_timeout: a dead or silent server never hangs a caller. A broken connection is
+//    dropped and reopened by the next call; a call that finds its pooled connection broken retries
+//    once on a fresh one (writes are idempotent).
 //  - Get reads times at millisecond precision (the wire precision).
 //
 // Thread-safe: calls are spread over a fixed pool of connections, each used by one thread

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -356,13 +357,15 @@ class RedisLatestStoreTest : public ::testing::Test {
     endpoint_ = *ep;
     raw_ = std::make_unique<RawRedis>(endpoint_);
     ASSERT_TRUE(raw_->ok()) << "cannot connect to " << url_;
+    static std::atomic<int> instances{0};
+    instance_ = ++instances;  // distinct ids under --gtest_repeat too
     device_ = Device("d");
   }
 
   // A device id no other test or run uses.
   std::string Device(std::string_view tag) const {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    return fmt::format("t-{}-{}-{}", RunId(), info->name(), tag);
+    return fmt::format("t-{}-{}-{}-{}", RunId(), instance_, info->name(), tag);
   }
 
   std::unique_ptr<RedisLatestStore> OpenStore(size_t windows = 60, size_t connections = 4,
@@ -387,6 +390,7 @@ class RedisLatestStoreTest : public ::testing::Test {
     return r.version;
   }
 
+  int instance_ = 0;
   std::string url_;
   RedisEndpoint endpoint_;
   std::unique_ptr<RawRedis> raw_;
@@ -680,6 +684,42 @@ TEST_F(RedisLatestStoreTest, ReconnectsAfterTheServerDropsTheConnection) {
   LatestSnapshot snap;
   ASSERT_TRUE(*store->Get(device_, 1, &snap));
   EXPECT_EQ(snap.records.at(0).version, 5u);
+}
+
+// The scripts are sent by EVALSHA; a server that does not know them (restarted, or
+// SCRIPT FLUSH) answers NOSCRIPT and the store re-sends them by EVAL, for single writes
+// and pipelined batches alike. (SCRIPT FLUSH only empties the script cache: every Lua
+// user in Joule is this store, which recovers as tested here.)
+TEST_F(RedisLatestStoreTest, FallsBackToEvalWhenTheServerForgetsTheScripts) {
+  auto store = OpenStore(60, 1);
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->PutRecord(Record(device_, 0, 1)).ok());
+  ASSERT_EQ(raw_->Run({"SCRIPT", "FLUSH"})->type, REDIS_REPLY_STATUS);
+  Status st = store->PutRecord(Record(device_, 0, 2));
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(StoredVersion(RedisWindowKey(device_, kBaseNs)), 2u);
+
+  ASSERT_EQ(raw_->Run({"SCRIPT", "FLUSH"})->type, REDIS_REPLY_STATUS);
+  std::vector<AggregateRecord> batch = {Record(device_, 1, 1), Record(device_, 0, 1),
+                                        Record(device_, 2, 4)};
+  st = store->PutRecords(batch);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+
+  ASSERT_EQ(raw_->Run({"SCRIPT", "FLUSH"})->type, REDIS_REPLY_STATUS);
+  model::Event e;
+  e.device_id = device_;
+  e.timestamp_ns = kBaseNs;
+  e.metrics = {{"power_w", 2.0}};
+  st = store->PutReading(e);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+
+  LatestSnapshot snap;
+  ASSERT_TRUE(*store->Get(device_, 60, &snap));
+  ASSERT_EQ(snap.records.size(), 3u);
+  EXPECT_EQ(snap.records[0], Record(device_, 2, 4));
+  EXPECT_EQ(snap.records[1], Record(device_, 1, 1));
+  EXPECT_EQ(snap.records[2], Record(device_, 0, 2));
+  EXPECT_TRUE(snap.has_reading);
 }
 
 // A port where nothing listens: every call is Unavailable, promptly, and the store keeps
