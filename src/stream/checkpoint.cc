@@ -1,16 +1,389 @@
-// WindowEngine::SaveState / RestoreState — format in docs/formats/checkpoint.md.
+// WindowEngine::SaveState / RestoreState — the format is specified in
+// docs/formats/checkpoint.md.
+#include <algorithm>
+#include <cstring>
+
+#include "common/crc32c.h"
 #include "stream/engine_state.h"
 #include "stream/window_engine.h"
 
 namespace joule::stream {
 
-Status WindowEngine::SaveState(std::string* out) const {
-  out->clear();
-  return Status::Internal("checkpoint not implemented yet");
+namespace {
+
+constexpr char kMagic[4] = {'J', 'S', 'W', 'E'};
+constexpr uint32_t kFormatVersion = 1;
+constexpr size_t kHeaderSize = 4 + 4 + 8;
+
+class Writer {
+ public:
+  explicit Writer(std::string* out) : out_(out) {}
+  template <typename T>
+  void Fixed(T v) {
+    char buf[sizeof(T)];
+    std::memcpy(buf, &v, sizeof(T));  // little-endian hosts only (x86-64, aarch64)
+    out_->append(buf, sizeof(T));
+  }
+  void U8(uint8_t v) { Fixed(v); }
+  void U32(uint32_t v) { Fixed(v); }
+  void U64(uint64_t v) { Fixed(v); }
+  void I64(int64_t v) { Fixed(v); }
+  void F64(double v) { Fixed(v); }
+  void Str(std::string_view s) {
+    U32(static_cast<uint32_t>(s.size()));
+    out_->append(s);
+  }
+
+ private:
+  std::string* out_;
+};
+
+class Reader {
+ public:
+  explicit Reader(std::string_view in) : in_(in) {}
+  template <typename T>
+  bool Fixed(T* v) {
+    if (in_.size() - pos_ < sizeof(T)) return ok_ = false;
+    std::memcpy(v, in_.data() + pos_, sizeof(T));
+    pos_ += sizeof(T);
+    return true;
+  }
+  uint8_t U8() {
+    uint8_t v = 0;
+    Fixed(&v);
+    return v;
+  }
+  uint32_t U32() {
+    uint32_t v = 0;
+    Fixed(&v);
+    return v;
+  }
+  uint64_t U64() {
+    uint64_t v = 0;
+    Fixed(&v);
+    return v;
+  }
+  int64_t I64() {
+    int64_t v = 0;
+    Fixed(&v);
+    return v;
+  }
+  double F64() {
+    double v = 0;
+    Fixed(&v);
+    return v;
+  }
+  std::string Str() {
+    uint32_t n = U32();
+    if (!ok_ || in_.size() - pos_ < n) {
+      ok_ = false;
+      return {};
+    }
+    std::string s(in_.substr(pos_, n));
+    pos_ += n;
+    return s;
+  }
+  // A count of items of at least `min_item_bytes` each: rejects counts the remaining
+  // input cannot hold (so corrupt input cannot make us allocate gigabytes).
+  uint32_t Count(size_t min_item_bytes) {
+    uint32_t n = U32();
+    if (ok_ && static_cast<uint64_t>(n) * min_item_bytes > in_.size() - pos_) ok_ = false;
+    return ok_ ? n : 0;
+  }
+  bool ok() const { return ok_; }
+  bool done() const { return pos_ == in_.size(); }
+
+ private:
+  std::string_view in_;
+  size_t pos_ = 0;
+  bool ok_ = true;
+};
+
+constexpr size_t kAccBytes = 8 + 5 * 8 + 2 * 8 + 8 + 8 + 8 + 8 + 1;
+
+void WriteAcc(Writer& w, const Acc& a) {
+  w.U64(a.count);
+  w.F64(a.min);
+  w.F64(a.max);
+  w.F64(a.sum);
+  w.F64(a.first);
+  w.F64(a.last);
+  w.I64(a.first_t);
+  w.I64(a.last_t);
+  w.F64(a.energy_wh);
+  w.I64(a.covered_ns);
+  w.F64(a.delta);
+  w.U64(a.resets);
+  w.U8(a.present ? 1 : 0);
 }
 
-Status WindowEngine::RestoreState(std::string_view) {
-  return Status::Internal("checkpoint not implemented yet");
+Acc ReadAcc(Reader& r) {
+  Acc a;
+  a.count = r.U64();
+  a.min = r.F64();
+  a.max = r.F64();
+  a.sum = r.F64();
+  a.first = r.F64();
+  a.last = r.F64();
+  a.first_t = r.I64();
+  a.last_t = r.I64();
+  a.energy_wh = r.F64();
+  a.covered_ns = r.I64();
+  a.delta = r.F64();
+  a.resets = r.U64();
+  a.present = r.U8() != 0;
+  return a;
+}
+
+void WriteAccs(Writer& w, const std::vector<Acc>& v) {
+  w.U32(static_cast<uint32_t>(v.size()));
+  for (const Acc& a : v) WriteAcc(w, a);
+}
+
+void ReadAccs(Reader& r, std::vector<Acc>* v) {
+  uint32_t n = r.Count(kAccBytes);
+  v->resize(n);
+  for (uint32_t i = 0; i < n; ++i) (*v)[i] = ReadAcc(r);
+}
+
+Window* FindContainingWindow(const std::vector<Window*>& v, int64_t t) {
+  for (auto it = v.rbegin(); it != v.rend(); ++it) {
+    if ((*it)->start <= t && t < (*it)->end) return *it;
+    if ((*it)->end <= t) break;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+Status WindowEngine::SaveState(std::string* out) const {
+  const Impl& E = *impl_;
+  out->clear();
+  out->append(kMagic, 4);
+  Writer w(out);
+  w.U32(kFormatVersion);
+  w.U64(0);  // payload length, patched below
+  const size_t payload_start = out->size();
+
+  w.I64(E.opt.window_ns);
+  w.I64(E.opt.max_gap_ns);
+  w.U64(E.events);
+  w.U64(E.duplicates);
+  w.U64(E.late_updates);
+  w.U64(E.late_dropped);
+  w.U64(E.emitted);
+  w.I64(E.last_tick);
+  w.U32(static_cast<uint32_t>(E.devices.size()));
+  for (const auto& dp : E.devices) {
+    const Device& d = *dp;
+    w.Str(d.id);
+    w.U8(d.has_events ? 1 : 0);
+    w.I64(d.max_t);
+    w.I64(d.wm);
+    w.I64(d.fin_wm);
+    w.I64(d.last_seen);
+    w.I64(d.next_early);
+    w.U32(d.skew_n);
+    for (int64_t s : d.skew) w.I64(s);
+    w.U64(d.events);
+    w.U64(d.late_updates);
+    w.U64(d.late_dropped);
+    w.U64(d.duplicates);
+    w.Str(d.timezone);
+    w.I64(d.latest_day_end);
+    w.U32(static_cast<uint32_t>(d.metrics.size()));
+    for (const MetricState& ms : d.metrics) {
+      w.Str(ms.name);
+      w.U8(static_cast<uint8_t>(ms.kind));
+      w.U32(static_cast<uint32_t>(ms.hist.size()));
+      for (const Sample& s : ms.hist) {
+        w.I64(s.t);
+        w.F64(s.v);
+      }
+      w.U32(static_cast<uint32_t>(ms.baseline.size()));
+      for (double b : ms.baseline) w.F64(b);
+    }
+    w.U32(static_cast<uint32_t>(d.pending.size() - d.pending_head));
+    for (size_t i = d.pending_head; i < d.pending.size(); ++i) {
+      const PendingEvent& pe = d.pending[i];
+      w.I64(pe.t);
+      w.U64(pe.tie);
+      w.U32(pe.n);
+      for (uint32_t k = 0; k < pe.n; ++k) {
+        w.U32(d.arena[pe.offset + k].metric);
+        w.F64(d.arena[pe.offset + k].v);
+      }
+    }
+    for (int res = 0; res < kNumRes; ++res) {
+      w.U32(static_cast<uint32_t>(d.win[res].size()));
+      for (const Window* win : d.win[res]) {
+        w.I64(win->start);
+        w.I64(win->end);
+        w.U8(win->final ? 1 : 0);
+        w.U64(win->version);
+        w.U64(win->count);
+        w.Str(win->local_date);
+        w.Str(win->timezone);
+        WriteAccs(w, win->acc);
+        w.U8(win->has_snapshot ? 1 : 0);
+        w.U64(win->snapshot_count);
+        WriteAccs(w, win->snapshot);
+      }
+    }
+    w.U32(static_cast<uint32_t>(d.dedup.size()));
+    d.dedup.ForEach([&](const FlatKeySet::Entry& e) {
+      w.U64(e.key);
+      w.I64(e.t);
+    });
+  }
+  uint64_t payload_len = out->size() - payload_start;
+  std::memcpy(out->data() + 8, &payload_len, 8);
+  uint32_t crc = crc32c::Mask(crc32c::Value(out->data(), out->size()));
+  w.U32(crc);
+  return Status::Ok();
+}
+
+Status WindowEngine::RestoreState(std::string_view data) {
+  Impl& E = *impl_;
+  E.ResetState();
+  if (data.size() < kHeaderSize + 4 || std::memcmp(data.data(), kMagic, 4) != 0) {
+    return Status::Corruption("checkpoint: bad magic or too short");
+  }
+  uint32_t version;
+  uint64_t payload_len;
+  std::memcpy(&version, data.data() + 4, 4);
+  std::memcpy(&payload_len, data.data() + 8, 8);
+  if (version != kFormatVersion) {
+    return Status::Corruption("checkpoint: unsupported format version " + std::to_string(version));
+  }
+  if (payload_len != data.size() - kHeaderSize - 4) {
+    return Status::Corruption("checkpoint: length mismatch");
+  }
+  uint32_t stored;
+  std::memcpy(&stored, data.data() + data.size() - 4, 4);
+  if (crc32c::Unmask(stored) != crc32c::Value(data.data(), data.size() - 4)) {
+    return Status::Corruption("checkpoint: CRC mismatch");
+  }
+  Reader r(data.substr(kHeaderSize, payload_len));
+  const int64_t window_ns = r.I64(), max_gap_ns = r.I64();
+  if (r.ok() && (window_ns != E.opt.window_ns || max_gap_ns != E.opt.max_gap_ns)) {
+    return Status::InvalidArgument(
+        "checkpoint: written with another stream.window or stream.max_gap");
+  }
+  E.events = r.U64();
+  E.duplicates = r.U64();
+  E.late_updates = r.U64();
+  E.late_dropped = r.U64();
+  E.emitted = r.U64();
+  E.last_tick = r.I64();
+  const uint32_t n_devices = r.Count(16);
+  for (uint32_t di = 0; di < n_devices && r.ok(); ++di) {
+    auto dp = std::make_unique<Device>();
+    Device& d = *dp;
+    d.id = r.Str();
+    d.has_events = r.U8() != 0;
+    d.max_t = r.I64();
+    d.wm = r.I64();
+    d.fin_wm = r.I64();
+    d.last_seen = r.I64();
+    d.next_early = r.I64();
+    d.skew_n = r.U32();
+    for (int64_t& s : d.skew) s = r.I64();
+    d.events = r.U64();
+    d.late_updates = r.U64();
+    d.late_dropped = r.U64();
+    d.duplicates = r.U64();
+    d.timezone = r.Str();
+    d.zone = E.zones.Find(d.timezone);
+    d.latest_day_end = r.I64();
+    const uint32_t n_metrics = r.Count(5);
+    for (uint32_t mi = 0; mi < n_metrics && r.ok(); ++mi) {
+      MetricState ms;
+      ms.name = r.Str();
+      uint8_t kind = r.U8();
+      if (kind > 2) return Status::Corruption("checkpoint: bad metric kind");
+      ms.kind = static_cast<model::MetricKind>(kind);
+      uint32_t nh = r.Count(16);
+      ms.hist.resize(nh);
+      for (Sample& s : ms.hist) {
+        s.t = r.I64();
+        s.v = r.F64();
+      }
+      uint32_t nb = r.Count(8);
+      ms.baseline.resize(nb);
+      for (double& b : ms.baseline) b = r.F64();
+      if (ms.kind == model::MetricKind::kCounter && nb != nh) {
+        return Status::Corruption("checkpoint: counter baseline mismatch");
+      }
+      d.metrics.push_back(std::move(ms));
+    }
+    for (uint32_t i = 0; i < d.metrics.size(); ++i) d.by_name.push_back(i);
+    std::sort(d.by_name.begin(), d.by_name.end(),
+              [&](uint32_t a, uint32_t b) { return d.metrics[a].name < d.metrics[b].name; });
+    const uint32_t n_pending = r.Count(20);
+    for (uint32_t i = 0; i < n_pending && r.ok(); ++i) {
+      PendingEvent pe;
+      pe.t = r.I64();
+      pe.tie = r.U64();
+      pe.n = r.Count(12);
+      pe.offset = static_cast<uint32_t>(d.arena.size());
+      for (uint32_t k = 0; k < pe.n; ++k) {
+        uint32_t m = r.U32();
+        double v = r.F64();
+        if (m >= d.metrics.size()) return Status::Corruption("checkpoint: bad metric id");
+        d.arena.push_back({m, v});
+      }
+      d.pending.push_back(pe);
+    }
+    for (int res = 0; res < kNumRes && r.ok(); ++res) {
+      const uint32_t n_windows = r.Count(16);
+      for (uint32_t i = 0; i < n_windows && r.ok(); ++i) {
+        Window* win = E.NewWindow();
+        d.win[res].push_back(win);  // owned from here on, freed by ResetState
+        win->res = static_cast<uint8_t>(res);
+        win->start = r.I64();
+        win->end = r.I64();
+        win->final = r.U8() != 0;
+        win->version = r.U64();
+        win->count = r.U64();
+        win->local_date = r.Str();
+        win->timezone = r.Str();
+        ReadAccs(r, &win->acc);
+        win->has_snapshot = r.U8() != 0;
+        win->snapshot_count = r.U64();
+        ReadAccs(r, &win->snapshot);
+        if (win->acc.size() > d.metrics.size() || win->snapshot.size() > d.metrics.size()) {
+          r = Reader("");
+          r.U8();  // mark failed
+        }
+      }
+      size_t j = 0;
+      while (j < d.win[res].size() && d.win[res][j]->final) ++j;
+      d.first_open[res] = j;
+    }
+    for (Window* win : d.win[kBaseRes]) {
+      win->hour = FindContainingWindow(d.win[kHourRes], win->start);
+      win->day = FindContainingWindow(d.win[kDayRes], win->start);
+      if (win->hour == nullptr || win->day == nullptr) {
+        E.devices.push_back(std::move(dp));  // so ResetState frees its windows
+        E.ResetState();
+        return Status::Corruption("checkpoint: base window without rollup");
+      }
+    }
+    const uint32_t n_keys = r.Count(16);
+    for (uint32_t i = 0; i < n_keys && r.ok(); ++i) {
+      uint64_t key = r.U64();
+      int64_t t = r.I64();
+      (void)d.dedup.Insert(key, t, std::numeric_limits<int64_t>::min());
+    }
+    E.index.emplace(d.id, static_cast<uint32_t>(E.devices.size()));
+    E.devices.push_back(std::move(dp));
+  }
+  if (!r.ok() || !r.done()) {
+    E.ResetState();
+    return Status::Corruption("checkpoint: truncated or malformed payload");
+  }
+  return Status::Ok();
 }
 
 }  // namespace joule::stream
