@@ -90,6 +90,7 @@ class Runner {
            static_cast<int64_t>(std::llround(sec * 1e9));
   }
   int64_t Duration(const std::string& s) {
+    if (!s.empty() && s[0] == '-') return -Duration(s.substr(1));
     auto r = ParseDurationNanos(s);
     EXPECT_TRUE(r.ok()) << s;
     return r.ok() ? *r : 0;
@@ -304,11 +305,16 @@ class Runner {
       double a, b;
     };
     std::vector<Lin> lins;
+    bool ticks = false;
     for (size_t i = 4; i < tok.size(); ++i) {
       auto eq = tok[i].find('=');
       std::string k = tok[i].substr(0, eq), v = tok[i].substr(eq + 1);
       if (k == "dev") {
         dev = v;
+        continue;
+      }
+      if (k == "ticks") {  // ticks=on: Tick(now) after every event
+        ticks = v == "on";
         continue;
       }
       Lin l{k, 0, 0};
@@ -329,6 +335,11 @@ class Runner {
       for (const auto& l : lins) ms.push_back({l.name, l.a + l.b * static_cast<double>(i)});
       int64_t now = NowFor(t);
       Feed(dev, t, ms, "", now, now);
+      if (ticks) {
+        Collector c;
+        engine_->Tick(now, &c);
+        Take(c);
+      }
     }
   }
 
