@@ -1,0 +1,252 @@
+#include "store/metadata_cache.h"
+
+#include <mutex>
+#include <utility>
+
+#include "store/metadata_token.h"
+
+namespace joule::store {
+
+MetadataCache::MetadataCache(std::unique_ptr<MetadataStore> store, MetadataCacheOptions options)
+    : store_(std::move(store)),
+      options_(options),
+      clock_(options.clock ? options.clock : SystemClock::Default()) {
+  device_hits_ = &own_device_hits_;
+  device_misses_ = &own_device_misses_;
+  token_hits_ = &own_token_hits_;
+  token_misses_ = &own_token_misses_;
+  invalidations_ = &own_invalidations_;
+  if (MetricsRegistry* m = options.metrics) {
+    const char* hits_help = "Metadata cache lookups served from memory.";
+    const char* misses_help = "Metadata cache lookups that queried the database.";
+    device_hits_ =
+        m->GetCounter("joule_metadata_cache_hits_total", hits_help, {{"kind", "device"}});
+    token_hits_ = m->GetCounter("joule_metadata_cache_hits_total", hits_help, {{"kind", "token"}});
+    device_misses_ =
+        m->GetCounter("joule_metadata_cache_misses_total", misses_help, {{"kind", "device"}});
+    token_misses_ =
+        m->GetCounter("joule_metadata_cache_misses_total", misses_help, {{"kind", "token"}});
+    invalidations_ = m->GetCounter("joule_metadata_cache_invalidations_total",
+                                   "Metadata changes announced to the cache.");
+  }
+  subscription_ = store_->Subscribe([this](const MetadataChange& change) { OnChange(change); });
+}
+
+MetadataCache::~MetadataCache() { store_->Unsubscribe(subscription_); }
+
+MetadataCacheStats MetadataCache::stats() const {
+  MetadataCacheStats s;
+  s.device_hits = device_hits_->Value();
+  s.device_misses = device_misses_->Value();
+  s.token_hits = token_hits_->Value();
+  s.token_misses = token_misses_->Value();
+  s.invalidations = invalidations_->Value();
+  return s;
+}
+
+void MetadataCache::Clear() {
+  std::unique_lock lock(mu_);
+  ++epoch_;
+  devices_.clear();
+  tokens_.clear();
+  device_token_hashes_.clear();
+  owner_key_hashes_.clear();
+}
+
+void MetadataCache::OnChange(const MetadataChange& change) {
+  invalidations_->Inc();
+  {
+    std::unique_lock lock(mu_);
+    ++epoch_;
+    switch (change.kind) {
+      case MetadataChange::Kind::kDevice:
+        // The device's owner may have changed or it may be gone: its tokens' principals
+        // are stale too.
+        DropDeviceLocked(change.id);
+        DropDeviceTokensLocked(change.id);
+        break;
+      case MetadataChange::Kind::kDeviceTokens:
+        DropDeviceTokensLocked(change.id);
+        break;
+      case MetadataChange::Kind::kOwnerKeys:
+        DropOwnerKeysLocked(change.id);
+        break;
+      case MetadataChange::Kind::kRule:
+        break;
+      case MetadataChange::Kind::kAll:
+        devices_.clear();
+        tokens_.clear();
+        device_token_hashes_.clear();
+        owner_key_hashes_.clear();
+        break;
+    }
+  }
+  Publish(change);
+}
+
+void MetadataCache::DropDeviceLocked(const std::string& device_id) { devices_.erase(device_id); }
+
+void MetadataCache::DropTokenLocked(const std::string& hash) { tokens_.erase(hash); }
+
+void MetadataCache::DropDeviceTokensLocked(const std::string& device_id) {
+  auto it = device_token_hashes_.find(device_id);
+  if (it == device_token_hashes_.end()) return;
+  for (const std::string& hash : it->second) DropTokenLocked(hash);
+  device_token_hashes_.erase(it);
+}
+
+void MetadataCache::DropOwnerKeysLocked(const std::string& owner_id) {
+  auto it = owner_key_hashes_.find(owner_id);
+  if (it == owner_key_hashes_.end()) return;
+  for (const std::string& hash : it->second) DropTokenLocked(hash);
+  owner_key_hashes_.erase(it);
+}
+
+Result<Device> MetadataCache::GetDevice(std::string_view device_id) {
+  std::string id(device_id);
+  int64_t now = clock_->NowNanos();
+  uint64_t epoch;
+  std::optional<Device> stale;
+  {
+    std::shared_lock lock(mu_);
+    auto it = devices_.find(id);
+    if (it != devices_.end()) {
+      if (it->second.expires_ns > now) {
+        device_hits_->Inc();
+        if (!it->second.device) return Status::NotFound("device not found: " + id);
+        return *it->second.device;
+      }
+      stale = it->second.device;
+    }
+    epoch = epoch_;
+  }
+  device_misses_->Inc();
+  Result<Device> r = store_->GetDevice(device_id);
+  if (!r.ok() && r.status().code() != StatusCode::kNotFound) {
+    if (r.status().code() == StatusCode::kUnavailable && stale) return *stale;
+    return r;
+  }
+  std::unique_lock lock(mu_);
+  if (epoch_ == epoch) {  // else a change was announced while we read: do not store
+    if (devices_.size() >= options_.max_devices && !devices_.contains(id)) {
+      devices_.erase(devices_.begin());
+    }
+    DeviceEntry& e = devices_[id];
+    if (r.ok()) {
+      e.device = *r;
+      e.expires_ns = now + options_.positive_ttl_ns;
+    } else {
+      e.device.reset();
+      e.expires_ns = now + options_.negative_ttl_ns;
+    }
+  }
+  return r;
+}
+
+Result<Principal> MetadataCache::AuthenticateToken(std::string_view token) {
+  if (!TokenLooksValid(token)) return Status::Unauthenticated("malformed token");
+  std::string hash = HashToken(token);
+  int64_t now = clock_->NowNanos();
+  uint64_t epoch;
+  std::optional<Principal> stale;
+  {
+    std::shared_lock lock(mu_);
+    auto it = tokens_.find(hash);
+    if (it != tokens_.end()) {
+      if (it->second.expires_ns > now) {
+        token_hits_->Inc();
+        return it->second.principal;
+      }
+      stale = it->second.principal;
+    }
+    epoch = epoch_;
+  }
+  token_misses_->Inc();
+  Result<Principal> r = store_->AuthenticateToken(token);
+  if (!r.ok()) {
+    if (r.status().code() == StatusCode::kUnavailable && stale) return *stale;
+    return r;
+  }
+  std::unique_lock lock(mu_);
+  if (epoch_ == epoch) {
+    if (tokens_.size() >= options_.max_tokens && !tokens_.contains(hash)) {
+      // Rare (a million live tokens): drop one arbitrary entry. Its index entry may
+      // linger; dropping a missing hash later is harmless.
+      tokens_.erase(tokens_.begin());
+    }
+    tokens_[hash] = TokenEntry{*r, now + options_.positive_ttl_ns};
+    if (r->kind == PrincipalKind::kDevice) {
+      device_token_hashes_[r->device_id].insert(hash);
+    } else {
+      owner_key_hashes_[r->owner_id].insert(hash);
+    }
+  }
+  return r;
+}
+
+// Writes: the wrapped store publishes the change (which drops our entries) before it
+// returns; the explicit invalidation below keeps the cache correct even for a store
+// that does not.
+
+Result<Device> MetadataCache::CreateDevice(const Device& device, std::string* token) {
+  Result<Device> r = store_->CreateDevice(device, token);
+  if (r.ok()) {
+    std::unique_lock lock(mu_);
+    ++epoch_;
+    DropDeviceLocked(device.device_id);
+  }
+  return r;
+}
+
+Result<Device> MetadataCache::UpdateDevice(std::string_view device_id, const DeviceUpdate& update) {
+  Result<Device> r = store_->UpdateDevice(device_id, update);
+  std::unique_lock lock(mu_);
+  ++epoch_;
+  DropDeviceLocked(std::string(device_id));
+  DropDeviceTokensLocked(std::string(device_id));
+  return r;
+}
+
+Status MetadataCache::DeleteDevice(std::string_view device_id) {
+  Status st = store_->DeleteDevice(device_id);
+  std::unique_lock lock(mu_);
+  ++epoch_;
+  DropDeviceLocked(std::string(device_id));
+  DropDeviceTokensLocked(std::string(device_id));
+  return st;
+}
+
+Result<std::string> MetadataCache::RotateDeviceToken(std::string_view device_id) {
+  Result<std::string> r = store_->RotateDeviceToken(device_id);
+  std::unique_lock lock(mu_);
+  ++epoch_;
+  DropDeviceTokensLocked(std::string(device_id));
+  return r;
+}
+
+Status MetadataCache::RevokeDeviceTokens(std::string_view device_id) {
+  Status st = store_->RevokeDeviceTokens(device_id);
+  std::unique_lock lock(mu_);
+  ++epoch_;
+  DropDeviceTokensLocked(std::string(device_id));
+  return st;
+}
+
+Status MetadataCache::RevokeOwnerKey(std::string_view key_id) {
+  Status st = store_->RevokeOwnerKey(key_id);
+  std::unique_lock lock(mu_);
+  ++epoch_;
+  // The owner is not known here without a lookup; the store's change (kOwnerKeys) drops
+  // the owner's keys. As a fallback, drop every cached key with this id.
+  for (auto it = tokens_.begin(); it != tokens_.end();) {
+    if (it->second.principal.kind == PrincipalKind::kOwner &&
+        it->second.principal.key_id == key_id) {
+      it = tokens_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return st;
+}
+
+}  // namespace joule::store

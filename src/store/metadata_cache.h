@@ -1,0 +1,153 @@
+// MetadataCache: a MetadataStore in front of another one that serves the hot reads —
+// GetDevice (every API response carries device metadata; the stream engine needs each
+// device's timezone) and AuthenticateToken (every ingest request) — from memory.
+//
+// Freshness contract:
+// - A write through the cache (or directly through the wrapped store) is visible to the
+//   next read on any thread: the wrapped store publishes the change before the write
+//   returns and the cache drops its entry.
+// - A change by another writer is visible as soon as the wrapped store publishes it
+//   (PostgreSQL: LISTEN/NOTIFY, normally milliseconds; well within 1 s).
+// - Revocation (rotate, revoke, device delete, owner change) drops the cached tokens of
+//   that device or owner at once.
+// - Safety nets: positive entries expire after `positive_ttl`, so a notification lost
+//   while the change feed reconnects cannot keep a value forever (the store also
+//   publishes kAll after reconnecting); "not found" is cached for `negative_ttl` only.
+//   When the database is unavailable, an expired entry is served rather than failing
+//   (stale-if-error), so ingest keeps authenticating during a database restart.
+// - A fill that raced with an invalidation is not stored (an invalidation epoch), so a
+//   slow read can never put an old value back after the change was announced.
+//
+// Thread-safe (a shared_mutex: readers in parallel). Unknown tokens are not cached (an
+// issued token must work at once); malformed ones are refused without a query.
+// Everything else passes through to the wrapped store. Listeners subscribed to the
+// cache are told about a change after the cache has dropped its entries.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "common/clock.h"
+#include "common/metrics.h"
+#include "store/metadata_store.h"
+
+namespace joule::store {
+
+struct MetadataCacheOptions {
+  int64_t positive_ttl_ns = 5 * kNanosPerMinute;
+  int64_t negative_ttl_ns = 2 * kNanosPerSecond;
+  size_t max_devices = 1'000'000;
+  size_t max_tokens = 1'000'000;
+  const Clock* clock = nullptr;        // nullptr = system clock
+  MetricsRegistry* metrics = nullptr;  // optional: joule_metadata_cache_{hits,misses}_total
+};
+
+struct MetadataCacheStats {
+  uint64_t device_hits = 0;
+  uint64_t device_misses = 0;
+  uint64_t token_hits = 0;
+  uint64_t token_misses = 0;
+  uint64_t invalidations = 0;
+};
+
+class MetadataCache final : public MetadataStore {
+ public:
+  explicit MetadataCache(std::unique_ptr<MetadataStore> store, MetadataCacheOptions options = {});
+  ~MetadataCache() override;
+  MetadataCache(const MetadataCache&) = delete;
+  MetadataCache& operator=(const MetadataCache&) = delete;
+
+  MetadataStore& wrapped() { return *store_; }
+  MetadataCacheStats stats() const;
+  // Drops everything (for tests and admin tools).
+  void Clear();
+
+  std::string_view backend() const override { return store_->backend(); }
+  Status Migrate() override { return store_->Migrate(); }
+  Result<int> SchemaVersion() override { return store_->SchemaVersion(); }
+
+  Result<Device> CreateDevice(const Device& device, std::string* token) override;
+  Result<Device> GetDevice(std::string_view device_id) override;  // cached
+  Result<DevicePage> ListDevices(const ListDevicesOptions& options) override {
+    return store_->ListDevices(options);
+  }
+  Result<Device> UpdateDevice(std::string_view device_id, const DeviceUpdate& update) override;
+  Status DeleteDevice(std::string_view device_id) override;
+
+  Result<std::string> IssueDeviceToken(std::string_view device_id) override {
+    return store_->IssueDeviceToken(device_id);
+  }
+  Result<std::string> RotateDeviceToken(std::string_view device_id) override;
+  Status RevokeDeviceTokens(std::string_view device_id) override;
+  Result<OwnerKey> CreateOwnerKey(std::string_view owner_id) override {
+    return store_->CreateOwnerKey(owner_id);
+  }
+  Status RevokeOwnerKey(std::string_view key_id) override;
+  Result<std::vector<OwnerKey>> ListOwnerKeys(std::string_view owner_id) override {
+    return store_->ListOwnerKeys(owner_id);
+  }
+  Result<Principal> AuthenticateToken(std::string_view token) override;  // cached
+
+  Result<Rule> CreateRule(const Rule& rule) override { return store_->CreateRule(rule); }
+  Result<Rule> GetRule(std::string_view id) override { return store_->GetRule(id); }
+  Result<std::vector<Rule>> ListRules(std::optional<std::string> owner_id) override {
+    return store_->ListRules(std::move(owner_id));
+  }
+  Result<Rule> ReplaceRule(const Rule& rule) override { return store_->ReplaceRule(rule); }
+  Status DeleteRule(std::string_view id) override { return store_->DeleteRule(id); }
+
+  Result<bool> UpsertAlert(const Alert& alert) override { return store_->UpsertAlert(alert); }
+  Result<Alert> GetAlert(std::string_view id) override { return store_->GetAlert(id); }
+  Result<AlertPage> ListAlerts(const AlertFilter& filter) override {
+    return store_->ListAlerts(filter);
+  }
+  Result<Alert> SetAlertAcked(std::string_view id, bool acked) override {
+    return store_->SetAlertAcked(id, acked);
+  }
+  Result<Alert> SnoozeAlert(std::string_view id, std::optional<int64_t> until_ns) override {
+    return store_->SnoozeAlert(id, until_ns);
+  }
+
+ private:
+  struct DeviceEntry {
+    std::optional<Device> device;  // nullopt: known not to exist
+    int64_t expires_ns = 0;
+  };
+  struct TokenEntry {
+    Principal principal;
+    int64_t expires_ns = 0;
+  };
+
+  void OnChange(const MetadataChange& change);
+  // REQUIRES: mu_ held exclusively.
+  void DropDeviceLocked(const std::string& device_id);
+  void DropDeviceTokensLocked(const std::string& device_id);
+  void DropOwnerKeysLocked(const std::string& owner_id);
+  void DropTokenLocked(const std::string& hash);
+
+  std::unique_ptr<MetadataStore> store_;
+  MetadataCacheOptions options_;
+  const Clock* clock_;
+  uint64_t subscription_ = 0;
+
+  mutable std::shared_mutex mu_;
+  uint64_t epoch_ = 0;  // bumped by every invalidation
+  std::unordered_map<std::string, DeviceEntry> devices_;
+  std::unordered_map<std::string, TokenEntry> tokens_;  // by SHA-256 of the token
+  std::unordered_map<std::string, std::unordered_set<std::string>> device_token_hashes_;
+  std::unordered_map<std::string, std::unordered_set<std::string>> owner_key_hashes_;
+
+  Counter own_device_hits_, own_device_misses_, own_token_hits_, own_token_misses_;
+  Counter own_invalidations_;
+  Counter* device_hits_;
+  Counter* device_misses_;
+  Counter* token_hits_;
+  Counter* token_misses_;
+  Counter* invalidations_;
+};
+
+}  // namespace joule::store

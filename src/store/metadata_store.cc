@@ -1,0 +1,78 @@
+#include "store/metadata_store.h"
+
+#include <utility>
+
+#include "store/postgres/postgres_metadata_store.h"
+#include "store/sqlite/sqlite_metadata_store.h"
+
+namespace joule::store {
+
+std::string_view AlertStateName(AlertState state) {
+  switch (state) {
+    case AlertState::kPending:
+      return "pending";
+    case AlertState::kFiring:
+      return "firing";
+    case AlertState::kResolved:
+      return "resolved";
+  }
+  return "pending";
+}
+
+std::optional<AlertState> ParseAlertState(std::string_view name) {
+  if (name == "pending") return AlertState::kPending;
+  if (name == "firing") return AlertState::kFiring;
+  if (name == "resolved") return AlertState::kResolved;
+  return std::nullopt;
+}
+
+uint64_t MetadataStore::Subscribe(Listener listener) {
+  std::lock_guard<std::mutex> lock(listeners_mu_);
+  uint64_t id = next_subscription_++;
+  listeners_.emplace_back(id, std::move(listener));
+  return id;
+}
+
+void MetadataStore::Unsubscribe(uint64_t subscription) {
+  std::lock_guard<std::mutex> lock(listeners_mu_);
+  std::erase_if(listeners_, [&](const auto& entry) { return entry.first == subscription; });
+}
+
+void MetadataStore::Publish(const MetadataChange& change) {
+  std::lock_guard<std::mutex> lock(listeners_mu_);
+  for (auto& [id, listener] : listeners_) listener(change);
+}
+
+Result<MetadataBackend> ParseMetadataBackend(std::string_view name) {
+  if (name == "sqlite") return MetadataBackend::kSqlite;
+  if (name == "postgres" || name == "postgresql") return MetadataBackend::kPostgres;
+  return Status::InvalidArgument("metadata.backend must be \"sqlite\" or \"postgres\", not \"" +
+                                 std::string(name) + "\"");
+}
+
+Result<std::unique_ptr<MetadataStore>> OpenMetadataStore(const MetadataStoreOptions& options) {
+  const Clock* clock = options.clock ? options.clock : SystemClock::Default();
+  std::unique_ptr<MetadataStore> store;
+  switch (options.backend) {
+    case MetadataBackend::kSqlite: {
+      JOULE_ASSIGN_OR_RETURN(store, SqliteMetadataStore::Open(options.url, clock));
+      break;
+    }
+    case MetadataBackend::kPostgres: {
+      JOULE_ASSIGN_OR_RETURN(store,
+                             PostgresMetadataStore::Open(options.url, clock, options.pool_size));
+      break;
+    }
+  }
+  return store;
+}
+
+Result<std::unique_ptr<MetadataStore>> OpenMetadataStore(MetadataBackend backend,
+                                                         std::string url_or_path) {
+  MetadataStoreOptions options;
+  options.backend = backend;
+  options.url = std::move(url_or_path);
+  return OpenMetadataStore(options);
+}
+
+}  // namespace joule::store

@@ -1,0 +1,1069 @@
+#include "store/postgres/postgres_metadata_store.h"
+
+#include <libpq-fe.h>
+#include <sys/eventfd.h>
+#include <sys/select.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <utility>
+
+#include "store/metadata_token.h"
+
+namespace joule::store {
+namespace {
+
+// Migrations, in order; version = index + 1. Never edit a released one: append.
+// `devices` is exactly CONTRACT §5 plus created_at/updated_at (with defaults, so plain
+// INSERTs from psql work). Times are timestamptz; joule_us/joule_ts convert to and from
+// microseconds since the epoch, which is what the C++ side exchanges.
+const char* const kMigrations[] = {
+    // 1: devices, credentials, rules, alerts; change notification.
+    R"sql(
+CREATE FUNCTION joule_us(t timestamptz) RETURNS bigint LANGUAGE sql IMMUTABLE STRICT
+  AS $$ SELECT (extract(epoch FROM t) * 1000000)::bigint $$;
+CREATE FUNCTION joule_ts(us bigint) RETURNS timestamptz LANGUAGE sql STABLE STRICT
+  AS $$ SELECT timestamptz 'epoch' + us * interval '1 microsecond' $$;
+
+CREATE TABLE devices (
+  device_id    text PRIMARY KEY,
+  owner_id     text NOT NULL,
+  name         text,
+  model        text,
+  installed_at timestamptz,
+  timezone     text NOT NULL DEFAULT 'UTC',
+  location     text,
+  config       jsonb,
+  created_at   timestamptz NOT NULL DEFAULT now(),
+  updated_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX devices_id_bytes_idx ON devices (device_id COLLATE "C");
+CREATE INDEX devices_owner_idx ON devices (owner_id, device_id COLLATE "C");
+
+CREATE TABLE device_tokens (
+  token_hash bytea PRIMARY KEY,
+  device_id  text NOT NULL REFERENCES devices (device_id) ON DELETE CASCADE ON UPDATE CASCADE,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX device_tokens_device_idx ON device_tokens (device_id);
+
+CREATE TABLE owner_keys (
+  key_id     text PRIMARY KEY,
+  token_hash bytea NOT NULL UNIQUE,
+  owner_id   text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX owner_keys_owner_idx ON owner_keys (owner_id);
+
+CREATE TABLE rules (
+  rule_id    text PRIMARY KEY,
+  owner_id   text NOT NULL,
+  body       json NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX rules_owner_idx ON rules (owner_id, rule_id COLLATE "C");
+
+CREATE TABLE alerts (
+  alert_id      text PRIMARY KEY,
+  rule_id       text NOT NULL,
+  device_id     text NOT NULL,
+  owner_id      text NOT NULL,
+  state         text NOT NULL CHECK (state IN ('pending', 'firing', 'resolved')),
+  acked         boolean NOT NULL DEFAULT false,
+  snoozed_until timestamptz,
+  opened_at     timestamptz NOT NULL,
+  updated_at    timestamptz NOT NULL,
+  body          json NOT NULL
+);
+CREATE INDEX alerts_device_idx ON alerts (device_id, opened_at);
+CREATE INDEX alerts_owner_idx ON alerts (owner_id, opened_at);
+CREATE INDEX alerts_opened_idx ON alerts (opened_at, alert_id COLLATE "C");
+
+-- An UPDATE that does not set updated_at (e.g. from psql) still moves it.
+CREATE FUNCTION joule_devices_touch() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at THEN
+    NEW.updated_at := now();
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER devices_touch BEFORE UPDATE ON devices
+  FOR EACH ROW EXECUTE FUNCTION joule_devices_touch();
+
+CREATE FUNCTION joule_devices_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP IN ('UPDATE', 'DELETE') THEN
+    PERFORM pg_notify('joule_devices', OLD.device_id);
+  END IF;
+  IF TG_OP IN ('INSERT', 'UPDATE') THEN
+    PERFORM pg_notify('joule_devices', NEW.device_id);
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER devices_notify AFTER INSERT OR UPDATE OR DELETE ON devices
+  FOR EACH ROW EXECUTE FUNCTION joule_devices_notify();
+
+CREATE FUNCTION joule_tokens_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('joule_metadata', 'tokens:' || OLD.device_id);
+  IF TG_OP = 'UPDATE' THEN
+    PERFORM pg_notify('joule_metadata', 'tokens:' || NEW.device_id);
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER device_tokens_notify AFTER UPDATE OR DELETE ON device_tokens
+  FOR EACH ROW EXECUTE FUNCTION joule_tokens_notify();
+
+CREATE FUNCTION joule_keys_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('joule_metadata', 'keys:' || OLD.owner_id);
+  IF TG_OP = 'UPDATE' THEN
+    PERFORM pg_notify('joule_metadata', 'keys:' || NEW.owner_id);
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER owner_keys_notify AFTER UPDATE OR DELETE ON owner_keys
+  FOR EACH ROW EXECUTE FUNCTION joule_keys_notify();
+
+CREATE FUNCTION joule_rules_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP IN ('UPDATE', 'DELETE') THEN
+    PERFORM pg_notify('joule_metadata', 'rule:' || OLD.rule_id);
+  END IF;
+  IF TG_OP IN ('INSERT', 'UPDATE') THEN
+    PERFORM pg_notify('joule_metadata', 'rule:' || NEW.rule_id);
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER rules_notify AFTER INSERT OR UPDATE OR DELETE ON rules
+  FOR EACH ROW EXECUTE FUNCTION joule_rules_notify();
+
+CREATE FUNCTION joule_truncate_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('joule_metadata', '*');
+  RETURN NULL;
+END $$;
+CREATE TRIGGER devices_truncate AFTER TRUNCATE ON devices
+  FOR EACH STATEMENT EXECUTE FUNCTION joule_truncate_notify();
+CREATE TRIGGER device_tokens_truncate AFTER TRUNCATE ON device_tokens
+  FOR EACH STATEMENT EXECUTE FUNCTION joule_truncate_notify();
+CREATE TRIGGER owner_keys_truncate AFTER TRUNCATE ON owner_keys
+  FOR EACH STATEMENT EXECUTE FUNCTION joule_truncate_notify();
+CREATE TRIGGER rules_truncate AFTER TRUNCATE ON rules
+  FOR EACH STATEMENT EXECUTE FUNCTION joule_truncate_notify();
+)sql",
+};
+constexpr int kLatestVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
+// Serializes concurrent Migrate() calls (several Joule processes starting at once).
+constexpr const char* kMigrationLockKey = "74290501";
+
+#define JOULE_DEVICE_COLUMNS                                                       \
+  "device_id, owner_id, name, model, joule_us(installed_at), timezone, location, " \
+  "config::text, joule_us(created_at), joule_us(updated_at)"
+#define JOULE_RULE_COLUMNS \
+  "rule_id, owner_id, body::text, joule_us(created_at), joule_us(updated_at)"
+#define JOULE_ALERT_COLUMNS                                                         \
+  "alert_id, rule_id, device_id, owner_id, state, acked, joule_us(snoozed_until), " \
+  "joule_us(opened_at), joule_us(updated_at), body::text"
+
+struct ResultDeleter {
+  void operator()(PGresult* r) const { PQclear(r); }
+};
+using PgResult = std::unique_ptr<PGresult, ResultDeleter>;
+
+// Query parameters: text format, except bytes (binary).
+class Params {
+ public:
+  Params& Text(std::string_view v) {
+    values_.emplace_back(std::string(v));
+    formats_.push_back(0);
+    return *this;
+  }
+  Params& TextOrNull(std::string_view v) { return v.empty() ? Null() : Text(v); }
+  Params& OptText(const std::optional<std::string>& v) { return v ? Text(*v) : Null(); }
+  Params& Int(int64_t v) { return Text(std::to_string(v)); }
+  Params& OptInt(std::optional<int64_t> v) { return v ? Int(*v) : Null(); }
+  Params& Bool(bool v) { return Text(v ? "true" : "false"); }
+  Params& Bytes(std::string_view v) {
+    values_.emplace_back(std::string(v));
+    formats_.push_back(1);
+    return *this;
+  }
+  Params& Null() {
+    values_.emplace_back(std::nullopt);
+    formats_.push_back(0);
+    return *this;
+  }
+
+  int size() const { return static_cast<int>(values_.size()); }
+  void Fill(std::vector<const char*>* values, std::vector<int>* lengths) const {
+    for (const auto& v : values_) {
+      values->push_back(v ? v->data() : nullptr);
+      lengths->push_back(v ? static_cast<int>(v->size()) : 0);
+    }
+  }
+  const int* formats() const { return formats_.data(); }
+
+ private:
+  std::vector<std::optional<std::string>> values_;
+  std::vector<int> formats_;
+};
+
+Status ErrorFromResult(PGconn* conn, const PGresult* res, std::string_view what) {
+  std::string msg = "postgres: " + std::string(what) + ": ";
+  const char* err = res ? PQresultErrorMessage(res) : PQerrorMessage(conn);
+  msg += (err && *err) ? err : PQerrorMessage(conn);
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+  if (PQstatus(conn) == CONNECTION_BAD) return Status::Unavailable(std::move(msg));
+  const char* state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr;
+  std::string_view sqlstate = state ? state : "";
+  if (sqlstate == "23505") return Status::AlreadyExists(std::move(msg));
+  if (sqlstate == "23503") return Status::NotFound(std::move(msg));
+  if (sqlstate.starts_with("22") || sqlstate == "23514" || sqlstate == "23502") {
+    return Status::InvalidArgument(std::move(msg));
+  }
+  if (sqlstate.starts_with("08") || sqlstate.starts_with("57P") || sqlstate == "40001" ||
+      sqlstate == "40P01" || sqlstate == "53300") {
+    return Status::Unavailable(std::move(msg));
+  }
+  return Status::Internal(std::move(msg));
+}
+
+Result<PgResult> Exec(PGconn* conn, const char* sql, const Params& params = Params()) {
+  std::vector<const char*> values;
+  std::vector<int> lengths;
+  params.Fill(&values, &lengths);
+  PgResult res(PQexecParams(conn, sql, params.size(), nullptr, values.data(), lengths.data(),
+                            params.formats(), 0));
+  ExecStatusType st = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+    return ErrorFromResult(conn, res.get(), "query");
+  }
+  return res;
+}
+
+// For constant scripts with several statements (migrations) and transaction control.
+Status ExecScript(PGconn* conn, const char* sql) {
+  PgResult res(PQexec(conn, sql));
+  ExecStatusType st = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+    return ErrorFromResult(conn, res.get(), "script");
+  }
+  return Status::Ok();
+}
+
+// Rolls back unless committed.
+class Transaction {
+ public:
+  explicit Transaction(PGconn* conn) : conn_(conn) {}
+  ~Transaction() {
+    if (begun_ && !done_ && PQstatus(conn_) == CONNECTION_OK) {
+      PgResult r(PQexec(conn_, "ROLLBACK"));
+    }
+  }
+  Status Begin() {
+    JOULE_RETURN_IF_ERROR(ExecScript(conn_, "BEGIN"));
+    begun_ = true;
+    return Status::Ok();
+  }
+  Status Commit() {
+    done_ = true;
+    return ExecScript(conn_, "COMMIT");
+  }
+
+ private:
+  PGconn* conn_;
+  bool begun_ = false;
+  bool done_ = false;
+};
+
+std::string Text(const PGresult* r, int row, int col) {
+  return std::string(PQgetvalue(r, row, col), static_cast<size_t>(PQgetlength(r, row, col)));
+}
+int64_t Int(const PGresult* r, int row, int col) {
+  int64_t v = 0;
+  const char* p = PQgetvalue(r, row, col);
+  std::from_chars(p, p + PQgetlength(r, row, col), v);
+  return v;
+}
+std::optional<int64_t> OptInt(const PGresult* r, int row, int col) {
+  if (PQgetisnull(r, row, col)) return std::nullopt;
+  return Int(r, row, col);
+}
+std::optional<int64_t> MicrosToNanos(std::optional<int64_t> us) {
+  if (!us) return std::nullopt;
+  return *us * 1000;
+}
+std::optional<int64_t> NanosToMicros(std::optional<int64_t> ns) {
+  if (!ns) return std::nullopt;
+  return *ns / 1000;
+}
+
+Device ReadDevice(const PGresult* r, int row) {
+  Device d;
+  d.device_id = Text(r, row, 0);
+  d.owner_id = Text(r, row, 1);
+  d.name = Text(r, row, 2);
+  d.model = Text(r, row, 3);
+  d.installed_at_ns = MicrosToNanos(OptInt(r, row, 4));
+  d.timezone = Text(r, row, 5);
+  d.location = Text(r, row, 6);
+  d.config_json = Text(r, row, 7);
+  d.created_at_ns = Int(r, row, 8) * 1000;
+  d.updated_at_ns = Int(r, row, 9) * 1000;
+  return d;
+}
+
+Rule ReadRule(const PGresult* r, int row) {
+  Rule rule;
+  rule.id = Text(r, row, 0);
+  rule.owner_id = Text(r, row, 1);
+  rule.json = Text(r, row, 2);
+  rule.created_at_ns = Int(r, row, 3) * 1000;
+  rule.updated_at_ns = Int(r, row, 4) * 1000;
+  return rule;
+}
+
+Alert ReadAlert(const PGresult* r, int row) {
+  Alert a;
+  a.id = Text(r, row, 0);
+  a.rule_id = Text(r, row, 1);
+  a.device_id = Text(r, row, 2);
+  a.owner_id = Text(r, row, 3);
+  a.state = ParseAlertState(Text(r, row, 4)).value_or(AlertState::kPending);
+  a.acked = Text(r, row, 5) == "t";
+  a.snoozed_until_ns = MicrosToNanos(OptInt(r, row, 6));
+  a.opened_at_ns = Int(r, row, 7) * 1000;
+  a.updated_at_ns = Int(r, row, 8) * 1000;
+  a.json = Text(r, row, 9);
+  return a;
+}
+
+// Server notices (e.g. "terminating connection") are not for stderr; errors are
+// reported through statuses.
+void IgnoreNotice(void*, const char*) {}
+
+PGconn* Connect(const std::string& url) {
+  PGconn* conn = PQconnectdb(url.c_str());
+  if (conn != nullptr) PQsetNoticeProcessor(conn, IgnoreNotice, nullptr);
+  return conn;
+}
+
+bool ParseAlertCursor(std::string_view cursor, int64_t* opened_us, std::string* id) {
+  size_t colon = cursor.find(':');
+  if (colon == std::string_view::npos) return false;
+  auto [p, ec] = std::from_chars(cursor.data(), cursor.data() + colon, *opened_us);
+  if (ec != std::errc() || p != cursor.data() + colon) return false;
+  *id = std::string(cursor.substr(colon + 1));
+  return true;
+}
+
+Result<std::string> InsertDeviceToken(PGconn* c, std::string_view device_id, int64_t now_us) {
+  JOULE_ASSIGN_OR_RETURN(std::string token, GenerateToken(kDeviceTokenPrefix));
+  JOULE_ASSIGN_OR_RETURN(PgResult r,
+                         Exec(c,
+                              "INSERT INTO device_tokens (token_hash, device_id, "
+                              "created_at) VALUES ($1, $2, joule_ts($3))",
+                              Params().Bytes(HashToken(token)).Text(device_id).Int(now_us)));
+  return token;
+}
+
+Status DeviceExists(PGconn* c, std::string_view device_id, bool lock) {
+  JOULE_ASSIGN_OR_RETURN(PgResult r,
+                         Exec(c,
+                              lock ? "SELECT 1 FROM devices WHERE device_id = $1 FOR UPDATE"
+                                   : "SELECT 1 FROM devices WHERE device_id = $1",
+                              Params().Text(device_id)));
+  if (PQntuples(r.get()) == 0)
+    return Status::NotFound("device not found: " + std::string(device_id));
+  return Status::Ok();
+}
+
+}  // namespace
+
+PostgresMetadataStore::PostgresMetadataStore(std::string url, const Clock* clock, int pool_size)
+    : url_(std::move(url)),
+      clock_(clock),
+      pool_size_(static_cast<size_t>(pool_size < 1 ? 1 : pool_size)) {}
+
+Result<std::unique_ptr<PostgresMetadataStore>> PostgresMetadataStore::Open(const std::string& url,
+                                                                           const Clock* clock,
+                                                                           int pool_size) {
+  if (url.empty()) return Status::InvalidArgument("postgres metadata store: empty metadata.url");
+  std::unique_ptr<PostgresMetadataStore> store(
+      new PostgresMetadataStore(url, clock ? clock : SystemClock::Default(), pool_size));
+  JOULE_RETURN_IF_ERROR(store->Migrate());
+  store->wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (store->wake_fd_ < 0) return Status::Internal("eventfd failed");
+  store->listener_ = std::thread([s = store.get()] { s->ListenLoop(); });
+  std::unique_lock<std::mutex> lock(store->listener_mu_);
+  store->listener_cv_.wait_for(lock, std::chrono::seconds(5),
+                               [&] { return store->listener_tried_; });
+  return store;
+}
+
+PostgresMetadataStore::~PostgresMetadataStore() {
+  {
+    std::lock_guard<std::mutex> lock(listener_mu_);
+    stop_.store(true);
+  }
+  if (wake_fd_ >= 0) {
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof(one));
+  }
+  listener_cv_.notify_all();
+  if (listener_.joinable()) listener_.join();
+  if (wake_fd_ >= 0) close(wake_fd_);
+  std::lock_guard<std::mutex> lock(pool_mu_);
+  for (PGconn* c : idle_) PQfinish(c);
+}
+
+int64_t PostgresMetadataStore::NowMicros() const { return clock_->NowNanos() / 1000; }
+
+Result<PGconn*> PostgresMetadataStore::Acquire() {
+  PGconn* conn = nullptr;
+  {
+    std::unique_lock<std::mutex> lock(pool_mu_);
+    if (!pool_cv_.wait_for(lock, std::chrono::seconds(30),
+                           [&] { return !idle_.empty() || open_ < pool_size_; })) {
+      return Status::Unavailable("postgres: no free connection in the pool for 30 s");
+    }
+    if (!idle_.empty()) {
+      conn = idle_.back();
+      idle_.pop_back();
+    } else {
+      ++open_;
+    }
+  }
+  if (conn == nullptr) {
+    conn = Connect(url_);
+    if (conn != nullptr && PQstatus(conn) == CONNECTION_OK) {
+      std::lock_guard<std::mutex> lock(pids_mu_);
+      own_pids_.insert(PQbackendPID(conn));
+    }
+  } else if (PQstatus(conn) != CONNECTION_OK) {
+    std::lock_guard<std::mutex> lock(pids_mu_);
+    own_pids_.erase(PQbackendPID(conn));
+    PQreset(conn);
+    if (PQstatus(conn) == CONNECTION_OK) own_pids_.insert(PQbackendPID(conn));
+  }
+  if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) {
+    std::string msg = conn ? PQerrorMessage(conn) : "out of memory";
+    while (!msg.empty() && msg.back() == '\n') msg.pop_back();
+    PQfinish(conn);
+    {
+      std::lock_guard<std::mutex> lock(pool_mu_);
+      --open_;
+    }
+    pool_cv_.notify_one();
+    return Status::Unavailable("postgres: cannot connect: " + msg);
+  }
+  return conn;
+}
+
+void PostgresMetadataStore::Release(PGconn* conn) {
+  // A connection left inside a transaction (an error path that could not roll back) is
+  // not reusable as is: reset it.
+  if (PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) != PQTRANS_IDLE) {
+    std::lock_guard<std::mutex> lock(pids_mu_);
+    own_pids_.erase(PQbackendPID(conn));
+    PQreset(conn);
+    if (PQstatus(conn) == CONNECTION_OK) own_pids_.insert(PQbackendPID(conn));
+  }
+  {
+    std::lock_guard<std::mutex> lock(pool_mu_);
+    idle_.push_back(conn);
+  }
+  pool_cv_.notify_one();
+}
+
+template <typename T, typename Fn>
+Result<T> PostgresMetadataStore::WithConnection(bool retry, Fn&& fn) {
+  for (int attempt = 0;; ++attempt) {
+    JOULE_ASSIGN_OR_RETURN(PGconn * conn, Acquire());
+    Result<T> result = fn(conn);
+    bool broken = PQstatus(conn) != CONNECTION_OK;
+    Release(conn);
+    if (result.ok() || !broken || !retry || attempt >= 1) return result;
+  }
+}
+
+// ---------------------------------------------------------------- migrations
+
+Status PostgresMetadataStore::Migrate() {
+  Result<bool> r = WithConnection<bool>(true, [&](PGconn* c) -> Result<bool> {
+    Transaction tx(c);
+    JOULE_RETURN_IF_ERROR(tx.Begin());
+    JOULE_ASSIGN_OR_RETURN(PgResult lock, Exec(c, "SELECT pg_advisory_xact_lock($1::bigint)",
+                                               Params().Text(kMigrationLockKey)));
+    JOULE_RETURN_IF_ERROR(ExecScript(c,
+                                     "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                                     "version integer PRIMARY KEY, "
+                                     "applied_at timestamptz NOT NULL DEFAULT now())"));
+    JOULE_ASSIGN_OR_RETURN(PgResult q,
+                           Exec(c, "SELECT coalesce(max(version), 0) FROM schema_migrations"));
+    int current = static_cast<int>(Int(q.get(), 0, 0));
+    if (current > kLatestVersion) {
+      return Status::Internal("metadata database is at schema version " + std::to_string(current) +
+                              ", newer than this Joule knows (" + std::to_string(kLatestVersion) +
+                              "); upgrade Joule");
+    }
+    for (int v = current + 1; v <= kLatestVersion; ++v) {
+      JOULE_RETURN_IF_ERROR(ExecScript(c, kMigrations[v - 1]));
+      JOULE_ASSIGN_OR_RETURN(
+          PgResult ins,
+          Exec(c, "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, joule_ts($2))",
+               Params().Int(v).Int(NowMicros())));
+    }
+    JOULE_RETURN_IF_ERROR(tx.Commit());
+    return true;
+  });
+  return r.status();
+}
+
+Result<int> PostgresMetadataStore::SchemaVersion() {
+  return WithConnection<int>(true, [&](PGconn* c) -> Result<int> {
+    JOULE_ASSIGN_OR_RETURN(PgResult q,
+                           Exec(c, "SELECT coalesce(max(version), 0) FROM schema_migrations"));
+    return static_cast<int>(Int(q.get(), 0, 0));
+  });
+}
+
+// ---------------------------------------------------------------- devices
+
+Result<Device> PostgresMetadataStore::CreateDevice(const Device& device, std::string* token) {
+  // Not retried: a retry after a commit whose reply was lost would report AlreadyExists.
+  Result<Device> created = WithConnection<Device>(false, [&](PGconn* c) -> Result<Device> {
+    Transaction tx(c);
+    JOULE_RETURN_IF_ERROR(tx.Begin());
+    int64_t now = NowMicros();
+    Result<PgResult> ins =
+        Exec(c,
+             "INSERT INTO devices (device_id, owner_id, name, model, installed_at, timezone, "
+             "location, config, created_at, updated_at) VALUES ($1, $2, $3, $4, joule_ts($5), "
+             "$6, $7, $8::jsonb, joule_ts($9), joule_ts($9)) RETURNING " JOULE_DEVICE_COLUMNS,
+             Params()
+                 .Text(device.device_id)
+                 .Text(device.owner_id)
+                 .TextOrNull(device.name)
+                 .TextOrNull(device.model)
+                 .OptInt(NanosToMicros(device.installed_at_ns))
+                 .Text(device.timezone.empty() ? std::string_view("UTC") : device.timezone)
+                 .TextOrNull(device.location)
+                 .TextOrNull(device.config_json)
+                 .Int(now));
+    if (ins.status().code() == StatusCode::kAlreadyExists) {
+      return Status::AlreadyExists("device already exists: " + device.device_id);
+    }
+    JOULE_RETURN_IF_ERROR(ins.status());
+    Device d = ReadDevice(ins->get(), 0);
+    if (token != nullptr) {
+      JOULE_ASSIGN_OR_RETURN(*token, InsertDeviceToken(c, device.device_id, now));
+    }
+    JOULE_RETURN_IF_ERROR(tx.Commit());
+    return d;
+  });
+  if (created.ok()) Publish({MetadataChange::Kind::kDevice, device.device_id});
+  return created;
+}
+
+Result<Device> PostgresMetadataStore::GetDevice(std::string_view device_id) {
+  return WithConnection<Device>(true, [&](PGconn* c) -> Result<Device> {
+    JOULE_ASSIGN_OR_RETURN(
+        PgResult r, Exec(c, "SELECT " JOULE_DEVICE_COLUMNS " FROM devices WHERE device_id = $1",
+                         Params().Text(device_id)));
+    if (PQntuples(r.get()) == 0) {
+      return Status::NotFound("device not found: " + std::string(device_id));
+    }
+    return ReadDevice(r.get(), 0);
+  });
+}
+
+Result<DevicePage> PostgresMetadataStore::ListDevices(const ListDevicesOptions& options) {
+  size_t limit = options.limit == 0 ? 1 : options.limit;
+  return WithConnection<DevicePage>(true, [&](PGconn* c) -> Result<DevicePage> {
+    // COLLATE "C": byte order, the same as SQLite's, whatever the database's locale.
+    JOULE_ASSIGN_OR_RETURN(
+        PgResult r,
+        Exec(c,
+             "SELECT " JOULE_DEVICE_COLUMNS
+             " FROM devices WHERE ($1::text IS NULL OR owner_id = $1) "
+             "AND device_id COLLATE \"C\" > $2 ORDER BY device_id COLLATE \"C\" LIMIT $3",
+             Params()
+                 .OptText(options.owner_id)
+                 .Text(options.after)
+                 .Int(static_cast<int64_t>(limit) + 1)));
+    DevicePage page;
+    int n = PQntuples(r.get());
+    for (int i = 0; i < n; ++i) {
+      if (page.devices.size() == limit) {
+        page.next_cursor = page.devices.back().device_id;
+        break;
+      }
+      page.devices.push_back(ReadDevice(r.get(), i));
+    }
+    return page;
+  });
+}
+
+Result<Device> PostgresMetadataStore::UpdateDevice(std::string_view device_id,
+                                                   const DeviceUpdate& update) {
+  Result<Device> updated = WithConnection<Device>(true, [&](PGconn* c) -> Result<Device> {
+    Transaction tx(c);
+    JOULE_RETURN_IF_ERROR(tx.Begin());
+    JOULE_ASSIGN_OR_RETURN(
+        PgResult cur,
+        Exec(c, "SELECT " JOULE_DEVICE_COLUMNS " FROM devices WHERE device_id = $1 FOR UPDATE",
+             Params().Text(device_id)));
+    if (PQntuples(cur.get()) == 0) {
+      return Status::NotFound("device not found: " + std::string(device_id));
+    }
+    Device d = ReadDevice(cur.get(), 0);
+    if (update.owner_id) d.owner_id = *update.owner_id;
+    if (update.name) d.name = *update.name;
+    if (update.model) d.model = *update.model;
+    if (update.location) d.location = *update.location;
+    if (update.timezone) d.timezone = update.timezone->empty() ? "UTC" : *update.timezone;
+    if (update.installed_at_ns) d.installed_at_ns = *update.installed_at_ns;
+    if (update.config_json) d.config_json = *update.config_json;
+    JOULE_ASSIGN_OR_RETURN(
+        PgResult up,
+        Exec(c,
+             "UPDATE devices SET owner_id = $2, name = $3, model = $4, installed_at = "
+             "joule_ts($5), timezone = $6, location = $7, config = $8::jsonb, updated_at = "
+             "joule_ts($9) WHERE device_id = $1 RETURNING " JOULE_DEVICE_COLUMNS,
+             Params()
+                 .Text(device_id)
+                 .Text(d.owner_id)
+                 .TextOrNull(d.name)
+                 .TextOrNull(d.model)
+                 .OptInt(NanosToMicros(d.installed_at_ns))
+                 .Text(d.timezone)
+                 .TextOrNull(d.location)
+                 .TextOrNull(d.config_json)
+                 .Int(NowMicros())));
+    Device out = ReadDevice(up.get(), 0);
+    JOULE_RETURN_IF_ERROR(tx.Commit());
+    return out;
+  });
+  if (updated.ok()) {
+    std::string id(device_id);
+    Publish({MetadataChange::Kind::kDevice, id});
+    if (update.owner_id) Publish({MetadataChange::Kind::kDeviceTokens, id});
+  }
+  return updated;
+}
+
+Status PostgresMetadataStore::DeleteDevice(std::string_view device_id) {
+  Result<bool> r = WithConnection<bool>(true, [&](PGconn* c) -> Result<bool> {
+    JOULE_ASSIGN_OR_RETURN(PgResult del, Exec(c, "DELETE FROM devices WHERE device_id = $1",
+                                              Params().Text(device_id)));
+    return std::string_view(PQcmdTuples(del.get())) != "0";
+  });
+  JOULE_RETURN_IF_ERROR(r.status());
+  if (!*r) return Status::NotFound("device not found: " + std::string(device_id));
+  std::string id(device_id);
+  Publish({MetadataChange::Kind::kDevice, id});
+  Publish({MetadataChange::Kind::kDeviceTokens, id});
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------- credentials
+
+Result<std::string> PostgresMetadataStore::IssueDeviceToken(std::string_view device_id) {
+  return WithConnection<std::string>(true, [&](PGconn* c) -> Result<std::string> {
+    Result<std::string> token = InsertDeviceToken(c, device_id, NowMicros());
+    if (token.status().code() == StatusCode::kNotFound) {  // foreign key: no such device
+      return Status::NotFound("device not found: " + std::string(device_id));
+    }
+    return token;
+  });
+}
+
+Result<std::string> PostgresMetadataStore::RotateDeviceToken(std::string_view device_id) {
+  Result<std::string> token =
+      WithConnection<std::string>(true, [&](PGconn* c) -> Result<std::string> {
+        Transaction tx(c);
+        JOULE_RETURN_IF_ERROR(tx.Begin());
+        JOULE_RETURN_IF_ERROR(DeviceExists(c, device_id, /*lock=*/true));
+        JOULE_ASSIGN_OR_RETURN(
+            PgResult del,
+            Exec(c, "DELETE FROM device_tokens WHERE device_id = $1", Params().Text(device_id)));
+        JOULE_ASSIGN_OR_RETURN(std::string t, InsertDeviceToken(c, device_id, NowMicros()));
+        JOULE_RETURN_IF_ERROR(tx.Commit());
+        return t;
+      });
+  if (token.ok()) Publish({MetadataChange::Kind::kDeviceTokens, std::string(device_id)});
+  return token;
+}
+
+Status PostgresMetadataStore::RevokeDeviceTokens(std::string_view device_id) {
+  Result<bool> r = WithConnection<bool>(true, [&](PGconn* c) -> Result<bool> {
+    Transaction tx(c);
+    JOULE_RETURN_IF_ERROR(tx.Begin());
+    JOULE_RETURN_IF_ERROR(DeviceExists(c, device_id, /*lock=*/true));
+    JOULE_ASSIGN_OR_RETURN(PgResult del, Exec(c, "DELETE FROM device_tokens WHERE device_id = $1",
+                                              Params().Text(device_id)));
+    JOULE_RETURN_IF_ERROR(tx.Commit());
+    return true;
+  });
+  JOULE_RETURN_IF_ERROR(r.status());
+  Publish({MetadataChange::Kind::kDeviceTokens, std::string(device_id)});
+  return Status::Ok();
+}
+
+Result<OwnerKey> PostgresMetadataStore::CreateOwnerKey(std::string_view owner_id) {
+  OwnerKey key;
+  key.owner_id = owner_id;
+  JOULE_ASSIGN_OR_RETURN(std::string hex, RandomHex(8));
+  key.key_id = "key_" + hex;
+  JOULE_ASSIGN_OR_RETURN(key.key, GenerateToken(kOwnerKeyPrefix));
+  int64_t now = NowMicros();
+  key.created_at_ns = now * 1000;
+  Result<bool> r = WithConnection<bool>(true, [&](PGconn* c) -> Result<bool> {
+    JOULE_ASSIGN_OR_RETURN(
+        PgResult ins,
+        Exec(c,
+             "INSERT INTO owner_keys (key_id, token_hash, owner_id, created_at) "
+             "VALUES ($1, $2, $3, joule_ts($4)) ON CONFLICT (key_id) DO NOTHING",
+             Params().Text(key.key_id).Bytes(HashToken(key.key)).Text(owner_id).Int(now)));
+    return true;
+  });
+  JOULE_RETURN_IF_ERROR(r.status());
+  return key;
+}
+
+Status PostgresMetadataStore::RevokeOwnerKey(std::string_view key_id) {
+  Result<std::string> owner =
+      WithConnection<std::string>(true, [&](PGconn* c) -> Result<std::string> {
+        JOULE_ASSIGN_OR_RETURN(
+            PgResult del, Exec(c, "DELETE FROM owner_keys WHERE key_id = $1 RETURNING owner_id",
+                               Params().Text(key_id)));
+        if (PQntuples(del.get()) == 0) {
+          return Status::NotFound("owner key not found: " + std::string(key_id));
+        }
+        return Text(del.get(), 0, 0);
+      });
+  JOULE_RETURN_IF_ERROR(owner.status());
+  Publish({MetadataChange::Kind::kOwnerKeys, *owner});
+  return Status::Ok();
+}
+
+Result<std::vector<OwnerKey>> PostgresMetadataStore::ListOwnerKeys(std::string_view owner_id) {
+  return WithConnection<std::vector<OwnerKey>>(
+      true, [&](PGconn* c) -> Result<std::vector<OwnerKey>> {
+        JOULE_ASSIGN_OR_RETURN(PgResult q,
+                               Exec(c,
+                                    "SELECT key_id, owner_id, joule_us(created_at) FROM owner_keys "
+                                    "WHERE owner_id = $1 ORDER BY created_at, key_id COLLATE \"C\"",
+                                    Params().Text(owner_id)));
+        std::vector<OwnerKey> keys;
+        for (int i = 0; i < PQntuples(q.get()); ++i) {
+          OwnerKey k;
+          k.key_id = Text(q.get(), i, 0);
+          k.owner_id = Text(q.get(), i, 1);
+          k.created_at_ns = Int(q.get(), i, 2) * 1000;
+          keys.push_back(std::move(k));
+        }
+        return keys;
+      });
+}
+
+Result<Principal> PostgresMetadataStore::AuthenticateToken(std::string_view token) {
+  if (!TokenLooksValid(token)) return Status::Unauthenticated("malformed token");
+  std::string hash = HashToken(token);
+  bool device = token.starts_with(kDeviceTokenPrefix);
+  return WithConnection<Principal>(true, [&](PGconn* c) -> Result<Principal> {
+    JOULE_ASSIGN_OR_RETURN(
+        PgResult q,
+        Exec(c,
+             device ? "SELECT encode(t.token_hash, 'hex'), t.device_id, d.owner_id "
+                      "FROM device_tokens t JOIN devices d ON d.device_id = t.device_id "
+                      "WHERE t.token_hash = $1"
+                    : "SELECT encode(token_hash, 'hex'), owner_id, key_id FROM owner_keys "
+                      "WHERE token_hash = $1",
+             Params().Bytes(hash)));
+    if (PQntuples(q.get()) == 0) return Status::Unauthenticated("unknown token");
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string hex;
+    for (unsigned char ch : hash) {
+      hex += kHex[ch >> 4];
+      hex += kHex[ch & 15];
+    }
+    if (!HashesEqual(Text(q.get(), 0, 0), hex)) return Status::Unauthenticated("unknown token");
+    Principal p;
+    if (device) {
+      p.kind = PrincipalKind::kDevice;
+      p.device_id = Text(q.get(), 0, 1);
+      p.owner_id = Text(q.get(), 0, 2);
+    } else {
+      p.kind = PrincipalKind::kOwner;
+      p.owner_id = Text(q.get(), 0, 1);
+      p.key_id = Text(q.get(), 0, 2);
+    }
+    return p;
+  });
+}
+
+// ---------------------------------------------------------------- rules
+
+Result<Rule> PostgresMetadataStore::CreateRule(const Rule& rule) {
+  Result<Rule> created = WithConnection<Rule>(false, [&](PGconn* c) -> Result<Rule> {
+    Result<PgResult> ins =
+        Exec(c,
+             "INSERT INTO rules (rule_id, owner_id, body, created_at, "
+             "updated_at) VALUES ($1, $2, $3::json, joule_ts($4), joule_ts($4)) "
+             "RETURNING " JOULE_RULE_COLUMNS,
+             Params().Text(rule.id).Text(rule.owner_id).Text(rule.json).Int(NowMicros()));
+    if (ins.status().code() == StatusCode::kAlreadyExists) {
+      return Status::AlreadyExists("rule already exists: " + rule.id);
+    }
+    JOULE_RETURN_IF_ERROR(ins.status());
+    return ReadRule(ins->get(), 0);
+  });
+  if (created.ok()) Publish({MetadataChange::Kind::kRule, rule.id});
+  return created;
+}
+
+Result<Rule> PostgresMetadataStore::GetRule(std::string_view id) {
+  return WithConnection<Rule>(true, [&](PGconn* c) -> Result<Rule> {
+    JOULE_ASSIGN_OR_RETURN(
+        PgResult q,
+        Exec(c, "SELECT " JOULE_RULE_COLUMNS " FROM rules WHERE rule_id = $1", Params().Text(id)));
+    if (PQntuples(q.get()) == 0) return Status::NotFound("rule not found: " + std::string(id));
+    return ReadRule(q.get(), 0);
+  });
+}
+
+Result<std::vector<Rule>> PostgresMetadataStore::ListRules(std::optional<std::string> owner_id) {
+  return WithConnection<std::vector<Rule>>(true, [&](PGconn* c) -> Result<std::vector<Rule>> {
+    JOULE_ASSIGN_OR_RETURN(PgResult q, Exec(c,
+                                            "SELECT " JOULE_RULE_COLUMNS
+                                            " FROM rules WHERE ($1::text IS NULL OR owner_id = $1) "
+                                            "ORDER BY rule_id COLLATE \"C\"",
+                                            Params().OptText(owner_id)));
+    std::vector<Rule> rules;
+    for (int i = 0; i < PQntuples(q.get()); ++i) rules.push_back(ReadRule(q.get(), i));
+    return rules;
+  });
+}
+
+Result<Rule> PostgresMetadataStore::ReplaceRule(const Rule& rule) {
+  Result<Rule> replaced = WithConnection<Rule>(true, [&](PGconn* c) -> Result<Rule> {
+    JOULE_ASSIGN_OR_RETURN(
+        PgResult up,
+        Exec(c,
+             "UPDATE rules SET owner_id = $2, body = $3::json, updated_at = "
+             "joule_ts($4) WHERE rule_id = $1 RETURNING " JOULE_RULE_COLUMNS,
+             Params().Text(rule.id).Text(rule.owner_id).Text(rule.json).Int(NowMicros())));
+    if (PQntuples(up.get()) == 0) return Status::NotFound("rule not found: " + rule.id);
+    return ReadRule(up.get(), 0);
+  });
+  if (replaced.ok()) Publish({MetadataChange::Kind::kRule, rule.id});
+  return replaced;
+}
+
+Status PostgresMetadataStore::DeleteRule(std::string_view id) {
+  Result<bool> r = WithConnection<bool>(true, [&](PGconn* c) -> Result<bool> {
+    JOULE_ASSIGN_OR_RETURN(PgResult del,
+                           Exec(c, "DELETE FROM rules WHERE rule_id = $1", Params().Text(id)));
+    return std::string_view(PQcmdTuples(del.get())) != "0";
+  });
+  JOULE_RETURN_IF_ERROR(r.status());
+  if (!*r) return Status::NotFound("rule not found: " + std::string(id));
+  Publish({MetadataChange::Kind::kRule, std::string(id)});
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------- alerts
+
+Result<bool> PostgresMetadataStore::UpsertAlert(const Alert& alert) {
+  return WithConnection<bool>(true, [&](PGconn* c) -> Result<bool> {
+    JOULE_ASSIGN_OR_RETURN(
+        PgResult up,
+        Exec(c,
+             "INSERT INTO alerts (alert_id, rule_id, device_id, owner_id, state, acked, "
+             "snoozed_until, opened_at, updated_at, body) VALUES ($1, $2, $3, $4, $5, $6, "
+             "joule_ts($7), joule_ts($8), joule_ts($9), $10::json) "
+             "ON CONFLICT (alert_id) DO UPDATE SET rule_id = EXCLUDED.rule_id, "
+             "device_id = EXCLUDED.device_id, owner_id = EXCLUDED.owner_id, "
+             "state = EXCLUDED.state, updated_at = EXCLUDED.updated_at, body = EXCLUDED.body "
+             "WHERE EXCLUDED.updated_at >= alerts.updated_at",
+             Params()
+                 .Text(alert.id)
+                 .Text(alert.rule_id)
+                 .Text(alert.device_id)
+                 .Text(alert.owner_id)
+                 .Text(AlertStateName(alert.state))
+                 .Bool(alert.acked)
+                 .OptInt(NanosToMicros(alert.snoozed_until_ns))
+                 .Int(alert.opened_at_ns / 1000)
+                 .Int(alert.updated_at_ns / 1000)
+                 .Text(alert.json)));
+    return std::string_view(PQcmdTuples(up.get())) != "0";
+  });
+}
+
+Result<Alert> PostgresMetadataStore::GetAlert(std::string_view id) {
+  return WithConnection<Alert>(true, [&](PGconn* c) -> Result<Alert> {
+    JOULE_ASSIGN_OR_RETURN(PgResult q,
+                           Exec(c, "SELECT " JOULE_ALERT_COLUMNS " FROM alerts WHERE alert_id = $1",
+                                Params().Text(id)));
+    if (PQntuples(q.get()) == 0) return Status::NotFound("alert not found: " + std::string(id));
+    return ReadAlert(q.get(), 0);
+  });
+}
+
+Result<AlertPage> PostgresMetadataStore::ListAlerts(const AlertFilter& filter) {
+  size_t limit = filter.limit == 0 ? 1 : filter.limit;
+  std::optional<int64_t> cursor_opened;
+  std::optional<std::string> cursor_id;
+  if (!filter.after.empty()) {
+    int64_t opened = 0;
+    std::string id;
+    if (!ParseAlertCursor(filter.after, &opened, &id)) {
+      return Status::InvalidArgument("invalid alert cursor");
+    }
+    cursor_opened = opened;
+    cursor_id = std::move(id);
+  }
+  std::optional<std::string> state;
+  if (filter.state) state = std::string(AlertStateName(*filter.state));
+  return WithConnection<AlertPage>(true, [&](PGconn* c) -> Result<AlertPage> {
+    JOULE_ASSIGN_OR_RETURN(
+        PgResult q,
+        Exec(c,
+             "SELECT " JOULE_ALERT_COLUMNS
+             " FROM alerts WHERE ($1::text IS NULL OR device_id = $1) "
+             "AND ($2::text IS NULL OR owner_id = $2) AND ($3::text IS NULL OR rule_id = $3) "
+             "AND ($4::text IS NULL OR state = $4) "
+             "AND ($5::bigint IS NULL OR opened_at >= joule_ts($5)) "
+             "AND ($6::bigint IS NULL OR opened_at < joule_ts($6)) "
+             "AND ($7::bigint IS NULL OR opened_at < joule_ts($7) OR "
+             "(opened_at = joule_ts($7) AND alert_id COLLATE \"C\" < $8::text)) "
+             "ORDER BY opened_at DESC, alert_id COLLATE \"C\" DESC LIMIT $9",
+             Params()
+                 .OptText(filter.device_id)
+                 .OptText(filter.owner_id)
+                 .OptText(filter.rule_id)
+                 .OptText(state)
+                 .OptInt(NanosToMicros(filter.from_ns))
+                 .OptInt(NanosToMicros(filter.to_ns))
+                 .OptInt(cursor_opened)
+                 .OptText(cursor_id)
+                 .Int(static_cast<int64_t>(limit) + 1)));
+    AlertPage page;
+    for (int i = 0; i < PQntuples(q.get()); ++i) {
+      if (page.alerts.size() == limit) {
+        const Alert& last = page.alerts.back();
+        page.next_cursor = std::to_string(last.opened_at_ns / 1000) + ":" + last.id;
+        break;
+      }
+      page.alerts.push_back(ReadAlert(q.get(), i));
+    }
+    return page;
+  });
+}
+
+Result<Alert> PostgresMetadataStore::SetAlertAcked(std::string_view id, bool acked) {
+  return WithConnection<Alert>(true, [&](PGconn* c) -> Result<Alert> {
+    JOULE_ASSIGN_OR_RETURN(PgResult up, Exec(c,
+                                             "UPDATE alerts SET acked = $2 WHERE alert_id = $1 "
+                                             "RETURNING " JOULE_ALERT_COLUMNS,
+                                             Params().Text(id).Bool(acked)));
+    if (PQntuples(up.get()) == 0) return Status::NotFound("alert not found: " + std::string(id));
+    return ReadAlert(up.get(), 0);
+  });
+}
+
+Result<Alert> PostgresMetadataStore::SnoozeAlert(std::string_view id,
+                                                 std::optional<int64_t> until_ns) {
+  return WithConnection<Alert>(true, [&](PGconn* c) -> Result<Alert> {
+    JOULE_ASSIGN_OR_RETURN(
+        PgResult up, Exec(c,
+                          "UPDATE alerts SET snoozed_until = joule_ts($2) WHERE alert_id = $1 "
+                          "RETURNING " JOULE_ALERT_COLUMNS,
+                          Params().Text(id).OptInt(NanosToMicros(until_ns))));
+    if (PQntuples(up.get()) == 0) return Status::NotFound("alert not found: " + std::string(id));
+    return ReadAlert(up.get(), 0);
+  });
+}
+
+// ---------------------------------------------------------------- listener
+
+void PostgresMetadataStore::ListenLoop() {
+  auto mark_tried = [this] {
+    std::lock_guard<std::mutex> lock(listener_mu_);
+    listener_tried_ = true;
+    listener_cv_.notify_all();
+  };
+  int backoff_ms = 100;
+  while (!stop_.load()) {
+    PGconn* conn = Connect(url_);
+    bool ok = PQstatus(conn) == CONNECTION_OK &&
+              ExecScript(conn, "LISTEN joule_devices; LISTEN joule_metadata").ok() &&
+              PQsetnonblocking(conn, 1) == 0;
+    if (ok) {
+      listener_connected_.store(true);
+      backoff_ms = 100;
+      // Whatever changed while no one listened is unknown: everyone drops everything.
+      Publish({MetadataChange::Kind::kAll, ""});
+      mark_tried();
+      while (!stop_.load()) {
+        int sock = PQsocket(conn);
+        if (sock < 0) break;
+        fd_set fds;
+        FD_ZERO(&fds);
+        FD_SET(sock, &fds);
+        FD_SET(wake_fd_, &fds);
+        timeval tv{1, 0};
+        int rc = select(std::max(sock, wake_fd_) + 1, &fds, nullptr, nullptr, &tv);
+        if (rc < 0 && errno != EINTR) break;
+        if (stop_.load()) break;
+        if (PQconsumeInput(conn) == 0) break;  // connection lost
+        while (PGnotify* n = PQnotifies(conn)) {
+          bool own;
+          {
+            std::lock_guard<std::mutex> lock(pids_mu_);
+            own = own_pids_.contains(n->be_pid);
+          }
+          if (own) {  // already published by the writing thread
+            PQfreemem(n);
+            continue;
+          }
+          std::string_view channel = n->relname;
+          std::string_view payload = n->extra ? n->extra : "";
+          MetadataChange change;
+          if (channel == "joule_devices") {
+            change = {MetadataChange::Kind::kDevice, std::string(payload)};
+          } else if (payload.starts_with("tokens:")) {
+            change = {MetadataChange::Kind::kDeviceTokens, std::string(payload.substr(7))};
+          } else if (payload.starts_with("keys:")) {
+            change = {MetadataChange::Kind::kOwnerKeys, std::string(payload.substr(5))};
+          } else if (payload.starts_with("rule:")) {
+            change = {MetadataChange::Kind::kRule, std::string(payload.substr(5))};
+          } else {
+            change = {MetadataChange::Kind::kAll, ""};
+          }
+          PQfreemem(n);
+          Publish(change);
+        }
+        if (PQstatus(conn) != CONNECTION_OK) break;
+      }
+      listener_connected_.store(false);
+    }
+    PQfinish(conn);
+    mark_tried();
+    if (stop_.load()) break;
+    std::unique_lock<std::mutex> lock(listener_mu_);
+    listener_cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms),
+                          [&] { return stop_.load(); });
+    backoff_ms = std::min(backoff_ms * 2, 5000);
+  }
+}
+
+}  // namespace joule::store

@@ -1,0 +1,109 @@
+// PostgresMetadataStore: MetadataStore on PostgreSQL through libpq.
+// - Every query is parameterized (PQexecParams); only the constant migration scripts
+//   and transaction control go through PQexec.
+// - A small pool of connections (a mutex and a condition variable). A connection found
+//   broken is reset before use; a query that fails because the connection broke returns
+//   Unavailable, after one retry when the operation is safe to repeat.
+// - Change notification: triggers (migration 1) NOTIFY `joule_devices` (payload: the
+//   device_id) on any change to `devices`, and `joule_metadata` (payload "tokens:<device>",
+//   "keys:<owner>", "rule:<id>", or "*" after TRUNCATE) on the other tables. A listener
+//   thread with its own connection LISTENs, waits on the socket with select() and a
+//   timeout, and publishes each notification to Subscribe() listeners. It reconnects
+//   with backoff; after each (re)connect it publishes kAll, since notifications sent
+//   while it was away are lost.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include "store/metadata_store.h"
+
+struct pg_conn;
+
+namespace joule::store {
+
+class PostgresMetadataStore final : public MetadataStore {
+ public:
+  // Connects, applies migrations, and starts the listener (waiting up to 5 s for its
+  // first LISTEN, so changes made after Open returns are seen).
+  static Result<std::unique_ptr<PostgresMetadataStore>> Open(const std::string& url,
+                                                             const Clock* clock, int pool_size);
+  ~PostgresMetadataStore() override;
+
+  std::string_view backend() const override { return "postgres"; }
+  // Whether the listener is connected (when not, external changes are not seen until it
+  // reconnects and publishes kAll).
+  bool listener_connected() const { return listener_connected_.load(); }
+
+  Status Migrate() override;
+  Result<int> SchemaVersion() override;
+
+  Result<Device> CreateDevice(const Device& device, std::string* token) override;
+  Result<Device> GetDevice(std::string_view device_id) override;
+  Result<DevicePage> ListDevices(const ListDevicesOptions& options) override;
+  Result<Device> UpdateDevice(std::string_view device_id, const DeviceUpdate& update) override;
+  Status DeleteDevice(std::string_view device_id) override;
+
+  Result<std::string> IssueDeviceToken(std::string_view device_id) override;
+  Result<std::string> RotateDeviceToken(std::string_view device_id) override;
+  Status RevokeDeviceTokens(std::string_view device_id) override;
+  Result<OwnerKey> CreateOwnerKey(std::string_view owner_id) override;
+  Status RevokeOwnerKey(std::string_view key_id) override;
+  Result<std::vector<OwnerKey>> ListOwnerKeys(std::string_view owner_id) override;
+  Result<Principal> AuthenticateToken(std::string_view token) override;
+
+  Result<Rule> CreateRule(const Rule& rule) override;
+  Result<Rule> GetRule(std::string_view id) override;
+  Result<std::vector<Rule>> ListRules(std::optional<std::string> owner_id) override;
+  Result<Rule> ReplaceRule(const Rule& rule) override;
+  Status DeleteRule(std::string_view id) override;
+
+  Result<bool> UpsertAlert(const Alert& alert) override;
+  Result<Alert> GetAlert(std::string_view id) override;
+  Result<AlertPage> ListAlerts(const AlertFilter& filter) override;
+  Result<Alert> SetAlertAcked(std::string_view id, bool acked) override;
+  Result<Alert> SnoozeAlert(std::string_view id, std::optional<int64_t> until_ns) override;
+
+ private:
+  PostgresMetadataStore(std::string url, const Clock* clock, int pool_size);
+
+  // Runs `fn` on a pooled connection. When it fails with Unavailable because the
+  // connection broke and `retry` is true, runs it once more on a fresh connection.
+  template <typename T, typename Fn>
+  Result<T> WithConnection(bool retry, Fn&& fn);
+  Result<pg_conn*> Acquire();
+  void Release(pg_conn* conn);
+
+  int64_t NowMicros() const;
+  void ListenLoop();
+
+  const std::string url_;
+  const Clock* clock_;
+  const size_t pool_size_;
+
+  std::mutex pool_mu_;
+  std::condition_variable pool_cv_;
+  std::vector<pg_conn*> idle_;
+  size_t open_ = 0;  // connections handed out or idle
+
+  // Backend pids of the pool's connections: notifications caused by our own writes were
+  // already published in-process, so the listener skips them.
+  std::mutex pids_mu_;
+  std::unordered_set<int> own_pids_;
+
+  std::thread listener_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> listener_connected_{false};
+  std::mutex listener_mu_;
+  std::condition_variable listener_cv_;
+  bool listener_tried_ = false;  // first attempt finished (guarded by listener_mu_)
+  int wake_fd_ = -1;             // eventfd that wakes the listener for shutdown
+};
+
+}  // namespace joule::store

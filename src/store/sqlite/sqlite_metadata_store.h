@@ -1,0 +1,71 @@
+// SqliteMetadataStore: the embedded MetadataStore, one SQLite file (normally
+// {data_dir}/metadata.db). WAL mode, synchronous=FULL (a write that returned is
+// durable), foreign keys on, busy timeout 5 s. One connection guarded by a mutex:
+// metadata traffic is small because the MetadataCache serves the hot reads.
+// Change notification is in-process only: another process writing the same file is
+// not noticed (use PostgreSQL for several writers).
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "store/metadata_store.h"
+
+struct sqlite3;
+
+namespace joule::store {
+
+class SqliteMetadataStore final : public MetadataStore {
+ public:
+  // Opens (creating if missing) the database file and applies migrations.
+  static Result<std::unique_ptr<SqliteMetadataStore>> Open(const std::string& path,
+                                                           const Clock* clock);
+  ~SqliteMetadataStore() override;
+
+  std::string_view backend() const override { return "sqlite"; }
+  Status Migrate() override;
+  Result<int> SchemaVersion() override;
+
+  Result<Device> CreateDevice(const Device& device, std::string* token) override;
+  Result<Device> GetDevice(std::string_view device_id) override;
+  Result<DevicePage> ListDevices(const ListDevicesOptions& options) override;
+  Result<Device> UpdateDevice(std::string_view device_id, const DeviceUpdate& update) override;
+  Status DeleteDevice(std::string_view device_id) override;
+
+  Result<std::string> IssueDeviceToken(std::string_view device_id) override;
+  Result<std::string> RotateDeviceToken(std::string_view device_id) override;
+  Status RevokeDeviceTokens(std::string_view device_id) override;
+  Result<OwnerKey> CreateOwnerKey(std::string_view owner_id) override;
+  Status RevokeOwnerKey(std::string_view key_id) override;
+  Result<std::vector<OwnerKey>> ListOwnerKeys(std::string_view owner_id) override;
+  Result<Principal> AuthenticateToken(std::string_view token) override;
+
+  Result<Rule> CreateRule(const Rule& rule) override;
+  Result<Rule> GetRule(std::string_view id) override;
+  Result<std::vector<Rule>> ListRules(std::optional<std::string> owner_id) override;
+  Result<Rule> ReplaceRule(const Rule& rule) override;
+  Status DeleteRule(std::string_view id) override;
+
+  Result<bool> UpsertAlert(const Alert& alert) override;
+  Result<Alert> GetAlert(std::string_view id) override;
+  Result<AlertPage> ListAlerts(const AlertFilter& filter) override;
+  Result<Alert> SetAlertAcked(std::string_view id, bool acked) override;
+  Result<Alert> SnoozeAlert(std::string_view id, std::optional<int64_t> until_ns) override;
+
+ private:
+  SqliteMetadataStore(sqlite3* db, const Clock* clock) : db_(db), clock_(clock) {}
+  int64_t NowMicros() const;
+  Status Exec(const char* sql);  // REQUIRES: mu_ held
+  Result<Device> GetDeviceLocked(std::string_view device_id);
+  Status DeviceExistsLocked(std::string_view device_id);
+  Result<std::string> InsertDeviceTokenLocked(std::string_view device_id);
+  Result<Rule> GetRuleLocked(std::string_view id);
+  Result<Alert> GetAlertLocked(std::string_view id);
+
+  std::mutex mu_;
+  sqlite3* db_;
+  const Clock* clock_;
+};
+
+}  // namespace joule::store

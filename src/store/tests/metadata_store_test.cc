@@ -1,0 +1,1121 @@
+// The same cases run against SQLite (a temp file) and a real PostgreSQL (a fresh
+// database per test, created on the server of JOULE_TEST_PG_URL, which the test command
+// provides; without it the PostgreSQL cases fail, they do not skip).
+#include "store/metadata_store.h"
+
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/clock.h"
+#include "store/metadata_cache.h"
+#include "store/metadata_token.h"
+#include "store/postgres/postgres_metadata_store.h"
+
+namespace joule::store {
+namespace {
+
+using Rows = std::vector<std::vector<std::string>>;
+constexpr const char* kNull = "<null>";
+
+std::string RandomSuffix() {
+  std::random_device rd;
+  std::mt19937_64 gen(rd());
+  std::ostringstream out;
+  out << std::hex << gen();
+  return out.str();
+}
+
+// Removes JSON whitespace outside strings (PostgreSQL's jsonb re-spaces objects).
+std::string CompactJson(std::string_view json) {
+  std::string out;
+  bool in_string = false;
+  for (size_t i = 0; i < json.size(); ++i) {
+    char c = json[i];
+    if (in_string) {
+      out += c;
+      if (c == '\\' && i + 1 < json.size())
+        out += json[++i];
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+      out += c;
+    } else if (c != ' ' && c != '\n' && c != '\t' && c != '\r') {
+      out += c;
+    }
+  }
+  return out;
+}
+
+std::string Hex(std::string_view bytes) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out += kHex[c >> 4];
+    out += kHex[c & 15];
+  }
+  return out;
+}
+
+// Polls `pred` until it holds or `timeout` passes. Returns whether it held.
+template <typename Pred>
+bool Eventually(Pred pred, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    if (pred()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+// Direct access to the database behind a store, bypassing it ("another writer").
+class RawDb {
+ public:
+  virtual ~RawDb() = default;
+  // Runs one statement; ADD_FAILURE on error. Rows as text, NULL as "<null>".
+  virtual Rows Query(const std::string& sql) = 0;
+};
+
+class SqliteRawDb final : public RawDb {
+ public:
+  explicit SqliteRawDb(const std::string& path) {
+    EXPECT_EQ(sqlite3_open(path.c_str(), &db_), SQLITE_OK);
+    sqlite3_busy_timeout(db_, 5000);
+  }
+  ~SqliteRawDb() override { sqlite3_close(db_); }
+  Rows Query(const std::string& sql) override {
+    Rows rows;
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) {
+      ADD_FAILURE() << sql << ": " << sqlite3_errmsg(db_);
+      return rows;
+    }
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+      std::vector<std::string> row;
+      for (int c = 0; c < sqlite3_column_count(st); ++c) {
+        const unsigned char* t = sqlite3_column_text(st, c);
+        row.push_back(t ? reinterpret_cast<const char*>(t) : kNull);
+      }
+      rows.push_back(std::move(row));
+    }
+    if (rc != SQLITE_DONE) ADD_FAILURE() << sql << ": " << sqlite3_errmsg(db_);
+    sqlite3_finalize(st);
+    return rows;
+  }
+
+ private:
+  sqlite3* db_ = nullptr;
+};
+
+class PgRawDb final : public RawDb {
+ public:
+  explicit PgRawDb(const std::string& url) : conn_(PQconnectdb(url.c_str())) {
+    EXPECT_EQ(PQstatus(conn_), CONNECTION_OK) << PQerrorMessage(conn_);
+  }
+  ~PgRawDb() override { PQfinish(conn_); }
+  Rows Query(const std::string& sql) override {
+    Rows rows;
+    PGresult* r = PQexec(conn_, sql.c_str());
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+      ADD_FAILURE() << sql << ": " << PQresultErrorMessage(r);
+    } else {
+      for (int i = 0; i < PQntuples(r); ++i) {
+        std::vector<std::string> row;
+        for (int c = 0; c < PQnfields(r); ++c) {
+          row.push_back(PQgetisnull(r, i, c) ? kNull : PQgetvalue(r, i, c));
+        }
+        rows.push_back(std::move(row));
+      }
+    }
+    PQclear(r);
+    return rows;
+  }
+
+ private:
+  PGconn* conn_;
+};
+
+// A libpq URL with its database name replaced.
+std::string WithDatabase(const std::string& url, const std::string& db) {
+  size_t scheme = url.find("://");
+  if (scheme == std::string::npos) return url + " dbname=" + db;  // key=value conninfo
+  size_t slash = url.find('/', scheme + 3);
+  size_t query = url.find('?', scheme + 3);
+  std::string rest = query == std::string::npos ? "" : url.substr(query);
+  std::string base = url.substr(0, std::min(slash, query));
+  return base + "/" + db + rest;
+}
+
+// A fresh, empty PostgreSQL database for one test; dropped afterwards.
+class PgTestDatabase {
+ public:
+  static constexpr const char* kEnv = "JOULE_TEST_PG_URL";
+
+  // Empty url (and a failure recorded) when the server is not configured or reachable.
+  PgTestDatabase() {
+    const char* env = std::getenv(kEnv);
+    if (env == nullptr || *env == '\0') {
+      ADD_FAILURE() << kEnv
+                    << " is not set: the PostgreSQL metadata tests need a real server. Run "
+                       "`eval \"$(scripts/test-services.sh start)\"` first (the test command "
+                       "does this).";
+      return;
+    }
+    admin_url_ = env;
+    name_ = "joule_t_" + RandomSuffix();
+    PgRawDb admin(admin_url_);
+    admin.Query("CREATE DATABASE " + name_);
+    if (::testing::Test::HasFailure()) return;
+    url_ = WithDatabase(admin_url_, name_);
+  }
+  ~PgTestDatabase() {
+    if (url_.empty()) return;
+    PgRawDb admin(admin_url_);
+    admin.Query("DROP DATABASE IF EXISTS " + name_ + " WITH (FORCE)");
+  }
+  const std::string& url() const { return url_; }
+
+ private:
+  std::string admin_url_;
+  std::string name_;
+  std::string url_;
+};
+
+enum class Backend { kSqlite, kPostgres };
+
+std::string BackendName(const ::testing::TestParamInfo<Backend>& info) {
+  return info.param == Backend::kSqlite ? "Sqlite" : "Postgres";
+}
+
+class MetadataStoreTest : public ::testing::TestWithParam<Backend> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == Backend::kPostgres) {
+      pg_ = std::make_unique<PgTestDatabase>();
+      ASSERT_FALSE(pg_->url().empty()) << "no PostgreSQL test database";
+      url_ = pg_->url();
+    } else {
+      dir_ = std::filesystem::temp_directory_path() / ("joule-meta-" + RandomSuffix());
+      std::filesystem::create_directories(dir_);
+      url_ = (dir_ / "metadata.db").string();
+    }
+    store_ = Open();
+    ASSERT_NE(store_, nullptr);
+  }
+  void TearDown() override {
+    store_.reset();
+    raw_.reset();
+    pg_.reset();
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+
+  std::unique_ptr<MetadataStore> Open(const Clock* clock = nullptr) {
+    MetadataStoreOptions options;
+    options.backend =
+        GetParam() == Backend::kSqlite ? MetadataBackend::kSqlite : MetadataBackend::kPostgres;
+    options.url = url_;
+    options.clock = clock;
+    auto r = OpenMetadataStore(options);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? std::move(r).value() : nullptr;
+  }
+
+  RawDb& Raw() {
+    if (!raw_) {
+      if (GetParam() == Backend::kSqlite) {
+        raw_ = std::make_unique<SqliteRawDb>(url_);
+      } else {
+        raw_ = std::make_unique<PgRawDb>(url_);
+      }
+    }
+    return *raw_;
+  }
+  bool IsPg() const { return GetParam() == Backend::kPostgres; }
+  // The SQL to read a bytes column as lower-case hex.
+  std::string HexOf(const std::string& column) const {
+    return IsPg() ? "encode(" + column + ", 'hex')" : "lower(hex(" + column + "))";
+  }
+
+  static Device MakeDevice(const std::string& id, const std::string& owner = "owner-1") {
+    Device d;
+    d.device_id = id;
+    d.owner_id = owner;
+    d.name = "Plug " + id;
+    d.model = "plug-v2";
+    d.location = "kitchen";
+    d.timezone = "Europe/Berlin";
+    d.installed_at_ns = int64_t{1'764'000'000'123'456} * 1000;
+    // Keys in jsonb's canonical order (shorter first), so the text survives PostgreSQL.
+    d.config_json = R"({"tags": ["a", "b"], "max_power_w": 3600})";
+    return d;
+  }
+
+  static Alert MakeAlert(const std::string& device, const std::string& rule, int64_t opened_s,
+                         AlertState state = AlertState::kFiring,
+                         const std::string& owner = "owner-1") {
+    Alert a;
+    a.id = "alert:" + device + ":" + rule + ":" + std::to_string(opened_s);
+    a.rule_id = rule;
+    a.device_id = device;
+    a.owner_id = owner;
+    a.state = state;
+    a.opened_at_ns = opened_s * kNanosPerSecond;
+    a.updated_at_ns = opened_s * kNanosPerSecond;
+    a.json = R"({"id":")" + a.id + R"(","state":")" + std::string(AlertStateName(state)) + "\"}";
+    return a;
+  }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<PgTestDatabase> pg_;
+  std::string url_;
+  std::unique_ptr<MetadataStore> store_;
+  std::unique_ptr<RawDb> raw_;
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, MetadataStoreTest,
+                         ::testing::Values(Backend::kSqlite, Backend::kPostgres), BackendName);
+
+// ------------------------------------------------------------------ migrations
+
+TEST_P(MetadataStoreTest, MigrationsAreVersionedAndIdempotent) {
+  auto v = store_->SchemaVersion();
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_GE(*v, 1);
+  ASSERT_TRUE(store_->Migrate().ok());
+  ASSERT_TRUE(store_->Migrate().ok());
+  EXPECT_EQ(*store_->SchemaVersion(), *v);
+  // A second process opening the same database migrates nothing more.
+  auto again = Open();
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(*again->SchemaVersion(), *v);
+  Rows rows = Raw().Query("SELECT count(*), max(version) FROM schema_migrations");
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0][0], std::to_string(*v));
+  EXPECT_EQ(rows[0][1], std::to_string(*v));
+}
+
+TEST_P(MetadataStoreTest, RefusesADatabaseFromANewerJoule) {
+  Raw().Query("INSERT INTO schema_migrations (version, applied_at) VALUES (999, " +
+              std::string(IsPg() ? "now()" : "0") + ")");
+  Status st = store_->Migrate();
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("newer"), std::string::npos) << st.ToString();
+}
+
+TEST_P(MetadataStoreTest, ContractDevicesTableHasTheContractColumns) {
+  // CONTRACT §5: devices (device_id text primary key, owner_id text not null, name text,
+  // model text, installed_at timestamptz, timezone text not null default 'UTC',
+  // location text, config jsonb).
+  if (IsPg()) {
+    Rows rows = Raw().Query(
+        "SELECT column_name, data_type, is_nullable, coalesce(column_default, '') FROM "
+        "information_schema.columns WHERE table_name = 'devices' ORDER BY ordinal_position");
+    std::vector<std::string> got;
+    for (const auto& r : rows) got.push_back(r[0] + " " + r[1] + " " + r[2] + " " + r[3]);
+    std::vector<std::string> want = {
+        "device_id text NO ",
+        "owner_id text NO ",
+        "name text YES ",
+        "model text YES ",
+        "installed_at timestamp with time zone YES ",
+        "timezone text NO 'UTC'::text",
+        "location text YES ",
+        "config jsonb YES ",
+        "created_at timestamp with time zone NO now()",
+        "updated_at timestamp with time zone NO now()",
+    };
+    EXPECT_EQ(got, want);
+    Rows pk = Raw().Query(
+        "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND "
+        "a.attnum = ANY(i.indkey) WHERE i.indrelid = 'devices'::regclass AND i.indisprimary");
+    ASSERT_EQ(pk.size(), 1u);
+    EXPECT_EQ(pk[0][0], "device_id");
+    // A plain INSERT with only the contract's columns works (defaults fill the rest).
+    Raw().Query("INSERT INTO devices (device_id, owner_id) VALUES ('psql-1', 'o')");
+    auto d = store_->GetDevice("psql-1");
+    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    EXPECT_EQ(d->timezone, "UTC");
+    EXPECT_GT(d->created_at_ns, 0);
+  } else {
+    Rows rows = Raw().Query(
+        "SELECT name, type, \"notnull\", coalesce(dflt_value, ''), pk FROM "
+        "pragma_table_info('devices') ORDER BY cid");
+    std::vector<std::string> got;
+    for (const auto& r : rows)
+      got.push_back(r[0] + " " + r[1] + " " + r[2] + " " + r[3] + " " + r[4]);
+    std::vector<std::string> want = {
+        "device_id TEXT 1  1",     "owner_id TEXT 1  0",        "name TEXT 0  0",
+        "model TEXT 0  0",         "installed_at INTEGER 0  0", "timezone TEXT 1 'UTC' 0",
+        "location TEXT 0  0",      "config TEXT 0  0",          "created_at INTEGER 1  0",
+        "updated_at INTEGER 1  0",
+    };
+    EXPECT_EQ(got, want);
+  }
+}
+
+// ------------------------------------------------------------------ devices
+
+TEST_P(MetadataStoreTest, DeviceRoundTrip) {
+  int64_t before = SystemClock::Default()->NowNanos();
+  Device in = MakeDevice("plug-42");
+  auto created = store_->CreateDevice(in, nullptr);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  auto got = store_->GetDevice("plug-42");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  for (const Device* d : {&*created, &*got}) {
+    EXPECT_EQ(d->device_id, "plug-42");
+    EXPECT_EQ(d->owner_id, "owner-1");
+    EXPECT_EQ(d->name, "Plug plug-42");
+    EXPECT_EQ(d->model, "plug-v2");
+    EXPECT_EQ(d->location, "kitchen");
+    EXPECT_EQ(d->timezone, "Europe/Berlin");
+    EXPECT_EQ(d->installed_at_ns, in.installed_at_ns);  // whole microseconds survive
+    EXPECT_EQ(CompactJson(d->config_json), CompactJson(in.config_json));
+    EXPECT_GE(d->created_at_ns, before / 1000 * 1000);
+    EXPECT_EQ(d->updated_at_ns, d->created_at_ns);
+  }
+}
+
+TEST_P(MetadataStoreTest, DeviceDefaultsAndEmptyFields) {
+  Device d;
+  d.device_id = "bare";
+  d.owner_id = "o";
+  d.timezone = "";
+  ASSERT_TRUE(store_->CreateDevice(d, nullptr).ok());
+  auto got = store_->GetDevice("bare");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->timezone, "UTC");
+  EXPECT_EQ(got->name, "");
+  EXPECT_FALSE(got->installed_at_ns.has_value());
+  EXPECT_EQ(got->config_json, "");
+  Rows rows = Raw().Query("SELECT name, config, installed_at FROM devices WHERE device_id='bare'");
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0], (std::vector<std::string>{kNull, kNull, kNull}));
+}
+
+TEST_P(MetadataStoreTest, DuplicateDeviceIsAlreadyExists) {
+  ASSERT_TRUE(store_->CreateDevice(MakeDevice("d1"), nullptr).ok());
+  auto dup = store_->CreateDevice(MakeDevice("d1", "someone-else"), nullptr);
+  EXPECT_EQ(dup.status().code(), StatusCode::kAlreadyExists) << dup.status().ToString();
+  EXPECT_EQ(store_->GetDevice("d1")->owner_id, "owner-1");
+}
+
+TEST_P(MetadataStoreTest, MissingDeviceIsNotFound) {
+  EXPECT_EQ(store_->GetDevice("nope").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->UpdateDevice("nope", {}).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->DeleteDevice("nope").code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->IssueDeviceToken("nope").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->RotateDeviceToken("nope").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->RevokeDeviceTokens("nope").code(), StatusCode::kNotFound);
+}
+
+TEST_P(MetadataStoreTest, InvalidConfigJsonIsInvalidArgument) {
+  Device d = MakeDevice("bad-json");
+  d.config_json = "{not json";
+  EXPECT_EQ(store_->CreateDevice(d, nullptr).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->GetDevice("bad-json").status().code(), StatusCode::kNotFound);
+}
+
+TEST_P(MetadataStoreTest, PartialUpdate) {
+  ManualClock clock(int64_t{1'800'000'000} * kNanosPerSecond);
+  store_.reset();
+  store_ = Open(&clock);
+  ASSERT_TRUE(store_->CreateDevice(MakeDevice("d1"), nullptr).ok());
+  clock.Advance(kNanosPerMinute);
+
+  DeviceUpdate up;
+  up.name = "Fridge";
+  up.timezone = "Asia/Kolkata";
+  auto r = store_->UpdateDevice("d1", up);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->name, "Fridge");
+  EXPECT_EQ(r->timezone, "Asia/Kolkata");
+  EXPECT_EQ(r->model, "plug-v2");  // untouched
+  EXPECT_EQ(r->location, "kitchen");
+  EXPECT_EQ(r->installed_at_ns, MakeDevice("d1").installed_at_ns);
+  EXPECT_EQ(r->created_at_ns, int64_t{1'800'000'000} * kNanosPerSecond);
+  EXPECT_EQ(r->updated_at_ns, r->created_at_ns + kNanosPerMinute);
+
+  DeviceUpdate clear;
+  clear.installed_at_ns = std::optional<int64_t>();  // set to null
+  clear.location = "";
+  clear.config_json = R"({"x":1})";
+  clear.owner_id = "owner-2";
+  r = store_->UpdateDevice("d1", clear);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_FALSE(r->installed_at_ns.has_value());
+  EXPECT_EQ(r->location, "");
+  EXPECT_EQ(r->owner_id, "owner-2");
+  EXPECT_EQ(r->name, "Fridge");
+  EXPECT_EQ(CompactJson(store_->GetDevice("d1")->config_json), R"({"x":1})");
+}
+
+TEST_P(MetadataStoreTest, DeleteDevice) {
+  ASSERT_TRUE(store_->CreateDevice(MakeDevice("d1"), nullptr).ok());
+  ASSERT_TRUE(store_->DeleteDevice("d1").ok());
+  EXPECT_EQ(store_->GetDevice("d1").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->DeleteDevice("d1").code(), StatusCode::kNotFound);
+  // The id can be registered again.
+  EXPECT_TRUE(store_->CreateDevice(MakeDevice("d1"), nullptr).ok());
+}
+
+TEST_P(MetadataStoreTest, ListDevicesPagesAndFiltersByOwner) {
+  std::vector<std::string> ids = {"b", "a", "C", "d.1", "d:2", "e-3", "Z"};
+  for (size_t i = 0; i < ids.size(); ++i) {
+    ASSERT_TRUE(store_->CreateDevice(MakeDevice(ids[i], i % 2 ? "odd" : "even"), nullptr).ok());
+  }
+  std::vector<std::string> sorted = ids;
+  std::sort(sorted.begin(), sorted.end());  // byte order on both backends
+
+  std::vector<std::string> seen;
+  ListDevicesOptions opt;
+  opt.limit = 3;
+  int pages = 0;
+  while (true) {
+    auto page = store_->ListDevices(opt);
+    ASSERT_TRUE(page.ok()) << page.status().ToString();
+    ++pages;
+    for (const auto& d : page->devices) seen.push_back(d.device_id);
+    if (page->next_cursor.empty()) break;
+    EXPECT_EQ(page->devices.size(), 3u);
+    opt.after = page->next_cursor;
+    ASSERT_LT(pages, 10);
+  }
+  EXPECT_EQ(pages, 3);
+  EXPECT_EQ(seen, sorted);
+
+  ListDevicesOptions odd;
+  odd.owner_id = "odd";
+  auto page = store_->ListDevices(odd);
+  ASSERT_TRUE(page.ok());
+  std::vector<std::string> odd_ids;
+  for (const auto& d : page->devices) odd_ids.push_back(d.device_id);
+  EXPECT_EQ(odd_ids, (std::vector<std::string>{"a", "d.1", "e-3"}));
+  EXPECT_TRUE(page->next_cursor.empty());
+
+  // An exact last page has no cursor.
+  ListDevicesOptions all;
+  all.limit = ids.size();
+  EXPECT_TRUE(store_->ListDevices(all)->next_cursor.empty());
+}
+
+// ------------------------------------------------------------------ credentials
+
+TEST_P(MetadataStoreTest, DeviceTokenIssueAuthenticateRotate) {
+  std::string t1;
+  ASSERT_TRUE(store_->CreateDevice(MakeDevice("d1"), &t1).ok());
+  EXPECT_TRUE(t1.starts_with("jd_"));
+  EXPECT_EQ(t1.size(), 46u);  // 256 random bits
+  auto p = store_->AuthenticateToken(t1);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->kind, PrincipalKind::kDevice);
+  EXPECT_EQ(p->device_id, "d1");
+  EXPECT_EQ(p->owner_id, "owner-1");
+
+  auto t2 = store_->IssueDeviceToken("d1");
+  ASSERT_TRUE(t2.ok());
+  EXPECT_NE(*t2, t1);
+  EXPECT_TRUE(store_->AuthenticateToken(t1).ok());  // issuing adds, it does not revoke
+  EXPECT_TRUE(store_->AuthenticateToken(*t2).ok());
+
+  auto t3 = store_->RotateDeviceToken("d1");
+  ASSERT_TRUE(t3.ok());
+  EXPECT_EQ(store_->AuthenticateToken(t1).status().code(), StatusCode::kUnauthenticated);
+  EXPECT_EQ(store_->AuthenticateToken(*t2).status().code(), StatusCode::kUnauthenticated);
+  EXPECT_TRUE(store_->AuthenticateToken(*t3).ok());
+
+  ASSERT_TRUE(store_->RevokeDeviceTokens("d1").ok());
+  EXPECT_EQ(store_->AuthenticateToken(*t3).status().code(), StatusCode::kUnauthenticated);
+}
+
+TEST_P(MetadataStoreTest, DeleteDeviceRevokesItsTokens) {
+  std::string token;
+  ASSERT_TRUE(store_->CreateDevice(MakeDevice("d1"), &token).ok());
+  ASSERT_TRUE(store_->AuthenticateToken(token).ok());
+  ASSERT_TRUE(store_->DeleteDevice("d1").ok());
+  EXPECT_EQ(store_->AuthenticateToken(token).status().code(), StatusCode::kUnauthenticated);
+  EXPECT_EQ(Raw().Query("SELECT count(*) FROM device_tokens")[0][0], "0");
+  // Re-registering the id does not bring the old token back.
+  ASSERT_TRUE(store_->CreateDevice(MakeDevice("d1"), nullptr).ok());
+  EXPECT_EQ(store_->AuthenticateToken(token).status().code(), StatusCode::kUnauthenticated);
+}
+
+TEST_P(MetadataStoreTest, BadTokensAreUnauthenticated) {
+  std::string token;
+  ASSERT_TRUE(store_->CreateDevice(MakeDevice("d1"), &token).ok());
+  std::string flipped = token;
+  flipped.back() = flipped.back() == 'A' ? 'B' : 'A';
+  std::string as_owner = "jo_" + token.substr(3);
+  for (const std::string& bad :
+       {std::string(), std::string("jd_"), token.substr(0, 45), token + "x", flipped, as_owner,
+        std::string("Bearer ") + token, std::string("jd_") + std::string(43, '!')}) {
+    EXPECT_EQ(store_->AuthenticateToken(bad).status().code(), StatusCode::kUnauthenticated) << bad;
+  }
+}
+
+TEST_P(MetadataStoreTest, OwnerKeys) {
+  auto k1 = store_->CreateOwnerKey("owner-1");
+  ASSERT_TRUE(k1.ok()) << k1.status().ToString();
+  EXPECT_TRUE(k1->key.starts_with("jo_"));
+  EXPECT_EQ(k1->key.size(), 46u);
+  EXPECT_FALSE(k1->key_id.empty());
+  auto k2 = store_->CreateOwnerKey("owner-1");
+  ASSERT_TRUE(k2.ok());
+  ASSERT_TRUE(store_->CreateOwnerKey("owner-2").ok());
+
+  auto p = store_->AuthenticateToken(k1->key);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->kind, PrincipalKind::kOwner);
+  EXPECT_EQ(p->owner_id, "owner-1");
+  EXPECT_EQ(p->key_id, k1->key_id);
+  EXPECT_EQ(p->device_id, "");
+
+  auto keys = store_->ListOwnerKeys("owner-1");
+  ASSERT_TRUE(keys.ok());
+  ASSERT_EQ(keys->size(), 2u);
+  for (const auto& k : *keys) EXPECT_EQ(k.key, "");  // never readable again
+
+  ASSERT_TRUE(store_->RevokeOwnerKey(k1->key_id).ok());
+  EXPECT_EQ(store_->AuthenticateToken(k1->key).status().code(), StatusCode::kUnauthenticated);
+  EXPECT_TRUE(store_->AuthenticateToken(k2->key).ok());
+  EXPECT_EQ(store_->RevokeOwnerKey(k1->key_id).code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->ListOwnerKeys("owner-1")->size(), 1u);
+}
+
+TEST_P(MetadataStoreTest, PlaintextTokensAreNeverStored) {
+  std::string device_token;
+  ASSERT_TRUE(store_->CreateDevice(MakeDevice("d1"), &device_token).ok());
+  auto rotated = store_->RotateDeviceToken("d1");
+  ASSERT_TRUE(rotated.ok());
+  auto key = store_->CreateOwnerKey("owner-1");
+  ASSERT_TRUE(key.ok());
+
+  // The stored form is SHA-256 of the token.
+  Rows tokens = Raw().Query("SELECT " + HexOf("token_hash") + " FROM device_tokens");
+  ASSERT_EQ(tokens.size(), 1u);
+  EXPECT_EQ(tokens[0][0], Hex(HashToken(*rotated)));
+  Rows keys = Raw().Query("SELECT " + HexOf("token_hash") + " FROM owner_keys");
+  ASSERT_EQ(keys.size(), 1u);
+  EXPECT_EQ(keys[0][0], Hex(HashToken(key->key)));
+
+  // No column of any row holds any part of a plaintext token.
+  std::vector<std::string> secrets = {device_token.substr(3), rotated->substr(3),
+                                      key->key.substr(3)};
+  for (const char* table : {"device_tokens", "owner_keys", "devices"}) {
+    std::string sql = IsPg() ? std::string("SELECT t::text FROM ") + table + " t"
+                             : std::string("SELECT * FROM ") + table;
+    for (const auto& row : Raw().Query(sql)) {
+      for (const auto& cell : row) {
+        for (const auto& secret : secrets) {
+          EXPECT_EQ(cell.find(secret.substr(0, 16)), std::string::npos) << table << ": " << cell;
+        }
+      }
+    }
+  }
+  if (!IsPg()) {
+    // Nor anywhere in the database files.
+    store_.reset();
+    raw_.reset();
+    for (const auto& entry : std::filesystem::directory_iterator(dir_)) {
+      std::ifstream in(entry.path(), std::ios::binary);
+      std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      for (const auto& secret : secrets) {
+        EXPECT_EQ(bytes.find(secret), std::string::npos) << entry.path();
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------ rules
+
+TEST_P(MetadataStoreTest, RulesCrud) {
+  Rule r;
+  r.id = "rule-1";
+  r.owner_id = "owner-1";
+  r.json =
+      R"({"id":"rule-1","name":"high power","scope":{"device_id":"plug-42"},"kind":"threshold",)"
+      R"("metric":"power_w","aggregate":"max","op":">","threshold":1000})";
+  auto created = store_->CreateRule(r);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  EXPECT_EQ(created->json, r.json);  // byte for byte
+  EXPECT_GT(created->created_at_ns, 0);
+  EXPECT_EQ(store_->CreateRule(r).status().code(), StatusCode::kAlreadyExists);
+
+  Rule other = r;
+  other.id = "rule-0";
+  other.owner_id = "owner-2";
+  ASSERT_TRUE(store_->CreateRule(other).ok());
+  Rule third = r;
+  third.id = "rule-2";
+  ASSERT_TRUE(store_->CreateRule(third).ok());
+
+  auto all = store_->ListRules(std::nullopt);
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 3u);
+  EXPECT_EQ((*all)[0].id, "rule-0");
+  auto mine = store_->ListRules("owner-1");
+  ASSERT_TRUE(mine.ok());
+  ASSERT_EQ(mine->size(), 2u);
+  EXPECT_EQ((*mine)[0].id, "rule-1");
+  EXPECT_EQ((*mine)[1].id, "rule-2");
+
+  Rule replaced = r;
+  replaced.json = R"({"id":"rule-1","threshold":2000})";
+  auto rep = store_->ReplaceRule(replaced);
+  ASSERT_TRUE(rep.ok()) << rep.status().ToString();
+  EXPECT_EQ(store_->GetRule("rule-1")->json, replaced.json);
+  EXPECT_GE(rep->updated_at_ns, rep->created_at_ns);
+
+  Rule bad = r;
+  bad.json = "{oops";
+  EXPECT_EQ(store_->ReplaceRule(bad).status().code(), StatusCode::kInvalidArgument);
+  bad.id = "rule-9";
+  EXPECT_EQ(store_->CreateRule(bad).status().code(), StatusCode::kInvalidArgument);
+
+  ASSERT_TRUE(store_->DeleteRule("rule-1").ok());
+  EXPECT_EQ(store_->GetRule("rule-1").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->DeleteRule("rule-1").code(), StatusCode::kNotFound);
+  Rule ghost = r;
+  ghost.id = "ghost";
+  EXPECT_EQ(store_->ReplaceRule(ghost).status().code(), StatusCode::kNotFound);
+}
+
+// ------------------------------------------------------------------ alerts
+
+TEST_P(MetadataStoreTest, AlertUpsertKeepsTheNewest) {
+  Alert a = MakeAlert("d1", "r1", 1000, AlertState::kPending);
+  auto applied = store_->UpsertAlert(a);
+  ASSERT_TRUE(applied.ok()) << applied.status().ToString();
+  EXPECT_TRUE(*applied);
+
+  Alert firing = a;
+  firing.state = AlertState::kFiring;
+  firing.updated_at_ns += 60 * kNanosPerSecond;
+  firing.json = R"({"state":"firing"})";
+  EXPECT_TRUE(*store_->UpsertAlert(firing));
+
+  Alert stale = a;  // an older update arriving late
+  stale.state = AlertState::kPending;
+  EXPECT_FALSE(*store_->UpsertAlert(stale));
+
+  auto got = store_->GetAlert(a.id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->state, AlertState::kFiring);
+  EXPECT_EQ(got->json, firing.json);
+  EXPECT_EQ(got->opened_at_ns, a.opened_at_ns);
+  EXPECT_EQ(got->updated_at_ns, firing.updated_at_ns);
+  EXPECT_EQ(got->device_id, "d1");
+  EXPECT_EQ(got->rule_id, "r1");
+  EXPECT_EQ(got->owner_id, "owner-1");
+  EXPECT_FALSE(got->acked);
+  EXPECT_FALSE(got->snoozed_until_ns.has_value());
+  EXPECT_EQ(store_->GetAlert("alert:none").status().code(), StatusCode::kNotFound);
+}
+
+TEST_P(MetadataStoreTest, AlertAckAndSnoozeSurviveEvaluatorUpdates) {
+  Alert a = MakeAlert("d1", "r1", 1000);
+  ASSERT_TRUE(store_->UpsertAlert(a).ok());
+  auto acked = store_->SetAlertAcked(a.id, true);
+  ASSERT_TRUE(acked.ok()) << acked.status().ToString();
+  EXPECT_TRUE(acked->acked);
+  int64_t until = 5000 * kNanosPerSecond + 123'000;
+  auto snoozed = store_->SnoozeAlert(a.id, until);
+  ASSERT_TRUE(snoozed.ok());
+  EXPECT_EQ(snoozed->snoozed_until_ns, until);
+  EXPECT_TRUE(snoozed->acked);
+
+  Alert resolved = a;
+  resolved.state = AlertState::kResolved;
+  resolved.updated_at_ns += kNanosPerMinute;
+  ASSERT_TRUE(*store_->UpsertAlert(resolved));  // carries acked=false, no snooze
+  auto got = store_->GetAlert(a.id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->state, AlertState::kResolved);
+  EXPECT_TRUE(got->acked);
+  EXPECT_EQ(got->snoozed_until_ns, until);
+
+  EXPECT_FALSE(store_->SnoozeAlert(a.id, std::nullopt)->snoozed_until_ns.has_value());
+  EXPECT_FALSE(store_->SetAlertAcked(a.id, false)->acked);
+  EXPECT_EQ(store_->SetAlertAcked("nope", true).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->SnoozeAlert("nope", until).status().code(), StatusCode::kNotFound);
+}
+
+TEST_P(MetadataStoreTest, ListAlertsFiltersAndPages) {
+  ASSERT_TRUE(store_->UpsertAlert(MakeAlert("d1", "r1", 100, AlertState::kFiring)).ok());
+  ASSERT_TRUE(store_->UpsertAlert(MakeAlert("d1", "r2", 200, AlertState::kResolved)).ok());
+  ASSERT_TRUE(store_->UpsertAlert(MakeAlert("d2", "r1", 300, AlertState::kPending)).ok());
+  ASSERT_TRUE(store_->UpsertAlert(MakeAlert("d3", "r3", 300, AlertState::kFiring, "owner-2")).ok());
+  ASSERT_TRUE(store_->UpsertAlert(MakeAlert("d1", "r1", 400, AlertState::kFiring)).ok());
+
+  auto ids = [&](const AlertFilter& f) {
+    std::vector<std::string> out;
+    auto page = store_->ListAlerts(f);
+    EXPECT_TRUE(page.ok()) << page.status().ToString();
+    if (page.ok()) {
+      for (const auto& a : page->alerts) out.push_back(a.id);
+    }
+    return out;
+  };
+
+  AlertFilter all;
+  EXPECT_EQ(ids(all),
+            (std::vector<std::string>{"alert:d1:r1:400", "alert:d3:r3:300", "alert:d2:r1:300",
+                                      "alert:d1:r2:200", "alert:d1:r1:100"}));
+  AlertFilter by_device;
+  by_device.device_id = "d1";
+  EXPECT_EQ(ids(by_device).size(), 3u);
+  AlertFilter by_owner;
+  by_owner.owner_id = "owner-2";
+  EXPECT_EQ(ids(by_owner), (std::vector<std::string>{"alert:d3:r3:300"}));
+  AlertFilter by_state;
+  by_state.state = AlertState::kFiring;
+  EXPECT_EQ(ids(by_state),
+            (std::vector<std::string>{"alert:d1:r1:400", "alert:d3:r3:300", "alert:d1:r1:100"}));
+  AlertFilter by_rule;
+  by_rule.rule_id = "r1";
+  by_rule.device_id = "d1";
+  EXPECT_EQ(ids(by_rule).size(), 2u);
+  AlertFilter window;  // [200 s, 400 s)
+  window.from_ns = 200 * kNanosPerSecond;
+  window.to_ns = 400 * kNanosPerSecond;
+  EXPECT_EQ(ids(window),
+            (std::vector<std::string>{"alert:d3:r3:300", "alert:d2:r1:300", "alert:d1:r2:200"}));
+
+  // Paging through ties on opened_at.
+  AlertFilter paged;
+  paged.limit = 2;
+  std::vector<std::string> seen;
+  for (int i = 0; i < 10; ++i) {
+    auto page = store_->ListAlerts(paged);
+    ASSERT_TRUE(page.ok()) << page.status().ToString();
+    for (const auto& a : page->alerts) seen.push_back(a.id);
+    if (page->next_cursor.empty()) break;
+    paged.after = page->next_cursor;
+  }
+  EXPECT_EQ(seen, ids(all));
+  AlertFilter bad;
+  bad.after = "garbage";
+  EXPECT_EQ(store_->ListAlerts(bad).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_P(MetadataStoreTest, AlertsOutliveTheirDevice) {
+  ASSERT_TRUE(store_->CreateDevice(MakeDevice("d1"), nullptr).ok());
+  ASSERT_TRUE(store_->UpsertAlert(MakeAlert("d1", "r1", 100)).ok());
+  ASSERT_TRUE(store_->DeleteDevice("d1").ok());
+  EXPECT_TRUE(store_->GetAlert("alert:d1:r1:100").ok());
+}
+
+// ------------------------------------------------------------------ notification
+
+TEST_P(MetadataStoreTest, WritesNotifySubscribersBeforeReturning) {
+  std::mutex mu;
+  std::vector<std::pair<MetadataChange::Kind, std::string>> seen;
+  uint64_t sub = store_->Subscribe([&](const MetadataChange& c) {
+    std::lock_guard<std::mutex> lock(mu);
+    seen.emplace_back(c.kind, c.id);
+  });
+  auto saw = [&](MetadataChange::Kind kind, const std::string& id) {
+    std::lock_guard<std::mutex> lock(mu);
+    return std::find(seen.begin(), seen.end(), std::make_pair(kind, id)) != seen.end();
+  };
+  auto clear = [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    seen.clear();
+  };
+  ASSERT_TRUE(store_->CreateDevice(MakeDevice("d1"), nullptr).ok());
+  EXPECT_TRUE(saw(MetadataChange::Kind::kDevice, "d1"));
+  clear();
+  DeviceUpdate up;
+  up.name = "x";
+  ASSERT_TRUE(store_->UpdateDevice("d1", up).ok());
+  EXPECT_TRUE(saw(MetadataChange::Kind::kDevice, "d1"));
+  clear();
+  ASSERT_TRUE(store_->RotateDeviceToken("d1").ok());
+  EXPECT_TRUE(saw(MetadataChange::Kind::kDeviceTokens, "d1"));
+  clear();
+  auto key = store_->CreateOwnerKey("o9");
+  ASSERT_TRUE(key.ok());
+  ASSERT_TRUE(store_->RevokeOwnerKey(key->key_id).ok());
+  EXPECT_TRUE(saw(MetadataChange::Kind::kOwnerKeys, "o9"));
+  clear();
+  ASSERT_TRUE(store_->DeleteDevice("d1").ok());
+  EXPECT_TRUE(saw(MetadataChange::Kind::kDevice, "d1"));
+  EXPECT_TRUE(saw(MetadataChange::Kind::kDeviceTokens, "d1"));
+  store_->Unsubscribe(sub);
+  clear();
+  ASSERT_TRUE(store_->CreateDevice(MakeDevice("d2"), nullptr).ok());
+  // No call after Unsubscribe returned (give a PostgreSQL notification time to arrive).
+  std::this_thread::sleep_for(std::chrono::milliseconds(IsPg() ? 100 : 0));
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_TRUE(seen.empty());
+}
+
+// ------------------------------------------------------------------ cache
+
+class MetadataCacheTest : public MetadataStoreTest {
+ protected:
+  void SetUp() override {
+    MetadataStoreTest::SetUp();
+    if (HasFatalFailure()) return;
+    MetadataCacheOptions options;
+    options.clock = &clock_;
+    options.metrics = &metrics_;
+    cache_ = std::make_unique<MetadataCache>(std::move(store_), options);
+  }
+  void TearDown() override {
+    cache_.reset();
+    MetadataStoreTest::TearDown();
+  }
+
+  ManualClock clock_{int64_t{1'800'000'000} * kNanosPerSecond};
+  MetricsRegistry metrics_;
+  std::unique_ptr<MetadataCache> cache_;
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, MetadataCacheTest,
+                         ::testing::Values(Backend::kSqlite, Backend::kPostgres), BackendName);
+
+TEST_P(MetadataCacheTest, ServesRepeatedReadsFromMemory) {
+  std::string token;
+  ASSERT_TRUE(cache_->CreateDevice(MakeDevice("d1"), &token).ok());
+  for (int i = 0; i < 5; ++i) {
+    auto d = cache_->GetDevice("d1");
+    ASSERT_TRUE(d.ok());
+    EXPECT_EQ(d->timezone, "Europe/Berlin");
+    auto p = cache_->AuthenticateToken(token);
+    ASSERT_TRUE(p.ok());
+    EXPECT_EQ(p->device_id, "d1");
+  }
+  MetadataCacheStats s = cache_->stats();
+  EXPECT_EQ(s.device_misses, 1u);
+  EXPECT_EQ(s.device_hits, 4u);
+  EXPECT_EQ(s.token_misses, 1u);
+  EXPECT_EQ(s.token_hits, 4u);
+  std::string text = metrics_.Render();
+  EXPECT_NE(text.find("joule_metadata_cache_hits_total{kind=\"device\"} 4"), std::string::npos)
+      << text;
+}
+
+TEST_P(MetadataCacheTest, WritesAreVisibleAtOnce) {
+  ASSERT_TRUE(cache_->CreateDevice(MakeDevice("d1"), nullptr).ok());
+  ASSERT_EQ(cache_->GetDevice("d1")->name, "Plug d1");
+  DeviceUpdate up;
+  up.name = "Renamed";
+  up.timezone = "America/St_Johns";
+  ASSERT_TRUE(cache_->UpdateDevice("d1", up).ok());
+  auto d = cache_->GetDevice("d1");
+  EXPECT_EQ(d->name, "Renamed");
+  EXPECT_EQ(d->timezone, "America/St_Johns");
+
+  // A write through the wrapped store (another component holding it) is seen at once too.
+  up.name = "Direct";
+  ASSERT_TRUE(cache_->wrapped().UpdateDevice("d1", up).ok());
+  EXPECT_EQ(cache_->GetDevice("d1")->name, "Direct");
+
+  ASSERT_TRUE(cache_->DeleteDevice("d1").ok());
+  EXPECT_EQ(cache_->GetDevice("d1").status().code(), StatusCode::kNotFound);
+}
+
+TEST_P(MetadataCacheTest, NegativeEntriesAreDroppedByCreate) {
+  EXPECT_EQ(cache_->GetDevice("later").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(cache_->GetDevice("later").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(cache_->stats().device_hits, 1u);  // the second one was a cached "not found"
+  ASSERT_TRUE(cache_->CreateDevice(MakeDevice("later"), nullptr).ok());
+  EXPECT_TRUE(cache_->GetDevice("later").ok());
+}
+
+TEST_P(MetadataCacheTest, RevocationIsImmediate) {
+  std::string t1;
+  ASSERT_TRUE(cache_->CreateDevice(MakeDevice("d1"), &t1).ok());
+  ASSERT_TRUE(cache_->AuthenticateToken(t1).ok());
+  ASSERT_TRUE(cache_->AuthenticateToken(t1).ok());  // now cached
+  auto t2 = cache_->RotateDeviceToken("d1");
+  ASSERT_TRUE(t2.ok());
+  EXPECT_EQ(cache_->AuthenticateToken(t1).status().code(), StatusCode::kUnauthenticated);
+  ASSERT_TRUE(cache_->AuthenticateToken(*t2).ok());
+
+  // Owner change: the cached principal must not keep the old owner.
+  DeviceUpdate up;
+  up.owner_id = "owner-9";
+  ASSERT_TRUE(cache_->UpdateDevice("d1", up).ok());
+  EXPECT_EQ(cache_->AuthenticateToken(*t2)->owner_id, "owner-9");
+
+  ASSERT_TRUE(cache_->DeleteDevice("d1").ok());
+  EXPECT_EQ(cache_->AuthenticateToken(*t2).status().code(), StatusCode::kUnauthenticated);
+
+  auto key = cache_->CreateOwnerKey("o1");
+  ASSERT_TRUE(key.ok());
+  ASSERT_TRUE(cache_->AuthenticateToken(key->key).ok());
+  ASSERT_TRUE(cache_->AuthenticateToken(key->key).ok());
+  ASSERT_TRUE(cache_->RevokeOwnerKey(key->key_id).ok());
+  EXPECT_EQ(cache_->AuthenticateToken(key->key).status().code(), StatusCode::kUnauthenticated);
+
+  // Revocation through the wrapped store also reaches the cache at once.
+  auto t3 = cache_->CreateDevice(MakeDevice("d2"), nullptr);
+  ASSERT_TRUE(t3.ok());
+  auto t4 = cache_->IssueDeviceToken("d2");
+  ASSERT_TRUE(t4.ok());
+  ASSERT_TRUE(cache_->AuthenticateToken(*t4).ok());
+  ASSERT_TRUE(cache_->wrapped().RevokeDeviceTokens("d2").ok());
+  EXPECT_EQ(cache_->AuthenticateToken(*t4).status().code(), StatusCode::kUnauthenticated);
+}
+
+TEST_P(MetadataCacheTest, ExpiredEntriesAreRefreshed) {
+  ASSERT_TRUE(cache_->CreateDevice(MakeDevice("d1"), nullptr).ok());
+  ASSERT_TRUE(cache_->GetDevice("d1").ok());
+  clock_.Advance(MetadataCacheOptions().positive_ttl_ns + 1);
+  ASSERT_TRUE(cache_->GetDevice("d1").ok());
+  EXPECT_EQ(cache_->stats().device_misses, 2u);
+}
+
+TEST_P(MetadataCacheTest, ConcurrentReadersAndWritersConverge) {
+  ASSERT_TRUE(cache_->CreateDevice(MakeDevice("d1"), nullptr).ok());
+  std::atomic<bool> stop{false};
+  std::atomic<int> errors{0};
+  std::vector<std::thread> readers;
+  for (int i = 0; i < 3; ++i) {
+    readers.emplace_back([&] {
+      while (!stop.load()) {
+        if (!cache_->GetDevice("d1").ok()) errors.fetch_add(1);
+      }
+    });
+  }
+  for (int i = 0; i < 10; ++i) {
+    DeviceUpdate up;
+    up.name = "n" + std::to_string(i);
+    ASSERT_TRUE(cache_->UpdateDevice("d1", up).ok());
+    EXPECT_EQ(cache_->GetDevice("d1")->name, up.name);
+  }
+  stop.store(true);
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(cache_->GetDevice("d1")->name, "n9");
+}
+
+// SQLite only: no other writer announces changes, so a "not found" lasts its TTL.
+TEST(MetadataCacheSqliteTest, NegativeEntriesExpire) {
+  auto dir = std::filesystem::temp_directory_path() / ("joule-meta-" + RandomSuffix());
+  std::filesystem::create_directories(dir);
+  std::string path = (dir / "metadata.db").string();
+  {
+    ManualClock clock(kNanosPerDay);
+    auto store = OpenMetadataStore(MetadataBackend::kSqlite, path);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    MetadataCacheOptions options;
+    options.clock = &clock;
+    MetadataCache cache(std::move(store).value(), options);
+    EXPECT_EQ(cache.GetDevice("x").status().code(), StatusCode::kNotFound);
+    SqliteRawDb raw(path);
+    raw.Query(
+        "INSERT INTO devices (device_id, owner_id, created_at, updated_at) "
+        "VALUES ('x', 'o', 0, 0)");
+    EXPECT_EQ(cache.GetDevice("x").status().code(), StatusCode::kNotFound);
+    clock.Advance(options.negative_ttl_ns + 1);
+    EXPECT_TRUE(cache.GetDevice("x").ok());
+  }
+  std::filesystem::remove_all(dir);
+}
+
+// ------------------------------------------------------------------ PostgreSQL only
+
+class PostgresChangeFeedTest : public MetadataCacheTest {};
+INSTANTIATE_TEST_SUITE_P(Backends, PostgresChangeFeedTest, ::testing::Values(Backend::kPostgres),
+                         BackendName);
+
+TEST_P(PostgresChangeFeedTest, ExternalDeviceUpdateIsSeenWithinOneSecond) {
+  ASSERT_TRUE(cache_->CreateDevice(MakeDevice("plug-42"), nullptr).ok());
+  ASSERT_EQ(cache_->GetDevice("plug-42")->name, "Plug plug-42");
+  ASSERT_EQ(cache_->GetDevice("plug-42")->name, "Plug plug-42");  // cached
+
+  Raw().Query(
+      "UPDATE devices SET name = 'x', timezone = 'Asia/Kathmandu' "
+      "WHERE device_id = 'plug-42'");
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(Eventually([&] { return cache_->GetDevice("plug-42")->name == "x"; },
+                         std::chrono::milliseconds(1000)));
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(cache_->GetDevice("plug-42")->timezone, "Asia/Kathmandu");
+  // The trigger moved updated_at although the UPDATE did not set it.
+  EXPECT_GT(cache_->GetDevice("plug-42")->updated_at_ns,
+            cache_->GetDevice("plug-42")->created_at_ns);
+  std::cerr << "external update seen after "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms\n";
+
+  // An external INSERT after a cached "not found", and an external DELETE.
+  EXPECT_EQ(cache_->GetDevice("new-1").status().code(), StatusCode::kNotFound);
+  Raw().Query("INSERT INTO devices (device_id, owner_id) VALUES ('new-1', 'o')");
+  EXPECT_TRUE(
+      Eventually([&] { return cache_->GetDevice("new-1").ok(); }, std::chrono::milliseconds(1000)));
+  Raw().Query("DELETE FROM devices WHERE device_id = 'new-1'");
+  EXPECT_TRUE(Eventually(
+      [&] { return cache_->GetDevice("new-1").status().code() == StatusCode::kNotFound; },
+      std::chrono::milliseconds(1000)));
+}
+
+TEST_P(PostgresChangeFeedTest, ExternalRevocationIsSeenWithinOneSecond) {
+  std::string token;
+  ASSERT_TRUE(cache_->CreateDevice(MakeDevice("d1"), &token).ok());
+  auto key = cache_->CreateOwnerKey("o1");
+  ASSERT_TRUE(key.ok());
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(cache_->AuthenticateToken(token).ok());
+    ASSERT_TRUE(cache_->AuthenticateToken(key->key).ok());
+  }
+  Raw().Query("DELETE FROM device_tokens WHERE device_id = 'd1'");
+  EXPECT_TRUE(Eventually([&] { return !cache_->AuthenticateToken(token).ok(); },
+                         std::chrono::milliseconds(1000)));
+  Raw().Query("DELETE FROM owner_keys WHERE owner_id = 'o1'");
+  EXPECT_TRUE(Eventually([&] { return !cache_->AuthenticateToken(key->key).ok(); },
+                         std::chrono::milliseconds(1000)));
+}
+
+TEST_P(PostgresChangeFeedTest, ListenerAndPoolReconnectAfterTheServerDropsThem) {
+  auto* pg = dynamic_cast<PostgresMetadataStore*>(&cache_->wrapped());
+  ASSERT_NE(pg, nullptr);
+  ASSERT_TRUE(cache_->CreateDevice(MakeDevice("d1"), nullptr).ok());
+  ASSERT_TRUE(cache_->GetDevice("d1").ok());
+  ASSERT_TRUE(pg->listener_connected());
+
+  // Kill every other session on this database: the pool's and the listener's.
+  Raw().Query(
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+      "WHERE datname = current_database() AND pid <> pg_backend_pid()");
+  // The next query reconnects transparently (a read is retried on a fresh connection).
+  auto d = cache_->wrapped().GetDevice("d1");
+  EXPECT_TRUE(d.ok()) << d.status().ToString();
+
+  // The listener comes back (its reconnect publishes kAll) and sees external changes.
+  EXPECT_TRUE(Eventually(
+      [&] {
+        return pg->listener_connected() &&
+               !Raw()
+                    .Query(
+                        "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND query LIKE 'LISTEN%'")
+                    .empty();
+      },
+      std::chrono::milliseconds(10000)));
+  ASSERT_TRUE(cache_->GetDevice("d1").ok());
+  Raw().Query("UPDATE devices SET name = 'after-reconnect' WHERE device_id = 'd1'");
+  EXPECT_TRUE(Eventually([&] { return cache_->GetDevice("d1")->name == "after-reconnect"; },
+                         std::chrono::milliseconds(1000)));
+}
+
+}  // namespace
+}  // namespace joule::store
