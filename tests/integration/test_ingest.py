@@ -19,7 +19,7 @@ def uid():
 
 
 def good_event(device=None, ts=None, **extra):
-    ev = {"device_id": device or f"ing-{uid()}",
+    ev = {"device_id": device if device is not None else f"ing-{uid()}",
           "timestamp": ts if ts is not None else fmt_ts(time.time() - 60),
           "metrics": {"power_w": 12.5, "voltage_v": 230.1},
           "event_id": uid()}
