@@ -1,0 +1,28 @@
+// ApiContext: what the HTTP routes need from the rest of the system. Owned by the app;
+// every pointer outlives the server.
+#pragma once
+
+#include <functional>
+
+#include "api/auth.h"
+#include "common/clock.h"
+#include "common/metrics.h"
+#include "ingest/event_appender.h"
+#include "ingest/telemetry_parser.h"
+#include "store/latest_store.h"
+
+namespace joule::api {
+
+struct ApiContext {
+  const Clock* clock = nullptr;
+  MetricsRegistry* metrics = nullptr;
+  const Authenticator* auth = nullptr;
+  ingest::IngestLimits limits;
+  ingest::EventAppender* appender = nullptr;
+  store::LatestStore* latest = nullptr;
+  size_t latest_windows = 60;
+  // Readiness: true once the processors have caught up with the log after start.
+  std::function<bool()> ready;
+};
+
+}  // namespace joule::api

@@ -1,0 +1,102 @@
+// GET /v1/devices/{id}/metrics/realtime (CONTRACT §3).
+#include <charconv>
+#include <memory>
+
+#include "api/api_context.h"
+#include "api/routes.h"
+#include "common/json_writer.h"
+#include "common/time_format.h"
+#include "ingest/validation.h"
+#include "net/http_server.h"
+#include "net/router.h"
+
+namespace joule::api {
+namespace {
+
+bool ParseWindows(const std::string* text, size_t* out) {
+  if (!text) return true;
+  size_t v = 0;
+  auto [p, ec] = std::from_chars(text->data(), text->data() + text->size(), v);
+  if (ec != std::errc() || p != text->data() + text->size() || v < 1 || v > 10000) return false;
+  *out = v;
+  return true;
+}
+
+void HandleRealtime(ApiContext& ctx, net::HttpRequest& req, net::Responder responder) {
+  if (ctx.auth->Authenticate(req) == Principal::kNone) {
+    responder.Send(net::HttpResponse::Error(401, "unauthorized", "missing or unknown token"));
+    return;
+  }
+  const std::string& device_id = req.path_params["id"];
+  size_t windows = ctx.latest_windows;
+  if (!ParseWindows(req.Query("windows"), &windows)) {
+    responder.Send(net::HttpResponse::Error(400, "invalid_argument",
+                                            "windows must be an integer in [1, 10000]"));
+    return;
+  }
+  if (!ingest::ValidDeviceId(device_id)) {
+    responder.Send(net::HttpResponse::Error(404, "not_found", "no such device"));
+    return;
+  }
+  store::LatestSnapshot snap;
+  Result<bool> found = ctx.latest->Get(device_id, windows, &snap);
+  if (!found.ok()) {
+    responder.Send(net::HttpResponse::Error(503, "unavailable", found.status().message()));
+    return;
+  }
+  if (!*found) {
+    responder.Send(net::HttpResponse::Error(404, "not_found", "no such device"));
+    return;
+  }
+  JsonWriter w;
+  w.BeginObject();
+  w.Key("device_id");
+  w.String(device_id);
+  w.Key("device");
+  w.BeginObject();
+  w.EndObject();
+  w.Key("source");
+  w.String(ctx.latest->backend());
+  w.Key("latest");
+  if (snap.has_reading) {
+    w.BeginObject();
+    w.Key("timestamp");
+    w.String(FormatRfc3339Millis(snap.reading.timestamp_ns));
+    w.Key("received_at");
+    w.String(FormatRfc3339Millis(snap.reading.received_at_ns));
+    w.Key("metrics");
+    w.BeginObject();
+    for (const auto& m : snap.reading.metrics) {
+      w.Key(m.name);
+      w.Double(m.value);
+    }
+    w.EndObject();
+    w.Key("meta");
+    if (snap.reading.meta_json.empty()) {
+      w.BeginObject();
+      w.EndObject();
+    } else {
+      w.Raw(snap.reading.meta_json);
+    }
+    w.EndObject();
+  } else {
+    w.Null();
+  }
+  w.Key("data");
+  w.BeginArray();
+  for (const auto& r : snap.records) w.Raw(model::RecordToJson(r));
+  w.EndArray();
+  w.EndObject();
+  responder.Send(net::HttpResponse::Json(200, w.Take()));
+}
+
+}  // namespace
+
+void AddRealtimeRoutes(net::Router& router, ApiContext& ctx) {
+  router.Add("GET", "/v1/devices/{id}/metrics/realtime",
+             [&ctx](net::HttpRequest& req, net::Responder r) {
+               HandleRealtime(ctx, req, std::move(r));
+             });
+}
+
+}  // namespace joule::api

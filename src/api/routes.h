@@ -1,0 +1,23 @@
+// The HTTP API of CONTRACT §3: parse, call a subsystem, encode. This is the one place
+// where errors become HTTP statuses.
+#pragma once
+
+namespace joule::net {
+class Router;
+}
+
+namespace joule::api {
+
+struct ApiContext;
+
+void AddTelemetryRoutes(net::Router& router, ApiContext& ctx);
+void AddRealtimeRoutes(net::Router& router, ApiContext& ctx);
+void AddOperationsRoutes(net::Router& router, ApiContext& ctx);
+
+inline void AddAllRoutes(net::Router& router, ApiContext& ctx) {
+  AddTelemetryRoutes(router, ctx);
+  AddRealtimeRoutes(router, ctx);
+  AddOperationsRoutes(router, ctx);
+}
+
+}  // namespace joule::api

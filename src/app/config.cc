@@ -1,0 +1,246 @@
+#include "app/config.h"
+
+#include <fmt/format.h>
+
+#include <cctype>
+#include <functional>
+#include <toml++/toml.h>
+
+#include "common/time_format.h"
+
+namespace joule::app {
+namespace {
+
+using Setter = std::function<Status(Config&, const std::string&)>;
+
+struct Key {
+  const char* section;
+  const char* name;
+  Setter set;
+  std::function<std::string(const Config&)> get;  // TOML literal
+};
+
+Setter String(std::string Config::*field, std::vector<std::string> allowed = {}) {
+  return [field, allowed](Config& c, const std::string& v) -> Status {
+    if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), v) == allowed.end()) {
+      std::string list;
+      for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+      return Status::InvalidArgument(fmt::format("'{}' is not one of: {}", v, list));
+    }
+    c.*field = v;
+    return Status::Ok();
+  };
+}
+template <typename T>
+Setter Integer(T Config::*field, int64_t min, int64_t max) {
+  return [field, min, max](Config& c, const std::string& v) -> Status {
+    char* end = nullptr;
+    errno = 0;
+    long long x = std::strtoll(v.c_str(), &end, 10);
+    if (v.empty() || *end != '\0' || errno != 0 || x < min || x > max) {
+      return Status::InvalidArgument(fmt::format("'{}' is not an integer in [{}, {}]", v, min, max));
+    }
+    c.*field = static_cast<T>(x);
+    return Status::Ok();
+  };
+}
+Setter Duration(int64_t Config::*field, bool allow_zero = false) {
+  return [field, allow_zero](Config& c, const std::string& v) -> Status {
+    JOULE_ASSIGN_OR_RETURN(int64_t ns, ParseDurationNanos(v));
+    if (ns <= 0 && !allow_zero) return Status::InvalidArgument(fmt::format("'{}' must be > 0", v));
+    c.*field = ns;
+    return Status::Ok();
+  };
+}
+Setter Size(uint64_t Config::*field, bool allow_zero = false) {
+  return [field, allow_zero](Config& c, const std::string& v) -> Status {
+    JOULE_ASSIGN_OR_RETURN(uint64_t n, ParseSizeBytes(v));
+    if (n == 0 && !allow_zero) return Status::InvalidArgument(fmt::format("'{}' must be > 0", v));
+    c.*field = n;
+    return Status::Ok();
+  };
+}
+
+std::string Quote(const std::string& s) { return fmt::format("\"{}\"", s); }
+std::string DurationText(int64_t ns) {
+  if (ns == 0) return "\"0s\"";
+  if (ns % 86'400'000'000'000 == 0) return fmt::format("\"{}d\"", ns / 86'400'000'000'000);
+  if (ns % 3'600'000'000'000 == 0) return fmt::format("\"{}h\"", ns / 3'600'000'000'000);
+  if (ns % 60'000'000'000 == 0) return fmt::format("\"{}m\"", ns / 60'000'000'000);
+  if (ns % 1'000'000'000 == 0) return fmt::format("\"{}s\"", ns / 1'000'000'000);
+  return fmt::format("\"{}ms\"", ns / 1'000'000);
+}
+
+const std::vector<Key>& Keys() {
+  static const std::vector<Key> keys = {
+      {"server", "http_listen", String(&Config::http_listen),
+       [](const Config& c) { return Quote(c.http_listen); }},
+      {"server", "mqtt_listen", String(&Config::mqtt_listen),
+       [](const Config& c) { return Quote(c.mqtt_listen); }},
+      {"server", "io_threads", Integer(&Config::io_threads, 1, 64),
+       [](const Config& c) { return std::to_string(c.io_threads); }},
+      {"storage", "data_dir", String(&Config::data_dir),
+       [](const Config& c) { return Quote(c.data_dir); }},
+      {"storage", "durability", String(&Config::durability, {"fsync", "none"}),
+       [](const Config& c) { return Quote(c.durability); }},
+      {"storage", "log_partitions", Integer(&Config::log_partitions, 1, 1024),
+       [](const Config& c) { return std::to_string(c.log_partitions); }},
+      {"storage", "log_segment_bytes", Size(&Config::log_segment_bytes),
+       [](const Config& c) { return std::to_string(c.log_segment_bytes); }},
+      {"storage", "log_retention_bytes", Size(&Config::log_retention_bytes, true),
+       [](const Config& c) { return std::to_string(c.log_retention_bytes); }},
+      {"storage", "log_retention", Duration(&Config::log_retention_ns, true),
+       [](const Config& c) { return DurationText(c.log_retention_ns); }},
+      {"storage", "log_max_pending_bytes", Size(&Config::log_max_pending_bytes),
+       [](const Config& c) { return std::to_string(c.log_max_pending_bytes); }},
+      {"stream", "window", Duration(&Config::window_ns),
+       [](const Config& c) { return DurationText(c.window_ns); }},
+      {"stream", "out_of_orderness", Duration(&Config::out_of_orderness_ns, true),
+       [](const Config& c) { return DurationText(c.out_of_orderness_ns); }},
+      {"stream", "allowed_lateness", Duration(&Config::allowed_lateness_ns, true),
+       [](const Config& c) { return DurationText(c.allowed_lateness_ns); }},
+      {"stream", "idle_timeout", Duration(&Config::idle_timeout_ns),
+       [](const Config& c) { return DurationText(c.idle_timeout_ns); }},
+      {"stream", "early_fire_interval", Duration(&Config::early_fire_interval_ns),
+       [](const Config& c) { return DurationText(c.early_fire_interval_ns); }},
+      {"stream", "max_gap", Duration(&Config::max_gap_ns),
+       [](const Config& c) { return DurationText(c.max_gap_ns); }},
+      {"stream", "processor_threads", Integer(&Config::processor_threads, 1, 64),
+       [](const Config& c) { return std::to_string(c.processor_threads); }},
+      {"auth", "mode", String(&Config::auth_mode, {"required", "disabled"}),
+       [](const Config& c) { return Quote(c.auth_mode); }},
+      {"auth", "admin_token", String(&Config::admin_token),
+       [](const Config& c) { return Quote(c.admin_token.empty() ? "" : "<set>"); }},
+      {"metadata", "backend", String(&Config::metadata_backend, {"sqlite", "postgres"}),
+       [](const Config& c) { return Quote(c.metadata_backend); }},
+      {"metadata", "url", String(&Config::metadata_url),
+       [](const Config& c) { return Quote(c.metadata_url); }},
+      {"latest", "backend", String(&Config::latest_backend, {"memory", "redis"}),
+       [](const Config& c) { return Quote(c.latest_backend); }},
+      {"latest", "url", String(&Config::latest_url),
+       [](const Config& c) { return Quote(c.latest_url); }},
+      {"latest", "windows", Integer(&Config::latest_windows, 1, 100000),
+       [](const Config& c) { return std::to_string(c.latest_windows); }},
+      {"limits", "max_body_bytes", Size(&Config::max_body_bytes),
+       [](const Config& c) { return std::to_string(c.max_body_bytes); }},
+      {"limits", "max_events_per_request", Integer(&Config::max_events_per_request, 1, 10'000'000),
+       [](const Config& c) { return std::to_string(c.max_events_per_request); }},
+      {"limits", "max_future_skew", Duration(&Config::max_future_skew_ns, true),
+       [](const Config& c) { return DurationText(c.max_future_skew_ns); }},
+      {"limits", "max_event_age", Duration(&Config::max_event_age_ns),
+       [](const Config& c) { return DurationText(c.max_event_age_ns); }},
+      {"log", "level", String(&Config::log_level, {"debug", "info", "warn", "error"}),
+       [](const Config& c) { return Quote(c.log_level); }},
+  };
+  return keys;
+}
+
+Status SetMetricKind(Config& c, const std::string& metric, const std::string& kind) {
+  model::MetricKind k;
+  if (kind == "power") k = model::MetricKind::kPower;
+  else if (kind == "counter") k = model::MetricKind::kCounter;
+  else if (kind == "gauge") k = model::MetricKind::kGauge;
+  else return Status::InvalidArgument(fmt::format("metric kind '{}' is not power, counter or gauge", kind));
+  c.metric_kinds[metric] = k;
+  return Status::Ok();
+}
+
+std::string NodeToString(const toml::node& node) {
+  if (auto s = node.value<std::string>()) return *s;
+  if (auto i = node.value<int64_t>()) return std::to_string(*i);
+  if (auto b = node.value<bool>()) return *b ? "true" : "false";
+  return "\x01";  // marker: not a scalar we accept
+}
+
+std::string Upper(std::string s) {
+  for (auto& ch : s) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  return s;
+}
+
+}  // namespace
+
+Result<Config> LoadConfig(const std::string& path, char** envp, std::vector<std::string>* warnings) {
+  Config c;
+  if (!path.empty()) {
+    toml::table root;
+    try {
+      root = toml::parse_file(path);
+    } catch (const toml::parse_error& e) {
+      return Status::InvalidArgument(fmt::format("config {}: {} (line {})", path, e.description(),
+                                                 e.source().begin.line));
+    }
+    for (const auto& [section_key, section_node] : root) {
+      std::string section(section_key.str());
+      const toml::table* table = section_node.as_table();
+      if (!table) return Status::InvalidArgument(fmt::format("config {}: '{}' must be a table", path, section));
+      if (section == "metrics") {
+        for (const auto& [sub, sub_node] : *table) {
+          const toml::table* kinds = sub_node.as_table();
+          if (sub.str() != "kinds" || !kinds) {
+            return Status::InvalidArgument(fmt::format("config {}: unknown key metrics.{}", path, sub.str()));
+          }
+          for (const auto& [metric, kind] : *kinds) {
+            JOULE_RETURN_IF_ERROR(SetMetricKind(c, std::string(metric.str()), NodeToString(kind)));
+          }
+        }
+        continue;
+      }
+      for (const auto& [key, value] : *table) {
+        const Key* found = nullptr;
+        for (const auto& k : Keys()) {
+          if (section == k.section && key.str() == k.name) found = &k;
+        }
+        if (!found) {
+          return Status::InvalidArgument(
+              fmt::format("config {}: unknown key {}.{}", path, section, key.str()));
+        }
+        Status st = found->set(c, NodeToString(value));
+        if (!st.ok()) {
+          return Status::InvalidArgument(
+              fmt::format("config {}: {}.{}: {}", path, section, key.str(), st.message()));
+        }
+      }
+    }
+  }
+  for (char** e = envp; e && *e; ++e) {
+    std::string_view kv(*e);
+    if (kv.substr(0, 6) != "JOULE_") continue;
+    size_t eq = kv.find('=');
+    if (eq == std::string_view::npos) continue;
+    std::string name(kv.substr(0, eq));
+    std::string value(kv.substr(eq + 1));
+    const Key* found = nullptr;
+    for (const auto& k : Keys()) {
+      if (name == Upper(fmt::format("JOULE_{}_{}", k.section, k.name))) found = &k;
+    }
+    if (!found) {
+      // Test-harness and tool variables (JOULE_BIN, …) share the prefix; only warn.
+      if (warnings) warnings->push_back(fmt::format("ignoring unknown variable {}", name));
+      continue;
+    }
+    Status st = found->set(c, value);
+    if (!st.ok()) return Status::InvalidArgument(fmt::format("{}: {}", name, st.message()));
+  }
+  return c;
+}
+
+std::string ConfigToToml(const Config& c) {
+  std::string out;
+  std::string section;
+  for (const auto& k : Keys()) {
+    if (section != k.section) {
+      section = k.section;
+      out += fmt::format("{}[{}]\n", out.empty() ? "" : "\n", section);
+    }
+    out += fmt::format("{} = {}\n", k.name, k.get(c));
+  }
+  if (!c.metric_kinds.empty()) {
+    out += "\n[metrics.kinds]\n";
+    for (const auto& [name, kind] : c.metric_kinds) {
+      out += fmt::format("{} = \"{}\"\n", name, model::MetricKindName(kind));
+    }
+  }
+  return out;
+}
+
+}  // namespace joule::app

@@ -1,0 +1,67 @@
+// Config: every setting of `joule serve`, with the embedded defaults of CONTRACT §5.
+// Loaded from an optional TOML file, then overridden by JOULE_<SECTION>_<KEY>
+// environment variables (upper case, dots → '_'), which win.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "model/aggregate_record.h"
+
+namespace joule::app {
+
+struct Config {
+  // [server]
+  std::string http_listen = "127.0.0.1:8080";
+  std::string mqtt_listen = "127.0.0.1:1883";
+  int io_threads = 2;
+  // [storage]
+  std::string data_dir = "./data";
+  std::string durability = "fsync";  // or "none"
+  uint32_t log_partitions = 8;
+  uint64_t log_segment_bytes = 64ull << 20;
+  uint64_t log_retention_bytes = 0;  // per partition; 0 = unlimited
+  int64_t log_retention_ns = 0;      // 0 = forever
+  uint64_t log_max_pending_bytes = 64ull << 20;
+  // [stream]
+  int64_t window_ns = 60'000'000'000;
+  int64_t out_of_orderness_ns = 10'000'000'000;
+  int64_t allowed_lateness_ns = 3'600'000'000'000;
+  int64_t idle_timeout_ns = 60'000'000'000;
+  int64_t early_fire_interval_ns = 5'000'000'000;
+  int64_t max_gap_ns = 300'000'000'000;
+  int processor_threads = 2;
+  // [auth]
+  std::string auth_mode = "required";  // or "disabled"
+  std::string admin_token;
+  // [metadata]
+  std::string metadata_backend = "sqlite";
+  std::string metadata_url;
+  // [latest]
+  std::string latest_backend = "memory";
+  std::string latest_url;
+  uint32_t latest_windows = 60;
+  // [limits]
+  uint64_t max_body_bytes = 4ull << 20;
+  uint64_t max_events_per_request = 10000;
+  int64_t max_future_skew_ns = 300'000'000'000;
+  int64_t max_event_age_ns = 7 * 86'400'000'000'000;
+  // [metrics.kinds]
+  std::map<std::string, model::MetricKind, std::less<>> metric_kinds;
+  // [log]
+  std::string log_level = "info";
+};
+
+// Loads `path` (may be empty: defaults only) and applies the environment `envp`
+// (a NULL-terminated array like `environ`). Unknown keys in the file are errors;
+// unknown JOULE_* variables are reported in `warnings`.
+Result<Config> LoadConfig(const std::string& path, char** envp,
+                          std::vector<std::string>* warnings = nullptr);
+
+// The effective configuration as TOML (for `joule config` and docs).
+std::string ConfigToToml(const Config& config);
+
+}  // namespace joule::app

@@ -1,0 +1,63 @@
+// joule: the single binary. Subcommands: serve, simulate, config.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "app/config.h"
+#include "app/server.h"
+#include "app/simulator.h"
+#include "common/time_format.h"
+
+extern char** environ;
+
+int main(int argc, char** argv) {
+  CLI::App app{"Joule: real-time analytics for smart-home energy telemetry"};
+  app.require_subcommand(1);
+
+  std::string config_path;
+  auto* serve = app.add_subcommand("serve", "Run the server (embedded defaults; see CONTRACT §5)");
+  serve->add_option("--config", config_path, "TOML config file");
+
+  auto* show = app.add_subcommand("config", "Print the effective configuration as TOML");
+  show->add_option("--config", config_path, "TOML config file");
+
+  joule::app::SimulatorOptions sim;
+  std::string duration = "0s";
+  auto* simulate = app.add_subcommand("simulate", "Feed a server with simulated devices");
+  simulate->add_option("--url", sim.url, "Server base URL")->capture_default_str();
+  simulate->add_option("--token", sim.token, "Bearer token (admin token)");
+  simulate->add_option("--devices", sim.devices, "Number of devices")->capture_default_str();
+  simulate->add_option("--rate", sim.rate_hz, "Events per device per second")->capture_default_str();
+  simulate->add_option("--duration", duration, "How long to run, e.g. 60s (0 = until stopped)");
+  simulate->add_option("--seed", sim.seed, "Random seed")->capture_default_str();
+  simulate->add_option("--prefix", sim.device_prefix, "Device id prefix")->capture_default_str();
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (*serve || *show) {
+    std::vector<std::string> warnings;
+    auto config = joule::app::LoadConfig(config_path, environ, &warnings);
+    if (!config.ok()) {
+      fmt::print(stderr, "joule: {}\n", config.status().message());
+      return 2;
+    }
+    if (*show) {
+      fmt::print("{}", joule::app::ConfigToToml(*config));
+      return 0;
+    }
+    return joule::app::RunServer(*config);
+  }
+  if (*simulate) {
+    auto d = joule::ParseDurationNanos(duration);
+    if (!d.ok()) {
+      fmt::print(stderr, "joule: --duration: {}\n", d.status().message());
+      return 2;
+    }
+    sim.duration_ns = *d;
+    if (sim.devices < 1 || sim.rate_hz <= 0) {
+      fmt::print(stderr, "joule: --devices must be >= 1 and --rate > 0\n");
+      return 2;
+    }
+    return joule::app::RunSimulator(sim);
+  }
+  return 0;
+}

@@ -1,0 +1,208 @@
+#include "app/server.h"
+
+#include <utility>  // before Asio (Boost 1.74 + GCC 12)
+
+#include <fmt/format.h>
+#include <sys/random.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "api/api_context.h"
+#include "api/routes.h"
+#include "app/partition_processor.h"
+#include "common/logging.h"
+#include "ingest/event_appender.h"
+#include "log/log.h"
+#include "net/http_server.h"
+#include "net/router.h"
+#include "store/memory/memory_latest_store.h"
+
+namespace joule::app {
+namespace {
+
+std::string RandomToken() {
+  unsigned char buf[24];
+  if (getrandom(buf, sizeof buf, 0) != static_cast<ssize_t>(sizeof buf)) std::abort();
+  static const char* kHex = "0123456789abcdef";
+  std::string s;
+  for (unsigned char b : buf) {
+    s += kHex[b >> 4];
+    s += kHex[b & 15];
+  }
+  return s;
+}
+
+// The admin token: from config, else the one generated on first start and kept in
+// {data_dir}/admin_token (mode 0600), printed only when generated.
+Result<std::string> ResolveAdminToken(const Config& config) {
+  if (!config.admin_token.empty()) return config.admin_token;
+  std::filesystem::path path = std::filesystem::path(config.data_dir) / "admin_token";
+  std::ifstream in(path);
+  std::string token;
+  if (in && std::getline(in, token) && !token.empty()) return token;
+  token = RandomToken();
+  std::ofstream out(path, std::ios::trunc);
+  if (!out) return Status::IoError(fmt::format("cannot write {}", path.string()));
+  out << token << "\n";
+  out.close();
+  std::filesystem::permissions(path, std::filesystem::perms::owner_read |
+                                         std::filesystem::perms::owner_write);
+  fmt::print(stderr, "joule: generated admin token (shown once, kept in {}): {}\n", path.string(),
+             token);
+  return token;
+}
+
+stream::EngineOptions EngineOptionsFrom(const Config& c) {
+  stream::EngineOptions o;
+  o.window_ns = c.window_ns;
+  o.out_of_orderness_ns = c.out_of_orderness_ns;
+  o.allowed_lateness_ns = c.allowed_lateness_ns;
+  o.idle_timeout_ns = c.idle_timeout_ns;
+  o.early_fire_interval_ns = c.early_fire_interval_ns;
+  o.max_gap_ns = c.max_gap_ns;
+  for (const auto& [name, kind] : c.metric_kinds) o.kinds[name] = kind;
+  return o;
+}
+
+}  // namespace
+
+int RunServer(const Config& config) {
+  logging::Level level;
+  if (logging::ParseLevel(config.log_level, &level)) logging::SetLevel(level);
+  std::error_code ec;
+  std::filesystem::create_directories(config.data_dir, ec);
+  if (ec) {
+    logging::Error("cannot create data dir", {{"dir", config.data_dir}, {"error", ec.message()}});
+    return 1;
+  }
+
+  std::string admin_token;
+  if (config.auth_mode == "disabled") {
+    logging::Warn("authentication is DISABLED (auth.mode = \"disabled\"): local demos only");
+  } else {
+    Result<std::string> t = ResolveAdminToken(config);
+    if (!t.ok()) {
+      logging::Error("admin token", {{"error", t.status().ToString()}});
+      return 1;
+    }
+    admin_token = *t;
+  }
+
+  const Clock* clock = SystemClock::Default();
+  MetricsRegistry metrics;
+
+  log::LogOptions log_options;
+  log_options.dir = (std::filesystem::path(config.data_dir) / "log").string();
+  log_options.partitions = config.log_partitions;
+  log_options.segment_bytes = config.log_segment_bytes;
+  log_options.fsync = config.durability == "fsync";
+  log_options.retention_bytes = config.log_retention_bytes;
+  log_options.retention_age_ns = config.log_retention_ns;
+  log_options.max_pending_bytes = config.log_max_pending_bytes;
+  log_options.clock = clock;
+  Result<std::unique_ptr<log::Log>> opened = log::Log::Open(log_options, &metrics);
+  if (!opened.ok()) {
+    logging::Error("cannot open log", {{"error", opened.status().ToString()}});
+    return 1;
+  }
+  std::unique_ptr<log::Log> log = std::move(*opened);
+
+  store::MemoryLatestStore latest(config.latest_windows);
+
+  // Partition p belongs to processor p % threads.
+  const int threads = std::max(1, std::min<int>(config.processor_threads, config.log_partitions));
+  std::vector<std::unique_ptr<PartitionProcessor>> processors;
+  for (int i = 0; i < threads; ++i) {
+    PartitionProcessorOptions po;
+    po.index = i;
+    for (uint32_t p = i; p < config.log_partitions; p += threads) po.partitions.push_back(p);
+    po.engine = EngineOptionsFrom(config);
+    processors.push_back(std::make_unique<PartitionProcessor>(std::move(po), log.get(), &latest,
+                                                              clock, &metrics, nullptr));
+  }
+  for (auto& p : processors) {
+    Status st = p->Start();
+    if (!st.ok()) {
+      logging::Error("cannot start processor", {{"error", st.ToString()}});
+      return 1;
+    }
+  }
+  for (size_t i = 0; i < processors.size(); ++i) {
+    PartitionProcessor* p = processors[i].get();
+    metrics.AddGaugeCallback("joule_processor_lag_records", "Durable records not yet processed",
+                             {{"processor", std::to_string(i)}},
+                             [p] { return static_cast<double>(p->LagRecords()); });
+    metrics.AddGaugeCallback("joule_processor_lag_seconds",
+                             "Age of the oldest unprocessed durable record",
+                             {{"processor", std::to_string(i)}}, [p] { return p->LagSeconds(); });
+  }
+
+  ingest::EventAppender appender(log.get(), &metrics);
+  api::Authenticator auth(config.auth_mode, admin_token);
+  api::ApiContext ctx;
+  ctx.clock = clock;
+  ctx.metrics = &metrics;
+  ctx.auth = &auth;
+  ctx.limits.max_body_bytes = config.max_body_bytes;
+  ctx.limits.max_events_per_request = config.max_events_per_request;
+  ctx.limits.max_future_skew_ns = config.max_future_skew_ns;
+  ctx.limits.max_event_age_ns = config.max_event_age_ns;
+  ctx.appender = &appender;
+  ctx.latest = &latest;
+  ctx.latest_windows = config.latest_windows;
+  ctx.ready = [&processors] {
+    for (auto& p : processors) {
+      if (!p->CaughtUpOnce()) return false;
+    }
+    return true;
+  };
+
+  net::Router router;
+  api::AddAllRoutes(router, ctx);
+
+  boost::asio::io_context io;
+  net::HttpServerOptions http_options;
+  http_options.listen = config.http_listen;
+  http_options.max_body_bytes = config.max_body_bytes;
+  net::HttpServer http(io, http_options, router, &metrics);
+  Status st = http.Start();
+  if (!st.ok()) {
+    logging::Error("cannot start HTTP listener",
+                   {{"address", config.http_listen}, {"error", st.ToString()}});
+    return 1;
+  }
+  std::string host = config.http_listen.substr(0, config.http_listen.rfind(':'));
+  std::string address = fmt::format("{}:{}", host, http.port());
+  logging::Info("http listening", {{"address", address}});
+  if (!config.mqtt_listen.empty()) {
+    logging::Warn("MQTT listener not built yet; server.mqtt_listen is ignored",
+                  {{"address", config.mqtt_listen}});
+  }
+
+  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code& error, int signo) {
+    if (error) return;
+    logging::Info("shutting down", {{"signal", std::to_string(signo)}});
+    http.Shutdown([&io] { io.stop(); });
+  });
+
+  std::vector<std::thread> io_threads;
+  for (int i = 1; i < config.io_threads; ++i) io_threads.emplace_back([&io] { io.run(); });
+  io.run();
+  for (auto& t : io_threads) t.join();
+
+  Status flushed = log->Flush();
+  for (auto& p : processors) p->Stop();
+  processors.clear();
+  log.reset();
+  logging::Info("stopped", {{"flush", flushed.ToString()}});
+  return flushed.ok() ? 0 : 1;
+}
+
+}  // namespace joule::app

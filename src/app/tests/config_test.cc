@@ -1,0 +1,101 @@
+#include "app/config.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace joule::app {
+namespace {
+
+std::string WriteTemp(const std::string& text) {
+  char path[] = "/tmp/joule-config-XXXXXX";
+  int fd = mkstemp(path);
+  close(fd);
+  std::ofstream(path) << text;
+  return path;
+}
+
+TEST(ConfigTest, DefaultsWithoutFileMatchContract) {
+  char* env[] = {nullptr};
+  auto c = LoadConfig("", env);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->http_listen, "127.0.0.1:8080");
+  EXPECT_EQ(c->mqtt_listen, "127.0.0.1:1883");
+  EXPECT_EQ(c->data_dir, "./data");
+  EXPECT_EQ(c->durability, "fsync");
+  EXPECT_EQ(c->window_ns, 60'000'000'000);
+  EXPECT_EQ(c->out_of_orderness_ns, 10'000'000'000);
+  EXPECT_EQ(c->allowed_lateness_ns, 3'600'000'000'000);
+  EXPECT_EQ(c->idle_timeout_ns, 60'000'000'000);
+  EXPECT_EQ(c->early_fire_interval_ns, 5'000'000'000);
+  EXPECT_EQ(c->max_gap_ns, 300'000'000'000);
+  EXPECT_EQ(c->auth_mode, "required");
+  EXPECT_EQ(c->metadata_backend, "sqlite");
+  EXPECT_EQ(c->latest_backend, "memory");
+  EXPECT_EQ(c->max_body_bytes, 4u << 20);
+  EXPECT_EQ(c->max_events_per_request, 10000u);
+  EXPECT_EQ(c->max_future_skew_ns, 300'000'000'000);
+  EXPECT_EQ(c->max_event_age_ns, 7 * 86'400'000'000'000);
+}
+
+TEST(ConfigTest, FileThenEnvironmentWins) {
+  std::string path = WriteTemp(R"(
+[server]
+http_listen = "127.0.0.1:9000"
+[stream]
+out_of_orderness = "30s"
+[limits]
+max_body_bytes = "64KiB"
+[metrics.kinds]
+solar_w = "power"
+grid_import = "counter"
+)");
+  std::string v1 = "JOULE_SERVER_HTTP_LISTEN=127.0.0.1:0";
+  std::string v2 = "JOULE_STREAM_MAX_GAP=2m";
+  char* env[] = {v1.data(), v2.data(), nullptr};
+  auto c = LoadConfig(path, env);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->http_listen, "127.0.0.1:0");
+  EXPECT_EQ(c->out_of_orderness_ns, 30'000'000'000);
+  EXPECT_EQ(c->max_gap_ns, 120'000'000'000);
+  EXPECT_EQ(c->max_body_bytes, 64u << 10);
+  EXPECT_EQ(c->metric_kinds.at("solar_w"), model::MetricKind::kPower);
+  EXPECT_EQ(c->metric_kinds.at("grid_import"), model::MetricKind::kCounter);
+  std::remove(path.c_str());
+}
+
+TEST(ConfigTest, ClearErrors) {
+  std::string path = WriteTemp("[stream]\nwindoww = \"1m\"\n");
+  auto c = LoadConfig(path, nullptr);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("unknown key stream.windoww"), std::string::npos);
+  std::remove(path.c_str());
+
+  std::string bad = "JOULE_STORAGE_DURABILITY=sometimes";
+  char* env[] = {bad.data(), nullptr};
+  c = LoadConfig("", env);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("JOULE_STORAGE_DURABILITY"), std::string::npos);
+
+  std::string bad_dur = "JOULE_STREAM_IDLE_TIMEOUT=soon";
+  char* env2[] = {bad_dur.data(), nullptr};
+  EXPECT_FALSE(LoadConfig("", env2).ok());
+}
+
+TEST(ConfigTest, TomlRoundTrip) {
+  char* env[] = {nullptr};
+  auto c = LoadConfig("", env);
+  ASSERT_TRUE(c.ok());
+  std::string path = WriteTemp(ConfigToToml(*c));
+  auto again = LoadConfig(path, env);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->window_ns, c->window_ns);
+  EXPECT_EQ(again->http_listen, c->http_listen);
+  std::remove(path.c_str());
+}
+
+}  // namespace
+}  // namespace joule::app

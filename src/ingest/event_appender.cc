@@ -1,0 +1,58 @@
+#include "ingest/event_appender.h"
+
+#include <atomic>
+#include <memory>
+
+#include "log/log.h"
+#include "model/partition.h"
+
+namespace joule::ingest {
+
+EventAppender::EventAppender(log::Log* log, MetricsRegistry* metrics)
+    : log_(log),
+      refused_(metrics->GetCounter("joule_ingest_backpressure_total",
+                                   "Appends refused because the log was over its pending limit")) {}
+
+Status EventAppender::Append(const std::vector<model::Event>& events, Done done) {
+  const uint32_t partitions = log_->partitions();
+  std::vector<std::vector<std::string>> by_partition(partitions);
+  for (const auto& e : events) {
+    std::string payload;
+    model::EncodeEvent(e, &payload);
+    by_partition[model::PartitionOf(e.device_id, partitions)].push_back(std::move(payload));
+  }
+  struct State {
+    std::atomic<int> remaining{0};
+    std::atomic<bool> failed{false};
+    Done done;
+  };
+  auto state = std::make_shared<State>();
+  state->done = std::move(done);
+  int batches = 0;
+  for (const auto& b : by_partition) batches += b.empty() ? 0 : 1;
+  // One extra count held by this function, so `done` cannot run before all appends
+  // were attempted.
+  state->remaining.store(batches + 1);
+  auto finish_one = [state](bool ok) {
+    if (!ok) state->failed.store(true);
+    if (state->remaining.fetch_sub(1) == 1) {
+      state->done(state->failed.load() ? Status::Unavailable("log append failed") : Status::Ok());
+    }
+  };
+  bool first = true;
+  for (uint32_t p = 0; p < partitions; ++p) {
+    if (by_partition[p].empty()) continue;
+    Status st = log_->Append(p, std::move(by_partition[p]),
+                             [finish_one](Status s, model::LogOffset) { finish_one(s.ok()); });
+    if (!st.ok()) {
+      refused_->Inc();
+      if (first) return st;  // nothing stored; `done` is never called
+      finish_one(false);
+    }
+    first = false;
+  }
+  finish_one(true);
+  return Status::Ok();
+}
+
+}  // namespace joule::ingest
