@@ -13,7 +13,7 @@ class Responder::State {
   State& operator=(const State&) = delete;
 
   ~State() {
-    if (!Claim()) return;
+    if (done_.exchange(true, std::memory_order_acq_rel)) return;  // answered: the normal case
     // Never answered: a handler dropped its Responder. Answer for it.
     sink_->Send(HttpResponse::Error(500, "internal", "the request was not answered"));
   }
