@@ -200,7 +200,8 @@ class MetadataStore {
 
   // --- change notification
   // Listeners run after the change commits, never concurrently with each other. A
-  // listener must be quick and must not call Subscribe/Unsubscribe. Returns an id.
+  // listener must be quick, and must neither call Subscribe/Unsubscribe nor write
+  // through the store (that would deadlock); reads are fine. Returns an id.
   uint64_t Subscribe(Listener listener);
   // After it returns, the listener is not running and will not run again.
   void Unsubscribe(uint64_t subscription);

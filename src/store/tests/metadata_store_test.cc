@@ -190,6 +190,8 @@ class PgTestDatabase {
     admin.Query("DROP DATABASE IF EXISTS " + name_ + " WITH (FORCE)");
   }
   const std::string& url() const { return url_; }
+  const std::string& name() const { return name_; }
+  const std::string& admin_url() const { return admin_url_; }
 
  private:
   std::string admin_url_;
@@ -1115,6 +1117,33 @@ TEST_P(PostgresChangeFeedTest, ListenerAndPoolReconnectAfterTheServerDropsThem) 
   Raw().Query("UPDATE devices SET name = 'after-reconnect' WHERE device_id = 'd1'");
   EXPECT_TRUE(Eventually([&] { return cache_->GetDevice("d1")->name == "after-reconnect"; },
                          std::chrono::milliseconds(1000)));
+}
+
+TEST_P(PostgresChangeFeedTest, ServesExpiredEntriesWhileTheDatabaseIsDown) {
+  std::string token;
+  ASSERT_TRUE(cache_->CreateDevice(MakeDevice("d1"), &token).ok());
+  ASSERT_TRUE(cache_->GetDevice("d1").ok());
+  ASSERT_TRUE(cache_->AuthenticateToken(token).ok());
+  clock_.Advance(MetadataCacheOptions().positive_ttl_ns + 1);  // both entries expired
+
+  // The database goes away: no new connections, existing ones killed.
+  PgRawDb admin(pg_->admin_url());
+  admin.Query("ALTER DATABASE " + pg_->name() + " ALLOW_CONNECTIONS false");
+  admin.Query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '" +
+              pg_->name() + "'");
+  raw_.reset();
+
+  auto d = cache_->GetDevice("d1");
+  EXPECT_TRUE(d.ok()) << d.status().ToString();  // stale-if-error
+  auto p = cache_->AuthenticateToken(token);
+  EXPECT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(cache_->GetDevice("never-cached").status().code(), StatusCode::kUnavailable);
+
+  admin.Query("ALTER DATABASE " + pg_->name() + " ALLOW_CONNECTIONS true");
+  EXPECT_TRUE(Eventually(
+      [&] { return cache_->GetDevice("never-cached").status().code() == StatusCode::kNotFound; },
+      std::chrono::milliseconds(10000)));
+  EXPECT_TRUE(cache_->GetDevice("d1").ok());
 }
 
 }  // namespace
