@@ -178,6 +178,8 @@ TYPED_TEST(HistoryStoreTest, RoundTripsAFullRecord) {
   ASSERT_EQ(page.records.size(), 1u);
   EXPECT_EQ(page.records[0], day);
   EXPECT_EQ(page.next_cursor, "");
+  Status flushed = this->store_->Flush();
+  EXPECT_TRUE(flushed.ok()) << flushed.ToString();
 }
 
 TYPED_TEST(HistoryStoreTest, KeepsTheHighestVersion) {
