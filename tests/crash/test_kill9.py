@@ -203,6 +203,25 @@ class Kill9Test(unittest.TestCase):
                     cell[1] += 1
         return out
 
+    def sums(self, device):
+        """(sum of power_w energy_wh, sum of energy_wh delta) over all 1m windows."""
+        status, _, body = self.server.realtime(device, windows=1000)
+        self.assertEqual(status, 200, f"realtime {device}: {body!r}" + self.server.diag())
+        energy = delta = 0.0
+        for r in body.get("data", []):
+            m = r.get("metrics") or {}
+            energy += (m.get("power_w") or {}).get("energy_wh", 0.0) or 0.0
+            delta += (m.get("energy_wh") or {}).get("delta", 0.0) or 0.0
+        return energy, delta
+
+    def expected_sums(self, device):
+        """The whole-series trapezoid integral and counter increase of an acknowledged,
+        gap-free series (all consecutive samples are STEP_S apart, well under max_gap)."""
+        n = max(c.next_seq[device] for c in self.clients if device in c.devices)
+        power = [100.0 + (k % 7) for k in range(n)]
+        energy = sum((a + b) / 2 * STEP_S / 3600 for a, b in zip(power, power[1:]))
+        return energy, 0.5 * (n - 1)
+
     def counted(self, device):
         status, _, body = self.server.realtime(device, windows=1000)
         if status == 404:
@@ -306,6 +325,15 @@ class Kill9Test(unittest.TestCase):
         # Every batch was finally acknowledged, so the count must be exact.
         self.assertEqual(stats["uncertain"], 0, "all batches acknowledged at the end")
         self.assertEqual(stats["counted"], stats["acknowledged"])
+        # Energy and counter increments are counted once too (the replay does not re-add
+        # the trapezoids or increments of events that were already folded in).
+        for dev in self.devices:
+            with self.subTest(device=dev, check="energy and counter delta"):
+                (e_got, d_got), (e_exp, d_exp) = self.sums(dev), self.expected_sums(dev)
+                self.assertAlmostEqual(e_got, e_exp, delta=1e-6 * max(1.0, e_exp),
+                                       msg=f"{dev}: sum of 1m power_w.energy_wh")
+                self.assertAlmostEqual(d_got, d_exp, delta=1e-6 * max(1.0, d_exp),
+                                       msg=f"{dev}: sum of 1m energy_wh.delta")
         never_acked = [b for c in self.clients for b in c.batches if not b.acked and b.attempts]
         print(f"[kill9] final: {total_acked} batches acknowledged, "
               f"{len(never_acked)} never acknowledged (non-202 answers)", flush=True)
