@@ -9,7 +9,9 @@
 #include "common/metrics.h"
 #include "ingest/event_appender.h"
 #include "ingest/telemetry_parser.h"
+#include "store/history_store.h"
 #include "store/latest_store.h"
+#include "stream/window_engine.h"
 
 namespace joule::api {
 
@@ -21,6 +23,10 @@ struct ApiContext {
   ingest::EventAppender* appender = nullptr;
   store::LatestStore* latest = nullptr;
   size_t latest_windows = 60;
+  store::HistoryStore* history = nullptr;
+  int64_t base_window_ns = 60'000'000'000;
+  // Per-device stream health from the processor that owns the device; false = unknown.
+  std::function<bool(std::string_view, stream::WindowEngine::DeviceHealth*)> health;
   // Readiness: true once the processors have caught up with the log after start.
   std::function<bool()> ready;
 };

@@ -38,8 +38,22 @@ void HandleRealtime(ApiContext& ctx, net::HttpRequest& req, net::Responder respo
     responder.Send(net::HttpResponse::Error(404, "not_found", "no such device"));
     return;
   }
+  // The fast path is the latest store. When it has nothing for the device (a restart
+  // with the memory store, an expired or unreachable Redis), answer from history.
   store::LatestSnapshot snap;
+  std::string_view source = ctx.latest->backend();
   Result<bool> found = ctx.latest->Get(device_id, windows, &snap);
+  if (!found.ok() || !*found || snap.records.empty()) {
+    if (ctx.history) {
+      auto records = ctx.history->Latest(device_id, model::Resolution::kBase, windows);
+      if (records.ok() && !records->empty()) {
+        if (!found.ok() || !*found) snap = store::LatestSnapshot();
+        snap.records = std::move(*records);
+        source = "history";
+        found = true;
+      }
+    }
+  }
   if (!found.ok()) {
     responder.Send(net::HttpResponse::Error(503, "unavailable", found.status().message()));
     return;
@@ -56,7 +70,7 @@ void HandleRealtime(ApiContext& ctx, net::HttpRequest& req, net::Responder respo
   w.BeginObject();
   w.EndObject();
   w.Key("source");
-  w.String(ctx.latest->backend());
+  w.String(source);
   w.Key("latest");
   if (snap.has_reading) {
     w.BeginObject();

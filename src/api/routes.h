@@ -13,11 +13,15 @@ struct ApiContext;
 void AddTelemetryRoutes(net::Router& router, ApiContext& ctx);
 void AddRealtimeRoutes(net::Router& router, ApiContext& ctx);
 void AddOperationsRoutes(net::Router& router, ApiContext& ctx);
+void AddHistoryRoutes(net::Router& router, ApiContext& ctx);
+void AddHealthRoutes(net::Router& router, ApiContext& ctx);
 
 inline void AddAllRoutes(net::Router& router, ApiContext& ctx) {
   AddTelemetryRoutes(router, ctx);
   AddRealtimeRoutes(router, ctx);
   AddOperationsRoutes(router, ctx);
+  AddHistoryRoutes(router, ctx);
+  AddHealthRoutes(router, ctx);
 }
 
 }  // namespace joule::api

@@ -37,6 +37,10 @@ struct Config {
   // [auth]
   std::string auth_mode = "required";  // or "disabled"
   std::string admin_token;
+  // [history]
+  int64_t history_retention_base_ns = 30 * 86'400'000'000'000;
+  int64_t history_retention_hour_ns = 730 * 86'400'000'000'000;
+  int64_t history_retention_day_ns = 0;  // forever
   // [metadata]
   std::string metadata_backend = "sqlite";
   std::string metadata_url;

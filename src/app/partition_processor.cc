@@ -11,7 +11,8 @@ namespace joule::app {
 
 class PartitionProcessor::Sink final : public stream::RecordSink {
  public:
-  Sink(store::LatestStore* latest, MetricsRegistry* metrics) : latest_(latest) {
+  Sink(store::LatestStore* latest, bool keep_for_history, MetricsRegistry* metrics)
+      : latest_(latest), keep_for_history_(keep_for_history) {
     for (int r = 0; r < 3; ++r) {
       for (int f = 0; f < 2; ++f) {
         const char* res = r == 0 ? "base" : r == 1 ? "1h" : "1d";
@@ -26,16 +27,21 @@ class PartitionProcessor::Sink final : public stream::RecordSink {
   void Emit(const model::AggregateRecord& record) override {
     emitted_[static_cast<int>(record.resolution)][record.final ? 1 : 0]->Inc();
     if (!latest_->PutRecord(record).ok()) sink_errors_->Inc();
+    if (keep_for_history_) pending_history_.push_back(record);
   }
+  std::vector<model::AggregateRecord>& pending_history() { return pending_history_; }
 
  private:
   store::LatestStore* latest_;
+  bool keep_for_history_;
+  std::vector<model::AggregateRecord> pending_history_;
   Counter* emitted_[3][2];
   Counter* sink_errors_;
 };
 
 PartitionProcessor::PartitionProcessor(PartitionProcessorOptions options, log::Log* log,
-                                       store::LatestStore* latest, const Clock* clock,
+                                       store::LatestStore* latest, store::HistoryStore* history,
+                                       const Clock* clock,
                                        MetricsRegistry* metrics,
                                        stream::TimezoneProvider* timezones)
     : options_(std::move(options)),
@@ -43,8 +49,9 @@ PartitionProcessor::PartitionProcessor(PartitionProcessorOptions options, log::L
       latest_(latest),
       clock_(clock),
       metrics_(metrics),
+      history_(history),
       engine_(std::make_unique<stream::WindowEngine>(options_.engine, timezones)),
-      sink_(std::make_unique<Sink>(latest, metrics)),
+      sink_(std::make_unique<Sink>(latest, history != nullptr, metrics)),
       positions_(new std::atomic<uint64_t>[options_.partitions.size()]),
       last_append_ns_(new std::atomic<int64_t>[options_.partitions.size()]) {
   const std::string idx = std::to_string(options_.index);
@@ -53,6 +60,8 @@ PartitionProcessor::PartitionProcessor(PartitionProcessorOptions options, log::L
   decode_errors_ = metrics->GetCounter("joule_processor_decode_errors_total",
                                        "Log records that did not decode as events",
                                        {{"processor", idx}});
+  history_errors_ = metrics->GetCounter("joule_sink_errors_total", "Failed sink writes",
+                                        {{"sink", "history"}});
   for (size_t i = 0; i < options_.partitions.size(); ++i) {
     positions_[i].store(0);
     last_append_ns_[i].store(0);
@@ -112,6 +121,7 @@ bool PartitionProcessor::ProcessBatch(size_t slot) {
   if (*n == 0) return false;
   int64_t now = clock_->NowNanos();
   model::Event event;
+  std::lock_guard lock(engine_mu_);
   for (const auto& rec : batch_) {
     if (!model::DecodeEvent(rec.payload, &event).ok()) {
       decode_errors_->Inc();
@@ -126,6 +136,28 @@ bool PartitionProcessor::ProcessBatch(size_t slot) {
   return true;
 }
 
+void PartitionProcessor::FlushHistory() {
+  auto& pending = sink_->pending_history();
+  if (pending.empty()) return;
+  Status st = history_->Put(pending);
+  if (!st.ok()) {
+    history_errors_->Inc(pending.size());
+    logging::Error("history write failed", {{"error", st.ToString()}});
+  }
+  pending.clear();
+}
+
+bool PartitionProcessor::Health(std::string_view device_id,
+                                stream::WindowEngine::DeviceHealth* out) const {
+  std::lock_guard lock(engine_mu_);
+  return engine_->Health(device_id, out);
+}
+
+stream::WindowEngine::Stats PartitionProcessor::Stats() const {
+  std::lock_guard lock(engine_mu_);
+  return engine_->stats();
+}
+
 void PartitionProcessor::Run() {
   int64_t last_tick = 0;
   while (true) {
@@ -134,9 +166,11 @@ void PartitionProcessor::Run() {
     for (size_t i = 0; i < readers_.size(); ++i) any |= ProcessBatch(i);
     int64_t now = clock_->NowNanos();
     if (now - last_tick >= options_.tick_interval_ns) {
+      std::lock_guard lock(engine_mu_);
       engine_->Tick(now, sink_.get());
       last_tick = now;
     }
+    FlushHistory();
     if (!any) {
       caught_up_once_.store(true);
       if (stopping) break;

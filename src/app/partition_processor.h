@@ -1,7 +1,9 @@
 // PartitionProcessor: one thread that owns a set of log partitions. It reads their
 // durable records in order, feeds the pure WindowEngine, ticks it with processing time,
-// and fans the records it emits out to the sinks (latest store; later history, alerts,
-// live push). Shared-nothing: no other thread touches its engine.
+// and fans the records it emits out to the sinks: the latest store at once, the history
+// store in one batch per log batch (later alerts and live push). The engine is owned by
+// the processor thread; API threads read its per-device health under a mutex that the
+// processor holds only while it processes one batch.
 //
 // Until checkpoints exist it replays each partition from the log's start on boot, which
 // rebuilds exactly the state it had (the engine is deterministic in event time).
@@ -10,6 +12,8 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -17,6 +21,7 @@
 #include "common/metrics.h"
 #include "common/status.h"
 #include "log/log.h"
+#include "store/history_store.h"
 #include "store/latest_store.h"
 #include "stream/window_engine.h"
 
@@ -32,8 +37,9 @@ struct PartitionProcessorOptions {
 
 class PartitionProcessor {
  public:
+  // `history` may be null (no history sink).
   PartitionProcessor(PartitionProcessorOptions options, log::Log* log, store::LatestStore* latest,
-                     const Clock* clock, MetricsRegistry* metrics,
+                     store::HistoryStore* history, const Clock* clock, MetricsRegistry* metrics,
                      stream::TimezoneProvider* timezones);
   ~PartitionProcessor();
 
@@ -46,17 +52,23 @@ class PartitionProcessor {
   // Event-processing delay: now − append time of the oldest unprocessed record (0 when caught up).
   double LagSeconds() const;
   bool CaughtUpOnce() const { return caught_up_once_.load(); }
+  // Thread-safe reads of engine state.
+  bool Health(std::string_view device_id, stream::WindowEngine::DeviceHealth* out) const;
+  stream::WindowEngine::Stats Stats() const;
 
  private:
   class Sink;
   void Run();
   bool ProcessBatch(size_t slot);
+  void FlushHistory();
 
   PartitionProcessorOptions options_;
   log::Log* log_;
   store::LatestStore* latest_;
   const Clock* clock_;
   MetricsRegistry* metrics_;
+  store::HistoryStore* history_;
+  mutable std::mutex engine_mu_;  // guards engine_ against API readers
   std::unique_ptr<stream::WindowEngine> engine_;
   std::unique_ptr<Sink> sink_;
   std::vector<std::unique_ptr<log::LogReader>> readers_;
@@ -68,6 +80,7 @@ class PartitionProcessor {
   std::thread thread_;
   Counter* events_processed_;
   Counter* decode_errors_;
+  Counter* history_errors_;
 };
 
 }  // namespace joule::app

@@ -21,7 +21,9 @@
 #include "log/log.h"
 #include "net/http_server.h"
 #include "net/router.h"
+#include "model/partition.h"
 #include "store/memory/memory_latest_store.h"
+#include "store/rocksdb/rocksdb_history_store.h"
 
 namespace joule::app {
 namespace {
@@ -115,6 +117,19 @@ int RunServer(const Config& config) {
 
   store::MemoryLatestStore latest(config.latest_windows);
 
+  store::RocksDbHistoryOptions history_options;
+  history_options.path = (std::filesystem::path(config.data_dir) / "history").string();
+  history_options.retention.base_ns = config.history_retention_base_ns;
+  history_options.retention.hour_ns = config.history_retention_hour_ns;
+  history_options.retention.day_ns = config.history_retention_day_ns;
+  history_options.clock = clock;
+  auto history_opened = store::RocksDbHistoryStore::Open(history_options, &metrics);
+  if (!history_opened.ok()) {
+    logging::Error("cannot open history store", {{"error", history_opened.status().ToString()}});
+    return 1;
+  }
+  std::unique_ptr<store::RocksDbHistoryStore> history = std::move(*history_opened);
+
   // Partition p belongs to processor p % threads.
   const int threads = std::max(1, std::min<int>(config.processor_threads, config.log_partitions));
   std::vector<std::unique_ptr<PartitionProcessor>> processors;
@@ -123,8 +138,8 @@ int RunServer(const Config& config) {
     po.index = i;
     for (uint32_t p = i; p < config.log_partitions; p += threads) po.partitions.push_back(p);
     po.engine = EngineOptionsFrom(config);
-    processors.push_back(std::make_unique<PartitionProcessor>(std::move(po), log.get(), &latest,
-                                                              clock, &metrics, nullptr));
+    processors.push_back(std::make_unique<PartitionProcessor>(
+        std::move(po), log.get(), &latest, history.get(), clock, &metrics, nullptr));
   }
   for (auto& p : processors) {
     Status st = p->Start();
@@ -156,6 +171,13 @@ int RunServer(const Config& config) {
   ctx.appender = &appender;
   ctx.latest = &latest;
   ctx.latest_windows = config.latest_windows;
+  ctx.history = history.get();
+  ctx.base_window_ns = config.window_ns;
+  ctx.health = [&processors, &config, threads](std::string_view device_id,
+                                               stream::WindowEngine::DeviceHealth* out) {
+    uint32_t p = model::PartitionOf(device_id, config.log_partitions);
+    return processors[p % threads]->Health(device_id, out);
+  };
   ctx.ready = [&processors] {
     for (auto& p : processors) {
       if (!p->CaughtUpOnce()) return false;
@@ -200,6 +222,11 @@ int RunServer(const Config& config) {
   Status flushed = log->Flush();
   for (auto& p : processors) p->Stop();
   processors.clear();
+  Status history_flushed = history->Flush();
+  if (!history_flushed.ok()) {
+    logging::Error("history flush failed", {{"error", history_flushed.ToString()}});
+  }
+  history.reset();
   log.reset();
   logging::Info("stopped", {{"flush", flushed.ToString()}});
   return flushed.ok() ? 0 : 1;

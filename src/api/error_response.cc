@@ -1,0 +1,37 @@
+#include "api/error_response.h"
+
+namespace joule::api {
+
+net::HttpResponse ErrorFromStatus(const Status& status) {
+  switch (status.code()) {
+    case StatusCode::kInvalidArgument:
+      return net::HttpResponse::Error(400, "invalid_argument", status.message());
+    case StatusCode::kNotFound:
+      return net::HttpResponse::Error(404, "not_found", status.message());
+    case StatusCode::kAlreadyExists:
+      return net::HttpResponse::Error(409, "already_exists", status.message());
+    case StatusCode::kUnauthenticated:
+      return net::HttpResponse::Error(401, "unauthorized", status.message());
+    case StatusCode::kPermissionDenied:
+      return net::HttpResponse::Error(403, "forbidden", status.message());
+    case StatusCode::kResourceExhausted:
+      return net::HttpResponse::Error(413, "payload_too_large", status.message());
+    case StatusCode::kUnavailable: {
+      net::HttpResponse r = net::HttpResponse::Error(503, "unavailable", status.message());
+      r.headers.emplace_back("Retry-After", "1");
+      return r;
+    }
+    default:
+      return net::HttpResponse::Error(500, "internal", status.message());
+  }
+}
+
+net::HttpResponse Unauthorized() {
+  return net::HttpResponse::Error(401, "unauthorized", "missing or unknown token");
+}
+
+net::HttpResponse DeviceNotFound() {
+  return net::HttpResponse::Error(404, "not_found", "no such device");
+}
+
+}  // namespace joule::api

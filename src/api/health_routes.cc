@@ -1,0 +1,63 @@
+// GET /v1/devices/{id}/health (CONTRACT §3): the stream's view of one device.
+#include "api/api_context.h"
+#include "api/error_response.h"
+#include "api/routes.h"
+#include "common/clock.h"
+#include "common/json_writer.h"
+#include "common/time_format.h"
+#include "ingest/validation.h"
+#include "net/http_server.h"
+#include "net/router.h"
+
+namespace joule::api {
+namespace {
+
+void HandleHealth(ApiContext& ctx, net::HttpRequest& req, net::Responder responder) {
+  if (ctx.auth->Authenticate(req) == Principal::kNone) return responder.Send(Unauthorized());
+  const std::string& device_id = req.path_params["id"];
+  stream::WindowEngine::DeviceHealth h;
+  if (!ingest::ValidDeviceId(device_id) || !ctx.health || !ctx.health(device_id, &h)) {
+    return responder.Send(DeviceNotFound());
+  }
+  const int64_t now = ctx.clock->NowNanos();
+  JsonWriter w;
+  w.BeginObject();
+  w.Key("device_id");
+  w.String(device_id);
+  w.Key("device");
+  w.BeginObject();
+  w.EndObject();
+  w.Key("last_seen");  // processing time of the last event
+  w.String(FormatRfc3339Millis(h.last_seen_ns));
+  w.Key("last_event_time");
+  w.String(FormatRfc3339Millis(h.last_event_time_ns));
+  w.Key("watermark");
+  w.String(FormatRfc3339Millis(h.watermark_ns));
+  // How far the device's watermark (and so its final results) trails wall-clock time.
+  w.Key("lag_seconds");
+  w.Double(static_cast<double>(now - h.watermark_ns) / 1e9);
+  w.Key("silent_seconds");
+  w.Double(static_cast<double>(now - h.last_seen_ns) / 1e9);
+  w.Key("clock_skew_seconds");  // median of recent (received_at − event time)
+  w.Double(static_cast<double>(h.clock_skew_ns) / 1e9);
+  w.Key("events");
+  w.Uint(h.events);
+  w.Key("late_updates");
+  w.Uint(h.late_updates);
+  w.Key("late_dropped");
+  w.Uint(h.late_dropped);
+  w.Key("duplicates");
+  w.Uint(h.duplicates);
+  w.EndObject();
+  responder.Send(net::HttpResponse::Json(200, w.Take()));
+}
+
+}  // namespace
+
+void AddHealthRoutes(net::Router& router, ApiContext& ctx) {
+  router.Add("GET", "/v1/devices/{id}/health", [&ctx](net::HttpRequest& req, net::Responder r) {
+    HandleHealth(ctx, req, std::move(r));
+  });
+}
+
+}  // namespace joule::api

@@ -1,0 +1,231 @@
+// GET /v1/devices/{id}/metrics/history (CONTRACT §3): a key-range read of pre-computed
+// records from the history store — never an aggregation at request time.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <set>
+
+#include "api/api_context.h"
+#include "api/error_response.h"
+#include "api/query_params.h"
+#include "api/routes.h"
+#include "common/clock.h"
+#include "common/json_writer.h"
+#include "common/time_format.h"
+#include "ingest/validation.h"
+#include "net/http_server.h"
+#include "net/router.h"
+
+namespace joule::api {
+namespace {
+
+constexpr size_t kAutoMaxWindows = 1500;
+constexpr size_t kDefaultLimit = 1500;
+constexpr size_t kMaxLimit = 10000;
+// A range may span at most this many windows of its resolution (1m over ~69 days).
+constexpr int64_t kMaxWindowsInRange = 100'000;
+
+int64_t NominalWidth(model::Resolution r, int64_t base_ns) {
+  switch (r) {
+    case model::Resolution::kBase: return base_ns;
+    case model::Resolution::kHour: return kNanosPerHour;
+    case model::Resolution::kDay: return kNanosPerDay;
+  }
+  return base_ns;
+}
+
+void AppendCsvNumber(std::string* out, double v) {
+  JsonWriter w;
+  w.Double(v);
+  *out += w.str();
+}
+
+// One flat row per window: fixed columns, then <metric>.<field> for every metric present
+// on the page (sorted by name).
+std::string ToCsv(const std::vector<model::AggregateRecord>& records,
+                  const std::vector<std::string>& only) {
+  struct Column {
+    std::string metric;
+    model::MetricKind kind;
+  };
+  std::map<std::string, model::MetricKind> metrics;
+  for (const auto& r : records) {
+    for (const auto& m : r.metrics) {
+      if (only.empty() || std::find(only.begin(), only.end(), m.name) != only.end()) {
+        metrics.emplace(m.name, m.kind);
+      }
+    }
+  }
+  std::string out = "device_id,resolution,window_start,window_end,final,version,count";
+  for (const auto& [name, kind] : metrics) {
+    for (const char* f : {"count", "min", "max", "avg", "first", "last", "sum"}) {
+      out += fmt::format(",{}.{}", name, f);
+    }
+    if (kind == model::MetricKind::kPower) out += fmt::format(",{0}.twa,{0}.energy_wh,{0}.coverage", name);
+    if (kind == model::MetricKind::kCounter) out += fmt::format(",{0}.delta,{0}.resets", name);
+  }
+  out += "\n";
+  for (const auto& r : records) {
+    const double width = static_cast<double>(r.window_end_ns - r.window_start_ns);
+    out += fmt::format("{},{},{},{},{},{},{}", r.device_id, model::ResolutionName(r),
+                       FormatRfc3339Millis(r.window_start_ns), FormatRfc3339Millis(r.window_end_ns),
+                       r.final ? "true" : "false", r.version, r.count);
+    for (const auto& [name, kind] : metrics) {
+      const model::MetricAggregate* m = r.FindMetric(name);
+      int cells = 7 + (kind == model::MetricKind::kPower ? 3 : 0) +
+                  (kind == model::MetricKind::kCounter ? 2 : 0);
+      if (!m) {
+        out.append(static_cast<size_t>(cells), ',');
+        continue;
+      }
+      out += fmt::format(",{}", m->count);
+      if (m->count > 0) {
+        for (double v : {m->min, m->max, m->sum / static_cast<double>(m->count), m->first, m->last,
+                         m->sum}) {
+          out += ',';
+          AppendCsvNumber(&out, v);
+        }
+      } else {
+        out += ",,,,,,";
+      }
+      if (kind == model::MetricKind::kPower) {
+        out += ',';
+        if (m->covered_ns > 0) {
+          AppendCsvNumber(&out, m->energy_wh * 3600.0 / (static_cast<double>(m->covered_ns) / 1e9));
+        }
+        out += ',';
+        AppendCsvNumber(&out, m->energy_wh);
+        out += ',';
+        AppendCsvNumber(&out, width > 0 ? static_cast<double>(m->covered_ns) / width : 0.0);
+      }
+      if (kind == model::MetricKind::kCounter) {
+        out += ',';
+        AppendCsvNumber(&out, m->delta);
+        out += fmt::format(",{}", m->resets);
+      }
+    }
+    out += "\n";
+  }
+  return out;
+}
+
+void HandleHistory(ApiContext& ctx, net::HttpRequest& req, net::Responder responder) {
+  if (ctx.auth->Authenticate(req) == Principal::kNone) return responder.Send(Unauthorized());
+  const std::string& device_id = req.path_params["id"];
+  if (!ingest::ValidDeviceId(device_id)) return responder.Send(DeviceNotFound());
+  auto fail = [&](const Status& st) { responder.Send(ErrorFromStatus(st)); };
+
+  const int64_t now = ctx.clock->NowNanos();
+  int64_t to = now, from = now - kNanosPerDay;
+  if (const std::string* v = req.Query("to")) {
+    Result<int64_t> t = ParseTimeParam("to", *v);
+    if (!t.ok()) return fail(t.status());
+    to = *t;
+  }
+  if (const std::string* v = req.Query("from")) {
+    Result<int64_t> f = ParseTimeParam("from", *v);
+    if (!f.ok()) return fail(f.status());
+    from = *f;
+  } else {
+    from = to - kNanosPerDay;
+  }
+  if (from > to) return fail(Status::InvalidArgument("from must not be after to"));
+
+  model::Resolution resolution = model::Resolution::kBase;
+  std::string res_text = req.Query("resolution") ? *req.Query("resolution") : "auto";
+  if (res_text == "auto") {
+    const int64_t span = to - from;
+    if (span / ctx.base_window_ns <= static_cast<int64_t>(kAutoMaxWindows)) {
+      resolution = model::Resolution::kBase;
+    } else if (span / kNanosPerHour <= static_cast<int64_t>(kAutoMaxWindows)) {
+      resolution = model::Resolution::kHour;
+    } else {
+      resolution = model::Resolution::kDay;
+    }
+  } else {
+    Result<model::Resolution> r = ParseResolution(res_text, ctx.base_window_ns);
+    if (!r.ok()) return fail(r.status());
+    resolution = *r;
+  }
+  const int64_t width = NominalWidth(resolution, ctx.base_window_ns);
+  if ((to - from) / width > kMaxWindowsInRange) {
+    model::AggregateRecord probe;
+    probe.resolution = resolution;
+    probe.window_end_ns = width;
+    return fail(Status::InvalidArgument(fmt::format(
+        "the range spans more than {} windows of {}; use a coarser resolution or a shorter range",
+        kMaxWindowsInRange, model::ResolutionName(probe))));
+  }
+  std::vector<std::string> only;
+  if (const std::string* v = req.Query("metrics")) {
+    Result<std::vector<std::string>> m = ParseMetricList(*v);
+    if (!m.ok()) return fail(m.status());
+    only = *m;
+  }
+  std::string format = req.Query("format") ? *req.Query("format") : "json";
+  if (format != "json" && format != "csv") {
+    return fail(Status::InvalidArgument("format must be json or csv"));
+  }
+  Result<size_t> limit = ParseLimit(req.Query("limit"), kDefaultLimit, kMaxLimit);
+  if (!limit.ok()) return fail(limit.status());
+
+  store::HistoryQuery q;
+  q.device_id = device_id;
+  q.resolution = resolution;
+  q.from_ns = from;
+  q.to_ns = to;
+  q.limit = *limit;
+  if (const std::string* c = req.Query("cursor")) q.cursor = *c;
+  Result<store::HistoryPage> page = ctx.history->Range(q);
+  if (!page.ok()) return fail(page.status());
+
+  if (format == "csv") {
+    net::HttpResponse r;
+    r.status = 200;
+    r.content_type = "text/csv; charset=utf-8";
+    r.body = ToCsv(page->records, only);
+    if (!page->next_cursor.empty()) r.headers.emplace_back("X-Next-Cursor", page->next_cursor);
+    return responder.Send(std::move(r));
+  }
+  model::AggregateRecord probe;
+  probe.resolution = resolution;
+  probe.window_end_ns = width;
+  JsonWriter w;
+  w.BeginObject();
+  w.Key("device_id");
+  w.String(device_id);
+  w.Key("device");
+  w.BeginObject();
+  w.EndObject();
+  w.Key("resolution");
+  w.String(model::ResolutionName(probe));
+  w.Key("from");
+  w.String(FormatRfc3339Millis(from));
+  w.Key("to");
+  w.String(FormatRfc3339Millis(to));
+  w.Key("source");
+  w.String("history");
+  w.Key("data");
+  w.BeginArray();
+  for (const auto& r : page->records) w.Raw(model::RecordToJson(r, only));
+  w.EndArray();
+  w.Key("next_cursor");
+  if (page->next_cursor.empty()) {
+    w.Null();
+  } else {
+    w.String(page->next_cursor);
+  }
+  w.EndObject();
+  responder.Send(net::HttpResponse::Json(200, w.Take()));
+}
+
+}  // namespace
+
+void AddHistoryRoutes(net::Router& router, ApiContext& ctx) {
+  router.Add("GET", "/v1/devices/{id}/metrics/history",
+             [&ctx](net::HttpRequest& req, net::Responder r) {
+               HandleHistory(ctx, req, std::move(r));
+             });
+}
+
+}  // namespace joule::api

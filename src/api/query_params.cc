@@ -1,0 +1,64 @@
+#include "api/query_params.h"
+
+#include <fmt/format.h>
+
+#include <charconv>
+
+#include "common/clock.h"
+#include "common/time_format.h"
+#include "ingest/validation.h"
+
+namespace joule::api {
+
+Result<int64_t> ParseTimeParam(const std::string& name, const std::string& value) {
+  int64_t ns;
+  if (ParseRfc3339(value, &ns)) return ns;
+  int64_t ms = 0;
+  auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), ms);
+  if (ec == std::errc() && p == value.data() + value.size() && !value.empty() &&
+      ms > -9'000'000'000'000 && ms < 9'000'000'000'000) {
+    return ms * kNanosPerMilli;
+  }
+  return Status::InvalidArgument(
+      fmt::format("{} must be an RFC 3339 time or epoch milliseconds, got '{}'", name, value));
+}
+
+Result<model::Resolution> ParseResolution(const std::string& value, int64_t base_window_ns) {
+  model::AggregateRecord probe;
+  probe.window_end_ns = base_window_ns;
+  if (value == "1m" || value == model::ResolutionName(probe)) return model::Resolution::kBase;
+  if (value == "1h") return model::Resolution::kHour;
+  if (value == "1d") return model::Resolution::kDay;
+  return Status::InvalidArgument(
+      fmt::format("resolution must be {}, 1h, 1d or auto, got '{}'", model::ResolutionName(probe),
+                  value));
+}
+
+Result<size_t> ParseLimit(const std::string* value, size_t default_limit, size_t max_limit) {
+  if (!value) return default_limit;
+  size_t v = 0;
+  auto [p, ec] = std::from_chars(value->data(), value->data() + value->size(), v);
+  if (ec != std::errc() || p != value->data() + value->size() || v < 1 || v > max_limit) {
+    return Status::InvalidArgument(
+        fmt::format("limit must be an integer in [1, {}], got '{}'", max_limit, *value));
+  }
+  return v;
+}
+
+Result<std::vector<std::string>> ParseMetricList(const std::string& value) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= value.size()) {
+    size_t comma = value.find(',', start);
+    if (comma == std::string::npos) comma = value.size();
+    std::string name = value.substr(start, comma - start);
+    if (!ingest::ValidMetricName(name)) {
+      return Status::InvalidArgument(fmt::format("metrics: '{}' is not a metric name", name));
+    }
+    out.push_back(std::move(name));
+    start = comma + 1;
+  }
+  return out;
+}
+
+}  // namespace joule::api

@@ -1,0 +1,22 @@
+// Parsing of query parameters shared by the read routes: times, resolutions, limits.
+// Every failure is an InvalidArgument whose message names the parameter.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "model/aggregate_record.h"
+
+namespace joule::api {
+
+// RFC 3339 (any offset) or integer epoch milliseconds.
+Result<int64_t> ParseTimeParam(const std::string& name, const std::string& value);
+// "1m" (or the base window's name, e.g. "30s"), "1h", "1d". "auto" is handled by callers.
+Result<model::Resolution> ParseResolution(const std::string& value, int64_t base_window_ns);
+Result<size_t> ParseLimit(const std::string* value, size_t default_limit, size_t max_limit);
+// "power_w,voltage_v" → names; each must be a valid metric name.
+Result<std::vector<std::string>> ParseMetricList(const std::string& value);
+
+}  // namespace joule::api

@@ -1,0 +1,45 @@
+#include "api/query_params.h"
+
+#include <gtest/gtest.h>
+
+#include "common/clock.h"
+
+namespace joule::api {
+
+TEST(QueryParamsTest, Times) {
+  EXPECT_EQ(*ParseTimeParam("from", "1970-01-01T00:00:01Z"), kNanosPerSecond);
+  EXPECT_EQ(*ParseTimeParam("from", "1500"), 1500 * kNanosPerMilli);
+  Result<int64_t> bad = ParseTimeParam("from", "yesterday");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("from"), std::string::npos);
+}
+
+TEST(QueryParamsTest, Resolutions) {
+  EXPECT_EQ(*ParseResolution("1m", kNanosPerMinute), model::Resolution::kBase);
+  EXPECT_EQ(*ParseResolution("30s", 30 * kNanosPerSecond), model::Resolution::kBase);
+  EXPECT_EQ(*ParseResolution("1h", kNanosPerMinute), model::Resolution::kHour);
+  EXPECT_EQ(*ParseResolution("1d", kNanosPerMinute), model::Resolution::kDay);
+  EXPECT_FALSE(ParseResolution("5m", kNanosPerMinute).ok());
+}
+
+TEST(QueryParamsTest, Limits) {
+  EXPECT_EQ(*ParseLimit(nullptr, 1500, 10000), 1500u);
+  std::string v = "10";
+  EXPECT_EQ(*ParseLimit(&v, 1500, 10000), 10u);
+  v = "0";
+  EXPECT_FALSE(ParseLimit(&v, 1500, 10000).ok());
+  v = "10001";
+  EXPECT_FALSE(ParseLimit(&v, 1500, 10000).ok());
+  v = "ten";
+  EXPECT_FALSE(ParseLimit(&v, 1500, 10000).ok());
+}
+
+TEST(QueryParamsTest, MetricLists) {
+  auto m = ParseMetricList("power_w,voltage_v");
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->size(), 2u);
+  EXPECT_FALSE(ParseMetricList("power_w,,x").ok());
+  EXPECT_FALSE(ParseMetricList("Power").ok());
+}
+
+}  // namespace joule::api
