@@ -2,11 +2,13 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "common/clock.h"
+#include "common/json_writer.h"
 #include "common/time_format.h"
 
 namespace joule::ingest {
@@ -356,6 +358,41 @@ TEST_F(TelemetryParserTest, MetaIsReencodedCanonically) {
   EXPECT_EQ(Accepted(f).meta_json, "{}");
   f.meta = "null";  // null = absent
   EXPECT_EQ(Accepted(f).meta_json, "");
+}
+
+TEST_F(TelemetryParserTest, MetaEncodingMatchesJsonWriter) {
+  Fields f;
+  f.meta = R"({"plain":"kitchen","esc\"k":"a\"b\\c\u0001\u001f\/","uni":"\u00e9\ud83d\udd0c",)"
+           R"("d":0.1,"e":-2.5e-7,"g":1e21,"h":123456789.125,"z":-0.0,"i":-9223372036854775808,)"
+           R"("u":18446744073709551615,"t":true,"f":false})";
+  JsonWriter w;
+  w.BeginObject();
+  w.Key("plain");
+  w.String("kitchen");
+  w.Key("esc\"k");
+  w.String("a\"b\\c\x01\x1f/");
+  w.Key("uni");
+  w.String("\u00e9\U0001F50C");
+  w.Key("d");
+  w.Double(0.1);
+  w.Key("e");
+  w.Double(-2.5e-7);
+  w.Key("g");
+  w.Double(1e21);
+  w.Key("h");
+  w.Double(123456789.125);
+  w.Key("z");
+  w.Double(-0.0);
+  w.Key("i");
+  w.Int(std::numeric_limits<int64_t>::min());
+  w.Key("u");
+  w.Uint(std::numeric_limits<uint64_t>::max());
+  w.Key("t");
+  w.Bool(true);
+  w.Key("f");
+  w.Bool(false);
+  w.EndObject();
+  EXPECT_EQ(Accepted(f).meta_json, w.str());
 }
 
 TEST_F(TelemetryParserTest, MetaEntryCountBoundaries) {
