@@ -118,9 +118,7 @@ void DataSyncOrDie(int fd, const std::string& path) {
   if (::fdatasync(fd) != 0) FatalIo("fdatasync", path, errno);
 }
 
-void StartWriteback(int fd) {
-  (void)::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-}
+void StartWriteback(int fd) { (void)::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE); }
 
 void SyncDirOrDie(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -94,7 +94,7 @@ class Log {
   // Thread-safe, never blocks on I/O. On OK, `cb` is called exactly once from the writer
   // thread after all `records` are durable (contiguous offsets starting at `first`, in
   // order). Callbacks of one partition fire in offset order. Keep callbacks cheap (they post
-  // work elsewhere); they must not call Flush() or destroy the Log.
+  // work elsewhere); they must not call Flush() or destroy the Log. `cb` may be empty.
   // Unavailable (and nothing appended) when the pending, not yet durable bytes would exceed
   // max_pending_bytes; a batch is always admitted when nothing is pending.
   // InvalidArgument for a bad partition, an empty batch or a record over 16 MiB.
@@ -116,6 +116,7 @@ class Log {
   // until it reports an offset for a partition, nothing is deleted from that partition.
   virtual void RegisterConsumer(const std::string& name) = 0;
   // `committed` = the next offset the consumer will process; everything below it may go.
+  // An unknown name is registered implicitly.
   virtual void SetConsumerOffset(const std::string& name, uint32_t partition,
                                  model::LogOffset committed) = 0;
 

@@ -94,6 +94,11 @@ std::string SegmentLog::SegmentPath(const Partition& p, uint64_t base) const {
 Status SegmentLog::Recover() {
   bool created = false;
   JOULE_RETURN_IF_ERROR(CreateDirs(options_.dir, &created));
+  if (created) {
+    size_t slash = options_.dir.find_last_of('/');
+    std::string parent = slash == std::string::npos ? "." : options_.dir.substr(0, slash + 1);
+    JOULE_RETURN_IF_ERROR(SyncDir(parent));
+  }
   JOULE_ASSIGN_OR_RETURN(std::vector<std::string> names, ListDir(options_.dir));
   for (const std::string& name : names) {
     auto id = ParsePartitionDirName(name);
