@@ -338,8 +338,14 @@ class RestartTest(RealtimeChecks, JouleTestCase):
         base = minute_base(5)
         rows = SCENARIO + [LATER]
         events = [make_event(dev, base, r, i) for i, r in enumerate(rows)]
-        self.post_ok(events[:6], "before restart, part 1")
-        self.post_ok(events[6:], "before restart, part 2")
+        # Live, the open window [120 s, 180 s) is published, then updated by the event at
+        # +182 s, then finalized: its version moves on before the restart.
+        self.post_ok(events[:5], "before restart, minute 0")
+        self.post_ok(events[5:8], "before restart, minute 1")
+        self.post_ok(events[8:10], "before restart, minute 2")
+        self.await_records(dev, expected_records(samples_of(base, SCENARIO)),
+                           finals={base: True, base + 60: True}, what="before restart, open w2")
+        self.post_ok(events[10:], "before restart, +182 s")
         exp = expected_records(samples_of(base, rows))
         # Windows that end before the last event are final by the watermark (the last one,
         # [180 s, 240 s), is left to the idle timer and not checked here).
