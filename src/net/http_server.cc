@@ -222,6 +222,7 @@ class SseStreamImpl final : public SseStream {
     {
       std::lock_guard<std::mutex> lock(mu_);
       open_ = false;
+      std::string().swap(queue_);  // nobody will write it any more
       if (notified_) return;
       notified_ = true;
       fn = std::move(on_close_);
@@ -758,8 +759,8 @@ Status HttpServer::Impl::Start() {
   if (ec) return fail("cannot listen on");
   port_.store(acceptor_.local_endpoint(ec).port(), std::memory_order_release);
   accepting_.store(true, std::memory_order_release);
-  logging::Info("http server listening",
-                {{"address", address.to_string()}, {"port", std::to_string(port())}});
+  logging::Debug("http server listening",
+                 {{"address", address.to_string()}, {"port", std::to_string(port())}});
   asio::post(acceptor_strand_, [self = shared_from_this()] { self->DoAccept(); });
   return Status::Ok();
 }
