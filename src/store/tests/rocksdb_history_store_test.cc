@@ -42,9 +42,13 @@ AggregateRecord MakeRecord(std::string device, Resolution r, int64_t start, uint
   rec.device_id = std::move(device);
   rec.resolution = r;
   rec.window_start_ns = start;
-  rec.window_end_ns = start + (r == Resolution::kBase   ? kNanosPerMinute
-                               : r == Resolution::kHour ? kNanosPerHour
-                                                        : kNanosPerDay);
+  const int64_t width = r == Resolution::kBase   ? kNanosPerMinute
+                        : r == Resolution::kHour ? kNanosPerHour
+                                                 : kNanosPerDay;
+  // Saturate at the end of time (the edge-case record starts at INT64_MAX).
+  if (__builtin_add_overflow(start, width, &rec.window_end_ns)) {
+    rec.window_end_ns = std::numeric_limits<int64_t>::max();
+  }
   rec.final = true;
   rec.version = version;
   rec.count = 12;
