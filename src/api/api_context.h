@@ -27,6 +27,8 @@ struct ApiContext {
   int64_t base_window_ns = 60'000'000'000;
   // Per-device stream health from the processor that owns the device; false = unknown.
   std::function<bool(std::string_view, stream::WindowEngine::DeviceHealth*)> health;
+  // Device metadata, tokens, keys, rules and alerts (through the cache). May be null.
+  store::MetadataStore* metadata = nullptr;
   // Readiness: true once the processors have caught up with the log after start.
   std::function<bool()> ready;
 };

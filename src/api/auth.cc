@@ -1,5 +1,6 @@
 #include "api/auth.h"
 
+#include "ingest/validation.h"
 #include "net/http_server.h"
 
 namespace joule::api {
@@ -11,19 +12,73 @@ bool ConstantTimeEquals(std::string_view a, std::string_view b) {
   return diff == 0;
 }
 
-Authenticator::Authenticator(std::string mode, std::string admin_token)
-    : disabled_(mode == "disabled"), admin_token_(std::move(admin_token)) {}
+Authenticator::Authenticator(std::string mode, std::string admin_token,
+                             store::MetadataStore* metadata)
+    : disabled_(mode == "disabled"), admin_token_(std::move(admin_token)), metadata_(metadata) {}
 
-Principal Authenticator::Authenticate(const net::HttpRequest& request) const {
-  if (disabled_) return Principal::kAdmin;
+Caller Authenticator::Authenticate(const net::HttpRequest& request) const {
+  Caller caller;
+  if (disabled_) {
+    caller.kind = Caller::Kind::kAdmin;
+    return caller;
+  }
   const std::string* h = request.Header("authorization");
-  if (!h) return Principal::kNone;
+  if (!h) return caller;
   std::string_view v(*h);
   constexpr std::string_view kBearer = "Bearer ";
-  if (v.size() <= kBearer.size() || v.substr(0, kBearer.size()) != kBearer) return Principal::kNone;
+  if (v.size() <= kBearer.size() || v.substr(0, kBearer.size()) != kBearer) return caller;
   v.remove_prefix(kBearer.size());
-  if (!admin_token_.empty() && ConstantTimeEquals(v, admin_token_)) return Principal::kAdmin;
-  return Principal::kNone;
+  if (!admin_token_.empty() && ConstantTimeEquals(v, admin_token_)) {
+    caller.kind = Caller::Kind::kAdmin;
+    return caller;
+  }
+  if (!metadata_) return caller;
+  Result<store::Principal> p = metadata_->AuthenticateToken(v);
+  if (!p.ok()) return caller;
+  if (p->kind == store::PrincipalKind::kDevice) {
+    caller.kind = Caller::Kind::kDevice;
+    caller.device_id = p->device_id;
+  } else {
+    caller.kind = Caller::Kind::kOwner;
+  }
+  caller.owner_id = p->owner_id;
+  return caller;
+}
+
+Result<store::Device> Authenticator::AuthorizeDeviceRead(const Caller& caller,
+                                                         std::string_view device_id,
+                                                         bool* registered) const {
+  if (registered) *registered = false;
+  if (!ingest::ValidDeviceId(device_id)) return Status::NotFound("no such device");
+  Result<store::Device> device = metadata_ ? metadata_->GetDevice(device_id)
+                                           : Result<store::Device>(Status::NotFound("no metadata"));
+  if (!device.ok() && device.status().code() != StatusCode::kNotFound) return device.status();
+  switch (caller.kind) {
+    case Caller::Kind::kAdmin:
+      if (device.ok()) {
+        if (registered) *registered = true;
+        return device;
+      } else {
+        store::Device empty;
+        empty.device_id = std::string(device_id);
+        return empty;
+      }
+    case Caller::Kind::kOwner:
+      if (device.ok() && device->owner_id == caller.owner_id) {
+        if (registered) *registered = true;
+        return device;
+      }
+      return Status::NotFound("no such device");
+    case Caller::Kind::kDevice:
+      if (device.ok() && device->device_id == caller.device_id) {
+        if (registered) *registered = true;
+        return device;
+      }
+      return Status::NotFound("no such device");
+    case Caller::Kind::kNone:
+      break;
+  }
+  return Status::Unauthenticated("missing or unknown token");
 }
 
 }  // namespace joule::api

@@ -1,10 +1,14 @@
-// Authentication of API requests (CONTRACT §3). Until the metadata store lands, the
-// only principal besides "disabled" mode is the admin token. Comparisons are constant
-// time.
+// Authentication and authorization of API requests (CONTRACT §3). Three kinds of
+// token: the admin token (config), owner keys and device tokens (metadata store, looked up
+// by hash through the metadata cache). Comparisons are constant time. With
+// auth.mode = "disabled" every request acts as admin (local demos only).
 #pragma once
 
 #include <string>
 #include <string_view>
+
+#include "common/status.h"
+#include "store/metadata_store.h"
 
 namespace joule::net {
 struct HttpRequest;
@@ -12,19 +16,33 @@ struct HttpRequest;
 
 namespace joule::api {
 
-enum class Principal { kNone, kAdmin };
+struct Caller {
+  enum class Kind { kNone, kAdmin, kOwner, kDevice };
+  Kind kind = Kind::kNone;
+  std::string owner_id;   // kOwner, kDevice
+  std::string device_id;  // kDevice
+  bool admin() const { return kind == Kind::kAdmin; }
+};
 
 class Authenticator {
  public:
-  // mode: "required" or "disabled".
-  Authenticator(std::string mode, std::string admin_token);
+  // mode: "required" or "disabled". `metadata` may be null (then only the admin token).
+  Authenticator(std::string mode, std::string admin_token, store::MetadataStore* metadata);
   bool disabled() const { return disabled_; }
-  // kNone when the request carries no valid token (→ 401).
-  Principal Authenticate(const net::HttpRequest& request) const;
+  // Kind::kNone when the request carries no valid token (→ 401).
+  Caller Authenticate(const net::HttpRequest& request) const;
+
+  // Read access to one device's data and metadata. Admin (or auth disabled): any device;
+  // its metadata when registered (else an empty device with just the id, and
+  // *registered = false). Owner: only its own registered devices. Device token: only
+  // itself. Everything else is NotFound — never 403, so existence does not leak.
+  Result<store::Device> AuthorizeDeviceRead(const Caller& caller, std::string_view device_id,
+                                            bool* registered = nullptr) const;
 
  private:
   bool disabled_;
   std::string admin_token_;
+  store::MetadataStore* metadata_;
 };
 
 bool ConstantTimeEquals(std::string_view a, std::string_view b);

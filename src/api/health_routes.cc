@@ -1,5 +1,6 @@
 // GET /v1/devices/{id}/health (CONTRACT §3): the stream's view of one device.
 #include "api/api_context.h"
+#include "api/device_json.h"
 #include "api/error_response.h"
 #include "api/routes.h"
 #include "common/clock.h"
@@ -13,11 +14,16 @@ namespace joule::api {
 namespace {
 
 void HandleHealth(ApiContext& ctx, net::HttpRequest& req, net::Responder responder) {
-  if (ctx.auth->Authenticate(req) == Principal::kNone) return responder.Send(Unauthorized());
+  const Caller caller = ctx.auth->Authenticate(req);
+  if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized());
   const std::string& device_id = req.path_params["id"];
+  bool registered = false;
+  Result<store::Device> device = ctx.auth->AuthorizeDeviceRead(caller, device_id, &registered);
+  if (!device.ok()) return responder.Send(ErrorFromStatus(device.status()));
   stream::WindowEngine::DeviceHealth h;
-  if (!ingest::ValidDeviceId(device_id) || !ctx.health || !ctx.health(device_id, &h)) {
-    return responder.Send(DeviceNotFound());
+  if (!ctx.health || !ctx.health(device_id, &h)) {
+    if (!registered) return responder.Send(DeviceNotFound());
+    h = stream::WindowEngine::DeviceHealth();  // registered, nothing received yet
   }
   const int64_t now = ctx.clock->NowNanos();
   JsonWriter w;
@@ -25,8 +31,7 @@ void HandleHealth(ApiContext& ctx, net::HttpRequest& req, net::Responder respond
   w.Key("device_id");
   w.String(device_id);
   w.Key("device");
-  w.BeginObject();
-  w.EndObject();
+  WriteDeviceJson(w, *device);
   w.Key("last_seen");  // processing time of the last event
   w.String(FormatRfc3339Millis(h.last_seen_ns));
   w.Key("last_event_time");

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "api/api_context.h"
+#include "api/device_json.h"
 #include "api/error_response.h"
 #include "api/query_params.h"
 #include "api/routes.h"
@@ -110,9 +111,12 @@ std::string ToCsv(const std::vector<model::AggregateRecord>& records,
 }
 
 void HandleHistory(ApiContext& ctx, net::HttpRequest& req, net::Responder responder) {
-  if (ctx.auth->Authenticate(req) == Principal::kNone) return responder.Send(Unauthorized());
+  const Caller caller = ctx.auth->Authenticate(req);
+  if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized());
   const std::string& device_id = req.path_params["id"];
-  if (!ingest::ValidDeviceId(device_id)) return responder.Send(DeviceNotFound());
+  bool registered = false;
+  Result<store::Device> device = ctx.auth->AuthorizeDeviceRead(caller, device_id, &registered);
+  if (!device.ok()) return responder.Send(ErrorFromStatus(device.status()));
   auto fail = [&](const Status& st) { responder.Send(ErrorFromStatus(st)); };
 
   const int64_t now = ctx.clock->NowNanos();
@@ -178,6 +182,9 @@ void HandleHistory(ApiContext& ctx, net::HttpRequest& req, net::Responder respon
   if (const std::string* c = req.Query("cursor")) q.cursor = *c;
   Result<store::HistoryPage> page = ctx.history->Range(q);
   if (!page.ok()) return fail(page.status());
+  if (!registered && page->records.empty() && q.cursor.empty()) {
+    return responder.Send(DeviceNotFound());
+  }
 
   if (format == "csv") {
     net::HttpResponse r;
@@ -195,8 +202,7 @@ void HandleHistory(ApiContext& ctx, net::HttpRequest& req, net::Responder respon
   w.Key("device_id");
   w.String(device_id);
   w.Key("device");
-  w.BeginObject();
-  w.EndObject();
+  WriteDeviceJson(w, *device);
   w.Key("resolution");
   w.String(model::ResolutionName(probe));
   w.Key("from");

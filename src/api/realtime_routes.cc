@@ -3,6 +3,8 @@
 #include <memory>
 
 #include "api/api_context.h"
+#include "api/device_json.h"
+#include "api/error_response.h"
 #include "api/routes.h"
 #include "common/json_writer.h"
 #include "common/time_format.h"
@@ -23,19 +25,16 @@ bool ParseWindows(const std::string* text, size_t* out) {
 }
 
 void HandleRealtime(ApiContext& ctx, net::HttpRequest& req, net::Responder responder) {
-  if (ctx.auth->Authenticate(req) == Principal::kNone) {
-    responder.Send(net::HttpResponse::Error(401, "unauthorized", "missing or unknown token"));
-    return;
-  }
+  const Caller caller = ctx.auth->Authenticate(req);
+  if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized());
   const std::string& device_id = req.path_params["id"];
+  bool registered = false;
+  Result<store::Device> device = ctx.auth->AuthorizeDeviceRead(caller, device_id, &registered);
+  if (!device.ok()) return responder.Send(ErrorFromStatus(device.status()));
   size_t windows = ctx.latest_windows;
   if (!ParseWindows(req.Query("windows"), &windows)) {
     responder.Send(net::HttpResponse::Error(400, "invalid_argument",
                                             "windows must be an integer in [1, 10000]"));
-    return;
-  }
-  if (!ingest::ValidDeviceId(device_id)) {
-    responder.Send(net::HttpResponse::Error(404, "not_found", "no such device"));
     return;
   }
   // The fast path is the latest store. When it has nothing for the device (a restart
@@ -59,16 +58,15 @@ void HandleRealtime(ApiContext& ctx, net::HttpRequest& req, net::Responder respo
     return;
   }
   if (!*found) {
-    responder.Send(net::HttpResponse::Error(404, "not_found", "no such device"));
-    return;
+    if (!registered) return responder.Send(DeviceNotFound());
+    snap = store::LatestSnapshot();  // registered, no data yet
   }
   JsonWriter w;
   w.BeginObject();
   w.Key("device_id");
   w.String(device_id);
   w.Key("device");
-  w.BeginObject();
-  w.EndObject();
+  WriteDeviceJson(w, *device);
   w.Key("source");
   w.String(source);
   w.Key("latest");

@@ -1,6 +1,8 @@
 // POST /v1/telemetry (CONTRACT §1, HTTP ingest).
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -21,15 +23,22 @@ class TelemetryRoute {
                                         "Events accepted and durable");
     for (const char* code :
          {"invalid_json", "invalid_device_id", "invalid_timestamp", "timestamp_out_of_range",
-          "invalid_metrics", "invalid_meta", "invalid_event_id", "forbidden", "too_many_events",
+          "invalid_metrics", "invalid_meta", "invalid_event_id", "forbidden", "unknown_device",
+          "too_many_events",
           "payload_too_large", "unsupported_media_type", "unavailable"}) {
       RejectCounter(code);
     }
   }
 
   void Handle(net::HttpRequest& req, net::Responder responder) {
-    if (ctx_.auth->Authenticate(req) == Principal::kNone) {
+    const Caller caller = ctx_.auth->Authenticate(req);
+    if (caller.kind == Caller::Kind::kNone) {
       responder.Send(net::HttpResponse::Error(401, "unauthorized", "missing or unknown token"));
+      return;
+    }
+    if (caller.kind == Caller::Kind::kOwner) {
+      responder.Send(net::HttpResponse::Error(
+          403, "forbidden", "owner keys cannot ingest; use the device's token"));
       return;
     }
     const std::string* ct = req.Header("content-type");
@@ -59,9 +68,12 @@ class TelemetryRoute {
       return;
     }
     ingest::ParsedBody& body = *parsed;
+    Authorize(caller, &body);
     for (const auto& e : body.errors) RejectCounter(e.code)->Inc();
     if (body.events.empty()) {
-      responder.Send(net::HttpResponse::Json(400, ResultBody(body)));
+      bool all_forbidden = !body.errors.empty();
+      for (const auto& e : body.errors) all_forbidden &= e.code == "forbidden";
+      responder.Send(net::HttpResponse::Json(all_forbidden ? 403 : 400, ResultBody(body)));
       return;
     }
     std::string ok_body = ResultBody(body);
@@ -87,6 +99,48 @@ class TelemetryRoute {
   }
 
  private:
+  // A device token may write only its own device; with authentication on, every event's
+  // device must be registered. Failing events move from `events` to `errors` (kept in
+  // input order).
+  void Authorize(const Caller& caller, ingest::ParsedBody* body) {
+    if (ctx_.auth->disabled()) return;
+    std::vector<model::Event> kept;
+    std::vector<size_t> kept_indices;
+    std::vector<ingest::EventError> errors;
+    std::map<std::string, bool, std::less<>> registered;  // per request, to spare lookups
+    for (size_t i = 0; i < body->events.size(); ++i) {
+      model::Event& e = body->events[i];
+      const size_t index = body->event_indices[i];
+      if (caller.kind == Caller::Kind::kDevice && e.device_id != caller.device_id) {
+        errors.push_back({index, "forbidden",
+                          "this token may only write device '" + caller.device_id + "'"});
+        continue;
+      }
+      auto it = registered.find(e.device_id);
+      if (it == registered.end()) {
+        bool known = ctx_.metadata && ctx_.metadata->GetDevice(e.device_id).ok();
+        it = registered.emplace(e.device_id, known).first;
+      }
+      if (!it->second) {
+        errors.push_back({index, "unknown_device",
+                          "device '" + e.device_id + "' is not registered (POST /v1/devices)"});
+        continue;
+      }
+      kept.push_back(std::move(e));
+      kept_indices.push_back(index);
+    }
+    if (errors.empty()) return;
+    std::vector<ingest::EventError> merged;
+    std::merge(body->errors.begin(), body->errors.end(), errors.begin(), errors.end(),
+               std::back_inserter(merged),
+               [](const ingest::EventError& a, const ingest::EventError& b) {
+                 return a.index < b.index;
+               });
+    body->errors = std::move(merged);
+    body->events = std::move(kept);
+    body->event_indices = std::move(kept_indices);
+  }
+
   static net::HttpResponse Unavailable() {
     net::HttpResponse r = net::HttpResponse::Error(
         503, "unavailable", "the log cannot take more right now; nothing was stored; retry");

@@ -23,6 +23,8 @@
 #include "net/router.h"
 #include "model/partition.h"
 #include "store/memory/memory_latest_store.h"
+#include "store/metadata_cache.h"
+#include "store/redis/redis_latest_store.h"
 #include "store/rocksdb/rocksdb_history_store.h"
 
 namespace joule::app {
@@ -72,6 +74,54 @@ stream::EngineOptions EngineOptionsFrom(const Config& c) {
   return o;
 }
 
+// The stream engine's view of device timezones: from the metadata cache.
+class MetadataTimezones final : public stream::TimezoneProvider {
+ public:
+  explicit MetadataTimezones(store::MetadataStore* metadata) : metadata_(metadata) {}
+  std::string TimezoneOf(std::string_view device_id) override {
+    Result<store::Device> d = metadata_->GetDevice(device_id);
+    if (!d.ok() || d->timezone.empty()) return "UTC";
+    return d->timezone;
+  }
+
+ private:
+  store::MetadataStore* metadata_;
+};
+
+Result<std::unique_ptr<store::MetadataCache>> OpenMetadata(const Config& config,
+                                                          MetricsRegistry* metrics) {
+  store::MetadataStoreOptions o;
+  if (config.metadata_backend == "postgres") {
+    o.backend = store::MetadataBackend::kPostgres;
+    o.url = config.metadata_url;
+    if (o.url.empty()) {
+      return Status::InvalidArgument("metadata.backend = \"postgres\" needs metadata.url");
+    }
+  } else {
+    o.backend = store::MetadataBackend::kSqlite;
+    o.url = config.metadata_url.empty()
+                ? (std::filesystem::path(config.data_dir) / "metadata.db").string()
+                : config.metadata_url;
+  }
+  JOULE_ASSIGN_OR_RETURN(std::unique_ptr<store::MetadataStore> raw, store::OpenMetadataStore(o));
+  JOULE_RETURN_IF_ERROR(raw->Migrate());
+  store::MetadataCacheOptions co;
+  co.metrics = metrics;
+  return std::make_unique<store::MetadataCache>(std::move(raw), co);
+}
+
+Result<std::unique_ptr<store::LatestStore>> OpenLatest(const Config& config) {
+  if (config.latest_backend == "redis") {
+    store::RedisLatestStoreOptions o;
+    if (!config.latest_url.empty()) o.url = config.latest_url;
+    o.windows_per_device = config.latest_windows;
+    JOULE_ASSIGN_OR_RETURN(auto redis, store::RedisLatestStore::Open(o));
+    return std::unique_ptr<store::LatestStore>(std::move(redis));
+  }
+  return std::unique_ptr<store::LatestStore>(
+      std::make_unique<store::MemoryLatestStore>(config.latest_windows));
+}
+
 }  // namespace
 
 int RunServer(const Config& config) {
@@ -115,7 +165,24 @@ int RunServer(const Config& config) {
   }
   std::unique_ptr<log::Log> log = std::move(*opened);
 
-  store::MemoryLatestStore latest(config.latest_windows);
+  Result<std::unique_ptr<store::MetadataCache>> metadata_opened = OpenMetadata(config, &metrics);
+  if (!metadata_opened.ok()) {
+    logging::Error("cannot open metadata store",
+                   {{"backend", config.metadata_backend},
+                    {"error", metadata_opened.status().ToString()}});
+    return 1;
+  }
+  std::unique_ptr<store::MetadataCache> metadata = std::move(*metadata_opened);
+  MetadataTimezones timezones(metadata.get());
+
+  Result<std::unique_ptr<store::LatestStore>> latest_opened = OpenLatest(config);
+  if (!latest_opened.ok()) {
+    logging::Error("cannot open latest store", {{"backend", config.latest_backend},
+                                                {"error", latest_opened.status().ToString()}});
+    return 1;
+  }
+  std::unique_ptr<store::LatestStore> latest_store = std::move(*latest_opened);
+  store::LatestStore& latest = *latest_store;
 
   store::RocksDbHistoryOptions history_options;
   history_options.path = (std::filesystem::path(config.data_dir) / "history").string();
@@ -139,7 +206,7 @@ int RunServer(const Config& config) {
     for (uint32_t p = i; p < config.log_partitions; p += threads) po.partitions.push_back(p);
     po.engine = EngineOptionsFrom(config);
     processors.push_back(std::make_unique<PartitionProcessor>(
-        std::move(po), log.get(), &latest, history.get(), clock, &metrics, nullptr));
+        std::move(po), log.get(), &latest, history.get(), clock, &metrics, &timezones));
   }
   for (auto& p : processors) {
     Status st = p->Start();
@@ -159,7 +226,7 @@ int RunServer(const Config& config) {
   }
 
   ingest::EventAppender appender(log.get(), &metrics);
-  api::Authenticator auth(config.auth_mode, admin_token);
+  api::Authenticator auth(config.auth_mode, admin_token, metadata.get());
   api::ApiContext ctx;
   ctx.clock = clock;
   ctx.metrics = &metrics;
@@ -172,6 +239,7 @@ int RunServer(const Config& config) {
   ctx.latest = &latest;
   ctx.latest_windows = config.latest_windows;
   ctx.history = history.get();
+  ctx.metadata = metadata.get();
   ctx.base_window_ns = config.window_ns;
   ctx.health = [&processors, &config, threads](std::string_view device_id,
                                                stream::WindowEngine::DeviceHealth* out) {

@@ -1,0 +1,13 @@
+// JSON of device metadata, as embedded in every device response ("device": {…}).
+#pragma once
+
+#include "common/json_writer.h"
+#include "store/metadata_store.h"
+
+namespace joule::api {
+
+// {"device_id","owner_id","name","model","location","timezone","installed_at","config",
+//  "created_at","updated_at"}; an unregistered device (empty owner) is just {"device_id"}.
+void WriteDeviceJson(JsonWriter& w, const store::Device& device);
+
+}  // namespace joule::api
