@@ -306,6 +306,9 @@ class TelemetryParser::Impl {
     earliest_ns_ = SaturatingAdd(now_ns, -limits_.max_event_age_ns);
     topic_device_id_ = topic_device_id;
     out_ = out;
+    // RFC 8259 §8.1: senders must not add a byte order mark, parsers may ignore one.
+    // Some Windows tools add it; ignoring it is harmless.
+    if (body.starts_with("\xEF\xBB\xBF")) body.remove_prefix(3);
     CopyToPaddedBuffer(body);
     Status st = format == BodyFormat::kJson ? ParseJson(body.size()) : ParseNdjson(body.size());
     out_ = nullptr;

@@ -637,6 +637,18 @@ TEST_F(TelemetryParserTest, SingleObjectIsIndexZero) {
   EXPECT_EQ(p.event_indices, (std::vector<size_t>{0}));
 }
 
+TEST_F(TelemetryParserTest, LeadingByteOrderMarkIsIgnored) {
+  const std::string bom = "\xEF\xBB\xBF";
+  EXPECT_EQ(ParseOk(bom + Json(Fields{})).events.size(), 1u);
+  EXPECT_EQ(ParseOk(bom + "[" + Json(Fields{}) + "]").events.size(), 1u);
+  EXPECT_EQ(
+      ParseOk(bom + Json(Fields{}) + "\n" + Json(Fields{}), BodyFormat::kNdjson).events.size(), 2u);
+  // Only at the start of the body.
+  ParsedBody p = ParseOk(Json(Fields{}) + "\n" + bom + Json(Fields{}), BodyFormat::kNdjson);
+  EXPECT_EQ(p.event_indices, (std::vector<size_t>{0}));
+  EXPECT_TRUE(IsInvalidJson(BodyError("[" + Json(Fields{}) + "," + bom + Json(Fields{}) + "]")));
+}
+
 TEST_F(TelemetryParserTest, TooManyEvents) {
   IngestLimits limits;
   limits.max_events_per_request = 3;
