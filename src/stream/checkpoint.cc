@@ -235,6 +235,8 @@ Status WindowEngine::SaveState(std::string* out) const {
       w.U64(e.key);
       w.I64(e.t);
     });
+    w.U32(static_cast<uint32_t>(d.seen_ts.size() - d.seen_head));
+    for (size_t i = d.seen_head; i < d.seen_ts.size(); ++i) w.I64(d.seen_ts[i]);
   }
   uint64_t payload_len = out->size() - payload_start;
   std::memcpy(out->data() + 8, &payload_len, 8);
@@ -376,8 +378,16 @@ Status WindowEngine::RestoreState(std::string_view data) {
       int64_t t = r.I64();
       (void)d.dedup.Insert(key, t, std::numeric_limits<int64_t>::min());
     }
-    E.index.emplace(d.id, static_cast<uint32_t>(E.devices.size()));
+    const uint32_t n_ts = r.Count(8);
+    d.seen_ts.resize(n_ts);
+    for (int64_t& ts : d.seen_ts) ts = r.I64();
+    if (!std::is_sorted(d.seen_ts.begin(), d.seen_ts.end())) {
+      r = Reader("");
+      r.U8();  // mark failed
+    }
+    const uint64_t hash = HashDeviceId(d.id);
     E.devices.push_back(std::move(dp));
+    E.IndexDevice(hash, static_cast<uint32_t>(E.devices.size() - 1));
   }
   if (!r.ok() || !r.done()) {
     E.ResetState();

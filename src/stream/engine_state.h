@@ -20,6 +20,19 @@ namespace joule::stream {
 inline constexpr int64_t kMinTime = std::numeric_limits<int64_t>::min() / 4;
 inline constexpr int64_t kMaxTime = std::numeric_limits<int64_t>::max() / 4;
 
+// FNV-1a, finalized with a 64-bit mixer: device ids and event ids.
+inline uint64_t HashDeviceId(std::string_view s) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 0x100000001b3ULL;
+  }
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
+  return h;
+}
+
 enum ResIndex : int { kBaseRes = 0, kHourRes = 1, kDayRes = 2, kNumRes = 3 };
 
 // Accumulator of one metric in one window.
@@ -132,7 +145,11 @@ struct Device {
   const date::time_zone* zone = nullptr;
   int64_t latest_day_end = kMinTime;
 
+  // De-duplication: events with an event_id by a hash of it (with its event time, for
+  // expiry); events without one by their timestamp, kept sorted from seen_head.
   FlatKeySet dedup;
+  std::vector<int64_t> seen_ts;
+  size_t seen_head = 0;
   std::vector<Window*> dirty;  // final windows changed since emission
 };
 
@@ -144,11 +161,15 @@ struct WindowEngine::Impl {
   TimezoneProvider* tzp;
   ZoneCache zones;
   std::vector<std::unique_ptr<Device>> devices;
-  struct Hash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  // device id → index into `devices`: open addressing over (hash, index + 1) slots, so a
+  // lookup touches one slot and the device itself.
+  struct Slot {
+    uint64_t hash = 0;
+    uint32_t index = 0;  // 0 = empty, else devices index + 1
   };
-  std::unordered_map<std::string, uint32_t, Hash, std::equal_to<>> index;
+  std::vector<Slot> index;
+  Device* FindDevice(std::string_view id, uint64_t hash) const;
+  void IndexDevice(uint64_t hash, uint32_t i);
   Device* last_device = nullptr;
 
   // Window pool.

@@ -21,26 +21,22 @@ inline int64_t FloorDiv(int64_t a, int64_t b) {
 }
 inline int64_t FloorTo(int64_t t, int64_t w) { return FloorDiv(t, w) * w; }
 
-inline uint64_t Mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
+inline uint64_t HashId(std::string_view s) { return HashDeviceId(s); }
 
-inline uint64_t HashId(std::string_view s) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 0x100000001b3ULL;
+// De-duplication identity: (device, event_id) else (device, timestamp). Returns false
+// for a duplicate; otherwise remembers the identity.
+bool RememberEvent(Device& d, const model::Event& e, int64_t expire_before) {
+  if (!e.event_id.empty()) return d.dedup.Insert(HashId(e.event_id), e.timestamp_ns, expire_before);
+  const int64_t t = e.timestamp_ns;
+  auto& v = d.seen_ts;
+  if (d.seen_head == v.size() || t > v.back()) {
+    v.push_back(t);
+    return true;
   }
-  return Mix64(h);
-}
-
-// De-duplication identity: (device, event_id) else (device, timestamp).
-inline uint64_t DedupKey(const model::Event& e) {
-  if (!e.event_id.empty()) return HashId(e.event_id) | 1ULL;
-  return Mix64(static_cast<uint64_t>(e.timestamp_ns)) & ~1ULL;
+  auto it = std::lower_bound(v.begin() + static_cast<ptrdiff_t>(d.seen_head), v.end(), t);
+  if (it != v.end() && *it == t) return false;
+  v.insert(it, t);
+  return true;
 }
 
 inline Acc& AccOf(Window* w, uint32_t m) {
@@ -276,7 +272,7 @@ void CompactPending(Device& d) {
     d.pending.erase(d.pending.begin(), d.pending.begin() + static_cast<ptrdiff_t>(d.pending_head));
     d.pending_head = 0;
   }
-  if (d.arena.size() >= 1024) {
+  if (d.arena.size() >= 256) {
     uint32_t min_off = UINT32_MAX;
     for (size_t i = d.pending_head; i < d.pending.size(); ++i) {
       min_off = std::min(min_off, d.pending[i].offset);
@@ -663,6 +659,12 @@ void Evict(Impl& E, Device& d) {
     v.erase(v.begin(), v.begin() + static_cast<ptrdiff_t>(k));
     d.first_open[res] = d.first_open[res] >= k ? d.first_open[res] - k : 0;
   }
+  const int64_t dedup_before = ref - E.DedupHorizon();
+  while (d.seen_head < d.seen_ts.size() && d.seen_ts[d.seen_head] < dedup_before) ++d.seen_head;
+  if (d.seen_head >= 256 && d.seen_head * 2 >= d.seen_ts.size()) {
+    d.seen_ts.erase(d.seen_ts.begin(), d.seen_ts.begin() + static_cast<ptrdiff_t>(d.seen_head));
+    d.seen_head = 0;
+  }
   const int64_t hs = FloorTo(horizon, E.opt.window_ns);
   for (MetricState& ms : d.metrics) {
     auto& h = ms.hist;
@@ -727,10 +729,37 @@ void WindowEngine::Impl::FreeWindow(Window* w) {
   free_windows.push_back(w);
 }
 
+Device* WindowEngine::Impl::FindDevice(std::string_view id, uint64_t hash) const {
+  if (index.empty()) return nullptr;
+  const size_t mask = index.size() - 1;
+  for (size_t i = hash & mask;; i = (i + 1) & mask) {
+    const Slot& s = index[i];
+    if (s.index == 0) return nullptr;
+    if (s.hash == hash && devices[s.index - 1]->id == id) return devices[s.index - 1].get();
+  }
+}
+
+void WindowEngine::Impl::IndexDevice(uint64_t hash, uint32_t i) {
+  if ((devices.size() + 1) * 2 > index.size()) {
+    std::vector<Slot> old(std::max<size_t>(64, index.size() * 2));
+    old.swap(index);
+    for (const Slot& s : old) {
+      if (s.index != 0) IndexDevice(s.hash, s.index - 1);
+    }
+  }
+  const size_t mask = index.size() - 1;
+  for (size_t k = hash & mask;; k = (k + 1) & mask) {
+    if (index[k].index == 0) {
+      index[k] = Slot{hash, i + 1};
+      return;
+    }
+  }
+}
+
 Device& WindowEngine::Impl::GetDevice(std::string_view id) {
   if (last_device != nullptr && last_device->id == id) return *last_device;
-  auto it = index.find(id);
-  if (it != index.end()) return *(last_device = devices[it->second].get());
+  const uint64_t hash = HashId(id);
+  if (Device* found = FindDevice(id, hash)) return *(last_device = found);
   auto d = std::make_unique<Device>();
   d->id.assign(id);
   if (tzp != nullptr) {
@@ -738,8 +767,8 @@ Device& WindowEngine::Impl::GetDevice(std::string_view id) {
     if (d->timezone.empty()) d->timezone = "UTC";
   }
   d->zone = zones.Find(d->timezone);
-  index.emplace(d->id, static_cast<uint32_t>(devices.size()));
   devices.push_back(std::move(d));
+  IndexDevice(hash, static_cast<uint32_t>(devices.size() - 1));
   return *(last_device = devices.back().get());
 }
 
@@ -798,7 +827,7 @@ void WindowEngine::Process(const model::Event& ev, int64_t now_ns, RecordSink* s
     ++E.late_dropped;
     return;
   }
-  if (!d.dedup.Insert(DedupKey(ev), t, d.has_events ? ref - E.DedupHorizon() : kMinTime)) {
+  if (!RememberEvent(d, ev, d.has_events ? ref - E.DedupHorizon() : kMinTime)) {
     ++d.duplicates;
     ++E.duplicates;
     return;
@@ -868,9 +897,9 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
 }
 
 bool WindowEngine::Health(std::string_view device_id, DeviceHealth* out) const {
-  auto it = impl_->index.find(device_id);
-  if (it == impl_->index.end()) return false;
-  const Device& d = *impl_->devices[it->second];
+  const Device* found = impl_->FindDevice(device_id, HashId(device_id));
+  if (found == nullptr) return false;
+  const Device& d = *found;
   out->last_event_time_ns = d.has_events ? d.max_t : 0;
   out->last_seen_ns = d.last_seen;
   out->watermark_ns = d.has_events ? d.wm : 0;
@@ -900,7 +929,8 @@ WindowEngine::Stats WindowEngine::stats() const {
     const Device& d = *dp;
     bytes += sizeof(Device) + d.id.capacity() + d.arena.capacity() * sizeof(PendingSample) +
              d.pending.capacity() * sizeof(PendingEvent) +
-             d.dedup.capacity() * sizeof(FlatKeySet::Entry);
+             d.dedup.capacity() * sizeof(FlatKeySet::Entry) +
+             d.seen_ts.capacity() * sizeof(int64_t);
     for (const MetricState& ms : d.metrics) {
       bytes += sizeof(MetricState) + ms.hist.capacity() * sizeof(Sample) +
                ms.baseline.capacity() * sizeof(double);
