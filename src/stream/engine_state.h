@@ -124,6 +124,7 @@ struct Device {
   int64_t fin_wm = kMinTime;  // idle finalization threshold
   int64_t last_seen = 0;      // processing time of the last event
   int64_t next_early = 0;     // processing time of the next early firing
+  int64_t next_evict = 0;     // processing time of the next eviction pass (not saved)
   static constexpr int kSkewRing = 16;
   int64_t skew[kSkewRing] = {};
   uint32_t skew_n = 0;
@@ -139,7 +140,8 @@ struct Device {
 
   std::vector<Window*> win[kNumRes];  // sorted by start
   size_t first_open[kNumRes] = {0, 0, 0};
-  Window* last_base = nullptr;  // lookup cache
+  Window* last_base = nullptr;      // lookup cache
+  int64_t min_open_end = kMinTime;  // lower bound of the ends of non-final windows
 
   std::string timezone = "UTC";
   const date::time_zone* zone = nullptr;

@@ -14,6 +14,9 @@ namespace {
 
 using Impl = WindowEngine::Impl;
 
+// Eviction of a device's expired state runs at most this often (processing time).
+constexpr int64_t kEvictInterval = 10 * kNanosPerSecond;
+
 inline int64_t FloorDiv(int64_t a, int64_t b) {
   int64_t q = a / b;
   if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
@@ -44,10 +47,78 @@ inline Acc& AccOf(Window* w, uint32_t m) {
   return w->acc[m];
 }
 
+// Call before changing a window. A final window joins the device's dirty list, to be
+// re-emitted with version+1; a final base window also keeps a copy of its content before
+// the change, from which EmitDirty moves the difference into its rollups.
 inline void Touch(Device& d, Window* w) {
   if (w->final && !w->dirty_final) {
     w->dirty_final = true;
     d.dirty.push_back(w);
+    if (w->res == kBaseRes) {
+      w->snapshot = w->acc;
+      w->snapshot_count = w->count;
+    }
+  }
+}
+
+// Merges min/max/first/last of src (count > 0) into dst.
+inline void MergeExtremes(Acc& dst, const Acc& src) {
+  if (dst.count == 0) {
+    dst.min = src.min;
+    dst.max = src.max;
+    dst.first = src.first;
+    dst.first_t = src.first_t;
+    dst.last = src.last;
+    dst.last_t = src.last_t;
+    return;
+  }
+  if (src.min < dst.min) dst.min = src.min;
+  if (src.max > dst.max) dst.max = src.max;
+  if (src.first_t < dst.first_t) {
+    dst.first_t = src.first_t;
+    dst.first = src.first;
+  }
+  if (src.last_t >= dst.last_t) {
+    dst.last_t = src.last_t;
+    dst.last = src.last;
+  }
+}
+
+// Merges base-window content into a rollup accumulator.
+inline void MergeAcc(Acc& dst, const Acc& src) {
+  if (src.count > 0) {
+    MergeExtremes(dst, src);
+    dst.count += src.count;
+    dst.sum += src.sum;
+  }
+  dst.energy_wh += src.energy_wh;
+  dst.covered_ns += src.covered_ns;
+  dst.delta += src.delta;
+  dst.resets += src.resets;
+  dst.present = dst.present || src.present;
+}
+
+// Moves a final base window's change (content now vs its pre-change snapshot) into a
+// rollup. Samples are only ever added, so min/max/first/last merge; sums take the
+// difference.
+void ApplyBaseChange(Device& d, const Window* base, Window* r) {
+  Touch(d, r);
+  r->count += base->count - base->snapshot_count;
+  if (r->acc.size() < base->acc.size()) r->acc.resize(base->acc.size());
+  const Acc zero;
+  for (size_t m = 0; m < base->acc.size(); ++m) {
+    const Acc& now = base->acc[m];
+    const Acc& old = m < base->snapshot.size() ? base->snapshot[m] : zero;
+    if (now == old) continue;
+    Acc& ra = r->acc[m];
+    if (now.count > 0) MergeExtremes(ra, now);
+    ra.count += now.count - old.count;
+    ra.sum += now.sum - old.sum;
+    ra.energy_wh += now.energy_wh - old.energy_wh;
+    ra.covered_ns += now.covered_ns - old.covered_ns;
+    ra.delta += now.delta - old.delta;
+    ra.resets += now.resets - old.resets;
+    ra.present = ra.present || now.present;
   }
 }
 
@@ -122,6 +193,7 @@ void InsertWindow(Device& d, int res, size_t pos, Window* w) {
   auto& v = d.win[res];
   v.insert(v.begin() + static_cast<ptrdiff_t>(pos), w);
   if (pos <= d.first_open[res]) d.first_open[res] = pos;
+  d.min_open_end = std::min(d.min_open_end, w->end);
 }
 
 Window* HourOf(Impl& E, Device& d, int64_t base_start) {
@@ -197,26 +269,22 @@ Window* BaseOf(Impl& E, Device& d, int64_t start, bool create) {
 
 // ---- folding into the real (sealed) aggregates ---------------------------------------
 
+// Sealed contributions go to base windows only; rollups receive base windows as they
+// become final (and their later changes as differences).
 inline void AddSampleAll(Device& d, Window* w, uint32_t m, int64_t t, double v) {
-  Window* ws[3] = {w, w->hour, w->day};
-  for (Window* x : ws) {
-    AccOf(x, m).AddSample(t, v);
-    Touch(d, x);
-  }
+  Touch(d, w);
+  AccOf(w, m).AddSample(t, v);
 }
 
 inline void AddPieceAll(Device& d, Window* w, uint32_t m, double energy, int64_t covered,
                         double delta, uint64_t resets) {
-  Window* ws[3] = {w, w->hour, w->day};
-  for (Window* x : ws) {
-    Acc& a = AccOf(x, m);
-    a.energy_wh += energy;
-    a.covered_ns += covered;
-    a.delta += delta;
-    a.resets += resets;
-    a.present = true;
-    Touch(d, x);
-  }
+  Touch(d, w);
+  Acc& a = AccOf(w, m);
+  a.energy_wh += energy;
+  a.covered_ns += covered;
+  a.delta += delta;
+  a.resets += resets;
+  a.present = true;
 }
 
 void SealSample(Impl& E, Device& d, Window* w, uint32_t m, int64_t t, double v) {
@@ -250,11 +318,8 @@ void SealSample(Impl& E, Device& d, Window* w, uint32_t m, int64_t t, double v) 
 
 void SealEvent(Impl& E, Device& d, const PendingEvent& pe) {
   Window* w = BaseOf(E, d, FloorTo(pe.t, E.opt.window_ns), true);
-  Window* ws[3] = {w, w->hour, w->day};
-  for (Window* x : ws) {
-    ++x->count;
-    Touch(d, x);
-  }
+  Touch(d, w);
+  ++w->count;
   for (uint32_t i = 0; i < pe.n; ++i) {
     const PendingSample& s = d.arena[pe.offset + i];
     SealSample(E, d, w, s.metric, pe.t, s.v);
@@ -298,8 +363,7 @@ void Seal(Impl& E, Device& d) {
 // ---- late events ---------------------------------------------------------------------
 
 // Recomputes the interval-derived fields (energy, coverage, delta, resets) of metric m
-// in the base windows [floor(lo), floor(hi)] from the sample history, and moves the
-// differences into their rollups.
+// in the base windows [floor(lo), floor(hi)] from the sample history.
 void RecomputeRange(Impl& E, Device& d, uint32_t m, int64_t lo, int64_t hi) {
   const int64_t width = E.opt.window_ns;
   const int64_t s0 = FloorTo(lo, width), s1 = FloorTo(hi, width);
@@ -358,29 +422,19 @@ void RecomputeRange(Impl& E, Device& d, uint32_t m, int64_t lo, int64_t hi) {
     const Fields& f = nf[i];
     Window* w = BaseOf(E, d, s0 + static_cast<int64_t>(i) * width, f.touched);
     if (w == nullptr) continue;
-    Acc& a = AccOf(w, m);
-    double de = f.energy - a.energy_wh;
-    int64_t dc = f.covered - a.covered_ns;
-    double dd = f.delta - a.delta;
-    uint64_t dr = f.resets - a.resets;  // modular
+    const Acc& a = AccOf(w, m);
     bool newly = f.touched && !a.present;
-    if (de == 0 && dc == 0 && dd == 0 && dr == 0 && !newly) continue;
-    a.energy_wh = f.energy;
-    a.covered_ns = f.covered;
-    a.delta = f.delta;
-    a.resets = f.resets;
-    a.present = a.present || f.touched;
-    Touch(d, w);
-    Window* rs[2] = {w->hour, w->day};
-    for (Window* r : rs) {
-      Acc& ra = AccOf(r, m);
-      ra.energy_wh += de;
-      ra.covered_ns += dc;
-      ra.delta += dd;
-      ra.resets += dr;
-      ra.present = ra.present || a.present;
-      Touch(d, r);
+    if (f.energy == a.energy_wh && f.covered == a.covered_ns && f.delta == a.delta &&
+        f.resets == a.resets && !newly) {
+      continue;
     }
+    Touch(d, w);
+    Acc& b = w->acc[m];
+    b.energy_wh = f.energy;
+    b.covered_ns = f.covered;
+    b.delta = f.delta;
+    b.resets = f.resets;
+    b.present = b.present || f.touched;
   }
 }
 
@@ -389,11 +443,8 @@ void RecomputeRange(Impl& E, Device& d, uint32_t m, int64_t lo, int64_t hi) {
 void ApplyLate(Impl& E, Device& d, const model::Event& ev, const uint32_t* ids) {
   const int64_t t = ev.timestamp_ns;
   Window* w = BaseOf(E, d, FloorTo(t, E.opt.window_ns), true);
-  Window* ws[3] = {w, w->hour, w->day};
-  for (Window* x : ws) {
-    ++x->count;
-    Touch(d, x);
-  }
+  Touch(d, w);
+  ++w->count;
   for (size_t i = 0; i < ev.metrics.size(); ++i) {
     const uint32_t m = ids[i];
     const double v = ev.metrics[i].value;
@@ -468,6 +519,15 @@ void EmitRecord(Impl& E, const Device& d, const Window& w, uint64_t count, const
 
 void EmitDirty(Impl& E, Device& d, RecordSink* sink) {
   if (d.dirty.empty()) return;
+  // Changed final base windows pass their difference up (appending rollups to the list).
+  for (size_t i = 0; i < d.dirty.size(); ++i) {
+    Window* w = d.dirty[i];
+    if (w->res != kBaseRes) continue;
+    ApplyBaseChange(d, w, w->hour);
+    ApplyBaseChange(d, w, w->day);
+    std::vector<Acc>().swap(w->snapshot);
+    w->snapshot_count = 0;
+  }
   std::sort(d.dirty.begin(), d.dirty.end(), [](const Window* a, const Window* b) {
     return a->res != b->res ? a->res < b->res : a->start < b->start;
   });
@@ -493,6 +553,7 @@ int64_t Frontier(const Impl& E, const Device& d) {
 }
 
 void Finalize(Impl& E, Device& d, RecordSink* sink) {
+  if (d.dirty.empty() && d.min_open_end > std::max(d.wm, d.fin_wm)) return;  // fast path
   bool have_frontier = false;
   int64_t frontier = 0;
   auto can = [&](int64_t end) {
@@ -516,10 +577,26 @@ void Finalize(Impl& E, Device& d, RecordSink* sink) {
       std::vector<Acc>().swap(w->snapshot);
       ++w->version;
       EmitRecord(E, d, *w, w->count, w->acc.data(), w->acc.size(), true, sink);
+      if (res == kBaseRes) {  // roll up
+        Window* rs[2] = {w->hour, w->day};
+        for (Window* r : rs) {
+          Touch(d, r);
+          r->count += w->count;
+          if (r->acc.size() < w->acc.size()) r->acc.resize(w->acc.size());
+          for (size_t m = 0; m < w->acc.size(); ++m) MergeAcc(r->acc[m], w->acc[m]);
+        }
+      }
     }
     size_t j = d.first_open[res];
     while (j < v.size() && v[j]->final) ++j;
     d.first_open[res] = j;
+  }
+  // Windows are sorted by end within a resolution, so the first open one bounds the rest.
+  d.min_open_end = kMaxTime;
+  for (int res = 0; res < kNumRes; ++res) {
+    if (d.first_open[res] < d.win[res].size()) {
+      d.min_open_end = std::min(d.min_open_end, d.win[res][d.first_open[res]]->end);
+    }
   }
   EmitDirty(E, d, sink);
 }
@@ -558,17 +635,12 @@ void EarlyFire(Impl& E, Device& d, int64_t now, int64_t tick_period, RecordSink*
     return &acc[m];
   };
   auto piece = [&](int64_t s, uint32_t m, double e, int64_t cov, double delta, uint64_t rs) {
-    Window* b = BaseOf(E, d, s, false);
-    Window* ws[3] = {b, b ? b->hour : FindContaining(d.win[kHourRes], s),
-                     b ? b->day : FindContaining(d.win[kDayRes], s)};
-    for (Window* x : ws) {
-      if (Acc* a = slot_acc(x, m)) {
-        a->energy_wh += e;
-        a->covered_ns += cov;
-        a->delta += delta;
-        a->resets += rs;
-        a->present = true;
-      }
+    if (Acc* a = slot_acc(BaseOf(E, d, s, false), m)) {
+      a->energy_wh += e;
+      a->covered_ns += cov;
+      a->delta += delta;
+      a->resets += rs;
+      a->present = true;
     }
   };
   struct Cursor {
@@ -593,16 +665,11 @@ void EarlyFire(Impl& E, Device& d, int64_t now, int64_t tick_period, RecordSink*
     const PendingEvent& pe = d.pending[i];
     Window* w = BaseOf(E, d, FloorTo(pe.t, width), false);
     if (w == nullptr) continue;  // cannot happen: created on arrival
-    Window* ws[3] = {w, w->hour, w->day};
-    for (Window* x : ws) {
-      if (x->view_slot >= 0) ++E.view[static_cast<size_t>(x->view_slot)].count;
-    }
+    if (w->view_slot >= 0) ++E.view[static_cast<size_t>(w->view_slot)].count;
     for (uint32_t k = 0; k < pe.n; ++k) {
       const PendingSample& s = d.arena[pe.offset + k];
       const uint32_t m = s.metric;
-      for (Window* x : ws) {
-        if (Acc* a = slot_acc(x, m)) a->AddSample(pe.t, s.v);
-      }
+      if (Acc* a = slot_acc(w, m)) a->AddSample(pe.t, s.v);
       const MetricState& ms = d.metrics[m];
       if (ms.kind == MetricKind::kGauge) continue;
       Cursor& c = cursors[m];
@@ -625,6 +692,19 @@ void EarlyFire(Impl& E, Device& d, int64_t now, int64_t tick_period, RecordSink*
       c.has = true;
       c.t = pe.t;
       c.v = s.v;
+    }
+  }
+  // Open rollups = their merged final base windows + the open base windows' views.
+  for (size_t i = 0; i < E.view_n; ++i) {
+    const Impl::ViewSlot& base = E.view[i];
+    if (base.w->res != kBaseRes) break;
+    Window* rs[2] = {base.w->hour, base.w->day};
+    for (Window* r : rs) {
+      if (r->view_slot < 0) continue;
+      Impl::ViewSlot& slot = E.view[static_cast<size_t>(r->view_slot)];
+      slot.count += base.count;
+      if (slot.acc.size() < base.acc.size()) slot.acc.resize(base.acc.size());
+      for (size_t m = 0; m < base.acc.size(); ++m) MergeAcc(slot.acc[m], base.acc[m]);
     }
   }
   for (size_t i = 0; i < E.view_n; ++i) {
@@ -892,7 +972,10 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
       }
     }
     if (now_ns >= d.next_early && HasOpen(d)) EarlyFire(E, d, now_ns, period, sink);
-    Evict(E, d);
+    if (now_ns >= d.next_evict) {
+      Evict(E, d);
+      d.next_evict = now_ns + kEvictInterval;
+    }
   }
 }
 
