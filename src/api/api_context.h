@@ -15,6 +15,8 @@
 
 namespace joule::api {
 
+class LiveHub;
+
 struct ApiContext {
   const Clock* clock = nullptr;
   MetricsRegistry* metrics = nullptr;
@@ -29,6 +31,7 @@ struct ApiContext {
   std::function<bool(std::string_view, stream::WindowEngine::DeviceHealth*)> health;
   // Device metadata, tokens, keys, rules and alerts (through the cache). May be null.
   store::MetadataStore* metadata = nullptr;
+  LiveHub* live = nullptr;  // SSE fan-out
   // Readiness: true once the processors have caught up with the log after start.
   std::function<bool()> ready;
 };

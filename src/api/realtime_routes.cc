@@ -1,5 +1,6 @@
 // GET /v1/devices/{id}/metrics/realtime (CONTRACT §3).
 #include <charconv>
+#include <map>
 #include <memory>
 
 #include "api/api_context.h"
@@ -42,14 +43,30 @@ void HandleRealtime(ApiContext& ctx, net::HttpRequest& req, net::Responder respo
   store::LatestSnapshot snap;
   std::string_view source = ctx.latest->backend();
   Result<bool> found = ctx.latest->Get(device_id, windows, &snap);
-  if (!found.ok() || !*found || snap.records.empty()) {
-    if (ctx.history) {
-      auto records = ctx.history->Latest(device_id, model::Resolution::kBase, windows);
-      if (records.ok() && !records->empty()) {
+  // It may also hold fewer windows than asked (after a restart it only has what was
+  // emitted since): older windows then come from history, the higher version winning.
+  if (ctx.history && (!found.ok() || !*found || snap.records.size() < windows)) {
+    auto records = ctx.history->Latest(device_id, model::Resolution::kBase, windows);
+    if (records.ok() && !records->empty()) {
+      if (!found.ok() || !*found || snap.records.empty()) {
         if (!found.ok() || !*found) snap = store::LatestSnapshot();
         snap.records = std::move(*records);
         source = "history";
         found = true;
+      } else {
+        std::map<int64_t, model::AggregateRecord> merged;
+        for (auto& r : *records) merged[r.window_start_ns] = std::move(r);
+        for (auto& r : snap.records) {
+          auto it = merged.find(r.window_start_ns);
+          if (it == merged.end() || it->second.version <= r.version) {
+            merged[r.window_start_ns] = std::move(r);
+          }
+        }
+        snap.records.clear();
+        for (auto it = merged.rbegin(); it != merged.rend() && snap.records.size() < windows;
+             ++it) {
+          snap.records.push_back(std::move(it->second));
+        }
       }
     }
   }

@@ -15,6 +15,9 @@ void AddRealtimeRoutes(net::Router& router, ApiContext& ctx);
 void AddOperationsRoutes(net::Router& router, ApiContext& ctx);
 void AddHistoryRoutes(net::Router& router, ApiContext& ctx);
 void AddHealthRoutes(net::Router& router, ApiContext& ctx);
+void AddDeviceRoutes(net::Router& router, ApiContext& ctx);
+void AddOwnerEnergyRoutes(net::Router& router, ApiContext& ctx);
+void AddStreamRoutes(net::Router& router, ApiContext& ctx);
 
 inline void AddAllRoutes(net::Router& router, ApiContext& ctx) {
   AddTelemetryRoutes(router, ctx);
@@ -22,6 +25,9 @@ inline void AddAllRoutes(net::Router& router, ApiContext& ctx) {
   AddOperationsRoutes(router, ctx);
   AddHistoryRoutes(router, ctx);
   AddHealthRoutes(router, ctx);
+  AddDeviceRoutes(router, ctx);
+  AddOwnerEnergyRoutes(router, ctx);
+  AddStreamRoutes(router, ctx);
 }
 
 }  // namespace joule::api

@@ -34,6 +34,7 @@ struct Config {
   int64_t early_fire_interval_ns = 5'000'000'000;
   int64_t max_gap_ns = 300'000'000'000;
   int processor_threads = 2;
+  int64_t checkpoint_interval_ns = 10'000'000'000;
   // [auth]
   std::string auth_mode = "required";  // or "disabled"
   std::string admin_token;

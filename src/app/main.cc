@@ -1,8 +1,9 @@
-// joule: the single binary. Subcommands: serve, simulate, config.
+// joule: the single binary. Subcommands: serve, simulate, config, devices.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "app/config.h"
+#include "app/devices_cli.h"
 #include "app/server.h"
 #include "app/simulator.h"
 #include "common/time_format.h"
@@ -31,7 +32,37 @@ int main(int argc, char** argv) {
   simulate->add_option("--seed", sim.seed, "Random seed")->capture_default_str();
   simulate->add_option("--prefix", sim.device_prefix, "Device id prefix")->capture_default_str();
 
+  // joule devices import|export: device metadata as CSV, on the configured metadata store.
+  auto* devices = app.add_subcommand("devices", "Import or export device metadata as CSV");
+  devices->require_subcommand(1);
+  joule::app::DevicesImportOptions import_options;
+  auto* import_cmd = devices->add_subcommand("import", "Create or update devices from a CSV file");
+  import_cmd->add_option("--config", config_path, "TOML config file");
+  import_cmd->add_option("file", import_options.csv_path,
+                     "CSV: device_id,owner_id,name,model,location,timezone,installed_at")
+      ->required();
+  import_cmd->add_option("--tokens-out", import_options.tokens_out,
+                     "Write the tokens of new devices here as CSV device_id,token (- = stdout)");
+  import_cmd->add_flag("--dry-run", import_options.dry_run, "Validate and count; write nothing");
+  std::string export_owner;
+  auto* export_cmd = devices->add_subcommand("export", "Write devices as CSV to stdout");
+  export_cmd->add_option("--config", config_path, "TOML config file");
+  export_cmd->add_option("--owner", export_owner, "Only this owner's devices");
+
   CLI11_PARSE(app, argc, argv);
+
+  if (*devices) {
+    std::vector<std::string> warnings;
+    auto config = joule::app::LoadConfig(config_path, environ, &warnings);
+    if (!config.ok()) {
+      fmt::print(stderr, "joule: {}\n", config.status().message());
+      return 2;
+    }
+    if (*import_cmd) return joule::app::RunDevicesImport(*config, import_options);
+    std::optional<std::string> owner;
+    if (!export_owner.empty()) owner = export_owner;
+    return joule::app::RunDevicesExport(*config, owner);
+  }
 
   if (*serve || *show) {
     std::vector<std::string> warnings;

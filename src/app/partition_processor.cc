@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "api/live_hub.h"
+#include "app/processor_checkpoint.h"
 #include "common/logging.h"
 #include "model/event.h"
 
@@ -11,8 +13,9 @@ namespace joule::app {
 
 class PartitionProcessor::Sink final : public stream::RecordSink {
  public:
-  Sink(store::LatestStore* latest, bool keep_for_history, MetricsRegistry* metrics)
-      : latest_(latest), keep_for_history_(keep_for_history) {
+  Sink(store::LatestStore* latest, bool keep_for_history, api::LiveHub* live,
+       MetricsRegistry* metrics)
+      : latest_(latest), keep_for_history_(keep_for_history), live_(live) {
     for (int r = 0; r < 3; ++r) {
       for (int f = 0; f < 2; ++f) {
         const char* res = r == 0 ? "base" : r == 1 ? "1h" : "1d";
@@ -28,12 +31,14 @@ class PartitionProcessor::Sink final : public stream::RecordSink {
     emitted_[static_cast<int>(record.resolution)][record.final ? 1 : 0]->Inc();
     if (!latest_->PutRecord(record).ok()) sink_errors_->Inc();
     if (keep_for_history_) pending_history_.push_back(record);
+    if (live_) live_->PublishRecord(record);
   }
   std::vector<model::AggregateRecord>& pending_history() { return pending_history_; }
 
  private:
   store::LatestStore* latest_;
   bool keep_for_history_;
+  api::LiveHub* live_;
   std::vector<model::AggregateRecord> pending_history_;
   Counter* emitted_[3][2];
   Counter* sink_errors_;
@@ -51,7 +56,7 @@ PartitionProcessor::PartitionProcessor(PartitionProcessorOptions options, log::L
       metrics_(metrics),
       history_(history),
       engine_(std::make_unique<stream::WindowEngine>(options_.engine, timezones)),
-      sink_(std::make_unique<Sink>(latest, history != nullptr, metrics)),
+      sink_(std::make_unique<Sink>(latest, history != nullptr, options_.live, metrics)),
       positions_(new std::atomic<uint64_t>[options_.partitions.size()]),
       last_append_ns_(new std::atomic<int64_t>[options_.partitions.size()]) {
   const std::string idx = std::to_string(options_.index);
@@ -60,6 +65,17 @@ PartitionProcessor::PartitionProcessor(PartitionProcessorOptions options, log::L
   decode_errors_ = metrics->GetCounter("joule_processor_decode_errors_total",
                                        "Log records that did not decode as events",
                                        {{"processor", idx}});
+  checkpoint_seconds_ = metrics->GetHistogram(
+      "joule_checkpoint_duration_seconds", "Time to write a processor checkpoint (incl. fsync)",
+      Histogram::LatencyBuckets(), {{"processor", idx}});
+  checkpoint_bytes_ = metrics->GetGauge("joule_checkpoint_bytes", "Size of the last checkpoint",
+                                        {{"processor", idx}});
+  metrics->AddGaugeCallback("joule_checkpoint_age_seconds", "Seconds since the last checkpoint",
+                            {{"processor", idx}}, [this] {
+                              int64_t last = last_checkpoint_ns_.load();
+                              return last == 0 ? 0.0
+                                               : static_cast<double>(clock_->NowNanos() - last) / 1e9;
+                            });
   history_errors_ = metrics->GetCounter("joule_sink_errors_total", "Failed sink writes",
                                         {{"sink", "history"}});
   for (size_t i = 0; i < options_.partitions.size(); ++i) {
@@ -70,10 +86,93 @@ PartitionProcessor::PartitionProcessor(PartitionProcessorOptions options, log::L
 
 PartitionProcessor::~PartitionProcessor() { Stop(); }
 
+Status PartitionProcessor::RestoreCheckpoint(std::vector<uint64_t>* offsets) {
+  JOULE_ASSIGN_OR_RETURN(std::optional<ProcessorCheckpoint> ckpt,
+                         ReadCheckpointFile(options_.checkpoint_path));
+  if (!ckpt) return Status::Ok();
+  if (ckpt->offsets.size() != options_.partitions.size()) {
+    return Status::InvalidArgument(
+        "checkpoint was written for another partition layout (storage.log_partitions or "
+        "stream.processor_threads changed); move it away to rebuild from the log");
+  }
+  for (size_t i = 0; i < options_.partitions.size(); ++i) {
+    if (ckpt->offsets[i].first != options_.partitions[i]) {
+      return Status::InvalidArgument("checkpoint was written for another partition layout");
+    }
+    (*offsets)[i] = ckpt->offsets[i].second;
+  }
+  JOULE_RETURN_IF_ERROR(engine_->RestoreState(ckpt->engine_state));
+  for (auto& e : ckpt->readings) {
+    (void)latest_->PutReading(e);
+    std::string id = e.device_id;
+    readings_[id] = std::move(e);
+  }
+  logging::Info("restored checkpoint", {{"processor", std::to_string(options_.index)},
+                                        {"bytes", std::to_string(ckpt->engine_state.size())},
+                                        {"devices", std::to_string(readings_.size())}});
+  return Status::Ok();
+}
+
+void PartitionProcessor::WriteCheckpoint() {
+  if (options_.checkpoint_path.empty()) return;
+  const int64_t start = clock_->NowNanos();
+  FlushHistory();
+  if (history_) {
+    // Records emitted before the checkpoint's offsets must survive what it survives.
+    Status st = history_->Flush();
+    if (!st.ok()) {
+      logging::Error("history flush before checkpoint failed", {{"error", st.ToString()}});
+      return;
+    }
+  }
+  ProcessorCheckpoint ckpt;
+  for (size_t i = 0; i < options_.partitions.size(); ++i) {
+    ckpt.offsets.emplace_back(options_.partitions[i], readers_[i]->position().value);
+  }
+  {
+    std::lock_guard lock(engine_mu_);
+    Status st = engine_->SaveState(&ckpt.engine_state);
+    if (!st.ok()) {
+      logging::Error("engine state not saved", {{"error", st.ToString()}});
+      return;
+    }
+  }
+  ckpt.readings.reserve(readings_.size());
+  for (const auto& [id, e] : readings_) ckpt.readings.push_back(e);
+  Result<uint64_t> bytes = WriteCheckpointFile(options_.checkpoint_path, ckpt);
+  if (!bytes.ok()) {
+    logging::Error("checkpoint not written", {{"error", bytes.status().ToString()}});
+    return;
+  }
+  for (const auto& [p, off] : ckpt.offsets) {
+    log_->SetConsumerOffset(ConsumerName(), p, model::LogOffset{off});
+  }
+  const int64_t end = clock_->NowNanos();
+  checkpoint_seconds_->Observe(static_cast<double>(end - start) / 1e9);
+  checkpoint_bytes_->Set(static_cast<double>(*bytes));
+  last_checkpoint_ns_.store(end);
+}
+
 Status PartitionProcessor::Start() {
+  std::vector<uint64_t> offsets(options_.partitions.size(), 0);
+  bool restored = false;
+  if (!options_.checkpoint_path.empty()) {
+    log_->RegisterConsumer(ConsumerName());
+    JOULE_RETURN_IF_ERROR(RestoreCheckpoint(&offsets));
+    restored = !readings_.empty() || std::any_of(offsets.begin(), offsets.end(),
+                                                 [](uint64_t o) { return o > 0; });
+  }
   for (size_t i = 0; i < options_.partitions.size(); ++i) {
     uint32_t p = options_.partitions[i];
     model::LogOffset from = log_->StartOffset(p);
+    if (restored) {
+      if (offsets[i] < from.value) {
+        return Status::Corruption(fmt::format(
+            "partition {}: checkpoint offset {} is below the log's first record {}", p,
+            offsets[i], from.value));
+      }
+      from = model::LogOffset{offsets[i]};
+    }
     JOULE_ASSIGN_OR_RETURN(auto reader, log_->NewReader(p, from));
     positions_[i].store(from.value);
     readers_.push_back(std::move(reader));
@@ -86,6 +185,7 @@ void PartitionProcessor::Stop() {
   if (!thread_.joinable()) return;
   stop_.store(true);
   thread_.join();
+  WriteCheckpoint();
 }
 
 uint64_t PartitionProcessor::LagRecords() const {
@@ -128,6 +228,13 @@ bool PartitionProcessor::ProcessBatch(size_t slot) {
       continue;
     }
     (void)latest_->PutReading(event);
+    if (options_.live) options_.live->PublishReading(event);
+    auto it = readings_.find(event.device_id);
+    if (it == readings_.end()) {
+      readings_.emplace(event.device_id, event);
+    } else if (it->second.timestamp_ns <= event.timestamp_ns) {
+      it->second = event;
+    }
     engine_->Process(event, now, sink_.get());
   }
   events_processed_->Inc(batch_.size());
@@ -160,6 +267,7 @@ stream::WindowEngine::Stats PartitionProcessor::Stats() const {
 
 void PartitionProcessor::Run() {
   int64_t last_tick = 0;
+  int64_t last_checkpoint = clock_->NowNanos();
   while (true) {
     bool stopping = stop_.load();
     bool any = false;
@@ -171,6 +279,11 @@ void PartitionProcessor::Run() {
       last_tick = now;
     }
     FlushHistory();
+    if (!options_.checkpoint_path.empty() &&
+        now - last_checkpoint >= options_.checkpoint_interval_ns) {
+      WriteCheckpoint();
+      last_checkpoint = now;
+    }
     if (!any) {
       caught_up_once_.store(true);
       if (stopping) break;

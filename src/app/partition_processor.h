@@ -5,8 +5,12 @@
 // the processor thread; API threads read its per-device health under a mutex that the
 // processor holds only while it processes one batch.
 //
-// Until checkpoints exist it replays each partition from the log's start on boot, which
-// rebuilds exactly the state it had (the engine is deterministic in event time).
+// Exactly-once: every `checkpoint_interval` and at Stop it writes a checkpoint — each
+// partition's next offset with the engine state at that point (and the devices' latest
+// readings) — after flushing the history store. On Start it restores the checkpoint and
+// resumes reading from its offsets, so every durable event is folded in exactly once;
+// the records it re-emits on replay carry versions the sinks already have or newer ones.
+// Without a checkpoint it reads each partition from the log's first retained record.
 #pragma once
 
 #include <atomic>
@@ -15,15 +19,21 @@
 #include <mutex>
 #include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "common/clock.h"
 #include "common/metrics.h"
 #include "common/status.h"
 #include "log/log.h"
+#include "model/event.h"
 #include "store/history_store.h"
 #include "store/latest_store.h"
 #include "stream/window_engine.h"
+
+namespace joule::api {
+class LiveHub;
+}
 
 namespace joule::app {
 
@@ -33,6 +43,9 @@ struct PartitionProcessorOptions {
   stream::EngineOptions engine;
   int64_t tick_interval_ns = 200'000'000;
   size_t read_batch = 4096;
+  std::string checkpoint_path;  // empty = no checkpoints
+  int64_t checkpoint_interval_ns = 10'000'000'000;
+  api::LiveHub* live = nullptr;  // SSE fan-out of records and readings; may be null
 };
 
 class PartitionProcessor {
@@ -61,6 +74,9 @@ class PartitionProcessor {
   void Run();
   bool ProcessBatch(size_t slot);
   void FlushHistory();
+  Status RestoreCheckpoint(std::vector<uint64_t>* offsets);
+  void WriteCheckpoint();
+  std::string ConsumerName() const { return "processor-" + std::to_string(options_.index); }
 
   PartitionProcessorOptions options_;
   log::Log* log_;
@@ -81,6 +97,10 @@ class PartitionProcessor {
   Counter* events_processed_;
   Counter* decode_errors_;
   Counter* history_errors_;
+  Histogram* checkpoint_seconds_;
+  Gauge* checkpoint_bytes_;
+  std::atomic<int64_t> last_checkpoint_ns_{0};
+  std::unordered_map<std::string, model::Event> readings_;  // latest per device
 };
 
 }  // namespace joule::app

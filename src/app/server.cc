@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "api/api_context.h"
+#include "api/live_hub.h"
 #include "api/routes.h"
 #include "app/partition_processor.h"
 #include "common/logging.h"
@@ -197,6 +198,13 @@ int RunServer(const Config& config) {
   }
   std::unique_ptr<store::RocksDbHistoryStore> history = std::move(*history_opened);
 
+  std::filesystem::create_directories(std::filesystem::path(config.data_dir) / "checkpoints", ec);
+  api::LiveHub live([m = metadata.get()](std::string_view device_id) {
+    Result<store::Device> d = m->GetDevice(device_id);
+    return d.ok() ? d->owner_id : std::string();
+  });
+  metrics.AddGaugeCallback("joule_sse_subscribers", "Open /v1/stream subscriptions", {},
+                           [&live] { return static_cast<double>(live.subscriber_count()); });
   // Partition p belongs to processor p % threads.
   const int threads = std::max(1, std::min<int>(config.processor_threads, config.log_partitions));
   std::vector<std::unique_ptr<PartitionProcessor>> processors;
@@ -205,6 +213,11 @@ int RunServer(const Config& config) {
     po.index = i;
     for (uint32_t p = i; p < config.log_partitions; p += threads) po.partitions.push_back(p);
     po.engine = EngineOptionsFrom(config);
+    po.checkpoint_path = (std::filesystem::path(config.data_dir) / "checkpoints" /
+                          fmt::format("processor-{}.ckpt", i))
+                             .string();
+    po.checkpoint_interval_ns = config.checkpoint_interval_ns;
+    po.live = &live;
     processors.push_back(std::make_unique<PartitionProcessor>(
         std::move(po), log.get(), &latest, history.get(), clock, &metrics, &timezones));
   }
@@ -240,6 +253,7 @@ int RunServer(const Config& config) {
   ctx.latest_windows = config.latest_windows;
   ctx.history = history.get();
   ctx.metadata = metadata.get();
+  ctx.live = &live;
   ctx.base_window_ns = config.window_ns;
   ctx.health = [&processors, &config, threads](std::string_view device_id,
                                                stream::WindowEngine::DeviceHealth* out) {

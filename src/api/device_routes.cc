@@ -1,0 +1,455 @@
+// The device API of CONTRACT §3: register, list, read, update, delete, token rotation,
+// owner keys.
+//
+// Who may do what (admin = the admin token, or auth.mode = "disabled"):
+// - POST /v1/devices, POST /v1/devices/{id}/token, POST /v1/owners/{owner_id}/keys: admin
+//   only. Anyone else gets 403 forbidden — except that rotating the token of a device the
+//   caller may not see is 404, like every route that takes a device id.
+// - GET /v1/devices: admin: all (optionally ?owner_id=); owner key: its own devices (an
+//   ?owner_id= of another owner is an empty list); device token: 403 (tokens ingest).
+// - GET /v1/devices/{id}: admin; the device's owner; the device's own token.
+// - PATCH, DELETE /v1/devices/{id}: admin; the device's owner (who may not change
+//   owner_id: 400). A device token on its own device gets 403.
+// - Another owner's device, or one that does not exist, is 404 not_found, never 403: the
+//   answer does not depend on whether someone else's device exists.
+//
+// Request bodies are JSON objects of at most kMaxBodyBytes; unknown or repeated fields
+// are 400 invalid_argument with a message naming the field.
+#include <fmt/format.h>
+#include <simdjson.h>
+
+#include <memory>
+#include <set>
+#include <string>
+#include <string_view>
+
+#include "api/api_context.h"
+#include "api/device_fields.h"
+#include "api/device_json.h"
+#include "api/error_response.h"
+#include "api/query_params.h"
+#include "api/routes.h"
+#include "common/json_writer.h"
+#include "common/time_format.h"
+#include "ingest/validation.h"
+#include "net/http_server.h"
+#include "net/router.h"
+
+namespace joule::api {
+namespace {
+
+constexpr size_t kMaxBodyBytes = 64 * 1024;
+constexpr size_t kDefaultListLimit = 100;
+constexpr size_t kMaxListLimit = 1000;
+
+net::HttpResponse Forbidden(std::string_view message) {
+  return net::HttpResponse::Error(403, "forbidden", message);
+}
+
+net::HttpResponse BadRequest(std::string_view message) {
+  return net::HttpResponse::Error(400, "invalid_argument", message);
+}
+
+// The body as one JSON object, or the HTTP error to send.
+struct ParsedObject {
+  std::unique_ptr<simdjson::dom::parser> parser;  // owns the DOM `object` points into
+  simdjson::dom::object object;
+};
+
+Result<ParsedObject> ParseBodyObject(const net::HttpRequest& req) {
+  if (const std::string* ct = req.Header("content-type")) {
+    std::string_view v(*ct);
+    if (v.substr(0, v.find(';')).find("application/json") == std::string_view::npos) {
+      return Status::InvalidArgument("Content-Type must be application/json");
+    }
+  }
+  if (req.body.size() > kMaxBodyBytes) {
+    return Status::ResourceExhausted(
+        fmt::format("request body must be at most {} bytes", kMaxBodyBytes));
+  }
+  ParsedObject out;
+  out.parser = std::make_unique<simdjson::dom::parser>();
+  simdjson::dom::element root;
+  if (out.parser->parse(req.body.data(), req.body.size()).get(root) != simdjson::SUCCESS) {
+    return Status::InvalidArgument("request body is not valid JSON");
+  }
+  if (root.get_object().get(out.object) != simdjson::SUCCESS) {
+    return Status::InvalidArgument("request body must be a JSON object");
+  }
+  std::set<std::string_view> seen;
+  for (auto field : out.object) {
+    if (!seen.insert(field.key).second) {
+      return Status::InvalidArgument(fmt::format("field \"{}\" appears more than once",
+                                                 std::string_view(field.key).substr(0, 64)));
+    }
+  }
+  return out;
+}
+
+Result<std::string> StringField(std::string_view name, simdjson::dom::element v) {
+  std::string_view s;
+  if (v.get_string().get(s) != simdjson::SUCCESS) {
+    return Status::InvalidArgument(fmt::format("{} must be a string", name));
+  }
+  return std::string(s);
+}
+
+// A string, or null (→ "") where clearing is allowed.
+Result<std::string> TextField(std::string_view name, simdjson::dom::element v) {
+  if (v.is_null()) return std::string();
+  JOULE_ASSIGN_OR_RETURN(std::string s, StringField(name, v));
+  JOULE_RETURN_IF_ERROR(ValidateDeviceText(name, s));
+  return s;
+}
+
+Result<std::optional<int64_t>> InstalledAtField(simdjson::dom::element v) {
+  if (v.is_null()) return std::optional<int64_t>();
+  JOULE_ASSIGN_OR_RETURN(std::string s, StringField("installed_at", v));
+  JOULE_ASSIGN_OR_RETURN(int64_t ns, ParseInstalledAt(s));
+  return std::optional<int64_t>(ns);
+}
+
+// An object (its compact JSON), or null (→ "", no config).
+Result<std::string> ConfigField(simdjson::dom::element v) {
+  if (v.is_null()) return std::string();
+  if (!v.is_object()) return Status::InvalidArgument("config must be a JSON object");
+  std::string json = simdjson::minify(v);
+  if (json.size() > kMaxDeviceConfigBytes) {
+    return Status::InvalidArgument(
+        fmt::format("config must be at most {} bytes as JSON", kMaxDeviceConfigBytes));
+  }
+  return json;
+}
+
+Result<std::string> TimezoneField(simdjson::dom::element v) {
+  JOULE_ASSIGN_OR_RETURN(std::string tz, StringField("timezone", v));
+  JOULE_RETURN_IF_ERROR(ValidateTimezone(tz));
+  return tz;
+}
+
+Result<store::Device> DeviceFromBody(const simdjson::dom::object& obj) {
+  store::Device d;
+  bool have_id = false, have_owner = false;
+  for (auto field : obj) {
+    const std::string_view key = field.key;
+    if (key == "device_id") {
+      JOULE_ASSIGN_OR_RETURN(d.device_id, StringField(key, field.value));
+      JOULE_RETURN_IF_ERROR(ValidateDeviceIdField(d.device_id));
+      have_id = true;
+    } else if (key == "owner_id") {
+      JOULE_ASSIGN_OR_RETURN(d.owner_id, StringField(key, field.value));
+      JOULE_RETURN_IF_ERROR(ValidateOwnerId(d.owner_id));
+      have_owner = true;
+    } else if (key == "name") {
+      JOULE_ASSIGN_OR_RETURN(d.name, TextField(key, field.value));
+    } else if (key == "model") {
+      JOULE_ASSIGN_OR_RETURN(d.model, TextField(key, field.value));
+    } else if (key == "location") {
+      JOULE_ASSIGN_OR_RETURN(d.location, TextField(key, field.value));
+    } else if (key == "timezone") {
+      if (!field.value.is_null()) {
+        JOULE_ASSIGN_OR_RETURN(d.timezone, TimezoneField(field.value));
+      }
+    } else if (key == "installed_at") {
+      JOULE_ASSIGN_OR_RETURN(d.installed_at_ns, InstalledAtField(field.value));
+    } else if (key == "config") {
+      JOULE_ASSIGN_OR_RETURN(d.config_json, ConfigField(field.value));
+    } else {
+      return Status::InvalidArgument(
+          fmt::format("unknown field \"{}\" (allowed: device_id, owner_id, name, model, location, "
+                      "timezone, installed_at, config)",
+                      key.substr(0, 64)));
+    }
+  }
+  if (!have_id) return Status::InvalidArgument("device_id is required");
+  if (!have_owner) return Status::InvalidArgument("owner_id is required");
+  return d;
+}
+
+Result<store::DeviceUpdate> UpdateFromBody(const simdjson::dom::object& obj, const Caller& caller,
+                                           std::string_view device_id) {
+  store::DeviceUpdate u;
+  for (auto field : obj) {
+    const std::string_view key = field.key;
+    if (key == "owner_id") {
+      // Mass assignment: an owner key must not move a device to another owner (nor
+      // "adopt" it); only the admin may change owner_id.
+      if (!caller.admin()) {
+        return Status::InvalidArgument("owner_id can only be changed with the admin token");
+      }
+      JOULE_ASSIGN_OR_RETURN(std::string owner, StringField(key, field.value));
+      JOULE_RETURN_IF_ERROR(ValidateOwnerId(owner));
+      u.owner_id = std::move(owner);
+    } else if (key == "device_id") {
+      JOULE_ASSIGN_OR_RETURN(std::string id, StringField(key, field.value));
+      if (id != device_id) return Status::InvalidArgument("device_id cannot be changed");
+    } else if (key == "name") {
+      JOULE_ASSIGN_OR_RETURN(u.name, TextField(key, field.value));
+    } else if (key == "model") {
+      JOULE_ASSIGN_OR_RETURN(u.model, TextField(key, field.value));
+    } else if (key == "location") {
+      JOULE_ASSIGN_OR_RETURN(u.location, TextField(key, field.value));
+    } else if (key == "timezone") {
+      JOULE_ASSIGN_OR_RETURN(u.timezone, TimezoneField(field.value));
+    } else if (key == "installed_at") {
+      JOULE_ASSIGN_OR_RETURN(u.installed_at_ns, InstalledAtField(field.value));
+    } else if (key == "config") {
+      JOULE_ASSIGN_OR_RETURN(u.config_json, ConfigField(field.value));
+    } else if (key == "created_at" || key == "updated_at") {
+      return Status::InvalidArgument(fmt::format("{} is read-only", key));
+    } else {
+      return Status::InvalidArgument(fmt::format(
+          "unknown field \"{}\" (allowed: name, model, location, timezone, installed_at, "
+          "config{})",
+          key.substr(0, 64), caller.admin() ? ", owner_id" : ""));
+    }
+  }
+  return u;
+}
+
+bool EmptyUpdate(const store::DeviceUpdate& u) {
+  return !u.owner_id && !u.name && !u.model && !u.location && !u.timezone && !u.installed_at_ns &&
+         !u.config_json;
+}
+
+std::string DeviceBody(const store::Device& d) {
+  JsonWriter w;
+  w.BeginObject();
+  w.Key("device");
+  WriteDeviceJson(w, d);
+  w.EndObject();
+  return w.Take();
+}
+
+class DeviceRoutes {
+ public:
+  explicit DeviceRoutes(ApiContext& ctx) : ctx_(ctx) {}
+
+  void Create(net::HttpRequest& req, net::Responder responder) {
+    const Caller caller = ctx_.auth->Authenticate(req);
+    if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized());
+    if (!caller.admin()) {
+      return responder.Send(Forbidden("only the admin token may register devices"));
+    }
+    if (!ctx_.metadata) return responder.Send(NoMetadata());
+    Result<ParsedObject> body = ParseBodyObject(req);
+    if (!body.ok()) return responder.Send(ErrorFromStatus(body.status()));
+    Result<store::Device> device = DeviceFromBody(body->object);
+    if (!device.ok()) return responder.Send(ErrorFromStatus(device.status()));
+    std::string token;
+    Result<store::Device> created = ctx_.metadata->CreateDevice(*device, &token);
+    if (!created.ok()) return responder.Send(ErrorFromStatus(created.status()));
+    JsonWriter w;
+    w.BeginObject();
+    w.Key("device");
+    WriteDeviceJson(w, *created);
+    w.Key("token");  // shown once: only its hash is stored
+    w.String(token);
+    w.EndObject();
+    net::HttpResponse r = net::HttpResponse::Json(201, w.Take());
+    r.headers.emplace_back("Location", "/v1/devices/" + created->device_id);
+    r.headers.emplace_back("Cache-Control", "no-store");
+    responder.Send(std::move(r));
+  }
+
+  void List(net::HttpRequest& req, net::Responder responder) {
+    const Caller caller = ctx_.auth->Authenticate(req);
+    if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized());
+    if (caller.kind == Caller::Kind::kDevice) {
+      return responder.Send(Forbidden("device tokens may only ingest; use an owner key"));
+    }
+    if (!ctx_.metadata) return responder.Send(NoMetadata());
+    Result<size_t> limit = ParseLimit(req.Query("limit"), kDefaultListLimit, kMaxListLimit);
+    if (!limit.ok()) return responder.Send(ErrorFromStatus(limit.status()));
+    store::ListDevicesOptions options;
+    options.limit = *limit;
+    if (const std::string* cursor = req.Query("cursor"); cursor && !cursor->empty()) {
+      if (!ingest::ValidDeviceId(*cursor)) {
+        return responder.Send(BadRequest("cursor must be a next_cursor from a previous page"));
+      }
+      options.after = *cursor;
+    }
+    const std::string* owner = req.Query("owner_id");
+    if (owner) {
+      Status st = ValidateOwnerId(*owner);
+      if (!st.ok()) return responder.Send(ErrorFromStatus(st));
+    }
+    bool empty = false;
+    if (caller.kind == Caller::Kind::kOwner) {
+      // An owner sees only its own devices; filtering by someone else finds nothing.
+      if (owner && *owner != caller.owner_id) empty = true;
+      options.owner_id = caller.owner_id;
+    } else if (owner) {
+      options.owner_id = *owner;
+    }
+    store::DevicePage page;
+    if (!empty) {
+      Result<store::DevicePage> listed = ctx_.metadata->ListDevices(options);
+      if (!listed.ok()) return responder.Send(ErrorFromStatus(listed.status()));
+      page = std::move(*listed);
+    }
+    JsonWriter w;
+    w.BeginObject();
+    w.Key("devices");
+    w.BeginArray();
+    for (const store::Device& d : page.devices) WriteDeviceJson(w, d);
+    w.EndArray();
+    w.Key("next_cursor");
+    if (page.next_cursor.empty()) {
+      w.Null();
+    } else {
+      w.String(page.next_cursor);
+    }
+    w.EndObject();
+    responder.Send(net::HttpResponse::Json(200, w.Take()));
+  }
+
+  void Get(net::HttpRequest& req, net::Responder responder) {
+    const Caller caller = ctx_.auth->Authenticate(req);
+    if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized());
+    Result<store::Device> device = Visible(caller, req.path_params["id"]);
+    if (!device.ok()) return responder.Send(ErrorFromStatus(device.status()));
+    responder.Send(net::HttpResponse::Json(200, DeviceBody(*device)));
+  }
+
+  void Patch(net::HttpRequest& req, net::Responder responder) {
+    const Caller caller = ctx_.auth->Authenticate(req);
+    if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized());
+    const std::string& id = req.path_params["id"];
+    Result<store::Device> device = Manageable(caller, id);
+    if (!device.ok()) return responder.Send(ErrorFromStatus(device.status()));
+    Result<ParsedObject> body = ParseBodyObject(req);
+    if (!body.ok()) return responder.Send(ErrorFromStatus(body.status()));
+    Result<store::DeviceUpdate> update = UpdateFromBody(body->object, caller, id);
+    if (!update.ok()) return responder.Send(ErrorFromStatus(update.status()));
+    if (EmptyUpdate(*update))
+      return responder.Send(net::HttpResponse::Json(200, DeviceBody(*device)));
+    Result<store::Device> updated = ctx_.metadata->UpdateDevice(id, *update);
+    if (!updated.ok()) return responder.Send(ErrorFromStatus(updated.status()));
+    responder.Send(net::HttpResponse::Json(200, DeviceBody(*updated)));
+  }
+
+  void Delete(net::HttpRequest& req, net::Responder responder) {
+    const Caller caller = ctx_.auth->Authenticate(req);
+    if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized());
+    const std::string& id = req.path_params["id"];
+    Result<store::Device> device = Manageable(caller, id);
+    if (!device.ok()) return responder.Send(ErrorFromStatus(device.status()));
+    // Deletes the row and its tokens (revoked before this returns); history, the
+    // archive and alerts are kept.
+    Status st = ctx_.metadata->DeleteDevice(id);
+    if (!st.ok()) return responder.Send(ErrorFromStatus(st));
+    net::HttpResponse r;
+    r.status = 204;
+    r.content_type.clear();
+    responder.Send(std::move(r));
+  }
+
+  void RotateToken(net::HttpRequest& req, net::Responder responder) {
+    const Caller caller = ctx_.auth->Authenticate(req);
+    if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized());
+    const std::string& id = req.path_params["id"];
+    Result<store::Device> device = Visible(caller, id);
+    if (!device.ok()) return responder.Send(ErrorFromStatus(device.status()));
+    if (!caller.admin()) {
+      return responder.Send(Forbidden("only the admin token may rotate device tokens"));
+    }
+    // The old tokens are revoked in the same transaction: they fail from now on.
+    Result<std::string> token = ctx_.metadata->RotateDeviceToken(id);
+    if (!token.ok()) return responder.Send(ErrorFromStatus(token.status()));
+    JsonWriter w;
+    w.BeginObject();
+    w.Key("device_id");
+    w.String(id);
+    w.Key("token");
+    w.String(*token);
+    w.EndObject();
+    net::HttpResponse r = net::HttpResponse::Json(201, w.Take());
+    r.headers.emplace_back("Cache-Control", "no-store");
+    responder.Send(std::move(r));
+  }
+
+  void CreateOwnerKey(net::HttpRequest& req, net::Responder responder) {
+    const Caller caller = ctx_.auth->Authenticate(req);
+    if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized());
+    if (!caller.admin()) {
+      return responder.Send(Forbidden("only the admin token may create owner keys"));
+    }
+    if (!ctx_.metadata) return responder.Send(NoMetadata());
+    const std::string& owner = req.path_params["owner_id"];
+    Status st = ValidateOwnerId(owner);
+    if (!st.ok()) return responder.Send(ErrorFromStatus(st));
+    Result<store::OwnerKey> key = ctx_.metadata->CreateOwnerKey(owner);
+    if (!key.ok()) return responder.Send(ErrorFromStatus(key.status()));
+    JsonWriter w;
+    w.BeginObject();
+    w.Key("owner_id");
+    w.String(key->owner_id);
+    w.Key("key_id");
+    w.String(key->key_id);
+    w.Key("key");  // shown once: only its hash is stored
+    w.String(key->key);
+    w.Key("created_at");
+    w.String(FormatRfc3339Millis(key->created_at_ns));
+    w.EndObject();
+    net::HttpResponse r = net::HttpResponse::Json(201, w.Take());
+    r.headers.emplace_back("Cache-Control", "no-store");
+    responder.Send(std::move(r));
+  }
+
+ private:
+  static net::HttpResponse NoMetadata() {
+    return net::HttpResponse::Error(503, "unavailable", "no metadata store");
+  }
+
+  // The registered device, if `caller` may see it (admin, its owner, its own token);
+  // NotFound otherwise, whether or not it exists.
+  Result<store::Device> Visible(const Caller& caller, const std::string& id) {
+    if (!ctx_.metadata) return Status::Unavailable("no metadata store");
+    bool registered = false;
+    JOULE_ASSIGN_OR_RETURN(store::Device d,
+                           ctx_.auth->AuthorizeDeviceRead(caller, id, &registered));
+    if (!registered) return Status::NotFound("no such device");
+    return d;
+  }
+
+  // Like Visible, and the caller may change it (admin or its owner).
+  Result<store::Device> Manageable(const Caller& caller, const std::string& id) {
+    JOULE_ASSIGN_OR_RETURN(store::Device d, Visible(caller, id));
+    if (caller.kind == Caller::Kind::kDevice) {
+      return Status::PermissionDenied("device tokens cannot change devices; use an owner key");
+    }
+    return d;
+  }
+
+  ApiContext& ctx_;
+};
+
+}  // namespace
+
+void AddDeviceRoutes(net::Router& router, ApiContext& ctx) {
+  auto routes = std::make_shared<DeviceRoutes>(ctx);
+  router.Add("POST", "/v1/devices", [routes](net::HttpRequest& req, net::Responder r) {
+    routes->Create(req, std::move(r));
+  });
+  router.Add("GET", "/v1/devices", [routes](net::HttpRequest& req, net::Responder r) {
+    routes->List(req, std::move(r));
+  });
+  router.Add("GET", "/v1/devices/{id}",
+             [routes](net::HttpRequest& req, net::Responder r) { routes->Get(req, std::move(r)); });
+  router.Add("PATCH", "/v1/devices/{id}", [routes](net::HttpRequest& req, net::Responder r) {
+    routes->Patch(req, std::move(r));
+  });
+  router.Add("DELETE", "/v1/devices/{id}", [routes](net::HttpRequest& req, net::Responder r) {
+    routes->Delete(req, std::move(r));
+  });
+  router.Add("POST", "/v1/devices/{id}/token", [routes](net::HttpRequest& req, net::Responder r) {
+    routes->RotateToken(req, std::move(r));
+  });
+  router.Add("POST", "/v1/owners/{owner_id}/keys",
+             [routes](net::HttpRequest& req, net::Responder r) {
+               routes->CreateOwnerKey(req, std::move(r));
+             });
+}
+
+}  // namespace joule::api

@@ -1,0 +1,117 @@
+#include "api/live_hub.h"
+
+#include "common/json_writer.h"
+#include "common/time_format.h"
+#include "net/sse_stream.h"
+
+namespace joule::api {
+
+LiveHub::LiveHub(OwnerOf owner_of) : owner_of_(std::move(owner_of)) {}
+
+uint64_t LiveHub::Subscribe(std::string device_id, std::string owner_id,
+                            std::shared_ptr<net::SseStream> stream) {
+  std::lock_guard lock(mu_);
+  uint64_t id = next_id_++;
+  if (!device_id.empty()) {
+    by_device_[device_id].push_back({id, std::move(stream)});
+  } else {
+    by_owner_[owner_id].push_back({id, std::move(stream)});
+  }
+  ++count_;
+  return id;
+}
+
+void LiveHub::Unsubscribe(uint64_t id) {
+  std::lock_guard lock(mu_);
+  for (auto* index : {&by_device_, &by_owner_}) {
+    for (auto it = index->begin(); it != index->end(); ++it) {
+      auto& subs = it->second;
+      for (size_t i = 0; i < subs.size(); ++i) {
+        if (subs[i].id == id) {
+          subs.erase(subs.begin() + static_cast<ptrdiff_t>(i));
+          if (subs.empty()) index->erase(it);
+          --count_;
+          return;
+        }
+      }
+    }
+  }
+}
+
+size_t LiveHub::subscriber_count() const {
+  std::lock_guard lock(mu_);
+  return count_;
+}
+
+std::vector<std::shared_ptr<net::SseStream>> LiveHub::Targets(std::string_view device_id) {
+  std::vector<std::shared_ptr<net::SseStream>> out;
+  bool owners;
+  {
+    std::lock_guard lock(mu_);
+    if (count_ == 0) return out;
+    auto it = by_device_.find(std::string(device_id));
+    if (it != by_device_.end()) {
+      for (const auto& s : it->second) out.push_back(s.stream);
+    }
+    owners = !by_owner_.empty();
+  }
+  if (owners) {
+    std::string owner = owner_of_ ? owner_of_(device_id) : std::string();
+    if (!owner.empty()) {
+      std::lock_guard lock(mu_);
+      auto it = by_owner_.find(owner);
+      if (it != by_owner_.end()) {
+        for (const auto& s : it->second) out.push_back(s.stream);
+      }
+    }
+  }
+  return out;
+}
+
+void LiveHub::Publish(std::string_view device_id, std::string_view event,
+                      const std::string& json) {
+  for (const auto& s : Targets(device_id)) s->Send(event, json);
+}
+
+void LiveHub::PublishRecord(const model::AggregateRecord& record) {
+  auto targets = Targets(record.device_id);
+  if (targets.empty()) return;
+  const std::string json = model::RecordToJson(record);
+  for (const auto& s : targets) s->Send("window", json);
+}
+
+void LiveHub::PublishReading(const model::Event& event) {
+  auto targets = Targets(event.device_id);
+  if (targets.empty()) return;
+  const std::string json = ReadingToJson(event);
+  for (const auto& s : targets) s->Send("reading", json);
+}
+
+std::string ReadingToJson(const model::Event& e) {
+  JsonWriter w;
+  w.BeginObject();
+  w.Key("device_id");
+  w.String(e.device_id);
+  w.Key("timestamp");
+  w.String(FormatRfc3339Millis(e.timestamp_ns));
+  w.Key("received_at");
+  w.String(FormatRfc3339Millis(e.received_at_ns));
+  w.Key("metrics");
+  w.BeginObject();
+  for (const auto& m : e.metrics) {
+    w.Key(m.name);
+    w.Double(m.value);
+  }
+  w.EndObject();
+  w.Key("meta");
+  if (e.meta_json.empty()) {
+    w.BeginObject();
+    w.EndObject();
+  } else {
+    w.Raw(e.meta_json);
+  }
+  w.EndObject();
+  return w.Take();
+}
+
+}  // namespace joule::api

@@ -1,0 +1,168 @@
+// GET /v1/owners/{owner_id}/energy?from=&to=&resolution=1h|1d&metric=power_w
+// (CONTRACT §3): per-device and total energy per bucket, read from the devices' own
+// pre-computed 1h or 1d (local day) records — so the numbers equal the sums of the
+// devices' histories by construction. The energy of a power metric is its energy_wh;
+// of a counter metric (e.g. a meter's energy_wh) its delta.
+#include <fmt/format.h>
+
+#include <map>
+
+#include "api/api_context.h"
+#include "api/error_response.h"
+#include "api/query_params.h"
+#include "api/routes.h"
+#include "common/clock.h"
+#include "common/json_writer.h"
+#include "common/time_format.h"
+#include "ingest/validation.h"
+#include "net/http_server.h"
+#include "net/router.h"
+
+namespace joule::api {
+namespace {
+
+constexpr size_t kMaxBuckets = 10'000;
+
+struct Bucket {
+  int64_t end_ns = 0;
+  std::string local_date;
+  double total = 0;
+  std::map<std::string, double> devices;
+};
+
+void HandleOwnerEnergy(ApiContext& ctx, net::HttpRequest& req, net::Responder responder) {
+  const Caller caller = ctx.auth->Authenticate(req);
+  if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized());
+  const std::string& owner_id = req.path_params["owner_id"];
+  if (!ingest::ValidDeviceId(owner_id) || caller.kind == Caller::Kind::kDevice ||
+      (caller.kind == Caller::Kind::kOwner && caller.owner_id != owner_id)) {
+    return responder.Send(net::HttpResponse::Error(404, "not_found", "no such owner"));
+  }
+  if (!ctx.metadata) {
+    return responder.Send(net::HttpResponse::Error(404, "not_found", "no such owner"));
+  }
+  auto fail = [&](const Status& st) { responder.Send(ErrorFromStatus(st)); };
+  const int64_t now = ctx.clock->NowNanos();
+  int64_t to = now;
+  if (const std::string* v = req.Query("to")) {
+    Result<int64_t> t = ParseTimeParam("to", *v);
+    if (!t.ok()) return fail(t.status());
+    to = *t;
+  }
+  int64_t from = to - 7 * kNanosPerDay;
+  if (const std::string* v = req.Query("from")) {
+    Result<int64_t> f = ParseTimeParam("from", *v);
+    if (!f.ok()) return fail(f.status());
+    from = *f;
+  }
+  if (from > to) return fail(Status::InvalidArgument("from must not be after to"));
+  std::string res_text = req.Query("resolution") ? *req.Query("resolution") : "1d";
+  model::Resolution resolution;
+  if (res_text == "1h") {
+    resolution = model::Resolution::kHour;
+  } else if (res_text == "1d") {
+    resolution = model::Resolution::kDay;
+  } else {
+    return fail(Status::InvalidArgument("resolution must be 1h or 1d"));
+  }
+  const int64_t width = resolution == model::Resolution::kHour ? kNanosPerHour : kNanosPerDay;
+  if ((to - from) / width > static_cast<int64_t>(kMaxBuckets)) {
+    return fail(Status::InvalidArgument(
+        fmt::format("the range spans more than {} buckets of {}", kMaxBuckets, res_text)));
+  }
+  std::string metric = req.Query("metric") ? *req.Query("metric") : "power_w";
+  if (!ingest::ValidMetricName(metric)) {
+    return fail(Status::InvalidArgument(fmt::format("metric: '{}' is not a metric name", metric)));
+  }
+
+  std::map<int64_t, Bucket> buckets;
+  std::vector<std::string> device_ids;
+  store::ListDevicesOptions list;
+  list.owner_id = owner_id;
+  list.limit = 1000;
+  while (true) {
+    Result<store::DevicePage> page = ctx.metadata->ListDevices(list);
+    if (!page.ok()) return fail(page.status());
+    for (const auto& d : page->devices) device_ids.push_back(d.device_id);
+    if (page->next_cursor.empty()) break;
+    list.after = page->next_cursor;
+  }
+  if (device_ids.empty() && caller.kind != Caller::Kind::kAdmin) {
+    return responder.Send(net::HttpResponse::Error(404, "not_found", "no such owner"));
+  }
+  for (const auto& id : device_ids) {
+    store::HistoryQuery q;
+    q.device_id = id;
+    q.resolution = resolution;
+    q.from_ns = from;
+    q.to_ns = to;
+    q.limit = 10'000;
+    while (true) {
+      Result<store::HistoryPage> page = ctx.history->Range(q);
+      if (!page.ok()) return fail(page.status());
+      for (const auto& r : page->records) {
+        const model::MetricAggregate* m = r.FindMetric(metric);
+        if (!m) continue;
+        double wh = m->kind == model::MetricKind::kCounter ? m->delta : m->energy_wh;
+        if (m->kind == model::MetricKind::kGauge) continue;
+        Bucket& b = buckets[r.window_start_ns];
+        b.end_ns = std::max(b.end_ns, r.window_end_ns);
+        if (b.local_date.empty()) b.local_date = r.local_date;
+        b.total += wh;
+        b.devices[id] += wh;
+      }
+      if (page->next_cursor.empty()) break;
+      q.cursor = page->next_cursor;
+    }
+  }
+
+  JsonWriter w;
+  w.BeginObject();
+  w.Key("owner_id");
+  w.String(owner_id);
+  w.Key("resolution");
+  w.String(res_text);
+  w.Key("metric");
+  w.String(metric);
+  w.Key("from");
+  w.String(FormatRfc3339Millis(from));
+  w.Key("to");
+  w.String(FormatRfc3339Millis(to));
+  w.Key("data");
+  w.BeginArray();
+  for (const auto& [start, b] : buckets) {
+    w.BeginObject();
+    w.Key("window_start");
+    w.String(FormatRfc3339Millis(start));
+    w.Key("window_end");
+    w.String(FormatRfc3339Millis(b.end_ns));
+    if (resolution == model::Resolution::kDay && !b.local_date.empty()) {
+      w.Key("local_date");
+      w.String(b.local_date);
+    }
+    w.Key("total_energy_wh");
+    w.Double(b.total);
+    w.Key("devices");
+    w.BeginObject();
+    for (const auto& [id, wh] : b.devices) {
+      w.Key(id);
+      w.Double(wh);
+    }
+    w.EndObject();
+    w.EndObject();
+  }
+  w.EndArray();
+  w.EndObject();
+  responder.Send(net::HttpResponse::Json(200, w.Take()));
+}
+
+}  // namespace
+
+void AddOwnerEnergyRoutes(net::Router& router, ApiContext& ctx) {
+  router.Add("GET", "/v1/owners/{owner_id}/energy",
+             [&ctx](net::HttpRequest& req, net::Responder r) {
+               HandleOwnerEnergy(ctx, req, std::move(r));
+             });
+}
+
+}  // namespace joule::api

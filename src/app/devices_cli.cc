@@ -1,0 +1,528 @@
+#include "app/devices_cli.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "api/device_fields.h"
+#include "app/metadata_open.h"
+#include "common/time_format.h"
+
+namespace joule::app {
+namespace {
+
+constexpr size_t kMaxErrorsShown = 100;
+constexpr size_t kExportPage = 1000;
+
+enum Column : unsigned {
+  kDeviceId = 1u << 0,
+  kOwnerId = 1u << 1,
+  kName = 1u << 2,
+  kModel = 1u << 3,
+  kLocation = 1u << 4,
+  kTimezone = 1u << 5,
+  kInstalledAt = 1u << 6,
+};
+
+const std::pair<std::string_view, Column> kColumns[] = {
+    {"device_id", kDeviceId},
+    {"owner_id", kOwnerId},
+    {"name", kName},
+    {"model", kModel},
+    {"location", kLocation},
+    {"timezone", kTimezone},
+    {"installed_at", kInstalledAt},
+};
+
+struct CsvRecord {
+  size_t line = 0;  // 1-based line where the record starts
+  std::vector<std::string> fields;
+};
+
+// RFC 4180: fields separated by ',', records by CRLF or LF; a field may be enclosed in
+// double quotes, inside which "" is a quote and commas and line breaks are literal. A
+// UTF-8 byte order mark at the start is skipped; blank lines are skipped.
+bool ParseCsvRecords(std::string_view text, std::vector<CsvRecord>* records, size_t* error_line,
+                     std::string* error) {
+  if (text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);
+  size_t i = 0, line = 1;
+  const size_t n = text.size();
+  while (i < n) {
+    CsvRecord rec;
+    rec.line = line;
+    while (true) {  // one field per iteration
+      std::string field;
+      if (i < n && text[i] == '"') {
+        ++i;
+        while (true) {
+          if (i >= n) {
+            *error_line = rec.line;
+            *error = "unterminated quoted field";
+            return false;
+          }
+          char c = text[i++];
+          if (c == '"') {
+            if (i < n && text[i] == '"') {
+              field += '"';
+              ++i;
+            } else {
+              break;
+            }
+          } else {
+            if (c == '\n') ++line;
+            field += c;
+          }
+        }
+        if (i < n && text[i] != ',' && text[i] != '\n' && text[i] != '\r') {
+          *error_line = line;
+          *error =
+              "unexpected character after a closing quote (a quote inside a field must "
+              "be doubled)";
+          return false;
+        }
+      } else {
+        while (i < n && text[i] != ',' && text[i] != '\n' && text[i] != '\r') {
+          if (text[i] == '"') {
+            *error_line = line;
+            *error = "a quote inside an unquoted field (quote the field and double the quote)";
+            return false;
+          }
+          field += text[i++];
+        }
+      }
+      rec.fields.push_back(std::move(field));
+      if (i < n && text[i] == ',') {
+        ++i;
+        continue;
+      }
+      break;
+    }
+    // End of record: CRLF, LF, lone CR, or end of text.
+    if (i < n && text[i] == '\r') ++i;
+    if (i < n && text[i] == '\n') ++i;
+    ++line;
+    const bool blank = rec.fields.size() == 1 && rec.fields[0].empty();
+    if (!blank) records->push_back(std::move(rec));
+  }
+  return true;
+}
+
+bool SameDevice(const store::Device& a, const store::Device& b) {
+  auto tz = [](const std::string& t) -> std::string_view { return t.empty() ? "UTC" : t; };
+  auto us = [](const std::optional<int64_t>& t) -> std::optional<int64_t> {
+    if (!t) return std::nullopt;
+    return *t / 1000;  // the database keeps microseconds
+  };
+  return a.owner_id == b.owner_id && a.name == b.name && a.model == b.model &&
+         a.location == b.location && tz(a.timezone) == tz(b.timezone) &&
+         us(a.installed_at_ns) == us(b.installed_at_ns);
+}
+
+store::DeviceUpdate UpdateFor(const DeviceRow& row) {
+  const store::Device& d = row.device;
+  store::DeviceUpdate u;
+  u.owner_id = d.owner_id;
+  if (row.columns & kName) u.name = d.name;
+  if (row.columns & kModel) u.model = d.model;
+  if (row.columns & kLocation) u.location = d.location;
+  if (row.columns & kTimezone) u.timezone = d.timezone;
+  if (row.columns & kInstalledAt) u.installed_at_ns = d.installed_at_ns;
+  return u;
+}
+
+// The existing device with the row's columns applied (to decide whether it changes).
+store::Device Merged(const store::Device& existing, const DeviceRow& row) {
+  store::Device m = existing;
+  const store::Device& d = row.device;
+  m.owner_id = d.owner_id;
+  if (row.columns & kName) m.name = d.name;
+  if (row.columns & kModel) m.model = d.model;
+  if (row.columns & kLocation) m.location = d.location;
+  if (row.columns & kTimezone) m.timezone = d.timezone;
+  if (row.columns & kInstalledAt) m.installed_at_ns = d.installed_at_ns;
+  return m;
+}
+
+void PrintErrors(const std::vector<std::string>& errors) {
+  for (size_t i = 0; i < errors.size() && i < kMaxErrorsShown; ++i) {
+    fmt::print(stderr, "{}\n", errors[i]);
+  }
+  if (errors.size() > kMaxErrorsShown) {
+    fmt::print(stderr, "... and {} more errors\n", errors.size() - kMaxErrorsShown);
+  }
+}
+
+}  // namespace
+
+std::string CsvField(std::string_view value) {
+  const bool quote = value.find_first_of(",\"\r\n") != std::string_view::npos ||
+                     (!value.empty() && (value.front() == ' ' || value.back() == ' '));
+  if (!quote) return std::string(value);
+  std::string out = "\"";
+  for (char c : value) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  out += '"';
+  return out;
+}
+
+std::vector<DeviceRow> ParseDevicesCsv(std::string_view csv, const std::string& name,
+                                       std::vector<std::string>* errors) {
+  std::vector<DeviceRow> rows;
+  std::vector<CsvRecord> records;
+  size_t error_line = 0;
+  std::string error;
+  if (!ParseCsvRecords(csv, &records, &error_line, &error)) {
+    errors->push_back(fmt::format("{}:{}: {}", name, error_line, error));
+    return rows;
+  }
+  if (records.empty()) {
+    errors->push_back(
+        fmt::format("{}:1: empty file: expected the header "
+                    "device_id,owner_id,name,model,location,timezone,installed_at",
+                    name));
+    return rows;
+  }
+  // Header.
+  const CsvRecord& header = records[0];
+  std::vector<Column> layout;
+  unsigned present = 0;
+  for (const std::string& h : header.fields) {
+    auto it = std::find_if(std::begin(kColumns), std::end(kColumns),
+                           [&](const auto& c) { return c.first == h; });
+    if (it == std::end(kColumns)) {
+      errors->push_back(fmt::format(
+          "{}:{}: unknown column \"{}\" (allowed: device_id, owner_id, name, model, location, "
+          "timezone, installed_at)",
+          name, header.line, h));
+      continue;
+    }
+    if (present & it->second) {
+      errors->push_back(fmt::format("{}:{}: column \"{}\" appears twice", name, header.line, h));
+    }
+    present |= it->second;
+    layout.push_back(it->second);
+  }
+  for (unsigned required : {kDeviceId, kOwnerId}) {
+    if (!(present & required)) {
+      auto it = std::find_if(std::begin(kColumns), std::end(kColumns),
+                             [&](const auto& c) { return c.second == required; });
+      errors->push_back(
+          fmt::format("{}:{}: the header has no \"{}\" column", name, header.line, it->first));
+    }
+  }
+  if (!errors->empty()) return rows;
+
+  std::map<std::string, size_t, std::less<>> first_line;
+  for (size_t r = 1; r < records.size(); ++r) {
+    const CsvRecord& rec = records[r];
+    auto fail = [&](const std::string& message) {
+      errors->push_back(fmt::format("{}:{}: {}", name, rec.line, message));
+    };
+    if (rec.fields.size() != layout.size()) {
+      fail(fmt::format("expected {} fields, got {}", layout.size(), rec.fields.size()));
+      continue;
+    }
+    DeviceRow row;
+    row.line = rec.line;
+    row.columns = present;
+    store::Device& d = row.device;
+    bool ok = true;
+    for (size_t c = 0; c < layout.size(); ++c) {
+      const std::string& v = rec.fields[c];
+      Status st;
+      switch (layout[c]) {
+        case kDeviceId:
+          d.device_id = v;
+          st = api::ValidateDeviceIdField(v);
+          break;
+        case kOwnerId:
+          d.owner_id = v;
+          st = api::ValidateOwnerId(v);
+          break;
+        case kName:
+          d.name = v;
+          st = api::ValidateDeviceText("name", v);
+          break;
+        case kModel:
+          d.model = v;
+          st = api::ValidateDeviceText("model", v);
+          break;
+        case kLocation:
+          d.location = v;
+          st = api::ValidateDeviceText("location", v);
+          break;
+        case kTimezone:
+          d.timezone = v.empty() ? "UTC" : v;
+          st = api::ValidateTimezone(d.timezone);
+          break;
+        case kInstalledAt:
+          if (!v.empty()) {
+            Result<int64_t> t = api::ParseInstalledAt(v);
+            if (t.ok()) {
+              d.installed_at_ns = *t;
+            } else {
+              st = t.status();
+            }
+          }
+          break;
+      }
+      if (!st.ok()) {
+        fail(st.message());
+        ok = false;
+      }
+    }
+    if (!ok) continue;
+    auto [it, inserted] = first_line.emplace(d.device_id, rec.line);
+    if (!inserted) {
+      fail(fmt::format("device_id \"{}\" already appears on line {}", d.device_id, it->second));
+      continue;
+    }
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+Result<DevicesImportReport> ImportDevices(
+    store::MetadataStore& metadata, const std::vector<DeviceRow>& rows, bool dry_run, int threads,
+    std::vector<std::pair<std::string, std::string>>* tokens) {
+  enum class Outcome { kNone, kCreated, kUpdated, kUnchanged, kFailed };
+  std::vector<Outcome> outcomes(rows.size(), Outcome::kNone);
+  std::vector<std::string> row_tokens(rows.size());
+  std::vector<std::string> row_errors(rows.size());
+  std::atomic<size_t> next{0};
+
+  auto apply = [&](size_t i) {
+    const DeviceRow& row = rows[i];
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      Result<store::Device> existing = metadata.GetDevice(row.device.device_id);
+      if (!existing.ok() && existing.status().code() != StatusCode::kNotFound) {
+        row_errors[i] = existing.status().ToString();
+        outcomes[i] = Outcome::kFailed;
+        return;
+      }
+      if (existing.ok()) {
+        if (SameDevice(*existing, Merged(*existing, row))) {
+          outcomes[i] = Outcome::kUnchanged;
+          return;
+        }
+        if (!dry_run) {
+          Result<store::Device> updated =
+              metadata.UpdateDevice(row.device.device_id, UpdateFor(row));
+          if (!updated.ok()) {
+            if (updated.status().code() == StatusCode::kNotFound) continue;  // deleted meanwhile
+            row_errors[i] = updated.status().ToString();
+            outcomes[i] = Outcome::kFailed;
+            return;
+          }
+        }
+        outcomes[i] = Outcome::kUpdated;
+        return;
+      }
+      if (!dry_run) {
+        std::string token;
+        Result<store::Device> created =
+            metadata.CreateDevice(row.device, tokens ? &token : nullptr);
+        if (!created.ok()) {
+          if (created.status().code() == StatusCode::kAlreadyExists) continue;  // raced
+          row_errors[i] = created.status().ToString();
+          outcomes[i] = Outcome::kFailed;
+          return;
+        }
+        row_tokens[i] = std::move(token);
+      }
+      outcomes[i] = Outcome::kCreated;
+      return;
+    }
+    row_errors[i] = "device changed concurrently; run the import again";
+    outcomes[i] = Outcome::kFailed;
+  };
+
+  const int n = std::max(1, std::min<int>(threads, static_cast<int>(rows.size())));
+  std::vector<std::thread> workers;
+  for (int t = 0; t < n; ++t) {
+    workers.emplace_back([&] {
+      for (size_t i = next++; i < rows.size(); i = next++) apply(i);
+    });
+  }
+  for (auto& w : workers) w.join();
+
+  DevicesImportReport report;
+  report.rows = rows.size();
+  for (size_t i = 0; i < rows.size(); ++i) {
+    switch (outcomes[i]) {
+      case Outcome::kCreated:
+        ++report.created;
+        if (tokens && !row_tokens[i].empty()) {
+          tokens->emplace_back(rows[i].device.device_id, row_tokens[i]);
+        }
+        break;
+      case Outcome::kUpdated:
+        ++report.updated;
+        break;
+      case Outcome::kUnchanged:
+        ++report.unchanged;
+        break;
+      case Outcome::kFailed:
+      case Outcome::kNone:
+        report.errors.push_back(fmt::format("{}: device \"{}\": {}", rows[i].line,
+                                            rows[i].device.device_id, row_errors[i]));
+        break;
+    }
+  }
+  return report;
+}
+
+Status ExportDevices(store::MetadataStore& metadata, const std::optional<std::string>& owner_id,
+                     std::FILE* out) {
+  std::string buf = "device_id,owner_id,name,model,location,timezone,installed_at\n";
+  store::ListDevicesOptions options;
+  options.owner_id = owner_id;
+  options.limit = kExportPage;
+  while (true) {
+    JOULE_ASSIGN_OR_RETURN(store::DevicePage page, metadata.ListDevices(options));
+    for (const store::Device& d : page.devices) {
+      buf += CsvField(d.device_id);
+      buf += ',';
+      buf += CsvField(d.owner_id);
+      buf += ',';
+      buf += CsvField(d.name);
+      buf += ',';
+      buf += CsvField(d.model);
+      buf += ',';
+      buf += CsvField(d.location);
+      buf += ',';
+      buf += CsvField(d.timezone.empty() ? "UTC" : d.timezone);
+      buf += ',';
+      if (d.installed_at_ns) AppendRfc3339Millis(&buf, *d.installed_at_ns);
+      buf += '\n';
+    }
+    if (std::fwrite(buf.data(), 1, buf.size(), out) != buf.size()) {
+      return Status::IoError(fmt::format("write failed: {}", std::strerror(errno)));
+    }
+    buf.clear();
+    if (page.next_cursor.empty()) break;
+    options.after = page.next_cursor;
+  }
+  if (std::fflush(out) != 0)
+    return Status::IoError(fmt::format("write failed: {}", std::strerror(errno)));
+  return Status::Ok();
+}
+
+int RunDevicesImport(const Config& config, const DevicesImportOptions& options) {
+  std::string text;
+  {
+    std::ifstream in(options.csv_path, std::ios::binary);
+    if (!in) {
+      fmt::print(stderr, "joule: cannot read {}: {}\n", options.csv_path, std::strerror(errno));
+      return 2;
+    }
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    text = ss.str();
+  }
+  std::vector<std::string> errors;
+  std::vector<DeviceRow> rows = ParseDevicesCsv(text, options.csv_path, &errors);
+  if (!errors.empty()) {
+    PrintErrors(errors);
+    fmt::print(stderr, "joule: {} invalid; nothing imported ({} errors)\n", options.csv_path,
+               errors.size());
+    return 1;
+  }
+
+  // Open the tokens file before writing anything, so a bad path fails early.
+  std::FILE* tokens_file = nullptr;
+  const bool want_tokens = !options.tokens_out.empty() && !options.dry_run;
+  if (want_tokens) {
+    if (options.tokens_out == "-") {
+      tokens_file = stdout;
+    } else {
+      int fd = ::open(options.tokens_out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      if (fd < 0 || !(tokens_file = ::fdopen(fd, "w"))) {
+        fmt::print(stderr, "joule: cannot write {}: {}\n", options.tokens_out,
+                   std::strerror(errno));
+        if (fd >= 0) ::close(fd);
+        return 2;
+      }
+    }
+  }
+
+  Result<std::unique_ptr<store::MetadataStore>> metadata = OpenMetadataStore(config);
+  if (!metadata.ok()) {
+    fmt::print(stderr, "joule: cannot open the metadata store ({}): {}\n", config.metadata_backend,
+               metadata.status().ToString());
+    if (tokens_file && tokens_file != stdout) std::fclose(tokens_file);
+    return 1;
+  }
+  std::vector<std::pair<std::string, std::string>> tokens;
+  Result<DevicesImportReport> report = ImportDevices(
+      **metadata, rows, options.dry_run, options.threads, want_tokens ? &tokens : nullptr);
+  int code = 0;
+  // Whatever was created, its tokens are written (they exist nowhere else).
+  if (tokens_file) {
+    std::string out = "device_id,token\n";
+    for (const auto& [id, token] : tokens) out += CsvField(id) + "," + token + "\n";
+    const bool ok = std::fwrite(out.data(), 1, out.size(), tokens_file) == out.size() &&
+                    std::fflush(tokens_file) == 0 &&
+                    (tokens_file == stdout || ::fsync(::fileno(tokens_file)) == 0);
+    if (tokens_file != stdout) std::fclose(tokens_file);
+    if (!ok) {
+      fmt::print(stderr, "joule: writing {} failed: {}\n", options.tokens_out,
+                 std::strerror(errno));
+      code = 1;
+    }
+  }
+  if (!report.ok()) {
+    fmt::print(stderr, "joule: import failed: {}\n", report.status().ToString());
+    return 1;
+  }
+  std::vector<std::string> failures;
+  for (const std::string& e : report->errors) failures.push_back(options.csv_path + ":" + e);
+  PrintErrors(failures);
+  fmt::print(stderr, "joule: {}{} rows: {} created, {} updated, {} unchanged, {} failed\n",
+             options.dry_run ? "dry run: " : "", report->rows, report->created, report->updated,
+             report->unchanged, report->errors.size());
+  if (report->created > 0 && !want_tokens && !options.dry_run) {
+    fmt::print(stderr,
+               "joule: the {} new devices have no token yet: pass --tokens-out FILE, or rotate "
+               "with POST /v1/devices/{{id}}/token\n",
+               report->created);
+  }
+  if (!report->errors.empty()) code = 1;
+  return code;
+}
+
+int RunDevicesExport(const Config& config, const std::optional<std::string>& owner_id) {
+  if (owner_id) {
+    Status st = api::ValidateOwnerId(*owner_id);
+    if (!st.ok()) {
+      fmt::print(stderr, "joule: --owner: {}\n", st.message());
+      return 2;
+    }
+  }
+  Result<std::unique_ptr<store::MetadataStore>> metadata = OpenMetadataStore(config);
+  if (!metadata.ok()) {
+    fmt::print(stderr, "joule: cannot open the metadata store ({}): {}\n", config.metadata_backend,
+               metadata.status().ToString());
+    return 1;
+  }
+  Status st = ExportDevices(**metadata, owner_id, stdout);
+  if (!st.ok()) {
+    fmt::print(stderr, "joule: export failed: {}\n", st.ToString());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace joule::app

@@ -1,0 +1,76 @@
+// `joule devices import FILE` and `joule devices export`: device metadata in bulk, as CSV
+// (RFC 4180) with the header
+//   device_id,owner_id,name,model,location,timezone,installed_at
+// working directly on the configured metadata store (same config and environment as
+// `joule serve`; the server may be running).
+//
+// Import:
+// - Columns are matched by header name, in any order; device_id and owner_id are
+//   required, the others optional. An empty timezone is "UTC"; an empty installed_at is
+//   none. Every row is validated like POST /v1/devices before anything is written; any
+//   error is reported as FILE:LINE: message and nothing is written.
+// - Idempotent: a new device is created, an existing one is updated to the row's values
+//   (only the CSV's columns; config is untouched), an unchanged one is left alone. Running
+//   the same file twice changes nothing the second time.
+// - New devices get a device token only when `tokens_out` is set: the tokens are written
+//   there as CSV `device_id,token` (mode 0600; "-" = stdout). They are never printed
+//   otherwise; without it new devices have no token until POST /v1/devices/{id}/token.
+// - With SQLite, a running server notices changed rows after its cache TTL (new devices
+//   within seconds); with PostgreSQL, at once (LISTEN/NOTIFY).
+#pragma once
+
+#include <cstdio>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "app/config.h"
+#include "common/status.h"
+#include "store/metadata_store.h"
+
+namespace joule::app {
+
+struct DevicesImportOptions {
+  std::string csv_path;
+  std::string tokens_out;  // "" = issue no tokens; "-" = stdout
+  bool dry_run = false;    // validate and report what would change, write nothing
+  int threads = 4;         // concurrent writes (PostgreSQL uses a connection pool)
+};
+
+struct DevicesImportReport {
+  size_t rows = 0;
+  size_t created = 0;
+  size_t updated = 0;
+  size_t unchanged = 0;
+  std::vector<std::string> errors;  // "LINE: device \"ID\": message"
+};
+
+// Parses and validates `csv` (the file's text; `name` labels error messages). Rows come
+// back in file order with their line numbers; `errors` gets every problem found.
+struct DeviceRow {
+  size_t line = 0;
+  unsigned columns = 0;  // which CSV columns the file has (the others are left alone)
+  store::Device device;
+};
+std::vector<DeviceRow> ParseDevicesCsv(std::string_view csv, const std::string& name,
+                                       std::vector<std::string>* errors);
+
+// Applies validated rows to `metadata`. Tokens of created devices go to `tokens`
+// (device_id, token) when non-null.
+Result<DevicesImportReport> ImportDevices(store::MetadataStore& metadata,
+                                          const std::vector<DeviceRow>& rows, bool dry_run,
+                                          int threads,
+                                          std::vector<std::pair<std::string, std::string>>* tokens);
+
+// Writes the header and every device (one owner's when set), ordered by device_id.
+Status ExportDevices(store::MetadataStore& metadata, const std::optional<std::string>& owner_id,
+                     std::FILE* out);
+
+// RFC 4180 field: quoted when it holds a comma, quote, CR or LF (or leading/trailing space).
+std::string CsvField(std::string_view value);
+
+// The subcommands; return the process exit code (0 ok, 1 failed, 2 usage/config).
+int RunDevicesImport(const Config& config, const DevicesImportOptions& options);
+int RunDevicesExport(const Config& config, const std::optional<std::string>& owner_id);
+
+}  // namespace joule::app

@@ -1,0 +1,45 @@
+#include "app/metadata_open.h"
+
+#include <filesystem>
+#include <system_error>
+
+namespace joule::app {
+
+Result<store::MetadataStoreOptions> MetadataStoreOptionsFrom(const Config& config) {
+  store::MetadataStoreOptions o;
+  JOULE_ASSIGN_OR_RETURN(o.backend, store::ParseMetadataBackend(config.metadata_backend));
+  if (o.backend == store::MetadataBackend::kPostgres) {
+    o.url = config.metadata_url;
+    if (o.url.empty()) {
+      return Status::InvalidArgument("metadata.backend = \"postgres\" needs metadata.url");
+    }
+  } else {
+    o.url = config.metadata_url.empty()
+                ? (std::filesystem::path(config.data_dir) / "metadata.db").string()
+                : config.metadata_url;
+  }
+  return o;
+}
+
+Result<std::unique_ptr<store::MetadataStore>> OpenMetadataStore(const Config& config) {
+  JOULE_ASSIGN_OR_RETURN(store::MetadataStoreOptions o, MetadataStoreOptionsFrom(config));
+  if (o.backend == store::MetadataBackend::kSqlite) {
+    std::error_code ec;
+    std::filesystem::path parent = std::filesystem::path(o.url).parent_path();
+    if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+    if (ec) return Status::IoError("cannot create " + parent.string() + ": " + ec.message());
+  }
+  JOULE_ASSIGN_OR_RETURN(std::unique_ptr<store::MetadataStore> raw, store::OpenMetadataStore(o));
+  JOULE_RETURN_IF_ERROR(raw->Migrate());
+  return raw;
+}
+
+Result<std::unique_ptr<store::MetadataCache>> OpenCachedMetadata(const Config& config,
+                                                                 MetricsRegistry* metrics) {
+  JOULE_ASSIGN_OR_RETURN(std::unique_ptr<store::MetadataStore> raw, OpenMetadataStore(config));
+  store::MetadataCacheOptions co;
+  co.metrics = metrics;
+  return std::make_unique<store::MetadataCache>(std::move(raw), co);
+}
+
+}  // namespace joule::app

@@ -1,0 +1,175 @@
+#include "app/processor_checkpoint.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "common/crc32c.h"
+
+namespace joule::app {
+namespace {
+
+constexpr char kMagic[8] = {'J', 'O', 'U', 'L', 'E', 'C', 'K', 'P'};
+constexpr uint32_t kVersion = 1;
+
+void PutU32(std::string* out, uint32_t v) {
+  char b[4];
+  std::memcpy(b, &v, 4);
+  out->append(b, 4);
+}
+void PutU64(std::string* out, uint64_t v) {
+  char b[8];
+  std::memcpy(b, &v, 8);
+  out->append(b, 8);
+}
+void PutBytes(std::string* out, std::string_view s) {
+  PutU64(out, s.size());
+  out->append(s);
+}
+
+class Cursor {
+ public:
+  explicit Cursor(std::string_view d) : d_(d) {}
+  bool U32(uint32_t* v) { return Raw(v, 4); }
+  bool U64(uint64_t* v) { return Raw(v, 8); }
+  bool Bytes(std::string* s) {
+    uint64_t n;
+    if (!U64(&n) || n > d_.size() - pos_) return false;
+    s->assign(d_.data() + pos_, n);
+    pos_ += n;
+    return true;
+  }
+  bool AtEnd() const { return pos_ == d_.size(); }
+
+ private:
+  bool Raw(void* v, size_t n) {
+    if (d_.size() - pos_ < n) return false;
+    std::memcpy(v, d_.data() + pos_, n);
+    pos_ += n;
+    return true;
+  }
+  std::string_view d_;
+  size_t pos_ = 0;
+};
+
+Status SyncPath(const std::string& path, int flags) {
+  int fd = ::open(path.c_str(), flags | O_CLOEXEC);
+  if (fd < 0) return Status::IoError(fmt::format("open {}: {}", path, std::strerror(errno)));
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) {
+    // A failed fsync is fatal: the kernel may have dropped the dirty pages.
+    fmt::print(stderr, "joule: fsync {} failed: {}\n", path, std::strerror(err));
+    std::abort();
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+std::string EncodeCheckpoint(const ProcessorCheckpoint& c) {
+  std::string body;
+  PutU32(&body, static_cast<uint32_t>(c.offsets.size()));
+  for (const auto& [p, off] : c.offsets) {
+    PutU32(&body, p);
+    PutU64(&body, off);
+  }
+  PutBytes(&body, c.engine_state);
+  PutU32(&body, static_cast<uint32_t>(c.readings.size()));
+  std::string event;
+  for (const auto& e : c.readings) {
+    event.clear();
+    model::EncodeEvent(e, &event);
+    PutBytes(&body, event);
+  }
+  std::string out(kMagic, sizeof kMagic);
+  PutU32(&out, kVersion);
+  PutU64(&out, body.size());
+  PutU32(&out, crc32c::Mask(crc32c::Value(body)));
+  out += body;
+  return out;
+}
+
+Status DecodeCheckpoint(std::string_view data, ProcessorCheckpoint* out) {
+  if (data.size() < sizeof kMagic + 16 || std::memcmp(data.data(), kMagic, sizeof kMagic) != 0) {
+    return Status::Corruption("not a Joule processor checkpoint");
+  }
+  Cursor head(data.substr(sizeof kMagic, 16));
+  uint32_t version, crc;
+  uint64_t size;
+  head.U32(&version);
+  head.U64(&size);
+  head.U32(&crc);
+  if (version != kVersion) return Status::Corruption(fmt::format("checkpoint version {}", version));
+  std::string_view body = data.substr(sizeof kMagic + 16);
+  if (body.size() != size) return Status::Corruption("checkpoint has the wrong length");
+  if (crc32c::Unmask(crc) != crc32c::Value(body)) return Status::Corruption("checkpoint CRC mismatch");
+  Cursor c(body);
+  uint32_t n;
+  if (!c.U32(&n)) return Status::Corruption("truncated checkpoint");
+  out->offsets.resize(n);
+  for (auto& [p, off] : out->offsets) {
+    if (!c.U32(&p) || !c.U64(&off)) return Status::Corruption("truncated checkpoint offsets");
+  }
+  if (!c.Bytes(&out->engine_state) || !c.U32(&n)) return Status::Corruption("truncated checkpoint");
+  out->readings.resize(n);
+  std::string event;
+  for (auto& e : out->readings) {
+    if (!c.Bytes(&event)) return Status::Corruption("truncated checkpoint readings");
+    JOULE_RETURN_IF_ERROR(model::DecodeEvent(event, &e));
+  }
+  if (!c.AtEnd()) return Status::Corruption("trailing bytes in checkpoint");
+  return Status::Ok();
+}
+
+Result<uint64_t> WriteCheckpointFile(const std::string& path, const ProcessorCheckpoint& c) {
+  const std::string data = EncodeCheckpoint(c);
+  const std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return Status::IoError(fmt::format("open {}: {}", tmp, std::strerror(errno)));
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t w = ::write(fd, data.data() + off, data.size() - off);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      return Status::IoError(fmt::format("write {}: {}", tmp, std::strerror(err)));
+    }
+    off += static_cast<size_t>(w);
+  }
+  if (::fsync(fd) != 0) {
+    fmt::print(stderr, "joule: fsync {} failed: {}\n", tmp, std::strerror(errno));
+    std::abort();
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    return Status::IoError(fmt::format("rename {}: {}", tmp, std::strerror(errno)));
+  }
+  std::string dir = std::filesystem::path(path).parent_path().string();
+  JOULE_RETURN_IF_ERROR(SyncPath(dir.empty() ? "." : dir, O_RDONLY | O_DIRECTORY));
+  return static_cast<uint64_t>(data.size());
+}
+
+Result<std::optional<ProcessorCheckpoint>> ReadCheckpointFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    if (!std::filesystem::exists(path)) return std::optional<ProcessorCheckpoint>();
+    return Status::IoError(fmt::format("cannot read {}", path));
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  ProcessorCheckpoint c;
+  Status st = DecodeCheckpoint(ss.str(), &c);
+  if (!st.ok()) return Status::Corruption(fmt::format("{}: {}", path, st.message()));
+  return std::optional<ProcessorCheckpoint>(std::move(c));
+}
+
+}  // namespace joule::app
