@@ -129,7 +129,7 @@ class TelemetryRoute {
       kept.push_back(std::move(e));
       kept_indices.push_back(index);
     }
-    if (errors.empty()) return;
+    // Every kept event was moved out of body->events: always move them back.
     std::vector<ingest::EventError> merged;
     std::merge(body->errors.begin(), body->errors.end(), errors.begin(), errors.end(),
                std::back_inserter(merged),

@@ -400,6 +400,17 @@ class IngestAuthTest(JouleTestCase):
     def test_admin_token_can_ingest_and_read(self):
         auth = {"Authorization": "Bearer secret"}
         ev = good_event()
+        # With auth required, an unregistered device is rejected per event (a deliberate
+        # choice: only registered devices are ingested).
+        resp = self.server.post_events([ev], headers=auth)
+        self.assertStatus(resp, 400, "ingest for an unregistered device")
+        self.assertEqual([e.get("code") for e in resp[2].get("errors", [])],
+                         ["unknown_device"], resp[2])
+        self.assertEqual(resp[2].get("accepted"), 0, resp[2])
+        reg = self.server.request("POST", "/v1/devices",
+                                  {"device_id": ev["device_id"], "owner_id": "ingest-owner"},
+                                  headers=auth)
+        self.assertStatus(reg, 201, "register the device")
         resp = self.server.post_events([ev], headers=auth)
         self.assertStatus(resp, 202, "ingest with admin token")
         self.assertEqual(resp[2].get("accepted"), 1, resp[2])
@@ -407,7 +418,8 @@ class IngestAuthTest(JouleTestCase):
         self.assertStatus(self.server.realtime(ev["device_id"],
                                                headers={"Authorization": "Bearer bad"}),
                           401, "read with unknown token")
-        got = poll(lambda: (lambda r: r if r[0] == 200 else None)(
+        # The accepted event is processed (not just acknowledged): its window shows up.
+        got = poll(lambda: (lambda r: r if r[0] == 200 and r[2].get("data") else None)(
             self.server.realtime(ev["device_id"], headers=auth)), timeout=5)
         self.assertTrue(got, "read with admin token" + self.diag())
 
