@@ -1,0 +1,516 @@
+"""The device API of CONTRACT section 3 against the real binary, on SQLite (the embedded
+default) and on PostgreSQL (a fresh database per test class in the server that
+scripts/test-services.sh starts; JOULE_TEST_PG_URL must be set — the PostgreSQL cases fail,
+never skip, without it): register (token shown once), device tokens ingest only for their
+own device, rotation and deletion revoke at once (history stays readable), list paging,
+validation 400s, owner keys see only their own devices, PATCH, a psql UPDATE visible within
+1 s, and `joule devices import` / `export` of 2,000 rows."""
+
+import csv
+import io
+import os
+import subprocess
+import tempfile
+import time
+import unittest
+import urllib.parse
+import uuid
+
+from joule_harness import JouleTestCase, fmt_ts, joule_bin, poll
+
+ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+AUTH_ENV = {"JOULE_AUTH_MODE": "required", "JOULE_AUTH_ADMIN_TOKEN": ADMIN_TOKEN}
+CSV_HEADER = ["device_id", "owner_id", "name", "model", "location", "timezone", "installed_at"]
+
+
+def uid():
+    return uuid.uuid4().hex[:10]
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def quote(device_id):
+    return urllib.parse.quote(device_id, safe="")
+
+
+def event(device_id, seconds_ago=30, power=100.0):
+    return {"device_id": device_id, "timestamp": fmt_ts(time.time() - seconds_ago),
+            "metrics": {"power_w": power}, "event_id": uid()}
+
+
+# ------------------------------------------------------------------ PostgreSQL
+
+
+def pg_base_url():
+    url = os.environ.get("JOULE_TEST_PG_URL")
+    if not url:
+        raise AssertionError(
+            "JOULE_TEST_PG_URL is not set: the PostgreSQL cases need the test services; run "
+            "`eval \"$(scripts/test-services.sh start)\"` first (they are required, not "
+            "optional)")
+    return url
+
+
+def psql(url, *sql):
+    args = ["psql", url, "-v", "ON_ERROR_STOP=1", "-qAt"]
+    for s in sql:
+        args += ["-c", s]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise AssertionError(f"psql {sql!r} failed ({proc.returncode}): {proc.stderr}")
+    return proc.stdout
+
+
+def with_database(url, dbname):
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + dbname))
+
+
+class FreshPostgresDatabase:
+    """CREATE DATABASE on start, DROP DATABASE (FORCE) on cleanup."""
+
+    def __init__(self, prefix):
+        self.base = pg_base_url()
+        self.name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        psql(self.base, f"CREATE DATABASE {self.name}")
+        self.url = with_database(self.base, self.name)
+
+    def drop(self):
+        psql(self.base, f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+
+
+# ------------------------------------------------------------------ the CLI
+
+
+def run_cli(args, env_overrides, timeout=300):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOULE_")}
+    env.update(env_overrides)
+    return subprocess.run([joule_bin()] + args, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def write_csv(path, rows, header=CSV_HEADER):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\r\n")
+        w.writerow(header)
+        w.writerows(rows)
+
+
+# ------------------------------------------------------------------ the tests
+
+
+class DeviceApiCases:
+    """The API cases, run on each backend; needs self.server (auth required)."""
+
+    def owner(self):
+        return f"own-{uid()}"
+
+    def register(self, device_id=None, owner_id=None, expect=201, **fields):
+        body = {"device_id": device_id or f"dev-{uid()}", "owner_id": owner_id or self.owner()}
+        body.update(fields)
+        resp = self.server.request("POST", "/v1/devices", body, headers=ADMIN)
+        self.assertStatus(resp, expect, f"register {body}")
+        return resp[2]
+
+    def get_device(self, device_id, headers=ADMIN):
+        return self.server.request("GET", f"/v1/devices/{quote(device_id)}", headers=headers)
+
+    def owner_key(self, owner_id):
+        resp = self.server.request("POST", f"/v1/owners/{owner_id}/keys", {}, headers=ADMIN)
+        self.assertStatus(resp, 201, "create owner key")
+        self.assertIsInstance(resp[2].get("key"), str, resp[2])
+        self.assertIsInstance(resp[2].get("key_id"), str, resp[2])
+        return resp[2]["key"]
+
+    def assertError(self, resp, status, code, what, message_contains=None):
+        self.assertStatus(resp, status, what)
+        err = resp[2].get("error") if isinstance(resp[2], dict) else None
+        self.assertIsInstance(err, dict, f"{what}: error body {resp[2]!r}")
+        self.assertEqual(err.get("code"), code, f"{what}: {resp[2]!r}")
+        self.assertTrue(err.get("message"), f"{what}: empty message {resp[2]!r}")
+        if message_contains:
+            self.assertIn(message_contains, err["message"], f"{what}: {resp[2]!r}")
+
+    # ---------------------------------------------------------------- register
+
+    def test_register_returns_device_and_token_once(self):
+        owner = self.owner()
+        created = self.register(owner_id=owner, name="Kitchen plug", model="PLUG-2",
+                                location="kitchen", timezone="Europe/Berlin",
+                                installed_at="2024-05-01T12:00:00Z",
+                                config={"phase": 1, "tags": ["a", "b"]})
+        dev = created["device"]
+        token = created["token"]
+        self.assertIsInstance(token, str)
+        self.assertGreaterEqual(len(token), 32, "token has at least 128 bits")
+        self.assertEqual(dev["owner_id"], owner)
+        self.assertEqual(dev["name"], "Kitchen plug")
+        self.assertEqual(dev["model"], "PLUG-2")
+        self.assertEqual(dev["location"], "kitchen")
+        self.assertEqual(dev["timezone"], "Europe/Berlin")
+        self.assertEqual(dev["installed_at"], "2024-05-01T12:00:00.000Z")
+        self.assertEqual(dev["config"], {"phase": 1, "tags": ["a", "b"]})
+        status, _, got = self.get_device(dev["device_id"])
+        self.assertEqual(status, 200, got)
+        self.assertEqual(got["device"], dev)
+        self.assertNotIn("token", got, "the token is shown only once")
+        self.assertNotIn(token, str(got))
+        # Defaults: timezone UTC, no installed_at, empty config.
+        bare = self.register()["device"]
+        self.assertEqual(bare["timezone"], "UTC")
+        self.assertIsNone(bare["installed_at"])
+        self.assertEqual(bare["config"], {})
+        # Duplicate → 409.
+        resp = self.server.request("POST", "/v1/devices", {"device_id": dev["device_id"],
+                                                           "owner_id": owner}, headers=ADMIN)
+        self.assertError(resp, 409, "already_exists", "duplicate device")
+
+    def test_register_needs_admin(self):
+        owner = self.owner()
+        key = self.owner_key(owner)
+        body = {"device_id": f"dev-{uid()}", "owner_id": owner}
+        self.assertError(self.server.request("POST", "/v1/devices", body), 401, "unauthorized",
+                         "no token")
+        self.assertError(self.server.request("POST", "/v1/devices", body, headers=bearer(key)),
+                         403, "forbidden", "owner key registers")
+        self.assertError(self.get_device(body["device_id"]), 404, "not_found",
+                         "not registered by the refused calls")
+
+    def test_validation_errors_are_400_with_messages(self):
+        owner = self.owner()
+        ok = {"device_id": f"dev-{uid()}", "owner_id": owner}
+        cases = [
+            ("missing device_id", {"owner_id": owner}, "device_id"),
+            ("missing owner_id", {"device_id": f"dev-{uid()}"}, "owner_id"),
+            ("bad device_id", dict(ok, device_id="has space"), "device_id"),
+            ("long device_id", dict(ok, device_id="d" * 129), "device_id"),
+            ("device_id not a string", dict(ok, device_id=12), "device_id"),
+            ("bad owner_id", dict(ok, owner_id="a/b"), "owner_id"),
+            ("unknown timezone", dict(ok, timezone="Mars/Olympus_Mons"), "timezone"),
+            ("timezone path", dict(ok, timezone="../../etc/passwd"), "timezone"),
+            ("timezone not a string", dict(ok, timezone=1), "timezone"),
+            ("bad installed_at", dict(ok, installed_at="yesterday"), "installed_at"),
+            ("config not an object", dict(ok, config=[1, 2]), "config"),
+            ("config a string", dict(ok, config="x"), "config"),
+            ("long name", dict(ok, name="n" * 257), "name"),
+            ("long model", dict(ok, model="m" * 257), "model"),
+            ("long location", dict(ok, location="l" * 257), "location"),
+            ("unknown field", dict(ok, colour="red"), "colour"),
+        ]
+        for what, body, word in cases:
+            with self.subTest(case=what):
+                resp = self.server.request("POST", "/v1/devices", body, headers=ADMIN)
+                self.assertError(resp, 400, "invalid_argument", what, message_contains=word)
+        for what, raw in [("not JSON", "{"), ("an array", "[]"),
+                          ("duplicate key", '{"device_id":"a","device_id":"b","owner_id":"o"}')]:
+            with self.subTest(case=what):
+                resp = self.server.request("POST", "/v1/devices", raw, headers=ADMIN)
+                self.assertError(resp, 400, "invalid_argument", what)
+        big = dict(ok, config={"blob": "x" * 70000})
+        self.assertStatus(self.server.request("POST", "/v1/devices", big, headers=ADMIN),
+                          (400, 413), "oversized body")
+        # None of them registered anything; the valid body still works.
+        self.register(**{k: v for k, v in ok.items() if k not in ("device_id", "owner_id")},
+                      device_id=ok["device_id"], owner_id=ok["owner_id"])
+
+    # ---------------------------------------------------------------- tokens
+
+    def test_device_token_ingests_only_for_itself(self):
+        created = self.register()
+        dev, token = created["device"]["device_id"], created["token"]
+        other = self.register()["device"]["device_id"]
+        resp = self.server.post_events([event(dev)], headers=bearer(token))
+        self.assertStatus(resp, 202, "ingest for itself")
+        self.assertEqual(resp[2].get("accepted"), 1, resp[2])
+        resp = self.server.post_events([event(other)], headers=bearer(token))
+        self.assertStatus(resp, 403, "every event for another device")
+        self.assertEqual([e["code"] for e in resp[2]["errors"]], ["forbidden"], resp[2])
+        resp = self.server.post_events([event(dev), event(other), event(dev)],
+                                       headers=bearer(token))
+        self.assertStatus(resp, 202, "mixed batch")
+        self.assertEqual(resp[2].get("accepted"), 2, resp[2])
+        self.assertEqual([(e["index"], e["code"]) for e in resp[2]["errors"]],
+                         [(1, "forbidden")], resp[2])
+        # A device token manages nothing.
+        self.assertError(self.server.request("GET", "/v1/devices", headers=bearer(token)),
+                         403, "forbidden", "device token lists devices")
+        self.assertError(self.server.request("PATCH", f"/v1/devices/{dev}", {"name": "x"},
+                                             headers=bearer(token)),
+                         403, "forbidden", "device token patches itself")
+        self.assertError(self.server.request("DELETE", f"/v1/devices/{other}",
+                                             headers=bearer(token)),
+                         404, "not_found", "device token deletes another device")
+
+    def test_rotate_revokes_old_token_at_once(self):
+        created = self.register()
+        dev, old = created["device"]["device_id"], created["token"]
+        self.assertStatus(self.server.post_events([event(dev)], headers=bearer(old)), 202,
+                          "old token before rotation")
+        resp = self.server.request("POST", f"/v1/devices/{dev}/token", headers=ADMIN)
+        self.assertStatus(resp, 201, "rotate")
+        new = resp[2]["token"]
+        self.assertNotEqual(new, old)
+        self.assertError(self.server.post_events([event(dev)], headers=bearer(old)), 401,
+                         "unauthorized", "old token right after rotation")
+        self.assertStatus(self.server.post_events([event(dev)], headers=bearer(new)), 202,
+                          "new token")
+        self.assertError(self.server.request("POST", f"/v1/devices/nope-{uid()}/token",
+                                             headers=ADMIN),
+                         404, "not_found", "rotate an unknown device")
+        owner_key = self.owner_key(created["device"]["owner_id"])
+        self.assertError(self.server.request("POST", f"/v1/devices/{dev}/token",
+                                             headers=bearer(owner_key)),
+                         403, "forbidden", "owner rotates its own device (admin only)")
+
+    def test_delete_revokes_token_and_keeps_history(self):
+        created = self.register()
+        dev, token = created["device"]["device_id"], created["token"]
+        resp = self.server.post_events([event(dev, 90, 10.0), event(dev, 80, 20.0)],
+                                       headers=bearer(token))
+        self.assertStatus(resp, 202, "ingest before delete")
+        got = poll(lambda: (lambda r: r if r[0] == 200 and r[2].get("data") else None)(
+            self.server.realtime(dev, headers=ADMIN)), timeout=10)
+        self.assertTrue(got, "realtime has data before delete" + self.diag())
+        resp = self.server.request("DELETE", f"/v1/devices/{dev}", headers=ADMIN)
+        self.assertStatus(resp, 204, "delete")
+        self.assertEqual(resp[2], "", "204 has no body")
+        self.assertError(self.get_device(dev), 404, "not_found", "deleted device")
+        self.assertError(self.server.post_events([event(dev)], headers=bearer(token)), 401,
+                         "unauthorized", "token of a deleted device")
+        self.assertError(self.server.request("DELETE", f"/v1/devices/{dev}", headers=ADMIN),
+                         404, "not_found", "delete twice")
+        # History is kept: the admin still reads it.
+        status, _, body = self.server.realtime(dev, headers=ADMIN)
+        self.assertEqual(status, 200, f"realtime after delete: {body!r}")
+        self.assertTrue(body.get("data"), f"realtime data after delete: {body!r}")
+        now = time.time()
+        status, _, body = self.server.request(
+            "GET", f"/v1/devices/{dev}/metrics/history?from={fmt_ts(now - 3600)}"
+            f"&to={fmt_ts(now + 60)}&resolution=1m", headers=ADMIN)
+        self.assertEqual(status, 200, f"history after delete: {body!r}")
+        # The id can be registered again, with a fresh token.
+        again = self.register(device_id=dev)
+        self.assertNotEqual(again["token"], token)
+
+    # ---------------------------------------------------------------- list
+
+    def test_list_pages_and_filters(self):
+        owner = self.owner()
+        ids = sorted(f"pg-{uid()}-{i:02d}" for i in range(7))
+        for d in ids:
+            self.register(device_id=d, owner_id=owner)
+        seen, cursor, pages = [], None, 0
+        while True:
+            path = f"/v1/devices?owner_id={owner}&limit=3"
+            if cursor:
+                path += "&cursor=" + urllib.parse.quote(cursor)
+            status, _, body = self.server.request("GET", path, headers=ADMIN)
+            self.assertEqual(status, 200, body)
+            self.assertLessEqual(len(body["devices"]), 3)
+            seen += [d["device_id"] for d in body["devices"]]
+            self.assertTrue(all(d["owner_id"] == owner for d in body["devices"]), body)
+            pages += 1
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+            self.assertLess(pages, 10, "paging terminates")
+        self.assertEqual(seen, ids, "every device once, ordered by id")
+        self.assertEqual(pages, 3)
+        status, _, body = self.server.request("GET", "/v1/devices", headers=ADMIN)
+        self.assertEqual(status, 200, body)
+        self.assertLessEqual(len(body["devices"]), 100, "default limit")
+        for bad in ["limit=0", "limit=1001", "limit=x", "owner_id=a%20b"]:
+            with self.subTest(query=bad):
+                self.assertError(self.server.request("GET", f"/v1/devices?{bad}", headers=ADMIN),
+                                 400, "invalid_argument", bad)
+        self.assertError(self.server.request("GET", "/v1/devices"), 401, "unauthorized",
+                         "list without a token")
+
+    def test_owner_key_lists_only_own_devices(self):
+        a, b = self.owner(), self.owner()
+        a_ids = sorted(self.register(owner_id=a)["device"]["device_id"] for _ in range(3))
+        b_id = self.register(owner_id=b)["device"]["device_id"]
+        key_a = self.owner_key(a)
+        status, _, body = self.server.request("GET", "/v1/devices?limit=1000",
+                                              headers=bearer(key_a))
+        self.assertEqual(status, 200, body)
+        self.assertEqual(sorted(d["device_id"] for d in body["devices"]), a_ids)
+        status, _, body = self.server.request("GET", f"/v1/devices?owner_id={b}",
+                                              headers=bearer(key_a))
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["devices"], [], "another owner's filter finds nothing")
+        self.assertError(self.get_device(b_id, bearer(key_a)), 404, "not_found",
+                         "another owner's device")
+        status, _, body = self.get_device(a_ids[0], bearer(key_a))
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["device"]["owner_id"], a)
+
+    # ---------------------------------------------------------------- patch
+
+    def test_patch_updates_fields(self):
+        owner = self.owner()
+        dev = self.register(owner_id=owner, name="old", timezone="UTC",
+                            config={"a": 1})["device"]["device_id"]
+        key = self.owner_key(owner)
+        resp = self.server.request("PATCH", f"/v1/devices/{dev}",
+                                   {"timezone": "America/New_York", "name": "new",
+                                    "installed_at": "2023-01-02T03:04:05.678+01:00",
+                                    "config": {"b": 2}}, headers=bearer(key))
+        self.assertStatus(resp, 200, "owner patches its device")
+        d = resp[2]["device"]
+        self.assertEqual((d["timezone"], d["name"], d["installed_at"], d["config"]),
+                         ("America/New_York", "new", "2023-01-02T02:04:05.678Z", {"b": 2}))
+        status, _, body = self.get_device(dev)
+        self.assertEqual(body["device"]["timezone"], "America/New_York", "visible at once")
+        resp = self.server.request("PATCH", f"/v1/devices/{dev}",
+                                   {"installed_at": None, "location": None}, headers=ADMIN)
+        self.assertStatus(resp, 200, "clear fields")
+        self.assertIsNone(resp[2]["device"]["installed_at"])
+        for what, body, word in [("bad timezone", {"timezone": "Nowhere/City"}, "timezone"),
+                                 ("null timezone", {"timezone": None}, "timezone"),
+                                 ("read-only", {"created_at": "x"}, "created_at"),
+                                 ("unknown", {"colour": "red"}, "colour"),
+                                 ("device_id", {"device_id": "other"}, "device_id"),
+                                 ("owner_id by owner", {"owner_id": "thief"}, "owner_id")]:
+            with self.subTest(case=what):
+                resp = self.server.request("PATCH", f"/v1/devices/{dev}", body,
+                                           headers=bearer(key))
+                self.assertError(resp, 400, "invalid_argument", what, message_contains=word)
+        status, _, body = self.get_device(dev)
+        self.assertEqual(body["device"]["owner_id"], owner, "owner unchanged")
+        # The admin may move a device to another owner; the old owner then loses it.
+        new_owner = self.owner()
+        resp = self.server.request("PATCH", f"/v1/devices/{dev}", {"owner_id": new_owner},
+                                   headers=ADMIN)
+        self.assertStatus(resp, 200, "admin changes owner")
+        self.assertEqual(resp[2]["device"]["owner_id"], new_owner)
+        self.assertError(self.get_device(dev, bearer(key)), 404, "not_found",
+                         "old owner after the move")
+
+    # ---------------------------------------------------------------- CLI
+
+    def test_cli_import_export_round_trip(self):
+        """2,000 rows on the server's own metadata store (the server keeps running)."""
+        owner_a, owner_b = self.owner(), self.owner()
+        rows = []
+        for i in range(2000):
+            rows.append([f"imp-{owner_a[-6:]}-{i:05d}", owner_a if i % 2 == 0 else owner_b,
+                         f"Plug, \"No. {i}\"" if i % 7 == 0 else f"plug {i}",
+                         "PLUG-2" if i % 3 else "",
+                         "hall, 1st floor" if i % 11 == 0 else "hall",
+                         ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"][i % 4],
+                         "2024-05-01T12:00:00.000Z" if i % 5 else ""])
+        env = self.server.environment()
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "devices.csv")
+            tokens_path = os.path.join(tmp, "tokens.csv")
+            write_csv(src, rows)
+            started = time.monotonic()
+            proc = run_cli(["devices", "import", src, "--tokens-out", tokens_path], env)
+            elapsed = time.monotonic() - started
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            self.assertIn("2000 created", proc.stderr)
+            self.assertEqual(proc.stdout, "", "tokens are never printed by default")
+            self.assertLess(elapsed, 120, "2,000 rows import in reasonable time")
+            with open(tokens_path, newline="") as f:
+                tokens = list(csv.reader(f))
+            self.assertEqual(tokens[0], ["device_id", "token"])
+            self.assertEqual(len(tokens), 2001)
+            self.assertEqual(os.stat(tokens_path).st_mode & 0o777, 0o600)
+            # A new device's token ingests for it.
+            dev, token = tokens[1]
+            self.assertStatus(self.server.post_events([event(dev)], headers=bearer(token)), 202,
+                              "imported device's token")
+            # Export (one owner, then all of them) round-trips.
+            proc = run_cli(["devices", "export", "--owner", owner_b], env)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            exported = list(csv.reader(io.StringIO(proc.stdout, newline="")))
+            self.assertEqual(exported[0], CSV_HEADER)
+            self.assertEqual(exported[1:], [r for r in rows if r[1] == owner_b])
+            proc = run_cli(["devices", "export"], env)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            exported = [r for r in csv.reader(io.StringIO(proc.stdout, newline=""))
+                        if r[1] in (owner_a, owner_b)]
+            self.assertEqual(exported, sorted(rows))
+            # Idempotent: the same file again changes nothing; then a changed row updates.
+            proc = run_cli(["devices", "import", src], env)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            self.assertIn("0 created, 0 updated, 2000 unchanged", proc.stderr)
+            rows[3][5] = "Australia/Sydney"
+            write_csv(src, rows)
+            proc = run_cli(["devices", "import", src], env)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            self.assertIn("0 created, 1 updated, 1999 unchanged", proc.stderr)
+            proc = run_cli(["devices", "export", "--owner", rows[3][1]], env)
+            self.assertIn(",".join(rows[3]), proc.stdout, "the update is stored")
+            if self.backend == "postgres":
+                # A running server sees another writer's change at once (LISTEN/NOTIFY);
+                # with SQLite it would after the cache TTL.
+                got = poll(lambda: self.get_device(rows[3][0])[2].get("device", {}).get(
+                    "timezone") == "Australia/Sydney", timeout=2)
+                self.assertTrue(got, "imported change visible through the API" + self.diag())
+            # Every row is validated first; errors name the line; nothing is written.
+            bad = [[f"bad-{uid()}", owner_a, "n", "m", "l", "UTC", ""],
+                   ["has space", owner_a, "n", "m", "l", "UTC", ""],
+                   [f"bad-{uid()}", owner_a, "n", "m", "l", "Mars/Base", ""],
+                   [f"bad-{uid()}", owner_a, "n", "m", "l", "UTC", "tomorrow"]]
+            write_csv(src, bad)
+            proc = run_cli(["devices", "import", src], env)
+            self.assertEqual(proc.returncode, 1, proc.stderr)
+            self.assertIn(f"{src}:3:", proc.stderr)
+            self.assertIn(f"{src}:4:", proc.stderr)
+            self.assertIn(f"{src}:5:", proc.stderr)
+            self.assertNotIn(f"{src}:2:", proc.stderr)
+            self.assertIn("timezone", proc.stderr)
+            self.assertIn("installed_at", proc.stderr)
+            self.assertError(self.get_device(bad[0][0]), 404, "not_found",
+                             "valid row of an invalid file not imported")
+
+
+class DevicesSqliteTest(DeviceApiCases, JouleTestCase):
+    backend = "sqlite"
+    server_env = AUTH_ENV
+
+
+class DevicesPostgresTest(DeviceApiCases, JouleTestCase):
+    backend = "postgres"
+    database = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.database = FreshPostgresDatabase("joule_devices")
+        cls.server_env = dict(AUTH_ENV, JOULE_METADATA_BACKEND="postgres",
+                              JOULE_METADATA_URL=cls.database.url)
+        try:
+            super().setUpClass()
+        except BaseException:
+            cls.database.drop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            if cls.database is not None:
+                cls.database.drop()
+
+    def test_psql_update_visible_within_one_second(self):
+        dev = self.register(name="before")["device"]["device_id"]
+        status, _, body = self.get_device(dev)
+        self.assertEqual(body["device"]["name"], "before", "cached")
+        self.assertEqual(psql(self.database.url, "SELECT name FROM devices WHERE device_id = "
+                              f"'{dev}'").strip(), "before", "the devices table of CONTRACT §5")
+        psql(self.database.url, f"UPDATE devices SET name = 'x' WHERE device_id = '{dev}'")
+        started = time.monotonic()
+        got = poll(lambda: self.get_device(dev)[2]["device"]["name"] == "x", timeout=1.0,
+                   interval=0.02)
+        self.assertTrue(got, f"psql UPDATE not visible within 1 s "
+                             f"({time.monotonic() - started:.2f}s)" + self.diag())
+
+
+if __name__ == "__main__":
+    unittest.main()
