@@ -1,0 +1,83 @@
+// Numbers with units and times in the viewer's locale and zone.
+
+const nf = (digits) =>
+  new Intl.NumberFormat(undefined, { minimumFractionDigits: digits, maximumFractionDigits: digits });
+const n0 = nf(0);
+const n1 = nf(1);
+const n2 = nf(2);
+
+const isNum = (v) => typeof v === 'number' && Number.isFinite(v);
+
+export function power(w) {
+  if (!isNum(w)) return '—';
+  if (Math.abs(w) >= 1000) return n2.format(w / 1000) + ' kW';
+  return n1.format(w) + ' W';
+}
+
+export function energy(wh) {
+  if (!isNum(wh)) return '—';
+  if (Math.abs(wh) >= 1e6) return n2.format(wh / 1e6) + ' MWh';
+  if (Math.abs(wh) >= 1000) return n2.format(wh / 1000) + ' kWh';
+  return n1.format(wh) + ' Wh';
+}
+
+export function volts(v) {
+  return isNum(v) ? n1.format(v) + ' V' : '—';
+}
+
+export function count(v) {
+  return isNum(v) ? n0.format(v) : '—';
+}
+
+export function seconds(s) {
+  if (!isNum(s)) return '—';
+  const a = Math.abs(s);
+  if (a < 1) return n2.format(s) + ' s';
+  if (a < 120) return n1.format(s) + ' s';
+  if (a < 7200) return n1.format(s / 60) + ' min';
+  if (a < 172800) return n1.format(s / 3600) + ' h';
+  return n1.format(s / 86400) + ' d';
+}
+
+const dtf = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+
+export function time(iso) {
+  if (!iso) return '—';
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? String(iso) : dtf.format(d);
+}
+
+export function ago(iso, now = Date.now()) {
+  if (!iso) return 'never';
+  const t = new Date(iso).getTime();
+  if (Number.isNaN(t)) return '—';
+  const s = Math.max(0, Math.round((now - t) / 1000));
+  if (s < 60) return s + ' s ago';
+  if (s < 3600) return Math.round(s / 60) + ' min ago';
+  if (s < 172800) return Math.round(s / 3600) + ' h ago';
+  return Math.round(s / 86400) + ' d ago';
+}
+
+// "YYYY-MM-DD" of an instant in an IANA zone.
+export function localDate(ms, timeZone) {
+  try {
+    return new Intl.DateTimeFormat('en-CA', { timeZone, year: 'numeric', month: '2-digit', day: '2-digit' }).format(new Date(ms));
+  } catch {
+    return new Date(ms).toISOString().slice(0, 10);
+  }
+}
+
+// Power of a record: time-weighted average when known, else the sample mean.
+export function recordPower(r) {
+  const m = r && r.metrics && r.metrics.power_w;
+  if (m) return isNum(m.twa) ? m.twa : isNum(m.avg) ? m.avg : null;
+  return isNum(r && r.avg_power_w) ? r.avg_power_w : null;
+}
+
+export function recordEnergy(r) {
+  const m = (r && r.metrics) || {};
+  if (m.power_w && isNum(m.power_w.energy_wh)) return m.power_w.energy_wh;
+  if (isNum(r && r.sum_energy_wh)) return r.sum_energy_wh;
+  if (m.energy_wh && isNum(m.energy_wh.delta)) return m.energy_wh.delta;
+  return null;
+}

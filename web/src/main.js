@@ -1,0 +1,154 @@
+// Joule dashboard: sign-in, hash routing and the page shell.
+import { html } from 'htm/preact';
+import { render } from 'preact';
+import { useEffect, useState } from 'preact/hooks';
+import { api, getToken, setToken } from './api.js';
+import { Loading, ErrorBox } from './ui.js';
+import { FleetPage } from './pages/fleet.js';
+import { DevicePage } from './pages/device.js';
+import { HomesPage, HomePage } from './pages/home.js';
+import { AlertsPage } from './pages/alerts.js';
+import { RulesPage } from './pages/rules.js';
+import './style.css';
+
+function parseRoute(hash) {
+  const parts = hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
+  switch (parts[0]) {
+    case 'device':
+      return { page: 'device', id: parts[1] || '' };
+    case 'homes':
+      return { page: 'homes' };
+    case 'home':
+      return { page: 'home', owner: parts[1] || '' };
+    case 'alerts':
+      return { page: 'alerts' };
+    case 'rules':
+      return { page: 'rules' };
+    default:
+      return { page: 'fleet' };
+  }
+}
+
+function useRoute() {
+  const [route, setRoute] = useState(parseRoute(location.hash));
+  useEffect(() => {
+    const on = () => setRoute(parseRoute(location.hash));
+    addEventListener('hashchange', on);
+    return () => removeEventListener('hashchange', on);
+  }, []);
+  return route;
+}
+
+// Does `token` ('' = none) open the API? true, false (401), or throws (server trouble).
+async function accepted(token) {
+  try {
+    await api('/v1/devices?limit=1', { token });
+    return true;
+  } catch (e) {
+    if (e.status === 401) return false;
+    if (e.status && e.status !== 0) return true;  // e.g. 503 metadata: the token itself is fine
+    throw e;
+  }
+}
+
+function SignIn({ onSignedIn }) {
+  const [token, setTok] = useState('');
+  const [error, setError] = useState(null);
+  const [busy, setBusy] = useState(false);
+  const submit = async (e) => {
+    e.preventDefault();
+    const t = token.trim();
+    if (!t) return setError({ message: 'Paste an owner key or the admin token.' });
+    setBusy(true);
+    setError(null);
+    try {
+      if (await accepted(t)) {
+        setToken(t);
+        onSignedIn('token');
+      } else {
+        setError({ status: 401, message: 'This key was not accepted.' });
+      }
+    } catch (err) {
+      setError(err);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return html`<main class="signin">
+    <form class="card" onSubmit=${submit}>
+      <h1><span class="logo">⚡</span> Joule</h1>
+      <p>Sign in with an owner key (your home's devices) or the admin token (the whole fleet).
+        The key stays in this browser tab only.</p>
+      <label for="token">Key or token</label>
+      <input id="token" name="token" type="password" autocomplete="off" value=${token}
+        onInput=${(e) => setTok(e.currentTarget.value)} autofocus />
+      <button type="submit" class="primary" disabled=${busy}>${busy ? 'Checking…' : 'Sign in'}</button>
+      <${ErrorBox} error=${error} />
+    </form>
+  </main>`;
+}
+
+function Nav({ route, mode, onSignOut }) {
+  const link = (page, href, label) =>
+    html`<a href=${href} class=${route.page === page || (page === 'homes' && route.page === 'home') || (page === 'fleet' && route.page === 'device') ? 'active' : ''}>${label}</a>`;
+  return html`<header class="top">
+    <a class="brand" href="#/"><span class="logo">⚡</span> Joule</a>
+    <nav>
+      ${link('fleet', '#/', 'Fleet')} ${link('homes', '#/homes', 'Energy')}
+      ${link('alerts', '#/alerts', 'Alerts')} ${link('rules', '#/rules', 'Rules')}
+    </nav>
+    ${mode === 'disabled'
+      ? html`<span class="badge warn" title="auth.mode = disabled">no auth</span>`
+      : html`<button class="link signout" onClick=${onSignOut}>Sign out</button>`}
+  </header>`;
+}
+
+function App() {
+  const route = useRoute();
+  const [auth, setAuth] = useState({ state: 'checking' });
+  const check = async () => {
+    setAuth({ state: 'checking' });
+    try {
+      const stored = getToken();
+      if (stored && (await accepted(stored))) return setAuth({ state: 'in', mode: 'token' });
+      if (stored) setToken('');
+      if (await accepted('')) return setAuth({ state: 'in', mode: 'disabled' });
+      setAuth({ state: 'out' });
+    } catch (error) {
+      setAuth({ state: 'error', error });
+    }
+  };
+  useEffect(() => {
+    check();
+  }, []);
+  if (auth.state === 'checking') return html`<main><${Loading} what="Connecting to Joule" /></main>`;
+  if (auth.state === 'error') return html`<main><${ErrorBox} error=${auth.error} retry=${check} /></main>`;
+  if (auth.state === 'out') return html`<${SignIn} onSignedIn=${(mode) => setAuth({ state: 'in', mode })} />`;
+  const signOut = () => {
+    setToken('');
+    setAuth({ state: 'out' });
+  };
+  let page;
+  switch (route.page) {
+    case 'device':
+      page = html`<${DevicePage} key=${route.id} id=${route.id} />`;
+      break;
+    case 'homes':
+      page = html`<${HomesPage} />`;
+      break;
+    case 'home':
+      page = html`<${HomePage} key=${route.owner} owner=${route.owner} />`;
+      break;
+    case 'alerts':
+      page = html`<${AlertsPage} />`;
+      break;
+    case 'rules':
+      page = html`<${RulesPage} />`;
+      break;
+    default:
+      page = html`<${FleetPage} />`;
+  }
+  return html`<${Nav} route=${route} mode=${auth.mode} onSignOut=${signOut} /><main>${page}</main>`;
+}
+
+render(html`<${App} />`, document.getElementById('app'));

@@ -1,0 +1,73 @@
+// Alerts: filter by state and device; acknowledge and snooze (CONTRACT §4).
+import { html } from 'htm/preact';
+import { useState } from 'preact/hooks';
+import { api, qs } from '../api.js';
+import * as fmt from '../format.js';
+import { ErrorBox, Loading, NotAvailable, useLoad } from '../ui.js';
+
+const enc = encodeURIComponent;
+const STATES = ['', 'pending', 'firing', 'resolved'];
+
+export function AlertsPage() {
+  const [state, setState] = useState('firing');
+  const [device, setDevice] = useState('');
+  const [deviceFilter, setDeviceFilter] = useState('');
+  const [snoozeFor, setSnoozeFor] = useState('1h');
+  const [actionError, setActionError] = useState(null);
+  const [busy, setBusy] = useState('');
+  const alerts = useLoad((signal) => api('/v1/alerts' + qs({ state, device_id: deviceFilter }), { signal }), [state, deviceFilter]);
+
+  const act = async (a, action) => {
+    setBusy(a.id + action);
+    setActionError(null);
+    try {
+      await api(`/v1/alerts/${enc(a.id)}/${action}`, { method: 'POST', body: action === 'snooze' ? { duration: snoozeFor } : {} });
+      alerts.reload();
+    } catch (e) {
+      setActionError(e);
+    } finally {
+      setBusy('');
+    }
+  };
+
+  let body;
+  if (alerts.error && alerts.error.routeMissing) body = html`<${NotAvailable} what="Alerts" />`;
+  else if (alerts.error) body = html`<${ErrorBox} error=${alerts.error} retry=${alerts.reload} />`;
+  else if (alerts.loading && !alerts.data) body = html`<${Loading} what="Loading alerts" />`;
+  else {
+    const list = (alerts.data && (alerts.data.alerts || alerts.data.data)) || [];
+    body = list.length === 0
+      ? html`<p class="state" data-testid="alerts-empty">No alerts match.</p>`
+      : html`<table class="alerts" data-testid="alerts-table">
+          <thead><tr><th>Severity</th><th>Device</th><th>Rule</th><th>State</th><th>Opened</th><th class="num">Value</th><th></th></tr></thead>
+          <tbody>${list.map((a) => html`<tr key=${a.id}>
+            <td data-label="Severity"><span class=${'badge ' + (a.severity === 'critical' ? 'bad' : 'warn')}>${a.severity || 'warning'}</span></td>
+            <td data-label="Device"><a href=${'#/device/' + enc(a.device_id)}>${a.device_id}</a></td>
+            <td data-label="Rule">${a.rule_name || a.rule_id}</td>
+            <td data-label="State">${a.state}${a.acked ? ' · acked' : ''}${a.snoozed ? ' · snoozed' : ''}</td>
+            <td data-label="Opened">${fmt.time(a.opened_at || a.window_start || a.created_at)}</td>
+            <td data-label="Value" class="num">${typeof a.value === 'number' ? a.value.toLocaleString() : '—'}</td>
+            <td class="actions">
+              <button disabled=${a.acked || busy === a.id + 'ack'} onClick=${() => act(a, 'ack')}>Ack</button>
+              <button disabled=${busy === a.id + 'snooze'} onClick=${() => act(a, 'snooze')}>Snooze ${snoozeFor}</button>
+            </td></tr>`)}</tbody>
+        </table>`;
+  }
+  return html`<section>
+    <div class="page-head"><h1>Alerts</h1></div>
+    <form class="filters" onSubmit=${(e) => { e.preventDefault(); setDeviceFilter(device.trim()); }}>
+      <label class="filter">State
+        <select value=${state} onChange=${(e) => setState(e.currentTarget.value)}>
+          ${STATES.map((s) => html`<option value=${s}>${s || 'any'}</option>`)}
+        </select></label>
+      <label class="filter grow">Device
+        <input type="search" placeholder="device id" value=${device} onInput=${(e) => setDevice(e.currentTarget.value)} onBlur=${() => setDeviceFilter(device.trim())} /></label>
+      <label class="filter">Snooze for
+        <select value=${snoozeFor} onChange=${(e) => setSnoozeFor(e.currentTarget.value)}>
+          ${['15m', '1h', '8h', '1d'].map((s) => html`<option value=${s}>${s}</option>`)}
+        </select></label>
+    </form>
+    <${ErrorBox} error=${actionError} />
+    ${body}
+  </section>`;
+}

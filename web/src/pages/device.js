@@ -1,0 +1,207 @@
+// Device details: metadata, a live power chart of 1m windows (SSE, no reload), history
+// with automatic resolution, daily energy in the home's local days, voltage and health.
+import { html } from 'htm/preact';
+import { useEffect, useMemo, useState } from 'preact/hooks';
+import uPlot from 'uplot';
+import { api, openStream, qs } from '../api.js';
+import * as fmt from '../format.js';
+import { Chart, ErrorBox, Loading, timeAxis, useLoad, valueAxis } from '../ui.js';
+
+const LIVE_WINDOWS = 60;
+const RANGES = [
+  { id: '24h', label: '24 h', ms: 24 * 3600e3 },
+  { id: '7d', label: '7 d', ms: 7 * 86400e3 },
+  { id: '30d', label: '30 d', ms: 30 * 86400e3 },
+  { id: '1y', label: '1 y', ms: 365 * 86400e3 },
+];
+
+const enc = encodeURIComponent;
+const sec = (iso) => new Date(iso).getTime() / 1000;
+const num = (v) => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+
+function powerSeries(label, stroke, fill) {
+  return { label, stroke, fill, width: 2, value: (u, v) => fmt.power(v), spanGaps: false };
+}
+
+export function DevicePage({ id }) {
+  const rt = useLoad((signal) => api(`/v1/devices/${enc(id)}/metrics/realtime?windows=${LIVE_WINDOWS}`, { signal }), [id]);
+  const health = useLoad((signal) => api(`/v1/devices/${enc(id)}/health`, { signal }), [id]);
+  // Live state: 1m windows by window_start (ms), and the latest raw reading.
+  const [windows, setWindows] = useState(new Map());
+  const [reading, setReading] = useState(null);
+  const [streamState, setStreamState] = useState('connecting');
+  const [liveAlerts, setLiveAlerts] = useState([]);
+
+  useEffect(() => {
+    if (!rt.data) return;
+    const m = new Map();
+    for (const r of rt.data.data || []) if (r.resolution === '1m' || !r.resolution) m.set(new Date(r.window_start).getTime(), r);
+    setWindows(m);
+    if (rt.data.latest) setReading(rt.data.latest);
+  }, [rt.data]);
+
+  useEffect(() => {
+    if (!rt.data) return;
+    return openStream(
+      { device_id: id },
+      {
+        onStatus: setStreamState,
+        onEvent: (event, data) => {
+          if (event === 'window' && data.resolution === '1m') {
+            const t = new Date(data.window_start).getTime();
+            setWindows((prev) => {
+              const old = prev.get(t);
+              if (old && old.version > data.version) return prev;
+              const next = new Map(prev);
+              next.set(t, data);
+              if (next.size > LIVE_WINDOWS * 2) {
+                const keys = [...next.keys()].sort((a, b) => a - b);
+                for (const k of keys.slice(0, next.size - LIVE_WINDOWS * 2)) next.delete(k);
+              }
+              return next;
+            });
+          } else if (event === 'reading') {
+            setReading(data);
+          } else if (event === 'alert') {
+            setLiveAlerts((a) => [data, ...a].slice(0, 5));
+          }
+        },
+      },
+    );
+  }, [id, !!rt.data]);
+
+  const liveData = useMemo(() => {
+    const keys = [...windows.keys()].sort((a, b) => a - b);
+    return [
+      keys.map((k) => k / 1000),
+      keys.map((k) => fmt.recordPower(windows.get(k))),
+      keys.map((k) => num(windows.get(k).metrics?.power_w?.max ?? windows.get(k).max_power_w)),
+    ];
+  }, [windows]);
+  const liveOpts = useMemo(
+    () => ({
+      series: [{}, powerSeries('avg power', '#2f7de1', 'rgba(47,125,225,0.12)'), powerSeries('max', '#e8833a')],
+      axes: [timeAxis, valueAxis('W')],
+      scales: { x: { time: true } },
+      cursor: { drag: { x: false, y: false } },
+      legend: { live: true },
+    }),
+    [],
+  );
+
+  if (rt.loading && !rt.data) return html`<${Loading} what="Loading device" />`;
+  if (rt.error) return html`<p><a href="#/">‹ Fleet</a></p><${ErrorBox} error=${rt.error.status === 404 ? { status: 404, message: `No device "${id}" (or not visible with this key).` } : rt.error} retry=${rt.reload} />`;
+
+  const device = rt.data.device || { device_id: id };
+  const m = (reading && reading.metrics) || {};
+  const tz = device.timezone || 'UTC';
+  return html`<section class="device">
+    <p class="crumbs"><a href="#/">Fleet</a> › ${device.owner_id && html`<a href=${'#/home/' + enc(device.owner_id)}>${device.owner_id}</a> › `}${id}</p>
+    <div class="page-head">
+      <h1>${device.name || id}</h1>
+      <span class=${'badge ' + (streamState === 'live' ? 'ok' : 'warn')} data-testid="stream-state">${streamState === 'live' ? '● live' : streamState}</span>
+    </div>
+    <div class="grid">
+      <div class="card meta">
+        <h2>Device</h2>
+        <dl>
+          <dt>Id</dt><dd><code>${id}</code></dd>
+          <dt>Owner</dt><dd>${device.owner_id || '—'}</dd>
+          <dt>Model</dt><dd>${device.model || '—'}</dd>
+          <dt>Location</dt><dd>${device.location || '—'}</dd>
+          <dt>Time zone</dt><dd>${tz}</dd>
+          <dt>Installed</dt><dd>${fmt.time(device.installed_at)}</dd>
+        </dl>
+      </div>
+      <div class="card now">
+        <h2>Now</h2>
+        <div class="big" data-testid="live-power">${fmt.power(num(m.power_w))}</div>
+        <div class="muted">Voltage <span data-testid="live-voltage">${fmt.volts(num(m.voltage_v))}</span></div>
+        <div class="muted small" title=${reading ? fmt.time(reading.received_at) : ''}>Last reading ${reading ? fmt.time(reading.timestamp) : 'never'}</div>
+        ${liveAlerts.map((a) => html`<div class="badge bad">${a.state || 'alert'}: ${a.rule_name || a.rule_id || ''}</div>`)}
+      </div>
+      <${Health} h=${health} />
+    </div>
+    <div class="card">
+      <h2>Live power <span class="muted small">1-minute windows, last ${LIVE_WINDOWS}</span></h2>
+      <${Chart} opts=${liveOpts} data=${liveData} testid="live-chart" />
+    </div>
+    <${History} id=${id} />
+    <${DailyEnergy} id=${id} tz=${tz} />
+  </section>`;
+}
+
+function Health({ h }) {
+  const d = h.data || {};
+  return html`<div class="card health" data-testid="health">
+    <h2>Health</h2>
+    ${h.loading && !h.data ? html`<${Loading} />` : h.error ? html`<${ErrorBox} error=${h.error} retry=${h.reload} />` : html`<dl>
+      <dt>Last seen</dt><dd title=${fmt.time(d.last_seen)}>${fmt.ago(d.last_seen)}</dd>
+      <dt>Watermark</dt><dd>${fmt.time(d.watermark)}</dd>
+      <dt>Lag</dt><dd>${fmt.seconds(d.lag_seconds)}</dd>
+      <dt>Clock skew</dt><dd>${fmt.seconds(d.clock_skew_seconds)}</dd>
+      <dt>Events</dt><dd>${fmt.count(d.events)}</dd>
+      <dt>Late updates</dt><dd>${fmt.count(d.late_updates)}</dd>
+      <dt>Late dropped</dt><dd>${fmt.count(d.late_dropped)}</dd>
+      <dt>Duplicates</dt><dd>${fmt.count(d.duplicates)}</dd>
+    </dl>`}
+  </div>`;
+}
+
+function History({ id }) {
+  const [range, setRange] = useState('24h');
+  const hist = useLoad(
+    (signal) => {
+      const r = RANGES.find((x) => x.id === range);
+      const to = new Date();
+      const from = new Date(to.getTime() - r.ms);
+      return api(`/v1/devices/${enc(id)}/metrics/history` + qs({ from: from.toISOString(), to: to.toISOString(), resolution: 'auto', metrics: 'power_w,voltage_v', limit: 1500 }), { signal });
+    },
+    [id, range],
+  );
+  const recs = (hist.data && hist.data.data) || [];
+  const powerData = useMemo(() => [recs.map((r) => sec(r.window_start)), recs.map(fmt.recordPower), recs.map((r) => num(r.metrics?.power_w?.max ?? r.max_power_w))], [hist.data]);
+  const voltData = useMemo(() => [recs.map((r) => sec(r.window_start)), recs.map((r) => num(r.metrics?.voltage_v?.min)), recs.map((r) => num(r.metrics?.voltage_v?.avg)), recs.map((r) => num(r.metrics?.voltage_v?.max))], [hist.data]);
+  const powerOpts = useMemo(() => ({ series: [{}, powerSeries('avg power', '#2f7de1', 'rgba(47,125,225,0.12)'), powerSeries('max', '#e8833a')], axes: [timeAxis, valueAxis('W')], scales: { x: { time: true } } }), []);
+  const voltOpts = useMemo(() => {
+    const v = (label, stroke, dash) => ({ label, stroke, dash, width: 1.5, value: (u, x) => fmt.volts(x) });
+    return { series: [{}, v('min', '#8a8f98', [4, 4]), v('avg', '#8b5cf6'), v('max', '#8a8f98', [4, 4])], axes: [timeAxis, valueAxis('V')], scales: { x: { time: true } } };
+  }, []);
+  return html`<div class="card">
+    <div class="card-head">
+      <h2>History ${hist.data && html`<span class="muted small">resolution ${hist.data.resolution}, ${recs.length} windows</span>`}</h2>
+      <div class="seg" role="group" aria-label="Range">
+        ${RANGES.map((r) => html`<button class=${r.id === range ? 'on' : ''} onClick=${() => setRange(r.id)}>${r.label}</button>`)}
+      </div>
+    </div>
+    ${hist.error ? html`<${ErrorBox} error=${hist.error} retry=${hist.reload} />` : html`
+      ${hist.loading && html`<${Loading} />`}
+      <h3>Power</h3>
+      <${Chart} opts=${powerOpts} data=${powerData} testid="history-chart" />
+      <h3>Voltage</h3>
+      <${Chart} opts=${voltOpts} data=${voltData} height=${160} testid="voltage-chart" />`}
+  </div>`;
+}
+
+function DailyEnergy({ id, tz }) {
+  const days = useLoad((signal) => {
+    const to = new Date();
+    const from = new Date(to.getTime() - 31 * 86400e3);
+    return api(`/v1/devices/${enc(id)}/metrics/history` + qs({ from: from.toISOString(), to: to.toISOString(), resolution: '1d', limit: 100 }), { signal });
+  }, [id]);
+  const recs = (days.data && days.data.data) || [];
+  const labels = useMemo(() => new Map(recs.map((r) => [sec(r.window_start), r.local_date])), [days.data]);
+  const data = useMemo(() => [recs.map((r) => sec(r.window_start)), recs.map(fmt.recordEnergy)], [days.data]);
+  const opts = useMemo(
+    () => ({
+      series: [{ value: (u, v) => labels.get(v) || fmt.localDate(v * 1000, tz) }, { label: 'energy', fill: 'rgba(34,160,107,0.6)', stroke: '#22a06b', paths: uPlot.paths.bars({ size: [0.7, 60] }), points: { show: false }, value: (u, v) => fmt.energy(v) }],
+      axes: [{ ...timeAxis, splits: (u) => { const xs = u.data[0]; const k = Math.max(1, Math.ceil(xs.length / (u.bbox.width / devicePixelRatio / 56))); return xs.filter((_, i) => i % k === 0); }, values: (u, vals) => vals.map((v) => (labels.get(v) || fmt.localDate(v * 1000, tz)).slice(5)) }, valueAxis('Wh', 70)],
+      scales: { x: { time: false, range: (u, min, max) => [min - 43200, max + 43200] } },
+    }),
+    [labels, tz],
+  );
+  return html`<div class="card">
+    <h2>Daily energy <span class="muted small">local days in ${tz}, last 31</span></h2>
+    ${days.loading ? html`<${Loading} />` : days.error ? html`<${ErrorBox} error=${days.error} retry=${days.reload} />` : html`<${Chart} opts=${opts} data=${data} height=${180} testid="daily-chart" />`}
+  </div>`;
+}

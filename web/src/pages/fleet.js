@@ -1,0 +1,143 @@
+// Fleet overview: every device the key may see, with live power, online/offline, last seen
+// and open alerts; search and filters. The list is paginated (50 rows) so 1,000+ devices
+// stay fast: only the visible rows ask for their live state, and refresh every 15 s.
+import { html } from 'htm/preact';
+import { useEffect, useMemo, useState } from 'preact/hooks';
+import { api, listAllDevices, mapLimit, qs } from '../api.js';
+import * as fmt from '../format.js';
+import { ErrorBox, Loading, useLoad } from '../ui.js';
+
+const PAGE = 50;
+const ONLINE_WITHIN_MS = 2 * 60 * 1000;
+
+async function loadOpenAlerts(signal) {
+  try {
+    const r = await api('/v1/alerts' + qs({ state: 'firing' }), { signal });
+    const counts = {};
+    for (const a of r.alerts || r.data || []) counts[a.device_id] = (counts[a.device_id] || 0) + 1;
+    return { available: true, counts };
+  } catch (e) {
+    if (e.name === 'AbortError') throw e;
+    return { available: false, counts: {} };
+  }
+}
+
+function liveOf(rt) {
+  const latest = rt.latest || {};
+  const rec = (rt.data || [])[0];
+  const p = latest.metrics && typeof latest.metrics.power_w === 'number' ? latest.metrics.power_w : fmt.recordPower(rec);
+  return { power: p, seen: latest.received_at || (rec && rec.window_end) || null };
+}
+
+export function FleetPage() {
+  const devices = useLoad((signal) => listAllDevices(signal), []);
+  const alerts = useLoad((signal) => loadOpenAlerts(signal), []);
+  const [q, setQ] = useState('');
+  const [owner, setOwner] = useState('');
+  const [model, setModel] = useState('');
+  const [loc, setLoc] = useState('');
+  const [page, setPage] = useState(0);
+  const [live, setLive] = useState({});
+  const [now, setNow] = useState(Date.now());
+
+  const all = devices.data || [];
+  const options = useMemo(() => {
+    const set = (k) => [...new Set(all.map((d) => d[k]).filter(Boolean))].sort();
+    return { owner: set('owner_id'), model: set('model'), location: set('location') };
+  }, [all]);
+  const filtered = useMemo(() => {
+    const needle = q.trim().toLowerCase();
+    return all.filter(
+      (d) =>
+        (!owner || d.owner_id === owner) &&
+        (!model || d.model === model) &&
+        (!loc || d.location === loc) &&
+        (!needle || (d.device_id + ' ' + (d.name || '')).toLowerCase().includes(needle)),
+    );
+  }, [all, q, owner, model, loc]);
+  const pages = Math.max(1, Math.ceil(filtered.length / PAGE));
+  const current = Math.min(page, pages - 1);
+  const rows = filtered.slice(current * PAGE, current * PAGE + PAGE);
+  const rowKey = rows.map((d) => d.device_id).join(',');
+
+  useEffect(() => setPage(0), [q, owner, model, loc]);
+
+  useEffect(() => {
+    if (!rows.length) return;
+    const ctrl = new AbortController();
+    const refresh = () =>
+      mapLimit(rows, 4, async (d) => {
+        if (ctrl.signal.aborted) return;
+        let v;
+        try {
+          v = liveOf(await api(`/v1/devices/${encodeURIComponent(d.device_id)}/metrics/realtime?windows=1`, { signal: ctrl.signal }));
+        } catch (e) {
+          if (e.name === 'AbortError') return;
+          v = { power: null, seen: null, error: e.message };
+        }
+        setLive((m) => ({ ...m, [d.device_id]: v }));
+        setNow(Date.now());
+      });
+    refresh();
+    const timer = setInterval(refresh, 15000);
+    return () => {
+      clearInterval(timer);
+      ctrl.abort();
+    };
+  }, [rowKey]);
+
+  if (devices.loading) return html`<${Loading} what="Loading devices" />`;
+  if (devices.error) return html`<${ErrorBox} error=${devices.error} retry=${devices.reload} />`;
+
+  const select = (label, value, set, opts) => html`<label class="filter">${label}
+    <select value=${value} onChange=${(e) => set(e.currentTarget.value)}>
+      <option value="">All</option>
+      ${opts.map((o) => html`<option value=${o}>${o}</option>`)}
+    </select></label>`;
+  const alertInfo = alerts.data || { available: false, counts: {} };
+
+  return html`<section class="fleet">
+    <div class="page-head">
+      <h1>Fleet</h1>
+      <span class="muted" data-testid="fleet-count">${filtered.length} of ${all.length} devices</span>
+    </div>
+    <div class="filters">
+      <label class="filter grow">Search
+        <input type="search" placeholder="Device id or name" value=${q} onInput=${(e) => setQ(e.currentTarget.value)} /></label>
+      ${select('Owner', owner, setOwner, options.owner)}
+      ${select('Model', model, setModel, options.model)}
+      ${select('Location', loc, setLoc, options.location)}
+    </div>
+    ${all.length === 0
+      ? html`<p class="state">No devices yet. Register one with <code>POST /v1/devices</code>.</p>`
+      : html`<table class="devices" data-testid="fleet-table">
+          <thead><tr><th>Device</th><th>Owner</th><th>Model</th><th>Location</th>
+            <th class="num">Power</th><th>Status</th><th>Last seen</th><th class="num">Open alerts</th></tr></thead>
+          <tbody>
+            ${rows.map((d) => {
+              const v = live[d.device_id];
+              const seenMs = v && v.seen ? new Date(v.seen).getTime() : 0;
+              const online = v ? seenMs && now - seenMs < ONLINE_WITHIN_MS : null;
+              const n = alertInfo.counts[d.device_id] || 0;
+              return html`<tr key=${d.device_id} data-device=${d.device_id}>
+                <td data-label="Device"><a href=${'#/device/' + encodeURIComponent(d.device_id)}>${d.name || d.device_id}</a>
+                  ${d.name && html`<div class="muted small">${d.device_id}</div>`}</td>
+                <td data-label="Owner"><a href=${'#/home/' + encodeURIComponent(d.owner_id)}>${d.owner_id}</a></td>
+                <td data-label="Model">${d.model || '—'}</td>
+                <td data-label="Location">${d.location || '—'}</td>
+                <td data-label="Power" class="num">${v ? fmt.power(v.power) : '…'}</td>
+                <td data-label="Status">${online === null ? html`<span class="muted">…</span>` : online
+                  ? html`<span class="dot on"></span>online` : html`<span class="dot off"></span>offline`}</td>
+                <td data-label="Last seen" title=${v && v.seen ? fmt.time(v.seen) : ''}>${v ? fmt.ago(v.seen, now) : '…'}</td>
+                <td data-label="Open alerts" class="num">${alertInfo.available ? (n ? html`<a class="badge bad" href="#/alerts">${n}</a>` : '0') : html`<span class="muted" title="alerts API not available">—</span>`}</td>
+              </tr>`;
+            })}
+          </tbody>
+        </table>
+        <div class="pager">
+          <button disabled=${current === 0} onClick=${() => setPage(current - 1)}>‹ Prev</button>
+          <span>Page ${current + 1} of ${pages}</span>
+          <button disabled=${current >= pages - 1} onClick=${() => setPage(current + 1)}>Next ›</button>
+        </div>`}
+  </section>`;
+}

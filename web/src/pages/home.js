@@ -1,0 +1,78 @@
+// Home (owner) energy: today and this month by device, ranked, in the home's local days.
+import { html } from 'htm/preact';
+import { useMemo } from 'preact/hooks';
+import { api, listAllDevices, qs } from '../api.js';
+import * as fmt from '../format.js';
+import { ErrorBox, Loading, useLoad } from '../ui.js';
+
+const enc = encodeURIComponent;
+
+export function HomesPage() {
+  const devices = useLoad((signal) => listAllDevices(signal), []);
+  if (devices.loading) return html`<${Loading} what="Loading homes" />`;
+  if (devices.error) return html`<${ErrorBox} error=${devices.error} retry=${devices.reload} />`;
+  const owners = new Map();
+  for (const d of devices.data) owners.set(d.owner_id, (owners.get(d.owner_id) || 0) + 1);
+  const list = [...owners.entries()].sort((a, b) => a[0].localeCompare(b[0]));
+  if (list.length === 1) location.replace('#/home/' + enc(list[0][0]));
+  return html`<section>
+    <div class="page-head"><h1>Energy by home</h1></div>
+    ${list.length === 0 ? html`<p class="state">No devices yet.</p>` : html`<ul class="homes">
+      ${list.map(([o, n]) => html`<li><a href=${'#/home/' + enc(o)}>${o}</a> <span class="muted">${n} device${n === 1 ? '' : 's'}</span></li>`)}
+    </ul>`}
+  </section>`;
+}
+
+function Ranked({ title, totals, names, testid }) {
+  const rows = Object.entries(totals).sort((a, b) => b[1] - a[1]);
+  const max = rows.length ? Math.max(...rows.map((r) => r[1]), 1e-9) : 1;
+  const sum = rows.reduce((s, r) => s + r[1], 0);
+  return html`<div class="card" data-testid=${testid}>
+    <div class="card-head"><h2>${title}</h2><span class="big-sm">${fmt.energy(sum)}</span></div>
+    ${rows.length === 0 ? html`<p class="muted">No energy recorded.</p>` : html`<ol class="ranked">
+      ${rows.map(([dev, wh]) => html`<li>
+        <a href=${'#/device/' + enc(dev)}>${names.get(dev) || dev}</a>
+        <span class="bar"><span style=${{ width: Math.max(0, (wh / max) * 100) + '%' }}></span></span>
+        <span class="num">${fmt.energy(wh)}</span>
+      </li>`)}
+    </ol>`}
+  </div>`;
+}
+
+export function HomePage({ owner }) {
+  const load = useLoad(async (signal) => {
+    const devices = (await api('/v1/devices' + qs({ owner_id: owner, limit: 1000 }), { signal })).devices || [];
+    const to = new Date();
+    const from = new Date(to.getTime() - 32 * 86400e3);
+    const energy = await api(`/v1/owners/${enc(owner)}/energy` + qs({ from: from.toISOString(), to: to.toISOString(), resolution: '1d' }), { signal });
+    return { devices, energy };
+  }, [owner]);
+  const view = useMemo(() => {
+    if (!load.data) return null;
+    const { devices, energy } = load.data;
+    const tz = (devices.find((d) => d.timezone) || {}).timezone || Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
+    const today = fmt.localDate(Date.now(), tz);
+    const month = today.slice(0, 7);
+    const day = {};
+    const mon = {};
+    for (const b of energy.data || []) {
+      const date = b.local_date || fmt.localDate(new Date(b.window_start).getTime(), tz);
+      for (const [dev, wh] of Object.entries(b.devices || {})) {
+        if (date === today) day[dev] = (day[dev] || 0) + wh;
+        if (date.startsWith(month)) mon[dev] = (mon[dev] || 0) + wh;
+      }
+    }
+    const names = new Map(devices.map((d) => [d.device_id, d.name || d.device_id]));
+    return { tz, today, month, day, mon, names };
+  }, [load.data]);
+  if (load.loading) return html`<${Loading} what="Loading energy" />`;
+  if (load.error) return html`<p><a href="#/homes">‹ Homes</a></p><${ErrorBox} error=${load.error} retry=${load.reload} />`;
+  return html`<section class="home">
+    <p class="crumbs"><a href="#/homes">Homes</a> › ${owner}</p>
+    <div class="page-head"><h1>Energy of ${owner}</h1><span class="muted">local days in ${view.tz}</span></div>
+    <div class="grid two">
+      <${Ranked} title=${'Today (' + view.today + ')'} totals=${view.day} names=${view.names} testid="energy-today" />
+      <${Ranked} title=${'This month (' + view.month + ')'} totals=${view.mon} names=${view.names} testid="energy-month" />
+    </div>
+  </section>`;
+}

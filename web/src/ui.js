@@ -1,0 +1,87 @@
+// Small shared pieces: loading and error states, the uPlot wrapper, data hooks.
+import { html } from 'htm/preact';
+import { useEffect, useRef, useState } from 'preact/hooks';
+import uPlot from 'uplot';
+import 'uplot/dist/uPlot.min.css';
+
+export function Loading({ what = 'Loading' }) {
+  return html`<p class="state loading" role="status"><span class="spinner"></span>${what}…</p>`;
+}
+
+export function ErrorBox({ error, retry }) {
+  if (!error) return null;
+  return html`<div class="state error" role="alert">
+    <strong>${error.status ? 'Error ' + error.status : 'Error'}</strong>: ${error.message || String(error)}
+    ${retry && html` <button class="link" onClick=${retry}>Retry</button>`}
+  </div>`;
+}
+
+export function NotAvailable({ what }) {
+  return html`<div class="state unavailable" data-testid="not-available">
+    <strong>${what} not available</strong>: this Joule server does not offer this API yet.
+  </div>`;
+}
+
+// Loads `fn(signal)` whenever `deps` change: {data, error, loading, reload}.
+export function useLoad(fn, deps) {
+  const [state, setState] = useState({ data: null, error: null, loading: true });
+  const [tick, setTick] = useState(0);
+  useEffect(() => {
+    const ctrl = new AbortController();
+    setState((s) => ({ ...s, loading: true, error: null }));
+    fn(ctrl.signal).then(
+      (data) => !ctrl.signal.aborted && setState({ data, error: null, loading: false }),
+      (error) => !ctrl.signal.aborted && error.name !== 'AbortError' && setState({ data: null, error, loading: false }),
+    );
+    return () => ctrl.abort();
+  }, [...deps, tick]);
+  return { ...state, reload: () => setTick((t) => t + 1) };
+}
+
+// A uPlot chart. `opts` must be stable (memoize it); `data` may change freely.
+export function Chart({ opts, data, height = 220, testid }) {
+  const el = useRef(null);
+  const plot = useRef(null);
+  useEffect(() => {
+    const node = el.current;
+    const width = Math.max(200, node.clientWidth || 600);
+    plot.current = new uPlot({ ...opts, width, height }, data, node);
+    const ro = new ResizeObserver(() => {
+      const w = Math.max(200, node.clientWidth);
+      if (plot.current && w !== plot.current.width) plot.current.setSize({ width: w, height });
+    });
+    ro.observe(node);
+    return () => {
+      ro.disconnect();
+      plot.current.destroy();
+      plot.current = null;
+    };
+  }, [opts, height]);
+  useEffect(() => {
+    if (plot.current) plot.current.setData(data);
+  }, [data]);
+  const points = data && data[0] ? data[0].length : 0;
+  return html`<div class="chart" ref=${el} data-testid=${testid} data-points=${points}>
+    ${points === 0 && html`<p class="chart-empty">No data in this range</p>`}
+  </div>`;
+}
+
+// Local-time axis values for uPlot (seconds since the epoch).
+export const timeAxis = { scale: 'x', stroke: '#8a8f98', grid: { stroke: 'rgba(138,143,152,0.25)' }, ticks: { stroke: 'rgba(138,143,152,0.25)' } };
+
+export function valueAxis(unit, size = 60) {
+  return {
+    stroke: '#8a8f98',
+    grid: { stroke: 'rgba(138,143,152,0.25)' },
+    ticks: { stroke: 'rgba(138,143,152,0.25)' },
+    size,
+    values: (u, vals) => vals.map((v) => (v == null ? '' : formatAxis(v) + ' ' + unit)),
+  };
+}
+
+function formatAxis(v) {
+  const a = Math.abs(v);
+  if (a >= 1e6) return +(v / 1e6).toFixed(1) + 'M';
+  if (a >= 1e4) return +(v / 1e3).toFixed(1) + 'k';
+  return +v.toFixed(a < 10 ? 2 : 1);
+}
