@@ -16,6 +16,7 @@
 #include "api/api_context.h"
 #include "api/live_hub.h"
 #include "api/routes.h"
+#include "app/metadata_open.h"
 #include "app/partition_processor.h"
 #include "common/logging.h"
 #include "ingest/event_appender.h"
@@ -89,28 +90,6 @@ class MetadataTimezones final : public stream::TimezoneProvider {
   store::MetadataStore* metadata_;
 };
 
-Result<std::unique_ptr<store::MetadataCache>> OpenMetadata(const Config& config,
-                                                          MetricsRegistry* metrics) {
-  store::MetadataStoreOptions o;
-  if (config.metadata_backend == "postgres") {
-    o.backend = store::MetadataBackend::kPostgres;
-    o.url = config.metadata_url;
-    if (o.url.empty()) {
-      return Status::InvalidArgument("metadata.backend = \"postgres\" needs metadata.url");
-    }
-  } else {
-    o.backend = store::MetadataBackend::kSqlite;
-    o.url = config.metadata_url.empty()
-                ? (std::filesystem::path(config.data_dir) / "metadata.db").string()
-                : config.metadata_url;
-  }
-  JOULE_ASSIGN_OR_RETURN(std::unique_ptr<store::MetadataStore> raw, store::OpenMetadataStore(o));
-  JOULE_RETURN_IF_ERROR(raw->Migrate());
-  store::MetadataCacheOptions co;
-  co.metrics = metrics;
-  return std::make_unique<store::MetadataCache>(std::move(raw), co);
-}
-
 Result<std::unique_ptr<store::LatestStore>> OpenLatest(const Config& config) {
   if (config.latest_backend == "redis") {
     store::RedisLatestStoreOptions o;
@@ -166,7 +145,8 @@ int RunServer(const Config& config) {
   }
   std::unique_ptr<log::Log> log = std::move(*opened);
 
-  Result<std::unique_ptr<store::MetadataCache>> metadata_opened = OpenMetadata(config, &metrics);
+  Result<std::unique_ptr<store::MetadataCache>> metadata_opened =
+      OpenCachedMetadata(config, &metrics);
   if (!metadata_opened.ok()) {
     logging::Error("cannot open metadata store",
                    {{"backend", config.metadata_backend},
