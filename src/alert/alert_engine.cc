@@ -1,0 +1,287 @@
+#include "alert/alert_engine.h"
+
+#include <fmt/format.h>
+#include <openssl/evp.h>
+
+#include "common/logging.h"
+
+namespace joule::alert {
+namespace {
+
+// Deterministic webhook-id: a re-derived transition (after a crash between the outbox
+// write and the store write) gets the same id, so the outbox drops the duplicate and
+// receivers can de-duplicate on webhook-id.
+std::string WebhookId(const std::string& alert_id, const std::string& event, size_t channel) {
+  std::string in = fmt::format("{}|{}|{}", alert_id, event, channel);
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(in.data(), in.size(), md, &len, EVP_sha256(), nullptr);
+  std::string out = "msg_";
+  static const char* kHex = "0123456789abcdef";
+  for (unsigned i = 0; i < 16 && i < len; ++i) {
+    out += kHex[md[i] >> 4];
+    out += kHex[md[i] & 15];
+  }
+  return out;
+}
+
+int EventIndex(const std::string& e) {
+  return e == "pending" ? 0 : e == "firing" ? 1 : e == "resolved" ? 2 : 3;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<AlertEngine>> AlertEngine::Open(AlertEngineOptions options,
+                                                       store::MetadataStore* metadata,
+                                                       const Clock* clock,
+                                                       MetricsRegistry* metrics) {
+  std::unique_ptr<AlertEngine> e(new AlertEngine(std::move(options), metadata, clock, metrics));
+  JOULE_ASSIGN_OR_RETURN(e->outbox_, Outbox::Open(e->options_.dir, e->options_.fsync));
+  NotifierOptions no = e->options_.notifier;
+  no.allow_private_targets = e->options_.allow_private_targets;
+  e->notifier_ = std::make_unique<WebhookNotifier>(no, e->outbox_.get(), clock, metrics);
+  Outbox* box = e->outbox_.get();
+  metrics->AddGaugeCallback("joule_alert_outbox_pending", "Webhook deliveries not yet finished", {},
+                            [box] { return static_cast<double>(box->pending_count()); });
+  AlertEngine* self = e.get();
+  for (const char* state : {"pending", "firing"}) {
+    metrics->AddGaugeCallback("joule_alerts", "Open alerts by state", {{"state", state}},
+                              [self, s = std::string(state)] {
+                                std::lock_guard lock(self->open_mu_);
+                                double n = 0;
+                                for (const auto& [id, st] : self->open_) {
+                                  n += store::AlertStateName(st) == s ? 1 : 0;
+                                }
+                                return n;
+                              });
+  }
+  return e;
+}
+
+AlertEngine::AlertEngine(AlertEngineOptions options, store::MetadataStore* metadata,
+                         const Clock* clock, MetricsRegistry* metrics)
+    : options_(std::move(options)),
+      metadata_(metadata),
+      clock_(clock),
+      evaluator_([this](std::string_view id) { return Lookup(id); }) {
+  dropped_ = metrics->GetCounter("joule_alert_records_dropped_total",
+                                 "Records not evaluated because the alert queue was full");
+  const char* names[4] = {"pending", "firing", "resolved", "retracted"};
+  for (int i = 0; i < 4; ++i) {
+    transitions_[i] = metrics->GetCounter("joule_alert_transitions_total",
+                                          "Alert state transitions", {{"event", names[i]}});
+  }
+  store_errors_ = metrics->GetCounter("joule_alert_store_errors_total",
+                                      "Alert state writes to the metadata store that failed");
+}
+
+AlertEngine::~AlertEngine() { Stop(); }
+
+DeviceInfo AlertEngine::Lookup(std::string_view device_id) {
+  DeviceInfo info;
+  if (!metadata_) return info;
+  Result<store::Device> d = metadata_->GetDevice(device_id);
+  if (d.ok()) {
+    info.owner_id = d->owner_id;
+    info.model = d->model;
+  }
+  return info;
+}
+
+void AlertEngine::LoadRules() {
+  rules_dirty_.store(false);
+  if (!metadata_) return;
+  Result<std::vector<store::Rule>> rows = metadata_->ListRules(std::nullopt);
+  if (!rows.ok()) {
+    logging::Error("alert rules not loaded", {{"error", rows.status().ToString()}});
+    rules_dirty_.store(true);
+    return;
+  }
+  std::vector<Rule> rules;
+  RuleParseOptions po;
+  po.allow_private_targets = true;  // re-checked at delivery after DNS resolution
+  for (const store::Rule& row : *rows) {
+    Result<Rule> r = ParseRule(row.json, po);
+    if (!r.ok()) {
+      logging::Warn("stored alert rule does not parse; skipped",
+                    {{"rule_id", row.id}, {"error", r.status().message()}});
+      continue;
+    }
+    r->id = row.id;
+    r->owner_id = row.owner_id;
+    rules.push_back(std::move(*r));
+  }
+  has_rules_.store(!rules.empty());
+  evaluator_.SetRules(std::move(rules));
+}
+
+Status AlertEngine::Start() {
+  LoadRules();
+  if (metadata_) {
+    subscription_ = metadata_->Subscribe([this](const store::MetadataChange& c) {
+      if (c.kind == store::MetadataChange::Kind::kRule ||
+          c.kind == store::MetadataChange::Kind::kAll) {
+        ReloadRules();
+      }
+    });
+    const int64_t now = clock_->NowNanos();
+    for (store::AlertState state : {store::AlertState::kPending, store::AlertState::kFiring}) {
+      store::AlertFilter f;
+      f.state = state;
+      f.limit = 1000;
+      while (true) {
+        Result<store::AlertPage> page = metadata_->ListAlerts(f);
+        if (!page.ok()) return page.status();
+        for (const store::Alert& a : page->alerts) {
+          evaluator_.RestoreAlert(a, now);
+          std::lock_guard lock(open_mu_);
+          open_[a.id] = a.state;
+        }
+        if (page->next_cursor.empty()) break;
+        f.after = page->next_cursor;
+      }
+    }
+  }
+  for (Delivery& d : outbox_->Pending()) notifier_->Submit(std::move(d));
+  thread_ = std::thread([this] { Run(); });
+  return Status::Ok();
+}
+
+void AlertEngine::Stop() {
+  if (subscription_ && metadata_) {
+    metadata_->Unsubscribe(subscription_);
+    subscription_ = 0;
+  }
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  if (notifier_) notifier_->Stop();
+}
+
+bool AlertEngine::Offer(const model::AggregateRecord& record) {
+  if (!has_rules_.load(std::memory_order_relaxed) &&
+      !rules_dirty_.load(std::memory_order_relaxed)) {
+    return true;
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (queue_.size() >= options_.queue_capacity) {
+      dropped_->Inc();
+      return false;
+    }
+    queue_.push_back(record);
+  }
+  cv_.notify_one();
+  return true;
+}
+
+void AlertEngine::ReloadRules() {
+  rules_dirty_.store(true);
+  cv_.notify_one();
+}
+
+void AlertEngine::FlagsChanged(const store::Alert& alert) {
+  {
+    std::lock_guard lock(mu_);
+    flag_changes_.push_back(alert);
+  }
+  cv_.notify_one();
+}
+
+void AlertEngine::TickNow() {
+  {
+    std::lock_guard lock(mu_);
+    tick_now_ = true;
+  }
+  cv_.notify_one();
+}
+
+std::optional<DeliveryStatus> AlertEngine::DeliveryOf(const std::string& alert_id) const {
+  return outbox_->StatusOf(alert_id);
+}
+
+void AlertEngine::Run() {
+  int64_t last_tick = 0;
+  std::deque<model::AggregateRecord> batch;
+  std::vector<store::Alert> flags;
+  std::vector<AlertUpdate> updates;
+  while (true) {
+    bool stopping, tick_now;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait_for(lock, std::chrono::nanoseconds(options_.tick_interval_ns), [this] {
+        return stop_ || tick_now_ || !queue_.empty() || !flag_changes_.empty() ||
+               rules_dirty_.load();
+      });
+      batch.swap(queue_);
+      flags.swap(flag_changes_);
+      stopping = stop_;
+      tick_now = tick_now_;
+      tick_now_ = false;
+    }
+    if (rules_dirty_.load()) LoadRules();
+    for (const store::Alert& a : flags) evaluator_.SetFlags(a.id, a.acked, a.snoozed_until_ns);
+    flags.clear();
+    const int64_t now = clock_->NowNanos();
+    for (const model::AggregateRecord& r : batch) evaluator_.OnRecord(r, now, &updates);
+    batch.clear();
+    if (tick_now || now - last_tick >= options_.tick_interval_ns) {
+      evaluator_.Tick(now, &updates);
+      last_tick = now;
+    }
+    if (!updates.empty()) Apply(updates);
+    updates.clear();
+    if (stopping) break;
+  }
+}
+
+void AlertEngine::Apply(std::vector<AlertUpdate>& updates) {
+  for (AlertUpdate& u : updates) {
+    transitions_[EventIndex(u.event)]->Inc();
+    if (u.notify) {
+      const Rule* rule = nullptr;
+      for (const Rule& r : evaluator_.rules()) {
+        if (r.id == u.alert.rule_id) rule = &r;
+      }
+      for (size_t i = 0; rule && i < rule->channels.size(); ++i) {
+        Delivery d;
+        d.id = WebhookId(u.alert.id, u.event, i);
+        d.alert_id = u.alert.id;
+        d.event = u.event;
+        d.url = rule->channels[i].url;
+        d.secret = rule->channels[i].secret;
+        d.body = u.alert.json;
+        d.created_ns = clock_->NowNanos();
+        d.trigger_ns = u.trigger_ns;
+        Result<bool> added = outbox_->Add(d);
+        if (!added.ok()) {
+          logging::Error("outbox append failed", {{"error", added.status().ToString()}});
+        } else if (*added) {
+          notifier_->Submit(std::move(d));
+        }
+      }
+    }
+    if (metadata_) {
+      Result<bool> st = metadata_->UpsertAlert(u.alert);
+      if (!st.ok()) {
+        store_errors_->Inc();
+        logging::Error("alert not stored",
+                       {{"alert_id", u.alert.id}, {"error", st.status().ToString()}});
+      }
+    }
+    {
+      std::lock_guard lock(open_mu_);
+      if (u.alert.state == store::AlertState::kResolved) {
+        open_.erase(u.alert.id);
+      } else {
+        open_[u.alert.id] = u.alert.state;
+      }
+    }
+    if (options_.publish) options_.publish(u.alert.device_id, u.alert.json);
+  }
+}
+
+}  // namespace joule::alert

@@ -1,0 +1,109 @@
+// AlertEngine: runs alert rules on the records of the window engine (CONTRACT §4).
+//
+// - Offer() is called by processor threads for every emitted record. It never blocks:
+//   records go into a bounded queue (alerts.queue_capacity); when the queue is full the
+//   record is dropped and counted (joule_alert_records_dropped_total), so a slow alert
+//   path can never stall the pipeline. With no rules, Offer() costs one atomic load.
+// - One alert thread evaluates (Evaluator), ticks absence rules every second, and for
+//   each transition: first makes due webhook deliveries durable in the Outbox, then
+//   commits the alert to the metadata store (UpsertAlert), then pushes an SSE `alert`
+//   event. After SIGKILL, Start() restores active alerts from the store and re-queues
+//   the outbox's pending deliveries; a transition lost between the two writes is
+//   re-derived from the replayed records with the same deterministic webhook-id.
+// - Rules come from the metadata store and are reloaded when it announces a rule change.
+// Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "alert/evaluator.h"
+#include "alert/outbox.h"
+#include "alert/rule.h"
+#include "alert/webhook_notifier.h"
+#include "common/clock.h"
+#include "common/metrics.h"
+#include "model/aggregate_record.h"
+#include "store/metadata_store.h"
+
+namespace joule::alert {
+
+struct AlertEngineOptions {
+  std::string dir;  // {data_dir}/alerts
+  bool fsync = true;
+  bool allow_private_targets = false;
+  size_t queue_capacity = 65536;
+  int64_t tick_interval_ns = kNanosPerSecond;
+  NotifierOptions notifier;
+  // SSE fan-out of alert events: (device_id, alert JSON). May be empty.
+  std::function<void(const std::string&, const std::string&)> publish;
+};
+
+class AlertEngine {
+ public:
+  static Result<std::unique_ptr<AlertEngine>> Open(AlertEngineOptions options,
+                                                   store::MetadataStore* metadata,
+                                                   const Clock* clock, MetricsRegistry* metrics);
+  ~AlertEngine();
+
+  Status Start();
+  // Evaluates what is queued, stops the threads. Pending deliveries stay in the outbox.
+  void Stop();
+
+  // Non-blocking; false when the record was dropped (queue full).
+  bool Offer(const model::AggregateRecord& record);
+  // Rules changed (also triggered by the store's change notification).
+  void ReloadRules();
+  // The alert's ack/snooze flags changed (API); applied on the alert thread.
+  void FlagsChanged(const store::Alert& alert);
+  // Evaluate absence rules now (tests; the thread does it every tick_interval).
+  void TickNow();
+
+  std::optional<DeliveryStatus> DeliveryOf(const std::string& alert_id) const;
+  bool allow_private_targets() const { return options_.allow_private_targets; }
+
+ private:
+  AlertEngine(AlertEngineOptions options, store::MetadataStore* metadata, const Clock* clock,
+              MetricsRegistry* metrics);
+  void Run();
+  void LoadRules();
+  void Apply(std::vector<AlertUpdate>& updates);
+  DeviceInfo Lookup(std::string_view device_id);
+
+  AlertEngineOptions options_;
+  store::MetadataStore* metadata_;
+  const Clock* clock_;
+  std::unique_ptr<Outbox> outbox_;
+  std::unique_ptr<WebhookNotifier> notifier_;
+  Evaluator evaluator_;
+  uint64_t subscription_ = 0;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<model::AggregateRecord> queue_;
+  std::vector<store::Alert> flag_changes_;
+  bool stop_ = false;
+  bool tick_now_ = false;
+  std::atomic<bool> rules_dirty_{true};
+  std::atomic<bool> has_rules_{false};
+  std::thread thread_;
+
+  mutable std::mutex open_mu_;
+  std::unordered_map<std::string, store::AlertState> open_;  // active alerts, for metrics
+
+  Counter* dropped_;
+  Counter* transitions_[4];  // pending, firing, resolved, retracted
+  Counter* store_errors_;
+};
+
+}  // namespace joule::alert

@@ -1,0 +1,513 @@
+#include "alert/evaluator.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "common/clock.h"
+#include "common/json_writer.h"
+#include "common/time_format.h"
+
+namespace joule::alert {
+namespace {
+
+constexpr size_t kKeptWindows = 64;  // verdicts kept beyond for_windows (late updates)
+constexpr int64_t kAbsenceIdWindow = kNanosPerMinute;
+
+bool Active(store::AlertState s) { return s != store::AlertState::kResolved; }
+
+}  // namespace
+
+std::string AlertId(std::string_view device_id, std::string_view rule_id, int64_t ws) {
+  return fmt::format("alert:{}:{}:{}", device_id, rule_id, FormatRfc3339Millis(ws));
+}
+
+Evaluator::Evaluator(DeviceLookup lookup) : lookup_(std::move(lookup)) {}
+
+std::string Evaluator::TrackKey(std::string_view rule_id, std::string_view device_id) {
+  std::string k(rule_id);
+  k += '\n';
+  k += device_id;
+  return k;
+}
+
+const Rule* Evaluator::FindRule(std::string_view id) const {
+  for (const Rule& r : rules_) {
+    if (r.id == id) return &r;
+  }
+  return nullptr;
+}
+
+void Evaluator::SetRules(std::vector<Rule> rules) {
+  // Keep the tracks of rules that did not change (compared by canonical JSON).
+  std::unordered_map<std::string, std::string> before;
+  for (const Rule& r : rules_) before[r.id] = RuleToJson(r, true);
+  std::unordered_map<std::string, bool> keep;
+  for (const Rule& r : rules) {
+    auto it = before.find(r.id);
+    keep[r.id] = it != before.end() && it->second == RuleToJson(r, true);
+  }
+  for (auto it = tracks_.begin(); it != tracks_.end();) {
+    std::string rule_id = it->first.substr(0, it->first.find('\n'));
+    auto k = keep.find(rule_id);
+    if (k == keep.end()) {
+      it = tracks_.erase(it);
+    } else {
+      if (!k->second) {
+        // Changed rule: verdicts are stale; the open alerts continue (matched by span).
+        it->second.windows.clear();
+        it->second.base = Machine{};
+        for (const Known& kn : it->second.known) {
+          if (Active(kn.state)) {
+            Episode e;
+            e.open_ws = kn.open_ws;
+            e.open_we = kn.open_we;
+            e.firing = kn.state == store::AlertState::kFiring;
+            e.run = e.firing ? 1 << 20 : 1;
+            it->second.base.cur = e;
+          }
+        }
+      }
+      ++it;
+    }
+  }
+  rules_ = std::move(rules);
+}
+
+void Evaluator::RestoreAlert(const store::Alert& alert, int64_t now) {
+  if (!Active(alert.state)) return;
+  const Rule* rule = FindRule(alert.rule_id);
+  if (!rule) return;
+  // The opening window is the id's suffix: the last 24 characters (RFC 3339 ms, UTC).
+  if (alert.id.size() < 24) return;
+  int64_t ws = 0;
+  if (!ParseRfc3339(std::string_view(alert.id).substr(alert.id.size() - 24), &ws)) return;
+  Track& t = tracks_[TrackKey(alert.rule_id, alert.device_id)];
+  Known k;
+  k.id = alert.id;
+  k.open_ws = ws;
+  k.open_we = ws;  // not needed for matching active alerts (their span is open-ended)
+  k.state = alert.state;
+  k.fired = alert.state == store::AlertState::kFiring;
+  k.opened_at = alert.opened_at_ns;
+  t.known.push_back(k);
+  if (rule->kind == RuleKind::kThreshold || rule->kind == RuleKind::kRateOfChange) {
+    Episode e;
+    e.open_ws = ws;
+    e.firing = k.fired;
+    e.run = k.fired ? rule->for_windows : 1;
+    t.base.cur = e;
+  }
+  if (rule->kind == RuleKind::kAbsence) t.last_seen_ns = now;
+  flags_[alert.id] = Flags{alert.acked, alert.snoozed_until_ns};
+}
+
+void Evaluator::SetFlags(const std::string& alert_id, bool acked,
+                         std::optional<int64_t> snoozed_until) {
+  flags_[alert_id] = Flags{acked, snoozed_until};
+}
+
+void Evaluator::Step(const Rule& rule, Machine& m, int64_t ws, const Verdict& v,
+                     std::vector<Episode>* closed) const {
+  std::optional<double> value = v.value;
+  if (rule.kind == RuleKind::kRateOfChange) {
+    value = (v.value && m.prev_value && m.prev_end == ws)
+                ? std::optional<double>(*v.value - *m.prev_value)
+                : std::nullopt;
+  }
+  const bool adjacent = m.prev_end == ws;
+  m.prev_end = v.end;
+  m.prev_value = v.value;
+
+  if (rule.kind == RuleKind::kEnergyBudget) {
+    // Each local day on its own: firing while the day is open and over budget.
+    if (value && *value > rule.budget_wh) {
+      Episode e;
+      e.open_ws = ws;
+      e.open_we = v.end;
+      e.firing = true;
+      e.fired_ws = ws;
+      e.last_we = v.end;
+      e.value = e.peak = *value;
+      if (v.final) {
+        e.closed = true;
+        e.resolved_ws = ws;
+        closed->push_back(e);
+      } else {
+        m.cur = e;
+      }
+    } else {
+      m.cur.reset();
+    }
+    return;
+  }
+
+  const bool breach = value && Compare(*value, rule.op, rule.threshold);
+  const bool holds = value && Compare(*value, rule.op, rule.ClearLevel());
+  if (m.cur) {
+    Episode& e = *m.cur;
+    if (!e.firing) {
+      if (breach && adjacent) {
+        e.run++;
+        e.last_we = v.end;
+        e.value = *value;
+        e.peak = std::max(e.peak, *value);
+        if (e.run >= rule.for_windows) {
+          e.firing = true;
+          e.fired_ws = ws;
+        }
+      } else {
+        e.closed = true;
+        e.resolved_ws = ws;
+        closed->push_back(e);
+        m.cur.reset();
+      }
+    } else if (value && !holds) {
+      e.closed = true;
+      e.resolved_ws = ws;
+      e.value = *value;
+      closed->push_back(e);
+      m.cur.reset();
+      m.cooldown_until = v.end + rule.cooldown_ns;
+      return;  // the clearing window does not open a new alert
+    } else {
+      e.last_we = v.end;
+      if (value) {
+        e.value = *value;
+        e.peak = std::max(e.peak, *value);
+      }
+    }
+  }
+  if (!m.cur && breach && ws >= m.cooldown_until) {
+    Episode e;
+    e.open_ws = ws;
+    e.open_we = v.end;
+    e.last_we = v.end;
+    e.run = 1;
+    e.value = e.peak = *value;
+    if (rule.for_windows <= 1) {
+      e.firing = true;
+      e.fired_ws = ws;
+    }
+    m.cur = e;
+  }
+}
+
+AlertUpdate Evaluator::Make(const Rule& rule, const std::string& device_id, const Known& k,
+                            std::string event, int64_t now, const Episode* e,
+                            std::string annotation) {
+  AlertUpdate u;
+  DeviceInfo info = lookup_ ? lookup_(device_id) : DeviceInfo{};
+  store::Alert& a = u.alert;
+  a.id = k.id;
+  a.rule_id = rule.id;
+  a.device_id = device_id;
+  a.owner_id = info.owner_id.empty() ? rule.owner_id : info.owner_id;
+  a.state = k.state;
+  a.opened_at_ns = k.opened_at;
+  // Store writes keep the newest updated_at: make it strictly increasing.
+  last_updated_ns_ = std::max(now, last_updated_ns_ + 1);
+  a.updated_at_ns = last_updated_ns_;
+  auto f = flags_.find(k.id);
+  if (f != flags_.end()) {
+    a.acked = f->second.acked;
+    a.snoozed_until_ns = f->second.snoozed_until;
+  }
+  u.event = std::move(event);
+  u.trigger_ns = now;
+  bool deliverable =
+      u.event == "firing" || (k.fired && (u.event == "resolved" || u.event == "retracted"));
+  bool muted = a.acked || (a.snoozed_until_ns && *a.snoozed_until_ns > now);
+  u.notify = deliverable && !muted && !rule.channels.empty();
+
+  JsonWriter w;
+  w.BeginObject();
+  w.Key("id");
+  w.String(a.id);
+  w.Key("event");
+  w.String(u.event);
+  w.Key("state");
+  w.String(store::AlertStateName(a.state));
+  w.Key("rule_id");
+  w.String(rule.id);
+  if (!rule.name.empty()) {
+    w.Key("rule_name");
+    w.String(rule.name);
+  }
+  w.Key("kind");
+  w.String(RuleKindName(rule.kind));
+  w.Key("severity");
+  w.String(rule.severity);
+  w.Key("device_id");
+  w.String(device_id);
+  w.Key("owner_id");
+  w.String(a.owner_id);
+  w.Key("window_start");
+  w.String(FormatRfc3339Millis(k.open_ws));
+  if (rule.kind != RuleKind::kAbsence) {
+    w.Key("window_end");
+    w.String(FormatRfc3339Millis(k.open_we));
+    w.Key("resolution");
+    w.String(RuleResolutionName(rule.resolution));
+    w.Key("metric");
+    w.String(rule.metric);
+    w.Key("aggregate");
+    w.String(AggregateName(rule.aggregate));
+  }
+  if (rule.kind == RuleKind::kThreshold || rule.kind == RuleKind::kRateOfChange) {
+    w.Key("op");
+    w.String(CompareOpName(rule.op));
+    w.Key("threshold");
+    w.Double(rule.threshold);
+    w.Key("clear_threshold");
+    w.Double(rule.ClearLevel());
+    w.Key("for_windows");
+    w.Int(rule.for_windows);
+  }
+  if (rule.kind == RuleKind::kEnergyBudget) {
+    w.Key("budget_wh");
+    w.Double(rule.budget_wh);
+  }
+  if (rule.kind == RuleKind::kAbsence) {
+    w.Key("absent_for_s");
+    w.Int(rule.absent_for_ns / kNanosPerSecond);
+  }
+  if (e) {
+    w.Key("value");
+    w.Double(e->value);
+    w.Key("peak");
+    w.Double(e->peak);
+    if (e->firing || e->fired_ws) {
+      w.Key("fired_window_start");
+      w.String(FormatRfc3339Millis(e->fired_ws));
+    }
+    if (e->closed) {
+      w.Key("resolved_window_start");
+      w.String(FormatRfc3339Millis(e->resolved_ws));
+    }
+  }
+  if (!annotation.empty()) {
+    w.Key("annotation");
+    w.String(annotation);
+  }
+  w.Key("acked");
+  w.Bool(a.acked);
+  w.Key("snoozed_until");
+  if (a.snoozed_until_ns)
+    w.String(FormatRfc3339Millis(*a.snoozed_until_ns));
+  else
+    w.Null();
+  w.Key("opened_at");
+  w.String(FormatRfc3339Millis(a.opened_at_ns));
+  w.Key("updated_at");
+  w.String(FormatRfc3339Millis(a.updated_at_ns));
+  w.EndObject();
+  a.json = w.Take();
+  return u;
+}
+
+void Evaluator::Recompute(const Rule& rule, const std::string& device_id, Track& t, int64_t now,
+                          std::vector<AlertUpdate>* out) {
+  // Old verdicts leave the window map through the base machine (they can no longer change).
+  const size_t cap = static_cast<size_t>(rule.for_windows) + kKeptWindows;
+  while (t.windows.size() > cap) {
+    auto first = t.windows.begin();
+    std::vector<Episode> ignored;
+    Step(rule, t.base, first->first, first->second, &ignored);
+    t.windows.erase(first);
+  }
+  Machine m = t.base;
+  std::vector<Episode> episodes;
+  for (const auto& [ws, v] : t.windows) Step(rule, m, ws, v, &episodes);
+  if (m.cur) episodes.push_back(*m.cur);
+
+  std::vector<bool> matched(t.known.size(), false);
+  for (const Episode& e : episodes) {
+    const int64_t e_end = e.closed ? e.last_we : INT64_MAX;
+    int found = -1;
+    for (size_t i = 0; i < t.known.size(); ++i) {
+      if (matched[i]) continue;
+      const Known& k = t.known[i];
+      if (k.open_ws == e.open_ws || (k.open_ws < std::max(e_end, e.open_ws + 1) &&
+                                     e.open_ws < std::max(k.end_we, k.open_ws + 1))) {
+        found = static_cast<int>(i);
+        break;
+      }
+    }
+    store::AlertState state =
+        e.firing ? (e.closed ? store::AlertState::kResolved : store::AlertState::kFiring)
+                 : (e.closed ? store::AlertState::kResolved : store::AlertState::kPending);
+    if (found < 0) {
+      if (e.closed && !e.firing) continue;  // a blip shorter than for_windows, already over
+      Known k;
+      k.id = AlertId(device_id, rule.id, e.open_ws);
+      k.open_ws = e.open_ws;
+      k.open_we = e.open_we;
+      k.opened_at = now;
+      k.state = store::AlertState::kPending;
+      t.known.push_back(k);
+      matched.push_back(false);
+      found = static_cast<int>(t.known.size() - 1);
+      if (state == store::AlertState::kPending) {
+        t.known[found].state = state;
+        out->push_back(Make(rule, device_id, t.known[found], "pending", now, &e, ""));
+        matched[found] = true;
+        continue;
+      }
+    }
+    matched[found] = true;
+    Known& k = t.known[found];
+    k.end_we = e.closed ? e.last_we : INT64_MAX;
+    if (k.state == state) continue;
+    std::string event;
+    std::string note;
+    if (state == store::AlertState::kFiring) {
+      event = "firing";
+      if (k.state == store::AlertState::kResolved)
+        note = "reopened: a late update changed the verdict";
+      k.fired = true;
+    } else if (state == store::AlertState::kResolved) {
+      event = "resolved";
+      if (e.firing) k.fired = true;
+      if (rule.kind == RuleKind::kEnergyBudget) note = "the local day ended";
+    } else {
+      event = "pending";
+    }
+    k.state = state;
+    out->push_back(Make(rule, device_id, k, event, now, &e, note));
+  }
+  for (size_t i = 0; i < t.known.size(); ++i) {
+    Known& k = t.known[i];
+    if (matched[i] || !Active(k.state)) continue;
+    k.state = store::AlertState::kResolved;
+    k.end_we = k.open_we;
+    out->push_back(Make(rule, device_id, k, "retracted", now, nullptr,
+                        "retracted: a late update means the condition no longer holds"));
+  }
+  // Forget resolved alerts that no retained window can touch any more.
+  const int64_t oldest = t.windows.empty() ? INT64_MIN : t.windows.begin()->first;
+  std::erase_if(t.known, [oldest](const Known& k) {
+    return !Active(k.state) && k.end_we != INT64_MAX && k.end_we < oldest;
+  });
+}
+
+void Evaluator::OnAbsenceActivity(const Rule& rule, const std::string& device_id, Track& t,
+                                  const model::AggregateRecord& record, int64_t now,
+                                  std::vector<AlertUpdate>* out) {
+  t.last_seen_ns = now;
+  for (Known& k : t.known) {
+    if (!Active(k.state)) continue;
+    k.state = store::AlertState::kResolved;
+    bool backlog = record.window_end_ns <= k.opened_at;
+    out->push_back(Make(rule, device_id, k, "resolved", now, nullptr,
+                        backlog ? fmt::format("backlog: events from {} arrived late; the device "
+                                              "was alive during the absence",
+                                              FormatRfc3339Millis(record.window_start_ns))
+                                : "the device reported again"));
+    t.absence_cooldown_until = now + rule.cooldown_ns;
+  }
+  std::erase_if(t.known, [](const Known& k) { return !Active(k.state); });
+}
+
+void Evaluator::OnRecord(const model::AggregateRecord& record, int64_t now,
+                         std::vector<AlertUpdate>* out) {
+  if (started_ns_ == 0) started_ns_ = now;
+  // New events from this device? (Replays re-emit records with counts already seen.)
+  bool fresh = false;
+  if (record.resolution == model::Resolution::kBase && record.count > 0) {
+    DeviceActivity& a = activity_[record.device_id];
+    auto it = a.counts.find(record.window_start_ns);
+    if (it == a.counts.end()) {
+      fresh = true;
+      a.counts[record.window_start_ns] = record.count;
+      while (a.counts.size() > 16) a.counts.erase(a.counts.begin());
+    } else if (record.count > it->second) {
+      fresh = true;
+      it->second = record.count;
+    }
+    if (fresh) {
+      a.last_seen_ns = now;
+      a.last_event_end_ns = std::max(a.last_event_end_ns, record.window_end_ns);
+    }
+  }
+  if (rules_.empty()) return;
+  DeviceInfo info;
+  bool have_info = false;
+  for (const Rule& rule : rules_) {
+    if (!rule.scope.device_id.empty() && rule.scope.device_id != record.device_id) continue;
+    if (!have_info) {
+      info = lookup_ ? lookup_(record.device_id) : DeviceInfo{};
+      have_info = true;
+    }
+    if (!RuleMatches(rule, record.device_id, info.owner_id, info.model)) continue;
+    const std::string key = TrackKey(rule.id, record.device_id);
+    if (rule.kind == RuleKind::kAbsence) {
+      if (!fresh) continue;
+      Track& t = tracks_[key];
+      OnAbsenceActivity(rule, record.device_id, t, record, now, out);
+      continue;
+    }
+    if (record.resolution != rule.resolution) continue;
+    if (rule.kind != RuleKind::kEnergyBudget && !record.final) continue;
+    Track& t = tracks_[key];
+    auto it = t.windows.find(record.window_start_ns);
+    if (it != t.windows.end() && it->second.version >= record.version) continue;  // replay
+    if (it == t.windows.end() && !t.windows.empty() &&
+        record.window_start_ns < t.windows.begin()->first &&
+        t.windows.size() >= static_cast<size_t>(rule.for_windows) + kKeptWindows) {
+      continue;  // older than anything that can still change a verdict
+    }
+    Verdict v;
+    v.end = record.window_end_ns;
+    v.version = record.version;
+    v.final = record.final;
+    v.value = AggregateValue(record, rule.metric, rule.aggregate);
+    t.windows[record.window_start_ns] = v;
+    Recompute(rule, record.device_id, t, now, out);
+  }
+}
+
+void Evaluator::Tick(int64_t now, std::vector<AlertUpdate>* out) {
+  if (started_ns_ == 0) started_ns_ = now;
+  for (const Rule& rule : rules_) {
+    if (rule.kind != RuleKind::kAbsence || !rule.enabled) continue;
+    auto check = [&](const std::string& device_id, int64_t last_seen) {
+      Track& t = tracks_[TrackKey(rule.id, device_id)];
+      last_seen = std::max(last_seen, t.last_seen_ns);
+      if (now - last_seen < rule.absent_for_ns) return;
+      for (const Known& k : t.known) {
+        if (Active(k.state)) return;  // already open
+      }
+      if (now < t.absence_cooldown_until) return;
+      Known k;
+      int64_t ws = now - now % kAbsenceIdWindow;
+      k.id = AlertId(device_id, rule.id, ws);
+      k.open_ws = ws;
+      k.open_we = ws + kAbsenceIdWindow;
+      k.opened_at = now;
+      k.state = store::AlertState::kFiring;
+      k.fired = true;
+      t.known.push_back(k);
+      out->push_back(Make(
+          rule, device_id, k, "firing", now, nullptr,
+          fmt::format("no events since {} (processing time)", FormatRfc3339Millis(last_seen))));
+    };
+    if (!rule.scope.device_id.empty()) {
+      // A device named by the rule is watched from engine start even if never seen.
+      auto a = activity_.find(rule.scope.device_id);
+      int64_t last = a == activity_.end() ? started_ns_ : a->second.last_seen_ns;
+      DeviceInfo info = lookup_ ? lookup_(rule.scope.device_id) : DeviceInfo{};
+      if (RuleMatches(rule, rule.scope.device_id, info.owner_id, info.model)) {
+        check(rule.scope.device_id, last);
+      }
+      continue;
+    }
+    for (const auto& [device_id, a] : activity_) {
+      DeviceInfo info = lookup_ ? lookup_(device_id) : DeviceInfo{};
+      if (!RuleMatches(rule, device_id, info.owner_id, info.model)) continue;
+      check(device_id, a.last_seen_ns);
+    }
+  }
+}
+
+}  // namespace joule::alert

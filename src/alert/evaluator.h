@@ -1,0 +1,153 @@
+// Evaluator: the pure alert state machine (CONTRACT §4). Records in, alert transitions
+// out; no I/O, no threads, time passed in — so the golden scenarios under
+// tests/scenarios/alerts/ drive it exactly as the engine does.
+//
+// Semantics (see README.md for the reasoning):
+// - threshold / rate_of_change read FINAL records of the rule's resolution (a late update
+//   is final with a higher version). Each window gets a verdict; a run of `for_windows`
+//   adjacent breaching windows makes an alert: `pending` from the run's first window,
+//   `firing` when the run is long enough. A firing alert resolves at the first window
+//   whose value no longer satisfies the condition at `clear_threshold` (hysteresis); a
+//   window without a value neither extends nor clears. After a resolution no new alert
+//   opens for windows starting before resolution window end + `cooldown`.
+// - Per (rule, device) the recent verdicts are kept and the machine is re-run over them
+//   on every change, so a late update that flips a verdict re-derives the episodes; an
+//   episode is matched to the existing alert whose window span it overlaps, which is then
+//   updated (never a second alert). An active alert whose episode vanished is resolved as
+//   `retracted`.
+// - energy_budget reads 1d records, final or not: the day's alert fires as soon as the
+//   running total passes budget_wh and resolves when the day's record is final.
+// - absence is judged on processing time (`now`): no new events from a device for
+//   `absent_for` opens a firing alert; the next record with new events resolves it,
+//   annotated as a late backlog when its window ended before the alert opened.
+// - Identity: alert:{device_id}:{rule_id}:{window_start} (RFC 3339 ms) of the opening
+//   window (absence: the minute the alert opened).
+// - Notifications (webhooks) are due on firing and on resolution/retraction of an alert
+//   that fired, unless the alert is acked, or snoozed past `now`.
+//
+// Thread-compatible: the engine calls it from its one thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "alert/rule.h"
+#include "model/aggregate_record.h"
+#include "store/metadata_store.h"
+
+namespace joule::alert {
+
+struct DeviceInfo {
+  std::string owner_id;
+  std::string model;
+};
+using DeviceLookup = std::function<DeviceInfo(std::string_view device_id)>;
+
+// One transition of one alert.
+struct AlertUpdate {
+  store::Alert alert;      // state, times and json filled
+  std::string event;       // "pending", "firing", "resolved", "retracted"
+  bool notify = false;     // a webhook delivery is due
+  int64_t trigger_ns = 0;  // processing time of the record or tick that caused it
+};
+
+class Evaluator {
+ public:
+  explicit Evaluator(DeviceLookup lookup);
+
+  // Replaces the rule set. State of rules that disappeared or changed is dropped.
+  void SetRules(std::vector<Rule> rules);
+  const std::vector<Rule>& rules() const { return rules_; }
+
+  // Seeds an active (pending or firing) alert from the store after a restart, so its
+  // episode continues instead of opening a second alert. Ignored when its rule is gone.
+  void RestoreAlert(const store::Alert& alert, int64_t now);
+  // User actions (ack, snooze); they gate notifications.
+  void SetFlags(const std::string& alert_id, bool acked, std::optional<int64_t> snoozed_until);
+
+  void OnRecord(const model::AggregateRecord& record, int64_t now, std::vector<AlertUpdate>* out);
+  // Absence checks. Call periodically (the engine: every second).
+  void Tick(int64_t now, std::vector<AlertUpdate>* out);
+
+ private:
+  struct Verdict {
+    int64_t end = 0;
+    uint64_t version = 0;
+    bool final = false;
+    std::optional<double> value;
+  };
+  struct Episode {
+    int64_t open_ws = 0, open_we = 0;
+    int run = 0;
+    bool firing = false;
+    bool closed = false;
+    int64_t fired_ws = 0;
+    int64_t last_we = 0;      // end of the last window in the episode
+    int64_t resolved_ws = 0;  // closed only
+    double value = 0;         // value of the latest window in the episode
+    double peak = 0;
+  };
+  struct Machine {
+    std::optional<Episode> cur;
+    int64_t cooldown_until = INT64_MIN;
+    int64_t prev_end = INT64_MIN;
+    std::optional<double> prev_value;
+  };
+  struct Known {
+    std::string id;
+    int64_t open_ws = 0, open_we = 0;
+    int64_t end_we = INT64_MAX;  // INT64_MAX while active
+    store::AlertState state = store::AlertState::kPending;
+    bool fired = false;
+    int64_t opened_at = 0;
+    double value = 0;
+  };
+  struct Track {
+    std::map<int64_t, Verdict> windows;
+    Machine base;
+    std::vector<Known> known;
+    // absence
+    int64_t last_seen_ns = 0;  // processing time of the latest new events
+    int64_t absence_cooldown_until = INT64_MIN;
+  };
+  struct DeviceActivity {
+    int64_t last_seen_ns = 0;            // processing time of the latest record with new events
+    int64_t last_event_end_ns = 0;       // end of the newest window with events
+    std::map<int64_t, uint64_t> counts;  // recent base windows: start → count
+  };
+  struct Flags {
+    bool acked = false;
+    std::optional<int64_t> snoozed_until;
+  };
+
+  static std::string TrackKey(std::string_view rule_id, std::string_view device_id);
+  const Rule* FindRule(std::string_view id) const;
+  void Step(const Rule& rule, Machine& m, int64_t ws, const Verdict& v,
+            std::vector<Episode>* closed) const;
+  void Recompute(const Rule& rule, const std::string& device_id, Track& t, int64_t now,
+                 std::vector<AlertUpdate>* out);
+  void OnAbsenceActivity(const Rule& rule, const std::string& device_id, Track& t,
+                         const model::AggregateRecord& record, int64_t now,
+                         std::vector<AlertUpdate>* out);
+  AlertUpdate Make(const Rule& rule, const std::string& device_id, const Known& k,
+                   std::string event, int64_t now, const Episode* e, std::string annotation);
+
+  DeviceLookup lookup_;
+  std::vector<Rule> rules_;
+  std::unordered_map<std::string, Track> tracks_;  // by rule id + '\n' + device id
+  std::unordered_map<std::string, DeviceActivity> activity_;
+  std::unordered_map<std::string, Flags> flags_;
+  int64_t started_ns_ = 0;
+  int64_t last_updated_ns_ = 0;
+};
+
+// "alert:{device_id}:{rule_id}:{window_start}".
+std::string AlertId(std::string_view device_id, std::string_view rule_id, int64_t window_start_ns);
+
+}  // namespace joule::alert

@@ -1,0 +1,86 @@
+// Outbox: the durable queue of webhook deliveries, so that an alert that fired is
+// delivered at least once even across SIGKILL. An append-only file
+// ({data_dir}/alerts/outbox.log, format in docs/formats/alert_outbox.md):
+//   one line per entry: "<crc32c of the JSON, 8 hex> <JSON>\n"
+//   {"op":"add", "id", "alert_id", "event", "url", "secret", "body", "created_ns", "trigger_ns"}
+//   {"op":"attempt", "id", "attempts", "error"}
+//   {"op":"done", "id", "result": "delivered" | "dead"}
+// Recovery reads until the first damaged line (a torn tail from a crash) and truncates
+// it. Add() returns after the entry is fsynced, so the caller may then commit the alert
+// state: a crash in between re-derives the same transition, whose webhook-id is
+// deterministic, and Add() of a known id is a no-op. When most of the file is finished
+// entries it is rewritten (temp file, fsync, rename, fsync dir).
+//
+// Thread-safe (one mutex; appends are short).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "common/status.h"
+
+namespace joule::alert {
+
+struct Delivery {
+  std::string id;  // webhook-id, the same on every attempt
+  std::string alert_id;
+  std::string event;
+  std::string url;
+  std::string secret;
+  std::string body;
+  int64_t created_ns = 0;
+  int64_t trigger_ns = 0;  // receipt (processing) time of what triggered it
+  int attempts = 0;
+  std::string last_error;
+};
+
+// What GET /v1/alerts shows about an alert's deliveries.
+struct DeliveryStatus {
+  int pending = 0;
+  int delivered = 0;
+  int dead = 0;
+  int attempts = 0;
+  std::string last_error;
+};
+
+class Outbox {
+ public:
+  // Opens (creating the directory and file) and recovers pending deliveries.
+  static Result<std::unique_ptr<Outbox>> Open(std::string dir, bool fsync = true);
+  ~Outbox();
+
+  // Durable once it returns ok. Returns false (and writes nothing) for a known id.
+  Result<bool> Add(const Delivery& delivery);
+  Status RecordAttempt(const std::string& id, int attempts, const std::string& error);
+  Status Finish(const std::string& id, bool delivered);
+
+  std::vector<Delivery> Pending() const;
+  std::optional<DeliveryStatus> StatusOf(const std::string& alert_id) const;
+  size_t pending_count() const;
+  uint64_t dead_count() const;
+
+ private:
+  Outbox(std::string path, bool fsync) : path_(std::move(path)), fsync_(fsync) {}
+  Status Recover();
+  Status AppendLocked(const std::string& json);
+  Status CompactLocked();
+  void NoteLocked(const std::string& alert_id, int dpending, int ddelivered, int ddead);
+
+  std::string path_;
+  bool fsync_;
+  int fd_ = -1;
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, Delivery> pending_;
+  std::unordered_set<std::string> finished_ids_;
+  std::unordered_map<std::string, DeliveryStatus> by_alert_;
+  uint64_t dead_ = 0;
+  uint64_t lines_ = 0;
+};
+
+}  // namespace joule::alert

@@ -1,0 +1,87 @@
+// Alert rules (CONTRACT §4): the parsed, validated form of a rule's JSON, and its
+// canonical JSON. Parsing is strict: unknown fields, wrong types and inconsistent
+// settings are InvalidArgument with a message that names the field, so the API can
+// answer 400 with it. Plain data; thread-compatible.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "model/aggregate_record.h"
+
+namespace joule::alert {
+
+enum class RuleKind { kThreshold, kAbsence, kRateOfChange, kEnergyBudget };
+std::string_view RuleKindName(RuleKind kind);
+
+enum class CompareOp { kGt, kGe, kLt, kLe, kEq, kNe };
+std::string_view CompareOpName(CompareOp op);
+bool Compare(double value, CompareOp op, double threshold);
+
+// Which field of a MetricAggregate a rule reads.
+enum class Aggregate { kCount, kMin, kMax, kAvg, kSum, kFirst, kLast, kEnergyWh, kTwa, kDelta };
+std::string_view AggregateName(Aggregate aggregate);
+// The value, or nullopt when the window has none (no samples, no coverage, wrong kind).
+std::optional<double> AggregateValue(const model::AggregateRecord& record, std::string_view metric,
+                                     Aggregate aggregate);
+
+struct Channel {
+  std::string type = "webhook";
+  std::string url;
+  std::string secret;
+};
+
+struct RuleScope {
+  std::string device_id;  // exactly one of the three is set
+  std::string owner_id;
+  std::string model;
+};
+
+struct Rule {
+  std::string id;
+  std::string owner_id;  // who manages it; "" = admin-wide (model scope over all owners)
+  std::string name;
+  RuleScope scope;
+  RuleKind kind = RuleKind::kThreshold;
+  std::string metric = "power_w";
+  Aggregate aggregate = Aggregate::kMax;
+  CompareOp op = CompareOp::kGt;
+  double threshold = 0;
+  std::optional<double> clear_threshold;  // hysteresis; default = threshold
+  int for_windows = 1;
+  model::Resolution resolution = model::Resolution::kBase;  // 1m (base), 1h, 1d
+  int64_t absent_for_ns = 0;                                // absence
+  double budget_wh = 0;                                     // energy_budget
+  std::string severity = "warning";
+  std::vector<Channel> channels;
+  int64_t cooldown_ns = 0;
+  bool enabled = true;
+
+  // The level at which a firing threshold alert clears.
+  double ClearLevel() const { return clear_threshold.value_or(threshold); }
+};
+
+struct RuleParseOptions {
+  bool allow_private_targets = false;  // alerts.allow_private_targets
+};
+
+// Parses and validates a rule body (POST/PUT /v1/rules). `id` and `owner_id` of the
+// result are left for the caller to set when the body has none.
+Result<Rule> ParseRule(std::string_view json, const RuleParseOptions& options);
+
+// Canonical JSON (what GET /v1/rules returns and the store keeps). Secrets are included
+// only when `with_secrets` (never in API responses).
+std::string RuleToJson(const Rule& rule, bool with_secrets);
+
+// Whether `device` (its owner and model) is in the rule's scope.
+bool RuleMatches(const Rule& rule, std::string_view device_id, std::string_view device_owner,
+                 std::string_view device_model);
+
+// "1m", "1h", "1d".
+std::string_view RuleResolutionName(model::Resolution resolution);
+
+}  // namespace joule::alert

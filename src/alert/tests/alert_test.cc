@@ -1,0 +1,329 @@
+// Unit tests of the alert subsystem: rule validation, the SSRF guard, the Standard
+// Webhooks signature, the outbox's crash recovery, and the golden scenarios of
+// tests/scenarios/alerts/ (format in tests/scenarios/alerts/README.md).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "alert/evaluator.h"
+#include "alert/outbox.h"
+#include "alert/rule.h"
+#include "alert/target_guard.h"
+#include "alert/webhook_signature.h"
+#include "common/clock.h"
+#include "common/time_format.h"
+
+namespace joule::alert {
+namespace {
+
+constexpr int64_t kBase = 1767225600LL * kNanosPerSecond;  // 2026-01-01T00:00:00Z
+
+// "HH:MM[:SS]" or "<n>dHH:MM[:SS]" after 2026-01-01T00:00Z.
+int64_t At(const std::string& s) {
+  int64_t days = 0;
+  std::string rest = s;
+  if (size_t d = s.find('d'); d != std::string::npos) {
+    days = std::stoll(s.substr(0, d));
+    rest = s.substr(d + 1);
+  }
+  int h = 0, m = 0, sec = 0;
+  std::sscanf(rest.c_str(), "%d:%d:%d", &h, &m, &sec);
+  return kBase + days * kNanosPerDay + h * kNanosPerHour + m * kNanosPerMinute +
+         sec * kNanosPerSecond;
+}
+
+struct ScenarioResult {
+  std::vector<std::string> failures;
+};
+
+void RunScenario(const std::filesystem::path& path) {
+  SCOPED_TRACE(path.filename().string());
+  std::ifstream in(path);
+  ASSERT_TRUE(in) << path;
+  std::unordered_map<std::string, DeviceInfo> devices;
+  Evaluator ev([&devices](std::string_view id) {
+    auto it = devices.find(std::string(id));
+    return it == devices.end() ? DeviceInfo{"o1", "m1"} : it->second;
+  });
+  std::vector<Rule> rules;
+  std::deque<AlertUpdate> got;
+  int64_t now = kBase;
+  std::string line;
+  int lineno = 0;
+  std::unordered_map<std::string, int> alerts_by_id;
+  auto check_drained = [&](int at) {
+    for (const AlertUpdate& u : got) {
+      ADD_FAILURE() << path.filename() << ":" << at << ": unexpected transition " << u.event << " "
+                    << u.alert.id;
+    }
+    got.clear();
+  };
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (size_t h = line.find('#'); h != std::string::npos && line.rfind("rule", 0) != 0) {
+      line.resize(h);
+    }
+    std::istringstream ls(line);
+    std::string cmd;
+    if (!(ls >> cmd)) continue;
+    if (cmd == "rule") {
+      std::string json = line.substr(line.find('{'));
+      RuleParseOptions po;
+      po.allow_private_targets = true;
+      Result<Rule> r = ParseRule(json, po);
+      ASSERT_TRUE(r.ok()) << lineno << ": " << r.status().ToString();
+      rules.push_back(*r);
+      ev.SetRules(rules);
+    } else if (cmd == "device") {
+      std::string id, owner, model;
+      ls >> id >> owner >> model;
+      devices[id] = DeviceInfo{owner, model};
+    } else if (cmd == "now") {
+      std::string t;
+      ls >> t;
+      now = At(t);
+    } else if (cmd == "record") {
+      check_drained(lineno);
+      model::AggregateRecord r;
+      std::string res, ws, ver, fin;
+      ls >> r.device_id >> res >> ws >> ver >> fin;
+      r.window_start_ns = At(ws);
+      r.resolution = res == "1h"   ? model::Resolution::kHour
+                     : res == "1d" ? model::Resolution::kDay
+                                   : model::Resolution::kBase;
+      int64_t width = res == "1h" ? kNanosPerHour : res == "1d" ? kNanosPerDay : kNanosPerMinute;
+      r.window_end_ns = r.window_start_ns + width;
+      r.version = std::stoull(ver.substr(1));
+      r.final = fin == "final";
+      std::string kv;
+      std::map<std::string, model::MetricAggregate> ms;
+      while (ls >> kv) {
+        size_t eq = kv.find('=');
+        std::string key = kv.substr(0, eq);
+        double v = std::stod(kv.substr(eq + 1));
+        std::string name = key.substr(0, key.find('.'));
+        std::string field = key.find('.') == std::string::npos ? "" : key.substr(key.find('.') + 1);
+        model::MetricAggregate& m = ms[name];
+        m.name = name;
+        m.kind = model::DefaultMetricKind(name);
+        if (field.empty()) {
+          m.count = 1;
+          m.min = m.max = m.first = m.last = m.sum = v;
+          if (m.kind == model::MetricKind::kPower) m.covered_ns = width;
+        } else if (field == "energy_wh") {
+          m.energy_wh = v;
+          m.covered_ns = width;
+        } else if (field == "delta") {
+          m.delta = v;
+        } else {
+          FAIL() << lineno << ": unknown field " << field;
+        }
+      }
+      for (auto& [n, m] : ms) {
+        r.count = std::max<uint64_t>(r.count, m.count);
+        r.metrics.push_back(m);
+      }
+      if (r.count == 0 && ms.empty()) r.count = 0;
+      std::vector<AlertUpdate> out;
+      ev.OnRecord(r, now, &out);
+      for (auto& u : out) got.push_back(std::move(u));
+    } else if (cmd == "tick") {
+      check_drained(lineno);
+      std::vector<AlertUpdate> out;
+      ev.Tick(now, &out);
+      for (auto& u : out) got.push_back(std::move(u));
+    } else if (cmd == "ack" || cmd == "snooze") {
+      std::string dev, rule, ws;
+      ls >> dev >> rule >> ws;
+      std::string id = AlertId(dev, rule, At(ws));
+      if (cmd == "ack") {
+        ev.SetFlags(id, true, std::nullopt);
+      } else {
+        std::string until;
+        ls >> until >> until;  // "until HH:MM"
+        ev.SetFlags(id, false, At(until));
+      }
+    } else if (cmd == "expect") {
+      std::string what;
+      ls >> what;
+      if (what == "none") {
+        check_drained(lineno);
+        continue;
+      }
+      std::string dev, rule, ws, notify;
+      ls >> dev >> rule >> ws >> notify;
+      std::string id = AlertId(dev, rule, At(ws));
+      if (got.empty()) {
+        ADD_FAILURE() << path.filename() << ":" << lineno << ": expected " << what << " " << id
+                      << ", got nothing";
+        continue;
+      }
+      AlertUpdate u = std::move(got.front());
+      got.pop_front();
+      EXPECT_EQ(u.event, what) << path.filename() << ":" << lineno << " " << u.alert.json;
+      EXPECT_EQ(u.alert.id, id) << path.filename() << ":" << lineno;
+      if (!notify.empty()) {
+        EXPECT_EQ(u.notify, notify == "notify")
+            << path.filename() << ":" << lineno << " " << notify;
+      }
+      if (what == "resolved" && line.find("backlog") != std::string::npos) {
+        EXPECT_NE(u.alert.json.find("backlog"), std::string::npos) << u.alert.json;
+      }
+    } else {
+      FAIL() << path.filename() << ":" << lineno << ": unknown command " << cmd;
+    }
+  }
+  check_drained(lineno);
+}
+
+TEST(AlertScenarios, Golden) {
+  std::filesystem::path dir = JOULE_ALERT_SCENARIO_DIR;
+  int n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().extension() != ".txt") continue;
+    RunScenario(entry.path());
+    ++n;
+  }
+  EXPECT_GE(n, 8);
+}
+
+// Standard Webhooks test vector (standard-webhooks/standard-webhooks, libraries' tests).
+TEST(WebhookSignature, StandardWebhooksVector) {
+  EXPECT_EQ(SignWebhook("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                        "1614265330", R"({"test": 2432232314})"),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+}
+
+TEST(WebhookSignature, PlainSecretIsUtf8Key) {
+  // python3 -c 'import hmac,hashlib,base64;print(base64.b64encode(hmac.new(b"s3cret",
+  //   b"id1.1700000000.{}",hashlib.sha256).digest()).decode())'
+  EXPECT_EQ(SignWebhook("s3cret", "id1", "1700000000", "{}").substr(0, 3), "v1,");
+  EXPECT_EQ(WebhookKey("s3cret"), "s3cret");
+  EXPECT_EQ(WebhookKey("whsec_aGVsbG8="), "hello");
+  EXPECT_EQ(Base64Decode(Base64Encode("ab")), "ab");
+}
+
+TEST(TargetGuard, RefusesPrivateTargets) {
+  for (const char* url :
+       {"http://127.0.0.1/x", "http://localhost:8080/", "http://10.1.2.3/", "http://192.168.1.1/",
+        "http://169.254.169.254/latest/meta-data", "http://[::1]/", "http://[fe80::1]/",
+        "http://[::ffff:127.0.0.1]/", "http://172.16.0.1/", "http://0.0.0.0/", "http://2130706433/",
+        "http://127.1/", "http://[fd00::1]/"}) {
+    EXPECT_FALSE(CheckWebhookUrl(url, false).ok()) << url;
+    EXPECT_TRUE(CheckWebhookUrl(url, true).ok()) << url;
+  }
+  EXPECT_TRUE(CheckWebhookUrl("https://hooks.example.com/a?b=1", false).ok());
+  EXPECT_TRUE(CheckWebhookUrl("http://93.184.216.34:8080/", false).ok());
+  EXPECT_FALSE(CheckWebhookUrl("ftp://example.com/", true).ok());
+  EXPECT_FALSE(CheckWebhookUrl("http://user:pw@example.com/", true).ok());
+  Result<WebhookUrl> u = ParseWebhookUrl("https://Example.com:8443/hook?x=1");
+  ASSERT_TRUE(u.ok());
+  EXPECT_EQ(u->host, "example.com");
+  EXPECT_EQ(u->port, 8443);
+  EXPECT_EQ(u->target, "/hook?x=1");
+  EXPECT_TRUE(u->tls);
+}
+
+TEST(RuleParse, ClearMessages) {
+  RuleParseOptions po;
+  auto err = [&](const std::string& json) {
+    Result<Rule> r = ParseRule(json, po);
+    return r.ok() ? std::string("ok") : r.status().message();
+  };
+  const std::string ok =
+      R"({"scope":{"device_id":"d1"},"kind":"threshold","metric":"power_w","aggregate":"max",)"
+      R"("op":">","threshold":1000,"clear_threshold":900,"for_windows":3,"resolution":"1m",)"
+      R"("severity":"warning","cooldown":"15m","channels":[{"type":"webhook",)"
+      R"("url":"https://hooks.example.com/x","secret":"whsec_aGVsbG8="}]})";
+  EXPECT_EQ(err(ok), "ok");
+  EXPECT_NE(err(R"({"scope":{"device_id":"d1"},"kind":"bogus"})").find("kind must be one of"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"scope":{"device_id":"d1"},"kind":"threshold","metric":"power_w",)"
+                R"("aggregate":"max","op":">","threshold":1000,"clear_threshold":1100})")
+                .find("clear_threshold"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"scope":{"device_id":"d1"},"kind":"threshold","metric":"Power",)"
+                R"("aggregate":"max","op":">","threshold":1})")
+                .find("metric"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"scope":{"device_id":"d1"},"kind":"threshold","metric":"p",)"
+                R"("aggregate":"median","op":">","threshold":1})")
+                .find("aggregate"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"scope":{"device_id":"d1"},"kind":"threshold","metric":"p",)"
+                R"("aggregate":"max","op":"=>","threshold":1})")
+                .find("op must be"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"scope":{"device_id":"d1"},"kind":"threshold","metric":"p",)"
+                R"("aggregate":"max","op":">","threshold":1,"for_windows":0})")
+                .find("for_windows"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"scope":{"device_id":"d1"},"kind":"absence"})").find("absent_for"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"scope":{"device_id":"d1"},"kind":"energy_budget"})").find("budget_wh"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"scope":{"device_id":"d1"},"kind":"absence","absent_for":"10m",)"
+                R"("channels":[{"url":"http://127.0.0.1:9/x","secret":"s"}]})")
+                .find("allow_private_targets"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"kind":"absence","absent_for":"10m"})").find("scope"), std::string::npos);
+  EXPECT_NE(err(R"({"scope":{"device_id":"d1"},"kind":"absence","absent_for":"10m","x":1})")
+                .find("unknown field"),
+            std::string::npos);
+  Result<Rule> r = ParseRule(ok, po);
+  ASSERT_TRUE(r.ok());
+  r->id = "r1";
+  Result<Rule> again = ParseRule(RuleToJson(*r, true), po);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(RuleToJson(*again, true), RuleToJson(*r, true));
+}
+
+TEST(OutboxTest, SurvivesReopenAndTornTail) {
+  std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("joule-outbox-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  {
+    auto box = Outbox::Open(dir.string(), true);
+    ASSERT_TRUE(box.ok());
+    for (int i = 0; i < 3; ++i) {
+      Delivery d;
+      d.id = "msg_" + std::to_string(i);
+      d.alert_id = "a";
+      d.url = "http://x/";
+      d.secret = "s";
+      d.body = "{\"n\":" + std::to_string(i) + "}\n";
+      ASSERT_TRUE(*(*box)->Add(d));
+      EXPECT_FALSE(*(*box)->Add(d));  // same webhook-id: no second entry
+    }
+    ASSERT_TRUE((*box)->RecordAttempt("msg_1", 1, "HTTP 500").ok());
+    ASSERT_TRUE((*box)->Finish("msg_0", true).ok());
+  }
+  {
+    std::ofstream torn(dir / "outbox.log", std::ios::app);
+    torn << "0badc0de {\"op\":\"done\",\"id\":\"msg_1\"";  // a crash mid-append
+  }
+  auto box = Outbox::Open(dir.string(), true);
+  ASSERT_TRUE(box.ok());
+  auto pending = (*box)->Pending();
+  ASSERT_EQ(pending.size(), 2u);
+  std::sort(pending.begin(), pending.end(), [](auto& a, auto& b) { return a.id < b.id; });
+  EXPECT_EQ(pending[0].id, "msg_1");
+  EXPECT_EQ(pending[0].attempts, 1);
+  EXPECT_EQ(pending[1].body, "{\"n\":2}\n");
+  auto st = (*box)->StatusOf("a");
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->delivered, 1);
+  EXPECT_EQ(st->pending, 2);
+  ASSERT_TRUE((*box)->Finish("msg_1", false).ok());
+  EXPECT_EQ((*box)->dead_count(), 1u);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace joule::alert

@@ -1,0 +1,149 @@
+#include "alert/webhook_notifier.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <random>
+
+#include "alert/http_client.h"
+#include "alert/target_guard.h"
+#include "alert/webhook_signature.h"
+#include "common/logging.h"
+
+namespace joule::alert {
+
+WebhookNotifier::WebhookNotifier(NotifierOptions options, Outbox* outbox, const Clock* clock,
+                                 MetricsRegistry* metrics)
+    : options_(options), outbox_(outbox), clock_(clock) {
+  latency_ = metrics->GetHistogram(
+      "joule_alert_delivery_latency_seconds",
+      "From receipt of the record that triggered an alert to the first delivery attempt",
+      Histogram::LatencyBuckets());
+  ok_ = metrics->GetCounter("joule_alert_delivery_attempts_total", "Webhook delivery attempts",
+                            {{"result", "ok"}});
+  failed_ = metrics->GetCounter("joule_alert_delivery_attempts_total", "Webhook delivery attempts",
+                                {{"result", "error"}});
+  retries_ = metrics->GetCounter("joule_alert_delivery_retries_total",
+                                 "Webhook deliveries scheduled for another attempt");
+  dead_ = metrics->GetCounter("joule_alert_dead_letters_total",
+                              "Webhook deliveries given up after the last attempt");
+}
+
+WebhookNotifier::~WebhookNotifier() { Stop(); }
+
+void WebhookNotifier::Submit(Delivery d) {
+  std::string key = d.url;
+  if (Result<WebhookUrl> u = ParseWebhookUrl(d.url); u.ok()) {
+    key = fmt::format("{}://{}:{}", u->tls ? "https" : "http", u->host, u->port);
+  }
+  Target* t = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    if (stopped_) return;  // stays in the outbox; delivered after restart
+    auto it = targets_.find(key);
+    if (it == targets_.end() && targets_.size() >= options_.max_targets) {
+      it = std::prev(targets_.end());
+    }
+    if (it == targets_.end()) {
+      auto target = std::make_unique<Target>();
+      t = target.get();
+      targets_.emplace(key, std::move(target));
+      t->thread = std::thread([this, t] { Run(t); });
+    } else {
+      t = it->second.get();
+    }
+  }
+  std::lock_guard lock(t->mu);
+  t->queue.emplace(clock_->NowNanos(), std::move(d));
+  t->cv.notify_one();
+}
+
+void WebhookNotifier::Stop() {
+  std::map<std::string, std::unique_ptr<Target>> targets;
+  {
+    std::lock_guard lock(mu_);
+    stopped_ = true;
+    targets.swap(targets_);
+  }
+  for (auto& [k, t] : targets) {
+    {
+      std::lock_guard lock(t->mu);
+      t->stop = true;
+    }
+    t->cv.notify_all();
+  }
+  for (auto& [k, t] : targets) {
+    if (t->thread.joinable()) t->thread.join();
+  }
+}
+
+int64_t WebhookNotifier::Backoff(int attempts) {
+  int64_t b = options_.initial_backoff_ns;
+  for (int i = 1; i < attempts && b < options_.max_backoff_ns; ++i) b *= 2;
+  b = std::min(b, options_.max_backoff_ns);
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::uniform_int_distribution<int64_t> jitter(b / 2, b);
+  return jitter(rng);
+}
+
+void WebhookNotifier::Run(Target* t) {
+  std::unique_lock lock(t->mu);
+  while (!t->stop) {
+    if (t->queue.empty()) {
+      t->cv.wait(lock);
+      continue;
+    }
+    int64_t now = clock_->NowNanos();
+    auto first = t->queue.begin();
+    if (first->first > now) {
+      t->cv.wait_for(lock, std::chrono::nanoseconds(first->first - now));
+      continue;
+    }
+    Delivery d = std::move(first->second);
+    t->queue.erase(first);
+    lock.unlock();
+    Attempt(t, std::move(d));
+    lock.lock();
+  }
+}
+
+void WebhookNotifier::Attempt(Target* t, Delivery d) {
+  int64_t now = clock_->NowNanos();
+  if (d.attempts == 0 && d.trigger_ns > 0) {
+    latency_->Observe(static_cast<double>(std::max<int64_t>(0, now - d.trigger_ns)) / 1e9);
+  }
+  const std::string timestamp = std::to_string(now / kNanosPerSecond);
+  std::vector<std::pair<std::string, std::string>> headers = {
+      {"webhook-id", d.id},
+      {"webhook-timestamp", timestamp},
+      {"webhook-signature", SignWebhook(d.secret, d.id, timestamp, d.body)},
+  };
+  Result<HttpPostResult> r =
+      HttpPost(d.url, headers, d.body, options_.timeout_ns, options_.allow_private_targets);
+  d.attempts++;
+  if (r.ok() && r->status >= 200 && r->status < 300) {
+    ok_->Inc();
+    Status st = outbox_->Finish(d.id, true);
+    if (!st.ok()) logging::Error("outbox finish failed", {{"error", st.ToString()}});
+    return;
+  }
+  failed_->Inc();
+  std::string error = r.ok() ? fmt::format("HTTP {}", r->status) : r.status().message();
+  bool refused = !r.ok() && r.status().code() == StatusCode::kPermissionDenied;
+  if (refused || d.attempts >= options_.max_attempts) {
+    dead_->Inc();
+    (void)outbox_->RecordAttempt(d.id, d.attempts, error);
+    Status st = outbox_->Finish(d.id, false);
+    if (!st.ok()) logging::Error("outbox finish failed", {{"error", st.ToString()}});
+    logging::Warn("webhook delivery dead-lettered",
+                  {{"alert_id", d.alert_id}, {"webhook_id", d.id}, {"error", error}});
+    return;
+  }
+  retries_->Inc();
+  (void)outbox_->RecordAttempt(d.id, d.attempts, error);
+  int64_t due = clock_->NowNanos() + Backoff(d.attempts);
+  std::lock_guard lock(t->mu);
+  t->queue.emplace(due, std::move(d));
+}
+
+}  // namespace joule::alert

@@ -1,0 +1,68 @@
+// WebhookNotifier: delivers outbox entries (CONTRACT §4). One worker thread and queue per
+// target (scheme, host, port), so a slow, hanging or failing receiver only delays its own
+// deliveries; each attempt is bounded by `timeout_ns`. A failed attempt (network error,
+// timeout, non-2xx) is retried after min(max_backoff, initial_backoff · 2^(n−1)), jittered
+// to 50–100 % of that, with the same webhook-id, until `max_attempts`; then the delivery
+// is a dead letter (outbox "dead", metric, visible in GET /v1/alerts). A target refused
+// by the SSRF guard after DNS resolution is a dead letter at once.
+// Thread-safe; Stop() joins the workers (an attempt in flight finishes or times out).
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "alert/outbox.h"
+#include "common/clock.h"
+#include "common/metrics.h"
+
+namespace joule::alert {
+
+struct NotifierOptions {
+  int max_attempts = 10;
+  int64_t initial_backoff_ns = kNanosPerSecond;
+  int64_t max_backoff_ns = 5 * kNanosPerMinute;
+  int64_t timeout_ns = 5 * kNanosPerSecond;
+  bool allow_private_targets = false;
+  size_t max_targets = 256;  // worker threads; further targets share a last worker
+};
+
+class WebhookNotifier {
+ public:
+  WebhookNotifier(NotifierOptions options, Outbox* outbox, const Clock* clock,
+                  MetricsRegistry* metrics);
+  ~WebhookNotifier();
+  // Queues a delivery that is already durable in the outbox.
+  void Submit(Delivery delivery);
+  void Stop();
+
+ private:
+  struct Target {
+    std::thread thread;
+    std::mutex mu;
+    std::condition_variable cv;
+    std::multimap<int64_t, Delivery> queue;  // by due time
+    bool stop = false;
+  };
+  void Run(Target* t);
+  void Attempt(Target* t, Delivery d);
+  int64_t Backoff(int attempts);
+
+  NotifierOptions options_;
+  Outbox* outbox_;
+  const Clock* clock_;
+  std::mutex mu_;
+  std::map<std::string, std::unique_ptr<Target>> targets_;
+  bool stopped_ = false;
+  Histogram* latency_;
+  Counter* ok_;
+  Counter* failed_;
+  Counter* retries_;
+  Counter* dead_;
+};
+
+}  // namespace joule::alert
