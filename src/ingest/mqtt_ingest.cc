@@ -1,0 +1,149 @@
+#include "ingest/mqtt_ingest.h"
+
+#include <memory>
+#include <utility>
+
+#include "ingest/validation.h"
+#include "store/metadata_store.h"
+
+namespace joule::ingest {
+
+namespace mqtt = net::mqtt;
+
+namespace {
+
+Counter* Messages(MetricsRegistry* m, const char* result) {
+  return m->GetCounter("joule_mqtt_messages_total", "MQTT PUBLISH messages, by outcome.",
+                       {{"result", result}});
+}
+
+}  // namespace
+
+MqttIngest::MqttIngest(MqttIngestOptions options, store::MetadataStore* metadata,
+                       EventAppender* appender, MetricsRegistry* metrics)
+    : options_(std::move(options)), metadata_(metadata), appender_(appender), metrics_(metrics) {
+  auth_failures_ = metrics_->GetCounter("joule_mqtt_auth_failures_total",
+                                        "MQTT CONNECTs refused for bad credentials.");
+  acl_denied_ = metrics_->GetCounter("joule_mqtt_acl_denied_total",
+                                     "MQTT publishes to a topic the device may not write.");
+  accepted_events_ =
+      metrics_->GetCounter("joule_events_accepted_total", "Events accepted and durable");
+  messages_accepted_ = Messages(metrics_, "accepted");
+  messages_invalid_ = Messages(metrics_, "invalid_payload");
+  messages_denied_ = Messages(metrics_, "not_authorized");
+  messages_unavailable_ = Messages(metrics_, "unavailable");
+}
+
+std::string MqttIngest::TopicOf(std::string_view device_id) {
+  std::string topic = "devices/";
+  topic.append(device_id);
+  topic.append("/telemetry");
+  return topic;
+}
+
+Counter* MqttIngest::Rejected(const std::string& code) {
+  std::lock_guard lock(mu_);
+  auto it = rejected_.find(code);
+  if (it != rejected_.end()) return it->second;
+  Counter* c = metrics_->GetCounter("joule_events_rejected_total", "Events rejected, by error code",
+                                    {{"code", code}});
+  rejected_.emplace(code, c);
+  return c;
+}
+
+mqtt::ConnectDecision MqttIngest::OnConnect(const mqtt::ConnectRequest& request) {
+  mqtt::ConnectDecision refused;
+  refused.reason_code = mqtt::reason::kBadUserNameOrPassword;
+  if (!request.username || !ValidDeviceId(*request.username)) {
+    auth_failures_->Inc();
+    return refused;
+  }
+  if (!options_.auth_disabled) {
+    if (!request.password || metadata_ == nullptr) {
+      auth_failures_->Inc();
+      return refused;
+    }
+    Result<store::Principal> p = metadata_->AuthenticateToken(*request.password);
+    if (!p.ok() || p->kind != store::PrincipalKind::kDevice || p->device_id != *request.username) {
+      auth_failures_->Inc();
+      return refused;
+    }
+  }
+  mqtt::ConnectDecision ok;
+  ok.principal = *request.username;
+  return ok;
+}
+
+void MqttIngest::OnPublish(const mqtt::PublishRequest& request, PublishDone done) {
+  const std::string& device_id = *request.principal;
+  std::string_view topic = request.topic;
+  constexpr std::string_view kPrefix = "devices/";
+  constexpr std::string_view kSuffix = "/telemetry";
+  const bool own_topic = topic.size() == kPrefix.size() + device_id.size() + kSuffix.size() &&
+                         topic.substr(0, kPrefix.size()) == kPrefix &&
+                         topic.substr(kPrefix.size(), device_id.size()) == device_id &&
+                         topic.substr(kPrefix.size() + device_id.size()) == kSuffix;
+  if (!own_topic) {
+    acl_denied_->Inc();
+    messages_denied_->Inc();
+    done({mqtt::reason::kNotAuthorized,
+          "device '" + device_id + "' may publish only to " + TopicOf(device_id)});
+    return;
+  }
+
+  thread_local std::unique_ptr<TelemetryParser> parser;
+  if (!parser) parser = std::make_unique<TelemetryParser>(options_.limits);
+  const Clock* clock = options_.clock != nullptr ? options_.clock : SystemClock::Default();
+  Result<ParsedBody> parsed =
+      parser->Parse(request.payload, BodyFormat::kJson, clock->NowNanos(), device_id);
+  if (!parsed.ok()) {
+    const std::string& msg = parsed.status().message();
+    std::string code = msg.substr(0, msg.find(':'));
+    if (parsed.status().code() == StatusCode::kResourceExhausted) {
+      if (code != "too_many_events") code = "payload_too_large";
+    } else {
+      code = "invalid_json";
+    }
+    Rejected(code)->Inc();
+    messages_invalid_->Inc();
+    done({mqtt::reason::kPayloadFormatInvalid, msg});
+    return;
+  }
+  ParsedBody& body = *parsed;
+  for (const EventError& e : body.errors) Rejected(e.code)->Inc();
+  if (body.events.empty()) {
+    messages_invalid_->Inc();
+    const EventError& first = body.errors.front();
+    done({mqtt::reason::kPayloadFormatInvalid,
+          "event " + std::to_string(first.index) + ": " + first.code + ": " + first.message});
+    return;
+  }
+  std::string partial;
+  if (!body.errors.empty()) {
+    partial = "accepted " + std::to_string(body.events.size()) + ", rejected " +
+              std::to_string(body.errors.size()) + " (first: event " +
+              std::to_string(body.errors.front().index) + " " + body.errors.front().code + ")";
+  }
+  const uint64_t n = body.events.size();
+  Counter* unavailable = Rejected("unavailable");
+  auto shared_done = std::make_shared<PublishDone>(std::move(done));
+  Status st = appender_->Append(
+      body.events, [this, shared_done, n, unavailable, partial = std::move(partial)](Status s) {
+        if (s.ok()) {
+          accepted_events_->Inc(n);
+          messages_accepted_->Inc();
+          (*shared_done)({mqtt::reason::kSuccess, partial});
+        } else {
+          unavailable->Inc(n);
+          messages_unavailable_->Inc();
+          (*shared_done)({mqtt::reason::kQuotaExceeded, "the log cannot take more right now"});
+        }
+      });
+  if (!st.ok()) {
+    unavailable->Inc(n);
+    messages_unavailable_->Inc();
+    (*shared_done)({mqtt::reason::kQuotaExceeded, "the log cannot take more right now"});
+  }
+}
+
+}  // namespace joule::ingest

@@ -1,0 +1,795 @@
+// The only translation unit of joule_mqtt that includes Asio: the acceptor, connections,
+// keep-alive, session takeover and ordered PUBACKs (docs/formats/mqtt.md §3).
+//
+// A connection runs on its own strand. Its life:
+//   accepted --CONNECT (within connect_timeout)--> connected --DISCONNECT / error--> closed
+// Publish outcomes arrive from any thread (the log's writer thread) and are posted to the
+// strand; `inflight_` holds the QoS 1 publishes in arrival order, and PUBACKs leave from its
+// front only, so they go out in packet order.
+#include "net/mqtt/listener.h"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
+#include <chrono>
+#include <deque>
+#include <mutex>
+#include <unordered_map>
+#include <utility>  // before Asio (Boost 1.74 + GCC 12)
+#include <vector>
+
+#include "common/logging.h"
+#include "net/url.h"
+
+namespace joule::net::mqtt {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using error_code = boost::system::error_code;
+using SteadyClock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr std::chrono::milliseconds kAcceptRetryDelay{50};
+constexpr size_t kReadChunk = 64 * 1024;
+
+// MQTT 5 CONNACK reason → 3.1.1 return code.
+uint8_t V311ReturnCode(uint8_t reason_code) {
+  switch (reason_code) {
+    case reason::kSuccess:
+      return 0;
+    case reason::kUnsupportedProtocolVersion:
+      return 1;
+    case reason::kClientIdentifierNotValid:
+      return 2;
+    case reason::kBadUserNameOrPassword:
+      return 4;
+    case reason::kNotAuthorized:
+      return 5;
+    default:
+      return 3;  // server unavailable
+  }
+}
+
+}  // namespace
+
+class MqttConnection;
+
+// ---------------------------------------------------------------------------------------
+// MqttListener::Impl
+
+class MqttListener::Impl : public std::enable_shared_from_this<Impl> {
+ public:
+  Impl(asio::io_context& io, MqttListenerOptions options, SessionHandler* handler,
+       MetricsRegistry* metrics)
+      : io_(io),
+        options_(std::move(options)),
+        handler_(handler),
+        metrics_(metrics),
+        acceptor_strand_(asio::make_strand(io)),
+        acceptor_(acceptor_strand_),
+        accept_retry_timer_(acceptor_strand_) {
+    if (metrics_ != nullptr) {
+      connections_gauge_ = metrics_->GetGauge("joule_mqtt_connections", "Open MQTT connections.");
+      publishes_qos0_ = metrics_->GetCounter(
+          "joule_mqtt_publishes_total", "MQTT PUBLISH packets received, by QoS.", {{"qos", "0"}});
+      publishes_qos1_ = metrics_->GetCounter(
+          "joule_mqtt_publishes_total", "MQTT PUBLISH packets received, by QoS.", {{"qos", "1"}});
+      publishes_qos2_ = metrics_->GetCounter(
+          "joule_mqtt_publishes_total", "MQTT PUBLISH packets received, by QoS.", {{"qos", "2"}});
+      puback_latency_ = metrics_->GetHistogram("joule_mqtt_puback_latency_seconds",
+                                               "MQTT PUBLISH (QoS 1) received to PUBACK queued.",
+                                               Histogram::LatencyBuckets());
+      for (const char* r :
+           {"protocol_error", "packet_too_large", "keepalive", "takeover", "qos_not_supported",
+            "not_authorized", "unavailable", "connect_timeout", "bad_credentials", "shutdown"}) {
+        disconnects_.emplace(
+            r, metrics_->GetCounter("joule_mqtt_disconnects_total",
+                                    "MQTT connections closed by the server, by reason.",
+                                    {{"reason", r}}));
+      }
+    }
+  }
+
+  Status Start();
+  void Stop();
+
+  // Called by connections (on their strands).
+  void Unregister(uint64_t id, const std::string& client_id);
+  // Makes `id` the owner of `client_id`; the previous owner, if any, is taken over.
+  void ClaimSession(uint64_t id, const std::string& client_id);
+  std::string AssignClientId() {
+    return "joule-" + std::to_string(assigned_ids_.fetch_add(1, std::memory_order_relaxed) + 1);
+  }
+  void CountDisconnect(const char* reason) {
+    auto it = disconnects_.find(reason);
+    if (it != disconnects_.end()) it->second->Inc();
+  }
+  void CountPublish(uint8_t qos) {
+    Counter* c = qos == 0 ? publishes_qos0_ : qos == 1 ? publishes_qos1_ : publishes_qos2_;
+    if (c != nullptr) c->Inc();
+  }
+  void ObservePuback(SteadyClock::duration d) {
+    if (puback_latency_ != nullptr) {
+      puback_latency_->Observe(std::chrono::duration<double>(d).count());
+    }
+  }
+
+  const MqttListenerOptions& options() const { return options_; }
+  SessionHandler* handler() const { return handler_; }
+  uint16_t port() const { return port_.load(std::memory_order_acquire); }
+  size_t connection_count() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return connections_.size();
+  }
+
+ private:
+  void DoAccept();
+  void OnAccept(error_code ec, tcp::socket socket);
+
+  asio::io_context& io_;
+  const MqttListenerOptions options_;
+  SessionHandler* const handler_;
+  MetricsRegistry* const metrics_;
+
+  asio::strand<asio::io_context::executor_type> acceptor_strand_;
+  tcp::acceptor acceptor_;
+  asio::steady_timer accept_retry_timer_;
+  std::atomic<uint16_t> port_{0};
+  std::atomic<bool> accepting_{false};
+  std::atomic<uint64_t> assigned_ids_{0};
+
+  mutable std::mutex mu_;
+  std::unordered_map<uint64_t, std::weak_ptr<MqttConnection>> connections_;  // guarded by mu_
+  std::unordered_map<std::string, uint64_t> sessions_;  // client id → connection; guarded by mu_
+  uint64_t next_connection_id_ = 0;                     // guarded by mu_
+
+  Gauge* connections_gauge_ = nullptr;
+  Counter* publishes_qos0_ = nullptr;
+  Counter* publishes_qos1_ = nullptr;
+  Counter* publishes_qos2_ = nullptr;
+  Histogram* puback_latency_ = nullptr;
+  std::unordered_map<std::string_view, Counter*> disconnects_;  // fixed after construction
+
+  friend class MqttConnection;
+};
+
+// ---------------------------------------------------------------------------------------
+// MqttConnection
+
+class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
+ public:
+  MqttConnection(std::shared_ptr<MqttListener::Impl> server, tcp::socket socket, uint64_t id)
+      : server_(std::move(server)),
+        options_(server_->options()),
+        id_(id),
+        socket_(std::move(socket)),
+        timer_(socket_.get_executor()),
+        decoder_(DecoderOptions{options_.max_packet_size, ProtocolVersion::kUnknown}) {
+    error_code ec;
+    tcp::endpoint peer = socket_.remote_endpoint(ec);
+    if (!ec) remote_address_ = peer.address().to_string();
+  }
+
+  ~MqttConnection() { Unregister(); }
+
+  asio::any_io_executor executor() { return socket_.get_executor(); }
+
+  void Start() {
+    asio::post(executor(), [self = shared_from_this()] {
+      self->deadline_ =
+          SteadyClock::now() + std::chrono::nanoseconds(self->options_.connect_timeout_ns);
+      self->ArmTimer();
+      self->StartRead();
+    });
+  }
+
+  // Posted by the server.
+  void TakeOver() {
+    if (closed_) return;
+    server_->CountDisconnect("takeover");
+    DisconnectWith(reason::kSessionTakenOver);
+  }
+  void ServerShutdown() {
+    if (closed_) return;
+    server_->CountDisconnect("shutdown");
+    DisconnectWith(reason::kServerShuttingDown);
+  }
+
+ private:
+  struct InFlight {
+    uint16_t packet_id = 0;
+    bool done = false;
+    PublishOutcome outcome;
+    SteadyClock::time_point received;
+  };
+
+  void Unregister() {
+    if (!registered_) return;
+    registered_ = false;
+    server_->Unregister(id_, session_claimed_ ? client_id_ : std::string());
+  }
+
+  // --- reading
+
+  void StartRead() {
+    if (closed_ || closing_ || read_pending_ || Paused()) return;
+    read_pending_ = true;
+    socket_.async_read_some(
+        asio::buffer(read_buffer_.data(), read_buffer_.size()),
+        [self = shared_from_this()](error_code ec, size_t n) { self->OnRead(ec, n); });
+  }
+
+  void OnRead(error_code ec, size_t n) {
+    read_pending_ = false;
+    if (closed_) return;
+    if (ec) {
+      Close();  // peer closed or reset
+      return;
+    }
+    decoder_.Feed(std::string_view(read_buffer_.data(), n));
+    ProcessBuffered();
+  }
+
+  bool Paused() const { return inflight_.size() >= options_.receive_maximum; }
+
+  void ProcessBuffered() {
+    while (!closed_ && !closing_ && !Paused()) {
+      Decoder::State state = decoder_.Next(&packet_);
+      if (state == Decoder::State::kNeedMore) break;
+      if (state == Decoder::State::kError) {
+        OnDecodeError();
+        return;
+      }
+      last_packet_ = SteadyClock::now();
+      if (!connected_) {
+        HandleConnect();
+      } else {
+        HandlePacket();
+      }
+    }
+    StartRead();
+  }
+
+  void OnDecodeError() {
+    const DecodeError& e = decoder_.error();
+    const bool too_large = e.reason_code == reason::kPacketTooLarge;
+    server_->CountDisconnect(too_large ? "packet_too_large" : "protocol_error");
+    if (!connected_) {
+      if (e.reason_code == reason::kUnsupportedProtocolVersion) {
+        Packet p;
+        p.type = PacketType::kConnack;
+        p.connack.reason_code = 1;  // unacceptable protocol version (3.1.1 form)
+        Send(p, ProtocolVersion::kV311);
+        CloseAfterWrite();
+      } else {
+        Close();
+      }
+      return;
+    }
+    DisconnectWith(e.reason_code);
+  }
+
+  // --- CONNECT
+
+  void HandleConnect() {
+    // The decoder only lets a CONNECT through first.
+    const Connect& c = packet_.connect;
+    version_ = c.version;
+    keep_alive_s_ = c.keep_alive;
+    if (c.properties.maximum_packet_size) client_max_packet_ = *c.properties.maximum_packet_size;
+    auto refuse = [&](uint8_t reason_code) {
+      Packet p;
+      p.type = PacketType::kConnack;
+      p.connack.reason_code = v5() ? reason_code : V311ReturnCode(reason_code);
+      Send(p);
+      CloseAfterWrite();
+    };
+    if (c.properties.others.end() != std::find_if(c.properties.others.begin(),
+                                                  c.properties.others.end(),
+                                                  [](const auto& o) { return o.first == 0x15; })) {
+      refuse(0x8C);  // Bad authentication method: no enhanced authentication here
+      return;
+    }
+    std::optional<std::string> assigned;
+    client_id_ = c.client_id;
+    if (client_id_.empty()) {
+      if (!v5() && !c.clean_start) {
+        refuse(reason::kClientIdentifierNotValid);
+        return;
+      }
+      client_id_ = server_->AssignClientId();
+      if (v5()) assigned = client_id_;
+    }
+    ConnectRequest request;
+    request.version = version_;
+    request.client_id = client_id_;
+    request.username = c.username;
+    request.password = c.password;
+    request.remote_address = remote_address_;
+    ConnectDecision decision = server_->handler()->OnConnect(request);
+    if (decision.reason_code != reason::kSuccess) {
+      server_->CountDisconnect("bad_credentials");
+      refuse(decision.reason_code);
+      return;
+    }
+    principal_ = std::move(decision.principal);
+    connected_ = true;
+    session_claimed_ = true;
+    server_->ClaimSession(id_, client_id_);
+
+    Packet p;
+    p.type = PacketType::kConnack;
+    p.connack.session_present = !c.clean_start;  // publish-only sessions are stateless
+    if (v5()) {
+      Properties& props = p.connack.properties;
+      props.maximum_packet_size = options_.max_packet_size;
+      props.receive_maximum = options_.receive_maximum;
+      props.topic_alias_maximum = options_.topic_alias_maximum;
+      props.maximum_qos = 1;
+      props.retain_available = 0;
+      props.wildcard_subscription_available = 0;
+      props.subscription_identifier_available = 0;
+      props.shared_subscription_available = 0;
+      props.assigned_client_id = assigned;
+    }
+    Send(p);
+    aliases_.assign(options_.topic_alias_maximum + 1u, std::string());
+    if (keep_alive_s_ > 0) {
+      deadline_ = last_packet_ + std::chrono::milliseconds(keep_alive_s_ * 1500);
+    } else {
+      deadline_ = SteadyClock::time_point::max();
+    }
+    // The connect timeout's wait re-checks deadline_ when cancelled.
+    if (timer_armed_) {
+      timer_.cancel();
+    } else {
+      ArmTimer();
+    }
+  }
+
+  // --- after CONNECT
+
+  void HandlePacket() {
+    if (keep_alive_s_ > 0) {
+      deadline_ = last_packet_ + std::chrono::milliseconds(keep_alive_s_ * 1500);
+    }
+    switch (packet_.type) {
+      case PacketType::kPublish:
+        HandlePublish();
+        return;
+      case PacketType::kSubscribe: {
+        Packet p;
+        p.type = PacketType::kSuback;
+        p.subscribe_ack.packet_id = packet_.subscribe.packet_id;
+        p.subscribe_ack.reason_codes.assign(packet_.subscribe.subscriptions.size(),
+                                            v5() ? reason::kNotAuthorized : 0x80);
+        if (v5()) p.subscribe_ack.properties.reason_string = "subscriptions are not supported";
+        Send(p);
+        return;
+      }
+      case PacketType::kUnsubscribe: {
+        Packet p;
+        p.type = PacketType::kUnsuback;
+        p.subscribe_ack.packet_id = packet_.unsubscribe.packet_id;
+        if (v5()) {
+          p.subscribe_ack.reason_codes.assign(packet_.unsubscribe.filters.size(),
+                                              reason::kNoSubscriptionExisted);
+        }
+        Send(p);
+        return;
+      }
+      case PacketType::kPingreq: {
+        Packet p;
+        p.type = PacketType::kPingresp;
+        Send(p);
+        return;
+      }
+      case PacketType::kDisconnect:
+        CloseAfterWrite();
+        return;
+      default:
+        // PUBACK/PUBREC/PUBREL/PUBCOMP (we never publish, QoS 2 is refused), AUTH without
+        // an authentication method, server-to-client packets.
+        server_->CountDisconnect("protocol_error");
+        DisconnectWith(reason::kProtocolError);
+        return;
+    }
+  }
+
+  void HandlePublish() {
+    Publish& pub = packet_.publish;
+    server_->CountPublish(pub.qos);
+    if (pub.qos == 2) {
+      server_->CountDisconnect("qos_not_supported");
+      DisconnectWith(reason::kQosNotSupported);
+      return;
+    }
+    if (v5() && pub.properties.topic_alias) {
+      const uint16_t alias = *pub.properties.topic_alias;
+      if (alias == 0 || alias > options_.topic_alias_maximum) {
+        server_->CountDisconnect("protocol_error");
+        DisconnectWith(reason::kTopicAliasInvalid);
+        return;
+      }
+      if (pub.topic.empty()) {
+        if (aliases_[alias].empty()) {
+          server_->CountDisconnect("protocol_error");
+          DisconnectWith(reason::kProtocolError);
+          return;
+        }
+        pub.topic = aliases_[alias];
+      } else {
+        aliases_[alias] = pub.topic;
+      }
+    }
+    PublishRequest request;
+    request.version = version_;
+    request.principal = &principal_;
+    request.topic = pub.topic;
+    request.payload = pub.payload;
+    request.qos = pub.qos;
+    request.payload_format_indicator = pub.properties.payload_format_indicator;
+    std::weak_ptr<MqttConnection> weak = shared_from_this();
+    asio::any_io_executor ex = executor();
+    if (pub.qos == 0) {
+      server_->handler()->OnPublish(request, [weak, ex](PublishOutcome outcome) {
+        asio::post(ex, [weak, outcome = std::move(outcome)] {
+          if (auto self = weak.lock()) self->OnQos0Done(outcome);
+        });
+      });
+      return;
+    }
+    const uint64_t seq = inflight_base_ + inflight_.size();
+    inflight_.push_back(InFlight{pub.packet_id, false, {}, SteadyClock::now()});
+    server_->handler()->OnPublish(request, [weak, ex, seq](PublishOutcome outcome) {
+      asio::post(ex, [weak, seq, outcome = std::move(outcome)]() mutable {
+        if (auto self = weak.lock()) self->OnQos1Done(seq, std::move(outcome));
+      });
+    });
+  }
+
+  void OnQos0Done(const PublishOutcome& outcome) {
+    if (closed_ || closing_) return;
+    if (outcome.reason_code == reason::kNotAuthorized) {
+      server_->CountDisconnect("not_authorized");
+      DisconnectWith(reason::kNotAuthorized);
+    }
+  }
+
+  void OnQos1Done(uint64_t seq, PublishOutcome outcome) {
+    if (closed_ || seq < inflight_base_ || seq - inflight_base_ >= inflight_.size()) return;
+    InFlight& f = inflight_[seq - inflight_base_];
+    f.done = true;
+    f.outcome = std::move(outcome);
+    const bool was_paused = Paused();
+    while (!inflight_.empty() && inflight_.front().done && !closed_ && !closing_) {
+      InFlight front = std::move(inflight_.front());
+      inflight_.pop_front();
+      ++inflight_base_;
+      SendPublishOutcome(front);
+    }
+    if (was_paused && !Paused() && !closed_ && !closing_) {
+      // Resume: packets may already wait in the decoder.
+      asio::post(executor(), [self = shared_from_this()] { self->ProcessBuffered(); });
+    }
+  }
+
+  void SendPublishOutcome(const InFlight& f) {
+    const uint8_t code = f.outcome.reason_code;
+    if (!v5()) {
+      // 3.1.1 has no negative PUBACK (docs/formats/mqtt.md §4).
+      if (code == reason::kNotAuthorized) {
+        server_->CountDisconnect("not_authorized");
+        Close();
+        return;
+      }
+      if (code != reason::kSuccess && code != reason::kPayloadFormatInvalid) {
+        server_->CountDisconnect("unavailable");
+        Close();
+        return;
+      }
+    }
+    Packet p;
+    p.type = PacketType::kPuback;
+    p.publish_response.packet_id = f.packet_id;
+    if (v5()) {
+      p.publish_response.reason_code = code;
+      if (!f.outcome.reason_string.empty()) {
+        p.publish_response.properties.reason_string = f.outcome.reason_string;
+      }
+    }
+    server_->ObservePuback(SteadyClock::now() - f.received);
+    Send(p);
+  }
+
+  // --- writing
+
+  bool v5() const { return version_ == ProtocolVersion::kV5; }
+
+  void Send(Packet& p) { Send(p, version_); }
+  void Send(Packet& p, ProtocolVersion version) {
+    if (closed_) return;
+    const size_t before = out_.size();
+    Encode(p, version, &out_);
+    if (out_.size() - before > client_max_packet_) {
+      // Drop the optional properties (MQTT 5 §3.1.2.11.4), then send the bare packet.
+      out_.resize(before);
+      p.publish_response.properties.reason_string.reset();
+      p.publish_response.properties.user_properties.clear();
+      p.subscribe_ack.properties.reason_string.reset();
+      p.reason_only.properties.reason_string.reset();
+      p.connack.properties.reason_string.reset();
+      Encode(p, version, &out_);
+    }
+    if (!write_pending_) DoWrite();
+  }
+
+  void DoWrite() {
+    if (closed_ || out_.empty()) return;
+    write_pending_ = true;
+    writing_.clear();
+    writing_.swap(out_);
+    asio::async_write(socket_, asio::buffer(writing_),
+                      [self = shared_from_this()](error_code ec, size_t) { self->OnWrite(ec); });
+  }
+
+  void OnWrite(error_code ec) {
+    write_pending_ = false;
+    if (closed_) return;
+    if (ec) {
+      Close();
+      return;
+    }
+    if (!out_.empty()) {
+      DoWrite();
+    } else if (closing_) {
+      Close();
+    }
+  }
+
+  // MQTT 5: DISCONNECT with `reason_code`, then close; 3.1.1: close.
+  void DisconnectWith(uint8_t reason_code) {
+    if (closed_ || closing_) return;
+    if (v5() && connected_) {
+      Packet p;
+      p.type = PacketType::kDisconnect;
+      p.reason_only.reason_code = reason_code;
+      Send(p);
+      CloseAfterWrite();
+    } else {
+      Close();
+    }
+  }
+
+  void CloseAfterWrite() {
+    if (closed_) return;
+    closing_ = true;
+    if (!write_pending_) Close();
+  }
+
+  void Close() {
+    if (closed_) return;
+    closed_ = true;
+    closing_ = true;
+    error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_both, ec);
+    socket_.close(ec);
+    timer_.cancel();
+    inflight_.clear();
+    Unregister();
+  }
+
+  // --- timers
+
+  void ArmTimer() {
+    if (closed_) return;
+    if (deadline_ == SteadyClock::time_point::max()) {
+      timer_.cancel();
+      return;
+    }
+    if (timer_armed_) return;  // it re-checks deadline_ when it fires
+    timer_armed_ = true;
+    timer_.expires_at(deadline_);
+    timer_.async_wait([self = shared_from_this()](error_code ec) { self->OnTimer(ec); });
+  }
+
+  void OnTimer(error_code ec) {
+    timer_armed_ = false;
+    if (closed_) return;
+    if (ec == asio::error::operation_aborted && deadline_ == SteadyClock::time_point::max()) {
+      return;
+    }
+    if (SteadyClock::now() >= deadline_) {
+      if (!connected_) {
+        server_->CountDisconnect("connect_timeout");
+        Close();
+      } else {
+        server_->CountDisconnect("keepalive");
+        DisconnectWith(reason::kKeepAliveTimeout);
+      }
+      return;
+    }
+    ArmTimer();
+  }
+
+  const std::shared_ptr<MqttListener::Impl> server_;
+  const MqttListenerOptions& options_;
+  const uint64_t id_;
+  tcp::socket socket_;
+  asio::steady_timer timer_;
+  Decoder decoder_;
+  Packet packet_;  // the packet being handled (reused)
+  std::array<char, kReadChunk> read_buffer_;
+  std::string remote_address_;
+
+  bool registered_ = true;
+  bool read_pending_ = false;
+  bool write_pending_ = false;
+  bool closing_ = false;  // no more reading; close once the output is written
+  bool closed_ = false;
+  bool connected_ = false;
+  bool session_claimed_ = false;
+  bool timer_armed_ = false;
+
+  ProtocolVersion version_ = ProtocolVersion::kV311;
+  std::string client_id_;
+  std::string principal_;
+  uint16_t keep_alive_s_ = 0;
+  uint32_t client_max_packet_ = UINT32_MAX;
+  std::vector<std::string> aliases_;  // index = topic alias
+  SteadyClock::time_point last_packet_ = SteadyClock::now();
+  SteadyClock::time_point deadline_ = SteadyClock::time_point::max();
+
+  std::deque<InFlight> inflight_;
+  uint64_t inflight_base_ = 0;  // sequence number of inflight_.front()
+
+  std::string out_;
+  std::string writing_;
+};
+
+// ---------------------------------------------------------------------------------------
+// MqttListener::Impl
+
+Status MqttListener::Impl::Start() {
+  JOULE_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(options_.listen));
+  error_code ec;
+  asio::ip::address address;
+  if (hp.host.empty()) {
+    address = asio::ip::address_v6::any();
+  } else if (hp.host == "localhost") {
+    address = asio::ip::address_v4::loopback();
+  } else {
+    address = asio::ip::make_address(hp.host, ec);
+    if (ec) {
+      return Status::InvalidArgument("bad MQTT listen address '" + options_.listen +
+                                     "': " + ec.message());
+    }
+  }
+  tcp::endpoint endpoint(address, hp.port);
+  auto fail = [&](const char* what) {
+    error_code ignored;
+    acceptor_.close(ignored);
+    return Status::IoError(std::string(what) + " " + options_.listen + ": " + ec.message());
+  };
+  acceptor_.open(endpoint.protocol(), ec);
+  if (ec) return fail("cannot open a socket for");
+  acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+  if (ec) return fail("cannot set SO_REUSEADDR for");
+  acceptor_.bind(endpoint, ec);
+  if (ec) return fail("cannot bind");
+  acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return fail("cannot listen on");
+  port_.store(acceptor_.local_endpoint(ec).port(), std::memory_order_release);
+  accepting_.store(true, std::memory_order_release);
+  asio::post(acceptor_strand_, [self = shared_from_this()] { self->DoAccept(); });
+  return Status::Ok();
+}
+
+void MqttListener::Impl::DoAccept() {
+  if (!accepting_.load(std::memory_order_acquire)) return;
+  acceptor_.async_accept(asio::make_strand(io_),
+                         [self = shared_from_this()](error_code ec, tcp::socket socket) {
+                           self->OnAccept(ec, std::move(socket));
+                         });
+}
+
+void MqttListener::Impl::OnAccept(error_code ec, tcp::socket socket) {
+  if (!accepting_.load(std::memory_order_acquire)) {
+    error_code ignored;
+    socket.close(ignored);
+    return;
+  }
+  if (ec) {
+    if (ec == asio::error::operation_aborted) return;
+    accept_retry_timer_.expires_after(kAcceptRetryDelay);
+    accept_retry_timer_.async_wait([self = shared_from_this()](error_code timer_ec) {
+      if (!timer_ec) self->DoAccept();
+    });
+    return;
+  }
+  std::shared_ptr<MqttConnection> connection;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (connections_.size() < options_.max_connections) {
+      const uint64_t id = next_connection_id_++;
+      connection = std::make_shared<MqttConnection>(shared_from_this(), std::move(socket), id);
+      connections_.emplace(id, connection);
+    }
+  }
+  if (connection) {
+    if (connections_gauge_ != nullptr) connections_gauge_->Add(1);
+    connection->Start();
+  } else {
+    error_code ignored;
+    socket.close(ignored);
+  }
+  DoAccept();
+}
+
+void MqttListener::Impl::Unregister(uint64_t id, const std::string& client_id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (connections_.erase(id) == 0) return;
+    if (!client_id.empty()) {
+      auto it = sessions_.find(client_id);
+      if (it != sessions_.end() && it->second == id) sessions_.erase(it);
+    }
+  }
+  if (connections_gauge_ != nullptr) connections_gauge_->Add(-1);
+}
+
+void MqttListener::Impl::ClaimSession(uint64_t id, const std::string& client_id) {
+  std::shared_ptr<MqttConnection> previous;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto [it, inserted] = sessions_.try_emplace(client_id, id);
+    if (!inserted && it->second != id) {
+      auto c = connections_.find(it->second);
+      if (c != connections_.end()) previous = c->second.lock();
+      it->second = id;
+    }
+  }
+  if (previous) {
+    asio::post(previous->executor(), [previous] { previous->TakeOver(); });
+  }
+}
+
+void MqttListener::Impl::Stop() {
+  if (!accepting_.exchange(false, std::memory_order_acq_rel)) return;
+  asio::post(acceptor_strand_, [self = shared_from_this()] {
+    error_code ignored;
+    self->acceptor_.close(ignored);
+    self->accept_retry_timer_.cancel();
+  });
+  std::vector<std::shared_ptr<MqttConnection>> live;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [id, weak] : connections_) {
+      if (auto c = weak.lock()) live.push_back(std::move(c));
+    }
+  }
+  for (auto& c : live) asio::post(c->executor(), [c] { c->ServerShutdown(); });
+}
+
+// ---------------------------------------------------------------------------------------
+// MqttListener
+
+MqttListener::MqttListener(asio::io_context& io, MqttListenerOptions options,
+                           SessionHandler* handler, MetricsRegistry* metrics)
+    : impl_(std::make_shared<Impl>(io, std::move(options), handler, metrics)) {}
+
+MqttListener::~MqttListener() { impl_->Stop(); }
+
+Status MqttListener::Start() { return impl_->Start(); }
+uint16_t MqttListener::port() const { return impl_->port(); }
+void MqttListener::Stop() { impl_->Stop(); }
+size_t MqttListener::connection_count() const { return impl_->connection_count(); }
+
+}  // namespace joule::net::mqtt

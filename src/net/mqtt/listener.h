@@ -1,0 +1,104 @@
+// MqttListener: the server side of MQTT 3.1.1 / 5.0 over TCP on Boost.Asio (session rules in
+// docs/formats/mqtt.md §3). It knows nothing about telemetry: a SessionHandler decides
+// who may connect and what a PUBLISH means, and reports each publish's outcome once.
+//
+// Each connection lives on its own strand of the given io_context, so the io_context may
+// be run by a pool of threads. PUBACKs of one connection go out in the order the PUBLISH
+// packets arrived, whatever the order the handler completes them in.
+//
+// Lifetime: the handler and the metrics registry must outlive the listener and every
+// publish callback. Thread-safety: Start, Stop and the accessors may be called from any
+// thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "common/metrics.h"
+#include "common/status.h"
+#include "net/mqtt/codec.h"
+
+namespace boost::asio {
+class io_context;
+}  // namespace boost::asio
+
+namespace joule::net::mqtt {
+
+struct ConnectRequest {
+  ProtocolVersion version = ProtocolVersion::kV311;
+  std::string client_id;
+  std::optional<std::string> username;
+  std::optional<std::string> password;
+  std::string remote_address;
+};
+
+struct ConnectDecision {
+  uint8_t reason_code = reason::kSuccess;  // MQTT 5 CONNACK reason (mapped for 3.1.1)
+  std::string principal;                   // e.g. the device id; passed to OnPublish
+};
+
+struct PublishRequest {
+  ProtocolVersion version = ProtocolVersion::kV311;
+  const std::string* principal = nullptr;  // from ConnectDecision
+  std::string_view topic;                  // after Topic Alias resolution
+  std::string_view payload;
+  uint8_t qos = 0;
+  std::optional<uint8_t> payload_format_indicator;  // MQTT 5
+};
+
+struct PublishOutcome {
+  // MQTT 5 PUBACK reason: kSuccess, kNotAuthorized, kPayloadFormatInvalid, kQuotaExceeded,
+  // kUnspecifiedError. 3.1.1 mapping: see docs/formats/mqtt.md §4.
+  uint8_t reason_code = reason::kSuccess;
+  std::string reason_string;  // MQTT 5 only; dropped if the client's max size is exceeded
+};
+
+class SessionHandler {
+ public:
+  using PublishDone = std::function<void(PublishOutcome)>;
+  virtual ~SessionHandler() = default;
+  // On a connection's strand; may block briefly (a cached metadata lookup).
+  virtual ConnectDecision OnConnect(const ConnectRequest& request) = 0;
+  // On a connection's strand. `done` must be called exactly once, from any thread (for
+  // QoS 0 too). The request's views are valid only during the call.
+  virtual void OnPublish(const PublishRequest& request, PublishDone done) = 0;
+};
+
+struct MqttListenerOptions {
+  std::string listen = "127.0.0.1:1883";  // host:port; port 0 picks a free port
+  uint32_t max_packet_size = (4u << 20) + (64u << 10);
+  int64_t connect_timeout_ns = 10'000'000'000;  // accept → CONNECT
+  uint16_t receive_maximum = 256;               // QoS 1 publishes in flight per connection
+  uint16_t topic_alias_maximum = 16;
+  size_t max_connections = 100000;
+};
+
+class MqttListener {
+ public:
+  // `metrics` may be null.
+  MqttListener(boost::asio::io_context& io, MqttListenerOptions options, SessionHandler* handler,
+               MetricsRegistry* metrics);
+  ~MqttListener();  // Stop()
+  MqttListener(const MqttListener&) = delete;
+  MqttListener& operator=(const MqttListener&) = delete;
+
+  // Binds and listens, then accepts on the io_context.
+  Status Start();
+  uint16_t port() const;
+  // Stops accepting and closes every connection (MQTT 5 clients get DISCONNECT 0x8B).
+  // Publishes still being made durable complete without their PUBACK; the clients resend.
+  void Stop();
+
+  size_t connection_count() const;
+
+  class Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace joule::net::mqtt

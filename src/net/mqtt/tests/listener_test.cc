@@ -1,0 +1,285 @@
+#include "net/mqtt/listener.h"
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+#include <chrono>
+#include <mutex>
+#include <thread>
+#include <utility>  // before Asio (Boost 1.74 + GCC 12)
+#include <vector>
+
+namespace joule::net::mqtt {
+namespace {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using V = ProtocolVersion;
+
+// Accepts user "dev" (any password); holds QoS 1 outcomes until the test releases them.
+class FakeHandler : public SessionHandler {
+ public:
+  ConnectDecision OnConnect(const ConnectRequest& r) override {
+    ConnectDecision d;
+    if (r.username != "dev") d.reason_code = reason::kBadUserNameOrPassword;
+    d.principal = "dev";
+    return d;
+  }
+  void OnPublish(const PublishRequest& r, PublishDone done) override {
+    std::lock_guard lock(mu_);
+    topics_.emplace_back(r.topic);
+    if (r.topic == "deny") {
+      done({reason::kNotAuthorized, "no"});
+    } else if (r.topic == "bad") {
+      done({reason::kPayloadFormatInvalid, ""});
+    } else if (r.topic == "hold") {
+      held_.push_back(std::move(done));
+    } else {
+      done({});
+    }
+  }
+  void ReleaseHeldInReverse() {
+    std::vector<PublishDone> held;
+    {
+      std::lock_guard lock(mu_);
+      held.swap(held_);
+    }
+    for (auto it = held.rbegin(); it != held.rend(); ++it) (*it)({});
+  }
+  size_t held() {
+    std::lock_guard lock(mu_);
+    return held_.size();
+  }
+  std::vector<std::string> topics() {
+    std::lock_guard lock(mu_);
+    return topics_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::string> topics_;
+  std::vector<PublishDone> held_;
+};
+
+class MqttListenerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    MqttListenerOptions o;
+    o.listen = "127.0.0.1:0";
+    o.max_packet_size = 2048;
+    listener_ = std::make_unique<MqttListener>(io_, o, &handler_, &metrics_);
+    ASSERT_TRUE(listener_->Start().ok());
+    guard_.emplace(io_.get_executor());
+    thread_ = std::thread([this] { io_.run(); });
+  }
+  void TearDown() override {
+    listener_->Stop();
+    guard_.reset();
+    io_.stop();
+    thread_.join();
+  }
+
+  struct Client {
+    asio::io_context io;
+    tcp::socket socket{io};
+    Decoder decoder;
+    V version;
+    explicit Client(V v) : decoder(DecoderOptions{1 << 20, v}), version(v) {}
+    void Send(const Packet& p) {
+      std::string wire;
+      Encode(p, version, &wire);
+      SendRaw(wire);
+    }
+    void SendRaw(const std::string& wire) { asio::write(socket, asio::buffer(wire)); }
+    // Next packet; false when the server closed the connection.
+    bool Receive(Packet* p) {
+      while (true) {
+        Decoder::State s = decoder.Next(p);
+        if (s == Decoder::State::kPacket) return true;
+        if (s == Decoder::State::kError) return false;
+        char buf[4096];
+        boost::system::error_code ec;
+        size_t n = socket.read_some(asio::buffer(buf), ec);
+        if (ec) return false;
+        decoder.Feed(std::string_view(buf, n));
+      }
+    }
+  };
+
+  std::unique_ptr<Client> Connect(V v, std::string client_id = "c1", std::string user = "dev",
+                                  uint8_t* code = nullptr, uint16_t keep_alive = 60) {
+    auto c = std::make_unique<Client>(v);
+    c->socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), listener_->port()));
+    Packet p;
+    p.type = PacketType::kConnect;
+    p.connect.version = v;
+    p.connect.client_id = client_id;
+    p.connect.username = user;
+    p.connect.password = "x";
+    p.connect.keep_alive = keep_alive;
+    c->Send(p);
+    Packet ack;
+    EXPECT_TRUE(c->Receive(&ack));
+    EXPECT_EQ(ack.type, PacketType::kConnack);
+    if (code) *code = ack.connack.reason_code;
+    return c;
+  }
+
+  static Packet Publish(std::string topic, uint16_t id, uint8_t qos = 1) {
+    Packet p;
+    p.type = PacketType::kPublish;
+    p.publish.topic = std::move(topic);
+    p.publish.qos = qos;
+    p.publish.packet_id = qos ? id : 0;
+    p.publish.payload = "{}";
+    return p;
+  }
+
+  // The handler and the registry outlive the io_context (queued handlers may hold
+  // connections until it is destroyed).
+  FakeHandler handler_;
+  MetricsRegistry metrics_;
+  asio::io_context io_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard_;
+  std::unique_ptr<MqttListener> listener_;
+  std::thread thread_;
+};
+
+TEST_F(MqttListenerTest, ConnackCarriesLimitsAndRefusesBadUser) {
+  uint8_t code = 0xFF;
+  auto c = Connect(V::kV5, "c1", "dev", &code);
+  EXPECT_EQ(code, 0);
+  uint8_t refused = 0;
+  auto bad = Connect(V::kV5, "c2", "intruder", &refused);
+  EXPECT_EQ(refused, reason::kBadUserNameOrPassword);
+  Packet p;
+  EXPECT_FALSE(bad->Receive(&p));  // closed
+  auto bad3 = Connect(V::kV311, "c3", "intruder", &refused);
+  EXPECT_EQ(refused, 4);
+}
+
+TEST_F(MqttListenerTest, PubacksGoOutInPacketOrder) {
+  auto c = Connect(V::kV5);
+  for (uint16_t id = 1; id <= 5; ++id) c->Send(Publish("hold", id));
+  c->Send(Publish("ok", 6));
+  for (int i = 0; i < 200 && handler_.held() < 5; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(handler_.held(), 5u);
+  handler_.ReleaseHeldInReverse();
+  for (uint16_t id = 1; id <= 6; ++id) {
+    Packet p;
+    ASSERT_TRUE(c->Receive(&p));
+    ASSERT_EQ(p.type, PacketType::kPuback);
+    EXPECT_EQ(p.publish_response.packet_id, id);
+    EXPECT_EQ(p.publish_response.reason_code, 0);
+  }
+}
+
+TEST_F(MqttListenerTest, V5NegativeAcksKeepTheConnection) {
+  auto c = Connect(V::kV5);
+  c->Send(Publish("deny", 1));
+  c->Send(Publish("bad", 2));
+  Packet p;
+  ASSERT_TRUE(c->Receive(&p));
+  EXPECT_EQ(p.publish_response.reason_code, reason::kNotAuthorized);
+  ASSERT_TRUE(c->Receive(&p));
+  EXPECT_EQ(p.publish_response.reason_code, reason::kPayloadFormatInvalid);
+  Packet ping;
+  ping.type = PacketType::kPingreq;
+  c->Send(ping);
+  ASSERT_TRUE(c->Receive(&p));
+  EXPECT_EQ(p.type, PacketType::kPingresp);
+}
+
+TEST_F(MqttListenerTest, V311DeniedTopicDisconnectsBadPayloadIsAcked) {
+  auto c = Connect(V::kV311);
+  c->Send(Publish("bad", 1));
+  Packet p;
+  ASSERT_TRUE(c->Receive(&p));
+  EXPECT_EQ(p.type, PacketType::kPuback);
+  c->Send(Publish("deny", 2));
+  EXPECT_FALSE(c->Receive(&p));
+}
+
+TEST_F(MqttListenerTest, SubscribeIsRefused) {
+  auto c = Connect(V::kV311);
+  Packet s;
+  s.type = PacketType::kSubscribe;
+  s.subscribe.packet_id = 3;
+  s.subscribe.subscriptions = {{"a", 1}, {"b", 0}};
+  c->Send(s);
+  Packet p;
+  ASSERT_TRUE(c->Receive(&p));
+  ASSERT_EQ(p.type, PacketType::kSuback);
+  EXPECT_EQ(p.subscribe_ack.reason_codes, (std::vector<uint8_t>{0x80, 0x80}));
+}
+
+TEST_F(MqttListenerTest, OversizedPacketAndQos2AndGarbage) {
+  auto c = Connect(V::kV5);
+  Packet big = Publish("ok", 1);
+  big.publish.payload = std::string(4000, 'x');
+  c->Send(big);
+  Packet p;
+  ASSERT_TRUE(c->Receive(&p));
+  EXPECT_EQ(p.type, PacketType::kDisconnect);
+  EXPECT_EQ(p.reason_only.reason_code, reason::kPacketTooLarge);
+
+  auto c2 = Connect(V::kV5, "c2");
+  c2->Send(Publish("ok", 1, 2));
+  ASSERT_TRUE(c2->Receive(&p));
+  EXPECT_EQ(p.reason_only.reason_code, reason::kQosNotSupported);
+
+  auto c3 = Connect(V::kV5, "c3");
+  c3->SendRaw(std::string("\x30\x03\x00\x09t", 5));
+  ASSERT_TRUE(c3->Receive(&p));
+  EXPECT_EQ(p.reason_only.reason_code, reason::kMalformedPacket);
+  EXPECT_FALSE(c3->Receive(&p));
+}
+
+TEST_F(MqttListenerTest, SessionTakeover) {
+  auto first = Connect(V::kV5, "same");
+  auto second = Connect(V::kV5, "same");
+  Packet p;
+  ASSERT_TRUE(first->Receive(&p));
+  EXPECT_EQ(p.type, PacketType::kDisconnect);
+  EXPECT_EQ(p.reason_only.reason_code, reason::kSessionTakenOver);
+  second->Send(Publish("ok", 1));
+  ASSERT_TRUE(second->Receive(&p));
+  EXPECT_EQ(p.type, PacketType::kPuback);
+}
+
+TEST_F(MqttListenerTest, TopicAlias) {
+  auto c = Connect(V::kV5);
+  Packet a = Publish("ok", 1);
+  a.publish.properties.topic_alias = 2;
+  c->Send(a);
+  Packet b = Publish("", 2);
+  b.publish.properties.topic_alias = 2;
+  c->Send(b);
+  Packet p;
+  ASSERT_TRUE(c->Receive(&p));
+  ASSERT_TRUE(c->Receive(&p));
+  EXPECT_EQ(p.publish_response.packet_id, 2);
+  EXPECT_EQ(handler_.topics(), (std::vector<std::string>{"ok", "ok"}));
+  Packet bad = Publish("", 3);
+  bad.publish.properties.topic_alias = 9;  // never set
+  c->Send(bad);
+  ASSERT_TRUE(c->Receive(&p));
+  EXPECT_EQ(p.reason_only.reason_code, reason::kProtocolError);
+}
+
+TEST_F(MqttListenerTest, KeepAliveTimeoutClosesTheConnection) {
+  auto c = Connect(V::kV5, "ka", "dev", nullptr, /*keep_alive=*/1);
+  const auto start = std::chrono::steady_clock::now();
+  Packet p;
+  ASSERT_TRUE(c->Receive(&p));  // blocks until the server gives up on us
+  EXPECT_EQ(p.reason_only.reason_code, reason::kKeepAliveTimeout);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(1400));
+}
+
+}  // namespace
+}  // namespace joule::net::mqtt
