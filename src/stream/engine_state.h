@@ -7,7 +7,6 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "model/aggregate_record.h"
@@ -101,7 +100,6 @@ struct MetricState {
   // counter baseline after each sample.
   std::vector<Sample> hist;
   std::vector<double> baseline;
-  uint64_t resets_total = 0;
 };
 
 struct PendingEvent {

@@ -1,7 +1,6 @@
 #include "stream/window_engine.h"
 
 #include <algorithm>
-#include <cstring>
 #include <utility>
 
 #include "stream/engine_state.h"
