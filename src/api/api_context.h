@@ -13,6 +13,10 @@
 #include "store/latest_store.h"
 #include "stream/window_engine.h"
 
+namespace joule::alert {
+class AlertEngine;
+}
+
 namespace joule::api {
 
 class LiveHub;
@@ -32,6 +36,7 @@ struct ApiContext {
   // Device metadata, tokens, keys, rules and alerts (through the cache). May be null.
   store::MetadataStore* metadata = nullptr;
   LiveHub* live = nullptr;  // SSE fan-out
+  alert::AlertEngine* alerts = nullptr;  // rules reload, ack/snooze, delivery status; may be null
   // Readiness: true once the processors have caught up with the log after start.
   std::function<bool()> ready;
 };

@@ -18,6 +18,8 @@ void AddHealthRoutes(net::Router& router, ApiContext& ctx);
 void AddDeviceRoutes(net::Router& router, ApiContext& ctx);
 void AddOwnerEnergyRoutes(net::Router& router, ApiContext& ctx);
 void AddStreamRoutes(net::Router& router, ApiContext& ctx);
+void AddRuleRoutes(net::Router& router, ApiContext& ctx);
+void AddAlertRoutes(net::Router& router, ApiContext& ctx);
 
 inline void AddAllRoutes(net::Router& router, ApiContext& ctx) {
   AddTelemetryRoutes(router, ctx);
@@ -28,6 +30,8 @@ inline void AddAllRoutes(net::Router& router, ApiContext& ctx) {
   AddDeviceRoutes(router, ctx);
   AddOwnerEnergyRoutes(router, ctx);
   AddStreamRoutes(router, ctx);
+  AddRuleRoutes(router, ctx);
+  AddAlertRoutes(router, ctx);
 }
 
 }  // namespace joule::api

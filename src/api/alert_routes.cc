@@ -1,0 +1,237 @@
+// Alerts API (CONTRACT §3, §4): GET /v1/alerts?device_id=&state=&rule_id=&from=&to=&limit=&cursor=,
+// POST /v1/alerts/{id}/ack, POST /v1/alerts/{id}/snooze (body {"until": RFC 3339} or
+// {"for": "1h"}; {"until": null} un-snoozes).
+//
+// Admin sees every alert; an owner key only its own (another owner's alert is 404; a
+// device_id filter for another owner's device finds nothing); device tokens get 403.
+// Each alert is the JSON delivered to webhooks and SSE with the current `state`, `acked`
+// and `snoozed_until`, plus `delivery`: webhook deliveries pending, delivered and
+// dead-lettered (`dead_letter: true` once any delivery gave up), attempts, last error.
+#include <fmt/format.h>
+#include <simdjson.h>
+
+#include <memory>
+#include <string>
+
+#include "alert/alert_engine.h"
+#include "api/api_context.h"
+#include "api/error_response.h"
+#include "api/query_params.h"
+#include "api/routes.h"
+#include "common/json_writer.h"
+#include "common/time_format.h"
+#include "net/router.h"
+
+namespace joule::api {
+namespace {
+
+net::HttpResponse Forbidden(std::string_view message) {
+  return net::HttpResponse::Error(403, "forbidden", message);
+}
+
+class AlertRoutes {
+ public:
+  explicit AlertRoutes(ApiContext& ctx) : ctx_(ctx) {}
+
+  void List(net::HttpRequest& req, net::Responder responder) {
+    Caller caller;
+    if (auto err = Admit(req, &caller)) return responder.Send(std::move(*err));
+    store::AlertFilter f;
+    Result<size_t> limit = ParseLimit(req.Query("limit"), 100, 1000);
+    if (!limit.ok()) return responder.Send(ErrorFromStatus(limit.status()));
+    f.limit = *limit;
+    if (const std::string* c = req.Query("cursor"); c && !c->empty()) f.after = *c;
+    if (const std::string* d = req.Query("device_id"); d && !d->empty()) f.device_id = *d;
+    if (const std::string* r = req.Query("rule_id"); r && !r->empty()) f.rule_id = *r;
+    if (const std::string* s = req.Query("state"); s && !s->empty()) {
+      f.state = store::ParseAlertState(*s);
+      if (!f.state) {
+        return responder.Send(ErrorFromStatus(
+            Status::InvalidArgument("state must be one of: pending, firing, resolved")));
+      }
+    }
+    for (const char* name : {"from", "to"}) {
+      if (const std::string* t = req.Query(name); t && !t->empty()) {
+        Result<int64_t> ns = ParseTimeParam(name, *t);
+        if (!ns.ok()) return responder.Send(ErrorFromStatus(ns.status()));
+        (std::string_view(name) == "from" ? f.from_ns : f.to_ns) = *ns;
+      }
+    }
+    if (caller.kind == Caller::Kind::kOwner) {
+      f.owner_id = caller.owner_id;
+    } else if (const std::string* o = req.Query("owner_id"); o && !o->empty()) {
+      f.owner_id = *o;
+    }
+    Result<store::AlertPage> page = ctx_.metadata->ListAlerts(f);
+    if (!page.ok()) return responder.Send(ErrorFromStatus(page.status()));
+    std::string body = "{\"alerts\":[";
+    for (size_t i = 0; i < page->alerts.size(); ++i) {
+      if (i) body += ',';
+      body += View(page->alerts[i]);
+    }
+    body += "],\"next_cursor\":";
+    if (page->next_cursor.empty()) {
+      body += "null";
+    } else {
+      JsonWriter::AppendEscaped(&body, page->next_cursor);
+    }
+    body += "}";
+    responder.Send(net::HttpResponse::Json(200, std::move(body)));
+  }
+
+  void Ack(net::HttpRequest& req, net::Responder responder) {
+    Caller caller;
+    if (auto err = Admit(req, &caller)) return responder.Send(std::move(*err));
+    const std::string id = *req.PathParam("id");
+    if (Status st = CheckVisible(caller, id); !st.ok()) return responder.Send(ErrorFromStatus(st));
+    bool acked = true;
+    if (!req.body.empty()) {
+      simdjson::dom::parser p;
+      simdjson::dom::element e;
+      if (p.parse(req.body).get(e) != simdjson::SUCCESS || !e.is_object()) {
+        return responder.Send(
+            ErrorFromStatus(Status::InvalidArgument("body must be a JSON object")));
+      }
+      simdjson::dom::element v;
+      if (e["acked"].get(v) == simdjson::SUCCESS && v.get_bool().get(acked) != simdjson::SUCCESS) {
+        return responder.Send(ErrorFromStatus(Status::InvalidArgument("acked must be a boolean")));
+      }
+    }
+    Result<store::Alert> a = ctx_.metadata->SetAlertAcked(id, acked);
+    if (!a.ok()) return responder.Send(ErrorFromStatus(a.status()));
+    if (ctx_.alerts) ctx_.alerts->FlagsChanged(*a);
+    responder.Send(net::HttpResponse::Json(200, View(*a)));
+  }
+
+  void Snooze(net::HttpRequest& req, net::Responder responder) {
+    Caller caller;
+    if (auto err = Admit(req, &caller)) return responder.Send(std::move(*err));
+    const std::string id = *req.PathParam("id");
+    if (Status st = CheckVisible(caller, id); !st.ok()) return responder.Send(ErrorFromStatus(st));
+    simdjson::dom::parser p;
+    simdjson::dom::element e;
+    auto bad = [&](std::string m) { responder.Send(ErrorFromStatus(Status::InvalidArgument(m))); };
+    if (p.parse(req.body).get(e) != simdjson::SUCCESS || !e.is_object()) {
+      return bad("body must be a JSON object: {\"until\": \"<RFC 3339>\"} or {\"for\": \"1h\"}");
+    }
+    std::optional<int64_t> until;
+    simdjson::dom::element u, d;
+    bool has_until = e["until"].get(u) == simdjson::SUCCESS;
+    bool has_for = e["for"].get(d) == simdjson::SUCCESS;
+    if (has_until == has_for) return bad("give exactly one of \"until\" and \"for\"");
+    if (has_until && !u.is_null()) {
+      std::string_view s;
+      int64_t ns = 0;
+      if (u.get_string().get(s) != simdjson::SUCCESS || !ParseRfc3339(s, &ns)) {
+        return bad("until must be an RFC 3339 time (or null to un-snooze)");
+      }
+      until = ns;
+    } else if (has_for) {
+      std::string_view s;
+      Result<int64_t> ns = Status::InvalidArgument("");
+      if (d.get_string().get(s) == simdjson::SUCCESS) ns = ParseDurationNanos(s);
+      if (!ns.ok() || *ns <= 0) return bad("for must be a duration like \"30m\" or \"1h\"");
+      until = ctx_.clock->NowNanos() + *ns;
+    }
+    Result<store::Alert> a = ctx_.metadata->SnoozeAlert(id, until);
+    if (!a.ok()) return responder.Send(ErrorFromStatus(a.status()));
+    if (ctx_.alerts) ctx_.alerts->FlagsChanged(*a);
+    responder.Send(net::HttpResponse::Json(200, View(*a)));
+  }
+
+ private:
+  std::optional<net::HttpResponse> Admit(const net::HttpRequest& req, Caller* caller) {
+    *caller = ctx_.auth->Authenticate(req);
+    if (caller->kind == Caller::Kind::kNone) return Unauthorized();
+    if (caller->kind == Caller::Kind::kDevice) {
+      return Forbidden("device tokens may only ingest; use an owner key");
+    }
+    if (!ctx_.metadata) return net::HttpResponse::Error(503, "unavailable", "no metadata store");
+    return std::nullopt;
+  }
+
+  Status CheckVisible(const Caller& caller, const std::string& id) {
+    Result<store::Alert> a = ctx_.metadata->GetAlert(id);
+    if (!a.ok()) {
+      return a.status().code() == StatusCode::kNotFound ? Status::NotFound("no such alert")
+                                                        : a.status();
+    }
+    if (caller.kind == Caller::Kind::kOwner && a->owner_id != caller.owner_id) {
+      return Status::NotFound("no such alert");
+    }
+    return Status::Ok();
+  }
+
+  // The stored JSON with the columns' current state and flags, plus delivery status.
+  std::string View(const store::Alert& a) {
+    JsonWriter w;
+    w.BeginObject();
+    simdjson::dom::parser p;
+    simdjson::dom::object obj;
+    if (p.parse(a.json).get_object().get(obj) == simdjson::SUCCESS) {
+      for (auto field : obj) {
+        std::string_view k = field.key;
+        if (k == "state" || k == "acked" || k == "snoozed_until" || k == "delivery" ||
+            k == "updated_at") {
+          continue;
+        }
+        w.Key(k);
+        w.Raw(simdjson::minify(field.value));
+      }
+    } else {
+      w.Key("id");
+      w.String(a.id);
+    }
+    w.Key("state");
+    w.String(store::AlertStateName(a.state));
+    w.Key("acked");
+    w.Bool(a.acked);
+    w.Key("snoozed_until");
+    if (a.snoozed_until_ns)
+      w.String(FormatRfc3339Millis(*a.snoozed_until_ns));
+    else
+      w.Null();
+    w.Key("updated_at");
+    w.String(FormatRfc3339Millis(a.updated_at_ns));
+    std::optional<alert::DeliveryStatus> d;
+    if (ctx_.alerts) d = ctx_.alerts->DeliveryOf(a.id);
+    w.Key("delivery");
+    w.BeginObject();
+    w.Key("pending");
+    w.Int(d ? d->pending : 0);
+    w.Key("delivered");
+    w.Int(d ? d->delivered : 0);
+    w.Key("dead_letters");
+    w.Int(d ? d->dead : 0);
+    w.Key("dead_letter");
+    w.Bool(d && d->dead > 0);
+    w.Key("attempts");
+    w.Int(d ? d->attempts : 0);
+    w.Key("last_error");
+    if (d && !d->last_error.empty())
+      w.String(d->last_error);
+    else
+      w.Null();
+    w.EndObject();
+    w.EndObject();
+    return w.Take();
+  }
+
+  ApiContext& ctx_;
+};
+
+}  // namespace
+
+void AddAlertRoutes(net::Router& router, ApiContext& ctx) {
+  auto routes = std::make_shared<AlertRoutes>(ctx);
+  router.Add("GET", "/v1/alerts", [routes](net::HttpRequest& req, net::Responder r) {
+    routes->List(req, std::move(r));
+  });
+  router.Add("POST", "/v1/alerts/{id}/ack",
+             [routes](net::HttpRequest& req, net::Responder r) { routes->Ack(req, std::move(r)); });
+  router.Add("POST", "/v1/alerts/{id}/snooze", [routes](net::HttpRequest& req, net::Responder r) {
+    routes->Snooze(req, std::move(r));
+  });
+}
+
+}  // namespace joule::api
