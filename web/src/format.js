@@ -41,16 +41,21 @@ export function seconds(s) {
 
 const dtf = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
 
+// Joule reports "1970-01-01T00:00:00Z" for "never" (e.g. health of a silent device).
+const never = (ms) => !(ms > 0);
+
 export function time(iso) {
   if (!iso) return '—';
   const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? String(iso) : dtf.format(d);
+  if (Number.isNaN(d.getTime())) return String(iso);
+  return never(d.getTime()) ? 'never' : dtf.format(d);
 }
 
 export function ago(iso, now = Date.now()) {
   if (!iso) return 'never';
   const t = new Date(iso).getTime();
   if (Number.isNaN(t)) return '—';
+  if (never(t)) return 'never';
   const s = Math.max(0, Math.round((now - t) / 1000));
   if (s < 60) return s + ' s ago';
   if (s < 3600) return Math.round(s / 60) + ' min ago';

@@ -151,4 +151,6 @@ function App() {
   return html`<${Nav} route=${route} mode=${auth.mode} onSignOut=${signOut} /><main>${page}</main>`;
 }
 
-render(html`<${App} />`, document.getElementById('app'));
+const root = document.getElementById('app');
+root.textContent = '';
+render(html`<${App} />`, root);

@@ -133,12 +133,13 @@ export function DevicePage({ id }) {
 
 function Health({ h }) {
   const d = h.data || {};
+  const seen = d.last_seen && new Date(d.last_seen).getTime() > 0;
   return html`<div class="card health" data-testid="health">
     <h2>Health</h2>
     ${h.loading && !h.data ? html`<${Loading} />` : h.error ? html`<${ErrorBox} error=${h.error} retry=${h.reload} />` : html`<dl>
       <dt>Last seen</dt><dd title=${fmt.time(d.last_seen)}>${fmt.ago(d.last_seen)}</dd>
       <dt>Watermark</dt><dd>${fmt.time(d.watermark)}</dd>
-      <dt>Lag</dt><dd>${fmt.seconds(d.lag_seconds)}</dd>
+      <dt>Lag</dt><dd>${seen ? fmt.seconds(d.lag_seconds) : '—'}</dd>
       <dt>Clock skew</dt><dd>${fmt.seconds(d.clock_skew_seconds)}</dd>
       <dt>Events</dt><dd>${fmt.count(d.events)}</dd>
       <dt>Late updates</dt><dd>${fmt.count(d.late_updates)}</dd>

@@ -120,14 +120,14 @@ export function FleetPage() {
               const online = v ? seenMs && now - seenMs < ONLINE_WITHIN_MS : null;
               const n = alertInfo.counts[d.device_id] || 0;
               return html`<tr key=${d.device_id} data-device=${d.device_id}>
-                <td data-label="Device"><a href=${'#/device/' + encodeURIComponent(d.device_id)}>${d.name || d.device_id}</a>
-                  ${d.name && html`<div class="muted small">${d.device_id}</div>`}</td>
+                <td data-label="Device"><span><a href=${'#/device/' + encodeURIComponent(d.device_id)}>${d.name || d.device_id}</a>
+                  ${d.name && html`<div class="muted small">${d.device_id}</div>`}</span></td>
                 <td data-label="Owner"><a href=${'#/home/' + encodeURIComponent(d.owner_id)}>${d.owner_id}</a></td>
                 <td data-label="Model">${d.model || '—'}</td>
                 <td data-label="Location">${d.location || '—'}</td>
                 <td data-label="Power" class="num">${v ? fmt.power(v.power) : '…'}</td>
                 <td data-label="Status">${online === null ? html`<span class="muted">…</span>` : online
-                  ? html`<span class="dot on"></span>online` : html`<span class="dot off"></span>offline`}</td>
+                  ? html`<span><span class="dot on"></span>online</span>` : html`<span><span class="dot off"></span>offline</span>`}</td>
                 <td data-label="Last seen" title=${v && v.seen ? fmt.time(v.seen) : ''}>${v ? fmt.ago(v.seen, now) : '…'}</td>
                 <td data-label="Open alerts" class="num">${alertInfo.available ? (n ? html`<a class="badge bad" href="#/alerts">${n}</a>` : '0') : html`<span class="muted" title="alerts API not available">—</span>`}</td>
               </tr>`;
