@@ -139,6 +139,21 @@ const std::vector<Key>& Keys() {
        [](const Config& c) { return DurationText(c.max_event_age_ns); }},
       {"log", "level", String(&Config::log_level, {"debug", "info", "warn", "error"}),
        [](const Config& c) { return Quote(c.log_level); }},
+      {"archive", "enabled",
+       [](Config& c, const std::string& v) -> Status {
+         if (v != "true" && v != "false") {
+           return Status::InvalidArgument(fmt::format("'{}' is not true or false", v));
+         }
+         c.archive_enabled = v == "true";
+         return Status::Ok();
+       },
+       [](const Config& c) { return std::string(c.archive_enabled ? "true" : "false"); }},
+      {"archive", "max_file_bytes", Size(&Config::archive_max_file_bytes),
+       [](const Config& c) { return std::to_string(c.archive_max_file_bytes); }},
+      {"archive", "max_file_age", Duration(&Config::archive_max_file_age_ns),
+       [](const Config& c) { return DurationText(c.archive_max_file_age_ns); }},
+      {"archive", "retention", Duration(&Config::archive_retention_ns, true),
+       [](const Config& c) { return DurationText(c.archive_retention_ns); }},
   };
   return keys;
 }

@@ -58,6 +58,11 @@ struct Config {
   std::map<std::string, model::MetricKind, std::less<>> metric_kinds;
   // [log]
   std::string log_level = "info";
+  // [archive] (docs/formats/archive.md)
+  bool archive_enabled = true;
+  uint64_t archive_max_file_bytes = 64ull << 20;
+  int64_t archive_max_file_age_ns = 300'000'000'000;
+  int64_t archive_retention_ns = 0;  // 0 = forever
 };
 
 // Loads `path` (may be empty: defaults only) and applies the environment `envp`

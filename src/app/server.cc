@@ -17,6 +17,7 @@
 #include "api/live_hub.h"
 #include "api/routes.h"
 #include "app/metadata_open.h"
+#include "app/archiver.h"
 #include "app/partition_processor.h"
 #include "common/logging.h"
 #include "ingest/event_appender.h"
@@ -144,6 +145,22 @@ int RunServer(const Config& config) {
     return 1;
   }
   std::unique_ptr<log::Log> log = std::move(*opened);
+
+  // The raw archive follows the log on its own thread (docs/formats/archive.md).
+  std::unique_ptr<Archiver> archiver;
+  if (config.archive_enabled) {
+    ArchiverOptions ao;
+    ao.dir = (std::filesystem::path(config.data_dir) / "archive").string();
+    ao.max_file_bytes = config.archive_max_file_bytes;
+    ao.max_file_age_ns = config.archive_max_file_age_ns;
+    ao.retention_ns = config.archive_retention_ns;
+    archiver = std::make_unique<Archiver>(ao, log.get(), clock, &metrics);
+    Status archiver_started = archiver->Start();
+    if (!archiver_started.ok()) {
+      logging::Error("cannot start archiver", {{"error", archiver_started.ToString()}});
+      return 1;
+    }
+  }
 
   Result<std::unique_ptr<store::MetadataCache>> metadata_opened =
       OpenCachedMetadata(config, &metrics);
@@ -284,6 +301,8 @@ int RunServer(const Config& config) {
   Status flushed = log->Flush();
   for (auto& p : processors) p->Stop();
   processors.clear();
+  if (archiver) archiver->Stop();  // seals everything durable
+  archiver.reset();
   Status history_flushed = history->Flush();
   if (!history_flushed.ok()) {
     logging::Error("history flush failed", {{"error", history_flushed.ToString()}});

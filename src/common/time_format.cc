@@ -56,6 +56,19 @@ std::string FormatRfc3339Millis(int64_t nanos) {
   return s;
 }
 
+std::string FormatRfc3339Exact(int64_t nanos) {
+  std::string s = FormatRfc3339Millis(nanos);
+  const int64_t sub_milli = nanos - FloorDiv(nanos, kNanosPerMilli) * kNanosPerMilli;
+  if (sub_milli == 0) return s;
+  s.pop_back();  // 'Z'
+  if (sub_milli % kNanosPerMicro == 0) {
+    fmt::format_to(std::back_inserter(s), "{:03d}Z", sub_milli / kNanosPerMicro);
+  } else {
+    fmt::format_to(std::back_inserter(s), "{:06d}Z", sub_milli);
+  }
+  return s;
+}
+
 namespace {
 bool Digits(std::string_view s, size_t pos, size_t n, int* out) {
   if (pos + n > s.size()) return false;

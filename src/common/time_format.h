@@ -13,6 +13,10 @@ namespace joule {
 // "2026-11-28T19:00:05.250Z" (UTC, millisecond precision, truncated toward -inf).
 std::string FormatRfc3339Millis(int64_t nanos);
 void AppendRfc3339Millis(std::string* out, int64_t nanos);
+// Lossless: 3, 6 or 9 fraction digits, the fewest that represent `nanos` exactly
+// ("…05.250Z", "…05.250001Z", "…05.250000001Z"). Used where a time is an identity (the
+// raw archive), so that parsing the text gives back the same nanoseconds.
+std::string FormatRfc3339Exact(int64_t nanos);
 
 // Parses RFC 3339 with 'Z'/'z' or ±hh:mm offset and 0–9 fraction digits; 'T' or 't'
 // (or one space) between date and time. Returns false on anything else.

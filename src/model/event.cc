@@ -109,7 +109,9 @@ std::string EventToJson(const Event& e) {
   w.Key("device_id");
   w.String(e.device_id);
   w.Key("timestamp");
-  w.String(FormatRfc3339Millis(e.timestamp_ns));
+  // Exact: the timestamp is part of the event's identity (de-duplication), which a replay
+  // of the archive must reproduce.
+  w.String(FormatRfc3339Exact(e.timestamp_ns));
   if (!e.event_id.empty()) {
     w.Key("event_id");
     w.String(e.event_id);

@@ -31,7 +31,8 @@ struct Event {
 void EncodeEvent(const Event& event, std::string* out);
 Status DecodeEvent(std::string_view data, Event* event);
 
-// Canonical JSON of an event, as written to the raw archive:
+// Canonical JSON of an event, as written to the raw archive (timestamp lossless: 3, 6 or 9
+// fraction digits; received_at in milliseconds):
 // {"device_id":…,"timestamp":…,"event_id":…?,"metrics":{…},"meta":{…}?,"received_at":…}
 std::string EventToJson(const Event& event);
 

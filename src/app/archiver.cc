@@ -1,0 +1,191 @@
+#include "app/archiver.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "common/logging.h"
+#include "model/event.h"
+
+namespace joule::app {
+
+Archiver::Archiver(ArchiverOptions options, log::Log* log, const Clock* clock,
+                   MetricsRegistry* metrics)
+    : options_(std::move(options)),
+      log_(log),
+      clock_(clock),
+      metrics_(metrics),
+      committed_(new std::atomic<uint64_t>[log->partitions()]) {
+  for (uint32_t p = 0; p < log_->partitions(); ++p) committed_[p].store(0);
+  if (metrics_) {
+    decode_errors_ = metrics_->GetCounter("joule_archive_decode_errors_total",
+                                          "Log records not archived because they did not decode");
+    events_ = metrics_->GetCounter("joule_archive_events_total",
+                                   "Events written to archive files (re-written after a failed "
+                                   "round counted again)");
+    files_ = metrics_->GetCounter("joule_archive_files_total", "Archive files published");
+    seal_errors_ = metrics_->GetCounter("joule_archive_seal_errors_total",
+                                        "Archive rounds that failed (and were retried)");
+  }
+}
+
+Archiver::~Archiver() { Stop(); }
+
+Status Archiver::Start() {
+  log_->RegisterConsumer(kConsumerName);
+  JOULE_RETURN_IF_ERROR(OpenWriter());
+  if (metrics_) {
+    metrics_->AddGaugeCallback("joule_archive_lag_records",
+                               "Durable log records not yet in published archive files", {},
+                               [this] { return static_cast<double>(LagRecords()); });
+  }
+  thread_ = std::thread([this] { Run(); });
+  return Status::Ok();
+}
+
+Status Archiver::OpenWriter() {
+  readers_.clear();
+  writer_.reset();
+  store::ArchiveWriterOptions wo;
+  wo.root = options_.dir;
+  wo.partitions = log_->partitions();
+  wo.max_file_bytes = options_.max_file_bytes;
+  wo.max_file_age_ns = options_.max_file_age_ns;
+  wo.retention_ns = options_.retention_ns;
+  wo.max_open_files = kMaxOpenFiles;
+  wo.clock = clock_;
+  JOULE_ASSIGN_OR_RETURN(writer_, store::ArchiveWriter::Open(wo));
+  const auto& report = writer_->recovery_report();
+  if (report.temp_files_removed > 0 || report.files_rolled_back > 0) {
+    logging::Info("archive recovered",
+                  {{"temp_files_removed", std::to_string(report.temp_files_removed)},
+                   {"files_rolled_back", std::to_string(report.files_rolled_back)}});
+  }
+  for (uint32_t p = 0; p < log_->partitions(); ++p) {
+    const uint64_t start = log_->StartOffset(p).value;
+    if (!report.had_checkpoint) {
+      writer_->SetStart(p, start);
+    } else if (writer_->committed_offset(p) < start) {
+      logging::Error("archive: log records deleted before they were archived",
+                     {{"partition", std::to_string(p)},
+                      {"archived_up_to", std::to_string(writer_->committed_offset(p))},
+                      {"log_start", std::to_string(start)}});
+      writer_->SetStart(p, start);
+    }
+    const uint64_t from = writer_->committed_offset(p);
+    committed_[p].store(from);
+    log_->SetConsumerOffset(kConsumerName, p, model::LogOffset{from});
+    JOULE_ASSIGN_OR_RETURN(auto reader, log_->NewReader(p, model::LogOffset{from}));
+    readers_.push_back(std::move(reader));
+  }
+  return Status::Ok();
+}
+
+void Archiver::Stop() {
+  if (!thread_.joinable()) return;
+  stop_.store(true);
+  thread_.join();
+}
+
+uint64_t Archiver::LagRecords() const {
+  uint64_t lag = 0;
+  for (uint32_t p = 0; p < log_->partitions(); ++p) {
+    const uint64_t end = log_->DurableEnd(p).value;
+    const uint64_t done = committed_[p].load(std::memory_order_relaxed);
+    if (end > done) lag += end - done;
+  }
+  return lag;
+}
+
+bool Archiver::ReadBatch(uint32_t p) {
+  batch_.clear();
+  Result<size_t> n = readers_[p]->Next(options_.read_batch, &batch_);
+  if (!n.ok()) {
+    logging::Error("archive: log read failed",
+                   {{"partition", std::to_string(p)}, {"error", n.status().ToString()}});
+    return false;
+  }
+  model::Event event;
+  for (const auto& rec : batch_) {
+    if (!model::DecodeEvent(rec.payload, &event).ok()) {
+      if (decode_errors_) decode_errors_->Inc();
+      writer_->Skip(p, rec.offset.value);
+      continue;
+    }
+    Status st = writer_->Add(p, rec.offset.value, event);
+    if (!st.ok()) {
+      // The writer is unusable now; the round is redone from the checkpoint.
+      logging::Error("archive: write failed", {{"error", st.ToString()}});
+      failed_.store(true);
+      return false;
+    }
+    // Very late events can open many hours at once: seal before memory grows.
+    if (writer_->open_files() > kMaxOpenFiles) {
+      SealRound();
+      if (failed_.load()) return false;
+    }
+  }
+  if (events_) events_->Inc(batch_.size());
+  return *n > 0;
+}
+
+void Archiver::SealRound() {
+  Result<size_t> sealed = writer_->Seal();
+  if (!sealed.ok()) {
+    logging::Error("archive: sealing failed", {{"error", sealed.status().ToString()}});
+    failed_.store(true);
+    return;
+  }
+  if (files_) files_->Inc(*sealed);
+  for (uint32_t p = 0; p < log_->partitions(); ++p) {
+    const uint64_t off = writer_->committed_offset(p);
+    committed_[p].store(off, std::memory_order_relaxed);
+    log_->SetConsumerOffset(kConsumerName, p, model::LogOffset{off});
+  }
+}
+
+void Archiver::Run() {
+  int64_t last_retention = 0;
+  int64_t retry_at = 0;
+  while (true) {
+    const bool stopping = stop_.load();
+    if (failed_.load()) {
+      // Crash semantics without the crash: reopen (recovery deletes the unfinished round)
+      // and read again from the checkpoint. Retried every second; retention stays blocked.
+      if (stopping) break;
+      if (clock_->NowNanos() < retry_at) {
+        log_->WaitForData(0, log_->DurableEnd(0), 100'000'000);
+        continue;
+      }
+      if (seal_errors_) seal_errors_->Inc();
+      retry_at = clock_->NowNanos() + kNanosPerSecond;
+      Status st = OpenWriter();
+      if (st.ok()) {
+        failed_.store(false);
+      } else {
+        logging::Error("archive: reopen failed", {{"error", st.ToString()}});
+      }
+      continue;
+    }
+    bool any = false;
+    for (uint32_t p = 0; p < readers_.size() && !failed_.load(); ++p) any |= ReadBatch(p);
+    if (failed_.load()) continue;
+    if (writer_->SealDue() || (stopping && !any)) SealRound();
+    const int64_t now = clock_->NowNanos();
+    if (options_.retention_ns > 0 && now - last_retention >= options_.retention_interval_ns) {
+      last_retention = now;
+      Result<size_t> removed = writer_->EnforceRetention();
+      if (!removed.ok()) {
+        logging::Error("archive retention failed", {{"error", removed.status().ToString()}});
+      } else if (*removed > 0) {
+        logging::Info("archive retention", {{"hours_removed", std::to_string(*removed)}});
+      }
+    }
+    if (!any) {
+      if (stopping) break;
+      log_->WaitForData(0, readers_[0]->position(), 100'000'000);
+    }
+  }
+}
+
+}  // namespace joule::app

@@ -1,0 +1,77 @@
+// Archiver: the thread that follows the log (all partitions) and writes every durable
+// event to the raw archive exactly once (store::ArchiveWriter; docs/formats/archive.md).
+//
+// It registers itself with the log as consumer "archiver" and reports, after each sealed
+// round, the offsets below which everything is in published files: log retention never
+// deletes an event the archive does not hold yet. On Start it resumes from the writer's
+// checkpoint (first start: from each partition's first retained record). Stop() archives
+// everything durable at the time of the call and seals it.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/metrics.h"
+#include "common/status.h"
+#include "log/log.h"
+#include "store/archive/archive_writer.h"
+
+namespace joule::app {
+
+struct ArchiverOptions {
+  std::string dir;  // {data_dir}/archive
+  uint64_t max_file_bytes = 64ull << 20;
+  int64_t max_file_age_ns = 5 * kNanosPerMinute;
+  int64_t retention_ns = 0;  // 0 = forever
+  size_t read_batch = 4096;
+  int64_t retention_interval_ns = kNanosPerMinute;
+};
+
+class Archiver {
+ public:
+  static constexpr char kConsumerName[] = "archiver";
+  // Open files (hours) at most; each holds a zstd context of a few MiB.
+  static constexpr size_t kMaxOpenFiles = 48;
+
+  // `metrics` may be null. `log`, `clock` and `metrics` must outlive the Archiver.
+  Archiver(ArchiverOptions options, log::Log* log, const Clock* clock, MetricsRegistry* metrics);
+  ~Archiver();
+
+  // Recovers the archive (deletes unpublished and uncommitted files), registers the
+  // consumer and starts the thread.
+  Status Start();
+  void Stop();
+
+  // Durable records not yet in published archive files, over all partitions.
+  uint64_t LagRecords() const;
+
+ private:
+  // (Re)opens the writer (recovery) and positions the readers at its checkpoint.
+  Status OpenWriter();
+  void Run();
+  bool ReadBatch(uint32_t partition);
+  void SealRound();
+
+  ArchiverOptions options_;
+  log::Log* log_;
+  const Clock* clock_;
+  MetricsRegistry* metrics_;
+  std::unique_ptr<store::ArchiveWriter> writer_;
+  std::vector<std::unique_ptr<log::LogReader>> readers_;
+  std::unique_ptr<std::atomic<uint64_t>[]> committed_;
+  std::vector<log::LogRecord> batch_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> failed_{false};
+  std::thread thread_;
+  Counter* events_ = nullptr;
+  Counter* files_ = nullptr;
+  Counter* decode_errors_ = nullptr;
+  Counter* seal_errors_ = nullptr;
+};
+
+}  // namespace joule::app

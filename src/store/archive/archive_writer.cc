@@ -1,0 +1,378 @@
+#include "store/archive/archive_writer.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <set>
+#include <sstream>
+
+#include "common/crc32c.h"
+#include "store/archive/archive_layout.h"
+
+namespace joule::store {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kMagic[8] = {'J', 'O', 'U', 'L', 'E', 'A', 'R', 'C'};
+constexpr uint32_t kCheckpointVersion = 1;
+constexpr size_t kWriteChunk = 64 << 10;
+
+[[noreturn]] void FatalFsync(const std::string& path) {
+  // A failed fsync is fatal: the kernel may have dropped the dirty pages.
+  fmt::print(stderr, "joule: archive: fsync {} failed: {}\n", path, std::strerror(errno));
+  std::abort();
+}
+
+void SyncFd(int fd, const std::string& path) {
+  if (::fsync(fd) != 0) FatalFsync(path);
+}
+
+Status SyncDir(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return Status::IoError(fmt::format("open {}: {}", path, std::strerror(errno)));
+  SyncFd(fd, path);
+  ::close(fd);
+  return Status::Ok();
+}
+
+Status WriteAll(int fd, const char* data, size_t n, const std::string& path) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, data, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return Status::IoError(fmt::format("write {}: {}", path, std::strerror(errno)));
+    }
+    data += w;
+    n -= static_cast<size_t>(w);
+  }
+  return Status::Ok();
+}
+
+// Creates `dir` (and missing parents below root) and fsyncs the parent of each directory
+// it created, so that a published file's path survives a power loss.
+Status MakeDirDurable(const fs::path& root, const fs::path& dir) {
+  std::vector<fs::path> missing;
+  for (fs::path p = dir; p != root && !p.empty() && !fs::exists(p); p = p.parent_path()) {
+    missing.push_back(p);
+  }
+  for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
+    std::error_code ec;
+    fs::create_directory(*it, ec);
+    if (ec) return Status::IoError(fmt::format("mkdir {}: {}", it->string(), ec.message()));
+    JOULE_RETURN_IF_ERROR(SyncDir(it->parent_path().string()));
+  }
+  return Status::Ok();
+}
+
+void PutU32(std::string* out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>(v >> (8 * i)));
+}
+void PutU64(std::string* out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>(v >> (8 * i)));
+}
+uint64_t GetLe(std::string_view s, size_t pos, int bytes) {
+  uint64_t v = 0;
+  for (int i = 0; i < bytes; ++i)
+    v |= static_cast<uint64_t>(static_cast<uint8_t>(s[pos + i])) << (8 * i);
+  return v;
+}
+
+}  // namespace
+
+struct ArchiveWriter::OpenFile {
+  int64_t hour_start_ns = 0;
+  std::string staging_path;
+  int fd = -1;
+  ZSTD_CCtx* cctx = nullptr;
+  std::string out;  // compressed bytes not yet written
+  uint64_t compressed_bytes = 0;
+  uint64_t rows = 0;
+  int64_t opened_at_ns = 0;
+
+  ~OpenFile() {
+    if (cctx) ZSTD_freeCCtx(cctx);
+    if (fd >= 0) ::close(fd);
+  }
+
+  // Compresses `in` (mode ZSTD_e_continue or ZSTD_e_end) into `out`, writing full chunks.
+  Status Compress(std::string_view in, ZSTD_EndDirective mode) {
+    ZSTD_inBuffer input{in.data(), in.size(), 0};
+    char buf[ZSTD_BLOCKSIZE_MAX];
+    while (true) {
+      ZSTD_outBuffer output{buf, sizeof buf, 0};
+      size_t remaining = ZSTD_compressStream2(cctx, &output, &input, mode);
+      if (ZSTD_isError(remaining)) {
+        return Status::Internal(fmt::format("zstd: {}", ZSTD_getErrorName(remaining)));
+      }
+      out.append(buf, output.pos);
+      compressed_bytes += output.pos;
+      if (out.size() >= kWriteChunk) {
+        JOULE_RETURN_IF_ERROR(WriteAll(fd, out.data(), out.size(), staging_path));
+        out.clear();
+      }
+      const bool done = mode == ZSTD_e_end ? remaining == 0 : input.pos == input.size;
+      if (done) return Status::Ok();
+    }
+  }
+};
+
+ArchiveWriter::ArchiveWriter(ArchiveWriterOptions options)
+    : options_(std::move(options)),
+      clock_(options_.clock ? options_.clock : SystemClock::Default()),
+      committed_(options_.partitions, 0),
+      next_(options_.partitions, 0) {}
+
+ArchiveWriter::~ArchiveWriter() = default;
+
+Result<std::unique_ptr<ArchiveWriter>> ArchiveWriter::Open(ArchiveWriterOptions options) {
+  if (options.partitions == 0) return Status::InvalidArgument("archive: partitions must be >= 1");
+  std::unique_ptr<ArchiveWriter> w(new ArchiveWriter(std::move(options)));
+  JOULE_RETURN_IF_ERROR(w->Recover());
+  return w;
+}
+
+Result<std::optional<ArchiveCheckpoint>> ReadArchiveCheckpoint(const std::string& root) {
+  const fs::path path = fs::path(root) / kArchiveCheckpointFile;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    if (!fs::exists(path)) return std::optional<ArchiveCheckpoint>();
+    return Status::IoError(fmt::format("cannot read {}", path.string()));
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string data = ss.str();
+  auto bad = [&](std::string_view why) {
+    return Status::Corruption(fmt::format("{}: {}", path.string(), why));
+  };
+  if (data.size() < 20 || std::memcmp(data.data(), kMagic, 8) != 0)
+    return bad("not an archive checkpoint");
+  if (GetLe(data, 8, 4) != kCheckpointVersion) return bad("unknown version");
+  const uint64_t len = GetLe(data, 12, 4);
+  const uint32_t crc = static_cast<uint32_t>(GetLe(data, 16, 4));
+  std::string_view body = std::string_view(data).substr(20);
+  if (body.size() != len || len < 12) return bad("wrong length");
+  if (crc32c::Unmask(crc) != crc32c::Value(body)) return bad("CRC mismatch");
+  ArchiveCheckpoint c;
+  c.next_seq = GetLe(body, 0, 8);
+  const uint64_t n = GetLe(body, 8, 4);
+  if (body.size() != 12 + 8 * n) return bad("wrong partition count");
+  for (uint64_t i = 0; i < n; ++i) c.offsets.push_back(GetLe(body, 12 + 8 * i, 8));
+  return std::optional<ArchiveCheckpoint>(std::move(c));
+}
+
+Status ArchiveWriter::Recover() {
+  const fs::path root(options_.root);
+  std::error_code ec;
+  fs::create_directories(root / kArchiveStagingDir, ec);
+  if (ec) return Status::IoError(fmt::format("mkdir {}: {}", root.string(), ec.message()));
+
+  JOULE_ASSIGN_OR_RETURN(std::optional<ArchiveCheckpoint> ckpt, ReadArchiveCheckpoint(root));
+  if (ckpt) {
+    if (ckpt->offsets.size() != options_.partitions) {
+      return Status::InvalidArgument(
+          fmt::format("archive checkpoint has {} partitions, the log {}; the log layout changed",
+                      ckpt->offsets.size(), options_.partitions));
+    }
+    recovery_.had_checkpoint = true;
+    committed_ = ckpt->offsets;
+    next_ = ckpt->offsets;
+    next_seq_ = ckpt->next_seq;
+  }
+
+  // Never published: whatever is in the staging directory.
+  for (const auto& entry : fs::directory_iterator(root / kArchiveStagingDir, ec)) {
+    std::error_code rm;
+    fs::remove_all(entry.path(), rm);
+    if (rm)
+      return Status::IoError(fmt::format("remove {}: {}", entry.path().string(), rm.message()));
+    ++recovery_.temp_files_removed;
+  }
+  if (ec) return Status::IoError(fmt::format("list staging: {}", ec.message()));
+
+  JOULE_ASSIGN_OR_RETURN(std::vector<ArchiveFile> files,
+                         ListArchiveFiles(options_.root, 0, std::numeric_limits<int64_t>::max()));
+  if (!ckpt) {
+    // No checkpoint but published files (the checkpoint was removed by hand): never
+    // reuse their sequence numbers.
+    for (const auto& f : files) next_seq_ = std::max(next_seq_, f.seq + 1);
+    return Status::Ok();
+  }
+  std::set<std::string> dirs;
+  for (const auto& f : files) {
+    if (f.seq < next_seq_) continue;
+    // Published by a round whose checkpoint was never written: its events will be read
+    // from the log again.
+    if (::unlink(f.path.c_str()) != 0) {
+      return Status::IoError(fmt::format("unlink {}: {}", f.path, std::strerror(errno)));
+    }
+    dirs.insert(fs::path(f.path).parent_path().string());
+    ++recovery_.files_rolled_back;
+  }
+  for (const auto& d : dirs) JOULE_RETURN_IF_ERROR(SyncDir(d));
+  return Status::Ok();
+}
+
+void ArchiveWriter::SetStart(uint32_t partition, uint64_t offset) {
+  committed_[partition] = offset;
+  next_[partition] = offset;
+}
+
+Status ArchiveWriter::Add(uint32_t partition, uint64_t offset, const model::Event& event) {
+  if (partition >= options_.partitions) return Status::InvalidArgument("archive: bad partition");
+  const int64_t hour = ArchiveHourOf(event.timestamp_ns);
+  auto it = open_.find(hour);
+  if (it == open_.end()) {
+    auto f = std::make_unique<OpenFile>();
+    f->hour_start_ns = hour;
+    f->opened_at_ns = clock_->NowNanos();
+    f->staging_path = (fs::path(options_.root) / kArchiveStagingDir /
+                       fmt::format("{}-{}.ndjson.zst.tmp", next_seq_, staging_counter_++))
+                          .string();
+    f->fd = ::open(f->staging_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (f->fd < 0) {
+      return Status::IoError(fmt::format("open {}: {}", f->staging_path, std::strerror(errno)));
+    }
+    f->cctx = ZSTD_createCCtx();
+    if (!f->cctx) return Status::Internal("zstd: cannot create a context");
+    ZSTD_CCtx_setParameter(f->cctx, ZSTD_c_compressionLevel, options_.compression_level);
+    ZSTD_CCtx_setParameter(f->cctx, ZSTD_c_checksumFlag, 1);
+    it = open_.emplace(hour, std::move(f)).first;
+    stats_.open_files.store(open_.size(), std::memory_order_relaxed);
+  }
+  std::string row = model::EventToJson(event);
+  row.push_back('\n');
+  JOULE_RETURN_IF_ERROR(it->second->Compress(row, ZSTD_e_continue));
+  ++it->second->rows;
+  next_[partition] = offset + 1;
+  stats_.events.fetch_add(1, std::memory_order_relaxed);
+  return Status::Ok();
+}
+
+void ArchiveWriter::Skip(uint32_t partition, uint64_t offset) {
+  if (partition < options_.partitions) next_[partition] = offset + 1;
+}
+
+bool ArchiveWriter::SealDue() const {
+  if (open_.empty()) return next_ != committed_;  // only skipped records: checkpoint soon
+  if (open_.size() > options_.max_open_files) return true;
+  const int64_t now = clock_->NowNanos();
+  for (const auto& [hour, f] : open_) {
+    if (f->compressed_bytes >= options_.max_file_bytes) return true;
+    if (now - f->opened_at_ns >= options_.max_file_age_ns) return true;
+  }
+  return false;
+}
+
+Status ArchiveWriter::FinishFile(OpenFile* f) {
+  JOULE_RETURN_IF_ERROR(f->Compress({}, ZSTD_e_end));
+  JOULE_RETURN_IF_ERROR(WriteAll(f->fd, f->out.data(), f->out.size(), f->staging_path));
+  f->out.clear();
+  SyncFd(f->fd, f->staging_path);
+  ::close(f->fd);
+  f->fd = -1;
+  return Status::Ok();
+}
+
+Result<size_t> ArchiveWriter::Seal() {
+  if (open_.empty() && next_ == committed_) return size_t{0};
+  const fs::path root(options_.root);
+  std::set<std::string> dirs;
+  size_t published = 0;
+  uint64_t bytes = 0;
+  for (auto& [hour, f] : open_) {
+    JOULE_RETURN_IF_ERROR(FinishFile(f.get()));
+    const fs::path dir = root / ArchiveHourDir(hour);
+    JOULE_RETURN_IF_ERROR(MakeDirDurable(root, dir));
+    const fs::path final_path = dir / ArchiveFileName(next_seq_);
+    // Sequence numbers are never reused; refuse to replace a file all the same.
+    if (::renameat2(AT_FDCWD, f->staging_path.c_str(), AT_FDCWD, final_path.c_str(),
+                    RENAME_NOREPLACE) != 0) {
+      return Status::IoError(
+          fmt::format("publish {}: {}", final_path.string(), std::strerror(errno)));
+    }
+    ++next_seq_;
+    dirs.insert(dir.string());
+    ++published;
+    bytes += f->compressed_bytes;
+  }
+  for (const auto& d : dirs) JOULE_RETURN_IF_ERROR(SyncDir(d));
+  open_.clear();
+  stats_.open_files.store(0, std::memory_order_relaxed);
+  if (options_.before_checkpoint) JOULE_RETURN_IF_ERROR(options_.before_checkpoint());
+  JOULE_RETURN_IF_ERROR(WriteCheckpoint());
+  committed_ = next_;
+  stats_.files_published.fetch_add(published, std::memory_order_relaxed);
+  stats_.bytes_published.fetch_add(bytes, std::memory_order_relaxed);
+  return published;
+}
+
+Status ArchiveWriter::WriteCheckpoint() {
+  std::string body;
+  PutU64(&body, next_seq_);
+  PutU32(&body, static_cast<uint32_t>(next_.size()));
+  for (uint64_t off : next_) PutU64(&body, off);
+  std::string data(kMagic, sizeof kMagic);
+  PutU32(&data, kCheckpointVersion);
+  PutU32(&data, static_cast<uint32_t>(body.size()));
+  PutU32(&data, crc32c::Mask(crc32c::Value(body)));
+  data += body;
+  const std::string path = (fs::path(options_.root) / kArchiveCheckpointFile).string();
+  const std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return Status::IoError(fmt::format("open {}: {}", tmp, std::strerror(errno)));
+  Status st = WriteAll(fd, data.data(), data.size(), tmp);
+  if (!st.ok()) {
+    ::close(fd);
+    return st;
+  }
+  SyncFd(fd, tmp);
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    return Status::IoError(fmt::format("rename {}: {}", tmp, std::strerror(errno)));
+  }
+  return SyncDir(options_.root);
+}
+
+Result<size_t> ArchiveWriter::EnforceRetention() {
+  if (options_.retention_ns <= 0) return size_t{0};
+  const int64_t horizon = clock_->NowNanos() - options_.retention_ns;
+  const fs::path root(options_.root);
+  size_t removed = 0;
+  std::error_code ec;
+  for (const auto& dt : fs::directory_iterator(root, ec)) {
+    const std::string dt_name = dt.path().filename().string();
+    if (dt_name.rfind("dt=", 0) != 0 || !dt.is_directory()) continue;
+    std::error_code ec2;
+    bool any_left = false;
+    for (const auto& hour : fs::directory_iterator(dt.path(), ec2)) {
+      std::optional<int64_t> start = ParseArchiveHourDir(dt_name, hour.path().filename().string());
+      // An hour is kept until all of it is older than the horizon.
+      if (!start || *start + kNanosPerHour > horizon || open_.count(*start)) {
+        any_left = true;
+        continue;
+      }
+      std::error_code rm;
+      fs::remove_all(hour.path(), rm);
+      if (rm)
+        return Status::IoError(fmt::format("remove {}: {}", hour.path().string(), rm.message()));
+      ++removed;
+    }
+    if (!any_left && !ec2) {
+      std::error_code rm;
+      fs::remove(dt.path(), rm);
+    }
+  }
+  if (removed > 0) JOULE_RETURN_IF_ERROR(SyncDir(options_.root));
+  return removed;
+}
+
+}  // namespace joule::store

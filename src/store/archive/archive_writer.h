@@ -1,0 +1,128 @@
+// ArchiveWriter: writes accepted events to the raw archive (docs/formats/archive.md),
+// every event exactly once, in files that appear atomically.
+//
+// Events are added with their log position (partition, offset). Each event goes to the
+// open file of its event-time hour (UTC); open files are zstd streams written to
+// `.staging/`. Seal() ends a *round*: it finishes every open file, fsyncs it, renames it
+// into `dt=…/hour=…/part-{seq}.ndjson.zst` (sequence numbers are unique, never reused;
+// the rename refuses to replace a file), fsyncs the directories, and only then writes the
+// checkpoint: the next log offset of every partition and the next sequence number.
+//
+// Crash safety (Open):
+//  * files still in `.staging/` were never published: deleted;
+//  * published files with seq >= the checkpoint's next sequence belong to a round whose
+//    checkpoint was not written: deleted (rolled back), because their events are read
+//    from the log again (from the checkpoint's offsets) and archived in the next round.
+// So a SIGKILL at any point neither loses an event nor archives one twice, provided the
+// caller re-adds every log record from committed_offset() on.
+//
+// Thread-safety: none (one archiver thread). The counters in stats() are atomics and may
+// be read from any thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/status.h"
+#include "model/event.h"
+
+namespace joule::store {
+
+struct ArchiveWriterOptions {
+  std::string root;         // {data_dir}/archive; created if missing
+  uint32_t partitions = 1;  // log partitions; must match an existing checkpoint
+  // A round is sealed when an open file reaches this many compressed bytes (approximate:
+  // zstd emits whole blocks), when the oldest open file is this old (processing time), or
+  // when more than max_open_files hours are open at once.
+  uint64_t max_file_bytes = 64ull << 20;
+  int64_t max_file_age_ns = 5 * kNanosPerMinute;
+  size_t max_open_files = 48;
+  int64_t retention_ns = 0;  // 0 = keep forever; else hours older than now − retention go
+  int compression_level = 3;
+  const Clock* clock = nullptr;  // nullptr = SystemClock::Default()
+  // Fault injection for tests: called after the round's files are published and before the
+  // checkpoint is written; a non-OK status stops Seal() there, as a crash would.
+  std::function<Status()> before_checkpoint;
+};
+
+struct ArchiveRecoveryReport {
+  bool had_checkpoint = false;
+  uint64_t temp_files_removed = 0;
+  uint64_t files_rolled_back = 0;
+};
+
+class ArchiveWriter {
+ public:
+  static Result<std::unique_ptr<ArchiveWriter>> Open(ArchiveWriterOptions options);
+  // Closes open files without publishing them (the next Open deletes them).
+  ~ArchiveWriter();
+  ArchiveWriter(const ArchiveWriter&) = delete;
+  ArchiveWriter& operator=(const ArchiveWriter&) = delete;
+
+  const ArchiveRecoveryReport& recovery_report() const { return recovery_; }
+  // The next log offset of `partition` whose event is not yet in a published file.
+  uint64_t committed_offset(uint32_t partition) const { return committed_[partition]; }
+  // Without a checkpoint (first start), where reading of `partition` begins.
+  // REQUIRES: nothing added for that partition yet.
+  void SetStart(uint32_t partition, uint64_t offset);
+
+  // Buffers the event read at (partition, offset). REQUIRES: offsets of a partition are
+  // added in increasing order, starting at committed_offset(partition).
+  Status Add(uint32_t partition, uint64_t offset, const model::Event& event);
+  // Marks a record that is not archived (undecodable) as consumed.
+  void Skip(uint32_t partition, uint64_t offset);
+
+  // Hours with an open (unpublished) file.
+  size_t open_files() const { return open_.size(); }
+  // Whether a size, age or open-file limit asks for a Seal() now.
+  bool SealDue() const;
+  // Publishes every open file and then writes the checkpoint. Returns the number of files
+  // published (0 when nothing was pending; the checkpoint is still written when offsets
+  // moved). On error the writer must be discarded and reopened (crash semantics).
+  Result<size_t> Seal();
+
+  // Deletes hour directories older than now − retention (no-op when retention is 0).
+  // Returns the number of hour directories removed.
+  Result<size_t> EnforceRetention();
+
+  struct Stats {
+    std::atomic<uint64_t> events{0};  // events added
+    std::atomic<uint64_t> files_published{0};
+    std::atomic<uint64_t> bytes_published{0};
+    std::atomic<uint64_t> open_files{0};
+  };
+  const Stats& stats() const { return stats_; }
+
+ private:
+  struct OpenFile;
+  explicit ArchiveWriter(ArchiveWriterOptions options);
+  Status Recover();
+  Status WriteCheckpoint();
+  Status FinishFile(OpenFile* file);
+
+  ArchiveWriterOptions options_;
+  const Clock* clock_;
+  ArchiveRecoveryReport recovery_;
+  std::vector<uint64_t> committed_;  // per partition, as in the checkpoint
+  std::vector<uint64_t> next_;       // per partition, after the last Add/Skip
+  uint64_t next_seq_ = 0;
+  uint64_t staging_counter_ = 0;
+  std::map<int64_t, std::unique_ptr<OpenFile>> open_;  // by hour start
+  Stats stats_;
+};
+
+// The checkpoint file (docs/formats/archive.md, "Checkpoint"). Exposed for tests and tools.
+struct ArchiveCheckpoint {
+  uint64_t next_seq = 0;
+  std::vector<uint64_t> offsets;  // next offset per partition
+};
+Result<std::optional<ArchiveCheckpoint>> ReadArchiveCheckpoint(const std::string& root);
+
+}  // namespace joule::store

@@ -1,0 +1,270 @@
+// ArchiveWriter: atomic publish, sealing by size/age/open files, recovery from leftover
+// temp files and from a crash between publish and checkpoint (exactly once), retention.
+#include "store/archive/archive_writer.h"
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <limits>
+#include <map>
+#include <set>
+
+#include "common/clock.h"
+#include "store/archive/archive_layout.h"
+#include "store/archive/archive_reader.h"
+
+namespace joule::store {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int64_t kT0 = 1'795'000'000LL * kNanosPerSecond;  // 2026-11-18T…Z
+
+class ArchiveWriterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::temp_directory_path() /
+            fmt::format("joule-archive-test-{}-{}", ::getpid(),
+                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(root_);
+  }
+  void TearDown() override { fs::remove_all(root_); }
+
+  ArchiveWriterOptions Options() {
+    ArchiveWriterOptions o;
+    o.root = root_.string();
+    o.partitions = 2;
+    o.clock = &clock_;
+    o.max_file_age_ns = 10 * kNanosPerSecond;
+    return o;
+  }
+
+  static model::Event MakeEvent(int i, int64_t ts) {
+    model::Event e;
+    e.device_id = fmt::format("dev-{}", i % 3);
+    e.timestamp_ns = ts;
+    e.received_at_ns = ts + kNanosPerSecond;
+    e.metrics = {{"power_w", 10.5 + i}, {"energy_wh", 1000.0 + i}};
+    if (i % 2) e.event_id = fmt::format("e{}", i);
+    if (i % 4 == 0) e.meta_json = R"({"fw":"1.0","n":3})";
+    return e;
+  }
+
+  // All archived rows, keyed by event id "device|timestamp|event_id", with multiplicity.
+  std::map<std::string, int> Archived() {
+    std::map<std::string, int> out;
+    Status st =
+        ScanArchive(root_.string(), 0, std::numeric_limits<int64_t>::max(),
+                    [&](const model::Event& e, std::string_view) {
+                      ++out[fmt::format("{}|{}|{}", e.device_id, e.timestamp_ns, e.event_id)];
+                      return Status::Ok();
+                    });
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    return out;
+  }
+  static std::string Key(const model::Event& e) {
+    return fmt::format("{}|{}|{}", e.device_id, e.timestamp_ns, e.event_id);
+  }
+
+  size_t StagingCount() {
+    size_t n = 0;
+    for ([[maybe_unused]] auto& f : fs::directory_iterator(root_ / kArchiveStagingDir)) ++n;
+    return n;
+  }
+
+  fs::path root_;
+  ManualClock clock_{kT0};
+};
+
+TEST_F(ArchiveWriterTest, FilesAppearOnlyWhenSealedAndRoundTrip) {
+  auto w = ArchiveWriter::Open(Options());
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  std::vector<model::Event> events;
+  for (int i = 0; i < 10; ++i) {
+    // Two hours; sub-millisecond timestamps must survive.
+    events.push_back(MakeEvent(i, kT0 + i * 400 * kNanosPerSecond + 123'456 + i));
+    ASSERT_TRUE((*w)->Add(i % 2, i / 2, events.back()).ok());
+  }
+  auto listed = ListArchiveFiles(root_.string(), 0, std::numeric_limits<int64_t>::max());
+  ASSERT_TRUE(listed.ok());
+  EXPECT_TRUE(listed->empty()) << "nothing is visible before Seal";
+  EXPECT_EQ(StagingCount(), 2u);
+  EXPECT_EQ((*w)->committed_offset(0), 0u);
+
+  auto sealed = (*w)->Seal();
+  ASSERT_TRUE(sealed.ok()) << sealed.status().ToString();
+  EXPECT_EQ(*sealed, 2u);
+  EXPECT_EQ(StagingCount(), 0u);
+  EXPECT_EQ((*w)->committed_offset(0), 5u);
+  EXPECT_EQ((*w)->committed_offset(1), 5u);
+
+  std::vector<model::Event> read;
+  ASSERT_TRUE(ScanArchive(root_.string(), 0, std::numeric_limits<int64_t>::max(),
+                          [&](const model::Event& e, std::string_view row) {
+                            EXPECT_EQ(row, model::EventToJson(e));
+                            read.push_back(e);
+                            return Status::Ok();
+                          })
+                  .ok());
+  ASSERT_EQ(read.size(), events.size());
+  for (size_t i = 0; i < events.size(); ++i) {
+    model::Event want = events[i];
+    want.received_at_ns -= want.received_at_ns % kNanosPerMilli;  // received_at: ms
+    EXPECT_EQ(read[i], want) << i;
+  }
+  // Hive layout by event-time hour.
+  auto files = ListArchiveFiles(root_.string(), 0, std::numeric_limits<int64_t>::max());
+  ASSERT_TRUE(files.ok());
+  ASSERT_EQ(files->size(), 2u);
+  EXPECT_EQ(fs::path((*files)[0].path).parent_path(),
+            root_ / ArchiveHourDir(ArchiveHourOf(events[0].timestamp_ns)));
+}
+
+TEST_F(ArchiveWriterTest, SealDueByAgeWithInjectedClock) {
+  auto w = ArchiveWriter::Open(Options());
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE((*w)->Add(0, 0, MakeEvent(0, kT0)).ok());
+  EXPECT_FALSE((*w)->SealDue());
+  clock_.Advance(9 * kNanosPerSecond);
+  EXPECT_FALSE((*w)->SealDue());
+  clock_.Advance(kNanosPerSecond);
+  EXPECT_TRUE((*w)->SealDue());
+  ASSERT_TRUE((*w)->Seal().ok());
+  EXPECT_FALSE((*w)->SealDue());
+}
+
+TEST_F(ArchiveWriterTest, SealDueBySizeAndOpenFiles) {
+  auto o = Options();
+  o.max_file_bytes = 4096;
+  o.max_open_files = 3;
+  auto w = ArchiveWriter::Open(o);
+  ASSERT_TRUE(w.ok());
+  uint64_t off = 0;
+  // Incompressible-ish rows until the compressed size passes the limit.
+  while (!(*w)->SealDue()) {
+    model::Event e = MakeEvent(static_cast<int>(off), kT0 + static_cast<int64_t>(off));
+    e.event_id = fmt::format("{:x}", (off * 0x9e3779b97f4a7c15ull) ^ (off << 7));
+    e.metrics[0].value = static_cast<double>(off * 7919 % 100003) / 7.0;
+    ASSERT_TRUE((*w)->Add(0, off++, e).ok());
+    ASSERT_LT(off, 100000u) << "never due by size";
+  }
+  EXPECT_GT(off, 10u);
+  ASSERT_TRUE((*w)->Seal().ok());
+
+  for (int h = 0; h < 3; ++h)
+    ASSERT_TRUE((*w)->Add(1, h, MakeEvent(h, kT0 + h * kNanosPerHour)).ok());
+  EXPECT_FALSE((*w)->SealDue());
+  ASSERT_TRUE((*w)->Add(1, 3, MakeEvent(3, kT0 + 3 * kNanosPerHour)).ok());
+  EXPECT_TRUE((*w)->SealDue()) << "4 open hours > max_open_files 3";
+}
+
+TEST_F(ArchiveWriterTest, RestartDeletesLeftoverTempFiles) {
+  {
+    auto w = ArchiveWriter::Open(Options());
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->Add(0, 0, MakeEvent(0, kT0)).ok());
+    ASSERT_TRUE((*w)->Seal().ok());
+    ASSERT_TRUE((*w)->Add(0, 1, MakeEvent(1, kT0 + 1)).ok());
+    ASSERT_TRUE((*w)->Add(1, 0, MakeEvent(2, kT0 + 2)).ok());
+    // Destroyed without Seal: a crash with files still in staging.
+  }
+  EXPECT_EQ(StagingCount(), 1u);
+  auto w = ArchiveWriter::Open(Options());
+  ASSERT_TRUE(w.ok());
+  EXPECT_TRUE((*w)->recovery_report().had_checkpoint);
+  EXPECT_EQ((*w)->recovery_report().temp_files_removed, 1u);
+  EXPECT_EQ((*w)->recovery_report().files_rolled_back, 0u);
+  EXPECT_EQ(StagingCount(), 0u);
+  EXPECT_EQ((*w)->committed_offset(0), 1u);
+  EXPECT_EQ((*w)->committed_offset(1), 0u);
+  EXPECT_EQ(Archived().size(), 1u);
+}
+
+// The oracle: every added event is archived exactly once although the writer "crashes"
+// after publishing and before the checkpoint, and the caller re-adds from the checkpoint.
+TEST_F(ArchiveWriterTest, ExactlyOnceAcrossCrashBetweenPublishAndCheckpoint) {
+  std::vector<std::vector<model::Event>> log(2);  // the "log": per partition
+  for (int i = 0; i < 60; ++i) log[i % 2].push_back(MakeEvent(i, kT0 + i * 90 * kNanosPerSecond));
+
+  auto feed = [&](ArchiveWriter* w, uint64_t upto) {
+    for (uint32_t p = 0; p < 2; ++p) {
+      for (uint64_t off = w->committed_offset(p); off < upto && off < log[p].size(); ++off) {
+        ASSERT_TRUE(w->Add(p, off, log[p][off]).ok());
+      }
+    }
+  };
+  {
+    auto w = ArchiveWriter::Open(Options());
+    ASSERT_TRUE(w.ok());
+    feed(w->get(), 10);
+    ASSERT_TRUE((*w)->Seal().ok());
+  }
+  {
+    auto o = Options();
+    o.before_checkpoint = [] { return Status::Internal("simulated crash"); };
+    auto w = ArchiveWriter::Open(o);
+    ASSERT_TRUE(w.ok());
+    feed(w->get(), 20);
+    auto sealed = (*w)->Seal();
+    ASSERT_FALSE(sealed.ok());
+    // Published, not checkpointed: visible right now (a reader may see them) …
+    EXPECT_EQ(Archived().size(), 40u);
+  }
+  {
+    auto w = ArchiveWriter::Open(Options());
+    ASSERT_TRUE(w.ok());
+    // … and rolled back on restart, because the log is read again from offset 10.
+    EXPECT_GT((*w)->recovery_report().files_rolled_back, 0u);
+    EXPECT_EQ((*w)->committed_offset(0), 10u);
+    EXPECT_EQ(Archived().size(), 20u);
+    feed(w->get(), 1000);
+    ASSERT_TRUE((*w)->Seal().ok());
+  }
+  std::map<std::string, int> archived = Archived();
+  std::set<std::string> want;
+  for (const auto& part : log) {
+    for (const auto& e : part) want.insert(Key(e));
+  }
+  ASSERT_EQ(archived.size(), want.size());
+  for (const auto& [key, n] : archived) {
+    EXPECT_EQ(n, 1) << key;
+    EXPECT_TRUE(want.count(key)) << key;
+  }
+}
+
+TEST_F(ArchiveWriterTest, CheckpointMovesForSkippedRecordsAndRejectsOtherLayouts) {
+  {
+    auto w = ArchiveWriter::Open(Options());
+    ASSERT_TRUE(w.ok());
+    (*w)->Skip(1, 0);
+    EXPECT_TRUE((*w)->SealDue());
+    auto sealed = (*w)->Seal();
+    ASSERT_TRUE(sealed.ok());
+    EXPECT_EQ(*sealed, 0u);
+    EXPECT_EQ((*w)->committed_offset(1), 1u);
+  }
+  auto o = Options();
+  o.partitions = 3;
+  EXPECT_FALSE(ArchiveWriter::Open(o).ok());
+}
+
+TEST_F(ArchiveWriterTest, RetentionRemovesOldHours) {
+  auto o = Options();
+  o.retention_ns = 2 * kNanosPerHour;
+  auto w = ArchiveWriter::Open(o);
+  ASSERT_TRUE(w.ok());
+  const int64_t h0 = ArchiveHourOf(kT0);
+  for (int h = 0; h < 5; ++h)
+    ASSERT_TRUE((*w)->Add(0, h, MakeEvent(h, h0 + h * kNanosPerHour)).ok());
+  ASSERT_TRUE((*w)->Seal().ok());
+  clock_.Set(h0 + 5 * kNanosPerHour);  // horizon = h0 + 3h: hours 0, 1, 2 end by then
+  auto removed = (*w)->EnforceRetention();
+  ASSERT_TRUE(removed.ok());
+  EXPECT_EQ(*removed, 3u);
+  EXPECT_EQ(Archived().size(), 2u);
+}
+
+}  // namespace
+}  // namespace joule::store
