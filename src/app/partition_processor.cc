@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "alert/alert_engine.h"
 #include "api/live_hub.h"
 #include "app/processor_checkpoint.h"
 #include "common/logging.h"
@@ -14,8 +15,8 @@ namespace joule::app {
 class PartitionProcessor::Sink final : public stream::RecordSink {
  public:
   Sink(store::LatestStore* latest, bool keep_for_history, api::LiveHub* live,
-       MetricsRegistry* metrics)
-      : latest_(latest), keep_for_history_(keep_for_history), live_(live) {
+       MetricsRegistry* metrics, alert::AlertEngine* alerts = nullptr)
+      : latest_(latest), keep_for_history_(keep_for_history), live_(live), alerts_(alerts) {
     for (int r = 0; r < 3; ++r) {
       for (int f = 0; f < 2; ++f) {
         const char* res = r == 0 ? "base" : r == 1 ? "1h" : "1d";
@@ -32,6 +33,7 @@ class PartitionProcessor::Sink final : public stream::RecordSink {
     if (!latest_->PutRecord(record).ok()) sink_errors_->Inc();
     if (keep_for_history_) pending_history_.push_back(record);
     if (live_) live_->PublishRecord(record);
+    if (alerts_) alerts_->Offer(record);  // never blocks: bounded queue, drops are counted
   }
   std::vector<model::AggregateRecord>& pending_history() { return pending_history_; }
 
@@ -39,6 +41,7 @@ class PartitionProcessor::Sink final : public stream::RecordSink {
   store::LatestStore* latest_;
   bool keep_for_history_;
   api::LiveHub* live_;
+  alert::AlertEngine* alerts_;
   std::vector<model::AggregateRecord> pending_history_;
   Counter* emitted_[3][2];
   Counter* sink_errors_;
@@ -56,7 +59,8 @@ PartitionProcessor::PartitionProcessor(PartitionProcessorOptions options, log::L
       metrics_(metrics),
       history_(history),
       engine_(std::make_unique<stream::WindowEngine>(options_.engine, timezones)),
-      sink_(std::make_unique<Sink>(latest, history != nullptr, options_.live, metrics)),
+      sink_(std::make_unique<Sink>(latest, history != nullptr, options_.live, metrics,
+                                   options_.alerts)),
       positions_(new std::atomic<uint64_t>[options_.partitions.size()]),
       last_append_ns_(new std::atomic<int64_t>[options_.partitions.size()]) {
   const std::string idx = std::to_string(options_.index);

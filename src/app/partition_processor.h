@@ -34,6 +34,9 @@
 namespace joule::api {
 class LiveHub;
 }
+namespace joule::alert {
+class AlertEngine;
+}
 
 namespace joule::app {
 
@@ -46,6 +49,8 @@ struct PartitionProcessorOptions {
   std::string checkpoint_path;  // empty = no checkpoints
   int64_t checkpoint_interval_ns = 10'000'000'000;
   api::LiveHub* live = nullptr;  // SSE fan-out of records and readings; may be null
+  // Alert evaluation: every emitted record is offered (non-blocking, bounded queue); may be null.
+  alert::AlertEngine* alerts = nullptr;
 };
 
 class PartitionProcessor {
