@@ -129,6 +129,25 @@ const std::vector<Key>& Keys() {
        [](const Config& c) { return Quote(c.latest_url); }},
       {"latest", "windows", Integer(&Config::latest_windows, 1, 100000),
        [](const Config& c) { return std::to_string(c.latest_windows); }},
+      {"alerts", "allow_private_targets",
+       [](Config& c, const std::string& v) -> Status {
+         if (v != "true" && v != "false") {
+           return Status::InvalidArgument(fmt::format("'{}' is not true or false", v));
+         }
+         c.alerts_allow_private_targets = v == "true";
+         return Status::Ok();
+       },
+       [](const Config& c) { return std::string(c.alerts_allow_private_targets ? "true" : "false"); }},
+      {"alerts", "delivery_timeout", Duration(&Config::alerts_delivery_timeout_ns),
+       [](const Config& c) { return DurationText(c.alerts_delivery_timeout_ns); }},
+      {"alerts", "retry_initial_backoff", Duration(&Config::alerts_retry_initial_backoff_ns),
+       [](const Config& c) { return DurationText(c.alerts_retry_initial_backoff_ns); }},
+      {"alerts", "retry_max_backoff", Duration(&Config::alerts_retry_max_backoff_ns),
+       [](const Config& c) { return DurationText(c.alerts_retry_max_backoff_ns); }},
+      {"alerts", "delivery_max_attempts", Integer(&Config::alerts_delivery_max_attempts, 1, 1000),
+       [](const Config& c) { return std::to_string(c.alerts_delivery_max_attempts); }},
+      {"alerts", "queue_capacity", Integer(&Config::alerts_queue_capacity, 16, 10'000'000),
+       [](const Config& c) { return std::to_string(c.alerts_queue_capacity); }},
       {"limits", "max_body_bytes", Size(&Config::max_body_bytes),
        [](const Config& c) { return std::to_string(c.max_body_bytes); }},
       {"limits", "max_events_per_request", Integer(&Config::max_events_per_request, 1, 10'000'000),

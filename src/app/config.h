@@ -49,6 +49,13 @@ struct Config {
   std::string latest_backend = "memory";
   std::string latest_url;
   uint32_t latest_windows = 60;
+  // [alerts] (CONTRACT §4)
+  bool alerts_allow_private_targets = false;  // webhooks to loopback/private/link-local
+  int64_t alerts_delivery_timeout_ns = 5'000'000'000;
+  int64_t alerts_retry_initial_backoff_ns = 1'000'000'000;
+  int64_t alerts_retry_max_backoff_ns = 300'000'000'000;
+  int alerts_delivery_max_attempts = 10;
+  uint32_t alerts_queue_capacity = 65536;
   // [limits]
   uint64_t max_body_bytes = 4ull << 20;
   uint64_t max_events_per_request = 10000;

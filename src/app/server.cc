@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "alert/alert_engine.h"
 #include "api/api_context.h"
 #include "api/live_hub.h"
 #include "api/routes.h"
@@ -202,6 +203,29 @@ int RunServer(const Config& config) {
   });
   metrics.AddGaugeCallback("joule_sse_subscribers", "Open /v1/stream subscriptions", {},
                            [&live] { return static_cast<double>(live.subscriber_count()); });
+  // Alerts (CONTRACT §4): evaluated on their own thread; outbox in {data_dir}/alerts.
+  alert::AlertEngineOptions alert_options;
+  alert_options.dir = (std::filesystem::path(config.data_dir) / "alerts").string();
+  alert_options.fsync = config.durability == "fsync";
+  alert_options.allow_private_targets = config.alerts_allow_private_targets;
+  alert_options.queue_capacity = config.alerts_queue_capacity;
+  alert_options.notifier.timeout_ns = config.alerts_delivery_timeout_ns;
+  alert_options.notifier.initial_backoff_ns = config.alerts_retry_initial_backoff_ns;
+  alert_options.notifier.max_backoff_ns = config.alerts_retry_max_backoff_ns;
+  alert_options.notifier.max_attempts = config.alerts_delivery_max_attempts;
+  alert_options.publish = [&live](const std::string& device_id, const std::string& json) {
+    live.Publish(device_id, "alert", json);
+  };
+  auto alerts_opened = alert::AlertEngine::Open(alert_options, metadata.get(), clock, &metrics);
+  if (!alerts_opened.ok()) {
+    logging::Error("cannot open alert engine", {{"error", alerts_opened.status().ToString()}});
+    return 1;
+  }
+  std::unique_ptr<alert::AlertEngine> alerts = std::move(*alerts_opened);
+  if (Status alerts_started = alerts->Start(); !alerts_started.ok()) {
+    logging::Error("cannot start alert engine", {{"error", alerts_started.ToString()}});
+    return 1;
+  }
   // Partition p belongs to processor p % threads.
   const int threads = std::max(1, std::min<int>(config.processor_threads, config.log_partitions));
   std::vector<std::unique_ptr<PartitionProcessor>> processors;
@@ -215,6 +239,7 @@ int RunServer(const Config& config) {
                              .string();
     po.checkpoint_interval_ns = config.checkpoint_interval_ns;
     po.live = &live;
+    po.alerts = alerts.get();
     processors.push_back(std::make_unique<PartitionProcessor>(
         std::move(po), log.get(), &latest, history.get(), clock, &metrics, &timezones));
   }
@@ -251,6 +276,7 @@ int RunServer(const Config& config) {
   ctx.history = history.get();
   ctx.metadata = metadata.get();
   ctx.live = &live;
+  ctx.alerts = alerts.get();
   ctx.base_window_ns = config.window_ns;
   ctx.health = [&processors, &config, threads](std::string_view device_id,
                                                stream::WindowEngine::DeviceHealth* out) {
@@ -301,6 +327,7 @@ int RunServer(const Config& config) {
   Status flushed = log->Flush();
   for (auto& p : processors) p->Stop();
   processors.clear();
+  alerts->Stop();  // evaluates what the processors queued; deliveries stay in the outbox
   if (archiver) archiver->Stop();  // seals everything durable
   archiver.reset();
   Status history_flushed = history->Flush();
