@@ -1,9 +1,11 @@
-// joule: the single binary. Subcommands: serve, simulate, config, devices.
+// joule: the single binary. Subcommands: serve, simulate, config, devices, replay, export.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "app/config.h"
 #include "app/devices_cli.h"
+#include "app/export_cli.h"
+#include "app/replay.h"
 #include "app/server.h"
 #include "app/simulator.h"
 #include "common/time_format.h"
@@ -49,6 +51,33 @@ int main(int argc, char** argv) {
   export_cmd->add_option("--config", config_path, "TOML config file");
   export_cmd->add_option("--owner", export_owner, "Only this owner's devices");
 
+  // joule replay / joule export: the raw archive (docs/formats/archive.md).
+  joule::app::ReplayCliOptions replay_options;
+  auto* replay_cmd = app.add_subcommand(
+      "replay", "Recompute 1m/1h/1d records of a range from the archive (server stopped)");
+  replay_cmd->add_option("--config", config_path, "TOML config file");
+  replay_cmd->add_option("--from", replay_options.from, "Range start, RFC 3339")->required();
+  replay_cmd->add_option("--to", replay_options.to, "Range end (exclusive), RFC 3339")->required();
+  auto* replay_device =
+      replay_cmd->add_option("--device", replay_options.device_id, "Only this device");
+  replay_cmd->add_option("--owner", replay_options.owner_id, "Only this owner's devices")
+      ->excludes(replay_device);
+  replay_cmd->add_flag("--dry-run", replay_options.dry_run, "Compute and count; write nothing");
+  joule::app::ExportCliOptions export_options;
+  auto* archive_export_cmd =
+      app.add_subcommand("export", "Write raw events of a range from the archive to stdout");
+  archive_export_cmd->add_option("--config", config_path, "TOML config file");
+  archive_export_cmd->add_option("--from", export_options.from, "Range start, RFC 3339")->required();
+  archive_export_cmd->add_option("--to", export_options.to, "Range end (exclusive), RFC 3339")
+      ->required();
+  auto* export_device =
+      archive_export_cmd->add_option("--device", export_options.device_id, "Only this device");
+  archive_export_cmd->add_option("--owner", export_options.owner_id, "Only this owner's devices")
+      ->excludes(export_device);
+  archive_export_cmd->add_option("--format", export_options.format, "ndjson or csv")
+      ->check(CLI::IsMember({"ndjson", "csv"}))
+      ->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
 
   if (*devices) {
@@ -62,6 +91,16 @@ int main(int argc, char** argv) {
     std::optional<std::string> owner;
     if (!export_owner.empty()) owner = export_owner;
     return joule::app::RunDevicesExport(*config, owner);
+  }
+
+  if (*replay_cmd || *archive_export_cmd) {
+    auto config = joule::app::LoadConfig(config_path, environ);
+    if (!config.ok()) {
+      fmt::print(stderr, "joule: {}\n", config.status().message());
+      return 2;
+    }
+    if (*replay_cmd) return joule::app::RunReplay(*config, replay_options);
+    return joule::app::RunExport(*config, export_options);
   }
 
   if (*serve || *show) {

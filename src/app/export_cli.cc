@@ -1,0 +1,131 @@
+#include "app/export_cli.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <set>
+#include <vector>
+
+#include "app/metadata_open.h"
+#include "common/time_format.h"
+#include "store/archive/archive_layout.h"
+#include "store/archive/archive_reader.h"
+#include "store/metadata_store.h"
+
+namespace joule::app {
+namespace {
+
+struct Row {
+  model::Event event;
+  std::string json;
+  uint64_t seq;  // archive order, the tie-breaker
+};
+
+void AppendCsvField(std::string* out, std::string_view s) {
+  if (s.find_first_of(",\"\n\r") == std::string_view::npos) {
+    out->append(s);
+    return;
+  }
+  out->push_back('"');
+  for (char c : s) {
+    if (c == '"') out->push_back('"');
+    out->push_back(c);
+  }
+  out->push_back('"');
+}
+
+}  // namespace
+
+int RunExport(const Config& config, const ExportCliOptions& options) {
+  auto fail = [](const std::string& message, int code = 1) {
+    fmt::print(stderr, "joule export: {}\n", message);
+    return code;
+  };
+  int64_t from, to;
+  if (!ParseRfc3339(options.from, &from)) return fail("--from must be an RFC 3339 time", 2);
+  if (!ParseRfc3339(options.to, &to)) return fail("--to must be an RFC 3339 time", 2);
+  if (to <= from) return fail("--to must be after --from", 2);
+  if (options.format != "ndjson" && options.format != "csv") {
+    return fail("--format must be ndjson or csv", 2);
+  }
+  if (!options.device_id.empty() && !options.owner_id.empty()) {
+    return fail("give --device or --owner, not both", 2);
+  }
+  std::set<std::string, std::less<>> devices;
+  if (!options.device_id.empty()) devices.insert(options.device_id);
+  if (!options.owner_id.empty()) {
+    Result<std::unique_ptr<store::MetadataStore>> metadata = OpenMetadataStore(config);
+    if (!metadata.ok()) return fail("metadata store: " + metadata.status().ToString());
+    store::ListDevicesOptions lo;
+    lo.owner_id = options.owner_id;
+    while (true) {
+      Result<store::DevicePage> page = (*metadata)->ListDevices(lo);
+      if (!page.ok()) return fail("metadata store: " + page.status().ToString());
+      for (const auto& d : page->devices) devices.insert(d.device_id);
+      if (page->next_cursor.empty()) break;
+      lo.after = page->next_cursor;
+    }
+    if (devices.empty()) return fail(fmt::format("owner {} has no devices", options.owner_id));
+  }
+  const bool filter = !options.device_id.empty() || !options.owner_id.empty();
+  const std::string root = (std::filesystem::path(config.data_dir) / "archive").string();
+  const bool csv = options.format == "csv";
+
+  // One hour at a time, sorted by event time: memory is bounded by an hour of events.
+  std::vector<Row> hour_rows;
+  int64_t current_hour = 0;
+  uint64_t seq = 0;
+  std::string out;
+  if (csv) out = "device_id,timestamp,received_at,event_id,metric,value,meta\n";
+  auto flush = [&] {
+    std::stable_sort(hour_rows.begin(), hour_rows.end(), [](const Row& a, const Row& b) {
+      return std::tie(a.event.timestamp_ns, a.event.device_id, a.seq) <
+             std::tie(b.event.timestamp_ns, b.event.device_id, b.seq);
+    });
+    for (const Row& r : hour_rows) {
+      if (!csv) {
+        out += r.json;
+        out.push_back('\n');
+      } else {
+        for (const auto& m : r.event.metrics) {
+          AppendCsvField(&out, r.event.device_id);
+          out.push_back(',');
+          out += FormatRfc3339Exact(r.event.timestamp_ns);
+          out.push_back(',');
+          out += FormatRfc3339Millis(r.event.received_at_ns);
+          out.push_back(',');
+          AppendCsvField(&out, r.event.event_id);
+          out.push_back(',');
+          out += m.name;
+          out.push_back(',');
+          fmt::format_to(std::back_inserter(out), "{}", m.value);
+          out.push_back(',');
+          AppendCsvField(&out, r.event.meta_json);
+          out.push_back('\n');
+        }
+      }
+      if (out.size() >= (1 << 16)) {
+        std::fwrite(out.data(), 1, out.size(), stdout);
+        out.clear();
+      }
+    }
+    hour_rows.clear();
+  };
+  Status st = store::ScanArchive(root, from, to, [&](const model::Event& e, std::string_view row) {
+    if (filter && !devices.count(e.device_id)) return Status::Ok();
+    const int64_t hour = store::ArchiveHourOf(e.timestamp_ns);
+    if (!hour_rows.empty() && hour != current_hour) flush();
+    current_hour = hour;
+    hour_rows.push_back({e, std::string(row), seq++});
+    return Status::Ok();
+  });
+  flush();
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  std::fflush(stdout);
+  if (!st.ok()) return fail(st.ToString());
+  return 0;
+}
+
+}  // namespace joule::app
