@@ -8,6 +8,7 @@
 #include "app/replay.h"
 #include "app/server.h"
 #include "app/simulator.h"
+#include "common/clock.h"
 #include "common/time_format.h"
 
 extern char** environ;
@@ -24,15 +25,44 @@ int main(int argc, char** argv) {
   show->add_option("--config", config_path, "TOML config file");
 
   joule::app::SimulatorOptions sim;
-  std::string duration = "0s";
-  auto* simulate = app.add_subcommand("simulate", "Feed a server with simulated devices");
+  joule::app::SimulatorTextOptions sim_text;
+  auto* simulate = app.add_subcommand("simulate", "Feed a server with simulated homes");
   simulate->add_option("--url", sim.url, "Server base URL")->capture_default_str();
-  simulate->add_option("--token", sim.token, "Bearer token (admin token)");
-  simulate->add_option("--devices", sim.devices, "Number of devices")->capture_default_str();
-  simulate->add_option("--rate", sim.rate_hz, "Events per device per second")->capture_default_str();
-  simulate->add_option("--duration", duration, "How long to run, e.g. 60s (0 = until stopped)");
+  simulate->add_option("--token", sim.token, "Ingest with this token for every device");
+  simulate->add_option("--admin-token", sim.admin_token,
+                       "Register the devices and ingest with their own tokens");
+  simulate->add_option("--homes", sim.homes, "Number of homes (default: devices / per home)");
+  simulate->add_option("--devices-per-home", sim.devices_per_home, "Meter + appliances, 1..8")
+      ->capture_default_str();
+  simulate->add_option("--devices", sim.devices, "Total devices when --homes is not given")
+      ->capture_default_str();
+  simulate->add_option("--rate", sim.rate_hz, "Samples per device per second, 0.1..10")
+      ->capture_default_str();
+  simulate->add_option("--duration", sim_text.duration,
+                       "Event-time span, e.g. 15m (0 = until stopped)");
+  simulate->add_option("--start", sim_text.start, "First event time: RFC 3339, epoch ms, or -3h");
+  simulate->add_option("--speed", sim.speed, "Event time per real time (0 = unthrottled)")
+      ->capture_default_str();
   simulate->add_option("--seed", sim.seed, "Random seed")->capture_default_str();
   simulate->add_option("--prefix", sim.device_prefix, "Device id prefix")->capture_default_str();
+  simulate->add_option("--batch", sim.batch, "Events per request, at most")->capture_default_str();
+  simulate->add_option("--connections", sim.connections, "Sender threads")->capture_default_str();
+  simulate->add_option("--flush-interval", sim_text.flush_interval, "Longest wait before a send");
+  simulate->add_option("--jitter", sim_text.jitter, "Fault: send order shuffled within this");
+  simulate->add_option("--outages", sim.outages_per_hour, "Fault: outages per home per hour");
+  simulate->add_option("--duplicates", sim.duplicates, "Fault: fraction of events sent twice");
+  simulate->add_option("--clock-skew", sim_text.clock_skew,
+                       "Fault: per-device offset up to ±this");
+  simulate->add_option("--counter-resets", sim.counter_resets_per_hour,
+                       "Fault: meter counter resets per hour");
+  simulate->add_option("--malformed", sim.malformed, "Fault: malformed events per event");
+  simulate->add_option("--wrong-tokens", sim.wrong_tokens,
+                       "Fault: fraction of requests first sent with a wrong token");
+  simulate->add_option("--ground-truth", sim.ground_truth_path,
+                       "Write the expected 1m/1h/1d records here (JSON lines)");
+  simulate->add_option("--max-gap", sim_text.max_gap, "The server's stream.max_gap");
+  simulate->add_flag("--quiet", sim.quiet, "Only the final summary");
+  simulate->add_flag("--dry-run", sim.dry_run, "Generate and encode only; send nothing");
 
   // joule devices import|export: device metadata as CSV, on the configured metadata store.
   auto* devices = app.add_subcommand("devices", "Import or export device metadata as CSV");
@@ -117,14 +147,14 @@ int main(int argc, char** argv) {
     return joule::app::RunServer(*config);
   }
   if (*simulate) {
-    auto d = joule::ParseDurationNanos(duration);
-    if (!d.ok()) {
-      fmt::print(stderr, "joule: --duration: {}\n", d.status().message());
+    std::string error = joule::app::ApplySimulatorTextOptions(
+        sim_text, joule::SystemClock::Default()->NowNanos(), &sim);
+    if (!error.empty()) {
+      fmt::print(stderr, "joule: {}\n", error);
       return 2;
     }
-    sim.duration_ns = *d;
-    if (sim.devices < 1 || sim.rate_hz <= 0) {
-      fmt::print(stderr, "joule: --devices must be >= 1 and --rate > 0\n");
+    if (sim.devices < 1 || sim.devices_per_home < 1 || sim.rate_hz <= 0) {
+      fmt::print(stderr, "joule: --devices and --devices-per-home must be >= 1, --rate > 0\n");
       return 2;
     }
     return joule::app::RunSimulator(sim);

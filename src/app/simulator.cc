@@ -1,6 +1,5 @@
 #include "app/simulator.h"
 
-#include <arpa/inet.h>
 #include <fmt/format.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -8,14 +7,23 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <csignal>
-#include <random>
+#include <deque>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <queue>
 #include <thread>
 #include <vector>
 
+#include "app/sim/ground_truth.h"
+#include "app/sim/home_profiles.h"
 #include "common/clock.h"
 #include "common/json_writer.h"
 #include "common/time_format.h"
@@ -23,13 +31,17 @@
 namespace joule::app {
 namespace {
 
+using sim::Home;
+using sim::SimRandom;
+
 std::atomic<bool> g_stop{false};
 void OnSignal(int) { g_stop.store(true); }
 
 // A minimal blocking HTTP/1.1 client with keep-alive, enough for the simulator.
 class BlockingHttpClient {
  public:
-  BlockingHttpClient(std::string host, std::string port) : host_(host), port_(port) {}
+  BlockingHttpClient(std::string host, std::string port)
+      : host_(std::move(host)), port_(std::move(port)) {}
   ~BlockingHttpClient() { Close(); }
 
   // Returns the status code, or -1 on a connection error.
@@ -37,9 +49,9 @@ class BlockingHttpClient {
            const std::string& token, std::string* response_body) {
     for (int attempt = 0; attempt < 2; ++attempt) {
       if (fd_ < 0 && !Connect()) return -1;
-      std::string req = fmt::format(
-          "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n", path,
-          host_, content_type, body.size());
+      std::string req =
+          fmt::format("POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+                      path, host_, content_type, body.size());
       if (!token.empty()) req += fmt::format("Authorization: Bearer {}\r\n", token);
       req += "\r\n";
       req += body;
@@ -113,7 +125,9 @@ class BlockingHttpClient {
       if (eol == std::string::npos) eol = headers.size();
       std::string line = headers.substr(pos, eol - pos);
       for (auto& ch : line) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-      if (line.rfind("content-length:", 0) == 0) length = std::strtoull(line.c_str() + 15, nullptr, 10);
+      if (line.rfind("content-length:", 0) == 0) {
+        length = std::strtoull(line.c_str() + 15, nullptr, 10);
+      }
       pos = eol + 2;
     }
     while (buffer_.size() < header_end + 4 + length) {
@@ -129,115 +143,555 @@ class BlockingHttpClient {
   std::string buffer_;
 };
 
-struct SimDevice {
-  std::string id;
-  double base_w;
-  double amplitude_w;
-  double period_s;
-  double phase;
-  double energy_wh;
-  int64_t last_ns = 0;
-  double last_power = 0;
+// The integer after "key": in a small JSON body, or -1.
+int64_t JsonInt(const std::string& body, const char* key) {
+  std::string needle = fmt::format("\"{}\":", key);
+  size_t p = body.find(needle);
+  if (p == std::string::npos) return -1;
+  p += needle.size();
+  while (p < body.size() && body[p] == ' ') ++p;
+  return std::strtoll(body.c_str() + p, nullptr, 10);
+}
+
+std::string JsonString(const std::string& body, const char* key) {
+  std::string needle = fmt::format("\"{}\":\"", key);
+  size_t p = body.find(needle);
+  if (p == std::string::npos) return "";
+  p += needle.size();
+  size_t e = body.find('"', p);
+  return e == std::string::npos ? "" : body.substr(p, e - p);
+}
+
+struct Stats {
+  std::atomic<uint64_t> generated{0}, sent{0}, accepted{0}, rejected{0}, failed{0};
+  std::atomic<uint64_t> requests{0}, duplicates_sent{0}, malformed_sent{0}, bodies_400{0};
+  std::atomic<uint64_t> wrong_token_401{0}, retries{0}, registered{0}, outages{0}, resets{0};
+  std::atomic<uint64_t> reported_errors{0};
+};
+
+struct Shared {
+  const SimulatorOptions* options;
+  std::string host, port;
+  Stats stats;
+  std::mutex truth_mu;
+  std::unique_ptr<sim::GroundTruth> truth;
+  const Clock* clock;
+  int64_t real_start_ns;
+};
+
+// One event on its way out: its JSON and (for the release queue) when it may be sent.
+struct OutEvent {
+  int64_t release_ms;
+  uint64_t order;
+  std::string json;
+  bool operator>(const OutEvent& o) const {
+    return release_ms != o.release_ms ? release_ms > o.release_ms : order > o.order;
+  }
+};
+
+struct DeviceState {
+  const sim::HomeDevice* spec;
+  int home_slot;
+  int device_index;
+  std::string token;
+  int64_t skew_ms = 0;
+  int64_t phase_ms = 0;
+  uint64_t seq = 0;
+  std::vector<std::string> outbox;  // per-device batches (device tokens)
+  int64_t oldest_ns = 0;            // real time the outbox's first event was queued
+};
+
+class Worker {
+ public:
+  Worker(Shared* shared, int id, std::vector<int> home_indices)
+      : shared_(shared),
+        o_(*shared->options),
+        id_(id),
+        client_(shared->host, shared->port),
+        rng_(o_.seed * 7919 + static_cast<uint64_t>(id) + 1) {
+    for (int h : home_indices) {
+      homes_.push_back(std::make_unique<Home>(h, o_.devices_per_home, o_.seed, o_.device_prefix));
+      fault_rngs_.emplace_back(o_.seed ^ (0xfa17ULL << 32) ^ static_cast<uint64_t>(h));
+      outage_until_ms_.push_back(INT64_MIN);
+    }
+    per_device_ = o_.token.empty() && !o_.admin_token.empty();
+  }
+
+  void Run() {
+    if (!o_.admin_token.empty() && !o_.dry_run && !Register()) return;
+    SetUpDevices();
+    const int64_t tick_ms = std::max<int64_t>(1, std::llround(1000.0 / o_.rate_hz));
+    const int64_t start_ms = o_.start_ns / 1'000'000;
+    const int64_t end_ms = o_.duration_ns > 0 ? start_ms + o_.duration_ns / 1'000'000 : INT64_MAX;
+    int64_t t = start_ms;
+    while (!g_stop.load(std::memory_order_relaxed) && t < end_ms) {
+      int64_t now_sim = SimNowMs();
+      if (t > now_sim) {
+        FlushDue(false);
+        int64_t wait_ms = t - now_sim;
+        double real_ms = o_.speed > 0 ? static_cast<double>(wait_ms) / o_.speed : wait_ms;
+        std::this_thread::sleep_for(std::chrono::microseconds(
+            std::clamp<int64_t>(static_cast<int64_t>(real_ms * 1000), 100, 50'000)));
+        continue;
+      }
+      for (size_t h = 0; h < homes_.size(); ++h) Tick(h, t);
+      Release(t);
+      FlushDue(false);
+      t += tick_ms;
+    }
+    // Stopping: everything still held back (jitter, duplicates, outages) goes out now.
+    for (size_t h = 0; h < homes_.size(); ++h) EndOutage(h);
+    Release(INT64_MAX);
+    FlushDue(true);
+  }
+
+ private:
+  int64_t SimNowMs() const {
+    int64_t wall = shared_->clock->NowNanos();
+    if (o_.speed <= 0) return wall / 1'000'000;
+    double elapsed = static_cast<double>(wall - shared_->real_start_ns) * o_.speed;
+    int64_t sim = o_.start_ns + static_cast<int64_t>(elapsed);
+    return std::min(sim, std::max(wall, o_.start_ns)) / 1'000'000;
+  }
+
+  bool Register() {
+    for (auto& home : homes_) {
+      for (const auto& d : home->devices()) {
+        JsonWriter w;
+        w.BeginObject();
+        w.Key("device_id");
+        w.String(d.device_id);
+        w.Key("owner_id");
+        w.String(home->owner_id());
+        w.Key("name");
+        w.String(fmt::format("{} of home {}", sim::ApplianceKindName(d.kind), home->index()));
+        w.Key("model");
+        w.String(fmt::format("joule-sim-{}", sim::ApplianceKindName(d.kind)));
+        w.Key("location");
+        w.String(home->location().timezone);
+        w.Key("timezone");
+        w.String(home->location().timezone);
+        w.EndObject();
+        std::string response;
+        int status =
+            client_.Post("/v1/devices", "application/json", w.str(), o_.admin_token, &response);
+        if (status == 409) {
+          status = client_.Post(fmt::format("/v1/devices/{}/token", d.device_id),
+                                "application/json", "{}", o_.admin_token, &response);
+        }
+        std::string token = JsonString(response, "token");
+        if ((status != 200 && status != 201) || token.empty()) {
+          fmt::print(stderr, "simulate: registering {} failed: HTTP {} {}\n", d.device_id, status,
+                     response);
+          g_stop.store(true);
+          return false;
+        }
+        tokens_[d.device_id] = token;
+        shared_->stats.registered.fetch_add(1);
+      }
+    }
+    return true;
+  }
+
+  void SetUpDevices() {
+    for (size_t h = 0; h < homes_.size(); ++h) {
+      const auto& devs = homes_[h]->devices();
+      for (size_t i = 0; i < devs.size(); ++i) {
+        DeviceState s;
+        s.spec = &devs[i];
+        s.home_slot = static_cast<int>(h);
+        s.device_index = static_cast<int>(i);
+        auto it = tokens_.find(devs[i].device_id);
+        if (it != tokens_.end()) s.token = it->second;
+        SimRandom r(o_.seed ^ std::hash<std::string>{}(devs[i].device_id));
+        const int64_t tick_ms = std::max<int64_t>(1, std::llround(1000.0 / o_.rate_hz));
+        // The meter samples on the tick; appliances at a fixed phase within it.
+        s.phase_ms = i == 0 ? 0 : static_cast<int64_t>(r.Uniform() * static_cast<double>(tick_ms));
+        if (o_.clock_skew_ns > 0) {
+          double skew = o_.clock_skew_ns / 1e6;
+          s.skew_ms = static_cast<int64_t>(std::llround(r.Uniform(-skew, skew)));
+        }
+        if (shared_->truth) {
+          std::lock_guard<std::mutex> lock(shared_->truth_mu);
+          shared_->truth->SetTimezone(
+              devs[i].device_id, o_.admin_token.empty() ? "UTC" : homes_[h]->location().timezone);
+        }
+        device_index_[devs[i].device_id] = devices_.size();
+        devices_.push_back(std::move(s));
+      }
+      first_device_.push_back(devices_.size() - devs.size());
+    }
+  }
+
+  void Tick(size_t h, int64_t t) {
+    Home& home = *homes_[h];
+    SimRandom& fr = fault_rngs_[h];
+    const double tick_h = 1.0 / o_.rate_hz / 3600;
+    if (o_.counter_resets_per_hour > 0 && fr.Uniform() < o_.counter_resets_per_hour * tick_h) {
+      home.ResetMeterCounter();
+      shared_->stats.resets.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (o_.outages_per_hour > 0 && outage_until_ms_[h] < t &&
+        fr.Uniform() < o_.outages_per_hour * tick_h) {
+      outage_until_ms_[h] = t + static_cast<int64_t>(fr.Uniform(60'000, 900'000));
+      shared_->stats.outages.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (outage_until_ms_[h] != INT64_MIN && t >= outage_until_ms_[h]) EndOutage(h);
+    home.Step(t);
+    const int64_t offset_s = home.UtcOffsetSeconds(t);
+    const auto& devs = home.devices();
+    for (size_t i = 0; i < devs.size(); ++i) {
+      DeviceState& d = devices_[first_device_[h] + i];
+      const sim::Reading& reading = home.ReadingOf(static_cast<int>(i));
+      const int64_t t_dev = t + d.phase_ms + d.skew_ms;
+      const std::string event_id = std::to_string(d.seq++);
+      std::string json;
+      json.reserve(192);
+      json += "{\"device_id\":\"";
+      json += d.spec->device_id;
+      json += "\",\"timestamp\":\"";
+      AppendLocalTimestamp(&json, t_dev, offset_s);
+      json += "\",\"metrics\":{";
+      for (int m = 0; m < reading.size; ++m) {
+        if (m) json += ',';
+        fmt::format_to(std::back_inserter(json), "\"{}\":{}", reading.metrics[m].name,
+                       reading.metrics[m].value);
+      }
+      json += "},\"event_id\":\"";
+      json += event_id;
+      json += "\"}";
+      shared_->stats.generated.fetch_add(1, std::memory_order_relaxed);
+      if (shared_->truth) {
+        std::vector<std::pair<std::string, double>> metrics;
+        for (int m = 0; m < reading.size; ++m) {
+          metrics.emplace_back(reading.metrics[m].name, reading.metrics[m].value);
+        }
+        std::lock_guard<std::mutex> lock(shared_->truth_mu);
+        shared_->truth->Add(d.spec->device_id, event_id, t_dev, metrics);
+      }
+      if (o_.malformed > 0 && fr.Uniform() < o_.malformed) Queue(h, t, MalformedEvent(d, fr));
+      if (o_.duplicates > 0 && fr.Uniform() < o_.duplicates) {
+        // The copy goes out later (a retry after a lost acknowledgement).
+        int64_t later = t + static_cast<int64_t>(fr.Uniform(0, 2 * (o_.jitter_ns / 1e6) + 3000));
+        Queue(h, later, json);
+        shared_->stats.duplicates_sent.fetch_add(1, std::memory_order_relaxed);
+      }
+      int64_t release = t;
+      if (o_.jitter_ns > 0) release += static_cast<int64_t>(fr.Uniform(0, o_.jitter_ns / 1e6));
+      Queue(h, release, std::move(json));
+    }
+  }
+
+  static void AppendLocalTimestamp(std::string* out, int64_t t_ms, int64_t offset_s) {
+    size_t at = out->size();
+    AppendRfc3339Millis(out, (t_ms + offset_s * 1000) * 1'000'000);
+    if (out->size() > at && out->back() == 'Z') out->pop_back();
+    int64_t off = offset_s / 60;
+    char sign = off < 0 ? '-' : '+';
+    off = off < 0 ? -off : off;
+    fmt::format_to(std::back_inserter(*out), "{}{:02d}:{:02d}", sign, off / 60, off % 60);
+  }
+
+  std::string MalformedEvent(const DeviceState& d, SimRandom& r) {
+    shared_->stats.malformed_sent.fetch_add(1, std::memory_order_relaxed);
+    switch (r.Next() % 4) {
+      case 0:
+        return fmt::format(
+            R"({{"device_id":"{}","timestamp":"2026-13-45T99:00:00Z","metrics":{{"power_w":1}}}})",
+            d.spec->device_id);
+      case 1:
+        return fmt::format(R"({{"device_id":"{}","timestamp":{},"metrics":{{"Power W":1}}}})",
+                           d.spec->device_id, SimNowMs());
+      case 2:
+        return fmt::format(R"({{"device_id":"{}","timestamp":{},"metrics":{{"power_w":"12.5"}}}})",
+                           d.spec->device_id, SimNowMs());
+      default:
+        return fmt::format(R"({{"device_id":"{}","timestamp":{},"metrics":{{}}}})",
+                           d.spec->device_id, SimNowMs());
+    }
+  }
+
+  // Into the release queue (jitter, duplicates) or, during an outage, the home's backlog.
+  void Queue(size_t h, int64_t release_ms, std::string json) {
+    if (outage_until_ms_[h] != INT64_MIN) {
+      backlog_[h].push_back(std::move(json));
+      return;
+    }
+    if (release_ms <= last_release_ms_) {
+      ToOutbox(std::move(json));
+      return;
+    }
+    pending_.push({release_ms, order_++, std::move(json)});
+  }
+
+  void Release(int64_t up_to_ms) {
+    last_release_ms_ = up_to_ms;
+    while (!pending_.empty() && pending_.top().release_ms <= up_to_ms) {
+      ToOutbox(std::move(const_cast<OutEvent&>(pending_.top()).json));
+      pending_.pop();
+    }
+  }
+
+  // After an outage the buffered events go out in the order they were made.
+  void EndOutage(size_t h) {
+    if (outage_until_ms_[h] == INT64_MIN) return;
+    outage_until_ms_[h] = INT64_MIN;
+    auto it = backlog_.find(h);
+    if (it == backlog_.end()) return;
+    for (auto& json : it->second) ToOutbox(std::move(json));
+    backlog_.erase(it);
+  }
+
+  void ToOutbox(std::string json) {
+    if (!per_device_) {
+      mixed_.push_back(std::move(json));
+      if (mixed_.size() == 1) mixed_oldest_ns_ = shared_->clock->NowNanos();
+      if (static_cast<int>(mixed_.size()) >= o_.batch) Send(mixed_, o_.token);
+      return;
+    }
+    // The device id is the first string in the event.
+    size_t a = json.find(":\"") + 2;
+    std::string id = json.substr(a, json.find('"', a) - a);
+    DeviceState& d = devices_[device_index_.at(id)];
+    d.outbox.push_back(std::move(json));
+    if (d.outbox.size() == 1) d.oldest_ns = shared_->clock->NowNanos();
+    if (static_cast<int>(d.outbox.size()) >= o_.batch) Send(d.outbox, d.token);
+  }
+
+  void FlushDue(bool all) {
+    int64_t now = shared_->clock->NowNanos();
+    if (!mixed_.empty() && (all || now - mixed_oldest_ns_ >= o_.flush_interval_ns)) {
+      Send(mixed_, o_.token);
+    }
+    for (auto& d : devices_) {
+      if (!d.outbox.empty() && (all || now - d.oldest_ns >= o_.flush_interval_ns)) {
+        Send(d.outbox, d.token);
+      }
+    }
+  }
+
+  void Send(std::vector<std::string>& events, const std::string& token) {
+    if (events.empty()) return;
+    std::string body;
+    size_t bytes = 2;
+    for (const auto& e : events) bytes += e.size() + 1;
+    body.reserve(bytes);
+    body += '[';
+    for (size_t i = 0; i < events.size(); ++i) {
+      if (i) body += ',';
+      body += events[i];
+    }
+    body += ']';
+    Stats& st = shared_->stats;
+    const uint64_t n = events.size();
+    events.clear();
+    st.sent.fetch_add(n, std::memory_order_relaxed);
+    if (o_.dry_run) return;
+    if (o_.malformed > 0 && fault_rngs_[0].Uniform() < o_.malformed / 4) {
+      // Now and then a body that is not JSON at all: 400, nothing stored.
+      std::string response;
+      int status = client_.Post("/v1/telemetry", "application/json", "[{\"device_id\": oops", token,
+                                &response);
+      st.requests.fetch_add(1, std::memory_order_relaxed);
+      if (status == 400) st.bodies_400.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (!token.empty() && o_.wrong_tokens > 0 && fault_rngs_[0].Uniform() < o_.wrong_tokens) {
+      std::string response;
+      int status = client_.Post("/v1/telemetry", "application/json", body,
+                                fmt::format("wrong-{}", rng_.Next()), &response);
+      st.requests.fetch_add(1, std::memory_order_relaxed);
+      if (status == 401) {
+        st.wrong_token_401.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        Report(fmt::format("a wrong token got HTTP {} (expected 401): {}", status, response));
+      }
+    }
+    for (int attempt = 0;; ++attempt) {
+      std::string response;
+      int status = client_.Post("/v1/telemetry", "application/json", body, token, &response);
+      st.requests.fetch_add(1, std::memory_order_relaxed);
+      if (status == 202 || status == 400) {
+        int64_t accepted = JsonInt(response, "accepted");
+        int64_t rejected = JsonInt(response, "rejected");
+        if (accepted >= 0) st.accepted.fetch_add(static_cast<uint64_t>(accepted));
+        if (rejected >= 0) st.rejected.fetch_add(static_cast<uint64_t>(rejected));
+        if (status == 400 && o_.malformed == 0) {
+          Report(fmt::format("server answered 400: {}", response.substr(0, 300)));
+        }
+        return;
+      }
+      bool retry = (status == 429 || status == 503 || status < 0) && attempt < 100 &&
+                   !(g_stop.load() && attempt > 5);
+      if (!retry) {
+        st.failed.fetch_add(n, std::memory_order_relaxed);
+        Report(fmt::format("server answered {}: {}", status, response.substr(0, 300)));
+        return;
+      }
+      st.retries.fetch_add(1, std::memory_order_relaxed);
+      std::this_thread::sleep_for(std::chrono::milliseconds(status < 0 ? 200 : 50));
+    }
+  }
+
+  void Report(const std::string& message) {
+    if (shared_->stats.reported_errors.fetch_add(1) < 5) {
+      fmt::print(stderr, "simulate: {}\n", message);
+    }
+  }
+
+  Shared* shared_;
+  const SimulatorOptions& o_;
+  int id_;
+  BlockingHttpClient client_;
+  SimRandom rng_;
+  bool per_device_ = false;
+  std::vector<std::unique_ptr<Home>> homes_;
+  std::vector<SimRandom> fault_rngs_;
+  std::vector<int64_t> outage_until_ms_;
+  std::map<size_t, std::vector<std::string>> backlog_;
+  std::map<std::string, std::string> tokens_;
+  std::vector<DeviceState> devices_;
+  std::map<std::string, size_t> device_index_;
+  std::vector<size_t> first_device_;
+  std::priority_queue<OutEvent, std::vector<OutEvent>, std::greater<OutEvent>> pending_;
+  uint64_t order_ = 0;
+  int64_t last_release_ms_ = INT64_MIN;
+  std::vector<std::string> mixed_;
+  int64_t mixed_oldest_ns_ = 0;
 };
 
 }  // namespace
 
-int RunSimulator(const SimulatorOptions& o) {
+std::string ApplySimulatorTextOptions(const SimulatorTextOptions& text, int64_t now_ns,
+                                      SimulatorOptions* o) {
+  struct Field {
+    const char* flag;
+    const std::string* value;
+    int64_t* out;
+  };
+  for (const Field& f : {Field{"--duration", &text.duration, &o->duration_ns},
+                         Field{"--flush-interval", &text.flush_interval, &o->flush_interval_ns},
+                         Field{"--jitter", &text.jitter, &o->jitter_ns},
+                         Field{"--clock-skew", &text.clock_skew, &o->clock_skew_ns},
+                         Field{"--max-gap", &text.max_gap, &o->max_gap_ns}}) {
+    auto d = ParseDurationNanos(*f.value);
+    if (!d.ok()) return fmt::format("{}: {}", f.flag, d.status().message());
+    *f.out = *d;
+  }
+  if (!text.start.empty()) {
+    const std::string& s = text.start;
+    int64_t ns = 0;
+    if (s[0] == '-') {
+      auto d = ParseDurationNanos(s.substr(1));
+      if (!d.ok()) return fmt::format("--start: {}", d.status().message());
+      ns = now_ns - *d;
+    } else if (std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      ns = std::strtoll(s.c_str(), nullptr, 10) * 1'000'000;
+    } else if (!ParseRfc3339(s, &ns)) {
+      return "--start: expected RFC 3339, epoch milliseconds or -<duration>";
+    }
+    // Whole milliseconds: the simulator's event times are.
+    o->start_ns = ns / 1'000'000 * 1'000'000;
+  }
+  return "";
+}
+
+int RunSimulator(const SimulatorOptions& options) {
+  SimulatorOptions o = options;
+  if (o.homes <= 0) o.homes = (o.devices + o.devices_per_home - 1) / o.devices_per_home;
+  if (o.rate_hz < 0.1 || o.rate_hz > 10) {
+    fmt::print(stderr, "simulate: --rate must be within 0.1..10 Hz\n");
+    return 2;
+  }
+  Shared shared;
+  shared.options = &o;
+  shared.clock = SystemClock::Default();
+  shared.real_start_ns = shared.clock->NowNanos();
+  if (o.start_ns == 0) o.start_ns = shared.real_start_ns;
+  if (o.start_ns < shared.real_start_ns - 7 * 86'400 * kNanosPerSecond + 60 * kNanosPerSecond) {
+    fmt::print(stderr, "simulate: --start is older than the server's 7-day window\n");
+    return 2;
+  }
+  if (!o.ground_truth_path.empty()) {
+    shared.truth = std::make_unique<sim::GroundTruth>(o.max_gap_ns / 1'000'000);
+  }
   std::string rest = o.url;
   if (rest.rfind("http://", 0) == 0) rest = rest.substr(7);
   size_t slash = rest.find('/');
   if (slash != std::string::npos) rest = rest.substr(0, slash);
   size_t colon = rest.rfind(':');
-  std::string host = colon == std::string::npos ? rest : rest.substr(0, colon);
-  std::string port = colon == std::string::npos ? "80" : rest.substr(colon + 1);
-  BlockingHttpClient client(host, port);
+  shared.host = colon == std::string::npos ? rest : rest.substr(0, colon);
+  shared.port = colon == std::string::npos ? "80" : rest.substr(colon + 1);
 
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
-  std::mt19937_64 rng(o.seed);
-  std::uniform_real_distribution<double> uni(0, 1);
-  std::normal_distribution<double> noise(0, 1);
-  std::vector<SimDevice> devices;
-  for (int i = 0; i < o.devices; ++i) {
-    SimDevice d;
-    d.id = fmt::format("{}-{:04d}", o.device_prefix, i);
-    d.base_w = 20 + 400 * uni(rng);
-    d.amplitude_w = d.base_w * (0.2 + 0.6 * uni(rng));
-    d.period_s = 60 + 600 * uni(rng);
-    d.phase = 6.283 * uni(rng);
-    d.energy_wh = 1000 + 50000 * uni(rng);
-    devices.push_back(d);
+  const int workers = std::clamp(o.connections, 1, o.homes);
+  std::vector<std::unique_ptr<Worker>> pool;
+  for (int w = 0; w < workers; ++w) {
+    std::vector<int> homes;
+    for (int h = w; h < o.homes; h += workers) homes.push_back(h);
+    pool.push_back(std::make_unique<Worker>(&shared, w, std::move(homes)));
   }
-
-  const Clock* clock = SystemClock::Default();
-  const int64_t start = clock->NowNanos();
-  const int64_t tick_ns = static_cast<int64_t>(1e9 / o.rate_hz);
-  uint64_t sent = 0, accepted = 0, failed = 0;
-  int64_t next = start;
-  int64_t last_report = start;
-  while (!g_stop.load()) {
-    int64_t now = clock->NowNanos();
-    if (o.duration_ns > 0 && now - start >= o.duration_ns) break;
-    if (now < next) {
-      std::this_thread::sleep_for(std::chrono::nanoseconds(std::min<int64_t>(next - now, 100'000'000)));
-      continue;
-    }
-    next += tick_ns;
-    JsonWriter w;
-    int in_batch = 0;
-    w.BeginArray();
-    auto flush = [&] {
-      if (in_batch == 0) return;
-      w.EndArray();
-      std::string response;
-      int status = client.Post("/v1/telemetry", "application/json", w.str(), o.token, &response);
-      sent += in_batch;
-      if (status == 202) {
-        accepted += in_batch;
-      } else {
-        failed += in_batch;
-        if (failed == static_cast<uint64_t>(in_batch)) {
-          fmt::print(stderr, "simulate: server answered {}: {}\n", status, response);
-        }
+  if (!o.quiet) {
+    fmt::print(stderr,
+               "simulate: {} homes × {} devices at {} Hz from {} at {}× ({} connections, {})\n",
+               o.homes, std::min(o.devices_per_home, sim::kMaxAppliances + 1), o.rate_hz,
+               FormatRfc3339Millis(o.start_ns),
+               o.speed <= 0 ? std::string("max") : fmt::format("{}", o.speed), workers,
+               !o.token.empty()         ? "one token"
+               : !o.admin_token.empty() ? "device tokens"
+                                        : "no auth");
+  }
+  std::atomic<bool> done{false};
+  std::thread reporter([&] {
+    uint64_t last = 0;
+    int64_t last_ns = shared.clock->NowNanos();
+    while (!done.load()) {
+      for (int i = 0; i < 100 && !done.load(); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
-      w = JsonWriter();
-      w.BeginArray();
-      in_batch = 0;
-    };
-    for (auto& d : devices) {
-      double t = static_cast<double>(now) / 1e9;
-      double p = std::max(0.0, d.base_w + d.amplitude_w * std::sin(6.283 * t / d.period_s + d.phase) +
-                                   0.02 * d.base_w * noise(rng));
-      if (d.last_ns > 0) d.energy_wh += (p + d.last_power) / 2 * (now - d.last_ns) / 3.6e12;
-      d.last_ns = now;
-      d.last_power = p;
-      w.BeginObject();
-      w.Key("device_id");
-      w.String(d.id);
-      w.Key("timestamp");
-      w.String(FormatRfc3339Millis(now));
-      w.Key("metrics");
-      w.BeginObject();
-      w.Key("power_w");
-      w.Double(std::round(p * 100) / 100);
-      w.Key("voltage_v");
-      w.Double(std::round((230 + 2 * noise(rng)) * 10) / 10);
-      w.Key("energy_wh");
-      w.Double(std::round(d.energy_wh * 1000) / 1000);
-      w.EndObject();
-      w.EndObject();
-      if (++in_batch >= o.batch) flush();
+      if (done.load() || o.quiet) break;
+      int64_t now = shared.clock->NowNanos();
+      uint64_t sent = shared.stats.sent.load();
+      fmt::print(stderr, "simulate: {} events sent ({:.0f}/s), {} accepted, {} failed\n", sent,
+                 static_cast<double>(sent - last) * 1e9 / static_cast<double>(now - last_ns),
+                 shared.stats.accepted.load(), shared.stats.failed.load());
+      last = sent;
+      last_ns = now;
     }
-    flush();
-    if (now - last_report >= 10 * kNanosPerSecond) {
-      fmt::print(stderr, "simulate: {} events sent, {} accepted, {} failed\n", sent, accepted,
-                 failed);
-      last_report = now;
+  });
+  std::vector<std::thread> threads;
+  for (auto& w : pool) threads.emplace_back([&w] { w->Run(); });
+  for (auto& t : threads) t.join();
+  done.store(true);
+  reporter.join();
+
+  const Stats& s = shared.stats;
+  const double seconds = static_cast<double>(shared.clock->NowNanos() - shared.real_start_ns) / 1e9;
+  fmt::print(stderr,
+             "simulate: done in {:.2f}s: {} events generated, {} sent ({:.0f} events/s), "
+             "{} accepted, {} rejected, {} failed; {} requests, {} retries; faults: {} "
+             "duplicates, {} malformed, {} bad bodies → 400, {} wrong tokens → 401, {} outages, "
+             "{} counter resets; {} devices registered\n",
+             seconds, s.generated.load(), s.sent.load(),
+             static_cast<double>(s.sent.load()) / std::max(seconds, 1e-9), s.accepted.load(),
+             s.rejected.load(), s.failed.load(), s.requests.load(), s.retries.load(),
+             s.duplicates_sent.load(), s.malformed_sent.load(), s.bodies_400.load(),
+             s.wrong_token_401.load(), s.outages.load(), s.resets.load(), s.registered.load());
+  if (shared.truth) {
+    std::ofstream out(o.ground_truth_path, std::ios::trunc);
+    shared.truth->WriteJsonLines(out);
+    out.close();
+    if (!out) {
+      fmt::print(stderr, "simulate: cannot write {}\n", o.ground_truth_path);
+      return 1;
+    }
+    if (!o.quiet) {
+      fmt::print(stderr, "simulate: ground truth for {} events written to {}\n",
+                 shared.truth->event_count(), o.ground_truth_path);
     }
   }
-  fmt::print(stderr, "simulate: done: {} events sent, {} accepted, {} failed\n", sent, accepted,
-             failed);
-  return failed == 0 || accepted > 0 ? 0 : 1;
+  if (s.registered.load() == 0 && !o.admin_token.empty() && !o.dry_run) return 1;
+  return s.failed.load() == 0 ? 0 : 1;
 }
 
 }  // namespace joule::app

@@ -1,6 +1,21 @@
-// Simulator: a stream of synthetic devices posting telemetry to a Joule server over
-// HTTP, for the demo and for load. Each device has a smooth power profile with noise,
-// a mains voltage and a cumulative energy meter that integrates its power.
+// Simulator (`joule simulate`): N homes × M devices with realistic profiles
+// (src/app/sim/home_profiles.h) posting telemetry to a Joule server over HTTP, for the
+// demo, for load, and — with --ground-truth — for an end-to-end correctness check.
+//
+// Time: event time starts at `start_ns` (default now) and runs at `speed`× real time
+// (0 = as fast as the server takes it); it never runs ahead of the wall clock, so a past
+// day is replayed fast and then the run continues live. Every device samples every
+// 1/rate_hz s (with a fixed per-device phase) in its home's local time (RFC 3339 with the
+// zone's offset).
+//
+// Auth: with `admin_token`, every device is registered (POST /v1/devices, its home's owner
+// and timezone; an existing device gets a rotated token) and ingests with its own token,
+// one device per request. With `token`, every request uses it and batches mix devices.
+// With neither (auth disabled), nothing is registered.
+//
+// Determinism: the events (ids, times, values, faults) depend only on the options, not on
+// timing or the server; with faults off except duplicates/jitter/skew/resets/outages the
+// ground truth is exact. Worker threads own disjoint homes.
 #pragma once
 
 #include <cstdint>
@@ -10,16 +25,50 @@ namespace joule::app {
 
 struct SimulatorOptions {
   std::string url = "http://127.0.0.1:8080";
-  std::string token;           // Bearer token; empty = none
-  int devices = 20;
-  double rate_hz = 1.0;        // events per device per second
-  int64_t duration_ns = 0;     // 0 = until stopped
+  std::string token;         // ingest with this token for every device (mixed batches)
+  std::string admin_token;   // register devices and ingest with their own tokens
+  int homes = 0;             // 0 = ceil(devices / devices_per_home)
+  int devices = 20;          // total, when homes = 0
+  int devices_per_home = 5;  // 1 (meter only) .. 8
+  double rate_hz = 1.0;      // samples per device per second of event time, 0.1–10
+  int64_t duration_ns = 0;   // event-time span; 0 = until stopped
+  int64_t start_ns = 0;      // event time of the first sample; 0 = now
+  double speed = 1.0;        // event time per real time; 0 = unthrottled
   uint64_t seed = 42;
   std::string device_prefix = "sim";
-  int batch = 500;             // events per request, at most
+  int batch = 500;                            // events per request, at most
+  int connections = 2;                        // worker threads, one HTTP connection each
+  int64_t flush_interval_ns = 1'000'000'000;  // real time a device's events may wait
+  // Faults.
+  int64_t jitter_ns = 0;               // send order shuffled within this event-time bound
+  double outages_per_hour = 0;         // per home: its devices buffer, then upload in order
+  double duplicates = 0;               // fraction of events sent twice (same event_id)
+  int64_t clock_skew_ns = 0;           // per device constant offset in [−skew, +skew]
+  double counter_resets_per_hour = 0;  // per meter
+  double malformed = 0;                // extra malformed events per event (expect rejections)
+  double wrong_tokens = 0;             // fraction of requests first sent with a wrong token
+  // Ground truth.
+  std::string ground_truth_path;  // write expected records here (JSON lines)
+  int64_t max_gap_ns = 300'000'000'000;
+  bool quiet = false;
+  bool dry_run = false;  // generate and encode, send nothing (the generator's own rate)
 };
 
-// Runs until duration passes or SIGINT/SIGTERM. Returns the process exit code.
+// The options given as text on the command line: durations ("90s", "15m") and the start
+// (RFC 3339, epoch milliseconds, or "-3h" for three hours before now).
+struct SimulatorTextOptions {
+  std::string duration = "0s";
+  std::string start;
+  std::string flush_interval = "1s";
+  std::string jitter = "0s";
+  std::string clock_skew = "0s";
+  std::string max_gap = "300s";
+};
+// Fills the matching fields of `options`; returns an error message, empty when all parse.
+std::string ApplySimulatorTextOptions(const SimulatorTextOptions& text, int64_t now_ns,
+                                      SimulatorOptions* options);
+
+// Runs until the duration passes or SIGINT/SIGTERM. Returns the process exit code.
 int RunSimulator(const SimulatorOptions& options);
 
 }  // namespace joule::app

@@ -1,0 +1,151 @@
+// Home profiles of `joule simulate`: determinism by seed and plausible energy.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "app/sim/home_profiles.h"
+#include "common/time_format.h"
+
+namespace joule::app::sim {
+namespace {
+
+int64_t Ms(const char* rfc3339) {
+  int64_t ns = 0;
+  EXPECT_TRUE(ParseRfc3339(rfc3339, &ns)) << rfc3339;
+  return ns / 1'000'000;
+}
+
+// Runs a home for `hours` at 1 sample per `step_ms` and integrates each device's power.
+struct DayRun {
+  std::map<std::string, double> energy_wh;  // device → ∫ power (or solar) dt
+  std::map<std::string, double> max_w;
+  double meter_delta_wh = 0;
+  double meter_first_wh = 0;
+  std::vector<double> meter_power;
+};
+
+DayRun RunHome(Home& home, int64_t start_ms, double hours, int64_t step_ms) {
+  DayRun run;
+  std::map<std::string, double> last;
+  const int64_t steps = static_cast<int64_t>(hours * 3'600'000 / static_cast<double>(step_ms));
+  for (int64_t k = 0; k <= steps; ++k) {
+    home.Step(start_ms + k * step_ms);
+    for (size_t i = 0; i < home.devices().size(); ++i) {
+      const Reading& r = home.ReadingOf(static_cast<int>(i));
+      const std::string& id = home.devices()[i].device_id;
+      for (int m = 0; m < r.size; ++m) {
+        std::string name = r.metrics[m].name;
+        double v = r.metrics[m].value;
+        if (name == "energy_wh") {
+          if (k == 0) run.meter_first_wh = v;
+          run.meter_delta_wh = v - run.meter_first_wh;
+          continue;
+        }
+        if (name != "power_w" && name != "solar_w") continue;
+        EXPECT_GE(v, 0) << id << " " << name;
+        if (i == 0) run.meter_power.push_back(v);
+        if (k > 0) run.energy_wh[id] += (v + last[id]) / 2 * static_cast<double>(step_ms) / 3.6e6;
+        last[id] = v;
+        run.max_w[id] = std::max(run.max_w[id], v);
+      }
+    }
+  }
+  return run;
+}
+
+TEST(SimulatorProfilesTest, SameSeedSameReadingsOtherSeedOtherReadings) {
+  const int64_t t0 = Ms("2026-11-27T10:00:00Z");
+  auto trace = [&](uint64_t seed) {
+    Home home(3, 8, seed, "sim");
+    std::vector<double> values;
+    for (int k = 0; k < 600; ++k) {
+      home.Step(t0 + k * 1000);
+      for (size_t i = 0; i < home.devices().size(); ++i) {
+        const Reading& r = home.ReadingOf(static_cast<int>(i));
+        for (int m = 0; m < r.size; ++m) values.push_back(r.metrics[m].value);
+      }
+    }
+    return values;
+  };
+  EXPECT_EQ(trace(7), trace(7));
+  EXPECT_NE(trace(7), trace(8));
+}
+
+TEST(SimulatorProfilesTest, DevicesZonesAndIds) {
+  Home home(0, 8, 1, "sim");
+  EXPECT_EQ(home.location().timezone, std::string("Asia/Kolkata"));
+  EXPECT_EQ(home.owner_id(), "sim-owner-0000");
+  ASSERT_EQ(home.devices().size(), 8u);
+  EXPECT_EQ(home.devices()[0].device_id, "sim-0000");
+  EXPECT_EQ(home.devices()[0].kind, ApplianceKind::kMeter);
+  EXPECT_EQ(home.devices()[1].device_id, "sim-0000-fridge");
+  std::set<ApplianceKind> kinds;
+  for (const auto& d : home.devices()) kinds.insert(d.kind);
+  EXPECT_EQ(kinds.size(), 8u);  // every kind once
+  EXPECT_EQ(Home(3, 2, 1, "x").location().timezone, std::string("Australia/Lord_Howe"));
+  EXPECT_EQ(Home(1, 1, 1, "x").devices().size(), 1u);
+  // Kolkata is +05:30 all year.
+  EXPECT_EQ(home.UtcOffsetSeconds(Ms("2026-06-01T00:00:00Z")), 5 * 3600 + 1800);
+}
+
+TEST(SimulatorProfilesTest, DailyEnergyIsPlausibleAndTheMeterCounterMatchesItsPower) {
+  // A full day (every kind) in Berlin, sampled every 10 s.
+  Home home(2, 8, 42, "sim");
+  DayRun run = RunHome(home, Ms("2026-06-15T00:00:00Z"), 24, 10'000);
+  const std::string meter = "sim-0002";
+  // A household uses some kWh a day, not Wh and not MWh.
+  EXPECT_GT(run.energy_wh[meter], 2'000);
+  EXPECT_LT(run.energy_wh[meter], 80'000);
+  // The counter integrates the meter's own power (rounded to mWh per reading).
+  EXPECT_NEAR(run.meter_delta_wh, run.energy_wh[meter], 1e-3 * run.energy_wh[meter] + 0.01);
+  // The fridge: ~0.5–2 kWh a day, cycling (it is not always on).
+  double fridge = run.energy_wh["sim-0002-fridge"];
+  EXPECT_GT(fridge, 300);
+  EXPECT_LT(fridge, 2'500);
+  EXPECT_LT(fridge / 24, run.max_w["sim-0002-fridge"] * 0.8);
+  // Solar in June in Berlin: kWh, with nothing at local midnight.
+  double solar = run.energy_wh["sim-0002-solar"];
+  EXPECT_GT(solar, 3'000);
+  EXPECT_LT(solar, 60'000);
+  // The meter is at least the sum of its appliances (base load on top).
+  double appliances = 0;
+  for (const auto& [id, e] : run.energy_wh) {
+    if (id != meter && id != "sim-0002-solar") appliances += e;
+  }
+  EXPECT_GT(run.energy_wh[meter], appliances);
+  EXPECT_LT(run.energy_wh[meter], appliances + 150 * 24 * 1.1);
+}
+
+TEST(SimulatorProfilesTest, SolarFollowsTheSunAndLightingTheLocalEvening) {
+  Home home(2, 8, 42, "sim");  // Berlin, UTC+2 in June
+  auto power_of = [&](int64_t t, std::string_view kind) {
+    home.Step(t);
+    for (size_t i = 0; i < home.devices().size(); ++i) {
+      if (ApplianceKindName(home.devices()[i].kind) == kind) {
+        return home.ReadingOf(static_cast<int>(i)).metrics[0].value;
+      }
+    }
+    return -1.0;
+  };
+  EXPECT_EQ(power_of(Ms("2026-06-15T22:00:00Z"), "solar"), 0);        // local midnight
+  EXPECT_GT(power_of(Ms("2026-06-16T11:00:00Z"), "solar"), 500);      // local 13:00
+  double night = power_of(Ms("2026-06-17T01:30:00Z"), "lighting");    // 03:30 local
+  double evening = power_of(Ms("2026-06-17T19:30:00Z"), "lighting");  // 21:30 local
+  EXPECT_GT(evening, night * 5);
+}
+
+TEST(SimulatorProfilesTest, ResetMeterCounterStartsFromZero) {
+  Home home(0, 1, 1, "sim");
+  home.Step(1'800'000'000'000);
+  double before = home.ReadingOf(0).metrics[home.ReadingOf(0).size - 1].value;
+  EXPECT_GT(before, 1000);
+  home.ResetMeterCounter();
+  home.Step(1'800'000'001'000);
+  double after = home.ReadingOf(0).metrics[home.ReadingOf(0).size - 1].value;
+  EXPECT_LT(after, 1);
+}
+
+}  // namespace
+}  // namespace joule::app::sim
