@@ -29,6 +29,7 @@ sim=$!
 cat <<MSG
 
   Joule is running with 50 simulated devices (auth disabled: local demo only).
+  Dashboard: http://127.0.0.1:$port/
   Realtime:  http://127.0.0.1:$port/v1/devices/sim-0000/metrics/realtime?windows=5
   History:   http://127.0.0.1:$port/v1/devices/sim-0000/metrics/history?resolution=1m&format=csv
   Health:    http://127.0.0.1:$port/v1/devices/sim-0000/health

@@ -7,8 +7,13 @@ BUILD_PKGS=(build-essential cmake ninja-build ccache pkg-config git
   libboost-dev libssl-dev libsimdjson-dev librocksdb-dev libhiredis-dev libpq-dev
   libsqlite3-dev libzstd-dev libtomlplusplus-dev libcli11-dev libspdlog-dev libfmt-dev
   libhowardhinnant-date-dev libxxhash-dev libmosquitto-dev libgtest-dev libgmock-dev
-  libbenchmark-dev tzdata)
-TEST_PKGS=(postgresql redis-server mosquitto mosquitto-clients curl python3)
+  libbenchmark-dev tzdata nodejs)
+# npm builds the dashboard (web/) when its sources changed; without it the committed
+# web/dist is embedded. Debian's nodejs lacks npm; NodeSource's bundles it (and conflicts
+# with Debian's npm package), so npm is added only when missing.
+if ! command -v npm >/dev/null 2>&1; then BUILD_PKGS+=(npm); fi
+# chromium: the dashboard's browser test (tests/e2e, through playwright-core).
+TEST_PKGS=(postgresql redis-server mosquitto mosquitto-clients curl python3 chromium)
 
 want=("${BUILD_PKGS[@]}")
 if [[ "${1:-}" == "--test" ]]; then want+=("${TEST_PKGS[@]}"); fi

@@ -25,6 +25,7 @@
 #include "log/log.h"
 #include "net/http_server.h"
 #include "net/router.h"
+#include "web/web_routes.h"
 #include "model/partition.h"
 #include "store/memory/memory_latest_store.h"
 #include "store/metadata_cache.h"
@@ -292,6 +293,7 @@ int RunServer(const Config& config) {
 
   net::Router router;
   api::AddAllRoutes(router, ctx);
+  web::AddWebRoutes(router);  // the dashboard at "/", from assets embedded at build time
 
   boost::asio::io_context io;
   net::HttpServerOptions http_options;
