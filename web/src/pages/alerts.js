@@ -15,13 +15,13 @@ export function AlertsPage() {
   const [snoozeFor, setSnoozeFor] = useState('1h');
   const [actionError, setActionError] = useState(null);
   const [busy, setBusy] = useState('');
-  const alerts = useLoad((signal) => api('/v1/alerts' + qs({ state, device_id: deviceFilter }), { signal }), [state, deviceFilter]);
+  const alerts = useLoad((signal) => api('/v1/alerts' + qs({ state, device_id: deviceFilter, limit: 200 }), { signal }), [state, deviceFilter]);
 
   const act = async (a, action) => {
     setBusy(a.id + action);
     setActionError(null);
     try {
-      await api(`/v1/alerts/${enc(a.id)}/${action}`, { method: 'POST', body: action === 'snooze' ? { duration: snoozeFor } : {} });
+      await api(`/v1/alerts/${enc(a.id)}/${action}`, { method: 'POST', body: action === 'snooze' ? { for: snoozeFor } : {} });
       alerts.reload();
     } catch (e) {
       setActionError(e);
@@ -44,9 +44,9 @@ export function AlertsPage() {
             <td data-label="Severity"><span class=${'badge ' + (a.severity === 'critical' ? 'bad' : 'warn')}>${a.severity || 'warning'}</span></td>
             <td data-label="Device"><a href=${'#/device/' + enc(a.device_id)}>${a.device_id}</a></td>
             <td data-label="Rule">${a.rule_name || a.rule_id}</td>
-            <td data-label="State">${a.state}${a.acked ? ' · acked' : ''}${a.snoozed ? ' · snoozed' : ''}</td>
+            <td data-label="State">${a.state}${a.acked ? ' · acked' : ''}${a.snoozed_until && new Date(a.snoozed_until).getTime() > Date.now() ? ' · snoozed until ' + fmt.time(a.snoozed_until) : ''}</td>
             <td data-label="Opened">${fmt.time(a.opened_at || a.window_start || a.created_at)}</td>
-            <td data-label="Value" class="num">${typeof a.value === 'number' ? a.value.toLocaleString() : '—'}</td>
+            <td data-label="Value" class="num">${typeof a.value === 'number' ? a.value.toLocaleString(undefined, { maximumFractionDigits: 2 }) + (a.threshold !== undefined ? ' (' + a.op + ' ' + a.threshold + ')' : '') : '—'}</td>
             <td class="actions">
               <button disabled=${a.acked || busy === a.id + 'ack'} onClick=${() => act(a, 'ack')}>Ack</button>
               <button disabled=${busy === a.id + 'snooze'} onClick=${() => act(a, 'snooze')}>Snooze ${snoozeFor}</button>

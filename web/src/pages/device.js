@@ -195,7 +195,7 @@ function DailyEnergy({ id, tz }) {
   const data = useMemo(() => [recs.map((r) => sec(r.window_start)), recs.map(fmt.recordEnergy)], [days.data]);
   const opts = useMemo(
     () => ({
-      series: [{ value: (u, v) => labels.get(v) || fmt.localDate(v * 1000, tz) }, { label: 'energy', fill: 'rgba(34,160,107,0.6)', stroke: '#22a06b', paths: uPlot.paths.bars({ size: [0.7, 60] }), points: { show: false }, value: (u, v) => fmt.energy(v) }],
+      series: [{ value: (u, v) => (v == null ? '' : labels.get(v) || fmt.localDate(v * 1000, tz)) }, { label: 'energy', fill: 'rgba(34,160,107,0.6)', stroke: '#22a06b', paths: uPlot.paths.bars({ size: [0.7, 60] }), points: { show: false }, value: (u, v) => fmt.energy(v) }],
       axes: [{ ...timeAxis, splits: (u) => { const xs = u.data[0]; const k = Math.max(1, Math.ceil(xs.length / (u.bbox.width / devicePixelRatio / 56))); return xs.filter((_, i) => i % k === 0); }, values: (u, vals) => vals.map((v) => (labels.get(v) || fmt.localDate(v * 1000, tz)).slice(5)) }, valueAxis('Wh', 70)],
       scales: { x: { time: false, range: (u, min, max) => [min - 43200, max + 43200] } },
     }),

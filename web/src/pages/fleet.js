@@ -12,7 +12,7 @@ const ONLINE_WITHIN_MS = 2 * 60 * 1000;
 
 async function loadOpenAlerts(signal) {
   try {
-    const r = await api('/v1/alerts' + qs({ state: 'firing' }), { signal });
+    const r = await api('/v1/alerts' + qs({ state: 'firing', limit: 1000 }), { signal });
     const counts = {};
     for (const a of r.alerts || r.data || []) counts[a.device_id] = (counts[a.device_id] || 0) + 1;
     return { available: true, counts };
