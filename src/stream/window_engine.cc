@@ -963,7 +963,12 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
     if (!d.has_events) continue;
     const int64_t silent = now_ns - d.last_seen;
     if (silent >= E.opt.idle_timeout_ns) {
-      d.fin_wm = std::max(d.fin_wm, d.max_t + silent);
+      // CONTRACT §2: a silent device's open windows are final within idle_timeout. Every
+      // base window up to the one holding the last event is closed now (even when
+      // idle_timeout is shorter than the window); rollups close as device time would
+      // have reached their end (last event time + silence).
+      const int64_t last_base_end = FloorTo(d.max_t, E.opt.window_ns) + E.opt.window_ns;
+      d.fin_wm = std::max(d.fin_wm, std::max(d.max_t + silent, last_base_end));
       if (HasOpen(d)) {
         d.wm = std::max(d.wm, d.max_t);
         Seal(E, d);
