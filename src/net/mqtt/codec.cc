@@ -646,6 +646,12 @@ Decoder::State Decoder::Next(Packet* out) {
   std::string_view in(buffer_);
   in.remove_prefix(pos_);
   if (in.empty()) return State::kNeedMore;
+  // Decide what the first byte alone can decide before waiting for the rest, so that a
+  // peer speaking another protocol is refused at once.
+  if (options_.version == ProtocolVersion::kUnknown &&
+      (static_cast<uint8_t>(in[0]) >> 4) != static_cast<uint8_t>(PacketType::kConnect)) {
+    return Fail(reason::kProtocolError, "the first packet must be CONNECT");
+  }
   uint32_t remaining;
   const int n = DecodeVarint(in.substr(1), &remaining);
   if (n < 0) return Fail(reason::kMalformedPacket, "malformed remaining length");

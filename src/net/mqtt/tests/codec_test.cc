@@ -314,6 +314,14 @@ TEST(MqttDecoder, PacketTooLargeIsDecidedFromTheHeader) {
   EXPECT_EQ(d.buffered(), 0u);
 }
 
+TEST(MqttDecoder, AnotherProtocolIsRefusedFromItsFirstByte) {
+  Decoder d;
+  d.Feed("GET / HTTP/1.1\r\n");  // 'G' = PUBACK type, length 69: no need to wait for it
+  Packet p;
+  ASSERT_EQ(d.Next(&p), Decoder::State::kError);
+  EXPECT_EQ(d.error().reason_code, reason::kProtocolError);
+}
+
 TEST(MqttDecoder, SeveralPacketsInOneFeedAndSplitAcrossFeeds) {
   std::string wire;
   Packet ping;
