@@ -22,8 +22,10 @@
 #include "app/partition_processor.h"
 #include "common/logging.h"
 #include "ingest/event_appender.h"
+#include "ingest/mqtt_ingest.h"
 #include "log/log.h"
 #include "net/http_server.h"
+#include "net/mqtt/listener.h"
 #include "net/router.h"
 #include "web/web_routes.h"
 #include "model/partition.h"
@@ -309,15 +311,34 @@ int RunServer(const Config& config) {
   std::string host = config.http_listen.substr(0, config.http_listen.rfind(':'));
   std::string address = fmt::format("{}:{}", host, http.port());
   logging::Info("http listening", {{"address", address}});
+  ingest::MqttIngestOptions mqtt_ingest_options;
+  mqtt_ingest_options.auth_disabled = auth.disabled();
+  mqtt_ingest_options.limits = ctx.limits;
+  mqtt_ingest_options.clock = clock;
+  ingest::MqttIngest mqtt_ingest(mqtt_ingest_options, metadata.get(), &appender, &metrics);
+  std::unique_ptr<net::mqtt::MqttListener> mqtt;
   if (!config.mqtt_listen.empty()) {
-    logging::Warn("MQTT listener not built yet; server.mqtt_listen is ignored",
-                  {{"address", config.mqtt_listen}});
+    net::mqtt::MqttListenerOptions mqtt_options;
+    mqtt_options.listen = config.mqtt_listen;
+    mqtt_options.max_packet_size = static_cast<uint32_t>(
+        std::min<uint64_t>(config.max_body_bytes + (64u << 10), 268'435'455));
+    mqtt = std::make_unique<net::mqtt::MqttListener>(io, mqtt_options, &mqtt_ingest, &metrics);
+    Status mqtt_st = mqtt->Start();
+    if (!mqtt_st.ok()) {
+      logging::Error("cannot start MQTT listener",
+                     {{"address", config.mqtt_listen}, {"error", mqtt_st.ToString()}});
+      return 1;
+    }
+    std::string mqtt_host = config.mqtt_listen.substr(0, config.mqtt_listen.rfind(':'));
+    logging::Info("mqtt listening",
+                  {{"address", fmt::format("{}:{}", mqtt_host, mqtt->port())}});
   }
 
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& error, int signo) {
     if (error) return;
     logging::Info("shutting down", {{"signal", std::to_string(signo)}});
+    if (mqtt) mqtt->Stop();  // no new publishes; unacknowledged ones are resent by clients
     http.Shutdown([&io] { io.stop(); });
   });
 
