@@ -1,0 +1,255 @@
+"""The read API of issue 4 against the real binary: history (JSON and CSV, resolution
+auto, metrics filter, limit + cursor paging that neither skips nor repeats, clear 400s,
+404 for unknown or foreign devices), owner energy equal to the sums of the devices' own
+histories, device health, and the Redis latest store (CONTRACT §5 layout) as the realtime
+source — with the history fallback when Redis has nothing."""
+
+import csv
+import io
+import os
+import subprocess
+import time
+import unittest
+import urllib.parse
+import uuid
+
+from joule_harness import JouleTestCase, fmt_ts, minute_base, parse_ts, poll
+
+ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+AUTH_ENV = {"JOULE_AUTH_MODE": "required", "JOULE_AUTH_ADMIN_TOKEN": ADMIN_TOKEN,
+            "JOULE_STREAM_OUT_OF_ORDERNESS": "1s", "JOULE_STREAM_IDLE_TIMEOUT": "2s",
+            "JOULE_STREAM_EARLY_FIRE_INTERVAL": "1s"}
+
+
+def uid():
+    return uuid.uuid4().hex[:8]
+
+
+def q(v):
+    return urllib.parse.quote(v, safe="")
+
+
+class HistoryApiTest(JouleTestCase):
+    server_env = AUTH_ENV
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.owner = f"own-{uid()}"
+        cls.other_owner = f"other-{uid()}"
+        cls.devices = [f"h1-{uid()}", f"h2-{uid()}"]
+        for dev, tz in zip(cls.devices, ["UTC", "Asia/Kolkata"]):
+            st, _, body = cls.server.request("POST", "/v1/devices",
+                                             {"device_id": dev, "owner_id": cls.owner,
+                                              "timezone": tz}, ADMIN)
+            assert st == 201, body
+        cls.foreign = f"f-{uid()}"
+        st, _, body = cls.server.request("POST", "/v1/devices",
+                                         {"device_id": cls.foreign, "owner_id": cls.other_owner},
+                                         ADMIN)
+        assert st == 201, body
+        st, _, body = cls.server.request("POST", f"/v1/owners/{cls.owner}/keys", None, ADMIN)
+        assert st == 201, body
+        cls.owner_key = {"Authorization": f"Bearer {body['key']}"}
+        # 12 minutes of 10 s samples, ending 3 minutes ago: 12 closed 1m windows per device.
+        cls.base = minute_base(15)
+        events = []
+        for k, dev in enumerate(cls.devices):
+            for i in range(72):
+                t = cls.base + i * 10
+                events.append({"device_id": dev, "timestamp": fmt_ts(t),
+                               "metrics": {"power_w": 100.0 * (k + 1) + i,
+                                           "voltage_v": 230.0 + (i % 3)},
+                               "event_id": f"{dev}-{i}"})
+        st, _, body = cls.server.post_events(events, ADMIN)
+        assert st == 202 and body["accepted"] == len(events), body
+        cls.from_ts = fmt_ts(cls.base)
+        cls.to_ts = fmt_ts(cls.base + 720)
+
+    def history(self, dev, headers=ADMIN, **params):
+        query = urllib.parse.urlencode(params)
+        return self.server.request("GET", f"/v1/devices/{q(dev)}/metrics/history?{query}",
+                                   headers=headers)
+
+    def final_1m(self, dev):
+        def ready():
+            st, _, body = self.history(dev, resolution="1m", **{"from": self.from_ts,
+                                                                "to": self.to_ts})
+            if st != 200:
+                return None
+            data = body["data"]
+            return body if len(data) == 12 and all(r["final"] for r in data) else None
+        got = poll(ready, timeout=20, interval=0.2)
+        self.assertTrue(got, f"12 final 1m windows for {dev}" + self.diag())
+        return got
+
+    def test_json_values_and_order(self):
+        body = self.final_1m(self.devices[0])
+        self.assertEqual(body["source"], "history")
+        self.assertEqual(body["resolution"], "1m")
+        self.assertEqual(body["device"]["owner_id"], self.owner)
+        starts = [parse_ts(r["window_start"]) for r in body["data"]]
+        self.assertEqual(starts, [self.base + 60 * m for m in range(12)], "oldest first")
+        for m, r in enumerate(body["data"]):
+            self.assertEqual(r["count"], 6)
+            p = r["metrics"]["power_w"]
+            self.assertEqual(p["min"], 100.0 + 6 * m)
+            self.assertEqual(p["max"], 100.0 + 6 * m + 5)
+        self.assertIsNone(body["next_cursor"])
+
+    def test_metrics_filter_and_auto_resolution(self):
+        self.final_1m(self.devices[0])
+        st, _, body = self.history(self.devices[0], resolution="auto", metrics="voltage_v",
+                                   **{"from": self.from_ts, "to": self.to_ts})
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["resolution"], "1m", "12 minutes: the finest resolution")
+        self.assertEqual(set(body["data"][0]["metrics"]), {"voltage_v"})
+        st, _, body = self.history(self.devices[0], resolution="auto",
+                                   **{"from": fmt_ts(self.base - 90 * 86400),
+                                      "to": self.to_ts})
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["resolution"], "1d", "90 days: > 1500 hours")
+
+    def test_paging_neither_skips_nor_repeats(self):
+        full = self.final_1m(self.devices[1])["data"]
+        seen, cursor, pages = [], None, 0
+        while True:
+            params = {"resolution": "1m", "limit": 5, "from": self.from_ts, "to": self.to_ts}
+            if cursor:
+                params["cursor"] = cursor
+            st, _, body = self.history(self.devices[1], **params)
+            self.assertEqual(st, 200, body)
+            seen += [r["window_start"] for r in body["data"]]
+            pages += 1
+            cursor = body["next_cursor"]
+            if not cursor:
+                break
+            self.assertLess(pages, 10)
+        self.assertEqual(seen, [r["window_start"] for r in full])
+        self.assertEqual(pages, 3)
+
+    def test_csv(self):
+        self.final_1m(self.devices[0])
+        st, headers, text = self.history(self.devices[0], resolution="1m", format="csv",
+                                         **{"from": self.from_ts, "to": self.to_ts})
+        self.assertEqual(st, 200, text)
+        self.assertTrue(headers["content-type"].startswith("text/csv"), headers)
+        rows = list(csv.DictReader(io.StringIO(text)))
+        self.assertEqual(len(rows), 12)
+        self.assertEqual(rows[0]["power_w.count"], "6")
+        self.assertEqual(float(rows[0]["power_w.min"]), 100.0)
+        self.assertIn("power_w.energy_wh", rows[0])
+
+    def test_clear_400s_and_404s(self):
+        dev = self.devices[0]
+        for params, what in [({"resolution": "5m"}, "unknown resolution"),
+                             ({"from": self.to_ts, "to": self.from_ts}, "from after to"),
+                             ({"resolution": "1m", "from": fmt_ts(self.base - 200 * 86400),
+                               "to": self.to_ts}, "too many windows"),
+                             ({"limit": "0"}, "limit"), ({"format": "xml"}, "format"),
+                             ({"from": "yesterday"}, "bad time")]:
+            with self.subTest(what=what):
+                st, _, body = self.history(dev, **params)
+                self.assertEqual(st, 400, body)
+                self.assertEqual(body["error"]["code"], "invalid_argument", body)
+                self.assertTrue(body["error"]["message"], body)
+        st, _, body = self.history(f"nope-{uid()}")
+        self.assertEqual(st, 404, body)
+        st, _, body = self.history(self.foreign, headers=self.owner_key)
+        self.assertEqual(st, 404, body)
+        st, _, body = self.history(dev, headers=self.owner_key, resolution="1m")
+        self.assertEqual(st, 200, body)
+
+    def test_owner_energy_equals_device_histories(self):
+        for dev in self.devices:
+            self.final_1m(dev)
+        hour_from = fmt_ts(self.base - self.base % 3600)
+        to = fmt_ts(self.base + 2 * 3600)
+        expected = {}
+        for dev in self.devices:
+            st, _, body = self.history(dev, resolution="1h", **{"from": hour_from, "to": to})
+            self.assertEqual(st, 200, body)
+            for r in body["data"]:
+                expected.setdefault(r["window_start"], {})[dev] = \
+                    r["metrics"]["power_w"]["energy_wh"]
+        self.assertTrue(expected, "1h records exist")
+        st, _, body = self.server.request(
+            "GET", f"/v1/owners/{self.owner}/energy?resolution=1h&from={hour_from}&to={to}",
+            headers=self.owner_key)
+        self.assertEqual(st, 200, body)
+        got = {b["window_start"]: b for b in body["data"]}
+        self.assertEqual(set(got), set(expected))
+        for ws, per_dev in expected.items():
+            for dev, wh in per_dev.items():
+                self.assertAlmostEqual(got[ws]["devices"][dev], wh, places=9)
+            self.assertAlmostEqual(got[ws]["total_energy_wh"], sum(per_dev.values()), places=9)
+        # Another owner's energy is 404 for this key; 1d works (local days).
+        st, _, _ = self.server.request("GET", f"/v1/owners/{self.other_owner}/energy",
+                                       headers=self.owner_key)
+        self.assertEqual(st, 404)
+        st, _, body = self.server.request("GET", f"/v1/owners/{self.owner}/energy?resolution=1d",
+                                          headers=self.owner_key)
+        self.assertEqual(st, 200, body)
+        self.assertTrue(all("local_date" in b for b in body["data"]), body)
+
+    def test_health(self):
+        dev = self.devices[0]
+        st, _, body = self.server.request("GET", f"/v1/devices/{q(dev)}/health", headers=ADMIN)
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["events"], 72)
+        self.assertEqual(body["duplicates"], 0)
+        self.assertEqual(parse_ts(body["last_event_time"]), self.base + 710)
+        st, _, _ = self.server.request("GET", f"/v1/devices/{q(self.foreign)}/health",
+                                       headers=self.owner_key)
+        self.assertEqual(st, 404)
+
+
+class RedisLatestTest(JouleTestCase):
+    """latest.backend = redis against the real Redis the test command starts."""
+
+    redis_url = os.environ.get("JOULE_TEST_REDIS_URL", "")
+    server_env = {"JOULE_AUTH_MODE": "disabled", "JOULE_STREAM_OUT_OF_ORDERNESS": "1s",
+                  "JOULE_STREAM_EARLY_FIRE_INTERVAL": "1s", "JOULE_LATEST_BACKEND": "redis",
+                  "JOULE_LATEST_URL": redis_url}
+
+    @classmethod
+    def setUpClass(cls):
+        if not cls.redis_url:
+            raise AssertionError("JOULE_TEST_REDIS_URL is not set: run the suite with "
+                                 "scripts/test.sh (it starts Redis) or "
+                                 "eval \"$(scripts/test-services.sh start)\"")
+        super().setUpClass()
+
+    def redis(self, *args):
+        return subprocess.run(["redis-cli", "-u", self.redis_url, *args], check=True,
+                              capture_output=True, text=True).stdout
+
+    def test_realtime_from_redis_with_contract_layout(self):
+        dev = f"r-{uid()}"
+        base = minute_base(4)
+        events = [{"device_id": dev, "timestamp": fmt_ts(base + 10 * i),
+                   "metrics": {"power_w": 50.0 + i}} for i in range(15)]
+        st, _, body = self.server.post_events(events)
+        self.assertEqual(st, 202, body)
+        got = poll(lambda: (lambda r: r if r[0] == 200 and r[2]["data"] else None)(
+            self.server.realtime(dev)), timeout=10)
+        self.assertTrue(got, "realtime answers" + self.diag())
+        body = got[2]
+        self.assertEqual(body["source"], "redis")
+        self.assertEqual(body["latest"]["metrics"], {"power_w": 64.0})
+        fields = self.redis("HKEYS", f"agg:device:{dev}:latest").split()
+        self.assertIn(fmt_ts(base), fields)
+        ttl = int(self.redis("TTL", f"agg:device:{dev}:window:{fmt_ts(base)}").strip())
+        self.assertGreater(ttl, 0)
+        self.assertIn("64", self.redis("GET", f"agg:device:{dev}:reading"))
+        # Keys gone (expired, flushed): the realtime API falls back to history.
+        self.redis("DEL", f"agg:device:{dev}:latest", f"agg:device:{dev}:reading")
+        st, _, body = self.server.realtime(dev)
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["source"], "history")
+        self.assertTrue(body["data"], body)
+
+
+if __name__ == "__main__":
+    unittest.main()
