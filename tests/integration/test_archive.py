@@ -195,10 +195,16 @@ class ArchiveTest(unittest.TestCase):
         self.assertEqual(status, 200, body)
         return body["data"]
 
+    def register(self, server, device):
+        status, _, body = server.request("POST", "/v1/devices",
+                                         {"device_id": device, "owner_id": "owner-archive"})
+        self.assertEqual(status, 201, body)
+
     def test_replay_folds_in_too_late_events_and_is_idempotent(self):
         s = self.server()
         s.start()
         dev = f"late-{uid()}"
+        self.register(s, dev)  # history is served for registered devices only
         base = minute_base(6)
         on_time = [(base + i * 10, 100.0 + i) for i in range(6)]          # minute 0
         later = [(base + 60 + i * 20, 50.0) for i in range(12)]           # minutes 1..4
@@ -244,6 +250,7 @@ class ArchiveTest(unittest.TestCase):
         # From scratch: a fresh server given the same events in time order.
         fresh = self.server()
         fresh.start()
+        self.register(fresh, dev)
         events = sorted(on_time + later + [too_late])
         status, _, body = fresh.post_events([ev(t, p) for t, p in events])
         self.assertEqual(status, 202, body)
