@@ -35,7 +35,7 @@ struct ApiContext {
   std::function<bool(std::string_view, stream::WindowEngine::DeviceHealth*)> health;
   // Device metadata, tokens, keys, rules and alerts (through the cache). May be null.
   store::MetadataStore* metadata = nullptr;
-  LiveHub* live = nullptr;  // SSE fan-out
+  LiveHub* live = nullptr;               // SSE fan-out
   alert::AlertEngine* alerts = nullptr;  // rules reload, ack/snooze, delivery status; may be null
   // Readiness: true once the processors have caught up with the log after start.
   std::function<bool()> ready;

@@ -28,9 +28,12 @@ constexpr int64_t kMaxWindowsInRange = 100'000;
 
 int64_t NominalWidth(model::Resolution r, int64_t base_ns) {
   switch (r) {
-    case model::Resolution::kBase: return base_ns;
-    case model::Resolution::kHour: return kNanosPerHour;
-    case model::Resolution::kDay: return kNanosPerDay;
+    case model::Resolution::kBase:
+      return base_ns;
+    case model::Resolution::kHour:
+      return kNanosPerHour;
+    case model::Resolution::kDay:
+      return kNanosPerDay;
   }
   return base_ns;
 }
@@ -62,7 +65,8 @@ std::string ToCsv(const std::vector<model::AggregateRecord>& records,
     for (const char* f : {"count", "min", "max", "avg", "first", "last", "sum"}) {
       out += fmt::format(",{}.{}", name, f);
     }
-    if (kind == model::MetricKind::kPower) out += fmt::format(",{0}.twa,{0}.energy_wh,{0}.coverage", name);
+    if (kind == model::MetricKind::kPower)
+      out += fmt::format(",{0}.twa,{0}.energy_wh,{0}.coverage", name);
     if (kind == model::MetricKind::kCounter) out += fmt::format(",{0}.delta,{0}.resets", name);
   }
   out += "\n";
@@ -81,8 +85,8 @@ std::string ToCsv(const std::vector<model::AggregateRecord>& records,
       }
       out += fmt::format(",{}", m->count);
       if (m->count > 0) {
-        for (double v : {m->min, m->max, m->sum / static_cast<double>(m->count), m->first, m->last,
-                         m->sum}) {
+        for (double v :
+             {m->min, m->max, m->sum / static_cast<double>(m->count), m->first, m->last, m->sum}) {
           out += ',';
           AppendCsvNumber(&out, v);
         }
@@ -228,10 +232,9 @@ void HandleHistory(ApiContext& ctx, net::HttpRequest& req, net::Responder respon
 }  // namespace
 
 void AddHistoryRoutes(net::Router& router, ApiContext& ctx) {
-  router.Add("GET", "/v1/devices/{id}/metrics/history",
-             [&ctx](net::HttpRequest& req, net::Responder r) {
-               HandleHistory(ctx, req, std::move(r));
-             });
+  router.Add(
+      "GET", "/v1/devices/{id}/metrics/history",
+      [&ctx](net::HttpRequest& req, net::Responder r) { HandleHistory(ctx, req, std::move(r)); });
 }
 
 }  // namespace joule::api

@@ -68,8 +68,7 @@ std::vector<std::shared_ptr<net::SseStream>> LiveHub::Targets(std::string_view d
   return out;
 }
 
-void LiveHub::Publish(std::string_view device_id, std::string_view event,
-                      const std::string& json) {
+void LiveHub::Publish(std::string_view device_id, std::string_view event, const std::string& json) {
   for (const auto& s : Targets(device_id)) s->Send(event, json);
 }
 

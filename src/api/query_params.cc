@@ -29,9 +29,8 @@ Result<model::Resolution> ParseResolution(const std::string& value, int64_t base
   if (value == "1m" || value == model::ResolutionName(probe)) return model::Resolution::kBase;
   if (value == "1h") return model::Resolution::kHour;
   if (value == "1d") return model::Resolution::kDay;
-  return Status::InvalidArgument(
-      fmt::format("resolution must be {}, 1h, 1d or auto, got '{}'", model::ResolutionName(probe),
-                  value));
+  return Status::InvalidArgument(fmt::format("resolution must be {}, 1h, 1d or auto, got '{}'",
+                                             model::ResolutionName(probe), value));
 }
 
 Result<size_t> ParseLimit(const std::string* value, size_t default_limit, size_t max_limit) {

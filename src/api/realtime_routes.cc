@@ -122,10 +122,9 @@ void HandleRealtime(ApiContext& ctx, net::HttpRequest& req, net::Responder respo
 }  // namespace
 
 void AddRealtimeRoutes(net::Router& router, ApiContext& ctx) {
-  router.Add("GET", "/v1/devices/{id}/metrics/realtime",
-             [&ctx](net::HttpRequest& req, net::Responder r) {
-               HandleRealtime(ctx, req, std::move(r));
-             });
+  router.Add(
+      "GET", "/v1/devices/{id}/metrics/realtime",
+      [&ctx](net::HttpRequest& req, net::Responder r) { HandleRealtime(ctx, req, std::move(r)); });
 }
 
 }  // namespace joule::api

@@ -17,8 +17,8 @@ void HandleStream(ApiContext& ctx, net::HttpRequest& req, net::Responder respond
   const std::string* device_id = req.Query("device_id");
   const std::string* owner_id = req.Query("owner_id");
   if ((device_id == nullptr) == (owner_id == nullptr)) {
-    return responder.Send(ErrorFromStatus(
-        Status::InvalidArgument("give exactly one of device_id or owner_id")));
+    return responder.Send(
+        ErrorFromStatus(Status::InvalidArgument("give exactly one of device_id or owner_id")));
   }
   if (device_id) {
     Result<store::Device> device = ctx.auth->AuthorizeDeviceRead(caller, *device_id);

@@ -19,13 +19,12 @@ namespace {
 class TelemetryRoute {
  public:
   explicit TelemetryRoute(ApiContext& ctx) : ctx_(ctx) {
-    accepted_ = ctx.metrics->GetCounter("joule_events_accepted_total",
-                                        "Events accepted and durable");
+    accepted_ =
+        ctx.metrics->GetCounter("joule_events_accepted_total", "Events accepted and durable");
     for (const char* code :
          {"invalid_json", "invalid_device_id", "invalid_timestamp", "timestamp_out_of_range",
           "invalid_metrics", "invalid_meta", "invalid_event_id", "forbidden", "unknown_device",
-          "too_many_events",
-          "payload_too_large", "unsupported_media_type", "unavailable"}) {
+          "too_many_events", "payload_too_large", "unsupported_media_type", "unavailable"}) {
       RejectCounter(code);
     }
   }
@@ -37,8 +36,8 @@ class TelemetryRoute {
       return;
     }
     if (caller.kind == Caller::Kind::kOwner) {
-      responder.Send(net::HttpResponse::Error(
-          403, "forbidden", "owner keys cannot ingest; use the device's token"));
+      responder.Send(net::HttpResponse::Error(403, "forbidden",
+                                              "owner keys cannot ingest; use the device's token"));
       return;
     }
     const std::string* ct = req.Header("content-type");
@@ -81,17 +80,16 @@ class TelemetryRoute {
     Counter* accepted = accepted_;
     Counter* unavailable = RejectCounter("unavailable");
     auto shared_responder = std::make_shared<net::Responder>(std::move(responder));
-    Status st = ctx_.appender->Append(
-        body.events, [shared_responder, ok_body = std::move(ok_body), n, accepted,
-                      unavailable](Status s) mutable {
-          if (s.ok()) {
-            accepted->Inc(n);
-            shared_responder->Send(net::HttpResponse::Json(202, std::move(ok_body)));
-          } else {
-            unavailable->Inc(n);
-            shared_responder->Send(Unavailable());
-          }
-        });
+    Status st = ctx_.appender->Append(body.events, [shared_responder, ok_body = std::move(ok_body),
+                                                    n, accepted, unavailable](Status s) mutable {
+      if (s.ok()) {
+        accepted->Inc(n);
+        shared_responder->Send(net::HttpResponse::Json(202, std::move(ok_body)));
+      } else {
+        unavailable->Inc(n);
+        shared_responder->Send(Unavailable());
+      }
+    });
     if (!st.ok()) {
       unavailable->Inc(n);
       shared_responder->Send(Unavailable());
@@ -112,8 +110,8 @@ class TelemetryRoute {
       model::Event& e = body->events[i];
       const size_t index = body->event_indices[i];
       if (caller.kind == Caller::Kind::kDevice && e.device_id != caller.device_id) {
-        errors.push_back({index, "forbidden",
-                          "this token may only write device '" + caller.device_id + "'"});
+        errors.push_back(
+            {index, "forbidden", "this token may only write device '" + caller.device_id + "'"});
         continue;
       }
       auto it = registered.find(e.device_id);
@@ -131,11 +129,10 @@ class TelemetryRoute {
     }
     // Every kept event was moved out of body->events: always move them back.
     std::vector<ingest::EventError> merged;
-    std::merge(body->errors.begin(), body->errors.end(), errors.begin(), errors.end(),
-               std::back_inserter(merged),
-               [](const ingest::EventError& a, const ingest::EventError& b) {
-                 return a.index < b.index;
-               });
+    std::merge(
+        body->errors.begin(), body->errors.end(), errors.begin(), errors.end(),
+        std::back_inserter(merged),
+        [](const ingest::EventError& a, const ingest::EventError& b) { return a.index < b.index; });
     body->errors = std::move(merged);
     body->events = std::move(kept);
     body->event_indices = std::move(kept_indices);
@@ -192,8 +189,9 @@ class TelemetryRoute {
 
 void AddTelemetryRoutes(net::Router& router, ApiContext& ctx) {
   auto route = std::make_shared<TelemetryRoute>(ctx);
-  router.Add("POST", "/v1/telemetry",
-             [route](net::HttpRequest& req, net::Responder r) { route->Handle(req, std::move(r)); });
+  router.Add("POST", "/v1/telemetry", [route](net::HttpRequest& req, net::Responder r) {
+    route->Handle(req, std::move(r));
+  });
 }
 
 }  // namespace joule::api

@@ -1,10 +1,10 @@
 #include "app/config.h"
 
 #include <fmt/format.h>
+#include <toml++/toml.h>
 
 #include <cctype>
 #include <functional>
-#include <toml++/toml.h>
 
 #include "common/time_format.h"
 
@@ -38,7 +38,8 @@ Setter Integer(T Config::*field, int64_t min, int64_t max) {
     errno = 0;
     long long x = std::strtoll(v.c_str(), &end, 10);
     if (v.empty() || *end != '\0' || errno != 0 || x < min || x > max) {
-      return Status::InvalidArgument(fmt::format("'{}' is not an integer in [{}, {}]", v, min, max));
+      return Status::InvalidArgument(
+          fmt::format("'{}' is not an integer in [{}, {}]", v, min, max));
     }
     c.*field = static_cast<T>(x);
     return Status::Ok();
@@ -137,7 +138,9 @@ const std::vector<Key>& Keys() {
          c.alerts_allow_private_targets = v == "true";
          return Status::Ok();
        },
-       [](const Config& c) { return std::string(c.alerts_allow_private_targets ? "true" : "false"); }},
+       [](const Config& c) {
+         return std::string(c.alerts_allow_private_targets ? "true" : "false");
+       }},
       {"alerts", "delivery_timeout", Duration(&Config::alerts_delivery_timeout_ns),
        [](const Config& c) { return DurationText(c.alerts_delivery_timeout_ns); }},
       {"alerts", "retry_initial_backoff", Duration(&Config::alerts_retry_initial_backoff_ns),
@@ -179,10 +182,15 @@ const std::vector<Key>& Keys() {
 
 Status SetMetricKind(Config& c, const std::string& metric, const std::string& kind) {
   model::MetricKind k;
-  if (kind == "power") k = model::MetricKind::kPower;
-  else if (kind == "counter") k = model::MetricKind::kCounter;
-  else if (kind == "gauge") k = model::MetricKind::kGauge;
-  else return Status::InvalidArgument(fmt::format("metric kind '{}' is not power, counter or gauge", kind));
+  if (kind == "power")
+    k = model::MetricKind::kPower;
+  else if (kind == "counter")
+    k = model::MetricKind::kCounter;
+  else if (kind == "gauge")
+    k = model::MetricKind::kGauge;
+  else
+    return Status::InvalidArgument(
+        fmt::format("metric kind '{}' is not power, counter or gauge", kind));
   c.metric_kinds[metric] = k;
   return Status::Ok();
 }
@@ -201,25 +209,29 @@ std::string Upper(std::string s) {
 
 }  // namespace
 
-Result<Config> LoadConfig(const std::string& path, char** envp, std::vector<std::string>* warnings) {
+Result<Config> LoadConfig(const std::string& path, char** envp,
+                          std::vector<std::string>* warnings) {
   Config c;
   if (!path.empty()) {
     toml::table root;
     try {
       root = toml::parse_file(path);
     } catch (const toml::parse_error& e) {
-      return Status::InvalidArgument(fmt::format("config {}: {} (line {})", path, e.description(),
-                                                 e.source().begin.line));
+      return Status::InvalidArgument(
+          fmt::format("config {}: {} (line {})", path, e.description(), e.source().begin.line));
     }
     for (const auto& [section_key, section_node] : root) {
       std::string section(section_key.str());
       const toml::table* table = section_node.as_table();
-      if (!table) return Status::InvalidArgument(fmt::format("config {}: '{}' must be a table", path, section));
+      if (!table)
+        return Status::InvalidArgument(
+            fmt::format("config {}: '{}' must be a table", path, section));
       if (section == "metrics") {
         for (const auto& [sub, sub_node] : *table) {
           const toml::table* kinds = sub_node.as_table();
           if (sub.str() != "kinds" || !kinds) {
-            return Status::InvalidArgument(fmt::format("config {}: unknown key metrics.{}", path, sub.str()));
+            return Status::InvalidArgument(
+                fmt::format("config {}: unknown key metrics.{}", path, sub.str()));
           }
           for (const auto& [metric, kind] : *kinds) {
             JOULE_RETURN_IF_ERROR(SetMetricKind(c, std::string(metric.str()), NodeToString(kind)));

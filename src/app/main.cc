@@ -1,6 +1,7 @@
 // joule: the single binary. Subcommands: serve, simulate, config, devices, replay, export.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
 
 #include "app/config.h"
 #include "app/devices_cli.h"
@@ -51,8 +52,7 @@ int main(int argc, char** argv) {
   simulate->add_option("--jitter", sim_text.jitter, "Fault: send order shuffled within this");
   simulate->add_option("--outages", sim.outages_per_hour, "Fault: outages per home per hour");
   simulate->add_option("--duplicates", sim.duplicates, "Fault: fraction of events sent twice");
-  simulate->add_option("--clock-skew", sim_text.clock_skew,
-                       "Fault: per-device offset up to ±this");
+  simulate->add_option("--clock-skew", sim_text.clock_skew, "Fault: per-device offset up to ±this");
   simulate->add_option("--counter-resets", sim.counter_resets_per_hour,
                        "Fault: meter counter resets per hour");
   simulate->add_option("--malformed", sim.malformed, "Fault: malformed events per event");
@@ -70,11 +70,13 @@ int main(int argc, char** argv) {
   joule::app::DevicesImportOptions import_options;
   auto* import_cmd = devices->add_subcommand("import", "Create or update devices from a CSV file");
   import_cmd->add_option("--config", config_path, "TOML config file");
-  import_cmd->add_option("file", import_options.csv_path,
-                     "CSV: device_id,owner_id,name,model,location,timezone,installed_at")
+  import_cmd
+      ->add_option("file", import_options.csv_path,
+                   "CSV: device_id,owner_id,name,model,location,timezone,installed_at")
       ->required();
-  import_cmd->add_option("--tokens-out", import_options.tokens_out,
-                     "Write the tokens of new devices here as CSV device_id,token (- = stdout)");
+  import_cmd->add_option(
+      "--tokens-out", import_options.tokens_out,
+      "Write the tokens of new devices here as CSV device_id,token (- = stdout)");
   import_cmd->add_flag("--dry-run", import_options.dry_run, "Validate and count; write nothing");
   std::string export_owner;
   auto* export_cmd = devices->add_subcommand("export", "Write devices as CSV to stdout");
@@ -97,7 +99,8 @@ int main(int argc, char** argv) {
   auto* archive_export_cmd =
       app.add_subcommand("export", "Write raw events of a range from the archive to stdout");
   archive_export_cmd->add_option("--config", config_path, "TOML config file");
-  archive_export_cmd->add_option("--from", export_options.from, "Range start, RFC 3339")->required();
+  archive_export_cmd->add_option("--from", export_options.from, "Range start, RFC 3339")
+      ->required();
   archive_export_cmd->add_option("--to", export_options.to, "Range end (exclusive), RFC 3339")
       ->required();
   auto* export_device =

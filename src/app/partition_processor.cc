@@ -20,9 +20,9 @@ class PartitionProcessor::Sink final : public stream::RecordSink {
     for (int r = 0; r < 3; ++r) {
       for (int f = 0; f < 2; ++f) {
         const char* res = r == 0 ? "base" : r == 1 ? "1h" : "1d";
-        emitted_[r][f] = metrics->GetCounter("joule_windows_emitted_total",
-                                             "Aggregate records emitted by the window engine",
-                                             {{"resolution", res}, {"final", f ? "true" : "false"}});
+        emitted_[r][f] = metrics->GetCounter(
+            "joule_windows_emitted_total", "Aggregate records emitted by the window engine",
+            {{"resolution", res}, {"final", f ? "true" : "false"}});
       }
     }
     sink_errors_ = metrics->GetCounter("joule_sink_errors_total", "Failed sink writes",
@@ -49,8 +49,7 @@ class PartitionProcessor::Sink final : public stream::RecordSink {
 
 PartitionProcessor::PartitionProcessor(PartitionProcessorOptions options, log::Log* log,
                                        store::LatestStore* latest, store::HistoryStore* history,
-                                       const Clock* clock,
-                                       MetricsRegistry* metrics,
+                                       const Clock* clock, MetricsRegistry* metrics,
                                        stream::TimezoneProvider* timezones)
     : options_(std::move(options)),
       log_(log),
@@ -66,22 +65,22 @@ PartitionProcessor::PartitionProcessor(PartitionProcessorOptions options, log::L
   const std::string idx = std::to_string(options_.index);
   events_processed_ = metrics->GetCounter("joule_processor_events_total",
                                           "Events fed to the window engine", {{"processor", idx}});
-  decode_errors_ = metrics->GetCounter("joule_processor_decode_errors_total",
-                                       "Log records that did not decode as events",
-                                       {{"processor", idx}});
-  checkpoint_seconds_ = metrics->GetHistogram(
-      "joule_checkpoint_duration_seconds", "Time to write a processor checkpoint (incl. fsync)",
-      Histogram::LatencyBuckets(), {{"processor", idx}});
+  decode_errors_ =
+      metrics->GetCounter("joule_processor_decode_errors_total",
+                          "Log records that did not decode as events", {{"processor", idx}});
+  checkpoint_seconds_ = metrics->GetHistogram("joule_checkpoint_duration_seconds",
+                                              "Time to write a processor checkpoint (incl. fsync)",
+                                              Histogram::LatencyBuckets(), {{"processor", idx}});
   checkpoint_bytes_ = metrics->GetGauge("joule_checkpoint_bytes", "Size of the last checkpoint",
                                         {{"processor", idx}});
-  metrics->AddGaugeCallback("joule_checkpoint_age_seconds", "Seconds since the last checkpoint",
-                            {{"processor", idx}}, [this] {
-                              int64_t last = last_checkpoint_ns_.load();
-                              return last == 0 ? 0.0
-                                               : static_cast<double>(clock_->NowNanos() - last) / 1e9;
-                            });
-  history_errors_ = metrics->GetCounter("joule_sink_errors_total", "Failed sink writes",
-                                        {{"sink", "history"}});
+  metrics->AddGaugeCallback(
+      "joule_checkpoint_age_seconds", "Seconds since the last checkpoint", {{"processor", idx}},
+      [this] {
+        int64_t last = last_checkpoint_ns_.load();
+        return last == 0 ? 0.0 : static_cast<double>(clock_->NowNanos() - last) / 1e9;
+      });
+  history_errors_ =
+      metrics->GetCounter("joule_sink_errors_total", "Failed sink writes", {{"sink", "history"}});
   for (size_t i = 0; i < options_.partitions.size(); ++i) {
     positions_[i].store(0);
     last_append_ns_[i].store(0);
@@ -163,17 +162,17 @@ Status PartitionProcessor::Start() {
   if (!options_.checkpoint_path.empty()) {
     log_->RegisterConsumer(ConsumerName());
     JOULE_RETURN_IF_ERROR(RestoreCheckpoint(&offsets));
-    restored = !readings_.empty() || std::any_of(offsets.begin(), offsets.end(),
-                                                 [](uint64_t o) { return o > 0; });
+    restored = !readings_.empty() ||
+               std::any_of(offsets.begin(), offsets.end(), [](uint64_t o) { return o > 0; });
   }
   for (size_t i = 0; i < options_.partitions.size(); ++i) {
     uint32_t p = options_.partitions[i];
     model::LogOffset from = log_->StartOffset(p);
     if (restored) {
       if (offsets[i] < from.value) {
-        return Status::Corruption(fmt::format(
-            "partition {}: checkpoint offset {} is below the log's first record {}", p,
-            offsets[i], from.value));
+        return Status::Corruption(
+            fmt::format("partition {}: checkpoint offset {} is below the log's first record {}", p,
+                        offsets[i], from.value));
       }
       from = model::LogOffset{offsets[i]};
     }

@@ -110,7 +110,8 @@ Status DecodeCheckpoint(std::string_view data, ProcessorCheckpoint* out) {
   if (version != kVersion) return Status::Corruption(fmt::format("checkpoint version {}", version));
   std::string_view body = data.substr(sizeof kMagic + 16);
   if (body.size() != size) return Status::Corruption("checkpoint has the wrong length");
-  if (crc32c::Unmask(crc) != crc32c::Value(body)) return Status::Corruption("checkpoint CRC mismatch");
+  if (crc32c::Unmask(crc) != crc32c::Value(body))
+    return Status::Corruption("checkpoint CRC mismatch");
   Cursor c(body);
   uint32_t n;
   if (!c.U32(&n)) return Status::Corruption("truncated checkpoint");

@@ -26,7 +26,8 @@ std::string EncodeCheckpoint(const ProcessorCheckpoint& checkpoint);
 Status DecodeCheckpoint(std::string_view data, ProcessorCheckpoint* out);
 
 // Atomically replaces `path`. Returns the number of bytes written.
-Result<uint64_t> WriteCheckpointFile(const std::string& path, const ProcessorCheckpoint& checkpoint);
+Result<uint64_t> WriteCheckpointFile(const std::string& path,
+                                     const ProcessorCheckpoint& checkpoint);
 // nullopt when the file does not exist; Corruption when it fails its checks.
 Result<std::optional<ProcessorCheckpoint>> ReadCheckpointFile(const std::string& path);
 

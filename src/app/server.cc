@@ -1,7 +1,5 @@
 #include "app/server.h"
 
-#include <utility>  // before Asio (Boost 1.74 + GCC 12)
-
 #include <fmt/format.h>
 #include <sys/random.h>
 
@@ -11,28 +9,29 @@
 #include <fstream>
 #include <memory>
 #include <thread>
+#include <utility>  // before Asio (Boost 1.74 + GCC 12)
 #include <vector>
 
 #include "alert/alert_engine.h"
 #include "api/api_context.h"
 #include "api/live_hub.h"
 #include "api/routes.h"
-#include "app/metadata_open.h"
 #include "app/archiver.h"
+#include "app/metadata_open.h"
 #include "app/partition_processor.h"
 #include "common/logging.h"
 #include "ingest/event_appender.h"
 #include "ingest/mqtt_ingest.h"
 #include "log/log.h"
+#include "model/partition.h"
 #include "net/http_server.h"
 #include "net/mqtt/listener.h"
 #include "net/router.h"
-#include "web/web_routes.h"
-#include "model/partition.h"
 #include "store/memory/memory_latest_store.h"
 #include "store/metadata_cache.h"
 #include "store/redis/redis_latest_store.h"
 #include "store/rocksdb/rocksdb_history_store.h"
+#include "web/web_routes.h"
 
 namespace joule::app {
 namespace {
@@ -62,8 +61,8 @@ Result<std::string> ResolveAdminToken(const Config& config) {
   if (!out) return Status::IoError(fmt::format("cannot write {}", path.string()));
   out << token << "\n";
   out.close();
-  std::filesystem::permissions(path, std::filesystem::perms::owner_read |
-                                         std::filesystem::perms::owner_write);
+  std::filesystem::permissions(
+      path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
   fmt::print(stderr, "joule: generated admin token (shown once, kept in {}): {}\n", path.string(),
              token);
   return token;
@@ -169,9 +168,8 @@ int RunServer(const Config& config) {
   Result<std::unique_ptr<store::MetadataCache>> metadata_opened =
       OpenCachedMetadata(config, &metrics);
   if (!metadata_opened.ok()) {
-    logging::Error("cannot open metadata store",
-                   {{"backend", config.metadata_backend},
-                    {"error", metadata_opened.status().ToString()}});
+    logging::Error("cannot open metadata store", {{"backend", config.metadata_backend},
+                                                  {"error", metadata_opened.status().ToString()}});
     return 1;
   }
   std::unique_ptr<store::MetadataCache> metadata = std::move(*metadata_opened);
@@ -320,8 +318,8 @@ int RunServer(const Config& config) {
   if (!config.mqtt_listen.empty()) {
     net::mqtt::MqttListenerOptions mqtt_options;
     mqtt_options.listen = config.mqtt_listen;
-    mqtt_options.max_packet_size = static_cast<uint32_t>(
-        std::min<uint64_t>(config.max_body_bytes + (64u << 10), 268'435'455));
+    mqtt_options.max_packet_size =
+        static_cast<uint32_t>(std::min<uint64_t>(config.max_body_bytes + (64u << 10), 268'435'455));
     mqtt = std::make_unique<net::mqtt::MqttListener>(io, mqtt_options, &mqtt_ingest, &metrics);
     Status mqtt_st = mqtt->Start();
     if (!mqtt_st.ok()) {
@@ -330,8 +328,7 @@ int RunServer(const Config& config) {
       return 1;
     }
     std::string mqtt_host = config.mqtt_listen.substr(0, config.mqtt_listen.rfind(':'));
-    logging::Info("mqtt listening",
-                  {{"address", fmt::format("{}:{}", mqtt_host, mqtt->port())}});
+    logging::Info("mqtt listening", {{"address", fmt::format("{}:{}", mqtt_host, mqtt->port())}});
   }
 
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);

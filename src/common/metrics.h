@@ -62,7 +62,8 @@ class Histogram {
 
 class MetricsRegistry {
  public:
-  Counter* GetCounter(std::string_view name, std::string_view help, const MetricLabels& labels = {});
+  Counter* GetCounter(std::string_view name, std::string_view help,
+                      const MetricLabels& labels = {});
   Gauge* GetGauge(std::string_view name, std::string_view help, const MetricLabels& labels = {});
   Histogram* GetHistogram(std::string_view name, std::string_view help,
                           std::vector<double> upper_bounds, const MetricLabels& labels = {});

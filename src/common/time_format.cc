@@ -148,14 +148,22 @@ Result<int64_t> ParseDurationNanos(std::string_view s) {
   }
   std::string_view unit = s.substr(i);
   double mult;
-  if (unit.empty() || unit == "s") mult = 1e9;
-  else if (unit == "ms") mult = 1e6;
-  else if (unit == "us") mult = 1e3;
-  else if (unit == "ns") mult = 1;
-  else if (unit == "m") mult = 60e9;
-  else if (unit == "h") mult = 3600e9;
-  else if (unit == "d") mult = 86400e9;
-  else return Status::InvalidArgument(fmt::format("invalid duration unit in '{}'", s));
+  if (unit.empty() || unit == "s")
+    mult = 1e9;
+  else if (unit == "ms")
+    mult = 1e6;
+  else if (unit == "us")
+    mult = 1e3;
+  else if (unit == "ns")
+    mult = 1;
+  else if (unit == "m")
+    mult = 60e9;
+  else if (unit == "h")
+    mult = 3600e9;
+  else if (unit == "d")
+    mult = 86400e9;
+  else
+    return Status::InvalidArgument(fmt::format("invalid duration unit in '{}'", s));
   double r = v * mult;
   if (r > 9e18) return Status::InvalidArgument(fmt::format("duration '{}' too large", s));
   return static_cast<int64_t>(r);
@@ -169,15 +177,24 @@ Result<uint64_t> ParseSizeBytes(std::string_view s) {
   std::string_view unit = s.substr(i);
   while (!unit.empty() && unit.front() == ' ') unit.remove_prefix(1);
   uint64_t mult;
-  if (unit.empty() || unit == "B") mult = 1;
-  else if (unit == "KiB") mult = 1ull << 10;
-  else if (unit == "MiB") mult = 1ull << 20;
-  else if (unit == "GiB") mult = 1ull << 30;
-  else if (unit == "TiB") mult = 1ull << 40;
-  else if (unit == "KB" || unit == "kB") mult = 1000;
-  else if (unit == "MB") mult = 1000000;
-  else if (unit == "GB") mult = 1000000000;
-  else return Status::InvalidArgument(fmt::format("invalid size unit in '{}'", s));
+  if (unit.empty() || unit == "B")
+    mult = 1;
+  else if (unit == "KiB")
+    mult = 1ull << 10;
+  else if (unit == "MiB")
+    mult = 1ull << 20;
+  else if (unit == "GiB")
+    mult = 1ull << 30;
+  else if (unit == "TiB")
+    mult = 1ull << 40;
+  else if (unit == "KB" || unit == "kB")
+    mult = 1000;
+  else if (unit == "MB")
+    mult = 1000000;
+  else if (unit == "GB")
+    mult = 1000000000;
+  else
+    return Status::InvalidArgument(fmt::format("invalid size unit in '{}'", s));
   return v * mult;
 }
 

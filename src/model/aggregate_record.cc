@@ -21,9 +21,12 @@ MetricKind DefaultMetricKind(std::string_view name) {
 
 std::string_view MetricKindName(MetricKind kind) {
   switch (kind) {
-    case MetricKind::kGauge: return "gauge";
-    case MetricKind::kPower: return "power";
-    case MetricKind::kCounter: return "counter";
+    case MetricKind::kGauge:
+      return "gauge";
+    case MetricKind::kPower:
+      return "power";
+    case MetricKind::kCounter:
+      return "counter";
   }
   return "gauge";
 }
@@ -37,9 +40,12 @@ const MetricAggregate* AggregateRecord::FindMetric(std::string_view name) const 
 
 std::string ResolutionName(const AggregateRecord& r) {
   switch (r.resolution) {
-    case Resolution::kHour: return "1h";
-    case Resolution::kDay: return "1d";
-    case Resolution::kBase: break;
+    case Resolution::kHour:
+      return "1h";
+    case Resolution::kDay:
+      return "1d";
+    case Resolution::kBase:
+      break;
   }
   int64_t w = r.window_end_ns - r.window_start_ns;
   if (w % kNanosPerDay == 0) return fmt::format("{}d", w / kNanosPerDay);

@@ -18,12 +18,12 @@ struct MetricSample {
 };
 
 struct Event {
-  std::string device_id;       // 1–128 chars of [A-Za-z0-9._:-]
-  int64_t timestamp_ns = 0;    // event time, ns since the Unix epoch (UTC)
-  int64_t received_at_ns = 0;  // when ingest accepted it
+  std::string device_id;              // 1–128 chars of [A-Za-z0-9._:-]
+  int64_t timestamp_ns = 0;           // event time, ns since the Unix epoch (UTC)
+  int64_t received_at_ns = 0;         // when ingest accepted it
   std::vector<MetricSample> metrics;  // 1–64 entries, names unique, in input order
-  std::string meta_json;       // canonical JSON object text, or empty when absent
-  std::string event_id;        // empty when absent
+  std::string meta_json;              // canonical JSON object text, or empty when absent
+  std::string event_id;               // empty when absent
   bool operator==(const Event&) const = default;
 };
 

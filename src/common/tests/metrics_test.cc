@@ -6,8 +6,10 @@ namespace joule {
 
 TEST(MetricsTest, CounterWithLabelsRenders) {
   MetricsRegistry r;
-  r.GetCounter("joule_events_rejected_total", "Rejected events", {{"code", "invalid_json"}})->Inc(3);
-  Counter* c = r.GetCounter("joule_events_rejected_total", "Rejected events", {{"code", "invalid_json"}});
+  r.GetCounter("joule_events_rejected_total", "Rejected events", {{"code", "invalid_json"}})
+      ->Inc(3);
+  Counter* c =
+      r.GetCounter("joule_events_rejected_total", "Rejected events", {{"code", "invalid_json"}});
   c->Inc();
   std::string text = r.Render();
   EXPECT_NE(text.find("# TYPE joule_events_rejected_total counter"), std::string::npos);
