@@ -9,7 +9,7 @@
 #include <fstream>
 #include <memory>
 #include <thread>
-#include <utility>  // before Asio (Boost 1.74 + GCC 12)
+#include <utility>
 #include <vector>
 
 #include "alert/alert_engine.h"
