@@ -11,6 +11,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "app/engine_setup.h"
 #include "app/metadata_open.h"
 #include "common/clock.h"
 #include "common/json_writer.h"
@@ -56,32 +57,6 @@ uint64_t DropDuplicates(std::vector<model::Event>* events) {
   const uint64_t dropped = events->size() - out;
   events->resize(out);
   return dropped;
-}
-
-class MetadataTimezoneProvider final : public stream::TimezoneProvider {
- public:
-  explicit MetadataTimezoneProvider(store::MetadataStore* metadata) : metadata_(metadata) {}
-  std::string TimezoneOf(std::string_view device_id) override {
-    Result<store::Device> d = metadata_->GetDevice(device_id);
-    if (!d.ok() || d->timezone.empty()) return "UTC";
-    return d->timezone;
-  }
-
- private:
-  store::MetadataStore* metadata_;
-};
-
-// The same options `joule serve` gives its processors.
-stream::EngineOptions EngineOptionsOf(const Config& c) {
-  stream::EngineOptions o;
-  o.window_ns = c.window_ns;
-  o.out_of_orderness_ns = c.out_of_orderness_ns;
-  o.allowed_lateness_ns = c.allowed_lateness_ns;
-  o.idle_timeout_ns = c.idle_timeout_ns;
-  o.early_fire_interval_ns = c.early_fire_interval_ns;
-  o.max_gap_ns = c.max_gap_ns;
-  for (const auto& [name, kind] : c.metric_kinds) o.kinds[name] = kind;
-  return o;
 }
 
 }  // namespace
@@ -205,7 +180,7 @@ int RunReplay(const Config& config, const ReplayCliOptions& options) {
     return fail("give --device or --owner, not both", 2);
   }
   req.archive_dir = (std::filesystem::path(config.data_dir) / "archive").string();
-  req.engine = EngineOptionsOf(config);
+  req.engine = EngineOptionsFrom(config);
   req.now_ns = SystemClock::Default()->NowNanos();
   req.dry_run = options.dry_run;
   if (!std::filesystem::is_directory(req.archive_dir)) {
@@ -227,7 +202,7 @@ int RunReplay(const Config& config, const ReplayCliOptions& options) {
     }
     if (req.devices.empty()) return fail(fmt::format("owner {} has no devices", options.owner_id));
   }
-  MetadataTimezoneProvider timezones(metadata->get());
+  MetadataTimezones timezones(metadata->get());
 
   store::RocksDbHistoryOptions ho;
   ho.path = (std::filesystem::path(config.data_dir) / "history").string();

@@ -17,6 +17,7 @@
 #include "api/live_hub.h"
 #include "api/routes.h"
 #include "app/archiver.h"
+#include "app/engine_setup.h"
 #include "app/metadata_open.h"
 #include "app/partition_processor.h"
 #include "common/logging.h"
@@ -67,32 +68,6 @@ Result<std::string> ResolveAdminToken(const Config& config) {
              token);
   return token;
 }
-
-stream::EngineOptions EngineOptionsFrom(const Config& c) {
-  stream::EngineOptions o;
-  o.window_ns = c.window_ns;
-  o.out_of_orderness_ns = c.out_of_orderness_ns;
-  o.allowed_lateness_ns = c.allowed_lateness_ns;
-  o.idle_timeout_ns = c.idle_timeout_ns;
-  o.early_fire_interval_ns = c.early_fire_interval_ns;
-  o.max_gap_ns = c.max_gap_ns;
-  for (const auto& [name, kind] : c.metric_kinds) o.kinds[name] = kind;
-  return o;
-}
-
-// The stream engine's view of device timezones: from the metadata cache.
-class MetadataTimezones final : public stream::TimezoneProvider {
- public:
-  explicit MetadataTimezones(store::MetadataStore* metadata) : metadata_(metadata) {}
-  std::string TimezoneOf(std::string_view device_id) override {
-    Result<store::Device> d = metadata_->GetDevice(device_id);
-    if (!d.ok() || d->timezone.empty()) return "UTC";
-    return d->timezone;
-  }
-
- private:
-  store::MetadataStore* metadata_;
-};
 
 Result<std::unique_ptr<store::LatestStore>> OpenLatest(const Config& config) {
   if (config.latest_backend == "redis") {
