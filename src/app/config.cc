@@ -196,9 +196,10 @@ Status SetMetricKind(Config& c, const std::string& metric, const std::string& ki
 }
 
 std::string NodeToString(const toml::node& node) {
-  if (auto s = node.value<std::string>()) return *s;
-  if (auto i = node.value<int64_t>()) return std::to_string(*i);
-  if (auto b = node.value<bool>()) return *b ? "true" : "false";
+  // Check the node's own type: toml++'s value<int64_t>() also converts booleans.
+  if (node.is_string()) return *node.value<std::string>();
+  if (node.is_boolean()) return *node.value<bool>() ? "true" : "false";
+  if (node.is_integer()) return std::to_string(*node.value<int64_t>());
   return "\x01";  // marker: not a scalar we accept
 }
 
