@@ -4,9 +4,12 @@
 # dirs, and run the whole suite with CTest. Extra arguments go to ctest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root="$PWD"
 scripts/install-deps.sh --test
 scripts/build.sh ci
 eval "$(scripts/test-services.sh start)"
-trap 'scripts/test-services.sh stop "$JOULE_TEST_SERVICES_DIR"' EXIT
 cd build/ci
-ctest --output-on-failure --timeout 900 -j"${JOULE_TEST_JOBS:-2}" "$@"
+status=0
+ctest --output-on-failure --timeout 900 -j"${JOULE_TEST_JOBS:-2}" "$@" || status=$?
+"$root/scripts/test-services.sh" stop "$JOULE_TEST_SERVICES_DIR" || true
+exit "$status"
