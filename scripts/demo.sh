@@ -24,7 +24,10 @@ for _ in $(seq 100); do
   kill -0 $server 2>/dev/null || { echo "joule exited; see $data/joule.log" >&2; exit 1; }
   sleep 0.1
 done
-"$bin" simulate --url "http://127.0.0.1:$port" --devices "${JOULE_DEMO_DEVICES:-50}" --rate 1 &
+# With auth disabled every request acts as admin: the simulator registers its homes'
+# devices (owners, names, timezones) so the dashboard's fleet shows them, then ingests.
+"$bin" simulate --url "http://127.0.0.1:$port" --devices "${JOULE_DEMO_DEVICES:-50}" --rate 1 \
+  --admin-token demo --quiet &
 sim=$!
 cat <<MSG
 
