@@ -8,6 +8,7 @@
 #include "common/clock.h"
 #include "common/metrics.h"
 #include "ingest/event_appender.h"
+#include "ingest/rate_limiter.h"
 #include "ingest/telemetry_parser.h"
 #include "store/history_store.h"
 #include "store/latest_store.h"
@@ -27,6 +28,10 @@ struct ApiContext {
   const Authenticator* auth = nullptr;
   ingest::IngestLimits limits;
   ingest::EventAppender* appender = nullptr;
+  // Token buckets (null = unlimited): requests per device token / owner key
+  // ("device:<id>", "owner:<id>"; never the admin token), events per device id.
+  ingest::RateLimiter* request_limiter = nullptr;
+  ingest::RateLimiter* event_limiter = nullptr;
   store::LatestStore* latest = nullptr;
   size_t latest_windows = 60;
   store::HistoryStore* history = nullptr;

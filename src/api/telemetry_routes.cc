@@ -27,6 +27,10 @@ class TelemetryRoute {
           "too_many_events", "payload_too_large", "unsupported_media_type", "unavailable"}) {
       RejectCounter(code);
     }
+    limited_requests_ = ctx.metrics->GetCounter(
+        "joule_rate_limited_total", "Requests refused by a rate limit", {{"kind", "requests"}});
+    limited_events_ = ctx.metrics->GetCounter(
+        "joule_rate_limited_total", "Requests refused by a rate limit", {{"kind", "events"}});
   }
 
   void Handle(net::HttpRequest& req, net::Responder responder) {
@@ -34,6 +38,16 @@ class TelemetryRoute {
     if (caller.kind == Caller::Kind::kNone) {
       responder.Send(net::HttpResponse::Error(401, "unauthorized", "missing or unknown token"));
       return;
+    }
+    if (ctx_.request_limiter != nullptr && !ctx_.auth->disabled() && !caller.admin()) {
+      const std::string key = caller.kind == Caller::Kind::kDevice ? "device:" + caller.device_id
+                                                                   : "owner:" + caller.owner_id;
+      int64_t retry_ns = 0;
+      if (!ctx_.request_limiter->TryAcquire(key, 1, ctx_.clock->NowNanos(), &retry_ns)) {
+        limited_requests_->Inc();
+        responder.Send(RateLimited("too many requests for this token", retry_ns));
+        return;
+      }
     }
     if (caller.kind == Caller::Kind::kOwner) {
       responder.Send(net::HttpResponse::Error(403, "forbidden",
@@ -68,6 +82,7 @@ class TelemetryRoute {
     }
     ingest::ParsedBody& body = *parsed;
     Authorize(caller, &body);
+    if (!AcquireEvents(body, now, responder)) return;
     for (const auto& e : body.errors) RejectCounter(e.code)->Inc();
     if (body.events.empty()) {
       bool all_forbidden = !body.errors.empty();
@@ -97,6 +112,36 @@ class TelemetryRoute {
   }
 
  private:
+  // Takes each device's events from its bucket; all or nothing: on a refusal the tokens
+  // already taken for other devices of this request are not returned (they were offered).
+  bool AcquireEvents(const ingest::ParsedBody& body, int64_t now, net::Responder& responder) {
+    if (ctx_.event_limiter == nullptr || body.events.empty()) return true;
+    std::map<std::string_view, uint64_t> per_device;
+    for (const model::Event& e : body.events) ++per_device[e.device_id];
+    for (const auto& [device_id, count] : per_device) {
+      int64_t retry_ns = 0;
+      if (!ctx_.event_limiter->TryAcquire(device_id, static_cast<double>(count), now, &retry_ns)) {
+        limited_events_->Inc();
+        std::string msg = fmt::format("too many events for device '{}'", device_id);
+        if (static_cast<double>(count) > ctx_.event_limiter->burst()) {
+          msg += fmt::format(" ({} in one request; at most {} fit)", count,
+                             static_cast<uint64_t>(ctx_.event_limiter->burst()));
+        }
+        responder.Send(RateLimited(msg, retry_ns));
+        return false;
+      }
+    }
+    return true;
+  }
+
+  static net::HttpResponse RateLimited(const std::string& message, int64_t retry_ns) {
+    net::HttpResponse r =
+        net::HttpResponse::Error(429, "rate_limited", message + "; nothing was stored");
+    const int64_t secs = std::max<int64_t>(1, (retry_ns + kNanosPerSecond - 1) / kNanosPerSecond);
+    r.headers.emplace_back("Retry-After", std::to_string(secs));
+    return r;
+  }
+
   // A device token may write only its own device; with authentication on, every event's
   // device must be registered. Failing events move from `events` to `errors` (kept in
   // input order).
@@ -181,6 +226,8 @@ class TelemetryRoute {
 
   ApiContext& ctx_;
   Counter* accepted_;
+  Counter* limited_requests_;
+  Counter* limited_events_;
   std::mutex mu_;
   std::map<std::string, Counter*, std::less<>> rejected_;
 };

@@ -61,6 +61,11 @@ struct Config {
   uint64_t max_events_per_request = 10000;
   int64_t max_future_skew_ns = 300'000'000'000;
   int64_t max_event_age_ns = 7 * 86'400'000'000'000;
+  // Token buckets (0 = unlimited): requests per device token / owner key (the admin token
+  // is never limited), and events per device with a burst of two seconds' worth.
+  uint32_t requests_per_second = 10;
+  uint32_t request_burst = 20;
+  uint32_t device_events_per_second = 1000;
   // [metrics.kinds]
   std::map<std::string, model::MetricKind, std::less<>> metric_kinds;
   // [log]

@@ -23,6 +23,7 @@
 #include "common/logging.h"
 #include "ingest/event_appender.h"
 #include "ingest/mqtt_ingest.h"
+#include "ingest/rate_limiter.h"
 #include "log/log.h"
 #include "model/partition.h"
 #include "net/http_server.h"
@@ -238,6 +239,16 @@ int RunServer(const Config& config) {
 
   ingest::EventAppender appender(log.get(), &metrics);
   api::Authenticator auth(config.auth_mode, admin_token, metadata.get());
+  std::unique_ptr<ingest::RateLimiter> request_limiter;
+  if (config.requests_per_second > 0) {
+    request_limiter =
+        std::make_unique<ingest::RateLimiter>(config.requests_per_second, config.request_burst);
+  }
+  std::unique_ptr<ingest::RateLimiter> event_limiter;
+  if (config.device_events_per_second > 0) {
+    event_limiter = std::make_unique<ingest::RateLimiter>(config.device_events_per_second,
+                                                          2.0 * config.device_events_per_second);
+  }
   api::ApiContext ctx;
   ctx.clock = clock;
   ctx.metrics = &metrics;
@@ -247,6 +258,8 @@ int RunServer(const Config& config) {
   ctx.limits.max_future_skew_ns = config.max_future_skew_ns;
   ctx.limits.max_event_age_ns = config.max_event_age_ns;
   ctx.appender = &appender;
+  ctx.request_limiter = request_limiter.get();
+  ctx.event_limiter = event_limiter.get();
   ctx.latest = &latest;
   ctx.latest_windows = config.latest_windows;
   ctx.history = history.get();
@@ -288,6 +301,7 @@ int RunServer(const Config& config) {
   mqtt_ingest_options.auth_disabled = auth.disabled();
   mqtt_ingest_options.limits = ctx.limits;
   mqtt_ingest_options.clock = clock;
+  mqtt_ingest_options.event_limiter = event_limiter.get();
   ingest::MqttIngest mqtt_ingest(mqtt_ingest_options, metadata.get(), &appender, &metrics);
   std::unique_ptr<net::mqtt::MqttListener> mqtt;
   if (!config.mqtt_listen.empty()) {

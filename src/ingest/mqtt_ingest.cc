@@ -32,6 +32,9 @@ MqttIngest::MqttIngest(MqttIngestOptions options, store::MetadataStore* metadata
   messages_invalid_ = Messages(metrics_, "invalid_payload");
   messages_denied_ = Messages(metrics_, "not_authorized");
   messages_unavailable_ = Messages(metrics_, "unavailable");
+  messages_rate_limited_ = Messages(metrics_, "rate_limited");
+  limited_events_ = metrics_->GetCounter("joule_rate_limited_total",
+                                         "Requests refused by a rate limit", {{"kind", "events"}});
 }
 
 std::string MqttIngest::TopicOf(std::string_view device_id) {
@@ -94,8 +97,8 @@ void MqttIngest::OnPublish(const mqtt::PublishRequest& request, PublishDone done
   thread_local std::unique_ptr<TelemetryParser> parser;
   if (!parser) parser = std::make_unique<TelemetryParser>(options_.limits);
   const Clock* clock = options_.clock != nullptr ? options_.clock : SystemClock::Default();
-  Result<ParsedBody> parsed =
-      parser->Parse(request.payload, BodyFormat::kJson, clock->NowNanos(), device_id);
+  const int64_t now = clock->NowNanos();
+  Result<ParsedBody> parsed = parser->Parse(request.payload, BodyFormat::kJson, now, device_id);
   if (!parsed.ok()) {
     const std::string& msg = parsed.status().message();
     std::string code = msg.substr(0, msg.find(':'));
@@ -116,6 +119,15 @@ void MqttIngest::OnPublish(const mqtt::PublishRequest& request, PublishDone done
     const EventError& first = body.errors.front();
     done({mqtt::reason::kPayloadFormatInvalid,
           "event " + std::to_string(first.index) + ": " + first.code + ": " + first.message});
+    return;
+  }
+  if (options_.event_limiter != nullptr &&
+      !options_.event_limiter->TryAcquire(device_id, static_cast<double>(body.events.size()), now,
+                                          nullptr)) {
+    limited_events_->Inc();
+    messages_rate_limited_->Inc();
+    done({mqtt::reason::kQuotaExceeded,
+          "too many events for device '" + device_id + "'; nothing was stored"});
     return;
   }
   std::string partial;

@@ -19,6 +19,7 @@
 #include "common/clock.h"
 #include "common/metrics.h"
 #include "ingest/event_appender.h"
+#include "ingest/rate_limiter.h"
 #include "ingest/telemetry_parser.h"
 #include "net/mqtt/listener.h"
 
@@ -32,6 +33,9 @@ struct MqttIngestOptions {
   bool auth_disabled = false;
   IngestLimits limits;
   const Clock* clock = nullptr;  // null: SystemClock::Default()
+  // Events per device (null = unlimited); over the limit a publish is refused with
+  // quota exceeded (0x97; MQTT 3.1.1: disconnect) and nothing is stored.
+  RateLimiter* event_limiter = nullptr;
 };
 
 class MqttIngest final : public net::mqtt::SessionHandler {
@@ -59,6 +63,8 @@ class MqttIngest final : public net::mqtt::SessionHandler {
   Counter* messages_invalid_;
   Counter* messages_denied_;
   Counter* messages_unavailable_;
+  Counter* messages_rate_limited_;
+  Counter* limited_events_;
   std::mutex mu_;
   std::map<std::string, Counter*, std::less<>> rejected_;  // guarded by mu_
 };

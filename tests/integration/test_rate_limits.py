@@ -1,0 +1,177 @@
+"""Rate limits (issue 10 point 2, CONTRACT section 1, 429 row) against the real binary:
+token buckets per device token / owner key (the admin token is never limited) and per
+device for events. Over the limit: 429 {"error": {"code": "rate_limited"}} with
+Retry-After, and nothing of the request is stored."""
+
+import json
+import math
+import time
+import unittest
+import uuid
+
+from joule_harness import JouleTestCase, fmt_ts, metric_sum, parse_prometheus, poll
+from test_mqtt import pub, realtime_count, topic
+
+ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+AUTH_ENV = {"JOULE_AUTH_MODE": "required", "JOULE_AUTH_ADMIN_TOKEN": ADMIN_TOKEN}
+
+
+def uid():
+    return uuid.uuid4().hex[:10]
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def event(device_id, seconds_ago=30, power=100.0):
+    return {"device_id": device_id, "timestamp": fmt_ts(time.time() - seconds_ago),
+            "metrics": {"power_w": power}, "event_id": uid()}
+
+
+class RateLimitCase(JouleTestCase):
+    def register(self):
+        body = {"device_id": f"rl-{uid()}", "owner_id": f"own-{uid()}"}
+        resp = self.server.request("POST", "/v1/devices", body, headers=ADMIN)
+        self.assertStatus(resp, 201, f"register {body}")
+        return body["device_id"], resp[2]["token"]
+
+    def assertRateLimited(self, resp, what):
+        status, headers, body = resp
+        self.assertEqual(status, 429, f"{what}: body={body!r}" + self.diag())
+        self.assertEqual(body.get("error", {}).get("code"), "rate_limited", body)
+        self.assertIn("retry-after", headers, headers)
+        retry = int(headers["retry-after"])
+        self.assertGreaterEqual(retry, 1)
+        return retry
+
+    def limited_total(self, kind):
+        return metric_sum(parse_prometheus(self.server.metrics_text()), "joule_rate_limited_total",
+                          kind=kind)
+
+
+class RequestLimitTest(RateLimitCase):
+    server_env = dict(AUTH_ENV, JOULE_LIMITS_REQUESTS_PER_SECOND="2",
+                      JOULE_LIMITS_REQUEST_BURST="3")
+
+    def test_device_token_limited_admin_not_other_device_unaffected(self):
+        dev, token = self.register()
+        other, other_token = self.register()
+        before = self.limited_total("requests")
+        for i in range(3):
+            self.assertStatus(self.server.post_events([event(dev)], headers=bearer(token)), 202,
+                              f"request {i + 1} within the burst")
+        limited_event = event(dev, power=999.0)
+        retry = self.assertRateLimited(
+            self.server.post_events([limited_event], headers=bearer(token)), "4th rapid request")
+        self.assertLessEqual(retry, math.ceil(1 / 2))  # one token at 2/s
+        self.assertGreater(self.limited_total("requests"), before)
+
+        # The admin token is never limited, even for the same device.
+        for i in range(10):
+            self.assertStatus(self.server.post_events([event(dev)], headers=ADMIN), 202,
+                              f"admin request {i + 1}")
+        # Another device's token has its own bucket.
+        for i in range(3):
+            self.assertStatus(self.server.post_events([event(other)], headers=bearer(other_token)),
+                              202, f"other device request {i + 1}")
+
+        # After Retry-After the device may send again.
+        time.sleep(retry)
+        deadline = time.monotonic() + 5
+        while True:
+            resp = self.server.post_events([event(dev)], headers=bearer(token))
+            if resp[0] == 202 or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        self.assertStatus(resp, 202, "after Retry-After")
+
+    def test_owner_key_is_limited_too(self):
+        owner = f"own-{uid()}"
+        resp = self.server.request("POST", f"/v1/owners/{owner}/keys", {}, headers=ADMIN)
+        self.assertStatus(resp, 201, "create owner key")
+        key = resp[2]["key"]
+        statuses = [self.server.post_events([event(f"x-{uid()}")], headers=bearer(key))[0]
+                    for _ in range(6)]
+        self.assertEqual(statuses[:3], [403, 403, 403], statuses)  # owners cannot ingest
+        self.assertIn(429, statuses[3:], statuses)
+
+
+class EventLimitTest(RateLimitCase):
+    server_env = dict(AUTH_ENV, JOULE_LIMITS_DEVICE_EVENTS_PER_SECOND="5",
+                      JOULE_SERVER_MQTT_LISTEN="127.0.0.1:0")
+
+    def test_batch_over_the_device_limit_is_refused_and_not_stored(self):
+        dev, token = self.register()
+        other, other_token = self.register()
+        before = self.limited_total("events")
+        base = time.time() - 120
+        batch = [dict(event(dev), timestamp=fmt_ts(base + i)) for i in range(50)]
+        self.assertRateLimited(self.server.post_events(batch, headers=bearer(token)),
+                               "50 events at 5/s (burst 10)")
+        # The admin token is limited per device too.
+        self.assertRateLimited(self.server.post_events(batch, headers=ADMIN), "admin, 50 events")
+        self.assertGreaterEqual(self.limited_total("events"), before + 2)
+
+        # A small batch for another device goes through and is processed ...
+        self.assertStatus(self.server.post_events([event(other) for _ in range(3)],
+                                                  headers=bearer(other_token)), 202, "3 events")
+        got = poll(lambda: (lambda r: r[0] == 200 and r[2].get("data"))(
+            self.server.realtime(other, headers=ADMIN)), timeout=10)
+        self.assertTrue(got, "the accepted batch is processed" + self.diag())
+        # ... while nothing of the refused batch was stored.
+        time.sleep(0.5)
+        status, _, body = self.server.realtime(dev, headers=ADMIN)
+        self.assertEqual(status, 200, body)
+        self.assertFalse(body.get("data"), f"refused events were stored: {body!r}")
+
+    def test_mqtt_publish_over_the_limit_is_refused_and_not_stored(self):
+        dev, token = self.register()
+        m = lambda: parse_prometheus(self.server.metrics_text())  # noqa: E731
+        before = metric_sum(m(), "joule_mqtt_messages_total", result="rate_limited")
+        before_events = self.limited_total("events")
+        base = time.time() - 120
+        batch = [{"timestamp": fmt_ts(base + i), "metrics": {"power_w": 1.0}, "event_id": uid()}
+                 for i in range(50)]
+        # MQTT 5: PUBACK 0x97 quota exceeded (mosquitto_pub reports it; its exit code varies).
+        pub(self.server, topic(dev), json.dumps(batch), "mqttv5", 1, dev, token, timeout=10)
+        self.assertGreaterEqual(
+            metric_sum(m(), "joule_mqtt_messages_total", result="rate_limited") - before, 1,
+            self.diag())
+        self.assertGreaterEqual(self.limited_total("events") - before_events, 1)
+        time.sleep(0.5)
+        self.assertEqual(realtime_count(self.server, dev, ADMIN), 0, "nothing stored")
+
+    def test_device_bucket_refills(self):
+        dev, token = self.register()
+        self.assertStatus(self.server.post_events([event(dev) for _ in range(8)],
+                                                  headers=bearer(token)), 202, "8 of 10")
+        retry = self.assertRateLimited(
+            self.server.post_events([event(dev) for _ in range(5)], headers=bearer(token)),
+            "5 more with 2 left")
+        time.sleep(retry)
+        deadline = time.monotonic() + 5
+        while True:
+            resp = self.server.post_events([event(dev) for _ in range(5)], headers=bearer(token))
+            if resp[0] == 202 or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        self.assertStatus(resp, 202, "after Retry-After")
+
+
+class AuthDisabledTest(RateLimitCase):
+    """With auth.mode = "disabled" there are no tokens: only the per-device events limit."""
+    server_env = {"JOULE_AUTH_MODE": "disabled", "JOULE_LIMITS_REQUESTS_PER_SECOND": "1",
+                  "JOULE_LIMITS_REQUEST_BURST": "1", "JOULE_LIMITS_DEVICE_EVENTS_PER_SECOND": "5"}
+
+    def test_only_events_are_limited(self):
+        dev = f"rl-{uid()}"
+        for i in range(5):
+            self.assertStatus(self.server.post_events([event(dev)]), 202, f"request {i + 1}")
+        self.assertRateLimited(self.server.post_events([event(dev) for _ in range(20)]),
+                               "20 events at 5/s (burst 10)")
+
+
+if __name__ == "__main__":
+    unittest.main()
