@@ -520,8 +520,10 @@ class Worker {
         }
         return;
       }
+      // When stopping, an unreachable server is not waited for (Ctrl-C must end the run
+      // promptly); a busy one gets a few more tries.
       bool retry = (status == 429 || status == 503 || status < 0) && attempt < 100 &&
-                   !(g_stop.load() && attempt > 5);
+                   !(g_stop.load() && (status < 0 || attempt > 5));
       if (!retry) {
         st.failed.fetch_add(n, std::memory_order_relaxed);
         Report(fmt::format("server answered {}: {}", status, response.substr(0, 300)));
