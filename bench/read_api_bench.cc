@@ -1,0 +1,224 @@
+// End-to-end read latency through HTTP (issue 4): a real HttpServer with the history and
+// realtime routes over a RocksDB history store holding 24 h of 1m records for one device
+// (4 metrics), queried by a keep-alive client on loopback. Reports p50/p99 per request.
+//   build/release/bench/read_api_bench
+#include <arpa/inet.h>
+#include <benchmark/benchmark.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "api/api_context.h"
+#include "api/auth.h"
+#include "api/routes.h"
+#include "common/clock.h"
+#include "common/metrics.h"
+#include "common/time_format.h"
+#include "net/http_server.h"
+#include "net/router.h"
+#include "store/memory/memory_latest_store.h"
+#include "store/rocksdb/rocksdb_history_store.h"
+
+namespace joule {
+namespace {
+
+constexpr char kDevice[] = "bench-plug-1";
+
+model::AggregateRecord MakeRecord(int64_t start_ns) {
+  model::AggregateRecord r;
+  r.device_id = kDevice;
+  r.window_start_ns = start_ns;
+  r.window_end_ns = start_ns + kNanosPerMinute;
+  r.final = true;
+  r.version = 3;
+  r.count = 60;
+  const char* names[] = {"current_a", "energy_wh", "power_w", "voltage_v"};
+  for (int i = 0; i < 4; ++i) {
+    model::MetricAggregate m;
+    m.name = names[i];
+    m.kind = model::DefaultMetricKind(m.name);
+    m.count = 60;
+    m.min = 100.0 + i + static_cast<double>(start_ns % 7);
+    m.max = m.min + 50.25;
+    m.sum = (m.min + m.max) * 30;
+    m.first = m.min + 1.5;
+    m.last = m.max - 2.25;
+    if (m.kind == model::MetricKind::kPower) {
+      m.energy_wh = 2.123456789;
+      m.covered_ns = kNanosPerMinute;
+    }
+    if (m.kind == model::MetricKind::kCounter) m.delta = 2.0987654321;
+    r.metrics.push_back(m);
+  }
+  return r;
+}
+
+class Fixture {
+ public:
+  Fixture() {
+    char tmpl[] = "/tmp/joule-read-bench-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    store::RocksDbHistoryOptions ho;
+    ho.path = dir_ + "/history";
+    ho.retention = store::HistoryRetention::Forever();
+    auto opened = store::RocksDbHistoryStore::Open(ho, &metrics_);
+    if (!opened.ok()) std::abort();
+    history_ = std::move(opened).value();
+    now_ = SystemClock::Default()->NowNanos();
+    day_end_ = now_ / kNanosPerMinute * kNanosPerMinute;
+    std::vector<model::AggregateRecord> batch;
+    for (int i = 0; i < 1440; ++i)
+      batch.push_back(MakeRecord(day_end_ - (1440 - i) * kNanosPerMinute));
+    if (!history_->Put(batch).ok() || !history_->Flush().ok()) std::abort();
+
+    auth_ = std::make_unique<api::Authenticator>("disabled", "", nullptr);
+    ctx_.clock = SystemClock::Default();
+    ctx_.metrics = &metrics_;
+    ctx_.auth = auth_.get();
+    ctx_.latest = &latest_;
+    ctx_.history = history_.get();
+    api::AddRealtimeRoutes(router_, ctx_);
+    api::AddHistoryRoutes(router_, ctx_);
+    net::HttpServerOptions so;
+    so.listen = "127.0.0.1:0";
+    server_ = std::make_unique<net::HttpServer>(io_, so, router_, &metrics_);
+    if (!server_->Start().ok()) std::abort();
+    io_thread_ = std::thread([this] { io_.run(); });
+  }
+  ~Fixture() {
+    io_.stop();
+    io_thread_.join();
+    server_.reset();
+    history_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  uint16_t port() const { return server_->port(); }
+  int64_t day_end() const { return day_end_; }
+
+ private:
+  std::string dir_;
+  MetricsRegistry metrics_;
+  std::unique_ptr<store::RocksDbHistoryStore> history_;
+  store::MemoryLatestStore latest_;
+  std::unique_ptr<api::Authenticator> auth_;
+  api::ApiContext ctx_;
+  net::Router router_;
+  boost::asio::io_context io_;
+  std::unique_ptr<net::HttpServer> server_;
+  std::thread io_thread_;
+  int64_t now_ = 0, day_end_ = 0;
+};
+
+Fixture& Shared() {
+  static Fixture* f = new Fixture();  // lives until exit, like the server it stands for
+  return *f;
+}
+
+// A keep-alive HTTP/1.1 GET client; returns the body size (0 on failure).
+class Client {
+ public:
+  explicit Client(uint16_t port) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) std::abort();
+    int one = 1;
+    setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  ~Client() { close(fd_); }
+  size_t Get(const std::string& target) {
+    std::string req = "GET " + target + " HTTP/1.1\r\nHost: bench\r\n\r\n";
+    if (send(fd_, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
+      return 0;
+    }
+    size_t header_end;
+    while ((header_end = buf_.find("\r\n\r\n")) == std::string::npos) {
+      if (!Fill()) return 0;
+    }
+    size_t cl = buf_.find("Content-Length: ");
+    if (cl == std::string::npos || cl > header_end) cl = buf_.find("content-length: ");
+    size_t length = std::strtoull(buf_.c_str() + cl + 16, nullptr, 10);
+    while (buf_.size() < header_end + 4 + length) {
+      if (!Fill()) return 0;
+    }
+    buf_.erase(0, header_end + 4 + length);
+    return length;
+  }
+
+ private:
+  bool Fill() {
+    char tmp[65536];
+    ssize_t n = recv(fd_, tmp, sizeof tmp, 0);
+    if (n <= 0) return false;
+    buf_.append(tmp, static_cast<size_t>(n));
+    return true;
+  }
+  int fd_;
+  std::string buf_;
+};
+
+void RunLatency(benchmark::State& state, const std::string& target) {
+  Fixture& f = Shared();
+  Client client(f.port());
+  std::vector<double> us;
+  size_t bytes = 0;
+  for (auto _ : state) {
+    auto t0 = std::chrono::steady_clock::now();
+    size_t n = client.Get(target);
+    auto t1 = std::chrono::steady_clock::now();
+    if (n == 0) {
+      state.SkipWithError("request failed");
+      break;
+    }
+    bytes += n;
+    us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+  }
+  if (us.empty()) return;
+  std::sort(us.begin(), us.end());
+  state.counters["p50_ms"] = us[us.size() / 2] / 1000;
+  state.counters["p99_ms"] = us[std::min(us.size() - 1, us.size() * 99 / 100)] / 1000;
+  state.counters["body_bytes"] = static_cast<double>(bytes / us.size());
+}
+
+void BM_History24hOf1m(benchmark::State& state) {
+  Fixture& f = Shared();
+  std::string target =
+      std::string("/v1/devices/") + kDevice +
+      "/metrics/history?resolution=1m&from=" + FormatRfc3339Millis(f.day_end() - kNanosPerDay) +
+      "&to=" + FormatRfc3339Millis(f.day_end());
+  RunLatency(state, target);
+}
+BENCHMARK(BM_History24hOf1m)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_History24hCsv(benchmark::State& state) {
+  Fixture& f = Shared();
+  std::string target =
+      std::string("/v1/devices/") + kDevice + "/metrics/history?resolution=1m&format=csv&from=" +
+      FormatRfc3339Millis(f.day_end() - kNanosPerDay) + "&to=" + FormatRfc3339Millis(f.day_end());
+  RunLatency(state, target);
+}
+BENCHMARK(BM_History24hCsv)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_RealtimeFromHistory60(benchmark::State& state) {
+  RunLatency(state, std::string("/v1/devices/") + kDevice + "/metrics/realtime?windows=60");
+}
+BENCHMARK(BM_RealtimeFromHistory60)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
+}  // namespace joule
+
+BENCHMARK_MAIN();
