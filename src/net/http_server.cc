@@ -33,6 +33,7 @@
 #include <utility>
 
 #include "common/logging.h"
+#include "net/tcp_listen.h"
 #include "net/url.h"
 
 namespace joule::net {
@@ -729,38 +730,12 @@ void Connection::OnStreamWrite(error_code ec) {
 // HttpServer::Impl
 
 Status HttpServer::Impl::Start() {
-  JOULE_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(options_.listen));
-  error_code ec;
-  asio::ip::address address;
-  if (hp.host.empty()) {
-    address = asio::ip::address_v6::any();
-  } else if (hp.host == "localhost") {
-    address = asio::ip::address_v4::loopback();
-  } else {
-    address = asio::ip::make_address(hp.host, ec);
-    if (ec) {
-      return Status::InvalidArgument("bad listen address '" + options_.listen +
-                                     "': " + ec.message());
-    }
-  }
-  tcp::endpoint endpoint(address, hp.port);
-  auto fail = [&](const char* what) {
-    error_code ignored;
-    acceptor_.close(ignored);
-    return Status::IoError(std::string(what) + " " + options_.listen + ": " + ec.message());
-  };
-  acceptor_.open(endpoint.protocol(), ec);
-  if (ec) return fail("cannot open a socket for");
-  acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
-  if (ec) return fail("cannot set SO_REUSEADDR for");
-  acceptor_.bind(endpoint, ec);
-  if (ec) return fail("cannot bind");
-  acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return fail("cannot listen on");
-  port_.store(acceptor_.local_endpoint(ec).port(), std::memory_order_release);
+  uint16_t port = 0;
+  JOULE_RETURN_IF_ERROR(OpenListeningAcceptor(acceptor_, options_.listen, &port));
+  port_.store(port, std::memory_order_release);
   accepting_.store(true, std::memory_order_release);
   logging::Debug("http server listening",
-                 {{"address", address.to_string()}, {"port", std::to_string(port())}});
+                 {{"address", options_.listen}, {"port", std::to_string(port)}});
   asio::post(acceptor_strand_, [self = shared_from_this()] { self->DoAccept(); });
   return Status::Ok();
 }
