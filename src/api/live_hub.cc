@@ -38,17 +38,15 @@ void LiveHub::Unsubscribe(uint64_t id) {
   }
 }
 
-size_t LiveHub::subscriber_count() const {
-  std::lock_guard lock(mu_);
-  return count_;
-}
+size_t LiveHub::subscriber_count() const { return count_.load(std::memory_order_relaxed); }
 
 std::vector<std::shared_ptr<net::SseStream>> LiveHub::Targets(std::string_view device_id) {
   std::vector<std::shared_ptr<net::SseStream>> out;
+  // The common case — nobody listens — costs one relaxed load, no lock.
+  if (count_.load(std::memory_order_relaxed) == 0) return out;
   bool owners;
   {
     std::lock_guard lock(mu_);
-    if (count_ == 0) return out;
     auto it = by_device_.find(std::string(device_id));
     if (it != by_device_.end()) {
       for (const auto& s : it->second) out.push_back(s.stream);

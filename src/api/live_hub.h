@@ -5,6 +5,7 @@
 // slowing the pipeline. Thread-safe.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -54,7 +55,7 @@ class LiveHub {
   uint64_t next_id_ = 1;
   std::unordered_map<std::string, std::vector<Subscriber>> by_device_;
   std::unordered_map<std::string, std::vector<Subscriber>> by_owner_;
-  size_t count_ = 0;
+  std::atomic<size_t> count_{0};  // read without the lock on the publish path
 };
 
 // JSON of a raw reading: {"device_id","timestamp","received_at","metrics","meta"}.
