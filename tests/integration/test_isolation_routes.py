@@ -52,6 +52,7 @@ PARAM_KINDS = [
     ("/v1/alerts/{id}", "alert"),
     ("/v1/owners/{owner_id}", "owner"),
     ("/assets/{path*}", "asset"),
+    ("/v1/admin/", "admin"),  # admin-only operations: owner keys and device tokens get 403
 ]
 
 
@@ -74,6 +75,8 @@ def source_routes():
 
 
 def param_kind(route):
+    if "{" not in route and not route.startswith("/v1/admin/"):
+        return None
     for prefix, kind in PARAM_KINDS:
         if route.startswith(prefix):
             return kind
@@ -145,9 +148,10 @@ class RouteIsolationTest(JouleTestCase):
     def ids(self, side):
         if side == "missing":
             return {"device": f"rt-missing-{uid()}", "rule": f"missing-{uid()}",
-                    "alert": f"alert:rt-missing-{uid()}:r:0", "owner": f"rt-missing-{uid()}"}
+                    "alert": f"alert:rt-missing-{uid()}:r:0", "owner": f"rt-missing-{uid()}",
+                    "admin": "1"}
         return {"device": self.dev[side], "rule": self.rule[side]["id"],
-                "alert": self.alert[side]["id"], "owner": self.owner[side]}
+                "alert": self.alert[side]["id"], "owner": self.owner[side], "admin": "1"}
 
     def body_for(self, method, route):
         if method == "PATCH":
@@ -181,7 +185,8 @@ class RouteIsolationTest(JouleTestCase):
                 for q in self.query_variants(method, route)]
 
     def templated_routes(self):
-        routes = [(m, r) for m, r in source_routes() if "{" in r]
+        routes = [(m, r) for m, r in source_routes()
+                  if "{" in r or r.startswith("/v1/admin/")]
         unknown = [(m, r) for m, r in routes if param_kind(r) is None]
         self.assertEqual(unknown, [], "routes with a path parameter the isolation generator "
                          "does not know: add them to PARAM_KINDS")
@@ -192,7 +197,8 @@ class RouteIsolationTest(JouleTestCase):
     def test_generator_covers_every_route(self):
         routes = source_routes()
         self.assertGreaterEqual(len(routes), 20, routes)
-        idless = [(m, r) for m, r in routes if "{" not in r]
+        idless = [(m, r) for m, r in routes
+                  if "{" not in r and not r.startswith("/v1/admin/")]
         unclassified = [x for x in idless if x not in IDLESS]
         self.assertEqual(unclassified, [], "new id-less routes: classify them in IDLESS")
         self.assertTrue(self.templated_routes())
@@ -244,11 +250,24 @@ class RouteIsolationTest(JouleTestCase):
         self.assertStatus(s.post_events([ev], headers=bearer(self.dev_token["b"])), 202,
                           "B's device token still works")
 
+    def test_admin_routes_refuse_owner_keys_and_device_tokens(self):
+        s = self.server
+        for method, route in source_routes():
+            if not route.startswith("/v1/admin/"):
+                continue
+            path = re.sub(r"\{[^}]+\}", "1", route)
+            for who, headers in [("owner key", bearer(self.key["a"])),
+                                 ("device token", bearer(self.dev_token["a"]))]:
+                with self.subTest(route=f"{method} {path}", who=who):
+                    st, _, got = s.request(method, path, {} if method != "GET" else None,
+                                           headers=headers)
+                    self.assertIn(st, (403, 404), f"{who}: {method} {path}: {got!r}")
+
     def test_own_ids_are_reachable(self):
         """The control: the same generated GET requests on A's own ids succeed."""
         s = self.server
         for method, route in self.templated_routes():
-            if method != "GET":
+            if method != "GET" or param_kind(route) == "admin":
                 continue
             for m, path, body in self.requests_for("a", method, route):
                 with self.subTest(route=f"{m} {path}"):
