@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <openssl/evp.h>
 
+#include "alert/http_client.h"
 #include "common/logging.h"
 
 namespace joule::alert {
@@ -35,14 +36,19 @@ Result<std::unique_ptr<AlertEngine>> AlertEngine::Open(AlertEngineOptions option
                                                        store::MetadataStore* metadata,
                                                        const Clock* clock,
                                                        MetricsRegistry* metrics) {
+  JOULE_RETURN_IF_ERROR(CheckWebhookCaFile(options.notifier.ca_file));
   std::unique_ptr<AlertEngine> e(new AlertEngine(std::move(options), metadata, clock, metrics));
-  JOULE_ASSIGN_OR_RETURN(e->outbox_, Outbox::Open(e->options_.dir, e->options_.fsync));
+  JOULE_ASSIGN_OR_RETURN(
+      e->outbox_, Outbox::Open(e->options_.dir, e->options_.fsync, e->options_.outbox_capacity));
   NotifierOptions no = e->options_.notifier;
   no.allow_private_targets = e->options_.allow_private_targets;
   e->notifier_ = std::make_unique<WebhookNotifier>(no, e->outbox_.get(), clock, metrics);
   Outbox* box = e->outbox_.get();
   metrics->AddGaugeCallback("joule_alert_outbox_pending", "Webhook deliveries not yet finished", {},
                             [box] { return static_cast<double>(box->pending_count()); });
+  metrics->AddGaugeCallback("joule_alert_outbox_capacity",
+                            "Pending webhook deliveries the outbox holds at most", {},
+                            [box] { return static_cast<double>(box->capacity()); });
   AlertEngine* self = e.get();
   for (const char* state : {"pending", "firing"}) {
     metrics->AddGaugeCallback("joule_alerts", "Open alerts by state", {{"state", state}},
@@ -71,6 +77,13 @@ AlertEngine::AlertEngine(AlertEngineOptions options, store::MetadataStore* metad
     transitions_[i] = metrics->GetCounter("joule_alert_transitions_total",
                                           "Alert state transitions", {{"event", names[i]}});
   }
+  deliveries_dropped_ = metrics->GetCounter(
+      "joule_alert_deliveries_dropped_total",
+      "Webhook deliveries not queued because the outbox was full (alerts.outbox_capacity) or "
+      "its append failed");
+  reminders_ =
+      metrics->GetCounter("joule_alert_snooze_reminders_total",
+                          "Reminders sent because a snooze ended while the alert was still firing");
   store_errors_ = metrics->GetCounter("joule_alert_store_errors_total",
                                       "Alert state writes to the metadata store that failed");
 }
@@ -240,7 +253,11 @@ void AlertEngine::Run() {
 
 void AlertEngine::Apply(std::vector<AlertUpdate>& updates) {
   for (AlertUpdate& u : updates) {
-    transitions_[EventIndex(u.event)]->Inc();
+    if (u.reminder) {
+      reminders_->Inc();
+    } else {
+      transitions_[EventIndex(u.event)]->Inc();
+    }
     if (u.notify) {
       const Rule* rule = nullptr;
       for (const Rule& r : evaluator_.rules()) {
@@ -248,7 +265,7 @@ void AlertEngine::Apply(std::vector<AlertUpdate>& updates) {
       }
       for (size_t i = 0; rule && i < rule->channels.size(); ++i) {
         Delivery d;
-        d.id = WebhookId(u.alert.id, u.event, i);
+        d.id = WebhookId(u.alert.id, u.delivery_key.empty() ? u.event : u.delivery_key, i);
         d.alert_id = u.alert.id;
         d.event = u.event;
         d.url = rule->channels[i].url;
@@ -258,7 +275,10 @@ void AlertEngine::Apply(std::vector<AlertUpdate>& updates) {
         d.trigger_ns = u.trigger_ns;
         Result<bool> added = outbox_->Add(d);
         if (!added.ok()) {
-          logging::Error("outbox append failed", {{"error", added.status().ToString()}});
+          deliveries_dropped_->Inc();
+          logging::Error("webhook delivery dropped", {{"alert_id", d.alert_id},
+                                                      {"webhook_id", d.id},
+                                                      {"error", added.status().ToString()}});
         } else if (*added) {
           notifier_->Submit(std::move(d));
         }

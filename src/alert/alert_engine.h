@@ -43,6 +43,7 @@ struct AlertEngineOptions {
   bool fsync = true;
   bool allow_private_targets = false;
   size_t queue_capacity = 65536;
+  size_t outbox_capacity = Outbox::kDefaultCapacity;  // pending webhook deliveries
   int64_t tick_interval_ns = kNanosPerSecond;
   NotifierOptions notifier;
   // SSE fan-out of alert events: (device_id, alert JSON). May be empty.
@@ -104,6 +105,8 @@ class AlertEngine {
   Counter* dropped_;
   Counter* transitions_[4];  // pending, firing, resolved, retracted
   Counter* store_errors_;
+  Counter* reminders_;
+  Counter* deliveries_dropped_;
 };
 
 }  // namespace joule::alert

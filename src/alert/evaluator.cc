@@ -1,6 +1,7 @@
 #include "alert/evaluator.h"
 
 #include <fmt/format.h>
+#include <simdjson.h>
 
 #include <algorithm>
 
@@ -99,12 +100,72 @@ void Evaluator::RestoreAlert(const store::Alert& alert, int64_t now) {
     t.base.cur = e;
   }
   if (rule->kind == RuleKind::kAbsence) t.last_seen_ns = now;
-  flags_[alert.id] = Flags{alert.acked, alert.snoozed_until_ns};
+  // The stored body carries the episode's value, peak and firing window (for reminders,
+  // whose body is rebuilt from them).
+  simdjson::dom::parser parser;
+  simdjson::dom::element body;
+  if (parser.parse(alert.json).get(body) == simdjson::SUCCESS) {
+    Episode e;
+    e.open_ws = ws;
+    e.firing = k.fired;
+    double v = 0;
+    if (body["value"].get_double().get(v) == simdjson::SUCCESS) e.value = v;
+    if (body["peak"].get_double().get(v) == simdjson::SUCCESS) e.peak = v;
+    std::string_view fired;
+    int64_t fired_ws = 0;
+    if (body["fired_window_start"].get_string().get(fired) == simdjson::SUCCESS &&
+        ParseRfc3339(fired, &fired_ws)) {
+      e.fired_ws = fired_ws;
+    }
+    if (body["value"].error() == simdjson::SUCCESS) t.known.back().last = e;
+  }
+  Flags f{alert.acked, alert.snoozed_until_ns};
+  // A snooze that ended before the alert's last stored write was handled before the
+  // restart (the reminder is such a write); one that ended later is still due.
+  if (alert.snoozed_until_ns && *alert.snoozed_until_ns <= alert.updated_at_ns) {
+    f.handled_until = *alert.snoozed_until_ns;
+  }
+  flags_[alert.id] = f;
 }
 
 void Evaluator::SetFlags(const std::string& alert_id, bool acked,
                          std::optional<int64_t> snoozed_until) {
-  flags_[alert_id] = Flags{acked, snoozed_until};
+  Flags& f = flags_[alert_id];
+  f.acked = acked;
+  f.snoozed_until = snoozed_until;
+}
+
+void Evaluator::RemindSnoozeEnded(int64_t now, std::vector<AlertUpdate>* out) {
+  for (auto it = flags_.begin(); it != flags_.end();) {
+    Flags& f = it->second;
+    const std::string& id = it->first;
+    if (!f.snoozed_until || *f.snoozed_until > now || f.handled_until == *f.snoozed_until) {
+      ++it;
+      continue;
+    }
+    f.handled_until = *f.snoozed_until;
+    bool active = false;
+    for (auto& [key, t] : tracks_) {
+      for (Known& k : t.known) {
+        if (k.id != id || !Active(k.state)) continue;
+        active = true;
+        if (f.acked || k.state != store::AlertState::kFiring) break;
+        const size_t nl = key.find('\n');
+        const Rule* rule = FindRule(std::string_view(key).substr(0, nl));
+        if (!rule) break;
+        out->push_back(Make(*rule, key.substr(nl + 1), k, "firing", now,
+                            k.last ? &*k.last : nullptr,
+                            fmt::format("reminder: the snooze until {} ended and the alert is "
+                                        "still firing",
+                                        FormatRfc3339Millis(*f.snoozed_until)),
+                            true));
+        break;
+      }
+      if (active) break;
+    }
+    // Flags of alerts that are over are not needed any more.
+    it = active ? std::next(it) : flags_.erase(it);
+  }
 }
 
 void Evaluator::Step(const Rule& rule, Machine& m, int64_t ws, const Verdict& v,
@@ -193,10 +254,11 @@ void Evaluator::Step(const Rule& rule, Machine& m, int64_t ws, const Verdict& v,
   }
 }
 
-AlertUpdate Evaluator::Make(const Rule& rule, const std::string& device_id, const Known& k,
+AlertUpdate Evaluator::Make(const Rule& rule, const std::string& device_id, Known& k,
                             std::string event, int64_t now, const Episode* e,
-                            std::string annotation) {
+                            std::string annotation, bool reminder) {
   AlertUpdate u;
+  if (e) k.last = *e;
   DeviceInfo info = lookup_ ? lookup_(device_id) : DeviceInfo{};
   store::Alert& a = u.alert;
   a.id = k.id;
@@ -215,9 +277,14 @@ AlertUpdate Evaluator::Make(const Rule& rule, const std::string& device_id, cons
   }
   u.event = std::move(event);
   u.trigger_ns = now;
+  u.reminder = reminder;
+  u.delivery_key = reminder && a.snoozed_until_ns
+                       ? fmt::format("{}/snooze_ended/{}", u.event, *a.snoozed_until_ns)
+                       : u.event;
   bool deliverable =
       u.event == "firing" || (k.fired && (u.event == "resolved" || u.event == "retracted"));
-  bool muted = a.acked || (a.snoozed_until_ns && *a.snoozed_until_ns > now);
+  // A snooze mutes `firing` only: the resolution of an alert that fired is always news.
+  bool muted = a.acked || (u.event == "firing" && a.snoozed_until_ns && *a.snoozed_until_ns > now);
   u.notify = deliverable && !muted && !rule.channels.empty();
 
   JsonWriter w;
@@ -289,6 +356,10 @@ AlertUpdate Evaluator::Make(const Rule& rule, const std::string& device_id, cons
   if (!annotation.empty()) {
     w.Key("annotation");
     w.String(annotation);
+  }
+  if (reminder) {
+    w.Key("reminder");
+    w.Bool(true);
   }
   w.Key("acked");
   w.Bool(a.acked);
@@ -469,6 +540,7 @@ void Evaluator::OnRecord(const model::AggregateRecord& record, int64_t now,
 
 void Evaluator::Tick(int64_t now, std::vector<AlertUpdate>* out) {
   if (started_ns_ == 0) started_ns_ = now;
+  RemindSnoozeEnded(now, out);
   for (const Rule& rule : rules_) {
     if (rule.kind != RuleKind::kAbsence || !rule.enabled) continue;
     auto check = [&](const std::string& device_id, int64_t last_seen) {

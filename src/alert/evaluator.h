@@ -23,7 +23,10 @@
 // - Identity: alert:{device_id}:{rule_id}:{window_start} (RFC 3339 ms) of the opening
 //   window (absence: the minute the alert opened).
 // - Notifications (webhooks) are due on firing and on resolution/retraction of an alert
-//   that fired, unless the alert is acked, or snoozed past `now`.
+//   that fired, unless the alert is acked. A snooze mutes `firing` notifications only
+//   (resolutions still go out, so a receiver never keeps an incident open forever); when
+//   the snooze ends while the alert is still firing and not acked, Tick() emits one
+//   reminder (event `firing`, `reminder: true`, its own webhook-id).
 //
 // Thread-compatible: the engine calls it from its one thread.
 #pragma once
@@ -55,6 +58,10 @@ struct AlertUpdate {
   std::string event;       // "pending", "firing", "resolved", "retracted"
   bool notify = false;     // a webhook delivery is due
   int64_t trigger_ns = 0;  // processing time of the record or tick that caused it
+  // A snooze-end reminder (not a state transition); its webhook-id is derived from
+  // `delivery_key` instead of `event`.
+  bool reminder = false;
+  std::string delivery_key;  // event, or "firing/snooze_ended/<snoozed_until ns>"
 };
 
 class Evaluator {
@@ -72,7 +79,7 @@ class Evaluator {
   void SetFlags(const std::string& alert_id, bool acked, std::optional<int64_t> snoozed_until);
 
   void OnRecord(const model::AggregateRecord& record, int64_t now, std::vector<AlertUpdate>* out);
-  // Absence checks. Call periodically (the engine: every second).
+  // Absence checks and snooze-end reminders. Call periodically (the engine: every second).
   void Tick(int64_t now, std::vector<AlertUpdate>* out);
 
  private:
@@ -107,6 +114,7 @@ class Evaluator {
     bool fired = false;
     int64_t opened_at = 0;
     double value = 0;
+    std::optional<Episode> last;  // the episode as last reported (for reminders)
   };
   struct Track {
     std::map<int64_t, Verdict> windows;
@@ -124,6 +132,8 @@ class Evaluator {
   struct Flags {
     bool acked = false;
     std::optional<int64_t> snoozed_until;
+    // The snooze whose end was handled (reminder sent or not due); INT64_MIN: none.
+    int64_t handled_until = INT64_MIN;
   };
 
   static std::string TrackKey(std::string_view rule_id, std::string_view device_id);
@@ -135,8 +145,9 @@ class Evaluator {
   void OnAbsenceActivity(const Rule& rule, const std::string& device_id, Track& t,
                          const model::AggregateRecord& record, int64_t now,
                          std::vector<AlertUpdate>* out);
-  AlertUpdate Make(const Rule& rule, const std::string& device_id, const Known& k,
-                   std::string event, int64_t now, const Episode* e, std::string annotation);
+  AlertUpdate Make(const Rule& rule, const std::string& device_id, Known& k, std::string event,
+                   int64_t now, const Episode* e, std::string annotation, bool reminder = false);
+  void RemindSnoozeEnded(int64_t now, std::vector<AlertUpdate>* out);
 
   DeviceLookup lookup_;
   std::vector<Rule> rules_;

@@ -14,7 +14,9 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <memory>
+#include <mutex>
 
 #include "alert/target_guard.h"
 
@@ -52,15 +54,40 @@ struct Fd {
   }
 };
 
-SSL_CTX* ClientContext() {
-  static SSL_CTX* ctx = [] {
-    SSL_CTX* c = SSL_CTX_new(TLS_client_method());
-    SSL_CTX_set_default_verify_paths(c);
-    SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nullptr);
-    SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
-    return c;
-  }();
-  return ctx;
+std::string OpenSslError() {
+  unsigned long e = ERR_get_error();
+  char msg[256] = "unknown error";
+  if (e) ERR_error_string_n(e, msg, sizeof msg);
+  ERR_clear_error();
+  return msg;
+}
+
+// One client context per CA file ("" = system trust store only); never freed.
+Result<SSL_CTX*> ClientContext(const std::string& ca_file) {
+  static std::mutex mu;
+  static std::map<std::string, SSL_CTX*> contexts;
+  std::lock_guard lock(mu);
+  auto it = contexts.find(ca_file);
+  if (it != contexts.end()) return it->second;
+  SSL_CTX* c = SSL_CTX_new(TLS_client_method());
+  if (!c) return Status::Internal("SSL_CTX_new: " + OpenSslError());
+  SSL_CTX_set_default_verify_paths(c);
+  if (!ca_file.empty() && SSL_CTX_load_verify_locations(c, ca_file.c_str(), nullptr) != 1) {
+    std::string err = OpenSslError();
+    SSL_CTX_free(c);
+    return Status::InvalidArgument(
+        fmt::format("alerts.webhook_ca_file {}: cannot load PEM certificates: {}", ca_file, err));
+  }
+  SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nullptr);
+  SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
+  contexts.emplace(ca_file, c);
+  return c;
+}
+
+bool IsIpLiteral(const std::string& host) {
+  in6_addr a6;
+  in_addr a4;
+  return inet_pton(AF_INET, host.c_str(), &a4) == 1 || inet_pton(AF_INET6, host.c_str(), &a6) == 1;
 }
 
 // A byte stream over a non-blocking socket, optionally TLS, with a deadline.
@@ -70,10 +97,12 @@ class Conn {
   ~Conn() {
     if (ssl_) SSL_free(ssl_);
   }
-  Status StartTls(const std::string& host) {
-    ssl_ = SSL_new(ClientContext());
+  Status StartTls(SSL_CTX* ctx, const std::string& host) {
+    ssl_ = SSL_new(ctx);
     SSL_set_fd(ssl_, fd_);
-    SSL_set_tlsext_host_name(ssl_, host.c_str());
+    // SNI carries host names only (RFC 6066); an IP literal is still verified against
+    // the certificate's IP SANs by SSL_set1_host.
+    if (!IsIpLiteral(host)) SSL_set_tlsext_host_name(ssl_, host.c_str());
     SSL_set1_host(ssl_, host.c_str());
     while (true) {
       int r = SSL_connect(ssl_);
@@ -138,9 +167,11 @@ class Conn {
     int err = SSL_get_error(ssl_, r);
     short ev = err == SSL_ERROR_WANT_READ ? POLLIN : err == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
     if (ev == 0) {
-      unsigned long e = ERR_get_error();
-      char msg[256] = "tls error";
-      if (e) ERR_error_string_n(e, msg, sizeof msg);
+      std::string msg = OpenSslError();
+      long verify = SSL_get_verify_result(ssl_);
+      if (verify != X509_V_OK) {
+        msg = fmt::format("certificate verify failed: {}", X509_verify_cert_error_string(verify));
+      }
       return Status::Unavailable(fmt::format("{}: {}", what, msg));
     }
     if (!WaitFd(fd_, ev, deadline_)) return Status::Unavailable(fmt::format("timeout: {}", what));
@@ -157,9 +188,13 @@ class Conn {
 Result<HttpPostResult> HttpPost(const std::string& url,
                                 const std::vector<std::pair<std::string, std::string>>& headers,
                                 const std::string& body, int64_t timeout_ns,
-                                bool allow_private_targets) {
+                                bool allow_private_targets, const std::string& ca_file) {
   const int64_t deadline = MonoNow() + timeout_ns;
   JOULE_ASSIGN_OR_RETURN(WebhookUrl u, ParseWebhookUrl(url));
+  SSL_CTX* tls = nullptr;
+  if (u.tls) {
+    JOULE_ASSIGN_OR_RETURN(tls, ClientContext(ca_file));
+  }
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -211,7 +246,7 @@ Result<HttpPostResult> HttpPost(const std::string& url,
     return Status::Unavailable(fmt::format("connect {}:{}: {}", u.host, u.port, last_error));
   }
   Conn conn(sock.fd, deadline);
-  if (u.tls) JOULE_RETURN_IF_ERROR(conn.StartTls(u.host));
+  if (u.tls) JOULE_RETURN_IF_ERROR(conn.StartTls(tls, u.host));
   std::string host_header = u.host.find(':') != std::string::npos ? "[" + u.host + "]" : u.host;
   if ((u.tls && u.port != 443) || (!u.tls && u.port != 80))
     host_header += fmt::format(":{}", u.port);
@@ -237,6 +272,11 @@ Result<HttpPostResult> HttpPost(const std::string& url,
   out.status = std::atoi(resp.c_str() + 9);
   if (header_end != std::string::npos) out.body = resp.substr(header_end + 4, 1024);
   return out;
+}
+
+Status CheckWebhookCaFile(const std::string& ca_file) {
+  if (ca_file.empty()) return Status::Ok();
+  return ClientContext(ca_file).status();
 }
 
 }  // namespace joule::alert

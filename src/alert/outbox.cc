@@ -5,6 +5,7 @@
 #include <simdjson.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -77,12 +78,12 @@ void SyncDir(const std::string& dir) {
 
 }  // namespace
 
-Result<std::unique_ptr<Outbox>> Outbox::Open(std::string dir, bool fsync) {
+Result<std::unique_ptr<Outbox>> Outbox::Open(std::string dir, bool fsync, size_t capacity) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return Status::IoError(fmt::format("cannot create {}: {}", dir, ec.message()));
-  std::unique_ptr<Outbox> box(
-      new Outbox((std::filesystem::path(dir) / "outbox.log").string(), fsync));
+  std::unique_ptr<Outbox> box(new Outbox((std::filesystem::path(dir) / "outbox.log").string(),
+                                         fsync, std::max<size_t>(1, capacity)));
   JOULE_RETURN_IF_ERROR(box->Recover());
   return box;
 }
@@ -204,6 +205,11 @@ Status Outbox::AppendLocked(const std::string& json) {
 Result<bool> Outbox::Add(const Delivery& delivery) {
   std::lock_guard lock(mu_);
   if (pending_.count(delivery.id) || finished_ids_.count(delivery.id)) return false;
+  if (pending_.size() >= capacity_) {
+    by_alert_[delivery.alert_id].dropped++;
+    return Status::ResourceExhausted(fmt::format(
+        "alert outbox full ({} deliveries pending; alerts.outbox_capacity)", pending_.size()));
+  }
   JOULE_RETURN_IF_ERROR(AppendLocked(AddJson(delivery)));
   NoteLocked(delivery.alert_id, 1, 0, 0);
   pending_.emplace(delivery.id, delivery);

@@ -11,6 +11,11 @@
 // deterministic, and Add() of a known id is a no-op. When most of the file is finished
 // entries it is rewritten (temp file, fsync, rename, fsync dir).
 //
+// Bounded: at most `capacity` pending (unfinished) deliveries. When full, Add() refuses
+// the new delivery with ResourceExhausted and counts it for its alert (`dropped`); the
+// caller counts it in joule_alert_deliveries_dropped_total. The alert's state, SSE event
+// and API view are unaffected; nothing is dropped silently.
+//
 // Thread-safe (one mutex; appends are short).
 #pragma once
 
@@ -45,6 +50,7 @@ struct DeliveryStatus {
   int pending = 0;
   int delivered = 0;
   int dead = 0;
+  int dropped = 0;  // refused because the outbox was full (since start; not durable)
   int attempts = 0;
   std::string last_error;
 };
@@ -52,10 +58,13 @@ struct DeliveryStatus {
 class Outbox {
  public:
   // Opens (creating the directory and file) and recovers pending deliveries.
-  static Result<std::unique_ptr<Outbox>> Open(std::string dir, bool fsync = true);
+  static Result<std::unique_ptr<Outbox>> Open(std::string dir, bool fsync = true,
+                                              size_t capacity = kDefaultCapacity);
+  static constexpr size_t kDefaultCapacity = 100000;
   ~Outbox();
 
-  // Durable once it returns ok. Returns false (and writes nothing) for a known id.
+  // Durable once it returns ok. Returns false (and writes nothing) for a known id;
+  // ResourceExhausted (and writes nothing) when `capacity` deliveries are pending.
   Result<bool> Add(const Delivery& delivery);
   Status RecordAttempt(const std::string& id, int attempts, const std::string& error);
   Status Finish(const std::string& id, bool delivered);
@@ -63,10 +72,12 @@ class Outbox {
   std::vector<Delivery> Pending() const;
   std::optional<DeliveryStatus> StatusOf(const std::string& alert_id) const;
   size_t pending_count() const;
+  size_t capacity() const { return capacity_; }
   uint64_t dead_count() const;
 
  private:
-  Outbox(std::string path, bool fsync) : path_(std::move(path)), fsync_(fsync) {}
+  Outbox(std::string path, bool fsync, size_t capacity)
+      : path_(std::move(path)), fsync_(fsync), capacity_(capacity) {}
   Status Recover();
   Status AppendLocked(const std::string& json);
   Status CompactLocked();
@@ -74,6 +85,7 @@ class Outbox {
 
   std::string path_;
   bool fsync_;
+  size_t capacity_;
   int fd_ = -1;
   mutable std::mutex mu_;
   std::unordered_map<std::string, Delivery> pending_;

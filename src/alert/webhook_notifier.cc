@@ -118,8 +118,8 @@ void WebhookNotifier::Attempt(Target* t, Delivery d) {
       {"webhook-timestamp", timestamp},
       {"webhook-signature", SignWebhook(d.secret, d.id, timestamp, d.body)},
   };
-  Result<HttpPostResult> r =
-      HttpPost(d.url, headers, d.body, options_.timeout_ns, options_.allow_private_targets);
+  Result<HttpPostResult> r = HttpPost(d.url, headers, d.body, options_.timeout_ns,
+                                      options_.allow_private_targets, options_.ca_file);
   d.attempts++;
   if (r.ok() && r->status >= 200 && r->status < 300) {
     ok_->Inc();

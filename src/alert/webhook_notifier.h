@@ -29,6 +29,7 @@ struct NotifierOptions {
   int64_t timeout_ns = 5 * kNanosPerSecond;
   bool allow_private_targets = false;
   size_t max_targets = 256;  // worker threads; further targets share a last worker
+  std::string ca_file;       // alerts.webhook_ca_file: extra trusted CAs for https
 };
 
 class WebhookNotifier {

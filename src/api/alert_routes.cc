@@ -205,6 +205,8 @@ class AlertRoutes {
     w.Int(d ? d->dead : 0);
     w.Key("dead_letter");
     w.Bool(d && d->dead > 0);
+    w.Key("dropped");
+    w.Int(d ? d->dropped : 0);
     w.Key("attempts");
     w.Int(d ? d->attempts : 0);
     w.Key("last_error");

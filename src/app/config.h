@@ -56,6 +56,8 @@ struct Config {
   int64_t alerts_retry_max_backoff_ns = 300'000'000'000;
   int alerts_delivery_max_attempts = 10;
   uint32_t alerts_queue_capacity = 65536;
+  uint32_t alerts_outbox_capacity = 100000;  // pending webhook deliveries
+  std::string alerts_webhook_ca_file;  // PEM CA(s) trusted for https webhooks, besides the system's
   // [limits]
   uint64_t max_body_bytes = 4ull << 20;
   uint64_t max_events_per_request = 10000;

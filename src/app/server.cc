@@ -186,6 +186,8 @@ int RunServer(const Config& config) {
   alert_options.fsync = config.durability == "fsync";
   alert_options.allow_private_targets = config.alerts_allow_private_targets;
   alert_options.queue_capacity = config.alerts_queue_capacity;
+  alert_options.outbox_capacity = config.alerts_outbox_capacity;
+  alert_options.notifier.ca_file = config.alerts_webhook_ca_file;
   alert_options.notifier.timeout_ns = config.alerts_delivery_timeout_ns;
   alert_options.notifier.initial_backoff_ns = config.alerts_retry_initial_backoff_ns;
   alert_options.notifier.max_backoff_ns = config.alerts_retry_max_backoff_ns;

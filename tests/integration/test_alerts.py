@@ -1,15 +1,24 @@
 """Alerts end to end (CONTRACT section 4, issue 8) against the real binary: rules API
 validation, a threshold rule firing a signed webhook to a receiver on loopback (every
 signature verified here with Python's hmac), retries of a failing receiver with the same
-webhook-id, a receiver that hangs does not delay another, SIGKILL with a delivery pending
-(delivered after restart), the SSRF guard at rule creation, and owner isolation of rules
-and alerts."""
+webhook-id, dead letters in the API and metrics, a snooze-end reminder, a receiver that
+hangs (past the delivery timeout) does not delay another, https delivery to a test-owned
+receiver with a self-signed CA (alerts.webhook_ca_file) and refusal of an untrusted one,
+the bounded outbox (alerts.outbox_capacity: overflow counted, never silent), SIGKILL with
+deliveries of several alerts pending (each delivered after restart with one webhook-id),
+the SSRF guard at rule creation, and owner isolation of rules and alerts."""
 
 import base64
 import hashlib
 import hmac
 import http.server
 import json
+import os
+import re
+import shutil
+import ssl
+import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -28,6 +37,7 @@ ALERT_ENV = {
     "JOULE_ALERTS_RETRY_INITIAL_BACKOFF": "200ms",
     "JOULE_ALERTS_RETRY_MAX_BACKOFF": "1s",
     "JOULE_ALERTS_DELIVERY_TIMEOUT": "2s",
+    "JOULE_ALERTS_DELIVERY_MAX_ATTEMPTS": "4",
 }
 
 
@@ -52,7 +62,7 @@ class Receiver:
     """A webhook receiver on 127.0.0.1: records every request; answers from `statuses`
     (popped per request; 200 when empty); `hang` makes it sleep before answering."""
 
-    def __init__(self, statuses=(), hang=0.0):
+    def __init__(self, statuses=(), hang=0.0, tls_cert=None):
         self.requests = []
         self.statuses = list(statuses)
         self.hang = hang
@@ -78,12 +88,18 @@ class Receiver:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
+        self.scheme = "http"
+        if tls_cert:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls_cert)
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+            self.scheme = "https"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        return f"{self.scheme}://127.0.0.1:{self.httpd.server_address[1]}/hook"
 
     def snapshot(self):
         with self.lock:
@@ -92,6 +108,35 @@ class Receiver:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def metric_value(text, name, labels=""):
+    """The value of one sample `name{labels}` in Prometheus text, or None."""
+    m = re.search(r"^" + re.escape(name + (("{" + labels + "}") if labels else "")) +
+                  r" ([0-9.e+-]+)$", text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def make_certs(directory):
+    """A test CA and a server certificate it signs for IP 127.0.0.1, plus an unrelated
+    self-signed certificate for 127.0.0.1 (not trusted). Returns paths."""
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+    p = lambda name: os.path.join(directory, name)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+        "/CN=joule test CA", "-keyout", p("ca.key"), "-out", p("ca.pem"),
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=keyCertSign")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout",
+        p("server.key"), "-out", p("server.csr"))
+    with open(p("ext.cnf"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    run("x509", "-req", "-in", p("server.csr"), "-CA", p("ca.pem"), "-CAkey", p("ca.key"),
+        "-CAcreateserial", "-days", "2", "-extfile", p("ext.cnf"), "-out", p("server.pem"))
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+        "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout",
+        p("rogue.key"), "-out", p("rogue.pem"))
+    return {"ca": p("ca.pem"), "server": (p("server.pem"), p("server.key")),
+            "rogue": (p("rogue.pem"), p("rogue.key"))}
 
 
 class AlertServerMixin:
@@ -117,12 +162,20 @@ class AlertServerMixin:
         rule.update(extra)
         return rule
 
-    def ingest_breach(self, dev, token):
-        # One minute of 1500 W two minutes ago, then a normal minute: the first window is
-        # final (watermark past it), so the rule judges it.
+    def alerts_of(self, dev):
+        status, _, listed = self.server.request("GET", f"/v1/alerts?device_id={dev}",
+                                                headers=ADMIN)
+        self.assertEqual(status, 200, listed)
+        return listed["alerts"]
+
+    def ingest_breach(self, dev, token, recover=True):
+        # One minute of 1500 W three minutes ago, then a normal minute (recover) or another
+        # 1500 W one (the alert stays firing): the first window is final (watermark past
+        # it), so the rule judges it.
         base = (int(time.time()) // 60 - 3) * 60
         events = [{"device_id": dev, "timestamp": fmt_ts(base + 10 * i),
-                   "metrics": {"power_w": 1500.0 if i < 6 else 100.0}} for i in range(12)]
+                   "metrics": {"power_w": 1500.0 if i < 6 or not recover else 100.0}}
+                  for i in range(12)]
         status, _, body = self.server.post_events(events, headers=bearer(token))
         self.assertEqual(status, 202, f"{body!r}" + self.server.diag())
         return base
@@ -227,7 +280,7 @@ class AlertsTest(AlertServerMixin, JouleTestCase):
         self.assertIn("joule_alert_delivery_latency_seconds", metrics)
 
     def test_hanging_receiver_does_not_delay_another(self):
-        slow = Receiver(hang=1.8)  # longer than nothing, shorter than the 2 s timeout
+        slow = Receiver(hang=30)  # hangs past the 2 s delivery timeout on every attempt
         fast = Receiver()
         self.addCleanup(slow.close)
         self.addCleanup(fast.close)
@@ -248,9 +301,176 @@ class AlertsTest(AlertServerMixin, JouleTestCase):
             self.ingest_breach(dev, token)
         self.assertTrue(poll(lambda: fast.snapshot(), timeout=30), "fast receiver got nothing")
         fast_at = fast.snapshot()[0][3] - start
-        # The slow receiver needs ≥ 3 × 1.8 s for its three alerts, serially; the fast one
-        # must not wait behind them.
+        # The hanging receiver costs its worker ≥ 3 × 2 s (three alerts, each attempt cut
+        # at the timeout), serially; the fast one must not wait behind them.
         self.assertLess(fast_at, 5.0, f"fast receiver waited {fast_at:.1f}s")
+        # The hanging target's deliveries time out and are retried, not lost.
+        self.assertTrue(poll(lambda: len(slow.snapshot()) >= 4, timeout=30),
+                        f"hanging receiver saw {len(slow.snapshot())} attempts")
+        alerts = [a for dev, _ in devs for a in self.alerts_of(dev)]
+        self.assertEqual(len(alerts), 3, alerts)
+        errors = [a["delivery"]["last_error"] or "" for a in alerts]
+        self.assertTrue(any("timeout" in e for e in errors), errors)
+
+    def test_dead_letter_in_api_and_metrics(self):
+        receiver = Receiver(statuses=[503] * 100)
+        self.addCleanup(receiver.close)
+        dev, token = self.register(f"own-{uid()}")
+        status, _, _ = self.server.request(
+            "POST", "/v1/rules", self.threshold_rule(dev, receiver.url), headers=ADMIN)
+        self.assertEqual(status, 201)
+        before = metric_value(self.server.metrics_text(), "joule_alert_dead_letters_total") or 0
+        self.ingest_breach(dev, token, recover=False)
+        dead = poll(lambda: [a for a in self.alerts_of(dev) if a["delivery"]["dead_letter"]],
+                    timeout=30)
+        self.assertTrue(dead, f"no dead letter; {len(receiver.snapshot())} attempts" +
+                        self.diag())
+        d = dead[0]["delivery"]
+        self.assertEqual(d["attempts"], 4, d)  # alerts.delivery_max_attempts
+        self.assertEqual(d["dead_letters"], 1, d)
+        self.assertEqual(d["pending"], 0, d)
+        self.assertEqual(d["last_error"], "HTTP 503", d)
+        self.assertEqual(len(receiver.snapshot()), 4)
+        self.assertEqual(len({h["webhook-id"] for h, _, _, _ in receiver.snapshot()}), 1)
+        text = self.server.metrics_text()
+        self.assertEqual(metric_value(text, "joule_alert_dead_letters_total"), before + 1)
+        self.assertGreaterEqual(metric_value(text, "joule_alert_delivery_retries_total"), 3)
+        self.assertGreaterEqual(metric_value(text, "joule_alerts", 'state="firing"'), 1)
+        self.assertIsNotNone(metric_value(text, "joule_alerts", 'state="pending"'))
+        self.assertGreaterEqual(
+            metric_value(text, "joule_alert_delivery_latency_seconds_count"), 1)
+        self.assertGreaterEqual(
+            metric_value(text, "joule_alert_transitions_total", 'event="firing"'), 1)
+
+    def test_snooze_end_reminds_a_still_firing_alert(self):
+        receiver = Receiver()
+        self.addCleanup(receiver.close)
+        dev, token = self.register(f"own-{uid()}")
+        status, _, _ = self.server.request(
+            "POST", "/v1/rules", self.threshold_rule(dev, receiver.url), headers=ADMIN)
+        self.assertEqual(status, 201)
+        self.ingest_breach(dev, token, recover=False)
+        self.assertTrue(poll(lambda: receiver.snapshot(), timeout=30), self.diag())
+        first = receiver.snapshot()[0]
+        alert = json.loads(first[1])
+        self.assertEqual(alert["event"], "firing")
+        status, _, snoozed = self.server.request(
+            "POST", f"/v1/alerts/{alert['id']}/snooze", {"for": "2s"}, headers=ADMIN)
+        self.assertEqual(status, 200, snoozed)
+        self.assertTrue(poll(lambda: len(receiver.snapshot()) >= 2, timeout=20),
+                        "no reminder after the snooze ended" + self.diag())
+        headers, body, _, _ = receiver.snapshot()[1]
+        reminder = json.loads(body)
+        self.assertEqual(reminder["id"], alert["id"])
+        self.assertEqual(reminder["event"], "firing")
+        self.assertIs(reminder["reminder"], True)
+        self.assertIn("snooze", reminder["annotation"])
+        self.assertNotEqual(headers["webhook-id"], first[0]["webhook-id"])
+        self.assertTrue(verify_signature(SECRET, headers, body))
+        time.sleep(2)  # exactly one reminder per snooze
+        self.assertEqual(len(receiver.snapshot()), 2)
+        self.assertGreaterEqual(metric_value(self.server.metrics_text(),
+                                             "joule_alert_snooze_reminders_total"), 1)
+
+
+class HttpsWebhookTest(AlertServerMixin, unittest.TestCase):
+    """https delivery through Joule's OpenSSL client to test-owned receivers on loopback:
+    one with a certificate from a test CA given in alerts.webhook_ca_file (delivered,
+    signatures verified), one self-signed and untrusted (refused at the handshake)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="joule-tls-")
+        cls.certs = make_certs(cls.tmp)
+        cls.server = JouleServer(env=dict(ALERT_ENV, JOULE_ALERTS_WEBHOOK_CA_FILE=cls.certs["ca"]),
+                                 name="alerts-https")
+        try:
+            cls.server.start()
+        except BaseException:
+            cls.server.cleanup()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.cleanup()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def test_https_delivery_with_configured_ca(self):
+        good = Receiver(tls_cert=self.certs["server"])
+        rogue = Receiver(tls_cert=self.certs["rogue"])
+        self.addCleanup(good.close)
+        self.addCleanup(rogue.close)
+        self.assertTrue(good.url.startswith("https://127.0.0.1:"))
+        owner = f"own-{uid()}"
+        dev_good, token_good = self.register(owner)
+        dev_rogue, token_rogue = self.register(owner)
+        for dev, r in ((dev_good, good), (dev_rogue, rogue)):
+            status, _, body = self.server.request(
+                "POST", "/v1/rules", self.threshold_rule(dev, r.url), headers=ADMIN)
+            self.assertEqual(status, 201, body)
+        self.ingest_breach(dev_good, token_good, recover=False)
+        self.ingest_breach(dev_rogue, token_rogue, recover=False)
+        self.assertTrue(poll(lambda: good.snapshot(), timeout=30),
+                        "nothing delivered over https" + self.server.diag())
+        headers, body, _, _ = good.snapshot()[0]
+        self.assertTrue(verify_signature(SECRET, headers, body), headers)
+        self.assertEqual(json.loads(body)["device_id"], dev_good)
+        # The untrusted receiver never gets a request: the handshake fails verification.
+        failed = poll(lambda: [a for a in self.alerts_of(dev_rogue)
+                               if a["delivery"]["attempts"] >= 1], timeout=30)
+        self.assertTrue(failed, self.server.diag())
+        self.assertIn("certificate verify failed", failed[0]["delivery"]["last_error"])
+        self.assertEqual(rogue.snapshot(), [])
+        delivered = poll(lambda: [a for a in self.alerts_of(dev_good)
+                                  if a["delivery"]["delivered"] == 1], timeout=10)
+        self.assertTrue(delivered, self.alerts_of(dev_good))
+
+    def test_bad_ca_file_fails_start(self):
+        bad = os.path.join(self.tmp, "not-a-cert.pem")
+        with open(bad, "w") as f:
+            f.write("not a certificate\n")
+        server = JouleServer(env=dict(ALERT_ENV, JOULE_ALERTS_WEBHOOK_CA_FILE=bad),
+                             name="alerts-bad-ca")
+        self.addCleanup(server.cleanup)
+        with self.assertRaises(Exception):
+            server.start()
+        self.assertIn("webhook_ca_file", server.diag())
+
+
+class OutboxBoundTest(AlertServerMixin, JouleTestCase):
+    """alerts.outbox_capacity = 2 and a receiver that keeps failing: two deliveries stay
+    pending, the others are refused — counted in joule_alert_deliveries_dropped_total and
+    in each alert's delivery.dropped, while every alert is still stored and firing."""
+    server_env = dict(ALERT_ENV, JOULE_ALERTS_OUTBOX_CAPACITY="2",
+                      JOULE_ALERTS_DELIVERY_MAX_ATTEMPTS="1000",
+                      JOULE_ALERTS_RETRY_INITIAL_BACKOFF="30s",
+                      JOULE_ALERTS_RETRY_MAX_BACKOFF="30s")
+
+    def test_overflow_is_counted_not_silent(self):
+        receiver = Receiver(statuses=[500] * 1000)
+        self.addCleanup(receiver.close)
+        owner = f"own-{uid()}"
+        devs = []
+        for _ in range(4):
+            dev, token = self.register(owner)
+            status, _, _ = self.server.request(
+                "POST", "/v1/rules", self.threshold_rule(dev, receiver.url), headers=ADMIN)
+            self.assertEqual(status, 201)
+            devs.append((dev, token))
+        for dev, token in devs:
+            self.ingest_breach(dev, token, recover=False)
+        firing = lambda: [a for dev, _ in devs for a in self.alerts_of(dev)
+                          if a["state"] == "firing"]
+        self.assertTrue(poll(lambda: len(firing()) == 4, timeout=30),
+                        f"{len(firing())} alerts firing" + self.diag())
+        text = self.server.metrics_text()
+        self.assertEqual(metric_value(text, "joule_alert_outbox_capacity"), 2)
+        self.assertEqual(metric_value(text, "joule_alert_outbox_pending"), 2)
+        self.assertEqual(metric_value(text, "joule_alert_deliveries_dropped_total"), 2)
+        deliveries = sorted((a["delivery"]["pending"], a["delivery"]["dropped"])
+                            for a in firing())
+        self.assertEqual(deliveries, [(0, 1), (0, 1), (1, 0), (1, 0)])
+        self.assertIn("outbox full", self.server.diag(400))
 
 
 class SsrfGuardTest(AlertServerMixin, JouleTestCase):
@@ -319,38 +539,50 @@ class IsolationTest(AlertServerMixin, JouleTestCase):
 
 
 class KillTest(AlertServerMixin, unittest.TestCase):
-    def test_pending_delivery_survives_sigkill(self):
+    def test_pending_deliveries_survive_sigkill(self):
         receiver = Receiver(statuses=[500] * 1000)  # failing until we say so
         self.addCleanup(receiver.close)
         self.server = JouleServer(env=dict(ALERT_ENV, JOULE_ALERTS_RETRY_INITIAL_BACKOFF="1s",
-                                           JOULE_ALERTS_RETRY_MAX_BACKOFF="1s"),
+                                           JOULE_ALERTS_RETRY_MAX_BACKOFF="1s",
+                                           JOULE_ALERTS_DELIVERY_MAX_ATTEMPTS="1000"),
                                   name="alerts-kill")
         self.addCleanup(self.server.cleanup)
         self.server.start()
-        dev, token = self.register(f"own-{uid()}")
-        status, _, _ = self.server.request("POST", "/v1/rules",
-                                           self.threshold_rule(dev, receiver.url), headers=ADMIN)
-        self.assertEqual(status, 201)
-        self.ingest_breach(dev, token)
-        self.assertTrue(poll(lambda: receiver.snapshot(), timeout=30),
-                        "no attempt before the kill" + self.server.diag())
-        first_id = receiver.snapshot()[0][0]["webhook-id"]
+        owner = f"own-{uid()}"
+        devs = []
+        for _ in range(3):
+            dev, token = self.register(owner)
+            status, _, _ = self.server.request(
+                "POST", "/v1/rules", self.threshold_rule(dev, receiver.url), headers=ADMIN)
+            self.assertEqual(status, 201)
+            devs.append((dev, token))
+        for dev, token in devs:
+            self.ingest_breach(dev, token, recover=False)
+        attempted = lambda: {json.loads(b)["device_id"] for _, b, _, _ in receiver.snapshot()}
+        self.assertTrue(poll(lambda: len(attempted()) == 3, timeout=30),
+                        f"attempts before the kill for {attempted()}" + self.server.diag())
         self.server.kill9()
         with receiver.lock:
             receiver.statuses = []  # the receiver recovers while Joule is down
         self.server.start()
-        ok = poll(lambda: any(r[2] == 200 for r in receiver.snapshot()), timeout=30)
-        self.assertTrue(ok, "not delivered after restart" + self.server.diag())
-        delivered = [r for r in receiver.snapshot() if r[2] == 200]
-        self.assertEqual(delivered[0][0]["webhook-id"], first_id)
+        delivered = lambda: {json.loads(b)["id"] for _, b, st, _ in receiver.snapshot()
+                             if st == 200}
+        ok = poll(lambda: len(delivered()) == 3, timeout=30)
+        self.assertTrue(ok, f"delivered after restart: {delivered()}" + self.server.diag())
+        # Every alert: delivered at least once, one webhook-id on every attempt before and
+        # after the kill, every signature valid.
+        ids = {}
         for headers, body, _, _ in receiver.snapshot():
             self.assertTrue(verify_signature(SECRET, headers, body))
-        # The alert is still one alert, firing, after the restart.
-        status, _, listed = self.server.request("GET", f"/v1/alerts?device_id={dev}",
-                                                headers=ADMIN)
-        self.assertEqual(status, 200)
-        firing = [a for a in listed["alerts"] if a["state"] == "firing"]
-        self.assertEqual(len(firing), 1, listed)
+            alert = json.loads(body)
+            ids.setdefault((alert["id"], alert["event"]), set()).add(headers["webhook-id"])
+        self.assertEqual(len(ids), 3, ids)  # the three alerts' firing deliveries
+        for alert_id, webhook_ids in ids.items():
+            self.assertEqual(len(webhook_ids), 1, f"{alert_id}: {webhook_ids}")
+        # Each is still one alert, firing, after the restart.
+        for dev, _ in devs:
+            firing = [a for a in self.alerts_of(dev) if a["state"] == "firing"]
+            self.assertEqual(len(firing), 1, firing)
 
 
 if __name__ == "__main__":

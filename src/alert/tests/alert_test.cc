@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "alert/evaluator.h"
+#include "alert/http_client.h"
 #include "alert/outbox.h"
 #include "alert/rule.h"
 #include "alert/target_guard.h"
@@ -166,6 +167,13 @@ void RunScenario(const std::filesystem::path& path) {
       }
       AlertUpdate u = std::move(got.front());
       got.pop_front();
+      // "reminder": the snooze-end reminder, delivered as event firing with its own key.
+      EXPECT_EQ(u.reminder, what == "reminder") << path.filename() << ":" << lineno;
+      if (what == "reminder") {
+        what = "firing";
+        EXPECT_NE(u.delivery_key, "firing") << path.filename() << ":" << lineno;
+        EXPECT_NE(u.alert.json.find("\"reminder\":true"), std::string::npos) << u.alert.json;
+      }
       EXPECT_EQ(u.event, what) << path.filename() << ":" << lineno << " " << u.alert.json;
       EXPECT_EQ(u.alert.id, id) << path.filename() << ":" << lineno;
       if (!notify.empty()) {
@@ -323,6 +331,44 @@ TEST(OutboxTest, SurvivesReopenAndTornTail) {
   ASSERT_TRUE((*box)->Finish("msg_1", false).ok());
   EXPECT_EQ((*box)->dead_count(), 1u);
   std::filesystem::remove_all(dir);
+}
+
+TEST(OutboxTest, BoundedAndCountsWhatItRefuses) {
+  std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("joule-outbox-bound-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  auto box = Outbox::Open(dir.string(), false, 2);
+  ASSERT_TRUE(box.ok());
+  Delivery d;
+  d.alert_id = "a";
+  d.url = "http://x/";
+  for (int i = 0; i < 2; ++i) {
+    d.id = "msg_" + std::to_string(i);
+    ASSERT_TRUE(*(*box)->Add(d));
+  }
+  d.id = "msg_2";
+  d.alert_id = "b";
+  Result<bool> full = (*box)->Add(d);
+  ASSERT_FALSE(full.ok());
+  EXPECT_EQ(full.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ((*box)->pending_count(), 2u);
+  EXPECT_EQ((*box)->StatusOf("b")->dropped, 1);
+  // A finished delivery frees a slot.
+  ASSERT_TRUE((*box)->Finish("msg_0", true).ok());
+  EXPECT_TRUE(*(*box)->Add(d));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(HttpClient, WebhookCaFileMustLoad) {
+  EXPECT_TRUE(CheckWebhookCaFile("").ok());
+  EXPECT_FALSE(CheckWebhookCaFile("/nonexistent/ca.pem").ok());
+  std::filesystem::path bad = std::filesystem::temp_directory_path() /
+                              ("joule-bad-ca-" + std::to_string(::getpid()) + ".pem");
+  std::ofstream(bad) << "not a certificate\n";
+  Status st = CheckWebhookCaFile(bad.string());
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("webhook_ca_file"), std::string::npos) << st.ToString();
+  std::filesystem::remove(bad);
 }
 
 }  // namespace
