@@ -7,6 +7,7 @@
 #include "alert/alert_engine.h"
 #include "api/live_hub.h"
 #include "app/processor_checkpoint.h"
+#include "common/crash_point.h"
 #include "common/logging.h"
 #include "model/event.h"
 
@@ -89,9 +90,10 @@ PartitionProcessor::PartitionProcessor(PartitionProcessorOptions options, log::L
 
 PartitionProcessor::~PartitionProcessor() { Stop(); }
 
-Status PartitionProcessor::RestoreCheckpoint(std::vector<uint64_t>* offsets) {
+Status PartitionProcessor::RestoreCheckpoint(std::vector<uint64_t>* offsets, bool* found) {
   JOULE_ASSIGN_OR_RETURN(std::optional<ProcessorCheckpoint> ckpt,
                          ReadCheckpointFile(options_.checkpoint_path));
+  *found = ckpt.has_value();
   if (!ckpt) return Status::Ok();
   if (ckpt->offsets.size() != options_.partitions.size()) {
     return Status::InvalidArgument(
@@ -116,8 +118,8 @@ Status PartitionProcessor::RestoreCheckpoint(std::vector<uint64_t>* offsets) {
   return Status::Ok();
 }
 
-void PartitionProcessor::WriteCheckpoint() {
-  if (options_.checkpoint_path.empty()) return;
+bool PartitionProcessor::WriteCheckpoint() {
+  if (options_.checkpoint_path.empty()) return true;
   const int64_t start = clock_->NowNanos();
   FlushHistory();
   if (history_) {
@@ -125,9 +127,10 @@ void PartitionProcessor::WriteCheckpoint() {
     Status st = history_->Flush();
     if (!st.ok()) {
       logging::Error("history flush before checkpoint failed", {{"error", st.ToString()}});
-      return;
+      return false;
     }
   }
+  CrashPoint("checkpoint.begin");  // history flushed, checkpoint not yet written
   ProcessorCheckpoint ckpt;
   for (size_t i = 0; i < options_.partitions.size(); ++i) {
     ckpt.offsets.emplace_back(options_.partitions[i], readers_[i]->position().value);
@@ -137,7 +140,7 @@ void PartitionProcessor::WriteCheckpoint() {
     Status st = engine_->SaveState(&ckpt.engine_state);
     if (!st.ok()) {
       logging::Error("engine state not saved", {{"error", st.ToString()}});
-      return;
+      return false;
     }
   }
   ckpt.readings.reserve(readings_.size());
@@ -145,7 +148,7 @@ void PartitionProcessor::WriteCheckpoint() {
   Result<uint64_t> bytes = WriteCheckpointFile(options_.checkpoint_path, ckpt);
   if (!bytes.ok()) {
     logging::Error("checkpoint not written", {{"error", bytes.status().ToString()}});
-    return;
+    return false;
   }
   for (const auto& [p, off] : ckpt.offsets) {
     log_->SetConsumerOffset(ConsumerName(), p, model::LogOffset{off});
@@ -154,14 +157,17 @@ void PartitionProcessor::WriteCheckpoint() {
   checkpoint_seconds_->Observe(static_cast<double>(end - start) / 1e9);
   checkpoint_bytes_->Set(static_cast<double>(*bytes));
   last_checkpoint_ns_.store(end);
+  return true;
 }
 
 Status PartitionProcessor::Start() {
   std::vector<uint64_t> offsets(options_.partitions.size(), 0);
   bool restored = false;
+  bool found = false;  // a checkpoint file was read (even one of an empty state)
   if (!options_.checkpoint_path.empty()) {
     log_->RegisterConsumer(ConsumerName());
-    JOULE_RETURN_IF_ERROR(RestoreCheckpoint(&offsets));
+    JOULE_RETURN_IF_ERROR(RestoreCheckpoint(&offsets, &found));
+    CrashPoint("processor.after_restore");  // state restored, nothing replayed yet
     restored = !readings_.empty() ||
                std::any_of(offsets.begin(), offsets.end(), [](uint64_t o) { return o > 0; });
   }
@@ -179,6 +185,16 @@ Status PartitionProcessor::Start() {
     JOULE_ASSIGN_OR_RETURN(auto reader, log_->NewReader(p, from));
     positions_[i].store(from.value);
     readers_.push_back(std::move(reader));
+  }
+  if (!options_.checkpoint_path.empty()) {
+    // A recovery epoch: whatever the previous run emitted after its last checkpoint has a
+    // lower version than anything emitted from now on (docs/formats/processor_checkpoint.md),
+    // and a checkpoint carrying the new epoch is durable before anything is emitted, so a
+    // crash during recovery leads to a still higher epoch.
+    if (found) engine_->BeginRecoveryEpoch();
+    if (!WriteCheckpoint()) {
+      return Status::IoError("cannot write the recovery checkpoint " + options_.checkpoint_path);
+    }
   }
   thread_ = std::thread([this] { Run(); });
   return Status::Ok();
@@ -243,6 +259,10 @@ bool PartitionProcessor::ProcessBatch(size_t slot) {
   events_processed_->Inc(batch_.size());
   positions_[slot].store(readers_[slot]->position().value, std::memory_order_relaxed);
   last_append_ns_[slot].store(batch_.back().append_time_ns, std::memory_order_relaxed);
+  // Test crash points: events applied and records emitted, not yet checkpointed; the
+  // second one only while replaying the backlog after a start.
+  CrashPoint("processor.after_batch");
+  if (!caught_up_once_.load(std::memory_order_relaxed)) CrashPoint("processor.replay_batch");
   return true;
 }
 
@@ -255,6 +275,7 @@ void PartitionProcessor::FlushHistory() {
     logging::Error("history write failed", {{"error", st.ToString()}});
   }
   pending.clear();
+  CrashPoint("processor.after_history_put");  // records in history, offsets not checkpointed
 }
 
 bool PartitionProcessor::Health(std::string_view device_id,

@@ -11,6 +11,8 @@
 // resumes reading from its offsets, so every durable event is folded in exactly once;
 // the records it re-emits on replay carry versions the sinks already have or newer ones.
 // Without a checkpoint it reads each partition from the log's first retained record.
+// Before processing anything, Start starts a new version epoch (after a restore) and writes
+// a checkpoint, so records emitted after a restart outrank those of the crashed run.
 #pragma once
 
 #include <atomic>
@@ -79,8 +81,8 @@ class PartitionProcessor {
   void Run();
   bool ProcessBatch(size_t slot);
   void FlushHistory();
-  Status RestoreCheckpoint(std::vector<uint64_t>* offsets);
-  void WriteCheckpoint();
+  Status RestoreCheckpoint(std::vector<uint64_t>* offsets, bool* found);
+  bool WriteCheckpoint();  // false (logged) when it could not be written
   std::string ConsumerName() const { return "processor-" + std::to_string(options_.index); }
 
   PartitionProcessorOptions options_;

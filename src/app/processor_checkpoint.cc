@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/crash_point.h"
 #include "common/crc32c.h"
 
 namespace joule::app {
@@ -146,16 +147,20 @@ Result<uint64_t> WriteCheckpointFile(const std::string& path, const ProcessorChe
     }
     off += static_cast<size_t>(w);
   }
+  CrashPoint("checkpoint.after_tmp_write");  // temp file written, not yet fsynced
   if (::fsync(fd) != 0) {
     fmt::print(stderr, "joule: fsync {} failed: {}\n", tmp, std::strerror(errno));
     std::abort();
   }
   ::close(fd);
+  CrashPoint("checkpoint.after_tmp_fsync");  // temp file durable, not yet renamed
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     return Status::IoError(fmt::format("rename {}: {}", tmp, std::strerror(errno)));
   }
+  CrashPoint("checkpoint.after_rename");  // renamed, directory not yet fsynced
   std::string dir = std::filesystem::path(path).parent_path().string();
   JOULE_RETURN_IF_ERROR(SyncPath(dir.empty() ? "." : dir, O_RDONLY | O_DIRECTORY));
+  CrashPoint("checkpoint.after_dir_fsync");  // durable; consumer offsets not yet updated
   return static_cast<uint64_t>(data.size());
 }
 

@@ -12,7 +12,7 @@ namespace joule::stream {
 namespace {
 
 constexpr char kMagic[4] = {'J', 'S', 'W', 'E'};
-constexpr uint32_t kFormatVersion = 1;
+constexpr uint32_t kFormatVersion = 2;  // 1: no version_epoch (read as 0)
 constexpr size_t kHeaderSize = 4 + 4 + 8;
 
 class Writer {
@@ -173,6 +173,7 @@ Status WindowEngine::SaveState(std::string* out) const {
   w.U64(E.late_dropped);
   w.U64(E.emitted);
   w.I64(E.last_tick);
+  w.U32(E.version_epoch);
   w.U32(static_cast<uint32_t>(E.devices.size()));
   for (const auto& dp : E.devices) {
     const Device& d = *dp;
@@ -255,7 +256,7 @@ Status WindowEngine::RestoreState(std::string_view data) {
   uint64_t payload_len;
   std::memcpy(&version, data.data() + 4, 4);
   std::memcpy(&payload_len, data.data() + 8, 8);
-  if (version != kFormatVersion) {
+  if (version != 1 && version != kFormatVersion) {
     return Status::Corruption("checkpoint: unsupported format version " + std::to_string(version));
   }
   if (payload_len != data.size() - kHeaderSize - 4) {
@@ -278,6 +279,7 @@ Status WindowEngine::RestoreState(std::string_view data) {
   E.late_dropped = r.U64();
   E.emitted = r.U64();
   E.last_tick = r.I64();
+  E.version_epoch = version >= 2 ? r.U32() : 0;
   const uint32_t n_devices = r.Count(16);
   for (uint32_t di = 0; di < n_devices && r.ok(); ++di) {
     auto dp = std::make_unique<Device>();

@@ -179,6 +179,9 @@ struct WindowEngine::Impl {
 
   uint64_t events = 0, duplicates = 0, late_updates = 0, late_dropped = 0, emitted = 0;
   int64_t last_tick = kMinTime;
+  // Recovery epoch (BeginRecoveryEpoch): every window's version is at least epoch << 32.
+  uint32_t version_epoch = 0;
+  uint64_t VersionFloor() const { return static_cast<uint64_t>(version_epoch) << 32; }
 
   // Scratch.
   model::AggregateRecord rec;

@@ -782,12 +782,18 @@ void WindowEngine::Impl::ResetState() {
   free_windows.clear();
   events = duplicates = late_updates = late_dropped = emitted = 0;
   last_tick = kMinTime;
+  version_epoch = 0;
 }
 
 Window* WindowEngine::Impl::NewWindow() {
-  if (free_windows.empty()) return new Window();
-  Window* w = free_windows.back();
-  free_windows.pop_back();
+  Window* w;
+  if (free_windows.empty()) {
+    w = new Window();
+  } else {
+    w = free_windows.back();
+    free_windows.pop_back();
+  }
+  w->version = VersionFloor();
   return w;
 }
 
@@ -889,6 +895,19 @@ WindowEngine::WindowEngine(EngineOptions options, TimezoneProvider* timezones)
 WindowEngine::~WindowEngine() = default;
 
 const EngineOptions& WindowEngine::options() const { return impl_->opt; }
+
+void WindowEngine::BeginRecoveryEpoch() {
+  Impl& E = *impl_;
+  ++E.version_epoch;
+  const uint64_t floor = E.VersionFloor();
+  for (auto& d : E.devices) {
+    for (auto& v : d->win) {
+      for (Window* w : v) w->version = std::max(w->version, floor);
+    }
+  }
+}
+
+uint32_t WindowEngine::version_epoch() const { return impl_->version_epoch; }
 
 void WindowEngine::Process(const model::Event& ev, int64_t now_ns, RecordSink* sink) {
   Impl& E = *impl_;

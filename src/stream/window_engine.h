@@ -97,6 +97,16 @@ class WindowEngine {
   // Replaces all state. On error the engine is left empty.
   Status RestoreState(std::string_view data);
 
+  // Starts a recovery epoch; call after RestoreState when resuming after a restart, before
+  // processing anything. Early firings depend on processing time, so the run that crashed
+  // may have emitted, after its last checkpoint, versions of a key that the replay would
+  // emit again with other content (sinks ignore an equal or lower version). From here on
+  // every key's versions are above epoch << 32 (epoch = restored epoch + 1, saved in
+  // checkpoints), i.e. above anything a previous run emitted (< 2^32 emissions per key per
+  // run). The caller must persist a checkpoint carrying the new epoch before it emits.
+  void BeginRecoveryEpoch();
+  uint32_t version_epoch() const;
+
   const EngineOptions& options() const;
 
   struct Impl;
