@@ -1,0 +1,965 @@
+#!/usr/bin/env python3
+"""Side-by-side comparison of Joule with its peers on one machine and one data set.
+
+Run through bench/run.sh (which installs the peers and builds the binaries). Every
+comparison starts each server fresh on free loopback ports with a temporary data dir,
+measures the server's CPU time (utime + stime of its process tree, from /proc) and the
+wall time of the load, repeats --runs times and keeps the median. The load generators run
+on the same cores, so rates per server CPU-second are the fair number; wall rates are
+reported next to them. Writes one JSON document (see bench/README.md for its fields).
+"""
+import argparse
+import datetime
+import glob
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+LOG = sys.stderr
+
+
+def log(*a):
+    print(time.strftime("%H:%M:%S"), *a, file=LOG, flush=True)
+
+
+# ---------------------------------------------------------------- process accounting
+
+def _stat(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        s = f.read()
+    rest = s[s.rindex(")") + 2:].split()
+    # fields after the command: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
+    return int(rest[1]), int(rest[11]), int(rest[12]), int(rest[13]), int(rest[14])
+
+
+def tree_cpu_s(root):
+    """utime+stime of root and all live descendants, plus root's reaped children."""
+    parents = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                parents[int(d)] = _stat(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    total = 0
+    todo = [root]
+    seen = set()
+    while todo:
+        p = todo.pop()
+        if p in seen or p not in parents:
+            continue
+        seen.add(p)
+        _, ut, st, cut, cst = parents[p]
+        total += ut + st + (cut + cst if p == root else 0)
+        todo += [c for c, v in parents.items() if v[0] == p]
+    return total / CLK_TCK
+
+
+def tree_rss_bytes(root):
+    total = 0
+    pids = [root] + [int(d) for d in os.listdir("/proc") if d.isdigit() and _ppid_is(int(d), root)]
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+def _ppid_is(pid, parent):
+    try:
+        return _stat(pid)[0] == parent
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=60):
+    t = time.time() + timeout
+    while time.time() < t:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"port {port} did not open")
+
+
+def http_get(port, path, timeout=60):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    c.request("GET", path)
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r.status, body
+
+
+def http_post(port, path, body, ctype="application/json"):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    c.request("POST", path, body=body, headers={"Content-Type": ctype})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, data
+
+
+def du_bytes(path):
+    total = 0
+    for dp, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(dp, f))
+            except OSError:
+                pass
+    return total
+
+
+def stop(proc, sig=signal.SIGTERM, timeout=60):
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def median(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def summarize(runs, keys):
+    out = {k: median([r.get(k) for r in runs]) for k in keys}
+    out["runs"] = runs
+    return out
+
+
+def run_loader(args_list):
+    out = subprocess.run([sys.executable, os.path.join(HERE, "http_load.py")] + args_list,
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def prom(port):
+    _, body = http_get(port, "/metrics")
+    sums = {}
+    for line in body.decode().splitlines():
+        if not line or line[0] == "#":
+            continue
+        m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", line)
+        if m:
+            try:
+                sums[m.group(1)] = sums.get(m.group(1), 0.0) + float(m.group(3))
+            except ValueError:
+                pass
+    return sums
+
+
+# ---------------------------------------------------------------- servers
+
+class Joule:
+    def __init__(self, ctx, durability="fsync", mqtt=False, extra_env=None):
+        self.dir = tempfile.mkdtemp(prefix="joule-", dir=ctx.tmp)
+        self.port = free_port()
+        self.mqtt_port = free_port() if mqtt else None
+        env = dict(os.environ)
+        env.update({
+            "JOULE_SERVER_HTTP_LISTEN": f"127.0.0.1:{self.port}",
+            "JOULE_SERVER_MQTT_LISTEN": f"127.0.0.1:{self.mqtt_port}" if mqtt else "",
+            "JOULE_STORAGE_DATA_DIR": self.dir,
+            "JOULE_STORAGE_DURABILITY": durability,
+            "JOULE_AUTH_MODE": "disabled",
+            "JOULE_LIMITS_REQUESTS_PER_SECOND": "0",
+            "JOULE_LIMITS_DEVICE_EVENTS_PER_SECOND": "0",
+            "JOULE_LIMITS_MAX_EVENT_AGE": "40d",
+            "JOULE_STREAM_IDLE_TIMEOUT": "2s",
+            "JOULE_LOG_LEVEL": "warn",
+        })
+        env.update(extra_env or {})
+        self.log = open(os.path.join(self.dir, "..", os.path.basename(self.dir) + ".log"), "w")
+        self.proc = subprocess.Popen([ctx.joule, "serve"], env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        t = time.time() + 60
+        while time.time() < t:
+            try:
+                if http_get(self.port, "/healthz", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("joule did not start")
+        if mqtt:
+            wait_port(self.mqtt_port)
+
+    def cpu(self):
+        return tree_cpu_s(self.proc.pid)
+
+    def rss(self):
+        return tree_rss_bytes(self.proc.pid)
+
+    def wait_processed(self, expected, timeout=600):
+        """Until every accepted event went through the window engine (lag 0)."""
+        t = time.time() + timeout
+        while time.time() < t:
+            m = prom(self.port)
+            if (m.get("joule_events_accepted_total", 0) >= expected
+                    and m.get("joule_processor_events_total", 0) >= expected
+                    and m.get("joule_processor_lag_records", 1) == 0):
+                return m
+            time.sleep(0.2)
+        raise RuntimeError(f"joule did not process {expected} events: {prom(self.port)}")
+
+    def close(self):
+        stop(self.proc)
+        self.log.close()
+
+
+class Victoria:
+    def __init__(self, ctx):
+        self.dir = tempfile.mkdtemp(prefix="vm-", dir=ctx.tmp)
+        self.port = free_port()
+        self.log = open(self.dir + ".log", "w")
+        self.proc = subprocess.Popen(
+            ["victoria-metrics", f"-storageDataPath={self.dir}",
+             f"-httpListenAddr=127.0.0.1:{self.port}", "-retentionPeriod=10y",
+             "-loggerLevel=WARN", "-search.disableCache"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        wait_port(self.port)
+        t = time.time() + 30
+        while http_get(self.port, "/health")[0] != 200 and time.time() < t:
+            time.sleep(0.1)
+
+    def flush(self):
+        http_get(self.port, "/internal/force_flush")
+
+    def cpu(self):
+        return tree_cpu_s(self.proc.pid)
+
+    def close(self):
+        stop(self.proc, signal.SIGINT)
+        self.log.close()
+
+
+class Postgres:
+    """A private PostgreSQL 15 cluster with fsync on and synchronous_commit on."""
+
+    def __init__(self, ctx):
+        self.dir = tempfile.mkdtemp(prefix="pg-", dir=ctx.tmp)
+        shutil.chown(self.dir, "postgres", "postgres")
+        self.port = free_port()
+        pgbin = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
+        data = os.path.join(self.dir, "data")
+        subprocess.run(["runuser", "-u", "postgres", "--", f"{pgbin}/initdb", "-D", data,
+                        "-U", "postgres", "-A", "trust", "--no-sync"],
+                       check=True, capture_output=True)
+        self.log = open(self.dir + ".log", "w")
+        self.proc = subprocess.Popen(
+            ["runuser", "-u", "postgres", "--", f"{pgbin}/postgres", "-D", data,
+             "-p", str(self.port), "-k", self.dir, "-c", "listen_addresses=127.0.0.1",
+             "-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "full_page_writes=on",
+             "-c", "shared_buffers=512MB", "-c", "max_wal_size=4GB", "-c", "jit=off"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        wait_port(self.port)
+        import psycopg2  # noqa: F401  (fails early when missing)
+        t = time.time() + 60
+        while True:
+            try:
+                self.connect().close()
+                break
+            except Exception:
+                if time.time() > t:
+                    raise
+                time.sleep(0.2)
+
+    def connect(self):
+        import psycopg2
+        return psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres",
+                                dbname="postgres")
+
+    def server_pid(self):
+        # runuser execs nothing: postgres is its child; account the whole tree of runuser.
+        return self.proc.pid
+
+    def cpu(self):
+        return tree_cpu_s(self.proc.pid)
+
+    def data_bytes(self):
+        return du_bytes(os.path.join(self.dir, "data", "base"))
+
+    def close(self):
+        stop(self.proc, signal.SIGINT)
+        self.log.close()
+
+
+# ---------------------------------------------------------------- comparisons
+
+def joule_ingest_run(ctx, durability):
+    j = Joule(ctx, durability)
+    try:
+        cpu0 = j.cpu()
+        t0 = time.perf_counter()
+        load = run_loader(["--port", str(j.port), "--path", "/v1/telemetry",
+                           "--file", ctx.f("events.ndjson"), "--format", "json-array",
+                           "--content-type", "application/json", "--batch", str(ctx.batch),
+                           "--connections", str(ctx.connections)])
+        m = j.wait_processed(ctx.meta["events"])
+        t_done = time.perf_counter() - t0
+        time.sleep(3)  # idle_timeout 2s: the last windows finalize into history
+        cpu = j.cpu() - cpu0
+        rss = j.rss()
+        m2 = prom(j.port)
+        events = ctx.meta["events"]
+        return {"events": events, "cpu_s": cpu, "events_per_cpu_s": events / cpu,
+                "wall_s": load["wall_s"], "events_per_wall_s": events / load["wall_s"],
+                "wall_until_processed_s": t_done,
+                "ack_p50_ms": load["ack_p50_ms"], "ack_p99_ms": load["ack_p99_ms"],
+                "status": load["status"], "rss_bytes": rss,
+                "rss_bytes_per_1k_devices": rss / (ctx.meta["devices"] / 1000.0),
+                "windows_emitted": m2.get("joule_windows_emitted_total"),
+                "history_put_records": m2.get("joule_history_put_records_total"),
+                "accepted": m.get("joule_events_accepted_total")}
+    finally:
+        j.close()
+
+
+def vm_ingest_run(ctx):
+    v = Victoria(ctx)
+    try:
+        cpu0 = v.cpu()
+        load = run_loader(["--port", str(v.port), "--path", "/write", "--file",
+                           ctx.f("influx.lp"), "--format", "lines", "--batch", str(ctx.batch),
+                           "--connections", str(ctx.connections)])
+        v.flush()
+        cpu = v.cpu() - cpu0
+        end_s = ctx.meta["start_ms"] // 1000 + ctx.meta["seconds"] + 60
+        q = urllib.parse.quote(f"sum(count_over_time(telemetry_power_w[{ctx.meta['seconds'] + 120}s]))")
+        _, body = http_get(v.port, f"/api/v1/query?query={q}&time={end_s}")
+        res = json.loads(body)["data"]["result"]
+        stored = float(res[0]["value"][1]) if res else 0
+        events = ctx.meta["events"]
+        return {"events": events, "cpu_s": cpu, "events_per_cpu_s": events / cpu,
+                "wall_s": load["wall_s"], "events_per_wall_s": events / load["wall_s"],
+                "ack_p50_ms": load["ack_p50_ms"], "ack_p99_ms": load["ack_p99_ms"],
+                "status": load["status"], "power_samples_queryable": stored}
+    finally:
+        v.close()
+
+
+PG_SCHEMA = """
+CREATE TABLE telemetry (device_id text NOT NULL, ts timestamptz NOT NULL,
+  power_w double precision, voltage_v double precision, current_a double precision,
+  energy_wh double precision);
+CREATE INDEX telemetry_ts ON telemetry (ts);
+CREATE TABLE agg_1m (device_id text NOT NULL, window_start timestamptz NOT NULL,
+  count bigint, min_power_w double precision, max_power_w double precision,
+  avg_power_w double precision, avg_voltage_v double precision, avg_current_a double precision,
+  first_energy_wh double precision, last_energy_wh double precision,
+  PRIMARY KEY (device_id, window_start));
+"""
+
+PG_AGGREGATE = """
+INSERT INTO agg_1m
+SELECT device_id, date_trunc('minute', ts), count(*), min(power_w), max(power_w), avg(power_w),
+       avg(voltage_v), avg(current_a), min(energy_wh), max(energy_wh)
+FROM telemetry WHERE ts >= %s AND ts < %s GROUP BY 1, 2
+ON CONFLICT (device_id, window_start) DO UPDATE SET count = EXCLUDED.count,
+  min_power_w = EXCLUDED.min_power_w, max_power_w = EXCLUDED.max_power_w,
+  avg_power_w = EXCLUDED.avg_power_w, avg_voltage_v = EXCLUDED.avg_voltage_v,
+  avg_current_a = EXCLUDED.avg_current_a, first_energy_wh = EXCLUDED.first_energy_wh,
+  last_energy_wh = EXCLUDED.last_energy_wh
+"""
+
+
+def pg_ingest_run(ctx):
+    """COPY batches of --batch rows (each its own committed transaction), and after each
+    minute of data the per-minute GROUP BY into agg_1m (committed), on one connection."""
+    import io
+    pg = Postgres(ctx)
+    try:
+        conn = pg.connect()
+        cur = conn.cursor()
+        cur.execute(PG_SCHEMA)
+        conn.commit()
+        with open(ctx.f("rows.csv"), "rb") as f:
+            lines = f.read().splitlines(keepends=True)
+        n = ctx.meta["devices"]
+        batches = [b"".join(lines[i:i + ctx.batch]) for i in range(0, len(lines), ctx.batch)]
+        start = ctx.meta["start_ms"] // 1000
+        cpu0 = pg.cpu()
+        t0 = time.perf_counter()
+        rows = 0
+        next_minute = start + 60
+        lat = []
+        for b in batches:
+            t1 = time.perf_counter()
+            cur.copy_expert("COPY telemetry FROM STDIN WITH (FORMAT csv)", io.BytesIO(b))
+            conn.commit()
+            lat.append(time.perf_counter() - t1)
+            rows += b.count(b"\n")
+            sec = start + rows // n
+            while sec >= next_minute:
+                m0 = datetime.datetime.fromtimestamp(next_minute - 60, datetime.timezone.utc)
+                m1 = datetime.datetime.fromtimestamp(next_minute, datetime.timezone.utc)
+                cur.execute(PG_AGGREGATE, (m0, m1))
+                conn.commit()
+                next_minute += 60
+        # the last, partial minute
+        m0 = datetime.datetime.fromtimestamp(next_minute - 60, datetime.timezone.utc)
+        cur.execute(PG_AGGREGATE, (m0, m0 + datetime.timedelta(seconds=60)))
+        conn.commit()
+        wall = time.perf_counter() - t0
+        cpu = pg.cpu() - cpu0
+        cur.execute("SELECT count(*), sum(count) FROM agg_1m")
+        nagg, counted = cur.fetchone()
+        conn.close()
+        lat.sort()
+        events = ctx.meta["events"]
+        return {"events": events, "cpu_s": cpu, "events_per_cpu_s": events / cpu,
+                "wall_s": wall, "events_per_wall_s": events / wall,
+                "ack_p50_ms": lat[len(lat) // 2] * 1e3,
+                "ack_p99_ms": lat[int(len(lat) * 0.99)] * 1e3,
+                "agg_rows": nagg, "agg_counted_events": int(counted)}
+    finally:
+        pg.close()
+
+
+def core_runs(ctx):
+    out = {}
+    for name, cmd in (("joule_core", [ctx.bin("core_throughput"), ctx.f("events.ndjson"),
+                                      "--batch", str(ctx.batch)]),
+                      ("simdjson", [ctx.bin("simdjson_limit"), ctx.f("events.ndjson")])):
+        runs = []
+        for _ in range(ctx.runs):
+            r = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            runs.append(json.loads(r.stdout))
+        out[name] = summarize(runs, ["events_per_cpu_s", "cpu_s"])
+    return out
+
+
+def fio_fdatasync(ctx):
+    d = tempfile.mkdtemp(prefix="fio-", dir=ctx.tmp)
+    r = subprocess.run(["fio", "--name=fdatasync", f"--directory={d}", "--rw=write",
+                        "--bs=4k", "--size=8m", "--fdatasync=1", "--ioengine=sync",
+                        "--output-format=json"], check=True, capture_output=True, text=True)
+    shutil.rmtree(d, ignore_errors=True)
+    job = json.loads(r.stdout)["jobs"][0]
+    sync = job.get("sync", {})
+    lat = sync.get("lat_ns", sync)
+    p = lat.get("percentile", {})
+
+    def pick(key):
+        for k, v in p.items():
+            if abs(float(k) - key) < 1e-6:
+                return v / 1e6
+        return None
+    return {"fdatasync_p50_ms": pick(50.0), "fdatasync_p99_ms": pick(99.0),
+            "fdatasync_mean_ms": lat.get("mean", 0) / 1e6, "syncs": lat.get("N")}
+
+
+# ---- realtime API vs h2o
+
+WRK_PACE = """
+local rate_per_conn = tonumber(os.getenv("WRK_DELAY_MS"))
+function delay() return rate_per_conn end
+"""
+
+
+def wrk(url, seconds, conns, threads=1, delay_ms=None, tmp=None):
+    cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency"]
+    env = dict(os.environ)
+    if delay_ms is not None:
+        script = os.path.join(tmp, "pace.lua")
+        with open(script, "w") as f:
+            f.write(WRK_PACE)
+        cmd += ["-s", script]
+        env["WRK_DELAY_MS"] = str(delay_ms)
+    r = subprocess.run(cmd + [url], check=True, capture_output=True, text=True, env=env)
+    out = r.stdout
+
+    def ms(tok):
+        v = float(re.match(r"([\d.]+)", tok).group(1))
+        unit = tok[len(re.match(r"[\d.]+", tok).group(0)):]
+        return v * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+    lat = {}
+    for line in out.splitlines():
+        m = re.match(r"\s+(50|75|90|99)(?:\.000)?%\s+(\S+)", line)
+        if m:
+            lat[m.group(1)] = ms(m.group(2))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if non2xx and int(non2xx.group(1)) > 0:
+        raise RuntimeError(f"{url}: {non2xx.group(1)} non-2xx responses")
+    return {"requests_per_s": rps, "p50_ms": lat.get("50"), "p99_ms": lat.get("99"),
+            "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def api_vs_h2o(ctx):
+    """Realtime API on a Joule holding the fleet data vs h2o serving a file of that size."""
+    j = Joule(ctx, "fsync")
+    res = {}
+    try:
+        run_loader(["--port", str(j.port), "--path", "/v1/telemetry",
+                    "--file", ctx.f("events.ndjson"), "--format", "json-array",
+                    "--content-type", "application/json", "--batch", str(ctx.batch),
+                    "--connections", str(ctx.connections)])
+        j.wait_processed(ctx.meta["events"])
+        time.sleep(3)
+        path = "/v1/devices/dev-00001/metrics/realtime?windows=5"
+        status, body = http_get(j.port, path)
+        if status != 200:
+            raise RuntimeError(f"realtime answered {status}: {body[:200]}")
+        size = len(body)
+        res["body_bytes"] = size
+        url = f"http://127.0.0.1:{j.port}{path}"
+        runs = []
+        for _ in range(ctx.runs):
+            c0 = j.cpu()
+            w = wrk(url, ctx.wrk_seconds, 16)
+            w["cpu_s"] = j.cpu() - c0
+            w["requests_per_cpu_s"] = w["requests_per_s"] * ctx.wrk_seconds / w["cpu_s"]
+            runs.append(w)
+        res["joule"] = summarize(runs, ["requests_per_s", "requests_per_cpu_s", "p50_ms", "p99_ms"])
+        half = res["joule"]["requests_per_s"] / 2
+        # wrk's delay() is in whole milliseconds: enough connections that each waits ~25 ms
+        conns = max(4, int(round(half * 0.025)))
+        delay = max(1, int(round(conns / half * 1000)))
+        runs = []
+        for _ in range(ctx.runs):
+            runs.append(wrk(url, ctx.wrk_seconds, conns, delay_ms=delay, tmp=ctx.tmp))
+        res["joule_half_load"] = summarize(runs, ["requests_per_s", "p50_ms", "p99_ms"])
+        res["joule_half_load"]["target_requests_per_s"] = half
+        res["joule_half_load"]["wrk_delay_ms"] = delay
+        res["joule_half_load"]["connections"] = conns
+    finally:
+        j.close()
+    # h2o: the same bytes as a static file
+    d = tempfile.mkdtemp(prefix="h2o-", dir=ctx.tmp)
+    with open(os.path.join(d, "realtime.json"), "wb") as f:
+        f.write(body)
+    os.chmod(d, 0o755)  # h2o started as root serves as nobody
+    os.chmod(os.path.join(d, "realtime.json"), 0o644)
+    port = free_port()
+    conf = os.path.join(d, "h2o.conf")
+    with open(conf, "w") as f:
+        f.write(f"""listen:
+  host: 127.0.0.1
+  port: {port}
+num-threads: 2
+access-log: /dev/null
+error-log: {d}/error.log
+hosts:
+  default:
+    paths:
+      /:
+        file.dir: {d}
+""")
+    h = subprocess.Popen(["h2o", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        url = f"http://127.0.0.1:{port}/realtime.json"
+        runs = []
+        for _ in range(ctx.runs):
+            c0 = tree_cpu_s(h.pid)
+            w = wrk(url, ctx.wrk_seconds, 16)
+            w["cpu_s"] = tree_cpu_s(h.pid) - c0
+            w["requests_per_cpu_s"] = w["requests_per_s"] * ctx.wrk_seconds / w["cpu_s"]
+            runs.append(w)
+        res["h2o"] = summarize(runs, ["requests_per_s", "requests_per_cpu_s", "p50_ms", "p99_ms"])
+    finally:
+        stop(h)
+    return res
+
+
+# ---- history queries
+
+def timed(fn, n):
+    lat = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        lat.append(time.perf_counter() - t)
+    lat.sort()
+    return {"p50_ms": lat[len(lat) // 2] * 1e3, "p99_ms": lat[int(len(lat) * 0.99)] * 1e3,
+            "n": n}
+
+
+def history_vs_peers(ctx):
+    meta = ctx.meta
+    end_ms = meta["history_end_ms"]
+    day_from, day_to = end_ms - 86_400_000, end_ms
+    month_from = end_ms - 30 * 86_400_000
+    iso = lambda ms: datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc) \
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+    dev = meta["history_device_ids"][0]
+    owner = meta["history_owner"]
+    res = {"queries": {"device_1m_24h": f"{dev}, 1m, {iso(day_from)}..{iso(day_to)}",
+                       "owner_1d_30d": f"{owner}, 1d, {iso(month_from)}..{iso(day_to)}"}}
+    # Joule: register the owner's devices, ingest the raw minutes, query the API.
+    j = Joule(ctx, "fsync")
+    try:
+        for d in meta["history_device_ids"]:
+            st, body = http_post(j.port, "/v1/devices", json.dumps(
+                {"device_id": d, "owner_id": owner, "name": d, "timezone": "UTC"}))
+            if st != 201:
+                raise RuntimeError(f"register {d}: {st} {body[:200]}")
+        run_loader(["--port", str(j.port), "--path", "/v1/telemetry",
+                    "--file", ctx.f("history.ndjson"), "--format", "json-array",
+                    "--content-type", "application/json", "--batch", str(ctx.batch),
+                    "--connections", "2"])
+        j.wait_processed(meta["history_events"])
+        time.sleep(4)
+        conn = http.client.HTTPConnection("127.0.0.1", j.port, timeout=60)
+        p_dev = (f"/v1/devices/{dev}/metrics/history?from={iso(day_from)}&to={iso(day_to)}"
+                 f"&resolution=1m")
+        p_own = f"/v1/owners/{owner}/energy?from={iso(month_from)}&to={iso(day_to)}&resolution=1d"
+
+        def get(p):
+            conn.request("GET", p)
+            r = conn.getresponse()
+            b = r.read()
+            if r.status != 200:
+                raise RuntimeError(f"{p}: {r.status} {b[:200]}")
+            return b
+        b_dev, b_own = get(p_dev), get(p_own)
+        res["joule_device_records"] = len(json.loads(b_dev)["data"])
+        res["joule_owner_days"] = len(json.loads(b_own)["data"])
+        res["joule_device_1m_24h"] = timed(lambda: get(p_dev), ctx.queries)
+        res["joule_owner_1d_30d"] = timed(lambda: get(p_own), ctx.queries)
+        conn.close()
+        # storage: stop cleanly (flushes), then measure the history store on disk
+        recs = prom(j.port).get("joule_history_put_records_total")
+        sample = json.loads(b_dev)["data"][0]
+        j.close()
+        hist_dir = os.path.join(j.dir, "history")
+        res["joule_history_bytes"] = du_bytes(hist_dir if os.path.isdir(hist_dir) else j.dir)
+        res["joule_history_put_records"] = recs
+        res["joule_values_per_1m_record"] = count_numbers(sample)
+    finally:
+        j.close()
+    # the same aggregates for the peers: 1m (min, max, avg, last of 4 metrics), 1d energy
+    rows_1m = open(ctx.f("history_1m.csv")).read().splitlines()
+    rows_1d = open(ctx.f("history_1d.csv")).read().splitlines()
+    # PostgreSQL
+    import io
+    pg = Postgres(ctx)
+    try:
+        c = pg.connect()
+        cur = c.cursor()
+        cur.execute("""CREATE TABLE agg_1m (device_id text, window_start timestamptz, metric text,
+            min double precision, max double precision, avg double precision,
+            last double precision, PRIMARY KEY (device_id, window_start, metric));
+            CREATE TABLE agg_1d (owner_id text, device_id text, day timestamptz,
+            energy_wh double precision, PRIMARY KEY (owner_id, day, device_id));""")
+        buf = io.StringIO()
+        for r in rows_1m:
+            d, ts, m, a, b_, av, la = r.split(",")
+            buf.write(f"{d},{iso(int(ts))},{m},{a},{b_},{av},{la}\n")
+        buf.seek(0)
+        cur.copy_expert("COPY agg_1m FROM STDIN WITH (FORMAT csv)", buf)
+        buf = io.StringIO()
+        for r in rows_1d:
+            d, ts, e = r.split(",")
+            buf.write(f"{owner},{d},{iso(int(ts))},{e}\n")
+        buf.seek(0)
+        cur.copy_expert("COPY agg_1d FROM STDIN WITH (FORMAT csv)", buf)
+        c.commit()
+        cur.execute("ANALYZE")
+        c.commit()
+        q_dev = ("SELECT window_start, metric, min, max, avg, last FROM agg_1m WHERE device_id = %s"
+                 " AND window_start >= %s AND window_start < %s ORDER BY window_start")
+        q_own = ("SELECT day, sum(energy_wh), json_object_agg(device_id, energy_wh) FROM agg_1d"
+                 " WHERE owner_id = %s AND day >= %s AND day < %s GROUP BY day ORDER BY day")
+
+        def run(q, a):
+            cur.execute(q, a)
+            return cur.fetchall()
+        res["postgres_device_rows"] = len(run(q_dev, (dev, iso(day_from), iso(day_to))))
+        res["postgres_device_1m_24h"] = timed(lambda: run(q_dev, (dev, iso(day_from), iso(day_to))),
+                                              ctx.queries)
+        res["postgres_owner_1d_30d"] = timed(lambda: run(q_own, (owner, iso(month_from), iso(day_to))),
+                                             ctx.queries)
+        c.close()
+    finally:
+        pg.close()
+    # VictoriaMetrics: one series per (device, metric, statistic)
+    v = Victoria(ctx)
+    try:
+        lines = []
+        for r in rows_1m:
+            d, ts, m, a, b_, av, la = r.split(",")
+            for stat, val in (("min", a), ("max", b_), ("avg", av), ("last", la)):
+                lines.append(f'agg_1m_{m}_{stat}{{device_id="{d}",owner_id="{owner}"}} {val} {ts}\n')
+        for r in rows_1d:
+            d, ts, e = r.split(",")
+            lines.append(f'agg_1d_energy_wh{{device_id="{d}",owner_id="{owner}"}} {e} {ts}\n')
+        samples = len(lines)
+        for i in range(0, len(lines), 50000):
+            st, _ = http_post(v.port, "/api/v1/import/prometheus", "".join(lines[i:i + 50000]),
+                              "text/plain")
+            if st not in (200, 204):
+                raise RuntimeError(f"vm import {st}")
+        del lines
+        v.flush()
+        time.sleep(2)
+        conn = http.client.HTTPConnection("127.0.0.1", v.port, timeout=60)
+        q1 = urllib.parse.quote(f'{{__name__=~"agg_1m_.*",device_id="{dev}"}}')
+        p_dev = (f"/api/v1/query_range?query={q1}&start={day_from / 1000}"
+                 f"&end={(day_to - 60_000) / 1000}&step=60s")
+        q2 = urllib.parse.quote(f'agg_1d_energy_wh{{owner_id="{owner}"}}')
+        p_own = (f"/api/v1/query_range?query={q2}&start={month_from / 1000}"
+                 f"&end={(day_to - 86_400_000) / 1000}&step=1d")
+
+        def get(p):
+            conn.request("GET", p)
+            r = conn.getresponse()
+            b = r.read()
+            if r.status != 200:
+                raise RuntimeError(f"vm {p}: {r.status} {b[:200]}")
+            return b
+        body = json.loads(get(p_dev))
+        res["vm_device_points"] = sum(len(s["values"]) for s in body["data"]["result"])
+        res["vm_device_1m_24h"] = timed(lambda: get(p_dev), ctx.queries)
+        res["vm_owner_1d_30d"] = timed(lambda: get(p_own), ctx.queries)
+        conn.close()
+        v.close()
+        res["vm_bytes"] = du_bytes(v.dir)
+        res["vm_samples"] = samples
+    finally:
+        v.close()
+    # storage per stored aggregate value
+    per_record = res["joule_values_per_1m_record"]
+    recs = res["joule_history_put_records"] or 0
+    res["joule_bytes_per_value"] = res["joule_history_bytes"] / (recs * per_record) if recs else None
+    res["vm_bytes_per_value"] = res["vm_bytes"] / res["vm_samples"]
+    return res
+
+
+def count_numbers(obj):
+    if isinstance(obj, bool):
+        return 0
+    if isinstance(obj, (int, float)):
+        return 1
+    if isinstance(obj, dict):
+        return sum(count_numbers(v) for k, v in obj.items() if k not in ("version",))
+    if isinstance(obj, list):
+        return sum(count_numbers(v) for v in obj)
+    return 0
+
+
+# ---- MQTT
+
+def mqtt_vs_mosquitto(ctx):
+    res = {}
+    devices = ctx.mqtt_devices
+    args = ["--file", ctx.f("events.ndjson"), "--devices", str(devices),
+            "--inflight", str(ctx.mqtt_inflight)]
+    runs = []
+    for _ in range(ctx.runs):
+        j = Joule(ctx, "fsync", mqtt=True)
+        try:
+            c0 = j.cpu()
+            r = subprocess.run([ctx.bin("mqtt_load"), "--port", str(j.mqtt_port)] + args,
+                               check=True, capture_output=True, text=True)
+            out = json.loads(r.stdout)
+            j.wait_processed(out["acked"])
+            out["cpu_s"] = j.cpu() - c0
+            out["events_per_cpu_s"] = out["acked"] / out["cpu_s"]
+            out["events_per_wall_s"] = out["acked"] / out["wall_s"]
+            runs.append(out)
+        finally:
+            j.close()
+    res["joule"] = summarize(runs, ["events_per_cpu_s", "events_per_wall_s", "ack_p50_ms",
+                                    "ack_p99_ms"])
+    runs = []
+    for _ in range(ctx.runs):
+        d = tempfile.mkdtemp(prefix="mosq-", dir=ctx.tmp)
+        port = free_port()
+        conf = os.path.join(d, "mosquitto.conf")
+        with open(conf, "w") as f:
+            f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    "max_inflight_messages 0\nmax_queued_messages 0\nmax_queued_bytes 0\n"
+                    "log_type error\n")
+        m = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        try:
+            wait_port(port)
+            c0 = tree_cpu_s(m.pid)
+            r = subprocess.run([ctx.bin("mqtt_load"), "--port", str(port), "--subscribe"] + args,
+                               check=True, capture_output=True, text=True)
+            out = json.loads(r.stdout)
+            out["cpu_s"] = tree_cpu_s(m.pid) - c0
+            out["events_per_cpu_s"] = out["acked"] / out["cpu_s"]
+            out["events_per_wall_s"] = out["acked"] / out["wall_s"]
+            runs.append(out)
+        finally:
+            stop(m)
+    res["mosquitto"] = summarize(runs, ["events_per_cpu_s", "events_per_wall_s", "ack_p50_ms",
+                                        "ack_p99_ms"])
+    return res
+
+
+# ---------------------------------------------------------------- main
+
+class Ctx:
+    pass
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--bin-dir", required=True)
+    ap.add_argument("--joule", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--connections", type=int, default=4)
+    ap.add_argument("--wrk-seconds", type=int, default=10)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--mqtt-devices", type=int, default=1000)
+    ap.add_argument("--mqtt-inflight", type=int, default=20)
+    ap.add_argument("--mode", default="full")
+    ap.add_argument("--only", default="", help="comma-separated comparisons to run")
+    a = ap.parse_args()
+    ctx = Ctx()
+    ctx.__dict__.update(vars(a))
+    ctx.tmp = tempfile.mkdtemp(prefix="joule-bench-", dir="/var/tmp")
+    os.chmod(ctx.tmp, 0o755)  # the postgres user must reach its cluster dir inside
+    ctx.f = lambda n: os.path.join(a.data, n)
+    ctx.bin = lambda n: os.path.join(a.bin_dir, n)
+    ctx.meta = json.load(open(ctx.f("meta.json")))
+    only = set(a.only.split(",")) if a.only else None
+    want = lambda n: only is None or n in only
+
+    res = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+           "mode": a.mode, "runs": a.runs,
+           "machine": {"cpus": os.cpu_count(), "loadavg_start": loadavg(),
+                       "kernel": os.uname().release},
+           "data": ctx.meta, "batch_events": a.batch, "loader_connections": a.connections,
+           "durability": {
+               "joule": "storage.durability=fsync: every HTTP batch acknowledged after fdatasync "
+                        "of the log (group commit); MQTT PUBACK likewise",
+               "joule_fsync_off": "storage.durability=none (unsafe: acknowledged events can be "
+                                  "lost on power failure or kernel crash)",
+               "victoriametrics": "default: /write is acknowledged once parsed into memory "
+                                  "buffers; flushed to disk about every second, no fsync per write",
+               "postgres": "fsync=on, synchronous_commit=on, full_page_writes=on; each COPY batch "
+                           "and each per-minute aggregation is its own committed transaction",
+               "mosquitto": "persistence false (in-memory relay, nothing durable)"},
+           "comparisons": {}, "ratios": {}, "errors": {}}
+    cmp_ = res["comparisons"]
+    loads = [loadavg()]
+
+    def step(name, fn):
+        if not want(name):
+            return
+        log("running", name)
+        try:
+            cmp_[name] = fn()
+        except Exception as e:  # recorded, never a made-up number
+            log(f"{name} failed: {e!r}")
+            res["errors"][name] = repr(e)
+        loads.append(loadavg())
+        with open(a.out, "w") as f:
+            json.dump(res, f, indent=1)
+
+    keys = ["events_per_cpu_s", "events_per_wall_s", "cpu_s", "wall_s", "ack_p50_ms",
+            "ack_p99_ms", "rss_bytes_per_1k_devices"]
+
+    def ingest():
+        out = {}
+        out["joule_fsync"] = summarize([joule_ingest_run(ctx, "fsync") for _ in range(a.runs)], keys)
+        out["joule_nofsync"] = summarize([joule_ingest_run(ctx, "none") for _ in range(a.runs)], keys)
+        out["victoriametrics"] = summarize([vm_ingest_run(ctx) for _ in range(a.runs)], keys)
+        return out
+    step("ingest", ingest)
+    step("postgres", lambda: summarize([pg_ingest_run(ctx) for _ in range(a.runs)], keys))
+    step("fio", lambda: fio_fdatasync(ctx))
+    step("core", lambda: core_runs(ctx))
+    step("api", lambda: api_vs_h2o(ctx))
+    step("history", lambda: history_vs_peers(ctx))
+    step("mqtt", lambda: mqtt_vs_mosquitto(ctx))
+
+    r = res["ratios"]
+    g = lambda *p: _get(cmp_, *p)
+    jf = g("ingest", "joule_fsync", "events_per_cpu_s")
+    if jf and g("ingest", "victoriametrics", "events_per_cpu_s"):
+        r["vs_victoriametrics"] = jf / g("ingest", "victoriametrics", "events_per_cpu_s")
+    if jf and g("postgres", "events_per_cpu_s"):
+        r["vs_postgres"] = jf / g("postgres", "events_per_cpu_s")
+    if g("core", "joule_core", "events_per_cpu_s") and g("core", "simdjson", "events_per_cpu_s"):
+        r["vs_simdjson_limit"] = (g("core", "joule_core", "events_per_cpu_s")
+                                  / g("core", "simdjson", "events_per_cpu_s"))
+    if g("ingest", "joule_nofsync", "events_per_wall_s"):
+        r["fsync_on_vs_off"] = (g("ingest", "joule_fsync", "events_per_wall_s")
+                                / g("ingest", "joule_nofsync", "events_per_wall_s"))
+        r["fsync_on_vs_off_cpu"] = jf / g("ingest", "joule_nofsync", "events_per_cpu_s")
+    if g("api", "h2o", "requests_per_s"):
+        r["api_vs_h2o"] = g("api", "joule", "requests_per_s") / g("api", "h2o", "requests_per_s")
+        r["api_vs_h2o_cpu"] = (g("api", "joule", "requests_per_cpu_s")
+                               / g("api", "h2o", "requests_per_cpu_s"))
+        res["api_p99_ms_half_load"] = g("api", "joule_half_load", "p99_ms")
+        res["api_p50_ms_half_load"] = g("api", "joule_half_load", "p50_ms")
+    h = cmp_.get("history")
+    if h:
+        ratios = []
+        for q in ("device_1m_24h", "owner_1d_30d"):
+            best = min(h[f"postgres_{q}"]["p50_ms"], h[f"vm_{q}"]["p50_ms"])
+            h[f"ratio_{q}"] = best / h[f"joule_{q}"]["p50_ms"]
+            ratios.append(h[f"ratio_{q}"])
+        r["history_vs_best_peer"] = min(ratios)
+        res["storage_bytes_per_value"] = {"joule": h["joule_bytes_per_value"],
+                                          "victoriametrics": h["vm_bytes_per_value"]}
+    if g("mqtt", "mosquitto", "events_per_cpu_s"):
+        r["mqtt_vs_mosquitto"] = (g("mqtt", "joule", "events_per_cpu_s")
+                                  / g("mqtt", "mosquitto", "events_per_cpu_s"))
+    if g("ingest", "joule_fsync", "rss_bytes_per_1k_devices"):
+        res["rss_bytes_per_1k_devices"] = g("ingest", "joule_fsync", "rss_bytes_per_1k_devices")
+    if g("fio", "fdatasync_p50_ms") is not None:
+        res["fsync_latency"] = {"joule_ack_p50_ms": g("ingest", "joule_fsync", "ack_p50_ms"),
+                                "joule_ack_p99_ms": g("ingest", "joule_fsync", "ack_p99_ms"),
+                                "fio_fdatasync_p50_ms": g("fio", "fdatasync_p50_ms"),
+                                "fio_fdatasync_p99_ms": g("fio", "fdatasync_p99_ms")}
+    res["machine"]["loadavg_during"] = loads
+    res["machine"]["loadavg_max"] = max(loads)
+    with open(a.out, "w") as f:
+        json.dump(res, f, indent=1)
+    shutil.rmtree(ctx.tmp, ignore_errors=True)
+    log("wrote", a.out)
+
+
+def _get(d, *path):
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The comparison harness: Joule against VictoriaMetrics, PostgreSQL, a simdjson parse-only
+# loop, h2o and Mosquitto, on this machine, with one generated data set.
+#
+#   bench/run.sh [--quick] [--runs N] [--only ingest,postgres,fio,core,api,history,mqtt]
+#
+# Installs what it needs from Debian (victoria-metrics, h2o, wrk, fio, gnuplot, PostgreSQL
+# 15, Mosquitto, python3-psycopg2), builds the release preset's joule and bench programs,
+# generates the data once (kept in $JOULE_BENCH_DATA, default /var/tmp/joule-bench-data-MODE),
+# runs every comparison (median of N runs, default 3), writes bench/results/<date>.json and
+# bench/results/latest.json, and regenerates the generated part of docs/BENCHMARKS.md and
+# docs/benchmarks.png. See bench/README.md. Full mode: 10k devices × 120 s; --quick: 1k × 60 s.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=full runs=3 only=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --quick) mode=quick ;;
+    --runs) runs="$2"; shift ;;
+    --only) only="$2"; shift ;;
+    -h|--help) sed -n 2,13p "$0"; exit 0 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+# 1. Peers and tools, from Debian.
+pkgs=(victoria-metrics h2o wrk fio gnuplot-nox postgresql-15 mosquitto libmosquitto-dev
+      libsimdjson-dev python3-psycopg2)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [[ ${#missing[@]} -gt 0 ]]; then
+  echo "installing ${missing[*]}" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >/dev/null ||
+    { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >/dev/null; }
+fi
+PY=/usr/bin/python3   # Debian's interpreter: python3-psycopg2 lives there
+
+# 2. Binaries (release preset: RelWithDebInfo -O2).
+export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=true
+[[ -f build/release/build.ninja ]] || cmake --preset release >/dev/null
+nice -n 5 cmake --build build/release -j"${JOULE_BUILD_JOBS:-2}" \
+  --target joule core_throughput simdjson_limit mqtt_load >&2
+
+# 3. Data, generated once per mode (regenerated when older than 3 days: the timestamps must
+#    stay inside Joule's accepted event age).
+if [[ $mode == quick ]]; then gen=(--devices 1000 --seconds 60 --history-devices 2)
+else gen=(--devices 10000 --seconds 120 --history-devices 4); fi
+data="${JOULE_BENCH_DATA:-/var/tmp/joule-bench-data-$mode}"
+if [[ ! -f "$data/meta.json" ]] || [[ -n "$(find "$data/meta.json" -mtime +3)" ]]; then
+  echo "generating data in $data" >&2
+  rm -rf "$data"
+  "$PY" bench/harness/gen_data.py --out "$data" "${gen[@]}" --history-days 31 >/dev/null
+fi
+
+# 4. Run, record, render.
+if [[ $mode == quick ]]; then extra=(--wrk-seconds 5 --queries 100 --mqtt-devices 200)
+else extra=(--wrk-seconds 10 --queries 300 --mqtt-devices 1000); fi
+stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
+mkdir -p bench/results
+out="bench/results/$stamp-$mode.json"
+"$PY" bench/harness/bench.py --data "$data" --bin-dir build/release/bench \
+  --joule build/release/src/app/joule --out "$out" --runs "$runs" --mode "$mode" \
+  ${only:+--only "$only"} "${extra[@]}"
+cp "$out" bench/results/latest.json
+"$PY" bench/harness/report.py bench/results/latest.json docs/BENCHMARKS.md docs/benchmarks.png
+"$PY" - "$out" <<'PYEOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(json.dumps({"ratios": r["ratios"], "api_p99_ms_half_load": r.get("api_p99_ms_half_load"),
+                  "errors": r["errors"]}, indent=1))
+PYEOF
+echo "wrote $out, bench/results/latest.json, docs/BENCHMARKS.md, docs/benchmarks.png" >&2

@@ -1,0 +1,51 @@
+"""bench/harness/report.py renders a results file into BENCHMARKS.md deterministically."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPORT = os.path.join(HERE, "..", "..", "bench", "harness", "report.py")
+FIXTURE = os.path.join(HERE, "fixture_results.json")
+
+
+def render(md_path):
+    subprocess.run([sys.executable, REPORT, FIXTURE, md_path], check=True)
+    with open(md_path) as f:
+        return f.read()
+
+
+class ReportTest(unittest.TestCase):
+    def test_table_keeps_hand_written_part_and_is_idempotent(self):
+        with tempfile.TemporaryDirectory() as d:
+            md = os.path.join(d, "BENCHMARKS.md")
+            with open(md, "w") as f:
+                f.write("# Benchmarks\n\nhand-written notes\n")
+            first = render(md)
+            second = render(md)
+            self.assertEqual(first, second)
+            self.assertTrue(first.startswith("# Benchmarks\n\nhand-written notes\n"))
+            self.assertEqual(first.count("<!-- bench:begin"), 1)
+            self.assertEqual(first.count("<!-- bench:end -->"), 1)
+
+    def test_numbers_come_from_the_results(self):
+        with tempfile.TemporaryDirectory() as d:
+            text = render(os.path.join(d, "B.md"))
+            self.assertIn("| `vs_victoriametrics` |", text)
+            row = [l for l in text.splitlines() if l.startswith("| `vs_victoriametrics`")][0]
+            self.assertIn("| 1.23 | ≥ 5 | no |", row)
+            row = [l for l in text.splitlines() if l.startswith("| `vs_postgres`")][0]
+            self.assertIn("| 6.5 | ≥ 5 | yes |", row)
+            row = [l for l in text.splitlines() if l.startswith("| `mqtt_vs_mosquitto`")][0]
+            self.assertIn("| — | ≥ 2 | — |", row)  # not measured: no number invented
+            row = [l for l in text.splitlines() if l.startswith("| `api_p99_ms_half_load`")][0]
+            self.assertIn("| 2.5 | ≤ 1 | no |", row)
+            self.assertIn("250.0 k", text)
+            self.assertIn("at most 9.25 during the run", text)
+            self.assertIn("`mqtt`: RuntimeError('fixture failure')", text)
+
+
+if __name__ == "__main__":
+    unittest.main()
