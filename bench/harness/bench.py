@@ -319,9 +319,10 @@ class Postgres:
 
 # ---------------------------------------------------------------- comparisons
 
-def joule_ingest_run(ctx, durability):
-    j = Joule(ctx, durability)
+def joule_ingest_run(ctx, durability, extra_env=None):
+    j = Joule(ctx, durability, extra_env=extra_env)
     try:
+        rss0 = j.rss()
         cpu0 = j.cpu()
         t0 = time.perf_counter()
         load = run_loader(["--port", str(j.port), "--path", "/v1/telemetry",
@@ -341,6 +342,8 @@ def joule_ingest_run(ctx, durability):
                 "ack_p50_ms": load["ack_p50_ms"], "ack_p99_ms": load["ack_p99_ms"],
                 "status": load["status"], "rss_bytes": rss,
                 "rss_bytes_per_1k_devices": rss / (ctx.meta["devices"] / 1000.0),
+                "rss_idle_bytes": rss0,
+                "rss_growth_bytes_per_1k_devices": (rss - rss0) / (ctx.meta["devices"] / 1000.0),
                 "windows_emitted": m2.get("joule_windows_emitted_total"),
                 "history_put_records": m2.get("joule_history_put_records_total"),
                 "accepted": m.get("joule_events_accepted_total")}
@@ -631,7 +634,7 @@ def history_vs_peers(ctx):
         run_loader(["--port", str(j.port), "--path", "/v1/telemetry",
                     "--file", ctx.f("history.ndjson"), "--format", "json-array",
                     "--content-type", "application/json", "--batch", str(ctx.batch),
-                    "--connections", "2"])
+                    "--connections", "1"])  # one connection: each device's minutes in order
         j.wait_processed(meta["history_events"])
         time.sleep(4)
         conn = http.client.HTTPConnection("127.0.0.1", j.port, timeout=60)
@@ -889,12 +892,15 @@ def main():
             json.dump(res, f, indent=1)
 
     keys = ["events_per_cpu_s", "events_per_wall_s", "cpu_s", "wall_s", "ack_p50_ms",
-            "ack_p99_ms", "rss_bytes_per_1k_devices"]
+            "ack_p99_ms", "rss_bytes_per_1k_devices", "rss_growth_bytes_per_1k_devices"]
 
     def ingest():
         out = {}
         out["joule_fsync"] = summarize([joule_ingest_run(ctx, "fsync") for _ in range(a.runs)], keys)
         out["joule_nofsync"] = summarize([joule_ingest_run(ctx, "none") for _ in range(a.runs)], keys)
+        # not a goal: how much of the full path the raw archive (canonical JSON + zstd) costs
+        out["joule_fsync_no_archive"] = summarize(
+            [joule_ingest_run(ctx, "fsync", {"JOULE_ARCHIVE_ENABLED": "false"})], keys)
         out["victoriametrics"] = summarize([vm_ingest_run(ctx) for _ in range(a.runs)], keys)
         return out
     step("ingest", ingest)
@@ -940,6 +946,8 @@ def main():
                                   / g("mqtt", "mosquitto", "events_per_cpu_s"))
     if g("ingest", "joule_fsync", "rss_bytes_per_1k_devices"):
         res["rss_bytes_per_1k_devices"] = g("ingest", "joule_fsync", "rss_bytes_per_1k_devices")
+        res["rss_growth_bytes_per_1k_devices"] = g("ingest", "joule_fsync",
+                                                   "rss_growth_bytes_per_1k_devices")
     if g("fio", "fdatasync_p50_ms") is not None:
         res["fsync_latency"] = {"joule_ack_p50_ms": g("ingest", "joule_fsync", "ack_p50_ms"),
                                 "joule_ack_p99_ms": g("ingest", "joule_fsync", "ack_p99_ms"),

@@ -102,6 +102,7 @@ def render(res):
     dur = res.get("durability", {})
     rows = [("Joule, full path", "joule", get(c, "ingest", "joule_fsync")),
             ("Joule, fsync off", "joule_fsync_off", get(c, "ingest", "joule_nofsync")),
+            ("Joule, archive off (not a goal)", "joule", get(c, "ingest", "joule_fsync_no_archive")),
             ("VictoriaMetrics /write", "victoriametrics", get(c, "ingest", "victoriametrics")),
             ("PostgreSQL COPY + GROUP BY", "postgres", get(c, "postgres"))]
     for name, dk, s in rows:
@@ -167,7 +168,9 @@ def render(res):
       f"(RocksDB history, {num(h.get('joule_values_per_1m_record'))} numbers per 1m record, "
       f"1m + 1h + 1d records), VictoriaMetrics {num(sb.get('victoriametrics'))} bytes "
       f"(one sample per value). Resident memory of Joule after the ingest run: "
-      f"{rate(res.get('rss_bytes_per_1k_devices'))}B per 1k devices.")
+      f"{rate(res.get('rss_bytes_per_1k_devices'))}B per 1k devices in total, of which "
+      f"{rate(res.get('rss_growth_bytes_per_1k_devices'))}B per 1k devices is growth over the "
+      f"idle server (device state, buffers, RocksDB memtables).")
     w("")
     mq = get(c, "mqtt") or {}
     w("### MQTT QoS 1")
