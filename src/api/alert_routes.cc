@@ -15,6 +15,7 @@
 
 #include "alert/alert_engine.h"
 #include "api/api_context.h"
+#include "api/audit.h"
 #include "api/error_response.h"
 #include "api/query_params.h"
 #include "api/routes.h"
@@ -99,6 +100,7 @@ class AlertRoutes {
     }
     Result<store::Alert> a = ctx_.metadata->SetAlertAcked(id, acked);
     if (!a.ok()) return responder.Send(ErrorFromStatus(a.status()));
+    RecordAudit(ctx_, req, caller, acked ? "alert.acked" : "alert.unacked", "alert", id);
     if (ctx_.alerts) ctx_.alerts->FlagsChanged(*a);
     responder.Send(net::HttpResponse::Json(200, View(*a)));
   }
@@ -135,6 +137,8 @@ class AlertRoutes {
     }
     Result<store::Alert> a = ctx_.metadata->SnoozeAlert(id, until);
     if (!a.ok()) return responder.Send(ErrorFromStatus(a.status()));
+    RecordAudit(ctx_, req, caller, until ? "alert.snoozed" : "alert.unsnoozed", "alert", id,
+                until ? "{\"until\":\"" + FormatRfc3339Millis(*until) + "\"}" : std::string());
     if (ctx_.alerts) ctx_.alerts->FlagsChanged(*a);
     responder.Send(net::HttpResponse::Json(200, View(*a)));
   }

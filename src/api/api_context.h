@@ -17,6 +17,9 @@
 namespace joule::alert {
 class AlertEngine;
 }
+namespace joule::store {
+class AuditLog;
+}
 
 namespace joule::api {
 
@@ -42,6 +45,7 @@ struct ApiContext {
   store::MetadataStore* metadata = nullptr;
   LiveHub* live = nullptr;               // SSE fan-out
   alert::AlertEngine* alerts = nullptr;  // rules reload, ack/snooze, delivery status; may be null
+  store::AuditLog* audit = nullptr;      // administrative actions (api/audit.h); may be null
   // Readiness: true once the processors have caught up with the log after start.
   std::function<bool()> ready;
 };

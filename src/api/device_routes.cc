@@ -24,6 +24,7 @@
 #include <string_view>
 
 #include "api/api_context.h"
+#include "api/audit.h"
 #include "api/device_fields.h"
 #include "api/device_json.h"
 #include "api/error_response.h"
@@ -212,6 +213,37 @@ bool EmptyUpdate(const store::DeviceUpdate& u) {
          !u.config_json;
 }
 
+// Audit details: never tokens or secrets, only what changed and whose it is.
+std::string OwnerDetails(const std::string& owner_id) {
+  JsonWriter w;
+  w.BeginObject();
+  w.Key("owner_id");
+  w.String(owner_id);
+  w.EndObject();
+  return w.Take();
+}
+
+std::string UpdateDetails(const store::DeviceUpdate& u) {
+  JsonWriter w;
+  w.BeginObject();
+  w.Key("fields");
+  w.BeginArray();
+  if (u.owner_id) w.String("owner_id");
+  if (u.name) w.String("name");
+  if (u.model) w.String("model");
+  if (u.location) w.String("location");
+  if (u.timezone) w.String("timezone");
+  if (u.installed_at_ns) w.String("installed_at");
+  if (u.config_json) w.String("config");
+  w.EndArray();
+  if (u.owner_id) {
+    w.Key("new_owner_id");
+    w.String(*u.owner_id);
+  }
+  w.EndObject();
+  return w.Take();
+}
+
 std::string DeviceBody(const store::Device& d) {
   JsonWriter w;
   w.BeginObject();
@@ -239,6 +271,8 @@ class DeviceRoutes {
     std::string token;
     Result<store::Device> created = ctx_.metadata->CreateDevice(*device, &token);
     if (!created.ok()) return responder.Send(ErrorFromStatus(created.status()));
+    RecordAudit(ctx_, req, caller, "device.registered", "device", created->device_id,
+                OwnerDetails(created->owner_id));
     JsonWriter w;
     w.BeginObject();
     w.Key("device");
@@ -326,6 +360,7 @@ class DeviceRoutes {
       return responder.Send(net::HttpResponse::Json(200, DeviceBody(*device)));
     Result<store::Device> updated = ctx_.metadata->UpdateDevice(id, *update);
     if (!updated.ok()) return responder.Send(ErrorFromStatus(updated.status()));
+    RecordAudit(ctx_, req, caller, "device.updated", "device", id, UpdateDetails(*update));
     responder.Send(net::HttpResponse::Json(200, DeviceBody(*updated)));
   }
 
@@ -339,6 +374,7 @@ class DeviceRoutes {
     // archive and alerts are kept.
     Status st = ctx_.metadata->DeleteDevice(id);
     if (!st.ok()) return responder.Send(ErrorFromStatus(st));
+    RecordAudit(ctx_, req, caller, "device.deleted", "device", id, OwnerDetails(device->owner_id));
     net::HttpResponse r;
     r.status = 204;
     r.content_type.clear();
@@ -357,6 +393,8 @@ class DeviceRoutes {
     // The old tokens are revoked in the same transaction: they fail from now on.
     Result<std::string> token = ctx_.metadata->RotateDeviceToken(id);
     if (!token.ok()) return responder.Send(ErrorFromStatus(token.status()));
+    RecordAudit(ctx_, req, caller, "device.token_rotated", "device", id,
+                OwnerDetails(device->owner_id));
     JsonWriter w;
     w.BeginObject();
     w.Key("device_id");
@@ -381,6 +419,8 @@ class DeviceRoutes {
     if (!st.ok()) return responder.Send(ErrorFromStatus(st));
     Result<store::OwnerKey> key = ctx_.metadata->CreateOwnerKey(owner);
     if (!key.ok()) return responder.Send(ErrorFromStatus(key.status()));
+    RecordAudit(ctx_, req, caller, "owner_key.created", "owner", owner,
+                fmt::format(R"({{"key_id":"{}"}})", key->key_id));
     JsonWriter w;
     w.BeginObject();
     w.Key("owner_id");

@@ -20,6 +20,7 @@ void AddOwnerEnergyRoutes(net::Router& router, ApiContext& ctx);
 void AddStreamRoutes(net::Router& router, ApiContext& ctx);
 void AddRuleRoutes(net::Router& router, ApiContext& ctx);
 void AddAlertRoutes(net::Router& router, ApiContext& ctx);
+void AddAuditRoutes(net::Router& router, ApiContext& ctx);
 
 inline void AddAllRoutes(net::Router& router, ApiContext& ctx) {
   AddTelemetryRoutes(router, ctx);
@@ -32,6 +33,7 @@ inline void AddAllRoutes(net::Router& router, ApiContext& ctx) {
   AddStreamRoutes(router, ctx);
   AddRuleRoutes(router, ctx);
   AddAlertRoutes(router, ctx);
+  AddAuditRoutes(router, ctx);
 }
 
 }  // namespace joule::api

@@ -22,6 +22,7 @@
 #include "alert/alert_engine.h"
 #include "alert/rule.h"
 #include "api/api_context.h"
+#include "api/audit.h"
 #include "api/error_response.h"
 #include "api/routes.h"
 #include "common/json_writer.h"
@@ -70,6 +71,16 @@ std::string RuleView(const store::Rule& row) {
   return json;
 }
 
+// Audit details of a rule change: whose rule it is (never its channels' secrets).
+std::string OwnerOf(const store::Rule& rule) {
+  JsonWriter w;
+  w.BeginObject();
+  w.Key("owner_id");
+  w.String(rule.owner_id);
+  w.EndObject();
+  return w.Take();
+}
+
 class RuleRoutes {
  public:
   explicit RuleRoutes(ApiContext& ctx) : ctx_(ctx) {}
@@ -83,6 +94,7 @@ class RuleRoutes {
     store::Rule row{rule->id, rule->owner_id, alert::RuleToJson(*rule, true)};
     Result<store::Rule> created = ctx_.metadata->CreateRule(row);
     if (!created.ok()) return responder.Send(ErrorFromStatus(created.status()));
+    RecordAudit(ctx_, req, caller, "rule.created", "rule", created->id, OwnerOf(*created));
     if (ctx_.alerts) ctx_.alerts->ReloadRules();
     net::HttpResponse r = net::HttpResponse::Json(201, RuleView(*created));
     r.headers.emplace_back("Location", "/v1/rules/" + created->id);
@@ -133,6 +145,7 @@ class RuleRoutes {
     store::Rule row{id, rule->owner_id, alert::RuleToJson(*rule, true)};
     Result<store::Rule> replaced = ctx_.metadata->ReplaceRule(row);
     if (!replaced.ok()) return responder.Send(ErrorFromStatus(replaced.status()));
+    RecordAudit(ctx_, req, caller, "rule.updated", "rule", id, OwnerOf(*replaced));
     if (ctx_.alerts) ctx_.alerts->ReloadRules();
     responder.Send(net::HttpResponse::Json(200, RuleView(*replaced)));
   }
@@ -145,6 +158,7 @@ class RuleRoutes {
     if (!existing.ok()) return responder.Send(ErrorFromStatus(existing.status()));
     Status st = ctx_.metadata->DeleteRule(id);
     if (!st.ok()) return responder.Send(ErrorFromStatus(st));
+    RecordAudit(ctx_, req, caller, "rule.deleted", "rule", id, OwnerOf(*existing));
     if (ctx_.alerts) ctx_.alerts->ReloadRules();
     responder.Send(net::HttpResponse{204, "application/json", "", {}});
   }

@@ -29,6 +29,7 @@
 #include "net/http_server.h"
 #include "net/mqtt/listener.h"
 #include "net/router.h"
+#include "store/audit/audit_log.h"
 #include "store/memory/memory_latest_store.h"
 #include "store/metadata_cache.h"
 #include "store/redis/redis_latest_store.h"
@@ -251,8 +252,17 @@ int RunServer(const Config& config) {
     event_limiter = std::make_unique<ingest::RateLimiter>(config.device_events_per_second,
                                                           2.0 * config.device_events_per_second);
   }
+  // Audit log of administrative actions (docs/formats/audit.md).
+  Result<std::unique_ptr<store::AuditLog>> audit_opened = store::AuditLog::Open(
+      (std::filesystem::path(config.data_dir) / "audit" / "audit.jsonl").string());
+  if (!audit_opened.ok()) {
+    logging::Error("cannot open the audit log", {{"error", audit_opened.status().ToString()}});
+    return 1;
+  }
+  std::unique_ptr<store::AuditLog> audit = std::move(*audit_opened);
   api::ApiContext ctx;
   ctx.clock = clock;
+  ctx.audit = audit.get();
   ctx.metrics = &metrics;
   ctx.auth = &auth;
   ctx.limits.max_body_bytes = config.max_body_bytes;
