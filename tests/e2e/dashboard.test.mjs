@@ -46,12 +46,12 @@ let shots;
 let context;
 let stderrTail = [];
 
-async function startJoule() {
+async function startJoule(overrides = {}, dataDir = join(tmp, 'data')) {
   const bin = process.env.JOULE_BIN;
   assert.ok(bin && existsSync(bin), 'set JOULE_BIN to the joule binary (got ' + bin + ')');
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('JOULE_')));
   Object.assign(env, {
-    JOULE_STORAGE_DATA_DIR: join(tmp, 'data'),
+    JOULE_STORAGE_DATA_DIR: dataDir,
     JOULE_SERVER_HTTP_LISTEN: '127.0.0.1:0',
     JOULE_SERVER_MQTT_LISTEN: '',
     JOULE_AUTH_MODE: 'required',
@@ -60,12 +60,14 @@ async function startJoule() {
     JOULE_STREAM_EARLY_FIRE_INTERVAL: '1s',
     JOULE_STREAM_IDLE_TIMEOUT: '2s',  // a silent device's windows (and alerts) finalize fast
     JOULE_ALERTS_ALLOW_PRIVATE_TARGETS: 'true',
+    ...overrides,
   });
-  joule = spawn(bin, ['serve'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
-  const lines = createInterface({ input: joule.stderr });
+  const proc = spawn(bin, ['serve'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  if (!joule) joule = proc;
+  const lines = createInterface({ input: proc.stderr });
   return new Promise((resolvePort, reject) => {
     const timer = setTimeout(() => reject(new Error('no "http listening" log line in 30 s:\n' + stderrTail.join('\n'))), 30_000);
-    joule.on('exit', (code) => reject(new Error('joule exited with ' + code + ':\n' + stderrTail.join('\n'))));
+    proc.on('exit', (code) => reject(new Error('joule exited with ' + code + ':\n' + stderrTail.join('\n'))));
     lines.on('line', (line) => {
       stderrTail = [...stderrTail.slice(-40), line];
       let rec;
@@ -76,7 +78,7 @@ async function startJoule() {
       }
       if (rec.msg === 'http listening') {
         clearTimeout(timer);
-        resolvePort(rec.address);
+        resolvePort(proc === joule ? rec.address : { proc, address: rec.address });
       }
     });
   });
@@ -294,6 +296,30 @@ test('dashboard: sign-in, fleet, live device page, energy, alerts, rules', async
     await row.getByText('acked').waitFor();
     await row.getByRole('button', { name: /Snooze/ }).click();
     await row.getByText('snoozed until').waitFor();
+    // The fleet page counts it as open (pending + firing; acked and snoozed included).
+    await page.goto(base + '/#/');
+    const openCell = page.locator('tr[data-device="e2e-plug-1"] td[data-label="Open alerts"]');
+    await openCell.locator('a.badge').waitFor();
+    assert.match((await openCell.innerText()).trim(), /^[1-9]\d*$/, 'open alerts of e2e-plug-1');
+    assert.equal((await page.locator('tr[data-device="e2e-plug-2"] td[data-label="Open alerts"]').innerText()).trim(), '0');
+    await openCell.locator('a.badge').click();
+    await page.getByTestId('alerts-table').getByRole('link', { name: 'e2e-plug-1' }).first().waitFor();
+    // Values carry units.
+    await page.getByTestId('alerts-table').getByText(/kW \(> 1\.00 kW\)/).first().waitFor();
+    // Edit the rule (threshold 1000 → 2000), then delete it (confirm dialog accepted).
+    await page.goto(base + '/#/rules');
+    const ruleRow = page.getByTestId('rules-table').locator('tr', { hasText: 'e2e kettle over 1 kW' });
+    await ruleRow.getByRole('button', { name: 'Edit' }).click();
+    await page.locator('input[name="threshold"]').fill('2000');
+    await page.locator('input[name="clear_threshold"]').fill('1900');
+    await page.getByRole('button', { name: 'Save' }).click();
+    await ruleRow.getByText(/2000/).waitFor();
+    const rules = await call('GET', '/v1/rules');
+    assert.equal(rules.json.rules.find((r) => r.name === 'e2e kettle over 1 kW').threshold, 2000);
+    page.once('dialog', (d) => d.accept());
+    await ruleRow.getByRole('button', { name: 'Delete' }).click();
+    await page.getByText('No rules yet.').waitFor();
+    assert.equal((await call('GET', '/v1/rules')).json.rules.length, 0);
   }
   if (!rulesRoute) await page.screenshot({ path: join(shots, 'rules.png'), fullPage: true });
 
@@ -310,4 +336,107 @@ test('dashboard: sign-in, fleet, live device page, energy, alerts, rules', async
 
   assert.deepEqual([...errors], [], 'console errors');
   assert.equal(errors.badRequests, rulesRoute ? 1 : 0, 'only the invalid rule may get a 400');
+});
+
+// The fleet page with 1,000 more devices (registered through the admin API, 16 requests
+// in flight): it lists them all, paginated (50 rows a page, live state fetched only for the
+// visible rows), filters them, and shows no console errors. Render times are printed, not
+// asserted (no timed assertions in tests).
+test('fleet page with 1,000 devices', async () => {
+  const N = 1000;
+  const owners = 20;
+  const t0 = Date.now();
+  let next = 0;
+  await Promise.all(Array.from({ length: 16 }, async () => {
+    while (next < N) {
+      const i = next++;
+      const id = 'bulk-' + String(i).padStart(4, '0');
+      const r = await call('POST', '/v1/devices', { device_id: id, owner_id: 'bulk-owner-' + (i % owners), name: 'Bulk plug ' + i,
+        model: 'bulk-m' + (i % 5), location: 'room-' + (i % 7), timezone: 'Europe/Berlin' });
+      assert.equal(r.status, 201, 'register ' + id + ': ' + r.text);
+    }
+  }));
+  console.log(`registered ${N} devices in ${Date.now() - t0} ms`);
+  const total = N + DEVICES.length;
+  const page = await context.newPage();
+  page.setDefaultTimeout(60_000);
+  await page.setViewportSize({ width: 1280, height: 900 });
+  const errors = watchConsole(page);
+  await page.goto(base + '/#/');  // a new tab: signed out (the key lives in sessionStorage)
+  await page.locator('#token').fill(ADMIN);
+  const start = Date.now();
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByTestId('fleet-table').waitFor();
+  await page.getByTestId('fleet-count').getByText(`${total} of ${total} devices`).waitFor();
+  const listed = Date.now() - start;
+  await page.waitForFunction(() => document.querySelectorAll('tr[data-device]').length === 50);
+  // Every visible row gets its live state (power or "—", online/offline).
+  await page.waitForFunction(() => [...document.querySelectorAll('tr[data-device] td[data-label="Status"]')].every((td) => td.querySelector('.dot')));
+  const live = Date.now() - start;
+  const pages = Math.ceil(total / 50);
+  await page.getByText(`Page 1 of ${pages}`).waitFor();
+  // The last page holds the remainder; every device is reachable.
+  for (let k = 1; k < pages; k++) await page.getByRole('button', { name: 'Next ›' }).click();
+  await page.getByText(`Page ${pages} of ${pages}`).waitFor();
+  assert.equal(await page.locator('tr[data-device]').count(), total - 50 * (pages - 1));
+  // Filters work across all 1,003 devices, not just the visible page.
+  const f0 = Date.now();
+  await page.getByLabel('Owner').selectOption('bulk-owner-7');
+  await page.getByTestId('fleet-count').getByText(`${N / owners} of ${total} devices`).waitFor();
+  const filtered = Date.now() - f0;
+  await page.getByLabel('Owner').selectOption('');
+  await page.getByLabel('Search').fill('bulk-0999');
+  await page.waitForFunction(() => document.querySelectorAll('tr[data-device]').length === 1);
+  assert.equal(await page.locator('tr[data-device="bulk-0999"]').count(), 1);
+  await page.getByLabel('Search').fill('');
+  const a0 = Date.now();
+  const listing = await call('GET', '/v1/devices?limit=1000');
+  assert.equal(listing.json.devices.length, 1000);
+  console.log(`GET /v1/devices?limit=1000 took ${Date.now() - a0} ms (${listing.text.length} bytes)`);
+  console.log(`fleet with ${total} devices: list rendered ${listed} ms after sign-in, live state of the first page ${live} ms, owner filter ${filtered} ms`);
+  if (process.env.JOULE_E2E_SCREENSHOTS) await page.screenshot({ path: join(shots, 'fleet-1000.png') });
+  assert.deepEqual([...errors], [], 'console errors');
+  await page.close();
+});
+
+// An owner key sees only its own home: the fleet lists its devices only, and another
+// owner's device page is "not found" (CONTRACT §3: 404, never 403).
+test('sign-in with an owner key shows only that owner\'s devices', async () => {
+  const key = await call('POST', '/v1/owners/home-b/keys');
+  assert.equal(key.status, 201, key.text);
+  const page = await context.newPage();  // a new tab: its own sessionStorage, signed out
+  page.setDefaultTimeout(STEP_TIMEOUT);
+  const errors = watchConsole(page);
+  await page.goto(base + '/');
+  await page.locator('#token').fill(key.json.key);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByTestId('fleet-count').getByText('1 of 1 devices').waitFor();
+  assert.equal(await page.locator('tr[data-device="e2e-meter-1"]').count(), 1);
+  assert.equal(await page.locator('tr[data-device="e2e-plug-1"]').count(), 0);
+  // The key is kept in this tab's sessionStorage (not localStorage, not a cookie).
+  assert.ok(await page.evaluate((k) => Object.values(sessionStorage).includes(k), key.json.key), 'key in sessionStorage');
+  assert.equal(await page.evaluate(() => localStorage.length), 0);
+  await page.goto(base + '/#/device/e2e-plug-1');
+  await page.getByText('No device "e2e-plug-1" (or not visible with this key).').waitFor();
+  assert.deepEqual([...errors], [], 'console errors');
+  await page.close();
+});
+
+// auth.mode = "disabled" (local demos): the dashboard opens directly, without sign-in.
+test('auth disabled opens the dashboard directly', async () => {
+  const { proc, address } = await startJoule({ JOULE_AUTH_MODE: 'disabled' }, join(tmp, 'data-noauth'));
+  try {
+    const page = await context.newPage();
+    page.setDefaultTimeout(STEP_TIMEOUT);
+    const errors = watchConsole(page);
+    await page.goto('http://' + address + '/');
+    await page.getByText('No devices yet').waitFor();
+    await page.getByText('no auth').waitFor();
+    assert.equal(await page.locator('#token').count(), 0, 'no sign-in form');
+    assert.deepEqual([...errors], [], 'console errors');
+    await page.close();
+  } finally {
+    proc.kill('SIGTERM');
+    await new Promise((r) => (proc.exitCode !== null ? r() : proc.once('exit', r)));
+  }
 });

@@ -25,6 +25,19 @@ export function volts(v) {
   return isNum(v) ? n1.format(v) + ' V' : '—';
 }
 
+// A metric's value with the unit its name implies (CONTRACT §1 naming: power_w, energy_wh,
+// voltage_v, current_a, …); `count` aggregates are plain numbers.
+export function metric(v, name = '', aggregate = '') {
+  if (!isNum(v)) return '—';
+  if (aggregate === 'count') return n0.format(v);
+  if (/_wh$|energy/.test(name)) return energy(v);
+  if (/_w$/.test(name)) return power(v);
+  if (/_v$/.test(name)) return volts(v);
+  const unit = (name.match(/_(a|hz|c|pct|s)$/) || [])[1];
+  const label = { a: ' A', hz: ' Hz', c: ' °C', pct: ' %', s: ' s' }[unit] || '';
+  return n2.format(v) + label;
+}
+
 export function count(v) {
   return isNum(v) ? n0.format(v) : '—';
 }

@@ -21,7 +21,7 @@ function parseRoute(hash) {
     case 'home':
       return { page: 'home', owner: parts[1] || '' };
     case 'alerts':
-      return { page: 'alerts' };
+      return { page: 'alerts', device: parts[1] || '' };
     case 'rules':
       return { page: 'rules' };
     default:
@@ -140,7 +140,7 @@ function App() {
       page = html`<${HomePage} key=${route.owner} owner=${route.owner} />`;
       break;
     case 'alerts':
-      page = html`<${AlertsPage} />`;
+      page = html`<${AlertsPage} key=${route.device} device=${route.device} />`;
       break;
     case 'rules':
       page = html`<${RulesPage} />`;

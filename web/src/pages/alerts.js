@@ -1,4 +1,6 @@
-// Alerts: filter by state and device; acknowledge and snooze (CONTRACT §4).
+// Alerts: filter by state and device; acknowledge and snooze (CONTRACT §4). The default
+// filter is "open": pending + firing (acked and snoozed alerts included — those are flags,
+// not states), the same count the fleet page shows. #/alerts/<device> pre-filters a device.
 import { html } from 'htm/preact';
 import { useState } from 'preact/hooks';
 import { api, qs } from '../api.js';
@@ -6,16 +8,35 @@ import * as fmt from '../format.js';
 import { ErrorBox, Loading, NotAvailable, useLoad } from '../ui.js';
 
 const enc = encodeURIComponent;
-const STATES = ['', 'pending', 'firing', 'resolved'];
+const STATES = ['open', 'pending', 'firing', 'resolved', ''];
 
-export function AlertsPage() {
-  const [state, setState] = useState('firing');
-  const [device, setDevice] = useState('');
-  const [deviceFilter, setDeviceFilter] = useState('');
+// The alert's value and its condition, with units: "5.00 kW (> 1.00 kW)".
+function valueText(a) {
+  if (a.kind === 'absence') return a.absent_for_s ? 'silent ≥ ' + fmt.seconds(a.absent_for_s) : '—';
+  const name = a.kind === 'energy_budget' ? 'energy_wh' : a.metric || '';
+  const f = (v) => fmt.metric(v, name, a.aggregate);
+  if (typeof a.value !== 'number') return '—';
+  if (a.kind === 'energy_budget') return f(a.value) + ' (budget ' + f(a.budget_wh) + ')';
+  if (a.threshold === undefined) return f(a.value);
+  return f(a.value) + ' (' + a.op + ' ' + f(a.threshold) + (a.kind === 'rate_of_change' ? ' change' : '') + ')';
+}
+
+async function loadAlerts(state, device_id, signal) {
+  if (state !== 'open') return api('/v1/alerts' + qs({ state, device_id, limit: 200 }), { signal });
+  const [p, f] = await Promise.all(['pending', 'firing'].map((s) => api('/v1/alerts' + qs({ state: s, device_id, limit: 200 }), { signal })));
+  const alerts = [...(f.alerts || []), ...(p.alerts || [])];
+  alerts.sort((a, b) => String(b.opened_at || '').localeCompare(String(a.opened_at || '')));
+  return { alerts };
+}
+
+export function AlertsPage({ device: initialDevice = '' }) {
+  const [state, setState] = useState('open');
+  const [device, setDevice] = useState(initialDevice);
+  const [deviceFilter, setDeviceFilter] = useState(initialDevice);
   const [snoozeFor, setSnoozeFor] = useState('1h');
   const [actionError, setActionError] = useState(null);
   const [busy, setBusy] = useState('');
-  const alerts = useLoad((signal) => api('/v1/alerts' + qs({ state, device_id: deviceFilter, limit: 200 }), { signal }), [state, deviceFilter]);
+  const alerts = useLoad((signal) => loadAlerts(state, deviceFilter, signal), [state, deviceFilter]);
 
   const act = async (a, action) => {
     setBusy(a.id + action);
@@ -46,7 +67,7 @@ export function AlertsPage() {
             <td data-label="Rule">${a.rule_name || a.rule_id}</td>
             <td data-label="State">${a.state}${a.acked ? ' · acked' : ''}${a.snoozed_until && new Date(a.snoozed_until).getTime() > Date.now() ? ' · snoozed until ' + fmt.time(a.snoozed_until) : ''}</td>
             <td data-label="Opened">${fmt.time(a.opened_at || a.window_start || a.created_at)}</td>
-            <td data-label="Value" class="num">${typeof a.value === 'number' ? a.value.toLocaleString(undefined, { maximumFractionDigits: 2 }) + (a.threshold !== undefined ? ' (' + a.op + ' ' + a.threshold + ')' : '') : '—'}</td>
+            <td data-label="Value" class="num">${valueText(a)}</td>
             <td class="actions">
               <button disabled=${a.acked || busy === a.id + 'ack'} onClick=${() => act(a, 'ack')}>Ack</button>
               <button disabled=${busy === a.id + 'snooze'} onClick=${() => act(a, 'snooze')}>Snooze ${snoozeFor}</button>
@@ -58,7 +79,7 @@ export function AlertsPage() {
     <form class="filters" onSubmit=${(e) => { e.preventDefault(); setDeviceFilter(device.trim()); }}>
       <label class="filter">State
         <select value=${state} onChange=${(e) => setState(e.currentTarget.value)}>
-          ${STATES.map((s) => html`<option value=${s}>${s || 'any'}</option>`)}
+          ${STATES.map((s) => html`<option value=${s}>${s === 'open' ? 'open (pending + firing)' : s || 'any'}</option>`)}
         </select></label>
       <label class="filter grow">Device
         <input type="search" placeholder="device id" value=${device} onInput=${(e) => setDevice(e.currentTarget.value)} onBlur=${() => setDeviceFilter(device.trim())} /></label>

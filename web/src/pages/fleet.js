@@ -10,16 +10,39 @@ import { ErrorBox, Loading, useLoad } from '../ui.js';
 const PAGE = 50;
 const ONLINE_WITHIN_MS = 2 * 60 * 1000;
 
+// Open alerts = pending + firing (not resolved), per device. An acked or snoozed alert is
+// still open: ack and snooze only silence notifications, the condition still holds
+// (CONTRACT §4: they are flags, not states). Pages through every open alert.
 async function loadOpenAlerts(signal) {
   try {
-    const r = await api('/v1/alerts' + qs({ state: 'firing', limit: 1000 }), { signal });
     const counts = {};
-    for (const a of r.alerts || r.data || []) counts[a.device_id] = (counts[a.device_id] || 0) + 1;
+    for (const state of ['pending', 'firing']) {
+      let cursor = '';
+      for (let page = 0; page < 100; page++) {
+        const r = await api('/v1/alerts' + qs({ state, limit: 1000, cursor }), { signal });
+        for (const a of r.alerts || []) {
+          const c = (counts[a.device_id] ||= { open: 0, firing: 0, pending: 0, acked: 0 });
+          c.open++;
+          c[state]++;
+          if (a.acked) c.acked++;
+        }
+        if (!r.next_cursor) break;
+        cursor = r.next_cursor;
+      }
+    }
     return { available: true, counts };
   } catch (e) {
     if (e.name === 'AbortError') throw e;
     return { available: false, counts: {} };
   }
+}
+
+function alertCell(info, deviceId) {
+  if (!info.available) return html`<span class="muted" title="alerts API not available">—</span>`;
+  const c = info.counts[deviceId];
+  if (!c) return '0';
+  const title = `${c.firing} firing, ${c.pending} pending` + (c.acked ? `, ${c.acked} acked` : '');
+  return html`<a class=${'badge ' + (c.firing > c.acked ? 'bad' : 'warn')} href=${'#/alerts/' + encodeURIComponent(deviceId)} title=${title}>${c.open}</a>`;
 }
 
 function liveOf(rt) {
@@ -112,13 +135,12 @@ export function FleetPage() {
       ? html`<p class="state">No devices yet. Register one with <code>POST /v1/devices</code>.</p>`
       : html`<table class="devices" data-testid="fleet-table">
           <thead><tr><th>Device</th><th>Owner</th><th>Model</th><th>Location</th>
-            <th class="num">Power</th><th>Status</th><th>Last seen</th><th class="num">Open alerts</th></tr></thead>
+            <th class="num">Power</th><th>Status</th><th>Last seen</th><th class="num" title="pending + firing alerts (acked included)">Open alerts</th></tr></thead>
           <tbody>
             ${rows.map((d) => {
               const v = live[d.device_id];
               const seenMs = v && v.seen ? new Date(v.seen).getTime() : 0;
               const online = v ? seenMs && now - seenMs < ONLINE_WITHIN_MS : null;
-              const n = alertInfo.counts[d.device_id] || 0;
               return html`<tr key=${d.device_id} data-device=${d.device_id}>
                 <td data-label="Device"><span><a href=${'#/device/' + encodeURIComponent(d.device_id)}>${d.name || d.device_id}</a>
                   ${d.name && html`<div class="muted small">${d.device_id}</div>`}</span></td>
@@ -129,7 +151,7 @@ export function FleetPage() {
                 <td data-label="Status">${online === null ? html`<span class="muted">…</span>` : online
                   ? html`<span><span class="dot on"></span>online</span>` : html`<span><span class="dot off"></span>offline</span>`}</td>
                 <td data-label="Last seen" title=${v && v.seen ? fmt.time(v.seen) : ''}>${v ? fmt.ago(v.seen, now) : '…'}</td>
-                <td data-label="Open alerts" class="num">${alertInfo.available ? (n ? html`<a class="badge bad" href="#/alerts">${n}</a>` : '0') : html`<span class="muted" title="alerts API not available">—</span>`}</td>
+                <td data-label="Open alerts" class="num" title="pending + firing, acked included">${alertCell(alertInfo, d.device_id)}</td>
               </tr>`;
             })}
           </tbody>
