@@ -11,6 +11,7 @@ the SSRF guard at rule creation, and owner isolation of rules and alerts."""
 import base64
 import hashlib
 import hmac
+import http.client
 import http.server
 import json
 import os
@@ -311,6 +312,41 @@ class AlertsTest(AlertServerMixin, JouleTestCase):
         self.assertEqual(len(alerts), 3, alerts)
         errors = [a["delivery"]["last_error"] or "" for a in alerts]
         self.assertTrue(any("timeout" in e for e in errors), errors)
+
+    def test_sse_alert_event_on_stream(self):
+        receiver = Receiver()
+        self.addCleanup(receiver.close)
+        dev, token = self.register(f"own-{uid()}")
+        status, _, rule = self.server.request(
+            "POST", "/v1/rules", self.threshold_rule(dev, receiver.url), headers=ADMIN)
+        self.assertEqual(status, 201)
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=1)
+        self.addCleanup(conn.close)
+        conn.request("GET", f"/v1/stream?device_id={dev}", headers=ADMIN)
+        resp = conn.getresponse()
+        self.assertEqual(resp.status, 200)
+        self.assertIn("text/event-stream", resp.getheader("Content-Type", ""))
+        self.ingest_breach(dev, token, recover=False)
+        seen = b""
+        alert = None
+        deadline = time.monotonic() + 30
+        while alert is None and time.monotonic() < deadline:
+            try:
+                chunk = resp.read1(65536)
+            except (TimeoutError, OSError):
+                continue
+            seen += chunk
+            for block in seen.decode(errors="replace").split("\n\n"):
+                lines = block.split("\n")
+                if "event: alert" in lines:
+                    data = "".join(l[len("data: "):] for l in lines if l.startswith("data: "))
+                    a = json.loads(data)
+                    if a.get("event") == "firing":
+                        alert = a
+        self.assertIsNotNone(alert, f"no SSE alert event; got {seen[-500:]!r}")
+        self.assertEqual(alert["device_id"], dev)
+        self.assertEqual(alert["rule_id"], rule["id"])
+        self.assertEqual(alert["state"], "firing")
 
     def test_dead_letter_in_api_and_metrics(self):
         receiver = Receiver(statuses=[503] * 100)

@@ -359,6 +359,20 @@ TEST(OutboxTest, BoundedAndCountsWhatItRefuses) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(HttpClient, GuardCheckedAfterDnsResolution) {
+  // A host name (not an IP literal) that resolves to loopback is refused at delivery
+  // time, after resolution, unless private targets are allowed.
+  Result<HttpPostResult> r = HttpPost("http://localhost:9/hook", {}, "{}", kNanosPerSecond, false);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kPermissionDenied) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("allow_private_targets"), std::string::npos);
+  // Allowed: it connects (port 9 is closed: a network error, not a refusal).
+  Result<HttpPostResult> allowed =
+      HttpPost("http://localhost:9/hook", {}, "{}", kNanosPerSecond, true);
+  ASSERT_FALSE(allowed.ok());
+  EXPECT_EQ(allowed.status().code(), StatusCode::kUnavailable) << allowed.status().ToString();
+}
+
 TEST(HttpClient, WebhookCaFileMustLoad) {
   EXPECT_TRUE(CheckWebhookCaFile("").ok());
   EXPECT_FALSE(CheckWebhookCaFile("/nonexistent/ca.pem").ok());
