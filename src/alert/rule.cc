@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <simdjson.h>
 
+#include <algorithm>
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -225,9 +227,15 @@ std::optional<double> AggregateValue(const model::AggregateRecord& record, std::
 Result<Rule> ParseRule(std::string_view json, const RuleParseOptions& options) {
   simdjson::dom::parser parser;
   simdjson::dom::element root;
-  if (parser.parse(json.data(), json.size()).get(root) != simdjson::SUCCESS) {
-    return Bad("rule is not valid JSON");
+  constexpr size_t kMaxRuleDepth = 16;  // a rule is at most 4 levels deep
+  if (parser.allocate(std::max<size_t>(json.size(), 64), kMaxRuleDepth) != simdjson::SUCCESS) {
+    return Bad("cannot allocate a JSON parser for the rule");
   }
+  const simdjson::error_code parsed = parser.parse(json.data(), json.size()).get(root);
+  if (parsed == simdjson::DEPTH_ERROR) {
+    return Bad(fmt::format("rule is nested deeper than {} levels", kMaxRuleDepth));
+  }
+  if (parsed != simdjson::SUCCESS) return Bad("rule is not valid JSON");
   simdjson::dom::object obj;
   if (root.get_object().get(obj) != simdjson::SUCCESS) return Bad("rule must be a JSON object");
   Rule r;

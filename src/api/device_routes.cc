@@ -18,6 +18,7 @@
 #include <fmt/format.h>
 #include <simdjson.h>
 
+#include <algorithm>
 #include <memory>
 #include <set>
 #include <string>
@@ -57,6 +58,8 @@ struct ParsedObject {
   simdjson::dom::object object;
 };
 
+constexpr size_t kMaxJsonDepth = 32;  // objects and arrays, counting the body itself
+
 Result<ParsedObject> ParseBodyObject(const net::HttpRequest& req) {
   if (const std::string* ct = req.Header("content-type")) {
     std::string_view v(*ct);
@@ -71,9 +74,17 @@ Result<ParsedObject> ParseBodyObject(const net::HttpRequest& req) {
   ParsedObject out;
   out.parser = std::make_unique<simdjson::dom::parser>();
   simdjson::dom::element root;
-  if (out.parser->parse(req.body.data(), req.body.size()).get(root) != simdjson::SUCCESS) {
-    return Status::InvalidArgument("request body is not valid JSON");
+  // Nesting is bounded explicitly (the device `config` object is free-form JSON).
+  if (out.parser->allocate(std::max<size_t>(req.body.size(), 64), kMaxJsonDepth) !=
+      simdjson::SUCCESS) {
+    return Status::ResourceExhausted("cannot allocate a JSON parser for the body");
   }
+  const simdjson::error_code parsed = out.parser->parse(req.body.data(), req.body.size()).get(root);
+  if (parsed == simdjson::DEPTH_ERROR) {
+    return Status::InvalidArgument(
+        fmt::format("request body is nested deeper than {} levels", kMaxJsonDepth));
+  }
+  if (parsed != simdjson::SUCCESS) return Status::InvalidArgument("request body is not valid JSON");
   if (root.get_object().get(out.object) != simdjson::SUCCESS) {
     return Status::InvalidArgument("request body must be a JSON object");
   }

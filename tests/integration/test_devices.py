@@ -69,6 +69,13 @@ def with_database(url, dbname):
     return urllib.parse.urlunsplit(parts._replace(path="/" + dbname))
 
 
+def nested(depth):
+    value = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
 class FreshPostgresDatabase:
     """CREATE DATABASE on start, DROP DATABASE (FORCE) on cleanup."""
 
@@ -199,6 +206,7 @@ class DeviceApiCases:
             ("long model", dict(ok, model="m" * 257), "model"),
             ("long location", dict(ok, location="l" * 257), "location"),
             ("unknown field", dict(ok, colour="red"), "colour"),
+            ("config nested 40 deep", dict(ok, config=nested(40)), "nested deeper than 32"),
         ]
         for what, body, word in cases:
             with self.subTest(case=what):

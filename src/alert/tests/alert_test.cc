@@ -250,6 +250,8 @@ TEST(RuleParse, ClearMessages) {
       R"("severity":"warning","cooldown":"15m","channels":[{"type":"webhook",)"
       R"("url":"https://hooks.example.com/x","secret":"whsec_aGVsbG8="}]})";
   EXPECT_EQ(err(ok), "ok");
+  EXPECT_EQ(err(std::string(20, '[') + std::string(20, ']')),
+            "rule is nested deeper than 16 levels");
   EXPECT_NE(err(R"({"scope":{"device_id":"d1"},"kind":"bogus"})").find("kind must be one of"),
             std::string::npos);
   EXPECT_NE(err(R"({"scope":{"device_id":"d1"},"kind":"threshold","metric":"power_w",)"
