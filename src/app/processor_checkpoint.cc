@@ -47,6 +47,9 @@ class Cursor {
     return true;
   }
   bool AtEnd() const { return pos_ == d_.size(); }
+  // Whether `n` items of at least `item_bytes` each can still follow: a corrupt count must
+  // not make the decoder allocate for items the input cannot hold.
+  bool CanHold(uint64_t n, size_t item_bytes) const { return n <= (d_.size() - pos_) / item_bytes; }
 
  private:
   bool Raw(void* v, size_t n) {
@@ -115,12 +118,14 @@ Status DecodeCheckpoint(std::string_view data, ProcessorCheckpoint* out) {
     return Status::Corruption("checkpoint CRC mismatch");
   Cursor c(body);
   uint32_t n;
-  if (!c.U32(&n)) return Status::Corruption("truncated checkpoint");
+  if (!c.U32(&n) || !c.CanHold(n, 12)) return Status::Corruption("truncated checkpoint");
   out->offsets.resize(n);
   for (auto& [p, off] : out->offsets) {
     if (!c.U32(&p) || !c.U64(&off)) return Status::Corruption("truncated checkpoint offsets");
   }
-  if (!c.Bytes(&out->engine_state) || !c.U32(&n)) return Status::Corruption("truncated checkpoint");
+  if (!c.Bytes(&out->engine_state) || !c.U32(&n) || !c.CanHold(n, 8)) {
+    return Status::Corruption("truncated checkpoint");
+  }
   out->readings.resize(n);
   std::string event;
   for (auto& e : out->readings) {

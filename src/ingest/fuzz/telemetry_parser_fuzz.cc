@@ -2,10 +2,7 @@
 // topic device id. Besides crashes and sanitizer reports, it checks the parser's
 // guarantees: every event is accounted for exactly once, indices increase, and every
 // accepted event satisfies CONTRACT §1.
-//   cmake -S . -B build/fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
-//     -DJOULE_BUILD_FUZZERS=ON -DJOULE_BUILD_TESTS=OFF -DJOULE_BUILD_BENCH=OFF
-//   cmake --build build/fuzz --target telemetry_parser_fuzz
-//   build/fuzz/src/ingest/telemetry_parser_fuzz src/ingest/fuzz/corpus -max_len=8192
+//   scripts/fuzz.sh build && scripts/fuzz.sh run telemetry_parser_fuzz 60
 #include <cmath>
 #include <cstddef>
 #include <cstdint>

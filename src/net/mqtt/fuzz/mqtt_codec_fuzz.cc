@@ -1,7 +1,5 @@
 // libFuzzer target over arbitrary bytes for the MQTT decoder (docs/formats/mqtt.md).
-//   CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DJOULE_BUILD_FUZZERS=ON
-//   cmake --build build/fuzz --target mqtt_codec_fuzz
-//   build/fuzz/src/net/mqtt_codec_fuzz src/net/mqtt/fuzz/corpus -max_total_time=60
+//   scripts/fuzz.sh build && scripts/fuzz.sh run mqtt_codec_fuzz 60
 // The first byte picks the decoder's starting version and the chunking of the rest.
 // Invariants: no crash / out-of-bounds read; an accepted packet re-encodes to bytes that
 // decode to the same packet.
