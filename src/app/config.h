@@ -18,6 +18,11 @@ struct Config {
   std::string http_listen = "127.0.0.1:8080";
   std::string mqtt_listen = "127.0.0.1:1883";
   int io_threads = 2;
+  // HTTP connection limits (slow clients, header floods, connection floods).
+  int64_t http_max_connections = 10000;
+  uint64_t http_max_header_bytes = 16 * 1024;
+  int64_t http_read_timeout_ns = 30'000'000'000;
+  int64_t http_idle_timeout_ns = 60'000'000'000;
   // [storage]
   std::string data_dir = "./data";
   std::string durability = "fsync";  // or "none"

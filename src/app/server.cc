@@ -299,6 +299,10 @@ int RunServer(const Config& config) {
   net::HttpServerOptions http_options;
   http_options.listen = config.http_listen;
   http_options.max_body_bytes = config.max_body_bytes;
+  http_options.max_connections = static_cast<size_t>(config.http_max_connections);
+  http_options.max_header_bytes = static_cast<uint32_t>(config.http_max_header_bytes);
+  http_options.read_timeout_ns = config.http_read_timeout_ns;
+  http_options.idle_timeout_ns = config.http_idle_timeout_ns;
   net::HttpServer http(io, http_options, router, &metrics);
   Status st = http.Start();
   if (!st.ok()) {

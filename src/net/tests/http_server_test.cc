@@ -491,6 +491,35 @@ TEST_F(HttpServerTest, MaxConnectionsRejectsWith503) {
   EXPECT_EQ(second->status, 503);
 }
 
+// Slow clients (slowloris): a request whose headers or body do not arrive within
+// read_timeout is cut off, and a keep-alive connection idle past idle_timeout is closed, so
+// stalled clients cannot hold connections forever.
+TEST_F(HttpServerTest, SlowClientsAreCutOffByTimeouts) {
+  HttpServerOptions options;
+  options.read_timeout_ns = 300'000'000;
+  options.idle_timeout_ns = 300'000'000;
+  StartServer(options);
+  auto headers = TestHttpClient::Connect(port());
+  ASSERT_TRUE(headers);
+  ASSERT_TRUE(headers->Send("GET /hello HTTP/1.1\r\nHost: t\r\nX-Slow: "));  // never finished
+  EXPECT_TRUE(headers->WaitForClose(kWait));
+  auto body = TestHttpClient::Connect(port());
+  ASSERT_TRUE(body);
+  ASSERT_TRUE(body->Send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc"));
+  EXPECT_TRUE(body->WaitForClose(kWait));
+  auto idle = TestHttpClient::Connect(port());
+  ASSERT_TRUE(idle);
+  ASSERT_TRUE(idle->Send(Get("/hello")));
+  auto r = idle->ReadResponse();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_TRUE(idle->WaitForClose(kWait));  // keep-alive, but nothing more came
+  // The server still serves everyone else.
+  auto ok = Fetch(port(), Get("/hello"));
+  ASSERT_TRUE(ok.has_value());
+  EXPECT_EQ(ok->status, 200);
+}
+
 TEST_F(HttpServerTest, RecordsMetrics) {
   StartServer();
   ASSERT_TRUE(Fetch(port(), Get("/v1/devices/a/metrics/realtime")).has_value());
