@@ -81,14 +81,6 @@ Status TruncateAndSync(const std::string& path, uint64_t size) {
   return st;
 }
 
-Result<int> OpenForAppend(const std::string& path, bool create) {
-  int flags = O_WRONLY | O_APPEND | O_CLOEXEC;
-  if (create) flags |= O_CREAT | O_EXCL;
-  int fd = ::open(path.c_str(), flags, 0644);
-  if (fd < 0) return ErrnoStatus(create ? "create" : "open", path);
-  return fd;
-}
-
 Result<int> OpenForRead(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
@@ -100,31 +92,6 @@ Result<int> OpenForRead(const std::string& path) {
 
 void CloseFd(int fd) {
   if (fd >= 0) ::close(fd);
-}
-
-void WriteAllOrDie(int fd, const char* data, size_t n, const std::string& path) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, data, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      FatalIo("write", path, errno);
-    }
-    data += w;
-    n -= static_cast<size_t>(w);
-  }
-}
-
-void DataSyncOrDie(int fd, const std::string& path) {
-  if (::fdatasync(fd) != 0) FatalIo("fdatasync", path, errno);
-}
-
-void StartWriteback(int fd) { (void)::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE); }
-
-void SyncDirOrDie(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) FatalIo("open dir", path, errno);
-  if (::fsync(fd) != 0) FatalIo("fsync dir", path, errno);
-  ::close(fd);
 }
 
 Result<size_t> ReadAt(int fd, uint64_t offset, char* buf, size_t n, const std::string& path) {

@@ -1,6 +1,6 @@
-// Thin POSIX file helpers for the log: errno → Status, full writes, directory syncs.
-// Functions named *OrDie are for the writer path, where a failed write or sync is fatal
-// (fail-stop; an fsync is never retried).
+// Thin POSIX file helpers for the log's recovery and read paths: errno → Status, directory
+// syncs, truncation, positional reads. The writer path goes through FileLayer
+// (file_layer.h) instead, so that tests can inject faults into it.
 #pragma once
 
 #include <cstddef>
@@ -28,18 +28,8 @@ Result<uint64_t> FileSize(const std::string& path);
 // Truncates a file to `size` bytes and fsyncs it.
 Status TruncateAndSync(const std::string& path, uint64_t size);
 
-// Opens for appending (O_WRONLY|O_APPEND|O_CLOEXEC, plus O_CREAT|O_EXCL when `create`).
-Result<int> OpenForAppend(const std::string& path, bool create);
 Result<int> OpenForRead(const std::string& path);
 void CloseFd(int fd);
-
-// Writer path: a full write (retrying short writes and EINTR) or abort.
-void WriteAllOrDie(int fd, const char* data, size_t n, const std::string& path);
-void DataSyncOrDie(int fd, const std::string& path);
-// Starts writeback of a file's dirty pages without waiting (sync_file_range). A hint only:
-// durability still comes from DataSyncOrDie, which reports any error.
-void StartWriteback(int fd);
-void SyncDirOrDie(const std::string& path);
 
 // pread that retries EINTR and short reads; returns the bytes read (< n only at EOF).
 Result<size_t> ReadAt(int fd, uint64_t offset, char* buf, size_t n, const std::string& path);

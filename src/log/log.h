@@ -8,8 +8,10 @@
 //    memory and have offsets; after their DurableCallback fires they are fsynced (or, with
 //    `fsync = false`, written to the kernel) and visible to readers.
 //  * One background writer thread performs all I/O and group-commits: every batch waiting
-//    when it wakes shares one fdatasync per touched segment file. A failed write or fsync
-//    aborts the process (fail-stop).
+//    when it wakes shares one fdatasync per touched segment file. A failed fsync, or a
+//    failed write other than a full disk, aborts the process (fail-stop). A full disk
+//    (ENOSPC/EDQUOT on write or segment creation) refuses the round instead: its bytes are
+//    cut off again and its callbacks get Unavailable; later rounds try again.
 //  * Readers only ever see durable records.
 //  * Retention deletes whole sealed segments and never a record at or above the committed
 //    offset of any registered consumer.
@@ -31,6 +33,8 @@ class MetricsRegistry;
 
 namespace joule::log {
 
+class FileLayer;
+
 struct LogRecord {
   model::LogOffset offset;
   int64_t append_time_ns = 0;  // wall time at which Append accepted the batch
@@ -51,6 +55,8 @@ struct LogOptions {
   int64_t retention_interval_ns = 30'000'000'000;
   // Also CRC-check every sealed segment on Open (the active one is always checked).
   bool verify_on_open = false;
+  // The writer path's file I/O; nullptr = PosixFileLayer(). Tests inject faults here.
+  FileLayer* file_layer = nullptr;
 };
 
 struct RecoveryReport {
@@ -92,12 +98,14 @@ class Log {
   virtual uint32_t partitions() const = 0;
 
   // Thread-safe, never blocks on I/O. On OK, `cb` is called exactly once from the writer
-  // thread after all `records` are durable (contiguous offsets starting at `first`, in
-  // order). Callbacks of one partition fire in offset order. Keep callbacks cheap (they post
-  // work elsewhere); they must not call Flush() or destroy the Log. `cb` may be empty.
-  // Unavailable (and nothing appended) when the pending, not yet durable bytes would exceed
-  // max_pending_bytes; a batch is always admitted when nothing is pending.
-  // InvalidArgument for a bad partition, an empty batch or a record over 16 MiB.
+  // thread: with OK after all `records` are durable (contiguous offsets starting at
+  // `first`, in order), or with Unavailable when the disk was full (nothing of the batch
+  // is acknowledged; it may be partly durable if a segment roll sealed part of it). Callbacks of
+  // one partition fire in offset order. Keep callbacks cheap (they post work elsewhere); they must
+  // not call Flush() or destroy the Log. `cb` may be empty. Unavailable (and nothing appended) when
+  // the pending, not yet durable bytes would exceed max_pending_bytes; a batch is always admitted
+  // when nothing is pending. InvalidArgument for a bad partition, an empty batch or a record over
+  // 16 MiB.
   virtual Status Append(uint32_t partition, std::vector<std::string> records,
                         DurableCallback cb) = 0;
 

@@ -3,11 +3,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <utility>
 
 #include "common/logging.h"
 #include "log/file_io.h"
+#include "log/file_layer.h"
 #include "log/segment_format.h"
 #include "log/segment_reader.h"
 #include "log/segment_scanner.h"
@@ -18,6 +21,10 @@ namespace {
 double SecondsSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
+
+// A full disk (or quota) on write or create is survivable: nothing of the round was
+// acknowledged, so it is cut off and refused. Every other error is fatal.
+bool IsNoSpace(int err) { return err == ENOSPC || err == EDQUOT; }
 
 }  // namespace
 
@@ -43,7 +50,9 @@ Result<std::unique_ptr<SegmentLog>> SegmentLog::Open(const LogOptions& options,
 }
 
 SegmentLog::SegmentLog(const LogOptions& options, MetricsRegistry* metrics)
-    : options_(options), clock_(options.clock != nullptr ? options.clock : SystemClock::Default()) {
+    : options_(options),
+      clock_(options.clock != nullptr ? options.clock : SystemClock::Default()),
+      fs_(options.file_layer != nullptr ? options.file_layer : PosixFileLayer()) {
   if (metrics == nullptr) {
     own_metrics_ = std::make_unique<MetricsRegistry>();
     metrics = own_metrics_.get();
@@ -72,6 +81,9 @@ SegmentLog::SegmentLog(const LogOptions& options, MetricsRegistry* metrics)
                                           "Bytes cut from torn or corrupt segment tails on open");
   segments_deleted_ =
       metrics_->GetCounter("joule_log_segments_deleted_total", "Segments deleted by retention");
+  disk_full_rounds_ = metrics_->GetCounter(
+      "joule_log_disk_full_total",
+      "Group-commit rounds refused (cut off, not acknowledged) because the disk was full");
 }
 
 SegmentLog::~SegmentLog() {
@@ -81,7 +93,7 @@ SegmentLog::~SegmentLog() {
   }
   writer_cv_.notify_all();
   if (writer_.joinable()) writer_.join();
-  for (auto& p : parts_) CloseFd(p->fd);
+  for (auto& p : parts_) fs_->Close(p->fd);
 }
 
 std::string SegmentLog::SegmentPath(const Partition& p, uint64_t base) const {
@@ -131,9 +143,15 @@ Status SegmentLog::RecoverPartition(Partition* p) {
   std::sort(bases.begin(), bases.end());
 
   if (bases.empty()) {
-    JOULE_ASSIGN_OR_RETURN(int fd, OpenForAppend(SegmentPath(*p, 0), /*create=*/true));
-    CloseFd(fd);
-    JOULE_RETURN_IF_ERROR(SyncDir(p->dir));
+    int fd = -1;
+    std::string path = SegmentPath(*p, 0);
+    if (int err = fs_->OpenForAppend(path, /*create=*/true, &fd); err != 0) {
+      return Status::IoError("create " + path + ": " + std::strerror(err));
+    }
+    fs_->Close(fd);
+    if (int err = fs_->SyncDir(p->dir); err != 0) {
+      return Status::IoError("fsync dir " + p->dir + ": " + std::strerror(err));
+    }
     bases.push_back(0);
   }
 
@@ -193,11 +211,15 @@ Status SegmentLog::RecoverPartition(Partition* p) {
   }
   p->segments.push_back(Segment{bases.back(), valid_bytes, newest});
   p->active_path = SegmentPath(*p, bases.back());
-  JOULE_ASSIGN_OR_RETURN(p->fd, OpenForAppend(p->active_path, /*create=*/false));
+  if (int err = fs_->OpenForAppend(p->active_path, /*create=*/false, &p->fd); err != 0) {
+    return Status::IoError("open " + p->active_path + ": " + std::strerror(err));
+  }
   p->active_bytes = valid_bytes;
+  p->synced_bytes = valid_bytes;
   p->active_newest_ns = newest;
   p->written_end = bases.back() + records;
   p->next_offset = p->written_end;
+  p->synced_end = p->written_end;
   p->durable_end.store(p->written_end, std::memory_order_release);
   p->start_offset.store(bases.front(), std::memory_order_release);
   return Status::Ok();
@@ -302,38 +324,46 @@ void SegmentLog::WriterLoop() {
   }
 }
 
-void SegmentLog::WriteBuffer(Partition* p) {
-  if (p->buffer.empty()) return;
-  WriteAllOrDie(p->fd, p->buffer.data(), p->buffer.size(), p->active_path);
+int SegmentLog::WriteBuffer(Partition* p) {
+  if (p->buffer.empty()) return 0;
+  if (int err = fs_->WriteAll(p->fd, p->buffer.data(), p->buffer.size()); err != 0) {
+    if (!IsNoSpace(err)) FatalIo("write", p->active_path, err);
+    return err;
+  }
   p->buffer.clear();
+  return 0;
 }
 
-void SegmentLog::SyncActive(Partition* p) {
+void SegmentLog::SyncActive(Partition* p, uint64_t end) {
   if (options_.fsync && p->unsynced_records > 0) {
     auto t0 = std::chrono::steady_clock::now();
-    DataSyncOrDie(p->fd, p->active_path);
+    // Never retried: after a failed fsync the kernel may have dropped the dirty pages.
+    if (int err = fs_->DataSync(p->fd); err != 0) FatalIo("fdatasync", p->active_path, err);
     fsync_latency_->Observe(SecondsSince(t0));
     records_per_fsync_->Observe(static_cast<double>(p->unsynced_records));
     bytes_per_fsync_->Observe(static_cast<double>(p->unsynced_bytes));
   }
   p->unsynced_records = 0;
   p->unsynced_bytes = 0;
+  p->synced_bytes = p->active_bytes;
+  p->synced_end = end;
 }
 
-void SegmentLog::Roll(Partition* p, uint64_t new_base) {
+int SegmentLog::Roll(Partition* p, uint64_t new_base) {
   // Seal: the old segment is complete and durable before its successor exists, so a crash
   // can only tear the active segment (docs/formats/log.md, "Write protocol").
-  WriteBuffer(p);
-  SyncActive(p);
-  CloseFd(p->fd);
+  if (int err = WriteBuffer(p); err != 0) return err;
+  SyncActive(p, new_base);
   std::string path = SegmentPath(*p, new_base);
-  auto fd = OpenForAppend(path, /*create=*/true);
-  if (!fd.ok()) {
-    logging::Error("log: cannot create segment, aborting (fail-stop)",
-                   {{"error", fd.status().ToString()}});
-    std::abort();
+  int fd = -1;
+  if (int err = fs_->OpenForAppend(path, /*create=*/true, &fd); err != 0) {
+    if (!IsNoSpace(err)) FatalIo("create", path, err);
+    return err;  // the old segment stays active; the next round rolls again
   }
-  if (options_.fsync) SyncDirOrDie(p->dir);
+  if (options_.fsync) {
+    if (int err = fs_->SyncDir(p->dir); err != 0) FatalIo("fsync dir", p->dir, err);
+  }
+  fs_->Close(p->fd);
   {
     std::lock_guard<std::mutex> l(mu_);
     Segment& sealed = p->segments.back();
@@ -341,10 +371,12 @@ void SegmentLog::Roll(Partition* p, uint64_t new_base) {
     sealed.newest_time_ns = p->active_newest_ns;
     p->segments.push_back(Segment{new_base, 0, kUnknownTime});
   }
-  p->fd = *fd;
+  p->fd = fd;
   p->active_path = std::move(path);
   p->active_bytes = 0;
+  p->synced_bytes = 0;
   p->active_newest_ns = kUnknownTime;
+  return 0;
 }
 
 void SegmentLog::CommitRound(std::vector<Request>* round) {
@@ -352,6 +384,7 @@ void SegmentLog::CommitRound(std::vector<Request>* round) {
   uint64_t round_bytes = 0;
   uint64_t round_records = 0;
   std::vector<Partition*> touched;
+  int err = 0;
   for (Request& req : *round) {
     Partition* p = parts_[req.partition].get();
     if (!p->touched) {
@@ -362,7 +395,7 @@ void SegmentLog::CommitRound(std::vector<Request>* round) {
     for (const std::string& payload : req.records) {
       uint64_t size = kRecordHeaderBytes + payload.size();
       if (p->active_bytes > 0 && p->active_bytes + size > options_.segment_bytes) {
-        Roll(p, offset);
+        if ((err = Roll(p, offset)) != 0) break;
       }
       EncodeRecord(offset, req.append_time_ns, payload, &p->buffer);
       p->active_bytes += size;
@@ -370,22 +403,32 @@ void SegmentLog::CommitRound(std::vector<Request>* round) {
       p->unsynced_records += 1;
       p->unsynced_bytes += size;
       ++offset;
-      if (p->buffer.size() >= kMaxBuffer) WriteBuffer(p);
+      if (p->buffer.size() >= kMaxBuffer && (err = WriteBuffer(p)) != 0) break;
     }
+    if (err != 0) break;
     p->written_end = offset;
     round_bytes += req.bytes;
     round_records += req.records.size();
   }
-  for (Partition* p : touched) WriteBuffer(p);
+  if (err == 0) {
+    for (Partition* p : touched) {
+      if ((err = WriteBuffer(p)) != 0) break;
+    }
+  }
+  if (err != 0) {
+    FailRound(round, touched, err);
+    return;
+  }
   if (options_.fsync && touched.size() > 1) {
     // Start writeback of every touched file before waiting on the first fdatasync, so the
     // data writes overlap and the syncs after the first mostly find their work done.
-    for (Partition* p : touched) StartWriteback(p->fd);
+    for (Partition* p : touched) fs_->StartWriteback(p->fd);
   }
-  for (Partition* p : touched) SyncActive(p);
+  for (Partition* p : touched) SyncActive(p, p->written_end);
   appended_records_->Inc(round_records);
   appended_bytes_->Inc(round_bytes);
 
+  bool recovered;
   {
     std::lock_guard<std::mutex> l(mu_);
     for (Partition* p : touched) {
@@ -397,8 +440,10 @@ void SegmentLog::CommitRound(std::vector<Request>* round) {
     }
     pending_bytes_ -= round_bytes;
     pending_bytes_gauge_->Set(static_cast<double>(pending_bytes_));
+    recovered = std::exchange(disk_full_, false);
   }
   data_cv_.notify_all();
+  if (recovered) logging::Info("log: writes succeed again after a full disk", {});
 
   for (Request& req : *round) {
     append_latency_->Observe(SecondsSince(req.enqueued));
@@ -407,6 +452,69 @@ void SegmentLog::CommitRound(std::vector<Request>* round) {
   {
     std::lock_guard<std::mutex> l(mu_);
     done_seq_ += round->size();
+  }
+  flush_cv_.notify_all();
+}
+
+void SegmentLog::FailRound(std::vector<Request>* round, const std::vector<Partition*>& touched,
+                           int err) {
+  // Cut every touched segment back to its last synced byte: what this round wrote was never
+  // acknowledged. Records sealed by a roll in this round are durable and stay (their
+  // requests are refused all the same; a client's retry is de-duplicated by event_id).
+  for (Partition* p : touched) {
+    p->buffer.clear();
+    if (p->active_bytes != p->synced_bytes) {
+      if (int e = fs_->Truncate(p->fd, p->synced_bytes); e != 0) {
+        FatalIo("ftruncate", p->active_path, e);
+      }
+    }
+    p->active_bytes = p->synced_bytes;
+    p->written_end = p->synced_end;
+    p->unsynced_records = 0;
+    p->unsynced_bytes = 0;
+  }
+  // Requests queued meanwhile for these partitions hold offsets past the cut: refuse them
+  // too, and hand out the cut-off offsets again.
+  std::vector<Request> refused;
+  bool first_failure;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (Partition* p : touched) {
+      p->touched = false;
+      Segment& active = p->segments.back();
+      active.bytes = p->active_bytes;
+      active.newest_time_ns = p->active_newest_ns;
+      p->next_offset = p->written_end;
+      p->durable_end.store(p->written_end, std::memory_order_release);
+    }
+    for (const Request& req : *round) pending_bytes_ -= req.bytes;
+    std::vector<Request> keep;
+    for (Request& req : queue_) {
+      const Partition* p = parts_[req.partition].get();
+      bool cut = std::find(touched.begin(), touched.end(), p) != touched.end();
+      if (cut) pending_bytes_ -= req.bytes;
+      (cut ? refused : keep).push_back(std::move(req));
+    }
+    queue_.swap(keep);
+    pending_bytes_gauge_->Set(static_cast<double>(pending_bytes_));
+    first_failure = !std::exchange(disk_full_, true);
+  }
+  data_cv_.notify_all();
+  disk_full_rounds_->Inc();
+  if (first_failure) {
+    logging::Error("log: disk full, refusing appends until writes succeed again",
+                   {{"error", std::strerror(err)}});
+  }
+  const Status st = Status::Unavailable(std::string("log: disk full (") + std::strerror(err) +
+                                        "); nothing was stored; retry");
+  for (std::vector<Request>* list : {round, &refused}) {
+    for (Request& req : *list) {
+      if (req.cb) req.cb(st, model::LogOffset{req.first});
+    }
+  }
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    done_seq_ += round->size() + refused.size();
   }
   flush_cv_.notify_all();
 }

@@ -22,6 +22,7 @@
 
 #include "common/clock.h"
 #include "common/metrics.h"
+#include "log/file_layer.h"
 #include "log/log.h"
 
 namespace joule::log {
@@ -77,8 +78,10 @@ class SegmentLog final : public Log {
     std::string active_path;
     uint64_t active_bytes = 0;  // including `buffer`
     int64_t active_newest_ns = kUnknownTime;
-    uint64_t written_end = 0;  // one past the last offset handed to write()/buffered
-    std::string buffer;        // encoded records not yet written
+    uint64_t written_end = 0;   // one past the last offset handed to write()/buffered
+    uint64_t synced_bytes = 0;  // bytes of the active segment known durable
+    uint64_t synced_end = 0;    // one past the last durable offset
+    std::string buffer;         // encoded records not yet written
     uint64_t unsynced_records = 0;
     uint64_t unsynced_bytes = 0;
     bool touched = false;
@@ -101,9 +104,14 @@ class SegmentLog final : public Log {
 
   void WriterLoop();
   void CommitRound(std::vector<Request>* round);
-  void WriteBuffer(Partition* p);
-  void SyncActive(Partition* p);
-  void Roll(Partition* p, uint64_t new_base);
+  // Refuses a round that hit a full disk (errno `err`): cuts the touched segments back to
+  // their synced size and fails the round and every queued request of those partitions.
+  void FailRound(std::vector<Request>* round, const std::vector<Partition*>& touched, int err);
+  // These return 0 or ENOSPC/EDQUOT; any other I/O error aborts (fail-stop).
+  int WriteBuffer(Partition* p);
+  int Roll(Partition* p, uint64_t new_base);
+  // fdatasync (fatal on error); the segment is then durable up to offset `end`.
+  void SyncActive(Partition* p, uint64_t end);
 
   Status EnforcePartitionRetention(Partition* p, int64_t now_ns);
   uint64_t MinCommitted(uint32_t partition) const;
@@ -113,6 +121,7 @@ class SegmentLog final : public Log {
 
   const LogOptions options_;
   const Clock* clock_;
+  FileLayer* fs_;  // the writer path's file I/O (PosixFileLayer() unless a test's)
   std::unique_ptr<MetricsRegistry> own_metrics_;  // when none was passed in
   MetricsRegistry* metrics_;
 
@@ -126,6 +135,7 @@ class SegmentLog final : public Log {
   Gauge* pending_bytes_gauge_;
   Counter* truncated_bytes_;
   Counter* segments_deleted_;
+  Counter* disk_full_rounds_;
 
   std::vector<std::unique_ptr<Partition>> parts_;
   RecoveryReport report_;
@@ -139,6 +149,7 @@ class SegmentLog final : public Log {
   uint64_t appended_seq_ = 0;  // requests accepted
   uint64_t done_seq_ = 0;      // requests whose callbacks have run
   bool stop_ = false;
+  bool disk_full_ = false;  // the last round failed with ENOSPC/EDQUOT
 
   std::mutex retention_mu_;  // one retention pass at a time
   mutable std::mutex consumers_mu_;

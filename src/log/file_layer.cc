@@ -1,0 +1,64 @@
+#include "log/file_layer.h"
+
+#include <fcntl.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace joule::log {
+namespace {
+
+class Posix final : public FileLayer {
+ public:
+  int OpenForAppend(const std::string& path, bool create, int* fd) override {
+    int flags = O_WRONLY | O_APPEND | O_CLOEXEC;
+    if (create) flags |= O_CREAT | O_EXCL;
+    int r = ::open(path.c_str(), flags, 0644);
+    if (r < 0) return errno;
+    *fd = r;
+    return 0;
+  }
+
+  int WriteAll(int fd, const char* data, size_t n) override {
+    while (n > 0) {
+      ssize_t w = ::write(fd, data, n);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        return errno;
+      }
+      data += w;
+      n -= static_cast<size_t>(w);
+    }
+    return 0;
+  }
+
+  int DataSync(int fd) override { return ::fdatasync(fd) == 0 ? 0 : errno; }
+
+  void StartWriteback(int fd) override { (void)::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE); }
+
+  int Truncate(int fd, uint64_t size) override {
+    return ::ftruncate(fd, static_cast<off_t>(size)) == 0 ? 0 : errno;
+  }
+
+  int SyncDir(const std::string& path) override {
+    int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    int err = ::fsync(fd) == 0 ? 0 : errno;
+    ::close(fd);
+    return err;
+  }
+
+  void Close(int fd) override {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+}  // namespace
+
+FileLayer* PosixFileLayer() {
+  static Posix posix;
+  return &posix;
+}
+
+}  // namespace joule::log

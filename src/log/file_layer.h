@@ -1,0 +1,39 @@
+// FileLayer: the seam through which the log's writer path does its file I/O — opening
+// segments for append, writing, syncing, truncating, syncing directories. Production uses
+// PosixFileLayer(); tests substitute a fault-injecting layer (src/log/tests/
+// fault_file_layer.h) that fails an fsync with EIO, a write with ENOSPC, or drops what was
+// never synced (a power loss). The writer calls it once per partition per group-commit
+// round (one write of the round's buffer, one fdatasync), never per record.
+// Recovery and readers read through plain POSIX (file_io.h).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace joule::log {
+
+class FileLayer {
+ public:
+  virtual ~FileLayer() = default;
+  // Every int-returning call returns 0 on success or an errno value.
+  // Opens `path` for appending (created exclusively when `create`); sets *fd.
+  virtual int OpenForAppend(const std::string& path, bool create, int* fd) = 0;
+  // Writes all n bytes (retrying short writes and EINTR). On an error some prefix of the
+  // bytes may have been written.
+  virtual int WriteAll(int fd, const char* data, size_t n) = 0;
+  virtual int DataSync(int fd) = 0;
+  // Starts writeback of the file's dirty pages without waiting. A hint only.
+  virtual void StartWriteback(int fd) = 0;
+  // ftruncate to `size` bytes (no sync).
+  virtual int Truncate(int fd, uint64_t size) = 0;
+  // fsync of a directory.
+  virtual int SyncDir(const std::string& path) = 0;
+  virtual void Close(int fd) = 0;
+};
+
+// The real thing: open(2), write(2), fdatasync(2), sync_file_range(2), ftruncate(2).
+// Stateless; shared by every log.
+FileLayer* PosixFileLayer();
+
+}  // namespace joule::log

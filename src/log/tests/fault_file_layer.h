@@ -1,0 +1,70 @@
+// FaultFileLayer: a FileLayer for tests that wraps the POSIX one and injects the faults of
+// the crash tests (tests/crash/log_faults_test.cc):
+//  * fail the Nth fdatasync (or every one) with EIO;
+//  * fail writes (and segment creation) with ENOSPC while "the disk is full";
+//  * a power loss: PowerLoss() cuts every file written through it back to the bytes that
+//    were fdatasynced, deletes files whose creation no directory fsync made durable, and
+//    optionally leaves garbage where the unsynced tail was (a torn page), then freezes the
+//    layer so that nothing more reaches the disk.
+// Thread-safe (one mutex; the log calls it from its writer thread).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "log/file_layer.h"
+
+namespace joule::log::testing {
+
+class FaultFileLayer final : public FileLayer {
+ public:
+  int OpenForAppend(const std::string& path, bool create, int* fd) override;
+  int WriteAll(int fd, const char* data, size_t n) override;
+  int DataSync(int fd) override;
+  void StartWriteback(int fd) override;
+  int Truncate(int fd, uint64_t size) override;
+  int SyncDir(const std::string& path) override;
+  void Close(int fd) override;
+
+  // The `n`th DataSync from now (1 = the next) fails with EIO; 0 = none.
+  void FailSyncAfter(uint64_t n);
+  // While set, writes and creations fail with ENOSPC (after writing `partial` bytes of the
+  // write, as a filling disk does).
+  void SetDiskFull(bool full, size_t partial = 0);
+  // See the header comment. `torn_garbage` bytes of garbage replace the unsynced tail
+  // (at most as many as were written unsynced). Afterwards every call fails with EIO.
+  void PowerLoss(size_t torn_garbage = 0);
+  // PowerLoss, then _exit(0) with the layer's lock held, so no other thread's I/O gets
+  // through in between (for a forked child that plays the crashed machine).
+  [[noreturn]] void PowerLossAndExit(size_t torn_garbage = 0);
+  // Called (under the layer's lock) just before an injected fsync failure is returned.
+  void OnSyncFailure(void (*hook)(void*), void* arg);
+
+  uint64_t syncs() const;
+  uint64_t failed_writes() const;
+
+ private:
+  struct File {
+    std::string path;
+    uint64_t size = 0;    // bytes in the file (as written)
+    uint64_t synced = 0;  // bytes made durable by DataSync
+  };
+  mutable std::mutex mu_;
+  std::map<int, File> files_;                 // open fds
+  std::map<std::string, uint64_t> synced_;    // path → durable size (closed files too)
+  std::set<std::string> unsynced_creations_;  // created, no directory fsync since
+  void CutToSynced(size_t torn_garbage);      // REQUIRES: mu_ held
+  uint64_t fail_sync_in_ = 0;
+  void (*sync_failure_hook_)(void*) = nullptr;
+  void* sync_failure_arg_ = nullptr;
+  bool disk_full_ = false;
+  size_t partial_ = 0;
+  bool dead_ = false;
+  uint64_t syncs_ = 0;
+  uint64_t failed_writes_ = 0;
+};
+
+}  // namespace joule::log::testing
