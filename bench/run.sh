@@ -2,22 +2,23 @@
 # The comparison harness: Joule against VictoriaMetrics, PostgreSQL, a simdjson parse-only
 # loop, h2o and Mosquitto, on this machine, with one generated data set.
 #
-#   bench/run.sh [--quick] [--runs N] [--only ingest,postgres,fio,core,api,history,mqtt]
+#   bench/run.sh [--quick] [--runs N] [--only ingest,postgres,fio,core,api,history,mqtt] [--no-build]
 #
 # Installs what it needs from Debian (victoria-metrics, h2o, wrk, fio, gnuplot, PostgreSQL
 # 15, Mosquitto, python3-psycopg2), builds the release preset's joule and bench programs,
 # generates the data once (kept in $JOULE_BENCH_DATA, default /var/tmp/joule-bench-data-MODE),
 # runs every comparison (median of N runs, default 3), writes bench/results/<date>.json and
 # bench/results/latest.json, and regenerates the generated part of docs/BENCHMARKS.md and
-# docs/benchmarks.png. See bench/README.md. Full mode: 10k devices × 120 s; --quick: 1k × 60 s.
+# docs/benchmarks.png. See bench/README.md. Full mode: 10k devices × 60 s; --quick: 1k × 60 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mode=full runs=3 only=""
+mode=full runs=3 only="" build=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) mode=quick ;;
     --runs) runs="$2"; shift ;;
     --only) only="$2"; shift ;;
+    --no-build) build=0 ;;   # measure the binaries already in build/release
     -h|--help) sed -n 2,13p "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
@@ -38,14 +39,16 @@ PY=/usr/bin/python3   # Debian's interpreter: python3-psycopg2 lives there
 
 # 2. Binaries (release preset: RelWithDebInfo -O2).
 export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=true
-[[ -f build/release/build.ninja ]] || cmake --preset release >/dev/null
-nice -n 5 cmake --build build/release -j"${JOULE_BUILD_JOBS:-2}" \
-  --target joule core_throughput simdjson_limit mqtt_load >&2
+if [[ $build == 1 ]]; then
+  [[ -f build/release/build.ninja ]] || cmake --preset release >/dev/null
+  nice -n 5 cmake --build build/release -j"${JOULE_BUILD_JOBS:-2}" \
+    --target joule core_throughput simdjson_limit mqtt_load >&2
+fi
 
 # 3. Data, generated once per mode (regenerated when older than 3 days: the timestamps must
 #    stay inside Joule's accepted event age).
 if [[ $mode == quick ]]; then gen=(--devices 1000 --seconds 60 --history-devices 2)
-else gen=(--devices 10000 --seconds 120 --history-devices 4); fi
+else gen=(--devices 10000 --seconds 60 --history-devices 4); fi
 data="${JOULE_BENCH_DATA:-/var/tmp/joule-bench-data-$mode}"
 if [[ ! -f "$data/meta.json" ]] || [[ -n "$(find "$data/meta.json" -mtime +3)" ]]; then
   echo "generating data in $data" >&2

@@ -864,6 +864,8 @@ def main():
            "machine": {"cpus": os.cpu_count(), "loadavg_start": loadavg(),
                        "kernel": os.uname().release},
            "data": ctx.meta, "batch_events": a.batch, "loader_connections": a.connections,
+           "joule_binary": {"path": a.joule, "built": datetime.datetime.fromtimestamp(
+               os.path.getmtime(a.joule), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")},
            "durability": {
                "joule": "storage.durability=fsync: every HTTP batch acknowledged after fdatasync "
                         "of the log (group commit); MQTT PUBACK likewise",
