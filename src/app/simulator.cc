@@ -1,11 +1,6 @@
 #include "app/simulator.h"
 
 #include <fmt/format.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -22,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "app/http_client.h"
 #include "app/sim/ground_truth.h"
 #include "app/sim/home_profiles.h"
 #include "common/clock.h"
@@ -37,111 +33,7 @@ using sim::SimRandom;
 std::atomic<bool> g_stop{false};
 void OnSignal(int) { g_stop.store(true); }
 
-// A minimal blocking HTTP/1.1 client with keep-alive, enough for the simulator.
-class BlockingHttpClient {
- public:
-  BlockingHttpClient(std::string host, std::string port)
-      : host_(std::move(host)), port_(std::move(port)) {}
-  ~BlockingHttpClient() { Close(); }
-
-  // Returns the status code, or -1 on a connection error.
-  int Post(const std::string& path, const std::string& content_type, const std::string& body,
-           const std::string& token, std::string* response_body) {
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      if (fd_ < 0 && !Connect()) return -1;
-      std::string req =
-          fmt::format("POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
-                      path, host_, content_type, body.size());
-      if (!token.empty()) req += fmt::format("Authorization: Bearer {}\r\n", token);
-      req += "\r\n";
-      req += body;
-      if (!SendAll(req)) {
-        Close();
-        continue;
-      }
-      int status = ReadResponse(response_body);
-      if (status < 0) {
-        Close();
-        continue;
-      }
-      return status;
-    }
-    return -1;
-  }
-
- private:
-  bool Connect() {
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* res = nullptr;
-    if (getaddrinfo(host_.c_str(), port_.c_str(), &hints, &res) != 0) return false;
-    for (addrinfo* a = res; a; a = a->ai_next) {
-      int fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
-      if (fd < 0) continue;
-      if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        fd_ = fd;
-        break;
-      }
-      close(fd);
-    }
-    freeaddrinfo(res);
-    buffer_.clear();
-    return fd_ >= 0;
-  }
-  void Close() {
-    if (fd_ >= 0) close(fd_);
-    fd_ = -1;
-  }
-  bool SendAll(const std::string& s) {
-    size_t off = 0;
-    while (off < s.size()) {
-      ssize_t n = send(fd_, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      off += static_cast<size_t>(n);
-    }
-    return true;
-  }
-  bool Fill() {
-    char buf[16384];
-    ssize_t n = recv(fd_, buf, sizeof buf, 0);
-    if (n <= 0) return false;
-    buffer_.append(buf, static_cast<size_t>(n));
-    return true;
-  }
-  int ReadResponse(std::string* body) {
-    size_t header_end;
-    while ((header_end = buffer_.find("\r\n\r\n")) == std::string::npos) {
-      if (!Fill()) return -1;
-    }
-    std::string headers = buffer_.substr(0, header_end);
-    int status = -1;
-    if (headers.size() > 12) status = std::atoi(headers.c_str() + 9);
-    size_t length = 0;
-    for (size_t pos = 0; pos < headers.size();) {
-      size_t eol = headers.find("\r\n", pos);
-      if (eol == std::string::npos) eol = headers.size();
-      std::string line = headers.substr(pos, eol - pos);
-      for (auto& ch : line) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-      if (line.rfind("content-length:", 0) == 0) {
-        length = std::strtoull(line.c_str() + 15, nullptr, 10);
-      }
-      pos = eol + 2;
-    }
-    while (buffer_.size() < header_end + 4 + length) {
-      if (!Fill()) return -1;
-    }
-    if (body) *body = buffer_.substr(header_end + 4, length);
-    buffer_.erase(0, header_end + 4 + length);
-    return status;
-  }
-
-  std::string host_, port_;
-  int fd_ = -1;
-  std::string buffer_;
-};
+using BlockingHttpClient = HttpClient;
 
 // The integer after "key": in a small JSON body, or -1.
 int64_t JsonInt(const std::string& body, const char* key) {
