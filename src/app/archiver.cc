@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
+#include <vector>
 
 #include "common/logging.h"
 #include "model/event.h"
@@ -97,6 +99,28 @@ uint64_t Archiver::LagRecords() const {
   return lag;
 }
 
+Status Archiver::SealNow(int64_t timeout_ns) {
+  const uint32_t n = log_->partitions();
+  std::vector<uint64_t> target(n);
+  for (uint32_t p = 0; p < n; ++p) target[p] = log_->DurableEnd(p).value;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(timeout_ns);
+  std::unique_lock lock(seal_mu_);
+  while (true) {
+    bool done = true;
+    for (uint32_t p = 0; p < n && done; ++p) done = committed_[p].load() >= target[p];
+    if (done) return Status::Ok();
+    if (!thread_.joinable() || stop_.load()) return Status::Unavailable("the archiver is stopped");
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return Status::Unavailable(
+          fmt::format("the archiver did not seal within {} s (lag {} records)",
+                      timeout_ns / kNanosPerSecond, LagRecords()));
+    }
+    // (Re)asked every slice: the thread may have sealed a round that began before `target`.
+    seal_requested_.store(true);
+    sealed_cv_.wait_for(lock, std::chrono::milliseconds(200));
+  }
+}
+
 bool Archiver::ReadBatch(uint32_t p) {
   batch_.clear();
   Result<size_t> n = readers_[p]->Next(options_.read_batch, &batch_);
@@ -142,6 +166,8 @@ void Archiver::SealRound() {
     committed_[p].store(off, std::memory_order_relaxed);
     log_->SetConsumerOffset(kConsumerName, p, model::LogOffset{off});
   }
+  { std::lock_guard lock(seal_mu_); }
+  sealed_cv_.notify_all();
 }
 
 void Archiver::Run() {
@@ -170,7 +196,9 @@ void Archiver::Run() {
     bool any = false;
     for (uint32_t p = 0; p < readers_.size() && !failed_.load(); ++p) any |= ReadBatch(p);
     if (failed_.load()) continue;
-    if (writer_->SealDue() || (stopping && !any)) SealRound();
+    if (writer_->SealDue() || (!any && (stopping || seal_requested_.exchange(false)))) {
+      SealRound();
+    }
     const int64_t now = clock_->NowNanos();
     if (options_.retention_ns > 0 && now - last_retention >= options_.retention_interval_ns) {
       last_retention = now;

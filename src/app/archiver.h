@@ -9,8 +9,10 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -50,6 +52,12 @@ class Archiver {
   // Durable records not yet in published archive files, over all partitions.
   uint64_t LagRecords() const;
 
+  // Blocks until every record durable at the time of the call is in a published file
+  // (asking the thread to seal its open files early). Used by replay, which must see
+  // every event acknowledged before it began. Unavailable after `timeout_ns`, or when
+  // the thread is not running.
+  Status SealNow(int64_t timeout_ns);
+
  private:
   // (Re)opens the writer (recovery) and positions the readers at its checkpoint.
   Status OpenWriter();
@@ -67,6 +75,9 @@ class Archiver {
   std::vector<log::LogRecord> batch_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> failed_{false};
+  std::atomic<bool> seal_requested_{false};
+  std::mutex seal_mu_;
+  std::condition_variable sealed_cv_;
   std::thread thread_;
   Counter* events_ = nullptr;
   Counter* files_ = nullptr;
