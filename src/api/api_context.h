@@ -24,6 +24,7 @@ class AuditLog;
 namespace joule::api {
 
 class LiveHub;
+class ReplayService;
 
 struct ApiContext {
   const Clock* clock = nullptr;
@@ -46,6 +47,7 @@ struct ApiContext {
   LiveHub* live = nullptr;               // SSE fan-out
   alert::AlertEngine* alerts = nullptr;  // rules reload, ack/snooze, delivery status; may be null
   store::AuditLog* audit = nullptr;      // administrative actions (api/audit.h); may be null
+  ReplayService* replay = nullptr;       // POST/GET /v1/admin/replay; null = not available
   // Readiness: true once the processors have caught up with the log after start.
   std::function<bool()> ready;
 };

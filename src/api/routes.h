@@ -21,6 +21,7 @@ void AddStreamRoutes(net::Router& router, ApiContext& ctx);
 void AddRuleRoutes(net::Router& router, ApiContext& ctx);
 void AddAlertRoutes(net::Router& router, ApiContext& ctx);
 void AddAuditRoutes(net::Router& router, ApiContext& ctx);
+void AddReplayRoutes(net::Router& router, ApiContext& ctx);
 
 inline void AddAllRoutes(net::Router& router, ApiContext& ctx) {
   AddTelemetryRoutes(router, ctx);
@@ -34,6 +35,7 @@ inline void AddAllRoutes(net::Router& router, ApiContext& ctx) {
   AddRuleRoutes(router, ctx);
   AddAlertRoutes(router, ctx);
   AddAuditRoutes(router, ctx);
+  AddReplayRoutes(router, ctx);
 }
 
 }  // namespace joule::api

@@ -6,7 +6,7 @@
 #include "app/config.h"
 #include "app/devices_cli.h"
 #include "app/export_cli.h"
-#include "app/replay.h"
+#include "app/replay_cli.h"
 #include "app/server.h"
 #include "app/simulator.h"
 #include "common/clock.h"
@@ -86,7 +86,9 @@ int main(int argc, char** argv) {
   // joule replay / joule export: the raw archive (docs/formats/archive.md).
   joule::app::ReplayCliOptions replay_options;
   auto* replay_cmd = app.add_subcommand(
-      "replay", "Recompute 1m/1h/1d records of a range from the archive (server stopped)");
+      "replay",
+      "Recompute 1m/1h/1d records of a range from the archive (in-process on a stopped "
+      "server's data dir; a running server is asked to do it)");
   replay_cmd->add_option("--config", config_path, "TOML config file");
   replay_cmd->add_option("--from", replay_options.from, "Range start, RFC 3339")->required();
   replay_cmd->add_option("--to", replay_options.to, "Range end (exclusive), RFC 3339")->required();
@@ -95,6 +97,11 @@ int main(int argc, char** argv) {
   replay_cmd->add_option("--owner", replay_options.owner_id, "Only this owner's devices")
       ->excludes(replay_device);
   replay_cmd->add_flag("--dry-run", replay_options.dry_run, "Compute and count; write nothing");
+  replay_cmd->add_option("--server", replay_options.server,
+                         "Ask this running server (http://host:port) to replay");
+  replay_cmd->add_option("--admin-token", replay_options.admin_token,
+                         "Admin token for --server (default: auth.admin_token or "
+                         "{data_dir}/admin_token)");
   joule::app::ExportCliOptions export_options;
   auto* archive_export_cmd =
       app.add_subcommand("export", "Write raw events of a range from the archive to stdout");

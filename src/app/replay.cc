@@ -3,23 +3,16 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <filesystem>
 #include <limits>
 #include <map>
 #include <memory>
-#include <tuple>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
-#include "app/engine_setup.h"
-#include "app/metadata_open.h"
 #include "common/clock.h"
-#include "common/json_writer.h"
 #include "common/time_format.h"
 #include "store/archive/archive_reader.h"
-#include "store/metadata_store.h"
-#include "store/redis/redis_latest_store.h"
-#include "store/rocksdb/rocksdb_history_store.h"
 
 namespace joule::app {
 namespace {
@@ -59,73 +52,98 @@ uint64_t DropDuplicates(std::vector<model::Event>* events) {
   return dropped;
 }
 
+int64_t SaturatingAdd(int64_t a, int64_t b) {
+  return a > std::numeric_limits<int64_t>::max() - b ? std::numeric_limits<int64_t>::max() : a + b;
+}
+
 }  // namespace
 
 Result<ReplayStats> ReplayArchive(const ReplayRequest& req, store::HistoryStore* history,
                                   store::LatestStore* latest, stream::TimezoneProvider* timezones,
-                                  const std::function<void(const std::string&)>& progress) {
-  ReplayStats stats;
-  auto report = [&](const std::string& line) {
-    if (progress) progress(line);
-  };
-  // Context around the range: a 1d window overlapping it lasts at most 25 h, and its
-  // first and last samples need their neighbours within max_gap.
-  const int64_t pad = 26 * kNanosPerHour + req.engine.max_gap_ns;
-  const int64_t scan_from = req.from_ns - pad;
-  const int64_t scan_to = req.to_ns > std::numeric_limits<int64_t>::max() - pad
-                              ? std::numeric_limits<int64_t>::max()
-                              : req.to_ns + pad;
-  DeviceEvents by_device;
-  int64_t last_report = 0;
+                                  const std::function<void(const ReplayProgress&)>& progress) {
+  ReplayProgress prog;
+  ReplayStats& stats = prog.stats;
   const Clock* wall = SystemClock::Default();
+  int64_t last_report = 0;
+  // Reports phase changes at once, and within a phase at most once a second.
+  auto report = [&](bool force) {
+    if (!progress) return;
+    const int64_t now = wall->NowNanos();
+    if (!force && now - last_report < kNanosPerSecond) return;
+    last_report = now;
+    progress(prog);
+  };
+  auto cancelled = [&] { return req.cancel && req.cancel->load(); };
+  const stream::EngineOptions& opt = req.engine;
+  // Context around the range: a 1d window overlapping it lasts at most 25 h, and its
+  // first and last samples need their neighbours within max_gap. After the range, also
+  // what is needed to know whether its windows are settled (the watermark must be
+  // allowed_lateness + max_gap past their end).
+  const int64_t pad = 26 * kNanosPerHour + opt.max_gap_ns;
+  const int64_t after = std::max(
+      pad, opt.allowed_lateness_ns + opt.max_gap_ns + opt.out_of_orderness_ns + opt.window_ns);
+  const int64_t scan_from = req.from_ns - pad;
+  const int64_t scan_to = SaturatingAdd(req.to_ns, after);
+  DeviceEvents by_device;
+  prog.phase = "reading";
+  report(true);
   JOULE_RETURN_IF_ERROR(store::ScanArchive(
       req.archive_dir, scan_from, scan_to,
       [&](const model::Event& e, std::string_view) {
+        if (cancelled()) return Status::Ok();
         if (!req.devices.empty() && !req.devices.count(e.device_id)) return Status::Ok();
         by_device[e.device_id].push_back(e);
         ++stats.events_read;
         return Status::Ok();
       },
-      [&](const store::ArchiveFile& f, size_t i, size_t n) {
-        const int64_t now = wall->NowNanos();
-        if (now - last_report >= kNanosPerSecond || i + 1 == n) {
-          last_report = now;
-          report(fmt::format("reading archive: file {}/{} ({}), {} events", i + 1, n,
-                             FormatRfc3339Millis(f.hour_start_ns), stats.events_read));
-        }
+      [&](const store::ArchiveFile&, size_t i, size_t n) {
+        if (cancelled()) return;
+        prog.files_done = i;
+        prog.files_total = n;
+        report(false);
       }));
+  if (cancelled()) return Status::Unavailable("replay cancelled (server stopping)");
+  if (prog.files_total > 0) prog.files_done = prog.files_total;
+  report(true);  // the end of reading: files n/n
   stats.devices = by_device.size();
-  report(fmt::format("read {} events of {} devices", stats.events_read, stats.devices));
+  prog.devices_total = by_device.size();
+  prog.phase = "computing";
+  report(true);
 
-  stream::EngineOptions engine_options = req.engine;
+  stream::EngineOptions engine_options = opt;
   // Only final records matter here: no early firings.
   engine_options.early_fire_interval_ns = std::numeric_limits<int64_t>::max() / 4;
-  const int64_t live_horizon =
-      req.now_ns - req.engine.allowed_lateness_ns - req.engine.out_of_orderness_ns;
 
-  size_t device_index = 0;
-  last_report = 0;
   for (auto& [device_id, events] : by_device) {
-    ++device_index;
+    if (cancelled()) return Status::Unavailable("replay cancelled (server stopping)");
     stats.duplicates += DropDuplicates(&events);
     std::stable_sort(events.begin(), events.end(),
                      [](const model::Event& a, const model::Event& b) {
                        return a.timestamp_ns < b.timestamp_ns;
                      });
+    // The watermark the live engine has at least once it has processed every archived
+    // event of the device (and every event acknowledged after them).
+    int64_t watermark = events.back().timestamp_ns - opt.out_of_orderness_ns;
+    int64_t live = 0;
+    if (req.live_watermark && req.live_watermark(device_id, &live)) {
+      watermark = std::max(watermark, live);
+    }
+    const int64_t settled_end = watermark - opt.allowed_lateness_ns - opt.max_gap_ns;
+
     // In event-time order with processing time = event time: exactly what the engine
     // computes for in-order input, without lateness.
     stream::WindowEngine engine(engine_options, timezones);
     CollectingSink sink;
     for (const auto& e : events) engine.Process(e, e.timestamp_ns, &sink);
     // Silent long enough for every window, days included, to be final.
-    engine.Tick(events.back().timestamp_ns + 3 * kNanosPerDay + req.engine.idle_timeout_ns, &sink);
+    engine.Tick(events.back().timestamp_ns + 3 * kNanosPerDay + opt.idle_timeout_ns, &sink);
 
     std::vector<model::AggregateRecord> writes;
     for (auto& [key, r] : sink.records()) {
       if (r.window_end_ns <= req.from_ns || r.window_start_ns >= req.to_ns || !r.final) continue;
       ++stats.records_computed;
-      if (r.window_end_ns > live_horizon) {
-        ++stats.records_recent;
+      if (r.window_end_ns > settled_end) {
+        ++stats.records_live;
         continue;
       }
       JOULE_ASSIGN_OR_RETURN(std::optional<model::AggregateRecord> stored,
@@ -141,9 +159,9 @@ Result<ReplayStats> ReplayArchive(const ReplayRequest& req, store::HistoryStore*
           ++stats.records_incomplete;
           continue;
         }
-        r.version = stored->version + 1;
+        r.version = std::max(stored->version + 1, kReplayVersionBase);
       } else {
-        r.version = 1;
+        r.version = kReplayVersionBase;
       }
       writes.push_back(r);
     }
@@ -156,111 +174,71 @@ Result<ReplayStats> ReplayArchive(const ReplayRequest& req, store::HistoryStore*
         }
       }
     }
-    const int64_t now = wall->NowNanos();
-    if (now - last_report >= kNanosPerSecond || device_index == by_device.size()) {
-      last_report = now;
-      report(fmt::format("device {}/{}: {} records computed, {} written", device_index,
-                         by_device.size(), stats.records_computed, stats.records_written));
-    }
+    ++prog.devices_done;
+    report(false);
   }
+  report(true);  // the end of computing: devices n/n
   if (!req.dry_run) JOULE_RETURN_IF_ERROR(history->Flush());
+  prog.phase = "done";
+  report(true);
   return stats;
 }
 
-int RunReplay(const Config& config, const ReplayCliOptions& options) {
-  auto fail = [](const std::string& message, int code = 1) {
-    fmt::print(stderr, "joule replay: {}\n", message);
-    return code;
-  };
-  ReplayRequest req;
-  if (!ParseRfc3339(options.from, &req.from_ns)) return fail("--from must be an RFC 3339 time", 2);
-  if (!ParseRfc3339(options.to, &req.to_ns)) return fail("--to must be an RFC 3339 time", 2);
-  if (req.to_ns <= req.from_ns) return fail("--to must be after --from", 2);
-  if (!options.device_id.empty() && !options.owner_id.empty()) {
-    return fail("give --device or --owner, not both", 2);
+Result<std::set<std::string, std::less<>>> ReplayDevices(store::MetadataStore* metadata,
+                                                         const std::string& device_id,
+                                                         const std::string& owner_id) {
+  std::set<std::string, std::less<>> devices;
+  if (!device_id.empty()) devices.insert(device_id);
+  if (owner_id.empty()) return devices;
+  if (!metadata) return Status::InvalidArgument("owner_id needs the metadata store");
+  store::ListDevicesOptions lo;
+  lo.owner_id = owner_id;
+  while (true) {
+    JOULE_ASSIGN_OR_RETURN(store::DevicePage page, metadata->ListDevices(lo));
+    for (const auto& d : page.devices) devices.insert(d.device_id);
+    if (page.next_cursor.empty()) break;
+    lo.after = page.next_cursor;
   }
-  req.archive_dir = (std::filesystem::path(config.data_dir) / "archive").string();
-  req.engine = EngineOptionsFrom(config);
-  req.now_ns = SystemClock::Default()->NowNanos();
-  req.dry_run = options.dry_run;
-  if (!std::filesystem::is_directory(req.archive_dir)) {
-    return fail(fmt::format("no archive at {} (is storage.data_dir right?)", req.archive_dir));
-  }
+  if (devices.empty()) return Status::NotFound(fmt::format("owner {} has no devices", owner_id));
+  return devices;
+}
 
-  Result<std::unique_ptr<store::MetadataStore>> metadata = OpenMetadataStore(config);
-  if (!metadata.ok()) return fail("metadata store: " + metadata.status().ToString());
-  if (!options.device_id.empty()) req.devices.insert(options.device_id);
-  if (!options.owner_id.empty()) {
-    store::ListDevicesOptions lo;
-    lo.owner_id = options.owner_id;
-    while (true) {
-      Result<store::DevicePage> page = (*metadata)->ListDevices(lo);
-      if (!page.ok()) return fail("metadata store: " + page.status().ToString());
-      for (const auto& d : page->devices) req.devices.insert(d.device_id);
-      if (page->next_cursor.empty()) break;
-      lo.after = page->next_cursor;
-    }
-    if (req.devices.empty()) return fail(fmt::format("owner {} has no devices", options.owner_id));
-  }
-  MetadataTimezones timezones(metadata->get());
-
-  store::RocksDbHistoryOptions ho;
-  ho.path = (std::filesystem::path(config.data_dir) / "history").string();
-  ho.retention.base_ns = config.history_retention_base_ns;
-  ho.retention.hour_ns = config.history_retention_hour_ns;
-  ho.retention.day_ns = config.history_retention_day_ns;
-  auto history = store::RocksDbHistoryStore::Open(ho, nullptr);
-  if (!history.ok()) {
-    const std::string msg = history.status().ToString();
-    std::string lower = msg;
-    std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
-    if (lower.find("lock") != std::string::npos) {
-      return fail(fmt::format("the history store {} is locked by another process: is `joule serve` "
-                              "running on this data dir? Stop the server, then run replay again "
-                              "(replay needs the server stopped; docs/formats/archive.md). ({})",
-                              ho.path, msg),
-                  3);
-    }
-    return fail("history store: " + msg);
-  }
-  std::unique_ptr<store::LatestStore> latest;
-  if (config.latest_backend == "redis") {
-    store::RedisLatestStoreOptions ro;
-    if (!config.latest_url.empty()) ro.url = config.latest_url;
-    ro.windows_per_device = config.latest_windows;
-    auto redis = store::RedisLatestStore::Open(ro);
-    if (!redis.ok()) return fail("latest store: " + redis.status().ToString());
-    latest = std::move(*redis);
-  }
-
-  Result<ReplayStats> stats = ReplayArchive(
-      req, history->get(), latest.get(), &timezones,
-      [](const std::string& line) { fmt::print(stderr, "joule replay: {}\n", line); });
-  if (!stats.ok()) return fail(stats.status().ToString());
-  JsonWriter w;
-  w.BeginObject();
-  w.Key("from");
-  w.String(FormatRfc3339Millis(req.from_ns));
-  w.Key("to");
-  w.String(FormatRfc3339Millis(req.to_ns));
-  w.Key("dry_run");
-  w.Bool(req.dry_run);
-  const std::pair<const char*, uint64_t> fields[] = {
-      {"events_read", stats->events_read},
-      {"duplicates", stats->duplicates},
-      {"devices", stats->devices},
-      {"records_computed", stats->records_computed},
-      {"records_written", stats->records_written},
-      {"records_unchanged", stats->records_unchanged},
-      {"records_recent", stats->records_recent},
-      {"records_incomplete", stats->records_incomplete}};
+void WriteReplayStats(JsonWriter& w, const ReplayStats& s) {
+  const std::pair<const char*, uint64_t> fields[] = {{"events_read", s.events_read},
+                                                     {"duplicates", s.duplicates},
+                                                     {"devices", s.devices},
+                                                     {"records_computed", s.records_computed},
+                                                     {"records_written", s.records_written},
+                                                     {"records_unchanged", s.records_unchanged},
+                                                     {"records_live", s.records_live},
+                                                     {"records_incomplete", s.records_incomplete}};
   for (const auto& [k, v] : fields) {
     w.Key(k);
     w.Uint(v);
   }
-  w.EndObject();
-  fmt::print("{}\n", w.str());
-  return 0;
+}
+
+std::string ReplayProgressLine(const ReplayProgress& p) {
+  const ReplayStats& s = p.stats;
+  if (p.phase == "reading" && p.files_total == 0) {
+    return fmt::format("reading archive, {} events", s.events_read);
+  }
+  if (p.phase == "reading") {
+    return fmt::format("reading archive: file {}/{}, {} events", p.files_done, p.files_total,
+                       s.events_read);
+  }
+  if (p.phase == "computing") {
+    return fmt::format("computing: device {}/{}, {} records computed, {} written", p.devices_done,
+                       p.devices_total, s.records_computed, s.records_written);
+  }
+  if (p.phase == "done") {
+    return fmt::format(
+        "done: {} events of {} devices, {} records computed, {} written, {} "
+        "unchanged, {} live, {} incomplete",
+        s.events_read, s.devices, s.records_computed, s.records_written, s.records_unchanged,
+        s.records_live, s.records_incomplete);
+  }
+  return p.phase;
 }
 
 }  // namespace joule::app

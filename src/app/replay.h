@@ -1,37 +1,52 @@
 // Replay: recomputes the 1m/1h/1d records of a time range from the raw archive with the
-// window engine and writes those that differ from the stored ones with higher versions, so
-// events that arrived later than stream.allowed_lateness are folded in
-// (docs/formats/archive.md, "Replay").
+// window engine and writes those that differ from the stored ones, so events that arrived
+// later than stream.allowed_lateness are folded in (docs/formats/archive.md, "Replay").
+// Used by `joule replay` on a stopped server's data dir (replay_cli.h) and by the running
+// server's replay jobs (replay_jobs.h, POST /v1/admin/replay).
 //
-// Versioning: for each recomputed final record, the stored record of the same key is read
-// from the history store. Equal content (everything but the version) → nothing is written,
-// so a second replay is a no-op. Different content → the record is written with
-// version = stored version + 1 (1 when nothing is stored) to history and, when the latest
-// backend is Redis, to the latest store.
+// Which windows replay may write ("settled" windows). Let H(d) be the watermark of device
+// d implied by the archive (its largest archived event time − out_of_orderness; or the
+// live engine's watermark when that is larger). The live engine applies an event at time t
+// only if t ≥ H − allowed_lateness, and such an event changes windows ending after
+// t − max_gap at the earliest. Every event acknowledged after the archive snapshot is
+// processed after all archived ones (one device = one log partition, read in order), when
+// the engine's watermark is at least H(d). So a window with
+//     window_end ≤ H(d) − allowed_lateness − max_gap
+// can never be changed by the live engine again, and replay may write it; any other
+// window is left to the live engine ("live"). The caller makes sure the archive holds
+// every event acknowledged before the replay began (the server seals the archiver's open
+// files first; `joule replay` on a stopped data dir runs the archiver over the log tail).
 //
-// Safety rules (counted, never written):
-//  * windows ending after now − allowed_lateness − out_of_orderness may still be updated
-//    by the live engine, whose versions must keep winning: left alone ("recent");
-//  * a recomputed record with fewer events than the stored one means the archive lacks
-//    events the live engine saw (archive disabled or expired then): left alone
-//    ("incomplete").
+// Versions. For a settled window whose recomputed content differs from the stored record:
+// version = max(stored + 1, kReplayVersionBase). The live engine numbers the emissions of
+// a key from 1 and never comes near 2^32, so a replayed record is never replaced by a live
+// re-emission of a settled window — which can only happen after a restart from a
+// checkpoint older than the replay, and would lack the folded-in events. A later replay
+// that finds new events writes stored + 1. Equal content (all fields but the version) →
+// nothing is written, so a second replay of the same range is a no-op.
 //
-// `joule replay` works on a stopped server's data dir: RocksDB admits one process, and a
-// running server holds the history store's LOCK; that case is detected and reported.
+// Also left alone (counted): a recomputed record with fewer events than the stored one —
+// the archive lacks events the live engine saw (archive disabled or expired) — "incomplete".
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <set>
 #include <string>
+#include <string_view>
 
-#include "app/config.h"
+#include "common/json_writer.h"
 #include "common/status.h"
 #include "store/history_store.h"
 #include "store/latest_store.h"
+#include "store/metadata_store.h"
 #include "stream/window_engine.h"
 
 namespace joule::app {
+
+// Versions written by replay start here (see above).
+inline constexpr uint64_t kReplayVersionBase = uint64_t{1} << 32;
 
 struct ReplayRequest {
   std::string archive_dir;
@@ -39,8 +54,12 @@ struct ReplayRequest {
   int64_t to_ns = 0;
   std::set<std::string, std::less<>> devices;  // empty = every device in the archive
   stream::EngineOptions engine;
-  int64_t now_ns = 0;  // for the "recent" rule
   bool dry_run = false;
+  // The live engine's watermark of a device, when a server runs (false = unknown).
+  std::function<bool(std::string_view device_id, int64_t* watermark_ns)> live_watermark;
+  // Checked between files and between devices: when set, the replay stops with
+  // Unavailable (what it wrote so far is complete per device and stays).
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 struct ReplayStats {
@@ -50,23 +69,34 @@ struct ReplayStats {
   uint64_t records_computed = 0;  // final records overlapping the range
   uint64_t records_written = 0;   // new versions
   uint64_t records_unchanged = 0;
-  uint64_t records_recent = 0;
+  uint64_t records_live = 0;  // not settled: the live engine may still change them
   uint64_t records_incomplete = 0;
 };
 
-// `latest` and `timezones` may be null. `progress` (may be empty) gets human-readable
-// lines for long runs.
+// Where a replay is, for progress reports (CLI lines, GET /v1/admin/replay/{id}).
+struct ReplayProgress {
+  std::string phase;  // "sealing", "reading", "computing", "done"
+  uint64_t files_done = 0, files_total = 0;
+  uint64_t devices_done = 0, devices_total = 0;
+  ReplayStats stats;
+};
+
+// `latest` and `timezones` may be null. `progress` (may be empty) is called at phase
+// changes and at most about once a second within a phase.
 Result<ReplayStats> ReplayArchive(const ReplayRequest& request, store::HistoryStore* history,
                                   store::LatestStore* latest, stream::TimezoneProvider* timezones,
-                                  const std::function<void(const std::string&)>& progress);
+                                  const std::function<void(const ReplayProgress&)>& progress);
 
-struct ReplayCliOptions {
-  std::string from, to;  // RFC 3339
-  std::string device_id;
-  std::string owner_id;
-  bool dry_run = false;
-};
-// `joule replay`: returns the process exit code.
-int RunReplay(const Config& config, const ReplayCliOptions& options);
+// The devices a replay selects: {device_id}, or every device of owner_id (from the
+// metadata store; NotFound when it has none), or none (= all) when both are empty.
+Result<std::set<std::string, std::less<>>> ReplayDevices(store::MetadataStore* metadata,
+                                                         const std::string& device_id,
+                                                         const std::string& owner_id);
+
+// The summary fields of a replay (events_read, …, records_incomplete) into an open JSON
+// object (CLI stdout, the job's "result").
+void WriteReplayStats(JsonWriter& w, const ReplayStats& stats);
+// A one-line human-readable progress report.
+std::string ReplayProgressLine(const ReplayProgress& progress);
 
 }  // namespace joule::app

@@ -20,6 +20,7 @@
 #include "app/engine_setup.h"
 #include "app/metadata_open.h"
 #include "app/partition_processor.h"
+#include "app/replay_jobs.h"
 #include "common/logging.h"
 #include "ingest/event_appender.h"
 #include "ingest/mqtt_ingest.h"
@@ -240,6 +241,26 @@ int RunServer(const Config& config) {
                              {{"processor", std::to_string(i)}}, [p] { return p->LagSeconds(); });
   }
 
+  // Replay jobs (POST /v1/admin/replay): only with the archive they read.
+  MetadataTimezones replay_timezones(metadata.get());
+  std::unique_ptr<ReplayJobs> replay_jobs;
+  if (archiver) {
+    ReplayJobsOptions ro;
+    ro.archive_dir = (std::filesystem::path(config.data_dir) / "archive").string();
+    ro.engine = EngineOptionsFrom(config);
+    ro.live_watermark = [&processors, &config, threads](std::string_view device_id,
+                                                        int64_t* watermark_ns) {
+      stream::WindowEngine::DeviceHealth h;
+      uint32_t p = model::PartitionOf(device_id, config.log_partitions);
+      if (!processors[p % threads]->Health(device_id, &h)) return false;
+      *watermark_ns = h.watermark_ns;
+      return true;
+    };
+    replay_jobs =
+        std::make_unique<ReplayJobs>(std::move(ro), archiver.get(), history.get(), &latest,
+                                     metadata.get(), &replay_timezones, &metrics);
+  }
+
   ingest::EventAppender appender(log.get(), &metrics);
   api::Authenticator auth(config.auth_mode, admin_token, metadata.get());
   std::unique_ptr<ingest::RateLimiter> request_limiter;
@@ -278,6 +299,7 @@ int RunServer(const Config& config) {
   ctx.metadata = metadata.get();
   ctx.live = &live;
   ctx.alerts = alerts.get();
+  ctx.replay = replay_jobs.get();
   ctx.base_window_ns = config.window_ns;
   ctx.health = [&processors, &config, threads](std::string_view device_id,
                                                stream::WindowEngine::DeviceHealth* out) {
@@ -350,6 +372,7 @@ int RunServer(const Config& config) {
   for (auto& t : io_threads) t.join();
 
   Status flushed = log->Flush();
+  if (replay_jobs) replay_jobs->Stop();  // cancels a running replay between devices
   for (auto& p : processors) p->Stop();
   processors.clear();
   alerts->Stop();  // evaluates what the processors queued; deliveries stay in the outbox

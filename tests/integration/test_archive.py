@@ -1,27 +1,43 @@
 """The raw archive (issue 7, docs/formats/archive.md) against the real binary: every
 accepted event is archived exactly once (an oracle of acknowledged events), also across
 SIGKILL; files are complete zstd streams readable by the `zstd` CLI with one JSON object
-per line; an event later than allowed_lateness is archived but not in the windows until
-`joule replay` (server stopped) folds it in, equal to a from-scratch computation; a second
-replay changes nothing; `joule export` round trip (NDJSON and CSV)."""
+per line; the Hive layout as the format doc's worked example reads it (`zstd -dc | jq`,
+and the DuckDB query's aggregation done in Python); an event later than allowed_lateness
+is archived but not in the windows until `joule replay` folds it in, equal to a
+from-scratch computation — on a stopped data dir, and inside a running server
+(POST /v1/admin/replay, and `joule replay` finding the data dir locked) while ingest
+continues, with every window then equal to a reference computation of all acknowledged
+events; a second replay changes nothing; replay is admin-only; `joule export` round trip
+(NDJSON and CSV)."""
 
 import glob
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
 import unittest
 import uuid
 
-from joule_harness import JouleServer, fmt_ts, joule_bin, minute_base, poll
+from joule_harness import JouleServer, fmt_ts, joule_bin, minute_base, parse_ts, poll
+from joule_reference import diff_record, expected_records
 
+MAX_GAP_S = 30
 ENV = {
     "JOULE_STREAM_ALLOWED_LATENESS": "10s",
     "JOULE_STREAM_OUT_OF_ORDERNESS": "1s",
+    "JOULE_STREAM_MAX_GAP": f"{MAX_GAP_S}s",
     "JOULE_ARCHIVE_MAX_FILE_AGE": "1s",
 }
+REPLAY_VERSION_BASE = 2 ** 32  # src/app/replay.h kReplayVersionBase
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def uid():
@@ -188,10 +204,10 @@ class ArchiveTest(unittest.TestCase):
         staging = os.path.join(s.data_dir, "archive", ".staging")
         self.assertEqual(os.listdir(staging), [], "temp files left after a graceful stop")
 
-    def history(self, server, device, frm, to, resolution="1m"):
+    def history(self, server, device, frm, to, resolution="1m", headers=None):
         status, _, body = server.request(
             "GET", f"/v1/devices/{device}/metrics/history?from={fmt_ts(frm)}&to={fmt_ts(to)}"
-            f"&resolution={resolution}")
+            f"&resolution={resolution}", headers=headers)
         self.assertEqual(status, 200, body)
         return body["data"]
 
@@ -234,8 +250,11 @@ class ArchiveTest(unittest.TestCase):
         self.assertIn(b"stop", busy.stderr.lower())
         self.assertEqual(s.stop(), 0, s.diag())
 
-        first = json.loads(run_cli(s, "replay", "--from", frm, "--to", to, "--device", dev)
-                           .stdout)
+        proc = run_cli(s, "replay", "--from", frm, "--to", to, "--device", dev)
+        first = json.loads(proc.stdout)
+        for line in ("sealing the archive", "reading archive: file", "computing: device 1/1",
+                     "done: "):  # progress on stderr
+            self.assertIn(line, proc.stderr.decode())
         self.assertGreaterEqual(first["records_written"], 1, first)
         second = json.loads(run_cli(s, "replay", "--from", frm, "--to", to, "--device", dev)
                             .stdout)
@@ -265,6 +284,243 @@ class ArchiveTest(unittest.TestCase):
             if r["window_start"] in ref_by_start:
                 self.assertEqual(strip(r), ref_by_start[r["window_start"]])
         self.assertIn(fmt_ts(base), ref_by_start)
+
+    def test_hive_layout_worked_example(self):
+        """docs/formats/archive.md, "Reading it": the shell example (zstd -dc | jq) and the
+        DuckDB query's aggregation (per device, dt, hour: events and sum of power_w, the
+        hive columns taken from the path) computed here in Python, against what was sent."""
+        s = self.server()
+        s.start()
+        base = minute_base(150)  # spans three UTC hours
+        dev = [f"hive-{uid()}-{i}" for i in range(2)]
+        sent = [{"device_id": dev[i % 2], "timestamp": fmt_ts(base + i * 97.25),
+                 "metrics": {"power_w": float(i % 17), "voltage_v": 230.0}}
+                for i in range(90)]
+        status, _, body = s.post_events(sent)
+        self.assertEqual(status, 202, body)
+        self.wait_archived(s, len(sent))
+        want = {}
+        for e in sent:
+            t = parse_ts(e["timestamp"])
+            key = (e["device_id"], time.strftime("%Y-%m-%d", time.gmtime(t)),
+                   time.gmtime(t).tm_hour)
+            n, total = want.get(key, (0, 0.0))
+            want[key] = (n + 1, total + e["metrics"]["power_w"])
+        self.assertGreaterEqual(len({k[1:] for k in want}), 3)
+
+        archive = os.path.join(s.data_dir, "archive")
+        got = {}
+        for hour_dir in sorted(glob.glob(os.path.join(archive, "dt=*", "hour=*"))):
+            dt = os.path.basename(os.path.dirname(hour_dir))[len("dt="):]
+            hour = int(os.path.basename(hour_dir)[len("hour="):])
+            for d in dev:
+                # The doc's shell line, run by the shell (the glob is the shell's).
+                cmd = (f"zstd -dc {hour_dir}/*.ndjson.zst | "
+                       f"jq -c 'select(.device_id==\"{d}\")'")
+                out = subprocess.run(["sh", "-c", cmd], check=True, capture_output=True,
+                                     timeout=60).stdout.decode()
+                rows = [json.loads(line) for line in out.splitlines()]
+                for r in rows:
+                    # The partition is the event's own UTC date and hour.
+                    t = parse_ts(r["timestamp"])
+                    self.assertEqual(time.strftime("%Y-%m-%d", time.gmtime(t)), dt, r)
+                    self.assertEqual(time.gmtime(t).tm_hour, hour, r)
+                if rows:
+                    got[(d, dt, hour)] = (len(rows),
+                                          sum(r["metrics"]["power_w"] for r in rows))
+        self.assertEqual(got, want)
+
+    def test_replay_on_running_server_while_ingest_continues(self):
+        """Replay inside the running server: the archive lags the log (files sealed only
+        after an hour), too-late events are folded in, live windows keep their live
+        results while ingest (with in-lateness late events) continues, and afterwards every
+        1m window equals a reference computation of all acknowledged events. A second run
+        (the CLI finding the data dir locked and asking the server) changes nothing.
+        Admin only."""
+        port = free_port()
+        admin = f"admin-{uid()}"
+        s = self.server(JOULE_AUTH_MODE="required", JOULE_AUTH_ADMIN_TOKEN=admin,
+                        JOULE_SERVER_HTTP_LISTEN=f"127.0.0.1:{port}",
+                        JOULE_ARCHIVE_MAX_FILE_AGE="1h")
+        s.start()
+        A = {"Authorization": f"Bearer {admin}"}
+        owner = f"own-{uid()}"
+        devs = [f"rp-{uid()}-{i}" for i in range(3)]
+        device_token = None
+        for d in devs:
+            status, _, body = s.request("POST", "/v1/devices",
+                                        {"device_id": d, "owner_id": owner}, headers=A)
+            self.assertEqual(status, 201, body)
+            device_token = body["token"]
+        status, _, body = s.request("POST", f"/v1/owners/{owner}/keys", headers=A)
+        self.assertEqual(status, 201, body)
+        owner_key = body["key"]
+
+        acked = {d: {} for d in devs}  # device -> {t (ms-exact seconds): metrics}
+        lock = threading.Lock()
+
+        def event(d, t, power):
+            t = round(t * 1000) / 1000
+            return t, {"device_id": d, "timestamp": fmt_ts(t),
+                       "metrics": {"power_w": power, "energy_wh": 5000.0 + (t - base) * 0.25}}
+
+        def post(pairs):
+            status, _, body = s.request("POST", "/v1/telemetry", [e for _, e in pairs],
+                                        headers=A)
+            if status == 202 and body.get("accepted") == len(pairs):
+                with lock:
+                    for t, e in pairs:
+                        acked[e["device_id"]][t] = e["metrics"]
+            return status, body
+
+        # 1) Twelve minutes of history up to two minutes ago, in order.
+        now = time.time()
+        base = minute_base(14, now)
+        history = [event(d, t, 100.0 + (i % 13) * 7.5 + j)
+                   for j, d in enumerate(devs)
+                   for i, t in enumerate(range(int(base), int(now) - 120, 5))]
+        status, body = post(history)
+        self.assertEqual(status, 202, body)
+        last_history = max(t for t, _ in history)
+        # 2) Too late (beyond allowed_lateness 10s): archived (eventually), not in windows.
+        for d in devs:
+            poll(lambda d=d: self.health(s, d, A)["events"] >= len(history) // len(devs),
+                 timeout=30)
+        too_late = [event(d, base + 60 * k + 31.5, 5000.0 + k)
+                    for d in devs for k in (1, 4)]
+        status, body = post(too_late)
+        self.assertEqual(status, 202, body)
+        for d in devs:
+            dropped = poll(lambda d=d: self.health(s, d, A)["late_dropped"] >= 2, timeout=30)
+            self.assertTrue(dropped, self.health(s, d, A))
+
+        # 3) Live ingest continues: in-order events now, and every third round one that is
+        # late but within allowed_lateness (applied live as a late update).
+        stop = threading.Event()
+        errors = []
+
+        def ingest():
+            rounds = 0
+            last = {d: last_history for d in devs}
+            while not stop.is_set():
+                rounds += 1
+                pairs = []
+                for j, d in enumerate(devs):
+                    t = time.time() - 0.3
+                    if t > last[d] + 0.01:
+                        pairs.append(event(d, t, 40.0 + rounds % 9 + j))
+                        last[d] = pairs[-1][0]
+                    if rounds % 3 == 0:
+                        lt = last[d] - 4.0 + 0.0007 * (rounds % 5)
+                        with lock:
+                            taken = round(lt * 1000) / 1000 in acked[d]
+                        if not taken and lt > last_history + MAX_GAP_S:
+                            pairs.append(event(d, lt, 500.0 + j))
+                try:
+                    status, body = post(pairs)
+                    if status != 202:
+                        errors.append((status, body))
+                except Exception as e:  # noqa: BLE001 - reported below
+                    errors.append(repr(e))
+                time.sleep(0.2)
+
+        thread = threading.Thread(target=ingest)
+        thread.start()
+        self.addCleanup(lambda: (stop.set(), thread.join()))
+        time.sleep(2.0)
+
+        frm, to = fmt_ts(base - 60), fmt_ts(time.time() + 120)
+        request = {"from": frm, "to": to, "owner_id": owner}
+        # Admin only: no token 401, owner key and device token 403 (as POST /v1/devices).
+        status, _, body = s.request("POST", "/v1/admin/replay", request)
+        self.assertEqual(status, 401, body)
+        for token in (owner_key, device_token):
+            status, _, body = s.request("POST", "/v1/admin/replay", request,
+                                        headers={"Authorization": f"Bearer {token}"})
+            self.assertEqual(status, 403, body)
+            self.assertEqual(body["error"]["code"], "forbidden")
+        status, _, body = s.request("POST", "/v1/admin/replay", {"from": frm}, headers=A)
+        self.assertEqual(status, 400, body)
+
+        status, headers, job = s.request("POST", "/v1/admin/replay", request, headers=A)
+        self.assertEqual(status, 202, job)
+        self.assertEqual(headers.get("location"), f"/v1/admin/replay/{job['id']}")
+        self.assertEqual(job["state"], "running")
+        status, _, body = s.request("GET", f"/v1/admin/replay/{job['id']}",
+                                    headers={"Authorization": f"Bearer {owner_key}"})
+        self.assertEqual(status, 403, body)
+        status, _, body = s.request("GET", "/v1/admin/replay/no-such-job", headers=A)
+        self.assertEqual(status, 404, body)
+        done = poll(lambda: (lambda b: b if b["state"] != "running" else None)(
+            s.request("GET", f"/v1/admin/replay/{job['id']}", headers=A)[2]), timeout=90,
+            interval=0.25)
+        self.assertTrue(done, s.diag())
+        self.assertEqual(done["state"], "succeeded", done)
+        result = done["result"]
+        self.assertEqual(result["devices"], len(devs), result)
+        # The minutes (and hours/days) holding too-late events got new versions; the
+        # windows of the live minutes were left to the live engine.
+        self.assertGreaterEqual(result["records_written"], 2 * len(devs), result)
+        self.assertGreaterEqual(result["records_live"], len(devs), result)
+        self.assertEqual(done["progress"]["phase"], "done")
+
+        # Replayed at once: the too-late minutes now count their late event.
+        for d in devs:
+            for k in (1, 4):
+                rec = self.history(s, d, base + 60 * k, base + 60 * (k + 1), headers=A)[0]
+                self.assertEqual(rec["count"], 13, rec)
+                self.assertGreaterEqual(rec["version"], REPLAY_VERSION_BASE, rec)
+                self.assertEqual(rec["max_power_w"], 5000.0 + k, rec)
+
+        # Second run while ingest continues, through the CLI: the data dir is locked, so it
+        # asks the server (URL from server.http_listen, token from auth.admin_token).
+        proc = run_cli(s, "replay", "--from", frm, "--to", to, "--owner", owner)
+        second = json.loads(proc.stdout)
+        err = proc.stderr.decode()
+        self.assertIn("running server", err)
+        self.assertIn("runs it as job", err)
+        self.assertIn("done:", err)  # the job's progress, as the CLI saw it
+        self.assertEqual(second["records_written"], 0, (second, err))
+        self.assertEqual(second["devices"], len(devs), second)
+        self.assertTrue(second["job"])
+
+        time.sleep(1.5)
+        stop.set()
+        thread.join()
+        self.assertFalse(errors, errors[:3])
+        # Every window final (idle timeout 2s), then all equal the reference of every
+        # acknowledged event (the too-late ones included).
+        last_t = {d: max(acked[d]) for d in devs}
+        for d in devs:
+            ok = poll(lambda d=d: (lambda h: h and h[-1]["final"] and
+                                   parse_ts(h[-1]["window_end"]) > last_t[d])(
+                self.history(s, d, base, last_t[d] + 60, headers=A)), timeout=30)
+            self.assertTrue(ok, s.diag())
+        live_late = 0
+        for d in devs:
+            ref = expected_records(sorted(acked[d].items()), window=60.0, max_gap=MAX_GAP_S)
+            got = {parse_ts(r["window_start"]): r
+                   for r in self.history(s, d, base - 60, last_t[d] + 60, headers=A)}
+            problems = []
+            for ws, exp in sorted(ref.items()):
+                g = got.get(ws)
+                problems += diff_record(g, exp, f"{d}@{fmt_ts(ws)}")
+                if g is not None and not g["final"]:
+                    problems.append(f"{d}@{fmt_ts(ws)}: not final")
+            extra = sorted(set(got) - set(ref))
+            self.assertFalse(extra, f"{d}: windows without events: {extra[:5]}")
+            self.assertFalse(problems, "\n".join(problems[:20]))
+            live_late += self.health(s, d, A)["late_updates"]
+        self.assertGreater(live_late, 0, "no in-lateness late event reached the engine")
+
+        # And a third run after ingest stopped: still nothing to write.
+        proc = run_cli(s, "replay", "--from", frm, "--to", to, "--owner", owner)
+        self.assertEqual(json.loads(proc.stdout)["records_written"], 0)
+
+    def health(self, server, device, headers):
+        status, _, body = server.request("GET", f"/v1/devices/{device}/health", headers=headers)
+        self.assertEqual(status, 200, body)
+        return body
 
 
 if __name__ == "__main__":

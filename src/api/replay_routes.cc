@@ -1,0 +1,161 @@
+// Admin operations: replay of the raw archive inside the running server
+// (docs/formats/archive.md, "Replay against a running server").
+//
+// - POST /v1/admin/replay {"from", "to", "device_id" | "owner_id", "dry_run"} → 202 with the
+//   job (Location: /v1/admin/replay/{id}); 409 already_exists while another replay runs.
+// - GET /v1/admin/replay/{id} → 200 with the job (state, progress, result or error).
+// Admin token only: no token 401; an owner key or device token 403 forbidden (as every
+// admin-only route, e.g. POST /v1/devices). 404 when the server runs without a replay
+// service (archive disabled). A started replay is recorded in the audit log
+// ("replay.started", docs/formats/audit.md).
+#include <fmt/format.h>
+#include <simdjson.h>
+
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+
+#include "api/api_context.h"
+#include "api/audit.h"
+#include "api/error_response.h"
+#include "api/query_params.h"
+#include "api/replay_service.h"
+#include "api/routes.h"
+#include "common/json_writer.h"
+#include "common/time_format.h"
+#include "net/http_server.h"
+#include "net/router.h"
+
+namespace joule::api {
+namespace {
+
+constexpr size_t kMaxBodyBytes = 16 * 1024;
+
+Result<ReplayJobRequest> ParseReplayBody(const net::HttpRequest& req) {
+  if (const std::string* ct = req.Header("content-type")) {
+    std::string_view v(*ct);
+    if (v.substr(0, v.find(';')).find("application/json") == std::string_view::npos) {
+      return Status::InvalidArgument("Content-Type must be application/json");
+    }
+  }
+  if (req.body.size() > kMaxBodyBytes) {
+    return Status::InvalidArgument(
+        fmt::format("request body must be at most {} bytes", kMaxBodyBytes));
+  }
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  simdjson::dom::object object;
+  if (parser.parse(req.body.data(), req.body.size()).get(root) != simdjson::SUCCESS) {
+    return Status::InvalidArgument("request body is not valid JSON");
+  }
+  if (root.get_object().get(object) != simdjson::SUCCESS) {
+    return Status::InvalidArgument("request body must be a JSON object");
+  }
+  ReplayJobRequest out;
+  std::set<std::string_view> seen;
+  bool has_from = false, has_to = false;
+  for (auto field : object) {
+    const std::string_view key = field.key;
+    if (!seen.insert(key).second) {
+      return Status::InvalidArgument(
+          fmt::format("field \"{}\" appears more than once", key.substr(0, 64)));
+    }
+    if (key == "dry_run") {
+      if (field.value.get_bool().get(out.dry_run) != simdjson::SUCCESS) {
+        return Status::InvalidArgument("dry_run must be a boolean");
+      }
+      continue;
+    }
+    std::string_view s;
+    if (key != "from" && key != "to" && key != "device_id" && key != "owner_id") {
+      return Status::InvalidArgument(fmt::format("unknown field \"{}\"", key.substr(0, 64)));
+    }
+    if (field.value.get_string().get(s) != simdjson::SUCCESS) {
+      return Status::InvalidArgument(fmt::format("{} must be a string", key));
+    }
+    if (key == "from") {
+      JOULE_ASSIGN_OR_RETURN(out.from_ns, ParseTimeParam("from", std::string(s)));
+      has_from = true;
+    } else if (key == "to") {
+      JOULE_ASSIGN_OR_RETURN(out.to_ns, ParseTimeParam("to", std::string(s)));
+      has_to = true;
+    } else if (key == "device_id") {
+      out.device_id = std::string(s);
+    } else {
+      out.owner_id = std::string(s);
+    }
+  }
+  if (!has_from || !has_to) return Status::InvalidArgument("from and to are required");
+  if (out.to_ns <= out.from_ns) return Status::InvalidArgument("to must be after from");
+  if (!out.device_id.empty() && !out.owner_id.empty()) {
+    return Status::InvalidArgument("give device_id or owner_id, not both");
+  }
+  return out;
+}
+
+}  // namespace
+
+void AddReplayRoutes(net::Router& router, ApiContext& ctx) {
+  // Authorization first: a non-admin learns nothing, not even whether replay is enabled.
+  auto admin = [&ctx](const net::HttpRequest& req, net::Responder& r) -> std::optional<Caller> {
+    const Caller caller = ctx.auth->Authenticate(req);
+    if (caller.kind == Caller::Kind::kNone) {
+      r.Send(Unauthorized());
+      return std::nullopt;
+    }
+    if (!caller.admin()) {
+      r.Send(net::HttpResponse::Error(403, "forbidden", "only the admin token may run replays"));
+      return std::nullopt;
+    }
+    if (!ctx.replay) {
+      r.Send(net::HttpResponse::Error(404, "not_found",
+                                      "replay is not available (archive.enabled = false)"));
+      return std::nullopt;
+    }
+    return caller;
+  };
+  router.Add("POST", "/v1/admin/replay", [&ctx, admin](net::HttpRequest& req, net::Responder r) {
+    const std::optional<Caller> caller = admin(req, r);
+    if (!caller) return;
+    Result<ReplayJobRequest> body = ParseReplayBody(req);
+    if (!body.ok()) return r.Send(ErrorFromStatus(body.status()));
+    Result<std::string> job = ctx.replay->Start(*body);
+    if (!job.ok()) return r.Send(ErrorFromStatus(job.status()));
+    net::HttpResponse resp = net::HttpResponse::Json(202, *job);
+    // The job JSON starts with {"id":"…": the Location header names it.
+    simdjson::dom::parser parser;
+    std::string_view id;
+    if (parser.parse(*job)["id"].get_string().get(id) == simdjson::SUCCESS) {
+      resp.headers.emplace_back("Location", fmt::format("/v1/admin/replay/{}", id));
+      JsonWriter details;
+      details.BeginObject();
+      details.Key("from");
+      details.String(FormatRfc3339Millis(body->from_ns));
+      details.Key("to");
+      details.String(FormatRfc3339Millis(body->to_ns));
+      if (!body->device_id.empty()) {
+        details.Key("device_id");
+        details.String(body->device_id);
+      }
+      if (!body->owner_id.empty()) {
+        details.Key("owner_id");
+        details.String(body->owner_id);
+      }
+      details.Key("dry_run");
+      details.Bool(body->dry_run);
+      details.EndObject();
+      RecordAudit(ctx, req, *caller, "replay.started", "replay", id, details.str());
+    }
+    r.Send(std::move(resp));
+  });
+  router.Add("GET", "/v1/admin/replay/{id}",
+             [&ctx, admin](net::HttpRequest& req, net::Responder r) {
+               if (!admin(req, r)) return;
+               Result<std::string> job = ctx.replay->Get(req.path_params["id"]);
+               if (!job.ok()) return r.Send(ErrorFromStatus(job.status()));
+               r.Send(net::HttpResponse::Json(200, *job));
+             });
+}
+
+}  // namespace joule::api

@@ -1,0 +1,32 @@
+// ReplayService: what POST/GET /v1/admin/replay need from the app (implemented by
+// app::ReplayJobs, src/app/replay_jobs.h). Replays run as background jobs, one at a time.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "common/status.h"
+
+namespace joule::api {
+
+struct ReplayJobRequest {
+  int64_t from_ns = 0;
+  int64_t to_ns = 0;
+  std::string device_id;  // at most one of device_id, owner_id
+  std::string owner_id;
+  bool dry_run = false;
+};
+
+class ReplayService {
+ public:
+  virtual ~ReplayService() = default;
+  // Starts a job and returns its JSON (state "running"). AlreadyExists while another job
+  // runs; InvalidArgument for an unusable request (unknown owner, no archive).
+  virtual Result<std::string> Start(const ReplayJobRequest& request) = 0;
+  // The job's JSON: id, state (running, succeeded, failed), request, progress, result or
+  // error. NotFound for an unknown id.
+  virtual Result<std::string> Get(std::string_view id) = 0;
+};
+
+}  // namespace joule::api

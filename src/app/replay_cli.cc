@@ -1,0 +1,303 @@
+#include "app/replay_cli.h"
+
+#include <fmt/format.h>
+#include <simdjson.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <thread>
+
+#include "app/archiver.h"
+#include "app/engine_setup.h"
+#include "app/http_client.h"
+#include "app/metadata_open.h"
+#include "app/replay.h"
+#include "common/clock.h"
+#include "common/json_writer.h"
+#include "common/time_format.h"
+#include "log/log.h"
+#include "net/url.h"
+#include "store/metadata_store.h"
+#include "store/redis/redis_latest_store.h"
+#include "store/rocksdb/rocksdb_history_store.h"
+
+namespace joule::app {
+namespace {
+
+int Fail(const std::string& message, int code = 1) {
+  fmt::print(stderr, "joule replay: {}\n", message);
+  return code;
+}
+
+void PrintSummary(int64_t from, int64_t to, bool dry_run, const ReplayStats& stats,
+                  const std::string& job) {
+  JsonWriter w;
+  w.BeginObject();
+  w.Key("from");
+  w.String(FormatRfc3339Millis(from));
+  w.Key("to");
+  w.String(FormatRfc3339Millis(to));
+  w.Key("dry_run");
+  w.Bool(dry_run);
+  if (!job.empty()) {
+    w.Key("job");
+    w.String(job);
+  }
+  WriteReplayStats(w, stats);
+  w.EndObject();
+  fmt::print("{}\n", w.str());
+}
+
+// Everything durable in the log goes into published archive files first (after a kill -9
+// the archiver may have left the tail unsealed), so the archive holds every acknowledged
+// event. Log retention is off in this process: it must not delete what the server's
+// processors have not consumed.
+Status SealArchive(const Config& config, const std::string& archive_dir) {
+  log::LogOptions lo;
+  lo.dir = (std::filesystem::path(config.data_dir) / "log").string();
+  if (!std::filesystem::is_directory(lo.dir)) return Status::Ok();
+  lo.partitions = config.log_partitions;
+  lo.segment_bytes = config.log_segment_bytes;
+  lo.fsync = config.durability == "fsync";
+  lo.retention_bytes = 0;
+  lo.retention_age_ns = 0;
+  lo.retention_interval_ns = 0;
+  lo.clock = SystemClock::Default();
+  JOULE_ASSIGN_OR_RETURN(std::unique_ptr<log::Log> log, log::Log::Open(lo, nullptr));
+  ArchiverOptions ao;
+  ao.dir = archive_dir;
+  ao.max_file_bytes = config.archive_max_file_bytes;
+  ao.max_file_age_ns = config.archive_max_file_age_ns;
+  ao.retention_ns = 0;  // the server enforces archive retention
+  Archiver archiver(ao, log.get(), SystemClock::Default(), nullptr);
+  JOULE_RETURN_IF_ERROR(archiver.Start());
+  archiver.Stop();  // archives everything durable and seals it
+  if (archiver.LagRecords() > 0) {
+    return Status::IoError(
+        fmt::format("{} log records could not be archived (see the log)", archiver.LagRecords()));
+  }
+  return Status::Ok();
+}
+
+std::string ReadAdminToken(const Config& config) {
+  if (!config.admin_token.empty()) return config.admin_token;
+  std::ifstream in(std::filesystem::path(config.data_dir) / "admin_token");
+  std::string token;
+  if (in) std::getline(in, token);
+  return token;
+}
+
+std::string UrlEncode(std::string_view s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out += fmt::format("%{:02X}", c);
+    }
+  }
+  return out;
+}
+
+// The server at `url` does the replay; progress lines to stderr, the summary to stdout.
+int RunRemote(const std::string& url, const std::string& token, const ReplayCliOptions& options,
+              int64_t from, int64_t to) {
+  std::string_view rest(url);
+  if (rest.rfind("http://", 0) == 0) rest.remove_prefix(7);
+  if (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
+  Result<net::HostPort> hp = net::ParseHostPort(rest);
+  if (!hp.ok() || rest.find('/') != std::string_view::npos) {
+    return Fail(fmt::format("--server must be http://host:port, not {}", url), 2);
+  }
+  std::string host = hp->host.empty() || hp->host == "0.0.0.0" ? "127.0.0.1" : hp->host;
+  if (host == "::") host = "::1";
+  HttpClient client(host, std::to_string(hp->port));
+
+  JsonWriter w;
+  w.BeginObject();
+  w.Key("from");
+  w.String(FormatRfc3339Millis(from));
+  w.Key("to");
+  w.String(FormatRfc3339Millis(to));
+  if (!options.device_id.empty()) {
+    w.Key("device_id");
+    w.String(options.device_id);
+  }
+  if (!options.owner_id.empty()) {
+    w.Key("owner_id");
+    w.String(options.owner_id);
+  }
+  w.Key("dry_run");
+  w.Bool(options.dry_run);
+  w.EndObject();
+  std::string body;
+  int status = client.Post("/v1/admin/replay", "application/json", w.str(), token, &body);
+  if (status < 0) return Fail(fmt::format("cannot reach the server at {}", url));
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  if (status != 202) {
+    std::string_view message = body;
+    if (parser.parse(body).get(doc) == simdjson::SUCCESS) {
+      std::string_view m;
+      if (doc["error"]["message"].get_string().get(m) == simdjson::SUCCESS) message = m;
+    }
+    return Fail(
+        fmt::format("the server at {} refused the replay: HTTP {}: {}", url, status, message));
+  }
+  std::string_view id_view;
+  if (parser.parse(body).get(doc) != simdjson::SUCCESS ||
+      doc["id"].get_string().get(id_view) != simdjson::SUCCESS) {
+    return Fail("unexpected answer from the server: " + body);
+  }
+  const std::string id(id_view);
+  fmt::print(stderr, "joule replay: the server at {} runs it as job {}\n", url, id);
+
+  std::string last_line;
+  auto last_print = std::chrono::steady_clock::now() - std::chrono::hours(1);
+  while (true) {
+    status = client.Get("/v1/admin/replay/" + UrlEncode(id), token, &body);
+    if (status != 200) {
+      return Fail(fmt::format("lost the job {} (HTTP {}): {}", id, status, body));
+    }
+    if (parser.parse(body).get(doc) != simdjson::SUCCESS) {
+      return Fail("unexpected answer from the server: " + body);
+    }
+    std::string_view state;
+    if (doc["state"].get_string().get(state) != simdjson::SUCCESS) state = "";
+    ReplayProgress p;
+    simdjson::dom::object po;
+    if (doc["progress"].get_object().get(po) == simdjson::SUCCESS) {
+      std::string_view phase;
+      if (po["phase"].get_string().get(phase) == simdjson::SUCCESS) p.phase = phase;
+      auto u = [&](const char* key) {
+        uint64_t v = 0;
+        return po[key].get_uint64().get(v) == simdjson::SUCCESS ? v : uint64_t{0};
+      };
+      p.files_done = u("files_done");
+      p.files_total = u("files_total");
+      p.devices_done = u("devices_done");
+      p.devices_total = u("devices_total");
+      p.stats.events_read = u("events_read");
+      p.stats.duplicates = u("duplicates");
+      p.stats.devices = u("devices");
+      p.stats.records_computed = u("records_computed");
+      p.stats.records_written = u("records_written");
+      p.stats.records_unchanged = u("records_unchanged");
+      p.stats.records_live = u("records_live");
+      p.stats.records_incomplete = u("records_incomplete");
+    }
+    const auto now = std::chrono::steady_clock::now();
+    std::string line = ReplayProgressLine(p);
+    if (state != "running") {
+      if (line != last_line) fmt::print(stderr, "joule replay: {}\n", line);
+      if (state == "succeeded") {
+        PrintSummary(from, to, options.dry_run, p.stats, id);
+        return 0;
+      }
+      std::string_view error;
+      if (doc["error"].get_string().get(error) != simdjson::SUCCESS) error = "(no message)";
+      return Fail(fmt::format("job {} failed: {}", id, error));
+    }
+    if (line != last_line && now - last_print >= std::chrono::seconds(1)) {
+      fmt::print(stderr, "joule replay: {}\n", line);
+      last_line = line;
+      last_print = now;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+}
+
+}  // namespace
+
+int RunReplay(const Config& config, const ReplayCliOptions& options) {
+  int64_t from, to;
+  if (!ParseRfc3339(options.from, &from)) return Fail("--from must be an RFC 3339 time", 2);
+  if (!ParseRfc3339(options.to, &to)) return Fail("--to must be an RFC 3339 time", 2);
+  if (to <= from) return Fail("--to must be after --from", 2);
+  if (!options.device_id.empty() && !options.owner_id.empty()) {
+    return Fail("give --device or --owner, not both", 2);
+  }
+  if (!options.server.empty()) {
+    std::string token = options.admin_token.empty() ? ReadAdminToken(config) : options.admin_token;
+    return RunRemote(options.server, token, options, from, to);
+  }
+
+  ReplayRequest req;
+  req.from_ns = from;
+  req.to_ns = to;
+  req.archive_dir = (std::filesystem::path(config.data_dir) / "archive").string();
+  req.engine = EngineOptionsFrom(config);
+  req.dry_run = options.dry_run;
+
+  store::RocksDbHistoryOptions ho;
+  ho.path = (std::filesystem::path(config.data_dir) / "history").string();
+  ho.retention.base_ns = config.history_retention_base_ns;
+  ho.retention.hour_ns = config.history_retention_hour_ns;
+  ho.retention.day_ns = config.history_retention_day_ns;
+  auto history = store::RocksDbHistoryStore::Open(ho, nullptr);
+  if (!history.ok()) {
+    const std::string msg = history.status().ToString();
+    std::string lower = msg;
+    std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
+    if (lower.find("lock") == std::string::npos) return Fail("history store: " + msg);
+    // A running server holds the data dir: it does the replay itself.
+    Result<net::HostPort> hp = net::ParseHostPort(config.http_listen);
+    if (!hp.ok() || hp->port == 0) {
+      return Fail(fmt::format("the history store {} is locked by another process (a running "
+                              "`joule serve`?) and server.http_listen ({}) does not say where "
+                              "it listens: pass --server http://HOST:PORT --admin-token T, or "
+                              "stop the server and run replay again",
+                              ho.path, config.http_listen),
+                  3);
+    }
+    const std::string url = fmt::format(
+        "http://{}:{}", hp->host.find(':') != std::string::npos ? "[" + hp->host + "]" : hp->host,
+        hp->port);
+    fmt::print(stderr,
+               "joule replay: the data dir is in use by a running server; asking it at {} "
+               "(POST /v1/admin/replay)\n",
+               url);
+    std::string token = options.admin_token.empty() ? ReadAdminToken(config) : options.admin_token;
+    return RunRemote(url, token, options, from, to);
+  }
+  if (!std::filesystem::is_directory(req.archive_dir)) {
+    return Fail(fmt::format("no archive at {} (is storage.data_dir right?)", req.archive_dir));
+  }
+  if (config.archive_enabled) {
+    fmt::print(stderr, "joule replay: sealing the archive (log tail)\n");
+    Status sealed = SealArchive(config, req.archive_dir);
+    if (!sealed.ok()) return Fail("archive: " + sealed.ToString());
+  }
+
+  Result<std::unique_ptr<store::MetadataStore>> metadata = OpenMetadataStore(config);
+  if (!metadata.ok()) return Fail("metadata store: " + metadata.status().ToString());
+  Result<std::set<std::string, std::less<>>> devices =
+      ReplayDevices(metadata->get(), options.device_id, options.owner_id);
+  if (!devices.ok()) return Fail(devices.status().message());
+  req.devices = std::move(*devices);
+  MetadataTimezones timezones(metadata->get());
+
+  std::unique_ptr<store::LatestStore> latest;
+  if (config.latest_backend == "redis") {
+    store::RedisLatestStoreOptions ro;
+    if (!config.latest_url.empty()) ro.url = config.latest_url;
+    ro.windows_per_device = config.latest_windows;
+    auto redis = store::RedisLatestStore::Open(ro);
+    if (!redis.ok()) return Fail("latest store: " + redis.status().ToString());
+    latest = std::move(*redis);
+  }
+
+  Result<ReplayStats> stats =
+      ReplayArchive(req, history->get(), latest.get(), &timezones, [](const ReplayProgress& p) {
+        fmt::print(stderr, "joule replay: {}\n", ReplayProgressLine(p));
+      });
+  if (!stats.ok()) return Fail(stats.status().ToString());
+  PrintSummary(req.from_ns, req.to_ns, req.dry_run, *stats, "");
+  return 0;
+}
+
+}  // namespace joule::app

@@ -1,0 +1,29 @@
+// `joule replay` (docs/formats/archive.md, "Replay"): on a stopped server's data dir it
+// replays in-process; when a running server holds the data dir (the history store's
+// RocksDB LOCK), or with --server, it asks that server to do it (POST /v1/admin/replay),
+// follows the job (GET /v1/admin/replay/{id}) and prints its progress.
+#pragma once
+
+#include <string>
+
+#include "app/config.h"
+
+namespace joule::app {
+
+struct ReplayCliOptions {
+  std::string from, to;  // RFC 3339
+  std::string device_id;
+  std::string owner_id;
+  bool dry_run = false;
+  // Remote mode: the server's base URL (http://host:port) and admin token. Without
+  // --server, a locked data dir means a running server: its URL comes from
+  // server.http_listen and the token from auth.admin_token or {data_dir}/admin_token.
+  std::string server;
+  std::string admin_token;
+};
+
+// Returns the process exit code: 0 done, 1 failed, 2 bad arguments, 3 the data dir is
+// locked and no server could be asked.
+int RunReplay(const Config& config, const ReplayCliOptions& options);
+
+}  // namespace joule::app
