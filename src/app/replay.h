@@ -18,11 +18,13 @@
 // files first; `joule replay` on a stopped data dir runs the archiver over the log tail).
 //
 // Versions. For a settled window whose recomputed content differs from the stored record:
-// version = max(stored + 1, kReplayVersionBase). The live engine numbers the emissions of
-// a key from 1 and never comes near 2^32, so a replayed record is never replaced by a live
-// re-emission of a settled window — which can only happen after a restart from a
-// checkpoint older than the replay, and would lack the folded-in events. A later replay
-// that finds new events writes stored + 1. Equal content (all fields but the version) →
+// version = max(stored + 1, kReplayVersionBase = 2^52). The live engine cannot change a
+// settled window; it can only emit one again after a restart from a checkpoint older than
+// the replay (re-emitting it without the folded-in events), and then with a version below
+// (recovery epoch + 1) << 32 (stream README, "Recovery epochs"): 2^52 stays above that for
+// 2^20 restarts, so the replayed record keeps winning under the sinks' keep-highest rule.
+// 2^52 + n is still an exact JSON number in every reader (< 2^53). A later replay that
+// finds new events writes stored + 1. Equal content (all fields but the version) →
 // nothing is written, so a second replay of the same range is a no-op.
 //
 // Also left alone (counted): a recomputed record with fewer events than the stored one —
@@ -46,7 +48,7 @@
 namespace joule::app {
 
 // Versions written by replay start here (see above).
-inline constexpr uint64_t kReplayVersionBase = uint64_t{1} << 32;
+inline constexpr uint64_t kReplayVersionBase = uint64_t{1} << 52;
 
 struct ReplayRequest {
   std::string archive_dir;

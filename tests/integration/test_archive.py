@@ -31,7 +31,7 @@ ENV = {
     "JOULE_STREAM_MAX_GAP": f"{MAX_GAP_S}s",
     "JOULE_ARCHIVE_MAX_FILE_AGE": "1s",
 }
-REPLAY_VERSION_BASE = 2 ** 32  # src/app/replay.h kReplayVersionBase
+REPLAY_VERSION_BASE = 2 ** 52  # src/app/replay.h kReplayVersionBase
 
 
 def free_port():
