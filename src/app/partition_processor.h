@@ -98,6 +98,7 @@ class PartitionProcessor {
   std::unique_ptr<std::atomic<uint64_t>[]> positions_;
   std::unique_ptr<std::atomic<int64_t>[]> last_append_ns_;
   std::vector<log::LogRecord> batch_;
+  std::vector<model::Event> events_;  // the decoded batch (storage reused)
   std::atomic<bool> stop_{false};
   std::atomic<bool> caught_up_once_{false};
   std::thread thread_;

@@ -114,6 +114,8 @@ struct PendingSample {
   double v;
 };
 
+// Field order: what every event touches first (the processor prefetches these lines ahead,
+// WindowEngine::ProcessBatch), then what only emission, idle ticks or day rolls need.
 struct Device {
   std::string id;
   bool has_events = false;
@@ -123,27 +125,20 @@ struct Device {
   int64_t last_seen = 0;      // processing time of the last event
   int64_t next_early = 0;     // processing time of the next early firing
   int64_t next_evict = 0;     // processing time of the next eviction pass (not saved)
-  static constexpr int kSkewRing = 16;
-  int64_t skew[kSkewRing] = {};
   uint32_t skew_n = 0;
   uint64_t events = 0, late_updates = 0, late_dropped = 0, duplicates = 0;
 
   std::vector<MetricState> metrics;
-  std::vector<uint32_t> by_name;  // metric ids sorted by name
-  std::vector<uint32_t> hint;     // event metric index → metric id guess
+  std::vector<uint32_t> hint;  // event metric index → metric id guess
 
   std::vector<PendingEvent> pending;  // sorted by (t, tie) from pending_head
   size_t pending_head = 0;
   std::vector<PendingSample> arena;
 
+  Window* last_base = nullptr;        // lookup cache
+  int64_t min_open_end = kMinTime;    // lower bound of the ends of non-final windows
   std::vector<Window*> win[kNumRes];  // sorted by start
   size_t first_open[kNumRes] = {0, 0, 0};
-  Window* last_base = nullptr;      // lookup cache
-  int64_t min_open_end = kMinTime;  // lower bound of the ends of non-final windows
-
-  std::string timezone = "UTC";
-  const date::time_zone* zone = nullptr;
-  int64_t latest_day_end = kMinTime;
 
   // De-duplication: events with an event_id by a hash of it (with its event time, for
   // expiry); events without one by their timestamp, kept sorted from seen_head.
@@ -151,6 +146,14 @@ struct Device {
   std::vector<int64_t> seen_ts;
   size_t seen_head = 0;
   std::vector<Window*> dirty;  // final windows changed since emission
+
+  // Colder: emission order, clock-skew ring, timezone.
+  std::vector<uint32_t> by_name;  // metric ids sorted by name
+  static constexpr int kSkewRing = 16;
+  int64_t skew[kSkewRing] = {};
+  std::string timezone = "UTC";
+  const date::time_zone* zone = nullptr;
+  int64_t latest_day_end = kMinTime;
 };
 
 struct WindowEngine::Impl {

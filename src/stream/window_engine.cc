@@ -1,6 +1,7 @@
 #include "stream/window_engine.h"
 
 #include <algorithm>
+#include <cstring>
 #include <utility>
 
 #include "stream/engine_state.h"
@@ -21,9 +22,38 @@ inline int64_t FloorDiv(int64_t a, int64_t b) {
   if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
   return q;
 }
-inline int64_t FloorTo(int64_t t, int64_t w) { return FloorDiv(t, w) * w; }
+inline int64_t FloorTo(int64_t t, int64_t w) {
+  if (t >= 0) return t - t % w;  // the common case: one division, no branches
+  return FloorDiv(t, w) * w;
+}
 
 inline uint64_t HashId(std::string_view s) { return HashDeviceId(s); }
+
+// String equality without a library call for short names (overlapping word loads; never
+// reads outside either string).
+inline bool SameName(std::string_view a, std::string_view b) {
+  const size_t n = a.size();
+  if (n != b.size()) return false;
+  const char* x = a.data();
+  const char* y = b.data();
+  if (n >= 8 && n <= 16) {
+    uint64_t x0, x1, y0, y1;
+    std::memcpy(&x0, x, 8);
+    std::memcpy(&y0, y, 8);
+    std::memcpy(&x1, x + n - 8, 8);
+    std::memcpy(&y1, y + n - 8, 8);
+    return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+  }
+  if (n >= 4 && n < 8) {
+    uint32_t x0, x1, y0, y1;
+    std::memcpy(&x0, x, 4);
+    std::memcpy(&y0, y, 4);
+    std::memcpy(&x1, x + n - 4, 4);
+    std::memcpy(&y1, y + n - 4, 4);
+    return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+  }
+  return std::memcmp(x, y, n) == 0;
+}
 
 // De-duplication identity: (device, event_id) else (device, timestamp). Returns false
 // for a duplicate; otherwise remembers the identity.
@@ -137,9 +167,11 @@ inline CounterStep StepCounter(double b, double v) {
 // Calls f(window_start, energy_wh, covered_ns) for each base window overlapping the
 // power interval (t1,p1)–(t2,p2). REQUIRES: t2 > t1.
 template <typename F>
-inline void SpreadPower(int64_t width, int64_t t1, double p1, int64_t t2, double p2, F&& f) {
+// s2 = the start of the base window containing t2 (saves a division when t1 is in it too).
+inline void SpreadPower(int64_t width, int64_t t1, double p1, int64_t t2, double p2, int64_t s2,
+                        F&& f) {
   const double dt = static_cast<double>(t2 - t1);
-  for (int64_t s = FloorTo(t1, width); s < t2; s += width) {
+  for (int64_t s = t1 >= s2 ? s2 : FloorTo(t1, width); s < t2; s += width) {
     int64_t a = std::max(t1, s), b = std::min(t2, s + width);
     if (b <= a) continue;
     double pa = a == t1 ? p1 : p1 + (p2 - p1) * (static_cast<double>(a - t1) / dt);
@@ -150,14 +182,15 @@ inline void SpreadPower(int64_t width, int64_t t1, double p1, int64_t t2, double
 
 // Calls f(window_start, share) for the windows a counter increment is spread over.
 template <typename F>
-inline void SpreadCounter(int64_t width, int64_t max_gap, int64_t t1, int64_t t2, double inc,
-                          F&& f) {
+// s2 as for SpreadPower.
+inline void SpreadCounter(int64_t width, int64_t max_gap, int64_t t1, int64_t t2, int64_t s2,
+                          double inc, F&& f) {
   if (t2 <= t1 || t2 - t1 > max_gap) {
-    f(FloorTo(t2, width), inc);
+    f(s2, inc);
     return;
   }
   const double dt = static_cast<double>(t2 - t1);
-  for (int64_t s = FloorTo(t1, width); s < t2; s += width) {
+  for (int64_t s = t1 >= s2 ? s2 : FloorTo(t1, width); s < t2; s += width) {
     int64_t a = std::max(t1, s), b = std::min(t2, s + width);
     if (b <= a) continue;
     f(s, inc * (static_cast<double>(b - a) / dt));
@@ -241,8 +274,7 @@ Window* DayOf(Impl& E, Device& d, int64_t base_start) {
   return w;
 }
 
-Window* BaseOf(Impl& E, Device& d, int64_t start, bool create) {
-  if (d.last_base != nullptr && d.last_base->start == start) return d.last_base;
+Window* BaseOfSlow(Impl& E, Device& d, int64_t start, bool create) {
   auto& v = d.win[kBaseRes];
   size_t pos;
   if (!v.empty() && v.back()->start == start) {
@@ -264,6 +296,23 @@ Window* BaseOf(Impl& E, Device& d, int64_t start, bool create) {
   w->day = DayOf(E, d, start);
   InsertWindow(d, kBaseRes, pos, w);
   return d.last_base = w;
+}
+
+// The base window starting at `start` (created when asked); the device's last one is
+// cached, which is the answer for nearly every call.
+inline Window* BaseOf(Impl& E, Device& d, int64_t start, bool create) {
+  Window* w = d.last_base;
+  if (w != nullptr && w->start == start) [[likely]]
+    return w;
+  return BaseOfSlow(E, d, start, create);
+}
+
+// floor(t / window) * window, answered from the cached last base window when t is in it.
+inline int64_t BaseStartOf(const Impl& E, const Device& d, int64_t t) {
+  const Window* w = d.last_base;
+  if (w != nullptr && t >= w->start && t < w->end) [[likely]]
+    return w->start;
+  return FloorTo(t, E.opt.window_ns);
 }
 
 // ---- folding into the real (sealed) aggregates ---------------------------------------
@@ -299,14 +348,14 @@ void SealSample(Impl& E, Device& d, Window* w, uint32_t m, int64_t t, double v) 
   const Sample p = ms.hist.back();
   if (ms.kind == MetricKind::kPower) {
     if (t > p.t && t - p.t <= E.opt.max_gap_ns) {
-      SpreadPower(width, p.t, p.v, t, v, [&](int64_t s, double e, int64_t cov) {
+      SpreadPower(width, p.t, p.v, t, v, w->start, [&](int64_t s, double e, int64_t cov) {
         AddPieceAll(d, BaseOf(E, d, s, true), m, e, cov, 0, 0);
       });
     }
     ms.hist.push_back({t, v});
   } else {
     CounterStep st = StepCounter(ms.baseline.back(), v);
-    SpreadCounter(width, E.opt.max_gap_ns, p.t, t, st.inc, [&](int64_t s, double share) {
+    SpreadCounter(width, E.opt.max_gap_ns, p.t, t, w->start, st.inc, [&](int64_t s, double share) {
       AddPieceAll(d, BaseOf(E, d, s, true), m, 0, 0, share, 0);
     });
     if (st.reset) AddPieceAll(d, w, m, 0, 0, 0, 1);
@@ -316,7 +365,7 @@ void SealSample(Impl& E, Device& d, Window* w, uint32_t m, int64_t t, double v) 
 }
 
 void SealEvent(Impl& E, Device& d, const PendingEvent& pe) {
-  Window* w = BaseOf(E, d, FloorTo(pe.t, E.opt.window_ns), true);
+  Window* w = BaseOf(E, d, BaseStartOf(E, d, pe.t), true);
   Touch(d, w);
   ++w->count;
   for (uint32_t i = 0; i < pe.n; ++i) {
@@ -393,22 +442,24 @@ void RecomputeRange(Impl& E, Device& d, uint32_t m, int64_t lo, int64_t hi) {
     if (p.t >= s1 + width) break;
     if (ms.kind == MetricKind::kPower) {
       if (c.t > p.t && c.t - p.t <= E.opt.max_gap_ns) {
-        SpreadPower(width, p.t, p.v, c.t, c.v, [&](int64_t s, double e, int64_t cov) {
-          if (Fields* f = at(s)) {
-            f->energy += e;
-            f->covered += cov;
-            f->touched = true;
-          }
-        });
+        SpreadPower(width, p.t, p.v, c.t, c.v, FloorTo(c.t, width),
+                    [&](int64_t s, double e, int64_t cov) {
+                      if (Fields* f = at(s)) {
+                        f->energy += e;
+                        f->covered += cov;
+                        f->touched = true;
+                      }
+                    });
       }
     } else {
       CounterStep st = StepCounter(ms.baseline[k - 1], c.v);
-      SpreadCounter(width, E.opt.max_gap_ns, p.t, c.t, st.inc, [&](int64_t s, double share) {
-        if (Fields* f = at(s)) {
-          f->delta += share;
-          f->touched = true;
-        }
-      });
+      SpreadCounter(width, E.opt.max_gap_ns, p.t, c.t, FloorTo(c.t, width), st.inc,
+                    [&](int64_t s, double share) {
+                      if (Fields* f = at(s)) {
+                        f->delta += share;
+                        f->touched = true;
+                      }
+                    });
       if (st.reset) {
         if (Fields* f = at(FloorTo(c.t, width))) {
           f->resets += 1;
@@ -644,6 +695,7 @@ void EarlyFire(Impl& E, Device& d, int64_t now, int64_t tick_period, RecordSink*
   };
   struct Cursor {
     bool has;
+    MetricKind kind;
     int64_t t;
     double v, b;
   };
@@ -652,6 +704,7 @@ void EarlyFire(Impl& E, Device& d, int64_t now, int64_t tick_period, RecordSink*
   for (size_t m = 0; m < d.metrics.size(); ++m) {
     const MetricState& ms = d.metrics[m];
     Cursor& c = cursors[m];
+    c.kind = ms.kind;
     c.has = !ms.hist.empty();
     if (c.has) {
       c.t = ms.hist.back().t;
@@ -662,25 +715,30 @@ void EarlyFire(Impl& E, Device& d, int64_t now, int64_t tick_period, RecordSink*
   const int64_t width = E.opt.window_ns;
   for (size_t i = d.pending_head; i < d.pending.size(); ++i) {
     const PendingEvent& pe = d.pending[i];
-    Window* w = BaseOf(E, d, FloorTo(pe.t, width), false);
+    Window* w = BaseOf(E, d, BaseStartOf(E, d, pe.t), false);
     if (w == nullptr) continue;  // cannot happen: created on arrival
-    if (w->view_slot >= 0) ++E.view[static_cast<size_t>(w->view_slot)].count;
+    Impl::ViewSlot* wslot =
+        w->view_slot >= 0 ? &E.view[static_cast<size_t>(w->view_slot)] : nullptr;
+    if (wslot != nullptr) ++wslot->count;
+    const PendingSample* samples = d.arena.data() + pe.offset;
     for (uint32_t k = 0; k < pe.n; ++k) {
-      const PendingSample& s = d.arena[pe.offset + k];
+      const PendingSample& s = samples[k];
       const uint32_t m = s.metric;
-      if (Acc* a = slot_acc(w, m)) a->AddSample(pe.t, s.v);
-      const MetricState& ms = d.metrics[m];
-      if (ms.kind == MetricKind::kGauge) continue;
+      if (wslot != nullptr) {
+        if (m >= wslot->acc.size()) wslot->acc.resize(m + 1);
+        wslot->acc[m].AddSample(pe.t, s.v);
+      }
       Cursor& c = cursors[m];
+      if (c.kind == MetricKind::kGauge) continue;
       if (c.has) {
-        if (ms.kind == MetricKind::kPower) {
+        if (c.kind == MetricKind::kPower) {
           if (pe.t > c.t && pe.t - c.t <= E.opt.max_gap_ns) {
-            SpreadPower(width, c.t, c.v, pe.t, s.v,
+            SpreadPower(width, c.t, c.v, pe.t, s.v, w->start,
                         [&](int64_t ws0, double e, int64_t cov) { piece(ws0, m, e, cov, 0, 0); });
           }
         } else {
           CounterStep st = StepCounter(c.b, s.v);
-          SpreadCounter(width, E.opt.max_gap_ns, c.t, pe.t, st.inc,
+          SpreadCounter(width, E.opt.max_gap_ns, c.t, pe.t, w->start, st.inc,
                         [&](int64_t ws0, double share) { piece(ws0, m, 0, 0, share, 0); });
           if (st.reset) piece(w->start, m, 0, 0, 0, 1);
           c.b = st.baseline;
@@ -820,7 +878,8 @@ Device* WindowEngine::Impl::FindDevice(std::string_view id, uint64_t hash) const
   for (size_t i = hash & mask;; i = (i + 1) & mask) {
     const Slot& s = index[i];
     if (s.index == 0) return nullptr;
-    if (s.hash == hash && devices[s.index - 1]->id == id) return devices[s.index - 1].get();
+    if (s.hash == hash && devices[s.index - 1]->id == id) [[likely]]
+      return devices[s.index - 1].get();
   }
 }
 
@@ -842,7 +901,7 @@ void WindowEngine::Impl::IndexDevice(uint64_t hash, uint32_t i) {
 }
 
 Device& WindowEngine::Impl::GetDevice(std::string_view id) {
-  if (last_device != nullptr && last_device->id == id) return *last_device;
+  if (last_device != nullptr && SameName(last_device->id, id)) return *last_device;
   const uint64_t hash = HashId(id);
   if (Device* found = FindDevice(id, hash)) return *(last_device = found);
   auto d = std::make_unique<Device>();
@@ -860,7 +919,8 @@ Device& WindowEngine::Impl::GetDevice(std::string_view id) {
 uint32_t WindowEngine::Impl::MetricId(Device& d, size_t i, std::string_view name) {
   if (i < d.hint.size()) {
     uint32_t h = d.hint[i];
-    if (h < d.metrics.size() && d.metrics[h].name == name) return h;
+    if (h < d.metrics.size() && SameName(d.metrics[h].name, name)) [[likely]]
+      return h;
   } else {
     d.hint.resize(i + 1, UINT32_MAX);
   }
@@ -961,7 +1021,7 @@ void WindowEngine::Process(const model::Event& ev, int64_t now_ns, RecordSink* s
       --pos;
     }
     d.pending.insert(d.pending.begin() + static_cast<ptrdiff_t>(pos), pe);
-    BaseOf(E, d, FloorTo(t, E.opt.window_ns), true);  // so early firings show it
+    BaseOf(E, d, BaseStartOf(E, d, t), true);  // so early firings show it
     d.has_events = true;
     if (t > d.max_t) {
       d.max_t = t;
@@ -971,6 +1031,91 @@ void WindowEngine::Process(const model::Event& ev, int64_t now_ns, RecordSink* s
   }
   Finalize(E, d, sink);
   if (now_ns >= d.next_early) EarlyFire(E, d, now_ns, 0, sink);
+}
+
+namespace {
+
+inline void PrefetchLines(const void* p, size_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o, 1, 3);
+}
+
+template <typename T>
+inline void PrefetchTail(const std::vector<T>& v) {
+  if (!v.empty()) __builtin_prefetch(v.data() + v.size() - 1, 1, 3);
+}
+
+}  // namespace
+
+void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t now_ns,
+                                RecordSink* sink) {
+  Impl& E = *impl_;
+  // A software pipeline over the batch: the device-index slot of event i+kSlot, the device
+  // record of event i+kDevice and the device's current window, metric table and buffer
+  // tails of event i+kState are requested from memory before event i is processed. A
+  // prefetch never changes state, so the results are those of Process.
+  constexpr size_t kSlot = 8, kDevice = 4, kState = 2, kRing = 16;
+  uint64_t hashes[kRing];
+  const Device* devs[kRing];
+  auto slot_stage = [&](size_t j) {
+    const uint64_t h = HashId(events[j].device_id);
+    hashes[j % kRing] = h;
+    if (!E.index.empty()) __builtin_prefetch(&E.index[h & (E.index.size() - 1)], 0, 3);
+  };
+  auto device_stage = [&](size_t j) {
+    const Device* d = nullptr;
+    if (!E.index.empty()) {
+      const uint64_t h = hashes[j % kRing];
+      const size_t mask = E.index.size() - 1;
+      for (size_t k = h & mask;; k = (k + 1) & mask) {
+        const Impl::Slot& s = E.index[k];
+        if (s.index == 0) break;
+        if (s.hash == h) {
+          d = E.devices[s.index - 1].get();
+          break;
+        }
+      }
+    }
+    devs[j % kRing] = d;
+    if (d != nullptr) {  // the hot fields: everything before by_name
+      PrefetchLines(d, static_cast<size_t>(reinterpret_cast<const char*>(&d->by_name) -
+                                           reinterpret_cast<const char*>(d)));
+    }
+  };
+  auto state_stage = [&](size_t j) {
+    const Device* d = devs[j % kRing];
+    if (d == nullptr) return;
+    if (const Window* w = d->last_base) {
+      PrefetchLines(w, sizeof(Window));
+      if (!w->acc.empty()) PrefetchLines(w->acc.data(), w->acc.size() * sizeof(Acc));
+    }
+    if (!d->metrics.empty())
+      PrefetchLines(d->metrics.data(), d->metrics.size() * sizeof(MetricState));
+    if (!d->hint.empty()) __builtin_prefetch(d->hint.data(), 0, 3);
+    PrefetchTail(d->pending);
+    PrefetchTail(d->arena);
+    PrefetchTail(d->seen_ts);
+    if (d->pending_head < d->pending.size()) __builtin_prefetch(&d->pending[d->pending_head], 0, 3);
+  };
+  auto history_stage = [&](size_t j) {  // one event ahead: the metrics table is in cache now
+    const Device* d = devs[j % kRing];
+    if (d == nullptr) return;
+    for (const MetricState& ms : d->metrics) {
+      PrefetchTail(ms.hist);
+      PrefetchTail(ms.baseline);
+    }
+  };
+  for (size_t j = 0; j < std::min(n, kSlot); ++j) slot_stage(j);
+  for (size_t j = 0; j < std::min(n, kDevice); ++j) device_stage(j);
+  for (size_t j = 0; j < std::min(n, kState); ++j) state_stage(j);
+  if (n > 0) history_stage(0);
+  for (size_t i = 0; i < n; ++i) {
+    if (i + kSlot < n) slot_stage(i + kSlot);
+    if (i + kDevice < n) device_stage(i + kDevice);
+    if (i + kState < n) state_stage(i + kState);
+    if (i + 1 < n) history_stage(i + 1);
+    Process(events[i], now_ns, sink);
+  }
 }
 
 void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {

@@ -71,6 +71,11 @@ class WindowEngine {
   // now_ns = processing time (non-decreasing across calls).
   void Process(const model::Event& event, int64_t now_ns, RecordSink* sink);
 
+  // Process(events[i], now_ns, sink) for i = 0 … n−1, in order (identical results). While
+  // processing one event it prefetches the state of the devices of the next few, whose
+  // state is usually not in cache when many devices interleave.
+  void ProcessBatch(const model::Event* events, size_t n, int64_t now_ns, RecordSink* sink);
+
   // Processing-time progress: early firings of open windows every early_fire_interval,
   // finalization of silent devices' windows after idle_timeout, eviction of state older
   // than the lateness horizon. Call every ~100 ms – 1 s.
