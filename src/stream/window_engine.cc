@@ -1085,24 +1085,29 @@ void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t no
   auto state_stage = [&](size_t j) {
     const Device* d = devs[j % kRing];
     if (d == nullptr) return;
-    if (const Window* w = d->last_base) {
-      PrefetchLines(w, sizeof(Window));
-      if (!w->acc.empty()) PrefetchLines(w->acc.data(), w->acc.size() * sizeof(Acc));
-    }
+    if (d->last_base != nullptr) PrefetchLines(d->last_base, sizeof(Window));
     if (!d->metrics.empty())
       PrefetchLines(d->metrics.data(), d->metrics.size() * sizeof(MetricState));
     if (!d->hint.empty()) __builtin_prefetch(d->hint.data(), 0, 3);
     PrefetchTail(d->pending);
     PrefetchTail(d->arena);
     PrefetchTail(d->seen_ts);
+    __builtin_prefetch(&d->skew[d->skew_n % Device::kSkewRing], 1, 3);
     if (d->pending_head < d->pending.size()) __builtin_prefetch(&d->pending[d->pending_head], 0, 3);
   };
-  auto history_stage = [&](size_t j) {  // one event ahead: the metrics table is in cache now
+  auto history_stage = [&](size_t j) {  // one event ahead: what the lines above point to
     const Device* d = devs[j % kRing];
     if (d == nullptr) return;
+    if (const Window* w = d->last_base; w != nullptr && !w->acc.empty()) {
+      PrefetchLines(w->acc.data(), w->acc.size() * sizeof(Acc));
+    }
     for (const MetricState& ms : d->metrics) {
       PrefetchTail(ms.hist);
       PrefetchTail(ms.baseline);
+    }
+    if (d->pending_head < d->pending.size()) {  // the samples of the next event to seal
+      const uint32_t off = d->pending[d->pending_head].offset;
+      if (off < d->arena.size()) __builtin_prefetch(&d->arena[off], 0, 3);
     }
   };
   for (size_t j = 0; j < std::min(n, kSlot); ++j) slot_stage(j);
