@@ -1045,6 +1045,34 @@ inline void PrefetchTail(const std::vector<T>& v) {
   if (!v.empty()) __builtin_prefetch(v.data() + v.size() - 1, 1, 3);
 }
 
+template <typename T>
+inline void PrefetchAll(const std::vector<T>& v) {
+  if (!v.empty()) PrefetchLines(v.data(), v.size() * sizeof(T));
+}
+
+// Early firing reads every open window of the device and writes their snapshots: the
+// Window records first (stage 1), then what they point to (stage 2).
+inline void PrefetchOpenWindows(const Device& d, bool contents) {
+  for (int res = 0; res < kNumRes; ++res) {
+    const auto& v = d.win[res];
+    for (size_t i = d.first_open[res]; i < v.size(); ++i) {
+      const Window* w = v[i];
+      if (!contents) {
+        PrefetchLines(w, sizeof(Window));
+      } else {
+        PrefetchAll(w->acc);
+        PrefetchAll(w->snapshot);
+      }
+    }
+  }
+}
+
+// The fields Tick reads of every device (everything up to next_evict).
+inline void PrefetchTickFields(const Device* d) {
+  PrefetchLines(d, static_cast<size_t>(reinterpret_cast<const char*>(&d->skew_n) -
+                                       reinterpret_cast<const char*>(d)));
+}
+
 }  // namespace
 
 void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t now_ns,
@@ -1094,6 +1122,12 @@ void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t no
     PrefetchTail(d->seen_ts);
     __builtin_prefetch(&d->skew[d->skew_n % Device::kSkewRing], 1, 3);
     if (d->pending_head < d->pending.size()) __builtin_prefetch(&d->pending[d->pending_head], 0, 3);
+    if (now_ns >= d->next_early) {  // this event will trigger an early firing
+      __builtin_prefetch(d->win[kBaseRes].data() + d->first_open[kBaseRes], 0, 3);
+      __builtin_prefetch(d->win[kHourRes].data() + d->first_open[kHourRes], 0, 3);
+      __builtin_prefetch(d->win[kDayRes].data() + d->first_open[kDayRes], 0, 3);
+      PrefetchAll(d->by_name);
+    }
   };
   auto history_stage = [&](size_t j) {  // one event ahead: what the lines above point to
     const Device* d = devs[j % kRing];
@@ -1109,6 +1143,7 @@ void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t no
       const uint32_t off = d->pending[d->pending_head].offset;
       if (off < d->arena.size()) __builtin_prefetch(&d->arena[off], 0, 3);
     }
+    if (now_ns >= d->next_early) PrefetchOpenWindows(*d, false);
   };
   for (size_t j = 0; j < std::min(n, kSlot); ++j) slot_stage(j);
   for (size_t j = 0; j < std::min(n, kDevice); ++j) device_stage(j);
@@ -1127,8 +1162,43 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
   Impl& E = *impl_;
   const int64_t period = E.last_tick == kMinTime ? 0 : std::max<int64_t>(now_ns - E.last_tick, 0);
   E.last_tick = now_ns;
-  for (auto& dp : E.devices) {
-    Device& d = *dp;
+  // Tick visits every device: prefetch the fields it reads a few devices ahead, and the
+  // open windows of those due for an early firing (their state is rarely in cache).
+  constexpr size_t kFieldsAhead = 8, kWindowsAhead = 4, kContentsAhead = 2;
+  const size_t n_devices = E.devices.size();
+  auto due = [&](const Device& d) { return d.has_events && now_ns >= d.next_early; };
+  for (size_t k = 0; k < n_devices; ++k) {
+    if (k + kFieldsAhead < n_devices) PrefetchTickFields(E.devices[k + kFieldsAhead].get());
+    if (k + kWindowsAhead < n_devices) {
+      const Device& a = *E.devices[k + kWindowsAhead];
+      if (due(a)) {
+        for (int res = 0; res < kNumRes; ++res) {
+          __builtin_prefetch(a.win[res].data() + a.first_open[res], 0, 3);
+        }
+        PrefetchLines(&a.metrics, 64);
+      }
+    }
+    if (k + kContentsAhead < n_devices) {
+      const Device& a = *E.devices[k + kContentsAhead];
+      if (due(a)) {
+        PrefetchOpenWindows(a, false);
+        PrefetchAll(a.metrics);
+        PrefetchAll(a.by_name);
+        PrefetchTail(a.pending);
+      }
+    }
+    if (k + 1 < n_devices) {
+      const Device& a = *E.devices[k + 1];
+      if (due(a)) {
+        PrefetchOpenWindows(a, true);
+        for (const MetricState& ms : a.metrics) PrefetchTail(ms.hist);
+        if (a.pending_head < a.pending.size()) {
+          PrefetchLines(&a.pending[a.pending_head],
+                        (a.pending.size() - a.pending_head) * sizeof(PendingEvent));
+        }
+      }
+    }
+    Device& d = *E.devices[k];
     if (!d.has_events) continue;
     const int64_t silent = now_ns - d.last_seen;
     if (silent >= E.opt.idle_timeout_ns) {
