@@ -239,6 +239,7 @@ void AlertEngine::Run() {
     for (const store::Alert& a : flags) evaluator_.SetFlags(a.id, a.acked, a.snoozed_until_ns);
     flags.clear();
     const int64_t now = clock_->NowNanos();
+    evaluator_.RemindSnoozeEnded(now, &updates);  // before records: see evaluator.h
     for (const model::AggregateRecord& r : batch) evaluator_.OnRecord(r, now, &updates);
     batch.clear();
     if (tick_now || now - last_tick >= options_.tick_interval_ns) {

@@ -81,6 +81,11 @@ class Evaluator {
   void OnRecord(const model::AggregateRecord& record, int64_t now, std::vector<AlertUpdate>* out);
   // Absence checks and snooze-end reminders. Call periodically (the engine: every second).
   void Tick(int64_t now, std::vector<AlertUpdate>* out);
+  // Snooze-end reminders only (also part of Tick). The engine calls it before the
+  // records of each batch so that a reminder is stored before any later write of the
+  // same alert: after a crash, "snooze ended after the last stored write" then means
+  // exactly "reminder not yet stored".
+  void RemindSnoozeEnded(int64_t now, std::vector<AlertUpdate>* out);
 
  private:
   struct Verdict {
@@ -147,7 +152,6 @@ class Evaluator {
                          std::vector<AlertUpdate>* out);
   AlertUpdate Make(const Rule& rule, const std::string& device_id, Known& k, std::string event,
                    int64_t now, const Episode* e, std::string annotation, bool reminder = false);
-  void RemindSnoozeEnded(int64_t now, std::vector<AlertUpdate>* out);
 
   DeviceLookup lookup_;
   std::vector<Rule> rules_;
