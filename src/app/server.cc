@@ -120,6 +120,9 @@ int RunServer(const Config& config) {
   log_options.retention_age_ns = config.log_retention_ns;
   log_options.max_pending_bytes = config.log_max_pending_bytes;
   log_options.clock = clock;
+  // CRC-check every sealed segment too: a damaged one makes the server refuse to start
+  // rather than stall or serve around it (docs/RELIABILITY.md).
+  log_options.verify_on_open = true;
   Result<std::unique_ptr<log::Log>> opened = log::Log::Open(log_options, &metrics);
   if (!opened.ok()) {
     logging::Error("cannot open log", {{"error", opened.status().ToString()}});
