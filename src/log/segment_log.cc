@@ -485,6 +485,7 @@ void SegmentLog::FailRound(std::vector<Request>* round, const std::vector<Partit
       active.bytes = p->active_bytes;
       active.newest_time_ns = p->active_newest_ns;
       p->next_offset = p->written_end;
+      p->cut_epoch.fetch_add(1, std::memory_order_release);
       p->durable_end.store(p->written_end, std::memory_order_release);
     }
     for (const Request& req : *round) pending_bytes_ -= req.bytes;

@@ -54,6 +54,10 @@ class SegmentLog final : public Log {
     std::string path;
   };
   Result<SegmentRef> FindSegment(uint32_t partition, uint64_t offset) const;
+  // For readers: changes whenever unsynced bytes of the partition were cut off (disk full).
+  uint64_t CutEpoch(uint32_t partition) const {
+    return parts_[partition]->cut_epoch.load(std::memory_order_acquire);
+  }
 
  private:
   static constexpr int64_t kUnknownTime = std::numeric_limits<int64_t>::min();
@@ -73,6 +77,10 @@ class SegmentLog final : public Log {
     // Lock-free mirrors for readers (written under mu_).
     std::atomic<uint64_t> durable_end{0};
     std::atomic<uint64_t> start_offset{0};
+    // Bumped (before the next durable end is published) whenever a refused round's
+    // unsynced bytes are cut off: readers drop bytes they may have buffered past the
+    // durable end, since those offsets are then written again with other records.
+    std::atomic<uint64_t> cut_epoch{0};
     // Writer thread only (and Open, before the writer starts).
     int fd = -1;  // the active segment, open for append
     std::string active_path;

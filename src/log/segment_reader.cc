@@ -18,6 +18,7 @@ Status SegmentReader::CorruptionAt(const char* what) const {
 
 Status SegmentReader::OpenSegment() {
   scanner_.reset();
+  cut_epoch_ = log_->CutEpoch(partition_);
   JOULE_ASSIGN_OR_RETURN(SegmentLog::SegmentRef ref, log_->FindSegment(partition_, position_));
   JOULE_ASSIGN_OR_RETURN(int fd, OpenForRead(ref.path));
   scanner_ = std::make_unique<SegmentScanner>(fd, ref.base, ref.path);
@@ -42,6 +43,9 @@ Status SegmentReader::OpenSegment() {
 
 Result<size_t> SegmentReader::Next(size_t max_records, std::vector<LogRecord>* out) {
   const uint64_t durable = log_->DurableEnd(partition_).value;
+  // Bytes past the durable end that the scanner buffered may have been cut off and
+  // rewritten (a refused round on a full disk): start over from the file.
+  if (scanner_ != nullptr && log_->CutEpoch(partition_) != cut_epoch_) scanner_.reset();
   size_t n = 0;
   DecodedRecord rec;
   while (n < max_records && position_ < durable) {

@@ -31,6 +31,7 @@ class SegmentReader final : public LogReader {
   std::unique_ptr<SegmentScanner> scanner_;
   uint64_t segment_base_ = 0;
   uint64_t segment_end_ = 0;  // SegmentLog::kOpenEnd while the segment was active
+  uint64_t cut_epoch_ = 0;    // SegmentLog::CutEpoch when the scanner was opened
 };
 
 }  // namespace joule::log

@@ -517,5 +517,58 @@ TEST(DiskFull, RefusedWithoutCrashAndResumesWhenSpaceReturns) {
   EXPECT_GT(layer.failed_writes(), 0u);
 }
 
+// A reader that buffered the partly written bytes of a refused round must not return them
+// once other records are written at the same offsets.
+TEST(DiskFull, ReaderNeverReturnsBytesOfARefusedRound) {
+  TempDir dir;
+  FaultFileLayer layer;
+  LogOptions o;
+  o.dir = dir.path();
+  o.partitions = 1;
+  o.file_layer = &layer;
+  auto log = Log::Open(o, nullptr);
+  ASSERT_TRUE(log.ok());
+  for (uint64_t i = 0; i < 10; ++i) AppendSync(log->get(), 0, {Payload(0, i, 90)});
+  auto reader_or = (*log)->NewReader(0, model::LogOffset{0});
+  ASSERT_TRUE(reader_or.ok());
+  std::unique_ptr<LogReader> reader = std::move(*reader_or);
+  std::vector<LogRecord> got;
+  // While the refused round's first records sit in the file (written, not synced), the
+  // reader reads the durable records 0..9 and so buffers the refused bytes after them.
+  struct Ctx {
+    LogReader* reader;
+    std::vector<LogRecord>* got;
+  } ctx{reader.get(), &got};
+  layer.OnNoSpace(
+      [](void* arg) {
+        auto* c = static_cast<Ctx*>(arg);
+        auto n = c->reader->Next(100, c->got);
+        EXPECT_TRUE(n.ok());
+      },
+      &ctx);
+  layer.SetDiskFull(true, /*partial=*/2000);  // several whole refused records
+  std::promise<Status> refused;
+  std::vector<std::string> stale;
+  for (int k = 0; k < 30; ++k)
+    stale.push_back("refused-" + std::to_string(k) + std::string(80, 'x'));
+  ASSERT_TRUE(
+      (*log)->Append(0, stale, [&](Status s, model::LogOffset) { refused.set_value(s); }).ok());
+  EXPECT_EQ(refused.get_future().get().code(), StatusCode::kUnavailable);
+  layer.OnNoSpace(nullptr, nullptr);
+  layer.SetDiskFull(false);
+  EXPECT_EQ(got.size(), 10u);
+  for (uint64_t i = 10; i < 20; ++i) AppendSync(log->get(), 0, {Payload(0, i, 90)});
+  for (;;) {
+    auto n = reader->Next(100, &got);
+    ASSERT_TRUE(n.ok()) << n.status().ToString();
+    if (*n == 0) break;
+  }
+  Tally t;
+  Audit(got, 0, 20, &t, 90);
+  EXPECT_EQ(got.size(), 20u);
+  t.Report("disk_full_reader");
+  t.ExpectClean();
+}
+
 }  // namespace
 }  // namespace joule::log

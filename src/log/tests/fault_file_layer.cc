@@ -46,6 +46,7 @@ int FaultFileLayer::WriteAll(int fd, const char* data, size_t n) {
     ++failed_writes_;
     size_t part = std::min(partial_, n);
     if (part > 0 && PosixFileLayer()->WriteAll(fd, data, part) == 0) f.size += part;
+    if (no_space_hook_ != nullptr) no_space_hook_(no_space_arg_);
     return ENOSPC;
   }
   int err = PosixFileLayer()->WriteAll(fd, data, n);
@@ -120,6 +121,12 @@ void FaultFileLayer::OnSyncFailure(void (*hook)(void*), void* arg) {
   std::lock_guard<std::mutex> l(mu_);
   sync_failure_hook_ = hook;
   sync_failure_arg_ = arg;
+}
+
+void FaultFileLayer::OnNoSpace(void (*hook)(void*), void* arg) {
+  std::lock_guard<std::mutex> l(mu_);
+  no_space_hook_ = hook;
+  no_space_arg_ = arg;
 }
 
 void FaultFileLayer::PowerLoss(size_t torn_garbage) {

@@ -42,6 +42,9 @@ class FaultFileLayer final : public FileLayer {
   [[noreturn]] void PowerLossAndExit(size_t torn_garbage = 0);
   // Called (under the layer's lock) just before an injected fsync failure is returned.
   void OnSyncFailure(void (*hook)(void*), void* arg);
+  // Called (under the layer's lock) after the partial bytes of a failing write are written,
+  // just before ENOSPC is returned.
+  void OnNoSpace(void (*hook)(void*), void* arg);
 
   uint64_t syncs() const;
   uint64_t failed_writes() const;
@@ -60,6 +63,8 @@ class FaultFileLayer final : public FileLayer {
   uint64_t fail_sync_in_ = 0;
   void (*sync_failure_hook_)(void*) = nullptr;
   void* sync_failure_arg_ = nullptr;
+  void (*no_space_hook_)(void*) = nullptr;
+  void* no_space_arg_ = nullptr;
   bool disk_full_ = false;
   size_t partial_ = 0;
   bool dead_ = false;
