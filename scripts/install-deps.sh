@@ -14,7 +14,7 @@ BUILD_PKGS=(build-essential cmake ninja-build ccache pkg-config git
 if ! command -v npm >/dev/null 2>&1; then BUILD_PKGS+=(npm); fi
 # chromium: the dashboard's browser test (tests/e2e, through playwright-core).
 # clang-14 + libclang-rt-14-dev: the libFuzzer targets under ASan/UBSan (fuzz/, scripts/fuzz.sh).
-TEST_PKGS=(postgresql redis-server mosquitto mosquitto-clients curl python3 chromium
+TEST_PKGS=(postgresql redis-server mosquitto mosquitto-clients curl openssl python3 chromium
   clang-14 libclang-rt-14-dev)
 
 want=("${BUILD_PKGS[@]}")

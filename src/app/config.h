@@ -17,6 +17,15 @@ struct Config {
   // [server]
   std::string http_listen = "127.0.0.1:8080";
   std::string mqtt_listen = "127.0.0.1:1883";
+  // TLS for both listeners (docs/SECURITY.md): both set = HTTPS and MQTT over TLS only.
+  std::string tls_cert_file;  // PEM certificate chain
+  std::string tls_key_file;   // PEM private key
+  // Bridge mode (docs/formats/mqtt.md §6): subscribe to an external broker; empty url = off.
+  std::string mqtt_bridge_url;                             // mqtt://host[:port]
+  std::string mqtt_bridge_topics = "devices/+/telemetry";  // comma-separated filters
+  std::string mqtt_bridge_client_id = "joule-bridge";
+  std::string mqtt_bridge_username;
+  std::string mqtt_bridge_password;
   int io_threads = 2;
   // HTTP connection limits (slow clients, header floods, connection floods).
   int64_t http_max_connections = 10000;

@@ -23,13 +23,16 @@
 #include "app/replay_jobs.h"
 #include "common/logging.h"
 #include "ingest/event_appender.h"
+#include "ingest/mqtt_bridge.h"
 #include "ingest/mqtt_ingest.h"
 #include "ingest/rate_limiter.h"
 #include "log/log.h"
 #include "model/partition.h"
 #include "net/http_server.h"
 #include "net/mqtt/listener.h"
+#include "net/mqtt/subscriber.h"
 #include "net/router.h"
+#include "net/tls_context.h"
 #include "store/audit/audit_log.h"
 #include "store/memory/memory_latest_store.h"
 #include "store/metadata_cache.h"
@@ -320,9 +323,25 @@ int RunServer(const Config& config) {
   api::AddAllRoutes(router, ctx);
   web::AddWebRoutes(router);  // the dashboard at "/", from assets embedded at build time
 
+  std::shared_ptr<net::TlsContext> tls;
+  if (!config.tls_cert_file.empty() || !config.tls_key_file.empty()) {
+    if (config.tls_cert_file.empty() || config.tls_key_file.empty()) {
+      logging::Error("server.tls_cert_file and server.tls_key_file must be set together");
+      return 1;
+    }
+    Result<std::shared_ptr<net::TlsContext>> loaded =
+        net::LoadServerTlsContext(config.tls_cert_file, config.tls_key_file);
+    if (!loaded.ok()) {
+      logging::Error("cannot load the TLS certificate", {{"error", loaded.status().ToString()}});
+      return 1;
+    }
+    tls = std::move(*loaded);
+  }
+
   boost::asio::io_context io;
   net::HttpServerOptions http_options;
   http_options.listen = config.http_listen;
+  http_options.tls = tls;
   http_options.max_body_bytes = config.max_body_bytes;
   http_options.max_connections = static_cast<size_t>(config.http_max_connections);
   http_options.max_header_bytes = static_cast<uint32_t>(config.http_max_header_bytes);
@@ -337,7 +356,7 @@ int RunServer(const Config& config) {
   }
   std::string host = config.http_listen.substr(0, config.http_listen.rfind(':'));
   std::string address = fmt::format("{}:{}", host, http.port());
-  logging::Info("http listening", {{"address", address}});
+  logging::Info("http listening", {{"address", address}, {"tls", tls ? "true" : "false"}});
   ingest::MqttIngestOptions mqtt_ingest_options;
   mqtt_ingest_options.auth_disabled = auth.disabled();
   mqtt_ingest_options.limits = ctx.limits;
@@ -348,6 +367,7 @@ int RunServer(const Config& config) {
   if (!config.mqtt_listen.empty()) {
     net::mqtt::MqttListenerOptions mqtt_options;
     mqtt_options.listen = config.mqtt_listen;
+    mqtt_options.tls = tls;
     mqtt_options.max_packet_size =
         static_cast<uint32_t>(std::min<uint64_t>(config.max_body_bytes + (64u << 10), 268'435'455));
     mqtt = std::make_unique<net::mqtt::MqttListener>(io, mqtt_options, &mqtt_ingest, &metrics);
@@ -358,7 +378,49 @@ int RunServer(const Config& config) {
       return 1;
     }
     std::string mqtt_host = config.mqtt_listen.substr(0, config.mqtt_listen.rfind(':'));
-    logging::Info("mqtt listening", {{"address", fmt::format("{}:{}", mqtt_host, mqtt->port())}});
+    logging::Info("mqtt listening", {{"address", fmt::format("{}:{}", mqtt_host, mqtt->port())},
+                                     {"tls", tls ? "true" : "false"}});
+  }
+
+  // Bridge mode: events from an external broker, acknowledged upstream once durable.
+  ingest::MqttBridgeOptions bridge_options;
+  bridge_options.auth_disabled = auth.disabled();
+  bridge_options.limits = ctx.limits;
+  bridge_options.clock = clock;
+  ingest::MqttBridge bridge(bridge_options, metadata.get(), &appender, &metrics);
+  std::unique_ptr<net::mqtt::MqttSubscriber> bridge_client;
+  if (!config.mqtt_bridge_url.empty()) {
+    net::mqtt::MqttSubscriberOptions sub;
+    Status url_st = net::mqtt::ParseBrokerUrl(config.mqtt_bridge_url, &sub);
+    if (!url_st.ok()) {
+      logging::Error("bad ingest.mqtt_bridge_url", {{"error", url_st.ToString()}});
+      return 1;
+    }
+    std::string_view topics = config.mqtt_bridge_topics;
+    while (!topics.empty()) {
+      size_t comma = topics.find(',');
+      std::string_view t = topics.substr(0, comma);
+      while (!t.empty() && t.front() == ' ') t.remove_prefix(1);
+      while (!t.empty() && t.back() == ' ') t.remove_suffix(1);
+      if (!t.empty()) sub.topics.emplace_back(t);
+      topics = comma == std::string_view::npos ? std::string_view() : topics.substr(comma + 1);
+    }
+    if (sub.topics.empty() || config.mqtt_bridge_client_id.empty()) {
+      logging::Error(
+          "ingest.mqtt_bridge_topics and ingest.mqtt_bridge_client_id must not be "
+          "empty when ingest.mqtt_bridge_url is set");
+      return 1;
+    }
+    sub.client_id = config.mqtt_bridge_client_id;
+    if (!config.mqtt_bridge_username.empty()) sub.username = config.mqtt_bridge_username;
+    if (!config.mqtt_bridge_password.empty()) sub.password = config.mqtt_bridge_password;
+    sub.max_packet_size =
+        static_cast<uint32_t>(std::min<uint64_t>(config.max_body_bytes + (64u << 10), 268'435'455));
+    bridge_client = std::make_unique<net::mqtt::MqttSubscriber>(io, sub, &bridge, &metrics);
+    bridge_client->Start();
+    logging::Info("mqtt bridge starting", {{"broker", fmt::format("{}:{}", sub.host, sub.port)},
+                                           {"topics", config.mqtt_bridge_topics},
+                                           {"client_id", sub.client_id}});
   }
 
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
@@ -366,6 +428,7 @@ int RunServer(const Config& config) {
     if (error) return;
     logging::Info("shutting down", {{"signal", std::to_string(signo)}});
     if (mqtt) mqtt->Stop();  // no new publishes; unacknowledged ones are resent by clients
+    if (bridge_client) bridge_client->Stop();  // unacknowledged messages stay with the broker
     http.Shutdown([&io] { io.stop(); });
   });
 

@@ -34,6 +34,7 @@
 
 #include "common/logging.h"
 #include "net/tcp_listen.h"
+#include "net/tls_stream.h"
 #include "net/url.h"
 
 namespace joule::net {
@@ -109,6 +110,12 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
       rejected_connections_ = metrics_->GetCounter(
           "joule_http_connections_rejected_total",
           "HTTP connections closed at accept because max_connections was reached.");
+      if (options_.tls) {
+        handshake_failures_ = metrics_->GetCounter(
+            "joule_tls_handshake_failures_total",
+            "TLS handshakes that failed (old protocol version, no shared cipher, not TLS).",
+            {{"listener", "http"}});
+      }
     }
   }
 
@@ -123,6 +130,9 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
                      std::chrono::steady_clock::duration elapsed);
   const HttpServerOptions& options() const { return options_; }
   const Router& router() const { return router_; }
+  void CountHandshakeFailure() {
+    if (handshake_failures_ != nullptr) handshake_failures_->Inc();
+  }
   bool shutting_down() const { return shutting_down_.load(std::memory_order_acquire); }
 
   uint16_t port() const { return port_.load(std::memory_order_acquire); }
@@ -159,6 +169,7 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
 
   Gauge* connections_gauge_ = nullptr;
   Counter* rejected_connections_ = nullptr;
+  Counter* handshake_failures_ = nullptr;
   std::mutex metrics_mu_;
   std::unordered_map<std::string, Counter*> request_counters_;       // guarded by metrics_mu_
   std::unordered_map<std::string, Histogram*> duration_histograms_;  // guarded by metrics_mu_
@@ -256,7 +267,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       : server_(std::move(server)),
         options_(server_->options()),
         id_(id),
-        stream_(std::move(socket)),
+        stream_(std::move(socket), server_->options().tls.get()),
         keepalive_timer_(stream_.get_executor()) {
     error_code ec;
     tcp::endpoint peer = stream_.socket().remote_endpoint(ec);
@@ -274,7 +285,23 @@ class Connection : public std::enable_shared_from_this<Connection> {
   asio::any_io_executor executor() { return stream_.get_executor(); }
 
   void Start() {
-    asio::post(executor(), [self = shared_from_this()] { self->ReadHeader(); });
+    asio::post(executor(), [self = shared_from_this()] {
+      if (!self->stream_.is_tls()) {
+        self->ReadHeader();
+        return;
+      }
+      // TLS: the handshake must finish within the read timeout.
+      self->stream_.expires_after(Nanos(self->options_.read_timeout_ns));
+      self->stream_.async_handshake([self](error_code ec) {
+        if (self->state_ == State::kClosed) return;
+        if (ec) {
+          self->server_->CountHandshakeFailure();
+          self->Close();
+          return;
+        }
+        self->ReadHeader();
+      });
+    });
   }
 
   // Posted by the server's Shutdown: idle connections close; busy ones close after the
@@ -292,7 +319,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     state_ = State::kClosed;
     error_code ec;
     stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-    stream_.close();
+    stream_.close();  // TLS: no close_notify; every response is length-delimited
     keepalive_timer_.cancel();
     if (sse_) sse_->NotifyClosed();
     // A Responder may keep this object alive for a while; the connection is gone now.
@@ -323,12 +350,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void OnLingerRead(error_code ec, size_t n);
   void OnStreamWrite(error_code ec);
   void OnStreamRead(error_code ec);
+  void StreamRead();
   void ArmKeepalive();
 
   const std::shared_ptr<HttpServer::Impl> server_;
   const HttpServerOptions& options_;
   const uint64_t id_;
-  beast::tcp_stream stream_;
+  MaybeTlsStream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::optional<http::response<http::string_body>> response_;
@@ -620,7 +648,8 @@ void Connection::Linger() {
   error_code ec;
   stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
   stream_.expires_after(kLingerTimeout);
-  stream_.async_read_some(
+  // The TCP layer even with TLS: the input is discarded anyway.
+  stream_.lowest().async_read_some(
       asio::buffer(discard_),
       [self = shared_from_this()](error_code ec, size_t n) { self->OnLingerRead(ec, n); });
 }
@@ -632,7 +661,7 @@ void Connection::OnLingerRead(error_code ec, size_t n) {
     Close();
     return;
   }
-  stream_.async_read_some(
+  stream_.lowest().async_read_some(
       asio::buffer(discard_),
       [self = shared_from_this()](error_code ec, size_t n) { self->OnLingerRead(ec, n); });
 }
@@ -664,9 +693,7 @@ void Connection::BeginStream(uint64_t exchange, std::shared_ptr<SseStreamImpl> s
   server_->RecordRequest(route_, method_, 200, std::chrono::steady_clock::now() - started_);
 
   // Reading is how we learn that the client has gone; anything it sends is discarded.
-  stream_.socket().async_read_some(
-      asio::buffer(discard_),
-      [self = shared_from_this()](error_code ec, size_t) { self->OnStreamRead(ec); });
+  StreamRead();
   ArmKeepalive();
   if (server_->shutting_down()) sse_->Close();
   FlushStream();
@@ -678,7 +705,20 @@ void Connection::OnStreamRead(error_code ec) {
     Close();
     return;
   }
-  stream_.socket().async_read_some(
+  StreamRead();
+}
+
+void Connection::StreamRead() {
+  if (!stream_.is_tls()) {
+    stream_.socket().async_read_some(
+        asio::buffer(discard_),
+        [self = shared_from_this()](error_code ec, size_t) { self->OnStreamRead(ec); });
+    return;
+  }
+  // TLS: through the TLS layer (it must see the client's records), with no deadline: a
+  // read started while no expiry is set keeps none, whatever later writes set.
+  stream_.expires_never();
+  stream_.async_read_some(
       asio::buffer(discard_),
       [self = shared_from_this()](error_code ec, size_t) { self->OnStreamRead(ec); });
 }
@@ -773,6 +813,10 @@ void HttpServer::Impl::OnAccept(error_code ec, tcp::socket socket) {
   if (connection) {
     if (connections_gauge_ != nullptr) connections_gauge_->Add(1);
     connection->Start();
+  } else if (options_.tls) {
+    if (rejected_connections_ != nullptr) rejected_connections_->Inc();
+    error_code ignored;
+    socket.close(ignored);  // a plaintext 503 means nothing to a TLS client
   } else {
     Reject(socket);
   }

@@ -23,6 +23,7 @@
 #include "net/responder.h"
 #include "net/router.h"
 #include "net/sse_stream.h"
+#include "net/tls_context.h"
 
 namespace boost::asio {
 class io_context;
@@ -32,6 +33,7 @@ namespace joule::net {
 
 struct HttpServerOptions {
   std::string listen = "127.0.0.1:8080";     // host:port; port 0 picks a free port
+  std::shared_ptr<TlsContext> tls;           // set: HTTPS only (TLS >= 1.2); null: plain HTTP
   uint64_t max_body_bytes = 4ull << 20;      // larger -> 413, decided from Content-Length up front
   uint32_t max_header_bytes = 16 * 1024;     // request line + headers; larger -> 431
   int64_t read_timeout_ns = 30'000'000'000;  // to receive a request (and to write a response)

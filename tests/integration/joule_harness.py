@@ -61,8 +61,9 @@ class JouleServer:
     unless JOULE_KEEP_DATA=1.
     """
 
-    def __init__(self, env=None, data_dir=None, name="joule"):
+    def __init__(self, env=None, data_dir=None, name="joule", ssl_context=None):
         self.name = name
+        self.ssl_context = ssl_context  # set: the server speaks HTTPS (server.tls_*)
         self.overrides = dict(env or {})
         if data_dir is None:
             self.data_dir = tempfile.mkdtemp(prefix="joule-it-")
@@ -256,7 +257,7 @@ class JouleServer:
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
 
     def request(self, method, path, body=None, headers=None, content_type=None, timeout=30,
                 raw_errors=False):
@@ -284,7 +285,11 @@ class JouleServer:
                 content_type = "application/json"
         if content_type is not None:
             hdrs["Content-Type"] = content_type
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        if self.ssl_context is not None:
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout,
+                                               context=self.ssl_context)
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             try:
                 conn.request(method, path, body=data, headers=hdrs)

@@ -26,6 +26,7 @@
 
 #include "common/logging.h"
 #include "net/tcp_listen.h"
+#include "net/tls_stream.h"
 #include "net/url.h"
 
 namespace joule::net::mqtt {
@@ -87,9 +88,9 @@ class MqttListener::Impl : public std::enable_shared_from_this<Impl> {
       puback_latency_ = metrics_->GetHistogram("joule_mqtt_puback_latency_seconds",
                                                "MQTT PUBLISH (QoS 1) received to PUBACK queued.",
                                                Histogram::LatencyBuckets());
-      for (const char* r :
-           {"protocol_error", "packet_too_large", "keepalive", "takeover", "qos_not_supported",
-            "not_authorized", "unavailable", "connect_timeout", "bad_credentials", "shutdown"}) {
+      for (const char* r : {"protocol_error", "packet_too_large", "keepalive", "takeover",
+                            "qos_not_supported", "not_authorized", "unavailable", "connect_timeout",
+                            "bad_credentials", "shutdown", "tls_handshake"}) {
         disconnects_.emplace(
             r, metrics_->GetCounter("joule_mqtt_disconnects_total",
                                     "MQTT connections closed by the server, by reason.",
@@ -170,11 +171,11 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
       : server_(std::move(server)),
         options_(server_->options()),
         id_(id),
-        socket_(std::move(socket)),
+        socket_(std::move(socket), options_.tls.get()),
         timer_(socket_.get_executor()),
         decoder_(DecoderOptions{options_.max_packet_size, ProtocolVersion::kUnknown}) {
     error_code ec;
-    tcp::endpoint peer = socket_.remote_endpoint(ec);
+    tcp::endpoint peer = socket_.socket().remote_endpoint(ec);
     if (!ec) remote_address_ = peer.address().to_string();
   }
 
@@ -186,8 +187,20 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
     asio::post(executor(), [self = shared_from_this()] {
       self->deadline_ =
           SteadyClock::now() + std::chrono::nanoseconds(self->options_.connect_timeout_ns);
-      self->ArmTimer();
-      self->StartRead();
+      self->ArmTimer();  // the connect timeout covers the TLS handshake too
+      if (!self->socket_.is_tls()) {
+        self->StartRead();
+        return;
+      }
+      self->socket_.async_handshake([self](error_code ec) {
+        if (self->closed_) return;
+        if (ec) {
+          self->server_->CountDisconnect("tls_handshake");
+          self->Close();
+          return;
+        }
+        self->StartRead();
+      });
     });
   }
 
@@ -580,8 +593,8 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
     closed_ = true;
     closing_ = true;
     error_code ec;
-    socket_.shutdown(tcp::socket::shutdown_both, ec);
-    socket_.close(ec);
+    socket_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    socket_.close();  // TLS: no close_notify (MQTT ends sessions with DISCONNECT)
     timer_.cancel();
     inflight_.clear();
     Unregister();
@@ -623,7 +636,7 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
   const std::shared_ptr<MqttListener::Impl> server_;
   const MqttListenerOptions& options_;
   const uint64_t id_;
-  tcp::socket socket_;
+  MaybeTlsStream socket_;  // plain TCP, or TLS when the listener has a TlsContext
   asio::steady_timer timer_;
   Decoder decoder_;
   Packet packet_;  // the packet being handled (reused)

@@ -21,6 +21,7 @@
 #include "common/metrics.h"
 #include "common/status.h"
 #include "net/mqtt/codec.h"
+#include "net/tls_context.h"
 
 namespace boost::asio {
 class io_context;
@@ -70,6 +71,7 @@ class SessionHandler {
 
 struct MqttListenerOptions {
   std::string listen = "127.0.0.1:1883";  // host:port; port 0 picks a free port
+  std::shared_ptr<TlsContext> tls;        // set: MQTT over TLS only (TLS >= 1.2)
   uint32_t max_packet_size = (4u << 20) + (64u << 10);
   int64_t connect_timeout_ns = 10'000'000'000;  // accept → CONNECT
   uint16_t receive_maximum = 256;               // QoS 1 publishes in flight per connection

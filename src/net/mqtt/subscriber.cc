@@ -1,0 +1,469 @@
+// MqttSubscriber on Asio (docs/formats/mqtt.md §6). One strand; `epoch_` numbers the
+// connection attempts, so completions of an older socket are recognised and ignored.
+//
+//   idle --Start--> resolving --> connecting --> CONNECT sent --CONNACK 0--> SUBSCRIBE sent
+//        --SUBACK--> subscribed;  any error / timeout / done(false) --> backoff --> resolving
+#include "net/mqtt/subscriber.h"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
+#include <chrono>
+#include <deque>
+#include <random>
+#include <utility>  // before Asio (Boost 1.74 + GCC 12)
+
+#include "common/logging.h"
+#include "net/mqtt/codec.h"
+#include "net/url.h"
+
+namespace joule::net::mqtt {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using error_code = boost::system::error_code;
+using SteadyClock = std::chrono::steady_clock;
+
+namespace {
+constexpr size_t kReadChunk = 64 * 1024;
+constexpr uint16_t kSubscribePacketId = 1;
+}  // namespace
+
+class MqttSubscriber::Impl : public std::enable_shared_from_this<Impl> {
+ public:
+  Impl(asio::io_context& io, MqttSubscriberOptions options, MessageHandler* handler,
+       MetricsRegistry* metrics)
+      : options_(std::move(options)),
+        handler_(handler),
+        strand_(asio::make_strand(io)),
+        resolver_(strand_),
+        socket_(strand_),
+        timer_(strand_),
+        keepalive_timer_(strand_),
+        decoder_(DecoderOptions{options_.max_packet_size, ProtocolVersion::kV311}),
+        rng_(std::random_device{}()) {
+    if (metrics != nullptr) {
+      connected_gauge_ = metrics->GetGauge("joule_mqtt_bridge_connected",
+                                           "1 while the MQTT bridge is connected and subscribed.");
+      connects_ok_ =
+          metrics->GetCounter("joule_mqtt_bridge_connects_total",
+                              "MQTT bridge connection attempts, by result.", {{"result", "ok"}});
+      connects_failed_ = metrics->GetCounter("joule_mqtt_bridge_connects_total",
+                                             "MQTT bridge connection attempts, by result.",
+                                             {{"result", "failed"}});
+      publishes_qos0_ =
+          metrics->GetCounter("joule_mqtt_bridge_publishes_total",
+                              "PUBLISH packets received from the broker, by QoS.", {{"qos", "0"}});
+      publishes_qos1_ =
+          metrics->GetCounter("joule_mqtt_bridge_publishes_total",
+                              "PUBLISH packets received from the broker, by QoS.", {{"qos", "1"}});
+      ack_latency_ =
+          metrics->GetHistogram("joule_mqtt_bridge_ack_latency_seconds",
+                                "PUBLISH (QoS 1) received from the broker to PUBACK queued.",
+                                Histogram::LatencyBuckets());
+      subscribe_refused_ = metrics->GetCounter("joule_mqtt_bridge_subscribe_refused_total",
+                                               "Topic filters the broker refused.");
+    }
+  }
+
+  void Start() {
+    asio::post(strand_, [self = shared_from_this()] {
+      if (self->stopped_ || self->started_) return;
+      self->started_ = true;
+      self->Connect();
+    });
+  }
+
+  void Stop() {
+    asio::post(strand_, [self = shared_from_this()] {
+      if (self->stopped_) return;
+      self->stopped_ = true;
+      if (self->subscribed_) {
+        Packet p;
+        p.type = PacketType::kDisconnect;
+        std::string bytes;
+        Encode(p, ProtocolVersion::kV311, &bytes);
+        error_code ignored;
+        asio::write(self->socket_, asio::buffer(bytes), ignored);  // best effort, tiny
+      }
+      self->CloseSocket();
+      self->resolver_.cancel();
+      self->timer_.cancel();
+      self->keepalive_timer_.cancel();
+    });
+  }
+
+  bool connected() const { return connected_.load(std::memory_order_acquire); }
+
+ private:
+  struct InFlight {
+    uint16_t packet_id = 0;
+    bool done = false;
+    SteadyClock::time_point received;
+  };
+
+  // --- connecting
+
+  void Connect() {
+    if (stopped_) return;
+    const uint64_t epoch = ++epoch_;
+    decoder_ = Decoder(DecoderOptions{options_.max_packet_size, ProtocolVersion::kV311});
+    inflight_.clear();
+    out_.clear();
+    write_pending_ = false;
+    read_pending_ = false;
+    subscribed_ = false;
+    // One deadline for resolve + TCP connect + CONNACK + SUBACK.
+    timer_.expires_after(std::chrono::nanoseconds(options_.connect_timeout_ns));
+    timer_.async_wait([self = shared_from_this(), epoch](error_code ec) {
+      if (ec || epoch != self->epoch_ || self->subscribed_) return;
+      self->Fail(epoch, "timed out connecting");
+    });
+    resolver_.async_resolve(
+        options_.host, std::to_string(options_.port),
+        [self = shared_from_this(), epoch](error_code ec, tcp::resolver::results_type results) {
+          if (epoch != self->epoch_ || self->stopped_) return;
+          if (ec) {
+            self->Fail(epoch, "resolve: " + ec.message());
+            return;
+          }
+          asio::async_connect(self->socket_, results,
+                              [self, epoch](error_code cec, const tcp::endpoint&) {
+                                if (epoch != self->epoch_ || self->stopped_) return;
+                                if (cec) {
+                                  self->Fail(epoch, "connect: " + cec.message());
+                                  return;
+                                }
+                                self->OnTcpConnected(epoch);
+                              });
+        });
+  }
+
+  void OnTcpConnected(uint64_t epoch) {
+    error_code ignored;
+    socket_.set_option(tcp::no_delay(true), ignored);
+    Packet p;
+    p.type = PacketType::kConnect;
+    p.connect.version = ProtocolVersion::kV311;
+    p.connect.clean_start = false;  // a persistent session: the broker keeps what we missed
+    p.connect.keep_alive = options_.keep_alive_s;
+    p.connect.client_id = options_.client_id;
+    p.connect.username = options_.username;
+    p.connect.password = options_.password;
+    Send(p);
+    last_received_ = SteadyClock::now();
+    StartRead(epoch);
+  }
+
+  // Drops the connection (if any) and schedules the next attempt.
+  void Fail(uint64_t epoch, const std::string& why) {
+    if (epoch != epoch_ || stopped_) return;
+    const bool was_subscribed = subscribed_;
+    ++epoch_;  // outstanding completions of this connection become stale
+    CloseSocket();
+    if (!was_subscribed && connects_failed_ != nullptr) connects_failed_->Inc();
+    if (was_subscribed) backoff_ns_ = 0;  // it worked for a while: retry quickly
+    backoff_ns_ = backoff_ns_ == 0 ? options_.min_backoff_ns
+                                   : std::min(backoff_ns_ * 2, options_.max_backoff_ns);
+    // Full jitter on the upper half, so many bridges do not reconnect in lock step.
+    std::uniform_int_distribution<int64_t> jitter(backoff_ns_ / 2, backoff_ns_);
+    const int64_t delay = jitter(rng_);
+    logging::Warn("mqtt bridge disconnected",
+                  {{"broker", options_.host + ":" + std::to_string(options_.port)},
+                   {"error", why},
+                   {"retry_in_ms", std::to_string(delay / 1'000'000)}});
+    timer_.expires_after(std::chrono::nanoseconds(delay));
+    const uint64_t next = epoch_;
+    timer_.async_wait([self = shared_from_this(), next](error_code ec) {
+      if (ec || next != self->epoch_ || self->stopped_) return;
+      self->Connect();
+    });
+  }
+
+  void CloseSocket() {
+    error_code ignored;
+    socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+    keepalive_timer_.cancel();
+    inflight_.clear();
+    out_.clear();
+    if (subscribed_ && connected_gauge_ != nullptr) connected_gauge_->Set(0);
+    subscribed_ = false;
+    connected_.store(false, std::memory_order_release);
+  }
+
+  // --- reading
+
+  bool Paused() const { return inflight_.size() >= options_.max_unacknowledged; }
+
+  void StartRead(uint64_t epoch) {
+    if (epoch != epoch_ || stopped_ || read_pending_ || Paused()) return;
+    read_pending_ = true;
+    socket_.async_read_some(asio::buffer(read_buffer_.data(), read_buffer_.size()),
+                            [self = shared_from_this(), epoch](error_code ec, size_t n) {
+                              if (epoch != self->epoch_) return;
+                              self->read_pending_ = false;
+                              if (ec) {
+                                self->Fail(epoch, "read: " + ec.message());
+                                return;
+                              }
+                              self->last_received_ = SteadyClock::now();
+                              self->decoder_.Feed(std::string_view(self->read_buffer_.data(), n));
+                              self->ProcessBuffered(epoch);
+                            });
+  }
+
+  void ProcessBuffered(uint64_t epoch) {
+    while (epoch == epoch_ && !stopped_ && !Paused()) {
+      Decoder::State state = decoder_.Next(&packet_);
+      if (state == Decoder::State::kNeedMore) break;
+      if (state == Decoder::State::kError) {
+        Fail(epoch, "protocol: " + decoder_.error().message);
+        return;
+      }
+      if (!HandlePacket(epoch)) return;
+    }
+    StartRead(epoch);
+  }
+
+  // false: the connection was dropped.
+  bool HandlePacket(uint64_t epoch) {
+    switch (packet_.type) {
+      case PacketType::kConnack: {
+        if (connack_seen_epoch_ == epoch) return ProtocolFail(epoch, "a second CONNACK");
+        connack_seen_epoch_ = epoch;
+        if (packet_.connack.reason_code != 0) {
+          Fail(epoch,
+               "CONNACK refused with return code " + std::to_string(packet_.connack.reason_code));
+          return false;
+        }
+        Packet s;
+        s.type = PacketType::kSubscribe;
+        s.subscribe.packet_id = kSubscribePacketId;
+        for (const std::string& t : options_.topics) s.subscribe.subscriptions.push_back({t, 1});
+        Send(s);
+        return true;
+      }
+      case PacketType::kSuback: {
+        if (connack_seen_epoch_ != epoch || subscribed_) return ProtocolFail(epoch, "SUBACK");
+        const auto& codes = packet_.subscribe_ack.reason_codes;
+        for (size_t i = 0; i < codes.size() && i < options_.topics.size(); ++i) {
+          if (codes[i] >= 0x80) {
+            if (subscribe_refused_ != nullptr) subscribe_refused_->Inc();
+            logging::Error("mqtt bridge subscription refused by the broker",
+                           {{"topic", options_.topics[i]}});
+          }
+        }
+        subscribed_ = true;
+        connected_.store(true, std::memory_order_release);
+        backoff_ns_ = 0;
+        timer_.cancel();  // the connect deadline
+        if (connects_ok_ != nullptr) connects_ok_->Inc();
+        if (connected_gauge_ != nullptr) connected_gauge_->Set(1);
+        logging::Info("mqtt bridge subscribed",
+                      {{"broker", options_.host + ":" + std::to_string(options_.port)},
+                       {"client_id", options_.client_id},
+                       {"session_present", packet_.connack.session_present ? "true" : "false"}});
+        ArmKeepAlive(epoch);
+        return true;
+      }
+      case PacketType::kPublish:
+        if (connack_seen_epoch_ != epoch) return ProtocolFail(epoch, "PUBLISH before CONNACK");
+        return HandlePublish(epoch);
+      case PacketType::kPingresp:
+        return true;
+      default:
+        // PUBREL/PUBREC (QoS 2 is never subscribed to), UNSUBACK, PUBACK (we never
+        // publish), client-to-server packets.
+        return ProtocolFail(epoch,
+                            std::string("unexpected ") + std::string(PacketTypeName(packet_.type)));
+    }
+  }
+
+  bool ProtocolFail(uint64_t epoch, const std::string& what) {
+    Fail(epoch, "protocol: " + what);
+    return false;
+  }
+
+  bool HandlePublish(uint64_t epoch) {
+    const Publish& pub = packet_.publish;
+    if (pub.qos == 2) return ProtocolFail(epoch, "QoS 2 PUBLISH on a QoS 1 subscription");
+    ReceivedMessage m;
+    m.topic = pub.topic;
+    m.payload = pub.payload;
+    m.qos = pub.qos;
+    m.dup = pub.dup;
+    if (pub.qos == 0) {
+      if (publishes_qos0_ != nullptr) publishes_qos0_->Inc();
+      handler_->OnMessage(m, [](bool) {});
+      return true;
+    }
+    if (publishes_qos1_ != nullptr) publishes_qos1_->Inc();
+    const uint64_t seq = inflight_base_ + inflight_.size();
+    inflight_.push_back(InFlight{pub.packet_id, false, SteadyClock::now()});
+    std::weak_ptr<Impl> weak = shared_from_this();
+    handler_->OnMessage(m, [weak, epoch, seq](bool keep) {
+      auto self = weak.lock();
+      if (!self) return;
+      asio::post(self->strand_, [self, epoch, seq, keep] { self->OnDone(epoch, seq, keep); });
+    });
+    return epoch == epoch_;
+  }
+
+  void OnDone(uint64_t epoch, uint64_t seq, bool keep) {
+    if (epoch != epoch_ || stopped_) return;  // that connection is gone: the broker redelivers
+    if (!keep) {
+      Fail(epoch, "a message could not be stored; the broker will redeliver it");
+      return;
+    }
+    if (seq < inflight_base_ || seq - inflight_base_ >= inflight_.size()) return;
+    inflight_[seq - inflight_base_].done = true;
+    const bool was_paused = Paused();
+    while (!inflight_.empty() && inflight_.front().done) {
+      InFlight f = inflight_.front();
+      inflight_.pop_front();
+      ++inflight_base_;
+      Packet p;
+      p.type = PacketType::kPuback;
+      p.publish_response.packet_id = f.packet_id;
+      if (ack_latency_ != nullptr) {
+        ack_latency_->Observe(
+            std::chrono::duration<double>(SteadyClock::now() - f.received).count());
+      }
+      Send(p);
+    }
+    if (was_paused && !Paused()) {
+      asio::post(strand_, [self = shared_from_this(), epoch] { self->ProcessBuffered(epoch); });
+    }
+  }
+
+  // --- writing
+
+  void Send(const Packet& p) {
+    Encode(p, ProtocolVersion::kV311, &out_);
+    if (!write_pending_) DoWrite(epoch_);
+  }
+
+  void DoWrite(uint64_t epoch) {
+    if (out_.empty()) return;
+    write_pending_ = true;
+    writing_.clear();
+    writing_.swap(out_);
+    last_sent_ = SteadyClock::now();
+    asio::async_write(socket_, asio::buffer(writing_),
+                      [self = shared_from_this(), epoch](error_code ec, size_t) {
+                        if (epoch != self->epoch_) return;
+                        self->write_pending_ = false;
+                        if (ec) {
+                          self->Fail(epoch, "write: " + ec.message());
+                          return;
+                        }
+                        self->DoWrite(epoch);
+                      });
+  }
+
+  // --- keep-alive: PINGREQ after keep_alive/2 of silence on our side; the connection is
+  // dead after 1.5 × keep_alive without a byte from the broker.
+
+  void ArmKeepAlive(uint64_t epoch) {
+    if (options_.keep_alive_s == 0) return;
+    keepalive_timer_.expires_after(std::chrono::milliseconds(options_.keep_alive_s * 250));
+    keepalive_timer_.async_wait([self = shared_from_this(), epoch](error_code ec) {
+      if (ec || epoch != self->epoch_ || self->stopped_) return;
+      const auto now = SteadyClock::now();
+      const auto ka = std::chrono::seconds(self->options_.keep_alive_s);
+      if (now - self->last_received_ > ka + ka / 2) {
+        self->Fail(epoch, "keep-alive: no answer from the broker");
+        return;
+      }
+      if (now - self->last_sent_ >= ka / 2) {
+        Packet p;
+        p.type = PacketType::kPingreq;
+        self->Send(p);
+      }
+      self->ArmKeepAlive(epoch);
+    });
+  }
+
+  const MqttSubscriberOptions options_;
+  MessageHandler* const handler_;
+  asio::strand<asio::io_context::executor_type> strand_;
+  tcp::resolver resolver_;
+  tcp::socket socket_;
+  asio::steady_timer timer_;  // connect deadline, then the backoff
+  asio::steady_timer keepalive_timer_;
+  Decoder decoder_;
+  Packet packet_;
+  std::array<char, kReadChunk> read_buffer_;
+  std::mt19937_64 rng_;
+
+  bool started_ = false;
+  bool stopped_ = false;
+  bool subscribed_ = false;
+  bool read_pending_ = false;
+  bool write_pending_ = false;
+  std::atomic<bool> connected_{false};
+  uint64_t epoch_ = 0;
+  uint64_t connack_seen_epoch_ = 0;
+  int64_t backoff_ns_ = 0;
+  SteadyClock::time_point last_sent_ = SteadyClock::now();
+  SteadyClock::time_point last_received_ = SteadyClock::now();
+
+  std::deque<InFlight> inflight_;
+  uint64_t inflight_base_ = 0;
+  std::string out_;
+  std::string writing_;
+
+  Gauge* connected_gauge_ = nullptr;
+  Counter* connects_ok_ = nullptr;
+  Counter* connects_failed_ = nullptr;
+  Counter* publishes_qos0_ = nullptr;
+  Counter* publishes_qos1_ = nullptr;
+  Histogram* ack_latency_ = nullptr;
+  Counter* subscribe_refused_ = nullptr;
+};
+
+Status ParseBrokerUrl(std::string_view url, MqttSubscriberOptions* options) {
+  constexpr std::string_view kScheme = "mqtt://";
+  if (url.substr(0, kScheme.size()) != kScheme) {
+    return Status::InvalidArgument("broker url '" + std::string(url) +
+                                   "' must start with mqtt:// (TLS to the broker: not supported)");
+  }
+  std::string_view rest = url.substr(kScheme.size());
+  if (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
+  if (rest.empty() || rest.find_first_of("/@?#") != std::string_view::npos) {
+    return Status::InvalidArgument("broker url '" + std::string(url) +
+                                   "' must be mqtt://host[:port] (user name and password have "
+                                   "their own settings)");
+  }
+  std::string host_port(rest);
+  const bool has_port = rest.back() != ']' && rest.rfind(':') != std::string_view::npos &&
+                        (rest.front() != '[' || rest.rfind(']') < rest.rfind(':'));
+  if (!has_port) host_port += ":1883";
+  Result<HostPort> hp = ParseHostPort(host_port);
+  if (!hp.ok() || hp->host.empty() || hp->port == 0) {
+    return Status::InvalidArgument("broker url '" + std::string(url) + "': bad host or port");
+  }
+  options->host = hp->host;
+  options->port = hp->port;
+  return Status::Ok();
+}
+
+MqttSubscriber::MqttSubscriber(asio::io_context& io, MqttSubscriberOptions options,
+                               MessageHandler* handler, MetricsRegistry* metrics)
+    : impl_(std::make_shared<Impl>(io, std::move(options), handler, metrics)) {}
+
+MqttSubscriber::~MqttSubscriber() { impl_->Stop(); }
+
+void MqttSubscriber::Start() { impl_->Start(); }
+void MqttSubscriber::Stop() { impl_->Stop(); }
+bool MqttSubscriber::connected() const { return impl_->connected(); }
+
+}  // namespace joule::net::mqtt

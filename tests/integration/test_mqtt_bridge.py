@@ -1,0 +1,223 @@
+"""Bridge mode (issue 6 point 2, docs/formats/mqtt.md section 6) against a real Mosquitto
+broker (Debian's `mosquitto`, started here on a free port with its own config file and temp
+dir): Joule subscribes with QoS 1 and a persistent session, and acknowledges a message to
+the broker only once its events are durable.
+
+- Events published with mosquitto_pub to the broker show up in Joule; an invalid payload
+  and an unregistered device are counted (and acknowledged, so the broker drops them).
+- Joule is SIGKILLed while the broker streams events to it, more events are published while
+  it is down, and it is restarted: the persistent session redelivers everything that was not
+  acknowledged, and every event is counted exactly once (redelivered copies of events that
+  were durable but not yet acknowledged are dropped by event_id).
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+import uuid
+
+from joule_harness import JouleServer, fmt_ts, metric_sum, parse_prometheus, poll
+
+ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def uid():
+    return uuid.uuid4().hex[:10]
+
+
+def find_program(name, extra_dirs=("/usr/sbin", "/usr/bin")):
+    path = shutil.which(name)
+    if path:
+        return path
+    for d in extra_dirs:
+        if os.access(os.path.join(d, name), os.X_OK):
+            return os.path.join(d, name)
+    raise AssertionError(f"{name} not found: install mosquitto and mosquitto-clients "
+                         "(scripts/install-deps.sh --test)")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Mosquitto:
+    """A Mosquitto broker on a free port with persistence in a temp dir."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="joule-mosquitto-")
+        self.port = free_port()
+        conf = os.path.join(self.dir, "mosquitto.conf")
+        with open(conf, "w") as f:
+            f.write(f"listener {self.port} 127.0.0.1\n"
+                    "allow_anonymous true\n"
+                    "persistence true\n"
+                    f"persistence_location {self.dir}/\n"
+                    "max_queued_messages 100000\n"
+                    "user root\n"
+                    "log_dest stderr\n"
+                    "log_type error\nlog_type warning\nlog_type notice\n")
+        self.log = open(os.path.join(self.dir, "mosquitto.log"), "w")
+        self.proc = subprocess.Popen([find_program("mosquitto"), "-c", conf],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+
+        def up():
+            if self.proc.poll() is not None:
+                raise AssertionError("mosquitto exited:\n" + self.log_text())
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        if not poll(up, timeout=10):
+            raise AssertionError("mosquitto did not listen:\n" + self.log_text())
+
+    def log_text(self):
+        self.log.flush()
+        with open(os.path.join(self.dir, "mosquitto.log")) as f:
+            return f.read()[-4000:]
+
+    def publish(self, topic, lines, qos=1):
+        """mosquitto_pub -l: one message per line, on one connection."""
+        proc = subprocess.run(
+            [find_program("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(self.port),
+             "-q", str(qos), "-t", topic, "-i", f"pub-{uid()}", "-l"],
+            input="".join(line + "\n" for line in lines), capture_output=True, text=True,
+            timeout=120)
+        if proc.returncode != 0:
+            raise AssertionError(f"mosquitto_pub: {proc.stderr}")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def event(seq, base, prefix):
+    return json.dumps({"timestamp": fmt_ts(base + seq * 0.01),
+                       "metrics": {"power_w": 100 + seq % 7}, "event_id": f"{prefix}-{seq}"})
+
+
+class MqttBridge(unittest.TestCase):
+    def setUp(self):
+        self.broker = Mosquitto()
+        self.client_id = f"joule-it-{uid()}"
+        env = {"JOULE_INGEST_MQTT_BRIDGE_URL": f"mqtt://127.0.0.1:{self.broker.port}",
+               "JOULE_INGEST_MQTT_BRIDGE_CLIENT_ID": self.client_id,
+               "JOULE_INGEST_MQTT_BRIDGE_TOPICS": "devices/+/telemetry, site/#",
+               "JOULE_AUTH_MODE": "required", "JOULE_AUTH_ADMIN_TOKEN": ADMIN_TOKEN}
+        self.server = JouleServer(env=env, name="mqtt-bridge")
+        self.server.start()
+        self.wait_subscribed()
+
+    def tearDown(self):
+        self.server.cleanup()
+        self.broker.stop()
+
+    def diag(self):
+        return self.server.diag() + "\n--- mosquitto ---\n" + self.broker.log_text()
+
+    def metrics(self):
+        return parse_prometheus(self.server.metrics_text())
+
+    def wait_subscribed(self):
+        ok = poll(lambda: metric_sum(self.metrics(), "joule_mqtt_bridge_connected") == 1,
+                  timeout=20)
+        self.assertTrue(ok, "the bridge connects and subscribes" + self.diag())
+
+    def register(self):
+        device_id = f"br-{uid()}"
+        st, _, body = self.server.request(
+            "POST", "/v1/devices", {"device_id": device_id, "owner_id": f"own-{uid()}"},
+            headers=ADMIN)
+        self.assertEqual(st, 201, body)
+        return device_id
+
+    def count(self, device_id):
+        st, _, body = self.server.request(
+            "GET", f"/v1/devices/{device_id}/metrics/realtime?windows=60", headers=ADMIN)
+        if st != 200 or not isinstance(body, dict):
+            return 0
+        return sum(int(r.get("count", 0)) for r in body.get("data", []))
+
+    def wait_count(self, device_id, want, timeout=60):
+        poll(lambda: self.count(device_id) >= want, timeout=timeout, interval=0.2)
+        return self.count(device_id)
+
+    def test_events_from_the_broker_are_ingested_and_bad_ones_counted(self):
+        dev = self.register()
+        base = time.time() - 120
+        m0 = self.metrics()
+        self.broker.publish(f"devices/{dev}/telemetry", [event(i, base, "a") for i in range(3)])
+        # Another topic: the payload names the device.
+        self.broker.publish("site/gateway-1", [json.dumps(
+            {"device_id": dev, "timestamp": fmt_ts(base + 1), "metrics": {"power_w": 5},
+             "event_id": "b-0"})])
+        self.broker.publish(f"devices/{dev}/telemetry", ["{not json"])
+        self.broker.publish(f"devices/unregistered-{uid()}/telemetry", [event(0, base, "c")])
+        self.assertEqual(self.wait_count(dev, 4), 4, "four events ingested" + self.diag())
+
+        def counted():
+            m = self.metrics()
+            return (metric_sum(m, "joule_mqtt_bridge_messages_total", result="invalid_payload")
+                    - metric_sum(m0, "joule_mqtt_bridge_messages_total",
+                                 result="invalid_payload") >= 1 and
+                    metric_sum(m, "joule_mqtt_bridge_messages_total", result="unknown_device")
+                    - metric_sum(m0, "joule_mqtt_bridge_messages_total",
+                                 result="unknown_device") >= 1)
+        self.assertTrue(poll(counted, timeout=10), "bad messages counted" + self.diag())
+        m1 = self.metrics()
+        self.assertEqual(
+            metric_sum(m1, "joule_mqtt_bridge_messages_total", result="accepted") -
+            metric_sum(m0, "joule_mqtt_bridge_messages_total", result="accepted"), 4)
+        self.assertGreaterEqual(metric_sum(m1, "joule_mqtt_bridge_publishes_total", qos="1"), 6)
+        self.assertGreaterEqual(
+            metric_sum(m1, "joule_mqtt_bridge_ack_latency_seconds_count"), 6)
+
+    def test_sigkill_mid_stream_then_restart_loses_nothing(self):
+        dev = self.register()
+        base = time.time() - 600
+        first, second = 20000, 1000
+        topic = f"devices/{dev}/telemetry"
+        pub = subprocess.Popen(
+            [find_program("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(self.broker.port),
+             "-q", "1", "-t", topic, "-i", f"pub-{uid()}", "-l"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        feeder = threading.Thread(target=pub.communicate, daemon=True,
+                                  args=("".join(event(i, base, "k") + "\n"
+                                                for i in range(first)),))
+        feeder.start()
+        # Kill Joule while the broker is delivering to it.
+        self.assertTrue(poll(lambda: metric_sum(self.metrics(), "joule_mqtt_bridge_messages_total",
+                                                result="accepted") >= 500,
+                             timeout=60, interval=0.02), "the bridge ingests" + self.diag())
+        self.server.kill9()
+        feeder.join(120)
+        self.assertEqual(pub.returncode, 0, "mosquitto_pub failed")
+        # Published while Joule is down: the broker queues them for the persistent session.
+        self.broker.publish(topic, [event(i, base, "k") for i in range(first, first + second)])
+        self.server.start()
+        self.wait_subscribed()
+        got = self.wait_count(dev, first + second, timeout=120)
+        acked_before = first + second - metric_sum(
+            self.metrics(), "joule_mqtt_bridge_messages_total", result="accepted")
+        print(f"\nbridge: {got} of {first + second} events counted after the restart; "
+              f"at most {acked_before:.0f} were acknowledged before the kill", flush=True)
+        self.assertEqual(got, first + second, "every event exactly once" + self.diag())
+        self.assertLess(acked_before, first, "the kill came mid-stream")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,150 @@
+"""TLS for the HTTP and MQTT listeners (issue 10 point 1, docs/SECURITY.md), with a
+self-signed certificate made by `openssl` here and clients nobody here wrote: curl,
+openssl s_client and mosquitto_pub.
+
+- HTTPS works with curl --cacert (the certificate is verified, host name included).
+- Plain HTTP and plain MQTT on the same ports are refused (plaintext is off with TLS on).
+- TLS 1.1 is refused by the server (the client is allowed to offer it, so the refusal is
+  the server's: the handshake-failure counter moves); TLS 1.2 and 1.3 work.
+- mosquitto_pub --cafile publishes QoS 1 over TLS, and the event is stored.
+"""
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import tempfile
+import time
+import unittest
+import uuid
+
+from joule_harness import JouleServer, fmt_ts, metric_sum, parse_prometheus, poll
+
+
+def program(name):
+    path = shutil.which(name)
+    if not path:
+        raise AssertionError(f"{name} not found (scripts/install-deps.sh --test)")
+    return path
+
+
+def make_certificate(directory):
+    """A self-signed certificate for localhost / 127.0.0.1 (docs/SECURITY.md)."""
+    cert = os.path.join(directory, "cert.pem")
+    key = os.path.join(directory, "key.pem")
+    subprocess.run(
+        [program("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt",
+         "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True)
+    return cert, key
+
+
+class Tls(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="joule-tls-")
+        cls.cert, cls.key = make_certificate(cls.dir)
+        ctx = ssl.create_default_context(cafile=cls.cert)
+        cls.server = JouleServer(
+            env={"JOULE_SERVER_TLS_CERT_FILE": cls.cert, "JOULE_SERVER_TLS_KEY_FILE": cls.key,
+                 "JOULE_SERVER_MQTT_LISTEN": "127.0.0.1:0"},
+            name="tls", ssl_context=ctx)
+        cls.server.start()  # readiness is checked over HTTPS
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.cleanup()
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def diag(self):
+        return self.server.diag()
+
+    def mqtt_port(self):
+        for rec in self.server.log_records():
+            if isinstance(rec, dict) and rec.get("msg") == "mqtt listening":
+                self.assertEqual(rec.get("tls"), "true", rec)
+                return int(str(rec["address"]).rpartition(":")[2])
+        raise AssertionError("no 'mqtt listening' log line" + self.diag())
+
+    def curl(self, *args):
+        return subprocess.run([program("curl"), "-sS", "--max-time", "10", *args],
+                              capture_output=True, text=True)
+
+    def handshake_failures(self):
+        return metric_sum(parse_prometheus(self.server.metrics_text()),
+                          "joule_tls_handshake_failures_total", listener="http")
+
+    def test_https_with_curl_verifies_and_ingests(self):
+        base = f"https://127.0.0.1:{self.server.port}"
+        r = self.curl("--cacert", self.cert, "-o", "/dev/null", "-w", "%{http_code}",
+                      f"{base}/readyz")
+        self.assertEqual((r.returncode, r.stdout), (0, "200"), r.stderr + self.diag())
+        dev = f"tls-{uuid.uuid4().hex[:8]}"
+        body = json.dumps({"device_id": dev, "timestamp": fmt_ts(time.time() - 5),
+                           "metrics": {"power_w": 1.5}})
+        r = self.curl("--cacert", self.cert, "-H", "Content-Type: application/json",
+                      "--data-binary", body, "-w", "\n%{http_code}", f"{base}/v1/telemetry")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.rsplit("\n", 1)[1], "202", r.stdout)
+        # Without the CA the certificate is not trusted: curl refuses (the check is real).
+        r = self.curl("-o", "/dev/null", f"{base}/readyz")
+        self.assertNotEqual(r.returncode, 0, "an untrusted certificate must fail")
+
+    def test_plain_http_is_refused(self):
+        before = self.handshake_failures()
+        r = self.curl("-o", "/dev/null", "-w", "%{http_code}",
+                      f"http://127.0.0.1:{self.server.port}/readyz")
+        self.assertNotEqual(r.returncode, 0, f"plain HTTP answered: {r.stdout}")
+        self.assertNotEqual(r.stdout, "200")
+        self.assertTrue(poll(lambda: self.handshake_failures() > before, timeout=10),
+                        "the plaintext request counts as a failed handshake" + self.diag())
+
+    def test_tls_1_1_is_refused_and_1_2_and_1_3_work(self):
+        before = self.handshake_failures()
+        # SECLEVEL=0 lets this OpenSSL client offer TLS 1.1 at all; the server must refuse.
+        old = subprocess.run(
+            [program("openssl"), "s_client", "-connect", f"127.0.0.1:{self.server.port}",
+             "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0", "-CAfile", self.cert],
+            input="", capture_output=True, text=True, timeout=20)
+        self.assertNotEqual(old.returncode, 0, "TLS 1.1 handshake succeeded:\n" + old.stdout)
+        self.assertTrue(poll(lambda: self.handshake_failures() > before, timeout=10),
+                        "the server refused the TLS 1.1 handshake" + self.diag())
+        r = self.curl("--cacert", self.cert, "--tls-max", "1.1", "-o", "/dev/null",
+                      f"https://127.0.0.1:{self.server.port}/readyz")
+        self.assertNotEqual(r.returncode, 0, "curl --tls-max 1.1 must fail")
+        for flag, name in (("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")):
+            ok = subprocess.run(
+                [program("openssl"), "s_client", "-connect", f"127.0.0.1:{self.server.port}",
+                 flag, "-CAfile", self.cert, "-verify_return_error", "-verify_ip", "127.0.0.1"],
+                input="", capture_output=True, text=True, timeout=20)
+            self.assertEqual(ok.returncode, 0, ok.stdout + ok.stderr)
+            self.assertIn(f"Protocol  : {name}", ok.stdout)
+            self.assertIn("Verify return code: 0 (ok)", ok.stdout)
+
+    def test_mqtt_over_tls_with_mosquitto_pub(self):
+        port = self.mqtt_port()
+        dev = f"tlsm-{uuid.uuid4().hex[:8]}"
+        payload = json.dumps({"timestamp": fmt_ts(time.time() - 5), "metrics": {"power_w": 7},
+                              "event_id": "m-1"})
+        base = [program("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(port), "-q", "1",
+                "-t", f"devices/{dev}/telemetry", "-u", dev, "-m", payload, "-V", "mqttv5"]
+        r = subprocess.run(base + ["--cafile", self.cert], capture_output=True, text=True,
+                           timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr + self.diag())
+
+        def stored():
+            st, _, body = self.server.request(
+                "GET", f"/v1/devices/{dev}/metrics/realtime?windows=5")
+            return st == 200 and sum(w.get("count", 0) for w in body.get("data", [])) == 1
+        self.assertTrue(poll(stored, timeout=20), "the TLS publish is stored" + self.diag())
+        # Plain MQTT on the TLS port is refused.
+        r = subprocess.run(base, capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(r.returncode, 0, "plain MQTT was accepted on the TLS listener")
+        m = parse_prometheus(self.server.metrics_text())
+        self.assertGreaterEqual(
+            metric_sum(m, "joule_mqtt_disconnects_total", reason="tls_handshake"), 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
