@@ -190,6 +190,10 @@ class MqttLoad(unittest.TestCase):
         self.assertEqual(metric_sum(m1, "joule_events_accepted_total") -
                          metric_sum(m0, "joule_events_accepted_total"),
                          publishes - run.final["refused"])
+        # One PUBACK latency observation per acknowledged QoS 1 publish (issue 6 point 5).
+        self.assertEqual(metric_sum(m1, "joule_mqtt_puback_latency_seconds_count") -
+                         metric_sum(m0, "joule_mqtt_puback_latency_seconds_count"), publishes)
+        self.assertIn("joule_mqtt_connections", self.server.metrics_text())
         h = self.health(device)
         self.assertEqual(h["events"], count, h)  # duplicates are counted apart
 
