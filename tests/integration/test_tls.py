@@ -119,7 +119,7 @@ class Tls(unittest.TestCase):
                  flag, "-CAfile", self.cert, "-verify_return_error", "-verify_ip", "127.0.0.1"],
                 input="", capture_output=True, text=True, timeout=20)
             self.assertEqual(ok.returncode, 0, ok.stdout + ok.stderr)
-            self.assertIn(f"Protocol  : {name}", ok.stdout)
+            self.assertIn(f"New, {name}, Cipher is", ok.stdout)
             self.assertIn("Verify return code: 0 (ok)", ok.stdout)
 
     def test_mqtt_over_tls_with_mosquitto_pub(self):
