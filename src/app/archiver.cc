@@ -99,7 +99,7 @@ uint64_t Archiver::LagRecords() const {
   return lag;
 }
 
-Status Archiver::SealNow(int64_t timeout_ns) {
+Status Archiver::SealNow(int64_t timeout_ns, const std::atomic<bool>* cancel) {
   const uint32_t n = log_->partitions();
   std::vector<uint64_t> target(n);
   for (uint32_t p = 0; p < n; ++p) target[p] = log_->DurableEnd(p).value;
@@ -110,6 +110,7 @@ Status Archiver::SealNow(int64_t timeout_ns) {
     for (uint32_t p = 0; p < n && done; ++p) done = committed_[p].load() >= target[p];
     if (done) return Status::Ok();
     if (!thread_.joinable() || stop_.load()) return Status::Unavailable("the archiver is stopped");
+    if (cancel && cancel->load()) return Status::Unavailable("cancelled (server stopping)");
     if (std::chrono::steady_clock::now() >= deadline) {
       return Status::Unavailable(
           fmt::format("the archiver did not seal within {} s (lag {} records)",

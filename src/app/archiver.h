@@ -54,9 +54,9 @@ class Archiver {
 
   // Blocks until every record durable at the time of the call is in a published file
   // (asking the thread to seal its open files early). Used by replay, which must see
-  // every event acknowledged before it began. Unavailable after `timeout_ns`, or when
-  // the thread is not running.
-  Status SealNow(int64_t timeout_ns);
+  // every event acknowledged before it began. Unavailable after `timeout_ns`, when
+  // `cancel` (may be null) is set, or when the thread is not running.
+  Status SealNow(int64_t timeout_ns, const std::atomic<bool>* cancel = nullptr);
 
  private:
   // (Re)opens the writer (recovery) and positions the readers at its checkpoint.

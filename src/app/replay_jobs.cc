@@ -107,7 +107,7 @@ void ReplayJobs::Run(std::shared_ptr<Job> job) {
                  {"to", FormatRfc3339Millis(job->request.to_ns)},
                  {"devices", job->devices.empty() ? std::string("all")
                                                   : std::to_string(job->devices.size())}});
-  Status st = archiver_ ? archiver_->SealNow(options_.seal_timeout_ns)
+  Status st = archiver_ ? archiver_->SealNow(options_.seal_timeout_ns, &cancel_)
                         : Status::Unavailable("the archiver is not running");
   Result<ReplayStats> stats = Status::Internal("replay did not run");
   if (!st.ok()) {
