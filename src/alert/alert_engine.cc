@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <openssl/evp.h>
 
+#include <algorithm>
+
 #include "alert/http_client.h"
 #include "common/logging.h"
 
@@ -126,6 +128,87 @@ void AlertEngine::LoadRules() {
   }
   has_rules_.store(!rules.empty());
   evaluator_.SetRules(std::move(rules));
+  SeedDevices();
+}
+
+std::vector<const Rule*> AlertEngine::ScopedAbsenceRules() const {
+  std::vector<const Rule*> out;
+  for (const Rule& r : evaluator_.rules()) {
+    if (r.kind == RuleKind::kAbsence && r.enabled && r.scope.device_id.empty()) out.push_back(&r);
+  }
+  return out;
+}
+
+void AlertEngine::SeedDevices() {
+  evaluator_.ClearRegisteredDevices();
+  if (!metadata_) return;
+  std::vector<const Rule*> rules = ScopedAbsenceRules();
+  if (rules.empty()) return;
+  // One listing per owner when every such rule is limited to one owner (an owner's rule,
+  // or an admin rule scoped to an owner); otherwise page through all devices (the store
+  // has no model filter).
+  std::vector<std::optional<std::string>> owners;
+  for (const Rule* r : rules) {
+    std::optional<std::string> owner;
+    if (!r->owner_id.empty()) {
+      owner = r->owner_id;
+    } else if (!r->scope.owner_id.empty()) {
+      owner = r->scope.owner_id;
+    }
+    if (!owner) {
+      owners.assign(1, std::nullopt);
+      break;
+    }
+    if (std::find(owners.begin(), owners.end(), owner) == owners.end()) owners.push_back(owner);
+  }
+  for (const std::optional<std::string>& owner : owners) {
+    store::ListDevicesOptions o;
+    o.owner_id = owner;
+    o.limit = 1000;
+    while (true) {
+      Result<store::DevicePage> page = metadata_->ListDevices(o);
+      if (!page.ok()) {
+        logging::Error("devices for absence rules not loaded",
+                       {{"error", page.status().ToString()}});
+        store_errors_->Inc();
+        reseed_devices_ = true;  // retried on the next loop of the alert thread
+        return;
+      }
+      for (const store::Device& d : page->devices) {
+        for (const Rule* r : rules) {
+          if (RuleMatches(*r, d.device_id, d.owner_id, d.model)) {
+            evaluator_.RegisterDevice(d.device_id, DeviceInfo{d.owner_id, d.model},
+                                      d.created_at_ns);
+            break;
+          }
+        }
+      }
+      if (page->next_cursor.empty()) break;
+      o.after = page->next_cursor;
+    }
+  }
+}
+
+void AlertEngine::RefreshDevice(const std::string& device_id) {
+  if (!metadata_) return;
+  std::vector<const Rule*> rules = ScopedAbsenceRules();
+  if (rules.empty()) return;
+  Result<store::Device> d = metadata_->GetDevice(device_id);
+  if (!d.ok()) {
+    if (d.status().code() != StatusCode::kNotFound) {
+      reseed_devices_ = true;
+      return;
+    }
+    evaluator_.ForgetDevice(device_id);  // deleted
+    return;
+  }
+  for (const Rule* r : rules) {
+    if (RuleMatches(*r, d->device_id, d->owner_id, d->model)) {
+      evaluator_.RegisterDevice(d->device_id, DeviceInfo{d->owner_id, d->model}, d->created_at_ns);
+      return;
+    }
+  }
+  evaluator_.ForgetDevice(device_id);  // no longer covered (owner or model changed)
 }
 
 Status AlertEngine::Start() {
@@ -134,7 +217,13 @@ Status AlertEngine::Start() {
     subscription_ = metadata_->Subscribe([this](const store::MetadataChange& c) {
       if (c.kind == store::MetadataChange::Kind::kRule ||
           c.kind == store::MetadataChange::Kind::kAll) {
-        ReloadRules();
+        ReloadRules();  // reseeds the registered devices too
+      } else if (c.kind == store::MetadataChange::Kind::kDevice) {
+        {
+          std::lock_guard lock(mu_);
+          changed_devices_.push_back(c.id);
+        }
+        cv_.notify_one();
       }
     });
     const int64_t now = clock_->NowNanos();
@@ -220,6 +309,7 @@ void AlertEngine::Run() {
   int64_t last_tick = 0;
   std::deque<model::AggregateRecord> batch;
   std::vector<store::Alert> flags;
+  std::vector<std::string> devices;
   std::vector<AlertUpdate> updates;
   while (true) {
     bool stopping, tick_now;
@@ -227,15 +317,26 @@ void AlertEngine::Run() {
       std::unique_lock lock(mu_);
       cv_.wait_for(lock, std::chrono::nanoseconds(options_.tick_interval_ns), [this] {
         return stop_ || tick_now_ || !queue_.empty() || !flag_changes_.empty() ||
-               rules_dirty_.load();
+               !changed_devices_.empty() || rules_dirty_.load();
       });
       batch.swap(queue_);
       flags.swap(flag_changes_);
+      devices.swap(changed_devices_);
       stopping = stop_;
       tick_now = tick_now_;
       tick_now_ = false;
     }
-    if (rules_dirty_.load()) LoadRules();
+    if (rules_dirty_.load()) {
+      LoadRules();
+      devices.clear();  // LoadRules seeded them all
+    }
+    if (reseed_devices_) {
+      reseed_devices_ = false;
+      SeedDevices();
+      devices.clear();
+    }
+    for (const std::string& id : devices) RefreshDevice(id);
+    devices.clear();
     for (const store::Alert& a : flags) evaluator_.SetFlags(a.id, a.acked, a.snoozed_until_ns);
     flags.clear();
     const int64_t now = clock_->NowNanos();

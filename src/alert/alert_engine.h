@@ -78,6 +78,12 @@ class AlertEngine {
               MetricsRegistry* metrics);
   void Run();
   void LoadRules();
+  // Absence rules scoped to an owner or a model: registers the devices they cover from
+  // the metadata store (all of them, or one changed device), see Evaluator::RegisterDevice.
+  void SeedDevices();
+  void RefreshDevice(const std::string& device_id);
+  // The absence rules without a device scope (what SeedDevices looks for).
+  std::vector<const Rule*> ScopedAbsenceRules() const;
   void Apply(std::vector<AlertUpdate>& updates);
   DeviceInfo Lookup(std::string_view device_id);
 
@@ -93,6 +99,8 @@ class AlertEngine {
   std::condition_variable cv_;
   std::deque<model::AggregateRecord> queue_;
   std::vector<store::Alert> flag_changes_;
+  std::vector<std::string> changed_devices_;  // device rows changed (store notification)
+  bool reseed_devices_ = false;  // alert thread only: a device listing failed, seed again
   bool stop_ = false;
   bool tick_now_ = false;
   std::atomic<bool> rules_dirty_{true};

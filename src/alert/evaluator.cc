@@ -579,7 +579,22 @@ void Evaluator::Tick(int64_t now, std::vector<AlertUpdate>* out) {
       if (!RuleMatches(rule, device_id, info.owner_id, info.model)) continue;
       check(device_id, a.last_seen_ns);
     }
+    // Registered devices not seen since start: watched from max(registration, start).
+    for (const auto& [device_id, reg] : registered_) {
+      if (activity_.contains(device_id)) continue;
+      if (!RuleMatches(rule, device_id, reg.info.owner_id, reg.info.model)) continue;
+      check(device_id, std::max(reg.created_at_ns, started_ns_));
+    }
   }
 }
+
+void Evaluator::RegisterDevice(const std::string& device_id, const DeviceInfo& info,
+                               int64_t created_at_ns) {
+  Registered& r = registered_[device_id];
+  r.info = info;
+  r.created_at_ns = created_at_ns;
+}
+
+void Evaluator::ForgetDevice(const std::string& device_id) { registered_.erase(device_id); }
 
 }  // namespace joule::alert

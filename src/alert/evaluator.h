@@ -87,7 +87,21 @@ class Evaluator {
   // exactly "reminder not yet stored".
   void RemindSnoozeEnded(int64_t now, std::vector<AlertUpdate>* out);
 
+  // Registered devices that absence rules scoped to an owner or a model cover (the
+  // engine seeds them from the metadata store). A device never seen since start counts
+  // as last seen at max(created_at_ns, start), so an absence rule fires for it
+  // `absent_for` after that even if it never reports. `info` is used for such devices
+  // instead of the lookup (kept current by the engine on device changes).
+  void RegisterDevice(const std::string& device_id, const DeviceInfo& info, int64_t created_at_ns);
+  void ForgetDevice(const std::string& device_id);
+  void ClearRegisteredDevices() { registered_.clear(); }
+  size_t registered_count() const { return registered_.size(); }
+
  private:
+  struct Registered {
+    DeviceInfo info;
+    int64_t created_at_ns = 0;
+  };
   struct Verdict {
     int64_t end = 0;
     uint64_t version = 0;
@@ -158,6 +172,7 @@ class Evaluator {
   std::unordered_map<std::string, Track> tracks_;  // by rule id + '\n' + device id
   std::unordered_map<std::string, DeviceActivity> activity_;
   std::unordered_map<std::string, Flags> flags_;
+  std::unordered_map<std::string, Registered> registered_;
   int64_t started_ns_ = 0;
   int64_t last_updated_ns_ = 0;
 };

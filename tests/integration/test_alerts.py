@@ -621,5 +621,51 @@ class KillTest(AlertServerMixin, unittest.TestCase):
             self.assertEqual(len(firing), 1, firing)
 
 
+class AbsenceAfterRestartTest(AlertServerMixin, unittest.TestCase):
+    """Absence rules scoped to an owner or a model cover registered devices that never
+    report, also after a restart (the engine seeds them from the metadata store)."""
+
+    def test_owner_and_model_scoped_absence_fire_for_silent_devices_after_restart(self):
+        receiver = Receiver()
+        self.addCleanup(receiver.close)
+        self.server = JouleServer(env=ALERT_ENV, name="alerts-absence-restart")
+        self.addCleanup(self.server.cleanup)
+        self.server.start()
+        owner, model = f"own-{uid()}", f"model-{uid()}"
+        dev, _ = self.register(owner)
+        dev_model = f"al-{uid()}"
+        status, _, body = self.server.request(
+            "POST", "/v1/devices", {"device_id": dev_model, "owner_id": f"own-{uid()}",
+                                    "name": "meter", "model": model}, headers=ADMIN)
+        self.assertEqual(status, 201, f"{body!r}" + self.server.diag())
+        rule_ids = []
+        # A long enough absent_for that neither fires before the restart below.
+        for scope in ({"owner_id": owner}, {"model": model}):
+            status, _, rule = self.server.request(
+                "POST", "/v1/rules",
+                {"name": "silent", "scope": scope, "kind": "absence", "absent_for": "20s",
+                 "channels": [{"type": "webhook", "url": receiver.url, "secret": SECRET}]},
+                headers=ADMIN)
+            self.assertEqual(status, 201, f"{rule!r}" + self.server.diag())
+            rule_ids.append(rule["id"])
+        self.assertEqual(self.alerts_of(dev), [], "fired before the restart")
+        self.assertEqual(self.alerts_of(dev_model), [], "fired before the restart")
+        self.server.stop()
+        self.server.start()
+        # Neither device ever reports; both alerts fire absent_for after the restart.
+        firing = lambda d: [a for a in self.alerts_of(d) if a["state"] == "firing"]
+        ok = poll(lambda: firing(dev) and firing(dev_model), timeout=90)
+        self.assertTrue(ok, f"{self.alerts_of(dev)} {self.alerts_of(dev_model)}"
+                        + self.server.diag())
+        self.assertEqual([a["rule_id"] for a in firing(dev)], [rule_ids[0]])
+        self.assertEqual([a["rule_id"] for a in firing(dev_model)], [rule_ids[1]])
+        # And the webhooks went out, signed.
+        self.assertTrue(poll(lambda: {json.loads(b)["device_id"] for _, b, _, _ in
+                                      receiver.snapshot()} >= {dev, dev_model}, timeout=30),
+                        receiver.snapshot())
+        for headers, body, _, _ in receiver.snapshot():
+            self.assertTrue(verify_signature(SECRET, headers, body))
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -85,6 +85,15 @@ void RunScenario(const std::filesystem::path& path) {
       std::string id, owner, model;
       ls >> id >> owner >> model;
       devices[id] = DeviceInfo{owner, model};
+    } else if (cmd == "register") {
+      std::string id, owner, model, created;
+      ls >> id >> owner >> model >> created;
+      devices[id] = DeviceInfo{owner, model};
+      ev.RegisterDevice(id, devices[id], At(created));
+    } else if (cmd == "forget") {
+      std::string id;
+      ls >> id;
+      ev.ForgetDevice(id);
     } else if (cmd == "now") {
       std::string t;
       ls >> t;
