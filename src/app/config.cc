@@ -132,6 +132,8 @@ const std::vector<Key>& Keys() {
        [](const Config& c) { return std::to_string(c.processor_threads); }},
       {"stream", "checkpoint_interval", Duration(&Config::checkpoint_interval_ns),
        [](const Config& c) { return DurationText(c.checkpoint_interval_ns); }},
+      {"stream", "history_partial_interval", Duration(&Config::history_partial_interval_ns, true),
+       [](const Config& c) { return DurationText(c.history_partial_interval_ns); }},
       {"auth", "mode", String(&Config::auth_mode, {"required", "disabled"}),
        [](const Config& c) { return Quote(c.auth_mode); }},
       {"auth", "admin_token", String(&Config::admin_token),

@@ -48,7 +48,10 @@ struct Config {
   int64_t early_fire_interval_ns = 5'000'000'000;
   int64_t max_gap_ns = 300'000'000'000;
   int processor_threads = 2;
-  int64_t checkpoint_interval_ns = 10'000'000'000;
+  int64_t checkpoint_interval_ns = 60'000'000'000;
+  // Partial (final:false) records reach history at most once per key per this interval;
+  // 0 = every early firing (src/app/README.md "History and early firings").
+  int64_t history_partial_interval_ns = 60'000'000'000;
   // [auth]
   std::string auth_mode = "required";  // or "disabled"
   std::string admin_token;

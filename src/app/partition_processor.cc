@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "alert/alert_engine.h"
 #include "api/live_hub.h"
@@ -13,11 +14,21 @@
 
 namespace joule::app {
 
+// Fans every record out to the latest store, SSE and alert evaluation at once. History
+// gets final records at once and partial records throttled per key (device, resolution,
+// window start): a partial whose key reached history less than `partial_interval_ns` ago
+// is held (a newer one replaces it) and released when the interval has passed; a final
+// record of the key drops the held partial. History's open windows therefore lag the
+// live value by at most the interval (src/app/README.md "History and early firings").
 class PartitionProcessor::Sink final : public stream::RecordSink {
  public:
-  Sink(store::LatestStore* latest, bool keep_for_history, api::LiveHub* live,
-       MetricsRegistry* metrics, alert::AlertEngine* alerts = nullptr)
-      : latest_(latest), keep_for_history_(keep_for_history), live_(live), alerts_(alerts) {
+  Sink(store::LatestStore* latest, bool keep_for_history, int64_t partial_interval_ns,
+       api::LiveHub* live, MetricsRegistry* metrics, alert::AlertEngine* alerts = nullptr)
+      : latest_(latest),
+        keep_for_history_(keep_for_history),
+        partial_interval_ns_(partial_interval_ns),
+        live_(live),
+        alerts_(alerts) {
     for (int r = 0; r < 3; ++r) {
       for (int f = 0; f < 2; ++f) {
         const char* res = r == 0 ? "base" : r == 1 ? "1h" : "1d";
@@ -28,24 +39,90 @@ class PartitionProcessor::Sink final : public stream::RecordSink {
     }
     sink_errors_ = metrics->GetCounter("joule_sink_errors_total", "Failed sink writes",
                                        {{"sink", std::string(latest->backend())}});
+    superseded_ = metrics->GetCounter(
+        "joule_history_partials_superseded_total",
+        "Partial records not written to history because a newer record of the same window "
+        "replaced them within stream.history_partial_interval");
   }
+  void set_now(int64_t now_ns) { now_ns_ = now_ns; }
   void Emit(const model::AggregateRecord& record) override {
     emitted_[static_cast<int>(record.resolution)][record.final ? 1 : 0]->Inc();
     if (!latest_->PutRecord(record).ok()) sink_errors_->Inc();
-    if (keep_for_history_) pending_history_.push_back(record);
+    if (keep_for_history_) ToHistory(record);
     if (live_) live_->PublishRecord(record);
     if (alerts_) alerts_->Offer(record);  // never blocks: bounded queue, drops are counted
   }
   std::vector<model::AggregateRecord>& pending_history() { return pending_history_; }
 
+  // Releases held partials whose key was last written `partial_interval_ns` ago or more
+  // (every held one when `all`), and forgets keys that are quiet for that long.
+  void ReleaseHeld(int64_t now_ns, bool all) {
+    for (auto it = held_.begin(); it != held_.end();) {
+      Held& h = it->second;
+      const bool due = now_ns - h.written_ns >= partial_interval_ns_;
+      if (h.dirty && (due || all)) {
+        pending_history_.push_back(std::move(h.record));
+        h.dirty = false;
+        h.written_ns = now_ns;
+        ++it;
+      } else if (!h.dirty && due) {
+        it = held_.erase(it);  // a partial arriving now would be written at once anyway
+      } else {
+        ++it;
+      }
+    }
+  }
+  size_t held() const { return held_.size(); }
+
  private:
+  struct Held {
+    int64_t written_ns = 0;  // when a partial of this key last went to history
+    bool dirty = false;      // `record` is newer than what history has
+    model::AggregateRecord record;
+  };
+
+  void ToHistory(const model::AggregateRecord& record) {
+    if (partial_interval_ns_ <= 0) {
+      pending_history_.push_back(record);
+      return;
+    }
+    key_.assign(record.device_id);
+    key_.push_back('\0');
+    key_.push_back(static_cast<char>(record.resolution));
+    char ws[sizeof record.window_start_ns];
+    std::memcpy(ws, &record.window_start_ns, sizeof ws);
+    key_.append(ws, sizeof ws);
+    if (record.final) {
+      if (!held_.empty()) held_.erase(key_);
+      pending_history_.push_back(record);
+      return;
+    }
+    auto [it, inserted] = held_.try_emplace(key_);
+    Held& h = it->second;
+    if (inserted || now_ns_ - h.written_ns >= partial_interval_ns_) {
+      if (h.dirty) superseded_->Inc();
+      h.written_ns = now_ns_;
+      h.dirty = false;
+      pending_history_.push_back(record);
+      return;
+    }
+    if (h.dirty) superseded_->Inc();
+    h.record = record;
+    h.dirty = true;
+  }
+
   store::LatestStore* latest_;
   bool keep_for_history_;
+  int64_t partial_interval_ns_;
   api::LiveHub* live_;
   alert::AlertEngine* alerts_;
+  int64_t now_ns_ = 0;
   std::vector<model::AggregateRecord> pending_history_;
+  std::string key_;
+  std::unordered_map<std::string, Held> held_;
   Counter* emitted_[3][2];
   Counter* sink_errors_;
+  Counter* superseded_;
 };
 
 PartitionProcessor::PartitionProcessor(PartitionProcessorOptions options, log::Log* log,
@@ -59,8 +136,8 @@ PartitionProcessor::PartitionProcessor(PartitionProcessorOptions options, log::L
       metrics_(metrics),
       history_(history),
       engine_(std::make_unique<stream::WindowEngine>(options_.engine, timezones)),
-      sink_(std::make_unique<Sink>(latest, history != nullptr, options_.live, metrics,
-                                   options_.alerts)),
+      sink_(std::make_unique<Sink>(latest, history != nullptr, options_.history_partial_interval_ns,
+                                   options_.live, metrics, options_.alerts)),
       positions_(new std::atomic<uint64_t>[options_.partitions.size()]),
       last_append_ns_(new std::atomic<int64_t>[options_.partitions.size()]) {
   const std::string idx = std::to_string(options_.index);
@@ -109,8 +186,10 @@ Status PartitionProcessor::RestoreCheckpoint(std::vector<uint64_t>* offsets, boo
   JOULE_RETURN_IF_ERROR(engine_->RestoreState(ckpt->engine_state));
   for (auto& e : ckpt->readings) {
     (void)latest_->PutReading(e);
-    std::string id = e.device_id;
-    readings_[id] = std::move(e);
+    Reading& r = readings_[e.device_id];
+    r.timestamp_ns = e.timestamp_ns;
+    r.payload.clear();
+    model::EncodeEvent(e, &r.payload);
   }
   logging::Info("restored checkpoint", {{"processor", std::to_string(options_.index)},
                                         {"bytes", std::to_string(ckpt->engine_state.size())},
@@ -121,6 +200,9 @@ Status PartitionProcessor::RestoreCheckpoint(std::vector<uint64_t>* offsets, boo
 bool PartitionProcessor::WriteCheckpoint() {
   if (options_.checkpoint_path.empty()) return true;
   const int64_t start = clock_->NowNanos();
+  // Everything emitted before the checkpoint is in history, held partials included: the
+  // restored engine does not re-emit an unchanged open window after a crash.
+  ReleaseHeldPartials(start, /*all=*/true);
   FlushHistory();
   if (history_) {
     // Records emitted before the checkpoint's offsets must survive what it survives.
@@ -131,26 +213,29 @@ bool PartitionProcessor::WriteCheckpoint() {
     }
   }
   CrashPoint("checkpoint.begin");  // history flushed, checkpoint not yet written
-  ProcessorCheckpoint ckpt;
+  std::vector<std::pair<uint32_t, uint64_t>> offsets;
   for (size_t i = 0; i < options_.partitions.size(); ++i) {
-    ckpt.offsets.emplace_back(options_.partitions[i], readers_[i]->position().value);
+    offsets.emplace_back(options_.partitions[i], readers_[i]->position().value);
   }
   {
     std::lock_guard lock(engine_mu_);
-    Status st = engine_->SaveState(&ckpt.engine_state);
+    Status st = engine_->SaveState(&ckpt_engine_state_);
     if (!st.ok()) {
       logging::Error("engine state not saved", {{"error", st.ToString()}});
       return false;
     }
   }
-  ckpt.readings.reserve(readings_.size());
-  for (const auto& [id, e] : readings_) ckpt.readings.push_back(e);
-  Result<uint64_t> bytes = WriteCheckpointFile(options_.checkpoint_path, ckpt);
+  // Readings go in as the log records they came from: no copies or re-encoding per device.
+  ckpt_readings_.clear();
+  ckpt_readings_.reserve(readings_.size());
+  for (const auto& [id, r] : readings_) ckpt_readings_.push_back(r.payload);
+  EncodeCheckpointTo(offsets, ckpt_engine_state_, ckpt_readings_, &ckpt_bytes_);
+  Result<uint64_t> bytes = WriteCheckpointBytes(options_.checkpoint_path, ckpt_bytes_);
   if (!bytes.ok()) {
     logging::Error("checkpoint not written", {{"error", bytes.status().ToString()}});
     return false;
   }
-  for (const auto& [p, off] : ckpt.offsets) {
+  for (const auto& [p, off] : offsets) {
     log_->SetConsumerOffset(ConsumerName(), p, model::LogOffset{off});
   }
   const int64_t end = clock_->NowNanos();
@@ -204,7 +289,15 @@ void PartitionProcessor::Stop() {
   if (!thread_.joinable()) return;
   stop_.store(true);
   thread_.join();
+  // History is current at shutdown: the held partials go out (with or without checkpoints).
+  ReleaseHeldPartials(clock_->NowNanos(), /*all=*/true);
+  if (history_) FlushHistory();
   WriteCheckpoint();
+}
+
+void PartitionProcessor::ReleaseHeldPartials(int64_t now_ns, bool all) {
+  if (!history_) return;
+  sink_->ReleaseHeld(now_ns, all);
 }
 
 uint64_t PartitionProcessor::LagRecords() const {
@@ -239,6 +332,7 @@ bool PartitionProcessor::ProcessBatch(size_t slot) {
   }
   if (*n == 0) return false;
   int64_t now = clock_->NowNanos();
+  sink_->set_now(now);
   // Decode the whole batch first (storage reused across batches), then hand it to the
   // engine in one call, which prefetches the next devices' state while it works.
   if (events_.size() < batch_.size()) events_.resize(batch_.size());
@@ -254,9 +348,10 @@ bool PartitionProcessor::ProcessBatch(size_t slot) {
     if (options_.live) options_.live->PublishReading(event);
     auto it = readings_.find(event.device_id);
     if (it == readings_.end()) {
-      readings_.emplace(event.device_id, event);
+      readings_.emplace(event.device_id, Reading{event.timestamp_ns, std::string(rec.payload)});
     } else if (it->second.timestamp_ns <= event.timestamp_ns) {
-      it->second = event;
+      it->second.timestamp_ns = event.timestamp_ns;
+      it->second.payload.assign(rec.payload);
     }
   }
   std::lock_guard lock(engine_mu_);
@@ -296,6 +391,7 @@ stream::WindowEngine::Stats PartitionProcessor::Stats() const {
 
 void PartitionProcessor::Run() {
   int64_t last_tick = 0;
+  int64_t last_release = 0;
   int64_t last_checkpoint = clock_->NowNanos();
   while (true) {
     bool stopping = stop_.load();
@@ -304,8 +400,13 @@ void PartitionProcessor::Run() {
     int64_t now = clock_->NowNanos();
     if (now - last_tick >= options_.tick_interval_ns) {
       std::lock_guard lock(engine_mu_);
+      sink_->set_now(now);
       engine_->Tick(now, sink_.get());
       last_tick = now;
+    }
+    if (now - last_release >= kNanosPerSecond) {
+      ReleaseHeldPartials(now, /*all=*/false);
+      last_release = now;
     }
     FlushHistory();
     if (!options_.checkpoint_path.empty() &&

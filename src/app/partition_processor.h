@@ -49,7 +49,10 @@ struct PartitionProcessorOptions {
   int64_t tick_interval_ns = 200'000'000;
   size_t read_batch = 4096;
   std::string checkpoint_path;  // empty = no checkpoints
-  int64_t checkpoint_interval_ns = 10'000'000'000;
+  int64_t checkpoint_interval_ns = 60'000'000'000;
+  // History receives a key's partial (final:false) records at most once per this interval
+  // of processing time (the newest one; see src/app/README.md); 0 = every partial.
+  int64_t history_partial_interval_ns = 60'000'000'000;
   api::LiveHub* live = nullptr;  // SSE fan-out of records and readings; may be null
   // Alert evaluation: every emitted record is offered (non-blocking, bounded queue); may be null.
   alert::AlertEngine* alerts = nullptr;
@@ -81,6 +84,8 @@ class PartitionProcessor {
   void Run();
   bool ProcessBatch(size_t slot);
   void FlushHistory();
+  // Moves held partial records that are due (or all of them) into the history batch.
+  void ReleaseHeldPartials(int64_t now_ns, bool all);
   Status RestoreCheckpoint(std::vector<uint64_t>* offsets, bool* found);
   bool WriteCheckpoint();  // false (logged) when it could not be written
   std::string ConsumerName() const { return "processor-" + std::to_string(options_.index); }
@@ -108,7 +113,15 @@ class PartitionProcessor {
   Histogram* checkpoint_seconds_;
   Gauge* checkpoint_bytes_;
   std::atomic<int64_t> last_checkpoint_ns_{0};
-  std::unordered_map<std::string, model::Event> readings_;  // latest per device
+  struct Reading {
+    int64_t timestamp_ns = 0;
+    std::string payload;  // the event's log record (model::EncodeEvent), as checkpointed
+  };
+  std::unordered_map<std::string, Reading> readings_;  // latest per device
+  // Checkpoint buffers, reused so that a checkpoint does not reallocate its megabytes.
+  std::string ckpt_engine_state_;
+  std::string ckpt_bytes_;
+  std::vector<std::string_view> ckpt_readings_;
 };
 
 }  // namespace joule::app

@@ -79,26 +79,41 @@ Status SyncPath(const std::string& path, int flags) {
 }  // namespace
 
 std::string EncodeCheckpoint(const ProcessorCheckpoint& c) {
-  std::string body;
-  PutU32(&body, static_cast<uint32_t>(c.offsets.size()));
-  for (const auto& [p, off] : c.offsets) {
-    PutU32(&body, p);
-    PutU64(&body, off);
+  std::vector<std::string> events(c.readings.size());
+  std::vector<std::string_view> views;
+  views.reserve(c.readings.size());
+  for (size_t i = 0; i < c.readings.size(); ++i) {
+    model::EncodeEvent(c.readings[i], &events[i]);
+    views.push_back(events[i]);
   }
-  PutBytes(&body, c.engine_state);
-  PutU32(&body, static_cast<uint32_t>(c.readings.size()));
-  std::string event;
-  for (const auto& e : c.readings) {
-    event.clear();
-    model::EncodeEvent(e, &event);
-    PutBytes(&body, event);
-  }
-  std::string out(kMagic, sizeof kMagic);
-  PutU32(&out, kVersion);
-  PutU64(&out, body.size());
-  PutU32(&out, crc32c::Mask(crc32c::Value(body)));
-  out += body;
+  std::string out;
+  EncodeCheckpointTo(c.offsets, c.engine_state, views, &out);
   return out;
+}
+
+void EncodeCheckpointTo(const std::vector<std::pair<uint32_t, uint64_t>>& offsets,
+                        std::string_view engine_state,
+                        const std::vector<std::string_view>& readings, std::string* out) {
+  constexpr size_t kHeader = sizeof kMagic + 16;  // magic, version, body size, CRC
+  size_t body_size = 4 + offsets.size() * 12 + 8 + engine_state.size() + 4;
+  for (std::string_view r : readings) body_size += 8 + r.size();
+  out->clear();
+  out->reserve(kHeader + body_size);
+  out->append(kMagic, sizeof kMagic);
+  PutU32(out, kVersion);
+  PutU64(out, body_size);
+  PutU32(out, 0);  // CRC, patched below
+  PutU32(out, static_cast<uint32_t>(offsets.size()));
+  for (const auto& [p, off] : offsets) {
+    PutU32(out, p);
+    PutU64(out, off);
+  }
+  PutBytes(out, engine_state);
+  PutU32(out, static_cast<uint32_t>(readings.size()));
+  for (std::string_view r : readings) PutBytes(out, r);
+  const std::string_view body(out->data() + kHeader, out->size() - kHeader);
+  const uint32_t crc = crc32c::Mask(crc32c::Value(body));
+  std::memcpy(out->data() + sizeof kMagic + 12, &crc, 4);
 }
 
 Status DecodeCheckpoint(std::string_view data, ProcessorCheckpoint* out) {
@@ -137,7 +152,10 @@ Status DecodeCheckpoint(std::string_view data, ProcessorCheckpoint* out) {
 }
 
 Result<uint64_t> WriteCheckpointFile(const std::string& path, const ProcessorCheckpoint& c) {
-  const std::string data = EncodeCheckpoint(c);
+  return WriteCheckpointBytes(path, EncodeCheckpoint(c));
+}
+
+Result<uint64_t> WriteCheckpointBytes(const std::string& path, std::string_view data) {
   const std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return Status::IoError(fmt::format("open {}: {}", tmp, std::strerror(errno)));

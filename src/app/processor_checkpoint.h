@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -23,11 +24,18 @@ struct ProcessorCheckpoint {
 };
 
 std::string EncodeCheckpoint(const ProcessorCheckpoint& checkpoint);
+// The same bytes from parts, into `out` (replaced; its capacity is reused between
+// checkpoints): `readings` are already model::EncodeEvent payloads (e.g. log records).
+void EncodeCheckpointTo(const std::vector<std::pair<uint32_t, uint64_t>>& offsets,
+                        std::string_view engine_state,
+                        const std::vector<std::string_view>& readings, std::string* out);
 Status DecodeCheckpoint(std::string_view data, ProcessorCheckpoint* out);
 
 // Atomically replaces `path`. Returns the number of bytes written.
 Result<uint64_t> WriteCheckpointFile(const std::string& path,
                                      const ProcessorCheckpoint& checkpoint);
+// Atomically replaces `path` with `data` (an encoded checkpoint). Returns its size.
+Result<uint64_t> WriteCheckpointBytes(const std::string& path, std::string_view data);
 // nullopt when the file does not exist; Corruption when it fails its checks.
 Result<std::optional<ProcessorCheckpoint>> ReadCheckpointFile(const std::string& path);
 

@@ -225,6 +225,7 @@ int RunServer(const Config& config) {
                           fmt::format("processor-{}.ckpt", i))
                              .string();
     po.checkpoint_interval_ns = config.checkpoint_interval_ns;
+    po.history_partial_interval_ns = config.history_partial_interval_ns;
     po.live = &live;
     po.alerts = alerts.get();
     processors.push_back(std::make_unique<PartitionProcessor>(
