@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 
 #include "alert/alert_engine.h"
 #include "api/live_hub.h"
@@ -93,7 +94,21 @@ class PartitionProcessor::Sink final : public stream::RecordSink {
     std::memcpy(ws, &record.window_start_ns, sizeof ws);
     key_.append(ws, sizeof ws);
     if (record.final) {
-      if (!held_.empty()) held_.erase(key_);
+      if (!held_.empty()) {
+        held_.erase(key_);
+        // Something of the device finalized: its held partials (the open 1h and 1d
+        // windows it rolls into) go out too, so history's running totals include every
+        // final minute.
+        const size_t prefix = record.device_id.size() + 1;
+        for (auto it = held_.lower_bound(std::string_view(key_.data(), prefix));
+             it != held_.end() && it->first.compare(0, prefix, key_, 0, prefix) == 0; ++it) {
+          Held& h = it->second;
+          if (!h.dirty) continue;
+          pending_history_.push_back(std::move(h.record));
+          h.dirty = false;
+          h.written_ns = now_ns_;
+        }
+      }
       pending_history_.push_back(record);
       return;
     }
@@ -119,7 +134,7 @@ class PartitionProcessor::Sink final : public stream::RecordSink {
   int64_t now_ns_ = 0;
   std::vector<model::AggregateRecord> pending_history_;
   std::string key_;
-  std::unordered_map<std::string, Held> held_;
+  std::map<std::string, Held, std::less<>> held_;  // ordered: a device's keys are adjacent
   Counter* emitted_[3][2];
   Counter* sink_errors_;
   Counter* superseded_;
