@@ -21,11 +21,14 @@ struct Config {
   std::string tls_cert_file;  // PEM certificate chain
   std::string tls_key_file;   // PEM private key
   // Bridge mode (docs/formats/mqtt.md §6): subscribe to an external broker; empty url = off.
-  std::string mqtt_bridge_url;                             // mqtt://host[:port]
+  std::string mqtt_bridge_url;                             // mqtt[s]://host[:port]
   std::string mqtt_bridge_topics = "devices/+/telemetry";  // comma-separated filters
   std::string mqtt_bridge_client_id = "joule-bridge";
   std::string mqtt_bridge_username;
   std::string mqtt_bridge_password;
+  std::string mqtt_bridge_ca_file;    // mqtts://: PEM CAs to trust (empty: the system's)
+  std::string mqtt_bridge_cert_file;  // mqtts://: PEM client certificate (mutual TLS)
+  std::string mqtt_bridge_key_file;   // mqtts://: PEM client private key
   int io_threads = 2;
   // HTTP connection limits (slow clients, header floods, connection floods).
   int64_t http_max_connections = 10000;

@@ -412,6 +412,25 @@ int RunServer(const Config& config) {
           "empty when ingest.mqtt_bridge_url is set");
       return 1;
     }
+    const bool bridge_tls_files = !config.mqtt_bridge_ca_file.empty() ||
+                                  !config.mqtt_bridge_cert_file.empty() ||
+                                  !config.mqtt_bridge_key_file.empty();
+    if (sub.use_tls) {
+      auto bridge_tls = net::LoadClientTlsContext(
+          config.mqtt_bridge_ca_file, config.mqtt_bridge_cert_file, config.mqtt_bridge_key_file);
+      if (!bridge_tls.ok()) {
+        logging::Error("bad ingest.mqtt_bridge TLS settings",
+                       {{"error", bridge_tls.status().ToString()}});
+        return 1;
+      }
+      sub.tls_context = std::move(bridge_tls).value();
+    } else if (bridge_tls_files) {
+      // Refuse rather than silently connect in clear text with certificates configured.
+      logging::Error(
+          "ingest.mqtt_bridge_ca_file / _cert_file / _key_file are set but "
+          "ingest.mqtt_bridge_url is not mqtts://");
+      return 1;
+    }
     sub.client_id = config.mqtt_bridge_client_id;
     if (!config.mqtt_bridge_username.empty()) sub.username = config.mqtt_bridge_username;
     if (!config.mqtt_bridge_password.empty()) sub.password = config.mqtt_bridge_password;
@@ -420,6 +439,7 @@ int RunServer(const Config& config) {
     bridge_client = std::make_unique<net::mqtt::MqttSubscriber>(io, sub, &bridge, &metrics);
     bridge_client->Start();
     logging::Info("mqtt bridge starting", {{"broker", fmt::format("{}:{}", sub.host, sub.port)},
+                                           {"tls", sub.use_tls ? "true" : "false"},
                                            {"topics", config.mqtt_bridge_topics},
                                            {"client_id", sub.client_id}});
   }

@@ -11,7 +11,9 @@ namespace joule::net {
 
 class TlsContext {
  public:
-  TlsContext() : ssl(boost::asio::ssl::context::tls_server) {}
+  explicit TlsContext(
+      boost::asio::ssl::context::method method = boost::asio::ssl::context::tls_server)
+      : ssl(method) {}
   boost::asio::ssl::context ssl;
 };
 

@@ -1,17 +1,27 @@
 // MqttSubscriber on Asio (docs/formats/mqtt.md §6). One strand; `epoch_` numbers the
 // connection attempts, so completions of an older socket are recognised and ignored.
 //
-//   idle --Start--> resolving --> connecting --> CONNECT sent --CONNACK 0--> SUBSCRIBE sent
+// With mqtts:// every attempt gets a fresh ssl::stream (kept alive by the handlers of its
+// pending operations), and a TLS handshake (SNI, chain and host name verified) comes
+// between the TCP connect and CONNECT.
+//
+//   idle --Start--> resolving --> connecting [--> TLS handshake] --> CONNECT sent --CONNACK 0-->
+//   SUBSCRIBE sent
 //        --SUBACK--> subscribed;  any error / timeout / done(false) --> backoff --> resolving
 #include "net/mqtt/subscriber.h"
+
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
@@ -22,6 +32,7 @@
 
 #include "common/logging.h"
 #include "net/mqtt/codec.h"
+#include "net/tls_context_impl.h"
 #include "net/url.h"
 
 namespace joule::net::mqtt {
@@ -30,6 +41,7 @@ namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 using error_code = boost::system::error_code;
 using SteadyClock = std::chrono::steady_clock;
+using TlsStream = asio::ssl::stream<tcp::socket>;
 
 namespace {
 constexpr size_t kReadChunk = 64 * 1024;
@@ -70,6 +82,10 @@ class MqttSubscriber::Impl : public std::enable_shared_from_this<Impl> {
                                 Histogram::LatencyBuckets());
       subscribe_refused_ = metrics->GetCounter("joule_mqtt_bridge_subscribe_refused_total",
                                                "Topic filters the broker refused.");
+      tls_failures_ = metrics->GetCounter(
+          "joule_mqtt_bridge_tls_handshake_failures_total",
+          "TLS handshakes with the broker that failed (certificate not trusted, wrong host "
+          "name, client certificate refused, protocol).");
     }
   }
 
@@ -85,7 +101,9 @@ class MqttSubscriber::Impl : public std::enable_shared_from_this<Impl> {
     asio::post(strand_, [self = shared_from_this()] {
       if (self->stopped_) return;
       self->stopped_ = true;
-      if (self->subscribed_) {
+      // Over TLS no DISCONNECT: a synchronous write could interleave with the pending
+      // asynchronous read inside the TLS engine. Closing is as good (no will is set).
+      if (self->subscribed_ && !self->tls_) {
         Packet p;
         p.type = PacketType::kDisconnect;
         std::string bytes;
@@ -120,7 +138,17 @@ class MqttSubscriber::Impl : public std::enable_shared_from_this<Impl> {
     write_pending_ = false;
     read_pending_ = false;
     subscribed_ = false;
-    // One deadline for resolve + TCP connect + CONNACK + SUBACK.
+    tls_.reset();  // a fresh TLS session per attempt; the old one lives on in its handlers
+    if (options_.use_tls) {
+      if (!options_.tls_context) {
+        ++epoch_;
+        stopped_ = true;
+        logging::Error("mqtt bridge: mqtts:// without a TLS context; not connecting");
+        return;
+      }
+      tls_ = std::make_shared<TlsStream>(strand_, options_.tls_context->ssl);
+    }
+    // One deadline for resolve + TCP connect + TLS handshake + CONNACK + SUBACK.
     timer_.expires_after(std::chrono::nanoseconds(options_.connect_timeout_ns));
     timer_.async_wait([self = shared_from_this(), epoch](error_code ec) {
       if (ec || epoch != self->epoch_ || self->subscribed_) return;
@@ -134,21 +162,65 @@ class MqttSubscriber::Impl : public std::enable_shared_from_this<Impl> {
             self->Fail(epoch, "resolve: " + ec.message());
             return;
           }
-          asio::async_connect(self->socket_, results,
-                              [self, epoch](error_code cec, const tcp::endpoint&) {
-                                if (epoch != self->epoch_ || self->stopped_) return;
-                                if (cec) {
-                                  self->Fail(epoch, "connect: " + cec.message());
-                                  return;
-                                }
-                                self->OnTcpConnected(epoch);
-                              });
+          asio::async_connect(
+              self->Socket(), results,
+              [self, epoch, keep = self->tls_](error_code cec, const tcp::endpoint&) {
+                if (epoch != self->epoch_ || self->stopped_) return;
+                if (cec) {
+                  self->Fail(epoch, "connect: " + cec.message());
+                  return;
+                }
+                self->OnTcpConnected(epoch);
+              });
         });
   }
 
+  tcp::socket& Socket() { return tls_ ? tls_->next_layer() : socket_; }
+
   void OnTcpConnected(uint64_t epoch) {
     error_code ignored;
-    socket_.set_option(tcp::no_delay(true), ignored);
+    Socket().set_option(tcp::no_delay(true), ignored);
+    if (!tls_) {
+      SendConnect(epoch);
+      return;
+    }
+    // Host name checks: a DNS name goes in SNI and must match the certificate's DNS names;
+    // an IP address must be one of its IP SANs (RFC 6066 forbids IP literals in SNI).
+    SSL* ssl = tls_->native_handle();
+    error_code not_ip;
+    asio::ip::make_address(options_.host, not_ip);
+    int ok = 1;
+    if (not_ip) {
+      SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+      ok = SSL_set_tlsext_host_name(ssl, options_.host.c_str()) == 1 &&
+           SSL_set1_host(ssl, options_.host.c_str()) == 1;
+    } else {
+      ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), options_.host.c_str());
+    }
+    if (ok != 1) {
+      Fail(epoch, "TLS: cannot set the host name to verify");
+      return;
+    }
+    tls_->async_handshake(asio::ssl::stream_base::client,
+                          [self = shared_from_this(), epoch, keep = tls_](error_code ec) {
+                            if (epoch != self->epoch_ || self->stopped_) return;
+                            if (ec) {
+                              std::string why = "TLS handshake: " + ec.message();
+                              const long verify = SSL_get_verify_result(keep->native_handle());
+                              if (verify != X509_V_OK) {
+                                why += " (certificate: ";
+                                why += X509_verify_cert_error_string(verify);
+                                why += ")";
+                              }
+                              if (self->tls_failures_ != nullptr) self->tls_failures_->Inc();
+                              self->Fail(epoch, why);
+                              return;
+                            }
+                            self->SendConnect(epoch);
+                          });
+  }
+
+  void SendConnect(uint64_t epoch) {
     Packet p;
     p.type = PacketType::kConnect;
     p.connect.version = ProtocolVersion::kV311;
@@ -189,8 +261,8 @@ class MqttSubscriber::Impl : public std::enable_shared_from_this<Impl> {
 
   void CloseSocket() {
     error_code ignored;
-    socket_.shutdown(tcp::socket::shutdown_both, ignored);
-    socket_.close(ignored);
+    Socket().shutdown(tcp::socket::shutdown_both, ignored);
+    Socket().close(ignored);
     keepalive_timer_.cancel();
     inflight_.clear();
     out_.clear();
@@ -206,18 +278,24 @@ class MqttSubscriber::Impl : public std::enable_shared_from_this<Impl> {
   void StartRead(uint64_t epoch) {
     if (epoch != epoch_ || stopped_ || read_pending_ || Paused()) return;
     read_pending_ = true;
-    socket_.async_read_some(asio::buffer(read_buffer_.data(), read_buffer_.size()),
-                            [self = shared_from_this(), epoch](error_code ec, size_t n) {
-                              if (epoch != self->epoch_) return;
-                              self->read_pending_ = false;
-                              if (ec) {
-                                self->Fail(epoch, "read: " + ec.message());
-                                return;
-                              }
-                              self->last_received_ = SteadyClock::now();
-                              self->decoder_.Feed(std::string_view(self->read_buffer_.data(), n));
-                              self->ProcessBuffered(epoch);
-                            });
+    auto on_read = [self = shared_from_this(), epoch](error_code ec, size_t n) {
+      if (epoch != self->epoch_) return;
+      self->read_pending_ = false;
+      if (ec) {
+        self->Fail(epoch, "read: " + ec.message());
+        return;
+      }
+      self->last_received_ = SteadyClock::now();
+      self->decoder_.Feed(std::string_view(self->read_buffer_.data(), n));
+      self->ProcessBuffered(epoch);
+    };
+    auto buffer = asio::buffer(read_buffer_.data(), read_buffer_.size());
+    if (tls_) {
+      tls_->async_read_some(buffer, [on_read = std::move(on_read), keep = tls_](
+                                        error_code ec, size_t n) { on_read(ec, n); });
+    } else {
+      socket_.async_read_some(buffer, std::move(on_read));
+    }
   }
 
   void ProcessBuffered(uint64_t epoch) {
@@ -357,16 +435,23 @@ class MqttSubscriber::Impl : public std::enable_shared_from_this<Impl> {
     writing_.clear();
     writing_.swap(out_);
     last_sent_ = SteadyClock::now();
-    asio::async_write(socket_, asio::buffer(writing_),
-                      [self = shared_from_this(), epoch](error_code ec, size_t) {
-                        if (epoch != self->epoch_) return;
-                        self->write_pending_ = false;
-                        if (ec) {
-                          self->Fail(epoch, "write: " + ec.message());
-                          return;
-                        }
-                        self->DoWrite(epoch);
-                      });
+    auto on_write = [self = shared_from_this(), epoch](error_code ec, size_t) {
+      if (epoch != self->epoch_) return;
+      self->write_pending_ = false;
+      if (ec) {
+        self->Fail(epoch, "write: " + ec.message());
+        return;
+      }
+      self->DoWrite(epoch);
+    };
+    if (tls_) {
+      asio::async_write(*tls_, asio::buffer(writing_),
+                        [on_write = std::move(on_write), keep = tls_](error_code ec, size_t n) {
+                          on_write(ec, n);
+                        });
+    } else {
+      asio::async_write(socket_, asio::buffer(writing_), std::move(on_write));
+    }
   }
 
   // --- keep-alive: PINGREQ after keep_alive/2 of silence on our side; the connection is
@@ -396,8 +481,9 @@ class MqttSubscriber::Impl : public std::enable_shared_from_this<Impl> {
   MessageHandler* const handler_;
   asio::strand<asio::io_context::executor_type> strand_;
   tcp::resolver resolver_;
-  tcp::socket socket_;
-  asio::steady_timer timer_;  // connect deadline, then the backoff
+  tcp::socket socket_;              // plain mqtt://
+  std::shared_ptr<TlsStream> tls_;  // mqtts://: this attempt's stream
+  asio::steady_timer timer_;        // connect deadline, then the backoff
   asio::steady_timer keepalive_timer_;
   Decoder decoder_;
   Packet packet_;
@@ -428,31 +514,40 @@ class MqttSubscriber::Impl : public std::enable_shared_from_this<Impl> {
   Counter* publishes_qos1_ = nullptr;
   Histogram* ack_latency_ = nullptr;
   Counter* subscribe_refused_ = nullptr;
+  Counter* tls_failures_ = nullptr;
 };
 
 Status ParseBrokerUrl(std::string_view url, MqttSubscriberOptions* options) {
-  constexpr std::string_view kScheme = "mqtt://";
-  if (url.substr(0, kScheme.size()) != kScheme) {
+  constexpr std::string_view kPlain = "mqtt://";
+  constexpr std::string_view kTls = "mqtts://";
+  bool tls = false;
+  std::string_view rest;
+  if (url.substr(0, kPlain.size()) == kPlain) {
+    rest = url.substr(kPlain.size());
+  } else if (url.substr(0, kTls.size()) == kTls) {
+    rest = url.substr(kTls.size());
+    tls = true;
+  } else {
     return Status::InvalidArgument("broker url '" + std::string(url) +
-                                   "' must start with mqtt:// (TLS to the broker: not supported)");
+                                   "' must start with mqtt:// or mqtts://");
   }
-  std::string_view rest = url.substr(kScheme.size());
   if (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
   if (rest.empty() || rest.find_first_of("/@?#") != std::string_view::npos) {
     return Status::InvalidArgument("broker url '" + std::string(url) +
-                                   "' must be mqtt://host[:port] (user name and password have "
+                                   "' must be mqtt[s]://host[:port] (user name and password have "
                                    "their own settings)");
   }
   std::string host_port(rest);
   const bool has_port = rest.back() != ']' && rest.rfind(':') != std::string_view::npos &&
                         (rest.front() != '[' || rest.rfind(']') < rest.rfind(':'));
-  if (!has_port) host_port += ":1883";
+  if (!has_port) host_port += tls ? ":8883" : ":1883";
   Result<HostPort> hp = ParseHostPort(host_port);
   if (!hp.ok() || hp->host.empty() || hp->port == 0) {
     return Status::InvalidArgument("broker url '" + std::string(url) + "': bad host or port");
   }
   options->host = hp->host;
   options->port = hp->port;
+  options->use_tls = tls;
   return Status::Ok();
 }
 

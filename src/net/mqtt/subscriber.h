@@ -30,6 +30,7 @@
 
 #include "common/metrics.h"
 #include "common/status.h"
+#include "net/tls_context.h"
 
 namespace boost::asio {
 class io_context;
@@ -62,6 +63,11 @@ struct MqttSubscriberOptions {
   std::optional<std::string> username;
   std::optional<std::string> password;
   std::vector<std::string> topics;  // filters, subscribed with QoS 1
+  // mqtts://: TLS to the broker with `tls_context` (LoadClientTlsContext: TLS 1.2+, the
+  // broker's chain verified, optional client certificate). The certificate must name
+  // `host` (DNS name or IP address); SNI carries `host` when it is a name.
+  bool use_tls = false;
+  std::shared_ptr<TlsContext> tls_context;
   uint16_t keep_alive_s = 30;
   int64_t connect_timeout_ns = 10'000'000'000;  // TCP connect + CONNACK
   int64_t min_backoff_ns = 100'000'000;
@@ -70,7 +76,8 @@ struct MqttSubscriberOptions {
   size_t max_unacknowledged = 1024;  // stop reading while this many wait for the handler
 };
 
-// "mqtt://host[:port]" (port 1883 when omitted) → options->host, options->port.
+// "mqtt://host[:port]" (port 1883 when omitted) or "mqtts://host[:port]" (TLS, port 8883
+// when omitted) → options->host, options->port, options->use_tls.
 // InvalidArgument names what is wrong (other schemes, user info, paths).
 Status ParseBrokerUrl(std::string_view url, MqttSubscriberOptions* options);
 
@@ -78,7 +85,8 @@ class MqttSubscriber {
  public:
   // `metrics` may be null. Metrics: joule_mqtt_bridge_connected (gauge),
   // joule_mqtt_bridge_connects_total{result}, joule_mqtt_bridge_publishes_total{qos},
-  // joule_mqtt_bridge_ack_latency_seconds, joule_mqtt_bridge_subscribe_refused_total.
+  // joule_mqtt_bridge_ack_latency_seconds, joule_mqtt_bridge_subscribe_refused_total,
+  // joule_mqtt_bridge_tls_handshake_failures_total.
   MqttSubscriber(boost::asio::io_context& io, MqttSubscriberOptions options,
                  MessageHandler* handler, MetricsRegistry* metrics);
   ~MqttSubscriber();  // Stop()
