@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <string>
 
 #include "api/auth.h"
 #include "common/clock.h"
@@ -38,6 +39,18 @@ struct ApiContext {
   ingest::RateLimiter* event_limiter = nullptr;
   store::LatestStore* latest = nullptr;
   size_t latest_windows = 60;
+  // State of a remote latest store (Redis); null = always usable (the memory store).
+  // While it is down or catching up after an outage, realtime reads go to history.
+  struct LatestState {
+    bool up = true;
+    size_t pending_records = 0;  // catch-up backlog: buffered records
+    size_t pending_devices = 0;  // devices with something to write
+    int64_t down_since_ns = 0;
+    uint64_t outages = 0;
+    std::string last_error;
+    bool usable() const { return up && pending_devices == 0; }
+  };
+  std::function<LatestState()> latest_state;
   store::HistoryStore* history = nullptr;
   int64_t base_window_ns = 60'000'000'000;
   // Per-device stream health from the processor that owns the device; false = unknown.

@@ -42,7 +42,10 @@ void HandleRealtime(ApiContext& ctx, net::HttpRequest& req, net::Responder respo
   // with the memory store, an expired or unreachable Redis), answer from history.
   store::LatestSnapshot snap;
   std::string_view source = ctx.latest->backend();
-  Result<bool> found = ctx.latest->Get(device_id, windows, &snap);
+  // A latest store that is down, or still catching up after an outage, is skipped: its
+  // newest windows may be missing, and history has them.
+  const bool usable = !ctx.latest_state || ctx.latest_state().usable();
+  Result<bool> found = usable ? ctx.latest->Get(device_id, windows, &snap) : Result<bool>(false);
   // It may also hold fewer windows than asked (after a restart it only has what was
   // emitted since): older windows then come from history, the higher version winning.
   if (ctx.history && (!found.ok() || !*found || snap.records.size() < windows)) {

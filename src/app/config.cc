@@ -160,6 +160,9 @@ const std::vector<Key>& Keys() {
        [](const Config& c) { return Quote(c.latest_url); }},
       {"latest", "windows", Integer(&Config::latest_windows, 1, 100000),
        [](const Config& c) { return std::to_string(c.latest_windows); }},
+      {"latest", "catchup_max_records",
+       Integer(&Config::latest_catchup_max_records, 0, 100'000'000),
+       [](const Config& c) { return std::to_string(c.latest_catchup_max_records); }},
       {"alerts", "allow_private_targets",
        [](Config& c, const std::string& v) -> Status {
          if (v != "true" && v != "false") {

@@ -69,6 +69,9 @@ struct Config {
   std::string latest_backend = "memory";
   std::string latest_url;
   uint32_t latest_windows = 60;
+  // Records a Redis latest store outage may buffer for its catch-up (over all processors);
+  // past it, devices are re-read from history when Redis returns (src/store/README.md).
+  uint32_t latest_catchup_max_records = 50'000;
   // [alerts] (CONTRACT §4)
   bool alerts_allow_private_targets = false;  // webhooks to loopback/private/link-local
   int64_t alerts_delivery_timeout_ns = 5'000'000'000;

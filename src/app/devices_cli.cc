@@ -349,14 +349,20 @@ Result<DevicesImportReport> ImportDevices(
     outcomes[i] = Outcome::kFailed;
   };
 
-  const int n = std::max(1, std::min<int>(threads, static_cast<int>(rows.size())));
-  std::vector<std::thread> workers;
-  for (int t = 0; t < n; ++t) {
-    workers.emplace_back([&] {
-      for (size_t i = next++; i < rows.size(); i = next++) apply(i);
-    });
-  }
-  for (auto& w : workers) w.join();
+  auto run_all = [&] {
+    const int n = std::max(1, std::min<int>(threads, static_cast<int>(rows.size())));
+    std::vector<std::thread> workers;
+    for (int t = 0; t < n; ++t) {
+      workers.emplace_back([&] {
+        for (size_t i = next++; i < rows.size(); i = next++) apply(i);
+      });
+    }
+    for (auto& w : workers) w.join();
+    return Status::Ok();  // rows that failed are reported one by one; the others stay
+  };
+  // One transaction on SQLite (one fsync instead of one per row); on PostgreSQL the
+  // threads write concurrently. A failed commit writes nothing and fails the import.
+  JOULE_RETURN_IF_ERROR(dry_run ? run_all() : metadata.WriteBatch(run_all));
 
   DevicesImportReport report;
   report.rows = rows.size();

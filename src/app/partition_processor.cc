@@ -8,12 +8,23 @@
 
 #include "alert/alert_engine.h"
 #include "api/live_hub.h"
+#include "app/latest_backlog_file.h"
 #include "app/processor_checkpoint.h"
 #include "common/crash_point.h"
 #include "common/logging.h"
 #include "model/event.h"
 
 namespace joule::app {
+namespace {
+
+store::LatestCatchUpOptions CatchUpOptions(const PartitionProcessorOptions& o) {
+  store::LatestCatchUpOptions c;
+  c.max_records = o.latest_catchup_max_records;
+  c.resync_windows = o.latest_windows;
+  return c;
+}
+
+}  // namespace
 
 // Fans every record out to the latest store, SSE and alert evaluation at once. History
 // gets final records at once and partial records throttled per key (device, resolution,
@@ -23,7 +34,7 @@ namespace joule::app {
 // live value by at most the interval (src/app/README.md "History and early firings").
 class PartitionProcessor::Sink final : public stream::RecordSink {
  public:
-  Sink(store::LatestStore* latest, bool keep_for_history, int64_t partial_interval_ns,
+  Sink(store::LatestCatchUp* latest, bool keep_for_history, int64_t partial_interval_ns,
        api::LiveHub* live, MetricsRegistry* metrics, alert::AlertEngine* alerts = nullptr)
       : latest_(latest),
         keep_for_history_(keep_for_history),
@@ -38,8 +49,6 @@ class PartitionProcessor::Sink final : public stream::RecordSink {
             {{"resolution", res}, {"final", f ? "true" : "false"}});
       }
     }
-    sink_errors_ = metrics->GetCounter("joule_sink_errors_total", "Failed sink writes",
-                                       {{"sink", std::string(latest->backend())}});
     superseded_ = metrics->GetCounter(
         "joule_history_partials_superseded_total",
         "Partial records not written to history because a newer record of the same window "
@@ -48,7 +57,7 @@ class PartitionProcessor::Sink final : public stream::RecordSink {
   void set_now(int64_t now_ns) { now_ns_ = now_ns; }
   void Emit(const model::AggregateRecord& record) override {
     emitted_[static_cast<int>(record.resolution)][record.final ? 1 : 0]->Inc();
-    if (!latest_->PutRecord(record).ok()) sink_errors_->Inc();
+    latest_->PutRecord(record);  // deferred while the store is unreachable; errors counted
     if (keep_for_history_) ToHistory(record);
     if (live_) live_->PublishRecord(record);
     if (alerts_) alerts_->Offer(record);  // never blocks: bounded queue, drops are counted
@@ -126,7 +135,7 @@ class PartitionProcessor::Sink final : public stream::RecordSink {
     h.dirty = true;
   }
 
-  store::LatestStore* latest_;
+  store::LatestCatchUp* latest_;
   bool keep_for_history_;
   int64_t partial_interval_ns_;
   api::LiveHub* live_;
@@ -136,7 +145,6 @@ class PartitionProcessor::Sink final : public stream::RecordSink {
   std::string key_;
   std::map<std::string, Held, std::less<>> held_;  // ordered: a device's keys are adjacent
   Counter* emitted_[3][2];
-  Counter* sink_errors_;
   Counter* superseded_;
 };
 
@@ -151,8 +159,11 @@ PartitionProcessor::PartitionProcessor(PartitionProcessorOptions options, log::L
       metrics_(metrics),
       history_(history),
       engine_(std::make_unique<stream::WindowEngine>(options_.engine, timezones)),
-      sink_(std::make_unique<Sink>(latest, history != nullptr, options_.history_partial_interval_ns,
-                                   options_.live, metrics, options_.alerts)),
+      catchup_(std::make_unique<store::LatestCatchUp>(latest, options_.latest_health, history,
+                                                      CatchUpOptions(options_), metrics)),
+      sink_(std::make_unique<Sink>(catchup_.get(), history != nullptr,
+                                   options_.history_partial_interval_ns, options_.live, metrics,
+                                   options_.alerts)),
       positions_(new std::atomic<uint64_t>[options_.partitions.size()]),
       last_append_ns_(new std::atomic<int64_t>[options_.partitions.size()]) {
   const std::string idx = std::to_string(options_.index);
@@ -174,6 +185,7 @@ PartitionProcessor::PartitionProcessor(PartitionProcessorOptions options, log::L
       });
   history_errors_ =
       metrics->GetCounter("joule_sink_errors_total", "Failed sink writes", {{"sink", "history"}});
+  latest_generation_ = latest->InstanceGeneration();
   for (size_t i = 0; i < options_.partitions.size(); ++i) {
     positions_[i].store(0);
     last_append_ns_[i].store(0);
@@ -187,6 +199,14 @@ Status PartitionProcessor::RestoreCheckpoint(std::vector<uint64_t>* offsets, boo
                          ReadCheckpointFile(options_.checkpoint_path));
   *found = ckpt.has_value();
   if (!ckpt) return Status::Ok();
+  // What the latest store still missed when the checkpoint was written (a Redis outage).
+  JOULE_ASSIGN_OR_RETURN(std::vector<store::LatestCatchUp::Marker> backlog,
+                         ReadLatestBacklogFile(LatestBacklogPath()));
+  if (!backlog.empty()) {
+    catchup_->AddMarkers(backlog);
+    logging::Info("latest store backlog restored", {{"processor", std::to_string(options_.index)},
+                                                    {"devices", std::to_string(backlog.size())}});
+  }
   if (ckpt->offsets.size() != options_.partitions.size()) {
     return Status::InvalidArgument(
         "checkpoint was written for another partition layout (storage.log_partitions or "
@@ -200,7 +220,7 @@ Status PartitionProcessor::RestoreCheckpoint(std::vector<uint64_t>* offsets, boo
   }
   JOULE_RETURN_IF_ERROR(engine_->RestoreState(ckpt->engine_state));
   for (auto& e : ckpt->readings) {
-    (void)latest_->PutReading(e);
+    catchup_->PutReading(e);
     Reading& r = readings_[e.device_id];
     r.timestamp_ns = e.timestamp_ns;
     r.payload.clear();
@@ -245,6 +265,15 @@ bool PartitionProcessor::WriteCheckpoint() {
   ckpt_readings_.reserve(readings_.size());
   for (const auto& [id, r] : readings_) ckpt_readings_.push_back(r.payload);
   EncodeCheckpointTo(offsets, ckpt_engine_state_, ckpt_readings_, &ckpt_bytes_);
+  // The backlog file first: a checkpoint on disk is always covered by one as new.
+  if (catchup_->pending() || has_backlog_file_) {
+    Status st = WriteLatestBacklogFile(LatestBacklogPath(), catchup_->Markers());
+    if (!st.ok()) {
+      logging::Error("latest backlog not written", {{"error", st.ToString()}});
+      return false;
+    }
+    has_backlog_file_ = catchup_->pending();
+  }
   Result<uint64_t> bytes = WriteCheckpointBytes(options_.checkpoint_path, ckpt_bytes_);
   if (!bytes.ok()) {
     logging::Error("checkpoint not written", {{"error", bytes.status().ToString()}});
@@ -359,7 +388,7 @@ bool PartitionProcessor::ProcessBatch(size_t slot) {
       continue;
     }
     ++n_events;
-    (void)latest_->PutReading(event);
+    catchup_->PutReading(event);
     if (options_.live) options_.live->PublishReading(event);
     auto it = readings_.find(event.device_id);
     if (it == readings_.end()) {
@@ -379,6 +408,32 @@ bool PartitionProcessor::ProcessBatch(size_t slot) {
   CrashPoint("processor.after_batch");
   if (!caught_up_once_.load(std::memory_order_relaxed)) CrashPoint("processor.replay_batch");
   return true;
+}
+
+void PartitionProcessor::DrainLatest() {
+  // A latest store that restarted may have lost what it held: rewrite every device this
+  // processor knows (it keeps a reading per device, restored from the checkpoint).
+  if (const uint64_t g = latest_->InstanceGeneration(); g != latest_generation_) {
+    latest_generation_ = g;
+    logging::Warn("latest store is a new instance (restarted); rewriting its devices from history",
+                  {{"processor", std::to_string(options_.index)},
+                   {"devices", std::to_string(readings_.size())}});
+    for (const auto& [id, e] : readings_) catchup_->Resync(id);
+  }
+  if (!catchup_->pending()) return;
+  // The catch-up may read records back from history: partials held back by the history
+  // throttle go out first (throttling is off while a backlog is being written).
+  if (history_ && sink_->held() > 0) {
+    ReleaseHeldPartials(clock_->NowNanos(), /*all=*/true);
+    FlushHistory();
+  }
+  catchup_->Drain([this](std::string_view device_id) -> const model::Event* {
+    auto it = readings_.find(std::string(device_id));
+    if (it == readings_.end() || !model::DecodeEvent(it->second.payload, &drain_reading_).ok()) {
+      return nullptr;
+    }
+    return &drain_reading_;
+  });
 }
 
 void PartitionProcessor::FlushHistory() {
@@ -424,6 +479,7 @@ void PartitionProcessor::Run() {
       last_release = now;
     }
     FlushHistory();
+    DrainLatest();  // after the history flush: the catch-up may read back from history
     if (!options_.checkpoint_path.empty() &&
         now - last_checkpoint >= options_.checkpoint_interval_ns) {
       WriteCheckpoint();
@@ -431,7 +487,15 @@ void PartitionProcessor::Run() {
     }
     if (!any) {
       caught_up_once_.store(true);
-      if (stopping) break;
+      if (stopping) {
+        // Finish a latest-store backlog while the store answers, within a bound.
+        const int64_t until = clock_->NowNanos() + options_.latest_final_drain_ns;
+        while (catchup_->pending() && clock_->NowNanos() < until &&
+               (options_.latest_health == nullptr || options_.latest_health->up())) {
+          DrainLatest();
+        }
+        break;
+      }
       // Wait for new data on the first partition with a short timeout; the others are
       // polled on wake-up. The timeout bounds the tick latency.
       if (!readers_.empty()) {

@@ -30,6 +30,8 @@
 #include "log/log.h"
 #include "model/event.h"
 #include "store/history_store.h"
+#include "store/latest_catchup.h"
+#include "store/latest_health.h"
 #include "store/latest_store.h"
 #include "stream/window_engine.h"
 
@@ -56,6 +58,14 @@ struct PartitionProcessorOptions {
   api::LiveHub* live = nullptr;  // SSE fan-out of records and readings; may be null
   // Alert evaluation: every emitted record is offered (non-blocking, bounded queue); may be null.
   alert::AlertEngine* alerts = nullptr;
+  // Reachability of a remote latest store (Redis); null for the memory store. While it is
+  // down, latest-store writes are deferred and caught up afterwards (store/latest_catchup.h).
+  store::LatestStoreHealth* latest_health = nullptr;
+  size_t latest_catchup_max_records = 50'000;
+  size_t latest_windows = 60;  // what the latest store keeps per device (for a resync)
+  // At Stop, how long to keep writing a deferred backlog to a reachable latest store
+  // before leaving the rest to the next start (persisted with the checkpoint).
+  int64_t latest_final_drain_ns = 2'000'000'000;
 };
 
 class PartitionProcessor {
@@ -78,6 +88,9 @@ class PartitionProcessor {
   // Thread-safe reads of engine state.
   bool Health(std::string_view device_id, stream::WindowEngine::DeviceHealth* out) const;
   stream::WindowEngine::Stats Stats() const;
+  // Latest-store catch-up backlog (thread-safe): buffered records, devices waiting.
+  size_t LatestPendingRecords() const { return catchup_->pending_records(); }
+  size_t LatestPendingDevices() const { return catchup_->pending_devices(); }
 
  private:
   class Sink;
@@ -86,9 +99,12 @@ class PartitionProcessor {
   void FlushHistory();
   // Moves held partial records that are due (or all of them) into the history batch.
   void ReleaseHeldPartials(int64_t now_ns, bool all);
+  // Writes some of the latest-store backlog once the store is reachable again.
+  void DrainLatest();
   Status RestoreCheckpoint(std::vector<uint64_t>* offsets, bool* found);
   bool WriteCheckpoint();  // false (logged) when it could not be written
   std::string ConsumerName() const { return "processor-" + std::to_string(options_.index); }
+  std::string LatestBacklogPath() const { return options_.checkpoint_path + ".latest"; }
 
   PartitionProcessorOptions options_;
   log::Log* log_;
@@ -98,6 +114,7 @@ class PartitionProcessor {
   store::HistoryStore* history_;
   mutable std::mutex engine_mu_;  // guards engine_ against API readers
   std::unique_ptr<stream::WindowEngine> engine_;
+  std::unique_ptr<store::LatestCatchUp> catchup_;
   std::unique_ptr<Sink> sink_;
   std::vector<std::unique_ptr<log::LogReader>> readers_;
   std::unique_ptr<std::atomic<uint64_t>[]> positions_;
@@ -122,6 +139,9 @@ class PartitionProcessor {
   std::string ckpt_engine_state_;
   std::string ckpt_bytes_;
   std::vector<std::string_view> ckpt_readings_;
+  uint64_t latest_generation_ = 0;  // of the latest store, last seen (InstanceGeneration)
+  bool has_backlog_file_ = true;    // unknown at start: the first checkpoint removes a stale one
+  model::Event drain_reading_;      // a decoded reading handed to the catch-up
 };
 
 }  // namespace joule::app

@@ -156,6 +156,14 @@ Result<uint64_t> WriteCheckpointFile(const std::string& path, const ProcessorChe
 }
 
 Result<uint64_t> WriteCheckpointBytes(const std::string& path, std::string_view data) {
+  JOULE_RETURN_IF_ERROR(WriteFileAtomically(path, data, /*crash_points=*/true));
+  return static_cast<uint64_t>(data.size());
+}
+
+Status WriteFileAtomically(const std::string& path, std::string_view data, bool crash_points) {
+  auto crash = [crash_points](std::string_view name) {
+    if (crash_points) CrashPoint(name);
+  };
   const std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return Status::IoError(fmt::format("open {}: {}", tmp, std::strerror(errno)));
@@ -170,21 +178,21 @@ Result<uint64_t> WriteCheckpointBytes(const std::string& path, std::string_view 
     }
     off += static_cast<size_t>(w);
   }
-  CrashPoint("checkpoint.after_tmp_write");  // temp file written, not yet fsynced
+  crash("checkpoint.after_tmp_write");  // temp file written, not yet fsynced
   if (::fsync(fd) != 0) {
     fmt::print(stderr, "joule: fsync {} failed: {}\n", tmp, std::strerror(errno));
     std::abort();
   }
   ::close(fd);
-  CrashPoint("checkpoint.after_tmp_fsync");  // temp file durable, not yet renamed
+  crash("checkpoint.after_tmp_fsync");  // temp file durable, not yet renamed
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     return Status::IoError(fmt::format("rename {}: {}", tmp, std::strerror(errno)));
   }
-  CrashPoint("checkpoint.after_rename");  // renamed, directory not yet fsynced
+  crash("checkpoint.after_rename");  // renamed, directory not yet fsynced
   std::string dir = std::filesystem::path(path).parent_path().string();
   JOULE_RETURN_IF_ERROR(SyncPath(dir.empty() ? "." : dir, O_RDONLY | O_DIRECTORY));
-  CrashPoint("checkpoint.after_dir_fsync");  // durable; consumer offsets not yet updated
-  return static_cast<uint64_t>(data.size());
+  crash("checkpoint.after_dir_fsync");  // durable; consumer offsets not yet updated
+  return Status::Ok();
 }
 
 Result<std::optional<ProcessorCheckpoint>> ReadCheckpointFile(const std::string& path) {

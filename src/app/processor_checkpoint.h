@@ -36,6 +36,12 @@ Result<uint64_t> WriteCheckpointFile(const std::string& path,
                                      const ProcessorCheckpoint& checkpoint);
 // Atomically replaces `path` with `data` (an encoded checkpoint). Returns its size.
 Result<uint64_t> WriteCheckpointBytes(const std::string& path, std::string_view data);
+// Writes `data` to `path` atomically: temp file, fsync (a failed fsync aborts), rename,
+// directory fsync. `crash_points`: pass the checkpoint.* crash points (common/crash_point.h;
+// the checkpoint file only, so that their call counts mean checkpoints).
+Status WriteFileAtomically(const std::string& path, std::string_view data,
+                           bool crash_points = false);
+
 // nullopt when the file does not exist; Corruption when it fails its checks.
 Result<std::optional<ProcessorCheckpoint>> ReadCheckpointFile(const std::string& path);
 

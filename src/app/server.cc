@@ -34,6 +34,7 @@
 #include "net/router.h"
 #include "net/tls_context.h"
 #include "store/audit/audit_log.h"
+#include "store/latest_health.h"
 #include "store/memory/memory_latest_store.h"
 #include "store/metadata_cache.h"
 #include "store/redis/redis_latest_store.h"
@@ -75,11 +76,13 @@ Result<std::string> ResolveAdminToken(const Config& config) {
   return token;
 }
 
-Result<std::unique_ptr<store::LatestStore>> OpenLatest(const Config& config) {
+Result<std::unique_ptr<store::LatestStore>> OpenLatest(const Config& config,
+                                                       MetricsRegistry* metrics) {
   if (config.latest_backend == "redis") {
     store::RedisLatestStoreOptions o;
     if (!config.latest_url.empty()) o.url = config.latest_url;
     o.windows_per_device = config.latest_windows;
+    o.metrics = metrics;
     JOULE_ASSIGN_OR_RETURN(auto redis, store::RedisLatestStore::Open(o));
     return std::unique_ptr<store::LatestStore>(std::move(redis));
   }
@@ -159,7 +162,7 @@ int RunServer(const Config& config) {
   std::unique_ptr<store::MetadataCache> metadata = std::move(*metadata_opened);
   MetadataTimezones timezones(metadata.get());
 
-  Result<std::unique_ptr<store::LatestStore>> latest_opened = OpenLatest(config);
+  Result<std::unique_ptr<store::LatestStore>> latest_opened = OpenLatest(config, &metrics);
   if (!latest_opened.ok()) {
     logging::Error("cannot open latest store", {{"backend", config.latest_backend},
                                                 {"error", latest_opened.status().ToString()}});
@@ -167,6 +170,19 @@ int RunServer(const Config& config) {
   }
   std::unique_ptr<store::LatestStore> latest_store = std::move(*latest_opened);
   store::LatestStore& latest = *latest_store;
+  // A remote latest store may go away: its reachability drives the processors' catch-up,
+  // the realtime fallback and /readyz (src/store/README.md).
+  std::unique_ptr<store::LatestStoreHealth> latest_health;
+  if (config.latest_backend == "redis") {
+    latest_health = std::make_unique<store::LatestStoreHealth>(
+        &latest, store::LatestStoreHealthOptions(), clock, &metrics);
+    if (Status ping = latest.Ping(); !ping.ok()) {
+      logging::Warn("latest store not reachable at start; serving reads from history",
+                    {{"backend", config.latest_backend}, {"error", ping.ToString()}});
+      latest_health->ReportFailure(ping);
+    }
+    latest_health->Start();
+  }
 
   store::RocksDbHistoryOptions history_options;
   history_options.path = (std::filesystem::path(config.data_dir) / "history").string();
@@ -228,6 +244,10 @@ int RunServer(const Config& config) {
     po.history_partial_interval_ns = config.history_partial_interval_ns;
     po.live = &live;
     po.alerts = alerts.get();
+    po.latest_health = latest_health.get();
+    po.latest_windows = config.latest_windows;
+    po.latest_catchup_max_records =
+        std::max<size_t>(1, config.latest_catchup_max_records / static_cast<size_t>(threads));
     processors.push_back(std::make_unique<PartitionProcessor>(
         std::move(po), log.get(), &latest, history.get(), clock, &metrics, &timezones));
   }
@@ -268,6 +288,25 @@ int RunServer(const Config& config) {
                                      metadata.get(), &replay_timezones, &metrics);
   }
 
+  if (latest_health) {
+    metrics.AddGaugeCallback("joule_latest_catchup_pending_records",
+                             "Latest-store records buffered during an outage, not yet written", {},
+                             [&processors] {
+                               size_t n = 0;
+                               for (auto& p : processors) n += p->LatestPendingRecords();
+                               return static_cast<double>(n);
+                             });
+    metrics.AddGaugeCallback(
+        "joule_latest_catchup_pending_devices",
+        "Devices with latest-store writes still to catch up (buffered, reading, or re-read "
+        "from history)",
+        {}, [&processors] {
+          size_t n = 0;
+          for (auto& p : processors) n += p->LatestPendingDevices();
+          return static_cast<double>(n);
+        });
+  }
+
   ingest::EventAppender appender(log.get(), &metrics);
   api::Authenticator auth(config.auth_mode, admin_token, metadata.get());
   std::unique_ptr<ingest::RateLimiter> request_limiter;
@@ -302,6 +341,21 @@ int RunServer(const Config& config) {
   ctx.event_limiter = event_limiter.get();
   ctx.latest = &latest;
   ctx.latest_windows = config.latest_windows;
+  if (latest_health) {
+    ctx.latest_state = [&processors, h = latest_health.get()] {
+      api::ApiContext::LatestState s;
+      store::LatestStoreHealth::State hs = h->state();
+      s.up = hs.up;
+      s.down_since_ns = hs.down_since_ns;
+      s.outages = hs.outages;
+      s.last_error = std::move(hs.last_error);
+      for (auto& p : processors) {
+        s.pending_records += p->LatestPendingRecords();
+        s.pending_devices += p->LatestPendingDevices();
+      }
+      return s;
+    };
+  }
   ctx.history = history.get();
   ctx.metadata = metadata.get();
   ctx.live = &live;
@@ -462,6 +516,7 @@ int RunServer(const Config& config) {
   if (replay_jobs) replay_jobs->Stop();  // cancels a running replay between devices
   for (auto& p : processors) p->Stop();
   processors.clear();
+  if (latest_health) latest_health->Stop();
   alerts->Stop();  // evaluates what the processors queued; deliveries stay in the outbox
   if (archiver) archiver->Stop();  // seals everything durable
   archiver.reset();

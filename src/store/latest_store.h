@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -35,10 +36,21 @@ class LatestStore {
   virtual std::string_view backend() const = 0;  // "memory" or "redis"
   // Base-resolution records are kept (the last `windows` per device); others are ignored.
   virtual Status PutRecord(const model::AggregateRecord& record) = 0;
+  // PutRecord for each record in order (backends may batch: Redis pipelines them). On an
+  // error some of the records may have been written.
+  virtual Status PutRecords(std::span<const model::AggregateRecord> records) {
+    for (const model::AggregateRecord& r : records) JOULE_RETURN_IF_ERROR(PutRecord(r));
+    return Status::Ok();
+  }
   // Keeps the reading with the newest event time.
   virtual Status PutReading(const model::Event& event) = 0;
   // Returns false when the store has nothing for the device.
   virtual Result<bool> Get(std::string_view device_id, size_t windows, LatestSnapshot* out) = 0;
+  // Whether the store answers (a round trip for remote stores); for health checks.
+  virtual Status Ping() { return Status::Ok(); }
+  // Changes when the store turns out to be another instance than before (Redis restarted
+  // or replaced: what it held may be gone). Constant for stores that cannot change.
+  virtual uint64_t InstanceGeneration() const { return 0; }
 };
 
 }  // namespace joule::store

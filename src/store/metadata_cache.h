@@ -68,6 +68,9 @@ class MetadataCache final : public MetadataStore {
 
   std::string_view backend() const override { return store_->backend(); }
   Status Migrate() override { return store_->Migrate(); }
+  Status WriteBatch(const std::function<Status()>& body) override {
+    return store_->WriteBatch(body);
+  }
   Result<int> SchemaVersion() override { return store_->SchemaVersion(); }
 
   Result<Device> CreateDevice(const Device& device, std::string* token) override;

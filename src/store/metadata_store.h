@@ -150,6 +150,12 @@ class MetadataStore {
 
   virtual ~MetadataStore() = default;
   virtual std::string_view backend() const = 0;  // "sqlite" or "postgres"
+  // Runs `body` (which calls this store's methods) with its writes grouped where the
+  // backend profits from it: SQLite runs them in one transaction (one commit and fsync
+  // instead of one per write; each write still is atomic on its own, as a savepoint), so a
+  // bulk import is fast; PostgreSQL just runs `body`. The writes are committed (or, when
+  // `body` fails or the commit does, rolled back) before this returns. Not nested.
+  virtual Status WriteBatch(const std::function<Status()>& body) { return body(); }
 
   // Applies pending migrations in one transaction; idempotent. Fails when the database
   // was migrated by a newer Joule. Open() already calls it.

@@ -9,6 +9,15 @@ The port is learned from the JSON log line {"msg": "http listening",
 
 Every failure raised by the harness carries the tail of the server's stderr;
 tests should add `server.diag()` to their own assertion messages.
+
+Stores: JOULE_IT_STORES selects the metadata and latest stores of every server the tests
+start, unless a test sets JOULE_METADATA_BACKEND / JOULE_LATEST_BACKEND itself:
+  sqlite+memory   (default) the embedded defaults
+  postgres+redis  metadata.url = a fresh database on the PostgreSQL of JOULE_TEST_PG_URL
+                  (created per server, dropped at cleanup), latest.backend = redis on a
+                  private redis-server (a fresh, empty Redis 7 per server on a free port:
+                  tests reuse device ids, so servers must not share keys)
+CTest registers the API tests once per mode (tests/CMakeLists.txt).
 """
 
 import collections
@@ -25,6 +34,7 @@ import threading
 import time
 import unittest
 import urllib.parse
+import uuid
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEFAULT_BIN = REPO_ROOT / "build" / "debug" / "src" / "app" / "joule"
@@ -47,6 +57,134 @@ BASE_ENV = {
 
 def joule_bin():
     return os.environ.get("JOULE_BIN") or str(DEFAULT_BIN)
+
+
+STORES = os.environ.get("JOULE_IT_STORES", "sqlite+memory")
+if STORES not in ("sqlite+memory", "postgres+redis"):
+    raise RuntimeError(f"JOULE_IT_STORES={STORES!r}: expected sqlite+memory or postgres+redis")
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ------------------------------------------------------------- PostgreSQL, Redis
+
+
+def pg_base_url():
+    url = os.environ.get("JOULE_TEST_PG_URL")
+    if not url:
+        raise AssertionError(
+            "JOULE_TEST_PG_URL is not set: the PostgreSQL cases need the test services; run "
+            "`eval \"$(scripts/test-services.sh start)\"` first (they are required, not "
+            "optional)")
+    return url
+
+
+def psql(url, *sql):
+    """Runs SQL statements with psql; returns stdout (unaligned, tuples only)."""
+    args = ["psql", url, "-v", "ON_ERROR_STOP=1", "-qAt"]
+    for s in sql:
+        args += ["-c", s]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise AssertionError(f"psql {sql!r} failed ({proc.returncode}): {proc.stderr}")
+    return proc.stdout
+
+
+def with_database(url, dbname):
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + dbname))
+
+
+class FreshPostgresDatabase:
+    """CREATE DATABASE on start, DROP DATABASE (FORCE) on cleanup."""
+
+    def __init__(self, prefix, base=None):
+        self.base = base or pg_base_url()
+        self.name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        psql(self.base, f"CREATE DATABASE {self.name}")
+        self.url = with_database(self.base, self.name)
+
+    def drop(self):
+        psql(self.base, f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+
+
+class PrivateRedis:
+    """A redis-server of our own (127.0.0.1, free port, temp dir) that a test may stop and
+    start again. `persistent`: append-only file, so the data survives stop()/start()."""
+
+    def __init__(self, persistent=False):
+        self.dir = tempfile.mkdtemp(prefix="joule-redis-")
+        self.port = free_port()
+        self.persistent = persistent
+        self.proc = None
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self):
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--dir", self.dir, "--logfile", os.path.join(self.dir, "log")]
+        args += ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else [
+            "--appendonly", "no"]
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                if self.cli("PING").strip() == "PONG":
+                    return self
+            except AssertionError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"redis-server on port {self.port} did not start: "
+                                     + self._log_tail())
+            time.sleep(0.05)
+
+    def pause(self):
+        """SIGSTOP: the server keeps its sockets and data but answers nothing (timeouts)."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self):
+        """SIGTERM (redis-server writes its append-only file and exits) and wait."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def cli(self, *args):
+        proc = subprocess.run(["redis-cli", "-p", str(self.port), *args],
+                              capture_output=True, text=True, timeout=30)
+        if proc.returncode != 0 or proc.stdout.startswith("Could not connect"):
+            raise AssertionError(f"redis-cli {args!r}: {proc.stdout}{proc.stderr}")
+        return proc.stdout
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _log_tail(self):
+        try:
+            with open(os.path.join(self.dir, "log")) as f:
+                return f.read()[-2000:]
+        except OSError:
+            return "(no log)"
 
 
 class ServerError(AssertionError):
@@ -79,13 +217,39 @@ class JouleServer:
         self._lines_lock = threading.Lock()
         self._listening = threading.Event()
         self._readers = []
+        # The stores of JOULE_IT_STORES, created on first start, kept across restarts.
+        self.database = None
+        self.redis = None
 
     # ---------------------------------------------------------------- process
+
+    @property
+    def latest_backend(self):
+        """"memory" or "redis": what realtime answers say as their source (else "history")."""
+        return self.environment().get("JOULE_LATEST_BACKEND") or "memory"
+
+    @property
+    def metadata_backend(self):
+        return self.environment().get("JOULE_METADATA_BACKEND") or "sqlite"
+
+    def _provision_stores(self):
+        if STORES != "postgres+redis":
+            return
+        if "JOULE_METADATA_BACKEND" not in self.overrides and self.database is None:
+            self.database = FreshPostgresDatabase("joule_it")
+        if "JOULE_LATEST_BACKEND" not in self.overrides and self.redis is None:
+            self.redis = PrivateRedis().start()
 
     def environment(self):
         env = {k: v for k, v in os.environ.items() if not k.startswith("JOULE_")}
         env.update(BASE_ENV)
         env["JOULE_STORAGE_DATA_DIR"] = self.data_dir
+        if self.database is not None:
+            env["JOULE_METADATA_BACKEND"] = "postgres"
+            env["JOULE_METADATA_URL"] = self.database.url
+        if self.redis is not None:
+            env["JOULE_LATEST_BACKEND"] = "redis"
+            env["JOULE_LATEST_URL"] = self.redis.url
         for k, v in self.overrides.items():
             if v is None:
                 env.pop(k, None)
@@ -100,6 +264,7 @@ class JouleServer:
         if not os.access(binary, os.X_OK):
             raise unittest.SkipTest(f"joule binary not found or not executable: {binary} "
                                     "(set JOULE_BIN)")
+        self._provision_stores()
         self.runs += 1
         self.port = None
         self._listening = threading.Event()
@@ -185,6 +350,15 @@ class JouleServer:
                 pass
         if self._owns_dir and os.environ.get("JOULE_KEEP_DATA") != "1":
             shutil.rmtree(self.data_dir, ignore_errors=True)
+        if self.redis is not None:
+            self.redis.cleanup()
+            self.redis = None
+        if self.database is not None:
+            try:
+                self.database.drop()
+            except AssertionError:
+                pass
+            self.database = None
 
     def __enter__(self):
         return self.start()

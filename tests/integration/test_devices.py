@@ -16,7 +16,8 @@ import unittest
 import urllib.parse
 import uuid
 
-from joule_harness import JouleTestCase, fmt_ts, joule_bin, poll
+from joule_harness import (FreshPostgresDatabase, JouleTestCase, fmt_ts, joule_bin, poll,
+                            psql)
 
 ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -41,32 +42,7 @@ def event(device_id, seconds_ago=30, power=100.0):
             "metrics": {"power_w": power}, "event_id": uid()}
 
 
-# ------------------------------------------------------------------ PostgreSQL
-
-
-def pg_base_url():
-    url = os.environ.get("JOULE_TEST_PG_URL")
-    if not url:
-        raise AssertionError(
-            "JOULE_TEST_PG_URL is not set: the PostgreSQL cases need the test services; run "
-            "`eval \"$(scripts/test-services.sh start)\"` first (they are required, not "
-            "optional)")
-    return url
-
-
-def psql(url, *sql):
-    args = ["psql", url, "-v", "ON_ERROR_STOP=1", "-qAt"]
-    for s in sql:
-        args += ["-c", s]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=60)
-    if proc.returncode != 0:
-        raise AssertionError(f"psql {sql!r} failed ({proc.returncode}): {proc.stderr}")
-    return proc.stdout
-
-
-def with_database(url, dbname):
-    parts = urllib.parse.urlsplit(url)
-    return urllib.parse.urlunsplit(parts._replace(path="/" + dbname))
+# ------------------------------------------------------------------ helpers
 
 
 def nested(depth):
@@ -74,19 +50,6 @@ def nested(depth):
     for _ in range(depth):
         value = {"a": value}
     return value
-
-
-class FreshPostgresDatabase:
-    """CREATE DATABASE on start, DROP DATABASE (FORCE) on cleanup."""
-
-    def __init__(self, prefix):
-        self.base = pg_base_url()
-        self.name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-        psql(self.base, f"CREATE DATABASE {self.name}")
-        self.url = with_database(self.base, self.name)
-
-    def drop(self):
-        psql(self.base, f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
 
 
 # ------------------------------------------------------------------ the CLI
@@ -480,7 +443,7 @@ class DeviceApiCases:
 
 class DevicesSqliteTest(DeviceApiCases, JouleTestCase):
     backend = "sqlite"
-    server_env = AUTH_ENV
+    server_env = dict(AUTH_ENV, JOULE_METADATA_BACKEND="sqlite")
 
 
 class DevicesPostgresTest(DeviceApiCases, JouleTestCase):

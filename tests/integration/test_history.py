@@ -232,9 +232,12 @@ class RedisLatestTest(JouleTestCase):
                    "metrics": {"power_w": 50.0 + i}} for i in range(15)]
         st, _, body = self.server.post_events(events)
         self.assertEqual(st, 202, body)
-        got = poll(lambda: (lambda r: r if r[0] == 200 and r[2]["data"] else None)(
+        # Records and readings are written event by event while the batch is processed:
+        # wait for the last reading, not just for the first record.
+        got = poll(lambda: (lambda r: r if r[0] == 200 and r[2]["data"] and (
+            r[2]["latest"] or {}).get("timestamp") == fmt_ts(base + 140) else None)(
             self.server.realtime(dev)), timeout=10)
-        self.assertTrue(got, "realtime answers" + self.diag())
+        self.assertTrue(got, "realtime answers with the last reading" + self.diag())
         body = got[2]
         self.assertEqual(body["source"], "redis")
         self.assertEqual(body["latest"]["metrics"], {"power_w": 64.0})

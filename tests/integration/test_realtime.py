@@ -80,10 +80,13 @@ class RealtimeChecks:
             return [f"body is not an object: {body!r}"]
         if body.get("device_id") != device:
             problems.append(f"device_id {body.get('device_id')!r}")
-        # "memory" normally; "history" right after a restart, when the in-memory latest
-        # store is empty and the realtime API answers from history (CONTRACT §3, issue 4).
-        if body.get("source") not in ("memory", "history"):
-            problems.append(f"source {body.get('source')!r} (expected 'memory' or 'history')")
+        # The latest store ("memory", or "redis" with JOULE_IT_STORES=postgres+redis)
+        # normally; "history" right after a restart, when the in-memory latest store is
+        # empty and the realtime API answers from history (CONTRACT §3, issue 4).
+        expected_sources = (self.server.latest_backend, "history")
+        if body.get("source") not in expected_sources:
+            problems.append(f"source {body.get('source')!r} (expected one of "
+                            f"{expected_sources})")
         if not isinstance(body.get("device"), dict):
             problems.append(f"device {body.get('device')!r} is not an object")
         data = body.get("data")

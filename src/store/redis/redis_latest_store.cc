@@ -9,9 +9,11 @@
 #include <array>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <csignal>
 #include <utility>
 
+#include "common/metrics.h"
 #include "common/time_format.h"
 #include "model/aggregate_record.h"
 #include "store/redis/reading_json.h"
@@ -181,6 +183,30 @@ std::string ReadingOrder(int64_t timestamp_ns) {
 
 constexpr size_t kPipelineChunk = 256;
 
+// Observes the seconds since construction into `h` (if any) when the status is Ok, else
+// counts an error.
+class CallTimer {
+ public:
+  CallTimer(Histogram* h, Counter* errors)
+      : h_(h), errors_(errors), start_(std::chrono::steady_clock::now()) {}
+  Status Done(Status st) const {
+    if (st.ok()) {
+      if (h_ != nullptr) {
+        h_->Observe(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+      }
+    } else if (errors_ != nullptr) {
+      errors_->Inc();
+    }
+    return st;
+  }
+
+ private:
+  Histogram* h_;
+  Counter* errors_;
+  std::chrono::steady_clock::time_point start_;
+};
+
 }  // namespace
 
 Result<RedisEndpoint> ParseRedisUrl(std::string_view url) {
@@ -253,6 +279,7 @@ struct RedisLatestStore::Slot {
   // Set when the last failure dropped the connection for a reason other than a timeout
   // (closed or reset by the server): then a retry on a fresh connection is worthwhile.
   bool peer_closed = false;
+  bool ever_connected = false;  // for the reconnect count
   RecordJsonDecoder record_decoder;
   ReadingJsonDecoder reading_decoder;
 
@@ -385,6 +412,22 @@ RedisLatestStore::RedisLatestStore(RedisLatestStoreOptions options, RedisEndpoin
     : options_(std::move(options)), endpoint_(std::move(endpoint)) {
   slots_.reserve(options_.connections);
   for (size_t i = 0; i < options_.connections; ++i) slots_.push_back(std::make_unique<Slot>());
+  if (MetricsRegistry* m = options_.metrics) {
+    instruments_.write_seconds =
+        m->GetHistogram("joule_redis_write_seconds",
+                        "Latency of successful Redis latest-store writes (one pipelined call)",
+                        Histogram::LatencyBuckets());
+    instruments_.read_seconds = m->GetHistogram("joule_redis_read_seconds",
+                                                "Latency of successful Redis latest-store reads",
+                                                Histogram::LatencyBuckets());
+    const char* help = "Failed Redis calls (connection, timeout or server error)";
+    instruments_.write_errors = m->GetCounter("joule_redis_errors_total", help, {{"op", "write"}});
+    instruments_.read_errors = m->GetCounter("joule_redis_errors_total", help, {{"op", "read"}});
+    instruments_.ping_errors = m->GetCounter("joule_redis_errors_total", help, {{"op", "ping"}});
+    instruments_.connects = m->GetCounter("joule_redis_connects_total", "Redis connections opened");
+    instruments_.reconnects = m->GetCounter("joule_redis_reconnects_total",
+                                            "Redis connections opened again after one broke");
+  }
 }
 
 RedisLatestStore::~RedisLatestStore() = default;
@@ -409,14 +452,40 @@ Status RedisLatestStore::WithConnection(Body&& body) {
   std::unique_lock<std::mutex> lock;
   Slot& slot = Acquire(&lock);
   const bool pooled = slot.ctx != nullptr;
-  if (!pooled) JOULE_RETURN_IF_ERROR(slot.Connect(endpoint_, options_));
+  if (!pooled) JOULE_RETURN_IF_ERROR(Connect(slot));
   Status st = body(slot);
   // A pooled connection the server has closed since its last use (restart, idle timeout,
   // CLIENT KILL) fails on first use: one more try on a fresh connection. Every operation
   // here is idempotent. A timeout is not retried: it would only double the wait.
   if (st.ok() || !pooled || slot.ctx != nullptr || !slot.peer_closed) return st;
-  JOULE_RETURN_IF_ERROR(slot.Connect(endpoint_, options_));
+  JOULE_RETURN_IF_ERROR(Connect(slot));
   return body(slot);
+}
+
+Status RedisLatestStore::Connect(Slot& slot) {
+  JOULE_RETURN_IF_ERROR(slot.Connect(endpoint_, options_));
+  // Which server is this? A new run_id means a restart: its data may be gone.
+  const std::array<Command, 1> info = {Command{"INFO", "server"}};
+  std::vector<ReplyPtr> replies;
+  Status st = slot.Pipeline(info, &replies);
+  if (!st.ok()) return st;
+  if (replies[0]->type == REDIS_REPLY_STRING) {
+    std::string_view text = ReplyText(replies[0].get());
+    constexpr std::string_view kKey = "run_id:";
+    if (size_t at = text.find(kKey); at != std::string_view::npos) {
+      std::string_view id = text.substr(at + kKey.size());
+      id = id.substr(0, id.find_first_of("\r\n"));
+      std::lock_guard lock(run_id_mu_);
+      if (!run_id_.empty() && run_id_ != id) {
+        instance_generation_.fetch_add(1, std::memory_order_acq_rel);
+      }
+      run_id_ = std::string(id);
+    }
+  }
+  if (instruments_.connects != nullptr) instruments_.connects->Inc();
+  if (slot.ever_connected && instruments_.reconnects != nullptr) instruments_.reconnects->Inc();
+  slot.ever_connected = true;
+  return Status::Ok();
 }
 
 namespace {
@@ -447,13 +516,14 @@ Status RedisLatestStore::PutRecords(std::span<const model::AggregateRecord> reco
     if (r.resolution == model::Resolution::kBase) calls.push_back(RecordCall(r, options_));
   }
   if (calls.empty()) return Status::Ok();
-  return WithConnection([&](Slot& slot) {
+  const CallTimer timer(instruments_.write_seconds, instruments_.write_errors);
+  return timer.Done(WithConnection([&](Slot& slot) {
     for (size_t i = 0; i < calls.size(); i += kPipelineChunk) {
       const size_t n = std::min(kPipelineChunk, calls.size() - i);
       JOULE_RETURN_IF_ERROR(slot.RunScripts(std::span<const ScriptCall>(calls).subspan(i, n)));
     }
     return Status::Ok();
-  });
+  }));
 }
 
 Status RedisLatestStore::PutReading(const model::Event& event) {
@@ -461,8 +531,9 @@ Status RedisLatestStore::PutReading(const model::Event& event) {
                         {RedisReadingKey(event.device_id), RedisReadingOrderKey(event.device_id)},
                         {ReadingToJson(event), ReadingOrder(event.timestamp_ns),
                          RedisUpdatesChannel(event.device_id)}};
-  return WithConnection(
-      [&](Slot& slot) { return slot.RunScripts(std::span<const ScriptCall>(&call, 1)); });
+  const CallTimer timer(instruments_.write_seconds, instruments_.write_errors);
+  return timer.Done(WithConnection(
+      [&](Slot& slot) { return slot.RunScripts(std::span<const ScriptCall>(&call, 1)); }));
 }
 
 Result<bool> RedisLatestStore::Get(std::string_view device_id, size_t windows,
@@ -470,6 +541,7 @@ Result<bool> RedisLatestStore::Get(std::string_view device_id, size_t windows,
   const std::array<Command, 2> commands = {Command{"HGETALL", RedisLatestKey(device_id)},
                                            Command{"GET", RedisReadingKey(device_id)}};
   bool found = false;
+  const CallTimer timer(instruments_.read_seconds, instruments_.read_errors);
   Status st = WithConnection([&](Slot& slot) -> Status {
     std::vector<ReplyPtr> replies;
     JOULE_RETURN_IF_ERROR(slot.Pipeline(commands, &replies));
@@ -523,18 +595,20 @@ Result<bool> RedisLatestStore::Get(std::string_view device_id, size_t windows,
     if (found) *out = std::move(snapshot);
     return Status::Ok();
   });
+  st = timer.Done(std::move(st));
   if (!st.ok()) return st;
   return found;
 }
 
 Status RedisLatestStore::Ping() {
-  return WithConnection([](Slot& slot) {
+  const CallTimer timer(nullptr, instruments_.ping_errors);
+  return timer.Done(WithConnection([](Slot& slot) {
     const std::array<Command, 1> ping = {Command{"PING"}};
     std::vector<ReplyPtr> replies;
     JOULE_RETURN_IF_ERROR(slot.Pipeline(ping, &replies));
     if (replies[0]->type != REDIS_REPLY_STATUS) return UnexpectedReply("PING", replies[0].get());
     return Status::Ok();
-  });
+  }));
 }
 
 }  // namespace joule::store

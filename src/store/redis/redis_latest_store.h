@@ -43,6 +43,12 @@
 #include "common/status.h"
 #include "store/latest_store.h"
 
+namespace joule {
+class MetricsRegistry;
+class Counter;
+class Histogram;
+}  // namespace joule
+
 namespace joule::store {
 
 struct RedisLatestStoreOptions {
@@ -53,6 +59,10 @@ struct RedisLatestStoreOptions {
   int64_t command_timeout_ns = 500 * kNanosPerMilli;  // per read or write on the socket
   size_t connections = 4;                             // pool size
   std::string client_name = "joule";                  // CLIENT SETNAME, for CLIENT LIST
+  // Optional (must outlive the store): joule_redis_{write,read}_seconds (histograms of
+  // successful calls), joule_redis_errors_total{op}, joule_redis_connects_total and
+  // joule_redis_reconnects_total (a pooled connection opened again after it broke).
+  MetricsRegistry* metrics = nullptr;
 };
 
 struct RedisEndpoint {
@@ -86,10 +96,15 @@ class RedisLatestStore final : public LatestStore {
 
   // PutRecord for many records in one pipelined round trip per chunk: the same result as
   // calling PutRecord for each in order. On error some records may have been written.
-  Status PutRecords(std::span<const model::AggregateRecord> records);
+  Status PutRecords(std::span<const model::AggregateRecord> records) override;
 
   // Round trip to Redis: Ok when it answers. For readiness checks.
-  Status Ping();
+  Status Ping() override;
+  // Incremented whenever a new connection finds a server run_id (INFO server) other than
+  // the one seen before: the server restarted and may have lost its data.
+  uint64_t InstanceGeneration() const override {
+    return instance_generation_.load(std::memory_order_acquire);
+  }
 
   const RedisLatestStoreOptions& options() const { return options_; }
 
@@ -103,11 +118,27 @@ class RedisLatestStore final : public LatestStore {
   // one turns out to be broken.
   template <typename Body>
   Status WithConnection(Body&& body);
+  // Connects `slot` and counts it.
+  Status Connect(Slot& slot);
+
+  struct Instruments {
+    Histogram* write_seconds = nullptr;
+    Histogram* read_seconds = nullptr;
+    Counter* write_errors = nullptr;
+    Counter* read_errors = nullptr;
+    Counter* ping_errors = nullptr;
+    Counter* connects = nullptr;
+    Counter* reconnects = nullptr;
+  };
 
   RedisLatestStoreOptions options_;
   RedisEndpoint endpoint_;
+  Instruments instruments_;
   std::vector<std::unique_ptr<Slot>> slots_;
   std::atomic<size_t> next_slot_{0};
+  std::mutex run_id_mu_;
+  std::string run_id_;  // of the server last connected to
+  std::atomic<uint64_t> instance_generation_{0};
 };
 
 }  // namespace joule::store

@@ -254,21 +254,26 @@ bool ParseAlertCursor(std::string_view cursor, int64_t* opened_us, std::string* 
   return true;
 }
 
-// Rolls back unless committed.
+// Rolls back unless committed. Inside a WriteBatch (`nested`) it is a savepoint of the
+// batch's transaction.
 class Transaction {
  public:
-  explicit Transaction(sqlite3* db) : db_(db) {}
+  Transaction(sqlite3* db, bool nested) : db_(db), nested_(nested) {}
   ~Transaction() {
-    if (begun_ && !done_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    if (begun_ && !done_) {
+      sqlite3_exec(db_, nested_ ? "ROLLBACK TO joule_tx; RELEASE joule_tx" : "ROLLBACK", nullptr,
+                   nullptr, nullptr);
+    }
   }
   Status Begin() {
-    int rc = sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
+    int rc = sqlite3_exec(db_, nested_ ? "SAVEPOINT joule_tx" : "BEGIN IMMEDIATE", nullptr, nullptr,
+                          nullptr);
     if (rc != SQLITE_OK) return ErrorStatus(db_, rc, "begin");
     begun_ = true;
     return Status::Ok();
   }
   Status Commit() {
-    int rc = sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr);
+    int rc = sqlite3_exec(db_, nested_ ? "RELEASE joule_tx" : "COMMIT", nullptr, nullptr, nullptr);
     if (rc != SQLITE_OK) return ErrorStatus(db_, rc, "commit");
     done_ = true;
     return Status::Ok();
@@ -276,6 +281,7 @@ class Transaction {
 
  private:
   sqlite3* db_;
+  bool nested_;
   bool begun_ = false;
   bool done_ = false;
 };
@@ -322,9 +328,27 @@ Status SqliteMetadataStore::Exec(const char* sql) {
   return Status::Ok();
 }
 
+Status SqliteMetadataStore::WriteBatch(const std::function<Status()>& body) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (batch_) return Status::InvalidArgument("sqlite: WriteBatch does not nest");
+    JOULE_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    batch_ = true;
+  }
+  Status st = body();
+  std::lock_guard<std::mutex> lock(mu_);
+  batch_ = false;
+  if (st.ok()) {
+    st = Exec("COMMIT");
+    if (st.ok()) return st;
+  }
+  (void)Exec("ROLLBACK");
+  return st;
+}
+
 Status SqliteMetadataStore::Migrate() {
   std::lock_guard<std::mutex> lock(mu_);
-  Transaction tx(db_);
+  Transaction tx(db_, batch_);
   JOULE_RETURN_IF_ERROR(tx.Begin());
   JOULE_RETURN_IF_ERROR(
       Exec("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY NOT NULL, "
@@ -389,7 +413,7 @@ Result<Device> SqliteMetadataStore::CreateDevice(const Device& device, std::stri
   Result<Device> created = Status::Internal("unset");
   {
     std::lock_guard<std::mutex> lock(mu_);
-    Transaction tx(db_);
+    Transaction tx(db_, batch_);
     JOULE_RETURN_IF_ERROR(tx.Begin());
     int64_t now = NowMicros();
     Stmt ins(db_,
@@ -454,7 +478,7 @@ Result<Device> SqliteMetadataStore::UpdateDevice(std::string_view device_id,
   Result<Device> updated = Status::Internal("unset");
   {
     std::lock_guard<std::mutex> lock(mu_);
-    Transaction tx(db_);
+    Transaction tx(db_, batch_);
     JOULE_RETURN_IF_ERROR(tx.Begin());
     JOULE_ASSIGN_OR_RETURN(Device d, GetDeviceLocked(device_id));
     if (update.owner_id) d.owner_id = *update.owner_id;
@@ -516,7 +540,7 @@ Result<std::string> SqliteMetadataStore::RotateDeviceToken(std::string_view devi
   std::string token;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    Transaction tx(db_);
+    Transaction tx(db_, batch_);
     JOULE_RETURN_IF_ERROR(tx.Begin());
     JOULE_RETURN_IF_ERROR(DeviceExistsLocked(device_id));
     Stmt del(db_, "DELETE FROM device_tokens WHERE device_id = ?1");

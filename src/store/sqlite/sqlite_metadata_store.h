@@ -26,6 +26,7 @@ class SqliteMetadataStore final : public MetadataStore {
   std::string_view backend() const override { return "sqlite"; }
   Status Migrate() override;
   Result<int> SchemaVersion() override;
+  Status WriteBatch(const std::function<Status()>& body) override;
 
   Result<Device> CreateDevice(const Device& device, std::string* token) override;
   Result<Device> GetDevice(std::string_view device_id) override;
@@ -64,6 +65,7 @@ class SqliteMetadataStore final : public MetadataStore {
   Result<Alert> GetAlertLocked(std::string_view id);
 
   std::mutex mu_;
+  bool batch_ = false;  // inside WriteBatch: transactions become savepoints (guarded by mu_)
   sqlite3* db_;
   const Clock* clock_;
 };

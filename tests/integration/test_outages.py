@@ -1,0 +1,441 @@
+"""The external stores going away under ingest, with private servers the tests own:
+
+- StoresAsOtherToolsSeeThem: PostgreSQL metadata + Redis latest store, read back with
+  `psql` (the `devices` table of CONTRACT §5) and `redis-cli` (the Redis key layout).
+- RedisOutageTest: a private redis-server stops answering (SIGSTOP, then SIGCONT), or is
+  restarted without persistence (empty), during ingest. Ingest and processing go on
+  (every acknowledged event is in history), reads fall back to history, /readyz and
+  /metrics show the outage, and once Redis is back its keys equal the final records
+  (version included) — also for windows finalized, and a device that only sent data,
+  while it was down. A tiny catch-up bound forces both catch-up paths: buffered records
+  and devices re-read from history.
+- PostgresRestartTest: a private PostgreSQL (initdb/pg_ctl as the postgres user, like
+  scripts/test-services.sh) is stopped and started during token-authenticated ingest:
+  nothing acknowledged is lost, the metadata cache keeps serving (tokens, device reads)
+  while it is down, metadata writes fail cleanly (503), and reads, writes and LISTEN/NOTIFY
+  recover when it is back.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+import urllib.parse
+import uuid
+
+from joule_harness import (FreshPostgresDatabase, JouleServer, PrivateRedis, fmt_ts, free_port,
+                           metric_sum, minute_base, parse_prometheus, poll, psql)
+
+ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+FAST_STREAM = {"JOULE_STREAM_OUT_OF_ORDERNESS": "1s", "JOULE_STREAM_IDLE_TIMEOUT": "2s",
+               "JOULE_STREAM_EARLY_FIRE_INTERVAL": "1s"}
+
+
+def uid():
+    return uuid.uuid4().hex[:8]
+
+
+def q(v):
+    return urllib.parse.quote(v, safe="")
+
+
+def history_1m(server, dev, from_s, to_s):
+    """All 1m records of dev in [from_s, to_s), oldest first (every page)."""
+    out = []
+    cursor = None
+    while True:
+        params = {"resolution": "1m", "from": fmt_ts(from_s), "to": fmt_ts(to_s),
+                  "limit": "1000"}
+        if cursor:
+            params["cursor"] = cursor
+        st, _, body = server.request(
+            "GET", f"/v1/devices/{q(dev)}/metrics/history?{urllib.parse.urlencode(params)}",
+            headers=ADMIN)
+        if st != 200:
+            raise AssertionError(f"history {dev}: {st} {body!r}" + server.diag())
+        out += body["data"]
+        cursor = body.get("next_cursor")
+        if not cursor:
+            return out
+
+
+def lag(server):
+    return metric_sum(parse_prometheus(server.metrics_text()), "joule_processor_lag_records")
+
+
+class StoresAsOtherToolsSeeThem(unittest.TestCase):
+    """What Joule writes to PostgreSQL and Redis, read with psql and redis-cli."""
+
+    def test_devices_table_and_redis_keys(self):
+        database = FreshPostgresDatabase("joule_tools")
+        redis = PrivateRedis().start()
+        server = JouleServer(env=dict(FAST_STREAM, JOULE_AUTH_MODE="required",
+                                      JOULE_AUTH_ADMIN_TOKEN=ADMIN_TOKEN,
+                                      JOULE_METADATA_BACKEND="postgres",
+                                      JOULE_METADATA_URL=database.url,
+                                      JOULE_LATEST_BACKEND="redis", JOULE_LATEST_URL=redis.url),
+                             name="tools")
+        try:
+            server.start()
+            dev, owner = f"tool-{uid()}", f"home-{uid()}"
+            st, _, body = server.request(
+                "POST", "/v1/devices",
+                {"device_id": dev, "owner_id": owner, "name": "Kitchen plug",
+                 "timezone": "Europe/Berlin", "config": {"phase": 2}}, ADMIN)
+            self.assertEqual(st, 201, body)
+            token = {"Authorization": f"Bearer {body['token']}"}
+            row = psql(database.url, "SELECT device_id, owner_id, name, timezone, config "
+                       f"FROM devices WHERE device_id = '{dev}'").strip().split("|")
+            self.assertEqual(row[:4], [dev, owner, "Kitchen plug", "Europe/Berlin"])
+            self.assertEqual(json.loads(row[4]), {"phase": 2})
+            # Tokens are stored as hashes only: the token itself is nowhere in the database.
+            dump = psql(database.url, "SELECT string_agg(t::text, ' ') FROM "
+                        "(SELECT * FROM devices) t")
+            self.assertNotIn(body["token"], dump)
+
+            base = minute_base(5)
+            events = [{"device_id": dev, "timestamp": fmt_ts(base + 10 * i),
+                       "metrics": {"power_w": 100.0 + i}} for i in range(18)]
+            st, _, ack = server.post_events(events, token)
+            self.assertEqual(st, 202, ack)
+
+            def final_in_history():
+                recs = history_1m(server, dev, base, base + 180)
+                return recs if len(recs) == 3 and all(r["final"] for r in recs) else None
+            records = poll(final_in_history, timeout=30, interval=0.2)
+            self.assertTrue(records, "3 final windows in history" + server.diag())
+
+            def redis_matches():
+                stored = redis.cli("HGETALL", f"agg:device:{dev}:latest").split("\n")
+                pairs = dict(zip(stored[0::2], stored[1::2]))
+                got = {k: json.loads(v) for k, v in pairs.items() if k}
+                return got if got == {r["window_start"]: r for r in records} else None
+            self.assertTrue(poll(redis_matches, timeout=10, interval=0.2),
+                            "agg:device:{id}:latest holds the history records, version "
+                            "included" + server.diag())
+            for r in records:
+                key = f"agg:device:{dev}:window:{r['window_start']}"
+                self.assertEqual(json.loads(redis.cli("GET", key)), r, key)
+                self.assertGreater(int(redis.cli("TTL", key)), 40 * 3600, "48h TTL")
+            reading = json.loads(redis.cli("GET", f"agg:device:{dev}:reading"))
+            self.assertEqual(reading["metrics"], {"power_w": 117.0})
+            self.assertEqual(reading["timestamp"], fmt_ts(base + 170))
+            st, _, rt = server.realtime(dev, headers=ADMIN)
+            self.assertEqual((st, rt["source"]), (200, "redis"), rt)
+        finally:
+            server.cleanup()
+            redis.cleanup()
+            database.drop()
+
+
+class RedisOutageTest(unittest.TestCase):
+    """Two outages: a Redis that stops answering (SIGSTOP: every call times out) and comes
+    back with its data — the catch-up alone must fill the gap — and a Redis restarted
+    without persistence, which comes back empty — every device is rewritten from history."""
+
+    def test_unresponsive_redis_during_ingest_then_catch_up(self):
+        self.outage(restart=False)
+
+    def test_redis_restarted_empty_during_ingest_then_resync(self):
+        self.outage(restart=True)
+
+    def outage(self, restart):
+        redis = PrivateRedis().start()
+        server = JouleServer(env=dict(FAST_STREAM, JOULE_AUTH_MODE="disabled",
+                                      JOULE_LATEST_BACKEND="redis", JOULE_LATEST_URL=redis.url,
+                                      # Tiny, so that some devices overflow it and are
+                                      # re-read from history while others are buffered.
+                                      JOULE_LATEST_CATCHUP_MAX_RECORDS="8"),
+                             name="redis-outage")
+        try:
+            server.start()
+            self.run_outage(server, redis, restart)
+        finally:
+            server.cleanup()
+            redis.cleanup()
+
+    def run_outage(self, server, redis, restart):
+        devices = [f"out{i}-{uid()}" for i in range(4)]
+        base = minute_base(30)
+        acked = {d: 0 for d in devices}
+        last = {}
+
+        def ingest(ticks, devs):
+            for k in ticks:
+                events = [{"device_id": d, "timestamp": fmt_ts(base + 5 * k),
+                           "metrics": {"power_w": 10.0 * i + k, "voltage_v": 230.0 + k % 3}}
+                          for i, d in enumerate(devices) if d in devs]
+                st, _, body = server.post_events(events, ADMIN)
+                self.assertEqual(st, 202, f"tick {k}: {body!r}" + server.diag())
+                self.assertEqual(body["accepted"], len(events), body)
+                for e in events:
+                    acked[e["device_id"]] += 1
+                    last[e["device_id"]] = e
+
+        def metrics():
+            return parse_prometheus(server.metrics_text())
+
+        # Phase A, Redis up: 3 minutes of event time for every device.
+        ingest(range(0, 36), devices)
+        self.assertTrue(poll(lambda: lag(server) == 0, timeout=30), server.diag())
+        self.assertEqual(server.realtime(devices[0], headers=ADMIN)[2]["source"], "redis")
+
+        # Phase B, Redis gone: 5 more minutes; the last device sends only now.
+        if restart:
+            redis.stop()
+        else:
+            redis.pause()
+        ingest(range(36, 96), devices)
+        self.assertTrue(poll(lambda: lag(server) == 0 and metric_sum(
+            metrics(), "joule_latest_deferred_total") > 0, timeout=30),
+            "processing goes on and defers the Redis writes" + server.diag())
+        st, _, ready = server.request("GET", "/readyz")
+        self.assertEqual(st, 200, ready)
+        self.assertEqual(ready["status"], "degraded", ready)
+        self.assertEqual(ready["latest"]["backend"], "redis", ready)
+        self.assertEqual(ready["latest"]["state"], "down", ready)
+        self.assertGreater(ready["latest"]["pending_devices"], 0, ready)
+        m = metrics()
+        self.assertEqual(metric_sum(m, "joule_latest_up"), 0.0)
+        self.assertGreaterEqual(metric_sum(m, "joule_latest_outages_total"), 1)
+        self.assertGreater(metric_sum(m, "joule_latest_catchup_pending_devices"), 0)
+        # Reads fall back to history, which has the windows finalized during the outage.
+        st, _, rt = server.realtime(devices[3], headers=ADMIN)
+        self.assertEqual(st, 200, rt)
+        self.assertEqual(rt["source"], "history", rt)
+        self.assertTrue(any(r["final"] and r["window_start"] == fmt_ts(base + 240)
+                            for r in rt["data"]), rt)
+
+        # Redis back: the backlog is written (and, if it lost its data, every device).
+        if restart:
+            redis.start()
+        else:
+            redis.resume()
+        ingest(range(96, 120), devices[:3])
+
+        def caught_up():
+            st, _, body = server.request("GET", "/readyz")
+            return st == 200 and body["status"] == "ready" and body["latest"]["state"] == "up"
+        self.assertTrue(poll(caught_up, timeout=60, interval=0.2),
+                        "Redis caught up" + server.diag())
+        m = metrics()
+        self.assertGreaterEqual(metric_sum(m, "joule_latest_recoveries_total"), 1)
+        self.assertGreater(metric_sum(m, "joule_latest_catchup_written_total"), 0)
+        self.assertGreater(metric_sum(m, "joule_latest_catchup_overflows_total"), 0,
+                           "some devices passed the bound")
+        self.assertGreater(metric_sum(m, "joule_latest_catchup_history_records_total"), 0,
+                           "and were re-read from history")
+        self.assertGreaterEqual(metric_sum(m, "joule_redis_reconnects_total"), 1)
+        self.assertGreater(metric_sum(m, "joule_redis_write_seconds_count"), 0)
+        self.assertGreater(metric_sum(m, "joule_redis_errors_total"), 0)
+        if restart:
+            self.assertTrue(poll(lambda: metric_sum(
+                metrics(), "joule_latest_resync_devices_total") >= len(devices), timeout=20),
+                "the restarted Redis is seen as a new instance" + server.diag())
+        else:
+            # Same instance: only the catch-up can have filled the gap.
+            self.assertEqual(metric_sum(m, "joule_latest_resync_devices_total"), 0)
+
+        # Every acknowledged event is in history, and Redis holds exactly the final records.
+        end = base + 5 * 120 + 60
+        for dev in devices:
+            def final_all():
+                recs = history_1m(server, dev, base, end)
+                if sum(r["count"] for r in recs) == acked[dev] and all(r["final"] for r in recs):
+                    return recs
+                return None
+            records = poll(final_all, timeout=30, interval=0.2)
+            self.assertTrue(records, f"{dev}: {acked[dev]} acknowledged events in final "
+                                     "history windows" + server.diag())
+            expected = {r["window_start"]: r for r in records}
+
+            def redis_equals():
+                flat = redis.cli("HGETALL", f"agg:device:{dev}:latest").split("\n")
+                got = {k: json.loads(v) for k, v in zip(flat[0::2], flat[1::2]) if k}
+                return got == expected
+            self.assertTrue(poll(redis_equals, timeout=20, interval=0.2),
+                            f"{dev}: Redis latest hash equals the final history records:\n"
+                            f"redis: {redis.cli('HGETALL', f'agg:device:{dev}:latest')[:2000]}"
+                            f"\nhistory: {json.dumps(expected)[:2000]}" + server.diag())
+            for ws, r in expected.items():
+                key = f"agg:device:{dev}:window:{ws}"
+                self.assertEqual(json.loads(redis.cli("GET", key)), r, key)
+            reading = json.loads(redis.cli("GET", f"agg:device:{dev}:reading"))
+            self.assertEqual(reading["timestamp"], last[dev]["timestamp"], dev)
+            self.assertEqual(reading["metrics"], last[dev]["metrics"], dev)
+        st, _, rt = server.realtime(devices[3], headers=ADMIN)
+        self.assertEqual(rt["source"], "redis", rt)
+
+
+class PrivatePostgres:
+    """initdb + pg_ctl on a free port in a temp dir, as the postgres user when root."""
+
+    def __init__(self):
+        bins = sorted(os.listdir("/usr/lib/postgresql"), key=lambda v: [int(x) for x in
+                                                                         v.split(".")])
+        self.bin = f"/usr/lib/postgresql/{bins[-1]}/bin"
+        self.dir = tempfile.mkdtemp(prefix="joule-pg-")
+        os.chmod(self.dir, 0o755)
+        self.port = free_port()
+        self.as_pg = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+        if os.getuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self.data = os.path.join(self.dir, "data")
+        self.run("initdb", "-D", self.data, "-U", "postgres", "-A", "trust", "--no-sync")
+        self.start()
+        psql(self.url_for("postgres"), "CREATE DATABASE joule")
+        self.url = self.url_for("joule")
+
+    def url_for(self, db):
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
+
+    def run(self, tool, *args):
+        proc = subprocess.run(self.as_pg + [f"{self.bin}/{tool}", *args], capture_output=True,
+                              text=True, timeout=120)
+        if proc.returncode != 0:
+            raise AssertionError(f"{tool} {args}: {proc.stdout}{proc.stderr}")
+
+    def start(self):
+        self.run("pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "server.log"), "-w",
+                 "-t", "60", "start", "-o",
+                 f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off")
+
+    def stop(self):
+        self.run("pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop")
+
+    def cleanup(self):
+        try:
+            self.run("pg_ctl", "-D", self.data, "-m", "immediate", "stop")
+        except AssertionError:
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PostgresRestartTest(unittest.TestCase):
+
+    def test_restart_during_ingest(self):
+        pg = PrivatePostgres()
+        server = JouleServer(env=dict(FAST_STREAM, JOULE_AUTH_MODE="required",
+                                      JOULE_AUTH_ADMIN_TOKEN=ADMIN_TOKEN,
+                                      JOULE_METADATA_BACKEND="postgres",
+                                      JOULE_METADATA_URL=pg.url,
+                                      # Three device tokens posting as fast as they can.
+                                      JOULE_LIMITS_REQUESTS_PER_SECOND="0"),
+                             name="pg-restart")
+        try:
+            server.start()
+            self.run_restart(server, pg)
+        finally:
+            server.cleanup()
+            pg.cleanup()
+
+    def run_restart(self, server, pg):
+        owner = f"home-{uid()}"
+        tokens = {}
+        for i in range(3):
+            dev = f"pg{i}-{uid()}"
+            st, _, body = server.request("POST", "/v1/devices",
+                                         {"device_id": dev, "owner_id": owner}, ADMIN)
+            self.assertEqual(st, 201, body)
+            tokens[dev] = body["token"]
+            self.assertEqual(server.request("GET", f"/v1/devices/{q(dev)}",
+                                            headers=ADMIN)[0], 200)
+        devices = list(tokens)
+        base = minute_base(120)  # 2 s of event time per tick, at most 2000 ticks
+        acked = {d: 0 for d in devices}
+        failures = []
+        stop = threading.Event()
+        pg_down = threading.Event()
+        acked_while_down = [0]
+
+        def ingest():
+            k = 0
+            while not stop.is_set() and k < 2000:
+                for d in devices:
+                    event = {"device_id": d, "timestamp": fmt_ts(base + 2 * k),
+                             "metrics": {"power_w": 50.0 + k % 17}}
+                    try:
+                        st, _, body = server.post_events(
+                            [event], {"Authorization": f"Bearer {tokens[d]}"})
+                    except AssertionError as e:
+                        failures.append(repr(e)[:300])
+                        continue
+                    if st == 202 and body.get("accepted") == 1:
+                        acked[d] += 1
+                        if pg_down.is_set():
+                            acked_while_down[0] += 1
+                    else:
+                        failures.append(f"{st} {body!r}"[:300])
+                k += 1
+                time.sleep(0.01)
+
+        thread = threading.Thread(target=ingest, daemon=True)
+        thread.start()
+        try:
+            self.assertTrue(poll(lambda: min(acked.values()) >= 20, timeout=30), acked)
+            pg.stop()
+            pg_down.set()
+            before = sum(acked.values())
+            self.assertTrue(poll(lambda: sum(acked.values()) >= before + 30, timeout=30),
+                            "token-authenticated ingest goes on while PostgreSQL is down "
+                            f"{failures[-3:]}" + server.diag())
+            # The cache keeps serving device reads; writes fail cleanly.
+            st, _, body = server.request("GET", f"/v1/devices/{q(devices[0])}", headers=ADMIN)
+            self.assertEqual(st, 200, body)
+            self.assertEqual(body["device"]["owner_id"], owner)
+            st, _, body = server.request("POST", "/v1/devices",
+                                         {"device_id": f"late-{uid()}", "owner_id": owner},
+                                         ADMIN)
+            self.assertEqual(st, 503, body)
+            self.assertEqual(body["error"]["code"], "unavailable", body)
+            pg_down.clear()
+            pg.start()
+            # Metadata writes and reads recover.
+            new_dev = f"new-{uid()}"
+
+            def register():
+                st, _, body = server.request("POST", "/v1/devices",
+                                             {"device_id": new_dev, "owner_id": owner}, ADMIN)
+                return st == 201
+            self.assertTrue(poll(register, timeout=30, interval=0.3),
+                            "register after the restart" + server.diag())
+            st, _, body = server.request("GET", f"/v1/devices?owner_id={q(owner)}",
+                                         headers=ADMIN)
+            self.assertEqual(st, 200, body)
+            listed = {d["device_id"] for d in body["devices"]}
+            self.assertEqual(listed, set(devices) | {new_dev})
+            # LISTEN/NOTIFY is back: another writer's change reaches the cache.
+            psql(pg.url, f"UPDATE devices SET name = 'renamed' WHERE device_id = '{devices[1]}'")
+            self.assertTrue(poll(lambda: server.request(
+                "GET", f"/v1/devices/{q(devices[1])}", headers=ADMIN)[2]["device"].get(
+                "name") == "renamed", timeout=10, interval=0.1),
+                "psql UPDATE seen after the restart" + server.diag())
+            after = sum(acked.values())
+            self.assertTrue(poll(lambda: sum(acked.values()) >= after + 30, timeout=30))
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+        self.assertGreater(acked_while_down[0], 0)
+        self.assertEqual(failures, [], "every ingest request was acknowledged")
+        # Nothing acknowledged is lost.
+        end = base + 2 * 2000 + 60
+        for dev in devices:
+            def all_counted():
+                recs = history_1m(server, dev, base, end)
+                return sum(r["count"] for r in recs) == acked[dev]
+            self.assertTrue(poll(all_counted, timeout=30, interval=0.3),
+                            f"{dev}: {acked[dev]} acknowledged events in history "
+                            f"(got {sum(r['count'] for r in history_1m(server, dev, base, end))})"
+                            + server.diag())
+        m = parse_prometheus(server.metrics_text())
+        self.assertGreater(metric_sum(m, "joule_metadata_cache_hits_total"), 0)
+        self.assertGreater(metric_sum(m, "joule_metadata_cache_misses_total"), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
