@@ -24,6 +24,7 @@ class AuditLog;
 namespace joule::api {
 
 class LiveHub;
+class RecordJsonCache;
 class ReplayService;
 
 struct ApiContext {
@@ -39,6 +40,8 @@ struct ApiContext {
   store::LatestStore* latest = nullptr;
   size_t latest_windows = 60;
   store::HistoryStore* history = nullptr;
+  // Encoded JSON of history records (the history route's fast path); may be null.
+  RecordJsonCache* history_json_cache = nullptr;
   int64_t base_window_ns = 60'000'000'000;
   // Per-device stream health from the processor that owns the device; false = unknown.
   std::function<bool(std::string_view, stream::WindowEngine::DeviceHealth*)> health;

@@ -15,6 +15,7 @@
 #include "alert/alert_engine.h"
 #include "api/api_context.h"
 #include "api/live_hub.h"
+#include "api/record_json_cache.h"
 #include "api/routes.h"
 #include "app/archiver.h"
 #include "app/engine_setup.h"
@@ -303,6 +304,8 @@ int RunServer(const Config& config) {
   ctx.latest = &latest;
   ctx.latest_windows = config.latest_windows;
   ctx.history = history.get();
+  api::RecordJsonCache history_json_cache(config.history_json_cache_bytes, &metrics);
+  ctx.history_json_cache = &history_json_cache;
   ctx.metadata = metadata.get();
   ctx.live = &live;
   ctx.alerts = alerts.get();

@@ -46,22 +46,50 @@ Status MemoryHistoryStore::Put(const std::vector<model::AggregateRecord>& record
   return Status::Ok();
 }
 
-Result<HistoryPage> MemoryHistoryStore::Range(const HistoryQuery& q) {
+namespace {
+
+class HeldEntry final : public HistoryEntry {
+ public:
+  const model::AggregateRecord* record = nullptr;
+  Result<model::AggregateRecord> Decode() const override { return *record; }
+};
+
+}  // namespace
+
+Result<std::string> MemoryHistoryStore::Scan(const HistoryQuery& q, const HistoryVisitor& visit) {
   JOULE_RETURN_IF_ERROR(ValidateHistoryQuery(q));
   JOULE_ASSIGN_OR_RETURN(int64_t start, history_cursor::Start(q));
   start = std::max(start, Horizon(q.resolution));
-  HistoryPage page;
-  if (start >= q.to_ns) return page;
+  std::string next_cursor;
+  if (start >= q.to_ns) return next_cursor;
   std::shared_lock lock(mu_);
   const Series* s = FindSeries(q.resolution, q.device_id);
-  if (s == nullptr) return page;
+  if (s == nullptr) return next_cursor;
+  size_t seen = 0;
+  HeldEntry entry;
   for (auto it = s->lower_bound(start); it != s->end() && it->first < q.to_ns; ++it) {
-    if (page.records.size() == q.limit) {
-      page.next_cursor = history_cursor::Encode(q, it->first);
+    if (seen == q.limit) {
+      next_cursor = history_cursor::Encode(q, it->first);
       break;
     }
-    page.records.push_back(it->second);
+    entry.window_start_ns = it->first;
+    entry.version = it->second.version;
+    entry.record = &it->second;
+    JOULE_RETURN_IF_ERROR(visit(entry));
+    ++seen;
   }
+  return next_cursor;
+}
+
+Result<HistoryPage> MemoryHistoryStore::Range(const HistoryQuery& q) {
+  HistoryPage page;
+  auto collect = [&page](const HistoryEntry& e) -> Status {
+    Result<model::AggregateRecord> record = e.Decode();
+    if (!record.ok()) return record.status();
+    page.records.push_back(std::move(record).value());
+    return Status::Ok();
+  };
+  JOULE_ASSIGN_OR_RETURN(page.next_cursor, Scan(q, collect));
   return page;
 }
 

@@ -57,6 +57,7 @@ class RocksDbHistoryStore final : public HistoryStore {
 
   Status Put(const std::vector<model::AggregateRecord>& records) override;
   Result<HistoryPage> Range(const HistoryQuery& q) override;
+  Result<std::string> Scan(const HistoryQuery& q, const HistoryVisitor& visit) override;
   Result<std::optional<model::AggregateRecord>> Get(std::string_view device_id, model::Resolution r,
                                                     int64_t window_start_ns) override;
   Result<std::vector<model::AggregateRecord>> Latest(std::string_view device_id,
