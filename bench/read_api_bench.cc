@@ -1,7 +1,7 @@
 // End-to-end read latency through HTTP (issue 4): a real HttpServer with the history and
 // realtime routes over a RocksDB history store holding 24 h of 1m records for one device
 // (4 metrics), queried by a keep-alive client on loopback. Reports p50/p99 per request.
-//   build/release/bench/read_api_bench
+//   build/ci/bench/read_api_bench    (docs/BENCHMARKS.md: how it was run and what limits it)
 #include <arpa/inet.h>
 #include <benchmark/benchmark.h>
 #include <netinet/in.h>
@@ -90,6 +90,7 @@ class Fixture {
     std::vector<model::AggregateRecord> batch;
     for (int i = 0; i < 1440; ++i)
       batch.push_back(MakeRecord(day_end_ - (1440 - i) * kNanosPerMinute));
+    json_cache_.Attach(history_.get());  // as `joule serve` wires it
     if (!history_->Put(batch).ok()) std::abort();
     // Steady state of a server with many devices: a day of a device's records is in SST
     // files (the memtable holds the last minutes of all devices), not in the memtable.
@@ -260,6 +261,91 @@ void BM_RealtimeFromHistory60(benchmark::State& state) {
   RunLatency(state, std::string("/v1/devices/") + kDevice + "/metrics/realtime?windows=60");
 }
 BENCHMARK(BM_RealtimeFromHistory60)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
+}  // namespace joule
+
+namespace joule {
+namespace {
+
+// The floor: the same client against a bare blocking server thread that answers every
+// request with a prebuilt response of the size of the 24 h JSON body (no HTTP parsing, no
+// store, no encoding): what moving that many bytes through loopback TCP costs right now.
+class RawServer {
+ public:
+  explicit RawServer(size_t body_bytes) {
+    listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        listen(listen_fd_, 1) != 0 ||
+        getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      std::abort();
+    }
+    port_ = ntohs(a.sin_port);
+    response_ = "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body_bytes) + "\r\n\r\n";
+    response_.append(body_bytes, 'x');
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~RawServer() {
+    shutdown(listen_fd_, SHUT_RDWR);
+    close(listen_fd_);
+    thread_.join();
+  }
+  uint16_t port() const { return port_; }
+
+ private:
+  void Serve() {
+    const int fd = accept(listen_fd_, nullptr, nullptr);
+    if (fd < 0) return;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    std::string in;
+    char buf[4096];
+    while (true) {
+      ssize_t n = recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      in.append(buf, static_cast<size_t>(n));
+      size_t end;
+      while ((end = in.find("\r\n\r\n")) != std::string::npos) {
+        in.erase(0, end + 4);
+        size_t off = 0;
+        while (off < response_.size()) {
+          ssize_t w = send(fd, response_.data() + off, response_.size() - off, MSG_NOSIGNAL);
+          if (w <= 0) break;
+          off += static_cast<size_t>(w);
+        }
+      }
+    }
+    close(fd);
+  }
+  int listen_fd_;
+  uint16_t port_ = 0;
+  std::string response_;
+  std::thread thread_;
+};
+
+void BM_LoopbackFloor1MB(benchmark::State& state) {
+  RawServer raw(1084520);  // the 24 h of 1m JSON body
+  Client client(raw.port());
+  std::vector<double> us;
+  for (auto _ : state) {
+    auto t0 = std::chrono::steady_clock::now();
+    if (client.Get("/floor") == 0) {
+      state.SkipWithError("request failed");
+      break;
+    }
+    us.push_back(
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+  }
+  if (us.empty()) return;
+  std::sort(us.begin(), us.end());
+  state.counters["p50_ms"] = us[us.size() / 2] / 1000;
+  state.counters["p99_ms"] = us[std::min(us.size() - 1, us.size() * 99 / 100)] / 1000;
+}
+BENCHMARK(BM_LoopbackFloor1MB)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 }  // namespace joule

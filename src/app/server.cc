@@ -181,6 +181,9 @@ int RunServer(const Config& config) {
     return 1;
   }
   std::unique_ptr<store::RocksDbHistoryStore> history = std::move(*history_opened);
+  // Follows every history write, so it outlives the processors (declared after it).
+  api::RecordJsonCache history_json_cache(config.history_json_cache_bytes, &metrics);
+  history_json_cache.Attach(history.get());
 
   std::filesystem::create_directories(std::filesystem::path(config.data_dir) / "checkpoints", ec);
   api::LiveHub live([m = metadata.get()](std::string_view device_id) {
@@ -304,7 +307,6 @@ int RunServer(const Config& config) {
   ctx.latest = &latest;
   ctx.latest_windows = config.latest_windows;
   ctx.history = history.get();
-  api::RecordJsonCache history_json_cache(config.history_json_cache_bytes, &metrics);
   ctx.history_json_cache = &history_json_cache;
   ctx.metadata = metadata.get();
   ctx.live = &live;

@@ -115,6 +115,16 @@ class HistoryStore {
   virtual Result<std::vector<model::AggregateRecord>> Latest(std::string_view device_id,
                                                              model::Resolution r, size_t n) = 0;
   virtual Status Flush() = 0;  // make everything Put so far durable (WAL sync)
+
+  // Called by Put, after its records are written and visible to reads and before Put
+  // returns, with each record it wrote (not those ignored as stale or expired). For
+  // readers that keep what they read (the API's record JSON cache) and must see every
+  // later write. One observer; set it before the store is shared between threads. It must
+  // not call into the store and may run on any writer's thread, concurrently.
+  using WriteObserver = std::function<void(const model::AggregateRecord&)>;
+  virtual void SetWriteObserver(WriteObserver observer) = 0;
+  // The smallest window_start of resolution `r` that reads return now (retention).
+  virtual int64_t ReadHorizon(model::Resolution r) const = 0;
 };
 
 // The pagination cursor shared by all backends (docs/formats/history.md, "Pagination

@@ -163,7 +163,8 @@ class HistoryRoutesTest : public ::testing::Test {
     auto opened = store::RocksDbHistoryStore::Open(o, nullptr);
     ASSERT_TRUE(opened.ok()) << opened.status().ToString();
     store_ = std::move(opened).value();
-    cache_ = std::make_unique<RecordJsonCache>(64 << 20, nullptr);
+    cache_ = std::make_unique<RecordJsonCache>(64 << 20, &cache_metrics_);
+    cache_->Attach(store_.get());
     cached_ = std::make_unique<Api>(store_.get(), &clock_, cache_.get());
     uncached_ = std::make_unique<Api>(store_.get(), &clock_, nullptr);
   }
@@ -214,6 +215,7 @@ class HistoryRoutesTest : public ::testing::Test {
   std::string dir_;
   ManualClock clock_{Utc(2026, 4, 30)};
   std::unique_ptr<store::RocksDbHistoryStore> store_;
+  MetricsRegistry cache_metrics_;
   std::unique_ptr<RecordJsonCache> cache_;
   std::unique_ptr<Api> cached_, uncached_;
 };
@@ -334,7 +336,12 @@ TEST_F(HistoryRoutesTest, CacheFollowsLateUpdates) {
                                           {"to", FormatRfc3339Millis(start + kNanosPerHour)}};
   Response first = cached_->Get(kDevice, q);
   EXPECT_EQ(first.body, uncached_->Get(kDevice, q).body);
+  Counter* covered = cache_metrics_.GetCounter("joule_history_json_cache_covered_reads_total", "");
+  Counter* misses = cache_metrics_.GetCounter("joule_history_json_cache_misses_total", "");
+  const uint64_t covered_before = covered->Value(), misses_before = misses->Value();
   EXPECT_EQ(first.body, cached_->Get(kDevice, q).body) << "served from the cache";
+  EXPECT_EQ(covered->Value(), covered_before + 1) << "without reading the store";
+  EXPECT_EQ(misses->Value(), misses_before);
   EXPECT_GT(cache_->bytes(), 30u * 500);
 
   // Late updates of every third window, one stale write, and new windows.
@@ -351,6 +358,7 @@ TEST_F(HistoryRoutesTest, CacheFollowsLateUpdates) {
   }
   Put(late);
   Response second = cached_->Get(kDevice, q);
+  EXPECT_EQ(covered->Value(), covered_before + 2) << "the writes kept the range covered";
   EXPECT_EQ(second.body, uncached_->Get(kDevice, q).body);
   EXPECT_NE(second.body, first.body);
   Page page = ParsePage(second);

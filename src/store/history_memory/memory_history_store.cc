@@ -31,20 +31,35 @@ const MemoryHistoryStore::Series* MemoryHistoryStore::FindSeries(model::Resoluti
 
 Status MemoryHistoryStore::Put(const std::vector<model::AggregateRecord>& records) {
   for (const auto& r : records) JOULE_RETURN_IF_ERROR(ValidateKey(r.device_id, r.resolution));
-  std::unique_lock lock(mu_);
-  for (const auto& r : records) {
-    if (r.window_start_ns < Horizon(r.resolution)) continue;
-    Series& s = series_[SeriesKey(r.resolution, r.device_id)];
-    auto [it, inserted] = s.try_emplace(r.window_start_ns, r);
-    if (inserted) continue;
-    if (it->second.version < r.version) {
-      it->second = r;
-    } else {
-      ++stale_writes_;
+  std::vector<const model::AggregateRecord*> written;
+  {
+    std::unique_lock lock(mu_);
+    for (const auto& r : records) {
+      if (r.window_start_ns < Horizon(r.resolution)) continue;
+      Series& s = series_[SeriesKey(r.resolution, r.device_id)];
+      auto [it, inserted] = s.try_emplace(r.window_start_ns, r);
+      if (inserted) {
+        written.push_back(&r);
+      } else if (it->second.version < r.version) {
+        it->second = r;
+        written.push_back(&r);
+      } else {
+        ++stale_writes_;
+      }
     }
+  }
+  if (observer_) {
+    for (const auto* r : written) observer_(*r);
   }
   return Status::Ok();
 }
+
+void MemoryHistoryStore::SetWriteObserver(WriteObserver observer) {
+  std::unique_lock lock(mu_);
+  observer_ = std::move(observer);
+}
+
+int64_t MemoryHistoryStore::ReadHorizon(model::Resolution r) const { return Horizon(r); }
 
 namespace {
 

@@ -123,6 +123,7 @@ struct RocksDbHistoryStore::Impl {
   std::array<rocksdb::ColumnFamilyHandle*, kResolutions> families{};
   std::array<std::mutex, kStripes> stripes;
 
+  HistoryStore::WriteObserver observer;
   Counter* put_records = nullptr;
   Counter* stale_writes = nullptr;
   Counter* expired_writes = nullptr;
@@ -316,6 +317,7 @@ Status RocksDbHistoryStore::Put(const std::vector<model::AggregateRecord>& recor
   for (size_t s : stripes) locks.emplace_back(d.stripes[s]);
 
   Status result;
+  std::vector<const model::AggregateRecord*> written;
   if (!live.empty()) {
     std::vector<rocksdb::ColumnFamilyHandle*> families(live.size());
     std::vector<rocksdb::Slice> keys(live.size());
@@ -329,6 +331,7 @@ Status RocksDbHistoryStore::Put(const std::vector<model::AggregateRecord>& recor
     d.db->MultiGet(rocksdb::ReadOptions(), live.size(), families.data(), keys.data(), values.data(),
                    statuses.data());
     rocksdb::WriteBatch batch;
+    written.reserve(live.size());
     std::string value;
     for (size_t j = 0; j < live.size(); ++j) {
       const auto& record = records[candidates[live[j]].record];
@@ -346,12 +349,16 @@ Status RocksDbHistoryStore::Put(const std::vector<model::AggregateRecord>& recor
       value.clear();
       codec::AppendValue(record, &value);
       batch.Put(families[j], keys[j], value);
+      written.push_back(&record);
     }
     if (batch.Count() > 0) {
       result = FromRocks(d.db->Write(rocksdb::WriteOptions(), &batch), "write");
     }
   }
   locks.clear();
+  if (result.ok() && d.observer) {
+    for (const auto* r : written) d.observer(*r);
+  }
   d.stale_writes->Inc(stale);
   d.expired_writes->Inc(expired);
   d.put_latency->Observe(
@@ -453,6 +460,14 @@ Result<std::vector<model::AggregateRecord>> RocksDbHistoryStore::Latest(std::str
   }
   JOULE_RETURN_IF_ERROR(FromRocks(it->status(), "latest scan"));
   return out;
+}
+
+void RocksDbHistoryStore::SetWriteObserver(WriteObserver observer) {
+  impl_->observer = std::move(observer);
+}
+
+int64_t RocksDbHistoryStore::ReadHorizon(model::Resolution r) const {
+  return ValidateResolution(r).ok() ? impl_->Horizon(r) : std::numeric_limits<int64_t>::max();
 }
 
 Status RocksDbHistoryStore::Flush() {

@@ -62,6 +62,8 @@ class RocksDbHistoryStore final : public HistoryStore {
                                                     int64_t window_start_ns) override;
   Result<std::vector<model::AggregateRecord>> Latest(std::string_view device_id,
                                                      model::Resolution r, size_t n) override;
+  void SetWriteObserver(WriteObserver observer) override;
+  int64_t ReadHorizon(model::Resolution r) const override;
   Status Flush() override;
 
   // Flushes memtables and compacts every family with a finite retention now, dropping

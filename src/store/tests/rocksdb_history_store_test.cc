@@ -542,6 +542,37 @@ TYPED_TEST(HistoryStoreTest, ConcurrentLateUpdatesOfTheSameKeysHighestVersionWin
   }
 }
 
+// The write observer sees exactly the records a Put wrote: not stale or equal versions,
+// not expired ones, not the loser of two versions of one key in one batch; and it runs
+// after the write is visible to reads.
+TYPED_TEST(HistoryStoreTest, WriteObserverSeesExactlyTheWrittenRecords) {
+  HistoryRetention retention;  // 1m: 30 days
+  this->Open(retention);
+  std::vector<std::pair<int64_t, uint64_t>> seen;
+  this->store_->SetWriteObserver([&](const AggregateRecord& r) {
+    seen.emplace_back(r.window_start_ns, r.version);
+    auto stored = this->store_->Get(r.device_id, r.resolution, r.window_start_ns);
+    ASSERT_TRUE(stored.ok() && stored->has_value());
+    EXPECT_GE((*stored)->version, r.version) << "visible before the observer runs";
+  });
+  const int64_t m = kNanosPerMinute;
+  this->PutOk({MakeRecord("d", Resolution::kBase, kNow, 2),
+               MakeRecord("d", Resolution::kBase, kNow + m, 1),
+               MakeRecord("d", Resolution::kBase, kNow - 40 * kNanosPerDay, 1)});  // expired
+  this->PutOk({MakeRecord("d", Resolution::kBase, kNow, 2),                        // equal: stale
+               MakeRecord("d", Resolution::kBase, kNow, 1),                        // lower: stale
+               MakeRecord("d", Resolution::kBase, kNow + m, 3),                    // in-batch loser
+               MakeRecord("d", Resolution::kBase, kNow + m, 4)});  // in-batch winner
+  // The memory backend applies a batch in order, so it also reports the in-batch loser
+  // (written, then replaced); RocksDB writes only the winner.
+  std::erase(seen, std::pair<int64_t, uint64_t>{kNow + m, 3});
+  EXPECT_EQ(seen,
+            (std::vector<std::pair<int64_t, uint64_t>>{{kNow, 2}, {kNow + m, 1}, {kNow + m, 4}}));
+  EXPECT_EQ(this->store_->ReadHorizon(Resolution::kBase), kNow - 30 * kNanosPerDay);
+  EXPECT_EQ(this->store_->ReadHorizon(Resolution::kDay), std::numeric_limits<int64_t>::min());
+  this->store_->SetWriteObserver(nullptr);
+}
+
 // ---- RocksDB only ----
 
 class RocksDbHistoryTest : public ::testing::Test {
