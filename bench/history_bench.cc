@@ -198,6 +198,45 @@ void BM_HistoryRange1440(benchmark::State& state) {
 }
 BENCHMARK(BM_HistoryRange1440)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
+// Point reads: one record by (device, resolution, window_start), random device and minute.
+void BM_HistoryGet(benchmark::State& state) {
+  BenchStore* s = ReadStore();
+  std::mt19937 rng(11);
+  for (auto _ : state) {
+    auto got = s->store->Get(DeviceId(static_cast<int>(rng() % 100)), Resolution::kBase,
+                             kDayStart + static_cast<int64_t>(rng() % 1440) * kNanosPerMinute);
+    if (!got.ok() || !got->has_value()) std::abort();
+    benchmark::DoNotOptimize(got);
+  }
+}
+BENCHMARK(BM_HistoryGet)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+// A day's range as the history API reads it on a cache miss: keys and versions only
+// (Scan without decoding).
+void BM_HistoryScanVersions1440(benchmark::State& state) {
+  BenchStore* s = ReadStore();
+  std::mt19937 rng(3);
+  for (auto _ : state) {
+    HistoryQuery q{DeviceId(static_cast<int>(rng() % 100)),
+                   Resolution::kBase,
+                   kDayStart,
+                   kDayStart + 1440 * kNanosPerMinute,
+                   1500,
+                   ""};
+    uint64_t sum = 0;
+    size_t n = 0;
+    auto cursor = s->store->Scan(q, [&](const joule::store::HistoryEntry& e) {
+      sum += e.version;
+      ++n;
+      return joule::Status::Ok();
+    });
+    if (!cursor.ok() || n != 1440) std::abort();
+    benchmark::DoNotOptimize(sum);
+  }
+  state.SetItemsProcessed(state.iterations() * 1440);
+}
+BENCHMARK(BM_HistoryScanVersions1440)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
 void BM_HistoryLatest60(benchmark::State& state) {
   BenchStore* s = ReadStore();
   std::mt19937 rng(5);

@@ -1,7 +1,7 @@
 // End-to-end read latency through HTTP (issue 4): a real HttpServer with the history and
 // realtime routes over a RocksDB history store holding 24 h of 1m records for one device
 // (4 metrics), queried by a keep-alive client on loopback. Reports p50/p99 per request.
-//   build/release/bench/read_api_bench
+//   build/ci/bench/read_api_bench    (docs/BENCHMARKS.md: how it was run and what limits it)
 #include <arpa/inet.h>
 #include <benchmark/benchmark.h>
 #include <netinet/in.h>
@@ -16,12 +16,14 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
 
 #include "api/api_context.h"
 #include "api/auth.h"
+#include "api/record_json_cache.h"
 #include "api/routes.h"
 #include "common/clock.h"
 #include "common/metrics.h"
@@ -65,6 +67,13 @@ model::AggregateRecord MakeRecord(int64_t start_ns) {
   return r;
 }
 
+// One HTTP server with the read routes over one API context.
+struct Endpoint {
+  api::ApiContext ctx;
+  net::Router router;
+  std::unique_ptr<net::HttpServer> server;
+};
+
 class Fixture {
  public:
   Fixture() {
@@ -81,42 +90,58 @@ class Fixture {
     std::vector<model::AggregateRecord> batch;
     for (int i = 0; i < 1440; ++i)
       batch.push_back(MakeRecord(day_end_ - (1440 - i) * kNanosPerMinute));
-    if (!history_->Put(batch).ok() || !history_->Flush().ok()) std::abort();
+    json_cache_.Attach(history_.get());  // as `joule serve` wires it
+    if (!history_->Put(batch).ok()) std::abort();
+    // Steady state of a server with many devices: a day of a device's records is in SST
+    // files (the memtable holds the last minutes of all devices), not in the memtable.
+    // JOULE_BENCH_MEMTABLE=1 keeps them in the memtable instead.
+    const char* memtable = getenv("JOULE_BENCH_MEMTABLE");
+    if (memtable != nullptr && std::string(memtable) == "1") {
+      if (!history_->Flush().ok()) std::abort();
+    } else if (!history_->CompactAll().ok()) {
+      std::abort();
+    }
 
     auth_ = std::make_unique<api::Authenticator>("disabled", "", nullptr);
-    ctx_.clock = SystemClock::Default();
-    ctx_.metrics = &metrics_;
-    ctx_.auth = auth_.get();
-    ctx_.latest = &latest_;
-    ctx_.history = history_.get();
-    api::AddRealtimeRoutes(router_, ctx_);
-    api::AddHistoryRoutes(router_, ctx_);
-    net::HttpServerOptions so;
-    so.listen = "127.0.0.1:0";
-    server_ = std::make_unique<net::HttpServer>(io_, so, router_, &metrics_);
-    if (!server_->Start().ok()) std::abort();
+    Start(cached_, &json_cache_);  // as `joule serve` wires it (64 MiB default)
+    Start(uncached_, nullptr);     // history.json_cache_bytes = 0: every record encoded
     io_thread_ = std::thread([this] { io_.run(); });
   }
   ~Fixture() {
     io_.stop();
     io_thread_.join();
-    server_.reset();
+    cached_.server.reset();
+    uncached_.server.reset();
     history_.reset();
     std::filesystem::remove_all(dir_);
   }
-  uint16_t port() const { return server_->port(); }
+  uint16_t port(bool cache = true) const { return (cache ? cached_ : uncached_).server->port(); }
   int64_t day_end() const { return day_end_; }
 
  private:
+  void Start(Endpoint& e, api::RecordJsonCache* cache) {
+    e.ctx.clock = SystemClock::Default();
+    e.ctx.metrics = &metrics_;
+    e.ctx.auth = auth_.get();
+    e.ctx.latest = &latest_;
+    e.ctx.history = history_.get();
+    e.ctx.history_json_cache = cache;
+    api::AddRealtimeRoutes(e.router, e.ctx);
+    api::AddHistoryRoutes(e.router, e.ctx);
+    net::HttpServerOptions so;
+    so.listen = "127.0.0.1:0";
+    e.server = std::make_unique<net::HttpServer>(io_, so, e.router, &metrics_);
+    if (!e.server->Start().ok()) std::abort();
+  }
+
   std::string dir_;
   MetricsRegistry metrics_;
   std::unique_ptr<store::RocksDbHistoryStore> history_;
   store::MemoryLatestStore latest_;
   std::unique_ptr<api::Authenticator> auth_;
-  api::ApiContext ctx_;
-  net::Router router_;
+  api::RecordJsonCache json_cache_{64 << 20, &metrics_};
   boost::asio::io_context io_;
-  std::unique_ptr<net::HttpServer> server_;
+  Endpoint cached_, uncached_;
   std::thread io_thread_;
   int64_t now_ = 0, day_end_ = 0;
 };
@@ -126,10 +151,11 @@ Fixture& Shared() {
   return *f;
 }
 
-// A keep-alive HTTP/1.1 GET client; returns the body size (0 on failure).
+// A keep-alive HTTP/1.1 GET client that reads the response into one reused buffer (one
+// copy out of the kernel, as a browser or curl would); returns the body size (0 on failure).
 class Client {
  public:
-  explicit Client(uint16_t port) {
+  explicit Client(uint16_t port) : buf_(4 << 20) {
     fd_ = socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
@@ -145,35 +171,41 @@ class Client {
     if (send(fd_, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
       return 0;
     }
+    size_t used = 0;
+    std::string_view head;
     size_t header_end;
-    while ((header_end = buf_.find("\r\n\r\n")) == std::string::npos) {
-      if (!Fill()) return 0;
+    while (true) {
+      if (!Fill(&used)) return 0;
+      head = std::string_view(buf_.data(), used);
+      if ((header_end = head.find("\r\n\r\n")) != std::string_view::npos) break;
     }
-    size_t cl = buf_.find("Content-Length: ");
-    if (cl == std::string::npos || cl > header_end) cl = buf_.find("content-length: ");
-    size_t length = std::strtoull(buf_.c_str() + cl + 16, nullptr, 10);
-    while (buf_.size() < header_end + 4 + length) {
-      if (!Fill()) return 0;
+    size_t cl = head.find("Content-Length: ");
+    if (cl == std::string_view::npos || cl > header_end) cl = head.find("content-length: ");
+    if (cl == std::string_view::npos || cl > header_end) return 0;
+    const size_t length = std::strtoull(buf_.data() + cl + 16, nullptr, 10);
+    const size_t total = header_end + 4 + length;
+    if (total > buf_.size()) buf_.resize(total);
+    while (used < total) {
+      if (!Fill(&used)) return 0;
     }
-    buf_.erase(0, header_end + 4 + length);
-    return length;
+    return used == total ? length : 0;  // one request in flight: nothing may follow
   }
 
  private:
-  bool Fill() {
-    char tmp[65536];
-    ssize_t n = recv(fd_, tmp, sizeof tmp, 0);
+  bool Fill(size_t* used) {
+    if (*used == buf_.size()) buf_.resize(buf_.size() * 2);
+    ssize_t n = recv(fd_, buf_.data() + *used, buf_.size() - *used, 0);
     if (n <= 0) return false;
-    buf_.append(tmp, static_cast<size_t>(n));
+    *used += static_cast<size_t>(n);
     return true;
   }
   int fd_;
-  std::string buf_;
+  std::vector<char> buf_;
 };
 
-void RunLatency(benchmark::State& state, const std::string& target) {
+void RunLatency(benchmark::State& state, const std::string& target, bool cache = true) {
   Fixture& f = Shared();
-  Client client(f.port());
+  Client client(f.port(cache));
   std::vector<double> us;
   size_t bytes = 0;
   for (auto _ : state) {
@@ -204,6 +236,18 @@ void BM_History24hOf1m(benchmark::State& state) {
 }
 BENCHMARK(BM_History24hOf1m)->Unit(benchmark::kMillisecond)->UseRealTime();
 
+// The same with the JSON cache off: every record decoded and encoded (the first read of a
+// record, or history.json_cache_bytes = 0).
+void BM_History24hOf1mUncached(benchmark::State& state) {
+  Fixture& f = Shared();
+  std::string target =
+      std::string("/v1/devices/") + kDevice +
+      "/metrics/history?resolution=1m&from=" + FormatRfc3339Millis(f.day_end() - kNanosPerDay) +
+      "&to=" + FormatRfc3339Millis(f.day_end());
+  RunLatency(state, target, false);
+}
+BENCHMARK(BM_History24hOf1mUncached)->Unit(benchmark::kMillisecond)->UseRealTime();
+
 void BM_History24hCsv(benchmark::State& state) {
   Fixture& f = Shared();
   std::string target =
@@ -217,6 +261,91 @@ void BM_RealtimeFromHistory60(benchmark::State& state) {
   RunLatency(state, std::string("/v1/devices/") + kDevice + "/metrics/realtime?windows=60");
 }
 BENCHMARK(BM_RealtimeFromHistory60)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
+}  // namespace joule
+
+namespace joule {
+namespace {
+
+// The floor: the same client against a bare blocking server thread that answers every
+// request with a prebuilt response of the size of the 24 h JSON body (no HTTP parsing, no
+// store, no encoding): what moving that many bytes through loopback TCP costs right now.
+class RawServer {
+ public:
+  explicit RawServer(size_t body_bytes) {
+    listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        listen(listen_fd_, 1) != 0 ||
+        getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      std::abort();
+    }
+    port_ = ntohs(a.sin_port);
+    response_ = "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body_bytes) + "\r\n\r\n";
+    response_.append(body_bytes, 'x');
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~RawServer() {
+    shutdown(listen_fd_, SHUT_RDWR);
+    close(listen_fd_);
+    thread_.join();
+  }
+  uint16_t port() const { return port_; }
+
+ private:
+  void Serve() {
+    const int fd = accept(listen_fd_, nullptr, nullptr);
+    if (fd < 0) return;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    std::string in;
+    char buf[4096];
+    while (true) {
+      ssize_t n = recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      in.append(buf, static_cast<size_t>(n));
+      size_t end;
+      while ((end = in.find("\r\n\r\n")) != std::string::npos) {
+        in.erase(0, end + 4);
+        size_t off = 0;
+        while (off < response_.size()) {
+          ssize_t w = send(fd, response_.data() + off, response_.size() - off, MSG_NOSIGNAL);
+          if (w <= 0) break;
+          off += static_cast<size_t>(w);
+        }
+      }
+    }
+    close(fd);
+  }
+  int listen_fd_;
+  uint16_t port_ = 0;
+  std::string response_;
+  std::thread thread_;
+};
+
+void BM_LoopbackFloor1MB(benchmark::State& state) {
+  RawServer raw(1084520);  // the 24 h of 1m JSON body
+  Client client(raw.port());
+  std::vector<double> us;
+  for (auto _ : state) {
+    auto t0 = std::chrono::steady_clock::now();
+    if (client.Get("/floor") == 0) {
+      state.SkipWithError("request failed");
+      break;
+    }
+    us.push_back(
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+  }
+  if (us.empty()) return;
+  std::sort(us.begin(), us.end());
+  state.counters["p50_ms"] = us[us.size() / 2] / 1000;
+  state.counters["p99_ms"] = us[std::min(us.size() - 1, us.size() * 99 / 100)] / 1000;
+}
+BENCHMARK(BM_LoopbackFloor1MB)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 }  // namespace joule

@@ -25,6 +25,7 @@ class AuditLog;
 namespace joule::api {
 
 class LiveHub;
+class RecordJsonCache;
 class ReplayService;
 
 struct ApiContext {
@@ -52,6 +53,8 @@ struct ApiContext {
   };
   std::function<LatestState()> latest_state;
   store::HistoryStore* history = nullptr;
+  // Encoded JSON of history records (the history route's fast path); may be null.
+  RecordJsonCache* history_json_cache = nullptr;
   int64_t base_window_ns = 60'000'000'000;
   // Per-device stream health from the processor that owns the device; false = unknown.
   std::function<bool(std::string_view, stream::WindowEngine::DeviceHealth*)> health;

@@ -9,6 +9,7 @@
 #include "api/device_json.h"
 #include "api/error_response.h"
 #include "api/query_params.h"
+#include "api/record_json_cache.h"
 #include "api/routes.h"
 #include "common/clock.h"
 #include "common/json_writer.h"
@@ -38,11 +39,7 @@ int64_t NominalWidth(model::Resolution r, int64_t base_ns) {
   return base_ns;
 }
 
-void AppendCsvNumber(std::string* out, double v) {
-  JsonWriter w;
-  w.Double(v);
-  *out += w.str();
-}
+void AppendCsvNumber(std::string* out, double v) { JsonWriter::AppendDouble(out, v); }
 
 // One flat row per window: fixed columns, then <metric>.<field> for every metric present
 // on the page (sorted by name).
@@ -70,11 +67,26 @@ std::string ToCsv(const std::vector<model::AggregateRecord>& records,
     if (kind == model::MetricKind::kCounter) out += fmt::format(",{0}.delta,{0}.resets", name);
   }
   out += "\n";
+  out.reserve(out.size() + records.size() * (160 + 180 * metrics.size()));
+  std::string resolution_name;
+  int64_t named_width = -1;
   for (const auto& r : records) {
+    if (r.window_end_ns - r.window_start_ns != named_width) {
+      named_width = r.window_end_ns - r.window_start_ns;
+      resolution_name = model::ResolutionName(r);
+    }
     const double width = static_cast<double>(r.window_end_ns - r.window_start_ns);
-    out += fmt::format("{},{},{},{},{},{},{}", r.device_id, model::ResolutionName(r),
-                       FormatRfc3339Millis(r.window_start_ns), FormatRfc3339Millis(r.window_end_ns),
-                       r.final ? "true" : "false", r.version, r.count);
+    out += r.device_id;  // CONTRACT §1 ids need no CSV quoting: [A-Za-z0-9._:-]
+    out += ',';
+    out += resolution_name;
+    out += ',';
+    AppendRfc3339Millis(&out, r.window_start_ns);
+    out += ',';
+    AppendRfc3339Millis(&out, r.window_end_ns);
+    out += r.final ? ",true," : ",false,";
+    JsonWriter::AppendUint(&out, r.version);
+    out += ',';
+    JsonWriter::AppendUint(&out, r.count);
     for (const auto& [name, kind] : metrics) {
       const model::MetricAggregate* m = r.FindMetric(name);
       int cells = 7 + (kind == model::MetricKind::kPower ? 3 : 0) +
@@ -83,7 +95,8 @@ std::string ToCsv(const std::vector<model::AggregateRecord>& records,
         out.append(static_cast<size_t>(cells), ',');
         continue;
       }
-      out += fmt::format(",{}", m->count);
+      out += ',';
+      JsonWriter::AppendUint(&out, m->count);
       if (m->count > 0) {
         for (double v :
              {m->min, m->max, m->sum / static_cast<double>(m->count), m->first, m->last, m->sum}) {
@@ -106,7 +119,8 @@ std::string ToCsv(const std::vector<model::AggregateRecord>& records,
       if (kind == model::MetricKind::kCounter) {
         out += ',';
         AppendCsvNumber(&out, m->delta);
-        out += fmt::format(",{}", m->resets);
+        out += ',';
+        JsonWriter::AppendUint(&out, m->resets);
       }
     }
     out += "\n";
@@ -184,13 +198,13 @@ void HandleHistory(ApiContext& ctx, net::HttpRequest& req, net::Responder respon
   q.to_ns = to;
   q.limit = *limit;
   if (const std::string* c = req.Query("cursor")) q.cursor = *c;
-  Result<store::HistoryPage> page = ctx.history->Range(q);
-  if (!page.ok()) return fail(page.status());
-  if (!registered && page->records.empty() && q.cursor.empty()) {
-    return responder.Send(DeviceNotFound());
-  }
 
   if (format == "csv") {
+    Result<store::HistoryPage> page = ctx.history->Range(q);
+    if (!page.ok()) return fail(page.status());
+    if (!registered && page->records.empty() && q.cursor.empty()) {
+      return responder.Send(DeviceNotFound());
+    }
     net::HttpResponse r;
     r.status = 200;
     r.content_type = "text/csv; charset=utf-8";
@@ -198,6 +212,7 @@ void HandleHistory(ApiContext& ctx, net::HttpRequest& req, net::Responder respon
     if (!page->next_cursor.empty()) r.headers.emplace_back("X-Next-Cursor", page->next_cursor);
     return responder.Send(std::move(r));
   }
+
   model::AggregateRecord probe;
   probe.resolution = resolution;
   probe.window_end_ns = width;
@@ -217,16 +232,74 @@ void HandleHistory(ApiContext& ctx, net::HttpRequest& req, net::Responder respon
   w.String("history");
   w.Key("data");
   w.BeginArray();
-  for (const auto& r : page->records) w.Raw(model::RecordToJson(r, only));
   w.EndArray();
-  w.Key("next_cursor");
-  if (page->next_cursor.empty()) {
-    w.Null();
-  } else {
-    w.String(page->next_cursor);
+  std::string body = w.Take();
+  body.pop_back();  // the records go between the brackets
+
+  // The records. Fastest: a range the JSON cache holds completely (RecordJsonCache explains
+  // why that is exact) is copied from memory. Otherwise a key-range scan that decodes only
+  // the records the cache does not hold with the stored version; a complete scan then
+  // marks the range covered. The body is sized once from the first record.
+  std::shared_ptr<RecordJsonCache::Series> cached;
+  RecordJsonCache* cache = ctx.history_json_cache;
+  if (cache != nullptr && only.empty()) cached = cache->Open(device_id, resolution);
+  size_t records = 0;
+  std::string next_cursor;
+  bool served = false;
+  if (cached && cache->attached()) {
+    if (Status st = store::ValidateHistoryQuery(q); !st.ok()) return fail(st);
+    Result<int64_t> start = store::history_cursor::Start(q);
+    if (!start.ok()) return fail(start.status());
+    const int64_t first = std::max(*start, ctx.history->ReadHorizon(resolution));
+    if (std::optional<size_t> n = cache->AppendCovered(*cached, q, first, &body, &next_cursor)) {
+      records = *n;
+      served = true;
+    }
   }
-  w.EndObject();
-  responder.Send(net::HttpResponse::Json(200, w.Take()));
+  if (!served) {
+    const size_t expected = std::min<size_t>(q.limit, static_cast<size_t>((to - from) / width) + 2);
+    bool all_kept = cached != nullptr;
+    auto visit = [&](const store::HistoryEntry& e) -> Status {
+      const size_t before = body.size();
+      if (records++ > 0) body.push_back(',');
+      const size_t at = body.size();
+      if (!cached || !cache->Append(*cached, e.window_start_ns, e.version, &body)) {
+        Result<model::AggregateRecord> record = e.Decode();
+        if (!record.ok()) return record.status();
+        model::AppendRecordJson(*record, &body, only);
+        if (cached && !cache->Insert(*cached, e.window_start_ns, e.version,
+                                     std::string_view(body).substr(at))) {
+          all_kept = false;
+        }
+      }
+      if (records == 1) body.reserve(before + (body.size() - before + 64) * expected + 256);
+      return Status::Ok();
+    };
+    Result<std::string> scanned = ctx.history->Scan(q, visit);
+    if (!scanned.ok()) return fail(scanned.status());
+    next_cursor = std::move(*scanned);
+    if (all_kept && cache->attached()) {
+      // Covered: from where the store began (the horizon read after the scan is not
+      // earlier than the store's) to the next record, or to `to` when there is none.
+      Result<int64_t> start = store::history_cursor::Start(q);
+      store::HistoryQuery next = q;
+      next.cursor = next_cursor;
+      Result<int64_t> end =
+          next_cursor.empty() ? Result<int64_t>(to) : store::history_cursor::Start(next);
+      if (start.ok() && end.ok()) {
+        cache->MarkCovered(*cached, std::max(*start, ctx.history->ReadHorizon(resolution)), *end);
+      }
+    }
+  }
+  if (!registered && records == 0 && q.cursor.empty()) return responder.Send(DeviceNotFound());
+  body += "],\"next_cursor\":";
+  if (next_cursor.empty()) {
+    body += "null";
+  } else {
+    JsonWriter::AppendEscaped(&body, next_cursor);
+  }
+  body += '}';
+  responder.Send(net::HttpResponse::Json(200, std::move(body)));
 }
 
 }  // namespace

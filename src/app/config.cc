@@ -150,6 +150,8 @@ const std::vector<Key>& Keys() {
        [](const Config& c) { return DurationText(c.history_retention_hour_ns); }},
       {"history", "retention_1d", Duration(&Config::history_retention_day_ns, true),
        [](const Config& c) { return DurationText(c.history_retention_day_ns); }},
+      {"history", "json_cache_bytes", Size(&Config::history_json_cache_bytes, true),
+       [](const Config& c) { return std::to_string(c.history_json_cache_bytes); }},
       {"metadata", "backend", String(&Config::metadata_backend, {"sqlite", "postgres"}),
        [](const Config& c) { return Quote(c.metadata_backend); }},
       {"metadata", "url", String(&Config::metadata_url),

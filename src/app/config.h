@@ -62,6 +62,8 @@ struct Config {
   int64_t history_retention_base_ns = 30 * 86'400'000'000'000;
   int64_t history_retention_hour_ns = 730 * 86'400'000'000'000;
   int64_t history_retention_day_ns = 0;  // forever
+  // Encoded JSON of history records kept in memory for the history API; 0 = off.
+  uint64_t history_json_cache_bytes = 64ull << 20;
   // [metadata]
   std::string metadata_backend = "sqlite";
   std::string metadata_url;

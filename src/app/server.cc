@@ -15,6 +15,7 @@
 #include "alert/alert_engine.h"
 #include "api/api_context.h"
 #include "api/live_hub.h"
+#include "api/record_json_cache.h"
 #include "api/routes.h"
 #include "app/archiver.h"
 #include "app/engine_setup.h"
@@ -196,6 +197,9 @@ int RunServer(const Config& config) {
     return 1;
   }
   std::unique_ptr<store::RocksDbHistoryStore> history = std::move(*history_opened);
+  // Follows every history write, so it outlives the processors (declared after it).
+  api::RecordJsonCache history_json_cache(config.history_json_cache_bytes, &metrics);
+  history_json_cache.Attach(history.get());
 
   std::filesystem::create_directories(std::filesystem::path(config.data_dir) / "checkpoints", ec);
   api::LiveHub live([m = metadata.get()](std::string_view device_id) {
@@ -357,6 +361,7 @@ int RunServer(const Config& config) {
     };
   }
   ctx.history = history.get();
+  ctx.history_json_cache = &history_json_cache;
   ctx.metadata = metadata.get();
   ctx.live = &live;
   ctx.alerts = alerts.get();

@@ -1,5 +1,6 @@
 #include "common/json_writer.h"
 
+#include <fmt/compile.h>
 #include <fmt/format.h>
 
 #include <cmath>
@@ -46,20 +47,35 @@ void JsonWriter::String(std::string_view s) {
 }
 void JsonWriter::Int(int64_t v) {
   BeforeValue();
-  fmt::format_to(std::back_inserter(out_), "{}", v);
+  AppendInt(&out_, v);
 }
 void JsonWriter::Uint(uint64_t v) {
   BeforeValue();
-  fmt::format_to(std::back_inserter(out_), "{}", v);
+  AppendUint(&out_, v);
 }
 void JsonWriter::Double(double v) {
   BeforeValue();
+  AppendDouble(&out_, v);
+}
+
+// Compiled format strings into a stack buffer: no format-string parsing, no iterator
+// adapter per character (this is the hot path of every record on the wire).
+void JsonWriter::AppendDouble(std::string* out, double v) {
   if (!std::isfinite(v)) {
-    out_ += "null";
+    out->append("null", 4);
     return;
   }
   if (v == 0) v = 0;  // no "-0"
-  fmt::format_to(std::back_inserter(out_), "{}", v);
+  char b[32];         // the shortest round-trip form of a double is at most 24 chars
+  out->append(b, fmt::format_to(b, FMT_COMPILE("{}"), v));
+}
+void JsonWriter::AppendInt(std::string* out, int64_t v) {
+  char b[24];
+  out->append(b, fmt::format_to(b, FMT_COMPILE("{}"), v));
+}
+void JsonWriter::AppendUint(std::string* out, uint64_t v) {
+  char b[24];
+  out->append(b, fmt::format_to(b, FMT_COMPILE("{}"), v));
 }
 void JsonWriter::Bool(bool v) {
   BeforeValue();
@@ -76,37 +92,39 @@ void JsonWriter::Raw(std::string_view json) {
 
 void JsonWriter::AppendEscaped(std::string* out, std::string_view s) {
   out->push_back('"');
-  for (unsigned char c : s) {
+  size_t run = 0;  // start of the pending run of characters that need no escaping
+  for (size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out->append(s.data() + run, i - run);
+    run = i + 1;
     switch (c) {
       case '"':
-        *out += "\\\"";
+        out->append("\\\"", 2);
         break;
       case '\\':
-        *out += "\\\\";
+        out->append("\\\\", 2);
         break;
       case '\n':
-        *out += "\\n";
+        out->append("\\n", 2);
         break;
       case '\r':
-        *out += "\\r";
+        out->append("\\r", 2);
         break;
       case '\t':
-        *out += "\\t";
+        out->append("\\t", 2);
         break;
       case '\b':
-        *out += "\\b";
+        out->append("\\b", 2);
         break;
       case '\f':
-        *out += "\\f";
+        out->append("\\f", 2);
         break;
       default:
-        if (c < 0x20) {
-          fmt::format_to(std::back_inserter(*out), "\\u{:04x}", c);
-        } else {
-          out->push_back(static_cast<char>(c));
-        }
+        fmt::format_to(std::back_inserter(*out), "\\u{:04x}", c);
     }
   }
+  out->append(s.data() + run, s.size() - run);
   out->push_back('"');
 }
 

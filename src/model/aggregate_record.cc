@@ -57,97 +57,128 @@ std::string ResolutionName(const AggregateRecord& r) {
 
 namespace {
 
-void WriteMetric(JsonWriter& w, const MetricAggregate& m, int64_t window_ns) {
-  w.BeginObject();
-  w.Key("count");
-  w.Uint(m.count);
+// The encoder below appends straight into the caller's buffer: literal keys, compiled
+// number formatting (JsonWriter::Append*), no per-field allocation. It is the hot path of
+// the history API (1,440 records for a day of 1m windows).
+void Lit(std::string* out, std::string_view text) { out->append(text.data(), text.size()); }
+
+void AppendResolutionName(const AggregateRecord& r, std::string* out) {
+  switch (r.resolution) {
+    case Resolution::kHour:
+      return Lit(out, "\"1h\"");
+    case Resolution::kDay:
+      return Lit(out, "\"1d\"");
+    case Resolution::kBase:
+      break;
+  }
+  if (r.window_end_ns - r.window_start_ns == kNanosPerMinute) return Lit(out, "\"1m\"");
+  JsonWriter::AppendEscaped(out, ResolutionName(r));
+}
+
+void AppendTime(std::string* out, int64_t nanos) {
+  out->push_back('"');
+  AppendRfc3339Millis(out, nanos);
+  out->push_back('"');
+}
+
+double Coverage(const MetricAggregate& m, int64_t window_ns) {
+  return window_ns > 0 ? static_cast<double>(m.covered_ns) / static_cast<double>(window_ns) : 0.0;
+}
+
+void AppendMetric(const MetricAggregate& m, int64_t window_ns, std::string* out) {
+  Lit(out, "{\"count\":");
+  JsonWriter::AppendUint(out, m.count);
   if (m.count > 0) {
-    w.Key("min");
-    w.Double(m.min);
-    w.Key("max");
-    w.Double(m.max);
-    w.Key("avg");
-    w.Double(m.sum / static_cast<double>(m.count));
-    w.Key("first");
-    w.Double(m.first);
-    w.Key("last");
-    w.Double(m.last);
-    w.Key("sum");
-    w.Double(m.sum);
+    Lit(out, ",\"min\":");
+    JsonWriter::AppendDouble(out, m.min);
+    Lit(out, ",\"max\":");
+    JsonWriter::AppendDouble(out, m.max);
+    Lit(out, ",\"avg\":");
+    JsonWriter::AppendDouble(out, m.sum / static_cast<double>(m.count));
+    Lit(out, ",\"first\":");
+    JsonWriter::AppendDouble(out, m.first);
+    Lit(out, ",\"last\":");
+    JsonWriter::AppendDouble(out, m.last);
+    Lit(out, ",\"sum\":");
+    JsonWriter::AppendDouble(out, m.sum);
   }
   if (m.kind == MetricKind::kPower) {
     if (m.covered_ns > 0) {
-      w.Key("twa");
-      w.Double(m.energy_wh * 3600.0 / (static_cast<double>(m.covered_ns) / 1e9));
+      Lit(out, ",\"twa\":");
+      JsonWriter::AppendDouble(out,
+                               m.energy_wh * 3600.0 / (static_cast<double>(m.covered_ns) / 1e9));
     }
-    w.Key("energy_wh");
-    w.Double(m.energy_wh);
-    w.Key("coverage");
-    w.Double(window_ns > 0 ? static_cast<double>(m.covered_ns) / static_cast<double>(window_ns)
-                           : 0.0);
+    Lit(out, ",\"energy_wh\":");
+    JsonWriter::AppendDouble(out, m.energy_wh);
+    Lit(out, ",\"coverage\":");
+    JsonWriter::AppendDouble(out, Coverage(m, window_ns));
   } else if (m.kind == MetricKind::kCounter) {
-    w.Key("delta");
-    w.Double(m.delta);
-    w.Key("resets");
-    w.Uint(m.resets);
+    Lit(out, ",\"delta\":");
+    JsonWriter::AppendDouble(out, m.delta);
+    Lit(out, ",\"resets\":");
+    JsonWriter::AppendUint(out, m.resets);
   }
-  w.EndObject();
+  out->push_back('}');
 }
 
 }  // namespace
 
-std::string RecordToJson(const AggregateRecord& r, const std::vector<std::string>& only_metrics) {
+void AppendRecordJson(const AggregateRecord& r, std::string* out,
+                      const std::vector<std::string>& only_metrics) {
   const int64_t window_ns = r.window_end_ns - r.window_start_ns;
-  JsonWriter w;
-  w.BeginObject();
-  w.Key("device_id");
-  w.String(r.device_id);
-  w.Key("resolution");
-  w.String(ResolutionName(r));
-  w.Key("window_start");
-  w.String(FormatRfc3339Millis(r.window_start_ns));
-  w.Key("window_end");
-  w.String(FormatRfc3339Millis(r.window_end_ns));
+  out->reserve(out->size() + 320 + 200 * r.metrics.size());
+  Lit(out, "{\"device_id\":");
+  JsonWriter::AppendEscaped(out, r.device_id);
+  Lit(out, ",\"resolution\":");
+  AppendResolutionName(r, out);
+  Lit(out, ",\"window_start\":");
+  AppendTime(out, r.window_start_ns);
+  Lit(out, ",\"window_end\":");
+  AppendTime(out, r.window_end_ns);
   if (r.resolution == Resolution::kDay) {
-    w.Key("local_date");
-    w.String(r.local_date);
-    w.Key("timezone");
-    w.String(r.timezone);
+    Lit(out, ",\"local_date\":");
+    JsonWriter::AppendEscaped(out, r.local_date);
+    Lit(out, ",\"timezone\":");
+    JsonWriter::AppendEscaped(out, r.timezone);
   }
-  w.Key("final");
-  w.Bool(r.final);
-  w.Key("version");
-  w.Uint(r.version);
-  w.Key("count");
-  w.Uint(r.count);
+  Lit(out, r.final ? ",\"final\":true,\"version\":" : ",\"final\":false,\"version\":");
+  JsonWriter::AppendUint(out, r.version);
+  Lit(out, ",\"count\":");
+  JsonWriter::AppendUint(out, r.count);
   if (const MetricAggregate* p = r.FindMetric("power_w")) {
     if (p->count > 0) {
-      w.Key("avg_power_w");
-      w.Double(p->sum / static_cast<double>(p->count));
-      w.Key("max_power_w");
-      w.Double(p->max);
+      Lit(out, ",\"avg_power_w\":");
+      JsonWriter::AppendDouble(out, p->sum / static_cast<double>(p->count));
+      Lit(out, ",\"max_power_w\":");
+      JsonWriter::AppendDouble(out, p->max);
     }
     if (p->kind == MetricKind::kPower) {
-      w.Key("sum_energy_wh");
-      w.Double(p->energy_wh);
-      w.Key("coverage");
-      w.Double(window_ns > 0 ? static_cast<double>(p->covered_ns) / static_cast<double>(window_ns)
-                             : 0.0);
+      Lit(out, ",\"sum_energy_wh\":");
+      JsonWriter::AppendDouble(out, p->energy_wh);
+      Lit(out, ",\"coverage\":");
+      JsonWriter::AppendDouble(out, Coverage(*p, window_ns));
     }
   }
-  w.Key("metrics");
-  w.BeginObject();
+  Lit(out, ",\"metrics\":{");
+  bool first = true;
   for (const auto& m : r.metrics) {
     if (!only_metrics.empty() &&
         std::find(only_metrics.begin(), only_metrics.end(), m.name) == only_metrics.end()) {
       continue;
     }
-    w.Key(m.name);
-    WriteMetric(w, m, window_ns);
+    if (!first) out->push_back(',');
+    first = false;
+    JsonWriter::AppendEscaped(out, m.name);
+    out->push_back(':');
+    AppendMetric(m, window_ns, out);
   }
-  w.EndObject();
-  w.EndObject();
-  return w.Take();
+  Lit(out, "}}");
+}
+
+std::string RecordToJson(const AggregateRecord& r, const std::vector<std::string>& only_metrics) {
+  std::string out;
+  AppendRecordJson(r, &out, only_metrics);
+  return out;
 }
 
 }  // namespace joule::model

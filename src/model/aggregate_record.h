@@ -61,5 +61,8 @@ std::string ResolutionName(const AggregateRecord& record);
 // CONTRACT §2 JSON. `only_metrics`, when non-empty, limits the "metrics" object.
 std::string RecordToJson(const AggregateRecord& record,
                          const std::vector<std::string>& only_metrics = {});
+// The same JSON, appended to `out` (no allocation beyond growing `out`).
+void AppendRecordJson(const AggregateRecord& record, std::string* out,
+                      const std::vector<std::string>& only_metrics = {});
 
 }  // namespace joule::model

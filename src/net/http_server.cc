@@ -801,6 +801,10 @@ void HttpServer::Impl::OnAccept(error_code ec, tcp::socket socket) {
     });
     return;
   }
+  // Responses are written whole (head and body in one gather write), so Nagle's algorithm
+  // would only hold back the last segment of a large body until the client's delayed ACK.
+  error_code nodelay_ec;
+  socket.set_option(tcp::no_delay(true), nodelay_ec);
   std::shared_ptr<Connection> connection;
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -17,6 +17,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <string>
@@ -43,6 +44,22 @@ struct HistoryPage {
   std::vector<model::AggregateRecord> records;  // oldest first
   std::string next_cursor;                      // empty = no more
 };
+
+// One record of a Scan before it is decoded: the window start and the version are read
+// without decoding the rest (the key and the value's first bytes). Valid only during the
+// visit.
+class HistoryEntry {
+ public:
+  int64_t window_start_ns = 0;
+  uint64_t version = 0;
+  // The whole record. Corruption when the stored value is malformed.
+  virtual Result<model::AggregateRecord> Decode() const = 0;
+
+ protected:
+  ~HistoryEntry() = default;
+};
+// Returns a non-OK status to stop the scan with that status.
+using HistoryVisitor = std::function<Status(const HistoryEntry&)>;
 
 // Retention per resolution in nanoseconds; 0 = keep forever.
 struct HistoryRetention {
@@ -85,6 +102,11 @@ class HistoryStore {
   // first, at most q.limit, and a cursor for the rest. InvalidArgument for limit 0, an empty
   // device id, or a cursor that is malformed or belongs to another query.
   virtual Result<HistoryPage> Range(const HistoryQuery& q) = 0;
+  // The page Range would return, handed to `visit` record by record (oldest first) without
+  // decoding what the caller does not ask for: for callers that keep their own encoding of
+  // a (window_start, version), such as the API's record JSON cache. Returns the page's
+  // next_cursor (empty = no more). `visit` must not call into the store.
+  virtual Result<std::string> Scan(const HistoryQuery& q, const HistoryVisitor& visit) = 0;
   virtual Result<std::optional<model::AggregateRecord>> Get(std::string_view device_id,
                                                             model::Resolution r,
                                                             int64_t window_start_ns) = 0;
@@ -93,6 +115,16 @@ class HistoryStore {
   virtual Result<std::vector<model::AggregateRecord>> Latest(std::string_view device_id,
                                                              model::Resolution r, size_t n) = 0;
   virtual Status Flush() = 0;  // make everything Put so far durable (WAL sync)
+
+  // Called by Put, after its records are written and visible to reads and before Put
+  // returns, with each record it wrote (not those ignored as stale or expired). For
+  // readers that keep what they read (the API's record JSON cache) and must see every
+  // later write. One observer; set it before the store is shared between threads. It must
+  // not call into the store and may run on any writer's thread, concurrently.
+  using WriteObserver = std::function<void(const model::AggregateRecord&)>;
+  virtual void SetWriteObserver(WriteObserver observer) = 0;
+  // The smallest window_start of resolution `r` that reads return now (retention).
+  virtual int64_t ReadHorizon(model::Resolution r) const = 0;
 };
 
 // The pagination cursor shared by all backends (docs/formats/history.md, "Pagination

@@ -10,6 +10,7 @@ import os
 import subprocess
 import time
 import unittest
+from concurrent.futures import ThreadPoolExecutor
 import urllib.parse
 import uuid
 
@@ -203,6 +204,68 @@ class HistoryApiTest(JouleTestCase):
         st, _, _ = self.server.request("GET", f"/v1/devices/{q(self.foreign)}/health",
                                        headers=self.owner_key)
         self.assertEqual(st, 404)
+
+
+    def test_concurrent_late_events_highest_version_wins(self):
+        """Late events for a final window from several clients at once: every one is
+        counted, history (JSON, served by the JSON cache once read, and CSV) and realtime
+        end at the same, highest version, and the values are exact."""
+        dev = f"late-{uid()}"
+        st, _, body = self.server.request("POST", "/v1/devices",  # its own owner: the
+                                          {"device_id": dev, "owner_id": f"lo-{uid()}"},
+                                          ADMIN)  # energy test sums self.owner's devices
+        self.assertEqual(st, 201, body)
+        base = minute_base(8)
+        on_time = [{"device_id": dev, "timestamp": fmt_ts(base + 10 * i),
+                    "metrics": {"power_w": 100.0 + i}, "event_id": f"on-{i}"}
+                   for i in range(18)]  # minutes 0..2: the watermark passes minute 0
+        st, _, body = self.server.post_events(on_time, ADMIN)
+        self.assertEqual((st, body["accepted"]), (202, 18), body)
+        window = {"resolution": "1m", "from": fmt_ts(base), "to": fmt_ts(base + 60)}
+
+        def record():
+            st, _, body = self.history(dev, **window)
+            return body["data"][0] if st == 200 and len(body["data"]) == 1 else None
+
+        first = poll(lambda: (lambda r: r if r and r["final"] else None)(record()),
+                     timeout=20, interval=0.2)
+        self.assertTrue(first, "minute 0 final" + self.diag())
+        self.assertEqual(first["count"], 6)
+        self.assertEqual(record(), first, "read again (from the JSON cache): unchanged")
+
+        late = [{"device_id": dev, "timestamp": fmt_ts(base + 1 + 0.5 * k),
+                 "metrics": {"power_w": 500.0 + k}, "event_id": f"late-{k}"}
+                for k in range(20)]
+
+        def send(events):
+            for e in events:
+                st, _, body = self.server.post_events([e], ADMIN)
+                self.assertEqual((st, body["accepted"]), (202, 1), body)
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(send, [late[i::4] for i in range(4)]))
+
+        values = [100.0 + i for i in range(6)] + [500.0 + k for k in range(20)]
+        last = poll(lambda: (lambda r: r if r and r["count"] == 26 else None)(record()),
+                    timeout=20, interval=0.2)
+        self.assertTrue(last, f"all 20 late events counted, got {record()}" + self.diag())
+        self.assertTrue(last["final"])
+        self.assertGreater(last["version"], first["version"])
+        p = last["metrics"]["power_w"]
+        self.assertEqual((p["count"], p["min"], p["max"]), (26, 100.0, 519.0))
+        self.assertAlmostEqual(p["sum"], sum(values), places=9)
+        time.sleep(1.5)  # nothing further may arrive; then every view agrees
+        last = record()
+        self.assertEqual(last["count"], 26)
+        st, _, text = self.history(dev, format="csv", **window)
+        self.assertEqual(st, 200, text)
+        rows = list(csv.DictReader(io.StringIO(text)))
+        self.assertEqual([(int(r["version"]), int(r["count"])) for r in rows],
+                         [(last["version"], 26)])
+        st, _, body = self.server.realtime(dev, headers=ADMIN)
+        self.assertEqual(st, 200, body)
+        rt = [r for r in body["data"] if r["window_start"] == last["window_start"]]
+        self.assertEqual(rt, [last], "realtime holds the same, highest version")
 
 
 class RedisLatestTest(JouleTestCase):

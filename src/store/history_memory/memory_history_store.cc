@@ -31,37 +31,80 @@ const MemoryHistoryStore::Series* MemoryHistoryStore::FindSeries(model::Resoluti
 
 Status MemoryHistoryStore::Put(const std::vector<model::AggregateRecord>& records) {
   for (const auto& r : records) JOULE_RETURN_IF_ERROR(ValidateKey(r.device_id, r.resolution));
-  std::unique_lock lock(mu_);
-  for (const auto& r : records) {
-    if (r.window_start_ns < Horizon(r.resolution)) continue;
-    Series& s = series_[SeriesKey(r.resolution, r.device_id)];
-    auto [it, inserted] = s.try_emplace(r.window_start_ns, r);
-    if (inserted) continue;
-    if (it->second.version < r.version) {
-      it->second = r;
-    } else {
-      ++stale_writes_;
+  std::vector<const model::AggregateRecord*> written;
+  {
+    std::unique_lock lock(mu_);
+    for (const auto& r : records) {
+      if (r.window_start_ns < Horizon(r.resolution)) continue;
+      Series& s = series_[SeriesKey(r.resolution, r.device_id)];
+      auto [it, inserted] = s.try_emplace(r.window_start_ns, r);
+      if (inserted) {
+        written.push_back(&r);
+      } else if (it->second.version < r.version) {
+        it->second = r;
+        written.push_back(&r);
+      } else {
+        ++stale_writes_;
+      }
     }
+  }
+  if (observer_) {
+    for (const auto* r : written) observer_(*r);
   }
   return Status::Ok();
 }
 
-Result<HistoryPage> MemoryHistoryStore::Range(const HistoryQuery& q) {
+void MemoryHistoryStore::SetWriteObserver(WriteObserver observer) {
+  std::unique_lock lock(mu_);
+  observer_ = std::move(observer);
+}
+
+int64_t MemoryHistoryStore::ReadHorizon(model::Resolution r) const { return Horizon(r); }
+
+namespace {
+
+class HeldEntry final : public HistoryEntry {
+ public:
+  const model::AggregateRecord* record = nullptr;
+  Result<model::AggregateRecord> Decode() const override { return *record; }
+};
+
+}  // namespace
+
+Result<std::string> MemoryHistoryStore::Scan(const HistoryQuery& q, const HistoryVisitor& visit) {
   JOULE_RETURN_IF_ERROR(ValidateHistoryQuery(q));
   JOULE_ASSIGN_OR_RETURN(int64_t start, history_cursor::Start(q));
   start = std::max(start, Horizon(q.resolution));
-  HistoryPage page;
-  if (start >= q.to_ns) return page;
+  std::string next_cursor;
+  if (start >= q.to_ns) return next_cursor;
   std::shared_lock lock(mu_);
   const Series* s = FindSeries(q.resolution, q.device_id);
-  if (s == nullptr) return page;
+  if (s == nullptr) return next_cursor;
+  size_t seen = 0;
+  HeldEntry entry;
   for (auto it = s->lower_bound(start); it != s->end() && it->first < q.to_ns; ++it) {
-    if (page.records.size() == q.limit) {
-      page.next_cursor = history_cursor::Encode(q, it->first);
+    if (seen == q.limit) {
+      next_cursor = history_cursor::Encode(q, it->first);
       break;
     }
-    page.records.push_back(it->second);
+    entry.window_start_ns = it->first;
+    entry.version = it->second.version;
+    entry.record = &it->second;
+    JOULE_RETURN_IF_ERROR(visit(entry));
+    ++seen;
   }
+  return next_cursor;
+}
+
+Result<HistoryPage> MemoryHistoryStore::Range(const HistoryQuery& q) {
+  HistoryPage page;
+  auto collect = [&page](const HistoryEntry& e) -> Status {
+    Result<model::AggregateRecord> record = e.Decode();
+    if (!record.ok()) return record.status();
+    page.records.push_back(std::move(record).value());
+    return Status::Ok();
+  };
+  JOULE_ASSIGN_OR_RETURN(page.next_cursor, Scan(q, collect));
   return page;
 }
 

@@ -26,10 +26,13 @@ class MemoryHistoryStore final : public HistoryStore {
 
   Status Put(const std::vector<model::AggregateRecord>& records) override;
   Result<HistoryPage> Range(const HistoryQuery& q) override;
+  Result<std::string> Scan(const HistoryQuery& q, const HistoryVisitor& visit) override;
   Result<std::optional<model::AggregateRecord>> Get(std::string_view device_id, model::Resolution r,
                                                     int64_t window_start_ns) override;
   Result<std::vector<model::AggregateRecord>> Latest(std::string_view device_id,
                                                      model::Resolution r, size_t n) override;
+  void SetWriteObserver(WriteObserver observer) override;
+  int64_t ReadHorizon(model::Resolution r) const override;
   Status Flush() override { return Status::Ok(); }
 
   // Stale (lower or equal version) records ignored so far.
@@ -50,6 +53,7 @@ class MemoryHistoryStore final : public HistoryStore {
   mutable std::shared_mutex mu_;
   std::map<SeriesKey, Series, std::less<>> series_;
   uint64_t stale_writes_ = 0;
+  WriteObserver observer_;
 };
 
 }  // namespace joule::store

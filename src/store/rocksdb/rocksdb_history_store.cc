@@ -123,6 +123,7 @@ struct RocksDbHistoryStore::Impl {
   std::array<rocksdb::ColumnFamilyHandle*, kResolutions> families{};
   std::array<std::mutex, kStripes> stripes;
 
+  HistoryStore::WriteObserver observer;
   Counter* put_records = nullptr;
   Counter* stale_writes = nullptr;
   Counter* expired_writes = nullptr;
@@ -316,6 +317,7 @@ Status RocksDbHistoryStore::Put(const std::vector<model::AggregateRecord>& recor
   for (size_t s : stripes) locks.emplace_back(d.stripes[s]);
 
   Status result;
+  std::vector<const model::AggregateRecord*> written;
   if (!live.empty()) {
     std::vector<rocksdb::ColumnFamilyHandle*> families(live.size());
     std::vector<rocksdb::Slice> keys(live.size());
@@ -329,6 +331,7 @@ Status RocksDbHistoryStore::Put(const std::vector<model::AggregateRecord>& recor
     d.db->MultiGet(rocksdb::ReadOptions(), live.size(), families.data(), keys.data(), values.data(),
                    statuses.data());
     rocksdb::WriteBatch batch;
+    written.reserve(live.size());
     std::string value;
     for (size_t j = 0; j < live.size(); ++j) {
       const auto& record = records[candidates[live[j]].record];
@@ -346,12 +349,16 @@ Status RocksDbHistoryStore::Put(const std::vector<model::AggregateRecord>& recor
       value.clear();
       codec::AppendValue(record, &value);
       batch.Put(families[j], keys[j], value);
+      written.push_back(&record);
     }
     if (batch.Count() > 0) {
       result = FromRocks(d.db->Write(rocksdb::WriteOptions(), &batch), "write");
     }
   }
   locks.clear();
+  if (result.ok() && d.observer) {
+    for (const auto* r : written) d.observer(*r);
+  }
   d.stale_writes->Inc(stale);
   d.expired_writes->Inc(expired);
   d.put_latency->Observe(
@@ -359,35 +366,58 @@ Status RocksDbHistoryStore::Put(const std::vector<model::AggregateRecord>& recor
   return result;
 }
 
-Result<HistoryPage> RocksDbHistoryStore::Range(const HistoryQuery& q) {
+namespace {
+
+class StoredEntry final : public HistoryEntry {
+ public:
+  std::string_view key, value;
+  Result<model::AggregateRecord> Decode() const override { return codec::DecodeRecord(key, value); }
+};
+
+}  // namespace
+
+Result<std::string> RocksDbHistoryStore::Scan(const HistoryQuery& q, const HistoryVisitor& visit) {
   JOULE_RETURN_IF_ERROR(ValidateHistoryQuery(q));
   JOULE_ASSIGN_OR_RETURN(int64_t start, history_cursor::Start(q));
   start = std::max(start, impl_->Horizon(q.resolution));
-  HistoryPage page;
-  if (start >= q.to_ns) return page;
+  std::string next_cursor;
+  if (start >= q.to_ns) return next_cursor;
   const std::string lower = codec::EncodeKey(q.resolution, q.device_id, start);
   const std::string upper = codec::EncodeKey(q.resolution, q.device_id, q.to_ns);
   const rocksdb::Slice upper_slice(upper);
   rocksdb::ReadOptions ro;
   ro.iterate_upper_bound = &upper_slice;
   std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->Family(q.resolution)));
-  page.records.reserve(std::min<size_t>(q.limit, 4096));
+  size_t seen = 0;
+  StoredEntry entry;
   for (it->Seek(lower); it->Valid(); it->Next()) {
-    const std::string_view key(it->key().data(), it->key().size());
-    if (page.records.size() == q.limit) {
-      int64_t next;
-      if (!codec::DecodeKeyWindowStart(key, &next)) {
-        return Status::Corruption("history key: too short");
-      }
-      page.next_cursor = history_cursor::Encode(q, next);
+    entry.key = std::string_view(it->key().data(), it->key().size());
+    if (!codec::DecodeKeyWindowStart(entry.key, &entry.window_start_ns)) {
+      return Status::Corruption("history key: too short");
+    }
+    if (seen == q.limit) {
+      next_cursor = history_cursor::Encode(q, entry.window_start_ns);
       break;
     }
-    JOULE_ASSIGN_OR_RETURN(
-        model::AggregateRecord record,
-        codec::DecodeRecord(key, std::string_view(it->value().data(), it->value().size())));
-    page.records.push_back(std::move(record));
+    entry.value = std::string_view(it->value().data(), it->value().size());
+    JOULE_ASSIGN_OR_RETURN(entry.version, codec::DecodeVersion(entry.value));
+    JOULE_RETURN_IF_ERROR(visit(entry));
+    ++seen;
   }
   JOULE_RETURN_IF_ERROR(FromRocks(it->status(), "range scan"));
+  return next_cursor;
+}
+
+Result<HistoryPage> RocksDbHistoryStore::Range(const HistoryQuery& q) {
+  HistoryPage page;
+  page.records.reserve(std::min<size_t>(q.limit, 4096));
+  auto collect = [&page](const HistoryEntry& e) -> Status {
+    Result<model::AggregateRecord> record = e.Decode();
+    if (!record.ok()) return record.status();
+    page.records.push_back(std::move(record).value());
+    return Status::Ok();
+  };
+  JOULE_ASSIGN_OR_RETURN(page.next_cursor, Scan(q, collect));
   return page;
 }
 
@@ -430,6 +460,14 @@ Result<std::vector<model::AggregateRecord>> RocksDbHistoryStore::Latest(std::str
   }
   JOULE_RETURN_IF_ERROR(FromRocks(it->status(), "latest scan"));
   return out;
+}
+
+void RocksDbHistoryStore::SetWriteObserver(WriteObserver observer) {
+  impl_->observer = std::move(observer);
+}
+
+int64_t RocksDbHistoryStore::ReadHorizon(model::Resolution r) const {
+  return ValidateResolution(r).ok() ? impl_->Horizon(r) : std::numeric_limits<int64_t>::max();
 }
 
 Status RocksDbHistoryStore::Flush() {

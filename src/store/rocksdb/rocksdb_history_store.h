@@ -57,10 +57,13 @@ class RocksDbHistoryStore final : public HistoryStore {
 
   Status Put(const std::vector<model::AggregateRecord>& records) override;
   Result<HistoryPage> Range(const HistoryQuery& q) override;
+  Result<std::string> Scan(const HistoryQuery& q, const HistoryVisitor& visit) override;
   Result<std::optional<model::AggregateRecord>> Get(std::string_view device_id, model::Resolution r,
                                                     int64_t window_start_ns) override;
   Result<std::vector<model::AggregateRecord>> Latest(std::string_view device_id,
                                                      model::Resolution r, size_t n) override;
+  void SetWriteObserver(WriteObserver observer) override;
+  int64_t ReadHorizon(model::Resolution r) const override;
   Status Flush() override;
 
   // Flushes memtables and compacts every family with a finite retention now, dropping

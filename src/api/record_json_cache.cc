@@ -1,0 +1,240 @@
+#include "api/record_json_cache.h"
+
+#include <iterator>
+
+namespace joule::api {
+
+namespace {
+// Costs besides the JSON bytes, so that the bound holds for small records and for many
+// (possibly empty) series: a map node with its string header, and a series with its key,
+// map headers and LRU node. Estimates.
+constexpr size_t kEntryOverhead = 96;
+constexpr size_t kSeriesOverhead = 256;
+
+std::string SeriesKey(std::string_view device_id, model::Resolution resolution) {
+  std::string key;
+  key.reserve(device_id.size() + 1);
+  key.push_back(static_cast<char>(resolution));
+  key.append(device_id);
+  return key;
+}
+}  // namespace
+
+class RecordJsonCache::Series {
+ public:
+  struct Entry {
+    uint64_t version = 0;
+    std::string json;
+  };
+  std::mutex mu;  // guards everything below
+  std::map<int64_t, Entry> entries;
+  // Disjoint, non-adjacent ranges [first, second) whose every stored record is in entries.
+  std::map<int64_t, int64_t> covered;
+  size_t bytes = kSeriesOverhead;
+  bool evicted = false;
+  // Guarded by the cache's mu_.
+  std::string key;
+  std::list<Series*>::iterator lru_position;
+
+  bool Covers(int64_t from, int64_t to) const {
+    if (from >= to) return true;
+    auto it = covered.upper_bound(from);
+    if (it == covered.begin()) return false;
+    --it;
+    return it->first <= from && it->second >= to;
+  }
+  void Cover(int64_t from, int64_t to) {
+    if (from >= to) return;
+    auto it = covered.upper_bound(from);
+    if (it != covered.begin()) {
+      auto prev = std::prev(it);
+      if (prev->second >= from) {  // overlaps or touches: extend it
+        from = prev->first;
+        to = std::max(to, prev->second);
+        it = covered.erase(prev);
+      }
+    }
+    while (it != covered.end() && it->first <= to) {
+      to = std::max(to, it->second);
+      it = covered.erase(it);
+    }
+    covered.emplace(from, to);
+  }
+};
+
+RecordJsonCache::RecordJsonCache(size_t max_bytes, MetricsRegistry* metrics)
+    : max_bytes_(max_bytes) {
+  if (metrics != nullptr) {
+    hits_ = metrics->GetCounter("joule_history_json_cache_hits_total",
+                                "History records answered from their cached JSON");
+    misses_ = metrics->GetCounter("joule_history_json_cache_misses_total",
+                                  "History records decoded and encoded to JSON on a read");
+    covered_ = metrics->GetCounter(
+        "joule_history_json_cache_covered_reads_total",
+        "History pages answered wholly from the JSON cache, without reading the store");
+    evictions_ = metrics->GetCounter("joule_history_json_cache_evictions_total",
+                                     "Device series dropped from the history JSON cache");
+    bytes_gauge_ = metrics->GetGauge("joule_history_json_cache_bytes",
+                                     "Bytes held by the history JSON cache (estimate)");
+  }
+}
+
+RecordJsonCache::~RecordJsonCache() = default;
+
+void RecordJsonCache::Attach(store::HistoryStore* store) {
+  if (max_bytes_ == 0 || store == nullptr) return;
+  store->SetWriteObserver([this](const model::AggregateRecord& r) { OnWrite(r); });
+  attached_ = true;
+}
+
+void RecordJsonCache::Account(long delta) {
+  if (delta >= 0) {
+    bytes_.fetch_add(static_cast<size_t>(delta), std::memory_order_relaxed);
+  } else {
+    bytes_.fetch_sub(static_cast<size_t>(-delta), std::memory_order_relaxed);
+  }
+}
+
+std::shared_ptr<RecordJsonCache::Series> RecordJsonCache::Open(std::string_view device_id,
+                                                               model::Resolution resolution) {
+  if (max_bytes_ == 0) return nullptr;
+  std::shared_ptr<Series> series;
+  bool created = false;
+  {
+    std::lock_guard lock(mu_);
+    auto [it, inserted] = series_.try_emplace(SeriesKey(device_id, resolution));
+    if (inserted) {
+      it->second = std::make_shared<Series>();
+      it->second->key = it->first;
+      lru_.push_front(it->second.get());
+      it->second->lru_position = lru_.begin();
+      Account(static_cast<long>(kSeriesOverhead));
+      created = true;
+    } else {
+      lru_.splice(lru_.begin(), lru_, it->second->lru_position);
+    }
+    series = it->second;
+  }
+  if (created && bytes() > max_bytes_) EvictOverflow();
+  return series;
+}
+
+bool RecordJsonCache::Append(Series& series, int64_t window_start_ns, uint64_t version,
+                             std::string* out) {
+  {
+    std::lock_guard lock(series.mu);
+    auto it = series.entries.find(window_start_ns);
+    if (it != series.entries.end() && it->second.version == version) {
+      out->append(it->second.json);
+      if (hits_) hits_->Inc();
+      return true;
+    }
+  }
+  if (misses_) misses_->Inc();
+  return false;
+}
+
+bool RecordJsonCache::Insert(Series& series, int64_t window_start_ns, uint64_t version,
+                             std::string_view json) {
+  const size_t cost = json.size() + kEntryOverhead;
+  if (cost > max_bytes_ / 4) return false;
+  {
+    std::lock_guard lock(series.mu);
+    if (series.evicted) return false;  // dropped while this request held it
+    auto [it, inserted] = series.entries.try_emplace(window_start_ns);
+    Series::Entry& e = it->second;
+    if (!inserted) {
+      if (e.version >= version) return true;  // this or a newer version is there
+      series.bytes -= e.json.size() + kEntryOverhead;
+      Account(-static_cast<long>(e.json.size() + kEntryOverhead));
+    }
+    e.version = version;
+    e.json.assign(json);
+    series.bytes += cost;
+    Account(static_cast<long>(cost));
+  }
+  const size_t now = bytes();
+  if (bytes_gauge_) bytes_gauge_->Set(static_cast<double>(now));
+  if (now > max_bytes_) EvictOverflow();
+  return true;
+}
+
+void RecordJsonCache::MarkCovered(Series& series, int64_t from_ns, int64_t to_ns) {
+  if (!attached_) return;
+  std::lock_guard lock(series.mu);
+  if (!series.evicted) series.Cover(from_ns, to_ns);
+}
+
+std::optional<size_t> RecordJsonCache::AppendCovered(Series& series, const store::HistoryQuery& q,
+                                                     int64_t from_ns, std::string* out,
+                                                     std::string* next_cursor) {
+  if (!attached_) return std::nullopt;
+  std::lock_guard lock(series.mu);
+  if (series.evicted || !series.Covers(from_ns, q.to_ns)) return std::nullopt;
+  const auto first = series.entries.lower_bound(from_ns);
+  size_t n = 0, total = 0;  // size the output once: no regrowth of a ~1 MB body
+  for (auto it = first; it != series.entries.end() && it->first < q.to_ns && n < q.limit; ++it) {
+    total += it->second.json.size() + 1;
+    ++n;
+  }
+  out->reserve(out->size() + total + 128);
+  n = 0;
+  for (auto it = first; it != series.entries.end() && it->first < q.to_ns; ++it) {
+    if (n == q.limit) {
+      *next_cursor = store::history_cursor::Encode(q, it->first);
+      break;
+    }
+    if (n++ > 0) out->push_back(',');
+    out->append(it->second.json);
+  }
+  if (covered_) covered_->Inc();
+  if (hits_) hits_->Inc(n);
+  return n;
+}
+
+// A write of the store: keep the series' entry current if the series is cached (its
+// covered ranges stay exact); nothing to do otherwise.
+void RecordJsonCache::OnWrite(const model::AggregateRecord& record) {
+  std::shared_ptr<Series> series;
+  {
+    std::lock_guard lock(mu_);
+    auto it = series_.find(SeriesKey(record.device_id, record.resolution));
+    if (it == series_.end()) return;
+    series = it->second;
+  }
+  std::string json;
+  model::AppendRecordJson(record, &json);
+  if (!Insert(*series, record.window_start_ns, record.version, json)) {
+    // Too large to keep: the series can no longer answer the ranges around this record.
+    std::lock_guard lock(series->mu);
+    auto it = series->covered.upper_bound(record.window_start_ns);
+    if (it != series->covered.begin()) {
+      --it;
+      if (it->second > record.window_start_ns) series->covered.erase(it);
+    }
+  }
+}
+
+void RecordJsonCache::EvictOverflow() {
+  std::lock_guard lock(mu_);
+  // Down to 90% so that a full cache does not evict on every insert.
+  const size_t target = max_bytes_ / 10 * 9;
+  while (bytes() > target && !lru_.empty()) {
+    Series* victim = lru_.back();
+    lru_.pop_back();
+    {
+      std::lock_guard series_lock(victim->mu);
+      victim->evicted = true;
+      Account(-static_cast<long>(victim->bytes));
+      victim->bytes = 0;
+      victim->entries.clear();
+      victim->covered.clear();
+    }
+    if (evictions_) evictions_->Inc();
+    const std::string key = victim->key;  // erase may destroy the victim
+    series_.erase(key);  // requests still holding it keep it alive until they finish
+  }
+  if (bytes_gauge_) bytes_gauge_->Set(static_cast<double>(bytes()));
+}
+
+}  // namespace joule::api

@@ -1,0 +1,489 @@
+// GET /v1/devices/{id}/metrics/history through the real router and route code over a
+// real RocksDB history store: paging across window and day boundaries (UTC midnight and
+// a local-day boundary, at 1m, 1h and 1d, JSON and CSV) neither skips nor repeats; the
+// JSON cache answers byte for byte what encoding does, also after late updates and under
+// concurrent writers of many versions; retention hides expired records from the API.
+#include <gtest/gtest.h>
+#include <simdjson.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "api/api_context.h"
+#include "api/auth.h"
+#include "api/record_json_cache.h"
+#include "api/routes.h"
+#include "common/clock.h"
+#include "common/time_format.h"
+#include "net/router.h"
+#include "store/memory/memory_latest_store.h"
+#include "store/rocksdb/rocksdb_history_store.h"
+
+namespace joule::api {
+namespace {
+
+using model::AggregateRecord;
+using model::MetricAggregate;
+using model::MetricKind;
+using model::Resolution;
+
+int64_t Utc(int y, unsigned mo, unsigned d, int h = 0, int mi = 0) {
+  return (DaysFromCivil(y, mo, d) * 86400 + h * 3600 + mi * 60) * kNanosPerSecond;
+}
+
+constexpr char kDevice[] = "plug-42";
+
+int64_t ParseTime(std::string_view text) {
+  int64_t ns = 0;
+  EXPECT_TRUE(ParseRfc3339(text, &ns)) << text;
+  return ns;
+}
+
+AggregateRecord MakeRecord(Resolution r, int64_t start, int64_t end, uint64_t version,
+                           double seed) {
+  AggregateRecord rec;
+  rec.device_id = kDevice;
+  rec.resolution = r;
+  rec.window_start_ns = start;
+  rec.window_end_ns = end;
+  rec.final = version > 1;
+  rec.version = version;
+  rec.count = 6;
+  if (r == Resolution::kDay) {
+    rec.timezone = "Europe/Berlin";
+    rec.local_date = "local-" + std::to_string(start / kNanosPerSecond);
+  }
+  MetricAggregate p{"power_w",  MetricKind::kPower, 6,          seed,
+                    seed + 0.5, 6 * seed + 1.25,    seed + 0.1, seed + 0.3,
+                    seed / 7.0, (end - start) / 2,  0,          0};
+  MetricAggregate e{
+      "energy_wh", MetricKind::kCounter, 6, 1000 + seed, 1001 + seed,      6006 + seed,
+      1000 + seed, 1001 + seed,          0, 0,           1.0 / 3.0 + seed, 1};
+  MetricAggregate v{
+      "voltage_v", MetricKind::kGauge, 6, 229.5, 231.25, 1381.5, 230.0, 230.1, 0, 0, 0, 0};
+  rec.metrics = {e, p, v};
+  return rec;
+}
+
+struct Response {
+  int status = 0;
+  std::string body;
+  net::HttpHeaders headers;
+  std::string Header(std::string_view name) const {
+    for (const auto& [k, v] : headers) {
+      if (k == name) return v;
+    }
+    return "";
+  }
+};
+
+// One API context + router; `cache` decides whether it answers through the JSON cache.
+struct Api {
+  Api(store::HistoryStore* history, const Clock* clock, RecordJsonCache* cache)
+      : auth("disabled", "", nullptr) {
+    ctx.clock = clock;
+    ctx.metrics = &metrics;
+    ctx.auth = &auth;
+    ctx.latest = &latest;
+    ctx.history = history;
+    ctx.history_json_cache = cache;
+    AddHistoryRoutes(router, ctx);
+  }
+  Response Get(const std::string& device, const std::map<std::string, std::string>& query) {
+    net::HttpRequest req;
+    req.method = "GET";
+    req.path = "/v1/devices/" + device + "/metrics/history";
+    for (const auto& [k, v] : query) req.query.emplace_back(k, v);
+    Response out;
+    router.Dispatch(req, net::Responder::FromCallback([&out](net::HttpResponse r) {
+                      out.status = r.status;
+                      out.body = std::move(r.body);
+                      out.headers = std::move(r.headers);
+                    }));
+    return out;
+  }
+  MetricsRegistry metrics;
+  Authenticator auth;
+  store::MemoryLatestStore latest;
+  ApiContext ctx;
+  net::Router router;
+};
+
+struct Page {
+  std::vector<std::string> records;  // each record's JSON, minified
+  std::string next_cursor;           // "" = null
+  std::string resolution;
+};
+
+Page ParsePage(const Response& r) {
+  Page page;
+  EXPECT_EQ(r.status, 200) << r.body;
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  auto error = parser.parse(r.body).get(doc);
+  EXPECT_FALSE(error) << r.body.substr(0, 300);
+  if (error) return page;
+  for (simdjson::dom::element e : doc["data"].get_array()) {
+    page.records.push_back(simdjson::minify(e));
+  }
+  simdjson::dom::element cursor = doc["next_cursor"];
+  if (!cursor.is_null()) page.next_cursor = std::string(std::string_view(cursor.get_string()));
+  page.resolution = std::string(std::string_view(doc["resolution"].get_string()));
+  return page;
+}
+
+class HistoryRoutesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/joule-history-routes-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    Open(store::HistoryRetention::Forever());
+  }
+  void TearDown() override {
+    cached_.reset();
+    uncached_.reset();
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  void Open(store::HistoryRetention retention) {
+    cached_.reset();
+    uncached_.reset();
+    store_.reset();
+    store::RocksDbHistoryOptions o;
+    o.path = dir_ + "/history";
+    o.retention = retention;
+    o.clock = &clock_;
+    auto opened = store::RocksDbHistoryStore::Open(o, nullptr);
+    ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+    store_ = std::move(opened).value();
+    cache_ = std::make_unique<RecordJsonCache>(64 << 20, &cache_metrics_);
+    cache_->Attach(store_.get());
+    cached_ = std::make_unique<Api>(store_.get(), &clock_, cache_.get());
+    uncached_ = std::make_unique<Api>(store_.get(), &clock_, nullptr);
+  }
+  void Put(const std::vector<AggregateRecord>& records) {
+    Status s = store_->Put(records);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+  }
+
+  // Pages through [from, to) with `limit` and checks that the concatenation equals the
+  // unpaged answer (cached and uncached alike, byte for byte), with the expected number
+  // of pages, each at most `limit` long.
+  void CheckPaging(const std::string& resolution, int64_t from, int64_t to,
+                   size_t expected_records) {
+    std::map<std::string, std::string> q = {{"resolution", resolution},
+                                            {"from", FormatRfc3339Millis(from)},
+                                            {"to", FormatRfc3339Millis(to)},
+                                            {"limit", "10000"}};
+    Page whole = ParsePage(uncached_->Get(kDevice, q));
+    ASSERT_EQ(whole.records.size(), expected_records) << resolution;
+    EXPECT_EQ(whole.next_cursor, "");
+    Page whole_cached = ParsePage(cached_->Get(kDevice, q));
+    EXPECT_EQ(whole_cached.records, whole.records) << "cache differs from encoding";
+    const size_t n = expected_records;
+    for (size_t limit :
+         {size_t{1}, size_t{7}, size_t{59}, size_t{60}, size_t{61}, n - 1, n, n + 1}) {
+      if (limit == 0) continue;
+      for (Api* api : {cached_.get(), uncached_.get()}) {
+        std::vector<std::string> all;
+        std::map<std::string, std::string> pq = q;
+        pq["limit"] = std::to_string(limit);
+        size_t pages = 0;
+        while (true) {
+          Page page = ParsePage(api->Get(kDevice, pq));
+          ASSERT_LE(page.records.size(), limit);
+          ASSERT_FALSE(page.records.empty()) << resolution << " limit " << limit;
+          all.insert(all.end(), page.records.begin(), page.records.end());
+          ++pages;
+          ASSERT_LE(pages, n + 1) << "paging does not end";
+          if (page.next_cursor.empty()) break;
+          pq["cursor"] = page.next_cursor;
+        }
+        EXPECT_EQ(pages, (n + limit - 1) / limit) << resolution << " limit " << limit;
+        EXPECT_EQ(all, whole.records) << resolution << " limit " << limit;
+      }
+    }
+  }
+
+  std::string dir_;
+  ManualClock clock_{Utc(2026, 4, 30)};
+  std::unique_ptr<store::RocksDbHistoryStore> store_;
+  MetricsRegistry cache_metrics_;
+  std::unique_ptr<RecordJsonCache> cache_;
+  std::unique_ptr<Api> cached_, uncached_;
+};
+
+// 1m windows from 22:00Z to 02:00Z: crosses Berlin's local midnight (23:00Z, CET) and UTC
+// midnight, on the night the clocks change (2026-03-29). A gap and a from/to that do not
+// fall on window starts are included.
+TEST_F(HistoryRoutesTest, MinutePagesAcrossMidnightsNeitherSkipNorRepeat) {
+  const int64_t start = Utc(2026, 3, 28, 22, 0);
+  std::vector<AggregateRecord> batch;
+  for (int k = 0; k < 240; ++k) {
+    if (k >= 100 && k < 105) continue;  // a gap of five minutes
+    const int64_t s = start + k * kNanosPerMinute;
+    batch.push_back(MakeRecord(Resolution::kBase, s, s + kNanosPerMinute, 1 + k % 3, k));
+  }
+  Put(batch);
+  // from 30 s into the first window: that window starts before `from` and is excluded.
+  CheckPaging("1m", start + 30 * kNanosPerSecond, start + 240 * kNanosPerMinute, 234);
+  CheckPaging("1m", start, start + 240 * kNanosPerMinute, 235);
+}
+
+TEST_F(HistoryRoutesTest, HourPagesAcrossDaysNeitherSkipNorRepeat) {
+  const int64_t start = Utc(2026, 3, 27, 12);
+  std::vector<AggregateRecord> batch;
+  for (int k = 0; k < 72; ++k) {
+    const int64_t s = start + k * kNanosPerHour;
+    batch.push_back(MakeRecord(Resolution::kHour, s, s + kNanosPerHour, 2, 10.0 * k));
+  }
+  Put(batch);
+  CheckPaging("1h", start, start + 72 * kNanosPerHour, 72);
+}
+
+// Local days of Europe/Berlin over March and April 2026: 24 h days, the 23 h day of the
+// DST change, then days starting at 22:00Z.
+TEST_F(HistoryRoutesTest, LocalDayPagesAcrossTheDstChangeNeitherSkipNorRepeat) {
+  std::vector<AggregateRecord> batch;
+  std::vector<int64_t> starts;
+  for (unsigned month : {3u, 4u}) {
+    for (unsigned day = 1; day <= (month == 3 ? 31u : 30u); ++day) {
+      const bool summer = month == 4 || day >= 30;  // the 29th starts in CET
+      starts.push_back(Utc(2026, month, day) - (summer ? 2 : 1) * kNanosPerHour);
+    }
+  }
+  starts.push_back(Utc(2026, 5, 1) - 2 * kNanosPerHour);
+  for (size_t i = 0; i + 1 < starts.size(); ++i) {
+    batch.push_back(MakeRecord(Resolution::kDay, starts[i], starts[i + 1], 3, 1.5 * i));
+  }
+  EXPECT_EQ(starts[29] - starts[28], 23 * kNanosPerHour) << "2026-03-29 is 23 h long";
+  Put(batch);
+  CheckPaging("1d", starts.front(), starts.back(), starts.size() - 1);
+  // A range starting in the middle of a local day: that day is not included.
+  CheckPaging("1d", Utc(2026, 3, 29, 12), starts.back(), 32);
+}
+
+TEST_F(HistoryRoutesTest, CsvPagesNeitherSkipNorRepeat) {
+  const int64_t start = Utc(2026, 3, 28, 23, 30);
+  std::vector<AggregateRecord> batch;
+  for (int k = 0; k < 61; ++k) {
+    const int64_t s = start + k * kNanosPerMinute;
+    batch.push_back(MakeRecord(Resolution::kBase, s, s + kNanosPerMinute, 1, 0.1 * k));
+  }
+  Put(batch);
+  std::map<std::string, std::string> q = {{"resolution", "1m"},
+                                          {"format", "csv"},
+                                          {"from", FormatRfc3339Millis(start)},
+                                          {"to", FormatRfc3339Millis(start + kNanosPerHour)}};
+  auto lines = [](const std::string& text) {
+    std::vector<std::string> out;
+    size_t at = 0;
+    while (at < text.size()) {
+      size_t nl = text.find('\n', at);
+      out.push_back(text.substr(at, nl - at));
+      at = nl + 1;
+    }
+    return out;
+  };
+  Response whole = cached_->Get(kDevice, q);
+  ASSERT_EQ(whole.status, 200);
+  EXPECT_EQ(whole.Header("X-Next-Cursor"), "");
+  std::vector<std::string> expected = lines(whole.body);
+  ASSERT_EQ(expected.size(), 61u) << "header + 60 windows in [from, to)";
+  for (size_t limit : {1u, 7u, 59u, 60u}) {
+    std::vector<std::string> rows;
+    std::map<std::string, std::string> pq = q;
+    pq["limit"] = std::to_string(limit);
+    size_t pages = 0;
+    while (true) {
+      Response r = cached_->Get(kDevice, pq);
+      ASSERT_EQ(r.status, 200) << r.body;
+      std::vector<std::string> l = lines(r.body);
+      ASSERT_GE(l.size(), 2u);
+      ASSERT_LE(l.size(), limit + 1);
+      EXPECT_EQ(l[0], expected[0]) << "every page has the header row";
+      rows.insert(rows.end(), l.begin() + 1, l.end());
+      ++pages;
+      ASSERT_LE(pages, 61u);
+      const std::string cursor = r.Header("X-Next-Cursor");
+      if (cursor.empty()) break;
+      pq["cursor"] = cursor;
+    }
+    EXPECT_EQ(pages, (60 + limit - 1) / limit);
+    EXPECT_EQ(rows, std::vector<std::string>(expected.begin() + 1, expected.end()));
+  }
+}
+
+// The cache never answers an older version: after late updates (higher versions, changed
+// values) and new windows, cached and uncached answers stay identical and show them.
+TEST_F(HistoryRoutesTest, CacheFollowsLateUpdates) {
+  const int64_t start = Utc(2026, 4, 29, 10);
+  std::vector<AggregateRecord> batch;
+  for (int k = 0; k < 30; ++k) {
+    const int64_t s = start + k * kNanosPerMinute;
+    batch.push_back(MakeRecord(Resolution::kBase, s, s + kNanosPerMinute, 1, k));
+  }
+  Put(batch);
+  std::map<std::string, std::string> q = {{"resolution", "1m"},
+                                          {"from", FormatRfc3339Millis(start)},
+                                          {"to", FormatRfc3339Millis(start + kNanosPerHour)}};
+  Response first = cached_->Get(kDevice, q);
+  EXPECT_EQ(first.body, uncached_->Get(kDevice, q).body);
+  Counter* covered = cache_metrics_.GetCounter("joule_history_json_cache_covered_reads_total", "");
+  Counter* misses = cache_metrics_.GetCounter("joule_history_json_cache_misses_total", "");
+  const uint64_t covered_before = covered->Value(), misses_before = misses->Value();
+  EXPECT_EQ(first.body, cached_->Get(kDevice, q).body) << "served from the cache";
+  EXPECT_EQ(covered->Value(), covered_before + 1) << "without reading the store";
+  EXPECT_EQ(misses->Value(), misses_before);
+  EXPECT_GT(cache_->bytes(), 30u * 500);
+
+  // Late updates of every third window, one stale write, and new windows.
+  std::vector<AggregateRecord> late;
+  for (int k = 0; k < 30; k += 3) {
+    const int64_t s = start + k * kNanosPerMinute;
+    late.push_back(MakeRecord(Resolution::kBase, s, s + kNanosPerMinute, 2, 1000 + k));
+  }
+  late.push_back(MakeRecord(Resolution::kBase, start + kNanosPerMinute, start + 2 * kNanosPerMinute,
+                            1, 5555));  // equal version: ignored
+  for (int k = 30; k < 35; ++k) {
+    const int64_t s = start + k * kNanosPerMinute;
+    late.push_back(MakeRecord(Resolution::kBase, s, s + kNanosPerMinute, 1, k));
+  }
+  Put(late);
+  Response second = cached_->Get(kDevice, q);
+  EXPECT_EQ(covered->Value(), covered_before + 2) << "the writes kept the range covered";
+  EXPECT_EQ(second.body, uncached_->Get(kDevice, q).body);
+  EXPECT_NE(second.body, first.body);
+  Page page = ParsePage(second);
+  ASSERT_EQ(page.records.size(), 35u);
+  for (int k = 0; k < 35; ++k) {
+    const bool updated = k < 30 && k % 3 == 0;
+    const std::string version = updated ? "\"version\":2" : "\"version\":1";
+    EXPECT_NE(page.records[k].find(version), std::string::npos) << k << page.records[k];
+  }
+  EXPECT_EQ(page.records[1].find("5555"), std::string::npos) << "the stale write is ignored";
+
+  // metrics= bypasses the cache and still answers the newest versions.
+  q["metrics"] = "voltage_v";
+  EXPECT_EQ(cached_->Get(kDevice, q).body, uncached_->Get(kDevice, q).body);
+}
+
+// Many threads write many versions of the same keys, in shuffled order, while readers page
+// through the API (cached): a reader never sees a version go down, and at the end every
+// key shows its highest version, identical with and without the cache.
+TEST_F(HistoryRoutesTest, ConcurrentLateUpdatesHighestVersionWinsThroughTheApi) {
+  constexpr int kWindows = 120, kVersions = 12, kWriters = 4;
+  const int64_t start = Utc(2026, 4, 29, 23);  // crosses UTC midnight
+  std::vector<std::pair<int, int>> work;       // (window, version)
+  for (int k = 0; k < kWindows; ++k) {
+    for (int v = 1; v <= kVersions; ++v) work.emplace_back(k, v);
+  }
+  std::shuffle(work.begin(), work.end(), std::mt19937(7));
+  std::atomic<size_t> next{0};
+  std::atomic<bool> done{false};
+  std::vector<std::thread> writers;
+  for (int t = 0; t < kWriters; ++t) {
+    writers.emplace_back([&] {
+      while (true) {
+        const size_t i = next.fetch_add(3);
+        if (i >= work.size()) break;
+        std::vector<AggregateRecord> batch;  // three versions of (mostly) different keys
+        for (size_t j = i; j < std::min(i + 3, work.size()); ++j) {
+          const auto [k, v] = work[j];
+          const int64_t s = start + k * kNanosPerMinute;
+          batch.push_back(MakeRecord(Resolution::kBase, s, s + kNanosPerMinute,
+                                     static_cast<uint64_t>(v), 100.0 * v + k));
+        }
+        EXPECT_TRUE(store_->Put(batch).ok());
+      }
+    });
+  }
+  std::map<std::string, std::string> q = {
+      {"resolution", "1m"},
+      {"from", FormatRfc3339Millis(start)},
+      {"to", FormatRfc3339Millis(start + kWindows * kNanosPerMinute)},
+      {"limit", "50"}};
+  auto versions_of = [&](Api& api) {
+    std::map<std::string, uint64_t> out;  // window_start -> version
+    std::map<std::string, std::string> pq = q;
+    while (true) {
+      Response r = api.Get(kDevice, pq);
+      EXPECT_EQ(r.status, 200) << r.body;
+      simdjson::dom::parser parser;
+      simdjson::dom::element doc = parser.parse(r.body);
+      for (simdjson::dom::element e : doc["data"].get_array()) {
+        const std::string ws(std::string_view(e["window_start"].get_string()));
+        const uint64_t v = e["version"].get_uint64();
+        // The record's values belong to its version: no mixing of versions.
+        const double min = e["metrics"]["power_w"]["min"].get_double();
+        const int k = static_cast<int>((ParseTime(ws) - start) / kNanosPerMinute);
+        EXPECT_EQ(min, 100.0 * static_cast<double>(v) + k) << ws;
+        EXPECT_TRUE(out.emplace(ws, v).second) << "repeated " << ws;
+      }
+      if (doc["next_cursor"].is_null()) break;
+      pq["cursor"] = std::string(std::string_view(doc["next_cursor"].get_string()));
+    }
+    return out;
+  };
+  std::thread reader([&] {
+    std::map<std::string, uint64_t> seen;
+    while (!done.load()) {
+      for (const auto& [ws, v] : versions_of(*cached_)) {
+        uint64_t& before = seen[ws];
+        EXPECT_GE(v, before) << "version went down at " << ws;
+        before = v;
+      }
+    }
+  });
+  for (auto& w : writers) w.join();
+  done = true;
+  reader.join();
+  std::map<std::string, uint64_t> cached = versions_of(*cached_);
+  ASSERT_EQ(cached.size(), static_cast<size_t>(kWindows));
+  for (const auto& [ws, v] : cached) EXPECT_EQ(v, static_cast<uint64_t>(kVersions)) << ws;
+  q["limit"] = "10000";
+  EXPECT_EQ(cached_->Get(kDevice, q).body, uncached_->Get(kDevice, q).body);
+}
+
+TEST_F(HistoryRoutesTest, RetentionHidesExpiredRecordsAlsoWhenCached) {
+  store::HistoryRetention retention;  // 1m: 30 days
+  Open(retention);
+  const int64_t now = clock_.NowNanos();
+  std::vector<AggregateRecord> batch;
+  for (int days_ago : {29, 20, 1}) {
+    const int64_t s = now - days_ago * kNanosPerDay;
+    batch.push_back(MakeRecord(Resolution::kBase, s, s + kNanosPerMinute, 1, days_ago));
+  }
+  Put(batch);
+  std::map<std::string, std::string> q = {{"resolution", "1m"},
+                                          {"from", FormatRfc3339Millis(now - 40 * kNanosPerDay)},
+                                          {"to", FormatRfc3339Millis(now)}};
+  EXPECT_EQ(ParsePage(cached_->Get(kDevice, q)).records.size(), 3u);
+  clock_.Advance(15 * kNanosPerDay);  // now the first two are 44 and 35 days old
+  q["to"] = FormatRfc3339Millis(clock_.NowNanos());
+  Page page = ParsePage(cached_->Get(kDevice, q));
+  ASSERT_EQ(page.records.size(), 1u);
+  EXPECT_NE(page.records[0].find(FormatRfc3339Millis(now - kNanosPerDay)), std::string::npos);
+  EXPECT_EQ(ParsePage(uncached_->Get(kDevice, q)).records, page.records);
+}
+
+TEST_F(HistoryRoutesTest, UnknownDeviceIs404AndBadCursorIs400) {
+  Put({MakeRecord(Resolution::kBase, Utc(2026, 4, 29), Utc(2026, 4, 29, 0, 1), 1, 1)});
+  Response r = cached_->Get("nobody", {{"resolution", "1m"}});
+  EXPECT_EQ(r.status, 404) << r.body;
+  r = cached_->Get(kDevice, {{"resolution", "1m"},
+                             {"from", FormatRfc3339Millis(Utc(2026, 4, 28))},
+                             {"to", FormatRfc3339Millis(Utc(2026, 4, 30))},
+                             {"cursor", "not-a-cursor"}});
+  EXPECT_EQ(r.status, 400) << r.body;
+}
+
+}  // namespace
+}  // namespace joule::api
