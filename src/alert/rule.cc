@@ -4,7 +4,6 @@
 #include <simdjson.h>
 
 #include <algorithm>
-#include <algorithm>
 #include <cmath>
 #include <set>
 
