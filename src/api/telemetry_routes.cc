@@ -10,6 +10,7 @@
 #include "api/api_context.h"
 #include "api/routes.h"
 #include "common/json_writer.h"
+#include "ingest/error_codes.h"
 #include "net/http_server.h"
 #include "net/router.h"
 
@@ -69,9 +70,8 @@ class TelemetryRoute {
     Result<ingest::ParsedBody> parsed = parser->Parse(req.body, format, now);
     if (!parsed.ok()) {
       const std::string& msg = parsed.status().message();
-      std::string code = msg.substr(0, msg.find(':'));
+      const std::string code = ingest::BodyErrorCode(parsed.status());
       if (parsed.status().code() == StatusCode::kResourceExhausted) {
-        if (code != "too_many_events") code = "payload_too_large";
         RejectCounter(code)->Inc();
         responder.Send(net::HttpResponse::Error(413, code, msg));
       } else {

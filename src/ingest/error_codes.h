@@ -2,7 +2,10 @@
 // in the `errors[].code` field of a 202/400 ingest response, so they never change.
 #pragma once
 
+#include <string>
 #include <string_view>
+
+#include "common/status.h"
 
 namespace joule::ingest {
 
@@ -21,5 +24,16 @@ inline constexpr std::string_view kInvalidEventId = "invalid_event_id";
 //   ResourceExhausted "body_too_large: …"   → 413
 inline constexpr std::string_view kTooManyEvents = "too_many_events";
 inline constexpr std::string_view kBodyTooLarge = "body_too_large";
+
+// The wire code of a body-level Parse failure, the same over HTTP and MQTT:
+// "too_many_events", "payload_too_large" (any other size limit) or "invalid_json".
+inline std::string BodyErrorCode(const Status& status) {
+  if (status.code() != StatusCode::kResourceExhausted) return std::string(kInvalidJson);
+  const std::string& msg = status.message();
+  if (msg.compare(0, kTooManyEvents.size(), kTooManyEvents) == 0) {
+    return std::string(kTooManyEvents);
+  }
+  return "payload_too_large";
+}
 
 }  // namespace joule::ingest

@@ -3,6 +3,7 @@
 #include <utility>
 #include <vector>
 
+#include "ingest/error_codes.h"
 #include "ingest/validation.h"
 #include "store/metadata_store.h"
 
@@ -70,14 +71,7 @@ void MqttBridge::OnMessage(const net::mqtt::ReceivedMessage& message, Done done)
   Result<ParsedBody> parsed =
       parser_.Parse(message.payload, BodyFormat::kJson, now, TopicDevice(message.topic));
   if (!parsed.ok()) {
-    const std::string& msg = parsed.status().message();
-    std::string code = msg.substr(0, msg.find(':'));
-    if (parsed.status().code() == StatusCode::kResourceExhausted) {
-      if (code != "too_many_events") code = "payload_too_large";
-    } else {
-      code = "invalid_json";
-    }
-    Rejected(code)->Inc();
+    Rejected(BodyErrorCode(parsed.status()))->Inc();
     messages_invalid_->Inc();
     done(true);  // it will never be valid: acknowledge, so the broker does not resend it
     return;

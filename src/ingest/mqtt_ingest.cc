@@ -3,6 +3,7 @@
 #include <memory>
 #include <utility>
 
+#include "ingest/error_codes.h"
 #include "ingest/validation.h"
 #include "store/metadata_store.h"
 
@@ -101,13 +102,7 @@ void MqttIngest::OnPublish(const mqtt::PublishRequest& request, PublishDone done
   Result<ParsedBody> parsed = parser->Parse(request.payload, BodyFormat::kJson, now, device_id);
   if (!parsed.ok()) {
     const std::string& msg = parsed.status().message();
-    std::string code = msg.substr(0, msg.find(':'));
-    if (parsed.status().code() == StatusCode::kResourceExhausted) {
-      if (code != "too_many_events") code = "payload_too_large";
-    } else {
-      code = "invalid_json";
-    }
-    Rejected(code)->Inc();
+    Rejected(BodyErrorCode(parsed.status()))->Inc();
     messages_invalid_->Inc();
     done({mqtt::reason::kPayloadFormatInvalid, msg});
     return;
