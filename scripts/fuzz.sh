@@ -7,7 +7,8 @@
 # (src/<subsystem>/fuzz/corpus: seeds and regression inputs of fixed crashers), then
 # mutates for SECONDS; new interesting inputs go to BUILD_DIR/corpus/NAME (not the source
 # tree), a crasher to BUILD_DIR/artifacts/. Exit status non-zero on any crash, sanitizer
-# report, leak, timeout or broken invariant.
+# report, leak, timeout or broken invariant. JOULE_FUZZ_SEED picks the mutation seed
+# (default 1, deterministic; 0 = random — use that for long exploratory runs).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
@@ -36,7 +37,9 @@ run() {
   mkdir -p "$dir/corpus/$name" "$dir/artifacts"
   # -max_len: large enough for the seeds; -rss_limit_mb / -malloc_limit_mb: a decoder that
   # allocates what a corrupt length field says fails the run.
-  "$dir/$name" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512 \
+  # -seed: fixed by default (JOULE_FUZZ_SEED overrides; 0 = random), so that a CI run and
+  # a local run of the same tree explore the same inputs and a failure reproduces.
+  "$dir/$name" -seed="${JOULE_FUZZ_SEED:-1}" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512 \
     -max_len=16384 -print_final_stats=1 -artifact_prefix="$dir/artifacts/$name-" \
     "$dir/corpus/$name" "$seeds"
 }

@@ -2,6 +2,7 @@
 // docs/formats/checkpoint.md.
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "common/crc32c.h"
 #include "stream/engine_state.h"
@@ -175,6 +176,7 @@ Status WindowEngine::SaveState(std::string* out) const {
   w.I64(E.last_tick);
   w.U32(E.version_epoch);
   w.U32(static_cast<uint32_t>(E.devices.size()));
+  std::vector<FlatKeySet::Entry> dedup_scratch;
   for (const auto& dp : E.devices) {
     const Device& d = *dp;
     w.Str(d.id);
@@ -231,11 +233,17 @@ Status WindowEngine::SaveState(std::string* out) const {
         WriteAccs(w, win->snapshot);
       }
     }
-    w.U32(static_cast<uint32_t>(d.dedup.size()));
-    d.dedup.ForEach([&](const FlatKeySet::Entry& e) {
+    // In key order: the table's slot order depends on insertion history (an entry that
+    // wrapped around the end comes first), and one state must always save to the same bytes.
+    dedup_scratch.clear();
+    d.dedup.ForEach([&](const FlatKeySet::Entry& e) { dedup_scratch.push_back(e); });
+    std::sort(dedup_scratch.begin(), dedup_scratch.end(),
+              [](const FlatKeySet::Entry& a, const FlatKeySet::Entry& b) { return a.key < b.key; });
+    w.U32(static_cast<uint32_t>(dedup_scratch.size()));
+    for (const FlatKeySet::Entry& e : dedup_scratch) {
       w.U64(e.key);
       w.I64(e.t);
-    });
+    }
     w.U32(static_cast<uint32_t>(d.seen_ts.size() - d.seen_head));
     for (size_t i = d.seen_head; i < d.seen_ts.size(); ++i) w.I64(d.seen_ts[i]);
   }
