@@ -14,14 +14,13 @@ import glob
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
 import unittest
 import uuid
 
-from joule_harness import JouleServer, fmt_ts, joule_bin, minute_base, parse_ts, poll
+from joule_harness import JouleServer, fmt_ts, free_port, joule_bin, minute_base, parse_ts, poll
 from joule_reference import diff_record, expected_records
 
 MAX_GAP_S = 30
@@ -32,12 +31,6 @@ ENV = {
     "JOULE_ARCHIVE_MAX_FILE_AGE": "1s",
 }
 REPLAY_VERSION_BASE = 2 ** 52  # src/app/replay.h kReplayVersionBase
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def uid():

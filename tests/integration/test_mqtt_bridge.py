@@ -11,17 +11,14 @@ the broker only once its events are durable.
   were durable but not yet acknowledged are dropped by event_id).
 """
 import json
-import os
-import shutil
-import socket
 import subprocess
-import tempfile
 import threading
 import time
 import unittest
 import uuid
 
-from joule_harness import JouleServer, fmt_ts, metric_sum, parse_prometheus, poll
+from joule_harness import JouleServer, fmt_ts, free_port, metric_sum, parse_prometheus, poll
+from mosquitto_broker import MosquittoBroker, find_program
 
 ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -31,78 +28,13 @@ def uid():
     return uuid.uuid4().hex[:10]
 
 
-def find_program(name, extra_dirs=("/usr/sbin", "/usr/bin")):
-    path = shutil.which(name)
-    if path:
-        return path
-    for d in extra_dirs:
-        if os.access(os.path.join(d, name), os.X_OK):
-            return os.path.join(d, name)
-    raise AssertionError(f"{name} not found: install mosquitto and mosquitto-clients "
-                         "(scripts/install-deps.sh --test)")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Mosquitto:
-    """A Mosquitto broker on a free port with persistence in a temp dir."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="joule-mosquitto-")
-        self.port = free_port()
-        conf = os.path.join(self.dir, "mosquitto.conf")
-        with open(conf, "w") as f:
-            f.write(f"listener {self.port} 127.0.0.1\n"
-                    "allow_anonymous true\n"
-                    "persistence true\n"
-                    f"persistence_location {self.dir}/\n"
-                    "max_queued_messages 100000\n"
-                    "user root\n"
-                    "log_dest stderr\n"
-                    "log_type error\nlog_type warning\nlog_type notice\n")
-        self.log = open(os.path.join(self.dir, "mosquitto.log"), "w")
-        self.proc = subprocess.Popen([find_program("mosquitto"), "-c", conf],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-
-        def up():
-            if self.proc.poll() is not None:
-                raise AssertionError("mosquitto exited:\n" + self.log_text())
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-        if not poll(up, timeout=10):
-            raise AssertionError("mosquitto did not listen:\n" + self.log_text())
-
-    def log_text(self):
-        self.log.flush()
-        with open(os.path.join(self.dir, "mosquitto.log")) as f:
-            return f.read()[-4000:]
-
-    def publish(self, topic, lines, qos=1):
-        """mosquitto_pub -l: one message per line, on one connection."""
-        proc = subprocess.run(
-            [find_program("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(self.port),
-             "-q", str(qos), "-t", topic, "-i", f"pub-{uid()}", "-l"],
-            input="".join(line + "\n" for line in lines), capture_output=True, text=True,
-            timeout=120)
-        if proc.returncode != 0:
-            raise AssertionError(f"mosquitto_pub: {proc.stderr}")
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+def mosquitto():
+    """A broker on a free port with persistence in its temp dir (the persistent session)."""
+    port = free_port()
+    return MosquittoBroker(
+        "joule-mosquitto-",
+        lambda d: f"persistence true\npersistence_location {d}/\nlistener {port} 127.0.0.1\n",
+        ports=[port], publish_port=port)
 
 
 def event(seq, base, prefix):
@@ -112,9 +44,9 @@ def event(seq, base, prefix):
 
 class MqttBridge(unittest.TestCase):
     def setUp(self):
-        self.broker = Mosquitto()
+        self.broker = mosquitto()
         self.client_id = f"joule-it-{uid()}"
-        env = {"JOULE_INGEST_MQTT_BRIDGE_URL": f"mqtt://127.0.0.1:{self.broker.port}",
+        env = {"JOULE_INGEST_MQTT_BRIDGE_URL": f"mqtt://127.0.0.1:{self.broker.publish_port}",
                "JOULE_INGEST_MQTT_BRIDGE_CLIENT_ID": self.client_id,
                "JOULE_INGEST_MQTT_BRIDGE_TOPICS": "devices/+/telemetry, site/#",
                "JOULE_AUTH_MODE": "required", "JOULE_AUTH_ADMIN_TOKEN": ADMIN_TOKEN}
@@ -192,7 +124,7 @@ class MqttBridge(unittest.TestCase):
         first, second = 20000, 1000
         topic = f"devices/{dev}/telemetry"
         pub = subprocess.Popen(
-            [find_program("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(self.broker.port),
+            [find_program("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(self.broker.publish_port),
              "-q", "1", "-t", topic, "-i", f"pub-{uid()}", "-l"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         feeder = threading.Thread(target=pub.communicate, daemon=True,

@@ -14,15 +14,13 @@ The broker has three listeners on 127.0.0.1: plain MQTT (the test publishes ther
 """
 import json
 import os
-import shutil
-import socket
 import subprocess
-import tempfile
 import time
 import unittest
 import uuid
 
-from joule_harness import JouleServer, fmt_ts, metric_sum, parse_prometheus, poll
+from joule_harness import JouleServer, fmt_ts, free_port, metric_sum, parse_prometheus, poll
+from mosquitto_broker import MosquittoBroker, find_program
 
 ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -30,23 +28,6 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 def uid():
     return uuid.uuid4().hex[:10]
-
-
-def find_program(name):
-    path = shutil.which(name)
-    if path:
-        return path
-    for d in ("/usr/sbin", "/usr/bin"):
-        if os.access(os.path.join(d, name), os.X_OK):
-            return os.path.join(d, name)
-    raise AssertionError(f"{name} not found: install mosquitto, mosquitto-clients and openssl "
-                         "(scripts/install-deps.sh --test)")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def openssl(*args, cwd):
@@ -74,70 +55,27 @@ def make_leaf(d, name, ca, extensions):
             "-extfile", f"{name}.ext", cwd=d)
 
 
-class TlsMosquitto:
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="joule-mosquitto-tls-")
-        d = self.dir
+def tls_mosquitto():
+    """Three listeners: plain (the test publishes there), mutual TLS, server-only TLS."""
+    plain, mtls, tls_port = free_port(), free_port(), free_port()
+
+    def listeners(d):
         make_ca(d, "ca")
         make_ca(d, "other-ca")
         make_leaf(d, "server", "ca", "basicConstraints=CA:FALSE\n"
                   "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
         make_leaf(d, "client", "ca", "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
-        self.plain_port, self.mtls_port, self.tls_port = free_port(), free_port(), free_port()
-        conf = os.path.join(d, "mosquitto.conf")
         tls = (f"cafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n"
                "tls_version tlsv1.2\n")
-        with open(conf, "w") as f:
-            f.write("allow_anonymous true\nuser root\nmax_queued_messages 100000\n"
-                    "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n"
-                    f"listener {self.plain_port} 127.0.0.1\n"
-                    f"listener {self.mtls_port} 127.0.0.1\n{tls}"
-                    "require_certificate true\nuse_identity_as_username false\n"
-                    f"listener {self.tls_port} 127.0.0.1\n{tls}"
-                    "require_certificate false\n")
-        self.log = open(os.path.join(d, "mosquitto.log"), "w")
-        self.proc = subprocess.Popen([find_program("mosquitto"), "-c", conf],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-
-        def up():
-            if self.proc.poll() is not None:
-                raise AssertionError("mosquitto exited:\n" + self.log_text())
-            try:
-                for port in (self.plain_port, self.mtls_port, self.tls_port):
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-        if not poll(up, timeout=10):
-            raise AssertionError("mosquitto did not listen:\n" + self.log_text())
-
-    def path(self, name):
-        return os.path.join(self.dir, name)
-
-    def log_text(self):
-        self.log.flush()
-        with open(self.path("mosquitto.log")) as f:
-            return f.read()[-4000:]
-
-    def publish(self, topic, lines):
-        """QoS 1, on the plain listener (the TLS path under test is the bridge's)."""
-        proc = subprocess.run(
-            [find_program("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(self.plain_port),
-             "-q", "1", "-t", topic, "-i", f"pub-{uid()}", "-l"],
-            input="".join(line + "\n" for line in lines), capture_output=True, text=True,
-            timeout=60)
-        if proc.returncode != 0:
-            raise AssertionError(f"mosquitto_pub: {proc.stderr}")
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        return (f"listener {plain} 127.0.0.1\n"
+                f"listener {mtls} 127.0.0.1\n{tls}"
+                "require_certificate true\nuse_identity_as_username false\n"
+                f"listener {tls_port} 127.0.0.1\n{tls}"
+                "require_certificate false\n")
+    broker = MosquittoBroker("joule-mosquitto-tls-", listeners, ports=[plain, mtls, tls_port],
+                             publish_port=plain)
+    broker.mtls_port, broker.tls_port = mtls, tls_port
+    return broker
 
 
 def event(seq, base, prefix):
@@ -148,7 +86,7 @@ def event(seq, base, prefix):
 class MqttBridgeTls(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.broker = TlsMosquitto()
+        cls.broker = tls_mosquitto()
 
     @classmethod
     def tearDownClass(cls):

@@ -10,7 +10,6 @@ publishes QoS 1 events with up to 256 in flight to the built-in listener.
 """
 import json
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -18,7 +17,7 @@ import unittest
 import urllib.parse
 import uuid
 
-from joule_harness import JouleServer, fmt_ts, metric_sum, parse_prometheus, parse_ts, poll
+from joule_harness import JouleServer, fmt_ts, free_port, metric_sum, parse_prometheus, parse_ts, poll
 
 ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -35,12 +34,6 @@ def load_bin():
         raise AssertionError("JOULE_MQTT_LOAD_BIN must name the joule_mqtt_load binary "
                              "(built by tests/tools; run through ctest)")
     return path
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def env_for(mqtt_port):
