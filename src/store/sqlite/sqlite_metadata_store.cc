@@ -114,7 +114,17 @@ class Stmt {
   Stmt(sqlite3* db, const char* sql) : db_(db) {
     rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
   }
-  ~Stmt() { sqlite3_finalize(stmt_); }
+  // Borrows a statement prepared once (SqliteMetadataStore::Prepared); resets it after use.
+  Stmt(sqlite3* db, sqlite3_stmt* prepared, int rc)
+      : db_(db), stmt_(prepared), rc_(rc), borrowed_(true) {}
+  ~Stmt() {
+    if (!borrowed_) {
+      sqlite3_finalize(stmt_);
+    } else if (stmt_ != nullptr) {
+      sqlite3_reset(stmt_);
+      sqlite3_clear_bindings(stmt_);
+    }
+  }
   Stmt(const Stmt&) = delete;
   Stmt& operator=(const Stmt&) = delete;
 
@@ -187,6 +197,7 @@ class Stmt {
   sqlite3* db_;
   sqlite3_stmt* stmt_ = nullptr;
   int rc_;
+  bool borrowed_ = false;
 };
 
 std::optional<int64_t> MicrosToNanos(std::optional<int64_t> us) {
@@ -313,7 +324,26 @@ Result<std::unique_ptr<SqliteMetadataStore>> SqliteMetadataStore::Open(const std
   return store;
 }
 
-SqliteMetadataStore::~SqliteMetadataStore() { sqlite3_close_v2(db_); }
+SqliteMetadataStore::~SqliteMetadataStore() {
+  for (auto& [sql, stmt] : prepared_) sqlite3_finalize(stmt);
+  sqlite3_close_v2(db_);
+}
+
+sqlite3_stmt* SqliteMetadataStore::Prepared(const char* sql, int* rc) {
+  auto it = prepared_.find(sql);
+  if (it != prepared_.end()) {
+    *rc = SQLITE_OK;
+    return it->second;
+  }
+  sqlite3_stmt* stmt = nullptr;
+  *rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
+  if (*rc != SQLITE_OK) {
+    sqlite3_finalize(stmt);
+    return nullptr;
+  }
+  prepared_.emplace(sql, stmt);
+  return stmt;
+}
 
 int64_t SqliteMetadataStore::NowMicros() const { return clock_->NowNanos() / 1000; }
 
@@ -382,8 +412,11 @@ Result<int> SqliteMetadataStore::SchemaVersion() {
 // ---------------------------------------------------------------- devices
 
 Result<Device> SqliteMetadataStore::GetDeviceLocked(std::string_view device_id) {
-  std::string sql = Sql({"SELECT ", kDeviceColumns, " FROM devices WHERE device_id = ?1"});
-  Stmt q(db_, sql.c_str());
+  static const std::string sql =
+      Sql({"SELECT ", kDeviceColumns, " FROM devices WHERE device_id = ?1"});
+  int rc = SQLITE_OK;
+  sqlite3_stmt* prepared = Prepared(sql.c_str(), &rc);
+  Stmt q(db_, prepared, rc);
   JOULE_RETURN_IF_ERROR(q.status());
   q.Text(1, device_id);
   JOULE_ASSIGN_OR_RETURN(bool row, q.Step());
@@ -624,9 +657,13 @@ Result<Principal> SqliteMetadataStore::AuthenticateToken(std::string_view token)
   std::string hash = HashToken(token);
   bool device = token.starts_with(kDeviceTokenPrefix);
   std::lock_guard<std::mutex> lock(mu_);
-  Stmt q(db_, device ? "SELECT t.token_hash, t.device_id, d.owner_id FROM device_tokens t "
-                       "JOIN devices d ON d.device_id = t.device_id WHERE t.token_hash = ?1"
-                     : "SELECT token_hash, owner_id, key_id FROM owner_keys WHERE token_hash = ?1");
+  int rc = SQLITE_OK;
+  sqlite3_stmt* prepared =
+      Prepared(device ? "SELECT t.token_hash, t.device_id, d.owner_id FROM device_tokens t "
+                        "JOIN devices d ON d.device_id = t.device_id WHERE t.token_hash = ?1"
+                      : "SELECT token_hash, owner_id, key_id FROM owner_keys WHERE token_hash = ?1",
+               &rc);
+  Stmt q(db_, prepared, rc);
   JOULE_RETURN_IF_ERROR(q.status());
   q.Blob(1, hash);
   JOULE_ASSIGN_OR_RETURN(bool row, q.Step());
