@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "app/allocator_tuning.h"
 #include "app/config.h"
 #include "app/devices_cli.h"
 #include "app/export_cli.h"
@@ -154,6 +155,7 @@ int main(int argc, char** argv) {
       fmt::print("{}", joule::app::ConfigToToml(*config));
       return 0;
     }
+    joule::app::TuneAllocatorForServer();
     return joule::app::RunServer(*config);
   }
   if (*simulate) {
