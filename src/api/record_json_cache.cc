@@ -159,6 +159,23 @@ bool RecordJsonCache::Insert(Series& series, int64_t window_start_ns, uint64_t v
   return true;
 }
 
+void RecordJsonCache::Trim(Series& series, int64_t before_ns) {
+  size_t freed = 0;
+  {
+    std::lock_guard lock(series.mu);
+    auto end = series.entries.lower_bound(before_ns);
+    for (auto it = series.entries.begin(); it != end;) {
+      freed += it->second.json.size() + kEntryOverhead;
+      it = series.entries.erase(it);
+    }
+    series.bytes -= freed;
+    for (auto it = series.covered.begin(); it != series.covered.end() && it->first < before_ns;) {
+      it = series.covered.erase(it);
+    }
+  }
+  if (freed > 0) Account(-static_cast<long>(freed));
+}
+
 void RecordJsonCache::MarkCovered(Series& series, int64_t from_ns, int64_t to_ns) {
   if (!attached_) return;
   std::lock_guard lock(series.mu);

@@ -68,6 +68,11 @@ class RecordJsonCache {
   // being read must not be marked covered.
   bool Insert(Series& series, int64_t window_start_ns, uint64_t version, std::string_view json);
 
+  // Drops the entries of the series with window_start before `before_ns` (and the covered
+  // ranges that reach below it). For an unattached cache of the newest windows of a device
+  // (the realtime route), so that a polled series does not grow by a record per window.
+  void Trim(Series& series, int64_t before_ns);
+
   // Remembers that every record of the series with window_start in [from, to) is held
   // (after a scan of that range whose every record was Append()ed or Insert()ed). No-op
   // unless attached.

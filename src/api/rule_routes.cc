@@ -160,7 +160,7 @@ class RuleRoutes {
     if (!st.ok()) return responder.Send(ErrorFromStatus(st));
     RecordAudit(ctx_, req, caller, "rule.deleted", "rule", id, OwnerOf(*existing));
     if (ctx_.alerts) ctx_.alerts->ReloadRules();
-    responder.Send(net::HttpResponse{204, "application/json", "", {}});
+    responder.Send(net::HttpResponse::Json(204, ""));
   }
 
  private:

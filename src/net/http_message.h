@@ -3,6 +3,7 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -37,6 +38,11 @@ struct HttpResponse {
   std::string content_type = "application/json";
   std::string body;
   HttpHeaders headers;  // extra headers (Retry-After, Location, ...)
+  // When set, the body instead of `body`: bytes shared with a cache, written without a
+  // copy (the server keeps this reference until they are sent).
+  std::shared_ptr<const std::string> shared_body;
+
+  std::string_view body_view() const { return shared_body ? *shared_body : body; }
 
   static HttpResponse Json(int status, std::string body);
   static HttpResponse Text(int status, std::string body,

@@ -12,6 +12,7 @@
 
 #include <array>
 #include <atomic>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -24,11 +25,12 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
+#include <boost/beast/http/status.hpp>
 #include <boost/beast/http/string_body.hpp>
-#include <boost/beast/http/write.hpp>
 #include <chrono>
 #include <mutex>
 #include <optional>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 
@@ -64,7 +66,14 @@ std::string Lower(std::string_view s) {
 }
 
 bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && Lower(a) == Lower(b);
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
+    if (x != y) return false;
+  }
+  return true;
 }
 
 // The method as a metric label: a small closed set, so clients cannot grow the registry.
@@ -80,6 +89,17 @@ bool ValidHeaderText(std::string_view s) {
     if (c == '\r' || c == '\n' || c == '\0') return false;
   }
   return true;
+}
+
+// Decimal digits of a non-negative number.
+void AppendStatusCode(std::string* out, size_t v) {
+  char buf[24];
+  char* p = buf + sizeof buf;
+  do {
+    *--p = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  out->append(p, static_cast<size_t>(buf + sizeof buf - p));
 }
 
 bool IsParseError(const error_code& ec) {
@@ -126,8 +146,10 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
 
   // Called by connections.
   void Unregister(uint64_t id);
-  void RecordRequest(std::string_view route, std::string_view method, int status,
-                     std::chrono::steady_clock::duration elapsed);
+  // The request counter and duration histogram of (route, method, status); both nullptr
+  // without a registry.
+  std::pair<Counter*, Histogram*> Instruments(std::string_view route, std::string_view method,
+                                              int status);
   const HttpServerOptions& options() const { return options_; }
   const Router& router() const { return router_; }
   void CountHandshakeFailure() {
@@ -352,6 +374,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void OnStreamRead(error_code ec);
   void StreamRead();
   void ArmKeepalive();
+  void RecordRequest(int status);
 
   const std::shared_ptr<HttpServer::Impl> server_;
   const HttpServerOptions& options_;
@@ -359,7 +382,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   MaybeTlsStream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
-  std::optional<http::response<http::string_body>> response_;
+  // The response being written: its head, and the response that owns the body bytes.
+  std::string head_;
+  HttpResponse response_;
   State state_ = State::kReading;
   bool registered_ = true;  // counted by the server
   std::string remote_address_;
@@ -372,7 +397,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool unread_input_ = false;  // the request was not fully read: linger before closing
   std::string route_;
   std::string method_;
+  const HttpRequest* dispatching_ = nullptr;  // while the router runs the handler
   std::chrono::steady_clock::time_point started_;
+  // The instruments of the last (route, method, status) answered: a keep-alive client
+  // mostly repeats one request, so the registry lookup is skipped.
+  std::string metrics_route_;
+  std::string metrics_method_;
+  int metrics_status_ = -1;
+  Counter* request_counter_ = nullptr;
+  Histogram* request_duration_ = nullptr;
 
   // Server-Sent Events.
   std::shared_ptr<SseStreamImpl> sse_;
@@ -391,8 +424,10 @@ class ExchangeSink final : public ResponseSink {
       : connection_(std::move(connection)), exchange_(exchange), sse_max_bytes_(sse_max_bytes) {}
 
   void Send(HttpResponse response) override {
+    // Inline when the handler answers on the connection's strand (the common case: no
+    // queueing, no wake-up of another I/O thread); posted from other threads.
     auto c = connection_;
-    asio::post(c->executor(), [c, exchange = exchange_, r = std::move(response)]() mutable {
+    asio::dispatch(c->executor(), [c, exchange = exchange_, r = std::move(response)]() mutable {
       c->WriteResponse(exchange, std::move(r));
     });
   }
@@ -475,7 +510,6 @@ void Connection::OnHeader(error_code ec) {
   }
   const auto& header = parser_->get();
   method_ = std::string(ToStd(header.method_string()));
-  route_ = server_->router().RouteFor(method_, ToStd(header.target()));
   if (parser_->is_done()) {
     Dispatch();
     return;
@@ -530,10 +564,10 @@ void Connection::OnReadError(error_code ec) {
 
 // Answers a request that could not be read completely, then closes the connection.
 void Connection::FailRequest(int status, std::string_view code, std::string_view message) {
-  if (method_.empty() && parser_) {
+  if (route_.empty() && parser_) {
     // Whatever of the request line was parsed, for the metric labels.
     const auto& header = parser_->get();
-    method_ = std::string(ToStd(header.method_string()));
+    if (method_.empty()) method_ = std::string(ToStd(header.method_string()));
     if (!header.target().empty()) {
       route_ = server_->router().RouteFor(method_, ToStd(header.target()));
     }
@@ -577,6 +611,8 @@ void Connection::Dispatch() {
 
   Responder responder(
       std::make_shared<ExchangeSink>(shared_from_this(), exchange, options_.sse_max_queued_bytes));
+  route_.clear();
+  dispatching_ = &req;  // a handler may answer before Dispatch returns
   try {
     server_->router().Dispatch(req, std::move(responder));
   } catch (const std::exception& e) {
@@ -585,45 +621,80 @@ void Connection::Dispatch() {
   } catch (...) {
     logging::Error("http handler threw", {{"route", req.route}});
   }
+  dispatching_ = nullptr;
   route_ = req.route;
 }
 
+void Connection::RecordRequest(int status) {
+  const std::string& route =
+      route_.empty() && dispatching_ != nullptr ? dispatching_->route : route_;
+  if (status != metrics_status_ || route != metrics_route_ || method_ != metrics_method_) {
+    std::tie(request_counter_, request_duration_) = server_->Instruments(route, method_, status);
+    metrics_route_ = route;
+    metrics_method_ = method_;
+    metrics_status_ = status;
+  }
+  if (request_counter_ == nullptr) return;
+  request_counter_->Inc();
+  request_duration_->Observe(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count());
+}
+
+// The head is written by hand (status line, Server, the handler's headers, Content-Type,
+// Content-Length, Connection: close when closing) and goes out with the body in one
+// gather write; a shared body is written from the handler's buffer without a copy.
 void Connection::WriteResponse(uint64_t exchange, HttpResponse r) {
   if (state_ != State::kHandling || exchange != exchange_) return;  // closed meanwhile
   state_ = State::kWriting;
   bool keep_alive = keep_alive_ && !server_->shutting_down();
 
-  response_.emplace();
-  auto& res = *response_;
-  res.version(11);
   if (r.status < 100 || r.status > 999) r.status = 500;
-  res.result(static_cast<unsigned>(r.status));
-  res.set(http::field::server, "joule");
-  for (const auto& [name, value] : r.headers) {
-    if (!name.empty() && ValidHeaderText(name) && ValidHeaderText(value)) {
-      res.insert(name, value);
+  response_ = std::move(r);
+  std::string& head = head_;
+  head.clear();
+  head.append("HTTP/1.1 ");
+  AppendStatusCode(&head, response_.status);
+  head.push_back(' ');
+  beast::string_view reason = http::obsolete_reason(static_cast<http::status>(response_.status));
+  head.append(reason.data(), reason.size());
+  head.append("\r\nServer: joule\r\n");
+  const bool bodiless =
+      response_.status < 200 || response_.status == 204 || response_.status == 304;
+  for (const auto& [name, value] : response_.headers) {
+    if (name.empty() || !ValidHeaderText(name) || !ValidHeaderText(value)) continue;
+    // The server sets these itself.
+    if (EqualsIgnoreCase(name, "content-length") || EqualsIgnoreCase(name, "connection") ||
+        EqualsIgnoreCase(name, "server") || EqualsIgnoreCase(name, "transfer-encoding") ||
+        (!bodiless && !response_.content_type.empty() && EqualsIgnoreCase(name, "content-type"))) {
+      continue;
     }
+    head.append(name).append(": ").append(value).append("\r\n");
   }
-  bool bodiless = r.status < 200 || r.status == 204 || r.status == 304;
+  const std::string_view body = response_.body_view();
   if (!bodiless) {
-    if (!r.content_type.empty() && ValidHeaderText(r.content_type)) {
-      res.set(http::field::content_type, r.content_type);
+    if (!response_.content_type.empty() && ValidHeaderText(response_.content_type)) {
+      head.append("Content-Type: ").append(response_.content_type).append("\r\n");
     }
-    res.content_length(r.body.size());
-    if (!head_request_) res.body() = std::move(r.body);
+    head.append("Content-Length: ");
+    AppendStatusCode(&head, body.size());
+    head.append("\r\n");
   }
-  res.keep_alive(keep_alive);
+  if (!keep_alive) head.append("Connection: close\r\n");
+  head.append("\r\n");
 
-  server_->RecordRequest(route_, method_, r.status, std::chrono::steady_clock::now() - started_);
+  RecordRequest(response_.status);
   stream_.expires_after(Nanos(options_.read_timeout_ns));
-  http::async_write(stream_, res, [self = shared_from_this(), keep_alive](error_code ec, size_t) {
-    self->OnWrite(keep_alive, ec);
-  });
+  std::array<asio::const_buffer, 2> buffers = {
+      asio::buffer(head_), asio::buffer(body.data(), bodiless || head_request_ ? 0 : body.size())};
+  asio::async_write(stream_, buffers,
+                    [self = shared_from_this(), keep_alive](error_code ec, size_t) {
+                      self->OnWrite(keep_alive, ec);
+                    });
 }
 
 void Connection::OnWrite(bool keep_alive, error_code ec) {
   if (state_ != State::kWriting) return;
-  response_.reset();
+  response_ = HttpResponse();
   ++requests_served_;
   if (ec) {
     Close();
@@ -690,7 +761,7 @@ void Connection::BeginStream(uint64_t exchange, std::shared_ptr<SseStreamImpl> s
   }
   head += "\r\n";
   sse_->PrependHead(std::move(head));
-  server_->RecordRequest(route_, method_, 200, std::chrono::steady_clock::now() - started_);
+  RecordRequest(200);
 
   // Reading is how we learn that the client has gone; anything it sends is discarded.
   StreamRead();
@@ -938,38 +1009,30 @@ void HttpServer::Impl::CloseAll() {
   }
 }
 
-void HttpServer::Impl::RecordRequest(std::string_view route, std::string_view method, int status,
-                                     std::chrono::steady_clock::duration elapsed) {
-  if (metrics_ == nullptr) return;
+std::pair<Counter*, Histogram*> HttpServer::Impl::Instruments(std::string_view route,
+                                                              std::string_view method, int status) {
+  if (metrics_ == nullptr) return {nullptr, nullptr};
   std::string_view route_label = route.empty() ? std::string_view("unmatched") : route;
   std::string_view method_label = MethodLabel(method);
   std::string status_label = std::to_string(status);
   std::string key;
   key.reserve(route_label.size() + method_label.size() + status_label.size() + 2);
   key.append(route_label).append(1, '\n').append(method_label).append(1, '\n').append(status_label);
-  Counter* counter;
-  Histogram* histogram;
-  {
-    std::lock_guard<std::mutex> lock(metrics_mu_);
-    Counter*& c = request_counters_[key];
-    if (c == nullptr) {
-      c = metrics_->GetCounter("joule_http_requests_total", "HTTP requests answered.",
-                               {{"route", std::string(route_label)},
-                                {"method", std::string(method_label)},
-                                {"status", status_label}});
-    }
-    counter = c;
-    Histogram*& h = duration_histograms_[std::string(route_label)];
-    if (h == nullptr) {
-      h = metrics_->GetHistogram("joule_http_request_duration_seconds",
-                                 "Time from a request's headers to its response head.",
-                                 Histogram::LatencyBuckets(),
-                                 {{"route", std::string(route_label)}});
-    }
-    histogram = h;
+  std::lock_guard<std::mutex> lock(metrics_mu_);
+  Counter*& c = request_counters_[key];
+  if (c == nullptr) {
+    c = metrics_->GetCounter("joule_http_requests_total", "HTTP requests answered.",
+                             {{"route", std::string(route_label)},
+                              {"method", std::string(method_label)},
+                              {"status", status_label}});
   }
-  counter->Inc();
-  histogram->Observe(std::chrono::duration<double>(elapsed).count());
+  Histogram*& h = duration_histograms_[std::string(route_label)];
+  if (h == nullptr) {
+    h = metrics_->GetHistogram("joule_http_request_duration_seconds",
+                               "Time from a request's headers to its response head.",
+                               Histogram::LatencyBuckets(), {{"route", std::string(route_label)}});
+  }
+  return {c, h};
 }
 
 // ---------------------------------------------------------------------------------------

@@ -40,7 +40,13 @@ namespace {
 class CallbackSink final : public ResponseSink {
  public:
   explicit CallbackSink(std::function<void(HttpResponse)> fn) : fn_(std::move(fn)) {}
-  void Send(HttpResponse response) override { fn_(std::move(response)); }
+  void Send(HttpResponse response) override {
+    if (response.shared_body) {  // tests read `body`
+      response.body = *response.shared_body;
+      response.shared_body.reset();
+    }
+    fn_(std::move(response));
+  }
   std::shared_ptr<SseStream> StartStream(HttpHeaders /*headers*/) override {
     fn_(HttpResponse::Error(500, "internal", "streaming is not supported here"));
     return nullptr;

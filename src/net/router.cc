@@ -70,10 +70,13 @@ void Router::Add(std::string method, std::string pattern, Handler handler) {
   routes_.push_back(std::move(route));
 }
 
+// Matching compares raw segments: only a segment with a '%' is decoded (rarely), and only
+// the winning route's parameters are decoded and stored (`params` null: just test).
 bool Router::Match(const Route& route, const std::vector<std::string_view>& path,
                    std::map<std::string, std::string>* params) {
-  params->clear();
+  if (params != nullptr) params->clear();
   const auto& segs = route.segments;
+  std::string decoded;
   for (size_t i = 0; i < segs.size(); ++i) {
     const Segment& seg = segs[i];
     if (seg.kind == SegmentKind::kRest) {
@@ -82,20 +85,28 @@ bool Router::Match(const Route& route, const std::vector<std::string_view>& path
         if (j > i) rest += '/';
         rest.append(path[j]);
       }
-      std::string decoded;
       if (!PercentDecode(rest, false, &decoded)) return false;
-      (*params)[seg.text] = std::move(decoded);
+      if (params != nullptr) (*params)[seg.text] = std::move(decoded);
       return true;
     }
     if (i >= path.size()) return false;
-    std::string decoded;
-    if (!PercentDecode(path[i], false, &decoded)) return false;
+    const std::string_view raw = path[i];
+    const bool escaped = raw.find('%') != std::string_view::npos;
     if (seg.kind == SegmentKind::kLiteral) {
-      if (decoded != seg.text) return false;
-    } else {
-      if (decoded.empty()) return false;
-      (*params)[seg.text] = std::move(decoded);
+      if (!escaped) {
+        if (raw != seg.text) return false;
+        continue;
+      }
+      if (!PercentDecode(raw, false, &decoded) || decoded != seg.text) return false;
+      continue;
     }
+    if (raw.empty()) return false;  // a non-empty escape never decodes to nothing
+    if (escaped) {
+      if (!PercentDecode(raw, false, &decoded)) return false;
+    } else if (params != nullptr) {
+      decoded.assign(raw);
+    }
+    if (params != nullptr) (*params)[seg.text] = std::move(decoded);
   }
   return segs.size() == path.size();
 }
@@ -114,33 +125,30 @@ const Router::Route* Router::Find(std::string_view method,
                                   const std::vector<std::string_view>& path,
                                   std::map<std::string, std::string>* params) const {
   const Route* best = nullptr;
-  std::map<std::string, std::string> candidate;
   auto consider = [&](std::string_view m) {
     for (const Route& r : routes_) {
-      if (r.method != m || !Match(r, path, &candidate)) continue;
-      if (best == nullptr || CompareSpecificity(r, *best) < 0) {
-        best = &r;
-        *params = candidate;
-      }
+      if (r.method != m || !Match(r, path, nullptr)) continue;
+      if (best == nullptr || CompareSpecificity(r, *best) < 0) best = &r;
     }
   };
   consider(method);
   if (best == nullptr && method == "HEAD") consider("GET");
+  if (best != nullptr && params != nullptr) Match(*best, path, params);
   return best;
 }
 
 std::string Router::RouteFor(std::string_view method, std::string_view target) const {
   target = target.substr(0, target.find('?'));
-  std::map<std::string, std::string> params;
-  const Route* r = Find(method, SplitPath(target), &params);
+  const Route* r = Find(method, SplitPath(target), nullptr);
   return r == nullptr ? std::string() : r->pattern;
 }
 
 void Router::Dispatch(HttpRequest& req, Responder responder) const {
   std::string_view raw_path = req.target.empty() ? std::string_view(req.path) : req.target;
   raw_path = raw_path.substr(0, raw_path.find('?'));
+  const bool escaped = raw_path.find('%') != std::string_view::npos;
   std::string decoded;
-  if (!PercentDecode(raw_path, false, &decoded)) {
+  if (escaped && !PercentDecode(raw_path, false, &decoded)) {
     responder.Send(HttpResponse::Error(400, "bad_request", "malformed percent-encoding in path"));
     return;
   }
@@ -150,11 +158,11 @@ void Router::Dispatch(HttpRequest& req, Responder responder) const {
   const Route* best = Find(req.method, path, &best_params);
   if (best == nullptr) {
     std::set<std::string> allowed;  // methods of routes whose path matches
-    std::map<std::string, std::string> params;
     for (const Route& r : routes_) {
-      if (Match(r, path, &params)) allowed.insert(r.method);
+      if (Match(r, path, nullptr)) allowed.insert(r.method);
     }
     if (allowed.empty()) {
+      if (!escaped) decoded.assign(raw_path);
       responder.Send(HttpResponse::Error(404, "not_found", "no route for " + decoded));
       return;
     }

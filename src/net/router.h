@@ -54,12 +54,14 @@ class Router {
     std::vector<Segment> segments;
     Handler handler;
   };
-  // Fills `params` if `route` matches the (raw, not yet decoded) path segments.
+  // True if `route` matches the (raw, not yet decoded) path segments; then fills `params`
+  // with the decoded captures unless it is nullptr.
   static bool Match(const Route& route, const std::vector<std::string_view>& path,
                     std::map<std::string, std::string>* params);
   // Negative if a is more specific than b, positive if less, 0 if equal.
   static int CompareSpecificity(const Route& a, const Route& b);
-  // The most specific route for `method` (HEAD falls back to GET) and path, or nullptr.
+  // The most specific route for `method` (HEAD falls back to GET) and path, or nullptr;
+  // fills `params` (if not nullptr) with its captures.
   const Route* Find(std::string_view method, const std::vector<std::string_view>& path,
                     std::map<std::string, std::string>* params) const;
 
