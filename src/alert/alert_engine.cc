@@ -144,26 +144,30 @@ void AlertEngine::SeedDevices() {
   if (!metadata_) return;
   std::vector<const Rule*> rules = ScopedAbsenceRules();
   if (rules.empty()) return;
-  // One listing per owner when every such rule is limited to one owner (an owner's rule,
-  // or an admin rule scoped to an owner); otherwise page through all devices (the store
-  // has no model filter).
-  std::vector<std::optional<std::string>> owners;
+  // One listing per (owner, model) filter the rules name — an owner's rule or a rule scoped
+  // to an owner lists that owner's devices, an admin rule scoped to a model lists that
+  // model's devices; only a rule with neither (none can be made today) pages through all.
+  std::vector<std::pair<std::optional<std::string>, std::optional<std::string>>> filters;
   for (const Rule* r : rules) {
-    std::optional<std::string> owner;
+    std::optional<std::string> owner, model;
     if (!r->owner_id.empty()) {
       owner = r->owner_id;
     } else if (!r->scope.owner_id.empty()) {
       owner = r->scope.owner_id;
     }
-    if (!owner) {
-      owners.assign(1, std::nullopt);
+    if (!r->scope.model.empty()) model = r->scope.model;
+    if (!owner && !model) {
+      filters.assign(1, {std::nullopt, std::nullopt});
       break;
     }
-    if (std::find(owners.begin(), owners.end(), owner) == owners.end()) owners.push_back(owner);
+    if (std::find(filters.begin(), filters.end(), std::make_pair(owner, model)) == filters.end()) {
+      filters.emplace_back(owner, model);
+    }
   }
-  for (const std::optional<std::string>& owner : owners) {
+  for (const auto& [owner, model] : filters) {
     store::ListDevicesOptions o;
     o.owner_id = owner;
+    o.model = model;
     o.limit = 1000;
     while (true) {
       Result<store::DevicePage> page = metadata_->ListDevices(o);

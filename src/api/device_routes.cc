@@ -7,6 +7,7 @@
 //   caller may not see is 404, like every route that takes a device id.
 // - GET /v1/devices: admin: all (optionally ?owner_id=); owner key: its own devices (an
 //   ?owner_id= of another owner is an empty list); device token: 403 (tokens ingest).
+//   ?model= (an addition to CONTRACT §3) keeps the devices of exactly that model.
 // - GET /v1/devices/{id}: admin; the device's owner; the device's own token.
 // - PATCH, DELETE /v1/devices/{id}: admin; the device's owner (who may not change
 //   owner_id: 400). A device token on its own device gets 403.
@@ -318,6 +319,11 @@ class DeviceRoutes {
     if (owner) {
       Status st = ValidateOwnerId(*owner);
       if (!st.ok()) return responder.Send(ErrorFromStatus(st));
+    }
+    if (const std::string* model = req.Query("model"); model && !model->empty()) {
+      Status st = ValidateDeviceText("model", *model);
+      if (!st.ok()) return responder.Send(ErrorFromStatus(st));
+      options.model = *model;
     }
     bool empty = false;
     if (caller.kind == Caller::Kind::kOwner) {

@@ -64,6 +64,7 @@ struct DeviceUpdate {
 
 struct ListDevicesOptions {
   std::optional<std::string> owner_id;  // only this owner's devices
+  std::optional<std::string> model;     // only devices of this model (exact match)
   size_t limit = 1000;                  // at most this many (0 is treated as 1)
   std::string after;                    // cursor: a previous page's next_cursor, or ""
 };

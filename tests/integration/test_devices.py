@@ -300,6 +300,26 @@ class DeviceApiCases:
         self.assertError(self.server.request("GET", "/v1/devices"), 401, "unauthorized",
                          "list without a token")
 
+    def test_list_filters_by_model(self):
+        a, b = self.owner(), self.owner()
+        model = f"METER-{uid()}"
+        a_meter = self.register(owner_id=a, model=model)["device"]["device_id"]
+        b_meter = self.register(owner_id=b, model=model)["device"]["device_id"]
+        self.register(owner_id=a, model="PLUG-2")
+        status, _, body = self.server.request("GET", f"/v1/devices?model={model}&limit=1000",
+                                              headers=ADMIN)
+        self.assertEqual(status, 200, body)
+        self.assertEqual(sorted(d["device_id"] for d in body["devices"]),
+                         sorted([a_meter, b_meter]))
+        status, _, body = self.server.request("GET", f"/v1/devices?model={model}&owner_id={a}",
+                                              headers=ADMIN)
+        self.assertEqual([d["device_id"] for d in body["devices"]], [a_meter])
+        # An owner key filters within its own devices only.
+        status, _, body = self.server.request("GET", f"/v1/devices?model={model}",
+                                              headers=bearer(self.owner_key(b)))
+        self.assertEqual(status, 200, body)
+        self.assertEqual([d["device_id"] for d in body["devices"]], [b_meter])
+
     def test_owner_key_lists_only_own_devices(self):
         a, b = self.owner(), self.owner()
         a_ids = sorted(self.register(owner_id=a)["device"]["device_id"] for _ in range(3))

@@ -592,11 +592,13 @@ Result<DevicePage> PostgresMetadataStore::ListDevices(const ListDevicesOptions& 
         Exec(c,
              "SELECT " JOULE_DEVICE_COLUMNS
              " FROM devices WHERE ($1::text IS NULL OR owner_id = $1) "
+             "AND ($4::text IS NULL OR model = $4) "
              "AND device_id COLLATE \"C\" > $2 ORDER BY device_id COLLATE \"C\" LIMIT $3",
              Params()
                  .OptText(options.owner_id)
                  .Text(options.after)
-                 .Int(static_cast<int64_t>(limit) + 1)));
+                 .Int(static_cast<int64_t>(limit) + 1)
+                 .OptText(options.model)));
     DevicePage page;
     int n = PQntuples(r.get());
     for (int i = 0; i < n; ++i) {

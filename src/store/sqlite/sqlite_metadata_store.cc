@@ -487,12 +487,15 @@ Result<Device> SqliteMetadataStore::GetDevice(std::string_view device_id) {
 Result<DevicePage> SqliteMetadataStore::ListDevices(const ListDevicesOptions& options) {
   size_t limit = options.limit == 0 ? 1 : options.limit;
   std::string sql = Sql({"SELECT ", kDeviceColumns,
-                         " FROM devices WHERE (?1 IS NULL OR owner_id = ?1) AND device_id > ?2 "
-                         "ORDER BY device_id LIMIT ?3"});
+                         " FROM devices WHERE (?1 IS NULL OR owner_id = ?1) AND (?4 IS NULL OR "
+                         "model = ?4) AND device_id > ?2 ORDER BY device_id LIMIT ?3"});
   std::lock_guard<std::mutex> lock(mu_);
   Stmt q(db_, sql.c_str());
   JOULE_RETURN_IF_ERROR(q.status());
-  q.OptText(1, options.owner_id).Text(2, options.after).Int(3, static_cast<int64_t>(limit) + 1);
+  q.OptText(1, options.owner_id)
+      .Text(2, options.after)
+      .Int(3, static_cast<int64_t>(limit) + 1)
+      .OptText(4, options.model);
   DevicePage page;
   while (true) {
     JOULE_ASSIGN_OR_RETURN(bool row, q.Step());

@@ -511,6 +511,33 @@ TEST_P(MetadataStoreTest, ListDevicesPagesAndFiltersByOwner) {
   EXPECT_EQ(odd_ids, (std::vector<std::string>{"a", "d.1", "e-3"}));
   EXPECT_TRUE(page->next_cursor.empty());
 
+  // By model, alone and with an owner, paged.
+  Device m1 = MakeDevice("meter-1", "odd"), m2 = MakeDevice("meter-2", "even");
+  m1.model = m2.model = "meter-x";
+  ASSERT_TRUE(store_->CreateDevice(m1, nullptr).ok());
+  ASSERT_TRUE(store_->CreateDevice(m2, nullptr).ok());
+  ListDevicesOptions by_model;
+  by_model.model = "meter-x";
+  by_model.limit = 1;
+  std::vector<std::string> meters;
+  for (int i = 0; i < 5; ++i) {
+    auto p = store_->ListDevices(by_model);
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    for (const auto& d : p->devices) meters.push_back(d.device_id);
+    if (p->next_cursor.empty()) break;
+    by_model.after = p->next_cursor;
+  }
+  EXPECT_EQ(meters, (std::vector<std::string>{"meter-1", "meter-2"}));
+  ListDevicesOptions odd_meters;
+  odd_meters.model = "meter-x";
+  odd_meters.owner_id = "odd";
+  auto om = store_->ListDevices(odd_meters);
+  ASSERT_TRUE(om.ok());
+  ASSERT_EQ(om->devices.size(), 1u);
+  EXPECT_EQ(om->devices[0].device_id, "meter-1");
+  ASSERT_TRUE(store_->DeleteDevice("meter-1").ok());
+  ASSERT_TRUE(store_->DeleteDevice("meter-2").ok());
+
   // An exact last page has no cursor.
   ListDevicesOptions all;
   all.limit = ids.size();
