@@ -128,6 +128,17 @@ std::string ToCsv(const std::vector<model::AggregateRecord>& records,
   return out;
 }
 
+// Closes the "data" array and the object.
+void FinishPage(std::string_view next_cursor, std::string* out) {
+  *out += "],\"next_cursor\":";
+  if (next_cursor.empty()) {
+    *out += "null";
+  } else {
+    JsonWriter::AppendEscaped(out, next_cursor);
+  }
+  *out += '}';
+}
+
 void HandleHistory(ApiContext& ctx, net::HttpRequest& req, net::Responder responder) {
   const Caller caller = ctx.auth->Authenticate(req);
   if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized());
@@ -245,18 +256,24 @@ void HandleHistory(ApiContext& ctx, net::HttpRequest& req, net::Responder respon
   if (cache != nullptr && only.empty()) cached = cache->Open(device_id, resolution);
   size_t records = 0;
   std::string next_cursor;
-  bool served = false;
   if (cached && cache->attached()) {
     if (Status st = store::ValidateHistoryQuery(q); !st.ok()) return fail(st);
     Result<int64_t> start = store::history_cursor::Start(q);
     if (!start.ok()) return fail(start.status());
     const int64_t first = std::max(*start, ctx.history->ReadHorizon(resolution));
-    if (std::optional<size_t> n = cache->AppendCovered(*cached, q, first, &body, &next_cursor)) {
-      records = *n;
-      served = true;
+    // The page (records and the closing part) is shared with the cache: sent after the
+    // head of the body without being copied.
+    if (std::shared_ptr<const std::string> page =
+            cache->CoveredPage(*cached, q, first, &FinishPage, &records)) {
+      if (!registered && records == 0 && q.cursor.empty()) {
+        return responder.Send(DeviceNotFound());
+      }
+      net::HttpResponse r = net::HttpResponse::Json(200, std::move(body));
+      r.shared_body = std::move(page);
+      return responder.Send(std::move(r));
     }
   }
-  if (!served) {
+  {
     const size_t expected = std::min<size_t>(q.limit, static_cast<size_t>((to - from) / width) + 2);
     bool all_kept = cached != nullptr;
     auto visit = [&](const store::HistoryEntry& e) -> Status {
@@ -292,13 +309,7 @@ void HandleHistory(ApiContext& ctx, net::HttpRequest& req, net::Responder respon
     }
   }
   if (!registered && records == 0 && q.cursor.empty()) return responder.Send(DeviceNotFound());
-  body += "],\"next_cursor\":";
-  if (next_cursor.empty()) {
-    body += "null";
-  } else {
-    JsonWriter::AppendEscaped(&body, next_cursor);
-  }
-  body += '}';
+  FinishPage(next_cursor, &body);
   responder.Send(net::HttpResponse::Json(200, std::move(body)));
 }
 

@@ -1,6 +1,7 @@
 #include "api/record_json_cache.h"
 
 #include <iterator>
+#include <vector>
 
 namespace joule::api {
 
@@ -10,6 +11,7 @@ namespace {
 // map headers and LRU node. Estimates.
 constexpr size_t kEntryOverhead = 96;
 constexpr size_t kSeriesOverhead = 256;
+constexpr size_t kPagesPerSeries = 2;
 
 std::string SeriesKey(std::string_view device_id, model::Resolution resolution) {
   std::string key;
@@ -30,11 +32,38 @@ class RecordJsonCache::Series {
   std::map<int64_t, Entry> entries;
   // Disjoint, non-adjacent ranges [first, second) whose every stored record is in entries.
   std::map<int64_t, int64_t> covered;
+  // Assembled pages (CoveredPage), most recently built last.
+  struct Page {
+    int64_t from = 0;
+    int64_t to = 0;
+    size_t limit = 0;
+    size_t records = 0;
+    std::shared_ptr<const std::string> json;
+  };
+  std::vector<Page> pages;
   size_t bytes = kSeriesOverhead;
   bool evicted = false;
   // Guarded by the cache's mu_.
   std::string key;
   std::list<Series*>::iterator lru_position;
+
+  // Drops the pages whose range holds `window_start`, or every page below `before` when
+  // `before` is set; returns the bytes freed.
+  size_t DropPages(int64_t window_start, bool below = false) {
+    size_t freed = 0;
+    for (auto it = pages.begin(); it != pages.end();) {
+      const bool hit =
+          below ? it->from < window_start : (it->from <= window_start && window_start < it->to);
+      if (!hit) {
+        ++it;
+        continue;
+      }
+      freed += it->json->size();
+      it = pages.erase(it);
+    }
+    bytes -= freed;
+    return freed;
+  }
 
   bool Covers(int64_t from, int64_t to) const {
     if (from >= to) return true;
@@ -151,7 +180,7 @@ bool RecordJsonCache::Insert(Series& series, int64_t window_start_ns, uint64_t v
     e.version = version;
     e.json.assign(json);
     series.bytes += cost;
-    Account(static_cast<long>(cost));
+    Account(static_cast<long>(cost) - static_cast<long>(series.DropPages(window_start_ns)));
   }
   const size_t now = bytes();
   if (bytes_gauge_) bytes_gauge_->Set(static_cast<double>(now));
@@ -169,6 +198,7 @@ void RecordJsonCache::Trim(Series& series, int64_t before_ns) {
       it = series.entries.erase(it);
     }
     series.bytes -= freed;
+    freed += series.DropPages(before_ns, /*below=*/true);
     for (auto it = series.covered.begin(); it != series.covered.end() && it->first < before_ns;) {
       it = series.covered.erase(it);
     }
@@ -209,6 +239,62 @@ std::optional<size_t> RecordJsonCache::AppendCovered(Series& series, const store
   return n;
 }
 
+std::shared_ptr<const std::string> RecordJsonCache::CoveredPage(Series& series,
+                                                                const store::HistoryQuery& q,
+                                                                int64_t from_ns,
+                                                                PageFinisher finish,
+                                                                size_t* records) {
+  if (!attached_) return nullptr;
+  std::shared_ptr<std::string> json;
+  size_t n = 0;
+  {
+    std::lock_guard lock(series.mu);
+    if (series.evicted || !series.Covers(from_ns, q.to_ns)) return nullptr;
+    for (const Series::Page& p : series.pages) {
+      if (p.from == from_ns && p.to == q.to_ns && p.limit == q.limit) {
+        if (covered_) covered_->Inc();
+        if (hits_) hits_->Inc(p.records);
+        *records = p.records;
+        return p.json;
+      }
+    }
+    json = std::make_shared<std::string>();
+    std::string next_cursor;
+    const auto first = series.entries.lower_bound(from_ns);
+    size_t total = 0;
+    for (auto it = first; it != series.entries.end() && it->first < q.to_ns && n < q.limit; ++it) {
+      total += it->second.json.size() + 1;
+      ++n;
+    }
+    json->reserve(total + 128);
+    n = 0;
+    for (auto it = first; it != series.entries.end() && it->first < q.to_ns; ++it) {
+      if (n == q.limit) {
+        next_cursor = store::history_cursor::Encode(q, it->first);
+        break;
+      }
+      if (n++ > 0) json->push_back(',');
+      json->append(it->second.json);
+    }
+    finish(next_cursor, json.get());
+    if (json->size() <= max_bytes_ / 4) {
+      if (series.pages.size() == kPagesPerSeries) {
+        series.bytes -= series.pages.front().json->size();
+        Account(-static_cast<long>(series.pages.front().json->size()));
+        series.pages.erase(series.pages.begin());
+      }
+      series.pages.push_back({from_ns, q.to_ns, q.limit, n, json});
+      series.bytes += json->size();
+      Account(static_cast<long>(json->size()));
+    }
+  }
+  if (covered_) covered_->Inc();
+  if (hits_) hits_->Inc(n);
+  *records = n;
+  if (bytes() > max_bytes_) EvictOverflow();
+  return json;
+}
+
 // A write of the store: keep the series' entry current if the series is cached (its
 // covered ranges stay exact); nothing to do otherwise.
 void RecordJsonCache::OnWrite(const model::AggregateRecord& record) {
@@ -224,6 +310,7 @@ void RecordJsonCache::OnWrite(const model::AggregateRecord& record) {
   if (!Insert(*series, record.window_start_ns, record.version, json)) {
     // Too large to keep: the series can no longer answer the ranges around this record.
     std::lock_guard lock(series->mu);
+    Account(-static_cast<long>(series->DropPages(record.window_start_ns)));
     auto it = series->covered.upper_bound(record.window_start_ns);
     if (it != series->covered.begin()) {
       --it;
@@ -246,6 +333,7 @@ void RecordJsonCache::EvictOverflow() {
       victim->bytes = 0;
       victim->entries.clear();
       victim->covered.clear();
+      victim->pages.clear();
     }
     if (evictions_) evictions_->Inc();
     const std::string key = victim->key;  // erase may destroy the victim

@@ -18,7 +18,10 @@
 // the request's inserts are refused and nothing is marked covered. Expired records are
 // hidden by the caller's read horizon, as in the store.
 //
-// Bounded by `max_bytes` (JSON bytes plus per-entry and per-series overhead estimates);
+// Pages. CoveredPage keeps the assembled JSON of a few recently requested pages per series,
+// dropped whenever a record inside a page's range changes.
+//
+// Bounded by `max_bytes` (JSON bytes, pages, plus per-entry and per-series overhead estimates);
 // when over, whole (device, resolution) series are evicted, least recently opened first.
 // 0 disables the cache. Thread-safe: one mutex for the series map and LRU order, one per
 // series for its entries and covered ranges.
@@ -82,6 +85,16 @@ class RecordJsonCache {
   // returns how many records it appended. Otherwise nullopt and nothing appended.
   std::optional<size_t> AppendCovered(Series& series, const store::HistoryQuery& q, int64_t from_ns,
                                       std::string* out, std::string* next_cursor);
+
+  // AppendCovered for a request that is repeated: the page — its records' JSON,
+  // comma-separated, then what `finish(next_cursor, out)` appends — as bytes shared with
+  // the cache, so a repeated request copies nothing. A page is kept (at most kPagesPerSeries
+  // per series) until a write, Trim or eviction changes a record inside its range. nullptr
+  // when [from, q.to_ns) is not covered.
+  using PageFinisher = void (*)(std::string_view next_cursor, std::string* out);
+  std::shared_ptr<const std::string> CoveredPage(Series& series, const store::HistoryQuery& q,
+                                                 int64_t from_ns, PageFinisher finish,
+                                                 size_t* records);
 
   size_t bytes() const { return bytes_.load(std::memory_order_relaxed); }
   size_t max_bytes() const { return max_bytes_; }

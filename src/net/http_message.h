@@ -38,11 +38,11 @@ struct HttpResponse {
   std::string content_type = "application/json";
   std::string body;
   HttpHeaders headers;  // extra headers (Retry-After, Location, ...)
-  // When set, the body instead of `body`: bytes shared with a cache, written without a
-  // copy (the server keeps this reference until they are sent).
+  // When set, sent after `body` as the rest of the body: bytes shared with a cache, written
+  // without a copy (the server keeps this reference until they are sent).
   std::shared_ptr<const std::string> shared_body;
 
-  std::string_view body_view() const { return shared_body ? *shared_body : body; }
+  size_t body_size() const { return body.size() + (shared_body ? shared_body->size() : 0); }
 
   static HttpResponse Json(int status, std::string body);
   static HttpResponse Text(int status, std::string body,

@@ -679,13 +679,13 @@ void Connection::WriteResponse(uint64_t exchange, HttpResponse r) {
     }
     head.append(name).append(": ").append(value).append("\r\n");
   }
-  const std::string_view body = response_.body_view();
+  const size_t body_size = response_.body_size();
   if (!bodiless) {
     if (!response_.content_type.empty() && ValidHeaderText(response_.content_type)) {
       head.append("Content-Type: ").append(response_.content_type).append("\r\n");
     }
     head.append("Content-Length: ");
-    AppendStatusCode(&head, body.size());
+    AppendStatusCode(&head, body_size);
     head.append("\r\n");
   }
   if (!keep_alive) head.append("Connection: close\r\n");
@@ -693,8 +693,12 @@ void Connection::WriteResponse(uint64_t exchange, HttpResponse r) {
 
   RecordRequest(response_.status);
   stream_.expires_after(Nanos(options_.read_timeout_ns));
-  std::array<asio::const_buffer, 2> buffers = {
-      asio::buffer(head_), asio::buffer(body.data(), bodiless || head_request_ ? 0 : body.size())};
+  const bool no_body = bodiless || head_request_;
+  const std::string* shared = response_.shared_body.get();
+  std::array<asio::const_buffer, 3> buffers = {
+      asio::buffer(head_), asio::buffer(response_.body.data(), no_body ? 0 : response_.body.size()),
+      asio::buffer(shared != nullptr && !no_body ? shared->data() : nullptr,
+                   shared != nullptr && !no_body ? shared->size() : 0)};
   asio::async_write(stream_, buffers,
                     [self = shared_from_this(), keep_alive](error_code ec, size_t) {
                       self->OnWrite(keep_alive, ec);

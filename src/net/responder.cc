@@ -42,7 +42,7 @@ class CallbackSink final : public ResponseSink {
   explicit CallbackSink(std::function<void(HttpResponse)> fn) : fn_(std::move(fn)) {}
   void Send(HttpResponse response) override {
     if (response.shared_body) {  // tests read `body`
-      response.body = *response.shared_body;
+      response.body += *response.shared_body;
       response.shared_body.reset();
     }
     fn_(std::move(response));
