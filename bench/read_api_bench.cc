@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include <algorithm>
 #include <boost/asio/io_context.hpp>
@@ -168,8 +169,9 @@ class Client {
     setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   }
   ~Client() { close(fd_); }
-  size_t Get(const std::string& target) {
-    std::string req = "GET " + target + " HTTP/1.1\r\nHost: bench\r\n\r\n";
+  // `extra_headers`: "Name: value\r\n" lines.
+  size_t Get(const std::string& target, const std::string& extra_headers = "") {
+    std::string req = "GET " + target + " HTTP/1.1\r\nHost: bench\r\n" + extra_headers + "\r\n";
     if (send(fd_, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
       return 0;
     }
@@ -190,8 +192,10 @@ class Client {
     while (used < total) {
       if (!Fill(&used)) return 0;
     }
+    body_ = std::string_view(buf_.data() + header_end + 4, length);
     return used == total ? length : 0;  // one request in flight: nothing may follow
   }
+  std::string_view body() const { return body_; }
 
  private:
   bool Fill(size_t* used) {
@@ -203,6 +207,7 @@ class Client {
   }
   int fd_;
   std::vector<char> buf_;
+  std::string_view body_;
 };
 
 double UserSeconds(int who) {
@@ -217,9 +222,29 @@ double CpuSeconds(clockid_t clock) {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
 }
 
-void RunLatency(benchmark::State& state, const std::string& target, bool cache = true) {
+// Decompresses every zstd frame of `in` into `out` (reused); the decompressed size.
+size_t Unzstd(ZSTD_DCtx* d, std::string_view in, std::string* out) {
+  ZSTD_DCtx_reset(d, ZSTD_reset_session_only);
+  ZSTD_inBuffer src{in.data(), in.size(), 0};
+  size_t used = 0;
+  while (src.pos < src.size) {
+    if (out->size() - used < (1 << 20)) out->resize(out->size() + (2 << 20));
+    ZSTD_outBuffer dst{out->data() + used, out->size() - used, 0};
+    if (ZSTD_isError(ZSTD_decompressStream(d, &dst, &src))) return 0;
+    used += dst.pos;
+  }
+  return used;
+}
+
+// zstd: asks for Content-Encoding zstd and decompresses each body (end to end, as a
+// client would); body_bytes is then the decompressed size, wire_bytes what was sent.
+void RunLatency(benchmark::State& state, const std::string& target, bool cache = true,
+                bool zstd = false) {
   Fixture& f = Shared();
   Client client(f.port(cache));
+  std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> dctx(ZSTD_createDCtx(), &ZSTD_freeDCtx);
+  std::string plain;
+  size_t wire = 0;
   std::vector<double> us;
   size_t bytes = 0;
   // Server CPU: the process's CPU time less this (client) thread's, i.e. the I/O thread
@@ -230,7 +255,9 @@ void RunLatency(benchmark::State& state, const std::string& target, bool cache =
   const double user0 = UserSeconds(RUSAGE_SELF) - UserSeconds(RUSAGE_THREAD);
   for (auto _ : state) {
     auto t0 = std::chrono::steady_clock::now();
-    size_t n = client.Get(target);
+    size_t n = client.Get(target, zstd ? "Accept-Encoding: zstd\r\n" : "");
+    wire += n;
+    if (zstd && n > 0) n = Unzstd(dctx.get(), client.body(), &plain);
     auto t1 = std::chrono::steady_clock::now();
     if (n == 0) {
       state.SkipWithError("request failed");
@@ -247,6 +274,7 @@ void RunLatency(benchmark::State& state, const std::string& target, bool cache =
   state.counters["p50_ms"] = us[us.size() / 2] / 1000;
   state.counters["p99_ms"] = us[std::min(us.size() - 1, us.size() * 99 / 100)] / 1000;
   state.counters["body_bytes"] = static_cast<double>(bytes / us.size());
+  state.counters["wire_bytes"] = static_cast<double>(wire / us.size());
   state.counters["server_cpu_us"] = server_s * 1e6 / static_cast<double>(us.size());
   state.counters["server_user_us"] = server_user_s * 1e6 / static_cast<double>(us.size());
 }
@@ -260,6 +288,17 @@ void BM_History24hOf1m(benchmark::State& state) {
   RunLatency(state, target);
 }
 BENCHMARK(BM_History24hOf1m)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// The same asking for zstd (Accept-Encoding: zstd), decompressed by the client.
+void BM_History24hOf1mZstd(benchmark::State& state) {
+  Fixture& f = Shared();
+  std::string target =
+      std::string("/v1/devices/") + kDevice +
+      "/metrics/history?resolution=1m&from=" + FormatRfc3339Millis(f.day_end() - kNanosPerDay) +
+      "&to=" + FormatRfc3339Millis(f.day_end());
+  RunLatency(state, target, true, true);
+}
+BENCHMARK(BM_History24hOf1mZstd)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // The same with the JSON cache off: every record decoded and encoded (the first read of a
 // record, or history.json_cache_bytes = 0).

@@ -1,8 +1,11 @@
 // GET /v1/devices/{id}/metrics/history (CONTRACT §3): a key-range read of pre-computed
 // records from the history store — never an aggregation at request time.
 #include <fmt/format.h>
+#include <zstd.h>
 
 #include <algorithm>
+#include <cctype>
+#include <memory>
 #include <set>
 
 #include "api/api_context.h"
@@ -126,6 +129,51 @@ std::string ToCsv(const std::vector<model::AggregateRecord>& records,
     out += "\n";
   }
   return out;
+}
+
+// True when Accept-Encoding lists zstd without q=0 (RFC 9110 12.5.3; only the explicit
+// token, not "*").
+bool AcceptsZstd(const net::HttpRequest& req) {
+  const std::string* header = req.Header("accept-encoding");
+  if (header == nullptr) return false;
+  std::string_view rest = *header;
+  auto trim = [](std::string_view v) {
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+    return v;
+  };
+  while (!rest.empty()) {
+    const size_t comma = rest.find(',');
+    std::string_view item = rest.substr(0, comma);
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    const size_t semi = item.find(';');
+    std::string_view coding = trim(item.substr(0, semi));
+    if (coding.size() != 4) continue;
+    std::string lower(coding);
+    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (lower != "zstd") continue;
+    if (semi == std::string_view::npos) return true;
+    std::string_view params = trim(item.substr(semi + 1));
+    if (params.size() < 2 || (params[0] != 'q' && params[0] != 'Q') || params[1] != '=') {
+      return true;
+    }
+    params.remove_prefix(2);
+    // q=0, q=0.0, q=0.00, q=0.000 refuse it.
+    return params.find_first_not_of("0.") != std::string_view::npos;
+  }
+  return false;
+}
+
+// `in` as one zstd frame (level 1); false on failure.
+bool CompressFrame(std::string_view in, std::string* out) {
+  thread_local std::unique_ptr<ZSTD_CCtx, size_t (*)(ZSTD_CCtx*)> cctx(ZSTD_createCCtx(),
+                                                                       &ZSTD_freeCCtx);
+  if (!cctx) return false;
+  out->resize(ZSTD_compressBound(in.size()));
+  const size_t n = ZSTD_compressCCtx(cctx.get(), out->data(), out->size(), in.data(), in.size(), 1);
+  if (ZSTD_isError(n)) return false;
+  out->resize(n);
+  return true;
 }
 
 // Closes the "data" array and the object.
@@ -268,8 +316,18 @@ void HandleHistory(ApiContext& ctx, net::HttpRequest& req, net::Responder respon
       if (!registered && records == 0 && q.cursor.empty()) {
         return responder.Send(DeviceNotFound());
       }
-      net::HttpResponse r = net::HttpResponse::Json(200, std::move(body));
-      r.shared_body = std::move(page);
+      net::HttpResponse r;
+      std::shared_ptr<const std::string> zpage;
+      if (AcceptsZstd(req) && (zpage = cache->CompressedPage(*cached, page)) &&
+          CompressFrame(body, &r.body)) {
+        // Two zstd frames: this request's head of the body, then the cached page's.
+        r.shared_body = std::move(zpage);
+        r.headers.emplace_back("Content-Encoding", "zstd");
+      } else {
+        r.body = std::move(body);
+        r.shared_body = std::move(page);
+      }
+      r.headers.emplace_back("Vary", "Accept-Encoding");
       return responder.Send(std::move(r));
     }
   }

@@ -1,5 +1,7 @@
 #include "api/record_json_cache.h"
 
+#include <zstd.h>
+
 #include <iterator>
 #include <vector>
 
@@ -39,6 +41,7 @@ class RecordJsonCache::Series {
     size_t limit = 0;
     size_t records = 0;
     std::shared_ptr<const std::string> json;
+    std::shared_ptr<const std::string> zstd;  // CompressedPage
   };
   std::vector<Page> pages;
   size_t bytes = kSeriesOverhead;
@@ -58,7 +61,7 @@ class RecordJsonCache::Series {
         ++it;
         continue;
       }
-      freed += it->json->size();
+      freed += it->json->size() + (it->zstd ? it->zstd->size() : 0);
       it = pages.erase(it);
     }
     bytes -= freed;
@@ -279,11 +282,13 @@ std::shared_ptr<const std::string> RecordJsonCache::CoveredPage(Series& series,
     finish(next_cursor, json.get());
     if (json->size() <= max_bytes_ / 4) {
       if (series.pages.size() == kPagesPerSeries) {
-        series.bytes -= series.pages.front().json->size();
-        Account(-static_cast<long>(series.pages.front().json->size()));
+        const Series::Page& old = series.pages.front();
+        const size_t old_bytes = old.json->size() + (old.zstd ? old.zstd->size() : 0);
+        series.bytes -= old_bytes;
+        Account(-static_cast<long>(old_bytes));
         series.pages.erase(series.pages.begin());
       }
-      series.pages.push_back({from_ns, q.to_ns, q.limit, n, json});
+      series.pages.push_back({from_ns, q.to_ns, q.limit, n, json, nullptr});
       series.bytes += json->size();
       Account(static_cast<long>(json->size()));
     }
@@ -293,6 +298,35 @@ std::shared_ptr<const std::string> RecordJsonCache::CoveredPage(Series& series,
   *records = n;
   if (bytes() > max_bytes_) EvictOverflow();
   return json;
+}
+
+std::shared_ptr<const std::string> RecordJsonCache::CompressedPage(
+    Series& series, const std::shared_ptr<const std::string>& page) {
+  {
+    std::lock_guard lock(series.mu);
+    for (const Series::Page& p : series.pages) {
+      if (p.json == page && p.zstd) return p.zstd;
+    }
+  }
+  // Compressed outside the lock (a few ms for a day of 1m): writers of the series wait not.
+  auto out = std::make_shared<std::string>();
+  out->resize(ZSTD_compressBound(page->size()));
+  const size_t n = ZSTD_compress(out->data(), out->size(), page->data(), page->size(), 1);
+  if (ZSTD_isError(n)) return nullptr;
+  out->resize(n);
+  out->shrink_to_fit();
+  {
+    std::lock_guard lock(series.mu);
+    for (Series::Page& p : series.pages) {
+      if (p.json != page) continue;
+      if (p.zstd) return p.zstd;  // another request was quicker
+      p.zstd = out;
+      series.bytes += out->size();
+      Account(static_cast<long>(out->size()));
+      break;
+    }
+  }
+  return out;
 }
 
 // A write of the store: keep the series' entry current if the series is cached (its

@@ -96,6 +96,12 @@ class RecordJsonCache {
                                                  int64_t from_ns, PageFinisher finish,
                                                  size_t* records);
 
+  // The zstd frame (level 1) of a page CoveredPage returned: compressed on the first
+  // request that asks for it and kept with the page (dropped with it). nullptr if
+  // compression fails.
+  std::shared_ptr<const std::string> CompressedPage(Series& series,
+                                                    const std::shared_ptr<const std::string>& page);
+
   size_t bytes() const { return bytes_.load(std::memory_order_relaxed); }
   size_t max_bytes() const { return max_bytes_; }
   bool attached() const { return attached_; }

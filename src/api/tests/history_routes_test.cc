@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <simdjson.h>
 #include <stdlib.h>
+#include <zstd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -96,9 +97,11 @@ struct Api {
     ctx.history_json_cache = cache;
     AddHistoryRoutes(router, ctx);
   }
-  Response Get(const std::string& device, const std::map<std::string, std::string>& query) {
+  Response Get(const std::string& device, const std::map<std::string, std::string>& query,
+               const net::HttpHeaders& headers = {}) {
     net::HttpRequest req;
     req.method = "GET";
+    req.headers = headers;
     req.path = "/v1/devices/" + device + "/metrics/history";
     for (const auto& [k, v] : query) req.query.emplace_back(k, v);
     Response out;
@@ -318,6 +321,57 @@ TEST_F(HistoryRoutesTest, CsvPagesNeitherSkipNorRepeat) {
     }
     EXPECT_EQ(pages, (60 + limit - 1) / limit);
     EXPECT_EQ(rows, std::vector<std::string>(expected.begin() + 1, expected.end()));
+  }
+}
+
+// Decompresses every frame of `in` (the streaming API reads concatenated frames).
+std::string Unzstd(const std::string& in) {
+  std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> d(ZSTD_createDCtx(), &ZSTD_freeDCtx);
+  std::string out;
+  ZSTD_inBuffer src{in.data(), in.size(), 0};
+  std::string chunk(1 << 16, '\0');
+  while (src.pos < src.size) {
+    ZSTD_outBuffer dst{chunk.data(), chunk.size(), 0};
+    size_t rc = ZSTD_decompressStream(d.get(), &dst, &src);
+    EXPECT_FALSE(ZSTD_isError(rc)) << ZSTD_getErrorName(rc);
+    if (ZSTD_isError(rc)) return "";
+    out.append(chunk.data(), dst.pos);
+  }
+  return out;
+}
+
+// A client that accepts zstd gets a repeated (cached) page compressed: two frames that
+// decompress to exactly the uncompressed body; q=0 or no header: plain JSON.
+TEST_F(HistoryRoutesTest, CachedPageInZstd) {
+  const int64_t start = Utc(2026, 4, 29, 10);
+  std::vector<AggregateRecord> batch;
+  for (int k = 0; k < 60; ++k) {
+    const int64_t s = start + k * kNanosPerMinute;
+    batch.push_back(MakeRecord(Resolution::kBase, s, s + kNanosPerMinute, 1, k));
+  }
+  Put(batch);
+  std::map<std::string, std::string> q = {{"resolution", "1m"},
+                                          {"from", FormatRfc3339Millis(start)},
+                                          {"to", FormatRfc3339Millis(start + kNanosPerHour)}};
+  const std::string plain = uncached_->Get(kDevice, q).body;
+  cached_->Get(kDevice, q);  // reads the store, covers the range
+  Response z = cached_->Get(kDevice, q, {{"accept-encoding", "gzip, deflate, br, zstd"}});
+  EXPECT_EQ(z.status, 200);
+  EXPECT_EQ(z.Header("Content-Encoding"), "zstd");
+  EXPECT_EQ(z.Header("Vary"), "Accept-Encoding");
+  EXPECT_LT(z.body.size(), plain.size() / 4);
+  EXPECT_EQ(Unzstd(z.body), plain);
+  // Again (the compressed page now comes from the cache), then after a late update.
+  EXPECT_EQ(Unzstd(cached_->Get(kDevice, q, {{"accept-encoding", "zstd"}}).body), plain);
+  Put({MakeRecord(Resolution::kBase, start + 7 * kNanosPerMinute, start + 8 * kNanosPerMinute, 2,
+                  777)});
+  const std::string updated = uncached_->Get(kDevice, q).body;
+  EXPECT_NE(updated, plain);
+  EXPECT_EQ(Unzstd(cached_->Get(kDevice, q, {{"accept-encoding", "ZSTD;q=0.5"}}).body), updated);
+  for (const char* refused : {"zstd;q=0", "gzip", "zstd;q=0.000", "identity"}) {
+    Response r = cached_->Get(kDevice, q, {{"accept-encoding", refused}});
+    EXPECT_EQ(r.Header("Content-Encoding"), "") << refused;
+    EXPECT_EQ(r.body, updated) << refused;
   }
 }
 
