@@ -487,9 +487,12 @@ def fio_fdatasync(ctx):
 
 # ---- realtime API vs h2o
 
+# Each connection waits a random 0..2x the mean delay before each request (mean as asked),
+# so that the connections do not fire in lockstep: with a fixed delay all of them send in
+# the same millisecond and the latency measured is the time to drain that burst.
 WRK_PACE = """
-local rate_per_conn = tonumber(os.getenv("WRK_DELAY_MS"))
-function delay() return rate_per_conn end
+local mean = tonumber(os.getenv("WRK_DELAY_MS"))
+function delay() return math.random(0, 2 * mean) end
 """
 
 
