@@ -197,6 +197,8 @@ struct WindowEngine::Impl {
   size_t view_n = 0;
 
   Device& GetDevice(std::string_view id);
+  // WindowEngine::Process for an event of device d.
+  void ProcessOn(Device& d, const model::Event& ev, int64_t now_ns, RecordSink* sink);
   uint32_t MetricId(Device& d, size_t event_index, std::string_view name);
   void ResetState();
   int64_t DedupHorizon() const {

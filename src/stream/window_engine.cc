@@ -528,7 +528,9 @@ void ApplyLate(Impl& E, Device& d, const model::Event& ev, const uint32_t* ids) 
 void EmitRecord(Impl& E, const Device& d, const Window& w, uint64_t count, const Acc* acc,
                 size_t n_acc, bool final, RecordSink* sink) {
   model::AggregateRecord& r = E.rec;
-  r.device_id.assign(d.id);
+  // The scratch record usually holds this device's id and metric names from the previous
+  // emission: compare (no library call) before copying.
+  if (!SameName(r.device_id, d.id)) r.device_id.assign(d.id);
   r.resolution = static_cast<model::Resolution>(w.res);
   r.window_start_ns = w.start;
   r.window_end_ns = w.end;
@@ -542,7 +544,7 @@ void EmitRecord(Impl& E, const Device& d, const Window& w, uint64_t count, const
     model::MetricAggregate& ma = r.metrics[k++];
     const Acc& a = acc[id];
     const MetricState& ms = d.metrics[id];
-    ma.name.assign(ms.name);
+    if (!SameName(ma.name, ms.name)) ma.name.assign(ms.name);
     ma.kind = ms.kind;
     ma.count = a.count;
     ma.min = a.min;
@@ -557,8 +559,8 @@ void EmitRecord(Impl& E, const Device& d, const Window& w, uint64_t count, const
   }
   r.metrics.resize(k);
   if (w.res == kDayRes) {
-    r.timezone.assign(w.timezone);
-    r.local_date.assign(w.local_date);
+    if (!SameName(r.timezone, w.timezone)) r.timezone.assign(w.timezone);
+    if (!SameName(r.local_date, w.local_date)) r.local_date.assign(w.local_date);
   } else {
     r.timezone.clear();
     r.local_date.clear();
@@ -971,7 +973,12 @@ uint32_t WindowEngine::version_epoch() const { return impl_->version_epoch; }
 
 void WindowEngine::Process(const model::Event& ev, int64_t now_ns, RecordSink* sink) {
   Impl& E = *impl_;
-  Device& d = E.GetDevice(ev.device_id);
+  E.ProcessOn(E.GetDevice(ev.device_id), ev, now_ns, sink);
+}
+
+void WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t now_ns,
+                                   RecordSink* sink) {
+  Impl& E = *this;
   if (now_ns > d.last_seen) d.last_seen = now_ns;
   if (!d.has_events && d.next_early == 0) d.next_early = now_ns + E.opt.early_fire_interval_ns;
   if (ev.received_at_ns != 0) {
@@ -999,7 +1006,21 @@ void WindowEngine::Process(const model::Event& ev, int64_t now_ns, RecordSink* s
     ids_heap.resize(ev.metrics.size());
     ids = ids_heap.data();
   }
-  for (size_t i = 0; i < ev.metrics.size(); ++i) ids[i] = E.MetricId(d, i, ev.metrics[i].name);
+  {
+    const size_t n_hint = d.hint.size();
+    const size_t n_metrics = d.metrics.size();
+    for (size_t i = 0; i < ev.metrics.size(); ++i) {
+      const std::string_view name = ev.metrics[i].name;
+      if (i < n_hint) {  // the fast path of MetricId, inline
+        const uint32_t h = d.hint[i];
+        if (h < n_metrics && SameName(d.metrics[h].name, name)) [[likely]] {
+          ids[i] = h;
+          continue;
+        }
+      }
+      ids[i] = E.MetricId(d, i, name);
+    }
+  }
 
   if (d.has_events && t <= d.wm) {
     ++d.late_updates;
@@ -1154,7 +1175,14 @@ void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t no
     if (i + kDevice < n) device_stage(i + kDevice);
     if (i + kState < n) state_stage(i + kState);
     if (i + 1 < n) history_stage(i + 1);
-    Process(events[i], now_ns, sink);
+    // The device found by the pipeline (by hash) is the event's when the ids agree.
+    Device* d = const_cast<Device*>(devs[i % kRing]);
+    if (d != nullptr && SameName(d->id, events[i].device_id)) [[likely]] {
+      E.last_device = d;
+    } else {
+      d = &E.GetDevice(events[i].device_id);
+    }
+    E.ProcessOn(*d, events[i], now_ns, sink);
   }
 }
 
