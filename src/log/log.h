@@ -8,7 +8,8 @@
 //    memory and have offsets; after their DurableCallback fires they are fsynced (or, with
 //    `fsync = false`, written to the kernel) and visible to readers.
 //  * One background writer thread performs all I/O and group-commits: every batch waiting
-//    when it wakes shares one fdatasync per touched segment file. A failed fsync, or a
+//    when it wakes (plus, with fsync, those arriving within `group_commit_window_ns` after
+//    it found work) shares one fdatasync per touched segment file. A failed fsync, or a
 //    failed write other than a full disk, aborts the process (fail-stop). A full disk
 //    (ENOSPC/EDQUOT on write or segment creation) refuses the round instead: its bytes are
 //    cut off again and its callbacks get Unavailable; later rounds try again.
@@ -49,6 +50,11 @@ struct LogOptions {
   uint64_t retention_bytes = 0;  // per partition; 0 = unlimited
   int64_t retention_age_ns = 0;  // 0 = forever
   uint64_t max_pending_bytes = 64ull << 20;
+  // With fsync: when the writer wakes to less than 1 MiB of pending appends it waits this
+  // long for more before committing, so that concurrent batches share one fdatasync per
+  // partition file instead of each paying for its own (every ingest batch touches most
+  // partitions). Adds at most this much to an acknowledgement's latency. 0 = commit at once.
+  int64_t group_commit_window_ns = 1'000'000;
   const Clock* clock = nullptr;  // nullptr = SystemClock::Default()
   // How often the writer thread enforces retention (steady time). 0 = only on explicit
   // EnforceRetention() calls.

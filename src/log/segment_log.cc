@@ -293,6 +293,11 @@ Status SegmentLog::Append(uint32_t partition, std::vector<std::string> records,
   return Status::Ok();
 }
 
+namespace {
+// Below this many pending bytes the writer waits the group-commit window before a round.
+constexpr uint64_t kGroupCommitWindowBytes = 1 << 20;
+}  // namespace
+
 void SegmentLog::WriterLoop() {
   using SteadyClock = std::chrono::steady_clock;
   const bool periodic = options_.retention_interval_ns > 0;
@@ -310,6 +315,13 @@ void SegmentLog::WriterLoop() {
         }
       }
       if (queue_.empty() && stop_) break;
+      // Group-commit window (LogOptions::group_commit_window_ns). Appends to a non-empty
+      // queue do not notify, so this waits the whole window unless the log stops.
+      if (options_.fsync && options_.group_commit_window_ns > 0 && !stop_ && !queue_.empty() &&
+          pending_bytes_ < kGroupCommitWindowBytes) {
+        writer_cv_.wait_for(l, std::chrono::nanoseconds(options_.group_commit_window_ns),
+                            [this] { return stop_; });
+      }
       round.swap(queue_);
     }
     if (!round.empty()) {
