@@ -259,17 +259,48 @@ void HandleHistory(ApiContext& ctx, net::HttpRequest& req, net::Responder respon
   if (const std::string* c = req.Query("cursor")) q.cursor = *c;
 
   if (format == "csv") {
+    auto send = [&](const RecordJsonCache::KeyedPage& csv) {
+      net::HttpResponse r;
+      r.status = 200;
+      r.content_type = "text/csv; charset=utf-8";
+      r.shared_body = csv.body;
+      if (!csv.next_cursor.empty()) r.headers.emplace_back("X-Next-Cursor", csv.next_cursor);
+      responder.Send(std::move(r));
+    };
+    // A repeated request is answered from the CSV kept by the cache (KeepPage explains
+    // why that is exact). The key holds every parameter of the answer; the horizon is
+    // read before the store, so a key never names records retention has hidden since.
+    RecordJsonCache* cache = ctx.history_json_cache;
+    std::shared_ptr<RecordJsonCache::Series> series;
+    std::string key;
+    int64_t first = 0;
+    uint64_t writes = 0;
+    if (cache != nullptr && cache->attached()) {
+      if (Status st = store::ValidateHistoryQuery(q); !st.ok()) return fail(st);
+      Result<int64_t> start = store::history_cursor::Start(q);
+      if (!start.ok()) return fail(start.status());
+      first = std::max(*start, ctx.history->ReadHorizon(resolution));
+      series = cache->Open(device_id, resolution);
+    }
+    if (series) {
+      key = fmt::format("csv\n{}\n{}\n{}", first, to, q.limit);
+      for (const std::string& m : only) key.append("\n").append(m);
+      if (std::optional<RecordJsonCache::KeyedPage> kept = cache->FindPage(*series, key)) {
+        return send(*kept);
+      }
+      writes = cache->WriteCount(*series);
+    }
     Result<store::HistoryPage> page = ctx.history->Range(q);
     if (!page.ok()) return fail(page.status());
     if (!registered && page->records.empty() && q.cursor.empty()) {
       return responder.Send(DeviceNotFound());
     }
-    net::HttpResponse r;
-    r.status = 200;
-    r.content_type = "text/csv; charset=utf-8";
-    r.body = ToCsv(page->records, only);
-    if (!page->next_cursor.empty()) r.headers.emplace_back("X-Next-Cursor", page->next_cursor);
-    return responder.Send(std::move(r));
+    RecordJsonCache::KeyedPage csv{std::make_shared<const std::string>(ToCsv(page->records, only)),
+                                   page->next_cursor};
+    if (series && !page->records.empty()) {
+      cache->KeepPage(*series, std::move(key), first, to, writes, csv);
+    }
+    return send(csv);
   }
 
   model::AggregateRecord probe;

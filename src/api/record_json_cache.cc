@@ -44,6 +44,15 @@ class RecordJsonCache::Series {
     std::shared_ptr<const std::string> zstd;  // CompressedPage
   };
   std::vector<Page> pages;
+  // KeepPage's pages: the key, with the range they were read from.
+  struct Keyed {
+    std::string key;
+    int64_t from = 0;
+    int64_t to = 0;
+    KeyedPage page;
+  };
+  std::vector<Keyed> keyed;
+  uint64_t writes = 0;  // entries changed by a write, a trim or a dropped range
   size_t bytes = kSeriesOverhead;
   bool evicted = false;
   // Guarded by the cache's mu_.
@@ -64,6 +73,17 @@ class RecordJsonCache::Series {
       freed += it->json->size() + (it->zstd ? it->zstd->size() : 0);
       it = pages.erase(it);
     }
+    for (auto it = keyed.begin(); it != keyed.end();) {
+      const bool hit =
+          below ? it->from < window_start : (it->from <= window_start && window_start < it->to);
+      if (!hit) {
+        ++it;
+        continue;
+      }
+      freed += it->page.body->size() + it->key.size() + it->page.next_cursor.size();
+      it = keyed.erase(it);
+    }
+    ++writes;
     bytes -= freed;
     return freed;
   }
@@ -329,6 +349,43 @@ std::shared_ptr<const std::string> RecordJsonCache::CompressedPage(
   return out;
 }
 
+uint64_t RecordJsonCache::WriteCount(Series& series) {
+  std::lock_guard lock(series.mu);
+  return series.writes;
+}
+
+std::optional<RecordJsonCache::KeyedPage> RecordJsonCache::FindPage(Series& series,
+                                                                    std::string_view key) {
+  std::lock_guard lock(series.mu);
+  if (series.evicted) return std::nullopt;
+  for (const Series::Keyed& k : series.keyed) {
+    if (k.key == key) return k.page;
+  }
+  return std::nullopt;
+}
+
+void RecordJsonCache::KeepPage(Series& series, std::string key, int64_t from_ns, int64_t to_ns,
+                               uint64_t write_count, KeyedPage page) {
+  if (!attached_) return;  // without the write observer nothing would drop it
+  const size_t cost = page.body->size() + key.size() + page.next_cursor.size();
+  if (cost > max_bytes_ / 4) return;
+  {
+    std::lock_guard lock(series.mu);
+    if (series.evicted || series.writes != write_count) return;  // a write came in between
+    if (series.keyed.size() == kPagesPerSeries) {
+      const Series::Keyed& old = series.keyed.front();
+      const size_t old_cost = old.page.body->size() + old.key.size() + old.page.next_cursor.size();
+      series.bytes -= old_cost;
+      Account(-static_cast<long>(old_cost));
+      series.keyed.erase(series.keyed.begin());
+    }
+    series.keyed.push_back({std::move(key), from_ns, to_ns, std::move(page)});
+    series.bytes += cost;
+    Account(static_cast<long>(cost));
+  }
+  if (bytes() > max_bytes_) EvictOverflow();
+}
+
 // A write of the store: keep the series' entry current if the series is cached (its
 // covered ranges stay exact); nothing to do otherwise.
 void RecordJsonCache::OnWrite(const model::AggregateRecord& record) {
@@ -368,6 +425,7 @@ void RecordJsonCache::EvictOverflow() {
       victim->entries.clear();
       victim->covered.clear();
       victim->pages.clear();
+      victim->keyed.clear();
     }
     if (evictions_) evictions_->Inc();
     const std::string key = victim->key;  // erase may destroy the victim

@@ -102,6 +102,20 @@ class RecordJsonCache {
   std::shared_ptr<const std::string> CompressedPage(Series& series,
                                                     const std::shared_ptr<const std::string>& page);
 
+  // Pages of another encoding (the CSV of a request), known by an opaque `key` that holds
+  // every parameter of the answer. Exact without covered ranges: KeepPage stores a page read
+  // from the store only if no write reached the series since WriteCount was taken before
+  // the read (writes are observed after they commit), and any later write inside
+  // [from, to) drops it, as for JSON pages.
+  struct KeyedPage {
+    std::shared_ptr<const std::string> body;
+    std::string next_cursor;
+  };
+  uint64_t WriteCount(Series& series);
+  std::optional<KeyedPage> FindPage(Series& series, std::string_view key);
+  void KeepPage(Series& series, std::string key, int64_t from_ns, int64_t to_ns,
+                uint64_t write_count, KeyedPage page);
+
   size_t bytes() const { return bytes_.load(std::memory_order_relaxed); }
   size_t max_bytes() const { return max_bytes_; }
   bool attached() const { return attached_; }

@@ -375,6 +375,49 @@ TEST_F(HistoryRoutesTest, CachedPageInZstd) {
   }
 }
 
+// CSV is kept per request parameters: repeated answers equal the uncached ones, before and
+// after a late update and a new window inside the range, with and without metrics=.
+TEST_F(HistoryRoutesTest, CsvPagesFollowWrites) {
+  const int64_t start = Utc(2026, 4, 29, 10);
+  std::vector<AggregateRecord> batch;
+  for (int k = 0; k < 40; ++k) {
+    const int64_t s = start + k * kNanosPerMinute;
+    batch.push_back(MakeRecord(Resolution::kBase, s, s + kNanosPerMinute, 1, k));
+  }
+  Put(batch);
+  for (const char* metrics : {"", "power_w"}) {
+    std::map<std::string, std::string> q = {{"resolution", "1m"},
+                                            {"format", "csv"},
+                                            {"from", FormatRfc3339Millis(start)},
+                                            {"to", FormatRfc3339Millis(start + kNanosPerHour)},
+                                            {"limit", "30"}};
+    if (*metrics != '\0') q["metrics"] = metrics;
+    Response plain = uncached_->Get(kDevice, q);
+    ASSERT_EQ(plain.status, 200);
+    EXPECT_EQ(cached_->Get(kDevice, q).body, plain.body) << metrics;
+    Response again = cached_->Get(kDevice, q);
+    EXPECT_EQ(again.body, plain.body) << metrics;
+    EXPECT_EQ(again.Header("X-Next-Cursor"), plain.Header("X-Next-Cursor"));
+    EXPECT_FALSE(again.Header("X-Next-Cursor").empty());
+  }
+  std::map<std::string, std::string> q = {{"resolution", "1m"},
+                                          {"format", "csv"},
+                                          {"from", FormatRfc3339Millis(start)},
+                                          {"to", FormatRfc3339Millis(start + kNanosPerHour)}};
+  const size_t bytes_before = cache_->bytes();
+  const std::string before = cached_->Get(kDevice, q).body;
+  EXPECT_GT(cache_->bytes(), bytes_before) << "the CSV is kept (replacing a shorter page)";
+  EXPECT_EQ(cached_->Get(kDevice, q).body, before);
+  Put({MakeRecord(Resolution::kBase, start + 5 * kNanosPerMinute, start + 6 * kNanosPerMinute, 2,
+                  555),
+       MakeRecord(Resolution::kBase, start + 50 * kNanosPerMinute, start + 51 * kNanosPerMinute, 1,
+                  50)});
+  const std::string after = uncached_->Get(kDevice, q).body;
+  EXPECT_NE(after, before);
+  EXPECT_EQ(cached_->Get(kDevice, q).body, after);
+  EXPECT_EQ(cached_->Get(kDevice, q).body, after);
+}
+
 // The cache never answers an older version: after late updates (higher versions, changed
 // values) and new windows, cached and uncached answers stay identical and show them.
 TEST_F(HistoryRoutesTest, CacheFollowsLateUpdates) {
