@@ -312,6 +312,21 @@ void BM_History24hOf1mUncached(benchmark::State& state) {
 }
 BENCHMARK(BM_History24hOf1mUncached)->Unit(benchmark::kMillisecond)->UseRealTime();
 
+// metrics=power_w (one of the four metrics): kept per request parameters; the "Encoded"
+// variant goes to the endpoint without a cache (every request encoded, as before).
+void RunOneMetric(benchmark::State& state, bool cache) {
+  Fixture& f = Shared();
+  std::string target = std::string("/v1/devices/") + kDevice +
+                       "/metrics/history?resolution=1m&metrics=power_w&from=" +
+                       FormatRfc3339Millis(f.day_end() - kNanosPerDay) +
+                       "&to=" + FormatRfc3339Millis(f.day_end());
+  RunLatency(state, target, cache);
+}
+void BM_History24hOneMetric(benchmark::State& state) { RunOneMetric(state, true); }
+BENCHMARK(BM_History24hOneMetric)->Unit(benchmark::kMillisecond)->UseRealTime();
+void BM_History24hOneMetricEncoded(benchmark::State& state) { RunOneMetric(state, false); }
+BENCHMARK(BM_History24hOneMetricEncoded)->Unit(benchmark::kMillisecond)->UseRealTime();
+
 void BM_History24hCsv(benchmark::State& state) {
   Fixture& f = Shared();
   std::string target =

@@ -362,6 +362,30 @@ void HandleHistory(ApiContext& ctx, net::HttpRequest& req, net::Responder respon
       return responder.Send(std::move(r));
     }
   }
+  // A metrics= filtered answer: its page (records and the closing part) is kept per request
+  // parameters, as CSV is (RecordJsonCache::KeepPage).
+  std::shared_ptr<RecordJsonCache::Series> filtered;
+  std::string filtered_key;
+  int64_t filtered_first = 0;
+  uint64_t filtered_writes = 0;
+  if (!only.empty() && cache != nullptr && cache->attached()) {
+    if (Status st = store::ValidateHistoryQuery(q); !st.ok()) return fail(st);
+    Result<int64_t> start = store::history_cursor::Start(q);
+    if (!start.ok()) return fail(start.status());
+    filtered_first = std::max(*start, ctx.history->ReadHorizon(resolution));
+    filtered = cache->Open(device_id, resolution);
+  }
+  if (filtered) {
+    filtered_key = fmt::format("json\n{}\n{}\n{}", filtered_first, to, q.limit);
+    for (const std::string& m : only) filtered_key.append("\n").append(m);
+    if (std::optional<RecordJsonCache::KeyedPage> kept = cache->FindPage(*filtered, filtered_key)) {
+      net::HttpResponse r = net::HttpResponse::Json(200, std::move(body));
+      r.shared_body = std::move(kept->body);
+      return responder.Send(std::move(r));
+    }
+    filtered_writes = cache->WriteCount(*filtered);
+  }
+  const size_t head_size = body.size();
   {
     const size_t expected = std::min<size_t>(q.limit, static_cast<size_t>((to - from) / width) + 2);
     bool all_kept = cached != nullptr;
@@ -399,6 +423,15 @@ void HandleHistory(ApiContext& ctx, net::HttpRequest& req, net::Responder respon
   }
   if (!registered && records == 0 && q.cursor.empty()) return responder.Send(DeviceNotFound());
   FinishPage(next_cursor, &body);
+  if (filtered && records > 0) {
+    auto page = std::make_shared<const std::string>(body.substr(head_size));
+    body.resize(head_size);
+    cache->KeepPage(*filtered, std::move(filtered_key), filtered_first, to, filtered_writes,
+                    {page, next_cursor});
+    net::HttpResponse r = net::HttpResponse::Json(200, std::move(body));
+    r.shared_body = std::move(page);
+    return responder.Send(std::move(r));
+  }
   responder.Send(net::HttpResponse::Json(200, std::move(body)));
 }
 

@@ -13,7 +13,7 @@ namespace {
 // map headers and LRU node. Estimates.
 constexpr size_t kEntryOverhead = 96;
 constexpr size_t kSeriesOverhead = 256;
-constexpr size_t kPagesPerSeries = 2;
+constexpr size_t kPagesPerSeries = 2;  // JSON pages; as many again of keyed pages
 
 std::string SeriesKey(std::string_view device_id, model::Resolution resolution) {
   std::string key;
@@ -359,7 +359,9 @@ std::optional<RecordJsonCache::KeyedPage> RecordJsonCache::FindPage(Series& seri
   std::lock_guard lock(series.mu);
   if (series.evicted) return std::nullopt;
   for (const Series::Keyed& k : series.keyed) {
-    if (k.key == key) return k.page;
+    if (k.key != key) continue;
+    if (covered_) covered_->Inc();  // answered without reading the store
+    return k.page;
   }
   return std::nullopt;
 }

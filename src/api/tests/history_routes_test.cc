@@ -386,6 +386,15 @@ TEST_F(HistoryRoutesTest, CsvPagesFollowWrites) {
   }
   Put(batch);
   for (const char* metrics : {"", "power_w"}) {
+    // metrics= JSON is kept the same way.
+    std::map<std::string, std::string> jq = {{"resolution", "1m"},
+                                             {"metrics", "power_w,voltage_v"},
+                                             {"from", FormatRfc3339Millis(start)},
+                                             {"to", FormatRfc3339Millis(start + kNanosPerHour)}};
+    if (*metrics != '\0') jq["limit"] = "25";
+    const std::string json = uncached_->Get(kDevice, jq).body;
+    EXPECT_EQ(cached_->Get(kDevice, jq).body, json);
+    EXPECT_EQ(cached_->Get(kDevice, jq).body, json);
     std::map<std::string, std::string> q = {{"resolution", "1m"},
                                             {"format", "csv"},
                                             {"from", FormatRfc3339Millis(start)},
@@ -404,10 +413,11 @@ TEST_F(HistoryRoutesTest, CsvPagesFollowWrites) {
                                           {"format", "csv"},
                                           {"from", FormatRfc3339Millis(start)},
                                           {"to", FormatRfc3339Millis(start + kNanosPerHour)}};
-  const size_t bytes_before = cache_->bytes();
+  Counter* covered = cache_metrics_.GetCounter("joule_history_json_cache_covered_reads_total", "");
   const std::string before = cached_->Get(kDevice, q).body;
-  EXPECT_GT(cache_->bytes(), bytes_before) << "the CSV is kept (replacing a shorter page)";
+  const uint64_t covered_before = covered->Value();
   EXPECT_EQ(cached_->Get(kDevice, q).body, before);
+  EXPECT_EQ(covered->Value(), covered_before + 1) << "the CSV was kept";
   Put({MakeRecord(Resolution::kBase, start + 5 * kNanosPerMinute, start + 6 * kNanosPerMinute, 2,
                   555),
        MakeRecord(Resolution::kBase, start + 50 * kNanosPerMinute, start + 51 * kNanosPerMinute, 1,
@@ -416,6 +426,18 @@ TEST_F(HistoryRoutesTest, CsvPagesFollowWrites) {
   EXPECT_NE(after, before);
   EXPECT_EQ(cached_->Get(kDevice, q).body, after);
   EXPECT_EQ(cached_->Get(kDevice, q).body, after);
+  std::map<std::string, std::string> jq = {{"resolution", "1m"},
+                                           {"metrics", "power_w"},
+                                           {"from", FormatRfc3339Millis(start)},
+                                           {"to", FormatRfc3339Millis(start + kNanosPerHour)}};
+  const std::string json_before = cached_->Get(kDevice, jq).body;
+  EXPECT_EQ(cached_->Get(kDevice, jq).body, json_before);
+  EXPECT_EQ(covered->Value(), covered_before + 3) << "the filtered JSON was kept";
+  Put({MakeRecord(Resolution::kBase, start + 9 * kNanosPerMinute, start + 10 * kNanosPerMinute, 2,
+                  999)});
+  const std::string json_after = uncached_->Get(kDevice, jq).body;
+  EXPECT_NE(json_after, json_before);
+  EXPECT_EQ(cached_->Get(kDevice, jq).body, json_after);
 }
 
 // The cache never answers an older version: after late updates (higher versions, changed
