@@ -24,6 +24,7 @@
 #include "common/metrics.h"
 #include "log/file_layer.h"
 #include "log/log.h"
+#include "log/sync_pool.h"
 
 namespace joule::log {
 
@@ -93,6 +94,8 @@ class SegmentLog final : public Log {
     uint64_t unsynced_records = 0;
     uint64_t unsynced_bytes = 0;
     bool touched = false;
+    bool data_synced = false;  // SyncData ran in this round (SyncActive then only books it)
+    double sync_seconds = 0;   // how long that fdatasync took
   };
 
   struct Request {
@@ -120,6 +123,8 @@ class SegmentLog final : public Log {
   int Roll(Partition* p, uint64_t new_base);
   // fdatasync (fatal on error); the segment is then durable up to offset `end`.
   void SyncActive(Partition* p, uint64_t end);
+  // The fdatasync of SyncActive alone; safe to run for different partitions at once.
+  void SyncData(Partition* p);
 
   Status EnforcePartitionRetention(Partition* p, int64_t now_ns);
   uint64_t MinCommitted(uint32_t partition) const;
@@ -164,6 +169,7 @@ class SegmentLog final : public Log {
   // name → committed offset per partition (nullopt = not reported yet)
   std::map<std::string, std::vector<std::optional<uint64_t>>> consumers_;
 
+  std::unique_ptr<SyncPool> sync_pool_;  // a round's fdatasyncs at once (fsync, > 1 partition)
   std::thread writer_;
 };
 
