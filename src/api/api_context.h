@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "api/auth.h"
 #include "common/clock.h"
@@ -66,6 +67,9 @@ struct ApiContext {
   ReplayService* replay = nullptr;       // POST/GET /v1/admin/replay; null = not available
   // Readiness: true once the processors have caught up with the log after start.
   std::function<bool()> ready;
+  // Damaged log records met at run time, each as a JSON object (log::CorruptionReportJson,
+  // docs/RELIABILITY.md); a non-empty list makes /readyz "degraded". May be empty.
+  std::function<std::vector<std::string>()> log_damage;
 };
 
 }  // namespace joule::api

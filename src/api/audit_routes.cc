@@ -49,7 +49,7 @@ Result<store::AuditQuery> QueryFrom(const net::HttpRequest& req) {
 
 void HandleAudit(ApiContext& ctx, net::HttpRequest& req, net::Responder responder) {
   const Caller caller = ctx.auth->Authenticate(req);
-  if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized());
+  if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized(caller));
   if (!caller.admin()) {
     return responder.Send(
         ErrorFromStatus(Status::PermissionDenied("only the admin token may read the audit log")));

@@ -34,7 +34,10 @@ Caller Authenticator::Authenticate(const net::HttpRequest& request) const {
   }
   if (!metadata_) return caller;
   Result<store::Principal> p = metadata_->AuthenticateToken(v);
-  if (!p.ok()) return caller;
+  if (!p.ok()) {
+    caller.store_unavailable = p.status().code() == StatusCode::kUnavailable;
+    return caller;
+  }
   if (p->kind == store::PrincipalKind::kDevice) {
     caller.kind = Caller::Kind::kDevice;
     caller.device_id = p->device_id;

@@ -21,6 +21,9 @@ struct Caller {
   Kind kind = Kind::kNone;
   std::string owner_id;   // kOwner, kDevice
   std::string device_id;  // kDevice
+  // Kind::kNone because the token could not be checked: the metadata store is unreachable
+  // and its cache does not hold the token (→ 503 + Retry-After, not 401).
+  bool store_unavailable = false;
   bool admin() const { return kind == Kind::kAdmin; }
 };
 
@@ -29,7 +32,7 @@ class Authenticator {
   // mode: "required" or "disabled". `metadata` may be null (then only the admin token).
   Authenticator(std::string mode, std::string admin_token, store::MetadataStore* metadata);
   bool disabled() const { return disabled_; }
-  // Kind::kNone when the request carries no valid token (→ 401).
+  // Kind::kNone when the request carries no valid token (→ 401; Unauthorized(caller)).
   Caller Authenticate(const net::HttpRequest& request) const;
 
   // Read access to one device's data and metadata. Admin (or auth disabled): any device;

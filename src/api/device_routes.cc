@@ -271,7 +271,7 @@ class DeviceRoutes {
 
   void Create(net::HttpRequest& req, net::Responder responder) {
     const Caller caller = ctx_.auth->Authenticate(req);
-    if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized());
+    if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized(caller));
     if (!caller.admin()) {
       return responder.Send(Forbidden("only the admin token may register devices"));
     }
@@ -300,7 +300,7 @@ class DeviceRoutes {
 
   void List(net::HttpRequest& req, net::Responder responder) {
     const Caller caller = ctx_.auth->Authenticate(req);
-    if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized());
+    if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized(caller));
     if (caller.kind == Caller::Kind::kDevice) {
       return responder.Send(Forbidden("device tokens may only ingest; use an owner key"));
     }
@@ -357,7 +357,7 @@ class DeviceRoutes {
 
   void Get(net::HttpRequest& req, net::Responder responder) {
     const Caller caller = ctx_.auth->Authenticate(req);
-    if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized());
+    if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized(caller));
     Result<store::Device> device = Visible(caller, req.path_params["id"]);
     if (!device.ok()) return responder.Send(ErrorFromStatus(device.status()));
     responder.Send(net::HttpResponse::Json(200, DeviceBody(*device)));
@@ -365,7 +365,7 @@ class DeviceRoutes {
 
   void Patch(net::HttpRequest& req, net::Responder responder) {
     const Caller caller = ctx_.auth->Authenticate(req);
-    if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized());
+    if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized(caller));
     const std::string& id = req.path_params["id"];
     Result<store::Device> device = Manageable(caller, id);
     if (!device.ok()) return responder.Send(ErrorFromStatus(device.status()));
@@ -383,7 +383,7 @@ class DeviceRoutes {
 
   void Delete(net::HttpRequest& req, net::Responder responder) {
     const Caller caller = ctx_.auth->Authenticate(req);
-    if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized());
+    if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized(caller));
     const std::string& id = req.path_params["id"];
     Result<store::Device> device = Manageable(caller, id);
     if (!device.ok()) return responder.Send(ErrorFromStatus(device.status()));
@@ -400,7 +400,7 @@ class DeviceRoutes {
 
   void RotateToken(net::HttpRequest& req, net::Responder responder) {
     const Caller caller = ctx_.auth->Authenticate(req);
-    if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized());
+    if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized(caller));
     const std::string& id = req.path_params["id"];
     Result<store::Device> device = Visible(caller, id);
     if (!device.ok()) return responder.Send(ErrorFromStatus(device.status()));
@@ -426,7 +426,7 @@ class DeviceRoutes {
 
   void CreateOwnerKey(net::HttpRequest& req, net::Responder responder) {
     const Caller caller = ctx_.auth->Authenticate(req);
-    if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized());
+    if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized(caller));
     if (!caller.admin()) {
       return responder.Send(Forbidden("only the admin token may create owner keys"));
     }

@@ -1,5 +1,7 @@
 #include "api/error_response.h"
 
+#include "api/auth.h"
+
 namespace joule::api {
 
 net::HttpResponse ErrorFromStatus(const Status& status) {
@@ -28,6 +30,12 @@ net::HttpResponse ErrorFromStatus(const Status& status) {
 
 net::HttpResponse Unauthorized() {
   return net::HttpResponse::Error(401, "unauthorized", "missing or unknown token");
+}
+
+net::HttpResponse Unauthorized(const Caller& caller) {
+  if (!caller.store_unavailable) return Unauthorized();
+  return ErrorFromStatus(
+      Status::Unavailable("cannot check the token now: the metadata store is unreachable"));
 }
 
 net::HttpResponse DeviceNotFound() {

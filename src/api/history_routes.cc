@@ -189,7 +189,7 @@ void FinishPage(std::string_view next_cursor, std::string* out) {
 
 void HandleHistory(ApiContext& ctx, net::HttpRequest& req, net::Responder responder) {
   const Caller caller = ctx.auth->Authenticate(req);
-  if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized());
+  if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized(caller));
   const std::string& device_id = req.path_params["id"];
   bool registered = false;
   Result<store::Device> device = ctx.auth->AuthorizeDeviceRead(caller, device_id, &registered);

@@ -5,6 +5,7 @@
 #include "common/time_format.h"
 #include "net/http_server.h"
 #include "net/router.h"
+#include "store/metadata_store.h"
 
 namespace joule::api {
 
@@ -19,19 +20,24 @@ void AddOperationsRoutes(net::Router& router, ApiContext& ctx) {
   router.Add("GET", "/healthz", [](net::HttpRequest&, net::Responder r) {
     r.Send(net::HttpResponse::Json(200, R"({"status":"ok"})"));
   });
-  // Ready once the processors have caught up with the log. A latest store (Redis) that is
-  // down does not make Joule unready — ingest goes on and reads fall back to history — but
-  // the answer says so: "status": "degraded" and the store's state.
+  // Ready once the processors have caught up with the log. A latest store (Redis) or a
+  // metadata database (PostgreSQL) that is down does not make Joule unready — ingest goes
+  // on, reads fall back to history, the metadata cache keeps serving what it holds — but
+  // the answer says so: "status": "degraded" and the store's state. So does a damaged log
+  // record met at run time (docs/RELIABILITY.md, "Run-time corruption").
   router.Add("GET", "/readyz", [&ctx](net::HttpRequest&, net::Responder r) {
     const bool ready = !ctx.ready || ctx.ready();
+    const bool latest_set = static_cast<bool>(ctx.latest_state);
+    const ApiContext::LatestState s = latest_set ? ctx.latest_state() : ApiContext::LatestState{};
+    const bool metadata_up = ctx.metadata == nullptr || ctx.metadata->reachable();
+    std::vector<std::string> damage;
+    if (ctx.log_damage) damage = ctx.log_damage();
+    const bool degraded = !s.up || !metadata_up || !damage.empty();
     JsonWriter w;
     w.BeginObject();
     w.Key("status");
-    if (!ctx.latest_state) {
-      w.String(ready ? "ready" : "starting");
-    } else {
-      const ApiContext::LatestState s = ctx.latest_state();
-      w.String(!ready ? "starting" : s.up ? "ready" : "degraded");
+    w.String(!ready ? "starting" : degraded ? "degraded" : "ready");
+    if (latest_set) {
       w.Key("latest");
       w.BeginObject();
       w.Key("backend");
@@ -52,6 +58,24 @@ void AddOperationsRoutes(net::Router& router, ApiContext& ctx) {
         w.Key("last_error");
         w.String(s.last_error);
       }
+      w.EndObject();
+    }
+    if (ctx.metadata != nullptr) {
+      w.Key("metadata");
+      w.BeginObject();
+      w.Key("backend");
+      w.String(ctx.metadata->backend());
+      w.Key("state");
+      w.String(metadata_up ? "up" : "down");
+      w.EndObject();
+    }
+    if (!damage.empty()) {
+      w.Key("log");
+      w.BeginObject();
+      w.Key("damaged");
+      w.BeginArray();
+      for (const std::string& d : damage) w.Raw(d);
+      w.EndArray();
       w.EndObject();
     }
     w.EndObject();

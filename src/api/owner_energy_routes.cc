@@ -32,7 +32,7 @@ struct Bucket {
 
 void HandleOwnerEnergy(ApiContext& ctx, net::HttpRequest& req, net::Responder responder) {
   const Caller caller = ctx.auth->Authenticate(req);
-  if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized());
+  if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized(caller));
   const std::string& owner_id = req.path_params["owner_id"];
   if (!ingest::ValidDeviceId(owner_id) || caller.kind == Caller::Kind::kDevice ||
       (caller.kind == Caller::Kind::kOwner && caller.owner_id != owner_id)) {

@@ -39,7 +39,7 @@ bool ParseWindows(const std::string* text, size_t* out) {
 void HandleRealtime(ApiContext& ctx, RecordJsonCache& cache, net::HttpRequest& req,
                     net::Responder responder) {
   const Caller caller = ctx.auth->Authenticate(req);
-  if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized());
+  if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized(caller));
   const std::string& device_id = req.path_params["id"];
   bool registered = false;
   Result<store::Device> device = ctx.auth->AuthorizeDeviceRead(caller, device_id, &registered);

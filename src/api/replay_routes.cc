@@ -101,7 +101,7 @@ void AddReplayRoutes(net::Router& router, ApiContext& ctx) {
   auto admin = [&ctx](const net::HttpRequest& req, net::Responder& r) -> std::optional<Caller> {
     const Caller caller = ctx.auth->Authenticate(req);
     if (caller.kind == Caller::Kind::kNone) {
-      r.Send(Unauthorized());
+      r.Send(Unauthorized(caller));
       return std::nullopt;
     }
     if (!caller.admin()) {

@@ -166,7 +166,7 @@ class RuleRoutes {
  private:
   std::optional<net::HttpResponse> Admit(const net::HttpRequest& req, Caller* caller) {
     *caller = ctx_.auth->Authenticate(req);
-    if (caller->kind == Caller::Kind::kNone) return Unauthorized();
+    if (caller->kind == Caller::Kind::kNone) return Unauthorized(*caller);
     if (caller->kind == Caller::Kind::kDevice) {
       return Forbidden("device tokens may only ingest; use an owner key");
     }

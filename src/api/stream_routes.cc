@@ -13,7 +13,7 @@ namespace {
 
 void HandleStream(ApiContext& ctx, net::HttpRequest& req, net::Responder responder) {
   const Caller caller = ctx.auth->Authenticate(req);
-  if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized());
+  if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized(caller));
   const std::string* device_id = req.Query("device_id");
   const std::string* owner_id = req.Query("owner_id");
   if ((device_id == nullptr) == (owner_id == nullptr)) {

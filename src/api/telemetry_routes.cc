@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "api/api_context.h"
+#include "api/error_response.h"
 #include "api/routes.h"
 #include "common/json_writer.h"
 #include "ingest/error_codes.h"
@@ -37,7 +38,7 @@ class TelemetryRoute {
   void Handle(net::HttpRequest& req, net::Responder responder) {
     const Caller caller = ctx_.auth->Authenticate(req);
     if (caller.kind == Caller::Kind::kNone) {
-      responder.Send(net::HttpResponse::Error(401, "unauthorized", "missing or unknown token"));
+      responder.Send(Unauthorized(caller));
       return;
     }
     if (ctx_.request_limiter != nullptr && !ctx_.auth->disabled() && !caller.admin()) {

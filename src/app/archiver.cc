@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/logging.h"
+#include "common/test_hold.h"
 #include "model/event.h"
 
 namespace joule::app {
@@ -19,6 +20,8 @@ Archiver::Archiver(ArchiverOptions options, log::Log* log, const Clock* clock,
       metrics_(metrics),
       committed_(new std::atomic<uint64_t>[log->partitions()]) {
   for (uint32_t p = 0; p < log_->partitions(); ++p) committed_[p].store(0);
+  stopped_ = std::make_unique<std::atomic<bool>[]>(log_->partitions());
+  for (uint32_t p = 0; p < log_->partitions(); ++p) stopped_[p].store(false);
   if (metrics_) {
     decode_errors_ = metrics_->GetCounter("joule_archive_decode_errors_total",
                                           "Log records not archived because they did not decode");
@@ -110,6 +113,14 @@ Status Archiver::SealNow(int64_t timeout_ns, const std::atomic<bool>* cancel) {
     for (uint32_t p = 0; p < n && done; ++p) done = committed_[p].load() >= target[p];
     if (done) return Status::Ok();
     if (!thread_.joinable() || stop_.load()) return Status::Unavailable("the archiver is stopped");
+    for (uint32_t p = 0; p < n; ++p) {
+      if (stopped_[p].load() && committed_[p].load() < target[p]) {
+        return Status::Unavailable(fmt::format(
+            "log partition {} is damaged at offset {}: the archive cannot be completed (see "
+            "the log corruption report in /readyz)",
+            p, committed_[p].load()));
+      }
+    }
     if (cancel && cancel->load()) return Status::Unavailable("cancelled (server stopping)");
     if (std::chrono::steady_clock::now() >= deadline) {
       return Status::Unavailable(
@@ -123,8 +134,16 @@ Status Archiver::SealNow(int64_t timeout_ns, const std::atomic<bool>* cancel) {
 }
 
 bool Archiver::ReadBatch(uint32_t p) {
+  if (stopped_[p].load(std::memory_order_relaxed)) return false;
   batch_.clear();
   Result<size_t> n = readers_[p]->Next(options_.read_batch, &batch_);
+  if (!n.ok() && n.status().code() == StatusCode::kCorruption) {
+    // Never skipped (the log reported and quarantined it): this partition's archive stops.
+    stopped_[p].store(true);
+    logging::Error("archive: stopped reading a damaged log partition",
+                   {{"partition", std::to_string(p)}, {"error", n.status().ToString()}});
+    return false;
+  }
   if (!n.ok()) {
     logging::Error("archive: log read failed",
                    {{"partition", std::to_string(p)}, {"error", n.status().ToString()}});
@@ -195,7 +214,10 @@ void Archiver::Run() {
       continue;
     }
     bool any = false;
-    for (uint32_t p = 0; p < readers_.size() && !failed_.load(); ++p) any |= ReadBatch(p);
+    const bool held = TestHeld("log.consumers");
+    for (uint32_t p = 0; !held && p < readers_.size() && !failed_.load(); ++p) {
+      any |= ReadBatch(p);
+    }
     if (failed_.load()) continue;
     if (writer_->SealDue() || (!any && (stopping || seal_requested_.exchange(false)))) {
       SealRound();
@@ -212,7 +234,13 @@ void Archiver::Run() {
     }
     if (!any) {
       if (stopping) break;
-      log_->WaitForData(0, readers_[0]->position(), 100'000'000);
+      uint32_t p = 0;
+      while (p < readers_.size() && stopped_[p].load()) ++p;
+      if (p < readers_.size() && !held) {
+        log_->WaitForData(p, readers_[p]->position(), 100'000'000);
+      } else {  // held, or every partition stopped: just wait
+        log_->WaitForData(0, log_->DurableEnd(0), 100'000'000);
+      }
     }
   }
 }

@@ -72,6 +72,9 @@ class Archiver {
   std::unique_ptr<store::ArchiveWriter> writer_;
   std::vector<std::unique_ptr<log::LogReader>> readers_;
   std::unique_ptr<std::atomic<uint64_t>[]> committed_;
+  // Per partition: the reader met a damaged record (Corruption); not read again, also
+  // across writer reopens (docs/RELIABILITY.md, "Run-time corruption").
+  std::unique_ptr<std::atomic<bool>[]> stopped_;
   std::vector<log::LogRecord> batch_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> failed_{false};

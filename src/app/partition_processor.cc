@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <thread>
 
 #include "alert/alert_engine.h"
 #include "api/live_hub.h"
@@ -12,6 +13,7 @@
 #include "app/processor_checkpoint.h"
 #include "common/crash_point.h"
 #include "common/logging.h"
+#include "common/test_hold.h"
 #include "model/event.h"
 
 namespace joule::app {
@@ -315,6 +317,7 @@ Status PartitionProcessor::Start() {
     positions_[i].store(from.value);
     readers_.push_back(std::move(reader));
   }
+  stopped_.assign(readers_.size(), false);
   if (!options_.checkpoint_path.empty()) {
     // A recovery epoch: whatever the previous run emitted after its last checkpoint has a
     // lower version than anything emitted from now on (docs/formats/processor_checkpoint.md),
@@ -367,9 +370,22 @@ double PartitionProcessor::LagSeconds() const {
 }
 
 bool PartitionProcessor::ProcessBatch(size_t slot) {
+  if (stopped_[slot]) return false;
   batch_.clear();
   Result<size_t> n = readers_[slot]->Next(options_.read_batch, &batch_);
   if (!n.ok()) {
+    if (n.status().code() == StatusCode::kCorruption) {
+      // Never skipped: the records from here on were acknowledged. The log has reported
+      // and quarantined the damage; this partition stays where it is (lag grows, the
+      // checkpoint keeps this offset) until an operator repairs the segment and restarts.
+      stopped_[slot] = true;
+      logging::Error("processor stopped reading a damaged log partition",
+                     {{"processor", std::to_string(options_.index)},
+                      {"partition", std::to_string(options_.partitions[slot])},
+                      {"offset", std::to_string(readers_[slot]->position().value)},
+                      {"error", n.status().ToString()}});
+      return false;
+    }
     logging::Error("log read failed", {{"partition", std::to_string(options_.partitions[slot])},
                                        {"error", n.status().ToString()}});
     return false;
@@ -466,7 +482,10 @@ void PartitionProcessor::Run() {
   while (true) {
     bool stopping = stop_.load();
     bool any = false;
-    for (size_t i = 0; i < readers_.size(); ++i) any |= ProcessBatch(i);
+    const bool held = TestHeld("log.consumers");
+    if (!held) {
+      for (size_t i = 0; i < readers_.size(); ++i) any |= ProcessBatch(i);
+    }
     int64_t now = clock_->NowNanos();
     if (now - last_tick >= options_.tick_interval_ns) {
       std::lock_guard lock(engine_mu_);
@@ -496,11 +515,20 @@ void PartitionProcessor::Run() {
         }
         break;
       }
-      // Wait for new data on the first partition with a short timeout; the others are
-      // polled on wake-up. The timeout bounds the tick latency.
-      if (!readers_.empty()) {
-        log_->WaitForData(options_.partitions[0], readers_[0]->position(),
-                          std::min<int64_t>(options_.tick_interval_ns, 50'000'000));
+      // Wait for new data on the first partition still read with a short timeout; the
+      // others are polled on wake-up. The timeout bounds the tick latency.
+      const int64_t wait_ns = std::min<int64_t>(options_.tick_interval_ns, 50'000'000);
+      if (held) {
+        std::this_thread::sleep_for(std::chrono::nanoseconds(wait_ns));
+        continue;
+      }
+      size_t slot = 0;
+      while (slot < readers_.size() && stopped_[slot]) ++slot;
+      if (slot < readers_.size()) {
+        log_->WaitForData(options_.partitions[slot], readers_[slot]->position(), wait_ns);
+      } else if (!readers_.empty()) {  // every partition stopped: just wait
+        const uint32_t p = options_.partitions[0];
+        log_->WaitForData(p, log_->DurableEnd(p), wait_ns);
       }
     }
   }

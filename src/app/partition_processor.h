@@ -119,6 +119,9 @@ class PartitionProcessor {
   std::vector<std::unique_ptr<log::LogReader>> readers_;
   std::unique_ptr<std::atomic<uint64_t>[]> positions_;
   std::unique_ptr<std::atomic<int64_t>[]> last_append_ns_;
+  // Per slot: the reader met a damaged record (Corruption); the partition is not read again
+  // (docs/RELIABILITY.md, "Run-time corruption"). Processor thread only.
+  std::vector<bool> stopped_;
   std::vector<log::LogRecord> batch_;
   std::vector<model::Event> events_;  // the decoded batch (storage reused)
   std::atomic<bool> stop_{false};

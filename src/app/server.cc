@@ -28,6 +28,7 @@
 #include "ingest/mqtt_ingest.h"
 #include "ingest/rate_limiter.h"
 #include "log/log.h"
+#include "log/quarantine.h"
 #include "model/partition.h"
 #include "net/http_server.h"
 #include "net/mqtt/listener.h"
@@ -130,6 +131,9 @@ int RunServer(const Config& config) {
   // CRC-check every sealed segment too: a damaged one makes the server refuse to start
   // rather than stall or serve around it (docs/RELIABILITY.md).
   log_options.verify_on_open = true;
+  // A damaged record met at run time: its segment is copied here and reported (/readyz,
+  // metrics); the partition's consumers stop there (docs/RELIABILITY.md).
+  log_options.quarantine_dir = (std::filesystem::path(config.data_dir) / "quarantine").string();
   Result<std::unique_ptr<log::Log>> opened = log::Log::Open(log_options, &metrics);
   if (!opened.ok()) {
     logging::Error("cannot open log", {{"error", opened.status().ToString()}});
@@ -371,6 +375,13 @@ int RunServer(const Config& config) {
                                                stream::WindowEngine::DeviceHealth* out) {
     uint32_t p = model::PartitionOf(device_id, config.log_partitions);
     return processors[p % threads]->Health(device_id, out);
+  };
+  ctx.log_damage = [l = log.get()] {
+    std::vector<std::string> out;
+    for (const log::CorruptionReport& c : l->corruptions()) {
+      out.push_back(log::CorruptionReportJson(c));
+    }
+    return out;
   };
   ctx.ready = [&processors] {
     for (auto& p : processors) {

@@ -6,7 +6,10 @@
 #include <csignal>
 #include <cstdlib>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include "common/name_value_list.h"
 
 namespace joule {
 namespace {
@@ -23,21 +26,12 @@ const std::vector<Armed*>& ArmedPoints() {
     std::vector<Armed*> out;
     const char* env = std::getenv("JOULE_TEST_CRASH_AT");
     if (env == nullptr) return out;
-    std::string_view spec(env);
-    while (!spec.empty()) {
-      size_t comma = spec.find(',');
-      std::string_view item = spec.substr(0, comma);
-      spec = comma == std::string_view::npos ? std::string_view() : spec.substr(comma + 1);
-      size_t colon = item.rfind(':');
+    for (auto& [name, count] : ParseNameValueList(env)) {
+      const long target = count.empty() ? 1 : std::strtol(count.c_str(), nullptr, 10);
+      if (target <= 0) continue;
       auto* a = new Armed;
-      a->name.assign(item.substr(0, colon));
-      a->target = colon == std::string_view::npos
-                      ? 1
-                      : std::strtol(std::string(item.substr(colon + 1)).c_str(), nullptr, 10);
-      if (a->name.empty() || a->target <= 0) {
-        delete a;
-        continue;
-      }
+      a->name = std::move(name);
+      a->target = target;
       out.push_back(a);
     }
     return out;

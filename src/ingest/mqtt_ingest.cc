@@ -68,6 +68,13 @@ mqtt::ConnectDecision MqttIngest::OnConnect(const mqtt::ConnectRequest& request)
       return refused;
     }
     Result<store::Principal> p = metadata_->AuthenticateToken(*request.password);
+    if (!p.ok() && p.status().code() == StatusCode::kUnavailable) {
+      // A token the metadata cache does not hold while the database is unreachable: not
+      // a bad password — "server unavailable" (3.1.1 return code 3), the client retries.
+      mqtt::ConnectDecision unavailable;
+      unavailable.reason_code = mqtt::reason::kServerUnavailable;
+      return unavailable;
+    }
     if (!p.ok() || p->kind != store::PrincipalKind::kDevice || p->device_id != *request.username) {
       auth_failures_->Inc();
       return refused;

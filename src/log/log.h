@@ -63,6 +63,25 @@ struct LogOptions {
   bool verify_on_open = false;
   // The writer path's file I/O; nullptr = PosixFileLayer(). Tests inject faults here.
   FileLayer* file_layer = nullptr;
+  // Where a reader's damaged segment is copied when it meets a bad record at run time
+  // (docs/RELIABILITY.md, "Run-time corruption"); "" = report only, copy nothing.
+  std::string quarantine_dir;
+};
+
+// A record that failed validation when a reader met it after Open (a segment damaged on
+// disk while the log was open). Reported once per (partition, offset); see
+// Log::corruptions().
+struct CorruptionReport {
+  uint32_t partition = 0;
+  std::string segment;      // the damaged file
+  std::string quarantined;  // its copy under LogOptions::quarantine_dir ("" = none)
+  uint64_t offset = 0;      // the first record that failed validation
+  uint64_t byte = 0;        // its byte position in the segment
+  // Records from `offset` to the end of that segment cannot be read (acknowledged: they
+  // were below the durable end). Readers stop here; nothing after it is processed.
+  uint64_t records_unreadable = 0;
+  int64_t detected_ns = 0;  // wall time
+  std::string error;
 };
 
 struct RecoveryReport {
@@ -81,8 +100,11 @@ class LogReader {
  public:
   virtual ~LogReader() = default;
   // Appends up to max_records durable records at or after the reader's position to *out;
-  // returns the number read (0 = caught up). NotFound if the position has been deleted by
-  // retention; Corruption if a record fails validation.
+  // returns the number read (0 = caught up). On an error nothing is appended: records read
+  // before it are returned first, the error by the next call. NotFound if the position has been
+  // deleted by retention; Corruption if a record fails validation (also reported to the log's
+  // corruptions(), once per record, and its segment quarantined). A reader that returned
+  // Corruption returns it again on every call: the caller stops reading the partition.
   virtual Result<size_t> Next(size_t max_records, std::vector<LogRecord>* out) = 0;
   // The offset of the next record Next() will return.
   virtual model::LogOffset position() const = 0;
@@ -140,6 +162,8 @@ class Log {
   // REQUIRES: not called from a DurableCallback.
   virtual Status Flush() = 0;
   virtual const RecoveryReport& recovery_report() const = 0;
+  // Damaged records met by readers since Open, oldest first (thread-safe).
+  virtual std::vector<CorruptionReport> corruptions() const { return {}; }
 };
 
 }  // namespace joule::log

@@ -87,6 +87,7 @@ SegmentLog::SegmentLog(const LogOptions& options, MetricsRegistry* metrics)
   disk_full_rounds_ = metrics_->GetCounter(
       "joule_log_disk_full_total",
       "Group-commit rounds refused (cut off, not acknowledged) because the disk was full");
+  quarantine_ = std::make_unique<Quarantine>(options_.quarantine_dir, clock_, metrics_);
 }
 
 SegmentLog::~SegmentLog() {

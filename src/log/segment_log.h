@@ -24,6 +24,7 @@
 #include "common/metrics.h"
 #include "log/file_layer.h"
 #include "log/log.h"
+#include "log/quarantine.h"
 #include "log/sync_pool.h"
 
 namespace joule::log {
@@ -46,6 +47,10 @@ class SegmentLog final : public Log {
   Status EnforceRetention() override;
   Status Flush() override;
   const RecoveryReport& recovery_report() const override { return report_; }
+  std::vector<CorruptionReport> corruptions() const override { return quarantine_->reports(); }
+
+  // For readers: a damaged record met at run time (quarantine.h).
+  void ReportCorruption(CorruptionReport report) { quarantine_->Report(std::move(report)); }
 
   // For readers: the segment holding `offset`. NotFound when retention deleted it.
   static constexpr uint64_t kOpenEnd = std::numeric_limits<uint64_t>::max();
@@ -152,6 +157,7 @@ class SegmentLog final : public Log {
 
   std::vector<std::unique_ptr<Partition>> parts_;
   RecoveryReport report_;
+  std::unique_ptr<Quarantine> quarantine_;
 
   mutable std::mutex mu_;
   std::condition_variable writer_cv_;  // queue non-empty or stop

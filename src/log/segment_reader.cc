@@ -1,6 +1,7 @@
 #include "log/segment_reader.h"
 
 #include <string>
+#include <utility>
 
 #include "log/file_io.h"
 #include "log/segment_log.h"
@@ -10,10 +11,24 @@ namespace joule::log {
 SegmentReader::SegmentReader(SegmentLog* log, uint32_t partition, model::LogOffset from)
     : log_(log), partition_(partition), position_(from.value) {}
 
-Status SegmentReader::CorruptionAt(const char* what) const {
-  return Status::Corruption("log partition " + std::to_string(partition_) + " segment " +
-                            scanner_->path() + " byte " + std::to_string(scanner_->valid_bytes()) +
-                            " (offset " + std::to_string(position_) + "): " + what);
+Status SegmentReader::CorruptionAt(const char* what) {
+  failed_ =
+      Status::Corruption("log partition " + std::to_string(partition_) + " segment " +
+                         scanner_->path() + " byte " + std::to_string(scanner_->valid_bytes()) +
+                         " (offset " + std::to_string(position_) + "): " + what);
+  CorruptionReport report;
+  report.partition = partition_;
+  report.segment = scanner_->path();
+  report.offset = position_;
+  report.byte = scanner_->valid_bytes();
+  // Acknowledged records that cannot be read: the rest of this segment (up to the durable
+  // end while it is the active one).
+  const uint64_t end =
+      segment_end_ != SegmentLog::kOpenEnd ? segment_end_ : log_->DurableEnd(partition_).value;
+  report.records_unreadable = end > position_ ? end - position_ : 0;
+  report.error = what;
+  log_->ReportCorruption(std::move(report));
+  return failed_;
 }
 
 Status SegmentReader::OpenSegment() {
@@ -42,20 +57,29 @@ Status SegmentReader::OpenSegment() {
 }
 
 Result<size_t> SegmentReader::Next(size_t max_records, std::vector<LogRecord>* out) {
+  if (!failed_.ok()) return failed_;
+  size_t n = 0;
+  Status st = ReadInto(max_records, out, &n);
+  // Records read before an error are returned (position_ is past them); the error comes
+  // with the next call — Corruption is sticky (failed_), an I/O error is tried again.
+  if (!st.ok() && n == 0) return st;
+  return n;
+}
+
+Status SegmentReader::ReadInto(size_t max_records, std::vector<LogRecord>* out, size_t* n) {
   const uint64_t durable = log_->DurableEnd(partition_).value;
   // Bytes past the durable end that the scanner buffered may have been cut off and
   // rewritten (a refused round on a full disk): start over from the file.
   if (scanner_ != nullptr && log_->CutEpoch(partition_) != cut_epoch_) scanner_.reset();
-  size_t n = 0;
   DecodedRecord rec;
-  while (n < max_records && position_ < durable) {
+  while (*n < max_records && position_ < durable) {
     if (scanner_ == nullptr || position_ >= segment_end_) JOULE_RETURN_IF_ERROR(OpenSegment());
     SegmentScanner::Step step = scanner_->Next(&rec);
     if (step == SegmentScanner::Step::kRecord) {
       out->push_back(
           LogRecord{model::LogOffset{rec.offset}, rec.append_time_ns, std::string(rec.payload)});
       ++position_;
-      ++n;
+      ++*n;
       continue;
     }
     if (step == SegmentScanner::Step::kIoError) return scanner_->io_status();
@@ -71,7 +95,7 @@ Result<size_t> SegmentReader::Next(size_t max_records, std::vector<LogRecord>* o
     }
     return CorruptionAt(DecodeResultName(scanner_->reason()));
   }
-  return n;
+  return Status::Ok();
 }
 
 }  // namespace joule::log

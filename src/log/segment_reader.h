@@ -21,9 +21,13 @@ class SegmentReader final : public LogReader {
   model::LogOffset position() const override { return model::LogOffset{position_}; }
 
  private:
+  // Next() without its error handling: appends to *out, counts in *n.
+  Status ReadInto(size_t max_records, std::vector<LogRecord>* out, size_t* n);
   // Opens the segment holding position_ and skips to position_ in it.
   Status OpenSegment();
-  Status CorruptionAt(const char* what) const;
+  // Reports the damaged record to the log (quarantine) and makes the reader stop there:
+  // every later Next() returns the same Corruption.
+  Status CorruptionAt(const char* what);
 
   SegmentLog* log_;
   uint32_t partition_;
@@ -32,6 +36,7 @@ class SegmentReader final : public LogReader {
   uint64_t segment_base_ = 0;
   uint64_t segment_end_ = 0;  // SegmentLog::kOpenEnd while the segment was active
   uint64_t cut_epoch_ = 0;    // SegmentLog::CutEpoch when the scanner was opened
+  Status failed_;             // sticky Corruption
 };
 
 }  // namespace joule::log

@@ -67,6 +67,7 @@ class MetadataCache final : public MetadataStore {
   void Clear();
 
   std::string_view backend() const override { return store_->backend(); }
+  bool reachable() const override { return store_->reachable(); }
   Status Migrate() override { return store_->Migrate(); }
   Status WriteBatch(const std::function<Status()>& body) override {
     return store_->WriteBatch(body);

@@ -151,6 +151,9 @@ class MetadataStore {
 
   virtual ~MetadataStore() = default;
   virtual std::string_view backend() const = 0;  // "sqlite" or "postgres"
+  // Whether a remote store is reachable as far as this process knows (PostgreSQL: its
+  // LISTEN connection is up). Embedded stores are always reachable. For /readyz.
+  virtual bool reachable() const { return true; }
   // Runs `body` (which calls this store's methods) with its writes grouped where the
   // backend profits from it: SQLite runs them in one transaction (one commit and fsync
   // instead of one per write; each write still is atomic on its own, as a savepoint), so a

@@ -7,19 +7,34 @@ events, stops the server cleanly, then flips one random bit at a time in a seale
 or a checkpoint and checks that every flip is refused, and that the undamaged data dir
 starts again with every acknowledged event counted once.
 
+RuntimeCorruptionTest: the same damage met by a running server. The log consumers are
+held (JOULE_TEST_HOLD, src/common/test_hold.h) while events are ingested, a bit is flipped
+in a sealed segment they have not read yet, and they are released. Policy (docs/
+RELIABILITY.md, "Run-time corruption"): the damaged record is reported once
+(joule_log_corrupt_records_total, an error log line, /readyz "degraded" with the report),
+its segment is copied to {data_dir}/quarantine/ with a JSON report beside it, and the
+partition stops there: the aggregates served are exactly those of the records before the
+damage — nothing after it, nothing guessed. Ingest goes on (acknowledged, not processed:
+lag). A restart refuses to start on the damaged file; once the segment is restored (here:
+the undamaged bytes, as from a backup) every acknowledged event is counted exactly once.
+
 Set JOULE_CRASH_SEED to reproduce a run.
 """
 
+import collections
+import json
 import os
 import pathlib
 import random
 import sys
+import tempfile
 import time
 import unittest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "integration"))
 
-from joule_harness import JouleServer, ServerError, fmt_ts, poll  # noqa: E402
+from joule_harness import (JouleServer, ServerError, fmt_ts, metric_sum,  # noqa: E402
+                           parse_prometheus, poll)
 
 DEVICES = 6
 EVENTS_PER_DEVICE = 300
@@ -126,6 +141,148 @@ class CorruptionTest(unittest.TestCase):
         print(f"faults: bit_flip_server_restart: acknowledged={acked} "
               f"lost={max(0, acked - counted)} duplicated={max(0, counted - acked)}", flush=True)
         self.assertEqual(self.server.stop(), 0)
+
+
+class RuntimeCorruptionTest(unittest.TestCase):
+    def setUp(self):
+        seed = int(os.environ.get("JOULE_CRASH_SEED", random.randrange(1 << 30)))
+        print(f"\n[runtime corruption] seed={seed} (JOULE_CRASH_SEED to reproduce)", flush=True)
+        self.rng = random.Random(seed)
+        fd, self.hold = tempfile.mkstemp(prefix="joule-hold-")
+        os.close(fd)
+        self.addCleanup(lambda: os.path.exists(self.hold) and os.unlink(self.hold))
+        # One partition: log offsets are the order in which this test posts the events.
+        self.server = JouleServer(env={"JOULE_STORAGE_LOG_SEGMENT_BYTES": "16384",
+                                       "JOULE_STORAGE_LOG_PARTITIONS": "1",
+                                       "JOULE_STREAM_PROCESSOR_THREADS": "1",
+                                       "JOULE_LIMITS_DEVICE_EVENTS_PER_SECOND": "0",
+                                       "JOULE_TEST_HOLD": f"log.consumers:{self.hold}"},
+                                  name="runtime-corruption")
+        self.addCleanup(self.server.cleanup)
+
+    def post(self, events):
+        status, _, body = self.server.post_events(events)
+        self.assertEqual(status, 202, body)
+        self.assertEqual(body["accepted"], len(events), body)
+
+    def served_counts(self, dev):
+        """{window_start: count} of the realtime windows of dev (memory latest store)."""
+        status, _, body = self.server.realtime(dev, windows=1000)
+        if status == 404:
+            return {}
+        self.assertEqual(status, 200, f"{body!r}" + self.server.diag())
+        return {r["window_start"]: r["count"] for r in body.get("data", []) if r.get("count")}
+
+    @staticmethod
+    def window_counts(events):
+        out = collections.defaultdict(lambda: collections.Counter())
+        for e in events:
+            t = int(e["_t"])
+            out[e["device_id"]][fmt_ts(t - t % 60)] += 1
+        return {d: dict(c) for d, c in out.items()}
+
+    def test_flip_while_running_is_quarantined_and_never_served(self):
+        server = self.server
+        server.start()
+        base = int(time.time()) - 3600
+        devices = [f"rt-{d}" for d in range(6)]
+        order = []  # every acknowledged event, in log (offset) order
+        for start in range(0, 300, 50):
+            for dev in devices:
+                events = [{"device_id": dev, "event_id": f"{dev}-{k}",
+                           "timestamp": fmt_ts(base + k * 2),
+                           "metrics": {"power_w": 100.0 + k % 7}, "_t": base + k * 2}
+                          for k in range(start, start + 50)]
+                self.post([{k: v for k, v in e.items() if k != "_t"} for e in events])
+                order += events
+        data = pathlib.Path(server.data_dir)
+        segs = sorted((data / "log" / "p-000").glob("*.seg"))
+        self.assertGreaterEqual(len(segs), 4, "raise the number of events")
+        damaged = segs[len(segs) // 2]  # sealed, not read by anyone yet
+        good = damaged.read_bytes()
+        bad = bytearray(good)
+        bit = self.rng.randrange(len(bad) * 8)
+        bad[bit // 8] ^= 1 << (bit % 8)
+        damaged.write_bytes(bytes(bad))
+        first_of_segment = int(damaged.stem)
+        next_base = int(segs[len(segs) // 2 + 1].stem)
+        print(f"[runtime corruption] flipped bit {bit} of {damaged.name} "
+              f"(offsets {first_of_segment}..{next_base - 1})", flush=True)
+
+        os.unlink(self.hold)  # the consumers read on, up to the damage
+
+        def damage_reported():
+            st, _, body = server.request("GET", "/readyz")
+            return body if st == 200 and body.get("log", {}).get("damaged") else None
+        ready = poll(damage_reported, timeout=60, interval=0.2)
+        self.assertTrue(ready, "/readyz reports the damage" + server.diag())
+        self.assertEqual(ready["status"], "degraded", ready)
+        reports = ready["log"]["damaged"]
+        self.assertEqual(len(reports), 1, reports)
+        report = reports[0]
+        x = report["offset"]
+        self.assertEqual(report["partition"], 0, report)
+        self.assertEqual(report["segment"], str(damaged), report)
+        self.assertTrue(first_of_segment <= x < next_base, report)
+        self.assertEqual(report["records_unreadable"], next_base - x, report)
+
+        # The quarantine: the segment as found, and its report.
+        quarantined = pathlib.Path(report["quarantined"])
+        self.assertEqual(quarantined.parent, data / "quarantine", report)
+        self.assertEqual(quarantined.read_bytes(), bytes(bad))
+        sidecar = json.loads(quarantined.with_suffix(".json").read_text())
+        self.assertEqual(sidecar, report, "the quarantine's report is the one /readyz shows")
+        self.assertEqual(sorted(p.suffix for p in (data / "quarantine").iterdir()),
+                         [".json", ".seg"])
+        m = parse_prometheus(server.metrics_text())
+        self.assertEqual(metric_sum(m, "joule_log_corrupt_records_total"), 1)
+        self.assertEqual(metric_sum(m, "joule_quarantined_segments_total"), 1)
+        self.assertTrue(any("log corruption" in line for line in server.log_lines()),
+                        "an error log line" + server.diag())
+
+        # Served: exactly the records before the damage, for every device — and it stays so.
+        expected = self.window_counts(order[:x])
+        for dev in devices:
+            want = expected.get(dev, {})
+            self.assertTrue(poll(lambda dev=dev, want=want: self.served_counts(dev) == want,
+                                 timeout=30),
+                            f"{dev}: served {self.served_counts(dev)} != prefix {want}"
+                            + server.diag())
+        # Ingest goes on: acknowledged, not processed (lag), never silently dropped.
+        extra = [{"device_id": devices[0], "event_id": f"{devices[0]}-late-{k}",
+                  "timestamp": fmt_ts(base + 700 + k), "metrics": {"power_w": 5.0},
+                  "_t": base + 700 + k} for k in range(20)]
+        self.post([{k: v for k, v in e.items() if k != "_t"} for e in extra])
+        order += extra
+        time.sleep(1.0)  # give a wrong implementation the chance to serve past the damage
+        for dev in devices:
+            self.assertEqual(self.served_counts(dev), expected.get(dev, {}), dev)
+        m = parse_prometheus(server.metrics_text())
+        lag = metric_sum(m, "joule_processor_lag_records")
+        self.assertEqual(lag, len(order) - x, "lag = acknowledged records after the damage")
+        print(f"faults: bit_flip_runtime: acknowledged={len(order)} processed={x} "
+              f"stopped_at_offset={x} unreadable_in_segment={report['records_unreadable']} "
+              f"lag={lag:.0f} served_wrong=0", flush=True)
+        self.assertEqual(server.stop(), 0)
+
+        # A restart refuses the damaged segment, naming it.
+        with self.assertRaises(ServerError):
+            server.start()
+        self.assertTrue(any("corruption" in line.lower() and damaged.name in line
+                            for line in server.log_lines()[-40:]), server.diag())
+
+        # Restored (as from a backup): everything acknowledged is counted exactly once.
+        damaged.write_bytes(good)
+        server.start()
+        want_all = self.window_counts(order)
+        for dev in devices:
+            self.assertTrue(poll(lambda dev=dev: self.served_counts(dev) == want_all[dev],
+                                 timeout=60),
+                            f"{dev}: {self.served_counts(dev)} != {want_all[dev]}"
+                            + server.diag())
+        print(f"faults: bit_flip_runtime_restored: acknowledged={len(order)} lost=0 "
+              "duplicated=0", flush=True)
+        self.assertEqual(server.stop(), 0)
 
 
 if __name__ == "__main__":

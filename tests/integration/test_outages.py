@@ -44,7 +44,7 @@ def q(v):
     return urllib.parse.quote(v, safe="")
 
 
-def history_1m(server, dev, from_s, to_s):
+def history_1m(server, dev, from_s, to_s, headers=ADMIN):
     """All 1m records of dev in [from_s, to_s), oldest first (every page)."""
     out = []
     cursor = None
@@ -55,7 +55,7 @@ def history_1m(server, dev, from_s, to_s):
             params["cursor"] = cursor
         st, _, body = server.request(
             "GET", f"/v1/devices/{q(dev)}/metrics/history?{urllib.parse.urlencode(params)}",
-            headers=ADMIN)
+            headers=headers)
         if st != 200:
             raise AssertionError(f"history {dev}: {st} {body!r}" + server.diag())
         out += body["data"]

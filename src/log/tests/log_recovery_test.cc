@@ -203,6 +203,71 @@ TEST(LogRecoveryTest, CorruptionInSealedSegmentIsAnError) {
   EXPECT_EQ(FileSize(files[1]), size_before);  // nothing was cut
 }
 
+TEST(LogRecoveryTest, RunTimeCorruptionIsReportedOnceAndQuarantined) {
+  TempDir tmp;
+  LogOptions options = Options(tmp.path() + "/log", 2048);
+  options.quarantine_dir = tmp.path() + "/quarantine";
+  Fill(options, 100);
+  MetricsRegistry metrics;
+  auto log = Log::Open(options, &metrics);  // opened while the segment is still intact
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  auto files = SegmentFiles(options.dir, 1);
+  ASSERT_GE(files.size(), 3u);
+  const uint64_t base1 = *ParseSegmentFileName(std::filesystem::path(files[1]).filename().string());
+  const uint64_t base2 = *ParseSegmentFileName(std::filesystem::path(files[2]).filename().string());
+  FlipBit(files[1], FileSize(files[1]) / 2);  // damaged while the log is open
+
+  // Two readers (two consumers) meet the same record: one report, one quarantine copy.
+  for (int consumer = 0; consumer < 2; ++consumer) {
+    auto reader = (*log)->NewReader(1, model::LogOffset{0});
+    ASSERT_TRUE(reader.ok());
+    std::vector<LogRecord> out;
+    Result<size_t> n = size_t{0};
+    size_t before = 0;
+    do {
+      before = out.size();
+      n = (*reader)->Next(5, &out);
+      if (n.ok()) {
+        EXPECT_EQ(out.size(), before + *n);
+      }
+    } while (n.ok() && *n > 0);
+    ASSERT_EQ(n.status().code(), StatusCode::kCorruption) << n.status().ToString();
+    EXPECT_EQ(out.size(), before) << "an error appends nothing";
+    const uint64_t stopped = (*reader)->position().value;
+    EXPECT_EQ(out.size(), stopped);
+    EXPECT_GE(stopped, base1);
+    EXPECT_LT(stopped, base2);
+    for (uint64_t i = 0; i < out.size(); ++i) EXPECT_EQ(out[i].payload, Payload(1, i));
+    // Sticky: the reader never reads past the damage.
+    out.clear();
+    EXPECT_EQ((*reader)->Next(5, &out).status().code(), StatusCode::kCorruption);
+    EXPECT_TRUE(out.empty());
+    EXPECT_EQ((*reader)->position().value, stopped);
+  }
+  std::vector<CorruptionReport> reports = (*log)->corruptions();
+  ASSERT_EQ(reports.size(), 1u);
+  const CorruptionReport& r = reports[0];
+  EXPECT_EQ(r.partition, 1u);
+  EXPECT_EQ(r.segment, files[1]);
+  EXPECT_GE(r.offset, base1);
+  EXPECT_EQ(r.records_unreadable, base2 - r.offset);
+  EXPECT_GT(r.detected_ns, 0);
+  ASSERT_FALSE(r.quarantined.empty());
+  std::ifstream copy(r.quarantined, std::ios::binary), orig(files[1], std::ios::binary);
+  std::string a((std::istreambuf_iterator<char>(copy)), std::istreambuf_iterator<char>());
+  std::string b((std::istreambuf_iterator<char>(orig)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(a, b);  // the segment as found
+  EXPECT_TRUE(
+      std::filesystem::exists(std::filesystem::path(r.quarantined).replace_extension(".json")));
+  const std::string text = metrics.Render();
+  EXPECT_NE(text.find("joule_log_corrupt_records_total 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("joule_quarantined_segments_total 1"), std::string::npos) << text;
+  // The other partition is unaffected.
+  ASSERT_TRUE((*log)->Append(0, {"p0"}, nullptr).ok());
+  ASSERT_TRUE((*log)->Flush().ok());
+  EXPECT_EQ(ReadAll(log->get(), 0).size(), 1u);
+}
+
 TEST(LogRecoveryTest, VerifyOnOpenAcceptsAHealthyLog) {
   TempDir tmp;
   LogOptions options = Options(tmp.path(), 2048);

@@ -40,6 +40,9 @@ class PostgresMetadataStore final : public MetadataStore {
   // Whether the listener is connected (when not, external changes are not seen until it
   // reconnects and publishes kAll).
   bool listener_connected() const { return listener_connected_.load(); }
+  // The listener's connection stands for the database: it notices a server that went
+  // away within a second (select + PQconsumeInput) and reconnects within 5 s of its return.
+  bool reachable() const override { return listener_connected(); }
 
   Status Migrate() override;
   Result<int> SchemaVersion() override;
