@@ -35,7 +35,7 @@
 #include <utility>
 
 #include "common/logging.h"
-#include "net/tcp_listen.h"
+#include "net/accept_loop.h"
 #include "net/tls_stream.h"
 #include "net/url.h"
 
@@ -51,7 +51,6 @@ namespace {
 
 constexpr std::chrono::seconds kLingerTimeout{2};
 constexpr size_t kLingerMaxBytes = 4 << 20;
-constexpr std::chrono::milliseconds kAcceptRetryDelay{50};
 // Beast reads max(512, free capacity of the read buffer) bytes per read_some, and the body
 // parser drains the buffer after each read, so a buffer sized for the headers reads a
 // large body ~1 KiB per recvmsg (a 140 kB ingest batch took ~270 reads, each with its
@@ -127,10 +126,8 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
         options_(std::move(options)),
         router_(router),
         metrics_(metrics),
-        acceptor_strand_(asio::make_strand(io)),
-        acceptor_(acceptor_strand_),
-        accept_retry_timer_(acceptor_strand_),
-        shutdown_timer_(acceptor_strand_) {
+        accept_(io),
+        shutdown_timer_(accept_.strand()) {
     if (metrics_ != nullptr) {
       connections_gauge_ = metrics_->GetGauge("joule_http_connections", "Open HTTP connections.");
       rejected_connections_ = metrics_->GetCounter(
@@ -170,8 +167,7 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
   }
 
  private:
-  void DoAccept();
-  void OnAccept(error_code ec, tcp::socket socket);
+  void OnAccept(tcp::socket socket);
   void Reject(tcp::socket& socket);
   std::vector<std::shared_ptr<Connection>> LiveConnections();
   void FinishShutdown();
@@ -181,13 +177,9 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
   const Router router_;
   MetricsRegistry* const metrics_;
 
-  // Accepting; only touched on acceptor_strand_ (after Start).
-  asio::strand<asio::io_context::executor_type> acceptor_strand_;
-  tcp::acceptor acceptor_;
-  asio::steady_timer accept_retry_timer_;
-  asio::steady_timer shutdown_timer_;
+  AcceptLoop accept_;
+  asio::steady_timer shutdown_timer_;  // on accept_.strand()
   std::atomic<uint16_t> port_{0};
-  std::atomic<bool> accepting_{false};
   std::atomic<bool> shutting_down_{false};
 
   mutable std::mutex mu_;
@@ -855,36 +847,16 @@ void Connection::OnStreamWrite(error_code ec) {
 
 Status HttpServer::Impl::Start() {
   uint16_t port = 0;
-  JOULE_RETURN_IF_ERROR(OpenListeningAcceptor(acceptor_, options_.listen, &port));
+  JOULE_RETURN_IF_ERROR(accept_.Start(options_.listen, &port, shared_from_this(),
+                                      [this](tcp::socket socket) { OnAccept(std::move(socket)); }));
   port_.store(port, std::memory_order_release);
-  accepting_.store(true, std::memory_order_release);
   logging::Debug("http server listening",
                  {{"address", options_.listen}, {"port", std::to_string(port)}});
-  asio::post(acceptor_strand_, [self = shared_from_this()] { self->DoAccept(); });
   return Status::Ok();
 }
 
-void HttpServer::Impl::DoAccept() {
-  if (!accepting_.load(std::memory_order_acquire)) return;
-  acceptor_.async_accept(asio::make_strand(io_),
-                         beast::bind_front_handler(&Impl::OnAccept, shared_from_this()));
-}
-
-void HttpServer::Impl::OnAccept(error_code ec, tcp::socket socket) {
-  if (!accepting_.load(std::memory_order_acquire)) {
-    error_code ignored;
-    socket.close(ignored);
-    return;
-  }
-  if (ec) {
-    if (ec == asio::error::operation_aborted) return;
-    // E.g. out of file descriptors: retry soon rather than spin.
-    accept_retry_timer_.expires_after(kAcceptRetryDelay);
-    accept_retry_timer_.async_wait([self = shared_from_this()](error_code timer_ec) {
-      if (!timer_ec) self->DoAccept();
-    });
-    return;
-  }
+// On the accept loop's strand (accept_loop.h), for every accepted connection.
+void HttpServer::Impl::OnAccept(tcp::socket socket) {
   // Responses are written whole (head and body in one gather write), so Nagle's algorithm
   // would only hold back the last segment of a large body until the client's delayed ACK.
   error_code nodelay_ec;
@@ -908,7 +880,6 @@ void HttpServer::Impl::OnAccept(error_code ec, tcp::socket socket) {
   } else {
     Reject(socket);
   }
-  DoAccept();
 }
 
 // Over max_connections: a best-effort 503 without blocking, then close.
@@ -936,7 +907,7 @@ void HttpServer::Impl::Unregister(uint64_t id) {
   }
   if (connections_gauge_ != nullptr) connections_gauge_->Add(-1);
   if (done) {
-    asio::post(acceptor_strand_, [self = shared_from_this()] { self->shutdown_timer_.cancel(); });
+    asio::post(accept_.strand(), [self = shared_from_this()] { self->shutdown_timer_.cancel(); });
     asio::post(io_, std::move(done));
   }
 }
@@ -951,14 +922,7 @@ std::vector<std::shared_ptr<Connection>> HttpServer::Impl::LiveConnections() {
   return out;
 }
 
-void HttpServer::Impl::StopAccepting() {
-  accepting_.store(false, std::memory_order_release);
-  asio::post(acceptor_strand_, [self = shared_from_this()] {
-    error_code ec;
-    self->acceptor_.close(ec);
-    self->accept_retry_timer_.cancel();
-  });
-}
+void HttpServer::Impl::StopAccepting() { accept_.Stop(shared_from_this()); }
 
 void HttpServer::Impl::Shutdown(std::function<void()> done) {
   StopAccepting();
@@ -979,7 +943,7 @@ void HttpServer::Impl::Shutdown(std::function<void()> done) {
   for (auto& c : LiveConnections()) {
     asio::post(c->executor(), [c] { c->OnServerShutdown(); });
   }
-  asio::post(acceptor_strand_, [self = shared_from_this()] {
+  asio::post(accept_.strand(), [self = shared_from_this()] {
     self->shutdown_timer_.expires_after(Nanos(self->options_.shutdown_timeout_ns));
     self->shutdown_timer_.async_wait([self](error_code ec) {
       if (!ec) self->FinishShutdown();
@@ -1005,18 +969,13 @@ void HttpServer::Impl::FinishShutdown() {
 }
 
 void HttpServer::Impl::CloseAll() {
-  accepting_.store(false, std::memory_order_release);
+  accept_.Stop(shared_from_this());
   shutting_down_.store(true, std::memory_order_release);
   {
     std::lock_guard<std::mutex> lock(mu_);
     shutdown_done_ = nullptr;
   }
-  asio::post(acceptor_strand_, [self = shared_from_this()] {
-    error_code ec;
-    self->acceptor_.close(ec);
-    self->accept_retry_timer_.cancel();
-    self->shutdown_timer_.cancel();
-  });
+  asio::post(accept_.strand(), [self = shared_from_this()] { self->shutdown_timer_.cancel(); });
   for (auto& c : LiveConnections()) {
     asio::post(c->executor(), [c] { c->Close(); });
   }

@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "common/logging.h"
-#include "net/tcp_listen.h"
+#include "net/accept_loop.h"
 #include "net/tls_stream.h"
 #include "net/url.h"
 
@@ -38,7 +38,6 @@ using SteadyClock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr std::chrono::milliseconds kAcceptRetryDelay{50};
 constexpr size_t kReadChunk = 64 * 1024;
 
 // MQTT 5 CONNACK reason → 3.1.1 return code.
@@ -70,13 +69,7 @@ class MqttListener::Impl : public std::enable_shared_from_this<Impl> {
  public:
   Impl(asio::io_context& io, MqttListenerOptions options, SessionHandler* handler,
        MetricsRegistry* metrics)
-      : io_(io),
-        options_(std::move(options)),
-        handler_(handler),
-        metrics_(metrics),
-        acceptor_strand_(asio::make_strand(io)),
-        acceptor_(acceptor_strand_),
-        accept_retry_timer_(acceptor_strand_) {
+      : io_(io), options_(std::move(options)), handler_(handler), metrics_(metrics), accept_(io) {
     if (metrics_ != nullptr) {
       connections_gauge_ = metrics_->GetGauge("joule_mqtt_connections", "Open MQTT connections.");
       publishes_qos0_ = metrics_->GetCounter(
@@ -132,19 +125,15 @@ class MqttListener::Impl : public std::enable_shared_from_this<Impl> {
   }
 
  private:
-  void DoAccept();
-  void OnAccept(error_code ec, tcp::socket socket);
+  void OnAccept(tcp::socket socket);
 
   asio::io_context& io_;
   const MqttListenerOptions options_;
   SessionHandler* const handler_;
   MetricsRegistry* const metrics_;
 
-  asio::strand<asio::io_context::executor_type> acceptor_strand_;
-  tcp::acceptor acceptor_;
-  asio::steady_timer accept_retry_timer_;
+  AcceptLoop accept_;
   std::atomic<uint16_t> port_{0};
-  std::atomic<bool> accepting_{false};
   std::atomic<uint64_t> assigned_ids_{0};
 
   mutable std::mutex mu_;
@@ -673,35 +662,14 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
 
 Status MqttListener::Impl::Start() {
   uint16_t port = 0;
-  JOULE_RETURN_IF_ERROR(OpenListeningAcceptor(acceptor_, options_.listen, &port));
+  JOULE_RETURN_IF_ERROR(accept_.Start(options_.listen, &port, shared_from_this(),
+                                      [this](tcp::socket socket) { OnAccept(std::move(socket)); }));
   port_.store(port, std::memory_order_release);
-  accepting_.store(true, std::memory_order_release);
-  asio::post(acceptor_strand_, [self = shared_from_this()] { self->DoAccept(); });
   return Status::Ok();
 }
 
-void MqttListener::Impl::DoAccept() {
-  if (!accepting_.load(std::memory_order_acquire)) return;
-  acceptor_.async_accept(asio::make_strand(io_),
-                         [self = shared_from_this()](error_code ec, tcp::socket socket) {
-                           self->OnAccept(ec, std::move(socket));
-                         });
-}
-
-void MqttListener::Impl::OnAccept(error_code ec, tcp::socket socket) {
-  if (!accepting_.load(std::memory_order_acquire)) {
-    error_code ignored;
-    socket.close(ignored);
-    return;
-  }
-  if (ec) {
-    if (ec == asio::error::operation_aborted) return;
-    accept_retry_timer_.expires_after(kAcceptRetryDelay);
-    accept_retry_timer_.async_wait([self = shared_from_this()](error_code timer_ec) {
-      if (!timer_ec) self->DoAccept();
-    });
-    return;
-  }
+// On the accept loop's strand (net/accept_loop.h), for every accepted connection.
+void MqttListener::Impl::OnAccept(tcp::socket socket) {
   std::shared_ptr<MqttConnection> connection;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -718,7 +686,6 @@ void MqttListener::Impl::OnAccept(error_code ec, tcp::socket socket) {
     error_code ignored;
     socket.close(ignored);
   }
-  DoAccept();
 }
 
 void MqttListener::Impl::Unregister(uint64_t id, const std::string& client_id) {
@@ -750,12 +717,7 @@ void MqttListener::Impl::ClaimSession(uint64_t id, const std::string& client_id)
 }
 
 void MqttListener::Impl::Stop() {
-  if (!accepting_.exchange(false, std::memory_order_acq_rel)) return;
-  asio::post(acceptor_strand_, [self = shared_from_this()] {
-    error_code ignored;
-    self->acceptor_.close(ignored);
-    self->accept_retry_timer_.cancel();
-  });
+  if (!accept_.Stop(shared_from_this())) return;
   std::vector<std::shared_ptr<MqttConnection>> live;
   {
     std::lock_guard<std::mutex> lock(mu_);

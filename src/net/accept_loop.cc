@@ -1,0 +1,63 @@
+#include "net/accept_loop.h"
+
+#include <boost/asio/post.hpp>
+#include <chrono>
+#include <utility>
+
+#include "net/tcp_listen.h"
+
+namespace joule::net {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+namespace {
+constexpr std::chrono::milliseconds kAcceptRetryDelay{50};
+}  // namespace
+
+AcceptLoop::AcceptLoop(asio::io_context& io)
+    : io_(io), strand_(asio::make_strand(io)), acceptor_(strand_), retry_timer_(strand_) {}
+
+Status AcceptLoop::Start(std::string_view listen, uint16_t* port, std::shared_ptr<void> keep,
+                         std::function<void(Socket)> on_accepted) {
+  JOULE_RETURN_IF_ERROR(OpenListeningAcceptor(acceptor_, listen, port));
+  on_accepted_ = std::move(on_accepted);
+  accepting_.store(true, std::memory_order_release);
+  asio::post(strand_, [this, keep = std::move(keep)]() mutable { AcceptNext(std::move(keep)); });
+  return Status::Ok();
+}
+
+bool AcceptLoop::Stop(std::shared_ptr<void> keep) {
+  if (!accepting_.exchange(false, std::memory_order_acq_rel)) return false;
+  asio::post(strand_, [this, keep = std::move(keep)] {
+    error_code ignored;
+    acceptor_.close(ignored);
+    retry_timer_.cancel();
+  });
+  return true;
+}
+
+void AcceptLoop::AcceptNext(std::shared_ptr<void> keep) {
+  if (!accepting()) return;
+  acceptor_.async_accept(
+      asio::make_strand(io_), [this, keep = std::move(keep)](error_code ec, Socket socket) mutable {
+        if (!accepting()) {
+          error_code ignored;
+          socket.close(ignored);
+          return;
+        }
+        if (ec) {
+          if (ec == asio::error::operation_aborted) return;
+          // E.g. out of file descriptors: retry soon rather than spin.
+          retry_timer_.expires_after(kAcceptRetryDelay);
+          retry_timer_.async_wait([this, keep = std::move(keep)](error_code timer_ec) mutable {
+            if (!timer_ec) AcceptNext(std::move(keep));
+          });
+          return;
+        }
+        on_accepted_(std::move(socket));
+        AcceptNext(std::move(keep));
+      });
+}
+
+}  // namespace joule::net

@@ -1,0 +1,57 @@
+// AcceptLoop: the accept loop the HTTP server and the MQTT listener share, next to
+// OpenListeningAcceptor (tcp_listen.h). Internal to src/net (it includes Asio).
+//
+// Runs on its own strand: accepts a connection (on a new strand of its own), hands it to
+// the owner's callback, accepts the next one. An accept error other than cancellation
+// (e.g. out of file descriptors) retries after 50 ms rather than spinning. After Stop(),
+// nothing more is accepted, and a socket accepted in the race is closed.
+//
+// Lifetime: the loop is a member of its owner; every pending operation holds `keep` (the
+// owner's shared_ptr), so the owner and the loop outlive them. The callback must not hold
+// the owner strongly (it is stored in the loop).
+#pragma once
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string_view>
+
+#include "common/status.h"
+
+namespace joule::net {
+
+class AcceptLoop {
+ public:
+  using Strand = boost::asio::strand<boost::asio::io_context::executor_type>;
+  using Socket = boost::asio::ip::tcp::socket;
+
+  explicit AcceptLoop(boost::asio::io_context& io);
+
+  // Opens `listen` (OpenListeningAcceptor; *port = the bound port) and starts accepting.
+  // `on_accepted` runs on the loop's strand for every accepted socket.
+  Status Start(std::string_view listen, uint16_t* port, std::shared_ptr<void> keep,
+               std::function<void(Socket)> on_accepted);
+  // Any thread. Stops accepting; closes the listening socket and cancels a pending retry
+  // (on the strand). False when it was not accepting (already stopped, or never started).
+  bool Stop(std::shared_ptr<void> keep);
+  bool accepting() const { return accepting_.load(std::memory_order_acquire); }
+  // For the owner's timers that belong with the acceptor (e.g. a shutdown timer).
+  Strand& strand() { return strand_; }
+
+ private:
+  void AcceptNext(std::shared_ptr<void> keep);
+
+  boost::asio::io_context& io_;
+  Strand strand_;
+  boost::asio::ip::tcp::acceptor acceptor_;  // only touched on strand_ after Start
+  boost::asio::steady_timer retry_timer_;
+  std::function<void(Socket)> on_accepted_;
+  std::atomic<bool> accepting_{false};
+};
+
+}  // namespace joule::net
