@@ -37,7 +37,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "integratio
 from joule_harness import (JouleServer, PrivateRedis, ServerError, fmt_ts,  # noqa: E402
                            metric_sum, minute_base, parse_prometheus, parse_ts, poll)
 from joule_reference import diff_record, expected_records  # noqa: E402
-from test_outages import PrivatePostgres, history_1m  # noqa: E402
+from test_outages import PrivatePostgres, history_1m, register_cached_devices  # noqa: E402
 
 ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -87,16 +87,7 @@ class StoreOutageTest(unittest.TestCase):
     def run_outages(self):
         server = self.server
         owner = f"home-{uuid.uuid4().hex[:8]}"
-        tokens = {}
-        for i in range(DEVICES):
-            dev = f"so{i}-{uuid.uuid4().hex[:8]}"
-            st, _, body = server.request("POST", "/v1/devices",
-                                         {"device_id": dev, "owner_id": owner}, ADMIN)
-            self.assertEqual(st, 201, body)
-            tokens[dev] = body["token"]
-            # Cached: the metadata cache serves it while PostgreSQL is down.
-            self.assertEqual(server.request("GET", f"/v1/devices/{q(dev)}",
-                                            headers=ADMIN)[0], 200)
+        tokens = register_cached_devices(self, server, owner, "so", DEVICES, ADMIN)
         devices = list(tokens)
         # A device whose token is never used before the outage: the cache does not hold it.
         spare = f"spare-{uuid.uuid4().hex[:8]}"

@@ -64,6 +64,20 @@ def history_1m(server, dev, from_s, to_s, headers=ADMIN):
             return out
 
 
+def register_cached_devices(test, server, owner, prefix, n, headers=ADMIN):
+    """Registers n devices of owner and reads each once, so that the metadata cache holds
+    them (it serves them while the database is down); returns {device_id: token}."""
+    tokens = {}
+    for i in range(n):
+        dev = f"{prefix}{i}-{uid()}"
+        st, _, body = server.request("POST", "/v1/devices",
+                                     {"device_id": dev, "owner_id": owner}, headers)
+        test.assertEqual(st, 201, body)
+        tokens[dev] = body["token"]
+        test.assertEqual(server.request("GET", f"/v1/devices/{q(dev)}", headers=headers)[0], 200)
+    return tokens
+
+
 def lag(server):
     return metric_sum(parse_prometheus(server.metrics_text()), "joule_processor_lag_records")
 
@@ -336,15 +350,7 @@ class PostgresRestartTest(unittest.TestCase):
 
     def run_restart(self, server, pg):
         owner = f"home-{uid()}"
-        tokens = {}
-        for i in range(3):
-            dev = f"pg{i}-{uid()}"
-            st, _, body = server.request("POST", "/v1/devices",
-                                         {"device_id": dev, "owner_id": owner}, ADMIN)
-            self.assertEqual(st, 201, body)
-            tokens[dev] = body["token"]
-            self.assertEqual(server.request("GET", f"/v1/devices/{q(dev)}",
-                                            headers=ADMIN)[0], 200)
+        tokens = register_cached_devices(self, server, owner, "pg", 3)
         devices = list(tokens)
         base = minute_base(120)  # 2 s of event time per tick, at most 2000 ticks
         acked = {d: 0 for d in devices}
