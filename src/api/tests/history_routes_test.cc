@@ -176,6 +176,25 @@ class HistoryRoutesTest : public ::testing::Test {
     ASSERT_TRUE(s.ok()) << s.ToString();
   }
 
+  // n consecutive 1m records from `start`, version 1, window k with value k.
+  void PutMinutes(int64_t start, int n) {
+    std::vector<AggregateRecord> batch;
+    for (int k = 0; k < n; ++k) {
+      const int64_t s = start + k * kNanosPerMinute;
+      batch.push_back(MakeRecord(Resolution::kBase, s, s + kNanosPerMinute, 1, k));
+    }
+    Put(batch);
+  }
+
+  // resolution=1m over [start, start + 1 h), plus `extra` parameters.
+  static std::map<std::string, std::string> HourQuery(
+      int64_t start, std::map<std::string, std::string> extra = {}) {
+    extra["resolution"] = "1m";
+    extra["from"] = FormatRfc3339Millis(start);
+    extra["to"] = FormatRfc3339Millis(start + kNanosPerHour);
+    return extra;
+  }
+
   // Pages through [from, to) with `limit` and checks that the concatenation equals the
   // unpaged answer (cached and uncached alike, byte for byte), with the expected number
   // of pages, each at most `limit` long.
@@ -281,10 +300,7 @@ TEST_F(HistoryRoutesTest, CsvPagesNeitherSkipNorRepeat) {
     batch.push_back(MakeRecord(Resolution::kBase, s, s + kNanosPerMinute, 1, 0.1 * k));
   }
   Put(batch);
-  std::map<std::string, std::string> q = {{"resolution", "1m"},
-                                          {"format", "csv"},
-                                          {"from", FormatRfc3339Millis(start)},
-                                          {"to", FormatRfc3339Millis(start + kNanosPerHour)}};
+  std::map<std::string, std::string> q = HourQuery(start, {{"format", "csv"}});
   auto lines = [](const std::string& text) {
     std::vector<std::string> out;
     size_t at = 0;
@@ -344,15 +360,8 @@ std::string Unzstd(const std::string& in) {
 // decompress to exactly the uncompressed body; q=0 or no header: plain JSON.
 TEST_F(HistoryRoutesTest, CachedPageInZstd) {
   const int64_t start = Utc(2026, 4, 29, 10);
-  std::vector<AggregateRecord> batch;
-  for (int k = 0; k < 60; ++k) {
-    const int64_t s = start + k * kNanosPerMinute;
-    batch.push_back(MakeRecord(Resolution::kBase, s, s + kNanosPerMinute, 1, k));
-  }
-  Put(batch);
-  std::map<std::string, std::string> q = {{"resolution", "1m"},
-                                          {"from", FormatRfc3339Millis(start)},
-                                          {"to", FormatRfc3339Millis(start + kNanosPerHour)}};
+  PutMinutes(start, 60);
+  std::map<std::string, std::string> q = HourQuery(start);
   const std::string plain = uncached_->Get(kDevice, q).body;
   cached_->Get(kDevice, q);  // reads the store, covers the range
   Response z = cached_->Get(kDevice, q, {{"accept-encoding", "gzip, deflate, br, zstd"}});
@@ -379,27 +388,15 @@ TEST_F(HistoryRoutesTest, CachedPageInZstd) {
 // after a late update and a new window inside the range, with and without metrics=.
 TEST_F(HistoryRoutesTest, CsvPagesFollowWrites) {
   const int64_t start = Utc(2026, 4, 29, 10);
-  std::vector<AggregateRecord> batch;
-  for (int k = 0; k < 40; ++k) {
-    const int64_t s = start + k * kNanosPerMinute;
-    batch.push_back(MakeRecord(Resolution::kBase, s, s + kNanosPerMinute, 1, k));
-  }
-  Put(batch);
+  PutMinutes(start, 40);
   for (const char* metrics : {"", "power_w"}) {
     // metrics= JSON is kept the same way.
-    std::map<std::string, std::string> jq = {{"resolution", "1m"},
-                                             {"metrics", "power_w,voltage_v"},
-                                             {"from", FormatRfc3339Millis(start)},
-                                             {"to", FormatRfc3339Millis(start + kNanosPerHour)}};
+    std::map<std::string, std::string> jq = HourQuery(start, {{"metrics", "power_w,voltage_v"}});
     if (*metrics != '\0') jq["limit"] = "25";
     const std::string json = uncached_->Get(kDevice, jq).body;
     EXPECT_EQ(cached_->Get(kDevice, jq).body, json);
     EXPECT_EQ(cached_->Get(kDevice, jq).body, json);
-    std::map<std::string, std::string> q = {{"resolution", "1m"},
-                                            {"format", "csv"},
-                                            {"from", FormatRfc3339Millis(start)},
-                                            {"to", FormatRfc3339Millis(start + kNanosPerHour)},
-                                            {"limit", "30"}};
+    std::map<std::string, std::string> q = HourQuery(start, {{"format", "csv"}, {"limit", "30"}});
     if (*metrics != '\0') q["metrics"] = metrics;
     Response plain = uncached_->Get(kDevice, q);
     ASSERT_EQ(plain.status, 200);
@@ -409,10 +406,7 @@ TEST_F(HistoryRoutesTest, CsvPagesFollowWrites) {
     EXPECT_EQ(again.Header("X-Next-Cursor"), plain.Header("X-Next-Cursor"));
     EXPECT_FALSE(again.Header("X-Next-Cursor").empty());
   }
-  std::map<std::string, std::string> q = {{"resolution", "1m"},
-                                          {"format", "csv"},
-                                          {"from", FormatRfc3339Millis(start)},
-                                          {"to", FormatRfc3339Millis(start + kNanosPerHour)}};
+  std::map<std::string, std::string> q = HourQuery(start, {{"format", "csv"}});
   Counter* covered = cache_metrics_.GetCounter("joule_history_json_cache_covered_reads_total", "");
   const std::string before = cached_->Get(kDevice, q).body;
   const uint64_t covered_before = covered->Value();
@@ -426,10 +420,7 @@ TEST_F(HistoryRoutesTest, CsvPagesFollowWrites) {
   EXPECT_NE(after, before);
   EXPECT_EQ(cached_->Get(kDevice, q).body, after);
   EXPECT_EQ(cached_->Get(kDevice, q).body, after);
-  std::map<std::string, std::string> jq = {{"resolution", "1m"},
-                                           {"metrics", "power_w"},
-                                           {"from", FormatRfc3339Millis(start)},
-                                           {"to", FormatRfc3339Millis(start + kNanosPerHour)}};
+  std::map<std::string, std::string> jq = HourQuery(start, {{"metrics", "power_w"}});
   const std::string json_before = cached_->Get(kDevice, jq).body;
   EXPECT_EQ(cached_->Get(kDevice, jq).body, json_before);
   EXPECT_EQ(covered->Value(), covered_before + 3) << "the filtered JSON was kept";
@@ -444,15 +435,8 @@ TEST_F(HistoryRoutesTest, CsvPagesFollowWrites) {
 // values) and new windows, cached and uncached answers stay identical and show them.
 TEST_F(HistoryRoutesTest, CacheFollowsLateUpdates) {
   const int64_t start = Utc(2026, 4, 29, 10);
-  std::vector<AggregateRecord> batch;
-  for (int k = 0; k < 30; ++k) {
-    const int64_t s = start + k * kNanosPerMinute;
-    batch.push_back(MakeRecord(Resolution::kBase, s, s + kNanosPerMinute, 1, k));
-  }
-  Put(batch);
-  std::map<std::string, std::string> q = {{"resolution", "1m"},
-                                          {"from", FormatRfc3339Millis(start)},
-                                          {"to", FormatRfc3339Millis(start + kNanosPerHour)}};
+  PutMinutes(start, 30);
+  std::map<std::string, std::string> q = HourQuery(start);
   Response first = cached_->Get(kDevice, q);
   EXPECT_EQ(first.body, uncached_->Get(kDevice, q).body);
   Counter* covered = cache_metrics_.GetCounter("joule_history_json_cache_covered_reads_total", "");
