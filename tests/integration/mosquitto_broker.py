@@ -7,7 +7,7 @@ import subprocess
 import tempfile
 import uuid
 
-from joule_harness import free_port, poll
+from joule_harness import metric_sum, parse_prometheus, poll
 
 
 def find_program(name):
@@ -78,3 +78,34 @@ class MosquittoBroker:
             self.proc.wait()
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class BridgeTestMixin:
+    """For a unittest.TestCase with `self.server` (a JouleServer bridged to `self.broker`),
+    `self.admin` (admin headers) and `self.device_prefix`."""
+
+    def diag(self):
+        return self.server.diag() + "\n--- mosquitto ---\n" + self.broker.log_text()
+
+    def metrics(self):
+        return parse_prometheus(self.server.metrics_text())
+
+    def bridge_connected(self):
+        return metric_sum(self.metrics(), "joule_mqtt_bridge_connected") == 1
+
+    def register(self):
+        device_id = f"{self.device_prefix}-{uuid.uuid4().hex[:10]}"
+        st, _, body = self.server.request(
+            "POST", "/v1/devices",
+            {"device_id": device_id, "owner_id": f"own-{uuid.uuid4().hex[:10]}"},
+            headers=self.admin)
+        self.assertEqual(st, 201, body)
+        return device_id
+
+    def count(self, device_id):
+        """Events counted for the device over its last 60 windows (0 while unreadable)."""
+        st, _, body = self.server.request(
+            "GET", f"/v1/devices/{device_id}/metrics/realtime?windows=60", headers=self.admin)
+        if st != 200 or not isinstance(body, dict):
+            return 0
+        return sum(int(r.get("count", 0)) for r in body.get("data", []))

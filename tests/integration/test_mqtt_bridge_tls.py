@@ -19,8 +19,8 @@ import time
 import unittest
 import uuid
 
-from joule_harness import JouleServer, fmt_ts, free_port, metric_sum, parse_prometheus, poll
-from mosquitto_broker import MosquittoBroker, find_program
+from joule_harness import JouleServer, fmt_ts, free_port, metric_sum, poll
+from mosquitto_broker import BridgeTestMixin, MosquittoBroker, find_program
 
 ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -83,7 +83,10 @@ def event(seq, base, prefix):
                        "metrics": {"power_w": 100 + seq % 7}, "event_id": f"{prefix}-{seq}"})
 
 
-class MqttBridgeTls(unittest.TestCase):
+class MqttBridgeTls(BridgeTestMixin, unittest.TestCase):
+    admin = ADMIN
+    device_prefix = "tls"
+
     @classmethod
     def setUpClass(cls):
         cls.broker = tls_mosquitto()
@@ -109,30 +112,8 @@ class MqttBridgeTls(unittest.TestCase):
         self.server = JouleServer(env=env, name="mqtt-bridge-tls")
         self.server.start()
 
-    def diag(self):
-        return self.server.diag() + "\n--- mosquitto ---\n" + self.broker.log_text()
-
-    def metrics(self):
-        return parse_prometheus(self.server.metrics_text())
-
-    def register(self):
-        device_id = f"tls-{uid()}"
-        st, _, body = self.server.request(
-            "POST", "/v1/devices", {"device_id": device_id, "owner_id": f"own-{uid()}"},
-            headers=ADMIN)
-        self.assertEqual(st, 201, body)
-        return device_id
-
-    def count(self, device_id):
-        st, _, body = self.server.request(
-            "GET", f"/v1/devices/{device_id}/metrics/realtime?windows=60", headers=ADMIN)
-        if st != 200 or not isinstance(body, dict):
-            return 0
-        return sum(int(r.get("count", 0)) for r in body.get("data", []))
-
     def assert_bridges(self):
-        ok = poll(lambda: metric_sum(self.metrics(), "joule_mqtt_bridge_connected") == 1,
-                  timeout=20)
+        ok = poll(self.bridge_connected, timeout=20)
         self.assertTrue(ok, "the bridge connects over TLS and subscribes" + self.diag())
         dev = self.register()
         base = time.time() - 60
