@@ -149,14 +149,15 @@ bool Archiver::ReadBatch(uint32_t p) {
                    {{"partition", std::to_string(p)}, {"error", n.status().ToString()}});
     return false;
   }
-  model::Event event;
+  // Views into the records' payloads (no copy of the event; store/archive/event_view.h).
+  model::Event fallback;
   for (const auto& rec : batch_) {
-    if (!model::DecodeEvent(rec.payload, &event).ok()) {
+    if (!store::DecodeEventView(rec.payload, &view_, &fallback).ok()) {
       if (decode_errors_) decode_errors_->Inc();
       writer_->Skip(p, rec.offset.value);
       continue;
     }
-    Status st = writer_->Add(p, rec.offset.value, event);
+    Status st = writer_->Add(p, rec.offset.value, view_);
     if (!st.ok()) {
       // The writer is unusable now; the round is redone from the checkpoint.
       logging::Error("archive: write failed", {{"error", st.ToString()}});

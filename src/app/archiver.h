@@ -22,6 +22,7 @@
 #include "common/status.h"
 #include "log/log.h"
 #include "store/archive/archive_writer.h"
+#include "store/archive/event_view.h"
 
 namespace joule::app {
 
@@ -76,6 +77,7 @@ class Archiver {
   // across writer reopens (docs/RELIABILITY.md, "Run-time corruption").
   std::unique_ptr<std::atomic<bool>[]> stopped_;
   std::vector<log::LogRecord> batch_;
+  store::EventView view_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> failed_{false};
   std::atomic<bool> seal_requested_{false};

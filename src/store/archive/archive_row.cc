@@ -1,8 +1,7 @@
 #include "store/archive/archive_row.h"
 
-#include <fmt/format.h>
-
 #include <cmath>
+#include <cstring>
 
 #include "common/clock.h"
 #include "common/json_writer.h"
@@ -11,59 +10,228 @@
 namespace joule::store {
 namespace {
 
-// As FormatRfc3339Exact: milliseconds, then 3 or 6 more digits when the time has them.
-void AppendExactTime(std::string* out, int64_t nanos) {
-  AppendRfc3339Millis(out, nanos);
-  int64_t sub_milli = nanos % kNanosPerMilli;
-  if (sub_milli < 0) sub_milli += kNanosPerMilli;
-  if (sub_milli == 0) return;
-  out->pop_back();  // 'Z'
-  char buf[16];
-  char* end = sub_milli % kNanosPerMicro == 0
-                  ? fmt::format_to(buf, "{:03d}Z", sub_milli / kNanosPerMicro)
-                  : fmt::format_to(buf, "{:06d}Z", sub_milli);
-  out->append(buf, static_cast<size_t>(end - buf));
+constexpr double kPow10[] = {1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7};
+constexpr int kMaxDecimals = 7;
+
+constexpr char kDigitPairs[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
+void Put2(char* p, unsigned v) { std::memcpy(p, kDigitPairs + 2 * v, 2); }
+
+// Whether JsonWriter::AppendEscaped would change `s` beyond the quotes.
+bool NeedsEscape(std::string_view s) {
+  unsigned bad = 0;
+  for (unsigned char c : s) bad |= static_cast<unsigned>(c < 0x20) | (c == '"') | (c == '\\');
+  return bad != 0;
 }
 
-// As JsonWriter::Double: shortest round trip, no "-0", non-finite as null.
-void AppendNumber(std::string* out, double v) {
-  if (!std::isfinite(v)) {
-    out->append("null");
-    return;
+// Writes `s` as a JSON string at `p` (room for 6 bytes per character + 2 assumed).
+char* PutString(std::string_view s, char* p) {
+  if (!NeedsEscape(s)) {
+    *p++ = '"';
+    std::memcpy(p, s.data(), s.size());
+    p += s.size();
+    *p++ = '"';
+    return p;
   }
-  if (v == 0) v = 0;
-  char buf[40];
-  char* end = fmt::format_to(buf, "{}", v);
-  out->append(buf, static_cast<size_t>(end - buf));
+  std::string escaped;
+  JsonWriter::AppendEscaped(&escaped, s);
+  std::memcpy(p, escaped.data(), escaped.size());
+  return p + escaped.size();
+}
+
+char* PutLiteral(char* p, std::string_view s) {
+  std::memcpy(p, s.data(), s.size());
+  return p + s.size();
+}
+
+char* PutDouble(double v, char* p) {
+  if (v == 0) {  // also -0: no "-0"
+    *p++ = '0';
+    return p;
+  }
+  if (char* end = PutSimpleDouble(v, p)) return end;
+  std::string s;
+  JsonWriter::AppendDouble(&s, v);
+  std::memcpy(p, s.data(), s.size());
+  return p + s.size();
 }
 
 }  // namespace
 
-void AppendArchiveRow(const model::Event& e, std::string* out) {
-  out->append("{\"device_id\":");
-  JsonWriter::AppendEscaped(out, e.device_id);
-  out->append(",\"timestamp\":\"");
-  AppendExactTime(out, e.timestamp_ns);
-  out->push_back('"');
+char* PutSimpleDouble(double v, char* p) {
+  const bool negative = v < 0;
+  const double a = negative ? -v : v;
+  // Outside this range JsonWriter uses exponent notation (below 1e-4 and from 1e16 on),
+  // or the value is 0 or not finite.
+  if (!(a >= 1e-3 && a < 1e15)) return nullptr;
+  for (int k = 0; k <= kMaxDecimals; ++k) {
+    const double scaled = a * kPow10[k];
+    // m < 1e15 < 2^50: m and 10^k are exact doubles, so m / 10^k is the correctly rounded
+    // value of the decimal m·10^-k — what any exact reader (and the shortest-round-trip
+    // algorithm) makes of it. Multiples of 10^-k are then more than 4 ulps of `a` apart,
+    // so at most one of them reads back as `a`, and it is the integer nearest to
+    // a·10^k (when that product is within rounding error of a half, neither candidate is
+    // close enough). The smallest k that works gives the fewest digits: the shortest form.
+    if (scaled >= 1e15) return nullptr;
+    // Round half up (a tie is never a match, see above); no libm call.
+    const auto mi = static_cast<int64_t>(scaled + 0.5);
+    const auto m = static_cast<double>(mi);
+    if (m / kPow10[k] != a) continue;
+    // Digits of m, then the point k digits from the right (0.00x for small values).
+    char digits[24];
+    char* end = digits + sizeof digits;
+    char* d = end;
+    auto u = static_cast<uint64_t>(mi);
+    while (u >= 100) {
+      d -= 2;
+      Put2(d, static_cast<unsigned>(u % 100));
+      u /= 100;
+    }
+    if (u >= 10) {
+      d -= 2;
+      Put2(d, static_cast<unsigned>(u));
+    } else {
+      *--d = static_cast<char>('0' + u);
+    }
+    const int n = static_cast<int>(end - d);
+    if (negative) *p++ = '-';
+    if (k == 0) return PutLiteral(p, std::string_view(d, static_cast<size_t>(n)));
+    if (n > k) {
+      p = PutLiteral(p, std::string_view(d, static_cast<size_t>(n - k)));
+      *p++ = '.';
+      return PutLiteral(p, std::string_view(end - k, static_cast<size_t>(k)));
+    }
+    *p++ = '0';
+    *p++ = '.';
+    for (int i = n; i < k; ++i) *p++ = '0';
+    return PutLiteral(p, std::string_view(d, static_cast<size_t>(n)));
+  }
+  return nullptr;
+}
+
+// RFC 3339 UTC with milliseconds (AppendRfc3339Millis), plus 3 or 6 more fraction digits
+// when `exact` and the time has them (FormatRfc3339Exact). Room for 40 bytes assumed.
+char* ArchiveRowEncoder::PutTime(HourCache* cache, int64_t nanos, bool exact, char* p) {
+  int64_t ms = nanos / kNanosPerMilli;
+  int64_t sub_milli = nanos % kNanosPerMilli;
+  if (sub_milli < 0) {
+    sub_milli += kNanosPerMilli;
+    --ms;
+  }
+  int64_t hour = ms / (3600 * 1000);
+  int64_t in_hour = ms % (3600 * 1000);
+  if (in_hour < 0) {
+    in_hour += 3600 * 1000;
+    --hour;
+  }
+  constexpr int64_t kMinHour = INT64_MIN / (3600 * kNanosPerSecond) + 1;
+  if (hour != cache->hour && hour >= kMinHour) {
+    std::string s;
+    AppendRfc3339Millis(&s, hour * 3600 * kNanosPerSecond);
+    if (s.size() == 24) {
+      std::memcpy(cache->prefix, s.data(), sizeof cache->prefix);
+      cache->hour = hour;
+    }
+  }
+  if (hour == cache->hour) {
+    p = PutLiteral(p, std::string_view(cache->prefix, sizeof cache->prefix));
+    const auto r = static_cast<unsigned>(in_hour);
+    const unsigned millis = r % 1000, secs = r / 1000;
+    Put2(p, secs / 60);
+    p[2] = ':';
+    Put2(p + 3, secs % 60);
+    p[5] = '.';
+    p[6] = static_cast<char>('0' + millis / 100);
+    Put2(p + 7, millis % 100);
+    p[9] = 'Z';
+    p += 10;
+  } else {  // the first hour of int64 time, or a year outside 0000–9999: not cached
+    std::string s;
+    AppendRfc3339Millis(&s, nanos);
+    p = PutLiteral(p, s);
+  }
+  if (!exact || sub_milli == 0) return p;
+  --p;  // 'Z'
+  unsigned frac = static_cast<unsigned>(sub_milli);
+  int digits = 6;
+  if (frac % kNanosPerMicro == 0) {
+    frac /= kNanosPerMicro;
+    digits = 3;
+  }
+  for (int i = digits - 1; i >= 0; --i) {
+    p[i] = static_cast<char>('0' + frac % 10);
+    frac /= 10;
+  }
+  p += digits;
+  *p++ = 'Z';
+  return p;
+}
+
+void ArchiveRowEncoder::Append(const model::Event& e, std::string* out) {
+  if (e.metrics.size() > EventView::kMaxMetrics) {  // not a valid event; never from the log
+    out->append(model::EventToJson(e));
+    out->push_back('\n');
+    return;
+  }
+  ViewOf(e, &scratch_);
+  Append(scratch_, out);
+}
+
+void ArchiveRowEncoder::Append(const EventView& e, std::string* out) {
+  // Upper bound of the row: escaping writes at most 6 bytes per input byte; a number at
+  // most 24 (JsonWriter's bound) plus the comma; a time at most 40; the fixed text 84.
+  const size_t n_metrics = e.metric_count;
+  size_t bound =
+      256 + 6 * (e.device_id.size() + e.event_id.size()) + e.meta_json.size() + 32 * n_metrics;
+  for (size_t i = 0; i < n_metrics; ++i) bound += 6 * e.metrics[i].name.size();
+  const size_t old = out->size();
+  out->resize(old + bound);
+  char* const begin = out->data() + old;
+  char* p = begin;
+
+  p = PutLiteral(p, "{\"device_id\":");
+  p = PutString(e.device_id, p);
+  p = PutLiteral(p, ",\"timestamp\":\"");
+  p = PutTime(&timestamp_hour_, e.timestamp_ns, /*exact=*/true, p);
+  *p++ = '"';
   if (!e.event_id.empty()) {
-    out->append(",\"event_id\":");
-    JsonWriter::AppendEscaped(out, e.event_id);
+    p = PutLiteral(p, ",\"event_id\":");
+    p = PutString(e.event_id, p);
   }
-  out->append(",\"metrics\":{");
-  for (size_t i = 0; i < e.metrics.size(); ++i) {
-    if (i > 0) out->push_back(',');
-    JsonWriter::AppendEscaped(out, e.metrics[i].name);
-    out->push_back(':');
-    AppendNumber(out, e.metrics[i].value);
+  p = PutLiteral(p, ",\"metrics\":{");
+  if (keys_.size() < n_metrics) {
+    keys_.resize(n_metrics);
+    key_names_.resize(n_metrics);
   }
-  out->push_back('}');
+  for (size_t i = 0; i < n_metrics; ++i) {
+    const EventView::Metric& m = e.metrics[i];
+    if (i > 0) *p++ = ',';
+    if (key_names_[i] != m.name || keys_[i].empty()) {
+      key_names_[i] = m.name;
+      keys_[i].clear();
+      JsonWriter::AppendEscaped(&keys_[i], m.name);
+      keys_[i].push_back(':');
+    }
+    p = PutLiteral(p, keys_[i]);
+    p = PutDouble(m.value, p);
+  }
+  *p++ = '}';
   if (!e.meta_json.empty()) {
-    out->append(",\"meta\":");
-    out->append(e.meta_json);
+    p = PutLiteral(p, ",\"meta\":");
+    p = PutLiteral(p, e.meta_json);
   }
-  out->append(",\"received_at\":\"");
-  AppendRfc3339Millis(out, e.received_at_ns);
-  out->append("\"}\n");
+  p = PutLiteral(p, ",\"received_at\":\"");
+  p = PutTime(&received_hour_, e.received_at_ns, /*exact=*/false, p);
+  p = PutLiteral(p, "\"}\n");
+  out->resize(old + static_cast<size_t>(p - begin));
+}
+
+void AppendArchiveRow(const model::Event& event, std::string* out) {
+  ArchiveRowEncoder encoder;
+  encoder.Append(event, out);
 }
 
 }  // namespace joule::store

@@ -231,6 +231,15 @@ void ArchiveWriter::SetStart(uint32_t partition, uint64_t offset) {
 }
 
 Status ArchiveWriter::Add(uint32_t partition, uint64_t offset, const model::Event& event) {
+  return AddImpl(partition, offset, event);
+}
+
+Status ArchiveWriter::Add(uint32_t partition, uint64_t offset, const EventView& event) {
+  return AddImpl(partition, offset, event);
+}
+
+template <typename E>
+Status ArchiveWriter::AddImpl(uint32_t partition, uint64_t offset, const E& event) {
   if (partition >= options_.partitions) return Status::InvalidArgument("archive: bad partition");
   const int64_t hour = ArchiveHourOf(event.timestamp_ns);
   auto it = open_.find(hour);
@@ -253,7 +262,7 @@ Status ArchiveWriter::Add(uint32_t partition, uint64_t offset, const model::Even
     stats_.open_files.store(open_.size(), std::memory_order_relaxed);
   }
   OpenFile* f = it->second.get();
-  AppendArchiveRow(event, &f->in);
+  encoder_.Append(event, &f->in);
   // zstd buffers a block internally anyway; batching rows only saves per-call overhead.
   if (f->in.size() >= std::min<uint64_t>(kInputChunk, options_.max_file_bytes / 2)) {
     JOULE_RETURN_IF_ERROR(f->Compress(f->in, ZSTD_e_continue));

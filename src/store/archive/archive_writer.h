@@ -32,6 +32,8 @@
 #include "common/clock.h"
 #include "common/status.h"
 #include "model/event.h"
+#include "store/archive/archive_row.h"
+#include "store/archive/event_view.h"
 
 namespace joule::store {
 
@@ -79,6 +81,8 @@ class ArchiveWriter {
   // Buffers the event read at (partition, offset). REQUIRES: offsets of a partition are
   // added in increasing order, starting at committed_offset(partition).
   Status Add(uint32_t partition, uint64_t offset, const model::Event& event);
+  // The same from a view of the log payload (DecodeEventView): no copy of the event.
+  Status Add(uint32_t partition, uint64_t offset, const EventView& event);
   // Marks a record that is not archived (undecodable) as consumed.
   void Skip(uint32_t partition, uint64_t offset);
 
@@ -109,6 +113,8 @@ class ArchiveWriter {
   Status Recover();
   Status WriteCheckpoint();
   Status FinishFile(OpenFile* file);
+  template <typename E>
+  Status AddImpl(uint32_t partition, uint64_t offset, const E& event);
 
   ArchiveWriterOptions options_;
   const Clock* clock_;
@@ -118,6 +124,7 @@ class ArchiveWriter {
   uint64_t next_seq_ = 0;
   uint64_t staging_counter_ = 0;
   std::map<int64_t, std::unique_ptr<OpenFile>> open_;  // by hour start
+  ArchiveRowEncoder encoder_;
   Stats stats_;
 };
 

@@ -4,8 +4,12 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <random>
+
+#include "common/json_writer.h"
 
 namespace joule::store {
 namespace {
@@ -67,6 +71,109 @@ TEST(ArchiveRowTest, RandomEventsMatch) {
     AppendArchiveRow(e, &rows);
     ASSERT_EQ(rows, model::EventToJson(e) + "\n") << i;
   }
+}
+
+// One encoder over a stream of events: its caches (hour prefixes, metric keys) must never
+// carry anything from one event into the next one's bytes.
+TEST(ArchiveRowTest, EncoderWithCachesMatchesAcrossEvents) {
+  std::mt19937_64 rng(7);
+  std::uniform_int_distribution<int> pick(0, 9);
+  std::uniform_int_distribution<int64_t> step(-2 * 3'600'000'000'000, 2 * 3'600'000'000'000);
+  const std::vector<std::vector<std::string>> name_sets = {
+      {"power_w", "voltage_v", "current_a", "energy_wh"},
+      {"power_w", "voltage_v"},
+      {"voltage_v", "power_w", "current_a", "energy_wh", "temp_c"},
+      {"power_w"}};
+  ArchiveRowEncoder encoder;
+  model::Event e = Sample();
+  int64_t t = 1'795'906'980'123'000'000;
+  std::string rows;
+  for (int i = 0; i < 20000; ++i) {
+    // Mostly the same hour and names, sometimes another hour, other names, other shapes.
+    t += pick(rng) < 8 ? 1'000'000'000 + pick(rng) * 1'000 : step(rng);
+    e.timestamp_ns = t;
+    e.received_at_ns = t + (pick(rng) < 9 ? 40'000'000 : -step(rng));
+    const auto& names = name_sets[pick(rng) < 7 ? 0 : pick(rng) % name_sets.size()];
+    e.metrics.clear();
+    for (const auto& n : names) e.metrics.push_back({n, (pick(rng) - 3) * 1.25 + i * 0.01});
+    e.device_id = pick(rng) == 0 ? "dev \"q\"" : "dev-" + std::to_string(i % 100);
+    e.event_id = pick(rng) == 0 ? "e" + std::to_string(i) : "";
+    e.meta_json = pick(rng) == 0 ? R"({"k":"v"})" : "";
+    rows.assign("x");
+    encoder.Append(e, &rows);
+    ASSERT_EQ(rows, "x" + model::EventToJson(e) + "\n") << i;
+  }
+}
+
+// The fast number path against JsonWriter::AppendDouble (fmt's shortest round trip), on
+// the kinds of values sensors send (few decimals) and on arbitrary doubles.
+TEST(ArchiveRowTest, SimpleDoublesMatchJsonWriter) {
+  std::mt19937_64 rng(11);
+  std::uniform_int_distribution<int64_t> mantissa(0, 999'999'999'999'999);
+  std::uniform_int_distribution<int> decimals(0, 9), digits(1, 16), sign(0, 1);
+  std::uniform_int_distribution<uint64_t> bits;
+  auto check = [](double v) {
+    std::string expected;
+    JsonWriter::AppendDouble(&expected, v);
+    char buf[64];
+    char* end = PutSimpleDouble(v, buf);
+    if (end != nullptr) {
+      ASSERT_EQ(std::string(buf, end), expected) << v;
+    }
+  };
+  size_t fast = 0;
+  for (int i = 0; i < 2'000'000; ++i) {
+    // A decimal with up to 16 digits and 0–9 decimals, read as a double (as from JSON).
+    int64_t m = mantissa(rng);
+    for (int d = digits(rng); d < 15; ++d) m /= 10;
+    const std::string text =
+        (sign(rng) ? "-" : "") + std::to_string(m) + "e-" + std::to_string(decimals(rng));
+    const double v = std::strtod(text.c_str(), nullptr);
+    check(v);
+    char buf[64];
+    fast += PutSimpleDouble(v, buf) != nullptr;
+    // Arbitrary bit patterns (mostly rejected) and arithmetic results like 0.1 + 0.2.
+    double r;
+    const uint64_t b = bits(rng);
+    std::memcpy(&r, &b, sizeof r);
+    check(r);
+    check(v * 3.0);
+    check(v / 7.0);
+  }
+  EXPECT_GT(fast, 1'000'000u);  // the path is actually taken for such values
+  for (double v : {1e-3,
+                   0.00099999999999999,
+                   0.001000000000000001,
+                   999999999999999.9,
+                   999999999999999.0,
+                   1e15,
+                   1e15 - 1,
+                   123456789012345.6,
+                   0.1 + 0.2,
+                   1.0 / 3,
+                   0.5,
+                   0.05,
+                   0.0125,
+                   12.5,
+                   100.0,
+                   230.1,
+                   10452.5,
+                   9007199254740993.0,
+                   4503599627370495.5,
+                   0.30000000000000004,
+                   1234567.1234567,
+                   2.675,
+                   1.005}) {
+    check(v);
+    check(-v);
+  }
+  char buf[64];
+  EXPECT_EQ(std::string(buf, PutSimpleDouble(12.25, buf)), "12.25");
+  EXPECT_EQ(std::string(buf, PutSimpleDouble(-0.007, buf)), "-0.007");
+  EXPECT_EQ(std::string(buf, PutSimpleDouble(230.0, buf)), "230");
+  EXPECT_EQ(PutSimpleDouble(1e-4, buf), nullptr);
+  EXPECT_EQ(PutSimpleDouble(1e16, buf), nullptr);
+  EXPECT_EQ(PutSimpleDouble(0.1 + 0.2, buf), nullptr);
 }
 
 }  // namespace
