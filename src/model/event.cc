@@ -10,30 +10,50 @@ namespace {
 
 constexpr uint8_t kEventFormatVersion = 1;
 
-void PutVarint(std::string* out, uint64_t v) {
+size_t VarintLength(uint64_t v) {
+  // 1 + floor(bit_width / 7): 1 byte up to 127, 10 bytes at most.
+  return 1 + static_cast<size_t>((63 - __builtin_clzll(v | 1)) / 7);
+}
+char* PutVarint(char* p, uint64_t v) {
   while (v >= 0x80) {
-    out->push_back(static_cast<char>(v | 0x80));
+    *p++ = static_cast<char>(v | 0x80);
     v >>= 7;
   }
-  out->push_back(static_cast<char>(v));
+  *p++ = static_cast<char>(v);
+  return p;
 }
-void PutString(std::string* out, std::string_view s) {
-  PutVarint(out, s.size());
-  out->append(s);
+char* PutString(char* p, std::string_view s) {
+  p = PutVarint(p, s.size());
+  if (!s.empty()) std::memcpy(p, s.data(), s.size());
+  return p + s.size();
 }
 uint64_t ZigZag(int64_t v) {
   return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63);
 }
 int64_t UnZigZag(uint64_t v) { return static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1); }
 
+// Assigns `v` to `*s` unless it already holds it. Decoding into reused events (the
+// processors keep theirs across batches) mostly meets the same metric names again, and a
+// compare is cheaper than std::string::assign's general path.
+inline void AssignIfDifferent(std::string* s, std::string_view v) {
+  if (s->size() == v.size() && (v.empty() || std::memcmp(s->data(), v.data(), v.size()) == 0)) {
+    return;
+  }
+  s->assign(v.data(), v.size());
+}
+
 class Reader {
  public:
-  explicit Reader(std::string_view d) : d_(d) {}
+  explicit Reader(std::string_view d) : p_(d.data()), end_(d.data() + d.size()) {}
   bool Varint(uint64_t* v) {
+    if (p_ < end_ && static_cast<uint8_t>(*p_) < 0x80) {  // one byte: lengths, counts
+      *v = static_cast<uint8_t>(*p_++);
+      return true;
+    }
     uint64_t r = 0;
     for (int shift = 0; shift <= 63; shift += 7) {
-      if (pos_ >= d_.size()) return false;
-      uint8_t b = static_cast<uint8_t>(d_[pos_++]);
+      if (p_ >= end_) return false;
+      const uint8_t b = static_cast<uint8_t>(*p_++);
       r |= static_cast<uint64_t>(b & 0x7f) << shift;
       if (!(b & 0x80)) {
         *v = r;
@@ -42,46 +62,56 @@ class Reader {
     }
     return false;
   }
-  bool String(std::string* s) {
+  bool String(std::string_view* s) {
     uint64_t n;
-    if (!Varint(&n) || n > d_.size() - pos_) return false;
-    s->assign(d_.data() + pos_, n);
-    pos_ += n;
+    if (!Varint(&n) || n > static_cast<uint64_t>(end_ - p_)) return false;
+    *s = std::string_view(p_, n);
+    p_ += n;
     return true;
   }
   bool Double(double* v) {
-    if (d_.size() - pos_ < 8) return false;
-    std::memcpy(v, d_.data() + pos_, 8);
-    pos_ += 8;
+    if (end_ - p_ < 8) return false;
+    std::memcpy(v, p_, 8);
+    p_ += 8;
     return true;
   }
   bool Byte(uint8_t* b) {
-    if (pos_ >= d_.size()) return false;
-    *b = static_cast<uint8_t>(d_[pos_++]);
+    if (p_ >= end_) return false;
+    *b = static_cast<uint8_t>(*p_++);
     return true;
   }
-  bool AtEnd() const { return pos_ == d_.size(); }
+  bool AtEnd() const { return p_ == end_; }
 
  private:
-  std::string_view d_;
-  size_t pos_ = 0;
+  const char* p_;
+  const char* end_;
 };
 
 }  // namespace
 
 void EncodeEvent(const Event& e, std::string* out) {
-  out->push_back(static_cast<char>(kEventFormatVersion));
-  PutString(out, e.device_id);
-  PutVarint(out, ZigZag(e.timestamp_ns));
-  PutVarint(out, ZigZag(e.received_at_ns));
-  PutString(out, e.event_id);
-  PutString(out, e.meta_json);
-  PutVarint(out, e.metrics.size());
+  // The exact size first, so the payload is written with one resize and no per-byte
+  // appends.
+  const uint64_t ts = ZigZag(e.timestamp_ns), rx = ZigZag(e.received_at_ns);
+  size_t size = 1 + VarintLength(e.device_id.size()) + e.device_id.size() + VarintLength(ts) +
+                VarintLength(rx) + VarintLength(e.event_id.size()) + e.event_id.size() +
+                VarintLength(e.meta_json.size()) + e.meta_json.size() +
+                VarintLength(e.metrics.size());
+  for (const auto& m : e.metrics) size += VarintLength(m.name.size()) + m.name.size() + 8;
+  const size_t start = out->size();
+  out->resize(start + size);
+  char* p = out->data() + start;
+  *p++ = static_cast<char>(kEventFormatVersion);
+  p = PutString(p, e.device_id);
+  p = PutVarint(p, ts);
+  p = PutVarint(p, rx);
+  p = PutString(p, e.event_id);
+  p = PutString(p, e.meta_json);
+  p = PutVarint(p, e.metrics.size());
   for (const auto& m : e.metrics) {
-    PutString(out, m.name);
-    char buf[8];
-    std::memcpy(buf, &m.value, 8);
-    out->append(buf, 8);
+    p = PutString(p, m.name);
+    std::memcpy(p, &m.value, 8);
+    p += 8;
   }
 }
 
@@ -89,17 +119,23 @@ Status DecodeEvent(std::string_view data, Event* e) {
   Reader r(data);
   uint8_t version;
   uint64_t ts, rx, n;
+  std::string_view device_id, event_id, meta;
   if (!r.Byte(&version)) return Status::Corruption("empty event payload");
   if (version != kEventFormatVersion) return Status::Corruption("unknown event format version");
-  if (!r.String(&e->device_id) || !r.Varint(&ts) || !r.Varint(&rx) || !r.String(&e->event_id) ||
-      !r.String(&e->meta_json) || !r.Varint(&n) || n > 64) {
+  if (!r.String(&device_id) || !r.Varint(&ts) || !r.Varint(&rx) || !r.String(&event_id) ||
+      !r.String(&meta) || !r.Varint(&n) || n > 64) {
     return Status::Corruption("truncated event payload");
   }
+  e->device_id.assign(device_id.data(), device_id.size());
+  AssignIfDifferent(&e->event_id, event_id);
+  AssignIfDifferent(&e->meta_json, meta);
   e->timestamp_ns = UnZigZag(ts);
   e->received_at_ns = UnZigZag(rx);
   e->metrics.resize(n);
   for (auto& m : e->metrics) {
-    if (!r.String(&m.name) || !r.Double(&m.value)) return Status::Corruption("truncated metric");
+    std::string_view name;
+    if (!r.String(&name) || !r.Double(&m.value)) return Status::Corruption("truncated metric");
+    AssignIfDifferent(&m.name, name);
   }
   if (!r.AtEnd()) return Status::Corruption("trailing bytes in event payload");
   return Status::Ok();
