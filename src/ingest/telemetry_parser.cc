@@ -231,17 +231,13 @@ class MetaEncoder {
   std::string* out_;
 };
 
-// The event being built, and the first (by precedence) reason to reject it.
+// The event being built (a slot of the caller's ParsedBody::events, see
+// TelemetryParser::Impl::BeginEvent), and the first (by precedence) reason to reject it.
 struct PendingEvent {
-  model::Event event;
+  model::Event* event = nullptr;
   Reject reject = Reject::kNone;
   std::string message;
 
-  void Reset() {
-    event = model::Event{};
-    reject = Reject::kNone;
-    message.clear();
-  }
   void Fail(Reject r, std::string msg) {
     if (reject == Reject::kNone || r < reject) {
       reject = r;
@@ -310,7 +306,10 @@ class TelemetryParser::Impl {
     // Some Windows tools add it; ignoring it is harmless.
     if (body.starts_with("\xEF\xBB\xBF")) body.remove_prefix(3);
     CopyToPaddedBuffer(body);
+    accepted_ = 0;
     Status st = format == BodyFormat::kJson ? ParseJson(body.size()) : ParseNdjson(body.size());
+    out_->events.resize(accepted_);
+    pending_.event = nullptr;
     out_ = nullptr;
     return st;
   }
@@ -389,7 +388,7 @@ class TelemetryParser::Impl {
         if (error_code e = element.get_object().get(object)) return JsonError(e, index);
         if (error_code e = ParseEvent(object)) return JsonError(e, index);
       } else {
-        pending_.Reset();
+        BeginEvent();
         keys_.Clear();
         if (error_code e = Skim(element, 0)) return JsonError(e, index);
         pending_.Fail(Reject::kJson, "an event must be a JSON object");
@@ -460,10 +459,30 @@ class TelemetryParser::Impl {
     out_->errors.push_back(EventError{index, std::string(kInvalidJson), std::string(message)});
   }
 
+  // Accepted events are built in place in out_->events: slots [0, accepted_) hold the
+  // accepted ones, slot accepted_ the event being parsed. Slots left over from the
+  // previous call into the same ParsedBody are reused with their strings' and vectors'
+  // capacity, so a stream of bodies parsed into one ParsedBody allocates nothing per event
+  // once warm. Parse() trims out_->events to accepted_ at the end.
+  void BeginEvent() {
+    pending_.reject = Reject::kNone;
+    pending_.message.clear();
+    if (accepted_ == out_->events.size()) out_->events.emplace_back();
+    model::Event& e = out_->events[accepted_];
+    e.device_id.clear();
+    e.timestamp_ns = 0;
+    e.received_at_ns = 0;
+    e.meta_json.clear();
+    e.event_id.clear();
+    // e.metrics keeps its elements: ParseMetrics overwrites and trims them, and an event
+    // without a metrics field is cleared in ParseEvent (and rejected anyway).
+    pending_.event = &e;
+  }
+
   void Commit(size_t index) {
     if (pending_.reject == Reject::kNone) {
-      pending_.event.received_at_ns = now_ns_;
-      out_->events.push_back(std::move(pending_.event));
+      pending_.event->received_at_ns = now_ns_;
+      ++accepted_;
       out_->event_indices.push_back(index);
     } else {
       out_->errors.push_back(
@@ -500,9 +519,8 @@ class TelemetryParser::Impl {
   // for a syntax error (the document is then unusable); rule violations are recorded in
   // pending_ and the walk continues, so the whole object is always validated.
   error_code ParseEvent(od::object& object) {
-    pending_.Reset();
+    BeginEvent();
     keys_.Clear();
-    pending_.event.metrics.reserve(8);
     uint32_t seen = 0;
     bool has_timestamp = false;
     const size_t mark = keys_.Mark();
@@ -548,7 +566,7 @@ class TelemetryParser::Impl {
     if (auto dup = keys_.PopDuplicate(mark)) {
       pending_.Fail(Reject::kJson, fmt::format("duplicate key {}", Quote(*dup)));
     }
-    model::Event& event = pending_.event;
+    model::Event& event = *pending_.event;
     if (!(seen & kDeviceIdField)) {
       if (topic_device_id_.empty()) {
         pending_.Fail(Reject::kDeviceId, "device_id: missing");
@@ -575,7 +593,10 @@ class TelemetryParser::Impl {
                                   FormatRfc3339Millis(earliest_ns_)));
       }
     }
-    if (!(seen & kMetricsField)) pending_.Fail(Reject::kMetrics, "metrics: missing");
+    if (!(seen & kMetricsField)) {
+      event.metrics.clear();
+      pending_.Fail(Reject::kMetrics, "metrics: missing");
+    }
     return simdjson::SUCCESS;
   }
 
@@ -687,7 +708,7 @@ class TelemetryParser::Impl {
                                 Quote(topic_device_id_)));
       return simdjson::SUCCESS;
     }
-    pending_.event.device_id.assign(id);
+    pending_.event->device_id.assign(id);
     return simdjson::SUCCESS;
   }
 
@@ -698,7 +719,7 @@ class TelemetryParser::Impl {
     if (type == od::json_type::string) {
       std::string_view s;
       INGEST_TRY(value.get_string().get(s));
-      if (!ParseRfc3339(s, &pending_.event.timestamp_ns)) {
+      if (!ParseRfc3339(s, &pending_.event->timestamp_ns)) {
         pending_.Fail(Reject::kTimestamp,
                       fmt::format("timestamp: {} is not an RFC 3339 date-time with Z or ±hh:mm "
                                   "and at most 9 fraction digits",
@@ -728,7 +749,7 @@ class TelemetryParser::Impl {
         pending_.Fail(Reject::kTimestamp, "timestamp: epoch milliseconds out of range");
         return simdjson::SUCCESS;
       }
-      pending_.event.timestamp_ns = millis * kNanosPerMilli;
+      pending_.event->timestamp_ns = millis * kNanosPerMilli;
       *ok = true;
       return simdjson::SUCCESS;
     }
@@ -739,12 +760,26 @@ class TelemetryParser::Impl {
   error_code ParseMetrics(od::value& value) {
     od::json_type type;
     INGEST_TRY(value.type().get(type));
+    std::vector<model::MetricSample>& metrics = pending_.event->metrics;
     if (type != od::json_type::object) {
+      metrics.clear();
       return WrongType(value, Reject::kMetrics, "metrics: must be an object");
     }
     od::object object;
     INGEST_TRY(value.get_object().get(object));
-    std::vector<model::MetricSample>& metrics = pending_.event.metrics;
+    // The slot's previous samples are overwritten in place (names are mostly the same
+    // from one event to the next) and the rest trimmed at the end.
+    size_t stored = 0;
+    auto store = [&](std::string_view name, double v) {
+      if (stored < metrics.size()) {
+        model::MetricSample& m = metrics[stored];
+        if (m.name != name) m.name.assign(name.data(), name.size());
+        m.value = v;
+      } else {
+        metrics.push_back(model::MetricSample{std::string(name), v});
+      }
+      ++stored;
+    };
     size_t count = 0;
     const size_t mark = keys_.Mark();
     for (auto field_result : object) {
@@ -762,9 +797,7 @@ class TelemetryParser::Impl {
       }
       double v;
       if (metric.get_double().get(v) == simdjson::SUCCESS) {  // the hot path
-        if (count <= kMaxMetricsPerEvent) {
-          metrics.push_back(model::MetricSample{std::string(name), v});
-        }
+        if (count <= kMaxMetricsPerEvent) store(name, v);
         continue;
       }
       od::json_type metric_type;
@@ -783,9 +816,9 @@ class TelemetryParser::Impl {
             fmt::format("metrics.{}: value is out of the range of a double", name.substr(0, 64)));
         continue;
       }
-      if (count <= kMaxMetricsPerEvent)
-        metrics.push_back(model::MetricSample{std::string(name), v});
+      if (count <= kMaxMetricsPerEvent) store(name, v);
     }
+    metrics.resize(stored);
     if (auto dup = keys_.PopDuplicate(mark)) {
       pending_.Fail(Reject::kJson, fmt::format("metrics: duplicate key {}", Quote(*dup)));
     }
@@ -884,7 +917,7 @@ class TelemetryParser::Impl {
       pending_.Fail(Reject::kMeta, fmt::format("meta: {} bytes encoded, at most {} allowed",
                                                meta_scratch_.size(), kMaxMetaEncodedBytes));
     } else {
-      pending_.event.meta_json.assign(meta_scratch_);  // exact-size copy; scratch is reused
+      pending_.event->meta_json.assign(meta_scratch_);  // exact-size copy; scratch is reused
     }
     return simdjson::SUCCESS;
   }
@@ -906,7 +939,7 @@ class TelemetryParser::Impl {
                                 kMaxEventIdLength, length));
       return simdjson::SUCCESS;
     }
-    pending_.event.event_id.assign(id);
+    pending_.event->event_id.assign(id);
     return simdjson::SUCCESS;
   }
 
@@ -953,6 +986,7 @@ class TelemetryParser::Impl {
   int64_t earliest_ns_ = 0;
   std::string_view topic_device_id_;
   ParsedBody* out_ = nullptr;
+  size_t accepted_ = 0;  // accepted events in out_->events (see BeginEvent)
 };
 
 TelemetryParser::TelemetryParser(IngestLimits limits)
@@ -962,11 +996,12 @@ TelemetryParser::~TelemetryParser() = default;
 
 Status TelemetryParser::ParseInto(std::string_view body, BodyFormat format, int64_t now_ns,
                                   std::string_view topic_device_id, ParsedBody* out) {
-  out->events.clear();
+  // out->events is not cleared: its events are reused (Impl::BeginEvent).
   out->event_indices.clear();
   out->errors.clear();
   out->total = 0;
   if (body.size() > limits_.max_body_bytes) {
+    out->events.clear();
     return Status::ResourceExhausted(fmt::format("{}: the body is {} bytes, at most {} allowed",
                                                  kBodyTooLarge, body.size(),
                                                  limits_.max_body_bytes));

@@ -835,3 +835,56 @@ TEST(FormatFromContentTypeTest, Rejected) {
 
 }  // namespace
 }  // namespace joule::ingest
+
+namespace joule::ingest {
+namespace {
+
+// ParseInto reuses the events of the ParsedBody it is given (their strings and vectors):
+// a sequence of bodies parsed into one ParsedBody gives exactly what fresh ones get.
+TEST(TelemetryParserReuseTest, ParseIntoReusedBodyEqualsFreshParse) {
+  auto line = [](std::string_view id, std::string_view metrics, std::string_view more = "") {
+    return "{\"device_id\":\"" + std::string(id) +
+           "\",\"timestamp\":\"2026-11-28T17:59:30Z\",\"metrics\":" + std::string(metrics) +
+           std::string(more) + "}\n";
+  };
+  const std::string big_metrics =
+      R"({"a_rather_long_metric_name_beyond_sso":1,"b":2,"c":3,"d":4,"e":5})";
+  const std::vector<std::pair<BodyFormat, std::string>> bodies = {
+      {BodyFormat::kNdjson, line("a", big_metrics, R"(,"meta":{"fw":"1.2"},"event_id":"e-1")") +
+                                line("b", R"({"power_w":1})") +
+                                line("c", R"({"x":1,"y":2,"z":3})")},
+      {BodyFormat::kNdjson,  // fewer metrics, no meta/event_id: nothing left over
+       line("dd", R"({"power_w":2})") + line("bad id!", R"({"power_w":3})") +
+           line("e", R"({"x":9})")},
+      {BodyFormat::kNdjson, "{not json\n"},
+      {BodyFormat::kJson, "[" + line("f", R"({"Bad":1})") + "," + line("g", big_metrics) + "]"},
+      {BodyFormat::kJson, "{\"device_id\":\"h\"}"},  // rejected: no timestamp, no metrics
+      {BodyFormat::kJson, "[1, " + line("i", R"({"q":1})") + "]"},
+      {BodyFormat::kJson, "[{]"},  // body-level failure
+      {BodyFormat::kNdjson, line("j", R"({"power_w":1,"power_w":2})") + line("k", "{}") +
+                                line("l", R"({"v":"str"})") + line("m", R"({"w":7})")},
+      {BodyFormat::kNdjson, line("n", big_metrics) + line("o", big_metrics)},
+  };
+  TelemetryParser fresh_parser, reused_parser;
+  ParsedBody reused;
+  for (int round = 0; round < 2; ++round) {
+    for (size_t i = 0; i < bodies.size(); ++i) {
+      SCOPED_TRACE(testing::Message() << "round " << round << " body " << i);
+      Result<ParsedBody> fresh = fresh_parser.Parse(bodies[i].second, bodies[i].first, kNow);
+      Status st = reused_parser.ParseInto(bodies[i].second, bodies[i].first, kNow, {}, &reused);
+      ASSERT_EQ(st.ok(), fresh.ok());
+      if (!st.ok()) {
+        EXPECT_TRUE(reused.events.empty());
+        EXPECT_TRUE(reused.errors.empty());
+        continue;
+      }
+      EXPECT_EQ(reused.events, fresh->events);
+      EXPECT_EQ(reused.event_indices, fresh->event_indices);
+      EXPECT_EQ(reused.errors, fresh->errors);
+      EXPECT_EQ(reused.total, fresh->total);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace joule::ingest
