@@ -82,6 +82,27 @@ void BM_ParseNdjson(benchmark::State& state) {
 }
 BENCHMARK(BM_ParseNdjson)->Args({1000, 0})->Args({1000, 1});
 
+// The comparison harness's data shape (bench/harness/gen_data.py, what core_throughput and
+// simdjson_limit parse): 1,000 NDJSON lines of distinct devices, epoch-millisecond
+// timestamps, 4 metrics, no meta, ~140 bytes per line.
+void BM_ParseNdjsonHarnessShape(benchmark::State& state) {
+  std::string body;
+  const int64_t ms = kNow / kNanosPerMilli - 30'000;
+  for (int i = 0; i < 1000; ++i) {
+    char buf[256];
+    int n =
+        std::snprintf(buf, sizeof(buf),
+                      R"({"device_id":"dev-%05d","timestamp":%lld,"metrics":{"power_w":%d.%02d,)"
+                      R"("voltage_v":22%d.%d,"current_a":%d.%03d,"energy_wh":%d.%03d}})"
+                      "\n",
+                      i, static_cast<long long>(ms), 50 + i % 400, i % 100, i % 10, i % 7, i % 3,
+                      i % 1000, 1000 + i * 37, i % 1000);
+    body.append(buf, static_cast<size_t>(n));
+  }
+  Run(state, body, BodyFormat::kNdjson);
+}
+BENCHMARK(BM_ParseNdjsonHarnessShape);
+
 // One event per request (an MQTT publish).
 void BM_ParseSingleEvent(benchmark::State& state) { Run(state, Event(7, true), BodyFormat::kJson); }
 BENCHMARK(BM_ParseSingleEvent);

@@ -708,7 +708,7 @@ class TelemetryParser::Impl {
                                 Quote(topic_device_id_)));
       return simdjson::SUCCESS;
     }
-    pending_.event->device_id.assign(id);
+    pending_.event->device_id.append(id);  // cleared in BeginEvent
     return simdjson::SUCCESS;
   }
 
@@ -773,7 +773,10 @@ class TelemetryParser::Impl {
     auto store = [&](std::string_view name, double v) {
       if (stored < metrics.size()) {
         model::MetricSample& m = metrics[stored];
-        if (m.name != name) m.name.assign(name.data(), name.size());
+        if (m.name != name) {
+          m.name.clear();
+          m.name.append(name.data(), name.size());
+        }
         m.value = v;
       } else {
         metrics.push_back(model::MetricSample{std::string(name), v});
@@ -917,7 +920,7 @@ class TelemetryParser::Impl {
       pending_.Fail(Reject::kMeta, fmt::format("meta: {} bytes encoded, at most {} allowed",
                                                meta_scratch_.size(), kMaxMetaEncodedBytes));
     } else {
-      pending_.event->meta_json.assign(meta_scratch_);  // exact-size copy; scratch is reused
+      pending_.event->meta_json.append(meta_scratch_);  // cleared in BeginEvent; scratch reused
     }
     return simdjson::SUCCESS;
   }
@@ -939,7 +942,7 @@ class TelemetryParser::Impl {
                                 kMaxEventIdLength, length));
       return simdjson::SUCCESS;
     }
-    pending_.event->event_id.assign(id);
+    pending_.event->event_id.append(id);  // cleared in BeginEvent
     return simdjson::SUCCESS;
   }
 

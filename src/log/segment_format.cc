@@ -1,5 +1,6 @@
 #include "log/segment_format.h"
 
+#include <bit>
 #include <cstring>
 
 #include "common/crc32c.h"
@@ -7,22 +8,30 @@
 namespace joule::log {
 namespace {
 
-void PutFixed32(char* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+// Little-endian fixed-width integers; on a little-endian host one load or store each.
+template <typename T>
+void PutFixed(char* p, T v) {
+  if constexpr (std::endian::native == std::endian::little) {
+    std::memcpy(p, &v, sizeof(T));
+  } else {
+    for (size_t i = 0; i < sizeof(T); ++i) p[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+  }
 }
-void PutFixed64(char* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<char>((v >> (8 * i)) & 0xff);
-}
-uint32_t GetFixed32(const char* p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(static_cast<uint8_t>(p[i])) << (8 * i);
+template <typename T>
+T GetFixed(const char* p) {
+  T v = 0;
+  if constexpr (std::endian::native == std::endian::little) {
+    std::memcpy(&v, p, sizeof(T));
+  } else {
+    for (size_t i = 0; i < sizeof(T); ++i)
+      v |= static_cast<T>(static_cast<uint8_t>(p[i])) << (8 * i);
+  }
   return v;
 }
-uint64_t GetFixed64(const char* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(p[i])) << (8 * i);
-  return v;
-}
+void PutFixed32(char* p, uint32_t v) { PutFixed(p, v); }
+void PutFixed64(char* p, uint64_t v) { PutFixed(p, v); }
+uint32_t GetFixed32(const char* p) { return GetFixed<uint32_t>(p); }
+uint64_t GetFixed64(const char* p) { return GetFixed<uint64_t>(p); }
 
 std::optional<uint64_t> ParseDecimal(std::string_view digits) {
   if (digits.empty()) return std::nullopt;

@@ -39,7 +39,8 @@ inline void AssignIfDifferent(std::string* s, std::string_view v) {
   if (s->size() == v.size() && (v.empty() || std::memcmp(s->data(), v.data(), v.size()) == 0)) {
     return;
   }
-  s->assign(v.data(), v.size());
+  s->clear();
+  s->append(v.data(), v.size());  // cheaper than assign's aliasing-safe path
 }
 
 class Reader {
@@ -126,7 +127,8 @@ Status DecodeEvent(std::string_view data, Event* e) {
       !r.String(&meta) || !r.Varint(&n) || n > 64) {
     return Status::Corruption("truncated event payload");
   }
-  e->device_id.assign(device_id.data(), device_id.size());
+  e->device_id.clear();
+  e->device_id.append(device_id.data(), device_id.size());
   AssignIfDifferent(&e->event_id, event_id);
   AssignIfDifferent(&e->meta_json, meta);
   e->timestamp_ns = UnZigZag(ts);
