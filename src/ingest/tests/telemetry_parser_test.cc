@@ -886,5 +886,23 @@ TEST(TelemetryParserReuseTest, ParseIntoReusedBodyEqualsFreshParse) {
   }
 }
 
+// Keys are read as views of the input unless they hold an escape; escaped keys mean the
+// same as their unescaped text, for field names, metric names and meta keys alike.
+TEST(TelemetryParserReuseTest, EscapedKeysMeanTheirUnescapedText) {
+  TelemetryParser parser;
+  const std::string body =
+      R"({"device\u005fid":"p-1","timestamp":"2026-11-28T17:59:30Z",)"
+      R"("metr\u0069cs":{"p\u006fwer_w":1.5,"energy_wh":2},"meta":{"k\u0031":"v","k2":1}})";
+  Result<ParsedBody> r = parser.Parse(body, BodyFormat::kJson, kNow);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ(r->events.size(), 1u) << (r->errors.empty() ? "" : r->errors[0].message);
+  const model::Event& e = r->events[0];
+  EXPECT_EQ(e.device_id, "p-1");
+  ASSERT_EQ(e.metrics.size(), 2u);
+  EXPECT_EQ(e.metrics[0].name, "power_w");
+  EXPECT_EQ(e.metrics[1].name, "energy_wh");
+  EXPECT_EQ(e.meta_json, R"({"k1":"v","k2":1})");
+}
+
 }  // namespace
 }  // namespace joule::ingest
