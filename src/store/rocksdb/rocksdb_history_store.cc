@@ -16,6 +16,7 @@
 #include <unordered_map>
 
 #include "store/rocksdb/history_record_codec.h"
+#include "store/rocksdb/history_version_cache.h"
 
 namespace joule::store {
 namespace {
@@ -27,6 +28,40 @@ constexpr std::array<const char*, kResolutions> kFamilyNames = {"base", "hour", 
 constexpr std::string_view kFormatKey = "joule.history.format";
 constexpr std::string_view kFormatValue = "1";
 constexpr size_t kStripes = 64;
+// Per family: every key of the family has window_start <= this (docs/formats/history.md,
+// "Versioned upsert"). Raised in steps of kFrontierStep past what was written, so that it
+// is rewritten about once an hour of event time, not with every batch.
+constexpr std::array<std::string_view, kResolutions> kFrontierKeys = {
+    "joule.history.frontier.base", "joule.history.frontier.hour", "joule.history.frontier.day"};
+constexpr int64_t kFrontierStep = 3600LL * 1'000'000'000LL;
+
+std::string EncodeFrontier(int64_t v) {
+  uint64_t u = static_cast<uint64_t>(v) ^ (uint64_t{1} << 63);
+  std::string out(8, '\0');
+  for (int i = 7; i >= 0; --i) {
+    out[static_cast<size_t>(i)] = static_cast<char>(u & 0xff);
+    u >>= 8;
+  }
+  return out;
+}
+
+bool DecodeFrontier(std::string_view s, int64_t* v) {
+  if (s.size() != 8) return false;
+  uint64_t u = 0;
+  for (char c : s) u = (u << 8) | static_cast<uint8_t>(c);
+  *v = static_cast<int64_t>(u ^ (uint64_t{1} << 63));
+  return true;
+}
+
+// The frontier to persist when `needed` is past the stored one: the next step boundary
+// after it plus a step (saturating: INT64_MAX means "any key may exist").
+int64_t NextFrontier(int64_t needed) {
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  if (needed > kMax - 2 * kFrontierStep) return kMax;
+  int64_t q = needed / kFrontierStep;
+  if (needed < 0 && needed % kFrontierStep != 0) --q;  // floor division
+  return (q + 2) * kFrontierStep;
+}
 
 size_t Index(model::Resolution r) { return static_cast<size_t>(r); }
 
@@ -122,12 +157,19 @@ struct RocksDbHistoryStore::Impl {
   rocksdb::ColumnFamilyHandle* default_family = nullptr;
   std::array<rocksdb::ColumnFamilyHandle*, kResolutions> families{};
   std::array<std::mutex, kStripes> stripes;
+  // What Put knows of stored versions (guarded per stripe by `stripes`); null = disabled.
+  std::unique_ptr<HistoryVersionCache> versions;
+  // The persisted frontier per family (kFrontierKeys); raised only under frontier_mu, which
+  // is held until the write carrying the new value has returned.
+  std::array<std::atomic<int64_t>, kResolutions> persisted_frontier{};
+  std::mutex frontier_mu;
 
   HistoryStore::WriteObserver observer;
   Counter* put_records = nullptr;
   Counter* stale_writes = nullptr;
   Counter* expired_writes = nullptr;
   Counter* corrupt_values = nullptr;
+  Counter* version_reads = nullptr;
   Histogram* put_latency = nullptr;
 
   ~Impl() {
@@ -211,16 +253,44 @@ Result<std::unique_ptr<RocksDbHistoryStore>> RocksDbHistoryStore::Open(
 
   std::string format;
   s = impl->db->Get(rocksdb::ReadOptions(), impl->default_family, kFormatKey, &format);
+  std::array<int64_t, kResolutions> frontier;
   if (s.IsNotFound()) {
+    // A new database: no keys, so every family's frontier is "nothing stored".
+    rocksdb::WriteBatch init;
+    JOULE_RETURN_IF_ERROR(
+        FromRocks(init.Put(impl->default_family, kFormatKey, kFormatValue), "write format"));
+    for (size_t i = 0; i < kResolutions; ++i) {
+      frontier[i] = HistoryVersionCache::kNothing;
+      JOULE_RETURN_IF_ERROR(
+          FromRocks(init.Put(impl->default_family, kFrontierKeys[i], EncodeFrontier(frontier[i])),
+                    "write frontier"));
+    }
     rocksdb::WriteOptions sync;
     sync.sync = true;
-    JOULE_RETURN_IF_ERROR(FromRocks(
-        impl->db->Put(sync, impl->default_family, kFormatKey, kFormatValue), "write format"));
+    JOULE_RETURN_IF_ERROR(FromRocks(impl->db->Write(sync, &init), "write format"));
   } else if (!s.ok()) {
     return FromRocks(s, "read format");
   } else if (format != kFormatValue) {
     return Status::InvalidArgument("history: " + options.path + " has format '" + format +
                                    "', this build reads format 1");
+  } else {
+    for (size_t i = 0; i < kResolutions; ++i) {
+      std::string value;
+      s = impl->db->Get(rocksdb::ReadOptions(), impl->default_family, kFrontierKeys[i], &value);
+      if (s.IsNotFound()) {
+        // Written by a build that did not keep frontiers: any key may exist.
+        frontier[i] = HistoryVersionCache::kUnknown;
+      } else if (!s.ok()) {
+        return FromRocks(s, "read frontier");
+      } else if (!DecodeFrontier(value, &frontier[i])) {
+        return Status::Corruption("history: malformed " + std::string(kFrontierKeys[i]));
+      }
+    }
+  }
+  for (size_t i = 0; i < kResolutions; ++i) impl->persisted_frontier[i].store(frontier[i]);
+  if (options.version_cache_devices > 0) {
+    impl->versions =
+        std::make_unique<HistoryVersionCache>(options.version_cache_devices, kStripes, frontier);
   }
 
   impl->put_records = metrics->GetCounter("joule_history_put_records_total",
@@ -232,6 +302,9 @@ Result<std::unique_ptr<RocksDbHistoryStore>> RocksDbHistoryStore::Open(
                                              "History records ignored because already expired");
   impl->corrupt_values = metrics->GetCounter("joule_history_corrupt_values_total",
                                              "Undecodable stored history values overwritten");
+  impl->version_reads = metrics->GetCounter(
+      "joule_history_version_reads_total",
+      "Stored versions read before a history write (keys the version cache could not answer)");
   impl->put_latency =
       metrics->GetHistogram("joule_history_put_latency_seconds", "Latency of a history Put batch",
                             Histogram::LatencyBuckets());
@@ -307,9 +380,11 @@ Status RocksDbHistoryStore::Put(const std::vector<model::AggregateRecord>& recor
     if (!superseded[c]) live.push_back(c);
   }
 
-  std::vector<size_t> stripes;
-  stripes.reserve(live.size());
-  for (size_t c : live) stripes.push_back(Impl::Stripe(records[candidates[c].record].device_id));
+  std::vector<size_t> stripe_of(live.size());
+  for (size_t j = 0; j < live.size(); ++j) {
+    stripe_of[j] = Impl::Stripe(records[candidates[live[j]].record].device_id);
+  }
+  std::vector<size_t> stripes = stripe_of;
   std::sort(stripes.begin(), stripes.end());
   stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
   std::vector<std::unique_lock<std::mutex>> locks;
@@ -319,40 +394,113 @@ Status RocksDbHistoryStore::Put(const std::vector<model::AggregateRecord>& recor
   Status result;
   std::vector<const model::AggregateRecord*> written;
   if (!live.empty()) {
-    std::vector<rocksdb::ColumnFamilyHandle*> families(live.size());
-    std::vector<rocksdb::Slice> keys(live.size());
-    std::vector<rocksdb::PinnableSlice> values(live.size());
-    std::vector<rocksdb::Status> statuses(live.size());
-    for (size_t j = 0; j < live.size(); ++j) {
-      const Candidate& c = candidates[live[j]];
-      families[j] = d.Family(records[c.record].resolution);
-      keys[j] = c.key;
+    // What the version cache answers without a read; the rest is read in one MultiGet.
+    enum : uint8_t { kWrite, kStale, kRead };
+    std::vector<uint8_t> decision(live.size(), kRead);
+    std::vector<size_t> to_read;
+    HistoryVersionCache* cache = d.versions.get();
+    for (size_t j = 0; j < live.size() && cache != nullptr; ++j) {
+      const auto& record = records[candidates[live[j]].record];
+      const HistoryVersionCache::Answer a =
+          cache->Find(stripe_of[j], record.resolution, record.device_id, record.window_start_ns);
+      if (a.known == HistoryVersionCache::Known::kAbsent) {
+        decision[j] = kWrite;
+      } else if (a.known == HistoryVersionCache::Known::kStored) {
+        decision[j] = a.version >= record.version ? kStale : kWrite;
+      }
     }
-    d.db->MultiGet(rocksdb::ReadOptions(), live.size(), families.data(), keys.data(), values.data(),
-                   statuses.data());
+    for (size_t j = 0; j < live.size(); ++j) {
+      if (decision[j] == kRead) to_read.push_back(j);
+    }
+    if (!to_read.empty()) {
+      const size_t n = to_read.size();
+      std::vector<rocksdb::ColumnFamilyHandle*> families(n);
+      std::vector<rocksdb::Slice> keys(n);
+      std::vector<rocksdb::PinnableSlice> values(n);
+      std::vector<rocksdb::Status> statuses(n);
+      for (size_t k = 0; k < n; ++k) {
+        const Candidate& c = candidates[live[to_read[k]]];
+        families[k] = d.Family(records[c.record].resolution);
+        keys[k] = c.key;
+      }
+      d.db->MultiGet(rocksdb::ReadOptions(), n, families.data(), keys.data(), values.data(),
+                     statuses.data());
+      d.version_reads->Inc(n);
+      for (size_t k = 0; k < n; ++k) {
+        const size_t j = to_read[k];
+        const auto& record = records[candidates[live[j]].record];
+        decision[j] = kWrite;
+        if (statuses[k].ok()) {
+          auto stored = codec::DecodeVersion(std::string_view(values[k].data(), values[k].size()));
+          if (!stored.ok()) {
+            d.corrupt_values->Inc();
+          } else if (*stored >= record.version) {
+            decision[j] = kStale;
+            if (cache != nullptr) {
+              cache->Learn(stripe_of[j], record.resolution, record.device_id,
+                           record.window_start_ns, /*present=*/true, *stored);
+            }
+          }
+        } else if (!statuses[k].IsNotFound()) {
+          return FromRocks(statuses[k], "read before write");
+        }
+      }
+    }
     rocksdb::WriteBatch batch;
     written.reserve(live.size());
+    std::array<int64_t, kResolutions> newest;
+    newest.fill(std::numeric_limits<int64_t>::min());
     std::string value;
     for (size_t j = 0; j < live.size(); ++j) {
-      const auto& record = records[candidates[live[j]].record];
-      if (statuses[j].ok()) {
-        auto stored = codec::DecodeVersion(std::string_view(values[j].data(), values[j].size()));
-        if (!stored.ok()) {
-          d.corrupt_values->Inc();
-        } else if (*stored >= record.version) {
-          ++stale;
-          continue;
-        }
-      } else if (!statuses[j].IsNotFound()) {
-        return FromRocks(statuses[j], "read before write");
+      const Candidate& c = candidates[live[j]];
+      const auto& record = records[c.record];
+      if (decision[j] == kStale) {
+        ++stale;
+        continue;
       }
       value.clear();
       codec::AppendValue(record, &value);
-      batch.Put(families[j], keys[j], value);
+      batch.Put(d.Family(record.resolution), c.key, value);
       written.push_back(&record);
+      int64_t& n = newest[Index(record.resolution)];
+      n = std::max(n, record.window_start_ns);
     }
     if (batch.Count() > 0) {
-      result = FromRocks(d.db->Write(rocksdb::WriteOptions(), &batch), "write");
+      bool raise = false;
+      for (size_t i = 0; i < kResolutions; ++i) {
+        raise |= newest[i] > d.persisted_frontier[i].load();
+      }
+      if (!raise) {
+        result = FromRocks(d.db->Write(rocksdb::WriteOptions(), &batch), "write");
+      } else {
+        // The new frontier goes in the same atomic batch as the keys past the old one.
+        // Raising batches are serialized so that a lower value never overwrites a higher.
+        std::lock_guard frontier_lock(d.frontier_mu);
+        std::array<int64_t, kResolutions> next;
+        for (size_t i = 0; i < kResolutions; ++i) {
+          next[i] = d.persisted_frontier[i].load();
+          if (newest[i] <= next[i]) continue;
+          next[i] = NextFrontier(newest[i]);
+          batch.Put(d.default_family, kFrontierKeys[i], EncodeFrontier(next[i]));
+        }
+        result = FromRocks(d.db->Write(rocksdb::WriteOptions(), &batch), "write");
+        if (result.ok()) {
+          for (size_t i = 0; i < kResolutions; ++i) d.persisted_frontier[i].store(next[i]);
+        }
+      }
+      if (cache != nullptr) {
+        for (size_t j = 0, w = 0; j < live.size(); ++j) {
+          if (decision[j] == kStale) continue;
+          const auto& record = *written[w++];
+          if (result.ok()) {
+            cache->Wrote(stripe_of[j], record.resolution, record.device_id, record.window_start_ns,
+                         record.version);
+          } else {
+            cache->MaybeWrote(stripe_of[j], record.resolution, record.device_id,
+                              record.window_start_ns);
+          }
+        }
+      }
     }
   }
   locks.clear();

@@ -38,6 +38,10 @@ struct RocksDbHistoryOptions {
   // filter at least this often (RocksDB periodic compaction). 0 = never.
   uint64_t periodic_compaction_seconds = 24 * 3600;
   size_t block_cache_bytes = 64 << 20;
+  // Devices whose stored versions Put remembers (history_version_cache.h), about 0.3 KB
+  // each; beyond, arbitrary devices are forgotten and their keys read again. 0 = no cache:
+  // every Put reads every key's stored version first.
+  size_t version_cache_devices = 100'000;
 };
 
 struct HistoryDiskUsage {

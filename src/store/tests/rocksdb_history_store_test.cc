@@ -727,6 +727,160 @@ TEST_F(RocksDbHistoryTest, CorruptValueIsCorruptionNotACrash) {
   EXPECT_NE(metrics_.Render().find("joule_history_corrupt_values_total 1"), std::string::npos);
 }
 
+// ---- the version cache (history_version_cache.h) and the persisted frontiers ----
+
+uint64_t CounterValue(MetricsRegistry& m, const char* name) {
+  return m.GetCounter(name, "")->Value();
+}
+
+TEST_F(RocksDbHistoryTest, NewWindowsAndRepeatedWritesNeedNoRead) {
+  const char* kReads = "joule_history_version_reads_total";
+  for (int minute = 0; minute < 5; ++minute) {
+    const int64_t w = kNow + minute * kNanosPerMinute;
+    // A partial, the final, a re-delivery and an older version of each window.
+    ASSERT_TRUE(store_->Put({MakeRecord("d", Resolution::kBase, w, 1)}).ok());
+    ASSERT_TRUE(store_
+                    ->Put({MakeRecord("d", Resolution::kBase, w, 2),
+                           MakeRecord("d", Resolution::kHour, kNow, minute + 1)})
+                    .ok());
+    ASSERT_TRUE(store_->Put({MakeRecord("d", Resolution::kBase, w, 2)}).ok());
+    ASSERT_TRUE(store_->Put({MakeRecord("d", Resolution::kBase, w, 1)}).ok());
+  }
+  EXPECT_EQ(CounterValue(metrics_, kReads), 0u);
+  EXPECT_EQ(CounterValue(metrics_, "joule_history_stale_writes_total"), 10u);
+  for (int minute = 0; minute < 5; ++minute) {
+    auto got = store_->Get("d", Resolution::kBase, kNow + minute * kNanosPerMinute);
+    ASSERT_TRUE(got.ok() && got->has_value());
+    EXPECT_EQ((*got)->version, 2u);
+  }
+  EXPECT_EQ((*store_->Get("d", Resolution::kHour, kNow))->version, 5u);
+  // A late update of a window the cache no longer remembers is read, then applied.
+  ASSERT_TRUE(store_->Put({MakeRecord("d", Resolution::kBase, kNow, 1)}).ok());
+  EXPECT_EQ(CounterValue(metrics_, kReads), 1u);
+  ASSERT_TRUE(store_->Put({MakeRecord("d", Resolution::kBase, kNow, 3)}).ok());
+  EXPECT_EQ((*store_->Get("d", Resolution::kBase, kNow))->version, 3u);
+  EXPECT_EQ(CounterValue(metrics_, kReads), 1u);
+}
+
+TEST_F(RocksDbHistoryTest, VersionsNeverGoBackAcrossRestarts) {
+  const char* kReads = "joule_history_version_reads_total";
+  ASSERT_TRUE(store_
+                  ->Put({MakeRecord("d", Resolution::kBase, kNow, 7),
+                         MakeRecord("d", Resolution::kDay, kNow, 7)})
+                  .ok());
+  Open();  // no Flush: the WAL survives a process restart
+  const uint64_t reads0 = CounterValue(metrics_, kReads);
+  ASSERT_TRUE(store_
+                  ->Put({MakeRecord("d", Resolution::kBase, kNow, 6),
+                         MakeRecord("d", Resolution::kDay, kNow, 7),
+                         MakeRecord("e", Resolution::kBase, kNow, 1)})
+                  .ok());
+  EXPECT_EQ(CounterValue(metrics_, kReads) - reads0, 3u);  // at or before the frontier: read
+  EXPECT_EQ((*store_->Get("d", Resolution::kBase, kNow))->version, 7u);
+  EXPECT_EQ((*store_->Get("e", Resolution::kBase, kNow))->version, 1u);
+  // Past the persisted frontier (the newest window start rounded up by an hour or two),
+  // a window is known to be new without a read, also for a device never seen before.
+  ASSERT_TRUE(store_->Put({MakeRecord("f", Resolution::kBase, kNow + 3 * kNanosPerHour, 1)}).ok());
+  EXPECT_EQ(CounterValue(metrics_, kReads) - reads0, 3u);
+  // A far-future window moves the frontier past everything: after a restart all is read.
+  ASSERT_TRUE(store_->Put({MakeRecord("g", Resolution::kBase, kNow + 400 * kNanosPerDay, 2)}).ok());
+  Open();
+  const uint64_t reads1 = CounterValue(metrics_, kReads);
+  ASSERT_TRUE(store_
+                  ->Put({MakeRecord("f", Resolution::kBase, kNow + 3 * kNanosPerHour, 1),
+                         MakeRecord("g", Resolution::kBase, kNow + 400 * kNanosPerDay, 1)})
+                  .ok());
+  EXPECT_EQ(CounterValue(metrics_, kReads) - reads1, 2u);
+  EXPECT_EQ((*store_->Get("g", Resolution::kBase, kNow + 400 * kNanosPerDay))->version, 2u);
+}
+
+TEST_F(RocksDbHistoryTest, ADatabaseWithoutFrontiersIsReadBeforeWriting) {
+  ASSERT_TRUE(store_->Put({MakeRecord("d", Resolution::kBase, kNow, 5)}).ok());
+  store_.reset();
+  {
+    // What a build before the frontiers left: the format marker only.
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    auto db = OpenRaw(&handles);
+    ASSERT_NE(db, nullptr);
+    for (const char* k : {"joule.history.frontier.base", "joule.history.frontier.hour",
+                          "joule.history.frontier.day"}) {
+      ASSERT_TRUE(db->Delete(rocksdb::WriteOptions(), handles[0], k).ok());
+    }
+    // A key far after anything the store wrote (another writer, or an old build).
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[1],
+                        history_codec::EncodeKey(Resolution::kBase, "d", kNow + kNanosPerDay),
+                        history_codec::EncodeValue(
+                            MakeRecord("d", Resolution::kBase, kNow + kNanosPerDay, 9)))
+                    .ok());
+    Close(db.get(), handles);
+  }
+  Open();
+  ASSERT_TRUE(store_
+                  ->Put({MakeRecord("d", Resolution::kBase, kNow, 4),
+                         MakeRecord("d", Resolution::kBase, kNow + kNanosPerDay, 8)})
+                  .ok());
+  EXPECT_EQ((*store_->Get("d", Resolution::kBase, kNow))->version, 5u);
+  EXPECT_EQ((*store_->Get("d", Resolution::kBase, kNow + kNanosPerDay))->version, 9u);
+  EXPECT_EQ(CounterValue(metrics_, "joule_history_version_reads_total"), 2u);
+  EXPECT_EQ(CounterValue(metrics_, "joule_history_stale_writes_total"), 2u);
+}
+
+// Random batches over few keys (duplicates, late and far-future windows, every resolution),
+// restarts in between, a cache far smaller than the device count: the store must end with
+// exactly the highest version of every key and count exactly the model's stale writes.
+TEST_F(RocksDbHistoryTest, ASmallVersionCacheStaysExactAgainstAModel) {
+  options_.version_cache_devices = 8;
+  Open();
+  std::mt19937_64 rng(7);
+  std::map<std::tuple<std::string, int, int64_t>, uint64_t> model;
+  uint64_t model_stale = 0;
+  const std::array<int64_t, 6> starts = {kNow - kNanosPerDay,      kNow,
+                                         kNow + kNanosPerMinute,   kNow + kNanosPerHour,
+                                         kNow + 5 * kNanosPerHour, kNow + 90 * kNanosPerDay};
+  for (int round = 0; round < 300; ++round) {
+    if (round % 60 == 59) Open();
+    std::vector<AggregateRecord> batch;
+    std::map<std::tuple<std::string, int, int64_t>, uint64_t> in_batch;
+    const int n = 1 + static_cast<int>(rng() % 20);
+    for (int i = 0; i < n; ++i) {
+      const std::string device = "dev-" + std::to_string(rng() % 40);
+      const auto r = static_cast<Resolution>(rng() % 3);
+      const int64_t start = starts[rng() % starts.size()];
+      const uint64_t version = 1 + rng() % 6;
+      batch.push_back(MakeRecord(device, r, start, version));
+      const auto key = std::make_tuple(device, static_cast<int>(r), start);
+      auto [it, inserted] = in_batch.try_emplace(key, version);
+      if (!inserted) {
+        // Within a batch a later record replaces an earlier one only with a higher version
+        // (the replaced one is not counted as stale); otherwise the later one is stale.
+        if (version > it->second) {
+          it->second = version;
+        } else {
+          ++model_stale;
+        }
+      }
+    }
+    for (const auto& [key, version] : in_batch) {
+      auto [it, inserted] = model.try_emplace(key, version);
+      if (inserted) continue;
+      if (it->second >= version) {
+        ++model_stale;
+      } else {
+        it->second = version;
+      }
+    }
+    ASSERT_TRUE(store_->Put(batch).ok());
+  }
+  for (const auto& [key, version] : model) {
+    const auto& [device, r, start] = key;
+    auto got = store_->Get(device, static_cast<Resolution>(r), start);
+    ASSERT_TRUE(got.ok() && got->has_value()) << device;
+    EXPECT_EQ((*got)->version, version) << device << " " << r << " " << start;
+  }
+  EXPECT_EQ(CounterValue(metrics_, "joule_history_stale_writes_total"), model_stale);
+  EXPECT_GT(CounterValue(metrics_, "joule_history_version_reads_total"), 0u);
+}
+
 TEST_F(RocksDbHistoryTest, RefusesAnotherFormat) {
   store_.reset();
   {
