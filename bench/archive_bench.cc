@@ -8,7 +8,7 @@
 // BM_DecodeEvent      model::DecodeEvent of a payload into a reused Event
 // BM_DecodeEventView  store::DecodeEventView: views into the payload, no copies
 // BM_ArchiveRow       store::ArchiveRowEncoder of a decoded event (row JSON only)
-// BM_Zstd             zstd level 1 of the rows, 32 KiB per call (the writer's chunking)
+// BM_Zstd/L/K         zstd level L of the rows, K KiB per call (the writer: 1/32)
 // BM_WriterAdd        the archiver's whole per-event path: payload -> DecodeEventView ->
 //                     ArchiveWriter::Add
 //                     (row, zstd, writes to a temp dir; Seal/fsync outside the timing)
@@ -147,7 +147,7 @@ const std::string& Rows() {
 
 void BM_Zstd(benchmark::State& state) {
   const std::string& rows = Rows();
-  const size_t chunk = 32 << 10;
+  const size_t chunk = static_cast<size_t>(state.range(1)) << 10;
   ZSTD_CCtx* cctx = ZSTD_createCCtx();
   ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, static_cast<int>(state.range(0)));
   ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
@@ -230,7 +230,12 @@ int main(int argc, char** argv) {
   reg("BM_DecodeEvent", BM_DecodeEvent);
   reg("BM_DecodeEventView", BM_DecodeEventView);
   reg("BM_ArchiveRow", BM_ArchiveRow);
-  reg("BM_Zstd", BM_Zstd)->Arg(1)->Arg(-1)->Unit(benchmark::kMillisecond);
+  reg("BM_Zstd", BM_Zstd)
+      ->Args({1, 32})
+      ->Args({1, 128})
+      ->Args({1, 4})
+      ->Args({-1, 32})
+      ->Unit(benchmark::kMillisecond);
   reg("BM_WriterAdd", BM_WriterAdd);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
