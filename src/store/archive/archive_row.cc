@@ -67,49 +67,63 @@ char* PutSimpleDouble(double v, char* p) {
   // Outside this range JsonWriter uses exponent notation (below 1e-4 and from 1e16 on),
   // or the value is 0 or not finite.
   if (!(a >= 1e-3 && a < 1e15)) return nullptr;
-  for (int k = 0; k <= kMaxDecimals; ++k) {
-    const double scaled = a * kPow10[k];
-    // m < 1e15 < 2^50: m and 10^k are exact doubles, so m / 10^k is the correctly rounded
-    // value of the decimal m·10^-k — what any exact reader (and the shortest-round-trip
-    // algorithm) makes of it. Multiples of 10^-k are then more than 4 ulps of `a` apart,
-    // so at most one of them reads back as `a`, and it is the integer nearest to
-    // a·10^k (when that product is within rounding error of a half, neither candidate is
-    // close enough). The smallest k that works gives the fewest digits: the shortest form.
-    if (scaled >= 1e15) return nullptr;
-    // Round half up (a tie is never a match, see above); no libm call.
-    const auto mi = static_cast<int64_t>(scaled + 0.5);
-    const auto m = static_cast<double>(mi);
-    if (m / kPow10[k] != a) continue;
-    // Digits of m, then the point k digits from the right (0.00x for small values).
-    char digits[24];
-    char* end = digits + sizeof digits;
-    char* d = end;
-    auto u = static_cast<uint64_t>(mi);
-    while (u >= 100) {
-      d -= 2;
-      Put2(d, static_cast<unsigned>(u % 100));
-      u /= 100;
-    }
-    if (u >= 10) {
-      d -= 2;
-      Put2(d, static_cast<unsigned>(u));
-    } else {
-      *--d = static_cast<char>('0' + u);
-    }
-    const int n = static_cast<int>(end - d);
-    if (negative) *p++ = '-';
-    if (k == 0) return PutLiteral(p, std::string_view(d, static_cast<size_t>(n)));
-    if (n > k) {
-      p = PutLiteral(p, std::string_view(d, static_cast<size_t>(n - k)));
-      *p++ = '.';
-      return PutLiteral(p, std::string_view(end - k, static_cast<size_t>(k)));
-    }
-    *p++ = '0';
-    *p++ = '.';
-    for (int i = n; i < k; ++i) *p++ = '0';
-    return PutLiteral(p, std::string_view(d, static_cast<size_t>(n)));
+  // The finest scale K <= 7 decimals at which a·10^K stays below 1e15 < 2^50. There, m
+  // and 10^K are exact doubles, so m / 10^K is the correctly rounded value of the decimal
+  // m·10^-K — what any exact reader (and the shortest-round-trip algorithm) makes of it —
+  // and multiples of 10^-K are more than 4 ulps of `a` apart: at most one of them reads
+  // back as `a`, the integer nearest to a·10^K (the product's rounding error and a's own
+  // are < 0.2). Any shorter decimal that reads back as `a` is also a multiple of 10^-K,
+  // hence that one: so if it fails no decimal with <= K decimals works, and if it works,
+  // m without its trailing zeros (k <= K decimals) is the shortest form.
+  int k = kMaxDecimals;
+  while (k > 0 && a * kPow10[k] >= 1e15) --k;
+  const double scaled = a * kPow10[k];
+  // Round half up (a tie is never a match, see above); no libm call.
+  const auto mi = static_cast<int64_t>(scaled + 0.5);
+  if (static_cast<double>(mi) / kPow10[k] != a) return nullptr;
+  auto m = static_cast<uint64_t>(mi);
+  // Trailing zeros off, at most k <= 7 of them: 4, 2, then 1 at a time.
+  if (k >= 4 && m % 10000 == 0) {
+    m /= 10000;
+    k -= 4;
   }
-  return nullptr;
+  if (k >= 2 && m % 100 == 0) {
+    m /= 100;
+    k -= 2;
+  }
+  if (k >= 1 && m % 10 == 0) {
+    m /= 10;
+    k -= 1;
+  }
+
+  // Digits of m, then the point k digits from the right (0.00x for small values).
+  char digits[24];
+  char* end = digits + sizeof digits;
+  char* d = end;
+  uint64_t u = m;
+  while (u >= 100) {
+    d -= 2;
+    Put2(d, static_cast<unsigned>(u % 100));
+    u /= 100;
+  }
+  if (u >= 10) {
+    d -= 2;
+    Put2(d, static_cast<unsigned>(u));
+  } else {
+    *--d = static_cast<char>('0' + u);
+  }
+  const int n = static_cast<int>(end - d);
+  if (negative) *p++ = '-';
+  if (k == 0) return PutLiteral(p, std::string_view(d, static_cast<size_t>(n)));
+  if (n > k) {
+    p = PutLiteral(p, std::string_view(d, static_cast<size_t>(n - k)));
+    *p++ = '.';
+    return PutLiteral(p, std::string_view(end - k, static_cast<size_t>(k)));
+  }
+  *p++ = '0';
+  *p++ = '.';
+  for (int i = n; i < k; ++i) *p++ = '0';
+  return PutLiteral(p, std::string_view(d, static_cast<size_t>(n)));
 }
 
 // RFC 3339 UTC with milliseconds (AppendRfc3339Millis), plus 3 or 6 more fraction digits
