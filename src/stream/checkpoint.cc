@@ -13,7 +13,9 @@ namespace joule::stream {
 namespace {
 
 constexpr char kMagic[4] = {'J', 'S', 'W', 'E'};
-constexpr uint32_t kFormatVersion = 2;  // 1: no version_epoch (read as 0)
+// 1: no version_epoch (read as 0). 2: an open window's last early emission as its full
+// content (read as its fingerprint). 3: as its fingerprint.
+constexpr uint32_t kFormatVersion = 3;
 constexpr size_t kHeaderSize = 4 + 4 + 8;
 
 class Writer {
@@ -228,9 +230,8 @@ Status WindowEngine::SaveState(std::string* out) const {
         w.Str(win->local_date);
         w.Str(win->timezone);
         WriteAccs(w, win->acc);
-        w.U8(win->has_snapshot ? 1 : 0);
-        w.U64(win->snapshot_count);
-        WriteAccs(w, win->snapshot);
+        w.U8(win->has_early ? 1 : 0);
+        w.U64(win->early_fp);
       }
     }
     // In key order: the table's slot order depends on insertion history (an entry that
@@ -264,7 +265,7 @@ Status WindowEngine::RestoreState(std::string_view data) {
   uint64_t payload_len;
   std::memcpy(&version, data.data() + 4, 4);
   std::memcpy(&payload_len, data.data() + 8, 8);
-  if (version != 1 && version != kFormatVersion) {
+  if (version < 1 || version > kFormatVersion) {
     return Status::Corruption("checkpoint: unsupported format version " + std::to_string(version));
   }
   if (payload_len != data.size() - kHeaderSize - 4) {
@@ -289,6 +290,7 @@ Status WindowEngine::RestoreState(std::string_view data) {
   E.last_tick = r.I64();
   E.version_epoch = version >= 2 ? r.U32() : 0;
   const uint32_t n_devices = r.Count(16);
+  std::vector<Acc> snapshot_scratch;
   for (uint32_t di = 0; di < n_devices && r.ok(); ++di) {
     auto dp = std::make_unique<Device>();
     Device& d = *dp;
@@ -361,10 +363,19 @@ Status WindowEngine::RestoreState(std::string_view data) {
         win->local_date = r.Str();
         win->timezone = r.Str();
         ReadAccs(r, &win->acc);
-        win->has_snapshot = r.U8() != 0;
-        win->snapshot_count = r.U64();
-        ReadAccs(r, &win->snapshot);
-        if (win->acc.size() > d.metrics.size() || win->snapshot.size() > d.metrics.size()) {
+        win->has_early = r.U8() != 0;
+        size_t n_snapshot = 0;
+        if (version >= 3) {
+          win->early_fp = r.U64();
+        } else {  // the last early emission's content: keep its fingerprint
+          const uint64_t count = r.U64();
+          ReadAccs(r, &snapshot_scratch);
+          n_snapshot = snapshot_scratch.size();
+          win->early_fp = win->has_early ? EarlyFingerprint(count, snapshot_scratch.data(),
+                                                            snapshot_scratch.size())
+                                         : 0;
+        }
+        if (win->acc.size() > d.metrics.size() || n_snapshot > d.metrics.size()) {
           r = Reader("");
           r.U8();  // mark failed
         }

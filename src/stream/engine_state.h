@@ -80,12 +80,20 @@ struct Window {
   Window* day = nullptr;
   std::string local_date;  // day windows
   std::string timezone;    // day windows
-  // Last early (non-final) emission, to emit only when changed.
-  bool has_snapshot = false;
+  // Open windows: the fingerprint of the last early (non-final) emission, to emit only when
+  // the content changed (EarlyFingerprint).
+  bool has_early = false;
+  uint64_t early_fp = 0;
+  // Final windows being changed (Touch → EmitDirty): the content before the change.
   uint64_t snapshot_count = 0;
   std::vector<Acc> snapshot;
   int view_slot = -1;  // scratch during early firing
 };
+
+// A 64-bit fingerprint of a window's content (event count and accumulators, compared as
+// Acc::operator== compares them: +0.0 and -0.0 alike). Early firings emit a window only
+// when its fingerprint changed; two different contents share one with probability 2^-64.
+uint64_t EarlyFingerprint(uint64_t count, const Acc* acc, size_t n);
 
 struct Sample {
   int64_t t;

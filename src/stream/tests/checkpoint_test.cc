@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -51,6 +53,34 @@ TEST(CheckpointTest, RoundTripContinuesIdentically) {
   // Replaying already-seen events after a restore: all duplicates.
   Feed(b, 900, 1000, &rb);
   EXPECT_EQ(b.stats().duplicates, 100u);
+}
+
+// A format-version-2 checkpoint (written by the engine of 2026-11-29 after Feed(0, 500);
+// it stored the last early firing's full content, version 3 its fingerprint) restores to an
+// engine that continues exactly as one that saw those events live: same records, same
+// suppressed early firings.
+TEST(CheckpointTest, ReadsFormatVersion2) {
+  std::ifstream in(std::string(JOULE_STREAM_TESTDATA_DIR) + "/checkpoint_v2.bin", std::ios::binary);
+  ASSERT_TRUE(in.good());
+  const std::string v2((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_EQ(v2.substr(0, 5), std::string("JSWE\x02", 5));
+  WindowEngine restored{EngineOptions{}};
+  ASSERT_TRUE(restored.RestoreState(v2).ok());
+  WindowEngine live{EngineOptions{}};
+  Collect ignored;
+  Feed(live, 0, 500, &ignored);
+  std::string from_v2, from_live;
+  ASSERT_TRUE(restored.SaveState(&from_v2).ok());
+  ASSERT_TRUE(live.SaveState(&from_live).ok());
+  EXPECT_TRUE(from_v2 == from_live);  // the same state, now in format version 3
+  EXPECT_EQ(from_v2.substr(4, 1), std::string("\x03", 1));
+  Collect ra, rb;
+  live.Tick(1795000000LL * kNanosPerSecond + 502 * kNanosPerSecond, &ra);
+  restored.Tick(1795000000LL * kNanosPerSecond + 502 * kNanosPerSecond, &rb);
+  Feed(live, 500, 1000, &ra);
+  Feed(restored, 500, 1000, &rb);
+  EXPECT_EQ(ra.out, rb.out);
+  EXPECT_GT(ra.out.size(), 10u);
 }
 
 TEST(CheckpointTest, RejectsDamage) {
