@@ -198,7 +198,7 @@ Status WindowEngine::SaveState(std::string* out) const {
     w.I64(d.latest_day_end);
     w.U32(static_cast<uint32_t>(d.metrics.size()));
     for (const MetricState& ms : d.metrics) {
-      w.Str(ms.name);
+      w.Str(E.NameOf(ms));
       w.U8(static_cast<uint8_t>(ms.kind));
       w.U32(static_cast<uint32_t>(ms.hist.size()));
       for (const Sample& s : ms.hist) {
@@ -313,7 +313,7 @@ Status WindowEngine::RestoreState(std::string_view data) {
     const uint32_t n_metrics = r.Count(5);
     for (uint32_t mi = 0; mi < n_metrics && r.ok(); ++mi) {
       MetricState ms;
-      ms.name = r.Str();
+      ms.name = E.InternMetricName(r.Str());
       uint8_t kind = r.U8();
       if (kind > 2) return Status::Corruption("checkpoint: bad metric kind");
       ms.kind = static_cast<model::MetricKind>(kind);
@@ -332,8 +332,9 @@ Status WindowEngine::RestoreState(std::string_view data) {
       d.metrics.push_back(std::move(ms));
     }
     for (uint32_t i = 0; i < d.metrics.size(); ++i) d.by_name.push_back(i);
-    std::sort(d.by_name.begin(), d.by_name.end(),
-              [&](uint32_t a, uint32_t b) { return d.metrics[a].name < d.metrics[b].name; });
+    std::sort(d.by_name.begin(), d.by_name.end(), [&](uint32_t a, uint32_t b) {
+      return E.NameOf(d.metrics[a]) < E.NameOf(d.metrics[b]);
+    });
     const uint32_t n_pending = r.Count(20);
     for (uint32_t i = 0; i < n_pending && r.ok(); ++i) {
       PendingEvent pe;

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -68,26 +69,28 @@ struct Acc {
   bool operator==(const Acc&) const = default;
 };
 
-struct Window {
+// One cache line of what every access reads first (bounds, version, count, accumulators),
+// then what emission and rollups need.
+struct alignas(64) Window {
   int64_t start = 0, end = 0;
+  uint64_t version = 0;  // version of the last emission (0 = never emitted)
+  uint64_t count = 0;    // events
+  std::vector<Acc> acc;  // by device metric id
   uint8_t res = kBaseRes;
   bool final = false;        // a final record has been emitted
   bool dirty_final = false;  // final and changed since its last emission
-  uint64_t version = 0;      // version of the last emission (0 = never emitted)
-  uint64_t count = 0;        // events
-  std::vector<Acc> acc;      // by device metric id
-  Window* hour = nullptr;    // base windows: their rollups
-  Window* day = nullptr;
-  std::string local_date;  // day windows
-  std::string timezone;    // day windows
-  // Open windows: the fingerprint of the last early (non-final) emission, to emit only when
-  // the content changed (EarlyFingerprint).
+  // Open windows: whether an early (non-final) record was emitted, and the fingerprint of
+  // its content, to emit only when the content changed (EarlyFingerprint).
   bool has_early = false;
+  int view_slot = -1;  // scratch during early firing
   uint64_t early_fp = 0;
+  Window* hour = nullptr;  // base windows: their rollups
+  Window* day = nullptr;
   // Final windows being changed (Touch → EmitDirty): the content before the change.
   uint64_t snapshot_count = 0;
   std::vector<Acc> snapshot;
-  int view_slot = -1;  // scratch during early firing
+  std::string local_date;  // day windows
+  std::string timezone;    // day windows
 };
 
 // A 64-bit fingerprint of a window's content (event count and accumulators, compared as
@@ -101,7 +104,7 @@ struct Sample {
 };
 
 struct MetricState {
-  std::string name;
+  uint32_t name = 0;  // WindowEngine::Impl::metric_names index
   model::MetricKind kind = model::MetricKind::kGauge;
   // Sealed samples (power and counter metrics only), in event-time order, back to the
   // eviction horizon plus one before it. `baseline` parallels `hist` for counters: the
@@ -122,41 +125,45 @@ struct PendingSample {
   double v;
 };
 
-// Field order: what every event touches first (the processor prefetches these lines ahead,
-// WindowEngine::ProcessBatch), then what only emission, idle ticks or day rolls need.
-struct Device {
-  std::string id;
-  bool has_events = false;
+// Cache-line-aligned, fields grouped by line: line 0 is read by every event and by every
+// Tick, lines 1–3 by every event (line 4 too for events with an event_id); the rest only
+// by emission, early firings, idle ticks and day rolls. WindowEngine::ProcessBatch
+// prefetches lines 0–4 a few events ahead.
+struct alignas(64) Device {
+  // Line 0.
   int64_t max_t = kMinTime;
-  int64_t wm = kMinTime;      // max_t − out_of_orderness (or max_t after an idle flush)
-  int64_t fin_wm = kMinTime;  // idle finalization threshold
-  int64_t last_seen = 0;      // processing time of the last event
-  int64_t next_early = 0;     // processing time of the next early firing
-  int64_t next_evict = 0;     // processing time of the next eviction pass (not saved)
+  int64_t wm = kMinTime;            // max_t − out_of_orderness (or max_t after an idle flush)
+  int64_t fin_wm = kMinTime;        // idle finalization threshold
+  int64_t last_seen = 0;            // processing time of the last event
+  int64_t next_early = 0;           // processing time of the next early firing
+  int64_t next_evict = 0;           // processing time of the next eviction pass (not saved)
+  int64_t min_open_end = kMinTime;  // lower bound of the ends of non-final windows
+  bool has_events = false;
   uint32_t skew_n = 0;
-  uint64_t events = 0, late_updates = 0, late_dropped = 0, duplicates = 0;
-
-  std::vector<MetricState> metrics;
-  std::vector<uint32_t> hint;  // event metric index → metric id guess
-
+  // Line 1.
+  std::string id;
+  std::vector<MetricState> metrics;  // by metric id (order of first appearance)
+  Window* last_base = nullptr;       // lookup cache
+  // Line 2.
   std::vector<PendingEvent> pending;  // sorted by (t, tie) from pending_head
   size_t pending_head = 0;
   std::vector<PendingSample> arena;
-
-  Window* last_base = nullptr;        // lookup cache
-  int64_t min_open_end = kMinTime;    // lower bound of the ends of non-final windows
-  std::vector<Window*> win[kNumRes];  // sorted by start
-  size_t first_open[kNumRes] = {0, 0, 0};
-
-  // De-duplication: events with an event_id by a hash of it (with its event time, for
-  // expiry); events without one by their timestamp, kept sorted from seen_head.
-  FlatKeySet dedup;
+  uint64_t events = 0;
+  // Line 3. De-duplication of events without an event_id: their timestamps, sorted from
+  // seen_head.
   std::vector<int64_t> seen_ts;
   size_t seen_head = 0;
   std::vector<Window*> dirty;  // final windows changed since emission
+  uint64_t duplicates = 0;
+  // Line 4. De-duplication of events with an event_id: a hash of it, with the event time
+  // (for expiry).
+  FlatKeySet dedup;
+  uint64_t late_updates = 0, late_dropped = 0;
+  size_t first_open[kNumRes] = {0, 0, 0};  // per resolution, the first non-final window
+  std::vector<Window*> win[kNumRes];       // sorted by start
 
   // Colder: emission order, clock-skew ring, timezone.
-  std::vector<uint32_t> by_name;  // metric ids sorted by name
+  std::vector<uint32_t> by_name;  // metric ids sorted by name (emission order)
   static constexpr int kSkewRing = 16;
   int64_t skew[kSkewRing] = {};
   std::string timezone = "UTC";
@@ -204,10 +211,19 @@ struct WindowEngine::Impl {
   std::vector<ViewSlot> view;
   size_t view_n = 0;
 
+  // Metric names, interned: devices refer to them by index, so a device's metric table is
+  // small and name comparisons read these (shared, cache-resident) strings.
+  std::vector<std::string> metric_names;
+  std::map<std::string, uint32_t, std::less<>> metric_name_ids;
+  uint32_t InternMetricName(std::string_view name);
+  const std::string& NameOf(const MetricState& ms) const { return metric_names[ms.name]; }
+
   Device& GetDevice(std::string_view id);
   // WindowEngine::Process for an event of device d.
   void ProcessOn(Device& d, const model::Event& ev, int64_t now_ns, RecordSink* sink);
-  uint32_t MetricId(Device& d, size_t event_index, std::string_view name);
+  // The device's id for a metric name (registered on first sight). `guess` is tried first:
+  // the event's position of the metric, which is its id when events keep one order.
+  uint32_t MetricId(Device& d, size_t guess, std::string_view name);
   void ResetState();
   int64_t DedupHorizon() const {
     return opt.dedup_horizon_ns > 0 ? opt.dedup_horizon_ns

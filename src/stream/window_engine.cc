@@ -544,7 +544,7 @@ void EmitRecord(Impl& E, const Device& d, const Window& w, uint64_t count, const
     model::MetricAggregate& ma = r.metrics[k++];
     const Acc& a = acc[id];
     const MetricState& ms = d.metrics[id];
-    if (!SameName(ma.name, ms.name)) ma.name.assign(ms.name);
+    if (!SameName(ma.name, E.NameOf(ms))) ma.name.assign(E.NameOf(ms));
     ma.kind = ms.kind;
     ma.count = a.count;
     ma.min = a.min;
@@ -873,6 +873,8 @@ void WindowEngine::Impl::ResetState() {
   devices.clear();
   index.clear();
   last_device = nullptr;
+  metric_names.clear();
+  metric_name_ids.clear();
   for (Window* w : free_windows) delete w;
   free_windows.clear();
   events = duplicates = late_updates = late_dropped = emitted = 0;
@@ -954,34 +956,31 @@ Device& WindowEngine::Impl::GetDevice(std::string_view id) {
   return *(last_device = devices.back().get());
 }
 
-uint32_t WindowEngine::Impl::MetricId(Device& d, size_t i, std::string_view name) {
-  if (i < d.hint.size()) {
-    uint32_t h = d.hint[i];
-    if (h < d.metrics.size() && SameName(d.metrics[h].name, name)) [[likely]]
-      return h;
-  } else {
-    d.hint.resize(i + 1, UINT32_MAX);
-  }
-  uint32_t id = UINT32_MAX;
+uint32_t WindowEngine::Impl::InternMetricName(std::string_view name) {
+  auto it = metric_name_ids.find(name);
+  if (it != metric_name_ids.end()) return it->second;
+  const auto id = static_cast<uint32_t>(metric_names.size());
+  metric_names.emplace_back(name);
+  metric_name_ids.emplace(std::string(name), id);
+  return id;
+}
+
+uint32_t WindowEngine::Impl::MetricId(Device& d, size_t guess, std::string_view name) {
+  if (guess < d.metrics.size() && SameName(NameOf(d.metrics[guess]), name)) [[likely]]
+    return static_cast<uint32_t>(guess);
   for (uint32_t k = 0; k < d.metrics.size(); ++k) {
-    if (d.metrics[k].name == name) {
-      id = k;
-      break;
-    }
+    if (SameName(NameOf(d.metrics[k]), name)) return k;
   }
-  if (id == UINT32_MAX) {
-    id = static_cast<uint32_t>(d.metrics.size());
-    MetricState ms;
-    ms.name.assign(name);
-    auto it = opt.kinds.find(name);
-    ms.kind = it != opt.kinds.end() ? it->second : model::DefaultMetricKind(name);
-    d.metrics.push_back(std::move(ms));
-    auto pos =
-        std::lower_bound(d.by_name.begin(), d.by_name.end(), name,
-                         [&](uint32_t a, std::string_view n) { return d.metrics[a].name < n; });
-    d.by_name.insert(pos, id);
-  }
-  d.hint[i] = id;
+  const auto id = static_cast<uint32_t>(d.metrics.size());
+  MetricState ms;
+  ms.name = InternMetricName(name);
+  auto it = opt.kinds.find(name);
+  ms.kind = it != opt.kinds.end() ? it->second : model::DefaultMetricKind(name);
+  d.metrics.push_back(std::move(ms));
+  auto pos =
+      std::lower_bound(d.by_name.begin(), d.by_name.end(), name,
+                       [&](uint32_t a, std::string_view n) { return NameOf(d.metrics[a]) < n; });
+  d.by_name.insert(pos, id);
   return id;
 }
 
@@ -1043,16 +1042,14 @@ void WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t no
     ids = ids_heap.data();
   }
   {
-    const size_t n_hint = d.hint.size();
     const size_t n_metrics = d.metrics.size();
+    const std::string* names = E.metric_names.data();
     for (size_t i = 0; i < ev.metrics.size(); ++i) {
       const std::string_view name = ev.metrics[i].name;
-      if (i < n_hint) {  // the fast path of MetricId, inline
-        const uint32_t h = d.hint[i];
-        if (h < n_metrics && SameName(d.metrics[h].name, name)) [[likely]] {
-          ids[i] = h;
-          continue;
-        }
+      // The fast path of MetricId, inline: the metric's id is its position in the event.
+      if (i < n_metrics && SameName(names[d.metrics[i].name], name)) [[likely]] {
+        ids[i] = static_cast<uint32_t>(i);
+        continue;
       }
       ids[i] = E.MetricId(d, i, name);
     }
@@ -1123,11 +1120,8 @@ inline void PrefetchOpenWindows(const Device& d, bool contents) {
   }
 }
 
-// The fields Tick reads of every device (everything up to next_evict).
-inline void PrefetchTickFields(const Device* d) {
-  PrefetchLines(d, static_cast<size_t>(reinterpret_cast<const char*>(&d->skew_n) -
-                                       reinterpret_cast<const char*>(d)));
-}
+// The fields Tick reads of every device: line 0 of Device.
+inline void PrefetchTickFields(const Device* d) { __builtin_prefetch(d, 1, 3); }
 
 }  // namespace
 
@@ -1161,8 +1155,8 @@ void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t no
       }
     }
     devs[j % kRing] = d;
-    if (d != nullptr) {  // the hot fields: everything before by_name
-      PrefetchLines(d, static_cast<size_t>(reinterpret_cast<const char*>(&d->by_name) -
+    if (d != nullptr) {  // the hot fields: lines 0–4 of Device
+      PrefetchLines(d, static_cast<size_t>(reinterpret_cast<const char*>(&d->first_open) -
                                            reinterpret_cast<const char*>(d)));
     }
   };
@@ -1172,7 +1166,6 @@ void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t no
     if (d->last_base != nullptr) PrefetchLines(d->last_base, sizeof(Window));
     if (!d->metrics.empty())
       PrefetchLines(d->metrics.data(), d->metrics.size() * sizeof(MetricState));
-    if (!d->hint.empty()) __builtin_prefetch(d->hint.data(), 0, 3);
     PrefetchTail(d->pending);
     PrefetchTail(d->arena);
     PrefetchTail(d->seen_ts);
