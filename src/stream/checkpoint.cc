@@ -104,7 +104,11 @@ class Reader {
 
 constexpr size_t kAccBytes = 8 + 5 * 8 + 2 * 8 + 8 + 8 + 8 + 8 + 1;
 
-void WriteAcc(Writer& w, const Acc& a) {
+// Acc keeps one (x, y) pair whose meaning depends on the metric's kind; the format keeps
+// the four named fields (the ones of the other kinds are 0).
+void WriteAcc(Writer& w, const Acc& a, model::MetricKind kind) {
+  const bool power = kind == model::MetricKind::kPower;
+  const bool counter = kind == model::MetricKind::kCounter;
   w.U64(a.count);
   w.F64(a.min);
   w.F64(a.max);
@@ -113,14 +117,14 @@ void WriteAcc(Writer& w, const Acc& a) {
   w.F64(a.last);
   w.I64(a.first_t);
   w.I64(a.last_t);
-  w.F64(a.energy_wh);
-  w.I64(a.covered_ns);
-  w.F64(a.delta);
-  w.U64(a.resets);
+  w.F64(power ? a.x : 0.0);
+  w.I64(power ? a.y : 0);
+  w.F64(counter ? a.x : 0.0);
+  w.U64(counter ? static_cast<uint64_t>(a.y) : 0);
   w.U8(a.present ? 1 : 0);
 }
 
-Acc ReadAcc(Reader& r) {
+Acc ReadAcc(Reader& r, model::MetricKind kind) {
   Acc a;
   a.count = r.U64();
   a.min = r.F64();
@@ -130,23 +134,34 @@ Acc ReadAcc(Reader& r) {
   a.last = r.F64();
   a.first_t = r.I64();
   a.last_t = r.I64();
-  a.energy_wh = r.F64();
-  a.covered_ns = r.I64();
-  a.delta = r.F64();
-  a.resets = r.U64();
+  const double energy_wh = r.F64();
+  const int64_t covered_ns = r.I64();
+  const double delta = r.F64();
+  const uint64_t resets = r.U64();
+  if (kind == model::MetricKind::kPower) {
+    a.x = energy_wh;
+    a.y = covered_ns;
+  } else if (kind == model::MetricKind::kCounter) {
+    a.x = delta;
+    a.y = static_cast<int64_t>(resets);
+  }
   a.present = r.U8() != 0;
   return a;
 }
 
-void WriteAccs(Writer& w, const std::vector<Acc>& v) {
+// By metric id. REQUIRES: v.size() <= metrics.size().
+void WriteAccs(Writer& w, const std::vector<Acc>& v, const std::vector<MetricState>& metrics) {
   w.U32(static_cast<uint32_t>(v.size()));
-  for (const Acc& a : v) WriteAcc(w, a);
+  for (size_t i = 0; i < v.size(); ++i) WriteAcc(w, v[i], metrics[i].kind);
 }
 
-void ReadAccs(Reader& r, std::vector<Acc>* v) {
+// False (and *v untouched beyond its size) for more accumulators than metrics.
+bool ReadAccs(Reader& r, std::vector<Acc>* v, const std::vector<MetricState>& metrics) {
   uint32_t n = r.Count(kAccBytes);
+  if (n > metrics.size()) return false;
   v->resize(n);
-  for (uint32_t i = 0; i < n; ++i) (*v)[i] = ReadAcc(r);
+  for (uint32_t i = 0; i < n; ++i) (*v)[i] = ReadAcc(r, metrics[i].kind);
+  return true;
 }
 
 Window* FindContainingWindow(const std::vector<Window*>& v, int64_t t) {
@@ -229,7 +244,7 @@ Status WindowEngine::SaveState(std::string* out) const {
         w.U64(win->count);
         w.Str(win->local_date);
         w.Str(win->timezone);
-        WriteAccs(w, win->acc);
+        WriteAccs(w, win->acc, d.metrics);
         w.U8(win->has_early ? 1 : 0);
         w.U64(win->early_fp);
       }
@@ -363,20 +378,18 @@ Status WindowEngine::RestoreState(std::string_view data) {
         win->count = r.U64();
         win->local_date = r.Str();
         win->timezone = r.Str();
-        ReadAccs(r, &win->acc);
+        bool fits = ReadAccs(r, &win->acc, d.metrics);
         win->has_early = r.U8() != 0;
-        size_t n_snapshot = 0;
         if (version >= 3) {
           win->early_fp = r.U64();
         } else {  // the last early emission's content: keep its fingerprint
           const uint64_t count = r.U64();
-          ReadAccs(r, &snapshot_scratch);
-          n_snapshot = snapshot_scratch.size();
-          win->early_fp = win->has_early ? EarlyFingerprint(count, snapshot_scratch.data(),
-                                                            snapshot_scratch.size())
-                                         : 0;
+          fits = ReadAccs(r, &snapshot_scratch, d.metrics) && fits;
+          win->early_fp = win->has_early && fits ? EarlyFingerprint(count, snapshot_scratch.data(),
+                                                                    snapshot_scratch.size())
+                                                 : 0;
         }
-        if (win->acc.size() > d.metrics.size() || n_snapshot > d.metrics.size()) {
+        if (!fits) {  // more accumulators than metrics
           r = Reader("");
           r.U8();  // mark failed
         }

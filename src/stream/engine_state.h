@@ -35,15 +35,15 @@ inline uint64_t HashDeviceId(std::string_view s) {
 
 enum ResIndex : int { kBaseRes = 0, kHourRes = 1, kDayRes = 2, kNumRes = 3 };
 
-// Accumulator of one metric in one window.
+// Accumulator of one metric in one window (88 bytes). The interval-derived pair depends on
+// the metric's kind: power → (x = energy_wh, y = covered_ns), counter → (x = delta,
+// y = resets), gauge → unused (0, 0).
 struct Acc {
   uint64_t count = 0;
   double min = 0, max = 0, sum = 0, first = 0, last = 0;
   int64_t first_t = 0, last_t = 0;
-  double energy_wh = 0;
-  int64_t covered_ns = 0;
-  double delta = 0;
-  uint64_t resets = 0;
+  double x = 0;
+  int64_t y = 0;
   bool present = false;  // the metric appears in the record
 
   void AddSample(int64_t t, double v) {

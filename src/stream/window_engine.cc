@@ -120,10 +120,8 @@ inline void MergeAcc(Acc& dst, const Acc& src) {
     dst.count += src.count;
     dst.sum += src.sum;
   }
-  dst.energy_wh += src.energy_wh;
-  dst.covered_ns += src.covered_ns;
-  dst.delta += src.delta;
-  dst.resets += src.resets;
+  dst.x += src.x;
+  dst.y += src.y;
   dst.present = dst.present || src.present;
 }
 
@@ -143,10 +141,8 @@ void ApplyBaseChange(Device& d, const Window* base, Window* r) {
     if (now.count > 0) MergeExtremes(ra, now);
     ra.count += now.count - old.count;
     ra.sum += now.sum - old.sum;
-    ra.energy_wh += now.energy_wh - old.energy_wh;
-    ra.covered_ns += now.covered_ns - old.covered_ns;
-    ra.delta += now.delta - old.delta;
-    ra.resets += now.resets - old.resets;
+    ra.x += now.x - old.x;
+    ra.y += now.y - old.y;
     ra.present = ra.present || now.present;
   }
 }
@@ -324,14 +320,12 @@ inline void AddSampleAll(Device& d, Window* w, uint32_t m, int64_t t, double v) 
   AccOf(w, m).AddSample(t, v);
 }
 
-inline void AddPieceAll(Device& d, Window* w, uint32_t m, double energy, int64_t covered,
-                        double delta, uint64_t resets) {
+// (x, y) = (energy, covered) for power metrics, (delta, resets) for counters.
+inline void AddPieceAll(Device& d, Window* w, uint32_t m, double x, int64_t y) {
   Touch(d, w);
   Acc& a = AccOf(w, m);
-  a.energy_wh += energy;
-  a.covered_ns += covered;
-  a.delta += delta;
-  a.resets += resets;
+  a.x += x;
+  a.y += y;
   a.present = true;
 }
 
@@ -349,16 +343,16 @@ void SealSample(Impl& E, Device& d, Window* w, uint32_t m, int64_t t, double v) 
   if (ms.kind == MetricKind::kPower) {
     if (t > p.t && t - p.t <= E.opt.max_gap_ns) {
       SpreadPower(width, p.t, p.v, t, v, w->start, [&](int64_t s, double e, int64_t cov) {
-        AddPieceAll(d, BaseOf(E, d, s, true), m, e, cov, 0, 0);
+        AddPieceAll(d, BaseOf(E, d, s, true), m, e, cov);
       });
     }
     ms.hist.push_back({t, v});
   } else {
     CounterStep st = StepCounter(ms.baseline.back(), v);
     SpreadCounter(width, E.opt.max_gap_ns, p.t, t, w->start, st.inc, [&](int64_t s, double share) {
-      AddPieceAll(d, BaseOf(E, d, s, true), m, 0, 0, share, 0);
+      AddPieceAll(d, BaseOf(E, d, s, true), m, share, 0);
     });
-    if (st.reset) AddPieceAll(d, w, m, 0, 0, 0, 1);
+    if (st.reset) AddPieceAll(d, w, m, 0, 1);
     ms.hist.push_back({t, v});
     ms.baseline.push_back(st.baseline);
   }
@@ -416,11 +410,9 @@ void RecomputeRange(Impl& E, Device& d, uint32_t m, int64_t lo, int64_t hi) {
   const int64_t width = E.opt.window_ns;
   const int64_t s0 = FloorTo(lo, width), s1 = FloorTo(hi, width);
   const size_t n = static_cast<size_t>((s1 - s0) / width) + 1;
-  struct Fields {
-    double energy = 0;
-    int64_t covered = 0;
-    double delta = 0;
-    uint64_t resets = 0;
+  struct Fields {  // Acc::x and Acc::y
+    double x = 0;
+    int64_t y = 0;
     bool touched = false;
   };
   std::vector<Fields> nf(n);
@@ -445,8 +437,8 @@ void RecomputeRange(Impl& E, Device& d, uint32_t m, int64_t lo, int64_t hi) {
         SpreadPower(width, p.t, p.v, c.t, c.v, FloorTo(c.t, width),
                     [&](int64_t s, double e, int64_t cov) {
                       if (Fields* f = at(s)) {
-                        f->energy += e;
-                        f->covered += cov;
+                        f->x += e;
+                        f->y += cov;
                         f->touched = true;
                       }
                     });
@@ -456,13 +448,13 @@ void RecomputeRange(Impl& E, Device& d, uint32_t m, int64_t lo, int64_t hi) {
       SpreadCounter(width, E.opt.max_gap_ns, p.t, c.t, FloorTo(c.t, width), st.inc,
                     [&](int64_t s, double share) {
                       if (Fields* f = at(s)) {
-                        f->delta += share;
+                        f->x += share;
                         f->touched = true;
                       }
                     });
       if (st.reset) {
         if (Fields* f = at(FloorTo(c.t, width))) {
-          f->resets += 1;
+          f->y += 1;
           f->touched = true;
         }
       }
@@ -474,16 +466,11 @@ void RecomputeRange(Impl& E, Device& d, uint32_t m, int64_t lo, int64_t hi) {
     if (w == nullptr) continue;
     const Acc& a = AccOf(w, m);
     bool newly = f.touched && !a.present;
-    if (f.energy == a.energy_wh && f.covered == a.covered_ns && f.delta == a.delta &&
-        f.resets == a.resets && !newly) {
-      continue;
-    }
+    if (f.x == a.x && f.y == a.y && !newly) continue;
     Touch(d, w);
     Acc& b = w->acc[m];
-    b.energy_wh = f.energy;
-    b.covered_ns = f.covered;
-    b.delta = f.delta;
-    b.resets = f.resets;
+    b.x = f.x;
+    b.y = f.y;
     b.present = b.present || f.touched;
   }
 }
@@ -552,10 +539,12 @@ void EmitRecord(Impl& E, const Device& d, const Window& w, uint64_t count, const
     ma.sum = a.sum;
     ma.first = a.first;
     ma.last = a.last;
-    ma.energy_wh = a.energy_wh;
-    ma.covered_ns = a.covered_ns;
-    ma.delta = a.delta;
-    ma.resets = a.resets;
+    const bool power = ms.kind == MetricKind::kPower;
+    const bool counter = ms.kind == MetricKind::kCounter;
+    ma.energy_wh = power ? a.x : 0;
+    ma.covered_ns = power ? a.y : 0;
+    ma.delta = counter ? a.x : 0;
+    ma.resets = counter ? static_cast<uint64_t>(a.y) : 0;
   }
   r.metrics.resize(k);
   if (w.res == kDayRes) {
@@ -686,12 +675,10 @@ void EarlyFire(Impl& E, Device& d, int64_t now, int64_t tick_period, RecordSink*
     if (m >= acc.size()) acc.resize(m + 1);
     return &acc[m];
   };
-  auto piece = [&](int64_t s, uint32_t m, double e, int64_t cov, double delta, uint64_t rs) {
+  auto piece = [&](int64_t s, uint32_t m, double x, int64_t y) {  // as AddPieceAll
     if (Acc* a = slot_acc(BaseOf(E, d, s, false), m)) {
-      a->energy_wh += e;
-      a->covered_ns += cov;
-      a->delta += delta;
-      a->resets += rs;
+      a->x += x;
+      a->y += y;
       a->present = true;
     }
   };
@@ -736,13 +723,13 @@ void EarlyFire(Impl& E, Device& d, int64_t now, int64_t tick_period, RecordSink*
         if (c.kind == MetricKind::kPower) {
           if (pe.t > c.t && pe.t - c.t <= E.opt.max_gap_ns) {
             SpreadPower(width, c.t, c.v, pe.t, s.v, w->start,
-                        [&](int64_t ws0, double e, int64_t cov) { piece(ws0, m, e, cov, 0, 0); });
+                        [&](int64_t ws0, double e, int64_t cov) { piece(ws0, m, e, cov); });
           }
         } else {
           CounterStep st = StepCounter(c.b, s.v);
           SpreadCounter(width, E.opt.max_gap_ns, c.t, pe.t, w->start, st.inc,
-                        [&](int64_t ws0, double share) { piece(ws0, m, 0, 0, share, 0); });
-          if (st.reset) piece(w->start, m, 0, 0, 0, 1);
+                        [&](int64_t ws0, double share) { piece(ws0, m, share, 0); });
+          if (st.reset) piece(w->start, m, 0, 1);
           c.b = st.baseline;
         }
       } else {
@@ -849,10 +836,8 @@ uint64_t EarlyFingerprint(uint64_t count, const Acc* acc, size_t n) {
     y = y * kFpMul + FpBits(a.last);
     x = x * kFpMul + static_cast<uint64_t>(a.first_t);
     y = y * kFpMul + static_cast<uint64_t>(a.last_t);
-    x = x * kFpMul + FpBits(a.energy_wh);
-    y = y * kFpMul + static_cast<uint64_t>(a.covered_ns);
-    x = x * kFpMul + FpBits(a.delta);
-    y = y * kFpMul + (a.resets << 1 | (a.present ? 1 : 0));
+    x = x * kFpMul + FpBits(a.x);
+    y = y * kFpMul + (static_cast<uint64_t>(a.y) << 1 | (a.present ? 1 : 0));
     h = (h * kFpMul + x) * kFpMul + y;
   }
   return h ^ (h >> 29);
