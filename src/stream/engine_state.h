@@ -206,7 +206,8 @@ struct WindowEngine::Impl {
   struct ViewSlot {
     Window* w;
     uint64_t count;
-    std::vector<Acc> acc;
+    size_t n;              // accumulators in use (the window's, grown by what lands in it)
+    std::vector<Acc> acc;  // sized to the device's metric count
   };
   std::vector<ViewSlot> view;
   size_t view_n = 0;

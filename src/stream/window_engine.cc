@@ -655,6 +655,7 @@ bool HasOpen(const Device& d) {
 void EarlyFire(Impl& E, Device& d, int64_t now, int64_t tick_period, RecordSink* sink) {
   d.next_early = now + std::max<int64_t>(E.opt.early_fire_interval_ns - tick_period, 0);
   E.view_n = 0;
+  const size_t n_metrics = d.metrics.size();
   for (int res = 0; res < kNumRes; ++res) {
     auto& v = d.win[res];
     for (size_t i = d.first_open[res]; i < v.size(); ++i) {
@@ -664,23 +665,26 @@ void EarlyFire(Impl& E, Device& d, int64_t now, int64_t tick_period, RecordSink*
       Impl::ViewSlot& slot = E.view[E.view_n];
       slot.w = w;
       slot.count = w->count;
+      slot.n = w->acc.size();  // <= n_metrics
       slot.acc.assign(w->acc.begin(), w->acc.end());
+      slot.acc.resize(n_metrics);
       w->view_slot = static_cast<int>(E.view_n++);
     }
   }
   if (E.view_n == 0) return;
-  auto slot_acc = [&](Window* w, uint32_t m) -> Acc* {
-    if (w == nullptr || w->view_slot < 0) return nullptr;
-    auto& acc = E.view[static_cast<size_t>(w->view_slot)].acc;
-    if (m >= acc.size()) acc.resize(m + 1);
-    return &acc[m];
-  };
-  auto piece = [&](int64_t s, uint32_t m, double x, int64_t y) {  // as AddPieceAll
-    if (Acc* a = slot_acc(BaseOf(E, d, s, false), m)) {
-      a->x += x;
-      a->y += y;
-      a->present = true;
+  // A piece of an interval ending in base window `w` (its view slot `ws`, may be null),
+  // for the window starting at s: usually w itself.
+  auto piece = [&](Window* w, Impl::ViewSlot* ws, int64_t s, uint32_t m, double x, int64_t y) {
+    if (s != w->start) {  // as AddPieceAll
+      Window* o = BaseOf(E, d, s, false);
+      ws = o != nullptr && o->view_slot >= 0 ? &E.view[static_cast<size_t>(o->view_slot)] : nullptr;
     }
+    if (ws == nullptr) return;
+    Acc& a = ws->acc[m];
+    a.x += x;
+    a.y += y;
+    a.present = true;
+    if (m >= ws->n) ws->n = m + 1;
   };
   struct Cursor {
     bool has;
@@ -689,7 +693,7 @@ void EarlyFire(Impl& E, Device& d, int64_t now, int64_t tick_period, RecordSink*
     double v, b;
   };
   static thread_local std::vector<Cursor> cursors;
-  cursors.resize(d.metrics.size());
+  cursors.resize(n_metrics);
   for (size_t m = 0; m < d.metrics.size(); ++m) {
     const MetricState& ms = d.metrics[m];
     Cursor& c = cursors[m];
@@ -714,22 +718,23 @@ void EarlyFire(Impl& E, Device& d, int64_t now, int64_t tick_period, RecordSink*
       const PendingSample& s = samples[k];
       const uint32_t m = s.metric;
       if (wslot != nullptr) {
-        if (m >= wslot->acc.size()) wslot->acc.resize(m + 1);
         wslot->acc[m].AddSample(pe.t, s.v);
+        if (m >= wslot->n) wslot->n = m + 1;
       }
       Cursor& c = cursors[m];
       if (c.kind == MetricKind::kGauge) continue;
       if (c.has) {
         if (c.kind == MetricKind::kPower) {
           if (pe.t > c.t && pe.t - c.t <= E.opt.max_gap_ns) {
-            SpreadPower(width, c.t, c.v, pe.t, s.v, w->start,
-                        [&](int64_t ws0, double e, int64_t cov) { piece(ws0, m, e, cov); });
+            SpreadPower(
+                width, c.t, c.v, pe.t, s.v, w->start,
+                [&](int64_t ws0, double e, int64_t cov) { piece(w, wslot, ws0, m, e, cov); });
           }
         } else {
           CounterStep st = StepCounter(c.b, s.v);
           SpreadCounter(width, E.opt.max_gap_ns, c.t, pe.t, w->start, st.inc,
-                        [&](int64_t ws0, double share) { piece(ws0, m, share, 0); });
-          if (st.reset) piece(w->start, m, 0, 1);
+                        [&](int64_t ws0, double share) { piece(w, wslot, ws0, m, share, 0); });
+          if (st.reset) piece(w, wslot, w->start, m, 0, 1);
           c.b = st.baseline;
         }
       } else {
@@ -749,21 +754,21 @@ void EarlyFire(Impl& E, Device& d, int64_t now, int64_t tick_period, RecordSink*
       if (r->view_slot < 0) continue;
       Impl::ViewSlot& slot = E.view[static_cast<size_t>(r->view_slot)];
       slot.count += base.count;
-      if (slot.acc.size() < base.acc.size()) slot.acc.resize(base.acc.size());
-      for (size_t m = 0; m < base.acc.size(); ++m) MergeAcc(slot.acc[m], base.acc[m]);
+      if (slot.n < base.n) slot.n = base.n;
+      for (size_t m = 0; m < base.n; ++m) MergeAcc(slot.acc[m], base.acc[m]);
     }
   }
   for (size_t i = 0; i < E.view_n; ++i) {
     Impl::ViewSlot& slot = E.view[i];
     Window* w = slot.w;
     w->view_slot = -1;
-    const uint64_t fp = EarlyFingerprint(slot.count, slot.acc.data(), slot.acc.size());
+    const uint64_t fp = EarlyFingerprint(slot.count, slot.acc.data(), slot.n);
     if (w->has_early && w->early_fp == fp) continue;
     bool any = slot.count > 0;
-    for (const Acc& a : slot.acc) any = any || a.present;
+    for (size_t m = 0; m < slot.n && !any; ++m) any = slot.acc[m].present;
     if (!any) continue;
     ++w->version;
-    EmitRecord(E, d, *w, slot.count, slot.acc.data(), slot.acc.size(), false, sink);
+    EmitRecord(E, d, *w, slot.count, slot.acc.data(), slot.n, false, sink);
     w->has_early = true;
     w->early_fp = fp;
   }
