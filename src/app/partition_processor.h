@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "common/flat_string_map.h"
 #include "common/metrics.h"
 #include "common/status.h"
 #include "log/log.h"
@@ -137,7 +138,11 @@ class PartitionProcessor {
     int64_t timestamp_ns = 0;
     std::string payload;  // the event's log record (model::EncodeEvent), as checkpointed
   };
-  std::unordered_map<std::string, Reading> readings_;  // latest per device
+  // Latest per device. A flat table, looked up once per event with the lookups of the
+  // next events prefetched (src/app/README.md, "Per-event device lookups").
+  FlatStringMap<Reading> readings_;
+  std::vector<uint64_t> hashes_;         // device id hashes of the decoded batch
+  std::vector<uint32_t> event_records_;  // events_[i] came from batch_[event_records_[i]]
   // Checkpoint buffers, reused so that a checkpoint does not reallocate its megabytes.
   std::string ckpt_engine_state_;
   std::string ckpt_bytes_;

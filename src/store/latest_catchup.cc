@@ -60,6 +60,19 @@ void LatestCatchUp::PutReading(const model::Event& event) {
   PublishCounts();
 }
 
+void LatestCatchUp::PutReadings(std::span<const model::Event> events) {
+  if (events.empty()) return;
+  if (StoreUp()) {
+    Status st = latest_->PutReadings(events);
+    if (st.ok()) return;
+    Failed(st);
+    if (health_ == nullptr || st.code() != StatusCode::kUnavailable) return;
+  }
+  if (deferred_ != nullptr) deferred_->Inc(events.size());
+  for (const model::Event& e : events) RememberReading(e.device_id);
+  PublishCounts();
+}
+
 LatestCatchUp::DeviceBacklog& LatestCatchUp::Backlog(const std::string& device_id) {
   return devices_[device_id];
 }

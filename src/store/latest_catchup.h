@@ -30,6 +30,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -63,6 +64,9 @@ class LatestCatchUp {
 
   void PutRecord(const model::AggregateRecord& record);
   void PutReading(const model::Event& event);
+  // PutReading of each event, in one call to the store; when it fails, every device of the
+  // batch is caught up (some of them may have been written: the rewrite is harmless).
+  void PutReadings(std::span<const model::Event> events);
 
   // The store lost its data (Redis came back empty): rewrite the device's newest
   // resync_windows windows from history and its reading. One small entry per device.

@@ -44,6 +44,12 @@ class LatestStore {
   }
   // Keeps the reading with the newest event time.
   virtual Status PutReading(const model::Event& event) = 0;
+  // PutReading for each event in order (backends may batch: the memory store takes each
+  // shard's lock once and prefetches its lookups). On an error some may have been written.
+  virtual Status PutReadings(std::span<const model::Event> events) {
+    for (const model::Event& e : events) JOULE_RETURN_IF_ERROR(PutReading(e));
+    return Status::Ok();
+  }
   // Returns false when the store has nothing for the device.
   virtual Result<bool> Get(std::string_view device_id, size_t windows, LatestSnapshot* out) = 0;
   // Whether the store answers (a round trip for remote stores); for health checks.

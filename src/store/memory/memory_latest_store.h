@@ -1,6 +1,11 @@
 // MemoryLatestStore: LatestStore in process memory, sharded by device for low lock
 // contention. Contents are lost on restart (the realtime API then falls back to
 // history, and the processors rebuild it as they replay).
+//
+// Each shard is a flat open-addressing table (common/flat_string_map.h) on its own cache
+// lines; the device id's hash picks the shard (high bits) and the slot (low bits).
+// PutReadings, the processors' per-batch call, groups the batch by shard, takes each
+// shard's lock once and prefetches the lookups a few events ahead.
 #pragma once
 
 #include <array>
@@ -8,8 +13,8 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <unordered_map>
 
+#include "common/flat_string_map.h"
 #include "store/latest_store.h"
 
 namespace joule::store {
@@ -20,23 +25,28 @@ class MemoryLatestStore final : public LatestStore {
   std::string_view backend() const override { return "memory"; }
   Status PutRecord(const model::AggregateRecord& record) override;
   Status PutReading(const model::Event& event) override;
+  Status PutReadings(std::span<const model::Event> events) override;
   Result<bool> Get(std::string_view device_id, size_t windows, LatestSnapshot* out) override;
   size_t DeviceCount() const;
 
  private:
+  static constexpr size_t kShardBits = 5;
+  static constexpr size_t kShards = size_t{1} << kShardBits;
   struct Device {
     std::map<int64_t, model::AggregateRecord> windows;  // by window_start
     bool has_reading = false;
     LatestReading reading;
   };
-  struct Shard {
+  // Own cache lines: the processors lock different shards at the same time.
+  struct alignas(64) Shard {
     mutable std::mutex mu;
-    std::unordered_map<std::string, Device> devices;
+    FlatStringMap<Device> devices;
   };
-  Shard& ShardFor(std::string_view device_id);
+  static size_t ShardOf(uint64_t hash) { return hash >> (64 - kShardBits); }
+  static void ApplyReading(Device& d, const model::Event& event);
 
   size_t windows_per_device_;
-  std::array<Shard, 32> shards_;
+  std::array<Shard, kShards> shards_;
 };
 
 }  // namespace joule::store

@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <span>
+#include <string>
+#include <vector>
+
 #include "common/clock.h"
 
 namespace joule::store {
@@ -59,6 +63,39 @@ TEST(MemoryLatestStoreTest, UnknownDeviceAndNewestReading) {
   ASSERT_TRUE(snap.has_reading);
   EXPECT_EQ(snap.reading.timestamp_ns, 200);
   EXPECT_EQ(snap.reading.metrics[0].value, 5);
+}
+
+// The batch call (shard grouping, prefetching) leaves exactly what PutReading per event
+// leaves: the newest event time per device, the last of equal times.
+TEST(MemoryLatestStoreTest, PutReadingsEqualsPutReadingPerEvent) {
+  MemoryLatestStore batched, single;
+  std::vector<model::Event> events;
+  for (int i = 0; i < 5000; ++i) {
+    model::Event e;
+    e.device_id = "dev-" + std::to_string((i * 7919) % 700);
+    e.timestamp_ns = (i * 31) % 97;  // out of order, with ties
+    e.received_at_ns = i;
+    e.metrics = {{"power_w", static_cast<double>(i)}};
+    events.push_back(e);
+  }
+  for (size_t off = 0; off < events.size(); off += 1000) {
+    std::span<const model::Event> part(events.data() + off, 1000);
+    ASSERT_TRUE(batched.PutReadings(part).ok());
+    for (const auto& e : part) ASSERT_TRUE(single.PutReading(e).ok());
+  }
+  ASSERT_TRUE(batched.PutReadings({}).ok());
+  EXPECT_EQ(batched.DeviceCount(), 700u);
+  EXPECT_EQ(single.DeviceCount(), 700u);
+  for (int d = 0; d < 700; ++d) {
+    const std::string id = "dev-" + std::to_string(d);
+    LatestSnapshot a, b;
+    ASSERT_TRUE(*batched.Get(id, 1, &a));
+    ASSERT_TRUE(*single.Get(id, 1, &b));
+    ASSERT_TRUE(a.has_reading);
+    EXPECT_EQ(a.reading.timestamp_ns, b.reading.timestamp_ns) << id;
+    EXPECT_EQ(a.reading.received_at_ns, b.reading.received_at_ns) << id;
+    EXPECT_EQ(a.reading.metrics, b.reading.metrics) << id;
+  }
 }
 
 }  // namespace
