@@ -6,12 +6,15 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <utility>
+#include <vector>
 
 #include "api/api_context.h"
 #include "api/error_response.h"
 #include "api/routes.h"
 #include "common/json_writer.h"
 #include "ingest/error_codes.h"
+#include "ingest/parse_scratch.h"
 #include "net/http_server.h"
 #include "net/router.h"
 
@@ -65,14 +68,18 @@ class TelemetryRoute {
           "Content-Type must be application/json or application/x-ndjson"));
       return;
     }
-    thread_local std::unique_ptr<ingest::TelemetryParser> parser;
-    if (!parser) parser = std::make_unique<ingest::TelemetryParser>(ctx_.limits);
+    // The thread's parser and ParsedBody (ParseScratch): this handler does not suspend
+    // between the parse and Append (which encodes the events), so the events are not
+    // referenced after the next request's parse on this thread.
+    thread_local ingest::ParseScratch scratch;
+    ingest::ParseScratch::Lease lease(&scratch, ctx_.limits);
     const int64_t now = ctx_.clock->NowNanos();
-    Result<ingest::ParsedBody> parsed = parser->Parse(req.body, format, now);
+    ingest::ParsedBody& body = lease.body();
+    const Status parsed = lease.parser().ParseInto(req.body, format, now, {}, &body);
     if (!parsed.ok()) {
-      const std::string& msg = parsed.status().message();
-      const std::string code = ingest::BodyErrorCode(parsed.status());
-      if (parsed.status().code() == StatusCode::kResourceExhausted) {
+      const std::string& msg = parsed.message();
+      const std::string code = ingest::BodyErrorCode(parsed);
+      if (parsed.code() == StatusCode::kResourceExhausted) {
         RejectCounter(code)->Inc();
         responder.Send(net::HttpResponse::Error(413, code, msg));
       } else {
@@ -81,7 +88,6 @@ class TelemetryRoute {
       }
       return;
     }
-    ingest::ParsedBody& body = *parsed;
     Authorize(caller, &body);
     if (!AcquireEvents(body, now, responder)) return;
     for (const auto& e : body.errors) RejectCounter(e.code)->Inc();
@@ -148,10 +154,11 @@ class TelemetryRoute {
   // input order).
   void Authorize(const Caller& caller, ingest::ParsedBody* body) {
     if (ctx_.auth->disabled()) return;
-    std::vector<model::Event> kept;
-    std::vector<size_t> kept_indices;
+    // Kept events are compacted in place (swapped, so the reused ParsedBody keeps every
+    // event's buffers); nothing is allocated when every event passes.
     std::vector<ingest::EventError> errors;
     std::map<std::string, bool, std::less<>> registered;  // per request, to spare lookups
+    size_t kept = 0;
     for (size_t i = 0; i < body->events.size(); ++i) {
       model::Event& e = body->events[i];
       const size_t index = body->event_indices[i];
@@ -170,18 +177,23 @@ class TelemetryRoute {
                           "device '" + e.device_id + "' is not registered (POST /v1/devices)"});
         continue;
       }
-      kept.push_back(std::move(e));
-      kept_indices.push_back(index);
+      if (kept != i) {
+        std::swap(body->events[kept], e);
+        body->event_indices[kept] = index;
+      }
+      ++kept;
     }
-    // Every kept event was moved out of body->events: always move them back.
+    if (errors.empty()) return;
+    body->events.resize(kept);
+    body->event_indices.resize(kept);
     std::vector<ingest::EventError> merged;
+    merged.reserve(body->errors.size() + errors.size());
     std::merge(
-        body->errors.begin(), body->errors.end(), errors.begin(), errors.end(),
+        std::make_move_iterator(body->errors.begin()), std::make_move_iterator(body->errors.end()),
+        std::make_move_iterator(errors.begin()), std::make_move_iterator(errors.end()),
         std::back_inserter(merged),
         [](const ingest::EventError& a, const ingest::EventError& b) { return a.index < b.index; });
     body->errors = std::move(merged);
-    body->events = std::move(kept);
-    body->event_indices = std::move(kept_indices);
   }
 
   static net::HttpResponse Unavailable() {

@@ -68,32 +68,33 @@ bool MqttBridge::Registered(const std::string& device_id, int64_t now_ns) {
 void MqttBridge::OnMessage(const net::mqtt::ReceivedMessage& message, Done done) {
   const Clock* clock = options_.clock != nullptr ? options_.clock : SystemClock::Default();
   const int64_t now = clock->NowNanos();
-  Result<ParsedBody> parsed =
-      parser_.Parse(message.payload, BodyFormat::kJson, now, TopicDevice(message.topic));
+  ParsedBody& body = body_;
+  const Status parsed =
+      parser_.ParseInto(message.payload, BodyFormat::kJson, now, TopicDevice(message.topic), &body);
   if (!parsed.ok()) {
-    Rejected(BodyErrorCode(parsed.status()))->Inc();
+    Rejected(BodyErrorCode(parsed))->Inc();
     messages_invalid_->Inc();
     done(true);  // it will never be valid: acknowledge, so the broker does not resend it
     return;
   }
-  ParsedBody& body = *parsed;
   for (const EventError& e : body.errors) Rejected(e.code)->Inc();
   if (!options_.auth_disabled) {
-    std::vector<model::Event> kept;
-    kept.reserve(body.events.size());
-    for (model::Event& e : body.events) {
-      if (Registered(e.device_id, now)) {
-        kept.push_back(std::move(e));
+    // Registered events compacted in place (swapped: body_ keeps every event's buffers).
+    size_t kept = 0;
+    for (size_t i = 0; i < body.events.size(); ++i) {
+      if (Registered(body.events[i].device_id, now)) {
+        if (kept != i) std::swap(body.events[kept], body.events[i]);
+        ++kept;
       } else {
         Rejected("unknown_device")->Inc();
       }
     }
-    if (kept.empty() && !body.events.empty()) {
+    if (kept == 0 && !body.events.empty()) {
       messages_unknown_device_->Inc();
       done(true);
       return;
     }
-    body.events = std::move(kept);
+    body.events.resize(kept);
   }
   if (body.events.empty()) {
     messages_invalid_->Inc();

@@ -56,6 +56,9 @@ class MqttBridge final : public net::mqtt::MessageHandler {
   EventAppender* const appender_;
   MetricsRegistry* const metrics_;
   TelemetryParser parser_;  // used on the subscriber's strand only
+  // Reused by every message (its events' buffers too); on the strand only, and no longer
+  // referenced once OnMessage returns (Append encodes the events before it returns).
+  ParsedBody body_;
   std::map<std::string, int64_t, std::less<>> registered_until_;  // device → cache expiry
   std::map<std::string, Counter*, std::less<>> rejected_;
   Counter* accepted_events_;

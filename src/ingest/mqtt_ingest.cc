@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "ingest/error_codes.h"
+#include "ingest/parse_scratch.h"
 #include "ingest/validation.h"
 #include "store/metadata_store.h"
 
@@ -102,19 +103,22 @@ void MqttIngest::OnPublish(const mqtt::PublishRequest& request, PublishDone done
     return;
   }
 
-  thread_local std::unique_ptr<TelemetryParser> parser;
-  if (!parser) parser = std::make_unique<TelemetryParser>(options_.limits);
+  // The thread's parser and ParsedBody (ParseScratch): nothing below suspends between the
+  // parse and Append (which encodes the events), so the events are not referenced after
+  // the next message's parse on this thread.
+  thread_local ParseScratch scratch;
+  ParseScratch::Lease lease(&scratch, options_.limits);
   const Clock* clock = options_.clock != nullptr ? options_.clock : SystemClock::Default();
   const int64_t now = clock->NowNanos();
-  Result<ParsedBody> parsed = parser->Parse(request.payload, BodyFormat::kJson, now, device_id);
+  ParsedBody& body = lease.body();
+  const Status parsed =
+      lease.parser().ParseInto(request.payload, BodyFormat::kJson, now, device_id, &body);
   if (!parsed.ok()) {
-    const std::string& msg = parsed.status().message();
-    Rejected(BodyErrorCode(parsed.status()))->Inc();
+    Rejected(BodyErrorCode(parsed))->Inc();
     messages_invalid_->Inc();
-    done({mqtt::reason::kPayloadFormatInvalid, msg});
+    done({mqtt::reason::kPayloadFormatInvalid, parsed.message()});
     return;
   }
-  ParsedBody& body = *parsed;
   for (const EventError& e : body.errors) Rejected(e.code)->Inc();
   if (body.events.empty()) {
     messages_invalid_->Inc();

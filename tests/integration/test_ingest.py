@@ -423,6 +423,37 @@ class IngestAuthTest(JouleTestCase):
             self.server.realtime(ev["device_id"], headers=auth)), timeout=5)
         self.assertTrue(got, "read with admin token" + self.diag())
 
+    def test_rejections_by_authorization_keep_input_order_across_requests(self):
+        # A body mixing accepted events, parse rejections and authorization rejections
+        # (unknown device, another device's events for a device token): indices stay in input
+        # order; the next request on the same connection/thread (the server reuses its parsed
+        # events between requests) is answered for its own events only.
+        auth = {"Authorization": "Bearer secret"}
+        dev = f"ing-{uid()}"
+        reg = self.server.request("POST", "/v1/devices", {"device_id": dev, "owner_id": "o"},
+                                  headers=auth)
+        self.assertStatus(reg, 201, "register the device")
+        token = {"Authorization": "Bearer " + reg[2]["token"]}
+        other = f"ing-{uid()}"
+        body = [good_event(dev), good_event(other), without(good_event(dev), "metrics"),
+                good_event(dev), good_event(f"ing-{uid()}"), good_event(dev)]
+        resp = self.server.post_events(body, headers=auth)
+        self.assertStatus(resp, 202, "mixed body, admin token")
+        self.assertEqual(resp[2].get("accepted"), 3, resp[2])
+        self.assertEqual([(e.get("index"), e.get("code")) for e in resp[2].get("errors", [])],
+                         [(1, "unknown_device"), (2, "invalid_metrics"), (4, "unknown_device")],
+                         resp[2])
+        resp = self.server.post_events([good_event(other), good_event(dev)], headers=token)
+        self.assertStatus(resp, 202, "device token, one foreign event")
+        self.assertEqual(resp[2].get("accepted"), 1, resp[2])
+        self.assertEqual([(e.get("index"), e.get("code")) for e in resp[2].get("errors", [])],
+                         [(0, "forbidden")], resp[2])
+        resp = self.server.post_events([good_event(other)], headers=token)
+        self.assertStatus(resp, 403, "device token, only a foreign event")
+        resp = self.server.post_events([good_event(dev)], headers=token)
+        self.assertStatus(resp, 202, "device token, own event")
+        self.assertEqual((resp[2].get("accepted"), resp[2].get("rejected")), (1, 0), resp[2])
+
     def test_probes_need_no_token(self):
         self.assertStatus(self.server.request("GET", "/healthz"), 200, "/healthz")
         self.assertStatus(self.server.request("GET", "/readyz"), 200, "/readyz")
