@@ -1032,7 +1032,8 @@ void WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t no
     ids = ids_heap.data();
   }
   {
-    const size_t n_metrics = d.metrics.size();
+    // (Re-read after MetricId: registering a metric can grow both tables.)
+    size_t n_metrics = d.metrics.size();
     const std::string* names = E.metric_names.data();
     for (size_t i = 0; i < ev.metrics.size(); ++i) {
       const std::string_view name = ev.metrics[i].name;
@@ -1042,6 +1043,8 @@ void WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t no
         continue;
       }
       ids[i] = E.MetricId(d, i, name);
+      n_metrics = d.metrics.size();
+      names = E.metric_names.data();
     }
   }
 

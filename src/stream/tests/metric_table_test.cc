@@ -1,0 +1,95 @@
+// Metric registration: a device's metric ids follow first appearance, names are interned
+// engine-wide, and events may list their metrics in any order or bring new ones.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "stream/window_engine.h"
+
+namespace joule::stream {
+namespace {
+
+struct Collect : RecordSink {
+  void Emit(const model::AggregateRecord& r) override { out.push_back(r); }
+  std::vector<model::AggregateRecord> out;
+};
+
+const model::AggregateRecord* FinalBase(const Collect& c, const std::string& device) {
+  const model::AggregateRecord* found = nullptr;
+  for (const auto& r : c.out) {
+    if (r.device_id == device && r.final && r.resolution == model::Resolution::kBase) found = &r;
+  }
+  return found;
+}
+
+// One event registering 64 new names (the engine-wide name table grows while the event's
+// metrics are being looked up), then events listing them in another order.
+TEST(MetricTableTest, ManyNewNamesInOneEventAndAnyOrder) {
+  WindowEngine engine{EngineOptions{}};
+  Collect sink;
+  const int64_t t0 = 1795000020LL * kNanosPerSecond;
+  for (int d = 0; d < 3; ++d) {
+    for (int k = 0; k < 3; ++k) {
+      model::Event ev;
+      ev.device_id = "dev-" + std::to_string(d);
+      ev.timestamp_ns = t0 + k * kNanosPerSecond;
+      for (int m = 0; m < 64; ++m) {
+        const int id = k % 2 == 0 ? m : 63 - m;  // reversed order every other event
+        ev.metrics.push_back(
+            {"m" + std::to_string(d) + "_" + std::to_string(id) + "_c", 100.0 * d + id + k});
+      }
+      engine.Process(ev, ev.timestamp_ns, &sink);
+    }
+  }
+  engine.Tick(t0 + 10 * kNanosPerSecond + EngineOptions{}.idle_timeout_ns, &sink);
+  for (int d = 0; d < 3; ++d) {
+    const auto* r = FinalBase(sink, "dev-" + std::to_string(d));
+    ASSERT_NE(r, nullptr);
+    EXPECT_EQ(r->count, 3u);
+    ASSERT_EQ(r->metrics.size(), 64u);
+    for (int id = 0; id < 64; ++id) {
+      const std::string name = "m" + std::to_string(d) + "_" + std::to_string(id) + "_c";
+      const auto* m = r->FindMetric(name);
+      ASSERT_NE(m, nullptr) << name;
+      EXPECT_EQ(m->count, 3u);
+      EXPECT_EQ(m->min, 100.0 * d + id);
+      EXPECT_EQ(m->max, 100.0 * d + id + 2);
+      EXPECT_EQ(m->sum, 3 * (100.0 * d + id) + 3);
+    }
+  }
+}
+
+// A known device's event that starts with names never seen before, followed by its known
+// metrics: registering the new names grows the engine's name table in the middle of the
+// event's lookups.
+TEST(MetricTableTest, NewNamesBeforeKnownOnes) {
+  WindowEngine engine{EngineOptions{}};
+  Collect sink;
+  const int64_t t0 = 1795000020LL * kNanosPerSecond;
+  model::Event first;
+  first.device_id = "dev";
+  first.timestamp_ns = t0;
+  first.metrics = {{"x_c", 1}, {"y_c", 2}};
+  engine.Process(first, t0, &sink);
+  model::Event second = first;
+  second.timestamp_ns = t0 + kNanosPerSecond;
+  second.metrics.clear();
+  for (int m = 0; m < 40; ++m) second.metrics.push_back({"new" + std::to_string(m), 1.0 * m});
+  second.metrics.push_back({"x_c", 10});
+  second.metrics.push_back({"y_c", 20});
+  engine.Process(second, second.timestamp_ns, &sink);
+  engine.Tick(t0 + 10 * kNanosPerSecond + EngineOptions{}.idle_timeout_ns, &sink);
+  const auto* r = FinalBase(sink, "dev");
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->count, 2u);
+  ASSERT_EQ(r->metrics.size(), 42u);
+  EXPECT_EQ(r->FindMetric("x_c")->sum, 11);
+  EXPECT_EQ(r->FindMetric("y_c")->sum, 22);
+  EXPECT_EQ(r->FindMetric("new7")->sum, 7);
+  EXPECT_EQ(r->FindMetric("new7")->count, 1u);
+}
+
+}  // namespace
+}  // namespace joule::stream
