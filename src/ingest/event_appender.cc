@@ -15,11 +15,13 @@ EventAppender::EventAppender(log::Log* log, MetricsRegistry* metrics)
 
 Status EventAppender::Append(const std::vector<model::Event>& events, Done done) {
   const uint32_t partitions = log_->partitions();
-  std::vector<std::vector<std::string>> by_partition(partitions);
+  // Each partition's records encoded back to back in one buffer (log::RecordBatch), handed
+  // to the log as is: no string per event.
+  std::vector<log::RecordBatch> by_partition(partitions);
   for (const auto& e : events) {
-    std::string payload;
-    model::EncodeEvent(e, &payload);
-    by_partition[model::PartitionOf(e.device_id, partitions)].push_back(std::move(payload));
+    log::RecordBatch& batch = by_partition[model::PartitionOf(e.device_id, partitions)];
+    model::EncodeEvent(e, batch.buffer());
+    batch.EndRecord();
   }
   struct State {
     std::atomic<int> remaining{0};
@@ -42,8 +44,8 @@ Status EventAppender::Append(const std::vector<model::Event>& events, Done done)
   bool first = true;
   for (uint32_t p = 0; p < partitions; ++p) {
     if (by_partition[p].empty()) continue;
-    Status st = log_->Append(p, std::move(by_partition[p]),
-                             [finish_one](Status s, model::LogOffset) { finish_one(s.ok()); });
+    Status st = log_->AppendBatch(p, std::move(by_partition[p]),
+                                  [finish_one](Status s, model::LogOffset) { finish_one(s.ok()); });
     if (!st.ok()) {
       refused_->Inc();
       if (first) return st;  // nothing stored; `done` is never called

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "log/record_batch.h"
 #include "model/log_offset.h"
 
 namespace joule {
@@ -136,6 +137,9 @@ class Log {
   // 16 MiB.
   virtual Status Append(uint32_t partition, std::vector<std::string> records,
                         DurableCallback cb) = 0;
+  // Same, with the records packed in one buffer (RecordBatch): the same records, offsets
+  // and bytes in the log as Append of the batch's records one string each.
+  virtual Status AppendBatch(uint32_t partition, RecordBatch batch, DurableCallback cb) = 0;
 
   // One past the last durable record.
   virtual model::LogOffset DurableEnd(uint32_t partition) const = 0;

@@ -256,17 +256,24 @@ Status SegmentLog::VerifySealed(Partition* p, uint64_t base, uint64_t end) {
 
 Status SegmentLog::Append(uint32_t partition, std::vector<std::string> records,
                           DurableCallback cb) {
+  RecordBatch batch;
+  for (const std::string& r : records) batch.Add(r);
+  return AppendBatch(partition, std::move(batch), std::move(cb));
+}
+
+Status SegmentLog::AppendBatch(uint32_t partition, RecordBatch records, DurableCallback cb) {
   if (partition >= options_.partitions) {
     return Status::InvalidArgument("log partition " + std::to_string(partition) + " out of range");
   }
   if (records.empty()) return Status::InvalidArgument("empty log append");
   uint64_t bytes = 0;
-  for (const std::string& r : records) {
-    if (r.size() > kMaxPayloadBytes) {
-      return Status::InvalidArgument("log record of " + std::to_string(r.size()) +
+  for (size_t i = 0; i < records.size(); ++i) {
+    const size_t size = records[i].size();
+    if (size > kMaxPayloadBytes) {
+      return Status::InvalidArgument("log record of " + std::to_string(size) +
                                      " bytes is over the limit");
     }
-    bytes += kRecordHeaderBytes + r.size();
+    bytes += kRecordHeaderBytes + size;
   }
   Request req{partition,
               0,
@@ -416,7 +423,8 @@ void SegmentLog::CommitRound(std::vector<Request>* round) {
       touched.push_back(p);
     }
     uint64_t offset = req.first;
-    for (const std::string& payload : req.records) {
+    for (size_t i = 0; i < req.records.size(); ++i) {
+      const std::string_view payload = req.records[i];
       uint64_t size = kRecordHeaderBytes + payload.size();
       if (p->active_bytes > 0 && p->active_bytes + size > options_.segment_bytes) {
         if ((err = Roll(p, offset)) != 0) break;

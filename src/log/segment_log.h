@@ -37,6 +37,7 @@ class SegmentLog final : public Log {
 
   uint32_t partitions() const override { return options_.partitions; }
   Status Append(uint32_t partition, std::vector<std::string> records, DurableCallback cb) override;
+  Status AppendBatch(uint32_t partition, RecordBatch batch, DurableCallback cb) override;
   model::LogOffset DurableEnd(uint32_t partition) const override;
   model::LogOffset StartOffset(uint32_t partition) const override;
   bool WaitForData(uint32_t partition, model::LogOffset offset, int64_t timeout_ns) override;
@@ -108,7 +109,7 @@ class SegmentLog final : public Log {
     uint64_t first;
     int64_t append_time_ns;
     uint64_t bytes;
-    std::vector<std::string> records;
+    RecordBatch records;
     DurableCallback cb;
     std::chrono::steady_clock::time_point enqueued;
   };

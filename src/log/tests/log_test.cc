@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <future>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -324,6 +325,47 @@ TEST(LogTest, DurabilityNoneSkipsFsync) {
   EXPECT_EQ(metrics.GetHistogram("joule_log_fsync_latency_seconds", "", {})->Count(), 0u);
   EXPECT_EQ(metrics.GetHistogram("joule_log_append_latency_seconds", "", {})->Count(), 50u);
   EXPECT_EQ(ReadAll(log->get(), 0).size(), 25u);
+}
+
+TEST(LogTest, AppendBatchStoresTheSameRecordsAsAppend) {
+  TempDir tmp;
+  auto log = Log::Open(SmallOptions(tmp.path()), nullptr);
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  // Across segment rolls (2 KiB segments), with an empty record in the middle.
+  std::vector<std::string> records;
+  for (uint64_t i = 0; i < 40; ++i) records.push_back(i == 7 ? std::string() : Payload(0, i));
+  RecordBatch batch;
+  for (const std::string& r : records) batch.Add(r);
+  ASSERT_EQ(batch.size(), records.size());
+  EXPECT_EQ(batch[7], "");
+  EXPECT_EQ(batch[8], records[8]);
+  EXPECT_EQ(AppendSync(log->get(), 0, records).value, 0u);
+  std::promise<model::LogOffset> done;
+  ASSERT_TRUE((*log)
+                  ->AppendBatch(1, std::move(batch),
+                                [&](Status s, model::LogOffset first) {
+                                  EXPECT_TRUE(s.ok()) << s.ToString();
+                                  done.set_value(first);
+                                })
+                  .ok());
+  EXPECT_EQ(done.get_future().get().value, 0u);
+  const std::vector<LogRecord> a = ReadAll(log->get(), 0), b = ReadAll(log->get(), 1);
+  ASSERT_EQ(a.size(), records.size());
+  ASSERT_EQ(b.size(), records.size());
+  for (size_t i = 0; i < records.size(); ++i) {
+    EXPECT_EQ(b[i].offset.value, i);
+    EXPECT_EQ(b[i].payload, records[i]);
+    EXPECT_EQ(b[i].payload, a[i].payload);
+  }
+  EXPECT_EQ(SegmentFiles(tmp.path(), 0).size(), SegmentFiles(tmp.path(), 1).size());
+
+  EXPECT_EQ((*log)->AppendBatch(0, RecordBatch(), nullptr).code(), StatusCode::kInvalidArgument);
+  RecordBatch too_big;
+  too_big.Add("ok");
+  too_big.Add(std::string(kMaxPayloadBytes + 1, 'x'));
+  EXPECT_EQ((*log)->AppendBatch(0, std::move(too_big), nullptr).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ((*log)->DurableEnd(0).value, records.size());
 }
 
 TEST(LogTest, RejectsBadArguments) {
