@@ -18,8 +18,10 @@ declare -A corpus=(
   [log_record_fuzz]=src/log/fuzz/corpus
   [checkpoint_fuzz]=src/app/fuzz/corpus
   [query_params_fuzz]=src/api/fuzz/corpus
+  [window_engine_fuzz]=src/stream/fuzz/corpus
 )
-targets=(telemetry_parser_fuzz mqtt_codec_fuzz log_record_fuzz checkpoint_fuzz query_params_fuzz)
+targets=(telemetry_parser_fuzz mqtt_codec_fuzz log_record_fuzz checkpoint_fuzz query_params_fuzz
+  window_engine_fuzz)
 
 build() {
   local dir="$1"
