@@ -10,13 +10,15 @@
 // engine and log reading; compare the same command before and after a change.
 //   processor_bench [--devices 10000] [--seconds 60] [--processors 2] [--no-history]
 //                   [--idle-wait-ms 3000] [--dir DIR [--fill-only | --no-fill]]
-//                   [--manual-clock] [--no-version-cache]
+//                   [--manual-clock] [--no-version-cache] [--redis URL]
 // --dir keeps the data in DIR; --fill-only writes the log and exits; --no-fill processes the
 // log already in DIR (a copy of a filled one: `cp -r` it first), so that a profiler sees
 // only the processing. --manual-clock freezes the processors' processing time at the
 // start (no early firings, idle timeouts or throttle releases until Stop): the run is then
 // deterministic, for instruction counts (valgrind --tool=callgrind). --no-version-cache
 // turns off the history store's version cache (every write reads the stored version first).
+// --redis writes the latest store to Redis (its keys for dev-* are overwritten) instead of
+// memory.
 #include <stdlib.h>
 #include <time.h>
 
@@ -38,6 +40,7 @@
 #include "model/event.h"
 #include "model/partition.h"
 #include "store/memory/memory_latest_store.h"
+#include "store/redis/redis_latest_store.h"
 #include "store/rocksdb/rocksdb_history_store.h"
 
 namespace {
@@ -72,6 +75,7 @@ struct Args {
   bool process = true;
   bool manual_clock = false;
   bool version_cache = true;
+  std::string redis;
 };
 
 [[noreturn]] void Die(const std::string& what) {
@@ -157,6 +161,8 @@ int main(int argc, char** argv) {
       a.process = false;
     } else if (arg == "--no-fill") {
       a.fill = false;
+    } else if (arg == "--redis") {
+      a.redis = next();
     } else if (arg == "--no-version-cache") {
       a.version_cache = false;
     } else if (arg == "--manual-clock") {
@@ -210,7 +216,18 @@ int main(int argc, char** argv) {
     if (!opened.ok()) Die("history: " + opened.status().ToString());
     history = std::move(*opened);
   }
-  store::MemoryLatestStore latest(60);
+  std::unique_ptr<store::LatestStore> latest_store;
+  if (a.redis.empty()) {
+    latest_store = std::make_unique<store::MemoryLatestStore>(60);
+  } else {
+    store::RedisLatestStoreOptions ro;
+    ro.url = a.redis;
+    ro.metrics = &metrics;
+    auto opened = store::RedisLatestStore::Open(ro);
+    if (!opened.ok()) Die("redis: " + opened.status().ToString());
+    latest_store = std::move(*opened);
+  }
+  store::LatestStore& latest = *latest_store;
 
   ManualClock manual(SystemClock::Default()->NowNanos());
   const Clock* clock = a.manual_clock ? static_cast<const Clock*>(&manual) : SystemClock::Default();
@@ -246,14 +263,15 @@ int main(int argc, char** argv) {
       "{\"devices\": %d, \"seconds\": %d, \"processors\": %d, \"history\": %s, \"events\": %llu, "
       "\"cpu_s\": %.3f, \"wall_s\": %.3f, \"wall_until_processed_s\": %.3f, "
       "\"events_per_cpu_s\": %.0f, \"history_put_records\": %llu, \"history_stale\": %llu, "
-      "\"history_version_reads\": %llu, "
+      "\"history_version_reads\": %llu, \"latest\": \"%s\", "
       "\"loadavg\": [%.2f, %.2f]}\n",
       a.devices, a.seconds, a.processors, a.history ? "true" : "false",
       static_cast<unsigned long long>(events), cpu, wall, wall_processed,
       static_cast<double>(events) / cpu,
       static_cast<unsigned long long>(counter("joule_history_put_records_total")),
       static_cast<unsigned long long>(counter("joule_history_stale_writes_total")),
-      static_cast<unsigned long long>(counter("joule_history_version_reads_total")), load0, load1);
+      static_cast<unsigned long long>(counter("joule_history_version_reads_total")),
+      a.redis.empty() ? "memory" : "redis", load0, load1);
   processors.clear();
   history.reset();
   log.reset();

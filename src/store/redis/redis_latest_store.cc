@@ -527,13 +527,27 @@ Status RedisLatestStore::PutRecords(std::span<const model::AggregateRecord> reco
 }
 
 Status RedisLatestStore::PutReading(const model::Event& event) {
-  const ScriptCall call{&ReadingScript(),
-                        {RedisReadingKey(event.device_id), RedisReadingOrderKey(event.device_id)},
-                        {ReadingToJson(event), ReadingOrder(event.timestamp_ns),
-                         RedisUpdatesChannel(event.device_id)}};
+  return PutReadings(std::span<const model::Event>(&event, 1));
+}
+
+Status RedisLatestStore::PutReadings(std::span<const model::Event> events) {
+  if (events.empty()) return Status::Ok();
+  std::vector<ScriptCall> calls;
+  calls.reserve(events.size());
+  for (const model::Event& e : events) {
+    calls.push_back(ScriptCall{
+        &ReadingScript(),
+        {RedisReadingKey(e.device_id), RedisReadingOrderKey(e.device_id)},
+        {ReadingToJson(e), ReadingOrder(e.timestamp_ns), RedisUpdatesChannel(e.device_id)}});
+  }
   const CallTimer timer(instruments_.write_seconds, instruments_.write_errors);
-  return timer.Done(WithConnection(
-      [&](Slot& slot) { return slot.RunScripts(std::span<const ScriptCall>(&call, 1)); }));
+  return timer.Done(WithConnection([&](Slot& slot) {
+    for (size_t i = 0; i < calls.size(); i += kPipelineChunk) {
+      const size_t n = std::min(kPipelineChunk, calls.size() - i);
+      JOULE_RETURN_IF_ERROR(slot.RunScripts(std::span<const ScriptCall>(calls).subspan(i, n)));
+    }
+    return Status::Ok();
+  }));
 }
 
 Result<bool> RedisLatestStore::Get(std::string_view device_id, size_t windows,

@@ -657,6 +657,37 @@ TEST_F(RedisLatestStoreTest, PipelinedBatchesMatchSingleWrites) {
   }
 }
 
+// A processor's batch of readings in one pipelined call: the newest event time per device
+// wins, ties go to the later event, as with one PutReading per event in order.
+TEST_F(RedisLatestStoreTest, PipelinedReadingsMatchSingleWrites) {
+  auto store = OpenStore(/*windows=*/5);
+  ASSERT_NE(store, nullptr);
+  const std::string other = Device("other");
+  std::vector<model::Event> batch;
+  for (int i = 0; i < 600; ++i) {  // more than two pipeline chunks
+    model::Event e;
+    e.device_id = i % 2 ? device_ : other;
+    e.timestamp_ns = kBaseNs + ((i * 37) % 101) * kNanosPerMilli;  // out of order, ties
+    e.received_at_ns = kBaseNs + i * kNanosPerMilli;
+    e.metrics = {{"power_w", static_cast<double>(i)}};
+    batch.push_back(e);
+  }
+  ASSERT_TRUE(store->PutReadings(batch).ok());
+  ASSERT_TRUE(store->PutReadings({}).ok());
+  for (const std::string& d : {device_, other}) {
+    const model::Event* want = nullptr;
+    for (const model::Event& e : batch) {
+      if (e.device_id == d && (want == nullptr || e.timestamp_ns >= want->timestamp_ns)) want = &e;
+    }
+    LatestSnapshot snap;
+    ASSERT_TRUE(*store->Get(d, 1, &snap));
+    ASSERT_TRUE(snap.has_reading);
+    EXPECT_EQ(snap.reading.timestamp_ns, want->timestamp_ns) << d;
+    EXPECT_EQ(snap.reading.received_at_ns, want->received_at_ns) << d;
+    EXPECT_EQ(snap.reading.metrics, want->metrics) << d;
+  }
+}
+
 TEST_F(RedisLatestStoreTest, ReconnectsAfterTheServerDropsTheConnection) {
   const std::string name = "joule-test-" + RunId() + "-reconnect";
   auto store = OpenStore(60, 2, name);
