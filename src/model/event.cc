@@ -4,6 +4,7 @@
 
 #include "common/json_writer.h"
 #include "common/time_format.h"
+#include "model/payload_reader.h"
 
 namespace joule::model {
 namespace {
@@ -30,7 +31,6 @@ char* PutString(char* p, std::string_view s) {
 uint64_t ZigZag(int64_t v) {
   return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63);
 }
-int64_t UnZigZag(uint64_t v) { return static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1); }
 
 // Assigns `v` to `*s` unless it already holds it. Decoding into reused events (the
 // processors keep theirs across batches) mostly meets the same metric names again, and a
@@ -42,51 +42,6 @@ inline void AssignIfDifferent(std::string* s, std::string_view v) {
   s->clear();
   s->append(v.data(), v.size());  // cheaper than assign's aliasing-safe path
 }
-
-class Reader {
- public:
-  explicit Reader(std::string_view d) : p_(d.data()), end_(d.data() + d.size()) {}
-  bool Varint(uint64_t* v) {
-    if (p_ < end_ && static_cast<uint8_t>(*p_) < 0x80) {  // one byte: lengths, counts
-      *v = static_cast<uint8_t>(*p_++);
-      return true;
-    }
-    uint64_t r = 0;
-    for (int shift = 0; shift <= 63; shift += 7) {
-      if (p_ >= end_) return false;
-      const uint8_t b = static_cast<uint8_t>(*p_++);
-      r |= static_cast<uint64_t>(b & 0x7f) << shift;
-      if (!(b & 0x80)) {
-        *v = r;
-        return true;
-      }
-    }
-    return false;
-  }
-  bool String(std::string_view* s) {
-    uint64_t n;
-    if (!Varint(&n) || n > static_cast<uint64_t>(end_ - p_)) return false;
-    *s = std::string_view(p_, n);
-    p_ += n;
-    return true;
-  }
-  bool Double(double* v) {
-    if (end_ - p_ < 8) return false;
-    std::memcpy(v, p_, 8);
-    p_ += 8;
-    return true;
-  }
-  bool Byte(uint8_t* b) {
-    if (p_ >= end_) return false;
-    *b = static_cast<uint8_t>(*p_++);
-    return true;
-  }
-  bool AtEnd() const { return p_ == end_; }
-
- private:
-  const char* p_;
-  const char* end_;
-};
 
 }  // namespace
 
@@ -117,7 +72,7 @@ void EncodeEvent(const Event& e, std::string* out) {
 }
 
 Status DecodeEvent(std::string_view data, Event* e) {
-  Reader r(data);
+  PayloadReader r(data);
   uint8_t version;
   uint64_t ts, rx, n;
   std::string_view device_id, event_id, meta;

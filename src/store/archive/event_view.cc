@@ -2,55 +2,12 @@
 
 #include <cstring>
 
+#include "model/payload_reader.h"
+
 namespace joule::store {
 namespace {
 
 constexpr uint8_t kPayloadVersion = 1;
-
-// The primitives of model::DecodeEvent's reader, with its exact acceptance rules.
-class Reader {
- public:
-  explicit Reader(std::string_view d)
-      : p_(reinterpret_cast<const uint8_t*>(d.data())), end_(p_ + d.size()) {}
-  bool Varint(uint64_t* v) {
-    uint64_t r = 0;
-    for (int shift = 0; shift <= 63; shift += 7) {
-      if (p_ == end_) return false;
-      const uint8_t b = *p_++;
-      r |= static_cast<uint64_t>(b & 0x7f) << shift;
-      if (!(b & 0x80)) {
-        *v = r;
-        return true;
-      }
-    }
-    return false;
-  }
-  bool String(std::string_view* s) {
-    uint64_t n;
-    if (!Varint(&n) || n > static_cast<uint64_t>(end_ - p_)) return false;
-    *s = std::string_view(reinterpret_cast<const char*>(p_), n);
-    p_ += n;
-    return true;
-  }
-  bool Double(double* v) {
-    if (end_ - p_ < 8) return false;
-    std::memcpy(v, p_, 8);
-    p_ += 8;
-    return true;
-  }
-  bool Byte(uint8_t* b) {
-    if (p_ == end_) return false;
-    *b = *p_++;
-    return true;
-  }
-  bool AtEnd() const { return p_ == end_; }
-
- private:
-  const uint8_t* p_;
-  const uint8_t* end_;
-};
-
-int64_t UnZigZag(uint64_t v) { return static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1); }
 
 }  // namespace
 
@@ -66,7 +23,7 @@ void ViewOf(const model::Event& e, EventView* view) {
 }
 
 bool ParseEventPayloadV1(std::string_view payload, EventView* view) {
-  Reader r(payload);
+  model::PayloadReader r(payload);
   uint8_t version;
   uint64_t ts, rx, n;
   if (!r.Byte(&version) || version != kPayloadVersion) return false;
@@ -75,8 +32,8 @@ bool ParseEventPayloadV1(std::string_view payload, EventView* view) {
       n > EventView::kMaxMetrics) {
     return false;
   }
-  view->timestamp_ns = UnZigZag(ts);
-  view->received_at_ns = UnZigZag(rx);
+  view->timestamp_ns = model::UnZigZag(ts);
+  view->received_at_ns = model::UnZigZag(rx);
   view->metric_count = static_cast<uint32_t>(n);
   for (uint64_t i = 0; i < n; ++i) {
     if (!r.String(&view->metrics[i].name) || !r.Double(&view->metrics[i].value)) return false;
