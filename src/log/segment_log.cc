@@ -72,6 +72,16 @@ SegmentLog::SegmentLog(const LogOptions& options, MetricsRegistry* metrics)
                              Histogram::SizeBuckets());
   bytes_per_fsync_ = metrics_->GetHistogram(
       "joule_log_bytes_per_fsync", "Bytes made durable by one fdatasync", Histogram::SizeBuckets());
+  auto phase = [this](const char* name) {
+    return metrics_->GetHistogram("joule_log_commit_phase_seconds",
+                                  "Time spent in each phase of a group-commit round",
+                                  Histogram::LatencyBuckets(), {{"phase", name}});
+  };
+  phase_queue_ = phase("queue");
+  phase_window_ = phase("window");
+  phase_write_ = phase("write");
+  phase_sync_ = phase("sync");
+  phase_callbacks_ = phase("callbacks");
   appended_records_ =
       metrics_->GetCounter("joule_log_appended_records_total", "Records written to the log");
   appended_bytes_ = metrics_->GetCounter("joule_log_appended_bytes_total",
@@ -330,13 +340,15 @@ void SegmentLog::WriterLoop() {
       // queue do not notify, so this waits the whole window unless the log stops.
       if (options_.fsync && options_.group_commit_window_ns > 0 && !stop_ && !queue_.empty() &&
           pending_bytes_ < kGroupCommitWindowBytes) {
+        const auto w0 = SteadyClock::now();
         writer_cv_.wait_for(l, std::chrono::nanoseconds(options_.group_commit_window_ns),
                             [this] { return stop_; });
+        phase_window_->Observe(SecondsSince(w0));
       }
       round.swap(queue_);
     }
     if (!round.empty()) {
-      CommitRound(&round);
+      CommitRound(&round, SteadyClock::now());
       round.clear();
     }
     if (periodic && SteadyClock::now() >= next_retention) {
@@ -410,8 +422,12 @@ int SegmentLog::Roll(Partition* p, uint64_t new_base) {
   return 0;
 }
 
-void SegmentLog::CommitRound(std::vector<Request>* round) {
+void SegmentLog::CommitRound(std::vector<Request>* round,
+                             std::chrono::steady_clock::time_point started) {
   constexpr size_t kMaxBuffer = 1 << 20;
+  for (const Request& req : *round) {
+    phase_queue_->Observe(std::chrono::duration<double>(started - req.enqueued).count());
+  }
   uint64_t round_bytes = 0;
   uint64_t round_records = 0;
   std::vector<Partition*> touched;
@@ -451,6 +467,8 @@ void SegmentLog::CommitRound(std::vector<Request>* round) {
     FailRound(round, touched, err);
     return;
   }
+  const auto written = std::chrono::steady_clock::now();
+  phase_write_->Observe(std::chrono::duration<double>(written - started).count());
   if (options_.fsync && touched.size() > 1) {
     // Start writeback of every touched file before waiting on the first fdatasync, so the
     // data writes overlap and the syncs after the first mostly find their work done.
@@ -460,6 +478,8 @@ void SegmentLog::CommitRound(std::vector<Request>* round) {
     if (sync_pool_) sync_pool_->Run(touched.size(), [&](size_t i) { SyncData(touched[i]); });
   }
   for (Partition* p : touched) SyncActive(p, p->written_end);
+  const auto synced = std::chrono::steady_clock::now();
+  if (options_.fsync) phase_sync_->Observe(std::chrono::duration<double>(synced - written).count());
   appended_records_->Inc(round_records);
   appended_bytes_->Inc(round_bytes);
 
@@ -484,6 +504,7 @@ void SegmentLog::CommitRound(std::vector<Request>* round) {
     append_latency_->Observe(SecondsSince(req.enqueued));
     if (req.cb) req.cb(Status::Ok(), model::LogOffset{req.first});
   }
+  phase_callbacks_->Observe(SecondsSince(synced));
   {
     std::lock_guard<std::mutex> l(mu_);
     done_seq_ += round->size();

@@ -120,7 +120,7 @@ class SegmentLog final : public Log {
   Status VerifySealed(Partition* p, uint64_t base, uint64_t end);
 
   void WriterLoop();
-  void CommitRound(std::vector<Request>* round);
+  void CommitRound(std::vector<Request>* round, std::chrono::steady_clock::time_point started);
   // Refuses a round that hit a full disk (errno `err`): cuts the touched segments back to
   // their synced size and fails the round and every queued request of those partitions.
   void FailRound(std::vector<Request>* round, const std::vector<Partition*>& touched, int err);
@@ -148,6 +148,12 @@ class SegmentLog final : public Log {
   Histogram* fsync_latency_;
   Histogram* records_per_fsync_;
   Histogram* bytes_per_fsync_;
+  // Where a batch's time goes with the writer (phase label; README "Metrics").
+  Histogram* phase_queue_;      // per batch: Append → its round starts writing
+  Histogram* phase_window_;     // per round: the group-commit window waited
+  Histogram* phase_write_;      // per round: encode + write(2)
+  Histogram* phase_sync_;       // per round: writeback start + fdatasyncs, until the last
+  Histogram* phase_callbacks_;  // per round: publishing durable ends + the callbacks
   Counter* appended_records_;
   Counter* appended_bytes_;
   Counter* rejected_appends_;

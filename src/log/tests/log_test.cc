@@ -180,6 +180,16 @@ TEST(LogTest, GroupCommitSharesFsyncs) {
   EXPECT_EQ(latency->Count(), static_cast<uint64_t>(appends));
   EXPECT_GT(metrics.GetHistogram("joule_log_bytes_per_fsync", "", {})->Sum(), appends * 150.0);
   EXPECT_EQ(metrics.GetGauge("joule_log_pending_bytes", "")->Value(), 0);
+  // Two rounds (the first append, then everything queued behind it): the phases of each.
+  auto phase = [&](const char* name) {
+    return metrics.GetHistogram("joule_log_commit_phase_seconds", "", {}, {{"phase", name}});
+  };
+  EXPECT_EQ(phase("queue")->Count(), static_cast<uint64_t>(appends));
+  EXPECT_EQ(phase("write")->Count(), 2u);
+  EXPECT_EQ(phase("sync")->Count(), 2u);
+  EXPECT_EQ(phase("callbacks")->Count(), 2u);
+  // The test's gate held the first round's callback while the rest queued up.
+  EXPECT_GT(phase("queue")->Sum(), 0.0);
 }
 
 TEST(LogTest, UnavailableWhenOverMaxPendingBytes) {
@@ -324,6 +334,9 @@ TEST(LogTest, DurabilityNoneSkipsFsync) {
   for (int i = 0; i < 50; ++i) AppendSync(log->get(), i % 2, {Payload(0, i)});
   EXPECT_EQ(metrics.GetHistogram("joule_log_fsync_latency_seconds", "", {})->Count(), 0u);
   EXPECT_EQ(metrics.GetHistogram("joule_log_append_latency_seconds", "", {})->Count(), 50u);
+  EXPECT_EQ(
+      metrics.GetHistogram("joule_log_commit_phase_seconds", "", {}, {{"phase", "sync"}})->Count(),
+      0u);
   EXPECT_EQ(ReadAll(log->get(), 0).size(), 25u);
 }
 
