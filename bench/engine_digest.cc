@@ -11,9 +11,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "common/clock.h"
@@ -29,9 +31,9 @@ using joule::stream::EngineOptions;
 using joule::stream::RecordSink;
 using joule::stream::WindowEngine;
 
-struct DigestSink : RecordSink {
+// FNV-1a over a record's fields, bitwise.
+struct Hasher {
   uint64_t h = 0xcbf29ce484222325ULL;
-  uint64_t n = 0;
   void Mix(const void* p, size_t len) {
     const auto* c = static_cast<const unsigned char*>(p);
     for (size_t i = 0; i < len; ++i) {
@@ -47,14 +49,13 @@ struct DigestSink : RecordSink {
     Fixed(s.size());
     Mix(s.data(), s.size());
   }
-  void Emit(const AggregateRecord& r) override {
-    ++n;
+  void Record(const AggregateRecord& r, bool with_version) {
     Str(r.device_id);
     Fixed(static_cast<int>(r.resolution));
     Fixed(r.window_start_ns);
     Fixed(r.window_end_ns);
     Fixed(r.final);
-    Fixed(r.version);
+    if (with_version) Fixed(r.version);
     Fixed(r.count);
     Fixed(r.metrics.size());
     for (const auto& m : r.metrics) {
@@ -75,6 +76,51 @@ struct DigestSink : RecordSink {
     }
     Str(r.timezone);
     Str(r.local_date);
+  }
+};
+
+struct DigestSink : RecordSink {
+  Hasher all;  // every record, in emission order
+  uint64_t n = 0;
+  // The last final record of every window, without its version: what a sink that keeps the
+  // highest version ends up holding, independent of when each record was emitted.
+  std::map<std::tuple<std::string, int, int64_t>, uint64_t> finals;
+  void Emit(const AggregateRecord& r) override {
+    ++n;
+    all.Record(r, true);
+    if (r.final && dump != nullptr) {
+      std::string line = r.device_id + " " + std::to_string(static_cast<int>(r.resolution)) + " " +
+                         std::to_string(r.window_start_ns) + " n=" + std::to_string(r.count);
+      char buf[256];
+      for (const auto& m : r.metrics) {
+        std::snprintf(buf, sizeof buf, " %s:%" PRIu64 ",%a,%a,%a,%a,%a,%a,%" PRId64 ",%a,%" PRIu64,
+                      m.name.c_str(), m.count, m.min, m.max, m.sum, m.first, m.last, m.energy_wh,
+                      m.covered_ns, m.delta, m.resets);
+        line += buf;
+      }
+      dumped[{r.device_id, static_cast<int>(r.resolution), r.window_start_ns}] = line;
+    }
+    if (r.final) {
+      Hasher f;
+      f.Record(r, false);
+      finals[{r.device_id, static_cast<int>(r.resolution), r.window_start_ns}] = f.h;
+    }
+  }
+  // DIGEST_DUMP=DIR: the last final record of every window as text, DIR/<workload>.txt.
+  const char* dump = std::getenv("DIGEST_DUMP");
+  std::map<std::tuple<std::string, int, int64_t>, std::string> dumped;
+  void WriteDump(const char* workload) const {
+    if (dump == nullptr) return;
+    std::string path = std::string(dump) + "/" + workload + ".txt";
+    FILE* f = std::fopen(path.c_str(), "w");
+    if (f == nullptr) return;
+    for (const auto& [key, line] : dumped) std::fprintf(f, "%s\n", line.c_str());
+    std::fclose(f);
+  }
+  uint64_t FinalsDigest() const {
+    Hasher h;
+    for (const auto& [key, v] : finals) h.Fixed(v);
+    return h.h;
   }
 };
 
@@ -179,14 +225,16 @@ void Run(const Workload& wl) {
     engine->Tick(start + static_cast<int64_t>(wl.seconds + 1 + k * 10) * kNanosPerSecond, &sink);
   }
   auto st = engine->stats();
-  sink.Fixed(st.events);
-  sink.Fixed(st.duplicates);
-  sink.Fixed(st.late_updates);
-  sink.Fixed(st.late_dropped);
-  sink.Fixed(st.records_emitted);
+  sink.all.Fixed(st.events);
+  sink.all.Fixed(st.duplicates);
+  sink.all.Fixed(st.late_updates);
+  sink.all.Fixed(st.late_dropped);
+  sink.all.Fixed(st.records_emitted);
+  sink.WriteDump(wl.name);
   std::printf("%-12s records %9" PRIu64 " events %8" PRIu64 " late %6" PRIu64 " dropped %6" PRIu64
-              " dups %6" PRIu64 " digest %016" PRIx64 "\n",
-              wl.name, sink.n, st.events, st.late_updates, st.late_dropped, st.duplicates, sink.h);
+              " dups %6" PRIu64 " digest %016" PRIx64 " finals %6zu %016" PRIx64 "\n",
+              wl.name, sink.n, st.events, st.late_updates, st.late_dropped, st.duplicates,
+              sink.all.h, sink.finals.size(), sink.FinalsDigest());
 }
 
 // The stream_bench workload (devices at 1 Hz, power/voltage/current/energy, batches of

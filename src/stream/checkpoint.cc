@@ -14,8 +14,10 @@ namespace {
 
 constexpr char kMagic[4] = {'J', 'S', 'W', 'E'};
 // 1: no version_epoch (read as 0). 2: an open window's last early emission as its full
-// content (read as its fingerprint). 3: as its fingerprint.
-constexpr uint32_t kFormatVersion = 3;
+// content (read as its fingerprint). 3: as its fingerprint. 4: no pending events (events
+// are folded on arrival; a format 1–3 file's pending events are folded when it is read),
+// gauge histories, and the time from which the histories are complete.
+constexpr uint32_t kFormatVersion = 4;
 constexpr size_t kHeaderSize = 4 + 4 + 8;
 
 class Writer {
@@ -211,6 +213,7 @@ Status WindowEngine::SaveState(std::string* out) const {
     w.U64(d.duplicates);
     w.Str(d.timezone);
     w.I64(d.latest_day_end);
+    w.I64(d.complete_from);
     w.U32(static_cast<uint32_t>(d.metrics.size()));
     for (const MetricState& ms : d.metrics) {
       w.Str(E.NameOf(ms));
@@ -222,17 +225,6 @@ Status WindowEngine::SaveState(std::string* out) const {
       }
       w.U32(static_cast<uint32_t>(ms.baseline.size()));
       for (double b : ms.baseline) w.F64(b);
-    }
-    w.U32(static_cast<uint32_t>(d.pending.size() - d.pending_head));
-    for (size_t i = d.pending_head; i < d.pending.size(); ++i) {
-      const PendingEvent& pe = d.pending[i];
-      w.I64(pe.t);
-      w.U64(pe.tie);
-      w.U32(pe.n);
-      for (uint32_t k = 0; k < pe.n; ++k) {
-        w.U32(d.arena[pe.offset + k].metric);
-        w.F64(d.arena[pe.offset + k].v);
-      }
     }
     for (int res = 0; res < kNumRes; ++res) {
       w.U32(static_cast<uint32_t>(d.win[res].size()));
@@ -306,6 +298,14 @@ Status WindowEngine::RestoreState(std::string_view data) {
   E.version_epoch = version >= 2 ? r.U32() : 0;
   const uint32_t n_devices = r.Count(16);
   std::vector<Acc> snapshot_scratch;
+  struct PendingRead {
+    int64_t t;
+    size_t offset, n;
+  };
+  std::vector<PendingRead> pending;
+  std::vector<std::pair<uint32_t, double>> pending_samples;
+  std::vector<uint32_t> ids;
+  std::vector<double> values;
   for (uint32_t di = 0; di < n_devices && r.ok(); ++di) {
     auto dp = std::make_unique<Device>();
     Device& d = *dp;
@@ -325,6 +325,7 @@ Status WindowEngine::RestoreState(std::string_view data) {
     d.timezone = r.Str();
     d.zone = E.zones.Find(d.timezone);
     d.latest_day_end = r.I64();
+    d.complete_from = version >= 4 ? r.I64() : kMinTime;
     const uint32_t n_metrics = r.Count(5);
     for (uint32_t mi = 0; mi < n_metrics && r.ok(); ++mi) {
       MetricState ms;
@@ -350,20 +351,23 @@ Status WindowEngine::RestoreState(std::string_view data) {
     std::sort(d.by_name.begin(), d.by_name.end(), [&](uint32_t a, uint32_t b) {
       return E.NameOf(d.metrics[a]) < E.NameOf(d.metrics[b]);
     });
-    const uint32_t n_pending = r.Count(20);
+    // Formats 1–3: the events above the watermark not yet folded, in (time, tie) order.
+    pending.clear();
+    pending_samples.clear();
+    const uint32_t n_pending = version >= 4 ? 0 : r.Count(20);
     for (uint32_t i = 0; i < n_pending && r.ok(); ++i) {
-      PendingEvent pe;
+      PendingRead pe;
       pe.t = r.I64();
-      pe.tie = r.U64();
+      (void)r.U64();  // tie: the order is the file's
       pe.n = r.Count(12);
-      pe.offset = static_cast<uint32_t>(d.arena.size());
+      pe.offset = pending_samples.size();
       for (uint32_t k = 0; k < pe.n; ++k) {
         uint32_t m = r.U32();
         double v = r.F64();
         if (m >= d.metrics.size()) return Status::Corruption("checkpoint: bad metric id");
-        d.arena.push_back({m, v});
+        pending_samples.push_back({m, v});
       }
-      d.pending.push_back(pe);
+      pending.push_back(pe);
     }
     for (int res = 0; res < kNumRes && r.ok(); ++res) {
       const uint32_t n_windows = r.Count(16);
@@ -419,6 +423,21 @@ Status WindowEngine::RestoreState(std::string_view data) {
     if (!std::is_sorted(d.seen_ts.begin(), d.seen_ts.end())) {
       r = Reader("");
       r.U8();  // mark failed
+    }
+    if (version < 4 && r.ok()) {
+      // The older engine buffered events above the watermark: fold them now, in order. Its
+      // gauge histories were not kept, so they are complete only after every known event.
+      for (const PendingRead& pe : pending) {
+        ids.clear();
+        values.clear();
+        for (size_t k = 0; k < pe.n; ++k) {
+          ids.push_back(pending_samples[pe.offset + k].first);
+          values.push_back(pending_samples[pe.offset + k].second);
+        }
+        E.FoldInOrder(d, pe.t, pe.n, ids.data(), values.data());
+      }
+      const int64_t w = E.opt.window_ns;
+      d.complete_from = (d.max_t >= 0 ? d.max_t - d.max_t % w : d.max_t) + w;
     }
     const uint64_t hash = HashDeviceId(d.id);
     E.devices.push_back(std::move(dp));

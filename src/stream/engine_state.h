@@ -106,28 +106,25 @@ struct Sample {
 struct MetricState {
   uint32_t name = 0;  // WindowEngine::Impl::metric_names index
   model::MetricKind kind = model::MetricKind::kGauge;
-  // Sealed samples (power and counter metrics only), in event-time order, back to the
-  // eviction horizon plus one before it. `baseline` parallels `hist` for counters: the
-  // counter baseline after each sample.
+  // Samples in event-time order (equal times: by value). Power and counter metrics keep
+  // them back to the eviction horizon plus one before it (interval recomputation for late
+  // events); gauges back to the start of the watermark's window (the open windows, whose
+  // sample statistics are recomputed in time order when an event arrives out of order).
+  // `baseline` parallels `hist` for counters: the counter baseline after each sample.
   std::vector<Sample> hist;
   std::vector<double> baseline;
 };
 
-struct PendingEvent {
-  int64_t t;
-  uint64_t tie;     // orders events with equal timestamps (hash of event_id)
-  uint32_t offset;  // into Device::arena
-  uint32_t n;
-};
-
-struct PendingSample {
-  uint32_t metric;
-  double v;
-};
+// The order of samples in a history: by time, equal times by value (so that the order, and
+// every sum folded in it, does not depend on arrival order).
+inline bool SampleBefore(int64_t t, double v, const Sample& s) {
+  return t < s.t || (t == s.t && v < s.v);
+}
 
 // Cache-line-aligned, fields grouped by line: line 0 is read by every event and by every
 // Tick, lines 1–3 by every event (line 4 too for events with an event_id); the rest only
-// by emission, early firings, idle ticks and day rolls. WindowEngine::ProcessBatch
+// by emission, early firings, idle ticks and day rolls. Events are folded into the windows
+// as they arrive (no buffer of pending events). WindowEngine::ProcessBatch
 // prefetches lines 0–4 a few events ahead.
 struct alignas(64) Device {
   // Line 0.
@@ -145,10 +142,10 @@ struct alignas(64) Device {
   std::vector<MetricState> metrics;  // by metric id (order of first appearance)
   Window* last_base = nullptr;       // lookup cache
   // Line 2.
-  std::vector<PendingEvent> pending;  // sorted by (t, tie) from pending_head
-  size_t pending_head = 0;
-  std::vector<PendingSample> arena;
   uint64_t events = 0;
+  // Every metric's history holds all of its samples at or after this time (the sample
+  // statistics of a base window starting here or later can be recomputed from them).
+  int64_t complete_from = kMinTime;
   // Line 3. De-duplication of events without an event_id: their timestamps, sorted from
   // seen_head.
   std::vector<int64_t> seen_ts;
@@ -220,6 +217,9 @@ struct WindowEngine::Impl {
   const std::string& NameOf(const MetricState& ms) const { return metric_names[ms.name]; }
 
   Device& GetDevice(std::string_view id);
+  // Folds an event later than every earlier event of the device into its windows (samples
+  // by metric id). The checkpoint reader replays a format-3 file's pending events with it.
+  void FoldInOrder(Device& d, int64_t t, size_t n, const uint32_t* ids, const double* values);
   // WindowEngine::Process for an event of device d.
   void ProcessOn(Device& d, const model::Event& ev, int64_t now_ns, RecordSink* sink);
   // The device's id for a metric name (registered on first sight). `guess` is tried first:

@@ -329,16 +329,15 @@ inline void AddPieceAll(Device& d, Window* w, uint32_t m, double x, int64_t y) {
   a.present = true;
 }
 
-void SealSample(Impl& E, Device& d, Window* w, uint32_t m, int64_t t, double v) {
+void FoldSample(Impl& E, Device& d, Window* w, uint32_t m, int64_t t, double v) {
   AddSampleAll(d, w, m, t, v);
   MetricState& ms = d.metrics[m];
-  if (ms.kind == MetricKind::kGauge) return;
-  const int64_t width = E.opt.window_ns;
-  if (ms.hist.empty()) {
+  if (ms.kind == MetricKind::kGauge || ms.hist.empty()) {
     ms.hist.push_back({t, v});
     if (ms.kind == MetricKind::kCounter) ms.baseline.push_back(v);
     return;
   }
+  const int64_t width = E.opt.window_ns;
   const Sample p = ms.hist.back();
   if (ms.kind == MetricKind::kPower) {
     if (t > p.t && t - p.t <= E.opt.max_gap_ns) {
@@ -356,50 +355,6 @@ void SealSample(Impl& E, Device& d, Window* w, uint32_t m, int64_t t, double v) 
     ms.hist.push_back({t, v});
     ms.baseline.push_back(st.baseline);
   }
-}
-
-void SealEvent(Impl& E, Device& d, const PendingEvent& pe) {
-  Window* w = BaseOf(E, d, BaseStartOf(E, d, pe.t), true);
-  Touch(d, w);
-  ++w->count;
-  for (uint32_t i = 0; i < pe.n; ++i) {
-    const PendingSample& s = d.arena[pe.offset + i];
-    SealSample(E, d, w, s.metric, pe.t, s.v);
-  }
-}
-
-void CompactPending(Device& d) {
-  if (d.pending_head == d.pending.size()) {
-    d.pending.clear();
-    d.pending_head = 0;
-    d.arena.clear();
-    return;
-  }
-  if (d.pending_head >= 64 && d.pending_head * 2 >= d.pending.size()) {
-    d.pending.erase(d.pending.begin(), d.pending.begin() + static_cast<ptrdiff_t>(d.pending_head));
-    d.pending_head = 0;
-  }
-  if (d.arena.size() >= 256) {
-    uint32_t min_off = UINT32_MAX;
-    for (size_t i = d.pending_head; i < d.pending.size(); ++i) {
-      min_off = std::min(min_off, d.pending[i].offset);
-    }
-    if (min_off >= d.arena.size() / 2) {
-      d.arena.erase(d.arena.begin(), d.arena.begin() + min_off);
-      for (size_t i = d.pending_head; i < d.pending.size(); ++i) d.pending[i].offset -= min_off;
-    }
-  }
-}
-
-// Folds pending events at or below the watermark, in event-time order.
-void Seal(Impl& E, Device& d) {
-  bool any = false;
-  while (d.pending_head < d.pending.size() && d.pending[d.pending_head].t <= d.wm) {
-    SealEvent(E, d, d.pending[d.pending_head]);
-    ++d.pending_head;
-    any = true;
-  }
-  if (any) CompactPending(d);
 }
 
 // ---- late events ---------------------------------------------------------------------
@@ -475,25 +430,58 @@ void RecomputeRange(Impl& E, Device& d, uint32_t m, int64_t lo, int64_t hi) {
   }
 }
 
-// Applies an event at or below the watermark (within allowed lateness) directly to the
-// sealed aggregates.
-void ApplyLate(Impl& E, Device& d, const model::Event& ev, const uint32_t* ids) {
+// Recomputes the sample statistics (count, min, max, sum, first, last) of metric m in base
+// window w from the history, in its order. REQUIRES: w->start >= d.complete_from.
+void RebuildSampleStats(Device& d, Window* w, uint32_t m) {
+  const auto& h = d.metrics[m].hist;
+  auto it = std::lower_bound(h.begin(), h.end(), w->start,
+                             [](const Sample& s, int64_t x) { return s.t < x; });
+  Acc& a = AccOf(w, m);
+  Acc fresh;
+  for (; it != h.end() && it->t < w->end; ++it) fresh.AddSample(it->t, it->v);
+  a.count = fresh.count;
+  a.min = fresh.min;
+  a.max = fresh.max;
+  a.sum = fresh.sum;
+  a.first = fresh.first;
+  a.last = fresh.last;
+  a.first_t = fresh.first_t;
+  a.last_t = fresh.last_t;
+  a.present = a.present || fresh.present;
+}
+
+// Applies an event earlier than the device's latest one: late (at or below the watermark,
+// within allowed lateness) or out of order within the bound. Its samples go into the
+// histories in time order and the windows they change are recomputed: the sample statistics
+// of its window (in time order, when the histories hold all of the window's samples; else
+// the sample is added), and the interval-derived fields of the windows around it.
+void ApplyUnordered(Impl& E, Device& d, const model::Event& ev, const uint32_t* ids) {
   const int64_t t = ev.timestamp_ns;
   Window* w = BaseOf(E, d, FloorTo(t, E.opt.window_ns), true);
   Touch(d, w);
   ++w->count;
+  const bool complete = w->start >= d.complete_from;
   for (size_t i = 0; i < ev.metrics.size(); ++i) {
     const uint32_t m = ids[i];
     const double v = ev.metrics[i].value;
-    AddSampleAll(d, w, m, t, v);
     MetricState& ms = d.metrics[m];
-    if (ms.kind == MetricKind::kGauge) continue;
     auto& h = ms.hist;
-    size_t pos =
-        static_cast<size_t>(std::upper_bound(h.begin(), h.end(), t,
-                                             [](int64_t x, const Sample& s) { return x < s.t; }) -
-                            h.begin());
-    h.insert(h.begin() + static_cast<ptrdiff_t>(pos), Sample{t, v});
+    const bool keep = ms.kind != MetricKind::kGauge || t >= d.complete_from;
+    size_t pos = 0;
+    if (keep) {
+      pos = static_cast<size_t>(std::upper_bound(h.begin(), h.end(), Sample{t, v},
+                                                 [](const Sample& x, const Sample& s) {
+                                                   return SampleBefore(x.t, x.v, s);
+                                                 }) -
+                                h.begin());
+      h.insert(h.begin() + static_cast<ptrdiff_t>(pos), Sample{t, v});
+    }
+    if (complete) {
+      RebuildSampleStats(d, w, m);
+    } else {
+      AddSampleAll(d, w, m, t, v);
+    }
+    if (ms.kind == MetricKind::kGauge) continue;
     int64_t lo = pos > 0 ? std::max(h[pos - 1].t, t - E.opt.max_gap_ns) : t;
     int64_t hi = pos + 1 < h.size() ? h[pos + 1].t : t;
     if (ms.kind == MetricKind::kCounter) {
@@ -585,8 +573,13 @@ void EmitDirty(Impl& E, Device& d, RecordSink* sink) {
 int64_t Frontier(const Impl& E, const Device& d) {
   int64_t f = kMaxTime;
   for (const MetricState& ms : d.metrics) {
-    if (ms.kind == MetricKind::kGauge || ms.hist.empty()) continue;
-    int64_t lt = ms.hist.back().t;
+    if (ms.kind == MetricKind::kGauge) continue;
+    // The last sample at or below the watermark: a later event can only split the
+    // interval after it (the samples after it are above the watermark too).
+    size_t k = ms.hist.size();
+    while (k > 0 && ms.hist[k - 1].t > d.wm) --k;
+    if (k == 0) continue;
+    int64_t lt = ms.hist[k - 1].t;
     if (d.wm >= lt + E.opt.max_gap_ns) continue;
     f = std::min(f, lt);
   }
@@ -643,20 +636,34 @@ void Finalize(Impl& E, Device& d, RecordSink* sink) {
 }
 
 bool HasOpen(const Device& d) {
-  if (d.pending_head < d.pending.size()) return true;
   for (int res = 0; res < kNumRes; ++res) {
     if (d.first_open[res] < d.win[res].size()) return true;
   }
   return false;
 }
 
-// Early firing: the partial result of every open window (sealed aggregates plus the
-// pending events folded on a copy), emitted when it differs from the last emission.
+// Emits an open window's partial result when it differs from its last early emission.
+void EmitEarly(Impl& E, const Device& d, Window* w, uint64_t count, const Acc* acc, size_t n,
+               RecordSink* sink) {
+  const uint64_t fp = EarlyFingerprint(count, acc, n);
+  if (w->has_early && w->early_fp == fp) return;
+  bool any = count > 0;
+  for (size_t m = 0; m < n && !any; ++m) any = acc[m].present;
+  if (!any) return;
+  ++w->version;
+  EmitRecord(E, d, *w, count, acc, n, false, sink);
+  w->has_early = true;
+  w->early_fp = fp;
+}
+
+// Early firing: the partial result of every open window, emitted when it differs from the
+// last emission. Open base windows hold every event folded so far; an open rollup's partial
+// result is its merged final base windows plus the open base windows under it.
 void EarlyFire(Impl& E, Device& d, int64_t now, int64_t tick_period, RecordSink* sink) {
   d.next_early = now + std::max<int64_t>(E.opt.early_fire_interval_ns - tick_period, 0);
   E.view_n = 0;
   const size_t n_metrics = d.metrics.size();
-  for (int res = 0; res < kNumRes; ++res) {
+  for (int res = kHourRes; res < kNumRes; ++res) {
     auto& v = d.win[res];
     for (size_t i = d.first_open[res]; i < v.size(); ++i) {
       Window* w = v[i];
@@ -671,106 +678,28 @@ void EarlyFire(Impl& E, Device& d, int64_t now, int64_t tick_period, RecordSink*
       w->view_slot = static_cast<int>(E.view_n++);
     }
   }
-  if (E.view_n == 0) return;
-  // A piece of an interval ending in base window `w` (its view slot `ws`, may be null),
-  // for the window starting at s: usually w itself.
-  auto piece = [&](Window* w, Impl::ViewSlot* ws, int64_t s, uint32_t m, double x, int64_t y) {
-    if (s != w->start) {  // as AddPieceAll
-      Window* o = BaseOf(E, d, s, false);
-      ws = o != nullptr && o->view_slot >= 0 ? &E.view[static_cast<size_t>(o->view_slot)] : nullptr;
-    }
-    if (ws == nullptr) return;
-    Acc& a = ws->acc[m];
-    a.x += x;
-    a.y += y;
-    a.present = true;
-    if (m >= ws->n) ws->n = m + 1;
-  };
-  struct Cursor {
-    bool has;
-    MetricKind kind;
-    int64_t t;
-    double v, b;
-  };
-  static thread_local std::vector<Cursor> cursors;
-  cursors.resize(n_metrics);
-  for (size_t m = 0; m < d.metrics.size(); ++m) {
-    const MetricState& ms = d.metrics[m];
-    Cursor& c = cursors[m];
-    c.kind = ms.kind;
-    c.has = !ms.hist.empty();
-    if (c.has) {
-      c.t = ms.hist.back().t;
-      c.v = ms.hist.back().v;
-      c.b = ms.kind == MetricKind::kCounter ? ms.baseline.back() : 0;
-    }
-  }
-  const int64_t width = E.opt.window_ns;
-  for (size_t i = d.pending_head; i < d.pending.size(); ++i) {
-    const PendingEvent& pe = d.pending[i];
-    Window* w = BaseOf(E, d, BaseStartOf(E, d, pe.t), false);
-    if (w == nullptr) continue;  // cannot happen: created on arrival
-    Impl::ViewSlot* wslot =
-        w->view_slot >= 0 ? &E.view[static_cast<size_t>(w->view_slot)] : nullptr;
-    if (wslot != nullptr) ++wslot->count;
-    const PendingSample* samples = d.arena.data() + pe.offset;
-    for (uint32_t k = 0; k < pe.n; ++k) {
-      const PendingSample& s = samples[k];
-      const uint32_t m = s.metric;
-      if (wslot != nullptr) {
-        wslot->acc[m].AddSample(pe.t, s.v);
-        if (m >= wslot->n) wslot->n = m + 1;
-      }
-      Cursor& c = cursors[m];
-      if (c.kind == MetricKind::kGauge) continue;
-      if (c.has) {
-        if (c.kind == MetricKind::kPower) {
-          if (pe.t > c.t && pe.t - c.t <= E.opt.max_gap_ns) {
-            SpreadPower(
-                width, c.t, c.v, pe.t, s.v, w->start,
-                [&](int64_t ws0, double e, int64_t cov) { piece(w, wslot, ws0, m, e, cov); });
-          }
-        } else {
-          CounterStep st = StepCounter(c.b, s.v);
-          SpreadCounter(width, E.opt.max_gap_ns, c.t, pe.t, w->start, st.inc,
-                        [&](int64_t ws0, double share) { piece(w, wslot, ws0, m, share, 0); });
-          if (st.reset) piece(w, wslot, w->start, m, 0, 1);
-          c.b = st.baseline;
-        }
-      } else {
-        c.b = s.v;
-      }
-      c.has = true;
-      c.t = pe.t;
-      c.v = s.v;
-    }
-  }
-  // Open rollups = their merged final base windows + the open base windows' views.
-  for (size_t i = 0; i < E.view_n; ++i) {
-    const Impl::ViewSlot& base = E.view[i];
-    if (base.w->res != kBaseRes) break;
-    Window* rs[2] = {base.w->hour, base.w->day};
+  auto& bases = d.win[kBaseRes];
+  for (size_t i = d.first_open[kBaseRes]; i < bases.size(); ++i) {
+    Window* b = bases[i];
+    if (b->final) continue;
+    const size_t n = b->acc.size();
+    Window* rs[2] = {b->hour, b->day};
     for (Window* r : rs) {
       if (r->view_slot < 0) continue;
       Impl::ViewSlot& slot = E.view[static_cast<size_t>(r->view_slot)];
-      slot.count += base.count;
-      if (slot.n < base.n) slot.n = base.n;
-      for (size_t m = 0; m < base.n; ++m) MergeAcc(slot.acc[m], base.acc[m]);
+      slot.count += b->count;
+      if (slot.n < n) slot.n = n;
+      for (size_t m = 0; m < n; ++m) MergeAcc(slot.acc[m], b->acc[m]);
     }
+  }
+  for (size_t i = d.first_open[kBaseRes]; i < bases.size(); ++i) {
+    Window* b = bases[i];
+    if (!b->final) EmitEarly(E, d, b, b->count, b->acc.data(), b->acc.size(), sink);
   }
   for (size_t i = 0; i < E.view_n; ++i) {
     Impl::ViewSlot& slot = E.view[i];
-    Window* w = slot.w;
-    w->view_slot = -1;
-    const uint64_t fp = EarlyFingerprint(slot.count, slot.acc.data(), slot.n);
-    if (w->has_early && w->early_fp == fp) continue;
-    bool any = slot.count > 0;
-    for (size_t m = 0; m < slot.n && !any; ++m) any = slot.acc[m].present;
-    if (!any) continue;
-    ++w->version;
-    EmitRecord(E, d, *w, slot.count, slot.acc.data(), slot.n, false, sink);
-    w->has_early = true;
-    w->early_fp = fp;
+    slot.w->view_slot = -1;
+    EmitEarly(E, d, slot.w, slot.count, slot.acc.data(), slot.n, sink);
   }
 }
 
@@ -797,14 +726,19 @@ void Evict(Impl& E, Device& d) {
     d.seen_head = 0;
   }
   const int64_t hs = FloorTo(horizon, E.opt.window_ns);
+  // Gauges keep the samples of the windows an event above the watermark can land in.
+  const int64_t gs = FloorTo(d.wm, E.opt.window_ns);
+  d.complete_from = std::max(d.complete_from, std::max(hs, gs));
   for (MetricState& ms : d.metrics) {
     auto& h = ms.hist;
+    const bool gauge = ms.kind == MetricKind::kGauge;
     size_t j =
-        static_cast<size_t>(std::lower_bound(h.begin(), h.end(), hs,
+        static_cast<size_t>(std::lower_bound(h.begin(), h.end(), gauge ? gs : hs,
                                              [](const Sample& s, int64_t x) { return s.t < x; }) -
                             h.begin());
-    if (j <= 1) continue;
-    size_t drop = j - 1;  // keep the last sample before the horizon
+    // Power and counters keep the last sample before the horizon (an interval to it).
+    const size_t drop = gauge ? j : (j <= 1 ? 0 : j - 1);
+    if (drop == 0) continue;
     // Erase from the front only once half the history has expired: each sample is then
     // moved at most once on average (with an hour of history at 1 Hz, erasing every 64
     // expired samples moved ~57 kB per metric a minute).
@@ -946,6 +880,20 @@ Device& WindowEngine::Impl::GetDevice(std::string_view id) {
   return *(last_device = devices.back().get());
 }
 
+void WindowEngine::Impl::FoldInOrder(Device& d, int64_t t, size_t n, const uint32_t* ids,
+                                     const double* values) {
+  Impl& E = *this;
+  Window* w = BaseOf(E, d, BaseStartOf(E, d, t), true);
+  Touch(d, w);
+  ++w->count;
+  for (size_t i = 0; i < n; ++i) FoldSample(E, d, w, ids[i], t, values[i]);
+  d.has_events = true;
+  if (t > d.max_t) {  // always, except for a format-3 checkpoint's pending events
+    d.max_t = t;
+    d.wm = std::max(d.wm, t - E.opt.out_of_orderness_ns);
+  }
+}
+
 uint32_t WindowEngine::Impl::InternMetricName(std::string_view name) {
   auto it = metric_name_ids.find(name);
   if (it != metric_name_ids.end()) return it->second;
@@ -1048,33 +996,22 @@ void WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t no
     }
   }
 
-  if (d.has_events && t <= d.wm) {
-    ++d.late_updates;
-    ++E.late_updates;
-    ApplyLate(E, d, ev, ids);
+  if (d.has_events && t <= d.max_t) {
+    if (t <= d.wm) {
+      ++d.late_updates;
+      ++E.late_updates;
+    }
+    ApplyUnordered(E, d, ev, ids);
   } else {
-    PendingEvent pe;
-    pe.t = t;
-    pe.tie = ev.event_id.empty() ? 0 : HashId(ev.event_id);
-    pe.offset = static_cast<uint32_t>(d.arena.size());
-    pe.n = static_cast<uint32_t>(ev.metrics.size());
-    for (size_t i = 0; i < ev.metrics.size(); ++i) {
-      d.arena.push_back(PendingSample{ids[i], ev.metrics[i].value});
+    double values_local[64];
+    std::vector<double> values_heap;
+    double* values = values_local;
+    if (ev.metrics.size() > 64) {
+      values_heap.resize(ev.metrics.size());
+      values = values_heap.data();
     }
-    size_t pos = d.pending.size();
-    while (pos > d.pending_head &&
-           (d.pending[pos - 1].t > t ||
-            (d.pending[pos - 1].t == t && d.pending[pos - 1].tie > pe.tie))) {
-      --pos;
-    }
-    d.pending.insert(d.pending.begin() + static_cast<ptrdiff_t>(pos), pe);
-    BaseOf(E, d, BaseStartOf(E, d, t), true);  // so early firings show it
-    d.has_events = true;
-    if (t > d.max_t) {
-      d.max_t = t;
-      d.wm = std::max(d.wm, t - E.opt.out_of_orderness_ns);
-    }
-    Seal(E, d);
+    for (size_t i = 0; i < ev.metrics.size(); ++i) values[i] = ev.metrics[i].value;
+    E.FoldInOrder(d, t, ev.metrics.size(), ids, values);
   }
   Finalize(E, d, sink);
   if (now_ns >= d.next_early) EarlyFire(E, d, now_ns, 0, sink);
@@ -1159,11 +1096,8 @@ void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t no
     if (d->last_base != nullptr) PrefetchLines(d->last_base, sizeof(Window));
     if (!d->metrics.empty())
       PrefetchLines(d->metrics.data(), d->metrics.size() * sizeof(MetricState));
-    PrefetchTail(d->pending);
-    PrefetchTail(d->arena);
     PrefetchTail(d->seen_ts);
     __builtin_prefetch(&d->skew[d->skew_n % Device::kSkewRing], 1, 3);
-    if (d->pending_head < d->pending.size()) __builtin_prefetch(&d->pending[d->pending_head], 0, 3);
     if (now_ns >= d->next_early) {  // this event will trigger an early firing
       __builtin_prefetch(d->win[kBaseRes].data() + d->first_open[kBaseRes], 0, 3);
       __builtin_prefetch(d->win[kHourRes].data() + d->first_open[kHourRes], 0, 3);
@@ -1180,10 +1114,6 @@ void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t no
     for (const MetricState& ms : d->metrics) {
       PrefetchTail(ms.hist);
       PrefetchTail(ms.baseline);
-    }
-    if (d->pending_head < d->pending.size()) {  // the samples of the next event to seal
-      const uint32_t off = d->pending[d->pending_head].offset;
-      if (off < d->arena.size()) __builtin_prefetch(&d->arena[off], 0, 3);
     }
     if (now_ns >= d->next_early) PrefetchOpenWindows(*d, false);
   };
@@ -1233,7 +1163,6 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
         PrefetchOpenWindows(a, false);
         PrefetchAll(a.metrics);
         PrefetchAll(a.by_name);
-        PrefetchTail(a.pending);
       }
     }
     if (k + 1 < n_devices) {
@@ -1241,10 +1170,6 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
       if (due(a)) {
         PrefetchOpenWindows(a, true);
         for (const MetricState& ms : a.metrics) PrefetchTail(ms.hist);
-        if (a.pending_head < a.pending.size()) {
-          PrefetchLines(&a.pending[a.pending_head],
-                        (a.pending.size() - a.pending_head) * sizeof(PendingEvent));
-        }
       }
     }
     Device& d = *E.devices[k];
@@ -1259,7 +1184,6 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
       d.fin_wm = std::max(d.fin_wm, std::max(d.max_t + silent, last_base_end));
       if (HasOpen(d)) {
         d.wm = std::max(d.wm, d.max_t);
-        Seal(E, d);
         Finalize(E, d, sink);
       }
     }
@@ -1302,9 +1226,7 @@ WindowEngine::Stats WindowEngine::stats() const {
   uint64_t bytes = 0;
   for (const auto& dp : E.devices) {
     const Device& d = *dp;
-    bytes += sizeof(Device) + d.id.capacity() + d.arena.capacity() * sizeof(PendingSample) +
-             d.pending.capacity() * sizeof(PendingEvent) +
-             d.dedup.capacity() * sizeof(FlatKeySet::Entry) +
+    bytes += sizeof(Device) + d.id.capacity() + d.dedup.capacity() * sizeof(FlatKeySet::Entry) +
              d.seen_ts.capacity() * sizeof(int64_t);
     for (const MetricState& ms : d.metrics) {
       bytes += sizeof(MetricState) + ms.hist.capacity() * sizeof(Sample) +

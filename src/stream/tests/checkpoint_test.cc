@@ -72,8 +72,9 @@ TEST(CheckpointTest, ReadsFormatVersion2) {
   std::string from_v2, from_live;
   ASSERT_TRUE(restored.SaveState(&from_v2).ok());
   ASSERT_TRUE(live.SaveState(&from_live).ok());
-  EXPECT_TRUE(from_v2 == from_live);  // the same state, now in format version 3
-  EXPECT_EQ(from_v2.substr(4, 1), std::string("\x03", 1));
+  // Now in format version 4. (Not the same bytes: the version-2 engine kept no gauge
+  // samples, so the restored histories are complete only from the next window on.)
+  EXPECT_EQ(from_v2.substr(4, 1), std::string("\x04", 1));
   Collect ra, rb;
   live.Tick(1795000000LL * kNanosPerSecond + 502 * kNanosPerSecond, &ra);
   restored.Tick(1795000000LL * kNanosPerSecond + 502 * kNanosPerSecond, &rb);
