@@ -174,6 +174,12 @@ Window* FindContainingWindow(const std::vector<Window*>& v, int64_t t) {
   return nullptr;
 }
 
+// A damaged file: the engine is left empty.
+Status Fail(WindowEngine::Impl& E, const char* what) {
+  E.ResetState();
+  return Status::Corruption(what);
+}
+
 }  // namespace
 
 Status WindowEngine::SaveState(std::string* out) const {
@@ -219,12 +225,13 @@ Status WindowEngine::SaveState(std::string* out) const {
       w.Str(E.NameOf(ms));
       w.U8(static_cast<uint8_t>(ms.kind));
       w.U32(static_cast<uint32_t>(ms.hist.size()));
-      for (const Sample& s : ms.hist) {
-        w.I64(s.t);
-        w.F64(s.v);
+      for (size_t k = 0; k < ms.hist.size(); ++k) {
+        w.I64(ms.hist[k].t);
+        w.F64(ms.hist[k].v);
       }
-      w.U32(static_cast<uint32_t>(ms.baseline.size()));
-      for (double b : ms.baseline) w.F64(b);
+      const size_t nb = ms.baseline != nullptr ? ms.baseline->size() : 0;
+      w.U32(static_cast<uint32_t>(nb));
+      for (size_t k = 0; k < nb; ++k) w.F64((*ms.baseline)[k]);
     }
     for (int res = 0; res < kNumRes; ++res) {
       w.U32(static_cast<uint32_t>(d.win[res].size()));
@@ -331,19 +338,24 @@ Status WindowEngine::RestoreState(std::string_view data) {
       MetricState ms;
       ms.name = E.InternMetricName(r.Str());
       uint8_t kind = r.U8();
-      if (kind > 2) return Status::Corruption("checkpoint: bad metric kind");
+      if (kind > 2) return Fail(E, "checkpoint: bad metric kind");
       ms.kind = static_cast<model::MetricKind>(kind);
       uint32_t nh = r.Count(16);
-      ms.hist.resize(nh);
-      for (Sample& s : ms.hist) {
+      for (uint32_t k = 0; k < nh && r.ok(); ++k) {
+        Sample s;
         s.t = r.I64();
         s.v = r.F64();
+        ms.hist.push_back(s);
       }
       uint32_t nb = r.Count(8);
-      ms.baseline.resize(nb);
-      for (double& b : ms.baseline) b = r.F64();
+      if (ms.kind == model::MetricKind::kCounter) {
+        ms.baseline = std::make_unique<ChunkedLog<double>>();
+        for (uint32_t k = 0; k < nb && r.ok(); ++k) ms.baseline->push_back(r.F64());
+      } else if (nb != 0) {
+        return Fail(E, "checkpoint: baseline of a non-counter metric");
+      }
       if (ms.kind == model::MetricKind::kCounter && nb != nh) {
-        return Status::Corruption("checkpoint: counter baseline mismatch");
+        return Fail(E, "checkpoint: counter baseline mismatch");
       }
       d.metrics.push_back(std::move(ms));
     }
@@ -364,7 +376,7 @@ Status WindowEngine::RestoreState(std::string_view data) {
       for (uint32_t k = 0; k < pe.n; ++k) {
         uint32_t m = r.U32();
         double v = r.F64();
-        if (m >= d.metrics.size()) return Status::Corruption("checkpoint: bad metric id");
+        if (m >= d.metrics.size()) return Fail(E, "checkpoint: bad metric id");
         pending_samples.push_back({m, v});
       }
       pending.push_back(pe);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "model/aggregate_record.h"
+#include "stream/chunked_log.h"
 #include "stream/flat_key_set.h"
 #include "stream/local_day.h"
 #include "stream/window_engine.h"
@@ -111,8 +112,8 @@ struct MetricState {
   // events); gauges back to the start of the watermark's window (the open windows, whose
   // sample statistics are recomputed in time order when an event arrives out of order).
   // `baseline` parallels `hist` for counters: the counter baseline after each sample.
-  std::vector<Sample> hist;
-  std::vector<double> baseline;
+  ChunkedLog<Sample> hist;
+  std::unique_ptr<ChunkedLog<double>> baseline;  // counters only
 };
 
 // The order of samples in a history: by time, equal times by value (so that the order, and

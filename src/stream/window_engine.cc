@@ -334,7 +334,7 @@ void FoldSample(Impl& E, Device& d, Window* w, uint32_t m, int64_t t, double v) 
   MetricState& ms = d.metrics[m];
   if (ms.kind == MetricKind::kGauge || ms.hist.empty()) {
     ms.hist.push_back({t, v});
-    if (ms.kind == MetricKind::kCounter) ms.baseline.push_back(v);
+    if (ms.kind == MetricKind::kCounter) ms.baseline->push_back(v);
     return;
   }
   const int64_t width = E.opt.window_ns;
@@ -347,14 +347,58 @@ void FoldSample(Impl& E, Device& d, Window* w, uint32_t m, int64_t t, double v) 
     }
     ms.hist.push_back({t, v});
   } else {
-    CounterStep st = StepCounter(ms.baseline.back(), v);
+    CounterStep st = StepCounter(ms.baseline->back(), v);
     SpreadCounter(width, E.opt.max_gap_ns, p.t, t, w->start, st.inc, [&](int64_t s, double share) {
       AddPieceAll(d, BaseOf(E, d, s, true), m, share, 0);
     });
     if (st.reset) AddPieceAll(d, w, m, 0, 1);
     ms.hist.push_back({t, v});
-    ms.baseline.push_back(st.baseline);
+    ms.baseline->push_back(st.baseline);
   }
+}
+
+// ---- sample histories -------------------------------------------------------------
+
+// The first index whose sample is at or after t (histories are sorted by time).
+size_t FirstAtOrAfter(const ChunkedLog<Sample>& h, int64_t t) {
+  size_t lo = 0, hi = h.size();
+  while (lo < hi) {
+    const size_t mid = (lo + hi) / 2;
+    if (h[mid].t < t) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+// The first index whose sample is after t.
+size_t FirstAfter(const ChunkedLog<Sample>& h, int64_t t) {
+  size_t lo = 0, hi = h.size();
+  while (lo < hi) {
+    const size_t mid = (lo + hi) / 2;
+    if (h[mid].t <= t) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+// Where sample (t, v) goes: after every sample that is not SampleBefore-later than it.
+size_t InsertPosition(const ChunkedLog<Sample>& h, int64_t t, double v) {
+  size_t lo = 0, hi = h.size();
+  while (lo < hi) {
+    const size_t mid = (lo + hi) / 2;
+    if (SampleBefore(t, v, h[mid])) {
+      hi = mid;
+    } else {
+      lo = mid + 1;
+    }
+  }
+  return lo;
 }
 
 // ---- late events ---------------------------------------------------------------------
@@ -379,9 +423,8 @@ void RecomputeRange(Impl& E, Device& d, uint32_t m, int64_t lo, int64_t hi) {
   const auto& h = ms.hist;
   size_t k0 = 0;
   {
-    auto it = std::upper_bound(h.begin(), h.end(), s0,
-                               [](int64_t x, const Sample& s) { return x < s.t; });
-    if (it != h.begin()) k0 = static_cast<size_t>(it - h.begin()) - 1;
+    const size_t after = FirstAfter(h, s0);
+    if (after > 0) k0 = after - 1;
   }
   for (size_t k = k0 + 1; k < h.size(); ++k) {
     const Sample& p = h[k - 1];
@@ -399,7 +442,7 @@ void RecomputeRange(Impl& E, Device& d, uint32_t m, int64_t lo, int64_t hi) {
                     });
       }
     } else {
-      CounterStep st = StepCounter(ms.baseline[k - 1], c.v);
+      CounterStep st = StepCounter((*ms.baseline)[k - 1], c.v);
       SpreadCounter(width, E.opt.max_gap_ns, p.t, c.t, FloorTo(c.t, width), st.inc,
                     [&](int64_t s, double share) {
                       if (Fields* f = at(s)) {
@@ -434,11 +477,11 @@ void RecomputeRange(Impl& E, Device& d, uint32_t m, int64_t lo, int64_t hi) {
 // window w from the history, in its order. REQUIRES: w->start >= d.complete_from.
 void RebuildSampleStats(Device& d, Window* w, uint32_t m) {
   const auto& h = d.metrics[m].hist;
-  auto it = std::lower_bound(h.begin(), h.end(), w->start,
-                             [](const Sample& s, int64_t x) { return s.t < x; });
   Acc& a = AccOf(w, m);
   Acc fresh;
-  for (; it != h.end() && it->t < w->end; ++it) fresh.AddSample(it->t, it->v);
+  for (size_t k = FirstAtOrAfter(h, w->start); k < h.size() && h[k].t < w->end; ++k) {
+    fresh.AddSample(h[k].t, h[k].v);
+  }
   a.count = fresh.count;
   a.min = fresh.min;
   a.max = fresh.max;
@@ -469,12 +512,8 @@ void ApplyUnordered(Impl& E, Device& d, const model::Event& ev, const uint32_t* 
     const bool keep = ms.kind != MetricKind::kGauge || t >= d.complete_from;
     size_t pos = 0;
     if (keep) {
-      pos = static_cast<size_t>(std::upper_bound(h.begin(), h.end(), Sample{t, v},
-                                                 [](const Sample& x, const Sample& s) {
-                                                   return SampleBefore(x.t, x.v, s);
-                                                 }) -
-                                h.begin());
-      h.insert(h.begin() + static_cast<ptrdiff_t>(pos), Sample{t, v});
+      pos = InsertPosition(h, t, v);
+      h.insert(pos, Sample{t, v});
     }
     if (complete) {
       RebuildSampleStats(d, w, m);
@@ -485,8 +524,8 @@ void ApplyUnordered(Impl& E, Device& d, const model::Event& ev, const uint32_t* 
     int64_t lo = pos > 0 ? std::max(h[pos - 1].t, t - E.opt.max_gap_ns) : t;
     int64_t hi = pos + 1 < h.size() ? h[pos + 1].t : t;
     if (ms.kind == MetricKind::kCounter) {
-      auto& b = ms.baseline;
-      b.insert(b.begin() + static_cast<ptrdiff_t>(pos), v);
+      auto& b = *ms.baseline;
+      b.insert(pos, v);
       for (size_t j = pos; j < h.size(); ++j) {
         double nb = j == 0 ? h[0].v : StepCounter(b[j - 1], h[j].v).baseline;
         if (j > pos && nb == b[j]) break;
@@ -732,21 +771,13 @@ void Evict(Impl& E, Device& d) {
   for (MetricState& ms : d.metrics) {
     auto& h = ms.hist;
     const bool gauge = ms.kind == MetricKind::kGauge;
-    size_t j =
-        static_cast<size_t>(std::lower_bound(h.begin(), h.end(), gauge ? gs : hs,
-                                             [](const Sample& s, int64_t x) { return s.t < x; }) -
-                            h.begin());
+    const size_t j = FirstAtOrAfter(h, gauge ? gs : hs);
     // Power and counters keep the last sample before the horizon (an interval to it).
     const size_t drop = gauge ? j : (j <= 1 ? 0 : j - 1);
     if (drop == 0) continue;
-    // Erase from the front only once half the history has expired: each sample is then
-    // moved at most once on average (with an hour of history at 1 Hz, erasing every 64
-    // expired samples moved ~57 kB per metric a minute).
-    if (drop * 2 < h.size()) continue;
-    h.erase(h.begin(), h.begin() + static_cast<ptrdiff_t>(drop));
-    if (!ms.baseline.empty()) {
-      ms.baseline.erase(ms.baseline.begin(), ms.baseline.begin() + static_cast<ptrdiff_t>(drop));
-    }
+    // Dropping from the front moves nothing: whole expired chunks are freed.
+    h.erase_front(drop);
+    if (ms.baseline != nullptr) ms.baseline->erase_front(drop);
   }
 }
 
@@ -914,6 +945,7 @@ uint32_t WindowEngine::Impl::MetricId(Device& d, size_t guess, std::string_view 
   ms.name = InternMetricName(name);
   auto it = opt.kinds.find(name);
   ms.kind = it != opt.kinds.end() ? it->second : model::DefaultMetricKind(name);
+  if (ms.kind == MetricKind::kCounter) ms.baseline = std::make_unique<ChunkedLog<double>>();
   d.metrics.push_back(std::move(ms));
   auto pos =
       std::lower_bound(d.by_name.begin(), d.by_name.end(), name,
@@ -1112,8 +1144,10 @@ void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t no
       PrefetchLines(w->acc.data(), w->acc.size() * sizeof(Acc));
     }
     for (const MetricState& ms : d->metrics) {
-      PrefetchTail(ms.hist);
-      PrefetchTail(ms.baseline);
+      if (const Sample* tail = ms.hist.tail()) __builtin_prefetch(tail, 1, 3);
+      if (ms.baseline != nullptr) {
+        if (const double* tail = ms.baseline->tail()) __builtin_prefetch(tail, 1, 3);
+      }
     }
     if (now_ns >= d->next_early) PrefetchOpenWindows(*d, false);
   };
@@ -1169,7 +1203,9 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
       const Device& a = *E.devices[k + 1];
       if (due(a)) {
         PrefetchOpenWindows(a, true);
-        for (const MetricState& ms : a.metrics) PrefetchTail(ms.hist);
+        for (const MetricState& ms : a.metrics) {
+          if (const Sample* tail = ms.hist.tail()) __builtin_prefetch(tail, 0, 3);
+        }
       }
     }
     Device& d = *E.devices[k];
@@ -1229,8 +1265,9 @@ WindowEngine::Stats WindowEngine::stats() const {
     bytes += sizeof(Device) + d.id.capacity() + d.dedup.capacity() * sizeof(FlatKeySet::Entry) +
              d.seen_ts.capacity() * sizeof(int64_t);
     for (const MetricState& ms : d.metrics) {
-      bytes += sizeof(MetricState) + ms.hist.capacity() * sizeof(Sample) +
-               ms.baseline.capacity() * sizeof(double);
+      bytes +=
+          sizeof(MetricState) + ms.hist.capacity_bytes() +
+          (ms.baseline != nullptr ? sizeof(ChunkedLog<double>) + ms.baseline->capacity_bytes() : 0);
     }
     for (int res = 0; res < kNumRes; ++res) {
       for (const Window* w : d.win[res]) {

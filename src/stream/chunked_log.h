@@ -1,0 +1,121 @@
+// ChunkedLog<T>: a sequence kept in fixed-size chunks, for the engine's per-metric sample
+// histories. Appending never moves what is stored (no reallocation copies while a history
+// grows) and dropping from the front frees whole chunks (no memmove of what is kept), so a
+// history at steady state costs one write per sample. Random access is by index.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <utility>
+
+namespace joule::stream {
+
+template <typename T>
+class ChunkedLog {
+ public:
+  static constexpr uint32_t kChunk = 64;  // elements per chunk
+
+  ChunkedLog() = default;
+  ChunkedLog(const ChunkedLog&) = delete;
+  ChunkedLog& operator=(const ChunkedLog&) = delete;
+  ChunkedLog(ChunkedLog&& o) noexcept { Take(o); }
+  ChunkedLog& operator=(ChunkedLog&& o) noexcept {
+    if (this != &o) {
+      clear();
+      Take(o);
+    }
+    return *this;
+  }
+  ~ChunkedLog() { clear(); }
+
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  T& operator[](size_t i) {
+    const size_t j = head_ + i;
+    return chunks_[j / kChunk][j % kChunk];
+  }
+  const T& operator[](size_t i) const {
+    const size_t j = head_ + i;
+    return chunks_[j / kChunk][j % kChunk];
+  }
+  // REQUIRES: !empty(). The last element is always just before end_.
+  T& back() { return end_[-1]; }
+  const T& back() const { return end_[-1]; }
+  // Where the next element goes (for prefetching); may be a chunk not yet allocated.
+  const T* tail() const { return end_ == nullptr ? nullptr : end_ - 1; }
+
+  void push_back(const T& v) {
+    if ((head_ + size_) % kChunk == 0) AddChunk();
+    *end_++ = v;
+    ++size_;
+  }
+  // Inserts v before index pos (pos <= size()).
+  void insert(size_t pos, const T& v) {
+    if (pos == size_) {
+      push_back(v);
+      return;
+    }
+    push_back(back());
+    for (size_t i = size_ - 2; i > pos; --i) (*this)[i] = (*this)[i - 1];
+    (*this)[pos] = v;
+  }
+  // Drops the first n elements (n <= size()); chunks left empty are freed.
+  void erase_front(size_t n) {
+    head_ += static_cast<uint32_t>(n);
+    size_ -= static_cast<uint32_t>(n);
+    const uint32_t drop = head_ / kChunk;
+    if (size_ == 0) {
+      clear();
+      return;
+    }
+    if (drop == 0) return;
+    for (uint32_t c = 0; c < drop; ++c) std::free(chunks_[c]);
+    std::memmove(chunks_, chunks_ + drop, (n_chunks_ - drop) * sizeof(T*));
+    n_chunks_ -= drop;
+    head_ -= drop * kChunk;
+  }
+  void clear() {
+    for (uint32_t c = 0; c < n_chunks_; ++c) std::free(chunks_[c]);
+    std::free(chunks_);
+    chunks_ = nullptr;
+    end_ = nullptr;
+    n_chunks_ = cap_chunks_ = head_ = size_ = 0;
+  }
+  size_t capacity_bytes() const {
+    return static_cast<size_t>(n_chunks_) * kChunk * sizeof(T) + cap_chunks_ * sizeof(T*);
+  }
+
+ private:
+  void AddChunk() {
+    if (n_chunks_ == cap_chunks_) {
+      const uint32_t cap = cap_chunks_ == 0 ? 4 : cap_chunks_ * 2;
+      auto** grown = static_cast<T**>(std::realloc(chunks_, cap * sizeof(T*)));
+      if (grown == nullptr) throw std::bad_alloc();
+      chunks_ = grown;
+      cap_chunks_ = cap;
+    }
+    auto* c = static_cast<T*>(std::malloc(kChunk * sizeof(T)));
+    if (c == nullptr) throw std::bad_alloc();
+    chunks_[n_chunks_++] = c;
+    end_ = c;
+  }
+  void Take(ChunkedLog& o) {
+    chunks_ = std::exchange(o.chunks_, nullptr);
+    end_ = std::exchange(o.end_, nullptr);
+    n_chunks_ = std::exchange(o.n_chunks_, 0);
+    cap_chunks_ = std::exchange(o.cap_chunks_, 0);
+    head_ = std::exchange(o.head_, 0);
+    size_ = std::exchange(o.size_, 0);
+  }
+
+  T** chunks_ = nullptr;
+  T* end_ = nullptr;  // one past the last element
+  uint32_t n_chunks_ = 0, cap_chunks_ = 0;
+  uint32_t head_ = 0;  // index of the first element in chunks_[0]
+  uint32_t size_ = 0;
+};
+
+}  // namespace joule::stream
