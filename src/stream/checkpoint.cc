@@ -229,9 +229,8 @@ Status WindowEngine::SaveState(std::string* out) const {
         w.I64(ms.hist[k].t);
         w.F64(ms.hist[k].v);
       }
-      const size_t nb = ms.baseline != nullptr ? ms.baseline->size() : 0;
-      w.U32(static_cast<uint32_t>(nb));
-      for (size_t k = 0; k < nb; ++k) w.F64((*ms.baseline)[k]);
+      w.U32(static_cast<uint32_t>(ms.baseline.size()));
+      for (size_t k = 0; k < ms.baseline.size(); ++k) w.F64(ms.baseline[k]);
     }
     for (int res = 0; res < kNumRes; ++res) {
       w.U32(static_cast<uint32_t>(d.win[res].size()));
@@ -349,8 +348,7 @@ Status WindowEngine::RestoreState(std::string_view data) {
       }
       uint32_t nb = r.Count(8);
       if (ms.kind == model::MetricKind::kCounter) {
-        ms.baseline = std::make_unique<ChunkedLog<double>>();
-        for (uint32_t k = 0; k < nb && r.ok(); ++k) ms.baseline->push_back(r.F64());
+        for (uint32_t k = 0; k < nb && r.ok(); ++k) ms.baseline.push_back(r.F64());
       } else if (nb != 0) {
         return Fail(E, "checkpoint: baseline of a non-counter metric");
       }

@@ -113,7 +113,7 @@ struct MetricState {
   // sample statistics are recomputed in time order when an event arrives out of order).
   // `baseline` parallels `hist` for counters: the counter baseline after each sample.
   ChunkedLog<Sample> hist;
-  std::unique_ptr<ChunkedLog<double>> baseline;  // counters only
+  ChunkedLog<double> baseline;  // counters only (empty otherwise)
 };
 
 // The order of samples in a history: by time, equal times by value (so that the order, and

@@ -334,7 +334,7 @@ void FoldSample(Impl& E, Device& d, Window* w, uint32_t m, int64_t t, double v) 
   MetricState& ms = d.metrics[m];
   if (ms.kind == MetricKind::kGauge || ms.hist.empty()) {
     ms.hist.push_back({t, v});
-    if (ms.kind == MetricKind::kCounter) ms.baseline->push_back(v);
+    if (ms.kind == MetricKind::kCounter) ms.baseline.push_back(v);
     return;
   }
   const int64_t width = E.opt.window_ns;
@@ -347,13 +347,13 @@ void FoldSample(Impl& E, Device& d, Window* w, uint32_t m, int64_t t, double v) 
     }
     ms.hist.push_back({t, v});
   } else {
-    CounterStep st = StepCounter(ms.baseline->back(), v);
+    CounterStep st = StepCounter(ms.baseline.back(), v);
     SpreadCounter(width, E.opt.max_gap_ns, p.t, t, w->start, st.inc, [&](int64_t s, double share) {
       AddPieceAll(d, BaseOf(E, d, s, true), m, share, 0);
     });
     if (st.reset) AddPieceAll(d, w, m, 0, 1);
     ms.hist.push_back({t, v});
-    ms.baseline->push_back(st.baseline);
+    ms.baseline.push_back(st.baseline);
   }
 }
 
@@ -442,7 +442,7 @@ void RecomputeRange(Impl& E, Device& d, uint32_t m, int64_t lo, int64_t hi) {
                     });
       }
     } else {
-      CounterStep st = StepCounter((*ms.baseline)[k - 1], c.v);
+      CounterStep st = StepCounter(ms.baseline[k - 1], c.v);
       SpreadCounter(width, E.opt.max_gap_ns, p.t, c.t, FloorTo(c.t, width), st.inc,
                     [&](int64_t s, double share) {
                       if (Fields* f = at(s)) {
@@ -524,7 +524,7 @@ void ApplyUnordered(Impl& E, Device& d, const model::Event& ev, const uint32_t* 
     int64_t lo = pos > 0 ? std::max(h[pos - 1].t, t - E.opt.max_gap_ns) : t;
     int64_t hi = pos + 1 < h.size() ? h[pos + 1].t : t;
     if (ms.kind == MetricKind::kCounter) {
-      auto& b = *ms.baseline;
+      auto& b = ms.baseline;
       b.insert(pos, v);
       for (size_t j = pos; j < h.size(); ++j) {
         double nb = j == 0 ? h[0].v : StepCounter(b[j - 1], h[j].v).baseline;
@@ -771,13 +771,17 @@ void Evict(Impl& E, Device& d) {
   for (MetricState& ms : d.metrics) {
     auto& h = ms.hist;
     const bool gauge = ms.kind == MetricKind::kGauge;
-    const size_t j = FirstAtOrAfter(h, gauge ? gs : hs);
+    // From the front: what expired since the last pass is a few samples (a binary search
+    // would touch a dozen cold lines of a long history).
+    const int64_t keep_from = gauge ? gs : hs;
+    size_t j = 0;
+    while (j < h.size() && h[j].t < keep_from) ++j;
     // Power and counters keep the last sample before the horizon (an interval to it).
     const size_t drop = gauge ? j : (j <= 1 ? 0 : j - 1);
     if (drop == 0) continue;
     // Dropping from the front moves nothing: whole expired chunks are freed.
     h.erase_front(drop);
-    if (ms.baseline != nullptr) ms.baseline->erase_front(drop);
+    if (!ms.baseline.empty()) ms.baseline.erase_front(drop);
   }
 }
 
@@ -945,7 +949,6 @@ uint32_t WindowEngine::Impl::MetricId(Device& d, size_t guess, std::string_view 
   ms.name = InternMetricName(name);
   auto it = opt.kinds.find(name);
   ms.kind = it != opt.kinds.end() ? it->second : model::DefaultMetricKind(name);
-  if (ms.kind == MetricKind::kCounter) ms.baseline = std::make_unique<ChunkedLog<double>>();
   d.metrics.push_back(std::move(ms));
   auto pos =
       std::lower_bound(d.by_name.begin(), d.by_name.end(), name,
@@ -1145,9 +1148,7 @@ void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t no
     }
     for (const MetricState& ms : d->metrics) {
       if (const Sample* tail = ms.hist.tail()) __builtin_prefetch(tail, 1, 3);
-      if (ms.baseline != nullptr) {
-        if (const double* tail = ms.baseline->tail()) __builtin_prefetch(tail, 1, 3);
-      }
+      if (const double* tail = ms.baseline.tail()) __builtin_prefetch(tail, 1, 3);
     }
     if (now_ns >= d->next_early) PrefetchOpenWindows(*d, false);
   };
@@ -1265,9 +1266,7 @@ WindowEngine::Stats WindowEngine::stats() const {
     bytes += sizeof(Device) + d.id.capacity() + d.dedup.capacity() * sizeof(FlatKeySet::Entry) +
              d.seen_ts.capacity() * sizeof(int64_t);
     for (const MetricState& ms : d.metrics) {
-      bytes +=
-          sizeof(MetricState) + ms.hist.capacity_bytes() +
-          (ms.baseline != nullptr ? sizeof(ChunkedLog<double>) + ms.baseline->capacity_bytes() : 0);
+      bytes += sizeof(MetricState) + ms.hist.capacity_bytes() + ms.baseline.capacity_bytes();
     }
     for (int res = 0; res < kNumRes; ++res) {
       for (const Window* w : d.win[res]) {
