@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <sys/random.h>
 
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <filesystem>
@@ -409,8 +410,20 @@ int RunServer(const Config& config) {
     tls = std::move(*loaded);
   }
 
-  boost::asio::io_context io;
+  // One io_context per I/O thread, each run by its own thread (concurrency hint 1): the
+  // first also holds the listeners, signals and the MQTT bridge; HTTP and MQTT connections
+  // are spread over all of them at accept. A connection's reads, handler and writes then
+  // stay on one thread — no hand-over through a shared scheduler queue, no futex wake-up
+  // of the other thread per event (src/net/README.md, "Threads").
+  boost::asio::io_context io(1);
+  std::vector<std::unique_ptr<boost::asio::io_context>> worker_ios;
+  std::vector<boost::asio::io_context*> connection_contexts = {&io};
+  for (int i = 1; i < config.io_threads; ++i) {
+    worker_ios.push_back(std::make_unique<boost::asio::io_context>(1));
+    connection_contexts.push_back(worker_ios.back().get());
+  }
   net::HttpServerOptions http_options;
+  http_options.connection_contexts = connection_contexts;
   http_options.listen = config.http_listen;
   http_options.tls = tls;
   http_options.max_body_bytes = config.max_body_bytes;
@@ -439,6 +452,7 @@ int RunServer(const Config& config) {
     net::mqtt::MqttListenerOptions mqtt_options;
     mqtt_options.listen = config.mqtt_listen;
     mqtt_options.tls = tls;
+    mqtt_options.connection_contexts = connection_contexts;
     mqtt_options.max_packet_size =
         static_cast<uint32_t>(std::min<uint64_t>(config.max_body_bytes + (64u << 10), 268'435'455));
     mqtt = std::make_unique<net::mqtt::MqttListener>(io, mqtt_options, &mqtt_ingest, &metrics);
@@ -524,8 +538,14 @@ int RunServer(const Config& config) {
   });
 
   std::vector<std::thread> io_threads;
-  for (int i = 1; i < config.io_threads; ++i) io_threads.emplace_back([&io] { io.run(); });
-  io.run();
+  std::vector<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> keep;
+  for (auto& w : worker_ios) {
+    keep.push_back(boost::asio::make_work_guard(*w));
+    io_threads.emplace_back([w = w.get()] { w->run(); });
+  }
+  io.run();  // until the HTTP server's shutdown is done: its connections are gone
+  for (auto& k : keep) k.reset();
+  for (auto& w : worker_ios) w->stop();
   for (auto& t : io_threads) t.join();
 
   Status flushed = log->Flush();

@@ -1,7 +1,8 @@
 // AcceptLoop: the accept loop the HTTP server and the MQTT listener share, next to
 // OpenListeningAcceptor (tcp_listen.h). Internal to src/net (it includes Asio).
 //
-// Runs on its own strand: accepts a connection (on a new strand of its own), hands it to
+// Runs on its own strand: accepts a connection (on a new strand of its own, or on the next of
+// the single-threaded connection contexts), hands it to
 // the owner's callback, accepts the next one. An accept error other than cancellation
 // (e.g. out of file descriptors) retries after 50 ms rather than spinning. After Stop(),
 // nothing more is accepted, and a socket accepted in the race is closed.
@@ -20,6 +21,7 @@
 #include <functional>
 #include <memory>
 #include <string_view>
+#include <vector>
 
 #include "common/status.h"
 
@@ -30,7 +32,11 @@ class AcceptLoop {
   using Strand = boost::asio::strand<boost::asio::io_context::executor_type>;
   using Socket = boost::asio::ip::tcp::socket;
 
-  explicit AcceptLoop(boost::asio::io_context& io);
+  // Accepted connections go to `connection_contexts` in turn, on the context's own
+  // executor: each of them must be run by exactly one thread. Empty: every connection on
+  // a new strand of `io` (which any number of threads may run).
+  explicit AcceptLoop(boost::asio::io_context& io,
+                      std::vector<boost::asio::io_context*> connection_contexts = {});
 
   // Opens `listen` (OpenListeningAcceptor; *port = the bound port) and starts accepting.
   // `on_accepted` runs on the loop's strand for every accepted socket.
@@ -47,6 +53,8 @@ class AcceptLoop {
   void AcceptNext(std::shared_ptr<void> keep);
 
   boost::asio::io_context& io_;
+  const std::vector<boost::asio::io_context*> targets_;
+  size_t next_target_ = 0;  // only touched on strand_
   Strand strand_;
   boost::asio::ip::tcp::acceptor acceptor_;  // only touched on strand_ after Start
   boost::asio::steady_timer retry_timer_;

@@ -126,7 +126,7 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
         options_(std::move(options)),
         router_(router),
         metrics_(metrics),
-        accept_(io),
+        accept_(io, options_.connection_contexts),
         shutdown_timer_(accept_.strand()) {
     if (metrics_ != nullptr) {
       connections_gauge_ = metrics_->GetGauge("joule_http_connections", "Open HTTP connections.");

@@ -16,6 +16,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/metrics.h"
 #include "common/status.h"
@@ -44,6 +45,11 @@ struct HttpServerOptions {
   size_t sse_max_queued_bytes = 1 << 20;               // per stream; overflowing drops the client
   // Shutdown gives in-flight requests this long, then closes every connection.
   int64_t shutdown_timeout_ns = 10'000'000'000;
+  // Where connections live: accepted connections go to these io_contexts in turn (each
+  // run by its own thread, so that a connection's reads, handler and writes stay on one
+  // thread without cross-thread wake-ups). Empty: every connection on the server's
+  // io_context. The contexts must outlive the server like the io_context itself.
+  std::vector<boost::asio::io_context*> connection_contexts;
 };
 
 class HttpServer {

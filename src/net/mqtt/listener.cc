@@ -69,7 +69,11 @@ class MqttListener::Impl : public std::enable_shared_from_this<Impl> {
  public:
   Impl(asio::io_context& io, MqttListenerOptions options, SessionHandler* handler,
        MetricsRegistry* metrics)
-      : io_(io), options_(std::move(options)), handler_(handler), metrics_(metrics), accept_(io) {
+      : io_(io),
+        options_(std::move(options)),
+        handler_(handler),
+        metrics_(metrics),
+        accept_(io, options_.connection_contexts) {
     if (metrics_ != nullptr) {
       connections_gauge_ = metrics_->GetGauge("joule_mqtt_connections", "Open MQTT connections.");
       publishes_qos0_ = metrics_->GetCounter(

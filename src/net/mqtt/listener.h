@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/metrics.h"
 #include "common/status.h"
@@ -77,6 +78,9 @@ struct MqttListenerOptions {
   uint16_t receive_maximum = 256;               // QoS 1 publishes in flight per connection
   uint16_t topic_alias_maximum = 16;
   size_t max_connections = 100000;
+  // Accepted connections go to these io_contexts in turn (HttpServerOptions has the same);
+  // empty: all on the listener's io_context.
+  std::vector<boost::asio::io_context*> connection_contexts;
 };
 
 class MqttListener {

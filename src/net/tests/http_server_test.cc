@@ -5,7 +5,9 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <chrono>
+#include <functional>
 #include <future>
+#include <mutex>
 #include <thread>
 #include <utility>
 
@@ -554,6 +556,79 @@ TEST_F(HttpServerTest, StartFailsWhenTheAddressIsInUse) {
   bad.listen = "not-an-address:1";
   HttpServer third(io_, bad, router_, nullptr);
   EXPECT_EQ(third.Start().code(), StatusCode::kInvalidArgument);
+}
+
+// Connections spread over single-threaded contexts (HttpServerOptions::connection_contexts):
+// each connection is served by one thread only, consecutive connections by different ones,
+// answers from other threads still reach the right connection, and shutdown completes.
+TEST(HttpServerContextsTest, ConnectionsSpreadOverSingleThreadedContexts) {
+  MetricsRegistry metrics;
+  Router router;
+  router.Add("GET", "/thread", [](HttpRequest&, Responder r) {
+    r.Send(HttpResponse::Text(
+        200, std::to_string(std::hash<std::thread::id>()(std::this_thread::get_id()))));
+  });
+  std::vector<std::thread> helpers;
+  std::mutex helpers_mu;
+  router.Add("GET", "/later", [&](HttpRequest& req, Responder r) {
+    std::string id = req.Query("id") ? *req.Query("id") : "";
+    std::lock_guard lock(helpers_mu);
+    helpers.emplace_back([r, id]() mutable { r.Send(HttpResponse::Text(200, "later " + id)); });
+  });
+  boost::asio::io_context io(1), a(1), b(1);
+  auto wio = boost::asio::make_work_guard(io);
+  auto wa = boost::asio::make_work_guard(a), wb = boost::asio::make_work_guard(b);
+  std::thread ta([&] { a.run(); }), tb([&] { b.run(); }), tio([&] { io.run(); });
+  HttpServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.connection_contexts = {&a, &b};
+  auto server = std::make_unique<HttpServer>(io, options, router, &metrics);
+  ASSERT_TRUE(server->Start().ok());
+
+  std::vector<std::unique_ptr<TestHttpClient>> clients;
+  std::vector<std::string> served_by;
+  for (int c = 0; c < 4; ++c) {
+    clients.push_back(TestHttpClient::Connect(server->port()));
+    ASSERT_TRUE(clients.back());
+    std::string first;
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_TRUE(clients.back()->Send(Get("/thread")));
+      auto r = clients.back()->ReadResponse();
+      ASSERT_TRUE(r.has_value());
+      ASSERT_EQ(r->status, 200);
+      if (i == 0) first = r->body;
+      EXPECT_EQ(r->body, first) << "a connection moved between threads";
+      const std::string id = std::to_string(c * 10 + i);
+      ASSERT_TRUE(clients.back()->Send(Get("/later?id=" + id)));
+      auto later = clients.back()->ReadResponse();
+      ASSERT_TRUE(later.has_value());
+      EXPECT_EQ(later->body, "later " + id);
+    }
+    served_by.push_back(first);
+  }
+  // Round robin over the two contexts, i.e. over their two threads.
+  EXPECT_NE(served_by[0], served_by[1]);
+  EXPECT_EQ(served_by[0], served_by[2]);
+  EXPECT_EQ(served_by[1], served_by[3]);
+  EXPECT_EQ(server->connection_count(), 4u);
+
+  auto done = std::make_shared<std::promise<void>>();
+  server->Shutdown([done] { done->set_value(); });
+  EXPECT_EQ(done->get_future().wait_for(kWait), std::future_status::ready);
+  for (auto& client : clients) EXPECT_TRUE(client->WaitForClose());
+  EXPECT_EQ(server->connection_count(), 0u);
+  {
+    std::lock_guard lock(helpers_mu);
+    for (auto& t : helpers) t.join();
+  }
+  wio.reset();
+  wa.reset();
+  wb.reset();
+  io.stop();
+  tio.join();
+  ta.join();
+  tb.join();
+  server.reset();
 }
 
 }  // namespace
