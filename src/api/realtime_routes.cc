@@ -2,12 +2,13 @@
 #include <algorithm>
 #include <charconv>
 #include <climits>
-#include <map>
 #include <memory>
+#include <vector>
 
 #include "api/api_context.h"
 #include "api/device_json.h"
 #include "api/error_response.h"
+#include "api/history_tail_cache.h"
 #include "api/record_json_cache.h"
 #include "api/routes.h"
 #include "common/json_writer.h"
@@ -36,8 +37,8 @@ bool ParseWindows(const std::string* text, size_t* out) {
   return true;
 }
 
-void HandleRealtime(ApiContext& ctx, RecordJsonCache& cache, net::HttpRequest& req,
-                    net::Responder responder) {
+void HandleRealtime(ApiContext& ctx, RecordJsonCache& cache, HistoryTailCache& tail,
+                    net::HttpRequest& req, net::Responder responder) {
   const Caller caller = ctx.auth->Authenticate(req);
   if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized(caller));
   const std::string& device_id = req.path_params["id"];
@@ -59,31 +60,43 @@ void HandleRealtime(ApiContext& ctx, RecordJsonCache& cache, net::HttpRequest& r
   const bool usable = !ctx.latest_state || ctx.latest_state().usable();
   Result<bool> found = usable ? ctx.latest->Get(device_id, windows, &snap) : Result<bool>(false);
   // It may also hold fewer windows than asked (after a restart it only has what was
-  // emitted since): older windows then come from history, the higher version winning.
+  // emitted since; a device younger than `windows` windows): older windows then come
+  // from history, the higher version winning. History's answer is kept while no history
+  // write reaches the device (HistoryTailCache), so a poller does not read RocksDB each time.
+  HistoryTailCache::Records history;                  // owns what `chosen` points into
+  std::vector<const model::AggregateRecord*> chosen;  // newest window first
   if (ctx.history && (!found.ok() || !*found || snap.records.size() < windows)) {
-    auto records = ctx.history->Latest(device_id, model::Resolution::kBase, windows);
-    if (records.ok() && !records->empty()) {
+    auto records = tail.Latest(*ctx.history, ctx.history_json_cache, device_id, windows);
+    if (records.ok() && !(*records)->empty()) {
+      history = std::move(*records);
       if (!found.ok() || !*found || snap.records.empty()) {
         if (!found.ok() || !*found) snap = store::LatestSnapshot();
-        snap.records = std::move(*records);
         source = "history";
         found = true;
+        for (const model::AggregateRecord& r : *history) chosen.push_back(&r);
       } else {
-        std::map<int64_t, model::AggregateRecord> merged;
-        for (auto& r : *records) merged[r.window_start_ns] = std::move(r);
-        for (auto& r : snap.records) {
-          auto it = merged.find(r.window_start_ns);
-          if (it == merged.end() || it->second.version <= r.version) {
-            merged[r.window_start_ns] = std::move(r);
-          }
+        // Newest window first; per window the higher version, the latest store's on a tie
+        // (pushed first; the sort is stable).
+        for (const model::AggregateRecord& r : snap.records) chosen.push_back(&r);
+        for (const model::AggregateRecord& r : *history) chosen.push_back(&r);
+        std::stable_sort(chosen.begin(), chosen.end(),
+                         [](const model::AggregateRecord* a, const model::AggregateRecord* b) {
+                           if (a->window_start_ns != b->window_start_ns) {
+                             return a->window_start_ns > b->window_start_ns;
+                           }
+                           return a->version > b->version;
+                         });
+        size_t out = 0;
+        for (size_t i = 0; i < chosen.size() && out < windows; ++i) {
+          if (out > 0 && chosen[out - 1]->window_start_ns == chosen[i]->window_start_ns) continue;
+          chosen[out++] = chosen[i];
         }
-        snap.records.clear();
-        for (auto it = merged.rbegin(); it != merged.rend() && snap.records.size() < windows;
-             ++it) {
-          snap.records.push_back(std::move(it->second));
-        }
+        chosen.resize(out);
       }
     }
+  }
+  if (history == nullptr) {
+    for (const model::AggregateRecord& r : snap.records) chosen.push_back(&r);
   }
   if (!found.ok()) {
     responder.Send(net::HttpResponse::Error(503, "unavailable", found.status().message()));
@@ -133,10 +146,10 @@ void HandleRealtime(ApiContext& ctx, RecordJsonCache& cache, net::HttpRequest& r
   std::string body = w.Take();
   body.resize(body.size() - 2);  // the records go between the brackets
   std::shared_ptr<RecordJsonCache::Series> series;
-  if (!snap.records.empty()) series = cache.Open(device_id, model::Resolution::kBase);
+  if (!chosen.empty()) series = cache.Open(device_id, model::Resolution::kBase);
   int64_t oldest = INT64_MAX, width = 0;
-  for (size_t i = 0; i < snap.records.size(); ++i) {
-    const model::AggregateRecord& r = snap.records[i];
+  for (size_t i = 0; i < chosen.size(); ++i) {
+    const model::AggregateRecord& r = *chosen[i];
     if (i > 0) body.push_back(',');
     oldest = std::min(oldest, r.window_start_ns);
     width = std::max(width, r.window_end_ns - r.window_start_ns);
@@ -155,9 +168,10 @@ void HandleRealtime(ApiContext& ctx, RecordJsonCache& cache, net::HttpRequest& r
 
 void AddRealtimeRoutes(net::Router& router, ApiContext& ctx) {
   auto cache = std::make_shared<RecordJsonCache>(kRealtimeJsonCacheBytes, nullptr);
+  auto tail = std::make_shared<HistoryTailCache>();
   router.Add("GET", "/v1/devices/{id}/metrics/realtime",
-             [&ctx, cache](net::HttpRequest& req, net::Responder r) {
-               HandleRealtime(ctx, *cache, req, std::move(r));
+             [&ctx, cache, tail](net::HttpRequest& req, net::Responder r) {
+               HandleRealtime(ctx, *cache, *tail, req, std::move(r));
              });
 }
 
