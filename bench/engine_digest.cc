@@ -256,6 +256,7 @@ struct Profile {
   std::vector<Event> events;
   int64_t start = 1795000000LL * kNanosPerSecond;
   int64_t second = 0;
+  bool jitter = false;  // as stream_bench's OutOfOrder: consecutive seconds swapped
 
   explicit Profile(int n, size_t b) : devices(n), batch(b), events(static_cast<size_t>(n)) {
     for (int i = 0; i < n; ++i) {
@@ -271,6 +272,7 @@ struct Profile {
           100.0 + 50.0 * std::sin(static_cast<double>(second + static_cast<int64_t>(i)) * 0.01);
       e.timestamp_ns =
           start + second * kNanosPerSecond + static_cast<int64_t>(i) * (kNanosPerSecond / devices);
+      if (jitter) e.timestamp_ns += (second & 1) == 0 ? kNanosPerSecond : -kNanosPerSecond;
       e.received_at_ns = e.timestamp_ns + 50 * 1000 * 1000;
       e.metrics[0].value = p;
       e.metrics[1].value = 230.0 + static_cast<double>(i % 7) * 0.1;
@@ -293,8 +295,10 @@ __attribute__((noinline)) void MeasuredPhase(Profile& p, int seconds) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc == 6 && std::strcmp(argv[1], "--profile") == 0) {
+  // --profile DEVICES BATCH WARM_S MEASURE_S [jitter]
+  if ((argc == 6 || argc == 7) && std::strcmp(argv[1], "--profile") == 0) {
     Profile p(std::atoi(argv[2]), static_cast<size_t>(std::atoi(argv[3])));
+    p.jitter = argc == 7 && std::strcmp(argv[6], "jitter") == 0;
     for (int s = 0, n = std::atoi(argv[4]); s < n; ++s) p.Second();
     MeasuredPhase(p, std::atoi(argv[5]));
     std::printf("records %" PRIu64 " metrics %" PRIu64 "\n", p.sink.n, p.sink.metrics);

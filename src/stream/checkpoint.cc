@@ -183,6 +183,11 @@ Status Fail(WindowEngine::Impl& E, const char* what) {
 }  // namespace
 
 Status WindowEngine::SaveState(std::string* out) const {
+  // Stale accumulators are a cache of what the histories hold: bring them up to date
+  // (which changes no result) so that the file holds plain values.
+  for (auto& dp : impl_->devices) {
+    for (Window* w : dp->win[kBaseRes]) impl_->CleanWindow(*dp, w);
+  }
   const Impl& E = *impl_;
   out->clear();
   out->append(kMagic, 4);

@@ -41,6 +41,16 @@ class ChunkedLog {
     const size_t j = head_ + i;
     return chunks_[j / kChunk][j % kChunk];
   }
+  // Element i and the number of elements stored contiguously from it (to the end of its
+  // chunk or of the log), for loops that read a range without per-element index math.
+  // REQUIRES: i < size().
+  const T* span(size_t i, size_t* n) const {
+    const size_t j = head_ + i;
+    const size_t in_chunk = kChunk - j % kChunk;
+    const size_t left = size_ - i;
+    *n = in_chunk < left ? in_chunk : left;
+    return chunks_[j / kChunk] + j % kChunk;
+  }
   // REQUIRES: !empty(). The last element is always just before end_.
   T& back() { return end_[-1]; }
   const T& back() const { return end_[-1]; }

@@ -46,6 +46,11 @@ struct Acc {
   double x = 0;
   int64_t y = 0;
   bool present = false;  // the metric appears in the record
+  // Open base windows that received an out-of-order sample: `sum` (sum_stale) or the
+  // interval pair (iv_stale) is to be recomputed from the history before it is read
+  // (WindowEngine::Impl::CleanWindow). Always false in final windows and rollups.
+  bool sum_stale = false;
+  bool iv_stale = false;
 
   void AddSample(int64_t t, double v) {
     if (count == 0) {
@@ -80,6 +85,7 @@ struct alignas(64) Window {
   uint8_t res = kBaseRes;
   bool final = false;        // a final record has been emitted
   bool dirty_final = false;  // final and changed since its last emission
+  bool stale = false;        // some accumulator is sum_stale or iv_stale
   // Open windows: whether an early (non-final) record was emitted, and the fingerprint of
   // its content, to emit only when the content changed (EarlyFingerprint).
   bool has_early = false;
@@ -221,6 +227,9 @@ struct WindowEngine::Impl {
   // Folds an event later than every earlier event of the device into its windows (samples
   // by metric id). The checkpoint reader replays a format-3 file's pending events with it.
   void FoldInOrder(Device& d, int64_t t, size_t n, const uint32_t* ids, const double* values);
+  // Recomputes what out-of-order samples left stale in an open base window (Acc::sum_stale,
+  // Acc::iv_stale); every reader of a base window's accumulators calls it first.
+  void CleanWindow(Device& d, Window* w);
   // WindowEngine::Process for an event of device d.
   void ProcessOn(Device& d, const model::Event& ev, int64_t now_ns, RecordSink* sink);
   // The device's id for a metric name (registered on first sight). `guess` is tried first:

@@ -414,7 +414,13 @@ void RecomputeRange(Impl& E, Device& d, uint32_t m, int64_t lo, int64_t hi) {
     int64_t y = 0;
     bool touched = false;
   };
-  std::vector<Fields> nf(n);
+  Fields local[4];
+  std::vector<Fields> heap;
+  Fields* nf = local;
+  if (n > 4) {
+    heap.resize(n);
+    nf = heap.data();
+  }
   auto at = [&](int64_t s) -> Fields* {
     if (s < s0 || s > s1) return nullptr;
     return &nf[static_cast<size_t>((s - s0) / width)];
@@ -426,11 +432,37 @@ void RecomputeRange(Impl& E, Device& d, uint32_t m, int64_t lo, int64_t hi) {
     const size_t after = FirstAfter(h, s0);
     if (after > 0) k0 = after - 1;
   }
-  for (size_t k = k0 + 1; k < h.size(); ++k) {
-    const Sample& p = h[k - 1];
-    const Sample& c = h[k];
+  const int64_t max_gap = E.opt.max_gap_ns;
+  const bool power = ms.kind == MetricKind::kPower;
+  // Walks the history a chunk span at a time: p = sample k - 1, c = sample k (the
+  // increment makes the sample just read the next one's predecessor).
+  Sample p = k0 < h.size() ? h[k0] : Sample{};
+  size_t span_n = 0;
+  const Sample* span = nullptr;
+  for (size_t k = k0 + 1; k < h.size(); ++k, p = span[-1]) {
+    if (span_n == 0) span = h.span(k, &span_n);
+    const Sample c = *span++;
+    --span_n;
     if (p.t >= s1 + width) break;
-    if (ms.kind == MetricKind::kPower) {
+    if (p.t >= s0 && c.t < s0 + width) {
+      // Inside the first window (most intervals): its one piece, computed exactly as
+      // SpreadPower / SpreadCounter compute it (a counter's share is then inc * 1.0).
+      Fields& f = nf[0];
+      if (power) {
+        if (c.t > p.t && c.t - p.t <= max_gap) {
+          f.x += (p.v + c.v) * 0.5 * (static_cast<double>(c.t - p.t) / 3.6e12);
+          f.y += c.t - p.t;
+          f.touched = true;
+        }
+      } else {
+        const CounterStep st = StepCounter(ms.baseline[k - 1], c.v);
+        f.x += st.inc;
+        if (st.reset) f.y += 1;
+        f.touched = true;
+      }
+      continue;
+    }
+    if (power) {
       if (c.t > p.t && c.t - p.t <= E.opt.max_gap_ns) {
         SpreadPower(width, p.t, p.v, c.t, c.v, FloorTo(c.t, width),
                     [&](int64_t s, double e, int64_t cov) {
@@ -493,6 +525,46 @@ void RebuildSampleStats(Device& d, Window* w, uint32_t m) {
   a.present = a.present || fresh.present;
 }
 
+// The sum of metric m's samples in base window w, folded in history (time) order.
+// REQUIRES: w->start >= d.complete_from.
+double WindowSum(const Device& d, const Window* w, uint32_t m) {
+  const auto& h = d.metrics[m].hist;
+  double sum = 0;
+  for (size_t k = FirstAtOrAfter(h, w->start); k < h.size();) {
+    size_t n;
+    const Sample* s = h.span(k, &n);
+    for (size_t j = 0; j < n; ++j) {
+      if (s[j].t >= w->end) return sum;
+      sum += s[j].v;
+    }
+    k += n;
+  }
+  return sum;
+}
+
+// After sample `pos` of metric m's history was inserted into base window w (w->start >=
+// d.complete_from): its sample statistics as if the window's samples had been folded in
+// time order. With distinct times only the sum depends on the order: it is added when the
+// sample is the window's last, else recomputed — at once in a final window, before the
+// next read in an open one (sum_stale, so a burst of disorder costs one pass).
+void InsertSampleStats(Device& d, Window* w, uint32_t m, size_t pos) {
+  const auto& h = d.metrics[m].hist;
+  const Sample s = h[pos];
+  if ((pos > 0 && h[pos - 1].t == s.t) || (pos + 1 < h.size() && h[pos + 1].t == s.t)) {
+    RebuildSampleStats(d, w, m);  // equal times: first/last depend on the order too
+    return;
+  }
+  Acc& a = AccOf(w, m);
+  a.AddSample(s.t, s.v);
+  if (pos + 1 == h.size() || h[pos + 1].t >= w->end) return;
+  if (!w->final) {
+    a.sum_stale = true;
+    w->stale = true;
+    return;
+  }
+  a.sum = WindowSum(d, w, m);
+}
+
 // Applies an event earlier than the device's latest one: late (at or below the watermark,
 // within allowed lateness) or out of order within the bound. Its samples go into the
 // histories in time order and the windows they change are recomputed: the sample statistics
@@ -515,8 +587,8 @@ void ApplyUnordered(Impl& E, Device& d, const model::Event& ev, const uint32_t* 
       pos = InsertPosition(h, t, v);
       h.insert(pos, Sample{t, v});
     }
-    if (complete) {
-      RebuildSampleStats(d, w, m);
+    if (complete) {  // (then keep is true: t >= w->start >= d.complete_from)
+      InsertSampleStats(d, w, m, pos);
     } else {
       AddSampleAll(d, w, m, t, v);
     }
@@ -532,6 +604,14 @@ void ApplyUnordered(Impl& E, Device& d, const model::Event& ev, const uint32_t* 
         b[j] = nb;
         hi = std::max(hi, h[std::min(j + 1, h.size() - 1)].t);
       }
+    }
+    // Within one open window (the usual disorder): its interval fields are recomputed
+    // before the next read, once for any number of such events.
+    const int64_t width = E.opt.window_ns;
+    if (complete && !w->final && FloorTo(lo, width) == w->start && FloorTo(hi, width) == w->start) {
+      AccOf(w, m).iv_stale = true;
+      w->stale = true;
+      continue;
     }
     RecomputeRange(E, d, m, lo, hi);
   }
@@ -645,6 +725,7 @@ void Finalize(Impl& E, Device& d, RecordSink* sink) {
       Window* w = v[i];
       if (w->final) continue;
       if (!can(w->end)) break;
+      E.CleanWindow(d, w);
       w->final = true;
       w->has_early = false;
       w->early_fp = 0;
@@ -721,6 +802,7 @@ void EarlyFire(Impl& E, Device& d, int64_t now, int64_t tick_period, RecordSink*
   for (size_t i = d.first_open[kBaseRes]; i < bases.size(); ++i) {
     Window* b = bases[i];
     if (b->final) continue;
+    E.CleanWindow(d, b);
     const size_t n = b->acc.size();
     Window* rs[2] = {b->hour, b->day};
     for (Window* r : rs) {
@@ -767,7 +849,13 @@ void Evict(Impl& E, Device& d) {
   const int64_t hs = FloorTo(horizon, E.opt.window_ns);
   // Gauges keep the samples of the windows an event above the watermark can land in.
   const int64_t gs = FloorTo(d.wm, E.opt.window_ns);
-  d.complete_from = std::max(d.complete_from, std::max(hs, gs));
+  const int64_t complete_from = std::max(d.complete_from, std::max(hs, gs));
+  // Recompute what is stale before the samples it needs may go.
+  for (size_t i = d.first_open[kBaseRes]; i < d.win[kBaseRes].size(); ++i) {
+    Window* w = d.win[kBaseRes][i];
+    if (w->start < complete_from) E.CleanWindow(d, w);
+  }
+  d.complete_from = complete_from;
   for (MetricState& ms : d.metrics) {
     auto& h = ms.hist;
     const bool gauge = ms.kind == MetricKind::kGauge;
@@ -862,7 +950,7 @@ void WindowEngine::Impl::FreeWindow(Window* w) {
   w->snapshot.clear();
   w->has_early = false;
   w->early_fp = 0;
-  w->final = w->dirty_final = false;
+  w->final = w->dirty_final = w->stale = false;
   w->version = w->count = 0;
   w->hour = w->day = nullptr;
   w->local_date.clear();
@@ -926,6 +1014,22 @@ void WindowEngine::Impl::FoldInOrder(Device& d, int64_t t, size_t n, const uint3
   if (t > d.max_t) {  // always, except for a format-3 checkpoint's pending events
     d.max_t = t;
     d.wm = std::max(d.wm, t - E.opt.out_of_orderness_ns);
+  }
+}
+
+void WindowEngine::Impl::CleanWindow(Device& d, Window* w) {
+  if (!w->stale) return;
+  w->stale = false;
+  for (uint32_t m = 0; m < w->acc.size(); ++m) {
+    Acc& a = w->acc[m];
+    if (a.sum_stale) {
+      a.sum_stale = false;
+      a.sum = WindowSum(d, w, m);
+    }
+    if (a.iv_stale) {
+      a.iv_stale = false;
+      RecomputeRange(*this, d, m, w->start, w->start);
+    }
   }
 }
 
