@@ -2,10 +2,14 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -45,8 +49,10 @@ class TelemetryRoute {
       return;
     }
     if (ctx_.request_limiter != nullptr && !ctx_.auth->disabled() && !caller.admin()) {
-      const std::string key = caller.kind == Caller::Kind::kDevice ? "device:" + caller.device_id
-                                                                   : "owner:" + caller.owner_id;
+      thread_local std::string key;  // reused: no allocation per request
+      const bool device = caller.kind == Caller::Kind::kDevice;
+      key.assign(device ? "device:" : "owner:");
+      key.append(device ? caller.device_id : caller.owner_id);
       int64_t retry_ns = 0;
       if (!ctx_.request_limiter->TryAcquire(key, 1, ctx_.clock->NowNanos(), &retry_ns)) {
         limited_requests_->Inc();
@@ -123,8 +129,38 @@ class TelemetryRoute {
   // already taken for other devices of this request are not returned (they were offered).
   bool AcquireEvents(const ingest::ParsedBody& body, int64_t now, net::Responder& responder) {
     if (ctx_.event_limiter == nullptr || body.events.empty()) return true;
-    std::map<std::string_view, uint64_t> per_device;
-    for (const model::Event& e : body.events) ++per_device[e.device_id];
+    // Events per device, in order of first appearance: runs of one device collapsed first
+    // (a device token's body is one run), then repeats merged through an open-addressing
+    // index. The thread's vectors are reused, so a request allocates nothing here once warm.
+    thread_local std::vector<std::pair<std::string_view, uint64_t>> per_device;
+    thread_local std::vector<uint32_t> slots;  // index into per_device + 1; 0 = empty
+    per_device.clear();
+    for (const model::Event& e : body.events) {
+      if (!per_device.empty() && per_device.back().first == e.device_id) {
+        ++per_device.back().second;
+      } else {
+        per_device.emplace_back(e.device_id, 1);
+      }
+    }
+    if (per_device.size() > 1) {
+      size_t cap = 16;
+      while (cap < 2 * per_device.size()) cap *= 2;
+      slots.assign(cap, 0);
+      size_t out = 0;
+      for (size_t i = 0; i < per_device.size(); ++i) {
+        size_t h = std::hash<std::string_view>{}(per_device[i].first) & (cap - 1);
+        while (slots[h] != 0 && per_device[slots[h] - 1].first != per_device[i].first) {
+          h = (h + 1) & (cap - 1);
+        }
+        if (slots[h] != 0) {
+          per_device[slots[h] - 1].second += per_device[i].second;
+        } else {
+          per_device[out] = per_device[i];
+          slots[h] = static_cast<uint32_t>(++out);
+        }
+      }
+      per_device.resize(out);
+    }
     for (const auto& [device_id, count] : per_device) {
       int64_t retry_ns = 0;
       if (!ctx_.event_limiter->TryAcquire(device_id, static_cast<double>(count), now, &retry_ns)) {
@@ -157,7 +193,12 @@ class TelemetryRoute {
     // Kept events are compacted in place (swapped, so the reused ParsedBody keeps every
     // event's buffers); nothing is allocated when every event passes.
     std::vector<ingest::EventError> errors;
-    std::map<std::string, bool, std::less<>> registered;  // per request, to spare lookups
+    // The device checked last and whether it is registered: a body mostly holds runs of one
+    // device's events (with a device token, all of them), which then need one lookup; the
+    // metadata cache answers the others without copying the device record.
+    std::string last_device;
+    bool last_known = false;
+    bool checked = false;
     size_t kept = 0;
     for (size_t i = 0; i < body->events.size(); ++i) {
       model::Event& e = body->events[i];
@@ -167,12 +208,14 @@ class TelemetryRoute {
             {index, "forbidden", "this token may only write device '" + caller.device_id + "'"});
         continue;
       }
-      auto it = registered.find(e.device_id);
-      if (it == registered.end()) {
-        bool known = ctx_.metadata && ctx_.metadata->GetDevice(e.device_id).ok();
-        it = registered.emplace(e.device_id, known).first;
+      if (!checked || e.device_id != last_device) {
+        Result<bool> known =
+            ctx_.metadata ? ctx_.metadata->DeviceRegistered(e.device_id) : Result<bool>(false);
+        last_known = known.ok() && *known;
+        last_device.assign(e.device_id);
+        checked = true;
       }
-      if (!it->second) {
+      if (!last_known) {
         errors.push_back({index, "unknown_device",
                           "device '" + e.device_id + "' is not registered (POST /v1/devices)"});
         continue;

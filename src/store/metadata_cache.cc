@@ -143,6 +143,22 @@ Result<Device> MetadataCache::GetDevice(std::string_view device_id) {
   return r;
 }
 
+Result<bool> MetadataCache::DeviceRegistered(std::string_view device_id) {
+  {
+    const int64_t now = clock_->NowNanos();
+    std::shared_lock lock(mu_);
+    auto it = devices_.find(std::string(device_id));
+    if (it != devices_.end() && it->second.expires_ns > now) {
+      device_hits_->Inc();
+      return it->second.device.has_value();
+    }
+  }
+  Result<Device> d = GetDevice(device_id);  // a miss: fills the entry as GetDevice does
+  if (d.ok()) return true;
+  if (d.status().code() == StatusCode::kNotFound) return false;
+  return d.status();
+}
+
 Result<Principal> MetadataCache::AuthenticateToken(std::string_view token) {
   if (!TokenLooksValid(token)) return Status::Unauthenticated("malformed token");
   std::string hash = HashToken(token);

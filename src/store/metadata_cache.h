@@ -75,7 +75,8 @@ class MetadataCache final : public MetadataStore {
   Result<int> SchemaVersion() override { return store_->SchemaVersion(); }
 
   Result<Device> CreateDevice(const Device& device, std::string* token) override;
-  Result<Device> GetDevice(std::string_view device_id) override;  // cached
+  Result<Device> GetDevice(std::string_view device_id) override;       // cached
+  Result<bool> DeviceRegistered(std::string_view device_id) override;  // cached, no copy
   Result<DevicePage> ListDevices(const ListDevicesOptions& options) override {
     return store_->ListDevices(options);
   }

@@ -172,6 +172,14 @@ class MetadataStore {
   // issued in the same transaction and its plaintext stored there.
   virtual Result<Device> CreateDevice(const Device& device, std::string* token) = 0;
   virtual Result<Device> GetDevice(std::string_view device_id) = 0;  // NotFound
+  // Whether the device is registered, without copying its record (ingest checks every
+  // event's device). Errors other than NotFound are returned.
+  virtual Result<bool> DeviceRegistered(std::string_view device_id) {
+    Result<Device> d = GetDevice(device_id);
+    if (d.ok()) return true;
+    if (d.status().code() == StatusCode::kNotFound) return false;
+    return d.status();
+  }
   virtual Result<DevicePage> ListDevices(const ListDevicesOptions& options) = 0;
   virtual Result<Device> UpdateDevice(std::string_view device_id, const DeviceUpdate& update) = 0;
   // Deletes the device and its tokens (NotFound when absent). Alerts are history: kept.

@@ -941,6 +941,29 @@ TEST_P(MetadataCacheTest, ServesRepeatedReadsFromMemory) {
       << text;
 }
 
+TEST_P(MetadataCacheTest, DeviceRegisteredIsCachedAndFollowsDeletes) {
+  ASSERT_TRUE(cache_->CreateDevice(MakeDevice("d1"), nullptr).ok());
+  for (int i = 0; i < 3; ++i) {
+    auto known = cache_->DeviceRegistered("d1");
+    ASSERT_TRUE(known.ok());
+    EXPECT_TRUE(*known);
+    auto unknown = cache_->DeviceRegistered("nope");
+    ASSERT_TRUE(unknown.ok());
+    EXPECT_FALSE(*unknown);
+  }
+  MetadataCacheStats s = cache_->stats();
+  EXPECT_EQ(s.device_misses, 2u);  // one fill each, the known and the unknown device
+  EXPECT_EQ(s.device_hits, 4u);
+  ASSERT_TRUE(cache_->DeleteDevice("d1").ok());
+  auto gone = cache_->DeviceRegistered("d1");
+  ASSERT_TRUE(gone.ok());
+  EXPECT_FALSE(*gone);
+  // The uncached default (MetadataStore::DeviceRegistered) agrees.
+  ASSERT_TRUE(cache_->wrapped().CreateDevice(MakeDevice("d2"), nullptr).ok());
+  EXPECT_TRUE(*cache_->wrapped().DeviceRegistered("d2"));
+  EXPECT_FALSE(*cache_->wrapped().DeviceRegistered("d1"));
+}
+
 TEST_P(MetadataCacheTest, WritesAreVisibleAtOnce) {
   ASSERT_TRUE(cache_->CreateDevice(MakeDevice("d1"), nullptr).ok());
   ASSERT_EQ(cache_->GetDevice("d1")->name, "Plug d1");
