@@ -10,13 +10,65 @@
 #include <cstring>
 #include <new>
 #include <utility>
+#include <vector>
 
 namespace joule::stream {
+
+// Chunks are recycled through a per-thread free list (an engine runs on one thread; a
+// chunk freed on another thread simply joins that thread's list), so a history that grows
+// at one end and expires at the other stops calling malloc once it is warm.
+template <size_t kBytes>
+class ChunkPool {
+ public:
+  static void* Alloc() {
+    if (dead) return Malloc();
+    auto& f = List();
+    if (!f.items.empty()) {
+      void* p = f.items.back();
+      f.items.pop_back();
+      return p;
+    }
+    return Malloc();
+  }
+  static void Free(void* p) {
+    if (dead) {  // a log destroyed after this thread's list (thread or program exit)
+      std::free(p);
+      return;
+    }
+    auto& f = List();
+    if (f.items.size() < kMaxFree) {
+      f.items.push_back(p);
+    } else {
+      std::free(p);
+    }
+  }
+
+ private:
+  static constexpr size_t kMaxFree = (64u << 20) / kBytes;  // at most 64 MB kept per thread
+  static void* Malloc() {
+    void* p = std::malloc(kBytes);
+    if (p == nullptr) throw std::bad_alloc();
+    return p;
+  }
+  struct FreeList {
+    std::vector<void*> items;
+    ~FreeList() {
+      for (void* p : items) std::free(p);
+      dead = true;
+    }
+  };
+  static inline thread_local bool dead = false;
+  static FreeList& List() {
+    static thread_local FreeList list;
+    return list;
+  }
+};
 
 template <typename T>
 class ChunkedLog {
  public:
   static constexpr uint32_t kChunk = 64;  // elements per chunk
+  using Pool = ChunkPool<kChunk * sizeof(T)>;
 
   ChunkedLog() = default;
   ChunkedLog(const ChunkedLog&) = delete;
@@ -82,13 +134,13 @@ class ChunkedLog {
       return;
     }
     if (drop == 0) return;
-    for (uint32_t c = 0; c < drop; ++c) std::free(chunks_[c]);
+    for (uint32_t c = 0; c < drop; ++c) Pool::Free(chunks_[c]);
     std::memmove(chunks_, chunks_ + drop, (n_chunks_ - drop) * sizeof(T*));
     n_chunks_ -= drop;
     head_ -= drop * kChunk;
   }
   void clear() {
-    for (uint32_t c = 0; c < n_chunks_; ++c) std::free(chunks_[c]);
+    for (uint32_t c = 0; c < n_chunks_; ++c) Pool::Free(chunks_[c]);
     std::free(chunks_);
     chunks_ = nullptr;
     end_ = nullptr;
@@ -99,7 +151,7 @@ class ChunkedLog {
   }
 
  private:
-  void AddChunk() {
+  [[gnu::noinline]] void AddChunk() {
     if (n_chunks_ == cap_chunks_) {
       const uint32_t cap = cap_chunks_ == 0 ? 4 : cap_chunks_ * 2;
       auto** grown = static_cast<T**>(std::realloc(chunks_, cap * sizeof(T*)));
@@ -107,8 +159,7 @@ class ChunkedLog {
       chunks_ = grown;
       cap_chunks_ = cap;
     }
-    auto* c = static_cast<T*>(std::malloc(kChunk * sizeof(T)));
-    if (c == nullptr) throw std::bad_alloc();
+    auto* c = static_cast<T*>(Pool::Alloc());
     chunks_[n_chunks_++] = c;
     end_ = c;
   }

@@ -942,7 +942,9 @@ Window* WindowEngine::Impl::NewWindow() {
 }
 
 void WindowEngine::Impl::FreeWindow(Window* w) {
-  if (free_windows.size() >= 4096) {
+  // Keep enough for every device's next windows (at steady state each device frees about
+  // as many as it creates), so that the pool, not malloc, serves them.
+  if (free_windows.size() >= std::max<size_t>(4096, 4 * devices.size())) {
     delete w;
     return;
   }
