@@ -1,0 +1,93 @@
+// ChunkedLog: the sample histories' container. Checked against std::vector under random
+// appends, inserts and front erasures across chunk boundaries.
+#include "stream/chunked_log.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <random>
+#include <utility>
+#include <vector>
+
+namespace joule::stream {
+namespace {
+
+template <typename T>
+void ExpectSame(const ChunkedLog<T>& log, const std::vector<T>& ref) {
+  ASSERT_EQ(log.size(), ref.size());
+  for (size_t i = 0; i < ref.size(); ++i) ASSERT_EQ(log[i], ref[i]) << i;
+  if (!ref.empty()) {
+    EXPECT_EQ(log.back(), ref.back());
+    EXPECT_EQ(*log.tail(), ref.back());
+  }
+  // span() covers the log in contiguous runs that end at chunk boundaries.
+  size_t i = 0;
+  while (i < ref.size()) {
+    size_t n = 0;
+    const T* p = log.span(i, &n);
+    ASSERT_GT(n, 0u);
+    ASSERT_LE(i + n, ref.size());
+    for (size_t j = 0; j < n; ++j) ASSERT_EQ(p[j], ref[i + j]) << i + j;
+    i += n;
+  }
+}
+
+TEST(ChunkedLogTest, MatchesVectorUnderRandomOperations) {
+  std::mt19937_64 rng(11);
+  ChunkedLog<int64_t> log;
+  std::vector<int64_t> ref;
+  int64_t next = 0;
+  for (int step = 0; step < 20000; ++step) {
+    const uint64_t op = rng() % 10;
+    if (op < 6) {
+      log.push_back(next);
+      ref.push_back(next++);
+    } else if (op < 8) {
+      const size_t pos = ref.empty() ? 0 : rng() % (ref.size() + 1);
+      log.insert(pos, -next);
+      ref.insert(ref.begin() + static_cast<ptrdiff_t>(pos), -next++);
+    } else if (!ref.empty()) {
+      const size_t n = rng() % (ref.size() / 2 + 2);
+      const size_t drop = n > ref.size() ? ref.size() : n;
+      log.erase_front(drop);
+      ref.erase(ref.begin(), ref.begin() + static_cast<ptrdiff_t>(drop));
+    }
+    if (step % 97 == 0) ExpectSame(log, ref);
+  }
+  ExpectSame(log, ref);
+  // Memory follows the content: at most one partly used chunk at each end.
+  EXPECT_LE(log.capacity_bytes(), (ref.size() / ChunkedLog<int64_t>::kChunk + 2) *
+                                          ChunkedLog<int64_t>::kChunk * sizeof(int64_t) +
+                                      1024);
+}
+
+TEST(ChunkedLogTest, EraseEverythingThenReuse) {
+  ChunkedLog<double> log;
+  for (int i = 0; i < 300; ++i) log.push_back(i);
+  log.erase_front(300);
+  EXPECT_TRUE(log.empty());
+  EXPECT_EQ(log.capacity_bytes(), 0u);
+  log.push_back(7.5);
+  ASSERT_EQ(log.size(), 1u);
+  EXPECT_EQ(log[0], 7.5);
+  EXPECT_EQ(log.back(), 7.5);
+}
+
+TEST(ChunkedLogTest, MoveLeavesSourceEmpty) {
+  ChunkedLog<int64_t> a;
+  for (int i = 0; i < 200; ++i) a.push_back(i);
+  ChunkedLog<int64_t> b(std::move(a));
+  EXPECT_TRUE(a.empty());  // NOLINT(bugprone-use-after-move): moved-from state is specified
+  ASSERT_EQ(b.size(), 200u);
+  EXPECT_EQ(b[199], 199);
+  ChunkedLog<int64_t> c;
+  c.push_back(1);
+  c = std::move(b);
+  ASSERT_EQ(c.size(), 200u);
+  EXPECT_EQ(c[0], 0);
+  a.push_back(5);  // a moved-from log is usable
+  EXPECT_EQ(a.back(), 5);
+}
+
+}  // namespace
+}  // namespace joule::stream
