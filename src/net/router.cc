@@ -20,6 +20,8 @@ namespace {
 std::vector<std::string_view> SplitPath(std::string_view path) {
   std::vector<std::string_view> out;
   if (!path.empty() && path.front() == '/') path.remove_prefix(1);
+  // Sized once: growing one by one took 4 allocations for a 5-segment path per request.
+  out.reserve(static_cast<size_t>(std::count(path.begin(), path.end(), '/')) + 1);
   while (true) {
     size_t slash = path.find('/');
     out.push_back(path.substr(0, slash));
