@@ -6,7 +6,7 @@
 // The first input byte picks the decoder (bit 0) and whether the rest is the raw file
 // (bit 1 clear) or a body that the harness wraps in a valid header and CRC (bit 1 set),
 // so that mutations reach the body decoders behind the CRC check; the byte's upper six bits
-// pick the engine state's format version (1, 2 or the current 3) for the wrapped header.
+// pick the engine state's format version (1, 2, 3 or the current 4) for the wrapped header.
 // Invariants: no crash or sanitizer report and no huge allocation; an accepted state saves
 // to bytes that restore and save again identically; an accepted processor checkpoint
 // re-encodes to bytes that decode to the same checkpoint.
@@ -102,7 +102,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view body(reinterpret_cast<const char*>(data) + 1, size - 1);
   const bool wrap = (data[0] & 2) != 0;
   if ((data[0] & 1) == 0) {
-    FuzzEngineState(body, wrap, 1 + (data[0] >> 2) % 3);
+    FuzzEngineState(body, wrap, 1 + (data[0] >> 2) % 4);
   } else {
     FuzzProcessorCheckpoint(body, wrap);
   }
