@@ -922,8 +922,15 @@ def main():
 
     def ingest():
         out = {}
-        out["joule_fsync"] = summarize([joule_ingest_run(ctx, "fsync") for _ in range(a.runs)], keys)
-        out["joule_nofsync"] = summarize([joule_ingest_run(ctx, "none") for _ in range(a.runs)], keys)
+        # fsync on and off alternate (on, off, on, off, ...): on a shared machine the load
+        # drifts over minutes, and back-to-back blocks of one mode would each see a
+        # different machine (fsync_on_vs_off compares the two medians).
+        on, off = [], []
+        for _ in range(a.runs):
+            on.append(joule_ingest_run(ctx, "fsync"))
+            off.append(joule_ingest_run(ctx, "none"))
+        out["joule_fsync"] = summarize(on, keys)
+        out["joule_nofsync"] = summarize(off, keys)
         # not a goal: how much of the full path the raw archive (canonical JSON + zstd) costs
         out["joule_fsync_no_archive"] = summarize(
             [joule_ingest_run(ctx, "fsync", {"JOULE_ARCHIVE_ENABLED": "false"})], keys)
