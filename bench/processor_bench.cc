@@ -10,18 +10,28 @@
 // engine and log reading; compare the same command before and after a change.
 //   processor_bench [--devices 10000] [--seconds 60] [--processors 2] [--no-history]
 //                   [--idle-wait-ms 3000] [--dir DIR [--fill-only | --no-fill]]
-//                   [--manual-clock] [--no-version-cache] [--redis URL]
+//                   [--manual-clock | --replay-clock] [--read-batch 4096]
+//                   [--no-version-cache] [--redis URL]
 // --dir keeps the data in DIR; --fill-only writes the log and exits; --no-fill processes the
 // log already in DIR (a copy of a filled one: `cp -r` it first), so that a profiler sees
 // only the processing. --manual-clock freezes the processors' processing time at the
 // start (no early firings, idle timeouts or throttle releases until Stop): the run is then
-// deterministic, for instruction counts (valgrind --tool=callgrind). --no-version-cache
+// deterministic, for instruction counts (valgrind --tool=callgrind). --replay-clock makes
+// each processor's processing time follow the data instead: a batch is processed at the
+// newest event time that processor has read so far (as core_throughput's replay clock), so
+// early firings, ticks, throttle releases and checkpoints happen per event as often as in a
+// live server that keeps up (~0.6 records per event with the default 5 s early firing),
+// and the run is still deterministic. --read-batch: log records per processor read (the
+// server's 4096; with --replay-clock a batch of a partition spans 4096 / (devices / 8)
+// seconds of data, and the clock moves by that much per batch). --no-version-cache
 // turns off the history store's version cache (every write reads the stored version first).
 // --redis writes the latest store to Redis (its keys for dev-* are overwritten) instead of
 // memory.
 #include <stdlib.h>
 #include <time.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -29,6 +39,7 @@
 #include <filesystem>
 #include <memory>
 #include <random>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -74,6 +85,8 @@ struct Args {
   bool fill = true;
   bool process = true;
   bool manual_clock = false;
+  bool replay_clock = false;
+  size_t read_batch = 4096;
   bool version_cache = true;
   std::string redis;
 };
@@ -135,6 +148,74 @@ uint64_t FillLog(const Args& a, log::Log* log, int64_t start_ns) {
   return events;
 }
 
+// --replay-clock: processing time = the newest event time the calling processor thread has
+// handed to the latest store (every decoded event goes there before the engine sees it), so
+// a batch runs at the newest event time of the batches before it. A thread that has handed
+// over nothing (a processor before its first batch; Start and Stop, from main) sees the
+// oldest event time of the log, so that no thread depends on another's progress.
+class ReplayClock final : public Clock {
+ public:
+  explicit ReplayClock(int64_t start_ns) : start_(start_ns) {}
+  int64_t NowNanos() const override { return own_newest_ != 0 ? own_newest_ : start_; }
+  void Saw(std::span<const model::Event> events) {
+    int64_t n = NowNanos();
+    for (const model::Event& e : events) n = std::max(n, e.timestamp_ns);
+    own_newest_ = n;
+  }
+
+ private:
+  static thread_local int64_t own_newest_;
+  const int64_t start_;
+};
+thread_local int64_t ReplayClock::own_newest_ = 0;
+
+// Forwards to the real latest store and tells the replay clock what each processor read.
+class ClockedLatestStore final : public store::LatestStore {
+ public:
+  ClockedLatestStore(store::LatestStore* inner, ReplayClock* clock)
+      : inner_(inner), clock_(clock) {}
+  std::string_view backend() const override { return inner_->backend(); }
+  bool PrefersBatches() const override { return inner_->PrefersBatches(); }
+  Status PutRecord(const model::AggregateRecord& r) override { return inner_->PutRecord(r); }
+  Status PutRecords(std::span<const model::AggregateRecord> r) override {
+    return inner_->PutRecords(r);
+  }
+  Status PutReading(const model::Event& e) override {
+    clock_->Saw(std::span<const model::Event>(&e, 1));
+    return inner_->PutReading(e);
+  }
+  Status PutReadings(std::span<const model::Event> e) override {
+    clock_->Saw(e);
+    return inner_->PutReadings(e);
+  }
+  Result<bool> Get(std::string_view id, size_t n, store::LatestSnapshot* out) override {
+    return inner_->Get(id, n, out);
+  }
+  Status Ping() override { return inner_->Ping(); }
+  uint64_t InstanceGeneration() const override { return inner_->InstanceGeneration(); }
+
+ private:
+  store::LatestStore* inner_;
+  ReplayClock* clock_;
+};
+
+// The oldest event time in the log (the replay clock's start).
+int64_t FirstEventTime(log::Log* log) {
+  int64_t first = INT64_MAX;
+  for (uint32_t p = 0; p < log->partitions(); ++p) {
+    auto reader = log->NewReader(p, log->StartOffset(p));
+    if (!reader.ok()) Die("reader: " + reader.status().ToString());
+    std::vector<log::LogRecord> records;
+    auto n = (*reader)->Next(1, &records);
+    if (!n.ok()) Die("read: " + n.status().ToString());
+    model::Event e;
+    if (*n == 1 && model::DecodeEvent(records[0].payload, &e).ok()) {
+      first = std::min(first, e.timestamp_ns);
+    }
+  }
+  return first == INT64_MAX ? SystemClock::Default()->NowNanos() : first;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -165,6 +246,11 @@ int main(int argc, char** argv) {
       a.redis = next();
     } else if (arg == "--no-version-cache") {
       a.version_cache = false;
+    } else if (arg == "--read-batch") {
+      a.read_batch = std::stoul(next());
+    } else if (arg == "--replay-clock") {
+      a.replay_clock = true;
+      a.idle_wait_ms = 0;
     } else if (arg == "--manual-clock") {
       a.manual_clock = true;
       a.idle_wait_ms = 0;
@@ -227,18 +313,26 @@ int main(int argc, char** argv) {
     if (!opened.ok()) Die("redis: " + opened.status().ToString());
     latest_store = std::move(*opened);
   }
-  store::LatestStore& latest = *latest_store;
-
   ManualClock manual(SystemClock::Default()->NowNanos());
-  const Clock* clock = a.manual_clock ? static_cast<const Clock*>(&manual) : SystemClock::Default();
+  ReplayClock replay(a.replay_clock ? FirstEventTime(log.get()) : 0);
+  ClockedLatestStore clocked(latest_store.get(), &replay);
+  store::LatestStore& latest = a.replay_clock ? clocked : *latest_store;
+  const Clock* clock = a.manual_clock   ? static_cast<const Clock*>(&manual)
+                       : a.replay_clock ? static_cast<const Clock*>(&replay)
+                                        : SystemClock::Default();
   const double load0 = LoadAverage();
   const double cpu0 = CpuSeconds(), wall0 = WallSeconds();
   std::vector<std::unique_ptr<app::PartitionProcessor>> processors;
   for (int i = 0; i < a.processors; ++i) {
     app::PartitionProcessorOptions po;
     po.index = i;
+    po.read_batch = a.read_batch;
     for (uint32_t p = i; p < lo.partitions; p += a.processors) po.partitions.push_back(p);
-    po.engine.idle_timeout_ns = 2 * kNanosPerSecond;  // as the harness runs joule serve
+    // As the harness runs joule serve. Not with --replay-clock: a processor reads a few
+    // seconds of data per partition per batch (4096 records), so its clock jumps by that
+    // much between a device's events, and a 2 s idle timeout would finalize every window
+    // early and re-open it as a late update (the engine's default, 60 s, is used).
+    if (!a.replay_clock) po.engine.idle_timeout_ns = 2 * kNanosPerSecond;
     po.checkpoint_path = (root / "checkpoints" / ("processor-" + std::to_string(i) + ".ckpt"));
     processors.push_back(std::make_unique<app::PartitionProcessor>(
         std::move(po), log.get(), &latest, history.get(), clock, &metrics, nullptr));
@@ -259,11 +353,21 @@ int main(int argc, char** argv) {
   const double load1 = LoadAverage();
 
   auto counter = [&](const char* name) { return metrics.GetCounter(name, "")->Value(); };
+  uint64_t emitted = 0;
+  for (const char* res : {"base", "1h", "1d"}) {
+    for (const char* fin : {"false", "true"}) {
+      emitted +=
+          metrics
+              .GetCounter("joule_windows_emitted_total", "", {{"resolution", res}, {"final", fin}})
+              ->Value();
+    }
+  }
   std::printf(
       "{\"devices\": %d, \"seconds\": %d, \"processors\": %d, \"history\": %s, \"events\": %llu, "
       "\"cpu_s\": %.3f, \"wall_s\": %.3f, \"wall_until_processed_s\": %.3f, "
       "\"events_per_cpu_s\": %.0f, \"history_put_records\": %llu, \"history_stale\": %llu, "
-      "\"history_version_reads\": %llu, \"latest\": \"%s\", "
+      "\"history_version_reads\": %llu, \"records_emitted\": %llu, \"clock\": \"%s\", "
+      "\"latest\": \"%s\", "
       "\"loadavg\": [%.2f, %.2f]}\n",
       a.devices, a.seconds, a.processors, a.history ? "true" : "false",
       static_cast<unsigned long long>(events), cpu, wall, wall_processed,
@@ -271,6 +375,10 @@ int main(int argc, char** argv) {
       static_cast<unsigned long long>(counter("joule_history_put_records_total")),
       static_cast<unsigned long long>(counter("joule_history_stale_writes_total")),
       static_cast<unsigned long long>(counter("joule_history_version_reads_total")),
+      static_cast<unsigned long long>(emitted),
+      a.manual_clock   ? "manual"
+      : a.replay_clock ? "replay"
+                       : "system",
       a.redis.empty() ? "memory" : "redis", load0, load1);
   processors.clear();
   history.reset();

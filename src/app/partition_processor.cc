@@ -40,6 +40,7 @@ class PartitionProcessor::Sink final : public stream::RecordSink {
   Sink(store::LatestCatchUp* latest, bool keep_for_history, int64_t partial_interval_ns,
        api::LiveHub* live, MetricsRegistry* metrics, alert::AlertEngine* alerts = nullptr)
       : latest_(latest),
+        batch_latest_(latest->PrefersBatches()),
         keep_for_history_(keep_for_history),
         partial_interval_ns_(partial_interval_ns),
         live_(live),
@@ -60,12 +61,31 @@ class PartitionProcessor::Sink final : public stream::RecordSink {
   void set_now(int64_t now_ns) { now_ns_ = now_ns; }
   void Emit(const model::AggregateRecord& record) override {
     emitted_[static_cast<int>(record.resolution)][record.final ? 1 : 0]->Inc();
-    latest_->PutRecord(record);  // deferred while the store is unreachable; errors counted
+    // The latest store keeps base windows only. A store that prefers batches (Redis) gets
+    // them once per engine call (FlushLatest), in emission order: one pipelined round
+    // trip instead of one per record.
+    if (!batch_latest_) {
+      latest_->PutRecord(record);  // deferred while the store is unreachable; errors counted
+    } else if (record.resolution == model::Resolution::kBase) {
+      if (n_latest_ == pending_latest_.size()) {
+        pending_latest_.push_back(record);
+      } else {
+        pending_latest_[n_latest_] = record;  // reuses the slot's allocations
+      }
+      ++n_latest_;
+    }
     if (keep_for_history_) ToHistory(record);
     if (live_) live_->PublishRecord(record);
     if (alerts_) alerts_->Offer(record);  // never blocks: bounded queue, drops are counted
   }
   std::vector<model::AggregateRecord>& pending_history() { return pending_history_; }
+  // Writes the base records emitted since the last call to the latest store (deferred
+  // while the store is unreachable; errors counted).
+  void FlushLatest() {
+    if (n_latest_ == 0) return;
+    latest_->PutRecords(std::span<const model::AggregateRecord>(pending_latest_.data(), n_latest_));
+    n_latest_ = 0;
+  }
 
   // Releases held partials whose key was last written `partial_interval_ns` ago or more
   // (every held one when `all`), and forgets keys that are quiet for that long.
@@ -139,12 +159,17 @@ class PartitionProcessor::Sink final : public stream::RecordSink {
   }
 
   store::LatestCatchUp* latest_;
+  const bool batch_latest_;
   bool keep_for_history_;
   int64_t partial_interval_ns_;
   api::LiveHub* live_;
   alert::AlertEngine* alerts_;
   int64_t now_ns_ = 0;
   std::vector<model::AggregateRecord> pending_history_;
+  // Base records for a latest store that prefers batches; the first n_latest_ are
+  // pending, the rest keep their storage for the next batch.
+  std::vector<model::AggregateRecord> pending_latest_;
+  size_t n_latest_ = 0;
   std::string key_;
   std::map<std::string, Held, std::less<>> held_;  // ordered: a device's keys are adjacent
   Counter* emitted_[3][2];
@@ -427,8 +452,11 @@ bool PartitionProcessor::ProcessBatch(size_t slot) {
   if (options_.live) {
     for (size_t i = 0; i < n_events; ++i) options_.live->PublishReading(events_[i]);
   }
-  std::lock_guard lock(engine_mu_);
-  engine_->ProcessBatch(events_.data(), n_events, now, sink_.get());
+  {
+    std::lock_guard lock(engine_mu_);
+    engine_->ProcessBatch(events_.data(), n_events, now, sink_.get());
+  }
+  sink_->FlushLatest();
   events_processed_->Inc(batch_.size());
   positions_[slot].store(readers_[slot]->position().value, std::memory_order_relaxed);
   last_append_ns_[slot].store(batch_.back().append_time_ns, std::memory_order_relaxed);
@@ -504,6 +532,7 @@ void PartitionProcessor::Run() {
       engine_->Tick(now, sink_.get());
       last_tick = now;
     }
+    sink_->FlushLatest();
     if (now - last_release >= kNanosPerSecond) {
       ReleaseHeldPartials(now, /*all=*/false);
       last_release = now;

@@ -48,6 +48,22 @@ void LatestCatchUp::PutRecord(const model::AggregateRecord& record) {
   PublishCounts();
 }
 
+void LatestCatchUp::PutRecords(std::span<const model::AggregateRecord> records) {
+  if (records.empty()) return;
+  if (StoreUp()) {
+    Status st = latest_->PutRecords(records);
+    if (st.ok()) return;
+    Failed(st);
+    if (health_ == nullptr || st.code() != StatusCode::kUnavailable) return;
+  }
+  for (const model::AggregateRecord& r : records) {
+    if (r.resolution != model::Resolution::kBase) continue;
+    if (deferred_ != nullptr) deferred_->Inc();
+    Remember(r);
+  }
+  PublishCounts();
+}
+
 void LatestCatchUp::PutReading(const model::Event& event) {
   if (StoreUp()) {
     Status st = latest_->PutReading(event);

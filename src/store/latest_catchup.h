@@ -63,6 +63,12 @@ class LatestCatchUp {
                 LatestCatchUpOptions options, MetricsRegistry* metrics);
 
   void PutRecord(const model::AggregateRecord& record);
+  // PutRecord of each record in order, in one call to the store (Redis pipelines it); when
+  // it fails, every base record of the batch is caught up (some of them may have been
+  // written: versioned writes make the rewrite harmless).
+  void PutRecords(std::span<const model::AggregateRecord> records);
+  // The store's LatestStore::PrefersBatches.
+  bool PrefersBatches() const { return latest_->PrefersBatches(); }
   void PutReading(const model::Event& event);
   // PutReading of each event, in one call to the store; when it fails, every device of the
   // batch is caught up (some of them may have been written: the rewrite is harmless).

@@ -42,6 +42,11 @@ class LatestStore {
     for (const model::AggregateRecord& r : records) JOULE_RETURN_IF_ERROR(PutRecord(r));
     return Status::Ok();
   }
+  // Whether PutRecords is much cheaper than PutRecord per record (Redis: one round trip
+  // per 256 records instead of per record). The processors then collect a batch's records
+  // and write them in one call; otherwise (memory) each record is written as it is emitted,
+  // which saves copying it.
+  virtual bool PrefersBatches() const { return false; }
   // Keeps the reading with the newest event time.
   virtual Status PutReading(const model::Event& event) = 0;
   // PutReading for each event in order (backends may batch: the memory store takes each

@@ -1,5 +1,7 @@
 #include "store/memory/memory_latest_store.h"
 
+#include <iterator>
+#include <span>
 #include <vector>
 
 namespace joule::store {
@@ -7,15 +9,43 @@ namespace joule::store {
 MemoryLatestStore::MemoryLatestStore(size_t windows_per_device)
     : windows_per_device_(windows_per_device) {}
 
+void MemoryLatestStore::ApplyRecord(Device& d, const model::AggregateRecord& record) const {
+  const int64_t ws = record.window_start_ns;
+  // Most writes are early firings of the newest window: look there first.
+  auto it = !d.windows.empty() && d.windows.rbegin()->first == ws ? std::prev(d.windows.end())
+                                                                  : d.windows.find(ws);
+  if (it != d.windows.end()) {
+    if (it->second.version < record.version) it->second = record;
+    return;
+  }
+  if (windows_per_device_ == 0) return;
+  if (d.windows.size() < windows_per_device_) {
+    d.windows.emplace(ws, record);
+    return;
+  }
+  // Full: the new window replaces the oldest one, unless it is older still (it would be
+  // trimmed at once). The oldest window's node and buffers are reused.
+  if (ws < d.windows.begin()->first) return;
+  auto node = d.windows.extract(d.windows.begin());
+  node.key() = ws;
+  node.mapped() = record;
+  d.windows.insert(std::move(node));
+}
+
 Status MemoryLatestStore::PutRecord(const model::AggregateRecord& record) {
   if (record.resolution != model::Resolution::kBase) return Status::Ok();
   const uint64_t h = FlatStringMap<Device>::Hash(record.device_id);
   Shard& shard = shards_[ShardOf(h)];
   std::lock_guard lock(shard.mu);
-  Device& d = *shard.devices.TryEmplace(record.device_id, h).first;
-  auto [it, inserted] = d.windows.try_emplace(record.window_start_ns, record);
-  if (!inserted && it->second.version < record.version) it->second = record;
-  while (d.windows.size() > windows_per_device_) d.windows.erase(d.windows.begin());
+  ApplyRecord(*shard.devices.TryEmplace(record.device_id, h).first, record);
+  return Status::Ok();
+}
+
+Status MemoryLatestStore::PutRecords(std::span<const model::AggregateRecord> records) {
+  ForEachByShard(
+      records,
+      [](const model::AggregateRecord& r) { return r.resolution == model::Resolution::kBase; },
+      [this](Device& d, const model::AggregateRecord& r) { ApplyRecord(d, r); });
   return Status::Ok();
 }
 
@@ -36,22 +66,27 @@ Status MemoryLatestStore::PutReading(const model::Event& event) {
   return Status::Ok();
 }
 
-Status MemoryLatestStore::PutReadings(std::span<const model::Event> events) {
-  const size_t n = events.size();
-  if (n == 0) return Status::Ok();
-  // Stable counting sort by shard: a device's events stay in order.
+template <typename T, typename Keep, typename Apply>
+void MemoryLatestStore::ForEachByShard(std::span<const T> items, Keep keep, Apply apply) {
+  const size_t n = items.size();
+  if (n == 0) return;
+  // Stable counting sort by shard: a device's items stay in order.
   std::vector<uint64_t> hashes(n);
+  std::vector<uint32_t> kept;
+  kept.reserve(n);
   std::array<uint32_t, kShards + 1> start{};
   for (size_t i = 0; i < n; ++i) {
-    hashes[i] = FlatStringMap<Device>::Hash(events[i].device_id);
-    ++start[ShardOf(hashes[i]) + 1];
+    if (!keep(items[i])) continue;
+    hashes[kept.size()] = FlatStringMap<Device>::Hash(items[i].device_id);
+    ++start[ShardOf(hashes[kept.size()]) + 1];
+    kept.push_back(static_cast<uint32_t>(i));
   }
   for (size_t s = 0; s < kShards; ++s) start[s + 1] += start[s];
-  std::vector<uint32_t> order(n);
+  std::vector<uint32_t> order(kept.size());  // positions in `kept`, grouped by shard
   std::array<uint32_t, kShards> fill{};
-  for (size_t i = 0; i < n; ++i) {
-    const size_t s = ShardOf(hashes[i]);
-    order[start[s] + fill[s]++] = static_cast<uint32_t>(i);
+  for (size_t k = 0; k < kept.size(); ++k) {
+    const size_t s = ShardOf(hashes[k]);
+    order[start[s] + fill[s]++] = static_cast<uint32_t>(k);
   }
   constexpr size_t kSlotAhead = 8, kEntryAhead = 4;
   for (size_t s = 0; s < kShards; ++s) {
@@ -62,10 +97,16 @@ Status MemoryLatestStore::PutReadings(std::span<const model::Event> events) {
     for (size_t k = begin; k < end; ++k) {
       if (k + kSlotAhead < end) shard.devices.PrefetchSlot(hashes[order[k + kSlotAhead]]);
       if (k + kEntryAhead < end) shard.devices.PrefetchEntry(hashes[order[k + kEntryAhead]]);
-      const model::Event& e = events[order[k]];
-      ApplyReading(*shard.devices.TryEmplace(e.device_id, hashes[order[k]]).first, e);
+      const T& item = items[kept[order[k]]];
+      apply(*shard.devices.TryEmplace(item.device_id, hashes[order[k]]).first, item);
     }
   }
+}
+
+Status MemoryLatestStore::PutReadings(std::span<const model::Event> events) {
+  ForEachByShard(
+      events, [](const model::Event&) { return true; },
+      [](Device& d, const model::Event& e) { ApplyReading(d, e); });
   return Status::Ok();
 }
 

@@ -4,8 +4,8 @@
 //
 // Each shard is a flat open-addressing table (common/flat_string_map.h) on its own cache
 // lines; the device id's hash picks the shard (high bits) and the slot (low bits).
-// PutReadings, the processors' per-batch call, groups the batch by shard, takes each
-// shard's lock once and prefetches the lookups a few events ahead.
+// PutReadings and PutRecords, the processors' per-batch calls, group the batch by shard,
+// take each shard's lock once and prefetch the lookups a few items ahead.
 #pragma once
 
 #include <array>
@@ -24,6 +24,7 @@ class MemoryLatestStore final : public LatestStore {
   explicit MemoryLatestStore(size_t windows_per_device = 60);
   std::string_view backend() const override { return "memory"; }
   Status PutRecord(const model::AggregateRecord& record) override;
+  Status PutRecords(std::span<const model::AggregateRecord> records) override;
   Status PutReading(const model::Event& event) override;
   Status PutReadings(std::span<const model::Event> events) override;
   Result<bool> Get(std::string_view device_id, size_t windows, LatestSnapshot* out) override;
@@ -44,6 +45,11 @@ class MemoryLatestStore final : public LatestStore {
   };
   static size_t ShardOf(uint64_t hash) { return hash >> (64 - kShardBits); }
   static void ApplyReading(Device& d, const model::Event& event);
+  void ApplyRecord(Device& d, const model::AggregateRecord& record) const;
+  // Groups `items` (those `keep` accepts) by shard, stably, locks each shard once and calls
+  // apply(device, item) with the device lookups prefetched a few items ahead.
+  template <typename T, typename Keep, typename Apply>
+  void ForEachByShard(std::span<const T> items, Keep keep, Apply apply);
 
   size_t windows_per_device_;
   std::array<Shard, kShards> shards_;

@@ -97,6 +97,7 @@ class RedisLatestStore final : public LatestStore {
   // PutRecord for many records in one pipelined round trip per chunk: the same result as
   // calling PutRecord for each in order. On error some records may have been written.
   Status PutRecords(std::span<const model::AggregateRecord> records) override;
+  bool PrefersBatches() const override { return true; }
   // PutReading for each event in order, pipelined the same way (a processor's batch: one
   // round trip per chunk instead of one per event). Every reading written is published.
   Status PutReadings(std::span<const model::Event> events) override;

@@ -161,6 +161,49 @@ TEST_F(LatestCatchUpTest, BuffersTheHighestVersionPerWindowAndCatchesUp) {
   EXPECT_EQ(Metric("joule_latest_recoveries_total"), 1);
 }
 
+// The processors write a batch's records in one PutRecords call: while the store is up
+// they go out in order; when the call fails, every base record of the batch is kept (the
+// highest version per window) and caught up like single writes.
+TEST_F(LatestCatchUpTest, PutRecordsWritesInOrderAndDefersTheBatchWhileDown) {
+  LatestCatchUp c(&store, &health, &history, {}, &metrics);
+  model::AggregateRecord hour = Rec("d", 0, 9);
+  hour.resolution = model::Resolution::kHour;  // not kept by latest stores
+  std::vector<model::AggregateRecord> up = {Rec("d", 1, 1), hour, Rec("d", 1, 2), Rec("d", 1, 1)};
+  c.PutRecords(up);
+  c.PutRecords({});
+  EXPECT_FALSE(c.pending());
+  ASSERT_EQ(Stored("d").size(), 1u);
+  EXPECT_EQ(Stored("d")[0].version, 2u);
+
+  store.on = false;
+  std::vector<model::AggregateRecord> down = {Rec("d", 1, 4), Rec("d", 1, 3), hour, Rec("d", 2, 1),
+                                              Rec("e", 7, 5)};
+  c.PutRecords(down);  // fails: the store goes down, the batch is kept
+  EXPECT_FALSE(health.up());
+  c.PutRecords(std::vector<model::AggregateRecord>{Rec("e", 7, 6)});  // down: kept, not tried
+  EXPECT_EQ(c.pending_records(), 3u);
+  EXPECT_EQ(c.pending_devices(), 2u);
+  EXPECT_EQ(Metric("joule_latest_deferred_total"), 5);  // base records only
+
+  ComeBack();
+  c.Drain(nullptr);
+  EXPECT_FALSE(c.pending());
+  auto d = Stored("d");
+  ASSERT_EQ(d.size(), 2u);
+  EXPECT_EQ(d[0].window_start_ns, 2 * kNanosPerMinute);
+  EXPECT_EQ(d[1].version, 4u);
+  ASSERT_EQ(Stored("e").size(), 1u);
+  EXPECT_EQ(Stored("e")[0].version, 6u);
+
+  store.failure = Status::Internal("bad script");  // other errors: counted, not deferred
+  store.on = false;
+  const double errors = Metric("joule_sink_errors_total{sink=\"switched\"}");
+  c.PutRecords(std::vector<model::AggregateRecord>{Rec("d", 3, 1)});
+  EXPECT_FALSE(c.pending());
+  EXPECT_TRUE(health.up());
+  EXPECT_EQ(Metric("joule_sink_errors_total{sink=\"switched\"}"), errors + 1);
+}
+
 TEST_F(LatestCatchUpTest, PastTheBoundDevicesAreReReadFromHistory) {
   LatestCatchUpOptions o;
   o.max_records = 3;

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+#include <random>
 #include <span>
 #include <string>
 #include <vector>
@@ -95,6 +97,73 @@ TEST(MemoryLatestStoreTest, PutReadingsEqualsPutReadingPerEvent) {
     EXPECT_EQ(a.reading.timestamp_ns, b.reading.timestamp_ns) << id;
     EXPECT_EQ(a.reading.received_at_ns, b.reading.received_at_ns) << id;
     EXPECT_EQ(a.reading.metrics, b.reading.metrics) << id;
+  }
+}
+
+// What the store must hold after a sequence of record writes: per device and window the
+// highest version (the first of equal ones), the newest `windows` windows; non-base
+// records ignored. Written as plainly as possible: insert, then trim the oldest.
+struct LatestModel {
+  explicit LatestModel(size_t windows) : windows(windows) {}
+  void Put(const model::AggregateRecord& r) {
+    if (r.resolution != model::Resolution::kBase) return;
+    auto& w = devices[r.device_id];
+    auto [it, inserted] = w.try_emplace(r.window_start_ns, r);
+    if (!inserted && it->second.version < r.version) it->second = r;
+    while (w.size() > windows) w.erase(w.begin());
+  }
+  size_t windows;
+  std::map<std::string, std::map<int64_t, model::AggregateRecord>> devices;
+};
+
+// PutRecord per record and PutRecords in batches (shard grouping, node reuse when full)
+// both leave exactly what the model leaves: late windows older than the kept ones, stale
+// and equal versions, other resolutions, windows that fill and overflow the bound.
+TEST(MemoryLatestStoreTest, PutRecordsAndPutRecordEqualTheModel) {
+  for (size_t windows : {0u, 1u, 3u, 8u}) {
+    MemoryLatestStore batched(windows), single(windows);
+    LatestModel model(windows);
+    std::mt19937_64 rng(windows + 1);
+    std::vector<model::AggregateRecord> records;
+    for (int i = 0; i < 20000; ++i) {
+      model::AggregateRecord r =
+          Rec(static_cast<int>(i / 400 + rng() % 12) - 6, 1 + rng() % 6, static_cast<uint64_t>(i));
+      r.device_id = "dev-" + std::to_string(rng() % 97);
+      const uint64_t kind = rng() % 10;
+      if (kind == 0) r.resolution = model::Resolution::kHour;
+      if (kind == 1) r.resolution = model::Resolution::kDay;
+      r.final = rng() % 2 == 0;
+      r.metrics.resize(rng() % 3);
+      for (auto& m : r.metrics) m.sum = static_cast<double>(rng() % 1000);
+      records.push_back(r);
+    }
+    for (size_t off = 0; off < records.size();) {
+      const size_t n = std::min<size_t>(1 + rng() % 700, records.size() - off);
+      std::span<const model::AggregateRecord> part(records.data() + off, n);
+      ASSERT_TRUE(batched.PutRecords(part).ok());
+      for (const auto& r : part) {
+        ASSERT_TRUE(single.PutRecord(r).ok());
+        model.Put(r);
+      }
+      off += n;
+    }
+    for (int d = 0; d < 97; ++d) {
+      const std::string id = "dev-" + std::to_string(d);
+      std::vector<model::AggregateRecord> want;
+      for (auto it = model.devices[id].rbegin(); it != model.devices[id].rend(); ++it) {
+        want.push_back(it->second);
+      }
+      for (MemoryLatestStore* s : {&batched, &single}) {
+        LatestSnapshot snap;
+        Result<bool> found = s->Get(id, 100, &snap);
+        ASSERT_TRUE(found.ok());
+        if (!*found) {
+          EXPECT_TRUE(want.empty()) << id;
+          continue;
+        }
+        EXPECT_EQ(snap.records, want) << id << " windows=" << windows;
+      }
+    }
   }
 }
 
