@@ -4,12 +4,12 @@
 
 #include <algorithm>
 #include <cstring>
-#include <map>
 #include <span>
 #include <thread>
 
 #include "alert/alert_engine.h"
 #include "api/live_hub.h"
+#include "app/history_throttle.h"
 #include "app/latest_backlog_file.h"
 #include "app/processor_checkpoint.h"
 #include "common/crash_point.h"
@@ -42,9 +42,9 @@ class PartitionProcessor::Sink final : public stream::RecordSink {
       : latest_(latest),
         batch_latest_(latest->PrefersBatches()),
         keep_for_history_(keep_for_history),
-        partial_interval_ns_(partial_interval_ns),
         live_(live),
-        alerts_(alerts) {
+        alerts_(alerts),
+        throttle_(partial_interval_ns) {
     for (int r = 0; r < 3; ++r) {
       for (int f = 0; f < 2; ++f) {
         const char* res = r == 0 ? "base" : r == 1 ? "1h" : "1d";
@@ -89,79 +89,19 @@ class PartitionProcessor::Sink final : public stream::RecordSink {
 
   // Releases held partials whose key was last written `partial_interval_ns` ago or more
   // (every held one when `all`), and forgets keys that are quiet for that long.
-  void ReleaseHeld(int64_t now_ns, bool all) {
-    for (auto it = held_.begin(); it != held_.end();) {
-      Held& h = it->second;
-      const bool due = now_ns - h.written_ns >= partial_interval_ns_;
-      if (h.dirty && (due || all)) {
-        pending_history_.push_back(std::move(h.record));
-        h.dirty = false;
-        h.written_ns = now_ns;
-        ++it;
-      } else if (!h.dirty && due) {
-        it = held_.erase(it);  // a partial arriving now would be written at once anyway
-      } else {
-        ++it;
-      }
-    }
-  }
-  size_t held() const { return held_.size(); }
+  void ReleaseHeld(int64_t now_ns, bool all) { throttle_.Release(now_ns, all, &pending_history_); }
+  size_t held() const { return throttle_.held(); }
 
  private:
-  struct Held {
-    int64_t written_ns = 0;  // when a partial of this key last went to history
-    bool dirty = false;      // `record` is newer than what history has
-    model::AggregateRecord record;
-  };
-
   void ToHistory(const model::AggregateRecord& record) {
-    if (partial_interval_ns_ <= 0) {
-      pending_history_.push_back(record);
-      return;
+    if (const uint64_t n = throttle_.Offer(record, now_ns_, &pending_history_); n > 0) {
+      superseded_->Inc(n);
     }
-    key_.assign(record.device_id);
-    key_.push_back('\0');
-    key_.push_back(static_cast<char>(record.resolution));
-    char ws[sizeof record.window_start_ns];
-    std::memcpy(ws, &record.window_start_ns, sizeof ws);
-    key_.append(ws, sizeof ws);
-    if (record.final) {
-      if (!held_.empty()) {
-        held_.erase(key_);
-        // Something of the device finalized: its held partials (the open 1h and 1d
-        // windows it rolls into) go out too, so history's running totals include every
-        // final minute.
-        const size_t prefix = record.device_id.size() + 1;
-        for (auto it = held_.lower_bound(std::string_view(key_.data(), prefix));
-             it != held_.end() && it->first.compare(0, prefix, key_, 0, prefix) == 0; ++it) {
-          Held& h = it->second;
-          if (!h.dirty) continue;
-          pending_history_.push_back(std::move(h.record));
-          h.dirty = false;
-          h.written_ns = now_ns_;
-        }
-      }
-      pending_history_.push_back(record);
-      return;
-    }
-    auto [it, inserted] = held_.try_emplace(key_);
-    Held& h = it->second;
-    if (inserted || now_ns_ - h.written_ns >= partial_interval_ns_) {
-      if (h.dirty) superseded_->Inc();
-      h.written_ns = now_ns_;
-      h.dirty = false;
-      pending_history_.push_back(record);
-      return;
-    }
-    if (h.dirty) superseded_->Inc();
-    h.record = record;
-    h.dirty = true;
   }
 
   store::LatestCatchUp* latest_;
   const bool batch_latest_;
   bool keep_for_history_;
-  int64_t partial_interval_ns_;
   api::LiveHub* live_;
   alert::AlertEngine* alerts_;
   int64_t now_ns_ = 0;
@@ -170,8 +110,7 @@ class PartitionProcessor::Sink final : public stream::RecordSink {
   // pending, the rest keep their storage for the next batch.
   std::vector<model::AggregateRecord> pending_latest_;
   size_t n_latest_ = 0;
-  std::string key_;
-  std::map<std::string, Held, std::less<>> held_;  // ordered: a device's keys are adjacent
+  HistoryThrottle throttle_;
   Counter* emitted_[3][2];
   Counter* superseded_;
 };
