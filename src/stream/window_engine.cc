@@ -514,15 +514,12 @@ void RebuildSampleStats(Device& d, Window* w, uint32_t m) {
   for (size_t k = FirstAtOrAfter(h, w->start); k < h.size() && h[k].t < w->end; ++k) {
     fresh.AddSample(h[k].t, h[k].v);
   }
-  a.count = fresh.count;
-  a.min = fresh.min;
-  a.max = fresh.max;
-  a.sum = fresh.sum;
-  a.first = fresh.first;
-  a.last = fresh.last;
-  a.first_t = fresh.first_t;
-  a.last_t = fresh.last_t;
-  a.present = a.present || fresh.present;
+  // Keep what is not a sample statistic: the interval pair and its staleness.
+  fresh.x = a.x;
+  fresh.y = a.y;
+  fresh.iv_stale = a.iv_stale;
+  fresh.present = fresh.present || a.present;
+  a = fresh;
 }
 
 // The sum of metric m's samples in base window w, folded in history (time) order.

@@ -449,5 +449,55 @@ TEST(PropertyTest, OutOfOrderBitIdentical) {
   for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i], b[i]) << RecordToJson(a[i]);
 }
 
+// Two different events (distinct event_ids) with the same timestamp: whatever the arrival
+// order, within the out-of-orderness bound, the final records are identical (equal times
+// are ordered by value in the histories).
+TEST(PropertyTest, EqualTimestampsAnyArrivalOrder) {
+  const int64_t t0 = 1795000000LL * kSec;
+  auto ev = [&](int64_t t, const char* id, double p, double e) {
+    model::Event x;
+    x.device_id = "d";
+    x.timestamp_ns = t;
+    x.event_id = id;
+    x.metrics = {{"power_w", p}, {"voltage_v", 200 + p}, {"energy_wh", e}};
+    return x;
+  };
+  const model::Event a = ev(t0, "a", 100, 10), b = ev(t0 + 7 * kSec, "b", 300, 11),
+                     c = ev(t0 + 7 * kSec, "c", 200, 12), z = ev(t0 + 9 * kSec, "z", 50, 13);
+  auto run = [&](const std::vector<model::Event>& in) {
+    WindowEngine engine{EngineOptions{}};
+    struct Finals : RecordSink {
+      void Emit(const AggregateRecord& r) override {
+        if (r.final) out.push_back(r);
+      }
+      std::vector<AggregateRecord> out;
+    } sink;
+    int64_t now = t0;
+    for (const auto& e : in) engine.Process(e, now += kSec, &sink);
+    engine.Tick(now + kNanosPerDay, &sink);
+    for (auto& r : sink.out) r.version = 0;
+    std::sort(sink.out.begin(), sink.out.end(), [](const auto& x, const auto& y) {
+      return std::tie(x.resolution, x.window_start_ns) < std::tie(y.resolution, y.window_start_ns);
+    });
+    return sink.out;
+  };
+  const auto want = run({a, b, c, z});
+  ASSERT_FALSE(want.empty());
+  for (const auto& order : std::vector<std::vector<model::Event>>{
+           {a, c, b, z}, {a, z, c, b}, {a, z, b, c}, {c, a, z, b}}) {
+    const auto got = run(order);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], want[i]) << RecordToJson(got[i]);
+  }
+  // All four samples are in the first minute's record.
+  const MetricAggregate* p = nullptr;
+  for (const auto& m : want[0].metrics) {
+    if (m.name == "power_w") p = &m;
+  }
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(p->count, 4u);
+  EXPECT_EQ(p->first, 100);
+}
+
 }  // namespace
 }  // namespace joule::stream
