@@ -20,6 +20,13 @@ class RecordBatch {
     EndRecord();
   }
 
+  // Room for `records` records of `bytes` payload bytes in all, so that a producer that
+  // knows about how much it will add does not grow the buffers step by step.
+  void Reserve(size_t records, size_t bytes) {
+    ends_.reserve(records);
+    data_.reserve(bytes);
+  }
+
   size_t size() const { return ends_.size(); }  // records
   bool empty() const { return ends_.empty(); }
   size_t bytes() const { return data_.size(); }  // payload bytes of all records
