@@ -6,6 +6,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/options.h>
+#include <rocksdb/slice_transform.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
@@ -198,6 +199,27 @@ struct RocksDbHistoryStore::Impl {
 RocksDbHistoryStore::RocksDbHistoryStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 RocksDbHistoryStore::~RocksDbHistoryStore() = default;
 
+namespace {
+
+// The memtable insert hint's prefix: a key's resolution, id length and device id (the key
+// without its window start). A device's records go to the end of its key range (the
+// newest window) or re-write a recent window, so with one insert hint per device the skip
+// list insert starts next to its place instead of searching from the top: that search was
+// ~2/3 of Put's instructions (~16k per record at 44k records, callgrind). Memory only
+// (RocksDB keeps ~250 bytes per prefix per memtable); nothing stored changes.
+class DevicePrefix final : public rocksdb::SliceTransform {
+ public:
+  const char* Name() const override { return "joule.history.device_prefix"; }
+  rocksdb::Slice Transform(const rocksdb::Slice& key) const override {
+    return rocksdb::Slice(key.data(), 2 + static_cast<uint8_t>(key[1]));
+  }
+  bool InDomain(const rocksdb::Slice& key) const override {
+    return key.size() >= 2 && key.size() >= 2 + static_cast<size_t>(static_cast<uint8_t>(key[1]));
+  }
+};
+
+}  // namespace
+
 Result<std::unique_ptr<RocksDbHistoryStore>> RocksDbHistoryStore::Open(
     const RocksDbHistoryOptions& options, MetricsRegistry* metrics) {
   if (options.path.empty()) return Status::InvalidArgument("history: empty path");
@@ -234,6 +256,7 @@ Result<std::unique_ptr<RocksDbHistoryStore>> RocksDbHistoryStore::Open(
     cf.compression = upper;
     cf.bottommost_compression = bottom;
     cf.level_compaction_dynamic_level_bytes = true;
+    cf.memtable_insert_with_hint_prefix_extractor = std::make_shared<DevicePrefix>();
     cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
     if (options.retention.For(r) > 0) {
       cf.compaction_filter_factory =
