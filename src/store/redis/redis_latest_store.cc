@@ -128,6 +128,38 @@ Command EvalCommand(const ScriptCall& call, bool by_sha) {
   return c;
 }
 
+// Appends the command in RESP (the bytes redisFormatCommandArgv would produce).
+void AppendRespArg(std::string_view arg, std::string* out) {
+  char head[32];
+  const auto [end, ec] = std::to_chars(head + 1, head + sizeof head - 2, arg.size());
+  head[0] = '$';
+  end[0] = '\r';
+  end[1] = '\n';
+  out->append(head, static_cast<size_t>(end + 2 - head));
+  out->append(arg);
+  out->append("\r\n", 2);
+}
+
+// EVALSHA/EVAL of `call` in RESP, appended to `out`: a pipeline of scripts is encoded into
+// one reused buffer and handed to hiredis at once (no per-argument copies, no formatted
+// command per script).
+void AppendEvalResp(const ScriptCall& call, bool by_sha, std::string* out) {
+  const size_t argc = 3 + call.keys.size() + call.args.size();
+  char head[32];
+  const auto [end, ec] = std::to_chars(head + 1, head + sizeof head - 2, argc);
+  head[0] = '*';
+  end[0] = '\r';
+  end[1] = '\n';
+  out->append(head, static_cast<size_t>(end + 2 - head));
+  AppendRespArg(by_sha ? "EVALSHA" : "EVAL", out);
+  AppendRespArg(by_sha ? std::string_view(call.script->sha) : call.script->source, out);
+  char keys[24];
+  const auto [keys_end, keys_ec] = std::to_chars(keys, keys + sizeof keys, call.keys.size());
+  AppendRespArg(std::string_view(keys, static_cast<size_t>(keys_end - keys)), out);
+  for (const std::string& k : call.keys) AppendRespArg(k, out);
+  for (const std::string& a : call.args) AppendRespArg(a, out);
+}
+
 timeval ToTimeval(int64_t ns) {
   timeval tv;
   tv.tv_sec = static_cast<time_t>(ns / kNanosPerSecond);
@@ -282,6 +314,8 @@ struct RedisLatestStore::Slot {
   bool ever_connected = false;  // for the reconnect count
   RecordJsonDecoder record_decoder;
   ReadingJsonDecoder reading_decoder;
+  std::string resp;                      // a pipeline of scripts in RESP (reused)
+  std::vector<ReplyPtr> script_replies;  // their replies (storage reused)
 
   // Drops the connection after a hiredis error and describes it.
   Status ConnectionLost(int saved_errno) {
@@ -323,14 +357,31 @@ struct RedisLatestStore::Slot {
     return Status::Ok();
   }
 
+  // Sends `n` commands already encoded in RESP, then reads one reply per command, as
+  // Pipeline does.
+  Status PipelineResp(std::string_view encoded, size_t n, std::vector<ReplyPtr>* replies) {
+    replies->clear();
+    if (redisAppendFormattedCommand(ctx.get(), encoded.data(), encoded.size()) != REDIS_OK) {
+      return ConnectionLost(errno);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      void* reply = nullptr;
+      errno = 0;
+      if (redisGetReply(ctx.get(), &reply) != REDIS_OK || reply == nullptr) {
+        return ConnectionLost(errno);
+      }
+      replies->emplace_back(static_cast<redisReply*>(reply));
+    }
+    return Status::Ok();
+  }
+
   // Runs the scripts pipelined by EVALSHA, re-sending those the server does not know
   // (NOSCRIPT: after a restart or SCRIPT FLUSH) as EVAL.
   Status RunScripts(std::span<const ScriptCall> calls) {
-    std::vector<Command> commands;
-    commands.reserve(calls.size());
-    for (const ScriptCall& call : calls) commands.push_back(EvalCommand(call, /*by_sha=*/true));
-    std::vector<ReplyPtr> replies;
-    JOULE_RETURN_IF_ERROR(Pipeline(commands, &replies));
+    resp.clear();
+    for (const ScriptCall& call : calls) AppendEvalResp(call, /*by_sha=*/true, &resp);
+    std::vector<ReplyPtr>& replies = script_replies;
+    JOULE_RETURN_IF_ERROR(PipelineResp(resp, calls.size(), &replies));
     std::vector<size_t> unknown;
     for (size_t i = 0; i < replies.size(); ++i) {
       if (IsNoScript(replies[i].get())) unknown.push_back(i);
