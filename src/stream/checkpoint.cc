@@ -323,6 +323,7 @@ Status WindowEngine::RestoreState(std::string_view data) {
     d.id = r.Str();
     d.has_events = r.U8() != 0;
     d.max_t = r.I64();
+    if (d.max_t < kMinTime || d.max_t >= kMaxTime) return Fail(E, "checkpoint: bad event time");
     d.wm = r.I64();
     d.fin_wm = r.I64();
     d.last_seen = r.I64();
@@ -349,6 +350,8 @@ Status WindowEngine::RestoreState(std::string_view data) {
         Sample s;
         s.t = r.I64();
         s.v = r.F64();
+        // Intervals are computed from these times (differences must not overflow).
+        if (s.t <= kMinTime || s.t >= kMaxTime) return Fail(E, "checkpoint: bad sample time");
         ms.hist.push_back(s);
       }
       uint32_t nb = r.Count(8);
@@ -373,6 +376,9 @@ Status WindowEngine::RestoreState(std::string_view data) {
     for (uint32_t i = 0; i < n_pending && r.ok(); ++i) {
       PendingRead pe;
       pe.t = r.I64();
+      // Folded into windows when read: a time outside the engine's range is damage.
+      if (pe.t <= kMinTime || pe.t >= kMaxTime)
+        return Fail(E, "checkpoint: bad pending event time");
       (void)r.U64();  // tie: the order is the file's
       pe.n = r.Count(12);
       pe.offset = pending_samples.size();
