@@ -346,7 +346,12 @@ struct RedisLatestStore::Slot {
         return ConnectionLost(errno);
       }
     }
-    for (size_t i = 0; i < commands.size(); ++i) {
+    return ReadReplies(commands.size(), replies);
+  }
+
+  // Reads one reply for each of the n commands sent (appends to `replies`).
+  Status ReadReplies(size_t n, std::vector<ReplyPtr>* replies) {
+    for (size_t i = 0; i < n; ++i) {
       void* reply = nullptr;
       errno = 0;
       if (redisGetReply(ctx.get(), &reply) != REDIS_OK || reply == nullptr) {
@@ -364,15 +369,7 @@ struct RedisLatestStore::Slot {
     if (redisAppendFormattedCommand(ctx.get(), encoded.data(), encoded.size()) != REDIS_OK) {
       return ConnectionLost(errno);
     }
-    for (size_t i = 0; i < n; ++i) {
-      void* reply = nullptr;
-      errno = 0;
-      if (redisGetReply(ctx.get(), &reply) != REDIS_OK || reply == nullptr) {
-        return ConnectionLost(errno);
-      }
-      replies->emplace_back(static_cast<redisReply*>(reply));
-    }
-    return Status::Ok();
+    return ReadReplies(n, replies);
   }
 
   // Runs the scripts pipelined by EVALSHA, re-sending those the server does not know
