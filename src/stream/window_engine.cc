@@ -29,6 +29,18 @@ inline int64_t FloorTo(int64_t t, int64_t w) {
 
 inline uint64_t HashId(std::string_view s) { return HashDeviceId(s); }
 
+// Per-event scratch for one value per metric: on the stack for up to 64 metrics.
+template <typename T>
+struct SmallBuffer {
+  T local[64];
+  std::vector<T> heap;
+  T* Get(size_t n) {
+    if (n <= 64) return local;
+    heap.resize(n);
+    return heap.data();
+  }
+};
+
 // String equality without a library call for short names (overlapping word loads; never
 // reads outside either string).
 inline bool SameName(std::string_view a, std::string_view b) {
@@ -1110,13 +1122,8 @@ void WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t no
   }
   ++d.events;
   ++E.events;
-  uint32_t ids_local[64];
-  std::vector<uint32_t> ids_heap;
-  uint32_t* ids = ids_local;
-  if (ev.metrics.size() > 64) {
-    ids_heap.resize(ev.metrics.size());
-    ids = ids_heap.data();
-  }
+  SmallBuffer<uint32_t> id_buffer;
+  uint32_t* ids = id_buffer.Get(ev.metrics.size());
   {
     // (Re-read after MetricId: registering a metric can grow both tables.)
     size_t n_metrics = d.metrics.size();
@@ -1141,13 +1148,8 @@ void WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t no
     }
     ApplyUnordered(E, d, ev, ids);
   } else {
-    double values_local[64];
-    std::vector<double> values_heap;
-    double* values = values_local;
-    if (ev.metrics.size() > 64) {
-      values_heap.resize(ev.metrics.size());
-      values = values_heap.data();
-    }
+    SmallBuffer<double> value_buffer;
+    double* values = value_buffer.Get(ev.metrics.size());
     for (size_t i = 0; i < ev.metrics.size(); ++i) values[i] = ev.metrics[i].value;
     E.FoldInOrder(d, t, ev.metrics.size(), ids, values);
   }
