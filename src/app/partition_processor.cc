@@ -1,6 +1,7 @@
 #include "app/partition_processor.h"
 
 #include <fmt/format.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <cstring>
@@ -9,6 +10,7 @@
 
 #include "alert/alert_engine.h"
 #include "api/live_hub.h"
+#include "app/allocator_tuning.h"
 #include "app/history_throttle.h"
 #include "app/latest_backlog_file.h"
 #include "app/processor_checkpoint.h"
@@ -19,6 +21,11 @@
 
 namespace joule::app {
 namespace {
+
+// A processor's window engine state is tens of MiB at 10k devices (its checkpoint size):
+// reserve most of one arena heap up front (ReserveThreadArena, src/app/README.md
+// "Allocator").
+constexpr size_t kProcessorArenaBytes = 60u << 20;
 
 store::LatestCatchUpOptions CatchUpOptions(const PartitionProcessorOptions& o) {
   store::LatestCatchUpOptions c;
@@ -454,6 +461,9 @@ stream::WindowEngine::Stats PartitionProcessor::Stats() const {
 }
 
 void PartitionProcessor::Run() {
+  // Named so that its CPU can be told apart (top -H, /proc/PID/task/*/comm, perf).
+  pthread_setname_np(pthread_self(), fmt::format("joule-proc-{}", options_.index).c_str());
+  ReserveThreadArena(kProcessorArenaBytes);
   int64_t last_tick = 0;
   int64_t last_release = 0;
   int64_t last_checkpoint = clock_->NowNanos();

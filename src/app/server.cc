@@ -1,6 +1,7 @@
 #include "app/server.h"
 
 #include <fmt/format.h>
+#include <pthread.h>
 #include <sys/random.h>
 
 #include <boost/asio/executor_work_guard.hpp>
@@ -541,7 +542,12 @@ int RunServer(const Config& config) {
   std::vector<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> keep;
   for (auto& w : worker_ios) {
     keep.push_back(boost::asio::make_work_guard(*w));
-    io_threads.emplace_back([w = w.get()] { w->run(); });
+    io_threads.emplace_back([w = w.get(), i = io_threads.size() + 1] {
+      // Named so that its CPU can be told apart (top -H, /proc/PID/task/*/comm, perf); the
+      // main thread runs io_context 0.
+      pthread_setname_np(pthread_self(), fmt::format("joule-io-{}", i).c_str());
+      w->run();
+    });
   }
   io.run();  // until the HTTP server's shutdown is done: its connections are gone
   for (auto& k : keep) k.reset();
