@@ -238,7 +238,6 @@ bool PartitionProcessor::WriteCheckpoint() {
   ckpt_readings_.clear();
   ckpt_readings_.reserve(readings_.size());
   for (const auto& [id, r] : readings_.entries()) ckpt_readings_.push_back(r.payload);
-  EncodeCheckpointTo(offsets, ckpt_engine_state_, ckpt_readings_, &ckpt_bytes_);
   // The backlog file first: a checkpoint on disk is always covered by one as new.
   if (catchup_->pending() || has_backlog_file_) {
     Status st = WriteLatestBacklogFile(LatestBacklogPath(), catchup_->Markers());
@@ -248,7 +247,9 @@ bool PartitionProcessor::WriteCheckpoint() {
     }
     has_backlog_file_ = catchup_->pending();
   }
-  Result<uint64_t> bytes = WriteCheckpointBytes(options_.checkpoint_path, ckpt_bytes_);
+  // Written from the engine's state buffer as it is: no copy of it into one file image.
+  Result<uint64_t> bytes = WriteCheckpointParts(options_.checkpoint_path, offsets,
+                                                ckpt_engine_state_, ckpt_readings_, &ckpt_bytes_);
   if (!bytes.ok()) {
     logging::Error("checkpoint not written", {{"error", bytes.status().ToString()}});
     return false;

@@ -91,29 +91,60 @@ std::string EncodeCheckpoint(const ProcessorCheckpoint& c) {
   return out;
 }
 
-void EncodeCheckpointTo(const std::vector<std::pair<uint32_t, uint64_t>>& offsets,
-                        std::string_view engine_state,
-                        const std::vector<std::string_view>& readings, std::string* out) {
-  constexpr size_t kHeader = sizeof kMagic + 16;  // magic, version, body size, CRC
-  size_t body_size = 4 + offsets.size() * 12 + 8 + engine_state.size() + 4;
-  for (std::string_view r : readings) body_size += 8 + r.size();
+namespace {
+
+constexpr size_t kHeader = sizeof kMagic + 16;  // magic, version, body size, CRC
+
+// A checkpoint file is `out[0, head)`, the engine state, `out[head, end)`: the header,
+// the offsets and the state's length, then the readings. Encodes both parts into `out`
+// (replaced), with the CRC patched in, and returns `head`.
+size_t EncodeCheckpointParts(const std::vector<std::pair<uint32_t, uint64_t>>& offsets,
+                             std::string_view engine_state,
+                             const std::vector<std::string_view>& readings, std::string* out) {
+  size_t tail_size = 4;
+  for (std::string_view r : readings) tail_size += 8 + r.size();
+  const size_t head = kHeader + 4 + offsets.size() * 12 + 8;
   out->clear();
-  out->reserve(kHeader + body_size);
+  out->reserve(head + tail_size);
   out->append(kMagic, sizeof kMagic);
   PutU32(out, kVersion);
-  PutU64(out, body_size);
-  PutU32(out, 0);  // CRC, patched below
+  PutU64(out, head - kHeader + engine_state.size() + tail_size);  // body size
+  PutU32(out, 0);                                                 // CRC, patched below
   PutU32(out, static_cast<uint32_t>(offsets.size()));
   for (const auto& [p, off] : offsets) {
     PutU32(out, p);
     PutU64(out, off);
   }
-  PutBytes(out, engine_state);
+  PutU64(out, engine_state.size());
   PutU32(out, static_cast<uint32_t>(readings.size()));
   for (std::string_view r : readings) PutBytes(out, r);
-  const std::string_view body(out->data() + kHeader, out->size() - kHeader);
-  const uint32_t crc = crc32c::Mask(crc32c::Value(body));
+  uint32_t crc = crc32c::Value(out->data() + kHeader, head - kHeader);
+  crc = crc32c::Extend(crc, engine_state.data(), engine_state.size());
+  crc = crc32c::Extend(crc, out->data() + head, out->size() - head);
+  crc = crc32c::Mask(crc);
   std::memcpy(out->data() + sizeof kMagic + 12, &crc, 4);
+  return head;
+}
+
+}  // namespace
+
+void EncodeCheckpointTo(const std::vector<std::pair<uint32_t, uint64_t>>& offsets,
+                        std::string_view engine_state,
+                        const std::vector<std::string_view>& readings, std::string* out) {
+  const size_t head = EncodeCheckpointParts(offsets, engine_state, readings, out);
+  out->insert(head, engine_state);
+}
+
+Result<uint64_t> WriteCheckpointParts(const std::string& path,
+                                      const std::vector<std::pair<uint32_t, uint64_t>>& offsets,
+                                      std::string_view engine_state,
+                                      const std::vector<std::string_view>& readings,
+                                      std::string* scratch) {
+  const size_t head = EncodeCheckpointParts(offsets, engine_state, readings, scratch);
+  const std::string_view parts(*scratch);
+  const std::string_view pieces[] = {parts.substr(0, head), engine_state, parts.substr(head)};
+  JOULE_RETURN_IF_ERROR(WriteFileAtomically(path, pieces, /*crash_points=*/true));
+  return static_cast<uint64_t>(parts.size() + engine_state.size());
 }
 
 Status DecodeCheckpoint(std::string_view data, ProcessorCheckpoint* out) {
@@ -161,22 +192,30 @@ Result<uint64_t> WriteCheckpointBytes(const std::string& path, std::string_view 
 }
 
 Status WriteFileAtomically(const std::string& path, std::string_view data, bool crash_points) {
+  const std::string_view pieces[] = {data};
+  return WriteFileAtomically(path, pieces, crash_points);
+}
+
+Status WriteFileAtomically(const std::string& path, std::span<const std::string_view> pieces,
+                           bool crash_points) {
   auto crash = [crash_points](std::string_view name) {
     if (crash_points) CrashPoint(name);
   };
   const std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return Status::IoError(fmt::format("open {}: {}", tmp, std::strerror(errno)));
-  size_t off = 0;
-  while (off < data.size()) {
-    ssize_t w = ::write(fd, data.data() + off, data.size() - off);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      ::close(fd);
-      return Status::IoError(fmt::format("write {}: {}", tmp, std::strerror(err)));
+  for (std::string_view data : pieces) {
+    size_t off = 0;
+    while (off < data.size()) {
+      ssize_t w = ::write(fd, data.data() + off, data.size() - off);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        int err = errno;
+        ::close(fd);
+        return Status::IoError(fmt::format("write {}: {}", tmp, std::strerror(err)));
+      }
+      off += static_cast<size_t>(w);
     }
-    off += static_cast<size_t>(w);
   }
   crash("checkpoint.after_tmp_write");  // temp file written, not yet fsynced
   if (::fsync(fd) != 0) {

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -31,6 +32,17 @@ void EncodeCheckpointTo(const std::vector<std::pair<uint32_t, uint64_t>>& offset
                         const std::vector<std::string_view>& readings, std::string* out);
 Status DecodeCheckpoint(std::string_view data, ProcessorCheckpoint* out);
 
+// Atomically replaces `path` with the checkpoint of these parts — the same bytes as
+// EncodeCheckpointTo — without assembling it in memory: the engine state (tens of MiB at
+// 10k devices) goes from its own buffer to the file, and only the header and the readings
+// are encoded, into `scratch` (its capacity is reused between checkpoints). Returns the
+// file's size.
+Result<uint64_t> WriteCheckpointParts(const std::string& path,
+                                      const std::vector<std::pair<uint32_t, uint64_t>>& offsets,
+                                      std::string_view engine_state,
+                                      const std::vector<std::string_view>& readings,
+                                      std::string* scratch);
+
 // Atomically replaces `path`. Returns the number of bytes written.
 Result<uint64_t> WriteCheckpointFile(const std::string& path,
                                      const ProcessorCheckpoint& checkpoint);
@@ -40,6 +52,9 @@ Result<uint64_t> WriteCheckpointBytes(const std::string& path, std::string_view 
 // directory fsync. `crash_points`: pass the checkpoint.* crash points (common/crash_point.h;
 // the checkpoint file only, so that their call counts mean checkpoints).
 Status WriteFileAtomically(const std::string& path, std::string_view data,
+                           bool crash_points = false);
+// The same for a file made of `pieces`, written in order.
+Status WriteFileAtomically(const std::string& path, std::span<const std::string_view> pieces,
                            bool crash_points = false);
 
 // nullopt when the file does not exist; Corruption when it fails its checks.

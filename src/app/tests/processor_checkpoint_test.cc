@@ -3,8 +3,12 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
+
+#include "common/crc32c.h"
 
 namespace joule::app {
 namespace {
@@ -63,6 +67,71 @@ TEST(ProcessorCheckpointTest, FileIsReplacedAtomically) {
   EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
   std::ofstream(path, std::ios::trunc) << "garbage";
   EXPECT_EQ(ReadCheckpointFile(path).status().code(), StatusCode::kCorruption);
+  std::filesystem::remove_all(dir);
+}
+
+// The file format of docs/formats/checkpoint.md, written out field by field (the encoder
+// before the checkpoint was written in parts): the parts must give the same bytes.
+std::string ReferenceEncoding(const std::vector<std::pair<uint32_t, uint64_t>>& offsets,
+                              std::string_view state,
+                              const std::vector<std::string_view>& readings) {
+  auto u32 = [](std::string* o, uint32_t v) { o->append(reinterpret_cast<const char*>(&v), 4); };
+  auto u64 = [](std::string* o, uint64_t v) { o->append(reinterpret_cast<const char*>(&v), 8); };
+  std::string body;
+  u32(&body, static_cast<uint32_t>(offsets.size()));
+  for (const auto& [p, off] : offsets) {
+    u32(&body, p);
+    u64(&body, off);
+  }
+  u64(&body, state.size());
+  body.append(state);
+  u32(&body, static_cast<uint32_t>(readings.size()));
+  for (std::string_view r : readings) {
+    u64(&body, r.size());
+    body.append(r);
+  }
+  std::string out = "JOULECKP";
+  u32(&out, 1);
+  u64(&out, body.size());
+  u32(&out, crc32c::Mask(crc32c::Value(body)));
+  return out + body;
+}
+
+TEST(ProcessorCheckpointTest, PartsGiveTheSameBytesAsOneBuffer) {
+  char tmpl[] = "/tmp/joule-ckpt-XXXXXX";
+  std::string dir = mkdtemp(tmpl);
+  const std::string path = dir + "/p.ckpt";
+  std::string state(1 << 20, '\0');
+  for (size_t i = 0; i < state.size(); ++i) state[i] = static_cast<char>(i * 131 + (i >> 9));
+  const std::vector<std::pair<uint32_t, uint64_t>> offsets = {{0, 7}, {2, 1ull << 40}};
+  std::string r1, r2;
+  model::EncodeEvent(Sample().readings[0], &r1);
+  model::Event e2 = Sample().readings[0];
+  e2.device_id = std::string(200, 'd');
+  model::EncodeEvent(e2, &r2);
+  std::string scratch = "left over from an earlier checkpoint";
+  for (const std::vector<std::string_view>& readings :
+       {std::vector<std::string_view>{}, std::vector<std::string_view>{r1, r2}}) {
+    for (std::string_view st : {std::string_view(), std::string_view(state)}) {
+      const std::string want = ReferenceEncoding(offsets, st, readings);
+      std::string one;
+      EncodeCheckpointTo(offsets, st, readings, &one);
+      EXPECT_EQ(one, want);
+      auto size = WriteCheckpointParts(path, offsets, st, readings, &scratch);
+      ASSERT_TRUE(size.ok());
+      EXPECT_EQ(*size, want.size());
+      std::ifstream in(path, std::ios::binary);
+      std::stringstream file;
+      file << in.rdbuf();
+      EXPECT_TRUE(file.str() == want);
+      auto read = ReadCheckpointFile(path);
+      ASSERT_TRUE(read.ok());
+      ASSERT_TRUE(read->has_value());
+      EXPECT_EQ((*read)->offsets, offsets);
+      EXPECT_TRUE((*read)->engine_state == st);
+      EXPECT_EQ((*read)->readings.size(), readings.size());
+    }
+  }
   std::filesystem::remove_all(dir);
 }
 
