@@ -9,13 +9,14 @@
 // BM_LogIngestShape: T closed-loop clients shaped like HTTP ingest: each spends `work_us` of
 //   CPU (the parse), then appends a batch of 1,000 ~100-byte records spread over all 8
 //   partitions (one AppendBatch per partition, like ingest::EventAppender) and waits until
-//   all 8 are durable. Reports the mean ack, group-commit rounds and the process CPU per
+//   all of them are durable. Reports the mean ack, group-commit rounds and the process CPU per
 //   batch beyond the simulated parse (the log's own cost: writer, fdatasyncs, wake-ups).
 #include <benchmark/benchmark.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 
 #include <condition_variable>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -34,7 +35,14 @@ using joule::StatusCode;
 using joule::log::Log;
 using joule::log::LogOptions;
 
-constexpr uint32_t kPartitions = 8;
+// The shape under test can be changed without rebuilding, for interleaved A/B runs:
+// JOULE_LOG_BENCH_PARTITIONS (default 8), JOULE_LOG_BENCH_IN_FLIGHT
+// (LogOptions::max_rounds_in_flight), JOULE_LOG_BENCH_WINDOW_US (group-commit window).
+int64_t EnvOr(const char* name, int64_t fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? std::strtoll(v, nullptr, 10) : fallback;
+}
+const uint32_t kPartitions = static_cast<uint32_t>(EnvOr("JOULE_LOG_BENCH_PARTITIONS", 8));
 
 std::string MakeTempDir() {
   std::string tmpl = (std::filesystem::temp_directory_path() / "joule-log-bench-XXXXXX").string();
@@ -63,6 +71,10 @@ struct BenchLog {
     options.dir = dir;
     options.partitions = kPartitions;
     options.fsync = fsync;
+    options.max_rounds_in_flight =
+        static_cast<uint32_t>(EnvOr("JOULE_LOG_BENCH_IN_FLIGHT", options.max_rounds_in_flight));
+    options.group_commit_window_ns =
+        1000 * EnvOr("JOULE_LOG_BENCH_WINDOW_US", options.group_commit_window_ns / 1000);
     auto opened = Log::Open(options, &metrics);
     if (!opened.ok()) std::abort();
     log = std::move(*opened);

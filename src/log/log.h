@@ -9,8 +9,10 @@
 //    `fsync = false`, written to the kernel) and visible to readers.
 //  * One background writer thread performs all I/O and group-commits: every batch waiting
 //    when it wakes (plus, with fsync, those arriving within `group_commit_window_ns` after
-//    it found work) shares one fdatasync per touched segment file. A failed fsync, or a
-//    failed write other than a full disk, aborts the process (fail-stop). A full disk
+//    it found work) shares one fdatasync per touched segment file. With fsync, up to
+//    `max_rounds_in_flight` rounds have their fdatasyncs in flight at once (the next round
+//    is written while the previous one syncs); callbacks fire round by round, in order. A failed
+//    fsync, or a failed write other than a full disk, aborts the process (fail-stop). A full disk
 //    (ENOSPC/EDQUOT on write or segment creation) refuses the round instead: its bytes are
 //    cut off again and its callbacks get Unavailable; later rounds try again.
 //  * Readers only ever see durable records.
@@ -56,6 +58,11 @@ struct LogOptions {
   // partition file instead of each paying for its own (every ingest batch touches most
   // partitions). Adds at most this much to an acknowledgement's latency. 0 = commit at once.
   int64_t group_commit_window_ns = 1'000'000;
+  // With fsync: how many written rounds may have their fdatasyncs in flight at once. With
+  // 2, batches that arrive while a round is syncing are written and start their own
+  // fdatasyncs without waiting for it (pipelined group commit); callbacks still fire round
+  // by round, oldest first. 1 = a round starts only after the previous one is durable.
+  uint32_t max_rounds_in_flight = 2;
   const Clock* clock = nullptr;  // nullptr = SystemClock::Default()
   // How often the writer thread enforces retention (steady time). 0 = only on explicit
   // EnforceRetention() calls.

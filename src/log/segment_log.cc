@@ -45,8 +45,10 @@ Result<std::unique_ptr<SegmentLog>> SegmentLog::Open(const LogOptions& options,
   }
   std::unique_ptr<SegmentLog> log(new SegmentLog(options, metrics));
   JOULE_RETURN_IF_ERROR(log->Recover());
-  if (options.fsync && options.partitions > 1) {
-    log->sync_pool_ = std::make_unique<SyncPool>(std::min<size_t>(options.partitions, 16) - 1);
+  if (options.fsync) {
+    // Enough threads for every file of every round in flight to sync at once.
+    const size_t rounds = std::max<uint32_t>(options.max_rounds_in_flight, 1);
+    log->sync_pool_ = std::make_unique<SyncPool>(std::min<size_t>(options.partitions * rounds, 32));
   }
   log->writer_ = std::thread([raw = log.get()] { raw->WriterLoop(); });
   return log;
@@ -323,29 +325,62 @@ void SegmentLog::WriterLoop() {
   using SteadyClock = std::chrono::steady_clock;
   const bool periodic = options_.retention_interval_ns > 0;
   const auto interval = std::chrono::nanoseconds(options_.retention_interval_ns);
+  const size_t max_inflight = std::max<uint32_t>(options_.max_rounds_in_flight, 1);
   auto next_retention = SteadyClock::now() + interval;
   std::vector<Request> round;
   for (;;) {
     {
       std::unique_lock<std::mutex> l(mu_);
-      while (queue_.empty() && !stop_) {
-        if (!periodic) {
+      // Wake for: the oldest round's syncs done (complete it), queued work while fewer
+      // than max_inflight rounds are in flight, stop, or retention.
+      bool retention_due = false;
+      for (;;) {
+        if (OldestRoundSynced()) break;
+        if (!queue_.empty() && inflight_.size() < max_inflight) break;
+        if (stop_ && queue_.empty() && inflight_.empty()) break;
+        if (periodic && queue_.empty() && inflight_.empty()) {
+          if (writer_cv_.wait_until(l, next_retention) == std::cv_status::timeout) {
+            retention_due = true;
+            break;
+          }
+        } else {
           writer_cv_.wait(l);
-        } else if (writer_cv_.wait_until(l, next_retention) == std::cv_status::timeout) {
-          break;
         }
       }
-      if (queue_.empty() && stop_) break;
-      // Group-commit window (LogOptions::group_commit_window_ns). Appends to a non-empty
-      // queue do not notify, so this waits the whole window unless the log stops.
-      if (options_.fsync && options_.group_commit_window_ns > 0 && !stop_ && !queue_.empty() &&
-          pending_bytes_ < kGroupCommitWindowBytes) {
-        const auto w0 = SteadyClock::now();
-        writer_cv_.wait_for(l, std::chrono::nanoseconds(options_.group_commit_window_ns),
-                            [this] { return stop_; });
-        phase_window_->Observe(SecondsSince(w0));
+      if (OldestRoundSynced()) {
+        std::unique_ptr<Round> done = std::move(inflight_.front());
+        inflight_.pop_front();
+        l.unlock();
+        CompleteRound(done.get());
+        continue;
       }
-      round.swap(queue_);
+      if (!retention_due) {
+        if (queue_.empty()) break;  // stop_, and nothing queued or in flight
+        // Group-commit window (LogOptions::group_commit_window_ns). Appends to a non-empty
+        // queue do not notify, so this waits the whole window unless the log stops; a
+        // round whose syncs finish meanwhile is completed at once.
+        if (options_.fsync && options_.group_commit_window_ns > 0 && !stop_ &&
+            pending_bytes_ < kGroupCommitWindowBytes) {
+          const auto w0 = SteadyClock::now();
+          const auto deadline = w0 + std::chrono::nanoseconds(options_.group_commit_window_ns);
+          while (!stop_) {
+            if (OldestRoundSynced()) {
+              std::unique_ptr<Round> done = std::move(inflight_.front());
+              inflight_.pop_front();
+              l.unlock();
+              CompleteRound(done.get());
+              l.lock();
+              continue;
+            }
+            if (!writer_cv_.wait_until(l, deadline,
+                                       [this] { return stop_ || OldestRoundSynced(); })) {
+              break;
+            }
+          }
+          phase_window_->Observe(SecondsSince(w0));
+        }
+        round.swap(queue_);
+      }
     }
     if (!round.empty()) {
       CommitRound(&round, SteadyClock::now());
@@ -369,20 +404,12 @@ int SegmentLog::WriteBuffer(Partition* p) {
   return 0;
 }
 
-void SegmentLog::SyncData(Partition* p) {
-  if (!options_.fsync || p->unsynced_records == 0) return;
-  auto t0 = std::chrono::steady_clock::now();
-  // Never retried: after a failed fsync the kernel may have dropped the dirty pages.
-  if (int err = fs_->DataSync(p->fd); err != 0) FatalIo("fdatasync", p->active_path, err);
-  p->sync_seconds = SecondsSince(t0);
-  p->data_synced = true;
-}
-
-void SegmentLog::SyncActive(Partition* p, uint64_t end) {
+void SegmentLog::SealSync(Partition* p, uint64_t end) {
   if (options_.fsync && p->unsynced_records > 0) {
-    if (!p->data_synced) SyncData(p);
-    p->data_synced = false;
-    fsync_latency_->Observe(p->sync_seconds);
+    auto t0 = std::chrono::steady_clock::now();
+    // Never retried: after a failed fsync the kernel may have dropped the dirty pages.
+    if (int err = fs_->DataSync(p->fd); err != 0) FatalIo("fdatasync", p->active_path, err);
+    fsync_latency_->Observe(SecondsSince(t0));
     records_per_fsync_->Observe(static_cast<double>(p->unsynced_records));
     bytes_per_fsync_->Observe(static_cast<double>(p->unsynced_bytes));
   }
@@ -392,11 +419,41 @@ void SegmentLog::SyncActive(Partition* p, uint64_t end) {
   p->synced_end = end;
 }
 
+void SegmentLog::SyncRoundFile(Round* r, size_t i) {
+  Round::File& f = r->files[i];
+  auto t0 = std::chrono::steady_clock::now();
+  // Never retried: after a failed fsync the kernel may have dropped the dirty pages.
+  if (int err = fs_->DataSync(f.fd); err != 0) FatalIo("fdatasync", f.p->active_path, err);
+  const auto t1 = std::chrono::steady_clock::now();
+  f.sync_seconds = std::chrono::duration<double>(t1 - t0).count();
+  bool last;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    last = --r->syncs_pending == 0;
+    if (last) r->synced = t1;
+  }
+  if (last) writer_cv_.notify_all();
+}
+
+void SegmentLog::DrainRounds() {
+  std::unique_lock<std::mutex> l(mu_);
+  while (!inflight_.empty()) {
+    writer_cv_.wait(l, [this] { return OldestRoundSynced(); });
+    std::unique_ptr<Round> done = std::move(inflight_.front());
+    inflight_.pop_front();
+    l.unlock();
+    CompleteRound(done.get());
+    l.lock();
+  }
+}
+
 int SegmentLog::Roll(Partition* p, uint64_t new_base) {
   // Seal: the old segment is complete and durable before its successor exists, so a crash
-  // can only tear the active segment (docs/formats/log.md, "Write protocol").
+  // can only tear the active segment (docs/formats/log.md, "Write protocol"). Rounds in
+  // flight complete first: their syncs use the old segment's descriptor.
+  DrainRounds();
   if (int err = WriteBuffer(p); err != 0) return err;
-  SyncActive(p, new_base);
+  SealSync(p, new_base);
   std::string path = SegmentPath(*p, new_base);
   int fd = -1;
   if (int err = fs_->OpenForAppend(path, /*create=*/true, &fd); err != 0) {
@@ -464,50 +521,104 @@ void SegmentLog::CommitRound(std::vector<Request>* round,
     }
   }
   if (err != 0) {
+    // Rounds written before this one are complete and durable once their syncs return;
+    // only then is everything past the last synced byte this round's, and cut.
+    DrainRounds();
     FailRound(round, touched, err);
     return;
   }
-  const auto written = std::chrono::steady_clock::now();
-  phase_write_->Observe(std::chrono::duration<double>(written - started).count());
-  if (options_.fsync && touched.size() > 1) {
-    // Start writeback of every touched file before waiting on the first fdatasync, so the
-    // data writes overlap and the syncs after the first mostly find their work done.
-    for (Partition* p : touched) fs_->StartWriteback(p->fd);
-    // Every touched file's fdatasync at once (SyncPool: the filesystem merges their
-    // journal commits); the bookkeeping below stays on this thread.
-    if (sync_pool_) sync_pool_->Run(touched.size(), [&](size_t i) { SyncData(touched[i]); });
+  auto r = std::make_unique<Round>();
+  r->written = std::chrono::steady_clock::now();
+  phase_write_->Observe(std::chrono::duration<double>(r->written - started).count());
+  r->requests = std::move(*round);
+  round->clear();
+  r->bytes = round_bytes;
+  r->records = round_records;
+  r->files.reserve(touched.size());
+  for (Partition* p : touched) {
+    p->touched = false;
+    r->files.push_back(Round::File{p, p->fd, p->written_end, p->active_bytes, p->unsynced_records,
+                                   p->unsynced_bytes});
+    p->unsynced_records = 0;
+    p->unsynced_bytes = 0;
   }
-  for (Partition* p : touched) SyncActive(p, p->written_end);
-  const auto synced = std::chrono::steady_clock::now();
-  if (options_.fsync) phase_sync_->Observe(std::chrono::duration<double>(synced - written).count());
-  appended_records_->Inc(round_records);
-  appended_bytes_->Inc(round_bytes);
+  size_t syncs = 0;
+  if (options_.fsync) {
+    for (const Round::File& f : r->files) syncs += f.records > 0 ? 1 : 0;
+  }
+  if (syncs == 0) {
+    r->synced = r->written;
+    if (inflight_.empty()) {  // only the writer thread adds rounds: no lock needed to look
+      CompleteRound(r.get());
+      return;
+    }
+  } else if (syncs > 1) {
+    // Start writeback of every touched file before the fdatasyncs, so the data writes
+    // overlap and the syncs after the first mostly find their work done.
+    for (const Round::File& f : r->files) {
+      if (f.records > 0) fs_->StartWriteback(f.fd);
+    }
+  }
+  Round* raw = r.get();
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    raw->syncs_pending = syncs;
+    inflight_.push_back(std::move(r));
+  }
+  if (syncs == 0) {
+    writer_cv_.notify_all();
+    return;
+  }
+  // Every file's fdatasync at once, on the pool; the last to return wakes the writer, which
+  // completes the rounds in order. Meanwhile it writes the next round.
+  for (size_t i = 0; i < raw->files.size(); ++i) {
+    if (raw->files[i].records > 0) sync_pool_->Submit([this, raw, i] { SyncRoundFile(raw, i); });
+  }
+}
+
+void SegmentLog::CompleteRound(Round* r) {
+  for (Round::File& f : r->files) {
+    Partition* p = f.p;
+    if (options_.fsync && f.records > 0) {
+      fsync_latency_->Observe(f.sync_seconds);
+      records_per_fsync_->Observe(static_cast<double>(f.records));
+      bytes_per_fsync_->Observe(static_cast<double>(f.record_bytes));
+    }
+    p->synced_bytes = f.bytes;
+    p->synced_end = f.end;
+  }
+  if (options_.fsync) {
+    phase_sync_->Observe(std::chrono::duration<double>(r->synced - r->written).count());
+  }
+  const auto completing = std::chrono::steady_clock::now();
+  appended_records_->Inc(r->records);
+  appended_bytes_->Inc(r->bytes);
 
   bool recovered;
   {
     std::lock_guard<std::mutex> l(mu_);
-    for (Partition* p : touched) {
-      p->touched = false;
+    for (const Round::File& f : r->files) {
+      Partition* p = f.p;
       Segment& active = p->segments.back();
-      active.bytes = p->active_bytes;
+      active.bytes = f.bytes;
       active.newest_time_ns = p->active_newest_ns;
-      p->durable_end.store(p->written_end, std::memory_order_release);
+      p->durable_end.store(f.end, std::memory_order_release);
     }
-    pending_bytes_ -= round_bytes;
+    pending_bytes_ -= r->bytes;
     pending_bytes_gauge_->Set(static_cast<double>(pending_bytes_));
     recovered = std::exchange(disk_full_, false);
   }
   data_cv_.notify_all();
   if (recovered) logging::Info("log: writes succeed again after a full disk", {});
 
-  for (Request& req : *round) {
+  for (Request& req : r->requests) {
     append_latency_->Observe(SecondsSince(req.enqueued));
     if (req.cb) req.cb(Status::Ok(), model::LogOffset{req.first});
   }
-  phase_callbacks_->Observe(SecondsSince(synced));
+  phase_callbacks_->Observe(SecondsSince(completing));
   {
     std::lock_guard<std::mutex> l(mu_);
-    done_seq_ += round->size();
+    done_seq_ += r->requests.size();
   }
   flush_cv_.notify_all();
 }

@@ -100,8 +100,6 @@ class SegmentLog final : public Log {
     uint64_t unsynced_records = 0;
     uint64_t unsynced_bytes = 0;
     bool touched = false;
-    bool data_synced = false;  // SyncData ran in this round (SyncActive then only books it)
-    double sync_seconds = 0;   // how long that fdatasync took
   };
 
   struct Request {
@@ -114,23 +112,56 @@ class SegmentLog final : public Log {
     std::chrono::steady_clock::time_point enqueued;
   };
 
+  // A written round whose fdatasyncs may still be in flight (pipelined group commit). Its
+  // callbacks fire, oldest round first, once every file's fdatasync returned.
+  struct Round {
+    struct File {
+      Partition* p;
+      int fd;                 // the active segment when the round was written
+      uint64_t end;           // one past the last offset the round wrote to it
+      uint64_t bytes;         // the segment's size after the round's write
+      uint64_t records;       // records of the round (since the last sync) in the file
+      uint64_t record_bytes;  // their framed bytes
+      double sync_seconds = 0;
+    };
+    std::vector<Request> requests;
+    std::vector<File> files;
+    uint64_t bytes = 0;  // the requests' framed bytes
+    uint64_t records = 0;
+    std::chrono::steady_clock::time_point written;
+    std::chrono::steady_clock::time_point synced;  // when the last fdatasync returned
+    size_t syncs_pending = 0;                      // guarded by mu_
+  };
+
   SegmentLog(const LogOptions& options, MetricsRegistry* metrics);
   Status Recover();
   Status RecoverPartition(Partition* p);
   Status VerifySealed(Partition* p, uint64_t base, uint64_t end);
 
   void WriterLoop();
+  // Writes a round and starts its fdatasyncs (with fsync); appends it to inflight_, or
+  // completes it at once without fsync. On a full disk, refuses it (FailRound).
   void CommitRound(std::vector<Request>* round, std::chrono::steady_clock::time_point started);
+  // Publishes a round's durable ends and runs its callbacks. REQUIRES: its syncs are done
+  // and every older round was completed.
+  void CompleteRound(Round* r);
+  // Waits for every in-flight round and completes them (before a roll or a refused round).
+  void DrainRounds();
+  // Whether the oldest in-flight round's syncs are done. REQUIRES: mu_ held.
+  bool OldestRoundSynced() const {
+    return !inflight_.empty() && inflight_.front()->syncs_pending == 0;
+  }
   // Refuses a round that hit a full disk (errno `err`): cuts the touched segments back to
   // their synced size and fails the round and every queued request of those partitions.
   void FailRound(std::vector<Request>* round, const std::vector<Partition*>& touched, int err);
   // These return 0 or ENOSPC/EDQUOT; any other I/O error aborts (fail-stop).
   int WriteBuffer(Partition* p);
   int Roll(Partition* p, uint64_t new_base);
-  // fdatasync (fatal on error); the segment is then durable up to offset `end`.
-  void SyncActive(Partition* p, uint64_t end);
-  // The fdatasync of SyncActive alone; safe to run for different partitions at once.
-  void SyncData(Partition* p);
+  // fdatasync of the active segment before a roll seals it (fatal on error); it is then
+  // durable up to offset `end`. REQUIRES: no round in flight.
+  void SealSync(Partition* p, uint64_t end);
+  // One file's fdatasync of an in-flight round (fatal on error); runs on the SyncPool.
+  void SyncRoundFile(Round* r, size_t i);
 
   Status EnforcePartitionRetention(Partition* p, int64_t now_ns);
   uint64_t MinCommitted(uint32_t partition) const;
@@ -167,10 +198,13 @@ class SegmentLog final : public Log {
   std::unique_ptr<Quarantine> quarantine_;
 
   mutable std::mutex mu_;
-  std::condition_variable writer_cv_;  // queue non-empty or stop
+  std::condition_variable writer_cv_;  // queue non-empty, a round's syncs done, or stop
   std::condition_variable data_cv_;    // a durable end moved
   std::condition_variable flush_cv_;   // done_seq_ moved
   std::vector<Request> queue_;
+  // Written rounds whose syncs are in flight or whose callbacks have not run, oldest first
+  // (at most LogOptions::max_rounds_in_flight). Only the writer thread adds and removes.
+  std::deque<std::unique_ptr<Round>> inflight_;
   uint64_t pending_bytes_ = 0;
   uint64_t appended_seq_ = 0;  // requests accepted
   uint64_t done_seq_ = 0;      // requests whose callbacks have run
@@ -182,7 +216,7 @@ class SegmentLog final : public Log {
   // name → committed offset per partition (nullopt = not reported yet)
   std::map<std::string, std::vector<std::optional<uint64_t>>> consumers_;
 
-  std::unique_ptr<SyncPool> sync_pool_;  // a round's fdatasyncs at once (fsync, > 1 partition)
+  std::unique_ptr<SyncPool> sync_pool_;  // the rounds' fdatasyncs (fsync only)
   std::thread writer_;
 };
 

@@ -1,8 +1,11 @@
 #include "log/sync_pool.h"
 
+#include <utility>
+
 namespace joule::log {
 
 SyncPool::SyncPool(size_t threads) {
+  if (threads == 0) threads = 1;
   threads_.reserve(threads);
   for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { Loop(); });
 }
@@ -16,42 +19,24 @@ SyncPool::~SyncPool() {
   for (auto& t : threads_) t.join();
 }
 
-void SyncPool::Run(size_t n, const std::function<void(size_t)>& job) {
-  if (n == 0) return;
-  if (n == 1 || threads_.empty()) {
-    for (size_t i = 0; i < n; ++i) job(i);
-    return;
+void SyncPool::Submit(std::function<void()> job) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    jobs_.push_back(std::move(job));
   }
-  std::unique_lock<std::mutex> l(mu_);
-  job_ = &job;
-  next_ = 0;
-  count_ = n;
-  pending_ = n;
-  work_cv_.notify_all();
-  Work(l);
-  done_cv_.wait(l, [this] { return pending_ == 0; });
-  job_ = nullptr;
-  count_ = 0;
-  next_ = 0;
-}
-
-void SyncPool::Work(std::unique_lock<std::mutex>& l) {
-  while (next_ < count_) {
-    const size_t i = next_++;
-    const std::function<void(size_t)>* job = job_;
-    l.unlock();
-    (*job)(i);
-    l.lock();
-    if (--pending_ == 0) done_cv_.notify_all();
-  }
+  work_cv_.notify_one();
 }
 
 void SyncPool::Loop() {
   std::unique_lock<std::mutex> l(mu_);
   for (;;) {
-    work_cv_.wait(l, [this] { return stop_ || next_ < count_; });
-    if (stop_) return;
-    Work(l);
+    work_cv_.wait(l, [this] { return stop_ || !jobs_.empty(); });
+    if (jobs_.empty()) return;  // stop_, and nothing left to run
+    std::function<void()> job = std::move(jobs_.front());
+    jobs_.pop_front();
+    l.unlock();
+    job();
+    l.lock();
   }
 }
 

@@ -1,13 +1,17 @@
-// SyncPool: runs one commit round's per-file fdatasync calls at the same time.
+// SyncPool: runs group-commit rounds' per-file fdatasync calls on a few threads, at the
+// same time and without the writer thread waiting for them.
 //
 // A round touches up to one segment file per partition. Issued one after the other, each
-// fdatasync waits for its own journal commit (ext4: 8 files took 29–49 ms per round on the
-// development VM); issued together, the filesystem merges them into about one (~5 ms).
-// The caller runs jobs too, so Run() with n jobs uses at most n − 1 pool threads.
+// fdatasync waits for its own device round trips (ext4: 8 files took 29–49 ms per round on
+// the development VM); issued together they overlap (~5 ms). Jobs are submitted and return
+// at once, so the writer thread can write the next round while this one's fdatasyncs are
+// in flight (pipelined group commit, docs/formats/log.md "Write protocol"); each job reports
+// its own completion.
 #pragma once
 
 #include <condition_variable>
 #include <cstddef>
+#include <deque>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -18,26 +22,21 @@ namespace joule::log {
 class SyncPool {
  public:
   explicit SyncPool(size_t threads);
+  // Runs every job already submitted, then joins the threads.
   ~SyncPool();
   SyncPool(const SyncPool&) = delete;
   SyncPool& operator=(const SyncPool&) = delete;
 
-  // Calls job(i) for every i in [0, n), on the calling thread and the pool's threads, and
-  // returns when all calls returned. Not reentrant; one caller at a time.
-  void Run(size_t n, const std::function<void(size_t)>& job);
+  // Queues `job` to run on one of the pool's threads (in submission order when a thread is
+  // free). Thread-safe.
+  void Submit(std::function<void()> job);
 
  private:
   void Loop();
-  // Takes and runs jobs of the current Run until none is left. REQUIRES: `l` holds mu_.
-  void Work(std::unique_lock<std::mutex>& l);
 
   std::mutex mu_;
   std::condition_variable work_cv_;
-  std::condition_variable done_cv_;
-  const std::function<void(size_t)>* job_ = nullptr;
-  size_t next_ = 0;     // next job index to hand out
-  size_t count_ = 0;    // jobs in the current Run
-  size_t pending_ = 0;  // jobs of the current Run not finished
+  std::deque<std::function<void()>> jobs_;
   bool stop_ = false;
   std::vector<std::thread> threads_;
 };
