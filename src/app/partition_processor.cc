@@ -227,6 +227,12 @@ bool PartitionProcessor::WriteCheckpoint() {
     offsets.emplace_back(options_.partitions[i], readers_[i]->position().value);
   }
   {
+    // SaveState appends to the cleared string: room for the state's growth since the last
+    // checkpoint (half of it again), so that it does not reallocate and copy tens of MiB
+    // while writing. The part not written to stays untouched (no resident memory).
+    const size_t previous = ckpt_engine_state_.size();
+    ckpt_engine_state_.clear();
+    ckpt_engine_state_.reserve(previous + previous / 2 + (size_t{1} << 20));
     std::lock_guard lock(engine_mu_);
     Status st = engine_->SaveState(&ckpt_engine_state_);
     if (!st.ok()) {

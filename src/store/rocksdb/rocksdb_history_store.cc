@@ -469,11 +469,25 @@ Status RocksDbHistoryStore::Put(const std::vector<model::AggregateRecord>& recor
         }
       }
     }
-    rocksdb::WriteBatch batch;
+    // The values are encoded first, so that the batch is allocated once at its size: grown
+    // by appends it reallocated and copied itself (~3 % of the processors' CPU in
+    // processor_bench). The buffers are the calling thread's, kept between calls.
+    thread_local std::string values;
+    thread_local std::vector<size_t> value_ends;
+    values.clear();
+    value_ends.clear();
+    size_t batch_bytes = 256;  // header, frontier keys
+    for (size_t j = 0; j < live.size(); ++j) {
+      if (decision[j] == kStale) continue;
+      codec::AppendValue(records[candidates[live[j]].record], &values);
+      value_ends.push_back(values.size());
+      batch_bytes += candidates[live[j]].key.size() + 16;  // tag, family, two lengths
+    }
+    rocksdb::WriteBatch batch(batch_bytes + values.size());
     written.reserve(live.size());
     std::array<int64_t, kResolutions> newest;
     newest.fill(std::numeric_limits<int64_t>::min());
-    std::string value;
+    size_t value_begin = 0, v = 0;
     for (size_t j = 0; j < live.size(); ++j) {
       const Candidate& c = candidates[live[j]];
       const auto& record = records[c.record];
@@ -481,8 +495,8 @@ Status RocksDbHistoryStore::Put(const std::vector<model::AggregateRecord>& recor
         ++stale;
         continue;
       }
-      value.clear();
-      codec::AppendValue(record, &value);
+      const rocksdb::Slice value(values.data() + value_begin, value_ends[v] - value_begin);
+      value_begin = value_ends[v++];
       batch.Put(d.Family(record.resolution), c.key, value);
       written.push_back(&record);
       int64_t& n = newest[Index(record.resolution)];
