@@ -24,28 +24,10 @@ enum FieldBit : uint32_t {
   kFieldCount,
 };
 
-void PutVarint64(std::string* out, uint64_t v) {
-  while (v >= 0x80) {
-    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
-    v >>= 7;
-  }
-  out->push_back(static_cast<char>(v));
-}
-
 uint64_t ZigZag(int64_t v) {
   return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63);
 }
 int64_t UnZigZag(uint64_t v) { return static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1); }
-
-void PutDouble(std::string* out, double d) {
-  const uint64_t u = std::bit_cast<uint64_t>(d);
-  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>(u >> (8 * i)));
-}
-
-void PutBytes(std::string* out, std::string_view s) {
-  PutVarint64(out, s.size());
-  out->append(s);
-}
 
 bool NonZero(double d) { return std::bit_cast<uint64_t>(d) != 0; }
 
@@ -137,21 +119,65 @@ Result<DecodedKey> DecodeKey(std::string_view key) {
   return out;
 }
 
-void AppendValue(const model::AggregateRecord& r, std::string* out) {
-  out->push_back(static_cast<char>(kValueFormat));
-  PutVarint64(out, r.version);
-  const bool day_fields = !r.timezone.empty() || !r.local_date.empty();
-  out->push_back(static_cast<char>((r.final ? kFlagFinal : 0) | (day_fields ? kFlagDayFields : 0)));
-  PutVarint64(out,
-              static_cast<uint64_t>(r.window_end_ns) - static_cast<uint64_t>(r.window_start_ns));
-  PutVarint64(out, r.count);
-  if (day_fields) {
-    PutBytes(out, r.timezone);
-    PutBytes(out, r.local_date);
+namespace {
+
+// Writes through a pointer into space reserved beforehand (AppendValue sizes it from a
+// bound): one resize per value instead of a capacity check per byte.
+class RawWriter {
+ public:
+  explicit RawWriter(char* p) : p_(p) {}
+  char* pos() const { return p_; }
+  void U8(uint8_t v) { *p_++ = static_cast<char>(v); }
+  void Varint(uint64_t v) {
+    while (v >= 0x80) {
+      *p_++ = static_cast<char>((v & 0x7f) | 0x80);
+      v >>= 7;
+    }
+    *p_++ = static_cast<char>(v);
   }
-  PutVarint64(out, r.metrics.size());
+  void Double(double d) {
+    const uint64_t u = std::bit_cast<uint64_t>(d);
+    char b[8];
+    for (int i = 0; i < 8; ++i) b[i] = static_cast<char>(u >> (8 * i));  // little-endian
+    std::memcpy(p_, b, 8);
+    p_ += 8;
+  }
+  void Bytes(std::string_view s) {
+    Varint(s.size());
+    std::memcpy(p_, s.data(), s.size());
+    p_ += s.size();
+  }
+
+ private:
+  char* p_;
+};
+
+constexpr size_t kMaxVarint = 10;
+
+}  // namespace
+
+void AppendValue(const model::AggregateRecord& r, std::string* out) {
+  const bool day_fields = !r.timezone.empty() || !r.local_date.empty();
+  // Bound: format, version, flags, length, count, day fields, metric count; per metric its
+  // name, kind+fields, count, 7 doubles and 2 varints.
+  size_t bound = 2 + 4 * kMaxVarint;
+  if (day_fields) bound += 2 * kMaxVarint + r.timezone.size() + r.local_date.size();
+  for (const model::MetricAggregate& m : r.metrics) bound += 5 * kMaxVarint + m.name.size() + 56;
+  const size_t start = out->size();
+  out->resize(start + bound);
+  RawWriter w(out->data() + start);
+  w.U8(kValueFormat);
+  w.Varint(r.version);
+  w.U8((r.final ? kFlagFinal : 0) | (day_fields ? kFlagDayFields : 0));
+  w.Varint(static_cast<uint64_t>(r.window_end_ns) - static_cast<uint64_t>(r.window_start_ns));
+  w.Varint(r.count);
+  if (day_fields) {
+    w.Bytes(r.timezone);
+    w.Bytes(r.local_date);
+  }
+  w.Varint(r.metrics.size());
   for (const model::MetricAggregate& m : r.metrics) {
-    PutBytes(out, m.name);
+    w.Bytes(m.name);
     uint32_t fields = 0;
     if (NonZero(m.min)) fields |= 1u << kMin;
     if (NonZero(m.max)) fields |= 1u << kMax;
@@ -162,18 +188,19 @@ void AppendValue(const model::AggregateRecord& r, std::string* out) {
     if (m.covered_ns != 0) fields |= 1u << kCoveredNs;
     if (NonZero(m.delta)) fields |= 1u << kDelta;
     if (m.resets != 0) fields |= 1u << kResets;
-    PutVarint64(out, static_cast<uint64_t>(m.kind) | (uint64_t{fields} << 2));
-    PutVarint64(out, m.count);
-    if (fields & (1u << kMin)) PutDouble(out, m.min);
-    if (fields & (1u << kMax)) PutDouble(out, m.max);
-    if (fields & (1u << kSum)) PutDouble(out, m.sum);
-    if (fields & (1u << kFirst)) PutDouble(out, m.first);
-    if (fields & (1u << kLast)) PutDouble(out, m.last);
-    if (fields & (1u << kEnergyWh)) PutDouble(out, m.energy_wh);
-    if (fields & (1u << kCoveredNs)) PutVarint64(out, ZigZag(m.covered_ns));
-    if (fields & (1u << kDelta)) PutDouble(out, m.delta);
-    if (fields & (1u << kResets)) PutVarint64(out, m.resets);
+    w.Varint(static_cast<uint64_t>(m.kind) | (uint64_t{fields} << 2));
+    w.Varint(m.count);
+    if (fields & (1u << kMin)) w.Double(m.min);
+    if (fields & (1u << kMax)) w.Double(m.max);
+    if (fields & (1u << kSum)) w.Double(m.sum);
+    if (fields & (1u << kFirst)) w.Double(m.first);
+    if (fields & (1u << kLast)) w.Double(m.last);
+    if (fields & (1u << kEnergyWh)) w.Double(m.energy_wh);
+    if (fields & (1u << kCoveredNs)) w.Varint(ZigZag(m.covered_ns));
+    if (fields & (1u << kDelta)) w.Double(m.delta);
+    if (fields & (1u << kResets)) w.Varint(m.resets);
   }
+  out->resize(static_cast<size_t>(w.pos() - out->data()));
 }
 
 std::string EncodeValue(const model::AggregateRecord& record) {

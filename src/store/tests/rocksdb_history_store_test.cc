@@ -9,8 +9,10 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <bit>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <memory>
 #include <random>
@@ -967,6 +969,123 @@ TEST(HistoryCodecTest, MalformedValuesAreCorruption) {
   // A huge metric count does not allocate.
   const std::string huge("\x01\x01\x00\x01\x01\xff\xff\xff\xff\x0f", 10);
   EXPECT_EQ(history_codec::DecodeRecord(key, huge).status().code(), StatusCode::kCorruption);
+}
+
+// The value encoding as it was written byte by byte (format 1, docs/formats/history.md):
+// AppendValue must give the same bytes for every record.
+namespace reference {
+void Varint(std::string* out, uint64_t v) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+void Double(std::string* out, double d) {
+  const uint64_t u = std::bit_cast<uint64_t>(d);
+  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>(u >> (8 * i)));
+}
+void Bytes(std::string* out, std::string_view s) {
+  Varint(out, s.size());
+  out->append(s);
+}
+bool NonZero(double d) { return std::bit_cast<uint64_t>(d) != 0; }
+std::string Value(const model::AggregateRecord& r) {
+  std::string out;
+  out.push_back(1);
+  Varint(&out, r.version);
+  const bool day_fields = !r.timezone.empty() || !r.local_date.empty();
+  out.push_back(static_cast<char>((r.final ? 1 : 0) | (day_fields ? 2 : 0)));
+  Varint(&out, static_cast<uint64_t>(r.window_end_ns) - static_cast<uint64_t>(r.window_start_ns));
+  Varint(&out, r.count);
+  if (day_fields) {
+    Bytes(&out, r.timezone);
+    Bytes(&out, r.local_date);
+  }
+  Varint(&out, r.metrics.size());
+  for (const model::MetricAggregate& m : r.metrics) {
+    Bytes(&out, m.name);
+    uint32_t fields = 0;
+    const double doubles[] = {m.min, m.max, m.sum, m.first, m.last, m.energy_wh};
+    for (int i = 0; i < 6; ++i) fields |= NonZero(doubles[i]) ? 1u << i : 0;
+    if (m.covered_ns != 0) fields |= 1u << 6;
+    if (NonZero(m.delta)) fields |= 1u << 7;
+    if (m.resets != 0) fields |= 1u << 8;
+    Varint(&out, static_cast<uint64_t>(m.kind) | (uint64_t{fields} << 2));
+    Varint(&out, m.count);
+    for (int i = 0; i < 6; ++i) {
+      if (fields & (1u << i)) Double(&out, doubles[i]);
+    }
+    if (fields & (1u << 6))
+      Varint(&out, (static_cast<uint64_t>(m.covered_ns) << 1) ^
+                       static_cast<uint64_t>(m.covered_ns >> 63));
+    if (fields & (1u << 7)) Double(&out, m.delta);
+    if (fields & (1u << 8)) Varint(&out, m.resets);
+  }
+  return out;
+}
+}  // namespace reference
+
+TEST(HistoryRecordCodecTest, ValueBytesMatchTheFieldByFieldEncoding) {
+  std::mt19937_64 rng(20261129);
+  auto pick_double = [&rng]() -> double {
+    switch (rng() % 6) {
+      case 0:
+        return 0.0;
+      case 1:
+        return -0.0;
+      case 2:
+        return std::bit_cast<double>(rng());
+      case 3:
+        return static_cast<double>(static_cast<int64_t>(rng() % 2000001) - 1000000) / 1000;
+      case 4:
+        return std::numeric_limits<double>::infinity();
+      default:
+        return 230.1;
+    }
+  };
+  auto pick_u64 = [&rng]() -> uint64_t {
+    switch (rng() % 4) {
+      case 0:
+        return 0;
+      case 1:
+        return rng() % 128;
+      case 2:
+        return rng() % 100000;
+      default:
+        return rng();
+    }
+  };
+  for (int n = 0; n < 20000; ++n) {
+    model::AggregateRecord r = MakeRecord("dev-" + std::to_string(n % 97), Resolution::kBase, kNow);
+    r.version = pick_u64();
+    r.final = rng() % 2;
+    r.count = pick_u64();
+    r.window_start_ns = static_cast<int64_t>(rng() >> 1);
+    r.window_end_ns = static_cast<int64_t>(rng() >> 1);
+    r.timezone = rng() % 3 == 0 ? "Europe/Berlin" : "";
+    r.local_date = rng() % 3 == 0 ? "2026-11-29" : "";
+    r.metrics.resize(rng() % 6);
+    for (size_t i = 0; i < r.metrics.size(); ++i) {
+      model::MetricAggregate& m = r.metrics[i];
+      m.name = std::string(1 + rng() % 150, static_cast<char>('a' + i));
+      m.kind = static_cast<model::MetricKind>(rng() % 3);
+      m.count = pick_u64();
+      m.min = pick_double();
+      m.max = pick_double();
+      m.sum = pick_double();
+      m.first = pick_double();
+      m.last = pick_double();
+      m.energy_wh = pick_double();
+      m.covered_ns = static_cast<int64_t>(pick_u64()) * (rng() % 2 ? 1 : -1);
+      m.delta = pick_double();
+      m.resets = pick_u64();
+    }
+    std::string appended = "prefix";
+    history_codec::AppendValue(r, &appended);
+    ASSERT_EQ(appended, "prefix" + reference::Value(r)) << n;
+    ASSERT_EQ(history_codec::EncodeValue(r), reference::Value(r)) << n;
+  }
 }
 
 }  // namespace
