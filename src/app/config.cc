@@ -112,7 +112,7 @@ const std::vector<Key>& Keys() {
        [](const Config& c) { return Quote(c.data_dir); }},
       {"storage", "durability", String(&Config::durability, {"fsync", "none"}),
        [](const Config& c) { return Quote(c.durability); }},
-      {"storage", "log_partitions", Integer(&Config::log_partitions, 1, 1024),
+      {"storage", "log_partitions", Integer(&Config::log_partitions, 0, 1024),
        [](const Config& c) { return std::to_string(c.log_partitions); }},
       {"storage", "log_segment_bytes", Size(&Config::log_segment_bytes),
        [](const Config& c) { return std::to_string(c.log_segment_bytes); }},

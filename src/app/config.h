@@ -38,7 +38,8 @@ struct Config {
   // [storage]
   std::string data_dir = "./data";
   std::string durability = "fsync";  // or "none"
-  uint32_t log_partitions = 8;
+  // 0 = the existing log's count, else processor_threads (app/log_partitions.h).
+  uint32_t log_partitions = 0;
   uint64_t log_segment_bytes = 64ull << 20;
   uint64_t log_retention_bytes = 0;  // per partition; 0 = unlimited
   int64_t log_retention_ns = 0;      // 0 = forever

@@ -14,6 +14,7 @@
 #include "app/archiver.h"
 #include "app/engine_setup.h"
 #include "app/http_client.h"
+#include "app/log_partitions.h"
 #include "app/metadata_open.h"
 #include "app/replay.h"
 #include "common/clock.h"
@@ -60,7 +61,7 @@ Status SealArchive(const Config& config, const std::string& archive_dir) {
   log::LogOptions lo;
   lo.dir = (std::filesystem::path(config.data_dir) / "log").string();
   if (!std::filesystem::is_directory(lo.dir)) return Status::Ok();
-  lo.partitions = config.log_partitions;
+  JOULE_ASSIGN_OR_RETURN(lo.partitions, ResolveLogPartitions(config));
   lo.segment_bytes = config.log_segment_bytes;
   lo.fsync = config.durability == "fsync";
   lo.retention_bytes = 0;

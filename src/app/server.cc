@@ -21,6 +21,7 @@
 #include "api/routes.h"
 #include "app/archiver.h"
 #include "app/engine_setup.h"
+#include "app/log_partitions.h"
 #include "app/metadata_open.h"
 #include "app/partition_processor.h"
 #include "app/replay_jobs.h"
@@ -96,13 +97,21 @@ Result<std::unique_ptr<store::LatestStore>> OpenLatest(const Config& config,
 
 }  // namespace
 
-int RunServer(const Config& config) {
+int RunServer(const Config& given_config) {
+  Config config = given_config;  // with the log's partition count resolved (below)
   logging::Level level;
   if (logging::ParseLevel(config.log_level, &level)) logging::SetLevel(level);
   std::error_code ec;
   std::filesystem::create_directories(config.data_dir, ec);
   if (ec) {
     logging::Error("cannot create data dir", {{"dir", config.data_dir}, {"error", ec.message()}});
+    return 1;
+  }
+  // storage.log_partitions = 0: the existing log's count, else one per processor thread.
+  if (Result<uint32_t> partitions = ResolveLogPartitions(config); partitions.ok()) {
+    config.log_partitions = *partitions;
+  } else {
+    logging::Error("cannot open log", {{"error", partitions.status().ToString()}});
     return 1;
   }
 

@@ -102,6 +102,11 @@ struct RecoveryReport {
   uint64_t records_recovered = 0;  // records retained in all partitions after recovery
 };
 
+// The partition count of the log in `dir` as found on disk: one past the highest partition
+// directory (`p-NNN`); 0 when `dir` does not exist or holds no partition directory. Lets a
+// caller open an existing log with the count its records were placed by (hash % count).
+Result<uint32_t> ExistingPartitions(const std::string& dir);
+
 // Reads one partition sequentially. Not thread-safe: one per consumer thread.
 // REQUIRES: does not outlive the Log that made it.
 class LogReader {

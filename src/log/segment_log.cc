@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <utility>
 
 #include "common/logging.h"
@@ -31,6 +32,17 @@ bool IsNoSpace(int err) { return err == ENOSPC || err == EDQUOT; }
 Result<std::unique_ptr<Log>> Log::Open(const LogOptions& options, MetricsRegistry* metrics) {
   JOULE_ASSIGN_OR_RETURN(std::unique_ptr<SegmentLog> log, SegmentLog::Open(options, metrics));
   return std::unique_ptr<Log>(std::move(log));
+}
+
+Result<uint32_t> ExistingPartitions(const std::string& dir) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) return 0u;
+  JOULE_ASSIGN_OR_RETURN(std::vector<std::string> names, ListDir(dir));
+  uint32_t count = 0;
+  for (const std::string& name : names) {
+    if (auto id = ParsePartitionDirName(name)) count = std::max(count, *id + 1);
+  }
+  return count;
 }
 
 Result<std::unique_ptr<SegmentLog>> SegmentLog::Open(const LogOptions& options,

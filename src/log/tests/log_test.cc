@@ -264,6 +264,19 @@ TEST(LogTest, ReopenWithFewerPartitionsIsAnError) {
   EXPECT_TRUE(Log::Open(SmallOptions(tmp.path(), 6), nullptr).ok());
 }
 
+TEST(LogTest, ExistingPartitionsIsTheCountOnDisk) {
+  TempDir tmp;
+  const std::string dir = tmp.path() + "/log";
+  auto none = ExistingPartitions(dir);  // no log yet
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(*none, 0u);
+  { ASSERT_TRUE(Log::Open(SmallOptions(dir, 5), nullptr).ok()); }
+  std::filesystem::create_directory(dir + "/not-a-partition");
+  auto five = ExistingPartitions(dir);
+  ASSERT_TRUE(five.ok());
+  EXPECT_EQ(*five, 5u);
+}
+
 TEST(LogTest, ReadersSeeOnlyDurableRecords) {
   TempDir tmp;
   auto log = Log::Open(SmallOptions(tmp.path(), 1), nullptr);

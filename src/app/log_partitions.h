@@ -1,0 +1,23 @@
+// The log's partition count for a data dir: `storage.log_partitions`, where 0 (the
+// default) means "the existing log's count, else one partition per processor thread".
+//
+// Why 2 (= stream.processor_threads) for a new log rather than the earlier default of 8: with
+// fsync every group-commit round costs one fdatasync per partition file an ingest batch
+// touches (each HTTP batch touches all of them), so fewer partitions mean fewer device
+// round trips and less kernel CPU per round, while each processor thread still reads its
+// own partition (docs/BENCHMARKS.md, "Session 6: fsync on vs off").
+#pragma once
+
+#include <cstdint>
+
+#include "app/config.h"
+#include "common/status.h"
+
+namespace joule::app {
+
+// An existing log (`{data_dir}/log/p-NNN`) keeps its count: records were placed by
+// hash(device_id) % count. InvalidArgument when `storage.log_partitions` is set (non-zero)
+// and differs from the existing log's count.
+Result<uint32_t> ResolveLogPartitions(const Config& config);
+
+}  // namespace joule::app

@@ -1,0 +1,72 @@
+// storage.log_partitions: 0 = the existing log's count, else one per processor thread; an
+// explicit count that disagrees with an existing log is refused.
+#include "app/log_partitions.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <string>
+
+#include "log/log.h"
+
+namespace joule::app {
+namespace {
+
+class LogPartitionsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl =
+        (std::filesystem::temp_directory_path() / "joule-log-partitions-XXXXXX").string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    config_.data_dir = tmpl;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(config_.data_dir, ec);
+  }
+  // A log as an earlier server would have left it.
+  void CreateLog(uint32_t partitions) {
+    log::LogOptions o;
+    o.dir = config_.data_dir + "/log";
+    o.partitions = partitions;
+    ASSERT_TRUE(log::Log::Open(o, nullptr).ok());
+  }
+  Config config_;
+};
+
+TEST_F(LogPartitionsTest, NewLogGetsOnePartitionPerProcessorThread) {
+  EXPECT_EQ(config_.log_partitions, 0u);  // the default is "auto"
+  EXPECT_EQ(config_.processor_threads, 2);
+  auto p = ResolveLogPartitions(config_);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(*p, 2u);
+  config_.processor_threads = 3;
+  EXPECT_EQ(*ResolveLogPartitions(config_), 3u);
+  config_.log_partitions = 8;  // explicit
+  EXPECT_EQ(*ResolveLogPartitions(config_), 8u);
+}
+
+TEST_F(LogPartitionsTest, ExistingLogKeepsItsCount) {
+  CreateLog(8);  // a data dir from before the default changed
+  auto p = ResolveLogPartitions(config_);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(*p, 8u);
+  config_.log_partitions = 8;
+  EXPECT_EQ(*ResolveLogPartitions(config_), 8u);
+}
+
+TEST_F(LogPartitionsTest, ExplicitCountThatDisagreesWithTheLogIsRefused) {
+  CreateLog(8);
+  for (uint32_t wrong : {2u, 16u}) {
+    config_.log_partitions = wrong;
+    auto p = ResolveLogPartitions(config_);
+    ASSERT_FALSE(p.ok());
+    EXPECT_EQ(p.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(p.status().message().find("has 8 partitions"), std::string::npos)
+        << p.status().ToString();
+  }
+}
+
+}  // namespace
+}  // namespace joule::app
