@@ -194,7 +194,13 @@ struct WindowEngine::Impl {
   void IndexDevice(uint64_t hash, uint32_t i);
   Device* last_device = nullptr;
 
-  // Window pool.
+  // Window pool. Windows are allocated in slabs (one allocation per kWindowSlab windows)
+  // and recycled through free_windows; they are destroyed with their slab.
+  static constexpr size_t kWindowSlab = 64;
+  struct WindowSlab {
+    Window w[kWindowSlab];
+  };
+  std::vector<std::unique_ptr<WindowSlab>> window_slabs;
   std::vector<Window*> free_windows;
   Window* NewWindow();
   void FreeWindow(Window* w);
@@ -207,6 +213,10 @@ struct WindowEngine::Impl {
 
   // Scratch.
   model::AggregateRecord rec;
+  // rec.metrics[k].name is metric_names[rec_names[k]] (kNoName: not known), so emission
+  // compares name ids instead of strings.
+  static constexpr uint32_t kNoName = UINT32_MAX;
+  std::vector<uint32_t> rec_names;
   struct ViewSlot {
     Window* w;
     uint64_t count;
@@ -220,6 +230,9 @@ struct WindowEngine::Impl {
   // small and name comparisons read these (shared, cache-resident) strings.
   std::vector<std::string> metric_names;
   std::map<std::string, uint32_t, std::less<>> metric_name_ids;
+  // By name index: the metric kind a new metric of that name gets (EngineOptions::kinds,
+  // else model::DefaultMetricKind), resolved once per name.
+  std::vector<model::MetricKind> metric_kinds;
   uint32_t InternMetricName(std::string_view name);
   const std::string& NameOf(const MetricState& ms) const { return metric_names[ms.name]; }
 

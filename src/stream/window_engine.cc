@@ -643,11 +643,17 @@ void EmitRecord(Impl& E, const Device& d, const Window& w, uint64_t count, const
   size_t k = 0;
   for (uint32_t id : d.by_name) {
     if (id >= n_acc || !acc[id].present) continue;
-    if (k >= r.metrics.size()) r.metrics.emplace_back();
-    model::MetricAggregate& ma = r.metrics[k++];
+    if (k >= r.metrics.size()) {
+      r.metrics.emplace_back();
+      E.rec_names.push_back(Impl::kNoName);
+    }
     const Acc& a = acc[id];
     const MetricState& ms = d.metrics[id];
-    if (!SameName(ma.name, E.NameOf(ms))) ma.name.assign(E.NameOf(ms));
+    if (E.rec_names[k] != ms.name) {
+      r.metrics[k].name.assign(E.NameOf(ms));
+      E.rec_names[k] = ms.name;
+    }
+    model::MetricAggregate& ma = r.metrics[k++];
     ma.kind = ms.kind;
     ma.count = a.count;
     ma.min = a.min;
@@ -662,7 +668,10 @@ void EmitRecord(Impl& E, const Device& d, const Window& w, uint64_t count, const
     ma.delta = counter ? a.x : 0;
     ma.resets = counter ? static_cast<uint64_t>(a.y) : 0;
   }
-  r.metrics.resize(k);
+  if (k < r.metrics.size()) {
+    r.metrics.resize(k);
+    E.rec_names.resize(k);
+  }
   if (w.res == kDayRes) {
     if (!SameName(r.timezone, w.timezone)) r.timezone.assign(w.timezone);
     if (!SameName(r.local_date, w.local_date)) r.local_date.assign(w.local_date);
@@ -921,41 +930,43 @@ WindowEngine::Impl::Impl(EngineOptions o, TimezoneProvider* tz) : opt(std::move(
 WindowEngine::Impl::~Impl() { ResetState(); }
 
 void WindowEngine::Impl::ResetState() {
-  for (auto& d : devices) {
-    for (auto& v : d->win) {
-      for (Window* w : v) delete w;
-    }
-  }
   devices.clear();
   index.clear();
   last_device = nullptr;
   metric_names.clear();
   metric_name_ids.clear();
-  for (Window* w : free_windows) delete w;
+  metric_kinds.clear();
+  rec.metrics.clear();
+  rec_names.clear();
   free_windows.clear();
+  window_slabs.clear();  // every window, in use or free
   events = duplicates = late_updates = late_dropped = emitted = 0;
   last_tick = kMinTime;
   version_epoch = 0;
 }
 
 Window* WindowEngine::Impl::NewWindow() {
-  Window* w;
   if (free_windows.empty()) {
-    w = new Window();
-  } else {
-    w = free_windows.back();
-    free_windows.pop_back();
+    window_slabs.push_back(std::make_unique<WindowSlab>());
+    WindowSlab& slab = *window_slabs.back();
+    for (size_t i = kWindowSlab; i-- > 0;) free_windows.push_back(&slab.w[i]);
   }
+  Window* w = free_windows.back();
+  free_windows.pop_back();
   w->version = VersionFloor();
   return w;
 }
 
 void WindowEngine::Impl::FreeWindow(Window* w) {
-  // Keep enough for every device's next windows (at steady state each device frees about
-  // as many as it creates), so that the pool, not malloc, serves them.
+  // Free windows keep their accumulator storage for the next window while the pool holds
+  // no more than every device's next few windows (at steady state each device frees about
+  // as many as it creates), so that the pool, not malloc, serves them; beyond that (after
+  // a burst) they give it back.
   if (free_windows.size() >= std::max<size_t>(4096, 4 * devices.size())) {
-    delete w;
-    return;
+    std::vector<Acc>().swap(w->acc);
+    std::vector<Acc>().swap(w->snapshot);
+    std::string().swap(w->local_date);
+    std::string().swap(w->timezone);
   }
   w->acc.clear();
   w->snapshot.clear();
@@ -1045,11 +1056,21 @@ void WindowEngine::Impl::CleanWindow(Device& d, Window* w) {
 }
 
 uint32_t WindowEngine::Impl::InternMetricName(std::string_view name) {
-  auto it = metric_name_ids.find(name);
-  if (it != metric_name_ids.end()) return it->second;
+  // An engine usually knows a handful of metric names: scanning them is cheaper than the
+  // map, which serves larger name sets.
+  if (metric_names.size() <= 16) {
+    for (size_t k = 0; k < metric_names.size(); ++k) {
+      if (SameName(metric_names[k], name)) return static_cast<uint32_t>(k);
+    }
+  } else {
+    auto it = metric_name_ids.find(name);
+    if (it != metric_name_ids.end()) return it->second;
+  }
   const auto id = static_cast<uint32_t>(metric_names.size());
   metric_names.emplace_back(name);
   metric_name_ids.emplace(std::string(name), id);
+  auto it = opt.kinds.find(name);
+  metric_kinds.push_back(it != opt.kinds.end() ? it->second : model::DefaultMetricKind(name));
   return id;
 }
 
@@ -1062,8 +1083,7 @@ uint32_t WindowEngine::Impl::MetricId(Device& d, size_t guess, std::string_view 
   const auto id = static_cast<uint32_t>(d.metrics.size());
   MetricState ms;
   ms.name = InternMetricName(name);
-  auto it = opt.kinds.find(name);
-  ms.kind = it != opt.kinds.end() ? it->second : model::DefaultMetricKind(name);
+  ms.kind = metric_kinds[ms.name];
   d.metrics.push_back(std::move(ms));
   auto pos =
       std::lower_bound(d.by_name.begin(), d.by_name.end(), name,
@@ -1134,6 +1154,10 @@ void WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t no
       if (i < n_metrics && SameName(names[d.metrics[i].name], name)) [[likely]] {
         ids[i] = static_cast<uint32_t>(i);
         continue;
+      }
+      if (d.metrics.capacity() < ev.metrics.size()) {  // a new device: its tables at once
+        d.metrics.reserve(ev.metrics.size());
+        d.by_name.reserve(ev.metrics.size());
       }
       ids[i] = E.MetricId(d, i, name);
       n_metrics = d.metrics.size();

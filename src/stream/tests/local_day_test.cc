@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+
 #include "common/clock.h"
 #include "common/time_format.h"
 
@@ -45,6 +47,23 @@ TEST(LocalDayTest, Zones) {
     EXPECT_EQ(d.end_ns - d.start_ns, c.hours_x4 * 15 * kNanosPerMinute);
   }
   EXPECT_EQ(zones.Find("Not/AZone"), nullptr);
+}
+
+// The date label of a UTC day, over every day a nanosecond timestamp can hold (years
+// 1678–2261), against the civil-date conversion printed with snprintf.
+TEST(LocalDayTest, DateLabels) {
+  const int64_t first = -106000, last = 106000;  // days since 1970-01-01
+  for (int64_t day = first; day <= last; ++day) {
+    LocalDay d = LocalDayOf(nullptr, day * kNanosPerDay + 12 * kNanosPerHour);
+    int64_t y;
+    unsigned m, dd;
+    CivilFromDays(day, &y, &m, &dd);
+    char want[32];
+    std::snprintf(want, sizeof want, "%04lld-%02u-%02u", static_cast<long long>(y), m, dd);
+    ASSERT_EQ(d.date, want) << day;
+  }
+  EXPECT_EQ(LocalDayOf(nullptr, 0).date, "1970-01-01");
+  EXPECT_EQ(LocalDayOf(nullptr, -1).date, "1969-12-31");
 }
 
 }  // namespace
