@@ -74,6 +74,10 @@ bool RememberEvent(Device& d, const model::Event& e, int64_t expire_before) {
   const int64_t t = e.timestamp_ns;
   auto& v = d.seen_ts;
   if (d.seen_head == v.size() || t > v.back()) {
+    // A device's first event: room for its first minute at 1 Hz (the vector would
+    // otherwise be reallocated six times on the way there).
+    if (v.capacity() == 0) [[unlikely]]
+      v.reserve(64);
     v.push_back(t);
     return true;
   }
