@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <utility>
 
 #include "stream/engine_state.h"
@@ -88,8 +89,15 @@ bool RememberEvent(Device& d, const model::Event& e, int64_t expire_before) {
 }
 
 inline Acc& AccOf(Window* w, uint32_t m) {
-  if (m >= w->acc.size()) w->acc.resize(m + 1);
-  return w->acc[m];
+  // m < size() without the division by sizeof(Acc) that size() is.
+  Acc* a = w->acc.data();
+  const auto bytes = static_cast<size_t>(reinterpret_cast<const char*>(std::to_address(w->acc.end())) -
+                                         reinterpret_cast<const char*>(a));
+  if (size_t{m} * sizeof(Acc) >= bytes) [[unlikely]] {
+    w->acc.resize(m + 1);
+    a = w->acc.data();
+  }
+  return a[m];
 }
 
 // Call before changing a window. A final window joins the device's dirty list, to be
@@ -1146,22 +1154,25 @@ void WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t no
   }
   ++d.events;
   ++E.events;
+  // (The event's metric count once: a vector's size() is a division by the element size.)
+  const size_t n_ev = ev.metrics.size();
+  const model::MetricSample* ev_metrics = ev.metrics.data();
   SmallBuffer<uint32_t> id_buffer;
-  uint32_t* ids = id_buffer.Get(ev.metrics.size());
+  uint32_t* ids = id_buffer.Get(n_ev);
   {
     // (Re-read after MetricId: registering a metric can grow both tables.)
     size_t n_metrics = d.metrics.size();
     const std::string* names = E.metric_names.data();
-    for (size_t i = 0; i < ev.metrics.size(); ++i) {
-      const std::string_view name = ev.metrics[i].name;
+    for (size_t i = 0; i < n_ev; ++i) {
+      const std::string_view name = ev_metrics[i].name;
       // The fast path of MetricId, inline: the metric's id is its position in the event.
       if (i < n_metrics && SameName(names[d.metrics[i].name], name)) [[likely]] {
         ids[i] = static_cast<uint32_t>(i);
         continue;
       }
-      if (d.metrics.capacity() < ev.metrics.size()) {  // a new device: its tables at once
-        d.metrics.reserve(ev.metrics.size());
-        d.by_name.reserve(ev.metrics.size());
+      if (d.metrics.capacity() < n_ev) {  // a new device: its tables at once
+        d.metrics.reserve(n_ev);
+        d.by_name.reserve(n_ev);
       }
       ids[i] = E.MetricId(d, i, name);
       n_metrics = d.metrics.size();
@@ -1177,9 +1188,9 @@ void WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t no
     ApplyUnordered(E, d, ev, ids);
   } else {
     SmallBuffer<double> value_buffer;
-    double* values = value_buffer.Get(ev.metrics.size());
-    for (size_t i = 0; i < ev.metrics.size(); ++i) values[i] = ev.metrics[i].value;
-    E.FoldInOrder(d, t, ev.metrics.size(), ids, values);
+    double* values = value_buffer.Get(n_ev);
+    for (size_t i = 0; i < n_ev; ++i) values[i] = ev_metrics[i].value;
+    E.FoldInOrder(d, t, n_ev, ids, values);
   }
   Finalize(E, d, sink);
   if (now_ns >= d.next_early) EarlyFire(E, d, now_ns, 0, sink);
