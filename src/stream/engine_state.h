@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <map>
 #include <memory>
@@ -21,8 +22,9 @@ namespace joule::stream {
 inline constexpr int64_t kMinTime = std::numeric_limits<int64_t>::min() / 4;
 inline constexpr int64_t kMaxTime = std::numeric_limits<int64_t>::max() / 4;
 
-// FNV-1a, finalized with a 64-bit mixer: device ids and event ids.
-inline uint64_t HashDeviceId(std::string_view s) {
+// Event ids: FNV-1a, finalized with a 64-bit mixer. Checkpoints store these hashes
+// (docs/formats/checkpoint.md): the function must never change.
+inline uint64_t HashEventId(std::string_view s) {
   uint64_t h = 0xcbf29ce484222325ULL;
   for (unsigned char c : s) {
     h ^= c;
@@ -32,6 +34,39 @@ inline uint64_t HashDeviceId(std::string_view s) {
   h *= 0xff51afd7ed558ccdULL;
   h ^= h >> 33;
   return h;
+}
+
+// Device ids, for the in-memory device index only (rebuilt when a checkpoint is read):
+// eight bytes per step instead of one (FNV-1a was ~65 instructions per event).
+inline uint64_t HashDeviceId(std::string_view s) {
+  const char* p = s.data();
+  size_t n = s.size();
+  auto word = [](const char* q) {
+    uint64_t w;
+    std::memcpy(&w, q, 8);
+    return w;
+  };
+  auto mix = [](uint64_t h, uint64_t w) {
+    h = (h ^ w) * 0xbf58476d1ce4e5b9ULL;
+    return h ^ (h >> 31);
+  };
+  uint64_t h = 0x9e3779b97f4a7c15ULL ^ n;
+  if (n >= 8) {
+    const char* end = p + n;
+    for (; n >= 8; p += 8, n -= 8) h = mix(h, word(p));
+    if (n > 0) h = mix(h, word(end - 8));  // the last bytes, overlapping the word before
+  } else if (n >= 4) {
+    uint32_t a, b;
+    std::memcpy(&a, p, 4);
+    std::memcpy(&b, p + n - 4, 4);
+    h = mix(h, (uint64_t{a} << 32) | b);
+  } else if (n > 0) {
+    h = mix(h, (uint64_t{static_cast<unsigned char>(p[0])} << 16) |
+                   (uint64_t{static_cast<unsigned char>(p[n / 2])} << 8) |
+                   static_cast<unsigned char>(p[n - 1]));
+  }
+  h *= 0x94d049bb133111ebULL;
+  return h ^ (h >> 32);
 }
 
 enum ResIndex : int { kBaseRes = 0, kHourRes = 1, kDayRes = 2, kNumRes = 3 };

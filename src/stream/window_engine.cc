@@ -28,8 +28,6 @@ inline int64_t FloorTo(int64_t t, int64_t w) {
   return FloorDiv(t, w) * w;
 }
 
-inline uint64_t HashId(std::string_view s) { return HashDeviceId(s); }
-
 // Per-event scratch for one value per metric: on the stack for up to 64 metrics.
 template <typename T>
 struct SmallBuffer {
@@ -71,7 +69,8 @@ inline bool SameName(std::string_view a, std::string_view b) {
 // De-duplication identity: (device, event_id) else (device, timestamp). Returns false
 // for a duplicate; otherwise remembers the identity.
 bool RememberEvent(Device& d, const model::Event& e, int64_t expire_before) {
-  if (!e.event_id.empty()) return d.dedup.Insert(HashId(e.event_id), e.timestamp_ns, expire_before);
+  if (!e.event_id.empty())
+    return d.dedup.Insert(HashEventId(e.event_id), e.timestamp_ns, expire_before);
   const int64_t t = e.timestamp_ns;
   auto& v = d.seen_ts;
   if (d.seen_head == v.size() || t > v.back()) {
@@ -91,8 +90,9 @@ bool RememberEvent(Device& d, const model::Event& e, int64_t expire_before) {
 inline Acc& AccOf(Window* w, uint32_t m) {
   // m < size() without the division by sizeof(Acc) that size() is.
   Acc* a = w->acc.data();
-  const auto bytes = static_cast<size_t>(reinterpret_cast<const char*>(std::to_address(w->acc.end())) -
-                                         reinterpret_cast<const char*>(a));
+  const auto bytes =
+      static_cast<size_t>(reinterpret_cast<const char*>(std::to_address(w->acc.end())) -
+                          reinterpret_cast<const char*>(a));
   if (size_t{m} * sizeof(Acc) >= bytes) [[unlikely]] {
     w->acc.resize(m + 1);
     a = w->acc.data();
@@ -1023,7 +1023,7 @@ void WindowEngine::Impl::IndexDevice(uint64_t hash, uint32_t i) {
 
 Device& WindowEngine::Impl::GetDevice(std::string_view id) {
   if (last_device != nullptr && SameName(last_device->id, id)) return *last_device;
-  const uint64_t hash = HashId(id);
+  const uint64_t hash = HashDeviceId(id);
   if (Device* found = FindDevice(id, hash)) return *(last_device = found);
   auto d = std::make_unique<Device>();
   d->id.assign(id);
@@ -1245,7 +1245,7 @@ void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t no
   uint64_t hashes[kRing];
   const Device* devs[kRing];
   auto slot_stage = [&](size_t j) {
-    const uint64_t h = HashId(events[j].device_id);
+    const uint64_t h = HashDeviceId(events[j].device_id);
     hashes[j % kRing] = h;
     if (!E.index.empty()) __builtin_prefetch(&E.index[h & (E.index.size() - 1)], 0, 3);
   };
@@ -1377,7 +1377,7 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
 }
 
 bool WindowEngine::Health(std::string_view device_id, DeviceHealth* out) const {
-  const Device* found = impl_->FindDevice(device_id, HashId(device_id));
+  const Device* found = impl_->FindDevice(device_id, HashDeviceId(device_id));
   if (found == nullptr) return false;
   const Device& d = *found;
   out->last_event_time_ns = d.has_events ? d.max_t : 0;
