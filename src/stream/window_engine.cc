@@ -653,19 +653,24 @@ void EmitRecord(Impl& E, const Device& d, const Window& w, uint64_t count, const
   r.version = w.version;
   r.count = count;
   size_t k = 0;
+  // The scratch record's metric count, kept here (size() divides by the element size).
+  size_t held = E.rec_names.size();  // == r.metrics.size()
+  const MetricState* metrics = d.metrics.data();
   for (uint32_t id : d.by_name) {
     if (id >= n_acc || !acc[id].present) continue;
-    if (k >= r.metrics.size()) {
+    if (k >= held) {
       r.metrics.emplace_back();
       E.rec_names.push_back(Impl::kNoName);
+      ++held;
     }
     const Acc& a = acc[id];
-    const MetricState& ms = d.metrics[id];
+    const MetricState& ms = metrics[id];
+    model::MetricAggregate& ma = r.metrics.data()[k];
     if (E.rec_names[k] != ms.name) {
-      r.metrics[k].name.assign(E.NameOf(ms));
+      ma.name.assign(E.NameOf(ms));
       E.rec_names[k] = ms.name;
     }
-    model::MetricAggregate& ma = r.metrics[k++];
+    ++k;
     ma.kind = ms.kind;
     ma.count = a.count;
     ma.min = a.min;
@@ -680,7 +685,7 @@ void EmitRecord(Impl& E, const Device& d, const Window& w, uint64_t count, const
     ma.delta = counter ? a.x : 0;
     ma.resets = counter ? static_cast<uint64_t>(a.y) : 0;
   }
-  if (k < r.metrics.size()) {
+  if (k < held) {
     r.metrics.resize(k);
     E.rec_names.resize(k);
   }
@@ -822,9 +827,13 @@ void EarlyFire(Impl& E, Device& d, int64_t now, int64_t tick_period, RecordSink*
       Impl::ViewSlot& slot = E.view[E.view_n];
       slot.w = w;
       slot.count = w->count;
-      slot.n = w->acc.size();  // <= n_metrics
-      slot.acc.assign(w->acc.begin(), w->acc.end());
-      slot.acc.resize(n_metrics);
+      const size_t wn = w->acc.size();  // <= n_metrics
+      slot.n = wn;
+      // The view is the window's accumulators, padded to the device's metric count.
+      if (slot.acc.size() != n_metrics) slot.acc.resize(n_metrics);
+      Acc* dst = slot.acc.data();
+      std::copy_n(w->acc.data(), wn, dst);
+      std::fill(dst + wn, dst + n_metrics, Acc{});
       w->view_slot = static_cast<int>(E.view_n++);
     }
   }
