@@ -50,7 +50,9 @@ inline uint64_t HashDeviceId(std::string_view s) {
     h = (h ^ w) * 0xbf58476d1ce4e5b9ULL;
     return h ^ (h >> 31);
   };
-  uint64_t h = 0x9e3779b97f4a7c15ULL ^ n;
+  // The length goes through the mixer first: xored straight into the first word it could
+  // cancel a difference in that word's low byte ("abaaa" and "abaaaa").
+  uint64_t h = mix(0x9e3779b97f4a7c15ULL, n);
   if (n >= 8) {
     const char* end = p + n;
     for (; n >= 8; p += 8, n -= 8) h = mix(h, word(p));
