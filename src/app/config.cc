@@ -69,7 +69,9 @@ std::string DurationText(int64_t ns) {
   if (ns % 3'600'000'000'000 == 0) return fmt::format("\"{}h\"", ns / 3'600'000'000'000);
   if (ns % 60'000'000'000 == 0) return fmt::format("\"{}m\"", ns / 60'000'000'000);
   if (ns % 1'000'000'000 == 0) return fmt::format("\"{}s\"", ns / 1'000'000'000);
-  return fmt::format("\"{}ms\"", ns / 1'000'000);
+  if (ns % 1'000'000 == 0) return fmt::format("\"{}ms\"", ns / 1'000'000);
+  if (ns % 1'000 == 0) return fmt::format("\"{}us\"", ns / 1'000);
+  return fmt::format("\"{}ns\"", ns);
 }
 
 const std::vector<Key>& Keys() {
@@ -122,6 +124,8 @@ const std::vector<Key>& Keys() {
        [](const Config& c) { return DurationText(c.log_retention_ns); }},
       {"storage", "log_max_pending_bytes", Size(&Config::log_max_pending_bytes),
        [](const Config& c) { return std::to_string(c.log_max_pending_bytes); }},
+      {"storage", "log_group_commit_window", Duration(&Config::log_group_commit_window_ns, true),
+       [](const Config& c) { return DurationText(c.log_group_commit_window_ns); }},
       {"stream", "window", Duration(&Config::window_ns),
        [](const Config& c) { return DurationText(c.window_ns); }},
       {"stream", "out_of_orderness", Duration(&Config::out_of_orderness_ns, true),

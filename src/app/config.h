@@ -44,6 +44,9 @@ struct Config {
   uint64_t log_retention_bytes = 0;  // per partition; 0 = unlimited
   int64_t log_retention_ns = 0;      // 0 = forever
   uint64_t log_max_pending_bytes = 64ull << 20;
+  // With fsync: how long the log's writer waits for more batches before a group-commit
+  // round (log::LogOptions::group_commit_window_ns); 0 = commit at once.
+  int64_t log_group_commit_window_ns = 1'000'000;
   // [stream]
   int64_t window_ns = 60'000'000'000;
   int64_t out_of_orderness_ns = 10'000'000'000;

@@ -97,5 +97,26 @@ TEST(ConfigTest, TomlRoundTrip) {
   std::remove(path.c_str());
 }
 
+TEST(ConfigTest, LogDefaultsAndSubMillisecondDurationsRoundTrip) {
+  char* none[] = {nullptr};
+  auto d = LoadConfig("", none);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->log_partitions, 0u);  // the existing log's count, else processor_threads
+  EXPECT_EQ(d->log_group_commit_window_ns, 1'000'000);
+
+  std::string var = "JOULE_STORAGE_LOG_GROUP_COMMIT_WINDOW=250us";
+  char* env[] = {var.data(), nullptr};
+  auto c = LoadConfig("", env);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->log_group_commit_window_ns, 250'000);
+  const std::string toml = ConfigToToml(*c);
+  EXPECT_NE(toml.find("log_group_commit_window = \"250us\""), std::string::npos) << toml;
+  std::string path = WriteTemp(toml);
+  auto again = LoadConfig(path, none);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->log_group_commit_window_ns, 250'000);
+  std::remove(path.c_str());
+}
+
 }  // namespace
 }  // namespace joule::app
