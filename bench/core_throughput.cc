@@ -10,6 +10,9 @@
 //      processing time (the processor's tick_interval), and at the end one Tick past the
 //      idle timeout, which finalizes every open window, so every event ends up in an
 //      emitted 1m/1h/1d record.
+// The process is set up as `joule serve` sets up a processor thread: the server's glibc
+// malloc settings (app::TuneAllocatorForServer) and the thread's arena reserved with
+// transparent huge pages (app::ReserveThreadArena, src/app/README.md "Allocator").
 // Processing time is a replay clock: each body is processed at the latest event time it
 // holds (as if the devices' samples arrived live with no delay), so the engine's
 // time-driven work (early firings every 5 s, finalization) happens as often per event as
@@ -33,6 +36,7 @@
 #include <string>
 #include <vector>
 
+#include "app/allocator_tuning.h"
 #include "common/clock.h"
 #include "ingest/telemetry_parser.h"
 #include "log/segment_format.h"
@@ -69,6 +73,9 @@ int main(int argc, char** argv) {
   for (int i = 2; i + 1 < argc; ++i) {
     if (std::strcmp(argv[i], "--batch") == 0) batch = std::strtoul(argv[i + 1], nullptr, 10);
   }
+  // As `joule serve` (main.cc) and its partition processors (PartitionProcessor::Run) do.
+  joule::app::TuneAllocatorForServer();
+  joule::app::ReserveThreadArena(size_t{60} << 20);
   std::ifstream in(argv[1], std::ios::binary);
   if (!in) {
     std::fprintf(stderr, "cannot read %s\n", argv[1]);

@@ -951,6 +951,11 @@ WindowEngine::Impl::Impl(EngineOptions o, TimezoneProvider* tz) : opt(std::move(
 WindowEngine::Impl::~Impl() { ResetState(); }
 
 void WindowEngine::Impl::ResetState() {
+  for (auto& d : devices) {
+    for (auto& v : d->win) {
+      for (Window* w : v) delete w;
+    }
+  }
   devices.clear();
   index.clear();
   last_device = nullptr;
@@ -959,21 +964,21 @@ void WindowEngine::Impl::ResetState() {
   metric_kinds.clear();
   rec.metrics.clear();
   rec_names.clear();
+  for (Window* w : free_windows) delete w;
   free_windows.clear();
-  window_slabs.clear();  // every window, in use or free
   events = duplicates = late_updates = late_dropped = emitted = 0;
   last_tick = kMinTime;
   version_epoch = 0;
 }
 
 Window* WindowEngine::Impl::NewWindow() {
+  Window* w;
   if (free_windows.empty()) {
-    window_slabs.push_back(std::make_unique<WindowSlab>());
-    WindowSlab& slab = *window_slabs.back();
-    for (size_t i = kWindowSlab; i-- > 0;) free_windows.push_back(&slab.w[i]);
+    w = new Window();
+  } else {
+    w = free_windows.back();
+    free_windows.pop_back();
   }
-  Window* w = free_windows.back();
-  free_windows.pop_back();
   w->version = VersionFloor();
   return w;
 }
@@ -984,10 +989,8 @@ void WindowEngine::Impl::FreeWindow(Window* w) {
   // as many as it creates), so that the pool, not malloc, serves them; beyond that (after
   // a burst) they give it back.
   if (free_windows.size() >= std::max<size_t>(4096, 4 * devices.size())) {
-    std::vector<Acc>().swap(w->acc);
-    std::vector<Acc>().swap(w->snapshot);
-    std::string().swap(w->local_date);
-    std::string().swap(w->timezone);
+    delete w;
+    return;
   }
   w->acc.clear();
   w->snapshot.clear();
