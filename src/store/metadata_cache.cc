@@ -16,6 +16,8 @@ MetadataCache::MetadataCache(std::unique_ptr<MetadataStore> store, MetadataCache
   token_hits_ = &own_token_hits_;
   token_misses_ = &own_token_misses_;
   invalidations_ = &own_invalidations_;
+  owner_list_hits_ = &own_owner_list_hits_;
+  owner_list_misses_ = &own_owner_list_misses_;
   if (MetricsRegistry* m = options.metrics) {
     const char* hits_help = "Metadata cache lookups served from memory.";
     const char* misses_help = "Metadata cache lookups that queried the database.";
@@ -26,6 +28,10 @@ MetadataCache::MetadataCache(std::unique_ptr<MetadataStore> store, MetadataCache
         m->GetCounter("joule_metadata_cache_misses_total", misses_help, {{"kind", "device"}});
     token_misses_ =
         m->GetCounter("joule_metadata_cache_misses_total", misses_help, {{"kind", "token"}});
+    owner_list_hits_ =
+        m->GetCounter("joule_metadata_cache_hits_total", hits_help, {{"kind", "owner_devices"}});
+    owner_list_misses_ = m->GetCounter("joule_metadata_cache_misses_total", misses_help,
+                                       {{"kind", "owner_devices"}});
     invalidations_ = m->GetCounter("joule_metadata_cache_invalidations_total",
                                    "Metadata changes announced to the cache.");
   }
@@ -40,6 +46,8 @@ MetadataCacheStats MetadataCache::stats() const {
   s.device_misses = device_misses_->Value();
   s.token_hits = token_hits_->Value();
   s.token_misses = token_misses_->Value();
+  s.owner_list_hits = owner_list_hits_->Value();
+  s.owner_list_misses = owner_list_misses_->Value();
   s.invalidations = invalidations_->Value();
   return s;
 }
@@ -51,6 +59,7 @@ void MetadataCache::Clear() {
   tokens_.clear();
   device_token_hashes_.clear();
   owner_key_hashes_.clear();
+  owner_lists_.clear();
 }
 
 void MetadataCache::OnChange(const MetadataChange& change) {
@@ -78,13 +87,18 @@ void MetadataCache::OnChange(const MetadataChange& change) {
         tokens_.clear();
         device_token_hashes_.clear();
         owner_key_hashes_.clear();
+        owner_lists_.clear();
         break;
     }
   }
   Publish(change);
 }
 
-void MetadataCache::DropDeviceLocked(const std::string& device_id) { devices_.erase(device_id); }
+void MetadataCache::DropDeviceLocked(const std::string& device_id) {
+  devices_.erase(device_id);
+  // The device may have joined, left or changed in any owner's list.
+  owner_lists_.clear();
+}
 
 void MetadataCache::DropTokenLocked(const std::string& hash) { tokens_.erase(hash); }
 
@@ -139,6 +153,37 @@ Result<Device> MetadataCache::GetDevice(std::string_view device_id) {
       e.device.reset();
       e.expires_ns = now + options_.negative_ttl_ns;
     }
+  }
+  return r;
+}
+
+Result<DevicePage> MetadataCache::ListDevices(const ListDevicesOptions& options) {
+  if (!options.owner_id || options.model) return store_->ListDevices(options);
+  std::string key = *options.owner_id;
+  key.push_back('\0');
+  key += options.after;
+  key.push_back('\0');
+  key += std::to_string(options.limit);
+  const int64_t now = clock_->NowNanos();
+  uint64_t epoch;
+  {
+    std::shared_lock lock(mu_);
+    auto it = owner_lists_.find(key);
+    if (it != owner_lists_.end() && it->second.expires_ns > now) {
+      owner_list_hits_->Inc();
+      return it->second.page;
+    }
+    epoch = epoch_;
+  }
+  owner_list_misses_->Inc();
+  Result<DevicePage> r = store_->ListDevices(options);
+  if (!r.ok()) return r;
+  std::unique_lock lock(mu_);
+  if (epoch_ == epoch) {  // else a change was announced while we read: do not store
+    if (owner_lists_.size() >= options_.max_owner_lists && !owner_lists_.contains(key)) {
+      owner_lists_.erase(owner_lists_.begin());
+    }
+    owner_lists_[key] = OwnerListEntry{*r, now + options_.positive_ttl_ns};
   }
   return r;
 }

@@ -1,6 +1,7 @@
 // MetadataCache: a MetadataStore in front of another one that serves the hot reads —
 // GetDevice (every API response carries device metadata; the stream engine needs each
-// device's timezone) and AuthenticateToken (every ingest request) — from memory.
+// device's timezone), AuthenticateToken (every ingest request) and one owner's device
+// list (ListDevices with only owner_id set: every owner energy query) — from memory.
 //
 // Freshness contract:
 // - A write through the cache (or directly through the wrapped store) is visible to the
@@ -42,6 +43,7 @@ struct MetadataCacheOptions {
   int64_t negative_ttl_ns = 2 * kNanosPerSecond;
   size_t max_devices = 1'000'000;
   size_t max_tokens = 1'000'000;
+  size_t max_owner_lists = 100'000;    // cached ListDevices pages of one owner
   const Clock* clock = nullptr;        // nullptr = system clock
   MetricsRegistry* metrics = nullptr;  // optional: joule_metadata_cache_{hits,misses}_total
 };
@@ -51,6 +53,8 @@ struct MetadataCacheStats {
   uint64_t device_misses = 0;
   uint64_t token_hits = 0;
   uint64_t token_misses = 0;
+  uint64_t owner_list_hits = 0;
+  uint64_t owner_list_misses = 0;
   uint64_t invalidations = 0;
 };
 
@@ -77,9 +81,9 @@ class MetadataCache final : public MetadataStore {
   Result<Device> CreateDevice(const Device& device, std::string* token) override;
   Result<Device> GetDevice(std::string_view device_id) override;       // cached
   Result<bool> DeviceRegistered(std::string_view device_id) override;  // cached, no copy
-  Result<DevicePage> ListDevices(const ListDevicesOptions& options) override {
-    return store_->ListDevices(options);
-  }
+  // Cached when it lists one owner's devices (GET /v1/owners/{id}/energy asks on every
+  // dashboard refresh); any device change drops every cached list.
+  Result<DevicePage> ListDevices(const ListDevicesOptions& options) override;
   Result<Device> UpdateDevice(std::string_view device_id, const DeviceUpdate& update) override;
   Status DeleteDevice(std::string_view device_id) override;
 
@@ -126,6 +130,10 @@ class MetadataCache final : public MetadataStore {
     Principal principal;
     int64_t expires_ns = 0;
   };
+  struct OwnerListEntry {
+    DevicePage page;
+    int64_t expires_ns = 0;
+  };
 
   void OnChange(const MetadataChange& change);
   // REQUIRES: mu_ held exclusively.
@@ -145,9 +153,14 @@ class MetadataCache final : public MetadataStore {
   std::unordered_map<std::string, TokenEntry> tokens_;  // by SHA-256 of the token
   std::unordered_map<std::string, std::unordered_set<std::string>> device_token_hashes_;
   std::unordered_map<std::string, std::unordered_set<std::string>> owner_key_hashes_;
+  // ListDevices pages of one owner, by (owner, after, limit). A device change may move a
+  // device between owners, so every device change clears them all (DropDeviceLocked).
+  std::unordered_map<std::string, OwnerListEntry> owner_lists_;
 
   Counter own_device_hits_, own_device_misses_, own_token_hits_, own_token_misses_;
-  Counter own_invalidations_;
+  Counter own_invalidations_, own_owner_list_hits_, own_owner_list_misses_;
+  Counter* owner_list_hits_;
+  Counter* owner_list_misses_;
   Counter* device_hits_;
   Counter* device_misses_;
   Counter* token_hits_;

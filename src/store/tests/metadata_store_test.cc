@@ -984,6 +984,62 @@ TEST_P(MetadataCacheTest, WritesAreVisibleAtOnce) {
   EXPECT_EQ(cache_->GetDevice("d1").status().code(), StatusCode::kNotFound);
 }
 
+// An owner's device list is served from memory and follows every device change: through
+// the cache, through the wrapped store (its change feed), an owner change, a delete.
+TEST_P(MetadataCacheTest, OwnerDeviceListsAreCachedAndFollowChanges) {
+  ASSERT_TRUE(cache_->CreateDevice(MakeDevice("d1", "owner-1"), nullptr).ok());
+  ASSERT_TRUE(cache_->CreateDevice(MakeDevice("d2", "owner-1"), nullptr).ok());
+  ASSERT_TRUE(cache_->CreateDevice(MakeDevice("d3", "owner-2"), nullptr).ok());
+  auto ids = [&](const std::string& owner) {
+    ListDevicesOptions o;
+    o.owner_id = owner;
+    std::vector<std::string> out;
+    auto page = cache_->ListDevices(o);
+    EXPECT_TRUE(page.ok());
+    if (page.ok()) {
+      for (const auto& d : page->devices) out.push_back(d.device_id + ":" + d.name);
+    }
+    return out;
+  };
+  using V = std::vector<std::string>;
+  EXPECT_EQ(ids("owner-1"), (V{"d1:Plug d1", "d2:Plug d2"}));
+  EXPECT_EQ(ids("owner-1"), (V{"d1:Plug d1", "d2:Plug d2"}));
+  EXPECT_EQ(cache_->stats().owner_list_misses, 1u);
+  EXPECT_EQ(cache_->stats().owner_list_hits, 1u);
+
+  ASSERT_TRUE(cache_->CreateDevice(MakeDevice("d4", "owner-1"), nullptr).ok());
+  EXPECT_EQ(ids("owner-1"), (V{"d1:Plug d1", "d2:Plug d2", "d4:Plug d4"}));
+  DeviceUpdate up;
+  up.owner_id = "owner-2";
+  ASSERT_TRUE(cache_->UpdateDevice("d4", up).ok());
+  EXPECT_EQ(ids("owner-1"), (V{"d1:Plug d1", "d2:Plug d2"}));
+  EXPECT_EQ(ids("owner-2"), (V{"d3:Plug d3", "d4:Plug d4"}));
+
+  // Writes by another component holding the wrapped store reach the lists too.
+  ASSERT_TRUE(cache_->wrapped().DeleteDevice("d1").ok());
+  EXPECT_EQ(ids("owner-1"), (V{"d2:Plug d2"}));
+  DeviceUpdate rename;
+  rename.name = "Renamed";
+  ASSERT_TRUE(cache_->wrapped().UpdateDevice("d2", rename).ok());
+  EXPECT_EQ(ids("owner-1"), (V{"d2:Renamed"}));
+  ASSERT_TRUE(cache_->wrapped().CreateDevice(MakeDevice("d5", "owner-1"), nullptr).ok());
+  EXPECT_EQ(ids("owner-1"), (V{"d2:Renamed", "d5:Plug d5"}));
+
+  // Other listings pass through; an expired list is read again.
+  const uint64_t misses = cache_->stats().owner_list_misses;
+  ListDevicesOptions by_model;
+  by_model.owner_id = "owner-1";
+  by_model.model = "plug-v2";
+  ASSERT_EQ(cache_->ListDevices(by_model)->devices.size(), 2u);
+  ASSERT_EQ(cache_->ListDevices(ListDevicesOptions{})->devices.size(), 4u);
+  EXPECT_EQ(cache_->stats().owner_list_misses, misses);
+  EXPECT_EQ(ids("owner-1").size(), 2u);  // cached
+  EXPECT_EQ(cache_->stats().owner_list_misses, misses);
+  clock_.Advance(MetadataCacheOptions().positive_ttl_ns + 1);
+  EXPECT_EQ(ids("owner-1").size(), 2u);
+  EXPECT_EQ(cache_->stats().owner_list_misses, misses + 1);
+}
+
 TEST_P(MetadataCacheTest, NegativeEntriesAreDroppedByCreate) {
   EXPECT_EQ(cache_->GetDevice("later").status().code(), StatusCode::kNotFound);
   EXPECT_EQ(cache_->GetDevice("later").status().code(), StatusCode::kNotFound);
