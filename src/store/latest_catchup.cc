@@ -34,15 +34,16 @@ void LatestCatchUp::Failed(const Status& st) {
   if (health_ != nullptr && st.code() == StatusCode::kUnavailable) health_->ReportFailure(st);
 }
 
+bool LatestCatchUp::Settled(const Status& st) {
+  if (st.ok()) return true;
+  Failed(st);
+  // Only a store that may come back is worth waiting for; other errors are counted.
+  return health_ == nullptr || st.code() != StatusCode::kUnavailable;
+}
+
 void LatestCatchUp::PutRecord(const model::AggregateRecord& record) {
   if (record.resolution != model::Resolution::kBase) return;  // the latest store keeps base only
-  if (StoreUp()) {
-    Status st = latest_->PutRecord(record);
-    if (st.ok()) return;
-    Failed(st);
-    // Only a store that may come back is worth waiting for; other errors are counted.
-    if (health_ == nullptr || st.code() != StatusCode::kUnavailable) return;
-  }
+  if (StoreUp() && Settled(latest_->PutRecord(record))) return;
   if (deferred_ != nullptr) deferred_->Inc();
   Remember(record);
   PublishCounts();
@@ -50,12 +51,7 @@ void LatestCatchUp::PutRecord(const model::AggregateRecord& record) {
 
 void LatestCatchUp::PutRecords(std::span<const model::AggregateRecord> records) {
   if (records.empty()) return;
-  if (StoreUp()) {
-    Status st = latest_->PutRecords(records);
-    if (st.ok()) return;
-    Failed(st);
-    if (health_ == nullptr || st.code() != StatusCode::kUnavailable) return;
-  }
+  if (StoreUp() && Settled(latest_->PutRecords(records))) return;
   for (const model::AggregateRecord& r : records) {
     if (r.resolution != model::Resolution::kBase) continue;
     if (deferred_ != nullptr) deferred_->Inc();
@@ -65,12 +61,7 @@ void LatestCatchUp::PutRecords(std::span<const model::AggregateRecord> records) 
 }
 
 void LatestCatchUp::PutReading(const model::Event& event) {
-  if (StoreUp()) {
-    Status st = latest_->PutReading(event);
-    if (st.ok()) return;
-    Failed(st);
-    if (health_ == nullptr || st.code() != StatusCode::kUnavailable) return;
-  }
+  if (StoreUp() && Settled(latest_->PutReading(event))) return;
   if (deferred_ != nullptr) deferred_->Inc();
   RememberReading(event.device_id);
   PublishCounts();
@@ -78,12 +69,7 @@ void LatestCatchUp::PutReading(const model::Event& event) {
 
 void LatestCatchUp::PutReadings(std::span<const model::Event> events) {
   if (events.empty()) return;
-  if (StoreUp()) {
-    Status st = latest_->PutReadings(events);
-    if (st.ok()) return;
-    Failed(st);
-    if (health_ == nullptr || st.code() != StatusCode::kUnavailable) return;
-  }
+  if (StoreUp() && Settled(latest_->PutReadings(events))) return;
   if (deferred_ != nullptr) deferred_->Inc(events.size());
   for (const model::Event& e : events) RememberReading(e.device_id);
   PublishCounts();

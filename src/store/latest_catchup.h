@@ -111,6 +111,9 @@ class LatestCatchUp {
 
   bool StoreUp() const { return health_ == nullptr || health_->up(); }
   void Failed(const Status& st);  // counts; marks the store down on Unavailable
+  // After a write to the store: true when nothing is left to do (written, or failed for
+  // good and counted); false when it failed as Unavailable and is to be deferred.
+  bool Settled(const Status& st);
   void Remember(const model::AggregateRecord& record);
   void RememberReading(const std::string& device_id);
   DeviceBacklog& Backlog(const std::string& device_id);

@@ -984,10 +984,9 @@ Window* WindowEngine::Impl::NewWindow() {
 }
 
 void WindowEngine::Impl::FreeWindow(Window* w) {
-  // Free windows keep their accumulator storage for the next window while the pool holds
-  // no more than every device's next few windows (at steady state each device frees about
-  // as many as it creates), so that the pool, not malloc, serves them; beyond that (after
-  // a burst) they give it back.
+  // Keep enough for every device's next windows (at steady state each device frees about
+  // as many as it creates), so that the pool, not malloc, serves them; a free window keeps
+  // its accumulator storage for the next one.
   if (free_windows.size() >= std::max<size_t>(4096, 4 * devices.size())) {
     delete w;
     return;
