@@ -5,14 +5,22 @@
 // of a counter metric (e.g. a meter's energy_wh) its delta.
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <limits>
 #include <map>
+#include <memory>
+#include <string>
+#include <vector>
 
 #include "api/api_context.h"
 #include "api/error_response.h"
+#include "api/owner_energy_cache.h"
 #include "api/query_params.h"
+#include "api/record_json_cache.h"
 #include "api/routes.h"
 #include "common/clock.h"
 #include "common/json_writer.h"
+#include "common/metrics.h"
 #include "common/time_format.h"
 #include "ingest/validation.h"
 #include "net/http_server.h"
@@ -27,10 +35,20 @@ struct Bucket {
   int64_t end_ns = 0;
   std::string local_date;
   double total = 0;
-  std::map<std::string, double> devices;
+  struct Device {
+    double wh = 0;
+    bool present = false;
+  };
+  std::vector<Device> devices;  // by the device's rank in device-id order
 };
 
-void HandleOwnerEnergy(ApiContext& ctx, net::HttpRequest& req, net::Responder responder) {
+struct Counters {
+  Counter* hits = nullptr;
+  Counter* misses = nullptr;
+};
+
+void HandleOwnerEnergy(ApiContext& ctx, OwnerEnergyCache* cache, const Counters& counters,
+                       net::HttpRequest& req, net::Responder responder) {
   const Caller caller = ctx.auth->Authenticate(req);
   if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized(caller));
   const std::string& owner_id = req.path_params["owner_id"];
@@ -75,7 +93,6 @@ void HandleOwnerEnergy(ApiContext& ctx, net::HttpRequest& req, net::Responder re
     return fail(Status::InvalidArgument(fmt::format("metric: '{}' is not a metric name", metric)));
   }
 
-  std::map<int64_t, Bucket> buckets;
   std::vector<std::string> device_ids;
   store::ListDevicesOptions list;
   list.owner_id = owner_id;
@@ -90,7 +107,35 @@ void HandleOwnerEnergy(ApiContext& ctx, net::HttpRequest& req, net::Responder re
   if (device_ids.empty() && caller.kind != Caller::Kind::kAdmin) {
     return responder.Send(net::HttpResponse::Error(404, "not_found", "no such owner"));
   }
-  for (const auto& id : device_ids) {
+
+  // A repeated question is answered from the body kept for it while no write reached the
+  // owner's devices' series (owner_energy_cache.h has the argument).
+  std::string key;
+  OwnerEnergyCache::Snapshot snapshot;
+  const bool cacheable =
+      cache != nullptr && req.Query("to") != nullptr &&
+      OwnerEnergyCache::Take(ctx.history_json_cache, device_ids, resolution, &snapshot);
+  if (cacheable) {
+    key = fmt::format("{}\n{}\n{}\n{}\n{}", owner_id, res_text, metric, from, to);
+    if (std::shared_ptr<const std::string> kept =
+            cache->Find(key, snapshot, ctx.history->ReadHorizon(resolution))) {
+      if (counters.hits) counters.hits->Inc();
+      net::HttpResponse r = net::HttpResponse::Json(200, std::string());
+      r.shared_body = std::move(kept);
+      return responder.Send(std::move(r));
+    }
+    if (counters.misses) counters.misses->Inc();
+  }
+
+  // Buckets by window start; each holds one value per device (in device-id order, the
+  // order of the answer's "devices" object), present or not.
+  std::vector<size_t> order(device_ids.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return device_ids[a] < device_ids[b]; });
+  std::map<int64_t, Bucket> buckets;
+  for (size_t rank = 0; rank < order.size(); ++rank) {
+    const std::string& id = device_ids[order[rank]];
     store::HistoryQuery q;
     q.device_id = id;
     q.resolution = resolution;
@@ -106,10 +151,12 @@ void HandleOwnerEnergy(ApiContext& ctx, net::HttpRequest& req, net::Responder re
         double wh = m->kind == model::MetricKind::kCounter ? m->delta : m->energy_wh;
         if (m->kind == model::MetricKind::kGauge) continue;
         Bucket& b = buckets[r.window_start_ns];
+        if (b.devices.empty()) b.devices.resize(order.size());
         b.end_ns = std::max(b.end_ns, r.window_end_ns);
         if (b.local_date.empty()) b.local_date = r.local_date;
         b.total += wh;
-        b.devices[id] += wh;
+        b.devices[rank].wh += wh;
+        b.devices[rank].present = true;
       }
       if (page->next_cursor.empty()) break;
       q.cursor = page->next_cursor;
@@ -144,24 +191,40 @@ void HandleOwnerEnergy(ApiContext& ctx, net::HttpRequest& req, net::Responder re
     w.Double(b.total);
     w.Key("devices");
     w.BeginObject();
-    for (const auto& [id, wh] : b.devices) {
-      w.Key(id);
-      w.Double(wh);
+    for (size_t rank = 0; rank < b.devices.size(); ++rank) {
+      if (!b.devices[rank].present) continue;
+      w.Key(device_ids[order[rank]]);
+      w.Double(b.devices[rank].wh);
     }
     w.EndObject();
     w.EndObject();
   }
   w.EndArray();
   w.EndObject();
-  responder.Send(net::HttpResponse::Json(200, w.Take()));
+  if (!cacheable) return responder.Send(net::HttpResponse::Json(200, w.Take()));
+  auto body = std::make_shared<const std::string>(w.Take());
+  cache->Keep(std::move(key), std::move(snapshot),
+              buckets.empty() ? std::numeric_limits<int64_t>::max() : buckets.begin()->first, body);
+  net::HttpResponse r = net::HttpResponse::Json(200, std::string());
+  r.shared_body = std::move(body);
+  responder.Send(std::move(r));
 }
 
 }  // namespace
 
 void AddOwnerEnergyRoutes(net::Router& router, ApiContext& ctx) {
+  auto cache = std::make_shared<OwnerEnergyCache>();
+  Counters counters;
+  if (ctx.metrics != nullptr) {
+    counters.hits = ctx.metrics->GetCounter("joule_owner_energy_cache_hits_total",
+                                            "Owner energy answers served from a kept body");
+    counters.misses = ctx.metrics->GetCounter(
+        "joule_owner_energy_cache_misses_total",
+        "Owner energy answers read from the history store (with the cache available)");
+  }
   router.Add("GET", "/v1/owners/{owner_id}/energy",
-             [&ctx](net::HttpRequest& req, net::Responder r) {
-               HandleOwnerEnergy(ctx, req, std::move(r));
+             [&ctx, cache, counters](net::HttpRequest& req, net::Responder r) {
+               HandleOwnerEnergy(ctx, cache.get(), counters, req, std::move(r));
              });
 }
 
