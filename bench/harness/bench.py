@@ -44,8 +44,11 @@ def _stat(pid):
     return int(rest[1]), int(rest[11]), int(rest[12]), int(rest[13]), int(rest[14])
 
 
-def tree_cpu_s(root):
-    """utime+stime of root and all live descendants, plus root's reaped children."""
+def tree_cpu_s(root, reaped_by_all=False):
+    """utime+stime of root and all live descendants, plus root's reaped children (with
+    reaped_by_all, the reaped children of every process of the tree: PostgreSQL's
+    postmaster reaps the backend of a closed connection, and runuser, the root, does not
+    see it)."""
     parents = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
@@ -62,7 +65,7 @@ def tree_cpu_s(root):
             continue
         seen.add(p)
         _, ut, st, cut, cst = parents[p]
-        total += ut + st + (cut + cst if p == root else 0)
+        total += ut + st + (cut + cst if p == root or reaped_by_all else 0)
         todo += [c for c, v in parents.items() if v[0] == p]
     return total / CLK_TCK
 
@@ -521,8 +524,12 @@ def wrk(url, seconds, conns, threads=1, delay_ms=None, tmp=None):
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     if non2xx and int(non2xx.group(1)) > 0:
         raise RuntimeError(f"{url}: {non2xx.group(1)} non-2xx responses")
+    done = re.search(r"(\d+) requests in [\d.]+\w+, ([\d.]+)([KMGT]?B) read", out)
+    read_bytes = (float(done.group(2)) * {"B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30,
+                                         "TB": 2**40}[done.group(3)]) if done else None
     return {"requests_per_s": rps, "p50_ms": lat.get("50"), "p99_ms": lat.get("99"),
-            "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+            "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+            "requests": int(done.group(1)) if done else None, "read_bytes": read_bytes}
 
 
 def api_vs_h2o(ctx):
@@ -624,6 +631,13 @@ hosts:
 
 
 # ---- history queries
+#
+# Each server is timed by a native client on one keep-alive connection, the same way for
+# all three: wrk -t1 -c1 (Joule, VictoriaMetrics: HTTP) and pgbench -c1 with a log of every
+# transaction's latency (PostgreSQL). The ratio comes from those p50s: a measurement of the
+# servers. The Python clients (http.client, psycopg2) are timed as well, as a second
+# column (`*_python`): their own per-request cost (~0.1-0.2 ms here) is a floor under all
+# three and hid the servers' differences in the sub-millisecond owner query.
 
 def timed(fn, n):
     lat = []
@@ -636,6 +650,31 @@ def timed(fn, n):
             "n": n}
 
 
+def pgbench(port, sql, seconds, tmp):
+    """p50/p99 of one query on one connection, from pgbench's per-transaction log."""
+    d = tempfile.mkdtemp(prefix="pgbench-", dir=tmp)
+    script = os.path.join(d, "query.sql")
+    with open(script, "w") as f:
+        f.write(sql + ";\n")
+    pgbin = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
+    # -n: no vacuum of pgbench's own tables; simple query protocol (as psycopg2 sends it:
+    # parsed and planned per query); one client, one thread; -l: one line per transaction,
+    # its latency in µs in the third column.
+    subprocess.run([f"{pgbin}/pgbench", "-n", "-c1", "-j1", f"-T{seconds}", "-f", script,
+                    "-l", "--log-prefix", os.path.join(d, "lat"), "-h", "127.0.0.1",
+                    "-p", str(port), "-U", "postgres", "postgres"],
+                   check=True, capture_output=True, text=True, cwd=d)
+    lat = []
+    for name in glob.glob(os.path.join(d, "lat.*")):
+        with open(name) as f:
+            lat += [int(line.split()[2]) for line in f if line.strip()]
+    if not lat:
+        raise RuntimeError("pgbench logged no transactions")
+    lat.sort()
+    return {"p50_ms": lat[len(lat) // 2] / 1e3, "p99_ms": lat[int(len(lat) * 0.99)] / 1e3,
+            "requests": len(lat), "requests_per_s": len(lat) / seconds}
+
+
 def history_vs_peers(ctx):
     meta = ctx.meta
     end_ms = meta["history_end_ms"]
@@ -645,11 +684,23 @@ def history_vs_peers(ctx):
         .strftime("%Y-%m-%dT%H:%M:%SZ")
     dev = meta["history_device_ids"][0]
     owner = meta["history_owner"]
+    n_dev = len(meta["history_device_ids"])
+    secs = ctx.history_seconds
     res = {"queries": {"device_1m_24h": f"{dev}, 1m, {iso(day_from)}..{iso(day_to)}",
-                       "owner_1d_30d": f"{owner}, 1d, {iso(month_from)}..{iso(day_to)}"}}
-    # Joule: register the owner's devices, ingest the raw minutes, query the API.
-    j = Joule(ctx, "fsync")
+                       "owner_1d_30d": f"{owner}, 1d, {iso(month_from)}..{iso(day_to)}"},
+           "clients": {"native": f"wrk -t1 -c1 -d{secs}s (Joule, VictoriaMetrics), "
+                                 f"pgbench -n -c1 -T{secs} -l (PostgreSQL); p50 of every "
+                                 f"request of a run, median of {ctx.runs} runs, the systems "
+                                 "taking turns",
+                       "python": f"http.client / psycopg2, {ctx.queries} queries, one "
+                                 "keep-alive connection"}}
+    rows_1m = open(ctx.f("history_1m.csv")).read().splitlines()
+    rows_1d = open(ctx.f("history_1d.csv")).read().splitlines()
+    servers = []  # closed in reverse order at the end
     try:
+        # Joule: register the owner's devices, ingest the raw minutes, query the API.
+        j = Joule(ctx, "fsync")
+        servers.append(j)
         for d in meta["history_device_ids"]:
             st, body = http_post(j.port, "/v1/devices", json.dumps(
                 {"device_id": d, "owner_id": owner, "name": d, "timezone": "UTC"}))
@@ -661,41 +712,25 @@ def history_vs_peers(ctx):
                     "--connections", "1"])  # one connection: each device's minutes in order
         j.wait_processed(meta["history_events"])
         time.sleep(4)
-        conn = http.client.HTTPConnection("127.0.0.1", j.port, timeout=60)
-        p_dev = (f"/v1/devices/{dev}/metrics/history?from={iso(day_from)}&to={iso(day_to)}"
-                 f"&resolution=1m")
-        p_own = f"/v1/owners/{owner}/energy?from={iso(month_from)}&to={iso(day_to)}&resolution=1d"
+        jp_dev = (f"/v1/devices/{dev}/metrics/history?from={iso(day_from)}&to={iso(day_to)}"
+                  f"&resolution=1m")
+        jp_own = (f"/v1/owners/{owner}/energy?from={iso(month_from)}&to={iso(day_to)}"
+                  f"&resolution=1d")
+        st, jb_dev = http_get(j.port, jp_dev)
+        st2, jb_own = http_get(j.port, jp_own)
+        if st != 200 or st2 != 200:
+            raise RuntimeError(f"joule history {st} / owner {st2}")
+        res["joule_device_records"] = len(json.loads(jb_dev)["data"])
+        own = json.loads(jb_own)["data"]
+        res["joule_owner_days"] = len(own)
+        res["joule_owner_device_values"] = sum(len(b["devices"]) for b in own)
+        res["joule_history_put_records"] = prom(j.port).get("joule_history_put_records_total")
+        res["joule_values_per_1m_record"] = count_numbers(json.loads(jb_dev)["data"][0])
 
-        def get(p):
-            conn.request("GET", p)
-            r = conn.getresponse()
-            b = r.read()
-            if r.status != 200:
-                raise RuntimeError(f"{p}: {r.status} {b[:200]}")
-            return b
-        b_dev, b_own = get(p_dev), get(p_own)
-        res["joule_device_records"] = len(json.loads(b_dev)["data"])
-        res["joule_owner_days"] = len(json.loads(b_own)["data"])
-        res["joule_device_1m_24h"] = timed(lambda: get(p_dev), ctx.queries)
-        res["joule_owner_1d_30d"] = timed(lambda: get(p_own), ctx.queries)
-        conn.close()
-        # storage: stop cleanly (flushes), then measure the history store on disk
-        recs = prom(j.port).get("joule_history_put_records_total")
-        sample = json.loads(b_dev)["data"][0]
-        j.close()
-        hist_dir = os.path.join(j.dir, "history")
-        res["joule_history_bytes"] = du_bytes(hist_dir if os.path.isdir(hist_dir) else j.dir)
-        res["joule_history_put_records"] = recs
-        res["joule_values_per_1m_record"] = count_numbers(sample)
-    finally:
-        j.close()
-    # the same aggregates for the peers: 1m (min, max, avg, last of 4 metrics), 1d energy
-    rows_1m = open(ctx.f("history_1m.csv")).read().splitlines()
-    rows_1d = open(ctx.f("history_1d.csv")).read().splitlines()
-    # PostgreSQL
-    import io
-    pg = Postgres(ctx)
-    try:
+        # PostgreSQL: agg_1m long table, agg_1d per (owner, day, device)
+        import io
+        pg = Postgres(ctx)
+        servers.append(pg)
         c = pg.connect()
         cur = c.cursor()
         cur.execute("""CREATE TABLE agg_1m (device_id text, window_start timestamptz, metric text,
@@ -722,21 +757,23 @@ def history_vs_peers(ctx):
                  " AND window_start >= %s AND window_start < %s ORDER BY window_start")
         q_own = ("SELECT day, sum(energy_wh), json_object_agg(device_id, energy_wh) FROM agg_1d"
                  " WHERE owner_id = %s AND day >= %s AND day < %s GROUP BY day ORDER BY day")
+        a_dev = (dev, iso(day_from), iso(day_to))
+        a_own = (owner, iso(month_from), iso(day_to))
+        # pgbench runs the very text psycopg2 sends (psycopg2 interpolates on the client)
+        sql_dev = cur.mogrify(q_dev, a_dev).decode()
+        sql_own = cur.mogrify(q_own, a_own).decode()
 
         def run(q, a):
             cur.execute(q, a)
             return cur.fetchall()
-        res["postgres_device_rows"] = len(run(q_dev, (dev, iso(day_from), iso(day_to))))
-        res["postgres_device_1m_24h"] = timed(lambda: run(q_dev, (dev, iso(day_from), iso(day_to))),
-                                              ctx.queries)
-        res["postgres_owner_1d_30d"] = timed(lambda: run(q_own, (owner, iso(month_from), iso(day_to))),
-                                             ctx.queries)
-        c.close()
-    finally:
-        pg.close()
-    # VictoriaMetrics: one series per (device, metric, statistic)
-    v = Victoria(ctx)
-    try:
+        res["postgres_device_rows"] = len(run(q_dev, a_dev))
+        own = run(q_own, a_own)
+        res["postgres_owner_days"] = len(own)
+        res["postgres_owner_device_values"] = sum(len(r[2]) for r in own)
+
+        # VictoriaMetrics: one series per (device, metric, statistic)
+        v = Victoria(ctx)
+        servers.append(v)
         lines = []
         for r in rows_1m:
             d, ts, m, a, b_, av, la = r.split(",")
@@ -745,7 +782,7 @@ def history_vs_peers(ctx):
         for r in rows_1d:
             d, ts, e = r.split(",")
             lines.append(f'agg_1d_energy_wh{{device_id="{d}",owner_id="{owner}"}} {e} {ts}\n')
-        samples = len(lines)
+        res["vm_samples"] = len(lines)
         for i in range(0, len(lines), 50000):
             st, _ = http_post(v.port, "/api/v1/import/prometheus", "".join(lines[i:i + 50000]),
                               "text/plain")
@@ -754,31 +791,102 @@ def history_vs_peers(ctx):
         del lines
         v.flush()
         time.sleep(2)
-        conn = http.client.HTTPConnection("127.0.0.1", v.port, timeout=60)
         q1 = urllib.parse.quote(f'{{__name__=~"agg_1m_.*",device_id="{dev}"}}')
-        p_dev = (f"/api/v1/query_range?query={q1}&start={day_from / 1000}"
-                 f"&end={(day_to - 60_000) / 1000}&step=60s")
+        vp_dev = (f"/api/v1/query_range?query={q1}&start={day_from / 1000}"
+                  f"&end={(day_to - 60_000) / 1000}&step=60s")
         q2 = urllib.parse.quote(f'agg_1d_energy_wh{{owner_id="{owner}"}}')
-        p_own = (f"/api/v1/query_range?query={q2}&start={month_from / 1000}"
-                 f"&end={(day_to - 86_400_000) / 1000}&step=1d")
+        vp_own = (f"/api/v1/query_range?query={q2}&start={month_from / 1000}"
+                  f"&end={(day_to - 86_400_000) / 1000}&step=1d")
+        st, vb_dev = http_get(v.port, vp_dev)
+        st2, vb_own = http_get(v.port, vp_own)
+        if st != 200 or st2 != 200:
+            raise RuntimeError(f"vm query_range {st} / {st2}")
+        res["vm_device_points"] = sum(len(s["values"]) for s in json.loads(vb_dev)["data"]["result"])
+        own = json.loads(vb_own)["data"]["result"]
+        res["vm_owner_series"] = len(own)
+        res["vm_owner_device_values"] = sum(len(s["values"]) for s in own)
 
-        def get(p):
-            conn.request("GET", p)
-            r = conn.getresponse()
-            b = r.read()
-            if r.status != 200:
-                raise RuntimeError(f"vm {p}: {r.status} {b[:200]}")
-            return b
-        body = json.loads(get(p_dev))
-        res["vm_device_points"] = sum(len(s["values"]) for s in body["data"]["result"])
-        res["vm_device_1m_24h"] = timed(lambda: get(p_dev), ctx.queries)
-        res["vm_owner_1d_30d"] = timed(lambda: get(p_own), ctx.queries)
-        conn.close()
+        # The full answer from every system, before anything is timed: 1,440 minutes of
+        # one device (Joule: records of 4 metrics; PostgreSQL: 4 rows per minute; VM: 16
+        # series); 30 days × every device of the owner.
+        want_dev, want_days = 1440, 30
+        got = {"joule_device_records": want_dev, "postgres_device_rows": 4 * want_dev,
+               "vm_device_points": 16 * want_dev, "joule_owner_days": want_days,
+               "postgres_owner_days": want_days, "vm_owner_series": n_dev,
+               "joule_owner_device_values": n_dev * want_days,
+               "postgres_owner_device_values": n_dev * want_days,
+               "vm_owner_device_values": n_dev * want_days}
+        bad = {k: (res[k], w) for k, w in got.items() if res[k] != w}
+        if bad:
+            raise RuntimeError(f"incomplete answers (got, want): {bad}")
+
+        # Native clients: the systems take turns, run by run, so a drift of the shared
+        # machine's load reaches all three. Server CPU per request from /proc.
+        def http_native(srv, path, body):
+            c0 = srv.cpu()
+            w = wrk(f"http://127.0.0.1:{srv.port}{path}", secs, 1)
+            w["server_cpu_us_per_request"] = (srv.cpu() - c0) * 1e6 / w["requests"]
+            # every response carried the whole answer (body + a few hundred bytes of head)
+            per = w["read_bytes"] / w["requests"]
+            w["bytes_per_response"] = per
+            if not (len(body) * 0.99 <= per <= len(body) * 1.01 + 1024):
+                raise RuntimeError(f"{path}: {per:.0f} bytes per response, body {len(body)}")
+            return w
+
+        def pg_native(sql):
+            # pgbench's backend exits with its connection, reaped by the postmaster
+            c0 = tree_cpu_s(pg.server_pid(), reaped_by_all=True)
+            w = pgbench(pg.port, sql, secs, ctx.tmp)
+            time.sleep(0.3)  # until the postmaster has reaped the backend
+            w["server_cpu_us_per_request"] = ((tree_cpu_s(pg.server_pid(), reaped_by_all=True)
+                                               - c0) * 1e6 / w["requests"])
+            return w
+        plan = {("joule", "device_1m_24h"): lambda: http_native(j, jp_dev, jb_dev),
+                ("joule", "owner_1d_30d"): lambda: http_native(j, jp_own, jb_own),
+                ("postgres", "device_1m_24h"): lambda: pg_native(sql_dev),
+                ("postgres", "owner_1d_30d"): lambda: pg_native(sql_own),
+                ("vm", "device_1m_24h"): lambda: http_native(v, vp_dev, vb_dev),
+                ("vm", "owner_1d_30d"): lambda: http_native(v, vp_own, vb_own)}
+        native = {k: [] for k in plan}
+        for _ in range(ctx.runs):
+            for k, fn in plan.items():
+                native[k].append(fn())
+        for (sysk, q), runs in native.items():
+            out = summarize(runs, ["p50_ms", "p99_ms", "requests_per_s",
+                                   "server_cpu_us_per_request"])
+            out["runs"] = runs
+            res[f"{sysk}_{q}"] = out
+
+        # Python clients (the earlier method), one keep-alive connection each
+        def http_getter(port, path):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+            def get():
+                conn.request("GET", path)
+                r = conn.getresponse()
+                b = r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"{path}: {r.status} {b[:200]}")
+                return b
+            return get, conn
+        for sysk, srv, p_dev, p_own in (("joule", j, jp_dev, jp_own), ("vm", v, vp_dev, vp_own)):
+            for q, p in (("device_1m_24h", p_dev), ("owner_1d_30d", p_own)):
+                get, conn = http_getter(srv.port, p)
+                res[f"{sysk}_{q}_python"] = timed(get, ctx.queries)
+                conn.close()
+        res["postgres_device_1m_24h_python"] = timed(lambda: run(q_dev, a_dev), ctx.queries)
+        res["postgres_owner_1d_30d_python"] = timed(lambda: run(q_own, a_own), ctx.queries)
+        c.close()
+
+        # storage: stop cleanly (flushes), then measure what is on disk
+        j.close()
+        hist_dir = os.path.join(j.dir, "history")
+        res["joule_history_bytes"] = du_bytes(hist_dir if os.path.isdir(hist_dir) else j.dir)
         v.close()
         res["vm_bytes"] = du_bytes(v.dir)
-        res["vm_samples"] = samples
     finally:
-        v.close()
+        for srv in reversed(servers):
+            srv.close()
     # storage per stored aggregate value
     per_record = res["joule_values_per_1m_record"]
     recs = res["joule_history_put_records"] or 0
@@ -868,6 +976,8 @@ def main():
     ap.add_argument("--connections", type=int, default=4)
     ap.add_argument("--wrk-seconds", type=int, default=10)
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--history-seconds", type=int, default=5,
+                    help="length of each native-client run of a history query")
     ap.add_argument("--mqtt-devices", type=int, default=1000)
     ap.add_argument("--mqtt-inflight", type=int, default=20)
     ap.add_argument("--mode", default="full")
@@ -968,9 +1078,13 @@ def main():
     if h:
         ratios = []
         for q in ("device_1m_24h", "owner_1d_30d"):
+            # native clients' p50s (the ratio); the Python clients' for comparison only
             best = min(h[f"postgres_{q}"]["p50_ms"], h[f"vm_{q}"]["p50_ms"])
             h[f"ratio_{q}"] = best / h[f"joule_{q}"]["p50_ms"]
             ratios.append(h[f"ratio_{q}"])
+            if f"joule_{q}_python" in h:
+                best = min(h[f"postgres_{q}_python"]["p50_ms"], h[f"vm_{q}_python"]["p50_ms"])
+                h[f"ratio_{q}_python"] = best / h[f"joule_{q}_python"]["p50_ms"]
         r["history_vs_best_peer"] = min(ratios)
         res["storage_bytes_per_value"] = {"joule": h["joule_bytes_per_value"],
                                           "victoriametrics": h["vm_bytes_per_value"]}

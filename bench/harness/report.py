@@ -171,17 +171,35 @@ def render(res):
       f"(0–2× the mean, wrk `delay()`), without coordinated-omission correction.")
     w("")
     h = get(c, "history") or {}
-    w("### History queries (p50 / p99 ms, one keep-alive client)")
+    native = bool(h.get("clients"))
+    w("### History queries (p50 / p99 ms, one keep-alive connection)")
     w("")
-    w("| query | Joule | PostgreSQL | VictoriaMetrics | faster peer / Joule |")
-    w("|---|---|---|---|---|")
+    if native:
+        w(f"Timed by native clients, the same way for every server: "
+          f"{h['clients']['native']}. The Python clients' p50 ({h['clients']['python']}) "
+          f"is shown next to them; it includes the client's own per-request cost and is "
+          f"not the ratio.")
+        w("")
+        w("| query | Joule | PostgreSQL | VictoriaMetrics | faster peer / Joule "
+          "| server CPU µs per request (Joule / PG / VM) | Python client p50 (Joule / PG / VM), ratio |")
+        w("|---|---|---|---|---|---|---|")
+    else:
+        w("| query | Joule | PostgreSQL | VictoriaMetrics | faster peer / Joule |")
+        w("|---|---|---|---|---|")
     for q, label in (("device_1m_24h", "24 h of 1m, one device"),
                      ("owner_1d_30d", "30 days of 1d, one owner")):
         cells = []
         for sysk in ("joule", "postgres", "vm"):
             s = h.get(f"{sysk}_{q}") or {}
             cells.append(f"{num(s.get('p50_ms'))} / {num(s.get('p99_ms'))}")
-        w(f"| {label} | {' | '.join(cells)} | {num(h.get(f'ratio_{q}'))} |")
+        row = f"| {label} | {' | '.join(cells)} | {num(h.get(f'ratio_{q}'))} |"
+        if native:
+            cpu = " / ".join(num((h.get(f"{k}_{q}") or {}).get("server_cpu_us_per_request"))
+                             for k in ("joule", "postgres", "vm"))
+            py = " / ".join(num((h.get(f"{k}_{q}_python") or {}).get("p50_ms"))
+                            for k in ("joule", "postgres", "vm"))
+            row += f" {cpu} | {py}, {num(h.get(f'ratio_{q}_python'))} |"
+        w(row)
     w("")
     sb = res.get("storage_bytes_per_value") or {}
     w(f"Storage per stored aggregate value: Joule {num(sb.get('joule'))} bytes "
