@@ -268,6 +268,78 @@ class HistoryApiTest(JouleTestCase):
         self.assertEqual(rt, [last], "realtime holds the same, highest version")
 
 
+class OwnerEnergyLiveTest(JouleTestCase):
+    """The owner energy answer is kept between requests (OwnerEnergyCache) and follows a
+    late event: the device's 1d record is re-emitted with a higher version and the next
+    answer carries it."""
+
+    server_env = {"JOULE_AUTH_MODE": "disabled", "JOULE_STREAM_OUT_OF_ORDERNESS": "1s",
+                  "JOULE_STREAM_IDLE_TIMEOUT": "2s", "JOULE_STREAM_EARLY_FIRE_INTERVAL": "1s",
+                  "JOULE_STREAM_HISTORY_PARTIAL_INTERVAL": "1s"}
+
+    def hits(self):
+        for line in self.server.metrics_text().splitlines():
+            if line.startswith("joule_owner_energy_cache_hits_total "):
+                return float(line.split()[1])
+        return 0.0
+
+    def test_kept_answer_follows_a_late_event(self):
+        owner, dev = f"lo-{uid()}", f"ld-{uid()}"
+        st, _, body = self.server.request("POST", "/v1/devices",
+                                          {"device_id": dev, "owner_id": owner,
+                                           "timezone": "UTC"})
+        self.assertEqual(st, 201, body)
+        base = minute_base(6)
+        day = base - base % 86400
+        span = {"from": fmt_ts(day - 86400), "to": fmt_ts(day + 2 * 86400)}
+        events = [{"device_id": dev, "timestamp": fmt_ts(base + 10 * i),
+                   "metrics": {"power_w": 100.0}, "event_id": f"e-{i}"} for i in range(12)]
+        st, _, body = self.server.post_events(events)
+        self.assertEqual((st, body["accepted"]), (202, 12), body)
+
+        def owner_energy():
+            st, _, body = self.server.request(
+                "GET", f"/v1/owners/{owner}/energy?resolution=1d&"
+                + urllib.parse.urlencode(span))
+            self.assertEqual(st, 200, body)
+            return body
+
+        def device_days():  # the device's own 1d records: {window_start: (energy, count)}
+            st, _, body = self.server.request(
+                "GET", f"/v1/devices/{q(dev)}/metrics/history?resolution=1d&"
+                + urllib.parse.urlencode(span))
+            self.assertEqual(st, 200, body)
+            return {r["window_start"]: (r["metrics"]["power_w"]["energy_wh"], r["count"])
+                    for r in body["data"]}
+
+        def agrees(count):
+            days = device_days()
+            if sum(c for _, c in days.values()) != count:
+                return None
+            body = owner_energy()
+            got = {b["window_start"]: b["devices"].get(dev) for b in body["data"]}
+            return body if got == {ws: e for ws, (e, _) in days.items()} else None
+
+        first = poll(lambda: agrees(12), timeout=20, interval=0.2)
+        self.assertTrue(first, f"owner energy of 12 events, got {owner_energy()}, "
+                               f"device {device_days()}" + self.diag())
+        hits = self.hits()
+        self.assertEqual(owner_energy(), first)
+        self.assertGreater(self.hits(), hits, "the repeated question was answered from memory")
+
+        # A late event of the same day (minute 0 is closed): its 1d record gets version + 1.
+        st, _, body = self.server.post_events([{
+            "device_id": dev, "timestamp": fmt_ts(base + 5), "metrics": {"power_w": 9000.0},
+            "event_id": "late-1"}])
+        self.assertEqual((st, body["accepted"]), (202, 1), body)
+        after = poll(lambda: agrees(13), timeout=20, interval=0.2)
+        self.assertTrue(after, f"owner energy with the late event, got {owner_energy()}, "
+                               f"device {device_days()}" + self.diag())
+        self.assertNotEqual(after, first)
+        self.assertGreater(sum(b["total_energy_wh"] for b in after["data"]),
+                           sum(b["total_energy_wh"] for b in first["data"]))
+
+
 class RedisLatestTest(JouleTestCase):
     """latest.backend = redis against the real Redis the test command starts."""
 
