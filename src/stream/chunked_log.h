@@ -4,11 +4,13 @@
 // history at steady state costs one write per sample. Random access is by index.
 #pragma once
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <stdexcept>
 #include <utility>
 #include <vector>
 
@@ -67,7 +69,7 @@ class ChunkPool {
 template <typename T>
 class ChunkedLog {
  public:
-  static constexpr uint32_t kChunk = 64;  // elements per chunk
+  static constexpr uint32_t kChunk = 64;  // elements per chunk (head_ has 6 bits)
   using Pool = ChunkPool<kChunk * sizeof(T)>;
 
   ChunkedLog() = default;
@@ -126,38 +128,46 @@ class ChunkedLog {
   }
   // Drops the first n elements (n <= size()); chunks left empty are freed.
   void erase_front(size_t n) {
-    head_ += static_cast<uint32_t>(n);
     size_ -= static_cast<uint32_t>(n);
-    const uint32_t drop = head_ / kChunk;
     if (size_ == 0) {
       clear();
       return;
     }
+    const size_t h = head_ + n;
+    const uint32_t drop = static_cast<uint32_t>(h / kChunk);
+    head_ = h % kChunk;
     if (drop == 0) return;
     for (uint32_t c = 0; c < drop; ++c) Pool::Free(chunks_[c]);
     std::memmove(chunks_, chunks_ + drop, (n_chunks_ - drop) * sizeof(T*));
     n_chunks_ -= drop;
-    head_ -= drop * kChunk;
   }
   void clear() {
     for (uint32_t c = 0; c < n_chunks_; ++c) Pool::Free(chunks_[c]);
     std::free(chunks_);
     chunks_ = nullptr;
     end_ = nullptr;
-    n_chunks_ = cap_chunks_ = head_ = size_ = 0;
+    n_chunks_ = 0;
+    head_ = 0;
+    size_ = 0;
   }
   size_t capacity_bytes() const {
-    return static_cast<size_t>(n_chunks_) * kChunk * sizeof(T) + cap_chunks_ * sizeof(T*);
+    if (chunks_ == nullptr) return 0;
+    return static_cast<size_t>(n_chunks_) * kChunk * sizeof(T) +
+           ChunkTableCapacity(n_chunks_) * sizeof(T*);
   }
 
  private:
+  static constexpr uint32_t kMaxChunks = (1u << 26) - 1;
+  // The chunk table's capacity for n chunks: 4, else the power of two at or above n.
+  static uint32_t ChunkTableCapacity(uint32_t n) { return n <= 4 ? 4 : std::bit_ceil(n); }
   [[gnu::noinline]] void AddChunk() {
-    if (n_chunks_ == cap_chunks_) {
-      const uint32_t cap = cap_chunks_ == 0 ? 4 : cap_chunks_ * 2;
+    const uint32_t n = n_chunks_;
+    if (chunks_ == nullptr || n == ChunkTableCapacity(n)) {
+      if (n >= kMaxChunks / 2) throw std::length_error("ChunkedLog: too many chunks");
+      const uint32_t cap = chunks_ == nullptr ? 4 : n * 2;
       auto** grown = static_cast<T**>(std::realloc(chunks_, cap * sizeof(T*)));
       if (grown == nullptr) throw std::bad_alloc();
       chunks_ = grown;
-      cap_chunks_ = cap;
     }
     auto* c = static_cast<T*>(Pool::Alloc());
     chunks_[n_chunks_++] = c;
@@ -166,17 +176,22 @@ class ChunkedLog {
   void Take(ChunkedLog& o) {
     chunks_ = std::exchange(o.chunks_, nullptr);
     end_ = std::exchange(o.end_, nullptr);
-    n_chunks_ = std::exchange(o.n_chunks_, 0);
-    cap_chunks_ = std::exchange(o.cap_chunks_, 0);
-    head_ = std::exchange(o.head_, 0);
-    size_ = std::exchange(o.size_, 0);
+    n_chunks_ = o.n_chunks_;
+    head_ = o.head_;
+    size_ = o.size_;
+    o.n_chunks_ = 0;
+    o.head_ = 0;
+    o.size_ = 0;
   }
 
+  // 24 bytes (a device's metric table is read on every event: MetricState holds two logs).
+  // The chunk table's capacity is not stored: it is at least ChunkTableCapacity(n_chunks_)
+  // (grown to twice that when n_chunks_ reaches it; erase_front never shrinks the table).
   T** chunks_ = nullptr;
   T* end_ = nullptr;  // one past the last element
-  uint32_t n_chunks_ = 0, cap_chunks_ = 0;
-  uint32_t head_ = 0;  // index of the first element in chunks_[0]
   uint32_t size_ = 0;
+  uint32_t n_chunks_ : 26 = 0;
+  uint32_t head_ : 6 = 0;  // index of the first element in chunks_[0] (< kChunk)
 };
 
 }  // namespace joule::stream

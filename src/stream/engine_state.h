@@ -158,6 +158,8 @@ struct MetricState {
   ChunkedLog<Sample> hist;
   ChunkedLog<double> baseline;  // counters only (empty otherwise)
 };
+// Read on every event, one entry per metric of the event: 4 metrics in 3.5 cache lines.
+static_assert(sizeof(MetricState) == 56);
 
 // The order of samples in a history: by time, equal times by value (so that the order, and
 // every sum folded in it, does not depend on arrival order).
