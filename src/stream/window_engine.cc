@@ -1275,15 +1275,23 @@ void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t no
       }
     }
     devs[j % kRing] = d;
-    if (d != nullptr) {  // the hot fields: lines 0–4 of Device
-      PrefetchLines(d, static_cast<size_t>(reinterpret_cast<const char*>(&d->first_open) -
-                                           reinterpret_cast<const char*>(d)));
+    if (d != nullptr) {
+      // The hot fields: the lines of Device through the dirty list's head (lines 0–2:
+      // clocks, id, metric table, current window, de-duplication by timestamp), and
+      // through `first_open` for an event with an event_id (its hash set, line 3).
+      const char* base = reinterpret_cast<const char*>(d);
+      const char* last = events[j].event_id.empty()
+                             ? reinterpret_cast<const char*>(&d->dirty)
+                             : reinterpret_cast<const char*>(&d->first_open) - 1;
+      PrefetchLines(d, static_cast<size_t>(last - base) + 1);
     }
   };
   auto state_stage = [&](size_t j) {
     const Device* d = devs[j % kRing];
     if (d == nullptr) return;
-    if (d->last_base != nullptr) PrefetchLines(d->last_base, sizeof(Window));
+    // Line 0 of the current window is what an in-order event reads (bounds, count, flags,
+    // the accumulators' address); the rest of it only emission and early firings.
+    if (d->last_base != nullptr) __builtin_prefetch(d->last_base, 1, 3);
     if (!d->metrics.empty())
       PrefetchLines(d->metrics.data(), d->metrics.size() * sizeof(MetricState));
     PrefetchTail(d->seen_ts);
