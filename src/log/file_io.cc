@@ -5,9 +5,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "common/logging.h"
 
@@ -106,6 +108,32 @@ Result<size_t> ReadAt(int fd, uint64_t offset, char* buf, size_t n, const std::s
     done += static_cast<size_t>(r);
   }
   return done;
+}
+
+Result<uint64_t> NonZeroEnd(const std::string& path, uint64_t from, uint64_t to) {
+  JOULE_ASSIGN_OR_RETURN(int fd, OpenForRead(path));
+  std::string buf(1 << 20, '\0');
+  uint64_t end = from;
+  Status st;
+  for (uint64_t pos = from; pos < to;) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), to - pos));
+    auto r = ReadAt(fd, pos, buf.data(), want, path);
+    if (!r.ok()) {
+      st = r.status();
+      break;
+    }
+    for (size_t i = *r; i > 0; --i) {
+      if (buf[i - 1] != 0) {
+        end = pos + i;
+        break;
+      }
+    }
+    if (*r < want) break;  // the file ended early
+    pos += *r;
+  }
+  CloseFd(fd);
+  if (!st.ok()) return st;
+  return end;
 }
 
 }  // namespace joule::log

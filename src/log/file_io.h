@@ -28,6 +28,10 @@ Result<uint64_t> FileSize(const std::string& path);
 // Truncates a file to `size` bytes and fsyncs it.
 Status TruncateAndSync(const std::string& path, uint64_t size);
 
+// One past the last non-zero byte of the file in [from, to), or `from` when they are all
+// zero (a pre-written tail, docs/formats/log.md).
+Result<uint64_t> NonZeroEnd(const std::string& path, uint64_t from, uint64_t to);
+
 Result<int> OpenForRead(const std::string& path);
 void CloseFd(int fd);
 

@@ -4,6 +4,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 namespace joule::log {
@@ -11,8 +12,8 @@ namespace {
 
 class Posix final : public FileLayer {
  public:
-  int OpenForAppend(const std::string& path, bool create, int* fd) override {
-    int flags = O_WRONLY | O_APPEND | O_CLOEXEC;
+  int OpenForWrite(const std::string& path, bool create, int* fd) override {
+    int flags = O_WRONLY | O_CLOEXEC;
     if (create) flags |= O_CREAT | O_EXCL;
     int r = ::open(path.c_str(), flags, 0644);
     if (r < 0) return errno;
@@ -20,15 +21,29 @@ class Posix final : public FileLayer {
     return 0;
   }
 
-  int WriteAll(int fd, const char* data, size_t n) override {
+  int WriteAt(int fd, uint64_t offset, const char* data, size_t n) override {
     while (n > 0) {
-      ssize_t w = ::write(fd, data, n);
+      ssize_t w = ::pwrite(fd, data, n, static_cast<off_t>(offset));
       if (w < 0) {
         if (errno == EINTR) continue;
         return errno;
       }
       data += w;
+      offset += static_cast<uint64_t>(w);
       n -= static_cast<size_t>(w);
+    }
+    return 0;
+  }
+
+  int WriteZeros(int fd, uint64_t offset, uint64_t n) override {
+    // In pieces of 256 KiB: each pwrite holds the inode's lock while it copies, and the
+    // writer thread's writes to the same file wait for it.
+    static const char kZeros[256 * 1024] = {};
+    while (n > 0) {
+      const size_t piece = static_cast<size_t>(std::min<uint64_t>(n, sizeof(kZeros)));
+      if (int err = WriteAt(fd, offset, kZeros, piece); err != 0) return err;
+      offset += piece;
+      n -= piece;
     }
     return 0;
   }

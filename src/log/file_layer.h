@@ -1,6 +1,6 @@
 // FileLayer: the seam through which the log's writer path does its file I/O — opening
-// segments for append, writing, syncing, truncating, syncing directories. Production uses
-// PosixFileLayer(); tests substitute a fault-injecting layer (src/log/tests/
+// segments for writing, writing, pre-writing zeros, syncing, truncating, syncing directories.
+// Production uses PosixFileLayer(); tests substitute a fault-injecting layer (src/log/tests/
 // fault_file_layer.h) that fails an fsync with EIO, a write with ENOSPC, or drops what was
 // never synced (a power loss). The writer calls it once per partition per group-commit
 // round (one write of the round's buffer, one fdatasync), never per record.
@@ -17,11 +17,15 @@ class FileLayer {
  public:
   virtual ~FileLayer() = default;
   // Every int-returning call returns 0 on success or an errno value.
-  // Opens `path` for appending (created exclusively when `create`); sets *fd.
-  virtual int OpenForAppend(const std::string& path, bool create, int* fd) = 0;
-  // Writes all n bytes (retrying short writes and EINTR). On an error some prefix of the
-  // bytes may have been written.
-  virtual int WriteAll(int fd, const char* data, size_t n) = 0;
+  // Opens `path` for positional writes (created exclusively when `create`); sets *fd.
+  virtual int OpenForWrite(const std::string& path, bool create, int* fd) = 0;
+  // Writes all n bytes at `offset` (retrying short writes and EINTR). On an error some
+  // prefix of the bytes may have been written.
+  virtual int WriteAt(int fd, uint64_t offset, const char* data, size_t n) = 0;
+  // Writes n zero bytes at `offset` (the pre-written tail, docs/formats/log.md), like
+  // WriteAt. Called from the log's pre-write thread while the writer thread writes and
+  // syncs bytes below `offset` of the same file.
+  virtual int WriteZeros(int fd, uint64_t offset, uint64_t n) = 0;
   virtual int DataSync(int fd) = 0;
   // Starts writeback of the file's dirty pages without waiting. A hint only.
   virtual void StartWriteback(int fd) = 0;
@@ -32,7 +36,7 @@ class FileLayer {
   virtual void Close(int fd) = 0;
 };
 
-// The real thing: open(2), write(2), fdatasync(2), sync_file_range(2), ftruncate(2).
+// The real thing: open(2), pwrite(2), fdatasync(2), sync_file_range(2), ftruncate(2).
 // Stateless; shared by every log.
 FileLayer* PosixFileLayer();
 

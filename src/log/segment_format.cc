@@ -1,5 +1,6 @@
 #include "log/segment_format.h"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 
@@ -77,6 +78,15 @@ DecodeResult DecodeRecord(std::string_view data, uint64_t expected_offset, Decod
   out->payload = std::string_view(p + kRecordHeaderBytes, length);
   out->size = kRecordHeaderBytes + length;
   return DecodeResult::kOk;
+}
+
+bool IsZeroHeader(std::string_view data) {
+  if (data.empty()) return false;
+  const size_t n = std::min(data.size(), kRecordHeaderBytes);
+  for (size_t i = 0; i < n; ++i) {
+    if (data[i] != 0) return false;
+  }
+  return true;
 }
 
 const char* DecodeResultName(DecodeResult r) {

@@ -36,6 +36,12 @@ struct DecodedRecord {
 DecodeResult DecodeRecord(std::string_view data, uint64_t expected_offset, DecodedRecord* out);
 const char* DecodeResultName(DecodeResult r);
 
+// Whether `data` (the bytes at a record boundary, up to the file's end) starts where a
+// segment's data ends in its pre-written zero tail: its first min(24, size) bytes are all
+// zero (size > 0). No record starts like that: a record's CRC covers its header and the
+// CRC of 20 zero bytes is not zero. (docs/formats/log.md, "Pre-written tail")
+bool IsZeroHeader(std::string_view data);
+
 // "00000000000000000042.seg"
 std::string SegmentFileName(uint64_t base_offset);
 // The base offset of a segment file name, or nullopt if the name is not a segment's.

@@ -61,6 +61,7 @@ Result<std::unique_ptr<SegmentLog>> SegmentLog::Open(const LogOptions& options,
     // Enough threads for every file of every round in flight to sync at once.
     const size_t rounds = std::max<uint32_t>(options.max_rounds_in_flight, 1);
     log->sync_pool_ = std::make_unique<SyncPool>(std::min<size_t>(options.partitions * rounds, 32));
+    if (options.prewrite_bytes > 0) log->prewrite_pool_ = std::make_unique<SyncPool>(1);
   }
   log->writer_ = std::thread([raw = log.get()] { raw->WriterLoop(); });
   return log;
@@ -111,6 +112,9 @@ SegmentLog::SegmentLog(const LogOptions& options, MetricsRegistry* metrics)
   disk_full_rounds_ = metrics_->GetCounter(
       "joule_log_disk_full_total",
       "Group-commit rounds refused (cut off, not acknowledged) because the disk was full");
+  prewritten_bytes_ = metrics_->GetCounter(
+      "joule_log_prewritten_bytes_total",
+      "Zero bytes pre-written (and synced) ahead of the active segments' last records");
   quarantine_ = std::make_unique<Quarantine>(options_.quarantine_dir, clock_, metrics_);
 }
 
@@ -121,7 +125,31 @@ SegmentLog::~SegmentLog() {
   }
   writer_cv_.notify_all();
   if (writer_.joinable()) writer_.join();
+  // A log closed cleanly leaves no pre-written tail behind (one killed does, and Open
+  // takes it over).
+  for (auto& p : parts_) {
+    ReapPrewrite(p.get(), /*wait=*/true);
+    if (p->fd < 0 || p->file_bytes <= p->active_bytes) continue;
+    int err = fs_->Truncate(p->fd, p->active_bytes);
+    if (err == 0 && options_.fsync) err = fs_->DataSync(p->fd);
+    if (err != 0) {
+      // Not fatal: every record was synced by its round, and a zero tail left behind is
+      // read as the end of the data.
+      logging::Warn("log: cutting the pre-written tail on close failed",
+                    {{"segment", p->active_path}, {"error", std::strerror(err)}});
+    }
+  }
+  prewrite_pool_.reset();
   for (auto& p : parts_) fs_->Close(p->fd);
+}
+
+bool SegmentLog::CutTail(Partition* p) {
+  if (p->file_bytes <= p->active_bytes) return false;
+  if (int err = fs_->Truncate(p->fd, p->active_bytes); err != 0) {
+    FatalIo("ftruncate", p->active_path, err);
+  }
+  p->file_bytes = p->active_bytes;
+  return true;
 }
 
 std::string SegmentLog::SegmentPath(const Partition& p, uint64_t base) const {
@@ -173,7 +201,7 @@ Status SegmentLog::RecoverPartition(Partition* p) {
   if (bases.empty()) {
     int fd = -1;
     std::string path = SegmentPath(*p, 0);
-    if (int err = fs_->OpenForAppend(path, /*create=*/true, &fd); err != 0) {
+    if (int err = fs_->OpenForWrite(path, /*create=*/true, &fd); err != 0) {
       return Status::IoError("create " + path + ": " + std::strerror(err));
     }
     fs_->Close(fd);
@@ -185,6 +213,7 @@ Status SegmentLog::RecoverPartition(Partition* p) {
 
   // Tail recovery: validate the last segment, cut what follows the last valid record.
   uint64_t valid_bytes = 0;
+  uint64_t file_bytes = 0;
   uint64_t records = 0;
   int64_t newest = kUnknownTime;
   for (;;) {
@@ -203,17 +232,27 @@ Status SegmentLog::RecoverPartition(Partition* p) {
     }
     if (step == SegmentScanner::Step::kIoError) return scanner.io_status();
     valid_bytes = scanner.valid_bytes();
+    file_bytes = file_size;
     if (valid_bytes < file_size) {
-      uint64_t cut = file_size - valid_bytes;
-      JOULE_RETURN_IF_ERROR(TruncateAndSync(path, valid_bytes));
-      report_.cuts.push_back({p->id, path, cut});
-      truncated_bytes_->Inc(cut);
-      logging::Warn("log: cut torn or corrupt segment tail",
-                    {{"partition", std::to_string(p->id)},
-                     {"segment", path},
-                     {"bytes_cut", std::to_string(cut)},
-                     {"records_kept", std::to_string(records)},
-                     {"reason", DecodeResultName(scanner.reason())}});
+      // Zeros only after the last record: a pre-written tail, kept (appends overwrite it).
+      // Anything else is a torn or corrupt tail, cut off with the zeros after it; what is
+      // reported is the bytes up to the last non-zero one (docs/formats/log.md).
+      JOULE_ASSIGN_OR_RETURN(uint64_t nonzero_end, NonZeroEnd(path, valid_bytes, file_size));
+      if (nonzero_end > valid_bytes) {
+        const uint64_t cut = nonzero_end - valid_bytes;
+        JOULE_RETURN_IF_ERROR(TruncateAndSync(path, valid_bytes));
+        file_bytes = valid_bytes;
+        report_.cuts.push_back({p->id, path, cut});
+        truncated_bytes_->Inc(cut);
+        logging::Warn(
+            "log: cut torn or corrupt segment tail",
+            {{"partition", std::to_string(p->id)},
+             {"segment", path},
+             {"bytes_cut", std::to_string(cut)},
+             {"records_kept", std::to_string(records)},
+             {"reason", step == SegmentScanner::Step::kEnd ? "non-zero bytes after a zero header"
+                                                           : DecodeResultName(scanner.reason())}});
+      }
     }
     if (records == 0 && bases.size() > 1) {
       // A crash right after a roll: the new segment never got a durable record.
@@ -239,10 +278,11 @@ Status SegmentLog::RecoverPartition(Partition* p) {
   }
   p->segments.push_back(Segment{bases.back(), valid_bytes, newest});
   p->active_path = SegmentPath(*p, bases.back());
-  if (int err = fs_->OpenForAppend(p->active_path, /*create=*/false, &p->fd); err != 0) {
+  if (int err = fs_->OpenForWrite(p->active_path, /*create=*/false, &p->fd); err != 0) {
     return Status::IoError("open " + p->active_path + ": " + std::strerror(err));
   }
   p->active_bytes = valid_bytes;
+  p->file_bytes = file_bytes;
   p->synced_bytes = valid_bytes;
   p->active_newest_ns = newest;
   p->written_end = bases.back() + records;
@@ -408,22 +448,97 @@ void SegmentLog::WriterLoop() {
 
 int SegmentLog::WriteBuffer(Partition* p) {
   if (p->buffer.empty()) return 0;
-  if (int err = fs_->WriteAll(p->fd, p->buffer.data(), p->buffer.size()); err != 0) {
+  const uint64_t end = p->active_bytes;
+  const uint64_t pos = end - p->buffer.size();
+  // Never into bytes a pre-write is zero-filling (it is far ahead; this rarely waits).
+  if (end > p->file_bytes) ReapPrewrite(p, /*wait=*/true);
+  if (int err = fs_->WriteAt(p->fd, pos, p->buffer.data(), p->buffer.size()); err != 0) {
     if (!IsNoSpace(err)) FatalIo("write", p->active_path, err);
     return err;
   }
   p->buffer.clear();
+  p->file_bytes = std::max(p->file_bytes, end);
   return 0;
 }
 
-void SegmentLog::SealSync(Partition* p, uint64_t end) {
-  if (options_.fsync && p->unsynced_records > 0) {
+void SegmentLog::MaybePrewrite(Partition* p) {
+  if (prewrite_pool_ == nullptr) return;
+  ReapPrewrite(p, /*wait=*/false);
+  if (p->prewrite_busy || p->prewrite_off) return;
+  const uint64_t window = options_.prewrite_bytes;
+  const uint64_t cap = options_.segment_bytes;  // a roll comes before the data passes it
+  if (p->file_bytes >= cap || p->file_bytes - p->active_bytes >= window / 2) return;
+  constexpr uint64_t kPage = 4096;
+  const uint64_t to = std::min(cap, (p->active_bytes + window + kPage - 1) / kPage * kPage);
+  if (to <= p->file_bytes) return;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    p->prewrite_busy = true;
+    p->prewrite_done = false;
+    p->prewrite_error = 0;
+    p->prewrite_to = to;
+  }
+  prewrite_pool_->Submit([this, p, fd = p->fd, from = p->file_bytes, to, path = p->active_path] {
+    PrewriteJob(p, fd, from, to, path);
+  });
+}
+
+void SegmentLog::PrewriteJob(Partition* p, int fd, uint64_t from, uint64_t to,
+                             const std::string& path) {
+  int err = fs_->WriteZeros(fd, from, to - from);
+  if (err != 0) {
+    if (!IsNoSpace(err)) FatalIo("write", path, err);
+    // The writer writes nothing at or past `from` until this is reaped.
+    if (int e = fs_->Truncate(fd, from); e != 0) FatalIo("ftruncate", path, e);
+  } else if (int e = fs_->DataSync(fd); e != 0) {
+    // Never retried, and fatal like a round's: it may have consumed the error that the
+    // round's fdatasync of the same file would otherwise report.
+    FatalIo("fdatasync", path, e);
+  } else {
+    prewritten_bytes_->Inc(to - from);
+  }
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    p->prewrite_done = true;
+    p->prewrite_error = err;
+  }
+  prewrite_cv_.notify_all();
+}
+
+void SegmentLog::ReapPrewrite(Partition* p, bool wait) {
+  int err;
+  uint64_t to;
+  {
+    std::unique_lock<std::mutex> l(mu_);
+    if (!p->prewrite_busy) return;
+    if (wait) {
+      prewrite_cv_.wait(l, [p] { return p->prewrite_done; });
+    } else if (!p->prewrite_done) {
+      return;
+    }
+    p->prewrite_busy = false;
+    err = p->prewrite_error;
+    to = p->prewrite_to;
+  }
+  if (err != 0) {
+    p->prewrite_off = true;  // a full disk: try again in the next segment
+    logging::Warn("log: pre-writing the segment's tail failed; the file grows instead",
+                  {{"segment", p->active_path}, {"error", std::strerror(err)}});
+    return;
+  }
+  p->file_bytes = to;
+}
+
+void SegmentLog::SealSync(Partition* p, uint64_t end, bool force) {
+  if (options_.fsync && (p->unsynced_records > 0 || force)) {
     auto t0 = std::chrono::steady_clock::now();
     // Never retried: after a failed fsync the kernel may have dropped the dirty pages.
     if (int err = fs_->DataSync(p->fd); err != 0) FatalIo("fdatasync", p->active_path, err);
     fsync_latency_->Observe(SecondsSince(t0));
-    records_per_fsync_->Observe(static_cast<double>(p->unsynced_records));
-    bytes_per_fsync_->Observe(static_cast<double>(p->unsynced_bytes));
+    if (p->unsynced_records > 0) {
+      records_per_fsync_->Observe(static_cast<double>(p->unsynced_records));
+      bytes_per_fsync_->Observe(static_cast<double>(p->unsynced_bytes));
+    }
   }
   p->unsynced_records = 0;
   p->unsynced_bytes = 0;
@@ -465,10 +580,12 @@ int SegmentLog::Roll(Partition* p, uint64_t new_base) {
   // flight complete first: their syncs use the old segment's descriptor.
   DrainRounds();
   if (int err = WriteBuffer(p); err != 0) return err;
-  SealSync(p, new_base);
+  // A sealed segment ends at its last record: its pre-written tail is cut before the sync.
+  ReapPrewrite(p, /*wait=*/true);
+  SealSync(p, new_base, /*force=*/CutTail(p));
   std::string path = SegmentPath(*p, new_base);
   int fd = -1;
-  if (int err = fs_->OpenForAppend(path, /*create=*/true, &fd); err != 0) {
+  if (int err = fs_->OpenForWrite(path, /*create=*/true, &fd); err != 0) {
     if (!IsNoSpace(err)) FatalIo("create", path, err);
     return err;  // the old segment stays active; the next round rolls again
   }
@@ -486,6 +603,8 @@ int SegmentLog::Roll(Partition* p, uint64_t new_base) {
   p->fd = fd;
   p->active_path = std::move(path);
   p->active_bytes = 0;
+  p->file_bytes = 0;
+  p->prewrite_off = false;
   p->synced_bytes = 0;
   p->active_newest_ns = kUnknownTime;
   return 0;
@@ -531,6 +650,9 @@ void SegmentLog::CommitRound(std::vector<Request>* round,
     for (Partition* p : touched) {
       if ((err = WriteBuffer(p)) != 0) break;
     }
+  }
+  if (err == 0) {
+    for (Partition* p : touched) MaybePrewrite(p);
   }
   if (err != 0) {
     // Rounds written before this one are complete and durable once their syncs return;
@@ -642,11 +764,14 @@ void SegmentLog::FailRound(std::vector<Request>* round, const std::vector<Partit
   // requests are refused all the same; a client's retry is de-duplicated by event_id).
   for (Partition* p : touched) {
     p->buffer.clear();
-    if (p->active_bytes != p->synced_bytes) {
+    // The pre-written tail goes too (it is made again when there is space).
+    ReapPrewrite(p, /*wait=*/true);
+    if (p->active_bytes != p->synced_bytes || p->file_bytes != p->synced_bytes) {
       if (int e = fs_->Truncate(p->fd, p->synced_bytes); e != 0) {
         FatalIo("ftruncate", p->active_path, e);
       }
     }
+    p->file_bytes = p->synced_bytes;
     p->active_bytes = p->synced_bytes;
     p->written_end = p->synced_end;
     p->unsynced_records = 0;

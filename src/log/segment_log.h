@@ -89,9 +89,20 @@ class SegmentLog final : public Log {
     // durable end, since those offsets are then written again with other records.
     std::atomic<uint64_t> cut_epoch{0};
     // Writer thread only (and Open, before the writer starts).
-    int fd = -1;  // the active segment, open for append
+    int fd = -1;  // the active segment, open for positional writes
     std::string active_path;
     uint64_t active_bytes = 0;  // including `buffer`
+    // The active segment's size on disk: its records written so far plus the pre-written
+    // zero tail after them (docs/formats/log.md, "Pre-written tail").
+    uint64_t file_bytes = 0;
+    bool prewrite_off = false;  // a pre-write met a full disk: none until the next roll
+    // The pre-write in flight, zero-filling [file_bytes, prewrite_to) (at most one per
+    // partition; the writer writes nothing at or past file_bytes until it is reaped).
+    // Guarded by mu_.
+    bool prewrite_busy = false;
+    bool prewrite_done = false;
+    int prewrite_error = 0;
+    uint64_t prewrite_to = 0;
     int64_t active_newest_ns = kUnknownTime;
     uint64_t written_end = 0;   // one past the last offset handed to write()/buffered
     uint64_t synced_bytes = 0;  // bytes of the active segment known durable
@@ -158,8 +169,21 @@ class SegmentLog final : public Log {
   int WriteBuffer(Partition* p);
   int Roll(Partition* p, uint64_t new_base);
   // fdatasync of the active segment before a roll seals it (fatal on error); it is then
-  // durable up to offset `end`. REQUIRES: no round in flight.
-  void SealSync(Partition* p, uint64_t end);
+  // durable up to offset `end`. Syncs even without unsynced records when `force` (its
+  // pre-written tail was cut off). REQUIRES: no round in flight.
+  void SealSync(Partition* p, uint64_t end, bool force);
+  // Pre-written tail (LogOptions::prewrite_bytes): starts zero-filling the active segment
+  // ahead of its last record when less than half of prewrite_bytes is left.
+  void MaybePrewrite(Partition* p);
+  // Takes the result of the partition's pre-write once it has ended; waits for it when
+  // `wait`. Writer thread (and the destructor).
+  void ReapPrewrite(Partition* p, bool wait);
+  // The pre-write itself, on prewrite_pool_: zeros at [from, to), then fdatasync (fatal on
+  // error); a full disk cuts the zeros off again.
+  void PrewriteJob(Partition* p, int fd, uint64_t from, uint64_t to, const std::string& path);
+  // Cuts the active segment's pre-written tail (on close and before sealing it).
+  // Returns whether there was one.
+  bool CutTail(Partition* p);
   // One file's fdatasync of an in-flight round (fatal on error); runs on the SyncPool.
   void SyncRoundFile(Round* r, size_t i);
 
@@ -192,15 +216,17 @@ class SegmentLog final : public Log {
   Counter* truncated_bytes_;
   Counter* segments_deleted_;
   Counter* disk_full_rounds_;
+  Counter* prewritten_bytes_;
 
   std::vector<std::unique_ptr<Partition>> parts_;
   RecoveryReport report_;
   std::unique_ptr<Quarantine> quarantine_;
 
   mutable std::mutex mu_;
-  std::condition_variable writer_cv_;  // queue non-empty, a round's syncs done, or stop
-  std::condition_variable data_cv_;    // a durable end moved
-  std::condition_variable flush_cv_;   // done_seq_ moved
+  std::condition_variable writer_cv_;    // queue non-empty, a round's syncs done, or stop
+  std::condition_variable data_cv_;      // a durable end moved
+  std::condition_variable flush_cv_;     // done_seq_ moved
+  std::condition_variable prewrite_cv_;  // a pre-write ended
   std::vector<Request> queue_;
   // Written rounds whose syncs are in flight or whose callbacks have not run, oldest first
   // (at most LogOptions::max_rounds_in_flight). Only the writer thread adds and removes.
@@ -216,7 +242,8 @@ class SegmentLog final : public Log {
   // name → committed offset per partition (nullopt = not reported yet)
   std::map<std::string, std::vector<std::optional<uint64_t>>> consumers_;
 
-  std::unique_ptr<SyncPool> sync_pool_;  // the rounds' fdatasyncs (fsync only)
+  std::unique_ptr<SyncPool> sync_pool_;      // the rounds' fdatasyncs (fsync only)
+  std::unique_ptr<SyncPool> prewrite_pool_;  // one thread: pre-written tails (fsync only)
   std::thread writer_;
 };
 

@@ -72,6 +72,7 @@ Status SegmentReader::ReadInto(size_t max_records, std::vector<LogRecord>* out, 
   // rewritten (a refused round on a full disk): start over from the file.
   if (scanner_ != nullptr && log_->CutEpoch(partition_) != cut_epoch_) scanner_.reset();
   DecodedRecord rec;
+  bool refreshed = false;
   while (*n < max_records && position_ < durable) {
     if (scanner_ == nullptr || position_ >= segment_end_) JOULE_RETURN_IF_ERROR(OpenSegment());
     SegmentScanner::Step step = scanner_->Next(&rec);
@@ -79,10 +80,19 @@ Status SegmentReader::ReadInto(size_t max_records, std::vector<LogRecord>* out, 
       out->push_back(
           LogRecord{model::LogOffset{rec.offset}, rec.append_time_ns, std::string(rec.payload)});
       ++position_;
+      refreshed = false;
       ++*n;
       continue;
     }
     if (step == SegmentScanner::Step::kIoError) return scanner_->io_status();
+    if (!refreshed) {
+      // The record is durable, so it is whole in the file now; but the scanner may have
+      // buffered its bytes before the writer wrote them (the pre-written zeros there, or
+      // half of a record being copied). Read them again once before concluding anything.
+      scanner_->Refresh();
+      refreshed = true;
+      continue;
+    }
     if (step == SegmentScanner::Step::kEnd || (step == SegmentScanner::Step::kInvalid &&
                                                scanner_->reason() == DecodeResult::kIncomplete)) {
       // The segment may have been sealed since we opened it: move to the next one.

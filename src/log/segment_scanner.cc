@@ -39,6 +39,8 @@ bool SegmentScanner::Fill(size_t need) {
 SegmentScanner::Step SegmentScanner::Next(DecodedRecord* record) {
   if (available() < kRecordHeaderBytes && !Fill(kRecordHeaderBytes)) return Step::kIoError;
   if (available() == 0) return Step::kEnd;
+  // Fewer than a header's bytes are available only at the file's end.
+  if (IsZeroHeader(std::string_view(buf_.data() + pos_, available()))) return Step::kEnd;
   if (available() >= kRecordHeaderBytes) {
     // Peek the length to know how much to buffer.
     const auto* p = reinterpret_cast<const uint8_t*>(buf_.data() + pos_ + 4);

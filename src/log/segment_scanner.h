@@ -1,6 +1,7 @@
 // SegmentScanner: sequential, buffered, validating reads of one segment file. Reads in
 // large chunks (one pread per chunk, not per record) and re-reads past its buffer when the
-// file grows, so it can follow the active segment. Not thread-safe.
+// file grows, so it can follow the active segment (whose pre-written zero tail it reports
+// as the end; Refresh() drops bytes buffered before they were written). Not thread-safe.
 #pragma once
 
 #include <cstddef>
@@ -16,7 +17,8 @@ class SegmentScanner {
  public:
   enum class Step {
     kRecord,   // *record is valid until the next call
-    kEnd,      // no bytes after the last record (so far)
+    kEnd,      // no bytes after the last record (so far), or a zero header: the start of a
+               // pre-written tail (IsZeroHeader; docs/formats/log.md)
     kInvalid,  // bytes follow that are not a valid record; see reason()
     kIoError,  // see io_status()
   };
@@ -28,6 +30,11 @@ class SegmentScanner {
   SegmentScanner& operator=(const SegmentScanner&) = delete;
 
   Step Next(DecodedRecord* record);
+
+  // Forgets the bytes buffered after the last record returned, so that the next call reads
+  // them from the file again. For readers of the active segment: bytes buffered before the
+  // writer overwrote the pre-written tail there are stale (zeros or a half-copied record).
+  void Refresh() { len_ = pos_; }
 
   // The offset of the record the next call expects.
   uint64_t next_offset() const { return next_offset_; }

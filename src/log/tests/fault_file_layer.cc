@@ -17,41 +17,65 @@ std::string DirOf(const std::string& path) {
 
 }  // namespace
 
-int FaultFileLayer::OpenForAppend(const std::string& path, bool create, int* fd) {
+int FaultFileLayer::OpenForWrite(const std::string& path, bool create, int* fd) {
   std::lock_guard<std::mutex> l(mu_);
   if (dead_) return EIO;
   if (create && disk_full_) {
     ++failed_writes_;
     return ENOSPC;
   }
-  int err = PosixFileLayer()->OpenForAppend(path, create, fd);
+  int err = PosixFileLayer()->OpenForWrite(path, create, fd);
   if (err != 0) return err;
-  File f;
-  f.path = path;
   off_t end = ::lseek(*fd, 0, SEEK_END);
-  f.size = end < 0 ? 0 : static_cast<uint64_t>(end);
+  Durable d;
+  d.size = end < 0 ? 0 : static_cast<uint64_t>(end);
   // An existing file is durable as found (it was recovered); a new one is empty.
-  f.synced = f.size;
-  files_[*fd] = f;
-  synced_[path] = f.synced;
+  d.synced = d.size;
+  files_[*fd] = path;
+  durable_[path] = d;
   if (create) unsynced_creations_.insert(path);
   return 0;
 }
 
-int FaultFileLayer::WriteAll(int fd, const char* data, size_t n) {
-  std::lock_guard<std::mutex> l(mu_);
+void FaultFileLayer::Wrote(const std::string& path, uint64_t offset, uint64_t n) {
+  if (n == 0) return;
+  Durable& d = durable_[path];
+  d.size = std::max(d.size, offset + n);
+  d.unsynced.emplace_back(offset, offset + n);
+}
+
+int FaultFileLayer::Write(int fd, uint64_t offset, const char* data, size_t n) {
   if (dead_) return EIO;
-  File& f = files_.at(fd);
+  const std::string& path = files_.at(fd);
   if (disk_full_) {
     ++failed_writes_;
     size_t part = std::min(partial_, n);
-    if (part > 0 && PosixFileLayer()->WriteAll(fd, data, part) == 0) f.size += part;
+    if (part > 0 && PosixFileLayer()->WriteAt(fd, offset, data, part) == 0) {
+      Wrote(path, offset, part);
+    }
     if (no_space_hook_ != nullptr) no_space_hook_(no_space_arg_);
     return ENOSPC;
   }
-  int err = PosixFileLayer()->WriteAll(fd, data, n);
-  if (err == 0) f.size += n;
+  int err = PosixFileLayer()->WriteAt(fd, offset, data, n);
+  if (err == 0) Wrote(path, offset, n);
   return err;
+}
+
+int FaultFileLayer::WriteAt(int fd, uint64_t offset, const char* data, size_t n) {
+  std::lock_guard<std::mutex> l(mu_);
+  return Write(fd, offset, data, n);
+}
+
+int FaultFileLayer::WriteZeros(int fd, uint64_t offset, uint64_t n) {
+  std::lock_guard<std::mutex> l(mu_);
+  const std::string zeros(64 * 1024, '\0');
+  while (n > 0) {
+    const size_t piece = static_cast<size_t>(std::min<uint64_t>(n, zeros.size()));
+    if (int err = Write(fd, offset, zeros.data(), piece); err != 0) return err;
+    offset += piece;
+    n -= piece;
+  }
+  return 0;
 }
 
 int FaultFileLayer::DataSync(int fd) {
@@ -64,9 +88,9 @@ int FaultFileLayer::DataSync(int fd) {
   }
   int err = PosixFileLayer()->DataSync(fd);
   if (err != 0) return err;
-  File& f = files_.at(fd);
-  f.synced = f.size;
-  synced_[f.path] = f.synced;
+  Durable& d = durable_[files_.at(fd)];
+  d.synced = d.size;
+  d.unsynced.clear();
   return 0;
 }
 
@@ -80,12 +104,13 @@ int FaultFileLayer::Truncate(int fd, uint64_t size) {
   if (dead_) return EIO;
   int err = PosixFileLayer()->Truncate(fd, size);
   if (err != 0) return err;
-  File& f = files_.at(fd);
-  f.size = size;
+  Durable& d = durable_[files_.at(fd)];
+  d.size = size;
   // Shrinking below the synced size is durable only after a sync; the log only ever cuts
-  // unsynced bytes, so `synced` stays an upper bound of what a power loss keeps.
-  f.synced = std::min(f.synced, size);
-  synced_[f.path] = f.synced;
+  // unsynced bytes or a zero tail, so `synced` stays an upper bound of what a power loss
+  // keeps.
+  d.synced = std::min(d.synced, size);
+  for (auto& [b, e] : d.unsynced) e = std::min(e, size);
   return 0;
 }
 
@@ -142,22 +167,32 @@ void FaultFileLayer::PowerLossAndExit(size_t torn_garbage) {
 
 void FaultFileLayer::CutToSynced(size_t torn_garbage) {
   dead_ = true;
-  for (const auto& [path, synced] : synced_) {
+  for (const auto& [path, d] : durable_) {
     if (unsynced_creations_.count(path) > 0) {
       ::unlink(path.c_str());
       continue;
     }
     int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
     if (fd < 0) continue;
-    off_t size = ::lseek(fd, 0, SEEK_END);
-    uint64_t unsynced =
-        size > 0 && static_cast<uint64_t>(size) > synced ? static_cast<uint64_t>(size) - synced : 0;
-    (void)::ftruncate(fd, static_cast<off_t>(synced));
+    (void)::ftruncate(fd, static_cast<off_t>(d.synced));
+    // Writes since the last sync never arrived: inside the synced size, the pre-written
+    // zeros they overwrote are back.
+    uint64_t unsynced = 0;
+    uint64_t first = ~0ull;
+    for (const auto& [b, e] : d.unsynced) {
+      if (e <= b) continue;
+      unsynced += e - b;
+      first = std::min(first, b);
+      if (b >= d.synced) continue;
+      const std::string zeros(std::min(e, d.synced) - b, '\0');
+      (void)::pwrite(fd, zeros.data(), zeros.size(), static_cast<off_t>(b));
+    }
     size_t garbage = std::min<uint64_t>(torn_garbage, unsynced);
     if (garbage > 0) {
       std::string junk(garbage, '\0');
       for (size_t i = 0; i < garbage; ++i) junk[i] = static_cast<char>((i * 131 + 7) & 0xff);
-      (void)::pwrite(fd, junk.data(), junk.size(), static_cast<off_t>(synced));
+      // A torn page where the first lost write went, inside the file or just past its end.
+      (void)::pwrite(fd, junk.data(), junk.size(), static_cast<off_t>(std::min(first, d.synced)));
     }
     ::close(fd);
   }

@@ -2,10 +2,12 @@
 // the crash tests (tests/crash/log_faults_test.cc):
 //  * fail the Nth fdatasync (or every one) with EIO;
 //  * fail writes (and segment creation) with ENOSPC while "the disk is full";
-//  * a power loss: PowerLoss() cuts every file written through it back to the bytes that
-//    were fdatasynced, deletes files whose creation no directory fsync made durable, and
-//    optionally leaves garbage where the unsynced tail was (a torn page), then freezes the
-//    layer so that nothing more reaches the disk.
+//  * a power loss: PowerLoss() cuts every file written through it back to the size that
+//    was fdatasynced, puts zeros back where bytes were written inside it since (they
+//    overwrote the pre-written zero tail, docs/formats/log.md), deletes files whose creation
+//    no directory fsync made durable, and optionally leaves garbage where the first
+//    unsynced write went (a torn page), then freezes the layer so that nothing more
+//    reaches the disk.
 // Thread-safe (one mutex; the log calls it from its writer thread).
 #pragma once
 
@@ -14,6 +16,8 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "log/file_layer.h"
 
@@ -21,8 +25,9 @@ namespace joule::log::testing {
 
 class FaultFileLayer final : public FileLayer {
  public:
-  int OpenForAppend(const std::string& path, bool create, int* fd) override;
-  int WriteAll(int fd, const char* data, size_t n) override;
+  int OpenForWrite(const std::string& path, bool create, int* fd) override;
+  int WriteAt(int fd, uint64_t offset, const char* data, size_t n) override;
+  int WriteZeros(int fd, uint64_t offset, uint64_t n) override;
   int DataSync(int fd) override;
   void StartWriteback(int fd) override;
   int Truncate(int fd, uint64_t size) override;
@@ -34,8 +39,9 @@ class FaultFileLayer final : public FileLayer {
   // While set, writes and creations fail with ENOSPC (after writing `partial` bytes of the
   // write, as a filling disk does).
   void SetDiskFull(bool full, size_t partial = 0);
-  // See the header comment. `torn_garbage` bytes of garbage replace the unsynced tail
-  // (at most as many as were written unsynced). Afterwards every call fails with EIO.
+  // See the header comment. `torn_garbage` bytes of garbage go where the first unsynced
+  // write went (at most as many as were written unsynced). Afterwards every call fails
+  // with EIO.
   void PowerLoss(size_t torn_garbage = 0);
   // PowerLoss, then _exit(0) with the layer's lock held, so no other thread's I/O gets
   // through in between (for a forked child that plays the crashed machine).
@@ -50,14 +56,18 @@ class FaultFileLayer final : public FileLayer {
   uint64_t failed_writes() const;
 
  private:
-  struct File {
-    std::string path;
+  // What a power loss keeps of a file (by path, closed files too): the size at its last
+  // DataSync, minus the byte ranges written since (they read as zeros, or garbage).
+  struct Durable {
     uint64_t size = 0;    // bytes in the file (as written)
-    uint64_t synced = 0;  // bytes made durable by DataSync
+    uint64_t synced = 0;  // the size at the last DataSync (or truncation below it)
+    std::vector<std::pair<uint64_t, uint64_t>> unsynced;  // [begin, end) written since
   };
+  int Write(int fd, uint64_t offset, const char* data, size_t n);    // REQUIRES: mu_ held
+  void Wrote(const std::string& path, uint64_t offset, uint64_t n);  // REQUIRES: mu_ held
   mutable std::mutex mu_;
-  std::map<int, File> files_;                 // open fds
-  std::map<std::string, uint64_t> synced_;    // path → durable size (closed files too)
+  std::map<int, std::string> files_;  // open fds → path
+  std::map<std::string, Durable> durable_;
   std::set<std::string> unsynced_creations_;  // created, no directory fsync since
   void CutToSynced(size_t torn_garbage);      // REQUIRES: mu_ held
   uint64_t fail_sync_in_ = 0;

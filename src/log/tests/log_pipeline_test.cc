@@ -31,12 +31,15 @@ class GatedSyncLayer final : public FileLayer {
  public:
   explicit GatedSyncLayer(FileLayer* inner) : inner_(inner) {}
 
-  int OpenForAppend(const std::string& path, bool create, int* fd) override {
-    return inner_->OpenForAppend(path, create, fd);
+  int OpenForWrite(const std::string& path, bool create, int* fd) override {
+    return inner_->OpenForWrite(path, create, fd);
   }
-  int WriteAll(int fd, const char* data, size_t n) override {
+  int WriteAt(int fd, uint64_t offset, const char* data, size_t n) override {
     Record("write");
-    return inner_->WriteAll(fd, data, n);
+    return inner_->WriteAt(fd, offset, data, n);
+  }
+  int WriteZeros(int fd, uint64_t offset, uint64_t n) override {
+    return inner_->WriteZeros(fd, offset, n);
   }
   int DataSync(int fd) override {
     int call;
@@ -102,6 +105,7 @@ LogOptions PipelineOptions(const std::string& dir, FileLayer* layer, uint32_t in
   o.fsync = true;
   o.group_commit_window_ns = 0;  // one round per append here
   o.max_rounds_in_flight = in_flight;
+  o.prewrite_bytes = 0;  // the syncs counted here are the rounds' only
   o.file_layer = layer;
   return o;
 }
