@@ -1,10 +1,13 @@
 """Disk full under the log: 503 with Retry-After, no crash, ingest resumes when space returns.
 
 The log directory ({data_dir}/log) is a small tmpfs mounted by the test (the test runs as
-root, like the CI); a filler file takes every free byte. Ingest must then answer 503 with a
-Retry-After header and store nothing of the refused batches; the server must stay up; once
-the filler is deleted, a client retrying every 100 ms must get a 202 within 5 s. At the end
-every acknowledged event is counted exactly once (acknowledged / lost / duplicated).
+root, like the CI); a filler file takes every free byte. The log's active segments were
+pre-written with zeros before that (docs/formats/log.md, "Pre-written tail"), so batches
+still fit there and are acknowledged, durably, until that room is used up; then ingest must
+answer 503 with a Retry-After header and store nothing of the refused batches; the server
+must stay up; once the filler is deleted, a client retrying every 100 ms must get a 202
+within 5 s. At the end every acknowledged event — those of the pre-written room included —
+is counted exactly once (acknowledged / lost / duplicated).
 """
 
 import os
@@ -21,6 +24,9 @@ from joule_harness import JouleServer, fmt_ts, poll  # noqa: E402
 TMPFS_SIZE = "4m"
 DEVICE = "full-1"
 BATCH = 50
+# Batches that can still be acknowledged on the full disk, into the pre-written tail (at
+# most one segment, 1 MiB here: ~4.5 KB per batch of 50 events gives ~230).
+MAX_PREWRITTEN_BATCHES = 1000
 
 
 def fill(path):
@@ -62,7 +68,9 @@ class DiskFullTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, f"cannot mount a tmpfs (needs root): {r.stderr}")
         self.addCleanup(lambda: subprocess.run(["umount", "-l", str(self.logdir)]))
         self.addCleanup(lambda: self.server.stop() if self.server.running() else None)
-        self.base = int(time.time()) - 900
+        # 4 events per second of event time, from 3 h ago: room for the batches of the
+        # pre-written tail (each 12.5 s of event time) without reaching the future.
+        self.base = int(time.time()) - 3 * 3600
         self.seq = 0
 
     def batch(self):
@@ -94,8 +102,19 @@ class DiskFullTest(unittest.TestCase):
         filler = self.logdir / "filler"
         filled = fill(filler)
         self.assertGreater(filled, 0)
-        refused = 0
-        for _ in range(20):
+        # The pre-written tail: acknowledged (and counted at the end) until it is used up.
+        runway = 0
+        while True:
+            status, headers, body = self.post()
+            if status != 202:
+                break
+            runway += 1
+            self.assertLess(runway, MAX_PREWRITTEN_BATCHES,
+                            "batches keep being acknowledged on a full disk" + self.server.diag())
+        self.assertEqual(status, 503, f"expected 503 on a full disk, got {status} {body!r}")
+        self.assertIn("retry-after", headers)
+        refused = 1
+        for _ in range(19):
             status, headers, body = self.post()
             self.assertEqual(status, 503, f"expected 503 on a full disk, got {status} {body!r}")
             self.assertIn("retry-after", headers)
@@ -125,6 +144,7 @@ class DiskFullTest(unittest.TestCase):
         counted = self.counted()
         print(f"faults: disk_full_http: acknowledged={acked} lost={max(0, acked - counted)} "
               f"duplicated={max(0, counted - acked)} refused_503={refused} "
+              f"acked_into_prewritten_tail={runway} "
               f"resumed_after_s={resumed_after:.2f}", flush=True)
         self.assertEqual(counted, acked, self.server.diag())
         self.assertEqual(self.server.stop(), 0)
