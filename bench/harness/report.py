@@ -149,23 +149,34 @@ def render(res):
         s = api.get(k) or {}
         w(f"| {name} | {rate(s.get('requests_per_s'))} | {rate(s.get('requests_per_cpu_s'))} | "
           f"{num(s.get('p50_ms'))} | {num(s.get('p99_ms'))} |")
-    hl = api.get("joule_half_load") or {}
-    w(f"| Joule at half load (target {rate(hl.get('target_requests_per_s'))}/s) | "
-      f"{rate(hl.get('requests_per_s'))} | — | {num(hl.get('p50_ms'))} | {num(hl.get('p99_ms'))} |")
-    hh = api.get("h2o_half_load")
-    if hh:
-        w(f"| h2o at Joule's half load (same rate, connections and pacing; not a goal) | "
-          f"{rate(hh.get('requests_per_s'))} | — | {num(hh.get('p50_ms'))} | "
-          f"{num(hh.get('p99_ms'))} |")
+    variants = (("half_load", "half load"),
+                ("half_load_many_connections", "half load, many connections (not the goal's)"))
+    for key, label in variants:
+        hl = api.get("joule_" + key) or {}
+        if not hl:
+            continue
+        conns = (f"{num(hl.get('connections'))} connections, each waiting "
+                 f"0–{num(2 * (hl.get('wrk_delay_ms') or 0))} ms")
+        w(f"| Joule at {label} (target {rate(hl.get('target_requests_per_s'))}/s; {conns}) | "
+          f"{rate(hl.get('requests_per_s'))} | — | {num(hl.get('p50_ms'))} | "
+          f"{num(hl.get('p99_ms'))} |")
+        hh = api.get("h2o_" + key)
+        if hh:
+            w(f"| h2o at Joule's {label} (same rate, connections and pacing; not a goal) | "
+              f"{rate(hh.get('requests_per_s'))} | — | {num(hh.get('p50_ms'))} | "
+              f"{num(hh.get('p99_ms'))} |")
     w("")
-    if hl.get("server_cpu_us_per_request") is not None:
-        line = (f"Server CPU per request at half load: Joule "
+    for key, label in variants:
+        hl = api.get("joule_" + key) or {}
+        hh = api.get("h2o_" + key) or {}
+        if hl.get("server_cpu_us_per_request") is None:
+            continue
+        line = (f"Server CPU per request at {label}: Joule "
                 f"{num(hl.get('server_cpu_us_per_request'))} µs")
-        if hh and hh.get("server_cpu_us_per_request") is not None:
+        if hh.get("server_cpu_us_per_request") is not None:
             line += f", h2o {num(hh.get('server_cpu_us_per_request'))} µs"
-        w(line + f" ({num(hl.get('connections'))} connections, "
-                 f"each waiting 0–{num(2 * (hl.get('wrk_delay_ms') or 0))} ms between requests).")
-        w("")
+        w(line + ".")
+    w("")
     w(f"Body: {num(api.get('body_bytes'))} bytes. wrk's latency is measured from each "
       f"request's send; the half-load runs pace each connection with a random delay "
       f"(0–2× the mean, wrk `delay()`), without coordinated-omission correction.")
