@@ -134,32 +134,34 @@ void HandleOwnerEnergy(ApiContext& ctx, OwnerEnergyCache* cache, const Counters&
   std::sort(order.begin(), order.end(),
             [&](size_t a, size_t b) { return device_ids[a] < device_ids[b]; });
   std::map<int64_t, Bucket> buckets;
+  store::HistoryEnergyFields f;
+  model::AggregateRecord scratch;  // for stores that decode whole records
   for (size_t rank = 0; rank < order.size(); ++rank) {
-    const std::string& id = device_ids[order[rank]];
     store::HistoryQuery q;
-    q.device_id = id;
+    q.device_id = device_ids[order[rank]];
     q.resolution = resolution;
     q.from_ns = from;
     q.to_ns = to;
     q.limit = 10'000;
+    // Only the window end, local date and the metric's energy of each record are decoded.
+    auto visit = [&](const store::HistoryEntry& e) -> Status {
+      JOULE_RETURN_IF_ERROR(e.DecodeEnergy(metric, &f, &scratch));
+      if (!f.metric_found || f.kind == model::MetricKind::kGauge) return Status::Ok();
+      const double wh = f.kind == model::MetricKind::kCounter ? f.delta : f.energy_wh;
+      Bucket& b = buckets[e.window_start_ns];
+      if (b.devices.empty()) b.devices.resize(order.size());
+      b.end_ns = std::max(b.end_ns, f.window_end_ns);
+      if (b.local_date.empty()) b.local_date.assign(f.local_date);
+      b.total += wh;
+      b.devices[rank].wh += wh;
+      b.devices[rank].present = true;
+      return Status::Ok();
+    };
     while (true) {
-      Result<store::HistoryPage> page = ctx.history->Range(q);
-      if (!page.ok()) return fail(page.status());
-      for (const auto& r : page->records) {
-        const model::MetricAggregate* m = r.FindMetric(metric);
-        if (!m) continue;
-        double wh = m->kind == model::MetricKind::kCounter ? m->delta : m->energy_wh;
-        if (m->kind == model::MetricKind::kGauge) continue;
-        Bucket& b = buckets[r.window_start_ns];
-        if (b.devices.empty()) b.devices.resize(order.size());
-        b.end_ns = std::max(b.end_ns, r.window_end_ns);
-        if (b.local_date.empty()) b.local_date = r.local_date;
-        b.total += wh;
-        b.devices[rank].wh += wh;
-        b.devices[rank].present = true;
-      }
-      if (page->next_cursor.empty()) break;
-      q.cursor = page->next_cursor;
+      Result<std::string> next = ctx.history->Scan(q, visit);
+      if (!next.ok()) return fail(next.status());
+      if (next->empty()) break;
+      q.cursor = std::move(*next);
     }
   }
 

@@ -45,6 +45,18 @@ struct HistoryPage {
   std::string next_cursor;                      // empty = no more
 };
 
+// What a sum of energies needs from one record (the owner energy route), read without
+// decoding the rest. `local_date` points into the stored value or the record: valid only
+// during the visit.
+struct HistoryEnergyFields {
+  int64_t window_end_ns = 0;
+  std::string_view local_date;  // 1d records; empty otherwise
+  bool metric_found = false;    // the record has the metric asked for
+  model::MetricKind kind = model::MetricKind::kGauge;
+  double energy_wh = 0;
+  double delta = 0;
+};
+
 // One record of a Scan before it is decoded: the window start and the version are read
 // without decoding the rest (the key and the value's first bytes). Valid only during the
 // visit.
@@ -54,6 +66,26 @@ class HistoryEntry {
   uint64_t version = 0;
   // The whole record. Corruption when the stored value is malformed.
   virtual Result<model::AggregateRecord> Decode() const = 0;
+  // Decode()'s window end, local date and, of the metric named `metric`, its kind,
+  // energy_wh and delta; the rest is checked as Decode() checks it (Corruption exactly
+  // when Decode() would fail) but not kept. This default decodes the whole record into
+  // `*scratch`, which `local_date` then points into.
+  virtual Status DecodeEnergy(std::string_view metric, HistoryEnergyFields* out,
+                              model::AggregateRecord* scratch) const {
+    Result<model::AggregateRecord> r = Decode();
+    if (!r.ok()) return r.status();
+    *scratch = std::move(r).value();
+    *out = HistoryEnergyFields{};
+    out->window_end_ns = scratch->window_end_ns;
+    out->local_date = scratch->local_date;
+    if (const model::MetricAggregate* m = scratch->FindMetric(metric)) {
+      out->metric_found = true;
+      out->kind = m->kind;
+      out->energy_wh = m->energy_wh;
+      out->delta = m->delta;
+    }
+    return Status::Ok();
+  }
 
  protected:
   ~HistoryEntry() = default;

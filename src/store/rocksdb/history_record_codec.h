@@ -8,6 +8,7 @@
 
 #include "common/status.h"
 #include "model/aggregate_record.h"
+#include "store/history_store.h"
 
 namespace joule::store::history_codec {
 
@@ -33,6 +34,11 @@ std::string EncodeValue(const model::AggregateRecord& record);
 void AppendValue(const model::AggregateRecord& record, std::string* out);
 // Corruption when `value` is not a well-formed value.
 Result<model::AggregateRecord> DecodeRecord(std::string_view key, std::string_view value);
+// DecodeRecord's window end, local date and the kind, energy_wh and delta of `metric`,
+// without building the record; Corruption exactly when DecodeRecord fails. `local_date`
+// points into `value`.
+Status DecodeEnergy(std::string_view key, std::string_view value, std::string_view metric,
+                    HistoryEnergyFields* out);
 // Reads only the format byte and the version (the read-before-write of Put).
 Result<uint64_t> DecodeVersion(std::string_view value);
 

@@ -557,6 +557,10 @@ class StoredEntry final : public HistoryEntry {
  public:
   std::string_view key, value;
   Result<model::AggregateRecord> Decode() const override { return codec::DecodeRecord(key, value); }
+  Status DecodeEnergy(std::string_view metric, HistoryEnergyFields* out,
+                      model::AggregateRecord*) const override {
+    return codec::DecodeEnergy(key, value, metric, out);
+  }
 };
 
 }  // namespace

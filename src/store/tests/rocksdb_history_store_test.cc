@@ -971,6 +971,66 @@ TEST(HistoryCodecTest, MalformedValuesAreCorruption) {
   EXPECT_EQ(history_codec::DecodeRecord(key, huge).status().code(), StatusCode::kCorruption);
 }
 
+// DecodeEnergy is DecodeRecord's walk keeping only what the owner energy route sums: on
+// valid values, truncations, bit flips and random bytes both fail or both give the same
+// fields, for every metric name of the record, a missing one, and a repeated one.
+TEST(HistoryCodecTest, DecodeEnergyAgreesWithDecodeRecord) {
+  AggregateRecord day = FullDayRecord();
+  AggregateRecord repeated = day;
+  repeated.metrics.push_back(repeated.metrics.front());
+  repeated.metrics.back().energy_wh = 99.5;  // FindMetric: the first one counts
+  const AggregateRecord base = MakeRecord("d", Resolution::kBase, kNow);
+  std::vector<std::string> names = {"nope", ""};
+  for (const auto& m : day.metrics) names.push_back(m.name);
+  size_t compared = 0, failed = 0;
+  auto check = [&](const std::string& key, const std::string& value) {
+    auto full = history_codec::DecodeRecord(key, value);
+    for (const std::string& name : names) {
+      HistoryEnergyFields f;
+      const Status st = history_codec::DecodeEnergy(key, value, name, &f);
+      ASSERT_EQ(st.ok(), full.ok()) << name << ": " << st.ToString();
+      ++compared;
+      if (!st.ok()) {
+        EXPECT_EQ(st.code(), StatusCode::kCorruption);
+        ++failed;
+        continue;
+      }
+      EXPECT_EQ(f.window_end_ns, full->window_end_ns);
+      EXPECT_EQ(f.local_date, full->local_date);
+      const MetricAggregate* m = full->FindMetric(name);
+      ASSERT_EQ(f.metric_found, m != nullptr) << name;
+      if (m == nullptr) continue;
+      EXPECT_EQ(f.kind, m->kind);
+      EXPECT_EQ(std::bit_cast<uint64_t>(f.energy_wh), std::bit_cast<uint64_t>(m->energy_wh));
+      EXPECT_EQ(std::bit_cast<uint64_t>(f.delta), std::bit_cast<uint64_t>(m->delta));
+    }
+  };
+  std::mt19937 rng(7);
+  for (const AggregateRecord* rec : std::vector<const AggregateRecord*>{&day, &repeated, &base}) {
+    const std::string key =
+        history_codec::EncodeKey(rec->resolution, rec->device_id, rec->window_start_ns);
+    const std::string value = history_codec::EncodeValue(*rec);
+    check(key, value);
+    for (size_t n = 0; n < value.size(); ++n) check(key, value.substr(0, n));
+    check(key, value + "x");
+    for (int i = 0; i < 5000; ++i) {
+      std::string v = value;
+      const int flips = 1 + static_cast<int>(rng() % 4);
+      for (int k = 0; k < flips; ++k) v[rng() % v.size()] ^= static_cast<char>(1u << (rng() % 8));
+      check(key, v);
+      if (HasFatalFailure()) return;
+    }
+  }
+  HistoryEnergyFields f;
+  const std::string key = history_codec::EncodeKey(Resolution::kDay, "plug-42", kNow);
+  ASSERT_TRUE(
+      history_codec::DecodeEnergy(key, history_codec::EncodeValue(repeated), "energy_wh", &f).ok());
+  EXPECT_EQ(f.energy_wh, day.FindMetric("energy_wh")->energy_wh);  // not the repeat's 99.5
+  EXPECT_EQ(f.delta, 3.5);
+  EXPECT_GT(failed, 0u);
+  EXPECT_GT(compared, failed);
+}
+
 // The value encoding as it was written byte by byte (format 1, docs/formats/history.md):
 // AppendValue must give the same bytes for every record.
 namespace reference {
