@@ -856,7 +856,15 @@ def history_vs_peers(ctx):
             w["server_cpu_us_per_request"] = ((tree_cpu_s(pg.server_pid(), reaped_by_all=True)
                                                - c0) * 1e6 / w["requests"])
             return w
-        plan = {("joule", "device_1m_24h"): lambda: http_native(j, jp_dev, jb_dev),
+        # Not a goal: each server's cheapest request on the same connection type (Joule
+        # /healthz, VictoriaMetrics /health, PostgreSQL SELECT 1): the floor of this
+        # machine's loopback round trip, client and server loop under the two queries.
+        _, jb_h = http_get(j.port, "/healthz")
+        _, vb_h = http_get(v.port, "/health")
+        plan = {("joule", "floor"): lambda: http_native(j, "/healthz", jb_h),
+                ("postgres", "floor"): lambda: pg_native("SELECT 1"),
+                ("vm", "floor"): lambda: http_native(v, "/health", vb_h),
+                ("joule", "device_1m_24h"): lambda: http_native(j, jp_dev, jb_dev),
                 ("joule", "owner_1d_30d"): lambda: http_native(j, jp_own, jb_own),
                 ("postgres", "device_1m_24h"): lambda: pg_native(sql_dev),
                 ("postgres", "owner_1d_30d"): lambda: pg_native(sql_own),

@@ -212,6 +212,14 @@ def render(res):
             row += f" {cpu} | {py}, {num(h.get(f'ratio_{q}_python'))} |"
         w(row)
     w("")
+    if h.get("joule_floor"):
+        fl = {k: (h.get(f"{k}_floor") or {}) for k in ("joule", "postgres", "vm")}
+        w(f"Floor (not a goal): each server's cheapest request timed the same way — Joule "
+          f"`/healthz` {num(fl['joule'].get('p50_ms'))} ms, PostgreSQL `SELECT 1` "
+          f"{num(fl['postgres'].get('p50_ms'))} ms, VictoriaMetrics `/health` "
+          f"{num(fl['vm'].get('p50_ms'))} ms (p50): the loopback round trip, client and "
+          f"server loop under every query above.")
+        w("")
     sb = res.get("storage_bytes_per_value") or {}
     w(f"Storage per stored aggregate value: Joule {num(sb.get('joule'))} bytes "
       f"(RocksDB history, {num(h.get('joule_values_per_1m_record'))} numbers per 1m record, "
