@@ -2,7 +2,7 @@
 # The comparison harness: Joule against VictoriaMetrics, PostgreSQL, a simdjson parse-only
 # loop, h2o and Mosquitto, on this machine, with one generated data set.
 #
-#   bench/run.sh [--quick] [--runs N] [--only ingest,postgres,fio,core,api,history,mqtt] [--no-build]
+#   bench/run.sh [--quick] [--runs N] [--only ingest,fsync,postgres,fio,core,api,history,mqtt] [--no-build]
 #
 # Installs what it needs from Debian (victoria-metrics, h2o, wrk, fio, gnuplot, PostgreSQL
 # 15, Mosquitto, python3-psycopg2), builds the release preset's joule and bench programs,

@@ -322,6 +322,45 @@ class Postgres:
 
 # ---------------------------------------------------------------- comparisons
 
+def log_stats(m):
+    """The log's own view of a run (src/log/README.md "Metrics"): the mean fdatasync, the
+    mean Append → durable, records per fdatasync, and the bytes pre-written ahead of the
+    active segments. Diagnostics next to the ack latency; not a ratio."""
+    def mean_ms(name):
+        n = m.get(name + "_count", 0)
+        return m.get(name + "_sum", 0.0) / n * 1000 if n else None
+    syncs = m.get("joule_log_records_per_fsync_count", 0)
+    return {"log_fsync_mean_ms": mean_ms("joule_log_fsync_latency_seconds"),
+            "log_fsyncs": m.get("joule_log_fsync_latency_seconds_count"),
+            "log_append_to_durable_mean_ms": mean_ms("joule_log_append_latency_seconds"),
+            "log_records_per_fsync": (m.get("joule_log_records_per_fsync_sum", 0.0) / syncs
+                                      if syncs else None),
+            "log_prewritten_bytes": m.get("joule_log_prewritten_bytes_total")}
+
+
+def log_phases(port):
+    """Mean ms of each phase of the log's group commit (joule_log_commit_phase_seconds
+    {phase}: queue per batch; window, write, sync, callbacks per round)."""
+    _, body = http_get(port, "/metrics")
+    sums, counts = {}, {}
+    for line in body.decode().splitlines():
+        m = re.match(r'joule_log_commit_phase_seconds_(sum|count)\{phase="(\w+)"\}\s+(\S+)', line)
+        if m:
+            (sums if m.group(1) == "sum" else counts)[m.group(2)] = float(m.group(3))
+    return {k: sums[k] / counts[k] * 1000 for k in sums if counts.get(k)}
+
+
+def fsync_on_off_runs(ctx, runs):
+    """Ingest runs with fsync and with durability none, alternating (on, off, on, off, ...):
+    on a shared machine the load drifts over minutes, and back-to-back blocks of one mode
+    would each see a different machine (fsync_on_vs_off compares the two medians)."""
+    on, off = [], []
+    for _ in range(runs):
+        on.append(joule_ingest_run(ctx, "fsync"))
+        off.append(joule_ingest_run(ctx, "none"))
+    return on, off
+
+
 def joule_ingest_run(ctx, durability, extra_env=None):
     j = Joule(ctx, durability, extra_env=extra_env)
     try:
@@ -338,6 +377,7 @@ def joule_ingest_run(ctx, durability, extra_env=None):
         cpu = j.cpu() - cpu0
         rss = j.rss()
         m2 = prom(j.port)
+        phases = log_phases(j.port)
         events = ctx.meta["events"]
         return {"events": events, "cpu_s": cpu, "events_per_cpu_s": events / cpu,
                 "wall_s": load["wall_s"], "events_per_wall_s": events / load["wall_s"],
@@ -349,7 +389,8 @@ def joule_ingest_run(ctx, durability, extra_env=None):
                 "rss_growth_bytes_per_1k_devices": (rss - rss0) / (ctx.meta["devices"] / 1000.0),
                 "windows_emitted": m2.get("joule_windows_emitted_total"),
                 "history_put_records": m2.get("joule_history_put_records_total"),
-                "accepted": m.get("joule_events_accepted_total")}
+                "accepted": m.get("joule_events_accepted_total"), **log_stats(m2),
+                "log_phase_mean_ms": phases}
     finally:
         j.close()
 
@@ -1053,15 +1094,11 @@ def main():
     keys = ["events_per_cpu_s", "events_per_wall_s", "cpu_s", "wall_s", "ack_p50_ms",
             "ack_p99_ms", "rss_bytes_per_1k_devices", "rss_growth_bytes_per_1k_devices"]
 
+    log_keys = ["log_fsync_mean_ms", "log_append_to_durable_mean_ms", "log_records_per_fsync"]
+
     def ingest():
         out = {}
-        # fsync on and off alternate (on, off, on, off, ...): on a shared machine the load
-        # drifts over minutes, and back-to-back blocks of one mode would each see a
-        # different machine (fsync_on_vs_off compares the two medians).
-        on, off = [], []
-        for _ in range(a.runs):
-            on.append(joule_ingest_run(ctx, "fsync"))
-            off.append(joule_ingest_run(ctx, "none"))
+        on, off = fsync_on_off_runs(ctx, a.runs)
         out["joule_fsync"] = summarize(on, keys)
         out["joule_nofsync"] = summarize(off, keys)
         # not a goal: how much of the full path the raw archive (canonical JSON + zstd) costs
@@ -1070,6 +1107,16 @@ def main():
         out["victoriametrics"] = summarize([vm_ingest_run(ctx) for _ in range(a.runs)], keys)
         return out
     step("ingest", ingest)
+
+    def fsync_only():
+        # `--only fsync`: the fsync on/off pairs and fio, without the peers and the
+        # archive-off run (the fsync_on_vs_off ratio alone, a few minutes). A full run
+        # measures the same within "ingest" and "fio", so it runs only when asked for.
+        on, off = fsync_on_off_runs(ctx, a.runs)
+        return {"joule_fsync": summarize(on, keys + log_keys),
+                "joule_nofsync": summarize(off, keys + log_keys), "fio": fio_fdatasync(ctx)}
+    if only is not None and "fsync" in only:
+        step("fsync", fsync_only)
     step("postgres", lambda: summarize([pg_ingest_run(ctx) for _ in range(a.runs)], keys))
     step("fio", lambda: fio_fdatasync(ctx))
     step("core", lambda: core_runs(ctx))
@@ -1087,10 +1134,12 @@ def main():
     if g("core", "joule_core", "events_per_cpu_s") and g("core", "simdjson", "events_per_cpu_s"):
         r["vs_simdjson_limit"] = (g("core", "joule_core", "events_per_cpu_s")
                                   / g("core", "simdjson", "events_per_cpu_s"))
-    if g("ingest", "joule_nofsync", "events_per_wall_s"):
-        r["fsync_on_vs_off"] = (g("ingest", "joule_fsync", "events_per_wall_s")
-                                / g("ingest", "joule_nofsync", "events_per_wall_s"))
-        r["fsync_on_vs_off_cpu"] = jf / g("ingest", "joule_nofsync", "events_per_cpu_s")
+    fs = "ingest" if g("ingest", "joule_nofsync", "events_per_wall_s") else "fsync"
+    if g(fs, "joule_nofsync", "events_per_wall_s"):
+        r["fsync_on_vs_off"] = (g(fs, "joule_fsync", "events_per_wall_s")
+                                / g(fs, "joule_nofsync", "events_per_wall_s"))
+        r["fsync_on_vs_off_cpu"] = (g(fs, "joule_fsync", "events_per_cpu_s")
+                                    / g(fs, "joule_nofsync", "events_per_cpu_s"))
     if g("api", "h2o", "requests_per_s"):
         r["api_vs_h2o"] = g("api", "joule", "requests_per_s") / g("api", "h2o", "requests_per_s")
         r["api_vs_h2o_cpu"] = (g("api", "joule", "requests_per_cpu_s")
@@ -1118,11 +1167,12 @@ def main():
         res["rss_bytes_per_1k_devices"] = g("ingest", "joule_fsync", "rss_bytes_per_1k_devices")
         res["rss_growth_bytes_per_1k_devices"] = g("ingest", "joule_fsync",
                                                    "rss_growth_bytes_per_1k_devices")
-    if g("fio", "fdatasync_p50_ms") is not None:
-        res["fsync_latency"] = {"joule_ack_p50_ms": g("ingest", "joule_fsync", "ack_p50_ms"),
-                                "joule_ack_p99_ms": g("ingest", "joule_fsync", "ack_p99_ms"),
-                                "fio_fdatasync_p50_ms": g("fio", "fdatasync_p50_ms"),
-                                "fio_fdatasync_p99_ms": g("fio", "fdatasync_p99_ms")}
+    fio = cmp_.get("fio") or _get(cmp_, "fsync", "fio") or {}
+    if fio.get("fdatasync_p50_ms") is not None:
+        res["fsync_latency"] = {"joule_ack_p50_ms": g(fs, "joule_fsync", "ack_p50_ms"),
+                                "joule_ack_p99_ms": g(fs, "joule_fsync", "ack_p99_ms"),
+                                "fio_fdatasync_p50_ms": fio["fdatasync_p50_ms"],
+                                "fio_fdatasync_p99_ms": fio["fdatasync_p99_ms"]}
     res["machine"]["loadavg_during"] = loads
     res["machine"]["loadavg_max"] = max(loads)
     with open(a.out, "w") as f:
