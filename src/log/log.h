@@ -66,8 +66,10 @@ struct LogOptions {
   // With fsync: how far past its last record the active segment is kept pre-written with
   // zeros (written and fdatasynced by a background thread, never past segment_bytes), so
   // that a round's fdatasync finds the file's size and blocks unchanged and writes only the
-  // data, not the inode too (docs/formats/log.md, "Pre-written tail"). The next pre-write
-  // starts when less than half of it is left. 0 = off: the file grows with every round.
+  // data, not the inode too (docs/formats/log.md, "Pre-written tail"). Until the segment
+  // holds this many bytes of records the distance is its records' size (at least 64 KiB).
+  // The next pre-write starts when less than half of it is left. 0 = off: the file grows
+  // with every round.
   uint64_t prewrite_bytes = 8ull << 20;
   const Clock* clock = nullptr;  // nullptr = SystemClock::Default()
   // How often the writer thread enforces retention (steady time). 0 = only on explicit

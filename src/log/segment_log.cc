@@ -465,7 +465,11 @@ void SegmentLog::MaybePrewrite(Partition* p) {
   if (prewrite_pool_ == nullptr) return;
   ReapPrewrite(p, /*wait=*/false);
   if (p->prewrite_busy || p->prewrite_off) return;
-  const uint64_t window = options_.prewrite_bytes;
+  // As far ahead as the segment already holds records, between 64 KiB and prewrite_bytes:
+  // a log that writes little (a test, a quiet server, a reopened log) pre-writes little,
+  // a busy one reaches the full window after that many bytes of records.
+  constexpr uint64_t kMinWindow = 64 * 1024;
+  const uint64_t window = std::min(options_.prewrite_bytes, std::max(kMinWindow, p->active_bytes));
   const uint64_t cap = options_.segment_bytes;  // a roll comes before the data passes it
   if (p->file_bytes >= cap || p->file_bytes - p->active_bytes >= window / 2) return;
   constexpr uint64_t kPage = 4096;

@@ -25,7 +25,8 @@ TMPFS_SIZE = "4m"
 DEVICE = "full-1"
 BATCH = 50
 # Batches that can still be acknowledged on the full disk, into the pre-written tail (at
-# most one segment, 1 MiB here: ~4.5 KB per batch of 50 events gives ~230).
+# most one segment, 1 MiB here: ~4.5 KB per batch of 50 events gives ~230; with the few
+# records written before the disk fills the tail is 64 KiB, ~15 batches).
 MAX_PREWRITTEN_BATCHES = 1000
 
 
