@@ -309,6 +309,56 @@ TEST(LogPrewriteTest, SealedSegmentsEndAtTheirLastRecord) {
   ExpectRecords(log->get(), 300);
 }
 
+TEST(LogPrewriteTest, SegmentsWithoutATailFromBeforeKeepWorkingBothWays) {
+  // A data dir written by a log that never pre-writes (every data dir before the
+  // pre-written tail): opened with it, appended to, killed with a tail, then opened again
+  // by a log that does not pre-write: every record, no cut.
+  TempDir tmp;
+  LogOptions old_log = Options(tmp.path());
+  old_log.prewrite_bytes = 0;
+  old_log.segment_bytes = 16 * 1024;
+  {
+    auto log = Log::Open(old_log, nullptr);
+    ASSERT_TRUE(log.ok());
+    Fill(log->get(), 0, 150);  // several sealed segments, none with a tail
+  }
+  FaultFileLayer layer;
+  MetricsRegistry metrics;
+  LogOptions new_log = old_log;
+  new_log.prewrite_bytes = 16 * 1024;
+  new_log.segment_bytes = 1 << 20;  // no roll: the tail stays on the active segment
+  new_log.file_layer = &layer;
+  uint64_t acked = 150;
+  {
+    auto log = Log::Open(new_log, &metrics);
+    ASSERT_TRUE(log.ok()) << log.status().ToString();
+    EXPECT_TRUE((*log)->recovery_report().cuts.empty());
+    while (Prewritten(&metrics) == 0 && acked < 100000) {
+      ASSERT_NO_FATAL_FAILURE(Fill(log->get(), acked, acked + 1));
+      ++acked;
+    }
+    ASSERT_NO_FATAL_FAILURE(Fill(log->get(), acked, acked + 5));
+    acked += 5;
+    layer.PowerLoss();  // leaves the tail behind
+  }
+  {
+    // The active segment ends in zeros: the tail is there for the old log to meet.
+    const std::string seg = SegmentFiles(tmp.path(), 0).back();
+    std::ifstream f(seg, std::ios::binary);
+    f.seekg(-static_cast<std::streamoff>(kRecordHeaderBytes), std::ios::end);
+    std::string last(kRecordHeaderBytes, 'x');
+    f.read(last.data(), static_cast<std::streamsize>(last.size()));
+    EXPECT_EQ(last, std::string(kRecordHeaderBytes, '\0'));
+  }
+  old_log.verify_on_open = true;
+  auto log = Log::Open(old_log, nullptr);
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  EXPECT_TRUE((*log)->recovery_report().cuts.empty());
+  ExpectRecords(log->get(), acked);
+  ASSERT_NO_FATAL_FAILURE(Fill(log->get(), acked, acked + 10));
+  ExpectRecords(log->get(), acked + 10);
+}
+
 TEST(LogPrewriteTest, OffWithoutFsyncOrWhenDisabled) {
   for (bool fsync : {false, true}) {
     TempDir tmp;
