@@ -482,24 +482,31 @@ void SegmentLog::MaybePrewrite(Partition* p) {
     p->prewrite_error = 0;
     p->prewrite_to = to;
   }
-  prewrite_pool_->Submit([this, p, fd = p->fd, from = p->file_bytes, to, path = p->active_path] {
-    PrewriteJob(p, fd, from, to, path);
+  prewrite_pool_->Submit([this, p, from = p->file_bytes, to, path = p->active_path] {
+    PrewriteJob(p, from, to, path);
   });
 }
 
-void SegmentLog::PrewriteJob(Partition* p, int fd, uint64_t from, uint64_t to,
-                             const std::string& path) {
-  int err = fs_->WriteZeros(fd, from, to - from);
-  if (err != 0) {
-    if (!IsNoSpace(err)) FatalIo("write", path, err);
-    // The writer writes nothing at or past `from` until this is reaped.
-    if (int e = fs_->Truncate(fd, from); e != 0) FatalIo("ftruncate", path, e);
-  } else if (int e = fs_->DataSync(fd); e != 0) {
-    // Never retried, and fatal like a round's: it may have consumed the error that the
-    // round's fdatasync of the same file would otherwise report.
-    FatalIo("fdatasync", path, e);
-  } else {
-    prewritten_bytes_->Inc(to - from);
+void SegmentLog::PrewriteJob(Partition* p, uint64_t from, uint64_t to, const std::string& path) {
+  // Through a file description of its own: Linux reports a writeback error to each open
+  // description once. Had this fdatasync shared the rounds' description, it could take the
+  // error of a round's pages, and that round's fdatasync would then return 0 and be
+  // acknowledged. The rounds' description was opened before any of their pages were
+  // written, so it reports every such error whatever this one saw.
+  int fd = -1;
+  int err = fs_->OpenForWrite(path, /*create=*/false, &fd);
+  if (err == 0) {
+    err = fs_->WriteZeros(fd, from, to - from);
+    if (err != 0) {
+      if (!IsNoSpace(err)) FatalIo("write", path, err);
+      // The writer writes nothing at or past `from` until this is reaped.
+      if (int e = fs_->Truncate(fd, from); e != 0) FatalIo("ftruncate", path, e);
+    } else if (int e = fs_->DataSync(fd); e != 0) {
+      FatalIo("fdatasync", path, e);  // never retried, fatal like a round's
+    } else {
+      prewritten_bytes_->Inc(to - from);
+    }
+    fs_->Close(fd);
   }
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -773,6 +780,13 @@ void SegmentLog::FailRound(std::vector<Request>* round, const std::vector<Partit
     if (p->active_bytes != p->synced_bytes || p->file_bytes != p->synced_bytes) {
       if (int e = fs_->Truncate(p->fd, p->synced_bytes); e != 0) {
         FatalIo("ftruncate", p->active_path, e);
+      }
+      // The cut must be durable before the refusals go out: the refused bytes may already
+      // be on the disk (background writeback, a pre-write's or an earlier round's
+      // fdatasync), and the file's size covering them is (the pre-written tail). Without
+      // this, a power loss could bring back records whose requests were answered 503.
+      if (options_.fsync) {
+        if (int e = fs_->DataSync(p->fd); e != 0) FatalIo("fdatasync", p->active_path, e);
       }
     }
     p->file_bytes = p->synced_bytes;

@@ -178,9 +178,9 @@ class SegmentLog final : public Log {
   // Takes the result of the partition's pre-write once it has ended; waits for it when
   // `wait`. Writer thread (and the destructor).
   void ReapPrewrite(Partition* p, bool wait);
-  // The pre-write itself, on prewrite_pool_: zeros at [from, to), then fdatasync (fatal on
-  // error); a full disk cuts the zeros off again.
-  void PrewriteJob(Partition* p, int fd, uint64_t from, uint64_t to, const std::string& path);
+  // The pre-write itself, on prewrite_pool_, through its own file description: zeros at
+  // [from, to), then fdatasync (fatal on error); a full disk cuts the zeros off again.
+  void PrewriteJob(Partition* p, uint64_t from, uint64_t to, const std::string& path);
   // Cuts the active segment's pre-written tail (on close and before sealing it).
   // Returns whether there was one.
   bool CutTail(Partition* p);

@@ -26,6 +26,12 @@ int FaultFileLayer::OpenForWrite(const std::string& path, bool create, int* fd) 
   }
   int err = PosixFileLayer()->OpenForWrite(path, create, fd);
   if (err != 0) return err;
+  for (const auto& [open_fd, open_path] : files_) {
+    if (open_path == path) {  // a second description of an open file (the log's pre-write)
+      files_[*fd] = path;
+      return 0;
+    }
+  }
   off_t end = ::lseek(*fd, 0, SEEK_END);
   Durable d;
   d.size = end < 0 ? 0 : static_cast<uint64_t>(end);
