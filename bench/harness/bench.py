@@ -310,7 +310,9 @@ class Postgres:
         return self.proc.pid
 
     def cpu(self):
-        return tree_cpu_s(self.proc.pid)
+        # Backends and autovacuum workers that exit during a run are reaped by the
+        # postmaster, not by runuser (the root): count every process's reaped children.
+        return tree_cpu_s(self.proc.pid, reaped_by_all=True)
 
     def data_bytes(self):
         return du_bytes(os.path.join(self.dir, "data", "base"))
