@@ -126,6 +126,8 @@ const std::vector<Key>& Keys() {
        [](const Config& c) { return std::to_string(c.log_max_pending_bytes); }},
       {"storage", "log_group_commit_window", Duration(&Config::log_group_commit_window_ns, true),
        [](const Config& c) { return DurationText(c.log_group_commit_window_ns); }},
+      {"storage", "log_prewrite_bytes", Size(&Config::log_prewrite_bytes, true),
+       [](const Config& c) { return std::to_string(c.log_prewrite_bytes); }},
       {"stream", "window", Duration(&Config::window_ns),
        [](const Config& c) { return DurationText(c.window_ns); }},
       {"stream", "out_of_orderness", Duration(&Config::out_of_orderness_ns, true),

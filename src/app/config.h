@@ -47,6 +47,10 @@ struct Config {
   // With fsync: how long the log's writer waits for more batches before a group-commit
   // round (log::LogOptions::group_commit_window_ns); 0 = commit at once.
   int64_t log_group_commit_window_ns = 1'000'000;
+  // With fsync: how far ahead of its last record the active segment is kept written with
+  // zeros (log::LogOptions::prewrite_bytes, docs/formats/log.md "Pre-written tail"); 0 =
+  // off (copy-on-write filesystems such as btrfs or ZFS gain nothing from it).
+  uint64_t log_prewrite_bytes = 8ull << 20;
   // [stream]
   int64_t window_ns = 60'000'000'000;
   int64_t out_of_orderness_ns = 10'000'000'000;

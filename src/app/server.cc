@@ -139,6 +139,7 @@ int RunServer(const Config& given_config) {
   log_options.retention_age_ns = config.log_retention_ns;
   log_options.max_pending_bytes = config.log_max_pending_bytes;
   log_options.group_commit_window_ns = config.log_group_commit_window_ns;
+  log_options.prewrite_bytes = config.log_prewrite_bytes;
   log_options.clock = clock;
   // CRC-check every sealed segment too: a damaged one makes the server refuse to start
   // rather than stall or serve around it (docs/RELIABILITY.md).

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "log/log.h"
+
 namespace joule::app {
 namespace {
 
@@ -97,12 +99,34 @@ TEST(ConfigTest, TomlRoundTrip) {
   std::remove(path.c_str());
 }
 
+TEST(ConfigTest, LogPrewriteBytesCanBeSetOrTurnedOff) {
+  char* none[] = {nullptr};
+  for (const auto& [text, bytes] :
+       std::vector<std::pair<std::string, uint64_t>>{{"0", 0}, {"1MiB", 1u << 20}}) {
+    std::string var = "JOULE_STORAGE_LOG_PREWRITE_BYTES=" + text;
+    char* env[] = {var.data(), nullptr};
+    auto c = LoadConfig("", env);
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    EXPECT_EQ(c->log_prewrite_bytes, bytes) << text;
+    std::string path = WriteTemp(ConfigToToml(*c));
+    auto again = LoadConfig(path, none);
+    ASSERT_TRUE(again.ok()) << again.status().ToString();
+    EXPECT_EQ(again->log_prewrite_bytes, bytes) << text;
+    std::remove(path.c_str());
+  }
+  std::string bad = "JOULE_STORAGE_LOG_PREWRITE_BYTES=lots";
+  char* env[] = {bad.data(), nullptr};
+  EXPECT_FALSE(LoadConfig("", env).ok());
+}
+
 TEST(ConfigTest, LogDefaultsAndSubMillisecondDurationsRoundTrip) {
   char* none[] = {nullptr};
   auto d = LoadConfig("", none);
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d->log_partitions, 0u);  // the existing log's count, else processor_threads
   EXPECT_EQ(d->log_group_commit_window_ns, 1'000'000);
+  EXPECT_EQ(d->log_prewrite_bytes, 8u << 20);
+  EXPECT_EQ(d->log_prewrite_bytes, log::LogOptions{}.prewrite_bytes);  // the log's default
 
   std::string var = "JOULE_STORAGE_LOG_GROUP_COMMIT_WINDOW=250us";
   char* env[] = {var.data(), nullptr};
