@@ -49,6 +49,7 @@ class Posix final : public FileLayer {
   }
 
   int DataSync(int fd) override { return ::fdatasync(fd) == 0 ? 0 : errno; }
+  int SyncZeros(int fd) override { return DataSync(fd); }
 
   void StartWriteback(int fd) override { (void)::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE); }
 

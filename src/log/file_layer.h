@@ -27,6 +27,12 @@ class FileLayer {
   // syncs bytes below `offset` of the same file.
   virtual int WriteZeros(int fd, uint64_t offset, uint64_t n) = 0;
   virtual int DataSync(int fd) = 0;
+  // fdatasync of a pre-write's zeros (through the pre-write's own file description; docs/
+  // formats/log.md "Pre-written tail"). Apart from DataSync, the rounds' syncs, so that a
+  // test layer injects sync failures into the rounds alone: a failure here is fatal too,
+  // but no acknowledgement waits on this sync, so the failure a test injects and the acks
+  // it then must not see belong to the rounds.
+  virtual int SyncZeros(int fd) = 0;
   // Starts writeback of the file's dirty pages without waiting. A hint only.
   virtual void StartWriteback(int fd) = 0;
   // ftruncate to `size` bytes (no sync).

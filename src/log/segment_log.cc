@@ -501,7 +501,7 @@ void SegmentLog::PrewriteJob(Partition* p, uint64_t from, uint64_t to, const std
       if (!IsNoSpace(err)) FatalIo("write", path, err);
       // The writer writes nothing at or past `from` until this is reaped.
       if (int e = fs_->Truncate(fd, from); e != 0) FatalIo("ftruncate", path, e);
-    } else if (int e = fs_->DataSync(fd); e != 0) {
+    } else if (int e = fs_->SyncZeros(fd); e != 0) {
       FatalIo("fdatasync", path, e);  // never retried, fatal like a round's
     } else {
       prewritten_bytes_->Inc(to - from);

@@ -100,6 +100,17 @@ int FaultFileLayer::DataSync(int fd) {
   return 0;
 }
 
+int FaultFileLayer::SyncZeros(int fd) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (dead_) return EIO;
+  int err = PosixFileLayer()->SyncZeros(fd);
+  if (err != 0) return err;
+  Durable& d = durable_[files_.at(fd)];
+  d.synced = d.size;
+  d.unsynced.clear();
+  return 0;
+}
+
 void FaultFileLayer::StartWriteback(int fd) {
   std::lock_guard<std::mutex> l(mu_);
   if (!dead_) PosixFileLayer()->StartWriteback(fd);

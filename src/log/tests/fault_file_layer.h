@@ -29,6 +29,8 @@ class FaultFileLayer final : public FileLayer {
   int WriteAt(int fd, uint64_t offset, const char* data, size_t n) override;
   int WriteZeros(int fd, uint64_t offset, uint64_t n) override;
   int DataSync(int fd) override;
+  // A real fdatasync, never failed by FailSyncAfter (which counts the rounds' syncs).
+  int SyncZeros(int fd) override;
   void StartWriteback(int fd) override;
   int Truncate(int fd, uint64_t size) override;
   int SyncDir(const std::string& path) override;

@@ -54,6 +54,7 @@ class GatedSyncLayer final : public FileLayer {
     Record("synced" + std::to_string(call));
     return err;
   }
+  int SyncZeros(int fd) override { return inner_->SyncZeros(fd); }
   void StartWriteback(int fd) override { inner_->StartWriteback(fd); }
   int Truncate(int fd, uint64_t size) override { return inner_->Truncate(fd, size); }
   int SyncDir(const std::string& path) override { return inner_->SyncDir(path); }
