@@ -26,18 +26,15 @@ int FaultFileLayer::OpenForWrite(const std::string& path, bool create, int* fd) 
   }
   int err = PosixFileLayer()->OpenForWrite(path, create, fd);
   if (err != 0) return err;
-  for (const auto& [open_fd, open_path] : files_) {
-    if (open_path == path) {  // a second description of an open file (the log's pre-write)
-      files_[*fd] = path;
-      return 0;
-    }
-  }
+  const bool already_open =
+      std::any_of(files_.begin(), files_.end(), [&](const auto& f) { return f.second == path; });
+  files_[*fd] = path;
+  if (already_open) return 0;  // a second description (the log's pre-write): same file
   off_t end = ::lseek(*fd, 0, SEEK_END);
   Durable d;
   d.size = end < 0 ? 0 : static_cast<uint64_t>(end);
   // An existing file is durable as found (it was recovered); a new one is empty.
   d.synced = d.size;
-  files_[*fd] = path;
   durable_[path] = d;
   if (create) unsynced_creations_.insert(path);
   return 0;
@@ -92,20 +89,19 @@ int FaultFileLayer::DataSync(int fd) {
     if (sync_failure_hook_ != nullptr) sync_failure_hook_(sync_failure_arg_);
     return EIO;
   }
-  int err = PosixFileLayer()->DataSync(fd);
-  if (err != 0) return err;
-  Durable& d = durable_[files_.at(fd)];
-  d.synced = d.size;
-  d.unsynced.clear();
-  return 0;
+  return SyncLocked(fd);
 }
 
 int FaultFileLayer::SyncZeros(int fd) {
   std::lock_guard<std::mutex> l(mu_);
   if (dead_) return EIO;
-  int err = PosixFileLayer()->SyncZeros(fd);
+  return SyncLocked(fd);
+}
+
+int FaultFileLayer::SyncLocked(int fd) {
+  int err = PosixFileLayer()->DataSync(fd);
   if (err != 0) return err;
-  Durable& d = durable_[files_.at(fd)];
+  Durable& d = durable_[files_.at(fd)];  // the file's, whichever description synced it
   d.synced = d.size;
   d.unsynced.clear();
   return 0;

@@ -68,6 +68,8 @@ class FaultFileLayer final : public FileLayer {
   int Write(int fd, uint64_t offset, const char* data, size_t n);    // REQUIRES: mu_ held
   void Wrote(const std::string& path, uint64_t offset, uint64_t n);  // REQUIRES: mu_ held
   mutable std::mutex mu_;
+  // A real fdatasync, then the file's durable state follows it. REQUIRES: mu_ held.
+  int SyncLocked(int fd);
   std::map<int, std::string> files_;  // open fds → path
   std::map<std::string, Durable> durable_;
   std::set<std::string> unsynced_creations_;  // created, no directory fsync since
