@@ -10,6 +10,7 @@
 // connection only by posting to its strand.
 #include "net/http_server.h"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <boost/asio/dispatch.hpp>
@@ -22,7 +23,6 @@
 #include <boost/beast/core/bind_handler.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/status.hpp>
@@ -48,6 +48,8 @@ using tcp = asio::ip::tcp;
 using error_code = beast::error_code;
 
 namespace {
+
+using Clock = std::chrono::steady_clock;
 
 constexpr std::chrono::seconds kLingerTimeout{2};
 constexpr size_t kLingerMaxBytes = 4 << 20;
@@ -288,10 +290,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
         options_(server_->options()),
         id_(id),
         stream_(std::move(socket), server_->options().tls.get()),
+        deadline_timer_(stream_.get_executor()),
         keepalive_timer_(stream_.get_executor()) {
     error_code ec;
     tcp::endpoint peer = stream_.socket().remote_endpoint(ec);
     if (!ec) remote_address_ = peer.address().to_string();
+    // Plain TCP responses are first written with one non-blocking send on the spot
+    // (WriteResponse); Asio's own asynchronous operations are not affected by this flag.
+    if (!stream_.is_tls()) stream_.socket().non_blocking(true, ec);
   }
 
   ~Connection() {
@@ -311,7 +317,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         return;
       }
       // TLS: the handshake must finish within the read timeout.
-      self->stream_.expires_after(Nanos(self->options_.read_timeout_ns));
+      self->SetDeadline(Nanos(self->options_.read_timeout_ns));
       self->stream_.async_handshake([self](error_code ec) {
         if (self->state_ == State::kClosed) return;
         if (ec) {
@@ -340,6 +346,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     error_code ec;
     stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
     stream_.close();  // TLS: no close_notify; every response is length-delimited
+    deadline_ = Clock::time_point::max();
+    deadline_timer_.cancel();
     keepalive_timer_.cancel();
     if (sse_) sse_->NotifyClosed();
     // A Responder may keep this object alive for a while; the connection is gone now.
@@ -372,7 +380,25 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void OnStreamRead(error_code ec);
   void StreamRead();
   void ArmKeepalive();
-  void RecordRequest(int status);
+  void RecordRequest(int status, Clock::time_point now);
+
+  // Deadlines. A connection has at most one: while a request (or the TLS handshake) is
+  // being read, a response or an event is being written, or the connection lingers. If it
+  // passes, the socket is closed, so the pending operation fails and its handler closes
+  // the connection (what beast::tcp_stream's per-operation timers did). One steady_timer
+  // per connection stands guard lazily: it is re-armed only when a deadline comes earlier
+  // than the armed expiry; when it fires early (the deadline moved later meanwhile, as it
+  // does with every keep-alive request) it re-arms for the current deadline. So a
+  // keep-alive request costs a clock read instead of arming and cancelling two timers
+  // (timerfd_settime system calls, reactor locking, a handler allocation each).
+  void SetDeadline(Clock::duration d) { SetDeadlineAt(Clock::now() + d); }
+  void SetDeadlineAt(Clock::time_point deadline) {
+    deadline_ = deadline;
+    if (deadline < timer_expiry_) ArmDeadlineTimer();
+  }
+  void ClearDeadline() { deadline_ = Clock::time_point::max(); }
+  void ArmDeadlineTimer();
+  void OnDeadlineTimer(uint64_t generation);
 
   const std::shared_ptr<HttpServer::Impl> server_;
   const HttpServerOptions& options_;
@@ -384,6 +410,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string head_;
   HttpResponse response_;
   State state_ = State::kReading;
+  Clock::time_point deadline_ = Clock::time_point::max();      // max: none
+  Clock::time_point timer_expiry_ = Clock::time_point::max();  // max: timer not armed
+  uint64_t timer_generation_ = 0;  // tells the armed wait from cancelled ones
+  asio::steady_timer deadline_timer_;
   bool registered_ = true;  // counted by the server
   std::string remote_address_;
   uint64_t requests_served_ = 0;
@@ -396,7 +426,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string route_;
   std::string method_;
   const HttpRequest* dispatching_ = nullptr;  // while the router runs the handler
-  std::chrono::steady_clock::time_point started_;
+  Clock::time_point started_;
   // The instruments of the last (route, method, status) answered: a keep-alive client
   // mostly repeats one request, so the registry lookup is skipped.
   std::string metrics_route_;
@@ -482,6 +512,28 @@ void SseStreamImpl::PostFlush() {
   }
 }
 
+void Connection::ArmDeadlineTimer() {
+  timer_expiry_ = deadline_;
+  const uint64_t generation = ++timer_generation_;
+  deadline_timer_.expires_at(deadline_);  // cancels a pending wait: its generation is stale
+  deadline_timer_.async_wait(
+      [self = shared_from_this(), generation](error_code) { self->OnDeadlineTimer(generation); });
+}
+
+void Connection::OnDeadlineTimer(uint64_t generation) {
+  if (generation != timer_generation_ || state_ == State::kClosed) return;
+  timer_expiry_ = Clock::time_point::max();
+  if (deadline_ == Clock::time_point::max()) return;  // the next SetDeadline arms it again
+  if (Clock::now() < deadline_) {
+    ArmDeadlineTimer();  // the deadline moved later since the timer was armed
+    return;
+  }
+  // Passed: the pending read or write fails (operation_aborted) and its handler closes
+  // the connection the way it handles any I/O error.
+  deadline_ = Clock::time_point::max();
+  stream_.close();
+}
+
 void Connection::ReadHeader() {
   if (state_ == State::kClosed) return;
   if (server_->shutting_down() && requests_served_ > 0) {
@@ -493,7 +545,7 @@ void Connection::ReadHeader() {
   parser_->header_limit(options_.max_header_bytes);
   parser_->body_limit(options_.max_body_bytes);
   bool idle = requests_served_ > 0 && buffer_.size() == 0;
-  stream_.expires_after(Nanos(idle ? options_.idle_timeout_ns : options_.read_timeout_ns));
+  SetDeadline(Nanos(idle ? options_.idle_timeout_ns : options_.read_timeout_ns));
   http::async_read_header(
       stream_, buffer_, *parser_,
       [self = shared_from_this()](error_code ec, size_t) { self->OnHeader(ec); });
@@ -501,7 +553,7 @@ void Connection::ReadHeader() {
 
 void Connection::OnHeader(error_code ec) {
   if (state_ != State::kReading) return;
-  started_ = std::chrono::steady_clock::now();
+  started_ = Clock::now();
   if (ec) {
     OnReadError(ec);
     return;
@@ -514,7 +566,7 @@ void Connection::OnHeader(error_code ec) {
   }
   if (EqualsIgnoreCase(ToStd(header[http::field::expect]), "100-continue")) {
     static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-    stream_.expires_after(Nanos(options_.read_timeout_ns));
+    SetDeadlineAt(started_ + Nanos(options_.read_timeout_ns));
     asio::async_write(stream_, asio::buffer(kContinue.data(), kContinue.size()),
                       [self = shared_from_this()](error_code ec, size_t) {
                         if (ec) {
@@ -533,7 +585,7 @@ void Connection::ReadBody() {
   const boost::optional<std::uint64_t> length = parser_->content_length();
   const bool large = length ? *length > buffer_.capacity() - buffer_.size() : parser_->chunked();
   if (large && buffer_.capacity() < kBodyReadChunk) buffer_.reserve(kBodyReadChunk);
-  stream_.expires_after(Nanos(options_.read_timeout_ns));
+  SetDeadline(Nanos(options_.read_timeout_ns));
   http::async_read(stream_, buffer_, *parser_,
                    [self = shared_from_this()](error_code ec, size_t) { self->OnBody(ec); });
 }
@@ -588,6 +640,7 @@ void Connection::Dispatch() {
   head_request_ = msg.method() == http::verb::head;
   unread_input_ = false;
   state_ = State::kHandling;
+  ClearDeadline();  // a handler may take its time (nothing is read or written meanwhile)
   uint64_t exchange = ++exchange_;
 
   HttpRequest req;
@@ -623,10 +676,12 @@ void Connection::Dispatch() {
     logging::Error("http handler threw", {{"route", req.route}});
   }
   dispatching_ = nullptr;
-  route_ = req.route;
+  // Still unanswered: the route is kept for the response's metrics. (A response written
+  // at once may already have finished, and the next request begun.)
+  if (state_ == State::kHandling && exchange == exchange_) route_ = req.route;
 }
 
-void Connection::RecordRequest(int status) {
+void Connection::RecordRequest(int status, Clock::time_point now) {
   const std::string& route =
       route_.empty() && dispatching_ != nullptr ? dispatching_->route : route_;
   if (status != metrics_status_ || route != metrics_route_ || method_ != metrics_method_) {
@@ -637,8 +692,7 @@ void Connection::RecordRequest(int status) {
   }
   if (request_counter_ == nullptr) return;
   request_counter_->Inc();
-  request_duration_->Observe(
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count());
+  request_duration_->Observe(std::chrono::duration<double>(now - started_).count());
 }
 
 // The head is written by hand (status line, Server, the handler's headers, Content-Type,
@@ -683,14 +737,38 @@ void Connection::WriteResponse(uint64_t exchange, HttpResponse r) {
   if (!keep_alive) head.append("Connection: close\r\n");
   head.append("\r\n");
 
-  RecordRequest(response_.status);
-  stream_.expires_after(Nanos(options_.read_timeout_ns));
+  const Clock::time_point now = Clock::now();
+  RecordRequest(response_.status, now);
+  SetDeadlineAt(now + Nanos(options_.read_timeout_ns));
   const bool no_body = bodiless || head_request_;
   const std::string* shared = response_.shared_body.get();
   std::array<asio::const_buffer, 3> buffers = {
       asio::buffer(head_), asio::buffer(response_.body.data(), no_body ? 0 : response_.body.size()),
       asio::buffer(shared != nullptr && !no_body ? shared->data() : nullptr,
                    shared != nullptr && !no_body ? shared->size() : 0)};
+  if (!stream_.is_tls()) {
+    // One non-blocking send right away: a response that fits the socket's send buffer
+    // (nearly all) is done without a reactor operation, a posted completion and the
+    // scheduler's extra epoll_wait round before it runs. What is left goes out
+    // asynchronously.
+    error_code ec;
+    size_t sent = stream_.socket().write_some(buffers, ec);
+    if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
+      OnWrite(keep_alive, ec);
+      return;
+    }
+    bool rest = false;
+    for (asio::const_buffer& b : buffers) {
+      const size_t n = std::min(sent, b.size());
+      b += n;
+      sent -= n;
+      rest = rest || b.size() != 0;
+    }
+    if (!rest) {
+      OnWrite(keep_alive, error_code());
+      return;
+    }
+  }
   asio::async_write(stream_, buffers,
                     [self = shared_from_this(), keep_alive](error_code ec, size_t) {
                       self->OnWrite(keep_alive, ec);
@@ -699,6 +777,7 @@ void Connection::WriteResponse(uint64_t exchange, HttpResponse r) {
 
 void Connection::OnWrite(bool keep_alive, error_code ec) {
   if (state_ != State::kWriting) return;
+  ClearDeadline();
   response_ = HttpResponse();
   ++requests_served_;
   if (ec) {
@@ -723,9 +802,9 @@ void Connection::Linger() {
   state_ = State::kLingering;
   error_code ec;
   stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-  stream_.expires_after(kLingerTimeout);
+  SetDeadline(kLingerTimeout);
   // The TCP layer even with TLS: the input is discarded anyway.
-  stream_.lowest().async_read_some(
+  stream_.socket().async_read_some(
       asio::buffer(discard_),
       [self = shared_from_this()](error_code ec, size_t n) { self->OnLingerRead(ec, n); });
 }
@@ -737,7 +816,7 @@ void Connection::OnLingerRead(error_code ec, size_t n) {
     Close();
     return;
   }
-  stream_.lowest().async_read_some(
+  stream_.socket().async_read_some(
       asio::buffer(discard_),
       [self = shared_from_this()](error_code ec, size_t n) { self->OnLingerRead(ec, n); });
 }
@@ -766,7 +845,7 @@ void Connection::BeginStream(uint64_t exchange, std::shared_ptr<SseStreamImpl> s
   }
   head += "\r\n";
   sse_->PrependHead(std::move(head));
-  RecordRequest(200);
+  RecordRequest(200, Clock::now());
 
   // Reading is how we learn that the client has gone; anything it sends is discarded.
   StreamRead();
@@ -791,9 +870,8 @@ void Connection::StreamRead() {
         [self = shared_from_this()](error_code ec, size_t) { self->OnStreamRead(ec); });
     return;
   }
-  // TLS: through the TLS layer (it must see the client's records), with no deadline: a
-  // read started while no expiry is set keeps none, whatever later writes set.
-  stream_.expires_never();
+  // TLS: through the TLS layer (it must see the client's records). No deadline: while
+  // streaming, a deadline is set only while an event is being written.
   stream_.async_read_some(
       asio::buffer(discard_),
       [self = shared_from_this()](error_code ec, size_t) { self->OnStreamRead(ec); });
@@ -824,7 +902,7 @@ void Connection::FlushStream() {
   }
   if (sse_writing_.empty()) return;
   sse_write_pending_ = true;
-  stream_.expires_after(Nanos(options_.read_timeout_ns));
+  SetDeadline(Nanos(options_.read_timeout_ns));
   asio::async_write(
       stream_, asio::buffer(sse_writing_),
       [self = shared_from_this()](error_code ec, size_t) { self->OnStreamWrite(ec); });
@@ -834,6 +912,7 @@ void Connection::OnStreamWrite(error_code ec) {
   sse_write_pending_ = false;
   sse_->WriteDone();
   if (state_ != State::kStreaming) return;
+  ClearDeadline();
   if (ec) {
     Close();
     return;

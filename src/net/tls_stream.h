@@ -1,14 +1,15 @@
 // Internal to src/net: a byte stream that is either plain TCP or TLS over TCP, chosen per
 // listener at run time, so one Connection class serves both (HTTP and MQTT). It models
 // Asio's AsyncReadStream / AsyncWriteStream, so Beast's http::async_read/async_write and
-// asio::async_write work on it unchanged. Timeouts are the lowest layer's (beast::tcp_stream).
+// asio::async_write work on it unchanged. The lowest layer is a plain tcp::socket: it has no
+// timeouts of its own (a beast::tcp_stream arms and cancels a timer around every read and
+// write); the connection classes keep their own deadlines (http_server.cc, mqtt/listener.cc).
 //
 // Include only from the .cc files that already use Asio (it pulls in OpenSSL).
 #pragma once
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/stream.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 #include <optional>
 #include <utility>
@@ -19,8 +20,8 @@ namespace joule::net {
 
 class MaybeTlsStream {
  public:
-  using executor_type = boost::beast::tcp_stream::executor_type;
-  using TlsLayer = boost::beast::ssl_stream<boost::beast::tcp_stream>;
+  using executor_type = boost::asio::ip::tcp::socket::executor_type;
+  using TlsLayer = boost::beast::ssl_stream<boost::asio::ip::tcp::socket>;
 
   // `tls` null: plain TCP. Otherwise the caller must complete async_handshake first.
   MaybeTlsStream(boost::asio::ip::tcp::socket socket, TlsContext* tls) {
@@ -32,17 +33,14 @@ class MaybeTlsStream {
   }
 
   bool is_tls() const { return tls_.has_value(); }
-  boost::beast::tcp_stream& lowest() {
+  boost::asio::ip::tcp::socket& socket() {
     return tls_ ? boost::beast::get_lowest_layer(*tls_) : *plain_;
   }
-  executor_type get_executor() { return lowest().get_executor(); }
-  boost::asio::ip::tcp::socket& socket() { return lowest().socket(); }
-  template <class Duration>
-  void expires_after(Duration d) {
-    lowest().expires_after(d);
+  executor_type get_executor() { return socket().get_executor(); }
+  void close() {
+    boost::system::error_code ignored;
+    socket().close(ignored);
   }
-  void expires_never() { lowest().expires_never(); }
-  void close() { lowest().close(); }
 
   template <class MutableBuffers, class Handler>
   void async_read_some(const MutableBuffers& buffers, Handler&& handler) {
@@ -67,7 +65,7 @@ class MaybeTlsStream {
   }
 
  private:
-  std::optional<boost::beast::tcp_stream> plain_;
+  std::optional<boost::asio::ip::tcp::socket> plain_;
   std::optional<TlsLayer> tls_;
 };
 

@@ -522,6 +522,109 @@ TEST_F(HttpServerTest, SlowClientsAreCutOffByTimeouts) {
   EXPECT_EQ(ok->status, 200);
 }
 
+// The read deadline covers the whole request head: a client trickling header bytes, each
+// well within the timeout, is still cut off once the head took longer than read_timeout.
+TEST_F(HttpServerTest, TricklingHeaderBytesDoNotExtendTheDeadline) {
+  HttpServerOptions options;
+  options.read_timeout_ns = 300'000'000;
+  options.idle_timeout_ns = 300'000'000;
+  StartServer(options);
+  auto client = TestHttpClient::Connect(port());
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(client->Send("GET /hello HTTP/1.1\r\nHost: t\r\nX-Slow: "));
+  bool closed = false;
+  for (int i = 0; i < 200 && !closed; ++i) {  // up to ~10 s of one byte every 50 ms
+    closed = !client->Send("a") || client->WaitForClose(50ms);
+  }
+  EXPECT_TRUE(closed);
+}
+
+// Nothing is read or written while a handler runs, so no deadline applies: a handler that
+// answers after read_timeout still gets its response out, and the connection stays usable.
+TEST_F(HttpServerTest, HandlerSlowerThanTheReadTimeoutStillAnswers) {
+  router_.Add("GET", "/slower", [this](HttpRequest&, Responder r) {
+    helpers_.emplace_back([r] {
+      std::this_thread::sleep_for(700ms);
+      r.Send(HttpResponse::Text(200, "late but fine"));
+    });
+  });
+  HttpServerOptions options;
+  options.read_timeout_ns = 200'000'000;
+  options.idle_timeout_ns = 200'000'000;
+  StartServer(options);
+  auto client = TestHttpClient::Connect(port());
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(client->Send(Get("/slower")));
+  auto r = client->ReadResponse();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, "late but fine");
+  ASSERT_TRUE(client->Send(Get("/hello")));
+  auto again = client->ReadResponse();
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->body, "hello");
+}
+
+// Each request moves the idle deadline later, so a keep-alive connection in steady use
+// outlives its timeouts many times over (the connection's one timer fires early and
+// re-arms for the later deadline); once the client stops, the idle timeout closes it.
+TEST_F(HttpServerTest, BusyKeepAliveConnectionOutlivesItsTimeoutsThenIdlesOut) {
+  HttpServerOptions options;
+  options.read_timeout_ns = 1'000'000'000;
+  options.idle_timeout_ns = 1'000'000'000;
+  StartServer(options);
+  auto client = TestHttpClient::Connect(port());
+  ASSERT_TRUE(client);
+  const auto start = std::chrono::steady_clock::now();
+  int served = 0;
+  while (std::chrono::steady_clock::now() - start < 3500ms) {
+    ASSERT_TRUE(client->Send(Get("/hello"))) << "after " << served << " requests";
+    auto r = client->ReadResponse();
+    ASSERT_TRUE(r.has_value()) << "after " << served << " requests";
+    ASSERT_EQ(r->status, 200);
+    ++served;
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_GT(served, 10);
+  EXPECT_TRUE(client->WaitForClose(kWait));
+}
+
+// Responses: one larger than the socket buffers is written in parts and arrives whole; a
+// client that stops reading one is cut off once the write took longer than read_timeout.
+TEST_F(HttpServerTest, LargeResponsesArriveWholeAndStalledReadersAreCutOff) {
+  router_.Add("GET", "/big", [](HttpRequest& req, Responder r) {
+    const size_t n = std::stoul(*req.Query("bytes"));
+    std::string body(n, 'x');
+    for (size_t i = 0; i < n; i += 4096) body[i] = static_cast<char>('a' + (i / 4096) % 26);
+    r.Send(HttpResponse::Text(200, std::move(body)));
+  });
+  HttpServerOptions options;
+  options.read_timeout_ns = 300'000'000;
+  options.idle_timeout_ns = 300'000'000;
+  StartServer(options);
+  const size_t kBig = 16u << 20;
+  auto reader = TestHttpClient::Connect(port());
+  ASSERT_TRUE(reader);
+  ASSERT_TRUE(reader->Send(Get("/big?bytes=" + std::to_string(kBig))));
+  auto r = reader->ReadResponse(std::chrono::milliseconds(kWait) * 4);
+  ASSERT_TRUE(r.has_value());
+  ASSERT_EQ(r->body.size(), kBig);
+  for (size_t i = 0; i < kBig; i += 4096) {
+    ASSERT_EQ(r->body[i], static_cast<char>('a' + (i / 4096) % 26)) << i;
+  }
+  reader->Close();
+
+  auto stalled = TestHttpClient::Connect(port());
+  ASSERT_TRUE(stalled);
+  ASSERT_TRUE(stalled->Send(Get("/big?bytes=" + std::to_string(64u << 20))));  // never read
+  bool gone = false;
+  for (int i = 0; i < 200 && !gone; ++i) {  // up to ~10 s
+    std::this_thread::sleep_for(50ms);
+    gone = server_->connection_count() == 0;
+  }
+  EXPECT_TRUE(gone);
+}
+
 TEST_F(HttpServerTest, RecordsMetrics) {
   StartServer();
   ASSERT_TRUE(Fetch(port(), Get("/v1/devices/a/metrics/realtime")).has_value());
