@@ -117,6 +117,13 @@ bool IsParseError(const error_code& ec) {
 
 class Connection;
 
+namespace {
+// The connection whose handler runs on this thread right now (Connection::Dispatch), if
+// any. A Responder answered from inside its handler writes the response on the spot,
+// without asio::dispatch through the type-erased executor (a wrapped handler per call).
+thread_local Connection* t_dispatching = nullptr;
+}  // namespace
+
 // ---------------------------------------------------------------------------------------
 // HttpServer::Impl
 
@@ -454,6 +461,10 @@ class ExchangeSink final : public ResponseSink {
   void Send(HttpResponse response) override {
     // Inline when the handler answers on the connection's strand (the common case: no
     // queueing, no wake-up of another I/O thread); posted from other threads.
+    if (t_dispatching == connection_.get()) {
+      connection_->WriteResponse(exchange_, std::move(response));
+      return;
+    }
     auto c = connection_;
     asio::dispatch(c->executor(), [c, exchange = exchange_, r = std::move(response)]() mutable {
       c->WriteResponse(exchange, std::move(r));
@@ -667,6 +678,8 @@ void Connection::Dispatch() {
       std::make_shared<ExchangeSink>(shared_from_this(), exchange, options_.sse_max_queued_bytes));
   route_.clear();
   dispatching_ = &req;  // a handler may answer before Dispatch returns
+  Connection* const outer = t_dispatching;
+  t_dispatching = this;
   try {
     server_->router().Dispatch(req, std::move(responder));
   } catch (const std::exception& e) {
@@ -675,6 +688,7 @@ void Connection::Dispatch() {
   } catch (...) {
     logging::Error("http handler threw", {{"route", req.route}});
   }
+  t_dispatching = outer;
   dispatching_ = nullptr;
   // Still unanswered: the route is kept for the response's metrics. (A response written
   // at once may already have finished, and the next request begun.)

@@ -66,10 +66,30 @@ void Router::Add(std::string method, std::string pattern, Handler handler) {
   for (const Route& r : routes_) {
     if (r.method == method && r.pattern == pattern) BadRoute(pattern, "added twice");
   }
+  auto it = std::find_if(index_.begin(), index_.end(),
+                         [&](const MethodIndex& m) { return m.method == method; });
+  if (it == index_.end()) {
+    index_.push_back({method, {}, {}});
+    it = index_.end() - 1;
+  }
+  const size_t n = route.segments.size();
+  if (route.segments.back().kind == SegmentKind::kRest) {
+    it->with_rest.push_back(routes_.size());
+  } else {
+    if (it->by_segments.size() <= n) it->by_segments.resize(n + 1);
+    it->by_segments[n].push_back(routes_.size());
+  }
   route.method = std::move(method);
   route.pattern = std::move(pattern);
   route.handler = std::move(handler);
   routes_.push_back(std::move(route));
+}
+
+const Router::MethodIndex* Router::IndexFor(std::string_view method) const {
+  for (const MethodIndex& m : index_) {
+    if (m.method == method) return &m;
+  }
+  return nullptr;
 }
 
 // Matching compares raw segments: only a segment with a '%' is decoded (rarely), and only
@@ -126,15 +146,29 @@ int Router::CompareSpecificity(const Route& a, const Route& b) {
 const Router::Route* Router::Find(std::string_view method,
                                   const std::vector<std::string_view>& path,
                                   std::map<std::string, std::string>* params) const {
+  // Among equally specific matches, the route added first wins (as when every route was
+  // tried in order).
   const Route* best = nullptr;
-  auto consider = [&](std::string_view m) {
-    for (const Route& r : routes_) {
-      if (r.method != m || !Match(r, path, nullptr)) continue;
-      if (best == nullptr || CompareSpecificity(r, *best) < 0) best = &r;
+  auto consider = [&](size_t i) {
+    const Route& r = routes_[i];
+    if (!Match(r, path, nullptr)) return;
+    if (best == nullptr) {
+      best = &r;
+      return;
     }
+    const int c = CompareSpecificity(r, *best);
+    if (c < 0 || (c == 0 && &r < best)) best = &r;
   };
-  consider(method);
-  if (best == nullptr && method == "HEAD") consider("GET");
+  auto consider_method = [&](std::string_view m) {
+    const MethodIndex* index = IndexFor(m);
+    if (index == nullptr) return;
+    if (path.size() < index->by_segments.size()) {
+      for (size_t i : index->by_segments[path.size()]) consider(i);
+    }
+    for (size_t i : index->with_rest) consider(i);
+  };
+  consider_method(method);
+  if (best == nullptr && method == "HEAD") consider_method("GET");
   if (best != nullptr && params != nullptr) Match(*best, path, params);
   return best;
 }

@@ -65,7 +65,19 @@ class Router {
   const Route* Find(std::string_view method, const std::vector<std::string_view>& path,
                     std::map<std::string, std::string>* params) const;
 
+  // Routes of one method, by their number of segments (routes ending in {name*} apart),
+  // so that a lookup tries only the few routes that could match the path's length instead
+  // of every route (indices into routes_; a lookup took ~2,600 instructions of the
+  // ~12,000 a keep-alive GET /healthz cost the server).
+  struct MethodIndex {
+    std::string method;
+    std::vector<std::vector<size_t>> by_segments;  // [n]: routes of n segments, no {name*}
+    std::vector<size_t> with_rest;                 // routes ending in {name*}
+  };
+  const MethodIndex* IndexFor(std::string_view method) const;
+
   std::vector<Route> routes_;
+  std::vector<MethodIndex> index_;
 };
 
 }  // namespace joule::net

@@ -132,6 +132,39 @@ TEST_F(RouterTest, RestParamTakesTheRest) {
   EXPECT_EQ(seen_->route, "/");
 }
 
+// Routes are looked up by method and number of segments, and routes ending in {name*}
+// apart; the most specific match still wins across those groups, and among equally
+// specific ones the route added first.
+TEST_F(RouterTest, MostSpecificWinsAcrossLengthsAndRestRoutes) {
+  auto echo = [this](HttpRequest& req, Responder r) {
+    seen_ = req;
+    r.Send(HttpResponse::Json(200, "{}"));
+  };
+  router_.Add("GET", "/files/{rest*}", echo);
+  router_.Add("GET", "/files/{name}", echo);
+  router_.Add("GET", "/files/{other}", echo);  // as specific as {name}, added later
+  router_.Add("GET", "/files/a/b", echo);
+  Dispatch("GET", "/files/x");
+  ASSERT_TRUE(seen_.has_value());
+  EXPECT_EQ(seen_->route, "/files/{name}");
+  Dispatch("GET", "/files/a/b");
+  ASSERT_TRUE(seen_.has_value());
+  EXPECT_EQ(seen_->route, "/files/a/b");
+  Dispatch("GET", "/files/a/c");
+  ASSERT_TRUE(seen_.has_value());
+  EXPECT_EQ(seen_->route, "/files/{rest*}");
+  EXPECT_EQ(seen_->path_params.at("rest"), "a/c");
+  Dispatch("GET", "/files");
+  ASSERT_TRUE(seen_.has_value());
+  EXPECT_EQ(seen_->route, "/files/{rest*}");
+  EXPECT_EQ(seen_->path_params.at("rest"), "");
+  Dispatch("HEAD", "/files/x");
+  ASSERT_TRUE(seen_.has_value());
+  EXPECT_EQ(seen_->route, "/files/{name}");
+  EXPECT_EQ(Dispatch("POST", "/files/x").status, 405);
+  EXPECT_EQ(Dispatch("GET", "/v1/devices/a/b/c/d/e/f/g").status, 404);
+}
+
 TEST_F(RouterTest, UnknownPathIs404) {
   HttpResponse r = Dispatch("GET", "/v2/nothing");
   EXPECT_EQ(r.status, 404);
