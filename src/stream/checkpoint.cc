@@ -185,7 +185,9 @@ Status Fail(WindowEngine::Impl& E, const char* what) {
 Status WindowEngine::SaveState(std::string* out) const {
   // Stale accumulators are a cache of what the histories hold: bring them up to date
   // (which changes no result) so that the file holds plain values.
+  // Staged rows are appended to the histories first (the file holds them there).
   for (auto& dp : impl_->devices) {
+    impl_->Materialize(*dp);
     for (Window* w : dp->win[kBaseRes]) impl_->CleanWindow(*dp, w);
   }
   const Impl& E = *impl_;
@@ -226,16 +228,18 @@ Status WindowEngine::SaveState(std::string* out) const {
     w.I64(d.latest_day_end);
     w.I64(d.complete_from);
     w.U32(static_cast<uint32_t>(d.metrics.size()));
-    for (const MetricState& ms : d.metrics) {
+    for (size_t m = 0; m < d.metrics.size(); ++m) {
+      const MetricState& ms = d.metrics[m];
+      const MetricLog& lg = d.logs[m];
       w.Str(E.NameOf(ms));
       w.U8(static_cast<uint8_t>(ms.kind));
-      w.U32(static_cast<uint32_t>(ms.hist.size()));
-      for (size_t k = 0; k < ms.hist.size(); ++k) {
-        w.I64(ms.hist[k].t);
-        w.F64(ms.hist[k].v);
+      w.U32(static_cast<uint32_t>(lg.hist.size()));
+      for (size_t k = 0; k < lg.hist.size(); ++k) {
+        w.I64(lg.hist[k].t);
+        w.F64(lg.hist[k].v);
       }
-      w.U32(static_cast<uint32_t>(ms.baseline.size()));
-      for (size_t k = 0; k < ms.baseline.size(); ++k) w.F64(ms.baseline[k]);
+      w.U32(static_cast<uint32_t>(lg.baseline.size()));
+      for (size_t k = 0; k < lg.baseline.size(); ++k) w.F64(lg.baseline[k]);
     }
     for (int res = 0; res < kNumRes; ++res) {
       w.U32(static_cast<uint32_t>(d.win[res].size()));
@@ -341,6 +345,7 @@ Status WindowEngine::RestoreState(std::string_view data) {
     const uint32_t n_metrics = r.Count(5);
     for (uint32_t mi = 0; mi < n_metrics && r.ok(); ++mi) {
       MetricState ms;
+      MetricLog lg;
       ms.name = E.InternMetricName(r.Str());
       uint8_t kind = r.U8();
       if (kind > 2) return Fail(E, "checkpoint: bad metric kind");
@@ -352,18 +357,20 @@ Status WindowEngine::RestoreState(std::string_view data) {
         s.v = r.F64();
         // Intervals are computed from these times (differences must not overflow).
         if (s.t <= kMinTime || s.t >= kMaxTime) return Fail(E, "checkpoint: bad sample time");
-        ms.hist.push_back(s);
+        lg.hist.push_back(s);
       }
       uint32_t nb = r.Count(8);
       if (ms.kind == model::MetricKind::kCounter) {
-        for (uint32_t k = 0; k < nb && r.ok(); ++k) ms.baseline.push_back(r.F64());
+        for (uint32_t k = 0; k < nb && r.ok(); ++k) lg.baseline.push_back(r.F64());
       } else if (nb != 0) {
         return Fail(E, "checkpoint: baseline of a non-counter metric");
       }
       if (ms.kind == model::MetricKind::kCounter && nb != nh) {
         return Fail(E, "checkpoint: counter baseline mismatch");
       }
-      d.metrics.push_back(std::move(ms));
+      d.metrics.push_back(ms);
+      d.logs.push_back(std::move(lg));
+      Impl::SyncLast(d, mi);
     }
     for (uint32_t i = 0; i < d.metrics.size(); ++i) d.by_name.push_back(i);
     std::sort(d.by_name.begin(), d.by_name.end(), [&](uint32_t a, uint32_t b) {

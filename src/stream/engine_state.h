@@ -15,6 +15,7 @@
 #include "stream/chunked_log.h"
 #include "stream/flat_key_set.h"
 #include "stream/local_day.h"
+#include "stream/row_buffer.h"
 #include "stream/window_engine.h"
 
 namespace joule::stream {
@@ -147,9 +148,24 @@ struct Sample {
   double v;
 };
 
+// A device's metric, as every event reads it (32 bytes: 4 metrics in 2 cache lines). The
+// sample history is in the device's MetricLog of the same id (cold: read by out-of-order
+// and late events, finalization, eviction and checkpoints); an in-order event needs only
+// its last sample, kept here.
 struct MetricState {
   uint32_t name = 0;  // WindowEngine::Impl::metric_names index
   model::MetricKind kind = model::MetricKind::kGauge;
+  // Power and counter metrics: whether the history (MetricLog plus the device's staged
+  // rows) holds a sample, and its last one (hist.back(), and baseline.back() for counters).
+  // Not maintained for gauges (an in-order gauge sample needs no earlier one).
+  bool has_last = false;
+  int64_t last_t = 0;
+  double last_v = 0;
+  double last_b = 0;
+};
+static_assert(sizeof(MetricState) == 32);
+
+struct MetricLog {
   // Samples in event-time order (equal times: by value). Power and counter metrics keep
   // them back to the eviction horizon plus one before it (interval recomputation for late
   // events); gauges back to the start of the watermark's window (the open windows, whose
@@ -158,8 +174,18 @@ struct MetricState {
   ChunkedLog<Sample> hist;
   ChunkedLog<double> baseline;  // counters only (empty otherwise)
 };
-// Read on every event, one entry per metric of the event: 4 metrics in 3.5 cache lines.
-static_assert(sizeof(MetricState) == 56);
+
+// Staged rows (Device::rows): what in-order events would have appended to the device's
+// metric histories, clock-skew ring and de-duplication timestamps, one row per event, in
+// arrival order; WindowEngine::Impl::Materialize appends them (the same appends in the same
+// order) before anything reads those structures. An event then writes one row (the tail of
+// one buffer) instead of the tails of every metric's history, the skew ring and the
+// timestamp list. A row, in 64-bit words: the event time; a header (metric count in bits
+// 0–15, then the flags below); the clock skew (kRowSkew); the metric ids, two per word
+// (kRowIds; else the i-th value is metric i's); the values (bit patterns of doubles).
+inline constexpr uint64_t kRowSkew = uint64_t{1} << 32;  // the skew ring gets a value
+inline constexpr uint64_t kRowSeen = uint64_t{1} << 33;  // seen_ts gets the event time
+inline constexpr uint64_t kRowIds = uint64_t{1} << 34;   // metric ids follow
 
 // The order of samples in a history: by time, equal times by value (so that the order, and
 // every sum folded in it, does not depend on arrival order).
@@ -168,10 +194,11 @@ inline bool SampleBefore(int64_t t, double v, const Sample& s) {
 }
 
 // Cache-line-aligned, fields grouped by line: line 0 is read by every event and by every
-// Tick, lines 1–3 by every event (line 4 too for events with an event_id); the rest only
-// by emission, early firings, idle ticks and day rolls. Events are folded into the windows
-// as they arrive (no buffer of pending events). WindowEngine::ProcessBatch
-// prefetches lines 0–4 a few events ahead.
+// Tick, lines 1–2 by every event (line 3 too for events with an event_id); the rest only
+// by emission, early firings, out-of-order and late events, idle ticks, eviction and day
+// rolls. Events are folded into the windows as they arrive (no buffer of pending events);
+// what they append to histories is staged in `rows` (see kRowSkew). WindowEngine::
+// ProcessBatch prefetches lines 0–3 a few events ahead.
 struct alignas(64) Device {
   // Line 0.
   int64_t max_t = kMinTime;
@@ -182,7 +209,7 @@ struct alignas(64) Device {
   int64_t next_evict = 0;           // processing time of the next eviction pass (not saved)
   int64_t min_open_end = kMinTime;  // lower bound of the ends of non-final windows
   bool has_events = false;
-  uint32_t skew_n = 0;
+  uint32_t skew_n = 0;  // values written to `skew` (staged rows not counted)
   // Line 1.
   std::string id;
   std::vector<MetricState> metrics;  // by metric id (order of first appearance)
@@ -192,20 +219,22 @@ struct alignas(64) Device {
   // Every metric's history holds all of its samples at or after this time (the sample
   // statistics of a base window starting here or later can be recomputed from them).
   int64_t complete_from = kMinTime;
-  // Line 3. De-duplication of events without an event_id: their timestamps, sorted from
-  // seen_head.
-  std::vector<int64_t> seen_ts;
-  size_t seen_head = 0;
+  RowBuffer rows;              // staged in-order events (kRowSkew), not yet appended
   std::vector<Window*> dirty;  // final windows changed since emission
-  uint64_t duplicates = 0;
-  // Line 4. De-duplication of events with an event_id: a hash of it, with the event time
+  // Line 3. De-duplication of events with an event_id: a hash of it, with the event time
   // (for expiry).
   FlatKeySet dedup;
+  uint64_t duplicates = 0;
   uint64_t late_updates = 0, late_dropped = 0;
   size_t first_open[kNumRes] = {0, 0, 0};  // per resolution, the first non-final window
   std::vector<Window*> win[kNumRes];       // sorted by start
 
-  // Colder: emission order, clock-skew ring, timezone.
+  // Colder: histories, de-duplication by timestamp, emission order, clock-skew ring,
+  // timezone.
+  std::vector<MetricLog> logs;  // by metric id, parallel to `metrics`
+  // De-duplication of events without an event_id: their timestamps, sorted from seen_head.
+  std::vector<int64_t> seen_ts;
+  size_t seen_head = 0;
   std::vector<uint32_t> by_name;  // metric ids sorted by name (emission order)
   static constexpr int kSkewRing = 16;
   int64_t skew[kSkewRing] = {};
@@ -273,8 +302,18 @@ struct WindowEngine::Impl {
 
   Device& GetDevice(std::string_view id);
   // Folds an event later than every earlier event of the device into its windows (samples
-  // by metric id). The checkpoint reader replays a format-3 file's pending events with it.
-  void FoldInOrder(Device& d, int64_t t, size_t n, const uint32_t* ids, const double* values);
+  // by metric id) and stages its row (`flags`: kRowSkew with `skew`, kRowSeen). The
+  // checkpoint reader replays a format-3 file's pending events with it.
+  void FoldInOrder(Device& d, int64_t t, size_t n, const uint32_t* ids, const double* values,
+                   uint64_t flags = 0, int64_t skew = 0);
+  // Appends the device's staged rows to its histories, skew ring and de-duplication
+  // timestamps. Call before reading or changing any of them directly.
+  void Materialize(Device& d) {
+    if (!d.rows.empty()) MaterializeRows(d);
+  }
+  void MaterializeRows(Device& d);
+  // MetricState::last_* from the history of metric m (after a change other than an append).
+  static void SyncLast(Device& d, uint32_t m);
   // Recomputes what out-of-order samples left stale in an open base window (Acc::sum_stale,
   // Acc::iv_stale); every reader of a base window's accumulators calls it first.
   void CleanWindow(Device& d, Window* w);

@@ -1,0 +1,68 @@
+// RowBuffer: a growable array of 64-bit words for a device's staged rows (engine_state.h,
+// kRowSkew). Unlike std::vector it hands out room for a row without zero-filling it first,
+// and it is 16 bytes (it sits in a line of Device that every event reads).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+#include <utility>
+
+namespace joule::stream {
+
+class RowBuffer {
+ public:
+  RowBuffer() = default;
+  RowBuffer(const RowBuffer&) = delete;
+  RowBuffer& operator=(const RowBuffer&) = delete;
+  RowBuffer(RowBuffer&& o) noexcept
+      : data_(std::exchange(o.data_, nullptr)),
+        size_(std::exchange(o.size_, 0)),
+        cap_(std::exchange(o.cap_, 0)) {}
+  RowBuffer& operator=(RowBuffer&& o) noexcept {
+    if (this != &o) {
+      std::free(data_);
+      data_ = std::exchange(o.data_, nullptr);
+      size_ = std::exchange(o.size_, 0);
+      cap_ = std::exchange(o.cap_, 0);
+    }
+    return *this;
+  }
+  ~RowBuffer() { std::free(data_); }
+
+  // Room for `words` more words, to be written by the caller (their content is undefined
+  // until then).
+  uint64_t* Append(size_t words) {
+    if (size_ + words > cap_) [[unlikely]]
+      Grow(words);
+    uint64_t* p = data_ + size_;
+    size_ += static_cast<uint32_t>(words);
+    return p;
+  }
+  const uint64_t* data() const { return data_; }
+  // Where the next row goes (for prefetching; may be past the allocation).
+  const uint64_t* next() const { return data_ + size_; }
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  size_t capacity() const { return cap_; }
+  void clear() { size_ = 0; }
+
+ private:
+  [[gnu::noinline]] void Grow(size_t words) {
+    size_t cap = static_cast<size_t>(cap_) * 2;
+    if (cap < size_ + words) cap = size_ + words;
+    if (cap < 64) cap = 64;  // ~ten rows of four metrics: a device's usual backlog
+    if (cap > UINT32_MAX) throw std::bad_alloc();
+    auto* grown = static_cast<uint64_t*>(std::realloc(data_, cap * sizeof(uint64_t)));
+    if (grown == nullptr) throw std::bad_alloc();
+    data_ = grown;
+    cap_ = static_cast<uint32_t>(cap);
+  }
+
+  uint64_t* data_ = nullptr;
+  uint32_t size_ = 0;
+  uint32_t cap_ = 0;
+};
+
+}  // namespace joule::stream
