@@ -23,6 +23,7 @@
 #include <boost/beast/core/bind_handler.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/read_size.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/status.hpp>
@@ -377,6 +378,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void OnHeader(error_code ec);
   void ReadBody();
   void OnBody(error_code ec);
+  void ReadPlain(bool header_only, bool from_initiation);
+  void OnPlainRead(error_code ec, size_t n);
+  void FinishPlainRead(error_code ec, bool from_initiation);
   void OnReadError(error_code ec);
   void FailRequest(int status, std::string_view code, std::string_view message);
   void Dispatch();
@@ -417,6 +421,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string head_;
   HttpResponse response_;
   State state_ = State::kReading;
+  bool read_header_only_ = true;  // what ReadPlain is reading: the head, or the whole request
   Clock::time_point deadline_ = Clock::time_point::max();      // max: none
   Clock::time_point timer_expiry_ = Clock::time_point::max();  // max: timer not armed
   uint64_t timer_generation_ = 0;  // tells the armed wait from cancelled ones
@@ -557,9 +562,73 @@ void Connection::ReadHeader() {
   parser_->body_limit(options_.max_body_bytes);
   bool idle = requests_served_ > 0 && buffer_.size() == 0;
   SetDeadline(Nanos(idle ? options_.idle_timeout_ns : options_.read_timeout_ns));
+  if (!stream_.is_tls()) {
+    ReadPlain(/*header_only=*/true, /*from_initiation=*/true);
+    return;
+  }
   http::async_read_header(
       stream_, buffer_, *parser_,
       [self = shared_from_this()](error_code ec, size_t) { self->OnHeader(ec); });
+}
+
+// Plain TCP: what http::async_read_header / http::async_read do (parse what is buffered,
+// read more while the parser needs it, end of stream -> put_eof or end_of_stream), with
+// one socket read and its completion handler per read instead of two composed operations
+// (each copying the type-erased executor into work guards) around every request.
+void Connection::ReadPlain(bool header_only, bool from_initiation) {
+  read_header_only_ = header_only;
+  while (buffer_.size() != 0) {
+    error_code ec;
+    const size_t used = parser_->put(buffer_.data(), ec);
+    buffer_.consume(used);
+    if (ec == http::error::need_more) break;
+    if (ec || (header_only ? parser_->is_header_done() : parser_->is_done())) {
+      FinishPlainRead(ec, from_initiation);
+      return;
+    }
+    if (used == 0) break;  // nothing parsed, nothing wrong: the parser wants more input
+  }
+  const size_t size = beast::read_size(buffer_, 65536);
+  if (size == 0) {
+    FinishPlainRead(http::error::buffer_overflow, from_initiation);
+    return;
+  }
+  stream_.socket().async_read_some(
+      buffer_.prepare(size),
+      [self = shared_from_this()](error_code ec, size_t n) { self->OnPlainRead(ec, n); });
+}
+
+void Connection::OnPlainRead(error_code ec, size_t n) {
+  if (state_ != State::kReading) return;
+  buffer_.commit(n);
+  if (ec == asio::error::eof) {
+    if (parser_->got_some()) {
+      ec = {};
+      parser_->put_eof(ec);  // a body delimited by the close, or partial_message
+    } else {
+      ec = http::error::end_of_stream;
+    }
+    FinishPlainRead(ec, false);
+    return;
+  }
+  if (ec) {
+    FinishPlainRead(ec, false);
+    return;
+  }
+  ReadPlain(read_header_only_, false);
+}
+
+// A request found whole in the buffer when its read began (pipelined) is handled in a
+// posted call, as Beast does, so that a run of pipelined requests does not nest
+// handlers on the stack. A body found whole after its header is handled at once.
+void Connection::FinishPlainRead(error_code ec, bool from_initiation) {
+  if (!read_header_only_) {
+    OnBody(ec);
+  } else if (!from_initiation) {
+    OnHeader(ec);
+  } else {
+    asio::post(executor(), [self = shared_from_this(), ec] { self->OnHeader(ec); });
+  }
 }
 
 void Connection::OnHeader(error_code ec) {
@@ -597,6 +666,10 @@ void Connection::ReadBody() {
   const bool large = length ? *length > buffer_.capacity() - buffer_.size() : parser_->chunked();
   if (large && buffer_.capacity() < kBodyReadChunk) buffer_.reserve(kBodyReadChunk);
   SetDeadline(Nanos(options_.read_timeout_ns));
+  if (!stream_.is_tls()) {
+    ReadPlain(/*header_only=*/false, /*from_initiation=*/true);
+    return;
+  }
   http::async_read(stream_, buffer_, *parser_,
                    [self = shared_from_this()](error_code ec, size_t) { self->OnBody(ec); });
 }
