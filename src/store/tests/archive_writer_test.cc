@@ -5,11 +5,15 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
+#define ZSTD_STATIC_LINKING_ONLY  // ZSTD_getFrameHeader (the frame's window size)
+#include <zstd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <map>
 #include <set>
+#include <sstream>
 
 #include "common/clock.h"
 #include "store/archive/archive_layout.h"
@@ -264,6 +268,57 @@ TEST_F(ArchiveWriterTest, RetentionRemovesOldHours) {
   ASSERT_TRUE(removed.ok());
   EXPECT_EQ(*removed, 3u);
   EXPECT_EQ(Archived().size(), 2u);
+}
+
+// Files written before the window log was set (level 1's own window, 512 KiB) and after
+// (128 KiB) are both plain zstd frames: the reader gets the same rows from both.
+TEST_F(ArchiveWriterTest, FramesOfEveryWindowLogReadAlike) {
+  auto frame_window = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    const std::string data = ss.str();
+    ZSTD_frameHeader h{};
+    EXPECT_EQ(ZSTD_getFrameHeader(&h, data.data(), data.size()), 0u);
+    EXPECT_EQ(h.checksumFlag, 1u);
+    return h.windowSize;
+  };
+  std::map<int, std::vector<std::string>> rows;
+  std::map<int, uint64_t> windows;
+  for (int window_log : {0, 17, 19}) {
+    fs::remove_all(root_);
+    auto o = Options();
+    o.window_log = window_log;
+    auto w = ArchiveWriter::Open(o);
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    // ~3 MB of rows in one hour: many zstd blocks, matches beyond a 128 KiB window.
+    for (int i = 0; i < 20'000; ++i) {
+      model::Event e = MakeEvent(i, kT0 + i * kNanosPerMilli);
+      e.device_id = fmt::format("dev-{:05}", i % 7919);
+      e.metrics.push_back({"current_a", 0.001 * (i % 3001)});
+      ASSERT_TRUE((*w)->Add(0, i, e).ok());
+    }
+    ASSERT_EQ(*(*w)->Seal(), 1u);
+    auto files = ListArchiveFiles(root_.string(), 0, std::numeric_limits<int64_t>::max());
+    ASSERT_TRUE(files.ok());
+    ASSERT_EQ(files->size(), 1u);
+    windows[window_log] = frame_window((*files)[0].path);
+    ASSERT_TRUE(ReadArchiveFile((*files)[0].path, [&](std::string_view l) {
+                  rows[window_log].emplace_back(l);
+                  return Status::Ok();
+                }).ok());
+  }
+  EXPECT_EQ(windows[0], 512u << 10) << "level 1's own window (the files of before)";
+  EXPECT_EQ(windows[17], 128u << 10);
+  EXPECT_EQ(windows[19], 512u << 10);
+  ASSERT_EQ(rows[17].size(), 20'000u);
+  EXPECT_EQ(rows[0], rows[17]);
+  EXPECT_EQ(rows[19], rows[17]);
+  auto o = Options();
+  o.window_log = 40;  // out of zstd's range: refused, no file opened
+  auto w = ArchiveWriter::Open(o);
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ((*w)->Add(0, 0, MakeEvent(0, kT0)).code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace
