@@ -1,5 +1,6 @@
 #include "store/archive/archive_row.h"
 
+#include <bit>
 #include <cmath>
 #include <cstring>
 
@@ -19,6 +20,64 @@ constexpr char kDigitPairs[] =
     "8081828384858687888990919293949596979899";
 
 void Put2(char* p, unsigned v) { std::memcpy(p, kDigitPairs + 2 * v, 2); }
+
+constexpr uint64_t kPow10Int[] = {1,
+                                  10,
+                                  100,
+                                  1000,
+                                  10000,
+                                  100000,
+                                  1000000,
+                                  10000000,
+                                  100000000,
+                                  1000000000,
+                                  10000000000,
+                                  100000000000,
+                                  1000000000000,
+                                  10000000000000,
+                                  100000000000000,
+                                  1000000000000000,
+                                  10000000000000000,
+                                  100000000000000000,
+                                  1000000000000000000,
+                                  10000000000000000000u};
+
+// Decimal digits of v (1 for 0).
+int DigitCount(uint64_t v) {
+  // floor(log10(2^bits)) ≈ bits · 1233 / 4096, then one correction.
+  // (v | 1: the same count, and 1 for 0.)
+  const uint64_t w = v | 1;
+  const int t = (std::bit_width(w) * 1233) >> 12;
+  return t + (w >= kPow10Int[t] ? 1 : 0);
+}
+
+// v in decimal at p, two digits at a time from the right; returns the end.
+char* PutUint(uint64_t v, char* p) {
+  char* const end = p + DigitCount(v);
+  char* d = end;
+  while (v >= 100) {
+    d -= 2;
+    Put2(d, static_cast<unsigned>(v % 100));
+    v /= 100;
+  }
+  if (v >= 10) {
+    Put2(d - 2, static_cast<unsigned>(v));
+  } else {
+    d[-1] = static_cast<char>('0' + v);
+  }
+  return end;
+}
+
+// v < 10^k as exactly k digits (leading zeros) at p.
+void PutFraction(uint64_t v, int k, char* p) {
+  char* d = p + k;
+  for (; k >= 2; k -= 2) {
+    d -= 2;
+    Put2(d, static_cast<unsigned>(v % 100));
+    v /= 100;
+  }
+  if (k == 1) d[-1] = static_cast<char>('0' + v);
+}
 
 // Whether JsonWriter::AppendEscaped would change `s` beyond the quotes.
 bool NeedsEscape(std::string_view s) {
@@ -96,34 +155,15 @@ char* PutSimpleDouble(double v, char* p) {
     k -= 1;
   }
 
-  // Digits of m, then the point k digits from the right (0.00x for small values).
-  char digits[24];
-  char* end = digits + sizeof digits;
-  char* d = end;
-  uint64_t u = m;
-  while (u >= 100) {
-    d -= 2;
-    Put2(d, static_cast<unsigned>(u % 100));
-    u /= 100;
-  }
-  if (u >= 10) {
-    d -= 2;
-    Put2(d, static_cast<unsigned>(u));
-  } else {
-    *--d = static_cast<char>('0' + u);
-  }
-  const int n = static_cast<int>(end - d);
+  // The integer part, then the point and exactly k fraction digits (m < 1e15: both parts
+  // are written straight into `p`, no temporary and no copy).
   if (negative) *p++ = '-';
-  if (k == 0) return PutLiteral(p, std::string_view(d, static_cast<size_t>(n)));
-  if (n > k) {
-    p = PutLiteral(p, std::string_view(d, static_cast<size_t>(n - k)));
-    *p++ = '.';
-    return PutLiteral(p, std::string_view(end - k, static_cast<size_t>(k)));
-  }
-  *p++ = '0';
+  if (k == 0) return PutUint(m, p);
+  const uint64_t unit = kPow10Int[k];
+  p = PutUint(m / unit, p);  // "0" for values below 1
   *p++ = '.';
-  for (int i = n; i < k; ++i) *p++ = '0';
-  return PutLiteral(p, std::string_view(d, static_cast<size_t>(n)));
+  PutFraction(m % unit, k, p);
+  return p + k;
 }
 
 // RFC 3339 UTC with milliseconds (AppendRfc3339Millis), plus 3 or 6 more fraction digits
