@@ -126,9 +126,11 @@ void WriteAcc(Writer& w, const Acc& a, model::MetricKind kind) {
   w.U8(a.present ? 1 : 0);
 }
 
-Acc ReadAcc(Reader& r, model::MetricKind kind) {
+Acc ReadAcc(Reader& r, model::MetricKind kind, bool* ok) {
   Acc a;
-  a.count = r.U64();
+  const uint64_t count = r.U64();
+  if (count > Acc::kMaxCount) *ok = false;
+  a.count = count;
   a.min = r.F64();
   a.max = r.F64();
   a.sum = r.F64();
@@ -152,18 +154,20 @@ Acc ReadAcc(Reader& r, model::MetricKind kind) {
 }
 
 // By metric id. REQUIRES: v.size() <= metrics.size().
-void WriteAccs(Writer& w, const std::vector<Acc>& v, const std::vector<MetricState>& metrics) {
+void WriteAccs(Writer& w, const AccVec& v, const MetricTable& metrics) {
   w.U32(static_cast<uint32_t>(v.size()));
   for (size_t i = 0; i < v.size(); ++i) WriteAcc(w, v[i], metrics[i].kind);
 }
 
-// False (and *v untouched beyond its size) for more accumulators than metrics.
-bool ReadAccs(Reader& r, std::vector<Acc>* v, const std::vector<MetricState>& metrics) {
+// False (and *v untouched beyond its size) for more accumulators than metrics, or a count
+// out of Acc's range.
+bool ReadAccs(Reader& r, AccVec* v, const MetricTable& metrics) {
   uint32_t n = r.Count(kAccBytes);
   if (n > metrics.size()) return false;
   v->resize(n);
-  for (uint32_t i = 0; i < n; ++i) (*v)[i] = ReadAcc(r, metrics[i].kind);
-  return true;
+  bool ok = true;
+  for (uint32_t i = 0; i < n; ++i) (*v)[i] = ReadAcc(r, metrics[i].kind, &ok);
+  return ok;
 }
 
 Window* FindContainingWindow(const std::vector<Window*>& v, int64_t t) {
@@ -312,7 +316,7 @@ Status WindowEngine::RestoreState(std::string_view data) {
   E.last_tick = r.I64();
   E.version_epoch = version >= 2 ? r.U32() : 0;
   const uint32_t n_devices = r.Count(16);
-  std::vector<Acc> snapshot_scratch;
+  AccVec snapshot_scratch;
   struct PendingRead {
     int64_t t;
     size_t offset, n;
@@ -421,7 +425,7 @@ Status WindowEngine::RestoreState(std::string_view data) {
                                                                     snapshot_scratch.size())
                                                  : 0;
         }
-        if (!fits) {  // more accumulators than metrics
+        if (!fits) {  // more accumulators than metrics, or a count out of range
           r = Reader("");
           r.U8();  // mark failed
         }

@@ -14,6 +14,7 @@
 #include "model/aggregate_record.h"
 #include "stream/chunked_log.h"
 #include "stream/flat_key_set.h"
+#include "stream/line_allocator.h"
 #include "stream/local_day.h"
 #include "stream/row_buffer.h"
 #include "stream/window_engine.h"
@@ -74,21 +75,23 @@ inline uint64_t HashDeviceId(std::string_view s) {
 
 enum ResIndex : int { kBaseRes = 0, kHourRes = 1, kDayRes = 2, kNumRes = 3 };
 
-// Accumulator of one metric in one window (88 bytes). The interval-derived pair depends on
+// Accumulator of one metric in one window (80 bytes). The interval-derived pair depends on
 // the metric's kind: power → (x = energy_wh, y = covered_ns), counter → (x = delta,
 // y = resets), gauge → unused (0, 0).
 struct Acc {
-  uint64_t count = 0;
+  // Samples; 61 bits (2^61 samples in one window cannot happen), the flags in the same word.
+  static constexpr uint64_t kMaxCount = (uint64_t{1} << 61) - 1;
+  uint64_t count : 61 = 0;
+  uint64_t present : 1 = 0;  // the metric appears in the record
+  // Open base windows that received an out-of-order sample: `sum` (sum_stale) or the
+  // interval pair (iv_stale) is to be recomputed from the history before it is read
+  // (WindowEngine::Impl::CleanWindow). Always 0 in final windows and rollups.
+  uint64_t sum_stale : 1 = 0;
+  uint64_t iv_stale : 1 = 0;
   double min = 0, max = 0, sum = 0, first = 0, last = 0;
   int64_t first_t = 0, last_t = 0;
   double x = 0;
   int64_t y = 0;
-  bool present = false;  // the metric appears in the record
-  // Open base windows that received an out-of-order sample: `sum` (sum_stale) or the
-  // interval pair (iv_stale) is to be recomputed from the history before it is read
-  // (WindowEngine::Impl::CleanWindow). Always false in final windows and rollups.
-  bool sum_stale = false;
-  bool iv_stale = false;
 
   void AddSample(int64_t t, double v) {
     if (count == 0) {
@@ -112,6 +115,10 @@ struct Acc {
   }
   bool operator==(const Acc&) const = default;
 };
+// A window's accumulators are read on every event: 4 metrics in 5 cache lines (the array
+// starts a line).
+static_assert(sizeof(Acc) == 80);
+using AccVec = std::vector<Acc, LineAllocator<Acc>>;
 
 // One cache line of what every access reads first (bounds, version, count, accumulators),
 // then what emission and rollups need.
@@ -119,7 +126,7 @@ struct alignas(64) Window {
   int64_t start = 0, end = 0;
   uint64_t version = 0;  // version of the last emission (0 = never emitted)
   uint64_t count = 0;    // events
-  std::vector<Acc> acc;  // by device metric id
+  AccVec acc;            // by device metric id
   uint8_t res = kBaseRes;
   bool final = false;        // a final record has been emitted
   bool dirty_final = false;  // final and changed since its last emission
@@ -133,7 +140,7 @@ struct alignas(64) Window {
   Window* day = nullptr;
   // Final windows being changed (Touch → EmitDirty): the content before the change.
   uint64_t snapshot_count = 0;
-  std::vector<Acc> snapshot;
+  AccVec snapshot;
   std::string local_date;  // day windows
   std::string timezone;    // day windows
 };
@@ -164,6 +171,7 @@ struct MetricState {
   double last_b = 0;
 };
 static_assert(sizeof(MetricState) == 32);
+using MetricTable = std::vector<MetricState, LineAllocator<MetricState>>;
 
 struct MetricLog {
   // Samples in event-time order (equal times: by value). Power and counter metrics keep
@@ -212,8 +220,8 @@ struct alignas(64) Device {
   uint32_t skew_n = 0;  // values written to `skew` (staged rows not counted)
   // Line 1.
   std::string id;
-  std::vector<MetricState> metrics;  // by metric id (order of first appearance)
-  Window* last_base = nullptr;       // lookup cache
+  MetricTable metrics;          // by metric id (order of first appearance)
+  Window* last_base = nullptr;  // lookup cache
   // Line 2.
   uint64_t events = 0;
   // Every metric's history holds all of its samples at or after this time (the sample
@@ -284,8 +292,8 @@ struct WindowEngine::Impl {
   struct ViewSlot {
     Window* w;
     uint64_t count;
-    size_t n;              // accumulators in use (the window's, grown by what lands in it)
-    std::vector<Acc> acc;  // sized to the device's metric count
+    size_t n;    // accumulators in use (the window's, grown by what lands in it)
+    AccVec acc;  // sized to the device's metric count
   };
   std::vector<ViewSlot> view;
   size_t view_n = 0;

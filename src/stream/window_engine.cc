@@ -736,7 +736,7 @@ void EmitDirty(Impl& E, Device& d, RecordSink* sink) {
     if (w->res != kBaseRes) continue;
     ApplyBaseChange(d, w, w->hour);
     ApplyBaseChange(d, w, w->day);
-    std::vector<Acc>().swap(w->snapshot);
+    AccVec().swap(w->snapshot);
     w->snapshot_count = 0;
   }
   std::sort(d.dirty.begin(), d.dirty.end(), [](const Window* a, const Window* b) {
@@ -1330,8 +1330,8 @@ inline void PrefetchLines(const void* p, size_t bytes) {
   for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o, 1, 3);
 }
 
-template <typename T>
-inline void PrefetchAll(const std::vector<T>& v) {
+template <typename T, typename A>
+inline void PrefetchAll(const std::vector<T, A>& v) {
   if (!v.empty()) PrefetchLines(v.data(), v.size() * sizeof(T));
 }
 
