@@ -373,6 +373,7 @@ Status WindowEngine::RestoreState(std::string_view data) {
         return Fail(E, "checkpoint: counter baseline mismatch");
       }
       d.metrics.push_back(ms);
+      lg.kind = ms.kind;
       d.logs.push_back(std::move(lg));
       Impl::SyncLast(d, mi);
     }

@@ -181,6 +181,9 @@ struct MetricLog {
   // `baseline` parallels `hist` for counters: the counter baseline after each sample.
   ChunkedLog<Sample> hist;
   ChunkedLog<double> baseline;  // counters only (empty otherwise)
+  // The metric's kind (as MetricState::kind): appending staged rows reads the logs, not
+  // the metric table.
+  model::MetricKind kind = model::MetricKind::kGauge;
 };
 
 // Staged rows (Device::rows): what in-order events would have appended to the device's
@@ -189,11 +192,28 @@ struct MetricLog {
 // order) before anything reads those structures. An event then writes one row (the tail of
 // one buffer) instead of the tails of every metric's history, the skew ring and the
 // timestamp list. A row, in 64-bit words: the event time; a header (metric count in bits
-// 0–15, then the flags below); the clock skew (kRowSkew); the metric ids, two per word
-// (kRowIds; else the i-th value is metric i's); the values (bit patterns of doubles).
+// 0–31, then the flags below); the clock skew (kRowSkew); the metric ids, two per word
+// (kRowIds; else the i-th value is metric i's); the values (bit patterns of doubles); then
+// padding to a multiple of 8 words: the buffer starts a cache line, so a row of up to 8
+// words (4 metrics with a skew: 7) is one line.
 inline constexpr uint64_t kRowSkew = uint64_t{1} << 32;  // the skew ring gets a value
 inline constexpr uint64_t kRowSeen = uint64_t{1} << 33;  // seen_ts gets the event time
 inline constexpr uint64_t kRowIds = uint64_t{1} << 34;   // metric ids follow
+
+struct RowLayout {
+  size_t n;       // metrics
+  size_t ids;     // offset of the ids (if kRowIds)
+  size_t values;  // offset of the values
+  size_t words;   // the row with its padding
+};
+inline RowLayout RowLayoutOf(uint64_t head) {
+  RowLayout l;
+  l.n = head & 0xffffffffu;
+  l.ids = (head & kRowSkew) != 0 ? 3 : 2;
+  l.values = l.ids + ((head & kRowIds) != 0 ? (l.n + 1) / 2 : 0);
+  l.words = (l.values + l.n + 7) & ~size_t{7};
+  return l;
+}
 
 // The order of samples in a history: by time, equal times by value (so that the order, and
 // every sum folded in it, does not depend on arrival order).

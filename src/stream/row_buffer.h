@@ -1,11 +1,13 @@
 // RowBuffer: a growable array of 64-bit words for a device's staged rows (engine_state.h,
 // kRowSkew). Unlike std::vector it hands out room for a row without zero-filling it first,
-// and it is 16 bytes (it sits in a line of Device that every event reads).
+// it starts a cache line (rows are padded to lines), and it is 16 bytes (it sits in a line
+// of Device that every event reads).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 #include <utility>
 
@@ -22,14 +24,14 @@ class RowBuffer {
         cap_(std::exchange(o.cap_, 0)) {}
   RowBuffer& operator=(RowBuffer&& o) noexcept {
     if (this != &o) {
-      std::free(data_);
+      Free(data_);
       data_ = std::exchange(o.data_, nullptr);
       size_ = std::exchange(o.size_, 0);
       cap_ = std::exchange(o.cap_, 0);
     }
     return *this;
   }
-  ~RowBuffer() { std::free(data_); }
+  ~RowBuffer() { Free(data_); }
 
   // Room for `words` more words, to be written by the caller (their content is undefined
   // until then).
@@ -54,10 +56,16 @@ class RowBuffer {
     if (cap < size_ + words) cap = size_ + words;
     if (cap < 64) cap = 64;  // ~ten rows of four metrics: a device's usual backlog
     if (cap > UINT32_MAX) throw std::bad_alloc();
-    auto* grown = static_cast<uint64_t*>(std::realloc(data_, cap * sizeof(uint64_t)));
-    if (grown == nullptr) throw std::bad_alloc();
+    auto* grown = static_cast<uint64_t*>(::operator new(cap * sizeof(uint64_t), kAlign));
+    if (size_ > 0) std::memcpy(grown, data_, size_ * sizeof(uint64_t));
+    Free(data_);
     data_ = grown;
     cap_ = static_cast<uint32_t>(cap);
+  }
+
+  static constexpr std::align_val_t kAlign{64};
+  static void Free(uint64_t* p) {
+    if (p != nullptr) ::operator delete(p, kAlign);
   }
 
   uint64_t* data_ = nullptr;

@@ -391,7 +391,7 @@ void FoldSample(Impl& E, Device& d, Window* w, uint32_t m, int64_t t, double v) 
 // The history part of an in-order sample: what FoldSample appended before rows were staged.
 inline void AppendSample(Device& d, uint32_t m, int64_t t, double v) {
   MetricLog& lg = d.logs[m];
-  const MetricKind kind = d.metrics[m].kind;
+  const MetricKind kind = lg.kind;
   if (kind == MetricKind::kGauge || lg.hist.empty()) {
     lg.hist.push_back({t, v});
     if (kind == MetricKind::kCounter) lg.baseline.push_back(v);
@@ -1091,17 +1091,18 @@ void WindowEngine::Impl::FoldInOrder(Device& d, int64_t t, size_t n, const uint3
   bool identity = true;
   for (size_t i = 0; i < n; ++i) identity = identity && ids[i] == i;
   if (!identity) flags |= kRowIds;
-  const size_t words = 2 + ((flags & kRowSkew) != 0 ? 1 : 0) + (identity ? 0 : (n + 1) / 2) + n;
-  uint64_t* p = d.rows.Append(words);
-  *p++ = static_cast<uint64_t>(t);
-  *p++ = flags | n;
-  if ((flags & kRowSkew) != 0) *p++ = static_cast<uint64_t>(skew);
+  const uint64_t head = flags | n;
+  const RowLayout l = RowLayoutOf(head);
+  uint64_t* row = d.rows.Append(l.words);
+  row[0] = static_cast<uint64_t>(t);
+  row[1] = head;
+  if ((flags & kRowSkew) != 0) row[2] = static_cast<uint64_t>(skew);
   if (!identity) {
     for (size_t i = 0; i < n; i += 2) {
-      *p++ = ids[i] | (i + 1 < n ? uint64_t{ids[i + 1]} << 32 : 0);
+      row[l.ids + i / 2] = ids[i] | (i + 1 < n ? uint64_t{ids[i + 1]} << 32 : 0);
     }
   }
-  for (size_t i = 0; i < n; ++i) std::memcpy(p + i, values + i, sizeof(double));
+  for (size_t i = 0; i < n; ++i) std::memcpy(row + l.values + i, values + i, sizeof(double));
   d.has_events = true;
   if (t > d.max_t) {  // always, except for a format-3 checkpoint's pending events
     d.max_t = t;
@@ -1129,29 +1130,23 @@ void WindowEngine::Impl::CleanWindow(Device& d, Window* w) {
 void WindowEngine::Impl::MaterializeRows(Device& d) {
   const uint64_t* p = d.rows.data();
   const uint64_t* const end = p + d.rows.size();
-  while (p < end) {
+  for (; p < end; p += RowLayoutOf(p[1]).words) {
     const auto t = static_cast<int64_t>(p[0]);
     const uint64_t head = p[1];
-    p += 2;
-    const size_t n = head & 0xffffffffu;
+    const RowLayout l = RowLayoutOf(head);
     if ((head & kRowSkew) != 0) {
-      d.skew[d.skew_n % Device::kSkewRing] = static_cast<int64_t>(*p++);
+      d.skew[d.skew_n % Device::kSkewRing] = static_cast<int64_t>(p[2]);
       ++d.skew_n;
     }
     if ((head & kRowSeen) != 0) d.seen_ts.push_back(t);
-    const uint64_t* ids = nullptr;
-    if ((head & kRowIds) != 0) {
-      ids = p;
-      p += (n + 1) / 2;
-    }
-    for (size_t i = 0; i < n; ++i) {
+    const uint64_t* ids = (head & kRowIds) != 0 ? p + l.ids : nullptr;
+    for (size_t i = 0; i < l.n; ++i) {
       const auto m = ids == nullptr ? static_cast<uint32_t>(i)
                                     : static_cast<uint32_t>(ids[i / 2] >> (32 * (i % 2)));
       double v;
-      std::memcpy(&v, p + i, sizeof v);
+      std::memcpy(&v, p + l.values + i, sizeof v);
       AppendSample(d, m, t, v);
     }
-    p += n;
   }
   d.rows.clear();
 }
@@ -1196,7 +1191,7 @@ uint32_t WindowEngine::Impl::MetricId(Device& d, size_t guess, std::string_view 
   ms.name = InternMetricName(name);
   ms.kind = metric_kinds[ms.name];
   d.metrics.push_back(std::move(ms));
-  d.logs.emplace_back();
+  d.logs.emplace_back().kind = d.metrics.back().kind;
   auto pos =
       std::lower_bound(d.by_name.begin(), d.by_name.end(), name,
                        [&](uint32_t a, std::string_view n) { return NameOf(d.metrics[a]) < n; });
@@ -1405,11 +1400,10 @@ void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t no
     if (d->last_base != nullptr) __builtin_prefetch(d->last_base, 1, 3);
     if (!d->metrics.empty())
       PrefetchLines(d->metrics.data(), d->metrics.size() * sizeof(MetricState));
-    // Where the event's row goes (it may span two lines).
+    // Where the event's row goes (one line for up to 8 words).
     if (d->rows.capacity() != 0) {
       const uint64_t* row = d->rows.next();
       __builtin_prefetch(row, 1, 3);
-      __builtin_prefetch(row + 7, 1, 3);
     }
     if (now_ns >= d->next_early) {  // this event will trigger an early firing
       __builtin_prefetch(d->win[kBaseRes].data() + d->first_open[kBaseRes], 0, 3);
@@ -1514,12 +1508,9 @@ bool WindowEngine::Health(std::string_view device_id, DeviceHealth* out) const {
   int64_t ring[Device::kSkewRing];
   std::copy(d.skew, d.skew + Device::kSkewRing, ring);
   uint32_t skew_n = d.skew_n;
-  for (const uint64_t *p = d.rows.data(), *end = p + d.rows.size(); p < end;) {
-    const uint64_t head = p[1];
-    const size_t n = head & 0xffffffffu;
-    p += 2;
-    if ((head & kRowSkew) != 0) ring[skew_n++ % Device::kSkewRing] = static_cast<int64_t>(*p++);
-    p += ((head & kRowIds) != 0 ? (n + 1) / 2 : 0) + n;
+  for (const uint64_t *p = d.rows.data(), *end = p + d.rows.size(); p < end;
+       p += RowLayoutOf(p[1]).words) {
+    if ((p[1] & kRowSkew) != 0) ring[skew_n++ % Device::kSkewRing] = static_cast<int64_t>(p[2]);
   }
   size_t n = std::min<size_t>(skew_n, Device::kSkewRing);
   int64_t tmp[Device::kSkewRing];
