@@ -1,6 +1,7 @@
 #include "net/router.h"
 
 #include <algorithm>
+#include <boost/container/small_vector.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <set>
@@ -16,12 +17,11 @@ namespace {
   std::abort();
 }
 
-// "/a/b/" -> {"a", "b", ""}; "/" -> {""}.
-std::vector<std::string_view> SplitPath(std::string_view path) {
-  std::vector<std::string_view> out;
+// "/a/b/" -> {"a", "b", ""}; "/" -> {""}. Up to 8 segments without a heap allocation.
+using PathSegments = boost::container::small_vector<std::string_view, 8>;
+PathSegments SplitPath(std::string_view path) {
+  PathSegments out;
   if (!path.empty() && path.front() == '/') path.remove_prefix(1);
-  // Sized once: growing one by one took 4 allocations for a 5-segment path per request.
-  out.reserve(static_cast<size_t>(std::count(path.begin(), path.end(), '/')) + 1);
   while (true) {
     size_t slash = path.find('/');
     out.push_back(path.substr(0, slash));
@@ -37,7 +37,7 @@ void Router::Add(std::string method, std::string pattern, Handler handler) {
   if (pattern.empty() || pattern.front() != '/') BadRoute(pattern, "must start with '/'");
   if (!handler) BadRoute(pattern, "empty handler");
   Route route;
-  std::vector<std::string_view> parts = SplitPath(pattern);
+  PathSegments parts = SplitPath(pattern);
   for (size_t i = 0; i < parts.size(); ++i) {
     std::string_view part = parts[i];
     if (part.empty() || part.front() != '{') {
@@ -94,7 +94,7 @@ const Router::MethodIndex* Router::IndexFor(std::string_view method) const {
 
 // Matching compares raw segments: only a segment with a '%' is decoded (rarely), and only
 // the winning route's parameters are decoded and stored (`params` null: just test).
-bool Router::Match(const Route& route, const std::vector<std::string_view>& path,
+bool Router::Match(const Route& route, Segments path, bool any_escaped,
                    std::map<std::string, std::string>* params) {
   if (params != nullptr) params->clear();
   const auto& segs = route.segments;
@@ -113,7 +113,7 @@ bool Router::Match(const Route& route, const std::vector<std::string_view>& path
     }
     if (i >= path.size()) return false;
     const std::string_view raw = path[i];
-    const bool escaped = raw.find('%') != std::string_view::npos;
+    const bool escaped = any_escaped && raw.find('%') != std::string_view::npos;
     if (seg.kind == SegmentKind::kLiteral) {
       if (!escaped) {
         if (raw != seg.text) return false;
@@ -143,15 +143,14 @@ int Router::CompareSpecificity(const Route& a, const Route& b) {
   return 0;
 }
 
-const Router::Route* Router::Find(std::string_view method,
-                                  const std::vector<std::string_view>& path,
+const Router::Route* Router::Find(std::string_view method, Segments path, bool escaped,
                                   std::map<std::string, std::string>* params) const {
   // Among equally specific matches, the route added first wins (as when every route was
   // tried in order).
   const Route* best = nullptr;
   auto consider = [&](size_t i) {
     const Route& r = routes_[i];
-    if (!Match(r, path, nullptr)) return;
+    if (!Match(r, path, escaped, nullptr)) return;
     if (best == nullptr) {
       best = &r;
       return;
@@ -169,13 +168,15 @@ const Router::Route* Router::Find(std::string_view method,
   };
   consider_method(method);
   if (best == nullptr && method == "HEAD") consider_method("GET");
-  if (best != nullptr && params != nullptr) Match(*best, path, params);
+  if (best != nullptr && params != nullptr) Match(*best, path, escaped, params);
   return best;
 }
 
 std::string Router::RouteFor(std::string_view method, std::string_view target) const {
   target = target.substr(0, target.find('?'));
-  const Route* r = Find(method, SplitPath(target), nullptr);
+  const PathSegments path = SplitPath(target);
+  const Route* r =
+      Find(method, {path.data(), path.size()}, target.find('%') != std::string_view::npos, nullptr);
   return r == nullptr ? std::string() : r->pattern;
 }
 
@@ -188,14 +189,15 @@ void Router::Dispatch(HttpRequest& req, Responder responder) const {
     responder.Send(HttpResponse::Error(400, "bad_request", "malformed percent-encoding in path"));
     return;
   }
-  std::vector<std::string_view> path = SplitPath(raw_path);
+  const PathSegments segments = SplitPath(raw_path);
+  const Segments path(segments.data(), segments.size());
 
   std::map<std::string, std::string> best_params;
-  const Route* best = Find(req.method, path, &best_params);
+  const Route* best = Find(req.method, path, escaped, &best_params);
   if (best == nullptr) {
     std::set<std::string> allowed;  // methods of routes whose path matches
     for (const Route& r : routes_) {
-      if (Match(r, path, nullptr)) allowed.insert(r.method);
+      if (Match(r, path, escaped, nullptr)) allowed.insert(r.method);
     }
     if (allowed.empty()) {
       if (!escaped) decoded.assign(raw_path);

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <functional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -54,15 +55,17 @@ class Router {
     std::vector<Segment> segments;
     Handler handler;
   };
+  using Segments = std::span<const std::string_view>;
   // True if `route` matches the (raw, not yet decoded) path segments; then fills `params`
-  // with the decoded captures unless it is nullptr.
-  static bool Match(const Route& route, const std::vector<std::string_view>& path,
+  // with the decoded captures unless it is nullptr. `escaped`: some segment has a '%'
+  // (when not, no segment is searched for one).
+  static bool Match(const Route& route, Segments path, bool escaped,
                     std::map<std::string, std::string>* params);
   // Negative if a is more specific than b, positive if less, 0 if equal.
   static int CompareSpecificity(const Route& a, const Route& b);
   // The most specific route for `method` (HEAD falls back to GET) and path, or nullptr;
   // fills `params` (if not nullptr) with its captures.
-  const Route* Find(std::string_view method, const std::vector<std::string_view>& path,
+  const Route* Find(std::string_view method, Segments path, bool escaped,
                     std::map<std::string, std::string>* params) const;
 
   // Routes of one method, by their number of segments (routes ending in {name*} apart),
