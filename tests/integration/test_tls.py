@@ -7,10 +7,14 @@ openssl s_client and mosquitto_pub.
 - TLS 1.1 is refused by the server (the client is allowed to offer it, so the refusal is
   the server's: the handshake-failure counter moves); TLS 1.2 and 1.3 work.
 - mosquitto_pub --cafile publishes QoS 1 over TLS, and the event is stored.
+- Deadlines hold over TLS (server.read_timeout, 2 s here): a client that connects and
+  never starts the handshake, and one that sends half a request head after it, are
+  closed (src/net/README.md, "Connections").
 """
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import tempfile
@@ -48,9 +52,10 @@ class Tls(unittest.TestCase):
         ctx = ssl.create_default_context(cafile=cls.cert)
         cls.server = JouleServer(
             env={"JOULE_SERVER_TLS_CERT_FILE": cls.cert, "JOULE_SERVER_TLS_KEY_FILE": cls.key,
-                 "JOULE_SERVER_MQTT_LISTEN": "127.0.0.1:0"},
+                 "JOULE_SERVER_MQTT_LISTEN": "127.0.0.1:0", "JOULE_SERVER_READ_TIMEOUT": "2s"},
             name="tls", ssl_context=ctx)
         cls.server.start()  # readiness is checked over HTTPS
+        cls.ssl_context = ctx
 
     @classmethod
     def tearDownClass(cls):
@@ -90,6 +95,30 @@ class Tls(unittest.TestCase):
         # Without the CA the certificate is not trusted: curl refuses (the check is real).
         r = self.curl("-o", "/dev/null", f"{base}/readyz")
         self.assertNotEqual(r.returncode, 0, "an untrusted certificate must fail")
+
+    def closed_within(self, sock, seconds):
+        """True once the server closed `sock` (EOF or reset) within `seconds`."""
+        sock.settimeout(seconds)
+        try:
+            while sock.recv(4096):
+                pass
+            return True
+        except (ConnectionResetError, ssl.SSLError, BrokenPipeError):
+            return True
+        except (socket.timeout, TimeoutError):
+            return False
+
+    def test_stalled_handshake_and_half_a_head_are_cut_off(self):
+        before = self.handshake_failures()
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as raw:
+            # No ClientHello at all: closed after read_timeout (2 s; 20 s allowed).
+            self.assertTrue(self.closed_within(raw, 20), "a silent client kept its connection")
+        self.assertTrue(poll(lambda: self.handshake_failures() > before, timeout=10),
+                        "a handshake that never came counts as failed" + self.diag())
+        raw = socket.create_connection(("127.0.0.1", self.server.port), timeout=10)
+        with self.ssl_context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")  # never ends
+            self.assertTrue(self.closed_within(tls, 20), "half a request head kept its connection")
 
     def test_plain_http_is_refused(self):
         before = self.handshake_failures()
