@@ -258,18 +258,29 @@ void ArchiveRowEncoder::Append(const EventView& e, std::string* out) {
   p = PutLiteral(p, ",\"metrics\":{");
   if (keys_.size() < n_metrics) {
     keys_.resize(n_metrics);
+    key_lens_.resize(n_metrics, 0);
     key_names_.resize(n_metrics);
   }
   for (size_t i = 0; i < n_metrics; ++i) {
     const EventView::Metric& m = e.metrics[i];
     if (i > 0) *p++ = ',';
-    if (key_names_[i] != m.name || keys_[i].empty()) {
+    if (key_lens_[i] == 0 || key_names_[i] != m.name) {
       key_names_[i] = m.name;
       keys_[i].clear();
       JsonWriter::AppendEscaped(&keys_[i], m.name);
       keys_[i].push_back(':');
+      key_lens_[i] = keys_[i].size();
+      if (keys_[i].size() < kKeyCopy) keys_[i].resize(kKeyCopy, ' ');
     }
-    p = PutLiteral(p, keys_[i]);
+    if (key_lens_[i] <= kKeyCopy) {
+      // A fixed-size copy (no memcpy call); the bytes past the key are overwritten next.
+      // Room: `bound` leaves more than kKeyCopy bytes beyond the row's longest possible
+      // text up to here (84 fixed + 2 × 40 for the times < 256 − kKeyCopy).
+      std::memcpy(p, keys_[i].data(), kKeyCopy);
+      p += key_lens_[i];
+    } else {
+      p = PutLiteral(p, std::string_view(keys_[i].data(), key_lens_[i]));
+    }
     p = PutDouble(m.value, p);
   }
   *p++ = '}';

@@ -38,7 +38,11 @@ class ArchiveRowEncoder {
   HourCache timestamp_hour_;
   HourCache received_hour_;
   std::vector<std::string> key_names_;  // metric names of the previous event, in order
-  std::vector<std::string> keys_;       // their encodings: "\"name\":"
+  // Their encodings, "\"name\":", padded to at least kKeyCopy bytes so that a short one
+  // is copied with one fixed-size copy; key_lens_ holds the real lengths.
+  static constexpr size_t kKeyCopy = 32;
+  std::vector<std::string> keys_;
+  std::vector<size_t> key_lens_;
 };
 
 // One row with a fresh encoder (no caches carried over; tests and tools).
