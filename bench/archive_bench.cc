@@ -8,7 +8,8 @@
 // BM_DecodeEvent      model::DecodeEvent of a payload into a reused Event
 // BM_DecodeEventView  store::DecodeEventView: views into the payload, no copies
 // BM_ArchiveRow       store::ArchiveRowEncoder of a decoded event (row JSON only)
-// BM_Zstd/L/K         zstd level L of the rows, K KiB per call (the writer: 1/32)
+// BM_Zstd/L/K/W       zstd level L of the rows, K KiB per call, window log W (0 = the
+//                     level's own; the writer: 1/32/17)
 // BM_WriterAdd        the archiver's whole per-event path: payload -> DecodeEventView ->
 //                     ArchiveWriter::Add
 //                     (row, zstd, writes to a temp dir; Seal/fsync outside the timing)
@@ -151,6 +152,9 @@ void BM_Zstd(benchmark::State& state) {
   ZSTD_CCtx* cctx = ZSTD_createCCtx();
   ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, static_cast<int>(state.range(0)));
   ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
+  if (state.range(2) > 0) {
+    ZSTD_CCtx_setParameter(cctx, ZSTD_c_windowLog, static_cast<int>(state.range(2)));
+  }
   std::vector<char> buf(ZSTD_CStreamOutSize());
   uint64_t in_bytes = 0, out_bytes = 0;
   for (auto _ : state) {
@@ -231,10 +235,11 @@ int main(int argc, char** argv) {
   reg("BM_DecodeEventView", BM_DecodeEventView);
   reg("BM_ArchiveRow", BM_ArchiveRow);
   reg("BM_Zstd", BM_Zstd)
-      ->Args({1, 32})
-      ->Args({1, 128})
-      ->Args({1, 4})
-      ->Args({-1, 32})
+      ->Args({1, 32, 0})
+      ->Args({1, 32, 17})
+      ->Args({1, 128, 17})
+      ->Args({1, 4, 17})
+      ->Args({-1, 32, 17})
       ->Unit(benchmark::kMillisecond);
   reg("BM_WriterAdd", BM_WriterAdd);
   benchmark::Initialize(&argc, argv);
