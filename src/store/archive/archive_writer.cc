@@ -258,6 +258,13 @@ Status ArchiveWriter::AddImpl(uint32_t partition, uint64_t offset, const E& even
     if (!f->cctx) return Status::Internal("zstd: cannot create a context");
     ZSTD_CCtx_setParameter(f->cctx, ZSTD_c_compressionLevel, options_.compression_level);
     ZSTD_CCtx_setParameter(f->cctx, ZSTD_c_checksumFlag, 1);
+    if (options_.hash_log > 0) {
+      const size_t r = ZSTD_CCtx_setParameter(f->cctx, ZSTD_c_hashLog, options_.hash_log);
+      if (ZSTD_isError(r)) {
+        return Status::InvalidArgument(
+            fmt::format("archive: zstd hash log {}: {}", options_.hash_log, ZSTD_getErrorName(r)));
+      }
+    }
     if (options_.window_log > 0) {
       const size_t r = ZSTD_CCtx_setParameter(f->cctx, ZSTD_c_windowLog, options_.window_log);
       if (ZSTD_isError(r)) {

@@ -59,6 +59,13 @@ struct ArchiveWriterOptions {
   // window needs less memory to decode); 0 = level 1's own choice.
   // docs/formats/archive.md "Compression".
   int window_log = 17;
+  // zstd hash log: the match finder's table, 2^11 entries (8 KiB) instead of level 1's
+  // 2^14 (64 KiB, more than the L1 cache). A small table remembers only the last few
+  // dozen rows, which is where a row's matches are: on the harness's rows 10.5× instead of
+  // 10.0× in 13 % less CPU, on `joule simulate`'s mixed appliances 13.9× instead of 13.5×
+  // in 6 % less (about the same instructions; fewer cache misses). A compressor setting
+  // only: frames do not record it. 0 = level 1's own choice.
+  int hash_log = 11;
   const Clock* clock = nullptr;  // nullptr = SystemClock::Default()
   // Fault injection for tests: called after the round's files are published and before the
   // checkpoint is written; a non-OK status stops Seal() there, as a crash would.
