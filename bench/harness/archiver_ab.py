@@ -102,7 +102,7 @@ def main():
                 print(json.dumps({"binary": name, **r}), flush=True)
     finally:
         shutil.rmtree(ctx.tmp, ignore_errors=True)
-    print(json.dumps({name: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+    print(json.dumps({name: {k: round(statistics.median(r[k] for r in rs), 3) for k in rs[0]}
                       for name, rs in runs.items()}))
 
 
