@@ -311,6 +311,43 @@ TEST_F(HttpServerTest, PipelinedRequestsAnswerInOrder) {
   }
 }
 
+// Requests with bodies (Content-Length and chunked) pipelined with others in one send,
+// and a request split at every byte: the connection's read loop parses what is
+// buffered before reading, and reads while the parser needs more.
+TEST_F(HttpServerTest, PipelinedBodiesAndByteByByteRequestsAreParsedWhole) {
+  StartServer();
+  auto client = TestHttpClient::Connect(port());
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(client->Send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nfirst" +
+                           Get("/hello") +
+                           "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           "3\r\nthi\r\n2\r\nrd\r\n0\r\n\r\n" +
+                           "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"));
+  for (std::string want : {"first", "hello", "third", ""}) {
+    auto r = client->ReadResponse();
+    ASSERT_TRUE(r.has_value()) << want;
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(r->body, want);
+  }
+  const std::string split = "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\r\nsplit!";
+  for (char c : split) {
+    ASSERT_TRUE(client->Send(std::string(1, c)));
+    std::this_thread::sleep_for(1ms);
+  }
+  auto r = client->ReadResponse();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->body, "split!");
+  // A client that closes in the middle of a head leaves no connection behind.
+  ASSERT_TRUE(client->Send("GET /hello HTTP/1.1\r\nHo"));
+  client->Close();
+  bool gone = false;
+  for (int i = 0; i < 200 && !gone; ++i) {
+    std::this_thread::sleep_for(10ms);
+    gone = server_->connection_count() == 0;
+  }
+  EXPECT_TRUE(gone);
+}
+
 TEST_F(HttpServerTest, HeadHasLengthButNoBody) {
   StartServer();
   auto client = TestHttpClient::Connect(port());
