@@ -28,6 +28,12 @@ inline int64_t FloorTo(int64_t t, int64_t w) {
   return FloorDiv(t, w) * w;
 }
 
+inline int64_t SaturatingAdd(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_add_overflow(a, b, &r)) return b > 0 ? kMaxTime : kMinTime;
+  return r;
+}
+
 // Per-event scratch for one value per metric: on the stack for up to 64 metrics.
 template <typename T>
 struct SmallBuffer {
@@ -389,8 +395,7 @@ void FoldSample(Impl& E, Device& d, Window* w, uint32_t m, int64_t t, double v) 
 }
 
 // The history part of an in-order sample: what FoldSample appended before rows were staged.
-inline void AppendSample(Device& d, uint32_t m, int64_t t, double v) {
-  MetricLog& lg = d.logs[m];
+inline void AppendSample(MetricLog& lg, int64_t t, double v) {
   const MetricKind kind = lg.kind;
   if (kind == MetricKind::kGauge || lg.hist.empty()) {
     lg.hist.push_back({t, v});
@@ -756,7 +761,7 @@ int64_t Frontier(Impl& E, Device& d) {
   E.Materialize(d);
   int64_t f = kMaxTime;
   for (size_t m = 0; m < d.metrics.size(); ++m) {
-    if (d.metrics[m].kind == MetricKind::kGauge) continue;
+    if (d.logs[m].kind == MetricKind::kGauge) continue;
     // The last sample at or below the watermark: a later event can only split the
     // interval after it (the samples after it are above the watermark too).
     const auto& h = d.logs[m].hist;
@@ -929,7 +934,7 @@ void Evict(Impl& E, Device& d) {
   for (size_t m = 0; m < d.metrics.size(); ++m) {
     MetricLog& lg = d.logs[m];
     auto& h = lg.hist;
-    const bool gauge = d.metrics[m].kind == MetricKind::kGauge;
+    const bool gauge = lg.kind == MetricKind::kGauge;
     // From the front: what expired since the last pass is a few samples (a binary search
     // would touch a dozen cold lines of a long history).
     const int64_t keep_from = gauge ? gs : hs;
@@ -989,6 +994,7 @@ void WindowEngine::Impl::ResetState() {
     }
   }
   devices.clear();
+  tick_due.clear();
   index.clear();
   last_device = nullptr;
   metric_names.clear();
@@ -1128,24 +1134,49 @@ void WindowEngine::Impl::CleanWindow(Device& d, Window* w) {
 }
 
 void WindowEngine::Impl::MaterializeRows(Device& d) {
-  const uint64_t* p = d.rows.data();
-  const uint64_t* const end = p + d.rows.size();
-  for (; p < end; p += RowLayoutOf(p[1]).words) {
-    const auto t = static_cast<int64_t>(p[0]);
+  const uint64_t* const begin = d.rows.data();
+  const uint64_t* const end = begin + d.rows.size();
+  // Each structure gets its appends in row order; different structures are independent,
+  // so the histories are appended metric by metric (a log's tail stays in registers).
+  // First the skew ring and the de-duplication timestamps, and whether every row lists
+  // its metrics in id order (the usual case).
+  bool by_position = true;
+  size_t max_n = 0;
+  for (const uint64_t* p = begin; p < end; p += RowLayoutOf(p[1]).words) {
     const uint64_t head = p[1];
-    const RowLayout l = RowLayoutOf(head);
     if ((head & kRowSkew) != 0) {
       d.skew[d.skew_n % Device::kSkewRing] = static_cast<int64_t>(p[2]);
       ++d.skew_n;
     }
-    if ((head & kRowSeen) != 0) d.seen_ts.push_back(t);
-    const uint64_t* ids = (head & kRowIds) != 0 ? p + l.ids : nullptr;
-    for (size_t i = 0; i < l.n; ++i) {
-      const auto m = ids == nullptr ? static_cast<uint32_t>(i)
-                                    : static_cast<uint32_t>(ids[i / 2] >> (32 * (i % 2)));
-      double v;
-      std::memcpy(&v, p + l.values + i, sizeof v);
-      AppendSample(d, m, t, v);
+    if ((head & kRowSeen) != 0) d.seen_ts.push_back(static_cast<int64_t>(p[0]));
+    by_position = by_position && (head & kRowIds) == 0;
+    max_n = std::max<size_t>(max_n, head & 0xffffffffu);
+  }
+  MetricLog* logs = d.logs.data();
+  if (by_position) {
+    for (size_t i = 0; i < max_n; ++i) {
+      MetricLog& lg = logs[i];
+      for (const uint64_t* p = begin; p < end;) {
+        const RowLayout l = RowLayoutOf(p[1]);
+        if (i < l.n) {
+          double v;
+          std::memcpy(&v, p + l.values + i, sizeof v);
+          AppendSample(lg, static_cast<int64_t>(p[0]), v);
+        }
+        p += l.words;
+      }
+    }
+  } else {
+    for (const uint64_t* p = begin; p < end; p += RowLayoutOf(p[1]).words) {
+      const RowLayout l = RowLayoutOf(p[1]);
+      const uint64_t* ids = (p[1] & kRowIds) != 0 ? p + l.ids : nullptr;
+      for (size_t i = 0; i < l.n; ++i) {
+        const auto m = ids == nullptr ? static_cast<uint32_t>(i)
+                                      : static_cast<uint32_t>(ids[i / 2] >> (32 * (i % 2)));
+        double v;
+        std::memcpy(&v, p + l.values + i, sizeof v);
+        AppendSample(logs[m], static_cast<int64_t>(p[0]), v);
+      }
     }
   }
   d.rows.clear();
@@ -1444,14 +1475,20 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
   Impl& E = *impl_;
   const int64_t period = E.last_tick == kMinTime ? 0 : std::max<int64_t>(now_ns - E.last_tick, 0);
   E.last_tick = now_ns;
-  // Tick visits every device: prefetch the fields it reads a few devices ahead, and the
-  // open windows of those due for an early firing (their state is rarely in cache).
+  // Tick visits the devices whose earliest deadline has come (Impl::tick_due), in index
+  // order: prefetch the fields it reads a few due devices ahead, and the open windows of
+  // those due for an early firing (their state is rarely in cache).
   constexpr size_t kFieldsAhead = 8, kWindowsAhead = 4, kContentsAhead = 2;
   const size_t n_devices = E.devices.size();
+  if (E.tick_due.size() < n_devices) E.tick_due.resize(n_devices, kMinTime);
+  const int64_t* tick_due = E.tick_due.data();
+  auto visited = [&](size_t k) { return now_ns >= tick_due[k]; };
   auto due = [&](const Device& d) { return d.has_events && now_ns >= d.next_early; };
   for (size_t k = 0; k < n_devices; ++k) {
-    if (k + kFieldsAhead < n_devices) PrefetchTickFields(E.devices[k + kFieldsAhead].get());
-    if (k + kWindowsAhead < n_devices) {
+    if (k + kFieldsAhead < n_devices && visited(k + kFieldsAhead)) {
+      PrefetchTickFields(E.devices[k + kFieldsAhead].get());
+    }
+    if (k + kWindowsAhead < n_devices && visited(k + kWindowsAhead)) {
       const Device& a = *E.devices[k + kWindowsAhead];
       if (due(a)) {
         for (int res = 0; res < kNumRes; ++res) {
@@ -1460,7 +1497,7 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
         PrefetchLines(&a.metrics, 64);
       }
     }
-    if (k + kContentsAhead < n_devices) {
+    if (k + kContentsAhead < n_devices && visited(k + kContentsAhead)) {
       const Device& a = *E.devices[k + kContentsAhead];
       if (due(a)) {
         PrefetchOpenWindows(a, false);
@@ -1468,12 +1505,13 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
         PrefetchAll(a.by_name);
       }
     }
-    if (k + 1 < n_devices) {
+    if (k + 1 < n_devices && visited(k + 1)) {
       const Device& a = *E.devices[k + 1];
       if (due(a)) {
         PrefetchOpenWindows(a, true);
       }
     }
+    if (!visited(k)) continue;
     Device& d = *E.devices[k];
     if (!d.has_events) continue;
     const int64_t silent = now_ns - d.last_seen;
@@ -1494,6 +1532,12 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
       Evict(E, d);
       d.next_evict = now_ns + kEvictInterval;
     }
+    // Tick acts on a device when it has been silent for idle_timeout, at next_early and at
+    // next_evict; until the earliest of them it need not visit it. Between visits events
+    // only move these later (last_seen; next_early when Process fires early), so a visit
+    // may come early (and do nothing), never late. New and restored devices are due at once.
+    E.tick_due[k] =
+        std::min({d.next_early, d.next_evict, SaturatingAdd(d.last_seen, E.opt.idle_timeout_ns)});
   }
 }
 
