@@ -1134,50 +1134,27 @@ void WindowEngine::Impl::CleanWindow(Device& d, Window* w) {
 }
 
 void WindowEngine::Impl::MaterializeRows(Device& d) {
-  const uint64_t* const begin = d.rows.data();
-  const uint64_t* const end = begin + d.rows.size();
-  // Each structure gets its appends in row order; different structures are independent,
-  // so the histories are appended metric by metric (a log's tail stays in registers).
-  // First the skew ring and the de-duplication timestamps, and whether every row lists
-  // its metrics in id order (the usual case).
-  bool by_position = true;
-  size_t max_n = 0;
-  for (const uint64_t* p = begin; p < end; p += RowLayoutOf(p[1]).words) {
+  const uint64_t* p = d.rows.data();
+  const uint64_t* const end = p + d.rows.size();
+  MetricLog* logs = d.logs.data();
+  while (p < end) {
+    const auto t = static_cast<int64_t>(p[0]);
     const uint64_t head = p[1];
+    const RowLayout l = RowLayoutOf(head);
     if ((head & kRowSkew) != 0) {
       d.skew[d.skew_n % Device::kSkewRing] = static_cast<int64_t>(p[2]);
       ++d.skew_n;
     }
-    if ((head & kRowSeen) != 0) d.seen_ts.push_back(static_cast<int64_t>(p[0]));
-    by_position = by_position && (head & kRowIds) == 0;
-    max_n = std::max<size_t>(max_n, head & 0xffffffffu);
-  }
-  MetricLog* logs = d.logs.data();
-  if (by_position) {
-    for (size_t i = 0; i < max_n; ++i) {
-      MetricLog& lg = logs[i];
-      for (const uint64_t* p = begin; p < end;) {
-        const RowLayout l = RowLayoutOf(p[1]);
-        if (i < l.n) {
-          double v;
-          std::memcpy(&v, p + l.values + i, sizeof v);
-          AppendSample(lg, static_cast<int64_t>(p[0]), v);
-        }
-        p += l.words;
-      }
+    if ((head & kRowSeen) != 0) d.seen_ts.push_back(t);
+    const uint64_t* ids = (head & kRowIds) != 0 ? p + l.ids : nullptr;
+    for (size_t i = 0; i < l.n; ++i) {
+      const auto m = ids == nullptr ? static_cast<uint32_t>(i)
+                                    : static_cast<uint32_t>(ids[i / 2] >> (32 * (i % 2)));
+      double v;
+      std::memcpy(&v, p + l.values + i, sizeof v);
+      AppendSample(logs[m], t, v);
     }
-  } else {
-    for (const uint64_t* p = begin; p < end; p += RowLayoutOf(p[1]).words) {
-      const RowLayout l = RowLayoutOf(p[1]);
-      const uint64_t* ids = (p[1] & kRowIds) != 0 ? p + l.ids : nullptr;
-      for (size_t i = 0; i < l.n; ++i) {
-        const auto m = ids == nullptr ? static_cast<uint32_t>(i)
-                                      : static_cast<uint32_t>(ids[i / 2] >> (32 * (i % 2)));
-        double v;
-        std::memcpy(&v, p + l.values + i, sizeof v);
-        AppendSample(logs[m], static_cast<int64_t>(p[0]), v);
-      }
-    }
+    p += l.words;
   }
   d.rows.clear();
 }
