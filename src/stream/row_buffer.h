@@ -54,7 +54,7 @@ class RowBuffer {
   [[gnu::noinline]] void Grow(size_t words) {
     size_t cap = static_cast<size_t>(cap_) * 2;
     if (cap < size_ + words) cap = size_ + words;
-    if (cap < 64) cap = 64;  // ~ten rows of four metrics: a device's usual backlog
+    if (cap < 128) cap = 128;  // 16 rows of up to 8 words: ~10 s of events at 1 Hz
     if (cap > UINT32_MAX) throw std::bad_alloc();
     auto* grown = static_cast<uint64_t*>(::operator new(cap * sizeof(uint64_t), kAlign));
     if (size_ > 0) std::memcpy(grown, data_, size_ * sizeof(uint64_t));
