@@ -76,7 +76,7 @@ class Archiver {
   // Per partition: the reader met a damaged record (Corruption); not read again, also
   // across writer reopens (docs/RELIABILITY.md, "Run-time corruption").
   std::unique_ptr<std::atomic<bool>[]> stopped_;
-  std::vector<log::LogRecord> batch_;
+  log::ReadBatch batch_;
   store::EventView view_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> failed_{false};

@@ -123,7 +123,7 @@ class PartitionProcessor {
   // Per slot: the reader met a damaged record (Corruption); the partition is not read again
   // (docs/RELIABILITY.md, "Run-time corruption"). Processor thread only.
   std::vector<bool> stopped_;
-  std::vector<log::LogRecord> batch_;
+  log::ReadBatch batch_;
   std::vector<model::Event> events_;  // the decoded batch (storage reused)
   std::atomic<bool> stop_{false};
   std::atomic<bool> caught_up_once_{false};

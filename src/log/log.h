@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "log/read_batch.h"
 #include "log/record_batch.h"
 #include "model/log_offset.h"
 
@@ -126,7 +127,17 @@ class LogReader {
   // deleted by retention; Corruption if a record fails validation (also reported to the log's
   // corruptions(), once per record, and its segment quarantined). A reader that returned
   // Corruption returns it again on every call: the caller stops reading the partition.
-  virtual Result<size_t> Next(size_t max_records, std::vector<LogRecord>* out) = 0;
+  virtual Result<size_t> Next(size_t max_records, ReadBatch* out) = 0;
+  // The same, into records that own their payloads (tests and tools; a consumer that reads
+  // all day uses a ReadBatch, which allocates nothing per record).
+  Result<size_t> Next(size_t max_records, std::vector<LogRecord>* out) {
+    ReadBatch batch;
+    Result<size_t> n = Next(max_records, &batch);
+    for (LogRecordView r : batch) {
+      out->push_back(LogRecord{r.offset, r.append_time_ns, std::string(r.payload)});
+    }
+    return n;
+  }
   // The offset of the next record Next() will return.
   virtual model::LogOffset position() const = 0;
 };

@@ -56,7 +56,7 @@ Status SegmentReader::OpenSegment() {
   return Status::Ok();
 }
 
-Result<size_t> SegmentReader::Next(size_t max_records, std::vector<LogRecord>* out) {
+Result<size_t> SegmentReader::Next(size_t max_records, ReadBatch* out) {
   if (!failed_.ok()) return failed_;
   size_t n = 0;
   Status st = ReadInto(max_records, out, &n);
@@ -66,7 +66,7 @@ Result<size_t> SegmentReader::Next(size_t max_records, std::vector<LogRecord>* o
   return n;
 }
 
-Status SegmentReader::ReadInto(size_t max_records, std::vector<LogRecord>* out, size_t* n) {
+Status SegmentReader::ReadInto(size_t max_records, ReadBatch* out, size_t* n) {
   const uint64_t durable = log_->DurableEnd(partition_).value;
   // Bytes past the durable end that the scanner buffered may have been cut off and
   // rewritten (a refused round on a full disk): start over from the file.
@@ -77,8 +77,7 @@ Status SegmentReader::ReadInto(size_t max_records, std::vector<LogRecord>* out, 
     if (scanner_ == nullptr || position_ >= segment_end_) JOULE_RETURN_IF_ERROR(OpenSegment());
     SegmentScanner::Step step = scanner_->Next(&rec);
     if (step == SegmentScanner::Step::kRecord) {
-      out->push_back(
-          LogRecord{model::LogOffset{rec.offset}, rec.append_time_ns, std::string(rec.payload)});
+      out->Add(model::LogOffset{rec.offset}, rec.append_time_ns, rec.payload);
       ++position_;
       refreshed = false;
       ++*n;

@@ -17,12 +17,13 @@ class SegmentLog;
 class SegmentReader final : public LogReader {
  public:
   SegmentReader(SegmentLog* log, uint32_t partition, model::LogOffset from);
-  Result<size_t> Next(size_t max_records, std::vector<LogRecord>* out) override;
+  using LogReader::Next;
+  Result<size_t> Next(size_t max_records, ReadBatch* out) override;
   model::LogOffset position() const override { return model::LogOffset{position_}; }
 
  private:
   // Next() without its error handling: appends to *out, counts in *n.
-  Status ReadInto(size_t max_records, std::vector<LogRecord>* out, size_t* n);
+  Status ReadInto(size_t max_records, ReadBatch* out, size_t* n);
   // Opens the segment holding position_ and skips to position_ in it.
   Status OpenSegment();
   // Reports the damaged record to the log (quarantine) and makes the reader stop there:
