@@ -575,8 +575,16 @@ def wrk(url, seconds, conns, threads=1, delay_ms=None, tmp=None):
             "requests": int(done.group(1)) if done else None, "read_bytes": read_bytes}
 
 
+def _user_sys_s(pid):
+    """(utime, stime) of one process (all its threads), in seconds."""
+    _, ut, st, _, _ = _stat(pid)
+    return ut / CLK_TCK, st / CLK_TCK
+
+
 def api_vs_h2o(ctx):
-    """Realtime API on a Joule holding the fleet data vs h2o serving a file of that size."""
+    """Realtime API on a Joule holding the fleet data vs h2o serving a file of that size.
+    Joule's server CPU per request is also split into user and system time (the kernel's
+    loopback TCP and wake-ups are most of it since session 8, docs/BENCHMARKS.md)."""
     j = Joule(ctx, "fsync")
     res = {}
     try:
@@ -595,24 +603,33 @@ def api_vs_h2o(ctx):
         url = f"http://127.0.0.1:{j.port}{path}"
         runs = []
         for _ in range(ctx.runs):
-            c0 = j.cpu()
+            c0, (u0, s0) = j.cpu(), _user_sys_s(j.proc.pid)
             w = wrk(url, ctx.wrk_seconds, 16)
             w["cpu_s"] = j.cpu() - c0
             w["requests_per_cpu_s"] = w["requests_per_s"] * ctx.wrk_seconds / w["cpu_s"]
+            (u1, s1), n = _user_sys_s(j.proc.pid), w["requests_per_s"] * ctx.wrk_seconds
+            w["server_user_us_per_request"] = (u1 - u0) * 1e6 / n
+            w["server_sys_us_per_request"] = (s1 - s0) * 1e6 / n
             runs.append(w)
-        res["joule"] = summarize(runs, ["requests_per_s", "requests_per_cpu_s", "p50_ms", "p99_ms"])
+        res["joule"] = summarize(runs, ["requests_per_s", "requests_per_cpu_s", "p50_ms", "p99_ms",
+                                        "server_user_us_per_request",
+                                        "server_sys_us_per_request"])
         half = res["joule"]["requests_per_s"] / 2
 
         def paced(conns, delay):
             runs = []
             for _ in range(ctx.runs):
-                c0 = j.cpu()
+                c0, (u0, s0) = j.cpu(), _user_sys_s(j.proc.pid)
                 w = wrk(url, ctx.wrk_seconds, conns, delay_ms=delay, tmp=ctx.tmp)
-                w["server_cpu_us_per_request"] = (j.cpu() - c0) * 1e6 / (w["requests_per_s"]
-                                                                      * ctx.wrk_seconds)
+                n = w["requests_per_s"] * ctx.wrk_seconds
+                w["server_cpu_us_per_request"] = (j.cpu() - c0) * 1e6 / n
+                u1, s1 = _user_sys_s(j.proc.pid)
+                w["server_user_us_per_request"] = (u1 - u0) * 1e6 / n
+                w["server_sys_us_per_request"] = (s1 - s0) * 1e6 / n
                 runs.append(w)
             out = summarize(runs, ["requests_per_s", "p50_ms", "p99_ms",
-                                   "server_cpu_us_per_request"])
+                                   "server_cpu_us_per_request", "server_user_us_per_request",
+                                   "server_sys_us_per_request"])
             out.update({"target_requests_per_s": half, "wrk_delay_ms": delay,
                         "connections": conns})
             return out
