@@ -126,11 +126,9 @@ void WriteAcc(Writer& w, const Acc& a, model::MetricKind kind) {
   w.U8(a.present ? 1 : 0);
 }
 
-Acc ReadAcc(Reader& r, model::MetricKind kind, bool* ok) {
+Acc ReadAcc(Reader& r, model::MetricKind kind) {
   Acc a;
-  const uint64_t count = r.U64();
-  if (count > Acc::kMaxCount) *ok = false;
-  a.count = count;
+  a.count = r.U64();
   a.min = r.F64();
   a.max = r.F64();
   a.sum = r.F64();
@@ -154,20 +152,18 @@ Acc ReadAcc(Reader& r, model::MetricKind kind, bool* ok) {
 }
 
 // By metric id. REQUIRES: v.size() <= metrics.size().
-void WriteAccs(Writer& w, const AccVec& v, const MetricTable& metrics) {
+void WriteAccs(Writer& w, const std::vector<Acc>& v, const std::vector<MetricState>& metrics) {
   w.U32(static_cast<uint32_t>(v.size()));
   for (size_t i = 0; i < v.size(); ++i) WriteAcc(w, v[i], metrics[i].kind);
 }
 
-// False (and *v untouched beyond its size) for more accumulators than metrics, or a count
-// out of Acc's range.
-bool ReadAccs(Reader& r, AccVec* v, const MetricTable& metrics) {
+// False (and *v untouched beyond its size) for more accumulators than metrics.
+bool ReadAccs(Reader& r, std::vector<Acc>* v, const std::vector<MetricState>& metrics) {
   uint32_t n = r.Count(kAccBytes);
   if (n > metrics.size()) return false;
   v->resize(n);
-  bool ok = true;
-  for (uint32_t i = 0; i < n; ++i) (*v)[i] = ReadAcc(r, metrics[i].kind, &ok);
-  return ok;
+  for (uint32_t i = 0; i < n; ++i) (*v)[i] = ReadAcc(r, metrics[i].kind);
+  return true;
 }
 
 Window* FindContainingWindow(const std::vector<Window*>& v, int64_t t) {
@@ -189,9 +185,7 @@ Status Fail(WindowEngine::Impl& E, const char* what) {
 Status WindowEngine::SaveState(std::string* out) const {
   // Stale accumulators are a cache of what the histories hold: bring them up to date
   // (which changes no result) so that the file holds plain values.
-  // Staged rows are appended to the histories first (the file holds them there).
   for (auto& dp : impl_->devices) {
-    impl_->Materialize(*dp);
     for (Window* w : dp->win[kBaseRes]) impl_->CleanWindow(*dp, w);
   }
   const Impl& E = *impl_;
@@ -232,18 +226,16 @@ Status WindowEngine::SaveState(std::string* out) const {
     w.I64(d.latest_day_end);
     w.I64(d.complete_from);
     w.U32(static_cast<uint32_t>(d.metrics.size()));
-    for (size_t m = 0; m < d.metrics.size(); ++m) {
-      const MetricState& ms = d.metrics[m];
-      const MetricLog& lg = d.logs[m];
+    for (const MetricState& ms : d.metrics) {
       w.Str(E.NameOf(ms));
       w.U8(static_cast<uint8_t>(ms.kind));
-      w.U32(static_cast<uint32_t>(lg.hist.size()));
-      for (size_t k = 0; k < lg.hist.size(); ++k) {
-        w.I64(lg.hist[k].t);
-        w.F64(lg.hist[k].v);
+      w.U32(static_cast<uint32_t>(ms.hist.size()));
+      for (size_t k = 0; k < ms.hist.size(); ++k) {
+        w.I64(ms.hist[k].t);
+        w.F64(ms.hist[k].v);
       }
-      w.U32(static_cast<uint32_t>(lg.baseline.size()));
-      for (size_t k = 0; k < lg.baseline.size(); ++k) w.F64(lg.baseline[k]);
+      w.U32(static_cast<uint32_t>(ms.baseline.size()));
+      for (size_t k = 0; k < ms.baseline.size(); ++k) w.F64(ms.baseline[k]);
     }
     for (int res = 0; res < kNumRes; ++res) {
       w.U32(static_cast<uint32_t>(d.win[res].size()));
@@ -316,7 +308,7 @@ Status WindowEngine::RestoreState(std::string_view data) {
   E.last_tick = r.I64();
   E.version_epoch = version >= 2 ? r.U32() : 0;
   const uint32_t n_devices = r.Count(16);
-  AccVec snapshot_scratch;
+  std::vector<Acc> snapshot_scratch;
   struct PendingRead {
     int64_t t;
     size_t offset, n;
@@ -349,7 +341,6 @@ Status WindowEngine::RestoreState(std::string_view data) {
     const uint32_t n_metrics = r.Count(5);
     for (uint32_t mi = 0; mi < n_metrics && r.ok(); ++mi) {
       MetricState ms;
-      MetricLog lg;
       ms.name = E.InternMetricName(r.Str());
       uint8_t kind = r.U8();
       if (kind > 2) return Fail(E, "checkpoint: bad metric kind");
@@ -361,21 +352,18 @@ Status WindowEngine::RestoreState(std::string_view data) {
         s.v = r.F64();
         // Intervals are computed from these times (differences must not overflow).
         if (s.t <= kMinTime || s.t >= kMaxTime) return Fail(E, "checkpoint: bad sample time");
-        lg.hist.push_back(s);
+        ms.hist.push_back(s);
       }
       uint32_t nb = r.Count(8);
       if (ms.kind == model::MetricKind::kCounter) {
-        for (uint32_t k = 0; k < nb && r.ok(); ++k) lg.baseline.push_back(r.F64());
+        for (uint32_t k = 0; k < nb && r.ok(); ++k) ms.baseline.push_back(r.F64());
       } else if (nb != 0) {
         return Fail(E, "checkpoint: baseline of a non-counter metric");
       }
       if (ms.kind == model::MetricKind::kCounter && nb != nh) {
         return Fail(E, "checkpoint: counter baseline mismatch");
       }
-      d.metrics.push_back(ms);
-      lg.kind = ms.kind;
-      d.logs.push_back(std::move(lg));
-      Impl::SyncLast(d, mi);
+      d.metrics.push_back(std::move(ms));
     }
     for (uint32_t i = 0; i < d.metrics.size(); ++i) d.by_name.push_back(i);
     std::sort(d.by_name.begin(), d.by_name.end(), [&](uint32_t a, uint32_t b) {
@@ -426,7 +414,7 @@ Status WindowEngine::RestoreState(std::string_view data) {
                                                                     snapshot_scratch.size())
                                                  : 0;
         }
-        if (!fits) {  // more accumulators than metrics, or a count out of range
+        if (!fits) {  // more accumulators than metrics
           r = Reader("");
           r.U8();  // mark failed
         }

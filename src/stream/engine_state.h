@@ -14,9 +14,7 @@
 #include "model/aggregate_record.h"
 #include "stream/chunked_log.h"
 #include "stream/flat_key_set.h"
-#include "stream/line_allocator.h"
 #include "stream/local_day.h"
-#include "stream/row_buffer.h"
 #include "stream/window_engine.h"
 
 namespace joule::stream {
@@ -75,23 +73,21 @@ inline uint64_t HashDeviceId(std::string_view s) {
 
 enum ResIndex : int { kBaseRes = 0, kHourRes = 1, kDayRes = 2, kNumRes = 3 };
 
-// Accumulator of one metric in one window (80 bytes). The interval-derived pair depends on
+// Accumulator of one metric in one window (88 bytes). The interval-derived pair depends on
 // the metric's kind: power → (x = energy_wh, y = covered_ns), counter → (x = delta,
 // y = resets), gauge → unused (0, 0).
 struct Acc {
-  // Samples; 61 bits (2^61 samples in one window cannot happen), the flags in the same word.
-  static constexpr uint64_t kMaxCount = (uint64_t{1} << 61) - 1;
-  uint64_t count : 61 = 0;
-  uint64_t present : 1 = 0;  // the metric appears in the record
-  // Open base windows that received an out-of-order sample: `sum` (sum_stale) or the
-  // interval pair (iv_stale) is to be recomputed from the history before it is read
-  // (WindowEngine::Impl::CleanWindow). Always 0 in final windows and rollups.
-  uint64_t sum_stale : 1 = 0;
-  uint64_t iv_stale : 1 = 0;
+  uint64_t count = 0;
   double min = 0, max = 0, sum = 0, first = 0, last = 0;
   int64_t first_t = 0, last_t = 0;
   double x = 0;
   int64_t y = 0;
+  bool present = false;  // the metric appears in the record
+  // Open base windows that received an out-of-order sample: `sum` (sum_stale) or the
+  // interval pair (iv_stale) is to be recomputed from the history before it is read
+  // (WindowEngine::Impl::CleanWindow). Always false in final windows and rollups.
+  bool sum_stale = false;
+  bool iv_stale = false;
 
   void AddSample(int64_t t, double v) {
     if (count == 0) {
@@ -115,10 +111,6 @@ struct Acc {
   }
   bool operator==(const Acc&) const = default;
 };
-// A window's accumulators are read on every event: 4 metrics in 5 cache lines (the array
-// starts a line).
-static_assert(sizeof(Acc) == 80);
-using AccVec = std::vector<Acc, LineAllocator<Acc>>;
 
 // One cache line of what every access reads first (bounds, version, count, accumulators),
 // then what emission and rollups need.
@@ -126,7 +118,7 @@ struct alignas(64) Window {
   int64_t start = 0, end = 0;
   uint64_t version = 0;  // version of the last emission (0 = never emitted)
   uint64_t count = 0;    // events
-  AccVec acc;            // by device metric id
+  std::vector<Acc> acc;  // by device metric id
   uint8_t res = kBaseRes;
   bool final = false;        // a final record has been emitted
   bool dirty_final = false;  // final and changed since its last emission
@@ -140,7 +132,7 @@ struct alignas(64) Window {
   Window* day = nullptr;
   // Final windows being changed (Touch → EmitDirty): the content before the change.
   uint64_t snapshot_count = 0;
-  AccVec snapshot;
+  std::vector<Acc> snapshot;
   std::string local_date;  // day windows
   std::string timezone;    // day windows
 };
@@ -155,25 +147,9 @@ struct Sample {
   double v;
 };
 
-// A device's metric, as every event reads it (32 bytes: 4 metrics in 2 cache lines). The
-// sample history is in the device's MetricLog of the same id (cold: read by out-of-order
-// and late events, finalization, eviction and checkpoints); an in-order event needs only
-// its last sample, kept here.
 struct MetricState {
   uint32_t name = 0;  // WindowEngine::Impl::metric_names index
   model::MetricKind kind = model::MetricKind::kGauge;
-  // Power and counter metrics: whether the history (MetricLog plus the device's staged
-  // rows) holds a sample, and its last one (hist.back(), and baseline.back() for counters).
-  // Not maintained for gauges (an in-order gauge sample needs no earlier one).
-  bool has_last = false;
-  int64_t last_t = 0;
-  double last_v = 0;
-  double last_b = 0;
-};
-static_assert(sizeof(MetricState) == 32);
-using MetricTable = std::vector<MetricState, LineAllocator<MetricState>>;
-
-struct MetricLog {
   // Samples in event-time order (equal times: by value). Power and counter metrics keep
   // them back to the eviction horizon plus one before it (interval recomputation for late
   // events); gauges back to the start of the watermark's window (the open windows, whose
@@ -181,39 +157,9 @@ struct MetricLog {
   // `baseline` parallels `hist` for counters: the counter baseline after each sample.
   ChunkedLog<Sample> hist;
   ChunkedLog<double> baseline;  // counters only (empty otherwise)
-  // The metric's kind (as MetricState::kind): appending staged rows reads the logs, not
-  // the metric table.
-  model::MetricKind kind = model::MetricKind::kGauge;
 };
-
-// Staged rows (Device::rows): what in-order events would have appended to the device's
-// metric histories, clock-skew ring and de-duplication timestamps, one row per event, in
-// arrival order; WindowEngine::Impl::Materialize appends them (the same appends in the same
-// order) before anything reads those structures. An event then writes one row (the tail of
-// one buffer) instead of the tails of every metric's history, the skew ring and the
-// timestamp list. A row, in 64-bit words: the event time; a header (metric count in bits
-// 0–31, then the flags below); the clock skew (kRowSkew); the metric ids, two per word
-// (kRowIds; else the i-th value is metric i's); the values (bit patterns of doubles); then
-// padding to a multiple of 8 words: the buffer starts a cache line, so a row of up to 8
-// words (4 metrics with a skew: 7) is one line.
-inline constexpr uint64_t kRowSkew = uint64_t{1} << 32;  // the skew ring gets a value
-inline constexpr uint64_t kRowSeen = uint64_t{1} << 33;  // seen_ts gets the event time
-inline constexpr uint64_t kRowIds = uint64_t{1} << 34;   // metric ids follow
-
-struct RowLayout {
-  size_t n;       // metrics
-  size_t ids;     // offset of the ids (if kRowIds)
-  size_t values;  // offset of the values
-  size_t words;   // the row with its padding
-};
-inline RowLayout RowLayoutOf(uint64_t head) {
-  RowLayout l;
-  l.n = head & 0xffffffffu;
-  l.ids = (head & kRowSkew) != 0 ? 3 : 2;
-  l.values = l.ids + ((head & kRowIds) != 0 ? (l.n + 1) / 2 : 0);
-  l.words = (l.values + l.n + 7) & ~size_t{7};
-  return l;
-}
+// Read on every event, one entry per metric of the event: 4 metrics in 3.5 cache lines.
+static_assert(sizeof(MetricState) == 56);
 
 // The order of samples in a history: by time, equal times by value (so that the order, and
 // every sum folded in it, does not depend on arrival order).
@@ -222,11 +168,10 @@ inline bool SampleBefore(int64_t t, double v, const Sample& s) {
 }
 
 // Cache-line-aligned, fields grouped by line: line 0 is read by every event and by every
-// Tick, lines 1–2 by every event (line 3 too for events with an event_id); the rest only
-// by emission, early firings, out-of-order and late events, idle ticks, eviction and day
-// rolls. Events are folded into the windows as they arrive (no buffer of pending events);
-// what they append to histories is staged in `rows` (see kRowSkew). WindowEngine::
-// ProcessBatch prefetches lines 0–3 a few events ahead.
+// Tick, lines 1–3 by every event (line 4 too for events with an event_id); the rest only
+// by emission, early firings, idle ticks and day rolls. Events are folded into the windows
+// as they arrive (no buffer of pending events). WindowEngine::ProcessBatch
+// prefetches lines 0–4 a few events ahead.
 struct alignas(64) Device {
   // Line 0.
   int64_t max_t = kMinTime;
@@ -237,32 +182,30 @@ struct alignas(64) Device {
   int64_t next_evict = 0;           // processing time of the next eviction pass (not saved)
   int64_t min_open_end = kMinTime;  // lower bound of the ends of non-final windows
   bool has_events = false;
-  uint32_t skew_n = 0;  // values written to `skew` (staged rows not counted)
+  uint32_t skew_n = 0;
   // Line 1.
   std::string id;
-  MetricTable metrics;          // by metric id (order of first appearance)
-  Window* last_base = nullptr;  // lookup cache
+  std::vector<MetricState> metrics;  // by metric id (order of first appearance)
+  Window* last_base = nullptr;       // lookup cache
   // Line 2.
   uint64_t events = 0;
   // Every metric's history holds all of its samples at or after this time (the sample
   // statistics of a base window starting here or later can be recomputed from them).
   int64_t complete_from = kMinTime;
-  RowBuffer rows;              // staged in-order events (kRowSkew), not yet appended
+  // Line 3. De-duplication of events without an event_id: their timestamps, sorted from
+  // seen_head.
+  std::vector<int64_t> seen_ts;
+  size_t seen_head = 0;
   std::vector<Window*> dirty;  // final windows changed since emission
-  // Line 3. De-duplication of events with an event_id: a hash of it, with the event time
+  uint64_t duplicates = 0;
+  // Line 4. De-duplication of events with an event_id: a hash of it, with the event time
   // (for expiry).
   FlatKeySet dedup;
-  uint64_t duplicates = 0;
   uint64_t late_updates = 0, late_dropped = 0;
   size_t first_open[kNumRes] = {0, 0, 0};  // per resolution, the first non-final window
   std::vector<Window*> win[kNumRes];       // sorted by start
 
-  // Colder: histories, de-duplication by timestamp, emission order, clock-skew ring,
-  // timezone.
-  std::vector<MetricLog> logs;  // by metric id, parallel to `metrics`
-  // De-duplication of events without an event_id: their timestamps, sorted from seen_head.
-  std::vector<int64_t> seen_ts;
-  size_t seen_head = 0;
+  // Colder: emission order, clock-skew ring, timezone.
   std::vector<uint32_t> by_name;  // metric ids sorted by name (emission order)
   static constexpr int kSkewRing = 16;
   int64_t skew[kSkewRing] = {};
@@ -279,11 +222,6 @@ struct WindowEngine::Impl {
   TimezoneProvider* tzp;
   ZoneCache zones;
   std::vector<std::unique_ptr<Device>> devices;
-  // By device index: the processing time from which Tick must visit the device (the
-  // earliest of its idle, early-firing and eviction deadlines when last visited; kMinTime
-  // for devices not visited yet). Tick reads 8 bytes per device that is not due instead of
-  // a line of it.
-  std::vector<int64_t> tick_due;
   // device id → index into `devices`: open addressing over (hash, index + 1) slots, so a
   // lookup touches one slot and the device itself.
   struct Slot {
@@ -317,8 +255,8 @@ struct WindowEngine::Impl {
   struct ViewSlot {
     Window* w;
     uint64_t count;
-    size_t n;    // accumulators in use (the window's, grown by what lands in it)
-    AccVec acc;  // sized to the device's metric count
+    size_t n;              // accumulators in use (the window's, grown by what lands in it)
+    std::vector<Acc> acc;  // sized to the device's metric count
   };
   std::vector<ViewSlot> view;
   size_t view_n = 0;
@@ -335,18 +273,8 @@ struct WindowEngine::Impl {
 
   Device& GetDevice(std::string_view id);
   // Folds an event later than every earlier event of the device into its windows (samples
-  // by metric id) and stages its row (`flags`: kRowSkew with `skew`, kRowSeen). The
-  // checkpoint reader replays a format-3 file's pending events with it.
-  void FoldInOrder(Device& d, int64_t t, size_t n, const uint32_t* ids, const double* values,
-                   uint64_t flags = 0, int64_t skew = 0);
-  // Appends the device's staged rows to its histories, skew ring and de-duplication
-  // timestamps. Call before reading or changing any of them directly.
-  void Materialize(Device& d) {
-    if (!d.rows.empty()) MaterializeRows(d);
-  }
-  void MaterializeRows(Device& d);
-  // MetricState::last_* from the history of metric m (after a change other than an append).
-  static void SyncLast(Device& d, uint32_t m);
+  // by metric id). The checkpoint reader replays a format-3 file's pending events with it.
+  void FoldInOrder(Device& d, int64_t t, size_t n, const uint32_t* ids, const double* values);
   // Recomputes what out-of-order samples left stale in an open base window (Acc::sum_stale,
   // Acc::iv_stale); every reader of a base window's accumulators calls it first.
   void CleanWindow(Device& d, Window* w);

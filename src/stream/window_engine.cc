@@ -28,12 +28,6 @@ inline int64_t FloorTo(int64_t t, int64_t w) {
   return FloorDiv(t, w) * w;
 }
 
-inline int64_t SaturatingAdd(int64_t a, int64_t b) {
-  int64_t r;
-  if (__builtin_add_overflow(a, b, &r)) return b > 0 ? kMaxTime : kMinTime;
-  return r;
-}
-
 // Per-event scratch for one value per metric: on the stack for up to 64 metrics.
 template <typename T>
 struct SmallBuffer {
@@ -359,55 +353,31 @@ inline void AddPieceAll(Device& d, Window* w, uint32_t m, double x, int64_t y) {
   a.present = true;
 }
 
-// The window part of an in-order sample (its history append is staged in the device's
-// row): its sample statistics and, for power and counters, the interval from the metric's
-// previous sample.
 void FoldSample(Impl& E, Device& d, Window* w, uint32_t m, int64_t t, double v) {
   AddSampleAll(d, w, m, t, v);
   MetricState& ms = d.metrics[m];
-  if (ms.kind == MetricKind::kGauge) return;
-  if (!ms.has_last) {
-    ms.has_last = true;
-    ms.last_t = t;
-    ms.last_v = v;
-    ms.last_b = v;
+  if (ms.kind == MetricKind::kGauge || ms.hist.empty()) {
+    ms.hist.push_back({t, v});
+    if (ms.kind == MetricKind::kCounter) ms.baseline.push_back(v);
     return;
   }
   const int64_t width = E.opt.window_ns;
-  const int64_t pt = ms.last_t;
-  const double pv = ms.last_v;
+  const Sample p = ms.hist.back();
   if (ms.kind == MetricKind::kPower) {
-    if (t > pt && t - pt <= E.opt.max_gap_ns) {
-      SpreadPower(width, pt, pv, t, v, w->start, [&](int64_t s, double e, int64_t cov) {
+    if (t > p.t && t - p.t <= E.opt.max_gap_ns) {
+      SpreadPower(width, p.t, p.v, t, v, w->start, [&](int64_t s, double e, int64_t cov) {
         AddPieceAll(d, BaseOf(E, d, s, true), m, e, cov);
       });
     }
+    ms.hist.push_back({t, v});
   } else {
-    CounterStep st = StepCounter(ms.last_b, v);
-    SpreadCounter(width, E.opt.max_gap_ns, pt, t, w->start, st.inc, [&](int64_t s, double share) {
+    CounterStep st = StepCounter(ms.baseline.back(), v);
+    SpreadCounter(width, E.opt.max_gap_ns, p.t, t, w->start, st.inc, [&](int64_t s, double share) {
       AddPieceAll(d, BaseOf(E, d, s, true), m, share, 0);
     });
     if (st.reset) AddPieceAll(d, w, m, 0, 1);
-    ms.last_b = st.baseline;
-  }
-  ms.last_t = t;
-  ms.last_v = v;
-}
-
-// The history part of an in-order sample: what FoldSample appended before rows were staged.
-inline void AppendSample(MetricLog& lg, int64_t t, double v) {
-  const MetricKind kind = lg.kind;
-  if (kind == MetricKind::kGauge || lg.hist.empty()) {
-    lg.hist.push_back({t, v});
-    if (kind == MetricKind::kCounter) lg.baseline.push_back(v);
-    return;
-  }
-  if (kind == MetricKind::kPower) {
-    lg.hist.push_back({t, v});
-  } else {
-    const CounterStep st = StepCounter(lg.baseline.back(), v);
-    lg.hist.push_back({t, v});
-    lg.baseline.push_back(st.baseline);
+    ms.hist.push_back({t, v});
+    ms.baseline.push_back(st.baseline);
   }
 }
 
@@ -479,9 +449,8 @@ void RecomputeRange(Impl& E, Device& d, uint32_t m, int64_t lo, int64_t hi) {
     if (s < s0 || s > s1) return nullptr;
     return &nf[static_cast<size_t>((s - s0) / width)];
   };
-  const MetricState& ms = d.metrics[m];
-  const MetricLog& lg = d.logs[m];
-  const auto& h = lg.hist;
+  MetricState& ms = d.metrics[m];
+  const auto& h = ms.hist;
   size_t k0 = 0;
   {
     const size_t after = FirstAfter(h, s0);
@@ -510,7 +479,7 @@ void RecomputeRange(Impl& E, Device& d, uint32_t m, int64_t lo, int64_t hi) {
           f.touched = true;
         }
       } else {
-        const CounterStep st = StepCounter(lg.baseline[k - 1], c.v);
+        const CounterStep st = StepCounter(ms.baseline[k - 1], c.v);
         f.x += st.inc;
         if (st.reset) f.y += 1;
         f.touched = true;
@@ -529,7 +498,7 @@ void RecomputeRange(Impl& E, Device& d, uint32_t m, int64_t lo, int64_t hi) {
                     });
       }
     } else {
-      CounterStep st = StepCounter(lg.baseline[k - 1], c.v);
+      CounterStep st = StepCounter(ms.baseline[k - 1], c.v);
       SpreadCounter(width, E.opt.max_gap_ns, p.t, c.t, FloorTo(c.t, width), st.inc,
                     [&](int64_t s, double share) {
                       if (Fields* f = at(s)) {
@@ -563,7 +532,7 @@ void RecomputeRange(Impl& E, Device& d, uint32_t m, int64_t lo, int64_t hi) {
 // Recomputes the sample statistics (count, min, max, sum, first, last) of metric m in base
 // window w from the history, in its order. REQUIRES: w->start >= d.complete_from.
 void RebuildSampleStats(Device& d, Window* w, uint32_t m) {
-  const auto& h = d.logs[m].hist;
+  const auto& h = d.metrics[m].hist;
   Acc& a = AccOf(w, m);
   Acc fresh;
   for (size_t k = FirstAtOrAfter(h, w->start); k < h.size() && h[k].t < w->end; ++k) {
@@ -580,7 +549,7 @@ void RebuildSampleStats(Device& d, Window* w, uint32_t m) {
 // The sum of metric m's samples in base window w, folded in history (time) order.
 // REQUIRES: w->start >= d.complete_from.
 double WindowSum(const Device& d, const Window* w, uint32_t m) {
-  const auto& h = d.logs[m].hist;
+  const auto& h = d.metrics[m].hist;
   double sum = 0;
   for (size_t k = FirstAtOrAfter(h, w->start); k < h.size();) {
     size_t n;
@@ -600,7 +569,7 @@ double WindowSum(const Device& d, const Window* w, uint32_t m) {
 // sample is the window's last, else recomputed — at once in a final window, before the
 // next read in an open one (sum_stale, so a burst of disorder costs one pass).
 void InsertSampleStats(Device& d, Window* w, uint32_t m, size_t pos) {
-  const auto& h = d.logs[m].hist;
+  const auto& h = d.metrics[m].hist;
   const Sample s = h[pos];
   if ((pos > 0 && h[pos - 1].t == s.t) || (pos + 1 < h.size() && h[pos + 1].t == s.t)) {
     RebuildSampleStats(d, w, m);  // equal times: first/last depend on the order too
@@ -631,9 +600,8 @@ void ApplyUnordered(Impl& E, Device& d, const model::Event& ev, const uint32_t* 
   for (size_t i = 0; i < ev.metrics.size(); ++i) {
     const uint32_t m = ids[i];
     const double v = ev.metrics[i].value;
-    const MetricState& ms = d.metrics[m];
-    MetricLog& lg = d.logs[m];
-    auto& h = lg.hist;
+    MetricState& ms = d.metrics[m];
+    auto& h = ms.hist;
     const bool keep = ms.kind != MetricKind::kGauge || t >= d.complete_from;
     size_t pos = 0;
     if (keep) {
@@ -649,7 +617,7 @@ void ApplyUnordered(Impl& E, Device& d, const model::Event& ev, const uint32_t* 
     int64_t lo = pos > 0 ? std::max(h[pos - 1].t, t - E.opt.max_gap_ns) : t;
     int64_t hi = pos + 1 < h.size() ? h[pos + 1].t : t;
     if (ms.kind == MetricKind::kCounter) {
-      auto& b = lg.baseline;
+      auto& b = ms.baseline;
       b.insert(pos, v);
       for (size_t j = pos; j < h.size(); ++j) {
         double nb = j == 0 ? h[0].v : StepCounter(b[j - 1], h[j].v).baseline;
@@ -658,7 +626,6 @@ void ApplyUnordered(Impl& E, Device& d, const model::Event& ev, const uint32_t* 
         hi = std::max(hi, h[std::min(j + 1, h.size() - 1)].t);
       }
     }
-    Impl::SyncLast(d, m);  // the sample may be the last one, and baselines may have changed
     // Within one open window (the usual disorder): its interval fields are recomputed
     // before the next read, once for any number of such events.
     const int64_t width = E.opt.window_ns;
@@ -741,7 +708,7 @@ void EmitDirty(Impl& E, Device& d, RecordSink* sink) {
     if (w->res != kBaseRes) continue;
     ApplyBaseChange(d, w, w->hour);
     ApplyBaseChange(d, w, w->day);
-    AccVec().swap(w->snapshot);
+    std::vector<Acc>().swap(w->snapshot);
     w->snapshot_count = 0;
   }
   std::sort(d.dirty.begin(), d.dirty.end(), [](const Window* a, const Window* b) {
@@ -757,18 +724,16 @@ void EmitDirty(Impl& E, Device& d, RecordSink* sink) {
 
 // Earliest time up to which interpolated intervals are settled: a window ending later
 // could still receive a share of an interval to a future sample.
-int64_t Frontier(Impl& E, Device& d) {
-  E.Materialize(d);
+int64_t Frontier(const Impl& E, const Device& d) {
   int64_t f = kMaxTime;
-  for (size_t m = 0; m < d.metrics.size(); ++m) {
-    if (d.logs[m].kind == MetricKind::kGauge) continue;
+  for (const MetricState& ms : d.metrics) {
+    if (ms.kind == MetricKind::kGauge) continue;
     // The last sample at or below the watermark: a later event can only split the
     // interval after it (the samples after it are above the watermark too).
-    const auto& h = d.logs[m].hist;
-    size_t k = h.size();
-    while (k > 0 && h[k - 1].t > d.wm) --k;
+    size_t k = ms.hist.size();
+    while (k > 0 && ms.hist[k - 1].t > d.wm) --k;
     if (k == 0) continue;
-    int64_t lt = h[k - 1].t;
+    int64_t lt = ms.hist[k - 1].t;
     if (d.wm >= lt + E.opt.max_gap_ns) continue;
     f = std::min(f, lt);
   }
@@ -900,7 +865,6 @@ void EarlyFire(Impl& E, Device& d, int64_t now, int64_t tick_period, RecordSink*
 
 void Evict(Impl& E, Device& d) {
   if (!d.has_events) return;
-  E.Materialize(d);
   const int64_t ref = std::max(d.wm, d.fin_wm);
   const int64_t horizon = ref - E.opt.allowed_lateness_ns - E.opt.max_gap_ns;
   for (int res = 0; res < kNumRes; ++res) {
@@ -931,10 +895,9 @@ void Evict(Impl& E, Device& d) {
     if (w->start < complete_from) E.CleanWindow(d, w);
   }
   d.complete_from = complete_from;
-  for (size_t m = 0; m < d.metrics.size(); ++m) {
-    MetricLog& lg = d.logs[m];
-    auto& h = lg.hist;
-    const bool gauge = lg.kind == MetricKind::kGauge;
+  for (MetricState& ms : d.metrics) {
+    auto& h = ms.hist;
+    const bool gauge = ms.kind == MetricKind::kGauge;
     // From the front: what expired since the last pass is a few samples (a binary search
     // would touch a dozen cold lines of a long history).
     const int64_t keep_from = gauge ? gs : hs;
@@ -945,7 +908,7 @@ void Evict(Impl& E, Device& d) {
     if (drop == 0) continue;
     // Dropping from the front moves nothing: whole expired chunks are freed.
     h.erase_front(drop);
-    if (!lg.baseline.empty()) lg.baseline.erase_front(drop);
+    if (!ms.baseline.empty()) ms.baseline.erase_front(drop);
   }
 }
 
@@ -994,7 +957,6 @@ void WindowEngine::Impl::ResetState() {
     }
   }
   devices.clear();
-  tick_due.clear();
   index.clear();
   last_device = nullptr;
   metric_names.clear();
@@ -1087,28 +1049,12 @@ Device& WindowEngine::Impl::GetDevice(std::string_view id) {
 }
 
 void WindowEngine::Impl::FoldInOrder(Device& d, int64_t t, size_t n, const uint32_t* ids,
-                                     const double* values, uint64_t flags, int64_t skew) {
+                                     const double* values) {
   Impl& E = *this;
   Window* w = BaseOf(E, d, BaseStartOf(E, d, t), true);
   Touch(d, w);
   ++w->count;
   for (size_t i = 0; i < n; ++i) FoldSample(E, d, w, ids[i], t, values[i]);
-  // The row: the event's appends to the histories (and skew ring, de-duplication list).
-  bool identity = true;
-  for (size_t i = 0; i < n; ++i) identity = identity && ids[i] == i;
-  if (!identity) flags |= kRowIds;
-  const uint64_t head = flags | n;
-  const RowLayout l = RowLayoutOf(head);
-  uint64_t* row = d.rows.Append(l.words);
-  row[0] = static_cast<uint64_t>(t);
-  row[1] = head;
-  if ((flags & kRowSkew) != 0) row[2] = static_cast<uint64_t>(skew);
-  if (!identity) {
-    for (size_t i = 0; i < n; i += 2) {
-      row[l.ids + i / 2] = ids[i] | (i + 1 < n ? uint64_t{ids[i + 1]} << 32 : 0);
-    }
-  }
-  for (size_t i = 0; i < n; ++i) std::memcpy(row + l.values + i, values + i, sizeof(double));
   d.has_events = true;
   if (t > d.max_t) {  // always, except for a format-3 checkpoint's pending events
     d.max_t = t;
@@ -1118,7 +1064,6 @@ void WindowEngine::Impl::FoldInOrder(Device& d, int64_t t, size_t n, const uint3
 
 void WindowEngine::Impl::CleanWindow(Device& d, Window* w) {
   if (!w->stale) return;
-  Materialize(d);
   w->stale = false;
   for (uint32_t m = 0; m < w->acc.size(); ++m) {
     Acc& a = w->acc[m];
@@ -1131,42 +1076,6 @@ void WindowEngine::Impl::CleanWindow(Device& d, Window* w) {
       RecomputeRange(*this, d, m, w->start, w->start);
     }
   }
-}
-
-void WindowEngine::Impl::MaterializeRows(Device& d) {
-  const uint64_t* p = d.rows.data();
-  const uint64_t* const end = p + d.rows.size();
-  MetricLog* logs = d.logs.data();
-  while (p < end) {
-    const auto t = static_cast<int64_t>(p[0]);
-    const uint64_t head = p[1];
-    const RowLayout l = RowLayoutOf(head);
-    if ((head & kRowSkew) != 0) {
-      d.skew[d.skew_n % Device::kSkewRing] = static_cast<int64_t>(p[2]);
-      ++d.skew_n;
-    }
-    if ((head & kRowSeen) != 0) d.seen_ts.push_back(t);
-    const uint64_t* ids = (head & kRowIds) != 0 ? p + l.ids : nullptr;
-    for (size_t i = 0; i < l.n; ++i) {
-      const auto m = ids == nullptr ? static_cast<uint32_t>(i)
-                                    : static_cast<uint32_t>(ids[i / 2] >> (32 * (i % 2)));
-      double v;
-      std::memcpy(&v, p + l.values + i, sizeof v);
-      AppendSample(logs[m], t, v);
-    }
-    p += l.words;
-  }
-  d.rows.clear();
-}
-
-void WindowEngine::Impl::SyncLast(Device& d, uint32_t m) {
-  MetricState& ms = d.metrics[m];
-  const MetricLog& lg = d.logs[m];
-  ms.has_last = !lg.hist.empty();
-  if (!ms.has_last) return;
-  ms.last_t = lg.hist.back().t;
-  ms.last_v = lg.hist.back().v;
-  ms.last_b = lg.baseline.empty() ? 0 : lg.baseline.back();
 }
 
 uint32_t WindowEngine::Impl::InternMetricName(std::string_view name) {
@@ -1199,7 +1108,6 @@ uint32_t WindowEngine::Impl::MetricId(Device& d, size_t guess, std::string_view 
   ms.name = InternMetricName(name);
   ms.kind = metric_kinds[ms.name];
   d.metrics.push_back(std::move(ms));
-  d.logs.emplace_back().kind = d.metrics.back().kind;
   auto pos =
       std::lower_bound(d.by_name.begin(), d.by_name.end(), name,
                        [&](uint32_t a, std::string_view n) { return NameOf(d.metrics[a]) < n; });
@@ -1239,47 +1147,21 @@ void WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t no
   Impl& E = *this;
   if (now_ns > d.last_seen) d.last_seen = now_ns;
   if (!d.has_events && d.next_early == 0) d.next_early = now_ns + E.opt.early_fire_interval_ns;
+  if (ev.received_at_ns != 0) {
+    d.skew[d.skew_n % Device::kSkewRing] = ev.received_at_ns - ev.timestamp_ns;
+    ++d.skew_n;
+  }
   const int64_t t = ev.timestamp_ns;
-  // An event later than every earlier one (the common case) stages what it appends to the
-  // histories, the skew ring and the de-duplication timestamps in its row (FoldInOrder);
-  // every other event reads or changes them directly, after the staged rows are appended.
-  const bool in_order = d.has_events && t > d.max_t;
-  const int64_t skew = ev.received_at_ns - ev.timestamp_ns;
-  auto record_skew = [&] {  // (after the staged rows: the ring keeps arrival order)
-    E.Materialize(d);
-    if (ev.received_at_ns != 0) {
-      d.skew[d.skew_n % Device::kSkewRing] = skew;
-      ++d.skew_n;
-    }
-  };
   const int64_t ref = d.has_events ? std::max(d.wm, d.fin_wm) : kMinTime;
-  // (An event after every earlier one can still be too late: after an idle finalization
-  // fin_wm is ahead of the last event.)
   if (d.has_events && t < ref - E.opt.allowed_lateness_ns) {
-    record_skew();
     ++d.late_dropped;
     ++E.late_dropped;
     return;
   }
-  uint64_t row_flags = 0;
-  if (in_order) {
-    if (ev.received_at_ns != 0) row_flags |= kRowSkew;
-    if (ev.event_id.empty()) {
-      // Later than every accepted event: not a duplicate (RememberEvent's append).
-      row_flags |= kRowSeen;
-    } else if (!d.dedup.Insert(HashEventId(ev.event_id), t, ref - E.DedupHorizon())) {
-      record_skew();
-      ++d.duplicates;
-      ++E.duplicates;
-      return;
-    }
-  } else {
-    record_skew();
-    if (!RememberEvent(d, ev, d.has_events ? ref - E.DedupHorizon() : kMinTime)) {
-      ++d.duplicates;
-      ++E.duplicates;
-      return;
-    }
+  if (!RememberEvent(d, ev, d.has_events ? ref - E.DedupHorizon() : kMinTime)) {
+    ++d.duplicates;
+    ++E.duplicates;
+    return;
   }
   ++d.events;
   ++E.events;
@@ -1301,7 +1183,6 @@ void WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t no
       }
       if (d.metrics.capacity() < n_ev) {  // a new device: its tables at once
         d.metrics.reserve(n_ev);
-        d.logs.reserve(n_ev);
         d.by_name.reserve(n_ev);
       }
       ids[i] = E.MetricId(d, i, name);
@@ -1320,7 +1201,7 @@ void WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t no
     SmallBuffer<double> value_buffer;
     double* values = value_buffer.Get(n_ev);
     for (size_t i = 0; i < n_ev; ++i) values[i] = ev_metrics[i].value;
-    E.FoldInOrder(d, t, n_ev, ids, values, row_flags, skew);
+    E.FoldInOrder(d, t, n_ev, ids, values);
   }
   Finalize(E, d, sink);
   if (now_ns >= d.next_early) EarlyFire(E, d, now_ns, 0, sink);
@@ -1333,8 +1214,13 @@ inline void PrefetchLines(const void* p, size_t bytes) {
   for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o, 1, 3);
 }
 
-template <typename T, typename A>
-inline void PrefetchAll(const std::vector<T, A>& v) {
+template <typename T>
+inline void PrefetchTail(const std::vector<T>& v) {
+  if (!v.empty()) __builtin_prefetch(v.data() + v.size() - 1, 1, 3);
+}
+
+template <typename T>
+inline void PrefetchAll(const std::vector<T>& v) {
   if (!v.empty()) PrefetchLines(v.data(), v.size() * sizeof(T));
 }
 
@@ -1408,11 +1294,8 @@ void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t no
     if (d->last_base != nullptr) __builtin_prefetch(d->last_base, 1, 3);
     if (!d->metrics.empty())
       PrefetchLines(d->metrics.data(), d->metrics.size() * sizeof(MetricState));
-    // Where the event's row goes (one line for up to 8 words).
-    if (d->rows.capacity() != 0) {
-      const uint64_t* row = d->rows.next();
-      __builtin_prefetch(row, 1, 3);
-    }
+    PrefetchTail(d->seen_ts);
+    __builtin_prefetch(&d->skew[d->skew_n % Device::kSkewRing], 1, 3);
     if (now_ns >= d->next_early) {  // this event will trigger an early firing
       __builtin_prefetch(d->win[kBaseRes].data() + d->first_open[kBaseRes], 0, 3);
       __builtin_prefetch(d->win[kHourRes].data() + d->first_open[kHourRes], 0, 3);
@@ -1425,6 +1308,10 @@ void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t no
     if (d == nullptr) return;
     if (const Window* w = d->last_base; w != nullptr && !w->acc.empty()) {
       PrefetchLines(w->acc.data(), w->acc.size() * sizeof(Acc));
+    }
+    for (const MetricState& ms : d->metrics) {
+      if (const Sample* tail = ms.hist.tail()) __builtin_prefetch(tail, 1, 3);
+      if (const double* tail = ms.baseline.tail()) __builtin_prefetch(tail, 1, 3);
     }
     if (now_ns >= d->next_early) PrefetchOpenWindows(*d, false);
   };
@@ -1452,20 +1339,14 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
   Impl& E = *impl_;
   const int64_t period = E.last_tick == kMinTime ? 0 : std::max<int64_t>(now_ns - E.last_tick, 0);
   E.last_tick = now_ns;
-  // Tick visits the devices whose earliest deadline has come (Impl::tick_due), in index
-  // order: prefetch the fields it reads a few due devices ahead, and the open windows of
-  // those due for an early firing (their state is rarely in cache).
+  // Tick visits every device: prefetch the fields it reads a few devices ahead, and the
+  // open windows of those due for an early firing (their state is rarely in cache).
   constexpr size_t kFieldsAhead = 8, kWindowsAhead = 4, kContentsAhead = 2;
   const size_t n_devices = E.devices.size();
-  if (E.tick_due.size() < n_devices) E.tick_due.resize(n_devices, kMinTime);
-  const int64_t* tick_due = E.tick_due.data();
-  auto visited = [&](size_t k) { return now_ns >= tick_due[k]; };
   auto due = [&](const Device& d) { return d.has_events && now_ns >= d.next_early; };
   for (size_t k = 0; k < n_devices; ++k) {
-    if (k + kFieldsAhead < n_devices && visited(k + kFieldsAhead)) {
-      PrefetchTickFields(E.devices[k + kFieldsAhead].get());
-    }
-    if (k + kWindowsAhead < n_devices && visited(k + kWindowsAhead)) {
+    if (k + kFieldsAhead < n_devices) PrefetchTickFields(E.devices[k + kFieldsAhead].get());
+    if (k + kWindowsAhead < n_devices) {
       const Device& a = *E.devices[k + kWindowsAhead];
       if (due(a)) {
         for (int res = 0; res < kNumRes; ++res) {
@@ -1474,7 +1355,7 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
         PrefetchLines(&a.metrics, 64);
       }
     }
-    if (k + kContentsAhead < n_devices && visited(k + kContentsAhead)) {
+    if (k + kContentsAhead < n_devices) {
       const Device& a = *E.devices[k + kContentsAhead];
       if (due(a)) {
         PrefetchOpenWindows(a, false);
@@ -1482,13 +1363,15 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
         PrefetchAll(a.by_name);
       }
     }
-    if (k + 1 < n_devices && visited(k + 1)) {
+    if (k + 1 < n_devices) {
       const Device& a = *E.devices[k + 1];
       if (due(a)) {
         PrefetchOpenWindows(a, true);
+        for (const MetricState& ms : a.metrics) {
+          if (const Sample* tail = ms.hist.tail()) __builtin_prefetch(tail, 0, 3);
+        }
       }
     }
-    if (!visited(k)) continue;
     Device& d = *E.devices[k];
     if (!d.has_events) continue;
     const int64_t silent = now_ns - d.last_seen;
@@ -1509,12 +1392,6 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
       Evict(E, d);
       d.next_evict = now_ns + kEvictInterval;
     }
-    // Tick acts on a device when it has been silent for idle_timeout, at next_early and at
-    // next_evict; until the earliest of them it need not visit it. Between visits events
-    // only move these later (last_seen; next_early when Process fires early), so a visit
-    // may come early (and do nothing), never late. New and restored devices are due at once.
-    E.tick_due[k] =
-        std::min({d.next_early, d.next_evict, SaturatingAdd(d.last_seen, E.opt.idle_timeout_ns)});
   }
 }
 
@@ -1525,17 +1402,9 @@ bool WindowEngine::Health(std::string_view device_id, DeviceHealth* out) const {
   out->last_event_time_ns = d.has_events ? d.max_t : 0;
   out->last_seen_ns = d.last_seen;
   out->watermark_ns = d.has_events ? d.wm : 0;
-  // The ring as the staged rows would leave it.
-  int64_t ring[Device::kSkewRing];
-  std::copy(d.skew, d.skew + Device::kSkewRing, ring);
-  uint32_t skew_n = d.skew_n;
-  for (const uint64_t *p = d.rows.data(), *end = p + d.rows.size(); p < end;
-       p += RowLayoutOf(p[1]).words) {
-    if ((p[1] & kRowSkew) != 0) ring[skew_n++ % Device::kSkewRing] = static_cast<int64_t>(p[2]);
-  }
-  size_t n = std::min<size_t>(skew_n, Device::kSkewRing);
+  size_t n = std::min<size_t>(d.skew_n, Device::kSkewRing);
   int64_t tmp[Device::kSkewRing];
-  std::copy(ring, ring + n, tmp);
+  std::copy(d.skew, d.skew + n, tmp);
   std::sort(tmp, tmp + n);
   out->clock_skew_ns = n == 0 ? 0 : tmp[n / 2];
   out->events = d.events;
@@ -1558,10 +1427,9 @@ WindowEngine::Stats WindowEngine::stats() const {
   for (const auto& dp : E.devices) {
     const Device& d = *dp;
     bytes += sizeof(Device) + d.id.capacity() + d.dedup.capacity() * sizeof(FlatKeySet::Entry) +
-             d.seen_ts.capacity() * sizeof(int64_t) + d.rows.capacity() * sizeof(uint64_t);
-    for (const MetricLog& lg : d.logs) {
-      bytes += sizeof(MetricState) + sizeof(MetricLog) + lg.hist.capacity_bytes() +
-               lg.baseline.capacity_bytes();
+             d.seen_ts.capacity() * sizeof(int64_t);
+    for (const MetricState& ms : d.metrics) {
+      bytes += sizeof(MetricState) + ms.hist.capacity_bytes() + ms.baseline.capacity_bytes();
     }
     for (int res = 0; res < kNumRes; ++res) {
       for (const Window* w : d.win[res]) {
