@@ -222,6 +222,11 @@ struct WindowEngine::Impl {
   TimezoneProvider* tzp;
   ZoneCache zones;
   std::vector<std::unique_ptr<Device>> devices;
+  // By device index: the processing time from which Tick must visit the device (the
+  // earliest of its idle, early-firing and eviction deadlines when last visited; kMinTime
+  // for devices not visited yet). Tick reads 8 bytes per device that is not due instead of
+  // a line of it.
+  std::vector<int64_t> tick_due;
   // device id → index into `devices`: open addressing over (hash, index + 1) slots, so a
   // lookup touches one slot and the device itself.
   struct Slot {

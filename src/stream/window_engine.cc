@@ -23,6 +23,12 @@ inline int64_t FloorDiv(int64_t a, int64_t b) {
   if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
   return q;
 }
+inline int64_t SaturatingAdd(int64_t a, int64_t b) {
+  int64_t r;
+  if (__builtin_add_overflow(a, b, &r)) return b > 0 ? kMaxTime : kMinTime;
+  return r;
+}
+
 inline int64_t FloorTo(int64_t t, int64_t w) {
   if (t >= 0) return t - t % w;  // the common case: one division, no branches
   return FloorDiv(t, w) * w;
@@ -957,6 +963,7 @@ void WindowEngine::Impl::ResetState() {
     }
   }
   devices.clear();
+  tick_due.clear();
   index.clear();
   last_device = nullptr;
   metric_names.clear();
@@ -1339,14 +1346,20 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
   Impl& E = *impl_;
   const int64_t period = E.last_tick == kMinTime ? 0 : std::max<int64_t>(now_ns - E.last_tick, 0);
   E.last_tick = now_ns;
-  // Tick visits every device: prefetch the fields it reads a few devices ahead, and the
-  // open windows of those due for an early firing (their state is rarely in cache).
+  // Tick visits the devices whose earliest deadline has come (Impl::tick_due), in index
+  // order: prefetch the fields it reads a few due devices ahead, and the open windows of
+  // those due for an early firing (their state is rarely in cache).
   constexpr size_t kFieldsAhead = 8, kWindowsAhead = 4, kContentsAhead = 2;
   const size_t n_devices = E.devices.size();
+  if (E.tick_due.size() < n_devices) E.tick_due.resize(n_devices, kMinTime);
+  const int64_t* tick_due = E.tick_due.data();
+  auto visited = [&](size_t k) { return now_ns >= tick_due[k]; };
   auto due = [&](const Device& d) { return d.has_events && now_ns >= d.next_early; };
   for (size_t k = 0; k < n_devices; ++k) {
-    if (k + kFieldsAhead < n_devices) PrefetchTickFields(E.devices[k + kFieldsAhead].get());
-    if (k + kWindowsAhead < n_devices) {
+    if (k + kFieldsAhead < n_devices && visited(k + kFieldsAhead)) {
+      PrefetchTickFields(E.devices[k + kFieldsAhead].get());
+    }
+    if (k + kWindowsAhead < n_devices && visited(k + kWindowsAhead)) {
       const Device& a = *E.devices[k + kWindowsAhead];
       if (due(a)) {
         for (int res = 0; res < kNumRes; ++res) {
@@ -1355,7 +1368,7 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
         PrefetchLines(&a.metrics, 64);
       }
     }
-    if (k + kContentsAhead < n_devices) {
+    if (k + kContentsAhead < n_devices && visited(k + kContentsAhead)) {
       const Device& a = *E.devices[k + kContentsAhead];
       if (due(a)) {
         PrefetchOpenWindows(a, false);
@@ -1363,7 +1376,7 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
         PrefetchAll(a.by_name);
       }
     }
-    if (k + 1 < n_devices) {
+    if (k + 1 < n_devices && visited(k + 1)) {
       const Device& a = *E.devices[k + 1];
       if (due(a)) {
         PrefetchOpenWindows(a, true);
@@ -1372,7 +1385,23 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
         }
       }
     }
+    if (!visited(k)) continue;
     Device& d = *E.devices[k];
+    // Tick acts on a device when it has been silent for idle_timeout, at next_early and at
+    // next_evict; until the earliest of them it need not visit it. Between visits events
+    // only move these later (last_seen; next_early when Process fires early; a first
+    // event sets next_early only where it was 0, which made the device due already), so
+    // a visit may come early (and do nothing), never late. New and restored devices are
+    // due at once.
+    struct NoteDue {
+      Impl& E;
+      Device& d;
+      size_t k;
+      ~NoteDue() {
+        E.tick_due[k] = std::min(
+            {d.next_early, d.next_evict, SaturatingAdd(d.last_seen, E.opt.idle_timeout_ns)});
+      }
+    } note{E, d, k};
     if (!d.has_events) continue;
     const int64_t silent = now_ns - d.last_seen;
     if (silent >= E.opt.idle_timeout_ns) {
