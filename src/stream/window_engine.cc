@@ -1387,21 +1387,6 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
     }
     if (!visited(k)) continue;
     Device& d = *E.devices[k];
-    // Tick acts on a device when it has been silent for idle_timeout, at next_early and at
-    // next_evict; until the earliest of them it need not visit it. Between visits events
-    // only move these later (last_seen; next_early when Process fires early; a first
-    // event sets next_early only where it was 0, which made the device due already), so
-    // a visit may come early (and do nothing), never late. New and restored devices are
-    // due at once.
-    struct NoteDue {
-      Impl& E;
-      Device& d;
-      size_t k;
-      ~NoteDue() {
-        E.tick_due[k] = std::min(
-            {d.next_early, d.next_evict, SaturatingAdd(d.last_seen, E.opt.idle_timeout_ns)});
-      }
-    } note{E, d, k};
     if (!d.has_events) continue;
     const int64_t silent = now_ns - d.last_seen;
     if (silent >= E.opt.idle_timeout_ns) {
@@ -1421,6 +1406,14 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
       Evict(E, d);
       d.next_evict = now_ns + kEvictInterval;
     }
+    // Tick acts on a device when it has been silent for idle_timeout, at next_early and at
+    // next_evict; until the earliest of them it need not visit it. Between visits events
+    // only move these later (last_seen; next_early when Process fires early; a first
+    // event sets next_early only where it was 0, which made the device due already), so
+    // a visit may come early (and do nothing), never late. New and restored devices are
+    // due at once; a device without events keeps its past due time (visited every tick).
+    E.tick_due[k] =
+        std::min({d.next_early, d.next_evict, SaturatingAdd(d.last_seen, E.opt.idle_timeout_ns)});
   }
 }
 
