@@ -179,6 +179,18 @@ struct RocksDbHistoryStore::Impl {
       probe->db = nullptr;
     }
     if (db == nullptr) return;
+    // A clean close writes the memtables to SST files (compressed, one version per key),
+    // so that the WAL — every record uncompressed, every rewrite of a window — can be
+    // deleted, and the next open replays nothing. RocksDB's Close does not flush when a
+    // WAL exists. Best effort: on failure the WAL is still there and replayed at open.
+    std::vector<rocksdb::ColumnFamilyHandle*> all;
+    if (default_family != nullptr) all.push_back(default_family);
+    for (auto* h : families) {
+      if (h != nullptr) all.push_back(h);
+    }
+    rocksdb::FlushOptions flush;
+    flush.allow_write_stall = true;
+    (void)db->Flush(flush, all);
     for (auto* h : families) {
       if (h != nullptr) (void)db->DestroyColumnFamilyHandle(h);
     }
@@ -239,10 +251,12 @@ Result<std::unique_ptr<RocksDbHistoryStore>> RocksDbHistoryStore::Open(
   db_options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
 
   const auto supported = rocksdb::GetSupportedCompressions();
-  const auto upper = Pick(supported, {rocksdb::kLZ4Compression, rocksdb::kSnappyCompression});
-  const auto bottom =
+  // ZSTD on every level, flushes included: a history record is written once or a few
+  // times and then read for months, and most of a young database (a few days of data, or
+  // everything after a clean close) is in L0/L1, which LZ4 left ~30 % larger
+  // (docs/BENCHMARKS.md, "History storage per value").
+  const auto compression =
       Pick(supported, {rocksdb::kZSTD, rocksdb::kLZ4Compression, rocksdb::kSnappyCompression});
-
   rocksdb::BlockBasedTableOptions table;
   table.block_size = 16 << 10;
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
@@ -253,8 +267,8 @@ Result<std::unique_ptr<RocksDbHistoryStore>> RocksDbHistoryStore::Open(
   for (size_t i = 0; i < kResolutions; ++i) {
     const auto r = static_cast<model::Resolution>(i);
     rocksdb::ColumnFamilyOptions cf;
-    cf.compression = upper;
-    cf.bottommost_compression = bottom;
+    cf.compression = compression;
+    cf.bottommost_compression = compression;
     cf.level_compaction_dynamic_level_bytes = true;
     cf.memtable_insert_with_hint_prefix_extractor = std::make_shared<DevicePrefix>();
     cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));

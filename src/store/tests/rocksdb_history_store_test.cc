@@ -883,6 +883,41 @@ TEST_F(RocksDbHistoryTest, ASmallVersionCacheStaysExactAgainstAModel) {
   EXPECT_GT(CounterValue(metrics_, "joule_history_version_reads_total"), 0u);
 }
 
+// A clean close leaves the records in SST files and no WAL to replay (the WAL holds every
+// record uncompressed, every rewrite included: it was the whole directory after a stop).
+TEST_F(RocksDbHistoryTest, ACleanCloseLeavesSstFilesAndNoWal) {
+  std::vector<AggregateRecord> batch;
+  for (int m = 0; m < 300; ++m) {
+    for (uint64_t version = 1; version <= 3; ++version) {
+      batch.push_back(MakeRecord("d" + std::to_string(m % 5), Resolution::kBase,
+                                 kNow - m * kNanosPerMinute, version));
+    }
+    ASSERT_TRUE(store_->Put(batch).ok());
+    batch.clear();
+  }
+  ASSERT_TRUE(store_->Flush().ok());
+  store_.reset();
+  uint64_t wal_bytes = 0, sst_files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(options_.path)) {
+    const std::string name = e.path().filename().string();
+    if (name.ends_with(".log") && name != "LOG") wal_bytes += e.file_size();
+    if (name.ends_with(".sst")) ++sst_files;
+  }
+  EXPECT_EQ(wal_bytes, 0u);
+  EXPECT_GE(sst_files, 2u);  // base records and the default family's frontier
+  Open();
+  for (int m = 0; m < 300; ++m) {
+    auto got =
+        store_->Get("d" + std::to_string(m % 5), Resolution::kBase, kNow - m * kNanosPerMinute);
+    ASSERT_TRUE(got.ok() && got->has_value()) << m;
+    EXPECT_EQ((*got)->version, 3u);
+  }
+  // The frontier was flushed too: a window past it is written without a read.
+  const uint64_t reads = CounterValue(metrics_, "joule_history_version_reads_total");
+  ASSERT_TRUE(store_->Put({MakeRecord("d0", Resolution::kBase, kNow + 3 * kNanosPerHour)}).ok());
+  EXPECT_EQ(CounterValue(metrics_, "joule_history_version_reads_total"), reads);
+}
+
 TEST_F(RocksDbHistoryTest, RefusesAnotherFormat) {
   store_.reset();
   {
