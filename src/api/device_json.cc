@@ -1,49 +1,76 @@
 #include "api/device_json.h"
 
+#include <string_view>
+
 #include "common/time_format.h"
 
 namespace joule::api {
 
-void WriteDeviceJson(JsonWriter& w, const store::Device& d) {
-  w.BeginObject();
+namespace {
+
+void Lit(std::string* out, std::string_view text) { out->append(text.data(), text.size()); }
+
+void AppendTime(std::string* out, int64_t nanos) {
+  out->push_back('"');
+  AppendRfc3339Millis(out, nanos);
+  out->push_back('"');
+}
+
+}  // namespace
+
+void AppendDeviceJson(std::string* out, const store::Device& d) {
   if (d.owner_id.empty()) {
-    if (!d.device_id.empty()) {
-      w.Key("device_id");
-      w.String(d.device_id);
-    }
-    w.EndObject();
+    if (d.device_id.empty()) return Lit(out, "{}");
+    Lit(out, "{\"device_id\":");
+    JsonWriter::AppendEscaped(out, d.device_id);
+    out->push_back('}');
     return;
   }
-  w.Key("device_id");
-  w.String(d.device_id);
-  w.Key("owner_id");
-  w.String(d.owner_id);
-  w.Key("name");
-  w.String(d.name);
-  w.Key("model");
-  w.String(d.model);
-  w.Key("location");
-  w.String(d.location);
-  w.Key("timezone");
-  w.String(d.timezone.empty() ? "UTC" : d.timezone);
-  w.Key("installed_at");
+  Lit(out, "{\"device_id\":");
+  JsonWriter::AppendEscaped(out, d.device_id);
+  Lit(out, ",\"owner_id\":");
+  JsonWriter::AppendEscaped(out, d.owner_id);
+  Lit(out, ",\"name\":");
+  JsonWriter::AppendEscaped(out, d.name);
+  Lit(out, ",\"model\":");
+  JsonWriter::AppendEscaped(out, d.model);
+  Lit(out, ",\"location\":");
+  JsonWriter::AppendEscaped(out, d.location);
+  Lit(out, ",\"timezone\":");
+  JsonWriter::AppendEscaped(out, d.timezone.empty() ? std::string_view("UTC") : d.timezone);
+  Lit(out, ",\"installed_at\":");
   if (d.installed_at_ns) {
-    w.String(FormatRfc3339Millis(*d.installed_at_ns));
+    AppendTime(out, *d.installed_at_ns);
   } else {
-    w.Null();
+    Lit(out, "null");
   }
-  w.Key("config");
+  Lit(out, ",\"config\":");
   if (d.config_json.empty()) {
-    w.BeginObject();
-    w.EndObject();
+    Lit(out, "{}");
   } else {
-    w.Raw(d.config_json);
+    Lit(out, d.config_json);
   }
-  w.Key("created_at");
-  w.String(FormatRfc3339Millis(d.created_at_ns));
-  w.Key("updated_at");
-  w.String(FormatRfc3339Millis(d.updated_at_ns));
-  w.EndObject();
+  Lit(out, ",\"created_at\":");
+  AppendTime(out, d.created_at_ns);
+  Lit(out, ",\"updated_at\":");
+  AppendTime(out, d.updated_at_ns);
+  out->push_back('}');
+}
+
+size_t DeviceJsonSizeHint(const store::Device& d) {
+  // Keys, quotes and times take < 256 bytes; an escaped character takes at most 2 bytes
+  // unless it is a control character (\u00XX), which ids and names do not hold.
+  return 256 +
+         2 * (d.device_id.size() + d.owner_id.size() + d.name.size() + d.model.size() +
+              d.location.size() + d.timezone.size()) +
+         d.config_json.size();
+}
+
+void WriteDeviceJson(JsonWriter& w, const store::Device& d) {
+  std::string json;
+  json.reserve(DeviceJsonSizeHint(d));
+  AppendDeviceJson(&json, d);
+  w.Raw(json);
 }
 
 }  // namespace joule::api

@@ -3,6 +3,8 @@
 #include <charconv>
 #include <climits>
 #include <memory>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "api/api_context.h"
@@ -37,6 +39,109 @@ bool ParseWindows(const std::string* text, size_t* out) {
   return true;
 }
 
+void Lit(std::string* out, std::string_view text) { out->append(text.data(), text.size()); }
+
+void AppendTime(std::string* out, int64_t nanos) {
+  out->push_back('"');
+  AppendRfc3339Millis(out, nanos);
+  out->push_back('"');
+}
+
+using RecordPtrs = std::vector<const model::AggregateRecord*>;
+
+// Newest window first; per window the higher version.
+bool Newer(const model::AggregateRecord* a, const model::AggregateRecord* b) {
+  if (a->window_start_ns != b->window_start_ns) return a->window_start_ns > b->window_start_ns;
+  return a->version > b->version;
+}
+
+bool SortedNewestFirst(const std::vector<model::AggregateRecord>& records) {
+  for (size_t i = 1; i < records.size(); ++i) {
+    if (Newer(&records[i], &records[i - 1])) return false;
+  }
+  return true;
+}
+
+// The latest store's and history's records in one list, newest window first, one record
+// per window: the higher version, the latest store's on a tie; at most `windows`. Both
+// stores answer newest first, so this is a merge (std::merge's order: on a tie the first
+// list's record first), with a stable sort for an input that is not ordered.
+void MergeWindows(const std::vector<model::AggregateRecord>& latest,
+                  const std::vector<model::AggregateRecord>& history, size_t windows,
+                  RecordPtrs* chosen) {
+  chosen->reserve(latest.size() + history.size());
+  if (SortedNewestFirst(latest) && SortedNewestFirst(history)) {
+    size_t i = 0, j = 0;
+    while (i < latest.size() || j < history.size()) {
+      if (j == history.size() || (i < latest.size() && !Newer(&history[j], &latest[i]))) {
+        chosen->push_back(&latest[i++]);
+      } else {
+        chosen->push_back(&history[j++]);
+      }
+    }
+  } else {
+    for (const model::AggregateRecord& r : latest) chosen->push_back(&r);
+    for (const model::AggregateRecord& r : history) chosen->push_back(&r);
+    std::stable_sort(chosen->begin(), chosen->end(), Newer);
+  }
+  size_t out = 0;
+  for (size_t i = 0; i < chosen->size() && out < windows; ++i) {
+    if (out > 0 && (*chosen)[out - 1]->window_start_ns == (*chosen)[i]->window_start_ns) continue;
+    (*chosen)[out++] = (*chosen)[i];
+  }
+  chosen->resize(out);
+}
+
+// The body up to the records: {"device_id":…,"device":{…},"source":…,"latest":{…} or null,
+// "data":[ — the bytes JsonWriter wrote before (literal keys, JsonWriter's escaping and
+// number formatting; tests/realtime_routes_test.cc compares them with JsonWriter's).
+void AppendHead(std::string* out, std::string_view device_id, const store::Device& device,
+                std::string_view source, const store::LatestSnapshot& snap) {
+  Lit(out, "{\"device_id\":");
+  JsonWriter::AppendEscaped(out, device_id);
+  Lit(out, ",\"device\":");
+  AppendDeviceJson(out, device);
+  Lit(out, ",\"source\":");
+  JsonWriter::AppendEscaped(out, source);
+  Lit(out, ",\"latest\":");
+  if (snap.has_reading) {
+    Lit(out, "{\"timestamp\":");
+    AppendTime(out, snap.reading.timestamp_ns);
+    Lit(out, ",\"received_at\":");
+    AppendTime(out, snap.reading.received_at_ns);
+    Lit(out, ",\"metrics\":{");
+    bool first = true;
+    for (const auto& m : snap.reading.metrics) {
+      if (!first) out->push_back(',');
+      first = false;
+      JsonWriter::AppendEscaped(out, m.name);
+      out->push_back(':');
+      JsonWriter::AppendDouble(out, m.value);
+    }
+    Lit(out, "},\"meta\":");
+    Lit(out, snap.reading.meta_json.empty() ? std::string_view("{}")
+                                            : std::string_view(snap.reading.meta_json));
+    out->push_back('}');
+  } else {
+    Lit(out, "null");
+  }
+  Lit(out, ",\"data\":[");
+}
+
+// Enough for the whole body in the common case, so it is allocated once: the head's parts
+// (escaping at most doubles a name; a number takes at most 24 bytes), and per record what
+// model::AppendRecordJson reserves for it.
+size_t BodySizeHint(std::string_view device_id, const store::Device& device,
+                    const store::LatestSnapshot& snap, const RecordPtrs& records) {
+  size_t n = 192 + 2 * device_id.size() + DeviceJsonSizeHint(device);
+  if (snap.has_reading) {
+    n += snap.reading.meta_json.size();
+    for (const auto& m : snap.reading.metrics) n += 2 * m.name.size() + 28;
+  }
+  for (const model::AggregateRecord* r : records) n += 320 + 200 * r->metrics.size();
+  return n;
+}
+
 void HandleRealtime(ApiContext& ctx, RecordJsonCache& cache, HistoryTailCache& tail,
                     net::HttpRequest& req, net::Responder responder) {
   const Caller caller = ctx.auth->Authenticate(req);
@@ -63,8 +168,8 @@ void HandleRealtime(ApiContext& ctx, RecordJsonCache& cache, HistoryTailCache& t
   // emitted since; a device younger than `windows` windows): older windows then come
   // from history, the higher version winning. History's answer is kept while no history
   // write reaches the device (HistoryTailCache), so a poller does not read RocksDB each time.
-  HistoryTailCache::Records history;                  // owns what `chosen` points into
-  std::vector<const model::AggregateRecord*> chosen;  // newest window first
+  HistoryTailCache::Records history;  // owns what `chosen` points into
+  RecordPtrs chosen;                  // newest window first
   if (ctx.history && (!found.ok() || !*found || snap.records.size() < windows)) {
     auto records = tail.Latest(*ctx.history, ctx.history_json_cache, device_id, windows);
     if (records.ok() && !(*records)->empty()) {
@@ -73,29 +178,15 @@ void HandleRealtime(ApiContext& ctx, RecordJsonCache& cache, HistoryTailCache& t
         if (!found.ok() || !*found) snap = store::LatestSnapshot();
         source = "history";
         found = true;
+        chosen.reserve(history->size());
         for (const model::AggregateRecord& r : *history) chosen.push_back(&r);
       } else {
-        // Newest window first; per window the higher version, the latest store's on a tie
-        // (pushed first; the sort is stable).
-        for (const model::AggregateRecord& r : snap.records) chosen.push_back(&r);
-        for (const model::AggregateRecord& r : *history) chosen.push_back(&r);
-        std::stable_sort(chosen.begin(), chosen.end(),
-                         [](const model::AggregateRecord* a, const model::AggregateRecord* b) {
-                           if (a->window_start_ns != b->window_start_ns) {
-                             return a->window_start_ns > b->window_start_ns;
-                           }
-                           return a->version > b->version;
-                         });
-        size_t out = 0;
-        for (size_t i = 0; i < chosen.size() && out < windows; ++i) {
-          if (out > 0 && chosen[out - 1]->window_start_ns == chosen[i]->window_start_ns) continue;
-          chosen[out++] = chosen[i];
-        }
-        chosen.resize(out);
+        MergeWindows(snap.records, *history, windows, &chosen);
       }
     }
   }
   if (history == nullptr) {
+    chosen.reserve(snap.records.size());
     for (const model::AggregateRecord& r : snap.records) chosen.push_back(&r);
   }
   if (!found.ok()) {
@@ -106,45 +197,9 @@ void HandleRealtime(ApiContext& ctx, RecordJsonCache& cache, HistoryTailCache& t
     if (!registered) return responder.Send(DeviceNotFound());
     snap = store::LatestSnapshot();  // registered, no data yet
   }
-  JsonWriter w;
-  w.BeginObject();
-  w.Key("device_id");
-  w.String(device_id);
-  w.Key("device");
-  WriteDeviceJson(w, *device);
-  w.Key("source");
-  w.String(source);
-  w.Key("latest");
-  if (snap.has_reading) {
-    w.BeginObject();
-    w.Key("timestamp");
-    w.String(FormatRfc3339Millis(snap.reading.timestamp_ns));
-    w.Key("received_at");
-    w.String(FormatRfc3339Millis(snap.reading.received_at_ns));
-    w.Key("metrics");
-    w.BeginObject();
-    for (const auto& m : snap.reading.metrics) {
-      w.Key(m.name);
-      w.Double(m.value);
-    }
-    w.EndObject();
-    w.Key("meta");
-    if (snap.reading.meta_json.empty()) {
-      w.BeginObject();
-      w.EndObject();
-    } else {
-      w.Raw(snap.reading.meta_json);
-    }
-    w.EndObject();
-  } else {
-    w.Null();
-  }
-  w.Key("data");
-  w.BeginArray();
-  w.EndArray();
-  w.EndObject();
-  std::string body = w.Take();
-  body.resize(body.size() - 2);  // the records go between the brackets
+  std::string body;
+  body.reserve(BodySizeHint(device_id, *device, snap, chosen));
+  AppendHead(&body, device_id, *device, source, snap);
   std::shared_ptr<RecordJsonCache::Series> series;
   if (!chosen.empty()) series = cache.Open(device_id, model::Resolution::kBase);
   int64_t oldest = INT64_MAX, width = 0;

@@ -6,6 +6,9 @@
 // for byte what a route without it (reading the store every time) answers.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <iterator>
+#include <limits>
 #include <map>
 #include <random>
 #include <string>
@@ -13,10 +16,13 @@
 
 #include "api/api_context.h"
 #include "api/auth.h"
+#include "api/device_json.h"
 #include "api/history_tail_cache.h"
 #include "api/record_json_cache.h"
 #include "api/routes.h"
 #include "common/clock.h"
+#include "common/json_writer.h"
+#include "common/time_format.h"
 #include "net/router.h"
 #include "store/history_memory/memory_history_store.h"
 #include "store/memory/memory_latest_store.h"
@@ -170,6 +176,161 @@ TEST(RealtimeRoutesTest, KeptHistoryAnswerEqualsReadingTheStore) {
     Response b = direct.Get(windows);
     ASSERT_EQ(a.status, b.status) << "step " << step;
     ASSERT_EQ(a.body, b.body) << "step " << step << " windows " << windows;
+  }
+}
+
+// The bytes of an answer, pinned: numbers in the shortest form that reads back exactly
+// (integers without ".0", fixed notation for exponents -5 < e < 16, otherwise "1e+16" /
+// "1e-05"), negative zero as 0, non-finite numbers as null; a window held by both stores
+// with the same version comes from the latest store.
+TEST(RealtimeRoutesTest, ResponseBytesArePinned) {
+  ManualClock clock(kT0 + 10 * kMinute);
+  store::MemoryHistoryStore history(store::HistoryRetention::Forever(), &clock);
+  RecordJsonCache json_cache(1 << 20, nullptr);
+  json_cache.Attach(&history);
+  store::MemoryLatestStore latest;
+  Api api(&latest, &history, &json_cache);
+
+  model::Event e;
+  e.device_id = kDevice;
+  e.timestamp_ns = kT0 + 4 * kMinute + 5'250'000'000;
+  e.received_at_ns = kT0 + 4 * kMinute + 6'000'999'999;
+  const double values[] = {230.0,
+                           -0.0,
+                           0.1 + 0.2,
+                           1e15,
+                           1e16,
+                           123456789012345678.0,
+                           0.0001,
+                           0.00001,
+                           -1.5e-7,
+                           5e-324,
+                           1.7976931348623157e308,
+                           -2.5,
+                           9007199254740993.0,
+                           4503599627370497.0,
+                           -9007199254740991.0,
+                           std::numeric_limits<double>::quiet_NaN(),
+                           -std::numeric_limits<double>::infinity(),
+                           107.97};
+  for (size_t i = 0; i < std::size(values); ++i) {
+    e.metrics.push_back({"m" + std::to_string(i), values[i]});
+  }
+  e.meta_json = R"({"firmware":"1.0.3"})";
+  ASSERT_TRUE(latest.PutReading(e).ok());
+  AggregateRecord r4 = Record(4, 1, 0.1);
+  r4.metrics[0].sum = 1e21;
+  r4.metrics[0].max = -0.0;
+  ASSERT_TRUE(latest.PutRecord(r4).ok());
+  AggregateRecord r3 = Record(3, 2, 12.5);
+  ASSERT_TRUE(latest.PutRecord(r3).ok());
+  ASSERT_TRUE(history.Put({Record(3, 2, 99), Record(2, 2, 1e-5)}).ok());
+
+  const std::string expected =
+      R"({"device_id":"plug-7","device":{"device_id":"plug-7"},"source":"memory","latest":{)"
+      R"("timestamp":"2025-11-24T16:04:05.250Z","received_at":"2025-11-24T16:04:06.000Z",)"
+      R"("metrics":{"m0":230,"m1":0,"m2":0.30000000000000004,"m3":1000000000000000,)"
+      R"("m4":1e+16,"m5":1.2345678901234568e+17,"m6":0.0001,"m7":1e-05,"m8":-1.5e-07,)"
+      R"("m9":5e-324,"m10":1.7976931348623157e+308,"m11":-2.5,"m12":9007199254740992,)"
+      R"("m13":4503599627370497,"m14":-9007199254740991,"m15":null,"m16":null,"m17":107.97},)"
+      R"("meta":{"firmware":"1.0.3"}},"data":[{"device_id":"plug-7","resolution":"1m",)"
+      R"("window_start":"2025-11-24T16:04:00.000Z","window_end":"2025-11-24T16:05:00.000Z",)"
+      R"("final":false,"version":1,"count":6,"avg_power_w":1.6666666666666666e+20,)"
+      R"("max_power_w":0,"sum_energy_wh":0.0016666666666666668,"coverage":0.5,"metrics":{)"
+      R"("power_w":{"count":6,"min":0.1,"max":0,"avg":1.6666666666666666e+20,"first":0.1,)"
+      R"("last":0.6,"sum":1e+21,"twa":0.2,"energy_wh":0.0016666666666666668,)"
+      R"("coverage":0.5}}},{"device_id":"plug-7","resolution":"1m",)"
+      R"("window_start":"2025-11-24T16:03:00.000Z","window_end":"2025-11-24T16:04:00.000Z",)"
+      R"("final":true,"version":2,"count":6,"avg_power_w":12.5,"max_power_w":13.5,)"
+      R"("sum_energy_wh":0.20833333333333334,"coverage":0.5,"metrics":{"power_w":{"count":6,)"
+      R"("min":12.5,"max":13.5,"avg":12.5,"first":12.5,"last":13,"sum":75,"twa":25,)"
+      R"("energy_wh":0.20833333333333334,"coverage":0.5}}},{"device_id":"plug-7",)"
+      R"("resolution":"1m","window_start":"2025-11-24T16:02:00.000Z",)"
+      R"("window_end":"2025-11-24T16:03:00.000Z","final":true,"version":2,"count":6,)"
+      R"("avg_power_w":1e-05,"max_power_w":1.00001,"sum_energy_wh":1.6666666666666668e-07,)"
+      R"("coverage":0.5,"metrics":{"power_w":{"count":6,"min":1e-05,"max":1.00001,)"
+      R"("avg":1e-05,"first":1e-05,"last":0.50001,"sum":6.000000000000001e-05,"twa":2e-05,)"
+      R"("energy_wh":1.6666666666666668e-07,"coverage":0.5}}}]})";
+  for (int i = 0; i < 2; ++i) {  // encoded, then from the route's JSON cache
+    Response got = api.Get(5);
+    ASSERT_EQ(got.status, 200);
+    EXPECT_EQ(got.body, expected);
+  }
+}
+
+// The device metadata JSON as JsonWriter wrote it before AppendDeviceJson (the reference).
+std::string ReferenceDeviceJson(const store::Device& d) {
+  JsonWriter w;
+  w.BeginObject();
+  if (d.owner_id.empty()) {
+    if (!d.device_id.empty()) {
+      w.Key("device_id");
+      w.String(d.device_id);
+    }
+    w.EndObject();
+    return w.Take();
+  }
+  w.Key("device_id");
+  w.String(d.device_id);
+  w.Key("owner_id");
+  w.String(d.owner_id);
+  w.Key("name");
+  w.String(d.name);
+  w.Key("model");
+  w.String(d.model);
+  w.Key("location");
+  w.String(d.location);
+  w.Key("timezone");
+  w.String(d.timezone.empty() ? "UTC" : d.timezone);
+  w.Key("installed_at");
+  if (d.installed_at_ns) {
+    w.String(FormatRfc3339Millis(*d.installed_at_ns));
+  } else {
+    w.Null();
+  }
+  w.Key("config");
+  if (d.config_json.empty()) {
+    w.BeginObject();
+    w.EndObject();
+  } else {
+    w.Raw(d.config_json);
+  }
+  w.Key("created_at");
+  w.String(FormatRfc3339Millis(d.created_at_ns));
+  w.Key("updated_at");
+  w.String(FormatRfc3339Millis(d.updated_at_ns));
+  w.EndObject();
+  return w.Take();
+}
+
+TEST(DeviceJsonTest, SameBytesAsJsonWriter) {
+  std::vector<store::Device> devices(4);
+  devices[1].device_id = "plug-7";
+  devices[2].device_id = "plug-7";
+  devices[2].owner_id = "owner-1";
+  devices[2].timezone.clear();
+  devices[2].created_at_ns = kT0 + 1'999'999;
+  devices[2].updated_at_ns = -1;
+  devices[3].device_id = "a:b.c_d-e";
+  devices[3].owner_id = "o";
+  devices[3].name = "Kitchen \"plug\" \\ \x01\x1f\t\n\r\b\f é";
+  devices[3].model = std::string("x\0y", 3);
+  devices[3].location = "ünïcødé ☃";
+  devices[3].timezone = "Europe/Berlin";
+  devices[3].installed_at_ns = kT0;
+  devices[3].config_json = R"({"a":[1,2.5,"x"]})";
+  devices[3].created_at_ns = std::numeric_limits<int64_t>::min();
+  for (const store::Device& d : devices) {
+    std::string got;
+    AppendDeviceJson(&got, d);
+    EXPECT_EQ(got, ReferenceDeviceJson(d));
+    EXPECT_LE(got.size(), DeviceJsonSizeHint(d) + 5 * 6);  // two \u escapes in devices[3]
+    JsonWriter w;
+    w.BeginArray();
+    WriteDeviceJson(w, d);
+    WriteDeviceJson(w, d);
+    w.EndArray();
+    EXPECT_EQ(w.Take(), "[" + got + "," + got + "]");
   }
 }
 
