@@ -394,7 +394,7 @@ class DeviceRoutes {
     RecordAudit(ctx_, req, caller, "device.deleted", "device", id, OwnerDetails(device->owner_id));
     net::HttpResponse r;
     r.status = 204;
-    r.content_type.clear();
+    r.content_type = {};
     responder.Send(std::move(r));
   }
 

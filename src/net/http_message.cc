@@ -33,10 +33,10 @@ HttpResponse HttpResponse::Json(int status, std::string body) {
   return r;
 }
 
-HttpResponse HttpResponse::Text(int status, std::string body, std::string content_type) {
+HttpResponse HttpResponse::Text(int status, std::string body, std::string_view content_type) {
   HttpResponse r;
   r.status = status;
-  r.content_type = std::move(content_type);
+  r.content_type = content_type;
   r.body = std::move(body);
   return r;
 }

@@ -22,7 +22,9 @@ struct HttpRequest {
   HttpHeaders headers;  // names lower-cased, values as sent
   std::string body;
   std::map<std::string, std::string> path_params;  // filled by the Router, e.g. {"id": "plug-42"}
-  std::string route;  // the matched pattern, e.g. "/v1/devices/{id}"; empty if none matched
+  // The matched pattern, e.g. "/v1/devices/{id}" (the Router's own copy: valid while the
+  // Router lives); empty if none matched.
+  std::string_view route;
   std::string remote_address;  // peer IP address, without the port
 
   // The first header with this (lower-case) name, or nullptr.
@@ -35,7 +37,10 @@ struct HttpRequest {
 
 struct HttpResponse {
   int status = 200;
-  std::string content_type = "application/json";
+  // A literal or other text of static storage duration: it is written after the handler
+  // returned. (Not a std::string: "application/json" is one byte over the short-string
+  // buffer, so every response allocated for it.) Empty: no Content-Type.
+  std::string_view content_type = "application/json";
   std::string body;
   HttpHeaders headers;  // extra headers (Retry-After, Location, ...)
   // When set, sent after `body` as the rest of the body: bytes shared with a cache, written
@@ -46,7 +51,7 @@ struct HttpResponse {
 
   static HttpResponse Json(int status, std::string body);
   static HttpResponse Text(int status, std::string body,
-                           std::string content_type = "text/plain; charset=utf-8");
+                           std::string_view content_type = "text/plain; charset=utf-8");
   // {"error":{"code":<code>,"message":<message>}}
   static HttpResponse Error(int status, std::string_view code, std::string_view message);
 };

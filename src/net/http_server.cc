@@ -747,8 +747,8 @@ void Connection::Dispatch() {
   }
   req.body = std::move(msg.body());
 
-  Responder responder(
-      std::make_shared<ExchangeSink>(shared_from_this(), exchange, options_.sse_max_queued_bytes));
+  Responder responder =
+      Responder::Make<ExchangeSink>(shared_from_this(), exchange, options_.sse_max_queued_bytes);
   route_.clear();
   dispatching_ = &req;  // a handler may answer before Dispatch returns
   Connection* const outer = t_dispatching;
@@ -757,9 +757,9 @@ void Connection::Dispatch() {
     server_->router().Dispatch(req, std::move(responder));
   } catch (const std::exception& e) {
     // A bug in a handler; its Responder, if dropped, answers 500.
-    logging::Error("http handler threw", {{"route", req.route}, {"error", e.what()}});
+    logging::Error("http handler threw", {{"route", std::string(req.route)}, {"error", e.what()}});
   } catch (...) {
-    logging::Error("http handler threw", {{"route", req.route}});
+    logging::Error("http handler threw", {{"route", std::string(req.route)}});
   }
   t_dispatching = outer;
   dispatching_ = nullptr;
@@ -769,8 +769,8 @@ void Connection::Dispatch() {
 }
 
 void Connection::RecordRequest(int status, Clock::time_point now) {
-  const std::string& route =
-      route_.empty() && dispatching_ != nullptr ? dispatching_->route : route_;
+  const std::string_view route =
+      route_.empty() && dispatching_ != nullptr ? dispatching_->route : std::string_view(route_);
   if (status != metrics_status_ || route != metrics_route_ || method_ != metrics_method_) {
     std::tie(request_counter_, request_duration_) = server_->Instruments(route, method_, status);
     metrics_route_ = route;

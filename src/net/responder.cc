@@ -6,34 +6,29 @@
 
 namespace joule::net {
 
-class Responder::State {
+bool Responder::State::Claim() {
+  if (!done_.exchange(true, std::memory_order_acq_rel)) return true;
+  logging::Warn("http responder completed twice; ignoring the later response");
+  return false;
+}
+
+void Responder::State::AnswerIfUnanswered() {
+  if (done_.exchange(true, std::memory_order_acq_rel)) return;  // answered: the normal case
+  sink().Send(HttpResponse::Error(500, "internal", "the request was not answered"));
+}
+
+class Responder::Shared final : public State {
  public:
-  explicit State(std::shared_ptr<ResponseSink> sink) : sink_(std::move(sink)) {}
-  State(const State&) = delete;
-  State& operator=(const State&) = delete;
-
-  ~State() {
-    if (done_.exchange(true, std::memory_order_acq_rel)) return;  // answered: the normal case
-    // Never answered: a handler dropped its Responder. Answer for it.
-    sink_->Send(HttpResponse::Error(500, "internal", "the request was not answered"));
-  }
-
-  // True for the one caller allowed to complete the request.
-  bool Claim() {
-    if (!done_.exchange(true, std::memory_order_acq_rel)) return true;
-    logging::Warn("http responder completed twice; ignoring the later response");
-    return false;
-  }
-  bool done() const { return done_.load(std::memory_order_acquire); }
-  ResponseSink* sink() { return sink_.get(); }
+  explicit Shared(std::shared_ptr<ResponseSink> sink) : sink_(std::move(sink)) {}
+  ~Shared() override { AnswerIfUnanswered(); }
+  ResponseSink& sink() override { return *sink_; }
 
  private:
   std::shared_ptr<ResponseSink> sink_;
-  std::atomic<bool> done_{false};
 };
 
 Responder::Responder(std::shared_ptr<ResponseSink> sink)
-    : state_(std::make_shared<State>(std::move(sink))) {}
+    : state_(std::make_shared<Shared>(std::move(sink))) {}
 
 namespace {
 
@@ -63,12 +58,12 @@ Responder Responder::FromCallback(std::function<void(HttpResponse)> fn) {
 }
 
 void Responder::Send(HttpResponse response) const {
-  if (state_ && state_->Claim()) state_->sink()->Send(std::move(response));
+  if (state_ && state_->Claim()) state_->sink().Send(std::move(response));
 }
 
 std::shared_ptr<SseStream> Responder::StartStream(HttpHeaders headers) const {
   if (!state_ || !state_->Claim()) return nullptr;
-  return state_->sink()->StartStream(std::move(headers));
+  return state_->sink().StartStream(std::move(headers));
 }
 
 bool Responder::completed() const { return !state_ || state_->done(); }
