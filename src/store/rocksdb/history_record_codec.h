@@ -12,7 +12,8 @@
 
 namespace joule::store::history_codec {
 
-inline constexpr uint8_t kValueFormat = 1;
+// The format written; DecodeRecord, DecodeEnergy and DecodeVersion read formats 1 and 2.
+inline constexpr uint8_t kValueFormat = 2;
 inline constexpr size_t kMaxDeviceIdBytes = 255;
 
 // REQUIRES: 1 <= device_id.size() <= kMaxDeviceIdBytes.

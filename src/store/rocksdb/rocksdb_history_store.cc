@@ -27,7 +27,11 @@ namespace codec = history_codec;
 constexpr size_t kResolutions = 3;
 constexpr std::array<const char*, kResolutions> kFamilyNames = {"base", "hour", "day"};
 constexpr std::string_view kFormatKey = "joule.history.format";
-constexpr std::string_view kFormatValue = "1";
+// The database's format marker: "2" since values of format 2 may be in it (an older build,
+// which reads only format 1 values, refuses to open it instead of taking them for
+// corruption); "1" databases are opened and marked "2" (their format 1 values stay readable).
+constexpr std::string_view kFormatValue = "2";
+constexpr std::string_view kFormatValue1 = "1";
 constexpr size_t kStripes = 64;
 // Per family: every key of the family has window_start <= this (docs/formats/history.md,
 // "Versioned upsert"). Raised in steps of kFrontierStep past what was written, so that it
@@ -307,10 +311,16 @@ Result<std::unique_ptr<RocksDbHistoryStore>> RocksDbHistoryStore::Open(
     JOULE_RETURN_IF_ERROR(FromRocks(impl->db->Write(sync, &init), "write format"));
   } else if (!s.ok()) {
     return FromRocks(s, "read format");
-  } else if (format != kFormatValue) {
+  } else if (format != kFormatValue && format != kFormatValue1) {
     return Status::InvalidArgument("history: " + options.path + " has format '" + format +
-                                   "', this build reads format 1");
+                                   "', this build reads formats 1 and 2");
   } else {
+    if (format == kFormatValue1) {
+      rocksdb::WriteOptions sync;
+      sync.sync = true;
+      JOULE_RETURN_IF_ERROR(FromRocks(
+          impl->db->Put(sync, impl->default_family, kFormatKey, kFormatValue), "write format"));
+    }
     for (size_t i = 0; i < kResolutions; ++i) {
       std::string value;
       s = impl->db->Get(rocksdb::ReadOptions(), impl->default_family, kFrontierKeys[i], &value);

@@ -36,6 +36,11 @@ using model::Resolution;
 
 constexpr int64_t kNow = 1795824000LL * kNanosPerSecond;  // 2026-11-28T00:00:00Z
 
+// Format 1's encoder, kept as the reference for reading old values (at the end).
+namespace reference {
+std::string Value(const model::AggregateRecord& r);
+}  // namespace reference
+
 std::string MakeTempDir() {
   std::string tmpl = (std::filesystem::path(::testing::TempDir()) / "history_XXXXXX").string();
   char* dir = ::mkdtemp(tmpl.data());
@@ -918,12 +923,91 @@ TEST_F(RocksDbHistoryTest, ACleanCloseLeavesSstFilesAndNoWal) {
   EXPECT_EQ(CounterValue(metrics_, "joule_history_version_reads_total"), reads);
 }
 
+// A database written before session 9: marker "1", values of format 1. It opens, is marked
+// "2" (older builds then refuse it instead of taking format 2 values for corruption), its
+// records read back exactly (Get, Range, Latest, the energy walk), and the version rule
+// holds against them.
+TEST_F(RocksDbHistoryTest, ReadsADatabaseOfFormat1) {
+  store_.reset();
+  const AggregateRecord day = FullDayRecord();
+  std::vector<AggregateRecord> base;
+  for (int m = 0; m < 10; ++m)
+    base.push_back(MakeRecord("d", Resolution::kBase, kNow + m * kNanosPerMinute, 3));
+  {
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    auto db = OpenRaw(&handles);
+    ASSERT_NE(db, nullptr);
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[0], "joule.history.format", "1").ok());
+    // Frontiers that vouch for these keys: none (the store then reads before writing).
+    for (const char* k : {"joule.history.frontier.base", "joule.history.frontier.hour",
+                          "joule.history.frontier.day"}) {
+      ASSERT_TRUE(db->Delete(rocksdb::WriteOptions(), handles[0], k).ok());
+    }
+    ASSERT_TRUE(
+        db->Put(rocksdb::WriteOptions(), handles[3],
+                history_codec::EncodeKey(day.resolution, day.device_id, day.window_start_ns),
+                reference::Value(day))
+            .ok());
+    for (const auto& r : base) {
+      ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[1],
+                          history_codec::EncodeKey(r.resolution, r.device_id, r.window_start_ns),
+                          reference::Value(r))
+                      .ok());
+    }
+    Close(db.get(), handles);
+  }
+  Open();
+  auto got = store_->Get(day.device_id, Resolution::kDay, day.window_start_ns);
+  ASSERT_TRUE(got.ok() && got->has_value()) << got.status().ToString();
+  EXPECT_EQ(**got, day);
+  auto page = store_->Range({"d", Resolution::kBase, kNow, kNow + kNanosPerHour, 100, ""});
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(page->records, base);
+  auto latest = store_->Latest("d", Resolution::kBase, 1);
+  ASSERT_TRUE(latest.ok() && latest->size() == 1u);
+  EXPECT_EQ(latest->front(), base.back());
+  double energy = 0;
+  ASSERT_TRUE(store_
+                  ->Scan({day.device_id, Resolution::kDay, kNow - kNanosPerDay, kNow + kNanosPerDay,
+                          10, ""},
+                         [&](const HistoryEntry& e) {
+                           HistoryEnergyFields f;
+                           AggregateRecord scratch;
+                           JOULE_RETURN_IF_ERROR(e.DecodeEnergy("energy_wh", &f, &scratch));
+                           energy += f.delta;
+                           return Status::Ok();
+                         })
+                  .ok());
+  EXPECT_EQ(energy, 3.5);
+  // Lower or equal versions lose to format 1 values; a higher one replaces it in format 2.
+  ASSERT_TRUE(store_
+                  ->Put({MakeRecord("d", Resolution::kBase, kNow, 3),
+                         MakeRecord("d", Resolution::kBase, kNow + kNanosPerMinute, 4)})
+                  .ok());
+  EXPECT_EQ(CounterValue(metrics_, "joule_history_stale_writes_total"), 1u);
+  EXPECT_EQ((*store_->Get("d", Resolution::kBase, kNow))->version, 3u);
+  EXPECT_EQ((*store_->Get("d", Resolution::kBase, kNow + kNanosPerMinute))->version, 4u);
+  store_.reset();
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  auto db = OpenRaw(&handles);
+  ASSERT_NE(db, nullptr);
+  std::string marker, value;
+  ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), handles[0], "joule.history.format", &marker).ok());
+  EXPECT_EQ(marker, "2");
+  ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), handles[1],
+                      history_codec::EncodeKey(Resolution::kBase, "d", kNow + kNanosPerMinute),
+                      &value)
+                  .ok());
+  EXPECT_EQ(value[0], 2);
+  Close(db.get(), handles);
+}
+
 TEST_F(RocksDbHistoryTest, RefusesAnotherFormat) {
   store_.reset();
   {
     std::vector<rocksdb::ColumnFamilyHandle*> handles;
     auto db = OpenRaw(&handles);
-    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[0], "joule.history.format", "2").ok());
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[0], "joule.history.format", "3").ok());
     Close(db.get(), handles);
   }
   auto opened = RocksDbHistoryStore::Open(options_, &metrics_);
@@ -961,49 +1045,127 @@ TEST(HistoryCodecTest, ValueIsCompactAndExact) {
   // -0.0 survives (operator== cannot tell; the bits can).
   EXPECT_TRUE(std::signbit(decoded->metrics[2].max));
   EXPECT_EQ(*history_codec::DecodeVersion(value), 300u);
-  // A 1m record with one power metric: 11 header + 8 name + 3 tag/count + 6 doubles (48) +
-  // covered_ns (6) = 76 bytes before compression; the doubles dominate.
-  const std::string small = history_codec::EncodeValue(MakeRecord("d", Resolution::kBase, kNow));
-  EXPECT_EQ(small.size(), 76u);
+  // A 1m record with one power metric (format 2): 7 header + 8 name + 3 tag/count + 2
+  // covered_ns + 6 short decimals of 2-3 bytes (header + varint; 15) = 35 bytes before
+  // compression (format 1: 76, the doubles as 8 bytes each).
+  const AggregateRecord one = MakeRecord("d", Resolution::kBase, kNow);
+  const std::string small = history_codec::EncodeValue(one);
+  EXPECT_EQ(small.size(), 35u);
+  EXPECT_EQ(*history_codec::DecodeRecord(key, small), [&] {
+    AggregateRecord r = one;
+    r.device_id = rec.device_id;
+    r.resolution = rec.resolution;
+    r.window_start_ns = rec.window_start_ns;
+    r.window_end_ns = rec.window_start_ns + kNanosPerMinute;
+    return r;
+  }());
+}
+
+// Format 2's compact numbers (docs/formats/history.md): equal fields are references, short
+// decimals are m / 10^e, a single trapezoid's energy and a single counter increment are
+// small integers; everything else is 8 raw bytes. All of them decode to the same bits.
+TEST(HistoryCodecTest, CompactNumbersDecodeToTheSameBits) {
+  AggregateRecord r = MakeRecord("d", Resolution::kBase, kNow);
+  MetricAggregate& p = r.metrics[0];  // r.metrics grows below: p is not used after that
+  p.count = 1;
+  p.min = p.max = p.sum = p.first = p.last = 54.8;
+  p.covered_ns = kNanosPerMinute;
+  p.energy_wh = (54.8 + 54.53) * 0.5 * (static_cast<double>(kNanosPerMinute) / 3.6e12);
+  MetricAggregate c;
+  c.name = "energy_wh";
+  c.kind = MetricKind::kCounter;
+  c.count = 1;
+  c.min = c.max = c.sum = c.first = c.last = 9922.323;
+  c.delta = 9922.323 - 9921.414;  // 0.9089999999996508
+  const double energy_wh = p.energy_wh;
+  r.metrics.push_back(c);
+  const std::string key = history_codec::EncodeKey(r.resolution, r.device_id, r.window_start_ns);
+  const std::string value = history_codec::EncodeValue(r);
+  // 7 header; power: 8 name, 3 tag/count, 2 covered, 3 + 4 refs, energy 4; counter: 10 name,
+  // 3 tag/count, 5 + 4 refs, delta 3 (format 1: 137).
+  EXPECT_EQ(value.size(), 56u);
+  EXPECT_EQ(reference::Value(r).size(), 137u);
+  auto got = history_codec::DecodeRecord(key, value);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, r);
+  EXPECT_EQ(std::bit_cast<uint64_t>(got->metrics[0].energy_wh), std::bit_cast<uint64_t>(energy_wh));
+  EXPECT_EQ(std::bit_cast<uint64_t>(got->metrics[1].delta), std::bit_cast<uint64_t>(c.delta));
+  // Values no short form fits: raw, still exact.
+  for (double d :
+       {0.1 + 0.2, 1.0 / 3, -0.0, 1e300, -1e-300, 9007199254740993.0, 123456789.125,
+        std::numeric_limits<double>::infinity(), std::numeric_limits<double>::quiet_NaN(),
+        std::numeric_limits<double>::denorm_min(), 4.35, -4.35, 1e15, 0.000001}) {
+    AggregateRecord x = r;
+    x.metrics[1].delta = d;
+    x.metrics[0].energy_wh = d;
+    x.metrics[0].sum = d;
+    auto back = history_codec::DecodeRecord(key, history_codec::EncodeValue(x));
+    ASSERT_TRUE(back.ok()) << d;
+    EXPECT_EQ(std::bit_cast<uint64_t>(back->metrics[1].delta), std::bit_cast<uint64_t>(d)) << d;
+    EXPECT_EQ(std::bit_cast<uint64_t>(back->metrics[0].energy_wh), std::bit_cast<uint64_t>(d)) << d;
+    EXPECT_EQ(std::bit_cast<uint64_t>(back->metrics[0].sum), std::bit_cast<uint64_t>(d)) << d;
+  }
 }
 
 TEST(HistoryCodecTest, MalformedValuesAreCorruption) {
   const AggregateRecord rec = FullDayRecord();
   const std::string key =
       history_codec::EncodeKey(rec.resolution, rec.device_id, rec.window_start_ns);
-  const std::string value = history_codec::EncodeValue(rec);
-  for (size_t n = 0; n < value.size(); ++n) {
-    auto r = history_codec::DecodeRecord(key, value.substr(0, n));
-    EXPECT_EQ(r.status().code(), StatusCode::kCorruption) << "truncated to " << n;
-  }
-  EXPECT_EQ(history_codec::DecodeRecord(key, value + "x").status().code(), StatusCode::kCorruption);
-  std::string bad_format = value;
-  bad_format[0] = 2;
-  EXPECT_EQ(history_codec::DecodeRecord(key, bad_format).status().code(), StatusCode::kCorruption);
-  EXPECT_EQ(history_codec::DecodeVersion("").status().code(), StatusCode::kCorruption);
-  // Random bit flips and random bytes: a clean status or a record, never a crash.
   std::mt19937 rng(42);
-  for (int i = 0; i < 20000; ++i) {
-    std::string v = value;
-    const int flips = 1 + static_cast<int>(rng() % 4);
-    for (int f = 0; f < flips; ++f) v[rng() % v.size()] ^= static_cast<char>(1u << (rng() % 8));
-    auto r = history_codec::DecodeRecord(key, v);
-    if (!r.ok()) {
-      EXPECT_EQ(r.status().code(), StatusCode::kCorruption);
+  // Format 2 (written now) and format 1 (written before session 9, still read).
+  for (const std::string& value : {history_codec::EncodeValue(rec), reference::Value(rec)}) {
+    for (size_t n = 0; n < value.size(); ++n) {
+      auto r = history_codec::DecodeRecord(key, value.substr(0, n));
+      EXPECT_EQ(r.status().code(), StatusCode::kCorruption) << "truncated to " << n;
+    }
+    EXPECT_EQ(history_codec::DecodeRecord(key, value + "x").status().code(),
+              StatusCode::kCorruption);
+    for (char format : {'\0', '\3', '\xff'}) {
+      std::string bad_format = value;
+      bad_format[0] = format;
+      EXPECT_EQ(history_codec::DecodeRecord(key, bad_format).status().code(),
+                StatusCode::kCorruption);
+    }
+    // Random bit flips and random bytes: a clean status or a record, never a crash.
+    for (int i = 0; i < 20000; ++i) {
+      std::string v = value;
+      const int flips = 1 + static_cast<int>(rng() % 4);
+      for (int f = 0; f < flips; ++f) v[rng() % v.size()] ^= static_cast<char>(1u << (rng() % 8));
+      auto r = history_codec::DecodeRecord(key, v);
+      if (!r.ok()) {
+        EXPECT_EQ(r.status().code(), StatusCode::kCorruption);
+      }
+    }
+    for (int i = 0; i < 20000; ++i) {
+      std::string v(rng() % 64, '\0');
+      for (char& c : v) c = static_cast<char>(rng());
+      if (!v.empty()) v[0] = value[0];
+      auto r = history_codec::DecodeRecord(key, v);
+      if (!r.ok()) {
+        EXPECT_EQ(r.status().code(), StatusCode::kCorruption);
+      }
     }
   }
-  for (int i = 0; i < 20000; ++i) {
-    std::string v(rng() % 64, '\0');
-    for (char& c : v) c = static_cast<char>(rng());
-    if (!v.empty()) v[0] = 1;
-    auto r = history_codec::DecodeRecord(key, v);
-    if (!r.ok()) {
-      EXPECT_EQ(r.status().code(), StatusCode::kCorruption);
-    }
+  EXPECT_EQ(history_codec::DecodeVersion("").status().code(), StatusCode::kCorruption);
+  // A huge metric count does not allocate (format 1 and 2).
+  for (char format : {'\x01', '\x02'}) {
+    std::string huge("\x01\x01\x00\x01\x01\xff\xff\xff\xff\x0f", 10);
+    huge[0] = format;
+    EXPECT_EQ(history_codec::DecodeRecord(key, huge).status().code(), StatusCode::kCorruption);
   }
-  // A huge metric count does not allocate.
-  const std::string huge("\x01\x01\x00\x01\x01\xff\xff\xff\xff\x0f", 10);
-  EXPECT_EQ(history_codec::DecodeRecord(key, huge).status().code(), StatusCode::kCorruption);
+  // A reference to a later or absent field, a window length that overflows: corruption.
+  const AggregateRecord one = MakeRecord("d", Resolution::kBase, kNow);
+  std::string v = history_codec::EncodeValue(one);
+  // format, version, flags, length (2 bytes), count, metric count, name (8), tag (2), count,
+  // covered (2): the first number's header.
+  const size_t first_number = 1 + 1 + 1 + 2 + 1 + 1 + 8 + 2 + 1 + 2;
+  ASSERT_EQ(static_cast<uint8_t>(v[first_number]) & 0xf0, 0x10);  // min: a decimal
+  std::string self_ref = v;
+  self_ref[first_number] = 0;  // min = min
+  EXPECT_EQ(history_codec::DecodeRecord(key, self_ref).status().code(), StatusCode::kCorruption);
+  std::string overflow = v;
+  overflow.replace(3, 2, "\xfe\xff\xff\xff\xff\xff\xff\xff\x0f", 9);  // huge q · 10^14
+  EXPECT_EQ(history_codec::DecodeRecord(key, overflow).status().code(), StatusCode::kCorruption);
 }
 
 // DecodeEnergy is DecodeRecord's walk keeping only what the owner energy route sums: on
@@ -1044,16 +1206,17 @@ TEST(HistoryCodecTest, DecodeEnergyAgreesWithDecodeRecord) {
   for (const AggregateRecord* rec : std::vector<const AggregateRecord*>{&day, &repeated, &base}) {
     const std::string key =
         history_codec::EncodeKey(rec->resolution, rec->device_id, rec->window_start_ns);
-    const std::string value = history_codec::EncodeValue(*rec);
-    check(key, value);
-    for (size_t n = 0; n < value.size(); ++n) check(key, value.substr(0, n));
-    check(key, value + "x");
-    for (int i = 0; i < 5000; ++i) {
-      std::string v = value;
-      const int flips = 1 + static_cast<int>(rng() % 4);
-      for (int k = 0; k < flips; ++k) v[rng() % v.size()] ^= static_cast<char>(1u << (rng() % 8));
-      check(key, v);
-      if (HasFatalFailure()) return;
+    for (const std::string& value : {history_codec::EncodeValue(*rec), reference::Value(*rec)}) {
+      check(key, value);
+      for (size_t n = 0; n < value.size(); ++n) check(key, value.substr(0, n));
+      check(key, value + "x");
+      for (int i = 0; i < 5000; ++i) {
+        std::string v = value;
+        const int flips = 1 + static_cast<int>(rng() % 4);
+        for (int k = 0; k < flips; ++k) v[rng() % v.size()] ^= static_cast<char>(1u << (rng() % 8));
+        check(key, v);
+        if (HasFatalFailure()) return;
+      }
     }
   }
   HistoryEnergyFields f;
@@ -1066,8 +1229,8 @@ TEST(HistoryCodecTest, DecodeEnergyAgreesWithDecodeRecord) {
   EXPECT_GT(compared, failed);
 }
 
-// The value encoding as it was written byte by byte (format 1, docs/formats/history.md):
-// AppendValue must give the same bytes for every record.
+// The value encoding of format 1 as it was written byte by byte (docs/formats/history.md):
+// what databases written before session 9 hold, and what DecodeRecord must still read.
 namespace reference {
 void Varint(std::string* out, uint64_t v) {
   while (v >= 0x80) {
@@ -1121,10 +1284,12 @@ std::string Value(const model::AggregateRecord& r) {
 }
 }  // namespace reference
 
-TEST(HistoryRecordCodecTest, ValueBytesMatchTheFieldByFieldEncoding) {
+// Random records of every shape: format 2 (EncodeValue, AppendValue after other bytes) and
+// format 1 (the reference encoder) both decode to the record, every double bit for bit.
+TEST(HistoryRecordCodecTest, BothFormatsRoundTripRandomRecords) {
   std::mt19937_64 rng(20261129);
   auto pick_double = [&rng]() -> double {
-    switch (rng() % 6) {
+    switch (rng() % 9) {
       case 0:
         return 0.0;
       case 1:
@@ -1135,6 +1300,14 @@ TEST(HistoryRecordCodecTest, ValueBytesMatchTheFieldByFieldEncoding) {
         return static_cast<double>(static_cast<int64_t>(rng() % 2000001) - 1000000) / 1000;
       case 4:
         return std::numeric_limits<double>::infinity();
+      case 5:  // a trapezoid piece's energy
+        return (static_cast<double>(rng() % 100000) / 100 +
+                static_cast<double>(rng() % 1000) / 10) *
+               0.5 * (static_cast<double>(rng() % 120 + 1) * 1e9 / 3.6e12);
+      case 6:  // a counter's increment
+        return 9922.323 - static_cast<double>(rng() % 10000000) / 1000;
+      case 7:
+        return static_cast<double>(rng() % 1000) * 1e12;
       default:
         return 230.1;
     }
@@ -1151,13 +1324,23 @@ TEST(HistoryRecordCodecTest, ValueBytesMatchTheFieldByFieldEncoding) {
         return rng();
     }
   };
+  auto bits = [](const model::MetricAggregate& m) {
+    return std::array<uint64_t, 7>{
+        std::bit_cast<uint64_t>(m.min),  std::bit_cast<uint64_t>(m.max),
+        std::bit_cast<uint64_t>(m.sum),  std::bit_cast<uint64_t>(m.first),
+        std::bit_cast<uint64_t>(m.last), std::bit_cast<uint64_t>(m.energy_wh),
+        std::bit_cast<uint64_t>(m.delta)};
+  };
+  size_t format2_bytes = 0, format1_bytes = 0;
   for (int n = 0; n < 20000; ++n) {
     model::AggregateRecord r = MakeRecord("dev-" + std::to_string(n % 97), Resolution::kBase, kNow);
     r.version = pick_u64();
     r.final = rng() % 2;
     r.count = pick_u64();
     r.window_start_ns = static_cast<int64_t>(rng() >> 1);
-    r.window_end_ns = static_cast<int64_t>(rng() >> 1);
+    r.window_end_ns = rng() % 2
+                          ? r.window_start_ns + static_cast<int64_t>(rng() % 4) * kNanosPerMinute
+                          : static_cast<int64_t>(rng() >> 1);
     r.timezone = rng() % 3 == 0 ? "Europe/Berlin" : "";
     r.local_date = rng() % 3 == 0 ? "2026-11-29" : "";
     r.metrics.resize(rng() % 6);
@@ -1167,20 +1350,49 @@ TEST(HistoryRecordCodecTest, ValueBytesMatchTheFieldByFieldEncoding) {
       m.kind = static_cast<model::MetricKind>(rng() % 3);
       m.count = pick_u64();
       m.min = pick_double();
-      m.max = pick_double();
+      m.max = rng() % 2 ? m.min : pick_double();
       m.sum = pick_double();
-      m.first = pick_double();
-      m.last = pick_double();
+      m.first = rng() % 2 ? m.max : pick_double();
+      m.last = rng() % 2 ? m.first : pick_double();
       m.energy_wh = pick_double();
       m.covered_ns = static_cast<int64_t>(pick_u64()) * (rng() % 2 ? 1 : -1);
+      if (rng() % 3 == 0) m.covered_ns = static_cast<int64_t>(rng() % 120) * kNanosPerSecond;
       m.delta = pick_double();
       m.resets = pick_u64();
     }
+    const std::string key = history_codec::EncodeKey(r.resolution, r.device_id, r.window_start_ns);
     std::string appended = "prefix";
     history_codec::AppendValue(r, &appended);
-    ASSERT_EQ(appended, "prefix" + reference::Value(r)) << n;
-    ASSERT_EQ(history_codec::EncodeValue(r), reference::Value(r)) << n;
+    const std::string value = history_codec::EncodeValue(r);
+    ASSERT_EQ(appended, "prefix" + value) << n;
+    ASSERT_EQ(value[0], 2);
+    const std::string old = reference::Value(r);
+    format2_bytes += value.size();
+    format1_bytes += old.size();
+    for (const std::string* v : {&value, &old}) {
+      auto got = history_codec::DecodeRecord(key, *v);
+      ASSERT_TRUE(got.ok()) << n << " format " << int{(*v)[0]} << ": " << got.status().ToString();
+      ASSERT_EQ(got->metrics.size(), r.metrics.size());
+      for (size_t i = 0; i < r.metrics.size(); ++i) {
+        ASSERT_EQ(bits(got->metrics[i]), bits(r.metrics[i])) << n << " metric " << i;
+      }
+      ASSERT_EQ(got->version, r.version);
+      ASSERT_EQ(got->window_end_ns, r.window_end_ns) << n;
+      ASSERT_EQ(got->count, r.count);
+      ASSERT_EQ(got->final, r.final);
+      ASSERT_EQ(got->timezone, r.timezone);
+      ASSERT_EQ(got->local_date, r.local_date);
+      for (size_t i = 0; i < r.metrics.size(); ++i) {
+        ASSERT_EQ(got->metrics[i].name, r.metrics[i].name);
+        ASSERT_EQ(got->metrics[i].kind, r.metrics[i].kind);
+        ASSERT_EQ(got->metrics[i].count, r.metrics[i].count);
+        ASSERT_EQ(got->metrics[i].covered_ns, r.metrics[i].covered_ns);
+        ASSERT_EQ(got->metrics[i].resets, r.metrics[i].resets);
+      }
+      ASSERT_EQ(*history_codec::DecodeVersion(*v), r.version);
+    }
   }
+  EXPECT_LT(format2_bytes, format1_bytes);
 }
 
 }  // namespace
