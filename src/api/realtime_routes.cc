@@ -1,7 +1,9 @@
 // GET /v1/devices/{id}/metrics/realtime (CONTRACT §3).
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <climits>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -40,12 +42,6 @@ bool ParseWindows(const std::string* text, size_t* out) {
 }
 
 void Lit(std::string* out, std::string_view text) { out->append(text.data(), text.size()); }
-
-void AppendTime(std::string* out, int64_t nanos) {
-  out->push_back('"');
-  AppendRfc3339Millis(out, nanos);
-  out->push_back('"');
-}
 
 using RecordPtrs = std::vector<const model::AggregateRecord*>;
 
@@ -92,40 +88,118 @@ void MergeWindows(const std::vector<model::AggregateRecord>& latest,
   chosen->resize(out);
 }
 
+// Characters JSON strings must escape: control characters, '"' and '\\'.
+constexpr auto kEscape = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0; c < 0x20; ++c) t[c] = true;
+  t['"'] = true;
+  t['\\'] = true;
+  return t;
+}();
+
+// Writes through a pointer into room made in the body up front, so that a literal key is a
+// fixed-size copy instead of a std::string::append call, a number or a time is formatted
+// in place. Room is checked per item: a short estimate costs a regrowth, never an overrun.
+class HeadWriter {
+ public:
+  HeadWriter(std::string* out, size_t room) : out_(out), at_(out->size()) {
+    out_->resize(at_ + room);
+  }
+  HeadWriter(const HeadWriter&) = delete;
+  HeadWriter& operator=(const HeadWriter&) = delete;
+  ~HeadWriter() { out_->resize(at_); }
+
+  template <size_t N>
+  void Lit(const char (&text)[N]) {
+    std::memcpy(Room(N - 1), text, N - 1);
+    at_ += N - 1;
+  }
+  void Raw(std::string_view text) {
+    std::memcpy(Room(text.size()), text.data(), text.size());
+    at_ += text.size();
+  }
+  // Quoted and escaped as JsonWriter::AppendEscaped does.
+  void Str(std::string_view s) {
+    for (const char ch : s) {
+      if (kEscape[static_cast<unsigned char>(ch)]) {
+        std::string escaped;
+        JsonWriter::AppendEscaped(&escaped, s);
+        return Raw(escaped);
+      }
+    }
+    char* p = Room(s.size() + 2);
+    *p++ = '"';
+    std::memcpy(p, s.data(), s.size());
+    p[s.size()] = '"';
+    at_ += s.size() + 2;
+  }
+  void Double(double v) {
+    at_ = JsonWriter::WriteDouble(Room(JsonWriter::kMaxDoubleChars), v) - Base();
+  }
+  void Time(int64_t nanos) {
+    char* p = Room(26);
+    *p++ = '"';
+    p = WriteRfc3339Millis(p, nanos);
+    *p++ = '"';
+    at_ = p - Base();
+  }
+  void Char(char c) { *Room(1) = c, ++at_; }
+
+ private:
+  char* Base() { return out_->data(); }
+  char* Room(size_t n) {
+    if (out_->size() - at_ < n) [[unlikely]]
+      Grow(n);
+    return Base() + at_;
+  }
+  [[gnu::noinline]] void Grow(size_t n) { out_->resize(std::max(2 * out_->size(), at_ + n)); }
+  std::string* const out_;
+  size_t at_;
+};
+
 // The body up to the records: {"device_id":…,"device":{…},"source":…,"latest":{…} or null,
 // "data":[ — the bytes JsonWriter wrote before (literal keys, JsonWriter's escaping and
-// number formatting; tests/realtime_routes_test.cc compares them with JsonWriter's).
+// number formatting; tests/realtime_routes_test.cc pins them).
 void AppendHead(std::string* out, std::string_view device_id, const store::Device& device,
                 std::string_view source, const store::LatestSnapshot& snap) {
   Lit(out, "{\"device_id\":");
   JsonWriter::AppendEscaped(out, device_id);
   Lit(out, ",\"device\":");
   AppendDeviceJson(out, device);
-  Lit(out, ",\"source\":");
-  JsonWriter::AppendEscaped(out, source);
-  Lit(out, ",\"latest\":");
+  size_t room = 128 + source.size();
   if (snap.has_reading) {
-    Lit(out, "{\"timestamp\":");
-    AppendTime(out, snap.reading.timestamp_ns);
-    Lit(out, ",\"received_at\":");
-    AppendTime(out, snap.reading.received_at_ns);
-    Lit(out, ",\"metrics\":{");
+    room += snap.reading.meta_json.size();
+    for (const auto& m : snap.reading.metrics) room += m.name.size() + 28;
+  }
+  HeadWriter w(out, room);
+  w.Lit(",\"source\":");
+  w.Str(source);
+  w.Lit(",\"latest\":");
+  if (snap.has_reading) {
+    w.Lit("{\"timestamp\":");
+    w.Time(snap.reading.timestamp_ns);
+    w.Lit(",\"received_at\":");
+    w.Time(snap.reading.received_at_ns);
+    w.Lit(",\"metrics\":{");
     bool first = true;
     for (const auto& m : snap.reading.metrics) {
-      if (!first) out->push_back(',');
+      if (!first) w.Char(',');
       first = false;
-      JsonWriter::AppendEscaped(out, m.name);
-      out->push_back(':');
-      JsonWriter::AppendDouble(out, m.value);
+      w.Str(m.name);
+      w.Char(':');
+      w.Double(m.value);
     }
-    Lit(out, "},\"meta\":");
-    Lit(out, snap.reading.meta_json.empty() ? std::string_view("{}")
-                                            : std::string_view(snap.reading.meta_json));
-    out->push_back('}');
+    w.Lit("},\"meta\":");
+    if (snap.reading.meta_json.empty()) {
+      w.Lit("{}");
+    } else {
+      w.Raw(snap.reading.meta_json);
+    }
+    w.Char('}');
   } else {
-    Lit(out, "null");
+    w.Lit("null");
   }
-  Lit(out, ",\"data\":[");
+  w.Lit(",\"data\":[");
 }
 
 // Enough for the whole body in the common case, so it is allocated once: the head's parts

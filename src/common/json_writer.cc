@@ -150,22 +150,31 @@ char* WriteShortestDouble(char* p, double v) {
 
 }  // namespace
 
-void JsonWriter::AppendDouble(std::string* out, double v) {
+char* JsonWriter::WriteDouble(char* out, double v) {
   if (!std::isfinite(v)) {
-    out->append("null", 4);
-    return;
+    std::memcpy(out, "null", 4);
+    return out + 4;
   }
   // An integral value below 2^53 (also 0 and -0, written "0"): its shortest form is the
   // integer's digits, in fixed notation (below 10^16).
   if (v >= -9007199254740992.0 && v <= 9007199254740992.0) {
     const auto i = static_cast<int64_t>(v);
     if (static_cast<double>(i) == v) {
-      AppendInt(out, i);
-      return;
+      char b[24];
+      char* const end = b + sizeof b;
+      char* p =
+          WriteDigitsBackward(end, i < 0 ? 0 - static_cast<uint64_t>(i) : static_cast<uint64_t>(i));
+      if (i < 0) *--p = '-';
+      std::memcpy(out, p, static_cast<size_t>(end - p));
+      return out + (end - p);
     }
   }
-  char b[32];  // the longest form, "-1.2345678901234567e-308", is 24 chars
-  out->append(b, WriteShortestDouble(b, v));
+  return WriteShortestDouble(out, v);  // at most "-1.2345678901234567e-308", 24 chars
+}
+
+void JsonWriter::AppendDouble(std::string* out, double v) {
+  char b[kMaxDoubleChars];
+  out->append(b, WriteDouble(b, v));
 }
 void JsonWriter::AppendInt(std::string* out, int64_t v) {
   char b[24];

@@ -3,6 +3,7 @@
 // that reads back exactly; non-finite numbers become null.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -36,6 +37,9 @@ class JsonWriter {
   static void AppendDouble(std::string* out, double v);
   static void AppendInt(std::string* out, int64_t v);
   static void AppendUint(std::string* out, uint64_t v);
+  // AppendDouble's bytes written at `out` (at most kMaxDoubleChars); returns their end.
+  static constexpr size_t kMaxDoubleChars = 24;
+  static char* WriteDouble(char* out, double v);
 
  private:
   void BeforeValue();

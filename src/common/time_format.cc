@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cctype>
+#include <cstring>
 #include <limits>
 
 #include "common/clock.h"
@@ -37,36 +38,67 @@ static int64_t FloorDiv(int64_t a, int64_t b) {
   return q;
 }
 
+namespace {
+
+void CivilMillis(int64_t nanos, int64_t* y, unsigned* m, unsigned* d, int64_t* ms_of_day) {
+  const int64_t ms_total = FloorDiv(nanos, kNanosPerMilli);
+  const int64_t days = FloorDiv(ms_total, 86400000);
+  *ms_of_day = ms_total - days * 86400000;
+  CivilFromDays(days, y, m, d);
+}
+
+// "00" .. "99".
+constexpr char kDigitPairs[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
+// "YYYY-MM-DDThh:mm:ss.mmmZ" for a year in [0, 9999].
+char* WriteCivilMillis(char* b, int64_t y, unsigned m, unsigned d, int64_t ms_of_day) {
+  const auto ms = static_cast<unsigned>(ms_of_day);  // [0, 86400000)
+  const unsigned secs = ms / 1000;
+  auto pair = [b](int pos, unsigned v) { std::memcpy(b + pos, kDigitPairs + 2 * v, 2); };
+  pair(0, static_cast<unsigned>(y) / 100);
+  pair(2, static_cast<unsigned>(y) % 100);
+  b[4] = '-';
+  pair(5, m);
+  b[7] = '-';
+  pair(8, d);
+  b[10] = 'T';
+  pair(11, secs / 3600);
+  b[13] = ':';
+  pair(14, secs / 60 % 60);
+  b[16] = ':';
+  pair(17, secs % 60);
+  b[19] = '.';
+  b[20] = static_cast<char>('0' + ms % 1000 / 100);
+  pair(21, ms % 100);
+  b[23] = 'Z';
+  return b + 24;
+}
+
+}  // namespace
+
 void AppendRfc3339Millis(std::string* out, int64_t nanos) {
-  int64_t ms_total = FloorDiv(nanos, kNanosPerMilli);
-  int64_t days = FloorDiv(ms_total, 86400000);
-  int64_t ms_of_day = ms_total - days * 86400000;
-  int64_t y;
+  int64_t y, ms_of_day;
   unsigned m, d;
-  CivilFromDays(days, &y, &m, &d);
-  int64_t secs = ms_of_day / 1000;
+  CivilMillis(nanos, &y, &m, &d, &ms_of_day);
   if (y < 0 || y > 9999) {
+    const int64_t secs = ms_of_day / 1000;
     fmt::format_to(std::back_inserter(*out), "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}.{:03d}Z", y,
                    m, d, secs / 3600, (secs / 60) % 60, secs % 60, ms_of_day % 1000);
     return;
   }
   // The common case without the formatting library (hot in the archiver): same bytes.
-  char b[24] = {'0', '0', '0', '0', '-', '0', '0', '-', '0', '0', 'T', '0',
-                '0', ':', '0', '0', ':', '0', '0', '.', '0', '0', '0', 'Z'};
-  auto put = [&b](int pos, int digits, int64_t v) {
-    for (int i = digits - 1; i >= 0; --i) {
-      b[pos + i] = static_cast<char>('0' + v % 10);
-      v /= 10;
-    }
-  };
-  put(0, 4, y);
-  put(5, 2, m);
-  put(8, 2, d);
-  put(11, 2, secs / 3600);
-  put(14, 2, (secs / 60) % 60);
-  put(17, 2, secs % 60);
-  put(20, 3, ms_of_day % 1000);
-  out->append(b, sizeof b);
+  char b[24];
+  out->append(b, WriteCivilMillis(b, y, m, d, ms_of_day));
+}
+
+char* WriteRfc3339Millis(char* out, int64_t nanos) {
+  int64_t y, ms_of_day;
+  unsigned m, d;
+  CivilMillis(nanos, &y, &m, &d, &ms_of_day);
+  return WriteCivilMillis(out, y, m, d, ms_of_day);
 }
 
 std::string FormatRfc3339Millis(int64_t nanos) {

@@ -13,6 +13,9 @@ namespace joule {
 // "2026-11-28T19:00:05.250Z" (UTC, millisecond precision, truncated toward -inf).
 std::string FormatRfc3339Millis(int64_t nanos);
 void AppendRfc3339Millis(std::string* out, int64_t nanos);
+// The same 24 bytes written at `out`; returns out + 24. (Every int64 nanosecond time lies
+// in the years 1677–2262, so the form has a fixed width.)
+char* WriteRfc3339Millis(char* out, int64_t nanos);
 // Lossless: 3, 6 or 9 fraction digits, the fewest that represent `nanos` exactly
 // ("…05.250Z", "…05.250001Z", "…05.250000001Z"). Used where a time is an identity (the
 // raw archive), so that parsing the text gives back the same nanoseconds.

@@ -1,6 +1,12 @@
 #include "common/time_format.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
 
 #include "common/clock.h"
 
@@ -58,4 +64,38 @@ TEST(TimeFormatTest, Sizes) {
   EXPECT_FALSE(ParseSizeBytes("big").ok());
 }
 
+}  // namespace joule
+
+namespace joule {
+namespace {
+
+// The digits, fields and width of the millisecond form, against fmt's formatting of the
+// same civil fields, over the whole int64 range (years 1677–2262).
+TEST(TimeFormatTest, MillisFormAgreesWithFmtOverTheInt64Range) {
+  std::mt19937_64 rng(7);
+  std::vector<int64_t> times = {0,
+                                -1,
+                                1,
+                                std::numeric_limits<int64_t>::min(),
+                                std::numeric_limits<int64_t>::max(),
+                                951782400LL * kNanosPerSecond};
+  for (int i = 0; i < 200'000; ++i) times.push_back(static_cast<int64_t>(rng()));
+  for (int64_t t : times) {
+    const int64_t ms = t / kNanosPerMilli - (t % kNanosPerMilli < 0 ? 1 : 0);
+    const int64_t days = ms / 86'400'000 - (ms % 86'400'000 < 0 ? 1 : 0);
+    const int64_t ms_of_day = ms - days * 86'400'000;
+    int64_t y;
+    unsigned m, d;
+    CivilFromDays(days, &y, &m, &d);
+    const int64_t s = ms_of_day / 1000;
+    const std::string want = fmt::format("{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}.{:03d}Z", y, m,
+                                         d, s / 3600, s / 60 % 60, s % 60, ms_of_day % 1000);
+    ASSERT_EQ(FormatRfc3339Millis(t), want) << t;
+    char b[24];
+    ASSERT_EQ(WriteRfc3339Millis(b, t), b + 24);
+    ASSERT_EQ(std::string(b, 24), want) << t;
+  }
+}
+
+}  // namespace
 }  // namespace joule
