@@ -16,23 +16,28 @@ int HexValue(char c) {
 }  // namespace
 
 bool PercentDecode(std::string_view in, bool plus_is_space, std::string* out) {
+  // Runs without '%' (or '+' when it means a space) are copied whole: a path or a query
+  // value mostly is one such run.
   out->clear();
-  out->reserve(in.size());
+  size_t run = 0;  // start of the pending run of characters copied as they are
   for (size_t i = 0; i < in.size(); ++i) {
-    char c = in[i];
+    const char c = in[i];
+    if (c != '%' && (c != '+' || !plus_is_space)) continue;
+    if (run == 0 && out->capacity() < in.size()) out->reserve(in.size());
+    out->append(in.data() + run, i - run);
     if (c == '%') {
       if (in.size() - i < 3) return false;
-      int hi = HexValue(in[i + 1]);
-      int lo = HexValue(in[i + 2]);
+      const int hi = HexValue(in[i + 1]);
+      const int lo = HexValue(in[i + 2]);
       if (hi < 0 || lo < 0) return false;
       out->push_back(static_cast<char>(hi * 16 + lo));
       i += 2;
-    } else if (c == '+' && plus_is_space) {
-      out->push_back(' ');
     } else {
-      out->push_back(c);
+      out->push_back(' ');
     }
+    run = i + 1;
   }
+  out->append(in.data() + run, in.size() - run);
   return true;
 }
 

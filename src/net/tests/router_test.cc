@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <optional>
+#include <random>
+#include <string>
 
 #include "net/sse_stream.h"
 #include "net/url.h"
@@ -19,6 +21,43 @@ TEST(UrlTest, PercentDecode) {
   EXPECT_FALSE(PercentDecode("%4", false, &out));
   EXPECT_FALSE(PercentDecode("%zz", false, &out));
   EXPECT_FALSE(PercentDecode("abc%", false, &out));
+}
+
+// The decoder before runs were copied whole: one character at a time.
+std::optional<std::string> ReferenceDecode(std::string_view in, bool plus_is_space) {
+  auto hex = [](char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string out;
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == '%') {
+      if (in.size() - i < 3 || hex(in[i + 1]) < 0 || hex(in[i + 2]) < 0) return std::nullopt;
+      out.push_back(static_cast<char>(hex(in[i + 1]) * 16 + hex(in[i + 2])));
+      i += 2;
+    } else {
+      out.push_back(in[i] == '+' && plus_is_space ? ' ' : in[i]);
+    }
+  }
+  return out;
+}
+
+TEST(UrlTest, PercentDecodeAgreesWithCharacterAtATime) {
+  std::mt19937 rng(3);
+  const std::string alphabet = "ab/%+2fF0zZ-.";
+  std::string out = "left over";
+  for (int i = 0; i < 100'000; ++i) {
+    std::string in(rng() % 12, 'x');
+    for (char& c : in) c = alphabet[rng() % alphabet.size()];
+    const bool plus = rng() % 2 == 0;
+    const std::optional<std::string> want = ReferenceDecode(in, plus);
+    ASSERT_EQ(PercentDecode(in, plus, &out), want.has_value()) << in;
+    if (want) {
+      ASSERT_EQ(out, *want) << in;
+    }
+  }
 }
 
 TEST(UrlTest, ParseQuery) {
