@@ -10,10 +10,14 @@
 // BM_HistoryBytesPerRecord: fills JOULE_HISTORY_BENCH_DEVICES (default 1000) devices × 1440
 //   records time-major in batches of 1000, compacts, and reports sst bytes per record and
 //   the fill rate. Set JOULE_HISTORY_BENCH_DEVICES=10000 for the documented figure.
+//   decimals:0 = noisy doubles (full random mantissas), decimals:1 = the same readings
+//   rounded as sensors send them (energy 3 decimals, power 2, temperature and voltage 1).
+//   bench/history_size measures a real server's records instead.
 #include <benchmark/benchmark.h>
 #include <stdlib.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -50,16 +54,26 @@ std::string MakeTempDir() {
 
 std::string DeviceId(int i) { return "plug-" + std::to_string(100000 + i); }
 
+// Readings are rounded to `digits` decimals (as a sensor sends them) unless digits < 0
+// (noisy doubles with full random mantissas: the worst case for the value format).
+int g_digits = -1;
+
+double Reading(double v, int digits) {
+  if (digits < 0) return v;
+  const double scale = std::pow(10.0, digits);
+  return std::round(v * scale) / scale;
+}
+
 MetricAggregate Metric(std::string name, MetricKind kind, double base, double spread,
-                       std::mt19937& rng) {
+                       std::mt19937& rng, int digits = -1) {
   std::uniform_real_distribution<double> u(-spread, spread);
   MetricAggregate m;
   m.name = std::move(name);
   m.kind = kind;
   m.count = 12;
-  double lo = base + u(rng), hi = lo, sum = 0;
+  double lo = Reading(base + u(rng), digits), hi = lo, sum = 0;
   for (int i = 0; i < 12; ++i) {
-    const double v = base + u(rng);
+    const double v = Reading(base + u(rng), digits);
     lo = std::min(lo, v);
     hi = std::max(hi, v);
     sum += v;
@@ -88,10 +102,11 @@ AggregateRecord MakeRecord(int device, int64_t start, std::mt19937& rng, uint64_
   r.version = version;
   r.count = 12;
   const double meter = 10000.0 + device + static_cast<double>(start - kDayStart) / 6e10 * 0.05;
-  r.metrics = {Metric("energy_wh", MetricKind::kCounter, meter, 0.05, rng),
-               Metric("power_w", MetricKind::kPower, 40.0 + device % 100, 15.0, rng),
-               Metric("temperature_c", MetricKind::kGauge, 21.0, 0.4, rng),
-               Metric("voltage_v", MetricKind::kGauge, 230.0, 2.0, rng)};
+  const bool d = g_digits >= 0;
+  r.metrics = {Metric("energy_wh", MetricKind::kCounter, meter, 0.05, rng, d ? 3 : -1),
+               Metric("power_w", MetricKind::kPower, 40.0 + device % 100, 15.0, rng, d ? 2 : -1),
+               Metric("temperature_c", MetricKind::kGauge, 21.0, 0.4, rng, d ? 1 : -1),
+               Metric("voltage_v", MetricKind::kGauge, 230.0, 2.0, rng, d ? 1 : -1)};
   return r;
 }
 
@@ -249,6 +264,7 @@ void BM_HistoryLatest60(benchmark::State& state) {
 BENCHMARK(BM_HistoryLatest60)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 void BM_HistoryBytesPerRecord(benchmark::State& state) {
+  g_digits = state.range(0) != 0 ? 1 : -1;
   const char* env = std::getenv("JOULE_HISTORY_BENCH_DEVICES");
   const int devices = env != nullptr ? std::atoi(env) : 1000;
   for (auto _ : state) {
@@ -267,8 +283,14 @@ void BM_HistoryBytesPerRecord(benchmark::State& state) {
     state.counters["bytes_per_record"] = static_cast<double>(usage->sst_bytes) / records;
     state.counters["fill_records_per_s"] = records / fill_seconds;
   }
+  g_digits = -1;
 }
-BENCHMARK(BM_HistoryBytesPerRecord)->Iterations(1)->Unit(benchmark::kSecond);
+BENCHMARK(BM_HistoryBytesPerRecord)
+    ->ArgName("decimals")
+    ->Arg(0)
+    ->Arg(1)
+    ->Iterations(1)
+    ->Unit(benchmark::kSecond);
 
 }  // namespace
 

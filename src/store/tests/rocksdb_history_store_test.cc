@@ -1107,6 +1107,39 @@ TEST(HistoryCodecTest, CompactNumbersDecodeToTheSameBits) {
   }
 }
 
+// A metric whose doubles have no decimal or derived form is written as format 1 writes it:
+// 8 bytes each, no number headers, no references (a flag in the tag, format 2 only).
+TEST(HistoryCodecTest, NoisyMetricsAreWrittenRaw) {
+  AggregateRecord r = MakeRecord("d", Resolution::kBase, kNow);
+  MetricAggregate& p = r.metrics[0];
+  p.min = 1.0 / 3;
+  p.max = 2.0 / 3;
+  p.sum = 0.1 + 0.2;
+  p.first = p.min;  // equal bits: a reference in a metric with decimals, not here
+  p.last = 5.0 / 7;
+  p.energy_wh = std::bit_cast<double>(uint64_t{0x3ff123456789abcd});
+  const std::string key = history_codec::EncodeKey(r.resolution, r.device_id, r.window_start_ns);
+  const std::string value = history_codec::EncodeValue(r);
+  // 7 header + 8 name + 3 tag/count + 2 covered + 6 × 8.
+  EXPECT_EQ(value.size(), 68u);
+  auto got = history_codec::DecodeRecord(key, value);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, [&] {
+    AggregateRecord want = r;
+    want.window_end_ns = kNow + kNanosPerMinute;
+    return want;
+  }());
+  // The same flag in a format 1 value is an unknown field.
+  std::string old = reference::Value(r);
+  // format, version, flags, length (6 bytes), count, metric count, name: then the tag, whose
+  // second byte holds its bits 7..13 (bit 11 = field bit 9).
+  const size_t tag_at = 1 + 1 + 1 + 6 + 1 + 1 + 8;
+  ASSERT_EQ(static_cast<uint8_t>(old[tag_at]), 0xfd);
+  ASSERT_EQ(static_cast<uint8_t>(old[tag_at + 1]), 0x03);
+  old[tag_at + 1] = static_cast<char>(0x13);
+  EXPECT_EQ(history_codec::DecodeRecord(key, old).status().code(), StatusCode::kCorruption);
+}
+
 TEST(HistoryCodecTest, MalformedValuesAreCorruption) {
   const AggregateRecord rec = FullDayRecord();
   const std::string key =
