@@ -753,7 +753,6 @@ void SegmentLog::CompleteRound(Round* r) {
     pending_bytes_gauge_->Set(static_cast<double>(pending_bytes_));
     recovered = std::exchange(disk_full_, false);
   }
-  data_cv_.notify_all();
   if (recovered) logging::Info("log: writes succeed again after a full disk", {});
 
   for (Request& req : r->requests) {
@@ -761,6 +760,9 @@ void SegmentLog::CompleteRound(Round* r) {
     if (req.cb) req.cb(Status::Ok(), model::LogOffset{req.first});
   }
   phase_callbacks_->Observe(SecondsSince(completing));
+  // The readers (processors, archiver) are woken after the acknowledgements: on a busy
+  // machine a woken reader can take the core from this thread before it has issued them.
+  data_cv_.notify_all();
   {
     std::lock_guard<std::mutex> l(mu_);
     done_seq_ += r->requests.size();
