@@ -961,10 +961,17 @@ def history_vs_peers(ctx):
         res["postgres_owner_1d_30d_python"] = timed(lambda: run(q_own, a_own), ctx.queries)
         c.close()
 
-        # storage: stop cleanly (flushes), then measure what is on disk
+        # storage: stop cleanly (the history store flushes its memtables at close), then
+        # measure what is on disk, and of what kind: SST files, WAL, the rest (MANIFEST,
+        # OPTIONS); a WAL left after a clean stop would be every record uncompressed
         j.close()
         hist_dir = os.path.join(j.dir, "history")
         res["joule_history_bytes"] = du_bytes(hist_dir if os.path.isdir(hist_dir) else j.dir)
+        kinds = {"sst": 0, "wal": 0, "other": 0}
+        for f in (os.listdir(hist_dir) if os.path.isdir(hist_dir) else []):
+            k = "sst" if f.endswith(".sst") else "wal" if f.endswith(".log") else "other"
+            kinds[k] += os.path.getsize(os.path.join(hist_dir, f))
+        res["joule_history_bytes_by_kind"] = kinds
         v.close()
         res["vm_bytes"] = du_bytes(v.dir)
     finally:
