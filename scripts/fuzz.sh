@@ -19,9 +19,10 @@ declare -A corpus=(
   [checkpoint_fuzz]=src/app/fuzz/corpus
   [query_params_fuzz]=src/api/fuzz/corpus
   [window_engine_fuzz]=src/stream/fuzz/corpus
+  [history_codec_fuzz]=src/store/rocksdb/fuzz/corpus
 )
 targets=(telemetry_parser_fuzz mqtt_codec_fuzz log_record_fuzz checkpoint_fuzz query_params_fuzz
-  window_engine_fuzz)
+  window_engine_fuzz history_codec_fuzz)
 
 build() {
   local dir="$1"
