@@ -258,6 +258,25 @@ TEST(RealtimeRoutesTest, ResponseBytesArePinned) {
   }
 }
 
+// Names that need escaping (the latest store does not check them) are escaped as
+// JsonWriter escapes them; a latest store without windows answers an empty list.
+TEST(RealtimeRoutesTest, EscapesNamesInTheLatestReading) {
+  store::MemoryLatestStore latest;
+  Api api(&latest, nullptr, nullptr);
+  model::Event e;
+  e.device_id = kDevice;
+  e.timestamp_ns = kT0;
+  e.received_at_ns = kT0;
+  e.metrics = {{"a\"b\\c", 1.5}, {std::string("t\tn\n\x01", 5), -2.0}};
+  ASSERT_TRUE(latest.PutReading(e).ok());
+  Response got = api.Get(3);
+  ASSERT_EQ(got.status, 200);
+  EXPECT_EQ(got.body, R"({"device_id":"plug-7","device":{"device_id":"plug-7"},"source":"memory",)"
+                      R"("latest":{"timestamp":"2025-11-24T16:00:00.000Z",)"
+                      R"("received_at":"2025-11-24T16:00:00.000Z","metrics":{"a\"b\\c":1.5,)"
+                      R"("t\tn\n\u0001":-2},"meta":{}},"data":[]})");
+}
+
 // The device metadata JSON as JsonWriter wrote it before AppendDeviceJson (the reference).
 std::string ReferenceDeviceJson(const store::Device& d) {
   JsonWriter w;
