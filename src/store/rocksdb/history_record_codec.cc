@@ -335,9 +335,10 @@ bool WriteNumber(RawWriter& w, int i, double d, const double* v, uint32_t fields
 
 void AppendValue(const model::AggregateRecord& r, std::string* out) {
   const bool day_fields = !r.timezone.empty() || !r.local_date.empty();
-  // Bound: format, version, flags, length, count, day fields, metric count; per metric its
-  // name, kind+fields, count, covered_ns (2 varints), resets, 7 numbers of 1 + 10 bytes.
-  size_t bound = 2 + 4 * kMaxVarint;
+  // Bound: format, version, flags, length (up to 2 varints), count, day fields, metric
+  // count; per metric its name, kind+fields, count, covered_ns (2 varints), resets, 7
+  // numbers of 1 + 10 bytes.
+  size_t bound = 2 + 5 * kMaxVarint;
   if (day_fields) bound += 2 * kMaxVarint + r.timezone.size() + r.local_date.size();
   for (const model::MetricAggregate& m : r.metrics) {
     bound += 6 * kMaxVarint + m.name.size() + kSlots * (1 + kMaxVarint);
