@@ -88,15 +88,6 @@ void MergeWindows(const std::vector<model::AggregateRecord>& latest,
   chosen->resize(out);
 }
 
-// Characters JSON strings must escape: control characters, '"' and '\\'.
-constexpr auto kEscape = [] {
-  std::array<bool, 256> t{};
-  for (int c = 0; c < 0x20; ++c) t[c] = true;
-  t['"'] = true;
-  t['\\'] = true;
-  return t;
-}();
-
 // Writes through a pointer into room made in the body up front, so that a literal key is a
 // fixed-size copy instead of a std::string::append call, a number or a time is formatted
 // in place. Room is checked per item: a short estimate costs a regrowth, never an overrun.
@@ -120,12 +111,10 @@ class HeadWriter {
   }
   // Quoted and escaped as JsonWriter::AppendEscaped does.
   void Str(std::string_view s) {
-    for (const char ch : s) {
-      if (kEscape[static_cast<unsigned char>(ch)]) {
-        std::string escaped;
-        JsonWriter::AppendEscaped(&escaped, s);
-        return Raw(escaped);
-      }
+    if (JsonWriter::NeedsEscape(s)) {
+      std::string escaped;
+      JsonWriter::AppendEscaped(&escaped, s);
+      return Raw(escaped);
     }
     char* p = Room(s.size() + 2);
     *p++ = '"';

@@ -215,6 +215,13 @@ constexpr auto kEscape = [] {
 
 }  // namespace
 
+bool JsonWriter::NeedsEscape(std::string_view s) {
+  for (const char ch : s) {
+    if (kEscape[static_cast<unsigned char>(ch)]) return true;
+  }
+  return false;
+}
+
 void JsonWriter::AppendEscaped(std::string* out, std::string_view s) {
   out->push_back('"');
   size_t run = 0;  // start of the pending run of characters that need no escaping

@@ -33,6 +33,8 @@ class JsonWriter {
   std::string Take() { return std::move(out_); }
 
   static void AppendEscaped(std::string* out, std::string_view s);
+  // Whether AppendEscaped escapes any character of `s` (a control character, '"', '\\').
+  static bool NeedsEscape(std::string_view s);
   // The number encodings Double, Int and Uint use, for encoders that append directly.
   static void AppendDouble(std::string* out, double v);
   static void AppendInt(std::string* out, int64_t v);
