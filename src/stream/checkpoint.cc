@@ -263,8 +263,8 @@ Status WindowEngine::SaveState(std::string* out) const {
       w.U64(e.key);
       w.I64(e.t);
     }
-    w.U32(static_cast<uint32_t>(d.seen_ts.size() - d.seen_head));
-    for (size_t i = d.seen_head; i < d.seen_ts.size(); ++i) w.I64(d.seen_ts[i]);
+    w.U32(static_cast<uint32_t>(d.seen_ts.size()));
+    for (size_t i = 0; i < d.seen_ts.size(); ++i) w.I64(d.seen_ts[i]);
   }
   uint64_t payload_len = out->size() - payload_start;
   std::memcpy(out->data() + 8, &payload_len, 8);
@@ -439,9 +439,13 @@ Status WindowEngine::RestoreState(std::string_view data) {
       (void)d.dedup.Insert(key, t, std::numeric_limits<int64_t>::min());
     }
     const uint32_t n_ts = r.Count(8);
-    d.seen_ts.resize(n_ts);
-    for (int64_t& ts : d.seen_ts) ts = r.I64();
-    if (!std::is_sorted(d.seen_ts.begin(), d.seen_ts.end())) {
+    bool sorted = true;
+    for (uint32_t i = 0; i < n_ts && r.ok(); ++i) {
+      const int64_t ts = r.I64();
+      if (!d.seen_ts.empty() && ts < d.seen_ts.back()) sorted = false;
+      d.seen_ts.push_back(ts);
+    }
+    if (!sorted) {
       r = Reader("");
       r.U8();  // mark failed
     }

@@ -192,10 +192,9 @@ struct alignas(64) Device {
   // Every metric's history holds all of its samples at or after this time (the sample
   // statistics of a base window starting here or later can be recomputed from them).
   int64_t complete_from = kMinTime;
-  // Line 3. De-duplication of events without an event_id: their timestamps, sorted from
-  // seen_head.
-  std::vector<int64_t> seen_ts;
-  size_t seen_head = 0;
+  // Line 3. De-duplication of events without an event_id: their timestamps, sorted (in
+  // chunks, like the histories: growing never copies it, expiry frees whole chunks).
+  ChunkedLog<int64_t> seen_ts;
   std::vector<Window*> dirty;  // final windows changed since emission
   uint64_t duplicates = 0;
   // Line 4. De-duplication of events with an event_id: a hash of it, with the event time

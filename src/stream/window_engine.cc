@@ -79,17 +79,23 @@ bool RememberEvent(Device& d, const model::Event& e, int64_t expire_before) {
     return d.dedup.Insert(HashEventId(e.event_id), e.timestamp_ns, expire_before);
   const int64_t t = e.timestamp_ns;
   auto& v = d.seen_ts;
-  if (d.seen_head == v.size() || t > v.back()) {
-    // A device's first event: room for its first minute at 1 Hz (the vector would
-    // otherwise be reallocated six times on the way there).
-    if (v.capacity() == 0) [[unlikely]]
-      v.reserve(64);
+  if (v.empty() || t > v.back()) {
     v.push_back(t);
     return true;
   }
-  auto it = std::lower_bound(v.begin() + static_cast<ptrdiff_t>(d.seen_head), v.end(), t);
-  if (it != v.end() && *it == t) return false;
-  v.insert(it, t);
+  // The first stored timestamp at or after t (they are sorted).
+  size_t lo = 0, len = v.size();
+  while (len > 0) {
+    const size_t half = len / 2;
+    if (v[lo + half] < t) {
+      lo += half + 1;
+      len -= half + 1;
+    } else {
+      len = half;
+    }
+  }
+  if (lo < v.size() && v[lo] == t) return false;
+  v.insert(lo, t);
   return true;
 }
 
@@ -886,10 +892,10 @@ void Evict(Impl& E, Device& d) {
     d.first_open[res] = d.first_open[res] >= k ? d.first_open[res] - k : 0;
   }
   const int64_t dedup_before = ref - E.DedupHorizon();
-  while (d.seen_head < d.seen_ts.size() && d.seen_ts[d.seen_head] < dedup_before) ++d.seen_head;
-  if (d.seen_head >= 256 && d.seen_head * 2 >= d.seen_ts.size()) {
-    d.seen_ts.erase(d.seen_ts.begin(), d.seen_ts.begin() + static_cast<ptrdiff_t>(d.seen_head));
-    d.seen_head = 0;
+  {
+    size_t expired = 0;
+    while (expired < d.seen_ts.size() && d.seen_ts[expired] < dedup_before) ++expired;
+    if (expired > 0) d.seen_ts.erase_front(expired);
   }
   const int64_t hs = FloorTo(horizon, E.opt.window_ns);
   // Gauges keep the samples of the windows an event above the watermark can land in.
@@ -1301,7 +1307,7 @@ void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t no
     if (d->last_base != nullptr) __builtin_prefetch(d->last_base, 1, 3);
     if (!d->metrics.empty())
       PrefetchLines(d->metrics.data(), d->metrics.size() * sizeof(MetricState));
-    PrefetchTail(d->seen_ts);
+    if (const int64_t* tail = d->seen_ts.tail()) __builtin_prefetch(tail, 1, 3);
     __builtin_prefetch(&d->skew[d->skew_n % Device::kSkewRing], 1, 3);
     if (now_ns >= d->next_early) {  // this event will trigger an early firing
       __builtin_prefetch(d->win[kBaseRes].data() + d->first_open[kBaseRes], 0, 3);
@@ -1449,7 +1455,7 @@ WindowEngine::Stats WindowEngine::stats() const {
   for (const auto& dp : E.devices) {
     const Device& d = *dp;
     bytes += sizeof(Device) + d.id.capacity() + d.dedup.capacity() * sizeof(FlatKeySet::Entry) +
-             d.seen_ts.capacity() * sizeof(int64_t);
+             d.seen_ts.capacity_bytes();
     for (const MetricState& ms : d.metrics) {
       bytes += sizeof(MetricState) + ms.hist.capacity_bytes() + ms.baseline.capacity_bytes();
     }
