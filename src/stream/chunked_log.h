@@ -17,23 +17,23 @@
 
 namespace joule::stream {
 
-// Chunks of kBytes, carved from slabs of kSlabChunks: one malloc per slab instead of one
-// per chunk (a growing history takes a chunk every 64 samples, and those mallocs were ~6 %
-// of bench/stream_bench's time). Freed chunks go to a per-thread free list (an engine runs
-// on one thread; a chunk freed on another thread simply joins that thread's list), so a
-// history that grows at one end and expires at the other stops allocating once it is
-// warm. Chunks are never returned to malloc: the pool keeps the histories' high-water mark.
-// When a thread exits, its list goes to a shared one, from which any thread takes chunks
-// before it carves new ones; the slabs live until the process exits.
-// `bytes` (a multiple of 2 MB) of fresh memory aligned to 2 MB and advised for transparent
-// huge pages; nullptr when the system has none left. Never freed.
+// `bytes` (a multiple of 2 MB) of fresh memory, aligned to 2 MB and advised for
+// transparent huge pages (an anonymous mapping, chunked_log.cc); nullptr when the system
+// has none left. Never freed.
 void* AllocSlab(size_t bytes);
 
+// Chunks of kBytes, carved from 2 MB slabs (AllocSlab): one mapping, page fault and TLB
+// entry per 2 MB of histories instead of a malloc per chunk and a page per 4 KB (src/stream
+// README, "Eighth pass"). Freed chunks go to a per-thread free list (an engine runs on one
+// thread; a chunk freed on another thread simply joins that thread's list), so a history
+// that grows at one end and expires at the other stops allocating once it is warm. Chunks
+// are never returned to the system: the pool keeps the histories' high-water mark. When a
+// thread exits, its list and the rest of its slab go to a shared list, from which any
+// thread takes chunks before it maps a new slab.
 template <size_t kBytes>
 class ChunkPool {
  public:
-  // A slab is one transparent huge page where the kernel allows it (madvise mode): one
-  // page fault and one TLB entry per 2 MB of histories instead of 512.
+  // A slab is one transparent huge page where the kernel allows it (THP "madvise" mode).
   static constexpr size_t kSlabBytes = size_t{2} << 20;
   static constexpr size_t kSlabChunks = kSlabBytes / kBytes;
 
