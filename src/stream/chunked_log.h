@@ -22,19 +22,22 @@ namespace joule::stream {
 // has none left. Never freed.
 void* AllocSlab(size_t bytes);
 
-// Chunks of kBytes, carved from 2 MB slabs (AllocSlab): one mapping, page fault and TLB
-// entry per 2 MB of histories instead of a malloc per chunk and a page per 4 KB (src/stream
-// README, "Eighth pass"). Freed chunks go to a per-thread free list (an engine runs on one
-// thread; a chunk freed on another thread simply joins that thread's list), so a history
-// that grows at one end and expires at the other stops allocating once it is warm. Chunks
-// are never returned to the system: the pool keeps the histories' high-water mark. When a
-// thread exits, its list and the rest of its slab go to a shared list, from which any
-// thread takes chunks before it maps a new slab.
+// Chunks of kBytes, carved from 32 MB slabs (AllocSlab) of 2 MB pages: one page fault and
+// TLB entry per 2 MB of histories instead of a malloc per chunk and a page per 4 KB
+// (src/stream README, "Eighth pass"). Freed chunks go to a per-thread free list (an engine runs on
+// one thread; a chunk freed on another thread simply joins that thread's list), so a history that
+// grows at one end and expires at the other stops allocating once it is warm. Chunks are never
+// returned to the system: the pool keeps the histories' high-water mark. When a thread exits, its
+// list and the rest of its slab go to a shared list, from which any thread takes chunks before it
+// maps a new slab.
 template <size_t kBytes>
 class ChunkPool {
  public:
-  // A slab is one transparent huge page where the kernel allows it (THP "madvise" mode).
-  static constexpr size_t kSlabBytes = size_t{2} << 20;
+  // A slab is 16 transparent huge pages where the kernel allows them (THP "madvise"
+  // mode), each faulted in when first touched. One mapping per 2 MB measured slower in
+  // bench/core_throughput: the parse step in the engine's thread took 0.28–0.33 s
+  // against 0.18–0.22 s (src/stream README, "Eighth pass").
+  static constexpr size_t kSlabBytes = size_t{32} << 20;
   static constexpr size_t kSlabChunks = kSlabBytes / kBytes;
 
   static void* Alloc() {

@@ -95,14 +95,15 @@ TEST(ChunkedLogTest, MoveLeavesSourceEmpty) {
 }
 
 TEST(ChunkPoolTest, ChunksAreDistinctAlignedAndRecycled) {
-  using Pool = ChunkPool<96>;  // a size no log uses: this test sees the pool alone
+  using Pool = ChunkPool<4096>;  // a size no log uses: this test sees the pool alone
   std::set<void*> seen;
   std::vector<void*> held;
-  for (size_t i = 0; i < 3 * Pool::kSlabChunks + 5; ++i) {
+  for (size_t i = 0; i < 2 * Pool::kSlabChunks + 5; ++i) {  // across slabs
     void* p = Pool::Alloc();
     ASSERT_TRUE(seen.insert(p).second);
     ASSERT_EQ(reinterpret_cast<uintptr_t>(p) % alignof(std::max_align_t), 0u);
-    std::memset(p, 0xab, 96);
+    std::memset(p, 0xab, 16);  // its first and last bytes are writable
+    std::memset(static_cast<char*>(p) + 4096 - 16, 0xcd, 16);
     held.push_back(p);
   }
   for (void* p : held) Pool::Free(p);
@@ -111,7 +112,7 @@ TEST(ChunkPoolTest, ChunksAreDistinctAlignedAndRecycled) {
 }
 
 TEST(ChunkPoolTest, ChunksOfAnExitedThreadGoToOtherThreads) {
-  using Pool = ChunkPool<112>;
+  using Pool = ChunkPool<8192>;
   std::set<void*> freed;
   std::thread t([&] {
     std::vector<void*> held;
@@ -123,7 +124,7 @@ TEST(ChunkPoolTest, ChunksOfAnExitedThreadGoToOtherThreads) {
   });
   t.join();
   // This thread has no list or slab of this size yet: it takes what the other one left
-  // (the 10 chunks it freed and the 54 it had not carved yet) before anything new.
+  // (the 10 chunks it freed and the ones it had not carved yet) before anything new.
   size_t reused = 0;
   for (size_t i = 0; i < Pool::kSlabChunks; ++i) reused += freed.count(Pool::Alloc());
   EXPECT_EQ(reused, freed.size());
