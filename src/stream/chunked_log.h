@@ -169,6 +169,21 @@ class ChunkedLog {
     *n = in_chunk < left ? in_chunk : left;
     return chunks_[j / kChunk] + j % kChunk;
   }
+  // The first index whose element fails `pred` (the elements for which it holds must
+  // come first), by binary search: as std::partition_point, by index.
+  template <typename Pred>
+  size_t partition_point(Pred pred) const {
+    size_t lo = 0, hi = size_;
+    while (lo < hi) {
+      const size_t mid = (lo + hi) / 2;
+      if (pred((*this)[mid])) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    return lo;
+  }
   // REQUIRES: !empty(). The last element is always just before end_.
   T& back() { return end_[-1]; }
   const T& back() const { return end_[-1]; }

@@ -84,16 +84,7 @@ bool RememberEvent(Device& d, const model::Event& e, int64_t expire_before) {
     return true;
   }
   // The first stored timestamp at or after t (they are sorted).
-  size_t lo = 0, len = v.size();
-  while (len > 0) {
-    const size_t half = len / 2;
-    if (v[lo + half] < t) {
-      lo += half + 1;
-      len -= half + 1;
-    } else {
-      len = half;
-    }
-  }
+  const size_t lo = v.partition_point([t](int64_t x) { return x < t; });
   if (lo < v.size() && v[lo] == t) return false;
   v.insert(lo, t);
   return true;
@@ -397,44 +388,17 @@ void FoldSample(Impl& E, Device& d, Window* w, uint32_t m, int64_t t, double v) 
 
 // The first index whose sample is at or after t (histories are sorted by time).
 size_t FirstAtOrAfter(const ChunkedLog<Sample>& h, int64_t t) {
-  size_t lo = 0, hi = h.size();
-  while (lo < hi) {
-    const size_t mid = (lo + hi) / 2;
-    if (h[mid].t < t) {
-      lo = mid + 1;
-    } else {
-      hi = mid;
-    }
-  }
-  return lo;
+  return h.partition_point([t](const Sample& s) { return s.t < t; });
 }
 
 // The first index whose sample is after t.
 size_t FirstAfter(const ChunkedLog<Sample>& h, int64_t t) {
-  size_t lo = 0, hi = h.size();
-  while (lo < hi) {
-    const size_t mid = (lo + hi) / 2;
-    if (h[mid].t <= t) {
-      lo = mid + 1;
-    } else {
-      hi = mid;
-    }
-  }
-  return lo;
+  return h.partition_point([t](const Sample& s) { return s.t <= t; });
 }
 
 // Where sample (t, v) goes: after every sample that is not SampleBefore-later than it.
 size_t InsertPosition(const ChunkedLog<Sample>& h, int64_t t, double v) {
-  size_t lo = 0, hi = h.size();
-  while (lo < hi) {
-    const size_t mid = (lo + hi) / 2;
-    if (SampleBefore(t, v, h[mid])) {
-      hi = mid;
-    } else {
-      lo = mid + 1;
-    }
-  }
-  return lo;
+  return h.partition_point([t, v](const Sample& s) { return !SampleBefore(t, v, s); });
 }
 
 // ---- late events ---------------------------------------------------------------------

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -92,6 +93,30 @@ TEST(ChunkedLogTest, MoveLeavesSourceEmpty) {
   EXPECT_EQ(c[0], 0);
   a.push_back(5);  // a moved-from log is usable
   EXPECT_EQ(a.back(), 5);
+}
+
+TEST(ChunkedLogTest, PartitionPointMatchesTheStandardOne) {
+  std::mt19937_64 rng(11);
+  for (int round = 0; round < 50; ++round) {
+    ChunkedLog<int64_t> log;
+    std::vector<int64_t> ref;
+    const size_t n = rng() % 300;
+    int64_t x = 0;
+    for (size_t i = 0; i < n; ++i) {
+      x += static_cast<int64_t>(rng() % 3);  // sorted, with repeats
+      log.push_back(x);
+      ref.push_back(x);
+    }
+    if (n > 70) {  // a log that does not start at the beginning of its first chunk
+      log.erase_front(65);
+      ref.erase(ref.begin(), ref.begin() + 65);
+    }
+    for (int64_t t = -1; t <= x + 1; ++t) {
+      auto less = [t](int64_t v) { return v < t; };
+      const auto want = std::partition_point(ref.begin(), ref.end(), less) - ref.begin();
+      ASSERT_EQ(log.partition_point(less), static_cast<size_t>(want)) << t;
+    }
+  }
 }
 
 TEST(ChunkPoolTest, ChunksAreDistinctAlignedAndRecycled) {
