@@ -13,6 +13,7 @@ import datetime
 import glob
 import http.client
 import json
+import mmap
 import os
 import re
 import shutil
@@ -94,6 +95,50 @@ def _ppid_is(pid, parent):
 def loadavg():
     with open("/proc/loadavg") as f:
         return float(f.read().split()[0])
+
+
+def machine_facts():
+    """What makes one machine's numbers differ from another's: the CPU, whether it is a
+    virtual machine that hands freed memory back to its host (free page reporting: every
+    page a process touches for the first time is then faulted in by the host as well), the
+    transparent huge page policy, and what touching fresh memory costs here (256 MiB of a
+    new anonymous mapping, one write per 4 KiB page, CPU seconds of this process)."""
+    facts = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+        m = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
+        facts["cpu_model"] = m.group(1).strip() if m else None
+        flags = re.search(r"^flags\s*:\s*(.+)$", info, re.M)
+        flags = set(flags.group(1).split()) if flags else set()
+        facts["hypervisor"] = "hypervisor" in flags
+        facts["avx512"] = "avx512f" in flags
+    except OSError:
+        pass
+    try:
+        with open("/proc/cmdline") as f:
+            cmdline = f.read().split()
+        facts["kernel_cmdline_memory"] = [t for t in cmdline
+                                          if t.startswith(("page_reporting", "nested_", "hugepages",
+                                                           "transparent_hugepage"))]
+    except OSError:
+        pass
+    for key in ("enabled", "defrag"):
+        try:
+            with open(f"/sys/kernel/mm/transparent_hugepage/{key}") as f:
+                sel = re.search(r"\[(\w+)\]", f.read())
+                facts[f"thp_{key}"] = sel.group(1) if sel else None
+        except OSError:
+            pass
+    size = 256 << 20
+    buf = mmap.mmap(-1, size)
+    t0 = time.process_time()
+    for off in range(0, size, 4096):
+        buf[off] = 1
+    cpu = time.process_time() - t0
+    buf.close()
+    facts["fresh_memory_gb_per_cpu_s"] = (size / 2**30) / cpu if cpu > 0 else None
+    return facts
 
 
 def free_port():
@@ -1086,7 +1131,7 @@ def main():
     res = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
            "mode": a.mode, "runs": a.runs,
            "machine": {"cpus": os.cpu_count(), "loadavg_start": loadavg(),
-                       "kernel": os.uname().release},
+                       "kernel": os.uname().release, **machine_facts()},
            "data": ctx.meta, "batch_events": a.batch, "loader_connections": a.connections,
            "joule_binary": {"path": a.joule, "built": datetime.datetime.fromtimestamp(
                os.path.getmtime(a.joule), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")},

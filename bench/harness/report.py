@@ -89,6 +89,19 @@ def render(res):
          "much less so)." if busy else
          "nothing else ran; the load generators share the 2 cores with the servers, so "
          "per-CPU-second rates are the fair comparison)."))
+    if m.get("cpu_model") or m.get("fresh_memory_gb_per_cpu_s"):
+        vm = ""
+        if m.get("hypervisor"):
+            vm = (" in a virtual machine" + (f" (kernel: {', '.join(m['kernel_cmdline_memory'])})"
+                                             if m.get("kernel_cmdline_memory") else ""))
+        w(f"CPU: {m.get('cpu_model', '?')}"
+          + (" with AVX-512" if m.get("avx512") else "") + vm
+          + f"; transparent huge pages {m.get('thp_enabled', '?')}, defrag "
+          f"{m.get('thp_defrag', '?')}; touching fresh memory costs "
+          f"{num(m.get('fresh_memory_gb_per_cpu_s'))} GB per CPU-second here (the harness's "
+          f"probe: 256 MiB of a new mapping). Memory-bound work — the window engine, a "
+          f"server's first minute of state — and the simdjson loop's speed differ most from "
+          f"one machine to another; compare ratios within one run, not across runs.")
     w("")
     w("![ratios against goals](benchmarks.png)")
     w("")
