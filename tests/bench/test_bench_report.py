@@ -46,6 +46,26 @@ class ReportTest(unittest.TestCase):
             self.assertIn("at most 9.25 during the run", text)
             self.assertIn("`mqtt`: RuntimeError('fixture failure')", text)
 
+    def test_machine_is_stated_when_recorded(self):
+        with tempfile.TemporaryDirectory() as d:
+            self.assertNotIn("CPU:", render(os.path.join(d, "A.md")))  # the fixture has none
+            with open(FIXTURE) as f:
+                res = json.load(f)
+            res["machine"].update({"cpu_model": "Test CPU", "avx512": True, "hypervisor": True,
+                                   "kernel_cmdline_memory": ["page_reporting.page_reporting_order=11"],
+                                   "thp_enabled": "madvise", "thp_defrag": "madvise",
+                                   "fresh_memory_gb_per_cpu_s": 0.5})
+            results = os.path.join(d, "r.json")
+            with open(results, "w") as f:
+                json.dump(res, f)
+            md = os.path.join(d, "B.md")
+            subprocess.run([sys.executable, REPORT, results, md], check=True)
+            with open(md) as f:
+                line = [l for l in f.read().splitlines() if l.startswith("CPU:")][0]
+            self.assertIn("Test CPU with AVX-512 in a virtual machine", line)
+            self.assertIn("page_reporting.page_reporting_order=11", line)
+            self.assertIn("costs 0.5 GB per CPU-second", line)
+
 
 if __name__ == "__main__":
     unittest.main()
