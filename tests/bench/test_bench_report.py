@@ -11,8 +11,8 @@ REPORT = os.path.join(HERE, "..", "..", "bench", "harness", "report.py")
 FIXTURE = os.path.join(HERE, "fixture_results.json")
 
 
-def render(md_path):
-    subprocess.run([sys.executable, REPORT, FIXTURE, md_path], check=True)
+def render(md_path, results=FIXTURE):
+    subprocess.run([sys.executable, REPORT, results, md_path], check=True)
     with open(md_path) as f:
         return f.read()
 
@@ -58,10 +58,8 @@ class ReportTest(unittest.TestCase):
             results = os.path.join(d, "r.json")
             with open(results, "w") as f:
                 json.dump(res, f)
-            md = os.path.join(d, "B.md")
-            subprocess.run([sys.executable, REPORT, results, md], check=True)
-            with open(md) as f:
-                line = [l for l in f.read().splitlines() if l.startswith("CPU:")][0]
+            text = render(os.path.join(d, "B.md"), results)
+            line = [l for l in text.splitlines() if l.startswith("CPU:")][0]
             self.assertIn("Test CPU with AVX-512 in a virtual machine", line)
             self.assertIn("page_reporting.page_reporting_order=11", line)
             self.assertIn("costs 0.5 GB per CPU-second", line)
