@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "common/clock.h"
 #include "common/time_format.h"
@@ -53,8 +54,11 @@ std::string NdjsonBody(int n, bool with_event_id) {
   return body;
 }
 
-void Run(benchmark::State& state, const std::string& body, BodyFormat format) {
+// `scan`: the common-shape scanner on (the default) or off (every event through the full
+// simdjson walk).
+void Run(benchmark::State& state, const std::string& body, BodyFormat format, bool scan = true) {
   TelemetryParser parser;
+  parser.SetCommonShapeScan(scan);
   ParsedBody out;
   size_t events = 0;
   for (auto _ : state) {
@@ -83,25 +87,38 @@ void BM_ParseNdjson(benchmark::State& state) {
 BENCHMARK(BM_ParseNdjson)->Args({1000, 0})->Args({1000, 1});
 
 // The comparison harness's data shape (bench/harness/gen_data.py, what core_throughput and
-// simdjson_limit parse): 1,000 NDJSON lines of distinct devices, epoch-millisecond
-// timestamps, 4 metrics, no meta, ~140 bytes per line.
-void BM_ParseNdjsonHarnessShape(benchmark::State& state) {
-  std::string body;
+// simdjson_limit parse): 1,000 lines of distinct devices, epoch-millisecond timestamps,
+// 4 metrics, no meta, ~140 bytes per line. As NDJSON (core_throughput) and as a JSON array
+// (what the harness sends the server). Argument: the common-shape scanner on (1) or off (0).
+std::vector<std::string> HarnessLines() {
+  std::vector<std::string> lines;
   const int64_t ms = kNow / kNanosPerMilli - 30'000;
   for (int i = 0; i < 1000; ++i) {
     char buf[256];
     int n =
         std::snprintf(buf, sizeof(buf),
                       R"({"device_id":"dev-%05d","timestamp":%lld,"metrics":{"power_w":%d.%02d,)"
-                      R"("voltage_v":22%d.%d,"current_a":%d.%03d,"energy_wh":%d.%03d}})"
-                      "\n",
+                      R"("voltage_v":22%d.%d,"current_a":%d.%03d,"energy_wh":%d.%03d}})",
                       i, static_cast<long long>(ms), 50 + i % 400, i % 100, i % 10, i % 7, i % 3,
                       i % 1000, 1000 + i * 37, i % 1000);
-    body.append(buf, static_cast<size_t>(n));
+    lines.emplace_back(buf, static_cast<size_t>(n));
   }
-  Run(state, body, BodyFormat::kNdjson);
+  return lines;
 }
-BENCHMARK(BM_ParseNdjsonHarnessShape);
+
+void BM_ParseNdjsonHarnessShape(benchmark::State& state) {
+  std::string body;
+  for (const auto& line : HarnessLines()) body += line + "\n";
+  Run(state, body, BodyFormat::kNdjson, state.range(0) != 0);
+}
+BENCHMARK(BM_ParseNdjsonHarnessShape)->Arg(1)->Arg(0);
+
+void BM_ParseJsonArrayHarnessShape(benchmark::State& state) {
+  std::string body = "[";
+  for (const auto& line : HarnessLines()) body += (body.size() > 1 ? "," : "") + line;
+  Run(state, body + "]", BodyFormat::kJson, state.range(0) != 0);
+}
+BENCHMARK(BM_ParseJsonArrayHarnessShape)->Arg(1)->Arg(0);
 
 // One event per request (an MQTT publish).
 void BM_ParseSingleEvent(benchmark::State& state) { Run(state, Event(7, true), BodyFormat::kJson); }

@@ -11,6 +11,7 @@
 #include "common/clock.h"
 #include "common/json_writer.h"
 #include "common/time_format.h"
+#include "ingest/common_shape_scanner.h"
 
 namespace joule::ingest {
 namespace {
@@ -301,6 +302,7 @@ class TelemetryParser::Impl {
     latest_ns_ = SaturatingAdd(now_ns, limits_.max_future_skew_ns);
     earliest_ns_ = SaturatingAdd(now_ns, -limits_.max_event_age_ns);
     topic_device_id_ = topic_device_id;
+    bounds_ = ScanBounds{earliest_ns_, latest_ns_, topic_device_id};
     out_ = out;
     // RFC 8259 §8.1: senders must not add a byte order mark, parsers may ignore one.
     // Some Windows tools add it; ignoring it is harmless.
@@ -356,7 +358,51 @@ class TelemetryParser::Impl {
     return doc.current_location().error() == simdjson::OUT_OF_BOUNDS;
   }
 
+  // The whole body through the common-shape scanner: true when every event of it was in
+  // that shape (all accepted); false, with nothing recorded, otherwise.
+  bool ScanJson(size_t size) {
+    const char* const end = buffer_.get() + size;
+    const char* p = SkipJsonWhitespace(buffer_.get(), end);
+    if (p == end) return false;
+    if (*p == '{') {
+      BeginEvent();
+      p = ScanCommonEvent(p, end, bounds_, pending_.event);
+      if (p == nullptr || SkipJsonWhitespace(p, end) != end) return false;
+      Commit(0);
+      out_->total = 1;
+      return true;
+    }
+    if (*p != '[') return false;
+    ++p;
+    size_t index = 0;
+    auto abandon = [&] {
+      accepted_ = 0;
+      out_->event_indices.clear();
+      return false;
+    };
+    for (;;) {
+      if (index >= limits_.max_events_per_request) return abandon();
+      BeginEvent();
+      p = ScanCommonEvent(p, end, bounds_, pending_.event);
+      if (p == nullptr) return abandon();
+      Commit(index++);
+      p = SkipJsonWhitespace(p, end);
+      if (p == end) return abandon();
+      if (*p == ',') {
+        ++p;
+        continue;
+      }
+      if (*p != ']') return abandon();
+      ++p;
+      break;
+    }
+    if (SkipJsonWhitespace(p, end) != end) return abandon();
+    out_->total = index;
+    return true;
+  }
+
   Status ParseJson(size_t size) {
+    if (scan_common_shape_ && ScanJson(size)) return Status::Ok();
     od::document doc;
     if (error_code e = parser_.iterate(buffer_.get(), size, buffer_capacity_).get(doc)) {
       if (e == simdjson::EMPTY) return JsonError("empty body");
@@ -433,6 +479,15 @@ class TelemetryParser::Impl {
 
   // One NDJSON line: any failure, including a syntax error, rejects only this event.
   void ParseNdjsonLine(const char* line, size_t len, size_t capacity, size_t index) {
+    if (scan_common_shape_) {
+      BeginEvent();
+      const char* end = line + len;
+      const char* p = ScanCommonEvent(line, end, bounds_, pending_.event);
+      if (p != nullptr && SkipJsonWhitespace(p, end) == end) {
+        Commit(index);
+        return;
+      }
+    }
     od::document doc;
     od::json_type type;
     od::object object;
@@ -983,11 +1038,17 @@ class TelemetryParser::Impl {
   KeyStack keys_;
   PendingEvent pending_;
   std::string meta_scratch_;
+
+ public:
+  bool scan_common_shape_ = true;  // TelemetryParser::SetCommonShapeScan
+
+ private:
   // Per call.
   int64_t now_ns_ = 0;
   int64_t latest_ns_ = 0;
   int64_t earliest_ns_ = 0;
   std::string_view topic_device_id_;
+  ScanBounds bounds_;
   ParsedBody* out_ = nullptr;
   size_t accepted_ = 0;  // accepted events in out_->events (see BeginEvent)
 };
@@ -996,6 +1057,8 @@ TelemetryParser::TelemetryParser(IngestLimits limits)
     : limits_(limits), impl_(std::make_unique<Impl>(limits)) {}
 
 TelemetryParser::~TelemetryParser() = default;
+
+void TelemetryParser::SetCommonShapeScan(bool enabled) { impl_->scan_common_shape_ = enabled; }
 
 Status TelemetryParser::ParseInto(std::string_view body, BodyFormat format, int64_t now_ns,
                                   std::string_view topic_device_id, ParsedBody* out) {

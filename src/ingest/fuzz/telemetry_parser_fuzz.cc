@@ -73,7 +73,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return l;
   }();
   static TelemetryParser parser(limits);
-  static ParsedBody out;
+  // The same parser without the common-shape scanner: both must give the same answer.
+  static TelemetryParser& full_parser = *[] {
+    auto* p = new TelemetryParser(limits);  // lives as long as the process
+    p->SetCommonShapeScan(false);
+    return p;
+  }();
+  static ParsedBody out, full_out;
   std::string_view body(reinterpret_cast<const char*>(data), size);
   for (BodyFormat format : {BodyFormat::kJson, BodyFormat::kNdjson}) {
     for (std::string_view topic : {std::string_view(), std::string_view("plug-42")}) {
@@ -83,6 +89,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         Check(out.total > 0, "an ok body has events");
       } else {
         Check(out.total == 0 && out.events.empty() && out.errors.empty(), "failure is empty");
+      }
+      joule::Status full_st = full_parser.ParseInto(body, format, kNow, topic, &full_out);
+      Check(st.ToString() == full_st.ToString(), "scanner and full parser: same status");
+      Check(out.total == full_out.total && out.event_indices == full_out.event_indices &&
+                out.errors == full_out.errors && out.events.size() == full_out.events.size(),
+            "scanner and full parser: same events and errors");
+      for (size_t i = 0; i < out.events.size(); ++i) {
+        const auto& a = out.events[i];
+        const auto& b = full_out.events[i];
+        bool same = a == b && a.metrics.size() == b.metrics.size();
+        for (size_t k = 0; same && k < a.metrics.size(); ++k) {
+          same = std::signbit(a.metrics[k].value) == std::signbit(b.metrics[k].value);
+        }
+        Check(same, "scanner and full parser: same event");
       }
     }
   }
