@@ -1040,9 +1040,10 @@ class TelemetryParser::Impl {
   std::string meta_scratch_;
 
  public:
-  bool scan_common_shape_ = true;  // TelemetryParser::SetCommonShapeScan
+  void set_scan_common_shape(bool enabled) { scan_common_shape_ = enabled; }
 
  private:
+  bool scan_common_shape_ = true;
   // Per call.
   int64_t now_ns_ = 0;
   int64_t latest_ns_ = 0;
@@ -1058,7 +1059,7 @@ TelemetryParser::TelemetryParser(IngestLimits limits)
 
 TelemetryParser::~TelemetryParser() = default;
 
-void TelemetryParser::SetCommonShapeScan(bool enabled) { impl_->scan_common_shape_ = enabled; }
+void TelemetryParser::SetCommonShapeScan(bool enabled) { impl_->set_scan_common_shape(enabled); }
 
 Status TelemetryParser::ParseInto(std::string_view body, BodyFormat format, int64_t now_ns,
                                   std::string_view topic_device_id, ParsedBody* out) {

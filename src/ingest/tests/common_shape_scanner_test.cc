@@ -13,6 +13,7 @@
 
 #include "common/time_format.h"
 #include "ingest/telemetry_parser.h"
+#include "ingest/validation.h"
 
 namespace joule::ingest {
 namespace {
@@ -110,6 +111,27 @@ TEST(CommonShapeScanner, TopicDeviceId) {
       Scan(R"({"device_id":"plug-1","timestamp":1795888790000,"metrics":{"a":1}})", &ev, b));
   EXPECT_FALSE(
       Scan(R"({"device_id":"plug-2","timestamp":1795888790000,"metrics":{"a":1}})", &ev, b));
+}
+
+// The scanner's byte classes agree with validation.h for every byte.
+TEST(CommonShapeScanner, CharacterClassesAgreeWithValidation) {
+  for (int c = 0; c < 256; ++c) {
+    const std::string ch(1, static_cast<char>(c));
+    if (ch == "\"" || ch == "\\") continue;  // would end or escape the string
+    model::Event ev;
+    const std::string id = "a" + ch + "b";
+    EXPECT_EQ(Scan(R"({"device_id":")" + id + R"(","timestamp":1795888790000,"metrics":{"a":1}})",
+                   &ev) != nullptr,
+              ValidDeviceId(id))
+        << c;
+    for (const std::string& name : {ch, "a" + ch}) {
+      EXPECT_EQ(
+          Scan(R"({"device_id":"d","timestamp":1795888790000,"metrics":{")" + name + R"(":1}})",
+               &ev) != nullptr,
+          ValidMetricName(name))
+          << c;
+    }
+  }
 }
 
 // Every number the scanner converts equals the correctly rounded value (glibc strtod).
