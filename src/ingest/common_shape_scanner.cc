@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "common/bytes_equal.h"
 #include "common/time_format.h"
 #include "ingest/validation.h"
 
@@ -53,27 +54,6 @@ inline bool Eat(const char*& p, const char* end, char c) {
     return true;
   }
   return false;
-}
-
-// Bytes equal, n ≥ 1; inline for 4–16 bytes (overlapping words), the common name lengths.
-inline bool SameBytes(const char* a, const char* b, size_t n) {
-  if (n >= 8 && n <= 16) {
-    uint64_t a0, a1, b0, b1;
-    std::memcpy(&a0, a, 8);
-    std::memcpy(&b0, b, 8);
-    std::memcpy(&a1, a + n - 8, 8);
-    std::memcpy(&b1, b + n - 8, 8);
-    return ((a0 ^ b0) | (a1 ^ b1)) == 0;
-  }
-  if (n >= 4 && n < 8) {
-    uint32_t a0, a1, b0, b1;
-    std::memcpy(&a0, a, 4);
-    std::memcpy(&b0, b, 4);
-    std::memcpy(&a1, a + n - 4, 4);
-    std::memcpy(&b1, b + n - 4, 4);
-    return ((a0 ^ b0) | (a1 ^ b1)) == 0;
-  }
-  return std::memcmp(a, b, n) == 0;
 }
 
 // Eight ASCII digits at p → their value; false when any byte is not a digit (SWAR, as in
@@ -257,7 +237,7 @@ const char* ScanMetrics(const char* p, const char* end, model::Event* event) {
     // event to the next), as the full parser does.
     if (stored < metrics.size()) {
       model::MetricSample& m = metrics[stored];
-      if (m.name.size() != len || !SameBytes(m.name.data(), start, len)) {
+      if (m.name.size() != len || !BytesEqual(m.name.data(), start, len)) {
         m.name.assign(start, len);
       }
       m.value = v;
@@ -275,7 +255,7 @@ const char* ScanMetrics(const char* p, const char* end, model::Event* event) {
     const std::string& a = metrics[i].name;
     for (size_t j = i + 1; j < stored; ++j) {
       const std::string& b = metrics[j].name;
-      if (a.size() == b.size() && SameBytes(a.data(), b.data(), a.size())) {
+      if (a.size() == b.size() && BytesEqual(a.data(), b.data(), a.size())) {
         return nullptr;
       }
     }

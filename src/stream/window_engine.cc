@@ -5,6 +5,7 @@
 #include <memory>
 #include <utility>
 
+#include "common/bytes_equal.h"
 #include "stream/engine_state.h"
 
 namespace joule::stream {
@@ -49,27 +50,7 @@ struct SmallBuffer {
 // String equality without a library call for short names (overlapping word loads; never
 // reads outside either string).
 inline bool SameName(std::string_view a, std::string_view b) {
-  const size_t n = a.size();
-  if (n != b.size()) return false;
-  const char* x = a.data();
-  const char* y = b.data();
-  if (n >= 8 && n <= 16) {
-    uint64_t x0, x1, y0, y1;
-    std::memcpy(&x0, x, 8);
-    std::memcpy(&y0, y, 8);
-    std::memcpy(&x1, x + n - 8, 8);
-    std::memcpy(&y1, y + n - 8, 8);
-    return ((x0 ^ y0) | (x1 ^ y1)) == 0;
-  }
-  if (n >= 4 && n < 8) {
-    uint32_t x0, x1, y0, y1;
-    std::memcpy(&x0, x, 4);
-    std::memcpy(&y0, y, 4);
-    std::memcpy(&x1, x + n - 4, 4);
-    std::memcpy(&y1, y + n - 4, 4);
-    return ((x0 ^ y0) | (x1 ^ y1)) == 0;
-  }
-  return std::memcmp(x, y, n) == 0;
+  return a.size() == b.size() && BytesEqual(a.data(), b.data(), a.size());
 }
 
 // De-duplication identity: (device, event_id) else (device, timestamp). Returns false
