@@ -27,6 +27,10 @@ namespace {
 // "Allocator").
 constexpr size_t kProcessorArenaBytes = 60u << 20;
 
+// How often the engine's state size goes to /metrics: the walk over every device and
+// window took 2.4–2.6 ms per 5,000 devices (the harness's 600k events, two processors).
+constexpr int64_t kEngineStateInterval = 10 * kNanosPerSecond;
+
 store::LatestCatchUpOptions CatchUpOptions(const PartitionProcessorOptions& o) {
   store::LatestCatchUpOptions c;
   c.max_records = o.latest_catchup_max_records;
@@ -159,6 +163,28 @@ PartitionProcessor::PartitionProcessor(PartitionProcessorOptions options, log::L
       });
   history_errors_ =
       metrics->GetCounter("joule_sink_errors_total", "Failed sink writes", {{"sink", "history"}});
+  duplicates_total_ = metrics->GetCounter(
+      "joule_events_duplicate_total",
+      "Events dropped by the window engine as duplicates (same event_id, else same timestamp)",
+      {{"processor", idx}});
+  late_total_ = metrics->GetCounter(
+      "joule_events_late_total",
+      "Events at or behind their device's watermark within allowed lateness: applied, and the "
+      "records they change re-emitted with a higher version",
+      {{"processor", idx}});
+  late_dropped_total_ = metrics->GetCounter(
+      "joule_events_late_dropped_total",
+      "Events later than allowed lateness: archived, not aggregated (joule replay folds them in)",
+      {{"processor", idx}});
+  engine_devices_ = metrics->GetGauge("joule_engine_devices", "Devices in the window engine",
+                                      {{"processor", idx}});
+  engine_open_windows_ = metrics->GetGauge(
+      "joule_engine_open_windows", "Windows not yet final (1m, 1h and 1d)", {{"processor", idx}});
+  engine_state_bytes_ = metrics->GetGauge(
+      "joule_engine_state_bytes",
+      "Estimated bytes of window-engine state (devices, windows, sample histories, "
+      "de-duplication keys)",
+      {{"processor", idx}});
   latest_generation_ = latest->InstanceGeneration();
   for (size_t i = 0; i < options_.partitions.size(); ++i) {
     positions_[i].store(0);
@@ -462,9 +488,20 @@ bool PartitionProcessor::Health(std::string_view device_id,
   return engine_->Health(device_id, out);
 }
 
-stream::WindowEngine::Stats PartitionProcessor::Stats() const {
-  std::lock_guard lock(engine_mu_);
-  return engine_->stats();
+// Both run on the processor thread, the engine's only writer: no lock is needed to read it.
+void PartitionProcessor::PublishEngineCounters() {
+  const stream::WindowEngine::Stats s = engine_->counters();
+  duplicates_total_->Inc(s.duplicates - published_.duplicates);
+  late_total_->Inc(s.late_updates - published_.late_updates);
+  late_dropped_total_->Inc(s.late_dropped - published_.late_dropped);
+  engine_devices_->Set(static_cast<double>(s.devices));
+  published_ = s;
+}
+
+void PartitionProcessor::PublishEngineState() {
+  const stream::WindowEngine::Stats s = engine_->stats();
+  engine_open_windows_->Set(static_cast<double>(s.open_windows));
+  engine_state_bytes_->Set(static_cast<double>(s.state_bytes_estimate));
 }
 
 void PartitionProcessor::Run() {
@@ -474,6 +511,10 @@ void PartitionProcessor::Run() {
   int64_t last_tick = 0;
   int64_t last_release = 0;
   int64_t last_checkpoint = clock_->NowNanos();
+  // The engine's counters count from here (a restored engine's are the checkpoint's).
+  published_ = engine_->counters();
+  engine_devices_->Set(static_cast<double>(published_.devices));
+  int64_t last_state = 0;
   while (true) {
     bool stopping = stop_.load();
     bool any = false;
@@ -481,7 +522,12 @@ void PartitionProcessor::Run() {
     if (!held) {
       for (size_t i = 0; i < readers_.size(); ++i) any |= ProcessBatch(i);
     }
+    PublishEngineCounters();
     int64_t now = clock_->NowNanos();
+    if (now - last_state >= kEngineStateInterval) {
+      PublishEngineState();
+      last_state = now;
+    }
     if (now - last_tick >= options_.tick_interval_ns) {
       std::lock_guard lock(engine_mu_);
       sink_->set_now(now);

@@ -88,7 +88,6 @@ class PartitionProcessor {
   bool CaughtUpOnce() const { return caught_up_once_.load(); }
   // Thread-safe reads of engine state.
   bool Health(std::string_view device_id, stream::WindowEngine::DeviceHealth* out) const;
-  stream::WindowEngine::Stats Stats() const;
   // Latest-store catch-up backlog (thread-safe): buffered records, devices waiting.
   size_t LatestPendingRecords() const { return catchup_->pending_records(); }
   size_t LatestPendingDevices() const { return catchup_->pending_devices(); }
@@ -104,6 +103,10 @@ class PartitionProcessor {
   void DrainLatest();
   Status RestoreCheckpoint(std::vector<uint64_t>* offsets, bool* found);
   bool WriteCheckpoint();  // false (logged) when it could not be written
+  // The engine's counters into /metrics (what they grew by since the last call; O(1)),
+  // and its state size (a walk of the whole state: every kEngineStateInterval).
+  void PublishEngineCounters();
+  void PublishEngineState();
   std::string ConsumerName() const { return "processor-" + std::to_string(options_.index); }
   std::string LatestBacklogPath() const { return options_.checkpoint_path + ".latest"; }
 
@@ -134,6 +137,13 @@ class PartitionProcessor {
   Histogram* checkpoint_seconds_;
   Gauge* checkpoint_bytes_;
   std::atomic<int64_t> last_checkpoint_ns_{0};
+  Counter* duplicates_total_;
+  Counter* late_total_;
+  Counter* late_dropped_total_;
+  Gauge* engine_devices_;
+  Gauge* engine_open_windows_;
+  Gauge* engine_state_bytes_;
+  stream::WindowEngine::Stats published_;  // engine counters already added to the metrics
   struct Reading {
     int64_t timestamp_ns = 0;
     std::string payload;  // the event's log record (model::EncodeEvent), as checkpointed

@@ -1387,7 +1387,7 @@ bool WindowEngine::Health(std::string_view device_id, DeviceHealth* out) const {
   return true;
 }
 
-WindowEngine::Stats WindowEngine::stats() const {
+WindowEngine::Stats WindowEngine::counters() const {
   const Impl& E = *impl_;
   Stats s;
   s.devices = E.devices.size();
@@ -1396,6 +1396,12 @@ WindowEngine::Stats WindowEngine::stats() const {
   s.late_updates = E.late_updates;
   s.late_dropped = E.late_dropped;
   s.records_emitted = E.emitted;
+  return s;
+}
+
+WindowEngine::Stats WindowEngine::stats() const {
+  const Impl& E = *impl_;
+  Stats s = counters();
   uint64_t bytes = 0;
   for (const auto& dp : E.devices) {
     const Device& d = *dp;

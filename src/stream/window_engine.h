@@ -94,7 +94,11 @@ class WindowEngine {
     uint64_t devices = 0, open_windows = 0, state_bytes_estimate = 0, events = 0, duplicates = 0,
              late_updates = 0, late_dropped = 0, records_emitted = 0;
   };
+  // Walks the whole state (open windows, bytes): O(devices + windows).
   Stats stats() const;
+  // The device count and the counters of stats(), without the walk (open_windows and
+  // state_bytes_estimate are 0): O(1).
+  Stats counters() const;
 
   // Serializes all state (windows, samples within the lateness horizon, pending events,
   // de-duplication keys, versions, counters) — docs/formats/checkpoint.md.
