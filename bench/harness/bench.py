@@ -435,6 +435,7 @@ def joule_ingest_run(ctx, durability, extra_env=None):
                 "rss_idle_bytes": rss0,
                 "rss_growth_bytes_per_1k_devices": (rss - rss0) / (ctx.meta["devices"] / 1000.0),
                 "windows_emitted": m2.get("joule_windows_emitted_total"),
+                "out_of_order_events": m2.get("joule_events_out_of_order_total"),
                 "history_put_records": m2.get("joule_history_put_records_total"),
                 "accepted": m.get("joule_events_accepted_total"), **log_stats(m2),
                 "log_phase_mean_ms": phases}

@@ -172,6 +172,11 @@ PartitionProcessor::PartitionProcessor(PartitionProcessorOptions options, log::L
       "Events at or behind their device's watermark within allowed lateness: applied, and the "
       "records they change re-emitted with a higher version",
       {{"processor", idx}});
+  out_of_order_total_ = metrics->GetCounter(
+      "joule_events_out_of_order_total",
+      "Events not later than their device's latest (late ones included): inserted into the "
+      "sample histories and their windows recomputed",
+      {{"processor", idx}});
   late_dropped_total_ = metrics->GetCounter(
       "joule_events_late_dropped_total",
       "Events later than allowed lateness: archived, not aggregated (joule replay folds them in)",
@@ -493,6 +498,7 @@ void PartitionProcessor::PublishEngineCounters() {
   const stream::WindowEngine::Stats s = engine_->counters();
   duplicates_total_->Inc(s.duplicates - published_.duplicates);
   late_total_->Inc(s.late_updates - published_.late_updates);
+  out_of_order_total_->Inc(s.out_of_order - published_.out_of_order);
   late_dropped_total_->Inc(s.late_dropped - published_.late_dropped);
   engine_devices_->Set(static_cast<double>(s.devices));
   published_ = s;

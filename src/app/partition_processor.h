@@ -139,6 +139,7 @@ class PartitionProcessor {
   std::atomic<int64_t> last_checkpoint_ns_{0};
   Counter* duplicates_total_;
   Counter* late_total_;
+  Counter* out_of_order_total_;
   Counter* late_dropped_total_;
   Gauge* engine_devices_;
   Gauge* engine_open_windows_;

@@ -245,6 +245,9 @@ struct WindowEngine::Impl {
   void FreeWindow(Window* w);
 
   uint64_t events = 0, duplicates = 0, late_updates = 0, late_dropped = 0, emitted = 0;
+  // Events not later than their device's latest (late ones included). Not checkpointed:
+  // counts from the engine's start or restore.
+  uint64_t out_of_order = 0;
   int64_t last_tick = kMinTime;
   // Recovery epoch (BeginRecoveryEpoch): every window's version is at least epoch << 32.
   uint32_t version_epoch = 0;

@@ -924,7 +924,7 @@ void WindowEngine::Impl::ResetState() {
   rec_names.clear();
   for (Window* w : free_windows) delete w;
   free_windows.clear();
-  events = duplicates = late_updates = late_dropped = emitted = 0;
+  events = duplicates = late_updates = late_dropped = emitted = out_of_order = 0;
   last_tick = kMinTime;
   version_epoch = 0;
 }
@@ -1150,6 +1150,7 @@ void WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t no
   }
 
   if (d.has_events && t <= d.max_t) {
+    ++E.out_of_order;
     if (t <= d.wm) {
       ++d.late_updates;
       ++E.late_updates;
@@ -1394,6 +1395,7 @@ WindowEngine::Stats WindowEngine::counters() const {
   s.events = E.events;
   s.duplicates = E.duplicates;
   s.late_updates = E.late_updates;
+  s.out_of_order = E.out_of_order;
   s.late_dropped = E.late_dropped;
   s.records_emitted = E.emitted;
   return s;

@@ -93,6 +93,9 @@ class WindowEngine {
   struct Stats {
     uint64_t devices = 0, open_windows = 0, state_bytes_estimate = 0, events = 0, duplicates = 0,
              late_updates = 0, late_dropped = 0, records_emitted = 0;
+    // Events not later than their device's latest, late ones included (since the engine
+    // started or restored a checkpoint; not saved in checkpoints).
+    uint64_t out_of_order = 0;
   };
   // Walks the whole state (open windows, bytes): O(devices + windows).
   Stats stats() const;

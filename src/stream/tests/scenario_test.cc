@@ -226,6 +226,7 @@ class Runner {
                        : k == "duplicates"   ? s.duplicates
                        : k == "late_updates" ? s.late_updates
                        : k == "late_dropped" ? s.late_dropped
+                       : k == "out_of_order" ? s.out_of_order
                        : k == "devices"      ? s.devices
                        : k == "open_windows" ? s.open_windows
                                              : ~0ULL;
