@@ -380,7 +380,7 @@ class IngestValidationTest(JouleTestCase):
         def snapshot():
             p = parse_prometheus(self.server.metrics_text())
             return {k: metric_sum(p, f"joule_events_{k}_total")
-                    for k in ("duplicate", "late", "late_dropped")}
+                    for k in ("duplicate", "late", "late_dropped", "out_of_order")}
 
         before = snapshot()
         dev = f"eng-{uid()}"
@@ -393,7 +393,9 @@ class IngestValidationTest(JouleTestCase):
                   good_event(device=dev, ts=fmt_ts(now - 1800)),  # late, within 1 h
                   good_event(device=dev, ts=fmt_ts(now - 3 * 3600))]  # later than that
         self.assertStatus(self.post(events), 202, "engine counter batch")
-        expected = {"duplicate": 1, "late": 1, "late_dropped": 1}
+        # The late event is also out of order; duplicates and too-late events are dropped
+        # before that count.
+        expected = {"duplicate": 1, "late": 1, "late_dropped": 1, "out_of_order": 1}
 
         def deltas():
             now_ = snapshot()
