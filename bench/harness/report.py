@@ -133,6 +133,14 @@ def render(res):
     w("")
     w("PostgreSQL's \"ack\" is one COPY batch's commit; its aggregation runs after each "
       "minute of data on the same connection.")
+    ooo = [r.get("out_of_order_events") for r in (get(c, "ingest", "joule_fsync") or {}).get("runs", [])]
+    if ooo and all(v is not None for v in ooo):
+        w("")
+        w(f"Events that reached Joule's window engine out of order in the fsync runs (the "
+          f"loader's connections drift apart; `joule_events_out_of_order_total`): "
+          f"{', '.join(f'{v:,.0f}' for v in ooo)} of {num(data.get('events'))}. They take the "
+          f"engine's costlier path: insertion into the sample histories and recomputation of "
+          f"their windows.")
     w("")
     core = get(c, "core") or {}
     w("### Core vs the parse-only limit (one core, in-memory NDJSON)")

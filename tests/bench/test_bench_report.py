@@ -64,6 +64,20 @@ class ReportTest(unittest.TestCase):
             self.assertIn("page_reporting.page_reporting_order=11", line)
             self.assertIn("costs 0.5 GB per CPU-second", line)
 
+    def test_out_of_order_events_are_stated_when_recorded(self):
+        with tempfile.TemporaryDirectory() as d:
+            self.assertNotIn("out of order", render(os.path.join(d, "A.md")))  # none recorded
+            with open(FIXTURE) as f:
+                res = json.load(f)
+            res["comparisons"]["ingest"]["joule_fsync"]["runs"] = [
+                {"out_of_order_events": 166000.0}, {"out_of_order_events": 264000.0}]
+            results = os.path.join(d, "r.json")
+            with open(results, "w") as f:
+                json.dump(res, f)
+            text = render(os.path.join(d, "B.md"), results)
+            self.assertIn("out of order in the fsync runs", text)
+            self.assertIn("166,000, 264,000 of 1,200,000", text)
+
 
 if __name__ == "__main__":
     unittest.main()
