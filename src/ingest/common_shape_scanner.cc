@@ -7,14 +7,12 @@
 #include <vector>
 
 #include "common/bytes_equal.h"
+#include "common/clock.h"
 #include "common/time_format.h"
 #include "ingest/validation.h"
 
 namespace joule::ingest {
 namespace {
-
-constexpr int64_t kNanosPerMilli = 1'000'000;
-constexpr int64_t kMaxEpochMillis = INT64_MAX / kNanosPerMilli;  // as the full parser
 
 // Byte classes.
 constexpr uint8_t kWs = 1;         // JSON whitespace
@@ -161,30 +159,33 @@ const char* ScanDeviceId(const char* p, const char* end, const ScanBounds& bound
   return p + 1;
 }
 
-// "…" of an event id: 1–128 bytes of printable ASCII without escapes (other ids, null
-// included, go to the full parser).
-const char* ScanEventId(const char* p, const char* end, model::Event* event) {
+// "…" at p holding printable ASCII only, no escapes (its text is then its JSON value):
+// the text into *s and the position after the closing quote; else nullptr.
+const char* ScanPlainString(const char* p, const char* end, std::string_view* s) {
   if (p == end || *p != '"') return nullptr;
   const char* start = ++p;
   while (p < end && *p != '"' && *p != '\\' && *p >= 0x20 && *p < 0x7f) ++p;
   if (p == end || *p != '"') return nullptr;
-  const auto len = static_cast<size_t>(p - start);
-  if (len == 0 || len > kMaxEventIdLength) return nullptr;
-  event->event_id.assign(start, len);
+  *s = std::string_view(start, static_cast<size_t>(p - start));
   return p + 1;
 }
 
-// An integer of epoch milliseconds, or an RFC 3339 string (printable ASCII, no escapes).
+// An event id: 1–128 bytes of a plain string (other ids, null included, go to the full
+// parser).
+const char* ScanEventId(const char* p, const char* end, model::Event* event) {
+  std::string_view id;
+  p = ScanPlainString(p, end, &id);
+  if (p == nullptr || id.empty() || id.size() > kMaxEventIdLength) return nullptr;
+  event->event_id.assign(id);
+  return p;
+}
+
+// An integer of epoch milliseconds, or an RFC 3339 plain string.
 const char* ScanTimestamp(const char* p, const char* end, model::Event* event) {
   if (p < end && *p == '"') {
-    const char* start = ++p;
-    while (p < end && *p != '"' && *p != '\\' && *p >= 0x20 && *p < 0x7f) ++p;
-    if (p == end || *p != '"') return nullptr;
-    if (!ParseRfc3339(std::string_view(start, static_cast<size_t>(p - start)),
-                      &event->timestamp_ns)) {
-      return nullptr;
-    }
-    return p + 1;
+    std::string_view s;
+    p = ScanPlainString(p, end, &s);
+    return p != nullptr && ParseRfc3339(s, &event->timestamp_ns) ? p : nullptr;
   }
   const bool negative = p < end && *p == '-';
   if (negative) ++p;

@@ -31,8 +31,6 @@ constexpr error_code kSyntaxError = simdjson::TAPE_ERROR;
 // Depth (below an event object) to which values we do not interpret are validated.
 constexpr int kMaxNesting = 32;
 
-constexpr int64_t kMaxEpochMillis = std::numeric_limits<int64_t>::max() / kNanosPerMilli;
-
 // Why an event is rejected. The order is the precedence when an event breaks several
 // rules (the first wins), so the reported code does not depend on field order.
 enum class Reject : uint8_t {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string_view>
 
 namespace joule::ingest {
@@ -14,6 +15,8 @@ inline constexpr size_t kMaxMetricsPerEvent = 64;
 inline constexpr size_t kMaxMetaEntries = 32;
 inline constexpr size_t kMaxMetaEncodedBytes = 4096;
 inline constexpr size_t kMaxEventIdLength = 128;  // in Unicode code points
+// Integer timestamps are epoch milliseconds within ±this (their nanoseconds fit an int64).
+inline constexpr int64_t kMaxEpochMillis = INT64_MAX / 1'000'000;
 
 // 1–128 characters of [A-Za-z0-9._:-].
 bool ValidDeviceId(std::string_view device_id);
