@@ -1,7 +1,6 @@
 #include "app/archiver.h"
 
 #include <fmt/format.h>
-#include <pthread.h>
 
 #include <algorithm>
 #include <chrono>
@@ -9,6 +8,7 @@
 
 #include "common/logging.h"
 #include "common/test_hold.h"
+#include "common/thread_priority.h"
 #include "model/event.h"
 
 namespace joule::app {
@@ -193,8 +193,7 @@ void Archiver::SealRound() {
 }
 
 void Archiver::Run() {
-  // Named so that its CPU can be told apart (top -H, /proc/PID/task/*/comm, perf).
-  pthread_setname_np(pthread_self(), "joule-archiver");
+  SetUpThread("joule-archiver", options_.nice);
   int64_t last_retention = 0;
   int64_t retry_at = 0;
   while (true) {

@@ -33,6 +33,7 @@ struct ArchiverOptions {
   int64_t retention_ns = 0;  // 0 = forever
   size_t read_batch = 4096;
   int64_t retention_interval_ns = kNanosPerMinute;
+  int nice = 0;  // added to the thread's nice value (server.background_nice)
 };
 
 class Archiver {

@@ -82,6 +82,8 @@ const std::vector<Key>& Keys() {
        [](const Config& c) { return Quote(c.mqtt_listen); }},
       {"server", "io_threads", Integer(&Config::io_threads, 1, 64),
        [](const Config& c) { return std::to_string(c.io_threads); }},
+      {"server", "background_nice", Integer(&Config::background_nice, 0, 19),
+       [](const Config& c) { return std::to_string(c.background_nice); }},
       {"server", "max_connections", Integer(&Config::http_max_connections, 1, 1'000'000),
        [](const Config& c) { return std::to_string(c.http_max_connections); }},
       {"server", "max_header_bytes", Size(&Config::http_max_header_bytes),

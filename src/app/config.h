@@ -30,6 +30,9 @@ struct Config {
   std::string mqtt_bridge_cert_file;  // mqtts://: PEM client certificate (mutual TLS)
   std::string mqtt_bridge_key_file;   // mqtts://: PEM client private key
   int io_threads = 2;
+  // How much higher the nice value of the background threads (processors, archiver) is
+  // than the server's own, at which the threads that acknowledge ingest run; 0 = the same (src/app/README.md, "Thread priorities").
+  int background_nice = 10;
   // HTTP connection limits (slow clients, header floods, connection floods).
   int64_t http_max_connections = 10000;
   uint64_t http_max_header_bytes = 16 * 1024;
@@ -45,8 +48,9 @@ struct Config {
   int64_t log_retention_ns = 0;      // 0 = forever
   uint64_t log_max_pending_bytes = 64ull << 20;
   // With fsync: how long the log's writer waits for more batches before a group-commit
-  // round (log::LogOptions::group_commit_window_ns); 0 = commit at once.
-  int64_t log_group_commit_window_ns = 1'000'000;
+  // round (log::LogOptions::group_commit_window_ns); 0 = commit at once (the default since
+  // session 13: batches that arrive while a round syncs form the next round anyway).
+  int64_t log_group_commit_window_ns = 0;
   // With fsync: how far ahead of its last record the active segment is kept written with
   // zeros (log::LogOptions::prewrite_bytes, docs/formats/log.md "Pre-written tail"); 0 =
   // off (copy-on-write filesystems such as btrfs or ZFS gain nothing from it).

@@ -1,7 +1,6 @@
 #include "app/partition_processor.h"
 
 #include <fmt/format.h>
-#include <pthread.h>
 
 #include <algorithm>
 #include <cstring>
@@ -17,6 +16,7 @@
 #include "common/crash_point.h"
 #include "common/logging.h"
 #include "common/test_hold.h"
+#include "common/thread_priority.h"
 #include "model/event.h"
 
 namespace joule::app {
@@ -511,8 +511,7 @@ void PartitionProcessor::PublishEngineState() {
 }
 
 void PartitionProcessor::Run() {
-  // Named so that its CPU can be told apart (top -H, /proc/PID/task/*/comm, perf).
-  pthread_setname_np(pthread_self(), fmt::format("joule-proc-{}", options_.index).c_str());
+  SetUpThread(fmt::format("joule-proc-{}", options_.index), options_.nice);
   ReserveThreadArena(kProcessorArenaBytes);
   int64_t last_tick = 0;
   int64_t last_release = 0;

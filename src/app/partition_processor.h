@@ -47,6 +47,7 @@ namespace joule::app {
 
 struct PartitionProcessorOptions {
   int index = 0;                     // processor number, for metrics and logs
+  int nice = 0;                      // added to the thread's nice value (server.background_nice)
   std::vector<uint32_t> partitions;  // owned partitions
   stream::EngineOptions engine;
   int64_t tick_interval_ns = 200'000'000;

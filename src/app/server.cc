@@ -162,6 +162,7 @@ int RunServer(const Config& given_config) {
     ao.max_file_bytes = config.archive_max_file_bytes;
     ao.max_file_age_ns = config.archive_max_file_age_ns;
     ao.retention_ns = config.archive_retention_ns;
+    ao.nice = config.background_nice;
     archiver = std::make_unique<Archiver>(ao, log.get(), clock, &metrics);
     Status archiver_started = archiver->Start();
     if (!archiver_started.ok()) {
@@ -256,6 +257,7 @@ int RunServer(const Config& given_config) {
   for (int i = 0; i < threads; ++i) {
     PartitionProcessorOptions po;
     po.index = i;
+    po.nice = config.background_nice;
     for (uint32_t p = i; p < config.log_partitions; p += threads) po.partitions.push_back(p);
     po.engine = EngineOptionsFrom(config);
     po.checkpoint_path = (std::filesystem::path(config.data_dir) / "checkpoints" /

@@ -57,8 +57,10 @@ struct LogOptions {
   // With fsync: when the writer wakes to less than 1 MiB of pending appends it waits this
   // long for more before committing, so that concurrent batches share one fdatasync per
   // partition file instead of each paying for its own (every ingest batch touches most
-  // partitions). Adds at most this much to an acknowledgement's latency. 0 = commit at once.
-  int64_t group_commit_window_ns = 1'000'000;
+  // partitions). Adds at most this much to an acknowledgement's latency. 0 = commit at once:
+  // batches that arrive while `max_rounds_in_flight` rounds sync still share the next round
+  // (the default since session 13; src/log/README.md, "Group-commit window").
+  int64_t group_commit_window_ns = 0;
   // With fsync: how many written rounds may have their fdatasyncs in flight at once. With
   // 2, batches that arrive while a round is syncing are written and start their own
   // fdatasyncs without waiting for it (pipelined group commit); callbacks still fire round

@@ -3,6 +3,7 @@ their indexes, partial acceptance, 400/401/413/415, NDJSON) and the ingest count
 /metrics."""
 
 import json
+import os
 import time
 import unittest
 import uuid
@@ -414,6 +415,27 @@ class IngestValidationTest(JouleTestCase):
 
         self.assertIsNotNone(poll(state, timeout=25),
                              "joule_engine_{devices,open_windows,state_bytes}" + self.diag())
+
+    def test_background_threads_run_at_background_nice(self):
+        """server.background_nice (default 10): the processors and the archiver yield the CPU
+        to the threads that acknowledge ingest; those stay at the server's own priority."""
+        pid = self.server.proc.pid
+        nice = {}
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    comm = f.read().strip()
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue  # a thread that just ended
+            nice.setdefault(comm, set()).add(int(fields[16]))  # field 19: nice
+        own = os.getpriority(os.PRIO_PROCESS, pid)
+        for comm in ("joule-proc-0", "joule-proc-1", "joule-archiver"):
+            self.assertEqual(nice.get(comm), {min(19, own + 10)},
+                             f"{comm}: {nice}")
+        self.assertEqual(nice.get("joule-io-1"), {own}, str(nice))
+        self.assertEqual(nice.get("joule"), {own}, str(nice))
 
     def test_metrics_format_and_probes(self):
         status, headers, body = self.server.request("GET", "/metrics")

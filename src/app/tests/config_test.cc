@@ -119,12 +119,36 @@ TEST(ConfigTest, LogPrewriteBytesCanBeSetOrTurnedOff) {
   EXPECT_FALSE(LoadConfig("", env).ok());
 }
 
+TEST(ConfigTest, BackgroundNiceDefaultRangeAndRoundTrip) {
+  char* none[] = {nullptr};
+  auto d = LoadConfig("", none);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->background_nice, 10);
+  std::string zero = "JOULE_SERVER_BACKGROUND_NICE=0";
+  char* env[] = {zero.data(), nullptr};
+  auto c = LoadConfig("", env);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->background_nice, 0);
+  std::string path = WriteTemp(ConfigToToml(*c));
+  auto again = LoadConfig(path, none);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->background_nice, 0);
+  std::remove(path.c_str());
+  for (std::string bad : {"JOULE_SERVER_BACKGROUND_NICE=20", "JOULE_SERVER_BACKGROUND_NICE=-1"}) {
+    char* benv[] = {bad.data(), nullptr};
+    auto r = LoadConfig("", benv);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.status().message().find("JOULE_SERVER_BACKGROUND_NICE"), std::string::npos)
+        << r.status().message();
+  }
+}
+
 TEST(ConfigTest, LogDefaultsAndSubMillisecondDurationsRoundTrip) {
   char* none[] = {nullptr};
   auto d = LoadConfig("", none);
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d->log_partitions, 0u);  // the existing log's count, else processor_threads
-  EXPECT_EQ(d->log_group_commit_window_ns, 1'000'000);
+  EXPECT_EQ(d->log_group_commit_window_ns, 0);
   EXPECT_EQ(d->log_prewrite_bytes, 8u << 20);
   EXPECT_EQ(d->log_prewrite_bytes, log::LogOptions{}.prewrite_bytes);  // the log's default
 

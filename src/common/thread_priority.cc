@@ -1,0 +1,36 @@
+#include "common/thread_priority.h"
+
+#include <pthread.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "common/logging.h"
+
+namespace joule {
+
+int SetThreadNice(int nice) {
+  // PRIO_PROCESS with a thread id addresses that one thread (setpriority(2), "BUGS").
+  return ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), nice) == 0 ? 0 : errno;
+}
+
+int ThreadNice() {
+  errno = 0;
+  return ::getpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()));
+}
+
+void SetUpThread(const std::string& name, int nice_increment) {
+  pthread_setname_np(pthread_self(), name.c_str());
+  if (nice_increment <= 0) return;
+  const int nice = std::min(19, ThreadNice() + nice_increment);
+  if (int err = SetThreadNice(nice); err != 0) {
+    logging::Warn(
+        "cannot lower the thread's priority",
+        {{"thread", name}, {"nice", std::to_string(nice)}, {"error", std::strerror(err)}});
+  }
+}
+
+}  // namespace joule
