@@ -30,8 +30,9 @@ struct Config {
   std::string mqtt_bridge_cert_file;  // mqtts://: PEM client certificate (mutual TLS)
   std::string mqtt_bridge_key_file;   // mqtts://: PEM client private key
   int io_threads = 2;
-  // How much higher the nice value of the background threads (processors, archiver) is
-  // than the server's own, at which the threads that acknowledge ingest run; 0 = the same (src/app/README.md, "Thread priorities").
+  // How much higher the nice value of the background threads (processors, archiver, replay
+  // jobs) is than the server's own, at which the threads that acknowledge ingest run; 0 = the
+  // same (src/app/README.md, "Thread priorities").
   int background_nice = 10;
   // HTTP connection limits (slow clients, header floods, connection floods).
   int64_t http_max_connections = 10000;

@@ -9,6 +9,7 @@
 #include "common/clock.h"
 #include "common/json_writer.h"
 #include "common/logging.h"
+#include "common/thread_priority.h"
 #include "common/time_format.h"
 
 namespace joule::app {
@@ -101,6 +102,7 @@ Result<std::string> ReplayJobs::Get(std::string_view id) {
 }
 
 void ReplayJobs::Run(std::shared_ptr<Job> job) {
+  SetUpThread("joule-replay", options_.nice);
   logging::Info("replay started",
                 {{"id", job->id},
                  {"from", FormatRfc3339Millis(job->request.from_ns)},

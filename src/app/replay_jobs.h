@@ -34,6 +34,7 @@ struct ReplayJobsOptions {
   std::string archive_dir;
   stream::EngineOptions engine;
   int64_t seal_timeout_ns = 120 * kNanosPerSecond;
+  int nice = 0;  // added to the job thread's nice value (server.background_nice)
   std::function<bool(std::string_view device_id, int64_t* watermark_ns)> live_watermark;
 };
 

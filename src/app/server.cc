@@ -298,6 +298,7 @@ int RunServer(const Config& given_config) {
     ReplayJobsOptions ro;
     ro.archive_dir = (std::filesystem::path(config.data_dir) / "archive").string();
     ro.engine = EngineOptionsFrom(config);
+    ro.nice = config.background_nice;
     ro.live_watermark = [&processors, &config, threads](std::string_view device_id,
                                                         int64_t* watermark_ns) {
       stream::WindowEngine::DeviceHealth h;
