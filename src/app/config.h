@@ -33,7 +33,7 @@ struct Config {
   // How much higher the nice value of the background threads (processors, archiver, replay
   // jobs) is than the server's own, at which the threads that acknowledge ingest run; 0 = the
   // same (src/app/README.md, "Thread priorities").
-  int background_nice = 10;
+  int background_nice = 5;
   // HTTP connection limits (slow clients, header floods, connection floods).
   int64_t http_max_connections = 10000;
   uint64_t http_max_header_bytes = 16 * 1024;

@@ -417,7 +417,7 @@ class IngestValidationTest(JouleTestCase):
                              "joule_engine_{devices,open_windows,state_bytes}" + self.diag())
 
     def test_background_threads_run_at_background_nice(self):
-        """server.background_nice (default 10): the processors and the archiver yield the CPU
+        """server.background_nice (default 5): the processors and the archiver yield the CPU
         to the threads that acknowledge ingest; those stay at the server's own priority."""
         pid = self.server.proc.pid
         nice = {}
@@ -432,7 +432,7 @@ class IngestValidationTest(JouleTestCase):
             nice.setdefault(comm, set()).add(int(fields[16]))  # field 19: nice
         own = os.getpriority(os.PRIO_PROCESS, pid)
         for comm in ("joule-proc-0", "joule-proc-1", "joule-archiver"):
-            self.assertEqual(nice.get(comm), {min(19, own + 10)},
+            self.assertEqual(nice.get(comm), {min(19, own + 5)},
                              f"{comm}: {nice}")
         self.assertEqual(nice.get("joule-io-1"), {own}, str(nice))
         self.assertEqual(nice.get("joule"), {own}, str(nice))

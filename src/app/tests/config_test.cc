@@ -123,7 +123,7 @@ TEST(ConfigTest, BackgroundNiceDefaultRangeAndRoundTrip) {
   char* none[] = {nullptr};
   auto d = LoadConfig("", none);
   ASSERT_TRUE(d.ok());
-  EXPECT_EQ(d->background_nice, 10);
+  EXPECT_EQ(d->background_nice, 5);
   std::string zero = "JOULE_SERVER_BACKGROUND_NICE=0";
   char* env[] = {zero.data(), nullptr};
   auto c = LoadConfig("", env);
