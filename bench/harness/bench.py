@@ -323,6 +323,7 @@ class Postgres:
         self.port = free_port()
         pgbin = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
         data = os.path.join(self.dir, "data")
+        self.pgbin, self.data = pgbin, data
         subprocess.run(["runuser", "-u", "postgres", "--", f"{pgbin}/initdb", "-D", data,
                         "-U", "postgres", "-A", "trust", "--no-sync"],
                        check=True, capture_output=True)
@@ -363,6 +364,11 @@ class Postgres:
         return du_bytes(os.path.join(self.dir, "data", "base"))
 
     def close(self):
+        # A signal to runuser did not always reach the postmaster: runs left servers
+        # running after their data dir was deleted. pg_ctl signals the postmaster itself
+        # (fast shutdown) and waits for it.
+        subprocess.run(["runuser", "-u", "postgres", "--", f"{self.pgbin}/pg_ctl", "stop",
+                        "-D", self.data, "-m", "fast", "-w", "-t", "60"], capture_output=True)
         stop(self.proc, signal.SIGINT)
         self.log.close()
 
