@@ -1,7 +1,6 @@
 #include "app/server.h"
 
 #include <fmt/format.h>
-#include <pthread.h>
 #include <sys/random.h>
 
 #include <boost/asio/executor_work_guard.hpp>
@@ -26,6 +25,7 @@
 #include "app/partition_processor.h"
 #include "app/replay_jobs.h"
 #include "common/logging.h"
+#include "common/thread_priority.h"
 #include "ingest/event_appender.h"
 #include "ingest/mqtt_bridge.h"
 #include "ingest/mqtt_ingest.h"
@@ -559,7 +559,7 @@ int RunServer(const Config& given_config) {
     io_threads.emplace_back([w = w.get(), i = io_threads.size() + 1] {
       // Named so that its CPU can be told apart (top -H, /proc/PID/task/*/comm, perf); the
       // main thread runs io_context 0.
-      pthread_setname_np(pthread_self(), fmt::format("joule-io-{}", i).c_str());
+      SetUpThread(fmt::format("joule-io-{}", i), 0);
       w->run();
     });
   }

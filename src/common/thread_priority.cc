@@ -17,10 +17,7 @@ int SetThreadNice(int nice) {
   return ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), nice) == 0 ? 0 : errno;
 }
 
-int ThreadNice() {
-  errno = 0;
-  return ::getpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()));
-}
+int ThreadNice() { return ::getpriority(PRIO_PROCESS, static_cast<id_t>(::gettid())); }
 
 void SetUpThread(const std::string& name, int nice_increment) {
   pthread_setname_np(pthread_self(), name.c_str());
