@@ -26,6 +26,13 @@ std::optional<AlertState> ParseAlertState(std::string_view name) {
   return std::nullopt;
 }
 
+Status DeletedDeviceIdTaken(std::string_view device_id) {
+  return Status::AlreadyExists(
+      "device id " + std::string(device_id) +
+      " belonged to a deleted device of another owner, whose history is kept under it; "
+      "register the device under another id");
+}
+
 uint64_t MetadataStore::Subscribe(Listener listener) {
   std::lock_guard<std::mutex> lock(listeners_mu_);
   uint64_t id = next_subscription_++;

@@ -145,6 +145,10 @@ struct MetadataChange {
   std::string id;
 };
 
+// The AlreadyExists error for registering a device id that was deleted from another
+// owner (both backends; the API answers 409).
+Status DeletedDeviceIdTaken(std::string_view device_id);
+
 class MetadataStore {
  public:
   using Listener = std::function<void(const MetadataChange&)>;
@@ -168,7 +172,9 @@ class MetadataStore {
   virtual Result<int> SchemaVersion() = 0;
 
   // --- devices
-  // AlreadyExists when the device_id is taken. With `token` non-null, a device token is
+  // AlreadyExists when the device_id is taken, or when it belonged to a device of another
+  // owner that was deleted (its history is kept under the id, so only its owner may
+  // register the id again: DeletedDeviceIdTaken). With `token` non-null, a device token is
   // issued in the same transaction and its plaintext stored there.
   virtual Result<Device> CreateDevice(const Device& device, std::string* token) = 0;
   virtual Result<Device> GetDevice(std::string_view device_id) = 0;  // NotFound
@@ -182,7 +188,8 @@ class MetadataStore {
   }
   virtual Result<DevicePage> ListDevices(const ListDevicesOptions& options) = 0;
   virtual Result<Device> UpdateDevice(std::string_view device_id, const DeviceUpdate& update) = 0;
-  // Deletes the device and its tokens (NotFound when absent). Alerts are history: kept.
+  // Deletes the device and its tokens (NotFound when absent) and notes the id's owner in
+  // `deleted_devices`. Alerts are history: kept.
   virtual Status DeleteDevice(std::string_view device_id) = 0;
 
   // --- credentials

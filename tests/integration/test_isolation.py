@@ -152,6 +152,39 @@ class IsolationTest(JouleTestCase):
         self.assertEqual(got["device"]["owner_id"], self.owner_a)
         self.assertNotEqual(got["device"]["name"], "moved", "the whole PATCH was refused")
 
+    def test_deleted_device_id_stays_with_its_owner(self):
+        """A deleted device's history is kept under its id (CONTRACT section 3), so the id
+        cannot be registered for another owner, who would then read that history."""
+        s = self.server
+        dev = f"iso-del-{uid()}"
+        status, _, body = s.request("POST", "/v1/devices", {"device_id": dev,
+                                                            "owner_id": self.owner_a},
+                                    headers=ADMIN)
+        self.assertEqual(status, 201, body)
+        ev = [{"device_id": dev, "timestamp": fmt_ts(time.time() - 30 + i),
+               "metrics": {"power_w": 7.0}} for i in range(3)]
+        self.assertStatus(s.post_events(ev, headers=bearer(body["token"])), 202, "ingest")
+        self.assertTrue(poll(lambda: s.realtime(dev, headers=self.key_a())[2].get("data"),
+                             timeout=15), "A's data" + self.diag())
+        self.assertStatus(s.request("DELETE", f"/v1/devices/{dev}", headers=self.key_a()),
+                          204, "A deletes its device")
+        resp = s.request("POST", "/v1/devices", {"device_id": dev, "owner_id": self.owner_b},
+                         headers=ADMIN)
+        self.assertStatus(resp, 409, "the id registered for B")
+        self.assertEqual(resp[2]["error"]["code"], "already_exists", resp[2])
+        self.assertIn("deleted", resp[2]["error"]["message"])
+        key_b = bearer(self.keys[self.owner_b])
+        self.assertNotFound(s.realtime(dev, headers=key_b), "B reads the deleted id")
+        # Its owner registers it again and finds its history.
+        resp = s.request("POST", "/v1/devices", {"device_id": dev, "owner_id": self.owner_a},
+                         headers=ADMIN)
+        self.assertStatus(resp, 201, "A registers the id again")
+        status, _, got = s.realtime(dev, headers=self.key_a())
+        self.assertEqual(status, 200, got)
+        self.assertTrue(got.get("data"), got)
+        # (Gone again: the other tests list A's devices.)
+        self.assertStatus(s.request("DELETE", f"/v1/devices/{dev}", headers=ADMIN), 204, "")
+
     def test_admin_only_routes_refuse_owner_keys(self):
         resp = self.server.request("POST", "/v1/devices",
                                    {"device_id": f"iso-new-{uid()}", "owner_id": self.owner_a},

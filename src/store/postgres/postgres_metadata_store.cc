@@ -156,6 +156,26 @@ CREATE TRIGGER owner_keys_truncate AFTER TRUNCATE ON owner_keys
 CREATE TRIGGER rules_truncate AFTER TRUNCATE ON rules
   FOR EACH STATEMENT EXECUTE FUNCTION joule_truncate_notify();
 )sql",
+    // 2: the owner of every deleted device id (its history is kept under that id, so the id
+    // may be registered again only for the same owner). A trigger, so that a DELETE from
+    // plain SQL counts too.
+    R"sql(
+CREATE TABLE deleted_devices (
+  device_id  text PRIMARY KEY,
+  owner_id   text NOT NULL,
+  deleted_at timestamptz NOT NULL
+);
+CREATE FUNCTION joule_device_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO deleted_devices (device_id, owner_id, deleted_at)
+    VALUES (OLD.device_id, OLD.owner_id, now())
+    ON CONFLICT (device_id) DO UPDATE
+      SET owner_id = EXCLUDED.owner_id, deleted_at = EXCLUDED.deleted_at;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER devices_deleted AFTER DELETE ON devices
+  FOR EACH ROW EXECUTE FUNCTION joule_device_deleted();
+)sql",
 };
 constexpr int kLatestVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 // Serializes concurrent Migrate() calls (several Joule processes starting at once).
@@ -540,6 +560,20 @@ Result<Device> PostgresMetadataStore::CreateDevice(const Device& device, std::st
   Result<Device> created = WithConnection<Device>(false, [&](PGconn* c) -> Result<Device> {
     Transaction tx(c);
     JOULE_RETURN_IF_ERROR(tx.Begin());
+    // An id deleted from another owner stays theirs (its history is kept under it); one
+    // deleted by the same owner is registered again.
+    JOULE_ASSIGN_OR_RETURN(
+        PgResult deleted,
+        Exec(c, "SELECT owner_id FROM deleted_devices WHERE device_id = $1 FOR UPDATE",
+             Params().Text(device.device_id)));
+    if (PQntuples(deleted.get()) > 0) {
+      if (Text(deleted.get(), 0, 0) != device.owner_id) {
+        return DeletedDeviceIdTaken(device.device_id);
+      }
+      JOULE_RETURN_IF_ERROR(Exec(c, "DELETE FROM deleted_devices WHERE device_id = $1",
+                                 Params().Text(device.device_id))
+                                .status());
+    }
     int64_t now = NowMicros();
     Result<PgResult> ins =
         Exec(c,

@@ -66,6 +66,21 @@ CREATE INDEX alerts_device_idx ON alerts (device_id, opened_at);
 CREATE INDEX alerts_owner_idx ON alerts (owner_id, opened_at);
 CREATE INDEX alerts_opened_idx ON alerts (opened_at, alert_id);
 )sql",
+    // 2: the owner of every deleted device id (its history is kept under that id, so the id
+    // may be registered again only for the same owner). A trigger, so that a DELETE from
+    // plain SQL counts too.
+    R"sql(
+CREATE TABLE deleted_devices (
+  device_id  TEXT PRIMARY KEY NOT NULL,
+  owner_id   TEXT NOT NULL,
+  deleted_at INTEGER NOT NULL
+);
+CREATE TRIGGER devices_deleted AFTER DELETE ON devices BEGIN
+  INSERT OR REPLACE INTO deleted_devices (device_id, owner_id, deleted_at)
+    VALUES (old.device_id, old.owner_id,
+            CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER));
+END;
+)sql",
 };
 constexpr int kLatestVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
@@ -442,12 +457,25 @@ Result<std::string> SqliteMetadataStore::InsertDeviceTokenLocked(std::string_vie
   return token;
 }
 
+Status SqliteMetadataStore::ClaimDeletedIdLocked(const Device& device) {
+  Stmt q(db_, "SELECT owner_id FROM deleted_devices WHERE device_id = ?1");
+  JOULE_RETURN_IF_ERROR(q.status());
+  q.Text(1, device.device_id);
+  JOULE_ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row) return Status::Ok();
+  if (q.ColText(0) != device.owner_id) return DeletedDeviceIdTaken(device.device_id);
+  Stmt del(db_, "DELETE FROM deleted_devices WHERE device_id = ?1");
+  JOULE_RETURN_IF_ERROR(del.status());
+  return del.Text(1, device.device_id).Run();
+}
+
 Result<Device> SqliteMetadataStore::CreateDevice(const Device& device, std::string* token) {
   Result<Device> created = Status::Internal("unset");
   {
     std::lock_guard<std::mutex> lock(mu_);
     Transaction tx(db_, batch_);
     JOULE_RETURN_IF_ERROR(tx.Begin());
+    JOULE_RETURN_IF_ERROR(ClaimDeletedIdLocked(device));
     int64_t now = NowMicros();
     Stmt ins(db_,
              "INSERT INTO devices (device_id, owner_id, name, model, installed_at, timezone, "

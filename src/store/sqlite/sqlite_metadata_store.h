@@ -62,6 +62,9 @@ class SqliteMetadataStore final : public MetadataStore {
   Status Exec(const char* sql);  // REQUIRES: mu_ held
   Result<Device> GetDeviceLocked(std::string_view device_id);
   Status DeviceExistsLocked(std::string_view device_id);
+  // Before registering `device`: AlreadyExists when its id was deleted from another owner;
+  // else forgets a deletion of the id by the same owner.
+  Status ClaimDeletedIdLocked(const Device& device);
   Result<std::string> InsertDeviceTokenLocked(std::string_view device_id);
   Result<Rule> GetRuleLocked(std::string_view id);
   Result<Alert> GetAlertLocked(std::string_view id);

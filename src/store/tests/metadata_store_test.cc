@@ -473,8 +473,44 @@ TEST_P(MetadataStoreTest, DeleteDevice) {
   ASSERT_TRUE(store_->DeleteDevice("d1").ok());
   EXPECT_EQ(store_->GetDevice("d1").status().code(), StatusCode::kNotFound);
   EXPECT_EQ(store_->DeleteDevice("d1").code(), StatusCode::kNotFound);
-  // The id can be registered again.
+  // The id can be registered again by its owner.
   EXPECT_TRUE(store_->CreateDevice(MakeDevice("d1"), nullptr).ok());
+}
+
+// A deleted device's history stays under its id: another owner registering the id would
+// see it, so the id stays its owner's (found by a black-box test: home-2 read home-1's
+// readings, windows and energy through a re-registered id).
+TEST_P(MetadataStoreTest, DeletedDeviceIdStaysWithItsOwner) {
+  ASSERT_TRUE(store_->CreateDevice(MakeDevice("d1", "owner-1"), nullptr).ok());
+  ASSERT_TRUE(store_->DeleteDevice("d1").ok());
+  auto taken = store_->CreateDevice(MakeDevice("d1", "owner-2"), nullptr);
+  EXPECT_EQ(taken.status().code(), StatusCode::kAlreadyExists) << taken.status().ToString();
+  EXPECT_NE(taken.status().message().find("deleted"), std::string::npos);
+  EXPECT_EQ(store_->GetDevice("d1").status().code(), StatusCode::kNotFound);
+  // Its owner may register it again; after that (and another delete) the same holds.
+  auto again = store_->CreateDevice(MakeDevice("d1", "owner-1"), nullptr);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(Raw().Query("SELECT count(*) FROM deleted_devices")[0][0], "0");
+  ASSERT_TRUE(store_->DeleteDevice("d1").ok());
+  EXPECT_EQ(store_->CreateDevice(MakeDevice("d1", "owner-2"), nullptr).status().code(),
+            StatusCode::kAlreadyExists);
+  // A device transferred to another owner (PATCH owner_id) and then deleted is the new
+  // owner's.
+  ASSERT_TRUE(store_->CreateDevice(MakeDevice("d2", "owner-1"), nullptr).ok());
+  DeviceUpdate move;
+  move.owner_id = "owner-2";
+  ASSERT_TRUE(store_->UpdateDevice("d2", move).ok());
+  ASSERT_TRUE(store_->DeleteDevice("d2").ok());
+  EXPECT_EQ(store_->CreateDevice(MakeDevice("d2", "owner-1"), nullptr).status().code(),
+            StatusCode::kAlreadyExists);
+  EXPECT_TRUE(store_->CreateDevice(MakeDevice("d2", "owner-2"), nullptr).ok());
+  // A delete from plain SQL is noted too.
+  ASSERT_TRUE(store_->CreateDevice(MakeDevice("d3", "owner-1"), nullptr).ok());
+  Raw().Query("DELETE FROM devices WHERE device_id = 'd3'");
+  EXPECT_EQ(Raw().Query("SELECT owner_id FROM deleted_devices WHERE device_id = 'd3'")[0][0],
+            "owner-1");
+  EXPECT_EQ(store_->CreateDevice(MakeDevice("d3", "owner-2"), nullptr).status().code(),
+            StatusCode::kAlreadyExists);
 }
 
 TEST_P(MetadataStoreTest, ListDevicesPagesAndFiltersByOwner) {
