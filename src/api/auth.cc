@@ -24,10 +24,18 @@ Caller Authenticator::Authenticate(const net::HttpRequest& request) const {
   }
   const std::string* h = request.Header("authorization");
   if (!h) return caller;
+  // "Bearer" + one or more spaces + the token; the scheme name is case-insensitive
+  // (RFC 9110 section 11.1).
   std::string_view v(*h);
-  constexpr std::string_view kBearer = "Bearer ";
-  if (v.size() <= kBearer.size() || v.substr(0, kBearer.size()) != kBearer) return caller;
+  constexpr std::string_view kBearer = "bearer";
+  if (v.size() <= kBearer.size()) return caller;
+  for (size_t i = 0; i < kBearer.size(); ++i) {
+    if ((v[i] | 0x20) != kBearer[i]) return caller;
+  }
   v.remove_prefix(kBearer.size());
+  if (v.empty() || v.front() != ' ') return caller;
+  while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+  if (v.empty()) return caller;
   if (!admin_token_.empty() && ConstantTimeEquals(v, admin_token_)) {
     caller.kind = Caller::Kind::kAdmin;
     return caller;

@@ -38,6 +38,15 @@ Status ValidateTimezone(std::string_view timezone) {
     if (!ok) return fail();
   }
   if (timezone.front() == '/' || timezone.find("..") != std::string_view::npos) return fail();
+  // Files of the tz database that are not zones of their own: the host's setting (a device's
+  // local day would change with it), the POSIX rules template, the "Factory" placeholder,
+  // and the posix/ and right/ (leap-second) copies of the real names.
+  for (std::string_view not_a_zone : {"localtime", "posixrules", "Factory"}) {
+    if (timezone == not_a_zone) return fail();
+  }
+  for (std::string_view prefix : {"posix/", "right/"}) {
+    if (timezone.substr(0, prefix.size()) == prefix) return fail();
+  }
   try {
     // Throws std::runtime_error for a name the tz database does not know.
     (void)date::locate_zone(timezone);

@@ -203,7 +203,12 @@ Result<store::DeviceUpdate> UpdateFromBody(const simdjson::dom::object& obj, con
     } else if (key == "location") {
       JOULE_ASSIGN_OR_RETURN(u.location, TextField(key, field.value));
     } else if (key == "timezone") {
-      JOULE_ASSIGN_OR_RETURN(u.timezone, TimezoneField(field.value));
+      // null = UTC, as at registration.
+      if (field.value.is_null()) {
+        u.timezone = "UTC";
+      } else {
+        JOULE_ASSIGN_OR_RETURN(u.timezone, TimezoneField(field.value));
+      }
     } else if (key == "installed_at") {
       JOULE_ASSIGN_OR_RETURN(u.installed_at_ns, InstalledAtField(field.value));
     } else if (key == "config") {

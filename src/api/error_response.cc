@@ -12,8 +12,11 @@ net::HttpResponse ErrorFromStatus(const Status& status) {
       return net::HttpResponse::Error(404, "not_found", status.message());
     case StatusCode::kAlreadyExists:
       return net::HttpResponse::Error(409, "already_exists", status.message());
-    case StatusCode::kUnauthenticated:
-      return net::HttpResponse::Error(401, "unauthorized", status.message());
+    case StatusCode::kUnauthenticated: {
+      net::HttpResponse r = net::HttpResponse::Error(401, "unauthorized", status.message());
+      r.headers.emplace_back("WWW-Authenticate", "Bearer");
+      return r;
+    }
     case StatusCode::kPermissionDenied:
       return net::HttpResponse::Error(403, "forbidden", status.message());
     case StatusCode::kResourceExhausted:
@@ -29,7 +32,7 @@ net::HttpResponse ErrorFromStatus(const Status& status) {
 }
 
 net::HttpResponse Unauthorized() {
-  return net::HttpResponse::Error(401, "unauthorized", "missing or unknown token");
+  return ErrorFromStatus(Status::Unauthenticated("missing or unknown token"));
 }
 
 net::HttpResponse Unauthorized(const Caller& caller) {

@@ -21,7 +21,8 @@ void HandleHealth(ApiContext& ctx, net::HttpRequest& req, net::Responder respond
   Result<store::Device> device = ctx.auth->AuthorizeDeviceRead(caller, device_id, &registered);
   if (!device.ok()) return responder.Send(ErrorFromStatus(device.status()));
   stream::WindowEngine::DeviceHealth h;
-  if (!ctx.health || !ctx.health(device_id, &h)) {
+  const bool seen = ctx.health && ctx.health(device_id, &h);
+  if (!seen) {
     if (!registered) return responder.Send(DeviceNotFound());
     h = stream::WindowEngine::DeviceHealth();  // registered, nothing received yet
   }
@@ -32,19 +33,24 @@ void HandleHealth(ApiContext& ctx, net::HttpRequest& req, net::Responder respond
   w.String(device_id);
   w.Key("device");
   WriteDeviceJson(w, *device);
+  // A device that has sent nothing yet has no times: null, not the epoch.
+  auto time_or_null = [&](int64_t ns) { seen ? w.String(FormatRfc3339Millis(ns)) : w.Null(); };
+  auto seconds_or_null = [&](int64_t ns) {
+    seen ? w.Double(static_cast<double>(ns) / 1e9) : w.Null();
+  };
   w.Key("last_seen");  // processing time of the last event
-  w.String(FormatRfc3339Millis(h.last_seen_ns));
+  time_or_null(h.last_seen_ns);
   w.Key("last_event_time");
-  w.String(FormatRfc3339Millis(h.last_event_time_ns));
+  time_or_null(h.last_event_time_ns);
   w.Key("watermark");
-  w.String(FormatRfc3339Millis(h.watermark_ns));
+  time_or_null(h.watermark_ns);
   // How far the device's watermark (and so its final results) trails wall-clock time.
   w.Key("lag_seconds");
-  w.Double(static_cast<double>(now - h.watermark_ns) / 1e9);
+  seconds_or_null(now - h.watermark_ns);
   w.Key("silent_seconds");
-  w.Double(static_cast<double>(now - h.last_seen_ns) / 1e9);
+  seconds_or_null(now - h.last_seen_ns);
   w.Key("clock_skew_seconds");  // median of recent (received_at − event time)
-  w.Double(static_cast<double>(h.clock_skew_ns) / 1e9);
+  seconds_or_null(h.clock_skew_ns);
   w.Key("events");
   w.Uint(h.events);
   w.Key("late_updates");

@@ -90,7 +90,7 @@ class TelemetryRoute {
         responder.Send(net::HttpResponse::Error(413, code, msg));
       } else {
         RejectCounter("invalid_json")->Inc();
-        responder.Send(net::HttpResponse::Error(400, "invalid_json", msg));
+        responder.Send(net::HttpResponse::Json(400, UnparseableBody(msg)));
       }
       return;
     }
@@ -161,16 +161,26 @@ class TelemetryRoute {
       }
       per_device.resize(out);
     }
+    // More events of one device than its bucket holds can never be taken: 413, not a 429
+    // that a client would retry for ever.
+    for (const auto& [device_id, count] : per_device) {
+      if (static_cast<double>(count) > ctx_.event_limiter->burst()) {
+        RejectCounter("too_many_events")->Inc();
+        responder.Send(net::HttpResponse::Error(
+            413, "too_many_events",
+            fmt::format("{} events for device '{}' in one request; its rate limit takes at "
+                        "most {} at once (limits.device_events_per_second × 2 s): split the "
+                        "request",
+                        count, device_id, static_cast<uint64_t>(ctx_.event_limiter->burst()))));
+        return false;
+      }
+    }
     for (const auto& [device_id, count] : per_device) {
       int64_t retry_ns = 0;
       if (!ctx_.event_limiter->TryAcquire(device_id, static_cast<double>(count), now, &retry_ns)) {
         limited_events_->Inc();
-        std::string msg = fmt::format("too many events for device '{}'", device_id);
-        if (static_cast<double>(count) > ctx_.event_limiter->burst()) {
-          msg += fmt::format(" ({} in one request; at most {} fit)", count,
-                             static_cast<uint64_t>(ctx_.event_limiter->burst()));
-        }
-        responder.Send(RateLimited(msg, retry_ns));
+        responder.Send(
+            RateLimited(fmt::format("too many events for device '{}'", device_id), retry_ns));
         return false;
       }
     }
@@ -266,6 +276,29 @@ class TelemetryRoute {
       w.EndObject();
     }
     w.EndArray();
+    w.EndObject();
+    return w.Take();
+  }
+
+  // CONTRACT §1: a 400 has the ingest result's shape (`accepted: 0`); an unparseable body
+  // has no events to list, so its error is the API's error object (§3) next to it.
+  static std::string UnparseableBody(std::string_view message) {
+    JsonWriter w;
+    w.BeginObject();
+    w.Key("accepted");
+    w.Uint(0);
+    w.Key("rejected");
+    w.Uint(0);
+    w.Key("errors");
+    w.BeginArray();
+    w.EndArray();
+    w.Key("error");
+    w.BeginObject();
+    w.Key("code");
+    w.String("invalid_json");
+    w.Key("message");
+    w.String(message);
+    w.EndObject();
     w.EndObject();
     return w.Take();
   }

@@ -148,6 +148,19 @@ class DeviceApiCases:
                          403, "forbidden", "owner key registers")
         self.assertError(self.get_device(body["device_id"]), 404, "not_found",
                          "not registered by the refused calls")
+        # A 401 names the scheme it wants (RFC 9110 section 11.6.1) ...
+        _, headers, _ = self.server.request("POST", "/v1/devices", body)
+        self.assertEqual(headers.get("www-authenticate"), "Bearer", headers)
+        # ... and the scheme's name is case-insensitive (section 11.1).
+        for scheme in ("bearer", "BEARER", "Bearer  "):
+            with self.subTest(scheme=scheme):
+                status, _, got = self.server.request(
+                    "GET", "/v1/devices?limit=1",
+                    headers={"Authorization": f"{scheme} {ADMIN_TOKEN}"})
+                self.assertEqual(status, 200, got)
+        status, _, _ = self.server.request("GET", "/v1/devices?limit=1",
+                                           headers={"Authorization": f"Bearer{ADMIN_TOKEN}"})
+        self.assertEqual(status, 401, "no space after the scheme")
 
     def test_validation_errors_are_400_with_messages(self):
         owner = self.owner()
@@ -262,8 +275,11 @@ class DeviceApiCases:
             "GET", f"/v1/devices/{dev}/metrics/history?from={fmt_ts(now - 3600)}"
             f"&to={fmt_ts(now + 60)}&resolution=1m", headers=ADMIN)
         self.assertEqual(status, 200, f"history after delete: {body!r}")
-        # The id can be registered again, with a fresh token.
-        again = self.register(device_id=dev)
+        # The history stays under the id, so only its owner may register the id again
+        # (another owner would read it), with a fresh token.
+        gone = self.register(device_id=dev, expect=409)
+        self.assertEqual(gone["error"]["code"], "already_exists", gone)
+        again = self.register(device_id=dev, owner_id=created["device"]["owner_id"])
         self.assertNotEqual(again["token"], token)
 
     # ---------------------------------------------------------------- list
@@ -360,8 +376,14 @@ class DeviceApiCases:
                                    {"installed_at": None, "location": None}, headers=ADMIN)
         self.assertStatus(resp, 200, "clear fields")
         self.assertIsNone(resp[2]["device"]["installed_at"])
+        # A null timezone is UTC, as at registration.
+        resp = self.server.request("PATCH", f"/v1/devices/{dev}", {"timezone": None},
+                                   headers=bearer(key))
+        self.assertStatus(resp, 200, "null timezone")
+        self.assertEqual(resp[2]["device"]["timezone"], "UTC")
         for what, body, word in [("bad timezone", {"timezone": "Nowhere/City"}, "timezone"),
-                                 ("null timezone", {"timezone": None}, "timezone"),
+                                 ("the host's zone", {"timezone": "localtime"}, "timezone"),
+                                 ("a leap-second copy", {"timezone": "right/UTC"}, "timezone"),
                                  ("read-only", {"created_at": "x"}, "created_at"),
                                  ("unknown", {"colour": "red"}, "colour"),
                                  ("device_id", {"device_id": "other"}, "device_id"),

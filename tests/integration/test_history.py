@@ -204,6 +204,17 @@ class HistoryApiTest(JouleTestCase):
         st, _, _ = self.server.request("GET", f"/v1/devices/{q(self.foreign)}/health",
                                        headers=self.owner_key)
         self.assertEqual(st, 404)
+        # Registered, nothing received: no times (null, not 1970) and zero counts.
+        quiet = f"quiet-{uid()}"
+        st, _, body = self.server.request("POST", "/v1/devices",
+                                          {"device_id": quiet, "owner_id": f"qo-{uid()}"}, ADMIN)
+        self.assertEqual(st, 201, body)
+        st, _, body = self.server.request("GET", f"/v1/devices/{q(quiet)}/health", headers=ADMIN)
+        self.assertEqual(st, 200, body)
+        for key in ("last_seen", "last_event_time", "watermark", "lag_seconds",
+                    "silent_seconds", "clock_skew_seconds"):
+            self.assertIsNone(body[key], f"{key}: {body!r}")
+        self.assertEqual(body["events"], 0)
 
 
     def test_concurrent_late_events_highest_version_wins(self):

@@ -283,6 +283,11 @@ class IngestValidationTest(JouleTestCase):
                 status, _, resp = self.server.request("POST", "/v1/telemetry", body)
                 self.assertEqual(status, 400, f"{label}: {resp!r}" + self.diag())
                 self.assertIsInstance(resp, dict, f"{label}: error body is JSON: {resp!r}")
+                # CONTRACT section 1: the ingest result's shape, accepted 0; section 3's
+                # error object says why.
+                self.assertEqual((resp.get("accepted"), resp.get("rejected"), resp.get("errors")),
+                                 (0, 0, []), resp)
+                self.assertEqual(resp["error"]["code"], "invalid_json", resp)
 
     def test_content_types(self):
         ev = json.dumps(good_event())

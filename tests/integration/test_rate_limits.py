@@ -108,10 +108,24 @@ class EventLimitTest(RateLimitCase):
         before = self.limited_total("events")
         base = time.time() - 120
         batch = [dict(event(dev), timestamp=fmt_ts(base + i)) for i in range(50)]
-        self.assertRateLimited(self.server.post_events(batch, headers=bearer(token)),
-                               "50 events at 5/s (burst 10)")
-        # The admin token is limited per device too.
-        self.assertRateLimited(self.server.post_events(batch, headers=ADMIN), "admin, 50 events")
+        # More than the bucket holds (burst 10) can never pass: 413, which a client does not
+        # retry, rather than a 429.
+        rejected = lambda: metric_sum(parse_prometheus(self.server.metrics_text()),  # noqa: E731
+                                      "joule_events_rejected_total", code="too_many_events")
+        rejected_before = rejected()
+        resp = self.server.post_events(batch, headers=bearer(token))
+        self.assertStatus(resp, 413, "50 events at 5/s (burst 10)")
+        self.assertEqual(resp[2]["error"]["code"], "too_many_events", resp[2])
+        self.assertIn("split", resp[2]["error"]["message"])
+        self.assertNotIn("retry-after", resp[1])
+        self.assertEqual(rejected() - rejected_before, 1)
+        # Within the burst but over what is left: 429 + Retry-After; the admin token is
+        # limited per device too.
+        self.assertStatus(self.server.post_events(batch[:8], headers=ADMIN), 202, "8 of 10")
+        self.assertRateLimited(self.server.post_events(batch[8:16], headers=bearer(token)),
+                               "8 more with 2 left")
+        self.assertRateLimited(self.server.post_events(batch[8:16], headers=ADMIN),
+                               "admin, 8 more")
         self.assertGreaterEqual(self.limited_total("events"), before + 2)
 
         # A small batch for another device goes through and is processed ...
@@ -120,11 +134,10 @@ class EventLimitTest(RateLimitCase):
         got = poll(lambda: (lambda r: r[0] == 200 and r[2].get("data"))(
             self.server.realtime(other, headers=ADMIN)), timeout=10)
         self.assertTrue(got, "the accepted batch is processed" + self.diag())
-        # ... while nothing of the refused batch was stored.
+        # ... while nothing of the refused batches was stored: only the 8 accepted events.
+        poll(lambda: realtime_count(self.server, dev, ADMIN) >= 8, timeout=10)
         time.sleep(0.5)
-        status, _, body = self.server.realtime(dev, headers=ADMIN)
-        self.assertEqual(status, 200, body)
-        self.assertFalse(body.get("data"), f"refused events were stored: {body!r}")
+        self.assertEqual(realtime_count(self.server, dev, ADMIN), 8, self.diag())
 
     def test_mqtt_publish_over_the_limit_is_refused_and_not_stored(self):
         dev, token = self.register()
@@ -169,8 +182,8 @@ class AuthDisabledTest(RateLimitCase):
         dev = f"rl-{uid()}"
         for i in range(5):
             self.assertStatus(self.server.post_events([event(dev)]), 202, f"request {i + 1}")
-        self.assertRateLimited(self.server.post_events([event(dev) for _ in range(20)]),
-                               "20 events at 5/s (burst 10)")
+        self.assertRateLimited(self.server.post_events([event(dev) for _ in range(8)]),
+                               "8 events with 5 left (5/s, burst 10)")
 
 
 if __name__ == "__main__":
