@@ -137,6 +137,15 @@ bool IsLeap(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
 }  // namespace
 
 bool ParseRfc3339(std::string_view s, int64_t* nanos) {
+  int64_t secs = 0, frac = 0;
+  if (!ParseRfc3339Seconds(s, &secs, &frac)) return false;
+  // int64 nanoseconds cover 1677-09-21 to 2262-04-11: reject outside.
+  if (secs < -9223372036LL || secs > 9223372035LL) return false;
+  *nanos = secs * kNanosPerSecond + frac;
+  return true;
+}
+
+bool ParseRfc3339Seconds(std::string_view s, int64_t* seconds, int64_t* fraction_ns) {
   int y, mo, d, h, mi, se;
   if (!Digits(s, 0, 4, &y) || s.size() < 20 || s[4] != '-' || !Digits(s, 5, 2, &mo) ||
       s[7] != '-' || !Digits(s, 8, 2, &d) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
@@ -180,11 +189,8 @@ bool ParseRfc3339(std::string_view s, int64_t* nanos) {
   }
   if (pos != s.size()) return false;
   int64_t days = DaysFromCivil(y, mo, d);
-  int64_t secs = days * 86400 + h * 3600 + mi * 60 + se - offset_s;
-  // Range guard: years 0000–9999 are well inside int64 nanoseconds (±292 years? no):
-  // int64 ns covers 1677–2262. Reject outside.
-  if (secs < -9223372036LL || secs > 9223372035LL) return false;
-  *nanos = secs * kNanosPerSecond + frac;
+  *seconds = days * 86400 + h * 3600 + mi * 60 + se - offset_s;
+  *fraction_ns = frac;
   return true;
 }
 

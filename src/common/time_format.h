@@ -24,6 +24,10 @@ std::string FormatRfc3339Exact(int64_t nanos);
 // Parses RFC 3339 with 'Z'/'z' or ±hh:mm offset and 0–9 fraction digits; 'T' or 't'
 // (or one space) between date and time. Returns false on anything else.
 bool ParseRfc3339(std::string_view s, int64_t* nanos);
+// The same syntax for any year 0000–9999 (int64 nanoseconds cover only 1677–2262): seconds
+// since the epoch and the fraction in nanoseconds. For telling a well-formed time out of
+// range from a malformed one.
+bool ParseRfc3339Seconds(std::string_view s, int64_t* seconds, int64_t* fraction_ns);
 
 // "10s", "5m", "1h", "7d", "250ms", "100us"; a bare integer is seconds.
 Result<int64_t> ParseDurationNanos(std::string_view s);

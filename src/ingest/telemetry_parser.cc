@@ -773,6 +773,14 @@ class TelemetryParser::Impl {
       std::string_view s;
       INGEST_TRY(value.get_string().get(s));
       if (!ParseRfc3339(s, &pending_.event->timestamp_ns)) {
+        int64_t secs, frac;
+        if (ParseRfc3339Seconds(s, &secs, &frac)) {  // well-formed, outside 1677–2262
+          pending_.Fail(Reject::kTimestampRange,
+                        fmt::format("timestamp: {} is outside the times Joule can store "
+                                    "(1677-09-21 to 2262-04-11)",
+                                    Quote(s)));
+          return simdjson::SUCCESS;
+        }
         pending_.Fail(Reject::kTimestamp,
                       fmt::format("timestamp: {} is not an RFC 3339 date-time with Z or ±hh:mm "
                                   "and at most 9 fraction digits",
@@ -793,13 +801,16 @@ class TelemetryParser::Impl {
         double ignored;
         bool overflow;
         INGEST_TRY(ReadDouble(value, &ignored, &overflow));  // consume
-        pending_.Fail(Reject::kTimestamp,
-                      integer ? "timestamp: epoch milliseconds out of range"
-                              : "timestamp: a number must be an integer of epoch milliseconds");
+        if (integer) {
+          pending_.Fail(Reject::kTimestampRange, "timestamp: epoch milliseconds out of range");
+        } else {
+          pending_.Fail(Reject::kTimestamp,
+                        "timestamp: a number must be an integer of epoch milliseconds");
+        }
         return simdjson::SUCCESS;
       }
       if (millis > kMaxEpochMillis || millis < -kMaxEpochMillis) {
-        pending_.Fail(Reject::kTimestamp, "timestamp: epoch milliseconds out of range");
+        pending_.Fail(Reject::kTimestampRange, "timestamp: epoch milliseconds out of range");
         return simdjson::SUCCESS;
       }
       pending_.event->timestamp_ns = millis * kNanosPerMilli;
