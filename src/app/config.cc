@@ -324,7 +324,12 @@ Result<Config> LoadConfig(const std::string& path, char** envp,
     }
     if (!found) {
       // Test-harness and tool variables (JOULE_BIN, …) share the prefix; only warn.
-      if (warnings) warnings->push_back(fmt::format("ignoring unknown variable {}", name));
+      if (warnings) {
+        warnings->push_back(fmt::format(
+            "ignoring {}: no such config key (`joule config` lists them as [section] key, "
+            "set by JOULE_SECTION_KEY)",
+            name));
+      }
       continue;
     }
     Status st = found->set(c, value);

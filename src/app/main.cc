@@ -128,6 +128,7 @@ int main(int argc, char** argv) {
       fmt::print(stderr, "joule: {}\n", config.status().message());
       return 2;
     }
+    for (const std::string& w : warnings) fmt::print(stderr, "joule: warning: {}\n", w);
     if (*import_cmd) return joule::app::RunDevicesImport(*config, import_options);
     std::optional<std::string> owner;
     if (!export_owner.empty()) owner = export_owner;
@@ -151,6 +152,8 @@ int main(int argc, char** argv) {
       fmt::print(stderr, "joule: {}\n", config.status().message());
       return 2;
     }
+    // A misspelled JOULE_* variable would otherwise be ignored without a word.
+    for (const std::string& w : warnings) fmt::print(stderr, "joule: warning: {}\n", w);
     if (*show) {
       fmt::print("{}", joule::app::ConfigToToml(*config));
       return 0;

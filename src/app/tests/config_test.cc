@@ -87,6 +87,21 @@ TEST(ConfigTest, ClearErrors) {
   EXPECT_FALSE(LoadConfig("", env2).ok());
 }
 
+// Unlike an unknown key in a file (an error: the file is the config's own), an unknown
+// JOULE_* variable is a warning — test harnesses and tools share the prefix — which
+// `joule serve` and `joule config` print, so a misspelling does not go unnoticed.
+TEST(ConfigTest, UnknownVariableIsAWarning) {
+  std::string typo = "JOULE_LIMITS_MAX_BODY_BYTS=1KiB";
+  std::string good = "JOULE_LIMITS_MAX_BODY_BYTES=2KiB";
+  char* env[] = {typo.data(), good.data(), nullptr};
+  std::vector<std::string> warnings;
+  auto c = LoadConfig("", env, &warnings);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->max_body_bytes, 2u << 10);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("JOULE_LIMITS_MAX_BODY_BYTS"), std::string::npos) << warnings[0];
+}
+
 TEST(ConfigTest, TomlRoundTrip) {
   char* env[] = {nullptr};
   auto c = LoadConfig("", env);
