@@ -17,7 +17,7 @@ constexpr char kMagic[4] = {'J', 'S', 'W', 'E'};
 // content (read as its fingerprint). 3: as its fingerprint. 4: no pending events (events
 // are folded on arrival; a format 1–3 file's pending events are folded when it is read),
 // gauge histories, and the time from which the histories are complete.
-constexpr uint32_t kFormatVersion = 4;
+constexpr uint32_t kFormatVersion = 5;
 constexpr size_t kHeaderSize = 4 + 4 + 8;
 
 class Writer {
@@ -225,6 +225,7 @@ Status WindowEngine::SaveState(std::string* out) const {
     w.Str(d.timezone);
     w.I64(d.latest_day_end);
     w.I64(d.complete_from);
+    w.I64(d.evicted_to);
     w.U32(static_cast<uint32_t>(d.metrics.size()));
     for (const MetricState& ms : d.metrics) {
       w.Str(E.NameOf(ms));
@@ -338,6 +339,11 @@ Status WindowEngine::RestoreState(std::string_view data) {
     d.zone = E.zones.Find(d.timezone);
     d.latest_day_end = r.I64();
     d.complete_from = version >= 4 ? r.I64() : kMinTime;
+    // Before format 5, eviction went up to max(watermark, idle watermark) − allowed_lateness
+    // − max_gap (never past it: both only grew).
+    d.evicted_to = version >= 5
+                       ? r.I64()
+                       : std::max(d.wm, d.fin_wm) - E.opt.allowed_lateness_ns - E.opt.max_gap_ns;
     const uint32_t n_metrics = r.Count(5);
     for (uint32_t mi = 0; mi < n_metrics && r.ok(); ++mi) {
       MetricState ms;

@@ -192,6 +192,10 @@ struct alignas(64) Device {
   // Every metric's history holds all of its samples at or after this time (the sample
   // statistics of a base window starting here or later can be recomputed from them).
   int64_t complete_from = kMinTime;
+  // Eviction has freed the windows ending at or before this time and the samples before
+  // it (Evict). An out-of-order event that would need them is too late however near the
+  // watermark it is (after an outage the idle finalization evicts by processing time).
+  int64_t evicted_to = kMinTime;
   // Line 3. De-duplication of events without an event_id: their timestamps, sorted (in
   // chunks, like the histories: growing never copies it, expiry frees whole chunks).
   ChunkedLog<int64_t> seen_ts;

@@ -747,6 +747,19 @@ void Finalize(Impl& E, Device& d, RecordSink* sink) {
   EmitDirty(E, d, sink);
 }
 
+// Before an event later than the device's latest: if an idle finalization ran ahead of the
+// device's own time (fin_wm past the end of its latest event's base window), the device
+// resumes. What was finalized stays final (and is re-emitted with version+1 if the new
+// events change it, as a late update would); windows after it finalize by the device's
+// own watermark again, so a backlog uploaded in order after an outage gets one final
+// record per window, as live, instead of a final record re-emitted on every event.
+// What the idle finalization evicted stays evicted (Device::evicted_to).
+void Resume(Impl& E, Device& d) {
+  // REQUIRES: d.fin_wm > d.max_t (an idle finalization ran).
+  const int64_t last_base_end = FloorTo(d.max_t, E.opt.window_ns) + E.opt.window_ns;
+  d.fin_wm = std::min(d.fin_wm, last_base_end);
+}
+
 bool HasOpen(const Device& d) {
   for (int res = 0; res < kNumRes; ++res) {
     if (d.first_open[res] < d.win[res].size()) return true;
@@ -823,7 +836,12 @@ void EarlyFire(Impl& E, Device& d, int64_t now, int64_t tick_period, RecordSink*
 void Evict(Impl& E, Device& d) {
   if (!d.has_events) return;
   const int64_t ref = std::max(d.wm, d.fin_wm);
-  const int64_t horizon = ref - E.opt.allowed_lateness_ns - E.opt.max_gap_ns;
+  // Never past the start of the latest event's base window: a silent device keeps that
+  // window, its 1h/1d rollups and its last samples, which the next in-order event (never
+  // too late) extends or bridges from.
+  const int64_t horizon = std::min(ref - E.opt.allowed_lateness_ns - E.opt.max_gap_ns,
+                                   FloorTo(d.max_t, E.opt.window_ns));
+  d.evicted_to = std::max(d.evicted_to, horizon);
   for (int res = 0; res < kNumRes; ++res) {
     auto& v = d.win[res];
     size_t k = 0;
@@ -1111,7 +1129,12 @@ void WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t no
   }
   const int64_t t = ev.timestamp_ns;
   const int64_t ref = d.has_events ? std::max(d.wm, d.fin_wm) : kMinTime;
-  if (d.has_events && t < ref - E.opt.allowed_lateness_ns) {
+  // Only an event at or before the device's latest can be too late: a later one is its
+  // newest data (a backlog uploaded in order after an outage, however long). An earlier
+  // one is too late past allowed_lateness, or when the windows or samples it would change
+  // (its interval reaches max_gap back) were evicted.
+  if (d.has_events && t <= d.max_t &&
+      (t < ref - E.opt.allowed_lateness_ns || t < d.evicted_to + E.opt.max_gap_ns)) {
     ++d.late_dropped;
     ++E.late_dropped;
     return;
@@ -1157,6 +1180,7 @@ void WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t no
     }
     ApplyUnordered(E, d, ev, ids);
   } else {
+    if (d.fin_wm > d.max_t) Resume(E, d);  // (only after an idle finalization)
     SmallBuffer<double> value_buffer;
     double* values = value_buffer.Get(n_ev);
     for (size_t i = 0; i < n_ev; ++i) values[i] = ev_metrics[i].value;

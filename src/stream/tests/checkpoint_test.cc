@@ -72,9 +72,9 @@ TEST(CheckpointTest, ReadsFormatVersion2) {
   std::string from_v2, from_live;
   ASSERT_TRUE(restored.SaveState(&from_v2).ok());
   ASSERT_TRUE(live.SaveState(&from_live).ok());
-  // Now in format version 4. (Not the same bytes: the version-2 engine kept no gauge
+  // Now in format version 5. (Not the same bytes: the version-2 engine kept no gauge
   // samples, so the restored histories are complete only from the next window on.)
-  EXPECT_EQ(from_v2.substr(4, 1), std::string("\x04", 1));
+  EXPECT_EQ(from_v2.substr(4, 1), std::string("\x05", 1));
   Collect ra, rb;
   live.Tick(1795000000LL * kNanosPerSecond + 502 * kNanosPerSecond, &ra);
   restored.Tick(1795000000LL * kNanosPerSecond + 502 * kNanosPerSecond, &rb);
