@@ -130,7 +130,21 @@ const std::vector<Key>& Keys() {
        [](const Config& c) { return DurationText(c.log_group_commit_window_ns); }},
       {"storage", "log_prewrite_bytes", Size(&Config::log_prewrite_bytes, true),
        [](const Config& c) { return std::to_string(c.log_prewrite_bytes); }},
-      {"stream", "window", Duration(&Config::window_ns),
+      {"stream", "window",
+       [](Config& c, const std::string& v) -> Status {
+         // Base windows must tile the 1h rollups and every local day: UTC offsets (and
+         // Lord Howe's 30-minute DST shift) are multiples of 15 minutes.
+         JOULE_ASSIGN_OR_RETURN(int64_t ns, ParseDurationNanos(v));
+         constexpr int64_t kQuarterHour = 900'000'000'000;
+         if (ns <= 0 || kQuarterHour % ns != 0) {
+           return Status::InvalidArgument(fmt::format(
+               "'{}' must divide 15 minutes (e.g. 1s, 10s, 30s, 1m, 5m, 15m) so that base "
+               "windows tile hours and local days",
+               v));
+         }
+         c.window_ns = ns;
+         return Status::Ok();
+       },
        [](const Config& c) { return DurationText(c.window_ns); }},
       {"stream", "out_of_orderness", Duration(&Config::out_of_orderness_ns, true),
        [](const Config& c) { return DurationText(c.out_of_orderness_ns); }},

@@ -102,6 +102,23 @@ TEST(ConfigTest, UnknownVariableIsAWarning) {
   EXPECT_NE(warnings[0].find("JOULE_LIMITS_MAX_BODY_BYTS"), std::string::npos) << warnings[0];
 }
 
+// A base window that does not tile hours and local days would put a window's samples in
+// the wrong 1h/1d rollup (found by a black-box test with 7m and 10m windows).
+TEST(ConfigTest, WindowMustDivideAQuarterHour) {
+  for (const char* ok : {"1s", "10s", "30s", "1m", "5m", "15m"}) {
+    std::string var = std::string("JOULE_STREAM_WINDOW=") + ok;
+    char* env[] = {var.data(), nullptr};
+    EXPECT_TRUE(LoadConfig("", env).ok()) << ok;
+  }
+  for (const char* bad : {"7m", "10m", "1h", "7s", "0s"}) {
+    std::string var = std::string("JOULE_STREAM_WINDOW=") + bad;
+    char* env[] = {var.data(), nullptr};
+    auto c = LoadConfig("", env);
+    ASSERT_FALSE(c.ok()) << bad;
+    EXPECT_NE(c.status().message().find("15 minutes"), std::string::npos) << c.status().ToString();
+  }
+}
+
 TEST(ConfigTest, TomlRoundTrip) {
   char* env[] = {nullptr};
   auto c = LoadConfig("", env);
