@@ -83,6 +83,7 @@ mqtt::ConnectDecision MqttIngest::OnConnect(const mqtt::ConnectRequest& request)
   }
   mqtt::ConnectDecision ok;
   ok.principal = *request.username;
+  if (!options_.auth_disabled) ok.credential = *request.password;
   return ok;
 }
 
@@ -101,6 +102,28 @@ void MqttIngest::OnPublish(const mqtt::PublishRequest& request, PublishDone done
     done({mqtt::reason::kNotAuthorized,
           "device '" + device_id + "' may publish only to " + TopicOf(device_id)});
     return;
+  }
+  // The token the connection was opened with must still be valid: rotating a device's
+  // token or deleting the device revokes it at once, for open connections too (a cached
+  // lookup; the cache drops revoked tokens before the revoking request returns).
+  if (!options_.auth_disabled) {
+    Result<store::Principal> p = metadata_->AuthenticateToken(*request.credential);
+    if (!p.ok() && p.status().code() == StatusCode::kUnavailable) {
+      messages_unavailable_->Inc();
+      done({mqtt::reason::kUnspecifiedError,
+            "cannot check the token now: the metadata store is unreachable"});
+      return;
+    }
+    if (!p.ok() || p->kind != store::PrincipalKind::kDevice || p->device_id != device_id) {
+      auth_failures_->Inc();
+      messages_denied_->Inc();
+      mqtt::PublishOutcome revoked{
+          mqtt::reason::kNotAuthorized,
+          "the token this connection was opened with was revoked; nothing was stored"};
+      revoked.disconnect = true;
+      done(std::move(revoked));
+      return;
+    }
   }
 
   // The thread's parser and ParsedBody (ParseScratch): nothing below suspends between the
@@ -132,8 +155,18 @@ void MqttIngest::OnPublish(const mqtt::PublishRequest& request, PublishDone done
                                           nullptr)) {
     limited_events_->Inc();
     messages_rate_limited_->Inc();
-    done({mqtt::reason::kQuotaExceeded,
-          "too many events for device '" + device_id + "'; nothing was stored"});
+    mqtt::PublishOutcome limited{
+        mqtt::reason::kQuotaExceeded,
+        "too many events for device '" + device_id + "'; nothing was stored"};
+    // More events than the device's bucket holds can never pass: a final answer (3.1.1
+    // gets a PUBACK rather than a closed connection and a resend for ever).
+    if (static_cast<double>(body.events.size()) > options_.event_limiter->burst()) {
+      limited.reason_string +=
+          "; at most " + std::to_string(static_cast<uint64_t>(options_.event_limiter->burst())) +
+          " events fit in one message: split it";
+      limited.permanent = true;
+    }
+    done(std::move(limited));
     return;
   }
   std::string partial;

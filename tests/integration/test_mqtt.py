@@ -204,6 +204,48 @@ class MqttWithDeviceTokens(JouleTestCase):
         self.assertPublished(pub(self.server, topic(dev), "{not json", "mqttv311", 1, dev, token),
                              "3.1.1 bad payload is acknowledged")
 
+    def test_revoked_token_stops_an_open_connection(self):
+        """Rotating a device's token revokes the old one for connections already open with
+        it too (docs/SECURITY.md "Revocation is immediate"; found by a black-box test: the
+        open connection kept publishing)."""
+        for version in ("mqttv311", "mqttv5"):
+            with self.subTest(version=version):
+                dev, token = self.register()
+                args = [mosquitto_pub_path(), "-h", "127.0.0.1", "-p",
+                        str(mqtt_port(self.server)), "-V", version, "-q", "1", "-t", topic(dev),
+                        "-i", f"it-{uid()}", "-u", dev, "-P", token, "-l"]
+                proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+                try:
+                    proc.stdin.write(json.dumps(event()) + "\n")
+                    proc.stdin.flush()
+                    self.assertEqual(wait_count(self.server, dev, 1, ADMIN), 1,
+                                     "published on the open connection" + self.diag())
+                    denied = metric_sum(self.metrics(), "joule_mqtt_messages_total",
+                                        result="not_authorized")
+                    resp = self.server.request("POST", f"/v1/devices/{dev}/token",
+                                               headers=ADMIN)
+                    self.assertStatus(resp, (200, 201), "rotate the token")
+                    proc.stdin.write(json.dumps(event(power=7.0)) + "\n")
+                    proc.stdin.flush()
+                    self.assertTrue(poll(lambda: metric_sum(
+                        self.metrics(), "joule_mqtt_messages_total",
+                        result="not_authorized") > denied, timeout=10),
+                        "the publish after the rotation was refused" + self.diag())
+                    time.sleep(0.5)
+                    self.assertEqual(realtime_count(self.server, dev, ADMIN), 1,
+                                     "nothing stored after the rotation" + self.diag())
+                finally:
+                    try:
+                        proc.stdin.close()
+                    except BrokenPipeError:
+                        pass
+                    try:
+                        proc.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+
     def test_oversized_and_garbage_packets_do_not_hurt_the_server(self):
         import socket
         port = mqtt_port(self.server)

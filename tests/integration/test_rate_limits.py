@@ -153,6 +153,15 @@ class EventLimitTest(RateLimitCase):
             metric_sum(m(), "joule_mqtt_messages_total", result="rate_limited") - before, 1,
             self.diag())
         self.assertGreaterEqual(self.limited_total("events") - before_events, 1)
+        # MQTT 3.1.1 has no negative PUBACK: a message that can never fit (50 events, burst
+        # 10) is acknowledged and counted rather than closing the connection, which would
+        # make the client resend it for ever (found by a black-box test).
+        proc = pub(self.server, topic(dev), json.dumps(batch), "mqttv311", 1, dev, token,
+                   timeout=10)
+        self.assertIsNotNone(proc, "3.1.1 over-burst publish timed out" + self.diag())
+        self.assertEqual(proc.returncode, 0, f"3.1.1 over-burst: {proc.stderr}" + self.diag())
+        self.assertGreaterEqual(
+            metric_sum(m(), "joule_mqtt_messages_total", result="rate_limited") - before, 2)
         time.sleep(0.5)
         self.assertEqual(realtime_count(self.server, dev, ADMIN), 0, "nothing stored")
 

@@ -327,6 +327,7 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
       return;
     }
     principal_ = std::move(decision.principal);
+    credential_ = std::move(decision.credential);
     connected_ = true;
     session_claimed_ = true;
     server_->ClaimSession(id_, client_id_);
@@ -439,6 +440,7 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
     PublishRequest request;
     request.version = version_;
     request.principal = &principal_;
+    request.credential = &credential_;
     request.topic = pub.topic;
     request.payload = pub.payload;
     request.qos = pub.qos;
@@ -497,7 +499,8 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
         Close();
         return;
       }
-      if (code != reason::kSuccess && code != reason::kPayloadFormatInvalid) {
+      if (code != reason::kSuccess && code != reason::kPayloadFormatInvalid &&
+          !f.outcome.permanent) {
         server_->CountDisconnect("unavailable");
         Close();
         return;
@@ -514,6 +517,10 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
     }
     server_->ObservePuback(SteadyClock::now() - f.received);
     Send(p);
+    if (f.outcome.disconnect) {
+      server_->CountDisconnect("not_authorized");
+      DisconnectWith(code);
+    }
   }
 
   // --- writing
@@ -648,6 +655,7 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
   ProtocolVersion version_ = ProtocolVersion::kV311;
   std::string client_id_;
   std::string principal_;
+  std::string credential_;
   uint16_t keep_alive_s_ = 0;
   uint32_t client_max_packet_ = UINT32_MAX;
   std::vector<std::string> aliases_;  // index = topic alias

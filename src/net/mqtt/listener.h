@@ -41,12 +41,17 @@ struct ConnectRequest {
 struct ConnectDecision {
   uint8_t reason_code = reason::kSuccess;  // MQTT 5 CONNACK reason (mapped for 3.1.1)
   std::string principal;                   // e.g. the device id; passed to OnPublish
+  // Kept with the connection and passed to OnPublish, for a handler that checks on every
+  // publish that the credential the connection was opened with is still valid (a token
+  // revoked while the connection is open).
+  std::string credential;
 };
 
 struct PublishRequest {
   ProtocolVersion version = ProtocolVersion::kV311;
-  const std::string* principal = nullptr;  // from ConnectDecision
-  std::string_view topic;                  // after Topic Alias resolution
+  const std::string* principal = nullptr;   // from ConnectDecision
+  const std::string* credential = nullptr;  // from ConnectDecision
+  std::string_view topic;                   // after Topic Alias resolution
   std::string_view payload;
   uint8_t qos = 0;
   std::optional<uint8_t> payload_format_indicator;  // MQTT 5
@@ -57,6 +62,13 @@ struct PublishOutcome {
   // kUnspecifiedError. 3.1.1 mapping: see docs/formats/mqtt.md §4.
   uint8_t reason_code = reason::kSuccess;
   std::string reason_string;  // MQTT 5 only; dropped if the client's max size is exceeded
+  // A refusal that a resend cannot change (like an invalid payload): MQTT 3.1.1, which has
+  // no negative PUBACK, gets a PUBACK instead of a closed connection (docs/formats/mqtt.md
+  // §4), so that the client does not resend it for ever.
+  bool permanent = false;
+  // Close the connection after answering (MQTT 5: PUBACK, then DISCONNECT with
+  // reason_code): the connection itself may no longer publish (its token was revoked).
+  bool disconnect = false;
 };
 
 class SessionHandler {
