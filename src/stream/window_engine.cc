@@ -836,11 +836,11 @@ void EarlyFire(Impl& E, Device& d, int64_t now, int64_t tick_period, RecordSink*
 void Evict(Impl& E, Device& d) {
   if (!d.has_events) return;
   const int64_t ref = std::max(d.wm, d.fin_wm);
-  // Never past the start of the latest event's base window: a silent device keeps that
-  // window, its 1h/1d rollups and its last samples, which the next in-order event (never
-  // too late) extends or bridges from.
+  // Never past the base window max_gap before the latest event: a silent device keeps the
+  // windows, 1h/1d rollups and samples that its next in-order event (never too late) can
+  // extend or bridge into — an interval reaches at most max_gap back.
   const int64_t horizon = std::min(ref - E.opt.allowed_lateness_ns - E.opt.max_gap_ns,
-                                   FloorTo(d.max_t, E.opt.window_ns));
+                                   FloorTo(d.max_t - E.opt.max_gap_ns, E.opt.window_ns));
   d.evicted_to = std::max(d.evicted_to, horizon);
   for (int res = 0; res < kNumRes; ++res) {
     auto& v = d.win[res];
