@@ -1,5 +1,6 @@
 // GET /v1/stream?device_id= or ?owner_id= (CONTRACT §3): Server-Sent Events `window`,
-// `reading` and `alert` for one device or all of an owner's devices.
+// `reading` and `alert` for one device or all of an owner's devices. Admin and owner keys;
+// device tokens get 403.
 #include "api/api_context.h"
 #include "api/error_response.h"
 #include "api/live_hub.h"
@@ -14,6 +15,12 @@ namespace {
 void HandleStream(ApiContext& ctx, net::HttpRequest& req, net::Responder responder) {
   const Caller caller = ctx.auth->Authenticate(req);
   if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized(caller));
+  // The stream carries alerts (rule names, thresholds, the owner): owner data, which a
+  // device token may not read (as GET /v1/alerts; found by a black-box test).
+  if (caller.kind == Caller::Kind::kDevice) {
+    return responder.Send(net::HttpResponse::Error(
+        403, "forbidden", "device tokens may only ingest; use an owner key"));
+  }
   const std::string* device_id = req.Query("device_id");
   const std::string* owner_id = req.Query("owner_id");
   if ((device_id == nullptr) == (owner_id == nullptr)) {

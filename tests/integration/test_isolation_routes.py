@@ -354,6 +354,11 @@ class RouteIsolationTest(JouleTestCase):
                                          headers=a)
                 self.assertIn(st, (403, 404), got)
                 self.assertEqual((st, error_code(got)), (mst, error_code(mgot)))
+        # A device token may not subscribe, even to its own device: the stream carries
+        # alerts, owner data (as GET /v1/alerts; found by a black-box test).
+        st, _, got = s.request("GET", f"/v1/stream?device_id={self.dev['a']}",
+                               headers=bearer(self.dev_token["a"]))
+        self.assertEqual((st, error_code(got)), (403, "forbidden"), got)
         # A's own owner stream while both devices report: A's data arrives, B's never does.
         conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=2)
         conn.request("GET", f"/v1/stream?owner_id={self.owner['a']}", headers=a)
