@@ -103,7 +103,7 @@ DeviceInfo AlertEngine::Lookup(std::string_view device_id) {
   return info;
 }
 
-void AlertEngine::LoadRules() {
+void AlertEngine::LoadRules(std::vector<AlertUpdate>* out) {
   rules_dirty_.store(false);
   if (!metadata_) return;
   Result<std::vector<store::Rule>> rows = metadata_->ListRules(std::nullopt);
@@ -127,7 +127,7 @@ void AlertEngine::LoadRules() {
     rules.push_back(std::move(*r));
   }
   has_rules_.store(!rules.empty());
-  evaluator_.SetRules(std::move(rules));
+  evaluator_.SetRules(std::move(rules), clock_->NowNanos(), out);
   SeedDevices();
 }
 
@@ -331,7 +331,7 @@ void AlertEngine::Run() {
       tick_now_ = false;
     }
     if (rules_dirty_.load()) {
-      LoadRules();
+      LoadRules(&updates);
       devices.clear();  // LoadRules seeded them all
     }
     if (reseed_devices_) {

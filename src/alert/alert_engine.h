@@ -77,7 +77,8 @@ class AlertEngine {
   AlertEngine(AlertEngineOptions options, store::MetadataStore* metadata, const Clock* clock,
               MetricsRegistry* metrics);
   void Run();
-  void LoadRules();
+  // (Re)loads the rules; the alerts of rules that were deleted are resolved into `out`.
+  void LoadRules(std::vector<AlertUpdate>* out = nullptr);
   // Absence rules scoped to an owner or a model: registers the devices they cover from
   // the metadata store (all of them, or one changed device), see Evaluator::RegisterDevice.
   void SeedDevices();

@@ -39,7 +39,7 @@ const Rule* Evaluator::FindRule(std::string_view id) const {
   return nullptr;
 }
 
-void Evaluator::SetRules(std::vector<Rule> rules) {
+void Evaluator::SetRules(std::vector<Rule> rules, int64_t now, std::vector<AlertUpdate>* out) {
   // Keep the tracks of rules that did not change (compared by canonical JSON).
   std::unordered_map<std::string, std::string> before;
   for (const Rule& r : rules_) before[r.id] = RuleToJson(r, true);
@@ -48,10 +48,22 @@ void Evaluator::SetRules(std::vector<Rule> rules) {
     auto it = before.find(r.id);
     keep[r.id] = it != before.end() && it->second == RuleToJson(r, true);
   }
+  const size_t first_update = out != nullptr ? out->size() : 0;
   for (auto it = tracks_.begin(); it != tracks_.end();) {
     std::string rule_id = it->first.substr(0, it->first.find('\n'));
     auto k = keep.find(rule_id);
     if (k == keep.end()) {
+      // A deleted rule: its open alerts end with it (they would stay open for ever).
+      const Rule* old = out != nullptr ? FindRule(rule_id) : nullptr;
+      const std::string device_id = it->first.substr(it->first.find('\n') + 1);
+      for (Known& kn : it->second.known) {
+        if (old == nullptr || !Active(kn.state)) continue;
+        if (kn.state == store::AlertState::kFiring) kn.fired = true;
+        kn.state = store::AlertState::kResolved;
+        kn.end_we = kn.open_we;
+        out->push_back(
+            Make(*old, device_id, kn, "resolved", now, nullptr, "resolved: the rule was deleted"));
+      }
       it = tracks_.erase(it);
     } else {
       if (!k->second) {
@@ -71,6 +83,11 @@ void Evaluator::SetRules(std::vector<Rule> rules) {
       }
       ++it;
     }
+  }
+  // (In alert id order, whatever the order of the tracks.)
+  if (out != nullptr) {
+    std::sort(out->begin() + static_cast<ptrdiff_t>(first_update), out->end(),
+              [](const AlertUpdate& a, const AlertUpdate& b) { return a.alert.id < b.alert.id; });
   }
   rules_ = std::move(rules);
 }

@@ -68,8 +68,10 @@ class Evaluator {
  public:
   explicit Evaluator(DeviceLookup lookup);
 
-  // Replaces the rule set. State of rules that disappeared or changed is dropped.
-  void SetRules(std::vector<Rule> rules);
+  // Replaces the rule set. State of rules that disappeared or changed is dropped; the
+  // active (pending or firing) alerts of a rule that disappeared are resolved ("the rule was
+  // deleted"), appended to `out` when it is not null.
+  void SetRules(std::vector<Rule> rules, int64_t now = 0, std::vector<AlertUpdate>* out = nullptr);
   const std::vector<Rule>& rules() const { return rules_; }
 
   // Seeds an active (pending or firing) alert from the store after a restart, so its

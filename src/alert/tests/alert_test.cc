@@ -81,6 +81,14 @@ void RunScenario(const std::filesystem::path& path) {
       ASSERT_TRUE(r.ok()) << lineno << ": " << r.status().ToString();
       rules.push_back(*r);
       ev.SetRules(rules);
+    } else if (cmd == "delete_rule") {
+      check_drained(lineno);
+      std::string id;
+      ls >> id;
+      std::erase_if(rules, [&](const Rule& r) { return r.id == id; });
+      std::vector<AlertUpdate> out;
+      ev.SetRules(rules, now, &out);
+      for (auto& u : out) got.push_back(std::move(u));
     } else if (cmd == "device") {
       std::string id, owner, model;
       ls >> id >> owner >> model;
