@@ -100,9 +100,9 @@ class MqttListener::Impl : public std::enable_shared_from_this<Impl> {
   void Stop();
 
   // Called by connections (on their strands).
-  void Unregister(uint64_t id, const std::string& client_id);
+  void Unregister(uint64_t id, const std::string& session_key);
   // Makes `id` the owner of `client_id`; the previous owner, if any, is taken over.
-  void ClaimSession(uint64_t id, const std::string& client_id);
+  void ClaimSession(uint64_t id, const std::string& session_key);
   std::string AssignClientId() {
     return "joule-" + std::to_string(assigned_ids_.fetch_add(1, std::memory_order_relaxed) + 1);
   }
@@ -142,8 +142,9 @@ class MqttListener::Impl : public std::enable_shared_from_this<Impl> {
 
   mutable std::mutex mu_;
   std::unordered_map<uint64_t, std::weak_ptr<MqttConnection>> connections_;  // guarded by mu_
-  std::unordered_map<std::string, uint64_t> sessions_;  // client id → connection; guarded by mu_
-  uint64_t next_connection_id_ = 0;                     // guarded by mu_
+  // principal + '\n' + client id → connection; guarded by mu_
+  std::unordered_map<std::string, uint64_t> sessions_;
+  uint64_t next_connection_id_ = 0;  // guarded by mu_
 
   Gauge* connections_gauge_ = nullptr;
   Counter* publishes_qos0_ = nullptr;
@@ -220,7 +221,7 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
   void Unregister() {
     if (!registered_) return;
     registered_ = false;
-    server_->Unregister(id_, session_claimed_ ? client_id_ : std::string());
+    server_->Unregister(id_, session_claimed_ ? session_key_ : std::string());
   }
 
   // --- reading
@@ -330,7 +331,11 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
     credential_ = std::move(decision.credential);
     connected_ = true;
     session_claimed_ = true;
-    server_->ClaimSession(id_, client_id_);
+    // A session is the principal's client id: a client id reused by another device (or
+    // user) opens its own session instead of taking the other's over and knocking it
+    // offline (found by a black-box test).
+    session_key_ = principal_ + '\n' + client_id_;
+    server_->ClaimSession(id_, session_key_);
 
     Packet p;
     p.type = PacketType::kConnack;
@@ -650,6 +655,7 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
   bool closed_ = false;
   bool connected_ = false;
   bool session_claimed_ = false;
+  std::string session_key_;  // principal + '\n' + client id
   bool timer_armed_ = false;
 
   ProtocolVersion version_ = ProtocolVersion::kV311;

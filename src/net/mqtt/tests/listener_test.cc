@@ -24,8 +24,8 @@ class FakeHandler : public SessionHandler {
  public:
   ConnectDecision OnConnect(const ConnectRequest& r) override {
     ConnectDecision d;
-    if (r.username != "dev") d.reason_code = reason::kBadUserNameOrPassword;
-    d.principal = "dev";
+    if (r.username != "dev" && r.username != "dev2") d.reason_code = reason::kBadUserNameOrPassword;
+    d.principal = r.username.value_or("");
     return d;
   }
   void OnPublish(const PublishRequest& r, PublishDone done) override {
@@ -250,6 +250,21 @@ TEST_F(MqttListenerTest, SessionTakeover) {
   second->Send(Publish("ok", 1));
   ASSERT_TRUE(second->Receive(&p));
   EXPECT_EQ(p.type, PacketType::kPuback);
+}
+
+// A session is the principal's client id: another principal reusing the id opens its own
+// session and does not knock the first one offline.
+TEST_F(MqttListenerTest, AnotherPrincipalsClientIdTakesNothingOver) {
+  auto first = Connect(V::kV5, "same", "dev");
+  auto second = Connect(V::kV5, "same", "dev2");
+  Packet p;
+  first->Send(Publish("ok", 1));
+  ASSERT_TRUE(first->Receive(&p));
+  EXPECT_EQ(p.type, PacketType::kPuback);
+  second->Send(Publish("ok", 2));
+  ASSERT_TRUE(second->Receive(&p));
+  EXPECT_EQ(p.type, PacketType::kPuback);
+  EXPECT_EQ(p.publish_response.packet_id, 2);
 }
 
 TEST_F(MqttListenerTest, TopicAlias) {
