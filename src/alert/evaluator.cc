@@ -135,6 +135,15 @@ void Evaluator::RestoreAlert(const store::Alert& alert, int64_t now) {
       e.fired_ws = fired_ws;
     }
     if (body["value"].error() == simdjson::SUCCESS) t.known.back().last = e;
+    std::string_view last_end;
+    int64_t last_end_ns = 0;
+    if (rule->kind == RuleKind::kAbsence &&
+        body["last_event_window_end"].get_string().get(last_end) == simdjson::SUCCESS &&
+        ParseRfc3339(last_end, &last_end_ns)) {
+      t.known.back().last_event_end = last_end_ns;
+      int64_t& seen = seen_before_restart_[alert.device_id];
+      seen = std::max(seen, last_end_ns);
+    }
   }
   Flags f{alert.acked, alert.snoozed_until_ns};
   // A snooze that ended before the alert's last stored write was handled before the
@@ -355,6 +364,10 @@ AlertUpdate Evaluator::Make(const Rule& rule, const std::string& device_id, Know
   if (rule.kind == RuleKind::kAbsence) {
     w.Key("absent_for_s");
     w.Int(rule.absent_for_ns / kNanosPerSecond);
+    if (k.last_event_end > 0) {
+      w.Key("last_event_window_end");
+      w.String(FormatRfc3339Millis(k.last_event_end));
+    }
   }
   if (e) {
     w.Key("value");
@@ -506,7 +519,13 @@ void Evaluator::OnRecord(const model::AggregateRecord& record, int64_t now,
     DeviceActivity& a = activity_[record.device_id];
     auto it = a.counts.find(record.window_start_ns);
     if (it == a.counts.end()) {
-      fresh = true;
+      // A window an absence alert saw before a restart: re-emitted by the restored
+      // processors (e.g. finalized when the silent device goes idle again), not new events
+      // (found by a black-box test: the alert resolved, "the device reported again", and
+      // fired anew).
+      auto seen = seen_before_restart_.find(record.device_id);
+      fresh = seen == seen_before_restart_.end() || record.window_end_ns > seen->second;
+      if (!fresh && a.last_seen_ns == 0) a.last_seen_ns = started_ns_;
       a.counts[record.window_start_ns] = record.count;
       while (a.counts.size() > 16) a.counts.erase(a.counts.begin());
     } else if (record.count > it->second) {
@@ -560,7 +579,7 @@ void Evaluator::Tick(int64_t now, std::vector<AlertUpdate>* out) {
   RemindSnoozeEnded(now, out);
   for (const Rule& rule : rules_) {
     if (rule.kind != RuleKind::kAbsence || !rule.enabled) continue;
-    auto check = [&](const std::string& device_id, int64_t last_seen) {
+    auto check = [&](const std::string& device_id, int64_t last_seen, int64_t last_event_end) {
       Track& t = tracks_[TrackKey(rule.id, device_id)];
       last_seen = std::max(last_seen, t.last_seen_ns);
       if (now - last_seen < rule.absent_for_ns) return;
@@ -576,6 +595,7 @@ void Evaluator::Tick(int64_t now, std::vector<AlertUpdate>* out) {
       k.opened_at = now;
       k.state = store::AlertState::kFiring;
       k.fired = true;
+      k.last_event_end = last_event_end;
       t.known.push_back(k);
       out->push_back(Make(
           rule, device_id, k, "firing", now, nullptr,
@@ -587,20 +607,20 @@ void Evaluator::Tick(int64_t now, std::vector<AlertUpdate>* out) {
       int64_t last = a == activity_.end() ? started_ns_ : a->second.last_seen_ns;
       DeviceInfo info = lookup_ ? lookup_(rule.scope.device_id) : DeviceInfo{};
       if (RuleMatches(rule, rule.scope.device_id, info.owner_id, info.model)) {
-        check(rule.scope.device_id, last);
+        check(rule.scope.device_id, last, a == activity_.end() ? 0 : a->second.last_event_end_ns);
       }
       continue;
     }
     for (const auto& [device_id, a] : activity_) {
       DeviceInfo info = lookup_ ? lookup_(device_id) : DeviceInfo{};
       if (!RuleMatches(rule, device_id, info.owner_id, info.model)) continue;
-      check(device_id, a.last_seen_ns);
+      check(device_id, a.last_seen_ns, a.last_event_end_ns);
     }
     // Registered devices not seen since start: watched from max(registration, start).
     for (const auto& [device_id, reg] : registered_) {
       if (activity_.contains(device_id)) continue;
       if (!RuleMatches(rule, device_id, reg.info.owner_id, reg.info.model)) continue;
-      check(device_id, std::max(reg.created_at_ns, started_ns_));
+      check(device_id, std::max(reg.created_at_ns, started_ns_), 0);
     }
   }
 }

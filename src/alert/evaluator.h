@@ -136,6 +136,9 @@ class Evaluator {
     int64_t opened_at = 0;
     double value = 0;
     std::optional<Episode> last;  // the episode as last reported (for reminders)
+    // Absence: the end of the device's newest window with events when the alert opened
+    // (0: none seen); stored in the alert body as `last_event_window_end`.
+    int64_t last_event_end = 0;
   };
   struct Track {
     std::map<int64_t, Verdict> windows;
@@ -150,6 +153,10 @@ class Evaluator {
     int64_t last_event_end_ns = 0;       // end of the newest window with events
     std::map<int64_t, uint64_t> counts;  // recent base windows: start → count
   };
+  // Per device, from the absence alerts restored after a restart: windows ending at or
+  // before this had been seen before the restart (their records, re-emitted by the
+  // restored processors, are not new activity).
+  std::unordered_map<std::string, int64_t> seen_before_restart_;
   struct Flags {
     bool acked = false;
     std::optional<int64_t> snoozed_until;

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <sstream>
 
 #include "alert/evaluator.h"
@@ -48,10 +49,13 @@ void RunScenario(const std::filesystem::path& path) {
   std::ifstream in(path);
   ASSERT_TRUE(in) << path;
   std::unordered_map<std::string, DeviceInfo> devices;
-  Evaluator ev([&devices](std::string_view id) {
+  auto lookup = [&devices](std::string_view id) {
     auto it = devices.find(std::string(id));
     return it == devices.end() ? DeviceInfo{"o1", "m1"} : it->second;
-  });
+  };
+  auto ev = std::make_unique<Evaluator>(lookup);
+  // The alerts as the store holds them (the newest write of each), for `restart`.
+  std::map<std::string, store::Alert> stored;
   std::vector<Rule> rules;
   std::deque<AlertUpdate> got;
   int64_t now = kBase;
@@ -80,15 +84,26 @@ void RunScenario(const std::filesystem::path& path) {
       Result<Rule> r = ParseRule(json, po);
       ASSERT_TRUE(r.ok()) << lineno << ": " << r.status().ToString();
       rules.push_back(*r);
-      ev.SetRules(rules);
+      ev->SetRules(rules);
+    } else if (cmd == "restart") {
+      // A new evaluator (the alert engine after a restart): the rules, the registered
+      // devices are seeded again by the engine (not here), and the store's open alerts are
+      // restored.
+      check_drained(lineno);
+      ev = std::make_unique<Evaluator>(lookup);
+      ev->SetRules(rules);
+      for (const auto& [id, a] : stored) ev->RestoreAlert(a, now);
     } else if (cmd == "delete_rule") {
       check_drained(lineno);
       std::string id;
       ls >> id;
       std::erase_if(rules, [&](const Rule& r) { return r.id == id; });
       std::vector<AlertUpdate> out;
-      ev.SetRules(rules, now, &out);
-      for (auto& u : out) got.push_back(std::move(u));
+      ev->SetRules(rules, now, &out);
+      for (auto& u : out) {
+        stored[u.alert.id] = u.alert;
+        got.push_back(std::move(u));
+      }
     } else if (cmd == "device") {
       std::string id, owner, model;
       ls >> id >> owner >> model;
@@ -97,11 +112,11 @@ void RunScenario(const std::filesystem::path& path) {
       std::string id, owner, model, created;
       ls >> id >> owner >> model >> created;
       devices[id] = DeviceInfo{owner, model};
-      ev.RegisterDevice(id, devices[id], At(created));
+      ev->RegisterDevice(id, devices[id], At(created));
     } else if (cmd == "forget") {
       std::string id;
       ls >> id;
-      ev.ForgetDevice(id);
+      ev->ForgetDevice(id);
     } else if (cmd == "now") {
       std::string t;
       ls >> t;
@@ -149,23 +164,29 @@ void RunScenario(const std::filesystem::path& path) {
       }
       if (r.count == 0 && ms.empty()) r.count = 0;
       std::vector<AlertUpdate> out;
-      ev.OnRecord(r, now, &out);
-      for (auto& u : out) got.push_back(std::move(u));
+      ev->OnRecord(r, now, &out);
+      for (auto& u : out) {
+        stored[u.alert.id] = u.alert;
+        got.push_back(std::move(u));
+      }
     } else if (cmd == "tick") {
       check_drained(lineno);
       std::vector<AlertUpdate> out;
-      ev.Tick(now, &out);
-      for (auto& u : out) got.push_back(std::move(u));
+      ev->Tick(now, &out);
+      for (auto& u : out) {
+        stored[u.alert.id] = u.alert;
+        got.push_back(std::move(u));
+      }
     } else if (cmd == "ack" || cmd == "snooze") {
       std::string dev, rule, ws;
       ls >> dev >> rule >> ws;
       std::string id = AlertId(dev, rule, At(ws));
       if (cmd == "ack") {
-        ev.SetFlags(id, true, std::nullopt);
+        ev->SetFlags(id, true, std::nullopt);
       } else {
         std::string until;
         ls >> until >> until;  // "until HH:MM"
-        ev.SetFlags(id, false, At(until));
+        ev->SetFlags(id, false, At(until));
       }
     } else if (cmd == "expect") {
       std::string what;
