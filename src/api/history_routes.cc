@@ -44,10 +44,10 @@ int64_t NominalWidth(model::Resolution r, int64_t base_ns) {
 
 void AppendCsvNumber(std::string* out, double v) { JsonWriter::AppendDouble(out, v); }
 
-// One flat row per window: fixed columns, then <metric>.<field> for every metric present
-// on the page (sorted by name).
+// One flat row per window: fixed columns (1d: with the local day's date and time zone, as
+// in JSON), then <metric>.<field> for every metric present on the page (sorted by name).
 std::string ToCsv(const std::vector<model::AggregateRecord>& records,
-                  const std::vector<std::string>& only) {
+                  const std::vector<std::string>& only, bool days) {
   struct Column {
     std::string metric;
     model::MetricKind kind;
@@ -60,7 +60,9 @@ std::string ToCsv(const std::vector<model::AggregateRecord>& records,
       }
     }
   }
-  std::string out = "device_id,resolution,window_start,window_end,final,version,count";
+  std::string out = days ? "device_id,resolution,window_start,window_end,local_date,timezone,"
+                           "final,version,count"
+                         : "device_id,resolution,window_start,window_end,final,version,count";
   for (const auto& [name, kind] : metrics) {
     for (const char* f : {"count", "min", "max", "avg", "first", "last", "sum"}) {
       out += fmt::format(",{}.{}", name, f);
@@ -86,6 +88,12 @@ std::string ToCsv(const std::vector<model::AggregateRecord>& records,
     AppendRfc3339Millis(&out, r.window_start_ns);
     out += ',';
     AppendRfc3339Millis(&out, r.window_end_ns);
+    if (days) {  // "YYYY-MM-DD" and an IANA name: no CSV quoting needed
+      out += ',';
+      out += r.local_date;
+      out += ',';
+      out += r.timezone;
+    }
     out += r.final ? ",true," : ",false,";
     JsonWriter::AppendUint(&out, r.version);
     out += ',';
@@ -295,8 +303,10 @@ void HandleHistory(ApiContext& ctx, net::HttpRequest& req, net::Responder respon
     if (!registered && page->records.empty() && q.cursor.empty()) {
       return responder.Send(DeviceNotFound());
     }
-    RecordJsonCache::KeyedPage csv{std::make_shared<const std::string>(ToCsv(page->records, only)),
-                                   page->next_cursor};
+    RecordJsonCache::KeyedPage csv{
+        std::make_shared<const std::string>(
+            ToCsv(page->records, only, q.resolution == model::Resolution::kDay)),
+        page->next_cursor};
     if (series && !page->records.empty()) {
       cache->KeepPage(*series, std::move(key), first, to, writes, csv);
     }

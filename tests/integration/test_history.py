@@ -141,6 +141,17 @@ class HistoryApiTest(JouleTestCase):
         self.assertEqual(rows[0]["power_w.count"], "6")
         self.assertEqual(float(rows[0]["power_w.min"]), 100.0)
         self.assertIn("power_w.energy_wh", rows[0])
+        # 1d rows carry the local day's date and time zone, as the JSON records do.
+        span = {"resolution": "1d", "from": fmt_ts(self.base - 86400),
+                "to": fmt_ts(self.base + 2 * 86400)}
+        days = poll(lambda: (lambda r: r[2]["data"] if r[0] == 200 and r[2]["data"] else None)(
+            self.history(self.devices[0], **span)), timeout=15)
+        self.assertTrue(days, "1d records" + self.diag())
+        st, _, text = self.history(self.devices[0], format="csv", **span)
+        self.assertEqual(st, 200, text)
+        rows = list(csv.DictReader(io.StringIO(text)))
+        self.assertEqual([(r["local_date"], r["timezone"]) for r in rows],
+                         [(d["local_date"], d["timezone"]) for d in days])
 
     def test_clear_400s_and_404s(self):
         dev = self.devices[0]
