@@ -163,6 +163,9 @@ Status Outbox::Recover() {
           e["result"].get_string().get(result) == simdjson::SUCCESS && result == "delivered";
       auto it = pending_.find(sid);
       if (it != pending_.end()) {
+        int64_t n = 0;
+        if (e["attempts"].get_int64().get(n) != simdjson::SUCCESS) n = 0;
+        NoteFinishLocked(sid, it->second.alert_id, delivered, static_cast<int>(n));
         NoteLocked(it->second.alert_id, -1, delivered ? 1 : 0, delivered ? 0 : 1);
         if (!delivered) ++dead_;
         pending_.erase(it);
@@ -216,6 +219,19 @@ Result<bool> Outbox::Add(const Delivery& delivery) {
   return true;
 }
 
+void Outbox::NoteFinishLocked(const std::string& id, const std::string& alert_id, bool delivered,
+                              int attempts) {
+  DeliveryStatus& st = by_alert_[alert_id];
+  st.attempts = std::max(st.attempts, attempts);
+  if (!delivered) return;
+  // The error stays while another delivery of the alert is still failing.
+  st.last_error.clear();
+  for (const auto& [other, d] : pending_) {
+    if (other != id && d.alert_id == alert_id && !d.last_error.empty())
+      st.last_error = d.last_error;
+  }
+}
+
 Status Outbox::RecordAttempt(const std::string& id, int attempts, const std::string& error) {
   std::lock_guard lock(mu_);
   auto it = pending_.find(id);
@@ -240,7 +256,7 @@ Status Outbox::RecordAttempt(const std::string& id, int attempts, const std::str
   return WriteAll(fd_, Line(w.Take()));
 }
 
-Status Outbox::Finish(const std::string& id, bool delivered) {
+Status Outbox::Finish(const std::string& id, bool delivered, int attempts) {
   std::lock_guard lock(mu_);
   auto it = pending_.find(id);
   if (it == pending_.end()) return Status::NotFound("no such delivery");
@@ -252,8 +268,13 @@ Status Outbox::Finish(const std::string& id, bool delivered) {
   w.String(id);
   w.Key("result");
   w.String(delivered ? "delivered" : "dead");
+  if (attempts > 0) {
+    w.Key("attempts");
+    w.Int(attempts);
+  }
   w.EndObject();
   JOULE_RETURN_IF_ERROR(AppendLocked(w.Take()));
+  NoteFinishLocked(id, it->second.alert_id, delivered, attempts);
   NoteLocked(it->second.alert_id, -1, delivered ? 1 : 0, delivered ? 0 : 1);
   if (!delivered) ++dead_;
   pending_.erase(it);

@@ -67,7 +67,10 @@ class Outbox {
   // ResourceExhausted (and writes nothing) when `capacity` deliveries are pending.
   Result<bool> Add(const Delivery& delivery);
   Status RecordAttempt(const std::string& id, int attempts, const std::string& error);
-  Status Finish(const std::string& id, bool delivered);
+  // `attempts`: how many this delivery took, the last one included (0: not counted). A
+  // delivered one clears its alert's last_error unless another of its deliveries is still
+  // failing.
+  Status Finish(const std::string& id, bool delivered, int attempts = 0);
 
   std::vector<Delivery> Pending() const;
   std::optional<DeliveryStatus> StatusOf(const std::string& alert_id) const;
@@ -82,6 +85,8 @@ class Outbox {
   Status AppendLocked(const std::string& json);
   Status CompactLocked();
   void NoteLocked(const std::string& alert_id, int dpending, int ddelivered, int ddead);
+  void NoteFinishLocked(const std::string& id, const std::string& alert_id, bool delivered,
+                        int attempts);
 
   std::string path_;
   bool fsync_;

@@ -123,7 +123,7 @@ void WebhookNotifier::Attempt(Target* t, Delivery d) {
   d.attempts++;
   if (r.ok() && r->status >= 200 && r->status < 300) {
     ok_->Inc();
-    Status st = outbox_->Finish(d.id, true);
+    Status st = outbox_->Finish(d.id, true, d.attempts);
     if (!st.ok()) logging::Error("outbox finish failed", {{"error", st.ToString()}});
     return;
   }
@@ -133,7 +133,7 @@ void WebhookNotifier::Attempt(Target* t, Delivery d) {
   if (refused || d.attempts >= options_.max_attempts) {
     dead_->Inc();
     (void)outbox_->RecordAttempt(d.id, d.attempts, error);
-    Status st = outbox_->Finish(d.id, false);
+    Status st = outbox_->Finish(d.id, false, d.attempts);
     if (!st.ok()) logging::Error("outbox finish failed", {{"error", st.ToString()}});
     logging::Warn("webhook delivery dead-lettered",
                   {{"alert_id", d.alert_id}, {"webhook_id", d.id}, {"error", error}});

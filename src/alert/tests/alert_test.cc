@@ -368,8 +368,31 @@ TEST(OutboxTest, SurvivesReopenAndTornTail) {
   ASSERT_TRUE(st);
   EXPECT_EQ(st->delivered, 1);
   EXPECT_EQ(st->pending, 2);
-  ASSERT_TRUE((*box)->Finish("msg_1", false).ok());
+  // msg_1 is still failing: its error stays through msg_0's success.
+  EXPECT_EQ(st->last_error, "HTTP 500");
+  ASSERT_TRUE((*box)->Finish("msg_2", true, 3).ok());
+  EXPECT_EQ((*box)->StatusOf("a")->last_error, "HTTP 500");
+  // Once it succeeds, the alert's last error is gone and its attempts count (found by a
+  // black-box test: "HTTP 500" and attempts 0 after four deliveries), also after a reopen.
+  ASSERT_TRUE((*box)->Finish("msg_1", true, 2).ok());
+  st = (*box)->StatusOf("a");
+  EXPECT_EQ(st->last_error, "");
+  EXPECT_EQ(st->attempts, 3);
+  box = Outbox::Open(dir.string(), true);
+  ASSERT_TRUE(box.ok());
+  st = (*box)->StatusOf("a");
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->last_error, "");
+  EXPECT_EQ(st->attempts, 3);
+  EXPECT_EQ(st->delivered, 3);
+  Delivery last;
+  last.id = "msg_3";
+  last.alert_id = "a";
+  last.url = "http://x/";
+  ASSERT_TRUE(*(*box)->Add(last));
+  ASSERT_TRUE((*box)->Finish("msg_3", false, 5).ok());
   EXPECT_EQ((*box)->dead_count(), 1u);
+  EXPECT_EQ((*box)->StatusOf("a")->attempts, 5);
   std::filesystem::remove_all(dir);
 }
 
