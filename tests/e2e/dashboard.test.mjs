@@ -169,7 +169,7 @@ function watchConsole(page) {
   errors.badRequests = 0;
   page.on('console', (m) => {
     if (m.type() !== 'error') return;
-    if (/Failed to load resource: the server responded with a status of (401|404)/.test(m.text())) return;
+    if (/Failed to load resource: the server responded with a status of (401|403|404)/.test(m.text())) return;
     if (/Failed to load resource: the server responded with a status of 400/.test(m.text())) {
       errors.badRequests++;
       return;
@@ -418,6 +418,68 @@ test('sign-in with an owner key shows only that owner\'s devices', async () => {
   assert.equal(await page.evaluate(() => localStorage.length), 0);
   await page.goto(base + '/#/device/e2e-plug-1');
   await page.getByText('No device "e2e-plug-1" (or not visible with this key).').waitFor();
+  assert.deepEqual([...errors], [], 'console errors');
+  await page.close();
+});
+
+// Found by a black-box test of the dashboard (session 14): a solar inverter (only solar_w)
+// had empty charts; a device's first window got a years-wide time axis; the health panel
+// never refreshed; signing out and in with another key kept the previous page; a device
+// token was accepted at sign-in.
+test('solar inverter, a new device, health updates, switching keys', async () => {
+  const now = Date.now();
+  const tokens = {};
+  for (const d of [{ device_id: 'e2e-solar-1', owner_id: 'home-c', name: 'Roof PV', timezone: 'UTC' },
+    { device_id: 'e2e-new-1', owner_id: 'home-c', name: 'New plug', timezone: 'UTC' }]) {
+    const r = await call('POST', '/v1/devices', d);
+    assert.equal(r.status, 201, 'register ' + d.device_id + ': ' + r.text);
+    tokens[d.device_id] = r.json.token;
+  }
+  const solar = [];
+  for (let t = now - 5 * 60_000; t <= now - 60_000; t += 20_000) {
+    solar.push({ device_id: 'e2e-solar-1', timestamp: new Date(t).toISOString(), metrics: { solar_w: 1500 + ((t / 20_000) % 5) * 10 } });
+  }
+  await ingest(solar);
+  await ingest([{ device_id: 'e2e-new-1', timestamp: new Date(now - 30_000).toISOString(), metrics: { power_w: 40 } }]);
+  const key = await call('POST', '/v1/owners/home-c/keys');
+  assert.equal(key.status, 201, key.text);
+
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT);
+  const errors = watchConsole(page);
+  await page.goto(base + '/');
+  await page.locator('#token').fill(ADMIN);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByTestId('fleet-table').waitFor();
+
+  // The solar inverter's charts show solar_w.
+  await page.goto(base + '/#/device/e2e-solar-1');
+  await page.waitForFunction(() => Number(document.querySelector('[data-testid="live-chart"]')?.dataset.points) >= 3);
+  await page.waitForFunction(() => / k?W$/.test(document.querySelector('[data-testid="live-power"]').textContent.trim()));
+  await page.waitForFunction(() => Number(document.querySelector('[data-testid="history-chart"]')?.dataset.points) >= 3);
+
+  // A device with one window: a time axis of an hour around it, not years.
+  await page.goto(base + '/#/device/e2e-new-1');
+  await page.waitForFunction(() => document.querySelector('[data-testid="live-chart"]')?.dataset.points === '1');
+  const span = Number(await page.getByTestId('live-chart').getAttribute('data-span'));
+  assert.ok(span > 0 && span <= 7200, 'live chart span ' + span + ' s');
+  // The health panel follows new events without a reload.
+  await page.getByTestId('health').getByText('Events').waitFor();
+  const before = await page.evaluate(() => [...document.querySelectorAll('[data-testid="health"] dt')].find((dt) => dt.textContent === 'Events').nextElementSibling.textContent.trim());
+  await ingest([{ device_id: 'e2e-new-1', timestamp: new Date().toISOString(), metrics: { power_w: 41 } }]);
+  await page.waitForFunction((b) => {
+    const dd = [...document.querySelectorAll('[data-testid="health"] dt')].find((dt) => dt.textContent === 'Events')?.nextElementSibling;
+    return dd && dd.textContent.trim() !== b;
+  }, before, { timeout: 25_000 });
+
+  // Sign out, then a device token is refused with a reason; the owner key lands on its fleet.
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.locator('#token').fill(tokens['e2e-new-1']);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByText('This is a device token').waitFor();
+  await page.locator('#token').fill(key.json.key);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByTestId('fleet-count').getByText('2 of 2 devices').waitFor();
   assert.deepEqual([...errors], [], 'console errors');
   await page.close();
 });

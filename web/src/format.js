@@ -54,7 +54,8 @@ export function seconds(s) {
 
 const dtf = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
 
-// Joule reports "1970-01-01T00:00:00Z" for "never" (e.g. health of a silent device).
+// "Never": null (health of a device that sent nothing); before 2026-11-30 Joule reported
+// "1970-01-01T00:00:00Z".
 const never = (ms) => !(ms > 0);
 
 export function time(iso) {
@@ -85,11 +86,31 @@ export function localDate(ms, timeZone) {
   }
 }
 
-// Power of a record: time-weighted average when known, else the sample mean.
-export function recordPower(r) {
-  const m = r && r.metrics && r.metrics.power_w;
+// The power metric a device's charts show: power_w when it has one, else its first power
+// metric (one with energy_wh: solar_w, grid_w, …), else null.
+export function powerMetric(records) {
+  let first = null;
+  for (const r of records || []) {
+    const ms = (r && r.metrics) || {};
+    if (ms.power_w) return 'power_w';
+    if (first === null) {
+      for (const [name, m] of Object.entries(ms)) {
+        if (m && 'energy_wh' in m) {
+          first = name;
+          break;
+        }
+      }
+    }
+  }
+  return first;
+}
+
+// Power of a record (of `metric`, default power_w): time-weighted average when known, else
+// the sample mean.
+export function recordPower(r, metric = 'power_w') {
+  const m = r && r.metrics && r.metrics[metric];
   if (m) return isNum(m.twa) ? m.twa : isNum(m.avg) ? m.avg : null;
-  return isNum(r && r.avg_power_w) ? r.avg_power_w : null;
+  return metric === 'power_w' && isNum(r && r.avg_power_w) ? r.avg_power_w : null;
 }
 
 export function recordEnergy(r) {

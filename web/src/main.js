@@ -39,13 +39,15 @@ function useRoute() {
   return route;
 }
 
-// Does `token` ('' = none) open the API? true, false (401), or throws (server trouble).
+// Does `token` ('' = none) open the API? true; a message why not (401; 403: a device
+// token, which may only ingest); or throws (server trouble).
 async function accepted(token) {
   try {
     await api('/v1/devices?limit=1', { token });
     return true;
   } catch (e) {
-    if (e.status === 401) return false;
+    if (e.status === 401) return 'This key was not accepted.';
+    if (e.status === 403) return 'This is a device token: devices may only send data. Sign in with an owner key or the admin token.';
     if (e.status && e.status !== 0) return true;  // e.g. 503 metadata: the token itself is fine
     throw e;
   }
@@ -62,11 +64,12 @@ function SignIn({ onSignedIn }) {
     setBusy(true);
     setError(null);
     try {
-      if (await accepted(t)) {
+      const ok = await accepted(t);
+      if (ok === true) {
         setToken(t);
         onSignedIn('token');
       } else {
-        setError({ status: 401, message: 'This key was not accepted.' });
+        setError({ status: 401, message: ok });
       }
     } catch (err) {
       setError(err);
@@ -110,9 +113,9 @@ function App() {
     setAuth({ state: 'checking' });
     try {
       const stored = getToken();
-      if (stored && (await accepted(stored))) return setAuth({ state: 'in', mode: 'token' });
+      if (stored && (await accepted(stored)) === true) return setAuth({ state: 'in', mode: 'token' });
       if (stored) setToken('');
-      if (await accepted('')) return setAuth({ state: 'in', mode: 'disabled' });
+      if ((await accepted('')) === true) return setAuth({ state: 'in', mode: 'disabled' });
       setAuth({ state: 'out' });
     } catch (error) {
       setAuth({ state: 'error', error });
@@ -127,6 +130,7 @@ function App() {
   const signOut = () => {
     setToken('');
     setAuth({ state: 'out' });
+    location.hash = '#/';  // the next key may not see this page
   };
   let page;
   switch (route.page) {

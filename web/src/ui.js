@@ -42,10 +42,16 @@ export function useLoad(fn, deps) {
 export function Chart({ opts, data, height = 220, testid }) {
   const el = useRef(null);
   const plot = useRef(null);
+  // The x scale's span in seconds, for tests (data-span).
+  const noteSpan = () => {
+    const x = plot.current && plot.current.scales.x;
+    if (x && x.min != null && x.max != null) el.current.dataset.span = String(Math.round(x.max - x.min));
+  };
   useEffect(() => {
     const node = el.current;
     const width = Math.max(200, node.clientWidth || 600);
     plot.current = new uPlot({ ...opts, width, height }, data, node);
+    noteSpan();
     const ro = new ResizeObserver(() => {
       const w = Math.max(200, node.clientWidth);
       if (plot.current && w !== plot.current.width) plot.current.setSize({ width: w, height });
@@ -58,13 +64,23 @@ export function Chart({ opts, data, height = 220, testid }) {
     };
   }, [opts, height]);
   useEffect(() => {
-    if (plot.current) plot.current.setData(data);
+    if (plot.current) {
+      plot.current.setData(data);
+      noteSpan();
+    }
   }, [data]);
   const points = data && data[0] ? data[0].length : 0;
   return html`<div class="chart" ref=${el} data-testid=${testid} data-points=${points}>
     ${points === 0 && html`<p class="chart-empty">No data in this range</p>`}
   </div>`;
 }
+
+// The x scale of time charts: a single window gets half an hour around it (uPlot's own
+// range for one point spans years).
+export const timeScale = {
+  time: true,
+  range: (u, min, max) => (min === max ? [min - 1800, max + 1800] : [min, max]),
+};
 
 // Local-time axis values for uPlot (seconds since the epoch).
 export const timeAxis = { scale: 'x', stroke: '#8a8f98', grid: { stroke: 'rgba(138,143,152,0.25)' }, ticks: { stroke: 'rgba(138,143,152,0.25)' } };

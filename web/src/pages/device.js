@@ -5,7 +5,7 @@ import { useEffect, useMemo, useState } from 'preact/hooks';
 import uPlot from 'uplot';
 import { api, openStream, qs } from '../api.js';
 import * as fmt from '../format.js';
-import { Chart, ErrorBox, Loading, timeAxis, useLoad, valueAxis } from '../ui.js';
+import { Chart, ErrorBox, Loading, timeAxis, timeScale, useLoad, valueAxis } from '../ui.js';
 
 const LIVE_WINDOWS = 60;
 const RANGES = [
@@ -32,6 +32,11 @@ export function DevicePage({ id }) {
   const [streamState, setStreamState] = useState('connecting');
   const [liveAlerts, setLiveAlerts] = useState([]);
 
+  // The health panel follows the device (its counters and watermark move with every event).
+  useEffect(() => {
+    const timer = setInterval(() => health.reload(), 10000);
+    return () => clearInterval(timer);
+  }, [id]);
   useEffect(() => {
     if (!rt.data) return;
     const m = new Map();
@@ -70,19 +75,21 @@ export function DevicePage({ id }) {
     );
   }, [id, !!rt.data]);
 
+  // power_w, or the device's own power metric (a solar inverter's solar_w).
+  const metric = useMemo(() => fmt.powerMetric(windows.values()) || 'power_w', [windows]);
   const liveData = useMemo(() => {
     const keys = [...windows.keys()].sort((a, b) => a - b);
     return [
       keys.map((k) => k / 1000),
-      keys.map((k) => fmt.recordPower(windows.get(k))),
-      keys.map((k) => num(windows.get(k).metrics?.power_w?.max ?? windows.get(k).max_power_w)),
+      keys.map((k) => fmt.recordPower(windows.get(k), metric)),
+      keys.map((k) => num(windows.get(k).metrics?.[metric]?.max ?? (metric === 'power_w' ? windows.get(k).max_power_w : null))),
     ];
-  }, [windows]);
+  }, [windows, metric]);
   const liveOpts = useMemo(
     () => ({
-      series: [{}, powerSeries('avg power', '#2f7de1', 'rgba(47,125,225,0.12)'), powerSeries('max', '#e8833a')],
+      series: [{}, powerSeries('avg', '#2f7de1', 'rgba(47,125,225,0.12)'), powerSeries('max', '#e8833a')],
       axes: [timeAxis, valueAxis('W')],
-      scales: { x: { time: true } },
+      scales: { x: timeScale },
       cursor: { drag: { x: false, y: false } },
       legend: { live: true },
     }),
@@ -99,7 +106,7 @@ export function DevicePage({ id }) {
     <p class="crumbs"><a href="#/">Fleet</a> › ${device.owner_id && html`<a href=${'#/home/' + enc(device.owner_id)}>${device.owner_id}</a> › `}${id}</p>
     <div class="page-head">
       <h1>${device.name || id}</h1>
-      <span class=${'badge ' + (streamState === 'live' ? 'ok' : 'warn')} data-testid="stream-state">${streamState === 'live' ? '● live' : streamState}</span>
+      <span class=${'badge ' + (streamState === 'live' ? 'ok' : 'warn')} data-testid="stream-state" title="live updates from the server (not the device's own state: see Health)">${streamState === 'live' ? '● live' : streamState}</span>
     </div>
     <div class="grid">
       <div class="card meta">
@@ -115,7 +122,8 @@ export function DevicePage({ id }) {
       </div>
       <div class="card now">
         <h2>Now</h2>
-        <div class="big" data-testid="live-power">${fmt.power(num(m.power_w))}</div>
+        <div class="big" data-testid="live-power">${fmt.power(num(m[metric]))}</div>
+        ${metric !== 'power_w' && html`<div class="muted small">${metric}</div>`}
         <div class="muted">Voltage <span data-testid="live-voltage">${fmt.volts(num(m.voltage_v))}</span></div>
         <div class="muted small" title=${reading ? fmt.time(reading.received_at) : ''}>Last reading ${reading ? fmt.time(reading.timestamp) : 'never'}</div>
         ${liveAlerts.map((a) => html`<div class="badge bad">${a.state || 'alert'}: ${a.rule_name || a.rule_id || ''}</div>`)}
@@ -123,10 +131,10 @@ export function DevicePage({ id }) {
       <${Health} h=${health} />
     </div>
     <div class="card">
-      <h2>Live power <span class="muted small">1-minute windows, last ${LIVE_WINDOWS}</span></h2>
+      <h2>Live ${metric} <span class="muted small">1-minute windows, up to the last ${LIVE_WINDOWS * 2}</span></h2>
       <${Chart} opts=${liveOpts} data=${liveData} testid="live-chart" />
     </div>
-    <${History} id=${id} />
+    <${History} id=${id} metric=${metric} />
     <${DailyEnergy} id=${id} tz=${tz} />
   </section>`;
 }
@@ -149,24 +157,24 @@ function Health({ h }) {
   </div>`;
 }
 
-function History({ id }) {
+function History({ id, metric }) {
   const [range, setRange] = useState('24h');
   const hist = useLoad(
     (signal) => {
       const r = RANGES.find((x) => x.id === range);
       const to = new Date();
       const from = new Date(to.getTime() - r.ms);
-      return api(`/v1/devices/${enc(id)}/metrics/history` + qs({ from: from.toISOString(), to: to.toISOString(), resolution: 'auto', metrics: 'power_w,voltage_v', limit: 1500 }), { signal });
+      return api(`/v1/devices/${enc(id)}/metrics/history` + qs({ from: from.toISOString(), to: to.toISOString(), resolution: 'auto', metrics: `${metric},voltage_v`, limit: 1500 }), { signal });
     },
-    [id, range],
+    [id, range, metric],
   );
   const recs = (hist.data && hist.data.data) || [];
-  const powerData = useMemo(() => [recs.map((r) => sec(r.window_start)), recs.map(fmt.recordPower), recs.map((r) => num(r.metrics?.power_w?.max ?? r.max_power_w))], [hist.data]);
+  const powerData = useMemo(() => [recs.map((r) => sec(r.window_start)), recs.map((r) => fmt.recordPower(r, metric)), recs.map((r) => num(r.metrics?.[metric]?.max ?? (metric === 'power_w' ? r.max_power_w : null)))], [hist.data, metric]);
   const voltData = useMemo(() => [recs.map((r) => sec(r.window_start)), recs.map((r) => num(r.metrics?.voltage_v?.min)), recs.map((r) => num(r.metrics?.voltage_v?.avg)), recs.map((r) => num(r.metrics?.voltage_v?.max))], [hist.data]);
-  const powerOpts = useMemo(() => ({ series: [{}, powerSeries('avg power', '#2f7de1', 'rgba(47,125,225,0.12)'), powerSeries('max', '#e8833a')], axes: [timeAxis, valueAxis('W')], scales: { x: { time: true } } }), []);
+  const powerOpts = useMemo(() => ({ series: [{}, powerSeries('avg', '#2f7de1', 'rgba(47,125,225,0.12)'), powerSeries('max', '#e8833a')], axes: [timeAxis, valueAxis('W')], scales: { x: timeScale } }), []);
   const voltOpts = useMemo(() => {
     const v = (label, stroke, dash) => ({ label, stroke, dash, width: 1.5, value: (u, x) => fmt.volts(x) });
-    return { series: [{}, v('min', '#8a8f98', [4, 4]), v('avg', '#8b5cf6'), v('max', '#8a8f98', [4, 4])], axes: [timeAxis, valueAxis('V')], scales: { x: { time: true } } };
+    return { series: [{}, v('min', '#8a8f98', [4, 4]), v('avg', '#8b5cf6'), v('max', '#8a8f98', [4, 4])], axes: [timeAxis, valueAxis('V')], scales: { x: timeScale } };
   }, []);
   return html`<div class="card">
     <div class="card-head">
@@ -177,7 +185,7 @@ function History({ id }) {
     </div>
     ${hist.error ? html`<${ErrorBox} error=${hist.error} retry=${hist.reload} />` : html`
       ${hist.loading && html`<${Loading} />`}
-      <h3>Power</h3>
+      <h3>${metric === 'power_w' ? 'Power' : metric}</h3>
       <${Chart} opts=${powerOpts} data=${powerData} testid="history-chart" />
       <h3>Voltage</h3>
       <${Chart} opts=${voltOpts} data=${voltData} height=${160} testid="voltage-chart" />`}

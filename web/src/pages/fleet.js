@@ -48,7 +48,8 @@ function alertCell(info, deviceId) {
 function liveOf(rt) {
   const latest = rt.latest || {};
   const rec = (rt.data || [])[0];
-  const p = latest.metrics && typeof latest.metrics.power_w === 'number' ? latest.metrics.power_w : fmt.recordPower(rec);
+  const metric = fmt.powerMetric(rt.data) || 'power_w';  // a solar inverter's solar_w
+  const p = latest.metrics && typeof latest.metrics[metric] === 'number' ? latest.metrics[metric] : fmt.recordPower(rec, metric);
   return { power: p, seen: latest.received_at || (rec && rec.window_end) || null };
 }
 
