@@ -52,17 +52,30 @@ export function seconds(s) {
   return n1.format(s / 86400) + ' d';
 }
 
-const dtf = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+// Times name their zone: the browser's, or the one given (a device's own).
+const dtf = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'long' });
+const zoned = new Map();
+function formatter(timeZone) {
+  if (!timeZone) return dtf;
+  if (!zoned.has(timeZone)) {
+    try {
+      zoned.set(timeZone, new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'long', timeZone }));
+    } catch {
+      zoned.set(timeZone, dtf);  // a zone this browser does not know
+    }
+  }
+  return zoned.get(timeZone);
+}
 
 // "Never": null (health of a device that sent nothing); before 2026-11-30 Joule reported
 // "1970-01-01T00:00:00Z".
 const never = (ms) => !(ms > 0);
 
-export function time(iso) {
+export function time(iso, timeZone) {
   if (!iso) return '—';
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return String(iso);
-  return never(d.getTime()) ? 'never' : dtf.format(d);
+  return never(d.getTime()) ? 'never' : formatter(timeZone).format(d);
 }
 
 export function ago(iso, now = Date.now()) {

@@ -19,6 +19,11 @@ const enc = encodeURIComponent;
 const sec = (iso) => new Date(iso).getTime() / 1000;
 const num = (v) => (typeof v === 'number' && Number.isFinite(v) ? v : null);
 
+// Chart times in the device's own zone (uPlot draws in the browser's otherwise).
+function inZone(tz) {
+  return (ts) => uPlot.tzDate(new Date(ts * 1000), tz);
+}
+
 function powerSeries(label, stroke, fill) {
   return { label, stroke, fill, width: 2, value: (u, v) => fmt.power(v), spanGaps: false };
 }
@@ -31,6 +36,9 @@ export function DevicePage({ id }) {
   const [reading, setReading] = useState(null);
   const [streamState, setStreamState] = useState('connecting');
   const [liveAlerts, setLiveAlerts] = useState([]);
+  // Its open alerts (firing), as loaded; later ones arrive over the stream. (Servers without
+  // the alerts API, or a key that may not list them: none shown.)
+  const firing = useLoad((signal) => api('/v1/alerts' + qs({ device_id: id, state: 'firing' }), { signal }).catch(() => ({ alerts: [] })), [id]);
 
   // The health panel follows the device (its counters and watermark move with every event).
   useEffect(() => {
@@ -85,15 +93,17 @@ export function DevicePage({ id }) {
       keys.map((k) => num(windows.get(k).metrics?.[metric]?.max ?? (metric === 'power_w' ? windows.get(k).max_power_w : null))),
     ];
   }, [windows, metric]);
+  const tz = (rt.data && rt.data.device && rt.data.device.timezone) || 'UTC';
   const liveOpts = useMemo(
     () => ({
       series: [{}, powerSeries('avg', '#2f7de1', 'rgba(47,125,225,0.12)'), powerSeries('max', '#e8833a')],
       axes: [timeAxis, valueAxis('W')],
       scales: { x: timeScale },
+      tzDate: inZone(tz),
       cursor: { drag: { x: false, y: false } },
       legend: { live: true },
     }),
-    [],
+    [tz],
   );
 
   if (rt.loading && !rt.data) return html`<${Loading} what="Loading device" />`;
@@ -101,7 +111,10 @@ export function DevicePage({ id }) {
 
   const device = rt.data.device || { device_id: id };
   const m = (reading && reading.metrics) || {};
-  const tz = device.timezone || 'UTC';
+  const shownAlerts = [...liveAlerts];
+  for (const a of (firing.data && firing.data.alerts) || []) {
+    if (!shownAlerts.some((x) => x.id === a.id)) shownAlerts.push(a);
+  }
   return html`<section class="device">
     <p class="crumbs"><a href="#/">Fleet</a> › ${device.owner_id && html`<a href=${'#/home/' + enc(device.owner_id)}>${device.owner_id}</a> › `}${id}</p>
     <div class="page-head">
@@ -117,7 +130,7 @@ export function DevicePage({ id }) {
           <dt>Model</dt><dd>${device.model || '—'}</dd>
           <dt>Location</dt><dd>${device.location || '—'}</dd>
           <dt>Time zone</dt><dd>${tz}</dd>
-          <dt>Installed</dt><dd>${fmt.time(device.installed_at)}</dd>
+          <dt>Installed</dt><dd>${fmt.time(device.installed_at, tz)}</dd>
         </dl>
       </div>
       <div class="card now">
@@ -125,28 +138,28 @@ export function DevicePage({ id }) {
         <div class="big" data-testid="live-power">${fmt.power(num(m[metric]))}</div>
         ${metric !== 'power_w' && html`<div class="muted small">${metric}</div>`}
         <div class="muted">Voltage <span data-testid="live-voltage">${fmt.volts(num(m.voltage_v))}</span></div>
-        <div class="muted small" title=${reading ? fmt.time(reading.received_at) : ''}>Last reading ${reading ? fmt.time(reading.timestamp) : 'never'}</div>
-        ${liveAlerts.map((a) => html`<div class="badge bad">${a.state || 'alert'}: ${a.rule_name || a.rule_id || ''}</div>`)}
+        <div class="muted small" title=${reading ? 'received ' + fmt.time(reading.received_at, tz) : ''}>Last reading ${reading ? fmt.time(reading.timestamp, tz) : 'never'}</div>
+        ${shownAlerts.map((a) => html`<div class="badge bad">${a.state || 'alert'}: ${a.rule_name || a.rule_id || ''}</div>`)}
       </div>
-      <${Health} h=${health} />
+      <${Health} h=${health} tz=${tz} />
     </div>
     <div class="card">
-      <h2>Live ${metric} <span class="muted small">1-minute windows, up to the last ${LIVE_WINDOWS * 2}</span></h2>
+      <h2>Live ${metric === 'power_w' ? 'power' : metric} <span class="muted small">1-minute windows, up to the last ${LIVE_WINDOWS * 2}; times in ${tz}</span></h2>
       <${Chart} opts=${liveOpts} data=${liveData} testid="live-chart" />
     </div>
-    <${History} id=${id} metric=${metric} />
+    <${History} id=${id} metric=${metric} tz=${tz} />
     <${DailyEnergy} id=${id} tz=${tz} />
   </section>`;
 }
 
-function Health({ h }) {
+function Health({ h, tz }) {
   const d = h.data || {};
   const seen = d.last_seen && new Date(d.last_seen).getTime() > 0;
   return html`<div class="card health" data-testid="health">
     <h2>Health</h2>
     ${h.loading && !h.data ? html`<${Loading} />` : h.error ? html`<${ErrorBox} error=${h.error} retry=${h.reload} />` : html`<dl>
-      <dt>Last seen</dt><dd title=${fmt.time(d.last_seen)}>${fmt.ago(d.last_seen)}</dd>
-      <dt>Watermark</dt><dd>${fmt.time(d.watermark)}</dd>
+      <dt>Last seen</dt><dd title=${fmt.time(d.last_seen, tz)}>${fmt.ago(d.last_seen)}</dd>
+      <dt>Watermark</dt><dd>${fmt.time(d.watermark, tz)}</dd>
       <dt>Lag</dt><dd>${seen ? fmt.seconds(d.lag_seconds) : '—'}</dd>
       <dt>Clock skew</dt><dd>${fmt.seconds(d.clock_skew_seconds)}</dd>
       <dt>Events</dt><dd>${fmt.count(d.events)}</dd>
@@ -157,7 +170,7 @@ function Health({ h }) {
   </div>`;
 }
 
-function History({ id, metric }) {
+function History({ id, metric, tz }) {
   const [range, setRange] = useState('24h');
   const hist = useLoad(
     (signal) => {
@@ -171,14 +184,14 @@ function History({ id, metric }) {
   const recs = (hist.data && hist.data.data) || [];
   const powerData = useMemo(() => [recs.map((r) => sec(r.window_start)), recs.map((r) => fmt.recordPower(r, metric)), recs.map((r) => num(r.metrics?.[metric]?.max ?? (metric === 'power_w' ? r.max_power_w : null)))], [hist.data, metric]);
   const voltData = useMemo(() => [recs.map((r) => sec(r.window_start)), recs.map((r) => num(r.metrics?.voltage_v?.min)), recs.map((r) => num(r.metrics?.voltage_v?.avg)), recs.map((r) => num(r.metrics?.voltage_v?.max))], [hist.data]);
-  const powerOpts = useMemo(() => ({ series: [{}, powerSeries('avg', '#2f7de1', 'rgba(47,125,225,0.12)'), powerSeries('max', '#e8833a')], axes: [timeAxis, valueAxis('W')], scales: { x: timeScale } }), []);
+  const powerOpts = useMemo(() => ({ series: [{}, powerSeries('avg', '#2f7de1', 'rgba(47,125,225,0.12)'), powerSeries('max', '#e8833a')], axes: [timeAxis, valueAxis('W')], scales: { x: timeScale }, tzDate: inZone(tz) }), [tz]);
   const voltOpts = useMemo(() => {
     const v = (label, stroke, dash) => ({ label, stroke, dash, width: 1.5, value: (u, x) => fmt.volts(x) });
-    return { series: [{}, v('min', '#8a8f98', [4, 4]), v('avg', '#8b5cf6'), v('max', '#8a8f98', [4, 4])], axes: [timeAxis, valueAxis('V')], scales: { x: timeScale } };
-  }, []);
+    return { series: [{}, v('min', '#8a8f98', [4, 4]), v('avg', '#8b5cf6'), v('max', '#8a8f98', [4, 4])], axes: [timeAxis, valueAxis('V')], scales: { x: timeScale }, tzDate: inZone(tz) };
+  }, [tz]);
   return html`<div class="card">
     <div class="card-head">
-      <h2>History ${hist.data && html`<span class="muted small">resolution ${hist.data.resolution}, ${recs.length} windows</span>`}</h2>
+      <h2>History ${hist.data && html`<span class="muted small">resolution ${hist.data.resolution}, ${recs.length} windows; times in ${tz}</span>`}</h2>
       <div class="seg" role="group" aria-label="Range">
         ${RANGES.map((r) => html`<button class=${r.id === range ? 'on' : ''} onClick=${() => setRange(r.id)}>${r.label}</button>`)}
       </div>
