@@ -5,9 +5,12 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <set>
 #include <vector>
 
+#include "app/archive_seal.h"
+#include "app/data_dir_lock.h"
 #include "app/metadata_open.h"
 #include "common/time_format.h"
 #include "store/archive/archive_layout.h"
@@ -71,6 +74,28 @@ int RunExport(const Config& config, const ExportCliOptions& options) {
   }
   const bool filter = !options.device_id.empty() || !options.owner_id.empty();
   const std::string root = (std::filesystem::path(config.data_dir) / "archive").string();
+  if (!std::filesystem::is_directory(config.data_dir)) {
+    return fail(fmt::format("no data dir at {} (is storage.data_dir right?)", config.data_dir));
+  }
+  // A stopped server's log tail (after a kill -9, not yet in archive files) is archived
+  // first, so that every acknowledged event is exported (found by a black-box test: the
+  // events of the last minutes before a crash were missing). A running server holds the
+  // data dir: its archiver publishes files every archive.max_file_age, and what it has not
+  // published yet is not exported.
+  std::optional<DataDirLock> dir_lock;
+  if (Result<DataDirLock> locked = DataDirLock::Acquire(config.data_dir); locked.ok()) {
+    dir_lock.emplace(std::move(*locked));
+    if (config.archive_enabled) {
+      Status sealed = SealLogTail(config, root);
+      if (!sealed.ok()) return fail("archive: " + sealed.ToString());
+    }
+  } else if (locked.status().code() == StatusCode::kUnavailable) {
+    fmt::print(stderr,
+               "joule export: a running server holds the data dir: events it has not yet "
+               "written to archive files (up to archive.max_file_age ago) are not included\n");
+  } else {
+    return fail(locked.status().ToString());
+  }
   const bool csv = options.format == "csv";
 
   // One hour at a time, sorted by event time: memory is bounded by an hour of events.

@@ -510,6 +510,24 @@ void PartitionProcessor::PublishEngineState() {
   engine_state_bytes_->Set(static_cast<double>(s.state_bytes_estimate));
 }
 
+void PartitionProcessor::CorrectBaseWindow(model::AggregateRecord before,
+                                           model::AggregateRecord after) {
+  std::lock_guard lock(corrections_mu_);
+  corrections_.emplace_back(std::move(before), std::move(after));
+}
+
+void PartitionProcessor::ApplyCorrections(int64_t now_ns) {
+  std::vector<std::pair<model::AggregateRecord, model::AggregateRecord>> batch;
+  {
+    std::lock_guard lock(corrections_mu_);
+    if (corrections_.empty()) return;
+    batch.swap(corrections_);
+  }
+  std::lock_guard lock(engine_mu_);
+  sink_->set_now(now_ns);
+  for (const auto& [before, after] : batch) engine_->CorrectBaseWindow(before, after, sink_.get());
+}
+
 void PartitionProcessor::Run() {
   SetUpThread(fmt::format("joule-proc-{}", options_.index), options_.nice);
   ReserveThreadArena(kProcessorArenaBytes);
@@ -533,6 +551,7 @@ void PartitionProcessor::Run() {
       PublishEngineState();
       last_state = now;
     }
+    ApplyCorrections(now);
     if (now - last_tick >= options_.tick_interval_ns) {
       std::lock_guard lock(engine_mu_);
       sink_->set_now(now);

@@ -89,6 +89,10 @@ class PartitionProcessor {
   bool CaughtUpOnce() const { return caught_up_once_.load(); }
   // Thread-safe reads of engine state.
   bool Health(std::string_view device_id, stream::WindowEngine::DeviceHealth* out) const;
+  // Thread-safe: a replay corrected a settled base window of one of this processor's
+  // devices (WindowEngine::CorrectBaseWindow); applied by the processor's thread within a
+  // loop (≤ 50 ms), so its rollups still held here get the difference.
+  void CorrectBaseWindow(model::AggregateRecord before, model::AggregateRecord after);
   // Latest-store catch-up backlog (thread-safe): buffered records, devices waiting.
   size_t LatestPendingRecords() const { return catchup_->pending_records(); }
   size_t LatestPendingDevices() const { return catchup_->pending_devices(); }
@@ -118,6 +122,10 @@ class PartitionProcessor {
   MetricsRegistry* metrics_;
   store::HistoryStore* history_;
   mutable std::mutex engine_mu_;  // guards engine_ against API readers
+  // Replay corrections waiting for the processor's thread.
+  std::mutex corrections_mu_;
+  std::vector<std::pair<model::AggregateRecord, model::AggregateRecord>> corrections_;
+  void ApplyCorrections(int64_t now_ns);
   std::unique_ptr<stream::WindowEngine> engine_;
   std::unique_ptr<store::LatestCatchUp> catchup_;
   std::unique_ptr<Sink> sink_;

@@ -139,6 +139,7 @@ Result<ReplayStats> ReplayArchive(const ReplayRequest& req, store::HistoryStore*
     engine.Tick(events.back().timestamp_ns + 3 * kNanosPerDay + opt.idle_timeout_ns, &sink);
 
     std::vector<model::AggregateRecord> writes;
+    std::vector<model::AggregateRecord> befores;  // of the base windows in `writes`
     for (auto& [key, r] : sink.records()) {
       if (r.window_end_ns <= req.from_ns || r.window_start_ns >= req.to_ns || !r.final) continue;
       ++stats.records_computed;
@@ -163,6 +164,9 @@ Result<ReplayStats> ReplayArchive(const ReplayRequest& req, store::HistoryStore*
       } else {
         r.version = kReplayVersionBase;
       }
+      if (r.resolution == model::Resolution::kBase) {
+        befores.push_back(stored ? *stored : model::AggregateRecord{});
+      }
       writes.push_back(r);
     }
     stats.records_written += writes.size();
@@ -171,6 +175,15 @@ Result<ReplayStats> ReplayArchive(const ReplayRequest& req, store::HistoryStore*
       if (latest) {
         for (const auto& r : writes) {
           if (r.resolution == model::Resolution::kBase) JOULE_RETURN_IF_ERROR(latest->PutRecord(r));
+        }
+      }
+      // The rollups above the changed minutes that are not settled stay the live engine's:
+      // it gets the difference (a settled rollup was written above, with a version the
+      // live engine's re-emission cannot reach).
+      if (req.live_correction) {
+        size_t b = 0;
+        for (const auto& r : writes) {
+          if (r.resolution == model::Resolution::kBase) req.live_correction(befores[b++], r);
         }
       }
     }

@@ -59,6 +59,11 @@ struct ReplayRequest {
   bool dry_run = false;
   // The live engine's watermark of a device, when a server runs (false = unknown).
   std::function<bool(std::string_view device_id, int64_t* watermark_ns)> live_watermark;
+  // With a running server: a settled base window written with new content, `before` = the
+  // stored (live) record (empty if there was none); its 1h/1d rollups that are not settled
+  // are the live engine's, which gets the difference (WindowEngine::CorrectBaseWindow).
+  std::function<void(const model::AggregateRecord& before, const model::AggregateRecord& after)>
+      live_correction;
   // Checked between files and between devices: when set, the replay stops with
   // Unavailable (what it wrote so far is complete per device and stays).
   const std::atomic<bool>* cancel = nullptr;

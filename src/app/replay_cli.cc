@@ -9,9 +9,11 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <thread>
 
-#include "app/archiver.h"
+#include "app/archive_seal.h"
+#include "app/data_dir_lock.h"
 #include "app/engine_setup.h"
 #include "app/http_client.h"
 #include "app/log_partitions.h"
@@ -51,37 +53,6 @@ void PrintSummary(int64_t from, int64_t to, bool dry_run, const ReplayStats& sta
   WriteReplayStats(w, stats);
   w.EndObject();
   fmt::print("{}\n", w.str());
-}
-
-// Everything durable in the log goes into published archive files first (after a kill -9
-// the archiver may have left the tail unsealed), so the archive holds every acknowledged
-// event. Log retention is off in this process: it must not delete what the server's
-// processors have not consumed.
-Status SealArchive(const Config& config, const std::string& archive_dir) {
-  log::LogOptions lo;
-  lo.dir = (std::filesystem::path(config.data_dir) / "log").string();
-  if (!std::filesystem::is_directory(lo.dir)) return Status::Ok();
-  JOULE_ASSIGN_OR_RETURN(lo.partitions, ResolveLogPartitions(config));
-  lo.segment_bytes = config.log_segment_bytes;
-  lo.fsync = config.durability == "fsync";
-  lo.retention_bytes = 0;
-  lo.retention_age_ns = 0;
-  lo.retention_interval_ns = 0;
-  lo.clock = SystemClock::Default();
-  JOULE_ASSIGN_OR_RETURN(std::unique_ptr<log::Log> log, log::Log::Open(lo, nullptr));
-  ArchiverOptions ao;
-  ao.dir = archive_dir;
-  ao.max_file_bytes = config.archive_max_file_bytes;
-  ao.max_file_age_ns = config.archive_max_file_age_ns;
-  ao.retention_ns = 0;  // the server enforces archive retention
-  Archiver archiver(ao, log.get(), SystemClock::Default(), nullptr);
-  JOULE_RETURN_IF_ERROR(archiver.Start());
-  archiver.Stop();  // archives everything durable and seals it
-  if (archiver.LagRecords() > 0) {
-    return Status::IoError(
-        fmt::format("{} log records could not be archived (see the log)", archiver.LagRecords()));
-  }
-  return Status::Ok();
 }
 
 std::string ReadAdminToken(const Config& config) {
@@ -239,20 +210,41 @@ int RunReplay(const Config& config, const ReplayCliOptions& options) {
   ho.retention.base_ns = config.history_retention_base_ns;
   ho.retention.hour_ns = config.history_retention_hour_ns;
   ho.retention.day_ns = config.history_retention_day_ns;
-  auto history = store::RocksDbHistoryStore::Open(ho, nullptr);
-  if (!history.ok()) {
-    const std::string msg = history.status().ToString();
-    std::string lower = msg;
-    std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
-    if (lower.find("lock") == std::string::npos) return Fail("history store: " + msg);
-    // A running server holds the data dir: it does the replay itself.
+  // A running server holds the data dir (its lock; the history store's, for a server from
+  // before the data dir lock): it does the replay itself. Otherwise this process holds the
+  // lock while it seals the log tail and writes history, so no server starts meanwhile.
+  std::optional<DataDirLock> dir_lock;
+  bool in_use = false;
+  if (std::filesystem::is_directory(config.data_dir)) {
+    Result<DataDirLock> locked = DataDirLock::Acquire(config.data_dir);
+    if (locked.ok()) {
+      dir_lock.emplace(std::move(*locked));
+    } else if (locked.status().code() == StatusCode::kUnavailable) {
+      in_use = true;
+    } else {
+      return Fail(locked.status().ToString());
+    }
+  }
+  Result<std::unique_ptr<store::RocksDbHistoryStore>> history =
+      Status::Unavailable("data dir in use");
+  if (!in_use) {
+    history = store::RocksDbHistoryStore::Open(ho, nullptr);
+    if (!history.ok()) {
+      const std::string msg = history.status().ToString();
+      std::string lower = msg;
+      std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
+      if (lower.find("lock") == std::string::npos) return Fail("history store: " + msg);
+      in_use = true;
+    }
+  }
+  if (in_use) {
     Result<net::HostPort> hp = net::ParseHostPort(config.http_listen);
     if (!hp.ok() || hp->port == 0) {
-      return Fail(fmt::format("the history store {} is locked by another process (a running "
+      return Fail(fmt::format("the data dir {} is in use by another process (a running "
                               "`joule serve`?) and server.http_listen ({}) does not say where "
                               "it listens: pass --server http://HOST:PORT --admin-token T, or "
                               "stop the server and run replay again",
-                              ho.path, config.http_listen),
+                              config.data_dir, config.http_listen),
                   3);
     }
     const std::string url = fmt::format(
@@ -270,7 +262,7 @@ int RunReplay(const Config& config, const ReplayCliOptions& options) {
   }
   if (config.archive_enabled) {
     fmt::print(stderr, "joule replay: sealing the archive (log tail)\n");
-    Status sealed = SealArchive(config, req.archive_dir);
+    Status sealed = SealLogTail(config, req.archive_dir);
     if (!sealed.ok()) return Fail("archive: " + sealed.ToString());
   }
 

@@ -123,6 +123,7 @@ void ReplayJobs::Run(std::shared_ptr<Job> job) {
     req.engine = options_.engine;
     req.dry_run = job->request.dry_run;
     req.live_watermark = options_.live_watermark;
+    req.live_correction = options_.live_correction;
     req.cancel = &cancel_;
     stats = ReplayArchive(req, history_, latest_, timezones_, [&](const ReplayProgress& p) {
       std::lock_guard lock(mu_);

@@ -36,6 +36,8 @@ struct ReplayJobsOptions {
   int64_t seal_timeout_ns = 120 * kNanosPerSecond;
   int nice = 0;  // added to the job thread's nice value (server.background_nice)
   std::function<bool(std::string_view device_id, int64_t* watermark_ns)> live_watermark;
+  std::function<void(const model::AggregateRecord& before, const model::AggregateRecord& after)>
+      live_correction;  // ReplayRequest::live_correction
 };
 
 class ReplayJobs final : public api::ReplayService {

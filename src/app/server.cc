@@ -19,6 +19,7 @@
 #include "api/record_json_cache.h"
 #include "api/routes.h"
 #include "app/archiver.h"
+#include "app/data_dir_lock.h"
 #include "app/engine_setup.h"
 #include "app/log_partitions.h"
 #include "app/metadata_open.h"
@@ -105,6 +106,14 @@ int RunServer(const Config& given_config) {
   std::filesystem::create_directories(config.data_dir, ec);
   if (ec) {
     logging::Error("cannot create data dir", {{"dir", config.data_dir}, {"error", ec.message()}});
+    return 1;
+  }
+  // One process per data dir, before anything in it is opened or recovered (a second
+  // `joule serve` on a running server's data dir removed its archiver's open file before
+  // RocksDB refused it: found by a black-box test).
+  Result<DataDirLock> dir_lock = DataDirLock::Acquire(config.data_dir);
+  if (!dir_lock.ok()) {
+    logging::Error("data dir in use", {{"error", dir_lock.status().message()}});
     return 1;
   }
   // storage.log_partitions = 0: the existing log's count, else one per processor thread.
@@ -306,6 +315,11 @@ int RunServer(const Config& given_config) {
       if (!processors[p % threads]->Health(device_id, &h)) return false;
       *watermark_ns = h.watermark_ns;
       return true;
+    };
+    ro.live_correction = [&processors, &config, threads](const model::AggregateRecord& before,
+                                                         const model::AggregateRecord& after) {
+      uint32_t p = model::PartitionOf(after.device_id, config.log_partitions);
+      processors[p % threads]->CorrectBaseWindow(before, after);
     };
     replay_jobs =
         std::make_unique<ReplayJobs>(std::move(ro), archiver.get(), history.get(), &latest,

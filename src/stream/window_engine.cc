@@ -1318,6 +1318,74 @@ void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t no
   }
 }
 
+namespace {
+
+// A base window's record as accumulators by the device's metric ids. first/last get the
+// window's bounds as their times: a rollup merges them against other windows' samples,
+// which lie outside this window.
+void AccsOf(WindowEngine::Impl& E, Device& d, const model::AggregateRecord& r,
+            std::vector<Acc>* out) {
+  out->assign(d.metrics.size(), Acc{});
+  for (size_t i = 0; i < r.metrics.size(); ++i) {
+    const model::MetricAggregate& m = r.metrics[i];
+    const uint32_t id = E.MetricId(d, i, m.name);
+    if (out->size() < d.metrics.size()) out->resize(d.metrics.size());
+    Acc& a = (*out)[id];
+    a.present = true;
+    a.count = m.count;
+    if (m.count > 0) {
+      a.min = m.min;
+      a.max = m.max;
+      a.sum = m.sum;
+      a.first = m.first;
+      a.first_t = r.window_start_ns;
+      a.last = m.last;
+      a.last_t = r.window_end_ns - 1;
+    }
+    switch (d.metrics[id].kind) {
+      case MetricKind::kPower:
+        a.x = m.energy_wh;
+        a.y = m.covered_ns;
+        break;
+      case MetricKind::kCounter:
+        a.x = m.delta;
+        a.y = static_cast<int64_t>(m.resets);
+        break;
+      case MetricKind::kGauge:
+        break;
+    }
+  }
+}
+
+}  // namespace
+
+bool WindowEngine::CorrectBaseWindow(const model::AggregateRecord& before,
+                                     const model::AggregateRecord& after, RecordSink* sink) {
+  Impl& E = *impl_;
+  Device* d = E.FindDevice(after.device_id, HashDeviceId(after.device_id));
+  if (d == nullptr || after.resolution != model::Resolution::kBase) return false;
+  // The change as a final base window with its pre-change snapshot (ApplyBaseChange).
+  Window change;
+  change.res = kBaseRes;
+  change.start = after.window_start_ns;
+  change.end = after.window_end_ns;
+  change.count = after.count;
+  change.snapshot_count = before.count;
+  AccsOf(E, *d, after, &change.acc);
+  AccsOf(E, *d, before, &change.snapshot);
+  change.acc.resize(d->metrics.size());
+  change.snapshot.resize(d->metrics.size());
+  bool held = false;
+  for (int res : {kHourRes, kDayRes}) {
+    if (Window* r = FindContaining(d->win[res], after.window_start_ns)) {
+      ApplyBaseChange(*d, &change, r);
+      held = true;
+    }
+  }
+  EmitDirty(E, *d, sink);
+  return held;
+}
+
 void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
   Impl& E = *impl_;
   const int64_t period = E.last_tick == kMinTime ? 0 : std::max<int64_t>(now_ns - E.last_tick, 0);

@@ -103,6 +103,16 @@ class WindowEngine {
   // state_bytes_estimate are 0): O(1).
   Stats counters() const;
 
+  // Replay (docs/formats/archive.md, "Replay"): a settled base window of a device changed
+  // from `before` (the record this engine emitted; count 0 and no metrics if it emitted
+  // none) to `after` (recomputed from the archive: every event of `before` and the too-late
+  // ones). The difference goes into the device's 1h and 1d windows still held — rollups the
+  // replay leaves to this engine because they are not settled yet — which are re-emitted as
+  // after a late update (final ones at once, open ones at their next early firing). Returns
+  // whether a rollup was held.
+  bool CorrectBaseWindow(const model::AggregateRecord& before, const model::AggregateRecord& after,
+                         RecordSink* sink);
+
   // Serializes all state (windows, samples within the lateness horizon, pending events,
   // de-duplication keys, versions, counters) — docs/formats/checkpoint.md.
   Status SaveState(std::string* out) const;
