@@ -4,6 +4,7 @@
 #include <toml++/toml.h>
 
 #include <cctype>
+#include <filesystem>
 #include <functional>
 
 #include "common/time_format.h"
@@ -282,6 +283,11 @@ Result<Config> LoadConfig(const std::string& path, char** envp,
                           std::vector<std::string>* warnings) {
   Config c;
   if (!path.empty()) {
+    // (toml++ reads a directory as an empty file: a typo'd --config would start on defaults.)
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec)) {
+      return Status::InvalidArgument(fmt::format("config {}: is a directory, not a file", path));
+    }
     toml::table root;
     try {
       root = toml::parse_file(path);

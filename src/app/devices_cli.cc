@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -455,6 +456,12 @@ int RunDevicesImport(const Config& config, const DevicesImportOptions& options) 
       tokens_file = stdout;
     } else {
       int fd = ::open(options.tokens_out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      // An existing file keeps its mode on open: tokens are secrets, so 0600 in any case
+      // (a world-readable tokens file was found by a black-box test).
+      if (fd >= 0 && ::fchmod(fd, 0600) != 0) {
+        ::close(fd);
+        fd = -1;
+      }
       if (fd < 0 || !(tokens_file = ::fdopen(fd, "w"))) {
         fmt::print(stderr, "joule: cannot write {}: {}\n", options.tokens_out,
                    std::strerror(errno));

@@ -32,11 +32,15 @@ int main(int argc, char** argv) {
   simulate->add_option("--url", sim.url, "Server base URL")->capture_default_str();
   simulate->add_option("--token", sim.token, "Ingest with this token for every device");
   simulate->add_option("--admin-token", sim.admin_token,
-                       "Register the devices and ingest with their own tokens");
+                       "Register the devices and ingest with their own tokens (a device that "
+                       "exists already gets a new token: its old one stops working)");
   simulate->add_option("--homes", sim.homes, "Number of homes (default: devices / per home)");
   simulate->add_option("--devices-per-home", sim.devices_per_home, "Meter + appliances, 1..8")
       ->capture_default_str();
-  simulate->add_option("--devices", sim.devices, "Total devices when --homes is not given")
+  simulate
+      ->add_option("--devices", sim.devices,
+                   "Total devices when --homes is not given (rounded up to whole homes of "
+                   "--devices-per-home)")
       ->capture_default_str();
   simulate->add_option("--rate", sim.rate_hz, "Samples per device per second, 0.1..10")
       ->capture_default_str();

@@ -58,6 +58,7 @@ struct Stats {
   std::atomic<uint64_t> generated{0}, sent{0}, accepted{0}, rejected{0}, failed{0};
   std::atomic<uint64_t> requests{0}, duplicates_sent{0}, malformed_sent{0}, bodies_400{0};
   std::atomic<uint64_t> wrong_token_401{0}, retries{0}, registered{0}, outages{0}, resets{0};
+  std::atomic<uint64_t> rotated{0};  // of `registered`: existed, token rotated
   std::atomic<uint64_t> reported_errors{0};
 };
 
@@ -167,9 +168,11 @@ class Worker {
         std::string response;
         int status =
             client_.Post("/v1/devices", "application/json", w.str(), o_.admin_token, &response);
-        if (status == 409) {
+        const bool existed = status == 409;
+        if (existed) {  // registered before: only a new token gives us one
           status = client_.Post(fmt::format("/v1/devices/{}/token", d.device_id),
                                 "application/json", "{}", o_.admin_token, &response);
+          if (status == 200 || status == 201) shared_->stats.rotated.fetch_add(1);
         }
         std::string token = JsonString(response, "token");
         if ((status != 200 && status != 201) || token.empty()) {
@@ -565,12 +568,14 @@ int RunSimulator(const SimulatorOptions& options) {
              "simulate: done in {:.2f}s: {} events generated, {} sent ({:.0f} events/s), "
              "{} accepted, {} rejected, {} failed; {} requests, {} retries; faults: {} "
              "duplicates, {} malformed, {} bad bodies → 400, {} wrong tokens → 401, {} outages, "
-             "{} counter resets; {} devices registered\n",
+             "{} counter resets; {} devices registered ({} existed: their tokens were "
+             "rotated)\n",
              seconds, s.generated.load(), s.sent.load(),
              static_cast<double>(s.sent.load()) / std::max(seconds, 1e-9), s.accepted.load(),
              s.rejected.load(), s.failed.load(), s.requests.load(), s.retries.load(),
              s.duplicates_sent.load(), s.malformed_sent.load(), s.bodies_400.load(),
-             s.wrong_token_401.load(), s.outages.load(), s.resets.load(), s.registered.load());
+             s.wrong_token_401.load(), s.outages.load(), s.resets.load(), s.registered.load(),
+             s.rotated.load());
   if (shared.truth) {
     std::ofstream out(o.ground_truth_path, std::ios::trunc);
     shared.truth->WriteJsonLines(out);
@@ -585,6 +590,12 @@ int RunSimulator(const SimulatorOptions& options) {
     }
   }
   if (s.registered.load() == 0 && !o.admin_token.empty() && !o.dry_run) return 1;
+  if (!o.dry_run && s.sent.load() > 0 && s.accepted.load() == 0) {
+    fmt::print(stderr,
+               "simulate: the server accepted none of the events (unregistered devices need "
+               "--admin-token, or auth.mode = \"disabled\")\n");
+    return 1;
+  }
   return s.failed.load() == 0 ? 0 : 1;
 }
 

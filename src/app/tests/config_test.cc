@@ -69,6 +69,13 @@ grid_import = "counter"
   std::remove(path.c_str());
 }
 
+TEST(ConfigTest, ADirectoryIsNotAConfigFile) {
+  auto c = LoadConfig("/tmp", nullptr);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("is a directory"), std::string::npos)
+      << c.status().ToString();
+}
+
 TEST(ConfigTest, ClearErrors) {
   std::string path = WriteTemp("[stream]\nwindoww = \"1m\"\n");
   auto c = LoadConfig(path, nullptr);
