@@ -484,6 +484,8 @@ int RunServer(const Config& given_config) {
     mqtt_options.connection_contexts = connection_contexts;
     mqtt_options.max_packet_size =
         static_cast<uint32_t>(std::min<uint64_t>(config.max_body_bytes + (64u << 10), 268'435'455));
+    // The same cap as HTTP's, for MQTT's own connections (SECURITY.md).
+    mqtt_options.max_connections = static_cast<size_t>(config.http_max_connections);
     mqtt = std::make_unique<net::mqtt::MqttListener>(io, mqtt_options, &mqtt_ingest, &metrics);
     Status mqtt_st = mqtt->Start();
     if (!mqtt_st.ok()) {

@@ -640,6 +640,21 @@ void Connection::OnHeader(error_code ec) {
   }
   const auto& header = parser_->get();
   method_ = std::string(ToStd(header.method_string()));
+  // The only transfer coding is chunked, alone (RFC 9112 §6.1: a request whose final coding
+  // is not chunked cannot be framed). Anything else is refused with the connection closed,
+  // before the parser could take the body for a next request (request smuggling behind a
+  // proxy that reads the header differently; found by a black-box test).
+  if (const auto te = header.count(http::field::transfer_encoding); te > 0) {
+    std::string_view value = ToStd(header[http::field::transfer_encoding]);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+      value.remove_prefix(1);
+    while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+    if (te > 1 || !EqualsIgnoreCase(value, "chunked")) {
+      FailRequest(501, "not_implemented",
+                  "Transfer-Encoding must be chunked alone (other codings are not supported)");
+      return;
+    }
+  }
   if (parser_->is_done()) {
     Dispatch();
     return;

@@ -1,6 +1,7 @@
 // MQTT codec; the wire format and every validation rule are in docs/formats/mqtt.md.
 #include "net/mqtt/codec.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace joule::net::mqtt {
@@ -657,10 +658,13 @@ Decoder::State Decoder::Next(Packet* out) {
   if (n < 0) return Fail(reason::kMalformedPacket, "malformed remaining length");
   if (n == 0) return State::kNeedMore;
   const uint64_t total = 1 + static_cast<uint64_t>(n) + remaining;
-  if (total > options_.max_packet_size) {
+  const uint32_t max = options_.version == ProtocolVersion::kUnknown
+                           ? std::min(options_.max_packet_size, options_.max_connect_packet_size)
+                           : options_.max_packet_size;
+  if (total > max) {
     return Fail(reason::kPacketTooLarge, "packet of " + std::to_string(total) +
                                              " bytes exceeds the maximum of " +
-                                             std::to_string(options_.max_packet_size));
+                                             std::to_string(max));
   }
   if (in.size() < total) return State::kNeedMore;
   DecodeError error;

@@ -200,6 +200,11 @@ struct DecoderOptions {
   uint32_t max_packet_size = 268'435'460;
   // kUnknown: only a CONNECT is accepted first, and it sets the version (a server).
   ProtocolVersion version = ProtocolVersion::kUnknown;
+  // Largest accepted first packet (the CONNECT, before anyone is authenticated): its
+  // strings are at most 64 KiB each, so a peer that announces megabytes is refused before
+  // the server buffers them (found by a black-box test: 4 MiB held per unauthenticated
+  // connection).
+  uint32_t max_connect_packet_size = 256u << 10;
 };
 
 class Decoder {

@@ -87,7 +87,7 @@ class MqttListener::Impl : public std::enable_shared_from_this<Impl> {
                                                Histogram::LatencyBuckets());
       for (const char* r : {"protocol_error", "packet_too_large", "keepalive", "takeover",
                             "qos_not_supported", "not_authorized", "unavailable", "connect_timeout",
-                            "bad_credentials", "shutdown", "tls_handshake"}) {
+                            "bad_credentials", "shutdown", "tls_handshake", "max_connections"}) {
         disconnects_.emplace(
             r, metrics_->GetCounter("joule_mqtt_disconnects_total",
                                     "MQTT connections closed by the server, by reason.",
@@ -701,6 +701,7 @@ void MqttListener::Impl::OnAccept(tcp::socket socket) {
     if (connections_gauge_ != nullptr) connections_gauge_->Add(1);
     connection->Start();
   } else {
+    CountDisconnect("max_connections");
     error_code ignored;
     socket.close(ignored);
   }

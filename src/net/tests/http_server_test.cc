@@ -241,6 +241,43 @@ TEST_F(HttpServerTest, OversizedChunkedBodyIs413) {
   EXPECT_EQ(r->status, 413);
 }
 
+// A transfer coding other than chunked alone cannot frame a request: refused and closed,
+// so that what follows is never read as a next request (request smuggling; found by a
+// black-box test: "xchunked" and "chunked, identity" let a pipelined GET through).
+TEST_F(HttpServerTest, TransferCodingsOtherThanChunkedAreRefused) {
+  StartServer();
+  for (const std::string te : {"xchunked", "chunked, identity", "gzip, chunked", "identity"}) {
+    auto client = TestHttpClient::Connect(port());
+    ASSERT_TRUE(client);
+    ASSERT_TRUE(client->Send("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: " + te +
+                             "\r\n\r\nGET /hello HTTP/1.1\r\nHost: t\r\n\r\n"));
+    auto r = client->ReadResponse();
+    ASSERT_TRUE(r.has_value()) << te;
+    EXPECT_EQ(r->status, 501) << te;
+    EXPECT_FALSE(client->ReadResponse().has_value()) << te << ": a smuggled request was answered";
+  }
+  // Two Transfer-Encoding fields (chunked twice): refused too (the HTTP parser's 400).
+  auto client = TestHttpClient::Connect(port());
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(client->Send(
+      "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: "
+      "chunked\r\n\r\n0\r\n\r\n"));
+  auto r = client->ReadResponse();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_TRUE(r->status == 400 || r->status == 501) << r->status;
+  EXPECT_FALSE(client->ReadResponse().has_value());
+  // Chunked alone (any case) still works.
+  auto ok = TestHttpClient::Connect(port());
+  ASSERT_TRUE(ok);
+  ASSERT_TRUE(
+      ok->Send("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: Chunked\r\n\r\n"
+               "3\r\nabc\r\n0\r\n\r\n"));
+  r = ok->ReadResponse();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, "abc");
+}
+
 TEST_F(HttpServerTest, OversizedHeadersAre431) {
   HttpServerOptions options;
   options.max_header_bytes = 4096;

@@ -314,6 +314,14 @@ TEST(MqttDecoder, PacketTooLargeIsDecidedFromTheHeader) {
   EXPECT_EQ(d.buffered(), 0u);
 }
 
+TEST(MqttDecoder, AFirstPacketOfMegabytesIsRefusedFromItsHeader) {
+  Decoder d;  // a server's: the first packet must be a CONNECT, of at most 256 KiB
+  d.Feed(Bytes({0x10, 0x80, 0x80, 0x81, 0x02}));  // CONNECT, remaining length 4 MiB + 16 KiB
+  Packet p;
+  ASSERT_EQ(d.Next(&p), Decoder::State::kError);
+  EXPECT_EQ(d.error().reason_code, reason::kPacketTooLarge);
+}
+
 TEST(MqttDecoder, AnotherProtocolIsRefusedFromItsFirstByte) {
   Decoder d;
   d.Feed("GET / HTTP/1.1\r\n");  // 'G' = PUBACK type, length 69: no need to wait for it
