@@ -2,6 +2,7 @@
 // Not part of the public API.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -298,6 +299,18 @@ struct WindowEngine::Impl {
   int64_t DedupHorizon() const {
     return opt.dedup_horizon_ns > 0 ? opt.dedup_horizon_ns
                                     : opt.allowed_lateness_ns + opt.out_of_orderness_ns;
+  }
+  // An event at or before its device's latest is too late before this time: past
+  // allowed_lateness behind the device's own watermark (CONTRACT §2; not the idle
+  // watermark, which runs on with processing time while the device is silent), or where
+  // its interval (max_gap back) could need a window or sample eviction freed.
+  int64_t LateBefore(const Device& d) const {
+    return std::max(d.wm - opt.allowed_lateness_ns, d.evicted_to + opt.max_gap_ns);
+  }
+  // De-duplication keys older than this are not needed: their events would be too late
+  // (the de-duplication horizon behind the watermark, or what eviction freed).
+  int64_t DedupBefore(const Device& d) const {
+    return std::max(d.wm - DedupHorizon(), d.evicted_to + opt.max_gap_ns);
   }
 };
 

@@ -372,11 +372,6 @@ size_t FirstAtOrAfter(const ChunkedLog<Sample>& h, int64_t t) {
   return h.partition_point([t](const Sample& s) { return s.t < t; });
 }
 
-// The first index whose sample is after t.
-size_t FirstAfter(const ChunkedLog<Sample>& h, int64_t t) {
-  return h.partition_point([t](const Sample& s) { return s.t <= t; });
-}
-
 // Where sample (t, v) goes: after every sample that is not SampleBefore-later than it.
 size_t InsertPosition(const ChunkedLog<Sample>& h, int64_t t, double v) {
   return h.partition_point([t, v](const Sample& s) { return !SampleBefore(t, v, s); });
@@ -408,10 +403,15 @@ void RecomputeRange(Impl& E, Device& d, uint32_t m, int64_t lo, int64_t hi) {
   };
   MetricState& ms = d.metrics[m];
   const auto& h = ms.hist;
+  // From the last sample before s0: an interval ending exactly at s0 (a zero-length one
+  // between two samples at s0, or a gap bridged into s0's window) belongs to s0's window,
+  // so the pair that ends there must be walked too (found by a black-box test: a counter's
+  // increment between two readings at a minute's start, or bridged to a reading there, was
+  // lost when a late sample made the window recompute).
   size_t k0 = 0;
   {
-    const size_t after = FirstAfter(h, s0);
-    if (after > 0) k0 = after - 1;
+    const size_t at_or_after = FirstAtOrAfter(h, s0);
+    if (at_or_after > 0) k0 = at_or_after - 1;
   }
   const int64_t max_gap = E.opt.max_gap_ns;
   const bool power = ms.kind == MetricKind::kPower;
@@ -854,7 +854,7 @@ void Evict(Impl& E, Device& d) {
     v.erase(v.begin(), v.begin() + static_cast<ptrdiff_t>(k));
     d.first_open[res] = d.first_open[res] >= k ? d.first_open[res] - k : 0;
   }
-  const int64_t dedup_before = ref - E.DedupHorizon();
+  const int64_t dedup_before = E.DedupBefore(d);
   {
     size_t expired = 0;
     while (expired < d.seen_ts.size() && d.seen_ts[expired] < dedup_before) ++expired;
@@ -1128,18 +1128,14 @@ void WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t no
     ++d.skew_n;
   }
   const int64_t t = ev.timestamp_ns;
-  const int64_t ref = d.has_events ? std::max(d.wm, d.fin_wm) : kMinTime;
   // Only an event at or before the device's latest can be too late: a later one is its
-  // newest data (a backlog uploaded in order after an outage, however long). An earlier
-  // one is too late past allowed_lateness, or when the windows or samples it would change
-  // (its interval reaches max_gap back) were evicted.
-  if (d.has_events && t <= d.max_t &&
-      (t < ref - E.opt.allowed_lateness_ns || t < d.evicted_to + E.opt.max_gap_ns)) {
+  // newest data (a backlog uploaded in order after an outage, however long).
+  if (d.has_events && t <= d.max_t && t < E.LateBefore(d)) {
     ++d.late_dropped;
     ++E.late_dropped;
     return;
   }
-  if (!RememberEvent(d, ev, d.has_events ? ref - E.DedupHorizon() : kMinTime)) {
+  if (!RememberEvent(d, ev, d.has_events ? E.DedupBefore(d) : kMinTime)) {
     ++d.duplicates;
     ++E.duplicates;
     return;
