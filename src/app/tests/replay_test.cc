@@ -144,6 +144,31 @@ TEST_F(ReplayTest, WritesOnlySettledWindowsWithReplayVersionsAndIsIdempotent) {
   EXPECT_EQ((*m2)->version, kReplayVersionBase + 1);
 }
 
+// The first copy received wins (CONTRACT §1), also when a later copy of the event_id has
+// an earlier event time in the hour before, which the archive holds first (found by a
+// black-box test: replay kept the later copy).
+TEST_F(ReplayTest, TheFirstCopyReceivedWinsAcrossArchiveHours) {
+  std::vector<model::Event> events = Series();
+  model::Event original = Ev(kT0 + 2 * kS, 500);
+  original.event_id = "b";
+  original.received_at_ns = kT0 + 2 * kS;
+  model::Event copy = Ev(kT0 - kS, 999);  // the hour before kT0
+  copy.event_id = "b";
+  copy.received_at_ns = kT0 + 60 * kS;
+  events.push_back(original);
+  events.push_back(copy);
+  Archive(events);
+  store::MemoryHistoryStore history;
+  ReplayStats stats = Replay(&history);
+  EXPECT_EQ(stats.duplicates, 1u);
+  auto m0 = history.Get("plug-1", model::Resolution::kBase, kT0);
+  ASSERT_TRUE(m0.ok() && m0->has_value());
+  EXPECT_EQ((*m0)->count, 7u);
+  const model::MetricAggregate* p = (*m0)->FindMetric("power_w");
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(p->max, 500);
+}
+
 TEST_F(ReplayTest, LiveWatermarkSettlesMoreWindowsAndFewerEventsAreLeftAlone) {
   Archive(Series());
   store::MemoryHistoryStore history;
