@@ -50,6 +50,7 @@ PARAM_KINDS = [
     ("/v1/devices/{id}", "device"),
     ("/v1/rules/{id}", "rule"),
     ("/v1/alerts/{id}", "alert"),
+    ("/v1/owners/{owner_id}/keys", "admin"),  # owner keys: admin only (create, list, revoke)
     ("/v1/owners/{owner_id}", "owner"),
     ("/assets/{path*}", "asset"),
     ("/v1/admin/", "admin"),  # admin-only operations: owner keys and device tokens get 403
