@@ -41,6 +41,8 @@ struct ApiContext {
   ingest::RateLimiter* event_limiter = nullptr;
   store::LatestStore* latest = nullptr;
   size_t latest_windows = 60;
+  // GET /v1/stream: streams open at once per owner key (0 = unlimited; admin unlimited).
+  size_t streams_per_key = 16;
   // State of a remote latest store (Redis); null = always usable (the memory store).
   // While it is down or catching up after an outage, realtime reads go to history.
   struct LatestState {

@@ -1,6 +1,12 @@
 // GET /v1/stream?device_id= or ?owner_id= (CONTRACT §3): Server-Sent Events `window`,
 // `reading` and `alert` for one device or all of an owner's devices. Admin and owner keys;
 // device tokens get 403.
+#include <fmt/format.h>
+
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
 #include "api/api_context.h"
 #include "api/error_response.h"
 #include "api/live_hub.h"
@@ -11,6 +17,36 @@
 
 namespace joule::api {
 namespace {
+
+// Open streams per owner key (limits.streams_per_key): one tenant must not hold every
+// connection of the server with streams, which no timeout ends (found by a black-box test).
+class StreamQuota {
+ public:
+  bool Take(const std::string& key, size_t limit) {
+    std::lock_guard lock(mu_);
+    size_t& n = open_[key];
+    if (limit > 0 && n >= limit) {
+      if (n == 0) open_.erase(key);
+      return false;
+    }
+    ++n;
+    return true;
+  }
+  void Give(const std::string& key) {
+    std::lock_guard lock(mu_);
+    auto it = open_.find(key);
+    if (it != open_.end() && --it->second == 0) open_.erase(it);
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<std::string, size_t> open_;
+};
+
+StreamQuota& Quota() {
+  static auto* q = new StreamQuota;  // never destroyed: streams may close during exit
+  return *q;
+}
 
 void HandleStream(ApiContext& ctx, net::HttpRequest& req, net::Responder responder) {
   const Caller caller = ctx.auth->Authenticate(req);
@@ -34,12 +70,29 @@ void HandleStream(ApiContext& ctx, net::HttpRequest& req, net::Responder respond
              (caller.kind == Caller::Kind::kOwner && caller.owner_id != *owner_id)) {
     return responder.Send(net::HttpResponse::Error(404, "not_found", "no such owner"));
   }
+  // Owner keys are counted (device tokens are refused above; the admin is trusted).
+  const std::string quota_key =
+      caller.kind == Caller::Kind::kOwner ? "owner:" + caller.owner_id : "";
+  if (!quota_key.empty() && !Quota().Take(quota_key, ctx.streams_per_key)) {
+    net::HttpResponse r = net::HttpResponse::Error(
+        429, "rate_limited",
+        fmt::format("{} live streams are open for this key (limits.streams_per_key)",
+                    ctx.streams_per_key));
+    r.headers.emplace_back("Retry-After", "10");
+    return responder.Send(std::move(r));
+  }
   std::shared_ptr<net::SseStream> stream =
       responder.StartStream({{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}});
-  if (!stream) return;
+  if (!stream) {
+    if (!quota_key.empty()) Quota().Give(quota_key);
+    return;
+  }
   LiveHub* hub = ctx.live;
   uint64_t id = hub->Subscribe(device_id ? *device_id : "", owner_id ? *owner_id : "", stream);
-  stream->SetOnClose([hub, id] { hub->Unsubscribe(id); });
+  stream->SetOnClose([hub, id, quota_key] {
+    hub->Unsubscribe(id);
+    if (!quota_key.empty()) Quota().Give(quota_key);
+  });
 }
 
 }  // namespace

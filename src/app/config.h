@@ -106,6 +106,9 @@ struct Config {
   uint32_t requests_per_second = 10;
   uint32_t request_burst = 20;
   uint32_t device_events_per_second = 1000;
+  // Live streams (GET /v1/stream) open at once per owner key (0 = unlimited; the admin
+  // token is not limited), so that one tenant cannot hold every connection.
+  uint32_t streams_per_key = 16;
   // [metrics.kinds]
   std::map<std::string, model::MetricKind, std::less<>> metric_kinds;
   // [log]

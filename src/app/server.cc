@@ -379,6 +379,7 @@ int RunServer(const Config& given_config) {
   ctx.event_limiter = event_limiter.get();
   ctx.latest = &latest;
   ctx.latest_windows = config.latest_windows;
+  ctx.streams_per_key = config.streams_per_key;
   if (latest_health) {
     ctx.latest_state = [&processors, h = latest_health.get()] {
       api::ApiContext::LatestState s;

@@ -3,6 +3,7 @@ token buckets per device token / owner key (the admin token is never limited) an
 device for events. Over the limit: 429 {"error": {"code": "rate_limited"}} with
 Retry-After, and nothing of the request is stored."""
 
+import http.client
 import json
 import math
 import time
@@ -180,6 +181,48 @@ class EventLimitTest(RateLimitCase):
                 break
             time.sleep(0.2)
         self.assertStatus(resp, 202, "after Retry-After")
+
+
+class StreamLimitTest(RateLimitCase):
+    """Live streams per owner key (limits.streams_per_key): one tenant cannot hold every
+    connection with streams no timeout ends (found by a black-box security test)."""
+    server_env = dict(AUTH_ENV, JOULE_LIMITS_STREAMS_PER_KEY="2")
+
+    def open_stream(self, owner, key):
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=5)
+        conn.request("GET", f"/v1/stream?owner_id={owner}", headers=bearer(key))
+        return conn, conn.getresponse()
+
+    def test_streams_per_key(self):
+        dev, _ = self.register()
+        owner = self.server.request("GET", f"/v1/devices/{dev}", headers=ADMIN)[2]["device"]["owner_id"]
+        resp = self.server.request("POST", f"/v1/owners/{owner}/keys", {}, headers=ADMIN)
+        self.assertStatus(resp, 201, "owner key")
+        key = resp[2]["key"]
+        opened = [self.open_stream(owner, key) for _ in range(2)]
+        for _, r in opened:
+            self.assertEqual(r.status, 200)
+        conn, third = self.open_stream(owner, key)
+        self.assertEqual(third.status, 429)
+        self.assertIn("streams_per_key", json.loads(third.read())["error"]["message"])
+        conn.close()
+        # The admin is not counted; a closed stream frees its place.
+        c, r = (lambda c: (c, (c.request("GET", f"/v1/stream?owner_id={owner}", headers=ADMIN),
+                               c.getresponse())[1]))(
+            http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=5))
+        self.assertEqual(r.status, 200)
+        r.close()
+        c.close()
+        def close(cr):
+            cr[1].close()  # (the response holds the socket too)
+            cr[0].close()
+
+        close(opened[0])
+        again = poll(lambda: (lambda cr: cr if cr[1].status == 200 else close(cr))(
+            self.open_stream(owner, key)), timeout=10)
+        self.assertTrue(again, "a place is free after a stream closed" + self.diag())
+        close(again)
+        close(opened[1])
 
 
 class AuthDisabledTest(RateLimitCase):
