@@ -1,6 +1,7 @@
 #include "store/sqlite/sqlite_metadata_store.h"
 
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include <charconv>
 #include <utility>
@@ -326,6 +327,9 @@ Result<std::unique_ptr<SqliteMetadataStore>> SqliteMetadataStore::Open(const std
     sqlite3_close(db);
     return Status::IoError("sqlite: cannot open " + path + ": " + msg);
   }
+  // The file holds token hashes and webhook secrets: owner-only (SQLite gives its -wal and
+  // -shm files the database file's mode). A black-box test found it world-readable.
+  if (path != ":memory:") ::chmod(path.c_str(), 0600);
   std::unique_ptr<SqliteMetadataStore> store(
       new SqliteMetadataStore(db, clock ? clock : SystemClock::Default()));
   sqlite3_busy_timeout(db, 5000);

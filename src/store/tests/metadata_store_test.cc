@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -1150,6 +1151,24 @@ TEST_P(MetadataCacheTest, ConcurrentReadersAndWritersConverge) {
   for (auto& t : readers) t.join();
   EXPECT_EQ(errors.load(), 0);
   EXPECT_EQ(cache_->GetDevice("d1")->name, "n9");
+}
+
+// The SQLite file holds token hashes and webhook secrets: owner-only, even when it
+// existed with a wider mode.
+TEST(SqliteMetadataFileTest, IsOwnerOnly) {
+  auto dir = std::filesystem::temp_directory_path() / ("joule-meta-" + RandomSuffix());
+  std::filesystem::create_directories(dir);
+  std::string path = (dir / "metadata.db").string();
+  for (int round = 0; round < 2; ++round) {
+    auto store = OpenMetadataStore(MetadataBackend::kSqlite, path);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    struct stat st {};
+    ASSERT_EQ(::stat(path.c_str(), &st), 0) << path;
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << "round " << round;
+    store->reset();
+    ASSERT_EQ(::chmod(path.c_str(), 0644), 0);
+  }
+  std::filesystem::remove_all(dir);
 }
 
 // SQLite only: no other writer announces changes, so a "not found" lasts its TTL.
