@@ -6,6 +6,8 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -65,14 +67,23 @@ std::string RandomToken() {
 // The admin token: from config, else the one generated on first start and kept in
 // {data_dir}/admin_token (mode 0600), printed only when generated.
 Result<std::string> ResolveAdminToken(const Config& config) {
-  if (!config.admin_token.empty()) return config.admin_token;
+  if (!config.admin_token.empty()) {
+    if (config.admin_token.size() < 20) {
+      logging::Warn(
+          "auth.admin_token is short (under 20 characters): it opens everything — use a long "
+          "random one, or leave it unset and let the first start generate one");
+    }
+    return config.admin_token;
+  }
   std::filesystem::path path = std::filesystem::path(config.data_dir) / "admin_token";
   std::ifstream in(path);
   std::string token;
   if (in && std::getline(in, token) && !token.empty()) return token;
   token = RandomToken();
   std::ofstream out(path, std::ios::trunc);
-  if (!out) return Status::IoError(fmt::format("cannot write {}", path.string()));
+  if (!out) {
+    return Status::IoError(fmt::format("cannot write {}: {}", path.string(), std::strerror(errno)));
+  }
   out << token << "\n";
   out.close();
   std::filesystem::permissions(
