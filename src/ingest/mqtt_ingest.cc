@@ -107,7 +107,10 @@ void MqttIngest::OnPublish(const mqtt::PublishRequest& request, PublishDone done
   // token or deleting the device revokes it at once, for open connections too (a cached
   // lookup; the cache drops revoked tokens before the revoking request returns).
   if (!options_.auth_disabled) {
-    Result<store::Principal> p = metadata_->AuthenticateToken(*request.credential);
+    Result<store::Principal> p =
+        request.credential != nullptr
+            ? metadata_->AuthenticateToken(*request.credential)
+            : Result<store::Principal>(Status::Unauthenticated("no credential"));
     if (!p.ok() && p.status().code() == StatusCode::kUnavailable) {
       messages_unavailable_->Inc();
       done({mqtt::reason::kUnspecifiedError,
