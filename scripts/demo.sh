@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-scripts/build.sh release
+scripts/build.sh release joule  # the binary only (the tests and benchmarks: scripts/test.sh)
 bin=build/release/src/app/joule
 
 port="${JOULE_DEMO_PORT:-8080}"
