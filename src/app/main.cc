@@ -101,7 +101,9 @@ int main(int argc, char** argv) {
       replay_cmd->add_option("--device", replay_options.device_id, "Only this device");
   replay_cmd->add_option("--owner", replay_options.owner_id, "Only this owner's devices")
       ->excludes(replay_device);
-  replay_cmd->add_flag("--dry-run", replay_options.dry_run, "Compute and count; write nothing");
+  replay_cmd->add_flag("--dry-run", replay_options.dry_run,
+                       "Compute and count; write no records (a stopped data dir's log tail is "
+                       "still archived first)");
   replay_cmd->add_option("--server", replay_options.server,
                          "Ask this running server (http://host:port) to replay");
   replay_cmd->add_option("--admin-token", replay_options.admin_token,
