@@ -429,16 +429,35 @@ class DeviceRoutes {
     responder.Send(std::move(r));
   }
 
-  void CreateOwnerKey(net::HttpRequest& req, net::Responder responder) {
-    const Caller caller = ctx_.auth->Authenticate(req);
-    if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized(caller));
-    if (!caller.admin()) {
-      return responder.Send(Forbidden("only the admin token may create owner keys"));
+  // The owner-key routes' common start: the admin token, a metadata store and a valid
+  // owner id; otherwise the refusal is sent and false returned.
+  bool OwnerKeyRequest(net::HttpRequest& req, net::Responder& responder, std::string_view what,
+                       Caller* caller) {
+    *caller = ctx_.auth->Authenticate(req);
+    if (caller->kind == Caller::Kind::kNone) {
+      responder.Send(Unauthorized(*caller));
+      return false;
     }
-    if (!ctx_.metadata) return responder.Send(NoMetadata());
+    if (!caller->admin()) {
+      responder.Send(Forbidden(fmt::format("only the admin token may {} owner keys", what)));
+      return false;
+    }
+    if (!ctx_.metadata) {
+      responder.Send(NoMetadata());
+      return false;
+    }
+    Status st = ValidateOwnerId(req.path_params["owner_id"]);
+    if (!st.ok()) {
+      responder.Send(ErrorFromStatus(st));
+      return false;
+    }
+    return true;
+  }
+
+  void CreateOwnerKey(net::HttpRequest& req, net::Responder responder) {
+    Caller caller;
+    if (!OwnerKeyRequest(req, responder, "create", &caller)) return;
     const std::string& owner = req.path_params["owner_id"];
-    Status st = ValidateOwnerId(owner);
-    if (!st.ok()) return responder.Send(ErrorFromStatus(st));
     Result<store::OwnerKey> key = ctx_.metadata->CreateOwnerKey(owner);
     if (!key.ok()) return responder.Send(ErrorFromStatus(key.status()));
     RecordAudit(ctx_, req, caller, "owner_key.created", "owner", owner,
@@ -461,14 +480,9 @@ class DeviceRoutes {
 
   // GET /v1/owners/{owner_id}/keys (admin): the owner's keys by id (never the keys).
   void ListOwnerKeys(net::HttpRequest& req, net::Responder responder) {
-    const Caller caller = ctx_.auth->Authenticate(req);
-    if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized(caller));
-    if (!caller.admin())
-      return responder.Send(Forbidden("only the admin token may list owner keys"));
-    if (!ctx_.metadata) return responder.Send(NoMetadata());
+    Caller caller;
+    if (!OwnerKeyRequest(req, responder, "list", &caller)) return;
     const std::string& owner = req.path_params["owner_id"];
-    Status st = ValidateOwnerId(owner);
-    if (!st.ok()) return responder.Send(ErrorFromStatus(st));
     Result<std::vector<store::OwnerKey>> keys = ctx_.metadata->ListOwnerKeys(owner);
     if (!keys.ok()) return responder.Send(ErrorFromStatus(keys.status()));
     JsonWriter w;
@@ -493,11 +507,8 @@ class DeviceRoutes {
   // DELETE /v1/owners/{owner_id}/keys/{key_id} (admin): revokes the key at once (a leaked
   // key could otherwise never be withdrawn: found by a black-box test).
   void RevokeOwnerKey(net::HttpRequest& req, net::Responder responder) {
-    const Caller caller = ctx_.auth->Authenticate(req);
-    if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized(caller));
-    if (!caller.admin())
-      return responder.Send(Forbidden("only the admin token may revoke owner keys"));
-    if (!ctx_.metadata) return responder.Send(NoMetadata());
+    Caller caller;
+    if (!OwnerKeyRequest(req, responder, "revoke", &caller)) return;
     const std::string& owner = req.path_params["owner_id"];
     const std::string& key_id = req.path_params["key_id"];
     Result<std::vector<store::OwnerKey>> keys = ctx_.metadata->ListOwnerKeys(owner);

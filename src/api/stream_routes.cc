@@ -3,6 +3,7 @@
 // device tokens get 403.
 #include <fmt/format.h>
 
+#include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -43,12 +44,9 @@ class StreamQuota {
   std::unordered_map<std::string, size_t> open_;
 };
 
-StreamQuota& Quota() {
-  static auto* q = new StreamQuota;  // never destroyed: streams may close during exit
-  return *q;
-}
-
-void HandleStream(ApiContext& ctx, net::HttpRequest& req, net::Responder responder) {
+// `quota` is the server's (one per route table); streams keep it alive until they close.
+void HandleStream(ApiContext& ctx, const std::shared_ptr<StreamQuota>& quota, net::HttpRequest& req,
+                  net::Responder responder) {
   const Caller caller = ctx.auth->Authenticate(req);
   if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized(caller));
   // The stream carries alerts (rule names, thresholds, the owner): owner data, which a
@@ -73,7 +71,7 @@ void HandleStream(ApiContext& ctx, net::HttpRequest& req, net::Responder respond
   // Owner keys are counted (device tokens are refused above; the admin is trusted).
   const std::string quota_key =
       caller.kind == Caller::Kind::kOwner ? "owner:" + caller.owner_id : "";
-  if (!quota_key.empty() && !Quota().Take(quota_key, ctx.streams_per_key)) {
+  if (!quota_key.empty() && !quota->Take(quota_key, ctx.streams_per_key)) {
     net::HttpResponse r = net::HttpResponse::Error(
         429, "rate_limited",
         fmt::format("{} live streams are open for this key (limits.streams_per_key)",
@@ -84,22 +82,23 @@ void HandleStream(ApiContext& ctx, net::HttpRequest& req, net::Responder respond
   std::shared_ptr<net::SseStream> stream =
       responder.StartStream({{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}});
   if (!stream) {
-    if (!quota_key.empty()) Quota().Give(quota_key);
+    if (!quota_key.empty()) quota->Give(quota_key);
     return;
   }
   LiveHub* hub = ctx.live;
   uint64_t id = hub->Subscribe(device_id ? *device_id : "", owner_id ? *owner_id : "", stream);
-  stream->SetOnClose([hub, id, quota_key] {
+  stream->SetOnClose([hub, id, quota, quota_key] {
     hub->Unsubscribe(id);
-    if (!quota_key.empty()) Quota().Give(quota_key);
+    if (!quota_key.empty()) quota->Give(quota_key);
   });
 }
 
 }  // namespace
 
 void AddStreamRoutes(net::Router& router, ApiContext& ctx) {
-  router.Add("GET", "/v1/stream", [&ctx](net::HttpRequest& req, net::Responder r) {
-    HandleStream(ctx, req, std::move(r));
+  auto quota = std::make_shared<StreamQuota>();
+  router.Add("GET", "/v1/stream", [&ctx, quota](net::HttpRequest& req, net::Responder r) {
+    HandleStream(ctx, quota, req, std::move(r));
   });
 }
 
