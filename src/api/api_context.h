@@ -43,6 +43,8 @@ struct ApiContext {
   size_t latest_windows = 60;
   // GET /v1/stream: streams open at once per owner key (0 = unlimited; admin unlimited).
   size_t streams_per_key = 16;
+  // POST /v1/rules: rules an owner key may hold (0 = unlimited; the admin is not limited).
+  size_t rules_per_owner = 100;
   // State of a remote latest store (Redis); null = always usable (the memory store).
   // While it is down or catching up after an outage, realtime reads go to history.
   struct LatestState {

@@ -90,6 +90,18 @@ class RuleRoutes {
     if (auto err = Admit(req, &caller)) return responder.Send(std::move(*err));
     Result<alert::Rule> rule = ParseBody(req, caller);
     if (!rule.ok()) return responder.Send(ErrorFromStatus(rule.status()));
+    if (caller.kind == Caller::Kind::kOwner && ctx_.rules_per_owner > 0) {
+      // Checked before the insert (two concurrent creations may pass it together).
+      Result<std::vector<store::Rule>> held = ctx_.metadata->ListRules(caller.owner_id);
+      if (!held.ok()) return responder.Send(ErrorFromStatus(held.status()));
+      if (held->size() >= ctx_.rules_per_owner) {
+        return responder.Send(net::HttpResponse::Error(
+            409, "too_many_rules",
+            fmt::format("this owner has {} rules, the most an owner key may create "
+                        "(limits.rules_per_owner); delete one first",
+                        held->size())));
+      }
+    }
     if (rule->id.empty()) rule->id = NewRuleId();
     store::Rule row{rule->id, rule->owner_id, alert::RuleToJson(*rule, true)};
     Result<store::Rule> created = ctx_.metadata->CreateRule(row);

@@ -227,6 +227,8 @@ const std::vector<Key>& Keys() {
        [](const Config& c) { return std::to_string(c.request_burst); }},
       {"limits", "streams_per_key", Integer(&Config::streams_per_key, 0, 1'000'000),
        [](const Config& c) { return std::to_string(c.streams_per_key); }},
+      {"limits", "rules_per_owner", Integer(&Config::rules_per_owner, 0, 1'000'000),
+       [](const Config& c) { return std::to_string(c.rules_per_owner); }},
       {"limits", "device_events_per_second",
        Integer(&Config::device_events_per_second, 0, 100'000'000),
        [](const Config& c) { return std::to_string(c.device_events_per_second); }},

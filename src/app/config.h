@@ -109,6 +109,9 @@ struct Config {
   // Live streams (GET /v1/stream) open at once per owner key (0 = unlimited; the admin
   // token is not limited), so that one tenant cannot hold every connection.
   uint32_t streams_per_key = 16;
+  // Alert rules an owner key may create (0 = unlimited; the admin is not limited): every
+  // rule is evaluated against every record of its scope.
+  uint32_t rules_per_owner = 100;
   // [metrics.kinds]
   std::map<std::string, model::MetricKind, std::less<>> metric_kinds;
   // [log]

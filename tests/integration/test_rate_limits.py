@@ -225,6 +225,42 @@ class StreamLimitTest(RateLimitCase):
         close(opened[1])
 
 
+class RuleLimitTest(RateLimitCase):
+    """Alert rules per owner (limits.rules_per_owner): an owner key cannot make the alert
+    evaluator and the metadata store hold any number of rules (found by a black-box
+    security test); the admin is not limited, and a deleted rule frees its place."""
+    server_env = dict(AUTH_ENV, JOULE_LIMITS_RULES_PER_OWNER="2")
+
+    def test_rules_per_owner(self):
+        dev, _ = self.register()
+        owner = self.server.request("GET", f"/v1/devices/{dev}", headers=ADMIN)[2]["device"]["owner_id"]
+        key = self.server.request("POST", f"/v1/owners/{owner}/keys", {}, headers=ADMIN)[2]["key"]
+        rule = {"name": "hot", "scope": {"device_id": dev}, "kind": "threshold",
+                "metric": "power_w", "aggregate": "max", "op": ">", "threshold": 1000}
+        made = []
+        for i in range(2):
+            resp = self.server.request("POST", "/v1/rules", rule, headers=bearer(key))
+            self.assertStatus(resp, 201, f"rule {i + 1}")
+            made.append(resp[2]["id"])
+        status, _, body = self.server.request("POST", "/v1/rules", rule, headers=bearer(key))
+        self.assertEqual(status, 409, body)
+        self.assertEqual(body["error"]["code"], "too_many_rules", body)
+        self.assertIn("rules_per_owner", body["error"]["message"])
+        listed = self.server.request("GET", "/v1/rules", headers=bearer(key))[2]["rules"]
+        self.assertEqual(sorted(r["id"] for r in listed), sorted(made))
+        # The admin may still add one for this owner; deleting one frees a place for the key.
+        self.assertStatus(self.server.request("POST", "/v1/rules", dict(rule, owner_id=owner),
+                                              headers=ADMIN), 201, "admin")
+        self.assertStatus(self.server.request("DELETE", f"/v1/rules/{made[0]}",
+                                              headers=bearer(key)), 204, "delete")
+        status, _, body = self.server.request("POST", "/v1/rules", rule, headers=bearer(key))
+        self.assertEqual(status, 409, "the admin's rule counts too: 2 held" + repr(body))
+        self.assertStatus(self.server.request("DELETE", f"/v1/rules/{made[1]}",
+                                              headers=bearer(key)), 204, "delete")
+        self.assertStatus(self.server.request("POST", "/v1/rules", rule, headers=bearer(key)),
+                          201, "after deleting")
+
+
 class AuthDisabledTest(RateLimitCase):
     """With auth.mode = "disabled" there are no tokens: only the per-device events limit."""
     server_env = {"JOULE_AUTH_MODE": "disabled", "JOULE_LIMITS_REQUESTS_PER_SECOND": "1",
