@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <span>
+#include <chrono>
 #include <thread>
 
 #include "alert/alert_engine.h"
@@ -514,18 +515,40 @@ void PartitionProcessor::CorrectBaseWindow(model::AggregateRecord before,
                                            model::AggregateRecord after) {
   std::lock_guard lock(corrections_mu_);
   corrections_.emplace_back(std::move(before), std::move(after));
+  ++corrections_queued_;
 }
 
-void PartitionProcessor::ApplyCorrections(int64_t now_ns) {
+bool PartitionProcessor::WaitForCorrections(int64_t timeout_ns) {
+  uint64_t queued;
+  {
+    std::lock_guard lock(corrections_mu_);
+    queued = corrections_queued_;
+  }
+  const auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(timeout_ns);
+  while (corrections_durable_.load() < queued) {
+    if (std::chrono::steady_clock::now() >= until || !thread_.joinable()) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+bool PartitionProcessor::ApplyCorrections(int64_t now_ns) {
   std::vector<std::pair<model::AggregateRecord, model::AggregateRecord>> batch;
   {
     std::lock_guard lock(corrections_mu_);
-    if (corrections_.empty()) return;
+    if (corrections_.empty()) return false;
     batch.swap(corrections_);
   }
-  std::lock_guard lock(engine_mu_);
-  sink_->set_now(now_ns);
-  for (const auto& [before, after] : batch) engine_->CorrectBaseWindow(before, after, sink_.get());
+  {
+    std::lock_guard lock(engine_mu_);
+    sink_->set_now(now_ns);
+    for (const auto& [before, after] : batch) {
+      engine_->CorrectBaseWindow(before, after, sink_.get());
+    }
+  }
+  corrections_applied_ += batch.size();
+  if (options_.checkpoint_path.empty()) corrections_durable_.store(corrections_applied_);
+  return true;
 }
 
 void PartitionProcessor::Run() {
@@ -551,7 +574,9 @@ void PartitionProcessor::Run() {
       PublishEngineState();
       last_state = now;
     }
-    ApplyCorrections(now);
+    // Applied corrections are checkpointed at once: a replay's difference to the rollups
+    // exists only in this engine's state (docs/formats/archive.md, "Rollups still open").
+    const bool corrected = ApplyCorrections(now);
     if (now - last_tick >= options_.tick_interval_ns) {
       std::lock_guard lock(engine_mu_);
       sink_->set_now(now);
@@ -566,8 +591,9 @@ void PartitionProcessor::Run() {
     FlushHistory();
     DrainLatest();  // after the history flush: the catch-up may read back from history
     if (!options_.checkpoint_path.empty() &&
-        now - last_checkpoint >= options_.checkpoint_interval_ns) {
-      WriteCheckpoint();
+        (corrected || now - last_checkpoint >= options_.checkpoint_interval_ns)) {
+      const uint64_t applied = corrections_applied_;
+      if (WriteCheckpoint()) corrections_durable_.store(applied);
       last_checkpoint = now;
     }
     if (!any) {

@@ -93,6 +93,10 @@ class PartitionProcessor {
   // devices (WindowEngine::CorrectBaseWindow); applied by the processor's thread within a
   // loop (≤ 50 ms), so its rollups still held here get the difference.
   void CorrectBaseWindow(model::AggregateRecord before, model::AggregateRecord after);
+  // Waits until every correction handed over before the call is applied and in a written
+  // checkpoint (so a kill -9 after a replay cannot lose the difference), at most
+  // `timeout_ns`. Returns whether they are.
+  bool WaitForCorrections(int64_t timeout_ns);
   // Latest-store catch-up backlog (thread-safe): buffered records, devices waiting.
   size_t LatestPendingRecords() const { return catchup_->pending_records(); }
   size_t LatestPendingDevices() const { return catchup_->pending_devices(); }
@@ -125,7 +129,11 @@ class PartitionProcessor {
   // Replay corrections waiting for the processor's thread.
   std::mutex corrections_mu_;
   std::vector<std::pair<model::AggregateRecord, model::AggregateRecord>> corrections_;
-  void ApplyCorrections(int64_t now_ns);
+  uint64_t corrections_queued_ = 0;                // handed over (corrections_mu_)
+  uint64_t corrections_applied_ = 0;               // applied (processor thread)
+  std::atomic<uint64_t> corrections_durable_{0};  // applied and checkpointed
+  // Returns whether it applied any (then a checkpoint is written at once).
+  bool ApplyCorrections(int64_t now_ns);
   std::unique_ptr<stream::WindowEngine> engine_;
   std::unique_ptr<store::LatestCatchUp> catchup_;
   std::unique_ptr<Sink> sink_;

@@ -38,6 +38,9 @@ struct ReplayJobsOptions {
   std::function<bool(std::string_view device_id, int64_t* watermark_ns)> live_watermark;
   std::function<void(const model::AggregateRecord& before, const model::AggregateRecord& after)>
       live_correction;  // ReplayRequest::live_correction
+  // After a replay that handed corrections over: waits until the live engines applied them
+  // and wrote a checkpoint with them; false = not within its bound (logged).
+  std::function<bool()> live_correction_flush;
 };
 
 class ReplayJobs final : public api::ReplayService {

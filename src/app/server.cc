@@ -332,6 +332,11 @@ int RunServer(const Config& given_config) {
       uint32_t p = model::PartitionOf(after.device_id, config.log_partitions);
       processors[p % threads]->CorrectBaseWindow(before, after);
     };
+    ro.live_correction_flush = [&processors] {
+      bool all = true;
+      for (auto& p : processors) all = p->WaitForCorrections(30 * kNanosPerSecond) && all;
+      return all;
+    };
     replay_jobs =
         std::make_unique<ReplayJobs>(std::move(ro), archiver.get(), history.get(), &latest,
                                      metadata.get(), &replay_timezones, &metrics);
