@@ -23,9 +23,9 @@ struct BaseCorrection {
 };
 
 struct CheckpointCorrectionStats {
-  uint64_t checkpoints = 0;       // checkpoint files rewritten
-  uint64_t corrections = 0;       // base windows whose 1h/1d rollups were still held
-  uint64_t records_written = 0;   // final rollups re-emitted into history
+  uint64_t checkpoints = 0;      // checkpoint files rewritten
+  uint64_t corrections = 0;      // base windows whose 1h/1d rollups were still held
+  uint64_t records_written = 0;  // final rollups re-emitted into history
 };
 
 // `checkpoints_dir` = {data_dir}/checkpoints (processor-N.ckpt; absent or empty: nothing to

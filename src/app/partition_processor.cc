@@ -3,9 +3,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <span>
-#include <chrono>
 #include <thread>
 
 #include "alert/alert_engine.h"

@@ -129,8 +129,8 @@ class PartitionProcessor {
   // Replay corrections waiting for the processor's thread.
   std::mutex corrections_mu_;
   std::vector<std::pair<model::AggregateRecord, model::AggregateRecord>> corrections_;
-  uint64_t corrections_queued_ = 0;                // handed over (corrections_mu_)
-  uint64_t corrections_applied_ = 0;               // applied (processor thread)
+  uint64_t corrections_queued_ = 0;               // handed over (corrections_mu_)
+  uint64_t corrections_applied_ = 0;              // applied (processor thread)
   std::atomic<uint64_t> corrections_durable_{0};  // applied and checkpointed
   // Returns whether it applied any (then a checkpoint is written at once).
   bool ApplyCorrections(int64_t now_ns);

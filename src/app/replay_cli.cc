@@ -301,12 +301,13 @@ int RunReplay(const Config& config, const ReplayCliOptions& options) {
     Result<uint32_t> partitions = ResolveLogPartitions(config);
     if (!partitions.ok()) return Fail(partitions.status().ToString());
     Result<CheckpointCorrectionStats> corrected = CorrectCheckpointedRollups(
-        (std::filesystem::path(config.data_dir) / "checkpoints").string(), *partitions,
-        req.engine, &timezones, history->get(), corrections);
+        (std::filesystem::path(config.data_dir) / "checkpoints").string(), *partitions, req.engine,
+        &timezones, history->get(), corrections);
     if (!corrected.ok()) {
-      return Fail("the open 1h/1d rollups in the checkpoints were not corrected (run the "
-                  "replay again once they settle): " +
-                  corrected.status().ToString());
+      return Fail(
+          "the open 1h/1d rollups in the checkpoints were not corrected (run the "
+          "replay again once they settle): " +
+          corrected.status().ToString());
     }
     fmt::print(stderr,
                "joule replay: open 1h/1d rollups of {} rewritten minutes corrected in {} "
