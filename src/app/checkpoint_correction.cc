@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <set>
 
+#include "app/engine_epoch.h"
 #include "app/processor_checkpoint.h"
 #include "model/partition.h"
 
@@ -36,6 +37,8 @@ Result<CheckpointCorrectionStats> CorrectCheckpointedRollups(
   }
   if (ec) return Status::IoError(fmt::format("cannot list {}: {}", checkpoints_dir, ec.message()));
   std::sort(files.begin(), files.end());
+  const std::string epoch_path =
+      (std::filesystem::path(checkpoints_dir).parent_path() / "engine_epoch").string();
   for (const std::string& path : files) {
     JOULE_ASSIGN_OR_RETURN(std::optional<ProcessorCheckpoint> ckpt, ReadCheckpointFile(path));
     if (!ckpt) continue;
@@ -53,7 +56,9 @@ Result<CheckpointCorrectionStats> CorrectCheckpointedRollups(
     if (!restored.ok()) {
       return Status::Corruption(fmt::format("{}: {}", path, restored.ToString()));
     }
-    e.BeginRecoveryEpoch();
+    JOULE_ASSIGN_OR_RETURN(uint32_t dir_epoch, ReadEngineEpoch(epoch_path));
+    e.BeginRecoveryEpoch(dir_epoch + 1);
+    JOULE_RETURN_IF_ERROR(WriteEngineEpoch(epoch_path, e.version_epoch()));
     CollectingSink sink;
     uint64_t held = 0;
     for (const BaseCorrection* c : mine) held += e.CorrectBaseWindow(c->before, c->after, &sink);

@@ -29,10 +29,10 @@ struct CheckpointCorrectionStats {
 };
 
 // `checkpoints_dir` = {data_dir}/checkpoints (processor-N.ckpt; absent or empty: nothing to
-// do). `log_partitions` = the log's partition count (a device's partition selects the
-// checkpoint whose offsets list it). Each engine starts a recovery epoch first, so what it
-// emits outranks anything its crashed run may have emitted after the checkpoint.
-// REQUIRES: no server runs on the data dir (the caller holds its lock).
+// do; its parent holds `engine_epoch`, app/engine_epoch.h). `log_partitions` = the log's partition
+// count (a device's partition selects the checkpoint whose offsets list it). Each engine starts a
+// recovery epoch first, so what it emits outranks anything its crashed run may have emitted after
+// the checkpoint. REQUIRES: no server runs on the data dir (the caller holds its lock).
 Result<CheckpointCorrectionStats> CorrectCheckpointedRollups(
     const std::string& checkpoints_dir, uint32_t log_partitions,
     const stream::EngineOptions& engine, stream::TimezoneProvider* timezones,

@@ -11,6 +11,7 @@
 #include "alert/alert_engine.h"
 #include "api/live_hub.h"
 #include "app/allocator_tuning.h"
+#include "app/engine_epoch.h"
 #include "app/history_throttle.h"
 #include "app/latest_backlog_file.h"
 #include "app/processor_checkpoint.h"
@@ -334,7 +335,21 @@ Status PartitionProcessor::Start() {
     // lower version than anything emitted from now on (docs/formats/processor_checkpoint.md),
     // and a checkpoint carrying the new epoch is durable before anything is emitted, so a
     // crash during recovery leads to a still higher epoch.
-    if (found) engine_->BeginRecoveryEpoch();
+    uint32_t dir_epoch = 0;
+    if (!options_.epoch_path.empty()) {
+      JOULE_ASSIGN_OR_RETURN(dir_epoch, ReadEngineEpoch(options_.epoch_path));
+    }
+    if (found || dir_epoch > 0) {
+      engine_->BeginRecoveryEpoch(dir_epoch + 1);
+      if (!options_.epoch_path.empty()) {
+        JOULE_RETURN_IF_ERROR(WriteEngineEpoch(options_.epoch_path, engine_->version_epoch()));
+      }
+      if (!found) {
+        logging::Info("no checkpoint: rebuilding the state from the log",
+                      {{"processor", std::to_string(options_.index)},
+                       {"epoch", std::to_string(engine_->version_epoch())}});
+      }
+    }
     if (!WriteCheckpoint()) {
       return Status::IoError("cannot write the recovery checkpoint " + options_.checkpoint_path);
     }

@@ -53,6 +53,9 @@ struct PartitionProcessorOptions {
   int64_t tick_interval_ns = 200'000'000;
   size_t read_batch = 4096;
   std::string checkpoint_path;  // empty = no checkpoints
+  // The data dir's highest recovery epoch (app/engine_epoch.h; empty = none): a start without
+  // a checkpoint in a data dir that had one (rebuild from the log) begins above it.
+  std::string epoch_path;
   int64_t checkpoint_interval_ns = 60'000'000'000;
   // History receives a key's partial (final:false) records at most once per this interval
   // of processing time (the newest one; see src/app/README.md); 0 = every partial.

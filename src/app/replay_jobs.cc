@@ -131,10 +131,11 @@ void ReplayJobs::Run(std::shared_ptr<Job> job) {
     });
     if (stats.ok() && !req.dry_run && options_.live_correction_flush &&
         !options_.live_correction_flush()) {
-      logging::Warn("replay: the processors did not checkpoint the corrected rollups in time; "
-                    "a crash before their next checkpoint loses the difference in the open "
-                    "1h/1d windows (run the replay again after they settle)",
-                    {{"id", job->id}});
+      logging::Warn(
+          "replay: the processors did not checkpoint the corrected rollups in time; "
+          "a crash before their next checkpoint loses the difference in the open "
+          "1h/1d windows (run the replay again after they settle)",
+          {{"id", job->id}});
     }
   }
   std::lock_guard lock(mu_);

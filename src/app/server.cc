@@ -283,6 +283,7 @@ int RunServer(const Config& given_config) {
     po.checkpoint_path = (std::filesystem::path(config.data_dir) / "checkpoints" /
                           fmt::format("processor-{}.ckpt", i))
                              .string();
+    po.epoch_path = (std::filesystem::path(config.data_dir) / "engine_epoch").string();
     po.checkpoint_interval_ns = config.checkpoint_interval_ns;
     po.history_partial_interval_ns = config.history_partial_interval_ns;
     po.live = &live;

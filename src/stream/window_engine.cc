@@ -1100,9 +1100,9 @@ WindowEngine::~WindowEngine() = default;
 
 const EngineOptions& WindowEngine::options() const { return impl_->opt; }
 
-void WindowEngine::BeginRecoveryEpoch() {
+void WindowEngine::BeginRecoveryEpoch(uint32_t at_least) {
   Impl& E = *impl_;
-  ++E.version_epoch;
+  E.version_epoch = std::max(E.version_epoch + 1, at_least);
   const uint64_t floor = E.VersionFloor();
   for (auto& d : E.devices) {
     for (auto& v : d->win) {

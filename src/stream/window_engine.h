@@ -126,7 +126,10 @@ class WindowEngine {
   // every key's versions are above epoch << 32 (epoch = restored epoch + 1, saved in
   // checkpoints), i.e. above anything a previous run emitted (< 2^32 emissions per key per
   // run). The caller must persist a checkpoint carrying the new epoch before it emits.
-  void BeginRecoveryEpoch();
+  //
+  // `at_least`: the new epoch is at least this (a data dir's highest epoch so far, when the
+  // state is rebuilt from the log without a checkpoint: app/engine_epoch.h).
+  void BeginRecoveryEpoch(uint32_t at_least = 0);
   uint32_t version_epoch() const;
 
   const EngineOptions& options() const;
