@@ -223,10 +223,15 @@ void HandleHistory(ApiContext& ctx, net::HttpRequest& req, net::Responder respon
   model::Resolution resolution = model::Resolution::kBase;
   std::string res_text = req.Query("resolution") ? *req.Query("resolution") : "auto";
   if (res_text == "auto") {
-    const int64_t span = to - from;
-    if (span / ctx.base_window_ns <= static_cast<int64_t>(kAutoMaxWindows)) {
+    // The windows a range selects: those starting in [from, to) (a partial one at each end
+    // counts: 1500 whole minutes and 1 ms more are 1501 windows, which is over the limit).
+    auto windows = [&](int64_t width) {
+      auto ceil_div = [](int64_t a, int64_t b) { return a / b + (a % b > 0 ? 1 : 0); };
+      return ceil_div(to, width) - ceil_div(from, width);
+    };
+    if (windows(ctx.base_window_ns) <= static_cast<int64_t>(kAutoMaxWindows)) {
       resolution = model::Resolution::kBase;
-    } else if (span / kNanosPerHour <= static_cast<int64_t>(kAutoMaxWindows)) {
+    } else if (windows(kNanosPerHour) <= static_cast<int64_t>(kAutoMaxWindows)) {
       resolution = model::Resolution::kHour;
     } else {
       resolution = model::Resolution::kDay;

@@ -104,9 +104,9 @@ void HandleOwnerEnergy(ApiContext& ctx, OwnerEnergyCache* cache, const Counters&
     if (page->next_cursor.empty()) break;
     list.after = page->next_cursor;
   }
-  if (device_ids.empty() && caller.kind != Caller::Kind::kAdmin) {
-    return responder.Send(net::HttpResponse::Error(404, "not_found", "no such owner"));
-  }
+  // An owner without devices (a new home) has no energy yet: 200 with empty data, for its
+  // own key as for the admin (its key proves the owner exists; another owner's id was 404
+  // above).
 
   // A repeated question is answered from the body kept for it while no write reached the
   // owner's devices' series (owner_energy_cache.h has the argument).

@@ -435,7 +435,8 @@ bool PartitionProcessor::ProcessBatch(size_t slot) {
     event_records_[n_events] = static_cast<uint32_t>(i);
     ++n_events;
   }
-  // The newest reading per device: one lookup per event, the next ones' table slots and
+  // The newest reading per device (by event time; of equal times the first: a later copy
+  // is a duplicate, CONTRACT §1): one lookup per event, the next ones' table slots and
   // entries prefetched (a lookup is a cache miss at 10k devices).
   constexpr size_t kSlotAhead = 8, kEntryAhead = 4;
   for (size_t i = 0; i < n_events; ++i) {
@@ -443,7 +444,7 @@ bool PartitionProcessor::ProcessBatch(size_t slot) {
     if (i + kEntryAhead < n_events) readings_.PrefetchEntry(hashes_[i + kEntryAhead]);
     const model::Event& event = events_[i];
     auto [r, inserted] = readings_.TryEmplace(event.device_id, hashes_[i]);
-    if (inserted || r->timestamp_ns <= event.timestamp_ns) {
+    if (inserted || r->timestamp_ns < event.timestamp_ns) {
       r->timestamp_ns = event.timestamp_ns;
       r->payload.assign(batch_[event_records_[i]].payload);
     }

@@ -592,5 +592,30 @@ TEST_F(HistoryRoutesTest, UnknownDeviceIs404AndBadCursorIs400) {
   EXPECT_EQ(r.status, 400) << r.body;
 }
 
+// resolution=auto counts the windows a range selects (those starting in [from, to)), partial
+// ones included: 1500 whole minutes are 1m, one millisecond more is 1501 windows, so 1h
+// (found by a black-box test: the span was divided with truncation).
+TEST_F(HistoryRoutesTest, AutoCountsThePartialLastWindow) {
+  const int64_t from = Utc(2026, 3, 28, 0, 0);
+  // (a device without records in the range is 404)
+  Put({MakeRecord(Resolution::kBase, from, from + kNanosPerMinute, 1, 0),
+       MakeRecord(Resolution::kBase, from + kNanosPerMinute, from + 2 * kNanosPerMinute, 1, 0),
+       MakeRecord(Resolution::kHour, from, from + kNanosPerHour, 1, 0),
+       MakeRecord(Resolution::kDay, from, from + kNanosPerDay, 1, 0)});
+  auto resolution_for = [&](int64_t to, int64_t start = 0) {
+    std::map<std::string, std::string> q = {{"resolution", "auto"},
+                                            {"from", FormatRfc3339Millis(start ? start : from)},
+                                            {"to", FormatRfc3339Millis(to)}};
+    return ParsePage(uncached_->Get(kDevice, q)).resolution;
+  };
+  EXPECT_EQ(resolution_for(from + 1500 * kNanosPerMinute), "1m");
+  EXPECT_EQ(resolution_for(from + 1500 * kNanosPerMinute + kNanosPerMilli), "1h");
+  EXPECT_EQ(resolution_for(from + 1500 * kNanosPerHour), "1h");
+  EXPECT_EQ(resolution_for(from + 1500 * kNanosPerHour + kNanosPerMilli), "1d");
+  // Unaligned: from one millisecond into a minute, 1500 minutes later selects 1500 starts.
+  EXPECT_EQ(resolution_for(from + kNanosPerMilli + 1500 * kNanosPerMinute, from + kNanosPerMilli),
+            "1m");
+}
+
 }  // namespace
 }  // namespace joule::api

@@ -14,6 +14,22 @@ TEST(QueryParamsTest, Times) {
   EXPECT_NE(bad.status().message().find("from"), std::string::npos);
 }
 
+// Times clamp to [1900-01-01, 2170-01-01), also well-formed ones beyond int64 nanoseconds
+// (1677–2262), so that any span between two of them fits int64.
+TEST(QueryParamsTest, FarTimesClamp) {
+  const int64_t lo = -2'208'988'800 * kNanosPerSecond, hi = 6'311'433'600 * kNanosPerSecond;
+  EXPECT_EQ(*ParseTimeParam("to", "9999-12-31T23:59:59Z"), hi);
+  EXPECT_EQ(*ParseTimeParam("to", "2262-04-11T23:47:16Z"), hi);
+  EXPECT_EQ(*ParseTimeParam("to", "2169-12-31T23:59:59.5Z"), hi - kNanosPerSecond / 2);
+  EXPECT_EQ(*ParseTimeParam("from", "1100-01-01T00:00:00Z"), lo);
+  EXPECT_EQ(*ParseTimeParam("from", "1700-01-01T00:00:00Z"), lo);
+  EXPECT_EQ(*ParseTimeParam("to", "9223372036855"), hi);
+  EXPECT_EQ(*ParseTimeParam("to", "99999999999999999999999"), hi);
+  EXPECT_EQ(*ParseTimeParam("from", "-99999999999999999999999"), lo);
+  EXPECT_EQ(*ParseTimeParam("from", "-5"), -5 * kNanosPerMilli);
+  EXPECT_FALSE(ParseTimeParam("to", "9999-13-31T23:59:59Z").ok());
+}
+
 TEST(QueryParamsTest, Resolutions) {
   EXPECT_EQ(*ParseResolution("1m", kNanosPerMinute), model::Resolution::kBase);
   EXPECT_EQ(*ParseResolution("30s", 30 * kNanosPerSecond), model::Resolution::kBase);

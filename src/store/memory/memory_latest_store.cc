@@ -50,7 +50,7 @@ Status MemoryLatestStore::PutRecords(std::span<const model::AggregateRecord> rec
 }
 
 void MemoryLatestStore::ApplyReading(Device& d, const model::Event& event) {
-  if (d.has_reading && d.reading.timestamp_ns > event.timestamp_ns) return;
+  if (d.has_reading && d.reading.timestamp_ns >= event.timestamp_ns) return;
   d.has_reading = true;
   d.reading.timestamp_ns = event.timestamp_ns;
   d.reading.received_at_ns = event.received_at_ns;

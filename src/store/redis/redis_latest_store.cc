@@ -70,14 +70,15 @@ redis.call('PUBLISH', ARGV[6], ARGV[2])
 return 1
 )lua";
 
-// Keeps the reading with the newest event time (ties: the later write wins, as in
+// Keeps the reading with the newest event time (ties: the first write wins — a later copy
+// of the same time is a duplicate the engine drops, CONTRACT §1 — as in
 // MemoryLatestStore). The order key holds the event time as 20 decimal digits of
 // (ns + 2^63), whose string order is time order at full nanosecond precision.
 constexpr std::string_view kReadingScript = R"lua(
 -- KEYS[1] agg:device:{id}:reading   KEYS[2] agg:device:{id}:reading:order
 -- ARGV[1] reading JSON  ARGV[2] event time order string  ARGV[3] updates channel
 local held = redis.call('GET', KEYS[2])
-if held and held > ARGV[2] then return 0 end
+if held and held >= ARGV[2] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('PUBLISH', ARGV[3], ARGV[1])
