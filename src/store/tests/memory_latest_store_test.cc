@@ -61,6 +61,9 @@ TEST(MemoryLatestStoreTest, UnknownDeviceAndNewestReading) {
   e.timestamp_ns = 100;  // older: ignored
   e.metrics = {{"power_w", 1}};
   ASSERT_TRUE(s.PutReading(e).ok());
+  e.timestamp_ns = 200;  // the same time: a duplicate the engine drops, so ignored too
+  e.metrics = {{"power_w", 2}};
+  ASSERT_TRUE(s.PutReading(e).ok());
   ASSERT_TRUE(*s.Get("d1", 10, &snap));
   ASSERT_TRUE(snap.has_reading);
   EXPECT_EQ(snap.reading.timestamp_ns, 200);

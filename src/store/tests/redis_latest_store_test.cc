@@ -619,6 +619,9 @@ TEST_F(RedisLatestStoreTest, GetReturnsWhatWasWrittenNewestFirst) {
   older.timestamp_ns -= 1;  // 1 ns older: the order key compares at full precision
   older.metrics = {{"power_w", 99.0}};
   ASSERT_TRUE(store->PutReading(older).ok());
+  model::Event same = e;  // the same time: a duplicate the engine drops; the first stays
+  same.metrics = {{"power_w", 98.0}};
+  ASSERT_TRUE(store->PutReading(same).ok());
   ASSERT_TRUE(*store->Get(device_, 1, &snap));
   ASSERT_EQ(snap.records.size(), 1u);
   EXPECT_EQ(snap.records[0], written.back());
@@ -658,7 +661,8 @@ TEST_F(RedisLatestStoreTest, PipelinedBatchesMatchSingleWrites) {
 }
 
 // A processor's batch of readings in one pipelined call: the newest event time per device
-// wins, ties go to the later event, as with one PutReading per event in order.
+// wins, ties go to the earlier event (a later copy of the same time is a duplicate), as with
+// one PutReading per event in order.
 TEST_F(RedisLatestStoreTest, PipelinedReadingsMatchSingleWrites) {
   auto store = OpenStore(/*windows=*/5);
   ASSERT_NE(store, nullptr);
@@ -677,7 +681,7 @@ TEST_F(RedisLatestStoreTest, PipelinedReadingsMatchSingleWrites) {
   for (const std::string& d : {device_, other}) {
     const model::Event* want = nullptr;
     for (const model::Event& e : batch) {
-      if (e.device_id == d && (want == nullptr || e.timestamp_ns >= want->timestamp_ns)) want = &e;
+      if (e.device_id == d && (want == nullptr || e.timestamp_ns > want->timestamp_ns)) want = &e;
     }
     LatestSnapshot snap;
     ASSERT_TRUE(*store->Get(d, 1, &snap));
