@@ -192,7 +192,9 @@ PartitionProcessor::PartitionProcessor(PartitionProcessorOptions options, log::L
       "Estimated bytes of window-engine state (devices, windows, sample histories, "
       "de-duplication keys)",
       {{"processor", idx}});
-  latest_generation_ = latest->InstanceGeneration();
+  // Generation 0 is a latest store that held Joule's writes when first reached; any other
+  // (a Redis found empty at start, or replaced later) gets every device rewritten.
+  latest_generation_ = 0;
   for (size_t i = 0; i < options_.partitions.size(); ++i) {
     positions_[i].store(0);
     last_append_ns_[i].store(0);

@@ -70,7 +70,22 @@ LatestStoreHealth::State LatestStoreHealth::state() const {
 void LatestStoreHealth::Run() {
   std::unique_lock lock(mu_);
   while (!stop_) {
-    cv_.wait(lock, [this] { return stop_ || !up(); });
+    // While up, a ping every idle_probe_interval: an idle server (no writes to fail) still
+    // notices a dead Redis for /readyz, and a reconnection to a restarted one (its instance
+    // check, InstanceGeneration) starts the rewrite of what it lost without waiting for ingest
+    // (found by a black-box test: /readyz said "up" for a dead Redis while idle).
+    if (up() && options_.idle_probe_interval_ns > 0) {
+      cv_.wait_for(lock, std::chrono::nanoseconds(options_.idle_probe_interval_ns),
+                   [this] { return stop_ || !up(); });
+      if (stop_) break;
+      if (up()) {
+        lock.unlock();
+        Status st = store_->Ping();
+        if (!st.ok() && st.code() == StatusCode::kUnavailable) ReportFailure(st);
+        lock.lock();
+        continue;
+      }
+    }
     int64_t wait_ns = options_.probe_interval_ns;
     while (!stop_ && !up()) {
       cv_.wait_for(lock, std::chrono::nanoseconds(wait_ns), [this] { return stop_; });

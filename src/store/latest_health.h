@@ -5,7 +5,8 @@
 // is then down, writers stop calling it (they defer, see latest_catchup.h) and readers go
 // to history, so a dead or silent Redis never costs a caller a timeout per event. While it
 // is down a background thread pings it — first after `probe_interval`, then with doubling
-// back-off up to `max_probe_interval` — and marks it up again when it answers.
+// back-off up to `max_probe_interval` — and marks it up again when it answers. While it is up
+// the thread pings it every `idle_probe_interval`, so that an idle server notices an outage.
 //
 // Thread-safe. Metrics (when a registry is given): joule_latest_up (1/0),
 // joule_latest_outages_total, joule_latest_recoveries_total.
@@ -28,6 +29,7 @@ namespace joule::store {
 struct LatestStoreHealthOptions {
   int64_t probe_interval_ns = 200 * kNanosPerMilli;
   int64_t max_probe_interval_ns = 2 * kNanosPerSecond;
+  int64_t idle_probe_interval_ns = 1 * kNanosPerSecond;  // while up (0 = never)
 };
 
 class LatestStoreHealth {

@@ -286,6 +286,62 @@ class RedisOutageTest(unittest.TestCase):
         self.assertEqual(rt["source"], "redis", rt)
 
 
+class RedisEmptyAfterJouleRestartTest(unittest.TestCase):
+    """Found by a black-box test: (1) an idle server said "up" in /readyz for a dead Redis
+    (only a failed write noticed it); (2) a Redis that came back empty while Joule itself had
+    restarted was never rewritten — the restarted process had no earlier run_id to compare,
+    so silent devices kept empty hashes. Now a ping every second while up, and the
+    `agg:instance` key: a Redis without it is empty or new, and every device is rewritten."""
+
+    def test_idle_outage_and_empty_redis_after_a_joule_restart(self):
+        redis = PrivateRedis().start()
+        server = JouleServer(env=dict(FAST_STREAM, JOULE_AUTH_MODE="disabled",
+                                      JOULE_LATEST_BACKEND="redis", JOULE_LATEST_URL=redis.url),
+                             name="redis-empty-restart")
+        self.addCleanup(redis.cleanup)
+        self.addCleanup(server.cleanup)
+        server.start()
+        devices = [f"emp{i}-{uid()}" for i in range(3)]
+        base = minute_base(10)
+        events = [{"device_id": d, "timestamp": fmt_ts(base + 5 * k),
+                   "metrics": {"power_w": 10.0 * i + k}}
+                  for k in range(0, 60) for i, d in enumerate(devices)]
+        st, _, body = server.post_events(events, ADMIN)
+        self.assertEqual(st, 202, body)
+
+        def hash_len(dev):
+            return int(redis.cli("HLEN", f"agg:device:{dev}:latest").strip() or 0)
+        self.assertTrue(poll(lambda: all(hash_len(d) >= 4 for d in devices), timeout=30),
+                        server.diag())
+        self.assertEqual(redis.cli("EXISTS", "agg:instance").strip(), "1")
+
+        # (1) Idle server, Redis killed: /readyz says so within a few seconds.
+        redis.proc.kill()
+        redis.proc.wait()
+
+        def degraded():
+            st, _, body = server.request("GET", "/readyz")
+            return body["latest"]["state"] == "down" and body["status"] == "degraded"
+        self.assertTrue(poll(degraded, timeout=15), "idle outage noticed" + server.diag())
+
+        # (2) Joule restarts while Redis is down; Redis comes back empty; no new events.
+        server.kill9()
+        server.start()
+        redis.start()
+        want = {d: len(history_1m(server, d, base, base + 600)) for d in devices}
+        self.assertTrue(all(n >= 4 for n in want.values()), want)
+
+        def rewritten():
+            return all(hash_len(d) >= min(want[d], 60) for d in devices) and all(
+                redis.cli("EXISTS", f"agg:device:{d}:reading").strip() == "1" for d in devices)
+        self.assertTrue(poll(rewritten, timeout=30, interval=0.3),
+                        repr({d: hash_len(d) for d in devices}) + server.diag())
+        m = parse_prometheus(server.metrics_text())
+        self.assertGreaterEqual(metric_sum(m, "joule_redis_empty_instances_total"), 1)
+        st, _, ready = server.request("GET", "/readyz")
+        self.assertEqual(ready["latest"]["state"], "up", ready)
+
+
 class PrivatePostgres:
     """initdb + pg_ctl on a free port in a temp dir, as the postgres user when root."""
 

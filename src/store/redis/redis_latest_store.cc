@@ -35,6 +35,9 @@ using ContextPtr = std::unique_ptr<redisContext, ContextFree>;
 // A command as its arguments (binary-safe).
 using Command = std::vector<std::string>;
 
+// Set by the first connection to a Redis (RedisLatestStore::Connect).
+constexpr std::string_view kInstanceKey = "agg:instance";
+
 // Compare-and-set of one record. The stored version is that of the hash field, else of
 // the window key: the key outlives the field when the window has been trimmed from the
 // hash, and the two are always written together, so neither can hold the lower version
@@ -476,6 +479,10 @@ RedisLatestStore::RedisLatestStore(RedisLatestStoreOptions options, RedisEndpoin
     instruments_.connects = m->GetCounter("joule_redis_connects_total", "Redis connections opened");
     instruments_.reconnects = m->GetCounter("joule_redis_reconnects_total",
                                             "Redis connections opened again after one broke");
+    instruments_.empty_instances = m->GetCounter(
+        "joule_redis_empty_instances_total",
+        "Connections that found a Redis without agg:instance (empty or another instance): its "
+        "devices are rewritten from history");
   }
 }
 
@@ -513,11 +520,20 @@ Status RedisLatestStore::WithConnection(Body&& body) {
 
 Status RedisLatestStore::Connect(Slot& slot) {
   JOULE_RETURN_IF_ERROR(slot.Connect(endpoint_, options_));
-  // Which server is this? A new run_id means a restart: its data may be gone.
-  const std::array<Command, 1> info = {Command{"INFO", "server"}};
+  // Which server is this? A new run_id means a restart: its data may be gone. And does it
+  // hold what Joule wrote? `agg:instance` is set by the first connection to a Redis without
+  // it: a Redis that lacks it is empty or another one (restarted without persistence, a new
+  // backend), also when Joule itself restarted meanwhile (found by a black-box test: a
+  // Redis that came back empty while Joule was down was never rewritten).
+  const std::array<Command, 2> info = {Command{"INFO", "server"},
+                                       Command{"SET", std::string(kInstanceKey), "1", "NX"}};
   std::vector<ReplyPtr> replies;
   Status st = slot.Pipeline(info, &replies);
   if (!st.ok()) return st;
+  if (replies[1]->type == REDIS_REPLY_STATUS) {  // OK: the key was missing
+    instance_generation_.fetch_add(1, std::memory_order_acq_rel);
+    if (instruments_.empty_instances != nullptr) instruments_.empty_instances->Inc();
+  }
   if (replies[0]->type == REDIS_REPLY_STRING) {
     std::string_view text = ReplyText(replies[0].get());
     constexpr std::string_view kKey = "run_id:";

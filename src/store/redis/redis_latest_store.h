@@ -105,7 +105,9 @@ class RedisLatestStore final : public LatestStore {
   // Round trip to Redis: Ok when it answers. For readiness checks.
   Status Ping() override;
   // Incremented whenever a new connection finds a server run_id (INFO server) other than
-  // the one seen before: the server restarted and may have lost its data.
+  // the one seen before (the server restarted and may have lost its data), or a Redis
+  // without `agg:instance` (empty, or not the one Joule wrote to: also right after this
+  // process started), which that connection then sets.
   uint64_t InstanceGeneration() const override {
     return instance_generation_.load(std::memory_order_acquire);
   }
@@ -133,6 +135,7 @@ class RedisLatestStore final : public LatestStore {
     Counter* ping_errors = nullptr;
     Counter* connects = nullptr;
     Counter* reconnects = nullptr;
+    Counter* empty_instances = nullptr;
   };
 
   RedisLatestStoreOptions options_;
