@@ -117,8 +117,9 @@ Setter Url(std::string Config::*field, std::function<Status(const std::string&)>
   return {ValueType::kString, [field, check](Config& c, const std::string& v) -> Status {
             for (const auto& [pos, len] : UrlPasswordSpans(v)) {
               if (IsPlaceholder(std::string_view(v).substr(pos, len))) {
-                return Status::InvalidArgument(fmt::format(
-                    "the password \"{}\" in '{}' {}", v.substr(pos, len), v, kPlaceholderHelp));
+                return Status::InvalidArgument(fmt::format("the password \"{}\" in '{}' {}",
+                                                           v.substr(pos, len), RedactUrlPassword(v),
+                                                           kPlaceholderHelp));
               }
             }
             if (check) {

@@ -323,6 +323,13 @@ TEST(ConfigTest, ConfigOutputRedactsSecretsAndTheirPlaceholderIsRefused) {
     ASSERT_FALSE(r.ok()) << var;
     EXPECT_NE(r.status().message().find("placeholder"), std::string::npos) << r.status().message();
   }
+  // Another password in the same URL is not printed with the refusal.
+  std::string two = "JOULE_METADATA_URL=postgresql://u:<set>@h/db?password=realpw";
+  char* two_env[] = {two.data(), nullptr};
+  auto refused = LoadConfig("", two_env);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().message().find("realpw"), std::string::npos)
+      << refused.status().message();
   // The bridge takes no password in its URL (it has its own key); the refusal does not
   // print the password either.
   std::string b = "JOULE_INGEST_MQTT_BRIDGE_URL=mqtt://user:pw2@h:1883";
