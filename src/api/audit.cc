@@ -4,11 +4,15 @@
 
 #include "api/api_context.h"
 #include "common/logging.h"
+#include "common/metrics.h"
 #include "net/http_message.h"
 #include "store/audit/audit_log.h"
 
 namespace joule::api {
 namespace {
+
+constexpr const char* kWriteErrors = "joule_audit_write_errors_total";
+constexpr const char* kWriteErrorsHelp = "Audit log entries that could not be written";
 
 std::string ActorOf(const ApiContext& ctx, const Caller& caller) {
   switch (caller.kind) {
@@ -25,6 +29,10 @@ std::string ActorOf(const ApiContext& ctx, const Caller& caller) {
 }
 
 }  // namespace
+
+void RegisterAuditMetrics(MetricsRegistry* metrics) {
+  if (metrics) metrics->GetCounter(kWriteErrors, kWriteErrorsHelp);
+}
 
 void RecordAudit(ApiContext& ctx, const net::HttpRequest& req, const Caller& caller,
                  std::string_view action, std::string_view target_kind, std::string_view target_id,
@@ -46,10 +54,7 @@ void RecordAudit(ApiContext& ctx, const net::HttpRequest& req, const Caller& cal
                        {{"action", std::string(action)}})
           ->Inc();
     } else {
-      ctx.metrics
-          ->GetCounter("joule_audit_write_errors_total",
-                       "Audit log entries that could not be written")
-          ->Inc();
+      ctx.metrics->GetCounter(kWriteErrors, kWriteErrorsHelp)->Inc();
     }
   }
   if (!st.ok()) {

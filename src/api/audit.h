@@ -7,6 +7,9 @@
 #include <string>
 #include <string_view>
 
+namespace joule {
+class MetricsRegistry;
+}
 namespace joule::net {
 struct HttpRequest;
 }
@@ -15,6 +18,11 @@ namespace joule::api {
 
 struct ApiContext;
 struct Caller;
+
+// Creates joule_audit_write_errors_total at start, so that /metrics shows it as 0 (an
+// alert on it sees 0, not "no data", until the first failure). Call once the audit log
+// is open.
+void RegisterAuditMetrics(MetricsRegistry* metrics);
 
 void RecordAudit(ApiContext& ctx, const net::HttpRequest& req, const Caller& caller,
                  std::string_view action, std::string_view target_kind, std::string_view target_id,

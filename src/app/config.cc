@@ -3,67 +3,225 @@
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
+#include <algorithm>
+#include <boost/asio/ip/address.hpp>
 #include <cctype>
 #include <filesystem>
 #include <functional>
+#include <string_view>
+#include <utility>
 
 #include "common/time_format.h"
+#include "net/mqtt/subscriber.h"
+#include "net/url.h"
 
 namespace joule::app {
 namespace {
 
-using Setter = std::function<Status(Config&, const std::string&)>;
+// Where the passwords of a URL are (offset, length), non-empty ones only: the userinfo's
+// password of scheme://user:password@host…, and the value of every password=… parameter
+// (a libpq URI's ?password=, or a libpq "key=value" connection string).
+std::vector<std::pair<size_t, size_t>> UrlPasswordSpans(std::string_view url) {
+  std::vector<std::pair<size_t, size_t>> spans;
+  if (size_t scheme = url.find("://"); scheme != std::string_view::npos) {
+    const size_t start = scheme + 3;
+    const size_t end = std::min(url.find_first_of("/?#", start), url.size());
+    const std::string_view authority = url.substr(start, end - start);
+    if (size_t at = authority.rfind('@'); at != std::string_view::npos) {
+      if (size_t colon = authority.substr(0, at).find(':'); colon != std::string_view::npos) {
+        if (at > colon + 1) spans.emplace_back(start + colon + 1, at - colon - 1);
+      }
+    }
+  }
+  constexpr std::string_view kParam = "password";
+  for (size_t at = url.find(kParam); at != std::string_view::npos;
+       at = url.find(kParam, at + kParam.size())) {
+    if (at > 0 && url[at - 1] != '?' && url[at - 1] != '&' && url[at - 1] != ' ') continue;
+    size_t begin = at + kParam.size();
+    while (begin < url.size() && url[begin] == ' ') ++begin;  // libpq: "password = x"
+    if (begin >= url.size() || url[begin] != '=') continue;
+    ++begin;
+    while (begin < url.size() && url[begin] == ' ') ++begin;
+    size_t end;
+    if (begin < url.size() && url[begin] == '\'') {  // libpq: 'quoted value', \' escapes
+      end = begin + 1;
+      while (end < url.size() && url[end] != '\'') end += url[end] == '\\' ? 2 : 1;
+      end = std::min(end + 1, url.size());
+    } else {
+      end = begin;  // up to '&' (URI) or a space (key=value; \ escapes one)
+      while (end < url.size() && url[end] != '&' && url[end] != ' ' && url[end] != '#') {
+        end += url[end] == '\\' ? 2 : 1;
+      }
+      end = std::min(end, url.size());
+    }
+    if (end > begin) spans.emplace_back(begin, end - begin);
+  }
+  std::sort(spans.begin(), spans.end());
+  return spans;
+}
+
+// What a key's value is, for a TOML file (a wrong type is an error naming the key and the
+// type expected; from the environment every value is text).
+enum class ValueType { kString, kInteger, kDuration, kSize, kBool };
+
+struct Setter {
+  ValueType type;
+  std::function<Status(Config&, const std::string&)> set;
+};
 
 struct Key {
   const char* section;
   const char* name;
-  Setter set;
+  Setter setter;
   std::function<std::string(const Config&)> get;  // TOML literal
 };
 
+// `joule config` prints every secret as this; a config that carries it back is refused
+// (fed back, it became the admin token "<set>": found by a black-box test).
+constexpr std::string_view kSecretPlaceholder = "<set>";
+constexpr std::string_view kPlaceholderHelp =
+    "is the placeholder `joule config` prints for a secret; set the real value or remove the "
+    "key";
+
+bool IsPlaceholder(std::string_view v) {
+  if (v.size() >= 2 && v.front() == '\'' && v.back() == '\'') v = v.substr(1, v.size() - 2);
+  std::string lower;
+  for (char ch : v) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return lower == kSecretPlaceholder || lower == "%3cset%3e";
+}
+
 Setter String(std::string Config::*field, std::vector<std::string> allowed = {}) {
-  return [field, allowed](Config& c, const std::string& v) -> Status {
-    if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), v) == allowed.end()) {
-      std::string list;
-      for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
-      return Status::InvalidArgument(fmt::format("'{}' is not one of: {}", v, list));
-    }
-    c.*field = v;
-    return Status::Ok();
-  };
+  return {ValueType::kString, [field, allowed](Config& c, const std::string& v) -> Status {
+            if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), v) == allowed.end()) {
+              std::string list;
+              for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+              return Status::InvalidArgument(fmt::format("'{}' is not one of: {}", v, list));
+            }
+            c.*field = v;
+            return Status::Ok();
+          }};
+}
+// A secret (printed as "<set>" by `joule config`): the placeholder itself is refused.
+Setter Secret(std::string Config::*field) {
+  return {ValueType::kString, [field](Config& c, const std::string& v) -> Status {
+            if (IsPlaceholder(v)) {
+              return Status::InvalidArgument(fmt::format("\"{}\" {}", v, kPlaceholderHelp));
+            }
+            c.*field = v;
+            return Status::Ok();
+          }};
+}
+// A URL whose password (if any) is a secret: printed redacted, the placeholder refused.
+// `check` validates the rest (may be empty).
+Setter Url(std::string Config::*field, std::function<Status(const std::string&)> check = {}) {
+  return {ValueType::kString, [field, check](Config& c, const std::string& v) -> Status {
+            for (const auto& [pos, len] : UrlPasswordSpans(v)) {
+              if (IsPlaceholder(std::string_view(v).substr(pos, len))) {
+                return Status::InvalidArgument(fmt::format("the password \"{}\" in '{}' {}",
+                                                           v.substr(pos, len), RedactUrlPassword(v),
+                                                           kPlaceholderHelp));
+              }
+            }
+            if (check) {
+              Status st = check(v);
+              if (!st.ok()) {
+                // The message may quote the URL: never with its password.
+                std::string message = st.message();
+                const std::string redacted = RedactUrlPassword(v);
+                for (size_t at = message.find(v); !v.empty() && at != std::string::npos;
+                     at = message.find(v, at + redacted.size())) {
+                  message.replace(at, v.size(), redacted);
+                }
+                return Status::InvalidArgument(message);
+              }
+            }
+            c.*field = v;
+            return Status::Ok();
+          }};
+}
+// A listen address "host:port" as the listeners take it (src/net/tcp_listen.cc): host an IP
+// address, "localhost" or empty (all interfaces); checked at load so that a bad one names
+// its key and fails before the server opens anything.
+Setter Listen(std::string Config::*field, bool empty_is_off) {
+  return {ValueType::kString, [field, empty_is_off](Config& c, const std::string& v) -> Status {
+            if (v.empty() && empty_is_off) {
+              c.*field = v;
+              return Status::Ok();
+            }
+            JOULE_ASSIGN_OR_RETURN(net::HostPort hp, net::ParseHostPort(v));
+            if (!hp.host.empty() && hp.host != "localhost") {
+              boost::system::error_code ec;
+              boost::asio::ip::make_address(hp.host, ec);
+              if (ec) {
+                return Status::InvalidArgument(fmt::format(
+                    "bad listen address '{}': the host must be an IP address, localhost or "
+                    "empty (all interfaces), e.g. 127.0.0.1:8080 or :8080",
+                    v));
+              }
+            }
+            c.*field = v;
+            return Status::Ok();
+          }};
 }
 template <typename T>
 Setter Integer(T Config::*field, int64_t min, int64_t max) {
-  return [field, min, max](Config& c, const std::string& v) -> Status {
-    char* end = nullptr;
-    errno = 0;
-    long long x = std::strtoll(v.c_str(), &end, 10);
-    if (v.empty() || *end != '\0' || errno != 0 || x < min || x > max) {
-      return Status::InvalidArgument(
-          fmt::format("'{}' is not an integer in [{}, {}]", v, min, max));
-    }
-    c.*field = static_cast<T>(x);
-    return Status::Ok();
-  };
+  return {ValueType::kInteger, [field, min, max](Config& c, const std::string& v) -> Status {
+            char* end = nullptr;
+            errno = 0;
+            long long x = std::strtoll(v.c_str(), &end, 10);
+            if (v.empty() || *end != '\0' || errno != 0 || x < min || x > max) {
+              return Status::InvalidArgument(
+                  fmt::format("'{}' is not an integer in [{}, {}]", v, min, max));
+            }
+            c.*field = static_cast<T>(x);
+            return Status::Ok();
+          }};
 }
 Setter Duration(int64_t Config::*field, bool allow_zero = false) {
-  return [field, allow_zero](Config& c, const std::string& v) -> Status {
-    JOULE_ASSIGN_OR_RETURN(int64_t ns, ParseDurationNanos(v));
-    if (ns <= 0 && !allow_zero) return Status::InvalidArgument(fmt::format("'{}' must be > 0", v));
-    c.*field = ns;
-    return Status::Ok();
-  };
+  return {ValueType::kDuration, [field, allow_zero](Config& c, const std::string& v) -> Status {
+            JOULE_ASSIGN_OR_RETURN(int64_t ns, ParseDurationNanos(v));
+            if (ns <= 0 && !allow_zero) {
+              return Status::InvalidArgument(fmt::format("'{}' must be > 0", v));
+            }
+            c.*field = ns;
+            return Status::Ok();
+          }};
 }
 Setter Size(uint64_t Config::*field, bool allow_zero = false) {
-  return [field, allow_zero](Config& c, const std::string& v) -> Status {
-    JOULE_ASSIGN_OR_RETURN(uint64_t n, ParseSizeBytes(v));
-    if (n == 0 && !allow_zero) return Status::InvalidArgument(fmt::format("'{}' must be > 0", v));
-    c.*field = n;
-    return Status::Ok();
-  };
+  return {ValueType::kSize, [field, allow_zero](Config& c, const std::string& v) -> Status {
+            JOULE_ASSIGN_OR_RETURN(uint64_t n, ParseSizeBytes(v));
+            if (n == 0 && !allow_zero) {
+              return Status::InvalidArgument(fmt::format("'{}' must be > 0", v));
+            }
+            c.*field = n;
+            return Status::Ok();
+          }};
+}
+Setter Bool(bool Config::*field) {
+  return {ValueType::kBool, [field](Config& c, const std::string& v) -> Status {
+            if (v != "true" && v != "false") {
+              return Status::InvalidArgument(fmt::format("'{}' is not true or false", v));
+            }
+            c.*field = v == "true";
+            return Status::Ok();
+          }};
 }
 
-std::string Quote(const std::string& s) { return fmt::format("\"{}\"", s); }
+// A TOML basic string: quotes, backslashes and control characters escaped.
+std::string Quote(const std::string& s) {
+  std::string out = "\"";
+  for (char ch : s) {
+    if (ch == '"' || ch == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) {
+      out += fmt::format("\\u{:04X}", static_cast<unsigned char>(ch));
+    } else {
+      out += ch;
+    }
+  }
+  return out + "\"";
+}
 std::string DurationText(int64_t ns) {
   if (ns == 0) return "\"0s\"";
   if (ns % 86'400'000'000'000 == 0) return fmt::format("\"{}d\"", ns / 86'400'000'000'000);
@@ -77,9 +235,9 @@ std::string DurationText(int64_t ns) {
 
 const std::vector<Key>& Keys() {
   static const std::vector<Key> keys = {
-      {"server", "http_listen", String(&Config::http_listen),
+      {"server", "http_listen", Listen(&Config::http_listen, false),
        [](const Config& c) { return Quote(c.http_listen); }},
-      {"server", "mqtt_listen", String(&Config::mqtt_listen),
+      {"server", "mqtt_listen", Listen(&Config::mqtt_listen, true),
        [](const Config& c) { return Quote(c.mqtt_listen); }},
       {"server", "io_threads", Integer(&Config::io_threads, 1, 64),
        [](const Config& c) { return std::to_string(c.io_threads); }},
@@ -97,15 +255,21 @@ const std::vector<Key>& Keys() {
        [](const Config& c) { return Quote(c.tls_cert_file); }},
       {"server", "tls_key_file", String(&Config::tls_key_file),
        [](const Config& c) { return Quote(c.tls_key_file); }},
-      {"ingest", "mqtt_bridge_url", String(&Config::mqtt_bridge_url),
-       [](const Config& c) { return Quote(c.mqtt_bridge_url); }},
+      {"ingest", "mqtt_bridge_url",
+       Url(&Config::mqtt_bridge_url,
+           [](const std::string& v) {
+             if (v.empty()) return Status::Ok();
+             net::mqtt::MqttSubscriberOptions ignored;
+             return net::mqtt::ParseBrokerUrl(v, &ignored);
+           }),
+       [](const Config& c) { return Quote(RedactUrlPassword(c.mqtt_bridge_url)); }},
       {"ingest", "mqtt_bridge_topics", String(&Config::mqtt_bridge_topics),
        [](const Config& c) { return Quote(c.mqtt_bridge_topics); }},
       {"ingest", "mqtt_bridge_client_id", String(&Config::mqtt_bridge_client_id),
        [](const Config& c) { return Quote(c.mqtt_bridge_client_id); }},
       {"ingest", "mqtt_bridge_username", String(&Config::mqtt_bridge_username),
        [](const Config& c) { return Quote(c.mqtt_bridge_username); }},
-      {"ingest", "mqtt_bridge_password", String(&Config::mqtt_bridge_password),
+      {"ingest", "mqtt_bridge_password", Secret(&Config::mqtt_bridge_password),
        [](const Config& c) { return Quote(c.mqtt_bridge_password.empty() ? "" : "<set>"); }},
       {"ingest", "mqtt_bridge_ca_file", String(&Config::mqtt_bridge_ca_file),
        [](const Config& c) { return Quote(c.mqtt_bridge_ca_file); }},
@@ -131,21 +295,23 @@ const std::vector<Key>& Keys() {
        [](const Config& c) { return DurationText(c.log_group_commit_window_ns); }},
       {"storage", "log_prewrite_bytes", Size(&Config::log_prewrite_bytes, true),
        [](const Config& c) { return std::to_string(c.log_prewrite_bytes); }},
-      {"stream", "window",
-       [](Config& c, const std::string& v) -> Status {
-         // Base windows must tile the 1h rollups and every local day: UTC offsets (and
-         // Lord Howe's 30-minute DST shift) are multiples of 15 minutes.
-         JOULE_ASSIGN_OR_RETURN(int64_t ns, ParseDurationNanos(v));
-         constexpr int64_t kQuarterHour = 900'000'000'000;
-         if (ns <= 0 || kQuarterHour % ns != 0) {
-           return Status::InvalidArgument(fmt::format(
-               "'{}' must divide 15 minutes (e.g. 1s, 10s, 30s, 1m, 5m, 15m) so that base "
-               "windows tile hours and local days",
-               v));
-         }
-         c.window_ns = ns;
-         return Status::Ok();
-       },
+      {"stream",
+       "window",
+       {ValueType::kDuration,
+        [](Config& c, const std::string& v) -> Status {
+          // Base windows must tile the 1h rollups and every local day: UTC offsets (and
+          // Lord Howe's 30-minute DST shift) are multiples of 15 minutes.
+          JOULE_ASSIGN_OR_RETURN(int64_t ns, ParseDurationNanos(v));
+          constexpr int64_t kQuarterHour = 900'000'000'000;
+          if (ns <= 0 || kQuarterHour % ns != 0) {
+            return Status::InvalidArgument(fmt::format(
+                "'{}' must divide 15 minutes (e.g. 1s, 10s, 30s, 1m, 5m, 15m) so that base "
+                "windows tile hours and local days",
+                v));
+          }
+          c.window_ns = ns;
+          return Status::Ok();
+        }},
        [](const Config& c) { return DurationText(c.window_ns); }},
       {"stream", "out_of_orderness", Duration(&Config::out_of_orderness_ns, true),
        [](const Config& c) { return DurationText(c.out_of_orderness_ns); }},
@@ -165,7 +331,7 @@ const std::vector<Key>& Keys() {
        [](const Config& c) { return DurationText(c.history_partial_interval_ns); }},
       {"auth", "mode", String(&Config::auth_mode, {"required", "disabled"}),
        [](const Config& c) { return Quote(c.auth_mode); }},
-      {"auth", "admin_token", String(&Config::admin_token),
+      {"auth", "admin_token", Secret(&Config::admin_token),
        [](const Config& c) { return Quote(c.admin_token.empty() ? "" : "<set>"); }},
       {"history", "retention_1m", Duration(&Config::history_retention_base_ns, true),
        [](const Config& c) { return DurationText(c.history_retention_base_ns); }},
@@ -177,25 +343,18 @@ const std::vector<Key>& Keys() {
        [](const Config& c) { return std::to_string(c.history_json_cache_bytes); }},
       {"metadata", "backend", String(&Config::metadata_backend, {"sqlite", "postgres"}),
        [](const Config& c) { return Quote(c.metadata_backend); }},
-      {"metadata", "url", String(&Config::metadata_url),
-       [](const Config& c) { return Quote(c.metadata_url); }},
+      {"metadata", "url", Url(&Config::metadata_url),
+       [](const Config& c) { return Quote(RedactUrlPassword(c.metadata_url)); }},
       {"latest", "backend", String(&Config::latest_backend, {"memory", "redis"}),
        [](const Config& c) { return Quote(c.latest_backend); }},
-      {"latest", "url", String(&Config::latest_url),
-       [](const Config& c) { return Quote(c.latest_url); }},
+      {"latest", "url", Url(&Config::latest_url),
+       [](const Config& c) { return Quote(RedactUrlPassword(c.latest_url)); }},
       {"latest", "windows", Integer(&Config::latest_windows, 1, 100000),
        [](const Config& c) { return std::to_string(c.latest_windows); }},
       {"latest", "catchup_max_records",
        Integer(&Config::latest_catchup_max_records, 0, 100'000'000),
        [](const Config& c) { return std::to_string(c.latest_catchup_max_records); }},
-      {"alerts", "allow_private_targets",
-       [](Config& c, const std::string& v) -> Status {
-         if (v != "true" && v != "false") {
-           return Status::InvalidArgument(fmt::format("'{}' is not true or false", v));
-         }
-         c.alerts_allow_private_targets = v == "true";
-         return Status::Ok();
-       },
+      {"alerts", "allow_private_targets", Bool(&Config::alerts_allow_private_targets),
        [](const Config& c) {
          return std::string(c.alerts_allow_private_targets ? "true" : "false");
        }},
@@ -234,14 +393,7 @@ const std::vector<Key>& Keys() {
        [](const Config& c) { return std::to_string(c.device_events_per_second); }},
       {"log", "level", String(&Config::log_level, {"debug", "info", "warn", "error"}),
        [](const Config& c) { return Quote(c.log_level); }},
-      {"archive", "enabled",
-       [](Config& c, const std::string& v) -> Status {
-         if (v != "true" && v != "false") {
-           return Status::InvalidArgument(fmt::format("'{}' is not true or false", v));
-         }
-         c.archive_enabled = v == "true";
-         return Status::Ok();
-       },
+      {"archive", "enabled", Bool(&Config::archive_enabled),
        [](const Config& c) { return std::string(c.archive_enabled ? "true" : "false"); }},
       {"archive", "max_file_bytes", Size(&Config::archive_max_file_bytes),
        [](const Config& c) { return std::to_string(c.archive_max_file_bytes); }},
@@ -268,12 +420,95 @@ Status SetMetricKind(Config& c, const std::string& metric, const std::string& ki
   return Status::Ok();
 }
 
-std::string NodeToString(const toml::node& node) {
+std::string_view TomlTypeName(const toml::node& node) {
+  switch (node.type()) {
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a float";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::date:
+      return "a date";
+    case toml::node_type::time:
+      return "a time";
+    case toml::node_type::date_time:
+      return "a date-time";
+    default:
+      return "nothing";
+  }
+}
+
+// The text a setter parses, from a TOML value of a type the key takes (a string always;
+// an integer for integer, duration (seconds) and size (bytes) keys; a boolean for boolean
+// keys); another type is an error saying what the key expects.
+Result<std::string> NodeText(const toml::node& node, ValueType type) {
   // Check the node's own type: toml++'s value<int64_t>() also converts booleans.
   if (node.is_string()) return *node.value<std::string>();
-  if (node.is_boolean()) return *node.value<bool>() ? "true" : "false";
-  if (node.is_integer()) return std::to_string(*node.value<int64_t>());
-  return "\x01";  // marker: not a scalar we accept
+  std::string_view expected;
+  switch (type) {
+    case ValueType::kString:
+      expected = "a string";
+      break;
+    case ValueType::kInteger:
+      if (node.is_integer()) return std::to_string(*node.value<int64_t>());
+      expected = "an integer";
+      break;
+    case ValueType::kDuration:
+      if (node.is_integer()) return std::to_string(*node.value<int64_t>());
+      expected = "a duration string like \"10s\"";
+      break;
+    case ValueType::kSize:
+      if (node.is_integer()) return std::to_string(*node.value<int64_t>());
+      expected = "a size like \"64MiB\" or a number of bytes";
+      break;
+    case ValueType::kBool:
+      if (node.is_boolean()) return std::string(*node.value<bool>() ? "true" : "false");
+      expected = "true or false";
+      break;
+  }
+  return Status::InvalidArgument(fmt::format("expected {}, got {}", expected, TomlTypeName(node)));
+}
+
+// Settings that only make sense together, checked once the file and the environment are
+// both applied (so a bad combination fails the same way, before anything is opened).
+Status CheckCombinations(const Config& c) {
+  if (c.metadata_backend == "postgres" && c.metadata_url.empty()) {
+    return Status::InvalidArgument(
+        "metadata.backend = \"postgres\" needs metadata.url (a libpq URL, e.g. "
+        "postgresql://joule@127.0.0.1:5432/joule)");
+  }
+  if (c.latest_backend == "redis" && c.latest_url.empty()) {
+    return Status::InvalidArgument(
+        "latest.backend = \"redis\" needs latest.url (e.g. redis://127.0.0.1:6379/0)");
+  }
+  if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
+    return Status::InvalidArgument(
+        "server.tls_cert_file and server.tls_key_file must be set together");
+  }
+  if (!c.mqtt_bridge_url.empty()) {
+    net::mqtt::MqttSubscriberOptions broker;  // the url was checked when it was set
+    JOULE_RETURN_IF_ERROR(net::mqtt::ParseBrokerUrl(c.mqtt_bridge_url, &broker));
+    if (c.mqtt_bridge_topics.find_first_not_of(", ") == std::string::npos ||
+        c.mqtt_bridge_client_id.empty()) {
+      return Status::InvalidArgument(
+          "ingest.mqtt_bridge_topics and ingest.mqtt_bridge_client_id must not be empty when "
+          "ingest.mqtt_bridge_url is set");
+    }
+    if (!broker.use_tls && (!c.mqtt_bridge_ca_file.empty() || !c.mqtt_bridge_cert_file.empty() ||
+                            !c.mqtt_bridge_key_file.empty())) {
+      return Status::InvalidArgument(
+          "ingest.mqtt_bridge_ca_file / _cert_file / _key_file are set but "
+          "ingest.mqtt_bridge_url is not mqtts://");
+    }
+  }
+  return Status::Ok();
 }
 
 std::string Upper(std::string s) {
@@ -313,7 +548,16 @@ Result<Config> LoadConfig(const std::string& path, char** envp,
                 fmt::format("config {}: unknown key metrics.{}", path, sub.str()));
           }
           for (const auto& [metric, kind] : *kinds) {
-            JOULE_RETURN_IF_ERROR(SetMetricKind(c, std::string(metric.str()), NodeToString(kind)));
+            Status st =
+                kind.is_string()
+                    ? SetMetricKind(c, std::string(metric.str()), *kind.value<std::string>())
+                    : Status::InvalidArgument(
+                          fmt::format("expected a string (power, counter or gauge), got {}",
+                                      TomlTypeName(kind)));
+            if (!st.ok()) {
+              return Status::InvalidArgument(
+                  fmt::format("config {}: metrics.kinds.{}: {}", path, metric.str(), st.message()));
+            }
           }
         }
         continue;
@@ -327,7 +571,8 @@ Result<Config> LoadConfig(const std::string& path, char** envp,
           return Status::InvalidArgument(
               fmt::format("config {}: unknown key {}.{}", path, section, key.str()));
         }
-        Status st = found->set(c, NodeToString(value));
+        Result<std::string> text = NodeText(value, found->setter.type);
+        Status st = text.ok() ? found->setter.set(c, *text) : text.status();
         if (!st.ok()) {
           return Status::InvalidArgument(
               fmt::format("config {}: {}.{}: {}", path, section, key.str(), st.message()));
@@ -356,19 +601,32 @@ Result<Config> LoadConfig(const std::string& path, char** envp,
       }
       continue;
     }
-    Status st = found->set(c, value);
+    Status st = found->setter.set(c, value);
     if (!st.ok()) return Status::InvalidArgument(fmt::format("{}: {}", name, st.message()));
   }
+  JOULE_RETURN_IF_ERROR(CheckCombinations(c));
   return c;
 }
 
+std::string RedactUrlPassword(std::string_view url) {
+  std::string out(url);
+  auto spans = UrlPasswordSpans(url);
+  for (auto it = spans.rbegin(); it != spans.rend(); ++it) {
+    out.replace(it->first, it->second, kSecretPlaceholder);
+  }
+  return out;
+}
+
 std::string ConfigToToml(const Config& c) {
-  std::string out;
+  std::string out =
+      "# The effective configuration. Secrets (auth.admin_token, ingest.mqtt_bridge_password,\n"
+      "# the password of a URL) are shown as \"<set>\": this is not a complete config for\n"
+      "# them, and a config that carries \"<set>\" back is refused.\n";
   std::string section;
   for (const auto& k : Keys()) {
     if (section != k.section) {
       section = k.section;
-      out += fmt::format("{}[{}]\n", out.empty() ? "" : "\n", section);
+      out += fmt::format("\n[{}]\n", section);
     }
     out += fmt::format("{} = {}\n", k.name, k.get(c));
   }

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
@@ -129,7 +130,15 @@ struct Config {
 Result<Config> LoadConfig(const std::string& path, char** envp,
                           std::vector<std::string>* warnings = nullptr);
 
-// The effective configuration as TOML (for `joule config` and docs).
+// The effective configuration as TOML (for `joule config` and docs). Secrets are
+// redacted: auth.admin_token and ingest.mqtt_bridge_password print as "<set>" when set,
+// and so does the password inside metadata.url, latest.url and ingest.mqtt_bridge_url.
+// LoadConfig refuses "<set>" as any of them, so the output fed back fails loudly instead
+// of, say, making "<set>" the admin token.
 std::string ConfigToToml(const Config& config);
+
+// `url` with the password of its userinfo (scheme://user:password@host) and of any
+// password=… parameter replaced by "<set>"; a URL without one is returned as it is.
+std::string RedactUrlPassword(std::string_view url);
 
 }  // namespace joule::app

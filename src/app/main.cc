@@ -15,6 +15,40 @@
 
 extern char** environ;
 
+namespace {
+
+// The argument where `app` (or a subcommand of it) expects a subcommand, when it names none
+// (or is missing): CLI11 itself only says "A subcommand is required" (exit 106). Options
+// are left to CLI11 (no command here takes an option before its subcommand).
+std::string UnknownSubcommandMessage(CLI::App& app, int argc, char** argv) {
+  CLI::App* at = &app;
+  std::string path = "joule";
+  for (int i = 1;; ++i) {
+    auto all = at->get_subcommands([](CLI::App*) { return true; });
+    if (all.empty()) return "";
+    std::string names;
+    for (CLI::App* sub : all) names += (names.empty() ? "" : ", ") + sub->get_name();
+    if (i >= argc) {
+      if (at->get_require_subcommand_min() == 0) return "";
+      return fmt::format("{}: a subcommand is required: {} (see {} --help)", path, names, path);
+    }
+    const std::string arg = argv[i];
+    if (arg.empty() || arg[0] == '-') return "";
+    CLI::App* next = nullptr;
+    for (CLI::App* sub : all) {
+      if (sub->get_name() == arg) next = sub;
+    }
+    if (!next) {
+      return fmt::format("{}: unknown subcommand '{}'; expected one of: {} (see {} --help)", path,
+                         arg, names, path);
+    }
+    at = next;
+    path += " " + arg;
+  }
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   CLI::App app{"Joule: real-time analytics for smart-home energy telemetry"};
   app.require_subcommand(1);
@@ -34,35 +68,39 @@ int main(int argc, char** argv) {
   simulate->add_option("--admin-token", sim.admin_token,
                        "Register the devices and ingest with their own tokens (a device that "
                        "exists already gets a new token: its old one stops working)");
-  simulate->add_option("--homes", sim.homes, "Number of homes (default: devices / per home)");
+  simulate->add_option("--homes", sim.homes,
+                       "Number of homes, 1..1000000 (default: devices / per home)");
   simulate->add_option("--devices-per-home", sim.devices_per_home, "Meter + appliances, 1..8")
       ->capture_default_str();
   simulate
       ->add_option("--devices", sim.devices,
-                   "Total devices when --homes is not given (rounded up to whole homes of "
-                   "--devices-per-home)")
+                   "Total devices when --homes is not given, 1..8000000 (rounded up to whole "
+                   "homes of --devices-per-home)")
       ->capture_default_str();
   simulate->add_option("--rate", sim.rate_hz, "Samples per device per second, 0.1..10")
       ->capture_default_str();
   simulate->add_option("--duration", sim_text.duration,
                        "Event-time span, e.g. 15m (0 = until stopped)");
   simulate->add_option("--start", sim_text.start, "First event time: RFC 3339, epoch ms, or -3h");
-  simulate->add_option("--speed", sim.speed, "Event time per real time (0 = unthrottled)")
+  simulate->add_option("--speed", sim.speed, "Event time per real time, >= 0 (0 = unthrottled)")
       ->capture_default_str();
   simulate->add_option("--seed", sim.seed, "Random seed")->capture_default_str();
   simulate->add_option("--prefix", sim.device_prefix, "Device id prefix")->capture_default_str();
-  simulate->add_option("--batch", sim.batch, "Events per request, at most")->capture_default_str();
-  simulate->add_option("--connections", sim.connections, "Sender threads")->capture_default_str();
+  simulate->add_option("--batch", sim.batch, "Events per request, at most; 1..1000000")
+      ->capture_default_str();
+  simulate->add_option("--connections", sim.connections, "Sender threads, 1..1024")
+      ->capture_default_str();
   simulate->add_option("--flush-interval", sim_text.flush_interval, "Longest wait before a send");
   simulate->add_option("--jitter", sim_text.jitter, "Fault: send order shuffled within this");
-  simulate->add_option("--outages", sim.outages_per_hour, "Fault: outages per home per hour");
-  simulate->add_option("--duplicates", sim.duplicates, "Fault: fraction of events sent twice");
+  simulate->add_option("--outages", sim.outages_per_hour, "Fault: outages per home per hour, >= 0");
+  simulate->add_option("--duplicates", sim.duplicates,
+                       "Fault: fraction of events sent twice, 0..1");
   simulate->add_option("--clock-skew", sim_text.clock_skew, "Fault: per-device offset up to ±this");
   simulate->add_option("--counter-resets", sim.counter_resets_per_hour,
-                       "Fault: meter counter resets per hour");
-  simulate->add_option("--malformed", sim.malformed, "Fault: malformed events per event");
+                       "Fault: meter counter resets per hour, >= 0");
+  simulate->add_option("--malformed", sim.malformed, "Fault: malformed events per event, 0..1");
   simulate->add_option("--wrong-tokens", sim.wrong_tokens,
-                       "Fault: fraction of requests first sent with a wrong token");
+                       "Fault: fraction of requests first sent with a wrong token, 0..1");
   simulate->add_option("--ground-truth", sim.ground_truth_path,
                        "Write the expected 1m/1h/1d records here (JSON lines)");
   simulate->add_option("--max-gap", sim_text.max_gap, "The server's stream.max_gap");
@@ -125,7 +163,16 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"ndjson", "csv"}))
       ->capture_default_str();
 
-  CLI11_PARSE(app, argc, argv);
+  // A bad command line exits 2, like a bad config value (CLI11's own codes are 100+).
+  if (std::string unknown = UnknownSubcommandMessage(app, argc, argv); !unknown.empty()) {
+    fmt::print(stderr, "{}\n", unknown);
+    return 2;
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // --help: 0
+  }
 
   if (*devices) {
     std::vector<std::string> warnings;
@@ -174,8 +221,8 @@ int main(int argc, char** argv) {
       fmt::print(stderr, "joule: {}\n", error);
       return 2;
     }
-    if (sim.devices < 1 || sim.devices_per_home < 1 || sim.rate_hz <= 0) {
-      fmt::print(stderr, "joule: --devices and --devices-per-home must be >= 1, --rate > 0\n");
+    if (std::string invalid = joule::app::ValidateSimulatorOptions(sim); !invalid.empty()) {
+      fmt::print(stderr, "joule simulate: {}\n", invalid);
       return 2;
     }
     return joule::app::RunSimulator(sim);

@@ -17,6 +17,7 @@
 
 #include "alert/alert_engine.h"
 #include "api/api_context.h"
+#include "api/audit.h"
 #include "api/live_hub.h"
 #include "api/record_json_cache.h"
 #include "api/routes.h"
@@ -386,6 +387,7 @@ int RunServer(const Config& given_config) {
   ctx.clock = clock;
   ctx.audit = audit.get();
   ctx.metrics = &metrics;
+  api::RegisterAuditMetrics(&metrics);  // joule_audit_write_errors_total 0 from start
   ctx.auth = &auth;
   ctx.limits.max_body_bytes = config.max_body_bytes;
   ctx.limits.max_events_per_request = config.max_events_per_request;

@@ -492,13 +492,60 @@ std::string ApplySimulatorTextOptions(const SimulatorTextOptions& text, int64_t 
   return "";
 }
 
+std::string ValidateSimulatorOptions(const SimulatorOptions& o) {
+  // Written as !(in range) so that a NaN is refused too.
+  auto outside = [](double v, double lo, double hi) { return !(v >= lo && v <= hi); };
+  constexpr int kMaxDevicesPerHome = sim::kMaxAppliances + 1;
+  if (outside(o.devices_per_home, 1, kMaxDevicesPerHome)) {
+    return fmt::format(
+        "--devices-per-home must be within 1..{} (a meter and up to {} "
+        "appliances), got {}",
+        kMaxDevicesPerHome, sim::kMaxAppliances, o.devices_per_home);
+  }
+  if (outside(o.homes, 0, 1'000'000)) {
+    return fmt::format(
+        "--homes must be within 1..1000000 (or 0: --devices / "
+        "--devices-per-home), got {}",
+        o.homes);
+  }
+  if (o.homes == 0 && outside(o.devices, 1, 8'000'000)) {
+    return fmt::format("--devices must be within 1..8000000, got {}", o.devices);
+  }
+  if (outside(o.rate_hz, 0.1, 10)) {
+    return fmt::format("--rate must be within 0.1..10 (samples per device per second), got {}",
+                       o.rate_hz);
+  }
+  if (outside(o.speed, 0, 1e9)) {
+    return fmt::format("--speed must be >= 0 (0 = unthrottled), got {}", o.speed);
+  }
+  if (outside(o.batch, 1, 1'000'000)) {
+    return fmt::format("--batch must be within 1..1000000 (events per request), got {}", o.batch);
+  }
+  if (outside(o.connections, 1, 1024)) {
+    return fmt::format("--connections must be within 1..1024, got {}", o.connections);
+  }
+  if (o.max_gap_ns <= 0) return "--max-gap must be > 0";
+  for (const auto& [flag, value] : {std::pair<const char*, double>{"--outages", o.outages_per_hour},
+                                    {"--counter-resets", o.counter_resets_per_hour}}) {
+    if (outside(value, 0, 1e6))
+      return fmt::format("{} must be >= 0 (per hour), got {}", flag, value);
+  }
+  for (const auto& [flag, value] : {std::pair<const char*, double>{"--duplicates", o.duplicates},
+                                    {"--malformed", o.malformed},
+                                    {"--wrong-tokens", o.wrong_tokens}}) {
+    if (outside(value, 0, 1))
+      return fmt::format("{} must be within 0..1 (a fraction), got {}", flag, value);
+  }
+  return "";
+}
+
 int RunSimulator(const SimulatorOptions& options) {
   SimulatorOptions o = options;
-  if (o.homes <= 0) o.homes = (o.devices + o.devices_per_home - 1) / o.devices_per_home;
-  if (o.rate_hz < 0.1 || o.rate_hz > 10) {
-    fmt::print(stderr, "simulate: --rate must be within 0.1..10 Hz\n");
+  if (std::string error = ValidateSimulatorOptions(o); !error.empty()) {
+    fmt::print(stderr, "simulate: {}\n", error);
     return 2;
   }
+  if (o.homes <= 0) o.homes = (o.devices + o.devices_per_home - 1) / o.devices_per_home;
   Shared shared;
   shared.options = &o;
   shared.clock = SystemClock::Default();

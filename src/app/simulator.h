@@ -68,7 +68,12 @@ struct SimulatorTextOptions {
 std::string ApplySimulatorTextOptions(const SimulatorTextOptions& text, int64_t now_ns,
                                       SimulatorOptions* options);
 
-// Runs until the duration passes or SIGINT/SIGTERM. Returns the process exit code.
+// Checks the numeric options against their ranges (as `joule simulate --help` gives them);
+// returns an error message naming the flag, empty when all are valid.
+std::string ValidateSimulatorOptions(const SimulatorOptions& options);
+
+// Runs until the duration passes or SIGINT/SIGTERM. Returns the process exit code (2 for
+// options ValidateSimulatorOptions refuses).
 int RunSimulator(const SimulatorOptions& options);
 
 }  // namespace joule::app

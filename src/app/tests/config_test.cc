@@ -1,10 +1,13 @@
 #include "app/config.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "log/log.h"
@@ -203,6 +206,212 @@ TEST(ConfigTest, LogDefaultsAndSubMillisecondDurationsRoundTrip) {
   ASSERT_TRUE(again.ok()) << again.status().ToString();
   EXPECT_EQ(again->log_group_commit_window_ns, 250'000);
   std::remove(path.c_str());
+}
+
+// A TOML value of a type the key does not take is an error naming the key and the type
+// expected (an array for a string key became the string "\x01": found by a black-box test).
+TEST(ConfigTest, WrongTomlTypeNamesTheKeyAndTheExpectedType) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"[server]\nmqtt_listen = [\"127.0.0.1:1\"]\n",
+       "server.mqtt_listen: expected a string, got an array"},
+      {"[storage]\ndata_dir = [\"/tmp/x\"]\n", "storage.data_dir: expected a string, got an array"},
+      {"[storage]\ndata_dir = 1979-05-27\n", "storage.data_dir: expected a string, got a date"},
+      {"[auth]\nadmin_token = { a = 1 }\n", "auth.admin_token: expected a string, got a table"},
+      {"[auth]\nadmin_token = 123456789012345678\n",
+       "auth.admin_token: expected a string, got an integer"},
+      {"[stream]\nwindow = 60.5\n",
+       "stream.window: expected a duration string like \"10s\", got a float"},
+      {"[stream]\nmax_gap = [1]\n",
+       "stream.max_gap: expected a duration string like \"10s\", got an array"},
+      {"[server]\nio_threads = 2.0\n", "server.io_threads: expected an integer, got a float"},
+      {"[limits]\nmax_body_bytes = 1.5\n",
+       "limits.max_body_bytes: expected a size like \"64MiB\" or a number of bytes, got a float"},
+      {"[archive]\nenabled = 1\n", "archive.enabled: expected true or false, got an integer"},
+      {"[metrics.kinds]\nsolar_w = 1\n",
+       "metrics.kinds.solar_w: expected a string (power, counter or gauge), got an integer"},
+  };
+  for (const auto& [text, message] : cases) {
+    std::string path = WriteTemp(text);
+    auto c = LoadConfig(path, nullptr);
+    ASSERT_FALSE(c.ok()) << text;
+    EXPECT_NE(c.status().message().find(message), std::string::npos)
+        << text << " → " << c.status().message();
+    EXPECT_EQ(c.status().message().find('\x01'), std::string::npos) << c.status().message();
+    std::remove(path.c_str());
+  }
+  // What each type still takes: integers for durations (seconds) and sizes (bytes), and
+  // strings for integers and booleans, as before.
+  std::string path = WriteTemp(
+      "[stream]\nwindow = 60\n[limits]\nmax_body_bytes = 1024\n[server]\nio_threads = \"3\"\n"
+      "[archive]\nenabled = \"false\"\n");
+  auto c = LoadConfig(path, nullptr);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->window_ns, 60'000'000'000);
+  EXPECT_EQ(c->max_body_bytes, 1024u);
+  EXPECT_EQ(c->io_threads, 3);
+  EXPECT_FALSE(c->archive_enabled);
+  std::remove(path.c_str());
+}
+
+TEST(ConfigTest, UrlPasswordsAreRedacted) {
+  EXPECT_EQ(RedactUrlPassword("postgresql://u:secretpw@h/db"), "postgresql://u:<set>@h/db");
+  EXPECT_EQ(RedactUrlPassword("redis://:redispw@h:6379/0"), "redis://:<set>@h:6379/0");
+  EXPECT_EQ(RedactUrlPassword("mqtt://user:pw2@h:1883"), "mqtt://user:<set>@h:1883");
+  EXPECT_EQ(RedactUrlPassword("postgresql://u:p@ss@h/db"), "postgresql://u:<set>@h/db");
+  EXPECT_EQ(RedactUrlPassword("postgresql://h/db?sslmode=require&password=x&user=u"),
+            "postgresql://h/db?sslmode=require&password=<set>&user=u");
+  EXPECT_EQ(RedactUrlPassword("host=h password=se\\ cret user=u"), "host=h password=<set> user=u");
+  EXPECT_EQ(RedactUrlPassword("host=h password = 'a b\\'c' user=u"),
+            "host=h password = <set> user=u");
+  // Nothing to redact.
+  for (const char* same : {"", "redis://127.0.0.1:6379/0", "postgresql://joule@h/db",
+                           "postgresql://u:@h/db", "host=h passwordless=1", "mqtt://h"}) {
+    EXPECT_EQ(RedactUrlPassword(same), same);
+  }
+}
+
+// `joule config` prints secrets as "<set>"; fed back, that placeholder is refused for every
+// secret — it became the admin token "<set>" (found by a black-box test).
+TEST(ConfigTest, ConfigOutputRedactsSecretsAndTheirPlaceholderIsRefused) {
+  std::string t = "JOULE_AUTH_ADMIN_TOKEN=secret-token-cccccccccccccccccc";
+  std::string m = "JOULE_METADATA_URL=postgresql://u:secretpw@h/db";
+  std::string l = "JOULE_LATEST_URL=redis://:redispw@h:6379/0";
+  std::string p = "JOULE_INGEST_MQTT_BRIDGE_PASSWORD=brpw";
+  char* env[] = {t.data(), m.data(), l.data(), p.data(), nullptr};
+  auto c = LoadConfig("", env);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  const std::string toml = ConfigToToml(*c);
+  for (const char* secret : {"secret-token", "secretpw", "redispw", "brpw"}) {
+    EXPECT_EQ(toml.find(secret), std::string::npos) << secret << " in\n" << toml;
+  }
+  EXPECT_NE(toml.find("admin_token = \"<set>\""), std::string::npos) << toml;
+  EXPECT_NE(toml.find("url = \"postgresql://u:<set>@h/db\""), std::string::npos) << toml;
+  EXPECT_NE(toml.find("url = \"redis://:<set>@h:6379/0\""), std::string::npos) << toml;
+
+  // The whole output back as a file: refused, naming a secret key.
+  std::string path = WriteTemp(toml);
+  auto again = LoadConfig(path, nullptr);
+  ASSERT_FALSE(again.ok());
+  EXPECT_NE(again.status().message().find("is the placeholder `joule config` prints for a "
+                                          "secret; set the real value or remove the key"),
+            std::string::npos)
+      << again.status().message();
+  std::remove(path.c_str());
+
+  // Each secret on its own, from a file and from the environment.
+  const std::vector<std::tuple<std::string, std::string, std::string>> cases = {
+      {"[auth]\nadmin_token = \"<set>\"\n", "JOULE_AUTH_ADMIN_TOKEN=<set>", "auth.admin_token"},
+      {"[ingest]\nmqtt_bridge_password = \"<set>\"\n", "JOULE_INGEST_MQTT_BRIDGE_PASSWORD=<set>",
+       "ingest.mqtt_bridge_password"},
+      {"[metadata]\nurl = \"postgresql://u:<set>@h/db\"\n",
+       "JOULE_METADATA_URL=postgresql://u:%3Cset%3E@h/db", "metadata.url"},
+      {"[latest]\nurl = \"redis://:<set>@h:6379/0\"\n",
+       "JOULE_LATEST_URL=redis://h/0?password=<set>", "latest.url"},
+      {"[ingest]\nmqtt_bridge_url = \"mqtt://u:<set>@h\"\n",
+       "JOULE_INGEST_MQTT_BRIDGE_URL=mqtt://u:<set>@h", "ingest.mqtt_bridge_url"},
+  };
+  for (const auto& [text, var, key] : cases) {
+    std::string file = WriteTemp(text);
+    auto r = LoadConfig(file, nullptr);
+    ASSERT_FALSE(r.ok()) << text;
+    EXPECT_NE(r.status().message().find(key + ": "), std::string::npos) << r.status().message();
+    EXPECT_NE(r.status().message().find("placeholder"), std::string::npos) << r.status().message();
+    std::remove(file.c_str());
+    std::string v = var;
+    char* venv[] = {v.data(), nullptr};
+    r = LoadConfig("", venv);
+    ASSERT_FALSE(r.ok()) << var;
+    EXPECT_NE(r.status().message().find("placeholder"), std::string::npos) << r.status().message();
+  }
+  // Another password in the same URL is not printed with the refusal.
+  std::string two = "JOULE_METADATA_URL=postgresql://u:<set>@h/db?password=realpw";
+  char* two_env[] = {two.data(), nullptr};
+  auto refused = LoadConfig("", two_env);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().message().find("realpw"), std::string::npos)
+      << refused.status().message();
+  // The bridge takes no password in its URL (it has its own key); the refusal does not
+  // print the password either.
+  std::string b = "JOULE_INGEST_MQTT_BRIDGE_URL=mqtt://user:pw2@h:1883";
+  char* benv[] = {b.data(), nullptr};
+  auto r = LoadConfig("", benv);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message().find("pw2"), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("JOULE_INGEST_MQTT_BRIDGE_URL"), std::string::npos);
+}
+
+TEST(ConfigTest, StringsWithQuotesAndBackslashesRoundTrip) {
+  std::string d = "JOULE_STORAGE_DATA_DIR=/tmp/a \"b\" \\c";
+  char* env[] = {d.data(), nullptr};
+  auto c = LoadConfig("", env);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  std::string path = WriteTemp(ConfigToToml(*c));
+  auto again = LoadConfig(path, nullptr);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->data_dir, "/tmp/a \"b\" \\c");
+  std::remove(path.c_str());
+}
+
+// Listen addresses are checked at load, naming the key (they failed only when the server
+// opened its listeners, after it had generated the admin token and restored checkpoints).
+TEST(ConfigTest, ListenAddressesAreCheckedAtLoad) {
+  for (const char* ok : {"127.0.0.1:8080", ":8080", "[::1]:0", "localhost:1883", "0.0.0.0:0"}) {
+    std::string h = std::string("JOULE_SERVER_HTTP_LISTEN=") + ok;
+    std::string m = std::string("JOULE_SERVER_MQTT_LISTEN=") + ok;
+    char* env[] = {h.data(), m.data(), nullptr};
+    EXPECT_TRUE(LoadConfig("", env).ok()) << ok;
+  }
+  std::string off = "JOULE_SERVER_MQTT_LISTEN=";
+  char* off_env[] = {off.data(), nullptr};
+  auto c = LoadConfig("", off_env);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->mqtt_listen, "");  // MQTT off
+  for (const char* key : {"http_listen", "mqtt_listen"}) {
+    for (const char* bad : {"notanaddr", "127.0.0.1:99999", "example.com:80", "[::1]8080"}) {
+      std::string path = WriteTemp(fmt::format("[server]\n{} = \"{}\"\n", key, bad));
+      auto r = LoadConfig(path, nullptr);
+      ASSERT_FALSE(r.ok()) << key << " = " << bad;
+      EXPECT_NE(r.status().message().find(fmt::format("server.{}: ", key)), std::string::npos)
+          << r.status().message();
+      EXPECT_NE(r.status().message().find("listen address"), std::string::npos)
+          << r.status().message();
+      std::remove(path.c_str());
+    }
+  }
+  std::string empty = "JOULE_SERVER_HTTP_LISTEN=";
+  char* empty_env[] = {empty.data(), nullptr};
+  EXPECT_FALSE(LoadConfig("", empty_env).ok()) << "HTTP cannot be turned off";
+}
+
+// A remote backend without its URL is refused at load, the same for metadata and latest
+// (latest.backend = redis quietly connected to 127.0.0.1:6379: found by a black-box test),
+// whether the backend comes from the file or the environment.
+TEST(ConfigTest, RemoteBackendsNeedTheirUrl) {
+  for (const auto& [section, backend, message] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"metadata", "postgres", "metadata.backend = \"postgres\" needs metadata.url"},
+           {"latest", "redis", "latest.backend = \"redis\" needs latest.url"}}) {
+    std::string path = WriteTemp(fmt::format("[{}]\nbackend = \"{}\"\n", section, backend));
+    auto r = LoadConfig(path, nullptr);
+    ASSERT_FALSE(r.ok()) << section;
+    EXPECT_NE(r.status().message().find(message), std::string::npos) << r.status().message();
+    std::string var =
+        fmt::format("JOULE_{}_URL=x://h", section == "metadata" ? "METADATA" : "LATEST");
+    char* env[] = {var.data(), nullptr};
+    EXPECT_TRUE(LoadConfig(path, env).ok()) << var;
+    std::remove(path.c_str());
+    std::string b =
+        fmt::format("JOULE_{}_BACKEND={}", section == "metadata" ? "METADATA" : "LATEST", backend);
+    char* benv[] = {b.data(), nullptr};
+    r = LoadConfig("", benv);
+    ASSERT_FALSE(r.ok()) << b;
+    EXPECT_NE(r.status().message().find(message), std::string::npos) << r.status().message();
+  }
+  std::string cert = "JOULE_SERVER_TLS_CERT_FILE=/x.pem";
+  char* tls_env[] = {cert.data(), nullptr};
+  auto r = LoadConfig("", tls_env);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("must be set together"), std::string::npos);
 }
 
 }  // namespace

@@ -1,0 +1,144 @@
+"""The `joule` command line and configuration loading, black-box: `joule config` redacts
+secrets and its output fed back is refused, TOML values of the wrong type and bad listen
+addresses are refused at load naming the key, a bad value exits 2 from the file and from
+the environment alike, unknown subcommands are named, and `joule simulate` refuses
+out-of-range options. None of these needs a running server (found by a black-box test)."""
+
+import os
+import subprocess
+import tempfile
+import unittest
+
+from joule_harness import joule_bin
+
+
+def run(args, env=None, timeout=60):
+    base = {k: v for k, v in os.environ.items() if not k.startswith("JOULE_")}
+    base.update(env or {})
+    return subprocess.run([joule_bin()] + args, env=base, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+class CliTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="joule-cli-")
+        self.addCleanup(self.tmp.cleanup)
+        self.data_dir = os.path.join(self.tmp.name, "data")
+
+    def write(self, name, text):
+        path = os.path.join(self.tmp.name, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def assertRefused(self, proc, *fragments):
+        self.assertEqual(proc.returncode, 2, proc.stderr)
+        for fragment in fragments:
+            self.assertIn(fragment, proc.stderr)
+
+    def test_config_output_redacts_secrets_and_is_refused_fed_back(self):
+        env = {"JOULE_AUTH_ADMIN_TOKEN": "secret-token-cccccccccccccccccc",
+               "JOULE_METADATA_BACKEND": "postgres",
+               "JOULE_METADATA_URL": "postgresql://u:secretpw@h/db",
+               "JOULE_LATEST_BACKEND": "redis",
+               "JOULE_LATEST_URL": "redis://:redispw@h:6379/0",
+               "JOULE_INGEST_MQTT_BRIDGE_PASSWORD": "brpw"}
+        shown = run(["config"], env)
+        self.assertEqual(shown.returncode, 0, shown.stderr)
+        for secret in ("secret-token", "secretpw", "redispw", "brpw"):
+            self.assertNotIn(secret, shown.stdout)
+        self.assertIn('admin_token = "<set>"', shown.stdout)
+        self.assertIn('url = "postgresql://u:<set>@h/db"', shown.stdout)
+        self.assertIn('url = "redis://:<set>@h:6379/0"', shown.stdout)
+        self.assertIn('mqtt_bridge_password = "<set>"', shown.stdout)
+
+        # Fed back: refused before anything is opened (the admin token became "<set>").
+        text = shown.stdout.replace('data_dir = "./data"', f'data_dir = "{self.data_dir}"')
+        path = self.write("roundtrip.toml", text)
+        served = run(["serve", "--config", path], timeout=30)
+        self.assertRefused(served, "placeholder `joule config` prints for a secret; set the "
+                           "real value or remove the key")
+        self.assertFalse(os.path.exists(self.data_dir), "the refused server created its data dir")
+        # Only the admin token as "<set>".
+        path = self.write("token.toml", '[auth]\nadmin_token = "<set>"\n')
+        self.assertRefused(run(["config", "--config", path]), "auth.admin_token")
+        self.assertRefused(run(["config"], {"JOULE_AUTH_ADMIN_TOKEN": "<set>"}),
+                           "JOULE_AUTH_ADMIN_TOKEN", "placeholder")
+
+    def test_wrong_toml_type_names_the_key_and_the_type(self):
+        path = self.write("arr.toml", '[server]\nmqtt_listen = ["127.0.0.1:34592"]\n'
+                          '[storage]\ndata_dir = ["/tmp/x"]\n')
+        proc = run(["config", "--config", path])
+        self.assertRefused(proc, "server.mqtt_listen: expected a string, got an array")
+        self.assertNotIn("\x01", proc.stdout + proc.stderr)
+        path = self.write("dir.toml", f'[storage]\ndata_dir = ["{self.data_dir}"]\n')
+        self.assertRefused(run(["serve", "--config", path], timeout=30),
+                           "storage.data_dir: expected a string, got an array")
+        path = self.write("float.toml", "[stream]\nwindow = 60.5\n")
+        self.assertRefused(run(["config", "--config", path]),
+                           'stream.window: expected a duration string like "10s", got a float')
+        path = self.write("int.toml", "[server]\nio_threads = 2.0\n")
+        self.assertRefused(run(["config", "--config", path]),
+                           "server.io_threads: expected an integer, got a float")
+
+    def test_bad_values_exit_2_from_file_and_environment_naming_the_key(self):
+        for value, message in (("notanaddr", "bad listen address 'notanaddr'"),
+                               ("127.0.0.1:99999", "bad port in listen address")):
+            for key in ("http_listen", "mqtt_listen"):
+                path = self.write("listen.toml", f'[server]\n{key} = "{value}"\n')
+                self.assertRefused(run(["config", "--config", path]), f"server.{key}: ", message)
+                var = f"JOULE_SERVER_{key.upper()}"
+                self.assertRefused(run(["config"], {var: value}), var, message)
+        # serve refuses before it generates the admin token or opens the data dir.
+        proc = run(["serve"], {"JOULE_SERVER_HTTP_LISTEN": "notanaddr",
+                               "JOULE_STORAGE_DATA_DIR": self.data_dir}, timeout=30)
+        self.assertRefused(proc, "JOULE_SERVER_HTTP_LISTEN")
+        self.assertNotIn("generated admin token", proc.stderr)
+        self.assertFalse(os.path.exists(self.data_dir))
+        # The same code for any bad value, file or environment.
+        path = self.write("threads.toml", '[server]\nio_threads = "x"\n')
+        self.assertRefused(run(["config", "--config", path]), "server.io_threads")
+        self.assertRefused(run(["config"], {"JOULE_SERVER_IO_THREADS": "x"}),
+                           "JOULE_SERVER_IO_THREADS")
+
+    def test_remote_backends_need_their_url(self):
+        self.assertRefused(run(["config"], {"JOULE_LATEST_BACKEND": "redis"}),
+                           'latest.backend = "redis" needs latest.url')
+        path = self.write("pg.toml", '[metadata]\nbackend = "postgres"\n')
+        self.assertRefused(run(["serve", "--config", path],
+                               {"JOULE_STORAGE_DATA_DIR": self.data_dir}, timeout=30),
+                           'metadata.backend = "postgres" needs metadata.url')
+        self.assertFalse(os.path.exists(self.data_dir))
+
+    def test_unknown_or_missing_subcommand(self):
+        proc = run(["nosuch"])
+        self.assertRefused(proc, "unknown subcommand 'nosuch'",
+                           "serve, config, simulate, devices, replay, export")
+        self.assertRefused(run(["devices", "nosuch"]), "unknown subcommand 'nosuch'",
+                           "import, export")
+        self.assertRefused(run([]), "a subcommand is required")
+        self.assertRefused(run(["simulate", "--bogus"]), "--bogus")
+        self.assertEqual(run(["--help"]).returncode, 0)
+
+    def test_simulate_refuses_out_of_range_options(self):
+        for args, message in ((["--devices-per-home", "9"], "--devices-per-home must be within 1..8"),
+                              (["--devices-per-home", "0"], "--devices-per-home"),
+                              (["--batch", "0"], "--batch must be within"),
+                              (["--connections", "0"], "--connections must be within"),
+                              (["--homes", "-1"], "--homes"),
+                              (["--rate", "20"], "--rate must be within 0.1..10"),
+                              (["--speed", "-1"], "--speed"),
+                              (["--duplicates", "1.5"], "--duplicates must be within 0..1"),
+                              (["--wrong-tokens", "-0.1"], "--wrong-tokens"),
+                              (["--outages", "-1"], "--outages")):
+            proc = run(["simulate", "--dry-run", "--quiet"] + args, timeout=30)
+            self.assertRefused(proc, message)
+        ok = run(["simulate", "--dry-run", "--quiet", "--start", "-1h", "--duration", "1m",
+                  "--speed", "0", "--devices", "2", "--devices-per-home", "8", "--batch", "1",
+                  "--connections", "1"], timeout=60)
+        self.assertEqual(ok.returncode, 0, ok.stderr)
+        self.assertIn("480 events generated", ok.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
