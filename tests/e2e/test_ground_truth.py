@@ -11,6 +11,10 @@ hour/day to end). Prints a summary. Over HTTP and over MQTT (`--mqtt`, device to
 MQTT passwords), and with clocks skewed beyond limits.max_future_skew (the rejected events
 are left out of the ground truth).
 
+SimulateMessagesTest: what simulate prints when nothing listens, for a 413, for events
+older than limits.max_event_age, for an unknown token, and --jitter beyond
+--allowed-lateness with a ground truth.
+
 Environment: JOULE_BIN (the binary), JOULE_E2E_KEEP=1 keeps the ground-truth file.
 """
 
@@ -160,6 +164,53 @@ class GroundTruthTest(unittest.TestCase):
         if os.environ.get("JOULE_E2E_KEEP") != "1":
             os.remove(truth_path)
             os.rmdir(tmp)
+
+
+class SimulateMessagesTest(unittest.TestCase):
+    """What simulate says when the server is missing or refuses (a black-box report)."""
+
+    def simulate(self, *args):
+        return subprocess.run([joule_harness.joule_bin(), "simulate", "--quiet", *args],
+                              capture_output=True, text=True, timeout=120)
+
+    def test_nothing_listening_is_named(self):
+        url = f"http://127.0.0.1:{joule_harness.free_port()}"
+        for auth in (["--token", "x"], ["--admin-token", "x"]):
+            r = self.simulate("--url", url, *auth, "--duration", "5s", "--start", "-1m",
+                              "--speed", "0")
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn(f"cannot connect to {url}: Connection refused", r.stderr)
+            self.assertNotIn("-1", r.stderr)
+            self.assertNotIn("--admin-token", r.stderr)
+
+    def test_server_errors_are_printed_not_an_auth_hint(self):
+        server = joule_harness.JouleServer(env={"JOULE_AUTH_MODE": "required",
+                                                "JOULE_AUTH_ADMIN_TOKEN": ADMIN}, name="msg")
+        self.addCleanup(server.cleanup)
+        server.start()
+        common = ["--url", server.url, "--homes", "1", "--devices-per-home", "1", "--speed", "0"]
+        # More events per request than limits.max_events_per_request: the 413 is printed.
+        r = self.simulate(*common, "--admin-token", ADMIN, "--rate", "10", "--start", "-2h",
+                          "--duration", "1h", "--batch", "20000")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("HTTP 413", r.stderr)
+        self.assertIn("too_many_events", r.stderr)
+        self.assertNotIn("need --admin-token", r.stderr)
+        # Older than limits.max_event_age: the server's answer, not a client-side 7-day rule.
+        r = self.simulate(*common, "--admin-token", ADMIN, "--prefix", "old", "--start", "-8d",
+                          "--duration", "10m", "--rate", "0.1")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("timestamp_out_of_range", r.stderr)
+        self.assertNotIn("7-day", r.stderr)
+        # A token the server does not know: then the hint.
+        r = self.simulate(*common, "--token", "not-a-token", "--start", "-2m", "--duration", "1m")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("refused the token", r.stderr)
+        # --jitter beyond --allowed-lateness with a ground truth: refused before anything runs.
+        r = self.simulate(*common, "--token", "x", "--jitter", "2h", "--ground-truth",
+                          os.devnull, "--duration", "1m")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("--allowed-lateness", r.stderr)
 
 
 def simulate_counts(stderr):
