@@ -693,7 +693,9 @@ class Worker {
       }
       // 0x97: over the rate limit or the log is full for now; a connection error: the
       // server restarts. Both are retried; anything else (0x87 not authorized) is final.
+      // (A 0x97 for more events than the device's rate-limit burst says "split it": final.)
       bool retry = (rc == net::mqtt::reason::kQuotaExceeded || rc < 0) && attempt < 100 &&
+                   reason.find("split it") == std::string::npos &&
                    !(g_stop.load() && (rc < 0 || attempt > 5));
       if (!retry) {
         st.failed.fetch_add(n, std::memory_order_relaxed);
