@@ -52,7 +52,7 @@ bool MqttPublisher::Open() {
       fd_ = fd;
       break;
     }
-    error_ = fmt::format("cannot connect to {}:{}: {}", host_, port_, std::strerror(errno));
+    error_ = std::strerror(errno);
     close(fd);
   }
   freeaddrinfo(res);
@@ -60,6 +60,12 @@ bool MqttPublisher::Open() {
   options.version = ProtocolVersion::kV5;
   decoder_ = Decoder(options);
   return fd_ >= 0;
+}
+
+bool MqttPublisher::CanConnect() {
+  const bool ok = Open();
+  Close();
+  return ok;
 }
 
 void MqttPublisher::Close() {

@@ -33,6 +33,8 @@ class MqttPublisher {
   // "accepted N, rejected M (…)" when some events were rejected), or a negative result
   // (then the connection is closed).
   int Publish(const std::string& topic, const std::string& payload, std::string* reason);
+  // Whether a TCP connection can be opened (then closed at once, before any CONNECT).
+  bool CanConnect();
   // DISCONNECT (when connected) and close.
   void Disconnect();
 

@@ -182,6 +182,13 @@ class SimulateMessagesTest(unittest.TestCase):
             self.assertIn(f"cannot connect to {url}: Connection refused", r.stderr)
             self.assertNotIn("-1", r.stderr)
             self.assertNotIn("--admin-token", r.stderr)
+        # MQTT with auth disabled (no registration over HTTP): the broker address is named.
+        mqtt = f"mqtt://127.0.0.1:{joule_harness.free_port()}"
+        t0 = time.monotonic()
+        r = self.simulate("--mqtt", mqtt, "--duration", "5s", "--start", "-1m", "--speed", "0")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn(f"cannot connect to {mqtt}: Connection refused", r.stderr)
+        self.assertLess(time.monotonic() - t0, 10, "not named at once")
 
     def test_server_errors_are_printed_not_an_auth_hint(self):
         server = joule_harness.JouleServer(env={"JOULE_AUTH_MODE": "required",
