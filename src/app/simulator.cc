@@ -760,6 +760,41 @@ class Worker {
   int64_t mixed_oldest_ns_ = 0;
 };
 
+// --mqtt and the limits the ground truth depends on. Fills shared->mqtt_host/port.
+std::string CheckTransport(const SimulatorOptions& o, Shared* shared) {
+  if (!o.ground_truth_path.empty() && o.jitter_ns > o.allowed_lateness_ns) {
+    return fmt::format(
+        "--jitter {}s exceeds --allowed-lateness {}s (the server's stream.allowed_lateness): "
+        "the server drops events that late, the ground truth would still count them",
+        o.jitter_ns / kNanosPerSecond, o.allowed_lateness_ns / kNanosPerSecond);
+  }
+  if (o.jitter_ns > o.allowed_lateness_ns) {
+    fmt::print(stderr,
+               "simulate: note: --jitter exceeds --allowed-lateness: the server drops (counts "
+               "as late_dropped) events later than stream.allowed_lateness\n");
+  }
+  if (o.clock_skew_ns > 300 * kNanosPerSecond) {
+    fmt::print(stderr,
+               "simulate: note: with --clock-skew above 5m, devices ahead by more than the "
+               "server's limits.max_future_skew (default 5m) get those events rejected "
+               "(timestamp_out_of_range; left out of the ground truth)\n");
+  }
+  if (o.mqtt_url.empty()) return "";
+  if (!o.token.empty()) {
+    return "--mqtt: each device authenticates with its own token (user name = device id, "
+           "password = device token): use --admin-token, or neither with auth disabled";
+  }
+  if (o.mqtt_connections < 1) return "--mqtt-connections must be at least 1";
+  net::mqtt::MqttSubscriberOptions parsed;
+  if (Status st = net::mqtt::ParseBrokerUrl(o.mqtt_url, &parsed); !st.ok()) {
+    return fmt::format("--mqtt: {}", st.message());
+  }
+  if (parsed.use_tls) return "--mqtt: mqtts:// (TLS) is not supported by the simulator";
+  shared->mqtt_host = parsed.host;
+  shared->mqtt_port = std::to_string(parsed.port);
+  return "";
+}
+
 }  // namespace
 
 std::string ApplySimulatorTextOptions(const SimulatorTextOptions& text, int64_t now_ns,
@@ -797,45 +832,6 @@ std::string ApplySimulatorTextOptions(const SimulatorTextOptions& text, int64_t 
   }
   return "";
 }
-
-namespace {
-
-// --mqtt and the limits the ground truth depends on. Fills shared->mqtt_host/port.
-std::string CheckTransport(const SimulatorOptions& o, Shared* shared) {
-  if (!o.ground_truth_path.empty() && o.jitter_ns > o.allowed_lateness_ns) {
-    return fmt::format(
-        "--jitter {}s exceeds --allowed-lateness {}s (the server's stream.allowed_lateness): "
-        "the server drops events that late, the ground truth would still count them",
-        o.jitter_ns / kNanosPerSecond, o.allowed_lateness_ns / kNanosPerSecond);
-  }
-  if (o.jitter_ns > o.allowed_lateness_ns) {
-    fmt::print(stderr,
-               "simulate: note: --jitter exceeds --allowed-lateness: the server drops (counts "
-               "as late_dropped) events later than stream.allowed_lateness\n");
-  }
-  if (o.clock_skew_ns > 300 * kNanosPerSecond) {
-    fmt::print(stderr,
-               "simulate: note: with --clock-skew above 5m, devices ahead by more than the "
-               "server's limits.max_future_skew (default 5m) get those events rejected "
-               "(timestamp_out_of_range; left out of the ground truth)\n");
-  }
-  if (o.mqtt_url.empty()) return "";
-  if (!o.token.empty()) {
-    return "--mqtt: each device authenticates with its own token (user name = device id, "
-           "password = device token): use --admin-token, or neither with auth disabled";
-  }
-  if (o.mqtt_connections < 1) return "--mqtt-connections must be at least 1";
-  net::mqtt::MqttSubscriberOptions parsed;
-  if (Status st = net::mqtt::ParseBrokerUrl(o.mqtt_url, &parsed); !st.ok()) {
-    return fmt::format("--mqtt: {}", st.message());
-  }
-  if (parsed.use_tls) return "--mqtt: mqtts:// (TLS) is not supported by the simulator";
-  shared->mqtt_host = parsed.host;
-  shared->mqtt_port = std::to_string(parsed.port);
-  return "";
-}
-
-}  // namespace
 
 int RunSimulator(const SimulatorOptions& options) {
   SimulatorOptions o = options;
