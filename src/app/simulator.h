@@ -1,5 +1,5 @@
 // Simulator (`joule simulate`): N homes × M devices with realistic profiles
-// (src/app/sim/home_profiles.h) posting telemetry to a Joule server over HTTP, for the
+// (src/app/sim/home_profiles.h) sending telemetry to a Joule server over HTTP or MQTT, for the
 // demo, for load, and — with --ground-truth — for an end-to-end correctness check.
 //
 // Time: event time starts at `start_ns` (default now) and runs at `speed`× real time
