@@ -75,7 +75,7 @@ struct Stats {
   // CONNECTs, and CONNACKs refused (wrong tokens).
   std::atomic<uint64_t> publishes{0}, pubacks_ok{0}, pubacks_refused{0};
   std::atomic<uint64_t> mqtt_connects{0}, connacks_refused{0};
-  // Rejected events the server did not name (a PUBACK names only the first of a
+  // Rejected events the server did not name (a server whose PUBACK does not list a
   // publish's rejects): which ones they were is unknown, so the ground truth keeps them.
   std::atomic<uint64_t> unmatched_rejections{0};
   std::atomic<uint64_t> auth_refusals{0};  // 401/403 answers to the right token
@@ -319,6 +319,7 @@ class Worker {
         te.device_id = &d.spec->device_id;
         te.event_id = event_id;
         te.t_ms = t_dev;
+        te.copies = 1;  // held until every copy is queued (one may be answered at once)
         for (int m = 0; m < reading.size; ++m) {
           te.metrics.emplace_back(reading.metrics[m].name, reading.metrics[m].value);
         }
@@ -334,6 +335,7 @@ class Worker {
       int64_t release = t;
       if (o_.jitter_ns > 0) release += static_cast<int64_t>(fr.Uniform(0, o_.jitter_ns / 1e6));
       Queue(h, release, {std::move(json), truth});
+      if (truth >= 0) Forget(truth);  // the hold
     }
   }
 
@@ -439,7 +441,13 @@ class Worker {
       std::lock_guard<std::mutex> lock(shared_->truth_mu);
       shared_->truth->Add(*te.device_id, te.event_id, te.t_ms, te.metrics);
     }
-    if (--te.copies <= 0) truth_events_.erase(it);
+    Forget(truth);
+  }
+
+  // One copy (or the hold) of a ground-truth event is done with.
+  void Forget(int64_t truth) {
+    auto it = truth_events_.find(truth);
+    if (it != truth_events_.end() && --it->second.copies <= 0) truth_events_.erase(it);
   }
 
   // Every event of a request the server answered for: `rejected` holds the indices it
