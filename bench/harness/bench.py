@@ -147,6 +147,37 @@ def free_port():
         return s.getsockname()[1]
 
 
+START_TIMEOUT_S = 60
+
+
+def log_tail(path, lines=20):
+    """The last lines of a log file, indented, for an error message."""
+    try:
+        with open(path, errors="replace") as f:
+            tail = f.read().splitlines()[-lines:]
+    except OSError as e:
+        return f"  (cannot read {path}: {e})"
+    return "\n".join("  " + line for line in tail) or "  (empty)"
+
+
+def wait_healthy(proc, port, log_path, timeout):
+    """Until GET /healthz answers 200; a server that exits or never answers raises with its
+    exit status and the tail of its log (stdout and stderr)."""
+    t = time.time() + timeout
+    while time.time() < t:
+        rc = proc.poll()
+        if rc is not None:
+            raise RuntimeError(f"joule exited with status {rc} while starting; log {log_path}, "
+                               f"last lines:\n{log_tail(log_path)}")
+        try:
+            if http_get(port, "/healthz", timeout=2)[0] == 200:
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"joule did not answer /healthz on 127.0.0.1:{port} within {timeout} s "
+                       f"(still running); log {log_path}, last lines:\n{log_tail(log_path)}")
+
+
 def wait_port(port, timeout=60):
     t = time.time() + timeout
     while time.time() < t:
@@ -250,20 +281,19 @@ class Joule:
             "JOULE_LOG_LEVEL": "warn",
         })
         env.update(extra_env or {})
-        self.log = open(os.path.join(self.dir, "..", os.path.basename(self.dir) + ".log"), "w")
+        self.log_path = os.path.normpath(
+            os.path.join(self.dir, "..", os.path.basename(self.dir) + ".log"))
+        self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen([ctx.joule, "serve"], env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
-        t = time.time() + 60
-        while time.time() < t:
-            try:
-                if http_get(self.port, "/healthz", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("joule did not start")
-        if mqtt:
-            wait_port(self.mqtt_port)
+        try:
+            wait_healthy(self.proc, self.port, self.log_path, START_TIMEOUT_S)
+            if mqtt:
+                wait_port(self.mqtt_port)
+        except BaseException:
+            stop(self.proc)
+            self.log.close()
+            raise
 
     def cpu(self):
         return tree_cpu_s(self.proc.pid)
@@ -1107,13 +1137,26 @@ class Ctx:
     pass
 
 
+COMPARISONS = ("ingest", "fsync", "postgres", "fio", "core", "api", "history", "mqtt")
+
+
+def positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
     ap.add_argument("--bin-dir", required=True)
     ap.add_argument("--joule", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=positive_int, default=3)
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--connections", type=int, default=4)
     ap.add_argument("--wrk-seconds", type=int, default=10)
@@ -1123,8 +1166,12 @@ def main():
     ap.add_argument("--mqtt-devices", type=int, default=1000)
     ap.add_argument("--mqtt-inflight", type=int, default=20)
     ap.add_argument("--mode", default="full")
-    ap.add_argument("--only", default="", help="comma-separated comparisons to run")
+    ap.add_argument("--only", default="", help="comma-separated comparisons to run: "
+                    + ",".join(COMPARISONS))
     a = ap.parse_args()
+    unknown = [n for n in a.only.split(",") if n not in COMPARISONS] if a.only else []
+    if unknown:
+        ap.error(f"--only: unknown comparison {unknown[0]!r}; valid: {','.join(COMPARISONS)}")
     ctx = Ctx()
     ctx.__dict__.update(vars(a))
     ctx.tmp = tempfile.mkdtemp(prefix="joule-bench-", dir="/var/tmp")
@@ -1163,7 +1210,7 @@ def main():
         try:
             cmp_[name] = fn()
         except Exception as e:  # recorded, never a made-up number
-            log(f"{name} failed: {e!r}")
+            log(f"{name} failed: {type(e).__name__}: {e}")
             res["errors"][name] = repr(e)
         loads.append(loadavg())
         with open(a.out, "w") as f:

@@ -8,7 +8,9 @@
 #include <unistd.h>
 
 #include <cctype>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <utility>
 
 namespace joule::app {
@@ -30,11 +32,13 @@ int HttpClient::Request(const std::string& method, const std::string& path,
     req += "\r\n";
     req += body;
     if (!SendAll(req)) {
+      last_error_ = fmt::format("send failed: {}", std::strerror(errno));
       Close();
       continue;
     }
     int status = ReadResponse(response_body);
     if (status < 0) {
+      last_error_ = "the connection closed before a response";
       Close();
       continue;
     }
@@ -48,7 +52,10 @@ bool HttpClient::Connect() {
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* res = nullptr;
-  if (getaddrinfo(host_.c_str(), port_.c_str(), &hints, &res) != 0) return false;
+  if (int rc = getaddrinfo(host_.c_str(), port_.c_str(), &hints, &res); rc != 0) {
+    last_error_ = fmt::format("cannot resolve {}: {}", host_, gai_strerror(rc));
+    return false;
+  }
   for (addrinfo* a = res; a; a = a->ai_next) {
     int fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
     if (fd < 0) continue;
@@ -58,6 +65,7 @@ bool HttpClient::Connect() {
       fd_ = fd;
       break;
     }
+    last_error_ = std::strerror(errno);
     close(fd);
   }
   freeaddrinfo(res);

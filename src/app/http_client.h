@@ -24,6 +24,8 @@ class HttpClient {
   int Get(const std::string& path, const std::string& token, std::string* response_body) {
     return Request("GET", path, "", "", token, response_body);
   }
+  // Why the last request returned -1 (e.g. "Connection refused").
+  const std::string& last_error() const { return last_error_; }
 
  private:
   bool Connect();
@@ -35,6 +37,7 @@ class HttpClient {
   std::string host_, port_;
   int fd_ = -1;
   std::string buffer_;
+  std::string last_error_;
 };
 
 }  // namespace joule::app

@@ -106,6 +106,16 @@ int main(int argc, char** argv) {
   simulate->add_option("--max-gap", sim_text.max_gap, "The server's stream.max_gap");
   simulate->add_flag("--quiet", sim.quiet, "Only the final summary");
   simulate->add_flag("--dry-run", sim.dry_run, "Generate and encode only; send nothing");
+  simulate->add_option("--mqtt", sim.mqtt_url,
+                       "Publish over MQTT (QoS 1) to mqtt://host[:port] instead of HTTP; "
+                       "devices are registered over --url");
+  simulate
+      ->add_option("--mqtt-connections", sim.mqtt_connections,
+                   "MQTT: connections open at once, at most (one per device)")
+      ->capture_default_str();
+  simulate->add_option("--allowed-lateness", sim_text.allowed_lateness,
+                       "The server's stream.allowed_lateness (--jitter may not exceed it with "
+                       "--ground-truth)");
 
   // joule devices import|export: device metadata as CSV, on the configured metadata store.
   auto* devices = app.add_subcommand("devices", "Import or export device metadata as CSV");

@@ -10,19 +10,23 @@
 #include <deque>
 #include <fstream>
 #include <iterator>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <queue>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "app/http_client.h"
+#include "app/mqtt_publisher.h"
 #include "app/sim/ground_truth.h"
 #include "app/sim/home_profiles.h"
 #include "common/clock.h"
 #include "common/json_writer.h"
 #include "common/time_format.h"
+#include "net/mqtt/subscriber.h"
 
 namespace joule::app {
 namespace {
@@ -54,8 +58,27 @@ std::string JsonString(const std::string& body, const char* key) {
   return e == std::string::npos ? "" : body.substr(p, e - p);
 }
 
+// Every `"index":N` of an ingest response's errors (CONTRACT §1): the rejected events.
+std::vector<size_t> RejectedIndices(const std::string& body) {
+  std::vector<size_t> out;
+  static constexpr std::string_view kNeedle = "{\"index\":";
+  for (size_t p = body.find(kNeedle); p != std::string::npos; p = body.find(kNeedle, p)) {
+    p += kNeedle.size();
+    out.push_back(std::strtoull(body.c_str() + p, nullptr, 10));
+  }
+  return out;
+}
+
 struct Stats {
   std::atomic<uint64_t> generated{0}, sent{0}, accepted{0}, rejected{0}, failed{0};
+  // Over MQTT: PUBLISH packets, their PUBACKs with 0x00 and with an error reason code,
+  // CONNECTs, and CONNACKs refused (wrong tokens).
+  std::atomic<uint64_t> publishes{0}, pubacks_ok{0}, pubacks_refused{0};
+  std::atomic<uint64_t> mqtt_connects{0}, connacks_refused{0};
+  // Rejected events the server did not name (a server whose PUBACK does not list a
+  // publish's rejects): which ones they were is unknown, so the ground truth keeps them.
+  std::atomic<uint64_t> unmatched_rejections{0};
+  std::atomic<uint64_t> auth_refusals{0};  // 401/403 answers to the right token
   std::atomic<uint64_t> requests{0}, duplicates_sent{0}, malformed_sent{0}, bodies_400{0};
   std::atomic<uint64_t> wrong_token_401{0}, retries{0}, registered{0}, outages{0}, resets{0};
   std::atomic<uint64_t> rotated{0};  // of `registered`: existed, token rotated
@@ -68,8 +91,12 @@ struct Shared {
   Stats stats;
   std::mutex truth_mu;
   std::unique_ptr<sim::GroundTruth> truth;
+  std::string mqtt_host, mqtt_port;  // --mqtt
+  std::mutex error_mu;
+  std::string first_error;  // the first error the server answered, for the summary
   const Clock* clock;
   int64_t real_start_ns;
+  int workers = 1;
 };
 
 // One event on its way out: its JSON and (for the release queue) when it may be sent.
@@ -77,9 +104,29 @@ struct OutEvent {
   int64_t release_ms;
   uint64_t order;
   std::string json;
+  int64_t truth;  // Item::truth
   bool operator>(const OutEvent& o) const {
     return release_ms != o.release_ms ? release_ms > o.release_ms : order > o.order;
   }
+};
+
+// An event on its way out (JSON) and its ground-truth entry (-1: none; kMalformed: one of
+// the simulator's malformed events, which the server is expected to reject).
+constexpr int64_t kMalformed = -2;
+struct Item {
+  std::string json;
+  int64_t truth = -1;
+};
+
+// An event of the ground truth waiting for the server's answer: it enters the truth when
+// one of its copies (duplicates) is accepted, and is forgotten when every copy is answered.
+struct TruthEvent {
+  const std::string* device_id;
+  std::string event_id;
+  int64_t t_ms;
+  std::vector<std::pair<std::string, double>> metrics;
+  int copies = 0;  // copies queued and not answered yet
+  bool added = false;
 };
 
 struct DeviceState {
@@ -90,8 +137,10 @@ struct DeviceState {
   int64_t skew_ms = 0;
   int64_t phase_ms = 0;
   uint64_t seq = 0;
-  std::vector<std::string> outbox;  // per-device batches (device tokens)
-  int64_t oldest_ns = 0;            // real time the outbox's first event was queued
+  std::vector<Item> outbox;             // per-device batches (device tokens, MQTT)
+  int64_t oldest_ns = 0;                // real time the outbox's first event was queued
+  std::unique_ptr<MqttPublisher> mqtt;  // --mqtt: the device's connection, when open
+  std::list<size_t>::iterator lru;      // its place in Worker::mqtt_lru_ while open
 };
 
 class Worker {
@@ -107,7 +156,9 @@ class Worker {
       fault_rngs_.emplace_back(o_.seed ^ (0xfa17ULL << 32) ^ static_cast<uint64_t>(h));
       outage_until_ms_.push_back(INT64_MIN);
     }
-    per_device_ = o_.token.empty() && !o_.admin_token.empty();
+    per_device_ = (o_.token.empty() && !o_.admin_token.empty()) || !shared->mqtt_host.empty();
+    mqtt_cap_ = std::max<size_t>(
+        1, static_cast<size_t>(o_.mqtt_connections) / static_cast<size_t>(shared->workers));
   }
 
   void Run() {
@@ -176,8 +227,13 @@ class Worker {
         }
         std::string token = JsonString(response, "token");
         if ((status != 200 && status != 201) || token.empty()) {
-          fmt::print(stderr, "simulate: registering {} failed: HTTP {} {}\n", d.device_id, status,
-                     response);
+          if (status < 0) {
+            fmt::print(stderr, "simulate: registering {} failed: cannot connect to {}: {}\n",
+                       d.device_id, o_.url, client_.last_error());
+          } else {
+            fmt::print(stderr, "simulate: registering {} failed: HTTP {} {}\n", d.device_id, status,
+                       response);
+          }
           g_stop.store(true);
           return false;
         }
@@ -256,24 +312,30 @@ class Worker {
       json += event_id;
       json += "\"}";
       shared_->stats.generated.fetch_add(1, std::memory_order_relaxed);
+      int64_t truth = -1;
       if (shared_->truth) {
-        std::vector<std::pair<std::string, double>> metrics;
+        // Into the ground truth once the server accepted it (rejected events are not).
+        TruthEvent& te = truth_events_[truth = next_truth_++];
+        te.device_id = &d.spec->device_id;
+        te.event_id = event_id;
+        te.t_ms = t_dev;
+        te.copies = 1;  // held until every copy is queued (one may be answered at once)
         for (int m = 0; m < reading.size; ++m) {
-          metrics.emplace_back(reading.metrics[m].name, reading.metrics[m].value);
+          te.metrics.emplace_back(reading.metrics[m].name, reading.metrics[m].value);
         }
-        std::lock_guard<std::mutex> lock(shared_->truth_mu);
-        shared_->truth->Add(d.spec->device_id, event_id, t_dev, metrics);
       }
-      if (o_.malformed > 0 && fr.Uniform() < o_.malformed) Queue(h, t, MalformedEvent(d, fr));
+      if (o_.malformed > 0 && fr.Uniform() < o_.malformed)
+        Queue(h, t, {MalformedEvent(d, fr), kMalformed});
       if (o_.duplicates > 0 && fr.Uniform() < o_.duplicates) {
         // The copy goes out later (a retry after a lost acknowledgement).
         int64_t later = t + static_cast<int64_t>(fr.Uniform(0, 2 * (o_.jitter_ns / 1e6) + 3000));
-        Queue(h, later, json);
+        Queue(h, later, {json, truth});
         shared_->stats.duplicates_sent.fetch_add(1, std::memory_order_relaxed);
       }
       int64_t release = t;
       if (o_.jitter_ns > 0) release += static_cast<int64_t>(fr.Uniform(0, o_.jitter_ns / 1e6));
-      Queue(h, release, std::move(json));
+      Queue(h, release, {std::move(json), truth});
+      if (truth >= 0) Forget(truth);  // the hold
     }
   }
 
@@ -307,22 +369,24 @@ class Worker {
   }
 
   // Into the release queue (jitter, duplicates) or, during an outage, the home's backlog.
-  void Queue(size_t h, int64_t release_ms, std::string json) {
+  void Queue(size_t h, int64_t release_ms, Item item) {
+    if (item.truth >= 0) ++truth_events_.at(item.truth).copies;
     if (outage_until_ms_[h] != INT64_MIN) {
-      backlog_[h].push_back(std::move(json));
+      backlog_[h].push_back(std::move(item));
       return;
     }
     if (release_ms <= last_release_ms_) {
-      ToOutbox(std::move(json));
+      ToOutbox(std::move(item));
       return;
     }
-    pending_.push({release_ms, order_++, std::move(json)});
+    pending_.push({release_ms, order_++, std::move(item.json), item.truth});
   }
 
   void Release(int64_t up_to_ms) {
     last_release_ms_ = up_to_ms;
     while (!pending_.empty() && pending_.top().release_ms <= up_to_ms) {
-      ToOutbox(std::move(const_cast<OutEvent&>(pending_.top()).json));
+      auto& top = const_cast<OutEvent&>(pending_.top());
+      ToOutbox({std::move(top.json), top.truth});
       pending_.pop();
     }
   }
@@ -333,55 +397,98 @@ class Worker {
     outage_until_ms_[h] = INT64_MIN;
     auto it = backlog_.find(h);
     if (it == backlog_.end()) return;
-    for (auto& json : it->second) ToOutbox(std::move(json));
+    for (auto& item : it->second) ToOutbox(std::move(item));
     backlog_.erase(it);
   }
 
-  void ToOutbox(std::string json) {
+  void ToOutbox(Item item) {
     if (!per_device_) {
-      mixed_.push_back(std::move(json));
+      mixed_.push_back(std::move(item));
       if (mixed_.size() == 1) mixed_oldest_ns_ = shared_->clock->NowNanos();
-      if (static_cast<int>(mixed_.size()) >= o_.batch) Send(mixed_, o_.token);
+      if (static_cast<int>(mixed_.size()) >= o_.batch) Send(mixed_, o_.token, nullptr);
       return;
     }
     // The device id is the first string in the event.
+    const std::string& json = item.json;
     size_t a = json.find(":\"") + 2;
     std::string id = json.substr(a, json.find('"', a) - a);
     DeviceState& d = devices_[device_index_.at(id)];
-    d.outbox.push_back(std::move(json));
+    d.outbox.push_back(std::move(item));
     if (d.outbox.size() == 1) d.oldest_ns = shared_->clock->NowNanos();
-    if (static_cast<int>(d.outbox.size()) >= o_.batch) Send(d.outbox, d.token);
+    if (static_cast<int>(d.outbox.size()) >= o_.batch) Send(d.outbox, d.token, &d);
   }
 
   void FlushDue(bool all) {
     int64_t now = shared_->clock->NowNanos();
     if (!mixed_.empty() && (all || now - mixed_oldest_ns_ >= o_.flush_interval_ns)) {
-      Send(mixed_, o_.token);
+      Send(mixed_, o_.token, nullptr);
     }
     for (auto& d : devices_) {
       if (!d.outbox.empty() && (all || now - d.oldest_ns >= o_.flush_interval_ns)) {
-        Send(d.outbox, d.token);
+        Send(d.outbox, d.token, &d);
       }
     }
   }
 
-  void Send(std::vector<std::string>& events, const std::string& token) {
-    if (events.empty()) return;
+  // The server's answer for one copy of a ground-truth event: accepted ones enter the truth.
+  void Answered(int64_t truth, bool accepted) {
+    if (truth < 0) return;
+    auto it = truth_events_.find(truth);
+    if (it == truth_events_.end()) return;
+    TruthEvent& te = it->second;
+    if (accepted && !te.added) {
+      te.added = true;
+      std::lock_guard<std::mutex> lock(shared_->truth_mu);
+      shared_->truth->Add(*te.device_id, te.event_id, te.t_ms, te.metrics);
+    }
+    Forget(truth);
+  }
+
+  // One copy (or the hold) of a ground-truth event is done with.
+  void Forget(int64_t truth) {
+    auto it = truth_events_.find(truth);
+    if (it != truth_events_.end() && --it->second.copies <= 0) truth_events_.erase(it);
+  }
+
+  // Every event of a request the server answered for: `rejected` holds the indices it
+  // rejected (sorted or not).
+  void AnsweredBatch(const std::vector<Item>& batch, std::vector<size_t> rejected) {
+    std::sort(rejected.begin(), rejected.end());
+    for (size_t i = 0; i < batch.size(); ++i) {
+      Answered(batch[i].truth, !std::binary_search(rejected.begin(), rejected.end(), i));
+    }
+  }
+
+  void FirstError(const std::string& message) {
+    std::lock_guard<std::mutex> lock(shared_->error_mu);
+    if (shared_->first_error.empty()) shared_->first_error = message;
+  }
+
+  void Send(std::vector<Item>& items, const std::string& token, DeviceState* device) {
+    if (items.empty()) return;
+    std::vector<Item> events;
+    events.swap(items);
     std::string body;
     size_t bytes = 2;
-    for (const auto& e : events) bytes += e.size() + 1;
+    for (const auto& e : events) bytes += e.json.size() + 1;
     body.reserve(bytes);
     body += '[';
     for (size_t i = 0; i < events.size(); ++i) {
       if (i) body += ',';
-      body += events[i];
+      body += events[i].json;
     }
     body += ']';
     Stats& st = shared_->stats;
     const uint64_t n = events.size();
-    events.clear();
     st.sent.fetch_add(n, std::memory_order_relaxed);
-    if (o_.dry_run) return;
+    if (o_.dry_run) {
+      AnsweredBatch(events, {});
+      return;
+    }
+    if (!shared_->mqtt_host.empty()) {
+      SendMqtt(events, body, *device);
+      return;
+    }
     if (o_.malformed > 0 && fault_rngs_[0].Uniform() < o_.malformed / 4) {
       // Now and then a body that is not JSON at all: 400, nothing stored.
       std::string response;
@@ -410,6 +517,19 @@ class Worker {
         int64_t rejected = JsonInt(response, "rejected");
         if (accepted >= 0) st.accepted.fetch_add(static_cast<uint64_t>(accepted));
         if (rejected >= 0) st.rejected.fetch_add(static_cast<uint64_t>(rejected));
+        std::vector<size_t> indices = RejectedIndices(response);
+        if (status == 400 && accepted < 0) {  // not the ingest result: nothing was stored
+          indices.clear();
+          for (size_t i = 0; i < events.size(); ++i) indices.push_back(i);
+        }
+        // An error that is not one of the simulator's own faults (those are expected).
+        for (size_t i : indices) {
+          if (i < events.size() && events[i].truth != kMalformed) {
+            FirstError(fmt::format("HTTP {}: {}", status, response.substr(0, 300)));
+            break;
+          }
+        }
+        AnsweredBatch(events, std::move(indices));
         if (status == 400 && o_.malformed == 0) {
           Report(fmt::format("server answered 400: {}", response.substr(0, 300)));
         }
@@ -421,12 +541,200 @@ class Worker {
                    !(g_stop.load() && (status < 0 || attempt > 5));
       if (!retry) {
         st.failed.fetch_add(n, std::memory_order_relaxed);
-        Report(fmt::format("server answered {}: {}", status, response.substr(0, 300)));
+        if (status == 401 || status == 403) st.auth_refusals.fetch_add(1);
+        std::string what =
+            status < 0
+                ? fmt::format("cannot connect to {}: {}", o_.url, client_.last_error())
+                : fmt::format("server answered HTTP {}: {}", status, response.substr(0, 300));
+        FirstError(what);
+        Report(what);
+        AnsweredBatch(events, AllIndices(events.size()));
         return;
       }
       st.retries.fetch_add(1, std::memory_order_relaxed);
       std::this_thread::sleep_for(std::chrono::milliseconds(status < 0 ? 200 : 50));
     }
+  }
+
+  static std::vector<size_t> AllIndices(size_t n) {
+    std::vector<size_t> all(n);
+    for (size_t i = 0; i < n; ++i) all[i] = i;
+    return all;
+  }
+
+  // --mqtt: the device's connection (opened, at most mqtt_cap_ per worker: the least
+  // recently used one is closed first), or null when it cannot connect (error in *what).
+  MqttPublisher* Connection(DeviceState& d, bool wrong_token_first, std::string* what) {
+    Stats& st = shared_->stats;
+    if (d.mqtt && d.mqtt->connected()) {
+      mqtt_lru_.splice(mqtt_lru_.end(), mqtt_lru_, d.lru);  // most recently used
+      return d.mqtt.get();
+    }
+    if (d.mqtt) {  // lost: forget its place
+      mqtt_lru_.erase(d.lru);
+      d.mqtt.reset();
+    }
+    while (mqtt_lru_.size() >= mqtt_cap_) {
+      DeviceState& old = devices_[mqtt_lru_.front()];
+      old.mqtt->Disconnect();
+      old.mqtt.reset();
+      mqtt_lru_.pop_front();
+    }
+    auto client = std::make_unique<MqttPublisher>(shared_->mqtt_host, shared_->mqtt_port);
+    const std::string& device_id = d.spec->device_id;
+    const std::string client_id = device_id + "-sim";
+    if (wrong_token_first) {
+      st.mqtt_connects.fetch_add(1, std::memory_order_relaxed);
+      int rc = client->Connect(client_id, device_id, fmt::format("wrong-{}", rng_.Next()));
+      if (rc == net::mqtt::reason::kBadUserNameOrPassword) {
+        st.connacks_refused.fetch_add(1, std::memory_order_relaxed);
+        st.wrong_token_401.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        Report(
+            fmt::format("a wrong token got CONNACK {} (expected 0x86): {}", rc, client->error()));
+        client->Disconnect();
+      }
+    }
+    st.mqtt_connects.fetch_add(1, std::memory_order_relaxed);
+    int rc = client->Connect(client_id, device_id, d.token);
+    if (rc != net::mqtt::reason::kSuccess) {
+      if (rc > 0) {
+        st.connacks_refused.fetch_add(1, std::memory_order_relaxed);
+        if (rc == net::mqtt::reason::kBadUserNameOrPassword) st.auth_refusals.fetch_add(1);
+      }
+      *what = rc < 0 ? fmt::format("cannot connect to {}: {}", o_.mqtt_url, client->error())
+                     : fmt::format("{}: {}", device_id, client->error());
+      return nullptr;
+    }
+    d.mqtt = std::move(client);
+    d.lru = mqtt_lru_.insert(mqtt_lru_.end(), static_cast<size_t>(&d - devices_.data()));
+    return d.mqtt.get();
+  }
+
+  // One PUBLISH (QoS 1) of the device's batch to devices/{id}/telemetry, retried like an
+  // HTTP request while the server is busy (0x97) or unreachable.
+  void SendMqtt(const std::vector<Item>& events, const std::string& payload, DeviceState& d) {
+    Stats& st = shared_->stats;
+    const uint64_t n = events.size();
+    const std::string topic = fmt::format("devices/{}/telemetry", d.spec->device_id);
+    const bool wrong_token =
+        !d.token.empty() && o_.wrong_tokens > 0 && fault_rngs_[0].Uniform() < o_.wrong_tokens;
+    if (wrong_token && d.mqtt) {  // a reconnect that first tries a wrong token
+      mqtt_lru_.erase(d.lru);
+      d.mqtt->Disconnect();
+      d.mqtt.reset();
+    }
+    std::string what;
+    MqttPublisher* client = Connection(d, wrong_token, &what);
+    if (client && o_.malformed > 0 && fault_rngs_[0].Uniform() < o_.malformed / 4) {
+      // Now and then a payload that is not JSON at all: PUBACK 0x99, nothing stored.
+      std::string reason;
+      st.publishes.fetch_add(1, std::memory_order_relaxed);
+      int rc = client->Publish(topic, "[{\"device_id\": oops", &reason);
+      if (rc == net::mqtt::reason::kPayloadFormatInvalid) {
+        st.bodies_400.fetch_add(1, std::memory_order_relaxed);
+        st.pubacks_refused.fetch_add(1, std::memory_order_relaxed);
+      }
+      if (!client->connected()) client = Connection(d, false, &what);
+    }
+    for (int attempt = 0;; ++attempt) {
+      int rc = MqttPublisher::kConnectionError;
+      std::string reason;
+      if (client) {
+        st.publishes.fetch_add(1, std::memory_order_relaxed);
+        rc = client->Publish(topic, payload, &reason);
+        if (rc < 0) what = fmt::format("cannot publish to {}: {}", o_.mqtt_url, client->error());
+      }
+      if (rc == net::mqtt::reason::kSuccess || rc == net::mqtt::reason::kPayloadFormatInvalid) {
+        // 0x00: stored, but for the rejects the reason string counts ("accepted N, rejected
+        // M (first: event i code)"); 0x99: nothing stored.
+        std::vector<size_t> rejected;
+        uint64_t rejected_n = 0;
+        if (rc == net::mqtt::reason::kSuccess) {
+          st.pubacks_ok.fetch_add(1, std::memory_order_relaxed);
+          rejected_n =
+              static_cast<uint64_t>(std::max<int64_t>(0, ReasonCount(reason, "rejected ")));
+          // "…; rejected events: 3,17,42" names them (docs/formats/mqtt.md §4).
+          if (size_t p = reason.find("rejected events: "); p != std::string::npos) {
+            rejected = RejectedList(reason.substr(p + 17));
+          }
+          if (rejected.size() < rejected_n) {  // a server that does not name them all
+            rejected.clear();
+            // The malformed events are the rejects the simulator expects; any other
+            // reject cannot be told apart from the accepted events.
+            for (size_t i = 0; i < events.size(); ++i) {
+              if (events[i].truth == kMalformed) rejected.push_back(i);
+            }
+            if (rejected_n > rejected.size()) {
+              st.unmatched_rejections.fetch_add(rejected_n - rejected.size());
+            }
+            if (rejected_n < rejected.size()) rejected.resize(rejected_n);
+          }
+          for (size_t i : rejected) {
+            if (i < events.size() && events[i].truth != kMalformed) {
+              FirstError(fmt::format("{}: PUBACK: {}", d.spec->device_id, reason.substr(0, 300)));
+              break;
+            }
+          }
+        } else {
+          st.pubacks_refused.fetch_add(1, std::memory_order_relaxed);
+          rejected = AllIndices(events.size());
+          rejected_n = n;
+          if (o_.malformed == 0) {
+            Report(fmt::format("{}: PUBACK 0x99: {}", d.spec->device_id, reason));
+          }
+          for (const Item& e : events) {
+            if (e.truth != kMalformed) {
+              FirstError(fmt::format("{}: PUBACK 0x99: {}", d.spec->device_id, reason));
+              break;
+            }
+          }
+        }
+        st.accepted.fetch_add(n - std::min<uint64_t>(n, rejected_n));
+        st.rejected.fetch_add(std::min<uint64_t>(n, rejected_n));
+        AnsweredBatch(events, std::move(rejected));
+        return;
+      }
+      if (rc > 0) {
+        st.pubacks_refused.fetch_add(1, std::memory_order_relaxed);
+        what = fmt::format("{}: PUBACK 0x{:02x}: {}", d.spec->device_id, rc, reason);
+      }
+      // 0x97: over the rate limit or the log is full for now; a connection error: the
+      // server restarts. Both are retried; anything else (0x87 not authorized) is final.
+      // (A 0x97 for more events than the device's rate-limit burst says "split it": final.)
+      bool retry = (rc == net::mqtt::reason::kQuotaExceeded || rc < 0) && attempt < 100 &&
+                   reason.find("split it") == std::string::npos &&
+                   !(g_stop.load() && (rc < 0 || attempt > 5));
+      if (!retry) {
+        st.failed.fetch_add(n, std::memory_order_relaxed);
+        FirstError(what);
+        Report(what);
+        AnsweredBatch(events, AllIndices(events.size()));
+        return;
+      }
+      st.retries.fetch_add(1, std::memory_order_relaxed);
+      std::this_thread::sleep_for(std::chrono::milliseconds(rc < 0 ? 200 : 50));
+      if (!client || !client->connected()) client = Connection(d, false, &what);
+    }
+  }
+
+  // "3,17,42" → {3, 17, 42} (stops at anything else).
+  static std::vector<size_t> RejectedList(const std::string& text) {
+    std::vector<size_t> out;
+    const char* p = text.c_str();
+    while (*p >= '0' && *p <= '9') {
+      char* end = nullptr;
+      out.push_back(std::strtoull(p, &end, 10));
+      p = *end == ',' ? end + 1 : end;
+    }
+    return out;
+  }
+
+  // The integer after `key` in an MQTT reason string, or -1.
+  static int64_t ReasonCount(const std::string& reason, const char* key) {
+    size_t p = reason.find(key);
+    if (p == std::string::npos) return -1;
+    return std::strtoll(reason.c_str() + p + std::char_traits<char>::length(key), nullptr, 10);
   }
 
   void Report(const std::string& message) {
@@ -444,7 +752,7 @@ class Worker {
   std::vector<std::unique_ptr<Home>> homes_;
   std::vector<SimRandom> fault_rngs_;
   std::vector<int64_t> outage_until_ms_;
-  std::map<size_t, std::vector<std::string>> backlog_;
+  std::map<size_t, std::vector<Item>> backlog_;
   std::map<std::string, std::string> tokens_;
   std::vector<DeviceState> devices_;
   std::map<std::string, size_t> device_index_;
@@ -452,9 +760,48 @@ class Worker {
   std::priority_queue<OutEvent, std::vector<OutEvent>, std::greater<OutEvent>> pending_;
   uint64_t order_ = 0;
   int64_t last_release_ms_ = INT64_MIN;
-  std::vector<std::string> mixed_;
+  std::vector<Item> mixed_;
+  std::unordered_map<int64_t, TruthEvent> truth_events_;  // sent, not answered yet
+  int64_t next_truth_ = 0;
+  std::list<size_t> mqtt_lru_;  // devices_ indices with an open connection, oldest first
+  size_t mqtt_cap_ = 1;
   int64_t mixed_oldest_ns_ = 0;
 };
+
+// --mqtt and the limits the ground truth depends on. Fills shared->mqtt_host/port.
+std::string CheckTransport(const SimulatorOptions& o, Shared* shared) {
+  if (!o.ground_truth_path.empty() && o.jitter_ns > o.allowed_lateness_ns) {
+    return fmt::format(
+        "--jitter {}s exceeds --allowed-lateness {}s (the server's stream.allowed_lateness): "
+        "the server drops events that late, the ground truth would still count them",
+        o.jitter_ns / kNanosPerSecond, o.allowed_lateness_ns / kNanosPerSecond);
+  }
+  if (o.jitter_ns > o.allowed_lateness_ns) {
+    fmt::print(stderr,
+               "simulate: note: --jitter exceeds --allowed-lateness: the server drops (counts "
+               "as late_dropped) events later than stream.allowed_lateness\n");
+  }
+  if (o.clock_skew_ns > 300 * kNanosPerSecond) {
+    fmt::print(stderr,
+               "simulate: note: with --clock-skew above 5m, devices ahead by more than the "
+               "server's limits.max_future_skew (default 5m) get those events rejected "
+               "(timestamp_out_of_range; left out of the ground truth)\n");
+  }
+  if (o.mqtt_url.empty()) return "";
+  if (!o.token.empty()) {
+    return "--mqtt: each device authenticates with its own token (user name = device id, "
+           "password = device token): use --admin-token, or neither with auth disabled";
+  }
+  if (o.mqtt_connections < 1) return "--mqtt-connections must be at least 1";
+  net::mqtt::MqttSubscriberOptions parsed;
+  if (Status st = net::mqtt::ParseBrokerUrl(o.mqtt_url, &parsed); !st.ok()) {
+    return fmt::format("--mqtt: {}", st.message());
+  }
+  if (parsed.use_tls) return "--mqtt: mqtts:// (TLS) is not supported by the simulator";
+  shared->mqtt_host = parsed.host;
+  shared->mqtt_port = std::to_string(parsed.port);
+  return "";
+}
 
 }  // namespace
 
@@ -465,11 +812,13 @@ std::string ApplySimulatorTextOptions(const SimulatorTextOptions& text, int64_t 
     const std::string* value;
     int64_t* out;
   };
-  for (const Field& f : {Field{"--duration", &text.duration, &o->duration_ns},
-                         Field{"--flush-interval", &text.flush_interval, &o->flush_interval_ns},
-                         Field{"--jitter", &text.jitter, &o->jitter_ns},
-                         Field{"--clock-skew", &text.clock_skew, &o->clock_skew_ns},
-                         Field{"--max-gap", &text.max_gap, &o->max_gap_ns}}) {
+  for (const Field& f :
+       {Field{"--duration", &text.duration, &o->duration_ns},
+        Field{"--flush-interval", &text.flush_interval, &o->flush_interval_ns},
+        Field{"--jitter", &text.jitter, &o->jitter_ns},
+        Field{"--clock-skew", &text.clock_skew, &o->clock_skew_ns},
+        Field{"--max-gap", &text.max_gap, &o->max_gap_ns},
+        Field{"--allowed-lateness", &text.allowed_lateness, &o->allowed_lateness_ns}}) {
     auto d = ParseDurationNanos(*f.value);
     if (!d.ok()) return fmt::format("{}: {}", f.flag, d.status().message());
     *f.out = *d;
@@ -551,8 +900,10 @@ int RunSimulator(const SimulatorOptions& options) {
   shared.clock = SystemClock::Default();
   shared.real_start_ns = shared.clock->NowNanos();
   if (o.start_ns == 0) o.start_ns = shared.real_start_ns;
-  if (o.start_ns < shared.real_start_ns - 7 * 86'400 * kNanosPerSecond + 60 * kNanosPerSecond) {
-    fmt::print(stderr, "simulate: --start is older than the server's 7-day window\n");
+  // An old --start is the server's to judge (limits.max_event_age, default 7d): events
+  // older than that are rejected (timestamp_out_of_range), and the summary says so.
+  if (std::string error = CheckTransport(o, &shared); !error.empty()) {
+    fmt::print(stderr, "simulate: {}\n", error);
     return 2;
   }
   if (!o.ground_truth_path.empty()) {
@@ -566,9 +917,27 @@ int RunSimulator(const SimulatorOptions& options) {
   shared.host = colon == std::string::npos ? rest : rest.substr(0, colon);
   shared.port = colon == std::string::npos ? "80" : rest.substr(colon + 1);
 
+  // A server that is not there is named at once (not after a minute of retries).
+  if (!o.dry_run && (o.mqtt_url.empty() || !o.admin_token.empty())) {
+    HttpClient probe(shared.host, shared.port);
+    std::string body;
+    if (probe.Get("/healthz", "", &body) < 0) {
+      fmt::print(stderr, "simulate: cannot connect to {}: {}\n", o.url, probe.last_error());
+      return 1;
+    }
+  }
+  if (!o.dry_run && !o.mqtt_url.empty()) {
+    MqttPublisher probe(shared.mqtt_host, shared.mqtt_port);
+    if (!probe.CanConnect()) {
+      fmt::print(stderr, "simulate: cannot connect to {}: {}\n", o.mqtt_url, probe.error());
+      return 1;
+    }
+  }
+
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   const int workers = std::clamp(o.connections, 1, o.homes);
+  shared.workers = workers;
   std::vector<std::unique_ptr<Worker>> pool;
   for (int w = 0; w < workers; ++w) {
     std::vector<int> homes;
@@ -611,6 +980,16 @@ int RunSimulator(const SimulatorOptions& options) {
 
   const Stats& s = shared.stats;
   const double seconds = static_cast<double>(shared.clock->NowNanos() - shared.real_start_ns) / 1e9;
+  if (!o.mqtt_url.empty()) {
+    fmt::print(stderr,
+               "simulate: mqtt: {} publishes, {} acknowledged (PUBACK 0x00), {} refused (PUBACK "
+               "error code); {} connects, {} CONNACKs refused\n",
+               s.publishes.load(), s.pubacks_ok.load(), s.pubacks_refused.load(),
+               s.mqtt_connects.load(), s.connacks_refused.load());
+  }
+  if (!shared.first_error.empty()) {
+    fmt::print(stderr, "simulate: the first error: {}\n", shared.first_error);
+  }
   fmt::print(stderr,
              "simulate: done in {:.2f}s: {} events generated, {} sent ({:.0f} events/s), "
              "{} accepted, {} rejected, {} failed; {} requests, {} retries; faults: {} "
@@ -638,9 +1017,22 @@ int RunSimulator(const SimulatorOptions& options) {
   }
   if (s.registered.load() == 0 && !o.admin_token.empty() && !o.dry_run) return 1;
   if (!o.dry_run && s.sent.load() > 0 && s.accepted.load() == 0) {
+    if (s.auth_refusals.load() > 0) {
+      fmt::print(stderr,
+                 "simulate: the server accepted none of the events: it refused the token "
+                 "(unregistered devices need --admin-token, or auth.mode = \"disabled\")\n");
+    } else {
+      fmt::print(stderr, "simulate: the server accepted none of the events{}\n",
+                 shared.first_error.empty() ? "" : " (the first error is above)");
+    }
+    return 1;
+  }
+  if (shared.truth && s.unmatched_rejections.load() > 0) {
     fmt::print(stderr,
-               "simulate: the server accepted none of the events (unregistered devices need "
-               "--admin-token, or auth.mode = \"disabled\")\n");
+               "simulate: the ground truth is not exact: {} events were rejected over MQTT "
+               "without being named (a PUBACK counts rejects and names only the first), so "
+               "they could not be left out\n",
+               s.unmatched_rejections.load());
     return 1;
   }
   return s.failed.load() == 0 ? 0 : 1;

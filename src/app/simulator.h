@@ -1,5 +1,5 @@
 // Simulator (`joule simulate`): N homes × M devices with realistic profiles
-// (src/app/sim/home_profiles.h) posting telemetry to a Joule server over HTTP, for the
+// (src/app/sim/home_profiles.h) sending telemetry to a Joule server over HTTP or MQTT, for the
 // demo, for load, and — with --ground-truth — for an end-to-end correctness check.
 //
 // Time: event time starts at `start_ns` (default now) and runs at `speed`× real time
@@ -7,6 +7,9 @@
 // day is replayed fast and then the run continues live. Every device samples every
 // 1/rate_hz s (with a fixed per-device phase) in its home's local time (RFC 3339 with the
 // zone's offset).
+//
+// Transport: HTTP batches (POST /v1/telemetry), or with `mqtt_url` MQTT 5 QoS 1 publishes
+// of each device's batch to devices/{id}/telemetry (docs/formats/mqtt.md).
 //
 // Auth: with `admin_token`, every device is registered (POST /v1/devices, its home's owner
 // and timezone; an existing device gets a rotated token) and ingests with its own token,
@@ -16,6 +19,10 @@
 // Determinism: the events (ids, times, values, faults) depend only on the options, not on
 // timing or the server; with faults off except duplicates/jitter/skew/resets/outages the
 // ground truth is exact. Worker threads own disjoint homes.
+//
+// Ground truth: an event enters it when the server accepted one of its copies (HTTP: the
+// response's per-event errors name the rejected ones; MQTT: a PUBACK only counts them, so
+// rejects other than the simulator's own malformed events are reported as unmatched).
 #pragma once
 
 #include <cstdint>
@@ -50,6 +57,14 @@ struct SimulatorOptions {
   // Ground truth.
   std::string ground_truth_path;  // write expected records here (JSON lines)
   int64_t max_gap_ns = 300'000'000'000;
+  // The server's stream.allowed_lateness: with a ground truth, --jitter may not exceed it
+  // (later events are dropped by the server, and the ground truth does not model that).
+  int64_t allowed_lateness_ns = 3'600'000'000'000;
+  // MQTT transport (empty = HTTP): "mqtt://host[:port]". Devices are still registered over
+  // HTTP (--url); each device publishes on a connection of its own, at most
+  // mqtt_connections open at once (the least recently used one is closed first).
+  std::string mqtt_url;
+  int mqtt_connections = 1000;
   bool quiet = false;
   bool dry_run = false;  // generate and encode, send nothing (the generator's own rate)
 };
@@ -63,6 +78,7 @@ struct SimulatorTextOptions {
   std::string jitter = "0s";
   std::string clock_skew = "0s";
   std::string max_gap = "300s";
+  std::string allowed_lateness = "1h";
 };
 // Fills the matching fields of `options`; returns an error message, empty when all parse.
 std::string ApplySimulatorTextOptions(const SimulatorTextOptions& text, int64_t now_ns,

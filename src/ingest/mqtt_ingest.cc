@@ -14,6 +14,9 @@ namespace mqtt = net::mqtt;
 
 namespace {
 
+// Longest list of rejected indices in a PUBACK's reason string (an MQTT string holds 64 KiB).
+constexpr size_t kMaxListedRejects = 16 << 10;
+
 Counter* Messages(MetricsRegistry* m, const char* result) {
   return m->GetCounter("joule_mqtt_messages_total", "MQTT PUBLISH messages, by outcome.",
                        {{"result", result}});
@@ -177,6 +180,16 @@ void MqttIngest::OnPublish(const mqtt::PublishRequest& request, PublishDone done
     partial = "accepted " + std::to_string(body.events.size()) + ", rejected " +
               std::to_string(body.errors.size()) + " (first: event " +
               std::to_string(body.errors.front().index) + " " + body.errors.front().code + ")";
+    // Every rejected event's index, so that a publisher can tell which of its events were
+    // stored (HTTP lists them in the response); bounded, "…" when cut short.
+    partial += "; rejected events:";
+    for (size_t i = 0; i < body.errors.size(); ++i) {
+      if (partial.size() > kMaxListedRejects) {
+        partial += " …";
+        break;
+      }
+      partial += (i ? "," : " ") + std::to_string(body.errors[i].index);
+    }
   }
   const uint64_t n = body.events.size();
   Counter* unavailable = Rejected("unavailable");

@@ -3,11 +3,17 @@
 Starts `joule serve` (auth required, an admin token), runs a deterministic simulation —
 5 homes × 4 devices at 1 Hz, a simulated 15 minutes from a few hours ago at high speed,
 duplicates and jitter within `stream.out_of_orderness` — then waits until every 1m window
-of the ground truth is final in /v1/devices/{id}/metrics/history and compares:
-counts, min, max, first, last exact; sums, averages, energies, deltas, coverage, twa to
-1e-6 relative. 1h and 1d records are compared in whatever version the server holds once
+of the ground truth is final in /v1/devices/{id}/metrics/history and compares with
+scripts/compare_truth.py (the procedure users run): counts, min, max, first, last exact;
+sums, averages, energies, deltas, coverage, twa to 1e-6 relative. 1h and 1d records are compared in whatever version the server holds once
 all 1m windows are final (their content is complete then; only finality may wait for the
-hour/day to end). Prints a summary.
+hour/day to end). Prints a summary. Over HTTP and over MQTT (`--mqtt`, device tokens as
+MQTT passwords), and with clocks skewed beyond limits.max_future_skew (the rejected events
+are left out of the ground truth).
+
+SimulateMessagesTest: what simulate prints when nothing listens, for a 413, for events
+older than limits.max_event_age, for an unknown token, and --jitter beyond
+--allowed-lateness with a ground truth.
 
 Environment: JOULE_BIN (the binary), JOULE_E2E_KEEP=1 keeps the ground-truth file.
 """
@@ -16,68 +22,23 @@ import json
 import math
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import tempfile
 import time
 import unittest
-import urllib.parse
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "integration"))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
+import compare_truth  # noqa: E402  (the user's procedure: scripts/compare_truth.py)
 import joule_harness  # noqa: E402
 
 ADMIN = "e2e-admin-token"
 HOMES, PER_HOME, RATE = 5, 4, 1
 SPAN_S = 15 * 60
 DEADLINE_S = 180
-
-EXACT = {"count", "min", "max", "first", "last", "resets"}
-CLOSE = {"sum", "avg", "energy_wh", "coverage", "twa", "delta"}
-FLAT = {"avg_power_w", "max_power_w", "sum_energy_wh", "coverage"}
-
-
-def close(a, b, rel=1e-6, abs_tol=1e-9):
-    if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
-        return False
-    return math.isclose(a, b, rel_tol=rel, abs_tol=abs_tol)
-
-
-def diff(got, exp, label):
-    out = []
-    if got is None:
-        return [f"{label}: missing"]
-    if got.get("count") != exp["count"]:
-        out.append(f"{label}.count: got {got.get('count')!r}, expected {exp['count']}")
-    for key in FLAT:
-        if key in exp:
-            g, e = got.get(key), exp[key]
-            ok = g == e if key == "max_power_w" else close(g, e)
-            if not ok:
-                out.append(f"{label}.{key}: got {g!r}, expected {e!r}")
-    if exp["resolution"] == "1d":
-        for key in ("local_date", "timezone"):
-            if got.get(key) != exp.get(key):
-                out.append(f"{label}.{key}: got {got.get(key)!r}, expected {exp.get(key)!r}")
-    gm = got.get("metrics") or {}
-    for name, em in exp["metrics"].items():
-        g = gm.get(name)
-        if not isinstance(g, dict):
-            out.append(f"{label}.metrics.{name}: missing")
-            continue
-        for key, ev in em.items():
-            gv = g.get(key)
-            if key in EXACT:
-                # A sample-less counter entry may omit resets: 0.
-                if gv is None and key == "resets" and ev == 0:
-                    continue
-                ok = gv == ev
-            else:
-                ok = close(gv, ev)
-            if not ok and key in ("avg", "sum") and gv is None and name.endswith("_wh"):
-                ok = True  # counters may omit avg/sum (the contract's example does)
-            if not ok:
-                out.append(f"{label}.metrics.{name}.{key}: got {gv!r}, expected {ev!r}")
-    return out
+SKEW_ARGS = ["--clock-skew", "15m", "--duplicates", "0.05", "--jitter", "5s"]
 
 
 class GroundTruthTest(unittest.TestCase):
@@ -92,97 +53,103 @@ class GroundTruthTest(unittest.TestCase):
             "--counter-resets", "8", "--malformed", "0.01", "--wrong-tokens", "0.05"],
             expect_rejections=True)
 
-    def run_case(self, name, fault_args, expect_rejections=False):
+    def test_history_matches_ground_truth_over_mqtt_with_every_fault(self):
+        # The same over MQTT: each device connects with its token as the password and
+        # publishes its batches with QoS 1; wrong tokens are refused CONNACKs.
+        self.run_case("mqtt, all faults", [
+            "--duplicates", "0.05", "--jitter", "5s", "--outages", "6", "--clock-skew", "90s",
+            "--counter-resets", "8", "--malformed", "0.01", "--wrong-tokens", "0.05"],
+            expect_rejections=True, mqtt=True)
+
+    def test_clocks_beyond_max_future_skew_are_left_out_of_the_truth(self):
+        # Devices up to 15 minutes ahead, the last minutes before now: the server rejects
+        # events more than limits.max_future_skew (5m) ahead; the truth leaves them out.
+        self.run_case("skew 15m", SKEW_ARGS, start_s=time.time() - 6 * 60, span_s=5 * 60,
+                      speed="0", future_rejects=True)
+
+    def test_clocks_beyond_max_future_skew_over_mqtt(self):
+        # Over MQTT the PUBACK's reason string names the rejected events.
+        self.run_case("mqtt, skew 15m", SKEW_ARGS, start_s=time.time() - 6 * 60,
+                      span_s=5 * 60, speed="0", future_rejects=True, mqtt=True)
+
+    def run_case(self, name, fault_args, expect_rejections=False, mqtt=False, start_s=None,
+                 span_s=SPAN_S, speed="120", future_rejects=False):
         env = {
             "JOULE_AUTH_MODE": "required",
             "JOULE_AUTH_ADMIN_TOKEN": ADMIN,
             "JOULE_STREAM_OUT_OF_ORDERNESS": "10s",
             "JOULE_STREAM_IDLE_TIMEOUT": "3s",
         }
+        mqtt_args = []
+        if mqtt:
+            port = joule_harness.free_port()
+            env["JOULE_SERVER_MQTT_LISTEN"] = f"127.0.0.1:{port}"
+            mqtt_args = ["--mqtt", f"mqtt://127.0.0.1:{port}"]
         server = joule_harness.JouleServer(env=env, name="e2e")
         self.addCleanup(server.cleanup)
         server.start()
-        admin = {"Authorization": f"Bearer {ADMIN}"}
 
         # Cross an hour boundary so that at least one 1h window becomes final.
         now = time.time()
-        start = (math.floor(now / 3600) - 3) * 3600 + 50 * 60
+        start = (math.floor(now / 3600) - 3) * 3600 + 50 * 60 if start_s is None else start_s
         tmp = tempfile.mkdtemp(prefix="joule-e2e-")
         truth_path = os.path.join(tmp, "truth.jsonl")
         cmd = [joule_harness.joule_bin(), "simulate", "--url", server.url,
                "--admin-token", ADMIN, "--homes", str(HOMES),
                "--devices-per-home", str(PER_HOME), "--rate", str(RATE),
-               "--start", str(int(start * 1000)), "--duration", f"{SPAN_S}s",
-               "--speed", "120", "--seed", "11", "--batch", "200", "--flush-interval", "200ms",
-               "--ground-truth", truth_path, "--quiet"] + fault_args
+               "--start", str(int(start * 1000)), "--duration", f"{span_s}s",
+               "--speed", speed, "--seed", "11", "--batch", "200", "--flush-interval", "200ms",
+               "--ground-truth", truth_path, "--quiet"] + fault_args + mqtt_args
         t0 = time.monotonic()
         sim = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         sim_s = time.monotonic() - t0
         self.assertEqual(sim.returncode, 0, f"simulate failed:\n{sim.stderr}" + server.diag())
+        counts = simulate_counts(sim.stderr)
+        metrics = joule_harness.parse_prometheus(server.metrics_text())
+        # The server's counters agree with the simulator's summary.
+        self.assertEqual(joule_harness.metric_sum(metrics, "joule_events_accepted_total"),
+                         counts["accepted"], sim.stderr)
+        out_of_range = joule_harness.metric_sum(metrics, "joule_events_rejected_total",
+                                                code="timestamp_out_of_range")
+        if future_rejects:
+            self.assertGreater(out_of_range, 0, "no event was beyond max_future_skew")
+        else:
+            self.assertEqual(out_of_range, 0)
+        if mqtt:
+            self.assertGreater(counts["acknowledged"], 0, sim.stderr)
+            self.assertEqual(joule_harness.metric_sum(metrics, "joule_mqtt_messages_total",
+                                                      result="accepted"),
+                             counts["acknowledged"], sim.stderr)
+            self.assertEqual(joule_harness.metric_sum(metrics, "joule_mqtt_auth_failures_total"),
+                             counts["CONNACKs refused"], sim.stderr)
+            self.assertEqual(
+                joule_harness.metric_sum(metrics, "joule_http_requests_total",
+                                         route="/v1/telemetry"), 0)
 
-        with open(truth_path) as f:
-            expected = [json.loads(line) for line in f]
+        expected = compare_truth.load_truth(truth_path)
         by_res = {"1m": [], "1h": [], "1d": []}
         for rec in expected:
             by_res[rec["resolution"]].append(rec)
         devices = sorted({r["device_id"] for r in expected})
-        self.assertEqual(len(devices), HOMES * PER_HOME)
+        if not future_rejects:  # else a device may have had every event rejected
+            self.assertEqual(len(devices), HOMES * PER_HOME)
         events = sum(r["count"] for r in by_res["1m"])
 
-        def history(device, resolution):
-            out = []
-            cursor = None
-            while True:
-                q = {"resolution": resolution, "limit": "10000",
-                     "from": joule_harness.fmt_ts(start - 2 * 86400),
-                     "to": joule_harness.fmt_ts(start + 2 * 86400)}
-                if cursor:
-                    q["cursor"] = cursor
-                path = (f"/v1/devices/{urllib.parse.quote(device, safe='')}/metrics/history?"
-                        + urllib.parse.urlencode(q))
-                status, _, body = server.request("GET", path, headers=admin)
-                self.assertEqual(status, 200, f"{path}: {body!r}" + server.diag())
-                out.extend(body["data"])
-                cursor = body.get("next_cursor")
-                if not cursor:
-                    return {r["window_start"]: r for r in out}
-
-        # Wait until every expected 1m window is final.
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
-            got_1m = {d: history(d, "1m") for d in devices}
-            pending = [r for r in by_res["1m"]
-                       if not (got_1m[r["device_id"]].get(r["window_start"]) or {}).get("final")]
-            if not pending or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+        result = compare_truth.compare(compare_truth.Server(server.url, ADMIN), expected,
+                                       wait_s=DEADLINE_S)
         wait_s = time.monotonic() - t0 - sim_s
+        pending = result["pending"]
         self.assertFalse(pending, f"{len(pending)} 1m windows not final after {DEADLINE_S}s, "
                          f"e.g. {pending[:2]}" + server.diag())
-
-        problems = []
-        compared = {"1m": 0, "1h": 0, "1d": 0}
-        final_counts = {"1m": 0, "1h": 0, "1d": 0}
-        for resolution in ("1m", "1h", "1d"):
-            got = got_1m if resolution == "1m" else {d: history(d, resolution) for d in devices}
-            for rec in by_res[resolution]:
-                g = got[rec["device_id"]].get(rec["window_start"])
-                label = f"{rec['device_id']}/{resolution}/{rec['window_start']}"
-                problems += diff(g, rec, label)
-                compared[resolution] += 1
-                if g and g.get("final"):
-                    final_counts[resolution] += 1
-            for device in devices:
-                extra = set(got[device]) - {r["window_start"] for r in by_res[resolution]
-                                            if r["device_id"] == device}
-                for ws in sorted(extra):
-                    if got[device][ws].get("count", 0):
-                        problems.append(f"{device}/{resolution}/{ws}: unexpected record")
+        problems, compared, final_counts = (result["problems"], result["compared"],
+                                            result["final"])
         energy = sum(r.get("sum_energy_wh", 0) for r in by_res["1m"])
         summary = sim.stderr.strip().splitlines()[-1] if sim.stderr.strip() else ""
         if expect_rejections:
             self.assertNotIn(" 0 rejected", summary, "malformed events were not rejected")
             self.assertNotIn(" 0 wrong tokens", summary, "wrong tokens were not refused")
+            if mqtt:
+                self.assertGreater(counts["CONNACKs refused"], 0, "no wrong token was refused")
         print(f"\nground truth e2e ({name}): {len(devices)} devices, {events} events "
               f"(simulate {sim_s:.1f}s, windows final {wait_s:.1f}s later); compared "
               f"{compared['1m']} 1m ({final_counts['1m']} final), {compared['1h']} 1h "
@@ -190,12 +157,77 @@ class GroundTruthTest(unittest.TestCase):
               f"records; total power_w energy {energy:.1f} Wh; {len(problems)} mismatches",
               file=sys.stderr)
         print(summary, file=sys.stderr)
-        self.assertGreaterEqual(final_counts["1h"], 1, "no final 1h record")
+        if start_s is None:
+            self.assertGreaterEqual(final_counts["1h"], 1, "no final 1h record")
         self.assertEqual(problems, [], f"{len(problems)} mismatches, first 30:\n"
                          + "\n".join(problems[:30]))
         if os.environ.get("JOULE_E2E_KEEP") != "1":
             os.remove(truth_path)
             os.rmdir(tmp)
+
+
+class SimulateMessagesTest(unittest.TestCase):
+    """What simulate says when the server is missing or refuses (a black-box report)."""
+
+    def simulate(self, *args):
+        return subprocess.run([joule_harness.joule_bin(), "simulate", "--quiet", *args],
+                              capture_output=True, text=True, timeout=120)
+
+    def test_nothing_listening_is_named(self):
+        url = f"http://127.0.0.1:{joule_harness.free_port()}"
+        for auth in (["--token", "x"], ["--admin-token", "x"]):
+            r = self.simulate("--url", url, *auth, "--duration", "5s", "--start", "-1m",
+                              "--speed", "0")
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn(f"cannot connect to {url}: Connection refused", r.stderr)
+            self.assertNotIn("-1", r.stderr)
+            self.assertNotIn("--admin-token", r.stderr)
+        # MQTT with auth disabled (no registration over HTTP): the broker address is named.
+        mqtt = f"mqtt://127.0.0.1:{joule_harness.free_port()}"
+        t0 = time.monotonic()
+        r = self.simulate("--mqtt", mqtt, "--duration", "5s", "--start", "-1m", "--speed", "0")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn(f"cannot connect to {mqtt}: Connection refused", r.stderr)
+        self.assertLess(time.monotonic() - t0, 10, "not named at once")
+
+    def test_server_errors_are_printed_not_an_auth_hint(self):
+        server = joule_harness.JouleServer(env={"JOULE_AUTH_MODE": "required",
+                                                "JOULE_AUTH_ADMIN_TOKEN": ADMIN}, name="msg")
+        self.addCleanup(server.cleanup)
+        server.start()
+        common = ["--url", server.url, "--homes", "1", "--devices-per-home", "1", "--speed", "0"]
+        # More events per request than limits.max_events_per_request: the 413 is printed.
+        r = self.simulate(*common, "--admin-token", ADMIN, "--rate", "10", "--start", "-2h",
+                          "--duration", "1h", "--batch", "20000")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("HTTP 413", r.stderr)
+        self.assertIn("too_many_events", r.stderr)
+        self.assertNotIn("need --admin-token", r.stderr)
+        # Older than limits.max_event_age: the server's answer, not a client-side 7-day rule.
+        r = self.simulate(*common, "--admin-token", ADMIN, "--prefix", "old", "--start", "-8d",
+                          "--duration", "10m", "--rate", "0.1")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("timestamp_out_of_range", r.stderr)
+        self.assertNotIn("7-day", r.stderr)
+        # A token the server does not know: then the hint.
+        r = self.simulate(*common, "--token", "not-a-token", "--start", "-2m", "--duration", "1m")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("refused the token", r.stderr)
+        # --jitter beyond --allowed-lateness with a ground truth: refused before anything runs.
+        r = self.simulate(*common, "--token", "x", "--jitter", "2h", "--ground-truth",
+                          os.devnull, "--duration", "1m")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("--allowed-lateness", r.stderr)
+
+
+def simulate_counts(stderr):
+    """The numbers of the simulator's summary lines: {"accepted": n, "acknowledged": n, …}."""
+    counts = {}
+    for line in stderr.splitlines():
+        if line.startswith("simulate: done in") or line.startswith("simulate: mqtt:"):
+            for m in re.finditer(r"(\d+) ([A-Za-z]+(?: refused)?)", line):
+                counts.setdefault(m.group(2), int(m.group(1)))
+    return counts
 
 
 if __name__ == "__main__":

@@ -1,0 +1,211 @@
+#include "app/mqtt_publisher.h"
+
+#include <fmt/format.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+namespace joule::app {
+
+using net::mqtt::Decoder;
+using net::mqtt::DecoderOptions;
+using net::mqtt::Packet;
+using net::mqtt::PacketType;
+using net::mqtt::ProtocolVersion;
+
+namespace {
+constexpr int kIoTimeoutS = 60;  // a server that stops answering fails the call
+}  // namespace
+
+MqttPublisher::MqttPublisher(std::string host, std::string port)
+    : host_(std::move(host)), port_(std::move(port)) {}
+
+MqttPublisher::~MqttPublisher() { Disconnect(); }
+
+bool MqttPublisher::Open() {
+  Close();
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (int rc = getaddrinfo(host_.c_str(), port_.c_str(), &hints, &res); rc != 0) {
+    error_ = fmt::format("cannot resolve {}: {}", host_, gai_strerror(rc));
+    return false;
+  }
+  error_ = "no address";
+  for (addrinfo* a = res; a; a = a->ai_next) {
+    int fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+    if (fd < 0) continue;
+    if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      timeval tv{kIoTimeoutS, 0};
+      setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+      fd_ = fd;
+      break;
+    }
+    error_ = std::strerror(errno);
+    close(fd);
+  }
+  freeaddrinfo(res);
+  DecoderOptions options;
+  options.version = ProtocolVersion::kV5;
+  decoder_ = Decoder(options);
+  return fd_ >= 0;
+}
+
+bool MqttPublisher::CanConnect() {
+  const bool ok = Open();
+  Close();
+  return ok;
+}
+
+void MqttPublisher::Close() {
+  if (fd_ >= 0) close(fd_);
+  fd_ = -1;
+}
+
+bool MqttPublisher::SendAll(const std::string& bytes) {
+  size_t off = 0;
+  while (off < bytes.size()) {
+    ssize_t n = send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) {
+      error_ = fmt::format("send to {}:{} failed: {}", host_, port_,
+                           n < 0 ? std::strerror(errno) : "closed");
+      return false;
+    }
+    off += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+int MqttPublisher::ReadPacket(Packet* packet) {
+  for (;;) {
+    switch (decoder_.Next(packet)) {
+      case Decoder::State::kPacket:
+        return 0;
+      case Decoder::State::kError:
+        error_ = fmt::format("undecodable packet from {}:{}: {}", host_, port_,
+                             decoder_.error().message);
+        return kProtocolError;
+      case Decoder::State::kNeedMore:
+        break;
+    }
+    char buf[16384];
+    ssize_t n = recv(fd_, buf, sizeof buf, 0);
+    if (n <= 0) {
+      error_ =
+          n == 0 ? fmt::format("{}:{} closed the connection", host_, port_)
+                 : fmt::format("receive from {}:{} failed: {}", host_, port_, std::strerror(errno));
+      return kConnectionError;
+    }
+    decoder_.Feed(std::string_view(buf, static_cast<size_t>(n)));
+  }
+}
+
+int MqttPublisher::Connect(const std::string& client_id, const std::string& username,
+                           const std::string& password) {
+  if (!Open()) return kConnectionError;
+  Packet p;
+  p.type = PacketType::kConnect;
+  p.connect.version = ProtocolVersion::kV5;
+  p.connect.clean_start = true;
+  p.connect.keep_alive = 0;
+  p.connect.client_id = client_id;
+  p.connect.username = username;
+  if (!password.empty()) p.connect.password = password;
+  std::string bytes;
+  Encode(p, ProtocolVersion::kV5, &bytes);
+  if (!SendAll(bytes)) {
+    Close();
+    return kConnectionError;
+  }
+  Packet answer;
+  for (;;) {
+    if (int rc = ReadPacket(&answer); rc != 0) {
+      Close();
+      return rc;
+    }
+    if (answer.type == PacketType::kConnack) break;
+    if (answer.type == PacketType::kDisconnect) {
+      error_ =
+          fmt::format("DISCONNECT 0x{:02x} before the CONNACK", answer.reason_only.reason_code);
+      Close();
+      return answer.reason_only.reason_code;
+    }
+  }
+  const uint8_t code = answer.connack.reason_code;
+  if (code != net::mqtt::reason::kSuccess) {
+    error_ = fmt::format("CONNACK refused: 0x{:02x}{}", code,
+                         answer.connack.properties.reason_string
+                             ? " " + *answer.connack.properties.reason_string
+                             : std::string());
+    Close();
+  }
+  return code;
+}
+
+int MqttPublisher::Publish(const std::string& topic, const std::string& payload,
+                           std::string* reason) {
+  if (reason) reason->clear();
+  if (fd_ < 0) {
+    error_ = "not connected";
+    return kConnectionError;
+  }
+  Packet p;
+  p.type = PacketType::kPublish;
+  p.publish.qos = 1;
+  p.publish.topic = topic;
+  p.publish.packet_id = next_packet_id_;
+  p.publish.payload = payload;
+  next_packet_id_ = next_packet_id_ == 65535 ? 1 : next_packet_id_ + 1;
+  std::string bytes;
+  Encode(p, ProtocolVersion::kV5, &bytes);
+  if (!SendAll(bytes)) {
+    Close();
+    return kConnectionError;
+  }
+  Packet answer;
+  for (;;) {
+    if (int rc = ReadPacket(&answer); rc != 0) {
+      Close();
+      return rc;
+    }
+    if (answer.type == PacketType::kPuback &&
+        answer.publish_response.packet_id == p.publish.packet_id) {
+      break;
+    }
+    if (answer.type == PacketType::kDisconnect) {
+      const auto& rs = answer.reason_only.properties.reason_string;
+      error_ = fmt::format("DISCONNECT 0x{:02x}{}", answer.reason_only.reason_code,
+                           rs ? " " + *rs : std::string());
+      if (reason && rs) *reason = *rs;
+      Close();
+      return answer.reason_only.reason_code;
+    }
+  }
+  const auto& rs = answer.publish_response.properties.reason_string;
+  if (reason && rs) *reason = *rs;
+  return answer.publish_response.reason_code;
+}
+
+void MqttPublisher::Disconnect() {
+  if (fd_ >= 0) {
+    Packet p;
+    p.type = PacketType::kDisconnect;
+    std::string bytes;
+    Encode(p, ProtocolVersion::kV5, &bytes);
+    SendAll(bytes);
+  }
+  Close();
+}
+
+}  // namespace joule::app

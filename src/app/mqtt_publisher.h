@@ -1,0 +1,59 @@
+// MqttPublisher: a minimal blocking MQTT 5 publisher (QoS 1) over the codec the server and
+// the bridge use (net/mqtt/codec.h), enough for `joule simulate --mqtt`: one connection
+// authenticated as one device (docs/formats/mqtt.md §3: user name = device id, password =
+// its token), PUBLISH QoS 1 and wait for the PUBACK. Plain TCP only (no TLS). Not
+// thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "net/mqtt/codec.h"
+
+namespace joule::app {
+
+class MqttPublisher {
+ public:
+  // Results of Connect and Publish besides the MQTT 5 reason codes (0x00 = success).
+  static constexpr int kConnectionError = -1;  // TCP connect, send or receive failed
+  static constexpr int kProtocolError = -2;    // the server's answer did not decode
+
+  MqttPublisher(std::string host, std::string port);
+  ~MqttPublisher();
+  MqttPublisher(const MqttPublisher&) = delete;
+  MqttPublisher& operator=(const MqttPublisher&) = delete;
+
+  // TCP connect and CONNECT (clean start, no keep alive); returns the CONNACK reason code
+  // (0x00 accepted, e.g. 0x86 bad user name or password) or a negative result. An empty
+  // password is sent as none. On anything but 0x00 the connection is closed.
+  int Connect(const std::string& client_id, const std::string& username,
+              const std::string& password);
+  // PUBLISH QoS 1 and wait for its PUBACK: returns the PUBACK reason code (0x00 durable,
+  // 0x97 quota / unavailable, 0x99 invalid payload, …) and its reason string (MQTT 5:
+  // "accepted N, rejected M (…)" when some events were rejected), or a negative result
+  // (then the connection is closed).
+  int Publish(const std::string& topic, const std::string& payload, std::string* reason);
+  // Whether a TCP connection can be opened (then closed at once, before any CONNECT).
+  bool CanConnect();
+  // DISCONNECT (when connected) and close.
+  void Disconnect();
+
+  bool connected() const { return fd_ >= 0; }
+  // Why the last call failed (a connection error, a refused CONNACK), for messages.
+  const std::string& error() const { return error_; }
+
+ private:
+  bool Open();
+  void Close();
+  bool SendAll(const std::string& bytes);
+  // Reads until one whole packet is decoded: 0, or a negative result (error_ set).
+  int ReadPacket(net::mqtt::Packet* packet);
+
+  std::string host_, port_;
+  int fd_ = -1;
+  uint16_t next_packet_id_ = 1;
+  std::string error_;
+  net::mqtt::Decoder decoder_;  // of the current connection
+};
+
+}  // namespace joule::app

@@ -1,0 +1,109 @@
+"""bench/run.sh and bench/harness/bench.py: argument checks and a server that fails to start
+(a black-box report: an unknown --only ran nothing and exited 0, --runs 0 crashed later,
+a failed start said only "joule did not start" after 60 s)."""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+RUN_SH = os.path.join(ROOT, "bench", "run.sh")
+sys.path.insert(0, os.path.join(ROOT, "bench", "harness"))
+import bench  # noqa: E402
+
+
+def run_sh(*args):
+    # Every refusal comes before anything is installed, built or run.
+    return subprocess.run(["bash", RUN_SH, *args], capture_output=True, text=True, timeout=30)
+
+
+class RunShArgumentsTest(unittest.TestCase):
+    def test_unknown_only_name_is_refused_with_the_valid_ones(self):
+        r = run_sh("--only", "ingset")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("unknown comparison 'ingset'", r.stderr)
+        self.assertIn("ingest,fsync,postgres,fio,core,api,history,mqtt", r.stderr)
+        r = run_sh("--only", "ingest,,core")
+        self.assertEqual(r.returncode, 2, r.stderr)
+
+    def test_runs_must_be_a_positive_whole_number(self):
+        for value in ("0", "-1", "abc", "1.5", ""):
+            r = run_sh("--runs", value)
+            self.assertEqual(r.returncode, 2, f"--runs {value!r}: {r.stderr}")
+            self.assertIn("--runs", r.stderr)
+            self.assertNotIn("unbound variable", r.stderr)
+
+    def test_an_option_without_its_value(self):
+        for opt in ("--runs", "--only"):
+            r = run_sh(opt)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn(f"{opt} needs a value", r.stderr)
+            self.assertNotIn("unbound variable", r.stderr)
+        r = run_sh("--runs", "--quick")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("--runs needs a value", r.stderr)
+
+    def test_publish_is_not_for_a_subset(self):
+        r = run_sh("--only", "api", "--publish")
+        self.assertEqual(r.returncode, 2, r.stderr)
+
+    def test_help_names_publish(self):
+        r = run_sh("--help")
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("--publish", r.stdout)
+        self.assertNotIn("set -euo", r.stdout)
+
+
+class BenchPyArgumentsTest(unittest.TestCase):
+    def bench_py(self, *args):
+        return subprocess.run([sys.executable, bench.__file__, "--data", "x", "--bin-dir", "x",
+                               "--joule", "x", "--out", "x", *args],
+                              capture_output=True, text=True, timeout=30)
+
+    def test_only_and_runs(self):
+        r = self.bench_py("--only", "ingset")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("unknown comparison 'ingset'", r.stderr)
+        r = self.bench_py("--runs", "0")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--runs", r.stderr)
+
+
+class ServerStartTest(unittest.TestCase):
+    def start(self, script):
+        d = tempfile.mkdtemp(prefix="bench-harness-test-")
+        self.addCleanup(shutil.rmtree, d, True)
+        log_path = os.path.join(d, "joule.log")
+        log = open(log_path, "w")
+        self.addCleanup(log.close)
+        proc = subprocess.Popen(["bash", "-c", script], stdout=log, stderr=subprocess.STDOUT)
+        self.addCleanup(lambda: (proc.poll() is None and proc.kill(), proc.wait()))
+        return proc, log_path
+
+    def test_a_server_that_exits_is_reported_at_once_with_status_and_log(self):
+        proc, log_path = self.start(
+            "echo 'joule: storage.data_dir: cannot create /nope: Permission denied' >&2; exit 3")
+        t0 = time.monotonic()
+        with self.assertRaises(RuntimeError) as cm:
+            bench.wait_healthy(proc, bench.free_port(), log_path, timeout=30)
+        self.assertLess(time.monotonic() - t0, 10)
+        message = str(cm.exception)
+        self.assertIn("status 3", message)
+        self.assertIn(log_path, message)
+        self.assertIn("cannot create /nope: Permission denied", message)
+
+    def test_a_server_that_never_answers_is_reported_with_its_log(self):
+        proc, log_path = self.start("echo 'still starting'; sleep 30")
+        with self.assertRaises(RuntimeError) as cm:
+            bench.wait_healthy(proc, bench.free_port(), log_path, timeout=1)
+        message = str(cm.exception)
+        self.assertIn("did not answer /healthz", message)
+        self.assertIn("still starting", message)
+
+
+if __name__ == "__main__":
+    unittest.main()
