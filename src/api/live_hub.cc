@@ -1,5 +1,7 @@
 #include "api/live_hub.h"
 
+#include <chrono>
+
 #include "common/json_writer.h"
 #include "common/time_format.h"
 #include "net/sse_stream.h"
@@ -8,14 +10,16 @@ namespace joule::api {
 
 LiveHub::LiveHub(OwnerOf owner_of) : owner_of_(std::move(owner_of)) {}
 
+LiveHub::~LiveHub() { StopRevalidator(); }
+
 uint64_t LiveHub::Subscribe(std::string device_id, std::string owner_id,
-                            std::shared_ptr<net::SseStream> stream) {
+                            std::shared_ptr<net::SseStream> stream, Allowed allowed) {
   std::lock_guard lock(mu_);
   uint64_t id = next_id_++;
   if (!device_id.empty()) {
-    by_device_[device_id].push_back({id, std::move(stream)});
+    by_device_[device_id].push_back({id, std::move(stream), std::move(allowed)});
   } else {
-    by_owner_[owner_id].push_back({id, std::move(stream)});
+    by_owner_[owner_id].push_back({id, std::move(stream), std::move(allowed)});
   }
   ++count_;
   return id;
@@ -36,6 +40,52 @@ void LiveHub::Unsubscribe(uint64_t id) {
       }
     }
   }
+}
+
+size_t LiveHub::Revalidate() {
+  std::vector<std::pair<std::shared_ptr<net::SseStream>, Allowed>> subs;
+  {
+    std::lock_guard lock(mu_);
+    for (auto* index : {&by_device_, &by_owner_}) {
+      for (const auto& [key, list] : *index) {
+        for (const Subscriber& s : list) {
+          if (s.allowed) subs.emplace_back(s.stream, s.allowed);
+        }
+      }
+    }
+  }
+  size_t closed = 0;
+  for (auto& [stream, allowed] : subs) {
+    if (stream->IsOpen() && !allowed()) {
+      stream->Close();  // its on-close callback unsubscribes it
+      ++closed;
+    }
+  }
+  return closed;
+}
+
+void LiveHub::StartRevalidator(int64_t interval_ns) {
+  std::lock_guard lock(revalidator_mu_);
+  if (revalidator_.joinable()) return;
+  revalidator_stop_ = false;
+  revalidator_ = std::thread([this, interval_ns] {
+    std::unique_lock lock(revalidator_mu_);
+    while (!revalidator_cv_.wait_for(lock, std::chrono::nanoseconds(interval_ns),
+                                     [this] { return revalidator_stop_; })) {
+      lock.unlock();
+      Revalidate();
+      lock.lock();
+    }
+  });
+}
+
+void LiveHub::StopRevalidator() {
+  {
+    std::lock_guard lock(revalidator_mu_);
+    revalidator_stop_ = true;
+  }
+  revalidator_cv_.notify_all();
+  if (revalidator_.joinable()) revalidator_.join();
 }
 
 size_t LiveHub::subscriber_count() const { return count_.load(std::memory_order_relaxed); }

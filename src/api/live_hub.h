@@ -6,12 +6,14 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -30,10 +32,25 @@ class LiveHub {
   using OwnerOf = std::function<std::string(std::string_view device_id)>;
   explicit LiveHub(OwnerOf owner_of);
 
-  // Exactly one of device_id / owner_id is non-empty.
+  // Whether a subscriber may still receive (its token still valid, the device still its
+  // owner's); asked by Revalidate, never on the publish path.
+  using Allowed = std::function<bool()>;
+
+  // Exactly one of device_id / owner_id is non-empty. `allowed` may be empty (always).
   uint64_t Subscribe(std::string device_id, std::string owner_id,
-                     std::shared_ptr<net::SseStream> stream);
+                     std::shared_ptr<net::SseStream> stream, Allowed allowed = {});
   void Unsubscribe(uint64_t id);
+
+  // Asks every subscriber's `allowed` (outside the lock) and closes the streams refused: a
+  // revoked key or a device moved to another owner ends the streams opened with it
+  // (SECURITY.md "Revocation is immediate"; streams escape every timeout). Returns how many
+  // it closed.
+  size_t Revalidate();
+  // Revalidate every `interval_ns` on a thread of its own until StopRevalidator (or the
+  // destructor). Everything `allowed` refers to must outlive StopRevalidator.
+  void StartRevalidator(int64_t interval_ns);
+  void StopRevalidator();
+  ~LiveHub();
 
   void PublishRecord(const model::AggregateRecord& record);
   void PublishReading(const model::Event& event);
@@ -46,6 +63,7 @@ class LiveHub {
   struct Subscriber {
     uint64_t id;
     std::shared_ptr<net::SseStream> stream;
+    Allowed allowed;
   };
   // Streams listening to this device (directly or through its owner); empty = nobody.
   std::vector<std::shared_ptr<net::SseStream>> Targets(std::string_view device_id);
@@ -56,6 +74,11 @@ class LiveHub {
   std::unordered_map<std::string, std::vector<Subscriber>> by_device_;
   std::unordered_map<std::string, std::vector<Subscriber>> by_owner_;
   std::atomic<size_t> count_{0};  // read without the lock on the publish path
+
+  std::mutex revalidator_mu_;
+  std::condition_variable revalidator_cv_;
+  bool revalidator_stop_ = false;
+  std::thread revalidator_;
 };
 
 // JSON of a raw reading: {"device_id","timestamp","received_at","metrics","meta"}.

@@ -86,7 +86,28 @@ void HandleStream(ApiContext& ctx, const std::shared_ptr<StreamQuota>& quota, ne
     return;
   }
   LiveHub* hub = ctx.live;
-  uint64_t id = hub->Subscribe(device_id ? *device_id : "", owner_id ? *owner_id : "", stream);
+  // Checked again every second (LiveHub::Revalidate): a revoked key, or a device that moved
+  // to another owner, ends the stream (found by a black-box test: an open stream outlived
+  // both). An unreachable metadata store keeps it (the cache's stale-if-error rule).
+  LiveHub::Allowed allowed;
+  if (caller.kind == Caller::Kind::kOwner) {
+    net::HttpRequest probe;  // the credentials only
+    if (const std::string* a = req.Header("authorization")) {
+      probe.headers.emplace_back("authorization", *a);
+    }
+    const Authenticator* auth = ctx.auth;
+    allowed = [auth, probe = std::move(probe), owner = caller.owner_id,
+               device = device_id ? *device_id : std::string()] {
+      const Caller now = auth->Authenticate(probe);
+      if (now.kind == Caller::Kind::kNone) return now.store_unavailable;
+      if (now.kind != Caller::Kind::kOwner || now.owner_id != owner) return false;
+      if (device.empty()) return true;
+      Result<store::Device> d = auth->AuthorizeDeviceRead(now, device);
+      return d.ok() || d.status().code() == StatusCode::kUnavailable;
+    };
+  }
+  uint64_t id = hub->Subscribe(device_id ? *device_id : "", owner_id ? *owner_id : "", stream,
+                               std::move(allowed));
   stream->SetOnClose([hub, id, quota, quota_key] {
     hub->Unsubscribe(id);
     if (!quota_key.empty()) quota->Give(quota_key);

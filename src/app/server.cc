@@ -245,6 +245,7 @@ int RunServer(const Config& given_config) {
     Result<store::Device> d = m->GetDevice(device_id);
     return d.ok() ? d->owner_id : std::string();
   });
+  live.StartRevalidator(kNanosPerSecond);  // stopped below, before what it checks goes
   metrics.AddGaugeCallback("joule_sse_subscribers", "Open /v1/stream subscriptions", {},
                            [&live] { return static_cast<double>(live.subscriber_count()); });
   // Alerts (CONTRACT §4): evaluated on their own thread; outbox in {data_dir}/alerts.
@@ -600,7 +601,8 @@ int RunServer(const Config& given_config) {
       w->run();
     });
   }
-  io.run();  // until the HTTP server's shutdown is done: its connections are gone
+  io.run();                // until the HTTP server's shutdown is done: its connections are gone
+  live.StopRevalidator();  // (it calls the authenticator, which goes with the API context)
   for (auto& k : keep) k.reset();
   for (auto& w : worker_ios) w->stop();
   for (auto& t : io_threads) t.join();

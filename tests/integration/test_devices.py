@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import socket
 import subprocess
 import tempfile
 import time
@@ -320,6 +321,61 @@ class DeviceApiCases:
                                               headers=bearer(keys[1]["key"])), 200, "the other")
         status, _, body = self.server.request("GET", f"/v1/owners/{owner}/keys", headers=ADMIN)
         self.assertEqual([k["key_id"] for k in body["keys"]], [keys[1]["key_id"]])
+
+    def test_open_streams_end_when_their_key_or_device_goes(self):
+        """Streams escape every timeout, so authorization is checked again every second
+        (found by a black-box test: a stream kept delivering after its owner key was
+        revoked, and a device_id stream after the device moved to another owner)."""
+        owner = self.owner()
+        dev = self.register(owner_id=owner)
+        dev_id, dev_token = dev["device"]["device_id"], dev["token"]
+        key = self.server.request("POST", f"/v1/owners/{owner}/keys", {}, headers=ADMIN)[2]
+
+        def open_stream(query):
+            sock = socket.create_connection(("127.0.0.1", self.server.port), timeout=0.5)
+            sock.sendall(f"GET /v1/stream?{query} HTTP/1.1\r\nHost: x\r\n"
+                         f"Authorization: Bearer {key['key']}\r\n\r\n".encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += sock.recv(4096)
+            self.assertIn(b" 200 ", head.split(b"\r\n")[0], head)
+            return sock, None
+
+        def ended(sock, _):
+            """Reads until the stream ends (EOF), posting events meanwhile."""
+            seen = b""
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                self.server.post_events([event(dev_id, seconds_ago=1)],
+                                        headers=bearer(dev_token))
+                try:
+                    chunk = sock.recv(65536)
+                except (TimeoutError, socket.timeout):
+                    continue
+                except OSError:
+                    return True, seen
+                if not chunk:
+                    return True, seen
+                seen += chunk
+            return False, seen
+
+        # A device moved to another owner: the device_id stream ends.
+        conn, resp = open_stream(f"device_id={quote(dev_id)}")
+        self.assertStatus(self.server.request("PATCH", f"/v1/devices/{quote(dev_id)}",
+                                              {"owner_id": self.owner()}, headers=ADMIN),
+                          200, "move")
+        done, seen = ended(conn, b"")
+        conn.close()
+        self.assertTrue(done, f"the stream of a moved device went on: {seen[-300:]!r}")
+        self.assertStatus(self.server.request("PATCH", f"/v1/devices/{quote(dev_id)}",
+                                              {"owner_id": owner}, headers=ADMIN), 200, "back")
+        # A revoked key: its owner stream ends.
+        conn, resp = open_stream(f"owner_id={owner}")
+        self.assertStatus(self.server.request(
+            "DELETE", f"/v1/owners/{owner}/keys/{key['key_id']}", headers=ADMIN), 204, "revoke")
+        done, seen = ended(conn, b"")
+        conn.close()
+        self.assertTrue(done, f"the stream of a revoked key went on: {seen[-300:]!r}")
 
     # ---------------------------------------------------------------- list
 
