@@ -437,13 +437,31 @@ bool PartitionProcessor::ProcessBatch(size_t slot) {
     event_records_[n_events] = static_cast<uint32_t>(i);
     ++n_events;
   }
+  {
+    std::lock_guard lock(engine_mu_);
+    duplicate_.resize(n_events);
+    engine_->ProcessBatch(events_.data(), n_events, now, sink_.get(), duplicate_.data());
+  }
+  // A duplicate the engine dropped is no reading: the first copy wins (CONTRACT §1; found by
+  // a black-box test: a later copy of an event_id became the latest reading and an SSE
+  // `reading`). The rest keep their order.
+  size_t kept = 0;
+  for (size_t i = 0; i < n_events; ++i) {
+    if (duplicate_[i]) continue;
+    if (kept != i) {
+      std::swap(events_[kept], events_[i]);
+      hashes_[kept] = hashes_[i];
+      event_records_[kept] = event_records_[i];
+    }
+    ++kept;
+  }
   // The newest reading per device (by event time; of equal times the first: a later copy
   // is a duplicate, CONTRACT §1): one lookup per event, the next ones' table slots and
   // entries prefetched (a lookup is a cache miss at 10k devices).
   constexpr size_t kSlotAhead = 8, kEntryAhead = 4;
-  for (size_t i = 0; i < n_events; ++i) {
-    if (i + kSlotAhead < n_events) readings_.PrefetchSlot(hashes_[i + kSlotAhead]);
-    if (i + kEntryAhead < n_events) readings_.PrefetchEntry(hashes_[i + kEntryAhead]);
+  for (size_t i = 0; i < kept; ++i) {
+    if (i + kSlotAhead < kept) readings_.PrefetchSlot(hashes_[i + kSlotAhead]);
+    if (i + kEntryAhead < kept) readings_.PrefetchEntry(hashes_[i + kEntryAhead]);
     const model::Event& event = events_[i];
     auto [r, inserted] = readings_.TryEmplace(event.device_id, hashes_[i]);
     if (inserted || r->timestamp_ns < event.timestamp_ns) {
@@ -451,13 +469,9 @@ bool PartitionProcessor::ProcessBatch(size_t slot) {
       r->payload.assign(batch_[event_records_[i]].payload);
     }
   }
-  catchup_->PutReadings(std::span<const model::Event>(events_.data(), n_events));
+  catchup_->PutReadings(std::span<const model::Event>(events_.data(), kept));
   if (options_.live) {
-    for (size_t i = 0; i < n_events; ++i) options_.live->PublishReading(events_[i]);
-  }
-  {
-    std::lock_guard lock(engine_mu_);
-    engine_->ProcessBatch(events_.data(), n_events, now, sink_.get());
+    for (size_t i = 0; i < kept; ++i) options_.live->PublishReading(events_[i]);
   }
   sink_->FlushLatest();
   events_processed_->Inc(batch_.size());

@@ -174,6 +174,7 @@ class PartitionProcessor {
   FlatStringMap<Reading> readings_;
   std::vector<uint64_t> hashes_;         // device id hashes of the decoded batch
   std::vector<uint32_t> event_records_;  // events_[i] came from batch_[event_records_[i]]
+  std::vector<uint8_t> duplicate_;       // of the decoded batch: dropped by the engine
   // Checkpoint buffers, reused so that a checkpoint does not reallocate its megabytes.
   std::string ckpt_engine_state_;
   std::string ckpt_bytes_;

@@ -291,7 +291,8 @@ struct WindowEngine::Impl {
   // Acc::iv_stale); every reader of a base window's accumulators calls it first.
   void CleanWindow(Device& d, Window* w);
   // WindowEngine::Process for an event of device d.
-  void ProcessOn(Device& d, const model::Event& ev, int64_t now_ns, RecordSink* sink);
+  // Returns false for a duplicate (dropped and counted).
+  bool ProcessOn(Device& d, const model::Event& ev, int64_t now_ns, RecordSink* sink);
   // The device's id for a metric name (registered on first sight). `guess` is tried first:
   // the event's position of the metric, which is its id when events keep one order.
   uint32_t MetricId(Device& d, size_t guess, std::string_view name);

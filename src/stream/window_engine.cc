@@ -1118,7 +1118,7 @@ void WindowEngine::Process(const model::Event& ev, int64_t now_ns, RecordSink* s
   E.ProcessOn(E.GetDevice(ev.device_id), ev, now_ns, sink);
 }
 
-void WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t now_ns,
+bool WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t now_ns,
                                    RecordSink* sink) {
   Impl& E = *this;
   if (now_ns > d.last_seen) d.last_seen = now_ns;
@@ -1133,12 +1133,12 @@ void WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t no
   if (d.has_events && t <= d.max_t && t < E.LateBefore(d)) {
     ++d.late_dropped;
     ++E.late_dropped;
-    return;
+    return true;
   }
   if (!RememberEvent(d, ev, d.has_events ? E.DedupBefore(d) : kMinTime)) {
     ++d.duplicates;
     ++E.duplicates;
-    return;
+    return false;
   }
   ++d.events;
   ++E.events;
@@ -1184,6 +1184,7 @@ void WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t no
   }
   Finalize(E, d, sink);
   if (now_ns >= d.next_early) EarlyFire(E, d, now_ns, 0, sink);
+  return true;
 }
 
 namespace {
@@ -1225,7 +1226,7 @@ inline void PrefetchTickFields(const Device* d) { __builtin_prefetch(d, 1, 3); }
 }  // namespace
 
 void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t now_ns,
-                                RecordSink* sink) {
+                                RecordSink* sink, uint8_t* duplicate) {
   Impl& E = *impl_;
   // A software pipeline over the batch: the device-index slot of event i+kSlot, the device
   // record of event i+kDevice and the device's current window, metric table and buffer
@@ -1310,7 +1311,8 @@ void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t no
     } else {
       d = &E.GetDevice(events[i].device_id);
     }
-    E.ProcessOn(*d, events[i], now_ns, sink);
+    const bool applied = E.ProcessOn(*d, events[i], now_ns, sink);
+    if (duplicate != nullptr) duplicate[i] = applied ? 0 : 1;
   }
 }
 

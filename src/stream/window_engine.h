@@ -74,7 +74,9 @@ class WindowEngine {
   // Process(events[i], now_ns, sink) for i = 0 … n−1, in order (identical results). While
   // processing one event it prefetches the state of the devices of the next few, whose
   // state is usually not in cache when many devices interleave.
-  void ProcessBatch(const model::Event* events, size_t n, int64_t now_ns, RecordSink* sink);
+  // `duplicate` (may be null; n entries): 1 where the event was a duplicate, dropped.
+  void ProcessBatch(const model::Event* events, size_t n, int64_t now_ns, RecordSink* sink,
+                    uint8_t* duplicate = nullptr);
 
   // Processing-time progress: early firings of open windows every early_fire_interval,
   // finalization of silent devices' windows after idle_timeout, eviction of state older

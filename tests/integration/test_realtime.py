@@ -306,6 +306,33 @@ class RealtimeTest(RealtimeChecks, JouleTestCase):
         status, _, body = self.server.post_events(events)
         self.assertEqual(status, 202, f"retry of an acknowledged batch: {body!r}" + self.diag())
 
+    def test_a_dropped_duplicate_is_not_the_latest_reading(self):
+        """The first copy of an event wins (CONTRACT §1): a later copy with the same
+        event_id (other time, other value) or the same time (no event_id) is dropped by the
+        engine, and does not become the latest reading either (found by black-box tests)."""
+        for with_id in (True, False):
+            dev = f"dupr-{uid()}"
+            t = time.time() - 5
+            first = {"device_id": dev, "timestamp": fmt_ts(t), "metrics": {"power_w": 1111.0}}
+            later = dict(first, metrics={"power_w": 2222.0})
+            if with_id:
+                first["event_id"] = later["event_id"] = f"x-{uid()}"
+                later["timestamp"] = fmt_ts(t + 1)
+            self.post_ok([first], "first copy")
+            self.post_ok([later], "later copy")
+            got = poll(lambda: (lambda b: b if b.get("latest") and
+                                b["data"] and b["data"][0]["count"] >= 1 else None)(
+                self.fetch(dev)[1]), timeout=10)
+            self.assertTrue(got, self.diag())
+            # both processed: the engine counted the later copy as a duplicate
+            self.assertTrue(poll(lambda: self.server.request(
+                "GET", f"/v1/devices/{dev}/health")[2].get("duplicates") == 1, timeout=10),
+                self.diag())
+            st, body = self.fetch(dev)
+            self.assertEqual(body["latest"]["metrics"], {"power_w": 1111.0},
+                             f"event_id={with_id}: {body['latest']}")
+            self.assertEqual(body["latest"]["timestamp"], first["timestamp"])
+
     def test_gaps_and_empty_windows(self):
         """Power intervals longer than max_gap (300s) count nothing; counters bridge the gap
         into the later sample's window; a window inside a counted interval with no sample
