@@ -125,6 +125,10 @@ class MqttSubscriber::Impl : public std::enable_shared_from_this<Impl> {
     uint16_t packet_id = 0;
     bool done = false;
     SteadyClock::time_point received;
+    // A copy of the message while it may have to be handed over again (done(false)).
+    std::string topic, payload;
+    bool dup = false;
+    uint32_t refusals = 0;
   };
 
   // --- connecting
@@ -134,6 +138,7 @@ class MqttSubscriber::Impl : public std::enable_shared_from_this<Impl> {
     const uint64_t epoch = ++epoch_;
     decoder_ = Decoder(DecoderOptions{options_.max_packet_size, ProtocolVersion::kV311});
     inflight_.clear();
+    retrying_ = 0;
     out_.clear();
     write_pending_ = false;
     read_pending_ = false;
@@ -265,6 +270,7 @@ class MqttSubscriber::Impl : public std::enable_shared_from_this<Impl> {
     Socket().close(ignored);
     keepalive_timer_.cancel();
     inflight_.clear();
+    retrying_ = 0;
     out_.clear();
     if (subscribed_ && connected_gauge_ != nullptr) connected_gauge_->Set(0);
     subscribed_ = false;
@@ -273,7 +279,9 @@ class MqttSubscriber::Impl : public std::enable_shared_from_this<Impl> {
 
   // --- reading
 
-  bool Paused() const { return inflight_.size() >= options_.max_unacknowledged; }
+  // Reading stops while the in-flight window is full, and while a refused message waits
+  // to be handed over again (backpressure reaches the broker through its in-flight limit).
+  bool Paused() const { return retrying_ > 0 || inflight_.size() >= options_.max_unacknowledged; }
 
   void StartRead(uint64_t epoch) {
     if (epoch != epoch_ || stopped_ || read_pending_ || Paused()) return;
@@ -385,35 +393,66 @@ class MqttSubscriber::Impl : public std::enable_shared_from_this<Impl> {
     }
     if (publishes_qos1_ != nullptr) publishes_qos1_->Inc();
     const uint64_t seq = inflight_base_ + inflight_.size();
-    inflight_.push_back(InFlight{pub.packet_id, false, SteadyClock::now()});
+    inflight_.push_back(InFlight{pub.packet_id, false, SteadyClock::now(), std::string(pub.topic),
+                                 std::string(pub.payload), pub.dup, 0});
+    HandOver(epoch, seq, m);
+    return epoch == epoch_;
+  }
+
+  void HandOver(uint64_t epoch, uint64_t seq, const ReceivedMessage& m) {
     std::weak_ptr<Impl> weak = shared_from_this();
     handler_->OnMessage(m, [weak, epoch, seq](bool keep) {
       auto self = weak.lock();
       if (!self) return;
       asio::post(self->strand_, [self, epoch, seq, keep] { self->OnDone(epoch, seq, keep); });
     });
-    return epoch == epoch_;
   }
 
   void OnDone(uint64_t epoch, uint64_t seq, bool keep) {
     if (epoch != epoch_ || stopped_) return;  // that connection is gone: the broker redelivers
+    if (seq < inflight_base_ || seq - inflight_base_ >= inflight_.size()) return;
+    InFlight& f = inflight_[seq - inflight_base_];
     if (!keep) {
-      Fail(epoch, "a message could not be stored; the broker will redeliver it");
+      // Not stored now (the log is full): handed over again after a pause, reading paused
+      // meanwhile; PUBACKs stay in order. (Found by a black-box test: dropping the
+      // connection here also dropped the PUBACKs of the stored messages before it, and under
+      // lasting backpressure the broker redelivered the same messages for ever.)
+      if (f.refusals++ == 0) ++retrying_;
+      const auto delay = std::chrono::milliseconds(
+          std::min<int64_t>(int64_t{10} << std::min<uint32_t>(f.refusals - 1, 7), 1000));
+      auto timer = std::make_shared<asio::steady_timer>(strand_, delay);
+      timer->async_wait([self = shared_from_this(), epoch, seq, timer](error_code ec) {
+        if (ec || epoch != self->epoch_ || self->stopped_) return;
+        if (seq < self->inflight_base_ || seq - self->inflight_base_ >= self->inflight_.size()) {
+          return;
+        }
+        const InFlight& again = self->inflight_[seq - self->inflight_base_];
+        ReceivedMessage m;
+        m.topic = again.topic;
+        m.payload = again.payload;
+        m.qos = 1;
+        m.dup = again.dup;
+        self->HandOver(epoch, seq, m);
+      });
       return;
     }
-    if (seq < inflight_base_ || seq - inflight_base_ >= inflight_.size()) return;
-    inflight_[seq - inflight_base_].done = true;
     const bool was_paused = Paused();
+    if (f.refusals > 0) --retrying_;
+    f.done = true;
+    f.topic.clear();
+    f.topic.shrink_to_fit();
+    f.payload.clear();
+    f.payload.shrink_to_fit();
     while (!inflight_.empty() && inflight_.front().done) {
-      InFlight f = inflight_.front();
+      const uint16_t packet_id = inflight_.front().packet_id;
+      const SteadyClock::time_point received = inflight_.front().received;
       inflight_.pop_front();
       ++inflight_base_;
       Packet p;
       p.type = PacketType::kPuback;
-      p.publish_response.packet_id = f.packet_id;
+      p.publish_response.packet_id = packet_id;
       if (ack_latency_ != nullptr) {
-        ack_latency_->Observe(
-            std::chrono::duration<double>(SteadyClock::now() - f.received).count());
+        ack_latency_->Observe(std::chrono::duration<double>(SteadyClock::now() - received).count());
       }
       Send(p);
     }
@@ -503,6 +542,7 @@ class MqttSubscriber::Impl : public std::enable_shared_from_this<Impl> {
   SteadyClock::time_point last_received_ = SteadyClock::now();
 
   std::deque<InFlight> inflight_;
+  size_t retrying_ = 0;  // in-flight messages refused and waiting to be handed over again
   uint64_t inflight_base_ = 0;
   std::string out_;
   std::string writing_;
