@@ -292,6 +292,11 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
     version_ = c.version;
     keep_alive_s_ = c.keep_alive;
     if (c.properties.maximum_packet_size) client_max_packet_ = *c.properties.maximum_packet_size;
+    // Request Problem Information 0: no Reason String or User Property on any packet but
+    // PUBLISH, CONNACK and DISCONNECT (MQTT 5 §3.1.2.11.7; found by a black-box test).
+    for (const auto& [id, value] : c.properties.others) {
+      if (id == 0x17 && value.size() == 1 && value[0] == 0) problem_information_ = false;
+    }
     auto refuse = [&](uint8_t reason_code) {
       Packet p;
       p.type = PacketType::kConnack;
@@ -535,6 +540,15 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
   void Send(Packet& p) { Send(p, version_); }
   void Send(Packet& p, ProtocolVersion version) {
     if (closed_) return;
+    if (!problem_information_ && p.type != PacketType::kConnack &&
+        p.type != PacketType::kDisconnect && p.type != PacketType::kPublish) {
+      p.publish_response.properties.reason_string.reset();
+      p.publish_response.properties.user_properties.clear();
+      p.subscribe_ack.properties.reason_string.reset();
+      p.subscribe_ack.properties.user_properties.clear();
+      p.reason_only.properties.reason_string.reset();
+      p.reason_only.properties.user_properties.clear();
+    }
     const size_t before = out_.size();
     Encode(p, version, &out_);
     if (out_.size() - before > client_max_packet_) {
@@ -664,6 +678,7 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
   std::string credential_;
   uint16_t keep_alive_s_ = 0;
   uint32_t client_max_packet_ = UINT32_MAX;
+  bool problem_information_ = true;   // the client's Request Problem Information
   std::vector<std::string> aliases_;  // index = topic alias
   SteadyClock::time_point last_packet_ = SteadyClock::now();
   SteadyClock::time_point deadline_ = SteadyClock::time_point::max();

@@ -195,6 +195,32 @@ TEST_F(MqttListenerTest, V5NegativeAcksKeepTheConnection) {
   EXPECT_EQ(p.type, PacketType::kPingresp);
 }
 
+// Request Problem Information 0: the PUBACK carries its reason code only (MQTT 5
+// §3.1.2.11.7; found by a black-box test: the reason string came anyway).
+TEST_F(MqttListenerTest, NoReasonStringsWithoutRequestProblemInformation) {
+  for (bool problem_information : {true, false}) {
+    Client c(V::kV5);
+    c.socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), listener_->port()));
+    Packet p;
+    p.type = PacketType::kConnect;
+    p.connect.version = V::kV5;
+    p.connect.client_id = problem_information ? "rpi1" : "rpi0";
+    p.connect.username = "dev";
+    p.connect.password = "x";
+    p.connect.keep_alive = 60;
+    if (!problem_information) p.connect.properties.others.push_back({0x17, std::string(1, '\0')});
+    c.Send(p);
+    Packet ack;
+    ASSERT_TRUE(c.Receive(&ack));
+    ASSERT_EQ(ack.type, PacketType::kConnack);
+    EXPECT_EQ(ack.connack.reason_code, 0);
+    c.Send(Publish("deny", 1));
+    ASSERT_TRUE(c.Receive(&ack));
+    EXPECT_EQ(ack.publish_response.reason_code, reason::kNotAuthorized);
+    EXPECT_EQ(ack.publish_response.properties.reason_string.has_value(), problem_information);
+  }
+}
+
 TEST_F(MqttListenerTest, V311DeniedTopicDisconnectsBadPayloadIsAcked) {
   auto c = Connect(V::kV311);
   c->Send(Publish("bad", 1));
