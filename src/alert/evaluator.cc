@@ -104,46 +104,63 @@ void Evaluator::RestoreAlert(const store::Alert& alert, int64_t now) {
   Known k;
   k.id = alert.id;
   k.open_ws = ws;
-  k.open_we = ws;  // not needed for matching active alerts (their span is open-ended)
+  k.open_we = ws + (rule->resolution == model::Resolution::kHour ? kNanosPerHour : kNanosPerMinute);
   k.state = alert.state;
   k.fired = alert.state == store::AlertState::kFiring;
   k.opened_at = alert.opened_at_ns;
-  t.known.push_back(k);
-  if (rule->kind == RuleKind::kThreshold || rule->kind == RuleKind::kRateOfChange) {
-    Episode e;
-    e.open_ws = ws;
-    e.firing = k.fired;
-    e.run = k.fired ? rule->for_windows : 1;
-    t.base.cur = e;
-  }
   if (rule->kind == RuleKind::kAbsence) t.last_seen_ns = now;
-  // The stored body carries the episode's value, peak and firing window (for reminders,
-  // whose body is rebuilt from them).
+  // The stored body carries the opening window's end, the episode's value, peak and
+  // firing window (reminders and the resolution are built from them) and how often the
+  // alert was reopened (part of the webhook-ids of its later transitions).
+  Episode e;
+  e.open_ws = ws;
+  e.firing = k.fired;
+  e.run = k.fired ? rule->for_windows : 1;
+  bool has_value = false;
   simdjson::dom::parser parser;
   simdjson::dom::element body;
   if (parser.parse(alert.json).get(body) == simdjson::SUCCESS) {
-    Episode e;
-    e.open_ws = ws;
-    e.firing = k.fired;
+    std::string_view text;
+    int64_t ns = 0;
+    if (body["window_end"].get_string().get(text) == simdjson::SUCCESS && ParseRfc3339(text, &ns) &&
+        ns > ws) {
+      k.open_we = ns;
+    }
     double v = 0;
-    if (body["value"].get_double().get(v) == simdjson::SUCCESS) e.value = v;
+    if (body["value"].get_double().get(v) == simdjson::SUCCESS) {
+      e.value = e.fired_value = v;
+      has_value = true;
+    }
     if (body["peak"].get_double().get(v) == simdjson::SUCCESS) e.peak = v;
-    std::string_view fired;
-    int64_t fired_ws = 0;
-    if (body["fired_window_start"].get_string().get(fired) == simdjson::SUCCESS &&
-        ParseRfc3339(fired, &fired_ws)) {
-      e.fired_ws = fired_ws;
+    if (body["fired_window_start"].get_string().get(text) == simdjson::SUCCESS &&
+        ParseRfc3339(text, &ns)) {
+      e.fired_ws = ns;
     }
-    if (body["value"].error() == simdjson::SUCCESS) t.known.back().last = e;
-    std::string_view last_end;
-    int64_t last_end_ns = 0;
+    int64_t reopened = 0;
+    if (body["reopened"].get_int64().get(reopened) == simdjson::SUCCESS) {
+      k.cycle = static_cast<int>(reopened);
+    }
     if (rule->kind == RuleKind::kAbsence &&
-        body["last_event_window_end"].get_string().get(last_end) == simdjson::SUCCESS &&
-        ParseRfc3339(last_end, &last_end_ns)) {
-      t.known.back().last_event_end = last_end_ns;
+        body["last_event_window_end"].get_string().get(text) == simdjson::SUCCESS &&
+        ParseRfc3339(text, &ns)) {
+      k.last_event_end = ns;
       int64_t& seen = seen_before_restart_[alert.device_id];
-      seen = std::max(seen, last_end_ns);
+      seen = std::max(seen, ns);
     }
+  }
+  e.open_we = e.last_we = k.open_we;
+  if (e.firing && e.fired_ws == 0) e.fired_ws = ws;
+  if (has_value) k.last = e;
+  t.known.push_back(k);
+  if (rule->kind == RuleKind::kThreshold || rule->kind == RuleKind::kRateOfChange) {
+    // The episode continues from its opening window. The restored processors replay the
+    // records after their checkpoint, possibly windows before that one (judged before the
+    // crash: the alert opened after them): they are part of the restored state, not
+    // verdicts that could close it (found by a black-box test: a kill -9 just after
+    // firing sent a "resolved" for the window before the alert's start).
+    t.base.cur = e;
+    t.base.prev_end = e.open_we;
+    t.floor = std::max(t.floor, e.open_we);
   }
   Flags f{alert.acked, alert.snoozed_until_ns};
   // A snooze that ended before the alert's last stored write was handled before the
@@ -215,7 +232,7 @@ void Evaluator::Step(const Rule& rule, Machine& m, int64_t ws, const Verdict& v,
       e.firing = true;
       e.fired_ws = ws;
       e.last_we = v.end;
-      e.value = e.peak = *value;
+      e.value = e.peak = e.fired_value = *value;
       if (v.final) {
         e.closed = true;
         e.resolved_ws = ws;
@@ -242,6 +259,7 @@ void Evaluator::Step(const Rule& rule, Machine& m, int64_t ws, const Verdict& v,
         if (e.run >= rule.for_windows) {
           e.firing = true;
           e.fired_ws = ws;
+          e.fired_value = *value;
         }
       } else {
         e.closed = true;
@@ -271,7 +289,7 @@ void Evaluator::Step(const Rule& rule, Machine& m, int64_t ws, const Verdict& v,
     e.open_we = v.end;
     e.last_we = v.end;
     e.run = 1;
-    e.value = e.peak = *value;
+    e.value = e.peak = e.fired_value = *value;
     if (rule.for_windows <= 1) {
       e.firing = true;
       e.fired_ws = ws;
@@ -282,7 +300,7 @@ void Evaluator::Step(const Rule& rule, Machine& m, int64_t ws, const Verdict& v,
 
 AlertUpdate Evaluator::Make(const Rule& rule, const std::string& device_id, Known& k,
                             std::string event, int64_t now, const Episode* e,
-                            std::string annotation, bool reminder) {
+                            std::string annotation, bool reminder, std::string_view key_suffix) {
   AlertUpdate u;
   if (e) k.last = *e;
   DeviceInfo info = lookup_ ? lookup_(device_id) : DeviceInfo{};
@@ -304,9 +322,13 @@ AlertUpdate Evaluator::Make(const Rule& rule, const std::string& device_id, Know
   u.event = std::move(event);
   u.trigger_ns = now;
   u.reminder = reminder;
-  u.delivery_key = reminder && a.snoozed_until_ns
-                       ? fmt::format("{}/snooze_ended/{}", u.event, *a.snoozed_until_ns)
-                       : u.event;
+  if (reminder && a.snoozed_until_ns) {
+    u.delivery_key = fmt::format("{}/snooze_ended/{}", u.event, *a.snoozed_until_ns);
+  } else {
+    u.delivery_key = u.event;
+    if (k.cycle > 0) u.delivery_key += fmt::format("/reopened/{}", k.cycle);
+    if (!key_suffix.empty()) fmt::format_to(std::back_inserter(u.delivery_key), "/{}", key_suffix);
+  }
   bool deliverable =
       u.event == "firing" || (k.fired && (u.event == "resolved" || u.event == "retracted"));
   // A snooze mutes `firing` only: the resolution of an alert that fired is always news.
@@ -391,6 +413,10 @@ AlertUpdate Evaluator::Make(const Rule& rule, const std::string& device_id, Know
     w.Key("reminder");
     w.Bool(true);
   }
+  if (k.cycle > 0) {
+    w.Key("reopened");
+    w.Int(k.cycle);
+  }
   w.Key("acked");
   w.Bool(a.acked);
   w.Key("snoozed_until");
@@ -459,13 +485,47 @@ void Evaluator::Recompute(const Rule& rule, const std::string& device_id, Track&
     matched[found] = true;
     Known& k = t.known[found];
     k.end_we = e.closed ? e.last_we : INT64_MAX;
-    if (k.state == state) continue;
+    if (state == store::AlertState::kResolved && e.firing && !k.fired) {
+      // The episode fired and is already over when first judged (a buffered upload, a late
+      // update): the receiver gets what it would have got live, "firing" then "resolved"
+      // (found by a black-box test: only "resolved" was ever sent).
+      Episode firing = e;
+      firing.closed = false;
+      firing.resolved_ws = 0;
+      firing.value = e.fired_value;
+      const bool late = k.state == store::AlertState::kResolved;
+      k.state = store::AlertState::kFiring;
+      k.fired = true;
+      out->push_back(Make(rule, device_id, k, "firing", now, &firing,
+                          late ? "a late update changed the verdict" : ""));
+    }
+    if (k.state == state) {
+      // A late update changed an episode that was already resolved: its resolution moved
+      // to another window (news: a webhook with its own id), or only its values changed
+      // (stored, no webhook). Found by a black-box test: neither was recorded.
+      if (state == store::AlertState::kResolved && k.fired && e.closed) {
+        const Episode* was = k.last ? &*k.last : nullptr;
+        const bool moved = was == nullptr || !was->closed || was->resolved_ws != e.resolved_ws;
+        if (moved || was->value != e.value || was->peak != e.peak || was->fired_ws != e.fired_ws ||
+            was->last_we != e.last_we) {
+          AlertUpdate u = Make(rule, device_id, k, "resolved", now, &e,
+                               "updated: a late update changed the resolution", false,
+                               moved ? fmt::format("updated/{}", e.resolved_ws) : "");
+          if (!moved) u.notify = false;
+          out->push_back(std::move(u));
+        }
+      }
+      continue;
+    }
     std::string event;
     std::string note;
     if (state == store::AlertState::kFiring) {
       event = "firing";
-      if (k.state == store::AlertState::kResolved)
+      if (k.state == store::AlertState::kResolved) {
         note = "reopened: a late update changed the verdict";
+        // Its first "firing" and "resolved" were sent: the next ones are news.
+        if (k.fired) ++k.cycle;
+      }
       k.fired = true;
     } else if (state == store::AlertState::kResolved) {
       event = "resolved";
@@ -557,6 +617,7 @@ void Evaluator::OnRecord(const model::AggregateRecord& record, int64_t now,
     if (record.resolution != rule.resolution) continue;
     if (rule.kind != RuleKind::kEnergyBudget && !record.final) continue;
     Track& t = tracks_[key];
+    if (record.window_start_ns < t.floor) continue;  // part of a restored alert's state
     auto it = t.windows.find(record.window_start_ns);
     if (it != t.windows.end() && it->second.version >= record.version) continue;  // replay
     if (it == t.windows.end() && !t.windows.empty() &&

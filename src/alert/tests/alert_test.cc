@@ -2,6 +2,7 @@
 // Webhooks signature, the outbox's crash recovery, and the golden scenarios of
 // tests/scenarios/alerts/ (format in tests/scenarios/alerts/README.md).
 #include <gtest/gtest.h>
+#include <simdjson.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <set>
 #include <sstream>
 
 #include "alert/evaluator.h"
@@ -61,7 +63,9 @@ void RunScenario(const std::filesystem::path& path) {
   int64_t now = kBase;
   std::string line;
   int lineno = 0;
-  std::unordered_map<std::string, int> alerts_by_id;
+  // (alert id, delivery key) of every webhook due so far: the outbox drops a delivery
+  // whose webhook-id it has seen, so a second notification with the same key is lost.
+  std::set<std::pair<std::string, std::string>> delivered;
   auto check_drained = [&](int at) {
     for (const AlertUpdate& u : got) {
       ADD_FAILURE() << path.filename() << ":" << at << ": unexpected transition " << u.event << " "
@@ -195,8 +199,17 @@ void RunScenario(const std::filesystem::path& path) {
         check_drained(lineno);
         continue;
       }
-      std::string dev, rule, ws, notify;
-      ls >> dev >> rule >> ws >> notify;
+      std::string dev, rule, ws;
+      ls >> dev >> rule >> ws;
+      std::string notify;
+      std::vector<std::string> fields;  // field=value checks of the alert JSON
+      for (std::string tok; ls >> tok;) {
+        if (tok.find('=') != std::string::npos) {
+          fields.push_back(tok);
+        } else if (tok == "notify" || tok == "silent") {
+          notify = tok;
+        }
+      }
       std::string id = AlertId(dev, rule, At(ws));
       if (got.empty()) {
         ADD_FAILURE() << path.filename() << ":" << lineno << ": expected " << what << " " << id
@@ -217,6 +230,38 @@ void RunScenario(const std::filesystem::path& path) {
       if (!notify.empty()) {
         EXPECT_EQ(u.notify, notify == "notify")
             << path.filename() << ":" << lineno << " " << notify;
+      }
+      if (u.notify) {
+        EXPECT_TRUE(delivered.emplace(u.alert.id, u.delivery_key).second)
+            << path.filename() << ":" << lineno
+            << ": webhook-id reused (the outbox drops it): " << u.delivery_key;
+      }
+      simdjson::dom::parser parser;
+      simdjson::dom::element body;
+      ASSERT_EQ(parser.parse(u.alert.json).get(body), simdjson::SUCCESS) << u.alert.json;
+      for (const std::string& f : fields) {
+        // value: a time (HH:MM, as elsewhere), a number, "-" (absent) or a string.
+        const std::string key = f.substr(0, f.find('='));
+        const std::string want = f.substr(f.find('=') + 1);
+        simdjson::dom::element v;
+        const bool has = body[key].get(v) == simdjson::SUCCESS;
+        if (want == "-") {
+          EXPECT_FALSE(has) << path.filename() << ":" << lineno << " " << u.alert.json;
+          continue;
+        }
+        ASSERT_TRUE(has) << path.filename() << ":" << lineno << ": no " << key << " in "
+                         << u.alert.json;
+        if (v.is_number()) {
+          EXPECT_DOUBLE_EQ(double(v), std::stod(want))
+              << path.filename() << ":" << lineno << " " << key << " in " << u.alert.json;
+        } else {
+          std::string_view sv;
+          ASSERT_EQ(v.get_string().get(sv), simdjson::SUCCESS) << key;
+          const std::string expect_str =
+              want.find(':') != std::string::npos ? FormatRfc3339Millis(At(want)) : want;
+          EXPECT_EQ(sv, expect_str)
+              << path.filename() << ":" << lineno << " " << key << " in " << u.alert.json;
+        }
       }
       if (what == "resolved" && line.find("backlog") != std::string::npos) {
         EXPECT_NE(u.alert.json.find("backlog"), std::string::npos) << u.alert.json;
