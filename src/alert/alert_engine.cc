@@ -365,17 +365,16 @@ void AlertEngine::Apply(std::vector<AlertUpdate>& updates) {
       transitions_[EventIndex(u.event)]->Inc();
     }
     if (u.notify) {
-      const Rule* rule = nullptr;
-      for (const Rule& r : evaluator_.rules()) {
-        if (r.id == u.alert.rule_id) rule = &r;
-      }
-      for (size_t i = 0; rule && i < rule->channels.size(); ++i) {
+      // The update's own channels: a deleted rule is no longer in evaluator_.rules(), and
+      // its "resolved" goes where its "firing" went (found by a black-box test: no
+      // webhook).
+      for (size_t i = 0; i < u.channels.size(); ++i) {
         Delivery d;
         d.id = WebhookId(u.alert.id, u.delivery_key.empty() ? u.event : u.delivery_key, i);
         d.alert_id = u.alert.id;
         d.event = u.event;
-        d.url = rule->channels[i].url;
-        d.secret = rule->channels[i].secret;
+        d.url = u.channels[i].url;
+        d.secret = u.channels[i].secret;
         d.body = u.alert.json;
         d.created_ns = clock_->NowNanos();
         d.trigger_ns = u.trigger_ns;

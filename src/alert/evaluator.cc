@@ -329,6 +329,7 @@ AlertUpdate Evaluator::Make(const Rule& rule, const std::string& device_id, Know
     if (k.cycle > 0) u.delivery_key += fmt::format("/reopened/{}", k.cycle);
     if (!key_suffix.empty()) fmt::format_to(std::back_inserter(u.delivery_key), "/{}", key_suffix);
   }
+  u.channels = rule.channels;
   bool deliverable =
       u.event == "firing" || (k.fired && (u.event == "resolved" || u.event == "retracted"));
   // A snooze mutes `firing` only: the resolution of an alert that fired is always news.

@@ -66,6 +66,9 @@ struct AlertUpdate {
   // `delivery_key` instead of `event`.
   bool reminder = false;
   std::string delivery_key;  // event, or "firing/snooze_ended/<snoozed_until ns>"
+  // Where the webhooks go: the rule's channels when the update was made (a deleted rule's
+  // "resolved" goes where its "firing" went).
+  std::vector<Channel> channels;
 };
 
 class Evaluator {

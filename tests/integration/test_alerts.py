@@ -409,6 +409,32 @@ class AlertsTest(AlertServerMixin, JouleTestCase):
                                              "joule_alert_snooze_reminders_total"), 1)
 
 
+    def test_deleting_a_rule_sends_resolved_through_its_channels(self):
+        # Found by a black-box test: the alert resolved ("the rule was deleted") but no
+        # webhook went out (the deleted rule's channels were looked up among the rules).
+        receiver = Receiver()
+        self.addCleanup(receiver.close)
+        dev, token = self.register(f"own-{uid()}")
+        status, _, rule = self.server.request(
+            "POST", "/v1/rules", self.threshold_rule(dev, receiver.url), headers=ADMIN)
+        self.assertEqual(status, 201, rule)
+        self.ingest_breach(dev, token, recover=False)
+        self.assertTrue(poll(lambda: receiver.snapshot(), timeout=30), self.diag())
+        firing = receiver.snapshot()[0]
+        self.assertEqual(json.loads(firing[1])["event"], "firing")
+        status, _, _ = self.server.request("DELETE", f"/v1/rules/{rule['id']}", headers=ADMIN)
+        self.assertEqual(status, 204)
+        self.assertTrue(poll(lambda: len(receiver.snapshot()) >= 2, timeout=20),
+                        "no resolved webhook after the rule was deleted" + self.diag())
+        headers, body, _, _ = receiver.snapshot()[1]
+        resolved = json.loads(body)
+        self.assertEqual(resolved["event"], "resolved")
+        self.assertEqual(resolved["id"], json.loads(firing[1])["id"])
+        self.assertIn("rule was deleted", resolved["annotation"])
+        self.assertNotEqual(headers["webhook-id"], firing[0]["webhook-id"])
+        self.assertTrue(verify_signature(SECRET, headers, body))
+        self.assertEqual([a["state"] for a in self.alerts_of(dev)], ["resolved"])
+
 class HttpsWebhookTest(AlertServerMixin, unittest.TestCase):
     """https delivery through Joule's OpenSSL client to test-owned receivers on loopback:
     one with a certificate from a test CA given in alerts.webhook_ca_file (delivered,

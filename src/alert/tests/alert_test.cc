@@ -232,6 +232,7 @@ void RunScenario(const std::filesystem::path& path) {
             << path.filename() << ":" << lineno << " " << notify;
       }
       if (u.notify) {
+        EXPECT_FALSE(u.channels.empty()) << path.filename() << ":" << lineno << ": nowhere to go";
         EXPECT_TRUE(delivered.emplace(u.alert.id, u.delivery_key).second)
             << path.filename() << ":" << lineno
             << ": webhook-id reused (the outbox drops it): " << u.delivery_key;
