@@ -99,6 +99,7 @@ DeviceInfo AlertEngine::Lookup(std::string_view device_id) {
   if (d.ok()) {
     info.owner_id = d->owner_id;
     info.model = d->model;
+    info.created_at_ns = d->created_at_ns;
   }
   return info;
 }
@@ -181,7 +182,7 @@ void AlertEngine::SeedDevices() {
       for (const store::Device& d : page->devices) {
         for (const Rule* r : rules) {
           if (RuleMatches(*r, d.device_id, d.owner_id, d.model)) {
-            evaluator_.RegisterDevice(d.device_id, DeviceInfo{d.owner_id, d.model},
+            evaluator_.RegisterDevice(d.device_id, DeviceInfo{d.owner_id, d.model, d.created_at_ns},
                                       d.created_at_ns);
             break;
           }
@@ -208,7 +209,8 @@ void AlertEngine::RefreshDevice(const std::string& device_id) {
   }
   for (const Rule* r : rules) {
     if (RuleMatches(*r, d->device_id, d->owner_id, d->model)) {
-      evaluator_.RegisterDevice(d->device_id, DeviceInfo{d->owner_id, d->model}, d->created_at_ns);
+      evaluator_.RegisterDevice(d->device_id, DeviceInfo{d->owner_id, d->model, d->created_at_ns},
+                                d->created_at_ns);
       return;
     }
   }

@@ -664,10 +664,13 @@ void Evaluator::Tick(int64_t now, std::vector<AlertUpdate>* out) {
           fmt::format("no events since {} (processing time)", FormatRfc3339Millis(last_seen))));
     };
     if (!rule.scope.device_id.empty()) {
-      // A device named by the rule is watched from engine start even if never seen.
+      // A device named by the rule and not seen since start counts as last seen at
+      // max(registration, engine start), as for owner/model scopes (found by a black-box
+      // test: a device registered after the start fired at once).
       auto a = activity_.find(rule.scope.device_id);
-      int64_t last = a == activity_.end() ? started_ns_ : a->second.last_seen_ns;
       DeviceInfo info = lookup_ ? lookup_(rule.scope.device_id) : DeviceInfo{};
+      int64_t last =
+          a == activity_.end() ? std::max(started_ns_, info.created_at_ns) : a->second.last_seen_ns;
       if (RuleMatches(rule, rule.scope.device_id, info.owner_id, info.model)) {
         check(rule.scope.device_id, last, a == activity_.end() ? 0 : a->second.last_event_end_ns);
       }

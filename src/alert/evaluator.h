@@ -53,6 +53,7 @@ namespace joule::alert {
 struct DeviceInfo {
   std::string owner_id;
   std::string model;
+  int64_t created_at_ns = 0;  // registration time (0: unknown)
 };
 using DeviceLookup = std::function<DeviceInfo(std::string_view device_id)>;
 

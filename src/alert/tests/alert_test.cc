@@ -109,13 +109,13 @@ void RunScenario(const std::filesystem::path& path) {
         got.push_back(std::move(u));
       }
     } else if (cmd == "device") {
-      std::string id, owner, model;
-      ls >> id >> owner >> model;
-      devices[id] = DeviceInfo{owner, model};
+      std::string id, owner, model, created;
+      ls >> id >> owner >> model >> created;
+      devices[id] = DeviceInfo{owner, model, created.empty() ? 0 : At(created)};
     } else if (cmd == "register") {
       std::string id, owner, model, created;
       ls >> id >> owner >> model >> created;
-      devices[id] = DeviceInfo{owner, model};
+      devices[id] = DeviceInfo{owner, model, At(created)};
       ev->RegisterDevice(id, devices[id], At(created));
     } else if (cmd == "forget") {
       std::string id;
