@@ -390,6 +390,16 @@ class AlertsTest(AlertServerMixin, JouleTestCase):
         first = receiver.snapshot()[0]
         alert = json.loads(first[1])
         self.assertEqual(alert["event"], "firing")
+        # A snooze that has already ended is refused (it was accepted and sent an immediate
+        # reminder; found by a black-box test).
+        for until in ("2020-01-01T00:00:00Z", fmt_ts(time.time() - 1)):
+            status, _, resp = self.server.request(
+                "POST", f"/v1/alerts/{alert['id']}/snooze", {"until": until}, headers=ADMIN)
+            self.assertEqual(status, 400, resp)
+            self.assertEqual(resp["error"]["code"], "invalid_argument")
+            self.assertIn("future", resp["error"]["message"])
+        time.sleep(1.5)  # a reminder would be sent within a tick (1 s)
+        self.assertEqual(len(receiver.snapshot()), 1, "no reminder for a refused snooze")
         status, _, snoozed = self.server.request(
             "POST", f"/v1/alerts/{alert['id']}/snooze", {"for": "2s"}, headers=ADMIN)
         self.assertEqual(status, 200, snoozed)
