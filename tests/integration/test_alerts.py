@@ -610,6 +610,43 @@ class IsolationTest(AlertServerMixin, JouleTestCase):
         self.assertEqual(status, 200)
 
 
+    def test_rule_ids_of_other_owners_do_not_leak_through_create(self):
+        # Rule ids are one namespace for all owners. An owner key that chose an id learned
+        # from the 409 "rule already exists: <id>" that another owner held it (found by a
+        # black-box test). Owner keys get server-assigned ids; a chosen one is refused the
+        # same way whether or not it exists.
+        a, b = f"own-a-{uid()}", f"own-b-{uid()}"
+        dev_a, _ = self.register(a)
+        dev_b, _ = self.register(b)
+        key_a, key_b = self.owner_key(a), self.owner_key(b)
+        taken = f"secret-rule-{uid()}"
+        status, _, rule = self.server.request(
+            "POST", "/v1/rules", dict(self.threshold_rule(dev_a, "https://hooks.example.com/a"),
+                                      id=taken), headers=ADMIN)
+        self.assertEqual(status, 201, rule)
+        self.assertEqual((rule["id"], rule["owner_id"]), (taken, a))
+        answers = []
+        for rid in (taken, f"free-rule-{uid()}"):
+            status, _, resp = self.server.request(
+                "POST", "/v1/rules", dict(self.threshold_rule(dev_b, "https://hooks.example.com/b"),
+                                          id=rid), headers=bearer(key_b))
+            answers.append((status, resp))
+        self.assertEqual(answers[0], answers[1])
+        self.assertEqual(answers[0][0], 400, answers)
+        self.assertEqual(answers[0][1]["error"]["code"], "invalid_argument")
+        self.assertNotIn(taken, json.dumps(answers[0][1]))
+        # Without an id the owner's rule gets a server-assigned one.
+        status, _, mine = self.server.request(
+            "POST", "/v1/rules", self.threshold_rule(dev_b, "https://hooks.example.com/b"),
+            headers=bearer(key_b))
+        self.assertEqual(status, 201, mine)
+        self.assertTrue(mine["id"].startswith("rule_"), mine)
+        # The admin still chooses ids; its conflict names the id (it sees every rule).
+        status, _, resp = self.server.request(
+            "POST", "/v1/rules", dict(self.threshold_rule(dev_a, "https://hooks.example.com/a"),
+                                      id=taken), headers=ADMIN)
+        self.assertEqual(status, 409, resp)
+
 class KillTest(AlertServerMixin, unittest.TestCase):
     def test_pending_deliveries_survive_sigkill(self):
         receiver = Receiver(statuses=[500] * 1000)  # failing until we say so
