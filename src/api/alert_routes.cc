@@ -2,6 +2,10 @@
 // POST /v1/alerts/{id}/ack, POST /v1/alerts/{id}/snooze (body {"until": RFC 3339} in the
 // future, or {"for": "1h"}; {"until": null} un-snoozes).
 //
+// The list is ordered by opened_at, newest first, and from/to select by opened_at (the
+// store's index); a later change updates an alert in place (state, updated_at) without
+// moving it — docs/openapi.yaml says so, and points pollers of changes to SSE/webhooks.
+//
 // Admin sees every alert; an owner key only its own (another owner's alert is 404; a
 // device_id filter for another owner's device finds nothing); device tokens get 403.
 // Each alert is the JSON delivered to webhooks and SSE with the current `state`, `acked`
