@@ -647,6 +647,7 @@ class IsolationTest(AlertServerMixin, JouleTestCase):
                                       id=taken), headers=ADMIN)
         self.assertEqual(status, 409, resp)
 
+
 class KillTest(AlertServerMixin, unittest.TestCase):
     def test_pending_deliveries_survive_sigkill(self):
         receiver = Receiver(statuses=[500] * 1000)  # failing until we say so
@@ -693,6 +694,63 @@ class KillTest(AlertServerMixin, unittest.TestCase):
             firing = [a for a in self.alerts_of(dev) if a["state"] == "firing"]
             self.assertEqual(len(firing), 1, firing)
 
+
+    def test_firing_alert_continues_after_sigkill(self):
+        # Found by a black-box test: kill -9 right after the firing webhook; after the
+        # restart the processors replayed the window before the alert's opening window,
+        # which "resolved" it (a body resolving at a window before its start), and the
+        # alert fired again under the same webhook-id (dropped by the outbox): the
+        # receiver's last word was "resolved" while Joule said "firing".
+        receiver = Receiver()
+        self.addCleanup(receiver.close)
+        self.server = JouleServer(env=ALERT_ENV, name="alerts-kill-firing")
+        self.addCleanup(self.server.cleanup)
+        self.server.start()
+        dev, token = self.register(f"own-{uid()}")
+        status, _, _ = self.server.request(
+            "POST", "/v1/rules", self.threshold_rule(dev, receiver.url), headers=ADMIN)
+        self.assertEqual(status, 201)
+        # 100 W for a minute, then 1500 W for five: the alert opens at the second minute.
+        base = (int(time.time()) // 60 - 20) * 60
+        events = [{"device_id": dev, "timestamp": fmt_ts(base + 60 * m + 30),
+                   "metrics": {"power_w": 100.0 if m == 0 else 1500.0}} for m in range(6)]
+        for e in events:
+            status, _, body = self.server.post_events([e], headers=bearer(token))
+            self.assertEqual(status, 202, body)
+        self.assertTrue(poll(lambda: receiver.snapshot(), timeout=30), self.server.diag())
+        self.server.kill9()
+        firing = json.loads(receiver.snapshot()[0][1])
+        self.assertEqual(firing["event"], "firing")
+        self.assertEqual(firing["window_start"], fmt_ts(base + 60))
+        self.server.start()
+
+        def distinct():
+            # Delivery is at-least-once: the kill may come before the outbox recorded the
+            # firing as delivered, which is then sent again with its webhook-id.
+            seen = {}
+            for headers, body, _, _ in receiver.snapshot():
+                seen.setdefault(headers["webhook-id"], json.loads(body))
+            return list(seen.values())
+
+        # The replay after the restart happens at once; give it time to do harm.
+        poll(lambda: len(distinct()) > 1, timeout=10)
+        self.assertEqual([b["event"] for b in distinct()], ["firing"], distinct()[1:])
+        alerts = self.alerts_of(dev)
+        self.assertEqual([(a["id"], a["state"], a["opened_at"]) for a in alerts],
+                         [(firing["id"], "firing", firing["opened_at"])])
+        # The episode continues: a normal minute resolves it, at that window, once.
+        status, _, body = self.server.post_events(
+            [{"device_id": dev, "timestamp": fmt_ts(base + 60 * 6 + 30),
+              "metrics": {"power_w": 100.0}},
+             {"device_id": dev, "timestamp": fmt_ts(base + 60 * 8 + 30),
+              "metrics": {"power_w": 100.0}}], headers=bearer(token))
+        self.assertEqual(status, 202, body)
+        self.assertTrue(poll(lambda: len(distinct()) > 1, timeout=30), self.server.diag())
+        resolved = distinct()[1]
+        self.assertEqual((resolved["event"], resolved["id"]), ("resolved", firing["id"]))
+        self.assertEqual(resolved["window_start"], firing["window_start"])
+        self.assertEqual(resolved["fired_window_start"], firing["window_start"])
+        self.assertEqual(resolved["resolved_window_start"], fmt_ts(base + 60 * 6))
 
 class AbsenceAfterRestartTest(AlertServerMixin, unittest.TestCase):
     """Absence rules scoped to an owner or a model cover registered devices that never
