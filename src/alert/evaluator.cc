@@ -70,12 +70,17 @@ void Evaluator::SetRules(std::vector<Rule> rules, int64_t now, std::vector<Alert
         // Changed rule: verdicts are stale; the open alerts continue (matched by span).
         it->second.windows.clear();
         it->second.base = Machine{};
+        it->second.judged_from.reset();
         for (const Known& kn : it->second.known) {
           if (Active(kn.state)) {
-            Episode e;
+            // The episode as last reported (value, peak, firing window), open again.
+            Episode e = kn.last.value_or(Episode{});
             e.open_ws = kn.open_ws;
             e.open_we = kn.open_we;
+            e.last_we = std::max(e.last_we, kn.open_we);
             e.firing = kn.state == store::AlertState::kFiring;
+            e.closed = false;
+            if (e.firing && e.fired_ws == 0) e.fired_ws = kn.open_ws;
             e.run = e.firing ? 1 << 20 : 1;
             it->second.base.cur = e;
           }
@@ -213,6 +218,10 @@ void Evaluator::RemindSnoozeEnded(int64_t now, std::vector<AlertUpdate>* out) {
 
 void Evaluator::Step(const Rule& rule, Machine& m, int64_t ws, const Verdict& v,
                      std::vector<Episode>* closed) const {
+  // A window at or before the start of an episode carried over in the base state (a
+  // restored alert, the open alert of a changed rule) cannot extend or close it: closing
+  // it there would resolve the alert at a window before it opened.
+  if (rule.kind != RuleKind::kEnergyBudget && m.cur && ws <= m.cur->open_ws) return;
   std::optional<double> value = v.value;
   if (rule.kind == RuleKind::kRateOfChange) {
     value = (v.value && m.prev_value && m.prev_end == ws)
@@ -486,7 +495,10 @@ void Evaluator::Recompute(const Rule& rule, const std::string& device_id, Track&
     matched[found] = true;
     Known& k = t.known[found];
     k.end_we = e.closed ? e.last_we : INT64_MAX;
-    if (state == store::AlertState::kResolved && e.firing && !k.fired) {
+    // A retracted alert whose episode is back: its next notifications are news.
+    const bool was_retracted = k.retracted;
+    k.retracted = false;
+    if (state == store::AlertState::kResolved && e.firing && (!k.fired || was_retracted)) {
       // The episode fired and is already over when first judged (a buffered upload, a late
       // update): the receiver gets what it would have got live, "firing" then "resolved"
       // (found by a black-box test: only "resolved" was ever sent).
@@ -495,6 +507,7 @@ void Evaluator::Recompute(const Rule& rule, const std::string& device_id, Track&
       firing.resolved_ws = 0;
       firing.value = e.fired_value;
       const bool late = k.state == store::AlertState::kResolved;
+      if (was_retracted) ++k.cycle;  // its first firing/resolved/retracted were sent
       k.state = store::AlertState::kFiring;
       k.fired = true;
       out->push_back(Make(rule, device_id, k, "firing", now, &firing,
@@ -538,13 +551,27 @@ void Evaluator::Recompute(const Rule& rule, const std::string& device_id, Track&
     k.state = state;
     out->push_back(Make(rule, device_id, k, event, now, &e, note));
   }
+  const int64_t first_ws = t.windows.empty() ? INT64_MAX : t.windows.begin()->first;
   for (size_t i = 0; i < t.known.size(); ++i) {
     Known& k = t.known[i];
-    if (matched[i] || !Active(k.state)) continue;
-    k.state = store::AlertState::kResolved;
-    k.end_we = k.open_we;
-    out->push_back(Make(rule, device_id, k, "retracted", now, nullptr,
-                        "retracted: a late update means the condition no longer holds"));
+    if (matched[i] || k.retracted) continue;
+    if (Active(k.state)) {
+      k.state = store::AlertState::kResolved;
+      k.end_we = k.open_we;
+      k.retracted = true;
+      out->push_back(Make(rule, device_id, k, "retracted", now, nullptr,
+                          "retracted: a late update means the condition no longer holds"));
+    } else if (k.fired && k.open_ws >= first_ws && k.open_ws >= t.floor && t.judged_from &&
+               k.open_ws >= *t.judged_from) {
+      // A resolved alert that fired, whose episode a late update made vanish (all its
+      // windows were judged and are retained, so it would have been re-derived): the
+      // receiver was told "firing" for a condition that did not hold as reported.
+      k.end_we = k.open_we;
+      k.retracted = true;
+      out->push_back(Make(rule, device_id, k, "retracted", now, nullptr,
+                          "retracted: after a late update the episode no longer stands on its "
+                          "own (the condition did not hold, or it joined another alert)"));
+    }
   }
   // Forget resolved alerts that no retained window can touch any more.
   const int64_t oldest = t.windows.empty() ? INT64_MIN : t.windows.begin()->first;
@@ -619,6 +646,7 @@ void Evaluator::OnRecord(const model::AggregateRecord& record, int64_t now,
     if (rule.kind != RuleKind::kEnergyBudget && !record.final) continue;
     Track& t = tracks_[key];
     if (record.window_start_ns < t.floor) continue;  // part of a restored alert's state
+    if (!t.judged_from) t.judged_from = record.window_start_ns;
     auto it = t.windows.find(record.window_start_ns);
     if (it != t.windows.end() && it->second.version >= record.version) continue;  // replay
     if (it == t.windows.end() && !t.windows.empty() &&

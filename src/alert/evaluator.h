@@ -149,6 +149,7 @@ class Evaluator {
     // the webhook-ids of later transitions (a reopened alert's "firing" is news, not a
     // duplicate of the first one) and of the body (`reopened`).
     int cycle = 0;
+    bool retracted = false;  // its episode vanished (until an episode matches it again)
     // Absence: the end of the device's newest window with events when the alert opened
     // (0: none seen); stored in the alert body as `last_event_window_end`.
     int64_t last_event_end = 0;
@@ -159,6 +160,9 @@ class Evaluator {
     // Windows starting before this are part of `base` (a restored alert's opening window
     // and what precedes it): records for them are ignored.
     int64_t floor = INT64_MIN;
+    // The first window judged since the track began (or its rule changed): verdicts of
+    // earlier windows are not all known, so episodes before it are not re-derived.
+    std::optional<int64_t> judged_from;
     std::vector<Known> known;
     // absence
     int64_t last_seen_ns = 0;  // processing time of the latest new events

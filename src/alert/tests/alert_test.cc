@@ -87,7 +87,14 @@ void RunScenario(const std::filesystem::path& path) {
       po.allow_private_targets = true;
       Result<Rule> r = ParseRule(json, po);
       ASSERT_TRUE(r.ok()) << lineno << ": " << r.status().ToString();
-      rules.push_back(*r);
+      // A rule with an id already given replaces it (a changed rule).
+      auto same =
+          std::find_if(rules.begin(), rules.end(), [&](const Rule& x) { return x.id == r->id; });
+      if (same != rules.end()) {
+        *same = *r;
+      } else {
+        rules.push_back(*r);
+      }
       ev->SetRules(rules);
     } else if (cmd == "restart") {
       // A new evaluator (the alert engine after a restart): the rules, the registered
