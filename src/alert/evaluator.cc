@@ -113,6 +113,7 @@ void Evaluator::RestoreAlert(const store::Alert& alert, int64_t now) {
   k.state = alert.state;
   k.fired = alert.state == store::AlertState::kFiring;
   k.opened_at = alert.opened_at_ns;
+  k.updated_ns = alert.updated_at_ns;
   if (rule->kind == RuleKind::kAbsence) t.last_seen_ns = now;
   // The stored body carries the opening window's end, the episode's value, peak and
   // firing window (reminders and the resolution are built from them) and how often the
@@ -321,8 +322,11 @@ AlertUpdate Evaluator::Make(const Rule& rule, const std::string& device_id, Know
   a.state = k.state;
   a.opened_at_ns = k.opened_at;
   // Store writes keep the newest updated_at: make it strictly increasing.
-  last_updated_ns_ = std::max(now, last_updated_ns_ + 1);
-  a.updated_at_ns = last_updated_ns_;
+  // And one alert's successive updates at least 1 ms apart: bodies carry updated_at in
+  // milliseconds, and receivers order an alert's events by it (a "firing" and a
+  // "resolved" made by one record had the same).
+  last_updated_ns_ = std::max({now, last_updated_ns_ + 1, k.updated_ns + kNanosPerMilli});
+  a.updated_at_ns = k.updated_ns = last_updated_ns_;
   auto f = flags_.find(k.id);
   if (f != flags_.end()) {
     a.acked = f->second.acked;

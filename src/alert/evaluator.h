@@ -143,6 +143,7 @@ class Evaluator {
     store::AlertState state = store::AlertState::kPending;
     bool fired = false;
     int64_t opened_at = 0;
+    int64_t updated_ns = 0;  // updated_at of its latest update
     double value = 0;
     std::optional<Episode> last;  // the episode as last reported (for reminders)
     // How often a late update reopened the alert after it fired and resolved; part of

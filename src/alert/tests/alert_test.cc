@@ -66,6 +66,9 @@ void RunScenario(const std::filesystem::path& path) {
   // (alert id, delivery key) of every webhook due so far: the outbox drops a delivery
   // whose webhook-id it has seen, so a second notification with the same key is lost.
   std::set<std::pair<std::string, std::string>> delivered;
+  // The updated_at (ms, as in the body) of each alert's latest update: receivers order an
+  // alert's events by it, so it must increase.
+  std::map<std::string, std::string> updated_at;
   auto check_drained = [&](int at) {
     for (const AlertUpdate& u : got) {
       ADD_FAILURE() << path.filename() << ":" << at << ": unexpected transition " << u.event << " "
@@ -247,6 +250,11 @@ void RunScenario(const std::filesystem::path& path) {
       simdjson::dom::parser parser;
       simdjson::dom::element body;
       ASSERT_EQ(parser.parse(u.alert.json).get(body), simdjson::SUCCESS) << u.alert.json;
+      std::string_view updated;
+      ASSERT_EQ(body["updated_at"].get_string().get(updated), simdjson::SUCCESS);
+      EXPECT_LT(updated_at[u.alert.id], std::string(updated))
+          << path.filename() << ":" << lineno << ": updated_at does not increase";
+      updated_at[u.alert.id] = std::string(updated);
       for (const std::string& f : fields) {
         // value: a time (HH:MM, as elsewhere), a number, "-" (absent) or a string.
         const std::string key = f.substr(0, f.find('='));
