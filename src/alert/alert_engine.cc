@@ -250,7 +250,12 @@ Status AlertEngine::Start() {
       }
     }
   }
-  for (Delivery& d : outbox_->Pending()) notifier_->Submit(std::move(d));
+  // In the order they were made (one alert's deliveries go out in submission order).
+  std::vector<Delivery> pending = outbox_->Pending();
+  std::stable_sort(pending.begin(), pending.end(), [](const Delivery& a, const Delivery& b) {
+    return a.created_ns < b.created_ns;
+  });
+  for (Delivery& d : pending) notifier_->Submit(std::move(d));
   thread_ = std::thread([this] { Run(); });
   return Status::Ok();
 }
@@ -378,7 +383,10 @@ void AlertEngine::Apply(std::vector<AlertUpdate>& updates) {
         d.url = u.channels[i].url;
         d.secret = u.channels[i].secret;
         d.body = u.alert.json;
-        d.created_ns = clock_->NowNanos();
+        // Strictly increasing: after a restart the outbox's pending deliveries are
+        // submitted in this order.
+        last_created_ns_ = std::max(clock_->NowNanos(), last_created_ns_ + 1);
+        d.created_ns = last_created_ns_;
         d.trigger_ns = u.trigger_ns;
         Result<bool> added = outbox_->Add(d);
         if (!added.ok()) {

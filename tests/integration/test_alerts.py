@@ -61,11 +61,13 @@ def verify_signature(secret, headers, body):
 
 class Receiver:
     """A webhook receiver on 127.0.0.1: records every request; answers from `statuses`
-    (popped per request; 200 when empty); `hang` makes it sleep before answering."""
+    (popped per request; 200 when empty), or `status_for(body)` when that is not None;
+    `hang` makes it sleep before answering."""
 
-    def __init__(self, statuses=(), hang=0.0, tls_cert=None):
+    def __init__(self, statuses=(), hang=0.0, tls_cert=None, status_for=None):
         self.requests = []
         self.statuses = list(statuses)
+        self.status_for = status_for  # body -> status, or None for the default
         self.hang = hang
         self.lock = threading.Lock()
         outer = self
@@ -76,6 +78,8 @@ class Receiver:
                 body = self.rfile.read(n)
                 with outer.lock:
                     status = outer.statuses.pop(0) if outer.statuses else 200
+                    if outer.status_for:
+                        status = outer.status_for(body) or status
                     outer.requests.append(({k.lower(): v for k, v in self.headers.items()},
                                            body, status, time.monotonic()))
                 if outer.hang:
@@ -444,6 +448,37 @@ class AlertsTest(AlertServerMixin, JouleTestCase):
         self.assertNotEqual(headers["webhook-id"], firing[0]["webhook-id"])
         self.assertTrue(verify_signature(SECRET, headers, body))
         self.assertEqual([a["state"] for a in self.alerts_of(dev)], ["resolved"])
+
+
+class DeliveryOrderTest(AlertServerMixin, JouleTestCase):
+    server_env = dict(ALERT_ENV, JOULE_ALERTS_DELIVERY_MAX_ATTEMPTS="1000")
+
+    def test_one_alerts_webhooks_arrive_in_order_across_retries(self):
+        # While the receiver refuses "firing", the alert's "resolved" waits for it: it was
+        # delivered first and "firing" after it, so the receiver's last word was "firing".
+        failing = [True]
+        receiver = Receiver(status_for=lambda body: 500 if failing[0] and
+                            json.loads(body)["event"] == "firing" else None)
+        self.addCleanup(receiver.close)
+        dev, token = self.register(f"own-{uid()}")
+        status, _, _ = self.server.request(
+            "POST", "/v1/rules", self.threshold_rule(dev, receiver.url), headers=ADMIN)
+        self.assertEqual(status, 201)
+        base = (int(time.time()) // 60 - 10) * 60
+        events = [{"device_id": dev, "timestamp": fmt_ts(base + 60 * m + 30),
+                   "metrics": {"power_w": 1500.0 if m == 0 else 100.0}} for m in range(3)]
+        status, _, body = self.server.post_events(events, headers=bearer(token))
+        self.assertEqual(status, 202, body)
+        self.assertTrue(poll(lambda: [a["state"] for a in self.alerts_of(dev)] == ["resolved"],
+                             timeout=30), self.diag())
+        time.sleep(2)  # time enough to deliver "resolved" if it did not wait
+        self.assertNotIn("resolved", [json.loads(b)["event"] for _, b, _, _ in
+                                      receiver.snapshot()])
+        failing[0] = False
+        delivered = lambda: [json.loads(b)["event"] for _, b, st, _ in receiver.snapshot()
+                             if st == 200]
+        self.assertTrue(poll(lambda: len(delivered()) >= 2, timeout=30), self.diag())
+        self.assertEqual(delivered(), ["firing", "resolved"])
 
 class HttpsWebhookTest(AlertServerMixin, unittest.TestCase):
     """https delivery through Joule's OpenSSL client to test-owned receivers on loopback:
