@@ -499,9 +499,9 @@ void Evaluator::Recompute(const Rule& rule, const std::string& device_id, Track&
     matched[found] = true;
     Known& k = t.known[found];
     k.end_we = e.closed ? e.last_we : INT64_MAX;
-    // A retracted alert whose episode is back: its next notifications are news.
+    // A retracted alert whose episode fires again is back (a new cycle of notifications).
     const bool was_retracted = k.retracted;
-    k.retracted = false;
+    if (e.firing) k.retracted = false;
     if (state == store::AlertState::kResolved && e.firing && (!k.fired || was_retracted)) {
       // The episode fired and is already over when first judged (a buffered upload, a late
       // update): the receiver gets what it would have got live, "firing" then "resolved"
@@ -511,17 +511,26 @@ void Evaluator::Recompute(const Rule& rule, const std::string& device_id, Track&
       firing.resolved_ws = 0;
       firing.value = e.fired_value;
       const bool late = k.state == store::AlertState::kResolved;
-      if (was_retracted) ++k.cycle;  // its first firing/resolved/retracted were sent
+      if (k.fired) ++k.cycle;  // it fired before: its earlier notifications were sent
       k.state = store::AlertState::kFiring;
       k.fired = true;
       out->push_back(Make(rule, device_id, k, "firing", now, &firing,
                           late ? "a late update changed the verdict" : ""));
     }
+    if (state == store::AlertState::kResolved && !e.firing && k.fired && !was_retracted) {
+      // An alert that fired whose episode a late update cut below for_windows: it did not
+      // fire after all (a resolution would say it had).
+      k.state = store::AlertState::kResolved;
+      k.retracted = true;
+      out->push_back(Make(rule, device_id, k, "retracted", now, &e,
+                          "retracted: a late update means the condition no longer holds"));
+      continue;
+    }
     if (k.state == state) {
       // A late update changed an episode that was already resolved: its resolution moved
       // to another window (news: a webhook with its own id), or only its values changed
       // (stored, no webhook). Found by a black-box test: neither was recorded.
-      if (state == store::AlertState::kResolved && k.fired && e.closed) {
+      if (state == store::AlertState::kResolved && k.fired && e.closed && e.firing) {
         const Episode* was = k.last ? &*k.last : nullptr;
         const bool moved = was == nullptr || !was->closed || was->resolved_ws != e.resolved_ws;
         if (moved || was->value != e.value || was->peak != e.peak || was->fired_ws != e.fired_ws ||
@@ -539,11 +548,12 @@ void Evaluator::Recompute(const Rule& rule, const std::string& device_id, Track&
     std::string note;
     if (state == store::AlertState::kFiring) {
       event = "firing";
-      if (k.state == store::AlertState::kResolved) {
+      if (k.state != store::AlertState::kPending || k.fired) {
         note = "reopened: a late update changed the verdict";
-        // Its first "firing" and "resolved" were sent: the next ones are news.
-        if (k.fired) ++k.cycle;
       }
+      // It fired before (then resolved or was retracted): its earlier notifications were
+      // sent, the next ones are news.
+      if (k.fired) ++k.cycle;
       k.fired = true;
     } else if (state == store::AlertState::kResolved) {
       event = "resolved";
@@ -558,15 +568,15 @@ void Evaluator::Recompute(const Rule& rule, const std::string& device_id, Track&
   const int64_t first_ws = t.windows.empty() ? INT64_MAX : t.windows.begin()->first;
   for (size_t i = 0; i < t.known.size(); ++i) {
     Known& k = t.known[i];
-    if (matched[i] || k.retracted) continue;
+    if (matched[i]) continue;
     if (Active(k.state)) {
       k.state = store::AlertState::kResolved;
       k.end_we = k.open_we;
       k.retracted = true;
       out->push_back(Make(rule, device_id, k, "retracted", now, nullptr,
                           "retracted: a late update means the condition no longer holds"));
-    } else if (k.fired && k.open_ws >= first_ws && k.open_ws >= t.floor && t.judged_from &&
-               k.open_ws >= *t.judged_from) {
+    } else if (k.fired && !k.retracted && k.open_ws >= first_ws && k.open_ws >= t.floor &&
+               t.judged_from && k.open_ws >= *t.judged_from) {
       // A resolved alert that fired, whose episode a late update made vanish (all its
       // windows were judged and are retained, so it would have been re-derived): the
       // receiver was told "firing" for a condition that did not hold as reported.
