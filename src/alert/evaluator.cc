@@ -535,9 +535,10 @@ void Evaluator::Recompute(const Rule& rule, const std::string& device_id, Track&
         const bool moved = was == nullptr || !was->closed || was->resolved_ws != e.resolved_ws;
         if (moved || was->value != e.value || was->peak != e.peak || was->fired_ws != e.fired_ws ||
             was->last_we != e.last_we) {
-          AlertUpdate u = Make(rule, device_id, k, "resolved", now, &e,
-                               "updated: a late update changed the resolution", false,
-                               moved ? fmt::format("updated/{}", e.resolved_ws) : "");
+          AlertUpdate u = Make(
+              rule, device_id, k, "resolved", now, &e,
+              "updated: a late update changed the resolution", false,
+              moved ? fmt::format("updated/{}/{}", e.resolved_ws, ++k.resolution_updates) : "");
           if (!moved) u.notify = false;
           out->push_back(std::move(u));
         }
@@ -546,14 +547,22 @@ void Evaluator::Recompute(const Rule& rule, const std::string& device_id, Track&
     }
     std::string event;
     std::string note;
+    // Firing again after a late update had set it back to pending (silently): the
+    // receiver was told "firing" and nothing since — no news.
+    bool news = true;
     if (state == store::AlertState::kFiring) {
       event = "firing";
-      if (k.state != store::AlertState::kPending || k.fired) {
-        note = "reopened: a late update changed the verdict";
+      if (k.state == store::AlertState::kPending && k.fired && !was_retracted) {
+        news = false;
+        note = "a late update changed the verdict";
+      } else {
+        if (k.state != store::AlertState::kPending || k.fired) {
+          note = "reopened: a late update changed the verdict";
+        }
+        // It fired before (then resolved or was retracted): its earlier notifications
+        // were sent, the next ones are news.
+        if (k.fired) ++k.cycle;
       }
-      // It fired before (then resolved or was retracted): its earlier notifications were
-      // sent, the next ones are news.
-      if (k.fired) ++k.cycle;
       k.fired = true;
     } else if (state == store::AlertState::kResolved) {
       event = "resolved";
@@ -564,6 +573,7 @@ void Evaluator::Recompute(const Rule& rule, const std::string& device_id, Track&
     }
     k.state = state;
     out->push_back(Make(rule, device_id, k, event, now, &e, note));
+    if (!news) out->back().notify = false;
   }
   const int64_t first_ws = t.windows.empty() ? INT64_MAX : t.windows.begin()->first;
   for (size_t i = 0; i < t.known.size(); ++i) {

@@ -150,7 +150,9 @@ class Evaluator {
     // the webhook-ids of later transitions (a reopened alert's "firing" is news, not a
     // duplicate of the first one) and of the body (`reopened`).
     int cycle = 0;
-    bool retracted = false;  // its episode vanished (until an episode matches it again)
+    bool retracted = false;
+    int resolution_updates = 0;  // "resolved" updates after the first (webhook-ids)  // its episode
+                                 // vanished (until an episode matches it again)
     // Absence: the end of the device's newest window with events when the alert opened
     // (0: none seen); stored in the alert body as `last_event_window_end`.
     int64_t last_event_end = 0;

@@ -1,6 +1,7 @@
 // Unit tests of the alert subsystem: rule validation, the SSRF guard, the Standard
 // Webhooks signature, the outbox's crash recovery, and the golden scenarios of
 // tests/scenarios/alerts/ (format in tests/scenarios/alerts/README.md).
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <simdjson.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <random>
 #include <set>
 #include <sstream>
 
@@ -298,6 +300,93 @@ TEST(AlertScenarios, Golden) {
     ++n;
   }
   EXPECT_GE(n, 8);
+}
+
+// Random final records with late updates (new versions of past windows) for threshold
+// rules: whatever the order, what a receiver gets keeps these invariants — no webhook-id
+// repeats for an alert (the outbox would drop it), an alert's updated_at increases, a
+// resolution never lies before the alert's window, and per alert the webhooks alternate:
+// "firing" first, then "resolved"/"retracted", then possibly "firing" again.
+TEST(AlertProperties, LateUpdatesKeepWebhookInvariants) {
+  for (uint32_t seed = 1; seed <= 300; ++seed) {
+    SCOPED_TRACE(seed);
+    std::mt19937 rng(seed);
+    auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<uint32_t>(n)); };
+    Evaluator ev([](std::string_view) { return DeviceInfo{"o1", "m1"}; });
+    const int for_windows = 1 + pick(3);
+    const bool hysteresis = pick(2) == 0;
+    std::string json = fmt::format(
+        R"({{"id":"r","scope":{{"device_id":"d"}},"kind":"threshold","metric":"power_w",)"
+        R"("aggregate":"max","op":">","threshold":1000,{}"for_windows":{},"resolution":"1m",)"
+        R"("channels":[{{"url":"http://127.0.0.1:9/h","secret":"s"}}]}})",
+        hysteresis ? R"("clear_threshold":800,)" : "", for_windows);
+    RuleParseOptions po;
+    po.allow_private_targets = true;
+    Result<Rule> rule = ParseRule(json, po);
+    ASSERT_TRUE(rule.ok()) << rule.status().ToString();
+    ev.SetRules({*rule});
+    std::map<int64_t, uint64_t> versions;
+    std::set<std::pair<std::string, std::string>> keys;
+    std::map<std::string, std::string> updated, last_notified;
+    int64_t now = kBase;
+    for (int step = 0; step < 60; ++step) {
+      // Mostly the next window, sometimes a late update of one of the last 10.
+      int64_t ws = versions.empty() ? kBase : versions.rbegin()->first + kNanosPerMinute;
+      if (!versions.empty() && pick(3) == 0) {
+        ws -= kNanosPerMinute * (1 + pick(10));
+        if (ws < kBase) ws = kBase;
+      }
+      static constexpr double kValues[] = {100, 850, 1200, 1500};
+      model::AggregateRecord r;
+      r.device_id = "d";
+      r.resolution = model::Resolution::kBase;
+      r.window_start_ns = ws;
+      r.window_end_ns = ws + kNanosPerMinute;
+      r.version = ++versions[ws];
+      r.final = true;
+      model::MetricAggregate m;
+      m.name = "power_w";
+      m.kind = model::MetricKind::kPower;
+      m.count = 1;
+      m.min = m.max = m.first = m.last = m.sum = kValues[pick(4)];
+      m.covered_ns = kNanosPerMinute;
+      r.count = 1;
+      r.metrics.push_back(m);
+      now += kNanosPerSecond;
+      std::vector<AlertUpdate> out;
+      ev.OnRecord(r, now, &out);
+      for (const AlertUpdate& u : out) {
+        simdjson::dom::parser parser;
+        simdjson::dom::element body;
+        ASSERT_EQ(parser.parse(u.alert.json).get(body), simdjson::SUCCESS);
+        std::string_view at, window, resolved;
+        ASSERT_EQ(body["updated_at"].get_string().get(at), simdjson::SUCCESS);
+        EXPECT_LT(updated[u.alert.id], std::string(at)) << u.alert.json;
+        updated[u.alert.id] = std::string(at);
+        ASSERT_EQ(body["window_start"].get_string().get(window), simdjson::SUCCESS);
+        if (body["resolved_window_start"].get_string().get(resolved) == simdjson::SUCCESS) {
+          EXPECT_GT(resolved, window) << u.alert.json;
+        }
+        if (!u.notify) continue;
+        EXPECT_TRUE(keys.emplace(u.alert.id, u.delivery_key).second)
+            << "webhook-id reused: " << u.delivery_key << " " << u.alert.json;
+        std::string& last = last_notified[u.alert.id];
+        if (u.event == "firing") {
+          EXPECT_TRUE(last.empty() || last == "resolved" || last == "retracted")
+              << last << " then firing: " << u.alert.json;
+        } else if (u.event == "resolved" && last == "resolved") {
+          // an updated resolution
+          EXPECT_NE(u.alert.json.find("updated:"), std::string::npos) << u.alert.json;
+        } else if (u.event == "retracted") {
+          // of a firing alert, or of a resolved one whose episode vanished
+          EXPECT_TRUE(last == "firing" || last == "resolved") << last << ": " << u.alert.json;
+        } else {
+          EXPECT_EQ(last, "firing") << last << " then " << u.event << ": " << u.alert.json;
+        }
+        last = u.event;
+      }
+    }
+  }
 }
 
 // Standard Webhooks test vector (standard-webhooks/standard-webhooks, libraries' tests).
