@@ -99,6 +99,7 @@ DeviceInfo AlertEngine::Lookup(std::string_view device_id) {
   if (d.ok()) {
     info.owner_id = d->owner_id;
     info.model = d->model;
+    info.created_at_ns = d->created_at_ns;
   }
   return info;
 }
@@ -181,7 +182,7 @@ void AlertEngine::SeedDevices() {
       for (const store::Device& d : page->devices) {
         for (const Rule* r : rules) {
           if (RuleMatches(*r, d.device_id, d.owner_id, d.model)) {
-            evaluator_.RegisterDevice(d.device_id, DeviceInfo{d.owner_id, d.model},
+            evaluator_.RegisterDevice(d.device_id, DeviceInfo{d.owner_id, d.model, d.created_at_ns},
                                       d.created_at_ns);
             break;
           }
@@ -208,7 +209,8 @@ void AlertEngine::RefreshDevice(const std::string& device_id) {
   }
   for (const Rule* r : rules) {
     if (RuleMatches(*r, d->device_id, d->owner_id, d->model)) {
-      evaluator_.RegisterDevice(d->device_id, DeviceInfo{d->owner_id, d->model}, d->created_at_ns);
+      evaluator_.RegisterDevice(d->device_id, DeviceInfo{d->owner_id, d->model, d->created_at_ns},
+                                d->created_at_ns);
       return;
     }
   }
@@ -248,7 +250,12 @@ Status AlertEngine::Start() {
       }
     }
   }
-  for (Delivery& d : outbox_->Pending()) notifier_->Submit(std::move(d));
+  // In the order they were made (one alert's deliveries go out in submission order).
+  std::vector<Delivery> pending = outbox_->Pending();
+  std::stable_sort(pending.begin(), pending.end(), [](const Delivery& a, const Delivery& b) {
+    return a.created_ns < b.created_ns;
+  });
+  for (Delivery& d : pending) notifier_->Submit(std::move(d));
   thread_ = std::thread([this] { Run(); });
   return Status::Ok();
 }
@@ -365,19 +372,21 @@ void AlertEngine::Apply(std::vector<AlertUpdate>& updates) {
       transitions_[EventIndex(u.event)]->Inc();
     }
     if (u.notify) {
-      const Rule* rule = nullptr;
-      for (const Rule& r : evaluator_.rules()) {
-        if (r.id == u.alert.rule_id) rule = &r;
-      }
-      for (size_t i = 0; rule && i < rule->channels.size(); ++i) {
+      // The update's own channels: a deleted rule is no longer in evaluator_.rules(), and
+      // its "resolved" goes where its "firing" went (found by a black-box test: no
+      // webhook).
+      for (size_t i = 0; i < u.channels.size(); ++i) {
         Delivery d;
         d.id = WebhookId(u.alert.id, u.delivery_key.empty() ? u.event : u.delivery_key, i);
         d.alert_id = u.alert.id;
         d.event = u.event;
-        d.url = rule->channels[i].url;
-        d.secret = rule->channels[i].secret;
+        d.url = u.channels[i].url;
+        d.secret = u.channels[i].secret;
         d.body = u.alert.json;
-        d.created_ns = clock_->NowNanos();
+        // Strictly increasing: after a restart the outbox's pending deliveries are
+        // submitted in this order.
+        last_created_ns_ = std::max(clock_->NowNanos(), last_created_ns_ + 1);
+        d.created_ns = last_created_ns_;
         d.trigger_ns = u.trigger_ns;
         Result<bool> added = outbox_->Add(d);
         if (!added.ok()) {

@@ -101,6 +101,7 @@ class AlertEngine {
   std::deque<model::AggregateRecord> queue_;
   std::vector<store::Alert> flag_changes_;
   std::vector<std::string> changed_devices_;  // device rows changed (store notification)
+  int64_t last_created_ns_ = 0;  // alert thread only: created_ns of the latest delivery
   bool reseed_devices_ = false;  // alert thread only: a device listing failed, seed again
   bool stop_ = false;
   bool tick_now_ = false;

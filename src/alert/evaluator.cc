@@ -70,12 +70,17 @@ void Evaluator::SetRules(std::vector<Rule> rules, int64_t now, std::vector<Alert
         // Changed rule: verdicts are stale; the open alerts continue (matched by span).
         it->second.windows.clear();
         it->second.base = Machine{};
+        it->second.judged_from.reset();
         for (const Known& kn : it->second.known) {
           if (Active(kn.state)) {
-            Episode e;
+            // The episode as last reported (value, peak, firing window), open again.
+            Episode e = kn.last.value_or(Episode{});
             e.open_ws = kn.open_ws;
             e.open_we = kn.open_we;
+            e.last_we = std::max(e.last_we, kn.open_we);
             e.firing = kn.state == store::AlertState::kFiring;
+            e.closed = false;
+            if (e.firing && e.fired_ws == 0) e.fired_ws = kn.open_ws;
             e.run = e.firing ? 1 << 20 : 1;
             it->second.base.cur = e;
           }
@@ -104,46 +109,64 @@ void Evaluator::RestoreAlert(const store::Alert& alert, int64_t now) {
   Known k;
   k.id = alert.id;
   k.open_ws = ws;
-  k.open_we = ws;  // not needed for matching active alerts (their span is open-ended)
+  k.open_we = ws + (rule->resolution == model::Resolution::kHour ? kNanosPerHour : kNanosPerMinute);
   k.state = alert.state;
   k.fired = alert.state == store::AlertState::kFiring;
   k.opened_at = alert.opened_at_ns;
-  t.known.push_back(k);
-  if (rule->kind == RuleKind::kThreshold || rule->kind == RuleKind::kRateOfChange) {
-    Episode e;
-    e.open_ws = ws;
-    e.firing = k.fired;
-    e.run = k.fired ? rule->for_windows : 1;
-    t.base.cur = e;
-  }
+  k.updated_ns = alert.updated_at_ns;
   if (rule->kind == RuleKind::kAbsence) t.last_seen_ns = now;
-  // The stored body carries the episode's value, peak and firing window (for reminders,
-  // whose body is rebuilt from them).
+  // The stored body carries the opening window's end, the episode's value, peak and
+  // firing window (reminders and the resolution are built from them) and how often the
+  // alert was reopened (part of the webhook-ids of its later transitions).
+  Episode e;
+  e.open_ws = ws;
+  e.firing = k.fired;
+  e.run = k.fired ? rule->for_windows : 1;
+  bool has_value = false;
   simdjson::dom::parser parser;
   simdjson::dom::element body;
   if (parser.parse(alert.json).get(body) == simdjson::SUCCESS) {
-    Episode e;
-    e.open_ws = ws;
-    e.firing = k.fired;
+    std::string_view text;
+    int64_t ns = 0;
+    if (body["window_end"].get_string().get(text) == simdjson::SUCCESS && ParseRfc3339(text, &ns) &&
+        ns > ws) {
+      k.open_we = ns;
+    }
     double v = 0;
-    if (body["value"].get_double().get(v) == simdjson::SUCCESS) e.value = v;
+    if (body["value"].get_double().get(v) == simdjson::SUCCESS) {
+      e.value = e.fired_value = v;
+      has_value = true;
+    }
     if (body["peak"].get_double().get(v) == simdjson::SUCCESS) e.peak = v;
-    std::string_view fired;
-    int64_t fired_ws = 0;
-    if (body["fired_window_start"].get_string().get(fired) == simdjson::SUCCESS &&
-        ParseRfc3339(fired, &fired_ws)) {
-      e.fired_ws = fired_ws;
+    if (body["fired_window_start"].get_string().get(text) == simdjson::SUCCESS &&
+        ParseRfc3339(text, &ns)) {
+      e.fired_ws = ns;
     }
-    if (body["value"].error() == simdjson::SUCCESS) t.known.back().last = e;
-    std::string_view last_end;
-    int64_t last_end_ns = 0;
+    int64_t reopened = 0;
+    if (body["reopened"].get_int64().get(reopened) == simdjson::SUCCESS) {
+      k.cycle = static_cast<int>(reopened);
+    }
     if (rule->kind == RuleKind::kAbsence &&
-        body["last_event_window_end"].get_string().get(last_end) == simdjson::SUCCESS &&
-        ParseRfc3339(last_end, &last_end_ns)) {
-      t.known.back().last_event_end = last_end_ns;
+        body["last_event_window_end"].get_string().get(text) == simdjson::SUCCESS &&
+        ParseRfc3339(text, &ns)) {
+      k.last_event_end = ns;
       int64_t& seen = seen_before_restart_[alert.device_id];
-      seen = std::max(seen, last_end_ns);
+      seen = std::max(seen, ns);
     }
+  }
+  e.open_we = e.last_we = k.open_we;
+  if (e.firing && e.fired_ws == 0) e.fired_ws = ws;
+  if (has_value) k.last = e;
+  t.known.push_back(k);
+  if (rule->kind == RuleKind::kThreshold || rule->kind == RuleKind::kRateOfChange) {
+    // The episode continues from its opening window. The restored processors replay the
+    // records after their checkpoint, possibly windows before that one (judged before the
+    // crash: the alert opened after them): they are part of the restored state, not
+    // verdicts that could close it (found by a black-box test: a kill -9 just after
+    // firing sent a "resolved" for the window before the alert's start).
+    t.base.cur = e;
+    t.base.prev_end = e.open_we;
+    t.floor = std::max(t.floor, e.open_we);
   }
   Flags f{alert.acked, alert.snoozed_until_ns};
   // A snooze that ended before the alert's last stored write was handled before the
@@ -196,6 +219,10 @@ void Evaluator::RemindSnoozeEnded(int64_t now, std::vector<AlertUpdate>* out) {
 
 void Evaluator::Step(const Rule& rule, Machine& m, int64_t ws, const Verdict& v,
                      std::vector<Episode>* closed) const {
+  // A window at or before the start of an episode carried over in the base state (a
+  // restored alert, the open alert of a changed rule) cannot extend or close it: closing
+  // it there would resolve the alert at a window before it opened.
+  if (rule.kind != RuleKind::kEnergyBudget && m.cur && ws <= m.cur->open_ws) return;
   std::optional<double> value = v.value;
   if (rule.kind == RuleKind::kRateOfChange) {
     value = (v.value && m.prev_value && m.prev_end == ws)
@@ -215,7 +242,7 @@ void Evaluator::Step(const Rule& rule, Machine& m, int64_t ws, const Verdict& v,
       e.firing = true;
       e.fired_ws = ws;
       e.last_we = v.end;
-      e.value = e.peak = *value;
+      e.value = e.peak = e.fired_value = *value;
       if (v.final) {
         e.closed = true;
         e.resolved_ws = ws;
@@ -242,6 +269,7 @@ void Evaluator::Step(const Rule& rule, Machine& m, int64_t ws, const Verdict& v,
         if (e.run >= rule.for_windows) {
           e.firing = true;
           e.fired_ws = ws;
+          e.fired_value = *value;
         }
       } else {
         e.closed = true;
@@ -271,7 +299,7 @@ void Evaluator::Step(const Rule& rule, Machine& m, int64_t ws, const Verdict& v,
     e.open_we = v.end;
     e.last_we = v.end;
     e.run = 1;
-    e.value = e.peak = *value;
+    e.value = e.peak = e.fired_value = *value;
     if (rule.for_windows <= 1) {
       e.firing = true;
       e.fired_ws = ws;
@@ -282,7 +310,7 @@ void Evaluator::Step(const Rule& rule, Machine& m, int64_t ws, const Verdict& v,
 
 AlertUpdate Evaluator::Make(const Rule& rule, const std::string& device_id, Known& k,
                             std::string event, int64_t now, const Episode* e,
-                            std::string annotation, bool reminder) {
+                            std::string annotation, bool reminder, std::string_view key_suffix) {
   AlertUpdate u;
   if (e) k.last = *e;
   DeviceInfo info = lookup_ ? lookup_(device_id) : DeviceInfo{};
@@ -294,8 +322,11 @@ AlertUpdate Evaluator::Make(const Rule& rule, const std::string& device_id, Know
   a.state = k.state;
   a.opened_at_ns = k.opened_at;
   // Store writes keep the newest updated_at: make it strictly increasing.
-  last_updated_ns_ = std::max(now, last_updated_ns_ + 1);
-  a.updated_at_ns = last_updated_ns_;
+  // And one alert's successive updates at least 1 ms apart: bodies carry updated_at in
+  // milliseconds, and receivers order an alert's events by it (a "firing" and a
+  // "resolved" made by one record had the same).
+  last_updated_ns_ = std::max({now, last_updated_ns_ + 1, k.updated_ns + kNanosPerMilli});
+  a.updated_at_ns = k.updated_ns = last_updated_ns_;
   auto f = flags_.find(k.id);
   if (f != flags_.end()) {
     a.acked = f->second.acked;
@@ -304,9 +335,14 @@ AlertUpdate Evaluator::Make(const Rule& rule, const std::string& device_id, Know
   u.event = std::move(event);
   u.trigger_ns = now;
   u.reminder = reminder;
-  u.delivery_key = reminder && a.snoozed_until_ns
-                       ? fmt::format("{}/snooze_ended/{}", u.event, *a.snoozed_until_ns)
-                       : u.event;
+  if (reminder && a.snoozed_until_ns) {
+    u.delivery_key = fmt::format("{}/snooze_ended/{}", u.event, *a.snoozed_until_ns);
+  } else {
+    u.delivery_key = u.event;
+    if (k.cycle > 0) u.delivery_key += fmt::format("/reopened/{}", k.cycle);
+    if (!key_suffix.empty()) fmt::format_to(std::back_inserter(u.delivery_key), "/{}", key_suffix);
+  }
+  u.channels = rule.channels;
   bool deliverable =
       u.event == "firing" || (k.fired && (u.event == "resolved" || u.event == "retracted"));
   // A snooze mutes `firing` only: the resolution of an alert that fired is always news.
@@ -391,6 +427,10 @@ AlertUpdate Evaluator::Make(const Rule& rule, const std::string& device_id, Know
     w.Key("reminder");
     w.Bool(true);
   }
+  if (k.cycle > 0) {
+    w.Key("reopened");
+    w.Int(k.cycle);
+  }
   w.Key("acked");
   w.Bool(a.acked);
   w.Key("snoozed_until");
@@ -459,13 +499,70 @@ void Evaluator::Recompute(const Rule& rule, const std::string& device_id, Track&
     matched[found] = true;
     Known& k = t.known[found];
     k.end_we = e.closed ? e.last_we : INT64_MAX;
-    if (k.state == state) continue;
+    // A retracted alert whose episode fires again is back (a new cycle of notifications).
+    const bool was_retracted = k.retracted;
+    if (e.firing) k.retracted = false;
+    if (state == store::AlertState::kResolved && e.firing && (!k.fired || was_retracted)) {
+      // The episode fired and is already over when first judged (a buffered upload, a late
+      // update): the receiver gets what it would have got live, "firing" then "resolved"
+      // (found by a black-box test: only "resolved" was ever sent).
+      Episode firing = e;
+      firing.closed = false;
+      firing.resolved_ws = 0;
+      firing.value = e.fired_value;
+      const bool late = k.state == store::AlertState::kResolved;
+      if (k.fired) ++k.cycle;  // it fired before: its earlier notifications were sent
+      k.state = store::AlertState::kFiring;
+      k.fired = true;
+      out->push_back(Make(rule, device_id, k, "firing", now, &firing,
+                          late ? "a late update changed the verdict" : ""));
+    }
+    if (state == store::AlertState::kResolved && !e.firing && k.fired && !was_retracted) {
+      // An alert that fired whose episode a late update cut below for_windows: it did not
+      // fire after all (a resolution would say it had).
+      k.state = store::AlertState::kResolved;
+      k.retracted = true;
+      out->push_back(Make(rule, device_id, k, "retracted", now, &e,
+                          "retracted: a late update means the condition no longer holds"));
+      continue;
+    }
+    if (k.state == state) {
+      // A late update changed an episode that was already resolved: its resolution moved
+      // to another window (news: a webhook with its own id), or only its values changed
+      // (stored, no webhook). Found by a black-box test: neither was recorded.
+      if (state == store::AlertState::kResolved && k.fired && e.closed && e.firing) {
+        const Episode* was = k.last ? &*k.last : nullptr;
+        const bool moved = was == nullptr || !was->closed || was->resolved_ws != e.resolved_ws;
+        if (moved || was->value != e.value || was->peak != e.peak || was->fired_ws != e.fired_ws ||
+            was->last_we != e.last_we) {
+          AlertUpdate u = Make(
+              rule, device_id, k, "resolved", now, &e,
+              "updated: a late update changed the resolution", false,
+              moved ? fmt::format("updated/{}/{}", e.resolved_ws, ++k.resolution_updates) : "");
+          if (!moved) u.notify = false;
+          out->push_back(std::move(u));
+        }
+      }
+      continue;
+    }
     std::string event;
     std::string note;
+    // Firing again after a late update had set it back to pending (silently): the
+    // receiver was told "firing" and nothing since — no news.
+    bool news = true;
     if (state == store::AlertState::kFiring) {
       event = "firing";
-      if (k.state == store::AlertState::kResolved)
-        note = "reopened: a late update changed the verdict";
+      if (k.state == store::AlertState::kPending && k.fired && !was_retracted) {
+        news = false;
+        note = "a late update changed the verdict";
+      } else {
+        if (k.state != store::AlertState::kPending || k.fired) {
+          note = "reopened: a late update changed the verdict";
+        }
+        // It fired before (then resolved or was retracted): its earlier notifications
+        // were sent, the next ones are news.
+        if (k.fired) ++k.cycle;
+      }
       k.fired = true;
     } else if (state == store::AlertState::kResolved) {
       event = "resolved";
@@ -476,14 +573,29 @@ void Evaluator::Recompute(const Rule& rule, const std::string& device_id, Track&
     }
     k.state = state;
     out->push_back(Make(rule, device_id, k, event, now, &e, note));
+    if (!news) out->back().notify = false;
   }
+  const int64_t first_ws = t.windows.empty() ? INT64_MAX : t.windows.begin()->first;
   for (size_t i = 0; i < t.known.size(); ++i) {
     Known& k = t.known[i];
-    if (matched[i] || !Active(k.state)) continue;
-    k.state = store::AlertState::kResolved;
-    k.end_we = k.open_we;
-    out->push_back(Make(rule, device_id, k, "retracted", now, nullptr,
-                        "retracted: a late update means the condition no longer holds"));
+    if (matched[i]) continue;
+    if (Active(k.state)) {
+      k.state = store::AlertState::kResolved;
+      k.end_we = k.open_we;
+      k.retracted = true;
+      out->push_back(Make(rule, device_id, k, "retracted", now, nullptr,
+                          "retracted: a late update means the condition no longer holds"));
+    } else if (k.fired && !k.retracted && k.open_ws >= first_ws && k.open_ws >= t.floor &&
+               t.judged_from && k.open_ws >= *t.judged_from) {
+      // A resolved alert that fired, whose episode a late update made vanish (all its
+      // windows were judged and are retained, so it would have been re-derived): the
+      // receiver was told "firing" for a condition that did not hold as reported.
+      k.end_we = k.open_we;
+      k.retracted = true;
+      out->push_back(Make(rule, device_id, k, "retracted", now, nullptr,
+                          "retracted: after a late update the episode no longer stands on its "
+                          "own (the condition did not hold, or it joined another alert)"));
+    }
   }
   // Forget resolved alerts that no retained window can touch any more.
   const int64_t oldest = t.windows.empty() ? INT64_MIN : t.windows.begin()->first;
@@ -557,6 +669,8 @@ void Evaluator::OnRecord(const model::AggregateRecord& record, int64_t now,
     if (record.resolution != rule.resolution) continue;
     if (rule.kind != RuleKind::kEnergyBudget && !record.final) continue;
     Track& t = tracks_[key];
+    if (record.window_start_ns < t.floor) continue;  // part of a restored alert's state
+    if (!t.judged_from) t.judged_from = record.window_start_ns;
     auto it = t.windows.find(record.window_start_ns);
     if (it != t.windows.end() && it->second.version >= record.version) continue;  // replay
     if (it == t.windows.end() && !t.windows.empty() &&
@@ -602,10 +716,13 @@ void Evaluator::Tick(int64_t now, std::vector<AlertUpdate>* out) {
           fmt::format("no events since {} (processing time)", FormatRfc3339Millis(last_seen))));
     };
     if (!rule.scope.device_id.empty()) {
-      // A device named by the rule is watched from engine start even if never seen.
+      // A device named by the rule and not seen since start counts as last seen at
+      // max(registration, engine start), as for owner/model scopes (found by a black-box
+      // test: a device registered after the start fired at once).
       auto a = activity_.find(rule.scope.device_id);
-      int64_t last = a == activity_.end() ? started_ns_ : a->second.last_seen_ns;
       DeviceInfo info = lookup_ ? lookup_(rule.scope.device_id) : DeviceInfo{};
+      int64_t last =
+          a == activity_.end() ? std::max(started_ns_, info.created_at_ns) : a->second.last_seen_ns;
       if (RuleMatches(rule, rule.scope.device_id, info.owner_id, info.model)) {
         check(rule.scope.device_id, last, a == activity_.end() ? 0 : a->second.last_event_end_ns);
       }

@@ -14,7 +14,11 @@
 //   on every change, so a late update that flips a verdict re-derives the episodes; an
 //   episode is matched to the existing alert whose window span it overlaps, which is then
 //   updated (never a second alert). An active alert whose episode vanished is resolved as
-//   `retracted`.
+//   `retracted`; a resolved one whose resolution moved gets an updated `resolved`. An
+//   episode that fired and is already over when first judged (buffered or late data)
+//   emits `firing` then `resolved`, as live.
+// - RestoreAlert continues an open episode from its opening window: replayed records of
+//   that window and earlier ones are ignored for the rule and device.
 // - energy_budget reads 1d records, final or not: the day's alert fires as soon as the
 //   running total passes budget_wh and resolves when the day's record is final.
 // - absence is judged on processing time (`now`): no new events from a device for
@@ -49,6 +53,7 @@ namespace joule::alert {
 struct DeviceInfo {
   std::string owner_id;
   std::string model;
+  int64_t created_at_ns = 0;  // registration time (0: unknown)
 };
 using DeviceLookup = std::function<DeviceInfo(std::string_view device_id)>;
 
@@ -62,6 +67,9 @@ struct AlertUpdate {
   // `delivery_key` instead of `event`.
   bool reminder = false;
   std::string delivery_key;  // event, or "firing/snooze_ended/<snoozed_until ns>"
+  // Where the webhooks go: the rule's channels when the update was made (a deleted rule's
+  // "resolved" goes where its "firing" went).
+  std::vector<Channel> channels;
 };
 
 class Evaluator {
@@ -120,6 +128,7 @@ class Evaluator {
     int64_t resolved_ws = 0;  // closed only
     double value = 0;         // value of the latest window in the episode
     double peak = 0;
+    double fired_value = 0;  // value of the window where it started firing
   };
   struct Machine {
     std::optional<Episode> cur;
@@ -134,8 +143,16 @@ class Evaluator {
     store::AlertState state = store::AlertState::kPending;
     bool fired = false;
     int64_t opened_at = 0;
+    int64_t updated_ns = 0;  // updated_at of its latest update
     double value = 0;
     std::optional<Episode> last;  // the episode as last reported (for reminders)
+    // How often a late update reopened the alert after it fired and resolved; part of
+    // the webhook-ids of later transitions (a reopened alert's "firing" is news, not a
+    // duplicate of the first one) and of the body (`reopened`).
+    int cycle = 0;
+    bool retracted = false;
+    int resolution_updates = 0;  // "resolved" updates after the first (webhook-ids)  // its episode
+                                 // vanished (until an episode matches it again)
     // Absence: the end of the device's newest window with events when the alert opened
     // (0: none seen); stored in the alert body as `last_event_window_end`.
     int64_t last_event_end = 0;
@@ -143,6 +160,12 @@ class Evaluator {
   struct Track {
     std::map<int64_t, Verdict> windows;
     Machine base;
+    // Windows starting before this are part of `base` (a restored alert's opening window
+    // and what precedes it): records for them are ignored.
+    int64_t floor = INT64_MIN;
+    // The first window judged since the track began (or its rule changed): verdicts of
+    // earlier windows are not all known, so episodes before it are not re-derived.
+    std::optional<int64_t> judged_from;
     std::vector<Known> known;
     // absence
     int64_t last_seen_ns = 0;  // processing time of the latest new events
@@ -173,8 +196,11 @@ class Evaluator {
   void OnAbsenceActivity(const Rule& rule, const std::string& device_id, Track& t,
                          const model::AggregateRecord& record, int64_t now,
                          std::vector<AlertUpdate>* out);
+  // `key_suffix` distinguishes a second notification of the same event (an updated
+  // resolution) in the webhook-id.
   AlertUpdate Make(const Rule& rule, const std::string& device_id, Known& k, std::string event,
-                   int64_t now, const Episode* e, std::string annotation, bool reminder = false);
+                   int64_t now, const Episode* e, std::string annotation, bool reminder = false,
+                   std::string_view key_suffix = {});
 
   DeviceLookup lookup_;
   std::vector<Rule> rules_;

@@ -54,7 +54,24 @@ void WebhookNotifier::Submit(Delivery d) {
     }
   }
   std::lock_guard lock(t->mu);
+  auto [chain, first] = t->waiting.try_emplace(ChainKey(d));
+  if (!first) {
+    chain->second.push_back(std::move(d));  // after the earlier one of its alert
+    return;
+  }
   t->queue.emplace(clock_->NowNanos(), std::move(d));
+  t->cv.notify_one();
+}
+
+void WebhookNotifier::Finished(Target* t, const Delivery& d) {
+  auto chain = t->waiting.find(ChainKey(d));
+  if (chain == t->waiting.end()) return;
+  if (chain->second.empty()) {
+    t->waiting.erase(chain);
+    return;
+  }
+  t->queue.emplace(clock_->NowNanos(), std::move(chain->second.front()));
+  chain->second.pop_front();
   t->cv.notify_one();
 }
 
@@ -125,6 +142,8 @@ void WebhookNotifier::Attempt(Target* t, Delivery d) {
     ok_->Inc();
     Status st = outbox_->Finish(d.id, true, d.attempts);
     if (!st.ok()) logging::Error("outbox finish failed", {{"error", st.ToString()}});
+    std::lock_guard lock(t->mu);
+    Finished(t, d);
     return;
   }
   failed_->Inc();
@@ -137,6 +156,8 @@ void WebhookNotifier::Attempt(Target* t, Delivery d) {
     if (!st.ok()) logging::Error("outbox finish failed", {{"error", st.ToString()}});
     logging::Warn("webhook delivery dead-lettered",
                   {{"alert_id", d.alert_id}, {"webhook_id", d.id}, {"error", error}});
+    std::lock_guard lock(t->mu);
+    Finished(t, d);
     return;
   }
   retries_->Inc();

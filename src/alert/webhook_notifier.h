@@ -5,11 +5,16 @@
 // to 50–100 % of that, with the same webhook-id, until `max_attempts`; then the delivery
 // is a dead letter (outbox "dead", metric, visible in GET /v1/alerts). A target refused
 // by the SSRF guard after DNS resolution is a dead letter at once.
+// One alert's deliveries to one url go out in the order they were submitted: a delivery
+// waits while an earlier one of the same alert and url is still pending (being retried),
+// so a receiver gets "firing" before "resolved" even across its outages. The order is by
+// submission; after a restart, Submit the outbox's pending deliveries by `created_ns`.
 // Thread-safe; Stop() joins the workers (an attempt in flight finishes or times out).
 #pragma once
 
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -47,10 +52,17 @@ class WebhookNotifier {
     std::mutex mu;
     std::condition_variable cv;
     std::multimap<int64_t, Delivery> queue;  // by due time
+    // Per alert id + '\n' + url with a delivery in `queue` or in flight: its later
+    // deliveries, in submission order, waiting for it to finish (they are not in `queue`).
+    std::map<std::string, std::deque<Delivery>> waiting;
     bool stop = false;
   };
   void Run(Target* t);
   void Attempt(Target* t, Delivery d);
+  static std::string ChainKey(const Delivery& d) { return d.alert_id + '\n' + d.url; }
+  // REQUIRES: t->mu held. `d` finished (delivered or dead letter): queues the next
+  // delivery of its alert and url, if any.
+  void Finished(Target* t, const Delivery& d);
   int64_t Backoff(int attempts);
 
   NotifierOptions options_;

@@ -1,6 +1,10 @@
 // Alerts API (CONTRACT §3, §4): GET /v1/alerts?device_id=&state=&rule_id=&from=&to=&limit=&cursor=,
-// POST /v1/alerts/{id}/ack, POST /v1/alerts/{id}/snooze (body {"until": RFC 3339} or
-// {"for": "1h"}; {"until": null} un-snoozes).
+// POST /v1/alerts/{id}/ack, POST /v1/alerts/{id}/snooze (body {"until": RFC 3339} in the
+// future, or {"for": "1h"}; {"until": null} un-snoozes).
+//
+// The list is ordered by opened_at, newest first, and from/to select by opened_at (the
+// store's index); a later change updates an alert in place (state, updated_at) without
+// moving it — docs/openapi.yaml says so, and points pollers of changes to SSE/webhooks.
 //
 // Admin sees every alert; an owner key only its own (another owner's alert is 404; a
 // device_id filter for another owner's device finds nothing); device tokens get 403.
@@ -126,6 +130,11 @@ class AlertRoutes {
       int64_t ns = 0;
       if (u.get_string().get(s) != simdjson::SUCCESS || !ParseRfc3339(s, &ns)) {
         return bad("until must be an RFC 3339 time (or null to un-snooze)");
+      }
+      // A snooze that has already ended mutes nothing; accepting it sent an immediate
+      // "snooze ended" reminder (found by a black-box test).
+      if (ns <= ctx_.clock->NowNanos()) {
+        return bad("until must be in the future (null un-snoozes)");
       }
       until = ns;
     } else if (has_for) {

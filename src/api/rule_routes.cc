@@ -7,7 +7,9 @@
 // - owner key: only its own rules. Scopes: its own devices (another owner's device, or
 //   one that does not exist, is 404, like every route that takes a device id), its own
 //   owner_id (another is 403), or a model — which then covers only its own devices.
-//   Another owner's rule is 404.
+//   Another owner's rule is 404. Rule ids are one namespace for every owner, so an owner
+//   key cannot choose one on POST (400; the server assigns `rule_<random>`): a 409 for a
+//   chosen id would reveal another owner's rule.
 // - device token: 403 (tokens ingest).
 // Bodies are validated by alert::ParseRule (400 with a message naming the field); webhook
 // targets go through the SSRF guard (alerts.allow_private_targets). Secrets are never
@@ -229,6 +231,15 @@ class RuleRoutes {
       }
     }
     if (caller.kind == Caller::Kind::kOwner) {
+      // Rule ids are one namespace for every owner: a 409 for an id an owner key chose
+      // would tell it that another owner holds that id (found by a black-box test). So an
+      // owner key's rules get server-assigned ids, and a chosen id is refused before any
+      // lookup — the same answer whether or not it exists. (A PUT's id is the path's.)
+      if (!existing && !rule.id.empty()) {
+        return Status::InvalidArgument(
+            "id: an owner key cannot choose a rule id (ids are shared by all owners); omit it "
+            "and the server assigns one");
+      }
       if (!rule.owner_id.empty() && rule.owner_id != caller.owner_id) {
         return Status::PermissionDenied("an owner key manages only its own rules");
       }

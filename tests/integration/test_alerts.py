@@ -61,11 +61,13 @@ def verify_signature(secret, headers, body):
 
 class Receiver:
     """A webhook receiver on 127.0.0.1: records every request; answers from `statuses`
-    (popped per request; 200 when empty); `hang` makes it sleep before answering."""
+    (popped per request; 200 when empty), or `status_for(body)` when that is not None;
+    `hang` makes it sleep before answering."""
 
-    def __init__(self, statuses=(), hang=0.0, tls_cert=None):
+    def __init__(self, statuses=(), hang=0.0, tls_cert=None, status_for=None):
         self.requests = []
         self.statuses = list(statuses)
+        self.status_for = status_for  # body -> status, or None for the default
         self.hang = hang
         self.lock = threading.Lock()
         outer = self
@@ -76,6 +78,8 @@ class Receiver:
                 body = self.rfile.read(n)
                 with outer.lock:
                     status = outer.statuses.pop(0) if outer.statuses else 200
+                    if outer.status_for:
+                        status = outer.status_for(body) or status
                     outer.requests.append(({k.lower(): v for k, v in self.headers.items()},
                                            body, status, time.monotonic()))
                 if outer.hang:
@@ -390,6 +394,16 @@ class AlertsTest(AlertServerMixin, JouleTestCase):
         first = receiver.snapshot()[0]
         alert = json.loads(first[1])
         self.assertEqual(alert["event"], "firing")
+        # A snooze that has already ended is refused (it was accepted and sent an immediate
+        # reminder; found by a black-box test).
+        for until in ("2020-01-01T00:00:00Z", fmt_ts(time.time() - 1)):
+            status, _, resp = self.server.request(
+                "POST", f"/v1/alerts/{alert['id']}/snooze", {"until": until}, headers=ADMIN)
+            self.assertEqual(status, 400, resp)
+            self.assertEqual(resp["error"]["code"], "invalid_argument")
+            self.assertIn("future", resp["error"]["message"])
+        time.sleep(1.5)  # a reminder would be sent within a tick (1 s)
+        self.assertEqual(len(receiver.snapshot()), 1, "no reminder for a refused snooze")
         status, _, snoozed = self.server.request(
             "POST", f"/v1/alerts/{alert['id']}/snooze", {"for": "2s"}, headers=ADMIN)
         self.assertEqual(status, 200, snoozed)
@@ -408,6 +422,63 @@ class AlertsTest(AlertServerMixin, JouleTestCase):
         self.assertGreaterEqual(metric_value(self.server.metrics_text(),
                                              "joule_alert_snooze_reminders_total"), 1)
 
+
+    def test_deleting_a_rule_sends_resolved_through_its_channels(self):
+        # Found by a black-box test: the alert resolved ("the rule was deleted") but no
+        # webhook went out (the deleted rule's channels were looked up among the rules).
+        receiver = Receiver()
+        self.addCleanup(receiver.close)
+        dev, token = self.register(f"own-{uid()}")
+        status, _, rule = self.server.request(
+            "POST", "/v1/rules", self.threshold_rule(dev, receiver.url), headers=ADMIN)
+        self.assertEqual(status, 201, rule)
+        self.ingest_breach(dev, token, recover=False)
+        self.assertTrue(poll(lambda: receiver.snapshot(), timeout=30), self.diag())
+        firing = receiver.snapshot()[0]
+        self.assertEqual(json.loads(firing[1])["event"], "firing")
+        status, _, _ = self.server.request("DELETE", f"/v1/rules/{rule['id']}", headers=ADMIN)
+        self.assertEqual(status, 204)
+        self.assertTrue(poll(lambda: len(receiver.snapshot()) >= 2, timeout=20),
+                        "no resolved webhook after the rule was deleted" + self.diag())
+        headers, body, _, _ = receiver.snapshot()[1]
+        resolved = json.loads(body)
+        self.assertEqual(resolved["event"], "resolved")
+        self.assertEqual(resolved["id"], json.loads(firing[1])["id"])
+        self.assertIn("rule was deleted", resolved["annotation"])
+        self.assertNotEqual(headers["webhook-id"], firing[0]["webhook-id"])
+        self.assertTrue(verify_signature(SECRET, headers, body))
+        self.assertEqual([a["state"] for a in self.alerts_of(dev)], ["resolved"])
+
+
+class DeliveryOrderTest(AlertServerMixin, JouleTestCase):
+    server_env = dict(ALERT_ENV, JOULE_ALERTS_DELIVERY_MAX_ATTEMPTS="1000")
+
+    def test_one_alerts_webhooks_arrive_in_order_across_retries(self):
+        # While the receiver refuses "firing", the alert's "resolved" waits for it: it was
+        # delivered first and "firing" after it, so the receiver's last word was "firing".
+        failing = [True]
+        receiver = Receiver(status_for=lambda body: 500 if failing[0] and
+                            json.loads(body)["event"] == "firing" else None)
+        self.addCleanup(receiver.close)
+        dev, token = self.register(f"own-{uid()}")
+        status, _, _ = self.server.request(
+            "POST", "/v1/rules", self.threshold_rule(dev, receiver.url), headers=ADMIN)
+        self.assertEqual(status, 201)
+        base = (int(time.time()) // 60 - 10) * 60
+        events = [{"device_id": dev, "timestamp": fmt_ts(base + 60 * m + 30),
+                   "metrics": {"power_w": 1500.0 if m == 0 else 100.0}} for m in range(3)]
+        status, _, body = self.server.post_events(events, headers=bearer(token))
+        self.assertEqual(status, 202, body)
+        self.assertTrue(poll(lambda: [a["state"] for a in self.alerts_of(dev)] == ["resolved"],
+                             timeout=30), self.diag())
+        time.sleep(2)  # time enough to deliver "resolved" if it did not wait
+        self.assertNotIn("resolved", [json.loads(b)["event"] for _, b, _, _ in
+                                      receiver.snapshot()])
+        failing[0] = False
+        delivered = lambda: [json.loads(b)["event"] for _, b, st, _ in receiver.snapshot()
+                             if st == 200]
+        self.assertTrue(poll(lambda: len(delivered()) >= 2, timeout=30), self.diag())
+        self.assertEqual(delivered(), ["firing", "resolved"])
 
 class HttpsWebhookTest(AlertServerMixin, unittest.TestCase):
     """https delivery through Joule's OpenSSL client to test-owned receivers on loopback:
@@ -574,6 +645,44 @@ class IsolationTest(AlertServerMixin, JouleTestCase):
         self.assertEqual(status, 200)
 
 
+    def test_rule_ids_of_other_owners_do_not_leak_through_create(self):
+        # Rule ids are one namespace for all owners. An owner key that chose an id learned
+        # from the 409 "rule already exists: <id>" that another owner held it (found by a
+        # black-box test). Owner keys get server-assigned ids; a chosen one is refused the
+        # same way whether or not it exists.
+        a, b = f"own-a-{uid()}", f"own-b-{uid()}"
+        dev_a, _ = self.register(a)
+        dev_b, _ = self.register(b)
+        key_a, key_b = self.owner_key(a), self.owner_key(b)
+        taken = f"secret-rule-{uid()}"
+        status, _, rule = self.server.request(
+            "POST", "/v1/rules", dict(self.threshold_rule(dev_a, "https://hooks.example.com/a"),
+                                      id=taken), headers=ADMIN)
+        self.assertEqual(status, 201, rule)
+        self.assertEqual((rule["id"], rule["owner_id"]), (taken, a))
+        answers = []
+        for rid in (taken, f"free-rule-{uid()}"):
+            status, _, resp = self.server.request(
+                "POST", "/v1/rules", dict(self.threshold_rule(dev_b, "https://hooks.example.com/b"),
+                                          id=rid), headers=bearer(key_b))
+            answers.append((status, resp))
+        self.assertEqual(answers[0], answers[1])
+        self.assertEqual(answers[0][0], 400, answers)
+        self.assertEqual(answers[0][1]["error"]["code"], "invalid_argument")
+        self.assertNotIn(taken, json.dumps(answers[0][1]))
+        # Without an id the owner's rule gets a server-assigned one.
+        status, _, mine = self.server.request(
+            "POST", "/v1/rules", self.threshold_rule(dev_b, "https://hooks.example.com/b"),
+            headers=bearer(key_b))
+        self.assertEqual(status, 201, mine)
+        self.assertTrue(mine["id"].startswith("rule_"), mine)
+        # The admin still chooses ids; its conflict names the id (it sees every rule).
+        status, _, resp = self.server.request(
+            "POST", "/v1/rules", dict(self.threshold_rule(dev_a, "https://hooks.example.com/a"),
+                                      id=taken), headers=ADMIN)
+        self.assertEqual(status, 409, resp)
+
+
 class KillTest(AlertServerMixin, unittest.TestCase):
     def test_pending_deliveries_survive_sigkill(self):
         receiver = Receiver(statuses=[500] * 1000)  # failing until we say so
@@ -620,6 +729,63 @@ class KillTest(AlertServerMixin, unittest.TestCase):
             firing = [a for a in self.alerts_of(dev) if a["state"] == "firing"]
             self.assertEqual(len(firing), 1, firing)
 
+
+    def test_firing_alert_continues_after_sigkill(self):
+        # Found by a black-box test: kill -9 right after the firing webhook; after the
+        # restart the processors replayed the window before the alert's opening window,
+        # which "resolved" it (a body resolving at a window before its start), and the
+        # alert fired again under the same webhook-id (dropped by the outbox): the
+        # receiver's last word was "resolved" while Joule said "firing".
+        receiver = Receiver()
+        self.addCleanup(receiver.close)
+        self.server = JouleServer(env=ALERT_ENV, name="alerts-kill-firing")
+        self.addCleanup(self.server.cleanup)
+        self.server.start()
+        dev, token = self.register(f"own-{uid()}")
+        status, _, _ = self.server.request(
+            "POST", "/v1/rules", self.threshold_rule(dev, receiver.url), headers=ADMIN)
+        self.assertEqual(status, 201)
+        # 100 W for a minute, then 1500 W for five: the alert opens at the second minute.
+        base = (int(time.time()) // 60 - 20) * 60
+        events = [{"device_id": dev, "timestamp": fmt_ts(base + 60 * m + 30),
+                   "metrics": {"power_w": 100.0 if m == 0 else 1500.0}} for m in range(6)]
+        for e in events:
+            status, _, body = self.server.post_events([e], headers=bearer(token))
+            self.assertEqual(status, 202, body)
+        self.assertTrue(poll(lambda: receiver.snapshot(), timeout=30), self.server.diag())
+        self.server.kill9()
+        firing = json.loads(receiver.snapshot()[0][1])
+        self.assertEqual(firing["event"], "firing")
+        self.assertEqual(firing["window_start"], fmt_ts(base + 60))
+        self.server.start()
+
+        def distinct():
+            # Delivery is at-least-once: the kill may come before the outbox recorded the
+            # firing as delivered, which is then sent again with its webhook-id.
+            seen = {}
+            for headers, body, _, _ in receiver.snapshot():
+                seen.setdefault(headers["webhook-id"], json.loads(body))
+            return list(seen.values())
+
+        # The replay after the restart happens at once; give it time to do harm.
+        poll(lambda: len(distinct()) > 1, timeout=10)
+        self.assertEqual([b["event"] for b in distinct()], ["firing"], distinct()[1:])
+        alerts = self.alerts_of(dev)
+        self.assertEqual([(a["id"], a["state"], a["opened_at"]) for a in alerts],
+                         [(firing["id"], "firing", firing["opened_at"])])
+        # The episode continues: a normal minute resolves it, at that window, once.
+        status, _, body = self.server.post_events(
+            [{"device_id": dev, "timestamp": fmt_ts(base + 60 * 6 + 30),
+              "metrics": {"power_w": 100.0}},
+             {"device_id": dev, "timestamp": fmt_ts(base + 60 * 8 + 30),
+              "metrics": {"power_w": 100.0}}], headers=bearer(token))
+        self.assertEqual(status, 202, body)
+        self.assertTrue(poll(lambda: len(distinct()) > 1, timeout=30), self.server.diag())
+        resolved = distinct()[1]
+        self.assertEqual((resolved["event"], resolved["id"]), ("resolved", firing["id"]))
+        self.assertEqual(resolved["window_start"], firing["window_start"])
+        self.assertEqual(resolved["fired_window_start"], firing["window_start"])
+        self.assertEqual(resolved["resolved_window_start"], fmt_ts(base + 60 * 6))
 
 class AbsenceAfterRestartTest(AlertServerMixin, unittest.TestCase):
     """Absence rules scoped to an owner or a model cover registered devices that never
