@@ -159,7 +159,9 @@ TEST_F(MqttPublisherTest, ConnectionErrorsAreNegativeAndNamed) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_FALSE(can);
-  EXPECT_EQ(p.error(), "Connection refused");
+  // (A connection the kernel queued just before the acceptor closed is reset instead.)
+  EXPECT_TRUE(p.error() == "Connection refused" || p.error() == "Connection reset by peer")
+      << p.error();
   EXPECT_EQ(p.Connect("dev-sim", "dev", "good"), MqttPublisher::kConnectionError);
 }
 
