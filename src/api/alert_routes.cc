@@ -55,11 +55,12 @@ class AlertRoutes {
             Status::InvalidArgument("state must be one of: pending, firing, resolved")));
       }
     }
-    for (const char* name : {"from", "to"}) {
+    for (const char* name : {"from", "to", "updated_since"}) {
       if (const std::string* t = req.Query(name); t && !t->empty()) {
         Result<int64_t> ns = ParseTimeParam(name, *t);
         if (!ns.ok()) return responder.Send(ErrorFromStatus(ns.status()));
-        (std::string_view(name) == "from" ? f.from_ns : f.to_ns) = *ns;
+        const std::string_view n(name);
+        (n == "from" ? f.from_ns : n == "to" ? f.to_ns : f.updated_since_ns) = *ns;
       }
     }
     if (caller.kind == Caller::Kind::kOwner) {

@@ -981,6 +981,7 @@ Result<AlertPage> PostgresMetadataStore::ListAlerts(const AlertFilter& filter) {
              "AND ($6::bigint IS NULL OR opened_at < joule_ts($6)) "
              "AND ($7::bigint IS NULL OR opened_at < joule_ts($7) OR "
              "(opened_at = joule_ts($7) AND alert_id COLLATE \"C\" < $8::text)) "
+             "AND ($10::bigint IS NULL OR updated_at >= joule_ts($10)) "
              "ORDER BY opened_at DESC, alert_id COLLATE \"C\" DESC LIMIT $9",
              Params()
                  .OptText(filter.device_id)
@@ -991,7 +992,8 @@ Result<AlertPage> PostgresMetadataStore::ListAlerts(const AlertFilter& filter) {
                  .OptInt(NanosToMicros(filter.to_ns))
                  .OptInt(cursor_opened)
                  .OptText(cursor_id)
-                 .Int(static_cast<int64_t>(limit) + 1)));
+                 .Int(static_cast<int64_t>(limit) + 1)
+                 .OptInt(NanosToMicros(filter.updated_since_ns))));
     AlertPage page;
     for (int i = 0; i < PQntuples(q.get()); ++i) {
       if (page.alerts.size() == limit) {

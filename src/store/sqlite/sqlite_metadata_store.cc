@@ -859,6 +859,7 @@ Result<AlertPage> SqliteMetadataStore::ListAlerts(const AlertFilter& filter) {
            "AND (?3 IS NULL OR rule_id = ?3) AND (?4 IS NULL OR state = ?4) "
            "AND (?5 IS NULL OR opened_at >= ?5) AND (?6 IS NULL OR opened_at < ?6) "
            "AND (?7 IS NULL OR opened_at < ?7 OR (opened_at = ?7 AND alert_id < ?8)) "
+           "AND (?10 IS NULL OR updated_at >= ?10) "
            "ORDER BY opened_at DESC, alert_id DESC LIMIT ?9"});
   std::lock_guard<std::mutex> lock(mu_);
   Stmt q(db_, sql.c_str());
@@ -871,7 +872,8 @@ Result<AlertPage> SqliteMetadataStore::ListAlerts(const AlertFilter& filter) {
       .OptInt(6, NanosToMicros(filter.to_ns))
       .OptInt(7, cursor_opened)
       .OptText(8, cursor_id)
-      .Int(9, static_cast<int64_t>(limit) + 1);
+      .Int(9, static_cast<int64_t>(limit) + 1)
+      .OptInt(10, NanosToMicros(filter.updated_since_ns));
   AlertPage page;
   while (true) {
     JOULE_ASSIGN_OR_RETURN(bool row, q.Step());

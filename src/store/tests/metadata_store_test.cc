@@ -863,6 +863,17 @@ TEST_P(MetadataStoreTest, ListAlertsFiltersAndPages) {
   EXPECT_EQ(ids(window),
             (std::vector<std::string>{"alert:d3:r3:300", "alert:d2:r1:300", "alert:d1:r2:200"}));
 
+  // Changed since: an old alert updated later (resolved at 500 s) is found by what changed,
+  // whenever it opened (a poller's question; found by a black-box test).
+  Alert resolved = MakeAlert("d1", "r1", 100, AlertState::kResolved);
+  resolved.updated_at_ns = 500 * kNanosPerSecond;
+  ASSERT_TRUE(store_->UpsertAlert(resolved).ok());
+  AlertFilter changed;
+  changed.updated_since_ns = 400 * kNanosPerSecond;
+  EXPECT_EQ(ids(changed), (std::vector<std::string>{"alert:d1:r1:400", "alert:d1:r1:100"}));
+  changed.updated_since_ns = 401 * kNanosPerSecond;
+  EXPECT_EQ(ids(changed), (std::vector<std::string>{"alert:d1:r1:100"}));
+
   // Paging through ties on opened_at.
   AlertFilter paged;
   paged.limit = 2;
