@@ -220,6 +220,45 @@ class SimulateMessagesTest(unittest.TestCase):
         self.assertIn("--allowed-lateness", r.stderr)
 
 
+class SimulateRunsTest(unittest.TestCase):
+    """A backfill and then a later run of the same devices: both runs' events count (found
+    by a black-box test: event ids counted from 0 in every run, so the second run was
+    dropped whole as duplicates while simulate reported it accepted); the same run twice
+    sends the same events (duplicates)."""
+
+    def test_a_later_run_is_new_data_the_same_run_is_not(self):
+        server = joule_harness.JouleServer(env={"JOULE_AUTH_MODE": "required",
+                                                "JOULE_AUTH_ADMIN_TOKEN": ADMIN}, name="runs")
+        self.addCleanup(server.cleanup)
+        server.start()
+        t0 = int(time.time() // 60 * 60) - 600  # absolute starts: the same run is the same
+        common = ["--url", server.url, "--admin-token", ADMIN, "--homes", "1",
+                  "--devices-per-home", "1", "--speed", "0", "--rate", "1", "--quiet"]
+
+        def run(start):
+            r = subprocess.run([joule_harness.joule_bin(), "simulate", *common, "--start",
+                                joule_harness.fmt_ts(start), "--duration", "2m"],
+                               capture_output=True, text=True, timeout=120)
+            self.assertEqual(r.returncode, 0, r.stderr)
+
+        def health():
+            st, _, body = server.request("GET", "/v1/devices/sim-0000/health",
+                                         headers={"Authorization": f"Bearer {ADMIN}"})
+            self.assertEqual(st, 200, body)
+            return body
+        run(t0)
+        self.assertTrue(joule_harness.poll(lambda: health()["events"] == 120, timeout=30),
+                        health())
+        run(t0 + 120)  # the next two minutes
+        self.assertTrue(joule_harness.poll(lambda: health()["events"] == 240, timeout=30),
+                        health())
+        self.assertEqual(health()["duplicates"], 0)
+        run(t0)  # the first run again: the same events
+        self.assertTrue(joule_harness.poll(lambda: health()["duplicates"] == 120, timeout=30),
+                        health())
+        self.assertEqual(health()["events"], 240)
+
+
 def simulate_counts(stderr):
     """The numbers of the simulator's summary lines: {"accepted": n, "acknowledged": n, …}."""
     counts = {}
