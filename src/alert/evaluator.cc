@@ -703,6 +703,12 @@ void Evaluator::Tick(int64_t now, std::vector<AlertUpdate>* out) {
       if (now < t.absence_cooldown_until) return;
       Known k;
       int64_t ws = now - now % kAbsenceIdWindow;
+      // With absent_for under a minute a second episode can open in the same minute as an
+      // earlier one: it takes the next free minute, so that it is a new alert with its own
+      // webhook-ids (found by a black-box test: it reused the earlier id, and the outbox
+      // dropped its firing webhook as a duplicate).
+      if (ws <= t.last_absence_ws) ws = t.last_absence_ws + kAbsenceIdWindow;
+      t.last_absence_ws = ws;
       k.id = AlertId(device_id, rule.id, ws);
       k.open_ws = ws;
       k.open_we = ws + kAbsenceIdWindow;

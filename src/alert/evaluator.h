@@ -170,6 +170,7 @@ class Evaluator {
     // absence
     int64_t last_seen_ns = 0;  // processing time of the latest new events
     int64_t absence_cooldown_until = INT64_MIN;
+    int64_t last_absence_ws = INT64_MIN;  // the id minute of the latest absence episode
   };
   struct DeviceActivity {
     int64_t last_seen_ns = 0;            // processing time of the latest record with new events
