@@ -61,8 +61,11 @@ void Evaluator::SetRules(std::vector<Rule> rules, int64_t now, std::vector<Alert
         if (kn.state == store::AlertState::kFiring) kn.fired = true;
         kn.state = store::AlertState::kResolved;
         kn.end_we = kn.open_we;
-        out->push_back(
-            Make(*old, device_id, kn, "resolved", now, nullptr, "resolved: the rule was deleted"));
+        // The episode as last reported (value, peak, firing window): the body says what
+        // fired (found by a black-box re-test: a deleted rule's "resolved" dropped them).
+        const std::optional<Episode> last = kn.last;
+        out->push_back(Make(*old, device_id, kn, "resolved", now, last ? &*last : nullptr,
+                            "resolved: the rule was deleted"));
       }
       it = tracks_.erase(it);
     } else {
