@@ -121,8 +121,8 @@ struct AlertFilter {
   std::optional<std::string> owner_id;
   std::optional<std::string> rule_id;
   std::optional<AlertState> state;
-  std::optional<int64_t> from_ns;  // opened_at >= from
-  std::optional<int64_t> to_ns;    // opened_at < to
+  std::optional<int64_t> from_ns;           // opened_at >= from
+  std::optional<int64_t> to_ns;             // opened_at < to
   std::optional<int64_t> updated_since_ns;  // updated_at >= this (any change since)
   size_t limit = 1000;
   std::string after;  // cursor: a previous page's next_cursor, or ""
