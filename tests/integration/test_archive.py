@@ -305,18 +305,7 @@ class ArchiveTest(unittest.TestCase):
         day0 = base - base % 86400  # (UTC device)
         minutes = self.history(s, dev, day0, base + 300)
         self.assertEqual(sum(m["count"] for m in minutes), len(on_time) + len(later) + 1)
-        for res in ("1h", "1d"):
-            def rollups_match(res=res):
-                got = self.history(s, dev, day0, base + 300, resolution=res)
-                for r in got:
-                    lo, hi = parse_ts(r["window_start"]), parse_ts(r["window_end"])
-                    if r["count"] != sum(m["count"] for m in minutes
-                                         if lo <= parse_ts(m["window_start"]) < hi):
-                        return None
-                return got or None
-            self.assertTrue(poll(rollups_match, timeout=30),
-                            f"{res}: " + json.dumps(self.history(s, dev, day0, base + 300,
-                                                                 resolution=res)) + s.diag())
+        self.assertRollupsAreSums(s, dev, day0, base + 300)
         self.assertIn("checkpoint(s)", proc.stderr.decode())
 
         # From scratch: a fresh server given the same events in time order.
@@ -626,23 +615,7 @@ class ArchiveTest(unittest.TestCase):
         # 14 they lacked them until a second replay after they settled).
         day0 = base - base % 86400  # (the devices' time zone is UTC)
         for d in devs:
-            minutes = self.history(s, d, day0, last_t[d] + 60, headers=A)
-            for res in ("1h", "1d"):
-                def rollups_match(d=d, res=res):
-                    # (history selects by window start: from the day's start)
-                    got = self.history(s, d, day0, last_t[d] + 60, resolution=res,
-                                       headers=A)
-                    for r in got:
-                        lo, hi = parse_ts(r["window_start"]), parse_ts(r["window_end"])
-                        want = sum(m["count"] for m in minutes
-                                   if lo <= parse_ts(m["window_start"]) < hi)
-                        if r["count"] != want:
-                            return None
-                    return got or None
-                self.assertTrue(poll(rollups_match, timeout=30),
-                                f"{d} {res}: " + json.dumps(self.history(
-                                    s, d, day0, last_t[d] + 60, resolution=res, headers=A))
-                                + s.diag())
+            self.assertRollupsAreSums(s, d, day0, last_t[d] + 60, headers=A)
 
         # And a third run after ingest stopped: still nothing to write.
         proc = run_cli(s, "replay", "--from", frm, "--to", to, "--owner", owner)
@@ -655,26 +628,35 @@ class ArchiveTest(unittest.TestCase):
         s.kill9()
         s.start()
         for d in devs:
-            minutes = self.history(s, d, day0, last_t[d] + 60, headers=A)
-            for res in ("1h", "1d"):
-                def restored_match(d=d, res=res):
-                    got = self.history(s, d, day0, last_t[d] + 60, resolution=res,
-                                       headers=A)
-                    for r in got:
-                        # A rollup still open when the job ended is re-emitted by the
-                        # restarted engine (recovery epoch 1: versions from 2^32) once it
-                        # has replayed the log; wait for that before comparing.
-                        if parse_ts(r["window_end"]) > job_done and r["version"] < (1 << 32):
-                            return None
-                        lo, hi = parse_ts(r["window_start"]), parse_ts(r["window_end"])
-                        if r["count"] != sum(m["count"] for m in minutes
-                                             if lo <= parse_ts(m["window_start"]) < hi):
-                            return None
-                    return got or None
-                self.assertTrue(poll(restored_match, timeout=30),
-                                f"{d} {res} after kill -9: " + json.dumps(self.history(
-                                    s, d, day0, last_t[d] + 60, resolution=res, headers=A))
-                                + s.diag())
+            # A rollup still open when the job ended is re-emitted by the restarted engine
+            # (recovery epoch 1: versions from 2^32) once it has replayed the log.
+            self.assertRollupsAreSums(s, d, day0, last_t[d] + 60, headers=A,
+                                      reemitted_after=job_done, what="after kill -9")
+
+    def assertRollupsAreSums(self, server, device, frm, to, headers=None, reemitted_after=None,
+                             what=""):
+        """Every 1h and 1d record from `frm` (a day's start: history selects by window start)
+        to `to` counts exactly the events of its 1m windows — once the rollups ending after
+        `reemitted_after` carry a version from recovery epoch 1 on (re-emitted after a
+        restart)."""
+        for res in ("1h", "1d"):
+            def match():
+                # (read again each time: after a kill -9 the restarted engine re-emits what
+                # the killed one had not yet written to history, minutes as well)
+                minutes = self.history(server, device, frm, to, headers=headers)
+                got = self.history(server, device, frm, to, resolution=res, headers=headers)
+                for r in got:
+                    if (reemitted_after is not None and r["version"] < (1 << 32)
+                            and parse_ts(r["window_end"]) > reemitted_after):
+                        return None
+                    lo, hi = parse_ts(r["window_start"]), parse_ts(r["window_end"])
+                    if r["count"] != sum(m["count"] for m in minutes
+                                         if lo <= parse_ts(m["window_start"]) < hi):
+                        return None
+                return got or None
+            self.assertTrue(poll(match, timeout=30), f"{device} {res} {what}: " + json.dumps(
+                self.history(server, device, frm, to, resolution=res, headers=headers))
+                + server.diag())
 
     def health(self, server, device, headers):
         status, _, body = server.request("GET", f"/v1/devices/{device}/health", headers=headers)
