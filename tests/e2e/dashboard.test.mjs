@@ -194,7 +194,13 @@ test('dashboard: sign-in, fleet, live device page, energy, alerts, rules', async
   assert.ok(index.headers.get('etag'));
 
   // Sign-in: auth is required, so the form shows; a wrong key is refused, the admin token works.
+  // A fresh load learns that from /healthz: no request gets a 401 before a key is tried.
+  const unauthorized = [];
+  page.on('response', (r) => r.status() === 401 && unauthorized.push(r.url()));
+  assert.equal((await call('GET', '/healthz', undefined, '')).json.auth, 'required');
   await page.goto(base + '/');
+  await page.locator('#token').waitFor();
+  assert.deepEqual(unauthorized, [], 'a fresh load must not get a 401');
   await page.locator('#token').fill('not-a-real-key');
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.getByText('This key was not accepted').waitFor();
@@ -491,6 +497,7 @@ test('auth disabled opens the dashboard directly', async () => {
     const page = await context.newPage();
     page.setDefaultTimeout(STEP_TIMEOUT);
     const errors = watchConsole(page);
+    assert.equal((await (await fetch('http://' + address + '/healthz')).json()).auth, 'disabled');
     await page.goto('http://' + address + '/');
     await page.getByText('No devices yet').waitFor();
     await page.getByText('no auth').waitFor();

@@ -53,6 +53,13 @@ async function accepted(token) {
   }
 }
 
+// auth.mode from the public /healthz ("required" | "disabled"), so a fresh load needs no
+// request that gets a 401; null from a server that does not say (then: probe).
+async function authMode() {
+  const h = await api('/healthz', { token: '' });
+  return h && (h.auth === 'required' || h.auth === 'disabled') ? h.auth : null;
+}
+
 function SignIn({ onSignedIn }) {
   const [token, setTok] = useState('');
   const [error, setError] = useState(null);
@@ -112,10 +119,12 @@ function App() {
   const check = async () => {
     setAuth({ state: 'checking' });
     try {
+      const mode = await authMode();
+      if (mode === 'disabled') return setAuth({ state: 'in', mode: 'disabled' });
       const stored = getToken();
       if (stored && (await accepted(stored)) === true) return setAuth({ state: 'in', mode: 'token' });
       if (stored) setToken('');
-      if ((await accepted('')) === true) return setAuth({ state: 'in', mode: 'disabled' });
+      if (mode === null && (await accepted('')) === true) return setAuth({ state: 'in', mode: 'disabled' });
       setAuth({ state: 'out' });
     } catch (error) {
       setAuth({ state: 'error', error });
