@@ -458,17 +458,36 @@ test('solar inverter, a new device, health updates, switching keys', async () =>
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.getByTestId('fleet-table').waitFor();
 
-  // The solar inverter's charts show solar_w.
+  // The solar inverter's charts show solar_w. (Its daily chart loads once: wait until the
+  // day's window is out.)
+  for (const deadline = Date.now() + 15_000; ;) {
+    const day = await call('GET', '/v1/devices/e2e-solar-1/metrics/history?resolution=1d&from=' + new Date(now - 2 * 86400e3).toISOString() + '&to=' + new Date().toISOString());
+    if (day.json?.data?.some((r) => r.metrics?.solar_w?.energy_wh > 0)) break;
+    assert.ok(Date.now() < deadline, 'no 1d window with solar_w.energy_wh: ' + day.text);
+    await new Promise((r) => setTimeout(r, 250));
+  }
   await page.goto(base + '/#/device/e2e-solar-1');
   await page.waitForFunction(() => Number(document.querySelector('[data-testid="live-chart"]')?.dataset.points) >= 3);
   await page.waitForFunction(() => / k?W$/.test(document.querySelector('[data-testid="live-power"]').textContent.trim()));
   await page.waitForFunction(() => Number(document.querySelector('[data-testid="history-chart"]')?.dataset.points) >= 3);
+  // Its daily energy is solar_w's energy_wh (today's local day at least).
+  await page.waitForFunction(() => Number(document.querySelector('[data-testid="daily-chart"]')?.dataset.filled) >= 1);
 
   // A device with one window: a time axis of an hour around it, not years.
   await page.goto(base + '/#/device/e2e-new-1');
   await page.waitForFunction(() => document.querySelector('[data-testid="live-chart"]')?.dataset.points === '1');
-  const span = Number(await page.getByTestId('live-chart').getAttribute('data-span'));
-  assert.ok(span > 0 && span <= 7200, 'live chart span ' + span + ' s');
+  // What was drawn (recorded at draw time): an hour around the window, time-of-day labels.
+  await page.waitForFunction(() => {
+    const el = document.querySelector('[data-testid="live-chart"]');
+    return el.dataset.span && Number(el.dataset.xMax) >= Number(el.dataset.xMin) && el.dataset.xLabels;
+  });
+  const drawn = await page.getByTestId('live-chart').evaluate((el) => ({ ...el.dataset }));
+  const span = Number(drawn.xMax) - Number(drawn.xMin);
+  assert.ok(span > 0 && span <= 7200, 'live chart drawn span ' + span + ' s: ' + JSON.stringify(drawn));
+  assert.equal(Number(drawn.span), span);
+  const t1 = Math.round((now - 30_000) / 60_000) * 60;  // about its window
+  assert.ok(Math.abs(Number(drawn.xMin) + span / 2 - t1) <= 120, 'centred on the window: ' + JSON.stringify(drawn));
+  assert.ok(drawn.xLabels.split('|').every((l) => /\d:\d\d/.test(l)), 'time-of-day labels, not months: ' + drawn.xLabels);
   // The health panel follows new events without a reload.
   await page.getByTestId('health').getByText('Events').waitFor();
   const before = await page.evaluate(() => [...document.querySelectorAll('[data-testid="health"] dt')].find((dt) => dt.textContent === 'Events').nextElementSibling.textContent.trim());

@@ -1,7 +1,7 @@
 // Device details: metadata, a live power chart of 1m windows (SSE, no reload), history
 // with automatic resolution, daily energy in the home's local days, voltage and health.
 import { html } from 'htm/preact';
-import { useEffect, useMemo, useState } from 'preact/hooks';
+import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import uPlot from 'uplot';
 import { api, openStream, qs } from '../api.js';
 import * as fmt from '../format.js';
@@ -98,7 +98,7 @@ export function DevicePage({ id }) {
     () => ({
       series: [{}, powerSeries('avg', '#2f7de1', 'rgba(47,125,225,0.12)'), powerSeries('max', '#e8833a')],
       axes: [timeAxis, valueAxis('W')],
-      scales: { x: timeScale },
+      scales: { x: timeScale() },
       tzDate: inZone(tz),
       cursor: { drag: { x: false, y: false } },
       legend: { live: true },
@@ -172,11 +172,14 @@ function Health({ h, tz }) {
 
 function History({ id, metric, tz }) {
   const [range, setRange] = useState('24h');
+  // The range asked for (seconds): what an empty chart spans.
+  const asked = useRef(null);
   const hist = useLoad(
     (signal) => {
       const r = RANGES.find((x) => x.id === range);
       const to = new Date();
       const from = new Date(to.getTime() - r.ms);
+      asked.current = [from.getTime() / 1000, to.getTime() / 1000];
       return api(`/v1/devices/${enc(id)}/metrics/history` + qs({ from: from.toISOString(), to: to.toISOString(), resolution: 'auto', metrics: `${metric},voltage_v`, limit: 1500 }), { signal });
     },
     [id, range, metric],
@@ -184,10 +187,11 @@ function History({ id, metric, tz }) {
   const recs = (hist.data && hist.data.data) || [];
   const powerData = useMemo(() => [recs.map((r) => sec(r.window_start)), recs.map((r) => fmt.recordPower(r, metric)), recs.map((r) => num(r.metrics?.[metric]?.max ?? (metric === 'power_w' ? r.max_power_w : null)))], [hist.data, metric]);
   const voltData = useMemo(() => [recs.map((r) => sec(r.window_start)), recs.map((r) => num(r.metrics?.voltage_v?.min)), recs.map((r) => num(r.metrics?.voltage_v?.avg)), recs.map((r) => num(r.metrics?.voltage_v?.max))], [hist.data]);
-  const powerOpts = useMemo(() => ({ series: [{}, powerSeries('avg', '#2f7de1', 'rgba(47,125,225,0.12)'), powerSeries('max', '#e8833a')], axes: [timeAxis, valueAxis('W')], scales: { x: timeScale }, tzDate: inZone(tz) }), [tz]);
+  const emptyRange = () => asked.current || [Date.now() / 1000 - RANGES[0].ms / 1000, Date.now() / 1000];
+  const powerOpts = useMemo(() => ({ series: [{}, powerSeries('avg', '#2f7de1', 'rgba(47,125,225,0.12)'), powerSeries('max', '#e8833a')], axes: [timeAxis, valueAxis('W')], scales: { x: timeScale(emptyRange) }, tzDate: inZone(tz) }), [tz]);
   const voltOpts = useMemo(() => {
     const v = (label, stroke, dash) => ({ label, stroke, dash, width: 1.5, value: (u, x) => fmt.volts(x) });
-    return { series: [{}, v('min', '#8a8f98', [4, 4]), v('avg', '#8b5cf6'), v('max', '#8a8f98', [4, 4])], axes: [timeAxis, valueAxis('V')], scales: { x: timeScale }, tzDate: inZone(tz) };
+    return { series: [{}, v('min', '#8a8f98', [4, 4]), v('avg', '#8b5cf6'), v('max', '#8a8f98', [4, 4])], axes: [timeAxis, valueAxis('V')], scales: { x: timeScale(emptyRange) }, tzDate: inZone(tz) };
   }, [tz]);
   return html`<div class="card">
     <div class="card-head">
@@ -206,19 +210,28 @@ function History({ id, metric, tz }) {
 }
 
 function DailyEnergy({ id, tz }) {
+  const asked = useRef(null);
   const days = useLoad((signal) => {
     const to = new Date();
     const from = new Date(to.getTime() - 31 * 86400e3);
+    asked.current = [from.getTime() / 1000, to.getTime() / 1000];
     return api(`/v1/devices/${enc(id)}/metrics/history` + qs({ from: from.toISOString(), to: to.toISOString(), resolution: '1d', limit: 100 }), { signal });
   }, [id]);
   const recs = (days.data && days.data.data) || [];
   const labels = useMemo(() => new Map(recs.map((r) => [sec(r.window_start), r.local_date])), [days.data]);
-  const data = useMemo(() => [recs.map((r) => sec(r.window_start)), recs.map(fmt.recordEnergy)], [days.data]);
+  // The energy of the device's power metric (a solar inverter's solar_w.energy_wh).
+  const metric = useMemo(() => fmt.powerMetric(recs), [days.data]);
+  const data = useMemo(() => [recs.map((r) => sec(r.window_start)), recs.map((r) => fmt.recordEnergy(r, metric))], [days.data, metric]);
   const opts = useMemo(
     () => ({
       series: [{ value: (u, v) => (v == null ? '' : labels.get(v) || fmt.localDate(v * 1000, tz)) }, { label: 'energy', fill: 'rgba(34,160,107,0.6)', stroke: '#22a06b', paths: uPlot.paths.bars({ size: [0.7, 60] }), points: { show: false }, value: (u, v) => fmt.energy(v) }],
       axes: [{ ...timeAxis, splits: (u) => { const xs = u.data[0]; const k = Math.max(1, Math.ceil(xs.length / (u.bbox.width / devicePixelRatio / 56))); return xs.filter((_, i) => i % k === 0); }, values: (u, vals) => vals.map((v) => (labels.get(v) || fmt.localDate(v * 1000, tz)).slice(5)) }, valueAxis('Wh', 70)],
-      scales: { x: { time: false, range: (u, min, max) => [min - 43200, max + 43200] } },
+      // Half a day either side of the first and last day; no days: the 31 asked for.
+      scales: { x: { time: false, range: (u) => {
+        const xs = u.data[0] || [];
+        if (!xs.length) return asked.current || [Date.now() / 1000 - 31 * 86400, Date.now() / 1000];
+        return [xs[0] - 43200, xs[xs.length - 1] + 43200];
+      } } },
     }),
     [labels, tz],
   );
