@@ -22,8 +22,9 @@ export function NotAvailable({ what }) {
   </div>`;
 }
 
-// Loads `fn(signal)` whenever `deps` change: {data, error, loading, reload}.
-export function useLoad(fn, deps) {
+// Loads `fn(signal)` whenever `deps` change: {data, error, loading, reload}. With
+// keepOnError a failed reload keeps the data it had (shown with the error).
+export function useLoad(fn, deps, { keepOnError = false } = {}) {
   const [state, setState] = useState({ data: null, error: null, loading: true });
   const [tick, setTick] = useState(0);
   useEffect(() => {
@@ -31,7 +32,7 @@ export function useLoad(fn, deps) {
     setState((s) => ({ ...s, loading: true, error: null }));
     fn(ctrl.signal).then(
       (data) => !ctrl.signal.aborted && setState({ data, error: null, loading: false }),
-      (error) => !ctrl.signal.aborted && error.name !== 'AbortError' && setState({ data: null, error, loading: false }),
+      (error) => !ctrl.signal.aborted && error.name !== 'AbortError' && setState((s) => ({ data: keepOnError ? s.data : null, error, loading: false })),
     );
     return () => ctrl.abort();
   }, [...deps, tick]);

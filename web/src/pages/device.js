@@ -24,6 +24,30 @@ function inZone(tz) {
   return (ts) => uPlot.tzDate(new Date(ts * 1000), tz);
 }
 
+// An alert's events arrive in any order, and the loaded list may be older than the stream:
+// one entry per alert id, the newest updated_at winning (ties: the later arrival).
+const stamp = (a) => {
+  const t = new Date(a.updated_at || a.opened_at || 0).getTime();
+  return Number.isNaN(t) ? 0 : t;
+};
+export function mergeAlerts(...lists) {
+  const byId = new Map();
+  for (const list of lists) {
+    for (const a of list || []) {
+      if (!a || !a.id) continue;
+      const old = byId.get(a.id);
+      if (!old || stamp(a) >= stamp(old)) byId.set(a.id, a);
+    }
+  }
+  // Retracted (a pending alert withdrawn) is gone; open ones first, then the newest.
+  const open = (a) => (a.state === 'firing' ? 0 : a.state === 'pending' ? 1 : 2);
+  return [...byId.values()]
+    .filter((a) => a.event !== 'retracted')
+    .sort((a, b) => open(a) - open(b) || stamp(b) - stamp(a));
+}
+
+const alertBadge = (state) => (state === 'firing' ? 'bad' : state === 'pending' ? 'warn' : 'ok');
+
 function powerSeries(label, stroke, fill) {
   return { label, stroke, fill, width: 2, value: (u, v) => fmt.power(v), spanGaps: false };
 }
@@ -76,7 +100,7 @@ export function DevicePage({ id }) {
           } else if (event === 'reading') {
             setReading(data);
           } else if (event === 'alert') {
-            setLiveAlerts((a) => [data, ...a].slice(0, 5));
+            setLiveAlerts((a) => mergeAlerts(a, [data]).slice(0, 20));
           }
         },
       },
@@ -111,10 +135,7 @@ export function DevicePage({ id }) {
 
   const device = rt.data.device || { device_id: id };
   const m = (reading && reading.metrics) || {};
-  const shownAlerts = [...liveAlerts];
-  for (const a of (firing.data && firing.data.alerts) || []) {
-    if (!shownAlerts.some((x) => x.id === a.id)) shownAlerts.push(a);
-  }
+  const shownAlerts = mergeAlerts((firing.data && firing.data.alerts) || [], liveAlerts).slice(0, 5);
   return html`<section class="device">
     <p class="crumbs"><a href="#/">Fleet</a> › ${device.owner_id && html`<a href=${'#/home/' + enc(device.owner_id)}>${device.owner_id}</a> › `}${id}</p>
     <div class="page-head">
@@ -139,7 +160,7 @@ export function DevicePage({ id }) {
         ${metric !== 'power_w' && html`<div class="muted small">${metric}</div>`}
         <div class="muted">Voltage <span data-testid="live-voltage">${fmt.volts(num(m.voltage_v))}</span></div>
         <div class="muted small" title=${reading ? 'received ' + fmt.time(reading.received_at, tz) : ''}>Last reading ${reading ? fmt.time(reading.timestamp, tz) : 'never'}</div>
-        ${shownAlerts.map((a) => html`<div class="badge bad">${a.state || 'alert'}: ${a.rule_name || a.rule_id || ''}</div>`)}
+        ${shownAlerts.map((a) => html`<div class=${'badge ' + alertBadge(a.state)} data-testid="alert-badge" data-alert-id=${a.id} data-state=${a.state || ''}>${a.state || 'alert'}: ${a.rule_name || a.rule_id || ''}</div>`)}
       </div>
       <${Health} h=${health} tz=${tz} />
     </div>
