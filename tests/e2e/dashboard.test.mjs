@@ -6,7 +6,7 @@
 // available" state while those routes are absent), phone width, no console errors; then
 // the black-box findings: single-window and empty charts, a solar inverter's daily energy,
 // alert badges merged by id, open alerts refreshing, a server outage on the fleet page,
-// long ids.
+// long ids, an owner key with no devices, the #/energy alias.
 //
 //   JOULE_BIN=build/debug/src/app/joule node tests/e2e/dashboard.test.mjs
 // Env: JOULE_BIN (required), CHROMIUM (default /usr/bin/chromium),
@@ -522,8 +522,9 @@ async function signIn(page, key = ADMIN) {
 // Found by a black-box test of the dashboard (session 15): an empty device's charts showed
 // the Unix epoch; a resolved alert got a second (red) badge beside its firing one; the
 // fleet's open alerts and the alerts page never refreshed; a 128-character id overflowed
-// the fleet table.
-test('empty charts, alert badges merged, alerts refresh, long ids', async () => {
+// the fleet table; an owner key with no devices was told to use an admin-only endpoint;
+// #/energy (the nav's name for #/homes) showed the fleet.
+test('empty charts, alert badges merged, alerts refresh, long ids, owner without devices', async () => {
   const longId = 'e2e-long-' + 'x'.repeat(119);
   assert.equal(longId.length, 128);
   for (const d of [{ device_id: 'e2e-empty-1', owner_id: 'home-e', name: 'Never sent', timezone: 'UTC' },
@@ -604,12 +605,28 @@ test('empty charts, alert badges merged, alerts refresh, long ids', async () => 
     const overflow = await fleet.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     assert.ok(overflow <= 1, 'fleet scrolls sideways by ' + overflow + ' px with a 128-character id');
     assert.equal(await longRow.locator('td[data-label="Device"] a').getAttribute('title'), longId);
+
+    // #/energy is the nav's "Energy" page (#/homes).
+    await fleet.goto(base + '/#/energy');
+    await fleet.locator('header.top nav a.active', { hasText: 'Energy' }).waitFor();
+    assert.equal(await fleet.getByTestId('fleet-table').count(), 0);
   } finally {
     for (const { page, errors } of pages) {
       assert.deepEqual([...errors], [], 'console errors');
       await page.close();
     }
   }
+
+  // An owner key with no devices is pointed at its administrator (POST /v1/devices is admin-only).
+  const key = await call('POST', '/v1/owners/home-nobody/keys');
+  assert.equal(key.status, 201, key.text);
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT);
+  const errors = watchConsole(page);
+  await signIn(page, key.json.key);
+  await page.getByTestId('fleet-empty').getByText('ask your administrator').waitFor();
+  assert.deepEqual([...errors], [], 'console errors');
+  await page.close();
 });
 
 // The fleet page while Joule is down: the rows keep their last known values (not
@@ -664,6 +681,7 @@ test('auth disabled opens the dashboard directly', async () => {
     assert.equal((await (await fetch('http://' + address + '/healthz')).json()).auth, 'disabled');
     await page.goto('http://' + address + '/');
     await page.getByText('No devices yet').waitFor();
+    await page.getByTestId('fleet-empty').getByText('POST /v1/devices').waitFor();
     await page.getByText('no auth').waitFor();
     assert.equal(await page.locator('#token').count(), 0, 'no sign-in form');
     assert.deepEqual([...errors], [], 'console errors');

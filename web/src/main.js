@@ -17,6 +17,7 @@ function parseRoute(hash) {
     case 'device':
       return { page: 'device', id: parts[1] || '' };
     case 'homes':
+    case 'energy':  // the nav calls it "Energy"
       return { page: 'homes' };
     case 'home':
       return { page: 'home', owner: parts[1] || '' };
@@ -159,7 +160,7 @@ function App() {
       page = html`<${RulesPage} />`;
       break;
     default:
-      page = html`<${FleetPage} />`;
+      page = html`<${FleetPage} mode=${auth.mode} />`;
   }
   return html`<${Nav} route=${route} mode=${auth.mode} onSignOut=${signOut} /><main>${page}</main>`;
 }

@@ -59,7 +59,7 @@ function liveOf(rt) {
   return { power: p, seen: latest.received_at || (rec && rec.window_end) || null };
 }
 
-export function FleetPage() {
+export function FleetPage({ mode } = {}) {
   const devices = useLoad((signal) => listAllDevices(signal), []);
   const [alertInfo, setAlertInfo] = useState(null);
   const [q, setQ] = useState('');
@@ -178,7 +178,9 @@ export function FleetPage() {
       ${select('Location', loc, setLoc, options.location)}
     </div>
     ${all.length === 0
-      ? html`<p class="state">No devices yet. Register one with <code>POST /v1/devices</code>.</p>`
+      ? html`<p class="state" data-testid="fleet-empty">No devices yet. ${mode === 'disabled'
+          ? html`Register one with <code>POST /v1/devices</code>.`
+          : html`An administrator registers devices (<code>POST /v1/devices</code>, admin token): with an owner key, ask your administrator to register yours.`}</p>`
       : html`<table class="devices" data-testid="fleet-table">
           <thead><tr><th>Device</th><th>Owner</th><th>Model</th><th>Location</th>
             <th class="num">Power</th><th>Status</th><th>Last seen</th><th class="num" title="pending + firing alerts (acked included)">Open alerts</th></tr></thead>
