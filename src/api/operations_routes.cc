@@ -1,4 +1,4 @@
-// /metrics (Prometheus text), /healthz (liveness), /readyz (readiness).
+// /metrics (Prometheus text), /healthz (liveness; and auth.mode), /readyz (readiness).
 #include "api/api_context.h"
 #include "api/routes.h"
 #include "common/json_writer.h"
@@ -17,8 +17,13 @@ void AddOperationsRoutes(net::Router& router, ApiContext& ctx) {
     resp.body = ctx.metrics->Render();
     r.Send(std::move(resp));
   });
-  router.Add("GET", "/healthz", [](net::HttpRequest&, net::Responder r) {
-    r.Send(net::HttpResponse::Json(200, R"({"status":"ok"})"));
+  // Public, so it also tells a client whether it needs a key ("auth": the auth.mode), which
+  // an unauthenticated request could find out anyway: the dashboard asks here instead of
+  // probing /v1/devices and getting a 401 on every fresh load.
+  router.Add("GET", "/healthz", [&ctx](net::HttpRequest&, net::Responder r) {
+    if (ctx.auth == nullptr) return r.Send(net::HttpResponse::Json(200, R"({"status":"ok"})"));
+    r.Send(net::HttpResponse::Json(
+        200, ctx.auth->disabled() ? R"({"status":"ok","auth":"disabled"})" : R"({"status":"ok","auth":"required"})"));
   });
   // Ready once the processors have caught up with the log. A latest store (Redis) or a
   // metadata database (PostgreSQL) that is down does not make Joule unready — ingest goes

@@ -3,7 +3,10 @@
 // public API, then drives Debian's Chromium (headless, through playwright-core):
 // sign-in with the admin token, fleet list, device page with charts, a live 1m window
 // arriving over SSE without reload, home energy, alerts and rules (or their "not
-// available" state while those routes are absent), phone width, no console errors.
+// available" state while those routes are absent), phone width, no console errors; then
+// the black-box findings: single-window and empty charts, a solar inverter's daily energy,
+// alert badges merged by id, open alerts refreshing, a server outage on the fleet page,
+// long ids, an owner key with no devices, the #/energy alias.
 //
 //   JOULE_BIN=build/debug/src/app/joule node tests/e2e/dashboard.test.mjs
 // Env: JOULE_BIN (required), CHROMIUM (default /usr/bin/chromium),
@@ -194,7 +197,13 @@ test('dashboard: sign-in, fleet, live device page, energy, alerts, rules', async
   assert.ok(index.headers.get('etag'));
 
   // Sign-in: auth is required, so the form shows; a wrong key is refused, the admin token works.
+  // A fresh load learns that from /healthz: no request gets a 401 before a key is tried.
+  const unauthorized = [];
+  page.on('response', (r) => r.status() === 401 && unauthorized.push(r.url()));
+  assert.equal((await call('GET', '/healthz', undefined, '')).json.auth, 'required');
   await page.goto(base + '/');
+  await page.locator('#token').waitFor();
+  assert.deepEqual(unauthorized, [], 'a fresh load must not get a 401');
   await page.locator('#token').fill('not-a-real-key');
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.getByText('This key was not accepted').waitFor();
@@ -452,17 +461,36 @@ test('solar inverter, a new device, health updates, switching keys', async () =>
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.getByTestId('fleet-table').waitFor();
 
-  // The solar inverter's charts show solar_w.
+  // The solar inverter's charts show solar_w. (Its daily chart loads once: wait until the
+  // day's window is out.)
+  for (const deadline = Date.now() + 15_000; ;) {
+    const day = await call('GET', '/v1/devices/e2e-solar-1/metrics/history?resolution=1d&from=' + new Date(now - 2 * 86400e3).toISOString() + '&to=' + new Date().toISOString());
+    if (day.json?.data?.some((r) => r.metrics?.solar_w?.energy_wh > 0)) break;
+    assert.ok(Date.now() < deadline, 'no 1d window with solar_w.energy_wh: ' + day.text);
+    await new Promise((r) => setTimeout(r, 250));
+  }
   await page.goto(base + '/#/device/e2e-solar-1');
   await page.waitForFunction(() => Number(document.querySelector('[data-testid="live-chart"]')?.dataset.points) >= 3);
   await page.waitForFunction(() => / k?W$/.test(document.querySelector('[data-testid="live-power"]').textContent.trim()));
   await page.waitForFunction(() => Number(document.querySelector('[data-testid="history-chart"]')?.dataset.points) >= 3);
+  // Its daily energy is solar_w's energy_wh (today's local day at least).
+  await page.waitForFunction(() => Number(document.querySelector('[data-testid="daily-chart"]')?.dataset.filled) >= 1);
 
   // A device with one window: a time axis of an hour around it, not years.
   await page.goto(base + '/#/device/e2e-new-1');
   await page.waitForFunction(() => document.querySelector('[data-testid="live-chart"]')?.dataset.points === '1');
-  const span = Number(await page.getByTestId('live-chart').getAttribute('data-span'));
-  assert.ok(span > 0 && span <= 7200, 'live chart span ' + span + ' s');
+  // What was drawn (recorded at draw time): an hour around the window, time-of-day labels.
+  await page.waitForFunction(() => {
+    const el = document.querySelector('[data-testid="live-chart"]');
+    return el.dataset.span && Number(el.dataset.xMax) >= Number(el.dataset.xMin) && el.dataset.xLabels;
+  });
+  const drawn = await page.getByTestId('live-chart').evaluate((el) => ({ ...el.dataset }));
+  const span = Number(drawn.xMax) - Number(drawn.xMin);
+  assert.ok(span > 0 && span <= 7200, 'live chart drawn span ' + span + ' s: ' + JSON.stringify(drawn));
+  assert.equal(Number(drawn.span), span);
+  const t1 = Math.round((now - 30_000) / 60_000) * 60;  // about its window
+  assert.ok(Math.abs(Number(drawn.xMin) + span / 2 - t1) <= 120, 'centred on the window: ' + JSON.stringify(drawn));
+  assert.ok(drawn.xLabels.split('|').every((l) => /\d:\d\d/.test(l)), 'time-of-day labels, not months: ' + drawn.xLabels);
   // The health panel follows new events without a reload.
   await page.getByTestId('health').getByText('Events').waitFor();
   const before = await page.evaluate(() => [...document.querySelectorAll('[data-testid="health"] dt')].find((dt) => dt.textContent === 'Events').nextElementSibling.textContent.trim());
@@ -484,6 +512,165 @@ test('solar inverter, a new device, health updates, switching keys', async () =>
   await page.close();
 });
 
+async function signIn(page, key = ADMIN) {
+  await page.goto(base + '/');
+  await page.locator('#token').fill(key);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.locator('header.top nav').waitFor();
+}
+
+// Found by a black-box test of the dashboard (session 15): an empty device's charts showed
+// the Unix epoch; a resolved alert got a second (red) badge beside its firing one; the
+// fleet's open alerts and the alerts page never refreshed; a 128-character id overflowed
+// the fleet table; an owner key with no devices was told to use an admin-only endpoint;
+// #/energy (the nav's name for #/homes) showed the fleet.
+test('empty charts, alert badges merged, alerts refresh, long ids, owner without devices', async () => {
+  const longId = 'e2e-long-' + 'x'.repeat(119);
+  assert.equal(longId.length, 128);
+  for (const d of [{ device_id: 'e2e-empty-1', owner_id: 'home-e', name: 'Never sent', timezone: 'UTC' },
+    { device_id: 'e2e-alert-1', owner_id: 'home-e', name: 'Alerting plug', timezone: 'UTC' },
+    { device_id: longId, owner_id: 'home-e', timezone: 'UTC' }]) {
+    const r = await call('POST', '/v1/devices', d);
+    assert.equal(r.status, 201, 'register ' + d.device_id + ': ' + r.text);
+  }
+  const pages = [];
+  const open = async () => {
+    const page = await context.newPage();
+    page.setDefaultTimeout(STEP_TIMEOUT);
+    const errors = watchConsole(page);
+    await signIn(page);
+    pages.push({ page, errors });
+    return page;
+  };
+  try {
+    // A device without data: "No data" charts over the range asked for, not the epoch.
+    const dev = await open();
+    await dev.goto(base + '/#/device/e2e-empty-1');
+    const hist = dev.getByTestId('history-chart');
+    await hist.getByText('No data in this range').waitFor();
+    await dev.waitForFunction(() => document.querySelector('[data-testid="history-chart"]').dataset.xMin);
+    const nowS = Date.now() / 1000;
+    const h = await hist.evaluate((el) => ({ ...el.dataset }));
+    assert.ok(Math.abs(Number(h.xMax) - nowS) < 120 && Math.abs(Number(h.xMin) - (nowS - 86400)) < 120, 'history covers the last 24 h: ' + JSON.stringify(h));
+    for (const id of ['live-chart', 'voltage-chart', 'daily-chart']) {
+      await dev.waitForFunction((t) => document.querySelector(`[data-testid="${t}"]`)?.dataset.xMin, id);
+      const x = await dev.getByTestId(id).evaluate((el) => ({ ...el.dataset }));
+      assert.ok(Number(x.xMin) > nowS - 40 * 86400 && Number(x.xMax) < nowS + 3600, id + ' spans a recent range: ' + JSON.stringify(x));
+    }
+    await dev.getByRole('button', { name: '7 d' }).click();
+    await dev.waitForFunction((t) => Math.abs(Number(document.querySelector('[data-testid="history-chart"]').dataset.xMin) - (t - 7 * 86400)) < 120, nowS);
+
+    if ((await call('GET', '/v1/rules')).status === 404) return;
+    const rule = await call('POST', '/v1/rules', { name: 'e2e badge merge', scope: { device_id: 'e2e-alert-1' }, kind: 'threshold',
+      metric: 'power_w', aggregate: 'max', op: '>', threshold: 1000, clear_threshold: 900, for_windows: 1, resolution: '1m', severity: 'critical' });
+    assert.equal(rule.status, 201, rule.text);
+
+    // Pages open before the alert: its device page (stream), the fleet and the alerts page.
+    await dev.goto(base + '/#/device/e2e-alert-1');
+    await dev.waitForFunction(() => document.querySelector('[data-testid="stream-state"]')?.textContent.includes('live'));
+    const fleet = await open();
+    await fleet.getByLabel('Search').fill('e2e-alert-1');
+    const openCell = fleet.locator('tr[data-device="e2e-alert-1"] td[data-label="Open alerts"]');
+    await fleet.waitForFunction((el) => el.textContent.trim() === '0', await openCell.elementHandle());
+    const alertsPage = await open();
+    await alertsPage.goto(base + '/#/alerts/e2e-alert-1');
+    await alertsPage.getByTestId('alerts-empty').waitFor();
+
+    // Fire: a window over 1 kW (three minutes ago; the idle timeout closes it).
+    const m0 = Math.floor(Date.now() / 60_000) * 60_000 - 3 * 60_000;
+    await ingest([10, 20].map((s) => ({ device_id: 'e2e-alert-1', timestamp: new Date(m0 + s * 1000).toISOString(), metrics: { power_w: 2000 + s } })));
+    // The fleet's open alerts and the alerts page pick it up without a reload (15 s refresh).
+    await openCell.locator('a.badge').waitFor({ timeout: 40_000 });
+    await alertsPage.getByTestId('alerts-table').getByRole('link', { name: 'e2e-alert-1' }).waitFor({ timeout: 40_000 });
+    await dev.locator('[data-testid="alert-badge"][data-state="firing"]').waitFor();
+    assert.match(await dev.locator('[data-testid="alert-badge"]').first().getAttribute('class'), /\bbad\b/);
+
+    // Resolve: the next windows are under the clear threshold.
+    await ingest([70, 130].map((s) => ({ device_id: 'e2e-alert-1', timestamp: new Date(m0 + s * 1000).toISOString(), metrics: { power_w: 100 } })));
+    await dev.locator('[data-testid="alert-badge"][data-state="resolved"]').waitFor({ timeout: 40_000 });
+    const badges = await dev.locator('[data-testid="alert-badge"]').evaluateAll((els) => els.map((e) => [e.dataset.alertId, e.dataset.state, e.className]));
+    assert.equal(badges.length, 1, 'one badge per alert: ' + JSON.stringify(badges));
+    assert.doesNotMatch(badges[0][2], /\bbad\b/, 'a resolved alert is not styled as bad');
+    const listed = await call('GET', '/v1/alerts?device_id=e2e-alert-1');
+    assert.equal(listed.json.alerts.length, 1, listed.text);
+    assert.equal(listed.json.alerts[0].state, 'resolved');
+    // ... and the fleet's open alerts drop back to 0, again without a reload.
+    await fleet.waitForFunction((el) => el.textContent.trim() === '0', await openCell.elementHandle(), { timeout: 40_000 });
+    await call('DELETE', '/v1/rules/' + rule.json.id);
+
+    // A 128-character id: the fleet table still fits 1280 px; the full id is in the title.
+    await fleet.getByLabel('Search').fill('e2e-long-');
+    const longRow = fleet.locator(`tr[data-device="${longId}"]`);
+    await longRow.waitFor();
+    const overflow = await fleet.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 1, 'fleet scrolls sideways by ' + overflow + ' px with a 128-character id');
+    assert.equal(await longRow.locator('td[data-label="Device"] a').getAttribute('title'), longId);
+
+    // #/energy is the nav's "Energy" page (#/homes).
+    await fleet.goto(base + '/#/energy');
+    await fleet.locator('header.top nav a.active', { hasText: 'Energy' }).waitFor();
+    assert.equal(await fleet.getByTestId('fleet-table').count(), 0);
+  } finally {
+    for (const { page, errors } of pages) {
+      assert.deepEqual([...errors], [], 'console errors');
+      await page.close();
+    }
+  }
+
+  // An owner key with no devices is pointed at its administrator (POST /v1/devices is admin-only).
+  const key = await call('POST', '/v1/owners/home-nobody/keys');
+  assert.equal(key.status, 201, key.text);
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT);
+  const errors = watchConsole(page);
+  await signIn(page, key.json.key);
+  await page.getByTestId('fleet-empty').getByText('ask your administrator').waitFor();
+  assert.deepEqual([...errors], [], 'console errors');
+  await page.close();
+});
+
+// The fleet page while Joule is down: the rows keep their last known values (not
+// "— · offline · never") and a banner says Joule cannot be reached, with Retry; after a
+// restart on the same address, Retry clears it.
+test('fleet page during a server outage', async () => {
+  const dataDir = join(tmp, 'data-outage');
+  let { proc, address } = await startJoule({}, dataDir);
+  const other = 'http://' + address;
+  const req = (method, path, body) => fetch(other + path, { method, headers: { Authorization: 'Bearer ' + ADMIN, 'Content-Type': 'application/json' }, body: body && JSON.stringify(body) });
+  const stop = async (p) => {
+    p.kill('SIGTERM');
+    await new Promise((r) => (p.exitCode !== null ? r() : p.once('exit', r)));
+  };
+  try {
+    assert.equal((await req('POST', '/v1/devices', { device_id: 'e2e-out-1', owner_id: 'home-o', name: 'Outage plug', timezone: 'UTC' })).status, 201);
+    const r = await req('POST', '/v1/telemetry', [{ device_id: 'e2e-out-1', timestamp: new Date(Date.now() - 5000).toISOString(), metrics: { power_w: 1234 } }]);
+    assert.equal(r.status, 202);
+    const page = await context.newPage();
+    page.setDefaultTimeout(STEP_TIMEOUT);
+    await page.goto(other + '/');
+    await page.locator('#token').fill(ADMIN);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    const row = page.locator('tr[data-device="e2e-out-1"]');
+    await page.waitForFunction(() => document.querySelector('tr[data-device="e2e-out-1"] td[data-label="Power"]')?.textContent.trim() === '1.23 kW');
+    await row.locator('.dot.on').waitFor();
+
+    await stop(proc);
+    await page.getByTestId('fleet-outage').getByText('Cannot reach Joule').waitFor({ timeout: 30_000 });
+    await page.getByTestId('fleet-outage').getByRole('button', { name: 'Retry' }).waitFor();
+    assert.equal((await row.locator('td[data-label="Power"]').innerText()).trim(), '1.23 kW', 'last known power kept');
+    assert.notEqual((await row.locator('td[data-label="Last seen"]').innerText()).trim(), 'never');
+    assert.equal(await row.locator('.dot.on').count(), 1, 'last known status kept');
+    if (shots) await page.screenshot({ path: join(shots, 'fleet-outage.png') });
+
+    ({ proc } = await startJoule({ JOULE_SERVER_HTTP_LISTEN: address }, dataDir));
+    await page.getByTestId('fleet-outage').getByRole('button', { name: 'Retry' }).click();
+    await page.getByTestId('fleet-outage').waitFor({ state: 'detached' });
+    await page.close();
+  } finally {
+    await stop(proc);
+  }
+});
+
 // auth.mode = "disabled" (local demos): the dashboard opens directly, without sign-in.
 test('auth disabled opens the dashboard directly', async () => {
   const { proc, address } = await startJoule({ JOULE_AUTH_MODE: 'disabled' }, join(tmp, 'data-noauth'));
@@ -491,8 +678,10 @@ test('auth disabled opens the dashboard directly', async () => {
     const page = await context.newPage();
     page.setDefaultTimeout(STEP_TIMEOUT);
     const errors = watchConsole(page);
+    assert.equal((await (await fetch('http://' + address + '/healthz')).json()).auth, 'disabled');
     await page.goto('http://' + address + '/');
     await page.getByText('No devices yet').waitFor();
+    await page.getByTestId('fleet-empty').getByText('POST /v1/devices').waitFor();
     await page.getByText('no auth').waitFor();
     assert.equal(await page.locator('#token').count(), 0, 'no sign-in form');
     assert.deepEqual([...errors], [], 'console errors');

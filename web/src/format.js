@@ -126,8 +126,11 @@ export function recordPower(r, metric = 'power_w') {
   return metric === 'power_w' && isNum(r && r.avg_power_w) ? r.avg_power_w : null;
 }
 
-export function recordEnergy(r) {
+// Energy of a record: of `metric` (the device's power metric, e.g. a solar inverter's
+// solar_w; default power_w), else the older summary fields.
+export function recordEnergy(r, metric = 'power_w') {
   const m = (r && r.metrics) || {};
+  if (m[metric] && isNum(m[metric].energy_wh)) return m[metric].energy_wh;
   if (m.power_w && isNum(m.power_w.energy_wh)) return m.power_w.energy_wh;
   if (isNum(r && r.sum_energy_wh)) return r.sum_energy_wh;
   if (m.energy_wh && isNum(m.energy_wh.delta)) return m.energy_wh.delta;

@@ -17,6 +17,7 @@ function parseRoute(hash) {
     case 'device':
       return { page: 'device', id: parts[1] || '' };
     case 'homes':
+    case 'energy':  // the nav calls it "Energy"
       return { page: 'homes' };
     case 'home':
       return { page: 'home', owner: parts[1] || '' };
@@ -51,6 +52,13 @@ async function accepted(token) {
     if (e.status && e.status !== 0) return true;  // e.g. 503 metadata: the token itself is fine
     throw e;
   }
+}
+
+// auth.mode from the public /healthz ("required" | "disabled"), so a fresh load needs no
+// request that gets a 401; null from a server that does not say (then: probe).
+async function authMode() {
+  const h = await api('/healthz', { token: '' });
+  return h && (h.auth === 'required' || h.auth === 'disabled') ? h.auth : null;
 }
 
 function SignIn({ onSignedIn }) {
@@ -112,10 +120,12 @@ function App() {
   const check = async () => {
     setAuth({ state: 'checking' });
     try {
+      const mode = await authMode();
+      if (mode === 'disabled') return setAuth({ state: 'in', mode: 'disabled' });
       const stored = getToken();
       if (stored && (await accepted(stored)) === true) return setAuth({ state: 'in', mode: 'token' });
       if (stored) setToken('');
-      if ((await accepted('')) === true) return setAuth({ state: 'in', mode: 'disabled' });
+      if (mode === null && (await accepted('')) === true) return setAuth({ state: 'in', mode: 'disabled' });
       setAuth({ state: 'out' });
     } catch (error) {
       setAuth({ state: 'error', error });
@@ -150,7 +160,7 @@ function App() {
       page = html`<${RulesPage} />`;
       break;
     default:
-      page = html`<${FleetPage} />`;
+      page = html`<${FleetPage} mode=${auth.mode} />`;
   }
   return html`<${Nav} route=${route} mode=${auth.mode} onSignOut=${signOut} /><main>${page}</main>`;
 }

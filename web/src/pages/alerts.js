@@ -1,14 +1,17 @@
 // Alerts: filter by state and device; acknowledge and snooze (CONTRACT §4). The default
 // filter is "open": pending + firing (acked and snoozed alerts included — those are flags,
 // not states), the same count the fleet page shows. #/alerts/<device> pre-filters a device.
+// The list refreshes every 15 s (as the fleet page does), keeping what it shows while
+// Joule cannot be reached.
 import { html } from 'htm/preact';
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import { api, qs } from '../api.js';
 import * as fmt from '../format.js';
 import { ErrorBox, Loading, NotAvailable, useLoad } from '../ui.js';
 
 const enc = encodeURIComponent;
 const STATES = ['open', 'pending', 'firing', 'resolved', ''];
+const REFRESH_MS = 15000;
 
 // The alert's value and its condition, with units: "5.00 kW (> 1.00 kW)".
 function valueText(a) {
@@ -36,7 +39,11 @@ export function AlertsPage({ device: initialDevice = '' }) {
   const [snoozeFor, setSnoozeFor] = useState('1h');
   const [actionError, setActionError] = useState(null);
   const [busy, setBusy] = useState('');
-  const alerts = useLoad((signal) => loadAlerts(state, deviceFilter, signal), [state, deviceFilter]);
+  const alerts = useLoad((signal) => loadAlerts(state, deviceFilter, signal), [state, deviceFilter], { keepOnError: true });
+  useEffect(() => {
+    const timer = setInterval(() => alerts.reload(), REFRESH_MS);
+    return () => clearInterval(timer);
+  }, [state, deviceFilter]);
 
   const act = async (a, action) => {
     setBusy(a.id + action);
@@ -53,7 +60,7 @@ export function AlertsPage({ device: initialDevice = '' }) {
 
   let body;
   if (alerts.error && alerts.error.routeMissing) body = html`<${NotAvailable} what="Alerts" />`;
-  else if (alerts.error) body = html`<${ErrorBox} error=${alerts.error} retry=${alerts.reload} />`;
+  else if (alerts.error && !alerts.data) body = html`<${ErrorBox} error=${alerts.error} retry=${alerts.reload} />`;
   else if (alerts.loading && !alerts.data) body = html`<${Loading} what="Loading alerts" />`;
   else {
     const list = (alerts.data && (alerts.data.alerts || alerts.data.data)) || [];
@@ -89,6 +96,8 @@ export function AlertsPage({ device: initialDevice = '' }) {
         </select></label>
     </form>
     <${ErrorBox} error=${actionError} />
+    ${alerts.error && alerts.data && html`<div data-testid="alerts-outage"><${ErrorBox} error=${alerts.error} retry=${alerts.reload} />
+      <p class="muted small">Showing the last list loaded; retrying every ${REFRESH_MS / 1000} s.</p></div>`}
     ${body}
   </section>`;
 }

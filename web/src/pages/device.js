@@ -1,7 +1,7 @@
 // Device details: metadata, a live power chart of 1m windows (SSE, no reload), history
 // with automatic resolution, daily energy in the home's local days, voltage and health.
 import { html } from 'htm/preact';
-import { useEffect, useMemo, useState } from 'preact/hooks';
+import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import uPlot from 'uplot';
 import { api, openStream, qs } from '../api.js';
 import * as fmt from '../format.js';
@@ -23,6 +23,30 @@ const num = (v) => (typeof v === 'number' && Number.isFinite(v) ? v : null);
 function inZone(tz) {
   return (ts) => uPlot.tzDate(new Date(ts * 1000), tz);
 }
+
+// An alert's events arrive in any order, and the loaded list may be older than the stream:
+// one entry per alert id, the newest updated_at winning (ties: the later arrival).
+const stamp = (a) => {
+  const t = new Date(a.updated_at || a.opened_at || 0).getTime();
+  return Number.isNaN(t) ? 0 : t;
+};
+export function mergeAlerts(...lists) {
+  const byId = new Map();
+  for (const list of lists) {
+    for (const a of list || []) {
+      if (!a || !a.id) continue;
+      const old = byId.get(a.id);
+      if (!old || stamp(a) >= stamp(old)) byId.set(a.id, a);
+    }
+  }
+  // Retracted (a pending alert withdrawn) is gone; open ones first, then the newest.
+  const open = (a) => (a.state === 'firing' ? 0 : a.state === 'pending' ? 1 : 2);
+  return [...byId.values()]
+    .filter((a) => a.event !== 'retracted')
+    .sort((a, b) => open(a) - open(b) || stamp(b) - stamp(a));
+}
+
+const alertBadge = (state) => (state === 'firing' ? 'bad' : state === 'pending' ? 'warn' : 'ok');
 
 function powerSeries(label, stroke, fill) {
   return { label, stroke, fill, width: 2, value: (u, v) => fmt.power(v), spanGaps: false };
@@ -76,7 +100,7 @@ export function DevicePage({ id }) {
           } else if (event === 'reading') {
             setReading(data);
           } else if (event === 'alert') {
-            setLiveAlerts((a) => [data, ...a].slice(0, 5));
+            setLiveAlerts((a) => mergeAlerts(a, [data]).slice(0, 20));
           }
         },
       },
@@ -98,7 +122,7 @@ export function DevicePage({ id }) {
     () => ({
       series: [{}, powerSeries('avg', '#2f7de1', 'rgba(47,125,225,0.12)'), powerSeries('max', '#e8833a')],
       axes: [timeAxis, valueAxis('W')],
-      scales: { x: timeScale },
+      scales: { x: timeScale() },
       tzDate: inZone(tz),
       cursor: { drag: { x: false, y: false } },
       legend: { live: true },
@@ -111,10 +135,7 @@ export function DevicePage({ id }) {
 
   const device = rt.data.device || { device_id: id };
   const m = (reading && reading.metrics) || {};
-  const shownAlerts = [...liveAlerts];
-  for (const a of (firing.data && firing.data.alerts) || []) {
-    if (!shownAlerts.some((x) => x.id === a.id)) shownAlerts.push(a);
-  }
+  const shownAlerts = mergeAlerts((firing.data && firing.data.alerts) || [], liveAlerts).slice(0, 5);
   return html`<section class="device">
     <p class="crumbs"><a href="#/">Fleet</a> › ${device.owner_id && html`<a href=${'#/home/' + enc(device.owner_id)}>${device.owner_id}</a> › `}${id}</p>
     <div class="page-head">
@@ -139,7 +160,7 @@ export function DevicePage({ id }) {
         ${metric !== 'power_w' && html`<div class="muted small">${metric}</div>`}
         <div class="muted">Voltage <span data-testid="live-voltage">${fmt.volts(num(m.voltage_v))}</span></div>
         <div class="muted small" title=${reading ? 'received ' + fmt.time(reading.received_at, tz) : ''}>Last reading ${reading ? fmt.time(reading.timestamp, tz) : 'never'}</div>
-        ${shownAlerts.map((a) => html`<div class="badge bad">${a.state || 'alert'}: ${a.rule_name || a.rule_id || ''}</div>`)}
+        ${shownAlerts.map((a) => html`<div class=${'badge ' + alertBadge(a.state)} data-testid="alert-badge" data-alert-id=${a.id} data-state=${a.state || ''}>${a.state || 'alert'}: ${a.rule_name || a.rule_id || ''}</div>`)}
       </div>
       <${Health} h=${health} tz=${tz} />
     </div>
@@ -172,11 +193,14 @@ function Health({ h, tz }) {
 
 function History({ id, metric, tz }) {
   const [range, setRange] = useState('24h');
+  // The range asked for (seconds): what an empty chart spans.
+  const asked = useRef(null);
   const hist = useLoad(
     (signal) => {
       const r = RANGES.find((x) => x.id === range);
       const to = new Date();
       const from = new Date(to.getTime() - r.ms);
+      asked.current = [from.getTime() / 1000, to.getTime() / 1000];
       return api(`/v1/devices/${enc(id)}/metrics/history` + qs({ from: from.toISOString(), to: to.toISOString(), resolution: 'auto', metrics: `${metric},voltage_v`, limit: 1500 }), { signal });
     },
     [id, range, metric],
@@ -184,10 +208,11 @@ function History({ id, metric, tz }) {
   const recs = (hist.data && hist.data.data) || [];
   const powerData = useMemo(() => [recs.map((r) => sec(r.window_start)), recs.map((r) => fmt.recordPower(r, metric)), recs.map((r) => num(r.metrics?.[metric]?.max ?? (metric === 'power_w' ? r.max_power_w : null)))], [hist.data, metric]);
   const voltData = useMemo(() => [recs.map((r) => sec(r.window_start)), recs.map((r) => num(r.metrics?.voltage_v?.min)), recs.map((r) => num(r.metrics?.voltage_v?.avg)), recs.map((r) => num(r.metrics?.voltage_v?.max))], [hist.data]);
-  const powerOpts = useMemo(() => ({ series: [{}, powerSeries('avg', '#2f7de1', 'rgba(47,125,225,0.12)'), powerSeries('max', '#e8833a')], axes: [timeAxis, valueAxis('W')], scales: { x: timeScale }, tzDate: inZone(tz) }), [tz]);
+  const emptyRange = () => asked.current || [Date.now() / 1000 - RANGES[0].ms / 1000, Date.now() / 1000];
+  const powerOpts = useMemo(() => ({ series: [{}, powerSeries('avg', '#2f7de1', 'rgba(47,125,225,0.12)'), powerSeries('max', '#e8833a')], axes: [timeAxis, valueAxis('W')], scales: { x: timeScale(emptyRange) }, tzDate: inZone(tz) }), [tz]);
   const voltOpts = useMemo(() => {
     const v = (label, stroke, dash) => ({ label, stroke, dash, width: 1.5, value: (u, x) => fmt.volts(x) });
-    return { series: [{}, v('min', '#8a8f98', [4, 4]), v('avg', '#8b5cf6'), v('max', '#8a8f98', [4, 4])], axes: [timeAxis, valueAxis('V')], scales: { x: timeScale }, tzDate: inZone(tz) };
+    return { series: [{}, v('min', '#8a8f98', [4, 4]), v('avg', '#8b5cf6'), v('max', '#8a8f98', [4, 4])], axes: [timeAxis, valueAxis('V')], scales: { x: timeScale(emptyRange) }, tzDate: inZone(tz) };
   }, [tz]);
   return html`<div class="card">
     <div class="card-head">
@@ -206,19 +231,28 @@ function History({ id, metric, tz }) {
 }
 
 function DailyEnergy({ id, tz }) {
+  const asked = useRef(null);
   const days = useLoad((signal) => {
     const to = new Date();
     const from = new Date(to.getTime() - 31 * 86400e3);
+    asked.current = [from.getTime() / 1000, to.getTime() / 1000];
     return api(`/v1/devices/${enc(id)}/metrics/history` + qs({ from: from.toISOString(), to: to.toISOString(), resolution: '1d', limit: 100 }), { signal });
   }, [id]);
   const recs = (days.data && days.data.data) || [];
   const labels = useMemo(() => new Map(recs.map((r) => [sec(r.window_start), r.local_date])), [days.data]);
-  const data = useMemo(() => [recs.map((r) => sec(r.window_start)), recs.map(fmt.recordEnergy)], [days.data]);
+  // The energy of the device's power metric (a solar inverter's solar_w.energy_wh).
+  const metric = useMemo(() => fmt.powerMetric(recs), [days.data]);
+  const data = useMemo(() => [recs.map((r) => sec(r.window_start)), recs.map((r) => fmt.recordEnergy(r, metric))], [days.data, metric]);
   const opts = useMemo(
     () => ({
       series: [{ value: (u, v) => (v == null ? '' : labels.get(v) || fmt.localDate(v * 1000, tz)) }, { label: 'energy', fill: 'rgba(34,160,107,0.6)', stroke: '#22a06b', paths: uPlot.paths.bars({ size: [0.7, 60] }), points: { show: false }, value: (u, v) => fmt.energy(v) }],
       axes: [{ ...timeAxis, splits: (u) => { const xs = u.data[0]; const k = Math.max(1, Math.ceil(xs.length / (u.bbox.width / devicePixelRatio / 56))); return xs.filter((_, i) => i % k === 0); }, values: (u, vals) => vals.map((v) => (labels.get(v) || fmt.localDate(v * 1000, tz)).slice(5)) }, valueAxis('Wh', 70)],
-      scales: { x: { time: false, range: (u, min, max) => [min - 43200, max + 43200] } },
+      // Half a day either side of the first and last day; no days: the 31 asked for.
+      scales: { x: { time: false, range: (u) => {
+        const xs = u.data[0] || [];
+        if (!xs.length) return asked.current || [Date.now() / 1000 - 31 * 86400, Date.now() / 1000];
+        return [xs[0] - 43200, xs[xs.length - 1] + 43200];
+      } } },
     }),
     [labels, tz],
   );

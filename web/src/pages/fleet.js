@@ -1,18 +1,23 @@
 // Fleet overview: every device the key may see, with live power, online/offline, last seen
 // and open alerts; search and filters. The list is paginated (50 rows) so 1,000+ devices
-// stay fast: only the visible rows ask for their live state, and refresh every 15 s.
+// stay fast: only the visible rows ask for their live state, and refresh every 15 s (the
+// open alerts too). When Joule cannot be reached, rows keep their last known values and a
+// banner says so (with Retry); the next refresh that succeeds clears it.
 import { html } from 'htm/preact';
-import { useEffect, useMemo, useState } from 'preact/hooks';
+import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { api, listAllDevices, mapLimit, qs } from '../api.js';
 import * as fmt from '../format.js';
 import { ErrorBox, Loading, useLoad } from '../ui.js';
 
 const PAGE = 50;
 const ONLINE_WITHIN_MS = 2 * 60 * 1000;
+const REFRESH_MS = 15000;
 
 // Open alerts = pending + firing (not resolved), per device. An acked or snoozed alert is
 // still open: ack and snooze only silence notifications, the condition still holds
-// (CONTRACT §4: they are flags, not states). Pages through every open alert.
+// (CONTRACT §4: they are flags, not states). Pages through every open alert. A server
+// without the alerts API (or a key that may not list them): not available; a network
+// failure or a server error throws (the caller keeps the counts it had).
 async function loadOpenAlerts(signal) {
   try {
     const counts = {};
@@ -32,12 +37,13 @@ async function loadOpenAlerts(signal) {
     }
     return { available: true, counts };
   } catch (e) {
-    if (e.name === 'AbortError') throw e;
+    if (e.name === 'AbortError' || !e.status || e.status >= 500) throw e;
     return { available: false, counts: {} };
   }
 }
 
 function alertCell(info, deviceId) {
+  if (info.loading) return html`<span class="muted">…</span>`;
   if (!info.available) return html`<span class="muted" title="alerts API not available">—</span>`;
   const c = info.counts[deviceId];
   if (!c) return '0';
@@ -53,9 +59,9 @@ function liveOf(rt) {
   return { power: p, seen: latest.received_at || (rec && rec.window_end) || null };
 }
 
-export function FleetPage() {
+export function FleetPage({ mode } = {}) {
   const devices = useLoad((signal) => listAllDevices(signal), []);
-  const alerts = useLoad((signal) => loadOpenAlerts(signal), []);
+  const [alertInfo, setAlertInfo] = useState(null);
   const [q, setQ] = useState('');
   const [owner, setOwner] = useState('');
   const [model, setModel] = useState('');
@@ -63,6 +69,10 @@ export function FleetPage() {
   const [page, setPage] = useState(0);
   const [live, setLive] = useState({});
   const [now, setNow] = useState(Date.now());
+  // The last refresh's failure (Joule unreachable or erroring): shown as a banner, the
+  // rows keep their last known values.
+  const [outage, setOutage] = useState(null);
+  const [retryTick, setRetryTick] = useState(0);
 
   const all = devices.data || [];
   const options = useMemo(() => {
@@ -86,29 +96,60 @@ export function FleetPage() {
 
   useEffect(() => setPage(0), [q, owner, model, loc]);
 
+  // Open alerts: loaded with the page and refreshed with the rows.
   useEffect(() => {
-    if (!rows.length) return;
+    if (!devices.data) return;
     const ctrl = new AbortController();
-    const refresh = () =>
-      mapLimit(rows, 4, async (d) => {
-        if (ctrl.signal.aborted) return;
-        let v;
-        try {
-          v = liveOf(await api(`/v1/devices/${encodeURIComponent(d.device_id)}/metrics/realtime?windows=1`, { signal: ctrl.signal }));
-        } catch (e) {
-          if (e.name === 'AbortError') return;
-          v = { power: null, seen: null, error: e.message };
-        }
-        setLive((m) => ({ ...m, [d.device_id]: v }));
-        setNow(Date.now());
-      });
+    const refresh = async () => {
+      try {
+        const info = await loadOpenAlerts(ctrl.signal);
+        if (!ctrl.signal.aborted) setAlertInfo(info);
+      } catch (e) {
+        if (e.name === 'AbortError' || ctrl.signal.aborted) return;
+        setAlertInfo((old) => old || { available: false, counts: {} });
+        setOutage(e);
+      }
+    };
     refresh();
-    const timer = setInterval(refresh, 15000);
+    const timer = setInterval(refresh, REFRESH_MS);
     return () => {
       clearInterval(timer);
       ctrl.abort();
     };
-  }, [rowKey]);
+  }, [!!devices.data, retryTick]);
+
+  useEffect(() => {
+    if (!rows.length) return;
+    const ctrl = new AbortController();
+    const refresh = async () => {
+      let failed = null;
+      await mapLimit(rows, 4, async (d) => {
+        if (ctrl.signal.aborted || failed) return;  // unreachable: stop asking, keep the rest
+        try {
+          const v = liveOf(await api(`/v1/devices/${encodeURIComponent(d.device_id)}/metrics/realtime?windows=1`, { signal: ctrl.signal }));
+          setLive((m) => ({ ...m, [d.device_id]: v }));
+          setNow(Date.now());
+        } catch (e) {
+          if (e.name === 'AbortError') return;
+          if (!e.status || e.status >= 500) {
+            failed = e;  // Joule down or failing: keep the last known values
+            setLive((m) => (m[d.device_id] ? { ...m, [d.device_id]: { ...m[d.device_id], stale: true } } : m));
+          } else {
+            setLive((m) => ({ ...m, [d.device_id]: { power: null, seen: null, error: e.message } }));
+          }
+        }
+      });
+      if (ctrl.signal.aborted) return;
+      setOutage(failed);
+      if (failed) setLive((m) => Object.fromEntries(Object.entries(m).map(([k, v]) => [k, { ...v, stale: true }])));
+    };
+    refresh();
+    const timer = setInterval(refresh, REFRESH_MS);
+    return () => {
+      clearInterval(timer);
+      ctrl.abort();
+    };
+  }, [rowKey, retryTick]);
 
   if (devices.loading) return html`<${Loading} what="Loading devices" />`;
   if (devices.error) return html`<${ErrorBox} error=${devices.error} retry=${devices.reload} />`;
@@ -118,13 +159,17 @@ export function FleetPage() {
       <option value="">All</option>
       ${opts.map((o) => html`<option value=${o}>${o}</option>`)}
     </select></label>`;
-  const alertInfo = alerts.data || { available: false, counts: {} };
+  const alerts = alertInfo || { available: true, counts: {}, loading: true };
+  const retry = () => setRetryTick((t) => t + 1);
 
   return html`<section class="fleet">
     <div class="page-head">
       <h1>Fleet</h1>
       <span class="muted" data-testid="fleet-count">${filtered.length} of ${all.length} devices</span>
+      ${outage && html`<span class="badge warn" data-testid="fleet-state">reconnecting</span>`}
     </div>
+    ${outage && html`<div data-testid="fleet-outage"><${ErrorBox} error=${outage} retry=${retry} />
+      <p class="muted small">Showing the last known values; retrying every ${REFRESH_MS / 1000} s.</p></div>`}
     <div class="filters">
       <label class="filter grow">Search
         <input type="search" placeholder="Device id or name" value=${q} onInput=${(e) => setQ(e.currentTarget.value)} /></label>
@@ -133,7 +178,9 @@ export function FleetPage() {
       ${select('Location', loc, setLoc, options.location)}
     </div>
     ${all.length === 0
-      ? html`<p class="state">No devices yet. Register one with <code>POST /v1/devices</code>.</p>`
+      ? html`<p class="state" data-testid="fleet-empty">No devices yet. ${mode === 'disabled'
+          ? html`Register one with <code>POST /v1/devices</code>.`
+          : html`An administrator registers devices (<code>POST /v1/devices</code>, admin token): with an owner key, ask your administrator to register yours.`}</p>`
       : html`<table class="devices" data-testid="fleet-table">
           <thead><tr><th>Device</th><th>Owner</th><th>Model</th><th>Location</th>
             <th class="num">Power</th><th>Status</th><th>Last seen</th><th class="num" title="pending + firing alerts (acked included)">Open alerts</th></tr></thead>
@@ -142,17 +189,17 @@ export function FleetPage() {
               const v = live[d.device_id];
               const seenMs = v && v.seen ? new Date(v.seen).getTime() : 0;
               const online = v ? seenMs && now - seenMs < ONLINE_WITHIN_MS : null;
-              return html`<tr key=${d.device_id} data-device=${d.device_id}>
-                <td data-label="Device"><span><a href=${'#/device/' + encodeURIComponent(d.device_id)}>${d.name || d.device_id}</a>
-                  ${d.name && html`<div class="muted small">${d.device_id}</div>`}</span></td>
-                <td data-label="Owner"><a href=${'#/home/' + encodeURIComponent(d.owner_id)}>${d.owner_id}</a></td>
+              return html`<tr key=${d.device_id} data-device=${d.device_id} class=${v && v.stale ? 'stale' : ''} title=${v && v.stale ? 'last known values: Joule cannot be reached' : undefined}>
+                <td data-label="Device"><span class="cell-id"><a class="ellip" href=${'#/device/' + encodeURIComponent(d.device_id)} title=${d.name ? d.name + ' (' + d.device_id + ')' : d.device_id}>${d.name || d.device_id}</a>
+                  ${d.name && html`<div class="muted small ellip" title=${d.device_id}>${d.device_id}</div>`}</span></td>
+                <td data-label="Owner"><a class="ellip" href=${'#/home/' + encodeURIComponent(d.owner_id)} title=${d.owner_id}>${d.owner_id}</a></td>
                 <td data-label="Model">${d.model || '—'}</td>
                 <td data-label="Location">${d.location || '—'}</td>
                 <td data-label="Power" class="num">${v ? fmt.power(v.power) : '…'}</td>
                 <td data-label="Status">${online === null ? html`<span class="muted">…</span>` : online
                   ? html`<span><span class="dot on"></span>online</span>` : html`<span><span class="dot off"></span>offline</span>`}</td>
                 <td data-label="Last seen" title=${v && v.seen ? fmt.time(v.seen) : ''}>${v ? fmt.ago(v.seen, now) : '…'}</td>
-                <td data-label="Open alerts" class="num" title="pending + firing, acked included">${alertCell(alertInfo, d.device_id)}</td>
+                <td data-label="Open alerts" class="num" title="pending + firing, acked included">${alertCell(alerts, d.device_id)}</td>
               </tr>`;
             })}
           </tbody>
