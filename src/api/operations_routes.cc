@@ -22,8 +22,9 @@ void AddOperationsRoutes(net::Router& router, ApiContext& ctx) {
   // probing /v1/devices and getting a 401 on every fresh load.
   router.Add("GET", "/healthz", [&ctx](net::HttpRequest&, net::Responder r) {
     if (ctx.auth == nullptr) return r.Send(net::HttpResponse::Json(200, R"({"status":"ok"})"));
-    r.Send(net::HttpResponse::Json(
-        200, ctx.auth->disabled() ? R"({"status":"ok","auth":"disabled"})" : R"({"status":"ok","auth":"required"})"));
+    r.Send(net::HttpResponse::Json(200, ctx.auth->disabled()
+                                            ? R"({"status":"ok","auth":"disabled"})"
+                                            : R"({"status":"ok","auth":"required"})"));
   });
   // Ready once the processors have caught up with the log. A latest store (Redis) or a
   // metadata database (PostgreSQL) that is down does not make Joule unready — ingest goes
