@@ -111,6 +111,32 @@ int MqttPublisher::ReadPacket(Packet* packet) {
   }
 }
 
+int MqttPublisher::Exchange(const Packet& request,
+                            const std::function<bool(const Packet&)>& is_answer, Packet* answer,
+                            std::string_view awaited, std::string* reason) {
+  std::string bytes;
+  Encode(request, ProtocolVersion::kV5, &bytes);
+  if (!SendAll(bytes)) {
+    Close();
+    return kConnectionError;
+  }
+  for (;;) {
+    if (int rc = ReadPacket(answer); rc != 0) {
+      Close();
+      return rc;
+    }
+    if (is_answer(*answer)) return 0;
+    if (answer->type == PacketType::kDisconnect) {
+      const auto& rs = answer->reason_only.properties.reason_string;
+      error_ = fmt::format("DISCONNECT 0x{:02x} before the {}{}", answer->reason_only.reason_code,
+                           awaited, rs ? " " + *rs : std::string());
+      if (reason && rs) *reason = *rs;
+      Close();
+      return answer->reason_only.reason_code;
+    }
+  }
+}
+
 int MqttPublisher::Connect(const std::string& client_id, const std::string& username,
                            const std::string& password) {
   if (!Open()) return kConnectionError;
@@ -122,25 +148,12 @@ int MqttPublisher::Connect(const std::string& client_id, const std::string& user
   p.connect.client_id = client_id;
   p.connect.username = username;
   if (!password.empty()) p.connect.password = password;
-  std::string bytes;
-  Encode(p, ProtocolVersion::kV5, &bytes);
-  if (!SendAll(bytes)) {
-    Close();
-    return kConnectionError;
-  }
   Packet answer;
-  for (;;) {
-    if (int rc = ReadPacket(&answer); rc != 0) {
-      Close();
-      return rc;
-    }
-    if (answer.type == PacketType::kConnack) break;
-    if (answer.type == PacketType::kDisconnect) {
-      error_ =
-          fmt::format("DISCONNECT 0x{:02x} before the CONNACK", answer.reason_only.reason_code);
-      Close();
-      return answer.reason_only.reason_code;
-    }
+  if (int rc = Exchange(
+          p, [](const Packet& a) { return a.type == PacketType::kConnack; }, &answer, "CONNACK",
+          nullptr);
+      rc != 0) {
+    return rc;
   }
   const uint8_t code = answer.connack.reason_code;
   if (code != net::mqtt::reason::kSuccess) {
@@ -167,30 +180,16 @@ int MqttPublisher::Publish(const std::string& topic, const std::string& payload,
   p.publish.packet_id = next_packet_id_;
   p.publish.payload = payload;
   next_packet_id_ = next_packet_id_ == 65535 ? 1 : next_packet_id_ + 1;
-  std::string bytes;
-  Encode(p, ProtocolVersion::kV5, &bytes);
-  if (!SendAll(bytes)) {
-    Close();
-    return kConnectionError;
-  }
+  const uint16_t id = p.publish.packet_id;
   Packet answer;
-  for (;;) {
-    if (int rc = ReadPacket(&answer); rc != 0) {
-      Close();
-      return rc;
-    }
-    if (answer.type == PacketType::kPuback &&
-        answer.publish_response.packet_id == p.publish.packet_id) {
-      break;
-    }
-    if (answer.type == PacketType::kDisconnect) {
-      const auto& rs = answer.reason_only.properties.reason_string;
-      error_ = fmt::format("DISCONNECT 0x{:02x}{}", answer.reason_only.reason_code,
-                           rs ? " " + *rs : std::string());
-      if (reason && rs) *reason = *rs;
-      Close();
-      return answer.reason_only.reason_code;
-    }
+  if (int rc = Exchange(
+          p,
+          [id](const Packet& a) {
+            return a.type == PacketType::kPuback && a.publish_response.packet_id == id;
+          },
+          &answer, "PUBACK", reason);
+      rc != 0) {
+    return rc;
   }
   const auto& rs = answer.publish_response.properties.reason_string;
   if (reason && rs) *reason = *rs;

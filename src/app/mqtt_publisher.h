@@ -6,7 +6,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <string_view>
 
 #include "net/mqtt/codec.h"
 
@@ -48,6 +50,12 @@ class MqttPublisher {
   bool SendAll(const std::string& bytes);
   // Reads until one whole packet is decoded: 0, or a negative result (error_ set).
   int ReadPacket(net::mqtt::Packet* packet);
+  // Sends `request` and reads until a packet `is_answer` accepts: 0 with it in `answer`; a
+  // DISCONNECT instead gives its reason code (error_ names it, `reason` gets its reason
+  // string); a connection error is negative. The connection is closed unless 0.
+  int Exchange(const net::mqtt::Packet& request,
+               const std::function<bool(const net::mqtt::Packet&)>& is_answer,
+               net::mqtt::Packet* answer, std::string_view awaited, std::string* reason);
 
   std::string host_, port_;
   int fd_ = -1;
