@@ -183,8 +183,9 @@ Status Fail(WindowEngine::Impl& E, const char* what) {
 }  // namespace
 
 Status WindowEngine::SaveState(std::string* out) const {
-  // Stale accumulators are a cache of what the histories hold: bring them up to date
-  // (which changes no result) so that the file holds plain values.
+  // Pending rows are folded, and stale accumulators (a cache of what the histories hold)
+  // brought up to date — neither changes a result — so that the file holds plain values.
+  impl_->FlushAll();
   for (auto& dp : impl_->devices) {
     for (Window* w : dp->win[kBaseRes]) impl_->CleanWindow(*dp, w);
   }

@@ -168,11 +168,31 @@ inline bool SampleBefore(int64_t t, double v, const Sample& s) {
   return t < s.t || (t == s.t && v < s.v);
 }
 
-// Cache-line-aligned, fields grouped by line: line 0 is read by every event and by every
-// Tick, lines 1–3 by every event (line 4 too for events with an event_id); the rest only
-// by emission, early firings, idle ticks and day rolls. Events are folded into the windows
-// as they arrive (no buffer of pending events). WindowEngine::ProcessBatch
-// prefetches lines 0–4 a few events ahead.
+// An in-order event kept back instead of being folded at once (Device::pend): its time,
+// its ingest time (for the clock-skew ring) and its values, by metric id. One cache line.
+struct alignas(64) PendingRow {
+  int64_t t;
+  int64_t received_at;
+  static constexpr size_t kMaxValues = 6;
+  double v[kMaxValues];
+};
+
+// Cache-line-aligned, fields grouped by line: lines 0 and 1 are read by every event (and
+// line 0 by every Tick); lines 2–4 by every event that is folded (line 5 too for events
+// with an event_id); the rest only by emission, early firings, idle ticks and day rolls.
+// WindowEngine::ProcessBatch prefetches them a few events ahead.
+//
+// Pending rows (README "Tenth pass"): an event later than every earlier one of its device,
+// inside the base window of the device's latest event, with the device's metrics in the
+// device's order, whose folding would emit nothing (no window reaches the watermark, no
+// early firing is due), is written as one PendingRow on line 1's neighbours instead of
+// being folded into the metric table, the histories and the window's accumulators (~20
+// lines scattered over the heap). Up to kPendRows rows are folded together, in arrival
+// order and by the same code, before anything reads or changes the device's state
+// otherwise (FlushPending: the device's next other event, Tick's visit, Health, a
+// checkpoint, a correction). The fields that decide later events (max_t, wm, last_seen,
+// the counters, the event-id set) are updated at once, so every record is the one folding
+// at once would emit.
 struct alignas(64) Device {
   // Line 0.
   int64_t max_t = kMinTime;
@@ -186,9 +206,19 @@ struct alignas(64) Device {
   uint32_t skew_n = 0;
   // Line 1.
   std::string id;
-  std::vector<MetricState> metrics;  // by metric id (order of first appearance)
-  Window* last_base = nullptr;       // lookup cache
+  // Whether the next in-order event may be pended (shape_n > 0): the device's metrics'
+  // name ids (Impl::metric_names) in id order, and the start of the base window holding
+  // max_t (d.last_base, open). Set by the slow path after an in-order event that carried
+  // every metric of the device in id order; cleared by everything else.
+  static constexpr size_t kPendRows = 8;
+  int64_t cur_start = 0;
+  uint16_t shape[PendingRow::kMaxValues] = {};
+  uint8_t shape_n = 0;
+  uint8_t pend_n = 0;      // rows in pend
+  uint8_t pend_no_id = 0;  // bit k: row k's event had no event_id (its time goes to seen_ts)
   // Line 2.
+  alignas(64) std::vector<MetricState> metrics;  // by metric id (order of first appearance)
+  Window* last_base = nullptr;                   // lookup cache
   uint64_t events = 0;
   // Every metric's history holds all of its samples at or after this time (the sample
   // statistics of a base window starting here or later can be recomputed from them).
@@ -199,15 +229,18 @@ struct alignas(64) Device {
   int64_t evicted_to = kMinTime;
   // Line 3. De-duplication of events without an event_id: their timestamps, sorted (in
   // chunks, like the histories: growing never copies it, expiry frees whole chunks).
-  ChunkedLog<int64_t> seen_ts;
+  alignas(64) ChunkedLog<int64_t> seen_ts;
   std::vector<Window*> dirty;  // final windows changed since emission
   uint64_t duplicates = 0;
   // Line 4. De-duplication of events with an event_id: a hash of it, with the event time
   // (for expiry).
-  FlatKeySet dedup;
+  alignas(64) FlatKeySet dedup;
   uint64_t late_updates = 0, late_dropped = 0;
   size_t first_open[kNumRes] = {0, 0, 0};  // per resolution, the first non-final window
   std::vector<Window*> win[kNumRes];       // sorted by start
+
+  // Pending rows (see above), folded in order by FlushPending.
+  PendingRow pend[kPendRows];
 
   // Colder: emission order, clock-skew ring, timezone.
   std::vector<uint32_t> by_name;  // metric ids sorted by name (emission order)
@@ -287,6 +320,17 @@ struct WindowEngine::Impl {
   // Folds an event later than every earlier event of the device into its windows (samples
   // by metric id). The checkpoint reader replays a format-3 file's pending events with it.
   void FoldInOrder(Device& d, int64_t t, size_t n, const uint32_t* ids, const double* values);
+  // Pending rows (Device::pend). TryPend keeps an event back when it may: kPended (the
+  // event is applied), kDuplicate (dropped and counted, as ProcessOn would), kNotPended
+  // (nothing changed: the slow path must process it). FlushPending folds the device's
+  // rows; FlushAll every device's. Neither emits: a row is pended only when folding it
+  // would not.
+  enum PendResult { kNotPended, kPended, kDuplicate };
+  PendResult TryPend(Device& d, const model::Event& ev, int64_t now_ns);
+  void FlushPending(Device& d);
+  void FlushAll();
+  // After the slow path folded an in-order event: whether the next may be pended.
+  void UpdatePendable(Device& d, const model::Event& ev, const uint32_t* ids);
   // Recomputes what out-of-order samples left stale in an open base window (Acc::sum_stale,
   // Acc::iv_stale); every reader of a base window's accumulators calls it first.
   void CleanWindow(Device& d, Window* w);

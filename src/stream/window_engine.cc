@@ -1118,9 +1118,101 @@ void WindowEngine::Process(const model::Event& ev, int64_t now_ns, RecordSink* s
   E.ProcessOn(E.GetDevice(ev.device_id), ev, now_ns, sink);
 }
 
+WindowEngine::Impl::PendResult WindowEngine::Impl::TryPend(Device& d, const model::Event& ev,
+                                                           int64_t now_ns) {
+  // REQUIRES: d.shape_n > 0 (so d.has_events, d.last_base holds max_t and is open, every
+  // power and counter history ends at max_t, d.fin_wm <= d.max_t, d.dirty is empty).
+  const int64_t t = ev.timestamp_ns;
+  if (t <= d.max_t || t - d.cur_start >= opt.window_ns || now_ns >= d.next_early ||
+      d.pend_n == Device::kPendRows || d.fin_wm > d.max_t) {
+    return kNotPended;
+  }
+  // Folding it would finalize nothing: Finalize's fast path with the new watermark.
+  const int64_t wm = std::max(d.wm, t - opt.out_of_orderness_ns);
+  if (d.min_open_end <= std::max(wm, d.fin_wm)) return kNotPended;
+  const size_t n = ev.metrics.size();
+  if (n != d.shape_n) return kNotPended;
+  const model::MetricSample* m = ev.metrics.data();
+  const std::string* names = metric_names.data();
+  for (size_t i = 0; i < n; ++i) {
+    if (!SameName(names[d.shape[i]], m[i].name)) return kNotPended;
+  }
+  // As ProcessOn: the time of the last event, de-duplication (an event later than every
+  // earlier one can only repeat an earlier event's id), the counters.
+  if (now_ns > d.last_seen) d.last_seen = now_ns;
+  const bool no_id = ev.event_id.empty();
+  if (!no_id && !d.dedup.Insert(HashEventId(ev.event_id), t, DedupBefore(d))) {
+    FlushPending(d);  // the clock-skew samples in arrival order
+    if (ev.received_at_ns != 0) {
+      d.skew[d.skew_n % Device::kSkewRing] = ev.received_at_ns - t;
+      ++d.skew_n;
+    }
+    ++d.duplicates;
+    ++duplicates;
+    return kDuplicate;
+  }
+  ++d.events;
+  ++events;
+  PendingRow& row = d.pend[d.pend_n];
+  row.t = t;
+  row.received_at = ev.received_at_ns;
+  for (size_t i = 0; i < n; ++i) row.v[i] = m[i].value;
+  d.pend_no_id |= static_cast<uint8_t>((no_id ? 1u : 0u) << d.pend_n);
+  ++d.pend_n;
+  d.max_t = t;
+  d.wm = wm;
+  return kPended;
+}
+
+void WindowEngine::Impl::FlushPending(Device& d) {
+  if (d.pend_n == 0) return;
+  static constexpr uint32_t kIds[PendingRow::kMaxValues] = {0, 1, 2, 3, 4, 5};
+  // Each row as ProcessOn's in-order path folds an event: its clock-skew sample, its time
+  // for de-duplication (later than every stored one), the fold. max_t and wm already hold
+  // the last row's (FoldInOrder leaves them).
+  for (size_t k = 0; k < d.pend_n; ++k) {
+    const PendingRow& row = d.pend[k];
+    if (row.received_at != 0) {
+      d.skew[d.skew_n % Device::kSkewRing] = row.received_at - row.t;
+      ++d.skew_n;
+    }
+    if ((d.pend_no_id >> k) & 1u) d.seen_ts.push_back(row.t);
+    FoldInOrder(d, row.t, d.shape_n, kIds, row.v);
+  }
+  d.pend_n = 0;
+  d.pend_no_id = 0;
+}
+
+void WindowEngine::Impl::FlushAll() {
+  for (auto& d : devices) FlushPending(*d);
+}
+
+void WindowEngine::Impl::UpdatePendable(Device& d, const model::Event& ev, const uint32_t* ids) {
+  d.shape_n = 0;
+  const size_t n = ev.metrics.size();
+  const Window* w = d.last_base;
+  if (n == 0 || n > PendingRow::kMaxValues || n != d.metrics.size() || w == nullptr || w->final ||
+      d.max_t != ev.timestamp_ns || d.max_t < w->start || d.max_t >= w->end || d.fin_wm > d.max_t ||
+      !d.dirty.empty()) {
+    return;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t name = d.metrics[i].name;
+    if (ids[i] != i || name > UINT16_MAX) return;
+    d.shape[i] = static_cast<uint16_t>(name);
+  }
+  d.cur_start = w->start;
+  d.shape_n = static_cast<uint8_t>(n);
+}
+
 bool WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t now_ns,
                                    RecordSink* sink) {
   Impl& E = *this;
+  if (d.shape_n != 0) {
+    const PendResult r = TryPend(d, ev, now_ns);
+    if (r != kNotPended) return r == kPended;
+    FlushPending(d);
+  }
   if (now_ns > d.last_seen) d.last_seen = now_ns;
   if (!d.has_events && d.next_early == 0) d.next_early = now_ns + E.opt.early_fire_interval_ns;
   if (ev.received_at_ns != 0) {
@@ -1168,7 +1260,8 @@ bool WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t no
     }
   }
 
-  if (d.has_events && t <= d.max_t) {
+  const bool in_order = !(d.has_events && t <= d.max_t);
+  if (!in_order) {
     ++E.out_of_order;
     if (t <= d.wm) {
       ++d.late_updates;
@@ -1184,6 +1277,11 @@ bool WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t no
   }
   Finalize(E, d, sink);
   if (now_ns >= d.next_early) EarlyFire(E, d, now_ns, 0, sink);
+  if (in_order) {
+    E.UpdatePendable(d, ev, ids);
+  } else {
+    d.shape_n = 0;
+  }
   return true;
 }
 
@@ -1228,13 +1326,16 @@ inline void PrefetchTickFields(const Device* d) { __builtin_prefetch(d, 1, 3); }
 void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t now_ns,
                                 RecordSink* sink, uint8_t* duplicate) {
   Impl& E = *impl_;
-  // A software pipeline over the batch: the device-index slot of event i+kSlot, the device
-  // record of event i+kDevice and the device's current window, metric table and buffer
-  // tails of event i+kState are requested from memory before event i is processed. A
-  // prefetch never changes state, so the results are those of Process.
-  constexpr size_t kSlot = 8, kDevice = 4, kState = 2, kRing = 16;
+  // A software pipeline over the batch: the device-index slot of event i+kSlot, lines 0–1
+  // of the device of event i+kDevice (what TryPend reads), then for event i+kDecide either
+  // its pending row's line (an event that will likely be pended) or the device's other
+  // hot lines, then for i+kState the device's current window, metric table and buffer
+  // tails, are requested from memory before event i is processed. A prefetch never
+  // changes state, so the results are those of Process.
+  constexpr size_t kSlot = 10, kDevice = 6, kDecide = 4, kState = 2, kRing = 16;
   uint64_t hashes[kRing];
   const Device* devs[kRing];
+  bool pend[kRing];  // by kDecide: whether the event will likely be pended
   auto slot_stage = [&](size_t j) {
     const uint64_t h = HashDeviceId(events[j].device_id);
     hashes[j % kRing] = h;
@@ -1255,20 +1356,33 @@ void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t no
       }
     }
     devs[j % kRing] = d;
-    if (d != nullptr) {
-      // The hot fields: the lines of Device through the dirty list's head (lines 0–2:
-      // clocks, id, metric table, current window, de-duplication by timestamp), and
-      // through `first_open` for an event with an event_id (its hash set, line 3).
-      const char* base = reinterpret_cast<const char*>(d);
-      const char* last = events[j].event_id.empty()
-                             ? reinterpret_cast<const char*>(&d->dirty)
-                             : reinterpret_cast<const char*>(&d->first_open) - 1;
-      PrefetchLines(d, static_cast<size_t>(last - base) + 1);
+    if (d != nullptr) PrefetchLines(d, 128);  // lines 0–1: clocks, id, TryPend's fields
+  };
+  // TryPend's cheap tests (a wrong guess only prefetches the wrong lines).
+  auto decide_stage = [&](size_t j) {
+    const Device* d = devs[j % kRing];
+    if (d == nullptr) return;
+    const int64_t t = events[j].timestamp_ns;
+    const bool p = d->shape_n != 0 && d->pend_n < Device::kPendRows && t > d->max_t &&
+                   t - d->cur_start < E.opt.window_ns && now_ns < d->next_early;
+    pend[j % kRing] = p;
+    if (p) {
+      __builtin_prefetch(&d->pend[d->pend_n], 1, 3);
+      if (!events[j].event_id.empty()) __builtin_prefetch(&d->dedup, 1, 3);
+      return;
     }
+    // Lines 2–3 (metric table, current window, de-duplication by timestamp), line 4 for
+    // an event with an event_id (its hash set), and the pending rows to fold first.
+    const char* base = reinterpret_cast<const char*>(&d->metrics);
+    const char* last = events[j].event_id.empty()
+                           ? reinterpret_cast<const char*>(&d->dirty)
+                           : reinterpret_cast<const char*>(&d->first_open) - 1;
+    PrefetchLines(base, static_cast<size_t>(last - base) + 1);
+    if (d->pend_n > 0) PrefetchLines(d->pend, d->pend_n * sizeof(PendingRow));
   };
   auto state_stage = [&](size_t j) {
     const Device* d = devs[j % kRing];
-    if (d == nullptr) return;
+    if (d == nullptr || pend[j % kRing]) return;
     // Line 0 of the current window is what an in-order event reads (bounds, count, flags,
     // the accumulators' address); the rest of it only emission and early firings.
     if (d->last_base != nullptr) __builtin_prefetch(d->last_base, 1, 3);
@@ -1285,7 +1399,7 @@ void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t no
   };
   auto history_stage = [&](size_t j) {  // one event ahead: what the lines above point to
     const Device* d = devs[j % kRing];
-    if (d == nullptr) return;
+    if (d == nullptr || pend[j % kRing]) return;
     if (const Window* w = d->last_base; w != nullptr && !w->acc.empty()) {
       PrefetchLines(w->acc.data(), w->acc.size() * sizeof(Acc));
     }
@@ -1297,11 +1411,13 @@ void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t no
   };
   for (size_t j = 0; j < std::min(n, kSlot); ++j) slot_stage(j);
   for (size_t j = 0; j < std::min(n, kDevice); ++j) device_stage(j);
+  for (size_t j = 0; j < std::min(n, kDecide); ++j) decide_stage(j);
   for (size_t j = 0; j < std::min(n, kState); ++j) state_stage(j);
   if (n > 0) history_stage(0);
   for (size_t i = 0; i < n; ++i) {
     if (i + kSlot < n) slot_stage(i + kSlot);
     if (i + kDevice < n) device_stage(i + kDevice);
+    if (i + kDecide < n) decide_stage(i + kDecide);
     if (i + kState < n) state_stage(i + kState);
     if (i + 1 < n) history_stage(i + 1);
     // The device found by the pipeline (by hash) is the event's when the ids agree.
@@ -1362,6 +1478,8 @@ bool WindowEngine::CorrectBaseWindow(const model::AggregateRecord& before,
   Impl& E = *impl_;
   Device* d = E.FindDevice(after.device_id, HashDeviceId(after.device_id));
   if (d == nullptr || after.resolution != model::Resolution::kBase) return false;
+  E.FlushPending(*d);
+  d->shape_n = 0;
   // The change as a final base window with its pre-change snapshot (ApplyBaseChange).
   Window change;
   change.res = kBaseRes;
@@ -1430,8 +1548,13 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
     if (!visited(k)) continue;
     Device& d = *E.devices[k];
     if (!d.has_events) continue;
+    // Early firings and eviction read what pending rows hold. (Neither changes what
+    // TryPend relies on: the latest base window stays open and every history's last
+    // sample stays; an idle finalization does change it.)
+    E.FlushPending(d);
     const int64_t silent = now_ns - d.last_seen;
     if (silent >= E.opt.idle_timeout_ns) {
+      d.shape_n = 0;
       // CONTRACT §2: a silent device's open windows are final within idle_timeout. Every
       // base window up to the one holding the last event is closed now (even when
       // idle_timeout is shorter than the window); rollups close as device time would
@@ -1460,8 +1583,9 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
 }
 
 bool WindowEngine::Health(std::string_view device_id, DeviceHealth* out) const {
-  const Device* found = impl_->FindDevice(device_id, HashDeviceId(device_id));
+  Device* found = impl_->FindDevice(device_id, HashDeviceId(device_id));
   if (found == nullptr) return false;
+  impl_->FlushPending(*found);  // the clock-skew samples of pending rows
   const Device& d = *found;
   out->last_event_time_ns = d.has_events ? d.max_t : 0;
   out->last_seen_ns = d.last_seen;
