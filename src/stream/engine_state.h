@@ -216,10 +216,10 @@ struct alignas(64) Device {
   uint8_t shape_n = 0;
   uint8_t pend_n = 0;      // rows in pend
   uint8_t pend_no_id = 0;  // bit k: row k's event had no event_id (its time goes to seen_ts)
+  uint64_t events = 0;     // on this line: every event counts, a pended one too
   // Line 2.
   alignas(64) std::vector<MetricState> metrics;  // by metric id (order of first appearance)
   Window* last_base = nullptr;                   // lookup cache
-  uint64_t events = 0;
   // Every metric's history holds all of its samples at or after this time (the sample
   // statistics of a base window starting here or later can be recomputed from them).
   int64_t complete_from = kMinTime;

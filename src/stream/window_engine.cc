@@ -1318,8 +1318,8 @@ inline void PrefetchOpenWindows(const Device& d, bool contents) {
   }
 }
 
-// The fields Tick reads of every device: line 0 of Device.
-inline void PrefetchTickFields(const Device* d) { __builtin_prefetch(d, 1, 3); }
+// The fields Tick reads of every device it visits: lines 0 and 1 of Device.
+inline void PrefetchTickFields(const Device* d) { PrefetchLines(d, 128); }
 
 }  // namespace
 
@@ -1509,15 +1509,28 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
   // Tick visits the devices whose earliest deadline has come (Impl::tick_due), in index
   // order: prefetch the fields it reads a few due devices ahead, and the open windows of
   // those due for an early firing (their state is rarely in cache).
-  constexpr size_t kFieldsAhead = 8, kWindowsAhead = 4, kContentsAhead = 2;
+  // A visited device with pending rows folds them first (FlushPending): its metric
+  // table, current window and history tails are prefetched as for an early firing.
+  constexpr size_t kFieldsAhead = 8, kLinesAhead = 6, kWindowsAhead = 4, kContentsAhead = 2;
   const size_t n_devices = E.devices.size();
   if (E.tick_due.size() < n_devices) E.tick_due.resize(n_devices, kMinTime);
   const int64_t* tick_due = E.tick_due.data();
   auto visited = [&](size_t k) { return now_ns >= tick_due[k]; };
   auto due = [&](const Device& d) { return d.has_events && now_ns >= d.next_early; };
+  auto busy = [&](const Device& d) { return due(d) || d.pend_n > 0; };
   for (size_t k = 0; k < n_devices; ++k) {
     if (k + kFieldsAhead < n_devices && visited(k + kFieldsAhead)) {
       PrefetchTickFields(E.devices[k + kFieldsAhead].get());
+    }
+    if (k + kLinesAhead < n_devices && visited(k + kLinesAhead)) {
+      const Device& a = *E.devices[k + kLinesAhead];
+      if (busy(a)) {
+        // Lines 2–4: metric table, current window, the windows' lists.
+        const char* from = reinterpret_cast<const char*>(&a.metrics);
+        const char* to = reinterpret_cast<const char*>(&a.win[kNumRes - 1]);
+        PrefetchLines(from, static_cast<size_t>(to - from) + 1);
+        if (a.pend_n > 0) PrefetchLines(a.pend, a.pend_n * sizeof(PendingRow));
+      }
     }
     if (k + kWindowsAhead < n_devices && visited(k + kWindowsAhead)) {
       const Device& a = *E.devices[k + kWindowsAhead];
@@ -1525,25 +1538,27 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
         for (int res = 0; res < kNumRes; ++res) {
           __builtin_prefetch(a.win[res].data() + a.first_open[res], 0, 3);
         }
-        PrefetchLines(&a.metrics, 64);
       }
+      if (busy(a)) PrefetchAll(a.metrics);
     }
     if (k + kContentsAhead < n_devices && visited(k + kContentsAhead)) {
       const Device& a = *E.devices[k + kContentsAhead];
       if (due(a)) {
         PrefetchOpenWindows(a, false);
-        PrefetchAll(a.metrics);
         PrefetchAll(a.by_name);
       }
+      if (a.pend_n > 0 && a.last_base != nullptr) __builtin_prefetch(a.last_base, 1, 3);
     }
     if (k + 1 < n_devices && visited(k + 1)) {
       const Device& a = *E.devices[k + 1];
-      if (due(a)) {
-        PrefetchOpenWindows(a, true);
+      if (due(a)) PrefetchOpenWindows(a, true);
+      if (busy(a)) {
         for (const MetricState& ms : a.metrics) {
-          if (const Sample* tail = ms.hist.tail()) __builtin_prefetch(tail, 0, 3);
+          if (const Sample* tail = ms.hist.tail()) __builtin_prefetch(tail, 1, 3);
+          if (const double* tail = ms.baseline.tail()) __builtin_prefetch(tail, 1, 3);
         }
       }
+      if (a.pend_n > 0 && a.last_base != nullptr) PrefetchAll(a.last_base->acc);
     }
     if (!visited(k)) continue;
     Device& d = *E.devices[k];
