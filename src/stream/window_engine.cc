@@ -1332,7 +1332,10 @@ void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t no
   // hot lines, then for i+kState the device's current window, metric table and buffer
   // tails, are requested from memory before event i is processed. A prefetch never
   // changes state, so the results are those of Process.
-  constexpr size_t kSlot = 10, kDevice = 6, kDecide = 4, kState = 2, kRing = 16;
+  // An event that will trigger an early firing (now >= next_early) has the chain to its
+  // open windows' accumulators prefetched one level per stage from kFire on: the windows'
+  // lists, the Window records, their accumulators.
+  constexpr size_t kSlot = 10, kDevice = 6, kDecide = 4, kFire = 3, kState = 2, kRing = 16;
   uint64_t hashes[kRing];
   const Device* devs[kRing];
   bool pend[kRing];  // by kDecide: whether the event will likely be pended
@@ -1390,12 +1393,15 @@ void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t no
       PrefetchLines(d->metrics.data(), d->metrics.size() * sizeof(MetricState));
     if (const int64_t* tail = d->seen_ts.tail()) __builtin_prefetch(tail, 1, 3);
     __builtin_prefetch(&d->skew[d->skew_n % Device::kSkewRing], 1, 3);
-    if (now_ns >= d->next_early) {  // this event will trigger an early firing
-      __builtin_prefetch(d->win[kBaseRes].data() + d->first_open[kBaseRes], 0, 3);
-      __builtin_prefetch(d->win[kHourRes].data() + d->first_open[kHourRes], 0, 3);
-      __builtin_prefetch(d->win[kDayRes].data() + d->first_open[kDayRes], 0, 3);
-      PrefetchAll(d->by_name);
-    }
+    if (now_ns >= d->next_early) PrefetchOpenWindows(*d, false);
+  };
+  auto fire_stage = [&](size_t j) {
+    const Device* d = devs[j % kRing];
+    if (d == nullptr || pend[j % kRing] || now_ns < d->next_early) return;
+    __builtin_prefetch(d->win[kBaseRes].data() + d->first_open[kBaseRes], 0, 3);
+    __builtin_prefetch(d->win[kHourRes].data() + d->first_open[kHourRes], 0, 3);
+    __builtin_prefetch(d->win[kDayRes].data() + d->first_open[kDayRes], 0, 3);
+    PrefetchAll(d->by_name);
   };
   auto history_stage = [&](size_t j) {  // one event ahead: what the lines above point to
     const Device* d = devs[j % kRing];
@@ -1407,17 +1413,19 @@ void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t no
       if (const Sample* tail = ms.hist.tail()) __builtin_prefetch(tail, 1, 3);
       if (const double* tail = ms.baseline.tail()) __builtin_prefetch(tail, 1, 3);
     }
-    if (now_ns >= d->next_early) PrefetchOpenWindows(*d, false);
+    if (now_ns >= d->next_early) PrefetchOpenWindows(*d, true);
   };
   for (size_t j = 0; j < std::min(n, kSlot); ++j) slot_stage(j);
   for (size_t j = 0; j < std::min(n, kDevice); ++j) device_stage(j);
   for (size_t j = 0; j < std::min(n, kDecide); ++j) decide_stage(j);
+  for (size_t j = 0; j < std::min(n, kFire); ++j) fire_stage(j);
   for (size_t j = 0; j < std::min(n, kState); ++j) state_stage(j);
   if (n > 0) history_stage(0);
   for (size_t i = 0; i < n; ++i) {
     if (i + kSlot < n) slot_stage(i + kSlot);
     if (i + kDevice < n) device_stage(i + kDevice);
     if (i + kDecide < n) decide_stage(i + kDecide);
+    if (i + kFire < n) fire_stage(i + kFire);
     if (i + kState < n) state_stage(i + kState);
     if (i + 1 < n) history_stage(i + 1);
     // The device found by the pipeline (by hash) is the event's when the ids agree.
