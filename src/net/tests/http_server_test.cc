@@ -310,6 +310,18 @@ TEST_F(HttpServerTest, MalformedRequestsAre400ThenClosed) {
   EXPECT_EQ(ok->status, 200);
 }
 
+// Error messages echo percent-decoded input; the JSON stays valid UTF-8 (found by a
+// black-box test: GET /nope%ff answered "no route for /nope\xff").
+TEST_F(HttpServerTest, ErrorBodiesAreValidUtf8) {
+  StartServer();
+  auto r = Fetch(port(), Get("/nope%ff%C3%A9"));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(r->body, R"({"error":{"code":"not_found","message":"no route for /nope\ufffd)"
+                     "\xc3\xa9"
+                     R"("}})");
+}
+
 TEST_F(HttpServerTest, KeepAliveServesSeveralRequestsAndHonorsClose) {
   StartServer();
   auto client = TestHttpClient::Connect(port());
