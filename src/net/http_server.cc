@@ -61,6 +61,17 @@ constexpr size_t kLingerMaxBytes = 4 << 20;
 // grows to this much; the connection keeps it for its next requests.
 constexpr size_t kBodyReadChunk = 64 << 10;
 
+// The most a connection's read buffer may hold. Beast's parser bounds the header section
+// (header_limit) and the body (body_limit), but not a chunked body's chunk lines or its
+// trailer section: those wait in the buffer until their CRLF comes, so without a bound an
+// unauthenticated client could grow it without end (found by a black-box test: 300 MiB of
+// trailer fields took ~1 GB). The plain-TCP read loop refuses a chunk line or trailer
+// section over max_header_bytes (431); this caps the buffer in every case (TLS too) at
+// that plus what one read adds.
+size_t ReadBufferLimit(const HttpServerOptions& options) {
+  return size_t{options.max_header_bytes} + 2 * kBodyReadChunk;
+}
+
 std::chrono::nanoseconds Nanos(int64_t ns) { return std::chrono::nanoseconds(ns); }
 
 std::string_view ToStd(beast::string_view s) { return {s.data(), s.size()}; }
@@ -298,6 +309,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         options_(server_->options()),
         id_(id),
         stream_(std::move(socket), server_->options().tls.get()),
+        buffer_(ReadBufferLimit(server_->options())),
         deadline_timer_(stream_.get_executor()),
         keepalive_timer_(stream_.get_executor()) {
     error_code ec;
@@ -588,6 +600,12 @@ void Connection::ReadPlain(bool header_only, bool from_initiation) {
     }
     if (used == 0) break;  // nothing parsed, nothing wrong: the parser wants more input
   }
+  // In a body, what the parser leaves in the buffer is an unfinished chunk line or trailer
+  // section (body bytes are taken as they come): bounded like the header section.
+  if (!header_only && buffer_.size() > options_.max_header_bytes) {
+    FinishPlainRead(http::error::header_limit, from_initiation);
+    return;
+  }
   const size_t size = beast::read_size(buffer_, 65536);
   if (size == 0) {
     FinishPlainRead(http::error::buffer_overflow, from_initiation);
@@ -699,9 +717,14 @@ void Connection::OnBody(error_code ec) {
 }
 
 void Connection::OnReadError(error_code ec) {
-  if (ec == http::error::header_limit) {
-    FailRequest(431, "request_header_fields_too_large",
-                "request headers exceed " + std::to_string(options_.max_header_bytes) + " bytes");
+  if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
+    // buffer_overflow: the read buffer's cap (ReadBufferLimit), reached by a chunk line or
+    // trailer section that never ends.
+    FailRequest(
+        431, "request_header_fields_too_large",
+        std::string(parser_ && parser_->is_header_done() ? "chunked trailers or chunk line exceed "
+                                                         : "request headers exceed ") +
+            std::to_string(options_.max_header_bytes) + " bytes");
   } else if (ec == http::error::body_limit) {
     FailRequest(413, "payload_too_large",
                 "request body exceeds " + std::to_string(options_.max_body_bytes) + " bytes");

@@ -288,6 +288,40 @@ TEST_F(HttpServerTest, OversizedHeadersAre431) {
   EXPECT_NE(r->body.find(R"("code":"request_header_fields_too_large")"), std::string::npos);
 }
 
+// A chunked body's trailer section (and a chunk line) waits in the read buffer until it
+// ends, and Beast's header_limit does not cover it: bounded by max_header_bytes like the
+// headers (found by a black-box test: an unauthenticated client sent 300 MiB of trailer
+// fields and the server grew to ~1 GB).
+TEST_F(HttpServerTest, ChunkedTrailersAndChunkLinesAreBoundedLikeHeaders) {
+  HttpServerOptions options;
+  options.max_header_bytes = 4096;
+  StartServer(options);
+  // Small trailers are fine.
+  auto ok = Fetch(port(),
+                  "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  "2\r\nab\r\n0\r\nX-Trailer: v\r\n\r\n");
+  ASSERT_TRUE(ok.has_value());
+  EXPECT_EQ(ok->status, 200);
+  EXPECT_EQ(ok->body, "ab");
+  const std::string line = "X-Trailer: " + std::string(1000, 'v') + "\r\n";
+  for (const std::string& start : {std::string("2\r\nab\r\n0\r\n"), std::string("2;")}) {
+    auto client = TestHttpClient::Connect(port());
+    ASSERT_TRUE(client);
+    ASSERT_TRUE(client->Send(
+        "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + start));
+    // 64 KiB of trailer fields (or of one chunk extension), then the end of the message.
+    for (int i = 0; i < 64; ++i) {
+      if (!client->Send(start == "2;" ? std::string(1024, 'e') : line)) break;
+    }
+    client->Send("\r\n\r\n");
+    auto r = client->ReadResponse();
+    ASSERT_TRUE(r.has_value()) << start;
+    EXPECT_EQ(r->status, 431) << start;
+    EXPECT_NE(r->body.find(R"("code":"request_header_fields_too_large")"), std::string::npos);
+    EXPECT_TRUE(client->WaitForClose()) << start;
+  }
+}
+
 TEST_F(HttpServerTest, MalformedRequestsAre400ThenClosed) {
   StartServer();
   for (const std::string& bad : std::vector<std::string>{
