@@ -672,12 +672,20 @@ void Connection::OnHeader(error_code ec) {
                   "Transfer-Encoding must be chunked alone (other codings are not supported)");
       return;
     }
+    // HTTP/1.0 has no transfer codings: RFC 9112 §6.1 says to treat such a message's
+    // framing as faulty and close the connection.
+    if (header.version() < 11) {
+      FailRequest(400, "bad_request", "Transfer-Encoding in an HTTP/1.0 request");
+      return;
+    }
   }
   if (parser_->is_done()) {
     Dispatch();
     return;
   }
-  if (EqualsIgnoreCase(ToStd(header[http::field::expect]), "100-continue")) {
+  // No 1xx response to an HTTP/1.0 client (RFC 9110 §15.2): it sends its body anyway.
+  if (header.version() >= 11 &&
+      EqualsIgnoreCase(ToStd(header[http::field::expect]), "100-continue")) {
     static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
     SetDeadlineAt(started_ + Nanos(options_.read_timeout_ns));
     asio::async_write(stream_, asio::buffer(kContinue.data(), kContinue.size()),
@@ -767,12 +775,14 @@ void Connection::Dispatch() {
 
   HttpRequest req;
   req.method = method_;
-  req.target = std::string(ToStd(msg.target()));
   req.remote_address = remote_address_;
+  // An absolute-form target (RFC 9112 §3.2.2) is served by its path and query; its
+  // authority replaces the Host field.
+  std::string authority;
+  const bool target_ok = OriginForm(ToStd(msg.target()), &req.target, &authority);
   std::string_view target = req.target;
   size_t question = target.find('?');
-  if (target.empty() || target.front() != '/' ||
-      !PercentDecode(target.substr(0, question), false, &req.path) ||
+  if (!target_ok || !PercentDecode(target.substr(0, question), false, &req.path) ||
       (question != std::string_view::npos &&
        !ParseQuery(target.substr(question + 1), &req.query))) {
     keep_alive_ = false;
@@ -782,7 +792,12 @@ void Connection::Dispatch() {
   req.headers.reserve(static_cast<size_t>(std::distance(msg.begin(), msg.end())));
   for (const auto& field : msg) {
     req.headers.emplace_back(Lower(ToStd(field.name_string())), std::string(ToStd(field.value())));
+    if (!authority.empty() && req.headers.back().first == "host") {
+      req.headers.back().second = authority;
+      authority.clear();
+    }
   }
+  if (!authority.empty()) req.headers.emplace_back("host", std::move(authority));
   req.body = std::move(msg.body());
 
   Responder responder =

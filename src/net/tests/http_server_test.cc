@@ -356,6 +356,68 @@ TEST_F(HttpServerTest, ErrorBodiesAreValidUtf8) {
                      R"("}})");
 }
 
+// RFC 9112 §3.2.2: a server must accept the absolute form of a request target (what a
+// client sends to a proxy); the path and query are routed, the authority is the Host.
+TEST_F(HttpServerTest, AbsoluteFormTargetsAreRouted) {
+  router_.Add("GET", "/host", [](HttpRequest& req, Responder r) {
+    r.Send(HttpResponse::Text(200, req.Header("host") ? *req.Header("host") : "-"));
+  });
+  StartServer();
+  const std::string authority = "127.0.0.1:" + std::to_string(port());
+  auto r = Fetch(port(), "GET http://" + authority +
+                             "/v1/devices/plug%2D1/metrics/realtime?windows=5 HTTP/1.1\r\n"
+                             "Host: " +
+                             authority + "\r\n\r\n");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_NE(r->body.find(R"("path":"/v1/devices/plug-1/metrics/realtime")"), std::string::npos)
+      << r->body;
+  EXPECT_NE(r->body.find(R"("windows":"5")"), std::string::npos) << r->body;
+  r = Fetch(port(), "GET HTTPS://example.org:8443/host HTTP/1.1\r\nHost: other\r\n\r\n");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, "example.org:8443");
+  r = Fetch(port(), "GET http://example.org HTTP/1.1\r\nHost: example.org\r\n\r\n");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 404);  // the path "/", not registered here
+  for (const char* bad : {"ftp://example.org/hello", "http:///hello", "*"}) {
+    r = Fetch(port(), "GET " + std::string(bad) + " HTTP/1.1\r\nHost: t\r\n\r\n");
+    ASSERT_TRUE(r.has_value()) << bad;
+    EXPECT_EQ(r->status, 400) << bad;
+  }
+}
+
+// HTTP/1.0 has no transfer codings: RFC 9112 §6.1 makes such framing faulty, so the
+// request is refused and the connection closed (found by a black-box test: it was read as
+// chunked and the connection kept open).
+TEST_F(HttpServerTest, Http10WithTransferEncodingIs400ThenClosed) {
+  StartServer();
+  auto client = TestHttpClient::Connect(port());
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(client->Send(
+      "POST /echo HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "3\r\nabc\r\n0\r\n\r\nGET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+  auto r = client->ReadResponse();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 400);
+  EXPECT_TRUE(client->WaitForClose());
+}
+
+// No 1xx to an HTTP/1.0 client (RFC 9110 §15.2): it sends its body without waiting.
+TEST_F(HttpServerTest, NoContinueForHttp10) {
+  StartServer();
+  auto client = TestHttpClient::Connect(port());
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(
+      client->Send("POST /echo HTTP/1.0\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"));
+  EXPECT_FALSE(client->ReadResponse(std::chrono::milliseconds(300)).has_value());
+  ASSERT_TRUE(client->Send("abc"));
+  auto r = client->ReadResponse();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, "abc");
+}
+
 TEST_F(HttpServerTest, KeepAliveServesSeveralRequestsAndHonorsClose) {
   StartServer();
   auto client = TestHttpClient::Connect(port());
