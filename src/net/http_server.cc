@@ -110,6 +110,37 @@ bool ValidHeaderText(std::string_view s) {
   return true;
 }
 
+// Header fields the server writes itself on a stream's head; a handler's copies are dropped.
+bool ServerStreamHeader(std::string_view name) {
+  for (std::string_view own : {"content-type", "cache-control", "x-accel-buffering", "connection",
+                               "server", "content-length", "transfer-encoding"}) {
+    if (EqualsIgnoreCase(name, own)) return true;
+  }
+  return false;
+}
+
+// The head of a text/event-stream response. A stream's body is delimited by the close
+// (Connection: close); the head of a HEAD request's answer may keep the connection.
+std::string StreamHead(const HttpHeaders& headers, bool close) {
+  std::string head =
+      "HTTP/1.1 200 OK\r\n"
+      "Server: joule\r\n"
+      "Content-Type: text/event-stream\r\n"
+      "Cache-Control: no-cache\r\n"
+      "X-Accel-Buffering: no\r\n";
+  if (close) head += "Connection: close\r\n";
+  for (const auto& [name, value] : headers) {
+    if (name.empty() || !ValidHeaderText(name) || !ValidHeaderText(value)) continue;
+    if (ServerStreamHeader(name)) continue;
+    head += name;
+    head += ": ";
+    head += value;
+    head += "\r\n";
+  }
+  head += "\r\n";
+  return head;
+}
+
 // Decimal digits of a non-negative number.
 void AppendStatusCode(std::string* out, size_t v) {
   char buf[24];
@@ -967,24 +998,25 @@ void Connection::BeginStream(uint64_t exchange, std::shared_ptr<SseStreamImpl> s
     sse->NotifyClosed();
     return;
   }
+  if (head_request_) {
+    // HEAD: the stream's head without a body, as for any GET route; no stream starts (the
+    // handler's stream closes at once) and the connection stays open.
+    sse->NotifyClosed();
+    state_ = State::kWriting;
+    const bool keep_alive = keep_alive_ && !server_->shutting_down();
+    head_ = StreamHead(headers, /*close=*/!keep_alive);
+    const Clock::time_point now = Clock::now();
+    RecordRequest(200, now);
+    SetDeadlineAt(now + Nanos(options_.read_timeout_ns));
+    asio::async_write(stream_, asio::buffer(head_),
+                      [self = shared_from_this(), keep_alive](error_code ec, size_t) {
+                        self->OnWrite(keep_alive, ec);
+                      });
+    return;
+  }
   state_ = State::kStreaming;
   sse_ = std::move(sse);
-  std::string head =
-      "HTTP/1.1 200 OK\r\n"
-      "Server: joule\r\n"
-      "Content-Type: text/event-stream\r\n"
-      "Cache-Control: no-cache\r\n"
-      "X-Accel-Buffering: no\r\n"
-      "Connection: close\r\n";
-  for (const auto& [name, value] : headers) {
-    if (name.empty() || !ValidHeaderText(name) || !ValidHeaderText(value)) continue;
-    head += name;
-    head += ": ";
-    head += value;
-    head += "\r\n";
-  }
-  head += "\r\n";
-  sse_->PrependHead(std::move(head));
+  sse_->PrependHead(StreamHead(headers, /*close=*/true));
   RecordRequest(200, Clock::now());
 
   // Reading is how we learn that the client has gone; anything it sends is discarded.

@@ -552,6 +552,62 @@ TEST_F(HttpServerTest, SseStreamDeliversEventsAndDetectsDisconnect) {
   EXPECT_TRUE(ran);
 }
 
+// The server writes the stream's own fields once, even when a handler passes them too
+// (found by a black-box test: Cache-Control and X-Accel-Buffering came twice).
+TEST_F(HttpServerTest, SseHeadHasEachFieldOnce) {
+  router_.Add("GET", "/v1/stream", [](HttpRequest&, Responder r) {
+    auto s = r.StartStream(
+        {{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}, {"X-Stream", "1"}});
+    s->Close();
+  });
+  StartServer();
+  auto client = TestHttpClient::Connect(port());
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(client->Send(Get("/v1/stream")));
+  auto head = client->ReadUntil("\r\n\r\n");
+  ASSERT_TRUE(head.has_value());
+  auto count = [&](std::string_view field) {
+    size_t n = 0;
+    for (size_t at = head->find(field); at != std::string::npos; at = head->find(field, at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  EXPECT_EQ(count("Cache-Control: no-cache\r\n"), 1u) << *head;
+  EXPECT_EQ(count("X-Accel-Buffering: no\r\n"), 1u) << *head;
+  EXPECT_EQ(count("Connection: close\r\n"), 1u) << *head;
+  EXPECT_EQ(count("X-Stream: 1\r\n"), 1u) << *head;
+}
+
+// HEAD falls back to the GET route with the body dropped; on a stream route that means
+// the head only: no stream, and the connection serves the next request (found by a
+// black-box test: HEAD /v1/stream streamed events and a pipelined GET was never answered).
+TEST_F(HttpServerTest, HeadOnAStreamRouteSendsTheHeadOnly) {
+  auto closed = std::make_shared<std::promise<void>>();
+  router_.Add("GET", "/v1/stream", [closed](HttpRequest&, Responder r) {
+    auto s = r.StartStream({{"X-Stream", "1"}});
+    s->Send("window", "{}");
+    s->SetOnClose([closed] { closed->set_value(); });
+  });
+  HttpServerOptions options;
+  options.sse_keepalive_interval_ns = 20'000'000;  // 20 ms: a started stream would show
+  StartServer(options);
+  auto client = TestHttpClient::Connect(port());
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(client->Send("HEAD /v1/stream HTTP/1.1\r\nHost: t\r\n\r\n" + Get("/hello")));
+  auto head = client->ReadUntil("\r\n\r\n");
+  ASSERT_TRUE(head.has_value());
+  EXPECT_EQ(head->rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << *head;
+  EXPECT_NE(head->find("Content-Type: text/event-stream\r\n"), std::string::npos) << *head;
+  EXPECT_NE(head->find("X-Stream: 1\r\n"), std::string::npos) << *head;
+  EXPECT_EQ(head->find("Connection: close"), std::string::npos) << *head;
+  ASSERT_EQ(closed->get_future().wait_for(kWait), std::future_status::ready);
+  auto r = client->ReadResponse();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, "hello");  // nothing of a stream between the two responses
+}
+
 TEST_F(HttpServerTest, SseKeepaliveCommentsAndServerSideClose) {
   auto stream_promise = std::make_shared<std::promise<std::shared_ptr<SseStream>>>();
   router_.Add("GET", "/v1/stream", [stream_promise](HttpRequest&, Responder r) {
