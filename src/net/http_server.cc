@@ -141,6 +141,19 @@ std::string StreamHead(const HttpHeaders& headers, bool close) {
   return head;
 }
 
+// The canned answer to a connection the server cannot take (max_connections, or out of
+// file descriptors).
+const std::string& RejectResponse() {
+  static const std::string kResponse = [] {
+    std::string body = HttpResponse::Error(503, "unavailable", "too many connections").body;
+    return "HTTP/1.1 503 Service Unavailable\r\nServer: joule\r\n"
+           "Content-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\n"
+           "Content-Length: " +
+           std::to_string(body.size()) + "\r\n\r\n" + body;
+  }();
+  return kResponse;
+}
+
 // Decimal digits of a non-negative number.
 void AppendStatusCode(std::string* out, size_t v) {
   char buf[24];
@@ -1098,6 +1111,11 @@ void Connection::OnStreamWrite(error_code ec) {
 
 Status HttpServer::Impl::Start() {
   uint16_t port = 0;
+  // Out of file descriptors, waiting clients get the same 503 as over max_connections
+  // (TLS clients: just the close), instead of waiting unanswered.
+  accept_.SetShedResponse(options_.tls ? std::string() : RejectResponse(), [this] {
+    if (rejected_connections_ != nullptr) rejected_connections_->Inc();
+  });
   JOULE_RETURN_IF_ERROR(accept_.Start(options_.listen, &port, shared_from_this(),
                                       [this](tcp::socket socket) { OnAccept(std::move(socket)); }));
   port_.store(port, std::memory_order_release);
@@ -1135,17 +1153,10 @@ void HttpServer::Impl::OnAccept(tcp::socket socket) {
 
 // Over max_connections: a best-effort 503 without blocking, then close.
 void HttpServer::Impl::Reject(tcp::socket& socket) {
-  static const std::string kResponse = [] {
-    std::string body = HttpResponse::Error(503, "unavailable", "too many connections").body;
-    return "HTTP/1.1 503 Service Unavailable\r\nServer: joule\r\n"
-           "Content-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\n"
-           "Content-Length: " +
-           std::to_string(body.size()) + "\r\n\r\n" + body;
-  }();
   if (rejected_connections_ != nullptr) rejected_connections_->Inc();
   error_code ec;
   socket.non_blocking(true, ec);
-  socket.write_some(asio::buffer(kResponse), ec);
+  socket.write_some(asio::buffer(RejectResponse()), ec);
   socket.close(ec);
 }
 

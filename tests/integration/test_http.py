@@ -7,7 +7,8 @@ test of the HTTP server, each checked against `joule serve` as users run it.
 - `HEAD /v1/stream` answers the head only; SSE heads carry each field once.
 - RFC 9112: absolute-form targets are served; HTTP/1.0 with Transfer-Encoding is 400 and
   closed; no `100 Continue` to an HTTP/1.0 client.
-- Out of file descriptors, the log reader backs off instead of logging in a tight loop.
+- Out of file descriptors, the log reader backs off instead of logging in a tight loop,
+  and a new client gets a 503 instead of waiting unanswered.
 """
 
 import json
@@ -233,6 +234,14 @@ class FileDescriptorExhaustionTest(unittest.TestCase):
             except OSError:
                 break
         try:
+            # A client over the limit is told so (503, from the accept loop's reserve
+            # descriptor) instead of waiting unanswered in the listen backlog.
+            probe = socket.create_connection(("127.0.0.1", server.port), timeout=2)
+            self.addCleanup(probe.close)
+            probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            raw, _ = read_until(probe, complete, 3)
+            self.assertTrue(complete(raw), f"no answer over the descriptor limit: {raw!r}")
+            self.assertEqual(split_response(raw)[0], 503, raw)
             statuses = []
             for i in range(6):
                 statuses.append(post(i))
