@@ -148,6 +148,7 @@ bool Archiver::ReadBatch(uint32_t p) {
   if (!n.ok() && n.status().code() == StatusCode::kCorruption) {
     // Never skipped (the log reported and quarantined it): this partition's archive stops.
     stopped_[p].store(true);
+    retry = ReadRetry();  // not read again: nothing to wait for
     logging::Error("archive: stopped reading a damaged log partition",
                    {{"partition", std::to_string(p)}, {"error", n.status().ToString()}});
     return false;
@@ -253,18 +254,11 @@ void Archiver::Run() {
     }
     if (!any) {
       if (stopping) break;
+      // A read failed: the data is there, its retry is what to wait for.
+      if (ReadRetry::SleepUntilFirstRetry(read_retry_, std::chrono::milliseconds(100))) continue;
       uint32_t p = 0;
       while (p < readers_.size() && stopped_[p].load()) ++p;
-      auto retry_at = ReadRetry::Clock::time_point::max();
-      for (uint32_t i = 0; i < readers_.size(); ++i) {
-        if (read_retry_[i].failing()) retry_at = std::min(retry_at, read_retry_[i].retry_at());
-      }
-      if (retry_at != ReadRetry::Clock::time_point::max()) {
-        // A read failed: the data is there but cannot be read yet; wait for the retry.
-        std::this_thread::sleep_for(std::clamp<ReadRetry::Clock::duration>(
-            retry_at - ReadRetry::Clock::now(), ReadRetry::Clock::duration::zero(),
-            std::chrono::milliseconds(100)));
-      } else if (p < readers_.size() && !held) {
+      if (p < readers_.size() && !held) {
         log_->WaitForData(p, readers_[p]->position(), 100'000'000);
       } else {  // held, or every partition stopped: just wait
         log_->WaitForData(0, log_->DurableEnd(0), 100'000'000);

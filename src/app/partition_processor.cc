@@ -418,21 +418,6 @@ void PartitionProcessor::OnReadFailed(size_t slot, const Status& status) {
             std::chrono::duration_cast<std::chrono::milliseconds>(retry.backoff()).count())}});
 }
 
-bool PartitionProcessor::SleepUntilReadRetry(int64_t max_wait_ns) {
-  auto first = ReadRetry::Clock::time_point::max();
-  for (size_t i = 0; i < read_retry_.size(); ++i) {
-    if (read_retry_[i].failing() && !stopped_[i])
-      first = std::min(first, read_retry_[i].retry_at());
-  }
-  if (first == ReadRetry::Clock::time_point::max()) return false;
-  const auto now = ReadRetry::Clock::now();
-  if (first > now) {
-    std::this_thread::sleep_for(
-        std::min<ReadRetry::Clock::duration>(first - now, std::chrono::nanoseconds(max_wait_ns)));
-  }
-  return true;
-}
-
 bool PartitionProcessor::ProcessBatch(size_t slot) {
   if (stopped_[slot]) return false;
   ReadRetry& retry = read_retry_[slot];
@@ -445,6 +430,7 @@ bool PartitionProcessor::ProcessBatch(size_t slot) {
       // and quarantined the damage; this partition stays where it is (lag grows, the
       // checkpoint keeps this offset) until an operator repairs the segment and restarts.
       stopped_[slot] = true;
+      retry = ReadRetry();  // not read again: nothing to wait for
       logging::Error("processor stopped reading a damaged log partition",
                      {{"processor", std::to_string(options_.index)},
                       {"partition", std::to_string(options_.partitions[slot])},
@@ -688,7 +674,7 @@ void PartitionProcessor::Run() {
         std::this_thread::sleep_for(std::chrono::nanoseconds(wait_ns));
         continue;
       }
-      if (SleepUntilReadRetry(wait_ns)) continue;
+      if (ReadRetry::SleepUntilFirstRetry(read_retry_, std::chrono::nanoseconds(wait_ns))) continue;
       size_t slot = 0;
       while (slot < readers_.size() && stopped_[slot]) ++slot;
       if (slot < readers_.size()) {

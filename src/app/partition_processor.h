@@ -150,9 +150,6 @@ class PartitionProcessor {
   // Per slot: failed reads are retried with a backoff (app/read_retry.h). Processor
   // thread only.
   std::vector<ReadRetry> read_retry_;
-  // Whether some slot waits for its retry; then the loop sleeps until the first one is due
-  // (at most `max_wait_ns`) instead of waiting for data that is there but cannot be read.
-  bool SleepUntilReadRetry(int64_t max_wait_ns);
   void OnReadFailed(size_t slot, const Status& status);
   Counter* read_errors_;
   log::ReadBatch batch_;

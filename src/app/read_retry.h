@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <thread>
+#include <vector>
 
 namespace joule::app {
 
@@ -36,6 +38,21 @@ class ReadRetry {
     logged_at_ = now;
     *unlogged = unlogged_;
     unlogged_ = 0;
+    return true;
+  }
+
+  // For a reader loop that found nothing to read: sleeps until the earliest retry of
+  // `retries` is due, at most `max_wait` (waiting for new data would return at once: the
+  // data whose read failed is there). False, at once, when none is failing.
+  static bool SleepUntilFirstRetry(const std::vector<ReadRetry>& retries,
+                                   std::chrono::nanoseconds max_wait) {
+    auto first = Clock::time_point::max();
+    for (const ReadRetry& r : retries) {
+      if (r.failing()) first = std::min(first, r.retry_at_);
+    }
+    if (first == Clock::time_point::max()) return false;
+    const auto now = Clock::now();
+    if (first > now) std::this_thread::sleep_for(std::min<Clock::duration>(first - now, max_wait));
     return true;
   }
 
