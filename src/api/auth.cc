@@ -81,9 +81,10 @@ Result<store::Device> Authenticator::AuthorizeDeviceRead(const Caller& caller,
       }
       return Status::NotFound("no such device");
     case Caller::Kind::kDevice:
+      // Device tokens only ingest (CONTRACT §3), even their own device's data is owner
+      // data: 403 there; another device's id answers like a missing one.
       if (device.ok() && device->device_id == caller.device_id) {
-        if (registered) *registered = true;
-        return device;
+        return Status::PermissionDenied("device tokens may only ingest; use an owner key");
       }
       return Status::NotFound("no such device");
     case Caller::Kind::kNone:

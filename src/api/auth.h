@@ -37,8 +37,9 @@ class Authenticator {
 
   // Read access to one device's data and metadata. Admin (or auth disabled): any device;
   // its metadata when registered (else an empty device with just the id, and
-  // *registered = false). Owner: only its own registered devices. Device token: only
-  // itself. Everything else is NotFound — never 403, so existence does not leak.
+  // *registered = false). Owner: only its own registered devices. Device token: nothing
+  // (device tokens only ingest): PermissionDenied (403) on its own device. Everything else
+  // is NotFound — never 403, so existence does not leak.
   Result<store::Device> AuthorizeDeviceRead(const Caller& caller, std::string_view device_id,
                                             bool* registered = nullptr) const;
 

@@ -534,7 +534,7 @@ class DeviceRoutes {
     return net::HttpResponse::Error(503, "unavailable", "no metadata store");
   }
 
-  // The registered device, if `caller` may see it (admin, its owner, its own token);
+  // The registered device, if `caller` may see it (admin, its owner; a device token: 403);
   // NotFound otherwise, whether or not it exists.
   Result<store::Device> Visible(const Caller& caller, const std::string& id) {
     if (!ctx_.metadata) return Status::Unavailable("no metadata store");

@@ -68,6 +68,11 @@ void HandleStream(ApiContext& ctx, const std::shared_ptr<StreamQuota>& quota, ne
              (caller.kind == Caller::Kind::kOwner && caller.owner_id != *owner_id)) {
     return responder.Send(net::HttpResponse::Error(404, "not_found", "no such owner"));
   }
+  // HEAD: the answer a GET gets, without the stream (the server sends the head only).
+  if (req.method == "HEAD") {
+    responder.StartStream();
+    return;
+  }
   // Owner keys are counted (device tokens are refused above; the admin is trusted).
   const std::string quota_key =
       caller.kind == Caller::Kind::kOwner ? "owner:" + caller.owner_id : "";
@@ -79,8 +84,8 @@ void HandleStream(ApiContext& ctx, const std::shared_ptr<StreamQuota>& quota, ne
     r.headers.emplace_back("Retry-After", "10");
     return responder.Send(std::move(r));
   }
-  std::shared_ptr<net::SseStream> stream =
-      responder.StartStream({{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}});
+  // The server writes the stream's head (Cache-Control: no-cache, X-Accel-Buffering: no).
+  std::shared_ptr<net::SseStream> stream = responder.StartStream();
   if (!stream) {
     if (!quota_key.empty()) quota->Give(quota_key);
     return;

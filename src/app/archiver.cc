@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <thread>
 #include <vector>
 
 #include "common/logging.h"
@@ -22,8 +23,12 @@ Archiver::Archiver(ArchiverOptions options, log::Log* log, const Clock* clock,
       committed_(new std::atomic<uint64_t>[log->partitions()]) {
   for (uint32_t p = 0; p < log_->partitions(); ++p) committed_[p].store(0);
   stopped_ = std::make_unique<std::atomic<bool>[]>(log_->partitions());
+  read_retry_.assign(log_->partitions(), ReadRetry());
   for (uint32_t p = 0; p < log_->partitions(); ++p) stopped_[p].store(false);
   if (metrics_) {
+    read_errors_ = metrics_->GetCounter(
+        "joule_archive_read_errors_total",
+        "Failed log reads of the archiver (retried with a backoff; e.g. out of file descriptors)");
     decode_errors_ = metrics_->GetCounter("joule_archive_decode_errors_total",
                                           "Log records not archived because they did not decode");
     events_ = metrics_->GetCounter("joule_archive_events_total",
@@ -136,19 +141,31 @@ Status Archiver::SealNow(int64_t timeout_ns, const std::atomic<bool>* cancel) {
 
 bool Archiver::ReadBatch(uint32_t p) {
   if (stopped_[p].load(std::memory_order_relaxed)) return false;
+  ReadRetry& retry = read_retry_[p];
+  if (retry.Waiting(ReadRetry::Clock::now())) return false;
   batch_.clear();
   Result<size_t> n = readers_[p]->Next(options_.read_batch, &batch_);
   if (!n.ok() && n.status().code() == StatusCode::kCorruption) {
     // Never skipped (the log reported and quarantined it): this partition's archive stops.
     stopped_[p].store(true);
+    retry = ReadRetry();  // not read again: nothing to wait for
     logging::Error("archive: stopped reading a damaged log partition",
                    {{"partition", std::to_string(p)}, {"error", n.status().ToString()}});
     return false;
   }
   if (!n.ok()) {
-    logging::Error("archive: log read failed",
-                   {{"partition", std::to_string(p)}, {"error", n.status().ToString()}});
+    if (read_errors_) read_errors_->Inc();
+    uint64_t failures = 0;
+    if (retry.Failed(ReadRetry::Clock::now(), &failures)) {
+      logging::Error("archive: log read failed", {{"partition", std::to_string(p)},
+                                                  {"error", n.status().ToString()},
+                                                  {"failures", std::to_string(failures)}});
+    }
     return false;
+  }
+  if (retry.failing()) {
+    logging::Info("archive: log read recovered", {{"partition", std::to_string(p)},
+                                                  {"failures", std::to_string(retry.Succeeded())}});
   }
   // Views into the records' payloads (no copy of the event; store/archive/event_view.h).
   model::Event fallback;
@@ -237,6 +254,8 @@ void Archiver::Run() {
     }
     if (!any) {
       if (stopping) break;
+      // A read failed: the data is there, its retry is what to wait for.
+      if (ReadRetry::SleepUntilFirstRetry(read_retry_, std::chrono::milliseconds(100))) continue;
       uint32_t p = 0;
       while (p < readers_.size() && stopped_[p].load()) ++p;
       if (p < readers_.size() && !held) {

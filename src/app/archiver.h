@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "app/read_retry.h"
 #include "common/clock.h"
 #include "common/metrics.h"
 #include "common/status.h"
@@ -77,6 +78,8 @@ class Archiver {
   // Per partition: the reader met a damaged record (Corruption); not read again, also
   // across writer reopens (docs/RELIABILITY.md, "Run-time corruption").
   std::unique_ptr<std::atomic<bool>[]> stopped_;
+  // Per partition: failed reads are retried with a backoff (app/read_retry.h).
+  std::vector<ReadRetry> read_retry_;
   log::ReadBatch batch_;
   store::EventView view_;
   std::atomic<bool> stop_{false};
@@ -88,6 +91,7 @@ class Archiver {
   Counter* events_ = nullptr;
   Counter* files_ = nullptr;
   Counter* decode_errors_ = nullptr;
+  Counter* read_errors_ = nullptr;
   Counter* seal_errors_ = nullptr;
 };
 

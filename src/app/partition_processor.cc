@@ -149,6 +149,10 @@ PartitionProcessor::PartitionProcessor(PartitionProcessorOptions options, log::L
   const std::string idx = std::to_string(options_.index);
   events_processed_ = metrics->GetCounter("joule_processor_events_total",
                                           "Events fed to the window engine", {{"processor", idx}});
+  read_errors_ =
+      metrics->GetCounter("joule_processor_read_errors_total",
+                          "Failed log reads (retried with a backoff; e.g. out of file descriptors)",
+                          {{"processor", idx}});
   decode_errors_ =
       metrics->GetCounter("joule_processor_decode_errors_total",
                           "Log records that did not decode as events", {{"processor", idx}});
@@ -332,6 +336,7 @@ Status PartitionProcessor::Start() {
     readers_.push_back(std::move(reader));
   }
   stopped_.assign(readers_.size(), false);
+  read_retry_.assign(readers_.size(), ReadRetry());
   if (!options_.checkpoint_path.empty()) {
     // A recovery epoch: whatever the previous run emitted after its last checkpoint has a
     // lower version than anything emitted from now on (docs/formats/processor_checkpoint.md),
@@ -397,8 +402,26 @@ double PartitionProcessor::LagSeconds() const {
   return worst;
 }
 
+void PartitionProcessor::OnReadFailed(size_t slot, const Status& status) {
+  read_errors_->Inc();
+  ReadRetry& retry = read_retry_[slot];
+  uint64_t failures = 0;
+  if (!retry.Failed(ReadRetry::Clock::now(), &failures)) return;
+  logging::Error(
+      "log read failed",
+      {{"processor", std::to_string(options_.index)},
+       {"partition", std::to_string(options_.partitions[slot])},
+       {"error", status.ToString()},
+       {"failures", std::to_string(failures)},
+       {"retry_in_ms",
+        std::to_string(
+            std::chrono::duration_cast<std::chrono::milliseconds>(retry.backoff()).count())}});
+}
+
 bool PartitionProcessor::ProcessBatch(size_t slot) {
   if (stopped_[slot]) return false;
+  ReadRetry& retry = read_retry_[slot];
+  if (retry.Waiting(ReadRetry::Clock::now())) return false;
   batch_.clear();
   Result<size_t> n = readers_[slot]->Next(options_.read_batch, &batch_);
   if (!n.ok()) {
@@ -407,6 +430,7 @@ bool PartitionProcessor::ProcessBatch(size_t slot) {
       // and quarantined the damage; this partition stays where it is (lag grows, the
       // checkpoint keeps this offset) until an operator repairs the segment and restarts.
       stopped_[slot] = true;
+      retry = ReadRetry();  // not read again: nothing to wait for
       logging::Error("processor stopped reading a damaged log partition",
                      {{"processor", std::to_string(options_.index)},
                       {"partition", std::to_string(options_.partitions[slot])},
@@ -414,9 +438,13 @@ bool PartitionProcessor::ProcessBatch(size_t slot) {
                       {"error", n.status().ToString()}});
       return false;
     }
-    logging::Error("log read failed", {{"partition", std::to_string(options_.partitions[slot])},
-                                       {"error", n.status().ToString()}});
+    OnReadFailed(slot, n.status());
     return false;
+  }
+  if (retry.failing()) {
+    logging::Info("log read recovered", {{"processor", std::to_string(options_.index)},
+                                         {"partition", std::to_string(options_.partitions[slot])},
+                                         {"failures", std::to_string(retry.Succeeded())}});
   }
   if (*n == 0) return false;
   int64_t now = clock_->NowNanos();
@@ -646,6 +674,7 @@ void PartitionProcessor::Run() {
         std::this_thread::sleep_for(std::chrono::nanoseconds(wait_ns));
         continue;
       }
+      if (ReadRetry::SleepUntilFirstRetry(read_retry_, std::chrono::nanoseconds(wait_ns))) continue;
       size_t slot = 0;
       while (slot < readers_.size() && stopped_[slot]) ++slot;
       if (slot < readers_.size()) {

@@ -24,6 +24,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "app/read_retry.h"
 #include "common/clock.h"
 #include "common/flat_string_map.h"
 #include "common/metrics.h"
@@ -146,6 +147,11 @@ class PartitionProcessor {
   // Per slot: the reader met a damaged record (Corruption); the partition is not read again
   // (docs/RELIABILITY.md, "Run-time corruption"). Processor thread only.
   std::vector<bool> stopped_;
+  // Per slot: failed reads are retried with a backoff (app/read_retry.h). Processor
+  // thread only.
+  std::vector<ReadRetry> read_retry_;
+  void OnReadFailed(size_t slot, const Status& status);
+  Counter* read_errors_;
   log::ReadBatch batch_;
   std::vector<model::Event> events_;  // the decoded batch (storage reused)
   std::atomic<bool> stop_{false};

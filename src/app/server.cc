@@ -24,6 +24,7 @@
 #include "app/archiver.h"
 #include "app/data_dir_lock.h"
 #include "app/engine_setup.h"
+#include "app/file_limit.h"
 #include "app/log_partitions.h"
 #include "app/metadata_open.h"
 #include "app/partition_processor.h"
@@ -128,6 +129,10 @@ int RunServer(const Config& given_config) {
     logging::Error("data dir in use", {{"error", dir_lock.status().message()}});
     return 1;
   }
+  // Every connection is a descriptor: the soft limit (often 1024) up to the hard one, and a
+  // warning when that is still short of server.max_connections (HTTP and MQTT each).
+  RaiseFileLimit(static_cast<uint64_t>(config.http_max_connections),
+                 config.mqtt_listen.empty() ? 1 : 2);
   // storage.log_partitions = 0: the existing log's count, else one per processor thread.
   if (Result<uint32_t> partitions = ResolveLogPartitions(config); partitions.ok()) {
     config.log_partitions = *partitions;

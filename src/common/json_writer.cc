@@ -204,20 +204,58 @@ void JsonWriter::Raw(std::string_view json) {
 
 namespace {
 
-// Characters JSON strings must escape: control characters, '"' and '\'.
+// Characters JSON strings must escape: control characters, '"' and '\'; and bytes >= 0x80,
+// which are looked at more closely: a well-formed UTF-8 sequence is copied as it is, an
+// ill-formed one is replaced.
 constexpr auto kEscape = [] {
   std::array<bool, 256> t{};
   for (int c = 0; c < 0x20; ++c) t[c] = true;
   t['"'] = true;
   t['\\'] = true;
+  for (int c = 0x80; c < 0x100; ++c) t[c] = true;
   return t;
 }();
+
+// The length of the well-formed UTF-8 sequence that starts `s` (whose first byte is
+// >= 0x80), or, negated, the length of its longest ill-formed prefix ("maximal subpart",
+// Unicode §3.9, at least 1): the bytes one U+FFFD replaces.
+int Utf8Sequence(std::string_view s) {
+  const auto b0 = static_cast<unsigned char>(s[0]);
+  int length;
+  unsigned char low = 0x80, high = 0xBF;  // the range of the second byte
+  if (b0 >= 0xC2 && b0 <= 0xDF) {
+    length = 2;
+  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+    length = 3;
+    if (b0 == 0xE0) low = 0xA0;   // no overlong forms
+    if (b0 == 0xED) high = 0x9F;  // no surrogates
+  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+    length = 4;
+    if (b0 == 0xF0) low = 0x90;   // no overlong forms
+    if (b0 == 0xF4) high = 0x8F;  // nothing above U+10FFFF
+  } else {
+    return -1;  // a continuation byte, C0, C1 or F5..FF
+  }
+  for (int i = 1; i < length; ++i) {
+    if (static_cast<size_t>(i) >= s.size()) return -i;
+    const auto b = static_cast<unsigned char>(s[static_cast<size_t>(i)]);
+    if (b < low || b > high) return -i;
+    low = 0x80;
+    high = 0xBF;
+  }
+  return length;
+}
 
 }  // namespace
 
 bool JsonWriter::NeedsEscape(std::string_view s) {
-  for (const char ch : s) {
-    if (kEscape[static_cast<unsigned char>(ch)]) return true;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (!kEscape[c]) continue;
+    if (c < 0x80) return true;
+    const int n = Utf8Sequence(s.substr(i));
+    if (n < 0) return true;
+    i += static_cast<size_t>(n) - 1;
   }
   return false;
 }
@@ -228,6 +266,20 @@ void JsonWriter::AppendEscaped(std::string* out, std::string_view s) {
   for (size_t i = 0; i < s.size(); ++i) {
     const auto c = static_cast<unsigned char>(s[i]);
     if (!kEscape[c]) continue;
+    if (c >= 0x80) {
+      const int n = Utf8Sequence(s.substr(i));
+      if (n > 0) {
+        i += static_cast<size_t>(n) - 1;  // well-formed: part of the run
+        continue;
+      }
+      // Ill-formed UTF-8 (e.g. a percent-decoded %ff echoed in an error message): the
+      // output must stay valid JSON text (RFC 8259 §8.1), so U+FFFD stands in for it.
+      out->append(s.data() + run, i - run);
+      out->append("\\ufffd", 6);
+      i += static_cast<size_t>(-n) - 1;
+      run = i + 1;
+      continue;
+    }
     out->append(s.data() + run, i - run);
     run = i + 1;
     switch (c) {

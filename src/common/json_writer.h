@@ -32,8 +32,13 @@ class JsonWriter {
   const std::string& str() const { return out_; }
   std::string Take() { return std::move(out_); }
 
+  // Appends `s` as a quoted JSON string. The output is always valid UTF-8: well-formed
+  // UTF-8 is copied, each ill-formed sequence of `s` (a maximal subpart, Unicode §3.9)
+  // becomes \ufffd, so bytes from untrusted input (a percent-decoded path) cannot make
+  // the document invalid.
   static void AppendEscaped(std::string* out, std::string_view s);
-  // Whether AppendEscaped escapes any character of `s` (a control character, '"', '\\').
+  // Whether AppendEscaped changes any character of `s` (a control character, '"', '\\',
+  // ill-formed UTF-8).
   static bool NeedsEscape(std::string_view s);
   // The number encodings Double, Int and Uint use, for encoders that append directly.
   static void AppendDouble(std::string* out, double v);

@@ -1,6 +1,11 @@
 #include "net/accept_loop.h"
 
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <boost/asio/post.hpp>
+#include <cerrno>
 #include <chrono>
 #include <utility>
 
@@ -13,6 +18,9 @@ using boost::system::error_code;
 
 namespace {
 constexpr std::chrono::milliseconds kAcceptRetryDelay{50};
+constexpr int kMaxShedPerAttempt = 64;
+
+int OpenReserve() { return ::open("/dev/null", O_RDONLY | O_CLOEXEC); }
 }  // namespace
 
 AcceptLoop::AcceptLoop(asio::io_context& io, std::vector<asio::io_context*> connection_contexts)
@@ -22,10 +30,20 @@ AcceptLoop::AcceptLoop(asio::io_context& io, std::vector<asio::io_context*> conn
       acceptor_(strand_),
       retry_timer_(strand_) {}
 
+AcceptLoop::~AcceptLoop() {
+  if (reserve_fd_ >= 0) ::close(reserve_fd_);
+}
+
+void AcceptLoop::SetShedResponse(std::string response, std::function<void()> on_shed) {
+  shed_response_ = std::move(response);
+  on_shed_ = std::move(on_shed);
+}
+
 Status AcceptLoop::Start(std::string_view listen, uint16_t* port, std::shared_ptr<void> keep,
                          std::function<void(Socket)> on_accepted) {
   JOULE_RETURN_IF_ERROR(OpenListeningAcceptor(acceptor_, listen, port));
   on_accepted_ = std::move(on_accepted);
+  reserve_fd_ = OpenReserve();
   accepting_.store(true, std::memory_order_release);
   asio::post(strand_, [this, keep = std::move(keep)]() mutable { AcceptNext(std::move(keep)); });
   return Status::Ok();
@@ -51,6 +69,7 @@ void AcceptLoop::AcceptNext(std::shared_ptr<void> keep) {
     }
     if (ec) {
       if (ec == asio::error::operation_aborted) return;
+      if (ec == asio::error::no_descriptors || ec.value() == ENFILE) Shed();
       // E.g. out of file descriptors: retry soon rather than spin.
       retry_timer_.expires_after(kAcceptRetryDelay);
       retry_timer_.async_wait([this, keep = std::move(keep)](error_code timer_ec) mutable {
@@ -70,6 +89,29 @@ void AcceptLoop::AcceptNext(std::shared_ptr<void> keep) {
     asio::io_context& target = *targets_[next_target_++ % targets_.size()];
     acceptor_.async_accept(target.get_executor(), std::move(on_accept));
   }
+}
+
+void AcceptLoop::Shed() {
+  if (reserve_fd_ < 0) reserve_fd_ = OpenReserve();  // a descriptor may have freed up
+  if (reserve_fd_ < 0) return;
+  ::close(reserve_fd_);
+  reserve_fd_ = -1;
+  error_code ec;
+  acceptor_.native_non_blocking(true, ec);  // accept4 below must not wait
+  if (!ec) {
+    for (int i = 0; i < kMaxShedPerAttempt; ++i) {
+      const int fd =
+          ::accept4(acceptor_.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) break;  // none waiting (EAGAIN), or out of descriptors again
+      if (!shed_response_.empty()) {
+        [[maybe_unused]] const ssize_t sent =
+            ::send(fd, shed_response_.data(), shed_response_.size(), MSG_NOSIGNAL);
+      }
+      ::close(fd);
+      if (on_shed_) on_shed_();
+    }
+  }
+  reserve_fd_ = OpenReserve();
 }
 
 }  // namespace joule::net

@@ -4,8 +4,13 @@
 // Runs on its own strand: accepts a connection (on a new strand of its own, or on the next of
 // the single-threaded connection contexts), hands it to
 // the owner's callback, accepts the next one. An accept error other than cancellation
-// (e.g. out of file descriptors) retries after 50 ms rather than spinning. After Stop(),
-// nothing more is accepted, and a socket accepted in the race is closed.
+// (e.g. out of file descriptors) retries after 50 ms rather than spinning. Out of file
+// descriptors (EMFILE, ENFILE), the clients waiting in the listen backlog would wait
+// unanswered until one frees up; so the loop keeps one descriptor in reserve (/dev/null),
+// and then closes it, accepts the waiting clients one by one (up to 64 per attempt), sends
+// each the owner's shed response (HTTP: a canned 503) and closes it, and takes the reserve
+// again (the "spare descriptor" trick of libuv and others). After Stop(), nothing more is
+// accepted, and a socket accepted in the race is closed.
 //
 // Lifetime: the loop is a member of its owner; every pending operation holds `keep` (the
 // owner's shared_ptr), so the owner and the loop outlive them. The callback must not hold
@@ -20,6 +25,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -37,6 +43,14 @@ class AcceptLoop {
   // a new strand of `io` (which any number of threads may run).
   explicit AcceptLoop(boost::asio::io_context& io,
                       std::vector<boost::asio::io_context*> connection_contexts = {});
+  ~AcceptLoop();
+  AcceptLoop(const AcceptLoop&) = delete;
+  AcceptLoop& operator=(const AcceptLoop&) = delete;
+
+  // Before Start: what a client accepted only to be shed (out of descriptors) is sent
+  // before the close (best effort, non-blocking; empty: nothing), and `on_shed` (may be
+  // empty) runs on the loop's strand for each.
+  void SetShedResponse(std::string response, std::function<void()> on_shed);
 
   // Opens `listen` (OpenListeningAcceptor; *port = the bound port) and starts accepting.
   // `on_accepted` runs on the loop's strand for every accepted socket.
@@ -51,6 +65,8 @@ class AcceptLoop {
 
  private:
   void AcceptNext(std::shared_ptr<void> keep);
+  // Out of descriptors: sheds waiting clients with the reserve descriptor (on strand_).
+  void Shed();
 
   boost::asio::io_context& io_;
   const std::vector<boost::asio::io_context*> targets_;
@@ -59,6 +75,9 @@ class AcceptLoop {
   boost::asio::ip::tcp::acceptor acceptor_;  // only touched on strand_ after Start
   boost::asio::steady_timer retry_timer_;
   std::function<void(Socket)> on_accepted_;
+  std::string shed_response_;
+  std::function<void()> on_shed_;
+  int reserve_fd_ = -1;  // /dev/null, kept for Shed; only touched on strand_ after Start
   std::atomic<bool> accepting_{false};
 };
 

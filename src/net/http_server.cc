@@ -61,6 +61,17 @@ constexpr size_t kLingerMaxBytes = 4 << 20;
 // grows to this much; the connection keeps it for its next requests.
 constexpr size_t kBodyReadChunk = 64 << 10;
 
+// The most a connection's read buffer may hold. Beast's parser bounds the header section
+// (header_limit) and the body (body_limit), but not a chunked body's chunk lines or its
+// trailer section: those wait in the buffer until their CRLF comes, so without a bound an
+// unauthenticated client could grow it without end (found by a black-box test: 300 MiB of
+// trailer fields took ~1 GB). The plain-TCP read loop refuses a chunk line or trailer
+// section over max_header_bytes (431); this caps the buffer in every case (TLS too) at
+// that plus what one read adds.
+size_t ReadBufferLimit(const HttpServerOptions& options) {
+  return size_t{options.max_header_bytes} + 2 * kBodyReadChunk;
+}
+
 std::chrono::nanoseconds Nanos(int64_t ns) { return std::chrono::nanoseconds(ns); }
 
 std::string_view ToStd(beast::string_view s) { return {s.data(), s.size()}; }
@@ -97,6 +108,50 @@ bool ValidHeaderText(std::string_view s) {
     if (c == '\r' || c == '\n' || c == '\0') return false;
   }
   return true;
+}
+
+// Header fields the server writes itself on a stream's head; a handler's copies are dropped.
+bool ServerStreamHeader(std::string_view name) {
+  for (std::string_view own : {"content-type", "cache-control", "x-accel-buffering", "connection",
+                               "server", "content-length", "transfer-encoding"}) {
+    if (EqualsIgnoreCase(name, own)) return true;
+  }
+  return false;
+}
+
+// The head of a text/event-stream response. A stream's body is delimited by the close
+// (Connection: close); the head of a HEAD request's answer may keep the connection.
+std::string StreamHead(const HttpHeaders& headers, bool close) {
+  std::string head =
+      "HTTP/1.1 200 OK\r\n"
+      "Server: joule\r\n"
+      "Content-Type: text/event-stream\r\n"
+      "Cache-Control: no-cache\r\n"
+      "X-Accel-Buffering: no\r\n";
+  if (close) head += "Connection: close\r\n";
+  for (const auto& [name, value] : headers) {
+    if (name.empty() || !ValidHeaderText(name) || !ValidHeaderText(value)) continue;
+    if (ServerStreamHeader(name)) continue;
+    head += name;
+    head += ": ";
+    head += value;
+    head += "\r\n";
+  }
+  head += "\r\n";
+  return head;
+}
+
+// The canned answer to a connection the server cannot take (max_connections, or out of
+// file descriptors).
+const std::string& RejectResponse() {
+  static const std::string kResponse = [] {
+    std::string body = HttpResponse::Error(503, "unavailable", "too many connections").body;
+    return "HTTP/1.1 503 Service Unavailable\r\nServer: joule\r\n"
+           "Content-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\n"
+           "Content-Length: " +
+           std::to_string(body.size()) + "\r\n\r\n" + body;
+  }();
+  return kResponse;
 }
 
 // Decimal digits of a non-negative number.
@@ -298,6 +353,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         options_(server_->options()),
         id_(id),
         stream_(std::move(socket), server_->options().tls.get()),
+        buffer_(ReadBufferLimit(server_->options())),
         deadline_timer_(stream_.get_executor()),
         keepalive_timer_(stream_.get_executor()) {
     error_code ec;
@@ -588,6 +644,12 @@ void Connection::ReadPlain(bool header_only, bool from_initiation) {
     }
     if (used == 0) break;  // nothing parsed, nothing wrong: the parser wants more input
   }
+  // In a body, what the parser leaves in the buffer is an unfinished chunk line or trailer
+  // section (body bytes are taken as they come): bounded like the header section.
+  if (!header_only && buffer_.size() > options_.max_header_bytes) {
+    FinishPlainRead(http::error::header_limit, from_initiation);
+    return;
+  }
   const size_t size = beast::read_size(buffer_, 65536);
   if (size == 0) {
     FinishPlainRead(http::error::buffer_overflow, from_initiation);
@@ -654,12 +716,20 @@ void Connection::OnHeader(error_code ec) {
                   "Transfer-Encoding must be chunked alone (other codings are not supported)");
       return;
     }
+    // HTTP/1.0 has no transfer codings: RFC 9112 §6.1 says to treat such a message's
+    // framing as faulty and close the connection.
+    if (header.version() < 11) {
+      FailRequest(400, "bad_request", "Transfer-Encoding in an HTTP/1.0 request");
+      return;
+    }
   }
   if (parser_->is_done()) {
     Dispatch();
     return;
   }
-  if (EqualsIgnoreCase(ToStd(header[http::field::expect]), "100-continue")) {
+  // No 1xx response to an HTTP/1.0 client (RFC 9110 §15.2): it sends its body anyway.
+  if (header.version() >= 11 &&
+      EqualsIgnoreCase(ToStd(header[http::field::expect]), "100-continue")) {
     static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
     SetDeadlineAt(started_ + Nanos(options_.read_timeout_ns));
     asio::async_write(stream_, asio::buffer(kContinue.data(), kContinue.size()),
@@ -699,9 +769,14 @@ void Connection::OnBody(error_code ec) {
 }
 
 void Connection::OnReadError(error_code ec) {
-  if (ec == http::error::header_limit) {
-    FailRequest(431, "request_header_fields_too_large",
-                "request headers exceed " + std::to_string(options_.max_header_bytes) + " bytes");
+  if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
+    // buffer_overflow: the read buffer's cap (ReadBufferLimit), reached by a chunk line or
+    // trailer section that never ends.
+    FailRequest(
+        431, "request_header_fields_too_large",
+        std::string(parser_ && parser_->is_header_done() ? "chunked trailers or chunk line exceed "
+                                                         : "request headers exceed ") +
+            std::to_string(options_.max_header_bytes) + " bytes");
   } else if (ec == http::error::body_limit) {
     FailRequest(413, "payload_too_large",
                 "request body exceeds " + std::to_string(options_.max_body_bytes) + " bytes");
@@ -744,12 +819,14 @@ void Connection::Dispatch() {
 
   HttpRequest req;
   req.method = method_;
-  req.target = std::string(ToStd(msg.target()));
   req.remote_address = remote_address_;
+  // An absolute-form target (RFC 9112 §3.2.2) is served by its path and query; its
+  // authority replaces the Host field.
+  std::string authority;
+  const bool target_ok = OriginForm(ToStd(msg.target()), &req.target, &authority);
   std::string_view target = req.target;
   size_t question = target.find('?');
-  if (target.empty() || target.front() != '/' ||
-      !PercentDecode(target.substr(0, question), false, &req.path) ||
+  if (!target_ok || !PercentDecode(target.substr(0, question), false, &req.path) ||
       (question != std::string_view::npos &&
        !ParseQuery(target.substr(question + 1), &req.query))) {
     keep_alive_ = false;
@@ -759,7 +836,12 @@ void Connection::Dispatch() {
   req.headers.reserve(static_cast<size_t>(std::distance(msg.begin(), msg.end())));
   for (const auto& field : msg) {
     req.headers.emplace_back(Lower(ToStd(field.name_string())), std::string(ToStd(field.value())));
+    if (!authority.empty() && req.headers.back().first == "host") {
+      req.headers.back().second = authority;
+      authority.clear();
+    }
   }
+  if (!authority.empty()) req.headers.emplace_back("host", std::move(authority));
   req.body = std::move(msg.body());
 
   Responder responder =
@@ -929,24 +1011,25 @@ void Connection::BeginStream(uint64_t exchange, std::shared_ptr<SseStreamImpl> s
     sse->NotifyClosed();
     return;
   }
+  if (head_request_) {
+    // HEAD: the stream's head without a body, as for any GET route; no stream starts (the
+    // handler's stream closes at once) and the connection stays open.
+    sse->NotifyClosed();
+    state_ = State::kWriting;
+    const bool keep_alive = keep_alive_ && !server_->shutting_down();
+    head_ = StreamHead(headers, /*close=*/!keep_alive);
+    const Clock::time_point now = Clock::now();
+    RecordRequest(200, now);
+    SetDeadlineAt(now + Nanos(options_.read_timeout_ns));
+    asio::async_write(stream_, asio::buffer(head_),
+                      [self = shared_from_this(), keep_alive](error_code ec, size_t) {
+                        self->OnWrite(keep_alive, ec);
+                      });
+    return;
+  }
   state_ = State::kStreaming;
   sse_ = std::move(sse);
-  std::string head =
-      "HTTP/1.1 200 OK\r\n"
-      "Server: joule\r\n"
-      "Content-Type: text/event-stream\r\n"
-      "Cache-Control: no-cache\r\n"
-      "X-Accel-Buffering: no\r\n"
-      "Connection: close\r\n";
-  for (const auto& [name, value] : headers) {
-    if (name.empty() || !ValidHeaderText(name) || !ValidHeaderText(value)) continue;
-    head += name;
-    head += ": ";
-    head += value;
-    head += "\r\n";
-  }
-  head += "\r\n";
-  sse_->PrependHead(std::move(head));
+  sse_->PrependHead(StreamHead(headers, /*close=*/true));
   RecordRequest(200, Clock::now());
 
   // Reading is how we learn that the client has gone; anything it sends is discarded.
@@ -1028,6 +1111,11 @@ void Connection::OnStreamWrite(error_code ec) {
 
 Status HttpServer::Impl::Start() {
   uint16_t port = 0;
+  // Out of file descriptors, waiting clients get the same 503 as over max_connections
+  // (TLS clients: just the close), instead of waiting unanswered.
+  accept_.SetShedResponse(options_.tls ? std::string() : RejectResponse(), [this] {
+    if (rejected_connections_ != nullptr) rejected_connections_->Inc();
+  });
   JOULE_RETURN_IF_ERROR(accept_.Start(options_.listen, &port, shared_from_this(),
                                       [this](tcp::socket socket) { OnAccept(std::move(socket)); }));
   port_.store(port, std::memory_order_release);
@@ -1065,17 +1153,10 @@ void HttpServer::Impl::OnAccept(tcp::socket socket) {
 
 // Over max_connections: a best-effort 503 without blocking, then close.
 void HttpServer::Impl::Reject(tcp::socket& socket) {
-  static const std::string kResponse = [] {
-    std::string body = HttpResponse::Error(503, "unavailable", "too many connections").body;
-    return "HTTP/1.1 503 Service Unavailable\r\nServer: joule\r\n"
-           "Content-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\n"
-           "Content-Length: " +
-           std::to_string(body.size()) + "\r\n\r\n" + body;
-  }();
   if (rejected_connections_ != nullptr) rejected_connections_->Inc();
   error_code ec;
   socket.non_blocking(true, ec);
-  socket.write_some(asio::buffer(kResponse), ec);
+  socket.write_some(asio::buffer(RejectResponse()), ec);
   socket.close(ec);
 }
 

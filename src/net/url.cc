@@ -41,6 +41,37 @@ bool PercentDecode(std::string_view in, bool plus_is_space, std::string* out) {
   return true;
 }
 
+bool OriginForm(std::string_view target, std::string* origin, std::string* authority) {
+  if (!target.empty() && target.front() == '/') {
+    origin->assign(target);
+    return true;
+  }
+  // absolute-form = absolute-URI; only the http and https schemes name an origin server.
+  size_t scheme = 0;
+  for (std::string_view s : {"http://", "https://"}) {
+    if (target.size() < s.size()) continue;
+    bool same = true;
+    for (size_t i = 0; i < s.size() && same; ++i) {
+      char c = target[i];
+      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+      same = c == s[i];
+    }
+    if (same) scheme = s.size();
+  }
+  if (scheme == 0) return false;
+  std::string_view rest = target.substr(scheme);
+  const size_t end = rest.find_first_of("/?#");
+  std::string_view host = rest.substr(0, end);
+  if (host.empty() || host.find('@') != std::string_view::npos) return false;  // no userinfo
+  if (authority != nullptr) authority->assign(host);
+  rest = end == std::string_view::npos ? std::string_view() : rest.substr(end);
+  if (!rest.empty() && rest.front() == '#') return false;
+  origin->clear();
+  if (rest.empty() || rest.front() != '/') origin->push_back('/');
+  origin->append(rest);
+  return true;
+}
+
 bool ParseQuery(std::string_view query, HttpHeaders* out) {
   while (!query.empty()) {
     size_t amp = query.find('&');

@@ -19,6 +19,12 @@ bool PercentDecode(std::string_view in, bool plus_is_space, std::string* out);
 // segments are skipped. Returns false if any escape is malformed.
 bool ParseQuery(std::string_view query, HttpHeaders* out);
 
+// The origin form (path and query) of a request target: `target` itself when it starts
+// with '/'; for the absolute form ("http://host:port/path?q", RFC 9112 §3.2.2, what a
+// client talking to a proxy sends) the part after the authority ("/" when it is empty),
+// and `*authority` (if given) the host and port. False for anything else ("*", "host:1").
+bool OriginForm(std::string_view target, std::string* origin, std::string* authority = nullptr);
+
 struct HostPort {
   std::string host;  // without brackets for IPv6
   uint16_t port = 0;

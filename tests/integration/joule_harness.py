@@ -199,8 +199,10 @@ class JouleServer:
     unless JOULE_KEEP_DATA=1.
     """
 
-    def __init__(self, env=None, data_dir=None, name="joule", ssl_context=None):
+    def __init__(self, env=None, data_dir=None, name="joule", ssl_context=None,
+                 preexec_fn=None):
         self.name = name
+        self.preexec_fn = preexec_fn  # run in the child before exec (e.g. setrlimit)
         self.ssl_context = ssl_context  # set: the server speaks HTTPS (server.tls_*)
         self.overrides = dict(env or {})
         if data_dir is None:
@@ -272,7 +274,8 @@ class JouleServer:
                      f"(data_dir={self.data_dir}) -----")
         self.proc = subprocess.Popen(
             [binary, "serve"], env=self.environment(), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.data_dir)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.data_dir,
+            preexec_fn=self.preexec_fn)
         self._readers = [
             threading.Thread(target=self._read_stream, args=(self.proc, self.proc.stderr, "err"),
                              daemon=True),

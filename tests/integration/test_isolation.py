@@ -122,6 +122,17 @@ class IsolationTest(JouleTestCase):
                 self.assertNotFound(self.server.request(method, path, body, headers=token_a),
                                     f"A's device token on B's device: {what}")
 
+    def test_device_token_reads_nothing(self):
+        """Device tokens only ingest (CONTRACT section 3): even their own device's metadata and
+        data answer 403 forbidden, the error every other refused route gives them (found by a
+        black-box test: they read their own device, metrics and health)."""
+        token_a = bearer(self.tokens[self.dev_a])
+        for what, method, path, body in self.device_routes(self.dev_a):
+            with self.subTest(route=what):
+                status, _, got = self.server.request(method, path, body, headers=token_a)
+                self.assertEqual(status, 403, f"{what}: {got!r}")
+                self.assertEqual(got.get("error", {}).get("code"), "forbidden", f"{what}: {got!r}")
+
     def test_lists_exclude_other_owners_devices(self):
         for owner, own in [(self.owner_a, self.dev_a), (self.owner_b, self.dev_b)]:
             status, _, body = self.server.request("GET", "/v1/devices?limit=1000",

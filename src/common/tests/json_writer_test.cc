@@ -36,6 +36,38 @@ TEST(JsonWriterTest, EscapesControlCharacters) {
   EXPECT_EQ(w.str(), "\"a\\u0001\\n\"");
 }
 
+// Ill-formed UTF-8 (a percent-decoded "%ff" echoed in an error message, found by a
+// black-box test) becomes U+FFFD, so the document stays valid JSON; well-formed UTF-8 is
+// copied as it is.
+TEST(JsonWriterTest, IllFormedUtf8BecomesReplacementCharacters) {
+  struct Case {
+    std::string in;
+    std::string out;
+  };
+  const Case cases[] = {
+      {"/nope\xff", "\"/nope\\ufffd\""},
+      {"a\x80"
+       "b",
+       "\"a\\ufffdb\""},
+      {"\xc0\xaf", "\"\\ufffd\\ufffd\""},                        // overlong '/'
+      {"\xed\xa0\x80", "\"\\ufffd\\ufffd\\ufffd\""},             // a surrogate
+      {"\xe2\x82", "\"\\ufffd\""},                               // truncated at the end
+      {"\xe2\x82x", "\"\\ufffdx\""},                             // truncated in the middle
+      {"\xf4\x90\x80\x80", "\"\\ufffd\\ufffd\\ufffd\\ufffd\""},  // above U+10FFFF
+      {"K\xc3\xbc"
+       "che \xe2\x82\xac \xf0\x9f\x94\x8c",
+       "\"K\xc3\xbc"
+       "che \xe2\x82\xac \xf0\x9f\x94\x8c\""},
+      {"\xff\"", "\"\\ufffd\\\"\""},
+  };
+  for (const Case& c : cases) {
+    std::string out;
+    JsonWriter::AppendEscaped(&out, c.in);
+    EXPECT_EQ(out, c.out) << c.in;
+    EXPECT_EQ(JsonWriter::NeedsEscape(c.in), out != "\"" + c.in + "\"") << c.in;
+  }
+}
+
 TEST(JsonWriterTest, ShortestDoubles) {
   JsonWriter w;
   w.BeginArray();

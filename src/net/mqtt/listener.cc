@@ -695,6 +695,9 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
 
 Status MqttListener::Impl::Start() {
   uint16_t port = 0;
+  // Out of file descriptors, waiting clients are closed at once (net/accept_loop.h), as
+  // over max_connections, instead of waiting unanswered.
+  accept_.SetShedResponse(std::string(), [this] { CountDisconnect("max_connections"); });
   JOULE_RETURN_IF_ERROR(accept_.Start(options_.listen, &port, shared_from_this(),
                                       [this](tcp::socket socket) { OnAccept(std::move(socket)); }));
   port_.store(port, std::memory_order_release);

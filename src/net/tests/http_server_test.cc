@@ -288,6 +288,40 @@ TEST_F(HttpServerTest, OversizedHeadersAre431) {
   EXPECT_NE(r->body.find(R"("code":"request_header_fields_too_large")"), std::string::npos);
 }
 
+// A chunked body's trailer section (and a chunk line) waits in the read buffer until it
+// ends, and Beast's header_limit does not cover it: bounded by max_header_bytes like the
+// headers (found by a black-box test: an unauthenticated client sent 300 MiB of trailer
+// fields and the server grew to ~1 GB).
+TEST_F(HttpServerTest, ChunkedTrailersAndChunkLinesAreBoundedLikeHeaders) {
+  HttpServerOptions options;
+  options.max_header_bytes = 4096;
+  StartServer(options);
+  // Small trailers are fine.
+  auto ok = Fetch(port(),
+                  "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  "2\r\nab\r\n0\r\nX-Trailer: v\r\n\r\n");
+  ASSERT_TRUE(ok.has_value());
+  EXPECT_EQ(ok->status, 200);
+  EXPECT_EQ(ok->body, "ab");
+  const std::string line = "X-Trailer: " + std::string(1000, 'v') + "\r\n";
+  for (const std::string& start : {std::string("2\r\nab\r\n0\r\n"), std::string("2;")}) {
+    auto client = TestHttpClient::Connect(port());
+    ASSERT_TRUE(client);
+    ASSERT_TRUE(client->Send(
+        "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + start));
+    // 64 KiB of trailer fields (or of one chunk extension), then the end of the message.
+    for (int i = 0; i < 64; ++i) {
+      if (!client->Send(start == "2;" ? std::string(1024, 'e') : line)) break;
+    }
+    client->Send("\r\n\r\n");
+    auto r = client->ReadResponse();
+    ASSERT_TRUE(r.has_value()) << start;
+    EXPECT_EQ(r->status, 431) << start;
+    EXPECT_NE(r->body.find(R"("code":"request_header_fields_too_large")"), std::string::npos);
+    EXPECT_TRUE(client->WaitForClose()) << start;
+  }
+}
+
 TEST_F(HttpServerTest, MalformedRequestsAre400ThenClosed) {
   StartServer();
   for (const std::string& bad : std::vector<std::string>{
@@ -308,6 +342,80 @@ TEST_F(HttpServerTest, MalformedRequestsAre400ThenClosed) {
   auto ok = Fetch(port(), Get("/hello"));
   ASSERT_TRUE(ok.has_value());
   EXPECT_EQ(ok->status, 200);
+}
+
+// Error messages echo percent-decoded input; the JSON stays valid UTF-8 (found by a
+// black-box test: GET /nope%ff answered "no route for /nope\xff").
+TEST_F(HttpServerTest, ErrorBodiesAreValidUtf8) {
+  StartServer();
+  auto r = Fetch(port(), Get("/nope%ff%C3%A9"));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(r->body, R"({"error":{"code":"not_found","message":"no route for /nope\ufffd)"
+                     "\xc3\xa9"
+                     R"("}})");
+}
+
+// RFC 9112 §3.2.2: a server must accept the absolute form of a request target (what a
+// client sends to a proxy); the path and query are routed, the authority is the Host.
+TEST_F(HttpServerTest, AbsoluteFormTargetsAreRouted) {
+  router_.Add("GET", "/host", [](HttpRequest& req, Responder r) {
+    r.Send(HttpResponse::Text(200, req.Header("host") ? *req.Header("host") : "-"));
+  });
+  StartServer();
+  const std::string authority = "127.0.0.1:" + std::to_string(port());
+  auto r = Fetch(port(), "GET http://" + authority +
+                             "/v1/devices/plug%2D1/metrics/realtime?windows=5 HTTP/1.1\r\n"
+                             "Host: " +
+                             authority + "\r\n\r\n");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_NE(r->body.find(R"("path":"/v1/devices/plug-1/metrics/realtime")"), std::string::npos)
+      << r->body;
+  EXPECT_NE(r->body.find(R"("windows":"5")"), std::string::npos) << r->body;
+  r = Fetch(port(), "GET HTTPS://example.org:8443/host HTTP/1.1\r\nHost: other\r\n\r\n");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, "example.org:8443");
+  r = Fetch(port(), "GET http://example.org HTTP/1.1\r\nHost: example.org\r\n\r\n");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 404);  // the path "/", not registered here
+  for (const char* bad : {"ftp://example.org/hello", "http:///hello", "*"}) {
+    r = Fetch(port(), "GET " + std::string(bad) + " HTTP/1.1\r\nHost: t\r\n\r\n");
+    ASSERT_TRUE(r.has_value()) << bad;
+    EXPECT_EQ(r->status, 400) << bad;
+  }
+}
+
+// HTTP/1.0 has no transfer codings: RFC 9112 §6.1 makes such framing faulty, so the
+// request is refused and the connection closed (found by a black-box test: it was read as
+// chunked and the connection kept open).
+TEST_F(HttpServerTest, Http10WithTransferEncodingIs400ThenClosed) {
+  StartServer();
+  auto client = TestHttpClient::Connect(port());
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(client->Send(
+      "POST /echo HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "3\r\nabc\r\n0\r\n\r\nGET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+  auto r = client->ReadResponse();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 400);
+  EXPECT_TRUE(client->WaitForClose());
+}
+
+// No 1xx to an HTTP/1.0 client (RFC 9110 §15.2): it sends its body without waiting.
+TEST_F(HttpServerTest, NoContinueForHttp10) {
+  StartServer();
+  auto client = TestHttpClient::Connect(port());
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(
+      client->Send("POST /echo HTTP/1.0\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"));
+  EXPECT_FALSE(client->ReadResponse(std::chrono::milliseconds(300)).has_value());
+  ASSERT_TRUE(client->Send("abc"));
+  auto r = client->ReadResponse();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, "abc");
 }
 
 TEST_F(HttpServerTest, KeepAliveServesSeveralRequestsAndHonorsClose) {
@@ -442,6 +550,62 @@ TEST_F(HttpServerTest, SseStreamDeliversEventsAndDetectsDisconnect) {
   bool ran = false;
   stream->SetOnClose([&ran] { ran = true; });
   EXPECT_TRUE(ran);
+}
+
+// The server writes the stream's own fields once, even when a handler passes them too
+// (found by a black-box test: Cache-Control and X-Accel-Buffering came twice).
+TEST_F(HttpServerTest, SseHeadHasEachFieldOnce) {
+  router_.Add("GET", "/v1/stream", [](HttpRequest&, Responder r) {
+    auto s = r.StartStream(
+        {{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}, {"X-Stream", "1"}});
+    s->Close();
+  });
+  StartServer();
+  auto client = TestHttpClient::Connect(port());
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(client->Send(Get("/v1/stream")));
+  auto head = client->ReadUntil("\r\n\r\n");
+  ASSERT_TRUE(head.has_value());
+  auto count = [&](std::string_view field) {
+    size_t n = 0;
+    for (size_t at = head->find(field); at != std::string::npos; at = head->find(field, at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  EXPECT_EQ(count("Cache-Control: no-cache\r\n"), 1u) << *head;
+  EXPECT_EQ(count("X-Accel-Buffering: no\r\n"), 1u) << *head;
+  EXPECT_EQ(count("Connection: close\r\n"), 1u) << *head;
+  EXPECT_EQ(count("X-Stream: 1\r\n"), 1u) << *head;
+}
+
+// HEAD falls back to the GET route with the body dropped; on a stream route that means
+// the head only: no stream, and the connection serves the next request (found by a
+// black-box test: HEAD /v1/stream streamed events and a pipelined GET was never answered).
+TEST_F(HttpServerTest, HeadOnAStreamRouteSendsTheHeadOnly) {
+  auto closed = std::make_shared<std::promise<void>>();
+  router_.Add("GET", "/v1/stream", [closed](HttpRequest&, Responder r) {
+    auto s = r.StartStream({{"X-Stream", "1"}});
+    s->Send("window", "{}");
+    s->SetOnClose([closed] { closed->set_value(); });
+  });
+  HttpServerOptions options;
+  options.sse_keepalive_interval_ns = 20'000'000;  // 20 ms: a started stream would show
+  StartServer(options);
+  auto client = TestHttpClient::Connect(port());
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(client->Send("HEAD /v1/stream HTTP/1.1\r\nHost: t\r\n\r\n" + Get("/hello")));
+  auto head = client->ReadUntil("\r\n\r\n");
+  ASSERT_TRUE(head.has_value());
+  EXPECT_EQ(head->rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << *head;
+  EXPECT_NE(head->find("Content-Type: text/event-stream\r\n"), std::string::npos) << *head;
+  EXPECT_NE(head->find("X-Stream: 1\r\n"), std::string::npos) << *head;
+  EXPECT_EQ(head->find("Connection: close"), std::string::npos) << *head;
+  ASSERT_EQ(closed->get_future().wait_for(kWait), std::future_status::ready);
+  auto r = client->ReadResponse();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, "hello");  // nothing of a stream between the two responses
 }
 
 TEST_F(HttpServerTest, SseKeepaliveCommentsAndServerSideClose) {

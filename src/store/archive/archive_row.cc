@@ -82,7 +82,10 @@ void PutFraction(uint64_t v, int k, char* p) {
 // Whether JsonWriter::AppendEscaped would change `s` beyond the quotes.
 bool NeedsEscape(std::string_view s) {
   unsigned bad = 0;
-  for (unsigned char c : s) bad |= static_cast<unsigned>(c < 0x20) | (c == '"') | (c == '\\');
+  // Bytes >= 0x80 take the slow path, which checks that they are well-formed UTF-8.
+  for (unsigned char c : s) {
+    bad |= static_cast<unsigned>(c < 0x20) | (c == '"') | (c == '\\') | (c >= 0x80);
+  }
   return bad != 0;
 }
 
