@@ -25,7 +25,7 @@ inline bool HeadAndTailEqual(const char* a, const char* b, size_t n) {
 }  // namespace bytes_equal_internal
 
 // The n bytes at a and at b are equal. Reads only [a, a + n) and [b, b + n).
-inline bool BytesEqual(const char* a, const char* b, size_t n) {
+[[gnu::always_inline]] inline bool BytesEqual(const char* a, const char* b, size_t n) {
   if (n >= 8 && n <= 16) return bytes_equal_internal::HeadAndTailEqual<uint64_t>(a, b, n);
   if (n >= 4 && n < 8) return bytes_equal_internal::HeadAndTailEqual<uint32_t>(a, b, n);
   return std::memcmp(a, b, n) == 0;

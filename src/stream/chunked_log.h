@@ -205,7 +205,7 @@ class ChunkedLog {
   // Where the next element goes (for prefetching); may be a chunk not yet allocated.
   const T* tail() const { return end_ == nullptr ? nullptr : end_ - 1; }
 
-  void push_back(const T& v) {
+  [[gnu::always_inline]] void push_back(const T& v) {
     if ((head_ + size_) % kChunk == 0) AddChunk();
     *end_++ = v;
     ++size_;
