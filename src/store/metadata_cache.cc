@@ -102,6 +102,21 @@ void MetadataCache::DropDeviceLocked(const std::string& device_id) {
 
 void MetadataCache::DropTokenLocked(const std::string& hash) { tokens_.erase(hash); }
 
+void MetadataCache::ExpireDeviceLocked(const std::string& device_id) {
+  auto it = devices_.find(device_id);
+  if (it != devices_.end()) it->second.expires_ns = 0;
+  owner_lists_.clear();  // not served stale-if-error: a failed list is an error anyway
+}
+
+void MetadataCache::ExpireDeviceTokensLocked(const std::string& device_id) {
+  auto it = device_token_hashes_.find(device_id);
+  if (it == device_token_hashes_.end()) return;
+  for (const std::string& hash : it->second) {
+    auto t = tokens_.find(hash);
+    if (t != tokens_.end()) t->second.expires_ns = 0;
+  }
+}
+
 void MetadataCache::DropDeviceTokensLocked(const std::string& device_id) {
   auto it = device_token_hashes_.find(device_id);
   if (it == device_token_hashes_.end()) return;
@@ -261,36 +276,44 @@ Result<Device> MetadataCache::CreateDevice(const Device& device, std::string* to
 
 Result<Device> MetadataCache::UpdateDevice(std::string_view device_id, const DeviceUpdate& update) {
   Result<Device> r = store_->UpdateDevice(device_id, update);
-  std::unique_lock lock(mu_);
-  ++epoch_;
-  DropDeviceLocked(std::string(device_id));
-  DropDeviceTokensLocked(std::string(device_id));
+  AfterDeviceWrite(r.status(), std::string(device_id), /*device=*/true);
   return r;
 }
 
 Status MetadataCache::DeleteDevice(std::string_view device_id) {
   Status st = store_->DeleteDevice(device_id);
-  std::unique_lock lock(mu_);
-  ++epoch_;
-  DropDeviceLocked(std::string(device_id));
-  DropDeviceTokensLocked(std::string(device_id));
+  AfterDeviceWrite(st, std::string(device_id), /*device=*/true);
   return st;
 }
 
 Result<std::string> MetadataCache::RotateDeviceToken(std::string_view device_id) {
   Result<std::string> r = store_->RotateDeviceToken(device_id);
-  std::unique_lock lock(mu_);
-  ++epoch_;
-  DropDeviceTokensLocked(std::string(device_id));
+  AfterDeviceWrite(r.status(), std::string(device_id), /*device=*/false);
   return r;
 }
 
 Status MetadataCache::RevokeDeviceTokens(std::string_view device_id) {
   Status st = store_->RevokeDeviceTokens(device_id);
-  std::unique_lock lock(mu_);
-  ++epoch_;
-  DropDeviceTokensLocked(std::string(device_id));
+  AfterDeviceWrite(st, std::string(device_id), /*device=*/false);
   return st;
+}
+
+void MetadataCache::AfterDeviceWrite(const Status& status, const std::string& device_id,
+                                     bool device) {
+  std::unique_lock lock(mu_);
+  ++epoch_;  // a fill that started before the write must not store what it read
+  if (status.code() == StatusCode::kUnavailable) {
+    // The database could not be reached: most likely nothing changed, and dropping the
+    // entries would fail the device's ingest and reads for the rest of the outage
+    // (RELIABILITY.md promises they go on). But the write may have been committed with
+    // its reply lost, so the entries are only expired: the next read asks the database,
+    // and serves the old entry only while the database stays unreachable (stale-if-error).
+    if (device) ExpireDeviceLocked(device_id);
+    ExpireDeviceTokensLocked(device_id);
+    return;
+  }
+  if (device) DropDeviceLocked(device_id);
+  DropDeviceTokensLocked(device_id);
 }
 
 Status MetadataCache::RevokeOwnerKey(std::string_view key_id) {
@@ -298,11 +321,18 @@ Status MetadataCache::RevokeOwnerKey(std::string_view key_id) {
   std::unique_lock lock(mu_);
   ++epoch_;
   // The owner is not known here without a lookup; the store's change (kOwnerKeys) drops
-  // the owner's keys. As a fallback, drop every cached key with this id.
+  // the owner's keys. As a fallback, drop every cached key with this id (only expire it
+  // when the database was unreachable: see AfterDeviceWrite).
+  const bool unreachable = st.code() == StatusCode::kUnavailable;
   for (auto it = tokens_.begin(); it != tokens_.end();) {
     if (it->second.principal.kind == PrincipalKind::kOwner &&
         it->second.principal.key_id == key_id) {
-      it = tokens_.erase(it);
+      if (unreachable) {
+        it->second.expires_ns = 0;
+        ++it;
+      } else {
+        it = tokens_.erase(it);
+      }
     } else {
       ++it;
     }

@@ -16,6 +16,10 @@
 //   publishes kAll after reconnecting); "not found" is cached for `negative_ttl` only.
 //   When the database is unavailable, an expired entry is served rather than failing
 //   (stale-if-error), so ingest keeps authenticating during a database restart.
+// - A write that fails with Unavailable (the database unreachable) does not drop the
+//   device's entries: it expires them, so they are served only while the database stays
+//   unreachable (a failed PATCH during an outage must not stop the device's ingest; a
+//   write whose commit reply was lost is read back as soon as the database answers).
 // - A fill that raced with an invalidation is not stored (an invalidation epoch), so a
 //   slow read can never put an old value back after the change was announced.
 //
@@ -141,6 +145,13 @@ class MetadataCache final : public MetadataStore {
   void DropDeviceTokensLocked(const std::string& device_id);
   void DropOwnerKeysLocked(const std::string& owner_id);
   void DropTokenLocked(const std::string& hash);
+  // Marks entries expired without dropping them: read again from the database, served
+  // only while it is unreachable.
+  void ExpireDeviceLocked(const std::string& device_id);
+  void ExpireDeviceTokensLocked(const std::string& device_id);
+  // After a write of device `device_id` (its record too when `device`, else its tokens
+  // only): drops the entries, or expires them when the database was unreachable.
+  void AfterDeviceWrite(const Status& status, const std::string& device_id, bool device);
 
   std::unique_ptr<MetadataStore> store_;
   MetadataCacheOptions options_;

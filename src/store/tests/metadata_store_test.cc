@@ -1318,5 +1318,62 @@ TEST_P(PostgresChangeFeedTest, ServesExpiredEntriesWhileTheDatabaseIsDown) {
   EXPECT_TRUE(cache_->GetDevice("d1").ok());
 }
 
+// A write that fails because the database is unreachable changes nothing, so it must not
+// take the device's cached entries with it: before, a failed PATCH, DELETE or token
+// rotation during an outage dropped them, and the device's ingest failed (token unknown to
+// the cache: 503) until the database was back.
+TEST_P(PostgresChangeFeedTest, FailedWritesWhileTheDatabaseIsDownKeepTheCachedEntries) {
+  std::string token;
+  ASSERT_TRUE(cache_->CreateDevice(MakeDevice("d1"), &token).ok());
+  ASSERT_TRUE(cache_->GetDevice("d1").ok());
+  ASSERT_TRUE(cache_->AuthenticateToken(token).ok());
+  auto key = cache_->CreateOwnerKey("owner-1");
+  ASSERT_TRUE(key.ok());
+  ASSERT_TRUE(cache_->AuthenticateToken(key->key).ok());
+
+  PgRawDb admin(pg_->admin_url());
+  admin.Query("ALTER DATABASE " + pg_->name() + " ALLOW_CONNECTIONS false");
+  admin.Query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '" +
+              pg_->name() + "'");
+  raw_.reset();
+
+  auto still_served = [&](const std::string& after) {
+    auto d = cache_->GetDevice("d1");
+    EXPECT_TRUE(d.ok()) << after << ": " << d.status().ToString();
+    auto p = cache_->AuthenticateToken(token);
+    EXPECT_TRUE(p.ok()) << after << ": " << p.status().ToString();
+    if (p.ok()) {
+      EXPECT_EQ(p->device_id, "d1");
+    }
+    auto k = cache_->AuthenticateToken(key->key);
+    EXPECT_TRUE(k.ok()) << after << ": " << k.status().ToString();
+  };
+  DeviceUpdate up;
+  up.name = "renamed";
+  EXPECT_EQ(cache_->UpdateDevice("d1", up).status().code(), StatusCode::kUnavailable);
+  still_served("UpdateDevice");
+  up.owner_id = "owner-2";
+  EXPECT_EQ(cache_->UpdateDevice("d1", up).status().code(), StatusCode::kUnavailable);
+  still_served("UpdateDevice of the owner");
+  EXPECT_EQ(cache_->RotateDeviceToken("d1").status().code(), StatusCode::kUnavailable);
+  still_served("RotateDeviceToken");
+  EXPECT_EQ(cache_->RevokeDeviceTokens("d1").code(), StatusCode::kUnavailable);
+  still_served("RevokeDeviceTokens");
+  EXPECT_EQ(cache_->RevokeOwnerKey(key->key_id).code(), StatusCode::kUnavailable);
+  still_served("RevokeOwnerKey");
+  EXPECT_EQ(cache_->DeleteDevice("d1").code(), StatusCode::kUnavailable);
+  still_served("DeleteDevice");
+
+  // Back: the entries were expired, not kept as fresh (a write whose commit reply was lost
+  // would otherwise be hidden for the TTL): the next reads ask the database.
+  admin.Query("ALTER DATABASE " + pg_->name() + " ALLOW_CONNECTIONS true");
+  const uint64_t misses = cache_->stats().device_misses;
+  EXPECT_TRUE(Eventually([&] { return cache_->wrapped().GetDevice("d1").ok(); },
+                         std::chrono::milliseconds(10000)));
+  ASSERT_TRUE(cache_->GetDevice("d1").ok());
+  EXPECT_GT(cache_->stats().device_misses, misses);
+  EXPECT_TRUE(cache_->AuthenticateToken(token).ok());
+}
+
 }  // namespace
 }  // namespace joule::store
