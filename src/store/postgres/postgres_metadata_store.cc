@@ -1,6 +1,7 @@
 #include "store/postgres/postgres_metadata_store.h"
 
 #include <libpq-fe.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/select.h>
 #include <unistd.h>
@@ -367,6 +368,25 @@ Alert ReadAlert(const PGresult* r, int row) {
 // reported through statuses.
 void IgnoreNotice(void*, const char*) {}
 
+// Whether a pooled connection, idle since its last use, is known to be dead. libpq only
+// learns that the server closed a connection when it next reads from it, so PQstatus
+// still says CONNECTION_OK for a connection whose backend a PostgreSQL restart (or
+// pg_terminate_backend) killed meanwhile, and the first statement on it fails ("server
+// closed the connection unexpectedly"). An idle connection has nothing to read: a
+// readable socket means the server sent something unasked — in practice the FATAL
+// "terminating connection" before it closes — or hung up. poll() without waiting costs one
+// system call per acquisition, far less than a round trip; a connection flagged wrongly
+// is merely reopened.
+bool IdleConnectionIsDead(PGconn* conn) {
+  if (PQstatus(conn) != CONNECTION_OK) return true;
+  int fd = PQsocket(conn);
+  if (fd < 0) return true;
+  pollfd p{};
+  p.fd = fd;
+  p.events = POLLIN;
+  return poll(&p, 1, 0) != 0;  // readable, hung up, in error (or poll failed: reopen)
+}
+
 PGconn* Connect(const std::string& url) {
   PGconn* conn = PQconnectdb(url.c_str());
   if (conn != nullptr) PQsetNoticeProcessor(conn, IgnoreNotice, nullptr);
@@ -465,7 +485,7 @@ Result<PGconn*> PostgresMetadataStore::Acquire() {
       std::lock_guard<std::mutex> lock(pids_mu_);
       own_pids_.insert(PQbackendPID(conn));
     }
-  } else if (PQstatus(conn) != CONNECTION_OK) {
+  } else if (IdleConnectionIsDead(conn)) {
     std::lock_guard<std::mutex> lock(pids_mu_);
     own_pids_.erase(PQbackendPID(conn));
     PQreset(conn);
@@ -502,13 +522,14 @@ void PostgresMetadataStore::Release(PGconn* conn) {
 }
 
 template <typename T, typename Fn>
-Result<T> PostgresMetadataStore::WithConnection(bool retry, Fn&& fn) {
+Result<T> PostgresMetadataStore::WithConnection(bool retry, Fn&& fn, const bool* commit_sent) {
   for (int attempt = 0;; ++attempt) {
     JOULE_ASSIGN_OR_RETURN(PGconn * conn, Acquire());
     Result<T> result = fn(conn);
     bool broken = PQstatus(conn) != CONNECTION_OK;
     Release(conn);
-    if (result.ok() || !broken || !retry || attempt >= 1) return result;
+    const bool repeatable = retry || (commit_sent != nullptr && !*commit_sent);
+    if (result.ok() || !broken || !repeatable || attempt >= 1) return result;
   }
 }
 
@@ -556,8 +577,12 @@ Result<int> PostgresMetadataStore::SchemaVersion() {
 // ---------------------------------------------------------------- devices
 
 Result<Device> PostgresMetadataStore::CreateDevice(const Device& device, std::string* token) {
-  // Not retried: a retry after a commit whose reply was lost would report AlreadyExists.
-  Result<Device> created = WithConnection<Device>(false, [&](PGconn* c) -> Result<Device> {
+  // Not retried once the COMMIT was sent: a retry after a commit whose reply was lost
+  // would report AlreadyExists. A connection that broke before (on BEGIN or a statement
+  // of the transaction) committed nothing, so that case is retried on a fresh one.
+  bool commit_sent = false;
+  auto create = [&](PGconn* c) -> Result<Device> {
+    commit_sent = false;
     Transaction tx(c);
     JOULE_RETURN_IF_ERROR(tx.Begin());
     // An id deleted from another owner stays theirs (its history is kept under it); one
@@ -598,9 +623,11 @@ Result<Device> PostgresMetadataStore::CreateDevice(const Device& device, std::st
     if (token != nullptr) {
       JOULE_ASSIGN_OR_RETURN(*token, InsertDeviceToken(c, device.device_id, now));
     }
+    commit_sent = true;
     JOULE_RETURN_IF_ERROR(tx.Commit());
     return d;
-  });
+  };
+  Result<Device> created = WithConnection<Device>(false, create, &commit_sent);
   if (created.ok()) Publish({MetadataChange::Kind::kDevice, device.device_id});
   return created;
 }

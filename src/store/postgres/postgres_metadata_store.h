@@ -76,10 +76,12 @@ class PostgresMetadataStore final : public MetadataStore {
  private:
   PostgresMetadataStore(std::string url, const Clock* clock, int pool_size);
 
-  // Runs `fn` on a pooled connection. When it fails with Unavailable because the
-  // connection broke and `retry` is true, runs it once more on a fresh connection.
+  // Runs `fn` on a pooled connection. When it fails because the connection broke and
+  // `retry` is true, runs it once more on a fresh connection. With `commit_sent` non-null
+  // (a transaction that is not safe to repeat once committed), it is also run once more
+  // when the connection broke while *commit_sent was still false: nothing was committed.
   template <typename T, typename Fn>
-  Result<T> WithConnection(bool retry, Fn&& fn);
+  Result<T> WithConnection(bool retry, Fn&& fn, const bool* commit_sent = nullptr);
   Result<pg_conn*> Acquire();
   void Release(pg_conn* conn);
 

@@ -1318,6 +1318,46 @@ TEST_P(PostgresChangeFeedTest, ServesExpiredEntriesWhileTheDatabaseIsDown) {
   EXPECT_TRUE(cache_->GetDevice("d1").ok());
 }
 
+// A PostgreSQL restart (here: pg_terminate_backend) kills the pool's idle connections,
+// which libpq does not notice until their next use. Creates are not retried (a lost
+// commit reply would turn into AlreadyExists), so a create on such a connection failed
+// "server closed the connection unexpectedly" (503) after the database was back; a dead
+// idle connection is now detected before use.
+TEST_P(PostgresChangeFeedTest, CreatesAfterTheServerDroppedTheIdleConnectionsSucceed) {
+  MetadataStore& store = cache_->wrapped();
+  // Open several pool connections (concurrent creates), then leave them idle.
+  {
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 4; ++i) {
+      threads.emplace_back([&, i] {
+        EXPECT_TRUE(store.CreateDevice(MakeDevice("before-" + std::to_string(i)), nullptr).ok());
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+  const std::string others =
+      "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+      "AND query NOT LIKE 'LISTEN%'";
+  ASSERT_FALSE(Raw().Query("SELECT pid " + others).empty());
+  Raw().Query("SELECT pg_terminate_backend(pid) " + others);
+  ASSERT_TRUE(Eventually([&] { return Raw().Query("SELECT pid " + others).empty(); },
+                         std::chrono::milliseconds(5000)));
+  for (int i = 0; i < 4; ++i) {
+    std::string token;
+    auto d = store.CreateDevice(MakeDevice("after-" + std::to_string(i)), &token);
+    EXPECT_TRUE(d.ok()) << i << ": " << d.status().ToString();
+  }
+  Raw().Query("SELECT pg_terminate_backend(pid) " + others);
+  ASSERT_TRUE(Eventually([&] { return Raw().Query("SELECT pid " + others).empty(); },
+                         std::chrono::milliseconds(5000)));
+  Rule rule;
+  rule.id = "r-after";
+  rule.owner_id = "owner-1";
+  rule.json = R"({"id":"r-after"})";
+  auto r = store.CreateRule(rule);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+}
+
 // A write that fails because the database is unreachable changes nothing, so it must not
 // take the device's cached entries with it: before, a failed PATCH, DELETE or token
 // rotation during an outage dropped them, and the device's ingest failed (token unknown to
