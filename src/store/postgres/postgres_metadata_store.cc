@@ -177,6 +177,50 @@ END $$;
 CREATE TRIGGER devices_deleted AFTER DELETE ON devices
   FOR EACH ROW EXECUTE FUNCTION joule_device_deleted();
 )sql",
+    // 3: plain SQL keeps the deleted-device rule too. TRUNCATE fires no row trigger, so a
+    // statement trigger notes every device before it goes; an INSERT (or a renaming
+    // UPDATE) of an id deleted from another owner is refused as the API refuses it, one by
+    // the same owner takes the id back; a rename notes the old id as deleted (its history
+    // stays under it).
+    R"sql(
+CREATE FUNCTION joule_devices_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO deleted_devices (device_id, owner_id, deleted_at)
+    SELECT device_id, owner_id, now() FROM devices
+    ON CONFLICT (device_id) DO UPDATE
+      SET owner_id = EXCLUDED.owner_id, deleted_at = EXCLUDED.deleted_at;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER devices_truncated BEFORE TRUNCATE ON devices
+  FOR EACH STATEMENT EXECUTE FUNCTION joule_devices_truncated();
+
+CREATE FUNCTION joule_devices_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  previous text;
+BEGIN
+  SELECT owner_id INTO previous FROM deleted_devices WHERE device_id = NEW.device_id FOR UPDATE;
+  IF FOUND THEN
+    IF previous <> NEW.owner_id THEN
+      RAISE EXCEPTION USING ERRCODE = 'unique_violation',
+        MESSAGE = 'device id ' || NEW.device_id || ' belonged to a deleted device of another '
+                  'owner, whose history is kept under it (deleted_devices)';
+    END IF;
+    DELETE FROM deleted_devices WHERE device_id = NEW.device_id;
+  END IF;
+  IF TG_OP = 'UPDATE' THEN
+    INSERT INTO deleted_devices (device_id, owner_id, deleted_at)
+      VALUES (OLD.device_id, OLD.owner_id, now())
+      ON CONFLICT (device_id) DO UPDATE
+        SET owner_id = EXCLUDED.owner_id, deleted_at = EXCLUDED.deleted_at;
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER devices_claim BEFORE INSERT ON devices
+  FOR EACH ROW EXECUTE FUNCTION joule_devices_claim();
+CREATE TRIGGER devices_claim_renamed BEFORE UPDATE OF device_id ON devices
+  FOR EACH ROW WHEN (NEW.device_id IS DISTINCT FROM OLD.device_id)
+  EXECUTE FUNCTION joule_devices_claim();
+)sql",
 };
 constexpr int kLatestVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 // Serializes concurrent Migrate() calls (several Joule processes starting at once).

@@ -89,6 +89,8 @@ class RawDb {
   virtual ~RawDb() = default;
   // Runs one statement; ADD_FAILURE on error. Rows as text, NULL as "<null>".
   virtual Rows Query(const std::string& sql) = 0;
+  // Runs one statement expected to fail; returns its error message ("" when it succeeded).
+  virtual std::string Refused(const std::string& sql) = 0;
 };
 
 class SqliteRawDb final : public RawDb {
@@ -98,6 +100,13 @@ class SqliteRawDb final : public RawDb {
     sqlite3_busy_timeout(db_, 5000);
   }
   ~SqliteRawDb() override { sqlite3_close(db_); }
+  std::string Refused(const std::string& sql) override {
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) == SQLITE_OK) return "";
+    std::string msg = err ? err : "error";
+    sqlite3_free(err);
+    return msg;
+  }
   Rows Query(const std::string& sql) override {
     Rows rows;
     sqlite3_stmt* st = nullptr;
@@ -129,6 +138,17 @@ class PgRawDb final : public RawDb {
     EXPECT_EQ(PQstatus(conn_), CONNECTION_OK) << PQerrorMessage(conn_);
   }
   ~PgRawDb() override { PQfinish(conn_); }
+  std::string Refused(const std::string& sql) override {
+    PGresult* r = PQexec(conn_, sql.c_str());
+    ExecStatusType st = PQresultStatus(r);
+    std::string msg;
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+      const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+      msg = std::string(state ? state : "") + " " + PQresultErrorMessage(r);
+    }
+    PQclear(r);
+    return msg;
+  }
   Rows Query(const std::string& sql) override {
     Rows rows;
     PGresult* r = PQexec(conn_, sql.c_str());
@@ -512,6 +532,48 @@ TEST_P(MetadataStoreTest, DeletedDeviceIdStaysWithItsOwner) {
             "owner-1");
   EXPECT_EQ(store_->CreateDevice(MakeDevice("d3", "owner-2"), nullptr).status().code(),
             StatusCode::kAlreadyExists);
+}
+
+// The rule holds for plain SQL too (operators may change `devices` with SQL): an INSERT of
+// an id deleted from another owner is refused as the API refuses it (before, it was
+// accepted, and that owner read the old owner's history); the same owner takes it back; a
+// rename frees neither the new nor the old id.
+TEST_P(MetadataStoreTest, DeletedDeviceIdStaysWithItsOwnerInPlainSql) {
+  const std::string now = IsPg() ? "now()" : "0";
+  auto insert = [&](const std::string& id, const std::string& owner) {
+    return "INSERT INTO devices (device_id, owner_id, created_at, updated_at) VALUES ('" + id +
+           "', '" + owner + "', " + now + ", " + now + ")";
+  };
+  ASSERT_TRUE(store_->CreateDevice(MakeDevice("d1", "owner-1"), nullptr).ok());
+  ASSERT_TRUE(store_->DeleteDevice("d1").ok());
+  std::string err = Raw().Refused(insert("d1", "owner-2"));
+  EXPECT_NE(err.find("deleted device of another owner"), std::string::npos) << err;
+  if (IsPg()) {
+    EXPECT_EQ(err.substr(0, 5), "23505") << err;
+  }
+  EXPECT_EQ(store_->GetDevice("d1").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(Raw().Query("SELECT owner_id FROM deleted_devices WHERE device_id = 'd1'")[0][0],
+            "owner-1");
+  // Its owner may: the id is theirs again (as through the API).
+  EXPECT_EQ(Raw().Refused(insert("d1", "owner-1")), "");
+  EXPECT_TRUE(store_->GetDevice("d1").ok());
+  EXPECT_TRUE(Raw().Query("SELECT 1 FROM deleted_devices WHERE device_id = 'd1'").empty());
+
+  // A rename onto a deleted id of another owner is refused; a rename keeps the old id.
+  ASSERT_TRUE(store_->CreateDevice(MakeDevice("d2", "owner-2"), nullptr).ok());
+  ASSERT_TRUE(store_->DeleteDevice("d1").ok());
+  err = Raw().Refused("UPDATE devices SET device_id = 'd1' WHERE device_id = 'd2'");
+  EXPECT_NE(err.find("deleted device of another owner"), std::string::npos) << err;
+  EXPECT_TRUE(store_->GetDevice("d2").ok());
+  EXPECT_EQ(Raw().Refused("UPDATE devices SET device_id = 'd2b' WHERE device_id = 'd2'"), "");
+  EXPECT_EQ(Raw().Query("SELECT owner_id FROM deleted_devices WHERE device_id = 'd2'")[0][0],
+            "owner-2");
+  EXPECT_EQ(store_->CreateDevice(MakeDevice("d2", "owner-1"), nullptr).status().code(),
+            StatusCode::kAlreadyExists);
+  // Other updates are not affected.
+  EXPECT_EQ(Raw().Refused("UPDATE devices SET name = 'n', owner_id = 'owner-3' "
+                          "WHERE device_id = 'd2b'"),
+            "");
 }
 
 TEST_P(MetadataStoreTest, ListDevicesPagesAndFiltersByOwner) {
@@ -1362,6 +1424,25 @@ TEST_P(PostgresChangeFeedTest, CreatesAfterTheServerDroppedTheIdleConnectionsSuc
 // take the device's cached entries with it: before, a failed PATCH, DELETE or token
 // rotation during an outage dropped them, and the device's ingest failed (token unknown to
 // the cache: 503) until the database was back.
+// TRUNCATE fires no row trigger: before migration 3 it emptied `devices` without noting
+// the ids in deleted_devices, and another owner could register one and read the old
+// owner's history.
+TEST_P(PostgresChangeFeedTest, TruncateNotesEveryDeviceAsDeleted) {
+  ASSERT_TRUE(cache_->CreateDevice(MakeDevice("t1", "owner-1"), nullptr).ok());
+  ASSERT_TRUE(cache_->CreateDevice(MakeDevice("t2", "owner-2"), nullptr).ok());
+  ASSERT_TRUE(cache_->CreateDevice(MakeDevice("t3", "owner-2"), nullptr).ok());
+  ASSERT_TRUE(cache_->DeleteDevice("t3").ok());
+  Raw().Query("TRUNCATE devices CASCADE");
+  EXPECT_EQ(Raw().Query("SELECT device_id, owner_id FROM deleted_devices ORDER BY 1"),
+            (Rows{{"t1", "owner-1"}, {"t2", "owner-2"}, {"t3", "owner-2"}}));
+  EXPECT_TRUE(
+      Eventually([&] { return cache_->GetDevice("t1").status().code() == StatusCode::kNotFound; },
+                 std::chrono::milliseconds(1000)));
+  auto taken = cache_->CreateDevice(MakeDevice("t1", "owner-2"), nullptr);
+  EXPECT_EQ(taken.status().code(), StatusCode::kAlreadyExists) << taken.status().ToString();
+  EXPECT_TRUE(cache_->CreateDevice(MakeDevice("t2", "owner-2"), nullptr).ok());
+}
+
 TEST_P(PostgresChangeFeedTest, FailedWritesWhileTheDatabaseIsDownKeepTheCachedEntries) {
   std::string token;
   ASSERT_TRUE(cache_->CreateDevice(MakeDevice("d1"), &token).ok());
