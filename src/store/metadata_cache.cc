@@ -3,6 +3,7 @@
 #include <mutex>
 #include <utility>
 
+#include "common/logging.h"
 #include "store/metadata_token.h"
 
 namespace joule::store {
@@ -60,6 +61,26 @@ void MetadataCache::Clear() {
   device_token_hashes_.clear();
   owner_key_hashes_.clear();
   owner_lists_.clear();
+}
+
+Status MetadataCache::Public(Status status) {
+  if (status.code() != StatusCode::kUnavailable) return status;
+  constexpr std::string_view kPublic = "the metadata store is unreachable";
+  if (status.message() == kPublic) return status;
+  const int64_t now = clock_->NowNanos();
+  std::lock_guard<std::mutex> lock(unavailable_mu_);
+  if (status.message() != unavailable_logged_ ||
+      now - unavailable_logged_ns_ >= 10 * kNanosPerSecond) {
+    logging::Warn(
+        "metadata store unavailable",
+        {{"error", status.message()}, {"suppressed", std::to_string(unavailable_suppressed_)}});
+    unavailable_logged_ = status.message();
+    unavailable_logged_ns_ = now;
+    unavailable_suppressed_ = 0;
+  } else {
+    ++unavailable_suppressed_;
+  }
+  return Status::Unavailable(std::string(kPublic));
 }
 
 void MetadataCache::OnChange(const MetadataChange& change) {
@@ -150,7 +171,7 @@ Result<Device> MetadataCache::GetDevice(std::string_view device_id) {
     epoch = epoch_;
   }
   device_misses_->Inc();
-  Result<Device> r = store_->GetDevice(device_id);
+  Result<Device> r = Public(store_->GetDevice(device_id));
   if (!r.ok() && r.status().code() != StatusCode::kNotFound) {
     if (r.status().code() == StatusCode::kUnavailable && stale) return *stale;
     return r;
@@ -173,7 +194,7 @@ Result<Device> MetadataCache::GetDevice(std::string_view device_id) {
 }
 
 Result<DevicePage> MetadataCache::ListDevices(const ListDevicesOptions& options) {
-  if (!options.owner_id || options.model) return store_->ListDevices(options);
+  if (!options.owner_id || options.model) return Public(store_->ListDevices(options));
   std::string key = *options.owner_id;
   key.push_back('\0');
   key += options.after;
@@ -191,7 +212,7 @@ Result<DevicePage> MetadataCache::ListDevices(const ListDevicesOptions& options)
     epoch = epoch_;
   }
   owner_list_misses_->Inc();
-  Result<DevicePage> r = store_->ListDevices(options);
+  Result<DevicePage> r = Public(store_->ListDevices(options));
   if (!r.ok()) return r;
   std::unique_lock lock(mu_);
   if (epoch_ == epoch) {  // else a change was announced while we read: do not store
@@ -238,7 +259,7 @@ Result<Principal> MetadataCache::AuthenticateToken(std::string_view token) {
     epoch = epoch_;
   }
   token_misses_->Inc();
-  Result<Principal> r = store_->AuthenticateToken(token);
+  Result<Principal> r = Public(store_->AuthenticateToken(token));
   if (!r.ok()) {
     if (r.status().code() == StatusCode::kUnavailable && stale) return *stale;
     return r;
@@ -265,7 +286,7 @@ Result<Principal> MetadataCache::AuthenticateToken(std::string_view token) {
 // that does not.
 
 Result<Device> MetadataCache::CreateDevice(const Device& device, std::string* token) {
-  Result<Device> r = store_->CreateDevice(device, token);
+  Result<Device> r = Public(store_->CreateDevice(device, token));
   if (r.ok()) {
     std::unique_lock lock(mu_);
     ++epoch_;
@@ -275,25 +296,25 @@ Result<Device> MetadataCache::CreateDevice(const Device& device, std::string* to
 }
 
 Result<Device> MetadataCache::UpdateDevice(std::string_view device_id, const DeviceUpdate& update) {
-  Result<Device> r = store_->UpdateDevice(device_id, update);
+  Result<Device> r = Public(store_->UpdateDevice(device_id, update));
   AfterDeviceWrite(r.status(), std::string(device_id), /*device=*/true);
   return r;
 }
 
 Status MetadataCache::DeleteDevice(std::string_view device_id) {
-  Status st = store_->DeleteDevice(device_id);
+  Status st = Public(store_->DeleteDevice(device_id));
   AfterDeviceWrite(st, std::string(device_id), /*device=*/true);
   return st;
 }
 
 Result<std::string> MetadataCache::RotateDeviceToken(std::string_view device_id) {
-  Result<std::string> r = store_->RotateDeviceToken(device_id);
+  Result<std::string> r = Public(store_->RotateDeviceToken(device_id));
   AfterDeviceWrite(r.status(), std::string(device_id), /*device=*/false);
   return r;
 }
 
 Status MetadataCache::RevokeDeviceTokens(std::string_view device_id) {
-  Status st = store_->RevokeDeviceTokens(device_id);
+  Status st = Public(store_->RevokeDeviceTokens(device_id));
   AfterDeviceWrite(st, std::string(device_id), /*device=*/false);
   return st;
 }
@@ -317,7 +338,7 @@ void MetadataCache::AfterDeviceWrite(const Status& status, const std::string& de
 }
 
 Status MetadataCache::RevokeOwnerKey(std::string_view key_id) {
-  Status st = store_->RevokeOwnerKey(key_id);
+  Status st = Public(store_->RevokeOwnerKey(key_id));
   std::unique_lock lock(mu_);
   ++epoch_;
   // The owner is not known here without a lookup; the store's change (kOwnerKeys) drops

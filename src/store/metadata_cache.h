@@ -31,6 +31,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <shared_mutex>
 #include <string>
 #include <unordered_map>
@@ -92,37 +93,39 @@ class MetadataCache final : public MetadataStore {
   Status DeleteDevice(std::string_view device_id) override;
 
   Result<std::string> IssueDeviceToken(std::string_view device_id) override {
-    return store_->IssueDeviceToken(device_id);
+    return Public(store_->IssueDeviceToken(device_id));
   }
   Result<std::string> RotateDeviceToken(std::string_view device_id) override;
   Status RevokeDeviceTokens(std::string_view device_id) override;
   Result<OwnerKey> CreateOwnerKey(std::string_view owner_id) override {
-    return store_->CreateOwnerKey(owner_id);
+    return Public(store_->CreateOwnerKey(owner_id));
   }
   Status RevokeOwnerKey(std::string_view key_id) override;
   Result<std::vector<OwnerKey>> ListOwnerKeys(std::string_view owner_id) override {
-    return store_->ListOwnerKeys(owner_id);
+    return Public(store_->ListOwnerKeys(owner_id));
   }
   Result<Principal> AuthenticateToken(std::string_view token) override;  // cached
 
-  Result<Rule> CreateRule(const Rule& rule) override { return store_->CreateRule(rule); }
-  Result<Rule> GetRule(std::string_view id) override { return store_->GetRule(id); }
+  Result<Rule> CreateRule(const Rule& rule) override { return Public(store_->CreateRule(rule)); }
+  Result<Rule> GetRule(std::string_view id) override { return Public(store_->GetRule(id)); }
   Result<std::vector<Rule>> ListRules(std::optional<std::string> owner_id) override {
-    return store_->ListRules(std::move(owner_id));
+    return Public(store_->ListRules(std::move(owner_id)));
   }
-  Result<Rule> ReplaceRule(const Rule& rule) override { return store_->ReplaceRule(rule); }
-  Status DeleteRule(std::string_view id) override { return store_->DeleteRule(id); }
+  Result<Rule> ReplaceRule(const Rule& rule) override { return Public(store_->ReplaceRule(rule)); }
+  Status DeleteRule(std::string_view id) override { return Public(store_->DeleteRule(id)); }
 
-  Result<bool> UpsertAlert(const Alert& alert) override { return store_->UpsertAlert(alert); }
-  Result<Alert> GetAlert(std::string_view id) override { return store_->GetAlert(id); }
+  Result<bool> UpsertAlert(const Alert& alert) override {
+    return Public(store_->UpsertAlert(alert));
+  }
+  Result<Alert> GetAlert(std::string_view id) override { return Public(store_->GetAlert(id)); }
   Result<AlertPage> ListAlerts(const AlertFilter& filter) override {
-    return store_->ListAlerts(filter);
+    return Public(store_->ListAlerts(filter));
   }
   Result<Alert> SetAlertAcked(std::string_view id, bool acked) override {
-    return store_->SetAlertAcked(id, acked);
+    return Public(store_->SetAlertAcked(id, acked));
   }
   Result<Alert> SnoozeAlert(std::string_view id, std::optional<int64_t> until_ns) override {
-    return store_->SnoozeAlert(id, until_ns);
+    return Public(store_->SnoozeAlert(id, until_ns));
   }
 
  private:
@@ -138,6 +141,17 @@ class MetadataCache final : public MetadataStore {
     DevicePage page;
     int64_t expires_ns = 0;
   };
+
+  // What callers (the API's clients) see of a store failure: Unavailable says only "the
+  // metadata store is unreachable" — the store's own message names hosts and ports (libpq's
+  // "connection to server at …") and is logged here instead, at most once per 10 s per
+  // distinct message. Other statuses pass unchanged.
+  Status Public(Status status);
+  template <typename T>
+  Result<T> Public(Result<T> r) {
+    if (r.ok() || r.status().code() != StatusCode::kUnavailable) return r;
+    return Public(r.status());
+  }
 
   void OnChange(const MetadataChange& change);
   // REQUIRES: mu_ held exclusively.
@@ -167,6 +181,11 @@ class MetadataCache final : public MetadataStore {
   // ListDevices pages of one owner, by (owner, after, limit). A device change may move a
   // device between owners, so every device change clears them all (DropDeviceLocked).
   std::unordered_map<std::string, OwnerListEntry> owner_lists_;
+
+  std::mutex unavailable_mu_;
+  std::string unavailable_logged_;  // the last store message logged
+  int64_t unavailable_logged_ns_ = 0;
+  uint64_t unavailable_suppressed_ = 0;
 
   Counter own_device_hits_, own_device_misses_, own_token_hits_, own_token_misses_;
   Counter own_invalidations_, own_owner_list_hits_, own_owner_list_misses_;

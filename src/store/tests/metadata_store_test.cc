@@ -1471,8 +1471,16 @@ TEST_P(PostgresChangeFeedTest, FailedWritesWhileTheDatabaseIsDownKeepTheCachedEn
   };
   DeviceUpdate up;
   up.name = "renamed";
-  EXPECT_EQ(cache_->UpdateDevice("d1", up).status().code(), StatusCode::kUnavailable);
+  auto failed = cache_->UpdateDevice("d1", up);
+  EXPECT_EQ(failed.status().code(), StatusCode::kUnavailable);
   still_served("UpdateDevice");
+  // What the API's clients see says nothing about the database's address (libpq's
+  // message names host and port); the detail is logged.
+  EXPECT_EQ(failed.status().message(), "the metadata store is unreachable");
+  EXPECT_EQ(cache_->GetDevice("never-cached").status().message(),
+            "the metadata store is unreachable");
+  EXPECT_EQ(cache_->ListRules(std::nullopt).status().message(),
+            "the metadata store is unreachable");
   up.owner_id = "owner-2";
   EXPECT_EQ(cache_->UpdateDevice("d1", up).status().code(), StatusCode::kUnavailable);
   still_served("UpdateDevice of the owner");
