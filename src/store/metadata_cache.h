@@ -86,6 +86,9 @@ class MetadataCache final : public MetadataStore {
   Result<Device> CreateDevice(const Device& device, std::string* token) override;
   Result<Device> GetDevice(std::string_view device_id) override;       // cached
   Result<bool> DeviceRegistered(std::string_view device_id) override;  // cached, no copy
+  Result<std::optional<std::string>> DeletedDeviceOwner(std::string_view device_id) override {
+    return Public(store_->DeletedDeviceOwner(device_id));
+  }
   // Cached when it lists one owner's devices (GET /v1/owners/{id}/energy asks on every
   // dashboard refresh); any device change drops every cached list.
   Result<DevicePage> ListDevices(const ListDevicesOptions& options) override;

@@ -688,6 +688,18 @@ Result<Device> PostgresMetadataStore::GetDevice(std::string_view device_id) {
   });
 }
 
+Result<std::optional<std::string>> PostgresMetadataStore::DeletedDeviceOwner(
+    std::string_view device_id) {
+  return WithConnection<std::optional<std::string>>(
+      true, [&](PGconn* c) -> Result<std::optional<std::string>> {
+        JOULE_ASSIGN_OR_RETURN(PgResult r,
+                               Exec(c, "SELECT owner_id FROM deleted_devices WHERE device_id = $1",
+                                    Params().Text(device_id)));
+        if (PQntuples(r.get()) == 0) return std::optional<std::string>();
+        return std::optional<std::string>(Text(r.get(), 0, 0));
+      });
+}
+
 Result<DevicePage> PostgresMetadataStore::ListDevices(const ListDevicesOptions& options) {
   size_t limit = options.limit == 0 ? 1 : options.limit;
   return WithConnection<DevicePage>(true, [&](PGconn* c) -> Result<DevicePage> {

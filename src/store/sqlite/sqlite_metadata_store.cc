@@ -545,6 +545,17 @@ Result<Device> SqliteMetadataStore::GetDevice(std::string_view device_id) {
   return GetDeviceLocked(device_id);
 }
 
+Result<std::optional<std::string>> SqliteMetadataStore::DeletedDeviceOwner(
+    std::string_view device_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt q(db_, "SELECT owner_id FROM deleted_devices WHERE device_id = ?1");
+  JOULE_RETURN_IF_ERROR(q.status());
+  q.Text(1, device_id);
+  JOULE_ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row) return std::optional<std::string>();
+  return std::optional<std::string>(q.ColText(0));
+}
+
 Result<DevicePage> SqliteMetadataStore::ListDevices(const ListDevicesOptions& options) {
   size_t limit = options.limit == 0 ? 1 : options.limit;
   std::string sql = Sql({"SELECT ", kDeviceColumns,

@@ -508,9 +508,12 @@ TEST_P(MetadataStoreTest, DeletedDeviceIdStaysWithItsOwner) {
   EXPECT_EQ(taken.status().code(), StatusCode::kAlreadyExists) << taken.status().ToString();
   EXPECT_NE(taken.status().message().find("deleted"), std::string::npos);
   EXPECT_EQ(store_->GetDevice("d1").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->DeletedDeviceOwner("d1").value(), std::optional<std::string>("owner-1"));
+  EXPECT_EQ(store_->DeletedDeviceOwner("never").value(), std::nullopt);
   // Its owner may register it again; after that (and another delete) the same holds.
   auto again = store_->CreateDevice(MakeDevice("d1", "owner-1"), nullptr);
   ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(store_->DeletedDeviceOwner("d1").value(), std::nullopt);
   EXPECT_EQ(Raw().Query("SELECT count(*) FROM deleted_devices")[0][0], "0");
   ASSERT_TRUE(store_->DeleteDevice("d1").ok());
   EXPECT_EQ(store_->CreateDevice(MakeDevice("d1", "owner-2"), nullptr).status().code(),
