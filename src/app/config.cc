@@ -592,8 +592,11 @@ Result<Config> LoadConfig(const std::string& path, char** envp,
       if (name == Upper(fmt::format("JOULE_{}_{}", k.section, k.name))) found = &k;
     }
     if (!found) {
-      // Test-harness and tool variables (JOULE_BIN, …) share the prefix; only warn.
-      if (warnings) {
+      // Test-harness and tool variables (JOULE_BIN, …) share the prefix; only warn. No
+      // section is called "test": JOULE_TEST_* belongs to the test services
+      // (scripts/test-services.sh exports JOULE_TEST_PG_URL, …) and is not even warned
+      // about — a shell set up as the docs say would warn on every command.
+      if (warnings && !name.starts_with("JOULE_TEST_")) {
         warnings->push_back(fmt::format(
             "ignoring {}: no such config key (`joule config` lists them as [section] key, "
             "set by JOULE_SECTION_KEY)",

@@ -306,6 +306,7 @@ Result<DevicesImportReport> ImportDevices(
 
   auto apply = [&](size_t i) {
     const DeviceRow& row = rows[i];
+    std::string last_error;  // of a create or update that lost a race
     for (int attempt = 0; attempt < 2; ++attempt) {
       Result<store::Device> existing = metadata.GetDevice(row.device.device_id);
       if (!existing.ok() && existing.status().code() != StatusCode::kNotFound) {
@@ -322,7 +323,10 @@ Result<DevicesImportReport> ImportDevices(
           Result<store::Device> updated =
               metadata.UpdateDevice(row.device.device_id, UpdateFor(row));
           if (!updated.ok()) {
-            if (updated.status().code() == StatusCode::kNotFound) continue;  // deleted meanwhile
+            if (updated.status().code() == StatusCode::kNotFound) {  // deleted meanwhile
+              last_error = updated.status().ToString();
+              continue;
+            }
             row_errors[i] = updated.status().ToString();
             outcomes[i] = Outcome::kFailed;
             return;
@@ -331,12 +335,29 @@ Result<DevicesImportReport> ImportDevices(
         outcomes[i] = Outcome::kUpdated;
         return;
       }
+      // An id deleted from another owner stays theirs (CreateDevice refuses it): say so,
+      // also in a dry run, rather than taking the refusal for a race.
+      Result<std::optional<std::string>> deleted_owner =
+          metadata.DeletedDeviceOwner(row.device.device_id);
+      if (!deleted_owner.ok()) {
+        row_errors[i] = deleted_owner.status().ToString();
+        outcomes[i] = Outcome::kFailed;
+        return;
+      }
+      if (*deleted_owner && **deleted_owner != row.device.owner_id) {
+        row_errors[i] = store::DeletedDeviceIdTaken(row.device.device_id).ToString();
+        outcomes[i] = Outcome::kFailed;
+        return;
+      }
       if (!dry_run) {
         std::string token;
         Result<store::Device> created =
             metadata.CreateDevice(row.device, tokens ? &token : nullptr);
         if (!created.ok()) {
-          if (created.status().code() == StatusCode::kAlreadyExists) continue;  // raced
+          if (created.status().code() == StatusCode::kAlreadyExists) {  // raced
+            last_error = created.status().ToString();
+            continue;
+          }
           row_errors[i] = created.status().ToString();
           outcomes[i] = Outcome::kFailed;
           return;
@@ -346,7 +367,7 @@ Result<DevicesImportReport> ImportDevices(
       outcomes[i] = Outcome::kCreated;
       return;
     }
-    row_errors[i] = "device changed concurrently; run the import again";
+    row_errors[i] = "device changed concurrently; run the import again (" + last_error + ")";
     outcomes[i] = Outcome::kFailed;
   };
 

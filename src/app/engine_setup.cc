@@ -1,5 +1,8 @@
 #include "app/engine_setup.h"
 
+#include "api/device_fields.h"
+#include "common/logging.h"
+
 namespace joule::app {
 
 stream::EngineOptions EngineOptionsFrom(const Config& c) {
@@ -17,7 +20,24 @@ stream::EngineOptions EngineOptionsFrom(const Config& c) {
 std::string MetadataTimezones::TimezoneOf(std::string_view device_id) {
   Result<store::Device> d = metadata_->GetDevice(device_id);
   if (!d.ok() || d->timezone.empty()) return "UTC";
+  if (!Usable(d->timezone, device_id)) return "UTC";
   return d->timezone;
+}
+
+bool MetadataTimezones::Usable(const std::string& name, std::string_view device_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = checked_.find(name);
+  if (it != checked_.end()) return it->second;
+  const Status valid = api::ValidateTimezone(name);
+  if (!valid.ok()) {
+    logging::Warn(
+        "device timezone unknown: its local days are computed in UTC",
+        {{"device_id", std::string(device_id)}, {"timezone", name}, {"error", valid.message()}});
+  }
+  // Names are few (a handful of zones per deployment); a flood of distinct ones set with
+  // SQL is checked again rather than kept.
+  if (checked_.size() < 10'000) checked_.emplace(name, valid.ok());
+  return valid.ok();
 }
 
 }  // namespace joule::app

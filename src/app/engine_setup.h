@@ -2,8 +2,10 @@
 // a replay computes exactly what the live processors compute.
 #pragma once
 
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include "app/config.h"
 #include "store/metadata_store.h"
@@ -14,14 +16,24 @@ namespace joule::app {
 stream::EngineOptions EngineOptionsFrom(const Config& config);
 
 // The engine's view of device timezones: the metadata store (through its cache); "UTC"
-// for unknown devices.
+// for unknown devices, and for a zone name the API would refuse (api::ValidateTimezone:
+// unknown to the tz database, "localtime", "posix/…"), which plain SQL can still put into
+// `devices.timezone`. The engine falls back to UTC for an unknown zone anyway, but it
+// writes the name it was given into every 1d record ("timezone"): the records must name
+// the zone actually used. Such a name is logged (warn, once per name). Thread-safe: the
+// processors share one.
 class MetadataTimezones final : public stream::TimezoneProvider {
  public:
   explicit MetadataTimezones(store::MetadataStore* metadata) : metadata_(metadata) {}
   std::string TimezoneOf(std::string_view device_id) override;
 
  private:
+  // Whether `name` is a zone the engine can use; logs a refused one the first time.
+  bool Usable(const std::string& name, std::string_view device_id);
+
   store::MetadataStore* metadata_;
+  std::mutex mu_;
+  std::unordered_map<std::string, bool> checked_;  // zone name → usable
 };
 
 }  // namespace joule::app

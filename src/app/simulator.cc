@@ -81,7 +81,8 @@ struct Stats {
   std::atomic<uint64_t> auth_refusals{0};  // 401/403 answers to the right token
   std::atomic<uint64_t> requests{0}, duplicates_sent{0}, malformed_sent{0}, bodies_400{0};
   std::atomic<uint64_t> wrong_token_401{0}, retries{0}, registered{0}, outages{0}, resets{0};
-  std::atomic<uint64_t> rotated{0};  // of `registered`: existed, token rotated
+  std::atomic<uint64_t> rotated{0};                // of `registered`: existed, token rotated
+  std::atomic<uint64_t> registration_failures{0};  // a failed one stops the run
   std::atomic<uint64_t> reported_errors{0};
 };
 
@@ -233,6 +234,7 @@ class Worker {
             fmt::print(stderr, "simulate: registering {} failed: HTTP {} {}\n", d.device_id, status,
                        response);
           }
+          shared_->stats.registration_failures.fetch_add(1);
           g_stop.store(true);
           return false;
         }
@@ -1017,6 +1019,15 @@ int RunSimulator(const SimulatorOptions& options) {
       fmt::print(stderr, "simulate: ground truth for {} events written to {}\n",
                  shared.truth->event_count(), o.ground_truth_path);
     }
+  }
+  // A failed registration stops every worker: whatever else was registered, the run did
+  // not do what was asked (before, a partial failure exited 0 having sent nothing).
+  if (s.registration_failures.load() > 0) {
+    fmt::print(stderr,
+               "simulate: registering the devices failed (the error is above), so the run "
+               "stopped: {} devices registered, {} events sent\n",
+               s.registered.load(), s.sent.load());
+    return 1;
   }
   if (s.registered.load() == 0 && !o.admin_token.empty() && !o.dry_run) return 1;
   if (!o.dry_run && s.sent.load() > 0 && s.accepted.load() == 0) {

@@ -3,6 +3,7 @@
 #include <mutex>
 #include <utility>
 
+#include "common/logging.h"
 #include "store/metadata_token.h"
 
 namespace joule::store {
@@ -62,6 +63,26 @@ void MetadataCache::Clear() {
   owner_lists_.clear();
 }
 
+Status MetadataCache::Public(Status status) {
+  if (status.code() != StatusCode::kUnavailable) return status;
+  constexpr std::string_view kPublic = "the metadata store is unreachable";
+  if (status.message() == kPublic) return status;
+  const int64_t now = clock_->NowNanos();
+  std::lock_guard<std::mutex> lock(unavailable_mu_);
+  if (status.message() != unavailable_logged_ ||
+      now - unavailable_logged_ns_ >= 10 * kNanosPerSecond) {
+    logging::Warn(
+        "metadata store unavailable",
+        {{"error", status.message()}, {"suppressed", std::to_string(unavailable_suppressed_)}});
+    unavailable_logged_ = status.message();
+    unavailable_logged_ns_ = now;
+    unavailable_suppressed_ = 0;
+  } else {
+    ++unavailable_suppressed_;
+  }
+  return Status::Unavailable(std::string(kPublic));
+}
+
 void MetadataCache::OnChange(const MetadataChange& change) {
   invalidations_->Inc();
   {
@@ -102,6 +123,21 @@ void MetadataCache::DropDeviceLocked(const std::string& device_id) {
 
 void MetadataCache::DropTokenLocked(const std::string& hash) { tokens_.erase(hash); }
 
+void MetadataCache::ExpireDeviceLocked(const std::string& device_id) {
+  auto it = devices_.find(device_id);
+  if (it != devices_.end()) it->second.expires_ns = 0;
+  owner_lists_.clear();  // not served stale-if-error: a failed list is an error anyway
+}
+
+void MetadataCache::ExpireDeviceTokensLocked(const std::string& device_id) {
+  auto it = device_token_hashes_.find(device_id);
+  if (it == device_token_hashes_.end()) return;
+  for (const std::string& hash : it->second) {
+    auto t = tokens_.find(hash);
+    if (t != tokens_.end()) t->second.expires_ns = 0;
+  }
+}
+
 void MetadataCache::DropDeviceTokensLocked(const std::string& device_id) {
   auto it = device_token_hashes_.find(device_id);
   if (it == device_token_hashes_.end()) return;
@@ -135,7 +171,7 @@ Result<Device> MetadataCache::GetDevice(std::string_view device_id) {
     epoch = epoch_;
   }
   device_misses_->Inc();
-  Result<Device> r = store_->GetDevice(device_id);
+  Result<Device> r = Public(store_->GetDevice(device_id));
   if (!r.ok() && r.status().code() != StatusCode::kNotFound) {
     if (r.status().code() == StatusCode::kUnavailable && stale) return *stale;
     return r;
@@ -158,7 +194,7 @@ Result<Device> MetadataCache::GetDevice(std::string_view device_id) {
 }
 
 Result<DevicePage> MetadataCache::ListDevices(const ListDevicesOptions& options) {
-  if (!options.owner_id || options.model) return store_->ListDevices(options);
+  if (!options.owner_id || options.model) return Public(store_->ListDevices(options));
   std::string key = *options.owner_id;
   key.push_back('\0');
   key += options.after;
@@ -176,7 +212,7 @@ Result<DevicePage> MetadataCache::ListDevices(const ListDevicesOptions& options)
     epoch = epoch_;
   }
   owner_list_misses_->Inc();
-  Result<DevicePage> r = store_->ListDevices(options);
+  Result<DevicePage> r = Public(store_->ListDevices(options));
   if (!r.ok()) return r;
   std::unique_lock lock(mu_);
   if (epoch_ == epoch) {  // else a change was announced while we read: do not store
@@ -223,7 +259,7 @@ Result<Principal> MetadataCache::AuthenticateToken(std::string_view token) {
     epoch = epoch_;
   }
   token_misses_->Inc();
-  Result<Principal> r = store_->AuthenticateToken(token);
+  Result<Principal> r = Public(store_->AuthenticateToken(token));
   if (!r.ok()) {
     if (r.status().code() == StatusCode::kUnavailable && stale) return *stale;
     return r;
@@ -250,7 +286,7 @@ Result<Principal> MetadataCache::AuthenticateToken(std::string_view token) {
 // that does not.
 
 Result<Device> MetadataCache::CreateDevice(const Device& device, std::string* token) {
-  Result<Device> r = store_->CreateDevice(device, token);
+  Result<Device> r = Public(store_->CreateDevice(device, token));
   if (r.ok()) {
     std::unique_lock lock(mu_);
     ++epoch_;
@@ -260,49 +296,64 @@ Result<Device> MetadataCache::CreateDevice(const Device& device, std::string* to
 }
 
 Result<Device> MetadataCache::UpdateDevice(std::string_view device_id, const DeviceUpdate& update) {
-  Result<Device> r = store_->UpdateDevice(device_id, update);
-  std::unique_lock lock(mu_);
-  ++epoch_;
-  DropDeviceLocked(std::string(device_id));
-  DropDeviceTokensLocked(std::string(device_id));
+  Result<Device> r = Public(store_->UpdateDevice(device_id, update));
+  AfterDeviceWrite(r.status(), std::string(device_id), /*device=*/true);
   return r;
 }
 
 Status MetadataCache::DeleteDevice(std::string_view device_id) {
-  Status st = store_->DeleteDevice(device_id);
-  std::unique_lock lock(mu_);
-  ++epoch_;
-  DropDeviceLocked(std::string(device_id));
-  DropDeviceTokensLocked(std::string(device_id));
+  Status st = Public(store_->DeleteDevice(device_id));
+  AfterDeviceWrite(st, std::string(device_id), /*device=*/true);
   return st;
 }
 
 Result<std::string> MetadataCache::RotateDeviceToken(std::string_view device_id) {
-  Result<std::string> r = store_->RotateDeviceToken(device_id);
-  std::unique_lock lock(mu_);
-  ++epoch_;
-  DropDeviceTokensLocked(std::string(device_id));
+  Result<std::string> r = Public(store_->RotateDeviceToken(device_id));
+  AfterDeviceWrite(r.status(), std::string(device_id), /*device=*/false);
   return r;
 }
 
 Status MetadataCache::RevokeDeviceTokens(std::string_view device_id) {
-  Status st = store_->RevokeDeviceTokens(device_id);
-  std::unique_lock lock(mu_);
-  ++epoch_;
-  DropDeviceTokensLocked(std::string(device_id));
+  Status st = Public(store_->RevokeDeviceTokens(device_id));
+  AfterDeviceWrite(st, std::string(device_id), /*device=*/false);
   return st;
 }
 
+void MetadataCache::AfterDeviceWrite(const Status& status, const std::string& device_id,
+                                     bool device) {
+  std::unique_lock lock(mu_);
+  ++epoch_;  // a fill that started before the write must not store what it read
+  if (status.code() == StatusCode::kUnavailable) {
+    // The database could not be reached: most likely nothing changed, and dropping the
+    // entries would fail the device's ingest and reads for the rest of the outage
+    // (RELIABILITY.md promises they go on). But the write may have been committed with
+    // its reply lost, so the entries are only expired: the next read asks the database,
+    // and serves the old entry only while the database stays unreachable (stale-if-error).
+    if (device) ExpireDeviceLocked(device_id);
+    ExpireDeviceTokensLocked(device_id);
+    return;
+  }
+  if (device) DropDeviceLocked(device_id);
+  DropDeviceTokensLocked(device_id);
+}
+
 Status MetadataCache::RevokeOwnerKey(std::string_view key_id) {
-  Status st = store_->RevokeOwnerKey(key_id);
+  Status st = Public(store_->RevokeOwnerKey(key_id));
   std::unique_lock lock(mu_);
   ++epoch_;
   // The owner is not known here without a lookup; the store's change (kOwnerKeys) drops
-  // the owner's keys. As a fallback, drop every cached key with this id.
+  // the owner's keys. As a fallback, drop every cached key with this id (only expire it
+  // when the database was unreachable: see AfterDeviceWrite).
+  const bool unreachable = st.code() == StatusCode::kUnavailable;
   for (auto it = tokens_.begin(); it != tokens_.end();) {
     if (it->second.principal.kind == PrincipalKind::kOwner &&
         it->second.principal.key_id == key_id) {
-      it = tokens_.erase(it);
+      if (unreachable) {
+        it->second.expires_ns = 0;
+        ++it;
+      } else {
+        it = tokens_.erase(it);
+      }
     } else {
       ++it;
     }

@@ -16,6 +16,10 @@
 //   publishes kAll after reconnecting); "not found" is cached for `negative_ttl` only.
 //   When the database is unavailable, an expired entry is served rather than failing
 //   (stale-if-error), so ingest keeps authenticating during a database restart.
+// - A write that fails with Unavailable (the database unreachable) does not drop the
+//   device's entries: it expires them, so they are served only while the database stays
+//   unreachable (a failed PATCH during an outage must not stop the device's ingest; a
+//   write whose commit reply was lost is read back as soon as the database answers).
 // - A fill that raced with an invalidation is not stored (an invalidation epoch), so a
 //   slow read can never put an old value back after the change was announced.
 //
@@ -27,6 +31,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <shared_mutex>
 #include <string>
 #include <unordered_map>
@@ -81,6 +86,9 @@ class MetadataCache final : public MetadataStore {
   Result<Device> CreateDevice(const Device& device, std::string* token) override;
   Result<Device> GetDevice(std::string_view device_id) override;       // cached
   Result<bool> DeviceRegistered(std::string_view device_id) override;  // cached, no copy
+  Result<std::optional<std::string>> DeletedDeviceOwner(std::string_view device_id) override {
+    return Public(store_->DeletedDeviceOwner(device_id));
+  }
   // Cached when it lists one owner's devices (GET /v1/owners/{id}/energy asks on every
   // dashboard refresh); any device change drops every cached list.
   Result<DevicePage> ListDevices(const ListDevicesOptions& options) override;
@@ -88,37 +96,39 @@ class MetadataCache final : public MetadataStore {
   Status DeleteDevice(std::string_view device_id) override;
 
   Result<std::string> IssueDeviceToken(std::string_view device_id) override {
-    return store_->IssueDeviceToken(device_id);
+    return Public(store_->IssueDeviceToken(device_id));
   }
   Result<std::string> RotateDeviceToken(std::string_view device_id) override;
   Status RevokeDeviceTokens(std::string_view device_id) override;
   Result<OwnerKey> CreateOwnerKey(std::string_view owner_id) override {
-    return store_->CreateOwnerKey(owner_id);
+    return Public(store_->CreateOwnerKey(owner_id));
   }
   Status RevokeOwnerKey(std::string_view key_id) override;
   Result<std::vector<OwnerKey>> ListOwnerKeys(std::string_view owner_id) override {
-    return store_->ListOwnerKeys(owner_id);
+    return Public(store_->ListOwnerKeys(owner_id));
   }
   Result<Principal> AuthenticateToken(std::string_view token) override;  // cached
 
-  Result<Rule> CreateRule(const Rule& rule) override { return store_->CreateRule(rule); }
-  Result<Rule> GetRule(std::string_view id) override { return store_->GetRule(id); }
+  Result<Rule> CreateRule(const Rule& rule) override { return Public(store_->CreateRule(rule)); }
+  Result<Rule> GetRule(std::string_view id) override { return Public(store_->GetRule(id)); }
   Result<std::vector<Rule>> ListRules(std::optional<std::string> owner_id) override {
-    return store_->ListRules(std::move(owner_id));
+    return Public(store_->ListRules(std::move(owner_id)));
   }
-  Result<Rule> ReplaceRule(const Rule& rule) override { return store_->ReplaceRule(rule); }
-  Status DeleteRule(std::string_view id) override { return store_->DeleteRule(id); }
+  Result<Rule> ReplaceRule(const Rule& rule) override { return Public(store_->ReplaceRule(rule)); }
+  Status DeleteRule(std::string_view id) override { return Public(store_->DeleteRule(id)); }
 
-  Result<bool> UpsertAlert(const Alert& alert) override { return store_->UpsertAlert(alert); }
-  Result<Alert> GetAlert(std::string_view id) override { return store_->GetAlert(id); }
+  Result<bool> UpsertAlert(const Alert& alert) override {
+    return Public(store_->UpsertAlert(alert));
+  }
+  Result<Alert> GetAlert(std::string_view id) override { return Public(store_->GetAlert(id)); }
   Result<AlertPage> ListAlerts(const AlertFilter& filter) override {
-    return store_->ListAlerts(filter);
+    return Public(store_->ListAlerts(filter));
   }
   Result<Alert> SetAlertAcked(std::string_view id, bool acked) override {
-    return store_->SetAlertAcked(id, acked);
+    return Public(store_->SetAlertAcked(id, acked));
   }
   Result<Alert> SnoozeAlert(std::string_view id, std::optional<int64_t> until_ns) override {
-    return store_->SnoozeAlert(id, until_ns);
+    return Public(store_->SnoozeAlert(id, until_ns));
   }
 
  private:
@@ -135,12 +145,30 @@ class MetadataCache final : public MetadataStore {
     int64_t expires_ns = 0;
   };
 
+  // What callers (the API's clients) see of a store failure: Unavailable says only "the
+  // metadata store is unreachable" — the store's own message names hosts and ports (libpq's
+  // "connection to server at …") and is logged here instead, at most once per 10 s per
+  // distinct message. Other statuses pass unchanged.
+  Status Public(Status status);
+  template <typename T>
+  Result<T> Public(Result<T> r) {
+    if (r.ok() || r.status().code() != StatusCode::kUnavailable) return r;
+    return Public(r.status());
+  }
+
   void OnChange(const MetadataChange& change);
   // REQUIRES: mu_ held exclusively.
   void DropDeviceLocked(const std::string& device_id);
   void DropDeviceTokensLocked(const std::string& device_id);
   void DropOwnerKeysLocked(const std::string& owner_id);
   void DropTokenLocked(const std::string& hash);
+  // Marks entries expired without dropping them: read again from the database, served
+  // only while it is unreachable.
+  void ExpireDeviceLocked(const std::string& device_id);
+  void ExpireDeviceTokensLocked(const std::string& device_id);
+  // After a write of device `device_id` (its record too when `device`, else its tokens
+  // only): drops the entries, or expires them when the database was unreachable.
+  void AfterDeviceWrite(const Status& status, const std::string& device_id, bool device);
 
   std::unique_ptr<MetadataStore> store_;
   MetadataCacheOptions options_;
@@ -156,6 +184,11 @@ class MetadataCache final : public MetadataStore {
   // ListDevices pages of one owner, by (owner, after, limit). A device change may move a
   // device between owners, so every device change clears them all (DropDeviceLocked).
   std::unordered_map<std::string, OwnerListEntry> owner_lists_;
+
+  std::mutex unavailable_mu_;
+  std::string unavailable_logged_;  // the last store message logged
+  int64_t unavailable_logged_ns_ = 0;
+  uint64_t unavailable_suppressed_ = 0;
 
   Counter own_device_hits_, own_device_misses_, own_token_hits_, own_token_misses_;
   Counter own_invalidations_, own_owner_list_hits_, own_owner_list_misses_;

@@ -179,6 +179,10 @@ class MetadataStore {
   // issued in the same transaction and its plaintext stored there.
   virtual Result<Device> CreateDevice(const Device& device, std::string* token) = 0;
   virtual Result<Device> GetDevice(std::string_view device_id) = 0;  // NotFound
+  // The owner a deleted device id is kept for (`deleted_devices`), or nullopt when the id
+  // is not there: CreateDevice refuses the id for any other owner. For checks ahead of a
+  // create (`joule devices import --dry-run`).
+  virtual Result<std::optional<std::string>> DeletedDeviceOwner(std::string_view device_id) = 0;
   // Whether the device is registered, without copying its record (ingest checks every
   // event's device). Errors other than NotFound are returned.
   virtual Result<bool> DeviceRegistered(std::string_view device_id) {

@@ -2,12 +2,18 @@
 secrets and its output fed back is refused, TOML values of the wrong type and bad listen
 addresses are refused at load naming the key, a bad value exits 2 from the file and from
 the environment alike, unknown subcommands are named, and `joule simulate` refuses
-out-of-range options. None of these needs a running server (found by a black-box test)."""
+out-of-range options. None of these needs a running server (found by a black-box test);
+`joule simulate --admin-token` against a stand-in HTTP server that refuses some
+registrations (503) exits 1.
+"""
 
+import json
 import os
 import subprocess
 import tempfile
+import threading
 import unittest
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from joule_harness import joule_bin
 
@@ -138,6 +144,52 @@ class CliTest(unittest.TestCase):
                   "--connections", "1"], timeout=60)
         self.assertEqual(ok.returncode, 0, ok.stderr)
         self.assertIn("480 events generated", ok.stderr)
+
+    def test_simulate_exits_1_when_some_registrations_fail(self):
+        """Found by a black-box test: after a PostgreSQL restart some registrations got 503;
+        the simulator stopped, sent nothing, and exited 0 ("10 devices registered")."""
+        registered = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def reply(self, status, body):
+                data = json.dumps(body, separators=(",", ":")).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self.reply(200, {"status": "ok"})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+                if self.path == "/v1/devices" and len(registered) < 3:
+                    registered.append(body["device_id"])
+                    self.reply(201, {"device": body, "token": "jd_" + "x" * 43})
+                elif self.path == "/v1/devices":
+                    self.reply(503, {"error": {"code": "unavailable",
+                                               "message": "the metadata store is unreachable"}})
+                else:
+                    self.reply(202, {"accepted": 0, "rejected": 0, "errors": []})
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        proc = run(["simulate", "--url", f"http://127.0.0.1:{server.server_port}",
+                    "--admin-token", "adm-" + "0" * 24, "--homes", "2", "--devices-per-home",
+                    "5", "--connections", "1", "--start", "-1m", "--duration", "5s", "--speed",
+                    "0", "--quiet"], timeout=60)
+        self.assertEqual(len(registered), 3, proc.stderr)
+        self.assertEqual(proc.returncode, 1, proc.stderr)
+        self.assertIn("HTTP 503", proc.stderr)
+        self.assertIn("registering the devices failed", proc.stderr)
+        self.assertIn("3 devices registered", proc.stderr)
 
 
 if __name__ == "__main__":

@@ -577,6 +577,37 @@ class DeviceApiCases:
             self.assertError(self.get_device(bad[0][0]), 404, "not_found",
                              "valid row of an invalid file not imported")
 
+    def test_cli_import_of_an_id_deleted_from_another_owner(self):
+        """Found by a black-box test: importing an id that belonged to another owner's
+        deleted device failed "device changed concurrently; run the import again" (also on
+        every rerun), and --dry-run predicted "1 created". Both now name the rule, as the
+        API's 409 does."""
+        victim, other = self.owner(), self.owner()
+        dev = self.register(owner_id=victim)["device"]["device_id"]
+        self.assertStatus(self.server.request("DELETE", f"/v1/devices/{dev}", headers=ADMIN),
+                          204, "delete")
+        env = self.server.environment()
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "devices.csv")
+            write_csv(src, [[dev, other, "", "", "", "", ""]])
+            for args in (["--dry-run"], [], []):
+                with self.subTest(args=args):
+                    proc = run_cli(["devices", "import", src] + args, env)
+                    self.assertEqual(proc.returncode, 1, proc.stderr)
+                    self.assertIn("belonged to a deleted device of another owner", proc.stderr)
+                    self.assertNotIn("concurrently", proc.stderr)
+                    self.assertIn("0 created, 0 updated, 0 unchanged, 1 failed", proc.stderr)
+            self.assertError(self.get_device(dev), 404, "not_found", "not imported")
+            # The same owner takes the id back, in a dry run and for real.
+            write_csv(src, [[dev, victim, "", "", "", "", ""]])
+            for args in (["--dry-run"], []):
+                proc = run_cli(["devices", "import", src] + args, env)
+                self.assertEqual(proc.returncode, 0, proc.stderr)
+                self.assertIn("1 created", proc.stderr)
+            # (SQLite: the server's cached "not found" lasts its 2 s TTL.)
+            self.assertTrue(poll(lambda: self.get_device(dev)[0] == 200, timeout=10),
+                            "imported for its owner" + self.diag())
+
 
 class DevicesSqliteTest(DeviceApiCases, JouleTestCase):
     backend = "sqlite"

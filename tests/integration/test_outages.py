@@ -14,6 +14,9 @@
   nothing acknowledged is lost, the metadata cache keeps serving (tokens, device reads)
   while it is down, metadata writes fail cleanly (503), and reads, writes and LISTEN/NOTIFY
   recover when it is back.
+- PostgresOutageWritesTest: metadata writes that fail (503) while PostgreSQL is stopped keep
+  the devices' cached entries (ingest and reads go on), 503 bodies name no database address,
+  and a burst of registrations right after the restart all succeed.
 """
 
 import json
@@ -497,6 +500,117 @@ class PostgresRestartTest(unittest.TestCase):
         m = parse_prometheus(server.metrics_text())
         self.assertGreater(metric_sum(m, "joule_metadata_cache_hits_total"), 0)
         self.assertGreater(metric_sum(m, "joule_metadata_cache_misses_total"), 0)
+
+
+class PostgresOutageWritesTest(unittest.TestCase):
+    """Found by a black-box test, PostgreSQL stopped mid-test:
+    (1) a metadata write that fails with 503 during the outage (PATCH, token rotation,
+        DELETE) dropped the device from the metadata cache anyway, and its ingest then got
+        503 "cannot check the token now" until PostgreSQL was back;
+    (2) 503 bodies showed libpq's error, naming the database's host and port;
+    (3) after the restart, with /readyz ready again, the first of a burst of concurrent
+        registrations failed 503 "server closed the connection unexpectedly" (a pooled
+        connection the restart had killed was used once)."""
+
+    def test_failed_writes_keep_cached_devices_and_registrations_recover(self):
+        pg = PrivatePostgres()
+        server = JouleServer(env=dict(FAST_STREAM, JOULE_AUTH_MODE="required",
+                                      JOULE_AUTH_ADMIN_TOKEN=ADMIN_TOKEN,
+                                      JOULE_METADATA_BACKEND="postgres",
+                                      JOULE_METADATA_URL=pg.url,
+                                      JOULE_LIMITS_REQUESTS_PER_SECOND="0"),
+                             name="pg-writes")
+        try:
+            server.start()
+            self.run_outage(server, pg)
+        finally:
+            server.cleanup()
+            pg.cleanup()
+
+    def burst(self, server, owner, n=8):
+        """n concurrent registrations; returns their statuses and bodies."""
+        results = [None] * n
+
+        def register(i):
+            results[i] = server.request("POST", "/v1/devices",
+                                        {"device_id": f"burst-{i}-{uid()}", "owner_id": owner},
+                                        ADMIN)
+        threads = [threading.Thread(target=register, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return [(st, body) for st, _, body in results]
+
+    def run_outage(self, server, pg):
+        owner = f"home-{uid()}"
+        tokens = register_cached_devices(self, server, owner, "w", 4)
+        devices = list(tokens)
+        st, _, body = server.request("POST", f"/v1/owners/{q(owner)}/keys", headers=ADMIN)
+        self.assertEqual(st, 201, body)
+        owner_key = {"Authorization": f"Bearer {body['key']}"}
+        base = minute_base(10)
+        sent = [0]
+
+        def ingest(dev):
+            sent[0] += 1
+            event = {"device_id": dev, "timestamp": fmt_ts(base + sent[0]),
+                     "metrics": {"power_w": 100.0}}
+            return server.post_events([event], {"Authorization": f"Bearer {tokens[dev]}"})
+
+        for dev in devices:  # fills the token cache
+            st, _, body = ingest(dev)
+            self.assertEqual(st, 202, body)
+            self.assertEqual(server.request("GET", f"/v1/devices/{q(dev)}",
+                                            headers=owner_key)[0], 200)
+        # Several pool connections open, then idle (the restart kills them).
+        self.assertEqual([st for st, _ in self.burst(server, owner)], [201] * 8)
+
+        pg.stop()
+        d_patch, d_owner_patch, d_rotate, d_delete = devices
+        failed = [
+            ("PATCH", f"/v1/devices/{q(d_patch)}", {"name": "n"}, ADMIN),
+            ("PATCH", f"/v1/devices/{q(d_owner_patch)}", {"name": "n"}, owner_key),
+            ("POST", f"/v1/devices/{q(d_rotate)}/token", None, ADMIN),
+            ("DELETE", f"/v1/devices/{q(d_delete)}", None, ADMIN),
+            ("POST", "/v1/devices", {"device_id": f"late-{uid()}", "owner_id": owner}, ADMIN),
+            ("GET", f"/v1/devices?owner_id={q(owner)}&model=x", None, ADMIN),
+        ]
+        for method, path, body, headers in failed:
+            st, hdrs, resp = server.request(method, path, body, headers)
+            self.assertEqual(st, 503, f"{method} {path}: {resp!r}")
+            self.assertEqual(resp["error"]["code"], "unavailable", resp)
+            self.assertEqual(resp["error"]["message"], "the metadata store is unreachable",
+                             f"{method} {path}: no database address in the body")
+            self.assertNotIn(str(pg.port), json.dumps(resp))
+            self.assertEqual(hdrs.get("retry-after"), "1")
+            # The failed write took nothing from the cache: every device still ingests
+            # and reads.
+            for dev in devices:
+                st, _, resp = ingest(dev)
+                self.assertEqual(st, 202, f"{dev} after the failed {method} {path}: {resp!r}"
+                                 + server.diag())
+                st, _, resp = server.request("GET", f"/v1/devices/{q(dev)}", headers=owner_key)
+                self.assertEqual(st, 200, f"{dev} after the failed {method} {path}: {resp!r}")
+        self.assertIn("metadata store unavailable", server.diag(200))
+
+        pg.start()
+
+        def metadata_up():
+            st, _, ready = server.request("GET", "/readyz")
+            return ready.get("metadata", {}).get("state") != "down" and \
+                ready.get("status") == "ready"
+        self.assertTrue(poll(metadata_up, timeout=30, interval=0.2), server.diag())
+        results = self.burst(server, owner)
+        self.assertEqual([st for st, _ in results], [201] * 8,
+                         f"registrations right after the restart: {results!r}")
+        # The failed writes changed nothing.
+        st, _, body = server.request("GET", f"/v1/devices/{q(d_delete)}", headers=ADMIN)
+        self.assertEqual(st, 200, body)
+        self.assertNotEqual(body["device"].get("name"), "n")
+        for dev in devices:
+            st, _, resp = ingest(dev)
+            self.assertEqual(st, 202, resp)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 #include "store/postgres/postgres_metadata_store.h"
 
 #include <libpq-fe.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/select.h>
 #include <unistd.h>
@@ -175,6 +176,50 @@ BEGIN
 END $$;
 CREATE TRIGGER devices_deleted AFTER DELETE ON devices
   FOR EACH ROW EXECUTE FUNCTION joule_device_deleted();
+)sql",
+    // 3: plain SQL keeps the deleted-device rule too. TRUNCATE fires no row trigger, so a
+    // statement trigger notes every device before it goes; an INSERT (or a renaming
+    // UPDATE) of an id deleted from another owner is refused as the API refuses it, one by
+    // the same owner takes the id back; a rename notes the old id as deleted (its history
+    // stays under it).
+    R"sql(
+CREATE FUNCTION joule_devices_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO deleted_devices (device_id, owner_id, deleted_at)
+    SELECT device_id, owner_id, now() FROM devices
+    ON CONFLICT (device_id) DO UPDATE
+      SET owner_id = EXCLUDED.owner_id, deleted_at = EXCLUDED.deleted_at;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER devices_truncated BEFORE TRUNCATE ON devices
+  FOR EACH STATEMENT EXECUTE FUNCTION joule_devices_truncated();
+
+CREATE FUNCTION joule_devices_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  previous text;
+BEGIN
+  SELECT owner_id INTO previous FROM deleted_devices WHERE device_id = NEW.device_id FOR UPDATE;
+  IF FOUND THEN
+    IF previous <> NEW.owner_id THEN
+      RAISE EXCEPTION USING ERRCODE = 'unique_violation',
+        MESSAGE = 'device id ' || NEW.device_id || ' belonged to a deleted device of another '
+                  'owner, whose history is kept under it (deleted_devices)';
+    END IF;
+    DELETE FROM deleted_devices WHERE device_id = NEW.device_id;
+  END IF;
+  IF TG_OP = 'UPDATE' THEN
+    INSERT INTO deleted_devices (device_id, owner_id, deleted_at)
+      VALUES (OLD.device_id, OLD.owner_id, now())
+      ON CONFLICT (device_id) DO UPDATE
+        SET owner_id = EXCLUDED.owner_id, deleted_at = EXCLUDED.deleted_at;
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER devices_claim BEFORE INSERT ON devices
+  FOR EACH ROW EXECUTE FUNCTION joule_devices_claim();
+CREATE TRIGGER devices_claim_renamed BEFORE UPDATE OF device_id ON devices
+  FOR EACH ROW WHEN (NEW.device_id IS DISTINCT FROM OLD.device_id)
+  EXECUTE FUNCTION joule_devices_claim();
 )sql",
 };
 constexpr int kLatestVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
@@ -367,6 +412,25 @@ Alert ReadAlert(const PGresult* r, int row) {
 // reported through statuses.
 void IgnoreNotice(void*, const char*) {}
 
+// Whether a pooled connection, idle since its last use, is known to be dead. libpq only
+// learns that the server closed a connection when it next reads from it, so PQstatus
+// still says CONNECTION_OK for a connection whose backend a PostgreSQL restart (or
+// pg_terminate_backend) killed meanwhile, and the first statement on it fails ("server
+// closed the connection unexpectedly"). An idle connection has nothing to read: a
+// readable socket means the server sent something unasked — in practice the FATAL
+// "terminating connection" before it closes — or hung up. poll() without waiting costs one
+// system call per acquisition, far less than a round trip; a connection flagged wrongly
+// is merely reopened.
+bool IdleConnectionIsDead(PGconn* conn) {
+  if (PQstatus(conn) != CONNECTION_OK) return true;
+  int fd = PQsocket(conn);
+  if (fd < 0) return true;
+  pollfd p{};
+  p.fd = fd;
+  p.events = POLLIN;
+  return poll(&p, 1, 0) != 0;  // readable, hung up, in error (or poll failed: reopen)
+}
+
 PGconn* Connect(const std::string& url) {
   PGconn* conn = PQconnectdb(url.c_str());
   if (conn != nullptr) PQsetNoticeProcessor(conn, IgnoreNotice, nullptr);
@@ -465,7 +529,7 @@ Result<PGconn*> PostgresMetadataStore::Acquire() {
       std::lock_guard<std::mutex> lock(pids_mu_);
       own_pids_.insert(PQbackendPID(conn));
     }
-  } else if (PQstatus(conn) != CONNECTION_OK) {
+  } else if (IdleConnectionIsDead(conn)) {
     std::lock_guard<std::mutex> lock(pids_mu_);
     own_pids_.erase(PQbackendPID(conn));
     PQreset(conn);
@@ -502,13 +566,14 @@ void PostgresMetadataStore::Release(PGconn* conn) {
 }
 
 template <typename T, typename Fn>
-Result<T> PostgresMetadataStore::WithConnection(bool retry, Fn&& fn) {
+Result<T> PostgresMetadataStore::WithConnection(bool retry, Fn&& fn, const bool* commit_sent) {
   for (int attempt = 0;; ++attempt) {
     JOULE_ASSIGN_OR_RETURN(PGconn * conn, Acquire());
     Result<T> result = fn(conn);
     bool broken = PQstatus(conn) != CONNECTION_OK;
     Release(conn);
-    if (result.ok() || !broken || !retry || attempt >= 1) return result;
+    const bool repeatable = retry || (commit_sent != nullptr && !*commit_sent);
+    if (result.ok() || !broken || !repeatable || attempt >= 1) return result;
   }
 }
 
@@ -556,8 +621,12 @@ Result<int> PostgresMetadataStore::SchemaVersion() {
 // ---------------------------------------------------------------- devices
 
 Result<Device> PostgresMetadataStore::CreateDevice(const Device& device, std::string* token) {
-  // Not retried: a retry after a commit whose reply was lost would report AlreadyExists.
-  Result<Device> created = WithConnection<Device>(false, [&](PGconn* c) -> Result<Device> {
+  // Not retried once the COMMIT was sent: a retry after a commit whose reply was lost
+  // would report AlreadyExists. A connection that broke before (on BEGIN or a statement
+  // of the transaction) committed nothing, so that case is retried on a fresh one.
+  bool commit_sent = false;
+  auto create = [&](PGconn* c) -> Result<Device> {
+    commit_sent = false;
     Transaction tx(c);
     JOULE_RETURN_IF_ERROR(tx.Begin());
     // An id deleted from another owner stays theirs (its history is kept under it); one
@@ -598,9 +667,11 @@ Result<Device> PostgresMetadataStore::CreateDevice(const Device& device, std::st
     if (token != nullptr) {
       JOULE_ASSIGN_OR_RETURN(*token, InsertDeviceToken(c, device.device_id, now));
     }
+    commit_sent = true;
     JOULE_RETURN_IF_ERROR(tx.Commit());
     return d;
-  });
+  };
+  Result<Device> created = WithConnection<Device>(false, create, &commit_sent);
   if (created.ok()) Publish({MetadataChange::Kind::kDevice, device.device_id});
   return created;
 }
@@ -615,6 +686,18 @@ Result<Device> PostgresMetadataStore::GetDevice(std::string_view device_id) {
     }
     return ReadDevice(r.get(), 0);
   });
+}
+
+Result<std::optional<std::string>> PostgresMetadataStore::DeletedDeviceOwner(
+    std::string_view device_id) {
+  return WithConnection<std::optional<std::string>>(
+      true, [&](PGconn* c) -> Result<std::optional<std::string>> {
+        JOULE_ASSIGN_OR_RETURN(PgResult r,
+                               Exec(c, "SELECT owner_id FROM deleted_devices WHERE device_id = $1",
+                                    Params().Text(device_id)));
+        if (PQntuples(r.get()) == 0) return std::optional<std::string>();
+        return std::optional<std::string>(Text(r.get(), 0, 0));
+      });
 }
 
 Result<DevicePage> PostgresMetadataStore::ListDevices(const ListDevicesOptions& options) {

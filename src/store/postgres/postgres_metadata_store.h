@@ -49,6 +49,7 @@ class PostgresMetadataStore final : public MetadataStore {
 
   Result<Device> CreateDevice(const Device& device, std::string* token) override;
   Result<Device> GetDevice(std::string_view device_id) override;
+  Result<std::optional<std::string>> DeletedDeviceOwner(std::string_view device_id) override;
   Result<DevicePage> ListDevices(const ListDevicesOptions& options) override;
   Result<Device> UpdateDevice(std::string_view device_id, const DeviceUpdate& update) override;
   Status DeleteDevice(std::string_view device_id) override;
@@ -76,10 +77,12 @@ class PostgresMetadataStore final : public MetadataStore {
  private:
   PostgresMetadataStore(std::string url, const Clock* clock, int pool_size);
 
-  // Runs `fn` on a pooled connection. When it fails with Unavailable because the
-  // connection broke and `retry` is true, runs it once more on a fresh connection.
+  // Runs `fn` on a pooled connection. When it fails because the connection broke and
+  // `retry` is true, runs it once more on a fresh connection. With `commit_sent` non-null
+  // (a transaction that is not safe to repeat once committed), it is also run once more
+  // when the connection broke while *commit_sent was still false: nothing was committed.
   template <typename T, typename Fn>
-  Result<T> WithConnection(bool retry, Fn&& fn);
+  Result<T> WithConnection(bool retry, Fn&& fn, const bool* commit_sent = nullptr);
   Result<pg_conn*> Acquire();
   void Release(pg_conn* conn);
 

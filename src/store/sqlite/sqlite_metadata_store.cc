@@ -82,6 +82,35 @@ CREATE TRIGGER devices_deleted AFTER DELETE ON devices BEGIN
             CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER));
 END;
 )sql",
+    // 3: plain SQL keeps the deleted-device rule too (as on PostgreSQL; SQLite has no
+    // TRUNCATE: `DELETE FROM devices` fires the row trigger of migration 2). An INSERT (or
+    // a renaming UPDATE) of an id deleted from another owner is refused as the API refuses
+    // it, one by the same owner takes the id back; a rename notes the old id as deleted.
+    R"sql(
+CREATE TRIGGER devices_claim_refused BEFORE INSERT ON devices
+  WHEN EXISTS (SELECT 1 FROM deleted_devices
+               WHERE device_id = new.device_id AND owner_id <> new.owner_id)
+BEGIN
+  SELECT RAISE(ABORT, 'device id belonged to a deleted device of another owner, whose history is kept under it (deleted_devices)');
+END;
+CREATE TRIGGER devices_claim AFTER INSERT ON devices BEGIN
+  DELETE FROM deleted_devices WHERE device_id = new.device_id;
+END;
+CREATE TRIGGER devices_rename_refused BEFORE UPDATE OF device_id ON devices
+  WHEN new.device_id IS NOT old.device_id AND EXISTS (
+    SELECT 1 FROM deleted_devices WHERE device_id = new.device_id AND owner_id <> new.owner_id)
+BEGIN
+  SELECT RAISE(ABORT, 'device id belonged to a deleted device of another owner, whose history is kept under it (deleted_devices)');
+END;
+CREATE TRIGGER devices_renamed AFTER UPDATE OF device_id ON devices
+  WHEN new.device_id IS NOT old.device_id
+BEGIN
+  DELETE FROM deleted_devices WHERE device_id = new.device_id;
+  INSERT OR REPLACE INTO deleted_devices (device_id, owner_id, deleted_at)
+    VALUES (old.device_id, old.owner_id,
+            CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER));
+END;
+)sql",
 };
 constexpr int kLatestVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
@@ -514,6 +543,17 @@ Result<Device> SqliteMetadataStore::CreateDevice(const Device& device, std::stri
 Result<Device> SqliteMetadataStore::GetDevice(std::string_view device_id) {
   std::lock_guard<std::mutex> lock(mu_);
   return GetDeviceLocked(device_id);
+}
+
+Result<std::optional<std::string>> SqliteMetadataStore::DeletedDeviceOwner(
+    std::string_view device_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt q(db_, "SELECT owner_id FROM deleted_devices WHERE device_id = ?1");
+  JOULE_RETURN_IF_ERROR(q.status());
+  q.Text(1, device_id);
+  JOULE_ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row) return std::optional<std::string>();
+  return std::optional<std::string>(q.ColText(0));
 }
 
 Result<DevicePage> SqliteMetadataStore::ListDevices(const ListDevicesOptions& options) {

@@ -32,6 +32,7 @@ class SqliteMetadataStore final : public MetadataStore {
 
   Result<Device> CreateDevice(const Device& device, std::string* token) override;
   Result<Device> GetDevice(std::string_view device_id) override;
+  Result<std::optional<std::string>> DeletedDeviceOwner(std::string_view device_id) override;
   Result<DevicePage> ListDevices(const ListDevicesOptions& options) override;
   Result<Device> UpdateDevice(std::string_view device_id, const DeviceUpdate& update) override;
   Status DeleteDevice(std::string_view device_id) override;

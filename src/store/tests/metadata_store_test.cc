@@ -89,6 +89,8 @@ class RawDb {
   virtual ~RawDb() = default;
   // Runs one statement; ADD_FAILURE on error. Rows as text, NULL as "<null>".
   virtual Rows Query(const std::string& sql) = 0;
+  // Runs one statement expected to fail; returns its error message ("" when it succeeded).
+  virtual std::string Refused(const std::string& sql) = 0;
 };
 
 class SqliteRawDb final : public RawDb {
@@ -98,6 +100,13 @@ class SqliteRawDb final : public RawDb {
     sqlite3_busy_timeout(db_, 5000);
   }
   ~SqliteRawDb() override { sqlite3_close(db_); }
+  std::string Refused(const std::string& sql) override {
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) == SQLITE_OK) return "";
+    std::string msg = err ? err : "error";
+    sqlite3_free(err);
+    return msg;
+  }
   Rows Query(const std::string& sql) override {
     Rows rows;
     sqlite3_stmt* st = nullptr;
@@ -129,6 +138,17 @@ class PgRawDb final : public RawDb {
     EXPECT_EQ(PQstatus(conn_), CONNECTION_OK) << PQerrorMessage(conn_);
   }
   ~PgRawDb() override { PQfinish(conn_); }
+  std::string Refused(const std::string& sql) override {
+    PGresult* r = PQexec(conn_, sql.c_str());
+    ExecStatusType st = PQresultStatus(r);
+    std::string msg;
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+      const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+      msg = std::string(state ? state : "") + " " + PQresultErrorMessage(r);
+    }
+    PQclear(r);
+    return msg;
+  }
   Rows Query(const std::string& sql) override {
     Rows rows;
     PGresult* r = PQexec(conn_, sql.c_str());
@@ -488,9 +508,12 @@ TEST_P(MetadataStoreTest, DeletedDeviceIdStaysWithItsOwner) {
   EXPECT_EQ(taken.status().code(), StatusCode::kAlreadyExists) << taken.status().ToString();
   EXPECT_NE(taken.status().message().find("deleted"), std::string::npos);
   EXPECT_EQ(store_->GetDevice("d1").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->DeletedDeviceOwner("d1").value(), std::optional<std::string>("owner-1"));
+  EXPECT_EQ(store_->DeletedDeviceOwner("never").value(), std::nullopt);
   // Its owner may register it again; after that (and another delete) the same holds.
   auto again = store_->CreateDevice(MakeDevice("d1", "owner-1"), nullptr);
   ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(store_->DeletedDeviceOwner("d1").value(), std::nullopt);
   EXPECT_EQ(Raw().Query("SELECT count(*) FROM deleted_devices")[0][0], "0");
   ASSERT_TRUE(store_->DeleteDevice("d1").ok());
   EXPECT_EQ(store_->CreateDevice(MakeDevice("d1", "owner-2"), nullptr).status().code(),
@@ -512,6 +535,48 @@ TEST_P(MetadataStoreTest, DeletedDeviceIdStaysWithItsOwner) {
             "owner-1");
   EXPECT_EQ(store_->CreateDevice(MakeDevice("d3", "owner-2"), nullptr).status().code(),
             StatusCode::kAlreadyExists);
+}
+
+// The rule holds for plain SQL too (operators may change `devices` with SQL): an INSERT of
+// an id deleted from another owner is refused as the API refuses it (before, it was
+// accepted, and that owner read the old owner's history); the same owner takes it back; a
+// rename frees neither the new nor the old id.
+TEST_P(MetadataStoreTest, DeletedDeviceIdStaysWithItsOwnerInPlainSql) {
+  const std::string now = IsPg() ? "now()" : "0";
+  auto insert = [&](const std::string& id, const std::string& owner) {
+    return "INSERT INTO devices (device_id, owner_id, created_at, updated_at) VALUES ('" + id +
+           "', '" + owner + "', " + now + ", " + now + ")";
+  };
+  ASSERT_TRUE(store_->CreateDevice(MakeDevice("d1", "owner-1"), nullptr).ok());
+  ASSERT_TRUE(store_->DeleteDevice("d1").ok());
+  std::string err = Raw().Refused(insert("d1", "owner-2"));
+  EXPECT_NE(err.find("deleted device of another owner"), std::string::npos) << err;
+  if (IsPg()) {
+    EXPECT_EQ(err.substr(0, 5), "23505") << err;
+  }
+  EXPECT_EQ(store_->GetDevice("d1").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(Raw().Query("SELECT owner_id FROM deleted_devices WHERE device_id = 'd1'")[0][0],
+            "owner-1");
+  // Its owner may: the id is theirs again (as through the API).
+  EXPECT_EQ(Raw().Refused(insert("d1", "owner-1")), "");
+  EXPECT_TRUE(store_->GetDevice("d1").ok());
+  EXPECT_TRUE(Raw().Query("SELECT 1 FROM deleted_devices WHERE device_id = 'd1'").empty());
+
+  // A rename onto a deleted id of another owner is refused; a rename keeps the old id.
+  ASSERT_TRUE(store_->CreateDevice(MakeDevice("d2", "owner-2"), nullptr).ok());
+  ASSERT_TRUE(store_->DeleteDevice("d1").ok());
+  err = Raw().Refused("UPDATE devices SET device_id = 'd1' WHERE device_id = 'd2'");
+  EXPECT_NE(err.find("deleted device of another owner"), std::string::npos) << err;
+  EXPECT_TRUE(store_->GetDevice("d2").ok());
+  EXPECT_EQ(Raw().Refused("UPDATE devices SET device_id = 'd2b' WHERE device_id = 'd2'"), "");
+  EXPECT_EQ(Raw().Query("SELECT owner_id FROM deleted_devices WHERE device_id = 'd2'")[0][0],
+            "owner-2");
+  EXPECT_EQ(store_->CreateDevice(MakeDevice("d2", "owner-1"), nullptr).status().code(),
+            StatusCode::kAlreadyExists);
+  // Other updates are not affected.
+  EXPECT_EQ(Raw().Refused("UPDATE devices SET name = 'n', owner_id = 'owner-3' "
+                          "WHERE device_id = 'd2b'"),
+            "");
 }
 
 TEST_P(MetadataStoreTest, ListDevicesPagesAndFiltersByOwner) {
@@ -1316,6 +1381,130 @@ TEST_P(PostgresChangeFeedTest, ServesExpiredEntriesWhileTheDatabaseIsDown) {
       [&] { return cache_->GetDevice("never-cached").status().code() == StatusCode::kNotFound; },
       std::chrono::milliseconds(10000)));
   EXPECT_TRUE(cache_->GetDevice("d1").ok());
+}
+
+// A PostgreSQL restart (here: pg_terminate_backend) kills the pool's idle connections,
+// which libpq does not notice until their next use. Creates are not retried (a lost
+// commit reply would turn into AlreadyExists), so a create on such a connection failed
+// "server closed the connection unexpectedly" (503) after the database was back; a dead
+// idle connection is now detected before use.
+TEST_P(PostgresChangeFeedTest, CreatesAfterTheServerDroppedTheIdleConnectionsSucceed) {
+  MetadataStore& store = cache_->wrapped();
+  // Open several pool connections (concurrent creates), then leave them idle.
+  {
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 4; ++i) {
+      threads.emplace_back([&, i] {
+        EXPECT_TRUE(store.CreateDevice(MakeDevice("before-" + std::to_string(i)), nullptr).ok());
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+  const std::string others =
+      "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+      "AND query NOT LIKE 'LISTEN%'";
+  ASSERT_FALSE(Raw().Query("SELECT pid " + others).empty());
+  Raw().Query("SELECT pg_terminate_backend(pid) " + others);
+  ASSERT_TRUE(Eventually([&] { return Raw().Query("SELECT pid " + others).empty(); },
+                         std::chrono::milliseconds(5000)));
+  for (int i = 0; i < 4; ++i) {
+    std::string token;
+    auto d = store.CreateDevice(MakeDevice("after-" + std::to_string(i)), &token);
+    EXPECT_TRUE(d.ok()) << i << ": " << d.status().ToString();
+  }
+  Raw().Query("SELECT pg_terminate_backend(pid) " + others);
+  ASSERT_TRUE(Eventually([&] { return Raw().Query("SELECT pid " + others).empty(); },
+                         std::chrono::milliseconds(5000)));
+  Rule rule;
+  rule.id = "r-after";
+  rule.owner_id = "owner-1";
+  rule.json = R"({"id":"r-after"})";
+  auto r = store.CreateRule(rule);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+}
+
+// A write that fails because the database is unreachable changes nothing, so it must not
+// take the device's cached entries with it: before, a failed PATCH, DELETE or token
+// rotation during an outage dropped them, and the device's ingest failed (token unknown to
+// the cache: 503) until the database was back.
+// TRUNCATE fires no row trigger: before migration 3 it emptied `devices` without noting
+// the ids in deleted_devices, and another owner could register one and read the old
+// owner's history.
+TEST_P(PostgresChangeFeedTest, TruncateNotesEveryDeviceAsDeleted) {
+  ASSERT_TRUE(cache_->CreateDevice(MakeDevice("t1", "owner-1"), nullptr).ok());
+  ASSERT_TRUE(cache_->CreateDevice(MakeDevice("t2", "owner-2"), nullptr).ok());
+  ASSERT_TRUE(cache_->CreateDevice(MakeDevice("t3", "owner-2"), nullptr).ok());
+  ASSERT_TRUE(cache_->DeleteDevice("t3").ok());
+  Raw().Query("TRUNCATE devices CASCADE");
+  EXPECT_EQ(Raw().Query("SELECT device_id, owner_id FROM deleted_devices ORDER BY 1"),
+            (Rows{{"t1", "owner-1"}, {"t2", "owner-2"}, {"t3", "owner-2"}}));
+  EXPECT_TRUE(
+      Eventually([&] { return cache_->GetDevice("t1").status().code() == StatusCode::kNotFound; },
+                 std::chrono::milliseconds(1000)));
+  auto taken = cache_->CreateDevice(MakeDevice("t1", "owner-2"), nullptr);
+  EXPECT_EQ(taken.status().code(), StatusCode::kAlreadyExists) << taken.status().ToString();
+  EXPECT_TRUE(cache_->CreateDevice(MakeDevice("t2", "owner-2"), nullptr).ok());
+}
+
+TEST_P(PostgresChangeFeedTest, FailedWritesWhileTheDatabaseIsDownKeepTheCachedEntries) {
+  std::string token;
+  ASSERT_TRUE(cache_->CreateDevice(MakeDevice("d1"), &token).ok());
+  ASSERT_TRUE(cache_->GetDevice("d1").ok());
+  ASSERT_TRUE(cache_->AuthenticateToken(token).ok());
+  auto key = cache_->CreateOwnerKey("owner-1");
+  ASSERT_TRUE(key.ok());
+  ASSERT_TRUE(cache_->AuthenticateToken(key->key).ok());
+
+  PgRawDb admin(pg_->admin_url());
+  admin.Query("ALTER DATABASE " + pg_->name() + " ALLOW_CONNECTIONS false");
+  admin.Query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '" +
+              pg_->name() + "'");
+  raw_.reset();
+
+  auto still_served = [&](const std::string& after) {
+    auto d = cache_->GetDevice("d1");
+    EXPECT_TRUE(d.ok()) << after << ": " << d.status().ToString();
+    auto p = cache_->AuthenticateToken(token);
+    EXPECT_TRUE(p.ok()) << after << ": " << p.status().ToString();
+    if (p.ok()) {
+      EXPECT_EQ(p->device_id, "d1");
+    }
+    auto k = cache_->AuthenticateToken(key->key);
+    EXPECT_TRUE(k.ok()) << after << ": " << k.status().ToString();
+  };
+  DeviceUpdate up;
+  up.name = "renamed";
+  auto failed = cache_->UpdateDevice("d1", up);
+  EXPECT_EQ(failed.status().code(), StatusCode::kUnavailable);
+  still_served("UpdateDevice");
+  // What the API's clients see says nothing about the database's address (libpq's
+  // message names host and port); the detail is logged.
+  EXPECT_EQ(failed.status().message(), "the metadata store is unreachable");
+  EXPECT_EQ(cache_->GetDevice("never-cached").status().message(),
+            "the metadata store is unreachable");
+  EXPECT_EQ(cache_->ListRules(std::nullopt).status().message(),
+            "the metadata store is unreachable");
+  up.owner_id = "owner-2";
+  EXPECT_EQ(cache_->UpdateDevice("d1", up).status().code(), StatusCode::kUnavailable);
+  still_served("UpdateDevice of the owner");
+  EXPECT_EQ(cache_->RotateDeviceToken("d1").status().code(), StatusCode::kUnavailable);
+  still_served("RotateDeviceToken");
+  EXPECT_EQ(cache_->RevokeDeviceTokens("d1").code(), StatusCode::kUnavailable);
+  still_served("RevokeDeviceTokens");
+  EXPECT_EQ(cache_->RevokeOwnerKey(key->key_id).code(), StatusCode::kUnavailable);
+  still_served("RevokeOwnerKey");
+  EXPECT_EQ(cache_->DeleteDevice("d1").code(), StatusCode::kUnavailable);
+  still_served("DeleteDevice");
+
+  // Back: the entries were expired, not kept as fresh (a write whose commit reply was lost
+  // would otherwise be hidden for the TTL): the next reads ask the database.
+  admin.Query("ALTER DATABASE " + pg_->name() + " ALLOW_CONNECTIONS true");
+  const uint64_t misses = cache_->stats().device_misses;
+  EXPECT_TRUE(Eventually([&] { return cache_->wrapped().GetDevice("d1").ok(); },
+                         std::chrono::milliseconds(10000)));
+  ASSERT_TRUE(cache_->GetDevice("d1").ok());
+  EXPECT_GT(cache_->stats().device_misses, misses);
+  EXPECT_TRUE(cache_->AuthenticateToken(token).ok());
 }
 
 }  // namespace
