@@ -97,11 +97,12 @@ struct Acc {
     } else {
       if (v < min) min = v;
       if (v > max) max = v;
-      if (t < first_t) {
+      // Equal times are ordered by value (SampleBefore), whatever the arrival order.
+      if (t < first_t || (t == first_t && v < first)) {
         first_t = t;
         first = v;
       }
-      if (t >= last_t) {
+      if (t > last_t || (t == last_t && v >= last)) {
         last_t = t;
         last = v;
       }

@@ -835,7 +835,11 @@ void EarlyFire(Impl& E, Device& d, int64_t now, int64_t tick_period, RecordSink*
 
 void Evict(Impl& E, Device& d) {
   if (!d.has_events) return;
-  const int64_t ref = std::max(d.wm, d.fin_wm);
+  // The device's own watermark (CONTRACT §2: allowed_lateness is behind it), not the idle
+  // watermark, which runs on with processing time while the device is silent: eviction by
+  // it made late events within allowed_lateness too late after a minute of silence (found
+  // by a black-box test). A silent device keeps its last allowed_lateness of state.
+  const int64_t ref = d.wm;
   // Never past the base window max_gap before the latest event: a silent device keeps the
   // windows, 1h/1d rollups and samples that its next in-order event (never too late) can
   // extend or bridge into — an interval reaches at most max_gap back.
@@ -1583,7 +1587,9 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
       // idle_timeout is shorter than the window); rollups close as device time would
       // have reached their end (last event time + silence).
       const int64_t last_base_end = FloorTo(d.max_t, E.opt.window_ns) + E.opt.window_ns;
-      d.fin_wm = std::max(d.fin_wm, std::max(d.max_t + silent, last_base_end));
+      // Windows that have ended in processing time close too (a backlog's 1h and 1d
+      // windows, days old, stayed open for up to an hour or a day of silence before).
+      d.fin_wm = std::max({d.fin_wm, d.max_t + silent, last_base_end, now_ns});
       if (HasOpen(d)) {
         d.wm = std::max(d.wm, d.max_t);
         Finalize(E, d, sink);
