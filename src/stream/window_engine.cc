@@ -833,13 +833,16 @@ void EarlyFire(Impl& E, Device& d, int64_t now, int64_t tick_period, RecordSink*
   }
 }
 
-void Evict(Impl& E, Device& d) {
+void Evict(Impl& E, Device& d, int64_t now) {
   if (!d.has_events) return;
   // The device's own watermark (CONTRACT §2: allowed_lateness is behind it), not the idle
   // watermark, which runs on with processing time while the device is silent: eviction by
   // it made late events within allowed_lateness too late after a minute of silence (found
-  // by a black-box test). A silent device keeps its last allowed_lateness of state.
-  const int64_t ref = d.wm;
+  // by a black-box test). Once the silence itself is longer than allowed_lateness, the
+  // idle watermark again: a device that stopped for good does not keep an hour of state
+  // for ever (a straggler arriving that late is late in processing time too).
+  const bool long_silent = now - d.last_seen >= E.opt.allowed_lateness_ns;
+  const int64_t ref = long_silent ? std::max(d.wm, d.fin_wm) : d.wm;
   // Never past the base window max_gap before the latest event: a silent device keeps the
   // windows, 1h/1d rollups and samples that its next in-order event (never too late) can
   // extend or bridge into — an interval reaches at most max_gap back.
@@ -1597,7 +1600,7 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
     }
     if (now_ns >= d.next_early && HasOpen(d)) EarlyFire(E, d, now_ns, period, sink);
     if (now_ns >= d.next_evict) {
-      Evict(E, d);
+      Evict(E, d, now_ns);
       d.next_evict = now_ns + kEvictInterval;
     }
     // Tick acts on a device when it has been silent for idle_timeout, at next_early and at
