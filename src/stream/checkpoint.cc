@@ -2,6 +2,7 @@
 // docs/formats/checkpoint.md.
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "common/crc32c.h"
@@ -342,9 +343,16 @@ Status WindowEngine::RestoreState(std::string_view data) {
     d.complete_from = version >= 4 ? r.I64() : kMinTime;
     // Before format 5, eviction went up to max(watermark, idle watermark) − allowed_lateness
     // − max_gap (never past it: both only grew).
-    d.evicted_to = version >= 5
-                       ? r.I64()
-                       : std::max(d.wm, d.fin_wm) - E.opt.allowed_lateness_ns - E.opt.max_gap_ns;
+    // (Saturating: a damaged file's times may be anything; found by checkpoint_fuzz.)
+    if (version >= 5) {
+      d.evicted_to = r.I64();
+    } else {
+      int64_t to = std::max(d.wm, d.fin_wm);
+      if (__builtin_sub_overflow(to, E.opt.allowed_lateness_ns + E.opt.max_gap_ns, &to)) {
+        to = std::numeric_limits<int64_t>::min();
+      }
+      d.evicted_to = to;
+    }
     const uint32_t n_metrics = r.Count(5);
     for (uint32_t mi = 0; mi < n_metrics && r.ok(); ++mi) {
       MetricState ms;
