@@ -314,7 +314,7 @@ Status PartitionProcessor::Start() {
   bool restored = false;
   bool found = false;  // a checkpoint file was read (even one of an empty state)
   if (!options_.checkpoint_path.empty()) {
-    log_->RegisterConsumer(ConsumerName());
+    log_->RegisterConsumer(ConsumerName(), options_.partitions);
     JOULE_RETURN_IF_ERROR(RestoreCheckpoint(&offsets, &found));
     CrashPoint("processor.after_restore");  // state restored, nothing replayed yet
     restored = !readings_.empty() ||

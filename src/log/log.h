@@ -187,7 +187,11 @@ class Log {
 
   // Registers a consumer (processor, archiver). Call before its first SetConsumerOffset;
   // until it reports an offset for a partition, nothing is deleted from that partition.
-  virtual void RegisterConsumer(const std::string& name) = 0;
+  // `partitions`: the partitions it reads (empty: all). A consumer holds back retention
+  // only in those (a processor reads its own partitions; holding back the others, whose
+  // offsets it never reports, kept every segment for ever with two processors).
+  virtual void RegisterConsumer(const std::string& name,
+                                const std::vector<uint32_t>& partitions = {}) = 0;
   // `committed` = the next offset the consumer will process; everything below it may go.
   // An unknown name is registered implicitly.
   virtual void SetConsumerOffset(const std::string& name, uint32_t partition,

@@ -920,9 +920,15 @@ Result<std::unique_ptr<LogReader>> SegmentLog::NewReader(uint32_t partition,
 // ---------------------------------------------------------------------------------------
 // Consumers and retention
 
-void SegmentLog::RegisterConsumer(const std::string& name) {
+void SegmentLog::RegisterConsumer(const std::string& name,
+                                  const std::vector<uint32_t>& partitions) {
   std::lock_guard<std::mutex> l(consumers_mu_);
-  consumers_.try_emplace(name, options_.partitions, std::nullopt);
+  auto [it, inserted] = consumers_.try_emplace(name, options_.partitions, std::nullopt);
+  if (!inserted || partitions.empty()) return;
+  for (auto& o : it->second) o = std::numeric_limits<uint64_t>::max();  // not read: no hold
+  for (uint32_t p : partitions) {
+    if (p < options_.partitions) it->second[p] = std::nullopt;
+  }
 }
 
 void SegmentLog::SetConsumerOffset(const std::string& name, uint32_t partition,

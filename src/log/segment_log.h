@@ -42,7 +42,8 @@ class SegmentLog final : public Log {
   model::LogOffset StartOffset(uint32_t partition) const override;
   bool WaitForData(uint32_t partition, model::LogOffset offset, int64_t timeout_ns) override;
   Result<std::unique_ptr<LogReader>> NewReader(uint32_t partition, model::LogOffset from) override;
-  void RegisterConsumer(const std::string& name) override;
+  void RegisterConsumer(const std::string& name,
+                        const std::vector<uint32_t>& partitions = {}) override;
   void SetConsumerOffset(const std::string& name, uint32_t partition,
                          model::LogOffset committed) override;
   Status EnforceRetention() override;
@@ -239,7 +240,8 @@ class SegmentLog final : public Log {
 
   std::mutex retention_mu_;  // one retention pass at a time
   mutable std::mutex consumers_mu_;
-  // name → committed offset per partition (nullopt = not reported yet)
+  // name → committed offset per partition (nullopt = not reported yet; UINT64_MAX for a
+  // partition the consumer does not read)
   std::map<std::string, std::vector<std::optional<uint64_t>>> consumers_;
 
   std::unique_ptr<SyncPool> sync_pool_;      // the rounds' fdatasyncs (fsync only)
