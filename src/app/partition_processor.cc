@@ -231,7 +231,15 @@ Status PartitionProcessor::RestoreCheckpoint(std::vector<uint64_t>* offsets, boo
     }
     (*offsets)[i] = ckpt->offsets[i].second;
   }
-  JOULE_RETURN_IF_ERROR(engine_->RestoreState(ckpt->engine_state));
+  if (Status st = engine_->RestoreState(ckpt->engine_state); !st.ok()) {
+    if (st.code() != StatusCode::kInvalidArgument) return st;
+    // A setting the state depends on changed (stream.window, stream.max_gap): say what to do.
+    return Status::InvalidArgument(fmt::format(
+        "{} ({}): to start with the new settings, move the checkpoints directory away — the "
+        "state is rebuilt from the log; history keeps the windows written before at their old "
+        "size (docs/formats/processor_checkpoint.md)",
+        st.message(), options_.checkpoint_path));
+  }
   for (auto& e : ckpt->readings) {
     catchup_->PutReading(e);
     Reading& r = *readings_.TryEmplace(e.device_id).first;
@@ -346,7 +354,14 @@ Status PartitionProcessor::Start() {
     if (!options_.epoch_path.empty()) {
       JOULE_ASSIGN_OR_RETURN(dir_epoch, ReadEngineEpoch(options_.epoch_path));
     }
-    if (found || dir_epoch > 0) {
+    // Also when the state is rebuilt from a log a previous run already processed (no
+    // checkpoint, no epoch file: a data dir only ever started fresh and stopped cleanly,
+    // then its checkpoints moved away): that run emitted in epoch 0, and the rebuilt
+    // records must outrank its (found by a black-box test: after a stream.window change
+    // the new windows starting on a full minute were refused as stale by history).
+    bool log_has_records = false;
+    for (uint32_t p : options_.partitions) log_has_records |= log_->DurableEnd(p).value > 0;
+    if (found || dir_epoch > 0 || log_has_records) {
       engine_->BeginRecoveryEpoch(dir_epoch + 1);
       if (!options_.epoch_path.empty()) {
         JOULE_RETURN_IF_ERROR(WriteEngineEpoch(options_.epoch_path, engine_->version_epoch()));

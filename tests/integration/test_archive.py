@@ -20,8 +20,8 @@ import time
 import unittest
 import uuid
 
-from joule_harness import (JouleServer, fmt_ts, free_port, joule_bin, metric_sum, minute_base,
-                            parse_prometheus, parse_ts, poll)
+from joule_harness import (JouleServer, ServerError, fmt_ts, free_port, joule_bin, metric_sum,
+                            minute_base, parse_prometheus, parse_ts, poll)
 from joule_reference import diff_record, expected_records
 
 MAX_GAP_S = 30
@@ -371,6 +371,47 @@ class ArchiveTest(unittest.TestCase):
             epoch = int(f.read())  # the highest epoch any processor began (one each)
         self.assertGreater(epoch, run2 >> 32)
         self.assertGreater(got["version"] >> 32, run2 >> 32)
+        self.assertEqual(metric_sum(parse_prometheus(s.metrics_text()),
+                                    "joule_history_stale_writes_total"), 0)
+
+    def test_window_change_rebuilds_above_a_first_run(self):
+        """A data dir only ever started fresh and stopped cleanly has no engine_epoch file.
+        Restarted with another stream.window, the refusal says what to do (move the
+        checkpoints away); the rebuild from the log then begins a recovery epoch, so its
+        windows replace the first run's in history (found by a black-box test: the rebuilt
+        engine began at epoch 0 and every new window starting on a full minute was refused
+        as stale, leaving 1m and 30s records mixed: 84 events counted of 60)."""
+        s = self.server()
+        s.start()
+        dev = f"wc-{uid()}"
+        self.register(s, dev)
+        w = minute_base(3)
+        sent = [{"device_id": dev, "event_id": f"e{i}", "timestamp": fmt_ts(w + 5 * i),
+                 "metrics": {"power_w": 10.0}} for i in range(12)]
+        sent.append({"device_id": dev, "event_id": "late", "timestamp": fmt_ts(w + 90),
+                     "metrics": {"power_w": 10.0}})
+        self.assertEqual(s.post_events(sent)[0], 202)
+        self.assertTrue(poll(lambda: (lambda r: r and r[0]["final"])(
+            self.history(s, dev, w, w + 60)), timeout=20), s.diag())
+        self.assertEqual(s.stop(), 0, s.diag())
+        self.assertFalse(os.path.exists(os.path.join(s.data_dir, "engine_epoch")))
+
+        s.overrides["JOULE_STREAM_WINDOW"] = "30s"
+        with self.assertRaises(ServerError):
+            s.start()
+        self.assertTrue(any("move the checkpoints directory away" in line
+                            for line in s.log_lines()), s.diag())
+        ckpt = os.path.join(s.data_dir, "checkpoints")
+        shutil.move(ckpt, ckpt + ".moved")
+        s.start()
+
+        def counts():
+            got = self.history(s, dev, w, w + 60)
+            return [(r["window_start"], r["count"], r["final"]) for r in got]
+        done = poll(lambda: (lambda c: c if len(c) == 2 and all(f for _, _, f in c) else None)(
+            counts()), timeout=30)
+        self.assertTrue(done, f"{counts()}" + s.diag())
+        self.assertEqual([n for _, n, _ in done], [6, 6])
         self.assertEqual(metric_sum(parse_prometheus(s.metrics_text()),
                                     "joule_history_stale_writes_total"), 0)
 
