@@ -131,7 +131,7 @@ int RunServer(const Config& given_config) {
   // RocksDB refused it: found by a black-box test).
   Result<DataDirLock> dir_lock = DataDirLock::Acquire(config.data_dir);
   if (!dir_lock.ok()) {
-    logging::Error("data dir in use", {{"error", dir_lock.status().message()}});
+    logging::Error(DataDirLockFailure(dir_lock.status()), {{"error", dir_lock.status().message()}});
     return 1;
   }
   // Every connection is a descriptor: the soft limit (often 1024) up to the hard one, and a
