@@ -15,7 +15,13 @@ Result<DataDirLock> DataDirLock::Acquire(const std::string& data_dir) {
   const std::string path = (std::filesystem::path(data_dir) / "joule.lock").string();
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) {
-    return Status::IoError(fmt::format("cannot open {}: {}", path, std::strerror(errno)));
+    const int err = errno;
+    if (err == EROFS || err == EACCES || err == EPERM) {
+      return Status::PermissionDenied(
+          fmt::format("cannot open {}: {} (the data dir is read-only or not writable by this user)",
+                      path, std::strerror(err)));
+    }
+    return Status::IoError(fmt::format("cannot open {}: {}", path, std::strerror(err)));
   }
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
@@ -38,6 +44,17 @@ Result<DataDirLock> DataDirLock::Acquire(const std::string& data_dir) {
     // Not fatal: the flock is what excludes other processes.
   }
   return DataDirLock(fd);
+}
+
+std::string_view DataDirLockFailure(const Status& status) {
+  switch (status.code()) {
+    case StatusCode::kUnavailable:
+      return "data dir in use";
+    case StatusCode::kPermissionDenied:
+      return "data dir not writable";
+    default:
+      return "cannot lock data dir";
+  }
 }
 
 DataDirLock& DataDirLock::operator=(DataDirLock&& o) noexcept {

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "common/status.h"
 
@@ -14,7 +15,9 @@ namespace joule::app {
 class DataDirLock {
  public:
   // Locks `data_dir` (which must exist). Unavailable, naming the holder's pid, when
-  // another process holds it; IoError when the lock file cannot be opened.
+  // another process holds it; PermissionDenied when the lock file cannot be created or
+  // opened for writing because the data dir is read-only (EROFS) or not writable (EACCES,
+  // EPERM); IoError for other failures. Every message names the lock file and the reason.
   static Result<DataDirLock> Acquire(const std::string& data_dir);
 
   DataDirLock(DataDirLock&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
@@ -27,5 +30,10 @@ class DataDirLock {
   explicit DataDirLock(int fd) : fd_(fd) {}
   int fd_ = -1;
 };
+
+// What a failed Acquire means, as a log message: "data dir in use" only when another
+// process holds the lock (found by a black-box test: a read-only data dir was reported as
+// "in use"), "data dir not writable" for PermissionDenied, else "cannot lock data dir".
+std::string_view DataDirLockFailure(const Status& status);
 
 }  // namespace joule::app

@@ -93,6 +93,14 @@ int RunExport(const Config& config, const ExportCliOptions& options) {
     fmt::print(stderr,
                "joule export: a running server holds the data dir: events it has not yet "
                "written to archive files (up to archive.max_file_age ago) are not included\n");
+  } else if (locked.status().code() == StatusCode::kPermissionDenied) {
+    // A read-only data dir (a backup, a read-only mount): export only reads the archive
+    // files; no server can be writing to it through this path, and the log tail cannot be
+    // sealed into it.
+    fmt::print(stderr,
+               "joule export: the data dir is not writable ({}): exporting its archive files "
+               "only (a crashed server's log tail, not yet in archive files, is not included)\n",
+               locked.status().message());
   } else {
     return fail(locked.status().ToString());
   }

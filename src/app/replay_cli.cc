@@ -14,6 +14,7 @@
 
 #include "app/archive_seal.h"
 #include "app/checkpoint_correction.h"
+#include "app/data_dir_id.h"
 #include "app/data_dir_lock.h"
 #include "app/engine_setup.h"
 #include "app/http_client.h"
@@ -276,10 +277,18 @@ int RunReplay(const Config& config, const ReplayCliOptions& options) {
   MetadataTimezones timezones(metadata->get());
 
   std::unique_ptr<store::LatestStore> latest;
+  if (config.latest_backend != "redis") {
+    // Redis (if a later run uses it) misses the records rewritten here.
+    Status renewed = RenewDataDirId(config.data_dir);
+    if (!renewed.ok()) return Fail("data dir id: " + renewed.ToString());
+  }
   if (config.latest_backend == "redis") {
     store::RedisLatestStoreOptions ro;
     if (!config.latest_url.empty()) ro.url = config.latest_url;
     ro.windows_per_device = config.latest_windows;
+    // agg:instance is left alone: this process does not rewrite Redis from history, the
+    // next server does when Redis is not its data dir's (src/store/README.md).
+    ro.instance_id.clear();
     auto redis = store::RedisLatestStore::Open(ro);
     if (!redis.ok()) return Fail("latest store: " + redis.status().ToString());
     latest = std::move(*redis);

@@ -22,6 +22,7 @@
 #include "api/record_json_cache.h"
 #include "api/routes.h"
 #include "app/archiver.h"
+#include "app/data_dir_id.h"
 #include "app/data_dir_lock.h"
 #include "app/engine_setup.h"
 #include "app/file_limit.h"
@@ -102,9 +103,13 @@ Result<std::unique_ptr<store::LatestStore>> OpenLatest(const Config& config,
     if (!config.latest_url.empty()) o.url = config.latest_url;
     o.windows_per_device = config.latest_windows;
     o.metrics = metrics;
+    // Which data dir wrote to Redis last (agg:instance, src/store/README.md).
+    JOULE_ASSIGN_OR_RETURN(o.instance_id, LoadOrCreateDataDirId(config.data_dir));
     JOULE_ASSIGN_OR_RETURN(auto redis, store::RedisLatestStore::Open(o));
     return std::unique_ptr<store::LatestStore>(std::move(redis));
   }
+  // Redis misses what this run emits: a later run with Redis must rewrite it.
+  JOULE_RETURN_IF_ERROR(RenewDataDirId(config.data_dir));
   return std::unique_ptr<store::LatestStore>(
       std::make_unique<store::MemoryLatestStore>(config.latest_windows));
 }
@@ -126,7 +131,7 @@ int RunServer(const Config& given_config) {
   // RocksDB refused it: found by a black-box test).
   Result<DataDirLock> dir_lock = DataDirLock::Acquire(config.data_dir);
   if (!dir_lock.ok()) {
-    logging::Error("data dir in use", {{"error", dir_lock.status().message()}});
+    logging::Error(DataDirLockFailure(dir_lock.status()), {{"error", dir_lock.status().message()}});
     return 1;
   }
   // Every connection is a descriptor: the soft limit (often 1024) up to the hard one, and a

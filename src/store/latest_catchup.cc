@@ -148,7 +148,30 @@ void LatestCatchUp::Drain(const ReadingLookup& reading_of) {
   while (ok && budget > 0 && it != devices_.end()) {
     DeviceBacklog& d = it->second;
     const std::string& id = it->first;
-    if (d.reading) {
+    if (d.newest && history_ != nullptr) {
+      // First, and replacing whatever the store holds for the device: after a resync the
+      // store may hold another data dir's records of higher versions (an older or another
+      // Joule's), which versioned writes would never replace. Buffered records and
+      // re-reads follow, version-guarded as always.
+      auto newest = history_->Latest(id, model::Resolution::kBase, options_.resync_windows);
+      if (!newest.ok()) {
+        if (errors_ != nullptr) errors_->Inc();
+        break;
+      }
+      if (reread_ != nullptr) reread_->Inc(newest->size());
+      const model::Event* e = reading_of ? reading_of(id) : nullptr;
+      Status st = latest_->ReplaceDevice(id, *newest, e);
+      if (!st.ok()) {
+        Failed(st);
+        ok = false;
+        break;
+      }
+      if (written_ != nullptr) written_->Inc(newest->size() + (e != nullptr ? 1 : 0));
+      budget -= std::min(budget, std::max<size_t>(newest->size(), 1));
+      d.newest = false;
+      d.reading = false;
+    }
+    if (ok && budget > 0 && d.reading) {
       if (const model::Event* e = reading_of ? reading_of(id) : nullptr) {
         Status st = latest_->PutReading(*e);
         if (!st.ok()) {
@@ -202,27 +225,7 @@ void LatestCatchUp::Drain(const ReadingLookup& reading_of) {
         d.reread_from_ns = n < q.limit ? kNone : page->records.back().window_start_ns + 1;
       }
     }
-    if (ok && budget > 0 && d.newest) {
-      if (history_ != nullptr) {
-        auto newest = history_->Latest(id, model::Resolution::kBase, options_.resync_windows);
-        if (!newest.ok()) {
-          if (errors_ != nullptr) errors_->Inc();
-          break;
-        }
-        if (reread_ != nullptr) reread_->Inc(newest->size());
-        if (!newest->empty()) {
-          Status st = latest_->PutRecords(*newest);
-          if (!st.ok()) {
-            Failed(st);
-            ok = false;
-            break;
-          }
-          if (written_ != nullptr) written_->Inc(newest->size());
-        }
-        budget -= std::min(budget, std::max<size_t>(newest->size(), 1));
-      }
-      d.newest = false;
-    }
+    if (d.newest && history_ == nullptr) d.newest = false;  // nothing to rewrite from
     if (!ok) break;
     if (!d.reading && !d.newest && d.windows.empty() && d.reread_from_ns == kNone) {
       auto done = it++;

@@ -74,8 +74,10 @@ class LatestCatchUp {
   // batch is caught up (some of them may have been written: the rewrite is harmless).
   void PutReadings(std::span<const model::Event> events);
 
-  // The store lost its data (Redis came back empty): rewrite the device's newest
-  // resync_windows windows from history and its reading. One small entry per device.
+  // The store lost its data (Redis came back empty) or holds another data dir's: replace
+  // what it holds for the device (LatestStore::ReplaceDevice, whatever the versions) with
+  // its newest resync_windows windows from history and its reading, before its buffered
+  // records and re-reads. One small entry per device.
   void Resync(const std::string& device_id);
 
   // True when something is waiting to be written.

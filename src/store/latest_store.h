@@ -55,6 +55,18 @@ class LatestStore {
     for (const model::Event& e : events) JOULE_RETURN_IF_ERROR(PutReading(e));
     return Status::Ok();
   }
+  // Makes the store hold `records` (base resolution) and `reading` (when not null) for the
+  // device instead of whatever it held, also records of higher versions: the resync after
+  // the store turned out to be another instance (InstanceGeneration), whose records for the
+  // device may be another data dir's. REQUIRES: no other writer of the device meanwhile.
+  // Stores that cannot hold another instance's records (memory) just write them.
+  virtual Status ReplaceDevice(std::string_view device_id,
+                               std::span<const model::AggregateRecord> records,
+                               const model::Event* reading) {
+    (void)device_id;
+    JOULE_RETURN_IF_ERROR(PutRecords(records));
+    return reading != nullptr ? PutReading(*reading) : Status::Ok();
+  }
   // Returns false when the store has nothing for the device.
   virtual Result<bool> Get(std::string_view device_id, size_t windows, LatestSnapshot* out) = 0;
   // Whether the store answers (a round trip for remote stores); for health checks.

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -707,3 +708,63 @@ class ArchiveTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+@unittest.skipUnless(shutil.which("zstd"), "the zstd CLI is needed (Debian package zstd)")
+class ReadOnlyDataDirTest(unittest.TestCase):
+    """Found by a black-box test: on a read-only data dir (a backup, a read-only mount)
+    `joule serve` logged "data dir in use" (it is not: the lock file cannot be created), and
+    `joule export`, which only reads the archive, failed on the lock file. EROFS needs a
+    read-only bind mount: the test is skipped where it cannot make one (not root, no
+    CAP_SYS_ADMIN)."""
+
+    def test_export_reads_and_serve_names_the_reason(self):
+        s = JouleServer(env=dict(ENV), name="read-only-source")
+        self.addCleanup(s.cleanup)
+        s.start()
+        base = time.time() - 600
+        dev = f"ro-{uid()}"
+        sent = [{"device_id": dev, "timestamp": fmt_ts(base + 5 * i), "metrics": {"power_w": i}}
+                for i in range(10)]
+        status, _, body = s.post_events(sent)
+        self.assertEqual(status, 202, body)
+        self.assertTrue(poll(lambda: len(archive_rows(s.data_dir)) >= len(sent), timeout=20),
+                        s.diag())
+        s.stop()
+
+        mnt = tempfile.mkdtemp(prefix="joule-ro-")
+        self.addCleanup(shutil.rmtree, mnt, True)
+        bind = subprocess.run(["mount", "--bind", s.data_dir, mnt], capture_output=True)
+        if bind.returncode != 0:
+            self.skipTest(f"cannot bind-mount: {bind.stderr.decode().strip()}")
+        self.addCleanup(subprocess.run, ["umount", mnt], capture_output=True)
+        ro = subprocess.run(["mount", "-o", "remount,ro,bind", mnt], capture_output=True)
+        if ro.returncode != 0:
+            self.skipTest(f"cannot remount read-only: {ro.stderr.decode().strip()}")
+        self.assertFalse(_writable(mnt), "the mount is writable")
+
+        env = dict(s.environment(), JOULE_STORAGE_DATA_DIR=mnt)
+        frm, to = fmt_ts(base - 60), fmt_ts(base + 3600)
+        export = subprocess.run([joule_bin(), "export", "--from", frm, "--to", to], env=env,
+                                capture_output=True, timeout=120)
+        self.assertEqual(export.returncode, 0, export.stderr.decode())
+        exported = [json.loads(l) for l in export.stdout.decode().splitlines()]
+        self.assertEqual(sorted(r["timestamp"] for r in exported),
+                         sorted(r["timestamp"] for r in archive_rows(s.data_dir)))
+        self.assertEqual(len(exported), len(sent))
+        self.assertIn("not writable", export.stderr.decode())
+
+        serve = subprocess.run([joule_bin(), "serve"], env=env, capture_output=True, timeout=60)
+        self.assertEqual(serve.returncode, 1, serve.stderr.decode())
+        err = serve.stderr.decode()
+        self.assertIn("data dir not writable", err)
+        self.assertIn("Read-only file system", err)
+        self.assertNotIn("in use", err)
+
+
+def _writable(path):
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            return True
+    except OSError:
+        return False

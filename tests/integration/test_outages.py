@@ -289,6 +289,119 @@ class RedisOutageTest(unittest.TestCase):
         self.assertEqual(rt["source"], "redis", rt)
 
 
+class RedisOfAnotherDataDirTest(unittest.TestCase):
+    """Found by a black-box test: a Redis last written by another data dir (here: a deleted
+    one) kept that data dir's records, because they had higher versions than the new data
+    dir's: realtime said "final": false with the old partial count while history had the
+    final record. `agg:instance` now holds the data dir's id (`{data_dir}/data_dir_id`); a
+    Redis holding another id counts as new, and every device's keys are replaced from
+    history, whatever their versions. Also a run with the memory backend in between gives
+    the data dir a new id, so the next run with Redis rewrites what Redis missed."""
+
+    def server(self, redis, name, backend="redis"):
+        env = dict(FAST_STREAM, JOULE_AUTH_MODE="disabled", JOULE_LATEST_BACKEND=backend)
+        if backend == "redis":
+            env["JOULE_LATEST_URL"] = redis.url
+        server = JouleServer(env=env, name=name)
+        self.addCleanup(server.cleanup)
+        return server
+
+    def register(self, server, dev):
+        st, _, body = server.request("POST", "/v1/devices", {"device_id": dev, "owner_id": "o"},
+                                     ADMIN)
+        self.assertEqual(st, 201, body)
+
+    def test_records_of_a_deleted_data_dir_are_replaced(self):
+        redis = PrivateRedis().start()
+        self.addCleanup(redis.cleanup)
+        dev = f"flip-{uid()}"
+        base = minute_base(10)
+        key = f"agg:device:{dev}:latest"
+        ws = fmt_ts(base)
+
+        # The first data dir: one event per request, so that the window's early firings
+        # give it many versions; its partial record stays in Redis.
+        first = self.server(redis, "redis-first")
+        first.start()
+        self.register(first, dev)
+        for k in range(8):
+            st, _, body = first.post_events(
+                [{"device_id": dev, "timestamp": fmt_ts(base + 5 * k), "metrics": {"power_w": 1}}],
+                ADMIN)
+            self.assertEqual(st, 202, body)
+            time.sleep(1.2)  # > early_fire_interval: each event is another version
+
+        def stored():
+            raw = redis.cli("HGET", key, ws).strip()
+            return json.loads(raw) if raw else None
+        self.assertTrue(poll(lambda: (stored() or {}).get("count") == 8, timeout=30),
+                        first.diag())
+        first.stop()
+        old = stored()
+
+        # A new data dir, the same Redis: the same window in one request, and a later one.
+        second = self.server(redis, "redis-second")
+        second.start()
+        self.register(second, dev)
+        events = [{"device_id": dev, "timestamp": fmt_ts(base + 2 * k), "metrics": {"power_w": 2}}
+                  for k in range(30)] + [
+                      {"device_id": dev, "timestamp": fmt_ts(base + 90), "metrics": {"power_w": 2}}]
+        st, _, body = second.post_events(events, ADMIN)
+        self.assertEqual(st, 202, body)
+        self.assertTrue(poll(lambda: any(r["window_start"] == ws and r["final"]
+                                         for r in history_1m(second, dev, base, base + 600)),
+                             timeout=30), second.diag())
+        want = {r["window_start"]: r for r in history_1m(second, dev, base, base + 600)}
+        # The premise: the old record outranks the new one by its version.
+        self.assertGreater(old["version"], want[ws]["version"], (old, want[ws]))
+
+        def redis_equals_history():
+            held = {f: json.loads(v) for f, v in redis_hash(redis, key).items()}
+            return held == want
+        self.assertTrue(poll(redis_equals_history, timeout=30, interval=0.3),
+                        f"redis: {redis_hash(redis, key)}\nhistory: {want}" + second.diag())
+        with open(os.path.join(second.data_dir, "data_dir_id")) as f:
+            self.assertEqual(redis.cli("GET", "agg:instance").strip(), f.read().strip())
+        st, _, rt = second.realtime(dev, windows=10, headers=ADMIN)
+        self.assertEqual(st, 200, rt)
+        self.assertEqual(rt["source"], "redis", rt)
+        got = {r["window_start"]: (r["final"], r["count"], r["version"]) for r in rt["data"]}
+        self.assertEqual(got[ws], (True, 30, want[ws]["version"]), rt)
+        second.stop()
+
+        # The same data dir with the memory backend, then Redis again: what was emitted
+        # meanwhile reaches Redis without a new event.
+        memory = JouleServer(env=dict(FAST_STREAM, JOULE_AUTH_MODE="disabled",
+                                      JOULE_LATEST_BACKEND="memory"),
+                             data_dir=second.data_dir, name="memory-between")
+        self.addCleanup(memory.cleanup)
+        memory.start()
+        later = base + 180
+        st, _, body = memory.post_events(
+            [{"device_id": dev, "timestamp": fmt_ts(later + 2 * k), "metrics": {"power_w": 3}}
+             for k in range(10)], ADMIN)
+        self.assertEqual(st, 202, body)
+        self.assertTrue(poll(lambda: any(r["window_start"] == fmt_ts(later) and r["final"]
+                                         for r in history_1m(memory, dev, base, base + 600)),
+                             timeout=30), memory.diag())
+        memory.stop()
+        again = JouleServer(env=dict(FAST_STREAM, JOULE_AUTH_MODE="disabled",
+                                     JOULE_LATEST_BACKEND="redis", JOULE_LATEST_URL=redis.url),
+                            data_dir=second.data_dir, name="redis-again")
+        self.addCleanup(again.cleanup)
+        again.start()
+        want = {r["window_start"]: r for r in history_1m(again, dev, base, base + 600)}
+        self.assertIn(fmt_ts(later), want)
+        self.assertTrue(poll(redis_equals_history, timeout=30, interval=0.3),
+                        f"redis: {redis_hash(redis, key)}\nhistory: {want}" + again.diag())
+
+
+def redis_hash(redis, key):
+    """HGETALL of key as a dict (redis-cli prints field and value on alternate lines)."""
+    lines = redis.cli("HGETALL", key).splitlines()
+    return dict(zip(lines[0::2], lines[1::2]))
+
+
 class RedisEmptyAfterJouleRestartTest(unittest.TestCase):
     """Found by a black-box test: (1) an idle server said "up" in /readyz for a dead Redis
     (only a failed write noticed it); (2) a Redis that came back empty while Joule itself had

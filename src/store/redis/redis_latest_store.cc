@@ -13,6 +13,7 @@
 #include <csignal>
 #include <utility>
 
+#include "common/logging.h"
 #include "common/metrics.h"
 #include "common/time_format.h"
 #include "model/aggregate_record.h"
@@ -35,7 +36,7 @@ using ContextPtr = std::unique_ptr<redisContext, ContextFree>;
 // A command as its arguments (binary-safe).
 using Command = std::vector<std::string>;
 
-// Set by the first connection to a Redis (RedisLatestStore::Connect).
+// Holds the id of the data dir that last connected (RedisLatestStore::Connect).
 constexpr std::string_view kInstanceKey = "agg:instance";
 
 // Compare-and-set of one record. The stored version is that of the hash field, else of
@@ -46,7 +47,7 @@ constexpr std::string_view kInstanceKey = "agg:instance";
 constexpr std::string_view kRecordScript = R"lua(
 -- KEYS[1] agg:device:{id}:latest   KEYS[2] agg:device:{id}:window:{start}
 -- ARGV[1] window_start  ARGV[2] record JSON  ARGV[3] version  ARGV[4] window TTL (ms)
--- ARGV[5] windows kept  ARGV[6] updates channel
+-- ARGV[5] windows kept  ARGV[6] updates channel  ARGV[7] '1': write whatever is held (a resync)
 local function version_of(json)
   if not json then return nil end
   local ok, record = pcall(cjson.decode, json)
@@ -55,9 +56,11 @@ local function version_of(json)
   end
   return nil
 end
-local held = version_of(redis.call('HGET', KEYS[1], ARGV[1]))
-if not held then held = version_of(redis.call('GET', KEYS[2])) end
-if held and held >= tonumber(ARGV[3]) then return 0 end
+if ARGV[7] ~= '1' then
+  local held = version_of(redis.call('HGET', KEYS[1], ARGV[1]))
+  if not held then held = version_of(redis.call('GET', KEYS[2])) end
+  if held and held >= tonumber(ARGV[3]) then return 0 end
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[4])
 local limit = tonumber(ARGV[5])
@@ -88,6 +91,18 @@ redis.call('PUBLISH', ARGV[3], ARGV[1])
 return 1
 )lua";
 
+// Forgets what Redis holds for one device (ReplaceDevice): the hash, the window keys of its
+// fields, the reading and its order key. Window keys of windows already trimmed from the
+// hash are not known here; they expire (window TTL), and the forced writes that follow
+// replace those of the windows rewritten.
+constexpr std::string_view kForgetDeviceScript = R"lua(
+-- KEYS[1] agg:device:{id}:latest  KEYS[2] agg:device:{id}:reading
+-- KEYS[3] agg:device:{id}:reading:order  ARGV[1] agg:device:{id}:window:
+local fields = redis.call('HKEYS', KEYS[1])
+for i = 1, #fields do redis.call('DEL', ARGV[1] .. fields[i]) end
+return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+)lua";
+
 std::string Sha1Hex(std::string_view data) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int length = 0;
@@ -100,10 +115,14 @@ std::string Sha1Hex(std::string_view data) {
   return hex;
 }
 
+}  // namespace
+
 struct Script {
   std::string_view source;
   std::string sha;
 };
+
+namespace {
 
 const Script& RecordScript() {
   static const Script script{kRecordScript, Sha1Hex(kRecordScript)};
@@ -115,11 +134,32 @@ const Script& ReadingScript() {
   return script;
 }
 
+const Script& ForgetDeviceScript() {
+  static const Script script{kForgetDeviceScript, Sha1Hex(kForgetDeviceScript)};
+  return script;
+}
+
+}  // namespace
+
+// One EVALSHA (declared in the header for RedisLatestStore::RunCalls).
 struct ScriptCall {
   const Script* script;
   std::vector<std::string> keys;
   std::vector<std::string> args;
+  // The device written, for the first-write claim (RedisLatestStore::RunCalls); empty: none.
+  // Points into the caller's records or events.
+  std::string_view device;
 };
+
+namespace {
+
+ScriptCall ForgetDeviceCall(std::string_view device_id) {
+  return ScriptCall{
+      &ForgetDeviceScript(),
+      {RedisLatestKey(device_id), RedisReadingKey(device_id), RedisReadingOrderKey(device_id)},
+      {fmt::format("agg:device:{}:window:", device_id)},
+      {}};
+}
 
 Command EvalCommand(const ScriptCall& call, bool by_sha) {
   Command c;
@@ -380,7 +420,13 @@ struct RedisLatestStore::Slot {
   // (NOSCRIPT: after a restart or SCRIPT FLUSH) as EVAL.
   Status RunScripts(std::span<const ScriptCall> calls) {
     resp.clear();
-    for (const ScriptCall& call : calls) AppendEvalResp(call, /*by_sha=*/true, &resp);
+    // The forget script goes by EVAL: a call answered NOSCRIPT is re-sent after the others,
+    // which is harmless for the version-guarded writes but would run a forget after the
+    // device's writes that follow it (found by integration_history with redis_test's SCRIPT
+    // FLUSH alongside: the fresh reading was deleted).
+    for (const ScriptCall& call : calls) {
+      AppendEvalResp(call, /*by_sha=*/call.script != &ForgetDeviceScript(), &resp);
+    }
     std::vector<ReplyPtr>& replies = script_replies;
     JOULE_RETURN_IF_ERROR(PipelineResp(resp, calls.size(), &replies));
     std::vector<size_t> unknown;
@@ -481,12 +527,22 @@ RedisLatestStore::RedisLatestStore(RedisLatestStoreOptions options, RedisEndpoin
                                             "Redis connections opened again after one broke");
     instruments_.empty_instances = m->GetCounter(
         "joule_redis_empty_instances_total",
-        "Connections that found a Redis without agg:instance (empty or another instance): its "
-        "devices are rewritten from history");
+        "Connections that found a Redis without agg:instance (empty or new): its devices are "
+        "rewritten from history");
+    instruments_.foreign_instances = m->GetCounter(
+        "joule_redis_foreign_instances_total",
+        "Connections that found agg:instance naming another data dir: its devices are "
+        "rewritten from history");
   }
 }
 
 RedisLatestStore::~RedisLatestStore() = default;
+
+void RedisLatestStore::StartClaiming() {
+  std::lock_guard lock(claims_mu_);
+  claimed_.clear();
+  claiming_.store(true, std::memory_order_release);
+}
 
 RedisLatestStore::Slot& RedisLatestStore::Acquire(std::unique_lock<std::mutex>* lock) {
   const size_t start = next_slot_.fetch_add(1, std::memory_order_relaxed) % slots_.size();
@@ -521,31 +577,67 @@ Status RedisLatestStore::WithConnection(Body&& body) {
 Status RedisLatestStore::Connect(Slot& slot) {
   JOULE_RETURN_IF_ERROR(slot.Connect(endpoint_, options_));
   // Which server is this? A new run_id means a restart: its data may be gone. And does it
-  // hold what Joule wrote? `agg:instance` is set by the first connection to a Redis without
-  // it: a Redis that lacks it is empty or another one (restarted without persistence, a new
-  // backend), also when Joule itself restarted meanwhile (found by a black-box test: a
-  // Redis that came back empty while Joule was down was never rewritten).
-  const std::array<Command, 2> info = {Command{"INFO", "server"},
-                                       Command{"SET", std::string(kInstanceKey), "1", "NX"}};
+  // hold what this data dir wrote? `agg:instance` holds the id of the data dir that claimed
+  // it. Missing (SET NX sets it): an empty or new Redis (restarted without persistence, a
+  // new backend), also when Joule itself restarted meanwhile (found by a black-box test: a
+  // Redis that came back empty while Joule was down was never rewritten). Another id, seen
+  // by the first connection to this server run (this process's first, or after a Redis
+  // restart): another data dir's records, or an older one's (found by a black-box test: a
+  // deleted data dir's partial window outranked the new data dir's final one by its
+  // version); it is claimed. Later connections to the same run leave another id alone, so
+  // that two data dirs on one Redis (unsupported) do not take it from each other on every
+  // reconnect.
+  std::vector<Command> info = {Command{"INFO", "server"}};
+  if (!options_.instance_id.empty()) {
+    info.push_back(Command{"SET", std::string(kInstanceKey), options_.instance_id, "NX", "GET"});
+  }
   std::vector<ReplyPtr> replies;
   Status st = slot.Pipeline(info, &replies);
   if (!st.ok()) return st;
-  if (replies[1]->type == REDIS_REPLY_STATUS) {  // OK: the key was missing
-    instance_generation_.fetch_add(1, std::memory_order_acq_rel);
-    if (instruments_.empty_instances != nullptr) instruments_.empty_instances->Inc();
-  }
+  std::string server_run;
   if (replies[0]->type == REDIS_REPLY_STRING) {
     std::string_view text = ReplyText(replies[0].get());
     constexpr std::string_view kKey = "run_id:";
     if (size_t at = text.find(kKey); at != std::string_view::npos) {
       std::string_view id = text.substr(at + kKey.size());
-      id = id.substr(0, id.find_first_of("\r\n"));
-      std::lock_guard lock(run_id_mu_);
-      if (!run_id_.empty() && run_id_ != id) {
-        instance_generation_.fetch_add(1, std::memory_order_acq_rel);
-      }
-      run_id_ = std::string(id);
+      server_run = id.substr(0, id.find_first_of("\r\n"));
     }
+  }
+  bool new_run = true;
+  {
+    std::lock_guard lock(run_id_mu_);
+    new_run = server_run.empty() || server_run != run_id_;
+  }
+  if (replies.size() > 1) {
+    const redisReply* marker = replies[1].get();
+    if (marker->type == REDIS_REPLY_NIL) {  // the key was missing; it is ours now
+      StartClaiming();
+      instance_generation_.fetch_add(1, std::memory_order_acq_rel);
+      if (instruments_.empty_instances != nullptr) instruments_.empty_instances->Inc();
+    } else if (marker->type == REDIS_REPLY_STRING) {
+      const std::string found(ReplyText(marker));
+      if (found != options_.instance_id && new_run) {
+        const std::array<Command, 1> claim = {
+            Command{"SET", std::string(kInstanceKey), options_.instance_id}};
+        std::vector<ReplyPtr> claimed;
+        JOULE_RETURN_IF_ERROR(slot.Pipeline(claim, &claimed));
+        if (claimed[0]->type != REDIS_REPLY_STATUS) return UnexpectedReply("SET", claimed[0].get());
+        StartClaiming();
+        instance_generation_.fetch_add(1, std::memory_order_acq_rel);
+        if (instruments_.foreign_instances != nullptr) instruments_.foreign_instances->Inc();
+        logging::Warn("redis held another data dir's records; rewriting every device from history",
+                      {{"found", found}, {"ours", options_.instance_id}});
+      }
+    } else {
+      return UnexpectedReply("SET NX GET", marker);
+    }
+  }
+  if (!server_run.empty()) {
+    std::lock_guard lock(run_id_mu_);
+    if (!run_id_.empty() && run_id_ != server_run) {
+      instance_generation_.fetch_add(1, std::memory_order_acq_rel);
+    }
+    run_id_ = server_run;
   }
   if (instruments_.connects != nullptr) instruments_.connects->Inc();
   if (slot.ever_connected && instruments_.reconnects != nullptr) instruments_.reconnects->Inc();
@@ -555,9 +647,10 @@ Status RedisLatestStore::Connect(Slot& slot) {
 
 namespace {
 
-ScriptCall RecordCall(const model::AggregateRecord& r, const RedisLatestStoreOptions& options) {
+ScriptCall RecordCall(const model::AggregateRecord& r, const RedisLatestStoreOptions& options,
+                      bool force = false) {
   std::string window_start = FormatRfc3339Millis(r.window_start_ns);
-  ScriptCall call{&RecordScript(), {}, {}};
+  ScriptCall call{&RecordScript(), {}, {}, {}};
   call.keys = {RedisLatestKey(r.device_id),
                fmt::format("agg:device:{}:window:{}", r.device_id, window_start)};
   call.args = {std::move(window_start),
@@ -565,11 +658,41 @@ ScriptCall RecordCall(const model::AggregateRecord& r, const RedisLatestStoreOpt
                std::to_string(r.version),
                std::to_string(std::max<int64_t>(1, options.window_ttl_ns / kNanosPerMilli)),
                std::to_string(options.windows_per_device),
-               RedisUpdatesChannel(r.device_id)};
+               RedisUpdatesChannel(r.device_id),
+               force ? "1" : "0"};
+  call.device = r.device_id;
   return call;
 }
 
 }  // namespace
+
+Status RedisLatestStore::RunCalls(Slot& slot, std::span<const ScriptCall> calls) {
+  std::vector<ScriptCall> with_forgets;
+  std::vector<std::string> claimed;  // by this call: unclaimed again if it fails
+  if (claiming_.load(std::memory_order_acquire)) {
+    std::lock_guard lock(claims_mu_);
+    for (size_t i = 0; i < calls.size(); ++i) {
+      const std::string_view device = calls[i].device;
+      if (!device.empty() && claimed_.emplace(device).second) {
+        if (with_forgets.empty()) with_forgets.assign(calls.begin(), calls.begin() + i);
+        with_forgets.push_back(ForgetDeviceCall(device));
+        claimed.emplace_back(device);
+      }
+      if (!with_forgets.empty()) with_forgets.push_back(calls[i]);
+    }
+    if (!with_forgets.empty()) calls = with_forgets;
+  }
+  for (size_t i = 0; i < calls.size(); i += kPipelineChunk) {
+    const size_t n = std::min(kPipelineChunk, calls.size() - i);
+    Status st = slot.RunScripts(calls.subspan(i, n));
+    if (!st.ok()) {
+      std::lock_guard lock(claims_mu_);
+      for (const std::string& device : claimed) claimed_.erase(device);
+      return st;
+    }
+  }
+  return Status::Ok();
+}
 
 Status RedisLatestStore::PutRecord(const model::AggregateRecord& record) {
   return PutRecords(std::span<const model::AggregateRecord>(&record, 1));
@@ -582,12 +705,36 @@ Status RedisLatestStore::PutRecords(std::span<const model::AggregateRecord> reco
   }
   if (calls.empty()) return Status::Ok();
   const CallTimer timer(instruments_.write_seconds, instruments_.write_errors);
-  return timer.Done(WithConnection([&](Slot& slot) {
-    for (size_t i = 0; i < calls.size(); i += kPipelineChunk) {
-      const size_t n = std::min(kPipelineChunk, calls.size() - i);
-      JOULE_RETURN_IF_ERROR(slot.RunScripts(std::span<const ScriptCall>(calls).subspan(i, n)));
+  return timer.Done(WithConnection([&](Slot& slot) { return RunCalls(slot, calls); }));
+}
+
+Status RedisLatestStore::ReplaceDevice(std::string_view device_id,
+                                       std::span<const model::AggregateRecord> records,
+                                       const model::Event* reading) {
+  const std::string id(device_id);
+  std::vector<ScriptCall> calls;
+  calls.reserve(records.size() + 2);
+  calls.push_back(ForgetDeviceCall(id));
+  for (const model::AggregateRecord& r : records) {
+    if (r.resolution == model::Resolution::kBase && r.device_id == id) {
+      calls.push_back(RecordCall(r, options_, /*force=*/true));
+      calls.back().device = {};  // forgotten above
     }
-    return Status::Ok();
+  }
+  if (reading != nullptr && reading->device_id == id) {
+    calls.push_back(ScriptCall{
+        &ReadingScript(),
+        {RedisReadingKey(id), RedisReadingOrderKey(id)},
+        {ReadingToJson(*reading), ReadingOrder(reading->timestamp_ns), RedisUpdatesChannel(id)},
+        {}});
+  }
+  const CallTimer timer(instruments_.write_seconds, instruments_.write_errors);
+  return timer.Done(WithConnection([&](Slot& slot) {
+    if (claiming_.load(std::memory_order_acquire)) {  // after connecting: it may start there
+      std::lock_guard lock(claims_mu_);
+      claimed_.insert(id);
+    }
+    return RunCalls(slot, calls);
   }));
 }
 
@@ -603,16 +750,11 @@ Status RedisLatestStore::PutReadings(std::span<const model::Event> events) {
     calls.push_back(ScriptCall{
         &ReadingScript(),
         {RedisReadingKey(e.device_id), RedisReadingOrderKey(e.device_id)},
-        {ReadingToJson(e), ReadingOrder(e.timestamp_ns), RedisUpdatesChannel(e.device_id)}});
+        {ReadingToJson(e), ReadingOrder(e.timestamp_ns), RedisUpdatesChannel(e.device_id)},
+        e.device_id});
   }
   const CallTimer timer(instruments_.write_seconds, instruments_.write_errors);
-  return timer.Done(WithConnection([&](Slot& slot) {
-    for (size_t i = 0; i < calls.size(); i += kPipelineChunk) {
-      const size_t n = std::min(kPipelineChunk, calls.size() - i);
-      JOULE_RETURN_IF_ERROR(slot.RunScripts(std::span<const ScriptCall>(calls).subspan(i, n)));
-    }
-    return Status::Ok();
-  }));
+  return timer.Done(WithConnection([&](Slot& slot) { return RunCalls(slot, calls); }));
 }
 
 Result<bool> RedisLatestStore::Get(std::string_view device_id, size_t windows,

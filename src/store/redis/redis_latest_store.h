@@ -37,6 +37,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "common/clock.h"
@@ -51,6 +52,9 @@ class Histogram;
 
 namespace joule::store {
 
+struct Script;
+struct ScriptCall;
+
 struct RedisLatestStoreOptions {
   std::string url = "redis://127.0.0.1:6379/0";  // redis://[[user]:password@]host[:port][/db]
   size_t windows_per_device = 60;                // N: hash fields kept per device
@@ -59,6 +63,9 @@ struct RedisLatestStoreOptions {
   int64_t command_timeout_ns = 500 * kNanosPerMilli;  // per read or write on the socket
   size_t connections = 4;                             // pool size
   std::string client_name = "joule";                  // CLIENT SETNAME, for CLIENT LIST
+  // The data dir's id (app/data_dir_id.h), kept as the value of `agg:instance`. Empty: the
+  // marker is neither read nor set (a client that does not resync, e.g. `joule replay`).
+  std::string instance_id = "1";
   // Optional (must outlive the store): joule_redis_{write,read}_seconds (histograms of
   // successful calls), joule_redis_errors_total{op}, joule_redis_connects_total and
   // joule_redis_reconnects_total (a pooled connection opened again after it broke).
@@ -98,6 +105,10 @@ class RedisLatestStore final : public LatestStore {
   // calling PutRecord for each in order. On error some records may have been written.
   Status PutRecords(std::span<const model::AggregateRecord> records) override;
   bool PrefersBatches() const override { return true; }
+  // Deletes the device's hash, the window keys of its fields and its reading, then writes
+  // `records` whatever their versions and `reading`: one pipeline.
+  Status ReplaceDevice(std::string_view device_id, std::span<const model::AggregateRecord> records,
+                       const model::Event* reading) override;
   // PutReading for each event in order, pipelined the same way (a processor's batch: one
   // round trip per chunk instead of one per event). Every reading written is published.
   Status PutReadings(std::span<const model::Event> events) override;
@@ -105,9 +116,10 @@ class RedisLatestStore final : public LatestStore {
   // Round trip to Redis: Ok when it answers. For readiness checks.
   Status Ping() override;
   // Incremented whenever a new connection finds a server run_id (INFO server) other than
-  // the one seen before (the server restarted and may have lost its data), or a Redis
-  // without `agg:instance` (empty, or not the one Joule wrote to: also right after this
-  // process started), which that connection then sets.
+  // the one seen before (the server restarted and may have lost its data), or a Redis whose
+  // `agg:instance` is missing (empty or new: also right after this process started; the
+  // connection sets it to options().instance_id), or — on the first connection to a server
+  // run — holds another id (another data dir wrote to it last; it is set to ours).
   uint64_t InstanceGeneration() const override {
     return instance_generation_.load(std::memory_order_acquire);
   }
@@ -126,6 +138,14 @@ class RedisLatestStore final : public LatestStore {
   Status WithConnection(Body&& body);
   // Connects `slot` and counts it.
   Status Connect(Slot& slot);
+  // A connection found agg:instance missing or another data dir's: from now on, the first
+  // write of each device (in this process) first forgets what Redis holds for it — the
+  // processors' resync (ReplaceDevice) covers the devices they know, this the others (a
+  // device new to this data dir, whose stale keys would outrank its records by version).
+  void StartClaiming();
+  // Runs the script calls pipelined (chunks of kPipelineChunk), each unclaimed device's
+  // calls preceded by the forget script while claiming.
+  Status RunCalls(Slot& slot, std::span<const ScriptCall> calls);
 
   struct Instruments {
     Histogram* write_seconds = nullptr;
@@ -136,6 +156,7 @@ class RedisLatestStore final : public LatestStore {
     Counter* connects = nullptr;
     Counter* reconnects = nullptr;
     Counter* empty_instances = nullptr;
+    Counter* foreign_instances = nullptr;
   };
 
   RedisLatestStoreOptions options_;
@@ -146,6 +167,9 @@ class RedisLatestStore final : public LatestStore {
   std::mutex run_id_mu_;
   std::string run_id_;  // of the server last connected to
   std::atomic<uint64_t> instance_generation_{0};
+  std::atomic<bool> claiming_{false};
+  std::mutex claims_mu_;
+  std::unordered_set<std::string> claimed_;  // devices written since StartClaiming
 };
 
 }  // namespace joule::store

@@ -369,8 +369,10 @@ class RedisLatestStoreTest : public ::testing::Test {
   }
 
   std::unique_ptr<RedisLatestStore> OpenStore(size_t windows = 60, size_t connections = 4,
-                                              std::string client_name = "joule-test") {
+                                              std::string client_name = "joule-test",
+                                              std::string instance_id = "1") {
     RedisLatestStoreOptions o;
+    o.instance_id = std::move(instance_id);
     o.url = url_;
     o.windows_per_device = windows;
     o.connections = connections;
@@ -429,6 +431,54 @@ TEST_F(RedisLatestStoreTest, WritesTheContractLayout) {
   EXPECT_EQ(raw_->String({"GET", "agg:device:" + device_ + ":reading"}),
             R"({"timestamp":"2026-11-28T19:00:05.250Z","received_at":"2026-11-28T19:00:05.300Z",)"
             R"("metrics":{"power_w":12.3,"voltage_v":230.1},"meta":{"firmware":"1.0.3"}})");
+}
+
+// Found by a black-box test: a Redis last written by another (or a deleted) data dir kept
+// its records, which outranked the new data dir's by version. A connection that finds
+// another id in agg:instance bumps the generation and claims it; the first write of each
+// device then replaces its keys, and ReplaceDevice (the processors' resync) writes
+// whatever versions Redis held.
+TEST_F(RedisLatestStoreTest, AnotherDataDirsRecordsAreReplaced) {
+  const std::string a_id = "a-" + RunId() + Device("");
+  const std::string b_id = "b-" + RunId() + Device("");
+  auto a = OpenStore(60, 1, "joule-test", a_id);
+  ASSERT_NE(a, nullptr);
+  const std::string latest = RedisLatestKey(device_);
+  ASSERT_TRUE(a->PutRecord(Record(device_, 0, 9)).ok());
+  // Only the record script in the server's cache: a forget sent by EVALSHA would be
+  // answered NOSCRIPT and re-sent after the writes that follow it, deleting them.
+  ASSERT_EQ(raw_->Run({"SCRIPT", "FLUSH"})->type, REDIS_REPLY_STATUS);
+  ASSERT_TRUE(a->PutRecord(Record(device_, 1, 9)).ok());
+  EXPECT_EQ(raw_->String({"GET", "agg:instance"}), a_id);
+
+  auto b = OpenStore(60, 1, "joule-test", b_id);
+  ASSERT_NE(b, nullptr);
+  const uint64_t before = b->InstanceGeneration();
+  ASSERT_TRUE(b->PutRecord(Record(device_, 0, 1)).ok());
+  EXPECT_GT(b->InstanceGeneration(), before);
+  EXPECT_EQ(raw_->String({"GET", "agg:instance"}), b_id);
+  EXPECT_EQ(StoredVersion(latest, "2026-11-28T19:00:00.000Z"), 1u);
+  EXPECT_EQ(raw_->Strings({"HKEYS", latest}), std::vector<std::string>{"2026-11-28T19:00:00.000Z"});
+  // The window key of a forgotten field is gone too.
+  EXPECT_EQ(raw_->String({"GET", RedisWindowKey(device_, Record(device_, 1, 9).window_start_ns)}),
+            std::nullopt);
+  // Claimed: later writes are version-guarded again.
+  ASSERT_TRUE(b->PutRecord(Record(device_, 1, 3)).ok());
+  ASSERT_TRUE(b->PutRecord(Record(device_, 1, 2)).ok());
+  EXPECT_EQ(StoredVersion(latest, "2026-11-28T19:01:00.000Z"), 3u);
+
+  // ReplaceDevice: what the store held goes, whatever its version.
+  const std::vector<AggregateRecord> rewrite = {Record(device_, 1, 2)};
+  ASSERT_TRUE(b->ReplaceDevice(device_, rewrite, nullptr).ok());
+  EXPECT_EQ(raw_->Strings({"HKEYS", latest}), std::vector<std::string>{"2026-11-28T19:01:00.000Z"});
+  EXPECT_EQ(StoredVersion(latest, "2026-11-28T19:01:00.000Z"), 2u);
+  EXPECT_EQ(StoredVersion(RedisWindowKey(device_, rewrite[0].window_start_ns)), 2u);
+
+  // The same data dir again: no new instance.
+  auto b2 = OpenStore(60, 1, "joule-test", b_id);
+  ASSERT_NE(b2, nullptr);
+  ASSERT_TRUE(b2->Ping().ok());
+  EXPECT_EQ(b2->InstanceGeneration(), 0u);
 }
 
 TEST_F(RedisLatestStoreTest, HighestVersionWins) {
