@@ -502,17 +502,21 @@ class PrivatePostgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def postgres_server(pg, name):
+    """A server with auth on, its metadata in `pg`, and no request rate limit."""
+    return JouleServer(env=dict(FAST_STREAM, JOULE_AUTH_MODE="required",
+                                JOULE_AUTH_ADMIN_TOKEN=ADMIN_TOKEN,
+                                JOULE_METADATA_BACKEND="postgres", JOULE_METADATA_URL=pg.url,
+                                JOULE_LIMITS_REQUESTS_PER_SECOND="0"),
+                       name=name)
+
+
 class PostgresRestartTest(unittest.TestCase):
 
     def test_restart_during_ingest(self):
         pg = PrivatePostgres()
-        server = JouleServer(env=dict(FAST_STREAM, JOULE_AUTH_MODE="required",
-                                      JOULE_AUTH_ADMIN_TOKEN=ADMIN_TOKEN,
-                                      JOULE_METADATA_BACKEND="postgres",
-                                      JOULE_METADATA_URL=pg.url,
-                                      # Three device tokens posting as fast as they can.
-                                      JOULE_LIMITS_REQUESTS_PER_SECOND="0"),
-                             name="pg-restart")
+        # Three device tokens posting as fast as they can (no request rate limit).
+        server = postgres_server(pg, "pg-restart")
         try:
             server.start()
             self.run_restart(server, pg)
@@ -627,12 +631,7 @@ class PostgresOutageWritesTest(unittest.TestCase):
 
     def test_failed_writes_keep_cached_devices_and_registrations_recover(self):
         pg = PrivatePostgres()
-        server = JouleServer(env=dict(FAST_STREAM, JOULE_AUTH_MODE="required",
-                                      JOULE_AUTH_ADMIN_TOKEN=ADMIN_TOKEN,
-                                      JOULE_METADATA_BACKEND="postgres",
-                                      JOULE_METADATA_URL=pg.url,
-                                      JOULE_LIMITS_REQUESTS_PER_SECOND="0"),
-                             name="pg-writes")
+        server = postgres_server(pg, "pg-writes")
         try:
             server.start()
             self.run_outage(server, pg)
