@@ -1218,8 +1218,8 @@ bool WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t no
   if (d.shape_n != 0) {
     const PendResult r = TryPend(d, ev, now_ns);
     if (r != kNotPended) return r == kPended;
-    FlushPending(d);
   }
+  FlushPending(d);  // (rows exist only while shape_n > 0; checked anyway: one byte)
   if (now_ns > d.last_seen) d.last_seen = now_ns;
   if (!d.has_events && d.next_early == 0) d.next_early = now_ns + E.opt.early_fire_interval_ns;
   // Resuming after an idle finalization closed every window: early firings are due again
