@@ -1,9 +1,6 @@
 #include "app/http_client.h"
 
 #include <fmt/format.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -12,6 +9,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <utility>
+
+#include "app/tcp_connect.h"
 
 namespace joule::app {
 
@@ -31,8 +30,8 @@ int HttpClient::Request(const std::string& method, const std::string& path,
     if (!token.empty()) req += fmt::format("Authorization: Bearer {}\r\n", token);
     req += "\r\n";
     req += body;
-    if (!SendAll(req)) {
-      last_error_ = fmt::format("send failed: {}", std::strerror(errno));
+    if (std::string error; !SendAllBytes(fd_, req, &error)) {
+      last_error_ = "send failed: " + error;
       Close();
       continue;
     }
@@ -48,27 +47,7 @@ int HttpClient::Request(const std::string& method, const std::string& path,
 }
 
 bool HttpClient::Connect() {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* res = nullptr;
-  if (int rc = getaddrinfo(host_.c_str(), port_.c_str(), &hints, &res); rc != 0) {
-    last_error_ = fmt::format("cannot resolve {}: {}", host_, gai_strerror(rc));
-    return false;
-  }
-  for (addrinfo* a = res; a; a = a->ai_next) {
-    int fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
-    if (fd < 0) continue;
-    if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
-      int one = 1;
-      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      fd_ = fd;
-      break;
-    }
-    last_error_ = std::strerror(errno);
-    close(fd);
-  }
-  freeaddrinfo(res);
+  fd_ = ConnectTcp(host_, port_, /*io_timeout_s=*/0, &last_error_);
   buffer_.clear();
   return fd_ >= 0;
 }
@@ -76,16 +55,6 @@ bool HttpClient::Connect() {
 void HttpClient::Close() {
   if (fd_ >= 0) close(fd_);
   fd_ = -1;
-}
-
-bool HttpClient::SendAll(const std::string& s) {
-  size_t off = 0;
-  while (off < s.size()) {
-    ssize_t n = send(fd_, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-    if (n <= 0) return false;
-    off += static_cast<size_t>(n);
-  }
-  return true;
 }
 
 bool HttpClient::Fill() {

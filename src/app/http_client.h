@@ -30,7 +30,6 @@ class HttpClient {
  private:
   bool Connect();
   void Close();
-  bool SendAll(const std::string& s);
   bool Fill();
   int ReadResponse(std::string* body);
 

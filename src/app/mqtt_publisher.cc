@@ -1,16 +1,14 @@
 #include "app/mqtt_publisher.h"
 
 #include <fmt/format.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <utility>
+
+#include "app/tcp_connect.h"
 
 namespace joule::app {
 
@@ -31,31 +29,7 @@ MqttPublisher::~MqttPublisher() { Disconnect(); }
 
 bool MqttPublisher::Open() {
   Close();
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* res = nullptr;
-  if (int rc = getaddrinfo(host_.c_str(), port_.c_str(), &hints, &res); rc != 0) {
-    error_ = fmt::format("cannot resolve {}: {}", host_, gai_strerror(rc));
-    return false;
-  }
-  error_ = "no address";
-  for (addrinfo* a = res; a; a = a->ai_next) {
-    int fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
-    if (fd < 0) continue;
-    if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
-      int one = 1;
-      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      timeval tv{kIoTimeoutS, 0};
-      setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-      setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-      fd_ = fd;
-      break;
-    }
-    error_ = std::strerror(errno);
-    close(fd);
-  }
-  freeaddrinfo(res);
+  fd_ = ConnectTcp(host_, port_, kIoTimeoutS, &error_);
   DecoderOptions options;
   options.version = ProtocolVersion::kV5;
   decoder_ = Decoder(options);
@@ -74,17 +48,10 @@ void MqttPublisher::Close() {
 }
 
 bool MqttPublisher::SendAll(const std::string& bytes) {
-  size_t off = 0;
-  while (off < bytes.size()) {
-    ssize_t n = send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
-    if (n <= 0) {
-      error_ = fmt::format("send to {}:{} failed: {}", host_, port_,
-                           n < 0 ? std::strerror(errno) : "closed");
-      return false;
-    }
-    off += static_cast<size_t>(n);
-  }
-  return true;
+  std::string why;
+  if (SendAllBytes(fd_, bytes, &why)) return true;
+  error_ = fmt::format("send to {}:{} failed: {}", host_, port_, why);
+  return false;
 }
 
 int MqttPublisher::ReadPacket(Packet* packet) {
