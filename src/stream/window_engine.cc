@@ -909,18 +909,17 @@ inline uint64_t FpBits(double v) {
 }  // namespace
 
 uint64_t EarlyFingerprint(uint64_t count, const Acc* acc, size_t n) {
+  // Samples are only ever added to a window, never replaced or removed, so min, max, sum,
+  // first and last change only together with the accumulator's sample count; what
+  // changes without it is the interval pair (a neighbouring sample's share of energy or
+  // increments). The count, the pair and `present` therefore decide equality of the
+  // content (an early firing reads windows after CleanWindow, so a stale sum never
+  // differs from a clean one between firings).
   uint64_t h = (count * kFpMul + n) * kFpMul;
   for (size_t i = 0; i < n; ++i) {
     const Acc& a = acc[i];
-    // Two interleaved chains (independent multiplications), combined per accumulator.
-    uint64_t x = a.count * kFpMul + FpBits(a.min);
-    uint64_t y = FpBits(a.max) * kFpMul + FpBits(a.sum);
-    x = x * kFpMul + FpBits(a.first);
-    y = y * kFpMul + FpBits(a.last);
-    x = x * kFpMul + static_cast<uint64_t>(a.first_t);
-    y = y * kFpMul + static_cast<uint64_t>(a.last_t);
-    x = x * kFpMul + FpBits(a.x);
-    y = y * kFpMul + (static_cast<uint64_t>(a.y) << 1 | (a.present ? 1 : 0));
+    const uint64_t x = a.count * kFpMul + FpBits(a.x);
+    const uint64_t y = static_cast<uint64_t>(a.y) << 1 | (a.present ? 1 : 0);
     h = (h * kFpMul + x) * kFpMul + y;
   }
   return h ^ (h >> 29);
