@@ -72,6 +72,50 @@ inline uint64_t HashDeviceId(std::string_view s) {
   return h ^ (h >> 32);
 }
 
+// An interned metric name as BytesEqual compares it: its length and its first and last
+// word (8 bytes for 8–16-byte names, 4 for 4–7), loaded once. Matches(s) is BytesEqual of s
+// and the name without loading the name's bytes; names of other lengths compare in full.
+struct NameKey {
+  uint64_t head = 0, tail = 0;
+  size_t len = 0;
+
+  static NameKey Of(std::string_view s) {
+    NameKey k;
+    k.len = s.size();
+    const char* p = s.data();
+    if (k.len >= 8 && k.len <= 16) {
+      std::memcpy(&k.head, p, 8);
+      std::memcpy(&k.tail, p + k.len - 8, 8);
+    } else if (k.len >= 4 && k.len < 8) {
+      uint32_t a, b;
+      std::memcpy(&a, p, 4);
+      std::memcpy(&b, p + k.len - 4, 4);
+      k.head = a;
+      k.tail = b;
+    }
+    return k;
+  }
+  // s equals `full`, the name this key was made of.
+  [[gnu::always_inline]] bool Matches(std::string_view s, const std::string& full) const {
+    const size_t n = s.size();
+    if (n != len) return false;
+    const char* p = s.data();
+    if (n >= 8 && n <= 16) {
+      uint64_t a, b;
+      std::memcpy(&a, p, 8);
+      std::memcpy(&b, p + n - 8, 8);
+      return ((a ^ head) | (b ^ tail)) == 0;
+    }
+    if (n >= 4 && n < 8) {
+      uint32_t a, b;
+      std::memcpy(&a, p, 4);
+      std::memcpy(&b, p + n - 4, 4);
+      return ((a ^ head) | (b ^ tail)) == 0;
+    }
+    return std::memcmp(p, full.data(), n) == 0;
+  }
+};
+
 enum ResIndex : int { kBaseRes = 0, kHourRes = 1, kDayRes = 2, kNumRes = 3 };
 
 // Accumulator of one metric in one window (88 bytes). The interval-derived pair depends on
@@ -323,6 +367,9 @@ struct WindowEngine::Impl {
   // Metric names, interned: devices refer to them by index, so a device's metric table is
   // small and name comparisons read these (shared, cache-resident) strings.
   std::vector<std::string> metric_names;
+  // By name index: the name's length and first and last word, so that checking an event's
+  // metric name against a device's loads only the event's bytes (NameKey::Matches).
+  std::vector<NameKey> name_keys;
   std::map<std::string, uint32_t, std::less<>> metric_name_ids;
   // By name index: the metric kind a new metric of that name gets (EngineOptions::kinds,
   // else model::DefaultMetricKind), resolved once per name.

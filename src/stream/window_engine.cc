@@ -942,6 +942,7 @@ void WindowEngine::Impl::ResetState() {
   index.clear();
   last_device = nullptr;
   metric_names.clear();
+  name_keys.clear();
   metric_name_ids.clear();
   metric_kinds.clear();
   rec.metrics.clear();
@@ -1073,6 +1074,7 @@ uint32_t WindowEngine::Impl::InternMetricName(std::string_view name) {
   }
   const auto id = static_cast<uint32_t>(metric_names.size());
   metric_names.emplace_back(name);
+  name_keys.push_back(NameKey::Of(name));
   metric_name_ids.emplace(std::string(name), id);
   auto it = opt.kinds.find(name);
   metric_kinds.push_back(it != opt.kinds.end() ? it->second : model::DefaultMetricKind(name));
@@ -1140,8 +1142,10 @@ WindowEngine::Impl::PendResult WindowEngine::Impl::TryPend(Device& d, const mode
   if (n != d.shape_n) return kNotPended;
   const model::MetricSample* m = ev.metrics.data();
   const std::string* names = metric_names.data();
+  const NameKey* keys = name_keys.data();
   for (size_t i = 0; i < n; ++i) {
-    if (!SameName(names[d.shape[i]], m[i].name)) return kNotPended;
+    const uint32_t id = d.shape[i];
+    if (!keys[id].Matches(m[i].name, names[id])) return kNotPended;
   }
   // As ProcessOn: the time of the last event, de-duplication (an event later than every
   // earlier one can only repeat an earlier event's id), the counters.
@@ -1252,10 +1256,12 @@ bool WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t no
     // (Re-read after MetricId: registering a metric can grow both tables.)
     size_t n_metrics = d.metrics.size();
     const std::string* names = E.metric_names.data();
+    const NameKey* keys = E.name_keys.data();
     for (size_t i = 0; i < n_ev; ++i) {
       const std::string_view name = ev_metrics[i].name;
       // The fast path of MetricId, inline: the metric's id is its position in the event.
-      if (i < n_metrics && SameName(names[d.metrics[i].name], name)) [[likely]] {
+      if (i < n_metrics && keys[d.metrics[i].name].Matches(name, names[d.metrics[i].name]))
+          [[likely]] {
         ids[i] = static_cast<uint32_t>(i);
         continue;
       }
@@ -1266,6 +1272,7 @@ bool WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t no
       ids[i] = E.MetricId(d, i, name);
       n_metrics = d.metrics.size();
       names = E.metric_names.data();
+      keys = E.name_keys.data();
     }
   }
 
