@@ -1544,15 +1544,19 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
   const size_t n_devices = E.devices.size();
   if (E.tick_due.size() < n_devices) E.tick_due.resize(n_devices, kMinTime);
   const int64_t* tick_due = E.tick_due.data();
-  auto visited = [&](size_t k) { return now_ns >= tick_due[k]; };
+  std::vector<uint32_t>& visits = E.tick_visits;
+  visits.clear();
+  for (size_t k = 0; k < n_devices; ++k) {
+    if (now_ns >= tick_due[k]) visits.push_back(static_cast<uint32_t>(k));
+  }
+  const size_t n_visits = visits.size();
+  auto device = [&](size_t q) -> Device& { return *E.devices[visits[q]]; };
   auto due = [&](const Device& d) { return d.has_events && now_ns >= d.next_early; };
   auto busy = [&](const Device& d) { return due(d) || d.pend_n > 0; };
-  for (size_t k = 0; k < n_devices; ++k) {
-    if (k + kFieldsAhead < n_devices && visited(k + kFieldsAhead)) {
-      PrefetchTickFields(E.devices[k + kFieldsAhead].get());
-    }
-    if (k + kLinesAhead < n_devices && visited(k + kLinesAhead)) {
-      const Device& a = *E.devices[k + kLinesAhead];
+  for (size_t q = 0; q < n_visits; ++q) {
+    if (q + kFieldsAhead < n_visits) PrefetchTickFields(&device(q + kFieldsAhead));
+    if (q + kLinesAhead < n_visits) {
+      const Device& a = device(q + kLinesAhead);
       if (busy(a)) {
         // Lines 2–4: metric table, current window, the windows' lists.
         const char* from = reinterpret_cast<const char*>(&a.metrics);
@@ -1561,8 +1565,8 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
         if (a.pend_n > 0) PrefetchLines(a.pend, a.pend_n * sizeof(PendingRow));
       }
     }
-    if (k + kWindowsAhead < n_devices && visited(k + kWindowsAhead)) {
-      const Device& a = *E.devices[k + kWindowsAhead];
+    if (q + kWindowsAhead < n_visits) {
+      const Device& a = device(q + kWindowsAhead);
       if (due(a)) {
         for (int res = 0; res < kNumRes; ++res) {
           __builtin_prefetch(a.win[res].data() + a.first_open[res], 0, 3);
@@ -1570,16 +1574,16 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
       }
       if (busy(a)) PrefetchAll(a.metrics);
     }
-    if (k + kContentsAhead < n_devices && visited(k + kContentsAhead)) {
-      const Device& a = *E.devices[k + kContentsAhead];
+    if (q + kContentsAhead < n_visits) {
+      const Device& a = device(q + kContentsAhead);
       if (due(a)) {
         PrefetchOpenWindows(a, false);
         PrefetchAll(a.by_name);
       }
       if (a.pend_n > 0 && a.last_base != nullptr) __builtin_prefetch(a.last_base, 1, 3);
     }
-    if (k + 1 < n_devices && visited(k + 1)) {
-      const Device& a = *E.devices[k + 1];
+    if (q + 1 < n_visits) {
+      const Device& a = device(q + 1);
       if (due(a)) PrefetchOpenWindows(a, true);
       if (busy(a)) {
         for (const MetricState& ms : a.metrics) {
@@ -1589,7 +1593,7 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
       }
       if (a.pend_n > 0 && a.last_base != nullptr) PrefetchAll(a.last_base->acc);
     }
-    if (!visited(k)) continue;
+    const size_t k = visits[q];
     Device& d = *E.devices[k];
     if (!d.has_events) continue;
     // Early firings and eviction read what pending rows hold. (Neither changes what
