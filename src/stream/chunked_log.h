@@ -199,6 +199,20 @@ class ChunkedLog {
     }
     return lo;
   }
+  // The number of elements before the first element of a later chunk for which `pred`
+  // holds, choosing the last such chunk start while `pred` holds for every chunk start up
+  // to it (pred must hold for a prefix of the log): whole chunks that can be dropped
+  // from the front, reading one element per chunk instead of every element.
+  template <typename Pred>
+  size_t WholeChunksBefore(Pred pred) const {
+    size_t n = 0;
+    for (uint32_t c = 1; c < n_chunks_; ++c) {
+      const size_t start = c * size_t{kChunk} - head_;  // index of chunk c's first element
+      if (start >= size_ || !pred(chunks_[c][0])) break;
+      n = start;
+    }
+    return n;
+  }
   // REQUIRES: !empty(). The last element is always just before end_.
   T& back() { return end_[-1]; }
   const T& back() const { return end_[-1]; }

@@ -17,7 +17,7 @@ namespace {
 using Impl = WindowEngine::Impl;
 
 // Eviction of a device's expired state runs at most this often (processing time).
-constexpr int64_t kEvictInterval = 10 * kNanosPerSecond;
+constexpr int64_t kEvictInterval = 60 * kNanosPerSecond;
 
 inline int64_t FloorDiv(int64_t a, int64_t b) {
   int64_t q = a / b;
@@ -881,13 +881,14 @@ void Evict(Impl& E, Device& d, int64_t now) {
   for (MetricState& ms : d.metrics) {
     auto& h = ms.hist;
     const bool gauge = ms.kind == MetricKind::kGauge;
-    // From the front: what expired since the last pass is a few samples (a binary search
-    // would touch a dozen cold lines of a long history).
     const int64_t keep_from = gauge ? gs : hs;
-    size_t j = 0;
-    while (j < h.size() && h[j].t < keep_from) ++j;
-    // Power and counters keep the last sample before the horizon (an interval to it).
-    const size_t drop = gauge ? j : (j <= 1 ? 0 : j - 1);
+    // Whole chunks only, those before a sample that is itself before the horizon: that
+    // sample stays (power and counters need the last sample before the horizon, for the
+    // interval to it; a gauge keeps it needlessly), and the pass reads one sample per
+    // chunk instead of every expired one (the scan from the front was ~40 % of Tick's
+    // time in stream_bench, each pass a cold line per 4 samples). A history holds up to
+    // one chunk (64 samples) more than the horizon.
+    const size_t drop = h.WholeChunksBefore([&](const Sample& x) { return x.t < keep_from; });
     if (drop == 0) continue;
     // Dropping from the front moves nothing: whole expired chunks are freed.
     h.erase_front(drop);

@@ -119,6 +119,41 @@ TEST(ChunkedLogTest, PartitionPointMatchesTheStandardOne) {
   }
 }
 
+// Eviction's rule: whole chunks at the front, all of them before an element (the first of
+// the next chunk) for which the predicate holds — so that element and everything after
+// it stay, and nothing dropped is one the predicate rejects.
+TEST(ChunkedLogTest, WholeChunksBeforeDropsOnlyWholeChunksBeforeAKeptMatch) {
+  std::mt19937_64 rng(12);
+  for (int round = 0; round < 200; ++round) {
+    ChunkedLog<int64_t> log;
+    std::vector<int64_t> ref;
+    const size_t n = round < 5 ? static_cast<size_t>(round) : rng() % 400;
+    for (size_t i = 0; i < n; ++i) {
+      log.push_back(static_cast<int64_t>(i));
+      ref.push_back(static_cast<int64_t>(i));
+    }
+    const size_t front = n > 0 ? rng() % (n + 1) : 0;  // a first chunk that is partly used
+    log.erase_front(front);
+    ref.erase(ref.begin(), ref.begin() + static_cast<ptrdiff_t>(front));
+    const int64_t limit = static_cast<int64_t>(rng() % (n + 2));
+    auto before = [limit](int64_t v) { return v < limit; };
+    const size_t drop = log.WholeChunksBefore(before);
+    const size_t first_in_chunk0 = front % ChunkedLog<int64_t>::kChunk;
+    const size_t run = ChunkedLog<int64_t>::kChunk - first_in_chunk0;  // chunk 0's elements
+    if (drop > 0) {
+      ASSERT_LT(drop, ref.size());
+      ASSERT_TRUE(before(ref[drop]));                                // a match stays
+      ASSERT_EQ((drop - run) % ChunkedLog<int64_t>::kChunk, 0u);     // at a chunk start
+    }
+    // The largest such chunk start: the next one is past the end or fails the predicate.
+    const size_t next = drop == 0 ? run : drop + ChunkedLog<int64_t>::kChunk;
+    ASSERT_TRUE(next >= ref.size() || !before(ref[next])) << round;
+    log.erase_front(drop);
+    ref.erase(ref.begin(), ref.begin() + static_cast<ptrdiff_t>(drop));
+    ExpectSame(log, ref);
+  }
+}
+
 TEST(ChunkPoolTest, ChunksAreDistinctAlignedAndRecycled) {
   using Pool = ChunkPool<4096>;  // a size no log uses: this test sees the pool alone
   std::set<void*> seen;
