@@ -142,8 +142,8 @@ TEST(ChunkedLogTest, WholeChunksBeforeDropsOnlyWholeChunksBeforeAKeptMatch) {
     const size_t run = ChunkedLog<int64_t>::kChunk - first_in_chunk0;  // chunk 0's elements
     if (drop > 0) {
       ASSERT_LT(drop, ref.size());
-      ASSERT_TRUE(before(ref[drop]));                                // a match stays
-      ASSERT_EQ((drop - run) % ChunkedLog<int64_t>::kChunk, 0u);     // at a chunk start
+      ASSERT_TRUE(before(ref[drop]));                             // a match stays
+      ASSERT_EQ((drop - run) % ChunkedLog<int64_t>::kChunk, 0u);  // at a chunk start
     }
     // The largest such chunk start: the next one is past the end or fails the predicate.
     const size_t next = drop == 0 ? run : drop + ChunkedLog<int64_t>::kChunk;
