@@ -17,7 +17,10 @@ namespace joule::app {
 namespace {
 
 constexpr char kMagic[8] = {'J', 'O', 'U', 'L', 'E', 'C', 'K', 'P'};
+// Version 2 adds the replay journal sequence number after the readings; a checkpoint that
+// has applied no replay journal is still written as version 1 (readable by older builds).
 constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersionReplay = 2;
 
 void PutU32(std::string* out, uint32_t v) {
   char b[4];
@@ -87,7 +90,7 @@ std::string EncodeCheckpoint(const ProcessorCheckpoint& c) {
     views.push_back(events[i]);
   }
   std::string out;
-  EncodeCheckpointTo(c.offsets, c.engine_state, views, &out);
+  EncodeCheckpointTo(c.offsets, c.engine_state, views, &out, c.replay_applied);
   return out;
 }
 
@@ -100,14 +103,15 @@ constexpr size_t kHeader = sizeof kMagic + 16;  // magic, version, body size, CR
 // (replaced), with the CRC patched in, and returns `head`.
 size_t EncodeCheckpointParts(const std::vector<std::pair<uint32_t, uint64_t>>& offsets,
                              std::string_view engine_state,
-                             const std::vector<std::string_view>& readings, std::string* out) {
-  size_t tail_size = 4;
+                             const std::vector<std::string_view>& readings, std::string* out,
+                             uint64_t replay_applied) {
+  size_t tail_size = 4 + (replay_applied > 0 ? 8 : 0);
   for (std::string_view r : readings) tail_size += 8 + r.size();
   const size_t head = kHeader + 4 + offsets.size() * 12 + 8;
   out->clear();
   out->reserve(head + tail_size);
   out->append(kMagic, sizeof kMagic);
-  PutU32(out, kVersion);
+  PutU32(out, replay_applied > 0 ? kVersionReplay : kVersion);
   PutU64(out, head - kHeader + engine_state.size() + tail_size);  // body size
   PutU32(out, 0);                                                 // CRC, patched below
   PutU32(out, static_cast<uint32_t>(offsets.size()));
@@ -118,6 +122,7 @@ size_t EncodeCheckpointParts(const std::vector<std::pair<uint32_t, uint64_t>>& o
   PutU64(out, engine_state.size());
   PutU32(out, static_cast<uint32_t>(readings.size()));
   for (std::string_view r : readings) PutBytes(out, r);
+  if (replay_applied > 0) PutU64(out, replay_applied);
   uint32_t crc = crc32c::Value(out->data() + kHeader, head - kHeader);
   crc = crc32c::Extend(crc, engine_state.data(), engine_state.size());
   crc = crc32c::Extend(crc, out->data() + head, out->size() - head);
@@ -130,8 +135,9 @@ size_t EncodeCheckpointParts(const std::vector<std::pair<uint32_t, uint64_t>>& o
 
 void EncodeCheckpointTo(const std::vector<std::pair<uint32_t, uint64_t>>& offsets,
                         std::string_view engine_state,
-                        const std::vector<std::string_view>& readings, std::string* out) {
-  const size_t head = EncodeCheckpointParts(offsets, engine_state, readings, out);
+                        const std::vector<std::string_view>& readings, std::string* out,
+                        uint64_t replay_applied) {
+  const size_t head = EncodeCheckpointParts(offsets, engine_state, readings, out, replay_applied);
   out->insert(head, engine_state);
 }
 
@@ -139,8 +145,9 @@ Result<uint64_t> WriteCheckpointParts(const std::string& path,
                                       const std::vector<std::pair<uint32_t, uint64_t>>& offsets,
                                       std::string_view engine_state,
                                       const std::vector<std::string_view>& readings,
-                                      std::string* scratch) {
-  const size_t head = EncodeCheckpointParts(offsets, engine_state, readings, scratch);
+                                      std::string* scratch, uint64_t replay_applied) {
+  const size_t head =
+      EncodeCheckpointParts(offsets, engine_state, readings, scratch, replay_applied);
   const std::string_view parts(*scratch);
   const std::string_view pieces[] = {parts.substr(0, head), engine_state, parts.substr(head)};
   JOULE_RETURN_IF_ERROR(WriteFileAtomically(path, pieces, /*crash_points=*/true));
@@ -157,7 +164,9 @@ Status DecodeCheckpoint(std::string_view data, ProcessorCheckpoint* out) {
   head.U32(&version);
   head.U64(&size);
   head.U32(&crc);
-  if (version != kVersion) return Status::Corruption(fmt::format("checkpoint version {}", version));
+  if (version != kVersion && version != kVersionReplay) {
+    return Status::Corruption(fmt::format("checkpoint version {}", version));
+  }
   std::string_view body = data.substr(sizeof kMagic + 16);
   if (body.size() != size) return Status::Corruption("checkpoint has the wrong length");
   if (crc32c::Unmask(crc) != crc32c::Value(body))
@@ -177,6 +186,10 @@ Status DecodeCheckpoint(std::string_view data, ProcessorCheckpoint* out) {
   for (auto& e : out->readings) {
     if (!c.Bytes(&event)) return Status::Corruption("truncated checkpoint readings");
     JOULE_RETURN_IF_ERROR(model::DecodeEvent(event, &e));
+  }
+  out->replay_applied = 0;
+  if (version == kVersionReplay && (!c.U64(&out->replay_applied) || out->replay_applied == 0)) {
+    return Status::Corruption("truncated checkpoint replay sequence");
   }
   if (!c.AtEnd()) return Status::Corruption("trailing bytes in checkpoint");
   return Status::Ok();

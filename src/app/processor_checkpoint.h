@@ -22,6 +22,9 @@ struct ProcessorCheckpoint {
   std::vector<std::pair<uint32_t, uint64_t>> offsets;  // partition → next offset to process
   std::string engine_state;                            // WindowEngine::SaveState
   std::vector<model::Event> readings;                  // latest reading per device
+  // The sequence number of the last replay journal whose corrections this engine state
+  // holds (app/replay_journal.h); 0 = none. Written as format version 2 when non-zero.
+  uint64_t replay_applied = 0;
 };
 
 std::string EncodeCheckpoint(const ProcessorCheckpoint& checkpoint);
@@ -29,7 +32,8 @@ std::string EncodeCheckpoint(const ProcessorCheckpoint& checkpoint);
 // checkpoints): `readings` are already model::EncodeEvent payloads (e.g. log records).
 void EncodeCheckpointTo(const std::vector<std::pair<uint32_t, uint64_t>>& offsets,
                         std::string_view engine_state,
-                        const std::vector<std::string_view>& readings, std::string* out);
+                        const std::vector<std::string_view>& readings, std::string* out,
+                        uint64_t replay_applied = 0);
 Status DecodeCheckpoint(std::string_view data, ProcessorCheckpoint* out);
 
 // Atomically replaces `path` with the checkpoint of these parts — the same bytes as
@@ -41,7 +45,7 @@ Result<uint64_t> WriteCheckpointParts(const std::string& path,
                                       const std::vector<std::pair<uint32_t, uint64_t>>& offsets,
                                       std::string_view engine_state,
                                       const std::vector<std::string_view>& readings,
-                                      std::string* scratch);
+                                      std::string* scratch, uint64_t replay_applied = 0);
 
 // Atomically replaces `path`. Returns the number of bytes written.
 Result<uint64_t> WriteCheckpointFile(const std::string& path,

@@ -90,7 +90,7 @@ void FuzzProcessorCheckpoint(std::string_view body, bool wrap) {
   Check(joule::app::DecodeCheckpoint(again, &c2).ok(), "re-encoded checkpoint decodes");
   // (Bytes, not Event ==, compare the readings: a NaN sample is not equal to itself.)
   Check(c2.offsets == c.offsets && c2.engine_state == c.engine_state &&
-            c2.readings.size() == c.readings.size(),
+            c2.readings.size() == c.readings.size() && c2.replay_applied == c.replay_applied,
         "checkpoint round trip");
   Check(joule::app::EncodeCheckpoint(c2) == again, "encoding is stable");
 }

@@ -35,6 +35,29 @@ TEST(ProcessorCheckpointTest, RoundTrip) {
   EXPECT_EQ(out.readings[0], in.readings[0]);
 }
 
+TEST(ProcessorCheckpointTest, ReplayJournalSequenceRoundTrips) {
+  // 0: written as version 1 (older builds read it); else version 2 with the sequence.
+  ProcessorCheckpoint in = Sample();
+  std::string v1 = EncodeCheckpoint(in);
+  uint32_t version = 0;
+  std::memcpy(&version, v1.data() + 8, 4);
+  EXPECT_EQ(version, 1u);
+  in.replay_applied = 77;
+  std::string v2 = EncodeCheckpoint(in);
+  std::memcpy(&version, v2.data() + 8, 4);
+  EXPECT_EQ(version, 2u);
+  EXPECT_EQ(v2.size(), v1.size() + 8);
+  ProcessorCheckpoint out;
+  ASSERT_TRUE(DecodeCheckpoint(v2, &out).ok());
+  EXPECT_EQ(out.replay_applied, 77u);
+  EXPECT_EQ(out.engine_state, in.engine_state);
+  ASSERT_TRUE(DecodeCheckpoint(v1, &out).ok());
+  EXPECT_EQ(out.replay_applied, 0u);
+  for (size_t n = 0; n < v2.size(); ++n) {
+    EXPECT_FALSE(DecodeCheckpoint(std::string_view(v2).substr(0, n), &out).ok()) << n;
+  }
+}
+
 TEST(ProcessorCheckpointTest, EveryTruncationAndBitFlipIsDetected) {
   std::string data = EncodeCheckpoint(Sample());
   for (size_t n = 0; n < data.size(); ++n) {
