@@ -24,7 +24,8 @@ class CollectingSink final : public stream::RecordSink {
 Result<CheckpointCorrectionStats> CorrectCheckpointedRollups(
     const std::string& checkpoints_dir, uint32_t log_partitions,
     const stream::EngineOptions& engine, stream::TimezoneProvider* timezones,
-    store::HistoryStore* history, const std::vector<BaseCorrection>& corrections) {
+    store::HistoryStore* history, const std::vector<BaseCorrection>& corrections,
+    uint64_t journal_seq) {
   CheckpointCorrectionStats stats;
   std::error_code ec;
   if (corrections.empty() || !std::filesystem::is_directory(checkpoints_dir, ec)) return stats;
@@ -42,6 +43,7 @@ Result<CheckpointCorrectionStats> CorrectCheckpointedRollups(
   for (const std::string& path : files) {
     JOULE_ASSIGN_OR_RETURN(std::optional<ProcessorCheckpoint> ckpt, ReadCheckpointFile(path));
     if (!ckpt) continue;
+    if (journal_seq != 0 && ckpt->replay_applied >= journal_seq) continue;  // has them
     std::set<uint32_t> partitions;
     for (const auto& [p, offset] : ckpt->offsets) partitions.insert(p);
     std::vector<const BaseCorrection*> mine;
@@ -69,6 +71,7 @@ Result<CheckpointCorrectionStats> CorrectCheckpointedRollups(
     }
     ckpt->engine_state.clear();
     JOULE_RETURN_IF_ERROR(e.SaveState(&ckpt->engine_state));
+    ckpt->replay_applied = std::max(ckpt->replay_applied, journal_seq);
     JOULE_ASSIGN_OR_RETURN(uint64_t bytes, WriteCheckpointFile(path, *ckpt));
     (void)bytes;
     ++stats.checkpoints;

@@ -32,10 +32,15 @@ struct CheckpointCorrectionStats {
 // do; its parent holds `engine_epoch`, app/engine_epoch.h). `log_partitions` = the log's partition
 // count (a device's partition selects the checkpoint whose offsets list it). Each engine starts a
 // recovery epoch first, so what it emits outranks anything its crashed run may have emitted after
-// the checkpoint. REQUIRES: no server runs on the data dir (the caller holds its lock).
+// the checkpoint. `journal_seq` = the replay journal holding `corrections`
+// (app/replay_journal.h): a checkpoint that has it already (ProcessorCheckpoint::replay_applied
+// ≥ journal_seq) is left alone, and one rewritten records it, so a second call with the same
+// journal (after a crash) changes nothing twice. REQUIRES: no server runs on the data dir (the
+// caller holds its lock).
 Result<CheckpointCorrectionStats> CorrectCheckpointedRollups(
     const std::string& checkpoints_dir, uint32_t log_partitions,
     const stream::EngineOptions& engine, stream::TimezoneProvider* timezones,
-    store::HistoryStore* history, const std::vector<BaseCorrection>& corrections);
+    store::HistoryStore* history, const std::vector<BaseCorrection>& corrections,
+    uint64_t journal_seq);
 
 }  // namespace joule::app

@@ -240,6 +240,7 @@ Status PartitionProcessor::RestoreCheckpoint(std::vector<uint64_t>* offsets, boo
         "size (docs/formats/processor_checkpoint.md)",
         st.message(), options_.checkpoint_path));
   }
+  replay_applied_ = restored_replay_applied_ = ckpt->replay_applied;
   for (auto& e : ckpt->readings) {
     catchup_->PutReading(e);
     Reading& r = *readings_.TryEmplace(e.device_id).first;
@@ -301,8 +302,9 @@ bool PartitionProcessor::WriteCheckpoint() {
     has_backlog_file_ = catchup_->pending();
   }
   // Written from the engine's state buffer as it is: no copy of it into one file image.
-  Result<uint64_t> bytes = WriteCheckpointParts(options_.checkpoint_path, offsets,
-                                                ckpt_engine_state_, ckpt_readings_, &ckpt_bytes_);
+  Result<uint64_t> bytes =
+      WriteCheckpointParts(options_.checkpoint_path, offsets, ckpt_engine_state_, ckpt_readings_,
+                           &ckpt_bytes_, replay_applied_);
   if (!bytes.ok()) {
     logging::Error("checkpoint not written", {{"error", bytes.status().ToString()}});
     return false;
@@ -586,11 +588,14 @@ void PartitionProcessor::PublishEngineState() {
   engine_state_bytes_->Set(static_cast<double>(s.state_bytes_estimate));
 }
 
-void PartitionProcessor::CorrectBaseWindow(model::AggregateRecord before,
-                                           model::AggregateRecord after) {
+void PartitionProcessor::CorrectBaseWindows(
+    uint64_t journal_seq,
+    std::vector<std::pair<model::AggregateRecord, model::AggregateRecord>> before_after) {
   std::lock_guard lock(corrections_mu_);
-  corrections_.emplace_back(std::move(before), std::move(after));
-  ++corrections_queued_;
+  for (auto& [before, after] : before_after) {
+    corrections_.push_back({journal_seq, std::move(before), std::move(after)});
+    ++corrections_queued_;
+  }
 }
 
 bool PartitionProcessor::WaitForCorrections(int64_t timeout_ns) {
@@ -608,7 +613,11 @@ bool PartitionProcessor::WaitForCorrections(int64_t timeout_ns) {
 }
 
 bool PartitionProcessor::ApplyCorrections(int64_t now_ns) {
-  std::vector<std::pair<model::AggregateRecord, model::AggregateRecord>> batch;
+  // Not before the backlog found at start is processed: a journal handed over at start
+  // (a replay interrupted by a crash) corrects the state the crashed run had, which may
+  // hold rollups the restored checkpoint did not have yet.
+  if (!caught_up_once_.load()) return false;
+  std::vector<Correction> batch;
   {
     std::lock_guard lock(corrections_mu_);
     if (corrections_.empty()) return false;
@@ -617,10 +626,14 @@ bool PartitionProcessor::ApplyCorrections(int64_t now_ns) {
   {
     std::lock_guard lock(engine_mu_);
     sink_->set_now(now_ns);
-    for (const auto& [before, after] : batch) {
-      engine_->CorrectBaseWindow(before, after, sink_.get());
+    for (const Correction& c : batch) {
+      if (c.journal_seq != 0 && c.journal_seq <= restored_replay_applied_) continue;  // has it
+      engine_->CorrectBaseWindow(c.before, c.after, sink_.get());
     }
   }
+  // The next checkpoint says these journals are in the state (all of a journal's
+  // corrections for this processor were queued at once, so they are all in `batch`).
+  for (const Correction& c : batch) replay_applied_ = std::max(replay_applied_, c.journal_seq);
   corrections_applied_ += batch.size();
   if (options_.checkpoint_path.empty()) corrections_durable_.store(corrections_applied_);
   return true;

@@ -95,8 +95,17 @@ class PartitionProcessor {
   bool Health(std::string_view device_id, stream::WindowEngine::DeviceHealth* out) const;
   // Thread-safe: a replay corrected a settled base window of one of this processor's
   // devices (WindowEngine::CorrectBaseWindow); applied by the processor's thread within a
-  // loop (≤ 50 ms), so its rollups still held here get the difference.
-  void CorrectBaseWindow(model::AggregateRecord before, model::AggregateRecord after);
+  // loop (≤ 50 ms), so its rollups still held here get the difference. `journal_seq` = the
+  // replay journal holding the correction (app/replay_journal.h; 0 = none): the checkpoint
+  // written after it is applied records it, so a restart does not apply it a second time.
+  // All corrections of one journal are handed over in one call (so a checkpoint never holds
+  // part of a journal) and applied in the order they are handed over, once the processor has
+  // caught up with the log after its start (so that a restored state older than the one the
+  // replay corrected has every rollup the correction is for); a journal the restored
+  // checkpoint holds already (replay_applied ≥ journal_seq) is skipped.
+  void CorrectBaseWindows(
+      uint64_t journal_seq,
+      std::vector<std::pair<model::AggregateRecord, model::AggregateRecord>> before_after);
   // Waits until every correction handed over before the call is applied and in a written
   // checkpoint (so a kill -9 after a replay cannot lose the difference), at most
   // `timeout_ns`. Returns whether they are.
@@ -132,10 +141,18 @@ class PartitionProcessor {
   mutable std::mutex engine_mu_;  // guards engine_ against API readers
   // Replay corrections waiting for the processor's thread.
   std::mutex corrections_mu_;
-  std::vector<std::pair<model::AggregateRecord, model::AggregateRecord>> corrections_;
+  struct Correction {
+    uint64_t journal_seq;
+    model::AggregateRecord before, after;
+  };
+  std::vector<Correction> corrections_;
   uint64_t corrections_queued_ = 0;               // handed over (corrections_mu_)
   uint64_t corrections_applied_ = 0;              // applied (processor thread)
   std::atomic<uint64_t> corrections_durable_{0};  // applied and checkpointed
+  // The last replay journal whose corrections the engine holds (restored from and saved in
+  // the checkpoint). Processor thread only.
+  uint64_t replay_applied_ = 0;
+  uint64_t restored_replay_applied_ = 0;  // as in the checkpoint restored at start
   // Returns whether it applied any (then a checkpoint is written at once).
   bool ApplyCorrections(int64_t now_ns);
   std::unique_ptr<stream::WindowEngine> engine_;

@@ -10,7 +10,9 @@
 #include <utility>
 #include <vector>
 
+#include "app/replay_journal.h"
 #include "common/clock.h"
+#include "common/crash_point.h"
 #include "common/time_format.h"
 #include "store/archive/archive_reader.h"
 
@@ -118,6 +120,39 @@ Result<ReplayStats> ReplayArchive(const ReplayRequest& req, store::HistoryStore*
   prog.phase = "computing";
   report(true);
 
+  // Commits the batch collected so far (app/replay_journal.h): the journal (when there are
+  // corrections to hand over), history and the latest store, the hand-over; the journal
+  // goes once the engines hold the corrections durably.
+  ReplayJournal batch;
+  auto commit = [&]() -> Status {
+    if (batch.writes.empty()) return Status::Ok();
+    const bool journaled = !req.journal_dir.empty() && req.hand_over && !batch.corrections.empty();
+    if (journaled) {
+      JOULE_ASSIGN_OR_RETURN(batch.seq, AllocateReplayJournalSeq(req.journal_dir));
+      JOULE_RETURN_IF_ERROR(WriteReplayJournal(req.journal_dir, batch));
+      CrashPoint("replay.after_journal");  // journal durable, history not yet written
+    }
+    JOULE_RETURN_IF_ERROR(history->Put(batch.writes));
+    if (latest) {
+      for (const auto& r : batch.writes) {
+        if (r.resolution == model::Resolution::kBase) JOULE_RETURN_IF_ERROR(latest->PutRecord(r));
+      }
+    }
+    JOULE_RETURN_IF_ERROR(history->Flush());
+    // History has the new minutes: a replay run again finds them unchanged and hands
+    // nothing over, so from here on only the journal holds the difference.
+    CrashPoint("replay.after_history");
+    if (req.hand_over && !batch.corrections.empty()) {
+      JOULE_ASSIGN_OR_RETURN(bool durable, req.hand_over(batch.seq, batch.corrections));
+      CrashPoint("replay.after_hand_over");  // the engines hold it, the journal is still there
+      if (journaled && durable) {
+        JOULE_RETURN_IF_ERROR(RemoveReplayJournal(req.journal_dir, batch.seq));
+      }
+    }
+    batch = ReplayJournal{};
+    return Status::Ok();
+  };
+
   stream::EngineOptions engine_options = opt;
   // Only final records matter here: no early firings.
   engine_options.early_fire_interval_ns = std::numeric_limits<int64_t>::max() / 4;
@@ -146,8 +181,6 @@ Result<ReplayStats> ReplayArchive(const ReplayRequest& req, store::HistoryStore*
     // Silent long enough for every window, days included, to be final.
     engine.Tick(events.back().timestamp_ns + 3 * kNanosPerDay + opt.idle_timeout_ns, &sink);
 
-    std::vector<model::AggregateRecord> writes;
-    std::vector<model::AggregateRecord> befores;  // of the base windows in `writes`
     for (auto& [key, r] : sink.records()) {
       if (r.window_end_ns <= req.from_ns || r.window_start_ns >= req.to_ns || !r.final) continue;
       ++stats.records_computed;
@@ -172,34 +205,22 @@ Result<ReplayStats> ReplayArchive(const ReplayRequest& req, store::HistoryStore*
       } else {
         r.version = kReplayVersionBase;
       }
-      if (r.resolution == model::Resolution::kBase) {
-        befores.push_back(stored ? *stored : model::AggregateRecord{});
-      }
-      writes.push_back(r);
-    }
-    stats.records_written += writes.size();
-    if (!writes.empty() && !req.dry_run) {
-      JOULE_RETURN_IF_ERROR(history->Put(writes));
-      if (latest) {
-        for (const auto& r : writes) {
-          if (r.resolution == model::Resolution::kBase) JOULE_RETURN_IF_ERROR(latest->PutRecord(r));
-        }
-      }
+      ++stats.records_written;
+      if (req.dry_run) continue;
       // The rollups above the changed minutes that are not settled stay the live engine's:
-      // it gets the difference (a settled rollup was written above, with a version the
+      // it gets the difference (a settled rollup is written here, with a version the
       // live engine's re-emission cannot reach).
-      if (req.live_correction) {
-        size_t b = 0;
-        for (const auto& r : writes) {
-          if (r.resolution == model::Resolution::kBase) req.live_correction(befores[b++], r);
-        }
+      if (r.resolution == model::Resolution::kBase) {
+        batch.corrections.push_back({stored ? *stored : model::AggregateRecord{}, r});
       }
+      batch.writes.push_back(r);
     }
     ++prog.devices_done;
+    if (batch.writes.size() >= req.batch_records) JOULE_RETURN_IF_ERROR(commit());
     report(false);
   }
   report(true);  // the end of computing: devices n/n
-  if (!req.dry_run) JOULE_RETURN_IF_ERROR(history->Flush());
+  JOULE_RETURN_IF_ERROR(commit());
   prog.phase = "done";
   report(true);
   return stats;

@@ -29,6 +29,10 @@
 //
 // Also left alone (counted): a recomputed record with fewer events than the stored one —
 // the archive lacks events the live engine saw (archive disabled or expired) — "incomplete".
+//
+// Writes are collected over devices and committed in batches (journal, history, hand-over;
+// see ReplayRequest::journal_dir); a cancelled replay commits nothing more, so what it
+// wrote is complete per batch.
 #pragma once
 
 #include <atomic>
@@ -37,7 +41,9 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include "app/checkpoint_correction.h"
 #include "common/json_writer.h"
 #include "common/status.h"
 #include "store/history_store.h"
@@ -59,13 +65,23 @@ struct ReplayRequest {
   bool dry_run = false;
   // The live engine's watermark of a device, when a server runs (false = unknown).
   std::function<bool(std::string_view device_id, int64_t* watermark_ns)> live_watermark;
-  // With a running server: a settled base window written with new content, `before` = the
-  // stored (live) record (empty if there was none); its 1h/1d rollups that are not settled
-  // are the live engine's, which gets the difference (WindowEngine::CorrectBaseWindow).
-  std::function<void(const model::AggregateRecord& before, const model::AggregateRecord& after)>
-      live_correction;
+  // The 1h/1d rollups above a settled base window written with new content that are not
+  // settled are the live engine's (a running server's processors, or a stopped data dir's
+  // checkpoints), which gets the difference (WindowEngine::CorrectBaseWindow): `hand_over`
+  // gets a batch's corrections (`before` = the stored record, empty if there was none) once
+  // the batch is in history. It returns true when the engines hold them durably (in a
+  // written checkpoint), false when not yet; an error stops the replay.
+  //
+  // Crash safety (app/replay_journal.h): with `journal_dir` set, a batch with corrections is
+  // first written to a journal there (fsynced), then to history, then handed over; the
+  // journal is removed when `hand_over` returned true. A journal left by a crash (or by
+  // false) is finished by RecoverReplayJournals at the next start.
+  std::string journal_dir;
+  std::function<Result<bool>(uint64_t journal_seq, const std::vector<BaseCorrection>&)> hand_over;
+  // Writes are committed in batches of about this many records (memory bound).
+  size_t batch_records = 100'000;
   // Checked between files and between devices: when set, the replay stops with
-  // Unavailable (what it wrote so far is complete per device and stays).
+  // Unavailable (the batches committed so far stay; the one being collected is dropped).
   const std::atomic<bool>* cancel = nullptr;
 };
 

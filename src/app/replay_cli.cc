@@ -21,6 +21,7 @@
 #include "app/log_partitions.h"
 #include "app/metadata_open.h"
 #include "app/replay.h"
+#include "app/replay_journal.h"
 #include "common/clock.h"
 #include "common/json_writer.h"
 #include "common/time_format.h"
@@ -294,34 +295,79 @@ int RunReplay(const Config& config, const ReplayCliOptions& options) {
     latest = std::move(*redis);
   }
 
+  // A replay killed before it had corrected the checkpoints left its journal: finish it
+  // first, or its difference would be lost (this run finds those minutes unchanged).
+  const std::string journal_dir = ReplayJournalDir(config.data_dir);
+  Result<std::vector<std::string>> pending = ListReplayJournals(journal_dir);
+  if (!pending.ok()) return Fail(pending.status().ToString());
+  std::optional<uint32_t> partitions;
+  auto resolve_partitions = [&]() -> Status {
+    if (partitions) return Status::Ok();
+    JOULE_ASSIGN_OR_RETURN(uint32_t n, ResolveLogPartitions(config));
+    partitions = n;
+    return Status::Ok();
+  };
+  if (!pending->empty() && req.dry_run) {
+    fmt::print(stderr,
+               "joule replay: {} interrupted replay(s) not finished yet ({}): the next replay "
+               "or server start finishes them; this dry run does not\n",
+               pending->size(), journal_dir);
+  } else if (!pending->empty()) {
+    fmt::print(stderr, "joule replay: finishing {} interrupted replay(s) ({})\n", pending->size(),
+               journal_dir);
+    if (Status st = resolve_partitions(); !st.ok()) return Fail(st.ToString());
+    Result<ReplayRecoveryStats> recovered = RecoverReplayJournals(
+        config.data_dir, *partitions, req.engine, &timezones, history->get(), latest.get());
+    if (!recovered.ok()) {
+      return Fail(fmt::format(
+          "an interrupted replay could not be finished; its journal stays in {} and is "
+          "applied by the next replay or server start; until then the open 1h/1d rollups "
+          "lack the differences it holds: {}",
+          journal_dir, recovered.status().ToString()));
+    }
+    fmt::print(stderr,
+               "joule replay: interrupted replay(s) finished: {} history record(s) rewritten, "
+               "open 1h/1d rollups of {} rewritten minutes corrected in {} checkpoint(s)\n",
+               recovered->records, recovered->checkpoints.corrections,
+               recovered->checkpoints.checkpoints);
+  }
+
   // The rollups above the rewritten minutes that are not settled are in the processors'
-  // checkpoints: they get the difference there (app/checkpoint_correction.h).
-  std::vector<BaseCorrection> corrections;
-  req.live_correction = [&corrections](const model::AggregateRecord& before,
-                                       const model::AggregateRecord& after) {
-    corrections.push_back({before, after});
+  // checkpoints: they get the difference there (app/checkpoint_correction.h), through the
+  // journal (app/replay_journal.h), so that a kill at any moment loses nothing.
+  CheckpointCorrectionStats corrected_total;
+  bool handed_over = false;
+  req.journal_dir = journal_dir;
+  req.hand_over = [&](uint64_t seq,
+                      const std::vector<BaseCorrection>& corrections) -> Result<bool> {
+    handed_over = true;
+    JOULE_RETURN_IF_ERROR(resolve_partitions());
+    Result<CheckpointCorrectionStats> corrected = CorrectCheckpointedRollups(
+        (std::filesystem::path(config.data_dir) / "checkpoints").string(), *partitions, req.engine,
+        &timezones, history->get(), corrections, seq);
+    if (!corrected.ok()) {
+      return Status(corrected.status().code(),
+                    fmt::format("the open 1h/1d rollups in the checkpoints were not corrected; "
+                                "the replay journal in {} keeps the difference and the next "
+                                "replay or server start applies it: {}",
+                                journal_dir, corrected.status().ToString()));
+    }
+    corrected_total.checkpoints += corrected->checkpoints;
+    corrected_total.corrections += corrected->corrections;
+    corrected_total.records_written += corrected->records_written;
+    return true;
   };
   Result<ReplayStats> stats =
       ReplayArchive(req, history->get(), latest.get(), &timezones, [](const ReplayProgress& p) {
         fmt::print(stderr, "joule replay: {}\n", ReplayProgressLine(p));
       });
   if (!stats.ok()) return Fail(stats.status().ToString());
-  if (!corrections.empty()) {
-    Result<uint32_t> partitions = ResolveLogPartitions(config);
-    if (!partitions.ok()) return Fail(partitions.status().ToString());
-    Result<CheckpointCorrectionStats> corrected = CorrectCheckpointedRollups(
-        (std::filesystem::path(config.data_dir) / "checkpoints").string(), *partitions, req.engine,
-        &timezones, history->get(), corrections);
-    if (!corrected.ok()) {
-      return Fail(
-          "the open 1h/1d rollups in the checkpoints were not corrected (run the "
-          "replay again once they settle): " +
-          corrected.status().ToString());
-    }
+  if (handed_over) {
     fmt::print(stderr,
                "joule replay: open 1h/1d rollups of {} rewritten minutes corrected in {} "
                "checkpoint(s), {} final rollup record(s) written\n",
-               corrected->corrections, corrected->checkpoints, corrected->records_written);
+               corrected_total.corrections, corrected_total.checkpoints,
+               corrected_total.records_written);
   }
   PrintSummary(req.from_ns, req.to_ns, req.dry_run, *stats, "");
   return 0;

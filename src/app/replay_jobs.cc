@@ -123,20 +123,26 @@ void ReplayJobs::Run(std::shared_ptr<Job> job) {
     req.engine = options_.engine;
     req.dry_run = job->request.dry_run;
     req.live_watermark = options_.live_watermark;
-    req.live_correction = options_.live_correction;
+    req.journal_dir = options_.journal_dir;
+    if (options_.hand_over) {
+      req.hand_over = [&](uint64_t seq,
+                          const std::vector<BaseCorrection>& corrections) -> Result<bool> {
+        JOULE_ASSIGN_OR_RETURN(bool durable, options_.hand_over(seq, corrections));
+        if (!durable) {
+          logging::Warn(
+              "replay: the processors did not checkpoint the corrected rollups in time; "
+              "the replay journal keeps the difference and the next start applies it to "
+              "the checkpoints that lack it",
+              {{"id", job->id}, {"journal", std::to_string(seq)}});
+        }
+        return durable;
+      };
+    }
     req.cancel = &cancel_;
     stats = ReplayArchive(req, history_, latest_, timezones_, [&](const ReplayProgress& p) {
       std::lock_guard lock(mu_);
       job->progress = p;
     });
-    if (stats.ok() && !req.dry_run && options_.live_correction_flush &&
-        !options_.live_correction_flush()) {
-      logging::Warn(
-          "replay: the processors did not checkpoint the corrected rollups in time; "
-          "a crash before their next checkpoint loses the difference in the open "
-          "1h/1d windows (run the replay again after they settle)",
-          {{"id", job->id}});
-    }
   }
   std::lock_guard lock(mu_);
   job->finished_ns = SystemClock::Default()->NowNanos();

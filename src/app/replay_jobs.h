@@ -5,7 +5,10 @@
 // durable now (Archiver::SealNow), so the archive holds every event acknowledged before the
 // job began; (2) ReplayArchive with the server's own history and latest stores, engine
 // options and time zones, and the live processors' watermarks — it writes only windows the
-// live engine can no longer change (replay.h), so live windows are never disturbed.
+// live engine can no longer change (replay.h), so live windows are never disturbed; the
+// differences of the rollups the live engines still hold go to them through a replay journal
+// (replay_journal.h), which the next start finishes if the server dies before they are
+// checkpointed.
 // Jobs live in memory (the last kMaxJobs); a restart forgets them — replay is idempotent,
 // so run it again. Stop() cancels a running job (between devices) and joins it.
 #pragma once
@@ -36,11 +39,11 @@ struct ReplayJobsOptions {
   int64_t seal_timeout_ns = 120 * kNanosPerSecond;
   int nice = 0;  // added to the job thread's nice value (server.background_nice)
   std::function<bool(std::string_view device_id, int64_t* watermark_ns)> live_watermark;
-  std::function<void(const model::AggregateRecord& before, const model::AggregateRecord& after)>
-      live_correction;  // ReplayRequest::live_correction
-  // After a replay that handed corrections over: waits until the live engines applied them
-  // and wrote a checkpoint with them; false = not within its bound (logged).
-  std::function<bool()> live_correction_flush;
+  // ReplayRequest::journal_dir and ::hand_over: the live processors get each batch's
+  // corrections, and it returns once they applied them and wrote a checkpoint with them
+  // (true), or false when not within its bound (the journal then stays for the next start).
+  std::string journal_dir;
+  std::function<Result<bool>(uint64_t journal_seq, const std::vector<BaseCorrection>&)> hand_over;
 };
 
 class ReplayJobs final : public api::ReplayService {

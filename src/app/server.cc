@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <sys/random.h>
 
+#include <atomic>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -30,6 +31,7 @@
 #include "app/metadata_open.h"
 #include "app/partition_processor.h"
 #include "app/replay_jobs.h"
+#include "app/replay_journal.h"
 #include "common/logging.h"
 #include "common/thread_priority.h"
 #include "ingest/event_appender.h"
@@ -251,6 +253,18 @@ int RunServer(const Config& given_config) {
   history_json_cache.Attach(history.get());
 
   std::filesystem::create_directories(std::filesystem::path(config.data_dir) / "checkpoints", ec);
+  // A replay killed between writing history and its processors (or `joule replay`) taking
+  // the difference of the open 1h/1d rollups left a journal (app/replay_journal.h): its
+  // history writes are redone now, and the processors get its corrections below.
+  Result<std::vector<ReplayJournal>> replay_journals =
+      RedoReplayJournals(config.data_dir, history.get(), &latest);
+  if (!replay_journals.ok()) {
+    logging::Error(
+        "cannot finish an interrupted replay (its journal stays in the data dir's "
+        "replay_journal directory)",
+        {{"error", replay_journals.status().ToString()}});
+    return 1;
+  }
   api::LiveHub live([m = metadata.get()](std::string_view device_id) {
     Result<store::Device> d = m->GetDevice(device_id);
     return d.ok() ? d->owner_id : std::string();
@@ -307,6 +321,23 @@ int RunServer(const Config& given_config) {
     processors.push_back(std::make_unique<PartitionProcessor>(
         std::move(po), log.get(), &latest, history.get(), clock, &metrics, &timezones));
   }
+  // The corrections of interrupted replays, applied by each processor once it has caught up
+  // with the log (and skipped by one whose checkpoint has them already).
+  for (const ReplayJournal& j : *replay_journals) {
+    std::vector<std::vector<std::pair<model::AggregateRecord, model::AggregateRecord>>> per(
+        processors.size());
+    for (const BaseCorrection& c : j.corrections) {
+      uint32_t p = model::PartitionOf(c.after.device_id, config.log_partitions);
+      per[p % threads].emplace_back(c.before, c.after);
+    }
+    for (size_t i = 0; i < processors.size(); ++i) {
+      if (!per[i].empty()) processors[i]->CorrectBaseWindows(j.seq, std::move(per[i]));
+    }
+    logging::Warn("finishing an interrupted replay",
+                  {{"journal", std::to_string(j.seq)},
+                   {"records", std::to_string(j.writes.size())},
+                   {"corrections", std::to_string(j.corrections.size())}});
+  }
   for (auto& p : processors) {
     Status st = p->Start();
     if (!st.ok()) {
@@ -322,6 +353,37 @@ int RunServer(const Config& given_config) {
     metrics.AddGaugeCallback("joule_processor_lag_seconds",
                              "Age of the oldest unprocessed durable record",
                              {{"processor", std::to_string(i)}}, [p] { return p->LagSeconds(); });
+  }
+
+  // The interrupted replays' journals go once every processor has checkpointed them.
+  std::atomic<bool> journals_stop{false};
+  std::thread journal_cleaner;
+  struct JoinOnExit {  // also on the early returns below
+    std::atomic<bool>* stop;
+    std::thread* thread;
+    ~JoinOnExit() {
+      stop->store(true);
+      if (thread->joinable()) thread->join();
+    }
+  } journal_cleaner_guard{&journals_stop, &journal_cleaner};
+  if (!replay_journals->empty()) {
+    journal_cleaner = std::thread([&processors, &journals_stop, &replay_journals, &config] {
+      while (true) {
+        bool all = true;
+        for (auto& p : processors) all = p->WaitForCorrections(200'000'000) && all;
+        if (all) break;
+        if (journals_stop.load()) return;  // the next start finishes them
+      }
+      for (const ReplayJournal& j : *replay_journals) {
+        Status st = RemoveReplayJournal(ReplayJournalDir(config.data_dir), j.seq);
+        if (!st.ok()) {
+          logging::Error("replay journal not removed", {{"error", st.ToString()}});
+          return;
+        }
+      }
+      logging::Info("interrupted replay(s) finished",
+                    {{"journals", std::to_string(replay_journals->size())}});
+    });
   }
 
   // Replay jobs (POST /v1/admin/replay): only with the archive they read.
@@ -340,12 +402,21 @@ int RunServer(const Config& given_config) {
       *watermark_ns = h.watermark_ns;
       return true;
     };
-    ro.live_correction = [&processors, &config, threads](const model::AggregateRecord& before,
-                                                         const model::AggregateRecord& after) {
-      uint32_t p = model::PartitionOf(after.device_id, config.log_partitions);
-      processors[p % threads]->CorrectBaseWindow(before, after);
-    };
-    ro.live_correction_flush = [&processors] {
+    ro.journal_dir = ReplayJournalDir(config.data_dir);
+    ro.hand_over = [&processors, &config, threads](
+                       uint64_t seq,
+                       const std::vector<BaseCorrection>& corrections) -> Result<bool> {
+      // All of a journal's corrections for one processor in one hand-over: the checkpoint
+      // that records the journal holds every one of them.
+      std::vector<std::vector<std::pair<model::AggregateRecord, model::AggregateRecord>>> per(
+          processors.size());
+      for (const BaseCorrection& c : corrections) {
+        uint32_t p = model::PartitionOf(c.after.device_id, config.log_partitions);
+        per[p % threads].emplace_back(c.before, c.after);
+      }
+      for (size_t i = 0; i < processors.size(); ++i) {
+        if (!per[i].empty()) processors[i]->CorrectBaseWindows(seq, std::move(per[i]));
+      }
       bool all = true;
       for (auto& p : processors) all = p->WaitForCorrections(30 * kNanosPerSecond) && all;
       return all;
@@ -619,6 +690,8 @@ int RunServer(const Config& given_config) {
 
   Status flushed = log->Flush();
   if (replay_jobs) replay_jobs->Stop();  // cancels a running replay between devices
+  journals_stop.store(true);
+  if (journal_cleaner.joinable()) journal_cleaner.join();
   for (auto& p : processors) p->Stop();
   processors.clear();
   if (latest_health) latest_health->Stop();
