@@ -3,7 +3,7 @@ rollups, and counts none twice (docs/formats/archive.md, "Replay journal").
 
 A replay writes the minutes that fold in too-late events to history, and hands the
 difference of each to the engine that still holds its hour and day (the checkpoints of a
-stopped data dir, or a running server's processors). Before session 18 a kill between the
+stopped data dir, or a running server's processors). Before 2026-11-30 a kill between the
 two lost the difference for good: the next replay found the minutes unchanged in history
 and handed nothing over, so `1h count=18 | sum of its 1m: 19` (found by a black-box test,
 which killed `joule replay` 10-40 ms after it printed `computing:`).
