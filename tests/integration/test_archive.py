@@ -236,6 +236,45 @@ class ArchiveTest(unittest.TestCase):
         s.start()
         self.assertEqual(s.stop(), 0, s.diag())
 
+    def test_kill_in_the_first_round_archives_every_event_once(self):
+        """A kill -9 between the renames and the checkpoint of the archive's first round (no
+        `_archiver.ckpt` yet) must not leave an event in two published files: the round
+        writes a checkpoint of its start before it renames anything, and the next start
+        rolls the round's files back. Found by a black-box test: the next start kept the
+        files (as if the checkpoint had been removed by hand) and archived the log again from
+        its start — every event twice (docs/formats/archive.md, "Atomicity")."""
+        s = self.server(JOULE_ARCHIVE_MAX_FILE_AGE="1h")
+        s.start()
+        dev = f"first-{uid()}"
+        now = time.time()
+        # Three event-time hours: the round publishes three files.
+        events = [{"device_id": dev, "timestamp": fmt_ts(now - 3 * 3600 + 1 + i * 90),
+                   "event_id": f"f{i}", "metrics": {"power_w": float(i)}} for i in range(100)]
+        status, _, body = s.request("POST", "/v1/telemetry", events)
+        self.assertEqual((status, body.get("accepted")), (202, 100), body)
+        s.kill9()  # max_file_age 1h: nothing archived, no archiver checkpoint
+        ckpt = os.path.join(s.data_dir, "archive", "_archiver.ckpt")
+        self.assertFalse(os.path.exists(ckpt))
+        self.assertEqual(archive_rows(s.data_dir), [])
+
+        frm, to = fmt_ts(now - 4 * 3600), fmt_ts(now + 60)
+        env = s.environment()
+        env["JOULE_TEST_CRASH_AT"] = "archive.after_publish:1"
+        killed = subprocess.run([joule_bin(), "export", "--from", frm, "--to", to], env=env,
+                                capture_output=True, timeout=120)
+        self.assertEqual(killed.returncode, -9, killed.stderr.decode()[-2000:])
+        self.assertEqual(len(archive_rows(s.data_dir)), 100, "the round's files were published")
+
+        proc = run_cli(s, "export", "--from", frm, "--to", to)
+        ids = [json.loads(line)["event_id"] for line in proc.stdout.decode().splitlines()]
+        self.assertEqual(sorted(ids), sorted(e["event_id"] for e in events),
+                         f"export after the kill: {len(ids)} rows for 100 events")
+        # The server agrees: its archive holds every event once after a start and a stop.
+        s.start()
+        self.assertEqual(s.stop(), 0, s.diag())
+        ids = [r["event_id"] for r in archive_rows(s.data_dir)]
+        self.assertEqual(sorted(ids), sorted(e["event_id"] for e in events))
+
     def history(self, server, device, frm, to, resolution="1m", headers=None):
         status, _, body = server.request(
             "GET", f"/v1/devices/{device}/metrics/history?from={fmt_ts(frm)}&to={fmt_ts(to)}"

@@ -15,6 +15,7 @@
 #include <set>
 #include <sstream>
 
+#include "common/crash_point.h"
 #include "common/crc32c.h"
 #include "store/archive/archive_layout.h"
 #include "store/archive/archive_row.h"
@@ -187,6 +188,7 @@ Status ArchiveWriter::Recover() {
                       ckpt->offsets.size(), options_.partitions));
     }
     recovery_.had_checkpoint = true;
+    checkpoint_written_ = true;
     committed_ = ckpt->offsets;
     next_ = ckpt->offsets;
     next_seq_ = ckpt->next_seq;
@@ -205,8 +207,11 @@ Status ArchiveWriter::Recover() {
   JOULE_ASSIGN_OR_RETURN(std::vector<ArchiveFile> files,
                          ListArchiveFiles(options_.root, 0, std::numeric_limits<int64_t>::max()));
   if (!ckpt) {
-    // No checkpoint but published files (the checkpoint was removed by hand): never
-    // reuse their sequence numbers.
+    // No checkpoint but published files. Seal() writes a checkpoint before a round's
+    // first rename, so no crash of this build leaves files without one: it was removed by
+    // hand (or a build before 2026-11-30 crashed in the archive's first round). Their
+    // events cannot be told from the log's; keep them and never reuse their sequence
+    // numbers (docs/formats/archive.md, "Checkpoint").
     for (const auto& f : files) next_seq_ = std::max(next_seq_, f.seq + 1);
     return Status::Ok();
   }
@@ -317,6 +322,14 @@ Status ArchiveWriter::FinishFile(OpenFile* f) {
 Result<size_t> ArchiveWriter::Seal() {
   if (open_.empty() && next_ == committed_) return size_t{0};
   const fs::path root(options_.root);
+  if (!checkpoint_written_ && !open_.empty()) {
+    // The archive's first round (or the first after the checkpoint was removed): a crash
+    // between its renames and its checkpoint must find a checkpoint naming where the round
+    // began, or recovery could not tell the round's files from files to keep, and the log
+    // would be archived from its start once more (found by a black-box test: every event
+    // twice after a kill -9 in the first seal).
+    JOULE_RETURN_IF_ERROR(WriteCheckpoint(committed_));
+  }
   std::set<std::string> dirs;
   size_t published = 0;
   uint64_t bytes = 0;
@@ -339,19 +352,20 @@ Result<size_t> ArchiveWriter::Seal() {
   for (const auto& d : dirs) JOULE_RETURN_IF_ERROR(SyncDir(d));
   open_.clear();
   stats_.open_files.store(0, std::memory_order_relaxed);
+  if (published > 0) CrashPoint("archive.after_publish");  // renamed, not checkpointed
   if (options_.before_checkpoint) JOULE_RETURN_IF_ERROR(options_.before_checkpoint());
-  JOULE_RETURN_IF_ERROR(WriteCheckpoint());
+  JOULE_RETURN_IF_ERROR(WriteCheckpoint(next_));
   committed_ = next_;
   stats_.files_published.fetch_add(published, std::memory_order_relaxed);
   stats_.bytes_published.fetch_add(bytes, std::memory_order_relaxed);
   return published;
 }
 
-Status ArchiveWriter::WriteCheckpoint() {
+Status ArchiveWriter::WriteCheckpoint(const std::vector<uint64_t>& offsets) {
   std::string body;
   PutU64(&body, next_seq_);
-  PutU32(&body, static_cast<uint32_t>(next_.size()));
-  for (uint64_t off : next_) PutU64(&body, off);
+  PutU32(&body, static_cast<uint32_t>(offsets.size()));
+  for (uint64_t off : offsets) PutU64(&body, off);
   std::string data(kMagic, sizeof kMagic);
   PutU32(&data, kCheckpointVersion);
   PutU32(&data, static_cast<uint32_t>(body.size()));
@@ -364,6 +378,7 @@ Status ArchiveWriter::WriteCheckpoint() {
   Status st = WriteAll(fd, data.data(), data.size(), tmp);
   if (!st.ok()) {
     ::close(fd);
+    ::unlink(tmp.c_str());  // a full disk: give the partial file's space back
     return st;
   }
   SyncFd(fd, tmp);
@@ -371,7 +386,9 @@ Status ArchiveWriter::WriteCheckpoint() {
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     return Status::IoError(fmt::format("rename {}: {}", tmp, std::strerror(errno)));
   }
-  return SyncDir(options_.root);
+  JOULE_RETURN_IF_ERROR(SyncDir(options_.root));
+  checkpoint_written_ = true;
+  return Status::Ok();
 }
 
 Result<size_t> ArchiveWriter::EnforceRetention() {

@@ -13,6 +13,9 @@
 //  * published files with seq >= the checkpoint's next sequence belong to a round whose
 //    checkpoint was not written: deleted (rolled back), because their events are read
 //    from the log again (from the checkpoint's offsets) and archived in the next round.
+//    The archive's first round writes a checkpoint of its start before its first rename,
+//    so this holds for it too: published files without any checkpoint were not left by a
+//    crash (the checkpoint was removed by hand) and are kept.
 // So a SIGKILL at any point neither loses an event nor archives one twice, provided the
 // caller re-adds every log record from committed_offset() on.
 //
@@ -126,7 +129,8 @@ class ArchiveWriter {
   struct OpenFile;
   explicit ArchiveWriter(ArchiveWriterOptions options);
   Status Recover();
-  Status WriteCheckpoint();
+  // Writes `offsets` and next_seq_ as the checkpoint.
+  Status WriteCheckpoint(const std::vector<uint64_t>& offsets);
   Status FinishFile(OpenFile* file);
   template <typename E>
   Status AddImpl(uint32_t partition, uint64_t offset, const E& event);
@@ -137,6 +141,9 @@ class ArchiveWriter {
   std::vector<uint64_t> committed_;  // per partition, as in the checkpoint
   std::vector<uint64_t> next_;       // per partition, after the last Add/Skip
   uint64_t next_seq_ = 0;
+  // Whether `_archiver.ckpt` exists (read at Open or written since). Until it does, Seal()
+  // writes one for the round's start before its first rename.
+  bool checkpoint_written_ = false;
   uint64_t staging_counter_ = 0;
   std::map<int64_t, std::unique_ptr<OpenFile>> open_;  // by hour start
   ArchiveRowEncoder encoder_;

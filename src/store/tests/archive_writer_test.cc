@@ -238,6 +238,73 @@ TEST_F(ArchiveWriterTest, ExactlyOnceAcrossCrashBetweenPublishAndCheckpoint) {
   }
 }
 
+// The same crash in the archive's very first round, before any checkpoint existed (found by
+// a black-box test: recovery took the round's files for files whose checkpoint was removed
+// by hand, kept them, and the log was archived again from its start — every event twice).
+TEST_F(ArchiveWriterTest, ExactlyOnceAcrossCrashInTheFirstRound) {
+  std::vector<std::vector<model::Event>> log(2);
+  for (int i = 0; i < 40; ++i) log[i % 2].push_back(MakeEvent(i, kT0 + i * 200 * kNanosPerSecond));
+  constexpr uint64_t kLogStart = 3;  // log retention had deleted offsets 0..2
+  auto feed = [&](ArchiveWriter* w) {
+    for (uint32_t p = 0; p < 2; ++p) {
+      for (uint64_t off = w->committed_offset(p); off < log[p].size(); ++off) {
+        ASSERT_TRUE(w->Add(p, off, log[p][off]).ok());
+      }
+    }
+  };
+  {
+    auto o = Options();
+    o.before_checkpoint = [] { return Status::Internal("simulated crash"); };
+    auto w = ArchiveWriter::Open(o);
+    ASSERT_TRUE(w.ok());
+    EXPECT_FALSE((*w)->recovery_report().had_checkpoint);
+    for (uint32_t p = 0; p < 2; ++p) (*w)->SetStart(p, kLogStart);
+    feed(w->get());
+    ASSERT_FALSE((*w)->Seal().ok());
+    EXPECT_EQ(Archived().size(), 40u - 2 * kLogStart);  // published, not checkpointed
+  }
+  {
+    auto w = ArchiveWriter::Open(Options());
+    ASSERT_TRUE(w.ok());
+    // The round's files are rolled back; reading starts where the round started.
+    EXPECT_TRUE((*w)->recovery_report().had_checkpoint);
+    EXPECT_GT((*w)->recovery_report().files_rolled_back, 0u);
+    EXPECT_EQ(Archived().size(), 0u);
+    EXPECT_EQ((*w)->committed_offset(0), kLogStart);
+    EXPECT_EQ((*w)->committed_offset(1), kLogStart);
+    feed(w->get());
+    ASSERT_TRUE((*w)->Seal().ok());
+  }
+  std::map<std::string, int> archived = Archived();
+  EXPECT_EQ(archived.size(), 40u - 2 * kLogStart);
+  for (const auto& [key, n] : archived) EXPECT_EQ(n, 1) << key;
+}
+
+// A checkpoint removed by hand (docs/formats/archive.md, "Checkpoint"): the published files
+// stay, their sequence numbers are not reused, and the archiver starts from the log's start.
+TEST_F(ArchiveWriterTest, CheckpointRemovedByHandKeepsPublishedFiles) {
+  {
+    auto w = ArchiveWriter::Open(Options());
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->Add(0, 0, MakeEvent(0, kT0)).ok());
+    ASSERT_TRUE((*w)->Add(0, 1, MakeEvent(1, kT0 + kNanosPerHour)).ok());
+    ASSERT_EQ(*(*w)->Seal(), 2u);
+  }
+  fs::remove(root_ / kArchiveCheckpointFile);
+  auto w = ArchiveWriter::Open(Options());
+  ASSERT_TRUE(w.ok());
+  EXPECT_FALSE((*w)->recovery_report().had_checkpoint);
+  EXPECT_EQ((*w)->recovery_report().files_rolled_back, 0u);
+  EXPECT_EQ(Archived().size(), 2u);
+  ASSERT_TRUE((*w)->Add(0, 2, MakeEvent(2, kT0 + 2)).ok());
+  ASSERT_EQ(*(*w)->Seal(), 1u);
+  auto files = ListArchiveFiles(root_.string(), 0, std::numeric_limits<int64_t>::max());
+  ASSERT_TRUE(files.ok());
+  std::set<uint64_t> seqs;
+  for (const auto& f : *files) seqs.insert(f.seq);
+  EXPECT_EQ(seqs, (std::set<uint64_t>{0, 1, 2}));
+}
+
 TEST_F(ArchiveWriterTest, CheckpointMovesForSkippedRecordsAndRejectsOtherLayouts) {
   {
     auto w = ArchiveWriter::Open(Options());
