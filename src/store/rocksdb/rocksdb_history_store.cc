@@ -1,10 +1,13 @@
 #include "store/rocksdb/rocksdb_history_store.h"
 
+#include <fmt/format.h>
 #include <rocksdb/cache.h>
 #include <rocksdb/compaction_filter.h>
 #include <rocksdb/convenience.h>
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
 #include <rocksdb/filter_policy.h>
+#include <rocksdb/listener.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice_transform.h>
 #include <rocksdb/table.h>
@@ -12,10 +15,15 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdarg>
+#include <cstdio>
 #include <functional>
 #include <limits>
+#include <shared_mutex>
 #include <unordered_map>
+#include <utility>
 
+#include "common/logging.h"
 #include "store/rocksdb/history_record_codec.h"
 #include "store/rocksdb/history_version_cache.h"
 
@@ -136,6 +144,80 @@ rocksdb::CompressionType Pick(const std::vector<rocksdb::CompressionType>& suppo
   return rocksdb::kNoCompression;
 }
 
+// RocksDB's own log lines (warnings and errors) go to Joule's log on stderr, not to a
+// `LOG` file in the database directory: on a full disk a failed append to that file made
+// the next log line (RocksDB logs every background error) trip RocksDB's assertion on a
+// file written after an error, and the server aborted (found by a black-box test).
+class StderrLogger final : public rocksdb::Logger {
+ public:
+  StderrLogger() : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL) {}
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override {
+    Log(rocksdb::InfoLogLevel::WARN_LEVEL, format, ap);
+  }
+  void Logv(const rocksdb::InfoLogLevel level, const char* format, va_list ap) override {
+    if (level < GetInfoLogLevel() || level == rocksdb::InfoLogLevel::HEADER_LEVEL) return;
+    Log(level, format, ap);
+  }
+
+ private:
+  // At most kPerMinute lines a minute: on a full disk every resume attempt (one a second)
+  // logs a background error. The next line that goes out says how many were left out.
+  static constexpr int kPerMinute = 10;
+
+  void Log(rocksdb::InfoLogLevel level, const char* format, va_list ap) {
+    uint64_t suppressed = 0;
+    {
+      std::lock_guard lock(mu_);
+      const auto now = std::chrono::steady_clock::now();
+      if (now - window_start_ >= std::chrono::minutes(1)) {
+        window_start_ = now;
+        lines_ = 0;
+      }
+      if (++lines_ > kPerMinute) {
+        ++suppressed_;
+        return;
+      }
+      suppressed = std::exchange(suppressed_, 0);
+    }
+    char buf[1024];
+    va_list copy;
+    va_copy(copy, ap);
+    const int n = std::vsnprintf(buf, sizeof buf, format, copy);
+    va_end(copy);
+    if (n < 0) return;
+    std::string_view text(buf, std::min<size_t>(static_cast<size_t>(n), sizeof buf - 1));
+    while (!text.empty() && text.back() == '\n') text.remove_suffix(1);
+    const logging::Level l = level >= rocksdb::InfoLogLevel::ERROR_LEVEL ? logging::Level::kError
+                                                                         : logging::Level::kWarn;
+    if (suppressed > 0) {
+      logging::Log(
+          l, "rocksdb (history store)",
+          {{"message", std::string(text)}, {"suppressed_before", std::to_string(suppressed)}});
+    } else {
+      logging::Log(l, "rocksdb (history store)", {{"message", std::string(text)}});
+    }
+  }
+
+  std::mutex mu_;
+  std::chrono::steady_clock::time_point window_start_;
+  int lines_ = 0;
+  uint64_t suppressed_ = 0;
+};
+
+// A write that fails for want of space stops RocksDB's writes (a "hard" error). Its own
+// recovery waits until the free space exceeds a write buffer (64 MiB) and refuses a manual
+// DB::Resume() meanwhile, so on a small or nearly full disk it never resumed: it is turned
+// off for hard errors, and the store resumes itself (Impl::Recover). Soft errors (a failed
+// compaction) keep RocksDB's own recovery.
+class ResumeByStore final : public rocksdb::EventListener {
+ public:
+  void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason /*reason*/, rocksdb::Status bg_error,
+                            bool* auto_recovery) override {
+    if (bg_error.severity() >= rocksdb::Status::Severity::kHardError) *auto_recovery = false;
+  }
+};
+
 // Read by the size gauges at render time; detached (db = nullptr) before the DB closes.
 struct SizeProbe {
   std::mutex mu;
@@ -169,8 +251,19 @@ struct RocksDbHistoryStore::Impl {
   std::array<std::atomic<int64_t>, kResolutions> persisted_frontier{};
   std::mutex frontier_mu;
 
+  // Write failures (rocksdb_history_store.h). io_mu is held shared by every write and
+  // exclusively by FlushWAL and Resume: a write that fails has marked the store failing
+  // before a WAL sync can start, and none starts while RocksDB resumes.
+  std::shared_mutex io_mu;
+  std::atomic<bool> failing{false};
+  int64_t next_resume_ns = 0;  // steady clock; guarded by io_mu (exclusive)
+  mutable std::mutex state_mu;
+  HistoryWriteState state;  // guarded by state_mu
+
   HistoryStore::WriteObserver observer;
   Counter* put_records = nullptr;
+  Counter* write_failures = nullptr;
+  Counter* resumes = nullptr;
   Counter* stale_writes = nullptr;
   Counter* expired_writes = nullptr;
   Counter* corrupt_values = nullptr;
@@ -194,13 +287,67 @@ struct RocksDbHistoryStore::Impl {
     }
     rocksdb::FlushOptions flush;
     flush.allow_write_stall = true;
-    (void)db->Flush(flush, all);
+    if (!failing.load()) (void)db->Flush(flush, all);
     for (auto* h : families) {
       if (h != nullptr) (void)db->DestroyColumnFamilyHandle(h);
     }
     if (default_family != nullptr) (void)db->DestroyColumnFamilyHandle(default_family);
     (void)db->Close();
     delete db;
+  }
+
+  // Records a failed write; the store refuses writes until Resume succeeds.
+  void Failed(const Status& st) {
+    std::lock_guard lock(state_mu);
+    if (!state.failing) {
+      state.failing = true;
+      state.since_ns = clock->NowNanos();
+      state.failures = 0;
+    }
+    state.error = st.message();
+    ++state.failures;
+    failing.store(true);
+    write_failures->Inc();
+  }
+  Status Refused() {
+    std::lock_guard lock(state_mu);
+    ++state.failures;
+    return Status::Unavailable(fmt::format(
+        "history store is not writable since a write failed ({}); retried", state.error));
+  }
+  // When failing: DB::Resume(), at most once per resume_interval_ns. OK when writable.
+  Status Recover() {
+    if (!failing.load()) return Status::Ok();
+    std::unique_lock io(io_mu);
+    if (!failing.load()) return Status::Ok();
+    const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                            std::chrono::steady_clock::now().time_since_epoch())
+                            .count();
+    if (now < next_resume_ns) return Refused();
+    next_resume_ns = now + options.resume_interval_ns;
+    rocksdb::Status s = db->Resume();
+    if (!s.ok()) {
+      {
+        std::lock_guard lock(state_mu);
+        state.error = FromRocks(s, "resume").message();
+      }
+      return Refused();
+    }
+    {
+      std::lock_guard lock(state_mu);
+      state = HistoryWriteState{};
+    }
+    failing.store(false);
+    resumes->Inc();
+    return Status::Ok();
+  }
+  // A write under io_mu (shared): refused while failing; a failure marks the store failing.
+  Status Write(rocksdb::WriteBatch* batch) {
+    std::shared_lock io(io_mu);
+    if (failing.load()) return Refused();
+    Status st = FromRocks(db->Write(rocksdb::WriteOptions(), batch), "write");
+    if (!st.ok()) Failed(st);
+    return st;
   }
 
   int64_t Horizon(model::Resolution r) const {
@@ -248,11 +395,13 @@ Result<std::unique_ptr<RocksDbHistoryStore>> RocksDbHistoryStore::Open(
   }
 
   rocksdb::DBOptions db_options;
+  if (options.env != nullptr) db_options.env = options.env;
   db_options.create_if_missing = true;
   db_options.create_missing_column_families = true;
   db_options.max_background_jobs = 2;
-  db_options.keep_log_file_num = 4;
   db_options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
+  db_options.info_log = std::make_shared<StderrLogger>();
+  db_options.listeners.push_back(std::make_shared<ResumeByStore>());
 
   const auto supported = rocksdb::GetSupportedCompressions();
   // ZSTD on every level, flushes included: a history record is written once or a few
@@ -352,6 +501,13 @@ Result<std::unique_ptr<RocksDbHistoryStore>> RocksDbHistoryStore::Open(
   impl->version_reads = metrics->GetCounter(
       "joule_history_version_reads_total",
       "Stored versions read before a history write (keys the version cache could not answer)");
+  impl->write_failures = metrics->GetCounter(
+      "joule_history_write_failures_total",
+      "History writes (and WAL syncs) that failed, e.g. on a full disk; the store then refuses "
+      "writes until it resumes");
+  impl->resumes = metrics->GetCounter(
+      "joule_history_resumes_total",
+      "Times the history store became writable again after a failed write (DB::Resume)");
   impl->put_latency =
       metrics->GetHistogram("joule_history_put_latency_seconds", "Latency of a history Put batch",
                             Histogram::LatencyBuckets());
@@ -381,6 +537,7 @@ Status RocksDbHistoryStore::Put(const std::vector<model::AggregateRecord>& recor
     JOULE_RETURN_IF_ERROR(ValidateDeviceId(r.device_id));
     JOULE_RETURN_IF_ERROR(ValidateResolution(r.resolution));
   }
+  JOULE_RETURN_IF_ERROR(d.Recover());
   d.put_records->Inc(records.size());
 
   std::array<int64_t, kResolutions> horizon;
@@ -532,7 +689,7 @@ Status RocksDbHistoryStore::Put(const std::vector<model::AggregateRecord>& recor
         raise |= newest[i] > d.persisted_frontier[i].load();
       }
       if (!raise) {
-        result = FromRocks(d.db->Write(rocksdb::WriteOptions(), &batch), "write");
+        result = d.Write(&batch);
       } else {
         // The new frontier goes in the same atomic batch as the keys past the old one.
         // Raising batches are serialized so that a lower value never overwrites a higher.
@@ -544,7 +701,7 @@ Status RocksDbHistoryStore::Put(const std::vector<model::AggregateRecord>& recor
           next[i] = NextFrontier(newest[i]);
           batch.Put(d.default_family, kFrontierKeys[i], EncodeFrontier(next[i]));
         }
-        result = FromRocks(d.db->Write(rocksdb::WriteOptions(), &batch), "write");
+        result = d.Write(&batch);
         if (result.ok()) {
           for (size_t i = 0; i < kResolutions; ++i) d.persisted_frontier[i].store(next[i]);
         }
@@ -684,7 +841,18 @@ int64_t RocksDbHistoryStore::ReadHorizon(model::Resolution r) const {
 }
 
 Status RocksDbHistoryStore::Flush() {
-  return FromRocks(impl_->db->FlushWAL(/*sync=*/true), "sync WAL");
+  Impl& d = *impl_;
+  JOULE_RETURN_IF_ERROR(d.Recover());
+  std::unique_lock io(d.io_mu);
+  if (d.failing.load()) return d.Refused();
+  Status st = FromRocks(d.db->FlushWAL(/*sync=*/true), "sync WAL");
+  if (!st.ok()) d.Failed(st);
+  return st;
+}
+
+HistoryWriteState RocksDbHistoryStore::WriteState() const {
+  std::lock_guard lock(impl_->state_mu);
+  return impl_->state;
 }
 
 Status RocksDbHistoryStore::CompactExpired() {

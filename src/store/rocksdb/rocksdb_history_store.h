@@ -8,6 +8,14 @@
 // in `metrics` read 0 after the store is destroyed.
 // Durability: after Put returns, its records survive a process crash; after Flush, a
 // power loss.
+// Write errors (a full disk, RELIABILITY.md #6): a write RocksDB refuses puts the store in
+// a failing state. Until DB::Resume() succeeds — tried by Put and Flush, at most once per
+// `resume_interval_ns` — Put and Flush answer Unavailable without touching the database
+// (RocksDB asserts when its WAL file is synced after a failed append; found by a black-box
+// test). RocksDB's own recovery is off for such errors (it waits for 64 MiB of free space);
+// its log lines go to Joule's log, not to a `LOG` file (an append to that file after a
+// failed one tripped the same assertion). Reads go on. Nothing written before the failure
+// is lost; what a failed Put carried is not stored, and the caller writes it again.
 #pragma once
 
 #include <array>
@@ -26,6 +34,7 @@
 namespace rocksdb {
 class ColumnFamilyHandle;
 class DB;
+class Env;
 }  // namespace rocksdb
 
 namespace joule::store {
@@ -42,6 +51,19 @@ struct RocksDbHistoryOptions {
   // each; beyond, arbitrary devices are forgotten and their keys read again. 0 = no cache:
   // every Put reads every key's stored version first.
   size_t version_cache_devices = 100'000;
+  // After a failed write (a full disk), the first Put or Flush at least this long after the
+  // previous attempt tries DB::Resume(); the others answer Unavailable at once.
+  int64_t resume_interval_ns = kNanosPerSecond;
+  // Tests: the RocksDB environment (fault injection); nullptr = the default.
+  rocksdb::Env* env = nullptr;
+};
+
+// The store's write path: failing since a write failed (e.g. a full disk) until a resume.
+struct HistoryWriteState {
+  bool failing = false;
+  int64_t since_ns = 0;   // the first failure (options.clock)
+  std::string error;      // the last failure
+  uint64_t failures = 0;  // writes refused or failed since
 };
 
 struct HistoryDiskUsage {
@@ -77,6 +99,7 @@ class RocksDbHistoryStore final : public HistoryStore {
   // Flushes memtables and compacts everything (benchmarks: size after compaction).
   Status CompactAll();
   Result<HistoryDiskUsage> DiskUsage(model::Resolution r);
+  HistoryWriteState WriteState() const;
 
  private:
   struct Impl;

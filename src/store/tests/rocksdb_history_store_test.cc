@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
+#include <rocksdb/file_system.h>
 #include <stdlib.h>
 
 #include <algorithm>
@@ -921,6 +923,126 @@ TEST_F(RocksDbHistoryTest, ACleanCloseLeavesSstFilesAndNoWal) {
   const uint64_t reads = CounterValue(metrics_, "joule_history_version_reads_total");
   ASSERT_TRUE(store_->Put({MakeRecord("d0", Resolution::kBase, kNow + 3 * kNanosPerHour)}).ok());
   EXPECT_EQ(CounterValue(metrics_, "joule_history_version_reads_total"), reads);
+}
+
+// A filesystem that answers ENOSPC to every append while `full` is set, as a full disk
+// does (files are still created; RocksDB's own error is NoSpace, retryable).
+class FullDiskFileSystem final : public rocksdb::FileSystemWrapper {
+ public:
+  explicit FullDiskFileSystem(std::atomic<bool>* full)
+      : FileSystemWrapper(rocksdb::FileSystem::Default()), full_(full) {}
+  const char* Name() const override { return "FullDiskFileSystem"; }
+  rocksdb::IOStatus NewWritableFile(const std::string& f, const rocksdb::FileOptions& o,
+                                    std::unique_ptr<rocksdb::FSWritableFile>* r,
+                                    rocksdb::IODebugContext* dbg) override {
+    std::unique_ptr<rocksdb::FSWritableFile> file;
+    rocksdb::IOStatus s = target()->NewWritableFile(f, o, &file, dbg);
+    if (s.ok()) *r = std::make_unique<File>(std::move(file), full_);
+    return s;
+  }
+  rocksdb::IOStatus ReopenWritableFile(const std::string& f, const rocksdb::FileOptions& o,
+                                       std::unique_ptr<rocksdb::FSWritableFile>* r,
+                                       rocksdb::IODebugContext* dbg) override {
+    std::unique_ptr<rocksdb::FSWritableFile> file;
+    rocksdb::IOStatus s = target()->ReopenWritableFile(f, o, &file, dbg);
+    if (s.ok()) *r = std::make_unique<File>(std::move(file), full_);
+    return s;
+  }
+
+ private:
+  class File final : public rocksdb::FSWritableFileOwnerWrapper {
+   public:
+    File(std::unique_ptr<rocksdb::FSWritableFile> f, std::atomic<bool>* full)
+        : FSWritableFileOwnerWrapper(std::move(f)), full_(full) {}
+    rocksdb::IOStatus Append(const rocksdb::Slice& d, const rocksdb::IOOptions& o,
+                             rocksdb::IODebugContext* dbg) override {
+      if (full_->load()) return NoSpace();
+      return target()->Append(d, o, dbg);
+    }
+    rocksdb::IOStatus Append(const rocksdb::Slice& d, const rocksdb::IOOptions& o,
+                             const rocksdb::DataVerificationInfo& v,
+                             rocksdb::IODebugContext* dbg) override {
+      if (full_->load()) return NoSpace();
+      return target()->Append(d, o, v, dbg);
+    }
+    rocksdb::IOStatus PositionedAppend(const rocksdb::Slice& d, uint64_t off,
+                                       const rocksdb::IOOptions& o,
+                                       rocksdb::IODebugContext* dbg) override {
+      if (full_->load()) return NoSpace();
+      return target()->PositionedAppend(d, off, o, dbg);
+    }
+
+   private:
+    static rocksdb::IOStatus NoSpace() {
+      rocksdb::IOStatus s = rocksdb::IOStatus::NoSpace("append", "No space left on device");
+      s.SetRetryable(true);
+      return s;
+    }
+    std::atomic<bool>* full_;
+  };
+  std::atomic<bool>* full_;
+};
+
+// A full disk under the history store (found by a black-box test: the server aborted in a
+// RocksDB assertion, "sync_without_flush_called_", when it synced or appended to the WAL
+// after a failed append). The store refuses writes and WAL syncs without touching RocksDB
+// until DB::Resume() succeeds once there is space; nothing written before is lost, and the
+// refused records are written when the caller retries.
+TEST_F(RocksDbHistoryTest, AFullDiskRefusesWritesUntilSpaceReturns) {
+  std::atomic<bool> full{false};
+  auto fs = std::make_shared<FullDiskFileSystem>(&full);
+  std::unique_ptr<rocksdb::Env> env = rocksdb::NewCompositeEnv(fs);
+  options_.env = env.get();
+  options_.resume_interval_ns = 0;
+  Open();
+  std::vector<AggregateRecord> before, during;
+  for (int m = 0; m < 50; ++m) {
+    before.push_back(
+        MakeRecord("d" + std::to_string(m % 3), Resolution::kBase, kNow + m * kNanosPerMinute));
+    during.push_back(
+        MakeRecord("e" + std::to_string(m % 3), Resolution::kBase, kNow + m * kNanosPerMinute));
+  }
+  ASSERT_TRUE(store_->Put(before).ok());
+  ASSERT_TRUE(store_->Flush().ok());
+
+  full = true;
+  Status st = store_->Put(during);
+  ASSERT_FALSE(st.ok());
+  EXPECT_TRUE(st.code() == StatusCode::kIoError || st.code() == StatusCode::kUnavailable)
+      << st.ToString();
+  EXPECT_NE(st.message().find("No space left"), std::string::npos) << st.ToString();
+  EXPECT_TRUE(store_->WriteState().failing);
+  // Neither a retry, nor a WAL sync (a checkpoint), nor a close may reach the failed WAL file.
+  for (int i = 0; i < 3; ++i) {
+    st = store_->Put(during);
+    EXPECT_FALSE(st.ok());
+    st = store_->Flush();
+    EXPECT_FALSE(st.ok());
+  }
+  auto got = store_->Get("d1", Resolution::kBase, kNow + kNanosPerMinute);
+  ASSERT_TRUE(got.ok() && got->has_value()) << "reads go on";
+
+  full = false;
+  st = store_->Put(during);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  ASSERT_TRUE(store_->Flush().ok());
+  EXPECT_FALSE(store_->WriteState().failing);
+  EXPECT_EQ(CounterValue(metrics_, "joule_history_resumes_total"), 1u);
+  EXPECT_GE(CounterValue(metrics_, "joule_history_write_failures_total"), 1u);
+
+  // Failing again, then a close while failing: the next open has everything written.
+  full = true;
+  EXPECT_FALSE(store_->Put({MakeRecord("f", Resolution::kBase, kNow)}).ok());
+  store_.reset();
+  full = false;
+  Open();
+  for (const auto* batch : {&before, &during}) {
+    for (const auto& r : *batch) {
+      auto g = store_->Get(r.device_id, r.resolution, r.window_start_ns);
+      ASSERT_TRUE(g.ok() && g->has_value()) << r.device_id << " " << r.window_start_ns;
+    }
+  }
+  store_.reset();  // before the environment goes
 }
 
 // A database written before session 9: marker "1", values of format 1. It opens, is marked
