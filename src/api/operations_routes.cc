@@ -30,7 +30,8 @@ void AddOperationsRoutes(net::Router& router, ApiContext& ctx) {
   // metadata database (PostgreSQL) that is down does not make Joule unready — ingest goes
   // on, reads fall back to history, the metadata cache keeps serving what it holds — but
   // the answer says so: "status": "degraded" and the store's state. So does a damaged log
-  // record met at run time (docs/RELIABILITY.md, "Run-time corruption").
+  // record met at run time (docs/RELIABILITY.md, "Run-time corruption"), and a history
+  // store or archive that a full disk stopped writing (RELIABILITY.md #6).
   router.Add("GET", "/readyz", [&ctx](net::HttpRequest&, net::Responder r) {
     const bool ready = !ctx.ready || ctx.ready();
     const bool latest_set = static_cast<bool>(ctx.latest_state);
@@ -38,7 +39,9 @@ void AddOperationsRoutes(net::Router& router, ApiContext& ctx) {
     const bool metadata_up = ctx.metadata == nullptr || ctx.metadata->reachable();
     std::vector<std::string> damage;
     if (ctx.log_damage) damage = ctx.log_damage();
-    const bool degraded = !s.up || !metadata_up || !damage.empty();
+    std::vector<ApiContext::WriterFault> faults;
+    if (ctx.writer_faults) faults = ctx.writer_faults();
+    const bool degraded = !s.up || !metadata_up || !damage.empty() || !faults.empty();
     JsonWriter w;
     w.BeginObject();
     w.Key("status");
@@ -82,6 +85,22 @@ void AddOperationsRoutes(net::Router& router, ApiContext& ctx) {
       w.BeginArray();
       for (const std::string& d : damage) w.Raw(d);
       w.EndArray();
+      w.EndObject();
+    }
+    // A writer a failing disk stopped (docs/RELIABILITY.md #6): "failing" while it retries.
+    for (const ApiContext::WriterFault& f : faults) {
+      w.Key(f.writer);
+      w.BeginObject();
+      w.Key("state");
+      w.String("failing");
+      w.Key("since");
+      w.String(FormatRfc3339Millis(f.since_ns));
+      w.Key("error");
+      w.String(f.error);
+      if (f.writer == "history") {
+        w.Key("pending_records");
+        w.Uint(f.pending_records);
+      }
       w.EndObject();
     }
     w.EndObject();

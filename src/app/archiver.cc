@@ -67,7 +67,9 @@ Status Archiver::OpenWriter() {
   wo.clock = clock_;
   JOULE_ASSIGN_OR_RETURN(writer_, store::ArchiveWriter::Open(wo));
   const auto& report = writer_->recovery_report();
-  if (report.temp_files_removed > 0 || report.files_rolled_back > 0) {
+  // A retry after a failed round removes that round's staging files: not worth a line a
+  // second while a full disk makes every round fail (Failed logs those).
+  if (report.files_rolled_back > 0 || (report.temp_files_removed > 0 && !state().failing)) {
     logging::Info("archive recovered",
                   {{"temp_files_removed", std::to_string(report.temp_files_removed)},
                    {"files_rolled_back", std::to_string(report.files_rolled_back)}});
@@ -178,8 +180,7 @@ bool Archiver::ReadBatch(uint32_t p) {
     Status st = writer_->Add(p, rec.offset.value, view_);
     if (!st.ok()) {
       // The writer is unusable now; the round is redone from the checkpoint.
-      logging::Error("archive: write failed", {{"error", st.ToString()}});
-      failed_.store(true);
+      Failed("archive: write failed", st);
       return false;
     }
     // Very late events can open many hours at once: seal before memory grows.
@@ -195,9 +196,15 @@ bool Archiver::ReadBatch(uint32_t p) {
 void Archiver::SealRound() {
   Result<size_t> sealed = writer_->Seal();
   if (!sealed.ok()) {
-    logging::Error("archive: sealing failed", {{"error", sealed.status().ToString()}});
-    failed_.store(true);
+    Failed("archive: sealing failed", sealed.status());
     return;
+  }
+  {
+    std::lock_guard lock(state_mu_);
+    if (state_.failing) {
+      logging::Info("archive: sealing resumed", {{"failures", std::to_string(state_.failures)}});
+    }
+    state_ = State{};
   }
   if (files_) files_->Inc(*sealed);
   for (uint32_t p = 0; p < log_->partitions(); ++p) {
@@ -207,6 +214,29 @@ void Archiver::SealRound() {
   }
   { std::lock_guard lock(seal_mu_); }
   sealed_cv_.notify_all();
+}
+
+void Archiver::Failed(std::string_view what, const Status& status) {
+  failed_.store(true);
+  std::lock_guard lock(state_mu_);
+  // Logged when a run of failures begins, then at most once a minute: on a full disk the
+  // round is retried every second.
+  const int64_t now = clock_->NowNanos();
+  if (!state_.failing || now - last_failure_log_ns_ >= kNanosPerMinute) {
+    logging::Error(what, {{"error", status.ToString()},
+                          {"failures", std::to_string(state_.failures + 1)},
+                          {"retry", "every second, from the archive checkpoint"}});
+    last_failure_log_ns_ = now;
+  }
+  if (!state_.failing) state_.since_ns = now;
+  state_.failing = true;
+  state_.error = status.ToString();
+  ++state_.failures;
+}
+
+Archiver::State Archiver::state() const {
+  std::lock_guard lock(state_mu_);
+  return state_;
 }
 
 void Archiver::Run() {
@@ -229,7 +259,7 @@ void Archiver::Run() {
       if (st.ok()) {
         failed_.store(false);
       } else {
-        logging::Error("archive: reopen failed", {{"error", st.ToString()}});
+        Failed("archive: reopen failed", st);
       }
       continue;
     }

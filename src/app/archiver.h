@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -61,12 +62,24 @@ class Archiver {
   // `cancel` (may be null) is set, or when the thread is not running.
   Status SealNow(int64_t timeout_ns, const std::atomic<bool>* cancel = nullptr);
 
+  // Failing: a round failed (e.g. a full disk) and no round has been sealed since; the
+  // archiver retries every second from its checkpoint. Thread-safe.
+  struct State {
+    bool failing = false;
+    int64_t since_ns = 0;
+    std::string error;  // the last failure
+    uint64_t failures = 0;
+  };
+  State state() const;
+
  private:
   // (Re)opens the writer (recovery) and positions the readers at its checkpoint.
   Status OpenWriter();
   void Run();
   bool ReadBatch(uint32_t partition);
   void SealRound();
+  // Marks the archiver failing (and logs the first failure of a run of them).
+  void Failed(std::string_view what, const Status& status);
 
   ArchiverOptions options_;
   log::Log* log_;
@@ -88,6 +101,9 @@ class Archiver {
   std::mutex seal_mu_;
   std::condition_variable sealed_cv_;
   std::thread thread_;
+  mutable std::mutex state_mu_;
+  State state_;                      // guarded by state_mu_
+  int64_t last_failure_log_ns_ = 0;  // guarded by state_mu_
   Counter* events_ = nullptr;
   Counter* files_ = nullptr;
   Counter* decode_errors_ = nullptr;

@@ -260,12 +260,18 @@ bool PartitionProcessor::WriteCheckpoint() {
   // Everything emitted before the checkpoint is in history, held partials included: the
   // restored engine does not re-emit an unchanged open window after a crash.
   ReleaseHeldPartials(start, /*all=*/true);
-  FlushHistory();
+  if (history_ && !FlushHistory()) {
+    // The checkpoint's offsets would cover records history does not hold.
+    logging::Warn("checkpoint not written: the history store refuses writes",
+                  {{"processor", std::to_string(options_.index)}});
+    return false;
+  }
   if (history_) {
     // Records emitted before the checkpoint's offsets must survive what it survives.
     Status st = history_->Flush();
     if (!st.ok()) {
       logging::Error("history flush before checkpoint failed", {{"error", st.ToString()}});
+      checkpoint_error_ = st.ToString();
       return false;
     }
   }
@@ -297,6 +303,7 @@ bool PartitionProcessor::WriteCheckpoint() {
     Status st = WriteLatestBacklogFile(LatestBacklogPath(), catchup_->Markers());
     if (!st.ok()) {
       logging::Error("latest backlog not written", {{"error", st.ToString()}});
+      checkpoint_error_ = st.ToString();
       return false;
     }
     has_backlog_file_ = catchup_->pending();
@@ -307,6 +314,7 @@ bool PartitionProcessor::WriteCheckpoint() {
                            &ckpt_bytes_, replay_applied_);
   if (!bytes.ok()) {
     logging::Error("checkpoint not written", {{"error", bytes.status().ToString()}});
+    checkpoint_error_ = bytes.status().ToString();
     return false;
   }
   for (const auto& [p, off] : offsets) {
@@ -375,7 +383,8 @@ Status PartitionProcessor::Start() {
       }
     }
     if (!WriteCheckpoint()) {
-      return Status::IoError("cannot write the recovery checkpoint " + options_.checkpoint_path);
+      return Status::IoError(fmt::format("cannot write the recovery checkpoint {}: {}",
+                                         options_.checkpoint_path, checkpoint_error_));
     }
   }
   thread_ = std::thread([this] { Run(); });
@@ -388,7 +397,13 @@ void PartitionProcessor::Stop() {
   thread_.join();
   // History is current at shutdown: the held partials go out (with or without checkpoints).
   ReleaseHeldPartials(clock_->NowNanos(), /*all=*/true);
-  if (history_) FlushHistory();
+  if (history_ && !FlushHistory()) {
+    logging::Warn(
+        "stopping with history records not written (the store refuses writes); the "
+        "next start re-processes the log from the last checkpoint",
+        {{"processor", std::to_string(options_.index)}});
+    return;
+  }
   WriteCheckpoint();
 }
 
@@ -544,7 +559,7 @@ void PartitionProcessor::DrainLatest() {
   // throttle go out first (throttling is off while a backlog is being written).
   if (history_ && sink_->held() > 0) {
     ReleaseHeldPartials(clock_->NowNanos(), /*all=*/true);
-    FlushHistory();
+    if (!FlushHistory()) return;  // history lacks them: catch up after the retry
   }
   catchup_->Drain([this](std::string_view device_id) -> const model::Event* {
     const Reading* r = readings_.Find(device_id);
@@ -553,16 +568,55 @@ void PartitionProcessor::DrainLatest() {
   });
 }
 
-void PartitionProcessor::FlushHistory() {
+bool PartitionProcessor::FlushHistory() {
   auto& pending = sink_->pending_history();
-  if (pending.empty()) return;
+  if (pending.empty()) return true;
   Status st = history_->Put(pending);
+  if (!st.ok() && (st.code() == StatusCode::kIoError || st.code() == StatusCode::kUnavailable)) {
+    // A full disk: never skipped. The records stay pending, no checkpoint is written past
+    // them, and nothing else is processed until the store takes them (Run retries).
+    history_retry_at_ =
+        std::chrono::steady_clock::now() + std::chrono::nanoseconds(options_.history_retry_ns);
+    if (!history_blocked_) {
+      history_blocked_ = true;
+      history_retries_ = 0;
+      history_errors_->Inc(pending.size());
+      logging::Error(
+          "history write failed; processing paused, retried every second (the log "
+          "keeps the events)",
+          {{"processor", std::to_string(options_.index)},
+           {"records", std::to_string(pending.size())},
+           {"error", st.ToString()}});
+    } else {
+      ++history_retries_;
+    }
+    std::lock_guard lock(history_block_mu_);
+    if (!history_block_.blocked) history_block_.since_ns = clock_->NowNanos();
+    history_block_.blocked = true;
+    history_block_.error = st.ToString();
+    history_block_.pending_records = pending.size();
+    return false;
+  }
   if (!st.ok()) {
     history_errors_->Inc(pending.size());
     logging::Error("history write failed", {{"error", st.ToString()}});
   }
+  if (history_blocked_) {
+    history_blocked_ = false;
+    logging::Info("history write resumed", {{"processor", std::to_string(options_.index)},
+                                            {"records", std::to_string(pending.size())},
+                                            {"retries", std::to_string(history_retries_)}});
+    std::lock_guard lock(history_block_mu_);
+    history_block_ = HistoryBlock{};
+  }
   pending.clear();
   CrashPoint("processor.after_history_put");  // records in history, offsets not checkpointed
+  return true;
+}
+
+PartitionProcessor::HistoryBlock PartitionProcessor::HistoryBlocked() const {
+  std::lock_guard lock(history_block_mu_);
+  return history_block_;
 }
 
 bool PartitionProcessor::Health(std::string_view device_id,
@@ -651,6 +705,18 @@ void PartitionProcessor::Run() {
   int64_t last_state = 0;
   while (true) {
     bool stopping = stop_.load();
+    if (history_blocked_) {
+      // The history store refused the pending records (a full disk): retry them, and
+      // process nothing else until it takes them — what is not read stays in the log, and
+      // no checkpoint is written past records history lacks. A stop leaves them to the
+      // next start, which re-processes the log from the last checkpoint.
+      if (stopping) break;
+      if (std::chrono::steady_clock::now() >= history_retry_at_) FlushHistory();
+      if (history_blocked_) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        continue;
+      }
+    }
     bool any = false;
     const bool held = TestHeld("log.consumers");
     if (!held) {

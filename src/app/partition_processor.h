@@ -16,6 +16,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -72,6 +73,9 @@ struct PartitionProcessorOptions {
   // At Stop, how long to keep writing a deferred backlog to a reachable latest store
   // before leaving the rest to the next start (persisted with the checkpoint).
   int64_t latest_final_drain_ns = 2'000'000'000;
+  // A history write that failed with an I/O error (a full disk) is retried this often
+  // (HistoryBlocked).
+  int64_t history_retry_ns = 1'000'000'000;
 };
 
 class PartitionProcessor {
@@ -113,12 +117,25 @@ class PartitionProcessor {
   // Latest-store catch-up backlog (thread-safe): buffered records, devices waiting.
   size_t LatestPendingRecords() const { return catchup_->pending_records(); }
   size_t LatestPendingDevices() const { return catchup_->pending_devices(); }
+  // While the history store refuses writes (a full disk): the processor keeps the records
+  // it could not write, retries them every `history_retry_ns`, and processes nothing else
+  // meanwhile (nor checkpoints). Thread-safe.
+  struct HistoryBlock {
+    bool blocked = false;
+    int64_t since_ns = 0;
+    std::string error;
+    uint64_t pending_records = 0;
+  };
+  HistoryBlock HistoryBlocked() const;
 
  private:
   class Sink;
   void Run();
   bool ProcessBatch(size_t slot);
-  void FlushHistory();
+  // Writes the pending history records. False when the store refused them with an I/O
+  // error or Unavailable (a full disk): they are kept and the processor is blocked until a
+  // retry succeeds. Other errors (a record the store rejects) drop them, logged and counted.
+  bool FlushHistory();
   // Moves held partial records that are due (or all of them) into the history batch.
   void ReleaseHeldPartials(int64_t now_ns, bool all);
   // Writes some of the latest-store backlog once the store is reachable again.
@@ -204,7 +221,14 @@ class PartitionProcessor {
   std::vector<std::string_view> ckpt_readings_;
   uint64_t latest_generation_ = 0;  // of the latest store, last seen (InstanceGeneration)
   bool has_backlog_file_ = true;    // unknown at start: the first checkpoint removes a stale one
+  std::string checkpoint_error_;    // why the last WriteCheckpoint failed
   model::Event drain_reading_;      // a decoded reading handed to the catch-up
+  // History writes refused (FlushHistory): processor thread, except the copy for readers.
+  bool history_blocked_ = false;
+  std::chrono::steady_clock::time_point history_retry_at_;
+  uint64_t history_retries_ = 0;
+  mutable std::mutex history_block_mu_;
+  HistoryBlock history_block_;  // guarded by history_block_mu_
 };
 
 }  // namespace joule::app

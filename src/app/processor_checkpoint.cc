@@ -225,6 +225,7 @@ Status WriteFileAtomically(const std::string& path, std::span<const std::string_
         if (errno == EINTR) continue;
         int err = errno;
         ::close(fd);
+        ::unlink(tmp.c_str());  // a full disk: give the partial file's space back
         return Status::IoError(fmt::format("write {}: {}", tmp, std::strerror(err)));
       }
       off += static_cast<size_t>(w);

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <sys/random.h>
+#include <sys/statvfs.h>
 
 #include <atomic>
 #include <boost/asio/executor_work_guard.hpp>
@@ -56,6 +57,32 @@
 
 namespace joule::app {
 namespace {
+
+// A start that fails on a full disk says so, names the data dir and its free space (found by
+// a black-box test: a restart on a full disk said only "cannot open latest store", backend
+// "memory"). Refusing to start is the policy (docs/RELIABILITY.md #6): acknowledged events
+// are in the log, and a supervisor's restart succeeds once there is space. Returns whether
+// `status` was a full disk (then it is logged).
+bool ReportDiskFull(std::string_view step, const Status& status, const std::string& data_dir) {
+  const std::string& m = status.message();
+  if (m.find(std::strerror(ENOSPC)) == std::string::npos &&
+      m.find(std::strerror(EDQUOT)) == std::string::npos) {
+    return false;
+  }
+  std::string free_bytes = "unknown";
+  if (struct statvfs v; ::statvfs(data_dir.c_str(), &v) == 0) {
+    free_bytes = std::to_string(static_cast<uint64_t>(v.f_bavail) * v.f_frsize);
+  }
+  logging::Error("cannot start: the disk holding the data dir is full",
+                 {{"path", data_dir},
+                  {"free_bytes", free_bytes},
+                  {"step", std::string(step)},
+                  {"error", status.ToString()},
+                  {"action",
+                   "free space on that filesystem and start again (acknowledged events "
+                   "are safe in the log)"}});
+  return true;
+}
 
 std::string RandomToken() {
   unsigned char buf[24];
@@ -182,7 +209,9 @@ int RunServer(const Config& given_config) {
   log_options.quarantine_dir = (std::filesystem::path(config.data_dir) / "quarantine").string();
   Result<std::unique_ptr<log::Log>> opened = log::Log::Open(log_options, &metrics);
   if (!opened.ok()) {
-    logging::Error("cannot open log", {{"error", opened.status().ToString()}});
+    if (!ReportDiskFull("cannot open log", opened.status(), config.data_dir)) {
+      logging::Error("cannot open log", {{"error", opened.status().ToString()}});
+    }
     return 1;
   }
   std::unique_ptr<log::Log> log = std::move(*opened);
@@ -199,7 +228,9 @@ int RunServer(const Config& given_config) {
     archiver = std::make_unique<Archiver>(ao, log.get(), clock, &metrics);
     Status archiver_started = archiver->Start();
     if (!archiver_started.ok()) {
-      logging::Error("cannot start archiver", {{"error", archiver_started.ToString()}});
+      if (!ReportDiskFull("cannot start archiver", archiver_started, config.data_dir)) {
+        logging::Error("cannot start archiver", {{"error", archiver_started.ToString()}});
+      }
       return 1;
     }
   }
@@ -216,8 +247,10 @@ int RunServer(const Config& given_config) {
 
   Result<std::unique_ptr<store::LatestStore>> latest_opened = OpenLatest(config, &metrics);
   if (!latest_opened.ok()) {
-    logging::Error("cannot open latest store", {{"backend", config.latest_backend},
-                                                {"error", latest_opened.status().ToString()}});
+    if (!ReportDiskFull("cannot open latest store", latest_opened.status(), config.data_dir)) {
+      logging::Error("cannot open latest store", {{"backend", config.latest_backend},
+                                                  {"error", latest_opened.status().ToString()}});
+    }
     return 1;
   }
   std::unique_ptr<store::LatestStore> latest_store = std::move(*latest_opened);
@@ -244,7 +277,9 @@ int RunServer(const Config& given_config) {
   history_options.clock = clock;
   auto history_opened = store::RocksDbHistoryStore::Open(history_options, &metrics);
   if (!history_opened.ok()) {
-    logging::Error("cannot open history store", {{"error", history_opened.status().ToString()}});
+    if (!ReportDiskFull("cannot open history store", history_opened.status(), config.data_dir)) {
+      logging::Error("cannot open history store", {{"error", history_opened.status().ToString()}});
+    }
     return 1;
   }
   std::unique_ptr<store::RocksDbHistoryStore> history = std::move(*history_opened);
@@ -289,12 +324,16 @@ int RunServer(const Config& given_config) {
   };
   auto alerts_opened = alert::AlertEngine::Open(alert_options, metadata.get(), clock, &metrics);
   if (!alerts_opened.ok()) {
-    logging::Error("cannot open alert engine", {{"error", alerts_opened.status().ToString()}});
+    if (!ReportDiskFull("cannot open alert engine", alerts_opened.status(), config.data_dir)) {
+      logging::Error("cannot open alert engine", {{"error", alerts_opened.status().ToString()}});
+    }
     return 1;
   }
   std::unique_ptr<alert::AlertEngine> alerts = std::move(*alerts_opened);
   if (Status alerts_started = alerts->Start(); !alerts_started.ok()) {
-    logging::Error("cannot start alert engine", {{"error", alerts_started.ToString()}});
+    if (!ReportDiskFull("cannot start alert engine", alerts_started, config.data_dir)) {
+      logging::Error("cannot start alert engine", {{"error", alerts_started.ToString()}});
+    }
     return 1;
   }
   // Partition p belongs to processor p % threads.
@@ -341,7 +380,9 @@ int RunServer(const Config& given_config) {
   for (auto& p : processors) {
     Status st = p->Start();
     if (!st.ok()) {
-      logging::Error("cannot start processor", {{"error", st.ToString()}});
+      if (!ReportDiskFull("cannot start processor", st, config.data_dir)) {
+        logging::Error("cannot start processor", {{"error", st.ToString()}});
+      }
       return 1;
     }
   }
@@ -461,7 +502,9 @@ int RunServer(const Config& given_config) {
   Result<std::unique_ptr<store::AuditLog>> audit_opened = store::AuditLog::Open(
       (std::filesystem::path(config.data_dir) / "audit" / "audit.jsonl").string());
   if (!audit_opened.ok()) {
-    logging::Error("cannot open the audit log", {{"error", audit_opened.status().ToString()}});
+    if (!ReportDiskFull("cannot open the audit log", audit_opened.status(), config.data_dir)) {
+      logging::Error("cannot open the audit log", {{"error", audit_opened.status().ToString()}});
+    }
     return 1;
   }
   std::unique_ptr<store::AuditLog> audit = std::move(*audit_opened);
@@ -513,6 +556,26 @@ int RunServer(const Config& given_config) {
     std::vector<std::string> out;
     for (const log::CorruptionReport& c : l->corruptions()) {
       out.push_back(log::CorruptionReportJson(c));
+    }
+    return out;
+  };
+  ctx.writer_faults = [&processors, &archiver] {
+    std::vector<api::ApiContext::WriterFault> out;
+    api::ApiContext::WriterFault history;
+    for (auto& p : processors) {
+      const PartitionProcessor::HistoryBlock b = p->HistoryBlocked();
+      if (!b.blocked) continue;
+      if (history.writer.empty() || b.since_ns < history.since_ns) {
+        history.since_ns = b.since_ns;
+        history.error = b.error;
+      }
+      history.writer = "history";
+      history.pending_records += b.pending_records;
+    }
+    if (!history.writer.empty()) out.push_back(std::move(history));
+    if (archiver) {
+      const Archiver::State a = archiver->state();
+      if (a.failing) out.push_back({"archive", a.since_ns, a.error, 0});
     }
     return out;
   };

@@ -1,4 +1,7 @@
-"""Disk full under the log: 503 with Retry-After, no crash, ingest resumes when space returns.
+"""Disk full: 503 with Retry-After, no crash, ingest resumes when space returns.
+
+DiskFullTest fills a tmpfs holding only the log; WholeDataDirFullTest one holding the whole
+data dir, so that the history store (RocksDB), the archive and the checkpoints fail too.
 
 The log directory ({data_dir}/log) is a small tmpfs mounted by the test (the test runs as
 root, like the CI); a filler file takes every free byte. The log's active segments were
@@ -10,6 +13,8 @@ within 5 s. At the end every acknowledged event — those of the pre-written roo
 is counted exactly once (acknowledged / lost / duplicated).
 """
 
+import glob
+import json
 import os
 import pathlib
 import subprocess
@@ -19,7 +24,7 @@ import unittest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "integration"))
 
-from joule_harness import JouleServer, fmt_ts, poll  # noqa: E402
+from joule_harness import JouleServer, ServerError, fmt_ts, poll  # noqa: E402
 
 TMPFS_SIZE = "4m"
 DEVICE = "full-1"
@@ -149,6 +154,178 @@ class DiskFullTest(unittest.TestCase):
               f"resumed_after_s={resumed_after:.2f}", flush=True)
         self.assertEqual(counted, acked, self.server.diag())
         self.assertEqual(self.server.stop(), 0)
+
+
+DEVICES = 10
+
+
+class WholeDataDirFullTest(unittest.TestCase):
+    """The whole data dir on a small tmpfs, filled while ingesting (found by a black-box test:
+    the server aborted in a RocksDB assertion after a failed history write, exit 134, and a
+    restart on the full disk said only "cannot open latest store"). Checked: the server stays
+    up (503 + Retry-After, /readyz "degraded" naming the history store), a kill -9 and a
+    restart while the disk is full refuses to start saying the disk is full and naming the
+    data dir, a start with a little space and a second fill keeps it up, and once space
+    returns ingest resumes and every acknowledged event is in history exactly once (sum of
+    the 1m windows' counts) and every log record in the archive exactly once."""
+
+    TMPFS_SIZE = "12m"
+
+    def setUp(self):
+        self.server = JouleServer(env={"JOULE_STORAGE_LOG_PARTITIONS": "2",
+                                       "JOULE_STORAGE_LOG_SEGMENT_BYTES": "1048576",
+                                       "JOULE_LIMITS_DEVICE_EVENTS_PER_SECOND": "0",
+                                       "JOULE_STREAM_CHECKPOINT_INTERVAL": "1s",
+                                       "JOULE_STREAM_HISTORY_PARTIAL_INTERVAL": "0s",
+                                       "JOULE_ARCHIVE_MAX_FILE_AGE": "1s"},
+                                  name="diskfull-all")
+        self.addCleanup(self.server.cleanup)
+        self.data = pathlib.Path(self.server.data_dir)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.TMPFS_SIZE}", "tmpfs",
+                            str(self.data)], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, f"cannot mount a tmpfs (needs root): {r.stderr}")
+        self.addCleanup(lambda: subprocess.run(["umount", "-l", str(self.data)]))
+        self.addCleanup(lambda: self.server.stop() if self.server.running() else None)
+        self.filler = self.data / "filler"
+        self.addCleanup(lambda: self.filler.unlink(missing_ok=True))
+        self.base = int(time.time()) - 3 * 3600
+        self.seq = 0
+
+    def post(self):
+        # Ten devices: enough history records per second that the history store's own
+        # writes fail once the disk is full (one device's fit into the WAL's last page).
+        events = [{"device_id": f"{DEVICE}-{k % DEVICES}", "event_id": f"{DEVICE}-{k}",
+                   "timestamp": fmt_ts(self.base + k * 0.25),
+                   "metrics": {"power_w": 50.0 + k % 5}}
+                  for k in range(self.seq, self.seq + BATCH)]
+        status, headers, body = self.server.post_events(events)
+        if status == 202:
+            self.seq += BATCH
+        return status, headers, body
+
+    def post_until_refused(self):
+        """Posts until a 503 (the pre-written tail used up); returns the batches acknowledged."""
+        runway = 0
+        while True:
+            status, headers, body = self.post()
+            if status != 202:
+                break
+            runway += 1
+            self.assertLess(runway, MAX_PREWRITTEN_BATCHES,
+                            "batches keep being acknowledged on a full disk" + self.server.diag())
+        self.assertEqual(status, 503, f"expected 503 on a full disk, got {status} {body!r}"
+                         + self.server.diag())
+        self.assertIn("retry-after", headers)
+        return runway
+
+    def readyz(self):
+        status, _, body = self.server.request("GET", "/readyz")
+        return status, body
+
+    def history_count(self):
+        now = time.time()
+        total = 0
+        for d in range(DEVICES):
+            status, _, body = self.server.request(
+                "GET", f"/v1/devices/{DEVICE}-{d}/metrics/history?resolution=1m"
+                f"&from={fmt_ts(self.base - 60)}&to={fmt_ts(now + 60)}&limit=10000")
+            if status == 404:
+                continue
+            self.assertEqual(status, 200, f"{body!r}" + self.server.diag())
+            total += sum(int(r.get("count", 0)) for r in body.get("data", []))
+        return total
+
+    def archived_rows(self):
+        """(event_id, received_at) of every archive row: a log record's identity, since a
+        batch refused after some of its partitions were appended keeps those events in the
+        log, and the client's retry adds them again with a later received_at
+        (ingest/event_appender.h). Two rows of one record would be an event archived twice."""
+        rows = []
+        for path in glob.glob(str(self.data / "archive" / "dt=*" / "hour=*" / "*.ndjson.zst")):
+            out = subprocess.run(["zstd", "-dcq", path], check=True, capture_output=True).stdout
+            rows += [(r["event_id"], r["received_at"])
+                     for r in map(json.loads, out.decode().splitlines())]
+        return rows
+
+    def test_history_and_archive_on_a_full_disk(self):
+        self.server.start()
+        for _ in range(10):
+            status, _, body = self.post()
+            self.assertEqual(status, 202, body)
+        poll(lambda: self.history_count() >= self.seq, timeout=30)
+
+        # 1. Full: 503s; the history store and the archive fail and retry; nobody aborts.
+        fill(self.filler)
+        runway = self.post_until_refused()
+        # Waiting for the history write of the pre-written tail's events to fail (checkpoints
+        # every second sync the history WAL: the assertion's path), and for archive rounds.
+        state = poll(lambda: (lambda r: r[1] if "history" in r[1] else None)(self.readyz()),
+                     timeout=20) if runway > 0 else None
+        if runway > 0:
+            self.assertTrue(state, "/readyz never named the failing history store: "
+                            f"{self.readyz()}" + self.server.diag())
+            self.assertEqual(state["status"], "degraded", state)
+            self.assertEqual(state["history"]["state"], "failing", state)
+            self.assertIn("No space left", state["history"]["error"], state)
+        time.sleep(3)
+        for _ in range(5):
+            status, headers, _ = self.post()
+            self.assertEqual(status, 503)
+            self.assertIn("retry-after", headers)
+        self.assertTrue(self.server.running(), "the server died on a full disk" + self.server.diag())
+
+        # 2. kill -9 while full; a start on the full disk refuses, saying why.
+        self.server.kill9()
+        with self.assertRaises(ServerError):
+            self.server.start()
+        self.assertEqual(self.server.proc.returncode, 1, self.server.diag())
+        err = self.server.stderr_tail(200)
+        self.assertIn("the disk holding the data dir is full", err)
+        self.assertIn(str(self.data), err)
+
+        # 3. A little space (as the black-box test did): it starts; full again: up, 503.
+        os.truncate(self.filler, max(0, os.path.getsize(self.filler) - 512 * 1024))
+        self.server.start()
+        fill(self.data / "filler2")
+        self.addCleanup(lambda: (self.data / "filler2").unlink(missing_ok=True))
+        runway2 = self.post_until_refused()
+        time.sleep(4)
+        self.assertTrue(self.server.running(), "the server died on a full disk" + self.server.diag())
+
+        # 4. Space returns: ingest resumes, history and the archive catch up, nothing lost.
+        self.filler.unlink()
+        (self.data / "filler2").unlink()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 5.0:
+            status, _, body = self.post()
+            if status == 202:
+                break
+            self.assertEqual(status, 503, body)
+            time.sleep(0.1)
+        self.assertEqual(status, 202, "ingest did not resume within 5 s" + self.server.diag())
+        resumed_after = time.monotonic() - t0
+        for _ in range(5):
+            status, _, body = self.post()
+            self.assertEqual(status, 202, body)
+        acked = self.seq
+        poll(lambda: self.history_count() >= acked, timeout=60)
+        poll(lambda: "history" not in self.readyz()[1] and "archive" not in self.readyz()[1],
+             timeout=30)
+        counted = self.history_count()
+        self.assertEqual(self.server.stop(), 0, self.server.diag())
+        rows = self.archived_rows()
+        ids = {event_id for event_id, _ in rows}
+        sent = {f"{DEVICE}-{k}" for k in range(acked)}
+        print(f"faults: disk_full_data_dir: acknowledged={acked} "
+              f"lost={max(0, acked - counted)} duplicated={max(0, counted - acked)} "
+              f"archive_rows={len(rows)} archive_lost={len(sent - ids)} "
+              f"archive_duplicated={len(rows) - len(set(rows))} "
+              f"archive_rows_of_refused_partitions={len(set(rows)) - len(ids)} "
+              f"acked_into_prewritten_tail={runway}+{runway2} "
+              f"resumed_after_s={resumed_after:.2f}", flush=True)
+        self.assertEqual(counted, acked, self.server.diag())
+        self.assertEqual(len(rows), len(set(rows)), "a log record archived twice")
+        self.assertEqual(ids, sent)
 
 
 if __name__ == "__main__":
