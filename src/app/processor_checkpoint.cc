@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/byte_cursor.h"
 #include "common/crash_point.h"
 #include "common/crc32c.h"
 
@@ -22,48 +23,19 @@ constexpr char kMagic[8] = {'J', 'O', 'U', 'L', 'E', 'C', 'K', 'P'};
 constexpr uint32_t kVersion = 1;
 constexpr uint32_t kVersionReplay = 2;
 
-void PutU32(std::string* out, uint32_t v) {
-  char b[4];
-  std::memcpy(b, &v, 4);
-  out->append(b, 4);
-}
-void PutU64(std::string* out, uint64_t v) {
-  char b[8];
-  std::memcpy(b, &v, 8);
-  out->append(b, 8);
-}
 void PutBytes(std::string* out, std::string_view s) {
   PutU64(out, s.size());
   out->append(s);
 }
 
-class Cursor {
- public:
-  explicit Cursor(std::string_view d) : d_(d) {}
-  bool U32(uint32_t* v) { return Raw(v, 4); }
-  bool U64(uint64_t* v) { return Raw(v, 8); }
-  bool Bytes(std::string* s) {
-    uint64_t n;
-    if (!U64(&n) || n > d_.size() - pos_) return false;
-    s->assign(d_.data() + pos_, n);
-    pos_ += n;
-    return true;
-  }
-  bool AtEnd() const { return pos_ == d_.size(); }
-  // Whether `n` items of at least `item_bytes` each can still follow: a corrupt count must
-  // not make the decoder allocate for items the input cannot hold.
-  bool CanHold(uint64_t n, size_t item_bytes) const { return n <= (d_.size() - pos_) / item_bytes; }
-
- private:
-  bool Raw(void* v, size_t n) {
-    if (d_.size() - pos_ < n) return false;
-    std::memcpy(v, d_.data() + pos_, n);
-    pos_ += n;
-    return true;
-  }
-  std::string_view d_;
-  size_t pos_ = 0;
-};
+// A u64 length and the bytes.
+bool GetBytes(ByteCursor& c, std::string* s) {
+  uint64_t n;
+  std::string_view v;
+  if (!c.U64(&n) || !c.Take(n, &v)) return false;
+  s->assign(v);
+  return true;
+}
 
 Status SyncPath(const std::string& path, int flags) {
   int fd = ::open(path.c_str(), flags | O_CLOEXEC);
@@ -158,7 +130,7 @@ Status DecodeCheckpoint(std::string_view data, ProcessorCheckpoint* out) {
   if (data.size() < sizeof kMagic + 16 || std::memcmp(data.data(), kMagic, sizeof kMagic) != 0) {
     return Status::Corruption("not a Joule processor checkpoint");
   }
-  Cursor head(data.substr(sizeof kMagic, 16));
+  ByteCursor head(data.substr(sizeof kMagic, 16));
   uint32_t version, crc;
   uint64_t size;
   head.U32(&version);
@@ -171,20 +143,20 @@ Status DecodeCheckpoint(std::string_view data, ProcessorCheckpoint* out) {
   if (body.size() != size) return Status::Corruption("checkpoint has the wrong length");
   if (crc32c::Unmask(crc) != crc32c::Value(body))
     return Status::Corruption("checkpoint CRC mismatch");
-  Cursor c(body);
+  ByteCursor c(body);
   uint32_t n;
   if (!c.U32(&n) || !c.CanHold(n, 12)) return Status::Corruption("truncated checkpoint");
   out->offsets.resize(n);
   for (auto& [p, off] : out->offsets) {
     if (!c.U32(&p) || !c.U64(&off)) return Status::Corruption("truncated checkpoint offsets");
   }
-  if (!c.Bytes(&out->engine_state) || !c.U32(&n) || !c.CanHold(n, 8)) {
+  if (!GetBytes(c, &out->engine_state) || !c.U32(&n) || !c.CanHold(n, 8)) {
     return Status::Corruption("truncated checkpoint");
   }
   out->readings.resize(n);
   std::string event;
   for (auto& e : out->readings) {
-    if (!c.Bytes(&event)) return Status::Corruption("truncated checkpoint readings");
+    if (!GetBytes(c, &event)) return Status::Corruption("truncated checkpoint readings");
     JOULE_RETURN_IF_ERROR(model::DecodeEvent(event, &e));
   }
   out->replay_applied = 0;

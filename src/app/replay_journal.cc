@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "app/processor_checkpoint.h"
+#include "common/byte_cursor.h"
 #include "common/crash_point.h"
 #include "common/crc32c.h"
 #include "store/rocksdb/history_record_codec.h"
@@ -24,17 +25,6 @@ constexpr uint32_t kVersion = 1;
 constexpr size_t kHeader = sizeof kMagic + 16;  // magic, version, body size, CRC
 constexpr std::string_view kSuffix = ".journal";
 
-void PutU8(std::string* out, uint8_t v) { out->push_back(static_cast<char>(v)); }
-void PutU32(std::string* out, uint32_t v) {
-  char b[4];
-  std::memcpy(b, &v, 4);
-  out->append(b, 4);
-}
-void PutU64(std::string* out, uint64_t v) {
-  char b[8];
-  std::memcpy(b, &v, 8);
-  out->append(b, 8);
-}
 void PutBytes(std::string* out, std::string_view s) {
   PutU32(out, static_cast<uint32_t>(s.size()));
   out->append(s);
@@ -45,38 +35,19 @@ void PutRecord(std::string* out, const model::AggregateRecord& r) {
   PutBytes(out, store::history_codec::EncodeValue(r));
 }
 
-class Cursor {
- public:
-  explicit Cursor(std::string_view d) : d_(d) {}
-  bool U8(uint8_t* v) { return Raw(v, 1); }
-  bool U32(uint32_t* v) { return Raw(v, 4); }
-  bool U64(uint64_t* v) { return Raw(v, 8); }
-  bool Bytes(std::string_view* s) {
-    uint32_t n;
-    if (!U32(&n) || n > d_.size() - pos_) return false;
-    *s = d_.substr(pos_, n);
-    pos_ += n;
-    return true;
+// A u32 length and the bytes.
+bool GetBytes(ByteCursor& c, std::string_view* s) {
+  uint32_t n;
+  return c.U32(&n) && c.Take(n, s);
+}
+Status GetRecord(ByteCursor& c, model::AggregateRecord* r) {
+  std::string_view key, value;
+  if (!GetBytes(c, &key) || !GetBytes(c, &value)) {
+    return Status::Corruption("truncated replay journal");
   }
-  Status Record(model::AggregateRecord* r) {
-    std::string_view key, value;
-    if (!Bytes(&key) || !Bytes(&value)) return Status::Corruption("truncated replay journal");
-    JOULE_ASSIGN_OR_RETURN(*r, store::history_codec::DecodeRecord(key, value));
-    return Status::Ok();
-  }
-  bool AtEnd() const { return pos_ == d_.size(); }
-  bool CanHold(uint64_t n, size_t item_bytes) const { return n <= (d_.size() - pos_) / item_bytes; }
-
- private:
-  bool Raw(void* v, size_t n) {
-    if (d_.size() - pos_ < n) return false;
-    std::memcpy(v, d_.data() + pos_, n);
-    pos_ += n;
-    return true;
-  }
-  std::string_view d_;
-  size_t pos_ = 0;
-};
+  JOULE_ASSIGN_OR_RETURN(*r, store::history_codec::DecodeRecord(key, value));
+  return Status::Ok();
+}
 
 std::string JournalPath(const std::string& dir, uint64_t seq) {
   return (std::filesystem::path(dir) / fmt::format("{:020}{}", seq, kSuffix)).string();
@@ -144,7 +115,7 @@ Status DecodeReplayJournal(std::string_view data, ReplayJournal* out) {
   if (data.size() < kHeader || std::memcmp(data.data(), kMagic, sizeof kMagic) != 0) {
     return Status::Corruption("not a Joule replay journal");
   }
-  Cursor head(data.substr(sizeof kMagic, 16));
+  ByteCursor head(data.substr(sizeof kMagic, 16));
   uint32_t version, crc;
   uint64_t size;
   head.U32(&version);
@@ -158,21 +129,21 @@ Status DecodeReplayJournal(std::string_view data, ReplayJournal* out) {
   if (crc32c::Unmask(crc) != crc32c::Value(body)) {
     return Status::Corruption("replay journal CRC mismatch");
   }
-  Cursor c(body);
+  ByteCursor c(body);
   uint32_t n;
   if (!c.U64(&out->seq) || !c.U32(&n) || !c.CanHold(n, 8)) {
     return Status::Corruption("truncated replay journal");
   }
   out->writes.resize(n);
-  for (auto& r : out->writes) JOULE_RETURN_IF_ERROR(c.Record(&r));
+  for (auto& r : out->writes) JOULE_RETURN_IF_ERROR(GetRecord(c, &r));
   if (!c.U32(&n) || !c.CanHold(n, 9)) return Status::Corruption("truncated replay journal");
   out->corrections.resize(n);
   for (auto& corr : out->corrections) {
     uint8_t has_before;
     if (!c.U8(&has_before) || has_before > 1) return Status::Corruption("bad replay journal");
     corr.before = model::AggregateRecord{};
-    if (has_before) JOULE_RETURN_IF_ERROR(c.Record(&corr.before));
-    JOULE_RETURN_IF_ERROR(c.Record(&corr.after));
+    if (has_before) JOULE_RETURN_IF_ERROR(GetRecord(c, &corr.before));
+    JOULE_RETURN_IF_ERROR(GetRecord(c, &corr.after));
   }
   if (!c.AtEnd()) return Status::Corruption("trailing bytes in replay journal");
   return Status::Ok();
