@@ -127,22 +127,13 @@ Result<uint64_t> WriteCheckpointParts(const std::string& path,
 }
 
 Status DecodeCheckpoint(std::string_view data, ProcessorCheckpoint* out) {
-  if (data.size() < sizeof kMagic + 16 || std::memcmp(data.data(), kMagic, sizeof kMagic) != 0) {
-    return Status::Corruption("not a Joule processor checkpoint");
-  }
-  ByteCursor head(data.substr(sizeof kMagic, 16));
-  uint32_t version, crc;
-  uint64_t size;
-  head.U32(&version);
-  head.U64(&size);
-  head.U32(&crc);
+  uint32_t version;
+  std::string_view body;
+  JOULE_RETURN_IF_ERROR(OpenFramed(data, std::string_view(kMagic, sizeof kMagic),
+                                   "processor checkpoint", &version, &body));
   if (version != kVersion && version != kVersionReplay) {
     return Status::Corruption(fmt::format("checkpoint version {}", version));
   }
-  std::string_view body = data.substr(sizeof kMagic + 16);
-  if (body.size() != size) return Status::Corruption("checkpoint has the wrong length");
-  if (crc32c::Unmask(crc) != crc32c::Value(body))
-    return Status::Corruption("checkpoint CRC mismatch");
   ByteCursor c(body);
   uint32_t n;
   if (!c.U32(&n) || !c.CanHold(n, 12)) return Status::Corruption("truncated checkpoint");

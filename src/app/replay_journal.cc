@@ -22,7 +22,6 @@ namespace {
 
 constexpr char kMagic[8] = {'J', 'O', 'U', 'L', 'E', 'R', 'P', 'J'};
 constexpr uint32_t kVersion = 1;
-constexpr size_t kHeader = sizeof kMagic + 16;  // magic, version, body size, CRC
 constexpr std::string_view kSuffix = ".journal";
 
 void PutBytes(std::string* out, std::string_view s) {
@@ -112,22 +111,12 @@ std::string EncodeReplayJournal(const ReplayJournal& j) {
 }
 
 Status DecodeReplayJournal(std::string_view data, ReplayJournal* out) {
-  if (data.size() < kHeader || std::memcmp(data.data(), kMagic, sizeof kMagic) != 0) {
-    return Status::Corruption("not a Joule replay journal");
-  }
-  ByteCursor head(data.substr(sizeof kMagic, 16));
-  uint32_t version, crc;
-  uint64_t size;
-  head.U32(&version);
-  head.U64(&size);
-  head.U32(&crc);
+  uint32_t version;
+  std::string_view body;
+  JOULE_RETURN_IF_ERROR(
+      OpenFramed(data, std::string_view(kMagic, sizeof kMagic), "replay journal", &version, &body));
   if (version != kVersion) {
     return Status::Corruption(fmt::format("replay journal version {}", version));
-  }
-  std::string_view body = data.substr(kHeader);
-  if (body.size() != size) return Status::Corruption("replay journal has the wrong length");
-  if (crc32c::Unmask(crc) != crc32c::Value(body)) {
-    return Status::Corruption("replay journal CRC mismatch");
   }
   ByteCursor c(body);
   uint32_t n;

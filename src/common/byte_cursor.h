@@ -9,6 +9,8 @@
 #include <string>
 #include <string_view>
 
+#include "common/status.h"
+
 namespace joule {
 
 inline void PutU8(std::string* out, uint8_t v) { out->push_back(static_cast<char>(v)); }
@@ -51,5 +53,12 @@ class ByteCursor {
   std::string_view d_;
   size_t pos_ = 0;
 };
+
+// A framed file: an 8-byte magic, u32 version, u64 body size and the masked CRC-32C of the
+// body, then the body. Checks the magic, the length and the CRC (errors name `what`, e.g.
+// "replay journal") and returns the version and the body; the caller checks the version.
+Status OpenFramed(std::string_view data, std::string_view magic, std::string_view what,
+                  uint32_t* version, std::string_view* body);
+inline constexpr size_t kFramedHeaderBytes = 8 + 16;
 
 }  // namespace joule
