@@ -60,6 +60,23 @@ def fill(path):
     return written
 
 
+def post_until_refused(test):
+    """Posts `test`'s batches until a 503 (the pre-written tail used up); returns the batches
+    acknowledged before it."""
+    runway = 0
+    while True:
+        status, headers, body = test.post()
+        if status != 202:
+            break
+        runway += 1
+        test.assertLess(runway, MAX_PREWRITTEN_BATCHES,
+                        "batches keep being acknowledged on a full disk" + test.server.diag())
+    test.assertEqual(status, 503, f"expected 503 on a full disk, got {status} {body!r}"
+                     + test.server.diag())
+    test.assertIn("retry-after", headers)
+    return runway
+
+
 class DiskFullTest(unittest.TestCase):
     def setUp(self):
         self.server = JouleServer(env={"JOULE_STORAGE_LOG_PARTITIONS": "2",
@@ -109,16 +126,7 @@ class DiskFullTest(unittest.TestCase):
         filled = fill(filler)
         self.assertGreater(filled, 0)
         # The pre-written tail: acknowledged (and counted at the end) until it is used up.
-        runway = 0
-        while True:
-            status, headers, body = self.post()
-            if status != 202:
-                break
-            runway += 1
-            self.assertLess(runway, MAX_PREWRITTEN_BATCHES,
-                            "batches keep being acknowledged on a full disk" + self.server.diag())
-        self.assertEqual(status, 503, f"expected 503 on a full disk, got {status} {body!r}")
-        self.assertIn("retry-after", headers)
+        runway = post_until_refused(self)
         refused = 1
         for _ in range(19):
             status, headers, body = self.post()
@@ -203,21 +211,6 @@ class WholeDataDirFullTest(unittest.TestCase):
             self.seq += BATCH
         return status, headers, body
 
-    def post_until_refused(self):
-        """Posts until a 503 (the pre-written tail used up); returns the batches acknowledged."""
-        runway = 0
-        while True:
-            status, headers, body = self.post()
-            if status != 202:
-                break
-            runway += 1
-            self.assertLess(runway, MAX_PREWRITTEN_BATCHES,
-                            "batches keep being acknowledged on a full disk" + self.server.diag())
-        self.assertEqual(status, 503, f"expected 503 on a full disk, got {status} {body!r}"
-                         + self.server.diag())
-        self.assertIn("retry-after", headers)
-        return runway
-
     def readyz(self):
         status, _, body = self.server.request("GET", "/readyz")
         return status, body
@@ -256,7 +249,7 @@ class WholeDataDirFullTest(unittest.TestCase):
 
         # 1. Full: 503s; the history store and the archive fail and retry; nobody aborts.
         fill(self.filler)
-        runway = self.post_until_refused()
+        runway = post_until_refused(self)
         # Waiting for the history write of the pre-written tail's events to fail (checkpoints
         # every second sync the history WAL: the assertion's path), and for archive rounds.
         state = poll(lambda: (lambda r: r[1] if "history" in r[1] else None)(self.readyz()),
@@ -291,7 +284,7 @@ class WholeDataDirFullTest(unittest.TestCase):
         self.server.start()
         fill(self.data / "filler2")
         self.addCleanup(lambda: (self.data / "filler2").unlink(missing_ok=True))
-        runway2 = self.post_until_refused()
+        runway2 = post_until_refused(self)
         time.sleep(4)
         self.assertTrue(self.server.running(), "the server died on a full disk" + self.server.diag())
 
