@@ -63,15 +63,20 @@ namespace {
 // "memory"). Refusing to start is the policy (docs/RELIABILITY.md #6): acknowledged events
 // are in the log, and a supervisor's restart succeeds once there is space. Returns whether
 // `status` was a full disk (then it is logged).
+// A failure is taken for a full disk when its message says so, or (SQLite says only "disk
+// I/O error") when the data dir's filesystem has less than 1 MiB left.
 bool ReportDiskFull(std::string_view step, const Status& status, const std::string& data_dir) {
   const std::string& m = status.message();
-  if (m.find(std::strerror(ENOSPC)) == std::string::npos &&
-      m.find(std::strerror(EDQUOT)) == std::string::npos) {
-    return false;
-  }
   std::string free_bytes = "unknown";
+  bool nearly_full = false;
   if (struct statvfs v; ::statvfs(data_dir.c_str(), &v) == 0) {
-    free_bytes = std::to_string(static_cast<uint64_t>(v.f_bavail) * v.f_frsize);
+    const uint64_t bytes = static_cast<uint64_t>(v.f_bavail) * v.f_frsize;
+    free_bytes = std::to_string(bytes);
+    nearly_full = bytes < (uint64_t{1} << 20);
+  }
+  if (m.find(std::strerror(ENOSPC)) == std::string::npos &&
+      m.find(std::strerror(EDQUOT)) == std::string::npos && !nearly_full) {
+    return false;
   }
   logging::Error("cannot start: the disk holding the data dir is full",
                  {{"path", data_dir},
@@ -238,8 +243,14 @@ int RunServer(const Config& given_config) {
   Result<std::unique_ptr<store::MetadataCache>> metadata_opened =
       OpenCachedMetadata(config, &metrics);
   if (!metadata_opened.ok()) {
-    logging::Error("cannot open metadata store", {{"backend", config.metadata_backend},
-                                                  {"error", metadata_opened.status().ToString()}});
+    // (SQLite's file is in the data dir by default: after a clean stop it must create its
+    // write-ahead log, which a full disk refuses as a "disk I/O error".)
+    if (config.metadata_backend != "sqlite" ||
+        !ReportDiskFull("cannot open metadata store", metadata_opened.status(), config.data_dir)) {
+      logging::Error(
+          "cannot open metadata store",
+          {{"backend", config.metadata_backend}, {"error", metadata_opened.status().ToString()}});
+    }
     return 1;
   }
   std::unique_ptr<store::MetadataCache> metadata = std::move(*metadata_opened);

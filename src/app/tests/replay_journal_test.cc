@@ -127,6 +127,12 @@ TEST_F(ReplayJournalTest, RedoWritesHistoryOnceAndKeepsTheJournals) {
     ASSERT_TRUE(got.ok() && got->has_value());
     EXPECT_EQ(**got, j.writes[0]);
   }
+  // A journal's temp file (a kill before its rename) is removed, not finished.
+  const std::string tmp =
+      (std::filesystem::path(dir) / "00000000000000000002.journal.tmp").string();
+  std::ofstream(tmp) << "partial";
+  ASSERT_TRUE(RedoReplayJournals(dir_, &history, nullptr).ok());
+  EXPECT_FALSE(std::filesystem::exists(tmp));
   // Without checkpoints there is nothing to correct: recovery removes the journal.
   auto recovered =
       RecoverReplayJournals(dir_, 1, stream::EngineOptions{}, nullptr, &history, nullptr);
