@@ -205,22 +205,28 @@ Status WriteFileAtomically(const std::string& path, std::span<const std::string_
     return Status::IoError(fmt::format("rename {}: {}", tmp, std::strerror(errno)));
   }
   crash("checkpoint.after_rename");  // renamed, directory not yet fsynced
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  JOULE_RETURN_IF_ERROR(SyncPath(dir.empty() ? "." : dir, O_RDONLY | O_DIRECTORY));
+  JOULE_RETURN_IF_ERROR(SyncDirectory(std::filesystem::path(path).parent_path().string()));
   crash("checkpoint.after_dir_fsync");  // durable; consumer offsets not yet updated
   return Status::Ok();
 }
 
-Result<std::optional<ProcessorCheckpoint>> ReadCheckpointFile(const std::string& path) {
+Status SyncDirectory(const std::string& dir) {
+  return SyncPath(dir.empty() ? "." : dir, O_RDONLY | O_DIRECTORY);
+}
+
+Result<std::string> ReadWholeFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    if (!std::filesystem::exists(path)) return std::optional<ProcessorCheckpoint>();
-    return Status::IoError(fmt::format("cannot read {}", path));
-  }
+  if (!in) return Status::IoError(fmt::format("cannot read {}", path));
   std::stringstream ss;
   ss << in.rdbuf();
+  return ss.str();
+}
+
+Result<std::optional<ProcessorCheckpoint>> ReadCheckpointFile(const std::string& path) {
+  if (!std::filesystem::exists(path)) return std::optional<ProcessorCheckpoint>();
+  JOULE_ASSIGN_OR_RETURN(std::string data, ReadWholeFile(path));
   ProcessorCheckpoint c;
-  Status st = DecodeCheckpoint(ss.str(), &c);
+  Status st = DecodeCheckpoint(data, &c);
   if (!st.ok()) return Status::Corruption(fmt::format("{}: {}", path, st.message()));
   return std::optional<ProcessorCheckpoint>(std::move(c));
 }

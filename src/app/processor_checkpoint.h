@@ -61,6 +61,11 @@ Status WriteFileAtomically(const std::string& path, std::string_view data,
 Status WriteFileAtomically(const std::string& path, std::span<const std::string_view> pieces,
                            bool crash_points = false);
 
+// fsync of a directory (after a rename or unlink in it); a failed fsync aborts.
+Status SyncDirectory(const std::string& dir);
+// The whole file; IoError when it cannot be read.
+Result<std::string> ReadWholeFile(const std::string& path);
+
 // nullopt when the file does not exist; Corruption when it fails its checks.
 Result<std::optional<ProcessorCheckpoint>> ReadCheckpointFile(const std::string& path);
 

@@ -63,27 +63,6 @@ uint64_t SeqOf(std::string_view name) {
   return seq;
 }
 
-Result<std::string> ReadWhole(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status::IoError(fmt::format("cannot read {}", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-Status SyncDir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Status::IoError(fmt::format("open {}: {}", dir, std::strerror(errno)));
-  int rc = ::fsync(fd);
-  int err = errno;
-  ::close(fd);
-  if (rc != 0) {
-    fmt::print(stderr, "joule: fsync {} failed: {}\n", dir, std::strerror(err));
-    std::abort();  // fail-stop, as for every fsync (docs/RELIABILITY.md)
-  }
-  return Status::Ok();
-}
-
 }  // namespace
 
 std::string ReplayJournalDir(const std::string& data_dir) {
@@ -160,7 +139,7 @@ Result<uint64_t> AllocateReplayJournalSeq(const std::string& dir) {
   const std::string last_path = (std::filesystem::path(dir) / "last_seq").string();
   uint64_t last = 0;
   if (std::filesystem::exists(last_path, ec)) {
-    JOULE_ASSIGN_OR_RETURN(std::string text, ReadWhole(last_path));
+    JOULE_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(last_path));
     char* end = nullptr;
     last = std::strtoull(text.c_str(), &end, 10);
     if (end == text.c_str() || *end != '\n') {
@@ -184,7 +163,7 @@ Status WriteReplayJournal(const std::string& dir, const ReplayJournal& journal) 
 }
 
 Result<ReplayJournal> ReadReplayJournal(const std::string& path) {
-  JOULE_ASSIGN_OR_RETURN(std::string data, ReadWhole(path));
+  JOULE_ASSIGN_OR_RETURN(std::string data, ReadWholeFile(path));
   ReplayJournal j;
   Status st = DecodeReplayJournal(data, &j);
   if (!st.ok()) return Status::Corruption(fmt::format("{}: {}", path, st.message()));
@@ -199,7 +178,7 @@ Status RemoveReplayJournal(const std::string& dir, uint64_t seq) {
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
     return Status::IoError(fmt::format("unlink {}: {}", path, std::strerror(errno)));
   }
-  return SyncDir(dir);
+  return SyncDirectory(dir);
 }
 
 Result<ReplayRecoveryStats> RecoverReplayJournals(
