@@ -444,7 +444,7 @@ def fsync_on_off_runs(ctx, runs):
     return on, off
 
 
-def joule_ingest_run(ctx, durability, extra_env=None):
+def joule_ingest_run(ctx, durability, extra_env=None, affinity=None):
     j = Joule(ctx, durability, extra_env=extra_env)
     try:
         rss0 = j.rss()
@@ -453,7 +453,8 @@ def joule_ingest_run(ctx, durability, extra_env=None):
         load = run_loader(["--port", str(j.port), "--path", "/v1/telemetry",
                            "--file", ctx.f("events.ndjson"), "--format", "json-array",
                            "--content-type", "application/json", "--batch", str(ctx.batch),
-                           "--connections", str(ctx.connections)])
+                           "--connections", str(ctx.connections),
+                           "--affinity", affinity or ctx.affinity])
         m = j.wait_processed(ctx.meta["events"])
         t_done = time.perf_counter() - t0
         time.sleep(3)  # idle_timeout 2s: the last windows finalize into history
@@ -485,7 +486,7 @@ def vm_ingest_run(ctx):
         cpu0 = v.cpu()
         load = run_loader(["--port", str(v.port), "--path", "/write", "--file",
                            ctx.f("influx.lp"), "--format", "lines", "--batch", str(ctx.batch),
-                           "--connections", str(ctx.connections)])
+                           "--connections", str(ctx.connections), "--affinity", ctx.affinity])
         v.flush()
         cpu = v.cpu() - cpu0
         end_s = ctx.meta["start_ms"] // 1000 + ctx.meta["seconds"] + 60
@@ -1159,6 +1160,9 @@ def main():
     ap.add_argument("--runs", type=positive_int, default=3)
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--connections", type=int, default=4)
+    ap.add_argument("--affinity", choices=["device", "none"], default="device",
+                    help="ingest loads: each device's events over one connection, in order "
+                         "(device), or batches dealt round-robin over the connections (none)")
     ap.add_argument("--wrk-seconds", type=int, default=10)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--history-seconds", type=int, default=5,
@@ -1187,6 +1191,7 @@ def main():
            "machine": {"cpus": os.cpu_count(), "loadavg_start": loadavg(),
                        "kernel": os.uname().release, **machine_facts()},
            "data": ctx.meta, "batch_events": a.batch, "loader_connections": a.connections,
+           "loader_affinity": a.affinity,
            "joule_binary": {"path": a.joule, "built": datetime.datetime.fromtimestamp(
                os.path.getmtime(a.joule), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")},
            "durability": {
@@ -1229,6 +1234,11 @@ def main():
         # not a goal: how much of the full path the raw archive (canonical JSON + zstd) costs
         out["joule_fsync_no_archive"] = summarize(
             [joule_ingest_run(ctx, "fsync", {"JOULE_ARCHIVE_ENABLED": "false"})], keys)
+        # not a goal: the other load shape, batches dealt round-robin over the connections,
+        # so that a device's consecutive batches race each other (out-of-order events)
+        other = "none" if a.affinity == "device" else "device"
+        out["joule_fsync_affinity_" + other] = summarize(
+            [joule_ingest_run(ctx, "fsync", affinity=other)], keys + ["out_of_order_events"])
         out["victoriametrics"] = summarize([vm_ingest_run(ctx) for _ in range(a.runs)], keys)
         return out
     step("ingest", ingest)

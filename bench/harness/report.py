@@ -32,6 +32,15 @@ GOALS = [
 ]
 
 
+AFFINITY = {
+    "device": ", each device's events over one of them (a hash of its id picks it), in "
+              "time order, as a device or its gateway sends them; each connection's events "
+              "batched on their own",
+    "none": ", the file's batches dealt round-robin over them (one device's consecutive "
+            "batches travel over different connections)",
+}
+
+
 def get(d, *path):
     for p in path:
         if not isinstance(d, dict) or p not in d or d[p] is None:
@@ -77,7 +86,7 @@ def render(res):
       f"for {num(data.get('seconds'))} s = {num(data.get('events'))} events, each with "
       f"power_w, voltage_v, current_a and an energy_wh counter, sent in batches of "
       f"{num(res.get('batch_events'))} over {num(res.get('loader_connections'))} keep-alive "
-      f"connections. Rates per server CPU-second count utime + stime of the server's "
+      f"connections" + AFFINITY.get(res.get("loader_affinity"), "") + ". Rates per server CPU-second count utime + stime of the server's "
       f"process tree from /proc, so the load generator sharing the cores does not count.")
     w("")
     # The benchmark itself keeps both cores busy (servers + load generators).
@@ -123,9 +132,15 @@ def render(res):
     rows = [("Joule, full path", "joule", get(c, "ingest", "joule_fsync")),
             ("Joule, fsync off", "joule_fsync_off", get(c, "ingest", "joule_nofsync")),
             ("Joule, archive off (not a goal)", "joule", get(c, "ingest", "joule_fsync_no_archive")),
+            ("Joule, batches dealt round-robin over the connections (not a goal)", "joule",
+             get(c, "ingest", "joule_fsync_affinity_none")),
+            ("Joule, each device over one connection (not a goal)", "joule",
+             get(c, "ingest", "joule_fsync_affinity_device")),
             ("VictoriaMetrics /write", "victoriametrics", get(c, "ingest", "victoriametrics")),
             ("PostgreSQL COPY + GROUP BY", "postgres", get(c, "postgres"))]
     for name, dk, s in rows:
+        if s is None and "not a goal" in name:
+            continue
         s = s or {}
         w(f"| {name} | {dur.get(dk, '—')} | {rate(s.get('events_per_cpu_s'))} | "
           f"{rate(s.get('events_per_wall_s'))} | {num(s.get('cpu_s'))} | "
@@ -133,14 +148,23 @@ def render(res):
     w("")
     w("PostgreSQL's \"ack\" is one COPY batch's commit; its aggregation runs after each "
       "minute of data on the same connection.")
-    ooo = [r.get("out_of_order_events") for r in (get(c, "ingest", "joule_fsync") or {}).get("runs", [])]
-    if ooo and all(v is not None for v in ooo):
+    def ooo_of(key):
+        runs = (get(c, "ingest", key) or {}).get("runs", [])
+        v = [r.get("out_of_order_events") for r in runs]
+        return v if v and all(x is not None for x in v) else None
+    ooo = ooo_of("joule_fsync")
+    if ooo:
         w("")
-        w(f"Events that reached Joule's window engine out of order in the fsync runs (the "
-          f"loader's connections drift apart; `joule_events_out_of_order_total`): "
-          f"{', '.join(f'{v:,.0f}' for v in ooo)} of {num(data.get('events'))}. They take the "
-          f"engine's costlier path: insertion into the sample histories and recomputation of "
-          f"their windows.")
+        w(f"Events that reached Joule's window engine out of order in the fsync runs "
+          f"(`joule_events_out_of_order_total`): {', '.join(f'{v:,.0f}' for v in ooo)} of "
+          f"{num(data.get('events'))}.")
+        rr = ooo_of("joule_fsync_affinity_none")
+        if rr:
+            w(f"With the batches dealt round-robin over the connections, one device's "
+              f"consecutive batches race each other over different connections: "
+              f"{', '.join(f'{v:,.0f}' for v in rr)} out of order. Those take the engine's "
+              f"costlier path (insertion into the sample histories, recomputation of their "
+              f"windows); the peers do the same work whatever the order.")
     w("")
     core = get(c, "core") or {}
     w("### Core vs the parse-only limit (one core, in-memory NDJSON)")
