@@ -14,6 +14,7 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 RUN_SH = os.path.join(ROOT, "bench", "run.sh")
 sys.path.insert(0, os.path.join(ROOT, "bench", "harness"))
 import bench  # noqa: E402
+import http_load  # noqa: E402
 
 
 def run_sh(*args):
@@ -103,6 +104,73 @@ class ServerStartTest(unittest.TestCase):
         message = str(cm.exception)
         self.assertIn("did not answer /healthz", message)
         self.assertIn("still starting", message)
+
+
+class LoaderAffinityTest(unittest.TestCase):
+    """http_load.py: with --affinity device every device's lines go over one connection, in
+    file order (the loader used to deal batches round-robin, which reordered a device's
+    events between racing connections); --affinity none keeps the round-robin shape."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.lines = []
+        for sec in range(6):
+            for dev in range(7):
+                self.lines.append(b'{"device_id":"d-%d","timestamp":%d,"metrics":{"p":%d}}'
+                                  % (dev, 1000 * sec, sec))
+        self.ndjson = os.path.join(self.dir, "e.ndjson")
+        with open(self.ndjson, "wb") as f:
+            f.write(b"\n".join(self.lines) + b"\n")
+        self.influx = os.path.join(self.dir, "e.lp")
+        with open(self.influx, "wb") as f:
+            for sec in range(6):
+                for dev in range(7):
+                    f.write(b"telemetry,device_id=d-%d p=%d %d\n" % (dev, sec, sec))
+
+    def tearDown(self):
+        shutil.rmtree(self.dir)
+
+    @staticmethod
+    def lines_of(body, fmt):
+        if fmt == "json-array":
+            return body[1:-1].split(b"},{")
+        return body.rstrip(b"\n").split(b"\n")
+
+    def test_each_device_over_one_connection_in_order(self):
+        for path, fmt, key in ((self.ndjson, "json-array", rb'"device_id":"(d-\d)"'),
+                               (self.influx, "lines", rb"device_id=(d-\d)")):
+            per_conn, n = http_load.build_bodies(path, fmt, 4, 3, "device")
+            self.assertEqual(n, 42)
+            seen = {}
+            total = 0
+            for k, bodies in enumerate(per_conn):
+                for body in bodies:
+                    lines = self.lines_of(body, fmt)
+                    self.assertLessEqual(len(lines), 4)
+                    for line in lines:
+                        total += 1
+                        dev = http_load.re.search(key, line).group(1)
+                        self.assertEqual(seen.setdefault(dev, [k, -1])[0], k, dev)
+                        sec = int(http_load.re.search(rb"p[\"=:]+(\d+)", line).group(1))
+                        self.assertGreater(sec, seen[dev][1], dev)  # in file order
+                        seen[dev][1] = sec
+            self.assertEqual(total, 42)
+            self.assertEqual(len(seen), 7)
+            self.assertGreater(sum(1 for b in per_conn if b), 1)  # spread over connections
+
+    def test_round_robin_deals_the_file_batches(self):
+        per_conn, n = http_load.build_bodies(self.ndjson, "json-array", 5, 3, "none")
+        self.assertEqual(n, 42)
+        batches = [b"[" + b",".join(self.lines[i:i + 5]) + b"]" for i in range(0, 42, 5)]
+        for k in range(3):
+            self.assertEqual(per_conn[k], batches[k::3])
+
+    def test_a_line_without_a_device_is_refused(self):
+        path = os.path.join(self.dir, "bad.ndjson")
+        with open(path, "wb") as f:
+            f.write(b'{"timestamp":1}\n')
+        with self.assertRaises(SystemExit):
+            http_load.build_bodies(path, "json-array", 4, 2, "device")
 
 
 if __name__ == "__main__":
