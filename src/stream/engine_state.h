@@ -248,6 +248,10 @@ struct alignas(64) Device {
   int64_t next_evict = 0;           // processing time of the next eviction pass (not saved)
   int64_t min_open_end = kMinTime;  // lower bound of the ends of non-final windows
   bool has_events = false;
+  // Parked by Tick (silent, idle-finalized): due at the next idle closing of an open
+  // window instead of at its silence deadline, until an event un-parks it (ProcessOn).
+  // On line 0 (padding), which every event reads anyway.
+  bool parked = false;
   uint32_t skew_n = 0;
   // Line 1.
   std::string id;
@@ -294,6 +298,8 @@ struct alignas(64) Device {
   std::string timezone = "UTC";
   const date::time_zone* zone = nullptr;
   int64_t latest_day_end = kMinTime;
+  // Its position in Impl::devices, set by Tick when it parks the device (`parked`).
+  uint32_t tick_index = 0;
 
   // Device blocks come from huge-page slabs (ChunkPool, as the histories' chunks): at 10k
   // devices an event's device block is never in cache, and on 4 KB pages neither is its
@@ -348,6 +354,7 @@ struct WindowEngine::Impl {
   // Events not later than their device's latest (late ones included). Not checkpointed:
   // counts from the engine's start or restore.
   uint64_t out_of_order = 0;
+  uint64_t tick_visit_count = 0;  // Stats::tick_visits (not checkpointed)
   int64_t last_tick = kMinTime;
   // Recovery epoch (BeginRecoveryEpoch): every window's version is at least epoch << 32.
   uint32_t version_epoch = 0;

@@ -98,6 +98,8 @@ class WindowEngine {
     // Events not later than their device's latest, late ones included (since the engine
     // started or restored a checkpoint; not saved in checkpoints).
     uint64_t out_of_order = 0;
+    // Device visits by Tick (since the engine started; not saved in checkpoints).
+    uint64_t tick_visits = 0;
   };
   // Walks the whole state (open windows, bytes): O(devices + windows).
   Stats stats() const;
