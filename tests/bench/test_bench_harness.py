@@ -8,12 +8,14 @@ import sys
 import tempfile
 import time
 import unittest
+import unittest.mock
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 RUN_SH = os.path.join(ROOT, "bench", "run.sh")
 sys.path.insert(0, os.path.join(ROOT, "bench", "harness"))
 import bench  # noqa: E402
+import gen_data  # noqa: E402
 import http_load  # noqa: E402
 
 
@@ -171,6 +173,60 @@ class LoaderAffinityTest(unittest.TestCase):
             f.write(b'{"timestamp":1}\n')
         with self.assertRaises(SystemExit):
             http_load.build_bodies(path, "json-array", 4, 2, "device")
+
+
+class FreshDataTest(unittest.TestCase):
+    """gen_data.py: the ingest data lies in the current hour with 5 minutes of it left, so
+    that Joule's 1h windows stay open through the ingest comparison (session 18: data whose
+    hour had ended doubled Joule's history writes in the measured minute)."""
+
+    def clock(self, t):
+        self.now = t
+        self.slept = 0.0
+
+        def sleep(s):
+            self.slept += s
+            self.now += s
+        return (unittest.mock.patch.object(gen_data.time, "time", lambda: self.now),
+                unittest.mock.patch.object(gen_data.time, "sleep", sleep))
+
+    def start(self, t, seconds=60):
+        a, b = self.clock(t)
+        with a, b:
+            return gen_data.fresh_start_ms(seconds) // 1000
+
+    def test_mid_hour_goes_back_fifteen_minutes(self):
+        hour = 1796054400  # 16:00 UTC
+        s = self.start(hour + 40 * 60 + 30)
+        self.assertEqual(s, hour + 24 * 60)  # minute-aligned, 15 min + 60 s back
+        self.assertEqual(self.slept, 0)
+
+    def test_early_in_the_hour_stays_in_it(self):
+        hour = 1796054400
+        s = self.start(hour + 5 * 60)
+        self.assertEqual(s, hour + 60)
+        self.assertEqual(self.slept, 0)
+        s = self.start(hour + 30)  # the data would end in the future: waits
+        self.assertEqual(s, hour + 60)
+        self.assertGreaterEqual(self.now, s + 60)
+
+    def test_near_the_hours_end_waits_for_the_next(self):
+        hour = 1796054400
+        s = self.start(hour + 57 * 60)
+        self.assertEqual(s // 3600 * 3600, hour + 3600)
+        self.assertLessEqual(s + 60, self.now)
+
+    def test_reuse_only_within_the_data_hour(self):
+        d = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, d)
+        hour = 1796054400
+        with open(os.path.join(d, "meta.json"), "w") as f:
+            f.write('{"start_ms": %d}' % ((hour + 600) * 1000))
+        for t, fresh in ((hour + 1200, True), (hour + 3600 - 200, False), (hour + 3700, False)):
+            a, b = self.clock(t)
+            with a, b:
+                self.assertEqual(gen_data.still_fresh(d), fresh, t - hour)
+        self.assertFalse(gen_data.still_fresh(os.path.join(d, "missing")))
 
 
 if __name__ == "__main__":
