@@ -325,6 +325,17 @@ test('dashboard: sign-in, fleet, live device page, energy, alerts, rules', async
     await ruleRow.getByText(/2000/).waitFor();
     const rules = await call('GET', '/v1/rules');
     assert.equal(rules.json.rules.find((r) => r.name === 'e2e kettle over 1 kW').threshold, 2000);
+    // Disabled in the form: the list says so, and an unchanged Edit + Save keeps it disabled
+    // (a PUT replaces the rule; without `enabled` it would be turned back on).
+    await ruleRow.getByRole('button', { name: 'Edit' }).click();
+    await page.locator('input[name="enabled"]').uncheck();
+    await page.getByRole('button', { name: 'Save' }).click();
+    await ruleRow.getByText('disabled').waitFor();
+    await ruleRow.getByRole('button', { name: 'Edit' }).click();
+    assert.equal(await page.locator('input[name="enabled"]').isChecked(), false);
+    await page.getByRole('button', { name: 'Save' }).click();
+    await ruleRow.getByText('disabled').waitFor();
+    assert.equal((await call('GET', '/v1/rules')).json.rules.find((r) => r.name === 'e2e kettle over 1 kW').enabled, false);
     page.once('dialog', (d) => d.accept());
     await ruleRow.getByRole('button', { name: 'Delete' }).click();
     await page.getByText('No rules yet.').waitFor();

@@ -40,15 +40,17 @@ function useRoute() {
   return route;
 }
 
-// Does `token` ('' = none) open the API? true; a message why not (401; 403: a device
-// token, which may only ingest); or throws (server trouble).
+// Does `token` ('' = none) open the API? true; why not, as { status, message } (401; 403:
+// a device token, which may only ingest); or throws (server trouble).
 async function accepted(token) {
   try {
     await api('/v1/devices?limit=1', { token });
     return true;
   } catch (e) {
-    if (e.status === 401) return 'This key was not accepted.';
-    if (e.status === 403) return 'This is a device token: devices may only send data. Sign in with an owner key or the admin token.';
+    if (e.status === 401) return { status: 401, message: 'This key was not accepted.' };
+    if (e.status === 403) {
+      return { status: 403, message: 'This is a device token: devices may only send data. Sign in with an owner key or the admin token.' };
+    }
     if (e.status && e.status !== 0) return true;  // e.g. 503 metadata: the token itself is fine
     throw e;
   }
@@ -77,7 +79,7 @@ function SignIn({ onSignedIn }) {
         setToken(t);
         onSignedIn('token');
       } else {
-        setError({ status: 401, message: ok });
+        setError(ok);
       }
     } catch (err) {
       setError(err);

@@ -11,7 +11,7 @@ const KINDS = ['threshold', 'absence', 'rate_of_change', 'energy_budget'];
 const EMPTY = {
   name: '', scopeType: 'device_id', scopeValue: '', kind: 'threshold', metric: 'power_w', aggregate: 'max', op: '>',
   threshold: '', clear_threshold: '', for_windows: '1', resolution: '1m', absent_for: '10m', budget_wh: '',
-  severity: 'warning', cooldown: '15m', channels: '[]',
+  severity: 'warning', cooldown: '15m', channels: '[]', enabled: true,
 };
 
 function toForm(rule) {
@@ -24,6 +24,7 @@ function toForm(rule) {
     threshold: s(rule.threshold), clear_threshold: s(rule.clear_threshold), for_windows: s(rule.for_windows),
     resolution: s(rule.resolution) || '1m', absent_for: s(rule.absent_for), budget_wh: s(rule.budget_wh),
     severity: s(rule.severity) || 'warning', cooldown: s(rule.cooldown), channels: JSON.stringify(rule.channels || [], null, 1),
+    enabled: rule.enabled !== false,
   };
 }
 
@@ -31,7 +32,9 @@ function toForm(rule) {
 // that is not a number is sent as typed, so the API's message explains it).
 function toRule(f) {
   const n = (v) => (v.trim() === '' ? undefined : Number.isFinite(Number(v)) ? Number(v) : v);
-  const rule = { name: f.name, scope: { [f.scopeType]: f.scopeValue }, kind: f.kind, severity: f.severity };
+  // `enabled` always: a PUT replaces the rule, and the API's default (true) would turn a
+  // disabled rule back on.
+  const rule = { name: f.name, scope: { [f.scopeType]: f.scopeValue }, kind: f.kind, severity: f.severity, enabled: f.enabled };
   if (f.kind !== 'absence') Object.assign(rule, { metric: f.metric, resolution: f.resolution });
   if (f.kind === 'threshold' || f.kind === 'rate_of_change') {
     Object.assign(rule, { aggregate: f.aggregate, op: f.op, threshold: n(f.threshold), clear_threshold: n(f.clear_threshold), for_windows: n(f.for_windows) });
@@ -93,6 +96,8 @@ function RuleForm({ initial, editing, onDone, onCancel }) {
       ${f.kind === 'energy_budget' && field('budget_wh', 'Budget (Wh)', { inputmode: 'decimal' })}
       ${choice('severity', 'Severity', ['info', 'warning', 'critical'])}
       ${field('cooldown', 'Cooldown', { placeholder: '15m' })}
+      <label class="field check"><input type="checkbox" name="enabled" checked=${f.enabled}
+        onChange=${(e) => setF({ ...f, enabled: e.currentTarget.checked })} /> Enabled</label>
     </div>
     <label class="field">Channels (JSON)<textarea name="channels" rows="2" value=${f.channels} onInput=${set('channels')}></textarea></label>
     <div class="form-actions">
@@ -109,7 +114,10 @@ function RuleForm({ initial, editing, onDone, onCancel }) {
 function describe(r) {
   const scope = Object.entries(r.scope || {}).map(([k, v]) => k + '=' + v).join(', ');
   let what = r.kind;
-  if (r.kind === 'threshold' || r.kind === 'rate_of_change') what = `${r.aggregate || ''}(${r.metric}) ${r.op} ${r.threshold}${r.for_windows > 1 ? ` for ${r.for_windows}×${r.resolution}` : ''}`;
+  const times = r.for_windows > 1 ? ` for ${r.for_windows}×${r.resolution}` : '';
+  if (r.kind === 'threshold') what = `${r.aggregate || ''}(${r.metric}) ${r.op} ${r.threshold}${times}`;
+  // The change of the aggregate from one window to the next (CONTRACT §4).
+  if (r.kind === 'rate_of_change') what = `Δ ${r.aggregate || ''}(${r.metric}) per ${r.resolution || '1m'} ${r.op} ${r.threshold}${times}`;
   if (r.kind === 'absence') what = `no data for ${r.absent_for}`;
   if (r.kind === 'energy_budget') what = `${r.metric} over ${fmt.energy(r.budget_wh)}`;
   return { scope, what };
@@ -139,12 +147,13 @@ export function RulesPage() {
     <${ErrorBox} error=${error} />
     ${rules.loading && !rules.data ? html`<${Loading} what="Loading rules" />` : rules.error ? html`<${ErrorBox} error=${rules.error} retry=${rules.reload} />`
       : list.length === 0 ? html`<p class="state">No rules yet.</p>` : html`<table class="rules" data-testid="rules-table">
-        <thead><tr><th>Name</th><th>Scope</th><th>Condition</th><th>Severity</th><th></th></tr></thead>
+        <thead><tr><th>Name</th><th>Scope</th><th>Condition</th><th>Severity</th><th>State</th><th></th></tr></thead>
         <tbody>${list.map((r) => {
           const d = describe(r);
           return html`<tr key=${r.id}>
             <td data-label="Name">${r.name || r.id}</td><td data-label="Scope">${d.scope}</td>
             <td data-label="Condition"><code>${d.what}</code></td><td data-label="Severity">${r.severity}</td>
+            <td data-label="State">${r.enabled === false ? html`<span class="badge muted">disabled</span>` : 'enabled'}</td>
             <td class="actions"><button onClick=${() => setEditing(r)}>Edit</button> <button class="danger" onClick=${() => remove(r)}>Delete</button></td>
           </tr>`;
         })}</tbody></table>`}
