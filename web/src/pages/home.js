@@ -63,13 +63,17 @@ export function HomePage({ owner }) {
       }
     }
     const names = new Map(devices.map((d) => [d.device_id, d.name || d.device_id]));
-    return { tz, today, month, day, mon, names };
+    // A home whose devices are in several zones: each device's energy is summed by its own
+    // local day (the API's local_date), so the label names them all.
+    const zones = [...new Set(devices.map((d) => d.timezone || 'UTC'))].sort();
+    const label = zones.length > 1 ? 'local days in each device\'s zone (' + zones.join(', ') + ')' : 'local days in ' + tz;
+    return { tz, label, today, month, day, mon, names };
   }, [load.data]);
   if (load.loading) return html`<${Loading} what="Loading energy" />`;
   if (load.error) return html`<p><a href="#/homes">‹ Homes</a></p><${ErrorBox} error=${load.error} retry=${load.reload} />`;
   return html`<section class="home">
     <p class="crumbs"><a href="#/homes">Homes</a> › ${owner}</p>
-    <div class="page-head"><h1>Energy of ${owner}</h1><span class="muted">local days in ${view.tz}</span></div>
+    <div class="page-head"><h1>Energy of ${owner}</h1><span class="muted" data-testid="energy-zones">${view.label}</span></div>
     <div class="grid two">
       <${Ranked} title=${'Today (' + view.today + ')'} totals=${view.day} names=${view.names} testid="energy-today" />
       <${Ranked} title=${'This month (' + view.month + ')'} totals=${view.mon} names=${view.names} testid="energy-month" />
