@@ -133,6 +133,10 @@ class Appliance {
   // Advances to ctx.t_ms and writes the reading; returns the power drawn (W, ≥ 0) or, for
   // solar, produced (as a negative number).
   virtual double Step(const StepContext& ctx, Reading* out) = 0;
+  // The long-run mean of what Step returns when positive (W drawn; 0 for solar), from the
+  // appliance's parameters and the home's climate: the meter counter's reading at a run's
+  // first step is built from it (Home::CounterReadingAt).
+  virtual double MeanPowerW(const HomeLocation& location) const = 0;
 
  protected:
   SimRandom rng_;
@@ -170,6 +174,12 @@ class Fridge : public Appliance {
     out->Add("power_w", p);
     return p;
   }
+  double MeanPowerW(const HomeLocation&) const override {
+    // On 900 s on average; off 1950 s by day (16 h), 2250 s at night (8 h).
+    const double on_s = 900, off_s = (16 * 1950.0 + 8 * 2250.0) / 24;
+    const double duty = on_s / (on_s + off_s);
+    return rated_w_ * duty + 2.0 * (1 - duty);
+  }
 
  private:
   double rated_w_;
@@ -180,14 +190,20 @@ class Fridge : public Appliance {
 
 class Hvac : public Appliance {
  public:
+  // The thermal model: the house leaks towards outdoor with this time constant, gains
+  // kGainsCPerHour from people and appliances, and the heat pump moves kPumpCPerHour.
+  static constexpr double kLeakHours = 4.0;
+  static constexpr double kGainsCPerHour = 0.3;
+  static constexpr double kPumpCPerHour = 2.5;
+  static constexpr double kStandbyW = 7;
+
   explicit Hvac(uint64_t seed) : Appliance(seed) {
     indoor_c_ = rng_.Uniform(19.5, 23.5);
     capacity_w_ = rng_.Uniform(1800, 3200);
   }
   double Step(const StepContext& ctx, Reading* out) override {
     const double hours = ctx.dt_s / 3600;
-    // Leakage towards outdoor (time constant 4 h) plus internal gains.
-    indoor_c_ += (ctx.outdoor_c - indoor_c_) * hours / 4.0 + 0.3 * hours;
+    indoor_c_ += (ctx.outdoor_c - indoor_c_) * hours / kLeakHours + kGainsCPerHour * hours;
     const double diff = ctx.outdoor_c - indoor_c_;
     if (ctx.outdoor_c < 19) {
       if (indoor_c_ < 20.0) mode_ = 1;
@@ -198,20 +214,46 @@ class Hvac : public Appliance {
     } else {
       mode_ = 0;
     }
-    double p = 6 + rng_.Uniform(0, 2);  // controller and standby fan
+    double p = kStandbyW - 1 + rng_.Uniform(0, 2);  // controller and standby fan
     if (mode_ != 0) {
-      // A heat pump works harder the larger the indoor/outdoor difference (COP falls).
-      double load = std::clamp(0.45 + std::abs(diff) / 30.0, 0.45, 1.0);
-      p = capacity_w_ * load + rng_.Normal() * 15;
-      indoor_c_ += mode_ * 2.5 * hours;
+      p = capacity_w_ * Load(diff) + rng_.Normal() * 15;
+      indoor_c_ += mode_ * kPumpCPerHour * hours;
     }
     p = RoundTo(std::max(p, 0.0), 1);
     out->Add("power_w", p);
     out->Add("indoor_temp_c", RoundTo(indoor_c_, 2));
     return p;
   }
+  double MeanPowerW(const HomeLocation& loc) const override {
+    // The duty that holds the setpoint's middle (20.5 °C heating, 24.5 °C cooling) at each
+    // outdoor temperature of a grid over the season, the day and the weather.
+    double sum = 0;
+    int n = 0;
+    for (int s = 0; s < 24; ++s) {
+      for (int d = 0; d < 12; ++d) {
+        for (double weather : {-1.7, 0.0, 1.7}) {
+          const double outdoor = loc.mean_temp_c + loc.season_amp_c * std::cos(kPi * s / 12) +
+                                 loc.daily_swing_c * std::cos(kPi * d / 6) + weather;
+          double need = 0, held = 20.5;
+          if (outdoor < 19) {
+            need = (20.5 - outdoor) / kLeakHours - kGainsCPerHour;
+          } else if (outdoor > 24) {
+            need = (outdoor - 24.5) / kLeakHours + kGainsCPerHour;
+            held = 24.5;
+          }
+          const double duty = std::clamp(need / kPumpCPerHour, 0.0, 1.0);
+          sum += duty * capacity_w_ * Load(outdoor - held) + (1 - duty) * kStandbyW;
+          ++n;
+        }
+      }
+    }
+    return sum / n;
+  }
 
  private:
+  // A heat pump works harder the larger the indoor/outdoor difference (COP falls).
+  static double Load(double diff) { return std::clamp(0.45 + std::abs(diff) / 30.0, 0.45, 1.0); }
+
   double indoor_c_;
   double capacity_w_;
   int mode_ = 0;  // 1 heat, -1 cool
@@ -240,6 +282,9 @@ class EvCharger : public Appliance {
     p = RoundTo(p, 0);
     out->Add("power_w", p);
     return p;
+  }
+  double MeanPowerW(const HomeLocation&) const override {
+    return 0.65 * (8000 + 27000 / 2.0) / 24;  // a session on 65 % of days, 21.5 kWh each
   }
 
  private:
@@ -274,6 +319,11 @@ class Washer : public Appliance {
     out->Add("power_w", p);
     return p;
   }
+  double MeanPowerW(const HomeLocation&) const override {
+    // 0.85 programs a day (0, 1, 2 with p = 1/2.6, 1/2.6, 0.6/2.6) of ~0.82 kWh each.
+    const double program_wh = (4 * 15 + 15 * 2000 + 40 * 265 + 20 * 165 + 11 * 480) / 60.0;
+    return 0.8 + (1 + 2 * 0.6) / 2.6 * program_wh / 24;
+  }
 };
 
 class Lighting : public Appliance {
@@ -298,6 +348,10 @@ class Lighting : public Appliance {
     double p = RoundTo(level * scale_ * switched, 1);
     out->Add("power_w", p);
     return p;
+  }
+  double MeanPowerW(const HomeLocation&) const override {
+    // The daily profile's mean (1772.5 Wh / 24 h), about a seventh of it dark outside.
+    return (6 * 5 + 2.5 * 110 + 8.5 * 25 + 6.5 * 190 + 0.5 * 40) / 24 * 1.06 * scale_;
   }
 
  private:
@@ -331,6 +385,12 @@ class WaterHeater : public Appliance {
     out->Add("tank_temp_c", RoundTo(tank_c_, 2));
     return p;
   }
+  double MeanPowerW(const HomeLocation&) const override {
+    // The element replaces what the tank loses: 1.2 °C/h standby, 25 °C/h draws in 45 % of
+    // the 5.5 peak hours' slots and 5 % of the other 18.5 hours'.
+    const double c_per_day = 1.2 * 24 + 25 * (0.45 * 5.5 + 0.05 * 18.5);
+    return 0.5 + c_per_day * 4186.0 * 200 / 3600 / 24;
+  }
 
  private:
   double tank_c_;
@@ -359,6 +419,7 @@ class Solar : public Appliance {
     out->Add("solar_w", p);
     return -p;
   }
+  double MeanPowerW(const HomeLocation&) const override { return 0; }  // produces
 
  private:
   double peak_w_;
@@ -401,7 +462,7 @@ Home::Home(int index, int devices, uint64_t seed, std::string_view prefix)
   zone_ = date::locate_zone(location_.timezone);
   weather_seed_ = Mix(seed, static_cast<uint64_t>(index), 2);
   base_load_w_ = meter_rng_.Uniform(40, 150);
-  meter_energy_wh_ = RoundTo(meter_rng_.Uniform(1000, 60000), 3);
+  meter_base_wh_ = RoundTo(meter_rng_.Uniform(1000, 60000), 3);
   // Fridge first, then a per-home shuffle of the rest.
   std::vector<ApplianceKind> kinds = {ApplianceKind::kHvac,   ApplianceKind::kSolar,
                                       ApplianceKind::kEv,     ApplianceKind::kLighting,
@@ -421,6 +482,18 @@ Home::Home(int index, int devices, uint64_t seed, std::string_view prefix)
     if (kind == ApplianceKind::kSolar) has_solar_ = true;
   }
   readings_.resize(devices_.size());
+  mean_power_w_ = base_load_w_;
+  for (const auto& appliance : appliances_) mean_power_w_ += appliance->MeanPowerW(location_);
+}
+
+double Home::CounterReadingAt(int64_t t_ms) const {
+  const double hours = static_cast<double>(std::max<int64_t>(0, t_ms - kCounterEpochMs)) / 3.6e6;
+  return meter_base_wh_ + mean_power_w_ * hours;
+}
+
+void Home::ResetMeterCounter() {
+  meter_energy_wh_ = 0;
+  counter_started_ = true;
 }
 
 Home::~Home() = default;
@@ -460,7 +533,10 @@ void Home::Step(int64_t t_ms) {
       solar += -p;
   }
   consumption = RoundTo(consumption, 1);
-  if (last_t_ms_ >= 0) {
+  if (!counter_started_) {
+    meter_energy_wh_ = CounterReadingAt(t_ms);
+    counter_started_ = true;
+  } else if (last_t_ms_ >= 0) {
     meter_energy_wh_ += (consumption + last_meter_power_w_) / 2 * ctx.dt_s / 3600;
   }
   last_meter_power_w_ = consumption;

@@ -4,8 +4,9 @@
 // A Home holds up to kMaxAppliances appliances chosen from the list below (fridge first,
 // then a per-home shuffle of the rest) plus the meter, which is always device 0:
 //   meter        power_w (base load + every appliance), grid_w (power_w − solar_w; negative
-//                when exporting; only with solar), voltage_v, energy_wh (cumulative counter,
-//                the trapezoid integral of its own power_w samples)
+//                when exporting; only with solar), voltage_v, energy_wh (cumulative counter:
+//                at the first Step CounterReadingAt(t), then the trapezoid integral of its
+//                own power_w samples)
 //   fridge       power_w: compressor cycles (on 10–20 min at ~90–140 W with a start spike,
 //                off 20–45 min at ~2 W); shorter off-times in the day (door openings)
 //   hvac         power_w, indoor_temp_c: a heat pump keeping 20.5 °C (heating) or 24.5 °C
@@ -95,8 +96,7 @@ class Appliance;
 class Home {
  public:
   // devices: 1 (meter only) to kMaxAppliances + 1. Device ids: "{prefix}-{home:04d}" for the
-  // meter, "{prefix}-{home:04d}-{kind}" for the appliances. The meter's counter starts at a
-  // per-home value between 1 and 60 kWh.
+  // meter, "{prefix}-{home:04d}-{kind}" for the appliances.
   Home(int index, int devices, uint64_t seed, std::string_view prefix);
   ~Home();
   Home(const Home&) = delete;
@@ -113,7 +113,19 @@ class Home {
   // The reading of device i at the last Step.
   const Reading& ReadingOf(int i) const { return readings_[static_cast<size_t>(i)]; }
   // The meter restarts its counter from 0 (the counter-reset fault).
-  void ResetMeterCounter() { meter_energy_wh_ = 0; }
+  void ResetMeterCounter();
+
+  // The meter counter's reading at the first Step of a run, as a function of event time
+  // only: a per-home base (1–60 kWh) + mean_power_w() × the time since kCounterEpochMs
+  // (0 before it). So a run over later times continues (up to the mismatch below) where an
+  // earlier run over earlier times ended: at the junction the counter steps by
+  // mean_power_w() × the earlier run's span − the energy that run actually integrated,
+  // a few kWh up or down against a reading of hundreds of MWh (never a 10 % drop, which
+  // the server would count as a reset).
+  double CounterReadingAt(int64_t t_ms) const;
+  // The home's modelled long-run mean consumption (W): base load + every appliance's mean.
+  double mean_power_w() const { return mean_power_w_; }
+  static constexpr int64_t kCounterEpochMs = 946'684'800'000;  // 2000-01-01T00:00:00Z
 
   // Local time at t_ms: offset from UTC in seconds (cached per zone rule interval).
   int64_t UtcOffsetSeconds(int64_t t_ms);
@@ -131,7 +143,10 @@ class Home {
   uint64_t weather_seed_ = 0;
   bool has_solar_ = false;
   double base_load_w_;
-  double meter_energy_wh_;
+  double meter_base_wh_;
+  double mean_power_w_ = 0;
+  double meter_energy_wh_ = 0;
+  bool counter_started_ = false;  // set by the first Step or a reset
   double last_meter_power_w_ = 0;
   int64_t last_t_ms_ = -1;
 };
