@@ -265,8 +265,12 @@ class Worker {
         }
         if (shared_->truth) {
           std::lock_guard<std::mutex> lock(shared_->truth_mu);
-          shared_->truth->SetTimezone(
-              devs[i].device_id, o_.admin_token.empty() ? "UTC" : homes_[h]->location().timezone);
+          // Registered devices (--admin-token registers them, --token only works for devices
+          // an --admin-token run registered) have their home's zone at the server; without
+          // a token (auth disabled) the server does not know them and assumes UTC.
+          const bool registered = !o_.admin_token.empty() || !o_.token.empty();
+          shared_->truth->SetTimezone(devs[i].device_id,
+                                      registered ? homes_[h]->location().timezone : "UTC");
         }
         device_index_[devs[i].device_id] = devices_.size();
         devices_.push_back(std::move(s));

@@ -18,7 +18,9 @@
 //
 // Determinism: the events (ids, times, values, faults) depend only on the options, not on
 // timing or the server; with faults off except duplicates/jitter/skew/resets/outages the
-// ground truth is exact. Worker threads own disjoint homes.
+// ground truth is exact. Worker threads own disjoint homes. Its 1d windows are in each
+// home's zone with `admin_token` or `token` (registered devices: with `token`, as an
+// `admin_token` run of the same seed/prefix/homes registered them), in UTC without either.
 //
 // Ground truth: an event enters it when the server accepted one of its copies (HTTP: the
 // response's per-event errors name the rejected ones; MQTT: a PUBACK only counts them, so

@@ -192,5 +192,73 @@ class CliTest(unittest.TestCase):
         self.assertIn("3 devices registered", proc.stderr)
 
 
+class StandIn:
+    """A stand-in Joule server on port 0: /healthz answers 200, POST /v1/telemetry accepts
+    every event of the batch (202), and `down()` closes it for good (connection refused)."""
+
+    def __init__(self, test):
+        self.telemetry_posts = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def reply(self, status, body):
+                data = json.dumps(body, separators=(",", ":")).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self.reply(200, {"status": "ok"})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"[]")
+                outer.telemetry_posts += 1
+                self.reply(202, {"accepted": len(body), "rejected": 0, "errors": []})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.closed = False
+        test.addCleanup(self.down)
+
+    def down(self):
+        if not self.closed:
+            self.closed = True
+            self.server.shutdown()
+            self.server.server_close()
+
+
+class SimulateTest(unittest.TestCase):
+    """`joule simulate` against a stand-in server (found by a black-box test of session 18)."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="joule-sim-")
+        self.addCleanup(self.tmp.cleanup)
+
+    def test_ground_truth_with_one_token_uses_the_homes_zones(self):
+        """With --token the devices are registered ones (an --admin-token run registered them
+        with their homes' zones): the truth's 1d windows were in UTC, always disagreeing with
+        the server for non-UTC homes. Without a token (auth disabled) they stay UTC."""
+        server = StandIn(self)
+        for token, zones in ((["--token", "t-" + "0" * 30], ["Asia/Kolkata", "America/New_York"]),
+                             ([], ["UTC", "UTC"])):
+            truth = os.path.join(self.tmp.name, "truth.jsonl")
+            proc = run(["simulate", "--url", server.url, "--homes", "2", "--devices-per-home",
+                        "1", "--start", "-30m", "--duration", "2m", "--speed", "0", "--quiet",
+                        "--ground-truth", truth] + token, timeout=60)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            with open(truth) as f:
+                days = [json.loads(line) for line in f if '"1d"' in line]
+            found = {r["device_id"]: r["timezone"] for r in days}
+            self.assertEqual(found.get("sim-0000"), zones[0], found)
+            self.assertEqual(found.get("sim-0001"), zones[1], found)
+
+
 if __name__ == "__main__":
     unittest.main()
