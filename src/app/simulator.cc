@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstring>
 #include <deque>
 #include <fstream>
 #include <iterator>
@@ -915,7 +917,16 @@ int RunSimulator(const SimulatorOptions& options) {
     fmt::print(stderr, "simulate: {}\n", error);
     return 2;
   }
+  // The ground truth's file is created before anything is sent: a path that cannot be
+  // written is refused now, not after the whole run (found by a black-box test).
+  std::ofstream truth_out;
   if (!o.ground_truth_path.empty()) {
+    truth_out.open(o.ground_truth_path, std::ios::trunc);
+    if (!truth_out) {
+      fmt::print(stderr, "simulate: --ground-truth {}: cannot create the file: {}\n",
+                 o.ground_truth_path, std::strerror(errno));
+      return 2;
+    }
     shared.truth = std::make_unique<sim::GroundTruth>(o.max_gap_ns / 1'000'000);
   }
   std::string rest = o.url;
@@ -1012,7 +1023,7 @@ int RunSimulator(const SimulatorOptions& options) {
              s.wrong_token_401.load(), s.outages.load(), s.resets.load(), s.registered.load(),
              s.rotated.load());
   if (shared.truth) {
-    std::ofstream out(o.ground_truth_path, std::ios::trunc);
+    std::ofstream& out = truth_out;
     shared.truth->WriteJsonLines(out);
     out.close();
     if (!out) {

@@ -259,6 +259,16 @@ class SimulateTest(unittest.TestCase):
             self.assertEqual(found.get("sim-0000"), zones[0], found)
             self.assertEqual(found.get("sim-0001"), zones[1], found)
 
+    def test_an_unwritable_ground_truth_is_refused_before_the_run(self):
+        """The file was opened after the whole run: a long run lost its truth (exit 1)."""
+        proc = run(["simulate", "--dry-run", "--quiet", "--start", "-1h", "--duration", "1h",
+                    "--speed", "0", "--ground-truth",
+                    os.path.join(self.tmp.name, "nonexistent", "t.jsonl")], timeout=60)
+        self.assertEqual(proc.returncode, 2, proc.stderr)
+        self.assertIn("--ground-truth", proc.stderr)
+        self.assertIn("cannot create", proc.stderr)
+        self.assertNotIn("events generated", proc.stderr)  # refused before generating
+
 
 if __name__ == "__main__":
     unittest.main()
