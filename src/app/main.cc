@@ -113,6 +113,10 @@ int main(int argc, char** argv) {
       ->add_option("--mqtt-connections", sim.mqtt_connections,
                    "MQTT: connections open at once, at most (one per device)")
       ->capture_default_str();
+  simulate
+      ->add_option("--give-up-after", sim_text.give_up_after,
+                   "Stop (exit 1) when no request has reached the server for this long")
+      ->capture_default_str();
   simulate->add_option("--allowed-lateness", sim_text.allowed_lateness,
                        "The server's stream.allowed_lateness (--jitter may not exceed it with "
                        "--ground-truth)");

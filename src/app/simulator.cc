@@ -99,6 +99,10 @@ struct Shared {
   std::string first_error;  // the first error the server answered, for the summary
   const Clock* clock;
   int64_t real_start_ns;
+  // When the current run of connection failures began (0: the last request reached the
+  // server), and whether it lasted --give-up-after (the run then stops).
+  std::atomic<int64_t> failing_since_ns{0};
+  std::atomic<bool> gave_up{false};
   int workers = 1;
 };
 
@@ -470,6 +474,26 @@ class Worker {
     }
   }
 
+  // A request reached the server (whatever it answered).
+  void Reached() { shared_->failing_since_ns.store(0, std::memory_order_relaxed); }
+
+  // A request could not reach the server. Once nothing has reached it for
+  // --give-up-after, the run stops (every worker): a server that went down for good is
+  // not retried for the whole event span (or forever with --duration 0).
+  void Unreachable(const std::string& what) {
+    const int64_t now = shared_->clock->NowNanos();
+    int64_t since = 0;
+    if (shared_->failing_since_ns.compare_exchange_strong(since, now)) since = now;
+    if (now - since < o_.give_up_after_ns) return;
+    if (!shared_->gave_up.exchange(true)) {
+      fmt::print(stderr,
+                 "simulate: giving up: no request has reached the server for {:.0f}s "
+                 "(--give-up-after); the last error: {}\n",
+                 static_cast<double>(now - since) / 1e9, what);
+    }
+    g_stop.store(true);
+  }
+
   void FirstError(const std::string& message) {
     std::lock_guard<std::mutex> lock(shared_->error_mu);
     if (shared_->first_error.empty()) shared_->first_error = message;
@@ -523,6 +547,11 @@ class Worker {
       std::string response;
       int status = client_.Post("/v1/telemetry", "application/json", body, token, &response);
       st.requests.fetch_add(1, std::memory_order_relaxed);
+      if (status >= 0) {
+        Reached();
+      } else {
+        Unreachable(fmt::format("cannot connect to {}: {}", o_.url, client_.last_error()));
+      }
       if (status == 202 || status == 400) {
         int64_t accepted = JsonInt(response, "accepted");
         int64_t rejected = JsonInt(response, "rejected");
@@ -655,6 +684,11 @@ class Worker {
         st.publishes.fetch_add(1, std::memory_order_relaxed);
         rc = client->Publish(topic, payload, &reason);
         if (rc < 0) what = fmt::format("cannot publish to {}: {}", o_.mqtt_url, client->error());
+      }
+      if (rc >= 0) {
+        Reached();
+      } else {
+        Unreachable(what);
       }
       if (rc == net::mqtt::reason::kSuccess || rc == net::mqtt::reason::kPayloadFormatInvalid) {
         // 0x00: stored, but for the rejects the reason string counts ("accepted N, rejected
@@ -829,7 +863,8 @@ std::string ApplySimulatorTextOptions(const SimulatorTextOptions& text, int64_t 
         Field{"--jitter", &text.jitter, &o->jitter_ns},
         Field{"--clock-skew", &text.clock_skew, &o->clock_skew_ns},
         Field{"--max-gap", &text.max_gap, &o->max_gap_ns},
-        Field{"--allowed-lateness", &text.allowed_lateness, &o->allowed_lateness_ns}}) {
+        Field{"--allowed-lateness", &text.allowed_lateness, &o->allowed_lateness_ns},
+        Field{"--give-up-after", &text.give_up_after, &o->give_up_after_ns}}) {
     auto d = ParseDurationNanos(*f.value);
     if (!d.ok()) return fmt::format("{}: {}", f.flag, d.status().message());
     *f.out = *d;
@@ -885,6 +920,7 @@ std::string ValidateSimulatorOptions(const SimulatorOptions& o) {
     return fmt::format("--connections must be within 1..1024, got {}", o.connections);
   }
   if (o.max_gap_ns <= 0) return "--max-gap must be > 0";
+  if (o.give_up_after_ns <= 0) return "--give-up-after must be > 0";
   for (const auto& [flag, value] : {std::pair<const char*, double>{"--outages", o.outages_per_hour},
                                     {"--counter-resets", o.counter_resets_per_hour}}) {
     if (outside(value, 0, 1e6))
@@ -1034,6 +1070,13 @@ int RunSimulator(const SimulatorOptions& options) {
       fmt::print(stderr, "simulate: ground truth for {} events written to {}\n",
                  shared.truth->event_count(), o.ground_truth_path);
     }
+  }
+  if (shared.gave_up.load()) {
+    fmt::print(stderr,
+               "simulate: gave up: the server stayed unreachable for --give-up-after ({}s); "
+               "the events not sent are counted failed\n",
+               o.give_up_after_ns / kNanosPerSecond);
+    return 1;
   }
   // A failed registration stops every worker: whatever else was registered, the run did
   // not do what was asked (before, a partial failure exited 0 having sent nothing).

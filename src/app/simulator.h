@@ -67,6 +67,9 @@ struct SimulatorOptions {
   // mqtt_connections open at once (the least recently used one is closed first).
   std::string mqtt_url;
   int mqtt_connections = 1000;
+  // A run gives up (exit 1) once no request has reached the server for this long: every
+  // attempt since the first failure could not connect (a server that went down for good).
+  int64_t give_up_after_ns = 30'000'000'000;
   bool quiet = false;
   bool dry_run = false;  // generate and encode, send nothing (the generator's own rate)
 };
@@ -81,6 +84,7 @@ struct SimulatorTextOptions {
   std::string clock_skew = "0s";
   std::string max_gap = "300s";
   std::string allowed_lateness = "1h";
+  std::string give_up_after = "30s";
 };
 // Fills the matching fields of `options`; returns an error message, empty when all parse.
 std::string ApplySimulatorTextOptions(const SimulatorTextOptions& text, int64_t now_ns,

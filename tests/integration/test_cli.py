@@ -12,6 +12,7 @@ import os
 import subprocess
 import tempfile
 import threading
+import time
 import unittest
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -268,6 +269,28 @@ class SimulateTest(unittest.TestCase):
         self.assertIn("--ground-truth", proc.stderr)
         self.assertIn("cannot create", proc.stderr)
         self.assertNotIn("events generated", proc.stderr)  # refused before generating
+
+    def test_a_server_down_for_good_is_given_up(self):
+        """A server that went down mid-run was retried for the whole event span (10 minutes
+        at --speed 20), or forever with --duration 0: now the run stops once nothing has
+        reached the server for --give-up-after, with the summary, exit 1."""
+        server = StandIn(self)
+        began = time.monotonic()
+        proc = subprocess.Popen(
+            [joule_bin(), "simulate", "--url", server.url, "--homes", "1", "--devices-per-home",
+             "2", "--start", "-10m", "--duration", "10m", "--speed", "20", "--quiet",
+             "--give-up-after", "2s"], stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        while server.telemetry_posts < 2 and time.monotonic() - began < 20:
+            time.sleep(0.05)
+        self.assertGreaterEqual(server.telemetry_posts, 2)
+        server.down()
+        down_at = time.monotonic()
+        _, stderr = proc.communicate(timeout=60)
+        self.assertEqual(proc.returncode, 1, stderr)
+        self.assertIn("giving up: no request has reached the server", stderr)
+        self.assertIn("events generated", stderr)  # the summary
+        self.assertLess(time.monotonic() - down_at, 15, stderr)  # not the 30 s of the span
 
 
 if __name__ == "__main__":
