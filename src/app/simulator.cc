@@ -515,11 +515,11 @@ class Worker {
     body += ']';
     Stats& st = shared_->stats;
     const uint64_t n = events.size();
-    st.sent.fetch_add(n, std::memory_order_relaxed);
-    if (o_.dry_run) {
+    if (o_.dry_run) {  // encoded, not sent; the ground truth takes them as accepted
       AnsweredBatch(events, {});
       return;
     }
+    st.sent.fetch_add(n, std::memory_order_relaxed);
     if (!shared_->mqtt_host.empty()) {
       SendMqtt(events, body, *device);
       return;
@@ -1020,10 +1020,16 @@ int RunSimulator(const SimulatorOptions& options) {
       }
       if (done.load() || o.quiet) break;
       int64_t now = shared.clock->NowNanos();
-      uint64_t sent = shared.stats.sent.load();
-      fmt::print(stderr, "simulate: {} events sent ({:.0f}/s), {} accepted, {} failed\n", sent,
-                 static_cast<double>(sent - last) * 1e9 / static_cast<double>(now - last_ns),
-                 shared.stats.accepted.load(), shared.stats.failed.load());
+      uint64_t sent = o.dry_run ? shared.stats.generated.load() : shared.stats.sent.load();
+      const double rate =
+          static_cast<double>(sent - last) * 1e9 / static_cast<double>(now - last_ns);
+      if (o.dry_run) {
+        fmt::print(stderr, "simulate: {} events generated ({:.0f}/s), none sent (--dry-run)\n",
+                   sent, rate);
+      } else {
+        fmt::print(stderr, "simulate: {} events sent ({:.0f}/s), {} accepted, {} failed\n", sent,
+                   rate, shared.stats.accepted.load(), shared.stats.failed.load());
+      }
       last = sent;
       last_ns = now;
     }
@@ -1046,18 +1052,29 @@ int RunSimulator(const SimulatorOptions& options) {
   if (!shared.first_error.empty()) {
     fmt::print(stderr, "simulate: the first error: {}\n", shared.first_error);
   }
-  fmt::print(stderr,
-             "simulate: done in {:.2f}s: {} events generated, {} sent ({:.0f} events/s), "
-             "{} accepted, {} rejected, {} failed; {} requests, {} retries; faults: {} "
-             "duplicates, {} malformed, {} bad bodies → 400, {} wrong tokens → 401, {} outages, "
-             "{} counter resets; {} devices registered ({} existed: their tokens were "
-             "rotated)\n",
-             seconds, s.generated.load(), s.sent.load(),
-             static_cast<double>(s.sent.load()) / std::max(seconds, 1e-9), s.accepted.load(),
-             s.rejected.load(), s.failed.load(), s.requests.load(), s.retries.load(),
-             s.duplicates_sent.load(), s.malformed_sent.load(), s.bodies_400.load(),
-             s.wrong_token_401.load(), s.outages.load(), s.resets.load(), s.registered.load(),
-             s.rotated.load());
+  if (o.dry_run) {
+    fmt::print(stderr,
+               "simulate: done in {:.2f}s: {} events generated and encoded ({:.0f} events/s), "
+               "none sent (--dry-run); faults: {} duplicates, {} malformed, {} outages, {} "
+               "counter resets\n",
+               seconds, s.generated.load(),
+               static_cast<double>(s.generated.load()) / std::max(seconds, 1e-9),
+               s.duplicates_sent.load(), s.malformed_sent.load(), s.outages.load(),
+               s.resets.load());
+  } else {
+    fmt::print(stderr,
+               "simulate: done in {:.2f}s: {} events generated, {} sent ({:.0f} events/s), "
+               "{} accepted, {} rejected, {} failed; {} requests, {} retries; faults: {} "
+               "duplicates, {} malformed, {} bad bodies → 400, {} wrong tokens → 401, {} outages, "
+               "{} counter resets; {} devices registered ({} existed: their tokens were "
+               "rotated)\n",
+               seconds, s.generated.load(), s.sent.load(),
+               static_cast<double>(s.sent.load()) / std::max(seconds, 1e-9), s.accepted.load(),
+               s.rejected.load(), s.failed.load(), s.requests.load(), s.retries.load(),
+               s.duplicates_sent.load(), s.malformed_sent.load(), s.bodies_400.load(),
+               s.wrong_token_401.load(), s.outages.load(), s.resets.load(), s.registered.load(),
+               s.rotated.load());
+  }
   if (shared.truth) {
     std::ofstream& out = truth_out;
     shared.truth->WriteJsonLines(out);

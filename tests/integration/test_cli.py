@@ -145,6 +145,9 @@ class CliTest(unittest.TestCase):
                   "--connections", "1"], timeout=60)
         self.assertEqual(ok.returncode, 0, ok.stderr)
         self.assertIn("480 events generated", ok.stderr)
+        # Found by a black-box test: "480 events generated, 480 sent" for a --dry-run.
+        self.assertIn("none sent (--dry-run)", ok.stderr)
+        self.assertNotIn("480 sent", ok.stderr)
 
     def test_simulate_exits_1_when_some_registrations_fail(self):
         """Found by a black-box test: after a PostgreSQL restart some registrations got 503;
