@@ -84,7 +84,8 @@ int main(int argc, char** argv) {
   simulate->add_option("--start", sim_text.start, "First event time: RFC 3339, epoch ms, or -3h");
   simulate->add_option("--speed", sim.speed, "Event time per real time, >= 0 (0 = unthrottled)")
       ->capture_default_str();
-  simulate->add_option("--seed", sim.seed, "Random seed")->capture_default_str();
+  simulate->add_option("--seed", sim_text.seed, "Random seed, 0..18446744073709551615")
+      ->capture_default_str();
   simulate->add_option("--prefix", sim.device_prefix, "Device id prefix")->capture_default_str();
   simulate->add_option("--batch", sim.batch, "Events per request, at most; 1..1000000")
       ->capture_default_str();

@@ -869,6 +869,19 @@ std::string ApplySimulatorTextOptions(const SimulatorTextOptions& text, int64_t 
     if (!d.ok()) return fmt::format("{}: {}", f.flag, d.status().message());
     *f.out = *d;
   }
+  {
+    const std::string& seed = text.seed;
+    errno = 0;
+    char* end = nullptr;
+    const unsigned long long value = std::strtoull(seed.c_str(), &end, 10);
+    const bool digits = !seed.empty() && std::all_of(seed.begin(), seed.end(),
+                                                     [](char c) { return c >= '0' && c <= '9'; });
+    if (!digits || errno == ERANGE || *end != '\0') {
+      return fmt::format("--seed must be an integer within 0..18446744073709551615, got '{}'",
+                         seed);
+    }
+    o->seed = static_cast<uint64_t>(value);
+  }
   if (!text.start.empty()) {
     const std::string& s = text.start;
     int64_t ns = 0;
@@ -887,7 +900,32 @@ std::string ApplySimulatorTextOptions(const SimulatorTextOptions& text, int64_t 
   return "";
 }
 
+std::string ParseSimulatorUrl(const std::string& url, std::string* host, std::string* port) {
+  std::string rest = url;
+  if (size_t scheme = rest.find("://"); scheme != std::string::npos) {
+    if (rest.substr(0, scheme) != "http") {
+      return fmt::format(
+          "--url must be http://host[:port] (the simulator speaks plain HTTP), got '{}'", url);
+    }
+    rest = rest.substr(scheme + 3);
+  }
+  if (size_t slash = rest.find('/'); slash != std::string::npos) rest = rest.substr(0, slash);
+  size_t colon = rest.rfind(':');
+  *host = colon == std::string::npos ? rest : rest.substr(0, colon);
+  *port = colon == std::string::npos ? "80" : rest.substr(colon + 1);
+  if (host->empty()) return fmt::format("--url has no host: '{}'", url);
+  const bool digits =
+      !port->empty() && port->size() <= 5 &&
+      std::all_of(port->begin(), port->end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (!digits || std::stoi(*port) < 1 || std::stoi(*port) > 65535) {
+    return fmt::format("--url: the port must be within 1..65535, got '{}' in '{}'", *port, url);
+  }
+  return "";
+}
+
 std::string ValidateSimulatorOptions(const SimulatorOptions& o) {
+  std::string host, port;
+  if (std::string error = ParseSimulatorUrl(o.url, &host, &port); !error.empty()) return error;
   // Written as !(in range) so that a NaN is refused too.
   auto outside = [](double v, double lo, double hi) { return !(v >= lo && v <= hi); };
   constexpr int kMaxDevicesPerHome = sim::kMaxAppliances + 1;
@@ -965,13 +1003,7 @@ int RunSimulator(const SimulatorOptions& options) {
     }
     shared.truth = std::make_unique<sim::GroundTruth>(o.max_gap_ns / 1'000'000);
   }
-  std::string rest = o.url;
-  if (rest.rfind("http://", 0) == 0) rest = rest.substr(7);
-  size_t slash = rest.find('/');
-  if (slash != std::string::npos) rest = rest.substr(0, slash);
-  size_t colon = rest.rfind(':');
-  shared.host = colon == std::string::npos ? rest : rest.substr(0, colon);
-  shared.port = colon == std::string::npos ? "80" : rest.substr(colon + 1);
+  (void)ParseSimulatorUrl(o.url, &shared.host, &shared.port);  // validated above
 
   // A server that is not there is named at once (not after a minute of retries).
   if (!o.dry_run && (o.mqtt_url.empty() || !o.admin_token.empty())) {

@@ -74,8 +74,8 @@ struct SimulatorOptions {
   bool dry_run = false;  // generate and encode, send nothing (the generator's own rate)
 };
 
-// The options given as text on the command line: durations ("90s", "15m") and the start
-// (RFC 3339, epoch milliseconds, or "-3h" for three hours before now).
+// The options given as text on the command line: durations ("90s", "15m"), the start
+// (RFC 3339, epoch milliseconds, or "-3h" for three hours before now) and the seed.
 struct SimulatorTextOptions {
   std::string duration = "0s";
   std::string start;
@@ -85,13 +85,18 @@ struct SimulatorTextOptions {
   std::string max_gap = "300s";
   std::string allowed_lateness = "1h";
   std::string give_up_after = "30s";
+  std::string seed = "42";  // 0..2^64−1 (CLI11 took "-1" as 2^64−1 and wrapped larger ones)
 };
 // Fills the matching fields of `options`; returns an error message, empty when all parse.
 std::string ApplySimulatorTextOptions(const SimulatorTextOptions& text, int64_t now_ns,
                                       SimulatorOptions* options);
 
-// Checks the numeric options against their ranges (as `joule simulate --help` gives them);
-// returns an error message naming the flag, empty when all are valid.
+// The server's host and port from `url` ("http://host[:port][/…]" or "host[:port]"; port
+// 80 by default); returns an error message naming --url, empty when it is one.
+std::string ParseSimulatorUrl(const std::string& url, std::string* host, std::string* port);
+
+// Checks the URL and the numeric options against their ranges (as `joule simulate --help` gives
+// them); returns an error message naming the flag, empty when all are valid.
 std::string ValidateSimulatorOptions(const SimulatorOptions& options);
 
 // Runs until the duration passes or SIGINT/SIGTERM. Returns the process exit code (2 for

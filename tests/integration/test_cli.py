@@ -137,7 +137,14 @@ class CliTest(unittest.TestCase):
                               (["--speed", "-1"], "--speed"),
                               (["--duplicates", "1.5"], "--duplicates must be within 0..1"),
                               (["--wrong-tokens", "-0.1"], "--wrong-tokens"),
-                              (["--outages", "-1"], "--outages")):
+                              (["--outages", "-1"], "--outages"),
+                              # Found by a black-box test: failed late or were taken silently.
+                              (["--url", "ftp://x"], "--url must be http://"),
+                              (["--url", "http://127.0.0.1:99999"], "--url: the port"),
+                              (["--url", "http://:8080"], "--url has no host"),
+                              (["--seed", "-1"], "--seed must be an integer"),
+                              (["--seed", "18446744073709551616"], "--seed must be an integer"),
+                              (["--seed", "12x"], "--seed")):
             proc = run(["simulate", "--dry-run", "--quiet"] + args, timeout=30)
             self.assertRefused(proc, message)
         ok = run(["simulate", "--dry-run", "--quiet", "--start", "-1h", "--duration", "1m",
