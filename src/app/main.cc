@@ -93,7 +93,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   simulate->add_option("--flush-interval", sim_text.flush_interval, "Longest wait before a send");
   simulate->add_option("--jitter", sim_text.jitter, "Fault: send order shuffled within this");
-  simulate->add_option("--outages", sim.outages_per_hour, "Fault: outages per home per hour, >= 0");
+  simulate->add_option("--outages", sim.outages_per_hour,
+                       "Fault: outage starts per home per hour of event time, >= 0");
   simulate->add_option("--duplicates", sim.duplicates,
                        "Fault: fraction of events sent twice, 0..1");
   simulate->add_option("--clock-skew", sim_text.clock_skew, "Fault: per-device offset up to ±this");

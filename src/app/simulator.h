@@ -50,7 +50,9 @@ struct SimulatorOptions {
   int64_t flush_interval_ns = 1'000'000'000;  // real time a device's events may wait
   // Faults.
   int64_t jitter_ns = 0;               // send order shuffled within this event-time bound
-  double outages_per_hour = 0;         // per home: its devices buffer, then upload in order
+  double outages_per_hour = 0;         // starts per home per hour of event time (a Poisson
+                                       // process; one starting during another extends it):
+                                       // the devices buffer, then upload in order
   double duplicates = 0;               // fraction of events sent twice (same event_id)
   int64_t clock_skew_ns = 0;           // per device constant offset in [−skew, +skew]
   double counter_resets_per_hour = 0;  // per meter

@@ -9,6 +9,7 @@ registrations (503) exits 1.
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 import threading
@@ -301,6 +302,17 @@ class SimulateTest(unittest.TestCase):
         self.assertIn("giving up: no request has reached the server", stderr)
         self.assertIn("events generated", stderr)  # the summary
         self.assertLess(time.monotonic() - down_at, 15, stderr)  # not the 30 s of the span
+
+    def test_outages_are_per_home_per_hour_of_event_time(self):
+        """--outages 10 with 50 homes over 24 h gave 5,091 outages, not ~12,000: starts were
+        drawn only while a home was online."""
+        proc = run(["simulate", "--dry-run", "--homes", "50", "--devices-per-home", "1",
+                    "--rate", "0.1", "--start", "-25h", "--duration", "24h", "--speed", "0",
+                    "--outages", "10"], timeout=120)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        match = re.search(r"(\d+) outages", proc.stderr)
+        self.assertIsNotNone(match, proc.stderr)
+        self.assertLess(abs(int(match.group(1)) - 12000), 600, proc.stderr)  # sd ≈ 110
 
 
 if __name__ == "__main__":
