@@ -186,5 +186,31 @@ TEST(SimulatorProfilesTest, TheModelledMeanIsCloseToAWeeksConsumption) {
   }
 }
 
+// Found by a black-box test: heating could not hold the setpoint in a cold home (indoor
+// ~8 °C in a Chicago or St John's winter while running at full power).
+TEST(SimulatorProfilesTest, HvacHoldsTheSetpointInAColdWinter) {
+  for (int index : {10, 13}) {  // St John's, Chicago
+    Home home(index, 8, 42, "sim");
+    size_t hvac = 0;
+    for (size_t i = 0; i < home.devices().size(); ++i) {
+      if (home.devices()[i].kind == ApplianceKind::kHvac) hvac = i;
+    }
+    ASSERT_NE(hvac, 0u);
+    const int64_t start = Ms("2026-01-15T00:00:00Z");
+    double min_c = 100, max_w = 0, energy_wh = 0;
+    for (int64_t t = start; t < start + 72 * 3'600'000; t += 30'000) {
+      home.Step(t);
+      const Reading& r = home.ReadingOf(static_cast<int>(hvac));
+      energy_wh += r.metrics[0].value * 30 / 3600;
+      max_w = std::max(max_w, r.metrics[0].value);
+      if (t >= start + 3 * 3'600'000) min_c = std::min(min_c, r.metrics[1].value);
+    }
+    EXPECT_GT(min_c, 19.5) << "home " << index;
+    EXPECT_LT(max_w, 3'400) << "home " << index;           // the pump's capacity
+    EXPECT_LT(energy_wh / 72, 3'000) << "home " << index;  // not always at full power
+    EXPECT_GT(energy_wh / 72, 300) << "home " << index;    // but heating
+  }
+}
+
 }  // namespace
 }  // namespace joule::app::sim
