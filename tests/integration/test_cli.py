@@ -4,7 +4,8 @@ addresses are refused at load naming the key, a bad value exits 2 from the file 
 the environment alike, unknown subcommands are named, and `joule simulate` refuses
 out-of-range options. None of these needs a running server (found by a black-box test);
 `joule simulate --admin-token` against a stand-in HTTP server that refuses some
-registrations (503) exits 1.
+registrations (503) exits 1. `SimulateTest`: simulate against a stand-in server (ground
+truth zones with --token, giving up on a server that stays down) and its --dry-run counts.
 """
 
 import json
