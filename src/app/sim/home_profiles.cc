@@ -133,10 +133,11 @@ class Appliance {
   // Advances to ctx.t_ms and writes the reading; returns the power drawn (W, ≥ 0) or, for
   // solar, produced (as a negative number).
   virtual double Step(const StepContext& ctx, Reading* out) = 0;
-  // The long-run mean of what Step returns when positive (W drawn; 0 for solar), from the
-  // appliance's parameters and the home's climate: the meter counter's reading at a run's
-  // first step is built from it (Home::CounterReadingAt).
-  virtual double MeanPowerW(const HomeLocation& location) const = 0;
+  // The long-run mean of what Step returns when positive (W drawn; 0 for solar) at a time
+  // of year (`season`: +1 midsummer, −1 midwinter, as OutdoorTemp's), from the appliance's
+  // parameters and the home's climate: the meter counter's reading at a run's first step
+  // is built from it (Home::CounterReadingAt).
+  virtual double MeanPowerW(const HomeLocation& location, double season) const = 0;
 
  protected:
   SimRandom rng_;
@@ -174,7 +175,7 @@ class Fridge : public Appliance {
     out->Add("power_w", p);
     return p;
   }
-  double MeanPowerW(const HomeLocation&) const override {
+  double MeanPowerW(const HomeLocation&, double) const override {
     // On 900 s on average; off 1950 s by day (16 h), 2250 s at night (8 h).
     const double on_s = 900, off_s = (16 * 1950.0 + 8 * 2250.0) / 24;
     const double duty = on_s / (on_s + off_s);
@@ -227,27 +228,25 @@ class Hvac : public Appliance {
     out->Add("indoor_temp_c", RoundTo(indoor_c_, 2));
     return p;
   }
-  double MeanPowerW(const HomeLocation& loc) const override {
+  double MeanPowerW(const HomeLocation& loc, double season) const override {
     // The duty that holds the setpoint's middle (20.5 °C heating, 24.5 °C cooling) at each
-    // outdoor temperature of a grid over the season, the day and the weather.
+    // outdoor temperature of a grid over the day and the weather.
     double sum = 0;
     int n = 0;
-    for (int s = 0; s < 24; ++s) {
-      for (int d = 0; d < 12; ++d) {
-        for (double weather : {-1.7, 0.0, 1.7}) {
-          const double outdoor = loc.mean_temp_c + loc.season_amp_c * std::cos(kPi * s / 12) +
-                                 loc.daily_swing_c * std::cos(kPi * d / 6) + weather;
-          double need = 0, held = 20.5;
-          if (outdoor < 19) {
-            need = (20.5 - outdoor) / kLeakHours - kGainsCPerHour;
-          } else if (outdoor > 24) {
-            need = (outdoor - 24.5) / kLeakHours + kGainsCPerHour;
-            held = 24.5;
-          }
-          const double duty = std::clamp(need / kPumpCPerHour, 0.0, 1.0);
-          sum += duty * capacity_w_ * Load(outdoor - held) + (1 - duty) * kStandbyW;
-          ++n;
+    for (int d = 0; d < 12; ++d) {
+      for (double weather : {-1.7, 0.0, 1.7}) {
+        const double outdoor = loc.mean_temp_c + loc.season_amp_c * season +
+                               loc.daily_swing_c * std::cos(kPi * d / 6) + weather;
+        double need = 0, held = 20.5;
+        if (outdoor < 19) {
+          need = (20.5 - outdoor) / kLeakHours - kGainsCPerHour;
+        } else if (outdoor > 24) {
+          need = (outdoor - 24.5) / kLeakHours + kGainsCPerHour;
+          held = 24.5;
         }
+        const double duty = std::clamp(need / kPumpCPerHour, 0.0, 1.0);
+        sum += duty * capacity_w_ * Load(outdoor - held) + (1 - duty) * kStandbyW;
+        ++n;
       }
     }
     return sum / n;
@@ -286,7 +285,7 @@ class EvCharger : public Appliance {
     out->Add("power_w", p);
     return p;
   }
-  double MeanPowerW(const HomeLocation&) const override {
+  double MeanPowerW(const HomeLocation&, double) const override {
     return 0.65 * (8000 + 27000 / 2.0) / 24;  // a session on 65 % of days, 21.5 kWh each
   }
 
@@ -322,7 +321,7 @@ class Washer : public Appliance {
     out->Add("power_w", p);
     return p;
   }
-  double MeanPowerW(const HomeLocation&) const override {
+  double MeanPowerW(const HomeLocation&, double) const override {
     // 0.85 programs a day (0, 1, 2 with p = 1/2.6, 1/2.6, 0.6/2.6) of ~0.82 kWh each.
     const double program_wh = (4 * 15 + 15 * 2000 + 40 * 265 + 20 * 165 + 11 * 480) / 60.0;
     return 0.8 + (1 + 2 * 0.6) / 2.6 * program_wh / 24;
@@ -352,7 +351,7 @@ class Lighting : public Appliance {
     out->Add("power_w", p);
     return p;
   }
-  double MeanPowerW(const HomeLocation&) const override {
+  double MeanPowerW(const HomeLocation&, double) const override {
     // The daily profile's mean (1772.5 Wh / 24 h), about a seventh of it dark outside.
     return (6 * 5 + 2.5 * 110 + 8.5 * 25 + 6.5 * 190 + 0.5 * 40) / 24 * 1.06 * scale_;
   }
@@ -388,7 +387,7 @@ class WaterHeater : public Appliance {
     out->Add("tank_temp_c", RoundTo(tank_c_, 2));
     return p;
   }
-  double MeanPowerW(const HomeLocation&) const override {
+  double MeanPowerW(const HomeLocation&, double) const override {
     // The element replaces what the tank loses: 1.2 °C/h standby, 25 °C/h draws in 45 % of
     // the 5.5 peak hours' slots and 5 % of the other 18.5 hours'.
     const double c_per_day = 1.2 * 24 + 25 * (0.45 * 5.5 + 0.05 * 18.5);
@@ -422,7 +421,7 @@ class Solar : public Appliance {
     out->Add("solar_w", p);
     return -p;
   }
-  double MeanPowerW(const HomeLocation&) const override { return 0; }  // produces
+  double MeanPowerW(const HomeLocation&, double) const override { return 0; }  // produces
 
  private:
   double peak_w_;
@@ -485,13 +484,35 @@ Home::Home(int index, int devices, uint64_t seed, std::string_view prefix)
     if (kind == ApplianceKind::kSolar) has_solar_ = true;
   }
   readings_.resize(devices_.size());
-  mean_power_w_ = base_load_w_;
-  for (const auto& appliance : appliances_) mean_power_w_ += appliance->MeanPowerW(location_);
+  // The mean over the year as a0 + a1·cos θ + a2·cos 2θ, θ = the season's phase (θ = 0 at
+  // midsummer in the north, midwinter in the south): fitted on 24 points of the year.
+  const double hemisphere = location_.latitude >= 0 ? 1 : -1;
+  constexpr int kPoints = 24;
+  for (int k = 0; k < kPoints; ++k) {
+    const double theta = 2 * kPi * k / kPoints;
+    double mean = base_load_w_;
+    for (const auto& appliance : appliances_) {
+      mean += appliance->MeanPowerW(location_, hemisphere * std::cos(theta));
+    }
+    season_w_[0] += mean / kPoints;
+    season_w_[1] += 2 * mean * std::cos(theta) / kPoints;
+    season_w_[2] += 2 * mean * std::cos(2 * theta) / kPoints;
+  }
 }
 
 double Home::CounterReadingAt(int64_t t_ms) const {
-  const double hours = static_cast<double>(std::max<int64_t>(0, t_ms - kCounterEpochMs)) / 3.6e6;
-  return meter_base_wh_ + mean_power_w_ * hours;
+  // The integral of the seasonal mean from the epoch to t_ms (as OutdoorTemp's season:
+  // θ = 2π (day − 0.5 − 201) / year, day counted from 1970).
+  constexpr double kYearHours = 365.2425 * 24;
+  auto theta = [](int64_t ms) {
+    return 2 * kPi * (static_cast<double>(ms) / 86'400'000.0 - 0.5 - 201) / 365.2425;
+  };
+  const int64_t t = std::max(t_ms, kCounterEpochMs);
+  const double hours = static_cast<double>(t - kCounterEpochMs) / 3.6e6;
+  const double a = theta(t), e = theta(kCounterEpochMs);
+  return meter_base_wh_ + season_w_[0] * hours +
+         season_w_[1] * kYearHours / (2 * kPi) * (std::sin(a) - std::sin(e)) +
+         season_w_[2] * kYearHours / (4 * kPi) * (std::sin(2 * a) - std::sin(2 * e));
 }
 
 void Home::ResetMeterCounter() {

@@ -116,15 +116,15 @@ class Home {
   void ResetMeterCounter();
 
   // The meter counter's reading at the first Step of a run, as a function of event time
-  // only: a per-home base (1–60 kWh) + mean_power_w() × the time since kCounterEpochMs
-  // (0 before it). So a run over later times continues (up to the mismatch below) where an
-  // earlier run over earlier times ended: at the junction the counter steps by
-  // mean_power_w() × the earlier run's span − the energy that run actually integrated,
-  // a few kWh up or down against a reading of hundreds of MWh (never a 10 % drop, which
-  // the server would count as a reset).
+  // only: a per-home base (1–60 kWh) + the integral of the home's modelled mean
+  // consumption (by time of year) since kCounterEpochMs (0 before it). So a run over later
+  // times continues (up to the mismatch below) where an earlier run over earlier times
+  // ended: at the junction the counter steps by the modelled energy of the earlier run's
+  // span − the energy that run actually integrated, a few kWh up or down against a reading
+  // of hundreds of MWh (never a 10 % drop, which the server would count as a reset).
   double CounterReadingAt(int64_t t_ms) const;
-  // The home's modelled long-run mean consumption (W): base load + every appliance's mean.
-  double mean_power_w() const { return mean_power_w_; }
+  // The home's modelled mean consumption over a year (W): base load + every appliance's.
+  double mean_power_w() const { return season_w_[0]; }
   static constexpr int64_t kCounterEpochMs = 946'684'800'000;  // 2000-01-01T00:00:00Z
 
   // Local time at t_ms: offset from UTC in seconds (cached per zone rule interval).
@@ -144,7 +144,7 @@ class Home {
   bool has_solar_ = false;
   double base_load_w_;
   double meter_base_wh_;
-  double mean_power_w_ = 0;
+  double season_w_[3] = {0, 0, 0};  // modelled mean: a0 + a1·cos θ + a2·cos 2θ (W)
   double meter_energy_wh_ = 0;
   bool counter_started_ = false;  // set by the first Step or a reset
   double last_meter_power_w_ = 0;
