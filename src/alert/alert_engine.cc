@@ -72,6 +72,15 @@ AlertEngine::AlertEngine(AlertEngineOptions options, store::MetadataStore* metad
       metadata_(metadata),
       clock_(clock),
       evaluator_([this](std::string_view id) { return Lookup(id); }) {
+  evaluator_.SetStoredAlertLookup([this](const std::string& id) -> std::optional<store::Alert> {
+    if (!metadata_) return std::nullopt;
+    Result<store::Alert> a = metadata_->GetAlert(id);
+    if (!a.ok()) {
+      if (a.status().code() != StatusCode::kNotFound) store_errors_->Inc();
+      return std::nullopt;
+    }
+    return std::move(*a);
+  });
   dropped_ = metrics->GetCounter("joule_alert_records_dropped_total",
                                  "Records not evaluated because the alert queue was full");
   const char* names[4] = {"pending", "firing", "resolved", "retracted"};

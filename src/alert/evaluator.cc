@@ -465,6 +465,7 @@ void Evaluator::Recompute(const Rule& rule, const std::string& device_id, Track&
   for (const auto& [ws, v] : t.windows) Step(rule, m, ws, v, &episodes);
   if (m.cur) episodes.push_back(*m.cur);
 
+  const size_t first_update = out->size();
   std::vector<bool> matched(t.known.size(), false);
   for (const Episode& e : episodes) {
     const int64_t e_end = e.closed ? e.last_we : INT64_MAX;
@@ -489,6 +490,7 @@ void Evaluator::Recompute(const Rule& rule, const std::string& device_id, Track&
       k.open_we = e.open_we;
       k.opened_at = now;
       k.state = store::AlertState::kPending;
+      AdoptStored(k);
       t.known.push_back(k);
       matched.push_back(false);
       found = static_cast<int>(t.known.size() - 1);
@@ -600,11 +602,67 @@ void Evaluator::Recompute(const Rule& rule, const std::string& device_id, Track&
                           "own (the condition did not hold, or it joined another alert)"));
     }
   }
+  DropWhatTheStoreHolds(t, out, first_update);
   // Forget resolved alerts that no retained window can touch any more.
   const int64_t oldest = t.windows.empty() ? INT64_MIN : t.windows.begin()->first;
   std::erase_if(t.known, [oldest](const Known& k) {
     return !Active(k.state) && k.end_we != INT64_MAX && k.end_we < oldest;
   });
+}
+
+void Evaluator::AdoptStored(Known& k) {
+  if (!stored_lookup_) return;
+  std::optional<store::Alert> row = stored_lookup_(k.id);
+  if (!row) return;
+  // The same id is the same alert: it opened when it first opened, and its updated_at
+  // only moves when the evaluator changes it (found by a black-box test: after a kill -9
+  // the replay re-derived a resolved alert with the restart time as opened_at/updated_at,
+  // while GET /v1/alerts from/to still selected by the stored opened_at).
+  k.opened_at = row->opened_at_ns;
+  k.updated_ns = row->updated_at_ns;
+  if (row->acked || row->snoozed_until_ns) {
+    Flags& f = flags_[k.id];
+    f.acked = row->acked;
+    f.snoozed_until = row->snoozed_until_ns;
+    // Its reminder (if any) was handled when the row was written: it is resolved.
+    if (row->snoozed_until_ns) f.handled_until = *row->snoozed_until_ns;
+  }
+  if (!Active(row->state)) k.behind_store = std::move(row);
+}
+
+namespace {
+
+// The body without its updated_at (always its last member): what a re-derived resolution
+// is compared on with the stored one.
+std::string_view BodyWithoutUpdatedAt(std::string_view json) {
+  const size_t at = json.rfind(",\"updated_at\":");
+  return at == std::string_view::npos ? json : json.substr(0, at);
+}
+
+}  // namespace
+
+void Evaluator::DropWhatTheStoreHolds(Track& t, std::vector<AlertUpdate>* out, size_t first) {
+  size_t kept = first;
+  for (size_t i = first; i < out->size(); ++i) {
+    AlertUpdate& u = (*out)[i];
+    auto k = std::find_if(t.known.begin(), t.known.end(),
+                          [&u](const Known& x) { return x.behind_store && x.id == u.alert.id; });
+    if (k != t.known.end()) {
+      // pending/firing of an episode the store holds as resolved: a step it is past.
+      if (Active(u.alert.state)) continue;
+      const bool same = !u.reminder && BodyWithoutUpdatedAt(u.alert.json) ==
+                                           BodyWithoutUpdatedAt(k->behind_store->json);
+      const int64_t stored_updated = k->behind_store->updated_at_ns;
+      k->behind_store.reset();  // caught up: what follows is news
+      if (same) {
+        k->updated_ns = stored_updated;
+        continue;
+      }
+    }
+    if (kept != i) (*out)[kept] = std::move(u);
+    ++kept;
+  }
+  out->erase(out->begin() + static_cast<ptrdiff_t>(kept), out->end());
 }
 
 void Evaluator::OnAbsenceActivity(const Rule& rule, const std::string& device_id, Track& t,

@@ -56,6 +56,8 @@ struct DeviceInfo {
   int64_t created_at_ns = 0;  // registration time (0: unknown)
 };
 using DeviceLookup = std::function<DeviceInfo(std::string_view device_id)>;
+// The alert as the metadata store holds it (nullopt: none, or the store did not answer).
+using StoredAlertLookup = std::function<std::optional<store::Alert>(const std::string& alert_id)>;
 
 // One transition of one alert.
 struct AlertUpdate {
@@ -85,6 +87,13 @@ class Evaluator {
   // Seeds an active (pending or firing) alert from the store after a restart, so its
   // episode continues instead of opening a second alert. Ignored when its rule is gone.
   void RestoreAlert(const store::Alert& alert, int64_t now);
+  // Consulted when an episode is derived for an alert id not known since start (after a
+  // restart: a resolved episode re-derived from replayed or late records). An alert the
+  // store holds keeps its opened_at; one it holds as resolved keeps its row untouched —
+  // the re-derived pending/firing steps are dropped, and the resolution is emitted only
+  // when it differs from the stored body (besides updated_at). Without it (the default),
+  // a re-derived alert is new.
+  void SetStoredAlertLookup(StoredAlertLookup lookup) { stored_lookup_ = std::move(lookup); }
   // User actions (ack, snooze); they gate notifications.
   void SetFlags(const std::string& alert_id, bool acked, std::optional<int64_t> snoozed_until);
 
@@ -156,6 +165,10 @@ class Evaluator {
     // Absence: the end of the device's newest window with events when the alert opened
     // (0: none seen); stored in the alert body as `last_event_window_end`.
     int64_t last_event_end = 0;
+    // The store's row of a resolved alert whose episode is being re-derived (after a
+    // restart), until the derivation reaches a resolution: the steps before it are what
+    // the row is already past (dropped, see SetStoredAlertLookup).
+    std::optional<store::Alert> behind_store;
   };
   struct Track {
     std::map<int64_t, Verdict> windows;
@@ -194,6 +207,10 @@ class Evaluator {
             std::vector<Episode>* closed) const;
   void Recompute(const Rule& rule, const std::string& device_id, Track& t, int64_t now,
                  std::vector<AlertUpdate>* out);
+  // A new Known for an episode: takes over what the store holds of its id.
+  void AdoptStored(Known& k);
+  // Drops the updates in out[first..] that re-derive what the store already holds.
+  void DropWhatTheStoreHolds(Track& t, std::vector<AlertUpdate>* out, size_t first);
   void OnAbsenceActivity(const Rule& rule, const std::string& device_id, Track& t,
                          const model::AggregateRecord& record, int64_t now,
                          std::vector<AlertUpdate>* out);
@@ -204,6 +221,7 @@ class Evaluator {
                    std::string_view key_suffix = {});
 
   DeviceLookup lookup_;
+  StoredAlertLookup stored_lookup_;
   std::vector<Rule> rules_;
   std::unordered_map<std::string, Track> tracks_;  // by rule id + '\n' + device id
   std::unordered_map<std::string, DeviceActivity> activity_;

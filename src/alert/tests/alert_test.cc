@@ -60,6 +60,11 @@ void RunScenario(const std::filesystem::path& path) {
   auto ev = std::make_unique<Evaluator>(lookup);
   // The alerts as the store holds them (the newest write of each), for `restart`.
   std::map<std::string, store::Alert> stored;
+  auto stored_lookup = [&stored](const std::string& id) -> std::optional<store::Alert> {
+    auto it = stored.find(id);
+    return it == stored.end() ? std::nullopt : std::optional<store::Alert>(it->second);
+  };
+  ev->SetStoredAlertLookup(stored_lookup);
   std::vector<Rule> rules;
   std::deque<AlertUpdate> got;
   int64_t now = kBase;
@@ -107,6 +112,7 @@ void RunScenario(const std::filesystem::path& path) {
       // restored.
       check_drained(lineno);
       ev = std::make_unique<Evaluator>(lookup);
+      ev->SetStoredAlertLookup(stored_lookup);
       ev->SetRules(rules);
       for (const auto& [id, a] : stored) ev->RestoreAlert(a, now);
     } else if (cmd == "delete_rule") {
