@@ -787,6 +787,45 @@ class KillTest(AlertServerMixin, unittest.TestCase):
         self.assertEqual(resolved["fired_window_start"], firing["window_start"])
         self.assertEqual(resolved["resolved_window_start"], fmt_ts(base + 60 * 6))
 
+    def test_resolved_alert_unchanged_after_sigkill(self):
+        # Found by a black-box test: after a kill -9 the replay re-derived an alert that
+        # had fired and resolved, and the store's upsert rewrote its opened_at/updated_at
+        # with the restart time (while from/to still selected by the stored opened_at):
+        # an updated_since poller saw old alerts change at every restart.
+        receiver = Receiver()
+        self.addCleanup(receiver.close)
+        self.server = JouleServer(env=ALERT_ENV, name="alerts-kill-resolved")
+        self.addCleanup(self.server.cleanup)
+        self.server.start()
+        dev, token = self.register(f"own-{uid()}")
+        status, _, _ = self.server.request(
+            "POST", "/v1/rules", self.threshold_rule(dev, receiver.url), headers=ADMIN)
+        self.assertEqual(status, 201)
+        self.ingest_breach(dev, token, recover=True)
+        resolved = lambda: [a for a in self.alerts_of(dev) if a["state"] == "resolved"]
+        self.assertTrue(poll(resolved, timeout=30), f"{self.alerts_of(dev)}" + self.server.diag())
+        before = self.alerts_of(dev)
+        self.assertEqual(len(before), 1, before)
+        self.server.kill9()
+        self.server.start()
+        # The replay after the restart happens at once; give it time to do harm.
+        poll(lambda: self.alerts_of(dev) != before, timeout=8)
+        after = self.alerts_of(dev)
+        self.assertEqual([(a["id"], a["state"], a["opened_at"], a["updated_at"]) for a in after],
+                         [(a["id"], a["state"], a["opened_at"], a["updated_at"])
+                          for a in before])
+        # from/to select by the opened_at the alert shows.
+        status, _, listed = self.server.request(
+            "GET", f"/v1/alerts?device_id={dev}&from={before[0]['opened_at']}", headers=ADMIN)
+        self.assertEqual(status, 200, listed)
+        self.assertEqual([a["id"] for a in listed["alerts"]], [before[0]["id"]])
+        status, _, listed = self.server.request(
+            "GET", f"/v1/alerts?device_id={dev}&updated_since={before[0]['updated_at']}",
+            headers=ADMIN)
+        self.assertEqual(status, 200, listed)
+        self.assertEqual([a["updated_at"] for a in listed["alerts"]], [before[0]["updated_at"]])
+
+
 class AbsenceAfterRestartTest(AlertServerMixin, unittest.TestCase):
     """Absence rules scoped to an owner or a model cover registered devices that never
     report, also after a restart (the engine seeds them from the metadata store)."""
