@@ -203,19 +203,22 @@ void AlertEngine::SeedDevices() {
   }
 }
 
-void AlertEngine::RefreshDevice(const std::string& device_id) {
+void AlertEngine::RefreshDevice(const std::string& device_id, std::vector<AlertUpdate>* out) {
   if (!metadata_) return;
-  std::vector<const Rule*> rules = ScopedAbsenceRules();
-  if (rules.empty()) return;
   Result<store::Device> d = metadata_->GetDevice(device_id);
   if (!d.ok()) {
     if (d.status().code() != StatusCode::kNotFound) {
       reseed_devices_ = true;
       return;
     }
-    evaluator_.ForgetDevice(device_id);  // deleted
+    // Deleted: its open alerts resolve, and absence rules stop watching it.
+    evaluator_.DeviceChanged(device_id, std::nullopt, clock_->NowNanos(), out);
     return;
   }
+  // Rules that no longer cover it (owner or model changed) resolve its open alerts.
+  evaluator_.DeviceChanged(device_id, DeviceInfo{d->owner_id, d->model, d->created_at_ns},
+                           clock_->NowNanos(), out);
+  std::vector<const Rule*> rules = ScopedAbsenceRules();
   for (const Rule* r : rules) {
     if (RuleMatches(*r, d->device_id, d->owner_id, d->model)) {
       evaluator_.RegisterDevice(d->device_id, DeviceInfo{d->owner_id, d->model, d->created_at_ns},
@@ -346,16 +349,13 @@ void AlertEngine::Run() {
       tick_now = tick_now_;
       tick_now_ = false;
     }
-    if (rules_dirty_.load()) {
-      LoadRules(&updates);
-      devices.clear();  // LoadRules seeded them all
-    }
+    if (rules_dirty_.load()) LoadRules(&updates);
     if (reseed_devices_) {
       reseed_devices_ = false;
       SeedDevices();
-      devices.clear();
     }
-    for (const std::string& id : devices) RefreshDevice(id);
+    // (Also after a reload: besides registering them, a changed device may leave a scope.)
+    for (const std::string& id : devices) RefreshDevice(id, &updates);
     devices.clear();
     for (const store::Alert& a : flags) evaluator_.SetFlags(a.id, a.acked, a.snoozed_until_ns);
     flags.clear();

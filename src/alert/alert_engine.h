@@ -82,7 +82,9 @@ class AlertEngine {
   // Absence rules scoped to an owner or a model: registers the devices they cover from
   // the metadata store (all of them, or one changed device), see Evaluator::RegisterDevice.
   void SeedDevices();
-  void RefreshDevice(const std::string& device_id);
+  // A changed or deleted device: re-registered or forgotten for absence rules, and the
+  // open alerts of rules that no longer cover it resolved into `out`.
+  void RefreshDevice(const std::string& device_id, std::vector<AlertUpdate>* out);
   // The absence rules without a device scope (what SeedDevices looks for).
   std::vector<const Rule*> ScopedAbsenceRules() const;
   void Apply(std::vector<AlertUpdate>& updates);

@@ -117,6 +117,7 @@ void Evaluator::RestoreAlert(const store::Alert& alert, int64_t now) {
   k.fired = alert.state == store::AlertState::kFiring;
   k.opened_at = alert.opened_at_ns;
   k.updated_ns = alert.updated_at_ns;
+  k.owner_id = alert.owner_id;
   if (rule->kind == RuleKind::kAbsence) t.last_seen_ns = now;
   // The stored body carries the opening window's end, the episode's value, peak and
   // firing window (reminders and the resolution are built from them) and how often the
@@ -321,7 +322,8 @@ AlertUpdate Evaluator::Make(const Rule& rule, const std::string& device_id, Know
   a.id = k.id;
   a.rule_id = rule.id;
   a.device_id = device_id;
-  a.owner_id = info.owner_id.empty() ? rule.owner_id : info.owner_id;
+  a.owner_id = k.keep_owner ? k.owner_id : info.owner_id.empty() ? rule.owner_id : info.owner_id;
+  k.owner_id = a.owner_id;
   a.state = k.state;
   a.opened_at_ns = k.opened_at;
   // Store writes keep the newest updated_at: make it strictly increasing.
@@ -710,7 +712,7 @@ void Evaluator::OnRecord(const model::AggregateRecord& record, int64_t now,
       a.last_event_end_ns = std::max(a.last_event_end_ns, record.window_end_ns);
     }
   }
-  if (rules_.empty()) return;
+  if (rules_.empty() || deleted_.contains(record.device_id)) return;
   DeviceInfo info;
   bool have_info = false;
   for (const Rule& rule : rules_) {
@@ -778,8 +780,9 @@ void Evaluator::Tick(int64_t now, std::vector<AlertUpdate>* out) {
       k.fired = true;
       k.last_event_end = last_event_end;
       t.known.push_back(k);
+      // (The track's copy: Make records what was written — updated_at, owner.)
       out->push_back(Make(
-          rule, device_id, k, "firing", now, nullptr,
+          rule, device_id, t.known.back(), "firing", now, nullptr,
           fmt::format("no events since {} (processing time)", FormatRfc3339Millis(last_seen))));
     };
     if (!rule.scope.device_id.empty()) {
@@ -790,7 +793,8 @@ void Evaluator::Tick(int64_t now, std::vector<AlertUpdate>* out) {
       DeviceInfo info = lookup_ ? lookup_(rule.scope.device_id) : DeviceInfo{};
       int64_t last =
           a == activity_.end() ? std::max(started_ns_, info.created_at_ns) : a->second.last_seen_ns;
-      if (RuleMatches(rule, rule.scope.device_id, info.owner_id, info.model)) {
+      if (!deleted_.contains(rule.scope.device_id) &&
+          RuleMatches(rule, rule.scope.device_id, info.owner_id, info.model)) {
         check(rule.scope.device_id, last, a == activity_.end() ? 0 : a->second.last_event_end_ns);
       }
       continue;
@@ -817,5 +821,44 @@ void Evaluator::RegisterDevice(const std::string& device_id, const DeviceInfo& i
 }
 
 void Evaluator::ForgetDevice(const std::string& device_id) { registered_.erase(device_id); }
+
+void Evaluator::DeviceChanged(const std::string& device_id, const std::optional<DeviceInfo>& info,
+                              int64_t now, std::vector<AlertUpdate>* out) {
+  const size_t first_update = out->size();
+  for (auto it = tracks_.begin(); it != tracks_.end();) {
+    const size_t nl = it->first.find('\n');
+    const std::string_view key = it->first;
+    const Rule* rule = FindRule(key.substr(0, nl));
+    if (key.substr(nl + 1) != device_id || rule == nullptr ||
+        (info && RuleMatches(*rule, device_id, info->owner_id, info->model))) {
+      ++it;
+      continue;
+    }
+    // Found by a black-box test: an absence alert stayed firing for ever after its device's
+    // model changed or the device was deleted, even when the device reported again.
+    const bool deleted = !info;
+    for (Known& k : it->second.known) {
+      if (!Active(k.state)) continue;
+      if (k.state == store::AlertState::kFiring) k.fired = true;
+      k.state = store::AlertState::kResolved;
+      if (k.end_we == INT64_MAX) k.end_we = std::max(k.open_we, k.last ? k.last->last_we : 0);
+      k.keep_owner = true;
+      const std::optional<Episode> last = k.last;
+      out->push_back(Make(*rule, device_id, k, "resolved", now, last ? &*last : nullptr,
+                          deleted ? "resolved: the device was deleted"
+                                  : "resolved: the device left the rule's scope"));
+    }
+    it = tracks_.erase(it);
+  }
+  if (info) {
+    deleted_.erase(device_id);
+  } else {
+    deleted_.insert(device_id);
+    registered_.erase(device_id);
+    activity_.erase(device_id);
+  }
+  std::sort(out->begin() + static_cast<ptrdiff_t>(first_update), out->end(),
+            [](const AlertUpdate& a, const AlertUpdate& b) { return a.alert.id < b.alert.id; });
+}
 
 }  // namespace joule::alert

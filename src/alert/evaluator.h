@@ -42,6 +42,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "alert/rule.h"
@@ -113,6 +114,14 @@ class Evaluator {
   // instead of the lookup (kept current by the engine on device changes).
   void RegisterDevice(const std::string& device_id, const DeviceInfo& info, int64_t created_at_ns);
   void ForgetDevice(const std::string& device_id);
+  // A device's metadata changed (`info`) or it was deleted (nullopt): the active alerts of
+  // rules that no longer cover it resolve ("resolved: the device left the rule's scope" /
+  // "resolved: the device was deleted"; a webhook for one that fired), and those rules'
+  // state for the device is dropped; a deleted device is not judged again (until it is
+  // registered again: DeviceChanged with its info). Otherwise they would stay open for ever:
+  // records of a device out of scope are not judged, so nothing could resolve them.
+  void DeviceChanged(const std::string& device_id, const std::optional<DeviceInfo>& info,
+                     int64_t now, std::vector<AlertUpdate>* out);
   void ClearRegisteredDevices() { registered_.clear(); }
   size_t registered_count() const { return registered_.size(); }
 
@@ -169,6 +178,11 @@ class Evaluator {
     // restart), until the derivation reaches a resolution: the steps before it are what
     // the row is already past (dropped, see SetStoredAlertLookup).
     std::optional<store::Alert> behind_store;
+    // The owner_id last written; kept (not the device's current owner) when `keep_owner`
+    // — the resolution of an alert whose device moved to another owner or was deleted
+    // stays with the owner it belonged to.
+    std::string owner_id;
+    bool keep_owner = false;
   };
   struct Track {
     std::map<int64_t, Verdict> windows;
@@ -227,6 +241,7 @@ class Evaluator {
   std::unordered_map<std::string, DeviceActivity> activity_;
   std::unordered_map<std::string, Flags> flags_;
   std::unordered_map<std::string, Registered> registered_;
+  std::unordered_set<std::string> deleted_;  // devices deleted since start (DeviceChanged)
   int64_t started_ns_ = 0;
   int64_t last_updated_ns_ = 0;
 };

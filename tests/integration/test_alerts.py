@@ -826,6 +826,62 @@ class KillTest(AlertServerMixin, unittest.TestCase):
         self.assertEqual([a["updated_at"] for a in listed["alerts"]], [before[0]["updated_at"]])
 
 
+class DeviceLeavesScopeTest(AlertServerMixin, JouleTestCase):
+    server_env = ALERT_ENV
+
+    def test_alerts_resolve_when_the_device_leaves_the_rule_scope(self):
+        # Found by a black-box test: an absence alert stayed firing for ever once its
+        # device's model changed or the device was deleted, even when it reported again.
+        receiver = Receiver()
+        self.addCleanup(receiver.close)
+        owner, model = f"own-{uid()}", f"model-{uid()}"
+        devs = {}
+        for name in ("moved", "deleted"):
+            dev = f"al-{uid()}"
+            status, _, body = self.server.request(
+                "POST", "/v1/devices", {"device_id": dev, "owner_id": owner, "name": name,
+                                        "model": model}, headers=ADMIN)
+            self.assertEqual(status, 201, f"{body!r}" + self.server.diag())
+            devs[name] = (dev, body["token"])
+        status, _, rule = self.server.request(
+            "POST", "/v1/rules",
+            {"name": "silent", "scope": {"model": model}, "kind": "absence", "absent_for": "2s",
+             "channels": [{"type": "webhook", "url": receiver.url, "secret": SECRET}]},
+            headers=ADMIN)
+        self.assertEqual(status, 201, f"{rule!r}" + self.server.diag())
+        state = lambda d: [a["state"] for a in self.alerts_of(d)]
+        ok = poll(lambda: all(state(d) == ["firing"] for d, _ in devs.values()), timeout=30)
+        self.assertTrue(ok, f"{[self.alerts_of(d) for d, _ in devs.values()]}"
+                        + self.server.diag())
+        moved, token = devs["moved"]
+        deleted, _ = devs["deleted"]
+        status, _, body = self.server.request("PATCH", f"/v1/devices/{moved}",
+                                              {"model": f"other-{uid()}"}, headers=ADMIN)
+        self.assertEqual(status, 200, body)
+        status, _, body = self.server.request("DELETE", f"/v1/devices/{deleted}", headers=ADMIN)
+        self.assertEqual(status, 204, body)
+        ok = poll(lambda: state(moved) == ["resolved"] and state(deleted) == ["resolved"],
+                  timeout=30)
+        self.assertTrue(ok, f"{self.alerts_of(moved)} {self.alerts_of(deleted)}"
+                        + self.server.diag())
+        self.assertIn("left the rule's scope", self.alerts_of(moved)[0]["annotation"])
+        self.assertIn("device was deleted", self.alerts_of(deleted)[0]["annotation"])
+        for dev, _ in devs.values():
+            self.assertEqual(self.alerts_of(dev)[0]["owner_id"], owner)
+        # The resolutions went out as webhooks, signed.
+        hooks = lambda: [(json.loads(b)["device_id"], json.loads(b)["event"])
+                         for _, b, _, _ in receiver.snapshot()]
+        self.assertTrue(poll(lambda: {(moved, "resolved"), (deleted, "resolved")} <= set(hooks()),
+                             timeout=30), hooks())
+        # The moved device reports again, out of scope: nothing opens.
+        status, _, body = self.server.post_events(
+            [{"device_id": moved, "timestamp": fmt_ts(time.time()), "metrics": {"power_w": 1.0}}],
+            headers=bearer(token))
+        self.assertEqual(status, 202, body)
+        poll(lambda: state(moved) != ["resolved"], timeout=5)
+        self.assertEqual(state(moved), ["resolved"])
+
+
 class AbsenceAfterRestartTest(AlertServerMixin, unittest.TestCase):
     """Absence rules scoped to an owner or a model cover registered devices that never
     report, also after a restart (the engine seeds them from the metadata store)."""
