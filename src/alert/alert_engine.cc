@@ -124,7 +124,8 @@ void AlertEngine::LoadRules(std::vector<AlertUpdate>* out) {
   }
   std::vector<Rule> rules;
   RuleParseOptions po;
-  po.allow_private_targets = true;  // re-checked at delivery after DNS resolution
+  po.allow_private_targets = true;    // re-checked at delivery after DNS resolution
+  po.drop_duplicate_channels = true;  // rules stored before duplicates were refused
   for (const store::Rule& row : *rows) {
     Result<Rule> r = ParseRule(row.json, po);
     if (!r.ok()) {

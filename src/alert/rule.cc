@@ -327,7 +327,17 @@ Result<Rule> ParseRule(std::string_view json, const RuleParseOptions& options) {
       for (auto c : a) {
         if (i >= kMaxChannels) return Bad(fmt::format("at most {} channels", kMaxChannels));
         JOULE_ASSIGN_OR_RETURN(Channel ch, ParseChannel(c, i, options));
-        r.channels.push_back(std::move(ch));
+        auto same = std::find_if(r.channels.begin(), r.channels.end(),
+                                 [&ch](const Channel& x) { return x.url == ch.url; });
+        if (same == r.channels.end()) {
+          r.channels.push_back(std::move(ch));
+        } else if (!options.drop_duplicate_channels) {
+          // Found by a black-box test: accepted, and every transition was delivered twice
+          // (with different webhook-ids, so receivers could not de-duplicate).
+          return Bad(fmt::format(
+              "channels[{}].url duplicates channels[{}]: each channel must have its own url", i,
+              same - r.channels.begin()));
+        }
         ++i;
       }
     } else if (key == "cooldown") {

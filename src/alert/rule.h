@@ -67,6 +67,10 @@ struct Rule {
 
 struct RuleParseOptions {
   bool allow_private_targets = false;  // alerts.allow_private_targets
+  // A channel whose url an earlier channel has is a 400 ("channels[1].url duplicates
+  // channels[0]"): it would deliver every transition twice. Stored rules made before that
+  // was refused are read with this set: the first channel of each url is kept.
+  bool drop_duplicate_channels = false;
 };
 
 // Parses and validates a rule body (POST/PUT /v1/rules). `id` and `owner_id` of the

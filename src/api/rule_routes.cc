@@ -57,6 +57,7 @@ std::string NewRuleId() {
 std::string RuleView(const store::Rule& row) {
   alert::RuleParseOptions po;
   po.allow_private_targets = true;
+  po.drop_duplicate_channels = true;  // rules stored before duplicates were refused
   Result<alert::Rule> r = alert::ParseRule(row.json, po);
   std::string json;
   if (r.ok()) {
@@ -217,6 +218,7 @@ class RuleRoutes {
     if (existing) {
       // "<redacted>" sent back from a GET keeps the stored secret of that url.
       po.allow_private_targets = true;
+      po.drop_duplicate_channels = true;
       Result<alert::Rule> old = alert::ParseRule(existing->json, po);
       for (alert::Channel& c : rule.channels) {
         if (c.secret != kRedacted) continue;

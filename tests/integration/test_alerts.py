@@ -205,6 +205,10 @@ class AlertsTest(AlertServerMixin, JouleTestCase):
             ({"scope": {"device_id": dev}, "kind": "energy_budget"}, "budget_wh"),
             ({"scope": {"device_id": dev}, "kind": "absence", "absent_for": "10m",
               "channels": [{"type": "webhook", "url": "gopher://x", "secret": "s"}]}, "url"),
+            # The same url twice would deliver every transition twice (black-box test).
+            ({"scope": {"device_id": dev}, "kind": "absence", "absent_for": "10m",
+              "channels": [{"type": "webhook", "url": "https://hooks.example.com/x",
+                            "secret": "s"}] * 2}, "channels[1].url duplicates channels[0]"),
         ]
         for body, word in bad:
             status, _, resp = self.server.request("POST", "/v1/rules", body, headers=ADMIN)
@@ -225,6 +229,11 @@ class AlertsTest(AlertServerMixin, JouleTestCase):
         got["threshold"] = 2000
         for k in ("created_at", "updated_at", "owner_id"):
             got.pop(k)
+        # A PUT with a channel twice (the secret redacted, as a GET returns it): 400.
+        twice = dict(got, channels=got["channels"] * 2)
+        status, _, resp = self.server.request("PUT", f"/v1/rules/{rid}", twice, headers=ADMIN)
+        self.assertEqual(status, 400, resp)
+        self.assertIn("channels[1].url duplicates channels[0]", resp["error"]["message"])
         status, _, put = self.server.request("PUT", f"/v1/rules/{rid}", got, headers=ADMIN)
         self.assertEqual(status, 200, put)
         self.assertEqual(put["threshold"], 2000)

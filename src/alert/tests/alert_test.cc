@@ -526,6 +526,21 @@ TEST(RuleParse, ClearMessages) {
                 .find("allow_private_targets"),
             std::string::npos);
   EXPECT_NE(err(R"({"kind":"absence","absent_for":"10m"})").find("scope"), std::string::npos);
+  // The same url twice: refused, naming both channels (found by a black-box test: every
+  // transition was delivered twice); a stored rule made before is read with the first kept.
+  const std::string dup =
+      R"({"scope":{"device_id":"d1"},"kind":"absence","absent_for":"10m","channels":[)"
+      R"({"url":"https://hooks.example.com/a","secret":"s1"},)"
+      R"({"url":"https://hooks.example.com/b","secret":"s2"},)"
+      R"({"url":"https://hooks.example.com/a","secret":"s3"}]})";
+  EXPECT_EQ(err(dup), "channels[2].url duplicates channels[0]: each channel must have its own url");
+  RuleParseOptions stored = po;
+  stored.drop_duplicate_channels = true;
+  Result<Rule> kept = ParseRule(dup, stored);
+  ASSERT_TRUE(kept.ok()) << kept.status().ToString();
+  ASSERT_EQ(kept->channels.size(), 2u);
+  EXPECT_EQ(kept->channels[0].secret, "s1");
+  EXPECT_EQ(kept->channels[1].url, "https://hooks.example.com/b");
   EXPECT_NE(err(R"({"scope":{"device_id":"d1"},"kind":"absence","absent_for":"10m","x":1})")
                 .find("unknown field"),
             std::string::npos);
