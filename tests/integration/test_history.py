@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import urllib.parse
 import uuid
 
-from joule_harness import JouleTestCase, fmt_ts, minute_base, parse_ts, poll
+from joule_harness import JouleServer, JouleTestCase, fmt_ts, minute_base, parse_ts, poll
 
 ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -288,6 +288,20 @@ class HistoryApiTest(JouleTestCase):
         self.assertEqual(st, 200, body)
         rt = [r for r in body["data"] if r["window_start"] == last["window_start"]]
         self.assertEqual(rt, [last], "realtime holds the same, highest version")
+
+
+class FreshStartTest(unittest.TestCase):
+    def test_a_fresh_data_dir_starts_without_an_error_line(self):
+        # Found by a black-box test: every fresh data dir logged RocksDB's own "Error when
+        # reading …/history dir NotFound" (it lists the directory before creating it).
+        server = JouleServer(env=AUTH_ENV, name="history-fresh")
+        self.addCleanup(server.cleanup)
+        server.start()
+        status, _, _ = server.request("GET", "/healthz")
+        self.assertEqual(status, 200, server.diag())
+        server.stop()
+        errors = [r for r in server.log_records() if r.get("level") == "error"]
+        self.assertEqual(errors, [], server.diag())
 
 
 class OwnerEnergyLiveTest(JouleTestCase):
