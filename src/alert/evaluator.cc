@@ -771,6 +771,12 @@ void Evaluator::Tick(int64_t now, std::vector<AlertUpdate>* out) {
       // webhook-ids (found by a black-box test: it reused the earlier id, and the outbox
       // dropped its firing webhook as a duplicate).
       if (ws <= t.last_absence_ws) ws = t.last_absence_ws + kAbsenceIdWindow;
+      // So is a minute whose id the store holds: after a restart the track is new, and an
+      // episode of the same minute before it would otherwise be overwritten (its firing
+      // webhook-id reused, so the new "firing" dropped by the outbox).
+      while (stored_lookup_ && stored_lookup_(AlertId(device_id, rule.id, ws))) {
+        ws += kAbsenceIdWindow;
+      }
       t.last_absence_ws = ws;
       k.id = AlertId(device_id, rule.id, ws);
       k.open_ws = ws;
