@@ -836,12 +836,13 @@ void Evaluator::DeviceChanged(const std::string& device_id, const std::optional<
     const std::string_view key = it->first;
     const Rule* rule = FindRule(key.substr(0, nl));
     if (key.substr(nl + 1) != device_id || rule == nullptr ||
-        (info && RuleMatches(*rule, device_id, info->owner_id, info->model))) {
+        (info && RuleCovers(*rule, device_id, info->owner_id, info->model))) {
       ++it;
       continue;
     }
     // Found by a black-box test: an absence alert stayed firing for ever after its device's
-    // model changed or the device was deleted, even when the device reported again.
+    // model changed or the device was deleted, even when the device reported again. (Scope
+    // only: a disabled rule's alerts are not "out of scope".)
     const bool deleted = !info;
     for (Known& k : it->second.known) {
       if (!Active(k.state)) continue;

@@ -498,7 +498,11 @@ std::string RuleToJson(const Rule& r, bool with_secrets) {
 
 bool RuleMatches(const Rule& rule, std::string_view device_id, std::string_view device_owner,
                  std::string_view device_model) {
-  if (!rule.enabled) return false;
+  return rule.enabled && RuleCovers(rule, device_id, device_owner, device_model);
+}
+
+bool RuleCovers(const Rule& rule, std::string_view device_id, std::string_view device_owner,
+                std::string_view device_model) {
   // An owner's rule only ever sees that owner's devices, whatever its scope says.
   if (!rule.owner_id.empty() && rule.owner_id != device_owner) return false;
   if (!rule.scope.device_id.empty()) return rule.scope.device_id == device_id;

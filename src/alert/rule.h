@@ -81,9 +81,13 @@ Result<Rule> ParseRule(std::string_view json, const RuleParseOptions& options);
 // only when `with_secrets` (never in API responses).
 std::string RuleToJson(const Rule& rule, bool with_secrets);
 
-// Whether `device` (its owner and model) is in the rule's scope.
+// Whether the rule judges `device` (its owner and model): enabled and RuleCovers.
 bool RuleMatches(const Rule& rule, std::string_view device_id, std::string_view device_owner,
                  std::string_view device_model);
+// Whether `device` is in the rule's scope (and its owner's, for an owner's rule), enabled
+// or not.
+bool RuleCovers(const Rule& rule, std::string_view device_id, std::string_view device_owner,
+                std::string_view device_model);
 
 // "1m", "1h", "1d".
 std::string_view RuleResolutionName(model::Resolution resolution);
