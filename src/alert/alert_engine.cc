@@ -204,16 +204,18 @@ void AlertEngine::SeedDevices() {
   }
 }
 
-void AlertEngine::RefreshDevice(const std::string& device_id, std::vector<AlertUpdate>* out) {
+void AlertEngine::RefreshDevice(const std::string& device_id, std::vector<AlertUpdate>* out,
+                                bool sweep) {
   if (!metadata_) return;
   Result<store::Device> d = metadata_->GetDevice(device_id);
   if (!d.ok()) {
     if (d.status().code() != StatusCode::kNotFound) {
       reseed_devices_ = true;
+      if (sweep) sweep_devices_.store(true);  // retried on the next loop, as the reseed
       return;
     }
     // Deleted: its open alerts resolve, and absence rules stop watching it.
-    evaluator_.DeviceChanged(device_id, std::nullopt, clock_->NowNanos(), out);
+    evaluator_.DeviceChanged(device_id, std::nullopt, clock_->NowNanos(), out, !sweep);
     return;
   }
   // Rules that no longer cover it (owner or model changed) resolve its open alerts.
@@ -236,6 +238,7 @@ Status AlertEngine::Start() {
     subscription_ = metadata_->Subscribe([this](const store::MetadataChange& c) {
       if (c.kind == store::MetadataChange::Kind::kRule ||
           c.kind == store::MetadataChange::Kind::kAll) {
+        if (c.kind == store::MetadataChange::Kind::kAll) sweep_devices_.store(true);
         ReloadRules();  // reseeds the registered devices too
       } else if (c.kind == store::MetadataChange::Kind::kDevice) {
         {
@@ -263,6 +266,7 @@ Status AlertEngine::Start() {
       }
     }
   }
+  sweep_devices_.store(true);  // devices deleted or moved (plain SQL) while Joule was down
   // In the order they were made (one alert's deliveries go out in submission order).
   std::vector<Delivery> pending = outbox_->Pending();
   std::stable_sort(pending.begin(), pending.end(), [](const Delivery& a, const Delivery& b) {
@@ -358,6 +362,11 @@ void AlertEngine::Run() {
     // (Also after a reload: besides registering them, a changed device may leave a scope.)
     for (const std::string& id : devices) RefreshDevice(id, &updates);
     devices.clear();
+    if (sweep_devices_.exchange(false)) {
+      for (const std::string& id : evaluator_.DevicesWithOpenAlerts()) {
+        RefreshDevice(id, &updates, /*sweep=*/true);
+      }
+    }
     for (const store::Alert& a : flags) evaluator_.SetFlags(a.id, a.acked, a.snoozed_until_ns);
     flags.clear();
     const int64_t now = clock_->NowNanos();

@@ -84,7 +84,9 @@ class AlertEngine {
   void SeedDevices();
   // A changed or deleted device: re-registered or forgotten for absence rules, and the
   // open alerts of rules that no longer cover it resolved into `out`.
-  void RefreshDevice(const std::string& device_id, std::vector<AlertUpdate>* out);
+  // `sweep`: not from a change notification (see Evaluator::DeviceChanged `certain`).
+  void RefreshDevice(const std::string& device_id, std::vector<AlertUpdate>* out,
+                     bool sweep = false);
   // The absence rules without a device scope (what SeedDevices looks for).
   std::vector<const Rule*> ScopedAbsenceRules() const;
   void Apply(std::vector<AlertUpdate>& updates);
@@ -109,6 +111,9 @@ class AlertEngine {
   bool tick_now_ = false;
   std::atomic<bool> rules_dirty_{true};
   std::atomic<bool> has_rules_{false};
+  // Check the devices of the open alerts against the store (after a restart, or when the
+  // store's notifications were missed: a device may have left a scope meanwhile).
+  std::atomic<bool> sweep_devices_{false};
   std::thread thread_;
 
   mutable std::mutex open_mu_;

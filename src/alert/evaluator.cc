@@ -828,15 +828,29 @@ void Evaluator::RegisterDevice(const std::string& device_id, const DeviceInfo& i
 
 void Evaluator::ForgetDevice(const std::string& device_id) { registered_.erase(device_id); }
 
+std::vector<std::string> Evaluator::DevicesWithOpenAlerts() const {
+  std::vector<std::string> out;
+  for (const auto& [key, t] : tracks_) {
+    if (std::any_of(t.known.begin(), t.known.end(),
+                    [](const Known& k) { return Active(k.state); })) {
+      out.push_back(key.substr(key.find('\n') + 1));
+    }
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
 void Evaluator::DeviceChanged(const std::string& device_id, const std::optional<DeviceInfo>& info,
-                              int64_t now, std::vector<AlertUpdate>* out) {
+                              int64_t now, std::vector<AlertUpdate>* out, bool certain) {
   const size_t first_update = out->size();
   for (auto it = tracks_.begin(); it != tracks_.end();) {
     const size_t nl = it->first.find('\n');
     const std::string_view key = it->first;
     const Rule* rule = FindRule(key.substr(0, nl));
     if (key.substr(nl + 1) != device_id || rule == nullptr ||
-        (info && RuleCovers(*rule, device_id, info->owner_id, info->model))) {
+        (info && RuleCovers(*rule, device_id, info->owner_id, info->model)) ||
+        (!info && !certain && rule->owner_id.empty() && !rule->scope.device_id.empty())) {
       ++it;
       continue;
     }
@@ -859,7 +873,7 @@ void Evaluator::DeviceChanged(const std::string& device_id, const std::optional<
   }
   if (info) {
     deleted_.erase(device_id);
-  } else {
+  } else if (certain) {
     deleted_.insert(device_id);
     registered_.erase(device_id);
     activity_.erase(device_id);

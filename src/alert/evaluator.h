@@ -120,8 +120,14 @@ class Evaluator {
   // state for the device is dropped; a deleted device is not judged again (until it is
   // registered again: DeviceChanged with its info). Otherwise they would stay open for ever:
   // records of a device out of scope are not judged, so nothing could resolve them.
+  // `certain`: nullopt means deleted (a deletion notification). A sweep that finds no row
+  // (after a restart or missed notifications) passes false: for an admin rule scoped to a
+  // device id that may be a device never registered (auth.mode other than required), so
+  // such alerts are left, and the device is not marked deleted.
   void DeviceChanged(const std::string& device_id, const std::optional<DeviceInfo>& info,
-                     int64_t now, std::vector<AlertUpdate>* out);
+                     int64_t now, std::vector<AlertUpdate>* out, bool certain = true);
+  // The devices with an active (pending or firing) alert (for such a sweep).
+  std::vector<std::string> DevicesWithOpenAlerts() const;
   void ClearRegisteredDevices() { registered_.clear(); }
   size_t registered_count() const { return registered_.size(); }
 

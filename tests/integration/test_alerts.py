@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import ssl
 import subprocess
 import tempfile
@@ -25,7 +26,7 @@ import time
 import unittest
 import uuid
 
-from joule_harness import JouleServer, JouleTestCase, fmt_ts, poll
+from joule_harness import JouleServer, JouleTestCase, fmt_ts, poll, psql
 
 ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -889,6 +890,43 @@ class DeviceLeavesScopeTest(AlertServerMixin, JouleTestCase):
         self.assertEqual(status, 202, body)
         poll(lambda: state(moved) != ["resolved"], timeout=5)
         self.assertEqual(state(moved), ["resolved"])
+
+
+class DeviceMovedWhileDownTest(AlertServerMixin, unittest.TestCase):
+    def test_open_alert_of_a_device_moved_while_down_resolves_at_start(self):
+        # A device that left the rule's scope while Joule was down (plain SQL here): no
+        # change notification will ever come, so the engine checks the devices of the
+        # open alerts at start.
+        self.server = JouleServer(env=ALERT_ENV, name="alerts-moved-while-down")
+        self.addCleanup(self.server.cleanup)
+        self.server.start()
+        model = f"model-{uid()}"
+        dev = f"al-{uid()}"
+        status, _, body = self.server.request(
+            "POST", "/v1/devices", {"device_id": dev, "owner_id": f"own-{uid()}",
+                                    "name": "meter", "model": model}, headers=ADMIN)
+        self.assertEqual(status, 201, f"{body!r}" + self.server.diag())
+        status, _, rule = self.server.request(
+            "POST", "/v1/rules", {"name": "silent", "scope": {"model": model},
+                                  "kind": "absence", "absent_for": "2s"}, headers=ADMIN)
+        self.assertEqual(status, 201, f"{rule!r}" + self.server.diag())
+        state = lambda: [a["state"] for a in self.alerts_of(dev)]
+        self.assertTrue(poll(lambda: state() == ["firing"], timeout=30),
+                        f"{self.alerts_of(dev)}" + self.server.diag())
+        self.server.stop()
+        other = f"other-{uid()}"
+        if self.server.metadata_backend == "postgres":
+            psql(self.server.database.url,
+                 f"UPDATE devices SET model = '{other}' WHERE device_id = '{dev}'")
+        else:
+            db = sqlite3.connect(os.path.join(self.server.data_dir, "metadata.db"))
+            with db:
+                db.execute("UPDATE devices SET model = ? WHERE device_id = ?", (other, dev))
+            db.close()
+        self.server.start()
+        self.assertTrue(poll(lambda: state() == ["resolved"], timeout=30),
+                        f"{self.alerts_of(dev)}" + self.server.diag())
+        self.assertIn("left the rule's scope", self.alerts_of(dev)[0]["annotation"])
 
 
 class AbsenceAfterRestartTest(AlertServerMixin, unittest.TestCase):

@@ -135,17 +135,17 @@ void RunScenario(const std::filesystem::path& path) {
       ls >> id >> owner >> model >> created;
       devices[id] = DeviceInfo{owner, model, At(created)};
       ev->RegisterDevice(id, devices[id], At(created));
-    } else if (cmd == "move" || cmd == "delete_device") {
+    } else if (cmd == "move" || cmd == "delete_device" || cmd == "missing") {
       // The device's owner or model changed (the engine: a device change notification),
-      // or it was deleted.
+      // it was deleted, or a sweep (restart, missed notifications) found no row for it.
       check_drained(lineno);
       std::string id, owner, model;
       ls >> id >> owner >> model;
       std::optional<DeviceInfo> info;
       if (cmd == "move") info = DeviceInfo{owner, model, devices[id].created_at_ns};
-      devices[id] = info.value_or(DeviceInfo{});
+      if (cmd != "missing") devices[id] = info.value_or(DeviceInfo{});
       std::vector<AlertUpdate> out;
-      ev->DeviceChanged(id, info, now, &out);
+      ev->DeviceChanged(id, info, now, &out, cmd != "missing");
       for (auto& u : out) {
         stored[u.alert.id] = u.alert;
         got.push_back(std::move(u));
