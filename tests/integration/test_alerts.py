@@ -159,6 +159,17 @@ class AlertServerMixin:
         self.assertEqual(status, 201, f"{body!r}" + self.server.diag())
         return body["key"]
 
+    def device_with_rule(self):
+        """A webhook receiver, a new owner's device and an admin threshold rule on it that
+        posts to the receiver: (receiver, device id, device token, rule)."""
+        receiver = Receiver()
+        self.addCleanup(receiver.close)
+        dev, token = self.register(f"own-{uid()}")
+        status, _, rule = self.server.request(
+            "POST", "/v1/rules", self.threshold_rule(dev, receiver.url), headers=ADMIN)
+        self.assertEqual(status, 201, rule)
+        return receiver, dev, token, rule
+
     def threshold_rule(self, dev, url, secret=SECRET, **extra):
         rule = {"name": "too much power", "scope": {"device_id": dev}, "kind": "threshold",
                 "metric": "power_w", "aggregate": "max", "op": ">", "threshold": 1000,
@@ -328,12 +339,7 @@ class AlertsTest(AlertServerMixin, JouleTestCase):
         self.assertTrue(any("timeout" in e for e in errors), errors)
 
     def test_sse_alert_event_on_stream(self):
-        receiver = Receiver()
-        self.addCleanup(receiver.close)
-        dev, token = self.register(f"own-{uid()}")
-        status, _, rule = self.server.request(
-            "POST", "/v1/rules", self.threshold_rule(dev, receiver.url), headers=ADMIN)
-        self.assertEqual(status, 201)
+        receiver, dev, token, rule = self.device_with_rule()
         conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=1)
         self.addCleanup(conn.close)
         conn.request("GET", f"/v1/stream?device_id={dev}", headers=ADMIN)
@@ -393,12 +399,7 @@ class AlertsTest(AlertServerMixin, JouleTestCase):
             metric_value(text, "joule_alert_transitions_total", 'event="firing"'), 1)
 
     def test_snooze_end_reminds_a_still_firing_alert(self):
-        receiver = Receiver()
-        self.addCleanup(receiver.close)
-        dev, token = self.register(f"own-{uid()}")
-        status, _, _ = self.server.request(
-            "POST", "/v1/rules", self.threshold_rule(dev, receiver.url), headers=ADMIN)
-        self.assertEqual(status, 201)
+        receiver, dev, token, _ = self.device_with_rule()
         self.ingest_breach(dev, token, recover=False)
         self.assertTrue(poll(lambda: receiver.snapshot(), timeout=30), self.diag())
         first = receiver.snapshot()[0]
@@ -436,12 +437,7 @@ class AlertsTest(AlertServerMixin, JouleTestCase):
     def test_deleting_a_rule_sends_resolved_through_its_channels(self):
         # Found by a black-box test: the alert resolved ("the rule was deleted") but no
         # webhook went out (the deleted rule's channels were looked up among the rules).
-        receiver = Receiver()
-        self.addCleanup(receiver.close)
-        dev, token = self.register(f"own-{uid()}")
-        status, _, rule = self.server.request(
-            "POST", "/v1/rules", self.threshold_rule(dev, receiver.url), headers=ADMIN)
-        self.assertEqual(status, 201, rule)
+        receiver, dev, token, rule = self.device_with_rule()
         self.ingest_breach(dev, token, recover=False)
         self.assertTrue(poll(lambda: receiver.snapshot(), timeout=30), self.diag())
         firing = receiver.snapshot()[0]
@@ -746,15 +742,10 @@ class KillTest(AlertServerMixin, unittest.TestCase):
         # which "resolved" it (a body resolving at a window before its start), and the
         # alert fired again under the same webhook-id (dropped by the outbox): the
         # receiver's last word was "resolved" while Joule said "firing".
-        receiver = Receiver()
-        self.addCleanup(receiver.close)
         self.server = JouleServer(env=ALERT_ENV, name="alerts-kill-firing")
         self.addCleanup(self.server.cleanup)
         self.server.start()
-        dev, token = self.register(f"own-{uid()}")
-        status, _, _ = self.server.request(
-            "POST", "/v1/rules", self.threshold_rule(dev, receiver.url), headers=ADMIN)
-        self.assertEqual(status, 201)
+        receiver, dev, token, _ = self.device_with_rule()
         # 100 W for a minute, then 1500 W for five: the alert opens at the second minute.
         base = (int(time.time()) // 60 - 20) * 60
         events = [{"device_id": dev, "timestamp": fmt_ts(base + 60 * m + 30),
@@ -802,15 +793,10 @@ class KillTest(AlertServerMixin, unittest.TestCase):
         # had fired and resolved, and the store's upsert rewrote its opened_at/updated_at
         # with the restart time (while from/to still selected by the stored opened_at):
         # an updated_since poller saw old alerts change at every restart.
-        receiver = Receiver()
-        self.addCleanup(receiver.close)
         self.server = JouleServer(env=ALERT_ENV, name="alerts-kill-resolved")
         self.addCleanup(self.server.cleanup)
         self.server.start()
-        dev, token = self.register(f"own-{uid()}")
-        status, _, _ = self.server.request(
-            "POST", "/v1/rules", self.threshold_rule(dev, receiver.url), headers=ADMIN)
-        self.assertEqual(status, 201)
+        receiver, dev, token, _ = self.device_with_rule()
         self.ingest_breach(dev, token, recover=True)
         resolved = lambda: [a for a in self.alerts_of(dev) if a["state"] == "resolved"]
         self.assertTrue(poll(resolved, timeout=30), f"{self.alerts_of(dev)}" + self.server.diag())
