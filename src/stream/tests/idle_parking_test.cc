@@ -73,9 +73,9 @@ TEST_F(IdleParkingTest, SilentDevicesAreVisitedAtTheirEarlyFiringCadenceNotEvery
   // Past the idle timeout: every base window is final, the 1h and 1d windows stay open.
   Ticks(engine, t0 + 3 * kSec, t0 + 10 * kSec);
   for (int d = 0; d < kDevices; ++d) {
-    EXPECT_GT(FinalAt(seen, "dev-" + std::to_string(d), model::Resolution::kBase,
-                      t0 - t0 % (60 * kSec)),
-              0);
+    EXPECT_GT(
+        FinalAt(seen, "dev-" + std::to_string(d), model::Resolution::kBase, t0 - t0 % (60 * kSec)),
+        0);
   }
   // Then a minute of silence, 300 ticks: each device is due at its early firings (every
   // 5 s) and once at its eviction pass, not on all 300.
