@@ -11,35 +11,41 @@
 namespace joule::api {
 
 namespace {
+
 int64_t FloorDivSeconds(int64_t ns) {
   return ns / kNanosPerSecond - (ns % kNanosPerSecond < 0 ? 1 : 0);
 }
-}  // namespace
 
-Result<int64_t> ParseTimeParam(const std::string& name, const std::string& value) {
-  // Times are clamped to [1900-01-01, 2170-01-01): "up to 9999-12-31" asks for everything
-  // (found by a black-box test: it was refused as "not an RFC 3339 time", since int64
-  // nanoseconds end in 2262), and any span between two times, plus a window, fits int64.
+// Times are clamped to [1900-01-01, 2170-01-01): "up to 9999-12-31" asks for everything
+// (found by a black-box test: it was refused as "not an RFC 3339 time", since int64
+// nanoseconds end in 2262), and any span between two times, plus a window, fits int64.
+int64_t ClampedNanos(int64_t seconds, int64_t fraction_ns) {
   constexpr int64_t kMinSeconds = -2'208'988'800;  // 1900-01-01T00:00:00Z
   constexpr int64_t kMaxSeconds = 6'311'433'600;   // 2170-01-01T00:00:00Z
-  auto clamp_seconds = [&](int64_t seconds, int64_t fraction_ns) {
-    if (seconds < kMinSeconds) return kMinSeconds * kNanosPerSecond;
-    if (seconds >= kMaxSeconds) return kMaxSeconds * kNanosPerSecond;
-    return seconds * kNanosPerSecond + fraction_ns;
-  };
+  if (seconds < kMinSeconds) return kMinSeconds * kNanosPerSecond;
+  if (seconds >= kMaxSeconds) return kMaxSeconds * kNanosPerSecond;
+  return seconds * kNanosPerSecond + fraction_ns;
+}
+
+}  // namespace
+
+int64_t EpochMillisToNanos(int64_t ms) {
+  return ClampedNanos(ms / 1000 - (ms % 1000 < 0 ? 1 : 0),
+                      ((ms % 1000) + 1000) % 1000 * kNanosPerMilli);
+}
+
+Result<int64_t> ParseTimeParam(const std::string& name, const std::string& value) {
   int64_t ns;
   if (ParseRfc3339(value, &ns))
-    return clamp_seconds(FloorDivSeconds(ns), ns - FloorDivSeconds(ns) * kNanosPerSecond);
+    return ClampedNanos(FloorDivSeconds(ns), ns - FloorDivSeconds(ns) * kNanosPerSecond);
   int64_t seconds = 0, fraction_ns = 0;
-  if (ParseRfc3339Seconds(value, &seconds, &fraction_ns))
-    return clamp_seconds(seconds, fraction_ns);
+  if (ParseRfc3339Seconds(value, &seconds, &fraction_ns)) return ClampedNanos(seconds, fraction_ns);
   int64_t ms = 0;
   auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), ms);
   if (p == value.data() + value.size() && !value.empty() &&
       (ec == std::errc() || ec == std::errc::result_out_of_range)) {
     if (ec != std::errc()) ms = value[0] == '-' ? INT64_MIN : INT64_MAX;
-    return clamp_seconds(ms / 1000 - (ms % 1000 < 0 ? 1 : 0),
-                         ((ms % 1000) + 1000) % 1000 * kNanosPerMilli);
+    return EpochMillisToNanos(ms);
   }
   return Status::InvalidArgument(
       fmt::format("{} must be an RFC 3339 time or epoch milliseconds, got '{}'", name, value));

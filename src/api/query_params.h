@@ -11,8 +11,11 @@
 
 namespace joule::api {
 
-// RFC 3339 (any offset) or integer epoch milliseconds.
+// RFC 3339 (any offset) or integer epoch milliseconds, clamped to [1900-01-01, 2170-01-01).
 Result<int64_t> ParseTimeParam(const std::string& name, const std::string& value);
+// Epoch milliseconds (a JSON body's integer time) as nanoseconds, clamped like
+// ParseTimeParam.
+int64_t EpochMillisToNanos(int64_t ms);
 // "1m" (or the base window's name, e.g. "30s"), "1h", "1d". "auto" is handled by callers.
 Result<model::Resolution> ParseResolution(const std::string& value, int64_t base_window_ns);
 Result<size_t> ParseLimit(const std::string* value, size_t default_limit, size_t max_limit);

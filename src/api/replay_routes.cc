@@ -32,6 +32,22 @@ namespace {
 
 constexpr size_t kMaxBodyBytes = 16 * 1024;
 
+// A time as in the read API's query parameters: an RFC 3339 string (or one of epoch
+// milliseconds), or a JSON integer of epoch milliseconds (docs/formats/archive.md, "The
+// admin API"; found by a black-box test: integers were refused).
+Result<int64_t> TimeField(std::string_view name, simdjson::dom::element value) {
+  std::string_view s;
+  int64_t ms = 0;
+  uint64_t big = 0;
+  if (value.get_string().get(s) == simdjson::SUCCESS) {
+    return ParseTimeParam(std::string(name), std::string(s));
+  }
+  if (value.get_int64().get(ms) == simdjson::SUCCESS) return EpochMillisToNanos(ms);
+  if (value.get_uint64().get(big) == simdjson::SUCCESS) return EpochMillisToNanos(INT64_MAX);
+  return Status::InvalidArgument(fmt::format(
+      "{} must be an RFC 3339 time (a string) or an integer of epoch milliseconds", name));
+}
+
 Result<ReplayJobRequest> ParseReplayBody(const net::HttpRequest& req) {
   if (const std::string* ct = req.Header("content-type")) {
     std::string_view v(*ct);
@@ -67,24 +83,24 @@ Result<ReplayJobRequest> ParseReplayBody(const net::HttpRequest& req) {
       }
       continue;
     }
-    std::string_view s;
-    if (key != "from" && key != "to" && key != "device_id" && key != "owner_id") {
+    if (key == "from") {
+      JOULE_ASSIGN_OR_RETURN(out.from_ns, TimeField(key, field.value));
+      has_from = true;
+      continue;
+    }
+    if (key == "to") {
+      JOULE_ASSIGN_OR_RETURN(out.to_ns, TimeField(key, field.value));
+      has_to = true;
+      continue;
+    }
+    if (key != "device_id" && key != "owner_id") {
       return Status::InvalidArgument(fmt::format("unknown field \"{}\"", key.substr(0, 64)));
     }
+    std::string_view s;
     if (field.value.get_string().get(s) != simdjson::SUCCESS) {
       return Status::InvalidArgument(fmt::format("{} must be a string", key));
     }
-    if (key == "from") {
-      JOULE_ASSIGN_OR_RETURN(out.from_ns, ParseTimeParam("from", std::string(s)));
-      has_from = true;
-    } else if (key == "to") {
-      JOULE_ASSIGN_OR_RETURN(out.to_ns, ParseTimeParam("to", std::string(s)));
-      has_to = true;
-    } else if (key == "device_id") {
-      out.device_id = std::string(s);
-    } else {
-      out.owner_id = std::string(s);
-    }
+    (key == "device_id" ? out.device_id : out.owner_id) = std::string(s);
   }
   if (!has_from || !has_to) return Status::InvalidArgument("from and to are required");
   if (out.to_ns <= out.from_ns) return Status::InvalidArgument("to must be after from");

@@ -714,6 +714,49 @@ class ArchiveTest(unittest.TestCase):
             self.assertRollupsAreSums(s, d, day0, last_t[d] + 60, headers=A,
                                       reemitted_after=job_done, what="after kill -9")
 
+    def test_replay_takes_times_as_the_read_api(self):
+        """POST /v1/admin/replay takes `from`/`to` as the read API does (archive.md, "The
+        admin API"; openapi: string or integer): an RFC 3339 string, a string of epoch
+        milliseconds, or a JSON integer of epoch milliseconds (found by a black-box test:
+        integers were 400 "from must be a string"). Anything else is a 400 naming the
+        field."""
+        admin = f"admin-{uid()}"
+        s = self.server(JOULE_AUTH_MODE="required", JOULE_AUTH_ADMIN_TOKEN=admin)
+        s.start()
+        A = {"Authorization": f"Bearer {admin}"}
+        device = f"rt-{uid()}"
+        status, _, body = s.request("POST", "/v1/devices",
+                                    {"device_id": device, "owner_id": f"own-{uid()}"}, headers=A)
+        self.assertEqual(status, 201, body)
+        to_ms = int(time.time()) * 1000
+        from_ms = to_ms - 3_600_000
+
+        def replay(frm, to):
+            status, _, job = s.request("POST", "/v1/admin/replay",
+                                       {"from": frm, "to": to, "device_id": device,
+                                        "dry_run": True}, headers=A)
+            if status == 202:  # one job at a time: wait for this one
+                done = poll(lambda: (lambda b: b if b["state"] != "running" else None)(
+                    s.request("GET", f"/v1/admin/replay/{job['id']}", headers=A)[2]),
+                    timeout=30)
+                self.assertTrue(done, s.diag())
+            return status, job
+
+        for frm, to in ((from_ms, to_ms), (str(from_ms), str(to_ms)),
+                        (fmt_ts(from_ms / 1000), fmt_ts(to_ms / 1000)),
+                        (fmt_ts(from_ms / 1000), to_ms)):
+            status, job = replay(frm, to)
+            self.assertEqual(status, 202, (frm, to, job))
+            self.assertEqual((job["from"], job["to"]),
+                             (fmt_ts(from_ms / 1000), fmt_ts(to_ms / 1000)), (frm, to))
+        for bad in (1.5e12, True, None, [from_ms], {"ms": from_ms}):
+            status, body = replay(bad, to_ms)
+            self.assertEqual(status, 400, (bad, body))
+            self.assertIn("from must be an RFC 3339 time", body["error"]["message"])
+        status, body = replay(to_ms, from_ms)
+        self.assertEqual(status, 400, body)
+        self.assertIn("to must be after from", body["error"]["message"])
+
     def assertRollupsAreSums(self, server, device, frm, to, headers=None, reemitted_after=None,
                              what=""):
         """Every 1h and 1d record from `frm` (a day's start: history selects by window start)

@@ -28,6 +28,11 @@ TEST(QueryParamsTest, FarTimesClamp) {
   EXPECT_EQ(*ParseTimeParam("from", "-99999999999999999999999"), lo);
   EXPECT_EQ(*ParseTimeParam("from", "-5"), -5 * kNanosPerMilli);
   EXPECT_FALSE(ParseTimeParam("to", "9999-13-31T23:59:59Z").ok());
+  // A JSON body's integer epoch milliseconds (POST /v1/admin/replay) clamp the same way.
+  EXPECT_EQ(EpochMillisToNanos(1500), 1500 * kNanosPerMilli);
+  EXPECT_EQ(EpochMillisToNanos(-5), -5 * kNanosPerMilli);
+  EXPECT_EQ(EpochMillisToNanos(INT64_MAX), hi);
+  EXPECT_EQ(EpochMillisToNanos(INT64_MIN), lo);
 }
 
 TEST(QueryParamsTest, Resolutions) {
