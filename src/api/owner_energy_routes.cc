@@ -51,8 +51,14 @@ void HandleOwnerEnergy(ApiContext& ctx, OwnerEnergyCache* cache, const Counters&
                        net::HttpRequest& req, net::Responder responder) {
   const Caller caller = ctx.auth->Authenticate(req);
   if (caller.kind == Caller::Kind::kNone) return responder.Send(Unauthorized(caller));
+  // Device tokens only ingest: 403 on every read route, whichever owner is asked (found
+  // by a black-box test: this route alone answered them 404 "no such owner").
+  if (caller.kind == Caller::Kind::kDevice) {
+    return responder.Send(net::HttpResponse::Error(
+        403, "forbidden", "device tokens may only ingest; use an owner key"));
+  }
   const std::string& owner_id = req.path_params["owner_id"];
-  if (!ingest::ValidDeviceId(owner_id) || caller.kind == Caller::Kind::kDevice ||
+  if (!ingest::ValidDeviceId(owner_id) ||
       (caller.kind == Caller::Kind::kOwner && caller.owner_id != owner_id)) {
     return responder.Send(net::HttpResponse::Error(404, "not_found", "no such owner"));
   }

@@ -64,7 +64,7 @@ void HandleStream(ApiContext& ctx, const std::shared_ptr<StreamQuota>& quota, ne
   if (device_id) {
     Result<store::Device> device = ctx.auth->AuthorizeDeviceRead(caller, *device_id);
     if (!device.ok()) return responder.Send(ErrorFromStatus(device.status()));
-  } else if (!ingest::ValidDeviceId(*owner_id) || caller.kind == Caller::Kind::kDevice ||
+  } else if (!ingest::ValidDeviceId(*owner_id) ||
              (caller.kind == Caller::Kind::kOwner && caller.owner_id != *owner_id)) {
     return responder.Send(net::HttpResponse::Error(404, "not_found", "no such owner"));
   }

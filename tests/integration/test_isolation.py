@@ -132,6 +132,22 @@ class IsolationTest(JouleTestCase):
                 status, _, got = self.server.request(method, path, body, headers=token_a)
                 self.assertEqual(status, 403, f"{what}: {got!r}")
                 self.assertEqual(got.get("error", {}).get("code"), "forbidden", f"{what}: {got!r}")
+        # The owner routes too, for its own owner as for another (found by a black-box test:
+        # owner energy answered 404 "no such owner").
+        for owner in (self.owner_a, self.owner_b, f"iso-missing-{uid()}"):
+            for what, method, path in [
+                    ("owner energy", "GET", f"/v1/owners/{owner}/energy"),
+                    ("owner keys", "GET", f"/v1/owners/{owner}/keys"),
+                    ("new owner key", "POST", f"/v1/owners/{owner}/keys"),
+                    ("revoke owner key", "DELETE", f"/v1/owners/{owner}/keys/k-{uid()}"),
+                    ("owner stream", "GET", f"/v1/stream?owner_id={owner}"),
+                    ("alerts", "GET", f"/v1/alerts?owner_id={owner}"),
+                    ("rules", "GET", f"/v1/rules?owner_id={owner}")]:
+                with self.subTest(route=what, owner=owner):
+                    status, _, got = self.server.request(method, path, headers=token_a)
+                    self.assertEqual(status, 403, f"{what}: {got!r}")
+                    self.assertEqual(got.get("error", {}).get("code"), "forbidden",
+                                     f"{what}: {got!r}")
 
     def test_lists_exclude_other_owners_devices(self):
         for owner, own in [(self.owner_a, self.dev_a), (self.owner_b, self.dev_b)]:
