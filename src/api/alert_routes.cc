@@ -60,7 +60,9 @@ class AlertRoutes {
         Result<int64_t> ns = ParseTimeParam(name, *t);
         if (!ns.ok()) return responder.Send(ErrorFromStatus(ns.status()));
         const std::string_view n(name);
-        (n == "from" ? f.from_ns : n == "to" ? f.to_ns : f.updated_since_ns) = *ns;
+        // Rounded up to the millisecond: the same alerts as by the times they show
+        // (query_params.h).
+        (n == "from" ? f.from_ns : n == "to" ? f.to_ns : f.updated_since_ns) = CeilToMillis(*ns);
       }
     }
     if (caller.kind == Caller::Kind::kOwner) {

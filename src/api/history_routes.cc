@@ -205,16 +205,19 @@ void HandleHistory(ApiContext& ctx, net::HttpRequest& req, net::Responder respon
   auto fail = [&](const Status& st) { responder.Send(ErrorFromStatus(st)); };
 
   const int64_t now = ctx.clock->NowNanos();
-  int64_t to = now, from = now - kNanosPerDay;
+  // Bounds rounded up to the millisecond select the same windows and are echoed exactly
+  // (query_params.h).
+  int64_t to = now, from = 0;
   if (const std::string* v = req.Query("to")) {
     Result<int64_t> t = ParseTimeParam("to", *v);
     if (!t.ok()) return fail(t.status());
     to = *t;
   }
+  to = CeilToMillis(to);
   if (const std::string* v = req.Query("from")) {
     Result<int64_t> f = ParseTimeParam("from", *v);
     if (!f.ok()) return fail(f.status());
-    from = *f;
+    from = CeilToMillis(*f);
   } else {
     from = to - kNanosPerDay;
   }

@@ -67,17 +67,20 @@ void HandleOwnerEnergy(ApiContext& ctx, OwnerEnergyCache* cache, const Counters&
   }
   auto fail = [&](const Status& st) { responder.Send(ErrorFromStatus(st)); };
   const int64_t now = ctx.clock->NowNanos();
+  // Bounds rounded up to the millisecond select the same buckets and are echoed exactly
+  // (query_params.h).
   int64_t to = now;
   if (const std::string* v = req.Query("to")) {
     Result<int64_t> t = ParseTimeParam("to", *v);
     if (!t.ok()) return fail(t.status());
     to = *t;
   }
+  to = CeilToMillis(to);
   int64_t from = to - 7 * kNanosPerDay;
   if (const std::string* v = req.Query("from")) {
     Result<int64_t> f = ParseTimeParam("from", *v);
     if (!f.ok()) return fail(f.status());
-    from = *f;
+    from = CeilToMillis(*f);
   }
   if (from > to) return fail(Status::InvalidArgument("from must not be after to"));
   std::string res_text = req.Query("resolution") ? *req.Query("resolution") : "1d";

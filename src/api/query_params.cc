@@ -34,6 +34,15 @@ int64_t EpochMillisToNanos(int64_t ms) {
                       ((ms % 1000) + 1000) % 1000 * kNanosPerMilli);
 }
 
+int64_t FloorToMillis(int64_t ns) {
+  return (ns / kNanosPerMilli - (ns % kNanosPerMilli < 0 ? 1 : 0)) * kNanosPerMilli;
+}
+
+int64_t CeilToMillis(int64_t ns) {
+  const int64_t floor = FloorToMillis(ns);
+  return floor == ns ? ns : floor + kNanosPerMilli;
+}
+
 Result<int64_t> ParseTimeParam(const std::string& name, const std::string& value) {
   int64_t ns;
   if (ParseRfc3339(value, &ns))

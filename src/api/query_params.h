@@ -16,6 +16,13 @@ Result<int64_t> ParseTimeParam(const std::string& name, const std::string& value
 // Epoch milliseconds (a JSON body's integer time) as nanoseconds, clamped like
 // ParseTimeParam.
 int64_t EpochMillisToNanos(int64_t ms);
+// The read routes' range bounds. A range [from, to) over times that are whole milliseconds
+// (window starts; opened_at, updated_at and audit times as the answers show them) selects
+// exactly what [CeilToMillis(from), CeilToMillis(to)) selects — t >= from ⟺ t >= ceil(from)
+// for a whole t — so routes round their bounds up, filter on those, and echo those (found by
+// a black-box test: history echoed `from` cut to the millisecond but filtered on all of it).
+int64_t CeilToMillis(int64_t ns);
+int64_t FloorToMillis(int64_t ns);
 // "1m" (or the base window's name, e.g. "30s"), "1h", "1d". "auto" is handled by callers.
 Result<model::Resolution> ParseResolution(const std::string& value, int64_t base_window_ns);
 Result<size_t> ParseLimit(const std::string* value, size_t default_limit, size_t max_limit);

@@ -83,13 +83,18 @@ Result<ReplayJobRequest> ParseReplayBody(const net::HttpRequest& req) {
       }
       continue;
     }
+    // Replay recomputes the windows that overlap [from, to). Windows are whole
+    // milliseconds, so [floor(from), ceil(to)) overlaps the same ones, and the job shows
+    // its bounds to the millisecond exactly.
     if (key == "from") {
-      JOULE_ASSIGN_OR_RETURN(out.from_ns, TimeField(key, field.value));
+      JOULE_ASSIGN_OR_RETURN(const int64_t from, TimeField(key, field.value));
+      out.from_ns = FloorToMillis(from);
       has_from = true;
       continue;
     }
     if (key == "to") {
-      JOULE_ASSIGN_OR_RETURN(out.to_ns, TimeField(key, field.value));
+      JOULE_ASSIGN_OR_RETURN(const int64_t to, TimeField(key, field.value));
+      out.to_ns = CeilToMillis(to);
       has_to = true;
       continue;
     }

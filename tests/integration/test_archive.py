@@ -744,7 +744,11 @@ class ArchiveTest(unittest.TestCase):
 
         for frm, to in ((from_ms, to_ms), (str(from_ms), str(to_ms)),
                         (fmt_ts(from_ms / 1000), fmt_ts(to_ms / 1000)),
-                        (fmt_ts(from_ms / 1000), to_ms)):
+                        (fmt_ts(from_ms / 1000), to_ms),
+                        # finer than a millisecond: the windows overlapping [from, to) are
+                        # those overlapping [floor(from), ceil(to)), and the job says so
+                        (fmt_ts(from_ms / 1000)[:-1] + "000001Z",
+                         fmt_ts(to_ms / 1000 - 0.001)[:-1] + "000001Z")):
             status, job = replay(frm, to)
             self.assertEqual(status, 202, (frm, to, job))
             self.assertEqual((job["from"], job["to"]),

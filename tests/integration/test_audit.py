@@ -27,6 +27,25 @@ class AuditTest(JouleTestCase):
         self.assertEqual(status, 200, f"{body!r}" + self.diag())
         return body
 
+    def test_bounds_select_by_the_time_shown(self):
+        """`from`/`to` are rounded up to the millisecond, so they select by an entry's time
+        as it is shown (to the millisecond): an entry shown at T is before from=T+1ns and
+        before to=T+1ns (was: compared with the entry's full-precision time while the server
+        runs, and with the shown one after a restart)."""
+        owner = f"au-bound-{uuid.uuid4().hex[:8]}"
+        status, _, _ = self.server.request("POST", f"/v1/owners/{owner}/keys", headers=ADMIN)
+        self.assertEqual(status, 201)
+        entry = [e for e in self.audit(f"?target_id={owner}")["entries"]]
+        self.assertEqual(len(entry), 1, entry)
+        shown = entry[0]["time"]  # …:05.123Z
+        self.assertRegex(shown, r"\.\d{3}Z$")
+        just_after = shown[:-1] + "000001Z"  # …:05.123000001Z
+        for query, found in [(f"from={shown}", True), (f"from={just_after}", False),
+                             (f"to={shown}", False), (f"to={just_after}", True)]:
+            with self.subTest(query=query):
+                got = self.audit(f"?target_id={owner}&{query}")["entries"]
+                self.assertEqual(len(got), 1 if found else 0, got)
+
     def test_actions_are_recorded_queryable_and_durable(self):
         s = self.server
         tag = uuid.uuid4().hex[:8]

@@ -205,6 +205,50 @@ class HistoryApiTest(JouleTestCase):
         self.assertEqual(st, 200, body)
         self.assertTrue(all("local_date" in b for b in body["data"]), body)
 
+    def test_bounds_round_up_to_the_millisecond_and_are_echoed(self):
+        """Window starts are whole milliseconds and answers show times to the millisecond,
+        so history and owner energy round `from`/`to` up to the millisecond, select by the
+        rounded bounds and echo them: the echo says exactly what was selected (found by a
+        black-box test: from=…:00.000000001Z echoed …:00.000Z yet left out the window
+        starting then)."""
+        dev = self.devices[0]
+        self.final_1m(dev)
+        minute = self.base + 120  # the start of the third window
+        whole = fmt_ts(minute)[:-len(".000Z")]
+        just_after = f"{whole}.000000001Z"
+        just_before = fmt_ts(minute - 1)[:-len(".000Z")] + ".999999999Z"
+        end = self.to_ts
+        for frm, echoed, first in [(just_after, fmt_ts(minute + 0.001), minute + 60),
+                                   (just_before, fmt_ts(minute), minute),
+                                   (f"{whole}Z", fmt_ts(minute), minute)]:
+            with self.subTest(frm=frm):
+                st, _, body = self.history(dev, resolution="1m", **{"from": frm, "to": end})
+                self.assertEqual(st, 200, body)
+                self.assertEqual(body["from"], echoed)
+                self.assertEqual(parse_ts(body["data"][0]["window_start"]), first)
+                self.assertGreaterEqual(parse_ts(body["data"][0]["window_start"]),
+                                        parse_ts(body["from"]), "the echo covers the answer")
+        # `to` alike: a window starting 1 ns before `to` is in the answer, and so the echo
+        # ends after it.
+        st, _, body = self.history(dev, resolution="1m", **{"from": self.from_ts,
+                                                            "to": just_after})
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["to"], fmt_ts(minute + 0.001))
+        self.assertEqual(parse_ts(body["data"][-1]["window_start"]), minute)
+        # Owner energy: the same for its hour buckets.
+        hour = self.base - self.base % 3600
+        hour_whole = fmt_ts(hour)[:-len(".000Z")]
+        for frm, echoed, included in [(f"{hour_whole}.000000001Z", fmt_ts(hour + 0.001), False),
+                                      (f"{hour_whole}Z", fmt_ts(hour), True)]:
+            with self.subTest(energy_from=frm):
+                st, _, body = self.server.request(
+                    "GET", f"/v1/owners/{self.owner}/energy?resolution=1h&from={frm}"
+                    f"&to={fmt_ts(hour + 7200)}", headers=self.owner_key)
+                self.assertEqual(st, 200, body)
+                self.assertEqual(body["from"], echoed)
+                self.assertEqual(fmt_ts(hour) in [b["window_start"] for b in body["data"]],
+                                 included, body)
+
     def test_health(self):
         dev = self.devices[0]
         st, _, body = self.server.request("GET", f"/v1/devices/{q(dev)}/health", headers=ADMIN)

@@ -35,6 +35,21 @@ TEST(QueryParamsTest, FarTimesClamp) {
   EXPECT_EQ(EpochMillisToNanos(INT64_MIN), lo);
 }
 
+TEST(QueryParamsTest, BoundsRoundToTheMillisecond) {
+  EXPECT_EQ(CeilToMillis(0), 0);
+  EXPECT_EQ(CeilToMillis(1), kNanosPerMilli);
+  EXPECT_EQ(CeilToMillis(kNanosPerMilli), kNanosPerMilli);
+  EXPECT_EQ(CeilToMillis(kNanosPerMilli + 1), 2 * kNanosPerMilli);
+  EXPECT_EQ(CeilToMillis(-1), 0);
+  EXPECT_EQ(CeilToMillis(-kNanosPerMilli - 1), -kNanosPerMilli);
+  EXPECT_EQ(FloorToMillis(kNanosPerMilli - 1), 0);
+  EXPECT_EQ(FloorToMillis(-1), -kNanosPerMilli);
+  EXPECT_EQ(FloorToMillis(-kNanosPerMilli), -kNanosPerMilli);
+  // The clamp limits are whole milliseconds: rounding keeps them.
+  const int64_t hi = 6'311'433'600 * kNanosPerSecond;
+  EXPECT_EQ(CeilToMillis(*ParseTimeParam("to", "9999-12-31T23:59:59Z")), hi);
+}
+
 TEST(QueryParamsTest, Resolutions) {
   EXPECT_EQ(*ParseResolution("1m", kNanosPerMinute), model::Resolution::kBase);
   EXPECT_EQ(*ParseResolution("30s", 30 * kNanosPerSecond), model::Resolution::kBase);
