@@ -21,6 +21,7 @@
 #include "api/api_context.h"
 #include "api/audit.h"
 #include "api/error_response.h"
+#include "api/json_body.h"
 #include "api/query_params.h"
 #include "api/routes.h"
 #include "common/json_writer.h"
@@ -29,6 +30,8 @@
 
 namespace joule::api {
 namespace {
+
+constexpr size_t kMaxBodyBytes = 4 * 1024;  // {"acked": false}, {"until": "…"}
 
 net::HttpResponse Forbidden(std::string_view message) {
   return net::HttpResponse::Error(403, "forbidden", message);
@@ -92,6 +95,7 @@ class AlertRoutes {
     if (auto err = Admit(req, &caller)) return responder.Send(std::move(*err));
     const std::string id = *req.PathParam("id");
     if (Status st = CheckVisible(caller, id); !st.ok()) return responder.Send(ErrorFromStatus(st));
+    if (auto refused = RefuseJsonBody(req, kMaxBodyBytes)) return responder.Send(*refused);
     bool acked = true;
     if (!req.body.empty()) {
       simdjson::dom::parser p;
@@ -117,6 +121,7 @@ class AlertRoutes {
     if (auto err = Admit(req, &caller)) return responder.Send(std::move(*err));
     const std::string id = *req.PathParam("id");
     if (Status st = CheckVisible(caller, id); !st.ok()) return responder.Send(ErrorFromStatus(st));
+    if (auto refused = RefuseJsonBody(req, kMaxBodyBytes)) return responder.Send(*refused);
     simdjson::dom::parser p;
     simdjson::dom::element e;
     auto bad = [&](std::string m) { responder.Send(ErrorFromStatus(Status::InvalidArgument(m))); };

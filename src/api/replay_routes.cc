@@ -19,6 +19,7 @@
 #include "api/api_context.h"
 #include "api/audit.h"
 #include "api/error_response.h"
+#include "api/json_body.h"
 #include "api/query_params.h"
 #include "api/replay_service.h"
 #include "api/routes.h"
@@ -48,17 +49,8 @@ Result<int64_t> TimeField(std::string_view name, simdjson::dom::element value) {
       "{} must be an RFC 3339 time (a string) or an integer of epoch milliseconds", name));
 }
 
+// REQUIRES: the body passed RefuseJsonBody.
 Result<ReplayJobRequest> ParseReplayBody(const net::HttpRequest& req) {
-  if (const std::string* ct = req.Header("content-type")) {
-    std::string_view v(*ct);
-    if (v.substr(0, v.find(';')).find("application/json") == std::string_view::npos) {
-      return Status::InvalidArgument("Content-Type must be application/json");
-    }
-  }
-  if (req.body.size() > kMaxBodyBytes) {
-    return Status::InvalidArgument(
-        fmt::format("request body must be at most {} bytes", kMaxBodyBytes));
-  }
   simdjson::dom::parser parser;
   simdjson::dom::element root;
   simdjson::dom::object object;
@@ -139,6 +131,7 @@ void AddReplayRoutes(net::Router& router, ApiContext& ctx) {
   router.Add("POST", "/v1/admin/replay", [&ctx, admin](net::HttpRequest& req, net::Responder r) {
     const std::optional<Caller> caller = admin(req, r);
     if (!caller) return;
+    if (auto refused = RefuseJsonBody(req, kMaxBodyBytes)) return r.Send(*refused);
     Result<ReplayJobRequest> body = ParseReplayBody(req);
     if (!body.ok()) return r.Send(ErrorFromStatus(body.status()));
     Result<std::string> job = ctx.replay->Start(*body);

@@ -26,6 +26,7 @@
 #include "api/api_context.h"
 #include "api/audit.h"
 #include "api/error_response.h"
+#include "api/json_body.h"
 #include "api/routes.h"
 #include "common/json_writer.h"
 #include "common/time_format.h"
@@ -91,6 +92,7 @@ class RuleRoutes {
   void Create(net::HttpRequest& req, net::Responder responder) {
     Caller caller;
     if (auto err = Admit(req, &caller)) return responder.Send(std::move(*err));
+    if (auto refused = RefuseJsonBody(req, kMaxRuleBytes)) return responder.Send(*refused);
     Result<alert::Rule> rule = ParseBody(req, caller);
     if (!rule.ok()) return responder.Send(ErrorFromStatus(rule.status()));
     if (caller.kind == Caller::Kind::kOwner && ctx_.rules_per_owner > 0) {
@@ -150,6 +152,7 @@ class RuleRoutes {
     const std::string id = *req.PathParam("id");
     Result<store::Rule> existing = Visible(caller, id);
     if (!existing.ok()) return responder.Send(ErrorFromStatus(existing.status()));
+    if (auto refused = RefuseJsonBody(req, kMaxRuleBytes)) return responder.Send(*refused);
     Result<alert::Rule> rule = ParseBody(req, caller, &*existing);
     if (!rule.ok()) return responder.Send(ErrorFromStatus(rule.status()));
     if (!rule->id.empty() && rule->id != id) {
@@ -201,17 +204,9 @@ class RuleRoutes {
     return row;
   }
 
+  // REQUIRES: the body passed RefuseJsonBody.
   Result<alert::Rule> ParseBody(const net::HttpRequest& req, const Caller& caller,
                                 const store::Rule* existing = nullptr) {
-    if (const std::string* ct = req.Header("content-type")) {
-      std::string_view v(*ct);
-      if (v.substr(0, v.find(';')).find("application/json") == std::string_view::npos) {
-        return Status::InvalidArgument("Content-Type must be application/json");
-      }
-    }
-    if (req.body.size() > kMaxRuleBytes) {
-      return Status::InvalidArgument(fmt::format("a rule must be at most {} bytes", kMaxRuleBytes));
-    }
     alert::RuleParseOptions po;
     po.allow_private_targets = ctx_.alerts ? ctx_.alerts->allow_private_targets() : false;
     JOULE_ASSIGN_OR_RETURN(alert::Rule rule, alert::ParseRule(req.body, po));

@@ -301,6 +301,16 @@ class AlertsTest(AlertServerMixin, JouleTestCase):
         status, _, _ = self.server.request(
             "POST", f"/v1/alerts/{alert['id']}/snooze", {"for": "soon"}, headers=ADMIN)
         self.assertEqual(status, 400)
+        # Bodies as on every JSON route: another Content-Type 415, over 4 KiB 413.
+        for action, body in (("ack", '{"acked": true}'), ("snooze", '{"for": "1h"}')):
+            status, _, err = self.server.request(
+                "POST", f"/v1/alerts/{alert['id']}/{action}", body, headers=ADMIN,
+                content_type="text/plain")
+            self.assertEqual((status, err["error"]["code"]), (415, "unsupported_media_type"))
+            status, _, err = self.server.request(
+                "POST", f"/v1/alerts/{alert['id']}/{action}", body[:-1] + " " * 5000 + "}",
+                headers=ADMIN)
+            self.assertEqual((status, err["error"]["code"]), (413, "payload_too_large"))
         metrics = self.server.metrics_text()
         self.assertIn("joule_alert_delivery_retries_total", metrics)
         self.assertIn("joule_alert_delivery_latency_seconds", metrics)
