@@ -16,6 +16,10 @@ struct EmbeddedAsset {
   size_t size;
   const unsigned char* gzip_data;  // the same bytes gzip-compressed, or nullptr
   size_t gzip_size;
+  // The gzip copy's own strong validator: `etag` with "-gz" inside the quotes ("\"9c1e...-gz\"");
+  // nullptr without a gzip copy. A strong ETag names one representation's bytes, so the
+  // two encodings cannot share one (RFC 9110 §8.8.3).
+  const char* gzip_etag;
 
   std::string_view body() const { return {reinterpret_cast<const char*>(data), size}; }
   std::string_view gzip_body() const {

@@ -87,6 +87,51 @@ TEST(WebRoutes, GzipOnlyWhenAccepted) {
   EXPECT_EQ(plain.body, gz->body());
 }
 
+// The gzip and identity representations are different bytes: each has its own strong ETag,
+// and If-None-Match matches the representation the request would get (found by a
+// black-box test: both carried the identity's ETag).
+TEST(WebRoutes, EachEncodingHasItsOwnEtag) {
+  net::Router router;
+  AddWebRoutes(router);
+  size_t checked = 0;
+  for (const EmbeddedAsset& a : EmbeddedAssets()) {
+    if (!a.gzip_data) continue;
+    ++checked;
+    const std::string path = std::string(a.path) == "/index.html" ? "/" : a.path;
+    const net::HttpHeaders gzip = {{"accept-encoding", "gzip"}};
+    net::HttpResponse plain = Get(router, path);
+    net::HttpResponse zipped = Get(router, path, gzip);
+    ASSERT_NE(FindHeader(plain, "ETag"), nullptr);
+    ASSERT_NE(FindHeader(zipped, "ETag"), nullptr);
+    const std::string plain_tag = *FindHeader(plain, "ETag"),
+                      zipped_tag = *FindHeader(zipped, "ETag");
+    EXPECT_EQ(plain_tag, a.etag);
+    EXPECT_NE(plain_tag, zipped_tag) << path;
+    EXPECT_EQ(zipped_tag, plain_tag.substr(0, plain_tag.size() - 1) + "-gz\"");
+
+    auto with = [](net::HttpHeaders h, std::string inm) {
+      h.emplace_back("if-none-match", std::move(inm));
+      return h;
+    };
+    // Its own tag: 304 carrying that tag.
+    net::HttpResponse again = Get(router, path, with(gzip, zipped_tag));
+    EXPECT_EQ(again.status, 304) << path;
+    EXPECT_EQ(*FindHeader(again, "ETag"), zipped_tag);
+    EXPECT_EQ(Get(router, path, with({}, plain_tag)).status, 304) << path;
+    EXPECT_EQ(Get(router, path, with({}, "W/" + plain_tag)).status, 304) << path;
+    // The other encoding's tag: the full answer.
+    net::HttpResponse other = Get(router, path, with(gzip, plain_tag));
+    EXPECT_EQ(other.status, 200) << path;
+    EXPECT_NE(FindHeader(other, "Content-Encoding"), nullptr);
+    EXPECT_EQ(Get(router, path, with({}, zipped_tag)).status, 200) << path;
+    // A cache holding both lists both: 304 with the tag of the one it should use.
+    const std::string both = plain_tag + ", " + zipped_tag;
+    EXPECT_EQ(*FindHeader(Get(router, path, with(gzip, both)), "ETag"), zipped_tag);
+    EXPECT_EQ(*FindHeader(Get(router, path, with({}, both)), "ETag"), plain_tag);
+  }
+  EXPECT_GT(checked, 0u) << "no embedded file has a gzip copy";
+}
+
 TEST(WebRoutes, UnknownAssetIs404) {
   net::Router router;
   AddWebRoutes(router);
