@@ -37,6 +37,7 @@
 
 #include "common/logging.h"
 #include "net/accept_loop.h"
+#include "net/http_date.h"
 #include "net/tls_stream.h"
 #include "net/url.h"
 
@@ -113,7 +114,7 @@ bool ValidHeaderText(std::string_view s) {
 // Header fields the server writes itself on a stream's head; a handler's copies are dropped.
 bool ServerStreamHeader(std::string_view name) {
   for (std::string_view own : {"content-type", "cache-control", "x-accel-buffering", "connection",
-                               "server", "content-length", "transfer-encoding"}) {
+                               "server", "date", "content-length", "transfer-encoding"}) {
     if (EqualsIgnoreCase(name, own)) return true;
   }
   return false;
@@ -124,7 +125,9 @@ bool ServerStreamHeader(std::string_view name) {
 std::string StreamHead(const HttpHeaders& headers, bool close) {
   std::string head =
       "HTTP/1.1 200 OK\r\n"
-      "Server: joule\r\n"
+      "Server: joule\r\n";
+  head += DateHeaderLine();
+  head +=
       "Content-Type: text/event-stream\r\n"
       "Cache-Control: no-cache\r\n"
       "X-Accel-Buffering: no\r\n";
@@ -879,7 +882,7 @@ void Connection::RecordRequest(int status, Clock::time_point now) {
   request_duration_->Observe(std::chrono::duration<double>(now - started_).count());
 }
 
-// The head is written by hand (status line, Server, the handler's headers, Content-Type,
+// The head is written by hand (status line, Server, Date, the handler's headers, Content-Type,
 // Content-Length, Connection: close when closing) and goes out with the body in one
 // gather write; a shared body is written from the handler's buffer without a copy.
 void Connection::WriteResponse(uint64_t exchange, HttpResponse r) {
@@ -897,13 +900,15 @@ void Connection::WriteResponse(uint64_t exchange, HttpResponse r) {
   beast::string_view reason = http::obsolete_reason(static_cast<http::status>(response_.status));
   head.append(reason.data(), reason.size());
   head.append("\r\nServer: joule\r\n");
+  head.append(DateHeaderLine());
   const bool bodiless =
       response_.status < 200 || response_.status == 204 || response_.status == 304;
   for (const auto& [name, value] : response_.headers) {
     if (name.empty() || !ValidHeaderText(name) || !ValidHeaderText(value)) continue;
     // The server sets these itself.
     if (EqualsIgnoreCase(name, "content-length") || EqualsIgnoreCase(name, "connection") ||
-        EqualsIgnoreCase(name, "server") || EqualsIgnoreCase(name, "transfer-encoding") ||
+        EqualsIgnoreCase(name, "server") || EqualsIgnoreCase(name, "date") ||
+        EqualsIgnoreCase(name, "transfer-encoding") ||
         (!bodiless && !response_.content_type.empty() && EqualsIgnoreCase(name, "content-type"))) {
       continue;
     }

@@ -121,6 +121,54 @@ TEST_F(HttpServerTest, RoutesWithParamsQueryAndHeaders) {
   EXPECT_EQ(*r->Header("content-length"), std::to_string(r->body.size()));
 }
 
+// RFC 9110 §6.6.1: an origin server with a clock sends Date in every 2xx-4xx answer —
+// handler answers, the server's own errors and stream heads (found by a black-box test: none
+// had one). A handler's own Date is dropped, so there is one.
+TEST_F(HttpServerTest, EveryAnswerHasOneDate) {
+  router_.Add("GET", "/own-date", [](HttpRequest&, Responder r) {
+    HttpResponse resp = HttpResponse::Text(200, "x");
+    resp.headers.emplace_back("Date", "Thu, 01 Jan 1970 00:00:00 GMT");
+    r.Send(std::move(resp));
+  });
+  router_.Add("GET", "/v1/stream", [](HttpRequest&, Responder r) {
+    r.StartStream({{"Date", "Thu, 01 Jan 1970 00:00:00 GMT"}})->Close();
+  });
+  HttpServerOptions options;
+  options.max_body_bytes = 16;
+  StartServer(options);
+  auto valid = [](const std::string& date) {
+    // "Sun, 06 Nov 1994 08:49:37 GMT", this year or the next
+    const time_t now = time(nullptr);
+    tm parts{};
+    gmtime_r(&now, &parts);
+    return date.size() == 29 && date.substr(25) == " GMT" && date[3] == ',' &&
+           date.find(std::to_string(1900 + parts.tm_year)) == 12;
+  };
+  for (const std::string& request :
+       {Get("/hello"), Get("/nope"), Get("/own-date"),
+        std::string("HEAD /hello HTTP/1.1\r\nHost: t\r\n\r\n"),
+        std::string("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n")}) {
+    auto client = TestHttpClient::Connect(port());
+    ASSERT_TRUE(client);
+    ASSERT_TRUE(client->Send(request));
+    auto head = client->ReadUntil("\r\n\r\n");
+    ASSERT_TRUE(head.has_value()) << request;
+    const size_t at = head->find("\r\nDate: ");
+    ASSERT_NE(at, std::string::npos) << *head;
+    EXPECT_EQ(head->find("\r\nDate: ", at + 1), std::string::npos) << *head;
+    EXPECT_TRUE(valid(head->substr(at + 8, head->find("\r\n", at + 2) - at - 8))) << *head;
+  }
+  auto client = TestHttpClient::Connect(port());
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(client->Send(Get("/v1/stream")));
+  auto head = client->ReadUntil("\r\n\r\n");
+  ASSERT_TRUE(head.has_value());
+  const size_t at = head->find("\r\nDate: ");
+  ASSERT_NE(at, std::string::npos) << *head;
+  EXPECT_EQ(head->find("\r\nDate: ", at + 1), std::string::npos) << *head;
+  EXPECT_EQ(head->find("1970"), std::string::npos) << *head;
+}
+
 TEST_F(HttpServerTest, NotFoundAndMethodNotAllowed) {
   StartServer();
   auto nf = Fetch(port(), Get("/nope"));
