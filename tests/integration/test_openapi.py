@@ -191,6 +191,7 @@ class OpenApiTest(unittest.TestCase):
                   id=device)
         self.call("POST", "/v1/rules", 400, {"kind": "threshold"}, headers=owner_auth)
         self.call("GET", "/v1/devices/{id}", 403, headers=device_auth, id=device)
+        self.call("GET", "/v1/owners/{owner_id}/energy", 403, headers=device_auth, owner_id=owner)
 
         # SSE: a `reading` event's data.
         reading = self.first_sse_reading(device, owner_auth, device_auth)
