@@ -11,7 +11,8 @@
 //   key cannot choose one on POST (400; the server assigns `rule_<random>`): a 409 for a
 //   chosen id would reveal another owner's rule.
 // - device token: 403 (tokens ingest).
-// Bodies are validated by alert::ParseRule (400 with a message naming the field); webhook
+// Bodies are validated by alert::ParseRule (400 with a message naming the field; the
+// read-only created_at and updated_at are ignored, so a GET's body may be PUT back); webhook
 // targets go through the SSRF guard (alerts.allow_private_targets). Secrets are never
 // returned ("<redacted>"); a PUT that sends "<redacted>" back keeps the stored secret of
 // the channel with the same url.

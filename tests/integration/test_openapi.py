@@ -23,7 +23,7 @@ import time
 import unittest
 import uuid
 
-from joule_harness import JouleServer, fmt_ts, poll
+from joule_harness import JouleTestCase, fmt_ts, poll
 
 try:
     import jsonschema
@@ -85,25 +85,16 @@ def closed(node, defs):
 
 
 @unittest.skipIf(jsonschema is None, "needs PyYAML and jsonschema (python3-yaml, python3-jsonschema)")
-class OpenApiTest(unittest.TestCase):
+class OpenApiTest(JouleTestCase):
+    server_env = {"JOULE_AUTH_MODE": "required", "JOULE_AUTH_ADMIN_TOKEN": ADMIN_TOKEN,
+                  "JOULE_LIMITS_REQUESTS_PER_SECOND": "0"}
+
     @classmethod
     def setUpClass(cls):
         with open(SPEC_PATH, encoding="utf-8") as f:
             cls.spec = yaml.safe_load(f)
         cls.defs = to_json_schema(cls.spec["components"]["schemas"])
-        cls.server = JouleServer(env={"JOULE_AUTH_MODE": "required",
-                                      "JOULE_AUTH_ADMIN_TOKEN": ADMIN_TOKEN,
-                                      "JOULE_LIMITS_REQUESTS_PER_SECOND": "0"},
-                                 name=cls.__name__)
-        try:
-            cls.server.start()
-        except BaseException:
-            cls.server.cleanup()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.cleanup()
+        super().setUpClass()
 
     def assertValid(self, schema, body, what):
         """`body` validates against `schema` as written and closed."""
