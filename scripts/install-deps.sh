@@ -14,8 +14,10 @@ BUILD_PKGS=(build-essential cmake ninja-build ccache pkg-config git
 if ! command -v npm >/dev/null 2>&1; then BUILD_PKGS+=(npm); fi
 # chromium: the dashboard's browser test (tests/e2e, through playwright-core).
 # clang-14 + libclang-rt-14-dev: the libFuzzer targets under ASan/UBSan (fuzz/, scripts/fuzz.sh).
+# python3-yaml + python3-jsonschema: tests/integration/test_openapi.py checks answers against
+# docs/openapi.yaml.
 TEST_PKGS=(postgresql redis-server mosquitto mosquitto-clients curl openssl python3 chromium
-  clang-14 libclang-rt-14-dev)
+  clang-14 libclang-rt-14-dev python3-yaml python3-jsonschema)
 
 want=("${BUILD_PKGS[@]}")
 if [[ "${1:-}" == "--test" ]]; then want+=("${TEST_PKGS[@]}"); fi
