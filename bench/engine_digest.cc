@@ -15,6 +15,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -257,6 +258,8 @@ struct Profile {
   int64_t start = 1795000000LL * kNanosPerSecond;
   int64_t second = 0;
   bool jitter = false;  // as stream_bench's OutOfOrder: consecutive seconds swapped
+  bool ids = false;     // every event carries a unique event_id (de-duplication by id)
+  uint64_t next_id = 0;
 
   explicit Profile(int n, size_t b) : devices(n), batch(b), events(static_cast<size_t>(n)) {
     for (int i = 0; i < n; ++i) {
@@ -274,6 +277,7 @@ struct Profile {
           start + second * kNanosPerSecond + static_cast<int64_t>(i) * (kNanosPerSecond / devices);
       if (jitter) e.timestamp_ns += (second & 1) == 0 ? kNanosPerSecond : -kNanosPerSecond;
       e.received_at_ns = e.timestamp_ns + 50 * 1000 * 1000;
+      if (ids) e.event_id = "ev-" + std::to_string(next_id++);
       e.metrics[0].value = p;
       e.metrics[1].value = 230.0 + static_cast<double>(i % 7) * 0.1;
       e.metrics[2].value = p / 230.0;
@@ -295,13 +299,18 @@ __attribute__((noinline)) void MeasuredPhase(Profile& p, int seconds) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // --profile DEVICES BATCH WARM_S MEASURE_S [jitter]
+  // --profile DEVICES BATCH WARM_S MEASURE_S [jitter|ids|jitter,ids]
   if ((argc == 6 || argc == 7) && std::strcmp(argv[1], "--profile") == 0) {
     Profile p(std::atoi(argv[2]), static_cast<size_t>(std::atoi(argv[3])));
-    p.jitter = argc == 7 && std::strcmp(argv[6], "jitter") == 0;
+    const std::string_view opts = argc == 7 ? argv[6] : "";
+    p.jitter = opts.find("jitter") != std::string_view::npos;
+    p.ids = opts.find("ids") != std::string_view::npos;
     for (int s = 0, n = std::atoi(argv[4]); s < n; ++s) p.Second();
     MeasuredPhase(p, std::atoi(argv[5]));
-    std::printf("records %" PRIu64 " metrics %" PRIu64 "\n", p.sink.n, p.sink.metrics);
+    const auto st = p.engine.stats();
+    std::printf("records %" PRIu64 " metrics %" PRIu64 " duplicates %" PRIu64
+                " state_bytes %" PRIu64 "\n",
+                p.sink.n, p.sink.metrics, st.duplicates, st.state_bytes_estimate);
     return 0;
   }
   const Workload kWorkloads[] = {
