@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -22,6 +23,7 @@
 #include <optional>
 #include <random>
 #include <thread>
+#include <vector>
 
 #include "common/time_format.h"
 #include "model/aggregate_record.h"
@@ -805,6 +807,162 @@ TEST_F(RedisLatestStoreTest, FallsBackToEvalWhenTheServerForgetsTheScripts) {
   EXPECT_EQ(snap.records[1], Record(device_, 1, 1));
   EXPECT_EQ(snap.records[2], Record(device_, 0, 2));
   EXPECT_TRUE(snap.has_reading);
+}
+
+// A TCP proxy to the test server that can hold the server's bytes back, as a frozen
+// (SIGSTOPped) Redis does, and release them later into the connection they were sent on.
+// One thread polls every connection; a connection closed by either end is closed on both.
+class FreezingProxy {
+ public:
+  explicit FreezingProxy(const RedisEndpoint& target) : target_(target) {
+    listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (listen_fd_ < 0 || bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
+        listen(listen_fd_, 16) != 0 ||
+        getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      ADD_FAILURE() << "proxy: cannot listen";
+      return;
+    }
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~FreezingProxy() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    if (listen_fd_ >= 0) close(listen_fd_);
+  }
+  int port() const { return port_; }
+  void set_frozen(bool frozen) { frozen_ = frozen; }
+
+ private:
+  struct Pair {
+    int client;
+    int upstream;
+  };
+
+  int ConnectUpstream() const {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(target_.port));
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0 || inet_pton(AF_INET, target_.host.c_str(), &addr.sin_addr) != 1 ||
+        connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      if (fd >= 0) close(fd);
+      return -1;
+    }
+    return fd;
+  }
+
+  // Moves what `from` has to `to`; false when either is closed.
+  static bool Pump(int from, int to) {
+    char buf[16384];
+    const ssize_t n = read(from, buf, sizeof buf);
+    if (n <= 0) return false;
+    for (ssize_t done = 0; done < n;) {
+      const ssize_t w = write(to, buf + done, static_cast<size_t>(n - done));
+      if (w <= 0) return false;
+      done += w;
+    }
+    return true;
+  }
+
+  void Run() {
+    std::vector<Pair> pairs;
+    while (!stop_) {
+      const bool frozen = frozen_;
+      std::vector<pollfd> fds = {{listen_fd_, POLLIN, 0}};
+      for (const Pair& p : pairs) {
+        fds.push_back({p.client, POLLIN, 0});
+        fds.push_back({p.upstream, static_cast<short>(frozen ? 0 : POLLIN), 0});
+      }
+      if (poll(fds.data(), fds.size(), 10) <= 0) continue;
+      std::vector<Pair> open;
+      for (size_t i = 0; i < pairs.size(); ++i) {
+        const Pair& p = pairs[i];
+        const auto ready = [&](size_t at) {
+          return (fds[at].revents & (POLLIN | POLLHUP | POLLERR)) != 0;
+        };
+        bool alive = !ready(1 + 2 * i) || Pump(p.client, p.upstream);
+        if (alive && !frozen && ready(2 + 2 * i)) alive = Pump(p.upstream, p.client);
+        if (alive) {
+          open.push_back(p);
+        } else {
+          close(p.client);
+          close(p.upstream);
+        }
+      }
+      pairs = std::move(open);
+      if (fds[0].revents & POLLIN) {
+        const int client = accept(listen_fd_, nullptr, nullptr);
+        const int upstream = ConnectUpstream();
+        if (client >= 0 && upstream >= 0) {
+          pairs.push_back({client, upstream});
+        } else {
+          if (client >= 0) close(client);
+          if (upstream >= 0) close(upstream);
+        }
+      }
+    }
+    for (const Pair& p : pairs) {
+      close(p.client);
+      close(p.upstream);
+    }
+  }
+
+  RedisEndpoint target_;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> frozen_{false};
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+// Asked by a black-box test (a frozen Redis, then empty realtime answers): may the reply
+// to a timed-out request, arriving late, be taken for the next request's — another
+// device's data? No: a timeout drops the connection (its late reply goes nowhere) and the
+// next call opens a new one. Were the connection kept, the next read would get the stale
+// reply, which leads the stream.
+TEST_F(RedisLatestStoreTest, LateReplyOfATimedOutReadIsNeverTakenForTheNext) {
+  const std::string a = Device("a"), b = Device("b");
+  auto direct = OpenStore();
+  ASSERT_NE(direct, nullptr);
+  ASSERT_TRUE(direct->PutRecord(Record(a, 0, 1)).ok());
+  ASSERT_TRUE(direct->PutRecord(Record(b, 5, 7)).ok());
+  FreezingProxy proxy(endpoint_);
+  ASSERT_NE(proxy.port(), 0);
+  RedisLatestStoreOptions o;
+  o.url = endpoint_.password.empty()
+              ? fmt::format("redis://127.0.0.1:{}/{}", proxy.port(), endpoint_.db)
+              : fmt::format("redis://{}:{}@127.0.0.1:{}/{}", endpoint_.username, endpoint_.password,
+                            proxy.port(), endpoint_.db);
+  o.connections = 1;  // one connection: a kept one would be the next call's
+  o.command_timeout_ns = 100 * kNanosPerMilli;
+  o.instance_id.clear();  // only reads here
+  auto store = RedisLatestStore::Open(o);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  LatestSnapshot snap;
+  ASSERT_TRUE(*(*store)->Get(a, 10, &snap));
+
+  proxy.set_frozen(true);
+  const Result<bool> timed_out = (*store)->Get(a, 10, &snap);
+  EXPECT_EQ(timed_out.status().code(), StatusCode::kUnavailable);
+  proxy.set_frozen(false);  // a's late replies go out now
+  for (int i = 0; i < 3; ++i) {
+    LatestSnapshot got;
+    Result<bool> found = (*store)->Get(b, 10, &got);
+    ASSERT_TRUE(found.ok()) << found.status().ToString();
+    ASSERT_TRUE(*found);
+    ASSERT_EQ(got.records.size(), 1u);
+    EXPECT_EQ(got.records[0].device_id, b);
+    EXPECT_EQ(got.records[0], Record(b, 5, 7));
+    found = (*store)->Get(a, 10, &got);
+    ASSERT_TRUE(found.ok() && *found);
+    ASSERT_EQ(got.records.size(), 1u);
+    EXPECT_EQ(got.records[0], Record(a, 0, 1));
+  }
 }
 
 // A port where nothing listens: every call is Unavailable, promptly, and the store keeps
