@@ -57,6 +57,9 @@ struct ApiContext {
     bool usable() const { return up && pending_devices == 0; }
   };
   std::function<LatestState()> latest_state;
+  // Called when a realtime read finds the latest store unreachable (Unavailable): marks it
+  // down as a failed write does (store::LatestStoreHealth::ReportFailure). May be empty.
+  std::function<void(const Status&)> latest_failed;
   store::HistoryStore* history = nullptr;
   // Encoded JSON of history records (the history route's fast path); may be null.
   RecordJsonCache* history_json_cache = nullptr;

@@ -227,18 +227,36 @@ void HandleRealtime(ApiContext& ctx, RecordJsonCache& cache, HistoryTailCache& t
   // newest windows may be missing, and history has them.
   const bool usable = !ctx.latest_state || ctx.latest_state().usable();
   Result<bool> found = usable ? ctx.latest->Get(device_id, windows, &snap) : Result<bool>(false);
+  // A read that finds it unreachable (a timeout, a refused connection) marks it down as a
+  // failed write does, so the next reads go to history without waiting for a timeout each.
+  if (!found.ok() && found.status().code() == StatusCode::kUnavailable && ctx.latest_failed) {
+    ctx.latest_failed(found.status());
+  }
+  // Skipped or failed: the answer is history's alone, whatever it holds — never an empty
+  // answer in the latest store's name while it was not asked (found by a black-box test:
+  // a frozen Redis gave 503 without Retry-After, then "source": "redis" with no data).
+  const bool from_history = !usable || !found.ok();
+  const Status latest_error = found.ok() ? Status::Ok() : found.status();
+  if (from_history) {
+    snap = store::LatestSnapshot();
+    source = "history";
+    found = false;
+  }
   // It may also hold fewer windows than asked (after a restart it only has what was
   // emitted since; a device younger than `windows` windows): older windows then come
   // from history, the higher version winning. History's answer is kept while no history
   // write reaches the device (HistoryTailCache), so a poller does not read RocksDB each time.
   HistoryTailCache::Records history;  // owns what `chosen` points into
   RecordPtrs chosen;                  // newest window first
-  if (ctx.history && (!found.ok() || !*found || snap.records.size() < windows)) {
+  if (ctx.history && (!*found || snap.records.size() < windows)) {
     auto records = tail.Latest(*ctx.history, ctx.history_json_cache, device_id, windows);
+    // Without an answer from the latest store, a failed history read fails the request
+    // (an empty 200 would claim the device has no data).
+    if (!records.ok() && !*found) return responder.Send(ErrorFromStatus(records.status()));
     if (records.ok() && !(*records)->empty()) {
       history = std::move(*records);
-      if (!found.ok() || !*found || snap.records.empty()) {
-        if (!found.ok() || !*found) snap = store::LatestSnapshot();
+      if (!*found || snap.records.empty()) {
+        if (!*found) snap = store::LatestSnapshot();
         source = "history";
         found = true;
         chosen.reserve(history->size());
@@ -252,11 +270,17 @@ void HandleRealtime(ApiContext& ctx, RecordJsonCache& cache, HistoryTailCache& t
     chosen.reserve(snap.records.size());
     for (const model::AggregateRecord& r : snap.records) chosen.push_back(&r);
   }
-  if (!found.ok()) {
-    responder.Send(net::HttpResponse::Error(503, "unavailable", found.status().message()));
-    return;
-  }
   if (!*found) {
+    // A registered device with nothing in history yet: an empty answer (from history when
+    // the latest store was skipped or failed: "latest" is null then, as documented). An
+    // unregistered id is unknown only if the latest store was asked; otherwise it may hold
+    // the device's data, and the client should retry (503 + Retry-After).
+    if (!registered && from_history) {
+      return responder.Send(ErrorFromStatus(
+          latest_error.ok() ? Status::Unavailable("the latest store is down or catching up, and "
+                                                  "history holds nothing for this device yet")
+                            : latest_error));
+    }
     if (!registered) return responder.Send(DeviceNotFound());
     snap = store::LatestSnapshot();  // registered, no data yet
   }

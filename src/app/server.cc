@@ -550,6 +550,7 @@ int RunServer(const Config& given_config) {
       }
       return s;
     };
+    ctx.latest_failed = [h = latest_health.get()](const Status& st) { h->ReportFailure(st); };
   }
   ctx.history = history.get();
   ctx.history_json_cache = &history_json_cache;

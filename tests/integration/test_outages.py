@@ -2,6 +2,9 @@
 
 - StoresAsOtherToolsSeeThem: PostgreSQL metadata + Redis latest store, read back with
   `psql` (the `devices` table of CONTRACT §5) and `redis-cli` (the Redis key layout).
+- RedisFrozenReadsTest: realtime reads while a private redis-server is frozen (SIGSTOP)
+  answer from history at once, also before history has the device's first window; after
+  SIGCONT each answer is the asked device's own.
 - RedisOutageTest: a private redis-server stops answering (SIGSTOP, then SIGCONT), or is
   restarted without persistence (empty), during ingest. Ingest and processing go on
   (every acknowledged event is in history), reads fall back to history, /readyz and
@@ -287,6 +290,85 @@ class RedisOutageTest(unittest.TestCase):
             self.assertEqual(reading["metrics"], last[dev]["metrics"], dev)
         st, _, rt = server.realtime(devices[3], headers=ADMIN)
         self.assertEqual(rt["source"], "redis", rt)
+
+
+class RedisFrozenReadsTest(unittest.TestCase):
+    """Found by a black-box test: while Redis was frozen (SIGSTOP), the first realtime read
+    timed out and answered 503 without Retry-After, and the reads after it (Redis then marked
+    down) answered `"source": "redis"` with no data for seconds — until history had the
+    device's first window. Now a read that times out, and every read while Redis is down,
+    answers from history at once (also when history holds nothing yet); an unregistered id
+    history knows nothing of is 503 + Retry-After. And after Redis answers again, every
+    answer is the asked device's own (no reply of a timed-out request is taken for another)."""
+
+    def test_reads_while_redis_is_frozen_answer_from_history(self):
+        redis = PrivateRedis().start()
+        self.addCleanup(redis.cleanup)
+        # Early firings and the idle finalization far off: the open window of `fresh` reaches
+        # neither store during the test, so history holds nothing for it while Redis is frozen.
+        server = JouleServer(env=dict(FAST_STREAM, JOULE_AUTH_MODE="disabled",
+                                      JOULE_STREAM_EARLY_FIRE_INTERVAL="60s",
+                                      JOULE_STREAM_IDLE_TIMEOUT="60s",
+                                      JOULE_LATEST_BACKEND="redis", JOULE_LATEST_URL=redis.url),
+                             name="redis-frozen-reads")
+        self.addCleanup(server.cleanup)
+        server.start()
+        fresh, old = f"frz-{uid()}", f"old-{uid()}"
+        for dev in (fresh, old):
+            st, _, body = server.request("POST", "/v1/devices",
+                                         {"device_id": dev, "owner_id": "o"}, ADMIN)
+            self.assertEqual(st, 201, body)
+        # `old`: three windows its watermark has passed (final), in Redis and history.
+        base = minute_base(10)
+        st, _, body = server.post_events(
+            [{"device_id": old, "timestamp": fmt_ts(base + 10 * k), "metrics": {"power_w": k}}
+             for k in range(21)], ADMIN)
+        self.assertEqual(st, 202, body)
+
+        def old_final_in_redis():
+            st, _, rt = server.realtime(old, windows=3, headers=ADMIN)
+            return (st == 200 and rt["source"] == "redis" and len(rt["data"]) == 3
+                    and all(r["final"] for r in rt["data"][1:]))
+        self.assertTrue(poll(old_final_in_redis, timeout=30), server.diag())
+        st, _, body = server.post_events(
+            [{"device_id": fresh, "timestamp": fmt_ts(time.time()),
+              "metrics": {"power_w": 1000}}],
+            ADMIN)
+        self.assertEqual(st, 202, body)
+
+        redis.pause()
+        try:
+            for i in range(4):
+                st, hdrs, rt = server.realtime(fresh, windows=3, headers=ADMIN)
+                self.assertEqual(st, 200, f"read {i}: {st} {hdrs} {rt!r}" + server.diag())
+                self.assertEqual((rt["source"], rt["latest"], rt["data"]), ("history", None, []),
+                                 f"read {i}")
+            st, _, rt = server.realtime(old, windows=3, headers=ADMIN)
+            self.assertEqual(st, 200, rt)
+            self.assertEqual(rt["source"], "history", rt)
+            self.assertEqual(len(rt["data"]), 3, rt)
+            st, hdrs, body = server.realtime(f"nobody-{uid()}", windows=3, headers=ADMIN)
+            self.assertEqual(st, 503, body)
+            self.assertEqual(body["error"]["code"], "unavailable", body)
+            self.assertEqual(hdrs.get("retry-after"), "1", hdrs)
+        finally:
+            redis.resume()
+
+        def redis_up():
+            return server.request("GET", "/readyz")[2]["latest"]["state"] == "up"
+        self.assertTrue(poll(redis_up, timeout=20), server.diag())
+        last_power = {old: 20, fresh: 1000}
+        sources = set()
+        for i in range(20):
+            for dev in (old, fresh):
+                st, _, rt = server.realtime(dev, windows=3, headers=ADMIN)
+                self.assertEqual(st, 200, rt)
+                sources.add(rt["source"])
+                self.assertEqual({r["device_id"] for r in rt["data"]} - {dev}, set(),
+                                 f"read {i} of {dev}: another device's records: {rt!r}")
+                if rt["latest"] is not None:
+                    self.assertEqual(rt["latest"]["metrics"], {"power_w": last_power[dev]}, rt)
+        self.assertIn("redis", sources)
 
 
 class RedisOfAnotherDataDirTest(unittest.TestCase):

@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <iterator>
 #include <limits>
 #include <map>
@@ -26,6 +28,7 @@
 #include "net/router.h"
 #include "store/history_memory/memory_history_store.h"
 #include "store/memory/memory_latest_store.h"
+#include "store/sqlite/sqlite_metadata_store.h"
 
 namespace joule::api {
 namespace {
@@ -56,12 +59,14 @@ AggregateRecord Record(int64_t minute, uint64_t version, double seed) {
 struct Response {
   int status = 0;
   std::string body;
+  std::string retry_after;  // the header's value, "" when absent
 };
 
 // One API context + router over shared stores; `json_cache` null = no HistoryTailCache reuse.
 struct Api {
-  Api(store::LatestStore* latest, store::HistoryStore* history, RecordJsonCache* json_cache)
-      : auth("disabled", "", nullptr) {
+  Api(store::LatestStore* latest, store::HistoryStore* history, RecordJsonCache* json_cache,
+      store::MetadataStore* metadata = nullptr)
+      : auth("disabled", "", metadata) {
     ctx.metrics = &metrics;
     ctx.auth = &auth;
     ctx.latest = latest;
@@ -69,15 +74,18 @@ struct Api {
     ctx.history_json_cache = json_cache;
     AddRealtimeRoutes(router, ctx);
   }
-  Response Get(size_t windows) {
+  Response Get(size_t windows, std::string_view device = kDevice) {
     net::HttpRequest req;
     req.method = "GET";
-    req.path = std::string("/v1/devices/") + kDevice + "/metrics/realtime";
+    req.path = "/v1/devices/" + std::string(device) + "/metrics/realtime";
     req.query.emplace_back("windows", std::to_string(windows));
     Response out;
     router.Dispatch(req, net::Responder::FromCallback([&out](net::HttpResponse r) {
                       out.status = r.status;
                       out.body = std::move(r.body);
+                      for (const auto& [name, value] : r.headers) {
+                        if (name == "Retry-After") out.retry_after = value;
+                      }
                     }));
     return out;
   }
@@ -275,6 +283,92 @@ TEST(RealtimeRoutesTest, EscapesNamesInTheLatestReading) {
                       R"("latest":{"timestamp":"2025-11-24T16:00:00.000Z",)"
                       R"("received_at":"2025-11-24T16:00:00.000Z","metrics":{"a\"b\\c":1.5,)"
                       R"("t\tn\n\u0001":-2},"meta":{}},"data":[]})");
+}
+
+// A latest store that does not answer (Redis frozen: every call times out).
+class UnreachableLatestStore : public store::LatestStore {
+ public:
+  std::string_view backend() const override { return "redis"; }
+  Status PutRecord(const AggregateRecord&) override { return Down(); }
+  Status PutReading(const model::Event&) override { return Down(); }
+  Result<bool> Get(std::string_view, size_t, store::LatestSnapshot*) override {
+    ++gets;
+    return Down();
+  }
+  int gets = 0;
+
+ private:
+  static Status Down() { return Status::Unavailable("redis: timed out"); }
+};
+
+// Found by a black-box test: while Redis was frozen, a read that timed out answered 503
+// without Retry-After although history is the fallback, and the reads after it (Redis then
+// marked down, so skipped) answered "source": "redis" with no data. Now a read that fails
+// or skips the latest store answers from history — with what history holds, also nothing —
+// and a failure marks the store down at once (the next read does not wait for a timeout).
+TEST(RealtimeRoutesTest, UnreachableLatestStoreFallsBackToHistoryAtOnce) {
+  char tmpl[] = "/tmp/realtime-routes-test-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  ManualClock clock(kT0 + 10 * kMinute);
+  {
+    auto metadata = store::SqliteMetadataStore::Open(dir + "/meta.db", &clock);
+    ASSERT_TRUE(metadata.ok()) << metadata.status().ToString();
+    store::Device registered;
+    registered.device_id = kDevice;
+    registered.owner_id = "home-1";
+    std::string token;
+    ASSERT_TRUE((*metadata)->CreateDevice(registered, &token).ok());
+    store::MemoryHistoryStore history(store::HistoryRetention::Forever(), &clock);
+    UnreachableLatestStore latest;
+    Api api(&latest, &history, nullptr, metadata->get());
+    bool up = true;
+    std::vector<std::string> reported;
+    api.ctx.latest_state = [&up] {
+      ApiContext::LatestState s;
+      s.up = up;
+      return s;
+    };
+    api.ctx.latest_failed = [&](const Status& st) {
+      up = false;
+      reported.push_back(st.message());
+    };
+
+    // History holds nothing yet (no window emitted): the registered device's answer is
+    // history's, empty — not a 503, not the latest store's name.
+    Response first = api.Get(3);
+    EXPECT_EQ(first.status, 200) << first.body;
+    EXPECT_NE(first.body.find(R"("source":"history","latest":null,"data":[])"), std::string::npos)
+        << first.body;
+    EXPECT_EQ(latest.gets, 1);
+    EXPECT_EQ(reported, std::vector<std::string>{"redis: timed out"});
+    // Marked down: the next read skips the store, and still names history.
+    Response second = api.Get(3);
+    EXPECT_EQ(second.status, 200);
+    EXPECT_EQ(second.body, first.body);
+    EXPECT_EQ(latest.gets, 1);
+
+    // History's windows, as soon as it has them, with the store down or failing.
+    ASSERT_TRUE(history.Put({Record(0, 1, 1)}).ok());
+    for (bool store_up : {false, true}) {
+      up = store_up;
+      Response got = api.Get(3);
+      EXPECT_EQ(got.status, 200) << got.body;
+      EXPECT_NE(got.body.find(R"("source":"history")"), std::string::npos) << got.body;
+      EXPECT_EQ(Versions(got.body), std::vector<uint64_t>{1}) << got.body;
+    }
+
+    // An id that is not registered, with nothing in history: only the unreachable store
+    // could tell whether it has data — 503 with Retry-After (skipped or failed alike).
+    for (bool store_up : {false, true}) {
+      up = store_up;
+      Response unknown = api.Get(3, "plug-unknown");
+      EXPECT_EQ(unknown.status, 503) << unknown.body;
+      EXPECT_EQ(unknown.retry_after, "1");
+      EXPECT_NE(unknown.body.find("\"code\":\"unavailable\""), std::string::npos) << unknown.body;
+    }
+  }
+  std::filesystem::remove_all(dir);
 }
 
 // The device metadata JSON as JsonWriter wrote it before AppendDeviceJson (the reference).
