@@ -19,12 +19,17 @@ namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 using V = ProtocolVersion;
 
-// Accepts user "dev" (any password); holds QoS 1 outcomes until the test releases them.
+// Accepts user "dev" (any password); refuses "busy" as a handler whose credential store is
+// unreachable does; holds QoS 1 outcomes until the test releases them.
 class FakeHandler : public SessionHandler {
  public:
   ConnectDecision OnConnect(const ConnectRequest& r) override {
     ConnectDecision d;
-    if (r.username != "dev" && r.username != "dev2") d.reason_code = reason::kBadUserNameOrPassword;
+    if (r.username == "busy") {
+      d.reason_code = reason::kServerUnavailable;
+    } else if (r.username != "dev" && r.username != "dev2") {
+      d.reason_code = reason::kBadUserNameOrPassword;
+    }
     d.principal = r.username.value_or("");
     return d;
   }
@@ -159,6 +164,26 @@ TEST_F(MqttListenerTest, ConnackCarriesLimitsAndRefusesBadUser) {
   EXPECT_FALSE(bad->Receive(&p));  // closed
   auto bad3 = Connect(V::kV311, "c3", "intruder", &refused);
   EXPECT_EQ(refused, 4);
+}
+
+// Found by a black-box test: a CONNECT refused because the credentials could not be
+// checked (server unavailable, 0x88 / 3.1.1 code 3) was counted as bad_credentials.
+TEST_F(MqttListenerTest, RefusalsAreCountedByTheirReason) {
+  const auto disconnects = [this](const char* reason) {
+    return metrics_
+        .GetCounter("joule_mqtt_disconnects_total",
+                    "MQTT connections closed by the server, by reason.", {{"reason", reason}})
+        ->Value();
+  };
+  uint8_t code = 0;
+  auto busy5 = Connect(V::kV5, "b1", "busy", &code);
+  EXPECT_EQ(code, reason::kServerUnavailable);
+  auto busy3 = Connect(V::kV311, "b2", "busy", &code);
+  EXPECT_EQ(code, 3);
+  auto bad = Connect(V::kV5, "b3", "intruder", &code);
+  EXPECT_EQ(code, reason::kBadUserNameOrPassword);
+  EXPECT_EQ(disconnects("unavailable"), 2u);
+  EXPECT_EQ(disconnects("bad_credentials"), 1u);
 }
 
 TEST_F(MqttListenerTest, PubacksGoOutInPacketOrder) {
