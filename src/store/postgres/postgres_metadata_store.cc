@@ -12,6 +12,7 @@
 #include <chrono>
 #include <utility>
 
+#include "store/metadata_time.h"
 #include "store/metadata_token.h"
 
 namespace joule::store {
@@ -221,6 +222,15 @@ CREATE TRIGGER devices_claim_renamed BEFORE UPDATE OF device_id ON devices
   FOR EACH ROW WHEN (NEW.device_id IS DISTINCT FROM OLD.device_id)
   EXECUTE FUNCTION joule_devices_claim();
 )sql",
+    // 4: joule_us of 'infinity' / '-infinity' (which plain SQL may write) is the largest /
+    // smallest bigint instead of an error that failed every read of the row — and of every
+    // list holding it. Joule reads such a time as out of range (metadata_time.h).
+    R"sql(
+CREATE OR REPLACE FUNCTION joule_us(t timestamptz) RETURNS bigint LANGUAGE sql IMMUTABLE STRICT
+  AS $$ SELECT CASE WHEN isfinite(t) THEN (extract(epoch FROM t) * 1000000)::bigint
+                    WHEN t > timestamptz 'epoch' THEN 9223372036854775807::bigint
+                    ELSE (-9223372036854775807)::bigint - 1 END $$;
+)sql",
 };
 constexpr int kLatestVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 // Serializes concurrent Migrate() calls (several Joule processes starting at once).
@@ -359,14 +369,6 @@ std::optional<int64_t> OptInt(const PGresult* r, int row, int col) {
   if (PQgetisnull(r, row, col)) return std::nullopt;
   return Int(r, row, col);
 }
-std::optional<int64_t> MicrosToNanos(std::optional<int64_t> us) {
-  if (!us) return std::nullopt;
-  return *us * 1000;
-}
-std::optional<int64_t> NanosToMicros(std::optional<int64_t> ns) {
-  if (!ns) return std::nullopt;
-  return *ns / 1000;
-}
 
 Device ReadDevice(const PGresult* r, int row) {
   Device d;
@@ -374,12 +376,12 @@ Device ReadDevice(const PGresult* r, int row) {
   d.owner_id = Text(r, row, 1);
   d.name = Text(r, row, 2);
   d.model = Text(r, row, 3);
-  d.installed_at_ns = MicrosToNanos(OptInt(r, row, 4));
+  d.installed_at_ns = InstalledAtFromStoredMicros(d.device_id, OptInt(r, row, 4));
   d.timezone = Text(r, row, 5);
   d.location = Text(r, row, 6);
   d.config_json = Text(r, row, 7);
-  d.created_at_ns = Int(r, row, 8) * 1000;
-  d.updated_at_ns = Int(r, row, 9) * 1000;
+  d.created_at_ns = NanosFromStoredMicros(Int(r, row, 8));
+  d.updated_at_ns = NanosFromStoredMicros(Int(r, row, 9));
   return d;
 }
 
@@ -388,8 +390,8 @@ Rule ReadRule(const PGresult* r, int row) {
   rule.id = Text(r, row, 0);
   rule.owner_id = Text(r, row, 1);
   rule.json = Text(r, row, 2);
-  rule.created_at_ns = Int(r, row, 3) * 1000;
-  rule.updated_at_ns = Int(r, row, 4) * 1000;
+  rule.created_at_ns = NanosFromStoredMicros(Int(r, row, 3));
+  rule.updated_at_ns = NanosFromStoredMicros(Int(r, row, 4));
   return rule;
 }
 
@@ -401,9 +403,9 @@ Alert ReadAlert(const PGresult* r, int row) {
   a.owner_id = Text(r, row, 3);
   a.state = ParseAlertState(Text(r, row, 4)).value_or(AlertState::kPending);
   a.acked = Text(r, row, 5) == "t";
-  a.snoozed_until_ns = MicrosToNanos(OptInt(r, row, 6));
-  a.opened_at_ns = Int(r, row, 7) * 1000;
-  a.updated_at_ns = Int(r, row, 8) * 1000;
+  a.snoozed_until_ns = NanosFromStoredMicros(OptInt(r, row, 6));
+  a.opened_at_ns = NanosFromStoredMicros(Int(r, row, 7));
+  a.updated_at_ns = NanosFromStoredMicros(Int(r, row, 8));
   a.json = Text(r, row, 9);
   return a;
 }
@@ -654,7 +656,7 @@ Result<Device> PostgresMetadataStore::CreateDevice(const Device& device, std::st
                  .Text(device.owner_id)
                  .TextOrNull(device.name)
                  .TextOrNull(device.model)
-                 .OptInt(NanosToMicros(device.installed_at_ns))
+                 .OptInt(StoredMicrosFromNanos(device.installed_at_ns))
                  .Text(device.timezone.empty() ? std::string_view("UTC") : device.timezone)
                  .TextOrNull(device.location)
                  .TextOrNull(device.config_json)
@@ -752,19 +754,23 @@ Result<Device> PostgresMetadataStore::UpdateDevice(std::string_view device_id,
     JOULE_ASSIGN_OR_RETURN(
         PgResult up,
         Exec(c,
-             "UPDATE devices SET owner_id = $2, name = $3, model = $4, installed_at = "
-             "joule_ts($5), timezone = $6, location = $7, config = $8::jsonb, updated_at = "
-             "joule_ts($9) WHERE device_id = $1 RETURNING " JOULE_DEVICE_COLUMNS,
+             // installed_at only when the update sets it: a stored value read as absent
+             // (out of range, metadata_time.h) stays as it is.
+             "UPDATE devices SET owner_id = $2, name = $3, model = $4, installed_at = CASE "
+             "WHEN $10 THEN joule_ts($5) ELSE installed_at END, timezone = $6, location = $7, "
+             "config = $8::jsonb, updated_at = joule_ts($9) WHERE device_id = $1 "
+             "RETURNING " JOULE_DEVICE_COLUMNS,
              Params()
                  .Text(device_id)
                  .Text(d.owner_id)
                  .TextOrNull(d.name)
                  .TextOrNull(d.model)
-                 .OptInt(NanosToMicros(d.installed_at_ns))
+                 .OptInt(StoredMicrosFromNanos(d.installed_at_ns))
                  .Text(d.timezone)
                  .TextOrNull(d.location)
                  .TextOrNull(d.config_json)
-                 .Int(NowMicros())));
+                 .Int(NowMicros())
+                 .Bool(update.installed_at_ns.has_value())));
     Device out = ReadDevice(up.get(), 0);
     JOULE_RETURN_IF_ERROR(tx.Commit());
     return out;
@@ -885,7 +891,7 @@ Result<std::vector<OwnerKey>> PostgresMetadataStore::ListOwnerKeys(std::string_v
           OwnerKey k;
           k.key_id = Text(q.get(), i, 0);
           k.owner_id = Text(q.get(), i, 1);
-          k.created_at_ns = Int(q.get(), i, 2) * 1000;
+          k.created_at_ns = NanosFromStoredMicros(Int(q.get(), i, 2));
           keys.push_back(std::move(k));
         }
         return keys;
@@ -1019,7 +1025,7 @@ Result<bool> PostgresMetadataStore::UpsertAlert(const Alert& alert) {
                  .Text(alert.owner_id)
                  .Text(AlertStateName(alert.state))
                  .Bool(alert.acked)
-                 .OptInt(NanosToMicros(alert.snoozed_until_ns))
+                 .OptInt(StoredMicrosFromNanos(alert.snoozed_until_ns))
                  .Int(alert.opened_at_ns / 1000)
                  .Int(alert.updated_at_ns / 1000)
                  .Text(alert.json)));
@@ -1071,12 +1077,12 @@ Result<AlertPage> PostgresMetadataStore::ListAlerts(const AlertFilter& filter) {
                  .OptText(filter.owner_id)
                  .OptText(filter.rule_id)
                  .OptText(state)
-                 .OptInt(NanosToMicros(filter.from_ns))
-                 .OptInt(NanosToMicros(filter.to_ns))
+                 .OptInt(StoredMicrosFromNanos(filter.from_ns))
+                 .OptInt(StoredMicrosFromNanos(filter.to_ns))
                  .OptInt(cursor_opened)
                  .OptText(cursor_id)
                  .Int(static_cast<int64_t>(limit) + 1)
-                 .OptInt(NanosToMicros(filter.updated_since_ns))));
+                 .OptInt(StoredMicrosFromNanos(filter.updated_since_ns))));
     AlertPage page;
     for (int i = 0; i < PQntuples(q.get()); ++i) {
       if (page.alerts.size() == limit) {
@@ -1108,7 +1114,7 @@ Result<Alert> PostgresMetadataStore::SnoozeAlert(std::string_view id,
         PgResult up, Exec(c,
                           "UPDATE alerts SET snoozed_until = joule_ts($2) WHERE alert_id = $1 "
                           "RETURNING " JOULE_ALERT_COLUMNS,
-                          Params().Text(id).OptInt(NanosToMicros(until_ns))));
+                          Params().Text(id).OptInt(StoredMicrosFromNanos(until_ns))));
     if (PQntuples(up.get()) == 0) return Status::NotFound("alert not found: " + std::string(id));
     return ReadAlert(up.get(), 0);
   });

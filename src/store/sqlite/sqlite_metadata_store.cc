@@ -6,6 +6,7 @@
 #include <charconv>
 #include <utility>
 
+#include "store/metadata_time.h"
 #include "store/metadata_token.h"
 
 namespace joule::store {
@@ -245,27 +246,18 @@ class Stmt {
   bool borrowed_ = false;
 };
 
-std::optional<int64_t> MicrosToNanos(std::optional<int64_t> us) {
-  if (!us) return std::nullopt;
-  return *us * 1000;
-}
-std::optional<int64_t> NanosToMicros(std::optional<int64_t> ns) {
-  if (!ns) return std::nullopt;
-  return *ns / 1000;
-}
-
 Device ReadDevice(const Stmt& s) {
   Device d;
   d.device_id = s.ColText(0);
   d.owner_id = s.ColText(1);
   d.name = s.ColText(2);
   d.model = s.ColText(3);
-  d.installed_at_ns = MicrosToNanos(s.ColOptInt(4));
+  d.installed_at_ns = InstalledAtFromStoredMicros(d.device_id, s.ColOptInt(4));
   d.timezone = s.ColText(5);
   d.location = s.ColText(6);
   d.config_json = s.ColText(7);
-  d.created_at_ns = s.ColInt(8) * 1000;
-  d.updated_at_ns = s.ColInt(9) * 1000;
+  d.created_at_ns = NanosFromStoredMicros(s.ColInt(8));
+  d.updated_at_ns = NanosFromStoredMicros(s.ColInt(9));
   return d;
 }
 
@@ -274,8 +266,8 @@ Rule ReadRule(const Stmt& s) {
   r.id = s.ColText(0);
   r.owner_id = s.ColText(1);
   r.json = s.ColText(2);
-  r.created_at_ns = s.ColInt(3) * 1000;
-  r.updated_at_ns = s.ColInt(4) * 1000;
+  r.created_at_ns = NanosFromStoredMicros(s.ColInt(3));
+  r.updated_at_ns = NanosFromStoredMicros(s.ColInt(4));
   return r;
 }
 
@@ -287,9 +279,9 @@ Alert ReadAlert(const Stmt& s) {
   a.owner_id = s.ColText(3);
   a.state = ParseAlertState(s.ColText(4)).value_or(AlertState::kPending);
   a.acked = s.ColInt(5) != 0;
-  a.snoozed_until_ns = MicrosToNanos(s.ColOptInt(6));
-  a.opened_at_ns = s.ColInt(7) * 1000;
-  a.updated_at_ns = s.ColInt(8) * 1000;
+  a.snoozed_until_ns = NanosFromStoredMicros(s.ColOptInt(6));
+  a.opened_at_ns = NanosFromStoredMicros(s.ColInt(7));
+  a.updated_at_ns = NanosFromStoredMicros(s.ColInt(8));
   a.json = s.ColText(9);
   return a;
 }
@@ -519,7 +511,7 @@ Result<Device> SqliteMetadataStore::CreateDevice(const Device& device, std::stri
         .Text(2, device.owner_id)
         .TextOrNull(3, device.name)
         .TextOrNull(4, device.model)
-        .OptInt(5, NanosToMicros(device.installed_at_ns))
+        .OptInt(5, StoredMicrosFromNanos(device.installed_at_ns))
         .Text(6, device.timezone.empty() ? std::string_view("UTC") : device.timezone)
         .TextOrNull(7, device.location)
         .TextOrNull(8, device.config_json)
@@ -596,19 +588,23 @@ Result<Device> SqliteMetadataStore::UpdateDevice(std::string_view device_id,
     if (update.timezone) d.timezone = update.timezone->empty() ? "UTC" : *update.timezone;
     if (update.installed_at_ns) d.installed_at_ns = *update.installed_at_ns;
     if (update.config_json) d.config_json = *update.config_json;
+    // installed_at only when the update sets it: a stored value read as absent (out of
+    // range, metadata_time.h) stays as it is.
     Stmt up(db_,
-            "UPDATE devices SET owner_id = ?2, name = ?3, model = ?4, installed_at = ?5, "
-            "timezone = ?6, location = ?7, config = ?8, updated_at = ?9 WHERE device_id = ?1");
+            "UPDATE devices SET owner_id = ?2, name = ?3, model = ?4, installed_at = CASE WHEN "
+            "?10 THEN ?5 ELSE installed_at END, timezone = ?6, location = ?7, config = ?8, "
+            "updated_at = ?9 WHERE device_id = ?1");
     JOULE_RETURN_IF_ERROR(up.status());
     up.Text(1, device_id)
         .Text(2, d.owner_id)
         .TextOrNull(3, d.name)
         .TextOrNull(4, d.model)
-        .OptInt(5, NanosToMicros(d.installed_at_ns))
+        .OptInt(5, StoredMicrosFromNanos(d.installed_at_ns))
         .Text(6, d.timezone)
         .TextOrNull(7, d.location)
         .TextOrNull(8, d.config_json)
-        .Int(9, NowMicros());
+        .Int(9, NowMicros())
+        .Int(10, update.installed_at_ns ? 1 : 0);
     JOULE_RETURN_IF_ERROR(up.Run());
     updated = GetDeviceLocked(device_id);
     JOULE_RETURN_IF_ERROR(updated.status());
@@ -721,7 +717,7 @@ Result<std::vector<OwnerKey>> SqliteMetadataStore::ListOwnerKeys(std::string_vie
     OwnerKey k;
     k.key_id = q.ColText(0);
     k.owner_id = q.ColText(1);
-    k.created_at_ns = q.ColInt(2) * 1000;
+    k.created_at_ns = NanosFromStoredMicros(q.ColInt(2));
     keys.push_back(std::move(k));
   }
   return keys;
@@ -865,7 +861,7 @@ Result<bool> SqliteMetadataStore::UpsertAlert(const Alert& alert) {
       .Text(4, alert.owner_id)
       .Text(5, AlertStateName(alert.state))
       .Int(6, alert.acked ? 1 : 0)
-      .OptInt(7, NanosToMicros(alert.snoozed_until_ns))
+      .OptInt(7, StoredMicrosFromNanos(alert.snoozed_until_ns))
       .Int(8, alert.opened_at_ns / 1000)
       .Int(9, alert.updated_at_ns / 1000)
       .Text(10, alert.json);
@@ -908,12 +904,12 @@ Result<AlertPage> SqliteMetadataStore::ListAlerts(const AlertFilter& filter) {
       .OptText(2, filter.owner_id)
       .OptText(3, filter.rule_id)
       .OptText(4, state)
-      .OptInt(5, NanosToMicros(filter.from_ns))
-      .OptInt(6, NanosToMicros(filter.to_ns))
+      .OptInt(5, StoredMicrosFromNanos(filter.from_ns))
+      .OptInt(6, StoredMicrosFromNanos(filter.to_ns))
       .OptInt(7, cursor_opened)
       .OptText(8, cursor_id)
       .Int(9, static_cast<int64_t>(limit) + 1)
-      .OptInt(10, NanosToMicros(filter.updated_since_ns));
+      .OptInt(10, StoredMicrosFromNanos(filter.updated_since_ns));
   AlertPage page;
   while (true) {
     JOULE_ASSIGN_OR_RETURN(bool row, q.Step());
@@ -942,7 +938,7 @@ Result<Alert> SqliteMetadataStore::SnoozeAlert(std::string_view id,
   std::lock_guard<std::mutex> lock(mu_);
   Stmt up(db_, "UPDATE alerts SET snoozed_until = ?2 WHERE alert_id = ?1");
   JOULE_RETURN_IF_ERROR(up.status());
-  JOULE_RETURN_IF_ERROR(up.Text(1, id).OptInt(2, NanosToMicros(until_ns)).Run());
+  JOULE_RETURN_IF_ERROR(up.Text(1, id).OptInt(2, StoredMicrosFromNanos(until_ns)).Run());
   if (sqlite3_changes(db_) == 0) return Status::NotFound("alert not found: " + std::string(id));
   return GetAlertLocked(id);
 }

@@ -23,6 +23,7 @@
 
 #include "common/clock.h"
 #include "store/metadata_cache.h"
+#include "store/metadata_time.h"
 #include "store/metadata_token.h"
 #include "store/postgres/postgres_metadata_store.h"
 
@@ -413,6 +414,64 @@ TEST_P(MetadataStoreTest, DeviceRoundTrip) {
     EXPECT_GE(d->created_at_ns, before / 1000 * 1000);
     EXPECT_EQ(d->updated_at_ns, d->created_at_ns);
   }
+}
+
+// Found by a black-box test: an installed_at set with plain SQL outside what int64
+// nanoseconds hold (1677..2262) came back as another date (0001-01-01 as 1754-08-30; the
+// multiplication overflowed), which `joule devices import` then wrote back; 'infinity' failed
+// every read of the row and of its owner's list. Now such a time reads as absent and stays
+// stored as it was until an update sets installed_at; the times Joule keeps itself
+// (created_at…) are clamped to the range.
+TEST_P(MetadataStoreTest, OutOfRangeTimesSetInPlainSqlAreNeverAnotherDate) {
+  // The stored form of each value: timestamptz literals, SQLite microseconds.
+  const std::vector<std::pair<std::string, std::string>> values = {
+      {"'0001-01-01 00:00:00+00'", "-62135596800000000"},
+      {"'1600-06-15 12:00:00+00'", "-11661393600000000"},
+      {"'2300-01-01 00:00:00+00'", "10413792000000000"},
+      {"'infinity'", "9223372036854775807"},
+      {"'-infinity'", "-9223372036854775808"},
+  };
+  for (size_t i = 0; i < values.size(); ++i) {
+    const std::string id = "far-" + std::to_string(i);
+    const std::string value = IsPg() ? values[i].first : values[i].second;
+    ASSERT_TRUE(store_->CreateDevice(MakeDevice(id), nullptr).ok());
+    Raw().Query("UPDATE devices SET installed_at = " + value + " WHERE device_id = '" + id + "'");
+    const std::string stored_sql =
+        "SELECT installed_at FROM devices WHERE device_id = '" + id + "'";
+    const Rows stored = Raw().Query(stored_sql);
+    auto got = store_->GetDevice(id);
+    ASSERT_TRUE(got.ok()) << value << ": " << got.status().ToString();
+    EXPECT_EQ(got->installed_at_ns, std::nullopt) << value;
+    EXPECT_EQ(got->name, "Plug " + id);
+
+    // An update that leaves installed_at alone leaves the stored value alone.
+    DeviceUpdate rename;
+    rename.name = "renamed";
+    auto renamed = store_->UpdateDevice(id, rename);
+    ASSERT_TRUE(renamed.ok()) << renamed.status().ToString();
+    EXPECT_EQ(renamed->installed_at_ns, std::nullopt);
+    EXPECT_EQ(Raw().Query(stored_sql), stored) << value;
+  }
+  DevicePage page = *store_->ListDevices({});
+  ASSERT_EQ(page.devices.size(), values.size());
+  for (const Device& d : page.devices) EXPECT_EQ(d.installed_at_ns, std::nullopt) << d.device_id;
+
+  // One that sets it replaces it.
+  DeviceUpdate set;
+  set.installed_at_ns = std::optional<int64_t>(int64_t{1'764'000'000'000'000} * 1000);
+  auto updated = store_->UpdateDevice("far-0", set);
+  ASSERT_TRUE(updated.ok()) << updated.status().ToString();
+  EXPECT_EQ(updated->installed_at_ns, set.installed_at_ns);
+  EXPECT_EQ(store_->GetDevice("far-0")->installed_at_ns, set.installed_at_ns);
+
+  // Bookkeeping times out of range: the nearest end of the range, never another date.
+  Raw().Query(std::string("UPDATE devices SET created_at = ") +
+              (IsPg() ? "'0001-01-01 00:00:00+00'" : "-62135596800000000") + ", updated_at = " +
+              (IsPg() ? "'infinity'" : "9223372036854775807") + " WHERE device_id = 'far-1'");
+  auto bookkept = store_->GetDevice("far-1");
+  ASSERT_TRUE(bookkept.ok()) << bookkept.status().ToString();
+  EXPECT_EQ(bookkept->created_at_ns, kMinStoredMicros * 1000);
+  EXPECT_EQ(bookkept->updated_at_ns, kMaxStoredMicros * 1000);
 }
 
 TEST_P(MetadataStoreTest, DeviceDefaultsAndEmptyFields) {
