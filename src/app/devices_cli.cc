@@ -18,6 +18,7 @@
 #include "api/device_fields.h"
 #include "app/metadata_open.h"
 #include "common/time_format.h"
+#include "store/metadata_time.h"
 
 namespace joule::app {
 namespace {
@@ -118,18 +119,21 @@ bool ParseCsvRecords(std::string_view text, std::vector<CsvRecord>* records, siz
   return true;
 }
 
-bool SameDevice(const store::Device& a, const store::Device& b) {
-  auto tz = [](const std::string& t) -> std::string_view { return t.empty() ? "UTC" : t; };
-  auto us = [](const std::optional<int64_t>& t) -> std::optional<int64_t> {
-    if (!t) return std::nullopt;
-    return *t / 1000;  // the database keeps microseconds
-  };
-  return a.owner_id == b.owner_id && a.name == b.name && a.model == b.model &&
-         a.location == b.location && tz(a.timezone) == tz(b.timezone) &&
-         us(a.installed_at_ns) == us(b.installed_at_ns);
+bool SameInstalledAt(const store::Device& a, const store::Device& b) {
+  return store::StoredMicrosFromNanos(a.installed_at_ns) ==
+         store::StoredMicrosFromNanos(b.installed_at_ns);  // the database keeps microseconds
 }
 
-store::DeviceUpdate UpdateFor(const DeviceRow& row) {
+bool SameDevice(const store::Device& a, const store::Device& b) {
+  auto tz = [](const std::string& t) -> std::string_view { return t.empty() ? "UTC" : t; };
+  return a.owner_id == b.owner_id && a.name == b.name && a.model == b.model &&
+         a.location == b.location && tz(a.timezone) == tz(b.timezone) && SameInstalledAt(a, b);
+}
+
+// installed_at only when the row changes it: an export's empty cell for a stored value read
+// as absent (out of range, store/metadata_time.h) does not clear that value when another
+// column of the row changes.
+store::DeviceUpdate UpdateFor(const store::Device& existing, const DeviceRow& row) {
   const store::Device& d = row.device;
   store::DeviceUpdate u;
   u.owner_id = d.owner_id;
@@ -137,7 +141,9 @@ store::DeviceUpdate UpdateFor(const DeviceRow& row) {
   if (row.columns & kModel) u.model = d.model;
   if (row.columns & kLocation) u.location = d.location;
   if (row.columns & kTimezone) u.timezone = d.timezone;
-  if (row.columns & kInstalledAt) u.installed_at_ns = d.installed_at_ns;
+  if ((row.columns & kInstalledAt) && !SameInstalledAt(existing, d)) {
+    u.installed_at_ns = d.installed_at_ns;
+  }
   return u;
 }
 
@@ -321,7 +327,7 @@ Result<DevicesImportReport> ImportDevices(
         }
         if (!dry_run) {
           Result<store::Device> updated =
-              metadata.UpdateDevice(row.device.device_id, UpdateFor(row));
+              metadata.UpdateDevice(row.device.device_id, UpdateFor(*existing, row));
           if (!updated.ok()) {
             if (updated.status().code() == StatusCode::kNotFound) {  // deleted meanwhile
               last_error = updated.status().ToString();

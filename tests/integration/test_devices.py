@@ -650,6 +650,44 @@ class DevicesPostgresTest(DeviceApiCases, JouleTestCase):
         self.assertTrue(got, f"psql UPDATE not visible within 1 s "
                              f"({time.monotonic() - started:.2f}s)" + self.diag())
 
+    def test_psql_installed_at_out_of_range_is_absent_never_another_date(self):
+        """Found by a black-box test: an installed_at set with psql outside 1677..2262 came
+        back as another date (0001-01-01 as 1754-08-30), `joule devices export` wrote that
+        date and `import` stored it back; 'infinity' made the device's reads 500. Now it reads
+        as null, the export cell is empty, and an import that changes another column of the
+        row leaves the stored value alone."""
+        owner = self.owner()
+        far = {self.register(owner_id=owner, name="far")["device"]["device_id"]: v
+               for v in ("0001-01-01 00:00:00+00", "2300-01-01 00:00:00+00", "infinity")}
+        for dev, value in far.items():
+            psql(self.database.url,
+                 f"UPDATE devices SET installed_at = '{value}' WHERE device_id = '{dev}'")
+        for dev in far:
+            got = poll(lambda: self.get_device(dev)[2].get("device", {}).get("name") == "far"
+                       and self.get_device(dev)[2]["device"]["installed_at"] is None,
+                       timeout=2.0)
+            self.assertTrue(got, f"{dev}: {self.get_device(dev)}" + self.diag())
+        status, _, body = self.server.request(
+            "GET", f"/v1/devices?owner_id={urllib.parse.quote(owner)}", headers=ADMIN)
+        self.assertEqual(status, 200, body)
+        self.assertEqual({d["device_id"]: d["installed_at"] for d in body["devices"]},
+                         {dev: None for dev in far})
+        env = self.server.environment()
+        proc = run_cli(["devices", "export", "--owner", owner], env)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        exported = list(csv.reader(io.StringIO(proc.stdout, newline="")))
+        self.assertEqual([r[6] for r in exported[1:]], ["", "", ""], exported)
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "devices.csv")
+            write_csv(src, [r[:2] + ["renamed"] + r[3:] for r in exported[1:]])
+            proc = run_cli(["devices", "import", src], env)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            self.assertIn("0 created, 3 updated", proc.stderr)
+        for dev, value in far.items():
+            stored = psql(self.database.url, "SELECT installed_at = timestamptz "
+                          f"'{value}', name FROM devices WHERE device_id = '{dev}'").strip()
+            self.assertEqual(stored, "t|renamed", f"{dev}: stored {value} kept")
+
 
 if __name__ == "__main__":
     unittest.main()
