@@ -94,7 +94,16 @@ class TelemetryRoute {
       }
       return;
     }
-    Authorize(caller, &body);
+    if (Status authorized = Authorize(caller, &body); !authorized.ok()) {
+      // A device the metadata store could not be asked about is not unknown: nothing is
+      // stored and the client retries (until session 19 a registered device the cache did
+      // not hold got "unknown_device" per event while PostgreSQL was down, a 400 the client
+      // does not retry; found while checking the outage paths of a black-box report).
+      for (const auto& e : body.errors) RejectCounter(e.code)->Inc();
+      RejectCounter("unavailable")->Inc(body.events.size());
+      responder.Send(ErrorFromStatus(authorized));
+      return;
+    }
     if (!AcquireEvents(body, now, responder)) return;
     for (const auto& e : body.errors) RejectCounter(e.code)->Inc();
     if (body.events.empty()) {
@@ -197,9 +206,10 @@ class TelemetryRoute {
 
   // A device token may write only its own device; with authentication on, every event's
   // device must be registered. Failing events move from `events` to `errors` (kept in
-  // input order).
-  void Authorize(const Caller& caller, ingest::ParsedBody* body) {
-    if (ctx_.auth->disabled()) return;
+  // input order). Unavailable when the metadata store cannot tell whether a device is
+  // registered (then `body` is left half sorted: the request is refused as a whole).
+  Status Authorize(const Caller& caller, ingest::ParsedBody* body) {
+    if (ctx_.auth->disabled()) return Status::Ok();
     // Kept events are compacted in place (swapped, so the reused ParsedBody keeps every
     // event's buffers); nothing is allocated when every event passes.
     std::vector<ingest::EventError> errors;
@@ -221,6 +231,9 @@ class TelemetryRoute {
       if (!checked || e.device_id != last_device) {
         Result<bool> known =
             ctx_.metadata ? ctx_.metadata->DeviceRegistered(e.device_id) : Result<bool>(false);
+        if (!known.ok() && known.status().code() == StatusCode::kUnavailable) {
+          return known.status();
+        }
         last_known = known.ok() && *known;
         last_device.assign(e.device_id);
         checked = true;
@@ -236,7 +249,7 @@ class TelemetryRoute {
       }
       ++kept;
     }
-    if (errors.empty()) return;
+    if (errors.empty()) return Status::Ok();
     body->events.resize(kept);
     body->event_indices.resize(kept);
     std::vector<ingest::EventError> merged;
@@ -247,6 +260,7 @@ class TelemetryRoute {
         std::back_inserter(merged),
         [](const ingest::EventError& a, const ingest::EventError& b) { return a.index < b.index; });
     body->errors = std::move(merged);
+    return Status::Ok();
   }
 
   static net::HttpResponse Unavailable() {

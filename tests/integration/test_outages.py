@@ -19,7 +19,8 @@
   recover when it is back.
 - PostgresOutageWritesTest: metadata writes that fail (503) while PostgreSQL is stopped keep
   the devices' cached entries (ingest and reads go on), 503 bodies name no database address,
-  and a burst of registrations right after the restart all succeed.
+  ingest for a registered device the cache does not hold is 503 + Retry-After (not
+  `unknown_device`), and a burst of registrations right after the restart all succeed.
 """
 
 import json
@@ -805,6 +806,38 @@ class PostgresOutageWritesTest(unittest.TestCase):
         for dev in devices:
             st, _, resp = ingest(dev)
             self.assertEqual(st, 202, resp)
+
+    def test_ingest_for_a_device_the_cache_does_not_hold_is_503(self):
+        """Found while checking the outage paths of a black-box report: with PostgreSQL
+        down, the admin token's ingest for a registered device the metadata cache did not
+        hold (here: a fresh server) was refused per event as `unknown_device` (400), which no
+        client retries. Now the request is 503 + Retry-After, nothing stored, and goes
+        through once PostgreSQL is back."""
+        pg = PrivatePostgres()
+        self.addCleanup(pg.cleanup)
+        server = postgres_server(pg, "pg-uncached")
+        self.addCleanup(server.cleanup)
+        server.start()
+        dev = f"uncached-{uid()}"
+        st, _, body = server.request("POST", "/v1/devices",
+                                     {"device_id": dev, "owner_id": f"home-{uid()}"}, ADMIN)
+        self.assertEqual(st, 201, body)
+        server.kill9()
+        server.start()  # an empty cache
+        events = [{"device_id": dev, "timestamp": fmt_ts(minute_base(5)),
+                   "metrics": {"power_w": 1.0}}]
+        pg.stop()
+        st, hdrs, body = server.post_events(events, ADMIN)
+        self.assertEqual(st, 503, body)
+        self.assertEqual(body["error"], {"code": "unavailable",
+                                         "message": "the metadata store is unreachable"})
+        self.assertEqual(hdrs.get("retry-after"), "1", hdrs)
+        m = parse_prometheus(server.metrics_text())
+        self.assertEqual(metric_sum(m, "joule_events_rejected_total", code="unknown_device"), 0)
+        self.assertEqual(metric_sum(m, "joule_events_accepted_total"), 0)
+        pg.start()
+        self.assertTrue(poll(lambda: server.post_events(events, ADMIN)[0] == 202, timeout=30,
+                             interval=0.3), server.diag())
 
 
 if __name__ == "__main__":
