@@ -6,8 +6,9 @@
 //   (like an admin-token HTTP request) → EventAppender → keep = true once durable, so the
 //   broker gets its PUBACK only then.
 // A payload that can never be stored (invalid, unknown device) is counted and acknowledged
-// (keep = true), or the broker would redeliver it forever. When the log refuses (full),
-// keep = false: the subscriber reconnects and the broker redelivers later.
+// (keep = true), or the broker would redeliver it forever. When the log refuses (full), or
+// the metadata store cannot tell whether a device is registered (unreachable, the device
+// not in its cache), keep = false: the subscriber reconnects and the broker redelivers later.
 //
 // Thread-safety: OnMessage is called on the subscriber's strand (one at a time); outcomes
 // are reported from the log's writer thread. `metadata` (null with auth disabled),
@@ -48,7 +49,8 @@ class MqttBridge final : public net::mqtt::MessageHandler {
   void OnMessage(const net::mqtt::ReceivedMessage& message, Done done) override;
 
  private:
-  bool Registered(const std::string& device_id, int64_t now_ns);
+  // Unavailable when the metadata store cannot tell.
+  Result<bool> Registered(const std::string& device_id, int64_t now_ns);
   Counter* Rejected(const std::string& code);
 
   const MqttBridgeOptions options_;

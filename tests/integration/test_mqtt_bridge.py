@@ -5,6 +5,8 @@ the broker only once its events are durable.
 
 - Events published with mosquitto_pub to the broker show up in Joule; an invalid payload
   and an unregistered device are counted (and acknowledged, so the broker drops them).
+- While PostgreSQL is down, a message of a registered device the metadata cache does not
+  hold stays unacknowledged and gets in once PostgreSQL is back.
 - Joule is SIGKILLed while the broker streams events to it, more events are published while
   it is down, and it is restarted: the persistent session redelivers everything that was not
   acknowledged, and every event is counted exactly once (redelivered copies of events that
@@ -19,6 +21,7 @@ import uuid
 
 from joule_harness import JouleServer, fmt_ts, free_port, metric_sum, poll
 from mosquitto_broker import BridgeTestMixin, MosquittoBroker, find_program
+from test_outages import PrivatePostgres
 
 ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -130,6 +133,51 @@ class MqttBridge(BridgeTestMixin, unittest.TestCase):
               f"at most {acked_before:.0f} were acknowledged before the kill", flush=True)
         self.assertEqual(got, first + second, "every event exactly once" + self.diag())
         self.assertLess(acked_before, first, "the kill came mid-stream")
+
+
+class MqttBridgeMetadataOutage(BridgeTestMixin, unittest.TestCase):
+    """Found while checking the outage paths of a black-box report: with PostgreSQL down,
+    the events of a registered device the metadata cache did not hold were acknowledged to
+    the broker and dropped as `unknown_device`. Now such a message is left unacknowledged
+    (`{result="unavailable"}`) and handed over again until PostgreSQL answers: none is
+    lost."""
+
+    admin = ADMIN
+    device_prefix = "pgo"
+    wait_subscribed = MqttBridge.wait_subscribed
+    wait_count = MqttBridge.wait_count
+
+    def setUp(self):
+        self.pg = PrivatePostgres()
+        self.addCleanup(self.pg.cleanup)
+        self.broker = mosquitto()
+        self.addCleanup(self.broker.stop)
+        env = {"JOULE_INGEST_MQTT_BRIDGE_URL": f"mqtt://127.0.0.1:{self.broker.publish_port}",
+               "JOULE_INGEST_MQTT_BRIDGE_CLIENT_ID": f"joule-it-{uid()}",
+               "JOULE_INGEST_MQTT_BRIDGE_TOPICS": "devices/+/telemetry",
+               "JOULE_AUTH_MODE": "required", "JOULE_AUTH_ADMIN_TOKEN": ADMIN_TOKEN,
+               "JOULE_METADATA_BACKEND": "postgres", "JOULE_METADATA_URL": self.pg.url}
+        self.server = JouleServer(env=env, name="mqtt-bridge-pg")
+        self.addCleanup(self.server.cleanup)
+        self.server.start()
+
+    def test_unverifiable_device_waits_for_the_metadata_store(self):
+        dev = self.register()
+        self.server.kill9()
+        self.server.start()  # an empty metadata cache
+        self.wait_subscribed()
+        self.pg.stop()
+        base = time.time() - 120
+        self.broker.publish(f"devices/{dev}/telemetry", [event(i, base, "o") for i in range(3)])
+        self.assertTrue(poll(lambda: metric_sum(self.metrics(), "joule_mqtt_bridge_messages_total",
+                                                result="unavailable") > 0, timeout=20),
+                        "the bridge could not check the device" + self.diag())
+        m = self.metrics()
+        self.assertEqual(metric_sum(m, "joule_mqtt_bridge_messages_total",
+                                    result="unknown_device"), 0, self.diag())
+        self.assertEqual(metric_sum(m, "joule_events_accepted_total"), 0)
+        self.pg.start()
+        self.assertEqual(self.wait_count(dev, 3, timeout=90), 3, "every event" + self.diag())
 
 
 class MqttBridgeBackpressure(BridgeTestMixin, unittest.TestCase):
