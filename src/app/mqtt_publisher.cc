@@ -20,6 +20,27 @@ using net::mqtt::ProtocolVersion;
 
 namespace {
 constexpr int kIoTimeoutS = 60;  // a server that stops answering fails the call
+
+// The DISCONNECT reasons the server sends (net/mqtt/listener.cc), for messages.
+std::string_view DisconnectReasonName(uint8_t code) {
+  namespace reason = net::mqtt::reason;
+  switch (code) {
+    case reason::kServerShuttingDown:
+      return " (server shutting down)";
+    case reason::kSessionTakenOver:
+      return " (session taken over)";
+    case reason::kNotAuthorized:
+      return " (not authorized)";
+    case reason::kKeepAliveTimeout:
+      return " (keep alive timeout)";
+    case reason::kProtocolError:
+      return " (protocol error)";
+    case reason::kPacketTooLarge:
+      return " (packet too large)";
+    default:
+      return "";
+  }
+}
 }  // namespace
 
 MqttPublisher::MqttPublisher(std::string host, std::string port)
@@ -54,27 +75,38 @@ bool MqttPublisher::SendAll(const std::string& bytes) {
   return false;
 }
 
+int MqttPublisher::NextPacket(Packet* packet) {
+  switch (decoder_.Next(packet)) {
+    case Decoder::State::kPacket:
+      return 1;
+    case Decoder::State::kError:
+      error_ =
+          fmt::format("undecodable packet from {}:{}: {}", host_, port_, decoder_.error().message);
+      return kProtocolError;
+    case Decoder::State::kNeedMore:
+      break;
+  }
+  return 0;
+}
+
+int MqttPublisher::Receive(int flags) {
+  char buf[16384];
+  ssize_t n = recv(fd_, buf, sizeof buf, flags);
+  if (n > 0) {
+    decoder_.Feed(std::string_view(buf, static_cast<size_t>(n)));
+    return 1;
+  }
+  if (n < 0 && (flags & MSG_DONTWAIT) && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+  error_ = n == 0
+               ? fmt::format("{}:{} closed the connection", host_, port_)
+               : fmt::format("receive from {}:{} failed: {}", host_, port_, std::strerror(errno));
+  return kConnectionError;
+}
+
 int MqttPublisher::ReadPacket(Packet* packet) {
   for (;;) {
-    switch (decoder_.Next(packet)) {
-      case Decoder::State::kPacket:
-        return 0;
-      case Decoder::State::kError:
-        error_ = fmt::format("undecodable packet from {}:{}: {}", host_, port_,
-                             decoder_.error().message);
-        return kProtocolError;
-      case Decoder::State::kNeedMore:
-        break;
-    }
-    char buf[16384];
-    ssize_t n = recv(fd_, buf, sizeof buf, 0);
-    if (n <= 0) {
-      error_ =
-          n == 0 ? fmt::format("{}:{} closed the connection", host_, port_)
-                 : fmt::format("receive from {}:{} failed: {}", host_, port_, std::strerror(errno));
-      return kConnectionError;
-    }
-    decoder_.Feed(std::string_view(buf, static_cast<size_t>(n)));
+    if (int rc = NextPacket(packet); rc != 0) return rc < 0 ? rc : 0;
+    if (int rc = Receive(0); rc < 0) return rc;
   }
 }
 
@@ -94,18 +126,47 @@ int MqttPublisher::Exchange(const Packet& request,
     }
     if (is_answer(*answer)) return 0;
     if (answer->type == PacketType::kDisconnect) {
-      const auto& rs = answer->reason_only.properties.reason_string;
-      error_ = fmt::format("DISCONNECT 0x{:02x} before the {}{}", answer->reason_only.reason_code,
-                           awaited, rs ? " " + *rs : std::string());
-      if (reason && rs) *reason = *rs;
+      return Disconnected(*answer, fmt::format("before the {}", awaited), reason);
+    }
+  }
+}
+
+int MqttPublisher::Disconnected(const Packet& disconnect, std::string_view when,
+                                std::string* reason) {
+  const uint8_t code = disconnect.reason_only.reason_code;
+  const auto& rs = disconnect.reason_only.properties.reason_string;
+  disconnect_reason_ = code;
+  error_ = fmt::format("DISCONNECT 0x{:02x}{} from the server {}{}", code,
+                       DisconnectReasonName(code), when, rs ? ": " + *rs : std::string());
+  if (reason && rs) *reason = *rs;
+  Close();
+  return kDisconnected;
+}
+
+bool MqttPublisher::StillConnected() {
+  if (fd_ < 0) return false;
+  for (;;) {
+    const int received = Receive(MSG_DONTWAIT);
+    if (received == 0) return true;  // nothing (more) arrived
+    Packet packet;
+    int rc = received;
+    while (rc > 0 && (rc = NextPacket(&packet)) > 0) {
+      // Anything else unasked (a late PUBACK of an abandoned publish) is of no use.
+      if (packet.type == PacketType::kDisconnect) {
+        Disconnected(packet, "while idle", nullptr);
+        return false;
+      }
+    }
+    if (rc < 0) {  // closed, failed, undecodable
       Close();
-      return answer->reason_only.reason_code;
+      return false;
     }
   }
 }
 
 int MqttPublisher::Connect(const std::string& client_id, const std::string& username,
                            const std::string& password) {
+  disconnect_reason_ = 0;
   if (!Open()) return kConnectionError;
   Packet p;
   p.type = PacketType::kConnect;
@@ -136,6 +197,7 @@ int MqttPublisher::Connect(const std::string& client_id, const std::string& user
 int MqttPublisher::Publish(const std::string& topic, const std::string& payload,
                            std::string* reason) {
   if (reason) reason->clear();
+  disconnect_reason_ = 0;
   if (fd_ < 0) {
     error_ = "not connected";
     return kConnectionError;

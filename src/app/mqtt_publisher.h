@@ -19,6 +19,9 @@ class MqttPublisher {
   // Results of Connect and Publish besides the MQTT 5 reason codes (0x00 = success).
   static constexpr int kConnectionError = -1;  // TCP connect, send or receive failed
   static constexpr int kProtocolError = -2;    // the server's answer did not decode
+  // The server ended the connection with a DISCONNECT instead of answering (e.g. 0x8B
+  // "server shutting down" on a graceful restart): its reason code is disconnect_reason().
+  static constexpr int kDisconnected = -3;
 
   MqttPublisher(std::string host, std::string port);
   ~MqttPublisher();
@@ -33,7 +36,8 @@ class MqttPublisher {
   // PUBLISH QoS 1 and wait for its PUBACK: returns the PUBACK reason code (0x00 durable,
   // 0x97 quota / unavailable, 0x99 invalid payload, …) and its reason string (MQTT 5:
   // "accepted N, rejected M (…)" when some events were rejected), or a negative result
-  // (then the connection is closed).
+  // (then the connection is closed; a DISCONNECT is kDisconnected, its reason string in
+  // `reason`). Never a DISCONNECT's reason code: that is not the publish's answer.
   int Publish(const std::string& topic, const std::string& payload, std::string* reason);
   // Whether a TCP connection can be opened (then closed at once, before any CONNECT).
   bool CanConnect();
@@ -41,6 +45,14 @@ class MqttPublisher {
   void Disconnect();
 
   bool connected() const { return fd_ >= 0; }
+  // Whether the connection is open and the server has not ended it since the last call:
+  // reads, without waiting, what the server sent unasked. A DISCONNECT (its reason code in
+  // disconnect_reason()), a closed socket or undecodable bytes close the connection. A
+  // connection idle while the server restarted still looks connected() until then.
+  bool StillConnected();
+  // The reason code of the last DISCONNECT the server sent (after kDisconnected or a false
+  // StillConnected), else 0.
+  uint8_t disconnect_reason() const { return disconnect_reason_; }
   // Why the last call failed (a connection error, a refused CONNACK), for messages.
   const std::string& error() const { return error_; }
 
@@ -48,11 +60,21 @@ class MqttPublisher {
   bool Open();
   void Close();
   bool SendAll(const std::string& bytes);
+  // The next whole packet the decoder holds: 1, 0 when it needs more bytes, or
+  // kProtocolError (error_ set).
+  int NextPacket(net::mqtt::Packet* packet);
+  // Receives what the socket holds into the decoder (`flags` MSG_DONTWAIT: without
+  // waiting): 1, 0 when nothing was there (MSG_DONTWAIT only), or kConnectionError (error_
+  // set) when the server closed the connection or the receive failed.
+  int Receive(int flags);
   // Reads until one whole packet is decoded: 0, or a negative result (error_ set).
   int ReadPacket(net::mqtt::Packet* packet);
+  // A DISCONNECT from the server: records its reason, names it in error_ (`when`: "before
+  // the PUBACK", …), closes the connection. Returns kDisconnected.
+  int Disconnected(const net::mqtt::Packet& disconnect, std::string_view when, std::string* reason);
   // Sends `request` and reads until a packet `is_answer` accepts: 0 with it in `answer`; a
-  // DISCONNECT instead gives its reason code (error_ names it, `reason` gets its reason
-  // string); a connection error is negative. The connection is closed unless 0.
+  // DISCONNECT instead is kDisconnected (error_ names it, `reason` gets its reason string);
+  // a connection error is negative too. The connection is closed unless 0.
   int Exchange(const net::mqtt::Packet& request,
                const std::function<bool(const net::mqtt::Packet&)>& is_answer,
                net::mqtt::Packet* answer, std::string_view awaited, std::string* reason);
@@ -61,6 +83,7 @@ class MqttPublisher {
   int fd_ = -1;
   uint16_t next_packet_id_ = 1;
   std::string error_;
+  uint8_t disconnect_reason_ = 0;
   net::mqtt::Decoder decoder_;  // of the current connection
 };
 

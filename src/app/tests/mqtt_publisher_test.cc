@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -40,6 +42,11 @@ class Handler : public mqtt::SessionHandler {
       std::lock_guard lock(mu_);
       publishes_.emplace_back(std::string(r.topic), std::string(r.payload), r.qos);
     }
+    if (r.payload == "hold") {  // answered by Release()
+      std::lock_guard lock(mu_);
+      held_ = std::move(done);
+      return;
+    }
     if (r.payload == "bad") {
       done({mqtt::reason::kPayloadFormatInvalid, "event 0: invalid_json: nope"});
     } else if (r.payload == "partial") {
@@ -61,8 +68,21 @@ class Handler : public mqtt::SessionHandler {
     std::lock_guard lock(mu_);
     return publishes_;
   }
+  bool holding() {
+    std::lock_guard lock(mu_);
+    return held_ != nullptr;
+  }
+  void Release() {
+    PublishDone done;
+    {
+      std::lock_guard lock(mu_);
+      done.swap(held_);
+    }
+    if (done) done({});
+  }
 
  private:
+  PublishDone held_;  // of a "hold" publish
   std::mutex mu_;
   std::vector<Connect> connects_;
   std::vector<std::tuple<std::string, std::string, uint8_t>> publishes_;
@@ -80,6 +100,7 @@ class MqttPublisherTest : public ::testing::Test {
     thread_ = std::thread([this] { io_.run(); });
   }
   void TearDown() override {
+    handler_.Release();
     StopListener();
     guard_.reset();
     io_.stop();
@@ -163,6 +184,75 @@ TEST_F(MqttPublisherTest, ConnectionErrorsAreNegativeAndNamed) {
   EXPECT_TRUE(p.error() == "Connection refused" || p.error() == "Connection reset by peer")
       << p.error();
   EXPECT_EQ(p.Connect("dev-sim", "dev", "good"), MqttPublisher::kConnectionError);
+}
+
+// Found by a black-box test: on a graceful restart the server's DISCONNECT 0x8B arrived
+// instead of a PUBACK and was returned as if it were the PUBACK's code (the simulator
+// counted the batch refused and failed instead of resending it).
+TEST_F(MqttPublisherTest, ADisconnectInsteadOfThePubackIsNotAPubackCode) {
+  MqttPublisher p("127.0.0.1", port_);
+  ASSERT_EQ(p.Connect("dev-sim", "dev", "good"), 0) << p.error();
+  std::thread stopper([this] {
+    for (int i = 0; i < 1000 && !handler_.holding(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    StopListener();  // a graceful shutdown: DISCONNECT 0x8B, the publish unanswered
+  });
+  std::string reason;
+  const int rc = p.Publish("devices/dev/telemetry", "hold", &reason);
+  stopper.join();
+  EXPECT_EQ(rc, MqttPublisher::kDisconnected) << p.error();
+  EXPECT_EQ(p.disconnect_reason(), mqtt::reason::kServerShuttingDown);
+  EXPECT_EQ(p.error(), "DISCONNECT 0x8b (server shutting down) from the server before the PUBACK");
+  EXPECT_FALSE(p.connected());
+}
+
+// Found by a black-box test: a device idle while the server restarted sent its next
+// batch on the old connection, which still looked connected, and read the stale 0x8B.
+TEST_F(MqttPublisherTest, AnIdleConnectionEndedByTheServerIsNoLongerConnected) {
+  MqttPublisher p("127.0.0.1", port_);
+  ASSERT_EQ(p.Connect("dev-sim", "dev", "good"), 0) << p.error();
+  EXPECT_TRUE(p.StillConnected());  // nothing arrived: still open
+  std::string reason;
+  EXPECT_EQ(p.Publish("devices/dev/telemetry", "[{}]", &reason), 0);
+  EXPECT_TRUE(p.StillConnected());
+  StopListener();
+  bool still = true;
+  for (int i = 0; i < 500 && (still = p.StillConnected()); ++i) {  // the DISCONNECT is sent
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));    // asynchronously
+  }
+  EXPECT_FALSE(still);
+  EXPECT_FALSE(p.connected());
+  EXPECT_EQ(p.disconnect_reason(), mqtt::reason::kServerShuttingDown);
+  EXPECT_EQ(p.error(), "DISCONNECT 0x8b (server shutting down) from the server while idle");
+}
+
+TEST_F(MqttPublisherTest, AnIdleConnectionTheServerClosedIsNoLongerConnected) {
+  // A stand-in server that accepts, answers the CONNECT and closes (a kill -9 leaves the
+  // same: end of stream, no DISCONNECT).
+  asio::io_context io;
+  asio::ip::tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
+  std::thread server([&] {
+    asio::ip::tcp::socket s(io);
+    acceptor.accept(s);
+    char buf[512];
+    s.read_some(asio::buffer(buf));  // the CONNECT
+    mqtt::Packet connack;
+    connack.type = mqtt::PacketType::kConnack;
+    std::string bytes;
+    mqtt::Encode(connack, mqtt::ProtocolVersion::kV5, &bytes);
+    asio::write(s, asio::buffer(bytes));
+  });  // closes the socket
+  MqttPublisher p("127.0.0.1", std::to_string(acceptor.local_endpoint().port()));
+  ASSERT_EQ(p.Connect("dev-sim", "dev", "good"), 0) << p.error();
+  server.join();
+  bool still = true;
+  for (int i = 0; i < 500 && (still = p.StillConnected()); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_FALSE(still);
+  EXPECT_EQ(p.disconnect_reason(), 0);
+  EXPECT_NE(p.error().find("closed the connection"), std::string::npos) << p.error();
 }
 
 }  // namespace
