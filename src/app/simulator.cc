@@ -74,9 +74,11 @@ std::vector<size_t> RejectedIndices(const std::string& body) {
 struct Stats {
   std::atomic<uint64_t> generated{0}, sent{0}, accepted{0}, rejected{0}, failed{0};
   // Over MQTT: PUBLISH packets, their PUBACKs with 0x00 and with an error reason code,
-  // CONNECTs, and CONNACKs refused (wrong tokens).
-  std::atomic<uint64_t> publishes{0}, pubacks_ok{0}, pubacks_refused{0};
-  std::atomic<uint64_t> mqtt_connects{0}, connacks_refused{0};
+  // those without a PUBACK (the connection lost or ended by the server's DISCONNECT),
+  // CONNECTs, CONNACKs refused (wrong tokens), and DISCONNECTs from the server (0x8B on a
+  // graceful restart; while waiting for a PUBACK or found on an idle connection).
+  std::atomic<uint64_t> publishes{0}, pubacks_ok{0}, pubacks_refused{0}, unanswered{0};
+  std::atomic<uint64_t> mqtt_connects{0}, connacks_refused{0}, server_disconnects{0};
   // Rejected events the server did not name (a server whose PUBACK does not list a
   // publish's rejects): which ones they were is unknown, so the ground truth keeps them.
   std::atomic<uint64_t> unmatched_rejections{0};
@@ -609,9 +611,14 @@ class Worker {
   // recently used one is closed first), or null when it cannot connect (error in *what).
   MqttPublisher* Connection(DeviceState& d, bool wrong_token_first, std::string* what) {
     Stats& st = shared_->stats;
+    // Not just connected(): a connection idle while the server restarted holds its
+    // DISCONNECT 0x8B (or end of stream) unread, and a publish on it would be lost.
     if (d.mqtt && d.mqtt->connected()) {
-      mqtt_lru_.splice(mqtt_lru_.end(), mqtt_lru_, d.lru);  // most recently used
-      return d.mqtt.get();
+      if (d.mqtt->StillConnected()) {
+        mqtt_lru_.splice(mqtt_lru_.end(), mqtt_lru_, d.lru);  // most recently used
+        return d.mqtt.get();
+      }
+      if (d.mqtt->disconnect_reason() != 0) st.server_disconnects.fetch_add(1);  // while idle
     }
     if (d.mqtt) {  // lost: forget its place
       mqtt_lru_.erase(d.lru);
@@ -654,8 +661,17 @@ class Worker {
     return d.mqtt.get();
   }
 
+  // Whether a DISCONNECT with this reason says "come back later" (the publish is resent on
+  // a new connection) rather than refusing the device (0x87, 0x8E, protocol errors).
+  static bool TransientDisconnect(uint8_t code) {
+    namespace reason = net::mqtt::reason;
+    return code == reason::kServerShuttingDown || code == reason::kServerUnavailable ||
+           code == reason::kQuotaExceeded;
+  }
+
   // One PUBLISH (QoS 1) of the device's batch to devices/{id}/telemetry, retried like an
-  // HTTP request while the server is busy (0x97) or unreachable.
+  // HTTP request while the server is busy (0x97), restarting (DISCONNECT 0x8B) or
+  // unreachable.
   void SendMqtt(const std::vector<Item>& events, const std::string& payload, DeviceState& d) {
     Stats& st = shared_->stats;
     const uint64_t n = events.size();
@@ -683,13 +699,21 @@ class Worker {
     for (int attempt = 0;; ++attempt) {
       int rc = MqttPublisher::kConnectionError;
       std::string reason;
+      bool transient_disconnect = false;
       if (client) {
         st.publishes.fetch_add(1, std::memory_order_relaxed);
         rc = client->Publish(topic, payload, &reason);
-        if (rc < 0) what = fmt::format("cannot publish to {}: {}", o_.mqtt_url, client->error());
+        if (rc < 0) st.unanswered.fetch_add(1, std::memory_order_relaxed);
+        if (rc == MqttPublisher::kDisconnected) {
+          st.server_disconnects.fetch_add(1, std::memory_order_relaxed);
+          transient_disconnect = TransientDisconnect(client->disconnect_reason());
+          what = fmt::format("{}: {}", d.spec->device_id, client->error());
+        } else if (rc < 0) {
+          what = fmt::format("cannot publish to {}: {}", o_.mqtt_url, client->error());
+        }
       }
-      if (rc >= 0) {
-        Reached();
+      if (rc >= 0 || rc == MqttPublisher::kDisconnected) {
+        Reached();  // the server answered, if with a DISCONNECT
       } else {
         Unreachable(what);
       }
@@ -747,10 +771,12 @@ class Worker {
         st.pubacks_refused.fetch_add(1, std::memory_order_relaxed);
         what = fmt::format("{}: PUBACK 0x{:02x}: {}", d.spec->device_id, rc, reason);
       }
-      // 0x97: over the rate limit or the log is full for now; a connection error: the
-      // server restarts. Both are retried; anything else (0x87 not authorized) is final.
-      // (A 0x97 for more events than the device's rate-limit burst says "split it": final.)
-      bool retry = (rc == net::mqtt::reason::kQuotaExceeded || rc < 0) && attempt < 100 &&
+      // 0x97: over the rate limit or the log is full for now; a connection error or a
+      // DISCONNECT 0x8B: the server restarts. Those are retried; anything else (PUBACK 0x87
+      // not authorized, DISCONNECT 0x8E session taken over) is final. (A 0x97 for more
+      // events than the device's rate-limit burst says "split it": final.)
+      const bool lost = rc < 0 && (rc != MqttPublisher::kDisconnected || transient_disconnect);
+      bool retry = (rc == net::mqtt::reason::kQuotaExceeded || lost) && attempt < 100 &&
                    reason.find("split it") == std::string::npos &&
                    !(g_stop.load() && (rc < 0 || attempt > 5));
       if (!retry) {
@@ -761,7 +787,12 @@ class Worker {
         return;
       }
       st.retries.fetch_add(1, std::memory_order_relaxed);
-      std::this_thread::sleep_for(std::chrono::milliseconds(rc < 0 ? 200 : 50));
+      // A connection lost under the first publish is replaced at once (the server may
+      // have restarted long ago: waiting here for every device would hold the others
+      // back, found by a black-box test: ~60 s to full rate after a kill -9); a server
+      // still away (the new connect failed, or lost again) is waited for.
+      const bool at_once = attempt == 0 && lost && client != nullptr;
+      if (!at_once) std::this_thread::sleep_for(std::chrono::milliseconds(rc < 0 ? 200 : 50));
       if (!client || !client->connected()) client = Connection(d, false, &what);
     }
   }
@@ -1080,9 +1111,12 @@ int RunSimulator(const SimulatorOptions& options) {
   if (!o.mqtt_url.empty()) {
     fmt::print(stderr,
                "simulate: mqtt: {} publishes, {} acknowledged (PUBACK 0x00), {} refused (PUBACK "
-               "error code); {} connects, {} CONNACKs refused\n",
+               "error code), {} unanswered (connection lost or DISCONNECT: resent unless "
+               "counted failed); {} connects, {} CONNACKs refused, {} DISCONNECTs from the "
+               "server\n",
                s.publishes.load(), s.pubacks_ok.load(), s.pubacks_refused.load(),
-               s.mqtt_connects.load(), s.connacks_refused.load());
+               s.unanswered.load(), s.mqtt_connects.load(), s.connacks_refused.load(),
+               s.server_disconnects.load());
   }
   if (!shared.first_error.empty()) {
     fmt::print(stderr, "simulate: the first error: {}\n", shared.first_error);
