@@ -12,53 +12,12 @@
 #include <utility>
 
 #include "common/time_format.h"
+#include "common/url_password.h"
 #include "net/mqtt/subscriber.h"
 #include "net/url.h"
 
 namespace joule::app {
 namespace {
-
-// Where the passwords of a URL are (offset, length), non-empty ones only: the userinfo's
-// password of scheme://user:password@host…, and the value of every password=… parameter
-// (a libpq URI's ?password=, or a libpq "key=value" connection string).
-std::vector<std::pair<size_t, size_t>> UrlPasswordSpans(std::string_view url) {
-  std::vector<std::pair<size_t, size_t>> spans;
-  if (size_t scheme = url.find("://"); scheme != std::string_view::npos) {
-    const size_t start = scheme + 3;
-    const size_t end = std::min(url.find_first_of("/?#", start), url.size());
-    const std::string_view authority = url.substr(start, end - start);
-    if (size_t at = authority.rfind('@'); at != std::string_view::npos) {
-      if (size_t colon = authority.substr(0, at).find(':'); colon != std::string_view::npos) {
-        if (at > colon + 1) spans.emplace_back(start + colon + 1, at - colon - 1);
-      }
-    }
-  }
-  constexpr std::string_view kParam = "password";
-  for (size_t at = url.find(kParam); at != std::string_view::npos;
-       at = url.find(kParam, at + kParam.size())) {
-    if (at > 0 && url[at - 1] != '?' && url[at - 1] != '&' && url[at - 1] != ' ') continue;
-    size_t begin = at + kParam.size();
-    while (begin < url.size() && url[begin] == ' ') ++begin;  // libpq: "password = x"
-    if (begin >= url.size() || url[begin] != '=') continue;
-    ++begin;
-    while (begin < url.size() && url[begin] == ' ') ++begin;
-    size_t end;
-    if (begin < url.size() && url[begin] == '\'') {  // libpq: 'quoted value', \' escapes
-      end = begin + 1;
-      while (end < url.size() && url[end] != '\'') end += url[end] == '\\' ? 2 : 1;
-      end = std::min(end + 1, url.size());
-    } else {
-      end = begin;  // up to '&' (URI) or a space (key=value; \ escapes one)
-      while (end < url.size() && url[end] != '&' && url[end] != ' ' && url[end] != '#') {
-        end += url[end] == '\\' ? 2 : 1;
-      }
-      end = std::min(end, url.size());
-    }
-    if (end > begin) spans.emplace_back(begin, end - begin);
-  }
-  std::sort(spans.begin(), spans.end());
-  return spans;
-}
 
 // What a key's value is, for a TOML file (a wrong type is an error naming the key and the
 // type expected; from the environment every value is text).
@@ -78,7 +37,7 @@ struct Key {
 
 // `joule config` prints every secret as this; a config that carries it back is refused
 // (fed back, it became the admin token "<set>": found by a black-box test).
-constexpr std::string_view kSecretPlaceholder = "<set>";
+constexpr std::string_view kSecretPlaceholder = kRedactedSecret;
 constexpr std::string_view kPlaceholderHelp =
     "is the placeholder `joule config` prints for a secret; set the real value or remove the "
     "key";
@@ -124,16 +83,8 @@ Setter Url(std::string Config::*field, std::function<Status(const std::string&)>
             }
             if (check) {
               Status st = check(v);
-              if (!st.ok()) {
-                // The message may quote the URL: never with its password.
-                std::string message = st.message();
-                const std::string redacted = RedactUrlPassword(v);
-                for (size_t at = message.find(v); !v.empty() && at != std::string::npos;
-                     at = message.find(v, at + redacted.size())) {
-                  message.replace(at, v.size(), redacted);
-                }
-                return Status::InvalidArgument(message);
-              }
+              // The message may quote the URL: never with its password.
+              if (!st.ok()) return Status::InvalidArgument(RedactUrlPasswordIn(st.message(), v));
             }
             c.*field = v;
             return Status::Ok();
@@ -609,15 +560,6 @@ Result<Config> LoadConfig(const std::string& path, char** envp,
   }
   JOULE_RETURN_IF_ERROR(CheckCombinations(c));
   return c;
-}
-
-std::string RedactUrlPassword(std::string_view url) {
-  std::string out(url);
-  auto spans = UrlPasswordSpans(url);
-  for (auto it = spans.rbegin(); it != spans.rend(); ++it) {
-    out.replace(it->first, it->second, kSecretPlaceholder);
-  }
-  return out;
 }
 
 std::string ConfigToToml(const Config& c) {

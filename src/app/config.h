@@ -137,8 +137,4 @@ Result<Config> LoadConfig(const std::string& path, char** envp,
 // of, say, making "<set>" the admin token.
 std::string ConfigToToml(const Config& config);
 
-// `url` with the password of its userinfo (scheme://user:password@host) and of any
-// password=… parameter replaced by "<set>"; a URL without one is returned as it is.
-std::string RedactUrlPassword(std::string_view url);
-
 }  // namespace joule::app

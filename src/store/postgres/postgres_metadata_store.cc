@@ -12,6 +12,7 @@
 #include <chrono>
 #include <utility>
 
+#include "common/url_password.h"
 #include "store/metadata_time.h"
 #include "store/metadata_token.h"
 
@@ -471,6 +472,19 @@ Status DeviceExists(PGconn* c, std::string_view device_id, bool lock) {
 
 }  // namespace
 
+Status CheckPostgresUrl(const std::string& url) {
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(url.c_str(), &error);
+  if (options != nullptr) {
+    PQconninfoFree(options);
+    return Status::Ok();
+  }
+  std::string message = error != nullptr ? error : "out of memory";
+  PQfreemem(error);
+  while (!message.empty() && message.back() == '\n') message.pop_back();
+  return Status::InvalidArgument(RedactUrlPasswordIn(message, url));
+}
+
 PostgresMetadataStore::PostgresMetadataStore(std::string url, const Clock* clock, int pool_size)
     : url_(std::move(url)),
       clock_(clock),
@@ -480,6 +494,9 @@ Result<std::unique_ptr<PostgresMetadataStore>> PostgresMetadataStore::Open(const
                                                                            const Clock* clock,
                                                                            int pool_size) {
   if (url.empty()) return Status::InvalidArgument("postgres metadata store: empty metadata.url");
+  if (Status st = CheckPostgresUrl(url); !st.ok()) {
+    return Status::InvalidArgument("postgres metadata store: metadata.url: " + st.message());
+  }
   std::unique_ptr<PostgresMetadataStore> store(
       new PostgresMetadataStore(url, clock ? clock : SystemClock::Default(), pool_size));
   JOULE_RETURN_IF_ERROR(store->Migrate());
@@ -538,7 +555,8 @@ Result<PGconn*> PostgresMetadataStore::Acquire() {
     if (PQstatus(conn) == CONNECTION_OK) own_pids_.insert(PQbackendPID(conn));
   }
   if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) {
-    std::string msg = conn ? PQerrorMessage(conn) : "out of memory";
+    // libpq's text may quote the connection string (a value it cannot use): not its password.
+    std::string msg = conn ? RedactUrlPasswordIn(PQerrorMessage(conn), url_) : "out of memory";
     while (!msg.empty() && msg.back() == '\n') msg.pop_back();
     PQfinish(conn);
     {

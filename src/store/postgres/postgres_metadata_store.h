@@ -28,6 +28,12 @@ struct pg_conn;
 
 namespace joule::store {
 
+// Whether `url` parses as a libpq connection string (a postgresql:// URI or "key=value"
+// pairs: PQconninfoParse), without connecting; checked at config load so that a malformed
+// metadata.url is refused naming the key. The error is libpq's, whose text quotes the
+// string: with its password as "<set>".
+Status CheckPostgresUrl(const std::string& url);
+
 class PostgresMetadataStore final : public MetadataStore {
  public:
   // Connects, applies migrations, and starts the listener (waiting up to 5 s for its

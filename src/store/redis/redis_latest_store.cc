@@ -16,6 +16,7 @@
 #include "common/logging.h"
 #include "common/metrics.h"
 #include "common/time_format.h"
+#include "common/url_password.h"
 #include "model/aggregate_record.h"
 #include "store/redis/reading_json.h"
 #include "store/redis/record_json_decoder.h"
@@ -286,8 +287,9 @@ class CallTimer {
 }  // namespace
 
 Result<RedisEndpoint> ParseRedisUrl(std::string_view url) {
-  auto bad = [&](std::string_view why) {
-    return Status::InvalidArgument(fmt::format("redis url \"{}\": {}", url, why));
+  auto bad = [&](std::string_view why) {  // the URL quoted without its password
+    return Status::InvalidArgument(
+        fmt::format("redis url \"{}\": {}", RedactUrlPassword(url), why));
   };
   constexpr std::string_view kScheme = "redis://";
   if (!url.starts_with(kScheme)) return bad("must start with redis://");

@@ -80,7 +80,8 @@ struct RedisEndpoint {
   std::string password;  // empty: no AUTH
 };
 
-// Parses "redis://[[user]:password@]host[:port][/db]"; host may be "[v6 address]".
+// Parses "redis://[[user]:password@]host[:port][/db]" (or "redis://password@host…"); host
+// may be "[v6 address]". An error quotes the URL with its password as "<set>".
 Result<RedisEndpoint> ParseRedisUrl(std::string_view url);
 
 // The CONTRACT §5 key names.

@@ -1306,6 +1306,31 @@ TEST(SqliteMetadataFileTest, IsOwnerOnly) {
   std::filesystem::remove_all(dir);
 }
 
+// A connection string libpq cannot parse is refused without connecting, and the error, which
+// is libpq's and quotes the string, carries no password (it reached the server's log in
+// clear: found by a black-box test).
+TEST(PostgresUrlTest, MalformedUrlIsRefusedWithoutItsPassword) {
+  for (const char* bad :
+       {"postgres://joule:hunter2@[bad/joule", "postgresql://joule:hunter2@h/joule?bogus=1",
+        "postgres://u:hunter2%zz@h/db", "host=h password=hunter2 bogus"}) {
+    Status checked = CheckPostgresUrl(bad);
+    EXPECT_EQ(checked.code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(checked.message().find("hunter2"), std::string::npos) << checked.message();
+    auto store = OpenMetadataStore(MetadataBackend::kPostgres, bad);
+    ASSERT_FALSE(store.ok()) << bad;
+    EXPECT_EQ(store.status().code(), StatusCode::kInvalidArgument) << store.status().ToString();
+    EXPECT_EQ(store.status().message().find("hunter2"), std::string::npos)
+        << store.status().message();
+  }
+  // libpq quotes the whole URI here.
+  EXPECT_NE(CheckPostgresUrl("postgres://joule:hunter2@[bad/joule")
+                .message()
+                .find("\"postgres://joule:<set>@[bad/joule\""),
+            std::string::npos);
+  EXPECT_TRUE(CheckPostgresUrl("postgresql://joule:pw@127.0.0.1:5432/joule?sslmode=disable").ok());
+  EXPECT_TRUE(CheckPostgresUrl("host=127.0.0.1 dbname=joule password='a b'").ok());
+}
+
 // SQLite only: no other writer announces changes, so a "not found" lasts its TTL.
 TEST(MetadataCacheSqliteTest, NegativeEntriesExpire) {
   auto dir = std::filesystem::temp_directory_path() / ("joule-meta-" + RandomSuffix());

@@ -251,6 +251,22 @@ TEST(RedisUrlTest, Parses) {
   }
 }
 
+// An error quotes the URL without its password (it reached the server's log in clear: found
+// by a black-box test).
+TEST(RedisUrlTest, ErrorsNeverQuoteThePassword) {
+  for (const char* bad : {"redis://:hunter2@127.0.0.1:99999/0", "rediss://:hunter2@h:6379/0",
+                          "redis://:hunter2@h:6379/x", "http://u:hunter2@h/0",
+                          "redis://hunter2@h:1/x", "redis://u:hunter2@[::1"}) {
+    auto ep = ParseRedisUrl(bad);
+    ASSERT_FALSE(ep.ok()) << bad;
+    EXPECT_EQ(ep.status().message().find("hunter2"), std::string::npos) << ep.status().message();
+    EXPECT_NE(ep.status().message().find("<set>"), std::string::npos) << ep.status().message();
+  }
+  auto ep = ParseRedisUrl("redis://hunter2@h:1/0");  // redis://password@host
+  ASSERT_TRUE(ep.ok());
+  EXPECT_EQ(ep->password, "hunter2");
+}
+
 TEST(RedisLatestStoreOpenTest, ValidatesOptionsWithoutConnecting) {
   RedisLatestStoreOptions o;
   o.url = "redis://127.0.0.1:1/0";  // nothing listens: Open must not care

@@ -1,0 +1,113 @@
+#include "common/url_password.h"
+
+#include <algorithm>
+
+namespace joule {
+namespace {
+
+// Replaces every occurrence of `what` (non-empty) in `*text` by `with`.
+void ReplaceAll(std::string* text, std::string_view what, std::string_view with) {
+  if (what.empty()) return;
+  for (size_t at = text->find(what); at != std::string::npos;
+       at = text->find(what, at + with.size())) {
+    text->replace(at, what.size(), with);
+  }
+}
+
+int HexValue(char ch) {
+  if (ch >= '0' && ch <= '9') return ch - '0';
+  if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+  if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+  return -1;
+}
+
+// %XX escapes decoded (a malformed one is kept as it is): what a URI parser makes of it.
+std::string PercentDecoded(std::string_view in) {
+  std::string out;
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == '%' && i + 2 < in.size()) {
+      const int hi = HexValue(in[i + 1]);
+      const int lo = HexValue(in[i + 2]);
+      if (hi >= 0 && lo >= 0) {
+        out += static_cast<char>(hi * 16 + lo);
+        i += 2;
+        continue;
+      }
+    }
+    out += in[i];
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::pair<size_t, size_t>> UrlPasswordSpans(std::string_view url) {
+  std::vector<std::pair<size_t, size_t>> spans;
+  if (size_t scheme = url.find("://"); scheme != std::string_view::npos) {
+    const size_t start = scheme + 3;
+    const size_t end = std::min(url.find_first_of("/?#", start), url.size());
+    const std::string_view authority = url.substr(start, end - start);
+    if (size_t at = authority.rfind('@'); at != std::string_view::npos) {
+      const size_t colon = authority.substr(0, at).find(':');
+      if (colon != std::string_view::npos) {
+        if (at > colon + 1) spans.emplace_back(start + colon + 1, at - colon - 1);
+      } else if (url.substr(0, scheme).starts_with("redis") && at > 0) {
+        spans.emplace_back(start, at);  // redis://password@host (store/redis ParseRedisUrl)
+      }
+    }
+  }
+  constexpr std::string_view kParam = "password";
+  for (size_t at = url.find(kParam); at != std::string_view::npos;
+       at = url.find(kParam, at + kParam.size())) {
+    if (at > 0 && url[at - 1] != '?' && url[at - 1] != '&' && url[at - 1] != ' ') continue;
+    size_t begin = at + kParam.size();
+    while (begin < url.size() && url[begin] == ' ') ++begin;  // libpq: "password = x"
+    if (begin >= url.size() || url[begin] != '=') continue;
+    ++begin;
+    while (begin < url.size() && url[begin] == ' ') ++begin;
+    size_t end;
+    if (begin < url.size() && url[begin] == '\'') {  // libpq: 'quoted value', \' escapes
+      end = begin + 1;
+      while (end < url.size() && url[end] != '\'') end += url[end] == '\\' ? 2 : 1;
+      end = std::min(end + 1, url.size());
+    } else {
+      end = begin;  // up to '&' (URI) or a space (key=value; \ escapes one)
+      while (end < url.size() && url[end] != '&' && url[end] != ' ' && url[end] != '#') {
+        end += url[end] == '\\' ? 2 : 1;
+      }
+      end = std::min(end, url.size());
+    }
+    if (end > begin) spans.emplace_back(begin, end - begin);
+  }
+  std::sort(spans.begin(), spans.end());
+  return spans;
+}
+
+std::string RedactUrlPassword(std::string_view url) {
+  std::string out(url);
+  auto spans = UrlPasswordSpans(url);
+  for (auto it = spans.rbegin(); it != spans.rend(); ++it) {
+    out.replace(it->first, it->second, kRedactedSecret);
+  }
+  return out;
+}
+
+std::string RedactUrlPasswordIn(std::string_view text, std::string_view url) {
+  std::string out(text);
+  if (url.empty()) return out;
+  ReplaceAll(&out, url, RedactUrlPassword(url));
+  for (const auto& [pos, len] : UrlPasswordSpans(url)) {
+    std::string_view password = url.substr(pos, len);
+    if (password.size() >= 2 && password.front() == '\'' && password.back() == '\'') {
+      password = password.substr(1, password.size() - 2);  // libpq 'quoted value'
+    }
+    if (password.empty() || password == kRedactedSecret) continue;
+    ReplaceAll(&out, password, kRedactedSecret);
+    if (const std::string decoded = PercentDecoded(password); decoded != kRedactedSecret) {
+      ReplaceAll(&out, decoded, kRedactedSecret);
+    }
+  }
+  return out;
+}
+
+}  // namespace joule
