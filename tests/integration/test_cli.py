@@ -1,6 +1,7 @@
 """The `joule` command line and configuration loading, black-box: `joule config` redacts
-secrets and its output fed back is refused, TOML values of the wrong type and bad listen
-addresses are refused at load naming the key, a bad value exits 2 from the file and from
+secrets and its output fed back is refused, TOML values of the wrong type, bad listen
+addresses and malformed backend URLs are refused at load naming the key (never printing a
+URL's password), a bad value exits 2 from the file and from
 the environment alike, unknown subcommands are named, and `joule simulate` refuses
 out-of-range options. None of these needs a running server (found by a black-box test);
 `joule simulate --admin-token` against a stand-in HTTP server that refuses some
@@ -136,6 +137,33 @@ class CliTest(unittest.TestCase):
                                {"JOULE_STORAGE_DATA_DIR": self.data_dir}, timeout=30),
                            'metadata.backend = "postgres" needs metadata.url')
         self.assertFalse(os.path.exists(self.data_dir))
+
+    def test_a_malformed_backend_url_is_refused_at_load_without_its_password(self):
+        """A bad latest.url passed `joule config`, then `joule serve` exited 1 logging the
+        Redis password; a metadata.url libpq cannot parse, the same with libpq quoting it."""
+        cases = [("latest", "redis", url, why) for url, why in (
+            ("redis://:hunter2@127.0.0.1:99999/0", "port must be 1-65535"),
+            ("rediss://:hunter2@127.0.0.1:6379/0", "must start with redis://"),
+            ("redis://:hunter2@127.0.0.1:6379/x", "database must be a non-negative integer"),
+            ("http://u:hunter2@127.0.0.1:6379/0", "must start with redis://"),
+            ("127.0.0.1:6379", "must start with redis://"))]
+        cases.append(("metadata", "postgres", "postgres://joule:hunter2@[bad/joule",
+                      "postgres://joule:<set>@[bad/joule"))
+        for section, backend, url, why in cases:
+            with self.subTest(url=url):
+                path = self.write("url.toml", f'[{section}]\nbackend = "{backend}"\n'
+                                  f"url = '{url}'\n")
+                shown = run(["config", "--config", path])
+                self.assertRefused(shown, f"{section}.url: ", why)
+                self.assertNotIn("hunter2", shown.stdout + shown.stderr)
+                var = f"JOULE_{section.upper()}_URL"
+                env = {f"JOULE_{section.upper()}_BACKEND": backend, var: url,
+                       "JOULE_STORAGE_DATA_DIR": self.data_dir}
+                served = run(["serve"], env, timeout=30)
+                self.assertRefused(served, why)
+                self.assertIn(var if section == "latest" else "metadata.url", served.stderr)
+                self.assertNotIn("hunter2", served.stdout + served.stderr)
+                self.assertFalse(os.path.exists(self.data_dir))
 
     def test_unknown_or_missing_subcommand(self):
         proc = run(["nosuch"])

@@ -382,8 +382,8 @@ TEST(ConfigTest, RemoteBackendsNeedTheirUrl) {
     auto r = LoadConfig(path, nullptr);
     ASSERT_FALSE(r.ok()) << section;
     EXPECT_NE(r.status().message().find(message), std::string::npos) << r.status().message();
-    std::string var =
-        fmt::format("JOULE_{}_URL=x://h", section == "metadata" ? "METADATA" : "LATEST");
+    std::string var = section == "metadata" ? "JOULE_METADATA_URL=postgresql://h/db"
+                                            : "JOULE_LATEST_URL=redis://h";
     char* env[] = {var.data(), nullptr};
     EXPECT_TRUE(LoadConfig(path, env).ok()) << var;
     std::remove(path.c_str());
@@ -399,6 +399,81 @@ TEST(ConfigTest, RemoteBackendsNeedTheirUrl) {
   auto r = LoadConfig("", tls_env);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("must be set together"), std::string::npos);
+}
+
+// LoadConfig with the environment `vars` (and the file `toml`, when not empty).
+Result<Config> LoadWith(const std::vector<std::string>& vars, const std::string& toml = "") {
+  std::vector<std::string> copies = vars;
+  std::vector<char*> env;
+  for (auto& v : copies) env.push_back(v.data());
+  env.push_back(nullptr);
+  const std::string path = toml.empty() ? "" : WriteTemp(toml);
+  auto c = LoadConfig(path, env.data());
+  if (!path.empty()) std::remove(path.c_str());
+  return c;
+}
+
+// Refused, with a message holding every one of `fragments` and not `secret`.
+void ExpectRefused(const Result<Config>& c, const std::vector<std::string>& fragments,
+                   const std::string& secret = "") {
+  ASSERT_FALSE(c.ok()) << fragments[0];
+  EXPECT_EQ(c.status().code(), StatusCode::kInvalidArgument);
+  for (const auto& fragment : fragments) {
+    EXPECT_NE(c.status().message().find(fragment), std::string::npos)
+        << fragment << " not in: " << c.status().message();
+  }
+  if (!secret.empty()) {
+    EXPECT_EQ(c.status().message().find(secret), std::string::npos) << c.status().message();
+  }
+}
+
+// A malformed latest.url is refused at load naming the key, its password as "<set>" (it
+// passed `joule config`, then `joule serve` exited 1 logging the Redis password: found by a
+// black-box test). The backend does not matter: a latest.url is a Redis URL.
+TEST(ConfigTest, MalformedLatestUrlIsRefusedAtLoadWithoutItsPassword) {
+  for (const auto& [url, why] : std::vector<std::pair<std::string, std::string>>{
+           {"redis://:hunter2@127.0.0.1:99999/0", "port must be 1-65535"},
+           {"rediss://:hunter2@127.0.0.1:6379/0", "must start with redis://"},
+           {"redis://:hunter2@127.0.0.1:6379/x", "database must be a non-negative integer"},
+           {"http://u:hunter2@127.0.0.1:6379/0", "must start with redis://"},
+           {"redis://hunter2@127.0.0.1:6379/x", "database must be a non-negative integer"},
+           {"127.0.0.1:6379", "must start with redis://"}}) {
+    ExpectRefused(LoadWith({"JOULE_LATEST_BACKEND=redis", "JOULE_LATEST_URL=" + url}),
+                  {"JOULE_LATEST_URL: ", why}, "hunter2");
+    ExpectRefused(LoadWith({}, "[latest]\nbackend = \"redis\"\nurl = \"" + url + "\"\n"),
+                  {"latest.url: ", why}, "hunter2");
+    if (url.find("hunter2") != std::string::npos) {
+      ExpectRefused(LoadWith({"JOULE_LATEST_URL=" + url}), {"<set>"}, "hunter2");
+    }
+  }
+  for (const char* ok : {"redis://127.0.0.1:6379/0", "redis://:pw@[::1]:7000/99", "redis://h"}) {
+    EXPECT_TRUE(
+        LoadWith({"JOULE_LATEST_BACKEND=redis", std::string("JOULE_LATEST_URL=") + ok}).ok())
+        << ok;
+  }
+}
+
+// A metadata.url libpq cannot parse is refused at load naming the key, without its password
+// (libpq's message quoted the whole URI in an exit-1 log line: found by a black-box test).
+// For SQLite it is a file path, taken as it is.
+TEST(ConfigTest, MalformedPostgresUrlIsRefusedAtLoadWithoutItsPassword) {
+  for (const char* url :
+       {"postgres://joule:hunter2@[bad/joule", "postgresql://joule:hunter2@h/joule?bogus=1",
+        "postgres://u:hunter2%zz@h/db", "host=h password=hunter2 bogus"}) {
+    ExpectRefused(
+        LoadWith({"JOULE_METADATA_BACKEND=postgres", std::string("JOULE_METADATA_URL=") + url}),
+        {"metadata.url: "}, "hunter2");
+    ExpectRefused(
+        LoadWith({}, fmt::format("[metadata]\nbackend = \"postgres\"\nurl = '{}'\n", url)),
+        {"metadata.url: "}, "hunter2");
+  }
+  EXPECT_TRUE(LoadWith({"JOULE_METADATA_BACKEND=postgres",
+                        "JOULE_METADATA_URL=postgresql://joule:pw@127.0.0.1:5432/joule"})
+                  .ok());
+  EXPECT_TRUE(LoadWith({"JOULE_METADATA_BACKEND=postgres",
+                        "JOULE_METADATA_URL=host=127.0.0.1 dbname=joule password='a b'"})
+                  .ok());
+  EXPECT_TRUE(LoadWith({"JOULE_METADATA_URL=/tmp/[odd dir/metadata.db"}).ok());
 }
 
 }  // namespace
