@@ -62,6 +62,17 @@ Setter String(std::string Config::*field, std::vector<std::string> allowed = {})
             return Status::Ok();
           }};
 }
+// A path that must be set: an empty storage.data_dir passed `joule config`, then `joule serve`
+// exited 1 with "cannot create data dir" (found by a black-box test).
+Setter RequiredPath(std::string Config::*field) {
+  return {ValueType::kString, [field](Config& c, const std::string& v) -> Status {
+            if (v.empty()) {
+              return Status::InvalidArgument("must not be empty (a directory path, e.g. ./data)");
+            }
+            c.*field = v;
+            return Status::Ok();
+          }};
+}
 // A secret (printed as "<set>" by `joule config`): the placeholder itself is refused.
 Setter Secret(std::string Config::*field) {
   return {ValueType::kString, [field](Config& c, const std::string& v) -> Status {
@@ -230,7 +241,7 @@ const std::vector<Key>& Keys() {
        [](const Config& c) { return Quote(c.mqtt_bridge_cert_file); }},
       {"ingest", "mqtt_bridge_key_file", String(&Config::mqtt_bridge_key_file),
        [](const Config& c) { return Quote(c.mqtt_bridge_key_file); }},
-      {"storage", "data_dir", String(&Config::data_dir),
+      {"storage", "data_dir", RequiredPath(&Config::data_dir),
        [](const Config& c) { return Quote(c.data_dir); }},
       {"storage", "durability", String(&Config::durability, {"fsync", "none"}),
        [](const Config& c) { return Quote(c.durability); }},
@@ -436,9 +447,41 @@ Result<std::string> NodeText(const toml::node& node, ValueType type) {
   return Status::InvalidArgument(fmt::format("expected {}, got {}", expected, TomlTypeName(node)));
 }
 
+// The address a listen setting binds (as src/net/tcp_listen.cc does: empty host = every
+// interface, IPv6 and IPv4), for a setting Listen() accepted.
+boost::asio::ip::address ListenAddress(const net::HostPort& hp) {
+  if (hp.host.empty()) return boost::asio::ip::address_v6::any();
+  if (hp.host == "localhost") return boost::asio::ip::address_v4::loopback();
+  boost::system::error_code ec;
+  return boost::asio::ip::make_address(hp.host, ec);
+}
+
+// Whether two listen settings take the same port: the same non-zero port on the same
+// address, or on addresses one of which covers the other (:: covers every one, 0.0.0.0 every
+// IPv4 one). Port 0 (the system picks) never collides.
+bool ListenersCollide(const std::string& a, const std::string& b) {
+  Result<net::HostPort> x = net::ParseHostPort(a);
+  Result<net::HostPort> y = net::ParseHostPort(b);
+  if (!x.ok() || !y.ok() || x->port == 0 || x->port != y->port) return false;
+  const boost::asio::ip::address p = ListenAddress(*x);
+  const boost::asio::ip::address q = ListenAddress(*y);
+  auto covers = [](const boost::asio::ip::address& any, const boost::asio::ip::address& other) {
+    return any.is_unspecified() && (any.is_v6() || other.is_v4());
+  };
+  return p == q || covers(p, q) || covers(q, p);
+}
+
 // Settings that only make sense together, checked once the file and the environment are
 // both applied (so a bad combination fails the same way, before anything is opened).
 Status CheckCombinations(const Config& c) {
+  // Both listeners on one port: `joule serve` failed to bind the second (found by a
+  // black-box test).
+  if (!c.mqtt_listen.empty() && ListenersCollide(c.http_listen, c.mqtt_listen)) {
+    return Status::InvalidArgument(fmt::format(
+        "server.http_listen (\"{}\") and server.mqtt_listen (\"{}\") take the same port: give "
+        "each listener its own (or mqtt_listen = \"\" to turn MQTT off)",
+        c.http_listen, c.mqtt_listen));
+  }
   if (c.metadata_backend == "postgres" && c.metadata_url.empty()) {
     return Status::InvalidArgument(
         "metadata.backend = \"postgres\" needs metadata.url (a libpq URL, e.g. "

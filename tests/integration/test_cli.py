@@ -165,6 +165,24 @@ class CliTest(unittest.TestCase):
                 self.assertNotIn("hunter2", served.stdout + served.stderr)
                 self.assertFalse(os.path.exists(self.data_dir))
 
+    def test_an_empty_data_dir_or_one_port_for_both_listeners_is_refused(self):
+        """Both passed `joule config`, then `joule serve` exited 1: "cannot create data dir"
+        with "dir":"", or a failed bind of the second listener."""
+        path = self.write("dd.toml", '[storage]\ndata_dir = ""\n')
+        self.assertRefused(run(["config", "--config", path]), "storage.data_dir: ", "empty")
+        self.assertRefused(run(["serve", "--config", path], timeout=30), "storage.data_dir: ")
+        self.assertRefused(run(["serve"], {"JOULE_STORAGE_DATA_DIR": ""}, timeout=30),
+                           "JOULE_STORAGE_DATA_DIR: ")
+        for http, mqtt in (("127.0.0.1:18555", "127.0.0.1:18555"), (":18555", "localhost:18555")):
+            path = self.write("ports.toml", f'[server]\nhttp_listen = "{http}"\n'
+                              f'mqtt_listen = "{mqtt}"\n[storage]\ndata_dir = "{self.data_dir}"\n')
+            self.assertRefused(run(["config", "--config", path]), "server.http_listen",
+                               "server.mqtt_listen", "same port")
+            self.assertRefused(run(["serve", "--config", path], timeout=30), "same port")
+            self.assertFalse(os.path.exists(self.data_dir))
+        self.assertRefused(run(["config"], {"JOULE_SERVER_MQTT_LISTEN": "127.0.0.1:8080"}),
+                           "server.http_listen", "server.mqtt_listen", "same port")
+
     def test_unknown_or_missing_subcommand(self):
         proc = run(["nosuch"])
         self.assertRefused(proc, "unknown subcommand 'nosuch'",

@@ -343,10 +343,15 @@ TEST(ConfigTest, StringsWithQuotesAndBackslashesRoundTrip) {
 // opened its listeners, after it had generated the admin token and restored checkpoints).
 TEST(ConfigTest, ListenAddressesAreCheckedAtLoad) {
   for (const char* ok : {"127.0.0.1:8080", ":8080", "[::1]:0", "localhost:1883", "0.0.0.0:0"}) {
+    // Each with the other listener out of its way (the same port is refused: below).
     std::string h = std::string("JOULE_SERVER_HTTP_LISTEN=") + ok;
-    std::string m = std::string("JOULE_SERVER_MQTT_LISTEN=") + ok;
-    char* env[] = {h.data(), m.data(), nullptr};
+    std::string m_off = "JOULE_SERVER_MQTT_LISTEN=";
+    char* env[] = {h.data(), m_off.data(), nullptr};
     EXPECT_TRUE(LoadConfig("", env).ok()) << ok;
+    std::string h_any = "JOULE_SERVER_HTTP_LISTEN=127.0.0.1:0";
+    std::string m = std::string("JOULE_SERVER_MQTT_LISTEN=") + ok;
+    char* menv[] = {h_any.data(), m.data(), nullptr};
+    EXPECT_TRUE(LoadConfig("", menv).ok()) << ok;
   }
   std::string off = "JOULE_SERVER_MQTT_LISTEN=";
   char* off_env[] = {off.data(), nullptr};
@@ -474,6 +479,45 @@ TEST(ConfigTest, MalformedPostgresUrlIsRefusedAtLoadWithoutItsPassword) {
                         "JOULE_METADATA_URL=host=127.0.0.1 dbname=joule password='a b'"})
                   .ok());
   EXPECT_TRUE(LoadWith({"JOULE_METADATA_URL=/tmp/[odd dir/metadata.db"}).ok());
+}
+
+// An empty data dir is refused at load (`joule serve` exited 1: "cannot create data dir").
+TEST(ConfigTest, EmptyDataDirIsRefused) {
+  ExpectRefused(LoadWith({}, "[storage]\ndata_dir = \"\"\n"), {"storage.data_dir: ", "empty"});
+  ExpectRefused(LoadWith({"JOULE_STORAGE_DATA_DIR="}), {"JOULE_STORAGE_DATA_DIR: ", "empty"});
+}
+
+// Both listeners on one port are refused at load naming both keys (`joule serve` failed to
+// bind the second: found by a black-box test); port 0 is picked apart by the system.
+TEST(ConfigTest, ListenersOnTheSamePortAreRefused) {
+  for (const auto& [http, mqtt] : std::vector<std::pair<std::string, std::string>>{
+           {"127.0.0.1:9000", "127.0.0.1:9000"},
+           {"localhost:9000", "127.0.0.1:9000"},
+           {":9000", "127.0.0.1:9000"},
+           {"0.0.0.0:9000", "127.0.0.1:9000"},
+           {"[::1]:9000", ":9000"},
+           {"[::]:9000", "10.1.2.3:9000"},
+       }) {
+    ExpectRefused(
+        LoadWith({"JOULE_SERVER_HTTP_LISTEN=" + http, "JOULE_SERVER_MQTT_LISTEN=" + mqtt}),
+        {"server.http_listen", "server.mqtt_listen", "same port"});
+    ExpectRefused(LoadWith({}, fmt::format("[server]\nhttp_listen = \"{}\"\nmqtt_listen = \"{}\"\n",
+                                           mqtt, http)),
+                  {"server.http_listen", "server.mqtt_listen", "same port"});
+  }
+  // The default HTTP port for MQTT.
+  ExpectRefused(LoadWith({"JOULE_SERVER_MQTT_LISTEN=127.0.0.1:8080"}), {"same port"});
+  for (const auto& [http, mqtt] : std::vector<std::pair<std::string, std::string>>{
+           {"127.0.0.1:0", "127.0.0.1:0"},
+           {"127.0.0.1:9000", "127.0.0.2:9000"},
+           {"0.0.0.0:9000", "[::1]:9000"},
+           {"127.0.0.1:9000", "127.0.0.1:9001"},
+           {"127.0.0.1:9000", ""},
+       }) {
+    EXPECT_TRUE(
+        LoadWith({"JOULE_SERVER_HTTP_LISTEN=" + http, "JOULE_SERVER_MQTT_LISTEN=" + mqtt}).ok())
+        << http << " " << mqtt;
+  }
 }
 
 }  // namespace
