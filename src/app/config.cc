@@ -13,6 +13,7 @@
 
 #include "common/time_format.h"
 #include "common/url_password.h"
+#include "ingest/validation.h"
 #include "net/mqtt/subscriber.h"
 #include "net/url.h"
 #include "store/postgres/postgres_metadata_store.h"
@@ -44,10 +45,18 @@ constexpr std::string_view kPlaceholderHelp =
     "is the placeholder `joule config` prints for a secret; set the real value or remove the "
     "key";
 
+std::string Upper(std::string s) {
+  for (auto& ch : s) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  return s;
+}
+std::string Lower(std::string s) {
+  for (auto& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return s;
+}
+
 bool IsPlaceholder(std::string_view v) {
   if (v.size() >= 2 && v.front() == '\'' && v.back() == '\'') v = v.substr(1, v.size() - 2);
-  std::string lower;
-  for (char ch : v) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  const std::string lower = Lower(std::string(v));
   return lower == kSecretPlaceholder || lower == "%3cset%3e";
 }
 
@@ -376,7 +385,19 @@ const std::vector<Key>& Keys() {
   return keys;
 }
 
+// The key of a [metrics.kinds] entry as a message names it (quoted when it is no bare key).
+std::string MetricKindKey(std::string_view metric) {
+  return "metrics.kinds." +
+         (ingest::ValidMetricName(metric) ? std::string(metric) : Quote(std::string(metric)));
+}
+
+// A name that can never be a metric's (CONTRACT §1) is refused: it was accepted silently and
+// its kind applied to nothing (found by a black-box test).
 Status SetMetricKind(Config& c, const std::string& metric, const std::string& kind) {
+  if (!ingest::ValidMetricName(metric)) {
+    return Status::InvalidArgument(fmt::format(
+        "{} is not a metric name ([a-z][a-z0-9_]{{0,63}}, CONTRACT §1)", Quote(metric)));
+  }
   model::MetricKind k;
   if (kind == "power")
     k = model::MetricKind::kPower;
@@ -521,11 +542,6 @@ Status CheckCombinations(const Config& c) {
   return Status::Ok();
 }
 
-std::string Upper(std::string s) {
-  for (auto& ch : s) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
-  return s;
-}
-
 }  // namespace
 
 Result<Config> LoadConfig(const std::string& path, char** envp,
@@ -565,8 +581,8 @@ Result<Config> LoadConfig(const std::string& path, char** envp,
                           fmt::format("expected a string (power, counter or gauge), got {}",
                                       TomlTypeName(kind)));
             if (!st.ok()) {
-              return Status::InvalidArgument(
-                  fmt::format("config {}: metrics.kinds.{}: {}", path, metric.str(), st.message()));
+              return Status::InvalidArgument(fmt::format(
+                  "config {}: {}: {}", path, MetricKindKey(metric.str()), st.message()));
             }
           }
         }
@@ -597,6 +613,13 @@ Result<Config> LoadConfig(const std::string& path, char** envp,
     if (eq == std::string_view::npos) continue;
     std::string name(kv.substr(0, eq));
     std::string value(kv.substr(eq + 1));
+    // [metrics.kinds] <name>: JOULE_METRICS_KINDS_<NAME>, the name lower-cased (metric
+    // names are lower case, so the mapping loses nothing).
+    if (constexpr std::string_view kKinds = "JOULE_METRICS_KINDS_"; name.starts_with(kKinds)) {
+      Status st = SetMetricKind(c, Lower(name.substr(kKinds.size())), value);
+      if (!st.ok()) return Status::InvalidArgument(fmt::format("{}: {}", name, st.message()));
+      continue;
+    }
     const Key* found = nullptr;
     for (const auto& k : Keys()) {
       if (name == Upper(fmt::format("JOULE_{}_{}", k.section, k.name))) found = &k;

@@ -1,6 +1,7 @@
 // Config: every setting of `joule serve`, with the embedded defaults of CONTRACT §5.
 // Loaded from an optional TOML file, then overridden by JOULE_<SECTION>_<KEY>
-// environment variables (upper case, dots → '_'), which win.
+// environment variables (upper case, dots → '_'), which win; a [metrics.kinds] entry by
+// JOULE_METRICS_KINDS_<NAME> (the metric name lower-cased).
 #pragma once
 
 #include <cstdint>

@@ -183,6 +183,24 @@ class CliTest(unittest.TestCase):
         self.assertRefused(run(["config"], {"JOULE_SERVER_MQTT_LISTEN": "127.0.0.1:8080"}),
                            "server.http_listen", "server.mqtt_listen", "same port")
 
+    def test_metric_kinds_are_metric_names_and_can_be_set_from_the_environment(self):
+        """`JOULE_METRICS_KINDS_SOLAR_W=counter` was "ignoring …: no such config key", and
+        `[metrics.kinds]` names that can never be metric names were taken silently."""
+        path = self.write("kinds.toml", '[metrics.kinds]\nsolar_w = "gauge"\n')
+        shown = run(["config", "--config", path], {"JOULE_METRICS_KINDS_SOLAR_W": "counter",
+                                                   "JOULE_METRICS_KINDS_GRID_W": "gauge"})
+        self.assertEqual(shown.returncode, 0, shown.stderr)
+        self.assertNotIn("ignoring", shown.stderr)
+        kinds = shown.stdout.split("[metrics.kinds]\n")[1]
+        self.assertIn('solar_w = "counter"', kinds)
+        self.assertIn('grid_w = "gauge"', kinds)
+        for name in ('"Solar-W"', '""'):
+            path = self.write("bad.toml", f'[metrics.kinds]\n{name} = "power"\n')
+            self.assertRefused(run(["config", "--config", path]), f"metrics.kinds.{name}: ",
+                               "not a metric name")
+        self.assertRefused(run(["config"], {"JOULE_METRICS_KINDS_SOLAR_W": "watts"}),
+                           "JOULE_METRICS_KINDS_SOLAR_W: ")
+
     def test_unknown_or_missing_subcommand(self):
         proc = run(["nosuch"])
         self.assertRefused(proc, "unknown subcommand 'nosuch'",

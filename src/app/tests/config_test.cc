@@ -520,5 +520,35 @@ TEST(ConfigTest, ListenersOnTheSamePortAreRefused) {
   }
 }
 
+// [metrics.kinds] names are metric names (CONTRACT §1), else refused naming the key (they
+// were taken silently); JOULE_METRICS_KINDS_<NAME> sets one, the name lower-cased (it was
+// "ignoring …: no such config key"), and wins over the file.
+TEST(ConfigTest, MetricKindsAreMetricNamesAndCanBeSetFromTheEnvironment) {
+  ExpectRefused(LoadWith({}, "[metrics.kinds]\n\"Solar-W\" = \"power\"\n"),
+                {"metrics.kinds.\"Solar-W\": ", "not a metric name"});
+  ExpectRefused(LoadWith({}, "[metrics.kinds]\n\"\" = \"power\"\n"),
+                {"metrics.kinds.\"\": ", "not a metric name"});
+  ExpectRefused(LoadWith({}, "[metrics.kinds]\n9x = \"power\"\n"), {"metrics.kinds.\"9x\": "});
+  ExpectRefused(LoadWith({}, "[metrics.kinds]\n" + std::string(65, 'a') + " = \"power\"\n"),
+                {"not a metric name"});
+
+  auto c = LoadWith({"JOULE_METRICS_KINDS_SOLAR_W=counter", "JOULE_METRICS_KINDS_TEMP_C=gauge"},
+                    "[metrics.kinds]\nsolar_w = \"gauge\"\ngrid = \"power\"\n");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->metric_kinds.at("solar_w"), model::MetricKind::kCounter);
+  EXPECT_EQ(c->metric_kinds.at("temp_c"), model::MetricKind::kGauge);
+  EXPECT_EQ(c->metric_kinds.at("grid"), model::MetricKind::kPower);
+  EXPECT_EQ(c->metric_kinds.size(), 3u);
+  const std::string toml = ConfigToToml(*c);
+  EXPECT_NE(toml.find("solar_w = \"counter\""), std::string::npos) << toml;
+
+  ExpectRefused(LoadWith({"JOULE_METRICS_KINDS_SOLAR_W=watts"}),
+                {"JOULE_METRICS_KINDS_SOLAR_W: ", "not power, counter or gauge"});
+  ExpectRefused(LoadWith({"JOULE_METRICS_KINDS_=power"}),
+                {"JOULE_METRICS_KINDS_: ", "not a metric name"});
+  ExpectRefused(LoadWith({"JOULE_METRICS_KINDS_SOLAR-W=power"}),
+                {"JOULE_METRICS_KINDS_SOLAR-W: ", "not a metric name"});
+}
+
 }  // namespace
 }  // namespace joule::app
