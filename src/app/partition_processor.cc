@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <span>
 #include <thread>
 
@@ -220,15 +221,27 @@ Status PartitionProcessor::RestoreCheckpoint(std::vector<uint64_t>* offsets, boo
     logging::Info("latest store backlog restored", {{"processor", std::to_string(options_.index)},
                                                     {"devices", std::to_string(backlog.size())}});
   }
-  if (ckpt->offsets.size() != options_.partitions.size()) {
-    return Status::InvalidArgument(
-        "checkpoint was written for another partition layout (storage.log_partitions or "
-        "stream.processor_threads changed); move it away to rebuild from the log");
+  // The checkpoint holds the partitions this processor read when it was written: another
+  // set means the layout changed (docs/formats/processor_checkpoint.md), and its state and
+  // offsets are not this processor's. Say which file, and what to do (the message named
+  // neither: found by a black-box test).
+  std::vector<uint32_t> written;
+  for (const auto& [partition, offset] : ckpt->offsets) written.push_back(partition);
+  if (written != options_.partitions) {
+    auto list = [](const std::vector<uint32_t>& partitions) {
+      std::string text;
+      for (uint32_t p : partitions) text += fmt::format("{}{}", text.empty() ? "" : ", ", p);
+      return "[" + text + "]";
+    };
+    return Status::InvalidArgument(fmt::format(
+        "{}: checkpoint written for log partitions {}, but processor {} now reads {} "
+        "(stream.processor_threads or storage.log_partitions changed); to start with the new "
+        "settings, move the checkpoints directory ({}) away — the state is rebuilt from the "
+        "log (docs/formats/processor_checkpoint.md)",
+        options_.checkpoint_path, list(written), options_.index, list(options_.partitions),
+        std::filesystem::path(options_.checkpoint_path).parent_path().string()));
   }
   for (size_t i = 0; i < options_.partitions.size(); ++i) {
-    if (ckpt->offsets[i].first != options_.partitions[i]) {
-      return Status::InvalidArgument("checkpoint was written for another partition layout");
-    }
     (*offsets)[i] = ckpt->offsets[i].second;
   }
   if (Status st = engine_->RestoreState(ckpt->engine_state); !st.ok()) {

@@ -347,8 +347,18 @@ int RunServer(const Config& given_config) {
     }
     return 1;
   }
-  // Partition p belongs to processor p % threads.
+  // Partition p belongs to processor p % threads. More threads than the log has partitions
+  // would have nothing to read: only as many run, and the checkpoints' layout is unchanged
+  // (docs/formats/processor_checkpoint.md).
   const int threads = std::max(1, std::min<int>(config.processor_threads, config.log_partitions));
+  if (threads < config.processor_threads) {
+    logging::Warn(
+        "fewer processor threads than stream.processor_threads: the log has fewer "
+        "partitions, and an existing log keeps its count (src/app/README.md)",
+        {{"processor_threads", std::to_string(config.processor_threads)},
+         {"log_partitions", std::to_string(config.log_partitions)},
+         {"running", std::to_string(threads)}});
+  }
   std::vector<std::unique_ptr<PartitionProcessor>> processors;
   for (int i = 0; i < threads; ++i) {
     PartitionProcessorOptions po;

@@ -455,6 +455,67 @@ class ArchiveTest(unittest.TestCase):
         self.assertEqual(metric_sum(parse_prometheus(s.metrics_text()),
                                     "joule_history_stale_writes_total"), 0)
 
+    def test_processor_threads_change_is_refused_naming_the_checkpoint_or_changes_nothing(self):
+        """docs/formats/processor_checkpoint.md: a change of the processors' partitions is
+        refused, naming the checkpoint file and the directory to move away (the message
+        named neither: found by a black-box test); more threads than the log has partitions
+        change nothing (only as many run, with a warning) and start on the checkpoints."""
+        s = self.server(JOULE_STREAM_ALLOWED_LATENESS="1h")
+        s.start()  # a new log: 2 partitions, one per processor thread
+        dev = f"pt-{uid()}"
+        self.register(s, dev)
+        w = minute_base(3)
+
+        def ev(i):
+            return {"device_id": dev, "event_id": f"e{i}", "timestamp": fmt_ts(w + i),
+                    "metrics": {"power_w": 10.0}}
+
+        def first_window():
+            got = self.history(s, dev, w, w + 60)
+            return got[0] if got else {"count": 0, "final": False}
+
+        self.assertEqual(s.post_events([ev(i) for i in range(4)] + [ev(80)])[0], 202)
+        self.assertTrue(poll(lambda: first_window()["final"], timeout=20), s.diag())
+        self.assertEqual(s.stop(), 0, s.diag())
+
+        s.overrides["JOULE_STREAM_PROCESSOR_THREADS"] = "3"
+        s.start()
+        self.assertTrue(any("fewer processor threads than stream.processor_threads" in line
+                            for line in s.log_lines()), s.diag())
+        self.assertFalse(os.path.exists(os.path.join(s.data_dir, "checkpoints",
+                                                     "processor-2.ckpt")))
+        self.assertEqual(s.post_events([ev(5)])[0], 202)
+        self.assertTrue(poll(lambda: first_window()["count"] == 5, timeout=20),
+                        f"{first_window()}" + s.diag())
+        self.assertEqual(s.stop(), 0, s.diag())
+
+        ckpt = os.path.join(s.data_dir, "checkpoints")
+        s.overrides["JOULE_STREAM_PROCESSOR_THREADS"] = "1"
+        with self.assertRaises(ServerError):
+            s.start()
+        refusal = [line for line in s.log_lines() if "checkpoint written for log partitions [0]"
+                   in line]
+        self.assertTrue(refusal, s.diag())
+        self.assertIn(os.path.join(ckpt, "processor-0.ckpt"), refusal[-1])
+        self.assertIn(f"move the checkpoints directory ({ckpt}) away", refusal[-1])
+        self.assertIn("now reads [0, 1]", refusal[-1])
+        shutil.move(ckpt, ckpt + ".moved")
+        s.start()  # rebuilt from the log, on one processor
+        self.assertEqual(s.post_events([ev(6)])[0], 202)
+        self.assertTrue(poll(lambda: first_window()["count"] == 6, timeout=20),
+                        f"{first_window()}" + s.diag())
+        self.assertEqual(s.stop(), 0, s.diag())
+
+        # The same number of partitions per processor, other ones: refused too.
+        s4 = self.server(JOULE_STORAGE_LOG_PARTITIONS="4")
+        s4.start()
+        self.assertEqual(s4.stop(), 0, s4.diag())
+        s4.overrides["JOULE_STREAM_PROCESSOR_THREADS"] = "3"
+        with self.assertRaises(ServerError):
+            s4.start()
+        self.assertTrue(any("checkpoint written for log partitions [0, 2], but processor 0 "
+                            "now reads [0, 3]" in line for line in s4.log_lines()), s4.diag())
+
     def test_hive_layout_worked_example(self):
         """docs/formats/archive.md, "Reading it": the shell example (zstd -dc | jq) and the
         DuckDB query's aggregation (per device, dt, hour: events and sum of power_w, the
