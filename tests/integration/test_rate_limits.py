@@ -274,5 +274,24 @@ class AuthDisabledTest(RateLimitCase):
                                "8 events with 5 left (5/s, burst 10)")
 
 
+
+class ZeroIsUnlimitedTest(RateLimitCase):
+    """limits.requests_per_second = 0 and limits.device_events_per_second = 0 turn the
+    limits off (docs/SECURITY.md "Limits", CONTRACT section 5)."""
+    server_env = dict(AUTH_ENV, JOULE_LIMITS_REQUESTS_PER_SECOND="0",
+                      JOULE_LIMITS_REQUEST_BURST="1", JOULE_LIMITS_DEVICE_EVENTS_PER_SECOND="0")
+
+    def test_nothing_is_limited(self):
+        dev, token = self.register()
+        for i in range(20):
+            self.assertStatus(self.server.post_events([event(dev)], headers=bearer(token)), 202,
+                              f"request {i + 1} with burst 1")
+        base = time.time() - 600
+        batch = [{"device_id": dev, "timestamp": fmt_ts(base + i * 0.01),
+                  "metrics": {"power_w": 1.0}, "event_id": uid()} for i in range(5000)]
+        self.assertStatus(self.server.post_events(batch, headers=bearer(token)), 202,
+                          "5000 events of one device")
+        self.assertEqual(self.limited_total("requests") + self.limited_total("events"), 0)
+
 if __name__ == "__main__":
     unittest.main()
