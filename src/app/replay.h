@@ -28,7 +28,10 @@
 // nothing is written, so a second replay of the same range is a no-op.
 //
 // Also left alone (counted): a recomputed record with fewer events than the stored one —
-// the archive lacks events the live engine saw (archive disabled or expired) — "incomplete".
+// the archive lacks events the live engine saw (archive disabled or expired) — "incomplete";
+// and a record whose window starts past the history store's retention for its resolution —
+// the store would drop the write and cannot say what the live engine had, so a difference
+// handed to the rollups could count the window twice — "expired".
 //
 // Writes are collected over devices and committed in batches (journal, history, hand-over;
 // see ReplayRequest::journal_dir); a cancelled replay commits nothing more, so what it
@@ -94,6 +97,9 @@ struct ReplayStats {
   uint64_t records_unchanged = 0;
   uint64_t records_live = 0;  // not settled: the live engine may still change them
   uint64_t records_incomplete = 0;
+  // window_start past the history store's retention (HistoryStore::ReadHorizon): neither
+  // written nor handed to the rollups as a correction
+  uint64_t records_expired = 0;
 };
 
 // Where a replay is, for progress reports (CLI lines, GET /v1/admin/replay/{id}).
@@ -116,7 +122,7 @@ Result<std::set<std::string, std::less<>>> ReplayDevices(store::MetadataStore* m
                                                          const std::string& device_id,
                                                          const std::string& owner_id);
 
-// The summary fields of a replay (events_read, …, records_incomplete) into an open JSON
+// The summary fields of a replay (events_read, …, records_expired) into an open JSON
 // object (CLI stdout, the job's "result").
 void WriteReplayStats(JsonWriter& w, const ReplayStats& stats);
 // A one-line human-readable progress report.

@@ -164,6 +164,7 @@ int RunRemote(const std::string& url, const std::string& token, const ReplayCliO
       p.stats.records_unchanged = u("records_unchanged");
       p.stats.records_live = u("records_live");
       p.stats.records_incomplete = u("records_incomplete");
+      p.stats.records_expired = u("records_expired");
     }
     const auto now = std::chrono::steady_clock::now();
     std::string line = ReplayProgressLine(p);
