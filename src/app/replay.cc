@@ -62,6 +62,29 @@ uint64_t DropDuplicates(std::vector<model::Event>* events) {
   return dropped;
 }
 
+// True when the recomputed record `r` has less of something the archive's absence can remove
+// than the stored record (docs/formats/archive.md, "Versions"). A replay only ever adds events
+// the live engine missed, and adding samples never lowers the event count, a metric's sample
+// count, or a power metric's covered time (a sample between two others splits their interval
+// into two shorter ones: the covered time stays or grows). So a correct recomputation has at
+// least the stored record's count, every stored metric with at least its samples, and at
+// least its covered time; less of any of them means the archive lacks events the live engine
+// saw — in the window itself, or a neighbour within max_gap whose interval reached into it
+// (found by a black-box test: with one archive hour missing, the minute and the hour before
+// it kept their event counts but lost energy and coverage, and replay overwrote them).
+bool LacksStoredContent(const model::AggregateRecord& r, const model::AggregateRecord& stored) {
+  if (r.count < stored.count) return true;
+  for (const model::MetricAggregate& s : stored.metrics) {
+    const model::MetricAggregate* m = r.FindMetric(s.name);
+    if (m == nullptr || m->count < s.count) return true;
+    if (s.kind == model::MetricKind::kPower && m->kind == model::MetricKind::kPower &&
+        m->covered_ns < s.covered_ns) {
+      return true;
+    }
+  }
+  return false;
+}
+
 int64_t SaturatingAdd(int64_t a, int64_t b) {
   return a > std::numeric_limits<int64_t>::max() - b ? std::numeric_limits<int64_t>::max() : a + b;
 }
@@ -205,7 +228,7 @@ Result<ReplayStats> ReplayArchive(const ReplayRequest& req, store::HistoryStore*
           ++stats.records_unchanged;
           continue;
         }
-        if (r.count < stored->count) {
+        if (LacksStoredContent(r, *stored)) {
           ++stats.records_incomplete;
           continue;
         }

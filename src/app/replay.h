@@ -27,8 +27,10 @@
 // finds new events writes stored + 1. Equal content (all fields but the version) →
 // nothing is written, so a second replay of the same range is a no-op.
 //
-// Also left alone (counted): a recomputed record with fewer events than the stored one —
-// the archive lacks events the live engine saw (archive disabled or expired) — "incomplete";
+// Also left alone (counted): a recomputed record with less than the stored one — fewer
+// events, a stored metric missing or with fewer samples, less covered time of a power metric:
+// the archive lacks events the live engine saw (archive disabled or expired), in the window or
+// in a neighbour within max_gap — "incomplete";
 // and a record whose window starts past the history store's retention for its resolution —
 // the store would drop the write and cannot say what the live engine had, so a difference
 // handed to the rollups could count the window twice — "expired".
@@ -95,8 +97,8 @@ struct ReplayStats {
   uint64_t records_computed = 0;  // final records overlapping the range
   uint64_t records_written = 0;   // new versions
   uint64_t records_unchanged = 0;
-  uint64_t records_live = 0;  // not settled: the live engine may still change them
-  uint64_t records_incomplete = 0;
+  uint64_t records_live = 0;        // not settled: the live engine may still change them
+  uint64_t records_incomplete = 0;  // less than stored (LacksStoredContent): left alone
   // window_start past the history store's retention (HistoryStore::ReadHorizon): neither
   // written nor handed to the rollups as a correction
   uint64_t records_expired = 0;

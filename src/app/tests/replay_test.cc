@@ -231,5 +231,50 @@ TEST_F(ReplayTest, WindowsPastRetentionAreNeitherWrittenNorCorrected) {
   EXPECT_EQ((*hour)->count, 121u);
 }
 
+// A stored record the recomputation keeps the event count of but has less coverage of: the
+// archive lacks a neighbour whose interval reached into it (found by a black-box test: one
+// archive hour removed, the replay rewrote the minute and the hour before it with less energy
+// and coverage — records_incomplete compared event counts only).
+TEST_F(ReplayTest, LessCoverageThanStoredIsLeftAloneAsIncomplete) {
+  const int64_t far = kT0 + 3 * kNanosPerDay;  // every window settled
+  Archive(Series());
+  store::MemoryHistoryStore history;
+  ReplayStats full = Replay(&history, far);
+  EXPECT_GT(full.records_written, 0u);
+  auto stored9 = history.Get("plug-1", model::Resolution::kBase, kT0 + 9 * 60 * kS);
+  ASSERT_TRUE(stored9.ok() && stored9->has_value());
+  ASSERT_NE((*stored9)->FindMetric("power_w"), nullptr);
+  EXPECT_EQ((*stored9)->FindMetric("power_w")->covered_ns, 60 * kS);
+
+  // The archive now lacks minute 10 (events 600..650 s): minute 9 keeps its six events but
+  // loses the interval 590–600 s to the first sample of minute 10.
+  std::filesystem::remove_all(dir_ + "/archive");
+  std::vector<model::Event> partial;
+  for (const model::Event& e : Series()) {
+    if (e.timestamp_ns < kT0 + 600 * kS || e.timestamp_ns >= kT0 + 660 * kS) partial.push_back(e);
+  }
+  Archive(partial);
+  ReplayStats again = Replay(&history, far);
+  EXPECT_EQ(again.records_written, 0u);
+  EXPECT_EQ(again.records_incomplete, 3u);  // minute 9, the hour and the day
+  auto kept = history.Get("plug-1", model::Resolution::kBase, kT0 + 9 * 60 * kS);
+  ASSERT_TRUE(kept.ok() && kept->has_value());
+  EXPECT_EQ(**kept, **stored9);
+
+  // Fewer samples of a metric with the same event count: also incomplete.
+  model::AggregateRecord more = **stored9;
+  more.version = kReplayVersionBase + 3;
+  model::MetricAggregate extra;
+  extra.name = "voltage";
+  extra.count = 6;
+  more.metrics.push_back(extra);
+  ASSERT_TRUE(history.Put({more}).ok());
+  std::filesystem::remove_all(dir_ + "/archive");
+  Archive(Series());
+  ReplayStats third = Replay(&history, far);
+  EXPECT_EQ(third.records_written, 0u);
+  EXPECT_EQ(third.records_incomplete, 1u);
+}
+
 }  // namespace
 }  // namespace joule::app
