@@ -232,9 +232,16 @@ void HandleHistory(ApiContext& ctx, net::HttpRequest& req, net::Responder respon
       auto ceil_div = [](int64_t a, int64_t b) { return a / b + (a % b > 0 ? 1 : 0); };
       return ceil_div(to, width) - ceil_div(from, width);
     };
-    if (windows(ctx.base_window_ns) <= static_cast<int64_t>(kAutoMaxWindows)) {
+    // Only a resolution whose retention reaches back to `from`: a day older than the 1m
+    // retention answered `data: []` with 1m although its 1h records exist (found by a
+    // black-box test). 1d is the fallback, as for a range too long for 1h.
+    auto fits = [&](model::Resolution r, int64_t width) {
+      return windows(width) <= static_cast<int64_t>(kAutoMaxWindows) &&
+             ctx.history->ReadHorizon(r) <= from;
+    };
+    if (fits(model::Resolution::kBase, ctx.base_window_ns)) {
       resolution = model::Resolution::kBase;
-    } else if (windows(kNanosPerHour) <= static_cast<int64_t>(kAutoMaxWindows)) {
+    } else if (fits(model::Resolution::kHour, kNanosPerHour)) {
       resolution = model::Resolution::kHour;
     } else {
       resolution = model::Resolution::kDay;

@@ -617,5 +617,37 @@ TEST_F(HistoryRoutesTest, AutoCountsThePartialLastWindow) {
             "1m");
 }
 
+// resolution=auto skips a resolution whose retention does not reach back to `from` (found by a
+// black-box test: a day older than the 1m retention got 1m and `data: []` although its 1h
+// records existed).
+TEST_F(HistoryRoutesTest, AutoSkipsAResolutionWhoseRetentionDoesNotReachFrom) {
+  store::HistoryRetention retention;  // 1m: 30 days, 1h: 730 days, 1d: forever
+  Open(retention);
+  const int64_t today = clock_.NowNanos() / kNanosPerDay * kNanosPerDay;
+  std::vector<AggregateRecord> batch;
+  for (int days_ago : {800, 35, 20}) {
+    const int64_t s = today - days_ago * kNanosPerDay;
+    batch.push_back(MakeRecord(Resolution::kBase, s, s + kNanosPerMinute, 1, days_ago));
+    batch.push_back(MakeRecord(Resolution::kHour, s, s + kNanosPerHour, 1, days_ago));
+    batch.push_back(MakeRecord(Resolution::kDay, s, s + kNanosPerDay, 1, days_ago));
+  }
+  Put(batch);
+  auto page_for = [&](int days_ago) {
+    const int64_t s = today - days_ago * kNanosPerDay;
+    return ParsePage(uncached_->Get(kDevice, {{"resolution", "auto"},
+                                              {"from", FormatRfc3339Millis(s)},
+                                              {"to", FormatRfc3339Millis(s + kNanosPerDay)}}));
+  };
+  Page p = page_for(20);
+  EXPECT_EQ(p.resolution, "1m");
+  EXPECT_EQ(p.records.size(), 1u);
+  p = page_for(35);  // 1m expired, 1h kept
+  EXPECT_EQ(p.resolution, "1h");
+  EXPECT_EQ(p.records.size(), 1u);
+  p = page_for(800);  // 1h expired too
+  EXPECT_EQ(p.resolution, "1d");
+  EXPECT_EQ(p.records.size(), 1u);
+}
+
 }  // namespace
 }  // namespace joule::api
