@@ -120,9 +120,13 @@ Result<ReplayStats> ReplayArchive(const ReplayRequest& request, store::HistorySt
 
 // The devices a replay selects: {device_id}, or every device of owner_id (from the
 // metadata store; NotFound when it has none), or none (= all) when both are empty.
+// NotFound too for a device_id the metadata store has never known (neither registered nor
+// deleted), unless `unregistered_ids_archived` (auth.mode = "disabled": ingest then takes
+// any id, so the archive may hold ids never registered).
 Result<std::set<std::string, std::less<>>> ReplayDevices(store::MetadataStore* metadata,
                                                          const std::string& device_id,
-                                                         const std::string& owner_id);
+                                                         const std::string& owner_id,
+                                                         bool unregistered_ids_archived);
 
 // The summary fields of a replay (events_read, …, records_expired) into an open JSON
 // object (CLI stdout, the job's "result").

@@ -273,7 +273,8 @@ int RunReplay(const Config& config, const ReplayCliOptions& options) {
   Result<std::unique_ptr<store::MetadataStore>> metadata = OpenMetadataStore(config);
   if (!metadata.ok()) return Fail("metadata store: " + metadata.status().ToString());
   Result<std::set<std::string, std::less<>>> devices =
-      ReplayDevices(metadata->get(), options.device_id, options.owner_id);
+      ReplayDevices(metadata->get(), options.device_id, options.owner_id,
+                    /*unregistered_ids_archived=*/config.auth_mode == "disabled");
   if (!devices.ok()) return Fail(devices.status().message());
   req.devices = std::move(*devices);
   MetadataTimezones timezones(metadata->get());

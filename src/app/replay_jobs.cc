@@ -59,8 +59,8 @@ Result<std::string> ReplayJobs::Start(const api::ReplayJobRequest& request) {
   if (!std::filesystem::is_directory(options_.archive_dir)) {
     return Status::InvalidArgument(fmt::format("no archive at {}", options_.archive_dir));
   }
-  JOULE_ASSIGN_OR_RETURN(auto devices,
-                         ReplayDevices(metadata_, request.device_id, request.owner_id));
+  JOULE_ASSIGN_OR_RETURN(auto devices, ReplayDevices(metadata_, request.device_id, request.owner_id,
+                                                     options_.unregistered_ids_archived));
   std::lock_guard lock(mu_);
   if (cancel_.load()) return Status::Unavailable("the server is stopping");
   if (running_) {

@@ -38,6 +38,8 @@ struct ReplayJobsOptions {
   stream::EngineOptions engine;
   int64_t seal_timeout_ns = 120 * kNanosPerSecond;
   int nice = 0;  // added to the job thread's nice value (server.background_nice)
+  // auth.mode = "disabled": the archive may hold ids never registered (ReplayDevices)
+  bool unregistered_ids_archived = false;
   std::function<bool(std::string_view device_id, int64_t* watermark_ns)> live_watermark;
   // ReplayRequest::journal_dir and ::hand_over: the live processors get each batch's
   // corrections, and it returns once they applied them and wrote a checkpoint with them

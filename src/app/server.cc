@@ -456,6 +456,7 @@ int RunServer(const Config& given_config) {
     ro.archive_dir = (std::filesystem::path(config.data_dir) / "archive").string();
     ro.engine = EngineOptionsFrom(config);
     ro.nice = config.background_nice;
+    ro.unregistered_ids_archived = config.auth_mode == "disabled";
     ro.live_watermark = [&processors, &config, threads](std::string_view device_id,
                                                         int64_t* watermark_ns) {
       stream::WindowEngine::DeviceHealth h;

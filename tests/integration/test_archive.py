@@ -923,6 +923,35 @@ class ArchiveTest(unittest.TestCase):
         s.start()
         self.assertEqual(records(), before)
 
+    def test_replay_of_a_device_never_registered_is_404(self):
+        """`--device nosuch` used to succeed with 0 events while `--owner nosuch` was 404
+        (found by a black-box test). With authentication on, the archive holds registered
+        devices only, so an id the metadata store has never known is 404 / exit 1; a deleted
+        device's archived events stay replayable."""
+        s, A, dev = self.retention_server()
+        now = int(time.time())
+        status, _, body = s.post_events(
+            [{"device_id": dev, "timestamp": fmt_ts(now - 600 + i * 10),
+              "metrics": {"power_w": 100}} for i in range(30)], headers=A)
+        self.assertEqual(status, 202, body)
+        self.wait_archived(s, 30)
+        frm, to = fmt_ts(now - 900), fmt_ts(now)
+        status, _, body = s.request("POST", "/v1/admin/replay",
+                                    {"from": frm, "to": to, "device_id": "nosuch"}, headers=A)
+        self.assertEqual(status, 404, body)
+        proc = run_cli(s, "replay", "--from", frm, "--to", to, "--device", "nosuch", check=False)
+        self.assertEqual(proc.returncode, 1, proc.stderr)
+        self.assertIn(b"never was", proc.stderr)
+        status, _, body = s.request("DELETE", f"/v1/devices/{dev}", headers=A)
+        self.assertIn(status, (200, 204), body)
+        out = json.loads(run_cli(s, "replay", "--from", frm, "--to", to, "--device", dev).stdout)
+        self.assertEqual(out["events_read"], 30, out)
+        self.assertEqual(s.stop(), 0, s.diag())
+        proc = run_cli(s, "replay", "--from", frm, "--to", to, "--device", "nosuch", check=False)
+        self.assertEqual(proc.returncode, 1, proc.stderr)
+        out = json.loads(run_cli(s, "replay", "--from", frm, "--to", to, "--device", dev).stdout)
+        self.assertEqual(out["events_read"], 30, out)
+
     def test_replay_takes_times_as_the_read_api(self):
         """POST /v1/admin/replay takes `from`/`to` as the read API does (archive.md, "The
         admin API"; openapi: string or integer): an RFC 3339 string, a string of epoch
