@@ -108,6 +108,12 @@ Result<ReplayStats> ReplayArchive(const ReplayRequest& req, store::HistoryStore*
   };
   auto cancelled = [&] { return req.cancel && req.cancel->load(); };
   const stream::EngineOptions& opt = req.engine;
+  // The windows recomputed: those overlapping [from − max_gap, to + max_gap). An event's
+  // energy interval (or counter increment) reaches up to max_gap into the windows before and
+  // after it, so a too-late event at the range's edge changes a neighbour outside [from, to)
+  // too: a narrow replay left it stale (found by a black-box test).
+  const int64_t from_ns = req.from_ns - opt.max_gap_ns;
+  const int64_t to_ns = SaturatingAdd(req.to_ns, opt.max_gap_ns);
   // Context around the range: a 1d window overlapping it lasts at most 25 h, and its
   // first and last samples need their neighbours within max_gap. After the range, also
   // what is needed to know whether its windows are settled (the watermark must be
@@ -115,8 +121,8 @@ Result<ReplayStats> ReplayArchive(const ReplayRequest& req, store::HistoryStore*
   const int64_t pad = 26 * kNanosPerHour + opt.max_gap_ns;
   const int64_t after = std::max(
       pad, opt.allowed_lateness_ns + opt.max_gap_ns + opt.out_of_orderness_ns + opt.window_ns);
-  const int64_t scan_from = req.from_ns - pad;
-  const int64_t scan_to = SaturatingAdd(req.to_ns, after);
+  const int64_t scan_from = from_ns - pad;
+  const int64_t scan_to = SaturatingAdd(to_ns, after);
   DeviceEvents by_device;
   prog.phase = "reading";
   report(true);
@@ -205,7 +211,7 @@ Result<ReplayStats> ReplayArchive(const ReplayRequest& req, store::HistoryStore*
     engine.Tick(events.back().timestamp_ns + 3 * kNanosPerDay + opt.idle_timeout_ns, &sink);
 
     for (auto& [key, r] : sink.records()) {
-      if (r.window_end_ns <= req.from_ns || r.window_start_ns >= req.to_ns || !r.final) continue;
+      if (r.window_end_ns <= from_ns || r.window_start_ns >= to_ns || !r.final) continue;
       ++stats.records_computed;
       // Past the history store's retention: it drops the write, and its Get answers
       // nothing, so the live record (which the engine's rollups may still hold) is unknown.

@@ -63,7 +63,9 @@ inline constexpr uint64_t kReplayVersionBase = uint64_t{1} << 52;
 
 struct ReplayRequest {
   std::string archive_dir;
-  int64_t from_ns = 0;  // records whose window overlaps [from_ns, to_ns)
+  // Records whose window overlaps [from_ns − max_gap, to_ns + max_gap): a too-late event's
+  // energy interval reaches up to max_gap into the neighbouring windows.
+  int64_t from_ns = 0;
   int64_t to_ns = 0;
   std::set<std::string, std::less<>> devices;  // empty = every device in the archive
   stream::EngineOptions engine;

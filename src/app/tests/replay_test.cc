@@ -70,7 +70,7 @@ class ReplayTest : public ::testing::Test {
       };
     }
     req.archive_dir = dir_ + "/archive";
-    req.from_ns = kT0;
+    req.from_ns = from_ns_;
     req.to_ns = kT0 + 30 * 60 * kS;
     req.engine = Options();
     if (live_watermark) {
@@ -97,6 +97,7 @@ class ReplayTest : public ::testing::Test {
 
   std::string dir_;
   uint64_t offset_ = 0;
+  int64_t from_ns_ = kT0;  // the range replayed: [from_ns_, kT0 + 30 min)
 };
 
 // 20 minutes every 10 s, the last sample at kT0 + 1190 s; one too-late event in minute 1.
@@ -274,6 +275,40 @@ TEST_F(ReplayTest, LessCoverageThanStoredIsLeftAloneAsIncomplete) {
   ReplayStats third = Replay(&history, far);
   EXPECT_EQ(third.records_written, 0u);
   EXPECT_EQ(third.records_incomplete, 1u);
+}
+
+// A too-late event's energy interval reaches up to max_gap into the window before it: a
+// replay starting at the event's minute recomputes that neighbour too (found by a black-box
+// test: a narrow replay left it with the energy the live engine had computed without the event).
+TEST_F(ReplayTest, TheRangeWidensByMaxGapToTheNeighbouringWindows) {
+  std::vector<model::Event> events;
+  for (const model::Event& e : Series()) {
+    if (e.timestamp_ns != kT0 + 120 * kS && e.metrics[0].value != 1000) events.push_back(e);
+  }
+  // Minute 1's last sample at 110 s, minute 2's first at 130 s: the interval spans both. A
+  // too-late 1000 W at 125 s changes minute 1's energy (110–120 s now rises towards it).
+  events.push_back(Ev(kT0 + 125 * kS, 1000));
+  Archive(events);
+  store::MemoryHistoryStore history;
+  from_ns_ = kT0 + 120 * kS;  // minute 2 on
+  ReplayStats s = Replay(&history, kT0 + 3 * kNanosPerDay);
+  EXPECT_GT(s.records_written, 0u);
+  auto m1 = history.Get("plug-1", model::Resolution::kBase, kT0 + 60 * kS);
+  ASSERT_TRUE(m1.ok() && m1->has_value());
+  const model::MetricAggregate* p = (*m1)->FindMetric("power_w");
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(p->covered_ns, 60 * kS);
+  // Samples k = 6..11 (60..110 s, 100 + k % 7 W), then 110–120 s rising towards 1000 W at 125 s.
+  auto w = [](int k) { return 100.0 + k % 7; };
+  double want = 0;
+  for (int k = 6; k < 11; ++k) want += (w(k) + w(k + 1)) / 2 * 10 / 3600;
+  const double at120 = w(11) + (1000 - w(11)) * (10.0 / 15.0);
+  want += (w(11) + at120) / 2 * 10 / 3600;
+  EXPECT_NEAR(p->energy_wh, want, 1e-9);
+  // Minute 0 is further than max_gap from the range: left alone.
+  auto m0 = history.Get("plug-1", model::Resolution::kBase, kT0);
+  ASSERT_TRUE(m0.ok());
+  EXPECT_FALSE(m0->has_value());
 }
 
 }  // namespace
