@@ -227,6 +227,12 @@ Result<ReplayStats> ReplayArchive(const ReplayRequest& req, store::HistoryStore*
       }
       JOULE_ASSIGN_OR_RETURN(std::optional<model::AggregateRecord> stored,
                              history->Get(r.device_id, r.resolution, r.window_start_ns));
+      // Checked again when nothing is stored: the horizon may have passed the window since
+      // the check above, and then nothing says whether the live engine had it.
+      if (!stored && r.window_start_ns < history->ReadHorizon(r.resolution)) {
+        ++stats.records_expired;
+        continue;
+      }
       if (stored) {
         model::AggregateRecord same = r;
         same.version = stored->version;
