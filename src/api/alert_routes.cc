@@ -24,6 +24,7 @@
 #include "api/json_body.h"
 #include "api/query_params.h"
 #include "api/routes.h"
+#include "api/token_route.h"
 #include "common/json_writer.h"
 #include "common/time_format.h"
 #include "net/router.h"
@@ -247,14 +248,18 @@ class AlertRoutes {
 
 void AddAlertRoutes(net::Router& router, ApiContext& ctx) {
   auto routes = std::make_shared<AlertRoutes>(ctx);
-  router.Add("GET", "/v1/alerts", [routes](net::HttpRequest& req, net::Responder r) {
-    routes->List(req, std::move(r));
-  });
-  router.Add("POST", "/v1/alerts/{id}/ack",
-             [routes](net::HttpRequest& req, net::Responder r) { routes->Ack(req, std::move(r)); });
-  router.Add("POST", "/v1/alerts/{id}/snooze", [routes](net::HttpRequest& req, net::Responder r) {
-    routes->Snooze(req, std::move(r));
-  });
+  router.Add(
+      "GET", "/v1/alerts",
+      [routes](net::HttpRequest& req, net::Responder r) { routes->List(req, std::move(r)); },
+      TokenRoute(ctx));
+  router.Add(
+      "POST", "/v1/alerts/{id}/ack",
+      [routes](net::HttpRequest& req, net::Responder r) { routes->Ack(req, std::move(r)); },
+      TokenRoute(ctx, kMaxBodyBytes));
+  router.Add(
+      "POST", "/v1/alerts/{id}/snooze",
+      [routes](net::HttpRequest& req, net::Responder r) { routes->Snooze(req, std::move(r)); },
+      TokenRoute(ctx, kMaxBodyBytes));
 }
 
 }  // namespace joule::api

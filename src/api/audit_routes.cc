@@ -7,6 +7,7 @@
 #include "api/error_response.h"
 #include "api/query_params.h"
 #include "api/routes.h"
+#include "api/token_route.h"
 #include "common/json_writer.h"
 #include "net/router.h"
 #include "store/audit/audit_log.h"
@@ -84,9 +85,10 @@ void HandleAudit(ApiContext& ctx, net::HttpRequest& req, net::Responder responde
 }  // namespace
 
 void AddAuditRoutes(net::Router& router, ApiContext& ctx) {
-  router.Add("GET", "/v1/admin/audit", [&ctx](net::HttpRequest& req, net::Responder r) {
-    HandleAudit(ctx, req, std::move(r));
-  });
+  router.Add(
+      "GET", "/v1/admin/audit",
+      [&ctx](net::HttpRequest& req, net::Responder r) { HandleAudit(ctx, req, std::move(r)); },
+      TokenRoute(ctx));
 }
 
 }  // namespace joule::api

@@ -34,6 +34,7 @@
 #include "api/json_body.h"
 #include "api/query_params.h"
 #include "api/routes.h"
+#include "api/token_route.h"
 #include "common/json_writer.h"
 #include "common/time_format.h"
 #include "ingest/validation.h"
@@ -556,35 +557,48 @@ class DeviceRoutes {
 
 void AddDeviceRoutes(net::Router& router, ApiContext& ctx) {
   auto routes = std::make_shared<DeviceRoutes>(ctx);
-  router.Add("POST", "/v1/devices", [routes](net::HttpRequest& req, net::Responder r) {
-    routes->Create(req, std::move(r));
-  });
-  router.Add("GET", "/v1/devices", [routes](net::HttpRequest& req, net::Responder r) {
-    routes->List(req, std::move(r));
-  });
-  router.Add("GET", "/v1/devices/{id}",
-             [routes](net::HttpRequest& req, net::Responder r) { routes->Get(req, std::move(r)); });
-  router.Add("PATCH", "/v1/devices/{id}", [routes](net::HttpRequest& req, net::Responder r) {
-    routes->Patch(req, std::move(r));
-  });
-  router.Add("DELETE", "/v1/devices/{id}", [routes](net::HttpRequest& req, net::Responder r) {
-    routes->Delete(req, std::move(r));
-  });
-  router.Add("POST", "/v1/devices/{id}/token", [routes](net::HttpRequest& req, net::Responder r) {
-    routes->RotateToken(req, std::move(r));
-  });
-  router.Add("POST", "/v1/owners/{owner_id}/keys",
-             [routes](net::HttpRequest& req, net::Responder r) {
-               routes->CreateOwnerKey(req, std::move(r));
-             });
-  router.Add("GET", "/v1/owners/{owner_id}/keys",
-             [routes](net::HttpRequest& req, net::Responder r) {
-               routes->ListOwnerKeys(req, std::move(r));
-             });
-  router.Add("DELETE", "/v1/owners/{owner_id}/keys/{key_id}",
-             [routes](net::HttpRequest& req, net::Responder r) {
-               routes->RevokeOwnerKey(req, std::move(r));
-             });
+  router.Add(
+      "POST", "/v1/devices",
+      [routes](net::HttpRequest& req, net::Responder r) { routes->Create(req, std::move(r)); },
+      TokenRoute(ctx, kMaxBodyBytes));
+  router.Add(
+      "GET", "/v1/devices",
+      [routes](net::HttpRequest& req, net::Responder r) { routes->List(req, std::move(r)); },
+      TokenRoute(ctx));
+  router.Add(
+      "GET", "/v1/devices/{id}",
+      [routes](net::HttpRequest& req, net::Responder r) { routes->Get(req, std::move(r)); },
+      TokenRoute(ctx));
+  router.Add(
+      "PATCH", "/v1/devices/{id}",
+      [routes](net::HttpRequest& req, net::Responder r) { routes->Patch(req, std::move(r)); },
+      TokenRoute(ctx, kMaxBodyBytes));
+  router.Add(
+      "DELETE", "/v1/devices/{id}",
+      [routes](net::HttpRequest& req, net::Responder r) { routes->Delete(req, std::move(r)); },
+      TokenRoute(ctx));
+  router.Add(
+      "POST", "/v1/devices/{id}/token",
+      [routes](net::HttpRequest& req, net::Responder r) { routes->RotateToken(req, std::move(r)); },
+      TokenRoute(ctx));
+  router.Add(
+      "POST", "/v1/owners/{owner_id}/keys",
+      [routes](net::HttpRequest& req, net::Responder r) {
+        routes->CreateOwnerKey(req, std::move(r));
+      },
+      TokenRoute(ctx));
+  router.Add(
+      "GET", "/v1/owners/{owner_id}/keys",
+      [routes](net::HttpRequest& req, net::Responder r) {
+        routes->ListOwnerKeys(req, std::move(r));
+      },
+      TokenRoute(ctx));
+  router.Add(
+      "DELETE", "/v1/owners/{owner_id}/keys/{key_id}",
+      [routes](net::HttpRequest& req, net::Responder r) {
+        routes->RevokeOwnerKey(req, std::move(r));
+      },
+      TokenRoute(ctx));
 }
 
 }  // namespace joule::api

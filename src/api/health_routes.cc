@@ -3,6 +3,7 @@
 #include "api/device_json.h"
 #include "api/error_response.h"
 #include "api/routes.h"
+#include "api/token_route.h"
 #include "common/clock.h"
 #include "common/json_writer.h"
 #include "common/time_format.h"
@@ -66,9 +67,10 @@ void HandleHealth(ApiContext& ctx, net::HttpRequest& req, net::Responder respond
 }  // namespace
 
 void AddHealthRoutes(net::Router& router, ApiContext& ctx) {
-  router.Add("GET", "/v1/devices/{id}/health", [&ctx](net::HttpRequest& req, net::Responder r) {
-    HandleHealth(ctx, req, std::move(r));
-  });
+  router.Add(
+      "GET", "/v1/devices/{id}/health",
+      [&ctx](net::HttpRequest& req, net::Responder r) { HandleHealth(ctx, req, std::move(r)); },
+      TokenRoute(ctx));
 }
 
 }  // namespace joule::api

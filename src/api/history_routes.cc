@@ -14,6 +14,7 @@
 #include "api/query_params.h"
 #include "api/record_json_cache.h"
 #include "api/routes.h"
+#include "api/token_route.h"
 #include "common/clock.h"
 #include "common/json_writer.h"
 #include "common/time_format.h"
@@ -465,7 +466,8 @@ void HandleHistory(ApiContext& ctx, net::HttpRequest& req, net::Responder respon
 void AddHistoryRoutes(net::Router& router, ApiContext& ctx) {
   router.Add(
       "GET", "/v1/devices/{id}/metrics/history",
-      [&ctx](net::HttpRequest& req, net::Responder r) { HandleHistory(ctx, req, std::move(r)); });
+      [&ctx](net::HttpRequest& req, net::Responder r) { HandleHistory(ctx, req, std::move(r)); },
+      TokenRoute(ctx));
 }
 
 }  // namespace joule::api

@@ -18,6 +18,7 @@
 #include "api/query_params.h"
 #include "api/record_json_cache.h"
 #include "api/routes.h"
+#include "api/token_route.h"
 #include "common/clock.h"
 #include "common/json_writer.h"
 #include "common/metrics.h"
@@ -233,10 +234,12 @@ void AddOwnerEnergyRoutes(net::Router& router, ApiContext& ctx) {
         "joule_owner_energy_cache_misses_total",
         "Owner energy answers read from the history store (with the cache available)");
   }
-  router.Add("GET", "/v1/owners/{owner_id}/energy",
-             [&ctx, cache, counters](net::HttpRequest& req, net::Responder r) {
-               HandleOwnerEnergy(ctx, cache.get(), counters, req, std::move(r));
-             });
+  router.Add(
+      "GET", "/v1/owners/{owner_id}/energy",
+      [&ctx, cache, counters](net::HttpRequest& req, net::Responder r) {
+        HandleOwnerEnergy(ctx, cache.get(), counters, req, std::move(r));
+      },
+      TokenRoute(ctx));
 }
 
 }  // namespace joule::api

@@ -15,6 +15,7 @@
 #include "api/history_tail_cache.h"
 #include "api/record_json_cache.h"
 #include "api/routes.h"
+#include "api/token_route.h"
 #include "common/json_writer.h"
 #include "common/time_format.h"
 #include "ingest/validation.h"
@@ -311,10 +312,12 @@ void HandleRealtime(ApiContext& ctx, RecordJsonCache& cache, HistoryTailCache& t
 void AddRealtimeRoutes(net::Router& router, ApiContext& ctx) {
   auto cache = std::make_shared<RecordJsonCache>(kRealtimeJsonCacheBytes, nullptr);
   auto tail = std::make_shared<HistoryTailCache>();
-  router.Add("GET", "/v1/devices/{id}/metrics/realtime",
-             [&ctx, cache, tail](net::HttpRequest& req, net::Responder r) {
-               HandleRealtime(ctx, *cache, *tail, req, std::move(r));
-             });
+  router.Add(
+      "GET", "/v1/devices/{id}/metrics/realtime",
+      [&ctx, cache, tail](net::HttpRequest& req, net::Responder r) {
+        HandleRealtime(ctx, *cache, *tail, req, std::move(r));
+      },
+      TokenRoute(ctx));
 }
 
 }  // namespace joule::api

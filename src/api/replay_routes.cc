@@ -23,6 +23,7 @@
 #include "api/query_params.h"
 #include "api/replay_service.h"
 #include "api/routes.h"
+#include "api/token_route.h"
 #include "common/json_writer.h"
 #include "common/time_format.h"
 #include "net/http_server.h"
@@ -128,48 +129,53 @@ void AddReplayRoutes(net::Router& router, ApiContext& ctx) {
     }
     return caller;
   };
-  router.Add("POST", "/v1/admin/replay", [&ctx, admin](net::HttpRequest& req, net::Responder r) {
-    const std::optional<Caller> caller = admin(req, r);
-    if (!caller) return;
-    if (auto refused = RefuseJsonBody(req, kMaxBodyBytes)) return r.Send(*refused);
-    Result<ReplayJobRequest> body = ParseReplayBody(req);
-    if (!body.ok()) return r.Send(ErrorFromStatus(body.status()));
-    Result<std::string> job = ctx.replay->Start(*body);
-    if (!job.ok()) return r.Send(ErrorFromStatus(job.status()));
-    net::HttpResponse resp = net::HttpResponse::Json(202, *job);
-    // The job JSON starts with {"id":"…": the Location header names it.
-    simdjson::dom::parser parser;
-    std::string_view id;
-    if (parser.parse(*job)["id"].get_string().get(id) == simdjson::SUCCESS) {
-      resp.headers.emplace_back("Location", fmt::format("/v1/admin/replay/{}", id));
-      JsonWriter details;
-      details.BeginObject();
-      details.Key("from");
-      details.String(FormatRfc3339Millis(body->from_ns));
-      details.Key("to");
-      details.String(FormatRfc3339Millis(body->to_ns));
-      if (!body->device_id.empty()) {
-        details.Key("device_id");
-        details.String(body->device_id);
-      }
-      if (!body->owner_id.empty()) {
-        details.Key("owner_id");
-        details.String(body->owner_id);
-      }
-      details.Key("dry_run");
-      details.Bool(body->dry_run);
-      details.EndObject();
-      RecordAudit(ctx, req, *caller, "replay.started", "replay", id, details.str());
-    }
-    r.Send(std::move(resp));
-  });
-  router.Add("GET", "/v1/admin/replay/{id}",
-             [&ctx, admin](net::HttpRequest& req, net::Responder r) {
-               if (!admin(req, r)) return;
-               Result<std::string> job = ctx.replay->Get(req.path_params["id"]);
-               if (!job.ok()) return r.Send(ErrorFromStatus(job.status()));
-               r.Send(net::HttpResponse::Json(200, *job));
-             });
+  router.Add(
+      "POST", "/v1/admin/replay",
+      [&ctx, admin](net::HttpRequest& req, net::Responder r) {
+        const std::optional<Caller> caller = admin(req, r);
+        if (!caller) return;
+        if (auto refused = RefuseJsonBody(req, kMaxBodyBytes)) return r.Send(*refused);
+        Result<ReplayJobRequest> body = ParseReplayBody(req);
+        if (!body.ok()) return r.Send(ErrorFromStatus(body.status()));
+        Result<std::string> job = ctx.replay->Start(*body);
+        if (!job.ok()) return r.Send(ErrorFromStatus(job.status()));
+        net::HttpResponse resp = net::HttpResponse::Json(202, *job);
+        // The job JSON starts with {"id":"…": the Location header names it.
+        simdjson::dom::parser parser;
+        std::string_view id;
+        if (parser.parse(*job)["id"].get_string().get(id) == simdjson::SUCCESS) {
+          resp.headers.emplace_back("Location", fmt::format("/v1/admin/replay/{}", id));
+          JsonWriter details;
+          details.BeginObject();
+          details.Key("from");
+          details.String(FormatRfc3339Millis(body->from_ns));
+          details.Key("to");
+          details.String(FormatRfc3339Millis(body->to_ns));
+          if (!body->device_id.empty()) {
+            details.Key("device_id");
+            details.String(body->device_id);
+          }
+          if (!body->owner_id.empty()) {
+            details.Key("owner_id");
+            details.String(body->owner_id);
+          }
+          details.Key("dry_run");
+          details.Bool(body->dry_run);
+          details.EndObject();
+          RecordAudit(ctx, req, *caller, "replay.started", "replay", id, details.str());
+        }
+        r.Send(std::move(resp));
+      },
+      TokenRoute(ctx, kMaxBodyBytes));
+  router.Add(
+      "GET", "/v1/admin/replay/{id}",
+      [&ctx, admin](net::HttpRequest& req, net::Responder r) {
+        if (!admin(req, r)) return;
+        Result<std::string> job = ctx.replay->Get(req.path_params["id"]);
+        if (!job.ok()) return r.Send(ErrorFromStatus(job.status()));
+        r.Send(net::HttpResponse::Json(200, *job));
+      },
+      TokenRoute(ctx));
 }
 
 }  // namespace joule::api

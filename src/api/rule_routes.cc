@@ -29,6 +29,7 @@
 #include "api/error_response.h"
 #include "api/json_body.h"
 #include "api/routes.h"
+#include "api/token_route.h"
 #include "common/json_writer.h"
 #include "common/time_format.h"
 #include "net/router.h"
@@ -266,19 +267,26 @@ class RuleRoutes {
 
 void AddRuleRoutes(net::Router& router, ApiContext& ctx) {
   auto routes = std::make_shared<RuleRoutes>(ctx);
-  router.Add("POST", "/v1/rules", [routes](net::HttpRequest& req, net::Responder r) {
-    routes->Create(req, std::move(r));
-  });
-  router.Add("GET", "/v1/rules", [routes](net::HttpRequest& req, net::Responder r) {
-    routes->List(req, std::move(r));
-  });
-  router.Add("GET", "/v1/rules/{id}",
-             [routes](net::HttpRequest& req, net::Responder r) { routes->Get(req, std::move(r)); });
-  router.Add("PUT", "/v1/rules/{id}",
-             [routes](net::HttpRequest& req, net::Responder r) { routes->Put(req, std::move(r)); });
-  router.Add("DELETE", "/v1/rules/{id}", [routes](net::HttpRequest& req, net::Responder r) {
-    routes->Delete(req, std::move(r));
-  });
+  router.Add(
+      "POST", "/v1/rules",
+      [routes](net::HttpRequest& req, net::Responder r) { routes->Create(req, std::move(r)); },
+      TokenRoute(ctx, kMaxRuleBytes));
+  router.Add(
+      "GET", "/v1/rules",
+      [routes](net::HttpRequest& req, net::Responder r) { routes->List(req, std::move(r)); },
+      TokenRoute(ctx));
+  router.Add(
+      "GET", "/v1/rules/{id}",
+      [routes](net::HttpRequest& req, net::Responder r) { routes->Get(req, std::move(r)); },
+      TokenRoute(ctx));
+  router.Add(
+      "PUT", "/v1/rules/{id}",
+      [routes](net::HttpRequest& req, net::Responder r) { routes->Put(req, std::move(r)); },
+      TokenRoute(ctx, kMaxRuleBytes));
+  router.Add(
+      "DELETE", "/v1/rules/{id}",
+      [routes](net::HttpRequest& req, net::Responder r) { routes->Delete(req, std::move(r)); },
+      TokenRoute(ctx));
 }
 
 }  // namespace joule::api

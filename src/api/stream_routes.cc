@@ -12,6 +12,7 @@
 #include "api/error_response.h"
 #include "api/live_hub.h"
 #include "api/routes.h"
+#include "api/token_route.h"
 #include "ingest/validation.h"
 #include "net/http_server.h"
 #include "net/router.h"
@@ -123,9 +124,12 @@ void HandleStream(ApiContext& ctx, const std::shared_ptr<StreamQuota>& quota, ne
 
 void AddStreamRoutes(net::Router& router, ApiContext& ctx) {
   auto quota = std::make_shared<StreamQuota>();
-  router.Add("GET", "/v1/stream", [&ctx, quota](net::HttpRequest& req, net::Responder r) {
-    HandleStream(ctx, quota, req, std::move(r));
-  });
+  router.Add(
+      "GET", "/v1/stream",
+      [&ctx, quota](net::HttpRequest& req, net::Responder r) {
+        HandleStream(ctx, quota, req, std::move(r));
+      },
+      TokenRoute(ctx));
 }
 
 }  // namespace joule::api

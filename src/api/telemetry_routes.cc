@@ -16,6 +16,7 @@
 #include "api/api_context.h"
 #include "api/error_response.h"
 #include "api/routes.h"
+#include "api/token_route.h"
 #include "common/json_writer.h"
 #include "ingest/error_codes.h"
 #include "ingest/parse_scratch.h"
@@ -339,9 +340,10 @@ class TelemetryRoute {
 
 void AddTelemetryRoutes(net::Router& router, ApiContext& ctx) {
   auto route = std::make_shared<TelemetryRoute>(ctx);
-  router.Add("POST", "/v1/telemetry", [route](net::HttpRequest& req, net::Responder r) {
-    route->Handle(req, std::move(r));
-  });
+  router.Add(
+      "POST", "/v1/telemetry",
+      [route](net::HttpRequest& req, net::Responder r) { route->Handle(req, std::move(r)); },
+      TokenRoute(ctx, ctx.limits.max_body_bytes));
 }
 
 }  // namespace joule::api

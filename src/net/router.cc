@@ -33,7 +33,7 @@ PathSegments SplitPath(std::string_view path) {
 
 }  // namespace
 
-void Router::Add(std::string method, std::string pattern, Handler handler) {
+void Router::Add(std::string method, std::string pattern, Handler handler, RouteOptions options) {
   if (pattern.empty() || pattern.front() != '/') BadRoute(pattern, "must start with '/'");
   if (!handler) BadRoute(pattern, "empty handler");
   Route route;
@@ -82,6 +82,7 @@ void Router::Add(std::string method, std::string pattern, Handler handler) {
   route.method = std::move(method);
   route.pattern = std::move(pattern);
   route.handler = std::move(handler);
+  route.options = std::move(options);
   routes_.push_back(std::move(route));
 }
 
@@ -180,14 +181,14 @@ std::string Router::RouteFor(std::string_view method, std::string_view target) c
   return r == nullptr ? std::string() : r->pattern;
 }
 
-void Router::Dispatch(HttpRequest& req, Responder responder) const {
+const Router::Route* Router::Resolve(HttpRequest& req, HttpResponse* refusal) const {
   std::string_view raw_path = req.target.empty() ? std::string_view(req.path) : req.target;
   raw_path = raw_path.substr(0, raw_path.find('?'));
   const bool escaped = raw_path.find('%') != std::string_view::npos;
   std::string decoded;
   if (escaped && !PercentDecode(raw_path, false, &decoded)) {
-    responder.Send(HttpResponse::Error(400, "bad_request", "malformed percent-encoding in path"));
-    return;
+    *refusal = HttpResponse::Error(400, "bad_request", "malformed percent-encoding in path");
+    return nullptr;
   }
   const PathSegments segments = SplitPath(raw_path);
   const Segments path(segments.data(), segments.size());
@@ -201,8 +202,8 @@ void Router::Dispatch(HttpRequest& req, Responder responder) const {
     }
     if (allowed.empty()) {
       if (!escaped) decoded.assign(raw_path);
-      responder.Send(HttpResponse::Error(404, "not_found", "no route for " + decoded));
-      return;
+      *refusal = HttpResponse::Error(404, "not_found", "no route for " + decoded);
+      return nullptr;
     }
     if (allowed.count("GET") != 0) allowed.insert("HEAD");
     std::string allow;
@@ -210,15 +211,33 @@ void Router::Dispatch(HttpRequest& req, Responder responder) const {
       if (!allow.empty()) allow += ", ";
       allow += m;
     }
-    HttpResponse r = HttpResponse::Error(405, "method_not_allowed",
-                                         req.method + " is not allowed here; allowed: " + allow);
-    r.headers.emplace_back("Allow", allow);
-    responder.Send(std::move(r));
-    return;
+    *refusal = HttpResponse::Error(405, "method_not_allowed",
+                                   req.method + " is not allowed here; allowed: " + allow);
+    refusal->headers.emplace_back("Allow", allow);
+    return nullptr;
   }
   req.route = best->pattern;
   req.path_params = std::move(best_params);
-  best->handler(req, std::move(responder));
+  return best;
+}
+
+std::optional<HttpResponse> Router::CheckHead(HttpRequest& head, uint64_t* max_body_bytes) const {
+  HttpResponse refusal;
+  const Route* route = Resolve(head, &refusal);
+  if (route == nullptr) return refusal;
+  *max_body_bytes = route->options.max_body_bytes;
+  if (route->options.head_check) return route->options.head_check(head);
+  return std::nullopt;
+}
+
+void Router::Dispatch(HttpRequest& req, Responder responder) const {
+  HttpResponse refusal;
+  const Route* route = Resolve(req, &refusal);
+  if (route == nullptr) {
+    responder.Send(std::move(refusal));
+    return;
+  }
+  route->handler(req, std::move(responder));
 }
 
 }  // namespace joule::net

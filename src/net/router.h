@@ -10,7 +10,9 @@
 // Routes are added at startup; after that, Dispatch is thread-safe (const).
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -25,17 +27,42 @@ namespace joule::net {
 // (and the Responder) to another thread.
 using Handler = std::function<void(HttpRequest& req, Responder responder)>;
 
+// What the server may decide from a request's head before it reads the body: a response
+// to send at once (the body is not read and the connection closes after it), or nullopt
+// to read the body and run the handler. `head` is the request as the handler would see
+// it, route and path_params filled, but with an empty body. Runs on an I/O thread like a
+// Handler, and only for requests that announce a body (a handler must still check
+// everything itself: a request without a body goes straight to it).
+using HeadCheck = std::function<std::optional<HttpResponse>(const HttpRequest& head)>;
+
+struct RouteOptions {
+  // A route that takes no body, or a tiny one: what it may be sent (and what the server
+  // reads before the handler ignores it).
+  static constexpr uint64_t kSmallBodyBytes = 4 * 1024;
+  // The largest request body the route takes (capped by the server's own max_body_bytes):
+  // a larger Content-Length is answered 413 before the body is read, a chunked body is
+  // cut off at it.
+  uint64_t max_body_bytes = kSmallBodyBytes;
+  HeadCheck head_check;  // optional
+};
+
 class Router {
  public:
   // REQUIRES: `pattern` starts with '/', its braces are well formed, and (method, pattern)
   // was not added before. Violations are programming errors and abort with a message.
-  void Add(std::string method, std::string pattern, Handler handler);
+  void Add(std::string method, std::string pattern, Handler handler, RouteOptions options = {});
 
   // Matches `req` (by req.target's path, or req.path when target is empty), fills
   // req.route and req.path_params, and calls the handler. Otherwise answers
   // 404 not_found, or 405 method_not_allowed with an Allow header when the path matches
   // routes of other methods, or 400 bad_request for a malformed escape in the path.
   void Dispatch(HttpRequest& req, Responder responder) const;
+
+  // For the server, once a request's head is parsed and before its body is read: finds
+  // the route as Dispatch would (filling head.route and head.path_params) and returns
+  // what to answer without reading the body — Dispatch's 400, 404 or 405, or the route's
+  // head check's refusal — or nullopt, with *max_body_bytes set to the route's limit.
+  std::optional<HttpResponse> CheckHead(HttpRequest& head, uint64_t* max_body_bytes) const;
 
   // The pattern of the route that would serve (method, target), or "" if none would
   // (for labelling requests that fail before dispatch, e.g. 413).
@@ -54,6 +81,7 @@ class Router {
     std::string pattern;
     std::vector<Segment> segments;
     Handler handler;
+    RouteOptions options;
   };
   using Segments = std::span<const std::string_view>;
   // True if `route` matches the (raw, not yet decoded) path segments; then fills `params`
@@ -67,6 +95,9 @@ class Router {
   // fills `params` (if not nullptr) with its captures.
   const Route* Find(std::string_view method, Segments path, bool escaped,
                     std::map<std::string, std::string>* params) const;
+  // The route that serves `req`, with req.route and req.path_params filled; or nullptr
+  // and *refusal set to the 400, 404 or 405 answer.
+  const Route* Resolve(HttpRequest& req, HttpResponse* refusal) const;
 
   // Routes of one method, by their number of segments (routes ending in {name*} apart),
   // so that a lookup tries only the few routes that could match the path's length instead

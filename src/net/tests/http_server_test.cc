@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <chrono>
@@ -23,6 +24,8 @@ using testing::ParsedResponse;
 using testing::TestHttpClient;
 
 constexpr auto kWait = 5s;
+// A route limit that leaves the server's max_body_bytes in charge.
+constexpr uint64_t kUnlimited = ~uint64_t{0};
 
 std::string Get(std::string_view target, std::string_view extra_headers = "") {
   return "GET " + std::string(target) + " HTTP/1.1\r\nHost: t\r\n" + std::string(extra_headers) +
@@ -53,11 +56,13 @@ class HttpServerTest : public ::testing::Test {
       w.EndObject();
       r.Send(HttpResponse::Json(200, w.Take()));
     });
-    router_.Add("POST", "/echo", [](HttpRequest& req, Responder r) {
-      HttpResponse resp = HttpResponse::Text(200, req.body);
-      resp.headers.emplace_back("X-Body-Bytes", std::to_string(req.body.size()));
-      r.Send(std::move(resp));
-    });
+    router_.Add("POST", "/echo",
+                [](HttpRequest& req, Responder r) {
+                  HttpResponse resp = HttpResponse::Text(200, req.body);
+                  resp.headers.emplace_back("X-Body-Bytes", std::to_string(req.body.size()));
+                  r.Send(std::move(resp));
+                },
+                {.max_body_bytes = kUnlimited, .head_check = nullptr});
     router_.Add("GET", "/hello",
                 [](HttpRequest&, Responder r) { r.Send(HttpResponse::Text(200, "hello")); });
     router_.Add("GET", "/throws",
@@ -287,6 +292,115 @@ TEST_F(HttpServerTest, OversizedChunkedBodyIs413) {
   auto r = client->ReadResponse();
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->status, 413);
+}
+
+// What a request's head decides is answered before its body is read, and the connection
+// closes without reading it: no route (404), another method (405), a Content-Length over
+// the route's own limit (413), the route's head check (e.g. no token: 401). Found by a
+// black-box test: without a token, every route read up to max_body_bytes (4 MiB) per
+// connection before answering 401 / 404 / 405.
+TEST_F(HttpServerTest, TheHeadIsAnsweredBeforeTheBodyIsRead) {
+  std::atomic<int> guarded_calls{0};
+  std::atomic<int> head_checks{0};
+  std::string checked;  // what the head check saw (set before the response is written)
+  router_.Add("POST", "/guarded/{id}",
+              [&guarded_calls](HttpRequest& req, Responder r) {
+                ++guarded_calls;
+                r.Send(HttpResponse::Text(200, req.body));
+              },
+              {.max_body_bytes = 1 << 20,
+               .head_check = [&](const HttpRequest& head) -> std::optional<HttpResponse> {
+                 ++head_checks;
+                 checked = std::string(head.route) + " " + head.path_params.at("id") + " " +
+                           head.path + " body=" + std::to_string(head.body.size());
+                 if (head.Header("authorization") != nullptr) return std::nullopt;
+                 HttpResponse r = HttpResponse::Error(401, "unauthorized", "missing token");
+                 r.headers.emplace_back("WWW-Authenticate", "Bearer");
+                 return r;
+               }});
+  router_.Add("POST", "/small", [](HttpRequest& req, Responder r) {
+    r.Send(HttpResponse::Text(200, req.body));
+  });  // the default limit: RouteOptions::kSmallBodyBytes
+  StartServer();
+
+  // Each announces 1 MB and sends 512 bytes of it: the answer must come without the rest.
+  const std::string partial = std::string(512, 'x');
+  struct Case {
+    std::string head;
+    int status;
+    std::string code;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"POST /nope HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n", 404, "not_found"},
+           {"PUT /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n", 405,
+            "method_not_allowed"},
+           {"POST /hello HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n", 405,
+            "method_not_allowed"},
+           {"POST /small HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n", 413,
+            "payload_too_large"},
+           {"POST /guarded/a%2Db HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n"
+            "Expect: 100-continue\r\n\r\n",
+            401, "unauthorized"},
+           {"POST /guarded/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "f4240\r\n",
+            401, "unauthorized"},
+       }) {
+    auto client = TestHttpClient::Connect(port());
+    ASSERT_TRUE(client);
+    ASSERT_TRUE(client->Send(c.head + partial));
+    auto r = client->ReadResponse(2s);
+    ASSERT_TRUE(r.has_value()) << c.head << ": no answer before the body";
+    EXPECT_EQ(r->status, c.status) << c.head;
+    EXPECT_NE(r->body.find("\"code\":\"" + c.code + "\""), std::string::npos) << r->body;
+    EXPECT_EQ(*r->Header("connection"), "close") << c.head;
+    if (c.status == 405) {
+      EXPECT_NE(r->Header("allow"), nullptr);
+    }
+    if (c.status == 401) {
+      EXPECT_EQ(*r->Header("www-authenticate"), "Bearer");
+    }
+    if (c.status == 413) {
+      EXPECT_NE(r->body.find("4096 bytes"), std::string::npos) << r->body;
+    }
+    EXPECT_TRUE(client->WaitForClose()) << c.head;
+  }
+  EXPECT_EQ(guarded_calls.load(), 0);
+  EXPECT_EQ(head_checks.load(), 2);
+  EXPECT_EQ(checked, "/guarded/{id} x /guarded/x body=0");
+  EXPECT_NE(metrics_.Render().find(
+                R"(joule_http_requests_total{route="/guarded/{id}",method="POST",status="401"} 2)"),
+            std::string::npos)
+      << metrics_.Render();
+
+  // The head check passed: the body is read and the handler runs; within the route's own
+  // limit, and a chunked body is cut off at it.
+  const std::string body(100000, 'b');
+  auto ok = Fetch(port(),
+                  "POST /guarded/x HTTP/1.1\r\nHost: t\r\nAuthorization: yes\r\n"
+                  "Content-Length: " +
+                      std::to_string(body.size()) + "\r\n\r\n" + body);
+  ASSERT_TRUE(ok.has_value());
+  EXPECT_EQ(ok->status, 200);
+  EXPECT_EQ(ok->body, body);
+  EXPECT_EQ(guarded_calls.load(), 1);
+  auto small = Fetch(port(), "POST /small HTTP/1.1\r\nHost: t\r\nContent-Length: 4096\r\n\r\n" +
+                                 std::string(4096, 's'));
+  ASSERT_TRUE(small.has_value());
+  EXPECT_EQ(small->status, 200);
+  auto chunked = TestHttpClient::Connect(port());
+  ASSERT_TRUE(chunked);
+  ASSERT_TRUE(
+      chunked->Send("POST /small HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    "800\r\n" +
+                    std::string(0x800, 'c') + "\r\n801\r\n"));
+  auto cut = chunked->ReadResponse(2s);
+  ASSERT_TRUE(cut.has_value());
+  EXPECT_EQ(cut->status, 413);
+  // A request without a body goes to the handler (which checks for itself).
+  auto empty = Fetch(port(), "POST /guarded/x HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+  ASSERT_TRUE(empty.has_value());
+  EXPECT_EQ(empty->status, 200);
+  EXPECT_EQ(head_checks.load(), 3);
 }
 
 // A transfer coding other than chunked alone cannot frame a request: refused and closed,
