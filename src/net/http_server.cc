@@ -739,6 +739,16 @@ void Connection::OnHeader(error_code ec) {
   }
   const auto& header = parser_->get();
   method_ = std::string(ToStd(header.method_string()));
+  // One Content-Length, one value: the parser takes a repeated equal value ("2" twice, or
+  // "2, 2"; RFC 9110 §8.6 allows that), but a proxy in front may frame the message
+  // otherwise, so it is refused with the connection closed like a conflicting one (found
+  // by a black-box test: accepted, and the connection kept open).
+  if (const auto cl = header.count(http::field::content_length);
+      cl > 1 ||
+      (cl == 1 && ToStd(header[http::field::content_length]).find(',') != std::string_view::npos)) {
+    FailRequest(400, "bad_request", "Content-Length must be sent once, with one value");
+    return;
+  }
   // The only transfer coding is chunked, alone (RFC 9112 §6.1: a request whose final coding
   // is not chunked cannot be framed). Anything else is refused with the connection closed,
   // before the parser could take the body for a next request (request smuggling behind a

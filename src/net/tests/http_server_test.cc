@@ -440,6 +440,30 @@ TEST_F(HttpServerTest, TransferCodingsOtherThanChunkedAreRefused) {
   EXPECT_EQ(r->body, "abc");
 }
 
+// SECURITY.md: Content-Length twice is refused (400) and the connection closed, so that
+// nothing after it is read as a request. The parser itself refuses only differing values
+// (found by a black-box test: "2" twice, and "2, 2", were accepted and the connection kept).
+TEST_F(HttpServerTest, RepeatedContentLengthIs400ThenClosed) {
+  StartServer();
+  for (const std::string cl :
+       {"Content-Length: 2\r\nContent-Length: 2\r\n", "Content-Length: 2, 2\r\n",
+        "Content-Length: 2\r\nContent-Length: 3\r\n"}) {
+    auto client = TestHttpClient::Connect(port());
+    ASSERT_TRUE(client);
+    ASSERT_TRUE(client->Send("POST /echo HTTP/1.1\r\nHost: t\r\n" + cl +
+                             "\r\nabGET /hello HTTP/1.1\r\nHost: t\r\n\r\n"));
+    auto r = client->ReadResponse();
+    ASSERT_TRUE(r.has_value()) << cl;
+    EXPECT_EQ(r->status, 400) << cl;
+    EXPECT_EQ(*r->Header("connection"), "close") << cl;
+    EXPECT_FALSE(client->ReadResponse(500ms).has_value()) << cl << ": a next request was answered";
+  }
+  auto ok = Fetch(port(), "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nab");
+  ASSERT_TRUE(ok.has_value());
+  EXPECT_EQ(ok->status, 200);
+  EXPECT_EQ(ok->body, "ab");
+}
+
 TEST_F(HttpServerTest, OversizedHeadersAre431) {
   HttpServerOptions options;
   options.max_header_bytes = 4096;
