@@ -66,9 +66,9 @@ constexpr size_t kBodyReadChunk = 64 << 10;
 // (header_limit) and the body (body_limit), but not a chunked body's chunk lines or its
 // trailer section: those wait in the buffer until their CRLF comes, so without a bound an
 // unauthenticated client could grow it without end (found by a black-box test: 300 MiB of
-// trailer fields took ~1 GB). The plain-TCP read loop refuses a chunk line or trailer
-// section over max_header_bytes (431); this caps the buffer in every case (TLS too) at
-// that plus what one read adds.
+// trailer fields took ~1 GB). The body read loop (ReadDirect, plain TCP and TLS) refuses a
+// chunk line or trailer section over max_header_bytes (431); this caps the buffer in
+// every case at that plus what one read adds.
 size_t ReadBufferLimit(const HttpServerOptions& options) {
   return size_t{options.max_header_bytes} + 2 * kBodyReadChunk;
 }
@@ -463,9 +463,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void OnHeader(error_code ec);
   void ReadBody();
   void OnBody(error_code ec);
-  void ReadPlain(bool header_only, bool from_initiation);
-  void OnPlainRead(error_code ec, size_t n);
-  void FinishPlainRead(error_code ec, bool from_initiation);
+  void ReadDirect(bool header_only, bool from_initiation);
+  void OnDirectRead(error_code ec, size_t n);
+  void FinishDirectRead(error_code ec, bool from_initiation);
   void OnReadError(error_code ec);
   void FailRequest(int status, std::string_view code, std::string_view message);
   void FailRequest(HttpResponse response);
@@ -512,7 +512,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string head_;
   HttpResponse response_;
   State state_ = State::kReading;
-  bool read_header_only_ = true;  // what ReadPlain is reading: the head, or the whole request
+  bool read_header_only_ = true;  // what ReadDirect is reading: the head, or the whole request
   Clock::time_point deadline_ = Clock::time_point::max();      // max: none
   Clock::time_point timer_expiry_ = Clock::time_point::max();  // max: timer not armed
   uint64_t timer_generation_ = 0;  // tells the armed wait from cancelled ones
@@ -656,7 +656,7 @@ void Connection::ReadHeader() {
   bool idle = requests_served_ > 0 && buffer_.size() == 0;
   SetDeadline(Nanos(idle ? options_.idle_timeout_ns : options_.read_timeout_ns));
   if (!stream_.is_tls()) {
-    ReadPlain(/*header_only=*/true, /*from_initiation=*/true);
+    ReadDirect(/*header_only=*/true, /*from_initiation=*/true);
     return;
   }
   http::async_read_header(
@@ -664,40 +664,57 @@ void Connection::ReadHeader() {
       [self = shared_from_this()](error_code ec, size_t) { self->OnHeader(ec); });
 }
 
-// Plain TCP: what http::async_read_header / http::async_read do (parse what is buffered,
-// read more while the parser needs it, end of stream -> put_eof or end_of_stream), with
-// one socket read and its completion handler per read instead of two composed operations
-// (each copying the type-erased executor into work guards) around every request.
-void Connection::ReadPlain(bool header_only, bool from_initiation) {
+// A plain-TCP request's head, and every body (TLS too): what http::async_read_header /
+// http::async_read do (parse what is buffered, read more while the parser needs it, end
+// of stream -> put_eof or end_of_stream), with one socket read and its completion handler
+// per read instead of two composed operations (each copying the type-erased executor into
+// work guards) around every request.
+void Connection::ReadDirect(bool header_only, bool from_initiation) {
   read_header_only_ = header_only;
+  // A chunked body is given to the parser max_header_bytes at a time, so that a chunk line
+  // or trailer section longer than that can never be parsed whole: the parser needs more
+  // than it was given (431). Without the window, one that arrived within one read was
+  // taken whatever its length (found by a black-box test: 40 KB accepted with 16 KiB).
+  const bool window = !header_only && parser_->chunked();
   while (buffer_.size() != 0) {
     error_code ec;
-    const size_t used = parser_->put(buffer_.data(), ec);
+    const asio::const_buffer data = buffer_.data();
+    const size_t fed =
+        window ? std::min<size_t>(data.size(), options_.max_header_bytes) : data.size();
+    const size_t used = parser_->put(asio::buffer(data.data(), fed), ec);
     buffer_.consume(used);
-    if (ec == http::error::need_more) break;
+    if (ec == http::error::need_more) {
+      if (used != 0) continue;
+      if (fed < data.size()) {
+        FinishDirectRead(http::error::header_limit, from_initiation);
+        return;
+      }
+      break;
+    }
     if (ec || (header_only ? parser_->is_header_done() : parser_->is_done())) {
-      FinishPlainRead(ec, from_initiation);
+      FinishDirectRead(ec, from_initiation);
       return;
     }
     if (used == 0) break;  // nothing parsed, nothing wrong: the parser wants more input
   }
   // In a body, what the parser leaves in the buffer is an unfinished chunk line or trailer
-  // section (body bytes are taken as they come): bounded like the header section.
+  // section (body bytes are taken as they come): bounded like the header section (this
+  // catches one that spans reads; the window above, one that arrived whole).
   if (!header_only && buffer_.size() > options_.max_header_bytes) {
-    FinishPlainRead(http::error::header_limit, from_initiation);
+    FinishDirectRead(http::error::header_limit, from_initiation);
     return;
   }
   const size_t size = beast::read_size(buffer_, 65536);
   if (size == 0) {
-    FinishPlainRead(http::error::buffer_overflow, from_initiation);
+    FinishDirectRead(http::error::buffer_overflow, from_initiation);
     return;
   }
-  stream_.socket().async_read_some(
+  stream_.async_read_some(
       buffer_.prepare(size),
-      [self = shared_from_this()](error_code ec, size_t n) { self->OnPlainRead(ec, n); });
+      [self = shared_from_this()](error_code ec, size_t n) { self->OnDirectRead(ec, n); });
 }
 
-void Connection::OnPlainRead(error_code ec, size_t n) {
+void Connection::OnDirectRead(error_code ec, size_t n) {
   if (state_ != State::kReading) return;
   buffer_.commit(n);
   if (ec == asio::error::eof) {
@@ -707,20 +724,20 @@ void Connection::OnPlainRead(error_code ec, size_t n) {
     } else {
       ec = http::error::end_of_stream;
     }
-    FinishPlainRead(ec, false);
+    FinishDirectRead(ec, false);
     return;
   }
   if (ec) {
-    FinishPlainRead(ec, false);
+    FinishDirectRead(ec, false);
     return;
   }
-  ReadPlain(read_header_only_, false);
+  ReadDirect(read_header_only_, false);
 }
 
 // A request found whole in the buffer when its read began (pipelined) is handled in a
 // posted call, as Beast does, so that a run of pipelined requests does not nest
 // handlers on the stack. A body found whole after its header is handled at once.
-void Connection::FinishPlainRead(error_code ec, bool from_initiation) {
+void Connection::FinishDirectRead(error_code ec, bool from_initiation) {
   if (!read_header_only_) {
     OnBody(ec);
   } else if (!from_initiation) {
@@ -832,12 +849,8 @@ void Connection::ReadBody() {
   const bool large = length ? *length > buffer_.capacity() - buffer_.size() : parser_->chunked();
   if (large && buffer_.capacity() < kBodyReadChunk) buffer_.reserve(kBodyReadChunk);
   SetDeadline(Nanos(options_.read_timeout_ns));
-  if (!stream_.is_tls()) {
-    ReadPlain(/*header_only=*/false, /*from_initiation=*/true);
-    return;
-  }
-  http::async_read(stream_, buffer_, *parser_,
-                   [self = shared_from_this()](error_code ec, size_t) { self->OnBody(ec); });
+  // TLS too: the chunked body's window (ReadDirect) bounds its chunk lines and trailers.
+  ReadDirect(/*header_only=*/false, /*from_initiation=*/true);
 }
 
 void Connection::OnBody(error_code ec) {

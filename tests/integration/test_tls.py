@@ -6,6 +6,8 @@ openssl s_client and mosquitto_pub.
 - Plain HTTP and plain MQTT on the same ports are refused (plaintext is off with TLS on).
 - TLS 1.1 is refused by the server (the client is allowed to offer it, so the refusal is
   the server's: the handshake-failure counter moves); TLS 1.2 and 1.3 work.
+- A chunked body's chunk lines and trailer section are bounded by server.max_header_bytes
+  over TLS as over plain TCP (431).
 - mosquitto_pub --cafile publishes QoS 1 over TLS, and the event is stored.
 - Deadlines hold over TLS (server.read_timeout, 2 s here): a client that connects and
   never starts the handshake, and one that sends half a request head after it, are
@@ -119,6 +121,39 @@ class Tls(unittest.TestCase):
         with self.ssl_context.wrap_socket(raw, server_hostname="localhost") as tls:
             tls.sendall(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")  # never ends
             self.assertTrue(self.closed_within(tls, 20), "half a request head kept its connection")
+
+    def test_chunked_bodies_over_tls_are_bounded_like_plain_ones(self):
+        """A chunked body over TLS is read by the same loop as over plain TCP: a chunk line
+        or trailer section over server.max_header_bytes (16 KiB) is 431, then close (found by
+        a black-box test over plain HTTP: 40 KB of either was accepted; over TLS Beast's own
+        read took them up to the read buffer's cap, 144 KiB), and a chunked ingest works."""
+        dev = f"tls-{uuid.uuid4().hex[:8]}"
+        ev = json.dumps([{"device_id": dev, "timestamp": fmt_ts(time.time() - 5),
+                          "metrics": {"power_w": 2}}]).encode()
+
+        def post(chunks):
+            raw = socket.create_connection(("127.0.0.1", self.server.port), timeout=10)
+            got = b""
+            with self.ssl_context.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"POST /v1/telemetry HTTP/1.1\r\nHost: localhost\r\n"
+                            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+                            b"Connection: close\r\n\r\n" + chunks)
+                try:
+                    while True:
+                        b = tls.recv(65536)
+                        if not b:
+                            break
+                        got += b
+                except (ConnectionResetError, ssl.SSLError, socket.timeout, BrokenPipeError):
+                    pass
+            return got
+
+        ok = post(b"%x\r\n%s\r\n0\r\n\r\n" % (len(ev), ev))
+        self.assertTrue(ok.startswith(b"HTTP/1.1 202"), ok[:300])
+        for bad in (b"2;e=" + b"a" * 40000 + b"\r\n[]\r\n0\r\n\r\n",
+                    b"2\r\n[]\r\n0\r\nX-T: " + b"a" * 40000 + b"\r\n\r\n"):
+            got = post(bad)
+            self.assertTrue(got.startswith(b"HTTP/1.1 431"), got[:300])
 
     def test_plain_http_is_refused(self):
         before = self.handshake_failures()
