@@ -227,7 +227,9 @@ Result<Rule> ParseRule(std::string_view json, const RuleParseOptions& options) {
   simdjson::dom::parser parser;
   simdjson::dom::element root;
   constexpr size_t kMaxRuleDepth = 16;  // a rule is at most 4 levels deep
-  if (parser.allocate(std::max<size_t>(json.size(), 64), kMaxRuleDepth) != simdjson::SUCCESS) {
+  // simdjson's max_depth counts the document itself: N lets N - 1 levels of objects and
+  // arrays through (found by a black-box test: a rule exactly 16 levels deep was refused).
+  if (parser.allocate(std::max<size_t>(json.size(), 64), kMaxRuleDepth + 1) != simdjson::SUCCESS) {
     return Bad("cannot allocate a JSON parser for the rule");
   }
   const simdjson::error_code parsed = parser.parse(json.data(), json.size()).get(root);

@@ -70,7 +70,9 @@ Result<ParsedObject> ParseBodyObject(const net::HttpRequest& req) {
   out.parser = std::make_unique<simdjson::dom::parser>();
   simdjson::dom::element root;
   // Nesting is bounded explicitly (the device `config` object is free-form JSON).
-  if (out.parser->allocate(std::max<size_t>(req.body.size(), 64), kMaxJsonDepth) !=
+  // simdjson's max_depth counts the document itself: N lets N - 1 levels of objects and
+  // arrays through (found by a black-box test: a body exactly 32 levels deep was refused).
+  if (out.parser->allocate(std::max<size_t>(req.body.size(), 64), kMaxJsonDepth + 1) !=
       simdjson::SUCCESS) {
     return Status::ResourceExhausted("cannot allocate a JSON parser for the body");
   }

@@ -185,6 +185,8 @@ class DeviceApiCases:
             ("long location", dict(ok, location="l" * 257), "location"),
             ("unknown field", dict(ok, colour="red"), "colour"),
             ("config nested 40 deep", dict(ok, config=nested(40)), "nested deeper than 32"),
+            # 33 levels, the body's own included: one more than SECURITY.md's 32.
+            ("body nested 33 deep", dict(ok, config=nested(32)), "nested deeper than 32"),
         ]
         for what, body, word in cases:
             with self.subTest(case=what):
@@ -195,6 +197,10 @@ class DeviceApiCases:
             with self.subTest(case=what):
                 resp = self.server.request("POST", "/v1/devices", raw, headers=ADMIN)
                 self.assertError(resp, 400, "invalid_argument", what)
+        # Exactly 32 levels are accepted (found by a black-box test: refused as "deeper than 32").
+        deep = dict(ok, device_id=f"dev-{uid()}", config=nested(31))
+        resp = self.server.request("POST", "/v1/devices", deep, headers=ADMIN)
+        self.assertStatus(resp, 201, "body nested exactly 32 deep")
         big = dict(ok, config={"blob": "x" * 70000})
         self.assertStatus(self.server.request("POST", "/v1/devices", big, headers=ADMIN),
                           (400, 413), "oversized body")

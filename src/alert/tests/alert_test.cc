@@ -506,6 +506,15 @@ TEST(RuleParse, ClearMessages) {
   EXPECT_EQ(err(ok), "ok");
   EXPECT_EQ(err(std::string(20, '[') + std::string(20, ']')),
             "rule is nested deeper than 16 levels");
+  // Exactly 16 levels pass the depth check (and fail only as a rule), 17 do not (found by a
+  // black-box test: 16 were refused).
+  auto nested = [](int levels) {  // `levels` objects, the rule's own included
+    std::string inner = "1";
+    for (int i = 1; i < levels; ++i) inner = R"({"a":)" + inner + "}";
+    return R"({"scope":{"device_id":"d1"},"x":)" + inner + "}";
+  };
+  EXPECT_EQ(err(nested(16)).find("nested deeper"), std::string::npos) << err(nested(16));
+  EXPECT_EQ(err(nested(17)), "rule is nested deeper than 16 levels");
   EXPECT_NE(err(R"({"scope":{"device_id":"d1"},"kind":"bogus"})").find("kind must be one of"),
             std::string::npos);
   EXPECT_NE(err(R"({"scope":{"device_id":"d1"},"kind":"threshold","metric":"power_w",)"
