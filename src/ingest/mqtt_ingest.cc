@@ -164,6 +164,7 @@ void MqttIngest::OnPublish(const mqtt::PublishRequest& request, PublishDone done
     mqtt::PublishOutcome limited{
         mqtt::reason::kQuotaExceeded,
         "too many events for device '" + device_id + "'; nothing was stored"};
+    limited.rate_limited = true;
     // More events than the device's bucket holds can never pass: a final answer (3.1.1
     // gets a PUBACK rather than a closed connection and a resend for ever).
     if (static_cast<double>(body.events.size()) > options_.event_limiter->burst()) {

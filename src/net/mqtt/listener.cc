@@ -85,9 +85,10 @@ class MqttListener::Impl : public std::enable_shared_from_this<Impl> {
       puback_latency_ = metrics_->GetHistogram("joule_mqtt_puback_latency_seconds",
                                                "MQTT PUBLISH (QoS 1) received to PUBACK queued.",
                                                Histogram::LatencyBuckets());
-      for (const char* r : {"protocol_error", "packet_too_large", "keepalive", "takeover",
-                            "qos_not_supported", "not_authorized", "unavailable", "connect_timeout",
-                            "bad_credentials", "shutdown", "tls_handshake", "max_connections"}) {
+      for (const char* r :
+           {"protocol_error", "packet_too_large", "keepalive", "takeover", "qos_not_supported",
+            "not_authorized", "unavailable", "connect_timeout", "bad_credentials", "shutdown",
+            "tls_handshake", "max_connections", "rate_limited"}) {
         disconnects_.emplace(
             r, metrics_->GetCounter("joule_mqtt_disconnects_total",
                                     "MQTT connections closed by the server, by reason.",
@@ -514,7 +515,9 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
       }
       if (code != reason::kSuccess && code != reason::kPayloadFormatInvalid &&
           !f.outcome.permanent) {
-        server_->CountDisconnect("unavailable");
+        // Found by a black-box test: the rate limit was counted as "unavailable", which
+        // mqtt.md defines as the metadata store being unreachable.
+        server_->CountDisconnect(f.outcome.rate_limited ? "rate_limited" : "unavailable");
         Close();
         return;
       }

@@ -69,6 +69,10 @@ struct PublishOutcome {
   // Close the connection after answering (MQTT 5: PUBACK, then DISCONNECT with
   // reason_code): the connection itself may no longer publish (its token was revoked).
   bool disconnect = false;
+  // A refusal for the device's event rate limit (kQuotaExceeded, not permanent): MQTT
+  // 3.1.1 closes the connection as for backpressure, but counts it under
+  // joule_mqtt_disconnects_total{reason="rate_limited"} instead of "unavailable".
+  bool rate_limited = false;
 };
 
 class SessionHandler {

@@ -40,6 +40,12 @@ class FakeHandler : public SessionHandler {
       done({reason::kNotAuthorized, "no"});
     } else if (r.topic == "bad") {
       done({reason::kPayloadFormatInvalid, ""});
+    } else if (r.topic == "limited") {  // the device's event rate limit
+      PublishOutcome limited{reason::kQuotaExceeded, "too many events"};
+      limited.rate_limited = true;
+      done(std::move(limited));
+    } else if (r.topic == "full") {  // backpressure: the log refuses
+      done({reason::kQuotaExceeded, "the log cannot take more right now"});
     } else if (r.topic == "hold") {
       held_.push_back(std::move(done));
     } else {
@@ -184,6 +190,35 @@ TEST_F(MqttListenerTest, RefusalsAreCountedByTheirReason) {
   EXPECT_EQ(code, reason::kBadUserNameOrPassword);
   EXPECT_EQ(disconnects("unavailable"), 2u);
   EXPECT_EQ(disconnects("bad_credentials"), 1u);
+}
+
+// Found by a black-box test: a 3.1.1 connection closed for the device's event rate limit
+// was counted as "unavailable" (the metadata store unreachable, mqtt.md §3).
+TEST_F(MqttListenerTest, RateLimitedAndBackpressureClosesAreCountedApart) {
+  const auto disconnects = [this](const char* reason) {
+    return metrics_
+        .GetCounter("joule_mqtt_disconnects_total",
+                    "MQTT connections closed by the server, by reason.", {{"reason", reason}})
+        ->Value();
+  };
+  Packet p;
+  auto limited = Connect(V::kV311, "l1");
+  limited->Send(Publish("limited", 1));
+  EXPECT_FALSE(limited->Receive(&p));  // closed without a PUBACK
+  EXPECT_EQ(disconnects("rate_limited"), 1u);
+  EXPECT_EQ(disconnects("unavailable"), 0u);
+  auto full = Connect(V::kV311, "l2");
+  full->Send(Publish("full", 1));
+  EXPECT_FALSE(full->Receive(&p));
+  EXPECT_EQ(disconnects("rate_limited"), 1u);
+  EXPECT_EQ(disconnects("unavailable"), 1u);
+  // MQTT 5: a PUBACK 0x97, the connection stays.
+  auto five = Connect(V::kV5, "l3");
+  five->Send(Publish("limited", 1));
+  ASSERT_TRUE(five->Receive(&p));
+  EXPECT_EQ(p.type, PacketType::kPuback);
+  EXPECT_EQ(p.publish_response.reason_code, reason::kQuotaExceeded);
+  EXPECT_EQ(disconnects("rate_limited"), 1u);
 }
 
 TEST_F(MqttListenerTest, PubacksGoOutInPacketOrder) {
