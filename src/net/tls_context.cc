@@ -3,6 +3,9 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include <fstream>
+#include <string>
+
 #include "net/tls_context_impl.h"
 
 namespace joule::net {
@@ -21,6 +24,35 @@ std::string OpenSslError(const boost::system::error_code& ec) {
   }
   ERR_clear_error();
   return text;
+}
+
+// Keys are unencrypted PEM (docs/SECURITY.md). Without a password callback, OpenSSL asks
+// for an encrypted key's pass phrase on the terminal ("Enter PEM pass phrase:"), so a
+// `joule serve` started from one waited there (found by a black-box test); this callback
+// has no password, so such a key fails to load at once with an error naming the file.
+void RefuseEncryptedKeys(boost::asio::ssl::context& ssl) {
+  boost::system::error_code ignored;
+  ssl.set_password_callback(
+      [](std::size_t, boost::asio::ssl::context::password_purpose) { return std::string(); },
+      ignored);
+}
+
+constexpr const char* kEncryptedKeyHint =
+    " (an encrypted key is not supported: decrypt it, e.g. `openssl pkey -in KEY -out "
+    "PLAIN.pem`, and protect the file with chmod 600)";
+
+// The load error for `key_file`, with the hint when it is an encrypted key.
+std::string KeyFileError(const boost::system::error_code& ec, const std::string& key_file) {
+  std::string error = OpenSslError(ec);
+  std::ifstream in(key_file);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("-----BEGIN ENCRYPTED", 0) == 0 ||
+        line.rfind("Proc-Type: 4,ENCRYPTED", 0) == 0) {
+      return error + kEncryptedKeyHint;
+    }
+  }
+  return error;
 }
 
 }  // namespace
@@ -45,9 +77,11 @@ Result<std::shared_ptr<TlsContext>> LoadServerTlsContext(const std::string& cert
   if (ec) {
     return Status::InvalidArgument("TLS certificate file '" + cert_file + "': " + OpenSslError(ec));
   }
+  RefuseEncryptedKeys(tls->ssl);
   tls->ssl.use_private_key_file(key_file, ssl::context::pem, ec);
   if (ec) {
-    return Status::InvalidArgument("TLS key file '" + key_file + "': " + OpenSslError(ec));
+    return Status::InvalidArgument("TLS key file '" + key_file +
+                                   "': " + KeyFileError(ec, key_file));
   }
   if (SSL_CTX_check_private_key(ctx) != 1) {
     ERR_clear_error();
@@ -95,9 +129,11 @@ Result<std::shared_ptr<TlsContext>> LoadClientTlsContext(const std::string& ca_f
       return Status::InvalidArgument("TLS client certificate file '" + cert_file +
                                      "': " + OpenSslError(ec));
     }
+    RefuseEncryptedKeys(tls->ssl);
     tls->ssl.use_private_key_file(key_file, ssl::context::pem, ec);
     if (ec) {
-      return Status::InvalidArgument("TLS client key file '" + key_file + "': " + OpenSslError(ec));
+      return Status::InvalidArgument("TLS client key file '" + key_file +
+                                     "': " + KeyFileError(ec, key_file));
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
       ERR_clear_error();

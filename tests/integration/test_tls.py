@@ -8,6 +8,8 @@ openssl s_client and mosquitto_pub.
   the server's: the handshake-failure counter moves); TLS 1.2 and 1.3 work.
 - A chunked body's chunk lines and trailer section are bounded by server.max_header_bytes
   over TLS as over plain TCP (431).
+- An encrypted key makes `joule serve` exit 1 at once naming the file, also when it runs on a
+  terminal (OpenSSL would otherwise prompt for the pass phrase and wait).
 - mosquitto_pub --cafile publishes QoS 1 over TLS, and the event is stored.
 - Deadlines hold over TLS (server.read_timeout, 2 s here): a client that connects and
   never starts the handshake, and one that sends half a request head after it, are
@@ -15,7 +17,10 @@ openssl s_client and mosquitto_pub.
 """
 import json
 import os
+import pty
+import select
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -24,7 +29,7 @@ import time
 import unittest
 import uuid
 
-from joule_harness import JouleServer, fmt_ts, metric_sum, parse_prometheus, poll
+from joule_harness import JouleServer, fmt_ts, joule_bin, metric_sum, parse_prometheus, poll
 
 
 def program(name):
@@ -154,6 +159,49 @@ class Tls(unittest.TestCase):
                     b"2\r\n[]\r\n0\r\nX-T: " + b"a" * 40000 + b"\r\n\r\n"):
             got = post(bad)
             self.assertTrue(got.startswith(b"HTTP/1.1 431"), got[:300])
+
+    def test_an_encrypted_key_fails_at_once_on_a_terminal(self):
+        """Found by a black-box test: started from a terminal, `joule serve` with an encrypted
+        key waited at OpenSSL's "Enter PEM pass phrase:" prompt (without a terminal it exited
+        1). Keys are unencrypted PEM (SECURITY.md): it exits 1 at once, naming the file."""
+        key = os.path.join(self.dir, "encrypted-key.pem")
+        subprocess.run([program("openssl"), "pkey", "-in", self.key, "-out", key, "-aes256",
+                        "-passout", "pass:secret"], check=True, capture_output=True)
+        data = tempfile.mkdtemp(prefix="joule-tls-enc-", dir=self.dir)
+        env = dict(os.environ, JOULE_SERVER_TLS_CERT_FILE=self.cert, JOULE_SERVER_TLS_KEY_FILE=key,
+                   JOULE_STORAGE_DATA_DIR=data, JOULE_SERVER_HTTP_LISTEN="127.0.0.1:0",
+                   JOULE_SERVER_MQTT_LISTEN="127.0.0.1:0")
+        binary = joule_bin()
+        pid, fd = pty.fork()  # the child's controlling terminal is the pty, as in a shell
+        if pid == 0:
+            try:
+                os.execve(binary, [binary, "serve"], env)
+            finally:
+                os._exit(127)
+        out = b""
+        status = None
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    out += os.read(fd, 65536)
+                except OSError:
+                    pass
+            done, st = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = st
+                break
+        if status is None:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+        text = out.decode(errors="replace")
+        self.assertIsNotNone(status, f"still running after 15 s: {text[-300:]!r}")
+        self.assertNotIn("pass phrase", text)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 1, text)
+        self.assertIn("encrypted-key.pem", text)
+        self.assertIn("encrypted key is not supported", text)
 
     def test_plain_http_is_refused(self):
         before = self.handshake_failures()
