@@ -1,6 +1,7 @@
 // Unit tests of the alert subsystem: rule validation, the SSRF guard, the Standard
 // Webhooks signature, the outbox's crash recovery, and the golden scenarios of
 // tests/scenarios/alerts/ (format in tests/scenarios/alerts/README.md).
+#include <arpa/inet.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <simdjson.h>
@@ -476,9 +477,28 @@ TEST(TargetGuard, RefusesPrivateTargets) {
        {"http://127.0.0.1/x", "http://localhost:8080/", "http://10.1.2.3/", "http://192.168.1.1/",
         "http://169.254.169.254/latest/meta-data", "http://[::1]/", "http://[fe80::1]/",
         "http://[::ffff:127.0.0.1]/", "http://172.16.0.1/", "http://0.0.0.0/", "http://2130706433/",
-        "http://127.1/", "http://[fd00::1]/"}) {
+        "http://127.1/", "http://[fd00::1]/",
+        // IPv4-compatible ::a.b.c.d, judged by its IPv4 (found by a black-box test).
+        "http://[::127.0.0.1]:8080/", "http://[::10.0.0.1]/", "http://[::169.254.169.254]/"}) {
     EXPECT_FALSE(CheckWebhookUrl(url, false).ok()) << url;
     EXPECT_TRUE(CheckWebhookUrl(url, true).ok()) << url;
+  }
+  EXPECT_TRUE(CheckWebhookUrl("http://[::93.184.216.34]/", false).ok());
+  // A zone id names a local interface: refused whatever allow_private_targets says, at
+  // creation and at delivery (ParseWebhookUrl). Found by a black-box test: 201.
+  for (const char* url : {"http://[::1%251]:8080/", "http://[::1%25lo]:8080/",
+                          "http://[fe80::1%25eth0]/", "http://[2001:db8::1%1]/"}) {
+    EXPECT_FALSE(CheckWebhookUrl(url, false).ok()) << url;
+    EXPECT_FALSE(CheckWebhookUrl(url, true).ok()) << url;
+    EXPECT_FALSE(ParseWebhookUrl(url).ok()) << url;
+  }
+  {
+    sockaddr_in6 v6{};
+    v6.sin6_family = AF_INET6;
+    ASSERT_EQ(inet_pton(AF_INET6, "::127.0.0.1", &v6.sin6_addr), 1);
+    EXPECT_TRUE(IsNonPublicAddress(reinterpret_cast<sockaddr*>(&v6)));  // at delivery
+    ASSERT_EQ(inet_pton(AF_INET6, "::8.8.8.8", &v6.sin6_addr), 1);
+    EXPECT_FALSE(IsNonPublicAddress(reinterpret_cast<sockaddr*>(&v6)));
   }
   EXPECT_TRUE(CheckWebhookUrl("https://hooks.example.com/a?b=1", false).ok());
   EXPECT_TRUE(CheckWebhookUrl("http://93.184.216.34:8080/", false).ok());
