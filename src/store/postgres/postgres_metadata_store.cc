@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <mutex>
 #include <utility>
 
 #include "common/url_password.h"
@@ -435,6 +436,12 @@ bool IdleConnectionIsDead(PGconn* conn) {
 }
 
 PGconn* Connect(const std::string& url) {
+  // An encrypted client key (sslkey) is opened with the URL's sslpassword or not at all:
+  // without a hook of its own libpq lets OpenSSL ask for the pass phrase on the terminal
+  // and wait, as the TLS listeners' keys did (found by a black-box test). libpq's default
+  // hook answers sslpassword, or nothing.
+  static std::once_flag key_hook;
+  std::call_once(key_hook, [] { PQsetSSLKeyPassHook_OpenSSL(PQdefaultSSLKeyPassHook_OpenSSL); });
   PGconn* conn = PQconnectdb(url.c_str());
   if (conn != nullptr) PQsetNoticeProcessor(conn, IgnoreNotice, nullptr);
   return conn;

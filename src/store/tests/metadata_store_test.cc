@@ -1408,6 +1408,14 @@ TEST_P(PostgresChangeFeedTest, ExternalRevocationIsSeenWithinOneSecond) {
                          std::chrono::milliseconds(1000)));
 }
 
+// An encrypted sslkey is opened with sslpassword or fails: libpq's own hook is set, so
+// OpenSSL never asks for a pass phrase on the terminal (found by a black-box test for the
+// TLS listeners' keys; libpq prompted the same way without a hook or sslpassword).
+TEST_P(PostgresChangeFeedTest, AClientKeyPassPhraseIsNeverAskedOnTheTerminal) {
+  ASSERT_NE(dynamic_cast<PostgresMetadataStore*>(&cache_->wrapped()), nullptr);
+  EXPECT_EQ(PQgetSSLKeyPassHook_OpenSSL(), &PQdefaultSSLKeyPassHook_OpenSSL);
+}
+
 TEST_P(PostgresChangeFeedTest, ListenerAndPoolReconnectAfterTheServerDropsThem) {
   auto* pg = dynamic_cast<PostgresMetadataStore*>(&cache_->wrapped());
   ASSERT_NE(pg, nullptr);
