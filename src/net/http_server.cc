@@ -827,7 +827,14 @@ bool Connection::CheckHead() {
     return false;
   }
   uint64_t route_limit = 0;
-  std::optional<HttpResponse> refusal = server_->router().CheckHead(head, &route_limit);
+  std::optional<HttpResponse> refusal;
+  try {
+    refusal = server_->router().CheckHead(head, &route_limit);
+  } catch (const std::exception& e) {  // a bug in a head check: as for a handler, 500
+    logging::Error("http head check threw",
+                   {{"route", std::string(head.route)}, {"error", e.what()}});
+    refusal = HttpResponse::Error(500, "internal", "internal error");
+  }
   route_ = std::string(head.route);
   if (refusal) {
     FailRequest(std::move(*refusal));
