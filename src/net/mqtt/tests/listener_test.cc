@@ -149,6 +149,13 @@ class MqttListenerTest : public ::testing::Test {
     return p;
   }
 
+  uint64_t Disconnects(const char* reason) {
+    return metrics_
+        .GetCounter("joule_mqtt_disconnects_total",
+                    "MQTT connections closed by the server, by reason.", {{"reason", reason}})
+        ->Value();
+  }
+
   // The handler and the registry outlive the io_context (queued handlers may hold
   // connections until it is destroyed).
   FakeHandler handler_;
@@ -175,12 +182,6 @@ TEST_F(MqttListenerTest, ConnackCarriesLimitsAndRefusesBadUser) {
 // Found by a black-box test: a CONNECT refused because the credentials could not be
 // checked (server unavailable, 0x88 / 3.1.1 code 3) was counted as bad_credentials.
 TEST_F(MqttListenerTest, RefusalsAreCountedByTheirReason) {
-  const auto disconnects = [this](const char* reason) {
-    return metrics_
-        .GetCounter("joule_mqtt_disconnects_total",
-                    "MQTT connections closed by the server, by reason.", {{"reason", reason}})
-        ->Value();
-  };
   uint8_t code = 0;
   auto busy5 = Connect(V::kV5, "b1", "busy", &code);
   EXPECT_EQ(code, reason::kServerUnavailable);
@@ -188,37 +189,31 @@ TEST_F(MqttListenerTest, RefusalsAreCountedByTheirReason) {
   EXPECT_EQ(code, 3);
   auto bad = Connect(V::kV5, "b3", "intruder", &code);
   EXPECT_EQ(code, reason::kBadUserNameOrPassword);
-  EXPECT_EQ(disconnects("unavailable"), 2u);
-  EXPECT_EQ(disconnects("bad_credentials"), 1u);
+  EXPECT_EQ(Disconnects("unavailable"), 2u);
+  EXPECT_EQ(Disconnects("bad_credentials"), 1u);
 }
 
 // Found by a black-box test: a 3.1.1 connection closed for the device's event rate limit
 // was counted as "unavailable" (the metadata store unreachable, mqtt.md §3).
 TEST_F(MqttListenerTest, RateLimitedAndBackpressureClosesAreCountedApart) {
-  const auto disconnects = [this](const char* reason) {
-    return metrics_
-        .GetCounter("joule_mqtt_disconnects_total",
-                    "MQTT connections closed by the server, by reason.", {{"reason", reason}})
-        ->Value();
-  };
   Packet p;
   auto limited = Connect(V::kV311, "l1");
   limited->Send(Publish("limited", 1));
   EXPECT_FALSE(limited->Receive(&p));  // closed without a PUBACK
-  EXPECT_EQ(disconnects("rate_limited"), 1u);
-  EXPECT_EQ(disconnects("unavailable"), 0u);
+  EXPECT_EQ(Disconnects("rate_limited"), 1u);
+  EXPECT_EQ(Disconnects("unavailable"), 0u);
   auto full = Connect(V::kV311, "l2");
   full->Send(Publish("full", 1));
   EXPECT_FALSE(full->Receive(&p));
-  EXPECT_EQ(disconnects("rate_limited"), 1u);
-  EXPECT_EQ(disconnects("unavailable"), 1u);
+  EXPECT_EQ(Disconnects("rate_limited"), 1u);
+  EXPECT_EQ(Disconnects("unavailable"), 1u);
   // MQTT 5: a PUBACK 0x97, the connection stays.
   auto five = Connect(V::kV5, "l3");
   five->Send(Publish("limited", 1));
   ASSERT_TRUE(five->Receive(&p));
   EXPECT_EQ(p.type, PacketType::kPuback);
   EXPECT_EQ(p.publish_response.reason_code, reason::kQuotaExceeded);
-  EXPECT_EQ(disconnects("rate_limited"), 1u);
+  EXPECT_EQ(Disconnects("rate_limited"), 1u);
 }
 
 TEST_F(MqttListenerTest, PubacksGoOutInPacketOrder) {
