@@ -275,5 +275,38 @@ TEST(ResponderTest, OnlyTheFirstCompletionCounts) {
   EXPECT_EQ(statuses, std::vector<int>{201});
 }
 
+// CheckHead: what the server answers from a request's head before reading its body.
+TEST_F(RouterTest, CheckHeadResolvesTheRouteAndItsLimitAndRunsItsHeadCheck) {
+  int checks = 0;
+  router_.Add(
+      "PUT", "/v1/devices/{id}", [](HttpRequest&, Responder r) { r.Send(HttpResponse{}); },
+      {.max_body_bytes = 1000, .head_check = [&checks](const HttpRequest& head) {
+         ++checks;
+         return head.path_params.at("id") == "no"
+                    ? std::optional<HttpResponse>(HttpResponse::Error(401, "unauthorized", "x"))
+                    : std::nullopt;
+       }});
+  auto check = [this](std::string method, std::string target, uint64_t* limit) {
+    HttpRequest head;
+    head.method = std::move(method);
+    head.target = std::move(target);
+    *limit = 0;
+    return router_.CheckHead(head, limit);
+  };
+  uint64_t limit = 0;
+  EXPECT_EQ(check("POST", "/nope", &limit)->status, 404);
+  std::optional<HttpResponse> other = check("PATCH", "/v1/devices/d1", &limit);
+  ASSERT_TRUE(other.has_value());
+  EXPECT_EQ(other->status, 405);
+  EXPECT_EQ(other->headers.at(0).second, "DELETE, GET, HEAD, PUT");
+  EXPECT_EQ(check("POST", "/v1/devices/%zz", &limit)->status, 400);
+  EXPECT_FALSE(check("POST", "/v1/devices", &limit).has_value());
+  EXPECT_EQ(limit, RouteOptions::kSmallBodyBytes);  // the default
+  EXPECT_FALSE(check("PUT", "/v1/devices/d1", &limit).has_value());
+  EXPECT_EQ(limit, 1000u);
+  EXPECT_EQ(check("PUT", "/v1/devices/no", &limit)->status, 401);
+  EXPECT_EQ(checks, 2);
+}
+
 }  // namespace
 }  // namespace joule::net
