@@ -16,7 +16,8 @@ inline constexpr std::string_view kRedactedSecret = "<set>";
 // Where the passwords of `url` are (offset, length), non-empty ones only, in order: the
 // userinfo's password of scheme://user:password@host… (for redis:// and rediss://, whose
 // parser takes redis://password@host, also a userinfo without ':'), and the value of every
-// password=… parameter (a libpq URI's ?password=, or a libpq "key=value" string).
+// password=… and sslpassword=… parameter (a libpq URI's ?password=, or a libpq "key=value"
+// string; sslpassword is the passphrase of libpq's client key).
 std::vector<std::pair<size_t, size_t>> UrlPasswordSpans(std::string_view url);
 
 // `url` with each password replaced by "<set>"; a URL without one is returned as it is.

@@ -15,6 +15,16 @@ TEST(UrlPasswordTest, PasswordsAreRedacted) {
   EXPECT_EQ(RedactUrlPassword("host=h password=se\\ cret user=u"), "host=h password=<set> user=u");
   EXPECT_EQ(RedactUrlPassword("host=h password = 'a b\\'c' user=u"),
             "host=h password = <set> user=u");
+  // libpq's sslpassword (the client key's passphrase) too, in both forms (found by a
+  // black-box test: `joule config` printed it in clear).
+  EXPECT_EQ(RedactUrlPassword("host=db user=joule password=pw sslpassword=KEYPASS dbname=joule"),
+            "host=db user=joule password=<set> sslpassword=<set> dbname=joule");
+  EXPECT_EQ(RedactUrlPassword("postgresql://joule:pw@db/joule?sslpassword=KEYPASS&sslmode=require"),
+            "postgresql://joule:<set>@db/joule?sslpassword=<set>&sslmode=require");
+  EXPECT_EQ(RedactUrlPassword("host=db sslpassword = 'a b' user=u"),
+            "host=db sslpassword = <set> user=u");
+  EXPECT_EQ(RedactUrlPasswordIn("bad key (sslpassword KEYPASS)", "host=db sslpassword=KEYPASS"),
+            "bad key (sslpassword <set>)");
   // Redis takes redis://password@host (no ':'): that userinfo is the password.
   EXPECT_EQ(RedactUrlPassword("redis://hunter2@h:6379/0"), "redis://<set>@h:6379/0");
   EXPECT_EQ(RedactUrlPassword("rediss://hunter2@h"), "rediss://<set>@h");
