@@ -1,8 +1,9 @@
 // AcceptLoop: the accept loop the HTTP server and the MQTT listener share, next to
 // OpenListeningAcceptor (tcp_listen.h). Internal to src/net (it includes Asio).
 //
-// Runs on its own strand: accepts a connection (on a new strand of its own, or on the next of
-// the single-threaded connection contexts), hands it to
+// Runs on its own strand: accepts a connection (on a new strand of its own, or on `io` and
+// then moved to the next of the single-threaded connection contexts, so that no pending
+// accept holds a socket of a context that may be destroyed first), hands it to
 // the owner's callback, accepts the next one. An accept error other than cancellation
 // (e.g. out of file descriptors) retries after 50 ms rather than spinning. Out of file
 // descriptors (EMFILE, ENFILE), the clients waiting in the listen backlog would wait
@@ -25,6 +26,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -65,6 +67,8 @@ class AcceptLoop {
 
  private:
   void AcceptNext(std::shared_ptr<void> keep);
+  // An accepted socket (on io_) as a socket of `target`; nullopt (closed) if that fails.
+  std::optional<Socket> MoveTo(boost::asio::io_context& target, Socket& socket);
   // Out of descriptors: sheds waiting clients with the reserve descriptor (on strand_).
   void Shed();
 
