@@ -125,7 +125,11 @@ bool SameInstalledAt(const store::Device& a, const store::Device& b) {
 }
 
 bool SameDevice(const store::Device& a, const store::Device& b) {
-  auto tz = [](const std::string& t) -> std::string_view { return t.empty() ? "UTC" : t; };
+  // (Both branches string_views: `t.empty() ? "UTC" : t` is a temporary std::string, and
+  // the view of it dangled — found by ASan.)
+  auto tz = [](const std::string& t) -> std::string_view {
+    return t.empty() ? std::string_view("UTC") : std::string_view(t);
+  };
   return a.owner_id == b.owner_id && a.name == b.name && a.model == b.model &&
          a.location == b.location && tz(a.timezone) == tz(b.timezone) && SameInstalledAt(a, b);
 }
