@@ -481,15 +481,25 @@ int RunDevicesImport(const Config& config, const DevicesImportOptions& options) 
 
   // Open the tokens file before writing anything, so a bad path fails early.
   std::FILE* tokens_file = nullptr;
+  // Only a regular file is made 0600 and fsynced: a FIFO, /dev/null or a shell's
+  // >(...) pipe keeps its mode (chmod of /dev/null as root broke it for everyone) and has
+  // nothing to sync (fsync is EINVAL there; both found by a black-box test).
+  bool tokens_file_regular = false;
   const bool want_tokens = !options.tokens_out.empty() && !options.dry_run;
   if (want_tokens) {
     if (options.tokens_out == "-") {
       tokens_file = stdout;
     } else {
       int fd = ::open(options.tokens_out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      struct stat st {};
+      if (fd >= 0 && ::fstat(fd, &st) != 0) {
+        ::close(fd);
+        fd = -1;
+      }
+      tokens_file_regular = fd >= 0 && S_ISREG(st.st_mode);
       // An existing file keeps its mode on open: tokens are secrets, so 0600 in any case
       // (a world-readable tokens file was found by a black-box test).
-      if (fd >= 0 && ::fchmod(fd, 0600) != 0) {
+      if (tokens_file_regular && ::fchmod(fd, 0600) != 0) {
         ::close(fd);
         fd = -1;
       }
@@ -519,7 +529,7 @@ int RunDevicesImport(const Config& config, const DevicesImportOptions& options) 
     for (const auto& [id, token] : tokens) out += CsvField(id) + "," + token + "\n";
     const bool ok = std::fwrite(out.data(), 1, out.size(), tokens_file) == out.size() &&
                     std::fflush(tokens_file) == 0 &&
-                    (tokens_file == stdout || ::fsync(::fileno(tokens_file)) == 0);
+                    (!tokens_file_regular || ::fsync(::fileno(tokens_file)) == 0);
     if (tokens_file != stdout) std::fclose(tokens_file);
     if (!ok) {
       fmt::print(stderr, "joule: writing {} failed: {}\n", options.tokens_out,

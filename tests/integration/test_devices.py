@@ -583,6 +583,49 @@ class DeviceApiCases:
             self.assertError(self.get_device(bad[0][0]), 404, "not_found",
                              "valid row of an invalid file not imported")
 
+    def test_cli_import_tokens_out_to_a_fifo_or_pipe(self):
+        """Found by a black-box test: --tokens-out made any path 0600 (a FIFO, and
+        /dev/null as root) and fsync() on it failed with EINVAL, so an import that had written
+        every token exited 1 ("writing ... failed: Invalid argument"). A non-regular file is
+        written as it is: its mode kept, no fsync, exit 0."""
+        owner = self.owner()
+        env = self.server.environment()
+        with tempfile.TemporaryDirectory() as tmp:
+            # A FIFO of mode 0644, read by another process.
+            src = os.path.join(tmp, "devices.csv")
+            dev = f"fifo-{uid()}"
+            write_csv(src, [[dev, owner, "", "", "", "UTC", ""]])
+            fifo = os.path.join(tmp, "tokens.fifo")
+            os.mkfifo(fifo)
+            os.chmod(fifo, 0o644)
+            reader = subprocess.Popen(["cat", fifo], stdout=subprocess.PIPE, text=True)
+            proc = run_cli(["devices", "import", src, "--tokens-out", fifo], env)
+            received, _ = reader.communicate(timeout=60)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            self.assertNotIn("failed:", proc.stderr)
+            self.assertIn("1 created", proc.stderr)
+            self.assertEqual(os.stat(fifo).st_mode & 0o777, 0o644, "the FIFO's mode is kept")
+            lines = received.splitlines()
+            self.assertEqual(lines[0], "device_id,token")
+            self.assertTrue(lines[1].startswith(dev + ","), received)
+            # A pipe handed over as /dev/fd/N, as a shell's >(cat > file) does.
+            dev = f"pipe-{uid()}"
+            write_csv(src, [[dev, owner, "", "", "", "UTC", ""]])
+            read_end, write_end = os.pipe()
+            child_env = {k: v for k, v in os.environ.items() if not k.startswith("JOULE_")}
+            child_env.update(env)
+            child = subprocess.Popen(
+                [joule_bin(), "devices", "import", src, "--tokens-out", f"/dev/fd/{write_end}"],
+                env=child_env, pass_fds=(write_end,), stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True)
+            os.close(write_end)
+            with os.fdopen(read_end) as pipe_out:
+                received = pipe_out.read()
+            _, stderr = child.communicate(timeout=300)
+            self.assertEqual(child.returncode, 0, stderr)
+            self.assertNotIn("failed:", stderr)
+            self.assertTrue(received.splitlines()[1].startswith(dev + ","), received)
+
     def test_cli_import_of_an_id_deleted_from_another_owner(self):
         """Found by a black-box test: importing an id that belonged to another owner's
         deleted device failed "device changed concurrently; run the import again" (also on
