@@ -14,8 +14,8 @@
 
 namespace joule::app {
 
-HttpClient::HttpClient(std::string host, std::string port)
-    : host_(std::move(host)), port_(std::move(port)) {}
+HttpClient::HttpClient(std::string host, std::string port, std::optional<ClientTlsTrust> tls)
+    : host_(std::move(host)), port_(std::move(port)), tls_trust_(std::move(tls)) {}
 
 HttpClient::~HttpClient() { Close(); }
 
@@ -30,7 +30,7 @@ int HttpClient::Request(const std::string& method, const std::string& path,
     if (!token.empty()) req += fmt::format("Authorization: Bearer {}\r\n", token);
     req += "\r\n";
     req += body;
-    if (std::string error; !SendAllBytes(fd_, req, &error)) {
+    if (std::string error; !(tls_ ? tls_->Send(req, &error) : SendAllBytes(fd_, req, &error))) {
       last_error_ = "send failed: " + error;
       Close();
       continue;
@@ -49,16 +49,31 @@ int HttpClient::Request(const std::string& method, const std::string& path,
 bool HttpClient::Connect() {
   fd_ = ConnectTcp(host_, port_, /*io_timeout_s=*/0, &last_error_);
   buffer_.clear();
-  return fd_ >= 0;
+  if (fd_ < 0 || !tls_trust_) return fd_ >= 0;
+  Result<std::unique_ptr<ClientTls>> tls = ClientTls::Connect(fd_, host_, *tls_trust_);
+  if (!tls.ok()) {
+    last_error_ = tls.status().message();
+    Close();
+    return false;
+  }
+  tls_ = std::move(*tls);
+  return true;
 }
 
 void HttpClient::Close() {
+  tls_.reset();
   if (fd_ >= 0) close(fd_);
   fd_ = -1;
 }
 
 bool HttpClient::Fill() {
   char buf[16384];
+  if (tls_) {
+    const size_t n = tls_->Receive(buf, sizeof buf);
+    if (n == 0) return false;
+    buffer_.append(buf, n);
+    return true;
+  }
   ssize_t n = recv(fd_, buf, sizeof buf, 0);
   if (n <= 0) return false;
   buffer_.append(buf, static_cast<size_t>(n));

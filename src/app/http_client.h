@@ -1,14 +1,20 @@
 // HttpClient: a minimal blocking HTTP/1.1 client with keep-alive (Content-Length bodies
-// only), enough for the simulator and `joule replay --server`. Not thread-safe.
+// only), enough for the simulator and `joule replay --server`; over TLS when given a
+// ClientTlsTrust (client_tls.h: `joule replay` and a server with TLS on). Not thread-safe.
 #pragma once
 
+#include <memory>
+#include <optional>
 #include <string>
+
+#include "app/client_tls.h"
 
 namespace joule::app {
 
 class HttpClient {
  public:
-  HttpClient(std::string host, std::string port);
+  // `tls` set: every connection is TLS, its peer checked as ClientTlsTrust says.
+  HttpClient(std::string host, std::string port, std::optional<ClientTlsTrust> tls = {});
   ~HttpClient();
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;
@@ -24,7 +30,8 @@ class HttpClient {
   int Get(const std::string& path, const std::string& token, std::string* response_body) {
     return Request("GET", path, "", "", token, response_body);
   }
-  // Why the last request returned -1 (e.g. "Connection refused").
+  // Why the last request returned -1 (e.g. "Connection refused", or why the server's TLS
+  // certificate is not trusted).
   const std::string& last_error() const { return last_error_; }
 
  private:
@@ -34,7 +41,9 @@ class HttpClient {
   int ReadResponse(std::string* body);
 
   std::string host_, port_;
+  std::optional<ClientTlsTrust> tls_trust_;
   int fd_ = -1;
+  std::unique_ptr<ClientTls> tls_;  // this connection's session, with tls_trust_
   std::string buffer_;
   std::string last_error_;
 };

@@ -159,7 +159,11 @@ int main(int argc, char** argv) {
                        "Compute and count; write no records (a stopped data dir's log tail is "
                        "still archived first)");
   replay_cmd->add_option("--server", replay_options.server,
-                         "Ask this running server (http://host:port) to replay");
+                         "Ask this running server (http://host:port or https://host:port) "
+                         "to replay");
+  replay_cmd->add_option("--cacert", replay_options.cacert,
+                         "https: PEM CA certificates to trust besides the system's (the "
+                         "server's own server.tls_cert_file is trusted anyway)");
   replay_cmd->add_option("--admin-token", replay_options.admin_token,
                          "Admin token for --server (default: auth.admin_token or "
                          "{data_dir}/admin_token)");

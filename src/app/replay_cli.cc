@@ -78,19 +78,39 @@ std::string UrlEncode(std::string_view s) {
   return out;
 }
 
+bool TlsConfigured(const Config& config) {
+  return !config.tls_cert_file.empty() && !config.tls_key_file.empty();
+}
+
 // The server at `url` does the replay; progress lines to stderr, the summary to stdout.
-int RunRemote(const std::string& url, const std::string& token, const ReplayCliOptions& options,
-              int64_t from, int64_t to) {
+int RunRemote(const Config& config, const std::string& url, const std::string& token,
+              const ReplayCliOptions& options, int64_t from, int64_t to) {
   std::string_view rest(url);
-  if (rest.rfind("http://", 0) == 0) rest.remove_prefix(7);
+  bool https = false;
+  if (rest.rfind("http://", 0) == 0) {
+    rest.remove_prefix(7);
+  } else if (rest.rfind("https://", 0) == 0) {
+    rest.remove_prefix(8);
+    https = true;
+  }
   if (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
   Result<net::HostPort> hp = net::ParseHostPort(rest);
   if (!hp.ok() || rest.find('/') != std::string_view::npos) {
-    return Fail(fmt::format("--server must be http://host:port, not {}", url), 2);
+    return Fail(fmt::format("--server must be http://host:port or https://host:port, not {}", url),
+                2);
+  }
+  if (!options.cacert.empty() && !https) {
+    return Fail(fmt::format("--cacert is for an https:// server, not {}", url), 2);
   }
   std::string host = hp->host.empty() || hp->host == "0.0.0.0" ? "127.0.0.1" : hp->host;
   if (host == "::") host = "::1";
-  HttpClient client(host, std::to_string(hp->port));
+  std::optional<ClientTlsTrust> trust;
+  if (https) {
+    // On the server's machine its own certificate (server.tls_cert_file) is trusted as is;
+    // elsewhere the system's CAs and --cacert, host name checked (client_tls.h).
+    trust = ClientTlsTrust{options.cacert, TlsConfigured(config) ? config.tls_cert_file : ""};
+  }
+  HttpClient client(host, std::to_string(hp->port), std::move(trust));
 
   JsonWriter w;
   w.BeginObject();
@@ -111,7 +131,13 @@ int RunRemote(const std::string& url, const std::string& token, const ReplayCliO
   w.EndObject();
   std::string body;
   int status = client.Post("/v1/admin/replay", "application/json", w.str(), token, &body);
-  if (status < 0) return Fail(fmt::format("cannot reach the server at {}", url));
+  if (status < 0) {
+    // A TLS listener closes a plain HTTP connection without an answer.
+    return Fail(fmt::format("cannot reach the server at {}: {}{}", url, client.last_error(),
+                            https ? ""
+                                  : " (a server with TLS on, server.tls_cert_file, is asked "
+                                    "with --server https://HOST:PORT)"));
+  }
   simdjson::dom::parser parser;
   simdjson::dom::element doc;
   if (status != 202) {
@@ -199,7 +225,7 @@ int RunReplay(const Config& config, const ReplayCliOptions& options) {
   }
   if (!options.server.empty()) {
     std::string token = options.admin_token.empty() ? ReadAdminToken(config) : options.admin_token;
-    return RunRemote(options.server, token, options, from, to);
+    return RunRemote(config, options.server, token, options, from, to);
   }
 
   ReplayRequest req;
@@ -246,20 +272,20 @@ int RunReplay(const Config& config, const ReplayCliOptions& options) {
     if (!hp.ok() || hp->port == 0) {
       return Fail(fmt::format("the data dir {} is in use by another process (a running "
                               "`joule serve`?) and server.http_listen ({}) does not say where "
-                              "it listens: pass --server http://HOST:PORT --admin-token T, or "
+                              "it listens: pass --server http(s)://HOST:PORT --admin-token T, or "
                               "stop the server and run replay again",
                               config.data_dir, config.http_listen),
                   3);
     }
     const std::string url = fmt::format(
-        "http://{}:{}", hp->host.find(':') != std::string::npos ? "[" + hp->host + "]" : hp->host,
-        hp->port);
+        "{}://{}:{}", TlsConfigured(config) ? "https" : "http",
+        hp->host.find(':') != std::string::npos ? "[" + hp->host + "]" : hp->host, hp->port);
     fmt::print(stderr,
                "joule replay: the data dir is in use by a running server; asking it at {} "
                "(POST /v1/admin/replay)\n",
                url);
     std::string token = options.admin_token.empty() ? ReadAdminToken(config) : options.admin_token;
-    return RunRemote(url, token, options, from, to);
+    return RunRemote(config, url, token, options, from, to);
   }
   if (!std::filesystem::is_directory(req.archive_dir)) {
     return Fail(fmt::format("no archive at {} (is storage.data_dir right?)", req.archive_dir));

@@ -15,11 +15,15 @@ struct ReplayCliOptions {
   std::string device_id;
   std::string owner_id;
   bool dry_run = false;
-  // Remote mode: the server's base URL (http://host:port) and admin token. Without
-  // --server, a locked data dir means a running server: its URL comes from
-  // server.http_listen and the token from auth.admin_token or {data_dir}/admin_token.
+  // Remote mode: the server's base URL (http://host:port or https://host:port) and admin
+  // token. Without --server, a locked data dir means a running server: its URL comes from
+  // server.http_listen (https when server.tls_cert_file and tls_key_file are set) and the
+  // token from auth.admin_token or {data_dir}/admin_token. Over https the server's
+  // certificate is trusted when it is the one in server.tls_cert_file, or when it verifies
+  // against the system's CAs plus `cacert` with the host name checked (client_tls.h).
   std::string server;
   std::string admin_token;
+  std::string cacert;
 };
 
 // Returns the process exit code: 0 done, 1 failed, 2 bad arguments, 3 the data dir is

@@ -14,6 +14,9 @@ openssl s_client and mosquitto_pub.
 - Deadlines hold over TLS (server.read_timeout, 2 s here): a client that connects and
   never starts the handshake, and one that sends half a request head after it, are
   closed (src/net/README.md, "Connections").
+- `joule replay` asks a running TLS server over https: on its machine (the data dir locked,
+  or --server https://…) trusting the server's own server.tls_cert_file; elsewhere with
+  --cacert and the host name checked; an untrusted certificate is refused.
 """
 import json
 import os
@@ -29,7 +32,8 @@ import time
 import unittest
 import uuid
 
-from joule_harness import JouleServer, fmt_ts, joule_bin, metric_sum, parse_prometheus, poll
+from joule_harness import (JouleServer, fmt_ts, free_port, joule_bin, metric_sum,
+                           parse_prometheus, poll)
 
 
 def program(name):
@@ -39,14 +43,14 @@ def program(name):
     return path
 
 
-def make_certificate(directory):
+def make_certificate(directory, san="DNS:localhost,IP:127.0.0.1"):
     """A self-signed certificate for localhost / 127.0.0.1 (docs/SECURITY.md)."""
     cert = os.path.join(directory, "cert.pem")
     key = os.path.join(directory, "key.pem")
     subprocess.run(
         [program("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt",
          "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+         "-subj", "/CN=localhost", "-addext", f"subjectAltName={san}"],
         check=True, capture_output=True)
     return cert, key
 
@@ -256,6 +260,87 @@ class Tls(unittest.TestCase):
         m = parse_prometheus(self.server.metrics_text())
         self.assertGreaterEqual(
             metric_sum(m, "joule_mqtt_disconnects_total", reason="tls_handshake"), 1)
+
+
+class ReplayOverTls(unittest.TestCase):
+    """Found by a black-box test: against a running server with TLS on, `joule replay`
+    asked http://… and failed "cannot reach the server", and --server https://… was refused
+    ("--server must be http://host:port")."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="joule-tls-replay-")
+        # A name only, no IP address: on the server's machine its own certificate is
+        # trusted at 127.0.0.1 all the same; elsewhere the name is checked.
+        cls.cert, cls.key = make_certificate(cls.dir, san="DNS:localhost")
+        other = os.path.join(cls.dir, "other")
+        os.mkdir(other)
+        cls.other_cert, _ = make_certificate(other, san="DNS:localhost")  # another key
+        cls.admin = f"admin-{uuid.uuid4().hex}"
+        cls.port = free_port()
+        ctx = ssl.create_default_context(cafile=cls.cert)
+        ctx.check_hostname = False  # the harness connects to 127.0.0.1
+        cls.server = JouleServer(
+            env={"JOULE_SERVER_TLS_CERT_FILE": cls.cert, "JOULE_SERVER_TLS_KEY_FILE": cls.key,
+                 "JOULE_SERVER_HTTP_LISTEN": f"127.0.0.1:{cls.port}",
+                 "JOULE_AUTH_MODE": "required", "JOULE_AUTH_ADMIN_TOKEN": cls.admin},
+            name="tls-replay", ssl_context=ctx)
+        cls.server.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.cleanup()
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def replay(self, env, *args):
+        now = time.time()
+        return subprocess.run(
+            [joule_bin(), "replay", "--from", fmt_ts(now - 3600), "--to", fmt_ts(now), *args],
+            env=env, capture_output=True, text=True, timeout=120)
+
+    def elsewhere(self):
+        """The environment of a machine without the server's config (no TLS keys)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JOULE_")}
+        env["JOULE_STORAGE_DATA_DIR"] = os.path.join(self.dir, "elsewhere")
+        return env
+
+    def assertReplayed(self, proc):
+        self.assertEqual(proc.returncode, 0, proc.stderr + self.server.diag())
+        self.assertIn("job", json.loads(proc.stdout), proc.stdout)
+
+    def test_the_locked_data_dir_asks_over_https(self):
+        proc = self.replay(self.server.environment())
+        self.assertReplayed(proc)
+        self.assertIn(f"asking it at https://127.0.0.1:{self.port}", proc.stderr)
+
+    def test_server_https_on_the_servers_machine_trusts_its_certificate(self):
+        proc = self.replay(self.server.environment(), "--server",
+                           f"https://127.0.0.1:{self.port}")
+        self.assertReplayed(proc)
+
+    def test_server_https_elsewhere_verifies_with_cacert_and_the_host_name(self):
+        base = ["--admin-token", self.admin]
+        proc = self.replay(self.elsewhere(), "--server", f"https://localhost:{self.port}",
+                           "--cacert", self.cert, *base)
+        self.assertReplayed(proc)
+        for what, args, reason in (
+                ("no CA", [], "not trusted"),
+                ("another CA", ["--cacert", self.other_cert], "not trusted")):
+            with self.subTest(what):
+                proc = self.replay(self.elsewhere(), "--server",
+                                   f"https://127.0.0.1:{self.port}", *args, *base)
+                self.assertEqual(proc.returncode, 1, proc.stderr)
+                self.assertIn(reason, proc.stderr)
+        # The certificate names localhost, not 127.0.0.1.
+        proc = self.replay(self.elsewhere(), "--server", f"https://127.0.0.1:{self.port}",
+                           "--cacert", self.cert, *base)
+        self.assertEqual(proc.returncode, 1, proc.stderr)
+        self.assertIn("IP address mismatch", proc.stderr)
+
+    def test_plain_http_to_a_tls_server_says_https(self):
+        proc = self.replay(self.server.environment(), "--server", f"http://127.0.0.1:{self.port}")
+        self.assertEqual(proc.returncode, 1, proc.stderr)
+        self.assertIn("--server https://", proc.stderr)
 
 
 if __name__ == "__main__":
