@@ -328,6 +328,46 @@ class SimulateTest(unittest.TestCase):
             self.assertEqual(found.get("sim-0000"), zones[0], found)
             self.assertEqual(found.get("sim-0001"), zones[1], found)
 
+    def test_ground_truth_over_devices_that_existed_warns(self):
+        """Found by a black-box test: README's live `simulate --admin-token` run, then its
+        ground-truth example with the same (default) --prefix: the devices' watermarks were
+        at now, the 3-h-old events too late, 599 mismatches, and nothing said why. A run
+        with --ground-truth that finds its devices registered already says so."""
+        registered = set()
+
+        class Handler(JsonHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path == "/v1/devices":
+                    device = json.loads(body)["device_id"]
+                    if device in registered:
+                        self.reply(409, {"error": {"code": "conflict", "message": "exists"}})
+                    else:
+                        registered.add(device)
+                        self.reply(201, {"device": {"device_id": device}, "token": "t" * 32})
+                elif self.path.endswith("/token"):
+                    self.reply(200, {"token": "u" * 32})
+                else:
+                    events = json.loads(body or b"[]")
+                    self.reply(202, {"accepted": len(events), "rejected": 0, "errors": []})
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        url = f"http://127.0.0.1:{server.server_port}"
+        truth = os.path.join(self.tmp.name, "truth.jsonl")
+        args = ["simulate", "--url", url, "--admin-token", "adm-" + "0" * 24, "--homes", "2",
+                "--devices-per-home", "1", "--start", "-30m", "--duration", "2m", "--speed",
+                "0", "--quiet", "--ground-truth", truth]
+        first = run(args, timeout=60)
+        self.assertEqual(first.returncode, 0, first.stderr)
+        self.assertNotIn("warning", first.stderr)
+        second = run(args, timeout=60)
+        self.assertEqual(second.returncode, 0, second.stderr)
+        self.assertIn("warning: 2 of the devices existed before this run", second.stderr)
+        self.assertIn("fresh --prefix (now sim)", second.stderr)
+
     def test_an_unwritable_ground_truth_is_refused_before_the_run(self):
         """The file was opened after the whole run: a long run lost its truth (exit 1)."""
         proc = run(["simulate", "--dry-run", "--quiet", "--start", "-1h", "--duration", "1h",
