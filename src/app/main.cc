@@ -63,7 +63,10 @@ int main(int argc, char** argv) {
   joule::app::SimulatorOptions sim;
   joule::app::SimulatorTextOptions sim_text;
   auto* simulate = app.add_subcommand("simulate", "Feed a server with simulated homes");
-  simulate->add_option("--url", sim.url, "Server base URL")->capture_default_str();
+  simulate->add_option("--url", sim.url, "Server base URL (http:// or https://)")
+      ->capture_default_str();
+  simulate->add_option("--cacert", sim.cacert,
+                       "With an https:// --url: PEM CAs to trust besides the system's");
   simulate->add_option("--token", sim.token, "Ingest with this token for every device");
   simulate->add_option("--admin-token", sim.admin_token,
                        "Register the devices and ingest with their own tokens (a device that "

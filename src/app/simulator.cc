@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <queue>
 #include <thread>
 #include <unordered_map>
@@ -93,6 +94,7 @@ struct Stats {
 struct Shared {
   const SimulatorOptions* options;
   std::string host, port;
+  std::optional<ClientTlsTrust> tls;  // --url https://
   Stats stats;
   std::mutex truth_mu;
   std::unique_ptr<sim::GroundTruth> truth;
@@ -157,7 +159,7 @@ class Worker {
       : shared_(shared),
         o_(*shared->options),
         id_(id),
-        client_(shared->host, shared->port),
+        client_(shared->host, shared->port, shared->tls),
         rng_(o_.seed * 7919 + static_cast<uint64_t>(id) + 1) {
     for (int h : home_indices) {
       homes_.push_back(std::make_unique<Home>(h, o_.devices_per_home, o_.seed, o_.device_prefix));
@@ -934,19 +936,23 @@ std::string ApplySimulatorTextOptions(const SimulatorTextOptions& text, int64_t 
   return "";
 }
 
-std::string ParseSimulatorUrl(const std::string& url, std::string* host, std::string* port) {
+std::string ParseSimulatorUrl(const std::string& url, std::string* host, std::string* port,
+                              bool* tls) {
   std::string rest = url;
+  bool https = false;
   if (size_t scheme = rest.find("://"); scheme != std::string::npos) {
-    if (rest.substr(0, scheme) != "http") {
-      return fmt::format(
-          "--url must be http://host[:port] (the simulator speaks plain HTTP), got '{}'", url);
+    const std::string name = rest.substr(0, scheme);
+    if (name != "http" && name != "https") {
+      return fmt::format("--url must be http://host[:port] or https://host[:port], got '{}'", url);
     }
+    https = name == "https";
     rest = rest.substr(scheme + 3);
   }
+  if (tls != nullptr) *tls = https;
   if (size_t slash = rest.find('/'); slash != std::string::npos) rest = rest.substr(0, slash);
   size_t colon = rest.rfind(':');
   *host = colon == std::string::npos ? rest : rest.substr(0, colon);
-  *port = colon == std::string::npos ? "80" : rest.substr(colon + 1);
+  *port = colon == std::string::npos ? (https ? "443" : "80") : rest.substr(colon + 1);
   if (host->empty()) return fmt::format("--url has no host: '{}'", url);
   const bool digits =
       !port->empty() && port->size() <= 5 &&
@@ -959,7 +965,13 @@ std::string ParseSimulatorUrl(const std::string& url, std::string* host, std::st
 
 std::string ValidateSimulatorOptions(const SimulatorOptions& o) {
   std::string host, port;
-  if (std::string error = ParseSimulatorUrl(o.url, &host, &port); !error.empty()) return error;
+  bool tls = false;
+  if (std::string error = ParseSimulatorUrl(o.url, &host, &port, &tls); !error.empty()) {
+    return error;
+  }
+  if (!o.cacert.empty() && !tls) {
+    return fmt::format("--cacert is for an https:// --url, not '{}'", o.url);
+  }
   // Written as !(in range) so that a NaN is refused too.
   auto outside = [](double v, double lo, double hi) { return !(v >= lo && v <= hi); };
   constexpr int kMaxDevicesPerHome = sim::kMaxAppliances + 1;
@@ -1037,11 +1049,13 @@ int RunSimulator(const SimulatorOptions& options) {
     }
     shared.truth = std::make_unique<sim::GroundTruth>(o.max_gap_ns / 1'000'000);
   }
-  (void)ParseSimulatorUrl(o.url, &shared.host, &shared.port);  // validated above
+  bool https = false;
+  (void)ParseSimulatorUrl(o.url, &shared.host, &shared.port, &https);  // validated above
+  if (https) shared.tls = ClientTlsTrust{o.cacert, ""};
 
   // A server that is not there is named at once (not after a minute of retries).
   if (!o.dry_run && (o.mqtt_url.empty() || !o.admin_token.empty())) {
-    HttpClient probe(shared.host, shared.port);
+    HttpClient probe(shared.host, shared.port, shared.tls);
     std::string body;
     if (probe.Get("/healthz", "", &body) < 0) {
       fmt::print(stderr, "simulate: cannot connect to {}: {}\n", o.url, probe.last_error());

@@ -33,7 +33,10 @@
 namespace joule::app {
 
 struct SimulatorOptions {
-  std::string url = "http://127.0.0.1:8080";
+  std::string url = "http://127.0.0.1:8080";  // or https://… (a server with TLS on)
+  // https: PEM CAs trusted besides the system's, for a server whose certificate they sign
+  // (e.g. a self-signed server.tls_cert_file); the host name is checked.
+  std::string cacert;
   std::string token;         // ingest with this token for every device (mixed batches)
   std::string admin_token;   // register devices and ingest with their own tokens
   int homes = 0;             // 0 = ceil(devices / devices_per_home)
@@ -93,9 +96,11 @@ struct SimulatorTextOptions {
 std::string ApplySimulatorTextOptions(const SimulatorTextOptions& text, int64_t now_ns,
                                       SimulatorOptions* options);
 
-// The server's host and port from `url` ("http://host[:port][/…]" or "host[:port]"; port
-// 80 by default); returns an error message naming --url, empty when it is one.
-std::string ParseSimulatorUrl(const std::string& url, std::string* host, std::string* port);
+// The server's host and port from `url` ("http://host[:port][/…]", "https://host[:port][/…]"
+// or "host[:port]"; port 80, or 443 for https, by default) and whether it is https (`tls` may
+// be null); returns an error message naming --url, empty when it is one.
+std::string ParseSimulatorUrl(const std::string& url, std::string* host, std::string* port,
+                              bool* tls = nullptr);
 
 // Checks the URL and the numeric options against their ranges (as `joule simulate --help` gives
 // them); returns an error message naming the flag, empty when all are valid.

@@ -11,6 +11,8 @@ openssl s_client and mosquitto_pub.
 - An encrypted key makes `joule serve` exit 1 at once naming the file, also when it runs on a
   terminal (OpenSSL would otherwise prompt for the pass phrase and wait).
 - mosquitto_pub --cafile publishes QoS 1 over TLS, and the event is stored.
+- `joule simulate --url https://… --cacert` feeds a TLS server; without the CA it is refused
+  at once naming why (it spoke plain HTTP only until session 20).
 - Deadlines hold over TLS (server.read_timeout, 2 s here): a client that connects and
   never starts the handshake, and one that sends half a request head after it, are
   closed (src/net/README.md, "Connections").
@@ -260,6 +262,27 @@ class Tls(unittest.TestCase):
         m = parse_prometheus(self.server.metrics_text())
         self.assertGreaterEqual(
             metric_sum(m, "joule_mqtt_disconnects_total", reason="tls_handshake"), 1)
+
+
+    def test_simulate_over_https(self):
+        prefix = f"tlssim{uuid.uuid4().hex[:6]}"
+        base = [joule_bin(), "simulate", "--url", f"https://127.0.0.1:{self.server.port}",
+                "--homes", "1", "--devices-per-home", "2", "--start", "-10m", "--duration",
+                "2m", "--speed", "0", "--prefix", prefix, "--quiet"]
+        r = subprocess.run(base, capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("cannot connect", r.stderr)
+        self.assertIn("not trusted", r.stderr)
+        r = subprocess.run(base + ["--cacert", self.cert], capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr + self.diag())
+        # 2 devices x 120 s at 1 Hz, every event accepted over TLS.
+        self.assertRegex(r.stdout + r.stderr, r"\b240 accepted")
+        st, _, body = self.server.request(
+            "GET", f"/v1/devices/{prefix}-0000/metrics/history?resolution=1m"
+            f"&from={fmt_ts(time.time() - 900)}&to={fmt_ts(time.time())}")
+        self.assertEqual(st, 200, body)
+        self.assertGreater(sum(w.get("count", 0) for w in body.get("data", [])), 0, body)
 
 
 class ReplayOverTls(unittest.TestCase):
