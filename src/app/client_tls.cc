@@ -1,5 +1,6 @@
 #include "app/client_tls.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -143,6 +144,18 @@ bool ClientTls::Send(std::string_view bytes, std::string* error) {
     off += static_cast<size_t>(n);
   }
   return true;
+}
+
+long ClientTls::TryReceive(char* buffer, size_t size) {
+  const int fd = SSL_get_fd(handles_->ssl);
+  const int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return 0;
+  const int n = SSL_read(handles_->ssl, buffer, static_cast<int>(size));
+  const int why = n > 0 ? SSL_ERROR_NONE : SSL_get_error(handles_->ssl, n);
+  fcntl(fd, F_SETFL, flags);
+  if (n > 0) return n;
+  ERR_clear_error();
+  return why == SSL_ERROR_WANT_READ || why == SSL_ERROR_WANT_WRITE ? -1 : 0;
 }
 
 size_t ClientTls::Receive(char* buffer, size_t size) {

@@ -38,6 +38,9 @@ class ClientTls {
   bool Send(std::string_view bytes, std::string* error);
   // Up to `size` bytes into `buffer`; 0 at the peer's close or on an error.
   size_t Receive(char* buffer, size_t size);
+  // As Receive, without waiting: -1 when no application data is there yet (e.g. only a
+  // TLS 1.3 session ticket arrived, or nothing), 0 at the peer's close or on an error.
+  long TryReceive(char* buffer, size_t size);
 
  private:
   struct Handles;

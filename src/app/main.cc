@@ -65,8 +65,9 @@ int main(int argc, char** argv) {
   auto* simulate = app.add_subcommand("simulate", "Feed a server with simulated homes");
   simulate->add_option("--url", sim.url, "Server base URL (http:// or https://)")
       ->capture_default_str();
-  simulate->add_option("--cacert", sim.cacert,
-                       "With an https:// --url: PEM CAs to trust besides the system's");
+  simulate->add_option(
+      "--cacert", sim.cacert,
+      "With an https:// --url or mqtts:// --mqtt: PEM CAs to trust besides the system's");
   simulate->add_option("--token", sim.token, "Ingest with this token for every device");
   simulate->add_option("--admin-token", sim.admin_token,
                        "Register the devices and ingest with their own tokens (a device that "
@@ -112,7 +113,7 @@ int main(int argc, char** argv) {
   simulate->add_flag("--quiet", sim.quiet, "Only the final summary");
   simulate->add_flag("--dry-run", sim.dry_run, "Generate and encode only; send nothing");
   simulate->add_option("--mqtt", sim.mqtt_url,
-                       "Publish over MQTT (QoS 1) to mqtt://host[:port] instead of HTTP; "
+                       "Publish over MQTT (QoS 1) to mqtt://host[:port] (mqtts:// with TLS) instead of HTTP; "
                        "devices are registered over --url");
   simulate
       ->add_option("--mqtt-connections", sim.mqtt_connections,

@@ -43,14 +43,23 @@ std::string_view DisconnectReasonName(uint8_t code) {
 }
 }  // namespace
 
-MqttPublisher::MqttPublisher(std::string host, std::string port)
-    : host_(std::move(host)), port_(std::move(port)) {}
+MqttPublisher::MqttPublisher(std::string host, std::string port, std::optional<ClientTlsTrust> tls)
+    : host_(std::move(host)), port_(std::move(port)), tls_trust_(std::move(tls)) {}
 
 MqttPublisher::~MqttPublisher() { Disconnect(); }
 
 bool MqttPublisher::Open() {
   Close();
   fd_ = ConnectTcp(host_, port_, kIoTimeoutS, &error_);
+  if (fd_ >= 0 && tls_trust_) {
+    Result<std::unique_ptr<ClientTls>> tls = ClientTls::Connect(fd_, host_, *tls_trust_);
+    if (!tls.ok()) {
+      error_ = fmt::format("TLS to {}:{}: {}", host_, port_, tls.status().message());
+      Close();
+      return false;
+    }
+    tls_ = std::move(*tls);
+  }
   DecoderOptions options;
   options.version = ProtocolVersion::kV5;
   decoder_ = Decoder(options);
@@ -64,13 +73,14 @@ bool MqttPublisher::CanConnect() {
 }
 
 void MqttPublisher::Close() {
+  tls_.reset();
   if (fd_ >= 0) close(fd_);
   fd_ = -1;
 }
 
 bool MqttPublisher::SendAll(const std::string& bytes) {
   std::string why;
-  if (SendAllBytes(fd_, bytes, &why)) return true;
+  if (tls_ ? tls_->Send(bytes, &why) : SendAllBytes(fd_, bytes, &why)) return true;
   error_ = fmt::format("send to {}:{} failed: {}", host_, port_, why);
   return false;
 }
@@ -91,6 +101,17 @@ int MqttPublisher::NextPacket(Packet* packet) {
 
 int MqttPublisher::Receive(int flags) {
   char buf[16384];
+  if (tls_) {
+    const long n = (flags & MSG_DONTWAIT) ? tls_->TryReceive(buf, sizeof buf)
+                                          : static_cast<long>(tls_->Receive(buf, sizeof buf));
+    if (n > 0) {
+      decoder_.Feed(std::string_view(buf, static_cast<size_t>(n)));
+      return 1;
+    }
+    if (n < 0) return 0;  // nothing yet (MSG_DONTWAIT only)
+    error_ = fmt::format("{}:{} closed the TLS connection (or it failed)", host_, port_);
+    return kConnectionError;
+  }
   ssize_t n = recv(fd_, buf, sizeof buf, flags);
   if (n > 0) {
     decoder_.Feed(std::string_view(buf, static_cast<size_t>(n)));

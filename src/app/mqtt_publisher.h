@@ -1,15 +1,18 @@
 // MqttPublisher: a minimal blocking MQTT 5 publisher (QoS 1) over the codec the server and
 // the bridge use (net/mqtt/codec.h), enough for `joule simulate --mqtt`: one connection
 // authenticated as one device (docs/formats/mqtt.md §3: user name = device id, password =
-// its token), PUBLISH QoS 1 and wait for the PUBACK. Plain TCP only (no TLS). Not
-// thread-safe.
+// its token), PUBLISH QoS 1 and wait for the PUBACK. Over plain TCP, or TLS (the server's
+// certificate checked as app/client_tls.h says). Not thread-safe.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
+#include "app/client_tls.h"
 #include "net/mqtt/codec.h"
 
 namespace joule::app {
@@ -23,7 +26,8 @@ class MqttPublisher {
   // "server shutting down" on a graceful restart): its reason code is disconnect_reason().
   static constexpr int kDisconnected = -3;
 
-  MqttPublisher(std::string host, std::string port);
+  // `tls` set: every connection is TLS, its peer checked as ClientTlsTrust says.
+  MqttPublisher(std::string host, std::string port, std::optional<ClientTlsTrust> tls = {});
   ~MqttPublisher();
   MqttPublisher(const MqttPublisher&) = delete;
   MqttPublisher& operator=(const MqttPublisher&) = delete;
@@ -80,7 +84,9 @@ class MqttPublisher {
                net::mqtt::Packet* answer, std::string_view awaited, std::string* reason);
 
   std::string host_, port_;
+  std::optional<ClientTlsTrust> tls_trust_;
   int fd_ = -1;
+  std::unique_ptr<ClientTls> tls_;  // on fd_, when tls_trust_ is set
   uint16_t next_packet_id_ = 1;
   std::string error_;
   uint8_t disconnect_reason_ = 0;

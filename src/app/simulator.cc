@@ -98,7 +98,8 @@ struct Shared {
   Stats stats;
   std::mutex truth_mu;
   std::unique_ptr<sim::GroundTruth> truth;
-  std::string mqtt_host, mqtt_port;  // --mqtt
+  std::string mqtt_host, mqtt_port;        // --mqtt
+  std::optional<ClientTlsTrust> mqtt_tls;  // --mqtt mqtts://
   std::mutex error_mu;
   std::string first_error;  // the first error the server answered, for the summary
   const Clock* clock;
@@ -632,7 +633,8 @@ class Worker {
       old.mqtt.reset();
       mqtt_lru_.pop_front();
     }
-    auto client = std::make_unique<MqttPublisher>(shared_->mqtt_host, shared_->mqtt_port);
+    auto client =
+        std::make_unique<MqttPublisher>(shared_->mqtt_host, shared_->mqtt_port, shared_->mqtt_tls);
     const std::string& device_id = d.spec->device_id;
     const std::string client_id = device_id + "-sim";
     if (wrong_token_first) {
@@ -878,7 +880,7 @@ std::string CheckTransport(const SimulatorOptions& o, Shared* shared) {
   if (Status st = net::mqtt::ParseBrokerUrl(o.mqtt_url, &parsed); !st.ok()) {
     return fmt::format("--mqtt: {}", st.message());
   }
-  if (parsed.use_tls) return "--mqtt: mqtts:// (TLS) is not supported by the simulator";
+  if (parsed.use_tls) shared->mqtt_tls = ClientTlsTrust{o.cacert, ""};
   shared->mqtt_host = parsed.host;
   shared->mqtt_port = std::to_string(parsed.port);
   return "";
@@ -969,8 +971,8 @@ std::string ValidateSimulatorOptions(const SimulatorOptions& o) {
   if (std::string error = ParseSimulatorUrl(o.url, &host, &port, &tls); !error.empty()) {
     return error;
   }
-  if (!o.cacert.empty() && !tls) {
-    return fmt::format("--cacert is for an https:// --url, not '{}'", o.url);
+  if (!o.cacert.empty() && !tls && o.mqtt_url.rfind("mqtts://", 0) != 0) {
+    return fmt::format("--cacert is for an https:// --url or an mqtts:// --mqtt, not '{}'", o.url);
   }
   // Written as !(in range) so that a NaN is refused too.
   auto outside = [](double v, double lo, double hi) { return !(v >= lo && v <= hi); };
@@ -1063,7 +1065,7 @@ int RunSimulator(const SimulatorOptions& options) {
     }
   }
   if (!o.dry_run && !o.mqtt_url.empty()) {
-    MqttPublisher probe(shared.mqtt_host, shared.mqtt_port);
+    MqttPublisher probe(shared.mqtt_host, shared.mqtt_port, shared.mqtt_tls);
     if (!probe.CanConnect()) {
       fmt::print(stderr, "simulate: cannot connect to {}: {}\n", o.mqtt_url, probe.error());
       return 1;

@@ -11,8 +11,8 @@ openssl s_client and mosquitto_pub.
 - An encrypted key makes `joule serve` exit 1 at once naming the file, also when it runs on a
   terminal (OpenSSL would otherwise prompt for the pass phrase and wait).
 - mosquitto_pub --cafile publishes QoS 1 over TLS, and the event is stored.
-- `joule simulate --url https://… --cacert` feeds a TLS server; without the CA it is refused
-  at once naming why (it spoke plain HTTP only until session 20).
+- `joule simulate --url https://… [--mqtt mqtts://…] --cacert` feeds a TLS server over HTTP
+  and MQTT; without the CA it is refused at once naming why (plain only until session 20).
 - Deadlines hold over TLS (server.read_timeout, 2 s here): a client that connects and
   never starts the handshake, and one that sends half a request head after it, are
   closed (src/net/README.md, "Connections").
@@ -283,6 +283,29 @@ class Tls(unittest.TestCase):
             f"&from={fmt_ts(time.time() - 900)}&to={fmt_ts(time.time())}")
         self.assertEqual(st, 200, body)
         self.assertGreater(sum(w.get("count", 0) for w in body.get("data", [])), 0, body)
+
+    def test_simulate_over_mqtts(self):
+        prefix = f"tlsmq{uuid.uuid4().hex[:6]}"
+        base = [joule_bin(), "simulate", "--url", f"https://127.0.0.1:{self.server.port}",
+                "--mqtt", f"mqtts://127.0.0.1:{self.mqtt_port()}", "--homes", "1",
+                "--devices-per-home", "2", "--start", "-10m", "--duration", "2m", "--speed", "0",
+                "--prefix", prefix, "--quiet"]
+        r = subprocess.run(base, capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("not trusted", r.stderr)
+        r = subprocess.run(base + ["--cacert", self.cert], capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr + self.diag())
+        self.assertRegex(r.stdout + r.stderr, r"\b240 accepted")
+
+        def stored():
+            st, _, body = self.server.request(
+                "GET", f"/v1/devices/{prefix}-0000/metrics/history?resolution=1m"
+                f"&from={fmt_ts(time.time() - 900)}&to={fmt_ts(time.time())}")
+            return st == 200 and sum(w.get("count", 0) for w in body.get("data", [])) > 0
+        # (The summary's 240 are PUBACKed: durable. History holds the final minutes and
+        # the open one's partial, throttled: some, not yet all.)
+        self.assertTrue(poll(stored, timeout=20), "the MQTT-over-TLS events are in history")
 
 
 class ReplayOverTls(unittest.TestCase):
