@@ -1305,7 +1305,8 @@ bool WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t no
   const bool in_order = !(d.has_events && t <= d.max_t);
   if (!in_order) {
     ++E.out_of_order;
-    if (t <= d.wm) {
+    // Late: at or below the watermark, or into a base window an idle finalization closed.
+    if (t <= d.wm || FloorTo(t, E.opt.window_ns) + E.opt.window_ns <= d.fin_wm) {
       ++d.late_updates;
       ++E.late_updates;
     }
@@ -1633,10 +1634,11 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
       // Windows that have ended in processing time close too (a backlog's 1h and 1d
       // windows, days old, stayed open for up to an hour or a day of silence before).
       d.fin_wm = std::max({d.fin_wm, d.max_t + silent, last_base_end, now_ns});
-      if (HasOpen(d)) {
-        d.wm = std::max(d.wm, d.max_t);
-        Finalize(E, d, sink);
-      }
+      // (The device's own watermark stays: allowed_lateness is measured from it, CONTRACT
+      // §2. Raising it to max_t here made every event in the out_of_orderness band just
+      // before the lateness bound too late after idle_timeout of silence; found by a
+      // black-box test. fin_wm alone closes the windows.)
+      if (HasOpen(d)) Finalize(E, d, sink);
       // Nothing open: no early firing until the device sends again (its deadline would
       // stay in the past, and Tick would treat the device as due for one on every visit,
       // reading its metric table and windows: +30 % processor CPU in the whole server
