@@ -234,6 +234,8 @@ const char* ScanMetrics(const char* p, const char* end, model::Event* event) {
     p = SkipWs(p, end);
     double v;
     if (!ScanNumber(p, end, &v)) return nullptr;
+    // (Within kMaxMetricMagnitude by construction: at most 2^53 · 10^22.)
+    static_assert(9.1e37 < kMaxMetricMagnitude);
     // The slot's previous samples are overwritten in place (names mostly repeat from one
     // event to the next), as the full parser does.
     if (stored < metrics.size()) {

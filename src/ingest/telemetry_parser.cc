@@ -4,6 +4,7 @@
 #include <simdjson.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <optional>
@@ -864,6 +865,12 @@ class TelemetryParser::Impl {
       }
       double v;
       if (metric.get_double().get(v) == simdjson::SUCCESS) {  // the hot path
+        if (!(std::fabs(v) <= kMaxMetricMagnitude)) [[unlikely]] {
+          pending_.Fail(Reject::kMetrics,
+                        fmt::format("metrics.{}: |value| must be at most {:g}, got {:g}",
+                                    name.substr(0, 64), kMaxMetricMagnitude, v));
+          continue;
+        }
         if (count <= kMaxMetricsPerEvent) store(name, v);
         continue;
       }

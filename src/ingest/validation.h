@@ -12,6 +12,11 @@ namespace joule::ingest {
 inline constexpr size_t kMaxDeviceIdLength = 128;
 inline constexpr size_t kMaxMetricNameLength = 64;
 inline constexpr size_t kMaxMetricsPerEvent = 64;
+// A metric value's magnitude is at most this (CONTRACT §1), so that no aggregate of finite
+// values overflows to infinity (null on the wire): a sum over 10^12 samples, an energy
+// integral over a day (value × 8.64e13 ns), a counter delta, a square, all stay finite.
+// 1e100 leaves every physical quantity, in any unit, far inside.
+inline constexpr double kMaxMetricMagnitude = 1e100;
 inline constexpr size_t kMaxMetaEntries = 32;
 inline constexpr size_t kMaxMetaEncodedBytes = 4096;
 inline constexpr size_t kMaxEventIdLength = 128;  // in Unicode code points
