@@ -768,6 +768,31 @@ bool HasOpen(const Device& d) {
   return false;
 }
 
+// Idle finalization (Tick, for a device silent for idle_timeout of processing time).
+void IdleFinalize(Impl& E, Device& d, int64_t now, RecordSink* sink) {
+  // REQUIRES: d.has_events, no pending rows, now − d.last_seen ≥ idle_timeout.
+  const int64_t silent = now - d.last_seen;
+  d.shape_n = 0;
+  // CONTRACT §2: a silent device's open windows are final within idle_timeout. Every
+  // base window up to the one holding the last event is closed now (even when
+  // idle_timeout is shorter than the window); rollups close as device time would
+  // have reached their end (last event time + silence).
+  const int64_t last_base_end = FloorTo(d.max_t, E.opt.window_ns) + E.opt.window_ns;
+  // Windows that have ended in processing time close too (a backlog's 1h and 1d
+  // windows, days old, stayed open for up to an hour or a day of silence before).
+  d.fin_wm = std::max({d.fin_wm, d.max_t + silent, last_base_end, now});
+  // (The device's own watermark stays: allowed_lateness is measured from it, CONTRACT
+  // §2. Raising it to max_t here made every event in the out_of_orderness band just
+  // before the lateness bound too late after idle_timeout of silence; found by a
+  // black-box test. fin_wm alone closes the windows.)
+  if (HasOpen(d)) Finalize(E, d, sink);
+  // Nothing open: no early firing until the device sends again (its deadline would
+  // stay in the past, and Tick would treat the device as due for one on every visit,
+  // reading its metric table and windows: +30 % processor CPU in the whole server
+  // once idle finalization closed the 1h/1d windows too).
+  if (!HasOpen(d)) d.next_early = kMaxTime;
+}
+
 // For a silent device just idle-finalized by Tick (fin_wm ≥ max_t + silence, ≥ the
 // processing time): the earliest processing time at which a later idle finalization,
 // fin_wm = max(fin_wm, max_t + (now − last_seen), now), reaches the end of an open
@@ -1249,6 +1274,17 @@ bool WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t no
     d.parked = false;
     E.tick_due[d.tick_index] = kMinTime;
   }
+  // CONTRACT §2: a silence of allowed_lateness frees the device's state (Evict, long_silent),
+  // and an event before its latest is too late from then on. Tick's eviction pass comes once
+  // a minute per device, so an event at or before the latest after such a silence runs the
+  // pass first (with the idle finalization Tick runs before it): the decision is made at
+  // allowed_lateness of silence, not up to a minute later (found by a black-box test).
+  if (d.has_events && ev.timestamp_ns <= d.max_t &&
+      now_ns - d.last_seen >= E.opt.allowed_lateness_ns) [[unlikely]] {
+    if (now_ns - d.last_seen >= E.opt.idle_timeout_ns) IdleFinalize(E, d, now_ns, sink);
+    Evict(E, d, now_ns);
+    d.next_evict = now_ns + kEvictInterval;
+  }
   if (now_ns > d.last_seen) d.last_seen = now_ns;
   if (!d.has_events && d.next_early == 0) d.next_early = now_ns + E.opt.early_fire_interval_ns;
   // Resuming after an idle finalization closed every window: early firings are due again
@@ -1624,27 +1660,7 @@ void WindowEngine::Tick(int64_t now_ns, RecordSink* sink) {
     // sample stays; an idle finalization does change it.)
     E.FlushPending(d);
     const int64_t silent = now_ns - d.last_seen;
-    if (silent >= E.opt.idle_timeout_ns) {
-      d.shape_n = 0;
-      // CONTRACT §2: a silent device's open windows are final within idle_timeout. Every
-      // base window up to the one holding the last event is closed now (even when
-      // idle_timeout is shorter than the window); rollups close as device time would
-      // have reached their end (last event time + silence).
-      const int64_t last_base_end = FloorTo(d.max_t, E.opt.window_ns) + E.opt.window_ns;
-      // Windows that have ended in processing time close too (a backlog's 1h and 1d
-      // windows, days old, stayed open for up to an hour or a day of silence before).
-      d.fin_wm = std::max({d.fin_wm, d.max_t + silent, last_base_end, now_ns});
-      // (The device's own watermark stays: allowed_lateness is measured from it, CONTRACT
-      // §2. Raising it to max_t here made every event in the out_of_orderness band just
-      // before the lateness bound too late after idle_timeout of silence; found by a
-      // black-box test. fin_wm alone closes the windows.)
-      if (HasOpen(d)) Finalize(E, d, sink);
-      // Nothing open: no early firing until the device sends again (its deadline would
-      // stay in the past, and Tick would treat the device as due for one on every visit,
-      // reading its metric table and windows: +30 % processor CPU in the whole server
-      // once idle finalization closed the 1h/1d windows too).
-      if (!HasOpen(d)) d.next_early = kMaxTime;
-    }
+    if (silent >= E.opt.idle_timeout_ns) IdleFinalize(E, d, now_ns, sink);
     if (now_ns >= d.next_early && HasOpen(d)) EarlyFire(E, d, now_ns, period, sink);
     if (now_ns >= d.next_evict) {
       Evict(E, d, now_ns);
