@@ -383,6 +383,30 @@ class IdleTimeoutTest(RealtimeChecks, JouleTestCase):
                            what="idle finalization")
 
 
+    def test_lateness_after_idle_is_measured_from_the_own_watermark(self):
+        """After idle_timeout of silence the device's watermark is still its latest event
+        time − out_of_orderness (CONTRACT §2) and allowed_lateness (1h) is measured from it:
+        an event in the out_of_orderness band just above the bound is applied (found by a
+        black-box test: the idle finalization raised the watermark to the latest event, and
+        such an event was dropped as too late)."""
+        dev = f"idle-late-{uid()}"
+        t0 = float(int(time.time()) - 3700)
+        ev = lambda t, v: {"device_id": dev, "timestamp": fmt_ts(t), "metrics": {"temp_c": v}}
+        self.post_ok([ev(t0, 1.0), ev(t0 + 3660, 1.0)])
+        # Idle finalization: the latest event's window is final.
+        last_ws = t0 + 3660 - (t0 + 3660) % 60
+        self.assertTrue(poll(lambda: any(
+            parse_ts(r["window_start"]) == last_ws and r.get("final") is True
+            for r in (self.fetch(dev)[1] or {}).get("data") or []), timeout=10), self.diag())
+        health = lambda: self.server.request("GET", f"/v1/devices/{dev}/health")[2]
+        self.assertEqual(parse_ts(health()["watermark"]), t0 + 3659, self.diag())
+        # Watermark − allowed_lateness = t0 + 59: t0 + 59.5 is in bound.
+        self.post_ok([ev(t0 + 59.5, 100.0)])
+        self.assertTrue(poll(lambda: health().get("late_updates") == 1, timeout=10),
+                        f"{health()}" + self.diag())
+        self.assertEqual(health().get("late_dropped"), 0)
+
+
 class RestartTest(RealtimeChecks, JouleTestCase):
     server_env = {"JOULE_STREAM_IDLE_TIMEOUT": "2s"}
 
