@@ -768,7 +768,8 @@ bool HasOpen(const Device& d) {
   return false;
 }
 
-// Idle finalization (Tick, for a device silent for idle_timeout of processing time).
+// Idle finalization of a device silent for idle_timeout of processing time: by Tick, and by
+// ProcessOn before the eviction pass that a silence of allowed_lateness asks for.
 void IdleFinalize(Impl& E, Device& d, int64_t now, RecordSink* sink) {
   // REQUIRES: d.has_events, no pending rows, now − d.last_seen ≥ idle_timeout.
   const int64_t silent = now - d.last_seen;
