@@ -53,6 +53,7 @@ inline constexpr uint8_t kBadUserNameOrPassword = 0x86;
 inline constexpr uint8_t kNotAuthorized = 0x87;
 inline constexpr uint8_t kServerUnavailable = 0x88;
 inline constexpr uint8_t kServerShuttingDown = 0x8B;
+inline constexpr uint8_t kBadAuthenticationMethod = 0x8C;
 inline constexpr uint8_t kKeepAliveTimeout = 0x8D;
 inline constexpr uint8_t kSessionTakenOver = 0x8E;
 inline constexpr uint8_t kTopicNameInvalid = 0x90;

@@ -85,15 +85,18 @@ class MqttListener::Impl : public std::enable_shared_from_this<Impl> {
       puback_latency_ = metrics_->GetHistogram("joule_mqtt_puback_latency_seconds",
                                                "MQTT PUBLISH (QoS 1) received to PUBACK queued.",
                                                Histogram::LatencyBuckets());
-      for (const char* r :
-           {"protocol_error", "packet_too_large", "keepalive", "takeover", "qos_not_supported",
-            "not_authorized", "unavailable", "connect_timeout", "bad_credentials", "shutdown",
-            "tls_handshake", "max_connections", "rate_limited"}) {
+      for (const char* r : {"protocol_error", "packet_too_large", "keepalive", "takeover",
+                            "qos_not_supported", "not_authorized", "unavailable", "connect_timeout",
+                            "bad_credentials", "shutdown", "tls_handshake", "max_connections",
+                            "rate_limited", "bad_auth_method", "invalid_client_id"}) {
         disconnects_.emplace(
             r, metrics_->GetCounter("joule_mqtt_disconnects_total",
                                     "MQTT connections closed by the server, by reason.",
                                     {{"reason", r}}));
       }
+      subscribe_refused_ = metrics_->GetCounter(
+          "joule_mqtt_subscribe_refused_total",
+          "MQTT topic filters refused in a SUBACK (the listener takes no subscriptions).");
     }
   }
 
@@ -110,6 +113,9 @@ class MqttListener::Impl : public std::enable_shared_from_this<Impl> {
   void CountDisconnect(const char* reason) {
     auto it = disconnects_.find(reason);
     if (it != disconnects_.end()) it->second->Inc();
+  }
+  void CountSubscribeRefused(size_t filters) {
+    if (subscribe_refused_ != nullptr) subscribe_refused_->Inc(filters);
   }
   void CountPublish(uint8_t qos) {
     Counter* c = qos == 0 ? publishes_qos0_ : qos == 1 ? publishes_qos1_ : publishes_qos2_;
@@ -152,6 +158,7 @@ class MqttListener::Impl : public std::enable_shared_from_this<Impl> {
   Counter* publishes_qos1_ = nullptr;
   Counter* publishes_qos2_ = nullptr;
   Histogram* puback_latency_ = nullptr;
+  Counter* subscribe_refused_ = nullptr;
   std::unordered_map<std::string_view, Counter*> disconnects_;  // fixed after construction
 
   friend class MqttConnection;
@@ -298,7 +305,10 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
     for (const auto& [id, value] : c.properties.others) {
       if (id == 0x17 && value.size() == 1 && value[0] == 0) problem_information_ = false;
     }
-    auto refuse = [&](uint8_t reason_code) {
+    // Every refusal is counted under `reason` (found by a black-box test: the two the
+    // listener decides itself, 0x8C and 0x85, were counted nowhere).
+    auto refuse = [&](uint8_t reason_code, const char* reason) {
+      server_->CountDisconnect(reason);
       Packet p;
       p.type = PacketType::kConnack;
       p.connack.reason_code = v5() ? reason_code : V311ReturnCode(reason_code);
@@ -308,14 +318,15 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
     if (c.properties.others.end() != std::find_if(c.properties.others.begin(),
                                                   c.properties.others.end(),
                                                   [](const auto& o) { return o.first == 0x15; })) {
-      refuse(0x8C);  // Bad authentication method: no enhanced authentication here
+      // No enhanced authentication here.
+      refuse(reason::kBadAuthenticationMethod, "bad_auth_method");
       return;
     }
     std::optional<std::string> assigned;
     client_id_ = c.client_id;
     if (client_id_.empty()) {
       if (!v5() && !c.clean_start) {
-        refuse(reason::kClientIdentifierNotValid);
+        refuse(reason::kClientIdentifierNotValid, "invalid_client_id");
         return;
       }
       client_id_ = server_->AssignClientId();
@@ -331,9 +342,9 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
     if (decision.reason_code != reason::kSuccess) {
       // A credential that could not be checked (the metadata store unreachable) is no bad
       // password (found by a black-box test: it was counted as bad_credentials).
-      server_->CountDisconnect(
-          decision.reason_code == reason::kServerUnavailable ? "unavailable" : "bad_credentials");
-      refuse(decision.reason_code);
+      refuse(decision.reason_code, decision.reason_code == reason::kServerUnavailable
+                                       ? "unavailable"
+                                       : "bad_credentials");
       return;
     }
     principal_ = std::move(decision.principal);
@@ -393,6 +404,7 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
         p.subscribe_ack.reason_codes.assign(packet_.subscribe.subscriptions.size(),
                                             v5() ? reason::kNotAuthorized : 0x80);
         if (v5()) p.subscribe_ack.properties.reason_string = "subscriptions are not supported";
+        server_->CountSubscribeRefused(packet_.subscribe.subscriptions.size());
         Send(p);
         return;
       }

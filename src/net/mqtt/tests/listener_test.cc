@@ -193,6 +193,55 @@ TEST_F(MqttListenerTest, RefusalsAreCountedByTheirReason) {
   EXPECT_EQ(Disconnects("bad_credentials"), 1u);
 }
 
+// Found by a black-box test: the CONNECTs the listener refuses itself (MQTT 5 enhanced
+// authentication 0x8C; 3.1.1 empty client id without Clean Session 0x02) were counted
+// nowhere, nor were the topic filters a SUBACK refuses.
+TEST_F(MqttListenerTest, EveryRefusalIsCounted) {
+  auto connect_raw = [&](V v, Packet p) {
+    auto c = std::make_unique<Client>(v);
+    c->socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), listener_->port()));
+    p.type = PacketType::kConnect;
+    p.connect.version = v;
+    p.connect.username = "dev";
+    p.connect.password = "x";
+    c->Send(p);
+    Packet ack;
+    EXPECT_TRUE(c->Receive(&ack));
+    EXPECT_EQ(ack.type, PacketType::kConnack);
+    EXPECT_FALSE(c->Receive(&ack));  // closed
+    return ack.connack.reason_code;
+  };
+  Packet auth;
+  auth.connect.client_id = "a1";
+  auth.connect.properties.others.push_back({0x15, std::string("\x00\x0bSCRAM-SHA-1", 13)});
+  EXPECT_EQ(connect_raw(V::kV5, auth), reason::kBadAuthenticationMethod);
+  EXPECT_EQ(Disconnects("bad_auth_method"), 1u);
+  Packet unnamed;
+  unnamed.connect.clean_start = false;
+  EXPECT_EQ(connect_raw(V::kV311, unnamed), 2);  // identifier rejected
+  EXPECT_EQ(Disconnects("invalid_client_id"), 1u);
+  EXPECT_EQ(Disconnects("bad_credentials"), 0u);
+
+  const auto refused = [&] {
+    return metrics_
+        .GetCounter("joule_mqtt_subscribe_refused_total",
+                    "MQTT topic filters refused in a SUBACK (the listener takes no subscriptions).")
+        ->Value();
+  };
+  for (V v : {V::kV311, V::kV5}) {
+    auto c = Connect(v, v == V::kV5 ? "s5" : "s3");
+    Packet s;
+    s.type = PacketType::kSubscribe;
+    s.subscribe.packet_id = 1;
+    s.subscribe.subscriptions = {{"a", 1}, {"b", 0}};
+    c->Send(s);
+    Packet p;
+    ASSERT_TRUE(c->Receive(&p));
+    EXPECT_EQ(p.type, PacketType::kSuback);
+  }
+  EXPECT_EQ(refused(), 4u);
+}
+
 // Found by a black-box test: a 3.1.1 connection closed for the device's event rate limit
 // was counted as "unavailable" (the metadata store unreachable, mqtt.md §3).
 TEST_F(MqttListenerTest, RateLimitedAndBackpressureClosesAreCountedApart) {
