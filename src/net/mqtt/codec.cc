@@ -662,9 +662,26 @@ Decoder::State Decoder::Next(Packet* out) {
                            ? std::min(options_.max_packet_size, options_.max_connect_packet_size)
                            : options_.max_packet_size;
   if (total > max) {
-    return Fail(reason::kPacketTooLarge, "packet of " + std::to_string(total) +
-                                             " bytes exceeds the maximum of " +
-                                             std::to_string(max));
+    // A first packet: wait for the protocol name and level at the start of its variable
+    // header (7 bytes), which tell an MQTT 5 CONNECT, owed a CONNACK 0x95 (found by a
+    // black-box test: it was just closed).
+    ProtocolVersion connect_version = ProtocolVersion::kUnknown;
+    if (options_.version == ProtocolVersion::kUnknown) {
+      constexpr std::string_view kName("\0\4MQTT", 6);
+      const size_t header = 1 + static_cast<size_t>(n);
+      if (in.size() < header + std::min<size_t>(remaining, kName.size() + 1)) {
+        return State::kNeedMore;
+      }
+      std::string_view start = in.substr(header, kName.size() + 1);
+      if (start.size() == kName.size() + 1 && start.substr(0, kName.size()) == kName &&
+          (start.back() == 4 || start.back() == 5)) {
+        connect_version = static_cast<ProtocolVersion>(start.back());
+      }
+    }
+    Fail(reason::kPacketTooLarge, "packet of " + std::to_string(total) +
+                                      " bytes exceeds the maximum of " + std::to_string(max));
+    error_.connect_version = connect_version;
+    return State::kError;
   }
   if (in.size() < total) return State::kNeedMore;
   DecodeError error;

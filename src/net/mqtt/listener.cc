@@ -278,15 +278,22 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
     const bool too_large = e.reason_code == reason::kPacketTooLarge;
     server_->CountDisconnect(too_large ? "packet_too_large" : "protocol_error");
     if (!connected_) {
+      // A CONNACK where the version has a code for it, then close.
+      Packet p;
+      p.type = PacketType::kConnack;
+      ProtocolVersion version = ProtocolVersion::kV311;
       if (e.reason_code == reason::kUnsupportedProtocolVersion) {
-        Packet p;
-        p.type = PacketType::kConnack;
         p.connack.reason_code = 1;  // unacceptable protocol version (3.1.1 form)
-        Send(p, ProtocolVersion::kV311);
-        CloseAfterWrite();
+      } else if (too_large && e.connect_version == ProtocolVersion::kV5) {
+        // A CONNECT over the first-packet limit (3.1.1 has no code for it: just closed).
+        p.connack.reason_code = reason::kPacketTooLarge;
+        version = ProtocolVersion::kV5;
       } else {
         Close();
+        return;
       }
+      Send(p, version);
+      CloseAfterWrite();
       return;
     }
     DisconnectWith(e.reason_code);

@@ -370,6 +370,31 @@ TEST_F(MqttListenerTest, OversizedPacketAndQos2AndGarbage) {
   EXPECT_FALSE(c3->Receive(&p));
 }
 
+// A CONNECT over the first-packet limit (here the listener's 2048 bytes): MQTT 5 gets
+// CONNACK 0x95, 3.1.1 (no code for it) is closed (found by a black-box test: both were
+// just closed, and SECURITY.md promised 0x95).
+TEST_F(MqttListenerTest, OversizedConnect) {
+  for (V v : {V::kV5, V::kV311}) {
+    Client c(v);
+    c.socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), listener_->port()));
+    Packet p;
+    p.type = PacketType::kConnect;
+    p.connect.version = v;
+    p.connect.client_id = "big";
+    p.connect.username = "dev";
+    p.connect.password = std::string(4000, 'x');
+    c.Send(p);
+    Packet ack;
+    if (v == V::kV5) {
+      ASSERT_TRUE(c.Receive(&ack));
+      EXPECT_EQ(ack.type, PacketType::kConnack);
+      EXPECT_EQ(ack.connack.reason_code, reason::kPacketTooLarge);
+    }
+    EXPECT_FALSE(c.Receive(&ack));  // closed
+  }
+  EXPECT_EQ(Disconnects("packet_too_large"), 2u);
+}
+
 TEST_F(MqttListenerTest, SessionTakeover) {
   auto first = Connect(V::kV5, "same");
   auto second = Connect(V::kV5, "same");
