@@ -1086,7 +1086,7 @@ Status TelemetryParser::ParseInto(std::string_view body, BodyFormat format, int6
   if (body.size() > limits_.max_body_bytes) {
     out->events.clear();
     return Status::ResourceExhausted(fmt::format("{}: the body is {} bytes, at most {} allowed",
-                                                 kBodyTooLarge, body.size(),
+                                                 kPayloadTooLarge, body.size(),
                                                  limits_.max_body_bytes));
   }
   Status st = impl_->Parse(body, format, now_ns, topic_device_id, out);

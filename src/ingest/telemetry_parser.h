@@ -84,7 +84,7 @@ class TelemetryParser {
   // invalid_device_id ("does not match the topic").
   //
   // Body-level failures return a non-ok Status and no events:
-  //   ResourceExhausted "body_too_large: …"  body.size() > max_body_bytes (checked first);
+  //   ResourceExhausted "payload_too_large: …" body.size() > max_body_bytes (checked first);
   //   ResourceExhausted "too_many_events: …" more than max_events_per_request events;
   //   InvalidArgument   "invalid_json: …"    JSON body that is not one syntactically valid
   //     object or array (syntax error anywhere, invalid UTF-8, trailing content, empty

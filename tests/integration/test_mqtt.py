@@ -3,10 +3,13 @@ Mosquitto clients (`mosquitto_pub` from Debian's mosquitto-clients, installed by
 scripts/install-deps.sh --test): QoS 0 and 1 over MQTT 3.1.1 and 5.0 with device tokens,
 a wrong password, another device's topic, a malformed payload on a connection that stays
 usable, an oversized packet, and SIGKILL right after a QoS 1 publish returned (PUBACK
-means durable: the event is there after the restart)."""
+means durable: the event is there after the restart). `RawMqtt5` writes MQTT 5 by hand for
+what mosquitto_pub does not show (reason strings) or cannot send."""
 import json
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -91,6 +94,92 @@ def pub(server, topic, messages, version="mqttv311", qos=1, user=None, password=
     finally:
         if isinstance(messages, bytes):
             os.unlink(f.name)
+
+
+def vbi(n):
+    """An MQTT Variable Byte Integer."""
+    out = b""
+    while True:
+        n, b = divmod(n, 128)
+        out += bytes([b | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def read_vbi(data, i):
+    """(value, index after it) of the Variable Byte Integer at data[i]; IndexError when
+    data ends first."""
+    value, shift = 0, 0
+    while True:
+        b = data[i]
+        value |= (b & 0x7F) << shift
+        shift += 7
+        i += 1
+        if not b & 0x80:
+            return value, i
+
+
+def mqtt_string(s):
+    s = s.encode() if isinstance(s, str) else s
+    return struct.pack(">H", len(s)) + s
+
+
+class RawMqtt5:
+    """MQTT 5 written by hand, for what mosquitto_pub cannot send (properties a client must
+    not send) or does not show (reason codes and reason strings)."""
+
+    def __init__(self, port, user, password):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buf = b""
+        body = (mqtt_string("MQTT") + bytes([5, 0xC2]) + struct.pack(">H", 60) + vbi(0) +
+                mqtt_string(f"raw-{uid()}") + mqtt_string(user) + mqtt_string(password))
+        self.send(1, 0, body)
+        ack = self.read()
+        assert ack is not None and ack[0] == 2 and ack[1][1] == 0, f"CONNACK {ack!r}"
+
+    def send(self, packet_type, flags, body):
+        self.sock.sendall(bytes([packet_type << 4 | flags]) + vbi(len(body)) + body)
+
+    def publish(self, topic_name, payload, packet_id, properties=b""):
+        """A QoS 1 PUBLISH; `properties` encoded, without their length."""
+        payload = payload.encode() if isinstance(payload, str) else payload
+        self.send(3, 2, mqtt_string(topic_name) + struct.pack(">H", packet_id) +
+                  vbi(len(properties)) + properties + payload)
+
+    def read(self):
+        """(packet type, body), or None once the server closed the connection."""
+        while True:
+            try:
+                length, start = read_vbi(self.buf, 1)
+                if len(self.buf) >= start + length:
+                    packet = (self.buf[0] >> 4, self.buf[start:start + length])
+                    self.buf = self.buf[start + length:]
+                    return packet
+            except IndexError:
+                pass
+            try:
+                data = self.sock.recv(65536)
+            except ConnectionResetError:
+                return None
+            if not data:
+                return None
+            self.buf += data
+
+    @staticmethod
+    def puback_reason(body):
+        """(reason code, reason string or None) of a PUBACK's body. Joule's PUBACKs carry
+        no property but the Reason String (0x1F)."""
+        if len(body) <= 3:
+            return (body[2] if len(body) == 3 else 0), None
+        length, i = read_vbi(body, 3)
+        if length == 0:
+            return body[2], None
+        assert body[i] == 0x1F, body[i:i + 16]
+        n = struct.unpack(">H", body[i + 1:i + 3])[0]
+        return body[2], body[i + 3:i + 3 + n].decode()
+
+    def close(self):
+        self.sock.close()
 
 
 def topic(device_id):
@@ -203,6 +292,28 @@ class MqttWithDeviceTokens(JouleTestCase):
         # device does not resend it forever.
         self.assertPublished(pub(self.server, topic(dev), "{not json", "mqttv311", 1, dev, token),
                              "3.1.1 bad payload is acknowledged")
+
+    def test_oversized_payload_names_the_counted_code(self):
+        """An MQTT 5 payload over limits.max_body_bytes (4 MiB): PUBACK 0x99 whose reason
+        string starts with the code HTTP answers and joule_events_rejected_total counts
+        (found by a black-box test: it said "body_too_large", documented nowhere)."""
+        dev, token = self.register()
+        before = metric_sum(self.metrics(), "joule_events_rejected_total",
+                            code="payload_too_large")
+        payload = json.dumps(dict(event(), pad="z" * ((4 << 20) + 1000)))
+        client = RawMqtt5(mqtt_port(self.server), dev, token)
+        try:
+            client.publish(topic(dev), payload, 1)
+            ack = client.read()
+            self.assertIsNotNone(ack, "closed instead of a PUBACK" + self.diag())
+            self.assertEqual(ack[0], 4, ack)
+            code, reason_string = RawMqtt5.puback_reason(ack[1])
+            self.assertEqual(code, 0x99)
+            self.assertTrue(reason_string.startswith("payload_too_large: "), reason_string)
+        finally:
+            client.close()
+        self.assertEqual(metric_sum(self.metrics(), "joule_events_rejected_total",
+                                    code="payload_too_large") - before, 1)
 
     def test_revoked_token_stops_an_open_connection(self):
         """Rotating a device's token revokes the old one for connections already open with
