@@ -315,6 +315,25 @@ class MqttWithDeviceTokens(JouleTestCase):
         self.assertEqual(metric_sum(self.metrics(), "joule_events_rejected_total",
                                     code="payload_too_large") - before, 1)
 
+    def test_subscription_identifier_from_a_client_is_refused(self):
+        """Only a server may put a Subscription Identifier in a PUBLISH (MQTT-3.3.4-6):
+        DISCONNECT 0x82, nothing stored (found by a black-box test: it was accepted)."""
+        dev, token = self.register()
+        before = metric_sum(self.metrics(), "joule_mqtt_disconnects_total",
+                            reason="protocol_error")
+        client = RawMqtt5(mqtt_port(self.server), dev, token)
+        try:
+            client.publish(topic(dev), json.dumps(event()), 1, properties=b"\x0b\x05")
+            packet = client.read()
+            self.assertEqual(packet, (14, b"\x82"), "DISCONNECT 0x82" + self.diag())
+            self.assertIsNone(client.read(), "then closed")
+        finally:
+            client.close()
+        self.assertEqual(metric_sum(self.metrics(), "joule_mqtt_disconnects_total",
+                                    reason="protocol_error") - before, 1)
+        time.sleep(0.5)  # give a wrongly accepted event the chance to show up
+        self.assertEqual(realtime_count(self.server, dev, ADMIN), 0, "nothing stored")
+
     def test_revoked_token_stops_an_open_connection(self):
         """Rotating a device's token revokes the old one for connections already open with
         it too (docs/SECURITY.md "Revocation is immediate"; found by a black-box test: the

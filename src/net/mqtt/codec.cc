@@ -367,6 +367,45 @@ bool ValidPubackReason(PacketType t, uint8_t code) {
   }
 }
 
+// MQTT 5 §3.14.2.1 (DISCONNECT) and §3.15.2.1 (AUTH).
+bool ValidReasonOnlyReason(PacketType t, uint8_t code) {
+  if (t == PacketType::kAuth) return code == 0x00 || code == 0x18 || code == 0x19;
+  switch (code) {
+    case 0x00:
+    case 0x04:
+    case 0x80:
+    case 0x81:
+    case 0x82:
+    case 0x83:
+    case 0x87:
+    case 0x89:
+    case 0x8B:
+    case 0x8D:
+    case 0x8E:
+    case 0x8F:
+    case 0x90:
+    case 0x93:
+    case 0x94:
+    case 0x95:
+    case 0x96:
+    case 0x97:
+    case 0x98:
+    case 0x99:
+    case 0x9A:
+    case 0x9B:
+    case 0x9C:
+    case 0x9D:
+    case 0x9E:
+    case 0x9F:
+    case 0xA0:
+    case 0xA1:
+    case 0xA2:
+      return true;
+    default:
+      return false;
+  }
+}
+
 }  // namespace
 
 bool Packet::operator==(const Packet& other) const {
@@ -607,6 +646,8 @@ bool DecodePacketBody(uint8_t first_byte, std::string_view body, ProtocolVersion
       if (type == PacketType::kAuth && !v5) return c.Malformed("AUTH in MQTT 3.1.1");
       if (v5 && !r.done()) {
         r.U8(&d.reason_code);
+        // Found by a black-box test: DISCONNECT 0x55 was taken.
+        if (!ValidReasonOnlyReason(type, d.reason_code)) return c.Protocol("invalid reason code");
         if (!r.done() && !ReadProperties(r, c, Bit(type), false, &d.properties)) return false;
       }
       break;

@@ -452,6 +452,13 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
       DisconnectWith(reason::kQosNotSupported);
       return;
     }
+    if (!pub.properties.subscription_identifiers.empty()) {
+      // Only a server's PUBLISH may carry one (MQTT-3.3.4-6; found by a black-box test: it
+      // was accepted). The codec cannot tell: the bridge's subscriber receives them.
+      server_->CountDisconnect("protocol_error");
+      DisconnectWith(reason::kProtocolError);
+      return;
+    }
     if (v5() && pub.properties.topic_alias) {
       const uint16_t alias = *pub.properties.topic_alias;
       if (alias == 0 || alias > options_.topic_alias_maximum) {

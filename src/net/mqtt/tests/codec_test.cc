@@ -292,6 +292,9 @@ TEST(MqttCodec, RejectsMalformedInput) {
        reason::kMalformedPacket},
       {"auth in 3.1.1", k3, Bytes({0xF0, 0}), reason::kMalformedPacket},
       {"disconnect 3.1.1 with body", k3, Bytes({0xE0, 1, 0}), reason::kMalformedPacket},
+      // Found by a black-box test: DISCONNECT 0x55 was taken.
+      {"disconnect bad reason v5", k5, Bytes({0xE0, 1, 0x55}), reason::kProtocolError},
+      {"auth bad reason", k5, Bytes({0xF0, 1, 0x8E}), reason::kProtocolError},
       {"connack reserved flags", k3, Bytes({0x20, 2, 2, 0}), reason::kMalformedPacket},
   };
   for (const BadCase& c : cases) {

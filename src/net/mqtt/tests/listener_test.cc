@@ -442,6 +442,22 @@ TEST_F(MqttListenerTest, TopicAlias) {
   EXPECT_EQ(p.reason_only.reason_code, reason::kProtocolError);
 }
 
+// A client must not send a Subscription Identifier (MQTT-3.3.4-6; found by a black-box
+// test: the PUBLISH was accepted). A broker may: the codec takes it, the listener refuses.
+TEST_F(MqttListenerTest, SubscriptionIdentifierFromAClientIsAProtocolError) {
+  auto c = Connect(V::kV5);
+  Packet pub = Publish("ok", 1);
+  pub.publish.properties.subscription_identifiers = {5};
+  c->Send(pub);
+  Packet p;
+  ASSERT_TRUE(c->Receive(&p));
+  ASSERT_EQ(p.type, PacketType::kDisconnect);
+  EXPECT_EQ(p.reason_only.reason_code, reason::kProtocolError);
+  EXPECT_FALSE(c->Receive(&p));
+  EXPECT_TRUE(handler_.topics().empty());
+  EXPECT_EQ(Disconnects("protocol_error"), 1u);
+}
+
 TEST_F(MqttListenerTest, KeepAliveTimeoutClosesTheConnection) {
   auto c = Connect(V::kV5, "ka", "dev", nullptr, /*keep_alive=*/1);
   const auto start = std::chrono::steady_clock::now();
