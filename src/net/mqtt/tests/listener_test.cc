@@ -120,18 +120,32 @@ class MqttListenerTest : public ::testing::Test {
     }
   };
 
-  std::unique_ptr<Client> Connect(V v, std::string client_id = "c1", std::string user = "dev",
-                                  uint8_t* code = nullptr, uint16_t keep_alive = 60) {
-    auto c = std::make_unique<Client>(v);
-    c->socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), listener_->port()));
+  // A CONNECT of user "dev" with password "x"; tests change what they need.
+  static Packet ConnectPacket(V v, std::string client_id) {
     Packet p;
     p.type = PacketType::kConnect;
     p.connect.version = v;
-    p.connect.client_id = client_id;
-    p.connect.username = user;
+    p.connect.client_id = std::move(client_id);
+    p.connect.username = "dev";
     p.connect.password = "x";
+    p.connect.keep_alive = 60;
+    return p;
+  }
+
+  // A new connection that has sent `connect`.
+  std::unique_ptr<Client> SendConnect(const Packet& connect) {
+    auto c = std::make_unique<Client>(connect.connect.version);
+    c->socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), listener_->port()));
+    c->Send(connect);
+    return c;
+  }
+
+  std::unique_ptr<Client> Connect(V v, std::string client_id = "c1", std::string user = "dev",
+                                  uint8_t* code = nullptr, uint16_t keep_alive = 60) {
+    Packet p = ConnectPacket(v, std::move(client_id));
+    p.connect.username = std::move(user);
     p.connect.keep_alive = keep_alive;
-    c->Send(p);
+    auto c = SendConnect(p);
     Packet ack;
     EXPECT_TRUE(c->Receive(&ack));
     EXPECT_EQ(ack.type, PacketType::kConnack);
@@ -195,51 +209,25 @@ TEST_F(MqttListenerTest, RefusalsAreCountedByTheirReason) {
 
 // Found by a black-box test: the CONNECTs the listener refuses itself (MQTT 5 enhanced
 // authentication 0x8C; 3.1.1 empty client id without Clean Session 0x02) were counted
-// nowhere, nor were the topic filters a SUBACK refuses.
-TEST_F(MqttListenerTest, EveryRefusalIsCounted) {
-  auto connect_raw = [&](V v, Packet p) {
-    auto c = std::make_unique<Client>(v);
-    c->socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), listener_->port()));
-    p.type = PacketType::kConnect;
-    p.connect.version = v;
-    p.connect.username = "dev";
-    p.connect.password = "x";
-    c->Send(p);
+// nowhere.
+TEST_F(MqttListenerTest, EveryConnectRefusalIsCounted) {
+  auto refused_with = [&](const Packet& connect) {
+    auto c = SendConnect(connect);
     Packet ack;
     EXPECT_TRUE(c->Receive(&ack));
     EXPECT_EQ(ack.type, PacketType::kConnack);
     EXPECT_FALSE(c->Receive(&ack));  // closed
     return ack.connack.reason_code;
   };
-  Packet auth;
-  auth.connect.client_id = "a1";
+  Packet auth = ConnectPacket(V::kV5, "a1");
   auth.connect.properties.others.push_back({0x15, std::string("\x00\x0bSCRAM-SHA-1", 13)});
-  EXPECT_EQ(connect_raw(V::kV5, auth), reason::kBadAuthenticationMethod);
+  EXPECT_EQ(refused_with(auth), reason::kBadAuthenticationMethod);
   EXPECT_EQ(Disconnects("bad_auth_method"), 1u);
-  Packet unnamed;
+  Packet unnamed = ConnectPacket(V::kV311, "");
   unnamed.connect.clean_start = false;
-  EXPECT_EQ(connect_raw(V::kV311, unnamed), 2);  // identifier rejected
+  EXPECT_EQ(refused_with(unnamed), 2);  // identifier rejected
   EXPECT_EQ(Disconnects("invalid_client_id"), 1u);
   EXPECT_EQ(Disconnects("bad_credentials"), 0u);
-
-  const auto refused = [&] {
-    return metrics_
-        .GetCounter("joule_mqtt_subscribe_refused_total",
-                    "MQTT topic filters refused in a SUBACK (the listener takes no subscriptions).")
-        ->Value();
-  };
-  for (V v : {V::kV311, V::kV5}) {
-    auto c = Connect(v, v == V::kV5 ? "s5" : "s3");
-    Packet s;
-    s.type = PacketType::kSubscribe;
-    s.subscribe.packet_id = 1;
-    s.subscribe.subscriptions = {{"a", 1}, {"b", 0}};
-    c->Send(s);
-    Packet p;
-    ASSERT_TRUE(c->Receive(&p));
-    EXPECT_EQ(p.type, PacketType::kSuback);
-  }
-  EXPECT_EQ(refused(), 4u);
 }
 
 // Found by a black-box test: a 3.1.1 connection closed for the device's event rate limit
@@ -303,23 +291,15 @@ TEST_F(MqttListenerTest, V5NegativeAcksKeepTheConnection) {
 // §3.1.2.11.7; found by a black-box test: the reason string came anyway).
 TEST_F(MqttListenerTest, NoReasonStringsWithoutRequestProblemInformation) {
   for (bool problem_information : {true, false}) {
-    Client c(V::kV5);
-    c.socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), listener_->port()));
-    Packet p;
-    p.type = PacketType::kConnect;
-    p.connect.version = V::kV5;
-    p.connect.client_id = problem_information ? "rpi1" : "rpi0";
-    p.connect.username = "dev";
-    p.connect.password = "x";
-    p.connect.keep_alive = 60;
+    Packet p = ConnectPacket(V::kV5, problem_information ? "rpi1" : "rpi0");
     if (!problem_information) p.connect.properties.others.push_back({0x17, std::string(1, '\0')});
-    c.Send(p);
+    auto c = SendConnect(p);
     Packet ack;
-    ASSERT_TRUE(c.Receive(&ack));
+    ASSERT_TRUE(c->Receive(&ack));
     ASSERT_EQ(ack.type, PacketType::kConnack);
     EXPECT_EQ(ack.connack.reason_code, 0);
-    c.Send(Publish("deny", 1));
-    ASSERT_TRUE(c.Receive(&ack));
+    c->Send(Publish("deny", 1));
+    ASSERT_TRUE(c->Receive(&ack));
     EXPECT_EQ(ack.publish_response.reason_code, reason::kNotAuthorized);
     EXPECT_EQ(ack.publish_response.properties.reason_string.has_value(), problem_information);
   }
@@ -335,17 +315,27 @@ TEST_F(MqttListenerTest, V311DeniedTopicDisconnectsBadPayloadIsAcked) {
   EXPECT_FALSE(c->Receive(&p));
 }
 
-TEST_F(MqttListenerTest, SubscribeIsRefused) {
-  auto c = Connect(V::kV311);
-  Packet s;
-  s.type = PacketType::kSubscribe;
-  s.subscribe.packet_id = 3;
-  s.subscribe.subscriptions = {{"a", 1}, {"b", 0}};
-  c->Send(s);
-  Packet p;
-  ASSERT_TRUE(c->Receive(&p));
-  ASSERT_EQ(p.type, PacketType::kSuback);
-  EXPECT_EQ(p.subscribe_ack.reason_codes, (std::vector<uint8_t>{0x80, 0x80}));
+// Each refused topic filter is counted (found by a black-box test: counted nowhere).
+TEST_F(MqttListenerTest, SubscribeIsRefusedAndCounted) {
+  for (V v : {V::kV311, V::kV5}) {
+    auto c = Connect(v, v == V::kV5 ? "s5" : "s3");
+    Packet s;
+    s.type = PacketType::kSubscribe;
+    s.subscribe.packet_id = 3;
+    s.subscribe.subscriptions = {{"a", 1}, {"b", 0}};
+    c->Send(s);
+    Packet p;
+    ASSERT_TRUE(c->Receive(&p));
+    ASSERT_EQ(p.type, PacketType::kSuback);
+    const uint8_t refused = v == V::kV5 ? reason::kNotAuthorized : 0x80;
+    EXPECT_EQ(p.subscribe_ack.reason_codes, (std::vector<uint8_t>{refused, refused}));
+  }
+  EXPECT_EQ(metrics_
+                .GetCounter("joule_mqtt_subscribe_refused_total",
+                            "MQTT topic filters refused in a SUBACK (the listener takes no "
+                            "subscriptions).")
+                ->Value(),
+            4u);
 }
 
 TEST_F(MqttListenerTest, OversizedPacketAndQos2AndGarbage) {
@@ -375,22 +365,16 @@ TEST_F(MqttListenerTest, OversizedPacketAndQos2AndGarbage) {
 // just closed, and SECURITY.md promised 0x95).
 TEST_F(MqttListenerTest, OversizedConnect) {
   for (V v : {V::kV5, V::kV311}) {
-    Client c(v);
-    c.socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), listener_->port()));
-    Packet p;
-    p.type = PacketType::kConnect;
-    p.connect.version = v;
-    p.connect.client_id = "big";
-    p.connect.username = "dev";
+    Packet p = ConnectPacket(v, "big");
     p.connect.password = std::string(4000, 'x');
-    c.Send(p);
+    auto c = SendConnect(p);
     Packet ack;
     if (v == V::kV5) {
-      ASSERT_TRUE(c.Receive(&ack));
+      ASSERT_TRUE(c->Receive(&ack));
       EXPECT_EQ(ack.type, PacketType::kConnack);
       EXPECT_EQ(ack.connack.reason_code, reason::kPacketTooLarge);
     }
-    EXPECT_FALSE(c.Receive(&ack));  // closed
+    EXPECT_FALSE(c->Receive(&ack));  // closed
   }
   EXPECT_EQ(Disconnects("packet_too_large"), 2u);
 }
