@@ -1,8 +1,9 @@
 // The process's open-file limit (RLIMIT_NOFILE) against what the connection limits need.
 // Every connection holds a descriptor, and so do the log segments, RocksDB's files and the
-// metadata store; when they run out, accept() fails (the accept loop retries every 50 ms:
-// new clients wait in the kernel's listen backlog) and so does opening a log segment (the
-// processors back off and retry: src/app/partition_processor.h).
+// metadata store; when they run out, accept() fails (the accept loop retries every 50 ms and
+// sheds the clients waiting in the listen backlog with a 503), reading a log segment fails
+// (the processors back off and retry: src/app/partition_processor.h), and so does creating
+// the next log segment (the write round is refused, ingest answers 503: src/log/README.md).
 #pragma once
 
 #include <cstdint>

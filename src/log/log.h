@@ -13,8 +13,9 @@
 //    `max_rounds_in_flight` rounds have their fdatasyncs in flight at once (the next round
 //    is written while the previous one syncs); callbacks fire round by round, in order. A failed
 //    fsync, or a failed write other than a full disk, aborts the process (fail-stop). A full disk
-//    (ENOSPC/EDQUOT on write or segment creation) refuses the round instead: its bytes are
-//    cut off again and its callbacks get Unavailable; later rounds try again.
+//    (ENOSPC/EDQUOT on write or segment creation), or no file descriptor for the next
+//    segment (EMFILE/ENFILE), refuses the round instead: its bytes are cut off again and its
+//    callbacks get Unavailable; later rounds try again.
 //  * Readers only ever see durable records.
 //  * Retention deletes whole sealed segments and never a record at or above the committed
 //    offset of any registered consumer.

@@ -24,8 +24,12 @@ double SecondsSince(std::chrono::steady_clock::time_point t0) {
 }
 
 // A full disk (or quota) on write or create is survivable: nothing of the round was
-// acknowledged, so it is cut off and refused. Every other error is fatal.
+// acknowledged, so it is cut off and refused. Every other write error is fatal.
 bool IsNoSpace(int err) { return err == ENOSPC || err == EDQUOT; }
+// So is running out of file descriptors when the next segment is created (the process's
+// connections may hold them all for a while): the old segment stays active, and the round
+// is refused like one on a full disk.
+bool IsOutOfDescriptors(int err) { return err == EMFILE || err == ENFILE; }
 
 }  // namespace
 
@@ -112,6 +116,10 @@ SegmentLog::SegmentLog(const LogOptions& options, MetricsRegistry* metrics)
   disk_full_rounds_ = metrics_->GetCounter(
       "joule_log_disk_full_total",
       "Group-commit rounds refused (cut off, not acknowledged) because the disk was full");
+  no_descriptor_rounds_ = metrics_->GetCounter(
+      "joule_log_no_descriptors_total",
+      "Group-commit rounds refused (cut off, not acknowledged) because the next segment could "
+      "not be created: the process was out of file descriptors");
   prewritten_bytes_ = metrics_->GetCounter(
       "joule_log_prewritten_bytes_total",
       "Zero bytes pre-written (and synced) ahead of the active segments' last records");
@@ -597,11 +605,19 @@ int SegmentLog::Roll(Partition* p, uint64_t new_base) {
   std::string path = SegmentPath(*p, new_base);
   int fd = -1;
   if (int err = fs_->OpenForWrite(path, /*create=*/true, &fd); err != 0) {
-    if (!IsNoSpace(err)) FatalIo("create", path, err);
+    if (!IsNoSpace(err) && !IsOutOfDescriptors(err)) FatalIo("create", path, err);
     return err;  // the old segment stays active; the next round rolls again
   }
   if (options_.fsync) {
-    if (int err = fs_->SyncDir(p->dir); err != 0) FatalIo("fsync dir", p->dir, err);
+    if (int err = fs_->SyncDir(p->dir); err != 0) {
+      // No descriptor to open the directory with (an fsync itself never fails so): the
+      // creation is undone — the file is empty, and no directory fsync made it durable —
+      // and the round refused like one that could not create the file.
+      if (!IsOutOfDescriptors(err)) FatalIo("fsync dir", p->dir, err);
+      fs_->Close(fd);
+      if (::unlink(path.c_str()) != 0) FatalIo("unlink", path, errno);
+      return err;
+    }
   }
   fs_->Close(p->fd);
   {
@@ -739,7 +755,7 @@ void SegmentLog::CompleteRound(Round* r) {
   appended_records_->Inc(r->records);
   appended_bytes_->Inc(r->bytes);
 
-  bool recovered;
+  int recovered;
   {
     std::lock_guard<std::mutex> l(mu_);
     for (const Round::File& f : r->files) {
@@ -751,9 +767,11 @@ void SegmentLog::CompleteRound(Round* r) {
     }
     pending_bytes_ -= r->bytes;
     pending_bytes_gauge_->Set(static_cast<double>(pending_bytes_));
-    recovered = std::exchange(disk_full_, false);
+    recovered = std::exchange(refusing_err_, 0);
   }
-  if (recovered) logging::Info("log: writes succeed again after a full disk", {});
+  if (recovered != 0) {
+    logging::Info("log: writes succeed again", {{"after", std::strerror(recovered)}});
+  }
 
   for (Request& req : r->requests) {
     append_latency_->Observe(SecondsSince(req.enqueued));
@@ -822,16 +840,20 @@ void SegmentLog::FailRound(std::vector<Request>* round, const std::vector<Partit
     }
     queue_.swap(keep);
     pending_bytes_gauge_->Set(static_cast<double>(pending_bytes_));
-    first_failure = !std::exchange(disk_full_, true);
+    first_failure = std::exchange(refusing_err_, err) != err;
   }
   data_cv_.notify_all();
-  disk_full_rounds_->Inc();
+  const bool no_descriptors = IsOutOfDescriptors(err);
+  (no_descriptors ? no_descriptor_rounds_ : disk_full_rounds_)->Inc();
   if (first_failure) {
-    logging::Error("log: disk full, refusing appends until writes succeed again",
+    logging::Error(no_descriptors
+                       ? "log: out of file descriptors, refusing appends until a segment opens"
+                       : "log: disk full, refusing appends until writes succeed again",
                    {{"error", std::strerror(err)}});
   }
-  const Status st = Status::Unavailable(std::string("log: disk full (") + std::strerror(err) +
-                                        "); nothing was stored; retry");
+  const Status st = Status::Unavailable(
+      std::string(no_descriptors ? "log: out of file descriptors (" : "log: disk full (") +
+      std::strerror(err) + "); nothing was stored; retry");
   for (std::vector<Request>* list : {round, &refused}) {
     for (Request& req : *list) {
       if (req.cb) req.cb(st, model::LogOffset{req.first});

@@ -163,10 +163,12 @@ class SegmentLog final : public Log {
   bool OldestRoundSynced() const {
     return !inflight_.empty() && inflight_.front()->syncs_pending == 0;
   }
-  // Refuses a round that hit a full disk (errno `err`): cuts the touched segments back to
+  // Refuses a round that hit a full disk, or could not create a segment for want of file
+  // descriptors (errno `err`): cuts the touched segments back to
   // their synced size and fails the round and every queued request of those partitions.
   void FailRound(std::vector<Request>* round, const std::vector<Partition*>& touched, int err);
-  // These return 0 or ENOSPC/EDQUOT; any other I/O error aborts (fail-stop).
+  // These return 0 or ENOSPC/EDQUOT (Roll also EMFILE/ENFILE: the next segment could not
+  // be created); any other I/O error aborts (fail-stop).
   int WriteBuffer(Partition* p);
   int Roll(Partition* p, uint64_t new_base);
   // fdatasync of the active segment before a roll seals it (fatal on error); it is then
@@ -217,6 +219,7 @@ class SegmentLog final : public Log {
   Counter* truncated_bytes_;
   Counter* segments_deleted_;
   Counter* disk_full_rounds_;
+  Counter* no_descriptor_rounds_;
   Counter* prewritten_bytes_;
 
   std::vector<std::unique_ptr<Partition>> parts_;
@@ -236,7 +239,9 @@ class SegmentLog final : public Log {
   uint64_t appended_seq_ = 0;  // requests accepted
   uint64_t done_seq_ = 0;      // requests whose callbacks have run
   bool stop_ = false;
-  bool disk_full_ = false;  // the last round failed with ENOSPC/EDQUOT
+  // The errno the last round was refused with (ENOSPC/EDQUOT, or EMFILE/ENFILE creating a
+  // segment); 0 once a round succeeds again.
+  int refusing_err_ = 0;
 
   std::mutex retention_mu_;  // one retention pass at a time
   mutable std::mutex consumers_mu_;

@@ -310,6 +310,91 @@ class FileDescriptorExhaustionTest(unittest.TestCase):
         self.assertTrue(any("log read recovered" in line for line in server.log_lines()),
                         server.diag())
 
+    def test_a_segment_roll_out_of_descriptors_is_503_not_an_abort(self):
+        """Out of descriptors at a log segment roll, the write round is refused like one on a
+        full disk: 503 + Retry-After, the server up; once
+        descriptors free up the roll succeeds. (It was a fail-stop abort, exit 134: clients
+        holding every descriptor with idle connections brought the server down.)"""
+        server = JouleServer(env={"JOULE_AUTH_MODE": "required",
+                                  "JOULE_AUTH_ADMIN_TOKEN": ADMIN_TOKEN,
+                                  "JOULE_LIMITS_DEVICE_EVENTS_PER_SECOND": "0",
+                                  "JOULE_STORAGE_LOG_SEGMENT_BYTES": "65536"},
+                             name="fdroll", preexec_fn=low_file_limit)
+        self.addCleanup(server.cleanup)
+        server.start()
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        dev = f"fdroll-{uuid.uuid4().hex[:8]}"
+        st, _, body = server.request("POST", "/v1/devices", {"device_id": dev, "owner_id": "o"},
+                                     headers=admin)
+        self.assertEqual(st, 201, body)
+        ingest = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        self.addCleanup(ingest.close)
+        base = time.time() - 600
+        seq = [0]
+
+        def post():
+            """Posts 100 events (~12 KB of log records, so a roll every few batches) on the
+            keep-alive connection; returns (status, head), (None, "") if no answer."""
+            k0 = seq[0]
+            events = [{"device_id": dev, "event_id": f"{dev}-{k}",
+                       "timestamp": fmt_ts(base + k * 0.01), "metrics": {"power_w": 1.0}}
+                      for k in range(k0, k0 + 100)]
+            body = json.dumps(events).encode()
+            try:
+                ingest.sendall(f"POST /v1/telemetry HTTP/1.1\r\nHost: x\r\nAuthorization: "
+                               f"Bearer {ADMIN_TOKEN}\r\nContent-Type: application/json\r\n"
+                               f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            except OSError:
+                return None, ""
+            raw, _ = read_until(ingest, complete, 5)
+            if not complete(raw):
+                return None, ""
+            status, head, _ = split_response(raw)
+            if status == 202:
+                seq[0] += 100
+            return status, head
+
+        self.assertEqual(post()[0], 202, server.diag())
+        idle = []
+        for _ in range(300):  # more than the server has descriptors for
+            try:
+                idle.append(socket.create_connection(("127.0.0.1", server.port), timeout=1))
+            except OSError:
+                break
+        statuses = []
+        try:
+            for _ in range(20):
+                status, head = post()
+                statuses.append(status)
+                if status != 202:
+                    break
+            self.assertEqual(statuses[-1], 503, f"{statuses}" + server.diag(30))
+            self.assertIn("retry-after", head.lower())
+            self.assertTrue(server.running(), "the server died out of descriptors" + server.diag())
+            self.assertTrue(poll(lambda: any("out of file descriptors" in line
+                                             for line in server.log_lines()), timeout=5),
+                            server.diag(30))
+        finally:
+            for s in idle:
+                s.close()
+        # Descriptors free again: the next round rolls; every acknowledged event is counted.
+        status = None
+        for _ in range(50):
+            status, _ = post()
+            if status == 202:
+                break
+            self.assertEqual(status, 503, server.diag(30))
+            time.sleep(0.1)
+        self.assertEqual(status, 202, server.diag(30))
+        acked = seq[0]
+
+        def counted():
+            st, _, body = server.realtime(dev, windows=1000, headers=admin)
+            return sum(int(r.get("count", 0)) for r in body.get("data", [])) if st == 200 else 0
+
+        self.assertTrue(poll(lambda: counted() >= acked, timeout=30), server.diag(30))
+        self.assertEqual(server.stop(), 0, server.diag(30))
+
 
 if __name__ == "__main__":
     unittest.main()

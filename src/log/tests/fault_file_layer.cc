@@ -24,6 +24,7 @@ int FaultFileLayer::OpenForWrite(const std::string& path, bool create, int* fd) 
     ++failed_writes_;
     return ENOSPC;
   }
+  if (create && create_error_ != 0) return create_error_;
   int err = PosixFileLayer()->OpenForWrite(path, create, fd);
   if (err != 0) return err;
   const bool already_open =
@@ -130,6 +131,7 @@ int FaultFileLayer::Truncate(int fd, uint64_t size) {
 int FaultFileLayer::SyncDir(const std::string& path) {
   std::lock_guard<std::mutex> l(mu_);
   if (dead_) return EIO;
+  if (sync_dir_error_ != 0) return sync_dir_error_;
   int err = PosixFileLayer()->SyncDir(path);
   if (err != 0) return err;
   for (auto it = unsynced_creations_.begin(); it != unsynced_creations_.end();) {
@@ -153,6 +155,16 @@ void FaultFileLayer::SetDiskFull(bool full, size_t partial) {
   std::lock_guard<std::mutex> l(mu_);
   disk_full_ = full;
   partial_ = partial;
+}
+
+void FaultFileLayer::SetCreateError(int err) {
+  std::lock_guard<std::mutex> l(mu_);
+  create_error_ = err;
+}
+
+void FaultFileLayer::SetSyncDirError(int err) {
+  std::lock_guard<std::mutex> l(mu_);
+  sync_dir_error_ = err;
 }
 
 void FaultFileLayer::OnSyncFailure(void (*hook)(void*), void* arg) {

@@ -2,6 +2,8 @@
 // the crash tests (tests/crash/log_faults_test.cc):
 //  * fail the Nth fdatasync (or every one) with EIO;
 //  * fail writes (and segment creation) with ENOSPC while "the disk is full";
+//  * fail segment creation, or the directory fsync after it, with another errno (EMFILE:
+//    out of file descriptors);
 //  * a power loss: PowerLoss() cuts every file written through it back to the size that
 //    was fdatasynced, puts zeros back where bytes were written inside it since (they
 //    overwrote the pre-written zero tail, docs/formats/log.md), deletes files whose creation
@@ -41,6 +43,12 @@ class FaultFileLayer final : public FileLayer {
   // While set, writes and creations fail with ENOSPC (after writing `partial` bytes of the
   // write, as a filling disk does).
   void SetDiskFull(bool full, size_t partial = 0);
+  // While non-zero, creating a file fails with this errno (e.g. EMFILE: out of file
+  // descriptors); 0 = creations succeed again.
+  void SetCreateError(int err);
+  // While non-zero, a directory fsync fails with this errno before it opens the directory
+  // (EMFILE: no descriptor to open it with); 0 = they succeed again.
+  void SetSyncDirError(int err);
   // See the header comment. `torn_garbage` bytes of garbage go where the first unsynced
   // write went (at most as many as were written unsynced). Afterwards every call fails
   // with EIO.
@@ -81,6 +89,8 @@ class FaultFileLayer final : public FileLayer {
   void* no_space_arg_ = nullptr;
   bool disk_full_ = false;
   size_t partial_ = 0;
+  int create_error_ = 0;
+  int sync_dir_error_ = 0;
   bool dead_ = false;
   uint64_t syncs_ = 0;
   uint64_t failed_writes_ = 0;
