@@ -1,6 +1,5 @@
 #include "ingest/event_appender.h"
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -45,38 +44,15 @@ Status EventAppender::Append(const std::vector<model::Event>& events, Done done)
       batch.Reserve(per_partition[p], per_partition[p] * record_bytes);
     }
   }
-  struct State {
-    std::atomic<int> remaining{0};
-    std::atomic<bool> failed{false};
-    Done done;
-  };
-  auto state = std::make_shared<State>();
-  state->done = std::move(done);
-  int batches = 0;
-  for (const auto& b : by_partition) batches += b.empty() ? 0 : 1;
-  // One extra count held by this function, so `done` cannot run before all appends
-  // were attempted.
-  state->remaining.store(batches + 1);
-  auto finish_one = [state](bool ok) {
-    if (!ok) state->failed.store(true);
-    if (state->remaining.fetch_sub(1) == 1) {
-      state->done(state->failed.load() ? Status::Unavailable("log append failed") : Status::Ok());
-    }
-  };
-  bool first = true;
+  // One group: admitted, written and refused together, so a refusal (backpressure, a full
+  // disk) means that nothing of the request was stored.
+  std::vector<log::Log::PartitionBatch> group;
   for (uint32_t p = 0; p < partitions; ++p) {
-    if (by_partition[p].empty()) continue;
-    Status st = log_->AppendBatch(p, std::move(by_partition[p]),
-                                  [finish_one](Status s, model::LogOffset) { finish_one(s.ok()); });
-    if (!st.ok()) {
-      refused_->Inc();
-      if (first) return st;  // nothing stored; `done` is never called
-      finish_one(false);
-    }
-    first = false;
+    if (!by_partition[p].empty()) group.push_back({p, std::move(by_partition[p])});
   }
-  finish_one(true);
-  return Status::Ok();
+  Status st = log_->AppendGroup(std::move(group), std::move(done));
+  if (!st.ok()) refused_->Inc();
+  return st;
 }
 
 }  // namespace joule::ingest

@@ -19,15 +19,15 @@ namespace joule::ingest {
 class EventAppender {
  public:
   // Called exactly once, from the log's writer thread (keep it cheap): ok when every
-  // event is durable; Unavailable when the log refused them (backpressure).
+  // event is durable; Unavailable when the log refused them (a full disk, no file
+  // descriptor for a new segment), and then none of them was stored.
   using Done = std::function<void(Status)>;
 
   EventAppender(log::Log* log, MetricsRegistry* metrics);
 
-  // REQUIRES: events non-empty. When the log refuses the first partition's batch,
-  // returns Unavailable synchronously and `done` is not called (nothing was stored).
-  // A refusal after some partitions were appended reports Unavailable through `done`;
-  // the already-appended events are durable and de-duplicated on a client's retry.
+  // REQUIRES: events non-empty. The events of all partitions go to the log as one group
+  // (Log::AppendGroup): all of them are stored, or none. When the log refuses them at once
+  // (backpressure), returns Unavailable and `done` is not called.
   Status Append(const std::vector<model::Event>& events, Done done);
 
  private:

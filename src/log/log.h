@@ -15,7 +15,8 @@
 //    fsync, or a failed write other than a full disk, aborts the process (fail-stop). A full disk
 //    (ENOSPC/EDQUOT on write or segment creation), or no file descriptor for the next
 //    segment (EMFILE/ENFILE), refuses the round instead: its bytes are cut off again and its
-//    callbacks get Unavailable; later rounds try again.
+//    callbacks get Unavailable; later rounds try again. A refused round stores nothing: a
+//    segment that a round would take past segment_bytes rolls before the round writes.
 //  * Readers only ever see durable records.
 //  * Retention deletes whole sealed segments and never a record at or above the committed
 //    offset of any registered consumer.
@@ -162,8 +163,9 @@ class Log {
 
   // Thread-safe, never blocks on I/O. On OK, `cb` is called exactly once from the writer
   // thread: with OK after all `records` are durable (contiguous offsets starting at
-  // `first`, in order), or with Unavailable when the disk was full (nothing of the batch
-  // is acknowledged; it may be partly durable if a segment roll sealed part of it). Callbacks of
+  // `first`, in order), or with Unavailable when the disk was full or the next segment
+  // could not be created for want of file descriptors (nothing of the batch is stored: a
+  // refused round is cut off again, and segments roll before a round writes). Callbacks of
   // one partition fire in offset order. Keep callbacks cheap (they post work elsewhere); they must
   // not call Flush() or destroy the Log. `cb` may be empty. Unavailable (and nothing appended) when
   // the pending, not yet durable bytes would exceed max_pending_bytes; a batch is always admitted
@@ -174,6 +176,22 @@ class Log {
   // Same, with the records packed in one buffer (RecordBatch): the same records, offsets
   // and bytes in the log as Append of the batch's records one string each.
   virtual Status AppendBatch(uint32_t partition, RecordBatch batch, DurableCallback cb) = 0;
+
+  // One partition's records of an AppendGroup.
+  struct PartitionBatch {
+    uint32_t partition = 0;
+    RecordBatch records;
+  };
+  using GroupCallback = std::function<void(Status status)>;
+  // Appends batches to several partitions (each at most once) as one unit, all or none:
+  // they are admitted together (Unavailable and nothing appended when their bytes would go
+  // over max_pending_bytes), written in the same round, and when that round is refused
+  // (disk full, no file descriptors) every one of them is refused and none is stored —
+  // also the ones of partitions that had room. `cb` is called once, from the writer thread:
+  // OK when all are durable, else the error. An ingest request is one group, so a 503 means
+  // that nothing of it was stored (docs/CONTRACT.md §1). InvalidArgument as for Append, or
+  // for no batch or a partition twice.
+  virtual Status AppendGroup(std::vector<PartitionBatch> batches, GroupCallback cb) = 0;
 
   // One past the last durable record.
   virtual model::LogOffset DurableEnd(uint32_t partition) const = 0;

@@ -333,20 +333,37 @@ Status SegmentLog::Append(uint32_t partition, std::vector<std::string> records,
   return AppendBatch(partition, std::move(batch), std::move(cb));
 }
 
-Status SegmentLog::AppendBatch(uint32_t partition, RecordBatch records, DurableCallback cb) {
+Status SegmentLog::CheckBatch(uint32_t partition, const RecordBatch& records,
+                              uint64_t* bytes) const {
   if (partition >= options_.partitions) {
     return Status::InvalidArgument("log partition " + std::to_string(partition) + " out of range");
   }
   if (records.empty()) return Status::InvalidArgument("empty log append");
-  uint64_t bytes = 0;
+  *bytes = 0;
   for (size_t i = 0; i < records.size(); ++i) {
     const size_t size = records[i].size();
     if (size > kMaxPayloadBytes) {
       return Status::InvalidArgument("log record of " + std::to_string(size) +
                                      " bytes is over the limit");
     }
-    bytes += kRecordHeaderBytes + size;
+    *bytes += kRecordHeaderBytes + size;
   }
+  return Status::Ok();
+}
+
+Status SegmentLog::Admit(uint64_t bytes) {
+  if (stop_) return Status::Unavailable("log is closing");
+  if (pending_bytes_ > 0 && pending_bytes_ + bytes > options_.max_pending_bytes) {
+    rejected_appends_->Inc();
+    return Status::Unavailable("log has " + std::to_string(pending_bytes_) +
+                               " bytes pending, over its limit");
+  }
+  return Status::Ok();
+}
+
+Status SegmentLog::AppendBatch(uint32_t partition, RecordBatch records, DurableCallback cb) {
+  uint64_t bytes = 0;
+  JOULE_RETURN_IF_ERROR(CheckBatch(partition, records, &bytes));
   Request req{partition,
               0,
               clock_->NowNanos(),
@@ -357,12 +374,7 @@ Status SegmentLog::AppendBatch(uint32_t partition, RecordBatch records, DurableC
   bool wake;
   {
     std::lock_guard<std::mutex> l(mu_);
-    if (stop_) return Status::Unavailable("log is closing");
-    if (pending_bytes_ > 0 && pending_bytes_ + bytes > options_.max_pending_bytes) {
-      rejected_appends_->Inc();
-      return Status::Unavailable("log has " + std::to_string(pending_bytes_) +
-                                 " bytes pending, over its limit");
-    }
+    JOULE_RETURN_IF_ERROR(Admit(bytes));
     Partition& p = *parts_[partition];
     req.first = p.next_offset;
     p.next_offset += req.records.size();
@@ -371,6 +383,56 @@ Status SegmentLog::AppendBatch(uint32_t partition, RecordBatch records, DurableC
     ++appended_seq_;
     wake = queue_.empty();
     queue_.push_back(std::move(req));
+  }
+  if (wake) writer_cv_.notify_one();
+  return Status::Ok();
+}
+
+Status SegmentLog::AppendGroup(std::vector<PartitionBatch> batches, GroupCallback cb) {
+  if (batches.empty()) return Status::InvalidArgument("empty log append group");
+  std::vector<uint64_t> sizes(batches.size());
+  std::vector<bool> seen(options_.partitions, false);
+  uint64_t total = 0;
+  for (size_t i = 0; i < batches.size(); ++i) {
+    JOULE_RETURN_IF_ERROR(CheckBatch(batches[i].partition, batches[i].records, &sizes[i]));
+    if (seen[batches[i].partition]) {
+      return Status::InvalidArgument("log append group has partition " +
+                                     std::to_string(batches[i].partition) + " twice");
+    }
+    seen[batches[i].partition] = true;
+    total += sizes[i];
+  }
+  // The group's requests are queued together, so they are in the same round: all of them
+  // complete, or all are refused (FailRound). Callbacks run on the writer thread only.
+  struct Group {
+    size_t remaining = 0;
+    Status status;
+    GroupCallback cb;
+  };
+  auto group = std::make_shared<Group>();
+  group->remaining = batches.size();
+  group->cb = std::move(cb);
+  auto done = [group](Status s, model::LogOffset) {
+    if (!s.ok() && group->status.ok()) group->status = std::move(s);
+    if (--group->remaining == 0 && group->cb) group->cb(group->status);
+  };
+  const int64_t now_ns = clock_->NowNanos();
+  const auto enqueued = std::chrono::steady_clock::now();
+  bool wake;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    JOULE_RETURN_IF_ERROR(Admit(total));
+    wake = queue_.empty();
+    for (size_t i = 0; i < batches.size(); ++i) {
+      Partition& p = *parts_[batches[i].partition];
+      Request req{p.id, p.next_offset, now_ns, sizes[i], std::move(batches[i].records),
+                  done, enqueued};
+      p.next_offset += req.records.size();
+      queue_.push_back(std::move(req));
+    }
+    pending_bytes_ += total;
+    pending_bytes_gauge_->Set(static_cast<double>(pending_bytes_));
+    appended_seq_ += batches.size();
   }
   if (wake) writer_cv_.notify_one();
   return Status::Ok();
@@ -646,20 +708,32 @@ void SegmentLog::CommitRound(std::vector<Request>* round,
   uint64_t round_bytes = 0;
   uint64_t round_records = 0;
   std::vector<Partition*> touched;
-  int err = 0;
-  for (Request& req : *round) {
+  for (const Request& req : *round) {
     Partition* p = parts_[req.partition].get();
     if (!p->touched) {
       p->touched = true;
+      p->round_bytes = 0;
       touched.push_back(p);
     }
+    p->round_bytes += req.bytes;
+  }
+  int err = 0;
+  // Rolls come before anything of the round is written: a segment the round would take
+  // past segment_bytes is sealed with the records of earlier rounds only. So a refused
+  // round has nothing in a sealed (synced) segment, and is cut off whole. A round bigger
+  // than a segment goes into one segment of its own (docs/formats/log.md).
+  for (Partition* p : touched) {
+    if (p->active_bytes > 0 && p->active_bytes + p->round_bytes > options_.segment_bytes) {
+      if ((err = Roll(p, p->written_end)) != 0) break;
+    }
+  }
+  for (Request& req : *round) {
+    if (err != 0) break;
+    Partition* p = parts_[req.partition].get();
     uint64_t offset = req.first;
     for (size_t i = 0; i < req.records.size(); ++i) {
       const std::string_view payload = req.records[i];
       uint64_t size = kRecordHeaderBytes + payload.size();
-      if (p->active_bytes > 0 && p->active_bytes + size > options_.segment_bytes) {
-        if ((err = Roll(p, offset)) != 0) break;
-      }
       EncodeRecord(offset, req.append_time_ns, payload, &p->buffer);
       p->active_bytes += size;
       p->active_newest_ns = std::max(p->active_newest_ns, req.append_time_ns);
@@ -791,8 +865,7 @@ void SegmentLog::CompleteRound(Round* r) {
 void SegmentLog::FailRound(std::vector<Request>* round, const std::vector<Partition*>& touched,
                            int err) {
   // Cut every touched segment back to its last synced byte: what this round wrote was never
-  // acknowledged. Records sealed by a roll in this round are durable and stay (their
-  // requests are refused all the same; a client's retry is de-duplicated by event_id).
+  // acknowledged. (Nothing of it is in a sealed segment: rolls come before its writes.)
   for (Partition* p : touched) {
     p->buffer.clear();
     // The pre-written tail goes too (it is made again when there is space).
@@ -815,8 +888,10 @@ void SegmentLog::FailRound(std::vector<Request>* round, const std::vector<Partit
     p->unsynced_records = 0;
     p->unsynced_bytes = 0;
   }
-  // Requests queued meanwhile for these partitions hold offsets past the cut: refuse them
-  // too, and hand out the cut-off offsets again.
+  // Requests queued meanwhile hold offsets past the cut (those of the touched partitions),
+  // or belong to a group (AppendGroup) that may have a request behind the cut: refuse them
+  // all, and hand out the offsets past the last written record again. Every round before
+  // this one was completed, so that is each partition's durable end.
   std::vector<Request> refused;
   bool first_failure;
   {
@@ -826,19 +901,13 @@ void SegmentLog::FailRound(std::vector<Request>* round, const std::vector<Partit
       Segment& active = p->segments.back();
       active.bytes = p->active_bytes;
       active.newest_time_ns = p->active_newest_ns;
-      p->next_offset = p->written_end;
       p->cut_epoch.fetch_add(1, std::memory_order_release);
       p->durable_end.store(p->written_end, std::memory_order_release);
     }
+    for (auto& p : parts_) p->next_offset = p->written_end;
     for (const Request& req : *round) pending_bytes_ -= req.bytes;
-    std::vector<Request> keep;
-    for (Request& req : queue_) {
-      const Partition* p = parts_[req.partition].get();
-      bool cut = std::find(touched.begin(), touched.end(), p) != touched.end();
-      if (cut) pending_bytes_ -= req.bytes;
-      (cut ? refused : keep).push_back(std::move(req));
-    }
-    queue_.swap(keep);
+    for (const Request& req : queue_) pending_bytes_ -= req.bytes;
+    refused.swap(queue_);
     pending_bytes_gauge_->Set(static_cast<double>(pending_bytes_));
     first_failure = std::exchange(refusing_err_, err) != err;
   }

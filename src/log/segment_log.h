@@ -38,6 +38,7 @@ class SegmentLog final : public Log {
   uint32_t partitions() const override { return options_.partitions; }
   Status Append(uint32_t partition, std::vector<std::string> records, DurableCallback cb) override;
   Status AppendBatch(uint32_t partition, RecordBatch batch, DurableCallback cb) override;
+  Status AppendGroup(std::vector<PartitionBatch> batches, GroupCallback cb) override;
   model::LogOffset DurableEnd(uint32_t partition) const override;
   model::LogOffset StartOffset(uint32_t partition) const override;
   bool WaitForData(uint32_t partition, model::LogOffset offset, int64_t timeout_ns) override;
@@ -112,6 +113,7 @@ class SegmentLog final : public Log {
     uint64_t unsynced_records = 0;
     uint64_t unsynced_bytes = 0;
     bool touched = false;
+    uint64_t round_bytes = 0;  // the framed bytes of the round being written
   };
 
   struct Request {
@@ -146,6 +148,11 @@ class SegmentLog final : public Log {
   };
 
   SegmentLog(const LogOptions& options, MetricsRegistry* metrics);
+  // Validates a batch for Append*; *bytes = its framed size.
+  Status CheckBatch(uint32_t partition, const RecordBatch& records, uint64_t* bytes) const;
+  // Backpressure: Unavailable (counted) when `bytes` more would go over max_pending_bytes.
+  // REQUIRES: mu_ held.
+  Status Admit(uint64_t bytes);
   Status Recover();
   Status RecoverPartition(Partition* p);
   Status VerifySealed(Partition* p, uint64_t base, uint64_t end);
@@ -164,8 +171,9 @@ class SegmentLog final : public Log {
     return !inflight_.empty() && inflight_.front()->syncs_pending == 0;
   }
   // Refuses a round that hit a full disk, or could not create a segment for want of file
-  // descriptors (errno `err`): cuts the touched segments back to
-  // their synced size and fails the round and every queued request of those partitions.
+  // descriptors (errno `err`): cuts the touched segments back to their synced size and
+  // fails the round and every queued request (a queued group may span partitions that
+  // the round did not touch).
   void FailRound(std::vector<Request>* round, const std::vector<Partition*>& touched, int err);
   // These return 0 or ENOSPC/EDQUOT (Roll also EMFILE/ENFILE: the next segment could not
   // be created); any other I/O error aborts (fail-stop).

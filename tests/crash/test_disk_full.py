@@ -229,10 +229,11 @@ class WholeDataDirFullTest(unittest.TestCase):
         return total
 
     def archived_rows(self):
-        """(event_id, received_at) of every archive row: a log record's identity, since a
-        batch refused after some of its partitions were appended keeps those events in the
-        log, and the client's retry adds them again with a later received_at
-        (ingest/event_appender.h). Two rows of one record would be an event archived twice."""
+        """(event_id, received_at) of every archive row: a log record's identity. Two rows of
+        one record would be an event archived twice; two records of one event_id, events of
+        a refused (503) batch that were stored all the same (until session 20 a batch could
+        be refused after one of its partitions was appended: the client's retry added its
+        events again, with a later received_at)."""
         rows = []
         for path in glob.glob(str(self.data / "archive" / "dt=*" / "hour=*" / "*.ndjson.zst")):
             out = subprocess.run(["zstd", "-dcq", path], check=True, capture_output=True).stdout
@@ -316,11 +317,12 @@ class WholeDataDirFullTest(unittest.TestCase):
               f"lost={max(0, acked - counted)} duplicated={max(0, counted - acked)} "
               f"archive_rows={len(rows)} archive_lost={len(sent - ids)} "
               f"archive_duplicated={len(rows) - len(set(rows))} "
-              f"archive_rows_of_refused_partitions={len(set(rows)) - len(ids)} "
+              f"archive_rows_of_refused_batches={len(set(rows)) - len(ids)} "
               f"acked_into_prewritten_tail={runway}+{runway2} "
               f"resumed_after_s={resumed_after:.2f}", flush=True)
         self.assertEqual(counted, acked, self.server.diag())
         self.assertEqual(len(rows), len(set(rows)), "a log record archived twice")
+        self.assertEqual(len(set(rows)), len(ids), "events of a refused (503) batch were stored")
         self.assertEqual(ids, sent)
 
 

@@ -312,7 +312,7 @@ class FileDescriptorExhaustionTest(unittest.TestCase):
 
     def test_a_segment_roll_out_of_descriptors_is_503_not_an_abort(self):
         """Out of descriptors at a log segment roll, the write round is refused like one on a
-        full disk: 503 + Retry-After, the server up; once
+        full disk: 503 + Retry-After, nothing of the request stored, the server up; once
         descriptors free up the roll succeeds. (It was a fail-stop abort, exit 134: clients
         holding every descriptor with idle connections brought the server down.)"""
         server = JouleServer(env={"JOULE_AUTH_MODE": "required",
@@ -377,7 +377,7 @@ class FileDescriptorExhaustionTest(unittest.TestCase):
         finally:
             for s in idle:
                 s.close()
-        # Descriptors free again: the next round rolls; every acknowledged event is counted.
+        # Descriptors free again: the next round rolls, and nothing refused was stored.
         status = None
         for _ in range(50):
             status, _ = post()
@@ -393,6 +393,7 @@ class FileDescriptorExhaustionTest(unittest.TestCase):
             return sum(int(r.get("count", 0)) for r in body.get("data", [])) if st == 200 else 0
 
         self.assertTrue(poll(lambda: counted() >= acked, timeout=30), server.diag(30))
+        self.assertEqual(counted(), acked)
         self.assertEqual(server.stop(), 0, server.diag(30))
 
 

@@ -27,11 +27,12 @@ LogOptions Options(const std::string& dir, uint64_t segment_bytes = 64ull << 20)
   return o;
 }
 
-// Writes `n` records to partition 1 and closes the log.
+// Writes `n` records to partition 1, one round each (so that they fill several segments:
+// a round is never split across two), and closes the log.
 void Fill(const LogOptions& options, uint64_t n) {
   auto log = Log::Open(options, nullptr);
   ASSERT_TRUE(log.ok()) << log.status().ToString();
-  for (uint64_t i = 0; i < n; ++i) ASSERT_TRUE((*log)->Append(1, {Payload(1, i)}, nullptr).ok());
+  for (uint64_t i = 0; i < n; ++i) AppendSync(log->get(), 1, {Payload(1, i)});
 }
 
 uint64_t RecordSize(uint64_t i) { return kRecordHeaderBytes + Payload(1, i).size(); }

@@ -74,12 +74,19 @@ TEST(LogTest, OversizedRecordGetsItsOwnSegment) {
   ASSERT_TRUE(log.ok());
   std::string big(10000, 'x');
   AppendSync(log->get(), 0, {"a"});
-  AppendSync(log->get(), 0, {big, "b"});
+  AppendSync(log->get(), 0, {big});
+  AppendSync(log->get(), 0, {"b"});
+  // A round over segment_bytes is not split across segments (a roll comes before a
+  // round's writes, so that a refused round is cut off whole): it gets one of its own.
+  AppendSync(log->get(), 0, {big, "c"});
+  AppendSync(log->get(), 0, {"d"});
   auto records = ReadAll(log->get(), 0);
-  ASSERT_EQ(records.size(), 3u);
+  ASSERT_EQ(records.size(), 6u);
   EXPECT_EQ(records[1].payload, big);
   EXPECT_EQ(records[2].payload, "b");
-  EXPECT_EQ(SegmentFiles(tmp.path(), 0).size(), 3u);
+  EXPECT_EQ(records[4].payload, "c");
+  EXPECT_EQ(records[5].payload, "d");
+  EXPECT_EQ(SegmentFiles(tmp.path(), 0).size(), 5u);
 }
 
 TEST(LogTest, ConcurrentAppendersGetContiguousOffsetsPerPartition) {
