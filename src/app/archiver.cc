@@ -258,6 +258,7 @@ void Archiver::Run() {
       Status st = OpenWriter();
       if (st.ok()) {
         failed_.store(false);
+        seal_redone_round_ = true;
       } else {
         Failed("archive: reopen failed", st);
       }
@@ -269,7 +270,9 @@ void Archiver::Run() {
       any |= ReadBatch(p);
     }
     if (failed_.load()) continue;
-    if (writer_->SealDue() || (!any && (stopping || seal_requested_.exchange(false)))) {
+    if (writer_->SealDue() ||
+        (!any && (stopping || seal_requested_.exchange(false) || seal_redone_round_))) {
+      seal_redone_round_ = false;
       SealRound();
     }
     const int64_t now = clock_->NowNanos();

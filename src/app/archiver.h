@@ -63,7 +63,8 @@ class Archiver {
   Status SealNow(int64_t timeout_ns, const std::atomic<bool>* cancel = nullptr);
 
   // Failing: a round failed (e.g. a full disk) and no round has been sealed since; the
-  // archiver retries every second from its checkpoint. Thread-safe.
+  // archiver retries every second from its checkpoint, and seals the redone round as soon
+  // as it has caught up with the log (so this clears then). Thread-safe.
   struct State {
     bool failing = false;
     int64_t since_ns = 0;
@@ -98,6 +99,10 @@ class Archiver {
   std::atomic<bool> stop_{false};
   std::atomic<bool> failed_{false};
   std::atomic<bool> seal_requested_{false};
+  // The round redone after a failure is sealed as soon as it has caught up with the log,
+  // not max_file_age later: only a sealed round shows that the archive works again (and
+  // clears the failing state /readyz shows). Archiver thread only.
+  bool seal_redone_round_ = false;
   std::mutex seal_mu_;
   std::condition_variable sealed_cv_;
   std::thread thread_;

@@ -1,0 +1,112 @@
+// Archiver: a failed round (here: its hour's directory cannot be made) is redone from the
+// checkpoint and sealed as soon as it has caught up, so the failing state that /readyz
+// shows clears when the archive works again, not max_file_age later.
+#include "app/archiver.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "common/clock.h"
+#include "log/log.h"
+#include "model/event.h"
+#include "store/archive/archive_layout.h"
+
+namespace joule::app {
+namespace {
+
+// An hour well inside any retention: two hours ago.
+const int64_t kT0 = (SystemClock::Default()->NowNanos() / kNanosPerHour - 2) * kNanosPerHour;
+
+class ArchiverTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/joule-archiver-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    log::LogOptions lo;
+    lo.dir = dir_ + "/log";
+    lo.partitions = 1;
+    lo.fsync = false;
+    auto log = log::Log::Open(lo, nullptr);
+    ASSERT_TRUE(log.ok()) << log.status().ToString();
+    log_ = std::move(*log);
+  }
+  void TearDown() override {
+    log_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  ArchiverOptions Options() const {
+    ArchiverOptions o;
+    o.dir = dir_ + "/archive";
+    o.max_file_age_ns = kNanosPerHour;  // no round is sealed for its age during a test
+    return o;
+  }
+
+  void AppendEvents(int n) {
+    for (int i = 0; i < n; ++i) {
+      model::Event e;
+      e.device_id = "plug-1";
+      e.timestamp_ns = kT0 + (next_++) * kNanosPerSecond;
+      e.received_at_ns = e.timestamp_ns;
+      e.metrics = {{"power_w", 1.0}};
+      std::string payload;
+      model::EncodeEvent(e, &payload);
+      ASSERT_TRUE(log_->Append(0, {payload}, nullptr).ok());
+    }
+    ASSERT_TRUE(log_->Flush().ok());
+  }
+
+  // A file where the round's day directory goes: sealing it fails until it is removed.
+  std::string Blocker() const {
+    const std::string hour = store::ArchiveHourDir(store::ArchiveHourOf(kT0));
+    return dir_ + "/archive/" + hour.substr(0, hour.find('/'));
+  }
+  void Block() const { std::ofstream(Blocker()) << "x"; }
+  void Unblock() const { std::filesystem::remove(Blocker()); }
+
+  template <typename Pred>
+  static bool WaitFor(Pred pred, std::chrono::seconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!pred()) {
+      if (std::chrono::steady_clock::now() >= deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return true;
+  }
+
+  std::string dir_;
+  std::unique_ptr<log::Log> log_;
+  int next_ = 0;
+};
+
+TEST_F(ArchiverTest, FailingClearsWhenTheRedoneRoundSeals) {
+  Archiver archiver(Options(), log_.get(), SystemClock::Default(), nullptr);
+  ASSERT_TRUE(archiver.Start().ok());
+  AppendEvents(10);
+  Block();
+  EXPECT_FALSE(archiver.SealNow(kNanosPerSecond / 4).ok());  // asks for a seal: it fails
+  // And once more: the redone round (which also took SealNow's last request) failed too.
+  ASSERT_TRUE(WaitFor([&] { return archiver.state().failures >= 2; }, std::chrono::seconds(5)));
+  EXPECT_TRUE(archiver.state().failing);
+  EXPECT_NE(archiver.state().error.find("Not a directory"), std::string::npos)
+      << archiver.state().error;
+
+  // Space (here: the directory) is back. The round is redone within a second and sealed
+  // when it has caught up: the state clears then, not after max_file_age (an hour here).
+  Unblock();
+  AppendEvents(5);
+  ASSERT_TRUE(WaitFor([&] { return !archiver.state().failing; }, std::chrono::seconds(10)))
+      << "still failing: " << archiver.state().error;
+  EXPECT_EQ(archiver.LagRecords(), 0u);
+}
+
+}  // namespace
+}  // namespace joule::app
