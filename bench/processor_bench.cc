@@ -348,7 +348,10 @@ int main(int argc, char** argv) {
   }
   const double wall_processed = WallSeconds() - wall0;
   std::this_thread::sleep_for(std::chrono::milliseconds(a.idle_wait_ms));
-  for (auto& p : processors) p->Stop();
+  for (auto& p : processors) {
+    Status st = p->Stop();
+    if (!st.ok()) Die("stop: " + st.ToString());
+  }
   const double cpu = CpuSeconds() - cpu0, wall = WallSeconds() - wall0;
   const double load1 = LoadAverage();
 

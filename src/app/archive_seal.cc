@@ -33,7 +33,7 @@ Status SealLogTail(const Config& config, const std::string& archive_dir) {
   ao.retention_ns = 0;  // the server enforces archive retention
   Archiver archiver(ao, log.get(), SystemClock::Default(), nullptr);
   JOULE_RETURN_IF_ERROR(archiver.Start());
-  archiver.Stop();  // archives everything durable and seals it
+  JOULE_RETURN_IF_ERROR(archiver.Stop());  // archives everything durable and seals it
   if (archiver.LagRecords() > 0) {
     return Status::IoError(
         fmt::format("{} log records could not be archived (see the log)", archiver.LagRecords()));

@@ -40,7 +40,7 @@ Archiver::Archiver(ArchiverOptions options, log::Log* log, const Clock* clock,
   }
 }
 
-Archiver::~Archiver() { Stop(); }
+Archiver::~Archiver() { (void)Stop(); }  // a failed round was logged
 
 Status Archiver::Start() {
   log_->RegisterConsumer(kConsumerName);
@@ -94,10 +94,14 @@ Status Archiver::OpenWriter() {
   return Status::Ok();
 }
 
-void Archiver::Stop() {
-  if (!thread_.joinable()) return;
+Status Archiver::Stop() {
+  if (!thread_.joinable()) return Status::Ok();
   stop_.store(true);
   thread_.join();
+  if (failed_.load()) {
+    return Status::IoError("archive: the last round was not sealed: " + state().error);
+  }
+  return Status::Ok();
 }
 
 uint64_t Archiver::LagRecords() const {

@@ -51,7 +51,10 @@ class Archiver {
   // Recovers the archive (deletes unpublished and uncommitted files), registers the
   // consumer and starts the thread.
   Status Start();
-  void Stop();
+  // Stops the thread after it has archived everything durable and sealed it. Not OK when
+  // that last round failed (e.g. a full disk): nothing is lost, the next start redoes it
+  // from the archive checkpoint. OK when it was not running.
+  Status Stop();
 
   // Durable records not yet in published archive files, over all partitions.
   uint64_t LagRecords() const;

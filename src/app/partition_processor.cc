@@ -206,7 +206,7 @@ PartitionProcessor::PartitionProcessor(PartitionProcessorOptions options, log::L
   }
 }
 
-PartitionProcessor::~PartitionProcessor() { Stop(); }
+PartitionProcessor::~PartitionProcessor() { (void)Stop(); }  // Stop logged what failed
 
 Status PartitionProcessor::RestoreCheckpoint(std::vector<uint64_t>* offsets, bool* found) {
   JOULE_ASSIGN_OR_RETURN(std::optional<ProcessorCheckpoint> ckpt,
@@ -404,8 +404,8 @@ Status PartitionProcessor::Start() {
   return Status::Ok();
 }
 
-void PartitionProcessor::Stop() {
-  if (!thread_.joinable()) return;
+Status PartitionProcessor::Stop() {
+  if (!thread_.joinable()) return Status::Ok();
   stop_.store(true);
   thread_.join();
   // History is current at shutdown: the held partials go out (with or without checkpoints).
@@ -415,9 +415,16 @@ void PartitionProcessor::Stop() {
         "stopping with history records not written (the store refuses writes); the "
         "next start re-processes the log from the last checkpoint",
         {{"processor", std::to_string(options_.index)}});
-    return;
+    return Status::Unavailable(fmt::format(
+        "processor {}: history records not written (the store refuses writes)", options_.index));
   }
-  WriteCheckpoint();
+  checkpoint_error_.clear();
+  if (!WriteCheckpoint()) {
+    return Status::IoError(fmt::format("processor {}: final checkpoint not written{}{}",
+                                       options_.index, checkpoint_error_.empty() ? "" : ": ",
+                                       checkpoint_error_));
+  }
+  return Status::Ok();
 }
 
 void PartitionProcessor::ReleaseHeldPartials(int64_t now_ns, bool all) {

@@ -87,8 +87,11 @@ class PartitionProcessor {
   ~PartitionProcessor();
 
   Status Start();
-  // Processes everything durable at the time of the call, then stops the thread.
-  void Stop();
+  // Processes everything durable at the time of the call, then stops the thread, writes
+  // the held history records and the final checkpoint. Not OK when either failed (e.g. a
+  // full disk): nothing is lost — the log holds every record, and the next start
+  // re-processes it from the last checkpoint written. OK when it was not running.
+  Status Stop();
 
   // Records behind the durable end, over the owned partitions (thread-safe).
   uint64_t LagRecords() const;

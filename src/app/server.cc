@@ -774,15 +774,22 @@ int RunServer(const Config& given_config) {
   for (auto& w : worker_ios) w->stop();
   for (auto& t : io_threads) t.join();
 
+  // Each step of the shutdown is reported in the last line, and the exit status says whether
+  // all succeeded (README "Running it"). A failed one loses nothing: the log holds every
+  // acknowledged event and the next start recovers from the last checkpoints written.
   Status flushed = log->Flush();
   if (replay_jobs) replay_jobs->Stop();  // cancels a running replay between devices
   journals_stop.store(true);
   if (journal_cleaner.joinable()) journal_cleaner.join();
-  for (auto& p : processors) p->Stop();
+  Status checkpoints;  // the first processor's failure
+  for (auto& p : processors) {
+    Status st = p->Stop();  // its held history records and final checkpoint
+    if (!st.ok() && checkpoints.ok()) checkpoints = std::move(st);
+  }
   processors.clear();
   if (latest_health) latest_health->Stop();
   alerts->Stop();  // evaluates what the processors queued; deliveries stay in the outbox
-  if (archiver) archiver->Stop();  // seals everything durable
+  Status sealed = archiver ? archiver->Stop() : Status::Ok();  // seals everything durable
   archiver.reset();
   Status history_flushed = history->Flush();
   if (!history_flushed.ok()) {
@@ -790,8 +797,15 @@ int RunServer(const Config& given_config) {
   }
   history.reset();
   log.reset();
-  logging::Info("stopped", {{"flush", flushed.ToString()}});
-  return flushed.ok() ? 0 : 1;
+  const bool clean = flushed.ok() && checkpoints.ok() && sealed.ok() && history_flushed.ok();
+  auto outcome = [](const Status& st) { return st.ok() ? std::string("ok") : st.ToString(); };
+  logging::Log(clean ? logging::Level::kInfo : logging::Level::kError, "stopped",
+               {{"clean", clean ? "true" : "false"},
+                {"log_flush", outcome(flushed)},
+                {"checkpoints", outcome(checkpoints)},
+                {"history_flush", outcome(history_flushed)},
+                {"archive_seal", config.archive_enabled ? outcome(sealed) : "off"}});
+  return clean ? 0 : 1;
 }
 
 }  // namespace joule::app

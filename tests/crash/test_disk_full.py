@@ -325,6 +325,47 @@ class WholeDataDirFullTest(unittest.TestCase):
         self.assertEqual(len(set(rows)), len(ids), "events of a refused (503) batch were stored")
         self.assertEqual(ids, sent)
 
+    def test_sigterm_on_a_full_disk_exits_1_naming_the_steps_that_failed(self):
+        """SIGTERM while the disk is full: the final checkpoints (and the history flush) fail;
+        the last line reports each step and the exit status is 1, not 0 with "flush": "ok"
+        (found by a black-box test). Nothing is lost: the next start recovers from the log."""
+        self.server.start()
+        for _ in range(10):
+            status, _, body = self.post()
+            self.assertEqual(status, 202, body)
+        poll(lambda: self.history_count() >= self.seq, timeout=30)
+        fill(self.filler)
+        post_until_refused(self)
+        # What the writers behind the log gave back (failed attempts' files) is taken too.
+        time.sleep(2)
+        fill(self.data / "filler2")
+        self.addCleanup(lambda: (self.data / "filler2").unlink(missing_ok=True))
+        acked = self.seq
+        self.assertEqual(self.server.stop(), 1, self.server.diag())
+        stopped = [r for r in self.server.log_records() if r.get("msg") == "stopped"]
+        self.assertEqual(len(stopped), 1, self.server.diag())
+        last = stopped[0]
+        self.assertEqual(last["level"], "error", last)
+        self.assertEqual(last["clean"], "false", last)
+        self.assertEqual(last["log_flush"], "ok", last)
+        self.assertNotEqual(last["checkpoints"], "ok", last)
+        for step in ("history_flush", "archive_seal"):
+            self.assertIn(step, last)
+
+        # Space again: the start recovers every acknowledged event, and a clean stop is 0.
+        self.filler.unlink()
+        (self.data / "filler2").unlink()
+        self.server.start()
+        poll(lambda: self.history_count() >= acked, timeout=60)
+        self.assertEqual(self.history_count(), acked, self.server.diag())
+        self.assertEqual(self.server.stop(), 0, self.server.diag())
+        last = [r for r in self.server.log_records() if r.get("msg") == "stopped"][-1]
+        self.assertEqual(last["clean"], "true", last)
+        print(f"faults: sigterm_on_full_disk: acknowledged={acked} exit=1 "
+              f"checkpoints={stopped[0]['checkpoints']!r} "
+              f"history_flush={stopped[0]['history_flush']!r} "
+              f"archive_seal={stopped[0]['archive_seal']!r}", flush=True)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -1,6 +1,7 @@
 // Archiver: a failed round (here: its hour's directory cannot be made) is redone from the
 // checkpoint and sealed as soon as it has caught up, so the failing state that /readyz
-// shows clears when the archive works again, not max_file_age later.
+// shows clears when the archive works again, not max_file_age later; Stop() reports a last
+// round that could not be sealed.
 #include "app/archiver.h"
 
 #include <gtest/gtest.h>
@@ -105,6 +106,26 @@ TEST_F(ArchiverTest, FailingClearsWhenTheRedoneRoundSeals) {
   AppendEvents(5);
   ASSERT_TRUE(WaitFor([&] { return !archiver.state().failing; }, std::chrono::seconds(10)))
       << "still failing: " << archiver.state().error;
+  EXPECT_EQ(archiver.LagRecords(), 0u);
+  EXPECT_TRUE(archiver.Stop().ok());
+}
+
+TEST_F(ArchiverTest, StopReportsALastRoundThatWasNotSealed) {
+  {
+    Archiver archiver(Options(), log_.get(), SystemClock::Default(), nullptr);
+    ASSERT_TRUE(archiver.Start().ok());
+    AppendEvents(10);
+    Block();
+    Status st = archiver.Stop();  // seals what it has: fails
+    EXPECT_FALSE(st.ok());
+    EXPECT_NE(st.message().find("not sealed"), std::string::npos) << st.ToString();
+    EXPECT_GT(archiver.LagRecords(), 0u);
+  }
+  // Nothing is lost: the next start redoes the round from the archive checkpoint.
+  Unblock();
+  Archiver archiver(Options(), log_.get(), SystemClock::Default(), nullptr);
+  ASSERT_TRUE(archiver.Start().ok());
+  EXPECT_TRUE(archiver.Stop().ok());
   EXPECT_EQ(archiver.LagRecords(), 0u);
 }
 
