@@ -241,16 +241,20 @@ class WholeDataDirFullTest(unittest.TestCase):
                      for r in map(json.loads, out.decode().splitlines())]
         return rows
 
-    def test_history_and_archive_on_a_full_disk(self):
+    def start_ingest_and_fill(self):
+        """Starts the server, ingests 10 batches (in history), fills the disk and posts until
+        the 503; returns the batches acknowledged into the pre-written tail meanwhile."""
         self.server.start()
         for _ in range(10):
             status, _, body = self.post()
             self.assertEqual(status, 202, body)
         poll(lambda: self.history_count() >= self.seq, timeout=30)
-
-        # 1. Full: 503s; the history store and the archive fail and retry; nobody aborts.
         fill(self.filler)
-        runway = post_until_refused(self)
+        return post_until_refused(self)
+
+    def test_history_and_archive_on_a_full_disk(self):
+        # 1. Full: 503s; the history store and the archive fail and retry; nobody aborts.
+        runway = self.start_ingest_and_fill()
         # Waiting for the history write of the pre-written tail's events to fail (checkpoints
         # every second sync the history WAL: the assertion's path), and for archive rounds.
         state = poll(lambda: (lambda r: r[1] if "history" in r[1] else None)(self.readyz()),
@@ -329,13 +333,7 @@ class WholeDataDirFullTest(unittest.TestCase):
         """SIGTERM while the disk is full: the final checkpoints (and the history flush) fail;
         the last line reports each step and the exit status is 1, not 0 with "flush": "ok"
         (found by a black-box test). Nothing is lost: the next start recovers from the log."""
-        self.server.start()
-        for _ in range(10):
-            status, _, body = self.post()
-            self.assertEqual(status, 202, body)
-        poll(lambda: self.history_count() >= self.seq, timeout=30)
-        fill(self.filler)
-        post_until_refused(self)
+        self.start_ingest_and_fill()
         # What the writers behind the log gave back (failed attempts' files) is taken too.
         time.sleep(2)
         fill(self.data / "filler2")

@@ -249,22 +249,39 @@ class FileDescriptorExhaustionTest(unittest.TestCase):
     retried with a backoff and logged once, then summarized (it was an immediate retry
     writing ~60 MB/s of log lines); the start warns that the limit is too low."""
 
-    def test_log_reads_back_off_and_recover(self):
+    def start_low_limit_server(self, name, env):
+        """A server under a 256-descriptor limit with one registered device; returns it, the
+        device and a keep-alive connection opened while descriptors were left."""
         server = JouleServer(env={"JOULE_AUTH_MODE": "required",
-                                  "JOULE_AUTH_ADMIN_TOKEN": ADMIN_TOKEN,
-                                  "JOULE_STORAGE_DURABILITY": "none"},
-                             name="fd", preexec_fn=low_file_limit)
+                                  "JOULE_AUTH_ADMIN_TOKEN": ADMIN_TOKEN, **env},
+                             name=name, preexec_fn=low_file_limit)
         self.addCleanup(server.cleanup)
         server.start()
-        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        self.assertTrue(any("open-file limit below" in line for line in server.log_lines()),
-                        server.diag())
-        dev = f"fd-{uuid.uuid4().hex[:8]}"
+        dev = f"{name}-{uuid.uuid4().hex[:8]}"
         st, _, body = server.request("POST", "/v1/devices", {"device_id": dev, "owner_id": "o"},
-                                     headers=admin)
+                                     headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         self.assertEqual(st, 201, body)
         ingest = socket.create_connection(("127.0.0.1", server.port), timeout=5)
         self.addCleanup(ingest.close)
+        return server, dev, ingest
+
+    @staticmethod
+    def hold_every_descriptor(server):
+        """Idle connections, more than the server has descriptors for (close them after)."""
+        idle = []
+        for _ in range(300):
+            try:
+                idle.append(socket.create_connection(("127.0.0.1", server.port), timeout=1))
+            except OSError:
+                break
+        return idle
+
+    def test_log_reads_back_off_and_recover(self):
+        server, dev, ingest = self.start_low_limit_server(
+            "fd", {"JOULE_STORAGE_DURABILITY": "none"})
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        self.assertTrue(any("open-file limit below" in line for line in server.log_lines()),
+                        server.diag())
 
         def post(value):
             ev = json.dumps({"device_id": dev, "timestamp": fmt_ts(time.time() - 1),
@@ -275,12 +292,7 @@ class FileDescriptorExhaustionTest(unittest.TestCase):
             raw, _ = read_until(ingest, complete, 5)
             return split_response(raw)[0] if complete(raw) else None
 
-        idle = []
-        for _ in range(300):  # more than the server has descriptors for
-            try:
-                idle.append(socket.create_connection(("127.0.0.1", server.port), timeout=1))
-            except OSError:
-                break
+        idle = self.hold_every_descriptor(server)
         try:
             # A client over the limit is told so (503, from the accept loop's reserve
             # descriptor) instead of waiting unanswered in the listen backlog.
@@ -315,20 +327,10 @@ class FileDescriptorExhaustionTest(unittest.TestCase):
         full disk: 503 + Retry-After, nothing of the request stored, the server up; once
         descriptors free up the roll succeeds. (It was a fail-stop abort, exit 134: clients
         holding every descriptor with idle connections brought the server down.)"""
-        server = JouleServer(env={"JOULE_AUTH_MODE": "required",
-                                  "JOULE_AUTH_ADMIN_TOKEN": ADMIN_TOKEN,
-                                  "JOULE_LIMITS_DEVICE_EVENTS_PER_SECOND": "0",
-                                  "JOULE_STORAGE_LOG_SEGMENT_BYTES": "65536"},
-                             name="fdroll", preexec_fn=low_file_limit)
-        self.addCleanup(server.cleanup)
-        server.start()
+        server, dev, ingest = self.start_low_limit_server(
+            "fdroll", {"JOULE_LIMITS_DEVICE_EVENTS_PER_SECOND": "0",
+                       "JOULE_STORAGE_LOG_SEGMENT_BYTES": "65536"})
         admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        dev = f"fdroll-{uuid.uuid4().hex[:8]}"
-        st, _, body = server.request("POST", "/v1/devices", {"device_id": dev, "owner_id": "o"},
-                                     headers=admin)
-        self.assertEqual(st, 201, body)
-        ingest = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-        self.addCleanup(ingest.close)
         base = time.time() - 600
         seq = [0]
 
@@ -355,12 +357,7 @@ class FileDescriptorExhaustionTest(unittest.TestCase):
             return status, head
 
         self.assertEqual(post()[0], 202, server.diag())
-        idle = []
-        for _ in range(300):  # more than the server has descriptors for
-            try:
-                idle.append(socket.create_connection(("127.0.0.1", server.port), timeout=1))
-            except OSError:
-                break
+        idle = self.hold_every_descriptor(server)
         statuses = []
         try:
             for _ in range(20):
