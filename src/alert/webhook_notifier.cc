@@ -27,6 +27,11 @@ WebhookNotifier::WebhookNotifier(NotifierOptions options, Outbox* outbox, const 
                                  "Webhook deliveries scheduled for another attempt");
   dead_ = metrics->GetCounter("joule_alert_dead_letters_total",
                               "Webhook deliveries given up after the last attempt");
+  workers_ = metrics->GetGauge("joule_alert_delivery_workers",
+                               "Webhook targets with a worker now (at most max_targets)");
+  target_waits_ = metrics->GetCounter(
+      "joule_alert_delivery_target_waits_total",
+      "Webhook deliveries to a new target that waited for a worker (max_targets had one)");
 }
 
 WebhookNotifier::~WebhookNotifier() { Stop(); }
@@ -36,23 +41,53 @@ void WebhookNotifier::Submit(Delivery d) {
   if (Result<WebhookUrl> u = ParseWebhookUrl(d.url); u.ok()) {
     key = fmt::format("{}://{}:{}", u->tls ? "https" : "http", u->host, u->port);
   }
-  Target* t = nullptr;
-  {
-    std::lock_guard lock(mu_);
-    if (stopped_) return;  // stays in the outbox; delivered after restart
-    auto it = targets_.find(key);
-    if (it == targets_.end() && targets_.size() >= options_.max_targets) {
-      it = std::prev(targets_.end());
+  std::lock_guard lock(mu_);
+  if (stopped_) return;  // stays in the outbox; delivered after restart
+  JoinRetired();
+  auto it = targets_.find(key);
+  if (it != targets_.end()) {
+    Enqueue(it->second.get(), std::move(d));
+    return;
+  }
+  if (targets_.size() >= options_.max_targets) {
+    // Not behind another target's queue: it waits for a worker of its own.
+    target_waits_->Inc();
+    if (waiting_for_worker_.empty()) {
+      logging::Warn("webhook targets at the limit: deliveries to further targets wait for a worker",
+                    {{"max_targets", std::to_string(options_.max_targets)}});
     }
-    if (it == targets_.end()) {
-      auto target = std::make_unique<Target>();
-      t = target.get();
-      targets_.emplace(key, std::move(target));
-      t->thread = std::thread([this, t] { Run(t); });
+    waiting_for_worker_.emplace_back(std::move(key), std::move(d));
+    return;
+  }
+  Enqueue(StartTarget(key), std::move(d));
+}
+
+WebhookNotifier::Target* WebhookNotifier::StartTarget(const std::string& key) {
+  auto target = std::make_unique<Target>();
+  Target* t = target.get();
+  t->key = key;
+  targets_.emplace(key, std::move(target));
+  workers_->Set(static_cast<double>(targets_.size()));
+  t->thread = std::thread([this, t] { Run(t); });
+  return t;
+}
+
+void WebhookNotifier::StartWaitingTarget() {
+  if (waiting_for_worker_.empty() || targets_.size() >= options_.max_targets) return;
+  const std::string key = waiting_for_worker_.front().first;
+  Target* t = StartTarget(key);
+  std::deque<std::pair<std::string, Delivery>> rest;
+  for (auto& [k, d] : waiting_for_worker_) {
+    if (k == key) {
+      Enqueue(t, std::move(d));
     } else {
-      t = it->second.get();
+      rest.emplace_back(std::move(k), std::move(d));
     }
   }
+  waiting_for_worker_.swap(rest);
+}
+
+void WebhookNotifier::Enqueue(Target* t, Delivery d) {
   std::lock_guard lock(t->mu);
   auto [chain, first] = t->waiting.try_emplace(ChainKey(d));
   if (!first) {
@@ -61,6 +96,26 @@ void WebhookNotifier::Submit(Delivery d) {
   }
   t->queue.emplace(clock_->NowNanos(), std::move(d));
   t->cv.notify_one();
+}
+
+bool WebhookNotifier::Retire(Target* t) {
+  std::lock_guard lock(mu_);
+  {
+    std::lock_guard target_lock(t->mu);
+    // Stopping: Stop() joins it. Work arrived meanwhile: it goes on.
+    if (stopped_ || t->stop || !t->queue.empty() || !t->waiting.empty()) return false;
+  }
+  auto it = targets_.find(t->key);
+  retired_.push_back(std::move(it->second));
+  targets_.erase(it);
+  workers_->Set(static_cast<double>(targets_.size()));
+  StartWaitingTarget();
+  return true;
+}
+
+void WebhookNotifier::JoinRetired() {
+  for (auto& t : retired_) t->thread.join();  // each has returned from Run or is about to
+  retired_.clear();
 }
 
 void WebhookNotifier::Finished(Target* t, const Delivery& d) {
@@ -81,6 +136,8 @@ void WebhookNotifier::Stop() {
     std::lock_guard lock(mu_);
     stopped_ = true;
     targets.swap(targets_);
+    JoinRetired();
+    waiting_for_worker_.clear();  // they stay in the outbox; delivered after restart
   }
   for (auto& [k, t] : targets) {
     {
@@ -107,7 +164,13 @@ void WebhookNotifier::Run(Target* t) {
   std::unique_lock lock(t->mu);
   while (!t->stop) {
     if (t->queue.empty()) {
-      t->cv.wait(lock);
+      const bool woken = t->cv.wait_for(lock, std::chrono::nanoseconds(options_.worker_idle_ns),
+                                        [t] { return t->stop || !t->queue.empty(); });
+      if (!woken) {  // idle: the worker ends, freeing its slot, unless work came meanwhile
+        lock.unlock();
+        if (Retire(t)) return;
+        lock.lock();
+      }
       continue;
     }
     int64_t now = clock_->NowNanos();

@@ -1,6 +1,12 @@
 // WebhookNotifier: delivers outbox entries (CONTRACT §4). One worker thread and queue per
 // target (scheme, host, port), so a slow, hanging or failing receiver only delays its own
-// deliveries; each attempt is bounded by `timeout_ns`. A failed attempt (network error,
+// deliveries; each attempt is bounded by `timeout_ns`. At most `max_targets` targets have a
+// worker at once; a worker with nothing queued or in flight for `worker_idle_ns` ends, so
+// the bound is on targets active now, not on every target ever seen. A delivery to a new
+// target while `max_targets` targets have a worker waits (counted in
+// joule_alert_delivery_target_waits_total) until one of them ends, and then that target
+// gets the freed worker slot (targets in the order their first delivery waited): it never
+// queues behind another target's deliveries. A failed attempt (network error,
 // timeout, non-2xx) is retried after min(max_backoff, initial_backoff · 2^(n−1)), jittered
 // to 50–100 % of that, with the same webhook-id, until `max_attempts`; then the delivery
 // is a dead letter (outbox "dead", metric, visible in GET /v1/alerts). A target refused
@@ -20,6 +26,8 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "alert/outbox.h"
 #include "common/clock.h"
@@ -33,8 +41,9 @@ struct NotifierOptions {
   int64_t max_backoff_ns = 5 * kNanosPerMinute;
   int64_t timeout_ns = 5 * kNanosPerSecond;
   bool allow_private_targets = false;
-  size_t max_targets = 256;  // worker threads; further targets share a last worker
-  std::string ca_file;       // alerts.webhook_ca_file: extra trusted CAs for https
+  size_t max_targets = 256;                  // targets with a worker (thread) at once
+  int64_t worker_idle_ns = kNanosPerMinute;  // a worker idle this long ends
+  std::string ca_file;                       // alerts.webhook_ca_file: extra trusted CAs for https
 };
 
 class WebhookNotifier {
@@ -48,6 +57,7 @@ class WebhookNotifier {
 
  private:
   struct Target {
+    std::string key;  // scheme://host:port
     std::thread thread;
     std::mutex mu;
     std::condition_variable cv;
@@ -57,6 +67,15 @@ class WebhookNotifier {
     std::map<std::string, std::deque<Delivery>> waiting;
     bool stop = false;
   };
+  // REQUIRES: mu_ held. A new target with its worker, or the waiting deliveries' first.
+  Target* StartTarget(const std::string& key);
+  void StartWaitingTarget();
+  // REQUIRES: mu_ held, t->mu not held. Queues `d` on `t` (or behind its chain).
+  void Enqueue(Target* t, Delivery d);
+  // Called by t's idle worker without locks: true if it ended (t moved to retired_).
+  bool Retire(Target* t);
+  // REQUIRES: mu_ held. Joins the workers that ended.
+  void JoinRetired();
   void Run(Target* t);
   void Attempt(Target* t, Delivery d);
   static std::string ChainKey(const Delivery& d) { return d.alert_id + '\n' + d.url; }
@@ -69,8 +88,14 @@ class WebhookNotifier {
   Outbox* outbox_;
   const Clock* clock_;
   std::mutex mu_;
-  std::map<std::string, std::unique_ptr<Target>> targets_;
+  std::map<std::string, std::unique_ptr<Target>> targets_;  // the ones with a worker
+  std::vector<std::unique_ptr<Target>> retired_;            // ended, not yet joined
+  // Deliveries to targets without a worker while max_targets have one, in submission
+  // order, with their target key.
+  std::deque<std::pair<std::string, Delivery>> waiting_for_worker_;
   bool stopped_ = false;
+  Gauge* workers_;
+  Counter* target_waits_;
   Histogram* latency_;
   Counter* ok_;
   Counter* failed_;
