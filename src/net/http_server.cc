@@ -10,6 +10,9 @@
 // connection only by posting to its strand.
 #include "net/http_server.h"
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -490,6 +493,31 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // keep-alive request costs a clock read instead of arming and cancelling two timers
   // (timerfd_settime system calls, reactor locking, a handler allocation each).
   void SetDeadline(Clock::duration d) { SetDeadlineAt(Clock::now() + d); }
+  // A response's write deadline moves with progress: read_timeout after the last time the
+  // client took bytes. So a client reading slowly but steadily gets a response of any size,
+  // and one that stops reading is cut off read_timeout after its last read. Progress is
+  // either a part written — asio::async_write's completion condition below; a part is
+  // what the socket (or the TLS layer, a record of up to 16 KiB) took — or, checked when
+  // the deadline passes, the kernel's queue of bytes for the client having shrunk since
+  // (the client acknowledged bytes, so it read): a socket with megabytes of send buffer
+  // reports room for more only after a third of it drained, which at 40 KB/s takes longer
+  // than 30 s. Only called while the write's handler, which holds the connection, is
+  // pending.
+  auto DeadlineMovesWithProgress() {
+    return [this](const error_code& ec, size_t transferred) -> size_t {
+      if (!ec) {
+        SetDeadline(Nanos(options_.read_timeout_ns));
+        send_queue_at_progress_ = SendQueueBytes();
+      }
+      return asio::transfer_all()(ec, transferred);
+    };
+  }
+  // Bytes the kernel holds for the client, unsent or unacknowledged (-1 if unknown).
+  int64_t SendQueueBytes() {
+    int queued = 0;
+    if (::ioctl(stream_.socket().native_handle(), SIOCOUTQ, &queued) != 0) return -1;
+    return queued;
+  }
   void SetDeadlineAt(Clock::time_point deadline) {
     deadline_ = deadline;
     if (deadline < timer_expiry_) ArmDeadlineTimer();
@@ -517,6 +545,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Clock::time_point timer_expiry_ = Clock::time_point::max();  // max: timer not armed
   uint64_t timer_generation_ = 0;  // tells the armed wait from cancelled ones
   asio::steady_timer deadline_timer_;
+  // While a response is being written asynchronously: SendQueueBytes() at the last
+  // progress (-1: none to compare with).
+  int64_t send_queue_at_progress_ = -1;
   bool registered_ = true;  // counted by the server
   std::string remote_address_;
   uint64_t requests_served_ = 0;
@@ -634,6 +665,14 @@ void Connection::OnDeadlineTimer(uint64_t generation) {
   if (Clock::now() < deadline_) {
     ArmDeadlineTimer();  // the deadline moved later since the timer was armed
     return;
+  }
+  if (state_ == State::kWriting && send_queue_at_progress_ >= 0) {
+    const int64_t queued = SendQueueBytes();
+    if (queued >= 0 && queued < send_queue_at_progress_) {  // the client took some meanwhile
+      send_queue_at_progress_ = queued;
+      SetDeadline(Nanos(options_.read_timeout_ns));
+      return;
+    }
   }
   // Passed: the pending read or write fails (operation_aborted) and its handler closes
   // the connection the way it handles any I/O error.
@@ -1050,7 +1089,7 @@ void Connection::WriteResponse(uint64_t exchange, HttpResponse r) {
       return;
     }
   }
-  asio::async_write(stream_, buffers,
+  asio::async_write(stream_, buffers, DeadlineMovesWithProgress(),
                     [self = shared_from_this(), keep_alive](error_code ec, size_t) {
                       self->OnWrite(keep_alive, ec);
                     });
@@ -1059,6 +1098,7 @@ void Connection::WriteResponse(uint64_t exchange, HttpResponse r) {
 void Connection::OnWrite(bool keep_alive, error_code ec) {
   if (state_ != State::kWriting) return;
   ClearDeadline();
+  send_queue_at_progress_ = -1;
   response_ = HttpResponse();
   ++requests_served_;
   if (ec) {
