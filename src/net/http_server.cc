@@ -230,6 +230,10 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
       rejected_connections_ = metrics_->GetCounter(
           "joule_http_connections_rejected_total",
           "HTTP connections closed at accept because max_connections was reached.");
+      sse_slow_disconnects_ =
+          metrics_->GetCounter("joule_sse_disconnects_total",
+                               "SSE streams the server closed because the client did not keep up.",
+                               {{"reason", "slow"}});
       if (options_.tls) {
         handshake_failures_ = metrics_->GetCounter(
             "joule_tls_handshake_failures_total",
@@ -254,6 +258,9 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
   const Router& router() const { return router_; }
   void CountHandshakeFailure() {
     if (handshake_failures_ != nullptr) handshake_failures_->Inc();
+  }
+  void CountSlowStreamClient() {
+    if (sse_slow_disconnects_ != nullptr) sse_slow_disconnects_->Inc();
   }
   bool shutting_down() const { return shutting_down_.load(std::memory_order_acquire); }
 
@@ -286,6 +293,7 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
 
   Gauge* connections_gauge_ = nullptr;
   Counter* rejected_connections_ = nullptr;
+  Counter* sse_slow_disconnects_ = nullptr;
   Counter* handshake_failures_ = nullptr;
   std::mutex metrics_mu_;
   std::unordered_map<std::string, Counter*> request_counters_;       // guarded by metrics_mu_
@@ -525,6 +533,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void ClearDeadline() { deadline_ = Clock::time_point::max(); }
   void ArmDeadlineTimer();
   void OnDeadlineTimer(uint64_t generation);
+  // An SSE client dropped for not keeping up (its queue overflowed or an event's write
+  // stalled for read_timeout): counted once per stream.
+  void CountSlowStreamClient() {
+    if (!slow_counted_) server_->CountSlowStreamClient();
+    slow_counted_ = true;
+  }
 
   const std::shared_ptr<HttpServer::Impl> server_;
   const HttpServerOptions& options_;
@@ -545,6 +559,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Clock::time_point timer_expiry_ = Clock::time_point::max();  // max: timer not armed
   uint64_t timer_generation_ = 0;  // tells the armed wait from cancelled ones
   asio::steady_timer deadline_timer_;
+  bool slow_counted_ = false;
   // While a response is being written asynchronously: SendQueueBytes() at the last
   // progress (-1: none to compare with).
   int64_t send_queue_at_progress_ = -1;
@@ -677,6 +692,7 @@ void Connection::OnDeadlineTimer(uint64_t generation) {
   // Passed: the pending read or write fails (operation_aborted) and its handler closes
   // the connection the way it handles any I/O error.
   deadline_ = Clock::time_point::max();
+  if (state_ == State::kStreaming) CountSlowStreamClient();  // an event stalled
   stream_.close();
 }
 
@@ -1211,6 +1227,7 @@ void Connection::ArmKeepalive() {
 void Connection::FlushStream() {
   if (state_ != State::kStreaming) return;
   if (sse_->aborted()) {
+    CountSlowStreamClient();
     Close();  // even with a write pending: that client is too slow to wait for
     return;
   }
@@ -1219,6 +1236,7 @@ void Connection::FlushStream() {
   bool abort = false;
   sse_writing_ = sse_->TakeForWrite(&close, &abort);
   if (abort || (close && sse_writing_.empty())) {
+    if (abort) CountSlowStreamClient();  // its queue overflowed
     Close();
     return;
   }

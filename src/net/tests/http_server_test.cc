@@ -877,6 +877,40 @@ TEST_F(HttpServerTest, SseSlowClientIsDroppedOnOverflow) {
   ASSERT_EQ(closed->get_future().wait_for(kWait), std::future_status::ready);
   EXPECT_FALSE(stream->IsOpen());
   EXPECT_TRUE(client->WaitForClose());
+  // Counted (found by a black-box test: slow subscribers were dropped invisibly).
+  EXPECT_NE(metrics_.Render().find("joule_sse_disconnects_total{reason=\"slow\"} 1"),
+            std::string::npos)
+      << metrics_.Render();
+}
+
+// A subscriber that stops reading: once an event's write makes no progress for read_timeout
+// the stream is closed, and counted as slow.
+TEST_F(HttpServerTest, SseStalledClientIsDroppedAndCounted) {
+  auto stream_promise = std::make_shared<std::promise<std::shared_ptr<SseStream>>>();
+  router_.Add("GET", "/v1/stream", [stream_promise](HttpRequest&, Responder r) {
+    stream_promise->set_value(r.StartStream());
+  });
+  HttpServerOptions options;
+  options.read_timeout_ns = 300'000'000;
+  options.sse_max_queued_bytes = 1u << 30;  // the write deadline, not the queue, drops it
+  StartServer(options);
+  auto client = TestHttpClient::Connect(port());  // never reads
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(client->Send(Get("/v1/stream")));
+  auto stream_future = stream_promise->get_future();
+  ASSERT_EQ(stream_future.wait_for(kWait), std::future_status::ready);
+  auto stream = stream_future.get();
+  const std::string event(256u << 10, 'z');
+  for (int i = 0; i < 400 && stream->Send("big", event); ++i) std::this_thread::sleep_for(10ms);
+  bool closed = false;
+  for (int i = 0; i < 200 && !closed; ++i) {
+    closed = !stream->IsOpen();
+    if (!closed) std::this_thread::sleep_for(25ms);
+  }
+  EXPECT_TRUE(closed);
+  EXPECT_NE(metrics_.Render().find("joule_sse_disconnects_total{reason=\"slow\"} 1"),
+            std::string::npos)
+      << metrics_.Render();
 }
 
 TEST_F(HttpServerTest, GracefulShutdownWaitsForInFlightRequest) {
