@@ -15,7 +15,8 @@ openssl s_client and mosquitto_pub.
   and MQTT; without the CA it is refused at once naming why (plain only until session 20).
 - Deadlines hold over TLS (server.read_timeout, 2 s here): a client that connects and
   never starts the handshake, and one that sends half a request head after it, are
-  closed (src/net/README.md, "Connections").
+  closed (src/net/README.md, "Connections"); a client reading a ~5 MB history page slowly
+  but steadily for several read_timeouts gets it whole.
 - `joule replay` asks a running TLS server over https: on its machine (the data dir locked,
   or --server https://…) trusting the server's own server.tls_cert_file; elsewhere with
   --cacert and the host name checked; an untrusted certificate is refused.
@@ -132,6 +133,52 @@ class Tls(unittest.TestCase):
         with self.ssl_context.wrap_socket(raw, server_hostname="localhost") as tls:
             tls.sendall(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")  # never ends
             self.assertTrue(self.closed_within(tls, 20), "half a request head kept its connection")
+
+    def test_a_slow_steady_reader_gets_a_whole_history_page(self):
+        """A 10,000-window history page (~5 MB) read at ~300 KB/s takes several times
+        read_timeout (2 s) and arrives whole: the write deadline moves with the client's
+        progress, over TLS too (src/net/README.md, "Connections"; found by a black-box test:
+        the whole response had to be written within read_timeout)."""
+        dev = f"tls-big-{uuid.uuid4().hex[:8]}"
+        start = (int(time.time()) // 60 - 10_005) * 60_000
+        events = [{"device_id": dev, "timestamp": start + i * 60_000 + 1_000,
+                   "metrics": {"power_w": 100 + i % 50, "energy_wh": i / 10}}
+                  for i in range(10_000)]
+        for k in range(0, len(events), 2_000):  # within the device's burst (2,000 events)
+            while True:
+                status, _, body = self.server.post_events(events[k:k + 2_000])
+                if status != 429:
+                    break
+                time.sleep(1)
+            self.assertEqual(status, 202, body)
+        path = f"/v1/devices/{dev}/metrics/history?resolution=1m&from={start}&limit=10000"
+
+        def windows():
+            status, _, body = self.server.request("GET", path)
+            return len(body["data"]) if status == 200 else 0
+        self.assertTrue(poll(lambda: windows() >= 9_990, timeout=60, interval=1),
+                        f"{windows()} windows in history" + self.diag())
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # no kernel read-ahead
+        raw.settimeout(30)
+        raw.connect(("127.0.0.1", self.server.port))
+        with self.ssl_context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n"
+                        "Connection: close\r\n\r\n".encode())
+            got = b""
+            began = time.monotonic()
+            while True:
+                chunk = tls.recv(16384)
+                if not chunk:
+                    break
+                got += chunk
+                time.sleep(0.05)  # at most 16 KiB per 50 ms
+            took = time.monotonic() - began
+        head, _, body = got.partition(b"\r\n\r\n")
+        length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+        self.assertGreater(length, 4_000_000)
+        self.assertEqual(len(body), length, f"cut off after {took:.1f} s" + self.diag())
+        self.assertGreater(took, 6, "it did take several read_timeouts")
 
     def test_chunked_bodies_over_tls_are_bounded_like_plain_ones(self):
         """A chunked body over TLS is read by the same loop as over plain TCP: a chunk line
