@@ -41,7 +41,7 @@ struct NotifierOptions {
   int64_t max_backoff_ns = 5 * kNanosPerMinute;
   int64_t timeout_ns = 5 * kNanosPerSecond;
   bool allow_private_targets = false;
-  size_t max_targets = 256;                  // targets with a worker (thread) at once
+  size_t max_targets = 256;  // alerts.delivery_max_targets: targets with a worker (thread) at once
   int64_t worker_idle_ns = kNanosPerMinute;  // a worker idle this long ends
   std::string ca_file;                       // alerts.webhook_ca_file: extra trusted CAs for https
 };

@@ -346,6 +346,8 @@ const std::vector<Key>& Keys() {
        [](const Config& c) { return DurationText(c.alerts_retry_max_backoff_ns); }},
       {"alerts", "delivery_max_attempts", Integer(&Config::alerts_delivery_max_attempts, 1, 1000),
        [](const Config& c) { return std::to_string(c.alerts_delivery_max_attempts); }},
+      {"alerts", "delivery_max_targets", Integer(&Config::alerts_delivery_max_targets, 1, 4096),
+       [](const Config& c) { return std::to_string(c.alerts_delivery_max_targets); }},
       {"alerts", "queue_capacity", Integer(&Config::alerts_queue_capacity, 16, 10'000'000),
        [](const Config& c) { return std::to_string(c.alerts_queue_capacity); }},
       {"alerts", "outbox_capacity", Integer(&Config::alerts_outbox_capacity, 1, 100'000'000),

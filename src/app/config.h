@@ -95,6 +95,7 @@ struct Config {
   int64_t alerts_retry_initial_backoff_ns = 1'000'000'000;
   int64_t alerts_retry_max_backoff_ns = 300'000'000'000;
   int alerts_delivery_max_attempts = 10;
+  int alerts_delivery_max_targets = 256;  // webhook targets with a worker at once
   uint32_t alerts_queue_capacity = 65536;
   uint32_t alerts_outbox_capacity = 100000;  // pending webhook deliveries
   std::string alerts_webhook_ca_file;  // PEM CA(s) trusted for https webhooks, besides the system's

@@ -330,6 +330,7 @@ int RunServer(const Config& given_config) {
   alert_options.notifier.initial_backoff_ns = config.alerts_retry_initial_backoff_ns;
   alert_options.notifier.max_backoff_ns = config.alerts_retry_max_backoff_ns;
   alert_options.notifier.max_attempts = config.alerts_delivery_max_attempts;
+  alert_options.notifier.max_targets = static_cast<size_t>(config.alerts_delivery_max_targets);
   alert_options.publish = [&live](const std::string& device_id, const std::string& json) {
     live.Publish(device_id, "alert", json);
   };
