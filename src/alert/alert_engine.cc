@@ -384,7 +384,9 @@ void AlertEngine::Run() {
 }
 
 void AlertEngine::Apply(std::vector<AlertUpdate>& updates) {
+  std::vector<Delivery> submit;  // one update's deliveries, handed over once it is stored
   for (AlertUpdate& u : updates) {
+    submit.clear();
     if (u.reminder) {
       reminders_->Inc();
     } else {
@@ -414,7 +416,7 @@ void AlertEngine::Apply(std::vector<AlertUpdate>& updates) {
                                                       {"webhook_id", d.id},
                                                       {"error", added.status().ToString()}});
         } else if (*added) {
-          notifier_->Submit(std::move(d));
+          submit.push_back(std::move(d));
         }
       }
     }
@@ -426,6 +428,12 @@ void AlertEngine::Apply(std::vector<AlertUpdate>& updates) {
                        {{"alert_id", u.alert.id}, {"error", st.status().ToString()}});
       }
     }
+    // Sent only now: a receiver that asks the API about the alert it was just told of finds
+    // it stored as the webhook says (they were handed to the workers before the store write,
+    // and a kill -9 between the two re-derived the alert with another opened_at than the
+    // delivered webhook's; seen in a ThreadSanitizer run of integration_alerts, whose
+    // slowness widened that window). A crash before this point re-queues them at the start.
+    for (Delivery& d : submit) notifier_->Submit(std::move(d));
     {
       std::lock_guard lock(open_mu_);
       if (u.alert.state == store::AlertState::kResolved) {
