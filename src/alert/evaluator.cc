@@ -787,9 +787,11 @@ void Evaluator::Tick(int64_t now, std::vector<AlertUpdate>* out) {
       k.last_event_end = last_event_end;
       t.known.push_back(k);
       // (The track's copy: Make records what was written — updated_at, owner.)
-      out->push_back(Make(
-          rule, device_id, t.known.back(), "firing", now, nullptr,
-          fmt::format("no events since {} (processing time)", FormatRfc3339Millis(last_seen))));
+      out->push_back(
+          Make(rule, device_id, t.known.back(), "firing", now, nullptr,
+               fmt::format("no activity seen since {} (processing time: when its latest record "
+                           "was published; its last event is earlier)",
+                           FormatRfc3339Millis(last_seen))));
     };
     if (!rule.scope.device_id.empty()) {
       // A device named by the rule and not seen since start counts as last seen at
