@@ -112,9 +112,10 @@ int main(int argc, char** argv) {
   simulate->add_option("--max-gap", sim_text.max_gap, "The server's stream.max_gap");
   simulate->add_flag("--quiet", sim.quiet, "Only the final summary");
   simulate->add_flag("--dry-run", sim.dry_run, "Generate and encode only; send nothing");
-  simulate->add_option("--mqtt", sim.mqtt_url,
-                       "Publish over MQTT (QoS 1) to mqtt://host[:port] (mqtts:// with TLS) instead of HTTP; "
-                       "devices are registered over --url");
+  simulate->add_option(
+      "--mqtt", sim.mqtt_url,
+      "Publish over MQTT (QoS 1) to mqtt://host[:port] (mqtts:// with TLS) instead of HTTP; "
+      "devices are registered over --url");
   simulate
       ->add_option("--mqtt-connections", sim.mqtt_connections,
                    "MQTT: connections open at once, at most (one per device)")
