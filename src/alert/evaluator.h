@@ -14,7 +14,9 @@
 //   on every change, so a late update that flips a verdict re-derives the episodes; an
 //   episode is matched to the existing alert whose window span it overlaps, which is then
 //   updated (never a second alert). An active alert whose episode vanished is resolved as
-//   `retracted`; a resolved one whose resolution moved gets an updated `resolved`. An
+//   `retracted`; a resolved one whose resolution moved gets an updated `resolved`. When a
+//   late window joins two runs, the alert created first takes the episode and the other is
+//   `retracted` (naming the alert it joined; a webhook only if it had fired). An
 //   episode that fired and is already over when first judged (buffered or late data)
 //   emits `firing` then `resolved`, as live.
 // - RestoreAlert continues an open episode from its opening window: replayed records of
