@@ -22,6 +22,7 @@
 #include "api/audit.h"
 #include "api/error_response.h"
 #include "api/json_body.h"
+#include "api/member_handler.h"
 #include "api/query_params.h"
 #include "api/routes.h"
 #include "api/token_route.h"
@@ -248,18 +249,11 @@ class AlertRoutes {
 
 void AddAlertRoutes(net::Router& router, ApiContext& ctx) {
   auto routes = std::make_shared<AlertRoutes>(ctx);
-  router.Add(
-      "GET", "/v1/alerts",
-      [routes](net::HttpRequest& req, net::Responder r) { routes->List(req, std::move(r)); },
-      TokenRoute(ctx));
-  router.Add(
-      "POST", "/v1/alerts/{id}/ack",
-      [routes](net::HttpRequest& req, net::Responder r) { routes->Ack(req, std::move(r)); },
-      TokenRoute(ctx, kMaxBodyBytes));
-  router.Add(
-      "POST", "/v1/alerts/{id}/snooze",
-      [routes](net::HttpRequest& req, net::Responder r) { routes->Snooze(req, std::move(r)); },
-      TokenRoute(ctx, kMaxBodyBytes));
+  router.Add("GET", "/v1/alerts", MemberHandler(routes, &AlertRoutes::List), TokenRoute(ctx));
+  router.Add("POST", "/v1/alerts/{id}/ack", MemberHandler(routes, &AlertRoutes::Ack),
+             TokenRoute(ctx, kMaxBodyBytes));
+  router.Add("POST", "/v1/alerts/{id}/snooze", MemberHandler(routes, &AlertRoutes::Snooze),
+             TokenRoute(ctx, kMaxBodyBytes));
 }
 
 }  // namespace joule::api

@@ -32,6 +32,7 @@
 #include "api/device_json.h"
 #include "api/error_response.h"
 #include "api/json_body.h"
+#include "api/member_handler.h"
 #include "api/query_params.h"
 #include "api/routes.h"
 #include "api/token_route.h"
@@ -559,48 +560,22 @@ class DeviceRoutes {
 
 void AddDeviceRoutes(net::Router& router, ApiContext& ctx) {
   auto routes = std::make_shared<DeviceRoutes>(ctx);
-  router.Add(
-      "POST", "/v1/devices",
-      [routes](net::HttpRequest& req, net::Responder r) { routes->Create(req, std::move(r)); },
-      TokenRoute(ctx, kMaxBodyBytes));
-  router.Add(
-      "GET", "/v1/devices",
-      [routes](net::HttpRequest& req, net::Responder r) { routes->List(req, std::move(r)); },
-      TokenRoute(ctx));
-  router.Add(
-      "GET", "/v1/devices/{id}",
-      [routes](net::HttpRequest& req, net::Responder r) { routes->Get(req, std::move(r)); },
-      TokenRoute(ctx));
-  router.Add(
-      "PATCH", "/v1/devices/{id}",
-      [routes](net::HttpRequest& req, net::Responder r) { routes->Patch(req, std::move(r)); },
-      TokenRoute(ctx, kMaxBodyBytes));
-  router.Add(
-      "DELETE", "/v1/devices/{id}",
-      [routes](net::HttpRequest& req, net::Responder r) { routes->Delete(req, std::move(r)); },
-      TokenRoute(ctx));
-  router.Add(
-      "POST", "/v1/devices/{id}/token",
-      [routes](net::HttpRequest& req, net::Responder r) { routes->RotateToken(req, std::move(r)); },
-      TokenRoute(ctx));
-  router.Add(
-      "POST", "/v1/owners/{owner_id}/keys",
-      [routes](net::HttpRequest& req, net::Responder r) {
-        routes->CreateOwnerKey(req, std::move(r));
-      },
-      TokenRoute(ctx));
-  router.Add(
-      "GET", "/v1/owners/{owner_id}/keys",
-      [routes](net::HttpRequest& req, net::Responder r) {
-        routes->ListOwnerKeys(req, std::move(r));
-      },
-      TokenRoute(ctx));
-  router.Add(
-      "DELETE", "/v1/owners/{owner_id}/keys/{key_id}",
-      [routes](net::HttpRequest& req, net::Responder r) {
-        routes->RevokeOwnerKey(req, std::move(r));
-      },
-      TokenRoute(ctx));
+  router.Add("POST", "/v1/devices", MemberHandler(routes, &DeviceRoutes::Create),
+             TokenRoute(ctx, kMaxBodyBytes));
+  router.Add("GET", "/v1/devices", MemberHandler(routes, &DeviceRoutes::List), TokenRoute(ctx));
+  router.Add("GET", "/v1/devices/{id}", MemberHandler(routes, &DeviceRoutes::Get), TokenRoute(ctx));
+  router.Add("PATCH", "/v1/devices/{id}", MemberHandler(routes, &DeviceRoutes::Patch),
+             TokenRoute(ctx, kMaxBodyBytes));
+  router.Add("DELETE", "/v1/devices/{id}", MemberHandler(routes, &DeviceRoutes::Delete),
+             TokenRoute(ctx));
+  router.Add("POST", "/v1/devices/{id}/token", MemberHandler(routes, &DeviceRoutes::RotateToken),
+             TokenRoute(ctx));
+  router.Add("POST", "/v1/owners/{owner_id}/keys",
+             MemberHandler(routes, &DeviceRoutes::CreateOwnerKey), TokenRoute(ctx));
+  router.Add("GET", "/v1/owners/{owner_id}/keys",
+             MemberHandler(routes, &DeviceRoutes::ListOwnerKeys), TokenRoute(ctx));
+  router.Add("DELETE", "/v1/owners/{owner_id}/keys/{key_id}",
+             MemberHandler(routes, &DeviceRoutes::RevokeOwnerKey), TokenRoute(ctx));
 }
 
 }  // namespace joule::api

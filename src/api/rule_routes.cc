@@ -28,6 +28,7 @@
 #include "api/audit.h"
 #include "api/error_response.h"
 #include "api/json_body.h"
+#include "api/member_handler.h"
 #include "api/routes.h"
 #include "api/token_route.h"
 #include "common/json_writer.h"
@@ -267,26 +268,14 @@ class RuleRoutes {
 
 void AddRuleRoutes(net::Router& router, ApiContext& ctx) {
   auto routes = std::make_shared<RuleRoutes>(ctx);
-  router.Add(
-      "POST", "/v1/rules",
-      [routes](net::HttpRequest& req, net::Responder r) { routes->Create(req, std::move(r)); },
-      TokenRoute(ctx, kMaxRuleBytes));
-  router.Add(
-      "GET", "/v1/rules",
-      [routes](net::HttpRequest& req, net::Responder r) { routes->List(req, std::move(r)); },
-      TokenRoute(ctx));
-  router.Add(
-      "GET", "/v1/rules/{id}",
-      [routes](net::HttpRequest& req, net::Responder r) { routes->Get(req, std::move(r)); },
-      TokenRoute(ctx));
-  router.Add(
-      "PUT", "/v1/rules/{id}",
-      [routes](net::HttpRequest& req, net::Responder r) { routes->Put(req, std::move(r)); },
-      TokenRoute(ctx, kMaxRuleBytes));
-  router.Add(
-      "DELETE", "/v1/rules/{id}",
-      [routes](net::HttpRequest& req, net::Responder r) { routes->Delete(req, std::move(r)); },
-      TokenRoute(ctx));
+  router.Add("POST", "/v1/rules", MemberHandler(routes, &RuleRoutes::Create),
+             TokenRoute(ctx, kMaxRuleBytes));
+  router.Add("GET", "/v1/rules", MemberHandler(routes, &RuleRoutes::List), TokenRoute(ctx));
+  router.Add("GET", "/v1/rules/{id}", MemberHandler(routes, &RuleRoutes::Get), TokenRoute(ctx));
+  router.Add("PUT", "/v1/rules/{id}", MemberHandler(routes, &RuleRoutes::Put),
+             TokenRoute(ctx, kMaxRuleBytes));
+  router.Add("DELETE", "/v1/rules/{id}", MemberHandler(routes, &RuleRoutes::Delete),
+             TokenRoute(ctx));
 }
 
 }  // namespace joule::api
