@@ -39,6 +39,12 @@ using SteadyClock = std::chrono::steady_clock;
 namespace {
 
 constexpr size_t kReadChunk = 64 * 1024;
+// After a refusal or a DISCONNECT the connection lingers: its sending side is shut down and
+// what the client still sends is read and discarded, for at most this long and this much,
+// before the socket is closed (a close with unread input sends a reset, which can discard
+// the CONNACK or DISCONNECT still in flight to the client).
+constexpr auto kLingerTimeout = std::chrono::seconds(2);
+constexpr size_t kLingerMaxBytes = 4 << 20;
 
 // MQTT 5 CONNACK reason → 3.1.1 return code.
 uint8_t V311ReturnCode(uint8_t reason_code) {
@@ -245,6 +251,10 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
   void OnRead(error_code ec, size_t n) {
     read_pending_ = false;
     if (closed_) return;
+    if (lingering_) {
+      OnLingerRead(ec, n);
+      return;
+    }
     if (ec) {
       Close();  // peer closed or reset
       return;
@@ -615,7 +625,7 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
     if (!out_.empty()) {
       DoWrite();
     } else if (closing_) {
-      Close();
+      Linger();
     }
   }
 
@@ -636,7 +646,51 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
   void CloseAfterWrite() {
     if (closed_) return;
     closing_ = true;
-    if (!write_pending_) Close();
+    if (!write_pending_) Linger();
+  }
+
+  // What was sent is on its way: the sending side is shut down (the client reads it, then
+  // end of stream) and the client's further input is drained until it closes, or for
+  // kLingerTimeout / kLingerMaxBytes, then the socket is closed (http_server.cc does the
+  // same for error responses). The connection no longer counts as a session.
+  void Linger() {
+    if (closed_ || lingering_) return;
+    lingering_ = true;
+    closing_ = true;
+    error_code ec;
+    socket_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    if (ec) {
+      Close();
+      return;
+    }
+    inflight_.clear();
+    Unregister();
+    deadline_ = SteadyClock::now() + kLingerTimeout;
+    if (timer_armed_) {
+      timer_.cancel();  // its handler re-arms for the new deadline
+    } else {
+      ArmTimer();
+    }
+    LingerRead();
+  }
+  void LingerRead() {
+    if (closed_ || read_pending_) return;  // a read in flight ends in OnLingerRead
+    read_pending_ = true;
+    // The raw socket: what a TLS client still sends is discarded undecrypted.
+    socket_.socket().async_read_some(asio::buffer(read_buffer_.data(), read_buffer_.size()),
+                                     [self = shared_from_this()](error_code ec, size_t n) {
+                                       self->read_pending_ = false;
+                                       self->OnLingerRead(ec, n);
+                                     });
+  }
+  void OnLingerRead(error_code ec, size_t n) {
+    if (closed_) return;
+    lingered_bytes_ += n;
+    if (ec || lingered_bytes_ > kLingerMaxBytes) {
+      Close();
+      return;
+    }
+    LingerRead();
   }
 
   void Close() {
@@ -668,6 +722,14 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
   void OnTimer(error_code ec) {
     timer_armed_ = false;
     if (closed_) return;
+    if (lingering_) {
+      if (SteadyClock::now() >= deadline_) {
+        Close();
+      } else {
+        ArmTimer();
+      }
+      return;
+    }
     if (ec == asio::error::operation_aborted && deadline_ == SteadyClock::time_point::max()) {
       return;
     }
@@ -697,7 +759,9 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
   bool registered_ = true;
   bool read_pending_ = false;
   bool write_pending_ = false;
-  bool closing_ = false;  // no more reading; close once the output is written
+  bool closing_ = false;    // no more reading; close once the output is written
+  bool lingering_ = false;  // written; draining the client's input before closing (Linger)
+  size_t lingered_bytes_ = 0;
   bool closed_ = false;
   bool connected_ = false;
   bool session_claimed_ = false;

@@ -114,10 +114,14 @@ class MqttListenerTest : public ::testing::Test {
         char buf[4096];
         boost::system::error_code ec;
         size_t n = socket.read_some(asio::buffer(buf), ec);
-        if (ec) return false;
+        if (ec) {
+          end = ec;
+          return false;
+        }
         decoder.Feed(std::string_view(buf, n));
       }
     }
+    boost::system::error_code end;  // how the stream ended (Receive returned false)
   };
 
   // A CONNECT of user "dev" with password "x"; tests change what they need.
@@ -377,6 +381,36 @@ TEST_F(MqttListenerTest, OversizedConnect) {
     EXPECT_FALSE(c->Receive(&ack));  // closed
   }
   EXPECT_EQ(Disconnects("packet_too_large"), 2u);
+}
+
+// The refusal reaches the client, then a clean end of stream: the server drains what the
+// client still sends instead of closing with unread input, which sends a reset that can
+// discard the CONNACK or DISCONNECT in flight (here 200 KB more than the server reads
+// before it refuses).
+TEST_F(MqttListenerTest, RefusalsEndWithEndOfStreamNotAReset) {
+  Packet p = ConnectPacket(V::kV5, "big");
+  p.connect.password = std::string(200'000, 'x');
+  auto c = SendConnect(p);
+  Packet ack;
+  ASSERT_TRUE(c->Receive(&ack));
+  EXPECT_EQ(ack.connack.reason_code, reason::kPacketTooLarge);
+  EXPECT_FALSE(c->Receive(&ack));
+  EXPECT_EQ(c->end, asio::error::eof) << c->end.message();
+
+  auto c2 = Connect(V::kV5, "c2");
+  Packet big = Publish("ok", 1);
+  big.publish.payload = std::string(200'000, 'x');
+  c2->Send(big);
+  ASSERT_TRUE(c2->Receive(&ack));
+  EXPECT_EQ(ack.type, PacketType::kDisconnect);
+  EXPECT_EQ(ack.reason_only.reason_code, reason::kPacketTooLarge);
+  EXPECT_FALSE(c2->Receive(&ack));
+  EXPECT_EQ(c2->end, asio::error::eof) << c2->end.message();
+  // A lingering connection is no longer counted.
+  for (int i = 0; i < 100 && listener_->connection_count() != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(listener_->connection_count(), 0u);
 }
 
 TEST_F(MqttListenerTest, SessionTakeover) {
