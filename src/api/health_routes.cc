@@ -39,7 +39,7 @@ void HandleHealth(ApiContext& ctx, net::HttpRequest& req, net::Responder respond
   auto seconds_or_null = [&](int64_t ns) {
     seen ? w.Double(static_cast<double>(ns) / 1e9) : w.Null();
   };
-  w.Key("last_seen");  // processing time of the last event
+  w.Key("last_seen");  // when ingest last accepted one of its events (received_at)
   time_or_null(h.last_seen_ns);
   w.Key("last_event_time");
   time_or_null(h.last_event_time_ns);

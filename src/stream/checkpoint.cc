@@ -17,8 +17,9 @@ constexpr char kMagic[4] = {'J', 'S', 'W', 'E'};
 // 1: no version_epoch (read as 0). 2: an open window's last early emission as its full
 // content (read as its fingerprint). 3: as its fingerprint. 4: no pending events (events
 // are folded on arrival; a format 1–3 file's pending events are folded when it is read),
-// gauge histories, and the time from which the histories are complete.
-constexpr uint32_t kFormatVersion = 5;
+// gauge histories, and the time from which the histories are complete. 5: the eviction
+// bound. 6: the device's last received_at (before: 0, Health falls back to last_seen).
+constexpr uint32_t kFormatVersion = 6;
 constexpr size_t kHeaderSize = 4 + 4 + 8;
 
 class Writer {
@@ -220,6 +221,7 @@ Status WindowEngine::SaveState(std::string* out) const {
     w.I64(d.next_early);
     w.U32(d.skew_n);
     for (int64_t s : d.skew) w.I64(s);
+    w.I64(d.last_received);
     w.U64(d.events);
     w.U64(d.late_updates);
     w.U64(d.late_dropped);
@@ -333,6 +335,7 @@ Status WindowEngine::RestoreState(std::string_view data) {
     d.next_early = r.I64();
     d.skew_n = r.U32();
     for (int64_t& s : d.skew) s = r.I64();
+    d.last_received = version >= 6 ? r.I64() : 0;
     d.events = r.U64();
     d.late_updates = r.U64();
     d.late_dropped = r.U64();

@@ -294,6 +294,10 @@ struct alignas(64) Device {
   // Colder: emission order, clock-skew ring, timezone.
   std::vector<uint32_t> by_name;  // metric ids sorted by name (emission order)
   static constexpr int kSkewRing = 16;
+  // Ingest time (received_at) of the latest-received event, written with the skew ring: the
+  // "last seen" of Health (last_seen is processing time, which for events replayed from the
+  // log after a restart is the restart; found by a black-box test). 0 = none recorded.
+  int64_t last_received = 0;
   int64_t skew[kSkewRing] = {};
   std::string timezone = "UTC";
   const date::time_zone* zone = nullptr;

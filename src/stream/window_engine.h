@@ -85,7 +85,7 @@ class WindowEngine {
 
   struct DeviceHealth {
     int64_t last_event_time_ns = 0;  // max event time seen
-    int64_t last_seen_ns = 0;        // processing time of the last event
+    int64_t last_seen_ns = 0;        // ingest time (received_at) of the latest-received event
     int64_t watermark_ns = 0;
     int64_t clock_skew_ns = 0;  // median of recent (received_at − event time)
     uint64_t events = 0, late_updates = 0, late_dropped = 0, duplicates = 0;
