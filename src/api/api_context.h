@@ -77,11 +77,12 @@ struct ApiContext {
   // Damaged log records met at run time, each as a JSON object (log::CorruptionReportJson,
   // docs/RELIABILITY.md); a non-empty list makes /readyz "degraded". May be empty.
   std::function<std::vector<std::string>()> log_damage;
-  // Writers stopped by a failing disk (a full one; docs/RELIABILITY.md #6): "history" (the
-  // processors' history writes, retried) and "archive" (its rounds, retried). Each one
-  // failing makes /readyz "degraded". May be empty.
+  // Writers stopped by a failing disk (a full one; docs/RELIABILITY.md #6): "log" (every
+  // append refused until one succeeds again), "history" (the processors' history writes,
+  // retried) and "archive" (its rounds, retried). Each one failing makes /readyz
+  // "degraded". May be empty.
   struct WriterFault {
-    std::string writer;  // "history" or "archive"
+    std::string writer;  // "log", "history" or "archive"
     int64_t since_ns = 0;
     std::string error;
     uint64_t pending_records = 0;  // history records waiting for the retry

@@ -1,4 +1,6 @@
 // /metrics (Prometheus text), /healthz (liveness; and auth.mode), /readyz (readiness).
+#include <algorithm>
+
 #include "api/api_context.h"
 #include "api/routes.h"
 #include "common/json_writer.h"
@@ -78,19 +80,8 @@ void AddOperationsRoutes(net::Router& router, ApiContext& ctx) {
       w.String(metadata_up ? "up" : "down");
       w.EndObject();
     }
-    if (!damage.empty()) {
-      w.Key("log");
-      w.BeginObject();
-      w.Key("damaged");
-      w.BeginArray();
-      for (const std::string& d : damage) w.Raw(d);
-      w.EndArray();
-      w.EndObject();
-    }
     // A writer a failing disk stopped (docs/RELIABILITY.md #6): "failing" while it retries.
-    for (const ApiContext::WriterFault& f : faults) {
-      w.Key(f.writer);
-      w.BeginObject();
+    auto fault_fields = [&w](const ApiContext::WriterFault& f) {
       w.Key("state");
       w.String("failing");
       w.Key("since");
@@ -101,6 +92,27 @@ void AddOperationsRoutes(net::Router& router, ApiContext& ctx) {
         w.Key("pending_records");
         w.Uint(f.pending_records);
       }
+    };
+    // "log": refused appends and damaged records, in one object.
+    const auto log_fault =
+        std::find_if(faults.begin(), faults.end(), [](const auto& f) { return f.writer == "log"; });
+    if (!damage.empty() || log_fault != faults.end()) {
+      w.Key("log");
+      w.BeginObject();
+      if (log_fault != faults.end()) fault_fields(*log_fault);
+      if (!damage.empty()) {
+        w.Key("damaged");
+        w.BeginArray();
+        for (const std::string& d : damage) w.Raw(d);
+        w.EndArray();
+      }
+      w.EndObject();
+    }
+    for (const ApiContext::WriterFault& f : faults) {
+      if (f.writer == "log") continue;
+      w.Key(f.writer);
+      w.BeginObject();
+      fault_fields(f);
       w.EndObject();
     }
     w.EndObject();

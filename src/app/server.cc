@@ -583,8 +583,13 @@ int RunServer(const Config& given_config) {
     }
     return out;
   };
-  ctx.writer_faults = [&processors, &archiver] {
+  ctx.writer_faults = [&processors, &archiver, &log] {
     std::vector<api::ApiContext::WriterFault> out;
+    // Ingest refused: the log cannot write (disk full, no descriptors) — every append is
+    // answered 503 until a round succeeds again (found by a black-box test: /readyz said
+    // "ready" meanwhile).
+    const log::Log::WriteFault lf = log->write_fault();
+    if (lf.refusing) out.push_back({"log", lf.since_ns, lf.error, 0});
     api::ApiContext::WriterFault history;
     for (auto& p : processors) {
       const PartitionProcessor::HistoryBlock b = p->HistoryBlocked();

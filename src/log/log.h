@@ -224,6 +224,14 @@ class Log {
   virtual const RecoveryReport& recovery_report() const = 0;
   // Damaged records met by readers since Open, oldest first (thread-safe).
   virtual std::vector<CorruptionReport> corruptions() const { return {}; }
+  // Whether appends are being refused (disk full, no file descriptors): since the first
+  // refused round (wall clock), with its error, until a round succeeds again (thread-safe).
+  struct WriteFault {
+    bool refusing = false;
+    int64_t since_ns = 0;
+    std::string error;
+  };
+  virtual WriteFault write_fault() const { return {}; }
 };
 
 }  // namespace joule::log

@@ -909,7 +909,9 @@ void SegmentLog::FailRound(std::vector<Request>* round, const std::vector<Partit
     for (const Request& req : queue_) pending_bytes_ -= req.bytes;
     refused.swap(queue_);
     pending_bytes_gauge_->Set(static_cast<double>(pending_bytes_));
-    first_failure = std::exchange(refusing_err_, err) != err;
+    const int before = std::exchange(refusing_err_, err);
+    first_failure = before != err;
+    if (before == 0) refusing_since_ns_ = clock_->NowNanos();
   }
   data_cv_.notify_all();
   const bool no_descriptors = IsOutOfDescriptors(err);
@@ -1117,6 +1119,16 @@ Status SegmentLog::EnforcePartitionRetention(Partition* p, int64_t now_ns) {
     if (result.ok()) result = st;
   }
   return result;
+}
+
+Log::WriteFault SegmentLog::write_fault() const {
+  std::lock_guard<std::mutex> l(mu_);
+  WriteFault f;
+  if (refusing_err_ == 0) return f;
+  f.refusing = true;
+  f.since_ns = refusing_since_ns_;
+  f.error = std::strerror(refusing_err_);
+  return f;
 }
 
 }  // namespace joule::log

@@ -51,6 +51,7 @@ class SegmentLog final : public Log {
   Status Flush() override;
   const RecoveryReport& recovery_report() const override { return report_; }
   std::vector<CorruptionReport> corruptions() const override { return quarantine_->reports(); }
+  WriteFault write_fault() const override;
 
   // For readers: a damaged record met at run time (quarantine.h).
   void ReportCorruption(CorruptionReport report) { quarantine_->Report(std::move(report)); }
@@ -250,6 +251,7 @@ class SegmentLog final : public Log {
   // The errno the last round was refused with (ENOSPC/EDQUOT, or EMFILE/ENFILE creating a
   // segment); 0 once a round succeeds again.
   int refusing_err_ = 0;
+  int64_t refusing_since_ns_ = 0;  // wall clock of the first refused round of the spell
 
   std::mutex retention_mu_;  // one retention pass at a time
   mutable std::mutex consumers_mu_;

@@ -136,6 +136,13 @@ class DiskFullTest(unittest.TestCase):
         self.assertTrue(self.server.running(), "the server died on a full disk" + self.server.diag())
         status, _, _ = self.server.request("GET", "/healthz")
         self.assertEqual(status, 200)
+        # /readyz says the log refuses appends (found by a black-box test: "ready" while every
+        # ingest was answered 503).
+        status, _, ready = self.server.request("GET", "/readyz")
+        self.assertEqual(status, 200, ready)
+        self.assertEqual(ready["status"], "degraded", ready)
+        self.assertEqual(ready["log"]["state"], "failing", ready)
+        self.assertIn("No space left", ready["log"]["error"], ready)
 
         filler.unlink()
         t0 = time.monotonic()
@@ -152,6 +159,8 @@ class DiskFullTest(unittest.TestCase):
         for _ in range(10):
             status, _, body = self.post()
             self.assertEqual(status, 202, body)
+        status, _, ready = self.server.request("GET", "/readyz")
+        self.assertNotIn("log", ready)
 
         acked = self.seq
         poll(lambda: self.counted() >= acked, timeout=60)
