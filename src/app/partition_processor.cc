@@ -569,9 +569,15 @@ void PartitionProcessor::DrainLatest() {
   // processor knows (it keeps a reading per device, restored from the checkpoint).
   if (const uint64_t g = latest_->InstanceGeneration(); g != latest_generation_) {
     latest_generation_ = g;
-    logging::Warn("latest store is a new instance (restarted); rewriting its devices from history",
-                  {{"processor", std::to_string(options_.index)},
-                   {"devices", std::to_string(readings_.size())}});
+    // Not a warning when this processor knows no device yet (a first start with a fresh
+    // Redis; found by a black-box test: two warnings on every fresh install).
+    const bool nothing_lost = readings_.empty();
+    (nothing_lost ? logging::Info : logging::Warn)(
+        nothing_lost ? "latest store is a new instance; no device to rewrite"
+                     : "latest store is a new instance (restarted); rewriting its devices from "
+                       "history",
+        {{"processor", std::to_string(options_.index)},
+         {"devices", std::to_string(readings_.size())}});
     for (const auto& [id, e] : readings_.entries()) catchup_->Resync(id);
   }
   if (!catchup_->pending()) return;

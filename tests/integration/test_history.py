@@ -347,6 +347,28 @@ class FreshStartTest(unittest.TestCase):
         errors = [r for r in server.log_records() if r.get("level") == "error"]
         self.assertEqual(errors, [], server.diag())
 
+    def test_a_fresh_data_dir_with_redis_starts_without_a_warning(self):
+        # Found by a black-box test: a first start with Redis warned, once per processor,
+        # "latest store is a new instance (restarted); rewriting its devices" (0 devices).
+        redis_url = os.environ.get("JOULE_TEST_REDIS_URL", "")
+        self.assertTrue(redis_url, "JOULE_TEST_REDIS_URL is not set: run the suite with "
+                        "scripts/test.sh (it starts Redis)")
+        # A Redis database of its own, empty (the suite's other tests use database 0).
+        redis_url = redis_url.rsplit("/", 1)[0] + "/14"
+        subprocess.run(["redis-cli", "-u", redis_url, "FLUSHDB"], check=True, capture_output=True)
+        server = JouleServer(env={**AUTH_ENV, "JOULE_LATEST_BACKEND": "redis",
+                                  "JOULE_LATEST_URL": redis_url}, name="history-fresh-redis")
+        self.addCleanup(server.cleanup)
+        server.start()
+        poll(lambda: any(r.get("msg", "").startswith("latest store is a new instance")
+                         for r in server.log_records()), timeout=10)
+        server.stop()
+        records = server.log_records()
+        warnings = [r for r in records if r.get("level") in ("warn", "error")]
+        self.assertEqual(warnings, [], server.diag())
+        self.assertTrue(any(r.get("msg") == "latest store is a new instance; no device to rewrite"
+                            for r in records), server.diag())
+
 
 class OwnerEnergyLiveTest(JouleTestCase):
     """The owner energy answer is kept between requests (OwnerEnergyCache) and follows a
