@@ -6,7 +6,11 @@
 // available" state while those routes are absent), phone width, no console errors; then
 // the black-box findings: single-window and empty charts, a solar inverter's daily energy,
 // alert badges merged by id, open alerts refreshing, a server outage on the fleet page,
-// long ids, an owner key with no devices, the #/energy alias.
+// long ids, an owner key with no devices, the #/energy alias; and (session 21) home energy
+// in each device's zone, every open alert listed, a malformed address, chart gaps, catching
+// up after a reconnect (through a TCP proxy that is cut), hidden tabs releasing their
+// stream, a revoked key, no polling for a missing device, periodic refresh (a faked clock),
+// long metadata, huge values and unknown metrics.
 //
 //   JOULE_BIN=build/debug/src/app/joule node tests/e2e/dashboard.test.mjs
 // Env: JOULE_BIN (required), CHROMIUM (default /usr/bin/chromium),
@@ -17,6 +21,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -700,5 +705,389 @@ test('auth disabled opens the dashboard directly', async () => {
   } finally {
     proc.kill('SIGTERM');
     await new Promise((r) => (proc.exitCode !== null ? r() : proc.once('exit', r)));
+  }
+});
+
+// Found by a black-box test of the dashboard (session 21).
+
+// A TCP proxy in front of Joule whose connections can be cut (a network drop) and restored.
+async function tcpProxy(target) {
+  const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))];
+  const sockets = new Set();
+  let cut = false;
+  const server = createServer((c) => {
+    if (cut) return c.destroy();
+    const u = connect(port, host);
+    sockets.add(c);
+    sockets.add(u);
+    const end = () => {
+      c.destroy();
+      u.destroy();
+      sockets.delete(c);
+      sockets.delete(u);
+    };
+    for (const s of [c, u]) s.on('error', end).on('close', end);
+    c.pipe(u);
+    u.pipe(c);
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const drop = () => {
+    for (const s of sockets) s.destroy();
+    sockets.clear();
+  };
+  return {
+    address: '127.0.0.1:' + server.address().port,
+    cut() {
+      cut = true;
+      drop();
+    },
+    restore() {
+      cut = false;
+    },
+    close() {
+      cut = true;
+      drop();
+      server.close();
+    },
+  };
+}
+
+async function register(devices) {
+  let next = 0;
+  await Promise.all(Array.from({ length: 16 }, async () => {
+    while (next < devices.length) {
+      const d = devices[next++];
+      const r = await call('POST', '/v1/devices', d);
+      assert.equal(r.status, 201, 'register ' + d.device_id + ': ' + r.text);
+    }
+  }));
+}
+
+async function until(what, fn, timeout = 30_000) {
+  for (const deadline = Date.now() + timeout; ;) {
+    const v = await fn();
+    if (v) return v;
+    assert.ok(Date.now() < deadline, 'timed out waiting for ' + what);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+// Readings of `device_id` every 20 s over [from, to] (ms).
+function readings(device_id, from, to, power = 100) {
+  const out = [];
+  for (let t = from; t <= to; t += 20_000) out.push({ device_id, timestamp: new Date(t).toISOString(), metrics: { power_w: power, voltage_v: 230 } });
+  return out;
+}
+
+// Emulates the tab being hidden or shown (headless tabs are always "visible").
+async function setHidden(page, hidden) {
+  await page.evaluate((h) => {
+    if (!('__hidden' in window)) Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => (window.__hidden ? 'hidden' : 'visible') });
+    window.__hidden = h;
+    document.dispatchEvent(new Event('visibilitychange'));
+  }, hidden);
+}
+
+const streamState = (page, s) => page.waitForFunction((want) => {
+  const el = document.querySelector('[data-testid="stream-state"]');
+  return el && (el.dataset.state === want || (want === 'live' && el.textContent.includes('live')));
+}, s);
+
+// A home whose devices are in several zones: "Today" is each device's own local date
+// (Kiritimati, UTC+14, is always a day or two ahead of Pago Pago, UTC−11), not the first
+// device's. An owner without devices says so (the admin's API answers 200 with no data).
+test('home energy in each device\'s zone', async () => {
+  const now = Date.now();
+  await register([{ device_id: 'e2e-z-kiri', owner_id: 'home-z', name: 'Kiri plug', timezone: 'Pacific/Kiritimati' },
+    { device_id: 'e2e-z-pago', owner_id: 'home-z', name: 'Pago plug', timezone: 'Pacific/Pago_Pago' }]);
+  await ingest([...readings('e2e-z-kiri', now - 180_000, now - 60_000, 100), ...readings('e2e-z-pago', now - 180_000, now - 60_000, 200)]);
+  await until('owner energy of both devices', async () => {
+    const r = await call('GET', '/v1/owners/home-z/energy?resolution=1d&from=' + new Date(now - 3 * 86400e3).toISOString());
+    const devs = new Set((r.json?.data || []).flatMap((b) => Object.keys(b.devices || {})));
+    return devs.has('e2e-z-kiri') && devs.has('e2e-z-pago');
+  });
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT);
+  const errors = watchConsole(page);
+  try {
+    await signIn(page);
+    await page.goto(base + '/#/home/home-z');
+    const today = page.getByTestId('energy-today');
+    await today.getByText('Kiri plug').waitFor();
+    await today.getByText('Pago plug').waitFor();
+    await page.getByTestId('energy-month').getByText('Pago plug').waitFor();
+    await page.getByTestId('energy-month').getByText('Kiri plug').waitFor();
+    await page.goto(base + '/#/home/nobody-at-all');
+    await page.getByTestId('energy-no-devices').waitFor();
+    assert.deepEqual([...errors], [], 'console errors');
+  } finally {
+    await page.close();
+  }
+});
+
+// The alerts page lists every open alert (it showed the first 200, saying nothing).
+test('the alerts page lists every open alert', async () => {
+  const many = Array.from({ length: 205 }, (_, i) => ({ device_id: 'e2e-many-' + String(i).padStart(3, '0'), owner_id: 'home-many', model: 'e2e-many', timezone: 'UTC' }));
+  await register(many);
+  const rule = await call('POST', '/v1/rules', { name: 'e2e every many', scope: { model: 'e2e-many' }, kind: 'threshold', metric: 'power_w',
+    aggregate: 'count', op: '>=', threshold: 1, for_windows: 1, resolution: '1m', severity: 'warning' });
+  assert.equal(rule.status, 201, rule.text);
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT);
+  const errors = watchConsole(page);
+  try {
+    const m0 = Math.floor(Date.now() / 60_000) * 60_000 - 3 * 60_000;
+    await ingest(many.map((d) => ({ device_id: d.device_id, timestamp: new Date(m0 + 10_000).toISOString(), metrics: { power_w: 5 } })));
+    await until('205 open alerts', async () => {
+      let n = 0;
+      for (const state of ['pending', 'firing']) {
+        const r = await call('GET', '/v1/alerts?limit=1000&state=' + state);
+        n += (r.json?.alerts || []).filter((a) => a.device_id.startsWith('e2e-many-')).length;
+      }
+      return n === many.length;
+    }, 60_000);
+    await signIn(page);
+    await page.goto(base + '/#/alerts');
+    await page.getByTestId('alerts-table').waitFor();
+    await page.waitForFunction((n) => [...document.querySelectorAll('[data-testid="alerts-table"] td[data-label="Device"] a')].filter((a) => a.textContent.startsWith('e2e-many-')).length === n, many.length);
+    await page.getByTestId('alerts-count').waitFor();
+    assert.deepEqual([...errors], [], 'console errors');
+  } finally {
+    await page.close();
+    await call('DELETE', '/v1/rules/' + rule.json.id);
+  }
+});
+
+// A malformed %-escape in the address: "not found", not an uncaught error that left the
+// previous page showing.
+test('a malformed address is "not found"', async () => {
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT);
+  const errors = watchConsole(page);
+  try {
+    await signIn(page);
+    await page.goto(base + '/#/device/e2e-plug-1');
+    await page.getByRole('heading', { name: 'Kitchen kettle' }).waitFor();
+    await page.goto(base + '/#/device/%E0%A4%A');
+    await page.getByTestId('not-found').waitFor();
+    assert.equal(await page.getByRole('heading', { name: 'Kitchen kettle' }).count(), 0);
+    assert.deepEqual([...errors], [], 'console errors');
+  } finally {
+    await page.close();
+  }
+});
+
+// Charts leave a gap where windows are missing (they drew a ramp across an outage).
+test('charts leave a gap where windows are missing', async () => {
+  const now = Date.now();
+  await register([{ device_id: 'e2e-gap-1', owner_id: 'home-g', name: 'Gap plug', timezone: 'UTC' }]);
+  // Two runs of readings with 15 minutes of nothing between them.
+  await ingest([...readings('e2e-gap-1', now - 30 * 60_000, now - 25 * 60_000), ...readings('e2e-gap-1', now - 10 * 60_000, now - 5 * 60_000)]);
+  await until('the windows in history', async () => {
+    const r = await call('GET', `/v1/devices/e2e-gap-1/metrics/history?resolution=1m&from=${new Date(now - 3600e3).toISOString()}`);
+    return (r.json?.data || []).length >= 12;
+  });
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT);
+  try {
+    const gap = async (testid) => page.waitForFunction((t) => {
+      const el = document.querySelector(`[data-testid="${t}"]`);
+      return el && Number(el.dataset.filled) >= 10 && Number(el.dataset.points) === Number(el.dataset.filled) + 1;
+    }, testid);
+    await signIn(page);
+    await page.goto(base + '/#/device/e2e-gap-1');
+    await gap('history-chart');
+    await gap('live-chart');
+    await page.screenshot({ path: join(shots, 'chart-gap.png'), fullPage: true });
+  } finally {
+    await page.close();
+  }
+});
+
+// After the live stream reconnects (a network drop) the device page re-fetches what it
+// missed: the windows sent meanwhile are charted, and an alert resolved meanwhile is no
+// longer "firing".
+test('a reconnected device page catches up on windows and alerts', async () => {
+  await register([{ device_id: 'e2e-rc-1', owner_id: 'home-g', name: 'Reconnect plug', timezone: 'UTC' }]);
+  const rule = await call('POST', '/v1/rules', { name: 'e2e reconnect', scope: { device_id: 'e2e-rc-1' }, kind: 'threshold',
+    metric: 'power_w', aggregate: 'max', op: '>', threshold: 1000, clear_threshold: 900, for_windows: 1, resolution: '1m', severity: 'critical' });
+  assert.equal(rule.status, 201, rule.text);
+  const m0 = Math.floor(Date.now() / 60_000) * 60_000 - 4 * 60_000;
+  await ingest([10, 20].map((s) => ({ device_id: 'e2e-rc-1', timestamp: new Date(m0 + s * 1000).toISOString(), metrics: { power_w: 2000 + s } })));
+  const alertsOf = async () => (await call('GET', '/v1/alerts?device_id=e2e-rc-1')).json?.alerts || [];
+  await until('the alert firing', async () => (await alertsOf()).some((a) => a.state === 'firing'));
+
+  const proxy = await tcpProxy(base.slice('http://'.length));
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT);
+  try {
+    await page.goto('http://' + proxy.address + '/');
+    await page.locator('#token').fill(ADMIN);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.locator('header.top nav').waitFor();
+    await page.goto('http://' + proxy.address + '/#/device/e2e-rc-1');
+    await streamState(page, 'live');
+    await page.locator('[data-testid="alert-badge"][data-state="firing"]').waitFor();
+    await page.waitForFunction(() => document.querySelector('[data-testid="live-chart"]')?.dataset.filled === '1');
+
+    proxy.cut();
+    await page.waitForFunction(() => !document.querySelector('[data-testid="stream-state"]')?.textContent.includes('live'));
+    // While the page cannot reach Joule: two more windows, under the clear threshold.
+    await ingest([70, 130].map((s) => ({ device_id: 'e2e-rc-1', timestamp: new Date(m0 + s * 1000).toISOString(), metrics: { power_w: 100 } })));
+    await until('the alert resolved', async () => (await alertsOf()).every((a) => a.state === 'resolved'));
+    await until('three windows', async () => {
+      const r = await call('GET', '/v1/devices/e2e-rc-1/metrics/realtime?windows=10');
+      return (r.json?.data || []).filter((w) => w.metrics?.power_w?.count > 0).length === 3;
+    });
+    proxy.restore();
+    await streamState(page, 'live');
+    await page.waitForFunction(() => document.querySelector('[data-testid="live-chart"]')?.dataset.filled === '3');
+    await page.locator('[data-testid="alert-badge"][data-state="firing"]').waitFor({ state: 'detached' });
+    await page.screenshot({ path: join(shots, 'reconnected.png'), fullPage: true });
+  } finally {
+    await page.close();
+    proxy.close();
+    await call('DELETE', '/v1/rules/' + rule.json.id);
+  }
+});
+
+// Each device page holds a /v1/stream connection, and Chromium opens at most 6 per host over
+// HTTP/1.1: a hidden tab closes its stream ("paused") so a seventh tab still loads, and
+// reopens it when shown again.
+test('hidden device tabs release their stream connection', async () => {
+  const pages = [];
+  try {
+    for (let i = 0; i < 6; i++) {
+      const page = await context.newPage();
+      page.setDefaultTimeout(STEP_TIMEOUT);
+      pages.push(page);
+      await signIn(page);
+      await page.goto(base + '/#/device/e2e-plug-' + (1 + (i % 2)));
+      await streamState(page, 'live');
+      await setHidden(page, true);
+    }
+    const seventh = await context.newPage();
+    seventh.setDefaultTimeout(STEP_TIMEOUT);
+    pages.push(seventh);
+    await signIn(seventh);
+    await seventh.getByTestId('fleet-table').waitFor();
+    await seventh.goto(base + '/#/device/e2e-plug-1');
+    await streamState(seventh, 'live');
+    for (const p of pages.slice(0, 6)) await streamState(p, 'paused');
+    // Shown again: live again.
+    await setHidden(pages[0], false);
+    await streamState(pages[0], 'live');
+  } finally {
+    for (const p of pages) await p.close();
+  }
+});
+
+// A key revoked mid-session: the dashboard asks to sign in again, saying why (it showed
+// every device "offline · never", or "Error 401" polled every 10 s).
+test('a revoked key returns to the sign-in form', async () => {
+  const key = await call('POST', '/v1/owners/home-a/keys');
+  assert.equal(key.status, 201, key.text);
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT);
+  const errors = watchConsole(page);
+  try {
+    await signIn(page, key.json.key);
+    await page.goto(base + '/#/device/e2e-plug-1');
+    await streamState(page, 'live');
+    const del = await call('DELETE', `/v1/owners/home-a/keys/${key.json.key_id}`);
+    assert.equal(del.status, 204, del.text);
+    await page.locator('#token').waitFor({ timeout: 30_000 });  // the health panel reloads every 10 s
+    await page.getByText('no longer accepted').waitFor();
+    assert.equal(await page.evaluate((k) => Object.values(sessionStorage).includes(k), key.json.key), false, 'the key is forgotten');
+    assert.deepEqual([...errors], [], 'console errors');
+  } finally {
+    await page.close();
+  }
+});
+
+// A browser of its own whose clock is faked (to skip minutes): ctx.clock applies to a whole
+// context.
+async function withFakeClock(fn) {
+  const { chromium } = loadPlaywright();
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--headless', '--no-sandbox', '--disable-gpu'] });
+  try {
+    const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 }, locale: 'en-US', timezoneId: 'Europe/Berlin' });
+    await ctx.clock.install();
+    const page = await ctx.newPage();
+    page.setDefaultTimeout(STEP_TIMEOUT);
+    const errors = watchConsole(page);
+    await signIn(page);
+    await fn(page);
+    assert.deepEqual([...errors], [], 'console errors');
+  } finally {
+    await browser.close();
+  }
+}
+
+// A missing device's page does not poll its health (it asked every 10 s, for ever).
+test('no polling for a missing device', () => withFakeClock(async (page) => {
+  const health = [];
+  page.on('request', (r) => /\/health$/.test(new URL(r.url()).pathname) && health.push(r.url()));
+  await page.goto(base + '/#/device/does-not-exist');
+  await page.getByText('No device "does-not-exist"').waitFor();
+  for (let i = 0; i < 3; i++) await page.clock.fastForward(11_000);
+  await page.waitForTimeout(500);
+  assert.ok(health.length <= 1, 'a missing device\'s health polled ' + health.length + ' times');
+}));
+
+// History and home energy refresh every minute (they kept what the page loaded).
+test('history and home energy refresh', () => withFakeClock(async (page) => {
+  await register([{ device_id: 'e2e-rf-1', owner_id: 'home-rf', name: 'Refresh plug', timezone: 'UTC' }]);
+  const now = Date.now();
+  await ingest(readings('e2e-rf-1', now - 6 * 60_000, now - 5 * 60_000));
+  const windows = async () => ((await call('GET', `/v1/devices/e2e-rf-1/metrics/history?resolution=1m&from=${new Date(now - 3600e3).toISOString()}`)).json?.data || []).length;
+  await until('history windows', async () => (await windows()) >= 2);
+  await page.goto(base + '/#/device/e2e-rf-1');
+  await page.waitForFunction(() => Number(document.querySelector('[data-testid="history-chart"]')?.dataset.filled) >= 2);
+  const before = Number(await page.getByTestId('history-chart').getAttribute('data-filled'));
+  await ingest(readings('e2e-rf-1', now - 2 * 60_000, now - 60_000, 300));
+  await until('new history windows', async () => (await windows()) > before);
+  await page.clock.fastForward(61_000);
+  await page.waitForFunction((n) => Number(document.querySelector('[data-testid="history-chart"]').dataset.filled) > n, before);
+
+  await page.goto(base + '/#/home/home-rf');
+  const total = page.getByTestId('energy-today').locator('.big-sm');
+  await total.waitFor();
+  const was = await total.innerText();
+  const homeTotal = async () => ((await call('GET', '/v1/owners/home-rf/energy?resolution=1d')).json?.data || []).reduce((s, b) => s + b.total_energy_wh, 0);
+  const had = await homeTotal();
+  await ingest(readings('e2e-rf-1', now - 40_000, Date.now(), 5000));
+  await until('more energy', async () => (await homeTotal()) > had);
+  await page.clock.fastForward(61_000);
+  await page.waitForFunction((w) => document.querySelector('[data-testid="energy-today"] .big-sm').textContent !== w, was);
+}));
+
+// Long metadata (model and location up to the API's 256 bytes) is cut with "…" (the fleet
+// table was 6,569 px wide), values up to the API's 1e100 stay short (a 100-digit voltage
+// ran out of its card), and every metric of the latest reading is listed (temp_c was
+// shown nowhere).
+test('long metadata, huge values and unknown metrics', async () => {
+  const long = 'L'.repeat(250);
+  await register([{ device_id: 'e2e-huge-1', owner_id: 'home-h', name: 'Huge plug', model: long, location: long, timezone: 'UTC' }]);
+  await ingest([{ device_id: 'e2e-huge-1', timestamp: new Date(Date.now() - 30_000).toISOString(), metrics: { power_w: 1e15, voltage_v: 9.9e99, temp_c: 21.5 } }]);
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT);
+  const errors = watchConsole(page);
+  try {
+    await signIn(page);
+    await page.getByLabel('Search').fill('e2e-huge-1');
+    await page.locator('tr[data-device="e2e-huge-1"]').waitFor();
+    const overflow = () => page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok((await overflow()) <= 1, 'fleet scrolls sideways by ' + (await overflow()) + ' px with a 250-character model');
+    await page.goto(base + '/#/device/e2e-huge-1');
+    await page.getByTestId('latest-metrics').locator('tr[data-metric="temp_c"]').getByText('21.50 °C').waitFor();
+    await page.waitForFunction(() => document.querySelector('[data-testid="live-voltage"]').textContent === '9.90e+99 V');
+    assert.equal((await page.getByTestId('live-power').innerText()).trim(), '1.00 PW');
+    await page.setViewportSize({ width: 375, height: 800 });
+    await page.waitForTimeout(300);
+    assert.ok((await overflow()) <= 1, 'the device page scrolls sideways at phone width by ' + (await overflow()) + ' px');
+    assert.deepEqual([...errors], [], 'console errors');
+  } finally {
+    await page.close();
   }
 });

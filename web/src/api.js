@@ -28,6 +28,18 @@ export function setToken(token) {
   else sessionStorage.removeItem(TOKEN_KEY);
 }
 
+// A 401 to a request made with the stored key: the key was revoked or is no longer valid
+// (SECURITY.md: revocation is immediate). The app listens and asks to sign in again, instead
+// of every page showing its own error (or a fleet of "offline · never" devices).
+const keyRejectedListeners = new Set();
+export function onKeyRejected(fn) {
+  keyRejectedListeners.add(fn);
+  return () => keyRejectedListeners.delete(fn);
+}
+function keyRejected() {
+  for (const fn of [...keyRejectedListeners]) fn();
+}
+
 export async function api(path, { method = 'GET', body, signal, token } = {}) {
   const headers = { Accept: 'application/json' };
   const t = token === undefined ? getToken() : token;
@@ -54,6 +66,8 @@ export async function api(path, { method = 'GET', body, signal, token } = {}) {
     json = null;
   }
   if (!res.ok) {
+    // (A token passed explicitly is being tried, e.g. at sign-in: its 401 is the caller's.)
+    if (res.status === 401 && token === undefined) keyRejected();
     const err = (json && json.error) || {};
     throw new ApiError(res.status, err.code || 'http_' + res.status, err.message || res.statusText || 'HTTP ' + res.status, json);
   }
@@ -84,13 +98,45 @@ export async function listAllDevices(signal) {
 
 // Server-Sent Events over fetch(), so the Authorization header can be sent (EventSource
 // cannot). Reconnects with backoff; returns a function that closes the stream.
+//
+// Each stream holds one HTTP/1.1 connection, and a browser opens at most 6 per host (Joule
+// serves HTTP/1.1): six tabs with a stream would leave every further request of this
+// origin, in any tab, waiting. So the stream is closed while the tab is hidden (Page
+// Visibility API; status "paused") and reopened when it is visible again. onStatus('live')
+// is reported on every (re)connect after the first too: events sent while the stream was
+// down or paused are not replayed, so the caller re-fetches what it shows (`resync`).
 export function openStream(query, { onEvent, onStatus } = {}) {
-  const ctrl = new AbortController();
   let stopped = false;
+  let ctrl = null;  // the current connection's
+  let wake = null;  // ends the current wait (backoff, or paused while hidden)
   let delay = 1000;
-  const status = (s, detail) => onStatus && onStatus(s, detail);
+  let connected = 0;
+  const status = (s, detail) => onStatus && onStatus(s, detail, connected);
+  const hidden = () => document.visibilityState === 'hidden';
+  const onVisibility = () => {
+    if (hidden() && ctrl) ctrl.abort();
+    if (!hidden()) delay = 1000;
+    if (wake) wake();
+  };
+  document.addEventListener('visibilitychange', onVisibility);
+  const wait = (ms) =>
+    new Promise((r) => {
+      const t = ms === undefined ? null : setTimeout(r, ms);
+      wake = () => {
+        clearTimeout(t);
+        r();
+      };
+    }).then(() => {
+      wake = null;
+    });
   (async () => {
     while (!stopped) {
+      if (hidden()) {
+        status('paused');
+        await wait();
+        continue;
+      }
+      ctrl = new AbortController();
       try {
         const headers = { Accept: 'text/event-stream' };
         const t = getToken();
@@ -102,9 +148,11 @@ export function openStream(query, { onEvent, onStatus } = {}) {
         });
         if (!res.ok) {
           status('error', 'HTTP ' + res.status);
+          if (res.status === 401) keyRejected();
           if (res.status === 401 || res.status === 403 || res.status === 404) return;
           throw new Error('HTTP ' + res.status);
         }
+        connected++;
         status('live');
         delay = 1000;
         const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -142,16 +190,18 @@ export function openStream(query, { onEvent, onStatus } = {}) {
         if (stopped) return;
         status('reconnecting');
       } catch (e) {
-        if (stopped || e.name === 'AbortError') return;
+        if (stopped) return;
+        if (e.name === 'AbortError' && hidden()) continue;  // paused: closed on purpose
         status('reconnecting', e.message);
       }
-      await new Promise((r) => setTimeout(r, delay));
+      await wait(delay);
       delay = Math.min(delay * 2, 15000);
     }
-  })();
+  })().finally(() => document.removeEventListener('visibilitychange', onVisibility));
   return () => {
     stopped = true;
-    ctrl.abort();
+    if (ctrl) ctrl.abort();
+    if (wake) wake();
   };
 }
 

@@ -8,21 +8,28 @@ const n2 = nf(2);
 
 const isNum = (v) => typeof v === 'number' && Number.isFinite(v);
 
+// A value with an SI prefix (k, M, G, T, P, E), so that any value the API accepts (|v| ≤
+// 1e100) stays a short string: past 1e21 it is written 1.23e+99.
+const PREFIXES = ['', 'k', 'M', 'G', 'T', 'P', 'E'];
+export function scaled(v, unit, digits = 2) {
+  if (!isNum(v)) return '—';
+  const a = Math.abs(v);
+  if (a >= 1e21) return v.toExponential(2) + ' ' + unit;
+  let i = 0;
+  while (i < PREFIXES.length - 1 && a >= 1000 ** (i + 1)) i++;
+  return (i === 0 ? n1 : digits === 2 ? n2 : n1).format(v / 1000 ** i) + ' ' + PREFIXES[i] + unit;
+}
+
 export function power(w) {
-  if (!isNum(w)) return '—';
-  if (Math.abs(w) >= 1000) return n2.format(w / 1000) + ' kW';
-  return n1.format(w) + ' W';
+  return scaled(w, 'W');
 }
 
 export function energy(wh) {
-  if (!isNum(wh)) return '—';
-  if (Math.abs(wh) >= 1e6) return n2.format(wh / 1e6) + ' MWh';
-  if (Math.abs(wh) >= 1000) return n2.format(wh / 1000) + ' kWh';
-  return n1.format(wh) + ' Wh';
+  return scaled(wh, 'Wh');
 }
 
 export function volts(v) {
-  return isNum(v) ? n1.format(v) + ' V' : '—';
+  return scaled(v, 'V', 1);
 }
 
 // A metric's value with the unit its name implies (CONTRACT §1 naming: power_w, energy_wh,
@@ -35,7 +42,7 @@ export function metric(v, name = '', aggregate = '') {
   if (/_v$/.test(name)) return volts(v);
   const unit = (name.match(/_(a|hz|c|pct|s)$/) || [])[1];
   const label = { a: ' A', hz: ' Hz', c: ' °C', pct: ' %', s: ' s' }[unit] || '';
-  return n2.format(v) + label;
+  return (Math.abs(v) >= 1e15 ? v.toExponential(2) : n2.format(v)) + label;
 }
 
 export function count(v) {

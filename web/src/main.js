@@ -2,7 +2,7 @@
 import { html } from 'htm/preact';
 import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
-import { api, getToken, setToken } from './api.js';
+import { api, getToken, onKeyRejected, setToken } from './api.js';
 import { Loading, ErrorBox } from './ui.js';
 import { FleetPage } from './pages/fleet.js';
 import { DevicePage } from './pages/device.js';
@@ -12,7 +12,12 @@ import { RulesPage } from './pages/rules.js';
 import './style.css';
 
 function parseRoute(hash) {
-  const parts = hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
+  let parts;
+  try {
+    parts = hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
+  } catch {
+    return { page: 'notfound', hash };  // a malformed %-escape: no page has that address
+  }
   switch (parts[0]) {
     case 'device':
       return { page: 'device', id: parts[1] || '' };
@@ -63,9 +68,9 @@ async function authMode() {
   return h && (h.auth === 'required' || h.auth === 'disabled') ? h.auth : null;
 }
 
-function SignIn({ onSignedIn }) {
+function SignIn({ onSignedIn, reason }) {
   const [token, setTok] = useState('');
-  const [error, setError] = useState(null);
+  const [error, setError] = useState(reason ? { message: reason } : null);
   const [busy, setBusy] = useState(false);
   const submit = async (e) => {
     e.preventDefault();
@@ -136,9 +141,19 @@ function App() {
   useEffect(() => {
     check();
   }, []);
+  // A 401 with the stored key mid-session: revoked (or the server's keys changed). Forget
+  // the key and ask for a new one, saying why (not every device shown "offline · never").
+  useEffect(
+    () =>
+      onKeyRejected(() => {
+        setToken('');
+        setAuth({ state: 'out', reason: 'Your key is no longer accepted (revoked or not valid on this server). Sign in again.' });
+      }),
+    [],
+  );
   if (auth.state === 'checking') return html`<main><${Loading} what="Connecting to Joule" /></main>`;
   if (auth.state === 'error') return html`<main><${ErrorBox} error=${auth.error} retry=${check} /></main>`;
-  if (auth.state === 'out') return html`<${SignIn} onSignedIn=${(mode) => setAuth({ state: 'in', mode })} />`;
+  if (auth.state === 'out') return html`<${SignIn} reason=${auth.reason} onSignedIn=${(mode) => setAuth({ state: 'in', mode })} />`;
   const signOut = () => {
     setToken('');
     setAuth({ state: 'out' });
@@ -160,6 +175,9 @@ function App() {
       break;
     case 'rules':
       page = html`<${RulesPage} />`;
+      break;
+    case 'notfound':
+      page = html`<p><a href="#/">‹ Fleet</a></p><div class="state error" role="alert" data-testid="not-found"><strong>Not found</strong>: no page has the address <code>${route.hash}</code>.</div>`;
       break;
     default:
       page = html`<${FleetPage} mode=${auth.mode} />`;

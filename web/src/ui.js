@@ -115,9 +115,13 @@ export function valueAxis(unit, size = 60) {
   };
 }
 
+// Short tick labels: k, M, G, T, P, E, then exponents (the API accepts |value| ≤ 1e100).
 function formatAxis(v) {
   const a = Math.abs(v);
-  if (a >= 1e6) return +(v / 1e6).toFixed(1) + 'M';
-  if (a >= 1e4) return +(v / 1e3).toFixed(1) + 'k';
+  if (a >= 1e21) return v.toExponential(1);
+  if (a >= 1e4) {
+    const i = Math.min(6, Math.floor(Math.log10(a) / 3));
+    return +(v / 1000 ** i).toFixed(1) + ['', 'k', 'M', 'G', 'T', 'P', 'E'][i];
+  }
   return +v.toFixed(a < 10 ? 2 : 1);
 }

@@ -24,12 +24,26 @@ function valueText(a) {
   return f(a.value) + ' (' + a.op + ' ' + f(a.threshold) + (a.kind === 'rate_of_change' ? ' change' : '') + ')';
 }
 
+// Every alert of a state, following next_cursor (pages of 1,000), up to MAX_ALERTS; past
+// that the list says it shows the first MAX_ALERTS (`more`).
+const MAX_ALERTS = 5000;
+async function loadState(state, device_id, signal) {
+  const alerts = [];
+  let cursor = '';
+  for (;;) {
+    const r = await api('/v1/alerts' + qs({ state, device_id, limit: 1000, cursor }), { signal });
+    alerts.push(...((r && (r.alerts || r.data)) || []));
+    if (!r || !r.next_cursor) return { alerts, more: false };
+    if (alerts.length >= MAX_ALERTS) return { alerts, more: true };
+    cursor = r.next_cursor;
+  }
+}
+
 async function loadAlerts(state, device_id, signal) {
-  if (state !== 'open') return api('/v1/alerts' + qs({ state, device_id, limit: 200 }), { signal });
-  const [p, f] = await Promise.all(['pending', 'firing'].map((s) => api('/v1/alerts' + qs({ state: s, device_id, limit: 200 }), { signal })));
-  const alerts = [...(f.alerts || []), ...(p.alerts || [])];
+  const parts = await Promise.all((state === 'open' ? ['pending', 'firing'] : [state]).map((s) => loadState(s, device_id, signal)));
+  const alerts = parts.flatMap((p) => p.alerts);
   alerts.sort((a, b) => String(b.opened_at || '').localeCompare(String(a.opened_at || '')));
-  return { alerts };
+  return { alerts, more: parts.some((p) => p.more) };
 }
 
 export function AlertsPage({ device: initialDevice = '' }) {
@@ -63,7 +77,10 @@ export function AlertsPage({ device: initialDevice = '' }) {
   else if (alerts.error && !alerts.data) body = html`<${ErrorBox} error=${alerts.error} retry=${alerts.reload} />`;
   else if (alerts.loading && !alerts.data) body = html`<${Loading} what="Loading alerts" />`;
   else {
-    const list = (alerts.data && (alerts.data.alerts || alerts.data.data)) || [];
+    const list = (alerts.data && alerts.data.alerts) || [];
+    const count = html`<p class="muted small" data-testid="alerts-count">${alerts.data.more
+      ? `Showing the first ${fmt.count(list.length)} alerts; there are more (narrow the filter to see the rest).`
+      : `${fmt.count(list.length)} alert${list.length === 1 ? '' : 's'}.`}</p>`;
     body = list.length === 0
       ? html`<p class="state" data-testid="alerts-empty">No alerts match.</p>`
       : html`<table class="alerts" data-testid="alerts-table">
@@ -79,7 +96,7 @@ export function AlertsPage({ device: initialDevice = '' }) {
               <button disabled=${a.acked || busy === a.id + 'ack'} onClick=${() => act(a, 'ack')}>Ack</button>
               <button disabled=${busy === a.id + 'snooze'} onClick=${() => act(a, 'snooze')}>Snooze ${snoozeFor}</button>
             </td></tr>`)}</tbody>
-        </table>`;
+        </table>${count}`;
   }
   return html`<section>
     <div class="page-head"><h1>Alerts</h1></div>

@@ -46,43 +46,104 @@ export function mergeAlerts(...lists) {
     .sort((a, b) => open(a) - open(b) || stamp(b) - stamp(a));
 }
 
+// The live chart keeps the newest LIVE_WINDOWS * 2 windows.
+function trimWindows(m) {
+  if (m.size <= LIVE_WINDOWS * 2) return m;
+  const keys = [...m.keys()].sort((a, b) => a - b);
+  for (const k of keys.slice(0, m.size - LIVE_WINDOWS * 2)) m.delete(k);
+  return m;
+}
+
 const alertBadge = (state) => (state === 'firing' ? 'bad' : state === 'pending' ? 'warn' : 'ok');
 
 function powerSeries(label, stroke, fill) {
   return { label, stroke, fill, width: 2, value: (u, v) => fmt.power(v), spanGaps: false };
 }
 
+// Gaps: uPlot joins neighbouring points unless a null lies between them, and a window with
+// no data is not in the API's answer. So a null point goes after every window whose next one
+// starts later than `step` (seconds) after it: an outage shows as a gap, not a ramp
+// (CONTRACT §2: unknown consumption is not invented). `rows`: [x, ...values], ascending x.
+export function withGaps(rows, step, width) {
+  const cols = Array.from({ length: width }, () => []);
+  for (let i = 0; i < rows.length; i++) {
+    const row = rows[i];
+    for (let c = 0; c < width; c++) cols[c].push(row[c]);
+    const next = rows[i + 1];
+    if (next && next[0] - row[0] > step * 1.5) {
+      cols[0].push(row[0] + step);
+      for (let c = 1; c < width; c++) cols[c].push(null);
+    }
+  }
+  return cols;
+}
+
+const STEP = { '1m': 60, '5m': 300, '15m': 900, '1h': 3600, '1d': 86400 };
+const REFRESH_MS = 60000;  // history and daily energy (the live chart follows the stream)
+
+// Runs `fn` every `ms` while the tab is visible (and once when it becomes visible again).
+export function useEvery(ms, fn, deps) {
+  useEffect(() => {
+    const tick = () => document.visibilityState !== 'hidden' && fn();
+    const timer = setInterval(tick, ms);
+    return () => clearInterval(timer);
+  }, deps);
+}
+
 export function DevicePage({ id }) {
-  const rt = useLoad((signal) => api(`/v1/devices/${enc(id)}/metrics/realtime?windows=${LIVE_WINDOWS}`, { signal }), [id]);
+  const rt = useLoad((signal) => api(`/v1/devices/${enc(id)}/metrics/realtime?windows=${LIVE_WINDOWS}`, { signal }), [id], { keepOnError: true });
   const health = useLoad((signal) => api(`/v1/devices/${enc(id)}/health`, { signal }), [id]);
   // Live state: 1m windows by window_start (ms), and the latest raw reading.
   const [windows, setWindows] = useState(new Map());
   const [reading, setReading] = useState(null);
   const [streamState, setStreamState] = useState('connecting');
   const [liveAlerts, setLiveAlerts] = useState([]);
+  // Bumped every minute and after every reconnect: History and Daily energy reload.
+  const [refresh, setRefresh] = useState(0);
   // Its open alerts (firing), as loaded; later ones arrive over the stream. (Servers without
   // the alerts API, or a key that may not list them: none shown.)
   const firing = useLoad((signal) => api('/v1/alerts' + qs({ device_id: id, state: 'firing' }), { signal }).catch(() => ({ alerts: [] })), [id]);
+  const found = !!rt.data;
 
-  // The health panel follows the device (its counters and watermark move with every event).
-  useEffect(() => {
-    const timer = setInterval(() => health.reload(), 10000);
-    return () => clearInterval(timer);
-  }, [id]);
+  // The health panel follows the device (its counters and watermark move with every event);
+  // not for a device that is not there (404: nothing to follow).
+  useEvery(10000, () => found && health.reload(), [id, found]);
+  useEvery(REFRESH_MS, () => found && setRefresh((n) => n + 1), [id, found]);
   useEffect(() => {
     if (!rt.data) return;
-    const m = new Map();
-    for (const r of rt.data.data || []) if (r.resolution === '1m' || !r.resolution) m.set(new Date(r.window_start).getTime(), r);
-    setWindows(m);
-    if (rt.data.latest) setReading(rt.data.latest);
+    // Merged into what the stream brought (the newer version of a window wins), so a
+    // re-fetch after a reconnect fills the windows missed while the stream was down.
+    setWindows((prev) => {
+      const next = new Map(prev);
+      for (const r of rt.data.data || []) {
+        if (r.resolution && r.resolution !== '1m') continue;
+        const t = new Date(r.window_start).getTime();
+        const old = next.get(t);
+        if (!old || !(old.version > r.version)) next.set(t, r);
+      }
+      return trimWindows(next);
+    });
+    if (rt.data.latest) setReading((old) => (old && old.timestamp > rt.data.latest.timestamp ? old : rt.data.latest));
   }, [rt.data]);
 
   useEffect(() => {
-    if (!rt.data) return;
+    if (!found) return;
     return openStream(
       { device_id: id },
       {
-        onStatus: setStreamState,
+        onStatus: (s, detail, connects) => {
+          setStreamState(s);
+          // Reconnected (after a network drop, a server restart or a hidden tab): what was
+          // sent meanwhile is not replayed, so load it again. Alerts: the badges the stream
+          // brought may have changed state meanwhile; the reloaded firing list replaces them.
+          if (s === 'live' && connects > 1) {
+            setLiveAlerts([]);
+            rt.reload();
+            firing.reload();
+            health.reload();
+            setRefresh((n) => n + 1);
+          }
+        },
         onEvent: (event, data) => {
           if (event === 'window' && data.resolution === '1m') {
             const t = new Date(data.window_start).getTime();
@@ -91,11 +152,7 @@ export function DevicePage({ id }) {
               if (old && old.version > data.version) return prev;
               const next = new Map(prev);
               next.set(t, data);
-              if (next.size > LIVE_WINDOWS * 2) {
-                const keys = [...next.keys()].sort((a, b) => a - b);
-                for (const k of keys.slice(0, next.size - LIVE_WINDOWS * 2)) next.delete(k);
-              }
-              return next;
+              return trimWindows(next);
             });
           } else if (event === 'reading') {
             setReading(data);
@@ -105,17 +162,17 @@ export function DevicePage({ id }) {
         },
       },
     );
-  }, [id, !!rt.data]);
+  }, [id, found]);
 
   // power_w, or the device's own power metric (a solar inverter's solar_w).
   const metric = useMemo(() => fmt.powerMetric(windows.values()) || 'power_w', [windows]);
   const liveData = useMemo(() => {
     const keys = [...windows.keys()].sort((a, b) => a - b);
-    return [
-      keys.map((k) => k / 1000),
-      keys.map((k) => fmt.recordPower(windows.get(k), metric)),
-      keys.map((k) => num(windows.get(k).metrics?.[metric]?.max ?? (metric === 'power_w' ? windows.get(k).max_power_w : null))),
-    ];
+    const rows = keys.map((k) => {
+      const w = windows.get(k);
+      return [k / 1000, fmt.recordPower(w, metric), num(w.metrics?.[metric]?.max ?? (metric === 'power_w' ? w.max_power_w : null))];
+    });
+    return withGaps(rows, 60, 3);
   }, [windows, metric]);
   const tz = (rt.data && rt.data.device && rt.data.device.timezone) || 'UTC';
   const liveOpts = useMemo(
@@ -131,7 +188,7 @@ export function DevicePage({ id }) {
   );
 
   if (rt.loading && !rt.data) return html`<${Loading} what="Loading device" />`;
-  if (rt.error) return html`<p><a href="#/">‹ Fleet</a></p><${ErrorBox} error=${rt.error.status === 404 ? { status: 404, message: `No device "${id}" (or not visible with this key).` } : rt.error} retry=${rt.reload} />`;
+  if (rt.error && !rt.data) return html`<p><a href="#/">‹ Fleet</a></p><${ErrorBox} error=${rt.error.status === 404 ? { status: 404, message: `No device "${id}" (or not visible with this key).` } : rt.error} retry=${rt.reload} />`;
 
   const device = rt.data.device || { device_id: id };
   const m = (reading && reading.metrics) || {};
@@ -140,7 +197,7 @@ export function DevicePage({ id }) {
     <p class="crumbs"><a href="#/">Fleet</a> › ${device.owner_id && html`<a href=${'#/home/' + enc(device.owner_id)}>${device.owner_id}</a> › `}${id}</p>
     <div class="page-head">
       <h1>${device.name || id}</h1>
-      <span class=${'badge ' + (streamState === 'live' ? 'ok' : 'warn')} data-testid="stream-state" title="live updates from the server (not the device's own state: see Health)">${streamState === 'live' ? '● live' : streamState}</span>
+      <span class=${'badge ' + (streamState === 'live' ? 'ok' : 'warn')} data-testid="stream-state" data-state=${streamState} title=${streamState === 'paused' ? 'live updates pause while the tab is hidden (browsers allow few connections per server)' : "live updates from the server (not the device's own state: see Health)"}>${streamState === 'live' ? '● live' : streamState}</span>
     </div>
     <div class="grid">
       <div class="card meta">
@@ -164,13 +221,27 @@ export function DevicePage({ id }) {
       </div>
       <${Health} h=${health} tz=${tz} />
     </div>
+    <${LatestMetrics} metrics=${m} />
     <div class="card">
       <h2>Live ${metric === 'power_w' ? 'power' : metric} <span class="muted small">1-minute windows, up to the last ${LIVE_WINDOWS * 2}; times in ${tz}</span></h2>
       <${Chart} opts=${liveOpts} data=${liveData} testid="live-chart" />
     </div>
-    <${History} id=${id} metric=${metric} tz=${tz} />
-    <${DailyEnergy} id=${id} tz=${tz} />
+    <${History} id=${id} metric=${metric} tz=${tz} refresh=${refresh} />
+    <${DailyEnergy} id=${id} tz=${tz} refresh=${refresh} />
   </section>`;
+}
+
+// Every metric of the latest reading, also those no chart shows (temp_c, a counter-only
+// device's energy_wh, any custom name), with the unit its name implies.
+function LatestMetrics({ metrics }) {
+  const names = Object.keys(metrics || {}).sort();
+  if (!names.length) return null;
+  return html`<div class="card">
+    <h2>Latest reading <span class="muted small">every metric</span></h2>
+    <table class="metrics" data-testid="latest-metrics"><tbody>
+      ${names.map((n) => html`<tr data-metric=${n}><th><span class="ellip" title=${n}>${n}</span></th><td class="num">${fmt.metric(num(metrics[n]), n)}</td></tr>`)}
+    </tbody></table>
+  </div>`;
 }
 
 function Health({ h, tz }) {
@@ -191,7 +262,7 @@ function Health({ h, tz }) {
   </div>`;
 }
 
-function History({ id, metric, tz }) {
+function History({ id, metric, tz, refresh }) {
   const [range, setRange] = useState('24h');
   // The range asked for (seconds): what an empty chart spans.
   const asked = useRef(null);
@@ -203,11 +274,13 @@ function History({ id, metric, tz }) {
       asked.current = [from.getTime() / 1000, to.getTime() / 1000];
       return api(`/v1/devices/${enc(id)}/metrics/history` + qs({ from: from.toISOString(), to: to.toISOString(), resolution: 'auto', metrics: `${metric},voltage_v`, limit: 1500 }), { signal });
     },
-    [id, range, metric],
+    [id, range, metric, refresh],
+    { keepOnError: true },
   );
   const recs = (hist.data && hist.data.data) || [];
-  const powerData = useMemo(() => [recs.map((r) => sec(r.window_start)), recs.map((r) => fmt.recordPower(r, metric)), recs.map((r) => num(r.metrics?.[metric]?.max ?? (metric === 'power_w' ? r.max_power_w : null)))], [hist.data, metric]);
-  const voltData = useMemo(() => [recs.map((r) => sec(r.window_start)), recs.map((r) => num(r.metrics?.voltage_v?.min)), recs.map((r) => num(r.metrics?.voltage_v?.avg)), recs.map((r) => num(r.metrics?.voltage_v?.max))], [hist.data]);
+  const step = (hist.data && STEP[hist.data.resolution]) || (recs[0] && recs[0].window_end ? sec(recs[0].window_end) - sec(recs[0].window_start) : 60);
+  const powerData = useMemo(() => withGaps(recs.map((r) => [sec(r.window_start), fmt.recordPower(r, metric), num(r.metrics?.[metric]?.max ?? (metric === 'power_w' ? r.max_power_w : null))]), step, 3), [hist.data, metric]);
+  const voltData = useMemo(() => withGaps(recs.map((r) => [sec(r.window_start), num(r.metrics?.voltage_v?.min), num(r.metrics?.voltage_v?.avg), num(r.metrics?.voltage_v?.max)]), step, 4), [hist.data]);
   const emptyRange = () => asked.current || [Date.now() / 1000 - RANGES[0].ms / 1000, Date.now() / 1000];
   const powerOpts = useMemo(() => ({ series: [{}, powerSeries('avg', '#2f7de1', 'rgba(47,125,225,0.12)'), powerSeries('max', '#e8833a')], axes: [timeAxis, valueAxis('W')], scales: { x: timeScale(emptyRange) }, tzDate: inZone(tz) }), [tz]);
   const voltOpts = useMemo(() => {
@@ -221,8 +294,8 @@ function History({ id, metric, tz }) {
         ${RANGES.map((r) => html`<button class=${r.id === range ? 'on' : ''} onClick=${() => setRange(r.id)}>${r.label}</button>`)}
       </div>
     </div>
-    ${hist.error ? html`<${ErrorBox} error=${hist.error} retry=${hist.reload} />` : html`
-      ${hist.loading && html`<${Loading} />`}
+    ${hist.error && !hist.data ? html`<${ErrorBox} error=${hist.error} retry=${hist.reload} />` : html`
+      ${hist.loading && !hist.data && html`<${Loading} />`}
       <h3>${metric === 'power_w' ? 'Power' : metric}</h3>
       <${Chart} opts=${powerOpts} data=${powerData} testid="history-chart" />
       <h3>Voltage</h3>
@@ -230,14 +303,14 @@ function History({ id, metric, tz }) {
   </div>`;
 }
 
-function DailyEnergy({ id, tz }) {
+function DailyEnergy({ id, tz, refresh }) {
   const asked = useRef(null);
   const days = useLoad((signal) => {
     const to = new Date();
     const from = new Date(to.getTime() - 31 * 86400e3);
     asked.current = [from.getTime() / 1000, to.getTime() / 1000];
     return api(`/v1/devices/${enc(id)}/metrics/history` + qs({ from: from.toISOString(), to: to.toISOString(), resolution: '1d', limit: 100 }), { signal });
-  }, [id]);
+  }, [id, refresh], { keepOnError: true });
   const recs = (days.data && days.data.data) || [];
   const labels = useMemo(() => new Map(recs.map((r) => [sec(r.window_start), r.local_date])), [days.data]);
   // The energy of the device's power metric (a solar inverter's solar_w.energy_wh).
@@ -258,6 +331,6 @@ function DailyEnergy({ id, tz }) {
   );
   return html`<div class="card">
     <h2>Daily energy <span class="muted small">local days in ${tz}, last 31</span></h2>
-    ${days.loading ? html`<${Loading} />` : days.error ? html`<${ErrorBox} error=${days.error} retry=${days.reload} />` : html`<${Chart} opts=${opts} data=${data} height=${180} testid="daily-chart" />`}
+    ${days.loading && !days.data ? html`<${Loading} />` : days.error && !days.data ? html`<${ErrorBox} error=${days.error} retry=${days.reload} />` : html`<${Chart} opts=${opts} data=${data} height=${180} testid="daily-chart" />`}
   </div>`;
 }

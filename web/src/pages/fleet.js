@@ -193,8 +193,8 @@ export function FleetPage({ mode } = {}) {
                 <td data-label="Device"><span class="cell-id"><a class="ellip" href=${'#/device/' + encodeURIComponent(d.device_id)} title=${d.name ? d.name + ' (' + d.device_id + ')' : d.device_id}>${d.name || d.device_id}</a>
                   ${d.name && html`<div class="muted small ellip" title=${d.device_id}>${d.device_id}</div>`}</span></td>
                 <td data-label="Owner"><a class="ellip" href=${'#/home/' + encodeURIComponent(d.owner_id)} title=${d.owner_id}>${d.owner_id}</a></td>
-                <td data-label="Model">${d.model || '—'}</td>
-                <td data-label="Location">${d.location || '—'}</td>
+                <td data-label="Model"><span class="ellip" title=${d.model || undefined}>${d.model || '—'}</span></td>
+                <td data-label="Location"><span class="ellip" title=${d.location || undefined}>${d.location || '—'}</span></td>
                 <td data-label="Power" class="num">${v ? fmt.power(v.power) : '…'}</td>
                 <td data-label="Status">${online === null ? html`<span class="muted">…</span>` : online
                   ? html`<span><span class="dot on"></span>online</span>` : html`<span><span class="dot off"></span>offline</span>`}</td>

@@ -1,6 +1,6 @@
 // Home (owner) energy: today and this month by device, ranked, in the home's local days.
 import { html } from 'htm/preact';
-import { useMemo } from 'preact/hooks';
+import { useEffect, useMemo } from 'preact/hooks';
 import { api, listAllDevices, qs } from '../api.js';
 import * as fmt from '../format.js';
 import { ErrorBox, Loading, useLoad } from '../ui.js';
@@ -39,44 +39,65 @@ function Ranked({ title, totals, names, testid }) {
   </div>`;
 }
 
+const REFRESH_MS = 60000;
+
 export function HomePage({ owner }) {
   const load = useLoad(async (signal) => {
     const devices = (await api('/v1/devices' + qs({ owner_id: owner, limit: 1000 }), { signal })).devices || [];
     const to = new Date();
     const from = new Date(to.getTime() - 32 * 86400e3);
     const energy = await api(`/v1/owners/${enc(owner)}/energy` + qs({ from: from.toISOString(), to: to.toISOString(), resolution: '1d' }), { signal });
-    return { devices, energy };
+    return { devices, energy, now: to.getTime() };
+  }, [owner], { keepOnError: true });
+  // Today's figures grow while the devices consume: reload every minute (visible tabs).
+  useEffect(() => {
+    const timer = setInterval(() => document.visibilityState !== 'hidden' && load.reload(), REFRESH_MS);
+    return () => clearInterval(timer);
   }, [owner]);
   const view = useMemo(() => {
     if (!load.data) return null;
-    const { devices, energy } = load.data;
-    const tz = (devices.find((d) => d.timezone) || {}).timezone || Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
-    const today = fmt.localDate(Date.now(), tz);
-    const month = today.slice(0, 7);
+    const { devices, energy, now } = load.data;
+    const fallback = Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
+    const zoneOf = new Map(devices.map((d) => [d.device_id, d.timezone || 'UTC']));
+    // Each device's "today" is its own local date (CONTRACT §2: 1d = the device's local
+    // calendar day), and its "this month" that date's month: in a home whose devices are in
+    // several zones these differ (Kiritimati is a day ahead of Pago Pago).
+    const todayOf = new Map();
+    const today = (dev) => {
+      const tz = zoneOf.get(dev) || fallback;
+      if (!todayOf.has(tz)) todayOf.set(tz, fmt.localDate(now, tz));
+      return todayOf.get(tz);
+    };
     const day = {};
     const mon = {};
     for (const b of energy.data || []) {
-      const date = b.local_date || fmt.localDate(new Date(b.window_start).getTime(), tz);
       for (const [dev, wh] of Object.entries(b.devices || {})) {
-        if (date === today) day[dev] = (day[dev] || 0) + wh;
-        if (date.startsWith(month)) mon[dev] = (mon[dev] || 0) + wh;
+        const date = b.local_date || fmt.localDate(new Date(b.window_start).getTime(), zoneOf.get(dev) || fallback);
+        const t = today(dev);
+        if (date === t) day[dev] = (day[dev] || 0) + wh;
+        if (date.slice(0, 7) === t.slice(0, 7)) mon[dev] = (mon[dev] || 0) + wh;
       }
     }
-    const names = new Map(devices.map((d) => [d.device_id, d.name || d.device_id]));
-    // A home whose devices are in several zones: each device's energy is summed by its own
-    // local day (the API's local_date), so the label names them all.
+    for (const d of devices) today(d.device_id);
     const zones = [...new Set(devices.map((d) => d.timezone || 'UTC'))].sort();
+    const tz = zones[0] || fallback;
+    const dates = [...new Set(zones.map((z) => fmt.localDate(now, z)))].sort();
+    const months = [...new Set(dates.map((d) => d.slice(0, 7)))];
+    const names = new Map(devices.map((d) => [d.device_id, d.name || d.device_id]));
     const label = zones.length > 1 ? 'local days in each device\'s zone (' + zones.join(', ') + ')' : 'local days in ' + tz;
-    return { tz, label, today, month, day, mon, names };
+    return { label, today: dates.join(' / ') || fmt.localDate(now, tz), month: months.join(' / ') || fmt.localDate(now, tz).slice(0, 7), day, mon, names, empty: devices.length === 0 && !(energy.data || []).length };
   }, [load.data]);
-  if (load.loading) return html`<${Loading} what="Loading energy" />`;
-  if (load.error) return html`<p><a href="#/homes">‹ Homes</a></p><${ErrorBox} error=${load.error} retry=${load.reload} />`;
+  if (load.loading && !load.data) return html`<${Loading} what="Loading energy" />`;
+  if (load.error && !load.data) return html`<p><a href="#/homes">‹ Homes</a></p><${ErrorBox} error=${load.error} retry=${load.reload} />`;
   return html`<section class="home">
     <p class="crumbs"><a href="#/homes">Homes</a> › ${owner}</p>
     <div class="page-head"><h1>Energy of ${owner}</h1><span class="muted" data-testid="energy-zones">${view.label}</span></div>
-    <div class="grid two">
+    ${load.error && html`<${ErrorBox} error=${load.error} retry=${load.reload} />`}
+    ${view.empty
+      ? html`<p class="state" data-testid="energy-no-devices">No devices for owner <strong>${owner}</strong>.</p>`
+      : html`<div class="grid two">
       <${Ranked} title=${'Today (' + view.today + ')'} totals=${view.day} names=${view.names} testid="energy-today" />
       <${Ranked} title=${'This month (' + view.month + ')'} totals=${view.mon} names=${view.names} testid="energy-month" />
-    </div>
+    </div>`}
   </section>`;
 }
