@@ -14,11 +14,13 @@
 #include <rocksdb/write_batch.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdarg>
 #include <cstdio>
 #include <functional>
 #include <limits>
+#include <mutex>
 #include <shared_mutex>
 #include <unordered_map>
 #include <utility>
@@ -47,6 +49,9 @@ constexpr size_t kStripes = 64;
 constexpr std::array<std::string_view, kResolutions> kFrontierKeys = {
     "joule.history.frontier.base", "joule.history.frontier.hour", "joule.history.frontier.day"};
 constexpr int64_t kFrontierStep = 3600LL * 1'000'000'000LL;
+// After a failed write, the database is reopened once this much space is free (its OPTIONS
+// file is ~20 KB, a new MANIFEST a few KB, and the WAL grows from there).
+constexpr uint64_t kReopenFreeBytes = 1 << 20;
 
 std::string EncodeFrontier(int64_t v) {
   uint64_t u = static_cast<uint64_t>(v) ^ (uint64_t{1} << 63);
@@ -218,6 +223,34 @@ class ResumeByStore final : public rocksdb::EventListener {
   }
 };
 
+// A shared mutex whose exclusive side a stream of readers cannot starve (std::shared_mutex
+// on glibc lets a reader in while the lock is read-held, a waiting writer or not): once a
+// writer waits, new readers wait for it. Not recursive: a reader that takes it again while
+// a writer waits deadlocks.
+class WriterFirstSharedMutex {
+ public:
+  void lock_shared() {
+    if (writer_waiting_.load(std::memory_order_acquire)) std::lock_guard gate(gate_);
+    mu_.lock_shared();
+  }
+  void unlock_shared() { mu_.unlock_shared(); }
+  void lock() {
+    gate_.lock();
+    writer_waiting_.store(true, std::memory_order_release);
+    mu_.lock();
+  }
+  void unlock() {
+    mu_.unlock();
+    writer_waiting_.store(false, std::memory_order_release);
+    gate_.unlock();
+  }
+
+ private:
+  std::shared_mutex mu_;
+  std::mutex gate_;
+  std::atomic<bool> writer_waiting_{false};
+};
+
 // Read by the size gauges at render time; detached (db = nullptr) before the DB closes.
 struct SizeProbe {
   std::mutex mu;
@@ -240,9 +273,20 @@ struct RocksDbHistoryStore::Impl {
   const Clock* clock = nullptr;
   std::unique_ptr<MetricsRegistry> owned_metrics;
   std::shared_ptr<SizeProbe> probe = std::make_shared<SizeProbe>();
+  // What the database is opened with, kept for reopening it (Recover).
+  rocksdb::DBOptions db_options;
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+
+  // The open database. db_mu is held shared by every use of db and the handles (never
+  // twice by one thread), and exclusively while the database is closed and opened again
+  // (Recover): it is null when that failed, and read-only (read_only) when only a read-only
+  // open succeeded.
+  WriterFirstSharedMutex db_mu;
   rocksdb::DB* db = nullptr;
+  bool read_only = false;
   rocksdb::ColumnFamilyHandle* default_family = nullptr;
   std::array<rocksdb::ColumnFamilyHandle*, kResolutions> families{};
+
   std::array<std::mutex, kStripes> stripes;
   // What Put knows of stored versions (guarded per stripe by `stripes`); null = disabled.
   std::unique_ptr<HistoryVersionCache> versions;
@@ -253,10 +297,13 @@ struct RocksDbHistoryStore::Impl {
 
   // Write failures (rocksdb_history_store.h). io_mu is held shared by every write and
   // exclusively by FlushWAL and Resume: a write that fails has marked the store failing
-  // before a WAL sync can start, and none starts while RocksDB resumes.
+  // before a WAL sync can start, and none starts while RocksDB resumes. Lock order: db_mu,
+  // stripes, frontier_mu, io_mu.
   std::shared_mutex io_mu;
   std::atomic<bool> failing{false};
-  int64_t next_resume_ns = 0;  // steady clock; guarded by io_mu (exclusive)
+  // Guarded by db_mu (shared) with io_mu (exclusive), or by db_mu (exclusive):
+  int64_t next_resume_ns = 0;   // steady clock
+  bool reopen_pending = false;  // DB::Resume() succeeded; the database is to be reopened
   mutable std::mutex state_mu;
   HistoryWriteState state;  // guarded by state_mu
 
@@ -271,32 +318,62 @@ struct RocksDbHistoryStore::Impl {
   Histogram* put_latency = nullptr;
 
   ~Impl() {
+    std::unique_lock lock(db_mu);
+    // A clean close writes the memtables to SST files (compressed, one version per key),
+    // so that the WAL — every record uncompressed, every rewrite of a window — can be
+    // deleted, and the next open replays nothing. RocksDB's Close does not flush when a
+    // WAL exists. Best effort: on failure the WAL is still there and replayed at open.
+    // Never while failing: the flush would reach a WAL file whose append failed.
+    CloseDb(/*flush=*/!failing.load());
+  }
+
+  // REQUIRES: db_mu held exclusively (or no other user yet), db == nullptr.
+  Status OpenDb(bool for_reading_only) {
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::Status s =
+        for_reading_only
+            ? rocksdb::DB::OpenForReadOnly(db_options, options.path, descriptors, &handles, &db)
+            : rocksdb::DB::Open(db_options, options.path, descriptors, &handles, &db);
+    if (!s.ok()) {
+      db = nullptr;
+      return FromRocks(
+          s, std::string(for_reading_only ? "open (read-only) " : "open ") + options.path);
+    }
+    read_only = for_reading_only;
+    default_family = handles[0];
+    for (size_t i = 0; i < kResolutions; ++i) families[i] = handles[i + 1];
+    std::lock_guard lock(probe->mu);
+    probe->db = db;
+    probe->families = families;
+    return Status::Ok();
+  }
+  // REQUIRES: db_mu held exclusively (or no other user any more).
+  void CloseDb(bool flush) {
     {
       std::lock_guard lock(probe->mu);
       probe->db = nullptr;
     }
     if (db == nullptr) return;
-    // A clean close writes the memtables to SST files (compressed, one version per key),
-    // so that the WAL — every record uncompressed, every rewrite of a window — can be
-    // deleted, and the next open replays nothing. RocksDB's Close does not flush when a
-    // WAL exists. Best effort: on failure the WAL is still there and replayed at open.
     std::vector<rocksdb::ColumnFamilyHandle*> all;
     if (default_family != nullptr) all.push_back(default_family);
     for (auto* h : families) {
       if (h != nullptr) all.push_back(h);
     }
-    rocksdb::FlushOptions flush;
-    flush.allow_write_stall = true;
-    if (!failing.load()) (void)db->Flush(flush, all);
-    for (auto* h : families) {
-      if (h != nullptr) (void)db->DestroyColumnFamilyHandle(h);
+    if (flush && !read_only) {
+      rocksdb::FlushOptions flush_options;
+      flush_options.allow_write_stall = true;
+      (void)db->Flush(flush_options, all);
     }
-    if (default_family != nullptr) (void)db->DestroyColumnFamilyHandle(default_family);
+    for (auto* h : all) (void)db->DestroyColumnFamilyHandle(h);
+    default_family = nullptr;
+    families.fill(nullptr);
     (void)db->Close();
     delete db;
+    db = nullptr;
+    read_only = false;
   }
 
-  // Records a failed write; the store refuses writes until Resume succeeds.
+  // Records a failed write; the store refuses writes until it has recovered.
   void Failed(const Status& st) {
     std::lock_guard lock(state_mu);
     if (!state.failing) {
@@ -315,24 +392,84 @@ struct RocksDbHistoryStore::Impl {
     return Status::Unavailable(fmt::format(
         "history store is not writable since a write failed ({}); retried", state.error));
   }
-  // When failing: DB::Resume(), at most once per resume_interval_ns. OK when writable.
+  void RecordRecoveryError(const Status& st) {
+    std::lock_guard lock(state_mu);
+    state.error = st.message();
+  }
+  static int64_t SteadyNowNanos() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+
+  // When failing: recovers, at most once per resume_interval_ns. OK when writable.
+  //
+  // DB::Resume() first, with the database open (reads go on): once there is space it
+  // flushes the memtables, clears RocksDB's error and, by switching a memtable that holds
+  // writes, starts a new WAL file. But RocksDB 7.8 switches only such memtables: when every
+  // memtable was empty as the WAL append failed (after an open, or after a resume, which
+  // flushes them all), Resume succeeds — even on a full disk — and the WAL file whose
+  // append failed stays in use, and the next append or sync of it trips RocksDB's assertion
+  // `sync_without_flush_called_` (an abort; fixed upstream much later, facebook/rocksdb
+  // #12448 and #12998; found by a crash test, at SIGTERM on a full disk). Then the database
+  // is closed and opened again before anything is written, once at least kReopenFreeBytes
+  // are free: closing skips a WAL writer that saw an error, and the open starts a new WAL
+  // and replays nothing that is not in SST files. If that open fails (the space was taken
+  // again), the database is opened read-only so that reads go on, and the next attempt
+  // opens it for writing again.
   Status Recover() {
     if (!failing.load()) return Status::Ok();
-    std::unique_lock io(io_mu);
-    if (!failing.load()) return Status::Ok();
-    const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                            std::chrono::steady_clock::now().time_since_epoch())
-                            .count();
-    if (now < next_resume_ns) return Refused();
-    next_resume_ns = now + options.resume_interval_ns;
-    rocksdb::Status s = db->Resume();
-    if (!s.ok()) {
-      {
-        std::lock_guard lock(state_mu);
-        state.error = FromRocks(s, "resume").message();
+    {
+      std::shared_lock db_lock(db_mu);
+      std::unique_lock io(io_mu);
+      if (!failing.load()) return Status::Ok();
+      const int64_t now = SteadyNowNanos();
+      if (now < next_resume_ns) return Refused();
+      next_resume_ns = now + options.resume_interval_ns;
+      if (!reopen_pending) {
+        // Stable meanwhile: only a write fills a memtable, and only a write or a flush
+        // switches one; RocksDB refuses writes now, and the store flushes under io_mu.
+        const bool resume_starts_a_new_wal = AnyMemtableHoldsWrites();
+        rocksdb::Status s = db->Resume();
+        if (!s.ok()) {
+          RecordRecoveryError(FromRocks(s, "resume"));
+          return Refused();
+        }
+        if (resume_starts_a_new_wal) return Recovered();
+        reopen_pending = true;
       }
+      uint64_t free_bytes = 0;
+      if (db_options.env->GetFreeSpace(options.path, &free_bytes).ok() &&
+          free_bytes < kReopenFreeBytes) {
+        return Refused();
+      }
+    }
+    std::unique_lock db_lock(db_mu);
+    if (!failing.load()) return Status::Ok();  // reopened by another thread
+    if (!reopen_pending) return Refused();     // ... and failed again since
+    CloseDb(/*flush=*/false);
+    Status st = OpenDb(/*for_reading_only=*/false);
+    if (!st.ok()) {
+      RecordRecoveryError(st);
+      (void)OpenDb(/*for_reading_only=*/true);  // reads go on; null if this fails too
       return Refused();
     }
+    reopen_pending = false;
+    return Recovered();
+  }
+  // REQUIRES: db_mu held, db != nullptr.
+  bool AnyMemtableHoldsWrites() const {
+    std::vector<rocksdb::ColumnFamilyHandle*> all(families.begin(), families.end());
+    all.push_back(default_family);
+    for (auto* h : all) {
+      uint64_t entries = 0;
+      if (db->GetIntProperty(h, "rocksdb.num-entries-active-mem-table", &entries) && entries > 0) {
+        return true;
+      }
+    }
+    return false;
+  }
+  Status Recovered() {
     {
       std::lock_guard lock(state_mu);
       state = HistoryWriteState{};
@@ -342,6 +479,7 @@ struct RocksDbHistoryStore::Impl {
     return Status::Ok();
   }
   // A write under io_mu (shared): refused while failing; a failure marks the store failing.
+  // REQUIRES: db_mu held shared, db != nullptr.
   Status Write(rocksdb::WriteBatch* batch) {
     std::shared_lock io(io_mu);
     if (failing.load()) return Refused();
@@ -356,6 +494,9 @@ struct RocksDbHistoryStore::Impl {
   rocksdb::ColumnFamilyHandle* Family(model::Resolution r) const { return families[Index(r)]; }
   static size_t Stripe(std::string_view device_id) {
     return std::hash<std::string_view>{}(device_id) % kStripes;
+  }
+  static Status Closed() {
+    return Status::Unavailable("history store is closed: reopening it after a failed write failed");
   }
 };
 
@@ -394,7 +535,7 @@ Result<std::unique_ptr<RocksDbHistoryStore>> RocksDbHistoryStore::Open(
     metrics = impl->owned_metrics.get();
   }
 
-  rocksdb::DBOptions db_options;
+  rocksdb::DBOptions& db_options = impl->db_options;
   if (options.env != nullptr) db_options.env = options.env;
   db_options.create_if_missing = true;
   db_options.create_missing_column_families = true;
@@ -415,7 +556,7 @@ Result<std::unique_ptr<RocksDbHistoryStore>> RocksDbHistoryStore::Open(
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
 
-  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  std::vector<rocksdb::ColumnFamilyDescriptor>& descriptors = impl->descriptors;
   descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions());
   for (size_t i = 0; i < kResolutions; ++i) {
     const auto r = static_cast<model::Resolution>(i);
@@ -442,14 +583,11 @@ Result<std::unique_ptr<RocksDbHistoryStore>> RocksDbHistoryStore::Open(
   rocksdb::Env* env = db_options.env != nullptr ? db_options.env : rocksdb::Env::Default();
   env->CreateDirIfMissing(options.path).PermitUncheckedError();
 
-  std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  rocksdb::Status s = rocksdb::DB::Open(db_options, options.path, descriptors, &handles, &impl->db);
-  if (!s.ok()) return FromRocks(s, "open " + options.path);
-  impl->default_family = handles[0];
-  for (size_t i = 0; i < kResolutions; ++i) impl->families[i] = handles[i + 1];
+  JOULE_RETURN_IF_ERROR(impl->OpenDb(/*for_reading_only=*/false));
 
   std::string format;
-  s = impl->db->Get(rocksdb::ReadOptions(), impl->default_family, kFormatKey, &format);
+  rocksdb::Status s =
+      impl->db->Get(rocksdb::ReadOptions(), impl->default_family, kFormatKey, &format);
   std::array<int64_t, kResolutions> frontier;
   if (s.IsNotFound()) {
     // A new database: no keys, so every family's frontier is "nothing stored".
@@ -518,11 +656,6 @@ Result<std::unique_ptr<RocksDbHistoryStore>> RocksDbHistoryStore::Open(
   impl->put_latency =
       metrics->GetHistogram("joule_history_put_latency_seconds", "Latency of a history Put batch",
                             Histogram::LatencyBuckets());
-  {
-    std::lock_guard lock(impl->probe->mu);
-    impl->probe->db = impl->db;
-    impl->probe->families = impl->families;
-  }
   for (size_t i = 0; i < kResolutions; ++i) {
     const MetricLabels labels = {{"resolution", kFamilyNames[i]}};
     std::shared_ptr<SizeProbe> probe = impl->probe;
@@ -545,6 +678,8 @@ Status RocksDbHistoryStore::Put(const std::vector<model::AggregateRecord>& recor
     JOULE_RETURN_IF_ERROR(ValidateResolution(r.resolution));
   }
   JOULE_RETURN_IF_ERROR(d.Recover());
+  std::shared_lock db_lock(d.db_mu);
+  if (d.db == nullptr) return d.Refused();
   d.put_records->Inc(records.size());
 
   std::array<int64_t, kResolutions> horizon;
@@ -729,6 +864,7 @@ Status RocksDbHistoryStore::Put(const std::vector<model::AggregateRecord>& recor
     }
   }
   locks.clear();
+  db_lock.unlock();
   if (result.ok() && d.observer) {
     for (const auto* r : written) d.observer(*r);
   }
@@ -764,6 +900,8 @@ Result<std::string> RocksDbHistoryStore::Scan(const HistoryQuery& q, const Histo
   const rocksdb::Slice upper_slice(upper);
   rocksdb::ReadOptions ro;
   ro.iterate_upper_bound = &upper_slice;
+  std::shared_lock db_lock(impl_->db_mu);
+  if (impl_->db == nullptr) return Impl::Closed();
   std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->Family(q.resolution)));
   size_t seen = 0;
   StoredEntry entry;
@@ -806,6 +944,8 @@ Result<std::optional<model::AggregateRecord>> RocksDbHistoryStore::Get(std::stri
   if (window_start_ns < impl_->Horizon(r)) return std::optional<model::AggregateRecord>();
   const std::string key = codec::EncodeKey(r, device_id, window_start_ns);
   rocksdb::PinnableSlice value;
+  std::shared_lock db_lock(impl_->db_mu);
+  if (impl_->db == nullptr) return Impl::Closed();
   rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), impl_->Family(r), key, &value);
   if (s.IsNotFound()) return std::optional<model::AggregateRecord>();
   JOULE_RETURN_IF_ERROR(FromRocks(s, "get"));
@@ -825,6 +965,8 @@ Result<std::vector<model::AggregateRecord>> RocksDbHistoryStore::Latest(std::str
   const rocksdb::Slice lower_slice(lower);
   rocksdb::ReadOptions ro;
   ro.iterate_lower_bound = &lower_slice;
+  std::shared_lock db_lock(impl_->db_mu);
+  if (impl_->db == nullptr) return Impl::Closed();
   std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->Family(r)));
   out.reserve(std::min<size_t>(n, 4096));
   for (it->SeekForPrev(codec::EncodeKey(r, device_id, std::numeric_limits<int64_t>::max()));
@@ -850,6 +992,7 @@ int64_t RocksDbHistoryStore::ReadHorizon(model::Resolution r) const {
 Status RocksDbHistoryStore::Flush() {
   Impl& d = *impl_;
   JOULE_RETURN_IF_ERROR(d.Recover());
+  std::shared_lock db_lock(d.db_mu);
   std::unique_lock io(d.io_mu);
   if (d.failing.load()) return d.Refused();
   Status st = FromRocks(d.db->FlushWAL(/*sync=*/true), "sync WAL");
@@ -863,6 +1006,9 @@ HistoryWriteState RocksDbHistoryStore::WriteState() const {
 }
 
 Status RocksDbHistoryStore::CompactExpired() {
+  std::shared_lock db_lock(impl_->db_mu);
+  std::shared_lock io(impl_->io_mu);
+  if (impl_->failing.load()) return impl_->Refused();
   for (size_t i = 0; i < kResolutions; ++i) {
     if (impl_->options.retention.For(static_cast<model::Resolution>(i)) <= 0) continue;
     JOULE_RETURN_IF_ERROR(
@@ -876,6 +1022,9 @@ Status RocksDbHistoryStore::CompactExpired() {
 }
 
 Status RocksDbHistoryStore::CompactAll() {
+  std::shared_lock db_lock(impl_->db_mu);
+  std::shared_lock io(impl_->io_mu);
+  if (impl_->failing.load()) return impl_->Refused();
   for (auto* family : impl_->families) {
     JOULE_RETURN_IF_ERROR(FromRocks(impl_->db->Flush(rocksdb::FlushOptions(), family), "flush"));
     rocksdb::CompactRangeOptions cro;
@@ -889,6 +1038,8 @@ Status RocksDbHistoryStore::CompactAll() {
 Result<HistoryDiskUsage> RocksDbHistoryStore::DiskUsage(model::Resolution r) {
   JOULE_RETURN_IF_ERROR(ValidateResolution(r));
   HistoryDiskUsage u;
+  std::shared_lock db_lock(impl_->db_mu);
+  if (impl_->db == nullptr) return Impl::Closed();
   auto* family = impl_->Family(r);
   impl_->db->GetIntProperty(family, "rocksdb.total-sst-files-size", &u.sst_bytes);
   impl_->db->GetIntProperty(family, "rocksdb.estimate-num-keys", &u.estimated_records);

@@ -9,13 +9,17 @@
 // Durability: after Put returns, its records survive a process crash; after Flush, a
 // power loss.
 // Write errors (a full disk, RELIABILITY.md #6): a write RocksDB refuses puts the store in
-// a failing state. Until DB::Resume() succeeds — tried by Put and Flush, at most once per
+// a failing state. Until it has recovered — tried by Put and Flush, at most once per
 // `resume_interval_ns` — Put and Flush answer Unavailable without touching the database
-// (RocksDB asserts when its WAL file is synced after a failed append; found by a black-box
-// test). RocksDB's own recovery is off for such errors (it waits for 64 MiB of free space);
-// its log lines go to Joule's log, not to a `LOG` file (an append to that file after a
-// failed one tripped the same assertion). Reads go on. Nothing written before the failure
-// is lost; what a failed Put carried is not stored, and the caller writes it again.
+// (RocksDB asserts when its WAL file is appended to or synced after a failed append; found
+// by black-box and crash tests). Recovering is DB::Resume(), and when that cannot start a
+// new WAL file (no memtable held writes as the append failed) also closing and opening the
+// database again, once 1 MiB is free (read-only meanwhile if that open fails). RocksDB's own
+// recovery is off for such errors (it waits for 64 MiB of free space); its log lines go to
+// Joule's log, not to a `LOG` file (an append to that file after a failed one tripped the
+// same assertion). Reads go on (they wait for a reopen, a few milliseconds). Nothing written
+// before the failure is lost; what a failed Put carried is not stored, and the caller
+// writes it again.
 #pragma once
 
 #include <array>
@@ -52,7 +56,8 @@ struct RocksDbHistoryOptions {
   // every Put reads every key's stored version first.
   size_t version_cache_devices = 100'000;
   // After a failed write (a full disk), the first Put or Flush at least this long after the
-  // previous attempt tries DB::Resume(); the others answer Unavailable at once.
+  // previous attempt tries to recover (DB::Resume(), or a reopen); the others answer
+  // Unavailable at once.
   int64_t resume_interval_ns = kNanosPerSecond;
   // Tests: the RocksDB environment (fault injection); nullptr = the default.
   rocksdb::Env* env = nullptr;

@@ -926,12 +926,22 @@ TEST_F(RocksDbHistoryTest, ACleanCloseLeavesSstFilesAndNoWal) {
 }
 
 // A filesystem that answers ENOSPC to every append while `full` is set, as a full disk
-// does (files are still created; RocksDB's own error is NoSpace, retryable).
+// does (files are still created; RocksDB's own error is NoSpace, retryable), and reports no
+// free space then — unless `claims_space` is set.
 class FullDiskFileSystem final : public rocksdb::FileSystemWrapper {
  public:
   explicit FullDiskFileSystem(std::atomic<bool>* full)
       : FileSystemWrapper(rocksdb::FileSystem::Default()), full_(full) {}
   const char* Name() const override { return "FullDiskFileSystem"; }
+  std::atomic<bool> claims_space{false};
+  rocksdb::IOStatus GetFreeSpace(const std::string& path, const rocksdb::IOOptions& o,
+                                 uint64_t* free_space, rocksdb::IODebugContext* dbg) override {
+    if (full_->load() && !claims_space.load()) {
+      *free_space = 0;
+      return rocksdb::IOStatus::OK();
+    }
+    return target()->GetFreeSpace(path, o, free_space, dbg);
+  }
   rocksdb::IOStatus NewWritableFile(const std::string& f, const rocksdb::FileOptions& o,
                                     std::unique_ptr<rocksdb::FSWritableFile>* r,
                                     rocksdb::IODebugContext* dbg) override {
@@ -1041,6 +1051,150 @@ TEST_F(RocksDbHistoryTest, AFullDiskRefusesWritesUntilSpaceReturns) {
       auto g = store_->Get(r.device_id, r.resolution, r.window_start_ns);
       ASSERT_TRUE(g.ok() && g->has_value()) << r.device_id << " " << r.window_start_ns;
     }
+  }
+  store_.reset();  // before the environment goes
+}
+
+// RocksDB 7.8 keeps using a WAL file whose append failed when DB::Resume() has no memtable to
+// switch (every memtable was empty when the append failed: right after a resume, which
+// flushes them all, or after an open), and the next append or sync of that file trips its
+// assertion `sync_without_flush_called_` (found by a crash test: the server aborted at
+// SIGTERM on a full disk, flushing history after a resume). Here appends fail while no
+// memtable holds anything, then space returns and the store is recovered once by a WAL sync
+// (Flush) and once by a Put.
+void FailWithEmptyMemtablesThenRecover(RocksDbHistoryOptions options, MetricsRegistry* metrics,
+                                       std::atomic<bool>* full) {
+  auto opened = RocksDbHistoryStore::Open(options, metrics);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  std::unique_ptr<RocksDbHistoryStore> store = std::move(opened).value();
+  auto batch = [](const std::string& device) {
+    std::vector<AggregateRecord> b;
+    for (int m = 0; m < 20; ++m) b.push_back(MakeRecord(device, Resolution::kBase, kNow + m));
+    return b;
+  };
+  const std::vector<AggregateRecord> a = batch("a"), b = batch("b");
+  ASSERT_TRUE(store->Put(a).ok());
+  *full = true;
+  ASSERT_FALSE(store->Put(b).ok());
+  *full = false;
+  Status st = store->Flush();  // recovers: the memtables are flushed, nothing is written
+  ASSERT_TRUE(st.ok()) << st.ToString();
+
+  *full = true;
+  ASSERT_FALSE(store->Put(b).ok());  // a WAL append fails, no memtable holds anything
+  *full = false;
+  st = store->Flush();  // recovers, then syncs the WAL
+  ASSERT_TRUE(st.ok()) << st.ToString();
+
+  *full = true;
+  ASSERT_FALSE(store->Put(b).ok());  // the same, nothing was written since
+  *full = false;
+  st = store->Put(b);  // recovers, then appends to the WAL
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  ASSERT_TRUE(store->Flush().ok());
+  EXPECT_FALSE(store->WriteState().failing);
+  EXPECT_EQ(CounterValue(*metrics, "joule_history_resumes_total"), 3u);
+  for (const auto* records : {&a, &b}) {
+    for (const auto& r : *records) {
+      auto got = store->Get(r.device_id, r.resolution, r.window_start_ns);
+      ASSERT_TRUE(got.ok() && got->has_value()) << r.device_id << " " << r.window_start_ns;
+    }
+  }
+  store.reset();
+  opened = RocksDbHistoryStore::Open(options, metrics);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  for (const auto* records : {&a, &b}) {
+    for (const auto& r : *records) {
+      auto got = (*opened)->Get(r.device_id, r.resolution, r.window_start_ns);
+      ASSERT_TRUE(got.ok() && got->has_value()) << r.device_id << " " << r.window_start_ns;
+    }
+  }
+}
+
+TEST_F(RocksDbHistoryTest, NeverWritesToAWalWhoseAppendFailedWhileTheMemtablesWereEmpty) {
+  store_.reset();
+  std::atomic<bool> full{false};
+  auto fs = std::make_shared<FullDiskFileSystem>(&full);
+  std::unique_ptr<rocksdb::Env> env = rocksdb::NewCompositeEnv(fs);
+  options_.env = env.get();
+  options_.resume_interval_ns = 0;
+  // In a child first: the failure is RocksDB's abort, which would end this test binary.
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        FailWithEmptyMemtablesThenRecover(options_, &metrics_, &full);
+        const bool failed = ::testing::Test::HasFailure();
+        std::filesystem::remove_all(dir_);
+        std::exit(failed ? 1 : 0);
+      },
+      ::testing::ExitedWithCode(0), "");
+  if (HasFailure()) return;
+  options_.path = dir_ + "/history-parent";
+  FailWithEmptyMemtablesThenRecover(options_, &metrics_, &full);
+}
+
+// Recovering closes and opens the database again, once there is space: with no memtable to
+// flush, DB::Resume() succeeds on a full disk, so until the free space says otherwise the
+// resumed database stays open (not written). When the open fails all the same (the
+// filesystem claims space it does not have), the database is opened read-only. Either way
+// reads go on, writes are refused, and the store recovers once there is space.
+TEST_F(RocksDbHistoryTest, ReadsGoOnWhileTheDatabaseCannotBeReopened) {
+  std::atomic<bool> full{false};
+  auto fs = std::make_shared<FullDiskFileSystem>(&full);
+  std::unique_ptr<rocksdb::Env> env = rocksdb::NewCompositeEnv(fs);
+  options_.env = env.get();
+  options_.resume_interval_ns = 0;
+  Open();
+  const AggregateRecord a = MakeRecord("a", Resolution::kBase, kNow);
+  const AggregateRecord b = MakeRecord("b", Resolution::kBase, kNow);
+  const AggregateRecord c = MakeRecord("c", Resolution::kBase, kNow);
+  ASSERT_TRUE(store_->Put({a}).ok());
+  full = true;
+  ASSERT_FALSE(store_->Put({b}).ok());
+  full = false;
+  ASSERT_TRUE(store_->Flush().ok());  // recovered; no memtable holds anything now
+
+  for (bool claims_space : {false, true}) {
+    SCOPED_TRACE(claims_space ? "the filesystem claims space" : "no free space");
+    fs->claims_space = claims_space;
+    full = true;
+    ASSERT_FALSE(store_->Put({b}).ok());
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      Status st = store_->Put({b});
+      EXPECT_EQ(st.code(), StatusCode::kUnavailable) << st.ToString();
+      EXPECT_FALSE(store_->Flush().ok());
+      auto got = store_->Get("a", Resolution::kBase, kNow);
+      ASSERT_TRUE(got.ok() && got->has_value()) << "reads go on: " << got.status().ToString();
+      auto latest = store_->Latest("a", Resolution::kBase, 5);
+      ASSERT_TRUE(latest.ok() && latest->size() == 1u) << latest.status().ToString();
+      auto page = store_->Range({"a", Resolution::kBase, kNow, kNow + kNanosPerMinute, 10, ""});
+      ASSERT_TRUE(page.ok() && page->records.size() == 1u) << page.status().ToString();
+    }
+    const HistoryWriteState state = store_->WriteState();
+    EXPECT_TRUE(state.failing);
+    EXPECT_NE(state.error.find("No space left"), std::string::npos) << state.error;
+    EXPECT_FALSE(store_->CompactAll().ok());
+
+    full = false;
+    Status st = store_->Flush();  // recovers without writing: no memtable holds anything
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    EXPECT_FALSE(store_->WriteState().failing);
+  }
+  // Closed while waiting for space to reopen: the close skips the WAL file that failed.
+  fs->claims_space = false;
+  full = true;
+  ASSERT_FALSE(store_->Put({b}).ok());
+  ASSERT_FALSE(store_->Put({b}).ok());
+  EXPECT_EQ(CounterValue(metrics_, "joule_history_resumes_total"), 3u);
+  store_.reset();
+  full = false;
+  Open();
+  ASSERT_TRUE(store_->Put({b}).ok());
+  ASSERT_TRUE(store_->Put({c}).ok());
+  Open();
+  for (const auto& r : {a, b, c}) {
+    auto got = store_->Get(r.device_id, r.resolution, r.window_start_ns);
+    ASSERT_TRUE(got.ok() && got->has_value()) << r.device_id;
   }
   store_.reset();  // before the environment goes
 }
