@@ -59,6 +59,12 @@ struct RocksDbHistoryOptions {
   // previous attempt tries to recover (DB::Resume(), or a reopen); the others answer
   // Unavailable at once.
   int64_t resume_interval_ns = kNanosPerSecond;
+  // The WAL files kept at most: past it, RocksDB flushes the families whose memtables hold
+  // the oldest WAL file so that it can be deleted. Without it (RocksDB's default: 4 × the
+  // memtables, ~2 GB here) a family written rarely — the day records, the frontier keys of
+  // the default family — kept every WAL since its last flush: up to ~2 GB on disk, all
+  // replayed at the next start after a kill -9.
+  uint64_t max_total_wal_bytes = 128 << 20;
   // Tests: the RocksDB environment (fault injection); nullptr = the default.
   rocksdb::Env* env = nullptr;
 };
