@@ -442,7 +442,7 @@ void AlertEngine::Apply(std::vector<AlertUpdate>& updates) {
         open_[u.alert.id] = u.alert.state;
       }
     }
-    if (options_.publish) options_.publish(u.alert.device_id, u.alert.json);
+    if (options_.publish) options_.publish(u.alert);
   }
 }
 

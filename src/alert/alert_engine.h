@@ -46,8 +46,9 @@ struct AlertEngineOptions {
   size_t outbox_capacity = Outbox::kDefaultCapacity;  // pending webhook deliveries
   int64_t tick_interval_ns = kNanosPerSecond;
   NotifierOptions notifier;
-  // SSE fan-out of alert events: (device_id, alert JSON). May be empty.
-  std::function<void(const std::string&, const std::string&)> publish;
+  // SSE fan-out of alert events; routed by the alert's owner_id, which differs from the
+  // device's current owner once the device moved. May be empty.
+  std::function<void(const store::Alert&)> publish;
 };
 
 class AlertEngine {

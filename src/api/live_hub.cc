@@ -13,13 +13,15 @@ LiveHub::LiveHub(OwnerOf owner_of) : owner_of_(std::move(owner_of)) {}
 LiveHub::~LiveHub() { StopRevalidator(); }
 
 uint64_t LiveHub::Subscribe(std::string device_id, std::string owner_id,
-                            std::shared_ptr<net::SseStream> stream, Allowed allowed) {
+                            std::shared_ptr<net::SseStream> stream, Allowed allowed,
+                            std::string reader_owner) {
   std::lock_guard lock(mu_);
   uint64_t id = next_id_++;
+  Subscriber sub{id, std::move(stream), std::move(allowed), std::move(reader_owner)};
   if (!device_id.empty()) {
-    by_device_[device_id].push_back({id, std::move(stream), std::move(allowed)});
+    by_device_[device_id].push_back(std::move(sub));
   } else {
-    by_owner_[owner_id].push_back({id, std::move(stream), std::move(allowed)});
+    by_owner_[owner_id].push_back(std::move(sub));
   }
   ++count_;
   return id;
@@ -116,8 +118,26 @@ std::vector<std::shared_ptr<net::SseStream>> LiveHub::Targets(std::string_view d
   return out;
 }
 
-void LiveHub::Publish(std::string_view device_id, std::string_view event, const std::string& json) {
-  for (const auto& s : Targets(device_id)) s->Send(event, json);
+void LiveHub::PublishAlert(std::string_view device_id, std::string_view owner_id,
+                           const std::string& json) {
+  if (count_.load(std::memory_order_relaxed) == 0) return;
+  std::vector<std::shared_ptr<net::SseStream>> out;
+  {
+    std::lock_guard lock(mu_);
+    auto it = by_device_.find(std::string(device_id));
+    if (it != by_device_.end()) {
+      for (const auto& s : it->second) {
+        if (s.reader_owner.empty() || s.reader_owner == owner_id) out.push_back(s.stream);
+      }
+    }
+    if (!owner_id.empty()) {
+      it = by_owner_.find(std::string(owner_id));
+      if (it != by_owner_.end()) {
+        for (const auto& s : it->second) out.push_back(s.stream);
+      }
+    }
+  }
+  for (const auto& s : out) s->Send("alert", json);
 }
 
 void LiveHub::PublishRecord(const model::AggregateRecord& record) {

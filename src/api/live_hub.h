@@ -37,8 +37,11 @@ class LiveHub {
   using Allowed = std::function<bool()>;
 
   // Exactly one of device_id / owner_id is non-empty. `allowed` may be empty (always).
+  // `reader_owner`: the owner the subscriber reads as (an owner key's), "" for the admin;
+  // a device stream gets only the alerts of that owner (PublishAlert).
   uint64_t Subscribe(std::string device_id, std::string owner_id,
-                     std::shared_ptr<net::SseStream> stream, Allowed allowed = {});
+                     std::shared_ptr<net::SseStream> stream, Allowed allowed = {},
+                     std::string reader_owner = {});
   void Unsubscribe(uint64_t id);
 
   // Asks every subscriber's `allowed` (outside the lock) and closes the streams refused: a
@@ -54,8 +57,12 @@ class LiveHub {
 
   void PublishRecord(const model::AggregateRecord& record);
   void PublishReading(const model::Event& event);
-  // `event` is the SSE event name ("alert"); `json` its data.
-  void Publish(std::string_view device_id, std::string_view event, const std::string& json);
+  // An `alert` event, routed by the alert's owner — not the device's current owner, which
+  // differs once the device moved (and is none once it was deleted): the streams of
+  // `owner_id`, and the device's streams opened by the admin or by `owner_id`'s keys.
+  // (It went by the device's owner: after a move, the old owner's resolution went to the
+  // new owner's stream and the old owner got nothing; found by a black-box test.)
+  void PublishAlert(std::string_view device_id, std::string_view owner_id, const std::string& json);
 
   size_t subscriber_count() const;
 
@@ -64,6 +71,7 @@ class LiveHub {
     uint64_t id;
     std::shared_ptr<net::SseStream> stream;
     Allowed allowed;
+    std::string reader_owner;  // "" for the admin
   };
   // Streams listening to this device (directly or through its owner); empty = nobody.
   std::vector<std::shared_ptr<net::SseStream>> Targets(std::string_view device_id);

@@ -113,7 +113,8 @@ void HandleStream(ApiContext& ctx, const std::shared_ptr<StreamQuota>& quota, ne
     };
   }
   uint64_t id = hub->Subscribe(device_id ? *device_id : "", owner_id ? *owner_id : "", stream,
-                               std::move(allowed));
+                               std::move(allowed),
+                               caller.kind == Caller::Kind::kOwner ? caller.owner_id : "");
   stream->SetOnClose([hub, id, quota, quota_key] {
     hub->Unsubscribe(id);
     if (!quota_key.empty()) quota->Give(quota_key);

@@ -331,8 +331,8 @@ int RunServer(const Config& given_config) {
   alert_options.notifier.max_backoff_ns = config.alerts_retry_max_backoff_ns;
   alert_options.notifier.max_attempts = config.alerts_delivery_max_attempts;
   alert_options.notifier.max_targets = static_cast<size_t>(config.alerts_delivery_max_targets);
-  alert_options.publish = [&live](const std::string& device_id, const std::string& json) {
-    live.Publish(device_id, "alert", json);
+  alert_options.publish = [&live](const store::Alert& alert) {
+    live.PublishAlert(alert.device_id, alert.owner_id, alert.json);
   };
   auto alerts_opened = alert::AlertEngine::Open(alert_options, metadata.get(), clock, &metrics);
   if (!alerts_opened.ok()) {
