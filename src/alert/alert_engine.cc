@@ -42,6 +42,8 @@ Result<std::unique_ptr<AlertEngine>> AlertEngine::Open(AlertEngineOptions option
   std::unique_ptr<AlertEngine> e(new AlertEngine(std::move(options), metadata, clock, metrics));
   JOULE_ASSIGN_OR_RETURN(
       e->outbox_, Outbox::Open(e->options_.dir, e->options_.fsync, e->options_.outbox_capacity));
+  JOULE_ASSIGN_OR_RETURN(e->pending_writes_,
+                         PendingAlertWrites::Open(e->options_.dir, e->options_.fsync));
   NotifierOptions no = e->options_.notifier;
   no.allow_private_targets = e->options_.allow_private_targets;
   e->notifier_ = std::make_unique<WebhookNotifier>(no, e->outbox_.get(), clock, metrics);
@@ -51,6 +53,11 @@ Result<std::unique_ptr<AlertEngine>> AlertEngine::Open(AlertEngineOptions option
   metrics->AddGaugeCallback("joule_alert_outbox_capacity",
                             "Pending webhook deliveries the outbox holds at most", {},
                             [box] { return static_cast<double>(box->capacity()); });
+  PendingAlertWrites* pending = e->pending_writes_.get();
+  metrics->AddGaugeCallback(
+      "joule_alert_store_pending_writes",
+      "Alerts whose latest change is not yet in the metadata store (kept, retried)", {},
+      [pending] { return static_cast<double>(pending->size()); });
   AlertEngine* self = e.get();
   for (const char* state : {"pending", "firing"}) {
     metrics->AddGaugeCallback("joule_alerts", "Open alerts by state", {{"state", state}},
@@ -74,6 +81,8 @@ AlertEngine::AlertEngine(AlertEngineOptions options, store::MetadataStore* metad
       evaluator_([this](std::string_view id) { return Lookup(id); }) {
   evaluator_.SetStoredAlertLookup([this](const std::string& id) -> std::optional<store::Alert> {
     if (!metadata_) return std::nullopt;
+    // A change the store has not taken yet is newer than its row.
+    if (std::optional<store::Alert> kept = pending_writes_->Get(id)) return kept;
     Result<store::Alert> a = metadata_->GetAlert(id);
     if (!a.ok()) {
       if (a.status().code() != StatusCode::kNotFound) store_errors_->Inc();
@@ -249,6 +258,10 @@ Status AlertEngine::Start() {
       }
     });
     const int64_t now = clock_->NowNanos();
+    // Changes a previous run could not store (the store was unreachable) first: they are
+    // newer than the rows, and restoring from stale rows would lose the episode.
+    if (!pending_writes_->empty()) RetryPendingWrites("at start");
+    std::vector<store::Alert> restore;
     for (store::AlertState state : {store::AlertState::kPending, store::AlertState::kFiring}) {
       store::AlertFilter f;
       f.state = state;
@@ -256,14 +269,32 @@ Status AlertEngine::Start() {
       while (true) {
         Result<store::AlertPage> page = metadata_->ListAlerts(f);
         if (!page.ok()) return page.status();
-        for (const store::Alert& a : page->alerts) {
-          evaluator_.RestoreAlert(a, now);
-          std::lock_guard lock(open_mu_);
-          open_[a.id] = a.state;
-        }
+        for (store::Alert& a : page->alerts) restore.push_back(std::move(a));
         if (page->next_cursor.empty()) break;
         f.after = page->next_cursor;
       }
+    }
+    // Writes still not stored (the store went away again) count as stored: the newest
+    // state wins, the store's ack and snooze flags are kept.
+    for (const store::Alert& kept : pending_writes_->All()) {
+      auto it = std::find_if(restore.begin(), restore.end(),
+                             [&](const store::Alert& a) { return a.id == kept.id; });
+      if (it == restore.end()) {
+        if (kept.state != store::AlertState::kResolved) restore.push_back(kept);
+      } else if (kept.state == store::AlertState::kResolved) {
+        restore.erase(it);
+      } else {
+        const bool acked = it->acked;
+        const std::optional<int64_t> snoozed = it->snoozed_until_ns;
+        *it = kept;
+        it->acked = acked;
+        it->snoozed_until_ns = snoozed;
+      }
+    }
+    for (const store::Alert& a : restore) {
+      evaluator_.RestoreAlert(a, now);
+      std::lock_guard lock(open_mu_);
+      open_[a.id] = a.state;
     }
   }
   sweep_devices_.store(true);  // devices deleted or moved (plain SQL) while Joule was down
@@ -287,7 +318,26 @@ void AlertEngine::Stop() {
     stop_ = true;
   }
   cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  if (thread_.joinable()) {
+    thread_.join();
+    // Changes the store has not taken: one more try; what still fails stays in the file
+    // and is written at the next start.
+    if (metadata_ && !pending_writes_->empty()) {
+      const size_t before = pending_writes_->size();
+      const size_t stored = RetryPendingWrites("at shutdown");
+      if (pending_writes_->empty()) {
+        logging::Info("alert changes not yet stored were stored at shutdown",
+                      {{"alerts", std::to_string(stored)}});
+      } else {
+        logging::Warn(
+            "alert changes not stored at shutdown (the metadata store is unreachable); kept, "
+            "written at the next start",
+            {{"alerts", std::to_string(pending_writes_->size())},
+             {"stored", std::to_string(before - pending_writes_->size())},
+             {"path", pending_writes_->path()}});
+      }
+    }
+  }
   if (notifier_) notifier_->Stop();
 }
 
@@ -355,6 +405,11 @@ void AlertEngine::Run() {
       tick_now_ = false;
     }
     if (rules_dirty_.load()) LoadRules(&updates);
+    // Before this round's changes, so that each alert's writes land in order.
+    if (metadata_ && !pending_writes_->empty() && clock_->NowNanos() >= pending_retry_ns_) {
+      RetryPendingWrites("after an outage");
+      pending_retry_ns_ = clock_->NowNanos() + options_.tick_interval_ns;
+    }
     if (reseed_devices_) {
       reseed_devices_ = false;
       SeedDevices();
@@ -420,14 +475,7 @@ void AlertEngine::Apply(std::vector<AlertUpdate>& updates) {
         }
       }
     }
-    if (metadata_) {
-      Result<bool> st = metadata_->UpsertAlert(u.alert);
-      if (!st.ok()) {
-        store_errors_->Inc();
-        logging::Error("alert not stored",
-                       {{"alert_id", u.alert.id}, {"error", st.status().ToString()}});
-      }
-    }
+    if (metadata_) Store(u.alert);
     // Sent only now: a receiver that asks the API about the alert it was just told of finds
     // it stored as the webhook says (they were handed to the workers before the store write,
     // and a kill -9 between the two re-derived the alert with another opened_at than the
@@ -443,6 +491,68 @@ void AlertEngine::Apply(std::vector<AlertUpdate>& updates) {
       }
     }
     if (options_.publish) options_.publish(u.alert);
+  }
+}
+
+void AlertEngine::Store(const store::Alert& alert) {
+  Result<bool> st = metadata_->UpsertAlert(alert);
+  if (st.ok()) {
+    // This change supersedes one kept for the alert (the store keeps the newest).
+    if (pending_writes_->Get(alert.id)) {
+      pending_writes_->Erase(alert.id);
+      SavePendingWrites();
+    }
+    return;
+  }
+  store_errors_->Inc();
+  if (st.status().code() != StatusCode::kUnavailable) {
+    // It would fail again the same way (the store's Retry semantics: only Unavailable is
+    // worth repeating).
+    logging::Error("alert not stored", {{"alert_id", alert.id}, {"error", st.status().ToString()}});
+    return;
+  }
+  // Kept (its latest state) and retried every tick until the store answers; durable, so a
+  // restart meanwhile writes it at start. Before session 21 it was only logged: the alert
+  // was missing from the API while its webhook had gone out, and lost across a restart.
+  pending_writes_->Put(alert);
+  SavePendingWrites();
+  if (!pending_logged_) {
+    pending_logged_ = true;
+    logging::Error(
+        "alert not stored: the metadata store is unreachable; kept and retried until it answers",
+        {{"alert_id", alert.id}, {"error", st.status().ToString()}});
+  }
+  pending_retry_ns_ = clock_->NowNanos() + options_.tick_interval_ns;
+}
+
+size_t AlertEngine::RetryPendingWrites(const char* why) {
+  size_t stored = 0;
+  for (const store::Alert& a : pending_writes_->All()) {
+    Result<bool> st = metadata_->UpsertAlert(a);
+    if (!st.ok() && st.status().code() == StatusCode::kUnavailable) break;  // still down
+    if (!st.ok()) {
+      store_errors_->Inc();
+      logging::Error("alert not stored; dropped",
+                     {{"alert_id", a.id}, {"error", st.status().ToString()}});
+    } else {
+      ++stored;
+    }
+    pending_writes_->Erase(a.id);
+  }
+  SavePendingWrites();
+  if (stored > 0 && pending_writes_->empty()) {
+    pending_logged_ = false;
+    logging::Info("alert changes kept during a metadata store outage are stored",
+                  {{"alerts", std::to_string(stored)}, {"when", why}});
+  }
+  return stored;
+}
+
+void AlertEngine::SavePendingWrites() {
+  Status st = pending_writes_->Save();
+  if (!st.ok()) {
+    logging::Error("pending alert writes not saved",
+                   {{"path", pending_writes_->path()}, {"error", st.ToString()}});
   }
 }
 

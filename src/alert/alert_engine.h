@@ -10,6 +10,10 @@
 //   event. After SIGKILL, Start() restores active alerts from the store and re-queues
 //   the outbox's pending deliveries; a transition lost between the two writes is
 //   re-derived from the replayed records with the same deterministic webhook-id.
+// - A store write that fails with Unavailable (PostgreSQL down) is kept — per alert its
+//   latest state, durable in PendingAlertWrites — and retried every tick until it lands
+//   (a later change of the alert supersedes it); Stop() tries once more. Start() writes
+//   what a previous run left and restores open alerts from it as from the store.
 // - Rules come from the metadata store and are reloaded when it announces a rule change.
 // Thread-safe.
 #pragma once
@@ -29,6 +33,7 @@
 
 #include "alert/evaluator.h"
 #include "alert/outbox.h"
+#include "alert/pending_alert_writes.h"
 #include "alert/rule.h"
 #include "alert/webhook_notifier.h"
 #include "common/clock.h"
@@ -91,12 +96,21 @@ class AlertEngine {
   // The absence rules without a device scope (what SeedDevices looks for).
   std::vector<const Rule*> ScopedAbsenceRules() const;
   void Apply(std::vector<AlertUpdate>& updates);
+  // Writes `alert` to the store; on Unavailable keeps it in pending_writes_ (durable).
+  void Store(const store::Alert& alert);
+  // Retries the kept writes, oldest first, until one fails. `why` names the occasion in
+  // the log. Returns how many landed.
+  size_t RetryPendingWrites(const char* why);
+  void SavePendingWrites();
   DeviceInfo Lookup(std::string_view device_id);
 
   AlertEngineOptions options_;
   store::MetadataStore* metadata_;
   const Clock* clock_;
   std::unique_ptr<Outbox> outbox_;
+  std::unique_ptr<PendingAlertWrites> pending_writes_;  // alert thread (and Start/Stop)
+  int64_t pending_retry_ns_ = 0;  // alert thread only: the next retry of pending writes
+  bool pending_logged_ = false;   // alert thread only: the first failure of a run is logged
   std::unique_ptr<WebhookNotifier> notifier_;
   Evaluator evaluator_;
   uint64_t subscription_ = 0;

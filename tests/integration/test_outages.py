@@ -21,6 +21,10 @@
   the devices' cached entries (ingest and reads go on), 503 bodies name no database address,
   ingest for a registered device the cache does not hold is 503 + Retry-After (not
   `unknown_device`), and a burst of registrations right after the restart all succeed.
+- PostgresOutageAlertsTest: alert changes made while PostgreSQL is stopped (an alert that
+  fires, one that resolves) reach GET /v1/alerts once it is back, under the ids their
+  webhooks carried (ack works), also across a SIGTERM during the outage, after which the
+  episode continues under its id.
 """
 
 import json
@@ -36,6 +40,7 @@ import uuid
 
 from joule_harness import (FreshPostgresDatabase, JouleServer, PrivateRedis, fmt_ts, free_port,
                            metric_sum, minute_base, parse_prometheus, poll, psql)
+from test_alerts import Receiver
 
 ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -838,6 +843,132 @@ class PostgresOutageWritesTest(unittest.TestCase):
         pg.start()
         self.assertTrue(poll(lambda: server.post_events(events, ADMIN)[0] == 202, timeout=30,
                              interval=0.3), server.diag())
+
+
+class PostgresOutageAlertsTest(unittest.TestCase):
+    """Found by a black-box test: an alert change made while PostgreSQL was down went out
+    as a webhook and SSE event, but its store write failed and was only logged — the
+    firing alert was missing from GET /v1/alerts (ack 404) until its next change, a
+    resolved one stayed `firing` there, and after a restart the episode opened again under
+    another id while the first never resolved. Now the writes are kept (durably) and
+    retried until PostgreSQL answers."""
+
+    def test_alert_changes_during_an_outage_are_stored_when_it_ends(self):
+        pg = PrivatePostgres()
+        self.addCleanup(pg.cleanup)
+        receiver = Receiver()
+        self.addCleanup(receiver.close)
+        server = JouleServer(env=dict(FAST_STREAM, JOULE_AUTH_MODE="required",
+                                      JOULE_AUTH_ADMIN_TOKEN=ADMIN_TOKEN,
+                                      JOULE_METADATA_BACKEND="postgres",
+                                      JOULE_METADATA_URL=pg.url,
+                                      JOULE_LIMITS_REQUESTS_PER_SECOND="0",
+                                      JOULE_ALERTS_ALLOW_PRIVATE_TARGETS="true",
+                                      JOULE_ALERTS_RETRY_INITIAL_BACKOFF="200ms",
+                                      JOULE_ALERTS_RETRY_MAX_BACKOFF="1s"),
+                             name="pg-alerts")
+        self.addCleanup(server.cleanup)
+        server.start()
+        owner = f"home-{uid()}"
+        devs = {}
+        for name in ("before", "during", "restart"):
+            dev = f"{name}-{uid()}"
+            st, _, body = server.request("POST", "/v1/devices",
+                                         {"device_id": dev, "owner_id": owner}, ADMIN)
+            self.assertEqual(st, 201, body)
+            # Read once: the metadata cache serves it while PostgreSQL is down.
+            self.assertEqual(server.request("GET", f"/v1/devices/{q(dev)}",
+                                            headers=ADMIN)[0], 200)
+            rule = {"name": f"power {name}", "scope": {"device_id": dev}, "kind": "threshold",
+                    "metric": "power_w", "aggregate": "max", "op": ">", "threshold": 1000,
+                    "clear_threshold": 900, "for_windows": 1, "resolution": "1m",
+                    "channels": [{"type": "webhook", "url": receiver.url,
+                                  "secret": "s3cret-plain"}]}
+            st, _, body = server.request("POST", "/v1/rules", rule, ADMIN)
+            self.assertEqual(st, 201, body)
+            devs[name] = dev
+        base = minute_base(30)
+
+        def minute(dev, m, watts):
+            events = [{"device_id": dev, "timestamp": fmt_ts(base + 60 * m + 10 * i),
+                       "metrics": {"power_w": watts}} for i in range(6)]
+            st, _, body = server.post_events(events, ADMIN)
+            self.assertEqual(st, 202, f"{body!r}" + server.diag())
+
+        def hooks(dev):
+            return [json.loads(b) for _, b, _, _ in receiver.snapshot()
+                    if json.loads(b)["device_id"] == dev]
+
+        def hook(dev, event):
+            found = [h for h in hooks(dev) if h["event"] == event]
+            return found[0] if found else None
+
+        def alerts(dev):
+            st, _, body = server.request("GET", f"/v1/alerts?device_id={q(dev)}",
+                                         headers=ADMIN)
+            return body["alerts"] if st == 200 else None
+
+        # "before" fires while PostgreSQL is up.
+        minute(devs["before"], 0, 1500.0)
+        minute(devs["before"], 1, 1500.0)
+        self.assertTrue(poll(lambda: alerts(devs["before"]) and
+                             alerts(devs["before"])[0]["state"] == "firing", timeout=30),
+                        f"{alerts(devs['before'])}" + server.diag())
+
+        pg.stop()
+        # "during" fires and "before" resolves while it is down: both webhooks go out.
+        minute(devs["during"], 0, 1500.0)
+        minute(devs["during"], 1, 1500.0)
+        minute(devs["before"], 2, 100.0)
+        minute(devs["before"], 3, 100.0)
+        self.assertTrue(poll(lambda: hook(devs["during"], "firing") and
+                             hook(devs["before"], "resolved"), timeout=30),
+                        f"{receiver.snapshot()}" + server.diag())
+        self.assertIn("alert not stored", server.diag(300))
+        pg.start()
+        fired = hook(devs["during"], "firing")
+
+        def stored():
+            during, before = alerts(devs["during"]), alerts(devs["before"])
+            return during is not None and before is not None and \
+                [(a["id"], a["state"]) for a in during] == [(fired["id"], "firing")] and \
+                [a["state"] for a in before] == ["resolved"]
+        self.assertTrue(poll(stored, timeout=30, interval=0.3),
+                        f"during {alerts(devs['during'])}, before {alerts(devs['before'])}"
+                        + server.diag())
+        st, _, body = server.request("POST", f"/v1/alerts/{q(fired['id'])}/ack", headers=ADMIN)
+        self.assertEqual(st, 200, body)
+        self.assertTrue(body["acked"])
+        m = parse_prometheus(server.metrics_text())
+        self.assertEqual(metric_sum(m, "joule_alert_store_pending_writes"), 0)
+
+        # A SIGTERM during an outage: the change is kept on disk and written at the start.
+        # (The listener's reconnect dropped the metadata cache: the device is read again.)
+        self.assertTrue(poll(lambda: server.request("GET", "/readyz")[2].get("status") ==
+                             "ready", timeout=30, interval=0.2), server.diag())
+        self.assertEqual(server.request("GET", f"/v1/devices/{q(devs['restart'])}",
+                                        headers=ADMIN)[0], 200)
+        pg.stop()
+        minute(devs["restart"], 0, 1500.0)
+        minute(devs["restart"], 1, 1500.0)
+        self.assertTrue(poll(lambda: hook(devs["restart"], "firing"), timeout=30),
+                        f"{receiver.snapshot()}" + server.diag())
+        self.assertEqual(server.stop(), 0)
+        self.assertIn("alert changes not stored at shutdown", server.diag(100))
+        pg.start()
+        server.start()
+        opened = hook(devs["restart"], "firing")
+        self.assertEqual([(a["id"], a["state"]) for a in alerts(devs["restart"])],
+                         [(opened["id"], "firing")], server.diag())
+        # The episode continues under its id: a normal minute resolves it.
+        minute(devs["restart"], 2, 100.0)
+        minute(devs["restart"], 3, 100.0)
+        self.assertTrue(poll(lambda: hook(devs["restart"], "resolved"), timeout=30),
+                        f"{hooks(devs['restart'])}" + server.diag())
+        self.assertEqual({h["id"] for h in hooks(devs["restart"])}, {opened["id"]},
+                         "one alert for the episode")
+        self.assertEqual([(a["id"], a["state"]) for a in alerts(devs["restart"])],
+                         [(opened["id"], "resolved")])
 
 
 if __name__ == "__main__":

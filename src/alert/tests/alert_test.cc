@@ -21,10 +21,12 @@
 #include "alert/evaluator.h"
 #include "alert/http_client.h"
 #include "alert/outbox.h"
+#include "alert/pending_alert_writes.h"
 #include "alert/rule.h"
 #include "alert/target_guard.h"
 #include "alert/webhook_signature.h"
 #include "common/clock.h"
+#include "common/crc32c.h"
 #include "common/time_format.h"
 
 namespace joule::alert {
@@ -611,6 +613,68 @@ TEST(RuleParse, ClearMessages) {
   Result<Rule> again = ParseRule(RuleToJson(*r, true), po);
   ASSERT_TRUE(again.ok()) << again.status().ToString();
   EXPECT_EQ(RuleToJson(*again, true), RuleToJson(*r, true));
+}
+
+// Alert-store writes that failed while the metadata store was unreachable: per alert the
+// latest state, kept across a restart (found by a black-box test: they were only logged).
+TEST(PendingAlertWritesTest, LatestPerAlertSurvivesReopen) {
+  std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("joule-pending-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  store::Alert a;
+  a.id = "alert:d1:r1:2026-01-01T00:00:00.000Z";
+  a.rule_id = "r1";
+  a.device_id = "d1";
+  a.owner_id = "o1";
+  a.state = store::AlertState::kFiring;
+  a.opened_at_ns = 100;
+  a.updated_at_ns = 100;
+  a.json = R"({"id":"x","event":"firing","note":"line\nbreak"})";
+  store::Alert b = a;
+  b.id = "alert:d2:r1:2026-01-01T00:00:00.000Z";
+  b.device_id = "d2";
+  b.snoozed_until_ns = 5000;
+  {
+    auto p = PendingAlertWrites::Open(dir.string(), false);
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    (*p)->Put(a);
+    store::Alert resolved = a;
+    resolved.state = store::AlertState::kResolved;
+    resolved.updated_at_ns = 200;
+    (*p)->Put(resolved);
+    (*p)->Put(a);  // older: the newer change stays
+    (*p)->Put(b);
+    ASSERT_TRUE((*p)->Save().ok());
+    EXPECT_EQ((*p)->size(), 2u);
+  }
+  {
+    auto p = PendingAlertWrites::Open(dir.string(), false);
+    ASSERT_TRUE(p.ok());
+    std::vector<store::Alert> all = (*p)->All();
+    ASSERT_EQ(all.size(), 2u);
+    EXPECT_EQ(all[0].id, b.id);  // oldest change first
+    EXPECT_EQ(all[0].snoozed_until_ns, std::optional<int64_t>(5000));
+    EXPECT_EQ(all[1].id, a.id);
+    EXPECT_EQ(all[1].state, store::AlertState::kResolved);
+    EXPECT_EQ(all[1].json, a.json);
+    EXPECT_EQ(all[1].owner_id, "o1");
+    (*p)->Erase(a.id);
+    (*p)->Erase(b.id);
+    ASSERT_TRUE((*p)->Save().ok());
+    EXPECT_FALSE(std::filesystem::exists((*p)->path()));
+  }
+  {
+    // A damaged line is skipped, the others are read.
+    const std::string good = PendingAlertToJson(a);
+    std::ofstream(dir / "pending_alert_writes.log")
+        << "00000000 {\"id\":\"broken\"}\n"
+        << fmt::format("{:08x} {}\n", crc32c::Value(good), good);
+    auto p = PendingAlertWrites::Open(dir.string(), false);
+    ASSERT_TRUE(p.ok());
+    ASSERT_EQ((*p)->size(), 1u);
+    EXPECT_EQ((*p)->All()[0].id, a.id);
+  }
+  std::filesystem::remove_all(dir);
 }
 
 TEST(OutboxTest, SurvivesReopenAndTornTail) {
