@@ -231,6 +231,15 @@ Status ServerError(const redisReply* r) {
   return Status::Internal(fmt::format("redis: {}", text));
 }
 
+// "agg:device:{id}:latest" and the like → id (keys are built by the Redis*Key functions).
+std::string_view DeviceOfKey(std::string_view key) {
+  constexpr std::string_view kPrefix = "agg:device:";
+  if (!key.starts_with(kPrefix)) return key;
+  key.remove_prefix(kPrefix.size());
+  const size_t colon = key.rfind(':');
+  return colon == std::string_view::npos ? key : key.substr(0, colon);
+}
+
 Status UnexpectedReply(std::string_view command, const redisReply* r) {
   if (r->type == REDIS_REPLY_ERROR) return ServerError(r);
   return Status::Internal(fmt::format("redis: unexpected reply type {} to {}", r->type, command));
@@ -442,8 +451,14 @@ struct RedisLatestStore::Slot {
       JOULE_RETURN_IF_ERROR(Pipeline(evals, &eval_replies));
       for (size_t j = 0; j < unknown.size(); ++j) replies[unknown[j]] = std::move(eval_replies[j]);
     }
-    for (const ReplyPtr& reply : replies) {
-      if (reply->type != REDIS_REPLY_INTEGER) return UnexpectedReply("EVALSHA", reply.get());
+    for (size_t i = 0; i < replies.size(); ++i) {
+      if (replies[i]->type == REDIS_REPLY_INTEGER) continue;
+      Status st = UnexpectedReply("EVALSHA", replies[i].get());
+      if (st.code() == StatusCode::kUnavailable || calls[i].keys.empty()) return st;
+      // Which key refused (e.g. WRONGTYPE: a key of another type set by hand): the
+      // operator must find it (RedisLatestStore::ReportWriteError).
+      return Status(st.code(), fmt::format("{} (device {}, key {})", st.message(),
+                                           DeviceOfKey(calls[i].keys[0]), calls[i].keys[0]));
     }
     return Status::Ok();
   }
@@ -688,12 +703,34 @@ Status RedisLatestStore::RunCalls(Slot& slot, std::span<const ScriptCall> calls)
     const size_t n = std::min(kPipelineChunk, calls.size() - i);
     Status st = slot.RunScripts(calls.subspan(i, n));
     if (!st.ok()) {
-      std::lock_guard lock(claims_mu_);
-      for (const std::string& device : claimed) claimed_.erase(device);
+      {
+        std::lock_guard lock(claims_mu_);
+        for (const std::string& device : claimed) claimed_.erase(device);
+      }
+      if (st.code() != StatusCode::kUnavailable) ReportWriteError(st);
       return st;
     }
   }
   return Status::Ok();
+}
+
+void RedisLatestStore::ReportWriteError(const Status& status) {
+  constexpr int64_t kIntervalNs = 10 * kNanosPerSecond;
+  const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch())
+                          .count();
+  uint64_t suppressed = 0;
+  {
+    std::lock_guard lock(write_error_log_mu_);
+    if (write_error_logged_ns_ != 0 && now - write_error_logged_ns_ < kIntervalNs) {
+      ++write_errors_suppressed_;
+      return;
+    }
+    write_error_logged_ns_ = now;
+    suppressed = std::exchange(write_errors_suppressed_, 0);
+  }
+  logging::Error("redis refused a write; not retried (the key may need repair or deletion)",
+                 {{"error", status.message()}, {"suppressed", std::to_string(suppressed)}});
 }
 
 Status RedisLatestStore::PutRecord(const model::AggregateRecord& record) {

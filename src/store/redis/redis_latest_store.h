@@ -171,6 +171,12 @@ class RedisLatestStore final : public LatestStore {
   std::atomic<bool> claiming_{false};
   std::mutex claims_mu_;
   std::unordered_set<std::string> claimed_;  // devices written since StartClaiming
+  // Writes Redis refused (not Unavailable: e.g. WRONGTYPE on a key set by hand) are logged
+  // naming the device, the key and Redis' error, at most once per 10 s.
+  void ReportWriteError(const Status& status);
+  std::mutex write_error_log_mu_;
+  int64_t write_error_logged_ns_ = 0;
+  uint64_t write_errors_suppressed_ = 0;
 };
 
 }  // namespace joule::store

@@ -825,6 +825,36 @@ TEST_F(RedisLatestStoreTest, FallsBackToEvalWhenTheServerForgetsTheScripts) {
   EXPECT_TRUE(snap.has_reading);
 }
 
+// Found by a black-box test: a key of the wrong type set by hand (WRONGTYPE) made every
+// write of that device fail with nothing but counters; now the error names the device and
+// the key, and it is logged (at most once per 10 s).
+TEST_F(RedisLatestStoreTest, ARefusedWriteNamesTheDeviceAndKeyAndIsLogged) {
+  auto store = OpenStore(60, 1);
+  ASSERT_NE(store, nullptr);
+  const std::string bad = Device("bad");
+  ASSERT_EQ(raw_->Run({"SET", RedisLatestKey(bad), "x"})->type, REDIS_REPLY_STATUS);
+  ::testing::internal::CaptureStderr();
+  std::vector<AggregateRecord> batch = {Record(device_, 0, 1), Record(bad, 0, 1)};
+  Status st = store->PutRecords(batch);
+  Status again = store->PutRecord(Record(bad, 1, 1));
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.code(), StatusCode::kUnavailable) << st.ToString();
+  EXPECT_NE(st.message().find("WRONGTYPE"), std::string::npos) << st.ToString();
+  EXPECT_NE(st.message().find("device " + bad), std::string::npos) << st.ToString();
+  EXPECT_NE(st.message().find("key " + RedisLatestKey(bad)), std::string::npos) << st.ToString();
+  EXPECT_FALSE(again.ok());
+  size_t lines = 0;
+  for (size_t at = log.find("redis refused a write"); at != std::string::npos;
+       at = log.find("redis refused a write", at + 1)) {
+    ++lines;
+  }
+  EXPECT_EQ(lines, 1u) << log;  // rate-limited
+  EXPECT_NE(log.find(RedisLatestKey(bad)), std::string::npos) << log;
+  EXPECT_EQ(StoredVersion(RedisWindowKey(device_, kBaseNs)), 1u);  // the others are written
+  raw_->Run({"DEL", RedisLatestKey(bad)});
+}
+
 // A TCP proxy to the test server that can hold the server's bytes back, as a frozen
 // (SIGSTOPped) Redis does, and release them later into the connection they were sent on.
 // One thread polls every connection; a connection closed by either end is closed on both.
