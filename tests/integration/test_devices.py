@@ -699,6 +699,31 @@ class DevicesPostgresTest(DeviceApiCases, JouleTestCase):
         self.assertTrue(got, f"psql UPDATE not visible within 1 s "
                              f"({time.monotonic() - started:.2f}s)" + self.diag())
 
+    def test_psql_row_with_an_id_outside_the_syntax_is_not_listed(self):
+        """Found by a black-box test: a device inserted with psql under an id outside the id
+        syntax was listed, then GET and DELETE answered 404. It is now left out of the list
+        (with a warning in the log), and paging over it still works."""
+        owner = self.owner()
+        good = sorted(self.register(owner_id=owner)["device"]["device_id"] for _ in range(2))
+        psql(self.database.url, "INSERT INTO devices (device_id, owner_id) VALUES "
+             f"('{good[0]} bad id!', '{owner}')")
+        pages, cursor = [], None
+        for _ in range(10):
+            query = f"/v1/devices?owner_id={urllib.parse.quote(owner)}&limit=1"
+            if cursor:
+                query += "&cursor=" + urllib.parse.quote(cursor)
+            status, _, body = self.server.request("GET", query, headers=ADMIN)
+            self.assertEqual(status, 200, body)
+            pages.append([d["device_id"] for d in body["devices"]])
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+        self.assertEqual([d for page in pages for d in page], good, pages)
+        self.assertEqual(len(pages), 3, "the row outside the syntax still ends a page")
+        self.assertTrue(poll(lambda: any("outside the id syntax" in r.get("msg", "")
+                                         for r in self.server.log_records()), timeout=2),
+                        self.diag())
+
     def test_psql_installed_at_out_of_range_is_absent_never_another_date(self):
         """Found by a black-box test: an installed_at set with psql outside 1677..2262 came
         back as another date (0001-01-01 as 1754-08-30), `joule devices export` wrote that
