@@ -11,7 +11,14 @@ RateLimiter::RateLimiter(double rate_per_second, double burst, size_t max_keys)
       max_per_shard_(std::max<size_t>(1, (max_keys + kShards - 1) / kShards)) {}
 
 void RateLimiter::Refill(Bucket& b, int64_t now_ns) const {
-  if (now_ns <= b.updated_ns) return;  // time never runs backwards for a bucket
+  if (now_ns < b.updated_ns) {
+    // The clock stepped back (NTP): refill from the new time on. Waiting for it to reach
+    // the bucket's last update refused a device for the length of the step, with
+    // Retry-After: 1 (found by a black-box test).
+    b.updated_ns = now_ns;
+    return;
+  }
+  if (now_ns == b.updated_ns) return;
   const double elapsed_s = static_cast<double>(now_ns - b.updated_ns) / 1e9;
   b.tokens = std::min(burst_, b.tokens + elapsed_s * rate_);
   b.updated_ns = now_ns;

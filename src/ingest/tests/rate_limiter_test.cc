@@ -38,6 +38,24 @@ TEST(RateLimiterTest, RefillsAtRateUpToBurst) {
   EXPECT_FALSE(limiter.TryAcquire("k", 1, clock.NowNanos(), &retry));
 }
 
+// A step back of the clock (NTP) does not stop the refill until the clock is back where it
+// was: the bucket refills from the new time on, and Retry-After holds (found by a
+// black-box test: a device at 0.5 requests/s got 429 with Retry-After: 1 for the length of
+// the step).
+TEST(RateLimiterTest, RefillsAfterTheClockStepsBack) {
+  ManualClock clock(10'000 * kNanosPerSecond);
+  RateLimiter limiter(2, 3);
+  int64_t retry = 0;
+  ASSERT_TRUE(limiter.TryAcquire("k", 3, clock.NowNanos(), &retry));
+  clock.Advance(-kNanosPerHour);
+  EXPECT_FALSE(limiter.TryAcquire("k", 1, clock.NowNanos(), &retry));
+  EXPECT_EQ(retry, 500 * kNanosPerMilli);
+  clock.Advance(retry);
+  EXPECT_TRUE(limiter.TryAcquire("k", 1, clock.NowNanos(), &retry));
+  clock.Advance(2 * kNanosPerSecond);
+  EXPECT_TRUE(limiter.TryAcquire("k", 3, clock.NowNanos(), &retry));
+}
+
 TEST(RateLimiterTest, RetryAfterForSeveralTokens) {
   ManualClock clock(0);
   RateLimiter limiter(5, 10);
