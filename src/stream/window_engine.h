@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <string>
@@ -120,8 +121,12 @@ class WindowEngine {
   // Serializes all state (windows, samples within the lateness horizon, pending events,
   // de-duplication keys, versions, counters) — docs/formats/checkpoint.md.
   Status SaveState(std::string* out) const;
-  // Replaces all state. On error the engine is left empty.
-  Status RestoreState(std::string_view data);
+  // Replaces all state. On error the engine is left empty. `now_ns`: the processing time of
+  // the restore; the state's processing-time stamps later than it (a device's last event,
+  // its next early firing, the last tick: the data dir was written while the clock was
+  // ahead) are clamped to it, so a restart with an earlier clock does not stall idle
+  // finalization and early firings until the clock is back there. The default clamps none.
+  Status RestoreState(std::string_view data, int64_t now_ns = std::numeric_limits<int64_t>::max());
 
   // Starts a recovery epoch; call after RestoreState when resuming after a restart, before
   // processing anything. Early firings depend on processing time, so the run that crashed

@@ -84,6 +84,46 @@ TEST(CheckpointTest, LastSeenIsTheIngestTimeAlsoForReplayedEvents) {
   EXPECT_EQ(hr.last_seen_ns, h.last_seen_ns);
 }
 
+// A checkpoint written while the server's clock was ahead holds processing times from the
+// future (last_seen, next_early, the last tick). Restored with an earlier clock, they are
+// clamped to the restore time: early firings and idle finalization go on from there
+// (found by a black-box test: after a restart with the clock 2 h earlier, a silent device's
+// window stayed open, and a sending one's was not published, for 2 h).
+TEST(CheckpointTest, ProcessingTimesFromTheFutureAreClampedOnRestore) {
+  const int64_t base = 1795000000LL * kNanosPerSecond;  // :40 in a minute
+  const int64_t ahead = 2 * kNanosPerHour;
+  auto event = [&](int s) {
+    model::Event ev;
+    ev.device_id = "d";
+    ev.timestamp_ns = base + s * kNanosPerSecond;
+    ev.received_at_ns = ev.timestamp_ns + ahead;
+    ev.metrics = {{"power_w", 100.0 + s}};
+    return ev;
+  };
+  WindowEngine e{EngineOptions{}};
+  Collect sink;
+  for (int s = 0; s < 5; ++s) e.Process(event(s), base + ahead + s * kNanosPerSecond, &sink);
+  std::string bytes;
+  ASSERT_TRUE(e.SaveState(&bytes).ok());
+
+  const int64_t restart = base + 10 * kNanosPerSecond;  // the clock is right again
+  WindowEngine restored{EngineOptions{}};
+  ASSERT_TRUE(restored.RestoreState(bytes, restart).ok());
+  Collect out;
+  restored.Process(event(6), restart, &out);
+  restored.Tick(restart + 6 * kNanosPerSecond, &out);  // past early_fire_interval
+  auto base_window = [&](bool final) {
+    for (const auto& r : out.out) {
+      if (r.resolution == model::Resolution::kBase && r.final == final) return r.count;
+    }
+    return uint64_t{0};
+  };
+  EXPECT_EQ(base_window(false), 6u) << "no early firing after the restore";
+  out.out.clear();
+  restored.Tick(restart + 70 * kNanosPerSecond, &out);  // silent for more than idle_timeout
+  EXPECT_EQ(base_window(true), 6u) << "the silent device's window was not finalized";
+}
+
 // A format-version-2 checkpoint (written by the engine of 2026-11-29 after Feed(0, 500);
 // it stored the last early firing's full content, version 3 its fingerprint) restores to an
 // engine that continues exactly as one that saw those events live: same records, same
