@@ -15,4 +15,15 @@ SystemClock* SystemClock::Default() {
   return &clock;
 }
 
+int64_t MonotonicClock::NowNanos() const {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+MonotonicClock* MonotonicClock::Default() {
+  static MonotonicClock clock;
+  return &clock;
+}
+
 }  // namespace joule

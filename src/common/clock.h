@@ -20,6 +20,14 @@ class SystemClock final : public Clock {
   static SystemClock* Default();
 };
 
+// steady_clock: never steps, any epoch. For measuring elapsed time (the archive's open file
+// age, ProcessingClock's step detection); not a time of day.
+class MonotonicClock final : public Clock {
+ public:
+  int64_t NowNanos() const override;
+  static MonotonicClock* Default();
+};
+
 // A clock that only moves when told to. For tests.
 class ManualClock final : public Clock {
  public:
