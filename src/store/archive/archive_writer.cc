@@ -133,6 +133,7 @@ struct ArchiveWriter::OpenFile {
 ArchiveWriter::ArchiveWriter(ArchiveWriterOptions options)
     : options_(std::move(options)),
       clock_(options_.clock ? options_.clock : SystemClock::Default()),
+      age_clock_(options_.age_clock ? options_.age_clock : MonotonicClock::Default()),
       committed_(options_.partitions, 0),
       next_(options_.partitions, 0) {}
 
@@ -251,7 +252,7 @@ Status ArchiveWriter::AddImpl(uint32_t partition, uint64_t offset, const E& even
   if (it == open_.end()) {
     auto f = std::make_unique<OpenFile>();
     f->hour_start_ns = hour;
-    f->opened_at_ns = clock_->NowNanos();
+    f->opened_at_ns = age_clock_->NowNanos();
     f->staging_path = (fs::path(options_.root) / kArchiveStagingDir /
                        fmt::format("{}-{}.ndjson.zst.tmp", next_seq_, staging_counter_++))
                           .string();
@@ -300,7 +301,7 @@ void ArchiveWriter::Skip(uint32_t partition, uint64_t offset) {
 bool ArchiveWriter::SealDue() const {
   if (open_.empty()) return next_ != committed_;  // only skipped records: checkpoint soon
   if (open_.size() > options_.max_open_files) return true;
-  const int64_t now = clock_->NowNanos();
+  const int64_t now = age_clock_->NowNanos();
   for (const auto& [hour, f] : open_) {
     if (f->compressed_bytes >= options_.max_file_bytes) return true;
     if (now - f->opened_at_ns >= options_.max_file_age_ns) return true;

@@ -70,6 +70,10 @@ struct ArchiveWriterOptions {
   // only: frames do not record it. 0 = level 1's own choice.
   int hash_log = 11;
   const Clock* clock = nullptr;  // nullptr = SystemClock::Default()
+  // Measures the open files' age (max_file_age): a clock that does not step with the wall
+  // clock, so a step back does not keep a file open (and unexported) for the step's length
+  // (found by a black-box test). nullptr = MonotonicClock::Default().
+  const Clock* age_clock = nullptr;
   // Fault injection for tests: called after the round's files are published and before the
   // checkpoint is written; a non-OK status stops Seal() there, as a crash would.
   std::function<Status()> before_checkpoint;
@@ -137,6 +141,7 @@ class ArchiveWriter {
 
   ArchiveWriterOptions options_;
   const Clock* clock_;
+  const Clock* age_clock_;
   ArchiveRecoveryReport recovery_;
   std::vector<uint64_t> committed_;  // per partition, as in the checkpoint
   std::vector<uint64_t> next_;       // per partition, after the last Add/Skip

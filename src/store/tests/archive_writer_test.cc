@@ -41,6 +41,7 @@ class ArchiveWriterTest : public ::testing::Test {
     o.root = root_.string();
     o.partitions = 2;
     o.clock = &clock_;
+    o.age_clock = &age_clock_;
     o.max_file_age_ns = 10 * kNanosPerSecond;
     return o;
   }
@@ -80,6 +81,7 @@ class ArchiveWriterTest : public ::testing::Test {
 
   fs::path root_;
   ManualClock clock_{kT0};
+  ManualClock age_clock_{0};  // steady_clock stand-in: the open files' age
 };
 
 TEST_F(ArchiveWriterTest, FilesAppearOnlyWhenSealedAndRoundTrip) {
@@ -131,12 +133,25 @@ TEST_F(ArchiveWriterTest, SealDueByAgeWithInjectedClock) {
   ASSERT_TRUE(w.ok());
   ASSERT_TRUE((*w)->Add(0, 0, MakeEvent(0, kT0)).ok());
   EXPECT_FALSE((*w)->SealDue());
-  clock_.Advance(9 * kNanosPerSecond);
+  age_clock_.Advance(9 * kNanosPerSecond);
   EXPECT_FALSE((*w)->SealDue());
-  clock_.Advance(kNanosPerSecond);
+  age_clock_.Advance(kNanosPerSecond);
   EXPECT_TRUE((*w)->SealDue());
   ASSERT_TRUE((*w)->Seal().ok());
   EXPECT_FALSE((*w)->SealDue());
+}
+
+// A file's age is elapsed time, not the wall clock's difference: a step back of the wall
+// clock (NTP) does not keep it open for the step's length (found by a black-box test: a
+// staging file stayed open, and its events out of `joule export`, for 15 min after a step
+// back of 3 h, with max_file_age 5m).
+TEST_F(ArchiveWriterTest, SealDueByAgeDespiteAWallClockStepBack) {
+  auto w = ArchiveWriter::Open(Options());
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE((*w)->Add(0, 0, MakeEvent(0, kT0)).ok());
+  clock_.Advance(-3 * kNanosPerHour);  // the wall clock
+  age_clock_.Advance(10 * kNanosPerSecond);
+  EXPECT_TRUE((*w)->SealDue());
 }
 
 TEST_F(ArchiveWriterTest, SealDueBySizeAndOpenFiles) {
