@@ -46,10 +46,12 @@ void HandleHealth(ApiContext& ctx, net::HttpRequest& req, net::Responder respond
   w.Key("watermark");
   time_or_null(h.watermark_ns);
   // How far the device's watermark (and so its final results) trails wall-clock time.
+  // Never negative: a time after now means the server's clock stepped back since (found by
+  // a black-box test: silent_seconds −7164).
   w.Key("lag_seconds");
-  seconds_or_null(now - h.watermark_ns);
+  seconds_or_null(std::max<int64_t>(now - h.watermark_ns, 0));
   w.Key("silent_seconds");
-  seconds_or_null(now - h.last_seen_ns);
+  seconds_or_null(std::max<int64_t>(now - h.last_seen_ns, 0));
   w.Key("clock_skew_seconds");  // median of recent (received_at − event time)
   seconds_or_null(h.clock_skew_ns);
   w.Key("events");
