@@ -15,9 +15,9 @@ if ! command -v npm >/dev/null 2>&1; then BUILD_PKGS+=(npm); fi
 # chromium: the dashboard's browser test (tests/e2e, through playwright-core).
 # clang-14 + libclang-rt-14-dev: the libFuzzer targets under ASan/UBSan (fuzz/, scripts/fuzz.sh).
 # python3-yaml + python3-jsonschema: tests/integration/test_openapi.py checks answers against
-# docs/openapi.yaml.
+# docs/openapi.yaml. faketime: tests/integration/test_clock_steps.py steps the server's clock.
 TEST_PKGS=(postgresql redis-server mosquitto mosquitto-clients curl openssl python3 chromium
-  clang-14 libclang-rt-14-dev python3-yaml python3-jsonschema)
+  clang-14 libclang-rt-14-dev python3-yaml python3-jsonschema faketime)
 
 want=("${BUILD_PKGS[@]}")
 if [[ "${1:-}" == "--test" ]]; then want+=("${TEST_PKGS[@]}"); fi

@@ -46,7 +46,9 @@ Result<std::unique_ptr<AlertEngine>> AlertEngine::Open(AlertEngineOptions option
                          PendingAlertWrites::Open(e->options_.dir, e->options_.fsync));
   NotifierOptions no = e->options_.notifier;
   no.allow_private_targets = e->options_.allow_private_targets;
-  e->notifier_ = std::make_unique<WebhookNotifier>(no, e->outbox_.get(), clock, metrics);
+  no.wall_clock = clock;
+  e->notifier_ =
+      std::make_unique<WebhookNotifier>(no, e->outbox_.get(), e->processing_clock_, metrics);
   Outbox* box = e->outbox_.get();
   metrics->AddGaugeCallback("joule_alert_outbox_pending", "Webhook deliveries not yet finished", {},
                             [box] { return static_cast<double>(box->pending_count()); });
@@ -78,6 +80,7 @@ AlertEngine::AlertEngine(AlertEngineOptions options, store::MetadataStore* metad
     : options_(std::move(options)),
       metadata_(metadata),
       clock_(clock),
+      processing_clock_(options_.processing_clock != nullptr ? options_.processing_clock : clock),
       evaluator_([this](std::string_view id) { return Lookup(id); }) {
   evaluator_.SetStoredAlertLookup([this](const std::string& id) -> std::optional<store::Alert> {
     if (!metadata_) return std::nullopt;
@@ -147,7 +150,7 @@ void AlertEngine::LoadRules(std::vector<AlertUpdate>* out) {
     rules.push_back(std::move(*r));
   }
   has_rules_.store(!rules.empty());
-  evaluator_.SetRules(std::move(rules), clock_->NowNanos(), out);
+  evaluator_.SetRules(std::move(rules), processing_clock_->NowNanos(), out);
   SeedDevices();
 }
 
@@ -224,12 +227,12 @@ void AlertEngine::RefreshDevice(const std::string& device_id, std::vector<AlertU
       return;
     }
     // Deleted: its open alerts resolve, and absence rules stop watching it.
-    evaluator_.DeviceChanged(device_id, std::nullopt, clock_->NowNanos(), out, !sweep);
+    evaluator_.DeviceChanged(device_id, std::nullopt, processing_clock_->NowNanos(), out, !sweep);
     return;
   }
   // Rules that no longer cover it (owner or model changed) resolve its open alerts.
   evaluator_.DeviceChanged(device_id, DeviceInfo{d->owner_id, d->model, d->created_at_ns},
-                           clock_->NowNanos(), out);
+                           processing_clock_->NowNanos(), out);
   std::vector<const Rule*> rules = ScopedAbsenceRules();
   for (const Rule* r : rules) {
     if (RuleMatches(*r, d->device_id, d->owner_id, d->model)) {
@@ -257,7 +260,7 @@ Status AlertEngine::Start() {
         cv_.notify_one();
       }
     });
-    const int64_t now = clock_->NowNanos();
+    const int64_t now = processing_clock_->NowNanos();
     // Changes a previous run could not store (the store was unreachable) first: they are
     // newer than the rows, and restoring from stale rows would lose the episode.
     if (!pending_writes_->empty()) RetryPendingWrites("at start");
@@ -406,9 +409,9 @@ void AlertEngine::Run() {
     }
     if (rules_dirty_.load()) LoadRules(&updates);
     // Before this round's changes, so that each alert's writes land in order.
-    if (metadata_ && !pending_writes_->empty() && clock_->NowNanos() >= pending_retry_ns_) {
+    if (metadata_ && !pending_writes_->empty() && processing_clock_->NowNanos() >= pending_retry_ns_) {
       RetryPendingWrites("after an outage");
-      pending_retry_ns_ = clock_->NowNanos() + options_.tick_interval_ns;
+      pending_retry_ns_ = processing_clock_->NowNanos() + options_.tick_interval_ns;
     }
     if (reseed_devices_) {
       reseed_devices_ = false;
@@ -424,7 +427,7 @@ void AlertEngine::Run() {
     }
     for (const store::Alert& a : flags) evaluator_.SetFlags(a.id, a.acked, a.snoozed_until_ns);
     flags.clear();
-    const int64_t now = clock_->NowNanos();
+    const int64_t now = processing_clock_->NowNanos();
     evaluator_.RemindSnoozeEnded(now, &updates);  // before records: see evaluator.h
     for (const model::AggregateRecord& r : batch) evaluator_.OnRecord(r, now, &updates);
     batch.clear();
@@ -522,7 +525,7 @@ void AlertEngine::Store(const store::Alert& alert) {
         "alert not stored: the metadata store is unreachable; kept and retried until it answers",
         {{"alert_id", alert.id}, {"error", st.status().ToString()}});
   }
-  pending_retry_ns_ = clock_->NowNanos() + options_.tick_interval_ns;
+  pending_retry_ns_ = processing_clock_->NowNanos() + options_.tick_interval_ns;
 }
 
 size_t AlertEngine::RetryPendingWrites(const char* why) {

@@ -54,6 +54,10 @@ struct AlertEngineOptions {
   // SSE fan-out of alert events; routed by the alert's owner_id, which differs from the
   // device's current owner once the device moved. May be empty.
   std::function<void(const store::Alert&)> publish;
+  // Processing time (common/processing_clock.h): rule evaluation (absence, a budget's local
+  // day end, snoozes ending) and webhook retry timing; nullptr: the engine's clock. The
+  // engine's clock (wall) stamps webhook timestamps.
+  const Clock* processing_clock = nullptr;
 };
 
 class AlertEngine {
@@ -107,6 +111,7 @@ class AlertEngine {
   AlertEngineOptions options_;
   store::MetadataStore* metadata_;
   const Clock* clock_;
+  const Clock* processing_clock_;  // options_.processing_clock or clock_
   std::unique_ptr<Outbox> outbox_;
   std::unique_ptr<PendingAlertWrites> pending_writes_;  // alert thread (and Start/Stop)
   int64_t pending_retry_ns_ = 0;  // alert thread only: the next retry of pending writes

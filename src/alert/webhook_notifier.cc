@@ -192,7 +192,8 @@ void WebhookNotifier::Attempt(Target* t, Delivery d) {
   if (d.attempts == 0 && d.trigger_ns > 0) {
     latency_->Observe(static_cast<double>(std::max<int64_t>(0, now - d.trigger_ns)) / 1e9);
   }
-  const std::string timestamp = std::to_string(now / kNanosPerSecond);
+  const Clock* wall = options_.wall_clock != nullptr ? options_.wall_clock : clock_;
+  const std::string timestamp = std::to_string(wall->NowNanos() / kNanosPerSecond);
   std::vector<std::pair<std::string, std::string>> headers = {
       {"webhook-id", d.id},
       {"webhook-timestamp", timestamp},

@@ -44,6 +44,9 @@ struct NotifierOptions {
   size_t max_targets = 256;  // alerts.delivery_max_targets: targets with a worker (thread) at once
   int64_t worker_idle_ns = kNanosPerMinute;  // a worker idle this long ends
   std::string ca_file;                       // alerts.webhook_ca_file: extra trusted CAs for https
+  // The `webhook-timestamp` header's clock (receivers check it against theirs); nullptr: the
+  // notifier's clock, which times due deliveries and backoffs (processing time).
+  const Clock* wall_clock = nullptr;
 };
 
 class WebhookNotifier {

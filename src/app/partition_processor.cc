@@ -244,7 +244,7 @@ Status PartitionProcessor::RestoreCheckpoint(std::vector<uint64_t>* offsets, boo
   for (size_t i = 0; i < options_.partitions.size(); ++i) {
     (*offsets)[i] = ckpt->offsets[i].second;
   }
-  if (Status st = engine_->RestoreState(ckpt->engine_state); !st.ok()) {
+  if (Status st = engine_->RestoreState(ckpt->engine_state, clock_->NowNanos()); !st.ok()) {
     if (st.code() != StatusCode::kInvalidArgument) return st;
     // A setting the state depends on changed (stream.window, stream.max_gap): say what to do.
     return Status::InvalidArgument(fmt::format(
@@ -443,7 +443,9 @@ uint64_t PartitionProcessor::LagRecords() const {
 }
 
 double PartitionProcessor::LagSeconds() const {
-  int64_t now = clock_->NowNanos();
+  // Append times are the log's (wall clock): compared with the wall clock.
+  const Clock* wall = options_.wall_clock != nullptr ? options_.wall_clock : clock_;
+  int64_t now = wall->NowNanos();
   double worst = 0;
   for (size_t i = 0; i < options_.partitions.size(); ++i) {
     uint64_t end = log_->DurableEnd(options_.partitions[i]).value;

@@ -76,11 +76,15 @@ struct PartitionProcessorOptions {
   // A history write that failed with an I/O error (a full disk) is retried this often
   // (HistoryBlocked).
   int64_t history_retry_ns = 1'000'000'000;
+  // The wall clock the log stamps append times with (LagSeconds); nullptr: the clock
+  // passed to the constructor, which is processing time (common/processing_clock.h).
+  const Clock* wall_clock = nullptr;
 };
 
 class PartitionProcessor {
  public:
-  // `history` may be null (no history sink).
+  // `history` may be null (no history sink). `clock` is processing time: early firings, idle
+  // finalization, tick and checkpoint intervals (the server's is a ProcessingClock).
   PartitionProcessor(PartitionProcessorOptions options, log::Log* log, store::LatestStore* latest,
                      store::HistoryStore* history, const Clock* clock, MetricsRegistry* metrics,
                      stream::TimezoneProvider* timezones);

@@ -34,6 +34,7 @@
 #include "app/replay_jobs.h"
 #include "app/replay_journal.h"
 #include "common/logging.h"
+#include "common/processing_clock.h"
 #include "common/thread_priority.h"
 #include "ingest/event_appender.h"
 #include "ingest/mqtt_bridge.h"
@@ -192,7 +193,13 @@ int RunServer(const Config& given_config) {
     admin_token = *t;
   }
 
+  // The wall clock: received_at, ingest's timestamp bounds, Date headers, tokens, audit,
+  // the log's append times, webhook timestamps.
   const Clock* clock = SystemClock::Default();
+  // Processing time (docs/CONTRACT.md §2): the wall clock with its steps absorbed and slewed
+  // out — the window engine's deadlines, checkpoints, alert evaluation (absence, budgets'
+  // day end), history retention's horizon.
+  const Clock* processing_clock = ProcessingClock::Default();
   MetricsRegistry metrics;
 
   log::LogOptions log_options;
@@ -230,7 +237,9 @@ int RunServer(const Config& given_config) {
     ao.max_file_age_ns = config.archive_max_file_age_ns;
     ao.retention_ns = config.archive_retention_ns;
     ao.nice = config.background_nice;
-    archiver = std::make_unique<Archiver>(ao, log.get(), clock, &metrics);
+    // Processing time: retries, retention's interval and horizon (a forward step of the wall
+    // clock does not expire hours); open files' age is steady_clock (ArchiveWriterOptions).
+    archiver = std::make_unique<Archiver>(ao, log.get(), processing_clock, &metrics);
     Status archiver_started = archiver->Start();
     if (!archiver_started.ok()) {
       if (!ReportDiskFull("cannot start archiver", archiver_started, config.data_dir)) {
@@ -285,7 +294,7 @@ int RunServer(const Config& given_config) {
   history_options.retention.base_ns = config.history_retention_base_ns;
   history_options.retention.hour_ns = config.history_retention_hour_ns;
   history_options.retention.day_ns = config.history_retention_day_ns;
-  history_options.clock = clock;
+  history_options.clock = processing_clock;  // a forward step does not expire records
   auto history_opened = store::RocksDbHistoryStore::Open(history_options, &metrics);
   if (!history_opened.ok()) {
     if (!ReportDiskFull("cannot open history store", history_opened.status(), config.data_dir)) {
@@ -334,6 +343,7 @@ int RunServer(const Config& given_config) {
   alert_options.publish = [&live](const store::Alert& alert) {
     live.PublishAlert(alert.device_id, alert.owner_id, alert.json);
   };
+  alert_options.processing_clock = processing_clock;
   auto alerts_opened = alert::AlertEngine::Open(alert_options, metadata.get(), clock, &metrics);
   if (!alerts_opened.ok()) {
     if (!ReportDiskFull("cannot open alert engine", alerts_opened.status(), config.data_dir)) {
@@ -379,8 +389,9 @@ int RunServer(const Config& given_config) {
     po.latest_windows = config.latest_windows;
     po.latest_catchup_max_records =
         std::max<size_t>(1, config.latest_catchup_max_records / static_cast<size_t>(threads));
+    po.wall_clock = clock;
     processors.push_back(std::make_unique<PartitionProcessor>(
-        std::move(po), log.get(), &latest, history.get(), clock, &metrics, &timezones));
+        std::move(po), log.get(), &latest, history.get(), processing_clock, &metrics, &timezones));
   }
   // The corrections of interrupted replays, applied by each processor once it has caught up
   // with the log (and skipped by one whose checkpoint has them already).
