@@ -296,7 +296,9 @@ struct alignas(64) Device {
   static constexpr int kSkewRing = 16;
   // Ingest time (received_at) of the latest-received event, written with the skew ring: the
   // "last seen" of Health (last_seen is processing time, which for events replayed from the
-  // log after a restart is the restart; found by a black-box test). 0 = none recorded.
+  // log after a restart is the restart; found by a black-box test). The last one in log
+  // (arrival) order, not the largest: after the server's clock stepped back, the largest
+  // stayed in the future, and silent_seconds 0, for the step's length. 0 = none recorded.
   int64_t last_received = 0;
   int64_t skew[kSkewRing] = {};
   std::string timezone = "UTC";

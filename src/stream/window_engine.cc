@@ -1202,7 +1202,7 @@ WindowEngine::Impl::PendResult WindowEngine::Impl::TryPend(Device& d, const mode
     if (ev.received_at_ns != 0) {
       d.skew[d.skew_n % Device::kSkewRing] = ev.received_at_ns - t;
       ++d.skew_n;
-      d.last_received = std::max(d.last_received, ev.received_at_ns);
+      d.last_received = ev.received_at_ns;
     }
     ++d.duplicates;
     ++duplicates;
@@ -1232,7 +1232,7 @@ void WindowEngine::Impl::FlushPending(Device& d) {
     if (row.received_at != 0) {
       d.skew[d.skew_n % Device::kSkewRing] = row.received_at - row.t;
       ++d.skew_n;
-      d.last_received = std::max(d.last_received, row.received_at);
+      d.last_received = row.received_at;
     }
     if ((d.pend_no_id >> k) & 1u) d.seen_ts.push_back(row.t);
     FoldInOrder(d, row.t, d.shape_n, kIds, row.v);
@@ -1296,7 +1296,7 @@ bool WindowEngine::Impl::ProcessOn(Device& d, const model::Event& ev, int64_t no
   if (ev.received_at_ns != 0) {
     d.skew[d.skew_n % Device::kSkewRing] = ev.received_at_ns - ev.timestamp_ns;
     ++d.skew_n;
-    d.last_received = std::max(d.last_received, ev.received_at_ns);
+    d.last_received = ev.received_at_ns;
   }
   const int64_t t = ev.timestamp_ns;
   // Only an event at or before the device's latest can be too late: a later one is its

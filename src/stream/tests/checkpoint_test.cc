@@ -84,6 +84,27 @@ TEST(CheckpointTest, LastSeenIsTheIngestTimeAlsoForReplayedEvents) {
   EXPECT_EQ(hr.last_seen_ns, h.last_seen_ns);
 }
 
+// Health's last_seen is the received_at of the event that arrived last, also when the
+// server's clock stepped back between two events (found by a black-box test: after a
+// step back, last_seen stayed at the earlier, future time).
+TEST(CheckpointTest, LastSeenFollowsTheClockBack) {
+  const int64_t base = 1795000000LL * kNanosPerSecond;
+  WindowEngine e{EngineOptions{}};
+  Collect sink;
+  for (int s = 0; s < 4; ++s) {
+    model::Event ev;
+    ev.device_id = "d";
+    ev.timestamp_ns = base + s * kNanosPerSecond;
+    // Received with the server's clock 10 min ahead, then (s >= 2) corrected.
+    ev.received_at_ns = ev.timestamp_ns + (s < 2 ? 10 * kNanosPerMinute : 0);
+    ev.metrics = {{"power_w", 100.0 + s}};
+    e.Process(ev, base + s * kNanosPerSecond, &sink);
+  }
+  WindowEngine::DeviceHealth h;
+  ASSERT_TRUE(e.Health("d", &h));
+  EXPECT_EQ(h.last_seen_ns, base + 3 * kNanosPerSecond);
+}
+
 // A checkpoint written while the server's clock was ahead holds processing times from the
 // future (last_seen, next_early, the last tick). Restored with an earlier clock, they are
 // clamped to the restore time: early firings and idle finalization go on from there
