@@ -409,7 +409,8 @@ void AlertEngine::Run() {
     }
     if (rules_dirty_.load()) LoadRules(&updates);
     // Before this round's changes, so that each alert's writes land in order.
-    if (metadata_ && !pending_writes_->empty() && processing_clock_->NowNanos() >= pending_retry_ns_) {
+    if (metadata_ && !pending_writes_->empty() &&
+        processing_clock_->NowNanos() >= pending_retry_ns_) {
       RetryPendingWrites("after an outage");
       pending_retry_ns_ = processing_clock_->NowNanos() + options_.tick_interval_ns;
     }
