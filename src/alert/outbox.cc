@@ -14,6 +14,7 @@
 
 #include "common/crc32c.h"
 #include "common/json_writer.h"
+#include "common/sync_dir.h"
 
 namespace joule::alert {
 namespace {
@@ -66,14 +67,6 @@ std::string AddJson(const Delivery& d) {
   w.Int(d.attempts);
   w.EndObject();
   return w.Take();
-}
-
-void SyncDir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd >= 0) {
-    (void)::fsync(fd);
-    ::close(fd);
-  }
 }
 
 }  // namespace
@@ -183,7 +176,7 @@ Status Outbox::Recover() {
     if (fsync_ && ::fsync(fd_) != 0) return Errno("fsync " + path_);
   }
   if (::lseek(fd_, static_cast<off_t>(good), SEEK_SET) < 0) return Errno("seek " + path_);
-  SyncDir(std::filesystem::path(path_).parent_path().string());
+  (void)SyncDir(std::filesystem::path(path_).parent_path().string());
   return Status::Ok();
 }
 
@@ -294,7 +287,7 @@ Status Outbox::CompactLocked() {
   ::close(fd);
   if (!st.ok()) return st;
   if (::rename(tmp.c_str(), path_.c_str()) != 0) return Errno("rename " + tmp);
-  SyncDir(std::filesystem::path(path_).parent_path().string());
+  (void)SyncDir(std::filesystem::path(path_).parent_path().string());
   ::close(fd_);
   fd_ = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC, 0600);
   if (fd_ < 0) return Errno("open " + path_);

@@ -16,6 +16,7 @@
 #include "common/crc32c.h"
 #include "common/json_writer.h"
 #include "common/logging.h"
+#include "common/sync_dir.h"
 
 namespace joule::alert {
 namespace {
@@ -24,14 +25,6 @@ constexpr const char* kFileName = "pending_alert_writes.log";
 
 Status Errno(const std::string& what) {
   return Status::IoError(fmt::format("{}: {}", what, std::strerror(errno)));
-}
-
-void SyncDir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd >= 0) {
-    (void)::fsync(fd);
-    ::close(fd);
-  }
 }
 
 }  // namespace
@@ -192,7 +185,7 @@ Status PendingAlertWrites::Save() {
   const std::string dir = std::filesystem::path(path_).parent_path().string();
   if (by_id_.empty()) {
     if (::unlink(path_.c_str()) != 0 && errno != ENOENT) return Errno("unlink " + path_);
-    SyncDir(dir);
+    (void)SyncDir(dir);
     dirty_ = false;
     return Status::Ok();
   }
@@ -222,7 +215,7 @@ Status PendingAlertWrites::Save() {
   }
   ::close(fd);
   if (::rename(tmp.c_str(), path_.c_str()) != 0) return Errno("rename " + tmp);
-  SyncDir(dir);
+  (void)SyncDir(dir);
   dirty_ = false;
   return Status::Ok();
 }

@@ -55,15 +55,6 @@ Result<std::vector<std::string>> ListDir(const std::string& path) {
   return names;
 }
 
-Status SyncDir(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus("open dir", path);
-  int rc = ::fsync(fd);
-  Status st = rc == 0 ? Status::Ok() : ErrnoStatus("fsync dir", path);
-  ::close(fd);
-  return st;
-}
-
 Result<uint64_t> FileSize(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) return ErrnoStatus("stat", path);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "common/sync_dir.h"  // SyncDir, used with these helpers
 
 namespace joule::log {
 
@@ -22,8 +23,6 @@ Status ErrnoStatus(const std::string& what, const std::string& path);
 Status CreateDirs(const std::string& path, bool* created = nullptr);
 // Names of the entries of a directory (no "." / "..").
 Result<std::vector<std::string>> ListDir(const std::string& path);
-// fsync of a directory, making creations, renames and unlinks in it durable.
-Status SyncDir(const std::string& path);
 Result<uint64_t> FileSize(const std::string& path);
 // Truncates a file to `size` bytes and fsyncs it.
 Status TruncateAndSync(const std::string& path, uint64_t size);
