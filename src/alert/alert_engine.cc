@@ -82,6 +82,7 @@ AlertEngine::AlertEngine(AlertEngineOptions options, store::MetadataStore* metad
       clock_(clock),
       processing_clock_(options_.processing_clock != nullptr ? options_.processing_clock : clock),
       evaluator_([this](std::string_view id) { return Lookup(id); }) {
+  evaluator_.SetWallClock([this] { return clock_->NowNanos(); });
   evaluator_.SetStoredAlertLookup([this](const std::string& id) -> std::optional<store::Alert> {
     if (!metadata_) return std::nullopt;
     // A change the store has not taken yet is newer than its row.

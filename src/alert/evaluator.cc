@@ -192,7 +192,7 @@ void Evaluator::RemindSnoozeEnded(int64_t now, std::vector<AlertUpdate>* out) {
   for (auto it = flags_.begin(); it != flags_.end();) {
     Flags& f = it->second;
     const std::string& id = it->first;
-    if (!f.snoozed_until || *f.snoozed_until > now || f.handled_until == *f.snoozed_until) {
+    if (!f.snoozed_until || *f.snoozed_until > Wall(now) || f.handled_until == *f.snoozed_until) {
       ++it;
       continue;
     }
@@ -330,7 +330,7 @@ AlertUpdate Evaluator::Make(const Rule& rule, const std::string& device_id, Know
   // And one alert's successive updates at least 1 ms apart: bodies carry updated_at in
   // milliseconds, and receivers order an alert's events by it (a "firing" and a
   // "resolved" made by one record had the same).
-  last_updated_ns_ = std::max({now, last_updated_ns_ + 1, k.updated_ns + kNanosPerMilli});
+  last_updated_ns_ = std::max({Wall(now), last_updated_ns_ + 1, k.updated_ns + kNanosPerMilli});
   a.updated_at_ns = k.updated_ns = last_updated_ns_;
   auto f = flags_.find(k.id);
   if (f != flags_.end()) {
@@ -351,7 +351,8 @@ AlertUpdate Evaluator::Make(const Rule& rule, const std::string& device_id, Know
   bool deliverable =
       u.event == "firing" || (k.fired && (u.event == "resolved" || u.event == "retracted"));
   // A snooze mutes `firing` only: the resolution of an alert that fired is always news.
-  bool muted = a.acked || (u.event == "firing" && a.snoozed_until_ns && *a.snoozed_until_ns > now);
+  bool muted =
+      a.acked || (u.event == "firing" && a.snoozed_until_ns && *a.snoozed_until_ns > Wall(now));
   u.notify = deliverable && !muted && !rule.channels.empty();
 
   JsonWriter w;
@@ -497,7 +498,7 @@ void Evaluator::Recompute(const Rule& rule, const std::string& device_id, Track&
       k.id = AlertId(device_id, rule.id, e.open_ws);
       k.open_ws = e.open_ws;
       k.open_we = e.open_we;
-      k.opened_at = now;
+      k.opened_at = Wall(now);
       k.state = store::AlertState::kPending;
       AdoptStored(k);
       t.known.push_back(k);
@@ -817,7 +818,7 @@ void Evaluator::Tick(int64_t now, std::vector<AlertUpdate>* out) {
       k.id = AlertId(device_id, rule.id, ws);
       k.open_ws = ws;
       k.open_we = ws + kAbsenceIdWindow;
-      k.opened_at = now;
+      k.opened_at = Wall(now);
       k.state = store::AlertState::kFiring;
       k.fired = true;
       k.last_event_end = last_event_end;

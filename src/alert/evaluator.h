@@ -87,6 +87,14 @@ class Evaluator {
   void SetRules(std::vector<Rule> rules, int64_t now = 0, std::vector<AlertUpdate>* out = nullptr);
   const std::vector<Rule>& rules() const { return rules_; }
 
+  // The `now` arguments are processing time (CONTRACT §2 "Processing time"): they drive
+  // evaluation (absence, a budget's day end). The times an alert shows — opened_at,
+  // updated_at — and snoozes, which the API sets as times of day, use this wall clock
+  // instead, so that a poller's updated_since=<its last poll> stays right after a clock step
+  // (found by a black-box test: after a step of 1 h, updated_at was an hour off). Unset:
+  // `now` for both.
+  void SetWallClock(std::function<int64_t()> wall) { wall_ = std::move(wall); }
+
   // Seeds an active (pending or firing) alert from the store after a restart, so its
   // episode continues instead of opening a second alert. Ignored when its rule is gone.
   void RestoreAlert(const store::Alert& alert, int64_t now);
@@ -244,6 +252,8 @@ class Evaluator {
 
   DeviceLookup lookup_;
   StoredAlertLookup stored_lookup_;
+  std::function<int64_t()> wall_;  // SetWallClock
+  int64_t Wall(int64_t now) const { return wall_ ? wall_() : now; }
   std::vector<Rule> rules_;
   std::unordered_map<std::string, Track> tracks_;  // by rule id + '\n' + device id
   std::unordered_map<std::string, DeviceActivity> activity_;

@@ -480,6 +480,45 @@ TEST(AlertProperties, LateUpdatesKeepWebhookInvariants) { CheckLateUpdateInvaria
 TEST(AlertProperties, RestartsWithReplayKeepWebhookInvariants) { CheckLateUpdateInvariants(true); }
 
 // Standard Webhooks test vector (standard-webhooks/standard-webhooks, libraries' tests).
+// An alert's opened_at/updated_at are the wall clock, while evaluation runs on processing
+// time (CONTRACT §2 "Processing time"): after a clock step they differ, and a poller's
+// updated_since=<its last poll> must still find the change (found by a black-box test:
+// after a step forward of 1 h, updated_at was an hour behind the server's Date).
+TEST(AlertClocks, AlertTimesAreTheWallClockWhileEvaluationIsProcessingTime) {
+  Evaluator ev([](std::string_view) { return DeviceInfo{"o1", "m1"}; });
+  const int64_t processing = kBase + 10 * kNanosPerMinute;
+  const int64_t wall = processing + kNanosPerHour;  // the clock stepped forward an hour
+  ev.SetWallClock([wall] { return wall; });
+  RuleParseOptions po;
+  po.allow_private_targets = true;
+  Result<Rule> r =
+      ParseRule(R"({"id":"r1","scope":{"device_id":"d1"},"kind":"threshold","metric":"temp_c",)"
+                R"("aggregate":"max","op":">","threshold":80,"resolution":"1m",)"
+                R"("channels":[{"url":"http://127.0.0.1:9/h","secret":"s"}]})",
+                po);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ev.SetRules({*r});
+  model::AggregateRecord rec;
+  rec.device_id = "d1";
+  rec.resolution = model::Resolution::kBase;
+  rec.window_start_ns = kBase;
+  rec.window_end_ns = kBase + kNanosPerMinute;
+  rec.version = 1;
+  rec.final = true;
+  model::MetricAggregate m;
+  m.name = "temp_c";
+  m.kind = model::DefaultMetricKind("temp_c");
+  m.count = 1;
+  m.min = m.max = m.first = m.last = m.sum = 90;
+  rec.metrics.push_back(m);
+  std::vector<AlertUpdate> out;
+  ev.OnRecord(rec, processing, &out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].event, "firing");
+  EXPECT_EQ(out[0].alert.opened_at_ns, wall);
+  EXPECT_EQ(out[0].alert.updated_at_ns, wall);
+}
+
 TEST(WebhookSignature, StandardWebhooksVector) {
   EXPECT_EQ(SignWebhook("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek",
                         "1614265330", R"({"test": 2432232314})"),
