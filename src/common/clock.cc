@@ -1,5 +1,7 @@
 #include "common/clock.h"
 
+#include <time.h>
+
 #include <chrono>
 
 namespace joule {
@@ -16,9 +18,9 @@ SystemClock* SystemClock::Default() {
 }
 
 int64_t MonotonicClock::NowNanos() const {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  timespec ts{};
+  ::clock_gettime(CLOCK_BOOTTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
 MonotonicClock* MonotonicClock::Default() {

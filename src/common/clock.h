@@ -20,8 +20,10 @@ class SystemClock final : public Clock {
   static SystemClock* Default();
 };
 
-// steady_clock: never steps, any epoch. For measuring elapsed time (the archive's open file
-// age, ProcessingClock's step detection); not a time of day.
+// CLOCK_BOOTTIME: never steps, counts time the machine was suspended (steady_clock does
+// not), any epoch. For measuring elapsed time (the archive's open file age,
+// ProcessingClock's step detection: a suspended VM or laptop is time that really passed,
+// not a clock step to be slewed out over ten times as long); not a time of day.
 class MonotonicClock final : public Clock {
  public:
   int64_t NowNanos() const override;
