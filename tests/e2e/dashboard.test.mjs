@@ -1066,6 +1066,35 @@ test('history and home energy refresh', () => withFakeClock(async (page) => {
 // table was 6,569 px wide), values up to the API's 1e100 stay short (a 100-digit voltage
 // ran out of its card), and every metric of the latest reading is listed (temp_c was
 // shown nowhere).
+test('a whole-home meter that sends only its energy counter', async () => {
+  // energy_wh rising 10 Wh every 20 s: 30 Wh per minute, an average of 1.80 kW. Its charts
+  // and the fleet show that power (they were empty, "—", before: only power metrics were
+  // charted).
+  await register([{ device_id: 'e2e-kwh-1', owner_id: 'home-m', name: 'Meter', timezone: 'UTC' }]);
+  const now = Date.now();
+  const start = Math.floor((now - 6 * 60_000) / 60_000) * 60_000;
+  const events = [];
+  for (let t = start, wh = 1000; t <= now - 20_000; t += 20_000, wh += 10) {
+    events.push({ device_id: 'e2e-kwh-1', timestamp: new Date(t).toISOString(), metrics: { energy_wh: wh } });
+  }
+  await ingest(events);
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT);
+  const errors = watchConsole(page);
+  try {
+    await signIn(page);
+    await page.getByLabel('Search').fill('e2e-kwh-1');
+    await page.locator('tr[data-device="e2e-kwh-1"]').getByText('1.80 kW').waitFor();
+    await page.goto(base + '/#/device/e2e-kwh-1');
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid="live-chart"]')?.dataset.points) >= 3);
+    await page.waitForFunction(() => document.querySelector('[data-testid="live-power"]').textContent.trim() === '1.80 kW');
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid="history-chart"]')?.dataset.points) >= 3);
+    assert.deepEqual([...errors], [], 'console errors');
+  } finally {
+    await page.close();
+  }
+});
+
 test('long metadata, huge values and unknown metrics', async () => {
   const long = 'L'.repeat(250);
   await register([{ device_id: 'e2e-huge-1', owner_id: 'home-h', name: 'Huge plug', model: long, location: long, timezone: 'UTC' }]);

@@ -106,29 +106,46 @@ export function localDate(ms, timeZone) {
   }
 }
 
+// An energy counter (CONTRACT §1: a counter's name ends in _wh or _total; _wh is energy):
+// a window's increment (`delta`) gives its average power.
+export function isEnergyCounter(metric) {
+  return typeof metric === 'string' && metric.endsWith('_wh');
+}
+
 // The power metric a device's charts show: power_w when it has one, else its first power
-// metric (one with energy_wh: solar_w, grid_w, …), else null.
+// metric (one with energy_wh: solar_w, grid_w, …), else its first energy counter (a
+// whole-home meter sending only energy_wh: its power is derived per window), else null.
 export function powerMetric(records) {
   let first = null;
+  let counter = null;
   for (const r of records || []) {
     const ms = (r && r.metrics) || {};
     if (ms.power_w) return 'power_w';
-    if (first === null) {
-      for (const [name, m] of Object.entries(ms)) {
-        if (m && 'energy_wh' in m) {
-          first = name;
-          break;
-        }
-      }
+    for (const [name, m] of Object.entries(ms)) {
+      if (!m) continue;
+      if (first === null && 'energy_wh' in m) first = name;
+      if (counter === null && isEnergyCounter(name) && 'delta' in m) counter = name;
     }
   }
-  return first;
+  return first || counter;
+}
+
+// How a chart names the power it shows.
+export function powerLabel(metric, capital = false) {
+  if (metric === 'power_w') return capital ? 'Power' : 'power';
+  if (isEnergyCounter(metric)) return (capital ? 'Power' : 'power') + ' from ' + metric;
+  return metric;
 }
 
 // Power of a record (of `metric`, default power_w): time-weighted average when known, else
 // the sample mean.
 export function recordPower(r, metric = 'power_w') {
   const m = r && r.metrics && r.metrics[metric];
+  if (m && isEnergyCounter(metric)) {
+    // The window's increment over its length: Wh per hour = W.
+    const hours = (Date.parse(r.window_end) - Date.parse(r.window_start)) / 3.6e6;
+    return isNum(m.delta) && hours > 0 ? m.delta / hours : null;
+  }
   if (m) return isNum(m.twa) ? m.twa : isNum(m.avg) ? m.avg : null;
   return metric === 'power_w' && isNum(r && r.avg_power_w) ? r.avg_power_w : null;
 }

@@ -20,6 +20,22 @@ const sec = (iso) => new Date(iso).getTime() / 1000;
 const num = (v) => (typeof v === 'number' && Number.isFinite(v) ? v : null);
 
 // Chart times in the device's own zone (uPlot draws in the browser's otherwise).
+// The newest final window of a Map start → window, else the newest; null when empty.
+function newestWindow(windows) {
+  let best = null;
+  for (const [k, w] of windows) {
+    if (!best || (w.final && !best.w.final) || (w.final === best.w.final && k > best.k)) best = { k, w };
+  }
+  return best && best.w;
+}
+
+// A window's maximum power: the metric's max (power_w's older summary field); none for an
+// energy counter (its max is a meter reading, not a power).
+function maxPower(w, metric) {
+  if (fmt.isEnergyCounter(metric)) return null;
+  return num(w.metrics?.[metric]?.max ?? (metric === 'power_w' ? w.max_power_w : null));
+}
+
 function inZone(tz) {
   return (ts) => uPlot.tzDate(new Date(ts * 1000), tz);
 }
@@ -170,7 +186,7 @@ export function DevicePage({ id }) {
     const keys = [...windows.keys()].sort((a, b) => a - b);
     const rows = keys.map((k) => {
       const w = windows.get(k);
-      return [k / 1000, fmt.recordPower(w, metric), num(w.metrics?.[metric]?.max ?? (metric === 'power_w' ? w.max_power_w : null))];
+      return [k / 1000, fmt.recordPower(w, metric), maxPower(w, metric)];
     });
     return withGaps(rows, 60, 3);
   }, [windows, metric]);
@@ -192,6 +208,9 @@ export function DevicePage({ id }) {
 
   const device = rt.data.device || { device_id: id };
   const m = (reading && reading.metrics) || {};
+  // Now: the latest reading's power; an energy counter's is the average of its newest final
+  // window (an open one holds only part of its minute's increments), else of its newest.
+  const nowPower = !fmt.isEnergyCounter(metric) ? num(m[metric]) : fmt.recordPower(newestWindow(windows), metric);
   const shownAlerts = mergeAlerts((firing.data && firing.data.alerts) || [], liveAlerts).slice(0, 5);
   return html`<section class="device">
     <p class="crumbs"><a href="#/">Fleet</a> › ${device.owner_id && html`<a href=${'#/home/' + enc(device.owner_id)}>${device.owner_id}</a> › `}${id}</p>
@@ -213,8 +232,8 @@ export function DevicePage({ id }) {
       </div>
       <div class="card now">
         <h2>Now</h2>
-        <div class="big" data-testid="live-power">${fmt.power(num(m[metric]))}</div>
-        ${metric !== 'power_w' && html`<div class="muted small">${metric}</div>`}
+        <div class="big" data-testid="live-power">${fmt.power(nowPower)}</div>
+        ${metric !== 'power_w' && html`<div class="muted small">${fmt.powerLabel(metric)}</div>`}
         <div class="muted">Voltage <span data-testid="live-voltage">${fmt.volts(num(m.voltage_v))}</span></div>
         <div class="muted small" title=${reading ? 'received ' + fmt.time(reading.received_at, tz) : ''}>Last reading ${reading ? fmt.time(reading.timestamp, tz) : 'never'}</div>
         ${shownAlerts.map((a) => html`<div class=${'badge ' + alertBadge(a.state)} data-testid="alert-badge" data-alert-id=${a.id} data-state=${a.state || ''}>${a.state || 'alert'}: ${a.rule_name || a.rule_id || ''}</div>`)}
@@ -223,7 +242,7 @@ export function DevicePage({ id }) {
     </div>
     <${LatestMetrics} metrics=${m} />
     <div class="card">
-      <h2>Live ${metric === 'power_w' ? 'power' : metric} <span class="muted small">1-minute windows, up to the last ${LIVE_WINDOWS * 2}; times in ${tz}</span></h2>
+      <h2>Live ${fmt.powerLabel(metric)} <span class="muted small">1-minute windows, up to the last ${LIVE_WINDOWS * 2}; times in ${tz}</span></h2>
       <${Chart} opts=${liveOpts} data=${liveData} testid="live-chart" />
     </div>
     <${History} id=${id} metric=${metric} tz=${tz} refresh=${refresh} />
@@ -279,7 +298,7 @@ function History({ id, metric, tz, refresh }) {
   );
   const recs = (hist.data && hist.data.data) || [];
   const step = (hist.data && STEP[hist.data.resolution]) || (recs[0] && recs[0].window_end ? sec(recs[0].window_end) - sec(recs[0].window_start) : 60);
-  const powerData = useMemo(() => withGaps(recs.map((r) => [sec(r.window_start), fmt.recordPower(r, metric), num(r.metrics?.[metric]?.max ?? (metric === 'power_w' ? r.max_power_w : null))]), step, 3), [hist.data, metric]);
+  const powerData = useMemo(() => withGaps(recs.map((r) => [sec(r.window_start), fmt.recordPower(r, metric), maxPower(r, metric)]), step, 3), [hist.data, metric]);
   const voltData = useMemo(() => withGaps(recs.map((r) => [sec(r.window_start), num(r.metrics?.voltage_v?.min), num(r.metrics?.voltage_v?.avg), num(r.metrics?.voltage_v?.max)]), step, 4), [hist.data]);
   const emptyRange = () => asked.current || [Date.now() / 1000 - RANGES[0].ms / 1000, Date.now() / 1000];
   const powerOpts = useMemo(() => ({ series: [{}, powerSeries('avg', '#2f7de1', 'rgba(47,125,225,0.12)'), powerSeries('max', '#e8833a')], axes: [timeAxis, valueAxis('W')], scales: { x: timeScale(emptyRange) }, tzDate: inZone(tz) }), [tz]);
@@ -296,7 +315,7 @@ function History({ id, metric, tz, refresh }) {
     </div>
     ${hist.error && !hist.data ? html`<${ErrorBox} error=${hist.error} retry=${hist.reload} />` : html`
       ${hist.loading && !hist.data && html`<${Loading} />`}
-      <h3>${metric === 'power_w' ? 'Power' : metric}</h3>
+      <h3>${fmt.powerLabel(metric, true)}</h3>
       <${Chart} opts=${powerOpts} data=${powerData} testid="history-chart" />
       <h3>Voltage</h3>
       <${Chart} opts=${voltOpts} data=${voltData} height=${160} testid="voltage-chart" />`}

@@ -55,7 +55,12 @@ function liveOf(rt) {
   const latest = rt.latest || {};
   const rec = (rt.data || [])[0];
   const metric = fmt.powerMetric(rt.data) || 'power_w';  // a solar inverter's solar_w
-  const p = latest.metrics && typeof latest.metrics[metric] === 'number' ? latest.metrics[metric] : fmt.recordPower(rec, metric);
+  // An energy counter's reading is not a power: the average of its newest final window is
+  // (the open window, first in the list, holds only part of its minute's increments).
+  const counter = fmt.isEnergyCounter(metric);
+  const reading = counter ? undefined : latest.metrics && latest.metrics[metric];
+  const shown = counter ? (rt.data || []).find((r) => r.final) || rec : rec;
+  const p = typeof reading === 'number' ? reading : fmt.recordPower(shown, metric);
   return { power: p, seen: latest.received_at || (rec && rec.window_end) || null };
 }
 
@@ -126,7 +131,13 @@ export function FleetPage({ mode } = {}) {
       await mapLimit(rows, 4, async (d) => {
         if (ctrl.signal.aborted || failed) return;  // unreachable: stop asking, keep the rest
         try {
-          const v = liveOf(await api(`/v1/devices/${encodeURIComponent(d.device_id)}/metrics/realtime?windows=1`, { signal: ctrl.signal }));
+          const url = `/v1/devices/${encodeURIComponent(d.device_id)}/metrics/realtime?windows=`;
+          let rt = await api(url + '1', { signal: ctrl.signal });
+          // An energy meter's power comes from a final window; one window is the open one.
+          if (fmt.isEnergyCounter(fmt.powerMetric(rt.data)) && !(rt.data || []).some((r) => r.final)) {
+            rt = await api(url + '3', { signal: ctrl.signal });
+          }
+          const v = liveOf(rt);
           setLive((m) => ({ ...m, [d.device_id]: v }));
           setNow(Date.now());
         } catch (e) {
