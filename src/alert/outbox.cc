@@ -21,17 +21,13 @@ namespace {
 
 constexpr uint64_t kCompactMinLines = 4096;
 
-Status Errno(const std::string& what) {
-  return Status::IoError(fmt::format("{}: {}", what, std::strerror(errno)));
-}
-
 Status WriteAll(int fd, const std::string& data) {
   size_t off = 0;
   while (off < data.size()) {
     ssize_t n = ::write(fd, data.data() + off, data.size() - off);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return Errno("outbox write");
+      return Status::IoErrorFromErrno("outbox write");
     }
     off += static_cast<size_t>(n);
   }
@@ -169,13 +165,15 @@ Status Outbox::Recover() {
     good = nl + 1;
   }
   fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-  if (fd_ < 0) return Errno("open " + path_);
+  if (fd_ < 0) return Status::IoErrorFromErrno("open " + path_);
   if (good < data.size()) {
     // A torn or damaged tail: everything after the last good line is dropped.
-    if (::ftruncate(fd_, static_cast<off_t>(good)) != 0) return Errno("truncate " + path_);
-    if (fsync_ && ::fsync(fd_) != 0) return Errno("fsync " + path_);
+    if (::ftruncate(fd_, static_cast<off_t>(good)) != 0)
+      return Status::IoErrorFromErrno("truncate " + path_);
+    if (fsync_ && ::fsync(fd_) != 0) return Status::IoErrorFromErrno("fsync " + path_);
   }
-  if (::lseek(fd_, static_cast<off_t>(good), SEEK_SET) < 0) return Errno("seek " + path_);
+  if (::lseek(fd_, static_cast<off_t>(good), SEEK_SET) < 0)
+    return Status::IoErrorFromErrno("seek " + path_);
   (void)SyncDir(std::filesystem::path(path_).parent_path().string());
   return Status::Ok();
 }
@@ -279,18 +277,18 @@ Status Outbox::Finish(const std::string& id, bool delivered, int attempts) {
 Status Outbox::CompactLocked() {
   std::string tmp = path_ + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return Errno("open " + tmp);
+  if (fd < 0) return Status::IoErrorFromErrno("open " + tmp);
   std::string data;
   for (const auto& [id, d] : pending_) data += Line(AddJson(d));
   Status st = WriteAll(fd, data);
-  if (st.ok() && fsync_ && ::fsync(fd) != 0) st = Errno("fsync " + tmp);
+  if (st.ok() && fsync_ && ::fsync(fd) != 0) st = Status::IoErrorFromErrno("fsync " + tmp);
   ::close(fd);
   if (!st.ok()) return st;
-  if (::rename(tmp.c_str(), path_.c_str()) != 0) return Errno("rename " + tmp);
+  if (::rename(tmp.c_str(), path_.c_str()) != 0) return Status::IoErrorFromErrno("rename " + tmp);
   (void)SyncDir(std::filesystem::path(path_).parent_path().string());
   ::close(fd_);
   fd_ = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC, 0600);
-  if (fd_ < 0) return Errno("open " + path_);
+  if (fd_ < 0) return Status::IoErrorFromErrno("open " + path_);
   lines_ = pending_.size();
   // Finished ids are forgotten; a re-derived transition after this is rare and harmless
   // (at-least-once).

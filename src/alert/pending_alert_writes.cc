@@ -23,10 +23,6 @@ namespace {
 
 constexpr const char* kFileName = "pending_alert_writes.log";
 
-Status Errno(const std::string& what) {
-  return Status::IoError(fmt::format("{}: {}", what, std::strerror(errno)));
-}
-
 }  // namespace
 
 std::string PendingAlertToJson(const store::Alert& a) {
@@ -184,7 +180,8 @@ Status PendingAlertWrites::Save() {
   if (!dirty_) return Status::Ok();
   const std::string dir = std::filesystem::path(path_).parent_path().string();
   if (by_id_.empty()) {
-    if (::unlink(path_.c_str()) != 0 && errno != ENOENT) return Errno("unlink " + path_);
+    if (::unlink(path_.c_str()) != 0 && errno != ENOENT)
+      return Status::IoErrorFromErrno("unlink " + path_);
     (void)SyncDir(dir);
     dirty_ = false;
     return Status::Ok();
@@ -196,13 +193,13 @@ Status PendingAlertWrites::Save() {
   }
   const std::string tmp = path_ + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return Errno("open " + tmp);
+  if (fd < 0) return Status::IoErrorFromErrno("open " + tmp);
   size_t off = 0;
   while (off < data.size()) {
     ssize_t n = ::write(fd, data.data() + off, data.size() - off);
     if (n < 0) {
       if (errno == EINTR) continue;
-      Status st = Errno("write " + tmp);
+      Status st = Status::IoErrorFromErrno("write " + tmp);
       ::close(fd);
       return st;
     }
@@ -214,7 +211,7 @@ Status PendingAlertWrites::Save() {
     std::abort();
   }
   ::close(fd);
-  if (::rename(tmp.c_str(), path_.c_str()) != 0) return Errno("rename " + tmp);
+  if (::rename(tmp.c_str(), path_.c_str()) != 0) return Status::IoErrorFromErrno("rename " + tmp);
   (void)SyncDir(dir);
   dirty_ = false;
   return Status::Ok();

@@ -1,5 +1,8 @@
 #include "common/status.h"
 
+#include <cerrno>
+#include <cstring>
+
 namespace joule {
 
 std::string_view StatusCodeName(StatusCode code) {
@@ -47,6 +50,11 @@ std::string Status::ToString() const {
   s += ": ";
   s += state_->message;
   return s;
+}
+
+Status Status::IoErrorFromErrno(std::string_view what) {
+  const int err = errno;
+  return IoError(std::string(what) + ": " + std::strerror(err));
 }
 
 }  // namespace joule
