@@ -16,43 +16,64 @@ EventAppender::EventAppender(log::Log* log, MetricsRegistry* metrics)
 
 Status EventAppender::Append(const std::vector<model::Event>& events, Done done) {
   const uint32_t partitions = log_->partitions();
-  // Each partition's records encoded back to back in one buffer (log::RecordBatch), handed
-  // to the log as is: no string per event.
-  std::vector<log::RecordBatch> by_partition(partitions);
-  // Each partition's buffers get room for exactly its events (counted first) at the size
-  // of the first event encoded plus some slack, when its first record arrives: they then
-  // rarely grow while encoding, and unused partitions allocate nothing.
-  thread_local std::vector<uint32_t> part_of;
-  thread_local std::vector<uint32_t> per_partition;
-  part_of.resize(events.size());
-  per_partition.assign(partitions, 0);
-  for (size_t i = 0; i < events.size(); ++i) {
-    part_of[i] = model::PartitionOf(events[i].device_id, partitions);
-    ++per_partition[part_of[i]];
+  if (events.empty()) return log_->AppendGroup({}, std::move(done));  // InvalidArgument
+  // Most bodies are one device's (every MQTT message, a device posting its own queue): one
+  // partition, one buffer, no per-partition bookkeeping.
+  const std::string& first_device = events.front().device_id;
+  const uint32_t first_partition = model::PartitionOf(first_device, partitions);
+  size_t same = 1;
+  while (same < events.size() &&
+         (events[same].device_id == first_device ||
+          model::PartitionOf(events[same].device_id, partitions) == first_partition)) {
+    ++same;
   }
-  size_t record_bytes = 0;
-  for (size_t i = 0; i < events.size(); ++i) {
-    const uint32_t p = part_of[i];
-    log::RecordBatch& batch = by_partition[p];
-    if (batch.empty() && record_bytes != 0) {
-      batch.Reserve(per_partition[p], per_partition[p] * record_bytes);
+  std::vector<log::Log::PartitionBatch> group;
+  if (same == events.size()) {
+    group.resize(1);
+    group.front().partition = first_partition;
+    EncodeInto(events, nullptr, first_partition, &group.front().records);
+  } else {
+    // Each partition's records encoded back to back in one buffer (log::RecordBatch),
+    // handed to the log as is: no string per event.
+    thread_local std::vector<uint32_t> part_of;
+    part_of.resize(events.size());
+    for (size_t i = 0; i < events.size(); ++i) {
+      part_of[i] = i < same ? first_partition : model::PartitionOf(events[i].device_id, partitions);
     }
-    model::EncodeEvent(events[i], batch.buffer());
-    batch.EndRecord();
-    if (record_bytes == 0) {
-      record_bytes = batch.bytes() + batch.bytes() / 4 + 8;
-      batch.Reserve(per_partition[p], per_partition[p] * record_bytes);
+    for (uint32_t p = 0; p < partitions; ++p) {
+      log::RecordBatch batch;
+      EncodeInto(events, &part_of, p, &batch);
+      if (!batch.empty()) group.push_back({p, std::move(batch)});
     }
   }
   // One group: admitted, written and refused together, so a refusal (backpressure, a full
   // disk) means that nothing of the request was stored.
-  std::vector<log::Log::PartitionBatch> group;
-  for (uint32_t p = 0; p < partitions; ++p) {
-    if (!by_partition[p].empty()) group.push_back({p, std::move(by_partition[p])});
-  }
   Status st = log_->AppendGroup(std::move(group), std::move(done));
   if (!st.ok()) refused_->Inc();
   return st;
+}
+
+void EventAppender::EncodeInto(const std::vector<model::Event>& events,
+                               const std::vector<uint32_t>* part_of, uint32_t partition,
+                               log::RecordBatch* batch) {
+  // The buffers get room for exactly the partition's events (counted first) at the size of
+  // the first one encoded plus some slack: they then rarely grow while encoding.
+  size_t count = events.size();
+  if (part_of != nullptr) {
+    count = 0;
+    for (uint32_t p : *part_of) count += p == partition ? 1 : 0;
+  }
+  bool first = true;
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (part_of != nullptr && (*part_of)[i] != partition) continue;
+    model::EncodeEvent(events[i], batch->buffer());
+    batch->EndRecord();
+    if (first && count > 1) {
+      const size_t record_bytes = batch->bytes() + batch->bytes() / 4 + 8;
+      batch->Reserve(count, count * record_bytes);
+    }
+    first = false;
+  }
 }
 
 }  // namespace joule::ingest

@@ -12,7 +12,8 @@
 
 namespace joule::log {
 class Log;
-}
+class RecordBatch;
+}  // namespace joule::log
 
 namespace joule::ingest {
 
@@ -31,6 +32,12 @@ class EventAppender {
   Status Append(const std::vector<model::Event>& events, Done done);
 
  private:
+  // Encodes the events of `partition` (all of them when part_of is null; else those with
+  // (*part_of)[i] == partition) into *batch.
+  static void EncodeInto(const std::vector<model::Event>& events,
+                         const std::vector<uint32_t>* part_of, uint32_t partition,
+                         log::RecordBatch* batch);
+
   log::Log* log_;
   Counter* refused_;
 };

@@ -38,6 +38,7 @@ MqttIngest::MqttIngest(MqttIngestOptions options, store::MetadataStore* metadata
   messages_denied_ = Messages(metrics_, "not_authorized");
   messages_unavailable_ = Messages(metrics_, "unavailable");
   messages_rate_limited_ = Messages(metrics_, "rate_limited");
+  unavailable_events_ = Rejected("unavailable");
   limited_events_ = metrics_->GetCounter("joule_rate_limited_total",
                                          "Requests refused by a rate limit", {{"kind", "events"}});
 }
@@ -193,7 +194,7 @@ void MqttIngest::OnPublish(const mqtt::PublishRequest& request, PublishDone done
     }
   }
   const uint64_t n = body.events.size();
-  Counter* unavailable = Rejected("unavailable");
+  Counter* unavailable = unavailable_events_;
   auto shared_done = std::make_shared<PublishDone>(std::move(done));
   Status st = appender_->Append(
       body.events, [this, shared_done, n, unavailable, partial = std::move(partial)](Status s) {

@@ -65,6 +65,7 @@ class MqttIngest final : public net::mqtt::SessionHandler {
   Counter* messages_unavailable_;
   Counter* messages_rate_limited_;
   Counter* limited_events_;
+  Counter* unavailable_events_;  // joule_events_rejected_total{code="unavailable"}
   std::mutex mu_;
   std::map<std::string, Counter*, std::less<>> rejected_;  // guarded by mu_
 };

@@ -364,21 +364,19 @@ Status SegmentLog::Admit(uint64_t bytes) {
 Status SegmentLog::AppendBatch(uint32_t partition, RecordBatch records, DurableCallback cb) {
   uint64_t bytes = 0;
   JOULE_RETURN_IF_ERROR(CheckBatch(partition, records, &bytes));
-  Request req{partition,
-              0,
-              clock_->NowNanos(),
-              bytes,
-              std::move(records),
-              std::move(cb),
-              std::chrono::steady_clock::now()};
+  return Enqueue(Request{partition, 0, clock_->NowNanos(), bytes, std::move(records), std::move(cb),
+                         std::chrono::steady_clock::now(), nullptr});
+}
+
+Status SegmentLog::Enqueue(Request req) {
   bool wake;
   {
     std::lock_guard<std::mutex> l(mu_);
-    JOULE_RETURN_IF_ERROR(Admit(bytes));
-    Partition& p = *parts_[partition];
+    JOULE_RETURN_IF_ERROR(Admit(req.bytes));
+    Partition& p = *parts_[req.partition];
     req.first = p.next_offset;
     p.next_offset += req.records.size();
-    pending_bytes_ += bytes;
+    pending_bytes_ += req.bytes;
     pending_bytes_gauge_->Set(static_cast<double>(pending_bytes_));
     ++appended_seq_;
     wake = queue_.empty();
@@ -390,6 +388,15 @@ Status SegmentLog::AppendBatch(uint32_t partition, RecordBatch records, DurableC
 
 Status SegmentLog::AppendGroup(std::vector<PartitionBatch> batches, GroupCallback cb) {
   if (batches.empty()) return Status::InvalidArgument("empty log append group");
+  if (batches.size() == 1) {
+    // One partition (an MQTT message, a device's own batch): a plain request with the
+    // callback as given (no shared group state, no wrapper: this runs per MQTT message).
+    PartitionBatch& b = batches.front();
+    uint64_t bytes = 0;
+    JOULE_RETURN_IF_ERROR(CheckBatch(b.partition, b.records, &bytes));
+    return Enqueue(Request{b.partition, 0, clock_->NowNanos(), bytes, std::move(b.records), nullptr,
+                           std::chrono::steady_clock::now(), std::move(cb)});
+  }
   std::vector<uint64_t> sizes(batches.size());
   std::vector<bool> seen(options_.partitions, false);
   uint64_t total = 0;
@@ -426,7 +433,7 @@ Status SegmentLog::AppendGroup(std::vector<PartitionBatch> batches, GroupCallbac
     for (size_t i = 0; i < batches.size(); ++i) {
       Partition& p = *parts_[batches[i].partition];
       Request req{p.id, p.next_offset, now_ns, sizes[i], std::move(batches[i].records),
-                  done, enqueued};
+                  done, enqueued,      nullptr};
       p.next_offset += req.records.size();
       queue_.push_back(std::move(req));
     }
@@ -849,7 +856,7 @@ void SegmentLog::CompleteRound(Round* r) {
 
   for (Request& req : r->requests) {
     append_latency_->Observe(SecondsSince(req.enqueued));
-    if (req.cb) req.cb(Status::Ok(), model::LogOffset{req.first});
+    req.Fire(Status::Ok());
   }
   phase_callbacks_->Observe(SecondsSince(completing));
   // The readers (processors, archiver) are woken after the acknowledgements: on a busy
@@ -927,7 +934,7 @@ void SegmentLog::FailRound(std::vector<Request>* round, const std::vector<Partit
       std::strerror(err) + "); nothing was stored; retry");
   for (std::vector<Request>* list : {round, &refused}) {
     for (Request& req : *list) {
-      if (req.cb) req.cb(st, model::LogOffset{req.first});
+      req.Fire(st);
     }
   }
   {

@@ -125,6 +125,14 @@ class SegmentLog final : public Log {
     RecordBatch records;
     DurableCallback cb;
     std::chrono::steady_clock::time_point enqueued;
+    // The callback of a group of one batch (AppendGroup's common case: one device's
+    // events), kept as given instead of wrapped in a shared group count.
+    GroupCallback group_cb;
+
+    void Fire(const Status& status) {
+      if (cb) cb(status, model::LogOffset{first});
+      if (group_cb) group_cb(status);
+    }
   };
 
   // A written round whose fdatasyncs may still be in flight (pipelined group commit). Its
@@ -154,6 +162,8 @@ class SegmentLog final : public Log {
   // Backpressure: Unavailable (counted) when `bytes` more would go over max_pending_bytes.
   // REQUIRES: mu_ held.
   Status Admit(uint64_t bytes);
+  // Admits one request and queues it (the writer is woken when the queue was empty).
+  Status Enqueue(Request req);
   Status Recover();
   Status RecoverPartition(Partition* p);
   Status VerifySealed(Partition* p, uint64_t base, uint64_t end);

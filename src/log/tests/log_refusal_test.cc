@@ -177,6 +177,44 @@ TEST(LogRefusalTest, AGroupIsStoredWholeOrNotAtAll) {
   for (uint64_t i = 0; i < 20; ++i) EXPECT_EQ(p1[i].payload, Payload(1, i, 90));
 }
 
+// A group of one batch (one device's events: every MQTT message) takes its own path in the
+// log: refused with the round, its callback called once with the error, offsets reused.
+TEST(LogRefusalTest, AGroupOfOneBatchIsRefusedWithItsRound) {
+  TempDir tmp;
+  FaultFileLayer layer;
+  auto log = Log::Open(RefusalOptions(tmp.path(), &layer, 2), nullptr);
+  ASSERT_TRUE(log.ok());
+  AppendSync(log->get(), 1, Records(1, 0, 10));  // partition 1 near its segment's end
+  layer.SetCreateError(EMFILE);
+  std::vector<Log::PartitionBatch> group;
+  group.push_back({1, Batch(1, 10, 10)});
+  int calls = 0;
+  std::promise<Status> refused;
+  ASSERT_TRUE((*log)
+                  ->AppendGroup(std::move(group),
+                                [&](Status s) {
+                                  ++calls;
+                                  refused.set_value(s);
+                                })
+                  .ok());
+  EXPECT_EQ(refused.get_future().get().code(), StatusCode::kUnavailable);
+  EXPECT_EQ((*log)->DurableEnd(1).value, 10u);
+
+  layer.SetCreateError(0);
+  group.clear();
+  group.push_back({1, Batch(1, 10, 10)});
+  ASSERT_TRUE(GroupWait(log->get(), std::move(group)).ok());
+  ASSERT_TRUE((*log)->Flush().ok());
+  EXPECT_EQ(calls, 1);
+  auto p1 = ReadAll(log->get(), 1);
+  ASSERT_EQ(p1.size(), 20u);
+  for (uint64_t i = 0; i < 20; ++i) EXPECT_EQ(p1[i].payload, Payload(1, i, 90));
+  // A partition out of range is refused at once.
+  group.clear();
+  group.push_back({2, Batch(0, 0, 1)});
+  EXPECT_EQ((*log)->AppendGroup(std::move(group), nullptr).code(), StatusCode::kInvalidArgument);
+}
+
 // Backpressure admits a group whole or not at all, and a group names a
 // partition once.
 TEST(LogRefusalTest, AGroupIsAdmittedWholeOrNotAtAll) {

@@ -816,6 +816,14 @@ void PutProperties(const Properties& p, std::string* out) {
 
 }  // namespace
 
+void AppendPuback(uint16_t packet_id, uint8_t reason_code, std::string* out) {
+  const char bytes[5] = {static_cast<char>(static_cast<uint8_t>(PacketType::kPuback) << 4),
+                         static_cast<char>(reason_code == 0 ? 2 : 3),
+                         static_cast<char>(packet_id >> 8), static_cast<char>(packet_id & 0xFF),
+                         static_cast<char>(reason_code)};
+  out->append(bytes, reason_code == 0 ? 4 : 5);
+}
+
 void Encode(const Packet& packet, ProtocolVersion version, std::string* out) {
   const bool v5 = version == ProtocolVersion::kV5;
   std::string body;

@@ -248,6 +248,10 @@ bool DecodePacketBody(uint8_t first_byte, std::string_view body, ProtocolVersion
 // REQUIRES: the packet is valid for that version (fields within their ranges).
 void Encode(const Packet& packet, ProtocolVersion version, std::string* out);
 
+// Appends a PUBACK without properties: the bytes Encode writes for it (reason_code 0, or
+// any 3.1.1 PUBACK: no reason byte).
+void AppendPuback(uint16_t packet_id, uint8_t reason_code, std::string* out);
+
 // Size of the encoding, without building it.
 size_t EncodedSize(const Packet& packet, ProtocolVersion version);
 

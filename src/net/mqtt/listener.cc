@@ -180,7 +180,8 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
         options_(server_->options()),
         id_(id),
         socket_(std::move(socket), options_.tls.get()),
-        timer_(socket_.get_executor()),
+        executor_(socket_.get_executor()),
+        timer_(executor_),
         decoder_(DecoderOptions{options_.max_packet_size, ProtocolVersion::kUnknown}) {
     error_code ec;
     tcp::endpoint peer = socket_.socket().remote_endpoint(ec);
@@ -189,7 +190,7 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
 
   ~MqttConnection() { Unregister(); }
 
-  asio::any_io_executor executor() { return socket_.get_executor(); }
+  const asio::any_io_executor& executor() const { return executor_; }
 
   void Start() {
     asio::post(executor(), [self = shared_from_this()] {
@@ -496,21 +497,24 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
     request.qos = pub.qos;
     request.payload_format_indicator = pub.properties.payload_format_indicator;
     std::weak_ptr<MqttConnection> weak = shared_from_this();
-    asio::any_io_executor ex = executor();
     if (pub.qos == 0) {
-      server_->handler()->OnPublish(request, [weak, ex](PublishOutcome outcome) {
-        asio::post(ex, [weak, outcome = std::move(outcome)] {
-          if (auto self = weak.lock()) self->OnQos0Done(outcome);
-        });
+      server_->handler()->OnPublish(request, [weak](PublishOutcome outcome) {
+        if (auto self = weak.lock()) {
+          asio::post(self->executor_,
+                     [self, outcome = std::move(outcome)] { self->OnQos0Done(outcome); });
+        }
       });
       return;
     }
     const uint64_t seq = inflight_base_ + inflight_.size();
     inflight_.push_back(InFlight{pub.packet_id, false, {}, SteadyClock::now()});
-    server_->handler()->OnPublish(request, [weak, ex, seq](PublishOutcome outcome) {
-      asio::post(ex, [weak, seq, outcome = std::move(outcome)]() mutable {
-        if (auto self = weak.lock()) self->OnQos1Done(seq, std::move(outcome));
-      });
+    server_->handler()->OnPublish(request, [weak, seq](PublishOutcome outcome) {
+      // A connection gone meanwhile has nobody to answer (the executor is the connection's).
+      if (auto self = weak.lock()) {
+        asio::post(self->executor_, [self, seq, outcome = std::move(outcome)]() mutable {
+          self->OnQos1Done(seq, std::move(outcome));
+        });
+      }
     });
   }
 
@@ -558,17 +562,22 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
         return;
       }
     }
-    Packet p;
-    p.type = PacketType::kPuback;
-    p.publish_response.packet_id = f.packet_id;
-    if (v5()) {
-      p.publish_response.reason_code = code;
-      if (!f.outcome.reason_string.empty()) {
-        p.publish_response.properties.reason_string = f.outcome.reason_string;
-      }
-    }
     server_->ObservePuback(SteadyClock::now() - f.received);
-    Send(p);
+    if (!v5() || f.outcome.reason_string.empty() || !problem_information_) {
+      // No properties: the packet's 4 or 5 bytes, as Encode would write them (this runs
+      // once per message).
+      if (!closed_) {
+        AppendPuback(f.packet_id, v5() ? code : reason::kSuccess, &out_);
+        if (!write_pending_) DoWrite();
+      }
+    } else {
+      Packet p;
+      p.type = PacketType::kPuback;
+      p.publish_response.packet_id = f.packet_id;
+      p.publish_response.reason_code = code;
+      p.publish_response.properties.reason_string = f.outcome.reason_string;
+      Send(p);
+    }
     if (f.outcome.disconnect) {
       server_->CountDisconnect("not_authorized");
       DisconnectWith(code);
@@ -749,7 +758,8 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
   const std::shared_ptr<MqttListener::Impl> server_;
   const MqttListenerOptions& options_;
   const uint64_t id_;
-  MaybeTlsStream socket_;  // plain TCP, or TLS when the listener has a TlsContext
+  MaybeTlsStream socket_;                 // plain TCP, or TLS when the listener has a TlsContext
+  const asio::any_io_executor executor_;  // the socket's (the connection's strand)
   asio::steady_timer timer_;
   Decoder decoder_;
   Packet packet_;  // the packet being handled (reused)

@@ -404,4 +404,23 @@ TEST(MqttDecoder, ConnectSetsTheVersion) {
 }
 
 }  // namespace
+TEST(MqttCodec, AppendPubackWritesWhatEncodeWrites) {
+  for (V v : {V::kV311, V::kV5}) {
+    for (uint16_t id : {uint16_t{1}, uint16_t{0x1234}, uint16_t{0xFFFF}}) {
+      for (uint8_t code : {reason::kSuccess, reason::kNotAuthorized, reason::kQuotaExceeded}) {
+        if (v == V::kV311 && code != reason::kSuccess) continue;
+        Packet p;
+        p.type = PacketType::kPuback;
+        p.publish_response.packet_id = id;
+        p.publish_response.reason_code = code;
+        std::string encoded = "x";
+        Encode(p, v, &encoded);
+        std::string fast = "x";
+        AppendPuback(id, code, &fast);
+        EXPECT_EQ(fast, encoded) << static_cast<int>(v) << " " << id << " " << int{code};
+      }
+    }
+  }
+}
+
 }  // namespace joule::net::mqtt
