@@ -39,6 +39,9 @@ struct ApiContext {
   // ("device:<id>", "owner:<id>"; never the admin token), events per device id.
   ingest::RateLimiter* request_limiter = nullptr;
   ingest::RateLimiter* event_limiter = nullptr;
+  // Elapsed time for the rate limiters (the server: MonotonicClock, so that a step of the
+  // wall clock neither refuses a device nor lets a burst through); null = `clock`.
+  const Clock* limiter_clock = nullptr;
   store::LatestStore* latest = nullptr;
   size_t latest_windows = 60;
   // GET /v1/stream: streams open at once per owner key (0 = unlimited; admin unlimited).

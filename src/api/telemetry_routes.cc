@@ -55,7 +55,7 @@ class TelemetryRoute {
       key.assign(device ? "device:" : "owner:");
       key.append(device ? caller.device_id : caller.owner_id);
       int64_t retry_ns = 0;
-      if (!ctx_.request_limiter->TryAcquire(key, 1, ctx_.clock->NowNanos(), &retry_ns)) {
+      if (!ctx_.request_limiter->TryAcquire(key, 1, LimiterNow(), &retry_ns)) {
         limited_requests_->Inc();
         responder.Send(RateLimited("too many requests for this token", retry_ns));
         return;
@@ -105,7 +105,7 @@ class TelemetryRoute {
       responder.Send(ErrorFromStatus(authorized));
       return;
     }
-    if (!AcquireEvents(body, now, responder)) return;
+    if (!AcquireEvents(body, responder)) return;
     for (const auto& e : body.errors) RejectCounter(e.code)->Inc();
     if (body.events.empty()) {
       bool all_forbidden = !body.errors.empty();
@@ -135,9 +135,13 @@ class TelemetryRoute {
   }
 
  private:
+  int64_t LimiterNow() const {
+    return (ctx_.limiter_clock != nullptr ? ctx_.limiter_clock : ctx_.clock)->NowNanos();
+  }
+
   // Takes each device's events from its bucket; all or nothing: on a refusal the tokens
   // already taken for other devices of this request are not returned (they were offered).
-  bool AcquireEvents(const ingest::ParsedBody& body, int64_t now, net::Responder& responder) {
+  bool AcquireEvents(const ingest::ParsedBody& body, net::Responder& responder) {
     if (ctx_.event_limiter == nullptr || body.events.empty()) return true;
     // Events per device, in order of first appearance: runs of one device collapsed first
     // (a device token's body is one run), then repeats merged through an open-addressing
@@ -185,9 +189,11 @@ class TelemetryRoute {
         return false;
       }
     }
+    const int64_t limiter_now = LimiterNow();
     for (const auto& [device_id, count] : per_device) {
       int64_t retry_ns = 0;
-      if (!ctx_.event_limiter->TryAcquire(device_id, static_cast<double>(count), now, &retry_ns)) {
+      if (!ctx_.event_limiter->TryAcquire(device_id, static_cast<double>(count), limiter_now,
+                                          &retry_ns)) {
         limited_events_->Inc();
         responder.Send(
             RateLimited(fmt::format("too many events for device '{}'", device_id), retry_ns));

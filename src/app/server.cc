@@ -555,6 +555,7 @@ int RunServer(const Config& given_config) {
   ctx.appender = &appender;
   ctx.request_limiter = request_limiter.get();
   ctx.event_limiter = event_limiter.get();
+  ctx.limiter_clock = MonotonicClock::Default();
   ctx.latest = &latest;
   ctx.latest_windows = config.latest_windows;
   ctx.streams_per_key = config.streams_per_key;
@@ -681,6 +682,7 @@ int RunServer(const Config& given_config) {
   mqtt_ingest_options.limits = ctx.limits;
   mqtt_ingest_options.clock = clock;
   mqtt_ingest_options.event_limiter = event_limiter.get();
+  mqtt_ingest_options.limiter_clock = MonotonicClock::Default();
   ingest::MqttIngest mqtt_ingest(mqtt_ingest_options, metadata.get(), &appender, &metrics);
   std::unique_ptr<net::mqtt::MqttListener> mqtt;
   if (!config.mqtt_listen.empty()) {

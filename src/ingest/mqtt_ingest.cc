@@ -158,8 +158,9 @@ void MqttIngest::OnPublish(const mqtt::PublishRequest& request, PublishDone done
     return;
   }
   if (options_.event_limiter != nullptr &&
-      !options_.event_limiter->TryAcquire(device_id, static_cast<double>(body.events.size()), now,
-                                          nullptr)) {
+      !options_.event_limiter->TryAcquire(
+          device_id, static_cast<double>(body.events.size()),
+          options_.limiter_clock != nullptr ? options_.limiter_clock->NowNanos() : now, nullptr)) {
     limited_events_->Inc();
     messages_rate_limited_->Inc();
     mqtt::PublishOutcome limited{

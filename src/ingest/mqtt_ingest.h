@@ -36,6 +36,9 @@ struct MqttIngestOptions {
   // Events per device (null = unlimited); over the limit a publish is refused with
   // quota exceeded (0x97; MQTT 3.1.1: disconnect) and nothing is stored.
   RateLimiter* event_limiter = nullptr;
+  // Elapsed time for event_limiter (the server: MonotonicClock; a wall clock step must not
+  // refuse a device or let a burst through). null: `clock`.
+  const Clock* limiter_clock = nullptr;
 };
 
 class MqttIngest final : public net::mqtt::SessionHandler {

@@ -24,8 +24,9 @@ class RateLimiter {
 
   // Takes `tokens` from `key`'s bucket at time `now_ns` and returns true, or returns false
   // (taking nothing) and sets *retry_after_ns (if not null) to the time until the bucket
-  // holds `tokens` (for tokens > burst: until it is full). `now_ns` may step back (a wall
-  // clock corrected by NTP): a bucket then refills from that time on, never waits for the
+  // holds `tokens` (for tokens > burst: until it is full). `now_ns` is elapsed time (the server
+  // passes MonotonicClock's, so wall clock steps do not reach the buckets); it may step back (a
+  // wall clock corrected by NTP): a bucket then refills from that time on, never waits for the
   // clock to come back.
   bool TryAcquire(std::string_view key, double tokens, int64_t now_ns, int64_t* retry_after_ns);
 

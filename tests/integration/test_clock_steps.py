@@ -2,7 +2,8 @@
 `faketime`; the monotonic clock stays real, as under an NTP step). Processing time absorbs
 the step (CONTRACT section 2 "Processing time"): a step back does not stall idle
 finalization, a step forward does not finalize a sending device's hour (found by a
-black-box test, session 21)."""
+black-box test, session 21); the rate limiters count elapsed time, so a step back does not
+refuse a device that waited for its tokens (found by a black-box test, session 22)."""
 
 import os
 import tempfile
@@ -100,6 +101,24 @@ class StepForwardTest(ClockStepCase):
         # Before the fix the device looked silent for 3 h: its hour in progress was final.
         if int(time.time()) // 3600 * 3600 == hour:  # (the hour did not really end meanwhile)
             self.assertFalse([r for r in body["data"] if r["final"]], f"{body!r}")
+
+
+@unittest.skipUnless(os.path.exists(LIBFAKETIME), "libfaketime not installed")
+class StepBackRateLimitTest(ClockStepCase):
+    clock_file, server_env = faked_clock_env("+10m")
+    # 5 events per second per device, a burst of 10.
+    server_env = dict(server_env, JOULE_LIMITS_DEVICE_EVENTS_PER_SECOND="5")
+
+    def test_a_step_back_keeps_the_tokens_a_device_earned(self):
+        dev = f"rate-{uuid.uuid4().hex[:8]}"
+        self.post_ok([event(dev, i) for i in range(10)])  # the whole burst
+        status, _, body = self.server.post_events([event(dev, 10)])
+        self.assertEqual(status, 429, f"{body!r}")  # the bucket is empty
+        time.sleep(3)  # 15 tokens' worth: the bucket is full again
+        set_clock(self.clock_file, "+0")  # NTP steps the clock back 10 min
+        time.sleep(0.2)
+        # Before the fix the bucket restarted empty at the step: 429 for 2 s.
+        self.post_ok([event(dev, i) for i in range(11, 21)])
 
 
 if __name__ == "__main__":
