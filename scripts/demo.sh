@@ -9,8 +9,13 @@ cd "$(dirname "$0")/.."
 port="${JOULE_DEMO_PORT:-8080}"
 data="${JOULE_DEMO_DATA:-./data/demo}"
 devices="${JOULE_DEMO_DEVICES:-50}"
+# The simulator runs whole homes of 5 devices (a meter and four appliances): say how many.
+[[ "$devices" =~ ^[0-9]+$ ]] && ((devices > 0)) ||
+  { echo "demo: JOULE_DEMO_DEVICES must be a positive number" >&2; exit 2; }
+devices=$(((devices + 4) / 5 * 5))
 unset JOULE_DEMO_PORT JOULE_DEMO_DATA JOULE_DEMO_DEVICES
 scripts/install-deps.sh
+command -v curl >/dev/null 2>&1 || { echo "demo: needs curl (apt-get install curl)" >&2; exit 1; }
 scripts/build.sh release joule  # the binary only (the tests and benchmarks: scripts/test.sh)
 bin=build/release/src/app/joule
 

@@ -8,6 +8,10 @@ BUILD_PKGS=(build-essential cmake ninja-build ccache pkg-config git
   libsqlite3-dev libzstd-dev libtomlplusplus-dev libcli11-dev libspdlog-dev libfmt-dev
   libhowardhinnant-date-dev libxxhash-dev libmosquitto-dev libgtest-dev libgmock-dev
   libbenchmark-dev tzdata nodejs)
+# What the demo (scripts/demo.sh: curl) and the README's first commands use (curl, python3
+# to read a JSON answer, mosquitto_pub): a minimal Debian 12 has none of them (found by a
+# black-box test: the demo blamed the server for a missing curl).
+BUILD_PKGS+=(curl python3 mosquitto-clients)
 # npm builds the dashboard (web/) when its sources changed; without it the committed
 # web/dist is embedded. Debian's nodejs lacks npm; NodeSource's bundles it (and conflicts
 # with Debian's npm package), so npm is added only when missing.

@@ -555,12 +555,18 @@ Result<Config> LoadConfig(const std::string& path, char** envp,
     if (std::filesystem::is_directory(path, ec)) {
       return Status::InvalidArgument(fmt::format("config {}: is a directory, not a file", path));
     }
+    if (!std::filesystem::exists(path, ec)) {
+      return Status::InvalidArgument(fmt::format("config {}: no such file", path));
+    }
     toml::table root;
     try {
       root = toml::parse_file(path);
     } catch (const toml::parse_error& e) {
+      // (line 0: not a syntax error but the file itself, e.g. not readable)
+      const auto line = e.source().begin.line;
       return Status::InvalidArgument(
-          fmt::format("config {}: {} (line {})", path, e.description(), e.source().begin.line));
+          line == 0 ? fmt::format("config {}: {}", path, e.description())
+                    : fmt::format("config {}: {} (line {})", path, e.description(), line));
     }
     for (const auto& [section_key, section_node] : root) {
       std::string section(section_key.str());

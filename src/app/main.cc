@@ -52,6 +52,7 @@ std::string UnknownSubcommandMessage(CLI::App& app, int argc, char** argv) {
 int main(int argc, char** argv) {
   CLI::App app{"Joule: real-time analytics for smart-home energy telemetry"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("joule ") + JOULE_VERSION);
 
   std::string config_path;
   auto* serve = app.add_subcommand("serve", "Run the server (embedded defaults; see CONTRACT §5)");

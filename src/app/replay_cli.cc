@@ -386,9 +386,14 @@ int RunReplay(const Config& config, const ReplayCliOptions& options) {
     return true;
   };
   Result<ReplayStats> stats =
-      ReplayArchive(req, history->get(), latest.get(), &timezones, [](const ReplayProgress& p) {
-        fmt::print(stderr, "joule replay: {}\n", ReplayProgressLine(p));
-      });
+      ReplayArchive(req, history->get(), latest.get(), &timezones,
+                    [last = std::string()](const ReplayProgress& p) mutable {
+                      // Each phase reports its end too: a line equal to the one before it
+                      // (an empty archive's "0 events") is not printed twice.
+                      std::string line = ReplayProgressLine(p);
+                      if (line != last) fmt::print(stderr, "joule replay: {}\n", line);
+                      last = std::move(line);
+                    });
   if (!stats.ok()) return Fail(stats.status().ToString());
   if (handed_over) {
     fmt::print(stderr,

@@ -671,7 +671,9 @@ int RunServer(const Config& given_config) {
   Status st = http.Start();
   if (!st.ok()) {
     logging::Error("cannot start HTTP listener",
-                   {{"address", config.http_listen}, {"error", st.ToString()}});
+                   {{"address", config.http_listen},
+                    {"error", st.ToString()},
+                    {"hint", "another address: server.http_listen (JOULE_SERVER_HTTP_LISTEN)"}});
     return 1;
   }
   std::string host = config.http_listen.substr(0, config.http_listen.rfind(':'));
@@ -697,8 +699,13 @@ int RunServer(const Config& given_config) {
     mqtt = std::make_unique<net::mqtt::MqttListener>(io, mqtt_options, &mqtt_ingest, &metrics);
     Status mqtt_st = mqtt->Start();
     if (!mqtt_st.ok()) {
+      // Debian's mosquitto package runs a broker on localhost:1883, the default here.
       logging::Error("cannot start MQTT listener",
-                     {{"address", config.mqtt_listen}, {"error", mqtt_st.ToString()}});
+                     {{"address", config.mqtt_listen},
+                      {"error", mqtt_st.ToString()},
+                      {"hint",
+                       "another address: server.mqtt_listen (JOULE_SERVER_MQTT_LISTEN); \"\" "
+                       "turns MQTT off (a mosquitto broker on 1883?)"}});
       return 1;
     }
     std::string mqtt_host = config.mqtt_listen.substr(0, config.mqtt_listen.rfind(':'));

@@ -210,6 +210,10 @@ class CliTest(unittest.TestCase):
         self.assertRefused(run([]), "a subcommand is required")
         self.assertRefused(run(["simulate", "--bogus"]), "--bogus")
         self.assertEqual(run(["--help"]).returncode, 0)
+        # (was "a subcommand is required": found by a black-box test)
+        version = run(["--version"])
+        self.assertEqual(version.returncode, 0, version.stderr)
+        self.assertRegex(version.stdout, r"^joule \d+\.\d+\.\d+")
 
     def test_simulate_refuses_out_of_range_options(self):
         for args, message in ((["--devices-per-home", "9"], "--devices-per-home must be within 1..8"),

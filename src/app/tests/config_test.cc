@@ -79,6 +79,13 @@ TEST(ConfigTest, ADirectoryIsNotAConfigFile) {
       << c.status().ToString();
 }
 
+// (was "File could not be opened for reading (line 0)": found by a black-box test)
+TEST(ConfigTest, AMissingFileIsNamedPlainly) {
+  auto c = LoadConfig("/nonexistent/joule.toml", nullptr);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().message(), "config /nonexistent/joule.toml: no such file");
+}
+
 TEST(ConfigTest, ClearErrors) {
   std::string path = WriteTemp("[stream]\nwindoww = \"1m\"\n");
   auto c = LoadConfig(path, nullptr);
