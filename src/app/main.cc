@@ -74,7 +74,7 @@ int main(int argc, char** argv) {
                        "Register the devices and ingest with their own tokens (a device that "
                        "exists already gets a new token: its old one stops working)");
   simulate->add_option("--homes", sim.homes,
-                       "Number of homes, 1..1000000 (default: devices / per home)");
+                       "Number of homes, 1..1000000 (default 0: --devices / --devices-per-home)");
   simulate->add_option("--devices-per-home", sim.devices_per_home, "Meter + appliances, 1..8")
       ->capture_default_str();
   simulate
@@ -86,17 +86,25 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   simulate->add_option("--duration", sim_text.duration,
                        "Event-time span, e.g. 15m (0 = until stopped)");
-  simulate->add_option("--start", sim_text.start, "First event time: RFC 3339, epoch ms, or -3h");
+  simulate->add_option("--start", sim_text.start,
+                       "First event time, not in the future: RFC 3339, epoch ms, or -3h "
+                       "(default: now)");
   simulate->add_option("--speed", sim.speed, "Event time per real time, >= 0 (0 = unthrottled)")
       ->capture_default_str();
   simulate->add_option("--seed", sim_text.seed, "Random seed, 0..18446744073709551615")
       ->capture_default_str();
   simulate->add_option("--prefix", sim.device_prefix, "Device id prefix")->capture_default_str();
-  simulate->add_option("--batch", sim.batch, "Events per request, at most; 1..1000000")
+  simulate
+      ->add_option("--batch", sim.batch,
+                   "Events per request, at most; 1..1000000 (a batch the server refuses as too "
+                   "large, HTTP 413 or PUBACK 0x97 \"split it\", is halved and resent)")
       ->capture_default_str();
   simulate->add_option("--connections", sim.connections, "Sender threads, 1..1024")
       ->capture_default_str();
-  simulate->add_option("--flush-interval", sim_text.flush_interval, "Longest wait before a send");
+  simulate
+      ->add_option("--flush-interval", sim_text.flush_interval,
+                   "Longest (real) time an event waits before it is sent")
+      ->capture_default_str();
   simulate->add_option("--jitter", sim_text.jitter, "Fault: send order shuffled within this");
   simulate->add_option("--outages", sim.outages_per_hour,
                        "Fault: outage starts per home per hour of event time, >= 0");
@@ -107,10 +115,12 @@ int main(int argc, char** argv) {
                        "Fault: meter counter resets per hour, >= 0");
   simulate->add_option("--malformed", sim.malformed, "Fault: malformed events per event, 0..1");
   simulate->add_option("--wrong-tokens", sim.wrong_tokens,
-                       "Fault: fraction of requests first sent with a wrong token, 0..1");
+                       "Fault: fraction of requests first sent with a wrong token, 0..1 (needs "
+                       "--token or --admin-token)");
   simulate->add_option("--ground-truth", sim.ground_truth_path,
                        "Write the expected 1m/1h/1d records here (JSON lines)");
-  simulate->add_option("--max-gap", sim_text.max_gap, "The server's stream.max_gap");
+  simulate->add_option("--max-gap", sim_text.max_gap, "The server's stream.max_gap")
+      ->capture_default_str();
   simulate->add_flag("--quiet", sim.quiet, "Only the final summary");
   simulate->add_flag("--dry-run", sim.dry_run, "Generate and encode only; send nothing");
   simulate->add_option(
@@ -125,9 +135,11 @@ int main(int argc, char** argv) {
       ->add_option("--give-up-after", sim_text.give_up_after,
                    "Stop (exit 1) when no request has reached the server for this long")
       ->capture_default_str();
-  simulate->add_option("--allowed-lateness", sim_text.allowed_lateness,
-                       "The server's stream.allowed_lateness (--jitter may not exceed it with "
-                       "--ground-truth)");
+  simulate
+      ->add_option("--allowed-lateness", sim_text.allowed_lateness,
+                   "The server's stream.allowed_lateness (--jitter may not exceed it with "
+                   "--ground-truth)")
+      ->capture_default_str();
 
   // joule devices import|export: device metadata as CSV, on the configured metadata store.
   auto* devices = app.add_subcommand("devices", "Import or export device metadata as CSV");

@@ -232,7 +232,11 @@ class CliTest(unittest.TestCase):
                               (["--url", "http://:8080"], "--url has no host"),
                               (["--seed", "-1"], "--seed must be an integer"),
                               (["--seed", "18446744073709551616"], "--seed must be an integer"),
-                              (["--seed", "12x"], "--seed")):
+                              (["--seed", "12x"], "--seed"),
+                              # Found by a black-box test: sent one tick, then stalled silently
+                              # until the wall clock reached it (an hour for one an hour ahead).
+                              (["--start", "2099-01-01T00:00:00Z"], "is in the future"),
+                              (["--start", "4070908800000"], "is in the future")):
             proc = run(["simulate", "--dry-run", "--quiet"] + args, timeout=30)
             self.assertRefused(proc, message)
         ok = run(["simulate", "--dry-run", "--quiet", "--start", "-1h", "--duration", "1m",
@@ -243,6 +247,23 @@ class CliTest(unittest.TestCase):
         # Found by a black-box test: "480 events generated, 480 sent" for a --dry-run.
         self.assertIn("none sent (--dry-run)", ok.stderr)
         self.assertNotIn("480 sent", ok.stderr)
+
+    def test_simulate_help_and_notes(self):
+        """Found by a black-box test: --help gave no default for --flush-interval, --max-gap,
+        --allowed-lateness, said --homes 1.. while 0 (the default) derives it from --devices,
+        and --wrong-tokens without a token was a silent no-op."""
+        proc = run(["simulate", "--help"])
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        text = " ".join(proc.stdout.split())
+        for flag, default in (("--flush-interval", "1s"), ("--max-gap", "300s"),
+                              ("--allowed-lateness", "1h")):
+            self.assertIn(f"{flag} TEXT={default} ", text)
+        self.assertIn("default 0: --devices / --devices-per-home", text)
+        proc = run(["simulate", "--dry-run", "--start", "-1m", "--duration", "10s", "--speed",
+                    "0", "--wrong-tokens", "0.5"])
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertIn("note: --wrong-tokens does nothing without --token or --admin-token",
+                      proc.stderr)
 
     def test_simulate_exits_1_when_some_registrations_fail(self):
         """Found by a black-box test: after a PostgreSQL restart some registrations got 503;
@@ -403,6 +424,84 @@ class SimulateTest(unittest.TestCase):
         self.assertIn("giving up: no request has reached the server", stderr)
         self.assertIn("events generated", stderr)  # the summary
         self.assertLess(time.monotonic() - down_at, 15, stderr)  # not the 30 s of the span
+
+    def test_a_batch_too_large_for_the_server_is_split(self):
+        """Found by a black-box test: with --batch above the server's limits
+        (limits.max_events_per_request, a device's rate-limit burst) every request got 413
+        "split the request", was counted failed, exit 1. The simulator halves the batch and
+        resends it; later batches go out at the size that passed; the truth holds them all."""
+        limit, sizes = 700, []
+
+        class Handler(JsonHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"[]")
+                sizes.append(len(body))
+                if len(body) > limit:
+                    self.reply(413, {"error": {"code": "too_many_events", "message":
+                                               f"the body holds more than {limit} events: "
+                                               "split the request"}})
+                else:
+                    self.reply(202, {"accepted": len(body), "rejected": 0, "errors": []})
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        truth = os.path.join(self.tmp.name, "truth.jsonl")
+        proc = run(["simulate", "--url", f"http://127.0.0.1:{server.server_port}", "--homes",
+                    "2", "--devices-per-home", "2", "--rate", "10", "--start", "-1h",
+                    "--duration", "10m", "--speed", "0", "--batch", "5000", "--connections", "1",
+                    "--flush-interval", "10s", "--quiet", "--ground-truth", truth], timeout=120)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertIn("24000 accepted, 0 rejected, 0 failed", proc.stderr)
+        self.assertRegex(proc.stderr, r" [1-9]\d* batches split")
+        self.assertGreater(max(sizes), limit)  # --batch was tried
+        # Once halved, later batches go out at the size that passed (not 413 every time).
+        self.assertLessEqual(sum(1 for n in sizes if n > limit), 3, sizes[:20])
+        with open(truth) as f:
+            events = sum(r["count"] for r in map(json.loads, f) if r["resolution"] == "1m")
+        self.assertEqual(events, 24000)
+
+    def test_a_bad_body_answered_429_is_resent_and_counted(self):
+        """Found by a black-box test: with --malformed, an unparseable body answered 429
+        (rate limited before it was parsed) was neither counted nor resent, so the server's
+        429s exceeded the summary's retries and its requests could not be reconciled."""
+        answers = {"requests": 0, 400: 0, 429: 0}
+        lock = threading.Lock()
+
+        class Handler(JsonHandler):
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers["Content-Length"]))
+                with lock:
+                    answers["requests"] += 1
+                    n = answers["requests"]
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    status = 429 if n % 2 else 400  # every other one rate-limited
+                    with lock:
+                        answers[status] += 1
+                    self.reply(status, {"error": {"code": "x", "message": "bad"}})
+                    return
+                self.reply(202, {"accepted": len(body), "rejected": 0, "errors": []})
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        proc = run(["simulate", "--url", f"http://127.0.0.1:{server.server_port}", "--homes",
+                    "2", "--devices-per-home", "3", "--start", "-1h", "--duration", "10m",
+                    "--speed", "0", "--malformed", "0.4", "--batch", "10", "--quiet"],
+                   timeout=120)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        summary = proc.stderr
+        requests = int(re.search(r"(\d+) requests", summary).group(1))
+        retries = int(re.search(r"(\d+) retries", summary).group(1))
+        bad = int(re.search(r"(\d+) bad bodies → 400", summary).group(1))
+        self.assertGreater(answers[429], 0, "the stand-in rate-limited no bad body")
+        self.assertEqual(requests, answers["requests"], summary)
+        self.assertEqual(retries, answers[429], summary)
+        self.assertEqual(bad, answers[400], summary)
 
     def test_outages_are_per_home_per_hour_of_event_time(self):
         """--outages 10 with 50 homes over 24 h gave 5,091 outages, not ~12,000: starts were
