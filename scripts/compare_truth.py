@@ -2,6 +2,7 @@
 """Compare a `joule simulate --ground-truth FILE` with a running server's history.
 
     scripts/compare_truth.py --url http://127.0.0.1:8080 --token "$ADMIN" truth.jsonl
+    scripts/compare_truth.py --url https://127.0.0.1:8443 --cacert ca.pem --token "$ADMIN" t.jsonl
 
 For every device of the truth file it reads /v1/devices/{id}/metrics/history at 1m, 1h and
 1d (admin token, or an owner key of those devices), waits up to --wait seconds until every
@@ -28,6 +29,7 @@ import argparse
 import datetime
 import json
 import math
+import ssl
 import sys
 import time
 import urllib.error
@@ -99,16 +101,22 @@ def fmt_ts(epoch_s):
 
 
 class Server:
-    def __init__(self, url, token):
+    def __init__(self, url, token, cacert=None):
+        """cacert: a PEM file of CAs trusted besides the system's (an https:// server with a
+        self-signed certificate, as `joule simulate --cacert`); the host name is checked."""
         self.url = url.rstrip("/")
         self.token = token
+        self.context = None
+        if cacert:
+            self.context = ssl.create_default_context()
+            self.context.load_verify_locations(cafile=cacert)
 
     def get(self, path):
         req = urllib.request.Request(self.url + path)
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
+            with urllib.request.urlopen(req, timeout=30, context=self.context) as resp:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as e:
             raise RuntimeError(f"GET {path}: HTTP {e.code} {e.read()[:300]!r}") from None
@@ -179,6 +187,9 @@ def main(argv=None):
     ap.add_argument("--url", default="http://127.0.0.1:8080", help="the server's base URL")
     ap.add_argument("--token", default="",
                     help="admin token or an owner key (empty with auth disabled)")
+    ap.add_argument("--cacert", default=None,
+                    help="https: PEM CAs to trust besides the system's (e.g. a self-signed "
+                    "server.tls_cert_file)")
     ap.add_argument("--wait", type=float, default=120.0,
                     help="seconds to wait for the 1m windows to become final (default 120)")
     ap.add_argument("--rel", type=float, default=1e-6,
@@ -193,8 +204,9 @@ def main(argv=None):
         print(f"compare_truth: cannot read {args.truth}: {e}", file=sys.stderr)
         return 2
     try:
-        result = compare(Server(args.url, args.token), expected, args.wait, args.rel)
-    except (OSError, RuntimeError, ValueError) as e:
+        result = compare(Server(args.url, args.token, args.cacert), expected, args.wait,
+                         args.rel)
+    except (OSError, RuntimeError, ValueError, ssl.SSLError) as e:
         print(f"compare_truth: {args.url}: {e}", file=sys.stderr)
         return 2
     c, f = result["compared"], result["final"]

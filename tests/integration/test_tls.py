@@ -29,11 +29,15 @@ import shutil
 import signal
 import socket
 import ssl
+import pathlib
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
 import uuid
+
+SCRIPTS = pathlib.Path(__file__).resolve().parents[2] / "scripts"
 
 from joule_harness import (JouleServer, fmt_ts, free_port, joule_bin, metric_sum,
                            parse_prometheus, poll)
@@ -320,11 +324,29 @@ class Tls(unittest.TestCase):
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
         self.assertIn("cannot connect", r.stderr)
         self.assertIn("not trusted", r.stderr)
-        r = subprocess.run(base + ["--cacert", self.cert], capture_output=True, text=True,
-                           timeout=60)
+        truth = os.path.join(self.dir, f"{prefix}.jsonl")
+        r = subprocess.run(base + ["--cacert", self.cert, "--ground-truth", truth],
+                           capture_output=True, text=True, timeout=60)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr + self.diag())
         # 2 devices x 120 s at 1 Hz, every event accepted over TLS.
         self.assertRegex(r.stdout + r.stderr, r"\b240 accepted")
+        # scripts/compare_truth.py trusts the same CA with --cacert (found by a black-box
+        # test: it had none, and worked only with SSL_CERT_FILE, undocumented).
+        compare = [sys.executable, str(SCRIPTS / "compare_truth.py"), "--url",
+                   f"https://127.0.0.1:{self.server.port}", "--wait", "0", truth]
+        env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+        r = subprocess.run(compare, capture_output=True, text=True, timeout=60, env=env)
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        self.assertIn("CERTIFICATE_VERIFY_FAILED", r.stderr)
+        # (An unregistered device is "no such device" until its first records are written.)
+        def compared():
+            r = subprocess.run(compare[:-1] + ["--cacert", self.cert, truth],
+                               capture_output=True, text=True, timeout=60, env=env)
+            self.assertNotIn("CERTIFICATE_VERIFY_FAILED", r.stderr)
+            return r if "compare_truth: 2 devices, 240 events" in r.stderr else None
+        r = poll(compared, timeout=30)
+        self.assertTrue(r, "compare_truth --cacert did not compare" + self.diag())
+        self.assertIn(" 0 mismatches", r.stderr, r.stdout)
         st, _, body = self.server.request(
             "GET", f"/v1/devices/{prefix}-0000/metrics/history?resolution=1m"
             f"&from={fmt_ts(time.time() - 900)}&to={fmt_ts(time.time())}")
