@@ -15,8 +15,9 @@
 //                8–35 kWh, tapering in the last 10 minutes; sessions run past midnight)
 //   washer       power_w: 0–2 programs per local day (fill, heat 2 kW, wash, rinse, spin)
 //   lighting     power_w: by local time of day and daylight, switched in 10-minute slots
-//   water_heater power_w, tank_temp_c: a 3 kW element with a thermostat; hot-water draws in
-//                the local morning and evening
+//   water_heater power_w, tank_temp_c: a 200 L tank, a 3 or 4.5 kW element with a
+//                thermostat; hot-water draws mostly in the local morning and evening, about
+//                three 5-minute draws per resident (1–5) a day: 3.6–9.5 kWh a day
 //   solar        solar_w: the inverter's output from the sun's elevation at the home's
 //                latitude/longitude, with moving clouds; 0 at night
 //

@@ -1,4 +1,5 @@
 // Home profiles of `joule simulate`: determinism by seed and plausible energy.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -90,6 +91,28 @@ TEST(SimulatorProfilesTest, DevicesZonesAndIds) {
   EXPECT_EQ(home.UtcOffsetSeconds(Ms("2026-06-01T00:00:00Z")), 5 * 3600 + 1800);
 }
 
+// Found by a black-box test: the water heater drew ~27 kWh a day in every home (45 % of the
+// peak slots drew a "shower", ~41 a day), half to four fifths of each home's consumption. A
+// household electric water heater uses ~3–12 kWh a day, more in larger households.
+TEST(SimulatorProfilesTest, TheWaterHeaterDrawsAHouseholdsWorthOfHotWater) {
+  const int64_t t0 = Ms("2026-11-24T12:00:00Z");
+  double total = 0, least = 1e9, most = 0;
+  for (int index = 0; index < 14; ++index) {
+    Home home(index, 8, 42, "wk");
+    DayRun run = RunHome(home, t0, 48, 30'000);
+    const double per_day = run.energy_wh[fmt::format("wk-{:04d}-water_heater", index)] / 2;
+    EXPECT_GT(per_day, 2'500) << "home " << index;
+    EXPECT_LT(per_day, 12'000) << "home " << index;
+    EXPECT_LT(per_day, 0.5 * run.energy_wh[fmt::format("wk-{:04d}", index)] / 2) << index;
+    total += per_day;
+    least = std::min(least, per_day);
+    most = std::max(most, per_day);
+  }
+  EXPECT_GT(total / 14, 4'000);
+  EXPECT_LT(total / 14, 9'000);
+  EXPECT_GT(most, 1.5 * least);  // by household size
+}
+
 TEST(SimulatorProfilesTest, DailyEnergyIsPlausibleAndTheMeterCounterMatchesItsPower) {
   // A full day (every kind) in Berlin, sampled every 10 s.
   Home home(2, 8, 42, "sim");
@@ -177,7 +200,7 @@ TEST(SimulatorProfilesTest, ALaterRunContinuesTheMeterCounterOfAnEarlierRun) {
 
 TEST(SimulatorProfilesTest, TheModelledMeanIsCloseToAWeeksConsumption) {
   // What makes the junctions small: the counter's closed form grows by about what the home
-  // draws, within a quarter over a week (the weather and sessions vary), summer and winter.
+  // draws, within a third over a week (the weather and sessions vary), summer and winter.
   for (const char* start : {"2026-01-10T00:00:00Z", "2026-07-10T00:00:00Z"}) {
     for (int index : {0, 1, 2, 3, 10, 13}) {
       Home home(index, 8, 42, "sim");
@@ -185,7 +208,10 @@ TEST(SimulatorProfilesTest, TheModelledMeanIsCloseToAWeeksConsumption) {
       DayRun run = RunHome(home, t0, 7 * 24, 60'000);
       const double modelled =
           home.CounterReadingAt(t0 + 7 * 24 * 3'600'000) - home.CounterReadingAt(t0);
-      EXPECT_NEAR(run.meter_delta_wh / modelled, 1.0, 0.25) << "home " << index << " " << start;
+      // Since the water heater draws a realistic amount (session 22) it no longer dominates
+      // both sides: the weeks land at 0.83–1.21 of the model, and Berlin in July at 0.69 (the
+      // modelled HVAC mean overestimates a mild summer week).
+      EXPECT_NEAR(run.meter_delta_wh / modelled, 1.0, 0.35) << "home " << index << " " << start;
     }
   }
 }
