@@ -38,6 +38,7 @@
 #include "api/query_params.h"
 #include "api/routes.h"
 #include "api/token_route.h"
+#include "api/whole_home_meter.h"
 #include "common/json_writer.h"
 #include "common/logging.h"
 #include "common/time_format.h"
@@ -138,7 +139,8 @@ Result<std::optional<int64_t>> InstalledAtField(simdjson::dom::element v) {
   return std::optional<int64_t>(ns);
 }
 
-// An object (its compact JSON), or null (→ "", no config).
+// An object (its compact JSON), or null (→ "", no config). Free-form, but for the one key
+// Joule reads, `whole_home` (whole_home_meter.h).
 Result<std::string> ConfigField(simdjson::dom::element v) {
   if (v.is_null()) return std::string();
   if (!v.is_object()) return Status::InvalidArgument("config must be a JSON object");
@@ -147,6 +149,7 @@ Result<std::string> ConfigField(simdjson::dom::element v) {
     return Status::InvalidArgument(
         fmt::format("config must be at most {} bytes as JSON", kMaxDeviceConfigBytes));
   }
+  JOULE_RETURN_IF_ERROR(ValidateWholeHomeFlag(json));
   return json;
 }
 

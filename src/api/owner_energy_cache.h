@@ -20,7 +20,8 @@
 // same device ids in the same order: (1). A late event re-emits a 1d record
 // with version + 1: a write of that series, so the next request reads the store again.
 // For (3) the horizon only rises and only hides records: a kept answer is still the
-// answer while its first bucket starts at or after the current horizon.
+// answer while its first bucket starts at or after the current horizon. (4) The devices'
+// whole-home flags (their configs, which no series write follows) are in the route's key.
 //
 // Without an attached, enabled RecordJsonCache nothing is kept (every request reads the
 // store). Only requests with an explicit `to` are kept (without one, `to` is the current

@@ -3,6 +3,12 @@
 // pre-computed 1h or 1d (local day) records — so the numbers equal the sums of the
 // devices' histories by construction. The energy of a power metric is its energy_wh;
 // of a counter metric (e.g. a meter's energy_wh) its delta.
+//
+// Whole-home meters (`config.whole_home = true`, whole_home_meter.h) measure every
+// appliance of the home too: a bucket's total is the sum of its whole-home meters' energy
+// when it has any, and of all its devices only when it has none (no meter marked, or none
+// with this metric in that bucket — before it was installed, or a meter sending only its
+// counter asked for power_w). Summing everything counted the appliances twice.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -19,6 +25,7 @@
 #include "api/record_json_cache.h"
 #include "api/routes.h"
 #include "api/token_route.h"
+#include "api/whole_home_meter.h"
 #include "common/clock.h"
 #include "common/json_writer.h"
 #include "common/metrics.h"
@@ -35,7 +42,9 @@ constexpr size_t kMaxBuckets = 10'000;
 struct Bucket {
   int64_t end_ns = 0;
   std::string local_date;
-  double total = 0;
+  double total = 0;             // over every device
+  double whole_home_total = 0;  // over the whole-home meters
+  bool has_whole_home = false;  // a whole-home meter has energy in this bucket
   struct Device {
     double wh = 0;
     bool present = false;
@@ -104,13 +113,17 @@ void HandleOwnerEnergy(ApiContext& ctx, OwnerEnergyCache* cache, const Counters&
   }
 
   std::vector<std::string> device_ids;
+  std::vector<bool> whole_home;  // by the device's position in device_ids
   store::ListDevicesOptions list;
   list.owner_id = owner_id;
   list.limit = 1000;
   while (true) {
     Result<store::DevicePage> page = ctx.metadata->ListDevices(list);
     if (!page.ok()) return fail(page.status());
-    for (const auto& d : page->devices) device_ids.push_back(d.device_id);
+    for (const auto& d : page->devices) {
+      device_ids.push_back(d.device_id);
+      whole_home.push_back(IsWholeHomeMeter(d.config_json));
+    }
     if (page->next_cursor.empty()) break;
     list.after = page->next_cursor;
   }
@@ -126,7 +139,11 @@ void HandleOwnerEnergy(ApiContext& ctx, OwnerEnergyCache* cache, const Counters&
       cache != nullptr && req.Query("to") != nullptr &&
       OwnerEnergyCache::Take(ctx.history_json_cache, device_ids, resolution, &snapshot);
   if (cacheable) {
-    key = fmt::format("{}\n{}\n{}\n{}\n{}", owner_id, res_text, metric, from, to);
+    // The snapshot follows the device list and the series but not the devices' configs:
+    // the whole-home flags (in device_ids' order) are part of the question.
+    std::string flags(whole_home.size(), '0');
+    for (size_t i = 0; i < whole_home.size(); ++i) flags[i] = whole_home[i] ? '1' : '0';
+    key = fmt::format("{}\n{}\n{}\n{}\n{}\n{}", owner_id, res_text, metric, from, to, flags);
     if (std::shared_ptr<const std::string> kept =
             cache->Find(key, snapshot, ctx.history->ReadHorizon(resolution))) {
       if (counters.hits) counters.hits->Inc();
@@ -147,6 +164,7 @@ void HandleOwnerEnergy(ApiContext& ctx, OwnerEnergyCache* cache, const Counters&
   store::HistoryEnergyFields f;
   model::AggregateRecord scratch;  // for stores that decode whole records
   for (size_t rank = 0; rank < order.size(); ++rank) {
+    const bool meter = whole_home[order[rank]];
     store::HistoryQuery q;
     q.device_id = device_ids[order[rank]];
     q.resolution = resolution;
@@ -163,6 +181,10 @@ void HandleOwnerEnergy(ApiContext& ctx, OwnerEnergyCache* cache, const Counters&
       b.end_ns = std::max(b.end_ns, f.window_end_ns);
       if (b.local_date.empty()) b.local_date.assign(f.local_date);
       b.total += wh;
+      if (meter) {
+        b.whole_home_total += wh;
+        b.has_whole_home = true;
+      }
       b.devices[rank].wh += wh;
       b.devices[rank].present = true;
       return Status::Ok();
@@ -187,6 +209,12 @@ void HandleOwnerEnergy(ApiContext& ctx, OwnerEnergyCache* cache, const Counters&
   w.String(FormatRfc3339Millis(from));
   w.Key("to");
   w.String(FormatRfc3339Millis(to));
+  w.Key("whole_home");  // the owner's whole-home meters, in device-id order
+  w.BeginArray();
+  for (size_t i : order) {
+    if (whole_home[i]) w.String(device_ids[i]);
+  }
+  w.EndArray();
   w.Key("data");
   w.BeginArray();
   for (const auto& [start, b] : buckets) {
@@ -200,7 +228,9 @@ void HandleOwnerEnergy(ApiContext& ctx, OwnerEnergyCache* cache, const Counters&
       w.String(b.local_date);
     }
     w.Key("total_energy_wh");
-    w.Double(b.total);
+    w.Double(b.has_whole_home ? b.whole_home_total : b.total);
+    w.Key("total_of");
+    w.String(b.has_whole_home ? "whole_home" : "all");
     w.Key("devices");
     w.BeginObject();
     for (size_t rank = 0; rank < b.devices.size(); ++rank) {

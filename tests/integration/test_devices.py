@@ -180,6 +180,9 @@ class DeviceApiCases:
             ("bad installed_at", dict(ok, installed_at="yesterday"), "installed_at"),
             ("config not an object", dict(ok, config=[1, 2]), "config"),
             ("config a string", dict(ok, config="x"), "config"),
+            # The one key Joule reads (owner energy's whole-home meters): a boolean.
+            ("config.whole_home a string", dict(ok, config={"whole_home": "yes"}),
+             "config.whole_home"),
             ("long name", dict(ok, name="n" * 257), "name"),
             ("long model", dict(ok, model="m" * 257), "model"),
             ("long location", dict(ok, location="l" * 257), "location"),
@@ -488,13 +491,20 @@ class DeviceApiCases:
                                  ("read-only", {"created_at": "x"}, "created_at"),
                                  ("unknown", {"colour": "red"}, "colour"),
                                  ("device_id", {"device_id": "other"}, "device_id"),
-                                 ("owner_id by owner", {"owner_id": "thief"}, "owner_id")]:
+                                 ("owner_id by owner", {"owner_id": "thief"}, "owner_id"),
+                                 ("whole_home not a boolean", {"config": {"whole_home": 1}},
+                                  "config.whole_home")]:
             with self.subTest(case=what):
                 resp = self.server.request("PATCH", f"/v1/devices/{dev}", body,
                                            headers=bearer(key))
                 self.assertError(resp, 400, "invalid_argument", what, message_contains=word)
         status, _, body = self.get_device(dev)
         self.assertEqual(body["device"]["owner_id"], owner, "owner unchanged")
+        self.assertEqual(body["device"]["config"], {"b": 2}, "config unchanged")
+        resp = self.server.request("PATCH", f"/v1/devices/{dev}",
+                                   {"config": {"whole_home": True, "b": 2}}, headers=bearer(key))
+        self.assertStatus(resp, 200, "mark a whole-home meter")
+        self.assertEqual(resp[2]["device"]["config"], {"whole_home": True, "b": 2})
         # The admin may move a device to another owner; the old owner then loses it.
         new_owner = self.owner()
         resp = self.server.request("PATCH", f"/v1/devices/{dev}", {"owner_id": new_owner},

@@ -4,6 +4,7 @@
 // record re-emitted with version + 1), new days, devices added to or moved away from the
 // owner, retention, evictions of the record cache, and while a writer keeps raising one
 // record's version concurrently.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
@@ -137,10 +138,12 @@ class OwnerEnergyRoutesTest : public ::testing::Test {
     cached_ = std::make_unique<Api>(store_.get(), metadata_.get(), &clock_, cache_.get());
     uncached_ = std::make_unique<Api>(store_.get(), metadata_.get(), &clock_, nullptr);
   }
-  void AddDevice(const std::string& id, const std::string& owner) {
+  void AddDevice(const std::string& id, const std::string& owner,
+                 const std::string& config_json = "") {
     store::Device d;
     d.device_id = id;
     d.owner_id = owner;
+    d.config_json = config_json;
     auto created = metadata_->CreateDevice(d, nullptr);
     ASSERT_TRUE(created.ok()) << created.status().ToString();
   }
@@ -234,6 +237,66 @@ TEST_F(OwnerEnergyRoutesTest, DeviceListChangesAreFollowed) {
   EXPECT_EQ(moved.find("plug-b"), std::string::npos) << moved;
   ASSERT_TRUE(metadata_->DeleteDevice("new-dev").ok());
   EXPECT_EQ(Check(q).find("new-dev"), std::string::npos);
+}
+
+// A whole-home meter (config.whole_home = true) measures the appliances too: a bucket's
+// total is the meter's alone, and all devices' only in buckets without a meter (day 3,
+// before it was installed). Marking and unmarking the meter changes the next answer, also
+// a kept one (the cache's snapshot does not see configs). Before: the total was always
+// meter + appliances (the demo's home counted every appliance twice).
+TEST_F(OwnerEnergyRoutesTest, WholeHomeMeterAloneIsTheTotal) {
+  std::vector<AggregateRecord> batch;
+  for (int d = 0; d < 4; ++d) {
+    if (d < 3) batch.push_back(DayRecord("meter-a", d, 1, 500 + d));
+    batch.push_back(DayRecord("plug-b", d, 1, 100));
+    batch.push_back(DayRecord("plug-c", d, 1, 200));
+  }
+  Put(batch);
+  auto bucket = [](int d, const std::string& total, const std::string& of) {
+    return fmt::format("\"local_date\":\"{}\",\"total_energy_wh\":{},\"total_of\":\"{}\"",
+                       Day(d).substr(0, 10), total, of);
+  };
+  const auto q = Range(0, 4);
+  // No meter marked: every device counts, as before.
+  const std::string unmarked = Check(q);
+  EXPECT_NE(unmarked.find("\"whole_home\":[]"), std::string::npos) << unmarked;
+  EXPECT_NE(unmarked.find(bucket(0, "800", "all")), std::string::npos) << unmarked;
+  EXPECT_NE(unmarked.find(bucket(3, "300", "all")), std::string::npos) << unmarked;
+  EXPECT_EQ(Check(q), unmarked);
+  EXPECT_EQ(Hits(), 1);  // kept
+
+  store::DeviceUpdate mark;
+  mark.config_json = R"({"site":"hall","whole_home":true})";
+  ASSERT_TRUE(metadata_->UpdateDevice("meter-a", mark).ok());
+  const std::string marked = Check(q);
+  EXPECT_NE(marked.find("\"whole_home\":[\"meter-a\"]"), std::string::npos) << marked;
+  EXPECT_NE(marked.find(bucket(0, "500", "whole_home")), std::string::npos) << marked;
+  EXPECT_NE(marked.find(bucket(2, "502", "whole_home")), std::string::npos) << marked;
+  EXPECT_NE(marked.find(bucket(3, "300", "all")), std::string::npos) << marked;
+  // The per-device split is unchanged.
+  EXPECT_NE(marked.find("\"devices\":{\"meter-a\":500,\"plug-b\":100,\"plug-c\":200}"),
+            std::string::npos);
+  EXPECT_EQ(Check(q), marked);
+  EXPECT_EQ(Hits(), 2);
+
+  // A device of another owner marked as a meter changes nothing here.
+  AddDevice("other-meter", "home-2", R"({"whole_home":true})");
+  Put({DayRecord("other-meter", 0, 1, 9999)});
+  EXPECT_EQ(Check(q), marked);
+
+  // `false` is no meter.
+  store::DeviceUpdate unmark;
+  unmark.config_json = R"({"whole_home":false})";
+  ASSERT_TRUE(metadata_->UpdateDevice("meter-a", unmark).ok());
+  EXPECT_EQ(Check(q), unmarked);
+
+  // Two meters (two homes of one owner, or two supplies): the total is theirs.
+  ASSERT_TRUE(metadata_->UpdateDevice("meter-a", mark).ok());
+  ASSERT_TRUE(metadata_->UpdateDevice("plug-c", mark).ok());
+  const std::string two = Check(q);
+  EXPECT_NE(two.find("\"whole_home\":[\"meter-a\",\"plug-c\"]"), std::string::npos) << two;
+  EXPECT_NE(two.find(bucket(0, "700", "whole_home")), std::string::npos) << two;
+  EXPECT_NE(two.find(bucket(3, "200", "whole_home")), std::string::npos) << two;
 }
 
 TEST_F(OwnerEnergyRoutesTest, RetentionHidesKeptBuckets) {
