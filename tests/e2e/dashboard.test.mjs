@@ -10,7 +10,8 @@
 // in each device's zone, every open alert listed, a malformed address, chart gaps, catching
 // up after a reconnect (through a TCP proxy that is cut), hidden tabs releasing their
 // stream, a revoked key, no polling for a missing device, periodic refresh (a faked clock),
-// long metadata, huge values and unknown metrics.
+// long metadata, huge values and unknown metrics; (session 22) a home with a whole-home
+// meter totals the meter alone.
 //
 //   JOULE_BIN=build/debug/src/app/joule node tests/e2e/dashboard.test.mjs
 // Env: JOULE_BIN (required), CHROMIUM (default /usr/bin/chromium),
@@ -819,6 +820,45 @@ test('home energy in each device\'s zone', async () => {
     await page.getByTestId('energy-month').getByText('Kiri plug').waitFor();
     await page.goto(base + '/#/home/nobody-at-all');
     await page.getByTestId('energy-no-devices').waitFor();
+    assert.deepEqual([...errors], [], 'console errors');
+  } finally {
+    await page.close();
+  }
+});
+
+// A home with a whole-home meter (config.whole_home) next to a plug the meter also
+// measures: the home's total is the meter's, the plug is listed but not added again, and
+// the meter is labelled (the total was meter + plug: the plug counted twice).
+test('a home whose whole-home meter measures its plug', async () => {
+  const now = Date.now();
+  await register([{ device_id: 'e2e-w-meter', owner_id: 'home-w', name: 'Main meter', timezone: 'UTC', config: { whole_home: true } },
+    { device_id: 'e2e-w-plug', owner_id: 'home-w', name: 'Behind plug', timezone: 'UTC' }]);
+  const from = Math.max(now - 180_000, Date.UTC(new Date(now).getUTCFullYear(), new Date(now).getUTCMonth(), new Date(now).getUTCDate()));
+  await ingest([...readings('e2e-w-meter', from, now - 20_000, 3000), ...readings('e2e-w-plug', from, now - 20_000, 1000)]);
+  let bucket;
+  await until('owner energy counting the meter', async () => {
+    const r = await call('GET', '/v1/owners/home-w/energy?resolution=1d&from=' + new Date(now - 86400e3).toISOString());
+    bucket = (r.json?.data || []).find((b) => b.local_date === new Date(now).toISOString().slice(0, 10) && b.devices['e2e-w-meter'] > 0 && b.devices['e2e-w-plug'] > 0);
+    return bucket && r.json.whole_home?.includes('e2e-w-meter') && bucket.total_of === 'whole_home' && bucket.total_energy_wh === bucket.devices['e2e-w-meter'];
+  });
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT);
+  const errors = watchConsole(page);
+  try {
+    await signIn(page);
+    await page.goto(base + '/#/home/home-w');
+    const today = page.getByTestId('energy-today');
+    await today.getByText('Behind plug').waitFor();
+    const meterRow = today.locator('li', { hasText: 'Main meter' });
+    await meterRow.getByTestId('whole-home-meter').waitFor();
+    assert.equal(await today.locator('li', { hasText: 'Behind plug' }).getByTestId('whole-home-meter').count(), 0);
+    // The headline is the meter's own figure, not meter + plug (a third more).
+    const meterWh = (await meterRow.locator('.num').textContent()).trim();
+    assert.equal((await today.locator('.big-sm').textContent()).trim(), meterWh);
+    await today.getByTestId('energy-total-note').waitFor();
+    assert.equal((await page.getByTestId('energy-month').locator('.big-sm').textContent()).trim(),
+      (await page.getByTestId('energy-month').locator('li', { hasText: 'Main meter' }).locator('.num').textContent()).trim());
+    await page.screenshot({ path: join(shots, 'home-whole-home-meter.png'), fullPage: true });
     assert.deepEqual([...errors], [], 'console errors');
   } finally {
     await page.close();

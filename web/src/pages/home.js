@@ -1,4 +1,7 @@
 // Home (owner) energy: today and this month by device, ranked, in the home's local days.
+// A whole-home meter (config.whole_home) measures the other devices too: where the API
+// counted meters in a bucket's total ("total_of": "whole_home"), the headline counts only
+// them there (it summed every device: the appliances twice).
 import { html } from 'htm/preact';
 import { useEffect, useMemo } from 'preact/hooks';
 import { api, listAllDevices, qs } from '../api.js';
@@ -23,15 +26,17 @@ export function HomesPage() {
   </section>`;
 }
 
-function Ranked({ title, totals, names, testid }) {
+// `total` is the home's: the devices' sum, or the meters' where they measured the rest
+// (`metered`).
+function Ranked({ title, totals, total, metered, meters, names, testid }) {
   const rows = Object.entries(totals).sort((a, b) => b[1] - a[1]);
   const max = rows.length ? Math.max(...rows.map((r) => r[1]), 1e-9) : 1;
-  const sum = rows.reduce((s, r) => s + r[1], 0);
   return html`<div class="card" data-testid=${testid}>
-    <div class="card-head"><h2>${title}</h2><span class="big-sm">${fmt.energy(sum)}</span></div>
+    <div class="card-head"><h2>${title}</h2><span class="big-sm" data-testid="energy-total">${fmt.energy(total)}</span></div>
+    ${metered && html`<p class="muted small" data-testid="energy-total-note">Total: the whole-home meter${meters.size === 1 ? '' : 's'}; the other devices are part of ${meters.size === 1 ? 'it' : 'them'}.</p>`}
     ${rows.length === 0 ? html`<p class="muted">No energy recorded.</p>` : html`<ol class="ranked">
       ${rows.map(([dev, wh]) => html`<li>
-        <a href=${'#/device/' + enc(dev)}>${names.get(dev) || dev}</a>
+        <span class="who"><a href=${'#/device/' + enc(dev)}>${names.get(dev) || dev}</a>${meters.has(dev) && html` <span class="badge" data-testid="whole-home-meter" title="whole-home meter: measures the other devices too">meter</span>`}</span>
         <span class="bar"><span style=${{ width: Math.max(0, (wh / max) * 100) + '%' }}></span></span>
         <span class="num">${fmt.energy(wh)}</span>
       </li>`)}
@@ -70,12 +75,25 @@ export function HomePage({ owner }) {
     };
     const day = {};
     const mon = {};
+    const meters = new Set(energy.whole_home || []);
+    const total = { day: 0, mon: 0, dayMetered: false, monMetered: false };
     for (const b of energy.data || []) {
+      const metered = b.total_of === 'whole_home';
       for (const [dev, wh] of Object.entries(b.devices || {})) {
         const date = b.local_date || fmt.localDate(new Date(b.window_start).getTime(), zoneOf.get(dev) || fallback);
         const t = today(dev);
-        if (date === t) day[dev] = (day[dev] || 0) + wh;
-        if (date.slice(0, 7) === t.slice(0, 7)) mon[dev] = (mon[dev] || 0) + wh;
+        // In a bucket whose total is its meters', a device behind them is not added again.
+        const counted = !metered || meters.has(dev);
+        if (date === t) {
+          day[dev] = (day[dev] || 0) + wh;
+          if (counted) total.day += wh;
+          if (metered) total.dayMetered = true;
+        }
+        if (date.slice(0, 7) === t.slice(0, 7)) {
+          mon[dev] = (mon[dev] || 0) + wh;
+          if (counted) total.mon += wh;
+          if (metered) total.monMetered = true;
+        }
       }
     }
     for (const d of devices) today(d.device_id);
@@ -85,7 +103,7 @@ export function HomePage({ owner }) {
     const months = [...new Set(dates.map((d) => d.slice(0, 7)))];
     const names = new Map(devices.map((d) => [d.device_id, d.name || d.device_id]));
     const label = zones.length > 1 ? 'local days in each device\'s zone (' + zones.join(', ') + ')' : 'local days in ' + tz;
-    return { label, today: dates.join(' / ') || fmt.localDate(now, tz), month: months.join(' / ') || fmt.localDate(now, tz).slice(0, 7), day, mon, names, empty: devices.length === 0 && !(energy.data || []).length };
+    return { label, today: dates.join(' / ') || fmt.localDate(now, tz), month: months.join(' / ') || fmt.localDate(now, tz).slice(0, 7), day, mon, total, meters, names, empty: devices.length === 0 && !(energy.data || []).length };
   }, [load.data]);
   if (load.loading && !load.data) return html`<${Loading} what="Loading energy" />`;
   if (load.error && !load.data) return html`<p><a href="#/homes">‹ Homes</a></p><${ErrorBox} error=${load.error} retry=${load.reload} />`;
@@ -96,8 +114,8 @@ export function HomePage({ owner }) {
     ${view.empty
       ? html`<p class="state" data-testid="energy-no-devices">No devices for owner <strong>${owner}</strong>.</p>`
       : html`<div class="grid two">
-      <${Ranked} title=${'Today (' + view.today + ')'} totals=${view.day} names=${view.names} testid="energy-today" />
-      <${Ranked} title=${'This month (' + view.month + ')'} totals=${view.mon} names=${view.names} testid="energy-month" />
+      <${Ranked} title=${'Today (' + view.today + ')'} totals=${view.day} total=${view.total.day} metered=${view.total.dayMetered} meters=${view.meters} names=${view.names} testid="energy-today" />
+      <${Ranked} title=${'This month (' + view.month + ')'} totals=${view.mon} total=${view.total.mon} metered=${view.total.monMetered} meters=${view.meters} names=${view.names} testid="energy-month" />
     </div>`}
   </section>`;
 }
