@@ -227,11 +227,25 @@ class Worker {
         w.String(home->location().timezone);
         w.Key("timezone");
         w.String(home->location().timezone);
+        const bool meter = d.kind == sim::ApplianceKind::kMeter;
+        if (meter) {
+          // The whole-home meter: owner energy's total is its energy, not meter + appliances
+          // (CONTRACT §3 owner energy).
+          w.Key("config");
+          w.BeginObject();
+          w.Key("whole_home");
+          w.Bool(true);
+          w.EndObject();
+        }
         w.EndObject();
         std::string response;
         int status =
             client_.Post("/v1/devices", "application/json", w.str(), o_.admin_token, &response);
         const bool existed = status == 409;
+        if (existed && meter) {  // registered before (maybe by an older simulator): mark it
+          client_.Request("PATCH", fmt::format("/v1/devices/{}", d.device_id), "application/json",
+                          R"({"config":{"whole_home":true}})", o_.admin_token, nullptr);
+        }
         if (existed) {  // registered before: only a new token gives us one
           status = client_.Post(fmt::format("/v1/devices/{}/token", d.device_id),
                                 "application/json", "{}", o_.admin_token, &response);
