@@ -184,7 +184,7 @@ def compare(server, expected, wait_s=120.0, rel=1e-6, poll_s=0.5):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("truth", help="the JSON lines file of joule simulate --ground-truth")
-    ap.add_argument("--url", default="http://127.0.0.1:8080", help="the server's base URL")
+    ap.add_argument("--url", default="http://127.0.0.1:8080", help="the server's base URL (default: %(default)s)")
     ap.add_argument("--token", default="",
                     help="admin token or an owner key (empty with auth disabled)")
     ap.add_argument("--cacert", default=None,

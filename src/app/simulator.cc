@@ -1162,10 +1162,15 @@ int RunSimulator(const SimulatorOptions& options) {
   }
   if (!o.quiet) {
     fmt::print(stderr,
-               "simulate: {} homes × {} devices at {} Hz from {} at {}× ({} connections, {})\n",
+               "simulate: {} homes × {} devices at {} Hz from {} at {}× ({} sender thread{}{}, "
+               "{})\n",
                o.homes, std::min(o.devices_per_home, sim::kMaxAppliances + 1), o.rate_hz,
                FormatRfc3339Millis(o.start_ns),
                o.speed <= 0 ? std::string("max") : fmt::format("{}", o.speed), workers,
+               workers == 1 ? "" : "s",
+               // HTTP: one keep-alive connection per thread; MQTT: one per device (at most
+               // --mqtt-connections open at once).
+               o.mqtt_url.empty() ? "" : ", an MQTT connection per device",
                !o.token.empty()         ? "one token"
                : !o.admin_token.empty() ? "device tokens"
                                         : "no auth");
