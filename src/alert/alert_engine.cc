@@ -13,9 +13,14 @@ namespace {
 
 // Deterministic webhook-id: a re-derived transition (after a crash between the outbox
 // write and the store write) gets the same id, so the outbox drops the duplicate and
-// receivers can de-duplicate on webhook-id.
-std::string WebhookId(const std::string& alert_id, const std::string& event, size_t channel) {
-  std::string in = fmt::format("{}|{}|{}", alert_id, event, channel);
+// receivers can de-duplicate on webhook-id. `salt` (the data dir's id) keeps two
+// deployments with the same device and rule ids (staging and production, blue and green)
+// that share a receiver from sending the same id for different deliveries (found by a
+// black-box soak).
+std::string WebhookId(const std::string& salt, const std::string& alert_id,
+                      const std::string& event, size_t channel) {
+  std::string in = salt.empty() ? fmt::format("{}|{}|{}", alert_id, event, channel)
+                                : fmt::format("{}|{}|{}|{}", salt, alert_id, event, channel);
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   EVP_Digest(in.data(), in.size(), md, &len, EVP_sha256(), nullptr);
@@ -458,7 +463,8 @@ void AlertEngine::Apply(std::vector<AlertUpdate>& updates) {
       // webhook).
       for (size_t i = 0; i < u.channels.size(); ++i) {
         Delivery d;
-        d.id = WebhookId(u.alert.id, u.delivery_key.empty() ? u.event : u.delivery_key, i);
+        d.id = WebhookId(options_.webhook_id_salt, u.alert.id,
+                         u.delivery_key.empty() ? u.event : u.delivery_key, i);
         d.alert_id = u.alert.id;
         d.event = u.event;
         d.url = u.channels[i].url;

@@ -58,6 +58,9 @@ struct AlertEngineOptions {
   // day end, snoozes ending) and webhook retry timing; nullptr: the engine's clock. The
   // engine's clock (wall) stamps webhook timestamps.
   const Clock* processing_clock = nullptr;
+  // Mixed into every webhook-id (the server: its data dir's id, app/data_dir_id.h), so that
+  // two deployments sharing a receiver never send the same id; empty: none.
+  std::string webhook_id_salt;
 };
 
 class AlertEngine {

@@ -26,30 +26,41 @@ std::string IdPath(const std::string& data_dir) {
   return (std::filesystem::path(data_dir) / "data_dir_id").string();
 }
 
-Result<std::string> NewId(const std::string& data_dir) {
+Result<std::string> NewIdAt(const std::string& path) {
   unsigned char buf[kIdBytes];
   if (getrandom(buf, sizeof buf, 0) != static_cast<ssize_t>(sizeof buf)) {
     return Status::IoError("getrandom failed");
   }
   std::string id;
   for (unsigned char b : buf) id += fmt::format("{:02x}", b);
-  JOULE_RETURN_IF_ERROR(WriteFileAtomically(IdPath(data_dir), id + "\n"));
+  JOULE_RETURN_IF_ERROR(WriteFileAtomically(path, id + "\n"));
   return id;
 }
 
-}  // namespace
+Result<std::string> NewId(const std::string& data_dir) { return NewIdAt(IdPath(data_dir)); }
 
-Result<std::string> LoadOrCreateDataDirId(const std::string& data_dir) {
-  const std::string path = IdPath(data_dir);
+Result<std::string> LoadOrCreateIdAt(const std::string& path) {
   if (std::ifstream in(path, std::ios::binary); in) {
     std::stringstream text;
     text << in.rdbuf();
     std::string s = text.str();
     if (!s.empty() && s.back() == '\n') s.pop_back();
-    if (!IsId(s)) return Status::Corruption(fmt::format("{} does not hold a data dir id", path));
+    if (!IsId(s)) return Status::Corruption(fmt::format("{} does not hold an id", path));
     return s;
   }
-  return NewId(data_dir);
+  return NewIdAt(path);
+}
+
+}  // namespace
+
+Result<std::string> LoadOrCreateDataDirId(const std::string& data_dir) {
+  return LoadOrCreateIdAt(IdPath(data_dir));
+}
+
+Result<std::string> LoadOrCreateWebhookIdSalt(const std::string& alerts_dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(alerts_dir, ec);
+  return LoadOrCreateIdAt((std::filesystem::path(alerts_dir) / "webhook_id_salt").string());
 }
 
 Status RenewDataDirId(const std::string& data_dir) { return NewId(data_dir).status(); }

@@ -19,4 +19,9 @@ Result<std::string> LoadOrCreateDataDirId(const std::string& data_dir);
 // would a Redis last written by another data dir.
 Status RenewDataDirId(const std::string& data_dir);
 
+// The webhook-id salt of this data dir's alerts (`{alerts_dir}/webhook_id_salt`, created
+// once, never renewed, unlike the data dir id: a transition re-derived after a restart must
+// get the webhook-id it had; alert/alert_engine.h AlertEngineOptions::webhook_id_salt).
+Result<std::string> LoadOrCreateWebhookIdSalt(const std::string& alerts_dir);
+
 }  // namespace joule::app

@@ -9,9 +9,11 @@
 #include <set>
 #include <vector>
 
+#include "app/archive_retention_note.h"
 #include "app/archive_seal.h"
 #include "app/data_dir_lock.h"
 #include "app/metadata_open.h"
+#include "common/clock.h"
 #include "common/time_format.h"
 #include "store/archive/archive_layout.h"
 #include "store/archive/archive_reader.h"
@@ -103,6 +105,10 @@ int RunExport(const Config& config, const ExportCliOptions& options) {
                locked.status().message());
   } else {
     return fail(locked.status().ToString());
+  }
+  if (std::string note = ArchiveRetentionNote(config, from, SystemClock::Default()->NowNanos());
+      !note.empty()) {
+    fmt::print(stderr, "joule export: {}\n", note);
   }
   const bool csv = options.format == "csv";
 

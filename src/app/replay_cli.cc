@@ -12,6 +12,7 @@
 #include <optional>
 #include <thread>
 
+#include "app/archive_retention_note.h"
 #include "app/archive_seal.h"
 #include "app/checkpoint_correction.h"
 #include "app/data_dir_id.h"
@@ -222,6 +223,11 @@ int RunReplay(const Config& config, const ReplayCliOptions& options) {
   if (to <= from) return Fail("--to must be after --from", 2);
   if (!options.device_id.empty() && !options.owner_id.empty()) {
     return Fail("give --device or --owner, not both", 2);
+  }
+  // (with --server: as far as this config knows the server's archive.retention)
+  if (std::string note = ArchiveRetentionNote(config, from, SystemClock::Default()->NowNanos());
+      !note.empty()) {
+    fmt::print(stderr, "joule replay: {}\n", note);
   }
   if (!options.server.empty()) {
     std::string token = options.admin_token.empty() ? ReadAdminToken(config) : options.admin_token;

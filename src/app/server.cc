@@ -330,6 +330,17 @@ int RunServer(const Config& given_config) {
   // Alerts (CONTRACT §4): evaluated on their own thread; outbox in {data_dir}/alerts.
   alert::AlertEngineOptions alert_options;
   alert_options.dir = (std::filesystem::path(config.data_dir) / "alerts").string();
+  {
+    Result<std::string> salt = LoadOrCreateWebhookIdSalt(alert_options.dir);
+    if (!salt.ok()) {
+      if (!ReportDiskFull("cannot create the webhook-id salt", salt.status(), config.data_dir)) {
+        logging::Error("cannot read or create the webhook-id salt",
+                       {{"error", salt.status().ToString()}});
+      }
+      return 1;
+    }
+    alert_options.webhook_id_salt = *salt;
+  }
   alert_options.fsync = config.durability == "fsync";
   alert_options.allow_private_targets = config.alerts_allow_private_targets;
   alert_options.queue_capacity = config.alerts_queue_capacity;
