@@ -9,16 +9,6 @@
 #include "common/time_format.h"
 
 namespace joule::app {
-namespace {
-
-std::string Duration(int64_t ns) {
-  if (ns % kNanosPerDay == 0) return fmt::format("{}d", ns / kNanosPerDay);
-  if (ns % kNanosPerHour == 0) return fmt::format("{}h", ns / kNanosPerHour);
-  if (ns % kNanosPerMinute == 0) return fmt::format("{}m", ns / kNanosPerMinute);
-  return fmt::format("{}s", ns / kNanosPerSecond);
-}
-
-}  // namespace
 
 int64_t ArchiveRetentionHorizon(const Config& config, int64_t now_ns) {
   if (config.archive_retention_ns <= 0) return std::numeric_limits<int64_t>::min();
@@ -35,7 +25,7 @@ std::string ArchiveRetentionNote(const Config& config, int64_t from_ns, int64_t 
       "the archive keeps events from {} on (archive.retention {}): hours before it were "
       "deleted, so their events are not in it (history keeps its records per "
       "history.retention_*)",
-      FormatRfc3339Millis(horizon), Duration(config.archive_retention_ns));
+      FormatRfc3339Millis(horizon), FormatDuration(config.archive_retention_ns));
 }
 
 }  // namespace joule::app

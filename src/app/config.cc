@@ -20,6 +20,18 @@
 #include "store/redis/redis_latest_store.h"
 
 namespace joule::app {
+
+std::string FormatDuration(int64_t ns) {
+  if (ns == 0) return "0s";
+  if (ns % 86'400'000'000'000 == 0) return fmt::format("{}d", ns / 86'400'000'000'000);
+  if (ns % 3'600'000'000'000 == 0) return fmt::format("{}h", ns / 3'600'000'000'000);
+  if (ns % 60'000'000'000 == 0) return fmt::format("{}m", ns / 60'000'000'000);
+  if (ns % 1'000'000'000 == 0) return fmt::format("{}s", ns / 1'000'000'000);
+  if (ns % 1'000'000 == 0) return fmt::format("{}ms", ns / 1'000'000);
+  if (ns % 1'000 == 0) return fmt::format("{}us", ns / 1'000);
+  return fmt::format("{}ns", ns);
+}
+
 namespace {
 
 // What a key's value is, for a TOML file (a wrong type is an error naming the key and the
@@ -195,16 +207,7 @@ std::string Quote(const std::string& s) {
   }
   return out + "\"";
 }
-std::string DurationText(int64_t ns) {
-  if (ns == 0) return "\"0s\"";
-  if (ns % 86'400'000'000'000 == 0) return fmt::format("\"{}d\"", ns / 86'400'000'000'000);
-  if (ns % 3'600'000'000'000 == 0) return fmt::format("\"{}h\"", ns / 3'600'000'000'000);
-  if (ns % 60'000'000'000 == 0) return fmt::format("\"{}m\"", ns / 60'000'000'000);
-  if (ns % 1'000'000'000 == 0) return fmt::format("\"{}s\"", ns / 1'000'000'000);
-  if (ns % 1'000'000 == 0) return fmt::format("\"{}ms\"", ns / 1'000'000);
-  if (ns % 1'000 == 0) return fmt::format("\"{}us\"", ns / 1'000);
-  return fmt::format("\"{}ns\"", ns);
-}
+std::string DurationText(int64_t ns) { return "\"" + FormatDuration(ns) + "\""; }
 
 const std::vector<Key>& Keys() {
   static const std::vector<Key> keys = {

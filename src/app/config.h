@@ -139,4 +139,7 @@ Result<Config> LoadConfig(const std::string& path, char** envp,
 // of, say, making "<set>" the admin token.
 std::string ConfigToToml(const Config& config);
 
+// A duration as the config writes it: "40m", "1h", "250ms" (the largest unit that divides it).
+std::string FormatDuration(int64_t ns);
+
 }  // namespace joule::app

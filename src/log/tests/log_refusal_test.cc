@@ -146,6 +146,13 @@ TEST(LogRefusalTest, ARefusedBatchLeavesNothingInASealedSegment) {
   EXPECT_EQ(ReadAll(reopened->get(), 0).size(), 10u);
 }
 
+// Partition 1 holds Records(1, 0, 10), near its segment's end (its next batch needs a new
+// segment), and creating that segment fails with EMFILE from now on.
+void FillPartitionOneThenRunOutOfDescriptors(Log* log, FaultFileLayer* layer) {
+  AppendSync(log, 1, Records(1, 0, 10));
+  layer->SetCreateError(EMFILE);
+}
+
 // An ingest request is one group over its partitions: a refusal on one
 // partition (here its segment cannot be created) refuses the others too, and
 // stores nothing of any.
@@ -154,8 +161,7 @@ TEST(LogRefusalTest, AGroupIsStoredWholeOrNotAtAll) {
   FaultFileLayer layer;
   auto log = Log::Open(RefusalOptions(tmp.path(), &layer, 2), nullptr);
   ASSERT_TRUE(log.ok());
-  AppendSync(log->get(), 1, Records(1, 0, 10));  // partition 1 near its segment's end
-  layer.SetCreateError(EMFILE);
+  FillPartitionOneThenRunOutOfDescriptors(log->get(), &layer);
   std::vector<Log::PartitionBatch> group;
   group.push_back({0, Batch(0, 0, 3)});  // room in partition 0
   group.push_back({1, Batch(1, 10, 10)});
@@ -184,8 +190,7 @@ TEST(LogRefusalTest, AGroupOfOneBatchIsRefusedWithItsRound) {
   FaultFileLayer layer;
   auto log = Log::Open(RefusalOptions(tmp.path(), &layer, 2), nullptr);
   ASSERT_TRUE(log.ok());
-  AppendSync(log->get(), 1, Records(1, 0, 10));  // partition 1 near its segment's end
-  layer.SetCreateError(EMFILE);
+  FillPartitionOneThenRunOutOfDescriptors(log->get(), &layer);
   std::vector<Log::PartitionBatch> group;
   group.push_back({1, Batch(1, 10, 10)});
   int calls = 0;
