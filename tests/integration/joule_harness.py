@@ -472,7 +472,10 @@ class JouleServer:
                 conn.request(method, path, body=data, headers=hdrs)
             except (BrokenPipeError, ConnectionResetError):
                 # The server may answer (e.g. 413) and close before reading the whole body.
-                pass
+                # A reset while connecting (a server killed mid-handshake) leaves no socket
+                # to read an answer from: that is a connection failure.
+                if conn.sock is None:
+                    raise
             resp = conn.getresponse()
             raw = resp.read()
             rheaders = {k.lower(): v for k, v in resp.getheaders()}
