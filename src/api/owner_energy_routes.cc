@@ -1,4 +1,4 @@
-// GET /v1/owners/{owner_id}/energy?from=&to=&resolution=1h|1d&metric=power_w
+// GET /v1/owners/{owner_id}/energy?from=&to=&resolution=1h|1d&metric=power_w[,energy_wh]
 // (CONTRACT §3): per-device and total energy per bucket, read from the devices' own
 // pre-computed 1h or 1d (local day) records — so the numbers equal the sums of the
 // devices' histories by construction. The energy of a power metric is its energy_wh;
@@ -38,6 +38,7 @@ namespace joule::api {
 namespace {
 
 constexpr size_t kMaxBuckets = 10'000;
+constexpr size_t kMaxMetrics = 4;  // in `metric`, tried in order per record
 
 struct Bucket {
   int64_t end_ns = 0;
@@ -108,8 +109,26 @@ void HandleOwnerEnergy(ApiContext& ctx, OwnerEnergyCache* cache, const Counters&
         fmt::format("the range spans more than {} buckets of {}", kMaxBuckets, res_text)));
   }
   std::string metric = req.Query("metric") ? *req.Query("metric") : "power_w";
-  if (!ingest::ValidMetricName(metric)) {
-    return fail(Status::InvalidArgument(fmt::format("metric: '{}' is not a metric name", metric)));
+  // `metric` may list a few metrics, comma-separated: a device's energy in a bucket is that
+  // of the first one its record has as power or counter (`power_w,energy_wh` counts a meter
+  // sending only its cumulative counter next to plugs sending power).
+  std::vector<std::string> metrics;
+  for (size_t pos = 0;;) {
+    const size_t comma = metric.find(',', pos);
+    std::string name = metric.substr(pos, comma == std::string::npos ? comma : comma - pos);
+    if (!ingest::ValidMetricName(name)) {
+      return fail(Status::InvalidArgument(fmt::format("metric: '{}' is not a metric name", name)));
+    }
+    if (std::find(metrics.begin(), metrics.end(), name) != metrics.end()) {
+      return fail(Status::InvalidArgument(fmt::format("metric: '{}' is listed twice", name)));
+    }
+    metrics.push_back(std::move(name));
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  if (metrics.size() > kMaxMetrics) {
+    return fail(Status::InvalidArgument(
+        fmt::format("metric: at most {} metrics, comma-separated", kMaxMetrics)));
   }
 
   std::vector<std::string> device_ids;
@@ -173,8 +192,13 @@ void HandleOwnerEnergy(ApiContext& ctx, OwnerEnergyCache* cache, const Counters&
     q.limit = 10'000;
     // Only the window end, local date and the metric's energy of each record are decoded.
     auto visit = [&](const store::HistoryEntry& e) -> Status {
-      JOULE_RETURN_IF_ERROR(e.DecodeEnergy(metric, &f, &scratch));
-      if (!f.metric_found || f.kind == model::MetricKind::kGauge) return Status::Ok();
+      bool found = false;
+      for (const std::string& m : metrics) {
+        JOULE_RETURN_IF_ERROR(e.DecodeEnergy(m, &f, &scratch));
+        found = f.metric_found && f.kind != model::MetricKind::kGauge;
+        if (found) break;
+      }
+      if (!found) return Status::Ok();
       const double wh = f.kind == model::MetricKind::kCounter ? f.delta : f.energy_wh;
       Bucket& b = buckets[e.window_start_ns];
       if (b.devices.empty()) b.devices.resize(order.size());

@@ -1109,15 +1109,24 @@ test('history and home energy refresh', () => withFakeClock(async (page) => {
 test('a whole-home meter that sends only its energy counter', async () => {
   // energy_wh rising 10 Wh every 20 s: 30 Wh per minute, an average of 1.80 kW. Its charts
   // and the fleet show that power (they were empty, "—", before: only power metrics were
-  // charted).
-  await register([{ device_id: 'e2e-kwh-1', owner_id: 'home-m', name: 'Meter', timezone: 'UTC' }]);
+  // charted). Marked as the home's whole-home meter, its counter is the home's energy (the
+  // home page asked for power_w energy only: the meter was missing and the plug behind it
+  // was the home's total).
+  await register([{ device_id: 'e2e-kwh-1', owner_id: 'home-m', name: 'Meter', timezone: 'UTC', config: { whole_home: true } },
+    { device_id: 'e2e-kwh-plug', owner_id: 'home-m', name: 'Plug behind the meter', timezone: 'UTC' }]);
   const now = Date.now();
   const start = Math.floor((now - 6 * 60_000) / 60_000) * 60_000;
   const events = [];
   for (let t = start, wh = 1000; t <= now - 20_000; t += 20_000, wh += 10) {
     events.push({ device_id: 'e2e-kwh-1', timestamp: new Date(t).toISOString(), metrics: { energy_wh: wh } });
   }
-  await ingest(events);
+  await ingest([...events, ...readings('e2e-kwh-plug', start, now - 20_000, 50)]);
+  const today = new Date(now).toISOString().slice(0, 10);
+  await until('the meter\'s counter in its home\'s energy', async () => {
+    const r = await call('GET', '/v1/owners/home-m/energy?resolution=1d&metric=power_w,energy_wh&from=' + new Date(now - 86400e3).toISOString());
+    const b = (r.json?.data || []).find((x) => x.local_date === today);
+    return b && b.devices['e2e-kwh-1'] > 0 && b.devices['e2e-kwh-plug'] > 0 && b.total_of === 'whole_home';
+  });
   const page = await context.newPage();
   page.setDefaultTimeout(STEP_TIMEOUT);
   const errors = watchConsole(page);
@@ -1129,6 +1138,13 @@ test('a whole-home meter that sends only its energy counter', async () => {
     await page.waitForFunction(() => Number(document.querySelector('[data-testid="live-chart"]')?.dataset.points) >= 3);
     await page.waitForFunction(() => document.querySelector('[data-testid="live-power"]').textContent.trim() === '1.80 kW');
     await page.waitForFunction(() => Number(document.querySelector('[data-testid="history-chart"]')?.dataset.points) >= 3);
+    await page.goto(base + '/#/home/home-m');
+    const day = page.getByTestId('energy-today');
+    const meterRow = day.locator('li', { hasText: 'Meter' }).filter({ hasNot: page.getByText('Plug behind') });
+    await meterRow.getByTestId('whole-home-meter').waitFor();
+    await day.getByText('Plug behind the meter').waitFor();
+    assert.equal((await day.locator('.big-sm').textContent()).trim(), (await meterRow.locator('.num').textContent()).trim());
+    await day.getByTestId('energy-total-note').waitFor();
     assert.deepEqual([...errors], [], 'console errors');
   } finally {
     await page.close();

@@ -299,6 +299,47 @@ TEST_F(OwnerEnergyRoutesTest, WholeHomeMeterAloneIsTheTotal) {
   EXPECT_NE(two.find(bucket(3, "200", "whole_home")), std::string::npos) << two;
 }
 
+// A meter sending only its cumulative energy_wh counter (as many utility meters do) has no
+// power_w energy: asked for power_w alone it is in no total; `metric=power_w,energy_wh` takes
+// each record's first metric it has, so the meter's counter delta is its energy and the
+// whole-home total is the meter's.
+TEST_F(OwnerEnergyRoutesTest, AMeterSendingOnlyItsCounterCountsWithAFallbackMetric) {
+  std::vector<AggregateRecord> batch;
+  for (int d = 0; d < 2; ++d) {
+    AggregateRecord meter = DayRecord("meter-a", d, 1, 0);
+    meter.metrics = {{"energy_wh", MetricKind::kCounter, 1440, 0, 0, 0, 0, 0, 0, 0, 900.0 + d, 0}};
+    batch.push_back(meter);
+    batch.push_back(DayRecord("plug-b", d, 1, 100));  // power_w 100 Wh, counter delta 50
+  }
+  Put(batch);
+  store::DeviceUpdate mark;
+  mark.config_json = R"({"whole_home":true})";
+  ASSERT_TRUE(metadata_->UpdateDevice("meter-a", mark).ok());
+  auto bucket = [](int d, const std::string& total, const std::string& of) {
+    return fmt::format("\"local_date\":\"{}\",\"total_energy_wh\":{},\"total_of\":\"{}\"",
+                       Day(d).substr(0, 10), total, of);
+  };
+  const std::string power_only = Check(Range(0, 2));
+  EXPECT_NE(power_only.find(bucket(0, "100", "all")), std::string::npos) << power_only;
+  EXPECT_EQ(power_only.find("\"meter-a\":"), std::string::npos) << power_only;
+
+  const std::string both = Check(Range(0, 2, "power_w,energy_wh"));
+  EXPECT_NE(both.find("\"metric\":\"power_w,energy_wh\""), std::string::npos) << both;
+  EXPECT_NE(both.find(bucket(0, "900", "whole_home")), std::string::npos) << both;
+  EXPECT_NE(both.find(bucket(1, "901", "whole_home")), std::string::npos) << both;
+  // The plug's energy is still its power_w's (the first listed), not its counter's delta.
+  EXPECT_NE(both.find("\"devices\":{\"meter-a\":900,\"plug-b\":100}"), std::string::npos) << both;
+  // The other order takes the plug's counter.
+  const std::string counters_first = Check(Range(0, 2, "energy_wh,power_w"));
+  EXPECT_NE(counters_first.find("\"devices\":{\"meter-a\":900,\"plug-b\":50}"), std::string::npos)
+      << counters_first;
+
+  for (const char* bad : {"power_w,", "power_w,power_w", "a,b,c,d,e", "power_w,Energy"}) {
+    auto r = uncached_->Get(kOwner, Range(0, 2, bad));
+    EXPECT_EQ(r.first, 400) << bad << ": " << r.second;
+  }
+}
+
 TEST_F(OwnerEnergyRoutesTest, RetentionHidesKeptBuckets) {
   store::HistoryRetention r = store::HistoryRetention::Forever();
   r.day_ns = 20 * kNanosPerDay;

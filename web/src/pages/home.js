@@ -51,7 +51,9 @@ export function HomePage({ owner }) {
     const devices = (await api('/v1/devices' + qs({ owner_id: owner, limit: 1000 }), { signal })).devices || [];
     const to = new Date();
     const from = new Date(to.getTime() - 32 * 86400e3);
-    const energy = await api(`/v1/owners/${enc(owner)}/energy` + qs({ from: from.toISOString(), to: to.toISOString(), resolution: '1d' }), { signal });
+    // A device's energy is its power_w's, or its energy_wh counter's where it sends no power
+    // (a utility meter reporting only its register).
+    const energy = await api(`/v1/owners/${enc(owner)}/energy` + qs({ from: from.toISOString(), to: to.toISOString(), resolution: '1d', metric: 'power_w,energy_wh' }), { signal });
     return { devices, energy, now: to.getTime() };
   }, [owner], { keepOnError: true });
   // Today's figures grow while the devices consume: reload every minute (visible tabs).
