@@ -244,7 +244,13 @@ Status PartitionProcessor::RestoreCheckpoint(std::vector<uint64_t>* offsets, boo
   for (size_t i = 0; i < options_.partitions.size(); ++i) {
     (*offsets)[i] = ckpt->offsets[i].second;
   }
-  if (Status st = engine_->RestoreState(ckpt->engine_state, clock_->NowNanos()); !st.ok()) {
+  Status restored;
+  {
+    // API readers (Health) may already ask: the server listens while its processors start.
+    std::lock_guard lock(engine_mu_);
+    restored = engine_->RestoreState(ckpt->engine_state, clock_->NowNanos());
+  }
+  if (Status st = std::move(restored); !st.ok()) {
     if (st.code() != StatusCode::kInvalidArgument) return st;
     // A setting the state depends on changed (stream.window, stream.max_gap): say what to do.
     return Status::InvalidArgument(fmt::format(
@@ -340,12 +346,19 @@ bool PartitionProcessor::WriteCheckpoint() {
   return true;
 }
 
+void PartitionProcessor::RegisterWithLog() {
+  if (!options_.checkpoint_path.empty())
+    log_->RegisterConsumer(ConsumerName(), options_.partitions);
+}
+
 Status PartitionProcessor::Start() {
+  // A test holds the start to see the server listen and take events meanwhile.
+  while (TestHeld("processor.start")) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   std::vector<uint64_t> offsets(options_.partitions.size(), 0);
   bool restored = false;
   bool found = false;  // a checkpoint file was read (even one of an empty state)
   if (!options_.checkpoint_path.empty()) {
-    log_->RegisterConsumer(ConsumerName(), options_.partitions);
+    RegisterWithLog();
     JOULE_RETURN_IF_ERROR(RestoreCheckpoint(&offsets, &found));
     CrashPoint("processor.after_restore");  // state restored, nothing replayed yet
     restored = !readings_.empty() ||
@@ -373,6 +386,10 @@ Status PartitionProcessor::Start() {
     // lower version than anything emitted from now on (docs/formats/processor_checkpoint.md),
     // and a checkpoint carrying the new epoch is durable before anything is emitted, so a
     // crash during recovery leads to a still higher epoch.
+    // The epoch file is the server's: its processors start in parallel, each reading and
+    // raising it in turn.
+    static std::mutex epoch_file_mu;
+    std::unique_lock epoch_lock(epoch_file_mu);
     uint32_t dir_epoch = 0;
     if (!options_.epoch_path.empty()) {
       JOULE_ASSIGN_OR_RETURN(dir_epoch, ReadEngineEpoch(options_.epoch_path));
@@ -385,7 +402,10 @@ Status PartitionProcessor::Start() {
     bool log_has_records = false;
     for (uint32_t p : options_.partitions) log_has_records |= log_->DurableEnd(p).value > 0;
     if (found || dir_epoch > 0 || log_has_records) {
-      engine_->BeginRecoveryEpoch(dir_epoch + 1);
+      {
+        std::lock_guard lock(engine_mu_);
+        engine_->BeginRecoveryEpoch(dir_epoch + 1);
+      }
       if (!options_.epoch_path.empty()) {
         JOULE_RETURN_IF_ERROR(WriteEngineEpoch(options_.epoch_path, engine_->version_epoch()));
       }
@@ -395,11 +415,13 @@ Status PartitionProcessor::Start() {
                        {"epoch", std::to_string(engine_->version_epoch())}});
       }
     }
+    epoch_lock.unlock();
     if (!WriteCheckpoint()) {
       return Status::IoError(fmt::format("cannot write the recovery checkpoint {}: {}",
                                          options_.checkpoint_path, checkpoint_error_));
     }
   }
+  started_.store(true);
   thread_ = std::thread([this] { Run(); });
   return Status::Ok();
 }
@@ -649,6 +671,7 @@ PartitionProcessor::HistoryBlock PartitionProcessor::HistoryBlocked() const {
 
 bool PartitionProcessor::Health(std::string_view device_id,
                                 stream::WindowEngine::DeviceHealth* out) const {
+  if (!started_.load()) return false;
   std::lock_guard lock(engine_mu_);
   return engine_->Health(device_id, out);
 }

@@ -90,6 +90,12 @@ class PartitionProcessor {
                      stream::TimezoneProvider* timezones);
   ~PartitionProcessor();
 
+  // Holds back the log's retention for this processor's partitions (until its first
+  // checkpoint reports offsets). Start does it too; a server that starts its processors
+  // after opening its listeners calls it first, so that nothing they will read goes.
+  void RegisterWithLog();
+  // Restores the checkpoint (if any), writes the recovery checkpoint and starts the thread.
+  // May run while the API reads (Health) and while other processors start.
   Status Start();
   // Processes everything durable at the time of the call, then stops the thread, writes
   // the held history records and the final checkpoint. Not OK when either failed (e.g. a
@@ -102,7 +108,7 @@ class PartitionProcessor {
   // Event-processing delay: now − append time of the oldest unprocessed record (0 when caught up).
   double LagSeconds() const;
   bool CaughtUpOnce() const { return caught_up_once_.load(); }
-  // Thread-safe reads of engine state.
+  // Thread-safe reads of engine state; false (unknown device) until Start has restored it.
   bool Health(std::string_view device_id, stream::WindowEngine::DeviceHealth* out) const;
   // Thread-safe: a replay corrected a settled base window of one of this processor's
   // devices (WindowEngine::CorrectBaseWindow); applied by the processor's thread within a
@@ -197,6 +203,9 @@ class PartitionProcessor {
   std::vector<model::Event> events_;  // the decoded batch (storage reused)
   std::atomic<bool> stop_{false};
   std::atomic<bool> caught_up_once_{false};
+  // Set once Start has restored the state: until then Health answers false at once (it is
+  // called on I/O threads, which must not wait for a restore).
+  std::atomic<bool> started_{false};
   std::thread thread_;
   Counter* events_processed_;
   Counter* decode_errors_;

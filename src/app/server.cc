@@ -7,6 +7,7 @@
 #include <atomic>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <cerrno>
 #include <cstring>
@@ -421,15 +422,10 @@ int RunServer(const Config& given_config) {
                    {"records", std::to_string(j.writes.size())},
                    {"corrections", std::to_string(j.corrections.size())}});
   }
-  for (auto& p : processors) {
-    Status st = p->Start();
-    if (!st.ok()) {
-      if (!ReportDiskFull("cannot start processor", st, config.data_dir)) {
-        logging::Error("cannot start processor", {{"error", st.ToString()}});
-      }
-      return 1;
-    }
-  }
+  // The processors start (restore their checkpoints, seconds for a large state) once the
+  // listeners are open, below: ingest goes on meanwhile and /readyz says "starting".
+  std::atomic<bool> processors_started{false};
+  for (auto& p : processors) p->RegisterWithLog();
   for (size_t i = 0; i < processors.size(); ++i) {
     PartitionProcessor* p = processors[i].get();
     metrics.AddGaugeCallback("joule_processor_lag_records", "Durable records not yet processed",
@@ -631,7 +627,8 @@ int RunServer(const Config& given_config) {
     }
     return out;
   };
-  ctx.ready = [&processors] {
+  ctx.ready = [&processors, &processors_started] {
+    if (!processors_started.load()) return false;
     for (auto& p : processors) {
       if (!p->CaughtUpOnce()) return false;
     }
@@ -785,14 +782,54 @@ int RunServer(const Config& given_config) {
                                            {"client_id", sub.client_id}});
   }
 
+  bool shutting_down = false;  // on io's thread
+  auto shut_down = [&] {
+    if (std::exchange(shutting_down, true)) return;
+    if (mqtt) mqtt->Stop();  // no new publishes; unacknowledged ones are resent by clients
+    if (bridge_client) bridge_client->Stop();  // unacknowledged messages stay with the broker
+    http.Shutdown([&io] { io.stop(); });
+  };
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& error, int signo) {
     if (error) return;
     logging::Info("shutting down", {{"signal", std::to_string(signo)}});
-    if (mqtt) mqtt->Stop();  // no new publishes; unacknowledged ones are resent by clients
-    if (bridge_client) bridge_client->Stop();  // unacknowledged messages stay with the broker
-    http.Shutdown([&io] { io.stop(); });
+    shut_down();
   });
+
+  // The processors start side by side, while the listeners take events into the log: a
+  // restart refuses no event for the seconds a large state takes to restore (they were
+  // refused while the ports stayed closed). A processor that cannot start stops the server.
+  std::atomic<bool> start_failed{false};
+  std::thread starter([&] {
+    const int64_t t0 = MonotonicClock::Default()->NowNanos();
+    std::vector<Status> started(processors.size());
+    std::vector<std::thread> each;
+    for (size_t i = 0; i < processors.size(); ++i) {
+      each.emplace_back([&, i] { started[i] = processors[i]->Start(); });
+    }
+    for (auto& t : each) t.join();
+    for (const Status& st : started) {
+      if (st.ok()) continue;
+      if (!ReportDiskFull("cannot start processor", st, config.data_dir)) {
+        logging::Error("cannot start processor", {{"error", st.ToString()}});
+      }
+      start_failed.store(true);
+      boost::asio::post(io, shut_down);
+      return;
+    }
+    processors_started.store(true);
+    logging::Info(
+        "processors started",
+        {{"seconds",
+          fmt::format("{:.3f}",
+                      static_cast<double>(MonotonicClock::Default()->NowNanos() - t0) / 1e9)}});
+  });
+  struct JoinStarter {  // a SIGTERM during the start waits for it (the processors' Stop below)
+    std::thread* thread;
+    ~JoinStarter() {
+      if (thread->joinable()) thread->join();
+    }
+  } starter_guard{&starter};
 
   std::vector<std::thread> io_threads;
   std::vector<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> keep;
@@ -810,6 +847,7 @@ int RunServer(const Config& given_config) {
   for (auto& k : keep) k.reset();
   for (auto& w : worker_ios) w->stop();
   for (auto& t : io_threads) t.join();
+  starter.join();
 
   // Each step of the shutdown is reported in the last line, and the exit status says whether
   // all succeeded (README "Running it"). A failed one loses nothing: the log holds every
@@ -842,7 +880,7 @@ int RunServer(const Config& given_config) {
                 {"checkpoints", outcome(checkpoints)},
                 {"history_flush", outcome(history_flushed)},
                 {"archive_seal", config.archive_enabled ? outcome(sealed) : "off"}});
-  return clean ? 0 : 1;
+  return clean && !start_failed.load() ? 0 : 1;
 }
 
 }  // namespace joule::app

@@ -907,9 +907,11 @@ class ArchiveTest(unittest.TestCase):
             return {res: self.history(s, dev, t0 - 2 * 86400 if res == "1d" else t0,
                                       t0 + 6 * 3600, res, headers=A)
                     for res in ("1m", "1h", "1d")}
-        self.assertTrue(poll(lambda: (lambda r: r["1h"] and all(h["count"] == 12 and h["final"]
-                                                               for h in r["1h"][:6]))(records()),
-                             timeout=20), s.diag())
+        # All six hours final (with five of them final and the sixth not yet written, the
+        # check passed and the length below failed).
+        self.assertTrue(poll(lambda: (lambda r: len(r["1h"]) == 6 and all(
+            h["count"] == 12 and h["final"] for h in r["1h"]))(records()),
+                             timeout=30), s.diag())
         before = records()
         self.assertEqual(len(before["1h"]), 6, before["1h"])
         self.assertEqual(s.stop(), 0, s.diag())
