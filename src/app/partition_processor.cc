@@ -303,7 +303,7 @@ bool PartitionProcessor::WriteCheckpoint() {
     // SaveState appends to the cleared string: room for the state's growth since the last
     // checkpoint (half of it again), so that it does not reallocate and copy tens of MiB
     // while writing. The part not written to stays untouched (no resident memory).
-    const size_t previous = ckpt_engine_state_.size();
+    const size_t previous = ckpt_state_bytes_;
     ckpt_engine_state_.clear();
     ckpt_engine_state_.reserve(previous + previous / 2 + (size_t{1} << 20));
     std::lock_guard lock(engine_mu_);
@@ -331,6 +331,12 @@ bool PartitionProcessor::WriteCheckpoint() {
   Result<uint64_t> bytes =
       WriteCheckpointParts(options_.checkpoint_path, offsets, ckpt_engine_state_, ckpt_readings_,
                            &ckpt_bytes_, replay_applied_);
+  // The state's image is as large as the state: kept between checkpoints it doubled the
+  // resident memory of a large state (2,000 devices with an hour of 1 Hz samples: 826 MB →
+  // 1.38 GB after the first checkpoint). Given back (a block this size is its own mapping);
+  // the next checkpoint maps it afresh.
+  ckpt_state_bytes_ = ckpt_engine_state_.size();
+  std::string().swap(ckpt_engine_state_);
   if (!bytes.ok()) {
     logging::Error("checkpoint not written", {{"error", bytes.status().ToString()}});
     checkpoint_error_ = bytes.status().ToString();

@@ -231,8 +231,11 @@ class PartitionProcessor {
   std::vector<uint64_t> hashes_;         // device id hashes of the decoded batch
   std::vector<uint32_t> event_records_;  // events_[i] came from batch_[event_records_[i]]
   std::vector<uint8_t> duplicate_;       // of the decoded batch: dropped by the engine
-  // Checkpoint buffers, reused so that a checkpoint does not reallocate its megabytes.
-  std::string ckpt_engine_state_;
+  // Checkpoint buffers: the engine state's image is given back after each checkpoint (it is
+  // as large as the state) and reserved at the next at the last size and half again; the
+  // header and readings scratch are reused.
+  std::string ckpt_engine_state_;  // empty between checkpoints
+  size_t ckpt_state_bytes_ = 0;    // the last checkpoint's engine state
   std::string ckpt_bytes_;
   std::vector<std::string_view> ckpt_readings_;
   uint64_t latest_generation_ = 0;  // of the latest store, last seen (InstanceGeneration)
