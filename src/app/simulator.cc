@@ -176,10 +176,13 @@ class Worker {
   void Run() {
     if (!o_.admin_token.empty() && !o_.dry_run && !Register()) return;
     SetUpDevices();
-    const int64_t tick_ms = std::max<int64_t>(1, std::llround(1000.0 / o_.rate_hz));
+    // Tick k is at start + round(k × 1000 / rate) ms: whole milliseconds, at the asked rate
+    // on average (a rounded period sent 3.7 Hz as 3.7037 Hz, 371 events in 100 s).
+    const double period_ms = 1000.0 / o_.rate_hz;
     const int64_t start_ms = o_.start_ns / 1'000'000;
     const int64_t end_ms = o_.duration_ns > 0 ? start_ms + o_.duration_ns / 1'000'000 : INT64_MAX;
     int64_t t = start_ms;
+    int64_t tick = 0;
     while (!g_stop.load(std::memory_order_relaxed) && t < end_ms) {
       int64_t now_sim = SimNowMs();
       if (t > now_sim) {
@@ -193,7 +196,7 @@ class Worker {
       for (size_t h = 0; h < homes_.size(); ++h) Tick(h, t);
       Release(t);
       FlushDue(false);
-      t += tick_ms;
+      t = start_ms + std::llround(static_cast<double>(++tick) * period_ms);
     }
     // Stopping: everything still held back (jitter, duplicates, outages) goes out now.
     for (size_t h = 0; h < homes_.size(); ++h) EndOutage(h);

@@ -247,6 +247,13 @@ class CliTest(unittest.TestCase):
         # Found by a black-box test: "480 events generated, 480 sent" for a --dry-run.
         self.assertIn("none sent (--dry-run)", ok.stderr)
         self.assertNotIn("480 sent", ok.stderr)
+        # A rate whose period is not a whole millisecond is kept on average (3.7 Hz was
+        # 270 ms ticks: 371 events in 100 s).
+        odd = run(["simulate", "--dry-run", "--quiet", "--start", "-1h", "--duration", "100s",
+                   "--speed", "0", "--homes", "1", "--devices-per-home", "1", "--rate", "3.7"],
+                  timeout=60)
+        self.assertEqual(odd.returncode, 0, odd.stderr)
+        self.assertIn("370 events generated", odd.stderr)
 
     def test_simulate_help_and_notes(self):
         """Found by a black-box test: --help gave no default for --flush-interval, --max-gap,
