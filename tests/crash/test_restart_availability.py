@@ -53,6 +53,14 @@ class RestartAvailabilityTest(unittest.TestCase):
         starts = [i for i, line in enumerate(lines) if line.startswith("----- ") and " run " in line]
         return lines[starts[-1]:] if starts else lines
 
+    def run_once_with(self, n):
+        """A first run that processes n events and stops cleanly (the state to restore)."""
+        s = self.server
+        s.start()
+        self.assertEqual(s.post_events(self.events(0, n))[0], 202)
+        self.assertTrue(poll(lambda: self.counted() == n, timeout=20), s.diag())
+        self.assertEqual(s.stop(), 0, s.diag())
+
     def start_held(self):
         pathlib.Path(self.hold).touch()
         self.server.start(wait_ready=False)
@@ -62,11 +70,7 @@ class RestartAvailabilityTest(unittest.TestCase):
 
     def test_events_are_taken_while_the_state_is_restored(self):
         s = self.server
-        s.start()
-        self.assertEqual(s.post_events(self.events(0, 10))[0], 202)
-        self.assertTrue(poll(lambda: self.counted() == 10, timeout=20), s.diag())
-        self.assertEqual(s.stop(), 0, s.diag())
-
+        self.run_once_with(10)
         self.start_held()
         status, _, body = s.post_events(self.events(10, 10))
         self.assertEqual(status, 202, body)
@@ -87,11 +91,7 @@ class RestartAvailabilityTest(unittest.TestCase):
 
     def test_what_was_taken_during_the_restore_survives_a_kill(self):
         s = self.server
-        s.start()
-        self.assertEqual(s.post_events(self.events(0, 6))[0], 202)
-        self.assertTrue(poll(lambda: self.counted() == 6, timeout=20), s.diag())
-        self.assertEqual(s.stop(), 0, s.diag())
-
+        self.run_once_with(6)
         self.start_held()
         self.assertEqual(s.post_events(self.events(6, 6))[0], 202)
         s.kill9()
