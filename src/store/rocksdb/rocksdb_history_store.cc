@@ -256,6 +256,12 @@ struct SizeProbe {
   std::mutex mu;
   rocksdb::DB* db = nullptr;
   std::array<rocksdb::ColumnFamilyHandle*, kResolutions> families{};
+  std::shared_ptr<rocksdb::Cache> block_cache;  // set once at open, outlives reopens
+
+  double BlockCacheBytes() {
+    std::lock_guard lock(mu);
+    return block_cache ? static_cast<double>(block_cache->GetUsage()) : 0;
+  }
 
   double Read(size_t family, const std::string& property) {
     std::lock_guard lock(mu);
@@ -556,6 +562,10 @@ Result<std::unique_ptr<RocksDbHistoryStore>> RocksDbHistoryStore::Open(
   table.block_size = 16 << 10;
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+  {
+    std::lock_guard lock(impl->probe->mu);
+    impl->probe->block_cache = table.block_cache;
+  }
 
   std::vector<rocksdb::ColumnFamilyDescriptor>& descriptors = impl->descriptors;
   descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions());
@@ -666,6 +676,16 @@ Result<std::unique_ptr<RocksDbHistoryStore>> RocksDbHistoryStore::Open(
     metrics->AddGaugeCallback("joule_history_estimated_records",
                               "RocksDB's estimate of the history records stored", labels,
                               [probe, i] { return probe->Read(i, "rocksdb.estimate-num-keys"); });
+    metrics->AddGaugeCallback(
+        "joule_history_memtable_bytes",
+        "Memory of the history store's memtables (written records not yet flushed to SST files)",
+        labels, [probe, i] { return probe->Read(i, "rocksdb.cur-size-all-mem-tables"); });
+  }
+  {
+    std::shared_ptr<SizeProbe> probe = impl->probe;
+    metrics->AddGaugeCallback("joule_history_block_cache_bytes",
+                              "Memory of the history store's block cache (read blocks kept)", {},
+                              [probe] { return probe->BlockCacheBytes(); });
   }
   return std::unique_ptr<RocksDbHistoryStore>(new RocksDbHistoryStore(std::move(impl)));
 }

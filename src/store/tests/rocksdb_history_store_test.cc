@@ -653,8 +653,16 @@ TEST_F(RocksDbHistoryTest, CountsStaleWritesAndExportsSizes) {
                   ->Put({MakeRecord("d", Resolution::kBase, kNow, 2),
                          MakeRecord("d", Resolution::kBase, kNow, 1)})
                   .ok());
+  // Written, not flushed: in the memtable.
+  const std::string before = metrics_.Render();
+  EXPECT_NE(before.find("joule_history_memtable_bytes{resolution=\"base\"}"), std::string::npos);
+  EXPECT_EQ(before.find("joule_history_memtable_bytes{resolution=\"base\"} 0\n"), std::string::npos)
+      << before;
   ASSERT_TRUE(store_->CompactAll().ok());
+  ASSERT_TRUE(store_->Get("d", Resolution::kBase, kNow).ok());  // a read from an SST block
   const std::string text = metrics_.Render();
+  EXPECT_NE(text.find("joule_history_block_cache_bytes "), std::string::npos) << text;
+  EXPECT_EQ(text.find("joule_history_block_cache_bytes 0\n"), std::string::npos) << text;
   EXPECT_NE(text.find("joule_history_put_records_total 3"), std::string::npos) << text;
   EXPECT_NE(text.find("joule_history_stale_writes_total 2"), std::string::npos) << text;
   EXPECT_NE(text.find("joule_history_put_latency_seconds_count 2"), std::string::npos) << text;
