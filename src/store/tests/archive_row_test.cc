@@ -105,6 +105,26 @@ TEST(ArchiveRowTest, EncoderWithCachesMatchesAcrossEvents) {
   }
 }
 
+// The encoder caches each position's metric key: a name of the same length that differs
+// in any one byte (every length to 20, every position) is written as itself.
+TEST(ArchiveRowTest, SameLengthNamesAreToldApart) {
+  ArchiveRowEncoder encoder;
+  model::Event e = Sample();
+  std::string rows;
+  for (size_t len = 1; len <= 20; ++len) {
+    for (size_t at = 0; at < len; ++at) {
+      std::string a(len, 'm'), b(len, 'm');
+      b[at] = 'x';
+      for (const std::string* name : {&a, &b, &a, &b}) {
+        e.metrics = {{"power_w", 1.5}, {*name, 2.0}};
+        rows.assign("x");
+        encoder.Append(e, &rows);
+        ASSERT_EQ(rows, "x" + model::EventToJson(e) + "\n") << len << " " << at;
+      }
+    }
+  }
+}
+
 // The fast number path against JsonWriter::AppendDouble (fmt's shortest round trip), on
 // the kinds of values sensors send (few decimals) and on arbitrary doubles.
 TEST(ArchiveRowTest, SimpleDoublesMatchJsonWriter) {
