@@ -209,10 +209,13 @@ PartitionProcessor::PartitionProcessor(PartitionProcessorOptions options, log::L
 PartitionProcessor::~PartitionProcessor() { (void)Stop(); }  // Stop logged what failed
 
 Status PartitionProcessor::RestoreCheckpoint(std::vector<uint64_t>* offsets, bool* found) {
-  JOULE_ASSIGN_OR_RETURN(std::optional<ProcessorCheckpoint> ckpt,
-                         ReadCheckpointFile(options_.checkpoint_path));
-  *found = ckpt.has_value();
-  if (!ckpt) return Status::Ok();
+  // Mapped, not read: the engine state is restored from the file's pages, not from a copy
+  // in the heap beside the state it builds.
+  JOULE_ASSIGN_OR_RETURN(std::unique_ptr<MappedCheckpoint> mapped,
+                         MapCheckpointFile(options_.checkpoint_path));
+  *found = mapped != nullptr;
+  if (!mapped) return Status::Ok();
+  ProcessorCheckpoint* ckpt = &mapped->checkpoint;
   // What the latest store still missed when the checkpoint was written (a Redis outage).
   JOULE_ASSIGN_OR_RETURN(std::vector<store::LatestCatchUp::Marker> backlog,
                          ReadLatestBacklogFile(LatestBacklogPath()));
@@ -248,7 +251,7 @@ Status PartitionProcessor::RestoreCheckpoint(std::vector<uint64_t>* offsets, boo
   {
     // API readers (Health) may already ask: the server listens while its processors start.
     std::lock_guard lock(engine_mu_);
-    restored = engine_->RestoreState(ckpt->engine_state, clock_->NowNanos());
+    restored = engine_->RestoreState(mapped->engine_state, clock_->NowNanos());
   }
   if (Status st = std::move(restored); !st.ok()) {
     if (st.code() != StatusCode::kInvalidArgument) return st;
@@ -259,6 +262,10 @@ Status PartitionProcessor::RestoreCheckpoint(std::vector<uint64_t>* offsets, boo
         "size (docs/formats/processor_checkpoint.md)",
         st.message(), options_.checkpoint_path));
   }
+  // The recovery checkpoint right after writes as much again: reserved at once (grown
+  // from nothing, the image doubled and copied itself up to its size, half as much again
+  // beside the restored state).
+  ckpt_state_bytes_ = mapped->engine_state.size();
   replay_applied_ = restored_replay_applied_ = ckpt->replay_applied;
   for (auto& e : ckpt->readings) {
     catchup_->PutReading(e);
@@ -268,7 +275,7 @@ Status PartitionProcessor::RestoreCheckpoint(std::vector<uint64_t>* offsets, boo
     model::EncodeEvent(e, &r.payload);
   }
   logging::Info("restored checkpoint", {{"processor", std::to_string(options_.index)},
-                                        {"bytes", std::to_string(ckpt->engine_state.size())},
+                                        {"bytes", std::to_string(mapped->engine_state.size())},
                                         {"devices", std::to_string(readings_.size())}});
   return Status::Ok();
 }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -34,7 +35,10 @@ void EncodeCheckpointTo(const std::vector<std::pair<uint32_t, uint64_t>>& offset
                         std::string_view engine_state,
                         const std::vector<std::string_view>& readings, std::string* out,
                         uint64_t replay_applied = 0);
-Status DecodeCheckpoint(std::string_view data, ProcessorCheckpoint* out);
+// With `engine_state_view`, the engine state is not copied into out->engine_state (left
+// empty) but viewed in `data` (valid while `data` is).
+Status DecodeCheckpoint(std::string_view data, ProcessorCheckpoint* out,
+                        std::string_view* engine_state_view = nullptr);
 
 // Atomically replaces `path` with the checkpoint of these parts — the same bytes as
 // EncodeCheckpointTo — without assembling it in memory: the engine state (tens of MiB at
@@ -68,5 +72,27 @@ Result<std::string> ReadWholeFile(const std::string& path);
 
 // nullopt when the file does not exist; Corruption when it fails its checks.
 Result<std::optional<ProcessorCheckpoint>> ReadCheckpointFile(const std::string& path);
+
+// A checkpoint file mapped read-only for a restore: `engine_state` views the mapping (the
+// file's page cache) instead of a copy in the heap, so that restoring a state of hundreds
+// of MB holds the state being built and not, besides it, an image of it in anonymous
+// memory. `checkpoint` has everything else (its engine_state is empty).
+class MappedCheckpoint {
+ public:
+  ~MappedCheckpoint();
+  MappedCheckpoint(const MappedCheckpoint&) = delete;
+  MappedCheckpoint& operator=(const MappedCheckpoint&) = delete;
+  ProcessorCheckpoint checkpoint;
+  std::string_view engine_state;
+
+ private:
+  MappedCheckpoint() = default;
+  friend Result<std::unique_ptr<MappedCheckpoint>> MapCheckpointFile(const std::string& path);
+  void* mapping_ = nullptr;
+  size_t mapped_bytes_ = 0;
+};
+// nullptr when the file does not exist; Corruption when it fails its checks (as
+// ReadCheckpointFile).
+Result<std::unique_ptr<MappedCheckpoint>> MapCheckpointFile(const std::string& path);
 
 }  // namespace joule::app

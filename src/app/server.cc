@@ -783,9 +783,11 @@ int RunServer(const Config& given_config) {
   }
 
   bool shutting_down = false;  // on io's thread
+  std::atomic<bool> stop_starting{false};
   auto shut_down = [&] {
     if (std::exchange(shutting_down, true)) return;
-    if (mqtt) mqtt->Stop();  // no new publishes; unacknowledged ones are resent by clients
+    stop_starting.store(true);  // a processor not yet started stays so (nothing to save)
+    if (mqtt) mqtt->Stop();     // no new publishes; unacknowledged ones are resent by clients
     if (bridge_client) bridge_client->Stop();  // unacknowledged messages stay with the broker
     http.Shutdown([&io] { io.stop(); });
   };
@@ -796,19 +798,18 @@ int RunServer(const Config& given_config) {
     shut_down();
   });
 
-  // The processors start side by side, while the listeners take events into the log: a
-  // restart refuses no event for the seconds a large state takes to restore (they were
-  // refused while the ports stayed closed). A processor that cannot start stops the server.
+  // The processors start while the listeners take events into the log: a restart refuses
+  // no event for the seconds a large state takes to restore (they were refused while the
+  // ports stayed closed). One after the other: a restore holds the checkpoint's image and
+  // the state it builds (about twice the state), and side by side the peaks add up — for
+  // no faster start on two cores (docs/BENCHMARKS.md, "Session 23"). A processor that
+  // cannot start stops the server.
   std::atomic<bool> start_failed{false};
   std::thread starter([&] {
     const int64_t t0 = MonotonicClock::Default()->NowNanos();
-    std::vector<Status> started(processors.size());
-    std::vector<std::thread> each;
-    for (size_t i = 0; i < processors.size(); ++i) {
-      each.emplace_back([&, i] { started[i] = processors[i]->Start(); });
-    }
-    for (auto& t : each) t.join();
-    for (const Status& st : started) {
+    for (auto& p : processors) {
+      if (stop_starting.load()) return;
+      Status st = p->Start();
       if (st.ok()) continue;
       if (!ReportDiskFull("cannot start processor", st, config.data_dir)) {
         logging::Error("cannot start processor", {{"error", st.ToString()}});

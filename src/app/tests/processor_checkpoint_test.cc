@@ -93,6 +93,45 @@ TEST(ProcessorCheckpointTest, FileIsReplacedAtomically) {
   std::filesystem::remove_all(dir);
 }
 
+// A restore maps the file: the same checkpoint as ReadCheckpointFile, with the engine
+// state viewed in the mapping; a missing file is nothing, a damaged or empty one corrupt.
+TEST(ProcessorCheckpointTest, MappedFileDecodesAsTheReadOne) {
+  char tmpl[] = "/tmp/joule-ckpt-XXXXXX";
+  std::string dir = mkdtemp(tmpl);
+  std::string path = dir + "/p.ckpt";
+  auto none = MapCheckpointFile(path);
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(*none, nullptr);
+  ProcessorCheckpoint in = Sample();
+  in.engine_state.assign(3 << 20, 'x');  // several pages
+  in.engine_state[12345] = '\0';
+  in.replay_applied = 9;
+  ASSERT_TRUE(WriteCheckpointFile(path, in).ok());
+  auto mapped = MapCheckpointFile(path);
+  ASSERT_TRUE(mapped.ok()) << mapped.status().ToString();
+  ASSERT_NE(*mapped, nullptr);
+  const MappedCheckpoint& m = **mapped;
+  EXPECT_EQ(m.engine_state, in.engine_state);
+  EXPECT_TRUE(m.checkpoint.engine_state.empty());
+  EXPECT_EQ(m.checkpoint.offsets, in.offsets);
+  ASSERT_EQ(m.checkpoint.readings.size(), 1u);
+  EXPECT_EQ(m.checkpoint.readings[0], in.readings[0]);
+  EXPECT_EQ(m.checkpoint.replay_applied, 9u);
+  auto read = ReadCheckpointFile(path);
+  ASSERT_TRUE(read.ok() && read->has_value());
+  EXPECT_EQ((*read)->engine_state, in.engine_state);
+
+  std::string bytes = *ReadWholeFile(path);
+  bytes[bytes.size() / 2] ^= 0x10;
+  std::ofstream(path, std::ios::trunc | std::ios::binary) << bytes;
+  auto flipped = MapCheckpointFile(path);
+  EXPECT_EQ(flipped.status().code(), StatusCode::kCorruption);
+  EXPECT_NE(flipped.status().message().find(path), std::string::npos);
+  std::ofstream(path, std::ios::trunc);  // empty
+  EXPECT_EQ(MapCheckpointFile(path).status().code(), StatusCode::kCorruption);
+  std::filesystem::remove_all(dir);
+}
+
 // The file format of docs/formats/checkpoint.md, written out field by field (the encoder
 // before the checkpoint was written in parts): the parts must give the same bytes.
 std::string ReferenceEncoding(const std::vector<std::pair<uint32_t, uint64_t>>& offsets,
