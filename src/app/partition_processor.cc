@@ -399,8 +399,8 @@ Status PartitionProcessor::Start() {
     // lower version than anything emitted from now on (docs/formats/processor_checkpoint.md),
     // and a checkpoint carrying the new epoch is durable before anything is emitted, so a
     // crash during recovery leads to a still higher epoch.
-    // The epoch file is the server's: its processors start in parallel, each reading and
-    // raising it in turn.
+    // The epoch file is the server's, shared by its processors: each reads and raises it
+    // under one lock (the server starts them one after the other; a caller need not).
     static std::mutex epoch_file_mu;
     std::unique_lock epoch_lock(epoch_file_mu);
     uint32_t dir_epoch = 0;
