@@ -77,6 +77,9 @@ struct ApiContext {
   ReplayService* replay = nullptr;       // POST/GET /v1/admin/replay; null = not available
   // Readiness: true once the processors have caught up with the log after start.
   std::function<bool()> ready;
+  // True while the processors restore their state at start (the listeners are open by
+  // then): a device's health is not known yet. May be empty (never restoring).
+  std::function<bool()> restoring;
   // Damaged log records met at run time, each as a JSON object (log::CorruptionReportJson,
   // docs/RELIABILITY.md); a non-empty list makes /readyz "degraded". May be empty.
   std::function<std::vector<std::string>()> log_damage;

@@ -23,6 +23,12 @@ void HandleHealth(ApiContext& ctx, net::HttpRequest& req, net::Responder respond
   if (!device.ok()) return responder.Send(ErrorFromStatus(device.status()));
   stream::WindowEngine::DeviceHealth h;
   const bool seen = ctx.health && ctx.health(device_id, &h);
+  if (!seen && ctx.restoring && ctx.restoring()) {
+    // Not "no such device", nor "nothing received yet": the server has just started and
+    // its processors are restoring the devices' state (found on the session-23 review).
+    return responder.Send(ErrorFromStatus(Status::Unavailable(
+        "starting: the devices' state is being restored (GET /readyz says when it is ready)")));
+  }
   if (!seen) {
     if (!registered) return responder.Send(DeviceNotFound());
     h = stream::WindowEngine::DeviceHealth();  // registered, nothing received yet

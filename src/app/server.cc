@@ -627,6 +627,7 @@ int RunServer(const Config& given_config) {
     }
     return out;
   };
+  ctx.restoring = [&processors_started] { return !processors_started.load(); };
   ctx.ready = [&processors, &processors_started] {
     if (!processors_started.load()) return false;
     for (auto& p : processors) {

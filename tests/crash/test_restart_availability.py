@@ -81,12 +81,24 @@ class RestartAvailabilityTest(unittest.TestCase):
         self.assertGreaterEqual(metric_sum(m, "joule_processor_lag_records"), 2, s.diag())
         self.assertEqual(s.request("GET", "/readyz")[0], 503)
         self.assertFalse(any("processors started" in line for line in self.this_run()))
+        # Reads meanwhile: health is not known yet (503, not "no such device"); realtime
+        # answers from history.
+        status, headers, body = s.request("GET", f"/v1/devices/{self.device}/health")
+        self.assertEqual(status, 503, body)
+        self.assertEqual(body["error"]["code"], "unavailable", body)
+        self.assertIn("retry-after", headers)
+        status, _, body = s.realtime(self.device, windows=10)
+        self.assertEqual(status, 200, body)
+        self.assertEqual(self.counted(), 10, body)
 
         os.remove(self.hold)
         s.wait_ready(deadline=time.monotonic() + 60)
         self.assertTrue(poll(lambda: self.counted() == 20, timeout=20),
                         f"{self.counted()}" + s.diag())
         self.assertTrue(any("processors started" in line for line in self.this_run()), s.diag())
+        status, _, body = s.request("GET", f"/v1/devices/{self.device}/health")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["events"], 20, body)
         self.assertEqual(s.stop(), 0, s.diag())
 
     def test_what_was_taken_during_the_restore_survives_a_kill(self):
