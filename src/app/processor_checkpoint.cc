@@ -264,6 +264,31 @@ Result<std::optional<ProcessorCheckpoint>> ReadCheckpointFile(const std::string&
   return std::optional<ProcessorCheckpoint>(std::move(c));
 }
 
+std::vector<std::pair<uint32_t, uint64_t>> PeekCheckpointOffsets(const std::string& path) {
+  std::vector<std::pair<uint32_t, uint64_t>> out;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return out;
+  char head[kFramedHeaderBytes + 4 + 12 * 256];  // the framing, the count, 256 partitions
+  ssize_t n;
+  do {
+    n = ::pread(fd, head, sizeof head, 0);
+  } while (n < 0 && errno == EINTR);
+  ::close(fd);
+  if (n < static_cast<ssize_t>(kFramedHeaderBytes) ||
+      std::string_view(head, 8) != std::string_view(kMagic, sizeof kMagic)) {
+    return out;
+  }
+  ByteCursor c(
+      std::string_view(head + kFramedHeaderBytes, static_cast<size_t>(n) - kFramedHeaderBytes));
+  uint32_t count;
+  if (!c.U32(&count) || !c.CanHold(count, 12)) return out;
+  out.resize(count);
+  for (auto& [p, off] : out) {
+    if (!c.U32(&p) || !c.U64(&off)) return {};
+  }
+  return out;
+}
+
 MappedCheckpoint::~MappedCheckpoint() {
   if (mapping_ != nullptr) ::munmap(mapping_, mapped_bytes_);
 }

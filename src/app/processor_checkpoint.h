@@ -95,4 +95,10 @@ class MappedCheckpoint {
 // ReadCheckpointFile).
 Result<std::unique_ptr<MappedCheckpoint>> MapCheckpointFile(const std::string& path);
 
+// The partition offsets at the head of a checkpoint file, read without the rest (and
+// without its CRC check, which the restore does): what the processor will resume from,
+// for its lag while the restore runs. Empty when the file is missing or its head is not
+// a checkpoint's.
+std::vector<std::pair<uint32_t, uint64_t>> PeekCheckpointOffsets(const std::string& path);
+
 }  // namespace joule::app

@@ -132,6 +132,21 @@ TEST(ProcessorCheckpointTest, MappedFileDecodesAsTheReadOne) {
   std::filesystem::remove_all(dir);
 }
 
+// The offsets at a checkpoint's head, read without the rest (the lag during a restore).
+TEST(ProcessorCheckpointTest, OffsetsArePeekedFromTheHead) {
+  char tmpl[] = "/tmp/joule-ckpt-XXXXXX";
+  std::string dir = mkdtemp(tmpl);
+  std::string path = dir + "/p.ckpt";
+  EXPECT_TRUE(PeekCheckpointOffsets(path).empty());
+  ProcessorCheckpoint in = Sample();
+  in.engine_state.assign(1 << 20, 's');
+  ASSERT_TRUE(WriteCheckpointFile(path, in).ok());
+  EXPECT_EQ(PeekCheckpointOffsets(path), in.offsets);
+  std::ofstream(path, std::ios::trunc) << "garbage";
+  EXPECT_TRUE(PeekCheckpointOffsets(path).empty());
+  std::filesystem::remove_all(dir);
+}
+
 // The file format of docs/formats/checkpoint.md, written out field by field (the encoder
 // before the checkpoint was written in parts): the parts must give the same bytes.
 std::string ReferenceEncoding(const std::vector<std::pair<uint32_t, uint64_t>>& offsets,
