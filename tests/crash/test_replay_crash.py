@@ -25,6 +25,7 @@ equals the sum of its 1m records, and the hours and days together count every ev
 exactly once. No journal is left behind.
 """
 
+import http.client
 import json
 import os
 import pathlib
@@ -229,9 +230,17 @@ class ReplayCrashTest(unittest.TestCase):
     def server_case(self, point):
         s = self.fresh_server(JOULE_TEST_CRASH_AT=point)
         s.start()
-        status, _, job = s.request("POST", "/v1/admin/replay",
-                                   {"from": fmt_ts(self.base - 60), "to": fmt_ts(self.base + 300)})
-        self.assertEqual(status, 202, job)
+        try:
+            status, _, job = s.request(
+                "POST", "/v1/admin/replay",
+                {"from": fmt_ts(self.base - 60), "to": fmt_ts(self.base + 300)}, raw_errors=True)
+            self.assertEqual(status, 202, job)
+        except (OSError, http.client.HTTPException):
+            # The job runs on its own thread from the moment it is created; the 202 waits for
+            # the audit entry's fdatasync. On a busy disk the job reaches its crash point
+            # first and the answer dies with the server: no answer is then what a client
+            # sees. That the server died at `point` (so the job ran) is checked below.
+            pass
         self.assertTrue(poll(lambda: not s.running(), timeout=60), s.diag())
         code = s.stop()
         self.assertKilledAt(code, "\n".join(s.log_lines()), point)
