@@ -5,7 +5,8 @@ JOULE_<SECTION>_<KEY> environment variables (CONTRACT section 5), on an
 ephemeral port (127.0.0.1:0) and a temporary data dir that survives restart().
 
 The port is learned from the JSON log line {"msg": "http listening",
-"address": "127.0.0.1:<port>"} on stderr; readiness from GET /readyz == 200.
+"address": "127.0.0.1:<port>"} on stderr; readiness from GET /readyz == 200. The MQTT
+listener's port, when there is one, from "mqtt listening" (`mqtt_port`).
 
 Every failure raised by the harness carries the tail of the server's stderr;
 tests should add `server.diag()` to their own assertion messages.
@@ -213,6 +214,9 @@ class JouleServer:
             self._owns_dir = False
         self.proc = None
         self.port = None
+        # The current run's MQTT port once its "mqtt listening" line was read, else None
+        # (safe to read from other threads while the server restarts).
+        self.mqtt_port = None
         self.runs = 0
         self.exit_codes = []
         self._lines = collections.deque(maxlen=4000)
@@ -271,6 +275,7 @@ class JouleServer:
         self._provision_stores()
         self.runs += 1
         self.port = None
+        self.mqtt_port = None
         self._listening = threading.Event()
         self._append(f"----- {self.name} run {self.runs}: {binary} serve "
                      f"(data_dir={self.data_dir}) -----")
@@ -393,18 +398,22 @@ class JouleServer:
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip("\n")
             self._append(line if tag == "err" else "[stdout] " + line)
-            if tag != "err" or self._listening.is_set():
+            if tag != "err" or "listening" not in line:
                 continue
             try:
                 rec = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(rec, dict) and rec.get("msg") == "http listening":
-                addr = str(rec.get("address", ""))
-                host, _, port = addr.rpartition(":")
-                if port.isdigit() and int(port) > 0 and proc is self.proc:
-                    self.port = int(port)
-                    self._listening.set()
+            if not isinstance(rec, dict) or proc is not self.proc:
+                continue
+            _, _, port = str(rec.get("address", "")).rpartition(":")
+            if not port.isdigit() or int(port) == 0:
+                continue
+            if rec.get("msg") == "http listening" and not self._listening.is_set():
+                self.port = int(port)
+                self._listening.set()
+            elif rec.get("msg") == "mqtt listening":
+                self.mqtt_port = int(port)
         stream.close()
 
     def log_lines(self):
