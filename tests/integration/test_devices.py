@@ -341,13 +341,18 @@ class DeviceApiCases:
         key = self.server.request("POST", f"/v1/owners/{owner}/keys", {}, headers=ADMIN)[2]
 
         def open_stream(query):
-            sock = socket.create_connection(("127.0.0.1", self.server.port), timeout=0.5)
+            # The head within 10 s; then short reads, so that ended() can post between them.
+            sock = socket.create_connection(("127.0.0.1", self.server.port), timeout=10)
             sock.sendall(f"GET /v1/stream?{query} HTTP/1.1\r\nHost: x\r\n"
                          f"Authorization: Bearer {key['key']}\r\n\r\n".encode())
             head = b""
             while b"\r\n\r\n" not in head:
-                head += sock.recv(4096)
+                chunk = sock.recv(4096)
+                self.assertTrue(chunk, f"the stream closed before its head: {head!r}"
+                                + self.diag())
+                head += chunk
             self.assertIn(b" 200 ", head.split(b"\r\n")[0], head)
+            sock.settimeout(0.5)
             return sock, None
 
         def ended(sock, _):
