@@ -521,6 +521,33 @@ class JouleServer:
         return body if isinstance(body, str) else json.dumps(body)
 
 
+def read_stream(conn, resp, until, timeout):
+    """Reads an open streaming response (SSE) of `conn` until until(bytes read so far) is
+    true, the stream ends, or `timeout` seconds have passed; returns the bytes read.
+
+    Each read waits for at most the time left. A shorter socket timeout does not work as a
+    poll: after one read timed out, http.client's reader answers every later read with
+    OSError("cannot read from timed out object"), so a stream that was quiet for longer
+    than the connection's timeout was dead for the rest of the test.
+    """
+    sock = conn.sock if conn.sock is not None else resp.fp.raw._sock
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while not until(seen):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        sock.settimeout(left)
+        try:
+            chunk = resp.read1(65536)
+        except OSError:  # the deadline (TimeoutError), or the server closed it
+            break
+        if not chunk:
+            break
+        seen += chunk
+    return seen
+
+
 def decode_body(raw):
     text = raw.decode("utf-8", "replace")
     if not text:

@@ -26,7 +26,7 @@ import time
 import unittest
 import uuid
 
-from joule_harness import JouleServer, JouleTestCase, fmt_ts, poll, psql
+from joule_harness import JouleServer, JouleTestCase, fmt_ts, poll, psql, read_stream
 
 ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -350,29 +350,26 @@ class AlertsTest(AlertServerMixin, JouleTestCase):
 
     def test_sse_alert_event_on_stream(self):
         receiver, dev, token, rule = self.device_with_rule()
-        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=1)
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=10)
         self.addCleanup(conn.close)
         conn.request("GET", f"/v1/stream?device_id={dev}", headers=ADMIN)
         resp = conn.getresponse()
         self.assertEqual(resp.status, 200)
         self.assertIn("text/event-stream", resp.getheader("Content-Type", ""))
         self.ingest_breach(dev, token, recover=False)
-        seen = b""
-        alert = None
-        deadline = time.monotonic() + 30
-        while alert is None and time.monotonic() < deadline:
-            try:
-                chunk = resp.read1(65536)
-            except (TimeoutError, OSError):
-                continue
-            seen += chunk
-            for block in seen.decode(errors="replace").split("\n\n"):
+
+        def firing(seen):
+            # Complete events only (each ends with a blank line): a read may end mid-event.
+            for block in seen.decode(errors="replace").split("\n\n")[:-1]:
                 lines = block.split("\n")
                 if "event: alert" in lines:
                     data = "".join(l[len("data: "):] for l in lines if l.startswith("data: "))
                     a = json.loads(data)
                     if a.get("event") == "firing":
-                        alert = a
+                        return a
+            return None
+        seen = read_stream(conn, resp, firing, timeout=30)
+        alert = firing(seen)
         self.assertIsNotNone(alert, f"no SSE alert event; got {seen[-500:]!r}")
         self.assertEqual(alert["device_id"], dev)
         self.assertEqual(alert["rule_id"], rule["id"])

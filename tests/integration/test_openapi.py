@@ -24,7 +24,7 @@ import time
 import unittest
 import uuid
 
-from joule_harness import JouleTestCase, fmt_ts, poll
+from joule_harness import JouleTestCase, fmt_ts, poll, read_stream
 
 import jsonschema
 import yaml
@@ -220,7 +220,7 @@ class OpenApiTest(JouleTestCase):
                 self.assertEqual(answer["error"]["code"], "payload_too_large")
 
     def first_sse_reading(self, device, owner_auth, device_auth):
-        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=1)
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=10)
         self.addCleanup(conn.close)
         conn.request("GET", f"/v1/stream?device_id={device}", headers=owner_auth)
         resp = conn.getresponse()
@@ -229,19 +229,19 @@ class OpenApiTest(JouleTestCase):
                  "metrics": {"power_w": 7}}
         status, _, body = self.server.request("POST", "/v1/telemetry", event, headers=device_auth)
         self.assertEqual(status, 202, body)
-        seen = b""
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                seen += resp.read1(65536)
-            except (TimeoutError, OSError):
-                continue
-            for block in seen.decode(errors="replace").split("\n\n"):
+
+        def reading(seen):
+            # Complete events only (each ends with a blank line): a read may end mid-event.
+            for block in seen.decode(errors="replace").split("\n\n")[:-1]:
                 lines = block.split("\n")
                 if "event: reading" in lines:
                     return json.loads("".join(l[len("data: "):] for l in lines
                                               if l.startswith("data: ")))
-        self.fail(f"no SSE reading event; got {seen[-500:]!r}")
+            return None
+        seen = read_stream(conn, resp, reading, timeout=20)
+        if reading(seen) is None:
+            self.fail(f"no SSE reading event; got {seen[-500:]!r}")
+        return reading(seen)
 
 
 if __name__ == "__main__":
