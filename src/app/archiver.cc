@@ -247,16 +247,21 @@ void Archiver::Run() {
   SetUpThread("joule-archiver", options_.nice);
   int64_t last_retention = 0;
   int64_t retry_at = 0;
+  bool stop_retried = false;
   while (true) {
     const bool stopping = stop_.load();
     if (failed_.load()) {
       // Crash semantics without the crash: reopen (recovery deletes the unfinished round)
       // and read again from the checkpoint. Retried every second; retention stays blocked.
-      if (stopping) break;
-      if (clock_->NowNanos() < retry_at) {
+      // A stop retries once more at once, whenever the last try was: the cause may be gone
+      // (descriptors or space back), and a stop that could seal is clean. A round that fails
+      // again is what Stop() reports.
+      if (stopping && stop_retried) break;
+      if (!stopping && clock_->NowNanos() < retry_at) {
         log_->WaitForData(0, log_->DurableEnd(0), 100'000'000);
         continue;
       }
+      if (stopping) stop_retried = true;
       if (seal_errors_) seal_errors_->Inc();
       retry_at = clock_->NowNanos() + kNanosPerSecond;
       Status st = OpenWriter();

@@ -51,7 +51,8 @@ class Archiver {
   // Recovers the archive (deletes unpublished and uncommitted files), registers the
   // consumer and starts the thread.
   Status Start();
-  // Stops the thread after it has archived everything durable and sealed it. Not OK when
+  // Stops the thread after it has archived everything durable and sealed it; a round that
+  // failed before (its retry due within a second) is redone at once first. Not OK when
   // that last round failed (e.g. a full disk): nothing is lost, the next start redoes it
   // from the archive checkpoint. OK when it was not running.
   Status Stop();
