@@ -603,6 +603,19 @@ class RocksDbHistoryTest : public ::testing::Test {
     ASSERT_TRUE(opened.ok()) << opened.status().ToString();
     store_ = std::move(opened).value();
   }
+  // `n` base records of 500 devices, a minute apart per device, in batches of 1,000.
+  void PutBaseRecords(int n) {
+    std::vector<AggregateRecord> batch;
+    for (int k = 0; k < n; ++k) {
+      batch.push_back(MakeRecord("d" + std::to_string(k % 500), Resolution::kBase,
+                                 kNow + (k / 500) * kNanosPerMinute));
+      if (batch.size() == 1000) {
+        ASSERT_TRUE(store_->Put(batch).ok());
+        batch.clear();
+      }
+    }
+    ASSERT_TRUE(store_->Put(batch).ok());
+  }
   // Opens the database directly, bypassing the store (which must be closed).
   std::unique_ptr<rocksdb::DB> OpenRaw(std::vector<rocksdb::ColumnFamilyHandle*>* handles) {
     rocksdb::DBOptions o;
@@ -942,15 +955,7 @@ TEST_F(RocksDbHistoryTest, TheWalStaysWithinMaxTotalWalBytes) {
   options_.max_total_wal_bytes = 2 << 20;
   Open();
   ASSERT_TRUE(store_->Put({MakeRecord("day", Resolution::kDay, kNow)}).ok());
-  std::vector<AggregateRecord> batch;
-  for (int k = 0; k < 400'000; ++k) {
-    batch.push_back(MakeRecord("d" + std::to_string(k % 500), Resolution::kBase,
-                               kNow + (k / 500) * kNanosPerMinute));
-    if (batch.size() == 1000) {
-      ASSERT_TRUE(store_->Put(batch).ok());
-      batch.clear();
-    }
-  }
+  PutBaseRecords(400'000);
   uint64_t wal_bytes = 0;
   for (const auto& e : std::filesystem::directory_iterator(options_.path)) {
     const std::string name = e.path().filename().string();
@@ -969,15 +974,7 @@ TEST_F(RocksDbHistoryTest, TheMemtablesStayWithinTheirBudget) {
   store_.reset();
   options_.memtable_bytes = 2 << 20;
   Open();
-  std::vector<AggregateRecord> batch;
-  for (int k = 0; k < 200'000; ++k) {
-    batch.push_back(MakeRecord("d" + std::to_string(k % 500), Resolution::kBase,
-                               kNow + (k / 500) * kNanosPerMinute));
-    if (batch.size() == 1000) {
-      ASSERT_TRUE(store_->Put(batch).ok());
-      batch.clear();
-    }
-  }
+  PutBaseRecords(200'000);
   auto memtables = [&] {
     const std::string text = metrics_.Render();
     double sum = 0;
