@@ -828,13 +828,6 @@ int RunServer(const Config& given_config) {
           fmt::format("{:.3f}",
                       static_cast<double>(MonotonicClock::Default()->NowNanos() - t0) / 1e9)}});
   });
-  struct JoinStarter {  // a SIGTERM during the start waits for it (the processors' Stop below)
-    std::thread* thread;
-    ~JoinStarter() {
-      if (thread->joinable()) thread->join();
-    }
-  } starter_guard{&starter};
-
   std::vector<std::thread> io_threads;
   std::vector<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> keep;
   for (auto& w : worker_ios) {
@@ -851,7 +844,7 @@ int RunServer(const Config& given_config) {
   for (auto& k : keep) k.reset();
   for (auto& w : worker_ios) w->stop();
   for (auto& t : io_threads) t.join();
-  starter.join();
+  starter.join();  // a SIGTERM during a restore waits for it (the processors' Stop below)
 
   // Each step of the shutdown is reported in the last line, and the exit status says whether
   // all succeeded (README "Running it"). A failed one loses nothing: the log holds every
