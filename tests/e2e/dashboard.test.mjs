@@ -1107,21 +1107,30 @@ test('history and home energy refresh', () => withFakeClock(async (page) => {
 // ran out of its card), and every metric of the latest reading is listed (temp_c was
 // shown nowhere).
 test('a whole-home meter that sends only its energy counter', async () => {
-  // energy_wh rising 10 Wh every 20 s: 30 Wh per minute, an average of 1.80 kW. Its charts
-  // and the fleet show that power (they were empty, "—", before: only power metrics were
-  // charted). Marked as the home's whole-home meter, its counter is the home's energy (the
-  // home page asked for power_w energy only: the meter was missing and the plug behind it
-  // was the home's total).
+  // energy_wh rising 10 Wh every 20 s: 30 Wh per minute, an average of 1.80 kW, up to :40 of
+  // the last whole minute, whose window then holds two 10 Wh steps: 1.20 kW. Once the idle
+  // timeout has made every window final, the fleet and the device page show the newest final
+  // window's power, 1.20 kW (they were empty, "—", before: only power metrics were charted;
+  // the check of 1.80 kW passed only when the page came before the idle finalization).
+  // Marked as the home's whole-home meter, its counter is the home's energy (the home page
+  // asked for power_w energy only: the meter was missing and the plug behind it was the
+  // home's total).
   await register([{ device_id: 'e2e-kwh-1', owner_id: 'home-m', name: 'Meter', timezone: 'UTC', config: { whole_home: true } },
     { device_id: 'e2e-kwh-plug', owner_id: 'home-m', name: 'Plug behind the meter', timezone: 'UTC' }]);
   const now = Date.now();
-  const start = Math.floor((now - 6 * 60_000) / 60_000) * 60_000;
+  const lastMinute = Math.floor(now / 60_000) * 60_000 - 60_000;  // ended at least 0 s ago
+  const start = lastMinute - 5 * 60_000;
   const events = [];
-  for (let t = start, wh = 1000; t <= now - 20_000; t += 20_000, wh += 10) {
+  for (let t = start, wh = 1000; t <= lastMinute + 40_000; t += 20_000, wh += 10) {
     events.push({ device_id: 'e2e-kwh-1', timestamp: new Date(t).toISOString(), metrics: { energy_wh: wh } });
   }
-  await ingest([...events, ...readings('e2e-kwh-plug', start, now - 20_000, 50)]);
-  const today = new Date(now).toISOString().slice(0, 10);
+  await ingest([...events, ...readings('e2e-kwh-plug', start, lastMinute + 40_000, 50)]);
+  const today = new Date(lastMinute + 40_000).toISOString().slice(0, 10);
+  await until('every window of the meter final', async () => {
+    const r = await call('GET', '/v1/devices/e2e-kwh-1/metrics/realtime?windows=20');
+    const ws = r.json?.data || [];
+    return ws.length >= 6 && ws.every((w) => w.final);
+  });
   await until('the meter\'s counter in its home\'s energy', async () => {
     const r = await call('GET', '/v1/owners/home-m/energy?resolution=1d&metric=power_w,energy_wh&from=' + new Date(now - 86400e3).toISOString());
     const b = (r.json?.data || []).find((x) => x.local_date === today);
@@ -1133,10 +1142,10 @@ test('a whole-home meter that sends only its energy counter', async () => {
   try {
     await signIn(page);
     await page.getByLabel('Search').fill('e2e-kwh-1');
-    await page.locator('tr[data-device="e2e-kwh-1"]').getByText('1.80 kW').waitFor();
+    await page.locator('tr[data-device="e2e-kwh-1"]').getByText('1.20 kW').waitFor();
     await page.goto(base + '/#/device/e2e-kwh-1');
     await page.waitForFunction(() => Number(document.querySelector('[data-testid="live-chart"]')?.dataset.points) >= 3);
-    await page.waitForFunction(() => document.querySelector('[data-testid="live-power"]').textContent.trim() === '1.80 kW');
+    await page.waitForFunction(() => document.querySelector('[data-testid="live-power"]').textContent.trim() === '1.20 kW');
     await page.waitForFunction(() => Number(document.querySelector('[data-testid="history-chart"]')?.dataset.points) >= 3);
     await page.goto(base + '/#/home/home-m');
     const day = page.getByTestId('energy-today');
