@@ -39,6 +39,25 @@ bool GetBytes(ByteCursor& c, std::string* s) {
   return true;
 }
 
+// Opens `path` read-only and tells its size: the descriptor, or the error as ReadWholeFile
+// and MapCheckpointFile report it (NotFound for a missing file, else IoError).
+Result<int> OpenWithSize(const std::string& path, uint64_t* size) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    const std::string text = fmt::format("cannot read {}: {}", path, std::strerror(err));
+    return err == ENOENT ? Status::NotFound(text) : Status::IoError(text);
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return Status::IoError(fmt::format("cannot read {}: {}", path, std::strerror(err)));
+  }
+  *size = static_cast<uint64_t>(st.st_size);
+  return fd;
+}
+
 Status SyncPath(const std::string& path, int flags) {
   int fd = ::open(path.c_str(), flags | O_CLOEXEC);
   if (fd < 0) return Status::IoError(fmt::format("open {}: {}", path, std::strerror(errno)));
@@ -228,15 +247,9 @@ Status SyncDirectory(const std::string& dir) {
 Result<std::string> ReadWholeFile(const std::string& path) {
   // Into a string of the file's size (a stringstream grew by doubling and then copied:
   // up to 2.5 times a checkpoint of hundreds of MB, briefly).
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status::IoError(fmt::format("cannot read {}: {}", path, std::strerror(errno)));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return Status::IoError(fmt::format("cannot read {}: {}", path, std::strerror(err)));
-  }
-  std::string out(static_cast<size_t>(st.st_size), '\0');
+  uint64_t size = 0;
+  JOULE_ASSIGN_OR_RETURN(const int fd, OpenWithSize(path, &size));
+  std::string out(static_cast<size_t>(size), '\0');
   size_t got = 0;
   while (true) {
     if (got == out.size()) out.resize(got + 64 * 1024);  // grown since the fstat
@@ -294,29 +307,25 @@ MappedCheckpoint::~MappedCheckpoint() {
 }
 
 Result<std::unique_ptr<MappedCheckpoint>> MapCheckpointFile(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return std::unique_ptr<MappedCheckpoint>();
-    return Status::IoError(fmt::format("cannot read {}: {}", path, std::strerror(errno)));
+  uint64_t size = 0;
+  Result<int> opened = OpenWithSize(path, &size);
+  if (!opened.ok()) {
+    if (opened.status().code() == StatusCode::kNotFound) return std::unique_ptr<MappedCheckpoint>();
+    return opened.status();
   }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return Status::IoError(fmt::format("cannot read {}: {}", path, std::strerror(err)));
-  }
+  const int fd = *opened;
   auto out = std::unique_ptr<MappedCheckpoint>(new MappedCheckpoint());
   std::string_view data;
-  if (st.st_size > 0) {
-    void* p = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
+  if (size > 0) {
+    void* p = ::mmap(nullptr, static_cast<size_t>(size), PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
       const int err = errno;
       ::close(fd);
       return Status::IoError(fmt::format("cannot map {}: {}", path, std::strerror(err)));
     }
-    ::madvise(p, static_cast<size_t>(st.st_size), MADV_SEQUENTIAL);
+    ::madvise(p, static_cast<size_t>(size), MADV_SEQUENTIAL);
     out->mapping_ = p;
-    out->mapped_bytes_ = static_cast<size_t>(st.st_size);
+    out->mapped_bytes_ = static_cast<size_t>(size);
     data = std::string_view(static_cast<const char*>(p), out->mapped_bytes_);
   }
   ::close(fd);  // the mapping stays

@@ -25,6 +25,17 @@ ProcessorCheckpoint Sample() {
   return c;
 }
 
+// A fresh temporary directory, removed at the end of the test; `file` is a checkpoint path in it.
+struct CheckpointDir {
+  CheckpointDir() {
+    char tmpl[] = "/tmp/joule-ckpt-XXXXXX";
+    path = mkdtemp(tmpl);
+    file = path + "/p.ckpt";
+  }
+  ~CheckpointDir() { std::filesystem::remove_all(path); }
+  std::string path, file;
+};
+
 TEST(ProcessorCheckpointTest, RoundTrip) {
   ProcessorCheckpoint in = Sample();
   ProcessorCheckpoint out;
@@ -73,9 +84,8 @@ TEST(ProcessorCheckpointTest, EveryTruncationAndBitFlipIsDetected) {
 }
 
 TEST(ProcessorCheckpointTest, FileIsReplacedAtomically) {
-  char tmpl[] = "/tmp/joule-ckpt-XXXXXX";
-  std::string dir = mkdtemp(tmpl);
-  std::string path = dir + "/p.ckpt";
+  CheckpointDir dir;
+  const std::string path = dir.file;
   auto none = ReadCheckpointFile(path);
   ASSERT_TRUE(none.ok());
   EXPECT_FALSE(none->has_value());
@@ -90,15 +100,13 @@ TEST(ProcessorCheckpointTest, FileIsReplacedAtomically) {
   EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
   std::ofstream(path, std::ios::trunc) << "garbage";
   EXPECT_EQ(ReadCheckpointFile(path).status().code(), StatusCode::kCorruption);
-  std::filesystem::remove_all(dir);
 }
 
 // A restore maps the file: the same checkpoint as ReadCheckpointFile, with the engine
 // state viewed in the mapping; a missing file is nothing, a damaged or empty one corrupt.
 TEST(ProcessorCheckpointTest, MappedFileDecodesAsTheReadOne) {
-  char tmpl[] = "/tmp/joule-ckpt-XXXXXX";
-  std::string dir = mkdtemp(tmpl);
-  std::string path = dir + "/p.ckpt";
+  CheckpointDir dir;
+  const std::string path = dir.file;
   auto none = MapCheckpointFile(path);
   ASSERT_TRUE(none.ok());
   EXPECT_EQ(*none, nullptr);
@@ -129,14 +137,12 @@ TEST(ProcessorCheckpointTest, MappedFileDecodesAsTheReadOne) {
   EXPECT_NE(flipped.status().message().find(path), std::string::npos);
   std::ofstream(path, std::ios::trunc);  // empty
   EXPECT_EQ(MapCheckpointFile(path).status().code(), StatusCode::kCorruption);
-  std::filesystem::remove_all(dir);
 }
 
 // The offsets at a checkpoint's head, read without the rest (the lag during a restore).
 TEST(ProcessorCheckpointTest, OffsetsArePeekedFromTheHead) {
-  char tmpl[] = "/tmp/joule-ckpt-XXXXXX";
-  std::string dir = mkdtemp(tmpl);
-  std::string path = dir + "/p.ckpt";
+  CheckpointDir dir;
+  const std::string path = dir.file;
   EXPECT_TRUE(PeekCheckpointOffsets(path).empty());
   ProcessorCheckpoint in = Sample();
   in.engine_state.assign(1 << 20, 's');
@@ -144,7 +150,6 @@ TEST(ProcessorCheckpointTest, OffsetsArePeekedFromTheHead) {
   EXPECT_EQ(PeekCheckpointOffsets(path), in.offsets);
   std::ofstream(path, std::ios::trunc) << "garbage";
   EXPECT_TRUE(PeekCheckpointOffsets(path).empty());
-  std::filesystem::remove_all(dir);
 }
 
 // The file format of docs/formats/checkpoint.md, written out field by field (the encoder
@@ -175,9 +180,8 @@ std::string ReferenceEncoding(const std::vector<std::pair<uint32_t, uint64_t>>& 
 }
 
 TEST(ProcessorCheckpointTest, PartsGiveTheSameBytesAsOneBuffer) {
-  char tmpl[] = "/tmp/joule-ckpt-XXXXXX";
-  std::string dir = mkdtemp(tmpl);
-  const std::string path = dir + "/p.ckpt";
+  CheckpointDir dir;
+  const std::string path = dir.file;
   std::string state(1 << 20, '\0');
   for (size_t i = 0; i < state.size(); ++i) state[i] = static_cast<char>(i * 131 + (i >> 9));
   const std::vector<std::pair<uint32_t, uint64_t>> offsets = {{0, 7}, {2, 1ull << 40}};
@@ -209,7 +213,6 @@ TEST(ProcessorCheckpointTest, PartsGiveTheSameBytesAsOneBuffer) {
       EXPECT_EQ((*read)->readings.size(), readings.size());
     }
   }
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
