@@ -7,7 +7,7 @@
 // Admin token only: no token 401; an owner key or device token 403 forbidden (as every
 // admin-only route, e.g. POST /v1/devices). 404 when the server runs without a replay
 // service (archive disabled). A started replay is recorded in the audit log
-// ("replay.started", docs/formats/audit.md).
+// ("replay.started", docs/formats/audit.md) when it is accepted, before the job runs.
 #include <fmt/format.h>
 #include <simdjson.h>
 
@@ -108,6 +108,28 @@ Result<ReplayJobRequest> ParseReplayBody(const net::HttpRequest& req) {
   return out;
 }
 
+// The audit entry's details (docs/formats/audit.md).
+std::string ReplayDetails(const ReplayJobRequest& body) {
+  JsonWriter details;
+  details.BeginObject();
+  details.Key("from");
+  details.String(FormatRfc3339Millis(body.from_ns));
+  details.Key("to");
+  details.String(FormatRfc3339Millis(body.to_ns));
+  if (!body.device_id.empty()) {
+    details.Key("device_id");
+    details.String(body.device_id);
+  }
+  if (!body.owner_id.empty()) {
+    details.Key("owner_id");
+    details.String(body.owner_id);
+  }
+  details.Key("dry_run");
+  details.Bool(body.dry_run);
+  details.EndObject();
+  return details.str();
+}
+
 }  // namespace
 
 void AddReplayRoutes(net::Router& router, ApiContext& ctx) {
@@ -137,33 +159,14 @@ void AddReplayRoutes(net::Router& router, ApiContext& ctx) {
         if (auto refused = RefuseJsonBody(req, kMaxBodyBytes)) return r.Send(*refused);
         Result<ReplayJobRequest> body = ParseReplayBody(req);
         if (!body.ok()) return r.Send(ErrorFromStatus(body.status()));
-        Result<std::string> job = ctx.replay->Start(*body);
+        std::string job_id;
+        Result<std::string> job = ctx.replay->Start(*body, [&](std::string_view id) {
+          job_id = std::string(id);
+          RecordAudit(ctx, req, *caller, "replay.started", "replay", id, ReplayDetails(*body));
+        });
         if (!job.ok()) return r.Send(ErrorFromStatus(job.status()));
         net::HttpResponse resp = net::HttpResponse::Json(202, *job);
-        // The job JSON starts with {"id":"…": the Location header names it.
-        simdjson::dom::parser parser;
-        std::string_view id;
-        if (parser.parse(*job)["id"].get_string().get(id) == simdjson::SUCCESS) {
-          resp.headers.emplace_back("Location", fmt::format("/v1/admin/replay/{}", id));
-          JsonWriter details;
-          details.BeginObject();
-          details.Key("from");
-          details.String(FormatRfc3339Millis(body->from_ns));
-          details.Key("to");
-          details.String(FormatRfc3339Millis(body->to_ns));
-          if (!body->device_id.empty()) {
-            details.Key("device_id");
-            details.String(body->device_id);
-          }
-          if (!body->owner_id.empty()) {
-            details.Key("owner_id");
-            details.String(body->owner_id);
-          }
-          details.Key("dry_run");
-          details.Bool(body->dry_run);
-          details.EndObject();
-          RecordAudit(ctx, req, *caller, "replay.started", "replay", id, details.str());
-        }
+        resp.headers.emplace_back("Location", fmt::format("/v1/admin/replay/{}", job_id));
         r.Send(std::move(resp));
       },
       TokenRoute(ctx, kMaxBodyBytes));

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -21,9 +22,14 @@ struct ReplayJobRequest {
 class ReplayService {
  public:
   virtual ~ReplayService() = default;
+  // Called with a new job's id once the job is accepted and before it starts to run: the
+  // caller records it (the audit entry) before the job can have any effect.
+  using OnAccepted = std::function<void(std::string_view id)>;
+
   // Starts a job and returns its JSON (state "running"). AlreadyExists while another job
   // runs; InvalidArgument for an unusable request (unknown owner, no archive).
-  virtual Result<std::string> Start(const ReplayJobRequest& request) = 0;
+  virtual Result<std::string> Start(const ReplayJobRequest& request,
+                                    const OnAccepted& on_accepted) = 0;
   // The job's JSON: id, state (running, succeeded, failed), request, progress, result or
   // error. NotFound for an unknown id.
   virtual Result<std::string> Get(std::string_view id) = 0;

@@ -55,7 +55,8 @@ void ReplayJobs::Stop() {
   if (worker.joinable()) worker.join();
 }
 
-Result<std::string> ReplayJobs::Start(const api::ReplayJobRequest& request) {
+Result<std::string> ReplayJobs::Start(const api::ReplayJobRequest& request,
+                                      const OnAccepted& on_accepted) {
   if (!std::filesystem::is_directory(options_.archive_dir)) {
     return Status::InvalidArgument(fmt::format("no archive at {}", options_.archive_dir));
   }
@@ -90,6 +91,8 @@ Result<std::string> ReplayJobs::Start(const api::ReplayJobRequest& request) {
   jobs_[job->id] = job;
   running_ = job;
   std::string json = JobJson(*job);
+  // Recorded before the job runs, so that a crash mid-job leaves the entry behind.
+  if (on_accepted) on_accepted(job->id);
   worker_ = std::thread([this, job] { Run(job); });
   return json;
 }

@@ -58,7 +58,8 @@ class ReplayJobs final : public api::ReplayService {
              stream::TimezoneProvider* timezones, MetricsRegistry* metrics);
   ~ReplayJobs() override;
 
-  Result<std::string> Start(const api::ReplayJobRequest& request) override;
+  Result<std::string> Start(const api::ReplayJobRequest& request,
+                            const OnAccepted& on_accepted) override;
   Result<std::string> Get(std::string_view id) override;
   void Stop();
 

@@ -236,10 +236,10 @@ class ReplayCrashTest(unittest.TestCase):
                 {"from": fmt_ts(self.base - 60), "to": fmt_ts(self.base + 300)}, raw_errors=True)
             self.assertEqual(status, 202, job)
         except (OSError, http.client.HTTPException):
-            # The job runs on its own thread from the moment it is created; the 202 waits for
-            # the audit entry's fdatasync. On a busy disk the job reaches its crash point
-            # first and the answer dies with the server: no answer is then what a client
-            # sees. That the server died at `point` (so the job ran) is checked below.
+            # The job runs on its own thread once its audit entry is written; on a busy
+            # machine it can reach its crash point before the 202 is sent, and the answer
+            # dies with the server: no answer is then what a client sees. That the server
+            # died at `point` (so the job ran) is checked below.
             pass
         self.assertTrue(poll(lambda: not s.running(), timeout=60), s.diag())
         code = s.stop()
@@ -247,6 +247,10 @@ class ReplayCrashTest(unittest.TestCase):
         s.overrides.pop("JOULE_TEST_CRASH_AT")
         s.start()  # the restart finishes the replay
         self.assertConsistent(s, f"server killed at {point}")
+        # The replay was audited before it ran, so the crash did not lose the entry.
+        status, _, audit = s.request("GET", "/v1/admin/audit?action=replay.started")
+        self.assertEqual(status, 200, audit)
+        self.assertEqual([e["action"] for e in audit["entries"]], ["replay.started"], audit)
         self.assertNoJournal(s)
         # Again after a kill -9: the processors checkpointed what they took.
         s.kill9()
