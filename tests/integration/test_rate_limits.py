@@ -156,6 +156,11 @@ class EventLimitTest(RateLimitCase):
         base = time.time() - 120
         batch = [{"timestamp": fmt_ts(base + i), "metrics": {"power_w": 1.0}, "event_id": uid()}
                  for i in range(50)]
+        # One invalid event: a refused message is sent again, so its rejects are not counted
+        # (as HTTP does not count them in a 429; until session 25 MQTT counted them on
+        # every try).
+        batch.append({"timestamp": "yesterday", "metrics": {"power_w": 1.0}})
+        bad_before = metric_sum(m(), "joule_events_rejected_total", code="invalid_timestamp")
         # MQTT 5: PUBACK 0x97 quota exceeded (mosquitto_pub reports it; its exit code varies).
         pub(self.server, topic(dev), json.dumps(batch), "mqttv5", 1, dev, token, timeout=10)
         self.assertGreaterEqual(
@@ -171,6 +176,8 @@ class EventLimitTest(RateLimitCase):
         self.assertEqual(proc.returncode, 0, f"3.1.1 over-burst: {proc.stderr}" + self.diag())
         self.assertGreaterEqual(
             metric_sum(m(), "joule_mqtt_messages_total", result="rate_limited") - before, 2)
+        self.assertEqual(
+            metric_sum(m(), "joule_events_rejected_total", code="invalid_timestamp"), bad_before)
         time.sleep(0.5)
         self.assertEqual(realtime_count(self.server, dev, ADMIN), 0, "nothing stored")
 
