@@ -233,6 +233,10 @@ class CliTest(unittest.TestCase):
                               (["--seed", "-1"], "--seed must be an integer"),
                               (["--seed", "18446744073709551616"], "--seed must be an integer"),
                               (["--seed", "12x"], "--seed"),
+                              # Found by the simulator's black-box test: --dry-run took it.
+                              (["--prefix", "no spaces"], "--prefix must be characters"),
+                              (["--prefix", "p" * 120], "--prefix must be characters"),
+                              (["--prefix", ""], "--prefix"),
                               # Found by a black-box test: sent one tick, then stalled silently
                               # until the wall clock reached it (an hour for one an hour ahead).
                               (["--start", "2099-01-01T00:00:00Z"], "is in the future"),

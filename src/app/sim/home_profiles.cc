@@ -24,6 +24,11 @@ double SimRandom::Normal() {
   return std::sqrt(-2 * std::log(u1)) * std::cos(2 * std::numbers::pi * u2);
 }
 
+uint64_t Mix(uint64_t seed, uint64_t a, uint64_t b) {
+  SimRandom r(seed ^ (a * 0x9e3779b97f4a7c15ULL) ^ (b * 0xc2b2ae3d27d4eb4fULL));
+  return r.Next();
+}
+
 double HashUnit(uint64_t a, uint64_t b, uint64_t c, uint64_t d) {
   SimRandom r(a * 0x9e3779b97f4a7c15ULL ^ (b + 0x632be59bd9b4e019ULL) * 0xff51afd7ed558ccdULL ^
               (c + 0x85ebca6b) * 0xc4ceb9fe1a85ec53ULL ^ (d + 0x27d4eb2f165667c5ULL));
@@ -467,11 +472,6 @@ std::unique_ptr<Appliance> MakeAppliance(ApplianceKind kind, uint64_t seed) {
       break;
   }
   return nullptr;
-}
-
-uint64_t Mix(uint64_t seed, uint64_t a, uint64_t b) {
-  SimRandom r(seed ^ (a * 0x9e3779b97f4a7c15ULL) ^ (b * 0xc2b2ae3d27d4eb4fULL));
-  return r.Next();
 }
 
 }  // namespace

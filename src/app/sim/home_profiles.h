@@ -51,6 +51,11 @@ class SimRandom {
   uint64_t state_;
 };
 
+// A seed for one stream of a run (seed, then two integers naming the stream, e.g. a home
+// and a purpose): every input bit changes the result, so seeds n and n ^ 1 do not give the
+// same streams to other homes (as plain seed ^ home did).
+uint64_t Mix(uint64_t seed, uint64_t a, uint64_t b);
+
 // A stateless hash of a few integers to [0, 1), for schedules that must not depend on
 // when the simulation started (EV sessions, washer programs, lighting slots, clouds).
 double HashUnit(uint64_t a, uint64_t b, uint64_t c = 0, uint64_t d = 0);
