@@ -20,8 +20,9 @@ if ! command -v npm >/dev/null 2>&1; then BUILD_PKGS+=(npm); fi
 # clang-14 + libclang-rt-14-dev: the libFuzzer targets under ASan/UBSan (fuzz/, scripts/fuzz.sh).
 # python3-yaml + python3-jsonschema: tests/integration/test_openapi.py checks answers against
 # docs/openapi.yaml. faketime: tests/integration/test_clock_steps.py steps the server's clock.
+# prometheus (with promtool): tests/integration/test_ops_rules.py checks deploy/prometheus.
 TEST_PKGS=(postgresql redis-server mosquitto mosquitto-clients curl openssl python3 chromium
-  clang-14 libclang-rt-14-dev python3-yaml python3-jsonschema faketime)
+  clang-14 libclang-rt-14-dev python3-yaml python3-jsonschema faketime prometheus)
 
 want=("${BUILD_PKGS[@]}")
 if [[ "${1:-}" == "--test" ]]; then want+=("${TEST_PKGS[@]}"); fi
