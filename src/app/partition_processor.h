@@ -191,6 +191,9 @@ class PartitionProcessor {
   std::vector<std::unique_ptr<log::LogReader>> readers_;
   std::unique_ptr<std::atomic<uint64_t>[]> positions_;
   std::unique_ptr<std::atomic<int64_t>[]> last_append_ns_;
+  // Per slot: the wall time of the last read that found nothing new. A record not
+  // processed yet became durable after it (LagSeconds).
+  std::unique_ptr<std::atomic<int64_t>[]> caught_up_ns_;
   // Per slot: the reader met a damaged record (Corruption); the partition is not read again
   // (docs/RELIABILITY.md, "Run-time corruption"). Processor thread only.
   std::vector<bool> stopped_;
