@@ -32,6 +32,7 @@
 #include "app/log_partitions.h"
 #include "app/metadata_open.h"
 #include "app/partition_processor.h"
+#include "app/process_metrics.h"
 #include "app/replay_jobs.h"
 #include "app/replay_journal.h"
 #include "common/logging.h"
@@ -202,6 +203,7 @@ int RunServer(const Config& given_config) {
   // day end), history retention's horizon.
   const Clock* processing_clock = ProcessingClock::Default();
   MetricsRegistry metrics;
+  RegisterProcessMetrics(&metrics);
 
   log::LogOptions log_options;
   log_options.dir = (std::filesystem::path(config.data_dir) / "log").string();

@@ -149,6 +149,15 @@ void MetricsRegistry::AddGaugeCallback(std::string_view name, std::string_view h
   s->callback = std::move(fn);
 }
 
+void MetricsRegistry::AddCounterCallback(std::string_view name, std::string_view help,
+                                         const MetricLabels& labels, std::function<double()> fn) {
+  std::lock_guard lock(mu_);
+  bool created;
+  Series* s = FindOrAdd(name, help, Type::kCounter, labels, &created);
+  s->counter.reset();  // rendered from the callback
+  s->callback = std::move(fn);
+}
+
 std::string MetricsRegistry::Render() const {
   std::lock_guard lock(mu_);
   std::string out;

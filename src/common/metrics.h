@@ -70,6 +70,10 @@ class MetricsRegistry {
   // A gauge whose value is read by calling `fn` at render time (from the rendering thread).
   void AddGaugeCallback(std::string_view name, std::string_view help, const MetricLabels& labels,
                         std::function<double()> fn);
+  // The same for a counter kept elsewhere (e.g. the process's CPU time): `fn` must never
+  // decrease.
+  void AddCounterCallback(std::string_view name, std::string_view help, const MetricLabels& labels,
+                          std::function<double()> fn);
 
   std::string Render() const;
 

@@ -60,3 +60,26 @@ class MetricsDocumentedTest(JouleTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+    def test_process_metrics_and_build_info(self):
+        """The process's own resources under the client libraries' names (found by the
+        operator metrics' black-box test: none were exposed), and the version running."""
+        text = self.server.metrics_text()
+        parsed = parse_prometheus(text)
+        self.assertIn("# TYPE process_cpu_seconds_total counter", text)
+        for name in ("process_cpu_seconds_total", "process_resident_memory_bytes",
+                     "process_virtual_memory_bytes", "process_open_fds", "process_max_fds",
+                     "process_start_time_seconds"):
+            self.assertIn(name, parsed, name)
+            self.assertGreater(parsed[name][0][1], 0, name)
+        self.assertGreater(parsed["process_virtual_memory_bytes"][0][1],
+                           parsed["process_resident_memory_bytes"][0][1])
+        self.assertLessEqual(parsed["process_open_fds"][0][1], parsed["process_max_fds"][0][1])
+        [(labels, value)] = parsed["joule_build_info"]
+        self.assertEqual(value, 1)
+        self.assertRegex(labels.get("version", ""), r"^\d+\.\d+\.\d+")
+        app = (REPO / "src/app/README.md").read_text(encoding="utf-8")
+        for name in parsed:
+            if name.startswith("process_"):
+                self.assertIn(f"`{name}`", app, name)
+

@@ -35,4 +35,14 @@ TEST(MetricsTest, GaugeCallback) {
   EXPECT_NE(r.Render().find("g 2.5"), std::string::npos);
 }
 
+TEST(MetricsTest, CounterCallbackRendersAsACounter) {
+  MetricsRegistry r;
+  double value = 1.5;
+  r.AddCounterCallback("c_total", "a counter kept elsewhere", {}, [&value] { return value; });
+  value = 4;
+  const std::string text = r.Render();
+  EXPECT_NE(text.find("# TYPE c_total counter\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("\nc_total 4\n"), std::string::npos) << text;
+}
+
 }  // namespace joule
