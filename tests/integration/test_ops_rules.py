@@ -61,15 +61,16 @@ def alert_names(rules_text):
 
 
 def referenced_metrics(rules_text):
-    """The joule_* names in the rules (expressions and annotations), comments left out."""
+    """The joule_* and process_* names in the rules (expressions and annotations), comments
+    left out."""
     text = "\n".join(line for line in rules_text.splitlines()
                      if not line.lstrip().startswith("#"))
-    return set(re.findall(r"(?<![a-z0-9_])joule_[a-z0-9_]+", text))
+    return set(re.findall(r"(?<![a-z0-9_])(?:joule|process)_[a-z0-9_]+", text))
 
 
 def exposed_families(metrics_text):
     """{name: type} of the `# TYPE` lines."""
-    return dict(re.findall(r"^# TYPE (joule_[a-z0-9_]+) (\w+)$", metrics_text, re.M))
+    return dict(re.findall(r"^# TYPE ((?:joule|process)_[a-z0-9_]+) (\w+)$", metrics_text, re.M))
 
 
 def family_of(name, families):
