@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -696,9 +697,12 @@ int RunServer(const Config& given_config) {
   mqtt_ingest_options.clock = clock;
   mqtt_ingest_options.event_limiter = event_limiter.get();
   mqtt_ingest_options.limiter_clock = MonotonicClock::Default();
-  ingest::MqttIngest mqtt_ingest(mqtt_ingest_options, metadata.get(), &appender, &metrics);
+  // Constructed only when used: their metrics are on /metrics only then, as the listener's
+  // and the bridge client's are (found by the operator metrics' black-box test).
+  std::optional<ingest::MqttIngest> mqtt_ingest;
   std::unique_ptr<net::mqtt::MqttListener> mqtt;
   if (!config.mqtt_listen.empty()) {
+    mqtt_ingest.emplace(mqtt_ingest_options, metadata.get(), &appender, &metrics);
     net::mqtt::MqttListenerOptions mqtt_options;
     mqtt_options.listen = config.mqtt_listen;
     mqtt_options.tls = tls;
@@ -707,7 +711,7 @@ int RunServer(const Config& given_config) {
         static_cast<uint32_t>(std::min<uint64_t>(config.max_body_bytes + (64u << 10), 268'435'455));
     // The same cap as HTTP's, for MQTT's own connections (SECURITY.md).
     mqtt_options.max_connections = static_cast<size_t>(config.http_max_connections);
-    mqtt = std::make_unique<net::mqtt::MqttListener>(io, mqtt_options, &mqtt_ingest, &metrics);
+    mqtt = std::make_unique<net::mqtt::MqttListener>(io, mqtt_options, &*mqtt_ingest, &metrics);
     Status mqtt_st = mqtt->Start();
     if (!mqtt_st.ok()) {
       // Debian's mosquitto package runs a broker on localhost:1883, the default here.
@@ -729,9 +733,10 @@ int RunServer(const Config& given_config) {
   bridge_options.auth_disabled = auth.disabled();
   bridge_options.limits = ctx.limits;
   bridge_options.clock = clock;
-  ingest::MqttBridge bridge(bridge_options, metadata.get(), &appender, &metrics);
+  std::optional<ingest::MqttBridge> bridge;
   std::unique_ptr<net::mqtt::MqttSubscriber> bridge_client;
   if (!config.mqtt_bridge_url.empty()) {
+    bridge.emplace(bridge_options, metadata.get(), &appender, &metrics);
     net::mqtt::MqttSubscriberOptions sub;
     Status url_st = net::mqtt::ParseBrokerUrl(config.mqtt_bridge_url, &sub);
     if (!url_st.ok()) {
@@ -777,7 +782,7 @@ int RunServer(const Config& given_config) {
     if (!config.mqtt_bridge_password.empty()) sub.password = config.mqtt_bridge_password;
     sub.max_packet_size =
         static_cast<uint32_t>(std::min<uint64_t>(config.max_body_bytes + (64u << 10), 268'435'455));
-    bridge_client = std::make_unique<net::mqtt::MqttSubscriber>(io, sub, &bridge, &metrics);
+    bridge_client = std::make_unique<net::mqtt::MqttSubscriber>(io, sub, &*bridge, &metrics);
     bridge_client->Start();
     logging::Info("mqtt bridge starting", {{"broker", fmt::format("{}:{}", sub.host, sub.port)},
                                            {"tls", sub.use_tls ? "true" : "false"},
