@@ -137,6 +137,7 @@ PartitionProcessor::PartitionProcessor(PartitionProcessorOptions options, log::L
       log_(log),
       latest_(latest),
       clock_(clock),
+      wall_clock_(options_.wall_clock != nullptr ? options_.wall_clock : clock),
       metrics_(metrics),
       history_(history),
       engine_(std::make_unique<stream::WindowEngine>(options_.engine, timezones)),
@@ -492,8 +493,7 @@ uint64_t PartitionProcessor::LagRecords() const {
 
 double PartitionProcessor::LagSeconds() const {
   // Append times are the log's (wall clock): compared with the wall clock.
-  const Clock* wall = options_.wall_clock != nullptr ? options_.wall_clock : clock_;
-  int64_t now = wall->NowNanos();
+  const int64_t now = wall_clock_->NowNanos();
   double worst = 0;
   for (size_t i = 0; i < options_.partitions.size(); ++i) {
     uint64_t end = log_->DurableEnd(options_.partitions[i]).value;
@@ -531,8 +531,7 @@ bool PartitionProcessor::ProcessBatch(size_t slot) {
   ReadRetry& retry = read_retry_[slot];
   if (retry.Waiting(ReadRetry::Clock::now())) return false;
   batch_.clear();
-  const Clock* wall = options_.wall_clock != nullptr ? options_.wall_clock : clock_;
-  const int64_t read_at = wall->NowNanos();
+  const int64_t read_at = wall_clock_->NowNanos();
   Result<size_t> n = readers_[slot]->Next(options_.read_batch, &batch_);
   if (!n.ok()) {
     if (n.status().code() == StatusCode::kCorruption) {

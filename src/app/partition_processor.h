@@ -166,6 +166,8 @@ class PartitionProcessor {
   log::Log* log_;
   store::LatestStore* latest_;
   const Clock* clock_;
+  // The clock the log stamps append times with (options_.wall_clock, else clock_).
+  const Clock* wall_clock_;
   MetricsRegistry* metrics_;
   store::HistoryStore* history_;
   mutable std::mutex engine_mu_;  // guards engine_ against API readers
