@@ -108,8 +108,9 @@ Result<ReplayJobRequest> ParseReplayBody(const net::HttpRequest& req) {
   return out;
 }
 
-// The audit entry's details (docs/formats/audit.md).
-std::string ReplayDetails(const ReplayJobRequest& body) {
+}  // namespace
+
+std::string ReplayRequestJson(const ReplayJobRequest& body) {
   JsonWriter details;
   details.BeginObject();
   details.Key("from");
@@ -129,8 +130,6 @@ std::string ReplayDetails(const ReplayJobRequest& body) {
   details.EndObject();
   return details.str();
 }
-
-}  // namespace
 
 void AddReplayRoutes(net::Router& router, ApiContext& ctx) {
   // Authorization first: a non-admin learns nothing, not even whether replay is enabled.
@@ -162,7 +161,7 @@ void AddReplayRoutes(net::Router& router, ApiContext& ctx) {
         std::string job_id;
         Result<std::string> job = ctx.replay->Start(*body, [&](std::string_view id) {
           job_id = std::string(id);
-          RecordAudit(ctx, req, *caller, "replay.started", "replay", id, ReplayDetails(*body));
+          RecordAudit(ctx, req, *caller, "replay.started", "replay", id, ReplayRequestJson(*body));
         });
         if (!job.ok()) return r.Send(ErrorFromStatus(job.status()));
         net::HttpResponse resp = net::HttpResponse::Json(202, *job);

@@ -19,6 +19,11 @@ struct ReplayJobRequest {
   bool dry_run = false;
 };
 
+// The request as JSON — {"from", "to" (RFC 3339, milliseconds), "device_id" or
+// "owner_id" when set, "dry_run"}: the body `joule replay --server` posts, and the
+// replay.started audit entry's details (docs/formats/audit.md).
+std::string ReplayRequestJson(const ReplayJobRequest& request);
+
 class ReplayService {
  public:
   virtual ~ReplayService() = default;

@@ -12,6 +12,7 @@
 #include <optional>
 #include <thread>
 
+#include "api/replay_service.h"
 #include "app/archive_retention_note.h"
 #include "app/archive_seal.h"
 #include "app/checkpoint_correction.h"
@@ -113,25 +114,15 @@ int RunRemote(const Config& config, const std::string& url, const std::string& t
   }
   HttpClient client(host, std::to_string(hp->port), std::move(trust));
 
-  JsonWriter w;
-  w.BeginObject();
-  w.Key("from");
-  w.String(FormatRfc3339Millis(from));
-  w.Key("to");
-  w.String(FormatRfc3339Millis(to));
-  if (!options.device_id.empty()) {
-    w.Key("device_id");
-    w.String(options.device_id);
-  }
-  if (!options.owner_id.empty()) {
-    w.Key("owner_id");
-    w.String(options.owner_id);
-  }
-  w.Key("dry_run");
-  w.Bool(options.dry_run);
-  w.EndObject();
+  api::ReplayJobRequest request;
+  request.from_ns = from;
+  request.to_ns = to;
+  request.device_id = options.device_id;
+  request.owner_id = options.owner_id;
+  request.dry_run = options.dry_run;
   std::string body;
-  int status = client.Post("/v1/admin/replay", "application/json", w.str(), token, &body);
+  int status = client.Post("/v1/admin/replay", "application/json", api::ReplayRequestJson(request),
+                           token, &body);
   if (status < 0) {
     // A TLS listener closes a plain HTTP connection without an answer.
     return Fail(fmt::format("cannot reach the server at {}: {}{}", url, client.last_error(),
