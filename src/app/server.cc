@@ -630,6 +630,25 @@ int RunServer(const Config& given_config) {
     }
     return out;
   };
+  // What /readyz reports, as gauges for Prometheus (docs/OPERATIONS.md): whether the
+  // metadata database answers, and which writers a failing disk has stopped.
+  metrics.AddGaugeCallback(
+      "joule_metadata_up",
+      "1 when the metadata store is reachable (PostgreSQL: its LISTEN connection is up)", {},
+      [m = metadata.get()] { return m->reachable() ? 1.0 : 0.0; });
+  std::vector<std::string> writers = {"log", "history"};
+  if (archiver) writers.emplace_back("archive");
+  for (const std::string& writer : writers) {
+    metrics.AddGaugeCallback(
+        "joule_writer_failing",
+        "1 while this writer cannot write (a full or failing disk) and retries, as /readyz says",
+        {{"writer", writer}}, [faults = ctx.writer_faults, writer] {
+          for (const api::ApiContext::WriterFault& f : faults()) {
+            if (f.writer == writer) return 1.0;
+          }
+          return 0.0;
+        });
+  }
   ctx.restoring = [&processors_started] { return !processors_started.load(); };
   ctx.ready = [&processors, &processors_started] {
     if (!processors_started.load()) return false;

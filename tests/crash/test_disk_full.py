@@ -24,7 +24,8 @@ import unittest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "integration"))
 
-from joule_harness import JouleServer, ServerError, fmt_ts, poll  # noqa: E402
+from joule_harness import (JouleServer, ServerError, fmt_ts, parse_prometheus,  # noqa: E402
+                           poll)
 
 TMPFS_SIZE = "4m"
 DEVICE = "full-1"
@@ -75,6 +76,12 @@ def post_until_refused(test):
                      + test.server.diag())
     test.assertIn("retry-after", headers)
     return runway
+
+
+def writer_failing(server):
+    """joule_writer_failing by writer: 1.0 while that writer retries on a failing disk."""
+    series = parse_prometheus(server.metrics_text()).get("joule_writer_failing", [])
+    return {labels["writer"]: value for labels, value in series}
 
 
 class DiskFullTest(unittest.TestCase):
@@ -143,6 +150,9 @@ class DiskFullTest(unittest.TestCase):
         self.assertEqual(ready["status"], "degraded", ready)
         self.assertEqual(ready["log"]["state"], "failing", ready)
         self.assertIn("No space left", ready["log"]["error"], ready)
+        # The same state as a gauge for Prometheus (joule_writer_failing, docs/OPERATIONS.md).
+        failing = writer_failing(self.server)
+        self.assertEqual((failing["log"], failing["history"]), (1.0, 0.0), failing)
 
         filler.unlink()
         t0 = time.monotonic()
@@ -161,6 +171,7 @@ class DiskFullTest(unittest.TestCase):
             self.assertEqual(status, 202, body)
         status, _, ready = self.server.request("GET", "/readyz")
         self.assertNotIn("log", ready)
+        self.assertEqual(writer_failing(self.server)["log"], 0.0)
 
         acked = self.seq
         poll(lambda: self.counted() >= acked, timeout=60)
@@ -274,6 +285,7 @@ class WholeDataDirFullTest(unittest.TestCase):
             self.assertEqual(state["status"], "degraded", state)
             self.assertEqual(state["history"]["state"], "failing", state)
             self.assertIn("No space left", state["history"]["error"], state)
+            self.assertEqual(writer_failing(self.server)["history"], 1.0)
         time.sleep(3)
         # The writers behind the log give back what their failed attempts took (staging and
         # temp files), so a batch may fit now and then: 202 or 503, never an error.
@@ -321,6 +333,7 @@ class WholeDataDirFullTest(unittest.TestCase):
         poll(lambda: self.history_count() >= acked, timeout=60)
         poll(lambda: "history" not in self.readyz()[1] and "archive" not in self.readyz()[1],
              timeout=30)
+        self.assertEqual(writer_failing(self.server), {"log": 0.0, "history": 0.0, "archive": 0.0})
         counted = self.history_count()
         self.assertEqual(self.server.stop(), 0, self.server.diag())
         rows = self.archived_rows()

@@ -94,6 +94,11 @@ def lag(server):
     return metric_sum(parse_prometheus(server.metrics_text()), "joule_processor_lag_records")
 
 
+def metadata_up_gauge(server):
+    """joule_metadata_up: 1.0 while the metadata store (PostgreSQL) is reachable."""
+    return metric_sum(parse_prometheus(server.metrics_text()), "joule_metadata_up")
+
+
 class StoresAsOtherToolsSeeThem(unittest.TestCase):
     """What Joule writes to PostgreSQL and Redis, read with psql and redis-cli."""
 
@@ -793,6 +798,10 @@ class PostgresOutageWritesTest(unittest.TestCase):
                 st, _, resp = server.request("GET", f"/v1/devices/{q(dev)}", headers=owner_key)
                 self.assertEqual(st, 200, f"{dev} after the failed {method} {path}: {resp!r}")
         self.assertIn("metadata store unavailable", server.diag(200))
+        # The gauge for Prometheus says what /readyz says (docs/OPERATIONS.md,
+        # JouleMetadataDown).
+        self.assertTrue(poll(lambda: metadata_up_gauge(server) == 0.0, timeout=30, interval=0.2),
+                        f"joule_metadata_up stayed {metadata_up_gauge(server)}" + server.diag())
 
         pg.start()
 
@@ -801,6 +810,7 @@ class PostgresOutageWritesTest(unittest.TestCase):
             return ready.get("metadata", {}).get("state") != "down" and \
                 ready.get("status") == "ready"
         self.assertTrue(poll(metadata_up, timeout=30, interval=0.2), server.diag())
+        self.assertEqual(metadata_up_gauge(server), 1.0)
         results = self.burst(server, owner)
         self.assertEqual([st for st, _ in results], [201] * 8,
                          f"registrations right after the restart: {results!r}")
