@@ -4,6 +4,7 @@
 // checkpoint save → restore mid-stream) and prints one 64-bit digest of every emitted record
 // (all fields, bitwise) per workload. Two builds of the engine that print the same digests
 // emit identical records: the check used when the engine's internals are rewritten.
+#include <algorithm>
 #include <cinttypes>
 #include <cmath>
 #include <cstdint>
@@ -17,6 +18,7 @@
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "common/clock.h"
@@ -252,16 +254,19 @@ struct CountingSink : RecordSink {
 struct Profile {
   int devices;
   size_t batch;
-  WindowEngine engine{EngineOptions{}};
+  WindowEngine engine;
   CountingSink sink;
   std::vector<Event> events;
   int64_t start = 1795000000LL * kNanosPerSecond;
   int64_t second = 0;
   bool jitter = false;  // as stream_bench's OutOfOrder: consecutive seconds swapped
   bool ids = false;     // every event carries a unique event_id (de-duplication by id)
+  int every = 1;        // each device sends once every `every` seconds (staggered by device)
+  std::vector<Event> due;
   uint64_t next_id = 0;
 
-  explicit Profile(int n, size_t b) : devices(n), batch(b), events(static_cast<size_t>(n)) {
+  Profile(int n, size_t b, EngineOptions options)
+      : devices(n), batch(b), engine(std::move(options)), events(static_cast<size_t>(n)) {
     for (int i = 0; i < n; ++i) {
       auto& e = events[static_cast<size_t>(i)];
       e.device_id = "plug-" + std::to_string(100000 + i);
@@ -283,9 +288,17 @@ struct Profile {
       e.metrics[2].value = p / 230.0;
       e.metrics[3].value = 1000 + static_cast<double>(second) * p / 3600.0;
     }
-    for (size_t i = 0; i < events.size(); i += batch) {
-      const size_t n = std::min(batch, events.size() - i);
-      engine.ProcessBatch(&events[i], n, events[i + n - 1].received_at_ns, &sink);
+    std::vector<Event>* send = &events;
+    if (every > 1) {
+      due.clear();
+      for (size_t i = 0; i < events.size(); ++i) {
+        if ((static_cast<int64_t>(i) + second) % every == 0) due.push_back(events[i]);
+      }
+      send = &due;
+    }
+    for (size_t i = 0; i < send->size(); i += batch) {
+      const size_t n = std::min(batch, send->size() - i);
+      engine.ProcessBatch(&(*send)[i], n, (*send)[i + n - 1].received_at_ns, &sink);
     }
     ++second;
     engine.Tick(start + second * kNanosPerSecond + kNanosPerSecond / 2, &sink);
@@ -299,12 +312,21 @@ __attribute__((noinline)) void MeasuredPhase(Profile& p, int seconds) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // --profile DEVICES BATCH WARM_S MEASURE_S [jitter|ids|jitter,ids]
+  // --profile DEVICES BATCH WARM_S MEASURE_S [OPTIONS], OPTIONS a comma-separated list of
+  // jitter, ids, lateness=SECONDS (stream.allowed_lateness; default the engine's, 1 h),
+  // every=N (each device sends every N seconds instead of every second)
   if ((argc == 6 || argc == 7) && std::strcmp(argv[1], "--profile") == 0) {
-    Profile p(std::atoi(argv[2]), static_cast<size_t>(std::atoi(argv[3])));
     const std::string_view opts = argc == 7 ? argv[6] : "";
+    EngineOptions options;
+    if (const size_t at = opts.find("lateness="); at != std::string_view::npos) {
+      options.allowed_lateness_ns = std::atoll(argv[6] + at + 9) * kNanosPerSecond;
+    }
+    Profile p(std::atoi(argv[2]), static_cast<size_t>(std::atoi(argv[3])), std::move(options));
     p.jitter = opts.find("jitter") != std::string_view::npos;
     p.ids = opts.find("ids") != std::string_view::npos;
+    if (const size_t at = opts.find("every="); at != std::string_view::npos) {
+      p.every = std::max(1, std::atoi(argv[6] + at + 6));
+    }
     for (int s = 0, n = std::atoi(argv[4]); s < n; ++s) p.Second();
     MeasuredPhase(p, std::atoi(argv[5]));
     const auto st = p.engine.stats();

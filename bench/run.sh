@@ -2,7 +2,7 @@
 # The comparison harness: Joule against VictoriaMetrics, PostgreSQL, a simdjson parse-only
 # loop, h2o and Mosquitto, on this machine, with one generated data set.
 #
-#   bench/run.sh [--quick] [--runs N] [--only ingest,fsync,postgres,fio,core,api,history,mqtt] [--no-build] [--publish]
+#   bench/run.sh [--quick] [--runs N] [--only ingest,fsync,postgres,fio,core,api,history,mqtt,state] [--no-build] [--publish]
 #
 # Installs what it needs from Debian (victoria-metrics, h2o, wrk, fio, gnuplot, PostgreSQL
 # 15, Mosquitto, python3-psycopg2), builds the release preset's joule and bench programs,
@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=full runs=3 only="" build=1 publish=0
-valid_only=(ingest fsync postgres fio core api history mqtt)
+valid_only=(ingest fsync postgres fio core api history mqtt state)
 usage() { echo "bench/run.sh: $*; see bench/run.sh --help" >&2; exit 2; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -64,7 +64,7 @@ export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=true
 if [[ $build == 1 ]]; then
   [[ -f build/release/build.ninja ]] || cmake --preset release >/dev/null
   nice -n 5 cmake --build build/release -j"${JOULE_BUILD_JOBS:-2}" \
-    --target joule core_throughput simdjson_limit mqtt_load >&2
+    --target joule core_throughput simdjson_limit mqtt_load engine_digest >&2
 fi
 
 # 3. Data, generated once per mode and regenerated unless it lies in the current hour with at

@@ -594,6 +594,30 @@ def core_runs(ctx):
     return out
 
 
+def engine_state(ctx):
+    """The window engine's state per 1k devices as it grows (not a ratio): the ingest runs
+    measure the server after one minute of data, but the engine keeps the samples of power
+    and counter metrics, the de-duplication timestamps and the final windows for
+    stream.allowed_lateness (default 1 h) so that late events update their windows exactly.
+    bench/engine_digest --profile runs the engine alone over the same shape (the data's
+    devices at 1 Hz, power, voltage, current and an energy counter, batches of ctx.batch;
+    its own values) and prints its state estimate; after 61 minutes it is in steady state.
+    Also: with allowed_lateness 10 min, and with one event per device a minute."""
+    devices = ctx.meta["devices"]
+    out = {"devices": devices}
+    for name, seconds, opts in (("after_1_min", 61, []), ("after_61_min", 3660, []),
+                                ("after_61_min_lateness_10m", 3660, ["lateness=600"]),
+                                ("after_61_min_one_event_per_minute", 3660, ["every=60"])):
+        r = subprocess.run([ctx.bin("engine_digest"), "--profile", str(devices), str(ctx.batch),
+                            str(seconds - 1), "1"] + opts,
+                           check=True, capture_output=True, text=True)
+        m = re.search(r"state_bytes (\d+)", r.stdout)
+        if not m:
+            raise RuntimeError(f"engine_digest printed no state_bytes: {r.stdout!r}")
+        out[name + "_bytes_per_1k_devices"] = int(m.group(1)) / (devices / 1000.0)
+    return out
+
+
 def fio_fdatasync(ctx):
     d = tempfile.mkdtemp(prefix="fio-", dir=ctx.tmp)
     r = subprocess.run(["fio", "--name=fdatasync", f"--directory={d}", "--rw=write",
@@ -1138,7 +1162,7 @@ class Ctx:
     pass
 
 
-COMPARISONS = ("ingest", "fsync", "postgres", "fio", "core", "api", "history", "mqtt")
+COMPARISONS = ("ingest", "fsync", "postgres", "fio", "core", "api", "history", "mqtt", "state")
 
 
 def positive_int(text):
@@ -1258,6 +1282,7 @@ def main():
     step("api", lambda: api_vs_h2o(ctx))
     step("history", lambda: history_vs_peers(ctx))
     step("mqtt", lambda: mqtt_vs_mosquitto(ctx))
+    step("state", lambda: engine_state(ctx))
 
     r = res["ratios"]
     g = lambda *p: _get(cmp_, *p)

@@ -274,6 +274,21 @@ def render(res):
       f"{rate(res.get('rss_growth_bytes_per_1k_devices'))}B per 1k devices is growth over the "
       f"idle server (device state, buffers, RocksDB memtables).")
     w("")
+    st = get(c, "state") or {}
+    if st:
+        w("The window engine's state grows after that first minute: it keeps the samples of "
+          "power and counter metrics, the de-duplication timestamps and the final windows for "
+          "`stream.allowed_lateness` (default 1 h), so that a late event updates its windows "
+          "exactly. `bench/engine_digest --profile` (the engine alone: as many devices at 1 Hz "
+          "with the same four metrics, its own values) measures it: "
+          f"{rate(st.get('after_1_min_bytes_per_1k_devices'))}B "
+          f"per 1k devices after 1 minute, {rate(st.get('after_61_min_bytes_per_1k_devices'))}B "
+          "after 61 minutes (steady state), "
+          f"{rate(st.get('after_61_min_lateness_10m_bytes_per_1k_devices'))}B with "
+          "`stream.allowed_lateness = 10m`, and "
+          f"{rate(st.get('after_61_min_one_event_per_minute_bytes_per_1k_devices'))}B when each "
+          "device sends one event a minute. Sizing: docs/OPERATIONS.md, \"Memory\".")
+        w("")
     mq = get(c, "mqtt") or {}
     w("### MQTT QoS 1")
     w("")

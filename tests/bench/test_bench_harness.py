@@ -29,7 +29,7 @@ class RunShArgumentsTest(unittest.TestCase):
         r = run_sh("--only", "ingset")
         self.assertEqual(r.returncode, 2, r.stderr)
         self.assertIn("unknown comparison 'ingset'", r.stderr)
-        self.assertIn("ingest,fsync,postgres,fio,core,api,history,mqtt", r.stderr)
+        self.assertIn("ingest,fsync,postgres,fio,core,api,history,mqtt,state", r.stderr)
         r = run_sh("--only", "ingest,,core")
         self.assertEqual(r.returncode, 2, r.stderr)
 

@@ -81,3 +81,23 @@ class ReportTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+    def test_engine_state_is_stated_when_recorded(self):
+        with tempfile.TemporaryDirectory() as d:
+            self.assertNotIn("engine's state grows", render(os.path.join(d, "A.md")))
+            with open(FIXTURE) as f:
+                res = json.load(f)
+            res["comparisons"]["state"] = {
+                "devices": 1000, "after_1_min_bytes_per_1k_devices": 8.9e6,
+                "after_61_min_bytes_per_1k_devices": 223e6,
+                "after_61_min_lateness_10m_bytes_per_1k_devices": 69e6,
+                "after_61_min_one_event_per_minute_bytes_per_1k_devices": 42e6}
+            results = os.path.join(d, "r.json")
+            with open(results, "w") as f:
+                json.dump(res, f)
+            text = render(os.path.join(d, "B.md"), results)
+            line = [l for l in text.splitlines() if "engine's state grows" in l][0]
+            self.assertIn("8.90 MB per 1k devices after 1 minute, 223.00 MB after 61 minutes",
+                          line)
+            self.assertIn("69.00 MB with `stream.allowed_lateness = 10m`", line)
+            self.assertIn("42.00 MB when each device sends one event a minute", line)
