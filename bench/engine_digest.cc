@@ -263,10 +263,15 @@ struct Profile {
   bool ids = false;     // every event carries a unique event_id (de-duplication by id)
   int every = 1;        // each device sends once every `every` seconds (staggered by device)
   std::vector<Event> due;
+  std::vector<double> meter;  // each device's energy counter (cumulative, as a meter's)
   uint64_t next_id = 0;
 
   Profile(int n, size_t b, EngineOptions options)
-      : devices(n), batch(b), engine(std::move(options)), events(static_cast<size_t>(n)) {
+      : devices(n),
+        batch(b),
+        engine(std::move(options)),
+        events(static_cast<size_t>(n)),
+        meter(static_cast<size_t>(n), 1000.0) {
     for (int i = 0; i < n; ++i) {
       auto& e = events[static_cast<size_t>(i)];
       e.device_id = "plug-" + std::to_string(100000 + i);
@@ -286,7 +291,10 @@ struct Profile {
       e.metrics[0].value = p;
       e.metrics[1].value = 230.0 + static_cast<double>(i % 7) * 0.1;
       e.metrics[2].value = p / 230.0;
-      e.metrics[3].value = 1000 + static_cast<double>(second) * p / 3600.0;
+      // Only the devices that send this second (`every`) read their meter.
+      if (every == 1 || (static_cast<int64_t>(i) + second) % every == 0)
+        meter[i] += p * every / 3600.0;
+      e.metrics[3].value = meter[i];
     }
     std::vector<Event>* send = &events;
     if (every > 1) {

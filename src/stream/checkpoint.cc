@@ -239,8 +239,12 @@ Status WindowEngine::SaveState(std::string* out) const {
         w.I64(ms.hist[k].t);
         w.F64(ms.hist[k].v);
       }
-      w.U32(static_cast<uint32_t>(ms.baseline.size()));
-      for (size_t k = 0; k < ms.baseline.size(); ++k) w.F64(ms.baseline[k]);
+      // Every counter sample's baseline, stored or not (MetricState::BaselineAt).
+      const bool counter = ms.kind == model::MetricKind::kCounter;
+      w.U32(static_cast<uint32_t>(counter ? ms.hist.size() : 0));
+      if (counter) {
+        for (size_t k = 0; k < ms.hist.size(); ++k) w.F64(ms.BaselineAt(k));
+      }
     }
     for (int res = 0; res < kNumRes; ++res) {
       w.U32(static_cast<uint32_t>(d.win[res].size()));
@@ -381,6 +385,7 @@ Status WindowEngine::RestoreState(std::string_view data, int64_t now_ns) {
       if (ms.kind == model::MetricKind::kCounter && nb != nh) {
         return Fail(E, "checkpoint: counter baseline mismatch");
       }
+      ms.CompactBaselines();
       d.metrics.push_back(std::move(ms));
     }
     for (uint32_t i = 0; i < d.metrics.size(); ++i) d.by_name.push_back(i);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -200,9 +201,43 @@ struct MetricState {
   // them back to the eviction horizon plus one before it (interval recomputation for late
   // events); gauges back to the start of the watermark's window (the open windows, whose
   // sample statistics are recomputed in time order when an event arrives out of order).
-  // `baseline` parallels `hist` for counters: the counter baseline after each sample.
+  // Counters: the baseline after each sample (CONTRACT §2: the last accepted reading). It
+  // equals the sample's own value except after "noise" (a reading below the baseline but
+  // within 10 % of it, which leaves the baseline where it was), so `baseline` stays empty
+  // — baseline j is hist[j].v, 8 bytes a sample saved — until one differs or an event
+  // arrives out of order; from then on it parallels `hist` (BaselineAt).
   ChunkedLog<Sample> hist;
   ChunkedLog<double> baseline;  // counters only (empty otherwise)
+
+  double BaselineAt(size_t j) const { return baseline.empty() ? hist[j].v : baseline[j]; }
+  double BaselineBack() const { return baseline.empty() ? hist.back().v : baseline.back(); }
+  // After hist.push_back: records `b`, the baseline after the newest sample.
+  void PushBaseline(double b) {
+    if (!baseline.empty()) {
+      baseline.push_back(b);
+    } else if (std::bit_cast<uint64_t>(b) != std::bit_cast<uint64_t>(hist.back().v)) {
+      MaterializeBaseline(hist.size() - 1);
+      baseline.push_back(b);
+    }
+  }
+  // Stores the baselines of the first n samples (each its sample's value), so that
+  // `baseline` parallels hist[0, n). REQUIRES: baseline is empty.
+  void MaterializeBaseline(size_t n) {
+    for (size_t j = 0; j < n; ++j) baseline.push_back(hist[j].v);
+  }
+  // Before a sample is inserted into hist: stores every baseline (the insertion's
+  // recomputation edits them in the middle).
+  void StoreBaselines() {
+    if (baseline.empty()) MaterializeBaseline(hist.size());
+  }
+  // After a restore: forgets the stored baselines when each is its sample's value.
+  void CompactBaselines() {
+    if (baseline.size() != hist.size()) return;
+    for (size_t j = 0; j < baseline.size(); ++j) {
+      if (std::bit_cast<uint64_t>(baseline[j]) != std::bit_cast<uint64_t>(hist[j].v)) return;
+    }
+    baseline.clear();
+  }
 };
 // Read on every event, one entry per metric of the event: 4 metrics in 3.5 cache lines.
 static_assert(sizeof(MetricState) == 56);

@@ -343,7 +343,7 @@ void FoldSample(Impl& E, Device& d, Window* w, uint32_t m, int64_t t, double v) 
   MetricState& ms = d.metrics[m];
   if (ms.kind == MetricKind::kGauge || ms.hist.empty()) {
     ms.hist.push_back({t, v});
-    if (ms.kind == MetricKind::kCounter) ms.baseline.push_back(v);
+    if (ms.kind == MetricKind::kCounter) ms.PushBaseline(v);
     return;
   }
   const int64_t width = E.opt.window_ns;
@@ -356,13 +356,13 @@ void FoldSample(Impl& E, Device& d, Window* w, uint32_t m, int64_t t, double v) 
     }
     ms.hist.push_back({t, v});
   } else {
-    CounterStep st = StepCounter(ms.baseline.back(), v);
+    CounterStep st = StepCounter(ms.BaselineBack(), v);
     SpreadCounter(width, E.opt.max_gap_ns, p.t, t, w->start, st.inc, [&](int64_t s, double share) {
       AddPieceAll(d, BaseOf(E, d, s, true), m, share, 0);
     });
     if (st.reset) AddPieceAll(d, w, m, 0, 1);
     ms.hist.push_back({t, v});
-    ms.baseline.push_back(st.baseline);
+    ms.PushBaseline(st.baseline);
   }
 }
 
@@ -437,7 +437,7 @@ void RecomputeRange(Impl& E, Device& d, uint32_t m, int64_t lo, int64_t hi) {
           f.touched = true;
         }
       } else {
-        const CounterStep st = StepCounter(ms.baseline[k - 1], c.v);
+        const CounterStep st = StepCounter(ms.BaselineAt(k - 1), c.v);
         f.x += st.inc;
         if (st.reset) f.y += 1;
         f.touched = true;
@@ -456,7 +456,7 @@ void RecomputeRange(Impl& E, Device& d, uint32_t m, int64_t lo, int64_t hi) {
                     });
       }
     } else {
-      CounterStep st = StepCounter(ms.baseline[k - 1], c.v);
+      CounterStep st = StepCounter(ms.BaselineAt(k - 1), c.v);
       SpreadCounter(width, E.opt.max_gap_ns, p.t, c.t, FloorTo(c.t, width), st.inc,
                     [&](int64_t s, double share) {
                       if (Fields* f = at(s)) {
@@ -564,6 +564,7 @@ void ApplyUnordered(Impl& E, Device& d, const model::Event& ev, const uint32_t* 
     size_t pos = 0;
     if (keep) {
       pos = InsertPosition(h, t, v);
+      if (ms.kind == MetricKind::kCounter) ms.StoreBaselines();
       h.insert(pos, Sample{t, v});
     }
     if (complete) {  // (then keep is true: t >= w->start >= d.complete_from)

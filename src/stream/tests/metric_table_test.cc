@@ -91,5 +91,45 @@ TEST(MetricTableTest, NewNamesBeforeKnownOnes) {
   EXPECT_EQ(r->FindMetric("new7")->count, 1u);
 }
 
+// A counter's baselines (CONTRACT §2) are stored only once one differs from its reading: a
+// meter that only goes up keeps none (8 bytes a sample less), and a noise dip — a reading
+// below the baseline but within 10 % of it, which leaves the baseline where it was — stores
+// them from then on. The records are the contract's either way.
+TEST(MetricTableTest, CounterBaselinesAreStoredOnlyAfterNoise) {
+  const int64_t t0 = 1795000020LL * kNanosPerSecond;
+  auto run = [&](bool dip, uint64_t* state_bytes) {
+    WindowEngine engine{EngineOptions{}};
+    Collect sink;
+    double meter = 1000;
+    for (int k = 0; k < 30; ++k) {
+      model::Event ev;
+      ev.device_id = "meter";
+      ev.timestamp_ns = t0 + k * kNanosPerSecond;
+      meter += 10;
+      // Reading 10 reads 5 % low once: noise, no increment, the baseline stays at reading 9.
+      const double v = dip && k == 10 ? meter * 0.95 : meter;
+      ev.metrics.push_back({"energy_wh", v});
+      engine.Process(ev, ev.timestamp_ns, &sink);
+    }
+    *state_bytes = engine.stats().state_bytes_estimate;
+    engine.Tick(t0 + 30 * kNanosPerSecond + EngineOptions{}.idle_timeout_ns, &sink);
+    const auto* r = FinalBase(sink, "meter");
+    EXPECT_NE(r, nullptr);
+    return r == nullptr ? model::AggregateRecord{} : *r;
+  };
+  uint64_t plain_bytes = 0, dip_bytes = 0;
+  const model::AggregateRecord plain = run(false, &plain_bytes);
+  const model::AggregateRecord dipped = run(true, &dip_bytes);
+  ASSERT_NE(plain.FindMetric("energy_wh"), nullptr);
+  ASSERT_NE(dipped.FindMetric("energy_wh"), nullptr);
+  // 29 increments of 10 (t0 + 20 s .. t0 + 49 s lies in one minute).
+  EXPECT_EQ(plain.FindMetric("energy_wh")->delta, 290);
+  // With the dip: reading 10 adds nothing and reading 11 adds 20 (from the baseline at 9).
+  EXPECT_EQ(dipped.FindMetric("energy_wh")->delta, 290);
+  EXPECT_EQ(dipped.FindMetric("energy_wh")->resets, 0u);
+  // Once one differed: one chunk of 64 baselines and its chunk table (4 pointers) more.
+  EXPECT_EQ(dip_bytes, plain_bytes + 64 * sizeof(double) + 4 * sizeof(double*)) << plain_bytes;
+}
+
 }  // namespace
 }  // namespace joule::stream
