@@ -254,8 +254,8 @@ Status WindowEngine::SaveState(std::string* out) const {
         w.U8(win->final ? 1 : 0);
         w.U64(win->version);
         w.U64(win->count);
-        w.Str(win->local_date);
-        w.Str(win->timezone);
+        w.Str(win->local_date());
+        w.Str(win->timezone());
         WriteAccs(w, win->acc, d.metrics);
         w.U8(win->has_early ? 1 : 0);
         w.U64(win->early_fp);
@@ -424,8 +424,12 @@ Status WindowEngine::RestoreState(std::string_view data, int64_t now_ns) {
         win->final = r.U8() != 0;
         win->version = r.U64();
         win->count = r.U64();
-        win->local_date = r.Str();
-        win->timezone = r.Str();
+        std::string local_date = r.Str();
+        std::string timezone = r.Str();
+        if (!local_date.empty() || !timezone.empty()) {
+          win->day_label =
+              std::make_unique<DayLabel>(DayLabel{std::move(local_date), std::move(timezone)});
+        }
         bool fits = ReadAccs(r, &win->acc, d.metrics);
         win->has_early = r.U8() != 0;
         if (version >= 3) {

@@ -159,6 +159,11 @@ struct Acc {
   bool operator==(const Acc&) const = default;
 };
 
+struct DayLabel {
+  std::string local_date;
+  std::string timezone;
+};
+
 // One cache line of what every access reads first (bounds, version, count, accumulators),
 // then what emission and rollups need.
 struct alignas(64) Window {
@@ -173,16 +178,30 @@ struct alignas(64) Window {
   // Open windows: whether an early (non-final) record was emitted, and the fingerprint of
   // its content, to emit only when the content changed (EarlyFingerprint).
   bool has_early = false;
-  int view_slot = -1;  // scratch during early firing
+  // Scratch during early firing: the window's index among its device's open rollups
+  // (a handful; at most kMaxViews get one, see EarlyFire), -1 = none. 16 bits keep the
+  // window in two cache lines.
+  int16_t view_slot = -1;
   uint64_t early_fp = 0;
   Window* hour = nullptr;  // base windows: their rollups
   Window* day = nullptr;
   // Final windows being changed (Touch → EmitDirty): the content before the change.
   uint64_t snapshot_count = 0;
   std::vector<Acc> snapshot;
-  std::string local_date;  // day windows
-  std::string timezone;    // day windows
+  // Day windows: their local date and the zone it was taken in (null in base and hour
+  // windows, which are nearly all of them: 64 bytes of strings each otherwise).
+  std::unique_ptr<DayLabel> day_label;
+
+  std::string_view local_date() const {
+    return day_label ? std::string_view(day_label->local_date) : std::string_view();
+  }
+  std::string_view timezone() const {
+    return day_label ? std::string_view(day_label->timezone) : std::string_view();
+  }
 };
+// Two cache lines (with the strings inline it was three; the final windows kept for
+// allowed_lateness are most of a slow device's state: docs/OPERATIONS.md, "Memory").
+static_assert(sizeof(Window) == 128);
 
 // A 64-bit fingerprint of a window's content (event count and accumulators, compared as
 // Acc::operator== compares them: +0.0 and -0.0 alike). Early firings emit a window only

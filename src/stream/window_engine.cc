@@ -270,8 +270,7 @@ Window* DayOf(Impl& E, Device& d, int64_t base_start) {
   w->res = kDayRes;
   w->start = day.start_ns;
   w->end = day.end_ns;
-  w->local_date = std::move(day.date);
-  w->timezone = d.timezone;
+  w->day_label = std::make_unique<DayLabel>(DayLabel{std::move(day.date), d.timezone});
   w->acc.resize(d.metrics.size());
   InsertWindow(d, kDayRes, pos, w);
   d.latest_day_end = std::max(d.latest_day_end, w->end);
@@ -649,8 +648,8 @@ void EmitRecord(Impl& E, const Device& d, const Window& w, uint64_t count, const
     E.rec_names.resize(k);
   }
   if (w.res == kDayRes) {
-    if (!SameName(r.timezone, w.timezone)) r.timezone.assign(w.timezone);
-    if (!SameName(r.local_date, w.local_date)) r.local_date.assign(w.local_date);
+    if (!SameName(r.timezone, w.timezone())) r.timezone.assign(w.timezone());
+    if (!SameName(r.local_date, w.local_date())) r.local_date.assign(w.local_date());
   } else {
     r.timezone.clear();
     r.local_date.clear();
@@ -835,6 +834,10 @@ void EarlyFire(Impl& E, Device& d, int64_t now, int64_t tick_period, RecordSink*
     for (size_t i = d.first_open[res]; i < v.size(); ++i) {
       Window* w = v[i];
       if (w->final) continue;
+      // Open rollups span out_of_orderness (10 s by default): more than 32,767 of one
+      // device would take an out_of_orderness of years; past that their early records
+      // are skipped (their final records are not).
+      if (E.view_n >= static_cast<size_t>(std::numeric_limits<int16_t>::max())) break;
       if (E.view_n >= E.view.size()) E.view.emplace_back();
       Impl::ViewSlot& slot = E.view[E.view_n];
       slot.w = w;
@@ -846,7 +849,7 @@ void EarlyFire(Impl& E, Device& d, int64_t now, int64_t tick_period, RecordSink*
       Acc* dst = slot.acc.data();
       std::copy_n(w->acc.data(), wn, dst);
       std::fill(dst + wn, dst + n_metrics, Acc{});
-      w->view_slot = static_cast<int>(E.view_n++);
+      w->view_slot = static_cast<int16_t>(E.view_n++);
     }
   }
   auto& bases = d.win[kBaseRes];
@@ -1024,8 +1027,7 @@ void WindowEngine::Impl::FreeWindow(Window* w) {
   w->final = w->dirty_final = w->stale = false;
   w->version = w->count = 0;
   w->hour = w->day = nullptr;
-  w->local_date.clear();
-  w->timezone.clear();
+  w->day_label.reset();
   w->view_slot = -1;
   free_windows.push_back(w);
 }
@@ -1745,6 +1747,10 @@ WindowEngine::Stats WindowEngine::stats() const {
       for (const Window* w : d.win[res]) {
         if (!w->final) ++s.open_windows;
         bytes += sizeof(Window) + (w->acc.capacity() + w->snapshot.capacity()) * sizeof(Acc);
+        if (w->day_label) {
+          bytes += sizeof(DayLabel) + w->day_label->local_date.capacity() +
+                   w->day_label->timezone.capacity();
+        }
       }
     }
   }
