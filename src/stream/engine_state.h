@@ -179,7 +179,7 @@ struct alignas(64) Window {
   // its content, to emit only when the content changed (EarlyFingerprint).
   bool has_early = false;
   // Scratch during early firing: the window's index among its device's open rollups
-  // (a handful; at most kMaxViews get one, see EarlyFire), -1 = none. 16 bits keep the
+  // (a handful; the pass gives at most 32,767 an index), -1 = none. 16 bits keep the
   // window in two cache lines.
   int16_t view_slot = -1;
   uint64_t early_fp = 0;
