@@ -602,12 +602,14 @@ def engine_state(ctx):
     bench/engine_digest --profile runs the engine alone over the same shape (the data's
     devices at 1 Hz, power, voltage, current and an energy counter, batches of ctx.batch;
     its own values) and prints its state estimate; after 61 minutes it is in steady state.
-    Also: with allowed_lateness 10 min, and with one event per device a minute."""
+    Also: with allowed_lateness 10 min, with one event per device a minute, and with an
+    event_id on every event (de-duplication by id keeps a hash and a time per event)."""
     devices = ctx.meta["devices"]
     out = {"devices": devices}
     for name, seconds, opts in (("after_1_min", 61, []), ("after_61_min", 3660, []),
                                 ("after_61_min_lateness_10m", 3660, ["lateness=600"]),
-                                ("after_61_min_one_event_per_minute", 3660, ["every=60"])):
+                                ("after_61_min_one_event_per_minute", 3660, ["every=60"]),
+                                ("after_61_min_with_event_ids", 3660, ["ids"])):
         r = subprocess.run([ctx.bin("engine_digest"), "--profile", str(devices), str(ctx.batch),
                             str(seconds - 1), "1"] + opts,
                            check=True, capture_output=True, text=True)

@@ -287,7 +287,11 @@ def render(res):
           f"{rate(st.get('after_61_min_lateness_10m_bytes_per_1k_devices'))}B with "
           "`stream.allowed_lateness = 10m`, and "
           f"{rate(st.get('after_61_min_one_event_per_minute_bytes_per_1k_devices'))}B when each "
-          "device sends one event a minute. Sizing: docs/OPERATIONS.md, \"Memory\".")
+          "device sends one event a minute"
+          + (f", {rate(st.get('after_61_min_with_event_ids_bytes_per_1k_devices'))}B with an "
+             "`event_id` on every event"
+             if st.get("after_61_min_with_event_ids_bytes_per_1k_devices") else "")
+          + ". Sizing: docs/OPERATIONS.md, \"Memory\".")
         w("")
     mq = get(c, "mqtt") or {}
     w("### MQTT QoS 1")

@@ -91,7 +91,8 @@ if __name__ == "__main__":
                 "devices": 1000, "after_1_min_bytes_per_1k_devices": 8.9e6,
                 "after_61_min_bytes_per_1k_devices": 223e6,
                 "after_61_min_lateness_10m_bytes_per_1k_devices": 69e6,
-                "after_61_min_one_event_per_minute_bytes_per_1k_devices": 42e6}
+                "after_61_min_one_event_per_minute_bytes_per_1k_devices": 42e6,
+                "after_61_min_with_event_ids_bytes_per_1k_devices": 276e6}
             results = os.path.join(d, "r.json")
             with open(results, "w") as f:
                 json.dump(res, f)
@@ -100,4 +101,5 @@ if __name__ == "__main__":
             self.assertIn("8.90 MB per 1k devices after 1 minute, 223.00 MB after 61 minutes",
                           line)
             self.assertIn("69.00 MB with `stream.allowed_lateness = 10m`", line)
-            self.assertIn("42.00 MB when each device sends one event a minute", line)
+            self.assertIn("42.00 MB when each device sends one event a minute, 276.00 MB with "
+                          "an `event_id` on every event.", line)
