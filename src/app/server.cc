@@ -810,13 +810,20 @@ int RunServer(const Config& given_config) {
   }
 
   bool shutting_down = false;  // on io's thread
+  int listeners_open = 0;      // on io's thread, once shutting down
   std::atomic<bool> stop_starting{false};
   auto shut_down = [&] {
     if (std::exchange(shutting_down, true)) return;
     stop_starting.store(true);  // a processor not yet started stays so (nothing to save)
-    if (mqtt) mqtt->Stop();     // no new publishes; unacknowledged ones are resent by clients
+    // Both listeners answer what they took in (HTTP requests, MQTT publishes in flight get
+    // their PUBACKs once durable) and take nothing new; io stops when both are done.
+    listeners_open = mqtt ? 2 : 1;
+    auto closed = [&io, &listeners_open] {
+      if (--listeners_open == 0) io.stop();
+    };
+    if (mqtt) mqtt->Shutdown(closed);
     if (bridge_client) bridge_client->Stop();  // unacknowledged messages stay with the broker
-    http.Shutdown([&io] { io.stop(); });
+    http.Shutdown(closed);
   };
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& error, int signo) {

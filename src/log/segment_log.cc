@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "common/logging.h"
+#include "common/test_hold.h"
 #include "log/file_io.h"
 #include "log/file_layer.h"
 #include "log/segment_format.h"
@@ -637,6 +638,8 @@ void SegmentLog::SealSync(Partition* p, uint64_t end, bool force) {
 void SegmentLog::SyncRoundFile(Round* r, size_t i) {
   Round::File& f = r->files[i];
   auto t0 = std::chrono::steady_clock::now();
+  // A slow disk, for tests of what waits for durability (src/common/README.md).
+  while (TestHeld("log.sync")) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   // Never retried: after a failed fsync the kernel may have dropped the dirty pages.
   if (int err = fs_->DataSync(f.fd); err != 0) FatalIo("fdatasync", f.p->active_path, err);
   const auto t1 = std::chrono::steady_clock::now();

@@ -8,6 +8,7 @@ what mosquitto_pub does not show (reason strings) or cannot send."""
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -426,6 +427,49 @@ class MqttAckMeansDurable(unittest.TestCase):
         finally:
             server.cleanup()
 
+
+class MqttShutdownAnswersWhatItTookIn(unittest.TestCase):
+    """SIGTERM while QoS 1 publishes wait for their fdatasync (held: JOULE_TEST_HOLD=log.sync):
+    the server reads nothing more, sends each of them its PUBACK once durable, then
+    DISCONNECT 0x8B, and exits cleanly; the events are there after the restart. (It used to
+    disconnect at once, leaving them to the client's resend.)"""
+
+    def test_publishes_in_flight_get_their_pubacks(self):
+        hold = os.path.join(tempfile.mkdtemp(prefix="joule-hold-"), "log.sync")
+        server = JouleServer(env=dict(MQTT_ENV, JOULE_TEST_HOLD=f"log.sync:{hold}"),
+                             name="mqtt-sigterm")
+        try:
+            server.start()
+            dev = f"dev-{uid()}"
+            client = RawMqtt5(mqtt_port(server), dev, "unused")
+            open(hold, "w").close()
+            for packet_id in range(1, 6):
+                client.publish(topic(dev), json.dumps(event(seconds_ago=20 + packet_id)),
+                               packet_id)
+            self.assertTrue(poll(lambda: metric_sum(parse_prometheus(server.metrics_text()),
+                                                    "joule_mqtt_publishes_total", qos="1") >= 5,
+                                 timeout=10), "the publishes reached the server" + server.diag())
+            server.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            self.assertTrue(server.running(), "waits for the publishes in flight" + server.diag())
+            os.unlink(hold)
+            packets = []
+            while (packet := client.read()) is not None:
+                packets.append(packet)
+            client.close()
+            pubacks = [(struct.unpack(">H", body[:2])[0], RawMqtt5.puback_reason(body)[0])
+                       for kind, body in packets if kind == 4]
+            self.assertEqual(pubacks, [(i, 0) for i in range(1, 6)],
+                             f"a PUBACK for each publish in flight: {packets!r}" + server.diag())
+            self.assertEqual(packets[-1][0], 14, f"then DISCONNECT: {packets!r}")
+            self.assertEqual(packets[-1][1][:1], bytes([0x8B]), "server shutting down")
+            self.assertEqual(server.stop(), 0, "a clean exit" + server.diag())
+            server.start()
+            self.assertEqual(wait_count(server, dev, 5), 5,
+                             "every acknowledged event is there after the restart" + server.diag())
+        finally:
+            server.cleanup()
+            shutil.rmtree(os.path.dirname(hold), ignore_errors=True)
 
 if __name__ == "__main__":
     unittest.main()

@@ -110,6 +110,7 @@ class MqttListener::Impl : public std::enable_shared_from_this<Impl> {
 
   Status Start();
   void Stop();
+  void Shutdown(std::function<void()> done);
 
   // Called by connections (on their strands).
   void Unregister(uint64_t id, const std::string& session_key);
@@ -145,6 +146,8 @@ class MqttListener::Impl : public std::enable_shared_from_this<Impl> {
 
  private:
   void OnAccept(tcp::socket socket);
+  std::vector<std::shared_ptr<MqttConnection>> LiveConnections();
+  void FinishShutdown();
 
   asio::io_context& io_;
   const MqttListenerOptions options_;
@@ -159,7 +162,9 @@ class MqttListener::Impl : public std::enable_shared_from_this<Impl> {
   std::unordered_map<uint64_t, std::weak_ptr<MqttConnection>> connections_;  // guarded by mu_
   // principal + '\n' + client id → connection; guarded by mu_
   std::unordered_map<std::string, uint64_t> sessions_;
-  uint64_t next_connection_id_ = 0;  // guarded by mu_
+  uint64_t next_connection_id_ = 0;                   // guarded by mu_
+  std::function<void()> shutdown_done_;               // guarded by mu_
+  std::optional<asio::steady_timer> shutdown_timer_;  // on accept_'s strand
 
   Gauge* connections_gauge_ = nullptr;
   Counter* publishes_qos0_ = nullptr;
@@ -221,10 +226,15 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
     server_->CountDisconnect("takeover");
     DisconnectWith(reason::kSessionTakenOver);
   }
-  void ServerShutdown() {
-    if (closed_) return;
-    server_->CountDisconnect("shutdown");
-    DisconnectWith(reason::kServerShuttingDown);
+  // Posted by the server. Unless `at_once`, the QoS 1 publishes being made durable are
+  // answered first (their PUBACKs, then the DISCONNECT), and nothing more is read meanwhile.
+  void ServerShutdown(bool at_once) {
+    if (closed_ || closing_) return;
+    if (!at_once && connected_ && !inflight_.empty()) {
+      draining_ = true;
+      return;
+    }
+    Disconnect("shutdown", reason::kServerShuttingDown);
   }
 
  private:
@@ -271,7 +281,7 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
   // is full, and without this bound every further publish grew out_ — found by a
   // black-box test: 300 MB for 2 M unread PUBACKs). The keep-alive deadline still runs.
   bool Paused() const {
-    return inflight_.size() >= options_.receive_maximum ||
+    return draining_ || inflight_.size() >= options_.receive_maximum ||
            out_.size() + writing_.size() >= kMaxUnsentBytes;
   }
 
@@ -551,6 +561,7 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
       // Resume: packets may already wait in the decoder.
       asio::post(executor(), [self = shared_from_this()] { self->ProcessBuffered(); });
     }
+    if (draining_ && inflight_.empty()) Disconnect("shutdown", reason::kServerShuttingDown);
   }
 
   void SendPublishOutcome(const InFlight& f) {
@@ -648,6 +659,18 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
       Linger();
     }
     if (was_paused && !Paused() && !closing_) ProcessBuffered();  // resume reading
+  }
+
+  // Counted under `why`; MQTT 5 gets DISCONNECT with `reason_code`. What is queued (PUBACKs)
+  // is written first.
+  void Disconnect(const char* why, uint8_t reason_code) {
+    if (closed_ || closing_) return;
+    server_->CountDisconnect(why);
+    if (v5() && connected_) {
+      DisconnectWith(reason_code);
+    } else {
+      CloseAfterWrite();
+    }
   }
 
   // MQTT 5: DISCONNECT with `reason_code`, then close; 3.1.1: close.
@@ -782,6 +805,7 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
   bool read_pending_ = false;
   bool write_pending_ = false;
   bool closing_ = false;    // no more reading; close once the output is written
+  bool draining_ = false;   // server shutdown: answering what is in flight, reading nothing
   bool lingering_ = false;  // written; draining the client's input before closing (Linger)
   size_t lingered_bytes_ = 0;
   bool closed_ = false;
@@ -844,6 +868,7 @@ void MqttListener::Impl::OnAccept(tcp::socket socket) {
 }
 
 void MqttListener::Impl::Unregister(uint64_t id, const std::string& client_id) {
+  std::function<void()> done;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (connections_.erase(id) == 0) return;
@@ -851,8 +876,15 @@ void MqttListener::Impl::Unregister(uint64_t id, const std::string& client_id) {
       auto it = sessions_.find(client_id);
       if (it != sessions_.end() && it->second == id) sessions_.erase(it);
     }
+    if (connections_.empty() && shutdown_done_) done = std::move(shutdown_done_);
   }
   if (connections_gauge_ != nullptr) connections_gauge_->Add(-1);
+  if (done) {
+    asio::post(accept_.strand(), [self = shared_from_this()] {
+      if (self->shutdown_timer_) self->shutdown_timer_->cancel();
+    });
+    asio::post(io_, std::move(done));
+  }
 }
 
 void MqttListener::Impl::ClaimSession(uint64_t id, const std::string& client_id) {
@@ -871,16 +903,73 @@ void MqttListener::Impl::ClaimSession(uint64_t id, const std::string& client_id)
   }
 }
 
+std::vector<std::shared_ptr<MqttConnection>> MqttListener::Impl::LiveConnections() {
+  std::vector<std::shared_ptr<MqttConnection>> live;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [id, weak] : connections_) {
+    if (auto c = weak.lock()) live.push_back(std::move(c));
+  }
+  return live;
+}
+
 void MqttListener::Impl::Stop() {
   if (!accept_.Stop(shared_from_this())) return;
-  std::vector<std::shared_ptr<MqttConnection>> live;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [id, weak] : connections_) {
-      if (auto c = weak.lock()) live.push_back(std::move(c));
+    shutdown_done_ = nullptr;
+  }
+  for (auto& c : LiveConnections()) {
+    asio::post(c->executor(), [c] { c->ServerShutdown(/*at_once=*/true); });
+  }
+}
+
+void MqttListener::Impl::Shutdown(std::function<void()> done) {
+  if (!accept_.Stop(shared_from_this())) {
+    if (done) asio::post(io_, std::move(done));
+    return;
+  }
+  bool none_left = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (connections_.empty()) {
+      none_left = true;
+    } else {
+      shutdown_done_ = std::move(done);
     }
   }
-  for (auto& c : live) asio::post(c->executor(), [c] { c->ServerShutdown(); });
+  if (none_left) {
+    if (done) asio::post(io_, std::move(done));
+    return;
+  }
+  for (auto& c : LiveConnections()) {
+    asio::post(c->executor(), [c] { c->ServerShutdown(/*at_once=*/false); });
+  }
+  asio::post(accept_.strand(), [self = shared_from_this()] {
+    self->shutdown_timer_.emplace(self->accept_.strand());
+    self->shutdown_timer_->expires_after(
+        std::chrono::nanoseconds(self->options_.shutdown_timeout_ns));
+    self->shutdown_timer_->async_wait([self](error_code ec) {
+      if (!ec) self->FinishShutdown();
+    });
+  });
+}
+
+// The shutdown timeout passed: what is still in flight is left to the clients' resend.
+void MqttListener::Impl::FinishShutdown() {
+  std::function<void()> done;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    done = std::move(shutdown_done_);
+    shutdown_done_ = nullptr;
+  }
+  if (!done) return;
+  auto live = LiveConnections();
+  logging::Warn("mqtt shutdown timed out; disconnecting remaining connections",
+                {{"connections", std::to_string(live.size())}});
+  for (auto& c : live) {
+    asio::post(c->executor(), [c] { c->ServerShutdown(/*at_once=*/true); });
+  }
+  asio::post(io_, std::move(done));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -895,6 +984,7 @@ MqttListener::~MqttListener() { impl_->Stop(); }
 Status MqttListener::Start() { return impl_->Start(); }
 uint16_t MqttListener::port() const { return impl_->port(); }
 void MqttListener::Stop() { impl_->Stop(); }
+void MqttListener::Shutdown(std::function<void()> done) { impl_->Shutdown(std::move(done)); }
 size_t MqttListener::connection_count() const { return impl_->connection_count(); }
 
 }  // namespace joule::net::mqtt

@@ -94,6 +94,8 @@ struct MqttListenerOptions {
   uint16_t receive_maximum = 256;               // QoS 1 publishes in flight per connection
   uint16_t topic_alias_maximum = 16;
   size_t max_connections = 100000;
+  // Shutdown waits this long for the publishes in flight to be answered, then disconnects.
+  int64_t shutdown_timeout_ns = 10'000'000'000;
   // Accepted connections go to these io_contexts in turn (HttpServerOptions has the same);
   // empty: all on the listener's io_context.
   std::vector<boost::asio::io_context*> connection_contexts;
@@ -111,9 +113,15 @@ class MqttListener {
   // Binds and listens, then accepts on the io_context.
   Status Start();
   uint16_t port() const;
-  // Stops accepting and closes every connection (MQTT 5 clients get DISCONNECT 0x8B).
-  // Publishes still being made durable complete without their PUBACK; the clients resend.
+  // Stops accepting and closes every connection at once (MQTT 5 clients get DISCONNECT
+  // 0x8B). Publishes still being made durable complete without their PUBACK; the clients
+  // resend them.
   void Stop();
+  // Stops accepting, reads nothing more, answers each connection's QoS 1 publishes in
+  // flight (their PUBACKs once durable), then disconnects it as Stop does; whatever is
+  // left after options.shutdown_timeout_ns is disconnected at once. `done` runs on the
+  // listener's io_context when no connection is left (or at the timeout). Call at most once.
+  void Shutdown(std::function<void()> done);
 
   size_t connection_count() const;
 

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
@@ -529,6 +530,79 @@ TEST_F(MqttListenerTest, KeepAliveTimeoutClosesTheConnection) {
   ASSERT_TRUE(c->Receive(&p));  // blocks until the server gives up on us
   EXPECT_EQ(p.reason_only.reason_code, reason::kKeepAliveTimeout);
   EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(1400));
+}
+
+// Shutdown: the QoS 1 publishes in flight get their PUBACKs (once the handler answers), then
+// MQTT 5 gets DISCONNECT 0x8B and 3.1.1 the end of the stream; `done` runs when no
+// connection is left.
+TEST_F(MqttListenerTest, ShutdownAnswersThePublishesInFlightFirst) {
+  auto v5 = Connect(V::kV5, "s5");
+  auto v311 = Connect(V::kV311, "s311");
+  for (uint16_t id = 1; id <= 3; ++id) v5->Send(Publish("hold", id));
+  v311->Send(Publish("hold", 7));
+  for (int i = 0; i < 200 && handler_.held() < 4; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(handler_.held(), 4u);
+  std::atomic<bool> done{false};
+  listener_->Shutdown([&] { done = true; });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_FALSE(done.load()) << "publishes are still in flight";
+  EXPECT_EQ(listener_->connection_count(), 2u);
+  handler_.ReleaseHeldInReverse();
+  for (uint16_t id = 1; id <= 3; ++id) {
+    Packet p;
+    ASSERT_TRUE(v5->Receive(&p));
+    ASSERT_EQ(p.type, PacketType::kPuback);
+    EXPECT_EQ(p.publish_response.packet_id, id);
+  }
+  Packet p;
+  ASSERT_TRUE(v5->Receive(&p));
+  ASSERT_EQ(p.type, PacketType::kDisconnect);
+  EXPECT_EQ(p.reason_only.reason_code, reason::kServerShuttingDown);
+  EXPECT_FALSE(v5->Receive(&p));
+  EXPECT_EQ(v5->end, asio::error::eof);
+  ASSERT_TRUE(v311->Receive(&p));
+  ASSERT_EQ(p.type, PacketType::kPuback);
+  EXPECT_EQ(p.publish_response.packet_id, 7);
+  EXPECT_FALSE(v311->Receive(&p));
+  EXPECT_EQ(v311->end, asio::error::eof);
+  for (int i = 0; i < 400 && !done.load(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_TRUE(done.load());
+  EXPECT_EQ(Disconnects("shutdown"), 2u);
+}
+
+// A publish whose answer does not come within shutdown_timeout_ns is left to the client's
+// resend: the connection is disconnected without its PUBACK, and `done` runs.
+TEST_F(MqttListenerTest, ShutdownGivesUpAfterItsTimeout) {
+  MqttListenerOptions o;
+  o.listen = "127.0.0.1:0";
+  o.shutdown_timeout_ns = 100'000'000;
+  MqttListener listener(io_, o, &handler_, &metrics_);
+  ASSERT_TRUE(listener.Start().ok());
+  Client c(V::kV5);
+  c.socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), listener.port()));
+  c.Send(ConnectPacket(V::kV5, "st"));
+  Packet p;
+  ASSERT_TRUE(c.Receive(&p));
+  ASSERT_EQ(p.type, PacketType::kConnack);
+  c.Send(Publish("hold", 1));
+  for (int i = 0; i < 200 && handler_.held() < 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(handler_.held(), 1u);
+  std::atomic<bool> done{false};
+  listener.Shutdown([&] { done = true; });
+  ASSERT_TRUE(c.Receive(&p));
+  ASSERT_EQ(p.type, PacketType::kDisconnect) << "no PUBACK";
+  EXPECT_EQ(p.reason_only.reason_code, reason::kServerShuttingDown);
+  for (int i = 0; i < 400 && !done.load(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_TRUE(done.load());
+  handler_.ReleaseHeldInReverse();  // too late: nobody to answer
 }
 
 }  // namespace
