@@ -941,9 +941,7 @@ void MqttListener::Impl::Shutdown(std::function<void()> done) {
     if (done) asio::post(io_, std::move(done));
     return;
   }
-  for (auto& c : LiveConnections()) {
-    asio::post(c->executor(), [c] { c->ServerShutdown(/*at_once=*/false); });
-  }
+  // The timer first: the last connection to go cancels it (Unregister, on the same strand).
   asio::post(accept_.strand(), [self = shared_from_this()] {
     self->shutdown_timer_.emplace(self->accept_.strand());
     self->shutdown_timer_->expires_after(
@@ -952,6 +950,9 @@ void MqttListener::Impl::Shutdown(std::function<void()> done) {
       if (!ec) self->FinishShutdown();
     });
   });
+  for (auto& c : LiveConnections()) {
+    asio::post(c->executor(), [c] { c->ServerShutdown(/*at_once=*/false); });
+  }
 }
 
 // The shutdown timeout passed: what is still in flight is left to the clients' resend.
