@@ -67,6 +67,13 @@ class FakeHandler : public SessionHandler {
     std::lock_guard lock(mu_);
     return held_.size();
   }
+  // Waits (up to a second) until `n` publishes are held; returns how many are.
+  size_t WaitHeld(size_t n) {
+    for (int i = 0; i < 200 && held() < n; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return held();
+  }
   std::vector<std::string> topics() {
     std::lock_guard lock(mu_);
     return topics_;
@@ -264,10 +271,7 @@ TEST_F(MqttListenerTest, PubacksGoOutInPacketOrder) {
   auto c = Connect(V::kV5);
   for (uint16_t id = 1; id <= 5; ++id) c->Send(Publish("hold", id));
   c->Send(Publish("ok", 6));
-  for (int i = 0; i < 200 && handler_.held() < 5; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  ASSERT_EQ(handler_.held(), 5u);
+  ASSERT_EQ(handler_.WaitHeld(5), 5u);
   handler_.ReleaseHeldInReverse();
   for (uint16_t id = 1; id <= 6; ++id) {
     Packet p;
@@ -540,10 +544,7 @@ TEST_F(MqttListenerTest, ShutdownAnswersThePublishesInFlightFirst) {
   auto v311 = Connect(V::kV311, "s311");
   for (uint16_t id = 1; id <= 3; ++id) v5->Send(Publish("hold", id));
   v311->Send(Publish("hold", 7));
-  for (int i = 0; i < 200 && handler_.held() < 4; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  ASSERT_EQ(handler_.held(), 4u);
+  ASSERT_EQ(handler_.WaitHeld(4), 4u);
   std::atomic<bool> done{false};
   listener_->Shutdown([&] { done = true; });
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -589,10 +590,7 @@ TEST_F(MqttListenerTest, ShutdownGivesUpAfterItsTimeout) {
   ASSERT_TRUE(c.Receive(&p));
   ASSERT_EQ(p.type, PacketType::kConnack);
   c.Send(Publish("hold", 1));
-  for (int i = 0; i < 200 && handler_.held() < 1; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  ASSERT_EQ(handler_.held(), 1u);
+  ASSERT_EQ(handler_.WaitHeld(1), 1u);
   std::atomic<bool> done{false};
   listener.Shutdown([&] { done = true; });
   ASSERT_TRUE(c.Receive(&p));
