@@ -637,9 +637,9 @@ void SegmentLog::SealSync(Partition* p, uint64_t end, bool force) {
 
 void SegmentLog::SyncRoundFile(Round* r, size_t i) {
   Round::File& f = r->files[i];
-  auto t0 = std::chrono::steady_clock::now();
   // A slow disk, for tests of what waits for durability (src/common/README.md).
   while (TestHeld("log.sync")) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  auto t0 = std::chrono::steady_clock::now();
   // Never retried: after a failed fsync the kernel may have dropped the dirty pages.
   if (int err = fs_->DataSync(f.fd); err != 0) FatalIo("fdatasync", f.p->active_path, err);
   const auto t1 = std::chrono::steady_clock::now();
