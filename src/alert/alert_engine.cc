@@ -7,6 +7,7 @@
 
 #include "alert/http_client.h"
 #include "common/logging.h"
+#include "common/thread_priority.h"
 
 namespace joule::alert {
 namespace {
@@ -393,6 +394,7 @@ std::optional<DeliveryStatus> AlertEngine::DeliveryOf(const std::string& alert_i
 }
 
 void AlertEngine::Run() {
+  SetUpThread("joule-alerts", 0);
   int64_t last_tick = 0;
   std::deque<model::AggregateRecord> batch;
   std::vector<store::Alert> flags;

@@ -9,6 +9,7 @@
 #include "alert/target_guard.h"
 #include "alert/webhook_signature.h"
 #include "common/logging.h"
+#include "common/thread_priority.h"
 
 namespace joule::alert {
 
@@ -161,6 +162,7 @@ int64_t WebhookNotifier::Backoff(int attempts) {
 }
 
 void WebhookNotifier::Run(Target* t) {
+  SetUpThread("joule-webhook", 0);
   std::unique_lock lock(t->mu);
   while (!t->stop) {
     if (t->queue.empty()) {

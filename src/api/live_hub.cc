@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "common/json_writer.h"
+#include "common/thread_priority.h"
 #include "common/time_format.h"
 #include "net/sse_stream.h"
 
@@ -71,6 +72,7 @@ void LiveHub::StartRevalidator(int64_t interval_ns) {
   if (revalidator_.joinable()) return;
   revalidator_stop_ = false;
   revalidator_ = std::thread([this, interval_ns] {
+    SetUpThread("joule-live-hub", 0);
     std::unique_lock lock(revalidator_mu_);
     while (!revalidator_cv_.wait_for(lock, std::chrono::nanoseconds(interval_ns),
                                      [this] { return revalidator_stop_; })) {

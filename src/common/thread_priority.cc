@@ -20,7 +20,8 @@ int SetThreadNice(int nice) {
 int ThreadNice() { return ::getpriority(PRIO_PROCESS, static_cast<id_t>(::gettid())); }
 
 void SetUpThread(const std::string& name, int nice_increment) {
-  pthread_setname_np(pthread_self(), name.c_str());
+  // Linux keeps 15 bytes of a thread's name: a longer one is cut, not refused.
+  pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
   if (nice_increment <= 0) return;
   const int nice = std::min(19, ThreadNice() + nice_increment);
   if (int err = SetThreadNice(nice); err != 0) {

@@ -11,6 +11,7 @@
 
 #include "common/logging.h"
 #include "common/test_hold.h"
+#include "common/thread_priority.h"
 #include "log/file_io.h"
 #include "log/file_layer.h"
 #include "log/segment_format.h"
@@ -65,8 +66,11 @@ Result<std::unique_ptr<SegmentLog>> SegmentLog::Open(const LogOptions& options,
   if (options.fsync) {
     // Enough threads for every file of every round in flight to sync at once.
     const size_t rounds = std::max<uint32_t>(options.max_rounds_in_flight, 1);
-    log->sync_pool_ = std::make_unique<SyncPool>(std::min<size_t>(options.partitions * rounds, 32));
-    if (options.prewrite_bytes > 0) log->prewrite_pool_ = std::make_unique<SyncPool>(1);
+    log->sync_pool_ = std::make_unique<SyncPool>(std::min<size_t>(options.partitions * rounds, 32),
+                                                 "joule-sync-");
+    if (options.prewrite_bytes > 0) {
+      log->prewrite_pool_ = std::make_unique<SyncPool>(1, "joule-log-pre");
+    }
   }
   log->writer_ = std::thread([raw = log.get()] { raw->WriterLoop(); });
   return log;
@@ -452,6 +456,7 @@ constexpr uint64_t kGroupCommitWindowBytes = 1 << 20;
 }  // namespace
 
 void SegmentLog::WriterLoop() {
+  SetUpThread("joule-log-write", 0);
   using SteadyClock = std::chrono::steady_clock;
   const bool periodic = options_.retention_interval_ns > 0;
   const auto interval = std::chrono::nanoseconds(options_.retention_interval_ns);

@@ -2,12 +2,19 @@
 
 #include <utility>
 
+#include "common/thread_priority.h"
+
 namespace joule::log {
 
-SyncPool::SyncPool(size_t threads) {
+SyncPool::SyncPool(size_t threads, const std::string& name) {
   if (threads == 0) threads = 1;
   threads_.reserve(threads);
-  for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { Loop(); });
+  for (size_t i = 0; i < threads; ++i) {
+    threads_.emplace_back([this, thread_name = name + std::to_string(i)] {
+      SetUpThread(thread_name, 0);
+      Loop();
+    });
+  }
 }
 
 SyncPool::~SyncPool() {

@@ -14,6 +14,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -21,7 +22,8 @@ namespace joule::log {
 
 class SyncPool {
  public:
-  explicit SyncPool(size_t threads);
+  // The threads are named `name` followed by their index (at most 15 bytes in all).
+  SyncPool(size_t threads, const std::string& name);
   // Runs every job already submitted, then joins the threads.
   ~SyncPool();
   SyncPool(const SyncPool&) = delete;

@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "common/logging.h"
+#include "common/thread_priority.h"
 
 namespace joule::store {
 
@@ -68,6 +69,7 @@ LatestStoreHealth::State LatestStoreHealth::state() const {
 }
 
 void LatestStoreHealth::Run() {
+  SetUpThread("joule-latest-up", 0);
   std::unique_lock lock(mu_);
   while (!stop_) {
     // While up, a ping every idle_probe_interval: an idle server (no writes to fail) still

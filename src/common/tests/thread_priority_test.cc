@@ -1,7 +1,9 @@
 #include "common/thread_priority.h"
 
 #include <gtest/gtest.h>
+#include <pthread.h>
 
+#include <string>
 #include <thread>
 
 namespace joule {
@@ -33,6 +35,25 @@ TEST(ThreadPriority, SetUpThreadRaisesByTheIncrementUpTo19) {
   t.join();
   EXPECT_EQ(after_two, before + 2 > 19 ? 19 : before + 2);
   EXPECT_EQ(after_many, 19);
+}
+
+std::string ThreadName() {
+  char name[32] = {};
+  pthread_getname_np(pthread_self(), name, sizeof name);
+  return name;
+}
+
+TEST(ThreadPriority, SetUpThreadNamesTheThreadAndCutsALongName) {
+  std::string short_name, long_name;
+  std::thread t([&] {
+    SetUpThread("joule-log-write", 0);  // 15 bytes: what Linux keeps
+    short_name = ThreadName();
+    SetUpThread("joule-a-name-of-24-bytes", 0);
+    long_name = ThreadName();
+  });
+  t.join();
+  EXPECT_EQ(short_name, "joule-log-write");
+  EXPECT_EQ(long_name, "joule-a-name-of");  // cut, not refused (the old name stayed)
 }
 
 }  // namespace

@@ -5,9 +5,11 @@
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "common/metrics.h"
@@ -66,6 +68,33 @@ TEST(LogTest, RoundTripAcrossSegmentRolls) {
   EXPECT_EQ(tail.front().payload, Payload(1, 101));
   EXPECT_TRUE(ReadAll(log->get(), 0).empty());
   EXPECT_EQ(metrics.GetCounter("joule_log_appended_records_total", "")->Value(), next);
+}
+
+std::multiset<std::string> ThreadNames() {
+  std::multiset<std::string> names;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream in(task.path() / "comm");
+    std::string name;
+    if (std::getline(in, name)) names.insert(name);
+  }
+  return names;
+}
+
+// top -H and perf tell the log's threads apart from the I/O threads (src/app/README.md).
+TEST(LogTest, ItsThreadsAreNamed) {
+  TempDir tmp;
+  MetricsRegistry metrics;
+  LogOptions o = SmallOptions(tmp.path());
+  o.fsync = true;
+  o.prewrite_bytes = 64 << 10;
+  auto log = Log::Open(o, &metrics);
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  AppendSync(log->get(), 0, {Payload(0, 0)});  // every thread has run
+  const auto names = ThreadNames();
+  EXPECT_EQ(names.count("joule-log-write"), 1u);
+  EXPECT_EQ(names.count("joule-sync-0"), 1u);
+  EXPECT_EQ(names.count("joule-sync-1"), 1u);
+  EXPECT_EQ(names.count("joule-log-pre0"), 1u);
 }
 
 TEST(LogTest, OversizedRecordGetsItsOwnSegment) {

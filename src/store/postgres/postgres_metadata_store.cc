@@ -13,6 +13,7 @@
 #include <mutex>
 #include <utility>
 
+#include "common/thread_priority.h"
 #include "common/url_password.h"
 #include "store/metadata_time.h"
 #include "store/metadata_token.h"
@@ -1148,6 +1149,7 @@ Result<Alert> PostgresMetadataStore::SnoozeAlert(std::string_view id,
 // ---------------------------------------------------------------- listener
 
 void PostgresMetadataStore::ListenLoop() {
+  SetUpThread("joule-pg-listen", 0);
   auto mark_tried = [this] {
     std::lock_guard<std::mutex> lock(listener_mu_);
     listener_tried_ = true;
