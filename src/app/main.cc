@@ -255,12 +255,13 @@ int main(int argc, char** argv) {
   if (*simulate) {
     std::string error = joule::app::ApplySimulatorTextOptions(
         sim_text, joule::SystemClock::Default()->NowNanos(), &sim);
+    // The same prefix as every other line the simulator prints.
     if (!error.empty()) {
-      fmt::print(stderr, "joule: {}\n", error);
+      fmt::print(stderr, "simulate: {}\n", error);
       return 2;
     }
     if (std::string invalid = joule::app::ValidateSimulatorOptions(sim); !invalid.empty()) {
-      fmt::print(stderr, "joule simulate: {}\n", invalid);
+      fmt::print(stderr, "simulate: {}\n", invalid);
       return 2;
     }
     return joule::app::RunSimulator(sim);

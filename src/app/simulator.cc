@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -110,6 +111,10 @@ struct Shared {
   // server), and whether it lasted --give-up-after (the run then stops).
   std::atomic<int64_t> failing_since_ns{0};
   std::atomic<bool> gave_up{false};
+  // When the server first refused the run's own credentials while it had accepted nothing
+  // (0: not yet), and whether that lasted --give-up-after (the run then stops).
+  std::atomic<int64_t> auth_refused_since_ns{0};
+  std::atomic<bool> gave_up_auth{false};
   int workers = 1;
 };
 
@@ -170,6 +175,7 @@ class Worker {
       // fault schedules, moved between homes; found by the simulator's black-box test).
       fault_rngs_.emplace_back(sim::Mix(o_.seed, static_cast<uint64_t>(h), 0xfa17));
       outage_until_ms_.push_back(INT64_MIN);
+      meter_baseline_.push_back(std::nan(""));
     }
     per_device_ = (o_.token.empty() && !o_.admin_token.empty()) || !shared->mqtt_host.empty();
     mqtt_cap_ = std::max<size_t>(
@@ -311,13 +317,32 @@ class Worker {
     }
   }
 
+  // The summary's "counter resets" are those the meter's readings show by CONTRACT §2's
+  // rule, as the server and the ground truth count them: a reading more than 10 % below
+  // the baseline (the last accepted reading). A reset drawn right after another leaves a
+  // reading about as small as the one before, which the rule takes for noise (found by the
+  // simulator's black-box test: the summary said 21 where the server and the truth had 20).
+  void CountMeterReset(size_t h, const sim::Reading& meter) {
+    for (int m = 0; m < meter.size; ++m) {
+      if (std::strcmp(meter.metrics[m].name, "energy_wh") != 0) continue;
+      const double v = meter.metrics[m].value;
+      double& baseline = meter_baseline_[h];
+      if (std::isnan(baseline) || v >= baseline) {
+        baseline = v;
+      } else if (v < 0.9 * baseline) {
+        baseline = v;
+        shared_->stats.resets.fetch_add(1, std::memory_order_relaxed);
+      }
+      return;
+    }
+  }
+
   void Tick(size_t h, int64_t t) {
     Home& home = *homes_[h];
     SimRandom& fr = fault_rngs_[h];
     const double tick_h = 1.0 / o_.rate_hz / 3600;
     if (o_.counter_resets_per_hour > 0 && fr.Uniform() < o_.counter_resets_per_hour * tick_h) {
       home.ResetMeterCounter();
-      shared_->stats.resets.fetch_add(1, std::memory_order_relaxed);
     }
     // Outage starts are a Poisson process in event time, R per home per hour whether the
     // home is online or not; one starting during another extends it (found by a black-box
@@ -329,6 +354,7 @@ class Worker {
     }
     if (outage_until_ms_[h] != INT64_MIN && t >= outage_until_ms_[h]) EndOutage(h);
     home.Step(t);
+    CountMeterReset(h, home.ReadingOf(0));
     const int64_t offset_s = home.UtcOffsetSeconds(t);
     const auto& devs = home.devices();
     for (size_t i = 0; i < devs.size(); ++i) {
@@ -510,15 +536,40 @@ class Worker {
   // --give-up-after, the run stops (every worker): a server that went down for good is
   // not retried for the whole event span (or forever with --duration 0).
   void Unreachable(const std::string& what) {
+    GiveUpAfter(shared_->failing_since_ns, shared_->gave_up,
+                "no request has reached the server for {:.0f}s (--give-up-after); the last "
+                "error: {}",
+                what);
+  }
+
+  // The server refused the run's own token (HTTP 401/403, CONNACK 0x86; not a
+  // --wrong-tokens fault). While it has accepted no event of the run that does not heal by
+  // retrying, so after --give-up-after the run stops, as for an unreachable server (found by
+  // a black-box test: a run without --duration and a wrong --token printed "0 accepted"
+  // every few seconds until killed). Once anything was accepted, a refusal is one
+  // device's, and the run goes on.
+  void AuthRefused(const std::string& what) {
+    shared_->stats.auth_refusals.fetch_add(1, std::memory_order_relaxed);
+    if (shared_->stats.accepted.load(std::memory_order_relaxed) > 0) return;
+    GiveUpAfter(shared_->auth_refused_since_ns, shared_->gave_up_auth,
+                "the server has refused the token for {:.0f}s and accepted no event "
+                "(--give-up-after); the last answer: {}",
+                what);
+  }
+
+  // A failure that began at `since_ns` (0: this one is the first; set to now) stops the run
+  // once it has lasted --give-up-after; the first worker to see that prints `message`
+  // (its seconds and `what`) and sets `gave_up`.
+  void GiveUpAfter(std::atomic<int64_t>& since_ns, std::atomic<bool>& gave_up,
+                   fmt::format_string<double, const std::string&> message,
+                   const std::string& what) {
     const int64_t now = shared_->clock->NowNanos();
     int64_t since = 0;
-    if (shared_->failing_since_ns.compare_exchange_strong(since, now)) since = now;
+    if (since_ns.compare_exchange_strong(since, now)) since = now;
     if (now - since < o_.give_up_after_ns) return;
-    if (!shared_->gave_up.exchange(true)) {
-      fmt::print(stderr,
-                 "simulate: giving up: no request has reached the server for {:.0f}s "
-                 "(--give-up-after); the last error: {}\n",
-                 static_cast<double>(now - since) / 1e9, what);
+    if (!gave_up.exchange(true)) {
+      fmt::print(stderr, "simulate: giving up: {}\n",
+                 fmt::format(message, static_cast<double>(now - since) / 1e9, what));
     }
     g_stop.store(true);
   }
@@ -642,11 +693,11 @@ class Worker {
                    !(g_stop.load() && (status < 0 || attempt > 5));
       if (!retry) {
         st.failed.fetch_add(n, std::memory_order_relaxed);
-        if (status == 401 || status == 403) st.auth_refusals.fetch_add(1);
         std::string what =
             status < 0
                 ? fmt::format("cannot connect to {}: {}", o_.url, client_.last_error())
                 : fmt::format("server answered HTTP {}: {}", status, response.substr(0, 300));
+        if (status == 401 || status == 403) AuthRefused(what);
         FirstError(what);
         Report(what);
         AnsweredBatch(events, AllIndices(events.size()));
@@ -713,12 +764,12 @@ class Worker {
     st.mqtt_connects.fetch_add(1, std::memory_order_relaxed);
     int rc = client->Connect(client_id, device_id, d.token);
     if (rc != net::mqtt::reason::kSuccess) {
-      if (rc > 0) {
-        st.connacks_refused.fetch_add(1, std::memory_order_relaxed);
-        if (rc == net::mqtt::reason::kBadUserNameOrPassword) st.auth_refusals.fetch_add(1);
-      }
       *what = rc < 0 ? fmt::format("cannot connect to {}: {}", o_.mqtt_url, client->error())
                      : fmt::format("{}: {}", device_id, client->error());
+      if (rc > 0) {
+        st.connacks_refused.fetch_add(1, std::memory_order_relaxed);
+        if (rc == net::mqtt::reason::kBadUserNameOrPassword) AuthRefused(*what);
+      }
       return nullptr;
     }
     d.mqtt = std::move(client);
@@ -902,6 +953,7 @@ class Worker {
   std::vector<std::unique_ptr<Home>> homes_;
   std::vector<SimRandom> fault_rngs_;
   std::vector<int64_t> outage_until_ms_;
+  std::vector<double> meter_baseline_;  // per home: its meter's counter baseline (NaN: none yet)
   std::map<size_t, std::vector<Item>> backlog_;
   std::map<std::string, std::string> tokens_;
   std::vector<DeviceState> devices_;
@@ -998,6 +1050,12 @@ std::string ApplySimulatorTextOptions(const SimulatorTextOptions& text, int64_t 
   if (!text.start.empty()) {
     const std::string& s = text.start;
     int64_t ns = 0;
+    if (s[0] == '+') {
+      return fmt::format(
+          "--start {} is in the future: the simulator sends no event ahead of the wall clock; "
+          "give a past time (e.g. -{}), or leave --start out to start now",
+          s, s.substr(1));
+    }
     if (s[0] == '-') {
       auto d = ParseDurationNanos(s.substr(1));
       if (!d.ok()) return fmt::format("--start: {}", d.status().message());
@@ -1027,7 +1085,9 @@ std::string ParseSimulatorUrl(const std::string& url, std::string* host, std::st
   std::string rest = url;
   bool https = false;
   if (size_t scheme = rest.find("://"); scheme != std::string::npos) {
-    const std::string name = rest.substr(0, scheme);
+    std::string name = rest.substr(0, scheme);  // a scheme is case-insensitive (RFC 3986)
+    std::transform(name.begin(), name.end(), name.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
     if (name != "http" && name != "https") {
       return fmt::format("--url must be http://host[:port] or https://host[:port], got '{}'", url);
     }
@@ -1035,7 +1095,17 @@ std::string ParseSimulatorUrl(const std::string& url, std::string* host, std::st
     rest = rest.substr(scheme + 3);
   }
   if (tls != nullptr) *tls = https;
-  if (size_t slash = rest.find('/'); slash != std::string::npos) rest = rest.substr(0, slash);
+  // The simulator posts to the server's own paths (/v1/telemetry, /v1/devices): a path in
+  // --url would be ignored, so it is refused (found by a black-box test: /prefix was
+  // dropped without a word).
+  if (size_t slash = rest.find('/'); slash != std::string::npos) {
+    if (slash + 1 != rest.size()) {
+      return fmt::format(
+          "--url takes no path (the simulator posts to /v1/telemetry on the server), got '{}'",
+          url);
+    }
+    rest = rest.substr(0, slash);
+  }
   size_t colon = rest.rfind(':');
   *host = colon == std::string::npos ? rest : rest.substr(0, colon);
   *port = colon == std::string::npos ? (https ? "443" : "80") : rest.substr(colon + 1);
@@ -1209,12 +1279,15 @@ int RunSimulator(const SimulatorOptions& options) {
       uint64_t sent = o.dry_run ? shared.stats.generated.load() : shared.stats.sent.load();
       const double rate =
           static_cast<double>(sent - last) * 1e9 / static_cast<double>(now - last_ns);
+      // One decimal below 10/s (a few devices at 0.1 Hz printed "(0/s)").
+      const std::string per_s =
+          rate < 10 ? fmt::format("{:.1f}/s", rate) : fmt::format("{:.0f}/s", rate);
       if (o.dry_run) {
-        fmt::print(stderr, "simulate: {} events generated ({:.0f}/s), none sent (--dry-run)\n",
-                   sent, rate);
+        fmt::print(stderr, "simulate: {} events generated ({}), none sent (--dry-run)\n", sent,
+                   per_s);
       } else {
-        fmt::print(stderr, "simulate: {} events sent ({:.0f}/s), {} accepted, {} failed\n", sent,
-                   rate, shared.stats.accepted.load(), shared.stats.failed.load());
+        fmt::print(stderr, "simulate: {} events sent ({}), {} accepted, {} failed\n", sent, per_s,
+                   shared.stats.accepted.load(), shared.stats.failed.load());
       }
       last = sent;
       last_ns = now;
@@ -1292,6 +1365,14 @@ int RunSimulator(const SimulatorOptions& options) {
                  "dir\n",
                  s.rotated.load(), o.device_prefix);
     }
+  }
+  if (shared.gave_up_auth.load()) {
+    fmt::print(stderr,
+               "simulate: gave up: the server refused the token for --give-up-after ({}s) and "
+               "accepted nothing (unregistered devices need --admin-token, or auth.mode = "
+               "\"disabled\"); the events not sent are counted failed\n",
+               o.give_up_after_ns / kNanosPerSecond);
+    return 1;
   }
   if (shared.gave_up.load()) {
     fmt::print(stderr,

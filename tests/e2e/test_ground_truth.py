@@ -256,6 +256,14 @@ class SimulateMessagesTest(unittest.TestCase):
         r = self.simulate(*common, "--token", "not-a-token", "--start", "-2m", "--duration", "1m")
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertIn("refused the token", r.stderr)
+        # Without --duration (live, open-ended) the refusals went on until the run was
+        # killed (found by the simulator's black-box test, session 29): now the run stops
+        # after --give-up-after of refusals with nothing accepted, exit 1.
+        r = self.simulate("--url", server.url, "--homes", "1", "--devices-per-home", "1",
+                          "--token", "not-a-token", "--give-up-after", "2s")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertRegex(r.stderr, r"giving up: the server has refused the token for \d+s")
+        self.assertIn("gave up: the server refused the token", r.stderr)
         # --jitter beyond --allowed-lateness with a ground truth: refused before anything runs.
         r = self.simulate(*common, "--token", "x", "--jitter", "2h", "--ground-truth",
                           os.devnull, "--duration", "1m")

@@ -240,7 +240,11 @@ class CliTest(unittest.TestCase):
                               # Found by a black-box test: sent one tick, then stalled silently
                               # until the wall clock reached it (an hour for one an hour ahead).
                               (["--start", "2099-01-01T00:00:00Z"], "is in the future"),
-                              (["--start", "4070908800000"], "is in the future")):
+                              (["--start", "4070908800000"], "is in the future"),
+                              # Found by the simulator's black-box test (session 29): "+1h"
+                              # got the generic parse message; a path in --url was dropped.
+                              (["--start", "+1h"], "--start +1h is in the future"),
+                              (["--url", "http://127.0.0.1:8080/prefix"], "--url takes no path")):
             proc = run(["simulate", "--dry-run", "--quiet"] + args, timeout=30)
             self.assertRefused(proc, message)
         ok = run(["simulate", "--dry-run", "--quiet", "--start", "-1h", "--duration", "1m",
@@ -258,6 +262,11 @@ class CliTest(unittest.TestCase):
                   timeout=60)
         self.assertEqual(odd.returncode, 0, odd.stderr)
         self.assertIn("370 events generated", odd.stderr)
+        # A scheme in capitals is a scheme (RFC 3986), and a bare trailing slash no path.
+        for url in ("HTTP://127.0.0.1:8080", "http://127.0.0.1:8080/"):
+            proc = run(["simulate", "--dry-run", "--quiet", "--url", url, "--start", "-1m",
+                        "--duration", "10s", "--speed", "0", "--homes", "1"], timeout=60)
+            self.assertEqual(proc.returncode, 0, f"{url}: {proc.stderr}")
 
     def test_simulate_help_and_notes(self):
         """Found by a black-box test: --help gave no default for --flush-interval, --max-gap,
@@ -513,6 +522,27 @@ class SimulateTest(unittest.TestCase):
         self.assertEqual(requests, answers["requests"], summary)
         self.assertEqual(retries, answers[429], summary)
         self.assertEqual(bad, answers[400], summary)
+
+    def test_the_summary_counts_the_counter_resets_the_readings_show(self):
+        """Found by the simulator's black-box test (session 29): a reset drawn right after
+        another leaves a reading the contract takes for noise (within 10 % below the
+        baseline), so the server and the ground truth counted 20 where the summary said 21
+        (this seed and span). The summary now counts what the readings show."""
+        with tempfile.TemporaryDirectory() as tmp:
+            truth = os.path.join(tmp, "truth.jsonl")
+            proc = run(["simulate", "--dry-run", "--prefix", "f6reset", "--homes", "2",
+                        "--devices-per-home", "8", "--start", "-2h", "--duration", "10m",
+                        "--speed", "0", "--seed", "21", "--counter-resets", "60",
+                        "--ground-truth", truth], timeout=120)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            match = re.search(r"(\d+) counter resets", proc.stderr)
+            self.assertIsNotNone(match, proc.stderr)
+            with open(truth) as f:
+                records = [json.loads(line) for line in f]
+        in_truth = sum(r["metrics"].get("energy_wh", {}).get("resets", 0) for r in records
+                       if r["resolution"] == "1m")
+        self.assertGreater(in_truth, 10)
+        self.assertEqual(int(match.group(1)), in_truth, proc.stderr)
 
     def test_outages_are_per_home_per_hour_of_event_time(self):
         """--outages 10 with 50 homes over 24 h gave 5,091 outages, not ~12,000: starts were
