@@ -77,6 +77,18 @@ void Histogram::Observe(double v) {
   AtomicAdd(sum_, v);
 }
 
+void Histogram::ObserveCounts(const uint64_t* counts, double sum) {
+  uint64_t n = 0;
+  for (size_t i = 0; i <= bounds_.size(); ++i) {
+    if (counts[i] == 0) continue;
+    buckets_[i].fetch_add(counts[i], std::memory_order_relaxed);
+    n += counts[i];
+  }
+  if (n == 0) return;
+  count_.fetch_add(n, std::memory_order_relaxed);
+  AtomicAdd(sum_, sum);
+}
+
 std::vector<uint64_t> Histogram::BucketCounts() const {
   std::vector<uint64_t> out(bounds_.size() + 1);
   for (size_t i = 0; i <= bounds_.size(); ++i) out[i] = buckets_[i].load(std::memory_order_relaxed);

@@ -42,6 +42,9 @@ class Histogram {
  public:
   explicit Histogram(std::vector<double> upper_bounds);
   void Observe(double v);
+  // Many observations at once: counts[i] of them in bucket i (counts.size() ==
+  // UpperBounds().size() + 1, the last +Inf), their values summing to `sum`.
+  void ObserveCounts(const uint64_t* counts, double sum);
   // Snapshot for rendering and tests.
   std::vector<uint64_t> BucketCounts() const;  // non-cumulative, last = +Inf
   const std::vector<double>& UpperBounds() const { return bounds_; }

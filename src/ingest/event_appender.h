@@ -40,6 +40,11 @@ class EventAppender {
 
   log::Log* log_;
   Counter* refused_;
+  // How long after their event time the events arrived (received_at − timestamp), observed
+  // when they are durable, as joule_events_accepted_total counts them: devices uploading
+  // what they buffered through an outage, or clocks behind, show in its upper buckets.
+  Histogram* delay_;
+  Counter* ahead_;  // events whose time was more than a second after their arrival
 };
 
 }  // namespace joule::ingest

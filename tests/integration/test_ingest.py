@@ -382,6 +382,38 @@ class IngestValidationTest(JouleTestCase):
         got = poll(lambda: (lambda d: d if d == expected else None)(deltas()), timeout=5)
         self.assertEqual(got or deltas(), expected, "counter deltas" + self.diag())
 
+    def test_event_delay_in_metrics(self):
+        """joule_event_delay_seconds: how long after their event time accepted events arrived
+        (an outage's buffered upload, a clock behind); joule_events_ahead_total: events
+        stamped more than a second after their arrival (a clock ahead). Found missing by the
+        simulator's black-box test (session 29): its outages and skewed clocks showed in no
+        fleet-wide metric."""
+        def snapshot():
+            p = parse_prometheus(self.server.metrics_text())
+            return {
+                "count": metric_sum(p, "joule_event_delay_seconds_count"),
+                "le_10": metric_sum(p, "joule_event_delay_seconds_bucket", le="10"),
+                "le_3600": metric_sum(p, "joule_event_delay_seconds_bucket", le="3600"),
+                "le_21600": metric_sum(p, "joule_event_delay_seconds_bucket", le="21600"),
+                "ahead": metric_sum(p, "joule_events_ahead_total"),
+            }
+
+        before = snapshot()
+        now = time.time()
+        events = ([good_event(ts=fmt_ts(now - 1)) for _ in range(3)] +    # on time
+                  [good_event(ts=fmt_ts(now - 7200)) for _ in range(2)] +  # 2 h late
+                  [good_event(ts=fmt_ts(now + 120))])                     # a clock 2 min ahead
+        self.assertStatus(self.post(events), 202, "delay batch")
+        # The ahead event counts as 0 s in the histogram (≤ 10 s with the on-time ones).
+        expected = {"count": 6, "le_10": 4, "le_3600": 4, "le_21600": 6, "ahead": 1}
+
+        def deltas():
+            cur = snapshot()
+            return {k: cur[k] - before[k] for k in before}
+
+        got = poll(lambda: (lambda d: d if d == expected else None)(deltas()), timeout=5)
+        self.assertEqual(got or deltas(), expected, "delay deltas" + self.diag())
+
     def test_engine_counters_in_metrics(self):
         """What the window engine drops or re-applies is counted in /metrics (CONTRACT §2:
         duplicates, late events within allowed lateness, later ones), and its state size

@@ -29,6 +29,20 @@ TEST(MetricsTest, HistogramIsCumulative) {
   EXPECT_NE(text.find("lat_seconds_count 3"), std::string::npos);
 }
 
+TEST(MetricsTest, HistogramTakesCountsPerBucketAtOnce) {
+  MetricsRegistry r;
+  Histogram* h = r.GetHistogram("delay_seconds", "Delay", {1, 10});
+  const uint64_t counts[] = {2, 0, 1};  // ≤ 1, ≤ 10, +Inf
+  h->ObserveCounts(counts, 31.5);
+  h->Observe(5);
+  EXPECT_EQ(h->Count(), 4u);
+  EXPECT_DOUBLE_EQ(h->Sum(), 36.5);
+  EXPECT_EQ(h->BucketCounts(), (std::vector<uint64_t>{2, 1, 1}));
+  const uint64_t none[] = {0, 0, 0};
+  h->ObserveCounts(none, 0);
+  EXPECT_EQ(h->Count(), 4u);
+}
+
 TEST(MetricsTest, GaugeCallback) {
   MetricsRegistry r;
   r.AddGaugeCallback("g", "a gauge", {}, [] { return 2.5; });
