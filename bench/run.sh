@@ -31,10 +31,12 @@ while [[ $# -gt 0 ]]; do
   esac
   shift
 done
-[[ $runs =~ ^[0-9]+$ ]] && (( 10#$runs >= 1 )) ||
-  usage "--runs must be a whole number of at least 1, got '$runs'"
+[[ $runs =~ ^[0-9]{1,3}$ ]] && (( 10#$runs >= 1 )) ||
+  usage "--runs must be a whole number within 1..999, got '$runs'"
 runs=$((10#$runs))
 if [[ -n $only ]]; then
+  [[ $only != ,* && $only != *, && $only != *,,* ]] ||
+    usage "--only: an empty name in '$only'; valid: $(IFS=,; echo "${valid_only[*]}")"
   IFS=, read -ra names <<< "$only"
   [[ ${#names[@]} -gt 0 ]] || usage "--only needs names"
   for n in "${names[@]}"; do

@@ -16,7 +16,6 @@ import json
 import math
 import os
 import random
-import shutil
 import sys
 import time
 
@@ -135,13 +134,28 @@ def fresh_start_ms(seconds, margin_s=OPEN_MARGIN_S):
         return start * 1000
 
 
-def still_fresh(out, margin_s=OPEN_MARGIN_S):
-    """Whether the data in `out` was made by fresh_start_ms for the current hour and the hour
-    stays open for margin_s more (then it is reused)."""
+# Every file this program writes into --out; --reuse-if-fresh removes these and nothing
+# else before it generates again (until session 29 it removed the whole directory, whatever
+# else it held).
+GENERATED = ("events.ndjson", "influx.lp", "rows.csv", "history.ndjson", "history_1m.csv",
+             "history_1d.csv", "meta.json")
+
+# The settings the data depends on, recorded in meta.json: data made with other settings is
+# not reused (until session 29 a directory of 10 devices was reused for a run asking 20).
+SETTINGS = ("devices", "seconds", "seed", "history_devices", "history_days")
+
+
+def still_fresh(out, args, margin_s=OPEN_MARGIN_S):
+    """Whether the data in `out` was made with these settings by fresh_start_ms for the
+    current hour, and the hour stays open for margin_s more (then it is reused)."""
     try:
         with open(os.path.join(out, "meta.json")) as f:
-            start_s = json.load(f)["start_ms"] // 1000
-    except (OSError, ValueError, KeyError):
+            meta = json.load(f)
+        start_s = meta["start_ms"] // 1000
+        made_with = meta["settings"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if made_with != {k: getattr(args, k) for k in SETTINGS}:
         return False
     now = time.time()
     hour = int(now // HOUR_S) * HOUR_S
@@ -164,17 +178,22 @@ def main():
     ap.add_argument("--history-devices", type=int, default=10)
     ap.add_argument("--history-days", type=int, default=31)
     args = ap.parse_args()
-    if args.reuse_if_fresh and still_fresh(args.out):
+    if args.reuse_if_fresh and still_fresh(args.out, args):
         print(json.dumps({"reused": args.out}))
         return
     if args.reuse_if_fresh:
-        shutil.rmtree(args.out, ignore_errors=True)
+        for name in GENERATED:
+            try:
+                os.remove(os.path.join(args.out, name))
+            except FileNotFoundError:
+                pass
         print(f"generating data in {args.out}", file=sys.stderr)
     os.makedirs(args.out, exist_ok=True)
     if not args.start_ms:
         args.start_ms = fresh_start_ms(args.seconds)
     meta = fleet(args)
     meta.update(history(args))
+    meta["settings"] = {k: getattr(args, k) for k in SETTINGS}
     with open(os.path.join(args.out, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1)
     print(json.dumps(meta))
