@@ -329,7 +329,7 @@ class Worker {
       double& baseline = meter_baseline_[h];
       if (std::isnan(baseline) || v >= baseline) {
         baseline = v;
-      } else if (v < 0.9 * baseline) {
+      } else if (v < sim::kCounterNoiseFloor * baseline) {
         baseline = v;
         shared_->stats.resets.fetch_add(1, std::memory_order_relaxed);
       }

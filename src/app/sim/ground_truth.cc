@@ -167,7 +167,7 @@ std::vector<RecordTruth> GroundTruth::Compute(const std::string& resolution) con
           if (v2 >= baseline) {
             increment = v2 - baseline;
             baseline = v2;
-          } else if (v2 >= 0.9 * baseline) {
+          } else if (v2 >= kCounterNoiseFloor * baseline) {
             increment = 0;
           } else {
             increment = std::max(v2, 0.0);

@@ -35,6 +35,11 @@
 
 namespace joule::app::sim {
 
+// CONTRACT §2: a counter reading below its baseline (the last accepted reading) but at
+// least this fraction of it is noise; further below, a reset. The ground truth and the
+// simulator's summary (its `counter resets`) count by it.
+inline constexpr double kCounterNoiseFloor = 0.9;
+
 struct MetricTruth {
   int64_t count = 0;
   double min = 0, max = 0, sum = 0, first = 0, last = 0;
