@@ -16,7 +16,7 @@
 // everything before the close (the size after RocksDB's full compaction, for comparison).
 //
 // The harness's source: run `bench/run.sh --only history` (or its first steps), or see
-// docs/BENCHMARKS.md, "History storage per value".
+// docs/benchmarks/HISTORY.md, "History storage per value".
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
 #include <sys/resource.h>

@@ -1,7 +1,7 @@
 // End-to-end read latency through HTTP (issue 4): a real HttpServer with the history and
 // realtime routes over a RocksDB history store holding 24 h of 1m records for one device
 // (4 metrics), queried by a keep-alive client on loopback. Reports p50/p99 per request.
-//   build/ci/bench/read_api_bench    (docs/BENCHMARKS.md: how it was run and what limits it)
+//   build/ci/bench/read_api_bench  (docs/benchmarks/HISTORY.md: how it was run and what limits it)
 #include <arpa/inet.h>
 #include <benchmark/benchmark.h>
 #include <netinet/in.h>

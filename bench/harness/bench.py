@@ -693,7 +693,7 @@ def _user_sys_s(pid):
 def api_vs_h2o(ctx):
     """Realtime API on a Joule holding the fleet data vs h2o serving a file of that size.
     Joule's server CPU per request is also split into user and system time (the kernel's
-    loopback TCP and wake-ups are most of it since session 8, docs/BENCHMARKS.md)."""
+    loopback TCP and wake-ups are most of it since session 8, docs/benchmarks/HISTORY.md)."""
     j = Joule(ctx, "fsync")
     res = {}
     try:

@@ -5,7 +5,7 @@
 // fsync every group-commit round costs one fdatasync per partition file an ingest batch
 // touches (each HTTP batch touches all of them), so fewer partitions mean fewer device
 // round trips and less kernel CPU per round, while each processor thread still reads its
-// own partition (docs/BENCHMARKS.md, "Session 6: fsync on vs off").
+// own partition (docs/benchmarks/HISTORY.md, "Session 6: fsync on vs off").
 #pragma once
 
 #include <cstdint>

@@ -836,7 +836,7 @@ int RunServer(const Config& given_config) {
   // no event for the seconds a large state takes to restore (they were refused while the
   // ports stayed closed). One after the other: a restore holds the checkpoint's image and
   // the state it builds (about twice the state), and side by side the peaks add up — for
-  // no faster start on two cores (docs/BENCHMARKS.md, "Session 23"). A processor that
+  // no faster start on two cores (docs/benchmarks/HISTORY.md, "Session 23"). A processor that
   // cannot start stops the server.
   std::atomic<bool> start_failed{false};
   std::string start_error;  // the starter's, read after it is joined

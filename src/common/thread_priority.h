@@ -3,7 +3,7 @@
 // ingest (HTTP and MQTT I/O, the log's writer and sync threads). On a busy machine an
 // acknowledgement then does not wait behind a time slice of background work; the
 // background threads read the durable log, so they only lag and catch up in the gaps.
-// Measured in docs/BENCHMARKS.md, "Session 13: background threads at a lower priority".
+// Measured in docs/benchmarks/HISTORY.md, "Session 13: background threads at a lower priority".
 #pragma once
 
 #include <string>

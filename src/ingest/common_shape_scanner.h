@@ -13,7 +13,7 @@
 //
 // Why: in the full walk simdjson's structural indexing alone costs ~870 instructions per
 // harness event and the whole parse ~4,030; with this scanner the parse costs ~2,200
-// (callgrind, bench/ingest_bench BM_ParseNdjsonHarnessShape; docs/BENCHMARKS.md).
+// (callgrind, bench/ingest_bench BM_ParseNdjsonHarnessShape; docs/benchmarks/HISTORY.md).
 #pragma once
 
 #include <cstdint>

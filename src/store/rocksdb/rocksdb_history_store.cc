@@ -560,7 +560,7 @@ Result<std::unique_ptr<RocksDbHistoryStore>> RocksDbHistoryStore::Open(
   // ZSTD on every level, flushes included: a history record is written once or a few
   // times and then read for months, and most of a young database (a few days of data, or
   // everything after a clean close) is in L0/L1, which LZ4 left ~30 % larger
-  // (docs/BENCHMARKS.md, "History storage per value").
+  // (docs/benchmarks/HISTORY.md, "History storage per value").
   const auto compression =
       Pick(supported, {rocksdb::kZSTD, rocksdb::kLZ4Compression, rocksdb::kSnappyCompression});
   rocksdb::BlockBasedTableOptions table;
