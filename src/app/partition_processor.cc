@@ -265,10 +265,6 @@ Status PartitionProcessor::RestoreCheckpoint(std::vector<uint64_t>* offsets, boo
         "size (docs/formats/processor_checkpoint.md)",
         st.message(), options_.checkpoint_path));
   }
-  // The recovery checkpoint right after writes as much again: reserved at once (grown
-  // from nothing, the image doubled and copied itself up to its size, half as much again
-  // beside the restored state).
-  ckpt_state_bytes_ = mapped->engine_state.size();
   replay_applied_ = restored_replay_applied_ = ckpt->replay_applied;
   for (auto& e : ckpt->readings) {
     catchup_->PutReading(e);
@@ -309,20 +305,6 @@ bool PartitionProcessor::WriteCheckpoint() {
   for (size_t i = 0; i < options_.partitions.size(); ++i) {
     offsets.emplace_back(options_.partitions[i], readers_[i]->position().value);
   }
-  {
-    // SaveState appends to the cleared string: room for the state's growth since the last
-    // checkpoint (half of it again), so that it does not reallocate and copy tens of MiB
-    // while writing. The part not written to stays untouched (no resident memory).
-    const size_t previous = ckpt_state_bytes_;
-    ckpt_engine_state_.clear();
-    ckpt_engine_state_.reserve(previous + previous / 2 + (size_t{1} << 20));
-    std::lock_guard lock(engine_mu_);
-    Status st = engine_->SaveState(&ckpt_engine_state_);
-    if (!st.ok()) {
-      logging::Error("engine state not saved", {{"error", st.ToString()}});
-      return false;
-    }
-  }
   // Readings go in as the log records they came from: no copies or re-encoding per device.
   ckpt_readings_.clear();
   ckpt_readings_.reserve(readings_.size());
@@ -337,16 +319,21 @@ bool PartitionProcessor::WriteCheckpoint() {
     }
     has_backlog_file_ = catchup_->pending();
   }
-  // Written from the engine's state buffer as it is: no copy of it into one file image.
-  Result<uint64_t> bytes =
-      WriteCheckpointParts(options_.checkpoint_path, offsets, ckpt_engine_state_, ckpt_readings_,
-                           &ckpt_bytes_, replay_applied_);
-  // The state's image is as large as the state: kept between checkpoints it doubled the
-  // resident memory of a large state (2,000 devices with an hour of 1 Hz samples: 826 MB →
-  // 1.38 GB after the first checkpoint). Given back (a block this size is its own mapping);
-  // the next checkpoint maps it afresh.
-  ckpt_state_bytes_ = ckpt_engine_state_.size();
-  std::string().swap(ckpt_engine_state_);
+  // The engine state streams into the file a piece at a time (kCheckpointPiece): it is
+  // never held in memory a second time. An image of it (tens of MB at 10k devices, hundreds
+  // with an hour of samples) doubled the resident memory while it was written, and faulting
+  // it in afresh at each checkpoint was most of the checkpoint's CPU on a virtual machine
+  // (docs/benchmarks/HISTORY.md, "Session 30"). API readers (Health) wait for the state's
+  // part only, not for the fsync.
+  Result<uint64_t> bytes = WriteCheckpointStreamed(
+      options_.checkpoint_path, offsets, ckpt_readings_, &ckpt_bytes_, replay_applied_,
+      [this](stream::StateSink& sink) {
+        std::lock_guard lock(engine_mu_);
+        return engine_->SaveStateTo(sink, &ckpt_engine_state_, kCheckpointPiece);
+      });
+  // One device's state can make a piece larger (an hour of 1 Hz samples: ~350 KB): a buffer
+  // grown far past the piece size is given back.
+  if (ckpt_engine_state_.capacity() > 4 * kCheckpointPiece) std::string().swap(ckpt_engine_state_);
   if (!bytes.ok()) {
     logging::Error("checkpoint not written", {{"error", bytes.status().ToString()}});
     checkpoint_error_ = bytes.status().ToString();
@@ -787,7 +774,12 @@ void PartitionProcessor::Run() {
   ReserveThreadArena(kProcessorArenaBytes);
   int64_t last_tick = 0;
   int64_t last_release = 0;
-  int64_t last_checkpoint = clock_->NowNanos();
+  // The processors' checkpoints are spread over the interval (processor i's first comes
+  // after (count - i) / count of it): together, each one's burst of serializing, writing
+  // and page-cache work took both cores of a small machine at once, and the API's tail
+  // latency with them (docs/benchmarks/HISTORY.md, "Session 30").
+  int64_t last_checkpoint = clock_->NowNanos() - options_.checkpoint_interval_ns /
+                                                     std::max(1, options_.count) * options_.index;
   // The engine's counters count from here (a restored engine's are the checkpoint's).
   published_ = engine_->counters();
   engine_devices_->Set(static_cast<double>(published_.devices));

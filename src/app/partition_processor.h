@@ -49,6 +49,7 @@ namespace joule::app {
 
 struct PartitionProcessorOptions {
   int index = 0;                     // processor number, for metrics and logs
+  int count = 1;                     // how many processors the server runs
   int nice = 0;                      // added to the thread's nice value (server.background_nice)
   std::vector<uint32_t> partitions;  // owned partitions
   stream::EngineOptions engine;
@@ -236,11 +237,10 @@ class PartitionProcessor {
   std::vector<uint64_t> hashes_;         // device id hashes of the decoded batch
   std::vector<uint32_t> event_records_;  // events_[i] came from batch_[event_records_[i]]
   std::vector<uint8_t> duplicate_;       // of the decoded batch: dropped by the engine
-  // Checkpoint buffers: the engine state's image is given back after each checkpoint (it is
-  // as large as the state) and reserved at the next at the last size and half again; the
-  // header and readings scratch are reused.
-  std::string ckpt_engine_state_;  // empty between checkpoints
-  size_t ckpt_state_bytes_ = 0;    // the last checkpoint's engine state
+  // Checkpoint buffers, reused: one piece of the engine state as it streams into the file
+  // (about kCheckpointPiece), and the header and readings.
+  static constexpr size_t kCheckpointPiece = size_t{1} << 20;
+  std::string ckpt_engine_state_;
   std::string ckpt_bytes_;
   std::vector<std::string_view> ckpt_readings_;
   uint64_t latest_generation_ = 0;  // of the latest store, last seen (InstanceGeneration)

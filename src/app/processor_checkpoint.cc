@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
 #include "common/byte_cursor.h"
@@ -91,13 +92,12 @@ namespace {
 
 constexpr size_t kHeader = sizeof kMagic + 16;  // magic, version, body size, CRC
 
-// A checkpoint file is `out[0, head)`, the engine state, `out[head, end)`: the header,
-// the offsets and the state's length, then the readings. Encodes both parts into `out`
-// (replaced), with the CRC patched in, and returns `head`.
-size_t EncodeCheckpointParts(const std::vector<std::pair<uint32_t, uint64_t>>& offsets,
-                             std::string_view engine_state,
-                             const std::vector<std::string_view>& readings, std::string* out,
-                             uint64_t replay_applied) {
+// A checkpoint file is `out[0, head)`, the engine state (`state_size` bytes),
+// `out[head, end)`: the header, the offsets and the state's length, then the readings.
+// Encodes both parts into `out` (replaced), the CRC left 0, and returns `head`.
+size_t EncodeCheckpointFrame(const std::vector<std::pair<uint32_t, uint64_t>>& offsets,
+                             uint64_t state_size, const std::vector<std::string_view>& readings,
+                             std::string* out, uint64_t replay_applied) {
   size_t tail_size = 4 + (replay_applied > 0 ? 8 : 0);
   for (std::string_view r : readings) tail_size += 8 + r.size();
   const size_t head = kHeader + 4 + offsets.size() * 12 + 8;
@@ -105,24 +105,114 @@ size_t EncodeCheckpointParts(const std::vector<std::pair<uint32_t, uint64_t>>& o
   out->reserve(head + tail_size);
   out->append(kMagic, sizeof kMagic);
   PutU32(out, replay_applied > 0 ? kVersionReplay : kVersion);
-  PutU64(out, head - kHeader + engine_state.size() + tail_size);  // body size
-  PutU32(out, 0);                                                 // CRC, patched below
+  PutU64(out, head - kHeader + state_size + tail_size);  // body size
+  PutU32(out, 0);                                        // CRC, patched in by the caller
   PutU32(out, static_cast<uint32_t>(offsets.size()));
   for (const auto& [p, off] : offsets) {
     PutU32(out, p);
     PutU64(out, off);
   }
-  PutU64(out, engine_state.size());
+  PutU64(out, state_size);
   PutU32(out, static_cast<uint32_t>(readings.size()));
   for (std::string_view r : readings) PutBytes(out, r);
   if (replay_applied > 0) PutU64(out, replay_applied);
-  uint32_t crc = crc32c::Value(out->data() + kHeader, head - kHeader);
+  return head;
+}
+
+constexpr size_t kCrcAt = sizeof kMagic + 12;
+
+// The CRC covers the body: the frame's head after the header, the state, the readings.
+uint32_t HeadCrc(const std::string& frame, size_t head) {
+  return crc32c::Value(frame.data() + kHeader, head - kHeader);
+}
+
+size_t EncodeCheckpointParts(const std::vector<std::pair<uint32_t, uint64_t>>& offsets,
+                             std::string_view engine_state,
+                             const std::vector<std::string_view>& readings, std::string* out,
+                             uint64_t replay_applied) {
+  const size_t head =
+      EncodeCheckpointFrame(offsets, engine_state.size(), readings, out, replay_applied);
+  uint32_t crc = HeadCrc(*out, head);
   crc = crc32c::Extend(crc, engine_state.data(), engine_state.size());
   crc = crc32c::Extend(crc, out->data() + head, out->size() - head);
   crc = crc32c::Mask(crc);
-  std::memcpy(out->data() + sizeof kMagic + 12, &crc, 4);
+  std::memcpy(out->data() + kCrcAt, &crc, 4);
   return head;
 }
+
+Status WriteAll(int fd, std::string_view data, const std::string& name) {
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t w = ::write(fd, data.data() + off, data.size() - off);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return Status::IoError(fmt::format("write {}: {}", name, std::strerror(errno)));
+    }
+    off += static_cast<size_t>(w);
+  }
+  return Status::Ok();
+}
+
+// Writes a checkpoint file's bytes as the engine state streams in: the frame's head at
+// Begin, each piece as it comes, then the readings and the CRC (at its place in the header).
+class CheckpointFileSink : public stream::StateSink {
+ public:
+  CheckpointFileSink(int fd, const std::string& name,
+                     const std::vector<std::pair<uint32_t, uint64_t>>& offsets,
+                     const std::vector<std::string_view>& readings, std::string* frame,
+                     uint64_t replay_applied)
+      : fd_(fd),
+        name_(name),
+        offsets_(offsets),
+        readings_(readings),
+        frame_(frame),
+        replay_applied_(replay_applied) {}
+
+  Status Begin(uint64_t total_bytes) override {
+    if (begun_) return Status::Internal("checkpoint: the engine state began twice");
+    begun_ = true;
+    state_size_ = total_bytes;
+    head_ = EncodeCheckpointFrame(offsets_, total_bytes, readings_, frame_, replay_applied_);
+    crc_ = HeadCrc(*frame_, head_);
+    return WriteAll(fd_, std::string_view(*frame_).substr(0, head_), name_);
+  }
+  Status Write(std::string_view piece) override {
+    if (!begun_ || state_written_ + piece.size() > state_size_) {
+      return Status::Internal("checkpoint: more engine state than announced");
+    }
+    crc_ = crc32c::Extend(crc_, piece.data(), piece.size());
+    state_written_ += piece.size();
+    return WriteAll(fd_, piece, name_);
+  }
+  // After the state: the readings, then the CRC over everything. Returns the file's size.
+  Result<uint64_t> Finish() {
+    if (!begun_ || state_written_ != state_size_) {
+      return Status::Internal("checkpoint: less engine state than announced");
+    }
+    const std::string_view tail = std::string_view(*frame_).substr(head_);
+    crc_ = crc32c::Mask(crc32c::Extend(crc_, tail.data(), tail.size()));
+    JOULE_RETURN_IF_ERROR(WriteAll(fd_, tail, name_));
+    char crc[4];
+    std::memcpy(crc, &crc_, 4);
+    if (::pwrite(fd_, crc, 4, kCrcAt) != 4) {
+      return Status::IoError(fmt::format("write {}: {}", name_, std::strerror(errno)));
+    }
+    return static_cast<uint64_t>(frame_->size() + state_size_);
+  }
+
+ private:
+  int fd_;
+  const std::string& name_;
+  const std::vector<std::pair<uint32_t, uint64_t>>& offsets_;
+  const std::vector<std::string_view>& readings_;
+  std::string* frame_;
+  uint64_t replay_applied_;
+  bool begun_ = false;
+  uint64_t state_size_ = 0;
+  uint64_t state_written_ = 0;
+  size_t head_ = 0;
+  uint32_t crc_ = 0;
+};
 
 }  // namespace
 
@@ -145,6 +235,23 @@ Result<uint64_t> WriteCheckpointParts(const std::string& path,
   const std::string_view pieces[] = {parts.substr(0, head), engine_state, parts.substr(head)};
   JOULE_RETURN_IF_ERROR(WriteFileAtomically(path, pieces, /*crash_points=*/true));
   return static_cast<uint64_t>(parts.size() + engine_state.size());
+}
+
+Result<uint64_t> WriteCheckpointStreamed(
+    const std::string& path, const std::vector<std::pair<uint32_t, uint64_t>>& offsets,
+    const std::vector<std::string_view>& readings, std::string* scratch, uint64_t replay_applied,
+    const std::function<Status(stream::StateSink&)>& save_state) {
+  uint64_t size = 0;
+  JOULE_RETURN_IF_ERROR(WriteFileAtomically(
+      path,
+      [&](int fd, const std::string& name) -> Status {
+        CheckpointFileSink sink(fd, name, offsets, readings, scratch, replay_applied);
+        JOULE_RETURN_IF_ERROR(save_state(sink));
+        JOULE_ASSIGN_OR_RETURN(size, sink.Finish());
+        return Status::Ok();
+      },
+      /*crash_points=*/true));
+  return size;
 }
 
 Status DecodeCheckpoint(std::string_view data, ProcessorCheckpoint* out,
@@ -204,25 +311,29 @@ Status WriteFileAtomically(const std::string& path, std::string_view data, bool 
 
 Status WriteFileAtomically(const std::string& path, std::span<const std::string_view> pieces,
                            bool crash_points) {
+  return WriteFileAtomically(
+      path,
+      [pieces](int fd, const std::string& name) -> Status {
+        for (std::string_view data : pieces) JOULE_RETURN_IF_ERROR(WriteAll(fd, data, name));
+        return Status::Ok();
+      },
+      crash_points);
+}
+
+Status WriteFileAtomically(const std::string& path,
+                           const std::function<Status(int fd, const std::string& name)>& fill,
+                           bool crash_points) {
   auto crash = [crash_points](std::string_view name) {
     if (crash_points) CrashPoint(name);
   };
   const std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return Status::IoError(fmt::format("open {}: {}", tmp, std::strerror(errno)));
-  for (std::string_view data : pieces) {
-    size_t off = 0;
-    while (off < data.size()) {
-      ssize_t w = ::write(fd, data.data() + off, data.size() - off);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        int err = errno;
-        ::close(fd);
-        ::unlink(tmp.c_str());  // a full disk: give the partial file's space back
-        return Status::IoError(fmt::format("write {}: {}", tmp, std::strerror(err)));
-      }
-      off += static_cast<size_t>(w);
-    }
+  Status filled = fill(fd, tmp);
+  if (!filled.ok()) {
+    ::close(fd);
+    ::unlink(tmp.c_str());  // a full disk: give the partial file's space back
+    return filled;
   }
   crash("checkpoint.after_tmp_write");  // temp file written, not yet fsynced
   if (::fsync(fd) != 0) {

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -16,6 +17,7 @@
 
 #include "common/status.h"
 #include "model/event.h"
+#include "stream/state_sink.h"
 
 namespace joule::app {
 
@@ -51,6 +53,15 @@ Result<uint64_t> WriteCheckpointParts(const std::string& path,
                                       const std::vector<std::string_view>& readings,
                                       std::string* scratch, uint64_t replay_applied = 0);
 
+// The same file, with the engine state streamed into it as `save_state` produces it
+// (WindowEngine::SaveStateTo: its exact size first, then pieces), so that the state is
+// never held in memory a second time. Returns the file's size. An error of save_state, or a
+// state of another size than it announced, leaves `path` as it was.
+Result<uint64_t> WriteCheckpointStreamed(
+    const std::string& path, const std::vector<std::pair<uint32_t, uint64_t>>& offsets,
+    const std::vector<std::string_view>& readings, std::string* scratch, uint64_t replay_applied,
+    const std::function<Status(stream::StateSink&)>& save_state);
+
 // Atomically replaces `path`. Returns the number of bytes written.
 Result<uint64_t> WriteCheckpointFile(const std::string& path,
                                      const ProcessorCheckpoint& checkpoint);
@@ -63,6 +74,11 @@ Status WriteFileAtomically(const std::string& path, std::string_view data,
                            bool crash_points = false);
 // The same for a file made of `pieces`, written in order.
 Status WriteFileAtomically(const std::string& path, std::span<const std::string_view> pieces,
+                           bool crash_points = false);
+// The same for a file whose bytes `fill` writes to `fd` (`name`: the temp file's path, for
+// messages). An error of fill removes the temp file and is returned.
+Status WriteFileAtomically(const std::string& path,
+                           const std::function<Status(int fd, const std::string& name)>& fill,
                            bool crash_points = false);
 
 // fsync of a directory (after a rename or unlink in it); a failed fsync aborts.

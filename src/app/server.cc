@@ -389,6 +389,7 @@ int RunServer(const Config& given_config) {
   for (int i = 0; i < threads; ++i) {
     PartitionProcessorOptions po;
     po.index = i;
+    po.count = threads;
     po.nice = config.background_nice;
     for (uint32_t p = i; p < config.log_partitions; p += threads) po.partitions.push_back(p);
     po.engine = EngineOptionsFrom(config);

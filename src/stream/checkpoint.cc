@@ -22,8 +22,10 @@ constexpr char kMagic[4] = {'J', 'S', 'W', 'E'};
 constexpr uint32_t kFormatVersion = 6;
 constexpr size_t kHeaderSize = 4 + 4 + 8;
 
+// Appends to a string.
 class Writer {
  public:
+  static constexpr bool kCountOnly = false;
   explicit Writer(std::string* out) : out_(out) {}
   template <typename T>
   void Fixed(T v) {
@@ -43,6 +45,23 @@ class Writer {
 
  private:
   std::string* out_;
+};
+
+// Counts what a Writer would append (SaveStateTo's first walk: the size goes first).
+class CountingWriter {
+ public:
+  static constexpr bool kCountOnly = true;
+  void U8(uint8_t) { n_ += 1; }
+  void U32(uint32_t) { n_ += 4; }
+  void U64(uint64_t) { n_ += 8; }
+  void I64(int64_t) { n_ += 8; }
+  void F64(double) { n_ += 8; }
+  void Str(std::string_view s) { n_ += 4 + s.size(); }
+  void Skip(size_t n) { n_ += n; }
+  uint64_t bytes() const { return n_; }
+
+ private:
+  uint64_t n_ = 0;
 };
 
 class Reader {
@@ -110,7 +129,8 @@ constexpr size_t kAccBytes = 8 + 5 * 8 + 2 * 8 + 8 + 8 + 8 + 8 + 1;
 
 // Acc keeps one (x, y) pair whose meaning depends on the metric's kind; the format keeps
 // the four named fields (the ones of the other kinds are 0).
-void WriteAcc(Writer& w, const Acc& a, model::MetricKind kind) {
+template <class W>
+void WriteAcc(W& w, const Acc& a, model::MetricKind kind) {
   const bool power = kind == model::MetricKind::kPower;
   const bool counter = kind == model::MetricKind::kCounter;
   w.U64(a.count);
@@ -154,7 +174,8 @@ Acc ReadAcc(Reader& r, model::MetricKind kind) {
 }
 
 // By metric id. REQUIRES: v.size() <= metrics.size().
-void WriteAccs(Writer& w, const std::vector<Acc>& v, const std::vector<MetricState>& metrics) {
+template <class W>
+void WriteAccs(W& w, const std::vector<Acc>& v, const std::vector<MetricState>& metrics) {
   w.U32(static_cast<uint32_t>(v.size()));
   for (size_t i = 0; i < v.size(); ++i) WriteAcc(w, v[i], metrics[i].kind);
 }
@@ -184,21 +205,20 @@ Status Fail(WindowEngine::Impl& E, const char* what) {
 
 }  // namespace
 
-Status WindowEngine::SaveState(std::string* out) const {
-  // Pending rows are folded, and stale accumulators (a cache of what the histories hold)
-  // brought up to date — neither changes a result — so that the file holds plain values.
-  impl_->FlushAll();
-  for (auto& dp : impl_->devices) {
-    for (Window* w : dp->win[kBaseRes]) impl_->CleanWindow(*dp, w);
-  }
-  const Impl& E = *impl_;
-  out->clear();
-  out->append(kMagic, 4);
-  Writer w(out);
-  w.U32(kFormatVersion);
-  w.U64(0);  // payload length, patched below
-  const size_t payload_start = out->size();
+namespace {
 
+// Folds pending rows and brings stale accumulators (a cache of what the histories hold) up
+// to date — neither changes a result — so that a checkpoint holds plain values.
+void PrepareSave(WindowEngine::Impl& E) {
+  E.FlushAll();
+  for (auto& dp : E.devices) {
+    for (Window* w : dp->win[kBaseRes]) E.CleanWindow(*dp, w);
+  }
+}
+
+// The payload's fields before the devices.
+template <class W>
+void WriteEngineFields(W& w, const WindowEngine::Impl& E) {
   w.I64(E.opt.window_ns);
   w.I64(E.opt.max_gap_ns);
   w.U64(E.events);
@@ -209,77 +229,140 @@ Status WindowEngine::SaveState(std::string* out) const {
   w.I64(E.last_tick);
   w.U32(E.version_epoch);
   w.U32(static_cast<uint32_t>(E.devices.size()));
-  std::vector<FlatKeySet::Entry> dedup_scratch;
-  for (const auto& dp : E.devices) {
-    const Device& d = *dp;
-    w.Str(d.id);
-    w.U8(d.has_events ? 1 : 0);
-    w.I64(d.max_t);
-    w.I64(d.wm);
-    w.I64(d.fin_wm);
-    w.I64(d.last_seen);
-    w.I64(d.next_early);
-    w.U32(d.skew_n);
-    for (int64_t s : d.skew) w.I64(s);
-    w.I64(d.last_received);
-    w.U64(d.events);
-    w.U64(d.late_updates);
-    w.U64(d.late_dropped);
-    w.U64(d.duplicates);
-    w.Str(d.timezone);
-    w.I64(d.latest_day_end);
-    w.I64(d.complete_from);
-    w.I64(d.evicted_to);
-    w.U32(static_cast<uint32_t>(d.metrics.size()));
-    for (const MetricState& ms : d.metrics) {
-      w.Str(E.NameOf(ms));
-      w.U8(static_cast<uint8_t>(ms.kind));
-      w.U32(static_cast<uint32_t>(ms.hist.size()));
+}
+
+template <class W>
+void WriteDevice(W& w, const WindowEngine::Impl& E, const Device& d,
+                 std::vector<FlatKeySet::Entry>* dedup_scratch) {
+  w.Str(d.id);
+  w.U8(d.has_events ? 1 : 0);
+  w.I64(d.max_t);
+  w.I64(d.wm);
+  w.I64(d.fin_wm);
+  w.I64(d.last_seen);
+  w.I64(d.next_early);
+  w.U32(d.skew_n);
+  for (int64_t s : d.skew) w.I64(s);
+  w.I64(d.last_received);
+  w.U64(d.events);
+  w.U64(d.late_updates);
+  w.U64(d.late_dropped);
+  w.U64(d.duplicates);
+  w.Str(d.timezone);
+  w.I64(d.latest_day_end);
+  w.I64(d.complete_from);
+  w.I64(d.evicted_to);
+  w.U32(static_cast<uint32_t>(d.metrics.size()));
+  for (const MetricState& ms : d.metrics) {
+    w.Str(E.NameOf(ms));
+    w.U8(static_cast<uint8_t>(ms.kind));
+    w.U32(static_cast<uint32_t>(ms.hist.size()));
+    // Every counter sample's baseline, stored or not (MetricState::BaselineAt).
+    const bool counter = ms.kind == model::MetricKind::kCounter;
+    if constexpr (W::kCountOnly) {
+      w.Skip(ms.hist.size() * 16 + 4 + (counter ? ms.hist.size() * 8 : 0));
+    } else {
       for (size_t k = 0; k < ms.hist.size(); ++k) {
         w.I64(ms.hist[k].t);
         w.F64(ms.hist[k].v);
       }
-      // Every counter sample's baseline, stored or not (MetricState::BaselineAt).
-      const bool counter = ms.kind == model::MetricKind::kCounter;
       w.U32(static_cast<uint32_t>(counter ? ms.hist.size() : 0));
       if (counter) {
         for (size_t k = 0; k < ms.hist.size(); ++k) w.F64(ms.BaselineAt(k));
       }
     }
-    for (int res = 0; res < kNumRes; ++res) {
-      w.U32(static_cast<uint32_t>(d.win[res].size()));
-      for (const Window* win : d.win[res]) {
-        w.I64(win->start);
-        w.I64(win->end);
-        w.U8(win->final ? 1 : 0);
-        w.U64(win->version);
-        w.U64(win->count);
-        w.Str(win->local_date());
-        w.Str(win->timezone());
-        WriteAccs(w, win->acc, d.metrics);
-        w.U8(win->has_early ? 1 : 0);
-        w.U64(win->early_fp);
-      }
+  }
+  for (int res = 0; res < kNumRes; ++res) {
+    w.U32(static_cast<uint32_t>(d.win[res].size()));
+    for (const Window* win : d.win[res]) {
+      w.I64(win->start);
+      w.I64(win->end);
+      w.U8(win->final ? 1 : 0);
+      w.U64(win->version);
+      w.U64(win->count);
+      w.Str(win->local_date());
+      w.Str(win->timezone());
+      WriteAccs(w, win->acc, d.metrics);
+      w.U8(win->has_early ? 1 : 0);
+      w.U64(win->early_fp);
     }
+  }
+  if constexpr (W::kCountOnly) {
+    w.Skip(4 + d.dedup.size() * 16);
+  } else {
     // In key order: the table's slot order depends on insertion history (an entry that
     // wrapped around the end comes first), and one state must always save to the same bytes.
-    dedup_scratch.clear();
-    d.dedup.ForEach([&](const FlatKeySet::Entry& e) { dedup_scratch.push_back(e); });
-    std::sort(dedup_scratch.begin(), dedup_scratch.end(),
+    dedup_scratch->clear();
+    d.dedup.ForEach([&](const FlatKeySet::Entry& e) { dedup_scratch->push_back(e); });
+    std::sort(dedup_scratch->begin(), dedup_scratch->end(),
               [](const FlatKeySet::Entry& a, const FlatKeySet::Entry& b) { return a.key < b.key; });
-    w.U32(static_cast<uint32_t>(dedup_scratch.size()));
-    for (const FlatKeySet::Entry& e : dedup_scratch) {
+    w.U32(static_cast<uint32_t>(dedup_scratch->size()));
+    for (const FlatKeySet::Entry& e : *dedup_scratch) {
       w.U64(e.key);
       w.I64(e.t);
     }
-    w.U32(static_cast<uint32_t>(d.seen_ts.size()));
-    for (size_t i = 0; i < d.seen_ts.size(); ++i) w.I64(d.seen_ts[i]);
   }
+  w.U32(static_cast<uint32_t>(d.seen_ts.size()));
+  for (size_t i = 0; i < d.seen_ts.size(); ++i) w.I64(d.seen_ts[i]);
+}
+
+}  // namespace
+
+Status WindowEngine::SaveState(std::string* out) const {
+  PrepareSave(*impl_);
+  const Impl& E = *impl_;
+  out->clear();
+  out->append(kMagic, 4);
+  Writer w(out);
+  w.U32(kFormatVersion);
+  w.U64(0);  // payload length, patched below
+  const size_t payload_start = out->size();
+  WriteEngineFields(w, E);
+  std::vector<FlatKeySet::Entry> dedup_scratch;
+  for (const auto& dp : E.devices) WriteDevice(w, E, *dp, &dedup_scratch);
   uint64_t payload_len = out->size() - payload_start;
   std::memcpy(out->data() + 8, &payload_len, 8);
   uint32_t crc = crc32c::Mask(crc32c::Value(out->data(), out->size()));
   w.U32(crc);
   return Status::Ok();
+}
+
+Status WindowEngine::SaveStateTo(StateSink& sink, std::string* buffer, size_t chunk) const {
+  PrepareSave(*impl_);
+  const Impl& E = *impl_;
+  CountingWriter count;
+  WriteEngineFields(count, E);
+  for (const auto& dp : E.devices) WriteDevice(count, E, *dp, nullptr);
+  const uint64_t payload_len = count.bytes();
+  const uint64_t total = kHeaderSize + payload_len + 4;
+  JOULE_RETURN_IF_ERROR(sink.Begin(total));
+  buffer->clear();
+  buffer->append(kMagic, 4);
+  Writer w(buffer);
+  w.U32(kFormatVersion);
+  w.U64(payload_len);
+  WriteEngineFields(w, E);
+  uint32_t crc = 0;
+  uint64_t written = 0;
+  auto hand_over = [&]() -> Status {
+    crc = crc32c::Extend(crc, buffer->data(), buffer->size());
+    written += buffer->size();
+    Status st = sink.Write(*buffer);
+    buffer->clear();
+    return st;
+  };
+  std::vector<FlatKeySet::Entry> dedup_scratch;
+  for (const auto& dp : E.devices) {
+    WriteDevice(w, E, *dp, &dedup_scratch);
+    if (buffer->size() >= chunk) JOULE_RETURN_IF_ERROR(hand_over());
+  }
+  if (written + buffer->size() != kHeaderSize + payload_len) {
+    // The two walks disagree: a bug in this file, never a file that does not read back.
+    return Status::Internal("engine state: the counted size differs from the bytes written");
+  }
+  JOULE_RETURN_IF_ERROR(hand_over());
+  w.U32(crc32c::Mask(crc));
+  return sink.Write(*buffer);
 }
 
 Status WindowEngine::RestoreState(std::string_view data, int64_t now_ns) {

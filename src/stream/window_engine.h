@@ -30,6 +30,7 @@
 #include "common/status.h"
 #include "model/aggregate_record.h"
 #include "model/event.h"
+#include "stream/state_sink.h"
 
 namespace joule::stream {
 
@@ -121,6 +122,11 @@ class WindowEngine {
   // Serializes all state (windows, samples within the lateness horizon, pending events,
   // de-duplication keys, versions, counters) — docs/formats/checkpoint.md.
   Status SaveState(std::string* out) const;
+  // The same bytes, streamed: sink.Begin(their exact size) — found by a first, counting walk
+  // of the state — then sink.Write for pieces of about `chunk` bytes, assembled in `buffer`
+  // (its capacity is reused between calls). Memory: one piece, not a copy of the state.
+  // The engine must not change between the two walks (the caller holds it).
+  Status SaveStateTo(StateSink& sink, std::string* buffer, size_t chunk = size_t{1} << 20) const;
   // Replaces all state. On error the engine is left empty. `now_ns`: the processing time of
   // the restore; the state's processing-time stamps later than it (a device's last event,
   // its next early firing, the last tick: the data dir was written while the clock was

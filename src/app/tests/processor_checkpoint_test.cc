@@ -215,5 +215,67 @@ TEST(ProcessorCheckpointTest, PartsGiveTheSameBytesAsOneBuffer) {
   }
 }
 
+// The engine state streamed into the file (WriteCheckpointStreamed) gives the same file as
+// from one buffer; a state source that fails, or that writes more or less than it
+// announced, leaves the file that was there.
+struct Source {
+  std::string_view state;
+  size_t piece = 1000;
+  int64_t lie = 0;  // added to the announced size
+  bool fail = false;
+  Status operator()(stream::StateSink& sink) const {
+    JOULE_RETURN_IF_ERROR(sink.Begin(state.size() + lie));
+    for (size_t at = 0; at < state.size(); at += piece) {
+      if (fail && at > 0) return Status::IoError("disk full");
+      JOULE_RETURN_IF_ERROR(sink.Write(state.substr(at, piece)));
+    }
+    return Status::Ok();
+  }
+};
+
+TEST(ProcessorCheckpointTest, StreamedStateGivesTheSameFile) {
+  CheckpointDir dir;
+  const std::string path = dir.file;
+  std::string state(300'000, '\0');
+  for (size_t i = 0; i < state.size(); ++i) state[i] = static_cast<char>(i * 7 + (i >> 11));
+  const std::vector<std::pair<uint32_t, uint64_t>> offsets = {{1, 99}, {3, 12345}};
+  std::string r1;
+  model::EncodeEvent(Sample().readings[0], &r1);
+  const std::vector<std::string_view> readings = {r1};
+  std::string scratch;
+  for (uint64_t replay : {uint64_t{0}, uint64_t{42}}) {
+    for (size_t piece : {size_t{1} << 20, size_t{4096}, size_t{333}}) {
+      std::string want;
+      EncodeCheckpointTo(offsets, state, readings, &want, replay);
+      auto size =
+          WriteCheckpointStreamed(path, offsets, readings, &scratch, replay, Source{state, piece});
+      ASSERT_TRUE(size.ok()) << size.status().ToString();
+      EXPECT_EQ(*size, want.size());
+      std::ifstream in(path, std::ios::binary);
+      std::stringstream file;
+      file << in.rdbuf();
+      EXPECT_TRUE(file.str() == want) << piece;
+      auto read = ReadCheckpointFile(path);
+      ASSERT_TRUE(read.ok()) << read.status().ToString();
+      ASSERT_TRUE(read->has_value());
+      EXPECT_TRUE((*read)->engine_state == state);
+      EXPECT_EQ((*read)->replay_applied, replay);
+    }
+  }
+  std::string before;
+  EncodeCheckpointTo(offsets, state, readings, &before);
+  ASSERT_TRUE(WriteCheckpointParts(path, offsets, state, readings, &scratch).ok());
+  for (Source bad :
+       {Source{state, 1000, 0, true}, Source{state, 1000, 5}, Source{state, 1000, -5}}) {
+    auto size = WriteCheckpointStreamed(path, offsets, readings, &scratch, 0, bad);
+    EXPECT_FALSE(size.ok());
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream file;
+    file << in.rdbuf();
+    EXPECT_TRUE(file.str() == before);
+    EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  }
+}
+
 }  // namespace
 }  // namespace joule::app

@@ -55,6 +55,65 @@ TEST(CheckpointTest, RoundTripContinuesIdentically) {
   EXPECT_EQ(b.stats().duplicates, 100u);
 }
 
+// SaveStateTo streams exactly SaveState's bytes, announced at their size before the first
+// piece, in pieces of about the asked size, whatever that size; a failing sink stops it.
+struct Pieces : StateSink {
+  Status Begin(uint64_t total) override {
+    ++begins;
+    announced = total;
+    return Status::Ok();
+  }
+  Status Write(std::string_view piece) override {
+    if (fail_at >= 0 && static_cast<int>(sizes.size()) == fail_at) {
+      return Status::IoError("disk full");
+    }
+    sizes.push_back(piece.size());
+    bytes.append(piece);
+    return Status::Ok();
+  }
+  int begins = 0;
+  uint64_t announced = 0;
+  int fail_at = -1;
+  std::vector<size_t> sizes;
+  std::string bytes;
+};
+
+TEST(CheckpointTest, StreamedStateIsTheSameBytes) {
+  WindowEngine e{EngineOptions{}};
+  Collect c;
+  Feed(e, 0, 700, &c);
+  std::string want;
+  ASSERT_TRUE(e.SaveState(&want).ok());
+  for (size_t chunk : {size_t{1}, size_t{100}, size_t{4096}, size_t{1} << 20}) {
+    Pieces p;
+    std::string buffer = "left over";
+    ASSERT_TRUE(e.SaveStateTo(p, &buffer, chunk).ok()) << chunk;
+    EXPECT_EQ(p.begins, 1);
+    EXPECT_EQ(p.announced, want.size());
+    EXPECT_TRUE(p.bytes == want) << chunk;
+    if (chunk >= want.size()) {
+      EXPECT_EQ(p.sizes.size(), 2u);  // the state, then its CRC
+    }
+    if (chunk == 100) {
+      EXPECT_GT(p.sizes.size(), 3u);
+    }
+  }
+  Pieces failing;
+  failing.fail_at = 1;
+  std::string buffer;
+  Status st = e.SaveStateTo(failing, &buffer, 100);
+  EXPECT_EQ(st.code(), StatusCode::kIoError);
+  EXPECT_EQ(failing.sizes.size(), 1u);
+  // An empty engine too.
+  WindowEngine empty{EngineOptions{}};
+  ASSERT_TRUE(empty.SaveState(&want).ok());
+  Pieces p;
+  ASSERT_TRUE(empty.SaveStateTo(p, &buffer).ok());
+  EXPECT_TRUE(p.bytes == want);
+  WindowEngine back{EngineOptions{}};
+  EXPECT_TRUE(back.RestoreState(p.bytes).ok());
+}
+
 // Health's last_seen is when ingest accepted the device's latest event (received_at), also
 // when the event is processed much later — replayed from the log after a restart — and
 // across a checkpoint (found by a black-box test: health showed the restart time for every
