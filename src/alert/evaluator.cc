@@ -39,23 +39,54 @@ const Rule* Evaluator::FindRule(std::string_view id) const {
   return nullptr;
 }
 
+bool Evaluator::Covers(const Rule& rule, const std::string& device_id) const {
+  if (!rule.scope.device_id.empty()) {
+    if (rule.scope.device_id != device_id) return false;
+    // An admin rule scoped to a device id judges it registered or not.
+    if (rule.owner_id.empty()) return true;
+  }
+  const DeviceInfo info = lookup_ ? lookup_(device_id) : DeviceInfo{};
+  return RuleCovers(rule, device_id, info.owner_id, info.model);
+}
+
 void Evaluator::SetRules(std::vector<Rule> rules, int64_t now, std::vector<AlertUpdate>* out) {
   // Keep the tracks of rules that did not change (compared by canonical JSON).
   std::unordered_map<std::string, std::string> before;
   for (const Rule& r : rules_) before[r.id] = RuleToJson(r, true);
   std::unordered_map<std::string, bool> keep;
+  std::unordered_map<std::string, const Rule*> after;
   for (const Rule& r : rules) {
     auto it = before.find(r.id);
     keep[r.id] = it != before.end() && it->second == RuleToJson(r, true);
+    after[r.id] = &r;
   }
   const size_t first_update = out != nullptr ? out->size() : 0;
   for (auto it = tracks_.begin(); it != tracks_.end();) {
     std::string rule_id = it->first.substr(0, it->first.find('\n'));
+    const std::string device_id = it->first.substr(it->first.find('\n') + 1);
     auto k = keep.find(rule_id);
+    // Why the rule's open alerts for this device end ("" = they continue).
+    std::string ended;
     if (k == keep.end()) {
       // A deleted rule: its open alerts end with it (they would stay open for ever).
+      ended = "resolved: the rule was deleted";
+    } else if (!k->second) {
+      // A change that makes the open alerts meaningless ends them too (found by a
+      // black-box test: a disabled rule's alert stayed firing for ever, one of a rule
+      // scoped to another device stayed firing until a restart, and a kind change
+      // rewrote a threshold alert as an absence alert, resolved as a "backlog").
+      const Rule* old = FindRule(rule_id);
+      const Rule& now_rule = *after[rule_id];
+      if (old != nullptr && old->kind != now_rule.kind) {
+        ended = "resolved: the rule's kind changed";
+      } else if (old != nullptr && old->enabled && !now_rule.enabled) {
+        ended = "resolved: the rule was disabled";
+      } else if (old != nullptr && !Covers(now_rule, device_id)) {
+        ended = "resolved: the device left the rule's scope";
+      }
+    }
+    if (!ended.empty()) {
       const Rule* old = out != nullptr ? FindRule(rule_id) : nullptr;
-      const std::string device_id = it->first.substr(it->first.find('\n') + 1);
       for (Known& kn : it->second.known) {
         if (old == nullptr || !Active(kn.state)) continue;
         if (kn.state == store::AlertState::kFiring) kn.fired = true;
@@ -63,9 +94,9 @@ void Evaluator::SetRules(std::vector<Rule> rules, int64_t now, std::vector<Alert
         kn.end_we = kn.open_we;
         // The episode as last reported (value, peak, firing window): the body says what
         // fired (found by a black-box re-test: a deleted rule's "resolved" dropped them).
+        // The old rule describes it (its kind) and its channels got its "firing".
         const std::optional<Episode> last = kn.last;
-        out->push_back(Make(*old, device_id, kn, "resolved", now, last ? &*last : nullptr,
-                            "resolved: the rule was deleted"));
+        out->push_back(Make(*old, device_id, kn, "resolved", now, last ? &*last : nullptr, ended));
       }
       it = tracks_.erase(it);
     } else {

@@ -83,7 +83,10 @@ class Evaluator {
 
   // Replaces the rule set. State of rules that disappeared or changed is dropped; the
   // active (pending or firing) alerts of a rule that disappeared are resolved ("the rule was
-  // deleted"), appended to `out` when it is not null.
+  // deleted"), and so are those of a changed rule whose kind changed ("the rule's kind
+  // changed"), that was disabled ("the rule was disabled") or that no longer covers the
+  // alert's device ("the device left the rule's scope"); appended to `out` when it is not
+  // null. The open alerts of a rule changed otherwise continue (matched by span).
   void SetRules(std::vector<Rule> rules, int64_t now = 0, std::vector<AlertUpdate>* out = nullptr);
   const std::vector<Rule>& rules() const { return rules_; }
 
@@ -233,6 +236,8 @@ class Evaluator {
 
   static std::string TrackKey(std::string_view rule_id, std::string_view device_id);
   const Rule* FindRule(std::string_view id) const;
+  // Whether `device_id` is in the rule's scope (RuleCovers with the device's metadata).
+  bool Covers(const Rule& rule, const std::string& device_id) const;
   void Step(const Rule& rule, Machine& m, int64_t ws, const Verdict& v,
             std::vector<Episode>* closed) const;
   void Recompute(const Rule& rule, const std::string& device_id, Track& t, int64_t now,

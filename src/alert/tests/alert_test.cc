@@ -109,7 +109,14 @@ void RunScenario(const std::filesystem::path& path) {
       } else {
         rules.push_back(*r);
       }
-      ev->SetRules(rules);
+      // A change can end open alerts (disabled, kind changed, scope left).
+      check_drained(lineno);
+      std::vector<AlertUpdate> out;
+      ev->SetRules(rules, now, &out);
+      for (auto& u : out) {
+        stored[u.alert.id] = u.alert;
+        got.push_back(std::move(u));
+      }
     } else if (cmd == "restart") {
       // A new evaluator (the alert engine after a restart): the rules, the registered
       // devices are seeded again by the engine (not here), and the store's open alerts are
@@ -284,10 +291,22 @@ void RunScenario(const std::filesystem::path& path) {
       updated_at[u.alert.id] = std::string(updated);
       for (const std::string& f : fields) {
         // value: a time (HH:MM, as elsewhere), a number, "-" (absent) or a string.
-        const std::string key = f.substr(0, f.find('='));
-        const std::string want = f.substr(f.find('=') + 1);
+        // key~=text: the string field contains text ('_' for a space).
+        const bool contains = f.find("~=") != std::string::npos;
+        const std::string key = f.substr(0, f.find(contains ? "~=" : "="));
+        std::string want = f.substr(f.find('=') + 1);
         simdjson::dom::element v;
         const bool has = body[key].get(v) == simdjson::SUCCESS;
+        if (contains) {
+          std::replace(want.begin(), want.end(), '_', ' ');
+          std::string_view sv;
+          ASSERT_TRUE(has && v.get_string().get(sv) == simdjson::SUCCESS)
+              << path.filename() << ":" << lineno << ": no string " << key << " in "
+              << u.alert.json;
+          EXPECT_NE(sv.find(want), std::string_view::npos)
+              << path.filename() << ":" << lineno << " " << key << " in " << u.alert.json;
+          continue;
+        }
         if (want == "-") {
           EXPECT_FALSE(has) << path.filename() << ":" << lineno << " " << u.alert.json;
           continue;
