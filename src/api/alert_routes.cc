@@ -102,13 +102,18 @@ class AlertRoutes {
     if (!req.body.empty()) {
       simdjson::dom::parser p;
       simdjson::dom::element e;
-      if (p.parse(req.body).get(e) != simdjson::SUCCESS || !e.is_object()) {
+      simdjson::dom::object obj;
+      if (p.parse(req.body).get(e) != simdjson::SUCCESS ||
+          e.get_object().get(obj) != simdjson::SUCCESS) {
         return responder.Send(
             ErrorFromStatus(Status::InvalidArgument("body must be a JSON object")));
       }
-      simdjson::dom::element v;
-      if (e["acked"].get(v) == simdjson::SUCCESS && v.get_bool().get(acked) != simdjson::SUCCESS) {
-        return responder.Send(ErrorFromStatus(Status::InvalidArgument("acked must be a boolean")));
+      for (auto field : obj) {
+        if (field.key != "acked") return responder.Send(ErrorFromStatus(UnknownField(field.key)));
+        if (field.value.get_bool().get(acked) != simdjson::SUCCESS) {
+          return responder.Send(
+              ErrorFromStatus(Status::InvalidArgument("acked must be a boolean")));
+        }
       }
     }
     Result<store::Alert> a = ctx_.metadata->SetAlertAcked(id, acked);
@@ -127,8 +132,15 @@ class AlertRoutes {
     simdjson::dom::parser p;
     simdjson::dom::element e;
     auto bad = [&](std::string m) { responder.Send(ErrorFromStatus(Status::InvalidArgument(m))); };
-    if (p.parse(req.body).get(e) != simdjson::SUCCESS || !e.is_object()) {
+    simdjson::dom::object obj;
+    if (p.parse(req.body).get(e) != simdjson::SUCCESS ||
+        e.get_object().get(obj) != simdjson::SUCCESS) {
       return bad("body must be a JSON object: {\"until\": \"<RFC 3339>\"} or {\"for\": \"1h\"}");
+    }
+    for (auto field : obj) {
+      if (field.key != "until" && field.key != "for") {
+        return responder.Send(ErrorFromStatus(UnknownField(field.key)));
+      }
     }
     std::optional<int64_t> until;
     simdjson::dom::element u, d;

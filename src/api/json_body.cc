@@ -24,4 +24,8 @@ std::optional<net::HttpResponse> RefuseJsonBody(const net::HttpRequest& req, siz
   return std::nullopt;
 }
 
+Status UnknownField(std::string_view key) {
+  return Status::InvalidArgument(fmt::format("unknown field \"{}\"", key.substr(0, 64)));
+}
+
 }  // namespace joule::api

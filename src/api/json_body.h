@@ -9,12 +9,19 @@
 
 #include <cstddef>
 #include <optional>
+#include <string_view>
 
+#include "common/status.h"
 #include "net/http_message.h"
 
 namespace joule::api {
 
 // The refusal to send, or nullopt when the body may be parsed.
 std::optional<net::HttpResponse> RefuseJsonBody(const net::HttpRequest& req, size_t max_bytes);
+
+// The 400 for a body field the route does not know, worded as alert::ParseRule words it
+// for rules (`unknown field "x"`, the name cut at 64 bytes): bodies are strict, so a typo
+// (`{"ackd": false}`) is refused instead of taking the default.
+Status UnknownField(std::string_view key);
 
 }  // namespace joule::api

@@ -92,7 +92,7 @@ Result<ReplayJobRequest> ParseReplayBody(const net::HttpRequest& req) {
       continue;
     }
     if (key != "device_id" && key != "owner_id") {
-      return Status::InvalidArgument(fmt::format("unknown field \"{}\"", key.substr(0, 64)));
+      return UnknownField(key);
     }
     std::string_view s;
     if (field.value.get_string().get(s) != simdjson::SUCCESS) {
