@@ -456,7 +456,7 @@ void AlertEngine::Apply(std::vector<AlertUpdate>& updates) {
     submit.clear();
     if (u.reminder) {
       reminders_->Inc();
-    } else {
+    } else if (!u.value_update) {
       transitions_[EventIndex(u.event)]->Inc();
     }
     if (u.notify) {

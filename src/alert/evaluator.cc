@@ -511,7 +511,7 @@ void Evaluator::Recompute(const Rule& rule, const std::string& device_id, Track&
   // alert whose windows a late update joined to an earlier alert's episode.
   std::vector<int> episode_alert(episodes.size(), -1);
   for (size_t ei = 0; ei < episodes.size(); ++ei) {
-    const Episode& e = episodes[ei];
+    Episode& e = episodes[ei];
     int found = -1;
     for (size_t i = 0; i < t.known.size(); ++i) {
       if (matched[i]) continue;
@@ -546,6 +546,9 @@ void Evaluator::Recompute(const Rule& rule, const std::string& device_id, Track&
     matched[found] = true;
     episode_alert[ei] = found;
     Known& k = t.known[found];
+    // An energy budget's day is judged from its latest record only: its peak is the
+    // largest total reported for the day so far.
+    if (rule.kind == RuleKind::kEnergyBudget && k.last) e.peak = std::max(e.peak, k.last->peak);
     k.end_we = e.closed ? e.last_we : INT64_MAX;
     // A retracted alert whose episode fires again is back (a new cycle of notifications).
     const bool was_retracted = k.retracted;
@@ -584,6 +587,18 @@ void Evaluator::Recompute(const Rule& rule, const std::string& device_id, Track&
       continue;
     }
     if (k.state == state) {
+      // A firing energy budget whose day total grew: the row and the SSE event show the
+      // new total (value, peak), without a webhook — the receiver was told "firing", and a
+      // webhook every early firing of the day record would flood it (found by a black-box
+      // test: value and peak stayed at the first total over the budget all day).
+      if (state == store::AlertState::kFiring && rule.kind == RuleKind::kEnergyBudget && k.last &&
+          (k.last->value != e.value || k.last->peak != e.peak)) {
+        AlertUpdate u = Make(rule, device_id, k, "firing", now, &e, "");
+        u.notify = false;
+        u.value_update = true;
+        out->push_back(std::move(u));
+        continue;
+      }
       // A late update changed an episode that was already resolved: its resolution moved
       // to another window (news: a webhook with its own id), or only its values changed
       // (stored, no webhook). Found by a black-box test: neither was recorded.

@@ -71,6 +71,9 @@ struct AlertUpdate {
   // A snooze-end reminder (not a state transition); its webhook-id is derived from
   // `delivery_key` instead of `event`.
   bool reminder = false;
+  // Only the values of an open alert changed (a firing energy budget's day total grew):
+  // stored and published on SSE, never a webhook, not counted as a transition.
+  bool value_update = false;
   std::string delivery_key;  // event, or "firing/snooze_ended/<snoozed_until ns>"
   // Where the webhooks go: the rule's channels when the update was made (a deleted rule's
   // "resolved" goes where its "firing" went).
