@@ -357,6 +357,23 @@ Result<Rule> ParseRule(std::string_view json, const RuleParseOptions& options) {
   if (r.scope.device_id.empty() && r.scope.owner_id.empty() && r.scope.model.empty()) {
     return Bad("scope is required: {\"device_id\"}, {\"owner_id\"} or {\"model\"}");
   }
+  if (options.metric_kind && r.kind != RuleKind::kAbsence) {
+    // Found by a black-box test: a threshold on the delta of power_w was accepted and never
+    // had a value to judge.
+    const model::MetricKind kind = options.metric_kind(r.metric);
+    const bool delta = r.aggregate == Aggregate::kDelta;
+    if ((delta && kind != model::MetricKind::kCounter) ||
+        (!delta && (r.aggregate == Aggregate::kEnergyWh || r.aggregate == Aggregate::kTwa) &&
+         kind != model::MetricKind::kPower)) {
+      return Bad(fmt::format(
+          "aggregate {} needs a {} metric; {} is a {} metric (CONTRACT §2 \"Metric kinds\": "
+          "by name, or [metrics.kinds])",
+          AggregateName(r.aggregate), delta ? "counter" : "power", r.metric,
+          kind == model::MetricKind::kPower     ? "power"
+          : kind == model::MetricKind::kCounter ? "counter"
+                                                : "gauge"));
+    }
+  }
   switch (r.kind) {
     case RuleKind::kThreshold:
     case RuleKind::kRateOfChange:
@@ -387,9 +404,13 @@ Result<Rule> ParseRule(std::string_view json, const RuleParseOptions& options) {
       break;
     case RuleKind::kAbsence:
       if (r.absent_for_ns == 0) return Bad("absent_for is required for kind absence");
+      // metric and resolution too: they were dropped silently (found by a black-box test),
+      // so a rule meant for one metric watched every event of the device.
       if (have_threshold || have_op || have_aggregate || r.clear_threshold || have_for ||
-          r.budget_wh) {
-        return Bad("kind absence takes absent_for only (no threshold, op, aggregate, for_windows)");
+          r.budget_wh || have_metric || have_resolution) {
+        return Bad(
+            "kind absence takes absent_for only (no metric, resolution, threshold, op, "
+            "aggregate, for_windows)");
       }
       break;
     case RuleKind::kEnergyBudget:

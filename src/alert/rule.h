@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -71,6 +72,12 @@ struct RuleParseOptions {
   // channels[0]"): it would deliver every transition twice. Stored rules made before that
   // was refused are read with this set: the first channel of each url is kept.
   bool drop_duplicate_channels = false;
+  // The kind a metric of that name gets (CONTRACT §2 "Metric kinds": by name, unless
+  // [metrics.kinds] says otherwise). Set (the API), an aggregate the kind never has is a
+  // 400: delta of a metric that is not a counter, energy_wh or twa of one that is not a
+  // power metric — such a rule would never see a value. Unset (rules read from the store),
+  // not checked: the configured kinds may have changed since the rule was made.
+  std::function<model::MetricKind(std::string_view metric)> metric_kind;
 };
 
 // Parses and validates a rule body (POST/PUT /v1/rules). `id` and `owner_id` of the

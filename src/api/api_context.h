@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,8 @@ struct ApiContext {
   size_t streams_per_key = 16;
   // POST /v1/rules: rules an owner key may hold (0 = unlimited; the admin is not limited).
   size_t rules_per_owner = 100;
+  // Metric kinds configured by name ([metrics.kinds]); the rest by model::DefaultMetricKind.
+  std::map<std::string, model::MetricKind, std::less<>> metric_kinds;
   // State of a remote latest store (Redis); null = always usable (the memory store).
   // While it is down or catching up after an outage, realtime reads go to history.
   struct LatestState {

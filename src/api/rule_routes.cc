@@ -212,13 +212,19 @@ class RuleRoutes {
                                 const store::Rule* existing = nullptr) {
     alert::RuleParseOptions po;
     po.allow_private_targets = ctx_.alerts ? ctx_.alerts->allow_private_targets() : false;
+    po.metric_kind = [this](std::string_view metric) {
+      auto it = ctx_.metric_kinds.find(metric);
+      return it != ctx_.metric_kinds.end() ? it->second : model::DefaultMetricKind(metric);
+    };
     JOULE_ASSIGN_OR_RETURN(alert::Rule rule, alert::ParseRule(req.body, po));
+    po.metric_kind = nullptr;  // the stored rule below is read as it was made
     if (existing) {
       // "<redacted>" sent back from a GET keeps the stored secret of that url.
       po.allow_private_targets = true;
       po.drop_duplicate_channels = true;
       Result<alert::Rule> old = alert::ParseRule(existing->json, po);
-      for (alert::Channel& c : rule.channels) {
+      for (size_t index = 0; index < rule.channels.size(); ++index) {
+        alert::Channel& c = rule.channels[index];
         if (c.secret != kRedacted) continue;
         bool found = false;
         for (size_t i = 0; old.ok() && i < old->channels.size() && !found; ++i) {
@@ -227,7 +233,14 @@ class RuleRoutes {
             found = true;
           }
         }
-        if (!found) return Status::InvalidArgument("channels[].secret is required");
+        if (!found) {
+          // Named by index, as ParseRule names channel fields (found by a black-box test:
+          // "channels[].secret" did not say which channel).
+          return Status::InvalidArgument(fmt::format(
+              "channels[{}].secret is required: \"{}\" keeps the stored secret only of a "
+              "channel with the same url",
+              index, kRedacted));
+        }
       }
     }
     if (caller.kind == Caller::Kind::kOwner) {

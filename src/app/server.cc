@@ -571,6 +571,7 @@ int RunServer(const Config& given_config) {
   ctx.latest_windows = config.latest_windows;
   ctx.streams_per_key = config.streams_per_key;
   ctx.rules_per_owner = config.rules_per_owner;
+  ctx.metric_kinds = config.metric_kinds;
   if (latest_health) {
     ctx.latest_state = [&processors, h = latest_health.get()] {
       api::ApiContext::LatestState s;

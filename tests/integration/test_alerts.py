@@ -246,6 +246,12 @@ class AlertsTest(AlertServerMixin, JouleTestCase):
         status, _, resp = self.server.request("PUT", f"/v1/rules/{rid}", twice, headers=ADMIN)
         self.assertEqual(status, 400, resp)
         self.assertIn("channels[1].url duplicates channels[0]", resp["error"]["message"])
+        # "<redacted>" with a url the stored rule has not: 400 naming the channel (found by
+        # a black-box test: "channels[].secret is required").
+        moved = dict(got, channels=[dict(got["channels"][0], url="https://hooks.example.com/y")])
+        status, _, resp = self.server.request("PUT", f"/v1/rules/{rid}", moved, headers=ADMIN)
+        self.assertEqual((status, resp["error"]["code"]), (400, "invalid_argument"), resp)
+        self.assertIn("channels[0].secret is required", resp["error"]["message"])
         status, _, put = self.server.request("PUT", f"/v1/rules/{rid}", got, headers=ADMIN)
         self.assertEqual(status, 200, put)
         self.assertEqual(put["threshold"], 2000)

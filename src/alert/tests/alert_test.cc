@@ -647,6 +647,16 @@ TEST(RuleParse, ClearMessages) {
                 .find("allow_private_targets"),
             std::string::npos);
   EXPECT_NE(err(R"({"kind":"absence","absent_for":"10m"})").find("scope"), std::string::npos);
+  // An absence rule has no metric or resolution: given, they are refused like aggregate
+  // (found by a black-box test: they were dropped silently).
+  EXPECT_NE(err(R"({"scope":{"device_id":"d1"},"kind":"absence","absent_for":"10m",)"
+                R"("metric":"power_w"})")
+                .find("kind absence takes absent_for only"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"scope":{"device_id":"d1"},"kind":"absence","absent_for":"10m",)"
+                R"("resolution":"1h"})")
+                .find("kind absence takes absent_for only"),
+            std::string::npos);
   // The same url twice: refused, naming both channels (found by a black-box test: every
   // transition was delivered twice); a stored rule made before is read with the first kept.
   const std::string dup =
@@ -671,6 +681,38 @@ TEST(RuleParse, ClearMessages) {
   Result<Rule> again = ParseRule(RuleToJson(*r, true), po);
   ASSERT_TRUE(again.ok()) << again.status().ToString();
   EXPECT_EQ(RuleToJson(*again, true), RuleToJson(*r, true));
+}
+
+// With the metric kinds known (the API: by name, or [metrics.kinds]), an aggregate the
+// metric's kind never has is refused (found by a black-box test: a threshold on the delta
+// of power_w was accepted and never had a value); rules read from the store are not checked.
+TEST(RuleParse, AggregateMustSuitTheMetricKind) {
+  RuleParseOptions po;
+  po.metric_kind = [](std::string_view m) {
+    return m == "meter_x" ? model::MetricKind::kCounter : model::DefaultMetricKind(m);
+  };
+  auto rule = [](std::string_view metric, std::string_view aggregate) {
+    return fmt::format(
+        R"({{"scope":{{"device_id":"d1"}},"kind":"threshold","metric":"{}","aggregate":"{}",)"
+        R"("op":">","threshold":1}})",
+        metric, aggregate);
+  };
+  Result<Rule> r = ParseRule(rule("power_w", "delta"), po);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("aggregate delta needs a counter metric; power_w is a "
+                                      "power metric"),
+            std::string::npos)
+      << r.status().message();
+  r = ParseRule(rule("temp_c", "twa"), po);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("needs a power metric"), std::string::npos);
+  EXPECT_FALSE(ParseRule(rule("energy_wh", "energy_wh"), po).ok());
+  EXPECT_TRUE(ParseRule(rule("energy_wh", "delta"), po).ok());
+  EXPECT_TRUE(ParseRule(rule("meter_x", "delta"), po).ok());  // configured as a counter
+  EXPECT_TRUE(ParseRule(rule("power_w", "energy_wh"), po).ok());
+  EXPECT_TRUE(ParseRule(rule("power_w", "max"), po).ok());
+  EXPECT_TRUE(ParseRule(rule("power_w", "delta"), RuleParseOptions{}).ok());  // stored
 }
 
 // Alert-store writes that failed while the metadata store was unreachable: per alert the
