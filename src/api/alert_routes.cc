@@ -221,8 +221,10 @@ class AlertRoutes {
     w.String(store::AlertStateName(a.state));
     w.Key("acked");
     w.Bool(a.acked);
+    // A snooze that has ended is no snooze: null (found by a black-box test: the past time
+    // stayed, as if the alert were still snoozed).
     w.Key("snoozed_until");
-    if (a.snoozed_until_ns)
+    if (a.snoozed_until_ns && *a.snoozed_until_ns > ctx_.clock->NowNanos())
       w.String(FormatRfc3339Millis(*a.snoozed_until_ns));
     else
       w.Null();

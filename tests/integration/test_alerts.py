@@ -456,6 +456,13 @@ class AlertsTest(AlertServerMixin, JouleTestCase):
         self.assertEqual(len(receiver.snapshot()), 2)
         self.assertGreaterEqual(metric_value(self.server.metrics_text(),
                                              "joule_alert_snooze_reminders_total"), 1)
+        # The snooze is over: the API shows none (found by a black-box test: the past time
+        # stayed in snoozed_until).
+        status, _, listed = self.server.request("GET", f"/v1/alerts?device_id={dev}",
+                                                headers=ADMIN)
+        mine = [a for a in listed["alerts"] if a["id"] == alert["id"]]
+        self.assertEqual(len(mine), 1, listed)
+        self.assertIsNone(mine[0]["snoozed_until"], mine[0])
 
 
     def test_deleting_a_rule_sends_resolved_through_its_channels(self):
