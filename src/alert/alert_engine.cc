@@ -396,12 +396,17 @@ std::optional<DeliveryStatus> AlertEngine::DeliveryOf(const std::string& alert_i
 void AlertEngine::Run() {
   SetUpThread("joule-alerts", 0);
   int64_t last_tick = 0;
+  bool replaying = static_cast<bool>(options_.replay_done);
+  evaluator_.SetReplaying(replaying);
   std::deque<model::AggregateRecord> batch;
   std::vector<store::Alert> flags;
   std::vector<std::string> devices;
   std::vector<AlertUpdate> updates;
   while (true) {
     bool stopping, tick_now;
+    // Read before the batch is taken: the processors offer their replayed records before
+    // they count as caught up, so once this is true they are all in this batch or earlier.
+    const bool replay_over = replaying && options_.replay_done();
     {
       std::unique_lock lock(mu_);
       cv_.wait_for(lock, std::chrono::nanoseconds(options_.tick_interval_ns), [this] {
@@ -440,6 +445,10 @@ void AlertEngine::Run() {
     evaluator_.RemindSnoozeEnded(now, &updates);  // before records: see evaluator.h
     for (const model::AggregateRecord& r : batch) evaluator_.OnRecord(r, now, &updates);
     batch.clear();
+    if (replay_over) {
+      replaying = false;
+      evaluator_.FlushHeld(&updates);
+    }
     if (tick_now || now - last_tick >= options_.tick_interval_ns) {
       evaluator_.Tick(now, &updates);
       last_tick = now;

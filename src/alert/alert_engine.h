@@ -61,6 +61,10 @@ struct AlertEngineOptions {
   // Mixed into every webhook-id (the server: its data dir's id, app/data_dir_id.h), so that
   // two deployments sharing a receiver never send the same id; empty: none.
   std::string webhook_id_salt;
+  // Whether the processors have replayed the log after this start (the server: every
+  // processor caught up once). Until then re-derived changes of alerts the store holds as
+  // resolved are held (Evaluator::SetReplaying). Empty: no replay is waited for.
+  std::function<bool()> replay_done;
 };
 
 class AlertEngine {

@@ -111,6 +111,14 @@ class Evaluator {
   // when it differs from the stored body (besides updated_at). Without it (the default),
   // a re-derived alert is new.
   void SetStoredAlertLookup(StoredAlertLookup lookup) { stored_lookup_ = std::move(lookup); }
+  // While the processors replay the log after a restart (the engine: until they caught up),
+  // a re-derived update of an alert the store holds as resolved that differs from the
+  // stored row is held instead of emitted: the replay passes through the states the alert
+  // went through before the crash (e.g. the first resolution, then the one a late update
+  // moved it to) and, when it reaches the stored row, the held update is dropped — the row
+  // is untouched. FlushHeld (the replay is over) emits what is still held: a real change.
+  void SetReplaying(bool replaying) { replaying_ = replaying; }
+  void FlushHeld(std::vector<AlertUpdate>* out);
   // User actions (ack, snooze); they gate notifications.
   void SetFlags(const std::string& alert_id, bool acked, std::optional<int64_t> snoozed_until);
 
@@ -200,6 +208,9 @@ class Evaluator {
     // restart), until the derivation reaches a resolution: the steps before it are what
     // the row is already past (dropped, see SetStoredAlertLookup).
     std::optional<store::Alert> behind_store;
+    // While replaying (SetReplaying): the latest re-derived update of a behind_store alert
+    // that differs from the stored row, until the replay reaches the row or ends.
+    std::optional<AlertUpdate> held;
     // The owner_id last written; kept (not the device's current owner) when `keep_owner`
     // — the resolution of an alert whose device moved to another owner or was deleted
     // stays with the owner it belonged to.
@@ -269,6 +280,7 @@ class Evaluator {
   std::unordered_map<std::string, Registered> registered_;
   std::unordered_set<std::string> deleted_;  // devices deleted since start (DeviceChanged)
   int64_t started_ns_ = 0;
+  bool replaying_ = false;  // SetReplaying
   int64_t last_updated_ns_ = 0;
 };
 

@@ -359,6 +359,18 @@ int RunServer(const Config& given_config) {
     live.PublishAlert(alert.device_id, alert.owner_id, alert.json);
   };
   alert_options.processing_clock = processing_clock;
+  // Set once the processors exist (below); until then, and until each caught up with the
+  // log once, the alert engine holds what the replay re-derives (alert/evaluator.h).
+  std::atomic<const std::vector<std::unique_ptr<PartitionProcessor>>*> replaying_processors{
+      nullptr};
+  alert_options.replay_done = [&replaying_processors] {
+    const auto* ps = replaying_processors.load();
+    if (ps == nullptr) return false;
+    for (const auto& p : *ps) {
+      if (!p->CaughtUpOnce()) return false;
+    }
+    return true;
+  };
   auto alerts_opened = alert::AlertEngine::Open(alert_options, metadata.get(), clock, &metrics);
   if (!alerts_opened.ok()) {
     if (!ReportDiskFull("cannot open alert engine", alerts_opened.status(), config.data_dir)) {
@@ -857,6 +869,7 @@ int RunServer(const Config& given_config) {
       return;
     }
     processors_started.store(true);
+    replaying_processors.store(&processors);
     logging::Info(
         "processors started",
         {{"seconds",
@@ -893,6 +906,7 @@ int RunServer(const Config& given_config) {
     Status st = p->Stop();  // its held history records and final checkpoint
     if (!st.ok() && checkpoints.ok()) checkpoints = std::move(st);
   }
+  replaying_processors.store(nullptr);  // a replay cut short: its held changes are not news
   processors.clear();
   if (latest_health) latest_health->Stop();
   alerts->Stop();  // evaluates what the processors queued; deliveries stay in the outbox

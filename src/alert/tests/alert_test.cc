@@ -126,6 +126,16 @@ void RunScenario(const std::filesystem::path& path) {
       ev->SetStoredAlertLookup(stored_lookup);
       ev->SetRules(rules);
       for (const auto& [id, a] : stored) ev->RestoreAlert(a, now);
+    } else if (cmd == "replaying") {
+      ev->SetReplaying(true);
+    } else if (cmd == "replayed") {
+      check_drained(lineno);
+      std::vector<AlertUpdate> out;
+      ev->FlushHeld(&out);
+      for (auto& u : out) {
+        stored[u.alert.id] = u.alert;
+        got.push_back(std::move(u));
+      }
     } else if (cmd == "delete_rule") {
       check_drained(lineno);
       std::string id;
