@@ -223,6 +223,11 @@ void HandleHistory(ApiContext& ctx, net::HttpRequest& req, net::Responder respon
     from = to - kNanosPerDay;
   }
   if (from > to) return fail(Status::InvalidArgument("from must not be after to"));
+  // The windows of the range are counted up to where data can end (query_params.h,
+  // DataEnd): an open-ended `to` asks for everything from `from` on, for `auto` as for the
+  // limit below.
+  const int64_t counted_to =
+      std::max(from, std::min(to, DataEnd(now, ctx.limits.max_future_skew_ns)));
 
   model::Resolution resolution = model::Resolution::kBase;
   std::string res_text = req.Query("resolution") ? *req.Query("resolution") : "auto";
@@ -231,7 +236,7 @@ void HandleHistory(ApiContext& ctx, net::HttpRequest& req, net::Responder respon
     // counts: 1500 whole minutes and 1 ms more are 1501 windows, which is over the limit).
     auto windows = [&](int64_t width) {
       auto ceil_div = [](int64_t a, int64_t b) { return a / b + (a % b > 0 ? 1 : 0); };
-      return ceil_div(to, width) - ceil_div(from, width);
+      return ceil_div(counted_to, width) - ceil_div(from, width);
     };
     // Only a resolution whose retention reaches back to `from`: a day older than the 1m
     // retention answered `data: []` with 1m although its 1h records exist (found by a
@@ -253,7 +258,7 @@ void HandleHistory(ApiContext& ctx, net::HttpRequest& req, net::Responder respon
     resolution = *r;
   }
   const int64_t width = NominalWidth(resolution, ctx.base_window_ns);
-  if ((to - from) / width > kMaxWindowsInRange) {
+  if ((counted_to - from) / width > kMaxWindowsInRange) {
     model::AggregateRecord probe;
     probe.resolution = resolution;
     probe.window_end_ns = width;

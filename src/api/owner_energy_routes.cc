@@ -104,9 +104,14 @@ void HandleOwnerEnergy(ApiContext& ctx, OwnerEnergyCache* cache, const Counters&
     return fail(Status::InvalidArgument("resolution must be 1h or 1d"));
   }
   const int64_t width = resolution == model::Resolution::kHour ? kNanosPerHour : kNanosPerDay;
-  if ((to - from) / width > static_cast<int64_t>(kMaxBuckets)) {
-    return fail(Status::InvalidArgument(
-        fmt::format("the range spans more than {} buckets of {}", kMaxBuckets, res_text)));
+  // Counted up to where data can end (query_params.h, DataEnd): an open-ended `to` asks for
+  // everything from `from` on.
+  const int64_t counted_to = std::min(to, DataEnd(now, ctx.limits.max_future_skew_ns));
+  if (counted_to > from && (counted_to - from) / width > static_cast<int64_t>(kMaxBuckets)) {
+    return fail(Status::InvalidArgument(fmt::format(
+        "the range spans more than {} buckets of {}{}", kMaxBuckets, res_text,
+        resolution == model::Resolution::kHour ? "; use resolution=1d or a shorter range"
+                                               : "; use a shorter range")));
   }
   std::string metric = req.Query("metric") ? *req.Query("metric") : "power_w";
   // `metric` may list a few metrics, comma-separated: a device's energy in a bucket is that

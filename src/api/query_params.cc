@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <charconv>
 
 #include "common/clock.h"
@@ -41,6 +42,10 @@ int64_t FloorToMillis(int64_t ns) {
 int64_t CeilToMillis(int64_t ns) {
   const int64_t floor = FloorToMillis(ns);
   return floor == ns ? ns : floor + kNanosPerMilli;
+}
+
+int64_t DataEnd(int64_t now_ns, int64_t max_future_skew_ns) {
+  return now_ns + std::max<int64_t>(max_future_skew_ns, 0);
 }
 
 Result<int64_t> ParseTimeParam(const std::string& name, const std::string& value) {

@@ -23,6 +23,14 @@ int64_t EpochMillisToNanos(int64_t ms);
 // a black-box test: history echoed `from` cut to the millisecond but filtered on all of it).
 int64_t CeilToMillis(int64_t ns);
 int64_t FloorToMillis(int64_t ns);
+// Where data can end: no record starts after now + limits.max_future_skew, since ingest
+// refuses later timestamps (CONTRACT §1) and a window starts at or before its events. A
+// range's `to` beyond it (`to=9999-12-31T23:59:59Z`, "everything") selects what a `to` there
+// selects, so the routes count the windows of a range against their limit up to
+// min(to, DataEnd(…)) — an open-ended range is not refused for the centuries after today
+// (found by a black-box test: owner energy from 2026 to 9999 was "more than 10000 buckets
+// of 1d") — while they filter by, and echo, the `to` asked.
+int64_t DataEnd(int64_t now_ns, int64_t max_future_skew_ns);
 // "1m" (or the base window's name, e.g. "30s"), "1h", "1d". "auto" is handled by callers.
 Result<model::Resolution> ParseResolution(const std::string& value, int64_t base_window_ns);
 Result<size_t> ParseLimit(const std::string* value, size_t default_limit, size_t max_limit);

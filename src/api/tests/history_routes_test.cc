@@ -596,7 +596,9 @@ TEST_F(HistoryRoutesTest, UnknownDeviceIs404AndBadCursorIs400) {
 // ones included: 1500 whole minutes are 1m, one millisecond more is 1501 windows, so 1h
 // (found by a black-box test: the span was divided with truncation).
 TEST_F(HistoryRoutesTest, AutoCountsThePartialLastWindow) {
-  const int64_t from = Utc(2026, 3, 28, 0, 0);
+  // (every `to` below lies before the clock's now: a range is counted up to now + the
+  // future skew, test OpenEndedRangeIsCountedUpToWhereDataCanEnd)
+  const int64_t from = Utc(2026, 1, 28, 0, 0);
   // (a device without records in the range is 404)
   Put({MakeRecord(Resolution::kBase, from, from + kNanosPerMinute, 1, 0),
        MakeRecord(Resolution::kBase, from + kNanosPerMinute, from + 2 * kNanosPerMinute, 1, 0),
@@ -647,6 +649,37 @@ TEST_F(HistoryRoutesTest, AutoSkipsAResolutionWhoseRetentionDoesNotReachFrom) {
   p = page_for(800);  // 1h expired too
   EXPECT_EQ(p.resolution, "1d");
   EXPECT_EQ(p.records.size(), 1u);
+}
+
+// `to=9999-12-31T23:59:59Z` asks for everything from `from` on (src/api/README.md): the
+// windows of a range are counted against the limit, and by `auto`, only up to now + the
+// future skew, where data ends (found by a black-box test: 1h from 2026 to 9999 was refused
+// as more than 100,000 windows). The `to` asked is echoed (clamped to 2170) and filtered on.
+// A long explicit range in the past is still refused, with a clear message.
+TEST_F(HistoryRoutesTest, OpenEndedRangeIsCountedUpToWhereDataCanEnd) {
+  const int64_t now = clock_.NowNanos();
+  const int64_t start = now - 2 * kNanosPerHour;
+  Put({MakeRecord(Resolution::kBase, start, start + kNanosPerMinute, 1, 1),
+       MakeRecord(Resolution::kHour, start, start + kNanosPerHour, 1, 1),
+       MakeRecord(Resolution::kDay, Utc(2026, 1, 1), Utc(2026, 1, 2), 1, 1)});
+  const std::string everything = "9999-12-31T23:59:59Z";
+  Response r = uncached_->Get(
+      kDevice, {{"resolution", "1h"}, {"from", "2026-01-01T00:00:00Z"}, {"to", everything}});
+  Page p = ParsePage(r);
+  EXPECT_EQ(p.resolution, "1h");
+  EXPECT_EQ(p.records.size(), 1u);
+  EXPECT_NE(r.body.find("\"to\":\"2170-01-01T00:00:00.000Z\""), std::string::npos) << r.body;
+  // auto: two hours up to "everything" are 1m.
+  p = ParsePage(uncached_->Get(
+      kDevice, {{"resolution", "auto"}, {"from", FormatRfc3339Millis(start)}, {"to", everything}}));
+  EXPECT_EQ(p.resolution, "1m");
+  EXPECT_EQ(p.records.size(), 1u);
+  // An explicit range of more than 100,000 minutes is refused.
+  r = uncached_->Get(
+      kDevice,
+      {{"resolution", "1m"}, {"from", "2025-01-01T00:00:00Z"}, {"to", "2026-01-01T00:00:00Z"}});
+  EXPECT_EQ(r.status, 400);
+  EXPECT_NE(r.body.find("more than 100000 windows of 1m"), std::string::npos) << r.body;
 }
 
 }  // namespace

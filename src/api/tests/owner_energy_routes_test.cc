@@ -222,6 +222,32 @@ TEST_F(OwnerEnergyRoutesTest, RepeatedQuestionIsKeptAndFollowsLateUpdates) {
   EXPECT_EQ(Check(Range(0, 30, "energy_wh")), meter);
 }
 
+// `to=9999-12-31T23:59:59Z` asks for everything from `from` on (src/api/README.md): the
+// buckets are counted against the limit of 10,000 only up to now + the future skew, where
+// data ends (found by a black-box test: 1d from 2026 to 9999 was "more than 10000 buckets of
+// 1d"); a long explicit range in the past is still a 400 that says what to do.
+TEST_F(OwnerEnergyRoutesTest, OpenEndedRangeIsEverythingFromFrom) {
+  Put({DayRecord("plug-b", 0, 1, 100), DayRecord("plug-b", 39, 1, 139)});
+  for (const char* resolution : {"1d", "1h"}) {
+    const std::string body =
+        Check({{"resolution", resolution}, {"from", Day(-30)}, {"to", "9999-12-31T23:59:59Z"}});
+    EXPECT_NE(body.find("\"to\":\"2170-01-01T00:00:00.000Z\""), std::string::npos) << body;
+    if (std::string(resolution) == "1d") {
+      EXPECT_NE(body.find("\"plug-b\":100"), std::string::npos) << body;
+      EXPECT_NE(body.find("\"plug-b\":139"), std::string::npos) << body;
+    }
+  }
+  auto r = uncached_->Get(kOwner,
+                          {{"resolution", "1d"}, {"from", "1990-01-01T00:00:00Z"}, {"to", Day(0)}});
+  EXPECT_EQ(r.first, 400);
+  EXPECT_NE(r.second.find("more than 10000 buckets of 1d; use a shorter range"), std::string::npos)
+      << r.second;
+  r = uncached_->Get(kOwner,
+                     {{"resolution", "1h"}, {"from", Day(-500)}, {"to", "9999-12-31T23:59:59Z"}});
+  EXPECT_EQ(r.first, 400);
+  EXPECT_NE(r.second.find("use resolution=1d"), std::string::npos) << r.second;
+}
+
 TEST_F(OwnerEnergyRoutesTest, DeviceListChangesAreFollowed) {
   Put({DayRecord("plug-b", 1, 1, 1), DayRecord("new-dev", 1, 1, 2), DayRecord("other-1", 1, 1, 3)});
   const auto q = Range(0, 3);
