@@ -70,6 +70,10 @@ struct ApiContext {
   // Encoded JSON of history records (the history route's fast path); may be null.
   RecordJsonCache* history_json_cache = nullptr;
   int64_t base_window_ns = 60'000'000'000;
+  // [metrics.kinds]: overrides of model::DefaultMetricKind (CONTRACT §2 "Metric kinds"), as
+  // the window engine has them; owner energy refuses a metric that is neither power nor
+  // counter by them.
+  std::map<std::string, model::MetricKind, std::less<>> metric_kinds;
   // Per-device stream health from the processor that owns the device; false = unknown.
   std::function<bool(std::string_view, stream::WindowEngine::DeviceHealth*)> health;
   // Device metadata, tokens, keys, rules and alerts (through the cache). May be null.

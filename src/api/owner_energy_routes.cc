@@ -124,6 +124,19 @@ void HandleOwnerEnergy(ApiContext& ctx, OwnerEnergyCache* cache, const Counters&
     if (!ingest::ValidMetricName(name)) {
       return fail(Status::InvalidArgument(fmt::format("metric: '{}' is not a metric name", name)));
     }
+    // Energy is that of a power metric or the delta of a counter; a gauge has none, so
+    // asking for one is an error, not an empty answer (found by a black-box test:
+    // metric=voltage_v answered 200 with no data). The kind follows from the name and
+    // [metrics.kinds] (CONTRACT §2); a power or counter name without data is 200 empty.
+    const auto configured = ctx.metric_kinds.find(name);
+    const model::MetricKind kind =
+        configured != ctx.metric_kinds.end() ? configured->second : model::DefaultMetricKind(name);
+    if (kind == model::MetricKind::kGauge) {
+      return fail(Status::InvalidArgument(fmt::format(
+          "metric: '{}' is a gauge; energy needs a power metric (a name ending in _w) or a "
+          "counter (_wh, _total), or one set so in [metrics.kinds]",
+          name)));
+    }
     if (std::find(metrics.begin(), metrics.end(), name) != metrics.end()) {
       return fail(Status::InvalidArgument(fmt::format("metric: '{}' is listed twice", name)));
     }
