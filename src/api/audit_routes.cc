@@ -22,15 +22,19 @@ Result<store::AuditQuery> QueryFrom(const net::HttpRequest& req) {
   store::AuditQuery q;
   // Rounded up to the millisecond: the same entries as by the times they show
   // (query_params.h).
+  // Compared as written too: both may clamp to 2170 (WrittenTime).
+  WrittenTime written_from, written_to;
   if (const std::string* v = req.Query("from")) {
-    JOULE_ASSIGN_OR_RETURN(const int64_t from, ParseTimeParam("from", *v));
+    JOULE_ASSIGN_OR_RETURN(const int64_t from, ParseTimeParam("from", *v, &written_from));
     q.from_ns = CeilToMillis(from);
   }
   if (const std::string* v = req.Query("to")) {
-    JOULE_ASSIGN_OR_RETURN(const int64_t to, ParseTimeParam("to", *v));
+    JOULE_ASSIGN_OR_RETURN(const int64_t to, ParseTimeParam("to", *v, &written_to));
     q.to_ns = CeilToMillis(to);
   }
-  if (q.from_ns > q.to_ns) return Status::InvalidArgument("from must not be after to");
+  if (q.from_ns > q.to_ns || (req.Query("from") && req.Query("to") && written_from > written_to)) {
+    return Status::InvalidArgument("from must not be after to");
+  }
   if (const std::string* v = req.Query("action")) q.action = *v;
   if (const std::string* v = req.Query("actor")) q.actor = *v;
   if (const std::string* v = req.Query("target_id")) q.target_id = *v;

@@ -209,20 +209,24 @@ void HandleHistory(ApiContext& ctx, net::HttpRequest& req, net::Responder respon
   // Bounds rounded up to the millisecond select the same windows and are echoed exactly
   // (query_params.h).
   int64_t to = now, from = 0;
+  WrittenTime written_from, written_to;
   if (const std::string* v = req.Query("to")) {
-    Result<int64_t> t = ParseTimeParam("to", *v);
+    Result<int64_t> t = ParseTimeParam("to", *v, &written_to);
     if (!t.ok()) return fail(t.status());
     to = *t;
   }
   to = CeilToMillis(to);
   if (const std::string* v = req.Query("from")) {
-    Result<int64_t> f = ParseTimeParam("from", *v);
+    Result<int64_t> f = ParseTimeParam("from", *v, &written_from);
     if (!f.ok()) return fail(f.status());
     from = CeilToMillis(*f);
   } else {
     from = to - kNanosPerDay;
   }
-  if (from > to) return fail(Status::InvalidArgument("from must not be after to"));
+  // Compared as written too: both may clamp to 2170 (WrittenTime).
+  if (from > to || (req.Query("from") && req.Query("to") && written_from > written_to)) {
+    return fail(Status::InvalidArgument("from must not be after to"));
+  }
   // The windows of the range are counted up to where data can end (query_params.h,
   // DataEnd): an open-ended `to` asks for everything from `from` on, for `auto` as for the
   // limit below.

@@ -81,19 +81,23 @@ void HandleOwnerEnergy(ApiContext& ctx, OwnerEnergyCache* cache, const Counters&
   // Bounds rounded up to the millisecond select the same buckets and are echoed exactly
   // (query_params.h).
   int64_t to = now;
+  WrittenTime written_from, written_to;
   if (const std::string* v = req.Query("to")) {
-    Result<int64_t> t = ParseTimeParam("to", *v);
+    Result<int64_t> t = ParseTimeParam("to", *v, &written_to);
     if (!t.ok()) return fail(t.status());
     to = *t;
   }
   to = CeilToMillis(to);
   int64_t from = to - 7 * kNanosPerDay;
   if (const std::string* v = req.Query("from")) {
-    Result<int64_t> f = ParseTimeParam("from", *v);
+    Result<int64_t> f = ParseTimeParam("from", *v, &written_from);
     if (!f.ok()) return fail(f.status());
     from = CeilToMillis(*f);
   }
-  if (from > to) return fail(Status::InvalidArgument("from must not be after to"));
+  // Compared as written too: both may clamp to 2170 (WrittenTime).
+  if (from > to || (req.Query("from") && req.Query("to") && written_from > written_to)) {
+    return fail(Status::InvalidArgument("from must not be after to"));
+  }
   std::string res_text = req.Query("resolution") ? *req.Query("resolution") : "1d";
   model::Resolution resolution;
   if (res_text == "1h") {

@@ -48,17 +48,26 @@ int64_t DataEnd(int64_t now_ns, int64_t max_future_skew_ns) {
   return now_ns + std::max<int64_t>(max_future_skew_ns, 0);
 }
 
-Result<int64_t> ParseTimeParam(const std::string& name, const std::string& value) {
+Result<int64_t> ParseTimeParam(const std::string& name, const std::string& value,
+                               WrittenTime* written) {
+  WrittenTime unused;
+  WrittenTime& w = written ? *written : unused;
   int64_t ns;
-  if (ParseRfc3339(value, &ns))
-    return ClampedNanos(FloorDivSeconds(ns), ns - FloorDivSeconds(ns) * kNanosPerSecond);
+  if (ParseRfc3339(value, &ns)) {
+    w = {FloorDivSeconds(ns), ns - FloorDivSeconds(ns) * kNanosPerSecond};
+    return ClampedNanos(w.seconds, w.fraction_ns);
+  }
   int64_t seconds = 0, fraction_ns = 0;
-  if (ParseRfc3339Seconds(value, &seconds, &fraction_ns)) return ClampedNanos(seconds, fraction_ns);
+  if (ParseRfc3339Seconds(value, &seconds, &fraction_ns)) {
+    w = {seconds, fraction_ns};
+    return ClampedNanos(seconds, fraction_ns);
+  }
   int64_t ms = 0;
   auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), ms);
   if (p == value.data() + value.size() && !value.empty() &&
       (ec == std::errc() || ec == std::errc::result_out_of_range)) {
     if (ec != std::errc()) ms = value[0] == '-' ? INT64_MIN : INT64_MAX;
+    w = {ms / 1000 - (ms % 1000 < 0 ? 1 : 0), ((ms % 1000) + 1000) % 1000 * kNanosPerMilli};
     return EpochMillisToNanos(ms);
   }
   return Status::InvalidArgument(

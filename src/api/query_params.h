@@ -2,6 +2,7 @@
 // Every failure is an InvalidArgument whose message names the parameter.
 #pragma once
 
+#include <compare>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -11,8 +12,19 @@
 
 namespace joule::api {
 
+// A time parameter as written, before the clamping below: what orders two bounds that clamp
+// to the same time (`from=2200-…&to=2180-…` is "from must not be after to", not an empty
+// range; found by a black-box test).
+struct WrittenTime {
+  int64_t seconds = 0;  // since the epoch (years 0000–9999; epoch ms beyond int64 saturate)
+  int64_t fraction_ns = 0;
+  auto operator<=>(const WrittenTime&) const = default;
+};
+
 // RFC 3339 (any offset) or integer epoch milliseconds, clamped to [1900-01-01, 2170-01-01).
-Result<int64_t> ParseTimeParam(const std::string& name, const std::string& value);
+// `written`, if not null, receives the time before the clamping.
+Result<int64_t> ParseTimeParam(const std::string& name, const std::string& value,
+                               WrittenTime* written = nullptr);
 // Epoch milliseconds (a JSON body's integer time) as nanoseconds, clamped like
 // ParseTimeParam.
 int64_t EpochMillisToNanos(int64_t ms);

@@ -276,6 +276,18 @@ TEST_F(OwnerEnergyRoutesTest, AGaugeMetricIs400AndAnUnsentPowerMetricIsEmpty) {
   EXPECT_EQ(uncached_->Get(kOwner, Range(0, 3, "solar_w")).first, 400);
 }
 
+// from after to is a 400 also when both clamp to 2170 (found by a black-box test:
+// from=2200…&to=2180… answered an empty 200).
+TEST_F(OwnerEnergyRoutesTest, FromAfterToIs400BeforeTheClamp) {
+  auto r =
+      uncached_->Get(kOwner, {{"from", "2200-01-01T00:00:00Z"}, {"to", "2180-01-01T00:00:00Z"}});
+  EXPECT_EQ(r.first, 400);
+  EXPECT_NE(r.second.find("from must not be after to"), std::string::npos) << r.second;
+  r = uncached_->Get(kOwner, {{"from", "2180-01-01T00:00:00Z"}, {"to", "2200-01-01T00:00:00Z"}});
+  EXPECT_EQ(r.first, 200) << r.second;
+  EXPECT_NE(r.second.find("\"data\":[]"), std::string::npos) << r.second;
+}
+
 TEST_F(OwnerEnergyRoutesTest, DeviceListChangesAreFollowed) {
   Put({DayRecord("plug-b", 1, 1, 1), DayRecord("new-dev", 1, 1, 2), DayRecord("other-1", 1, 1, 3)});
   const auto q = Range(0, 3);

@@ -35,6 +35,23 @@ TEST(QueryParamsTest, FarTimesClamp) {
   EXPECT_EQ(EpochMillisToNanos(INT64_MIN), lo);
 }
 
+// Two bounds that clamp to the same time keep their order as written (WrittenTime).
+TEST(QueryParamsTest, WrittenTimesOrderBeforeTheClamp) {
+  auto written = [](const std::string& v) {
+    WrittenTime w;
+    EXPECT_TRUE(ParseTimeParam("t", v, &w).ok()) << v;
+    return w;
+  };
+  EXPECT_GT(written("2200-01-01T00:00:00Z"), written("2180-01-01T00:00:00Z"));
+  EXPECT_GT(written("9999-12-31T23:59:59.5Z"), written("9999-12-31T23:59:59Z"));
+  EXPECT_LT(written("1100-01-01T00:00:00Z"), written("1700-01-01T00:00:00Z"));
+  EXPECT_GT(written("99999999999999"), written("9999999999999"));  // epoch ms, both > 2170
+  EXPECT_LT(written("-99999999999999999999999"), written("-9999999999999"));
+  EXPECT_EQ(written("1500"), written("1970-01-01T00:00:01.5Z"));
+  EXPECT_EQ(written("-1"), written("1969-12-31T23:59:59.999Z"));
+  EXPECT_EQ(written("2026-01-01T01:00:00+01:00"), written("2026-01-01T00:00:00Z"));
+}
+
 TEST(QueryParamsTest, BoundsRoundToTheMillisecond) {
   EXPECT_EQ(CeilToMillis(0), 0);
   EXPECT_EQ(CeilToMillis(1), kNanosPerMilli);
