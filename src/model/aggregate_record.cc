@@ -145,7 +145,12 @@ void AppendRecordJson(const AggregateRecord& r, std::string* out,
   JsonWriter::AppendUint(out, r.version);
   Lit(out, ",\"count\":");
   JsonWriter::AppendUint(out, r.count);
-  if (const MetricAggregate* p = r.FindMetric("power_w")) {
+  // The flat fields describe power_w (CONTRACT §2): a `metrics=` filter without it leaves
+  // them out, as it leaves out power_w itself (found by a black-box test).
+  const bool power_shown =
+      only_metrics.empty() ||
+      std::find(only_metrics.begin(), only_metrics.end(), "power_w") != only_metrics.end();
+  if (const MetricAggregate* p = power_shown ? r.FindMetric("power_w") : nullptr) {
     if (p->count > 0) {
       Lit(out, ",\"avg_power_w\":");
       JsonWriter::AppendDouble(out, p->sum / static_cast<double>(p->count));

@@ -58,7 +58,9 @@ struct AggregateRecord {
 // "1m", "1h", "1d", or the base window's width like "30s".
 std::string ResolutionName(const AggregateRecord& record);
 
-// CONTRACT §2 JSON. `only_metrics`, when non-empty, limits the "metrics" object.
+// CONTRACT §2 JSON. `only_metrics`, when non-empty, limits the "metrics" object, and the
+// flat avg_power_w, max_power_w, sum_energy_wh, coverage fields (they describe power_w)
+// are written only when it names power_w.
 std::string RecordToJson(const AggregateRecord& record,
                          const std::vector<std::string>& only_metrics = {});
 // The same JSON, appended to `out` (no allocation beyond growing `out`).

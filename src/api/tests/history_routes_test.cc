@@ -700,5 +700,39 @@ TEST_F(HistoryRoutesTest, FromAfterToIs400BeforeTheClamp) {
   EXPECT_NE(r.status, 400) << r.body;
 }
 
+// The flat avg_power_w, max_power_w, sum_energy_wh, coverage fields describe power_w
+// (CONTRACT §2): a metrics= filter without power_w leaves them out of JSON, as it leaves
+// power_w out (found by a black-box test: they stayed). CSV has no flat columns.
+TEST_F(HistoryRoutesTest, MetricsFilterWithoutPowerDropsTheFlatPowerFields) {
+  const int64_t start = Utc(2026, 4, 29);
+  Put({MakeRecord(Resolution::kBase, start, start + kNanosPerMinute, 1, 2)});
+  auto query = [&](const std::string& metrics, const std::string& format) {
+    return std::map<std::string, std::string>{{"resolution", "1m"},
+                                              {"from", FormatRfc3339Millis(start)},
+                                              {"to", FormatRfc3339Millis(start + kNanosPerHour)},
+                                              {"metrics", metrics},
+                                              {"format", format}};
+  };
+  for (Api* api : {uncached_.get(), cached_.get()}) {
+    for (int repeat = 0; repeat < 2; ++repeat) {  // the second from the kept page
+      Response r = api->Get(kDevice, query("voltage_v,energy_wh", "json"));
+      Page p = ParsePage(r);
+      ASSERT_EQ(p.records.size(), 1u);
+      for (const char* flat : {"avg_power_w", "max_power_w", "sum_energy_wh", "\"coverage\""}) {
+        EXPECT_EQ(p.records[0].find(flat), std::string::npos) << flat << " " << p.records[0];
+      }
+      EXPECT_NE(p.records[0].find("\"voltage_v\""), std::string::npos);
+      p = ParsePage(api->Get(kDevice, query("power_w", "json")));
+      ASSERT_EQ(p.records.size(), 1u);
+      for (const char* flat : {"avg_power_w", "max_power_w", "sum_energy_wh"}) {
+        EXPECT_NE(p.records[0].find(flat), std::string::npos) << flat << " " << p.records[0];
+      }
+      r = api->Get(kDevice, query("voltage_v", "csv"));
+      EXPECT_EQ(r.status, 200);
+      EXPECT_EQ(r.body.find("power"), std::string::npos) << r.body;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace joule::api
