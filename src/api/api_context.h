@@ -5,6 +5,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "api/auth.h"
@@ -13,6 +14,7 @@
 #include "ingest/event_appender.h"
 #include "ingest/rate_limiter.h"
 #include "ingest/telemetry_parser.h"
+#include "model/aggregate_record.h"
 #include "store/history_store.h"
 #include "store/latest_store.h"
 #include "stream/window_engine.h"
@@ -49,8 +51,15 @@ struct ApiContext {
   size_t streams_per_key = 16;
   // POST /v1/rules: rules an owner key may hold (0 = unlimited; the admin is not limited).
   size_t rules_per_owner = 100;
-  // Metric kinds configured by name ([metrics.kinds]); the rest by model::DefaultMetricKind.
+  // [metrics.kinds]: overrides of model::DefaultMetricKind (CONTRACT §2 "Metric kinds"), as
+  // the window engine has them. Rules refuse an aggregate the metric's kind lacks, owner
+  // energy a metric that is neither power nor counter.
   std::map<std::string, model::MetricKind, std::less<>> metric_kinds;
+  // A metric's kind: configured, else by its name.
+  model::MetricKind KindOf(std::string_view metric) const {
+    auto it = metric_kinds.find(metric);
+    return it != metric_kinds.end() ? it->second : model::DefaultMetricKind(metric);
+  }
   // State of a remote latest store (Redis); null = always usable (the memory store).
   // While it is down or catching up after an outage, realtime reads go to history.
   struct LatestState {
@@ -70,10 +79,6 @@ struct ApiContext {
   // Encoded JSON of history records (the history route's fast path); may be null.
   RecordJsonCache* history_json_cache = nullptr;
   int64_t base_window_ns = 60'000'000'000;
-  // [metrics.kinds]: overrides of model::DefaultMetricKind (CONTRACT §2 "Metric kinds"), as
-  // the window engine has them; owner energy refuses a metric that is neither power nor
-  // counter by them.
-  std::map<std::string, model::MetricKind, std::less<>> metric_kinds;
   // Per-device stream health from the processor that owns the device; false = unknown.
   std::function<bool(std::string_view, stream::WindowEngine::DeviceHealth*)> health;
   // Device metadata, tokens, keys, rules and alerts (through the cache). May be null.

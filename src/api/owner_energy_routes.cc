@@ -132,9 +132,7 @@ void HandleOwnerEnergy(ApiContext& ctx, OwnerEnergyCache* cache, const Counters&
     // asking for one is an error, not an empty answer (found by a black-box test:
     // metric=voltage_v answered 200 with no data). The kind follows from the name and
     // [metrics.kinds] (CONTRACT §2); a power or counter name without data is 200 empty.
-    const auto configured = ctx.metric_kinds.find(name);
-    const model::MetricKind kind =
-        configured != ctx.metric_kinds.end() ? configured->second : model::DefaultMetricKind(name);
+    const model::MetricKind kind = ctx.KindOf(name);
     if (kind == model::MetricKind::kGauge) {
       return fail(Status::InvalidArgument(fmt::format(
           "metric: '{}' is a gauge; energy needs a power metric (a name ending in _w) or a "

@@ -212,10 +212,7 @@ class RuleRoutes {
                                 const store::Rule* existing = nullptr) {
     alert::RuleParseOptions po;
     po.allow_private_targets = ctx_.alerts ? ctx_.alerts->allow_private_targets() : false;
-    po.metric_kind = [this](std::string_view metric) {
-      auto it = ctx_.metric_kinds.find(metric);
-      return it != ctx_.metric_kinds.end() ? it->second : model::DefaultMetricKind(metric);
-    };
+    po.metric_kind = [this](std::string_view metric) { return ctx_.KindOf(metric); };
     JOULE_ASSIGN_OR_RETURN(alert::Rule rule, alert::ParseRule(req.body, po));
     po.metric_kind = nullptr;  // the stored rule below is read as it was made
     if (existing) {

@@ -607,7 +607,6 @@ int RunServer(const Config& given_config) {
   ctx.alerts = alerts.get();
   ctx.replay = replay_jobs.get();
   ctx.base_window_ns = config.window_ns;
-  ctx.metric_kinds = config.metric_kinds;
   ctx.health = [&processors, &config, threads](std::string_view device_id,
                                                stream::WindowEngine::DeviceHealth* out) {
     uint32_t p = model::PartitionOf(device_id, config.log_partitions);
