@@ -851,6 +851,13 @@ class KillTest(AlertServerMixin, unittest.TestCase):
             headers=ADMIN)
         self.assertEqual(status, 200, listed)
         self.assertEqual([a["updated_at"] for a in listed["alerts"]], [before[0]["updated_at"]])
+        # from after to is an error, as in history (also when both clamp to 2170).
+        for frm, to in (("2026-01-02T00:00:00Z", "2026-01-01T00:00:00Z"),
+                        ("2200-01-01T00:00:00Z", "2180-01-01T00:00:00Z")):
+            status, _, resp = self.server.request(
+                "GET", f"/v1/alerts?device_id={dev}&from={frm}&to={to}", headers=ADMIN)
+            self.assertEqual((status, resp["error"]["code"]), (400, "invalid_argument"), resp)
+            self.assertIn("from must not be after to", resp["error"]["message"])
 
 
 class DeviceLeavesScopeTest(AlertServerMixin, JouleTestCase):
