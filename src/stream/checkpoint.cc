@@ -309,22 +309,22 @@ void WriteDevice(W& w, const WindowEngine::Impl& E, const Device& d,
 }  // namespace
 
 Status WindowEngine::SaveState(std::string* out) const {
-  PrepareSave(*impl_);
-  const Impl& E = *impl_;
-  out->clear();
-  out->append(kMagic, 4);
-  Writer w(out);
-  w.U32(kFormatVersion);
-  w.U64(0);  // payload length, patched below
-  const size_t payload_start = out->size();
-  WriteEngineFields(w, E);
-  std::vector<FlatKeySet::Entry> dedup_scratch;
-  for (const auto& dp : E.devices) WriteDevice(w, E, *dp, &dedup_scratch);
-  uint64_t payload_len = out->size() - payload_start;
-  std::memcpy(out->data() + 8, &payload_len, 8);
-  uint32_t crc = crc32c::Mask(crc32c::Value(out->data(), out->size()));
-  w.U32(crc);
-  return Status::Ok();
+  // The streamed bytes, gathered: one serializer, whose counting walk every save checks.
+  struct ToString : StateSink {
+    explicit ToString(std::string* s) : out(s) {}
+    Status Begin(uint64_t total) override {
+      out->clear();
+      out->reserve(total);
+      return Status::Ok();
+    }
+    Status Write(std::string_view piece) override {
+      out->append(piece);
+      return Status::Ok();
+    }
+    std::string* out;
+  } sink(out);
+  std::string buffer;
+  return SaveStateTo(sink, &buffer);
 }
 
 Status WindowEngine::SaveStateTo(StateSink& sink, std::string* buffer, size_t chunk) const {
