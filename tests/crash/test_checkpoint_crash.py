@@ -216,6 +216,10 @@ class CheckpointCrashTest(unittest.TestCase):
         env["JOULE_STREAM_CHECKPOINT_INTERVAL"] = interval
         env["JOULE_TEST_CRASH_AT"] = crash
         self.server.overrides = env
+        # Counted before the start: the crash point may be hit right after the server is
+        # ready (processor 1's first checkpoint comes after half the interval), before
+        # expect_crash looks.
+        self.hits_before_start = len(self.crash_lines())
         try:
             self.server.start()
             return True
@@ -230,7 +234,7 @@ class CheckpointCrashTest(unittest.TestCase):
 
     def expect_crash(self, point, nth, deadline_s=15.0):
         """Waits until the server died at `point`, sending requests meanwhile."""
-        hits_before = len(self.crash_lines())
+        hits_before = self.hits_before_start
         deadline = time.monotonic() + deadline_s
         sent = 0
         while self.server.running():
