@@ -145,9 +145,11 @@ void AlertEngine::LoadRules(std::vector<AlertUpdate>* out) {
   RuleParseOptions po;
   po.allow_private_targets = true;    // re-checked at delivery after DNS resolution
   po.drop_duplicate_channels = true;  // rules stored before duplicates were refused
+  unreadable_rules_.clear();
   for (const store::Rule& row : *rows) {
     Result<Rule> r = ParseRule(row.json, po);
     if (!r.ok()) {
+      unreadable_rules_.insert(row.id);
       logging::Warn("stored alert rule does not parse; skipped",
                     {{"rule_id", row.id}, {"error", r.status().message()}});
       continue;
@@ -402,6 +404,7 @@ void AlertEngine::Run() {
   std::vector<store::Alert> flags;
   std::vector<std::string> devices;
   std::vector<AlertUpdate> updates;
+  bool restored_judged = false;
   while (true) {
     bool stopping, tick_now;
     // Read before the batch is taken: the processors offer their replayed records before
@@ -421,6 +424,14 @@ void AlertEngine::Run() {
       tick_now_ = false;
     }
     if (rules_dirty_.load()) LoadRules(&updates);
+    if (!restored_judged && !rules_dirty_.load()) {
+      // Open alerts of rules deleted, disabled or given another kind while Joule was down
+      // (plain SQL) end now, once the rules have been read (with the store unreachable,
+      // they could not be told from rules that still exist).
+      restored_judged = true;
+      evaluator_.EndAlertsOfChangedRules(processing_clock_->NowNanos(), unreadable_rules_,
+                                         &updates);
+    }
     // Before this round's changes, so that each alert's writes land in order.
     if (metadata_ && !pending_writes_->empty() &&
         processing_clock_->NowNanos() >= pending_retry_ns_) {

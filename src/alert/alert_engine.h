@@ -29,6 +29,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "alert/evaluator.h"
@@ -133,6 +134,8 @@ class AlertEngine {
   std::vector<store::Alert> flag_changes_;
   std::vector<std::string> changed_devices_;  // device rows changed (store notification)
   int64_t last_created_ns_ = 0;  // alert thread only: created_ns of the latest delivery
+  // Rule rows that did not parse at the last load (their alerts are not ended at start).
+  std::unordered_set<std::string> unreadable_rules_;
   bool reseed_devices_ = false;  // alert thread only: a device listing failed, seed again
   bool stop_ = false;
   bool tick_now_ = false;

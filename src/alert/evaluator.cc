@@ -142,8 +142,18 @@ void Evaluator::SetRules(std::vector<Rule> rules, int64_t now, std::vector<Alert
 
 void Evaluator::RestoreAlert(const store::Alert& alert, int64_t now) {
   if (!Active(alert.state)) return;
+  simdjson::dom::parser parser;
+  simdjson::dom::element body;
+  const bool parsed = parser.parse(alert.json).get(body) == simdjson::SUCCESS;
+  // A rule deleted, disabled or given another kind in plain SQL while Joule was down ends
+  // the alert, as the same change through the API does (SetRules); until session 31 such
+  // an alert was restored and never judged again (deleted: not even restored), and stayed
+  // open for ever.
+  if (!EndReason(alert).empty()) {
+    ended_at_restore_.push_back(alert);
+    return;
+  }
   const Rule* rule = FindRule(alert.rule_id);
-  if (!rule) return;
   // The opening window is the id's suffix: the last 24 characters (RFC 3339 ms, UTC).
   if (alert.id.size() < 24) return;
   int64_t ws = 0;
@@ -167,9 +177,7 @@ void Evaluator::RestoreAlert(const store::Alert& alert, int64_t now) {
   e.firing = k.fired;
   e.run = k.fired ? rule->for_windows : 1;
   bool has_value = false;
-  simdjson::dom::parser parser;
-  simdjson::dom::element body;
-  if (parser.parse(alert.json).get(body) == simdjson::SUCCESS) {
+  if (parsed) {
     std::string_view text;
     int64_t ns = 0;
     if (body["window_end"].get_string().get(text) == simdjson::SUCCESS && ParseRfc3339(text, &ns) &&
@@ -219,6 +227,120 @@ void Evaluator::RestoreAlert(const store::Alert& alert, int64_t now) {
     f.handled_until = *alert.snoozed_until_ns;
   }
   flags_[alert.id] = f;
+}
+
+namespace {
+
+// The stored body of an alert, resolved: event and state "resolved", the annotation, the
+// flags and updated_at as given; every other field as last stored. `reopened` gets the
+// body's count (0 if none).
+std::string ResolvedBody(const store::Alert& a, std::string_view annotation, int64_t* reopened) {
+  JsonWriter w;
+  static constexpr std::string_view kReplaced[] = {"event",     "state",     "annotation",
+                                                   "reminder",  "acked",     "snoozed_until",
+                                                   "opened_at", "updated_at"};
+  *reopened = 0;
+  simdjson::dom::parser parser;
+  simdjson::dom::object body;
+  w.BeginObject();
+  if (parser.parse(a.json).get(body) == simdjson::SUCCESS) {
+    for (auto [key, value] : body) {
+      if (key == "reopened" && value.get_int64().get(*reopened) != simdjson::SUCCESS) *reopened = 0;
+      if (std::find(std::begin(kReplaced), std::end(kReplaced), key) != std::end(kReplaced)) {
+        if (key == "event" || key == "state") {
+          w.Key(key);
+          w.String("resolved");
+        }
+        continue;
+      }
+      w.Key(key);
+      w.Raw(simdjson::minify(value));
+    }
+  } else {
+    // Not stored by Joule (a row written by hand): the row's own columns.
+    w.Key("id");
+    w.String(a.id);
+    w.Key("event");
+    w.String("resolved");
+    w.Key("state");
+    w.String("resolved");
+    w.Key("rule_id");
+    w.String(a.rule_id);
+    w.Key("device_id");
+    w.String(a.device_id);
+    w.Key("owner_id");
+    w.String(a.owner_id);
+  }
+  w.Key("annotation");
+  w.String(annotation);
+  w.Key("acked");
+  w.Bool(a.acked);
+  w.Key("snoozed_until");
+  if (a.snoozed_until_ns) {
+    w.String(FormatRfc3339Millis(*a.snoozed_until_ns));
+  } else {
+    w.Null();
+  }
+  w.Key("opened_at");
+  w.String(FormatRfc3339Millis(a.opened_at_ns));
+  w.Key("updated_at");
+  w.String(FormatRfc3339Millis(a.updated_at_ns));
+  w.EndObject();
+  return w.Take();
+}
+
+}  // namespace
+
+std::string Evaluator::EndReason(const store::Alert& alert) const {
+  const Rule* rule = FindRule(alert.rule_id);
+  if (rule == nullptr) return "resolved: the rule was deleted";
+  simdjson::dom::parser parser;
+  simdjson::dom::element body;
+  std::string_view stored_kind;
+  if (parser.parse(alert.json).get(body) == simdjson::SUCCESS &&
+      body["kind"].get_string().get(stored_kind) == simdjson::SUCCESS &&
+      stored_kind != RuleKindName(rule->kind)) {
+    return "resolved: the rule's kind changed";
+  }
+  if (!rule->enabled) return "resolved: the rule was disabled";
+  return "";
+}
+
+void Evaluator::EndAlertsOfChangedRules(int64_t now,
+                                        const std::unordered_set<std::string>& unreadable,
+                                        std::vector<AlertUpdate>* out) {
+  const size_t first_update = out->size();
+  std::vector<store::Alert> ended;
+  ended.swap(ended_at_restore_);
+  for (store::Alert& alert : ended) {
+    if (unreadable.count(alert.rule_id) != 0) continue;
+    // Judged again on the rules as they are now: read after the restore when they could
+    // not be read before it, an alert whose rule exists after all continues.
+    const std::string why = EndReason(alert);
+    if (why.empty()) {
+      RestoreAlert(alert, now);
+      continue;
+    }
+    AlertUpdate u;
+    u.alert = std::move(alert);
+    store::Alert& a = u.alert;
+    const bool fired = a.state == store::AlertState::kFiring;
+    a.state = store::AlertState::kResolved;
+    last_updated_ns_ =
+        std::max({Wall(now), last_updated_ns_ + 1, a.updated_at_ns + kNanosPerMilli});
+    a.updated_at_ns = last_updated_ns_;
+    int64_t reopened = 0;
+    a.json = ResolvedBody(a, why, &reopened);
+    u.event = "resolved";
+    u.trigger_ns = now;
+    u.delivery_key = reopened > 0 ? fmt::format("resolved/reopened/{}", reopened) : "resolved";
+    if (const Rule* rule = FindRule(a.rule_id)) u.channels = rule->channels;
+    u.notify = fired && !a.acked && !u.channels.empty();
+    out->push_back(std::move(u));
+  }
+  ended_at_restore_.clear();  // (RestoreAlert above adds none: each rule is there now)
+  std::sort(out->begin() + static_cast<ptrdiff_t>(first_update), out->end(),
+            [](const AlertUpdate& a, const AlertUpdate& b) { return a.alert.id < b.alert.id; });
 }
 
 void Evaluator::SetFlags(const std::string& alert_id, bool acked,

@@ -102,8 +102,20 @@ class Evaluator {
   void SetWallClock(std::function<int64_t()> wall) { wall_ = std::move(wall); }
 
   // Seeds an active (pending or firing) alert from the store after a restart, so its
-  // episode continues instead of opening a second alert. Ignored when its rule is gone.
+  // episode continues instead of opening a second alert. One whose rule was deleted,
+  // disabled or given another kind while Joule was down (plain SQL) is not continued: it
+  // is kept for EndAlertsOfChangedRules.
   void RestoreAlert(const store::Alert& alert, int64_t now);
+  // Resolves the restored alerts whose rule was deleted, disabled or given another kind
+  // while Joule was down, as SetRules resolves them live: "resolved: the rule was
+  // deleted" / "…was disabled" / "the rule's kind changed", the body as last stored
+  // (value, peak, firing window, the old kind), a webhook through the rule's current
+  // channels for an alert that fired and is not acked (none for a deleted rule: its
+  // channels went with it). Alerts of `unreadable` rules (rows that did not parse) are
+  // left as they are; one whose rule is there after all (the rules were read only after
+  // the restore) is restored now. Appends to `out` in alert id order; once.
+  void EndAlertsOfChangedRules(int64_t now, const std::unordered_set<std::string>& unreadable,
+                               std::vector<AlertUpdate>* out);
   // Consulted when an episode is derived for an alert id not known since start (after a
   // restart: a resolved episode re-derived from replayed or late records). An alert the
   // store holds keeps its opened_at; one it holds as resolved keeps its row untouched —
@@ -241,6 +253,9 @@ class Evaluator {
   // before this had been seen before the restart (their records, re-emitted by the
   // restored processors, are not new activity).
   std::unordered_map<std::string, int64_t> seen_before_restart_;
+  // Restored alerts whose rule was deleted, disabled or changed kind while Joule was
+  // down (EndAlertsOfChangedRules judges them again).
+  std::vector<store::Alert> ended_at_restore_;
   struct Flags {
     bool acked = false;
     std::optional<int64_t> snoozed_until;
@@ -250,6 +265,9 @@ class Evaluator {
 
   static std::string TrackKey(std::string_view rule_id, std::string_view device_id);
   const Rule* FindRule(std::string_view id) const;
+  // Why a restored alert ends with the current rules ("" = it continues): its rule was
+  // deleted, changed kind (its body's kind) or is disabled.
+  std::string EndReason(const store::Alert& alert) const;
   // Whether `device_id` is in the rule's scope (RuleCovers with the device's metadata).
   bool Covers(const Rule& rule, const std::string& device_id) const;
   void Step(const Rule& rule, Machine& m, int64_t ws, const Verdict& v,

@@ -952,6 +952,47 @@ class DeviceMovedWhileDownTest(AlertServerMixin, unittest.TestCase):
                         f"{self.alerts_of(dev)}" + self.server.diag())
         self.assertIn("left the rule's scope", self.alerts_of(dev)[0]["annotation"])
 
+    def test_open_alerts_of_rules_disabled_or_deleted_while_down_resolve_at_start(self):
+        # Rules changed in plain SQL while Joule was down: no notification comes, so the
+        # engine judges the restored open alerts against the rules it reads at start
+        # (until session 31 both alerts stayed firing for ever).
+        self.server = JouleServer(env=ALERT_ENV, name="alerts-rules-while-down")
+        self.addCleanup(self.server.cleanup)
+        self.server.start()
+        owner = f"own-{uid()}"
+        devs, rules = [], []
+        for _ in range(2):
+            dev, _ = self.register(owner)
+            status, _, rule = self.server.request(
+                "POST", "/v1/rules", {"name": "silent", "scope": {"device_id": dev},
+                                      "kind": "absence", "absent_for": "2s"}, headers=ADMIN)
+            self.assertEqual(status, 201, f"{rule!r}" + self.server.diag())
+            devs.append(dev)
+            rules.append(rule["id"])
+        states = lambda: [[a["state"] for a in self.alerts_of(d)] for d in devs]
+        self.assertTrue(poll(lambda: states() == [["firing"], ["firing"]], timeout=30),
+                        f"{states()}" + self.server.diag())
+        self.server.stop()
+        disable = ("UPDATE rules SET body = replace(body{cast}, '\"enabled\":true', "
+                   "'\"enabled\":false'){back} WHERE rule_id = '{id}'")
+        delete = f"DELETE FROM rules WHERE rule_id = '{rules[1]}'"
+        if self.server.metadata_backend == "postgres":
+            psql(self.server.database.url, disable.format(cast="::text", back="::json", id=rules[0]))
+            psql(self.server.database.url, delete)
+        else:
+            db = sqlite3.connect(os.path.join(self.server.data_dir, "metadata.db"))
+            with db:
+                db.execute(disable.format(cast="", back="", id=rules[0]))
+                db.execute(delete)
+            db.close()
+        self.server.start()
+        self.assertTrue(poll(lambda: states() == [["resolved"], ["resolved"]], timeout=30),
+                        f"{states()}" + self.server.diag())
+        disabled, deleted = (self.alerts_of(d)[0] for d in devs)
+        self.assertIn("the rule was disabled", disabled["annotation"])
+        self.assertIn("the rule was deleted", deleted["annotation"])
+        self.assertEqual(disabled["kind"], "absence")
+
 
 class AbsenceAfterRestartTest(AlertServerMixin, unittest.TestCase):
     """Absence rules scoped to an owner or a model cover registered devices that never

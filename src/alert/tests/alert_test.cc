@@ -70,6 +70,7 @@ void RunScenario(const std::filesystem::path& path) {
   };
   ev->SetStoredAlertLookup(stored_lookup);
   std::vector<Rule> rules;
+  bool down = false;  // between `down` and `restart`: rule changes reach the store only
   std::deque<AlertUpdate> got;
   int64_t now = kBase;
   std::string line;
@@ -109,6 +110,7 @@ void RunScenario(const std::filesystem::path& path) {
       } else {
         rules.push_back(*r);
       }
+      if (down) continue;  // changed in the store while the engine is down
       // A change can end open alerts (disabled, kind changed, scope left).
       check_drained(lineno);
       std::vector<AlertUpdate> out;
@@ -122,10 +124,21 @@ void RunScenario(const std::filesystem::path& path) {
       // devices are seeded again by the engine (not here), and the store's open alerts are
       // restored.
       check_drained(lineno);
+      down = false;
       ev = std::make_unique<Evaluator>(lookup);
       ev->SetStoredAlertLookup(stored_lookup);
       ev->SetRules(rules);
       for (const auto& [id, a] : stored) ev->RestoreAlert(a, now);
+      // The engine's first round: alerts of rules changed while it was down end.
+      std::vector<AlertUpdate> out;
+      ev->EndAlertsOfChangedRules(now, {}, &out);
+      for (auto& u : out) {
+        stored[u.alert.id] = u.alert;
+        got.push_back(std::move(u));
+      }
+    } else if (cmd == "down") {
+      check_drained(lineno);
+      down = true;
     } else if (cmd == "replaying") {
       ev->SetReplaying(true);
     } else if (cmd == "replayed") {
@@ -141,6 +154,7 @@ void RunScenario(const std::filesystem::path& path) {
       std::string id;
       ls >> id;
       std::erase_if(rules, [&](const Rule& r) { return r.id == id; });
+      if (down) continue;
       std::vector<AlertUpdate> out;
       ev->SetRules(rules, now, &out);
       for (auto& u : out) {
@@ -239,12 +253,19 @@ void RunScenario(const std::filesystem::path& path) {
       std::string dev, rule, ws;
       ls >> dev >> rule >> ws;
       std::string id = AlertId(dev, rule, At(ws));
+      // The API writes the flags into the store's row too (kept across a restart).
+      auto row = stored.find(id);
       if (cmd == "ack") {
         ev->SetFlags(id, true, std::nullopt);
+        if (row != stored.end()) row->second.acked = true;
       } else {
         std::string until;
         ls >> until >> until;  // "until HH:MM"
         ev->SetFlags(id, false, At(until));
+        if (row != stored.end()) {
+          row->second.acked = false;
+          row->second.snoozed_until_ns = At(until);
+        }
       }
     } else if (cmd == "expect") {
       std::string what;
@@ -323,7 +344,10 @@ void RunScenario(const std::filesystem::path& path) {
         }
         ASSERT_TRUE(has) << path.filename() << ":" << lineno << ": no " << key << " in "
                          << u.alert.json;
-        if (v.is_number()) {
+        if (v.is_bool()) {
+          EXPECT_EQ(bool(v) ? "true" : "false", want)
+              << path.filename() << ":" << lineno << " " << key << " in " << u.alert.json;
+        } else if (v.is_number()) {
           EXPECT_DOUBLE_EQ(double(v), std::stod(want))
               << path.filename() << ":" << lineno << " " << key << " in " << u.alert.json;
         } else {
@@ -513,11 +537,8 @@ TEST(AlertProperties, RestartsWithReplayKeepWebhookInvariants) { CheckLateUpdate
 // time (CONTRACT §2 "Processing time"): after a clock step they differ, and a poller's
 // updated_since=<its last poll> must still find the change (found by a black-box test:
 // after a step forward of 1 h, updated_at was an hour behind the server's Date).
-TEST(AlertClocks, AlertTimesAreTheWallClockWhileEvaluationIsProcessingTime) {
-  Evaluator ev([](std::string_view) { return DeviceInfo{"o1", "m1"}; });
-  const int64_t processing = kBase + 10 * kNanosPerMinute;
-  const int64_t wall = processing + kNanosPerHour;  // the clock stepped forward an hour
-  ev.SetWallClock([wall] { return wall; });
+// A 1m threshold rule on temp_c > 80 for d1, and a final 1m record of d1 with one sample.
+Rule TempRule() {
   RuleParseOptions po;
   po.allow_private_targets = true;
   Result<Rule> r =
@@ -525,27 +546,73 @@ TEST(AlertClocks, AlertTimesAreTheWallClockWhileEvaluationIsProcessingTime) {
                 R"("aggregate":"max","op":">","threshold":80,"resolution":"1m",)"
                 R"("channels":[{"url":"http://127.0.0.1:9/h","secret":"s"}]})",
                 po);
-  ASSERT_TRUE(r.ok()) << r.status().ToString();
-  ev.SetRules({*r});
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return r.ok() ? *r : Rule{};
+}
+
+model::AggregateRecord TempRecord(int64_t window_start, double value) {
   model::AggregateRecord rec;
   rec.device_id = "d1";
   rec.resolution = model::Resolution::kBase;
-  rec.window_start_ns = kBase;
-  rec.window_end_ns = kBase + kNanosPerMinute;
+  rec.window_start_ns = window_start;
+  rec.window_end_ns = window_start + kNanosPerMinute;
   rec.version = 1;
   rec.final = true;
   model::MetricAggregate m;
   m.name = "temp_c";
   m.kind = model::DefaultMetricKind("temp_c");
   m.count = 1;
-  m.min = m.max = m.first = m.last = m.sum = 90;
+  m.min = m.max = m.first = m.last = m.sum = value;
   rec.metrics.push_back(m);
+  return rec;
+}
+
+TEST(AlertClocks, AlertTimesAreTheWallClockWhileEvaluationIsProcessingTime) {
+  Evaluator ev([](std::string_view) { return DeviceInfo{"o1", "m1"}; });
+  const int64_t processing = kBase + 10 * kNanosPerMinute;
+  const int64_t wall = processing + kNanosPerHour;  // the clock stepped forward an hour
+  ev.SetWallClock([wall] { return wall; });
+  ev.SetRules({TempRule()});
   std::vector<AlertUpdate> out;
-  ev.OnRecord(rec, processing, &out);
+  ev.OnRecord(TempRecord(kBase, 90), processing, &out);
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(out[0].event, "firing");
   EXPECT_EQ(out[0].alert.opened_at_ns, wall);
   EXPECT_EQ(out[0].alert.updated_at_ns, wall);
+}
+
+TEST(AlertRestore, AlertsOfRulesReadLateOrUnreadableAreNotEnded) {
+  const Rule rule = TempRule();
+  auto lookup = [](std::string_view) { return DeviceInfo{"o1", "m1"}; };
+  Evaluator first(lookup);
+  first.SetRules({rule});
+  std::vector<AlertUpdate> out;
+  first.OnRecord(TempRecord(kBase, 90), kBase + kNanosPerMinute, &out);
+  ASSERT_EQ(out.size(), 1u);
+  ASSERT_EQ(out[0].event, "firing");
+  const store::Alert stored = out[0].alert;
+  const int64_t now = kBase + 5 * kNanosPerMinute;
+
+  Evaluator late(lookup);
+  late.SetRules({});  // not read at start
+  late.RestoreAlert(stored, now);
+  late.SetRules({rule});  // read later
+  out.clear();
+  late.EndAlertsOfChangedRules(now, {}, &out);
+  EXPECT_TRUE(out.empty()) << out[0].alert.json;
+  // Restored after all: the next window under the threshold resolves it.
+  late.OnRecord(TempRecord(kBase + kNanosPerMinute, 10), now, &out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].event, "resolved");
+  EXPECT_EQ(out[0].alert.id, stored.id);
+  EXPECT_EQ(out[0].alert.json.find("annotation"), std::string::npos) << out[0].alert.json;
+
+  Evaluator unreadable(lookup);
+  unreadable.SetRules({});  // its row did not parse
+  unreadable.RestoreAlert(stored, now);
+  out.clear();
+  unreadable.EndAlertsOfChangedRules(now, {"r1"}, &out);
+  EXPECT_TRUE(out.empty());
 }
 
 TEST(WebhookSignature, StandardWebhooksVector) {
