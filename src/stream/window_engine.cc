@@ -1587,12 +1587,28 @@ bool WindowEngine::CorrectBaseWindow(const model::AggregateRecord& before,
   change.snapshot.resize(d->metrics.size());
   bool held = false;
   for (int res : {kHourRes, kDayRes}) {
-    if (Window* r = FindContaining(d->win[res], after.window_start_ns)) {
+    Window* r = FindContaining(d->win[res], after.window_start_ns);
+    // A rollup the engine never held (every event of it was too late: found by a black-box
+    // test, the replayed minute was written and its hour never) is created, empty, to take
+    // the difference — unless eviction may have freed it (it ends at or before evicted_to:
+    // such a rollup is settled, and the replay wrote it itself).
+    if (r == nullptr) {
+      const int64_t end = res == kHourRes
+                              ? FloorTo(after.window_start_ns, kNanosPerHour) + kNanosPerHour
+                              : LocalDayOf(d->zone, after.window_start_ns).end_ns;
+      if (end > d->evicted_to) {
+        r = res == kHourRes ? HourOf(E, *d, after.window_start_ns)
+                            : DayOf(E, *d, after.window_start_ns);
+      }
+    }
+    if (r != nullptr) {
       ApplyBaseChange(*d, &change, r);
       held = true;
     }
   }
-  EmitDirty(E, *d, sink);
+  // Re-emits the changed final rollups; a created one behind the watermark becomes final
+  // here, as after a late event.
+  Finalize(E, *d, sink);
   return held;
 }
 

@@ -30,7 +30,7 @@ struct Latest : RecordSink {
   std::map<std::tuple<std::string, int, int64_t>, model::AggregateRecord> records;
 };
 
-constexpr int64_t kT0 = 1795000800LL * kNanosPerSecond;  // 10 minutes past an hour
+constexpr int64_t kT0 = 1795000800LL * kNanosPerSecond;  // 2026-11-18 11:20 UTC
 
 model::Event At(int64_t t, double power, double meter) {
   model::Event e;
@@ -124,6 +124,73 @@ TEST(CorrectBaseWindowTest, RollupsHeldByTheLiveEngineGetTheReplayedMinute) {
   model::AggregateRecord other = *after;
   other.device_id = "nobody";
   EXPECT_FALSE(live.CorrectBaseWindow(model::AggregateRecord{}, other, &live_out));
+}
+
+// An hour whose only events were too late, not yet settled: the live engine never held
+// it, so there was no rollup to correct — the replay's minute creates it (found by a
+// black-box test: the replayed minute was written, its hour never, and the day no longer
+// equalled its hours). A rollup that eviction may have freed (settled: the replay writes it
+// itself) is not created again from nothing.
+TEST(CorrectBaseWindowTest, ARollupTheEngineNeverHeldIsCreated) {
+  EngineOptions o;
+  o.allowed_lateness_ns = 30 * kNanosPerMinute;
+  o.out_of_orderness_ns = 5 * kNanosPerSecond;
+  WindowEngine live(o), full(o);
+  Latest live_out, full_out;
+  // kT0 is 11:20 UTC: the device reports 12:10–12:16; an event of 11:30 comes too late.
+  std::vector<model::Event> events;
+  for (int i = 0; i < 36; ++i) {
+    events.push_back(
+        At(kT0 + 50 * kNanosPerMinute + i * 10 * kNanosPerSecond, 100.0 + i % 5, 6000 + i * 1.5));
+  }
+  const model::Event late = At(kT0 + 10 * kNanosPerMinute + 7 * kNanosPerSecond, 900.0, 5990);
+  for (const auto& e : events) {
+    live.Process(e, e.timestamp_ns, &live_out);
+    live.Tick(e.timestamp_ns, &live_out);
+  }
+  const int64_t now = events.back().timestamp_ns + kNanosPerSecond;
+  live.Process(late, now, &live_out);
+  WindowEngine::DeviceHealth h;
+  ASSERT_TRUE(live.Health("d", &h));
+  ASSERT_EQ(h.late_dropped, 1u);
+  full.Process(late, late.timestamp_ns, &full_out);
+  full.Tick(now + 2 * kNanosPerDay, &full_out);
+
+  const int64_t minute = kT0 + 10 * kNanosPerMinute;
+  const int64_t hour = kT0 - 20 * kNanosPerMinute;
+  ASSERT_EQ(live_out.Find(model::Resolution::kHour, hour), nullptr);
+  const model::AggregateRecord* after = full_out.Find(model::Resolution::kBase, minute);
+  ASSERT_NE(after, nullptr);
+  const model::AggregateRecord* day = nullptr;
+  for (const auto& [key, r] : live_out.records) {
+    if (r.resolution == model::Resolution::kDay) day = &r;
+  }
+  ASSERT_NE(day, nullptr);
+  const uint64_t day_count = day->count;
+  model::AggregateRecord none;  // no live record of the minute
+  none.device_id = "d";
+  none.resolution = model::Resolution::kBase;
+  none.window_start_ns = after->window_start_ns;
+  none.window_end_ns = after->window_end_ns;
+  EXPECT_TRUE(live.CorrectBaseWindow(none, *after, &live_out));
+
+  const model::AggregateRecord* got = live_out.Find(model::Resolution::kHour, hour);
+  const model::AggregateRecord* want = full_out.Find(model::Resolution::kHour, hour);
+  ASSERT_NE(got, nullptr) << "the hour was not created";
+  ASSERT_NE(want, nullptr);
+  EXPECT_TRUE(got->final);
+  ExpectSameContent(*got, *want);
+  live.Tick(now + 2 * kNanosPerDay, &live_out);
+  EXPECT_EQ(day->count, day_count + 1);  // (the newest version of the same key)
+
+  // Two hours earlier, behind what eviction may have freed: no hour from nothing.
+  model::AggregateRecord old = *after;
+  old.window_start_ns -= 2 * kNanosPerHour;
+  old.window_end_ns -= 2 * kNanosPerHour;
+  none.window_start_ns = old.window_start_ns;
+  none.window_end_ns = old.window_end_ns;
+  live.CorrectBaseWindow(none, old, &live_out);
+  EXPECT_EQ(live_out.Find(model::Resolution::kHour, hour - 2 * kNanosPerHour), nullptr);
 }
 
 }  // namespace
