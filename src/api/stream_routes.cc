@@ -1,8 +1,12 @@
 // GET /v1/stream?device_id= or ?owner_id= (CONTRACT §3): Server-Sent Events `window`,
 // `reading` and `alert` for one device or all of an owner's devices. Admin and owner keys;
-// device tokens get 403.
+// device tokens get 403. A device stream names a device the caller may read, as realtime
+// decides (404 otherwise; the admin: one registered or with data), and ends when the
+// device is deleted or moves away from an owner key's owner; an owner stream names the
+// key's own owner (the admin: any owner id, with devices yet or not, as owner energy).
 #include <fmt/format.h>
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -19,6 +23,30 @@
 
 namespace joule::api {
 namespace {
+
+// Whether Joule knows an unregistered device the admin asks for (auth.mode = "disabled"
+// needs no registration): the engine holds its state, or the latest store or history has
+// its windows — what GET /v1/devices/{id}/metrics/realtime answers 200 for, not 404.
+Result<bool> DeviceHasData(const ApiContext& ctx, const std::string& device_id) {
+  stream::WindowEngine::DeviceHealth health;
+  if (ctx.health && ctx.health(device_id, &health)) return true;
+  if (ctx.latest && (!ctx.latest_state || ctx.latest_state().usable())) {
+    store::LatestSnapshot snap;
+    Result<bool> found = ctx.latest->Get(device_id, 1, &snap);
+    if (found.ok() && *found) return true;
+  }
+  if (ctx.history) {
+    Result<std::vector<model::AggregateRecord>> records =
+        ctx.history->Latest(device_id, model::Resolution::kBase, 1);
+    if (!records.ok()) return records.status();
+    if (!records->empty()) return true;
+  }
+  if (ctx.restoring && ctx.restoring()) {
+    return Status::Unavailable(
+        "starting: the devices' state is being restored (GET /readyz says when it is ready)");
+  }
+  return false;
+}
 
 // Open streams per owner key (limits.streams_per_key): one tenant must not hold every
 // connection of the server with streams, which no timeout ends (found by a black-box test).
@@ -62,9 +90,18 @@ void HandleStream(ApiContext& ctx, const std::shared_ptr<StreamQuota>& quota, ne
     return responder.Send(
         ErrorFromStatus(Status::InvalidArgument("give exactly one of device_id or owner_id")));
   }
+  bool registered = false;
   if (device_id) {
-    Result<store::Device> device = ctx.auth->AuthorizeDeviceRead(caller, *device_id);
+    Result<store::Device> device = ctx.auth->AuthorizeDeviceRead(caller, *device_id, &registered);
     if (!device.ok()) return responder.Send(ErrorFromStatus(device.status()));
+    // The admin reads any device, registered or not — but one Joule knows, as realtime:
+    // `device_id=nope` was a 200 stream that never carried anything (found by a black-box
+    // test; an owner key got 404).
+    if (!registered) {
+      Result<bool> known = DeviceHasData(ctx, *device_id);
+      if (!known.ok()) return responder.Send(ErrorFromStatus(known.status()));
+      if (!*known) return responder.Send(DeviceNotFound());
+    }
   } else if (!ingest::ValidDeviceId(*owner_id) ||
              (caller.kind == Caller::Kind::kOwner && caller.owner_id != *owner_id)) {
     return responder.Send(net::HttpResponse::Error(404, "not_found", "no such owner"));
@@ -93,15 +130,31 @@ void HandleStream(ApiContext& ctx, const std::shared_ptr<StreamQuota>& quota, ne
   }
   LiveHub* hub = ctx.live;
   // Checked again every second (LiveHub::Revalidate): a revoked key, or a device that moved
-  // to another owner, ends the stream (found by a black-box test: an open stream outlived
-  // both). An unreachable metadata store keeps it (the cache's stale-if-error rule).
+  // to another owner or was deleted, ends the stream (found by a black-box test: an open
+  // stream outlived both). An unreachable metadata store keeps it (the cache's
+  // stale-if-error rule).
   LiveHub::Allowed allowed;
-  if (caller.kind == Caller::Kind::kOwner) {
+  const Authenticator* auth = ctx.auth;
+  if (caller.kind == Caller::Kind::kAdmin && device_id) {
+    // The admin token is the config's (no revocation); its device stream ends when the
+    // device, registered at the open or since, is deleted (found by a black-box test: only
+    // owner keys' streams were checked, the admin's went on). One that was never
+    // registered (auth.mode = "disabled") cannot be deleted and goes on.
+    auto was_registered = std::make_shared<std::atomic<bool>>(registered);
+    allowed = [auth, device = *device_id, was_registered] {
+      Caller admin;
+      admin.kind = Caller::Kind::kAdmin;
+      bool now = false;
+      Result<store::Device> d = auth->AuthorizeDeviceRead(admin, device, &now);
+      if (!d.ok()) return true;  // the metadata store cannot tell: keep it
+      if (now) was_registered->store(true);
+      return now || !was_registered->load();
+    };
+  } else if (caller.kind == Caller::Kind::kOwner) {
     net::HttpRequest probe;  // the credentials only
     if (const std::string* a = req.Header("authorization")) {
       probe.headers.emplace_back("authorization", *a);
     }
-    const Authenticator* auth = ctx.auth;
     allowed = [auth, probe = std::move(probe), owner = caller.owner_id,
                device = device_id ? *device_id : std::string()] {
       const Caller now = auth->Authenticate(probe);

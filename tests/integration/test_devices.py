@@ -340,11 +340,11 @@ class DeviceApiCases:
         dev_id, dev_token = dev["device"]["device_id"], dev["token"]
         key = self.server.request("POST", f"/v1/owners/{owner}/keys", {}, headers=ADMIN)[2]
 
-        def open_stream(query):
+        def open_stream(query, token=key["key"]):
             # The head within 10 s; then short reads, so that ended() can post between them.
             sock = socket.create_connection(("127.0.0.1", self.server.port), timeout=10)
             sock.sendall(f"GET /v1/stream?{query} HTTP/1.1\r\nHost: x\r\n"
-                         f"Authorization: Bearer {key['key']}\r\n\r\n".encode())
+                         f"Authorization: Bearer {token}\r\n\r\n".encode())
             head = b""
             while b"\r\n\r\n" not in head:
                 chunk = sock.recv(4096)
@@ -390,6 +390,19 @@ class DeviceApiCases:
         done, seen = ended(conn, b"")
         conn.close()
         self.assertTrue(done, f"the stream of a revoked key went on: {seen[-300:]!r}")
+        # The admin's device stream ends when the device is deleted, as an owner key's does
+        # (found by a black-box test: only owner keys' streams were checked again).
+        conn, resp = open_stream(f"device_id={quote(dev_id)}", ADMIN_TOKEN)
+        self.assertStatus(self.server.request("DELETE", f"/v1/devices/{quote(dev_id)}",
+                                              headers=ADMIN), 204, "delete")
+        done, seen = ended(conn, b"")
+        conn.close()
+        self.assertTrue(done, f"the admin's stream of a deleted device went on: {seen[-300:]!r}")
+        # And a device Joule does not know is 404 for the admin too (as realtime).
+        for path in [f"/v1/stream?device_id=nope-{uid()}",
+                     f"/v1/devices/nope-{uid()}/metrics/realtime"]:
+            st, _, body = self.server.request("GET", path, headers=ADMIN)
+            self.assertEqual(st, 404, f"{path}: {body}")
 
     # ---------------------------------------------------------------- list
 
