@@ -11,7 +11,9 @@
 // up after a reconnect (through a TCP proxy that is cut), hidden tabs releasing their
 // stream, a revoked key, no polling for a missing device, periodic refresh (a faked clock),
 // long metadata, huge values and unknown metrics; (session 22) a home with a whole-home
-// meter totals the meter alone.
+// meter totals the meter alone; (session 31) a meter plus a device in another zone, solar
+// production, the fleet list following the server, chart axes, unwrapped fleet cells,
+// resolved alerts without actions.
 //
 //   JOULE_BIN=build/debug/src/app/joule node tests/e2e/dashboard.test.mjs
 // Env: JOULE_BIN (required), CHROMIUM (default /usr/bin/chromium),
@@ -569,7 +571,9 @@ test('empty charts, alert badges merged, alerts refresh, long ids, owner without
     const nowS = Date.now() / 1000;
     const h = await hist.evaluate((el) => ({ ...el.dataset }));
     assert.ok(Math.abs(Number(h.xMax) - nowS) < 120 && Math.abs(Number(h.xMin) - (nowS - 86400)) < 120, 'history covers the last 24 h: ' + JSON.stringify(h));
-    for (const id of ['live-chart', 'voltage-chart', 'daily-chart']) {
+    // No voltage_v (nothing at all): no Voltage chart (session 31: an empty one, blank axis).
+    assert.equal(await dev.getByTestId('voltage-chart').count(), 0);
+    for (const id of ['live-chart', 'daily-chart']) {
       await dev.waitForFunction((t) => document.querySelector(`[data-testid="${t}"]`)?.dataset.xMin, id);
       const x = await dev.getByTestId(id).evaluate((el) => ({ ...el.dataset }));
       assert.ok(Number(x.xMin) > nowS - 40 * 86400 && Number(x.xMax) < nowS + 3600, id + ' spans a recent range: ' + JSON.stringify(x));
@@ -611,6 +615,14 @@ test('empty charts, alert badges merged, alerts refresh, long ids, owner without
     const listed = await call('GET', '/v1/alerts?device_id=e2e-alert-1');
     assert.equal(listed.json.alerts.length, 1, listed.text);
     assert.equal(listed.json.alerts[0].state, 'resolved');
+    // A resolved alert offers no Ack or Snooze (they silence an open alert), and its value
+    // reads as the last one, with the peak that breached (session 31: "100.0 W (> 1.00 kW)"
+    // beside Ack and Snooze buttons).
+    await alertsPage.getByLabel('State').selectOption('resolved');
+    const resolvedRow = alertsPage.locator(`tr[data-alert-id="${listed.json.alerts[0].id}"]`);
+    await resolvedRow.getByTestId('alert-no-actions').waitFor();
+    assert.equal(await resolvedRow.getByRole('button').count(), 0, 'buttons on a resolved alert');
+    assert.match(await resolvedRow.locator('td[data-label="Value"]').innerText(), /^last .+ · peak 2\.02 kW \(rule > 1\.00 kW\)$/);
     // ... and the fleet's open alerts drop back to 0, again without a reload.
     await fleet.waitForFunction((el) => el.textContent.trim() === '0', await openCell.elementHandle(), { timeout: 40_000 });
     await call('DELETE', '/v1/rules/' + rule.json.id);
@@ -1180,6 +1192,144 @@ test('long metadata, huge values and unknown metrics', async () => {
     await page.setViewportSize({ width: 375, height: 800 });
     await page.waitForTimeout(300);
     assert.ok((await overflow()) <= 1, 'the device page scrolls sideways at phone width by ' + (await overflow()) + ' px');
+    assert.deepEqual([...errors], [], 'console errors');
+  } finally {
+    await page.close();
+  }
+});
+
+// Session 31's black-box findings on the home page: a whole-home meter in UTC and a plug in
+// Kiritimati (UTC+14) fall in different 1d buckets, so the plug's bucket (no meter in it) is
+// counted as it is (CONTRACT owner energy) and the note must name it — it said "the other
+// devices are part of it"; and a solar inverter (solar_w only) was on neither card.
+test('a home with a meter, a device in another zone and a solar inverter', async () => {
+  const now = Date.now();
+  await register([{ device_id: 'e2e-x-meter', owner_id: 'home-x', name: 'X meter', timezone: 'UTC', config: { whole_home: true } },
+    { device_id: 'e2e-x-kiri', owner_id: 'home-x', name: 'Kiri heater', timezone: 'Pacific/Kiritimati' },
+    { device_id: 'e2e-x-pv', owner_id: 'home-x', name: 'X roof PV', timezone: 'UTC' }]);
+  const from = Math.max(now - 180_000, Date.UTC(new Date(now).getUTCFullYear(), new Date(now).getUTCMonth(), new Date(now).getUTCDate()));
+  const pv = [];
+  for (let t = from; t <= now - 20_000; t += 20_000) pv.push({ device_id: 'e2e-x-pv', timestamp: new Date(t).toISOString(), metrics: { solar_w: 2500 } });
+  await ingest([...readings('e2e-x-meter', from, now - 20_000, 3000), ...readings('e2e-x-kiri', from, now - 20_000, 1000), ...pv]);
+  await until('owner energy of the meter, the plug and the inverter', async () => {
+    const q = (metric) => call('GET', '/v1/owners/home-x/energy?resolution=1d&metric=' + metric + '&from=' + new Date(now - 2 * 86400e3).toISOString());
+    const used = (await q('power_w,energy_wh')).json?.data || [];
+    const made = (await q('solar_w')).json?.data || [];
+    return used.some((b) => b.devices['e2e-x-meter'] > 0 && b.total_of === 'whole_home') && used.some((b) => b.devices['e2e-x-kiri'] > 0 && b.total_of === 'all')
+      && made.some((b) => b.devices['e2e-x-pv'] > 0);
+  });
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT);
+  const errors = watchConsole(page);
+  try {
+    await signIn(page);
+    await page.goto(base + '/#/home/home-x');
+    for (const id of ['energy-today', 'energy-month']) {
+      const card = page.getByTestId(id);
+      await card.getByRole('link', { name: 'Kiri heater' }).waitFor();
+      // The note names the device added to the meter, and says it is not behind the meter.
+      await card.getByTestId('energy-total-added').getByText('Kiri heater').waitFor();
+      assert.doesNotMatch(await card.getByTestId('energy-total-note').innerText(), /the other devices are part of it\.$/);
+      // The inverter is production: not listed with consumption.
+      assert.equal(await card.getByText('X roof PV').count(), 0, id + ' lists the inverter as consumption');
+    }
+    for (const id of ['production-today', 'production-month']) {
+      const card = page.getByTestId(id);
+      await card.getByText('X roof PV').waitFor();
+      await card.getByTestId('energy-production-note').waitFor();
+      assert.match(await card.locator('.big-sm').innerText(), /Wh$/);
+    }
+    await page.screenshot({ path: join(shots, 'home-meter-zones-solar.png'), fullPage: true });
+    // The inverter's device page has no voltage chart: it sends no voltage_v (an empty
+    // "Voltage" chart with a blank axis was shown).
+    await page.goto(base + '/#/device/e2e-x-pv');
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid="history-chart"]')?.dataset.points) >= 1);
+    assert.equal(await page.getByTestId('voltage-chart').count(), 0);
+    assert.equal(await page.getByRole('heading', { name: 'Voltage' }).count(), 0);
+    // Value axes: "2.5 kW", not "2.5k W"; history on 7 d and 30 d (1h windows) keeps its
+    // time labels apart.
+    await page.waitForFunction(() => document.querySelector('[data-testid="history-chart"]')?.dataset.yLabels);
+    const y = (await page.getByTestId('history-chart').getAttribute('data-y-labels')).split('|').filter(Boolean);
+    assert.ok(y.length >= 2 && y.every((l) => /^-?[\d.]+ [kMGTPE]?W$/.test(l)), 'history y labels: ' + y.join('|'));
+    for (const range of ['7 d', '30 d']) {
+      await page.getByRole('button', { name: range }).click();
+      await page.waitForTimeout(500);
+      await page.waitForFunction(() => document.querySelector('[data-testid="history-chart"]')?.dataset.xLabels);
+      const fits = await page.getByTestId('history-chart').evaluate((el) => {
+        const labels = el.dataset.xLabels.split('|').filter(Boolean);
+        const ctx = document.createElement('canvas').getContext('2d');
+        ctx.font = '12px system-ui, sans-serif';
+        const widest = Math.max(...labels.map((l) => ctx.measureText(l).width));
+        return { labels, widest, width: Number(el.dataset.plotWidth), ok: labels.length * (widest + 8) <= Number(el.dataset.plotWidth) };
+      });
+      assert.ok(fits.ok, range + ': time labels run together: ' + JSON.stringify(fits));
+    }
+    assert.deepEqual([...errors], [], 'console errors');
+  } finally {
+    await page.close();
+  }
+});
+
+// The fleet list follows the server while open: a device deleted meanwhile goes (it stayed
+// "— offline · never"), a new one comes (it never appeared until a reload).
+test('the fleet list follows added and deleted devices', () => withFakeClock(async (page) => {
+  await register([{ device_id: 'e2e-fl-old', owner_id: 'home-fl', timezone: 'UTC' }]);
+  await page.goto(base + '/#/');
+  await page.getByLabel('Search').fill('e2e-fl-');
+  // Registered after the sign-in had loaded the fleet: it comes with the minute's reload.
+  await page.clock.fastForward(61_000);
+  await page.locator('tr[data-device="e2e-fl-old"]').waitFor();
+  assert.equal((await call('DELETE', '/v1/devices/e2e-fl-old')).status, 204);
+  await register([{ device_id: 'e2e-fl-new', owner_id: 'home-fl', timezone: 'UTC' }]);
+  await page.clock.fastForward(61_000);
+  await page.locator('tr[data-device="e2e-fl-new"]').waitFor();
+  await page.locator('tr[data-device="e2e-fl-old"]').waitFor({ state: 'detached' });
+  assert.equal(await page.getByLabel('Search').inputValue(), 'e2e-fl-', 'the search was kept');
+}));
+
+// Chart value axes and the fleet's cells at 1280 px (session 31): "1P W" for 1e15 W (the
+// page writes "1.00 PW"), a blank axis for 9.9e99 V, duplicate ticks for tiny daily energy
+// ("0.01 Wh, 0.01 Wh, 0 Wh"), and "266.7 / W", "1 min / ago" wrapped in the fleet table.
+test('chart axes stay short and distinct; fleet cells do not wrap', async () => {
+  await register([{ device_id: 'e2e-ax-huge', owner_id: 'home-ax', timezone: 'UTC' }, { device_id: 'e2e-ax-tiny', owner_id: 'home-ax', timezone: 'UTC' }]);
+  const now = Date.now();
+  await ingest([...[-150_000, -90_000, -30_000].map((dt, i) => ({ device_id: 'e2e-ax-huge', timestamp: new Date(now + dt).toISOString(), metrics: { power_w: 1e15 * (i + 1), voltage_v: i === 1 ? -9.9e99 : 9.9e99 } })),
+    ...readings('e2e-ax-tiny', now - 150_000, now - 20_000, 0.2)]);
+  await until('a daily window of the tiny device', async () => ((await call('GET', '/v1/devices/e2e-ax-tiny/metrics/history?resolution=1d&from=' + new Date(now - 2 * 86400e3).toISOString())).json?.data || []).length > 0);
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT);
+  const errors = watchConsole(page);
+  const labels = async (id) => {
+    await page.waitForFunction((t) => document.querySelector(`[data-testid="${t}"]`)?.dataset.yLabels, id);
+    return (await page.getByTestId(id).getAttribute('data-y-labels')).split('|').filter(Boolean);
+  };
+  try {
+    await signIn(page);
+    await page.goto(base + '/#/device/e2e-ax-huge');
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid="history-chart"]')?.dataset.points) >= 2);
+    const power = await labels('history-chart');
+    assert.ok(power.length >= 2 && power.every((l) => /^-?[\d.]+ [kMGTPE]?W$/.test(l)), 'power axis: ' + power.join('|'));
+    const volts = await labels('voltage-chart');
+    assert.ok(volts.length >= 2 && volts.every((l) => /^-?[\d.]+(e[+-]\d+)? V$/.test(l)), 'voltage axis: ' + volts.join('|'));
+    assert.equal(new Set(volts).size, volts.length, 'duplicate voltage ticks: ' + volts.join('|'));
+    await page.goto(base + '/#/device/e2e-ax-tiny');
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid="daily-chart"]')?.dataset.filled) >= 1);
+    const energy = await labels('daily-chart');
+    assert.ok(energy.length >= 2, 'energy axis: ' + energy.join('|'));
+    assert.equal(new Set(energy).size, energy.length, 'duplicate energy ticks: ' + energy.join('|'));
+    // The fleet at 1280 px: power, status and last seen each on one line.
+    await page.goto(base + '/#/');
+    await page.getByLabel('Search').fill('e2e-ax-tiny');
+    const row = page.locator('tr[data-device="e2e-ax-tiny"]');
+    await row.locator('td[data-label="Status"]').getByText('online').waitFor();
+    for (const cell of ['Power', 'Status', 'Last seen']) {
+      const lines = await row.locator(`td[data-label="${cell}"]`).evaluate((td) => {
+        const r = document.createRange();
+        r.selectNodeContents(td);
+        return new Set([...r.getClientRects()].filter((x) => x.width > 0).map((x) => Math.round(x.top))).size;
+      });
+      assert.equal(lines, 1, cell + ' wraps onto ' + lines + ' lines');
+    }
     assert.deepEqual([...errors], [], 'console errors');
   } finally {
     await page.close();

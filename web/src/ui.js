@@ -57,6 +57,9 @@ export function Chart({ opts, data, height = 220, testid }) {
       node.dataset.xMax = String(Math.round(x.max));
       const labels = (u.axes[0] && u.axes[0]._values) || [];
       node.dataset.xLabels = labels.map((v) => String(v).replace(/\n/g, ' ')).join('|');
+      const yLabels = (u.axes[1] && u.axes[1]._values) || [];
+      node.dataset.yLabels = yLabels.map((v) => String(v)).join('|');
+      node.dataset.plotWidth = String(Math.round(u.bbox.width / devicePixelRatio));
     };
     const hooks = { ...(opts.hooks || {}), draw: [...((opts.hooks && opts.hooks.draw) || []), noteDrawn] };
     plot.current = new uPlot({ ...opts, hooks, width, height }, data, node);
@@ -102,26 +105,60 @@ export function timeScale(empty = () => {
   };
 }
 
-// Local-time axis values for uPlot (seconds since the epoch).
-export const timeAxis = { scale: 'x', stroke: '#8a8f98', grid: { stroke: 'rgba(138,143,152,0.25)' }, ticks: { stroke: 'rgba(138,143,152,0.25)' } };
+// Local-time axis values for uPlot (seconds since the epoch). `space`: the least distance
+// between two ticks, in CSS px — a label such as "10:00am" is about 50 px wide, and uPlot's
+// default (50) let 15-minute labels run together ("10:00am10:15am10:30am", black-box test).
+export const timeAxis = { scale: 'x', space: 90, stroke: '#8a8f98', grid: { stroke: 'rgba(138,143,152,0.25)' }, ticks: { stroke: 'rgba(138,143,152,0.25)' } };
 
+// Tick increments for value axes: 1, 2, 5 × 10^k up to the API's |value| ≤ 1e100. uPlot's
+// own stop near 1e16: past that it found no increment and drew no ticks (a blank axis).
+const VALUE_INCRS = [];
+for (let k = -12; k <= 100; k++) for (const m of [1, 2, 5]) VALUE_INCRS.push(+(m + 'e' + k));
+
+// Width of the labels (CSS px) in uPlot's axis font.
+let measureCtx = null;
+function textWidth(text) {
+  if (!measureCtx) {
+    measureCtx = document.createElement('canvas').getContext('2d');
+    measureCtx.font = '12px system-ui, -apple-system, "Segoe UI", Roboto, sans-serif';
+  }
+  return measureCtx.measureText(text).width;
+}
+
+// A value axis whose labels carry the unit with the SI prefix ("3 TW", as the rest of the
+// page writes it; it wrote "2T W") and as many decimals as the tick spacing needs (tiny
+// daily energy gave "0.01 Wh, 0.01 Wh, 0 Wh"). Its width follows its labels (at least
+// `size` px): "-1e+100 V" did not fit 60 px and the axis was left blank.
 export function valueAxis(unit, size = 60) {
   return {
     stroke: '#8a8f98',
     grid: { stroke: 'rgba(138,143,152,0.25)' },
     ticks: { stroke: 'rgba(138,143,152,0.25)' },
-    size,
-    values: (u, vals) => vals.map((v) => (v == null ? '' : formatAxis(v) + ' ' + unit)),
+    incrs: VALUE_INCRS,
+    size: (u, values) => {
+      if (!values || !values.length) return size;
+      const widest = Math.max(...values.map((v) => (v ? textWidth(String(v)) : 0)));
+      return Math.max(size, Math.ceil(widest) + 18);  // + tick length and gap
+    },
+    values: (u, vals, axisIdx, space, incr) => vals.map((v) => (v == null ? '' : formatAxis(v, incr, unit))),
   };
 }
 
-// Short tick labels: k, M, G, T, P, E, then exponents (the API accepts |value| ≤ 1e100).
-function formatAxis(v) {
+// A tick label: k, M, G, T, P, E before the unit, then exponents (the API accepts |value|
+// ≤ 1e100), with the decimals the increment `incr` between ticks needs (trailing zeros
+// dropped), so neighbouring ticks never read the same.
+const PREFIXES = ['', 'k', 'M', 'G', 'T', 'P', 'E'];
+const decimals = (step) => (step > 0 ? Math.min(12, Math.max(0, Math.ceil(-Math.log10(step) - 1e-9))) : 0);
+export function formatAxis(v, incr, unit) {
   const a = Math.abs(v);
-  if (a >= 1e21) return v.toExponential(1);
-  if (a >= 1e4) {
-    const i = Math.min(6, Math.floor(Math.log10(a) / 3));
-    return +(v / 1000 ** i).toFixed(1) + ['', 'k', 'M', 'G', 'T', 'P', 'E'][i];
+  if (a === 0) return '0 ' + unit;
+  if (a >= 1e21) {
+    const exp = Math.floor(Math.log10(a));
+    const mant = +(v / 10 ** exp).toFixed(decimals(incr ? incr / 10 ** exp : 0.1));
+    return mant + 'e' + (exp >= 0 ? '+' : '') + exp + ' ' + unit;
   }
-  return +v.toFixed(a < 10 ? 2 : 1);
+  const i = a >= 1000 ? Math.min(6, Math.floor(Math.log10(a) / 3)) : 0;
+  const scaled = v / 1000 ** i;
+  const d = decimals(incr ? incr / 1000 ** i : (a < 10 ? 0.01 : 0.1));
+  return +scaled.toFixed(d) + ' ' + PREFIXES[i] + unit;
 }

@@ -13,15 +13,22 @@ const enc = encodeURIComponent;
 const STATES = ['open', 'pending', 'firing', 'resolved', ''];
 const REFRESH_MS = 15000;
 
-// The alert's value and its condition, with units: "5.00 kW (> 1.00 kW)".
+// The alert's value and its condition, with units: "5.00 kW (> 1.00 kW)". A resolved
+// alert's value is its last one, which no longer breaches: "last 50.0 W · peak 150.0 W
+// (rule > 100.0 W)" — "50.0 W (> 100.0 W)" read as if 50 W breached (black-box test).
 function valueText(a) {
   if (a.kind === 'absence') return a.absent_for_s ? 'silent ≥ ' + fmt.seconds(a.absent_for_s) : '—';
   const name = a.kind === 'energy_budget' ? 'energy_wh' : a.metric || '';
   const f = (v) => fmt.metric(v, name, a.aggregate);
   if (typeof a.value !== 'number') return '—';
-  if (a.kind === 'energy_budget') return f(a.value) + ' (budget ' + f(a.budget_wh) + ')';
-  if (a.threshold === undefined) return f(a.value);
-  return f(a.value) + ' (' + a.op + ' ' + f(a.threshold) + (a.kind === 'rate_of_change' ? ' change' : '') + ')';
+  const resolved = a.state === 'resolved';
+  if (a.kind === 'energy_budget') return (resolved ? 'day total ' : '') + f(a.value) + ' (budget ' + f(a.budget_wh) + ')';
+  if (a.threshold === undefined) return (resolved ? 'last ' : '') + f(a.value);
+  const rule = a.op + ' ' + f(a.threshold) + (a.kind === 'rate_of_change' ? ' change' : '');
+  if (!resolved) return f(a.value) + ' (' + rule + ')';
+  // The peak is the episode's largest value: the breach for ">" rules only.
+  const peak = typeof a.peak === 'number' && /^>/.test(a.op || '') ? ' · peak ' + f(a.peak) : '';
+  return 'last ' + f(a.value) + peak + ' (rule ' + rule + ')';
 }
 
 // Every alert of a state, following next_cursor (pages of 1,000), up to MAX_ALERTS; past
@@ -85,16 +92,17 @@ export function AlertsPage({ device: initialDevice = '' }) {
       ? html`<p class="state" data-testid="alerts-empty">No alerts match.</p>`
       : html`<table class="alerts" data-testid="alerts-table">
           <thead><tr><th>Severity</th><th>Device</th><th>Rule</th><th>State</th><th>Opened</th><th class="num">Value</th><th></th></tr></thead>
-          <tbody>${list.map((a) => html`<tr key=${a.id}>
+          <tbody>${list.map((a) => html`<tr key=${a.id} data-alert-id=${a.id} data-state=${a.state}>
             <td data-label="Severity"><span class=${'badge ' + (a.severity === 'critical' ? 'bad' : 'warn')}>${a.severity || 'warning'}</span></td>
             <td data-label="Device"><a href=${'#/device/' + enc(a.device_id)}>${a.device_id}</a></td>
             <td data-label="Rule">${a.rule_name || a.rule_id}</td>
             <td data-label="State">${a.state}${a.acked ? ' · acked' : ''}${a.snoozed_until && new Date(a.snoozed_until).getTime() > Date.now() ? ' · snoozed until ' + fmt.time(a.snoozed_until) : ''}</td>
             <td data-label="Opened">${fmt.time(a.opened_at || a.window_start || a.created_at)}</td>
             <td data-label="Value" class="num">${valueText(a)}</td>
-            <td class="actions">
-              <button disabled=${a.acked || busy === a.id + 'ack'} onClick=${() => act(a, 'ack')}>Ack</button>
-              <button disabled=${busy === a.id + 'snooze'} onClick=${() => act(a, 'snooze')}>Snooze ${snoozeFor}</button>
+            <td class="actions">${a.state === 'resolved'
+              ? html`<span class="muted small" data-testid="alert-no-actions" title="ack and snooze silence an open alert's notifications">resolved</span>`
+              : html`<button disabled=${a.acked || busy === a.id + 'ack'} onClick=${() => act(a, 'ack')}>Ack</button>
+              <button disabled=${busy === a.id + 'snooze'} onClick=${() => act(a, 'snooze')}>Snooze ${snoozeFor}</button>`}
             </td></tr>`)}</tbody>
         </table>${count}`;
   }

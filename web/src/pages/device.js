@@ -300,6 +300,9 @@ function History({ id, metric, tz, refresh }) {
   const step = (hist.data && STEP[hist.data.resolution]) || (recs[0] && recs[0].window_end ? sec(recs[0].window_end) - sec(recs[0].window_start) : 60);
   const powerData = useMemo(() => withGaps(recs.map((r) => [sec(r.window_start), fmt.recordPower(r, metric), maxPower(r, metric)]), step, 3), [hist.data, metric]);
   const voltData = useMemo(() => withGaps(recs.map((r) => [sec(r.window_start), num(r.metrics?.voltage_v?.min), num(r.metrics?.voltage_v?.avg), num(r.metrics?.voltage_v?.max)]), step, 4), [hist.data]);
+  // A chart only for what the device sends: one without voltage_v got an empty "Voltage"
+  // chart with a blank axis (found by the black-box test, session 31).
+  const hasVoltage = recs.some((r) => r.metrics && r.metrics.voltage_v);
   const emptyRange = () => asked.current || [Date.now() / 1000 - RANGES[0].ms / 1000, Date.now() / 1000];
   const powerOpts = useMemo(() => ({ series: [{}, powerSeries('avg', '#2f7de1', 'rgba(47,125,225,0.12)'), powerSeries('max', '#e8833a')], axes: [timeAxis, valueAxis('W')], scales: { x: timeScale(emptyRange) }, tzDate: inZone(tz) }), [tz]);
   const voltOpts = useMemo(() => {
@@ -317,8 +320,8 @@ function History({ id, metric, tz, refresh }) {
       ${hist.loading && !hist.data && html`<${Loading} />`}
       <h3>${fmt.powerLabel(metric, true)}</h3>
       <${Chart} opts=${powerOpts} data=${powerData} testid="history-chart" />
-      <h3>Voltage</h3>
-      <${Chart} opts=${voltOpts} data=${voltData} height=${160} testid="voltage-chart" />`}
+      ${hasVoltage && html`<h3>Voltage</h3>
+      <${Chart} opts=${voltOpts} data=${voltData} height=${160} testid="voltage-chart" />`}`}
   </div>`;
 }
 

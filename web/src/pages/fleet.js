@@ -2,7 +2,10 @@
 // and open alerts; search and filters. The list is paginated (50 rows) so 1,000+ devices
 // stay fast: only the visible rows ask for their live state, and refresh every 15 s (the
 // open alerts too). When Joule cannot be reached, rows keep their last known values and a
-// banner says so (with Retry); the next refresh that succeeds clears it.
+// banner says so (with Retry); the next refresh that succeeds clears it. The device list
+// itself is reloaded every minute (one request per 1,000 devices), and at once when a
+// visible row's device answers 404 (deleted meanwhile): a deleted device stayed listed
+// "offline · never" and a new one never appeared until a reload.
 import { html } from 'htm/preact';
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { api, listAllDevices, mapLimit, qs } from '../api.js';
@@ -12,6 +15,7 @@ import { ErrorBox, Loading, useLoad } from '../ui.js';
 const PAGE = 50;
 const ONLINE_WITHIN_MS = 2 * 60 * 1000;
 const REFRESH_MS = 15000;
+const LIST_REFRESH_MS = 60000;
 
 // Open alerts = pending + firing (not resolved), per device. An acked or snoozed alert is
 // still open: ack and snooze only silence notifications, the condition still holds
@@ -65,7 +69,15 @@ function liveOf(rt) {
 }
 
 export function FleetPage({ mode } = {}) {
-  const devices = useLoad((signal) => listAllDevices(signal), []);
+  const devices = useLoad((signal) => listAllDevices(signal), [], { keepOnError: true });
+  // The list, reloaded every minute while the tab is visible (`reloadList` is called from
+  // the intervals below, so it must not be a stale closure).
+  const reloadList = useRef(devices.reload);
+  reloadList.current = devices.reload;
+  useEffect(() => {
+    const timer = setInterval(() => document.visibilityState !== 'hidden' && reloadList.current(), LIST_REFRESH_MS);
+    return () => clearInterval(timer);
+  }, []);
   const [alertInfo, setAlertInfo] = useState(null);
   const [q, setQ] = useState('');
   const [owner, setOwner] = useState('');
@@ -128,6 +140,7 @@ export function FleetPage({ mode } = {}) {
     const ctrl = new AbortController();
     const refresh = async () => {
       let failed = null;
+      let gone = false;
       await mapLimit(rows, 4, async (d) => {
         if (ctrl.signal.aborted || failed) return;  // unreachable: stop asking, keep the rest
         try {
@@ -146,11 +159,13 @@ export function FleetPage({ mode } = {}) {
             failed = e;  // Joule down or failing: keep the last known values
             setLive((m) => (m[d.device_id] ? { ...m, [d.device_id]: { ...m[d.device_id], stale: true } } : m));
           } else {
+            if (e.status === 404) gone = true;  // deleted (or moved away) since the list
             setLive((m) => ({ ...m, [d.device_id]: { power: null, seen: null, error: e.message } }));
           }
         }
       });
       if (ctrl.signal.aborted) return;
+      if (gone) reloadList.current();
       setOutage(failed);
       if (failed) setLive((m) => Object.fromEntries(Object.entries(m).map(([k, v]) => [k, { ...v, stale: true }])));
     };
@@ -162,8 +177,8 @@ export function FleetPage({ mode } = {}) {
     };
   }, [rowKey, retryTick]);
 
-  if (devices.loading) return html`<${Loading} what="Loading devices" />`;
-  if (devices.error) return html`<${ErrorBox} error=${devices.error} retry=${devices.reload} />`;
+  if (devices.loading && !devices.data) return html`<${Loading} what="Loading devices" />`;
+  if (devices.error && !devices.data) return html`<${ErrorBox} error=${devices.error} retry=${devices.reload} />`;
 
   const select = (label, value, set, opts) => html`<label class="filter">${label}
     <select value=${value} onChange=${(e) => set(e.currentTarget.value)}>
@@ -206,10 +221,10 @@ export function FleetPage({ mode } = {}) {
                 <td data-label="Owner"><a class="ellip" href=${'#/home/' + encodeURIComponent(d.owner_id)} title=${d.owner_id}>${d.owner_id}</a></td>
                 <td data-label="Model"><span class="ellip" title=${d.model || undefined}>${d.model || '—'}</span></td>
                 <td data-label="Location"><span class="ellip" title=${d.location || undefined}>${d.location || '—'}</span></td>
-                <td data-label="Power" class="num">${v ? fmt.power(v.power) : '…'}</td>
-                <td data-label="Status">${online === null ? html`<span class="muted">…</span>` : online
+                <td data-label="Power" class="num nowrap">${v ? fmt.power(v.power) : '…'}</td>
+                <td data-label="Status" class="nowrap">${online === null ? html`<span class="muted">…</span>` : online
                   ? html`<span><span class="dot on"></span>online</span>` : html`<span><span class="dot off"></span>offline</span>`}</td>
-                <td data-label="Last seen" title=${v && v.seen ? fmt.time(v.seen) : ''}>${v ? fmt.ago(v.seen, now) : '…'}</td>
+                <td data-label="Last seen" class="nowrap" title=${v && v.seen ? fmt.time(v.seen) : ''}>${v ? fmt.ago(v.seen, now) : '…'}</td>
                 <td data-label="Open alerts" class="num" title="pending + firing, acked included">${alertCell(alerts, d.device_id)}</td>
               </tr>`;
             })}

@@ -1,7 +1,10 @@
 // Home (owner) energy: today and this month by device, ranked, in the home's local days.
 // A whole-home meter (config.whole_home) measures the other devices too: where the API
 // counted meters in a bucket's total ("total_of": "whole_home"), the headline counts only
-// them there (it summed every device: the appliances twice).
+// them there (it summed every device: the appliances twice); a bucket without a meter's
+// energy (a device in another zone than the meter's: its own local-day bucket) adds its
+// devices, and the note under the headline names them. Production (solar_w, an inverter's
+// output) is listed apart, never added to consumption.
 import { html } from 'htm/preact';
 import { useEffect, useMemo } from 'preact/hooks';
 import { api, listAllDevices, qs } from '../api.js';
@@ -27,16 +30,21 @@ export function HomesPage() {
 }
 
 // `total` is the home's: the devices' sum, or the meters' where they measured the rest
-// (`metered`).
-function Ranked({ title, totals, total, metered, meters, names, testid }) {
+// (`metered`); `added`: the other devices counted in it, from buckets without a meter's
+// energy (the note says so: "the other devices are part of it" was wrong for them).
+function Ranked({ title, totals, total, metered, added = new Set(), meters, names, testid, production = false }) {
   const rows = Object.entries(totals).sort((a, b) => b[1] - a[1]);
   const max = rows.length ? Math.max(...rows.map((r) => r[1]), 1e-9) : 1;
-  return html`<div class="card" data-testid=${testid}>
+  const one = meters.size === 1;
+  const addedNames = [...added].map((d) => names.get(d) || d).sort();
+  return html`<div class=${'card' + (production ? ' production' : '')} data-testid=${testid}>
     <div class="card-head"><h2>${title}</h2><span class="big-sm" data-testid="energy-total">${fmt.energy(total)}</span></div>
-    ${metered && html`<p class="muted small" data-testid="energy-total-note">Total: the whole-home meter${meters.size === 1 ? '' : 's'}; the other devices are part of ${meters.size === 1 ? 'it' : 'them'}.</p>`}
-    ${rows.length === 0 ? html`<p class="muted">No energy recorded.</p>` : html`<ol class="ranked">
+    ${production && html`<p class="muted small" data-testid="energy-production-note">Produced (solar): not counted in the consumption above.</p>`}
+    ${metered && addedNames.length === 0 && html`<p class="muted small" data-testid="energy-total-note">Total: the whole-home meter${one ? '' : 's'}; the other devices are part of ${one ? 'it' : 'them'}.</p>`}
+    ${metered && addedNames.length > 0 && html`<p class="muted small" data-testid="energy-total-note">Total: the whole-home meter${one ? '' : 's'} plus <span data-testid="energy-total-added">${addedNames.join(', ')}</span> (no meter reading in ${addedNames.length === 1 ? 'its' : 'their'} local day); the other devices are part of the meter${one ? '' : 's'}.</p>`}
+    ${rows.length === 0 ? html`<p class="muted">${production ? 'Nothing produced.' : 'No energy recorded.'}</p>` : html`<ol class="ranked">
       ${rows.map(([dev, wh]) => html`<li>
-        <span class="who"><a href=${'#/device/' + enc(dev)}>${names.get(dev) || dev}</a>${meters.has(dev) && html` <span class="badge" data-testid="whole-home-meter" title="whole-home meter: measures the other devices too">meter</span>`}</span>
+        <span class="who"><a href=${'#/device/' + enc(dev)}>${names.get(dev) || dev}</a>${meters.has(dev) && !production && html` <span class="badge" data-testid="whole-home-meter" title="whole-home meter: measures the other devices too">meter</span>`}</span>
         <span class="bar"><span style=${{ width: Math.max(0, (wh / max) * 100) + '%' }}></span></span>
         <span class="num">${fmt.energy(wh)}</span>
       </li>`)}
@@ -45,6 +53,7 @@ function Ranked({ title, totals, total, metered, meters, names, testid }) {
 }
 
 const REFRESH_MS = 60000;
+const PRODUCTION_METRIC = 'solar_w';
 
 export function HomePage({ owner }) {
   const load = useLoad(async (signal) => {
@@ -53,8 +62,14 @@ export function HomePage({ owner }) {
     const from = new Date(to.getTime() - 32 * 86400e3);
     // A device's energy is its power_w's, or its energy_wh counter's where it sends no power
     // (a utility meter reporting only its register).
-    const energy = await api(`/v1/owners/${enc(owner)}/energy` + qs({ from: from.toISOString(), to: to.toISOString(), resolution: '1d', metric: 'power_w,energy_wh' }), { signal });
-    return { devices, energy, now: to.getTime() };
+    const range = { from: from.toISOString(), to: to.toISOString(), resolution: '1d' };
+    // Production is asked apart (solar_w, an inverter's output power): in the same list it
+    // would count as consumption. A device sending only solar_w was on neither card.
+    const [energy, solar] = await Promise.all([
+      api(`/v1/owners/${enc(owner)}/energy` + qs({ ...range, metric: 'power_w,energy_wh' }), { signal }),
+      api(`/v1/owners/${enc(owner)}/energy` + qs({ ...range, metric: PRODUCTION_METRIC }), { signal }),
+    ]);
+    return { devices, energy, solar, now: to.getTime() };
   }, [owner], { keepOnError: true });
   // Today's figures grow while the devices consume: reload every minute (visible tabs).
   useEffect(() => {
@@ -63,7 +78,7 @@ export function HomePage({ owner }) {
   }, [owner]);
   const view = useMemo(() => {
     if (!load.data) return null;
-    const { devices, energy, now } = load.data;
+    const { devices, energy, solar, now } = load.data;
     const fallback = Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
     const zoneOf = new Map(devices.map((d) => [d.device_id, d.timezone || 'UTC']));
     // Each device's "today" is its own local date (CONTRACT §2: 1d = the device's local
@@ -75,29 +90,33 @@ export function HomePage({ owner }) {
       if (!todayOf.has(tz)) todayOf.set(tz, fmt.localDate(now, tz));
       return todayOf.get(tz);
     };
-    const day = {};
-    const mon = {};
     const meters = new Set(energy.whole_home || []);
-    const total = { day: 0, mon: 0, dayMetered: false, monMetered: false };
-    for (const b of energy.data || []) {
-      const metered = b.total_of === 'whole_home';
-      for (const [dev, wh] of Object.entries(b.devices || {})) {
-        const date = b.local_date || fmt.localDate(new Date(b.window_start).getTime(), zoneOf.get(dev) || fallback);
-        const t = today(dev);
-        // In a bucket whose total is its meters', a device behind them is not added again.
-        const counted = !metered || meters.has(dev);
-        if (date === t) {
-          day[dev] = (day[dev] || 0) + wh;
-          if (counted) total.day += wh;
-          if (metered) total.dayMetered = true;
-        }
-        if (date.slice(0, 7) === t.slice(0, 7)) {
-          mon[dev] = (mon[dev] || 0) + wh;
-          if (counted) total.mon += wh;
-          if (metered) total.monMetered = true;
+    // Per card (day, month): each device's energy, the headline total, whether a meter's
+    // bucket counted in it, and the other devices a bucket without a meter added.
+    const sums = (answer, useMeters) => {
+      const out = { day: {}, mon: {}, total: { day: 0, mon: 0, dayMetered: false, monMetered: false, dayAdded: new Set(), monAdded: new Set() } };
+      for (const b of answer.data || []) {
+        const metered = useMeters && b.total_of === 'whole_home';
+        for (const [dev, wh] of Object.entries(b.devices || {})) {
+          const date = b.local_date || fmt.localDate(new Date(b.window_start).getTime(), zoneOf.get(dev) || fallback);
+          const t = today(dev);
+          // In a bucket whose total is its meters', a device behind them is not added again.
+          const counted = !metered || meters.has(dev);
+          const add = (k) => {
+            out[k][dev] = (out[k][dev] || 0) + wh;
+            if (counted) out.total[k] += wh;
+            if (metered) out.total[k + 'Metered'] = true;
+            if (counted && !metered && !meters.has(dev) && wh !== 0) out.total[k + 'Added'].add(dev);
+          };
+          if (date === t) add('day');
+          if (date.slice(0, 7) === t.slice(0, 7)) add('mon');
         }
       }
-    }
+      return out;
+    };
+    const used = sums(energy, true);
+    const made = sums(solar || {}, false);
+    const { day, mon, total } = used;
     for (const d of devices) today(d.device_id);
     const zones = [...new Set(devices.map((d) => d.timezone || 'UTC'))].sort();
     const tz = zones[0] || fallback;
@@ -105,7 +124,8 @@ export function HomePage({ owner }) {
     const months = [...new Set(dates.map((d) => d.slice(0, 7)))];
     const names = new Map(devices.map((d) => [d.device_id, d.name || d.device_id]));
     const label = zones.length > 1 ? 'local days in each device\'s zone (' + zones.join(', ') + ')' : 'local days in ' + tz;
-    return { label, today: dates.join(' / ') || fmt.localDate(now, tz), month: months.join(' / ') || fmt.localDate(now, tz).slice(0, 7), day, mon, total, meters, names, empty: devices.length === 0 && !(energy.data || []).length };
+    const producing = Object.keys(made.mon).length > 0;
+    return { label, today: dates.join(' / ') || fmt.localDate(now, tz), month: months.join(' / ') || fmt.localDate(now, tz).slice(0, 7), day, mon, total, made, producing, meters, names, empty: devices.length === 0 && !(energy.data || []).length && !(solar?.data || []).length };
   }, [load.data]);
   if (load.loading && !load.data) return html`<${Loading} what="Loading energy" />`;
   if (load.error && !load.data) return html`<p><a href="#/homes">‹ Homes</a></p><${ErrorBox} error=${load.error} retry=${load.reload} />`;
@@ -116,8 +136,11 @@ export function HomePage({ owner }) {
     ${view.empty
       ? html`<p class="state" data-testid="energy-no-devices">No devices for owner <strong>${owner}</strong>.</p>`
       : html`<div class="grid two">
-      <${Ranked} title=${'Today (' + view.today + ')'} totals=${view.day} total=${view.total.day} metered=${view.total.dayMetered} meters=${view.meters} names=${view.names} testid="energy-today" />
-      <${Ranked} title=${'This month (' + view.month + ')'} totals=${view.mon} total=${view.total.mon} metered=${view.total.monMetered} meters=${view.meters} names=${view.names} testid="energy-month" />
+      <${Ranked} title=${'Today (' + view.today + ')'} totals=${view.day} total=${view.total.day} metered=${view.total.dayMetered} added=${view.total.dayAdded} meters=${view.meters} names=${view.names} testid="energy-today" />
+      <${Ranked} title=${'This month (' + view.month + ')'} totals=${view.mon} total=${view.total.mon} metered=${view.total.monMetered} added=${view.total.monAdded} meters=${view.meters} names=${view.names} testid="energy-month" />
+      ${view.producing && html`
+      <${Ranked} title=${'Produced today (' + view.today + ')'} totals=${view.made.day} total=${view.made.total.day} meters=${view.meters} names=${view.names} testid="production-today" production />
+      <${Ranked} title=${'Produced this month (' + view.month + ')'} totals=${view.made.mon} total=${view.made.total.mon} meters=${view.meters} names=${view.names} testid="production-month" production />`}
     </div>`}
   </section>`;
 }
