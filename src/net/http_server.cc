@@ -254,6 +254,12 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
   // without a registry.
   std::pair<Counter*, Histogram*> Instruments(std::string_view route, std::string_view method,
                                               int status);
+  // An error line for a 5xx other than 503 (a bug, or a failure nobody mapped to a
+  // status): the route, method, status and the response body (its code and message). At
+  // most one line a second; the lines left out are counted in the next one's "suppressed".
+  // joule_http_requests_total counts every one (docs/OPERATIONS.md, JouleHttp5xxRatioHigh:
+  // "collect the log lines around it" — until session 31 there were none).
+  void LogServerError(std::string_view route, std::string_view method, const HttpResponse& r);
   const HttpServerOptions& options() const { return options_; }
   const Router& router() const { return router_; }
   void CountHandshakeFailure() {
@@ -298,6 +304,9 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
   std::mutex metrics_mu_;
   std::unordered_map<std::string, Counter*> request_counters_;       // guarded by metrics_mu_
   std::unordered_map<std::string, Histogram*> duration_histograms_;  // guarded by metrics_mu_
+  std::mutex error_log_mu_;
+  Clock::time_point error_logged_at_{};  // guarded by error_log_mu_
+  uint64_t errors_suppressed_ = 0;       // guarded by error_log_mu_
 };
 
 // ---------------------------------------------------------------------------------------
@@ -1075,6 +1084,9 @@ void Connection::WriteResponse(uint64_t exchange, HttpResponse r) {
 
   const Clock::time_point now = Clock::now();
   RecordRequest(response_.status, now);
+  if (response_.status >= 500 && response_.status != 503) {
+    server_->LogServerError(metrics_route_, method_, response_);
+  }
   SetDeadlineAt(now + Nanos(options_.read_timeout_ns));
   const bool no_body = bodiless || head_request_;
   const std::string* shared = response_.shared_body.get();
@@ -1422,6 +1434,33 @@ std::pair<Counter*, Histogram*> HttpServer::Impl::Instruments(std::string_view r
                                Histogram::LatencyBuckets(), {{"route", std::string(route_label)}});
   }
   return {c, h};
+}
+
+void HttpServer::Impl::LogServerError(std::string_view route, std::string_view method,
+                                      const HttpResponse& r) {
+  uint64_t suppressed = 0;
+  {
+    std::lock_guard<std::mutex> lock(error_log_mu_);
+    const Clock::time_point now = Clock::now();
+    if (error_logged_at_ != Clock::time_point{} &&
+        now - error_logged_at_ < std::chrono::seconds(1)) {
+      ++errors_suppressed_;
+      return;
+    }
+    error_logged_at_ = now;
+    suppressed = std::exchange(errors_suppressed_, 0);
+  }
+  constexpr size_t kMaxBody = 1024;
+  std::string body = r.body.substr(0, kMaxBody);
+  if (r.body.size() < kMaxBody && r.shared_body) {
+    body.append(r.shared_body->substr(0, kMaxBody - body.size()));
+  }
+  logging::Error("http request answered with a server error",
+                 {{"route", std::string(route.empty() ? std::string_view("unmatched") : route)},
+                  {"method", std::string(MethodLabel(method))},
+                  {"status", std::to_string(r.status)},
+                  {"response", std::move(body)},
+                  {"suppressed", std::to_string(suppressed)}});
 }
 
 // ---------------------------------------------------------------------------------------

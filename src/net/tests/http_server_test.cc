@@ -261,6 +261,41 @@ TEST_F(HttpServerTest, DroppedResponderAndThrowingHandlerGive500) {
   EXPECT_EQ(threw->status, 500);
 }
 
+// Every 500 is a bug or an unmapped failure, and OPERATIONS.md says to collect the log
+// lines around it: until session 31 a handler's 500 (a store error the API did not map)
+// logged nothing (found by the operator's black-box test). Logged once a second at most;
+// a 503 is not logged here.
+TEST_F(HttpServerTest, A500IsLoggedWithItsRouteAndMessageAtMostOnceASecond) {
+  router_.Add("POST", "/v1/things/{id}", [](HttpRequest&, Responder r) {
+    r.Send(HttpResponse::Error(500, "internal", "sqlite: commit: something broke"));
+  });
+  router_.Add("GET", "/busy", [](HttpRequest&, Responder r) {
+    r.Send(HttpResponse::Error(503, "unavailable", "try later"));
+  });
+  StartServer();
+  ::testing::internal::CaptureStderr();
+  for (int i = 0; i < 3; ++i) {
+    auto r = Fetch(port(), "POST /v1/things/a HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    ASSERT_TRUE(r.has_value());
+    EXPECT_EQ(r->status, 500);
+  }
+  auto busy = Fetch(port(), Get("/busy"));
+  ASSERT_TRUE(busy.has_value());
+  EXPECT_EQ(busy->status, 503);
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  size_t lines = 0;
+  for (size_t at = log.find("answered with a server error"); at != std::string::npos;
+       at = log.find("answered with a server error", at + 1)) {
+    ++lines;
+  }
+  EXPECT_EQ(lines, 1u) << log;
+  EXPECT_NE(log.find(R"("level":"error")"), std::string::npos) << log;
+  EXPECT_NE(log.find(R"("route":"/v1/things/{id}")"), std::string::npos) << log;
+  EXPECT_NE(log.find(R"("method":"POST")"), std::string::npos) << log;
+  EXPECT_NE(log.find("sqlite: commit: something broke"), std::string::npos) << log;
+  EXPECT_EQ(log.find("try later"), std::string::npos) << log;
+}
+
 TEST_F(HttpServerTest, OversizedContentLengthIs413BeforeTheBodyIsSent) {
   HttpServerOptions options;
   options.max_body_bytes = 1024;
