@@ -97,10 +97,11 @@ struct ApiContext {
   std::function<std::vector<std::string>()> log_damage;
   // Writers stopped by a failing disk (a full one; docs/RELIABILITY.md #6): "log" (every
   // append refused until one succeeds again), "history" (the processors' history writes,
-  // retried) and "archive" (its rounds, retried). Each one failing makes /readyz
-  // "degraded". May be empty.
+  // retried), "archive" (its rounds, retried) and "metadata" (writes refused for a full
+  // disk: "metadata": {"state": "failing"}). Each one failing makes /readyz "degraded".
+  // May be empty.
   struct WriterFault {
-    std::string writer;  // "log", "history" or "archive"
+    std::string writer;  // "log", "history", "archive" or "metadata"
     int64_t since_ns = 0;
     std::string error;
     uint64_t pending_records = 0;  // history records waiting for the retry

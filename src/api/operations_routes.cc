@@ -33,7 +33,8 @@ void AddOperationsRoutes(net::Router& router, ApiContext& ctx) {
   // on, reads fall back to history, the metadata cache keeps serving what it holds — but
   // the answer says so: "status": "degraded" and the store's state. So does a damaged log
   // record met at run time (docs/RELIABILITY.md, "Run-time corruption"), and a history
-  // store or archive that a full disk stopped writing (RELIABILITY.md #6).
+  // store, archive or metadata store that a full disk stopped writing (RELIABILITY.md #6;
+  // the metadata store's refusal is its "state": "failing").
   router.Add("GET", "/readyz", [&ctx](net::HttpRequest&, net::Responder r) {
     const bool ready = !ctx.ready || ctx.ready();
     const bool latest_set = static_cast<bool>(ctx.latest_state);
@@ -76,8 +77,17 @@ void AddOperationsRoutes(net::Router& router, ApiContext& ctx) {
       w.BeginObject();
       w.Key("backend");
       w.String(ctx.metadata->backend());
+      const auto refusal = std::find_if(faults.begin(), faults.end(),
+                                        [](const auto& f) { return f.writer == "metadata"; });
       w.Key("state");
-      w.String(metadata_up ? "up" : "down");
+      w.String(!metadata_up ? "down" : refusal != faults.end() ? "failing" : "up");
+      if (metadata_up && refusal != faults.end()) {
+        // Writes refused for a full disk (answered 503); reads go on.
+        w.Key("since");
+        w.String(FormatRfc3339Millis(refusal->since_ns));
+        w.Key("error");
+        w.String(refusal->error);
+      }
       w.EndObject();
     }
     // A writer a failing disk stopped (docs/RELIABILITY.md #6): "failing" while it retries.
@@ -109,7 +119,7 @@ void AddOperationsRoutes(net::Router& router, ApiContext& ctx) {
       w.EndObject();
     }
     for (const ApiContext::WriterFault& f : faults) {
-      if (f.writer == "log") continue;
+      if (f.writer == "log" || f.writer == "metadata") continue;
       w.Key(f.writer);
       w.BeginObject();
       fault_fields(f);

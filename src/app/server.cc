@@ -619,7 +619,7 @@ int RunServer(const Config& given_config) {
     }
     return out;
   };
-  ctx.writer_faults = [&processors, &archiver, &log] {
+  ctx.writer_faults = [&processors, &archiver, &log, &metadata] {
     std::vector<api::ApiContext::WriterFault> out;
     // Ingest refused: the log cannot write (disk full, no descriptors) — every append is
     // answered 503 until a round succeeds again (found by a black-box test: /readyz said
@@ -642,6 +642,10 @@ int RunServer(const Config& given_config) {
       const Archiver::State a = archiver->state();
       if (a.failing) out.push_back({"archive", a.since_ns, a.error, 0});
     }
+    // Admin writes (and alert state) refused for a full disk: answered 503 until a write
+    // succeeds or the store sees space again (session 31: they were 500s, /readyz "ready").
+    store::MetadataCache::WriteRefusal m = metadata->write_refusal();
+    if (m.refusing) out.push_back({"metadata", m.since_ns, std::move(m.error), 0});
     return out;
   };
   // What /readyz reports, as gauges for Prometheus (docs/OPERATIONS.md): whether the
@@ -650,7 +654,7 @@ int RunServer(const Config& given_config) {
       "joule_metadata_up",
       "1 when the metadata store is reachable (PostgreSQL: its LISTEN connection is up)", {},
       [m = metadata.get()] { return m->reachable() ? 1.0 : 0.0; });
-  std::vector<std::string> writers = {"log", "history"};
+  std::vector<std::string> writers = {"log", "history", "metadata"};
   if (archiver) writers.emplace_back("archive");
   for (const std::string& writer : writers) {
     metrics.AddGaugeCallback(

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "common/logging.h"
+#include "common/time_format.h"
 #include "store/metadata_token.h"
 
 namespace joule::store {
@@ -19,6 +20,7 @@ MetadataCache::MetadataCache(std::unique_ptr<MetadataStore> store, MetadataCache
   invalidations_ = &own_invalidations_;
   owner_list_hits_ = &own_owner_list_hits_;
   owner_list_misses_ = &own_owner_list_misses_;
+  disk_full_ = &own_disk_full_;
   if (MetricsRegistry* m = options.metrics) {
     const char* hits_help = "Metadata cache lookups served from memory.";
     const char* misses_help = "Metadata cache lookups that queried the database.";
@@ -35,6 +37,9 @@ MetadataCache::MetadataCache(std::unique_ptr<MetadataStore> store, MetadataCache
                                        {{"kind", "owner_devices"}});
     invalidations_ = m->GetCounter("joule_metadata_cache_invalidations_total",
                                    "Metadata changes announced to the cache.");
+    disk_full_ = m->GetCounter(
+        "joule_metadata_disk_full_total",
+        "Metadata writes refused because the disk holding the database is full (answered 503).");
   }
   subscription_ = store_->Subscribe([this](const MetadataChange& change) { OnChange(change); });
 }
@@ -66,21 +71,67 @@ void MetadataCache::Clear() {
 Status MetadataCache::Public(Status status) {
   if (status.code() != StatusCode::kUnavailable) return status;
   constexpr std::string_view kPublic = "the metadata store is unreachable";
-  if (status.message() == kPublic) return status;
+  if (status.message() == kPublic || status.message() == kMetadataDiskFull) return status;
+  const bool disk_full = IsMetadataDiskFull(status);
   const int64_t now = clock_->NowNanos();
-  std::lock_guard<std::mutex> lock(unavailable_mu_);
-  if (status.message() != unavailable_logged_ ||
-      now - unavailable_logged_ns_ >= 10 * kNanosPerSecond) {
-    logging::Warn(
-        "metadata store unavailable",
-        {{"error", status.message()}, {"suppressed", std::to_string(unavailable_suppressed_)}});
-    unavailable_logged_ = status.message();
-    unavailable_logged_ns_ = now;
-    unavailable_suppressed_ = 0;
-  } else {
-    ++unavailable_suppressed_;
+  if (disk_full) {
+    disk_full_->Inc();
+    std::lock_guard<std::mutex> lock(refusal_mu_);
+    if (!refusal_.refusing) {
+      refusal_.refusing = true;
+      refusal_.since_ns = now;
+    }
+    refusal_.error = status.message();
+    refusal_checked_ns_ = now;
   }
-  return Status::Unavailable(std::string(kPublic));
+  {
+    std::lock_guard<std::mutex> lock(unavailable_mu_);
+    if (status.message() != unavailable_logged_ ||
+        now - unavailable_logged_ns_ >= 10 * kNanosPerSecond) {
+      logging::Log(
+          disk_full ? logging::Level::kError : logging::Level::kWarn,
+          disk_full ? "metadata write refused: the disk holding the database is full"
+                    : "metadata store unavailable",
+          {{"error", status.message()}, {"suppressed", std::to_string(unavailable_suppressed_)}});
+      unavailable_logged_ = status.message();
+      unavailable_logged_ns_ = now;
+      unavailable_suppressed_ = 0;
+    } else {
+      ++unavailable_suppressed_;
+    }
+  }
+  // The store's own message names hosts, ports and PostgreSQL's file paths: logged above.
+  return Status::Unavailable(std::string(disk_full ? kMetadataDiskFull : kPublic));
+}
+
+Status MetadataCache::Written(Status status) {
+  if (status.ok()) {
+    std::lock_guard<std::mutex> lock(refusal_mu_);
+    if (refusal_.refusing) {
+      logging::Info("metadata writes resumed",
+                    {{"refused_since", FormatRfc3339Millis(refusal_.since_ns)}});
+      refusal_ = {};
+    }
+  }
+  return Public(std::move(status));
+}
+
+MetadataCache::WriteRefusal MetadataCache::write_refusal() {
+  const int64_t now = clock_->NowNanos();
+  {
+    std::lock_guard<std::mutex> lock(refusal_mu_);
+    if (!refusal_.refusing || now - refusal_checked_ns_ < kNanosPerSecond) return refusal_;
+    refusal_checked_ns_ = now;
+  }
+  // Nothing may write for a long time after space returned (admin writes are rare): ask
+  // the store, at most once a second, whether there is room again.
+  const bool space = store_->HasSpaceToWrite();
+  std::lock_guard<std::mutex> lock(refusal_mu_);
+  if (space && refusal_.refusing) {
+    logging::Info("metadata store: space is available again; writes should succeed");
+    refusal_ = {};
+  }
+  return refusal_;
 }
 
 void MetadataCache::OnChange(const MetadataChange& change) {
@@ -286,7 +337,7 @@ Result<Principal> MetadataCache::AuthenticateToken(std::string_view token) {
 // that does not.
 
 Result<Device> MetadataCache::CreateDevice(const Device& device, std::string* token) {
-  Result<Device> r = Public(store_->CreateDevice(device, token));
+  Result<Device> r = Written(store_->CreateDevice(device, token));
   if (r.ok()) {
     std::unique_lock lock(mu_);
     ++epoch_;
@@ -296,25 +347,25 @@ Result<Device> MetadataCache::CreateDevice(const Device& device, std::string* to
 }
 
 Result<Device> MetadataCache::UpdateDevice(std::string_view device_id, const DeviceUpdate& update) {
-  Result<Device> r = Public(store_->UpdateDevice(device_id, update));
+  Result<Device> r = Written(store_->UpdateDevice(device_id, update));
   AfterDeviceWrite(r.status(), std::string(device_id), /*device=*/true);
   return r;
 }
 
 Status MetadataCache::DeleteDevice(std::string_view device_id) {
-  Status st = Public(store_->DeleteDevice(device_id));
+  Status st = Written(store_->DeleteDevice(device_id));
   AfterDeviceWrite(st, std::string(device_id), /*device=*/true);
   return st;
 }
 
 Result<std::string> MetadataCache::RotateDeviceToken(std::string_view device_id) {
-  Result<std::string> r = Public(store_->RotateDeviceToken(device_id));
+  Result<std::string> r = Written(store_->RotateDeviceToken(device_id));
   AfterDeviceWrite(r.status(), std::string(device_id), /*device=*/false);
   return r;
 }
 
 Status MetadataCache::RevokeDeviceTokens(std::string_view device_id) {
-  Status st = Public(store_->RevokeDeviceTokens(device_id));
+  Status st = Written(store_->RevokeDeviceTokens(device_id));
   AfterDeviceWrite(st, std::string(device_id), /*device=*/false);
   return st;
 }
@@ -338,7 +389,7 @@ void MetadataCache::AfterDeviceWrite(const Status& status, const std::string& de
 }
 
 Status MetadataCache::RevokeOwnerKey(std::string_view key_id) {
-  Status st = Public(store_->RevokeOwnerKey(key_id));
+  Status st = Written(store_->RevokeOwnerKey(key_id));
   std::unique_lock lock(mu_);
   ++epoch_;
   // The owner is not known here without a lookup; the store's change (kOwnerKeys) drops

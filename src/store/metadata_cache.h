@@ -75,11 +75,23 @@ class MetadataCache final : public MetadataStore {
   // Drops everything (for tests and admin tools).
   void Clear();
 
+  // Writes refused because the disk holding the database is full (kMetadataDiskFull):
+  // from the first refusal until a write succeeds, or until the store tells that there is
+  // room again (HasSpaceToWrite, asked at most once a second by this call). For /readyz
+  // and joule_writer_failing{writer="metadata"}.
+  struct WriteRefusal {
+    bool refusing = false;
+    int64_t since_ns = 0;
+    std::string error;  // the store's last message
+  };
+  WriteRefusal write_refusal();
+
   std::string_view backend() const override { return store_->backend(); }
   bool reachable() const override { return store_->reachable(); }
+  bool HasSpaceToWrite() const override { return store_->HasSpaceToWrite(); }
   Status Migrate() override { return store_->Migrate(); }
   Status WriteBatch(const std::function<Status()>& body) override {
-    return store_->WriteBatch(body);
+    return Written(store_->WriteBatch(body));
   }
   Result<int> SchemaVersion() override { return store_->SchemaVersion(); }
 
@@ -96,12 +108,12 @@ class MetadataCache final : public MetadataStore {
   Status DeleteDevice(std::string_view device_id) override;
 
   Result<std::string> IssueDeviceToken(std::string_view device_id) override {
-    return Public(store_->IssueDeviceToken(device_id));
+    return Written(store_->IssueDeviceToken(device_id));
   }
   Result<std::string> RotateDeviceToken(std::string_view device_id) override;
   Status RevokeDeviceTokens(std::string_view device_id) override;
   Result<OwnerKey> CreateOwnerKey(std::string_view owner_id) override {
-    return Public(store_->CreateOwnerKey(owner_id));
+    return Written(store_->CreateOwnerKey(owner_id));
   }
   Status RevokeOwnerKey(std::string_view key_id) override;
   Result<std::vector<OwnerKey>> ListOwnerKeys(std::string_view owner_id) override {
@@ -109,26 +121,26 @@ class MetadataCache final : public MetadataStore {
   }
   Result<Principal> AuthenticateToken(std::string_view token) override;  // cached
 
-  Result<Rule> CreateRule(const Rule& rule) override { return Public(store_->CreateRule(rule)); }
+  Result<Rule> CreateRule(const Rule& rule) override { return Written(store_->CreateRule(rule)); }
   Result<Rule> GetRule(std::string_view id) override { return Public(store_->GetRule(id)); }
   Result<std::vector<Rule>> ListRules(std::optional<std::string> owner_id) override {
     return Public(store_->ListRules(std::move(owner_id)));
   }
-  Result<Rule> ReplaceRule(const Rule& rule) override { return Public(store_->ReplaceRule(rule)); }
-  Status DeleteRule(std::string_view id) override { return Public(store_->DeleteRule(id)); }
+  Result<Rule> ReplaceRule(const Rule& rule) override { return Written(store_->ReplaceRule(rule)); }
+  Status DeleteRule(std::string_view id) override { return Written(store_->DeleteRule(id)); }
 
   Result<bool> UpsertAlert(const Alert& alert) override {
-    return Public(store_->UpsertAlert(alert));
+    return Written(store_->UpsertAlert(alert));
   }
   Result<Alert> GetAlert(std::string_view id) override { return Public(store_->GetAlert(id)); }
   Result<AlertPage> ListAlerts(const AlertFilter& filter) override {
     return Public(store_->ListAlerts(filter));
   }
   Result<Alert> SetAlertAcked(std::string_view id, bool acked) override {
-    return Public(store_->SetAlertAcked(id, acked));
+    return Written(store_->SetAlertAcked(id, acked));
   }
   Result<Alert> SnoozeAlert(std::string_view id, std::optional<int64_t> until_ns) override {
-    return Public(store_->SnoozeAlert(id, until_ns));
+    return Written(store_->SnoozeAlert(id, until_ns));
   }
 
  private:
@@ -148,8 +160,20 @@ class MetadataCache final : public MetadataStore {
   // What callers (the API's clients) see of a store failure: Unavailable says only "the
   // metadata store is unreachable" — the store's own message names hosts and ports (libpq's
   // "connection to server at …") and is logged here instead, at most once per 10 s per
-  // distinct message. Other statuses pass unchanged.
+  // distinct message. A write refused for a full disk says kMetadataDiskFull (logged as an
+  // error, counted in joule_metadata_disk_full_total, and noted for write_refusal()).
+  // Other statuses pass unchanged.
   Status Public(Status status);
+  // Public, for a write: one that succeeded ends a write refusal.
+  Status Written(Status status);
+  template <typename T>
+  Result<T> Written(Result<T> r) {
+    if (r.ok()) {
+      (void)Written(Status::Ok());
+      return r;
+    }
+    return Public(std::move(r));
+  }
   template <typename T>
   Result<T> Public(Result<T> r) {
     if (r.ok() || r.status().code() != StatusCode::kUnavailable) return r;
@@ -190,8 +214,13 @@ class MetadataCache final : public MetadataStore {
   int64_t unavailable_logged_ns_ = 0;
   uint64_t unavailable_suppressed_ = 0;
 
+  std::mutex refusal_mu_;
+  WriteRefusal refusal_;
+  int64_t refusal_checked_ns_ = 0;  // the last refusal or HasSpaceToWrite check
+
   Counter own_device_hits_, own_device_misses_, own_token_hits_, own_token_misses_;
-  Counter own_invalidations_, own_owner_list_hits_, own_owner_list_misses_;
+  Counter own_invalidations_, own_owner_list_hits_, own_owner_list_misses_, own_disk_full_;
+  Counter* disk_full_;
   Counter* owner_list_hits_;
   Counter* owner_list_misses_;
   Counter* device_hits_;

@@ -33,6 +33,11 @@ Status DeletedDeviceIdTaken(std::string_view device_id) {
       "register the device under another id");
 }
 
+bool IsMetadataDiskFull(const Status& status) {
+  return status.code() == StatusCode::kUnavailable &&
+         std::string_view(status.message()).starts_with(kMetadataDiskFull);
+}
+
 uint64_t MetadataStore::Subscribe(Listener listener) {
   std::lock_guard<std::mutex> lock(listeners_mu_);
   uint64_t id = next_subscription_++;

@@ -150,6 +150,15 @@ struct MetadataChange {
 // owner (both backends; the API answers 409).
 Status DeletedDeviceIdTaken(std::string_view device_id);
 
+// The start of the message of the Unavailable status a store answers for a write it
+// refused because the disk holding its database is full (SQLite: SQLITE_FULL, or an I/O
+// error with ENOSPC or EDQUOT; PostgreSQL: SQLSTATE 53100 disk_full). Nothing of the write
+// was committed; it can succeed once there is space. The API answers 503 + Retry-After.
+inline constexpr std::string_view kMetadataDiskFull =
+    "the metadata store cannot write: the disk holding its database is full";
+// Whether `status` is such a refusal.
+bool IsMetadataDiskFull(const Status& status);
+
 class MetadataStore {
  public:
   using Listener = std::function<void(const MetadataChange&)>;
@@ -159,6 +168,10 @@ class MetadataStore {
   // Whether a remote store is reachable as far as this process knows (PostgreSQL: its
   // LISTEN connection is up). Embedded stores are always reachable. For /readyz.
   virtual bool reachable() const { return true; }
+  // After writes were refused for a full disk (kMetadataDiskFull): true when the store can
+  // tell that there is room again (SQLite: 1 MiB free on the database's filesystem); false
+  // when it cannot tell (PostgreSQL's disk is the database server's). For /readyz.
+  virtual bool HasSpaceToWrite() const { return false; }
   // Runs `body` (which calls this store's methods) with its writes grouped where the
   // backend profits from it: SQLite runs them in one transaction (one commit and fsync
   // instead of one per write; each write still is atomic on its own, as a savepoint), so a

@@ -304,8 +304,15 @@ Status ErrorFromResult(PGconn* conn, const PGresult* res, std::string_view what)
   if (sqlstate.starts_with("22") || sqlstate == "23514" || sqlstate == "23502") {
     return Status::InvalidArgument(std::move(msg));
   }
+  // 53100 disk_full: nothing was committed, the write can succeed once the database
+  // server has space (a 500 "internal" before session 31). The rest of class 53
+  // (insufficient resources: out of memory, too many connections, a configured limit)
+  // passes too: try again later.
+  if (sqlstate == "53100") {
+    return Status::Unavailable(std::string(kMetadataDiskFull) + " (" + msg + ")");
+  }
   if (sqlstate.starts_with("08") || sqlstate.starts_with("57P") || sqlstate == "40001" ||
-      sqlstate == "40P01" || sqlstate == "53300") {
+      sqlstate == "40P01" || sqlstate.starts_with("53")) {
     return Status::Unavailable(std::move(msg));
   }
   return Status::Internal(std::move(msg));

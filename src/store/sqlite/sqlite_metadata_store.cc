@@ -2,7 +2,9 @@
 
 #include <sqlite3.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
+#include <cerrno>
 #include <charconv>
 #include <utility>
 
@@ -137,6 +139,15 @@ Status ErrorStatus(sqlite3* db, int rc, std::string_view what) {
       return Status::InvalidArgument(std::move(msg));
     default:
       break;
+  }
+  // A full disk (SQLite answers SQLITE_FULL for ENOSPC; a quota, EDQUOT, comes as an
+  // SQLITE_IOERR_WRITE): the write is rolled back and can succeed once there is space,
+  // so the API answers 503 + Retry-After (kMetadataDiskFull), not a 500 "internal" (found
+  // by the operator's black-box test, session 31).
+  const int system_errno = sqlite3_system_errno(db);
+  if ((rc & 0xff) == SQLITE_FULL ||
+      ((rc & 0xff) == SQLITE_IOERR && (system_errno == ENOSPC || system_errno == EDQUOT))) {
+    return Status::Unavailable(std::string(kMetadataDiskFull) + " (" + msg + ")");
   }
   switch (rc & 0xff) {
     case SQLITE_BUSY:
@@ -352,7 +363,7 @@ Result<std::unique_ptr<SqliteMetadataStore>> SqliteMetadataStore::Open(const std
   // -shm files the database file's mode). A black-box test found it world-readable.
   if (path != ":memory:") ::chmod(path.c_str(), 0600);
   std::unique_ptr<SqliteMetadataStore> store(
-      new SqliteMetadataStore(db, clock ? clock : SystemClock::Default()));
+      new SqliteMetadataStore(db, path, clock ? clock : SystemClock::Default()));
   sqlite3_busy_timeout(db, 5000);
   {
     std::lock_guard<std::mutex> lock(store->mu_);
@@ -362,6 +373,15 @@ Result<std::unique_ptr<SqliteMetadataStore>> SqliteMetadataStore::Open(const std
   }
   JOULE_RETURN_IF_ERROR(store->Migrate());
   return store;
+}
+
+bool SqliteMetadataStore::HasSpaceToWrite() const {
+  if (path_ == ":memory:") return true;
+  const size_t slash = path_.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : path_.substr(0, slash + 1);
+  struct statvfs v;
+  if (::statvfs(dir.c_str(), &v) != 0) return false;
+  return static_cast<uint64_t>(v.f_bavail) * v.f_frsize >= (uint64_t{1} << 20);
 }
 
 SqliteMetadataStore::~SqliteMetadataStore() {

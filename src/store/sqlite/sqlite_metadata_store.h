@@ -10,6 +10,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <utility>
 
 #include "store/metadata_store.h"
 
@@ -26,6 +27,8 @@ class SqliteMetadataStore final : public MetadataStore {
   ~SqliteMetadataStore() override;
 
   std::string_view backend() const override { return "sqlite"; }
+  // At least 1 MiB free on the filesystem holding the database file (statvfs).
+  bool HasSpaceToWrite() const override;
   Status Migrate() override;
   Result<int> SchemaVersion() override;
   Status WriteBatch(const std::function<Status()>& body) override;
@@ -58,7 +61,8 @@ class SqliteMetadataStore final : public MetadataStore {
   Result<Alert> SnoozeAlert(std::string_view id, std::optional<int64_t> until_ns) override;
 
  private:
-  SqliteMetadataStore(sqlite3* db, const Clock* clock) : db_(db), clock_(clock) {}
+  SqliteMetadataStore(sqlite3* db, std::string path, const Clock* clock)
+      : db_(db), path_(std::move(path)), clock_(clock) {}
   int64_t NowMicros() const;
   Status Exec(const char* sql);  // REQUIRES: mu_ held
   Result<Device> GetDeviceLocked(std::string_view device_id);
@@ -76,6 +80,7 @@ class SqliteMetadataStore final : public MetadataStore {
   std::mutex mu_;
   bool batch_ = false;  // inside WriteBatch: transactions become savepoints (guarded by mu_)
   sqlite3* db_;
+  const std::string path_;
   const Clock* clock_;
   std::unordered_map<std::string, sqlite3_stmt*> prepared_;  // guarded by mu_
 };

@@ -15,6 +15,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <mutex>
 #include <random>
 #include <sstream>
 #include <string>
@@ -22,6 +24,7 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "common/metrics.h"
 #include "store/metadata_cache.h"
 #include "store/metadata_time.h"
 #include "store/metadata_token.h"
@@ -1351,6 +1354,146 @@ TEST(MetadataCacheSqliteTest, NegativeEntriesExpire) {
     EXPECT_EQ(cache.GetDevice("x").status().code(), StatusCode::kNotFound);
     clock.Advance(options.negative_ttl_ns + 1);
     EXPECT_TRUE(cache.GetDevice("x").ok());
+  }
+  std::filesystem::remove_all(dir);
+}
+
+// A SQLite VFS that answers SQLITE_FULL to every write while `full` is set, as the unix
+// VFS does for ENOSPC: a full disk without a root mount. Registered as the default VFS, so
+// the store's sqlite3_open_v2 uses it; it opens files with the real default VFS and swaps
+// their methods for a copy whose xWrite fails on demand.
+class FullDiskVfs {
+ public:
+  static FullDiskVfs& Install() {
+    static FullDiskVfs* vfs = new FullDiskVfs();
+    return *vfs;
+  }
+  std::atomic<bool> full{false};
+
+ private:
+  FullDiskVfs() {
+    real_ = sqlite3_vfs_find(nullptr);
+    vfs_ = *real_;
+    vfs_.zName = "joule-full-disk";
+    vfs_.pAppData = this;
+    vfs_.xOpen = &Open;
+    EXPECT_EQ(sqlite3_vfs_register(&vfs_, /*makeDflt=*/1), SQLITE_OK);
+  }
+  static int Open(sqlite3_vfs* vfs, const char* name, sqlite3_file* file, int flags,
+                  int* out_flags) {
+    auto* self = static_cast<FullDiskVfs*>(vfs->pAppData);
+    const int rc = self->real_->xOpen(self->real_, name, file, flags, out_flags);
+    if (rc != SQLITE_OK || file->pMethods == nullptr) return rc;
+    std::lock_guard<std::mutex> lock(self->mu_);
+    for (const auto& [original, copy] : self->methods_) {
+      if (original == file->pMethods) {
+        file->pMethods = copy.get();
+        return rc;
+      }
+    }
+    auto copy = std::make_unique<sqlite3_io_methods>(*file->pMethods);
+    copy->xWrite = &Write;
+    self->methods_.emplace_back(file->pMethods, std::move(copy));
+    file->pMethods = self->methods_.back().second.get();
+    return rc;
+  }
+  static int Write(sqlite3_file* file, const void* data, int n, sqlite3_int64 offset) {
+    FullDiskVfs& self = Install();
+    if (self.full.load()) return SQLITE_FULL;
+    const sqlite3_io_methods* original = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(self.mu_);
+      for (const auto& [o, copy] : self.methods_) {
+        if (copy.get() == file->pMethods) original = o;
+      }
+    }
+    return original->xWrite(file, data, n, offset);
+  }
+
+  sqlite3_vfs* real_ = nullptr;
+  sqlite3_vfs vfs_{};
+  std::mutex mu_;
+  std::vector<std::pair<const sqlite3_io_methods*, std::unique_ptr<sqlite3_io_methods>>> methods_;
+};
+
+// Found by the operator's black-box test (session 31): on a full disk every admin write
+// was a 500 "internal" ("sqlite: commit: database or disk is full", an IoError), logged
+// nowhere, and /readyz said ready. Now the store answers Unavailable (kMetadataDiskFull:
+// the API's 503 + Retry-After), the cache counts and logs it and reports the refusal
+// (/readyz) until a write succeeds or the disk has room again; reads go on.
+TEST(SqliteDiskFullTest, WritesOnAFullDiskAreUnavailableAndReportedUntilOneSucceeds) {
+  FullDiskVfs& vfs = FullDiskVfs::Install();
+  auto dir = std::filesystem::temp_directory_path() / ("joule-meta-" + RandomSuffix());
+  std::filesystem::create_directories(dir);
+  {
+    ManualClock clock(kNanosPerDay);
+    MetricsRegistry metrics;
+    auto opened = OpenMetadataStore(MetadataBackend::kSqlite, (dir / "metadata.db").string());
+    ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+    MetadataStore* store = opened->get();
+    MetadataCacheOptions options;
+    options.clock = &clock;
+    options.metrics = &metrics;
+    MetadataCache cache(std::move(opened).value(), options);
+    Device first;
+    first.device_id = "plug-1";
+    first.owner_id = "o1";
+    ASSERT_TRUE(cache.CreateDevice(first, nullptr).ok());
+    EXPECT_FALSE(cache.write_refusal().refusing);
+
+    vfs.full = true;
+    Device second = first;
+    second.device_id = "plug-2";
+    // The store itself: Unavailable, naming the cause and SQLite's error.
+    Result<Device> raw = store->CreateDevice(second, nullptr);
+    ASSERT_FALSE(raw.ok());
+    EXPECT_EQ(raw.status().code(), StatusCode::kUnavailable) << raw.status().ToString();
+    EXPECT_TRUE(IsMetadataDiskFull(raw.status())) << raw.status().ToString();
+    EXPECT_NE(raw.status().message().find("database or disk is full"), std::string::npos)
+        << raw.status().ToString();
+
+    ::testing::internal::CaptureStderr();
+    Result<Device> created = cache.CreateDevice(second, nullptr);
+    Result<OwnerKey> key = cache.CreateOwnerKey("o1");
+    Result<bool> alert = cache.UpsertAlert([] {
+      Alert a;
+      a.id = "alert-1";
+      a.rule_id = "r";
+      a.device_id = "plug-1";
+      a.owner_id = "o1";
+      a.json = "{}";
+      return a;
+    }());
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    for (const Status& st : {created.status(), key.status(), alert.status()}) {
+      EXPECT_EQ(st.code(), StatusCode::kUnavailable) << st.ToString();
+      EXPECT_EQ(st.message(), kMetadataDiskFull) << st.ToString();
+    }
+    EXPECT_NE(log.find("metadata write refused: the disk holding the database is full"),
+              std::string::npos)
+        << log;
+    EXPECT_NE(metrics.Render().find("joule_metadata_disk_full_total 3"), std::string::npos)
+        << metrics.Render();
+    MetadataCache::WriteRefusal refusal = cache.write_refusal();
+    EXPECT_TRUE(refusal.refusing);
+    EXPECT_EQ(refusal.since_ns, kNanosPerDay);
+    EXPECT_NE(refusal.error.find("database or disk is full"), std::string::npos) << refusal.error;
+    // Reads go on.
+    EXPECT_TRUE(cache.ListDevices(ListDevicesOptions{}).ok());
+    EXPECT_TRUE(store->GetDevice("plug-1").ok());
+
+    // Space back: the next write succeeds and ends the refusal.
+    vfs.full = false;
+    ASSERT_TRUE(cache.CreateDevice(second, nullptr).ok());
+    EXPECT_FALSE(cache.write_refusal().refusing);
+
+    // Without a write, the store's free-space check ends it (at most once a second).
+    vfs.full = true;
+    EXPECT_FALSE(cache.CreateOwnerKey("o1").ok());
+    vfs.full = false;
+    EXPECT_TRUE(cache.write_refusal().refusing);  // checked less than a second ago
+    clock.Advance(kNanosPerSecond);
+    EXPECT_FALSE(cache.write_refusal().refusing) << "the temp dir has 1 MiB free";
   }
   std::filesystem::remove_all(dir);
 }
