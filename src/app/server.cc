@@ -833,6 +833,9 @@ int RunServer(const Config& given_config) {
   auto shut_down = [&] {
     if (std::exchange(shutting_down, true)) return;
     stop_starting.store(true);  // a processor not yet started stays so (nothing to save)
+    // Appends in flight are committed at once: a request waiting for its acknowledgement
+    // must not wait out storage.log_group_commit_window (it got no answer with 25s).
+    log->EndGroupCommitWindow();
     // Both listeners answer what they took in (HTTP requests, MQTT publishes in flight get
     // their PUBACKs once durable) and take nothing new; io stops when both are done.
     listeners_open = mqtt ? 2 : 1;

@@ -61,7 +61,8 @@ struct LogOptions {
   // partition file instead of each paying for its own (every ingest batch touches most
   // partitions). Adds at most this much to an acknowledgement's latency. 0 = commit at once:
   // batches that arrive while `max_rounds_in_flight` rounds sync still share the next round
-  // (the default since session 13; src/log/README.md, "Group-commit window").
+  // (the default since session 13; src/log/README.md, "Group-commit window"). Flush() and
+  // EndGroupCommitWindow() do not wait for it.
   int64_t group_commit_window_ns = 0;
   // With fsync: how many written rounds may have their fdatasyncs in flight at once. With
   // 2, batches that arrive while a round is syncing are written and start their own
@@ -219,8 +220,13 @@ class Log {
   // Deletes what retention allows now (see the format doc). Also runs periodically.
   virtual Status EnforceRetention() = 0;
   // Waits until everything appended before the call is durable and its callbacks have run.
-  // REQUIRES: not called from a DurableCallback.
+  // Commits what is queued at once: the group-commit window is not waited out (a window of
+  // minutes made a shutdown wait that long). REQUIRES: not called from a DurableCallback.
   virtual Status Flush() = 0;
+  // From now on the writer commits at once, as with group_commit_window_ns = 0, and a window
+  // being waited ends now. For shutdown: appends in flight (an HTTP request waiting for its
+  // answer) are acknowledged without waiting for the window. Thread-safe; cannot be undone.
+  virtual void EndGroupCommitWindow() {}
   virtual const RecoveryReport& recovery_report() const = 0;
   // Damaged records met by readers since Open, oldest first (thread-safe).
   virtual std::vector<CorruptionReport> corruptions() const { return {}; }

@@ -492,13 +492,15 @@ void SegmentLog::WriterLoop() {
       if (!retention_due) {
         if (queue_.empty()) break;  // stop_, and nothing queued or in flight
         // Group-commit window (LogOptions::group_commit_window_ns). Appends to a non-empty
-        // queue do not notify, so this waits the whole window unless the log stops; a
-        // round whose syncs finish meanwhile is completed at once.
-        if (options_.fsync && options_.group_commit_window_ns > 0 && !stop_ &&
+        // queue do not notify, so this waits the whole window unless the log stops, a
+        // Flush() waits or the window is ended (shutdown); a round whose syncs finish
+        // meanwhile is completed at once.
+        auto window_over = [this] { return stop_ || window_ended_ || flushes_waiting_ > 0; };
+        if (options_.fsync && options_.group_commit_window_ns > 0 && !window_over() &&
             pending_bytes_ < kGroupCommitWindowBytes) {
           const auto w0 = SteadyClock::now();
           const auto deadline = w0 + std::chrono::nanoseconds(options_.group_commit_window_ns);
-          while (!stop_) {
+          while (!window_over()) {
             if (OldestRoundSynced()) {
               std::unique_ptr<Round> done = std::move(inflight_.front());
               inflight_.pop_front();
@@ -508,7 +510,7 @@ void SegmentLog::WriterLoop() {
               continue;
             }
             if (!writer_cv_.wait_until(l, deadline,
-                                       [this] { return stop_ || OldestRoundSynced(); })) {
+                                       [&] { return window_over() || OldestRoundSynced(); })) {
               break;
             }
           }
@@ -955,8 +957,19 @@ void SegmentLog::FailRound(std::vector<Request>* round, const std::vector<Partit
 Status SegmentLog::Flush() {
   std::unique_lock<std::mutex> l(mu_);
   uint64_t target = appended_seq_;
+  ++flushes_waiting_;  // the writer commits without waiting out the window
+  writer_cv_.notify_all();
   flush_cv_.wait(l, [&] { return done_seq_ >= target; });
+  --flushes_waiting_;
   return Status::Ok();
+}
+
+void SegmentLog::EndGroupCommitWindow() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    window_ended_ = true;
+  }
+  writer_cv_.notify_all();
 }
 
 // ---------------------------------------------------------------------------------------

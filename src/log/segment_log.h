@@ -49,6 +49,7 @@ class SegmentLog final : public Log {
                          model::LogOffset committed) override;
   Status EnforceRetention() override;
   Status Flush() override;
+  void EndGroupCommitWindow() override;
   const RecoveryReport& recovery_report() const override { return report_; }
   std::vector<CorruptionReport> corruptions() const override { return quarantine_->reports(); }
   WriteFault write_fault() const override;
@@ -258,6 +259,10 @@ class SegmentLog final : public Log {
   uint64_t appended_seq_ = 0;  // requests accepted
   uint64_t done_seq_ = 0;      // requests whose callbacks have run
   bool stop_ = false;
+  // The group-commit window is not waited: EndGroupCommitWindow() was called, or a Flush()
+  // waits (flushes_waiting_ > 0).
+  bool window_ended_ = false;
+  int flushes_waiting_ = 0;
   // The errno the last round was refused with (ENOSPC/EDQUOT, or EMFILE/ENFILE creating a
   // segment); 0 once a round succeeds again.
   int refusing_err_ = 0;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <future>
 #include <map>
 #include <mutex>
 #include <string>
@@ -247,6 +248,59 @@ TEST(LogPipelineTest, FullDiskBehindARoundInFlightRefusesOnlyTheNewRound) {
   EXPECT_EQ(records[0].payload, "a");
   EXPECT_EQ(records[1].payload, "c");
   EXPECT_EQ(records[1].offset.value, 1u);
+}
+
+// A group-commit window is not waited out by Flush() or after EndGroupCommitWindow(): with
+// storage.log_group_commit_window = 25s a SIGTERM left an ingest request without an answer
+// and the shutdown's Flush() waited the whole window (an hour with 1h; found by the
+// operator's black-box test, session 31).
+LogOptions LongWindowOptions(const std::string& dir) {
+  LogOptions o;
+  o.dir = dir;
+  o.partitions = 1;
+  o.fsync = true;
+  o.group_commit_window_ns = 3600'000'000'000;  // an hour: the test would time out
+  o.prewrite_bytes = 0;
+  return o;
+}
+
+TEST(LogWindowTest, FlushCommitsWithoutWaitingOutTheWindow) {
+  TempDir tmp;
+  MetricsRegistry metrics;
+  std::future<Status> flushed;  // (destroyed after the log, which ends any wait)
+  std::promise<Status> acked;
+  auto opened = Log::Open(LongWindowOptions(tmp.path()), &metrics);
+  ASSERT_TRUE(opened.ok());
+  Log* log = opened->get();
+  ASSERT_TRUE(
+      log->Append(0, {"a"}, [&](Status st, model::LogOffset) { acked.set_value(st); }).ok());
+  flushed = std::async(std::launch::async, [log] { return log->Flush(); });
+  ASSERT_EQ(flushed.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  EXPECT_TRUE(flushed.get().ok());
+  EXPECT_TRUE(acked.get_future().get().ok());
+  EXPECT_EQ(log->DurableEnd(0).value, 1u);
+}
+
+TEST(LogWindowTest, EndGroupCommitWindowAcknowledgesWhatIsQueuedAndWhatFollows) {
+  TempDir tmp;
+  MetricsRegistry metrics;
+  std::promise<Status> first;  // (destroyed after the log, which runs every callback)
+  std::promise<Status> second;
+  auto opened = Log::Open(LongWindowOptions(tmp.path()), &metrics);
+  ASSERT_TRUE(opened.ok());
+  Log* log = opened->get();
+  ASSERT_TRUE(
+      log->Append(0, {"a"}, [&](Status st, model::LogOffset) { first.set_value(st); }).ok());
+  log->EndGroupCommitWindow();
+  auto f = first.get_future();
+  ASSERT_EQ(f.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  EXPECT_TRUE(f.get().ok());
+  ASSERT_TRUE(
+      log->Append(0, {"b"}, [&](Status st, model::LogOffset) { second.set_value(st); }).ok());
+  auto g = second.get_future();
+  ASSERT_EQ(g.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  EXPECT_TRUE(g.get().ok());
+  EXPECT_EQ(log->DurableEnd(0).value, 2u);
 }
 
 }  // namespace
