@@ -15,6 +15,20 @@
 
 namespace joule::app {
 
+// Bounds of keys that took nonsense (found by the operator's black-box test, session 31).
+// server.max_header_bytes: below 1 KiB even "GET /healthz" with a Host and an
+// Authorization header is a 431; above 1 MiB a connection's read buffer (that + 128 KiB)
+// is no longer a bound worth having.
+constexpr uint64_t kMinHeaderBytes = 1024;
+constexpr uint64_t kMaxHeaderBytes = 1024 * 1024;
+// storage.log_segment_bytes: a segment holds dozens of records at least (a 1-byte segment
+// gave one segment file per record); the crash tests' 16 KiB is the smallest in use.
+constexpr uint64_t kMinLogSegmentBytes = 16 * 1024;
+// storage.log_group_commit_window: it delays every acknowledgement by up to this much. The
+// windows measured were 0 to 2 ms (src/log/README.md, "Group-commit window"); more than
+// 100 ms only delays, and a shutdown ends it anyway.
+constexpr int64_t kMaxGroupCommitWindowNs = 100'000'000;
+
 struct Config {
   // [server]
   std::string http_listen = "127.0.0.1:8080";
@@ -38,6 +52,7 @@ struct Config {
   int background_nice = 5;
   // HTTP connection limits (slow clients, header floods, connection floods).
   int64_t http_max_connections = 10000;
+  // Request line + headers, kMinHeaderBytes..kMaxHeaderBytes.
   uint64_t http_max_header_bytes = 16 * 1024;
   int64_t http_read_timeout_ns = 30'000'000'000;
   int64_t http_idle_timeout_ns = 60'000'000'000;
@@ -46,13 +61,14 @@ struct Config {
   std::string durability = "fsync";  // or "none"
   // 0 = the existing log's count, else processor_threads (app/log_partitions.h).
   uint32_t log_partitions = 0;
-  uint64_t log_segment_bytes = 64ull << 20;
-  uint64_t log_retention_bytes = 0;  // per partition; 0 = unlimited
-  int64_t log_retention_ns = 0;      // 0 = forever
+  uint64_t log_segment_bytes = 64ull << 20;  // at least kMinLogSegmentBytes
+  uint64_t log_retention_bytes = 0;          // per partition; 0 = unlimited
+  int64_t log_retention_ns = 0;              // 0 = forever
   uint64_t log_max_pending_bytes = 64ull << 20;
   // With fsync: how long the log's writer waits for more batches before a group-commit
   // round (log::LogOptions::group_commit_window_ns); 0 = commit at once (the default since
-  // session 13: batches that arrive while a round syncs form the next round anyway).
+  // session 13: batches that arrive while a round syncs form the next round anyway); at
+  // most kMaxGroupCommitWindowNs.
   int64_t log_group_commit_window_ns = 0;
   // With fsync: how far ahead of its last record the active segment is kept written with
   // zeros (log::LogOptions::prewrite_bytes, docs/formats/log.md "Pre-written tail"); 0 =

@@ -557,5 +557,37 @@ TEST(ConfigTest, MetricKindsAreMetricNamesAndCanBeSetFromTheEnvironment) {
                 {"JOULE_METRICS_KINDS_SOLAR-W: ", "not a metric name"});
 }
 
+// Keys that took nonsense (found by the operator's black-box test, session 31): a 25s
+// group-commit window delayed every acknowledgement and a SIGTERM's shutdown by as much, a
+// 10-byte max_header_bytes made every request a 431, a 1-byte log segment one file per
+// record. Refused naming the key; the bounds themselves are accepted.
+TEST(ConfigTest, WindowHeaderAndSegmentSizesHaveBounds) {
+  ExpectRefused(LoadWith({"JOULE_STORAGE_LOG_GROUP_COMMIT_WINDOW=25s"}),
+                {"JOULE_STORAGE_LOG_GROUP_COMMIT_WINDOW: ", "[0s, 100ms]"});
+  ExpectRefused(LoadWith({}, "[storage]\nlog_group_commit_window = \"1h\"\n"),
+                {"storage.log_group_commit_window: ", "[0s, 100ms]"});
+  ExpectRefused(LoadWith({}, "[storage]\nlog_group_commit_window = 1\n"),
+                {"storage.log_group_commit_window: "});
+  ExpectRefused(LoadWith({}, "[server]\nmax_header_bytes = 10\n"),
+                {"server.max_header_bytes: ", "[1KiB, 1MiB]"});
+  ExpectRefused(LoadWith({"JOULE_SERVER_MAX_HEADER_BYTES=2MiB"}),
+                {"JOULE_SERVER_MAX_HEADER_BYTES: ", "[1KiB, 1MiB]"});
+  ExpectRefused(LoadWith({}, "[storage]\nlog_segment_bytes = 1\n"),
+                {"storage.log_segment_bytes: ", "minimum, 16KiB"});
+  ExpectRefused(LoadWith({"JOULE_STORAGE_LOG_SEGMENT_BYTES=16383"}),
+                {"JOULE_STORAGE_LOG_SEGMENT_BYTES: ", "minimum, 16KiB"});
+
+  auto c =
+      LoadWith({"JOULE_STORAGE_LOG_GROUP_COMMIT_WINDOW=100ms", "JOULE_SERVER_MAX_HEADER_BYTES=1KiB",
+                "JOULE_STORAGE_LOG_SEGMENT_BYTES=16KiB"});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->log_group_commit_window_ns, kMaxGroupCommitWindowNs);
+  EXPECT_EQ(c->http_max_header_bytes, kMinHeaderBytes);
+  EXPECT_EQ(c->log_segment_bytes, kMinLogSegmentBytes);
+  c = LoadWith({"JOULE_SERVER_MAX_HEADER_BYTES=1MiB", "JOULE_STORAGE_LOG_SEGMENT_BYTES=8GiB"});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->http_max_header_bytes, kMaxHeaderBytes);
+}
+
 }  // namespace
 }  // namespace joule::app
