@@ -689,7 +689,9 @@ int RunServer(const Config& given_config) {
     Result<std::shared_ptr<net::TlsContext>> loaded =
         net::LoadServerTlsContext(config.tls_cert_file, config.tls_key_file);
     if (!loaded.ok()) {
-      logging::Error("cannot load the TLS certificate", {{"error", loaded.status().ToString()}});
+      // (named by key: "TLS certificate file '…': asio.ssl error" did not say which setting)
+      logging::Error("cannot load the TLS certificate (server.tls_cert_file, tls_key_file)",
+                     {{"error", loaded.status().ToString()}});
       return 1;
     }
     tls = std::move(*loaded);

@@ -589,5 +589,65 @@ TEST(ConfigTest, WindowHeaderAndSegmentSizesHaveBounds) {
   EXPECT_EQ(c->http_max_header_bytes, kMaxHeaderBytes);
 }
 
+// What libpq parses but a connect refuses is refused at load naming metadata.url, as a
+// latest.url with port 99999 already was (`joule config` said nothing, then `joule serve`
+// exited 1 "cannot open metadata store … invalid integer value": found by the operator's
+// black-box test, session 31). The password is never quoted.
+TEST(ConfigTest, PostgresUrlPortSslmodeAndIntegerOptionsAreCheckedAtLoad) {
+  for (const auto& [url, why] : std::vector<std::pair<std::string, std::string>>{
+           {"postgres://u:hunter2@host:notaport/db", "port 'notaport' is not a port number"},
+           {"postgresql://joule:hunter2@127.0.0.1:99999/joule", "port '99999'"},
+           {"postgresql://joule:hunter2@127.0.0.1:0/joule", "port '0'"},
+           {"postgresql://joule:hunter2@127.0.0.1/joule?sslmode=bogus",
+            "sslmode 'bogus' is not one of: disable, allow, prefer, require"},
+           {"postgresql://joule:hunter2@127.0.0.1/joule?connect_timeout=abc",
+            "connect_timeout 'abc' is not an integer"},
+           {"postgresql://joule:hunter2@127.0.0.1/joule?keepalives_idle=1.5",
+            "keepalives_idle '1.5'"},
+           {"postgresql://joule:hunter2@127.0.0.1/joule?target_session_attrs=master",
+            "target_session_attrs 'master'"},
+           {"host=h port=65536 password=hunter2", "port '65536'"},
+           {"host=a,b port=5432,x password=hunter2", "port 'x'"}}) {
+    ExpectRefused(LoadWith({"JOULE_METADATA_BACKEND=postgres", "JOULE_METADATA_URL=" + url}),
+                  {"metadata.url: ", why}, "hunter2");
+    ExpectRefused(
+        LoadWith({}, fmt::format("[metadata]\nbackend = \"postgres\"\nurl = '{}'\n", url)),
+        {"metadata.url: ", why}, "hunter2");
+  }
+  for (const char* ok :
+       {"postgresql://joule:pw@127.0.0.1:65535/joule?sslmode=verify-full&connect_timeout=10",
+        "postgresql://joule@127.0.0.1:1/joule?keepalives=0&target_session_attrs=read-write",
+        "host=a,b port=5432,5433 dbname=joule", "host=a,b port=,5433 dbname=joule"}) {
+    EXPECT_TRUE(
+        LoadWith({"JOULE_METADATA_BACKEND=postgres", std::string("JOULE_METADATA_URL=") + ok}).ok())
+        << ok;
+  }
+}
+
+// A TLS or CA file that does not exist (or is a directory) is refused at load naming its
+// key, exit 2; `joule serve` exited 1 with "TLS certificate file '/nonexistent': asio.ssl
+// error" (found by the operator's black-box test, session 31).
+TEST(ConfigTest, MissingTlsAndCaFilesAreRefusedAtLoad) {
+  const std::string real = WriteTemp("not checked here: the server reads it\n");
+  for (const auto& [vars, why] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"JOULE_SERVER_TLS_CERT_FILE=/nonexistent", "JOULE_SERVER_TLS_KEY_FILE=" + real},
+            "server.tls_cert_file: '/nonexistent': no such file"},
+           {{"JOULE_SERVER_TLS_CERT_FILE=" + real, "JOULE_SERVER_TLS_KEY_FILE=/nonexistent/k"},
+            "server.tls_key_file: '/nonexistent/k': no such file"},
+           {{"JOULE_SERVER_TLS_CERT_FILE=/tmp", "JOULE_SERVER_TLS_KEY_FILE=" + real},
+            "server.tls_cert_file: '/tmp' is a directory"},
+           {{"JOULE_ALERTS_WEBHOOK_CA_FILE=/nonexistent"},
+            "alerts.webhook_ca_file: '/nonexistent': no such file"},
+           {{"JOULE_INGEST_MQTT_BRIDGE_URL=mqtts://127.0.0.1:8883",
+             "JOULE_INGEST_MQTT_BRIDGE_CA_FILE=/nonexistent"},
+            "ingest.mqtt_bridge_ca_file: '/nonexistent': no such file"}}) {
+    ExpectRefused(LoadWith(vars), {why});
+  }
+  auto c = LoadWith({"JOULE_SERVER_TLS_CERT_FILE=" + real, "JOULE_SERVER_TLS_KEY_FILE=" + real,
+                     "JOULE_ALERTS_WEBHOOK_CA_FILE=" + real});
+  EXPECT_TRUE(c.ok()) << c.status().ToString();
+  std::remove(real.c_str());
+}
+
 }  // namespace
 }  // namespace joule::app

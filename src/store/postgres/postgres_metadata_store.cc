@@ -11,6 +11,7 @@
 #include <charconv>
 #include <chrono>
 #include <mutex>
+#include <string_view>
 #include <utility>
 
 #include "common/thread_priority.h"
@@ -487,12 +488,78 @@ Status DeviceExists(PGconn* c, std::string_view device_id, bool lock) {
 
 }  // namespace
 
+namespace {
+
+// A decimal integer (an optional '-', digits), as the options' values must be.
+bool IsDecimal(std::string_view v) {
+  if (!v.empty() && v.front() == '-') v.remove_prefix(1);
+  return !v.empty() && v.size() <= 9 &&
+         std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// The values PQconninfoParse takes as they are and a connect refuses (found by the
+// operator's black-box test, session 31: a port "notaport" or 99999, sslmode=bogus,
+// connect_timeout=abc passed `joule config`, then `joule serve` exited 1). None of these
+// options is a secret, so their values may be quoted.
+Status CheckPostgresOption(std::string_view keyword, std::string_view value) {
+  auto one_of = [&](std::initializer_list<std::string_view> allowed) -> Status {
+    std::string list;
+    for (std::string_view a : allowed) {
+      if (value == a) return Status::Ok();
+      list += (list.empty() ? "" : ", ") + std::string(a);
+    }
+    return Status::InvalidArgument(std::string(keyword) + " '" + std::string(value) +
+                                   "' is not one of: " + list);
+  };
+  if (keyword == "port") {
+    // A list, one per host ("5432,5433"); an empty entry is the default port.
+    size_t start = 0;
+    for (;;) {
+      const size_t comma = value.find(',', start);
+      const std::string_view port = value.substr(start, comma - start);
+      int n = 0;
+      if (!port.empty() &&
+          (!IsDecimal(port) ||
+           std::from_chars(port.data(), port.data() + port.size(), n).ec != std::errc() || n < 1 ||
+           n > 65535)) {
+        return Status::InvalidArgument("port '" + std::string(port) +
+                                       "' is not a port number (1-65535)");
+      }
+      if (comma == std::string_view::npos) break;
+      start = comma + 1;
+    }
+    return Status::Ok();
+  }
+  if (keyword == "sslmode") {
+    return one_of({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"});
+  }
+  if (keyword == "gssencmode") return one_of({"disable", "prefer", "require"});
+  if (keyword == "target_session_attrs") {
+    return one_of({"any", "read-write", "read-only", "primary", "standby", "prefer-standby"});
+  }
+  if (keyword == "connect_timeout" || keyword == "keepalives" || keyword == "keepalives_idle" ||
+      keyword == "keepalives_interval" || keyword == "keepalives_count" ||
+      keyword == "tcp_user_timeout") {
+    if (!IsDecimal(value)) {
+      return Status::InvalidArgument(std::string(keyword) + " '" + std::string(value) +
+                                     "' is not an integer");
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Status CheckPostgresUrl(const std::string& url) {
   char* error = nullptr;
   PQconninfoOption* options = PQconninfoParse(url.c_str(), &error);
   if (options != nullptr) {
+    Status st;
+    for (const PQconninfoOption* o = options; o->keyword != nullptr && st.ok(); ++o) {
+      if (o->val != nullptr) st = CheckPostgresOption(o->keyword, o->val);
+    }
     PQconninfoFree(options);
-    return Status::Ok();
+    return st;
   }
   std::string message = error != nullptr ? error : "out of memory";
   PQfreemem(error);

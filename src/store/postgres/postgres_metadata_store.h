@@ -31,7 +31,10 @@ namespace joule::store {
 // Whether `url` parses as a libpq connection string (a postgresql:// URI or "key=value"
 // pairs: PQconninfoParse), without connecting; checked at config load so that a malformed
 // metadata.url is refused naming the key. The error is libpq's, whose text quotes the
-// string: with its password as "<set>".
+// string: with its password as "<set>". Also refused: what libpq parses but a connect
+// would refuse — a port that is not 1-65535, an sslmode, gssencmode or target_session_attrs
+// it does not know, a connect_timeout, keepalives* or tcp_user_timeout that is not an
+// integer (their values are quoted; none is a secret).
 Status CheckPostgresUrl(const std::string& url);
 
 class PostgresMetadataStore final : public MetadataStore {
