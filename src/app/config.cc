@@ -159,10 +159,13 @@ Setter Listen(std::string Config::*field, bool empty_is_off) {
 template <typename T>
 Setter Integer(T Config::*field, int64_t min, int64_t max) {
   return {ValueType::kInteger, [field, min, max](Config& c, const std::string& v) -> Status {
+            // Digits with an optional '-': strtoll alone also took " 5" and "+3".
+            const bool digits = !v.empty() && (std::isdigit(static_cast<unsigned char>(v[0])) ||
+                                               (v[0] == '-' && v.size() > 1));
             char* end = nullptr;
             errno = 0;
-            long long x = std::strtoll(v.c_str(), &end, 10);
-            if (v.empty() || *end != '\0' || errno != 0 || x < min || x > max) {
+            long long x = digits ? std::strtoll(v.c_str(), &end, 10) : 0;
+            if (!digits || *end != '\0' || errno != 0 || x < min || x > max) {
               return Status::InvalidArgument(
                   fmt::format("'{}' is not an integer in [{}, {}]", v, min, max));
             }
@@ -483,12 +486,16 @@ std::string_view TomlTypeName(const toml::node& node) {
   }
 }
 
-// The text a setter parses, from a TOML value of a type the key takes (a string always;
-// an integer for integer, duration (seconds) and size (bytes) keys; a boolean for boolean
-// keys); another type is an error saying what the key expects.
+// The text a setter parses, from a TOML value of a type the key takes (a string for text,
+// duration and size keys; an integer for integer, duration (seconds) and size (bytes) keys;
+// a boolean for boolean keys); another type is an error saying what the key expects. An
+// integer or boolean key does not take a string: `max_events_per_request = "10"` and
+// `enabled = "true"` were taken (found by the operator's black-box test, session 31).
 Result<std::string> NodeText(const toml::node& node, ValueType type) {
   // Check the node's own type: toml++'s value<int64_t>() also converts booleans.
-  if (node.is_string()) return *node.value<std::string>();
+  if (node.is_string() && type != ValueType::kInteger && type != ValueType::kBool) {
+    return *node.value<std::string>();
+  }
   std::string_view expected;
   switch (type) {
     case ValueType::kString:
@@ -646,9 +653,15 @@ Result<Config> LoadConfig(const std::string& path, char** envp,
       if (section == "metrics") {
         for (const auto& [sub, sub_node] : *table) {
           const toml::table* kinds = sub_node.as_table();
-          if (sub.str() != "kinds" || !kinds) {
+          if (sub.str() != "kinds") {
             return Status::InvalidArgument(
                 fmt::format("config {}: unknown key metrics.{}", path, sub.str()));
+          }
+          if (!kinds) {  // (`kinds = 5` said "unknown key metrics.kinds")
+            return Status::InvalidArgument(fmt::format(
+                "config {}: metrics.kinds: expected a table (metric = \"power\", \"counter\" "
+                "or \"gauge\"), got {}",
+                path, TomlTypeName(sub_node)));
           }
           for (const auto& [metric, kind] : *kinds) {
             Status st =

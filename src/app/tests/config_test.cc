@@ -238,6 +238,16 @@ TEST(ConfigTest, WrongTomlTypeNamesTheKeyAndTheExpectedType) {
       {"[limits]\nmax_body_bytes = 1.5\n",
        "limits.max_body_bytes: expected a size like \"64MiB\" or a number of bytes, got a float"},
       {"[archive]\nenabled = 1\n", "archive.enabled: expected true or false, got an integer"},
+      // Strings for integer and boolean keys were taken (found by the operator's black-box
+      // test, session 31).
+      {"[limits]\nmax_events_per_request = \"10\"\n",
+       "limits.max_events_per_request: expected an integer, got a string"},
+      {"[limits]\nrequest_burst = \" 5\"\n",
+       "limits.request_burst: expected an integer, got a string"},
+      {"[server]\nio_threads = \"+3\"\n", "server.io_threads: expected an integer, got a string"},
+      {"[archive]\nenabled = \"true\"\n", "archive.enabled: expected true or false, got a string"},
+      {"[metrics]\nkinds = 5\n", "metrics.kinds: expected a table"},
+      {"[metrics]\nkinds = \"power\"\n", "metrics.kinds: expected a table"},
       {"[metrics.kinds]\nsolar_w = 1\n",
        "metrics.kinds.solar_w: expected a string (power, counter or gauge), got an integer"},
   };
@@ -250,11 +260,10 @@ TEST(ConfigTest, WrongTomlTypeNamesTheKeyAndTheExpectedType) {
     EXPECT_EQ(c.status().message().find('\x01'), std::string::npos) << c.status().message();
     std::remove(path.c_str());
   }
-  // What each type still takes: integers for durations (seconds) and sizes (bytes), and
-  // strings for integers and booleans, as before.
+  // What each type still takes: integers for durations (seconds) and sizes (bytes).
   std::string path = WriteTemp(
-      "[stream]\nwindow = 60\n[limits]\nmax_body_bytes = 1024\n[server]\nio_threads = \"3\"\n"
-      "[archive]\nenabled = \"false\"\n");
+      "[stream]\nwindow = 60\n[limits]\nmax_body_bytes = 1024\n[server]\nio_threads = 3\n"
+      "[archive]\nenabled = false\n");
   auto c = LoadConfig(path, nullptr);
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->window_ns, 60'000'000'000);
@@ -647,6 +656,24 @@ TEST(ConfigTest, MissingTlsAndCaFilesAreRefusedAtLoad) {
                      "JOULE_ALERTS_WEBHOOK_CA_FILE=" + real});
   EXPECT_TRUE(c.ok()) << c.status().ToString();
   std::remove(real.c_str());
+}
+
+// An integer from the environment is digits (with an optional '-'): strtoll also took
+// " 5" and "+3" (found by the operator's black-box test, session 31). A boolean is true or
+// false. And [metrics] has only the kinds table.
+TEST(ConfigTest, IntegersAreDigitsAndMetricsHasOnlyKinds) {
+  for (const char* bad : {" 5", "+3", "5 ", "", "-", "0x10", "3.0"}) {
+    ExpectRefused(LoadWith({std::string("JOULE_LIMITS_REQUEST_BURST=") + bad}),
+                  {"JOULE_LIMITS_REQUEST_BURST: ", "is not an integer in [1, 1000000]"});
+  }
+  ExpectRefused(LoadWith({"JOULE_ARCHIVE_ENABLED=yes"}), {"JOULE_ARCHIVE_ENABLED: "});
+  auto c = LoadWith(
+      {"JOULE_LIMITS_REQUEST_BURST=5", "JOULE_SERVER_IO_THREADS=3", "JOULE_ARCHIVE_ENABLED=false"});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->request_burst, 5);
+  EXPECT_EQ(c->io_threads, 3);
+  EXPECT_FALSE(c->archive_enabled);
+  ExpectRefused(LoadWith({}, "[metrics.other]\nx = 1\n"), {"unknown key metrics.other"});
 }
 
 }  // namespace
