@@ -7,11 +7,13 @@ out-of-range options. None of these needs a running server (found by a black-box
 `joule simulate --admin-token` against a stand-in HTTP server that refuses some
 registrations (503) exits 1. `SimulateTest`: simulate against a stand-in server (ground
 truth zones with --token, giving up on a server that stays down) and its --dry-run counts.
+`SignalTest`: SIGHUP stops a real server gracefully (exit 0, final checkpoints, "stopped").
 """
 
 import json
 import os
 import re
+import signal
 import subprocess
 import tempfile
 import threading
@@ -19,7 +21,7 @@ import time
 import unittest
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from joule_harness import joule_bin
+from joule_harness import JouleServer, joule_bin
 
 
 def run(args, env=None, timeout=60):
@@ -27,6 +29,27 @@ def run(args, env=None, timeout=60):
     base.update(env or {})
     return subprocess.run([joule_bin()] + args, env=base, capture_output=True, text=True,
                           timeout=timeout)
+
+
+class SignalTest(unittest.TestCase):
+    """SIGHUP stops the server as SIGTERM does: it killed it at once, without the final
+    checkpoints or the "stopped" line, so a closed terminal hard-killed a server started
+    from it (found by the operator's black-box test, session 31)."""
+
+    def test_sighup_is_a_graceful_stop(self):
+        server = JouleServer(name="cli-sighup")
+        self.addCleanup(server.cleanup)
+        server.start()
+        code = server.stop(signal.SIGHUP)
+        self.assertEqual(code, 0, server.diag())
+        records = server.log_records()
+        shutting = [r for r in records if r.get("msg") == "shutting down"]
+        self.assertEqual([r.get("signal") for r in shutting], [str(int(signal.SIGHUP))],
+                         server.diag())
+        stopped = [r for r in records if r.get("msg") == "stopped"]
+        self.assertEqual(len(stopped), 1, server.diag())
+        self.assertEqual(stopped[0].get("clean"), "true", server.diag())
+        self.assertEqual(stopped[0].get("checkpoints"), "ok", server.diag())
 
 
 class JsonHandler(BaseHTTPRequestHandler):
