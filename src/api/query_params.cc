@@ -77,11 +77,16 @@ Result<int64_t> ParseTimeParam(const std::string& name, const std::string& value
 Result<model::Resolution> ParseResolution(const std::string& value, int64_t base_window_ns) {
   model::AggregateRecord probe;
   probe.window_end_ns = base_window_ns;
+  // "1m" names the base windows whatever their length (CONTRACT §3): rules default to it.
   if (value == "1m" || value == model::ResolutionName(probe)) return model::Resolution::kBase;
   if (value == "1h") return model::Resolution::kHour;
   if (value == "1d") return model::Resolution::kDay;
-  return Status::InvalidArgument(fmt::format("resolution must be {}, 1h, 1d or auto, got '{}'",
-                                             model::ResolutionName(probe), value));
+  // The message lists what is taken: with stream.window = 10s it said "10s, 1h, 1d or auto"
+  // and took 1m too (found by the operator's black-box test, session 31).
+  const std::string base = model::ResolutionName(probe);
+  return Status::InvalidArgument(
+      fmt::format("resolution must be {}, 1h, 1d or auto, got '{}'",
+                  base == "1m" ? base : base + " (the base windows; 1m also names them)", value));
 }
 
 Result<size_t> ParseLimit(const std::string* value, size_t default_limit, size_t max_limit) {

@@ -73,6 +73,14 @@ TEST(QueryParamsTest, Resolutions) {
   EXPECT_EQ(*ParseResolution("1h", kNanosPerMinute), model::Resolution::kHour);
   EXPECT_EQ(*ParseResolution("1d", kNanosPerMinute), model::Resolution::kDay);
   EXPECT_FALSE(ParseResolution("5m", kNanosPerMinute).ok());
+  // "1m" names the base windows whatever stream.window, and the refusal says so (it listed
+  // "10s, 1h, 1d or auto" while taking 1m: found by the operator's black-box test, session 31).
+  EXPECT_EQ(*ParseResolution("1m", 10 * kNanosPerSecond), model::Resolution::kBase);
+  EXPECT_EQ(ParseResolution("base", 10 * kNanosPerSecond).status().message(),
+            "resolution must be 10s (the base windows; 1m also names them), 1h, 1d or auto, got "
+            "'base'");
+  EXPECT_EQ(ParseResolution("base", kNanosPerMinute).status().message(),
+            "resolution must be 1m, 1h, 1d or auto, got 'base'");
 }
 
 TEST(QueryParamsTest, Limits) {
