@@ -31,10 +31,12 @@ Archiver::Archiver(ArchiverOptions options, log::Log* log, const Clock* clock,
         "Failed log reads of the archiver (retried with a backoff; e.g. out of file descriptors)");
     decode_errors_ = metrics_->GetCounter("joule_archive_decode_errors_total",
                                           "Log records not archived because they did not decode");
+    // Both counted when a round's files are published, events first: every file holds at
+    // least one event, so no scrape sees more files than events (docs/formats/archive.md).
     events_ = metrics_->GetCounter("joule_archive_events_total",
-                                   "Events written to archive files (re-written after a failed "
-                                   "round counted again)");
-    files_ = metrics_->GetCounter("joule_archive_files_total", "Archive files published");
+                                   "Events in the archive files this process published");
+    files_ =
+        metrics_->GetCounter("joule_archive_files_total", "Archive files this process published");
     seal_errors_ = metrics_->GetCounter("joule_archive_seal_errors_total",
                                         "Archive rounds that failed (and were retried)");
   }
@@ -193,7 +195,6 @@ bool Archiver::ReadBatch(uint32_t p) {
       if (failed_.load()) return false;
     }
   }
-  if (events_) events_->Inc(batch_.size());
   return *n > 0;
 }
 
@@ -210,6 +211,8 @@ void Archiver::SealRound() {
     }
     state_ = State{};
   }
+  // Events before files, so that a scrape in between sees no file without its events.
+  if (events_) events_->Inc(writer_->last_sealed_events());
   if (files_) files_->Inc(*sealed);
   for (uint32_t p = 0; p < log_->partitions(); ++p) {
     const uint64_t off = writer_->committed_offset(p);
@@ -218,6 +221,7 @@ void Archiver::SealRound() {
   }
   { std::lock_guard lock(seal_mu_); }
   sealed_cv_.notify_all();
+  if (options_.after_seal) options_.after_seal();
 }
 
 void Archiver::Failed(std::string_view what, const Status& status) {

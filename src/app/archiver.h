@@ -11,6 +11,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -36,6 +37,8 @@ struct ArchiverOptions {
   size_t read_batch = 4096;
   int64_t retention_interval_ns = kNanosPerMinute;
   int nice = 0;  // added to the thread's nice value (server.background_nice)
+  // Tests: called on the archiver thread after each sealed round (its counters updated).
+  std::function<void()> after_seal;
 };
 
 class Archiver {

@@ -1,7 +1,8 @@
 // Archiver: a failed round (here: its hour's directory cannot be made) is redone from the
 // checkpoint and sealed as soon as it has caught up, so the failing state that /readyz
 // shows clears when the archive works again, not max_file_age later; Stop() tries a failed
-// round once more at once and reports a last round that could not be sealed.
+// round once more at once and reports a last round that could not be sealed. Events are
+// counted with the files that hold them (joule_archive_events_total).
 #include "app/archiver.h"
 
 #include <gtest/gtest.h>
@@ -13,8 +14,11 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "common/clock.h"
+#include "common/metrics.h"
 #include "log/log.h"
 #include "model/event.h"
 #include "store/archive/archive_layout.h"
@@ -52,17 +56,21 @@ class ArchiverTest : public ::testing::Test {
   }
 
   void AppendEvents(int n) {
-    for (int i = 0; i < n; ++i) {
-      model::Event e;
-      e.device_id = "plug-1";
-      e.timestamp_ns = kT0 + (next_++) * kNanosPerSecond;
-      e.received_at_ns = e.timestamp_ns;
-      e.metrics = {{"power_w", 1.0}};
-      std::string payload;
-      model::EncodeEvent(e, &payload);
-      ASSERT_TRUE(log_->Append(0, {payload}, nullptr).ok());
-    }
+    for (int i = 0; i < n; ++i) AppendEventAt(kT0 + (next_++) * kNanosPerSecond);
     ASSERT_TRUE(log_->Flush().ok());
+  }
+  void AppendEventAt(int64_t timestamp_ns) {
+    model::Event e;
+    e.device_id = "plug-1";
+    e.timestamp_ns = timestamp_ns;
+    e.received_at_ns = timestamp_ns;
+    e.metrics = {{"power_w", 1.0}};
+    std::string payload;
+    model::EncodeEvent(e, &payload);
+    ASSERT_TRUE(log_->Append(0, {payload}, nullptr).ok());
+  }
+  static uint64_t CounterValue(MetricsRegistry& metrics, std::string_view name) {
+    return metrics.GetCounter(name, "")->Value();
   }
 
   // A file where the round's day directory goes: sealing it fails until it is removed.
@@ -89,7 +97,8 @@ class ArchiverTest : public ::testing::Test {
 };
 
 TEST_F(ArchiverTest, FailingClearsWhenTheRedoneRoundSeals) {
-  Archiver archiver(Options(), log_.get(), SystemClock::Default(), nullptr);
+  MetricsRegistry metrics;
+  Archiver archiver(Options(), log_.get(), SystemClock::Default(), &metrics);
   ASSERT_TRUE(archiver.Start().ok());
   AppendEvents(10);
   Block();
@@ -108,6 +117,39 @@ TEST_F(ArchiverTest, FailingClearsWhenTheRedoneRoundSeals) {
       << "still failing: " << archiver.state().error;
   EXPECT_EQ(archiver.LagRecords(), 0u);
   EXPECT_TRUE(archiver.Stop().ok());
+  // The failed rounds published nothing: the events are counted once, with their files
+  // (they were counted when read, so a failed round's again when it was redone).
+  EXPECT_EQ(CounterValue(metrics, "joule_archive_events_total"), 15u);
+  EXPECT_EQ(CounterValue(metrics, "joule_archive_files_total"), 1u);
+}
+
+// Found by the archive's black-box test (session 31): mid-backlog a scrape showed
+// joule_archive_files_total 1323 and joule_archive_events_total 120. Events were counted
+// once per log read batch, after every round sealed inside it (here: very late events open
+// more hours than kMaxOpenFiles, so a batch seals rounds as it goes). They are counted when
+// their round is published, before the files: no scrape sees a file without its events.
+TEST_F(ArchiverTest, EventsAreCountedWithTheFilesThatHoldThem) {
+  constexpr int kHours = 3 * static_cast<int>(Archiver::kMaxOpenFiles) + 10;
+  for (int i = 0; i < kHours; ++i) AppendEventAt(kT0 - i * kNanosPerHour);  // one batch
+  ASSERT_TRUE(log_->Flush().ok());
+  MetricsRegistry metrics;
+  std::vector<std::pair<uint64_t, uint64_t>> seen;  // (events, files) after each round
+  ArchiverOptions options = Options();
+  options.after_seal = [&] {
+    seen.emplace_back(CounterValue(metrics, "joule_archive_events_total"),
+                      CounterValue(metrics, "joule_archive_files_total"));
+  };
+  Archiver archiver(options, log_.get(), SystemClock::Default(), &metrics);
+  ASSERT_TRUE(archiver.Start().ok());
+  ASSERT_TRUE(archiver.SealNow(10 * kNanosPerSecond).ok());
+  ASSERT_TRUE(archiver.Stop().ok());
+  ASSERT_GE(seen.size(), 3u);  // rounds sealed inside the batch, then the rest
+  for (const auto& [events, files] : seen) {
+    EXPECT_GE(events, files);
+    EXPECT_EQ(events, files);  // one event per hour, one file per hour
+  }
+  EXPECT_EQ(CounterValue(metrics, "joule_archive_events_total"), static_cast<uint64_t>(kHours));
+  EXPECT_EQ(CounterValue(metrics, "joule_archive_files_total"), static_cast<uint64_t>(kHours));
 }
 
 // Found by a flaky integration test (integration_http, out of descriptors at a segment

@@ -321,6 +321,7 @@ Status ArchiveWriter::FinishFile(OpenFile* f) {
 }
 
 Result<size_t> ArchiveWriter::Seal() {
+  last_sealed_events_ = 0;
   if (open_.empty() && next_ == committed_) return size_t{0};
   const fs::path root(options_.root);
   if (!checkpoint_written_ && !open_.empty()) {
@@ -334,6 +335,7 @@ Result<size_t> ArchiveWriter::Seal() {
   std::set<std::string> dirs;
   size_t published = 0;
   uint64_t bytes = 0;
+  uint64_t events = 0;
   for (auto& [hour, f] : open_) {
     JOULE_RETURN_IF_ERROR(FinishFile(f.get()));
     const fs::path dir = root / ArchiveHourDir(hour);
@@ -349,6 +351,7 @@ Result<size_t> ArchiveWriter::Seal() {
     dirs.insert(dir.string());
     ++published;
     bytes += f->compressed_bytes;
+    events += f->rows;
   }
   for (const auto& d : dirs) JOULE_RETURN_IF_ERROR(SyncDir(d));
   open_.clear();
@@ -357,6 +360,8 @@ Result<size_t> ArchiveWriter::Seal() {
   if (options_.before_checkpoint) JOULE_RETURN_IF_ERROR(options_.before_checkpoint());
   JOULE_RETURN_IF_ERROR(WriteCheckpoint(next_));
   committed_ = next_;
+  last_sealed_events_ = events;
+  stats_.events_published.fetch_add(events, std::memory_order_relaxed);
   stats_.files_published.fetch_add(published, std::memory_order_relaxed);
   stats_.bytes_published.fetch_add(bytes, std::memory_order_relaxed);
   return published;

@@ -114,15 +114,19 @@ class ArchiveWriter {
   bool SealDue() const;
   // Publishes every open file and then writes the checkpoint. Returns the number of files
   // published (0 when nothing was pending; the checkpoint is still written when offsets
-  // moved). On error the writer must be discarded and reopened (crash semantics).
+  // moved); last_sealed_events() is then the number of events (rows) in them. On error the
+  // writer must be discarded and reopened (crash semantics).
   Result<size_t> Seal();
+  // Events in the files the last successful Seal() published (0 before the first).
+  uint64_t last_sealed_events() const { return last_sealed_events_; }
 
   // Deletes hour directories older than now − retention (no-op when retention is 0).
   // Returns the number of hour directories removed.
   Result<size_t> EnforceRetention();
 
   struct Stats {
-    std::atomic<uint64_t> events{0};  // events added
+    std::atomic<uint64_t> events{0};            // events added
+    std::atomic<uint64_t> events_published{0};  // events in published files
     std::atomic<uint64_t> files_published{0};
     std::atomic<uint64_t> bytes_published{0};
     std::atomic<uint64_t> open_files{0};
@@ -146,6 +150,7 @@ class ArchiveWriter {
   std::vector<uint64_t> committed_;  // per partition, as in the checkpoint
   std::vector<uint64_t> next_;       // per partition, after the last Add/Skip
   uint64_t next_seq_ = 0;
+  uint64_t last_sealed_events_ = 0;
   // Whether `_archiver.ckpt` exists (read at Open or written since). Until it does, Seal()
   // writes one for the round's start before its first rename.
   bool checkpoint_written_ = false;
