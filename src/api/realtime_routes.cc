@@ -11,6 +11,7 @@
 
 #include "api/api_context.h"
 #include "api/device_json.h"
+#include "api/device_known.h"
 #include "api/error_response.h"
 #include "api/history_tail_cache.h"
 #include "api/record_json_cache.h"
@@ -282,8 +283,15 @@ void HandleRealtime(ApiContext& ctx, RecordJsonCache& cache, HistoryTailCache& t
                                                   "history holds nothing for this device yet")
                             : latest_error));
     }
-    if (!registered) return responder.Send(DeviceNotFound());
-    snap = store::LatestSnapshot();  // registered, no data yet
+    if (!registered) {
+      // Nothing in the latest store, no base window in history: still known (an empty
+      // answer, as for a registered device) when the engine holds it or history has its
+      // hours or days — the rule history and the stream apply too (device_known.h).
+      Result<bool> known = DeviceKnown(ctx, device_id);
+      if (!known.ok()) return responder.Send(ErrorFromStatus(known.status()));
+      if (!*known) return responder.Send(DeviceNotFound());
+    }
+    snap = store::LatestSnapshot();  // registered (or known), no data yet
   }
   std::string body;
   body.reserve(BodySizeHint(device_id, *device, snap, chosen));

@@ -13,6 +13,7 @@
 #include <unordered_map>
 
 #include "api/api_context.h"
+#include "api/device_known.h"
 #include "api/error_response.h"
 #include "api/live_hub.h"
 #include "api/routes.h"
@@ -23,30 +24,6 @@
 
 namespace joule::api {
 namespace {
-
-// Whether Joule knows an unregistered device the admin asks for (auth.mode = "disabled"
-// needs no registration): the engine holds its state, or the latest store or history has
-// its windows — what GET /v1/devices/{id}/metrics/realtime answers 200 for, not 404.
-Result<bool> DeviceHasData(const ApiContext& ctx, const std::string& device_id) {
-  stream::WindowEngine::DeviceHealth health;
-  if (ctx.health && ctx.health(device_id, &health)) return true;
-  if (ctx.latest && (!ctx.latest_state || ctx.latest_state().usable())) {
-    store::LatestSnapshot snap;
-    Result<bool> found = ctx.latest->Get(device_id, 1, &snap);
-    if (found.ok() && *found) return true;
-  }
-  if (ctx.history) {
-    Result<std::vector<model::AggregateRecord>> records =
-        ctx.history->Latest(device_id, model::Resolution::kBase, 1);
-    if (!records.ok()) return records.status();
-    if (!records->empty()) return true;
-  }
-  if (ctx.restoring && ctx.restoring()) {
-    return Status::Unavailable(
-        "starting: the devices' state is being restored (GET /readyz says when it is ready)");
-  }
-  return false;
-}
 
 // Open streams per owner key (limits.streams_per_key): one tenant must not hold every
 // connection of the server with streams, which no timeout ends (found by a black-box test).
@@ -98,7 +75,7 @@ void HandleStream(ApiContext& ctx, const std::shared_ptr<StreamQuota>& quota, ne
     // `device_id=nope` was a 200 stream that never carried anything (found by a black-box
     // test; an owner key got 404).
     if (!registered) {
-      Result<bool> known = DeviceHasData(ctx, *device_id);
+      Result<bool> known = DeviceKnown(ctx, *device_id);
       if (!known.ok()) return responder.Send(ErrorFromStatus(known.status()));
       if (!*known) return responder.Send(DeviceNotFound());
     }

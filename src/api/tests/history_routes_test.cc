@@ -592,6 +592,49 @@ TEST_F(HistoryRoutesTest, UnknownDeviceIs404AndBadCursorIs400) {
   EXPECT_EQ(r.status, 400) << r.body;
 }
 
+// Found by the archive's black-box test (session 31): with auth.mode = "disabled" a device
+// sending without registration got 404 "no such device" for a range without records and
+// 200 for one with. A device Joule knows — history has any record of it (any resolution),
+// the latest store a reading — gets an empty page, as realtime answers it; only an id Joule
+// has never seen is 404. JSON (through the cache and without) and CSV alike.
+TEST_F(HistoryRoutesTest, AKnownUnregisteredDeviceGetsAnEmptyPage) {
+  const int64_t day = Utc(2026, 4, 29);
+  Put({MakeRecord(Resolution::kBase, day, day + kNanosPerMinute, 1, 1)});
+  const std::map<std::string, std::string> later = {
+      {"resolution", "1d"},
+      {"from", FormatRfc3339Millis(day + 10 * kNanosPerDay)},
+      {"to", FormatRfc3339Millis(day + 20 * kNanosPerDay)}};
+  for (Api* api : {cached_.get(), uncached_.get()}) {
+    Response r = api->Get(kDevice, later);
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_TRUE(ParsePage(r).records.empty()) << r.body;
+    std::map<std::string, std::string> csv = later;
+    csv["format"] = "csv";
+    r = api->Get(kDevice, csv);
+    EXPECT_EQ(r.status, 200) << r.body;
+    r = api->Get(kDevice, {{"resolution", "1m"}, {"metrics", "power_w"}});
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(api->Get("nobody", later).status, 404);
+    csv["format"] = "csv";
+    EXPECT_EQ(api->Get("nobody", csv).status, 404);
+  }
+  // Only a latest reading (nothing in history yet, e.g. before its first window ends).
+  model::Event e;
+  e.device_id = "fresh-1";
+  e.timestamp_ns = day;
+  e.received_at_ns = day;
+  e.metrics = {{"power_w", 5.0}};
+  ASSERT_TRUE(uncached_->latest.PutReading(e).ok());
+  Response r = uncached_->Get("fresh-1", later);
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(cached_->Get("fresh-1", later).status, 404);  // its own latest store is empty
+  // Only an hour in history (its minutes past retention): known too.
+  AggregateRecord hour = MakeRecord(Resolution::kHour, day, day + kNanosPerHour, 1, 1);
+  hour.device_id = "hourly-1";
+  Put({hour});
+  EXPECT_EQ(uncached_->Get("hourly-1", later).status, 200);
+}
+
 // resolution=auto counts the windows a range selects (those starting in [from, to)), partial
 // ones included: 1500 whole minutes are 1m, one millisecond more is 1501 windows, so 1h
 // (found by a black-box test: the span was divided with truncation).
@@ -599,7 +642,7 @@ TEST_F(HistoryRoutesTest, AutoCountsThePartialLastWindow) {
   // (every `to` below lies before the clock's now: a range is counted up to now + the
   // future skew, test OpenEndedRangeIsCountedUpToWhereDataCanEnd)
   const int64_t from = Utc(2026, 1, 28, 0, 0);
-  // (a device without records in the range is 404)
+  // (records in the range: an id Joule has never seen would be 404)
   Put({MakeRecord(Resolution::kBase, from, from + kNanosPerMinute, 1, 0),
        MakeRecord(Resolution::kBase, from + kNanosPerMinute, from + 2 * kNanosPerMinute, 1, 0),
        MakeRecord(Resolution::kHour, from, from + kNanosPerHour, 1, 0),
