@@ -224,6 +224,10 @@ int RunReplay(const Config& config, const ReplayCliOptions& options) {
     std::string token = options.admin_token.empty() ? ReadAdminToken(config) : options.admin_token;
     return RunRemote(config, options.server, token, options, from, to);
   }
+  // As export says it (it printed RocksDB's own log line and "While mkdir if missing").
+  if (!std::filesystem::is_directory(config.data_dir)) {
+    return Fail(fmt::format("no data dir at {} (is storage.data_dir right?)", config.data_dir));
+  }
 
   ReplayRequest req;
   req.from_ns = from;

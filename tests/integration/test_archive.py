@@ -957,6 +957,24 @@ class ArchiveTest(unittest.TestCase):
         out = json.loads(run_cli(s, "replay", "--from", frm, "--to", to, "--device", dev).stdout)
         self.assertEqual(out["events_read"], 30, out)
 
+    def test_replay_and_export_name_a_data_dir_that_does_not_exist(self):
+        """Found by the archive's black-box test (session 31): `joule replay` on a data dir
+        that does not exist printed RocksDB's own JSON log line and "history store: io_error
+        … While mkdir if missing"; export said "no data dir at … (is storage.data_dir
+        right?)". Both say the latter now, exit 1, and create nothing."""
+        s = self.server()
+        missing = os.path.join(tempfile.gettempdir(), f"joule-it-missing-{uid()}")
+        env = dict(s.environment(), JOULE_STORAGE_DATA_DIR=missing)
+        frm, to = fmt_ts(time.time() - 3600), fmt_ts(time.time())
+        for cmd in ("replay", "export"):
+            proc = subprocess.run([joule_bin(), cmd, "--from", frm, "--to", to], env=env,
+                                  capture_output=True, timeout=60)
+            err = proc.stderr.decode()
+            self.assertEqual(proc.returncode, 1, err)
+            self.assertEqual(err, f"joule {cmd}: no data dir at {missing} "
+                                  "(is storage.data_dir right?)\n")
+            self.assertFalse(os.path.exists(missing), cmd)
+
     def test_replay_takes_times_as_the_read_api(self):
         """POST /v1/admin/replay takes `from`/`to` as the read API does (archive.md, "The
         admin API"; openapi: string or integer): an RFC 3339 string, a string of epoch
