@@ -13,4 +13,12 @@ namespace joule::app {
 
 Status SealLogTail(const Config& config, const std::string& archive_dir);
 
+// What `joule export` and `joule replay` print on stderr when the config says
+// archive.enabled = false: nothing is sealed then, and no event accepted while the archive
+// was off will ever be in it (found by a black-box test: export said nothing, or spoke of
+// events "not yet written to archive files").
+inline constexpr char kArchiveDisabledNote[] =
+    "the archive is disabled (archive.enabled = false): events accepted while it is off are "
+    "not in it and never will be; only the archive files written while it was on are read";
+
 }  // namespace joule::app

@@ -85,6 +85,9 @@ int RunExport(const Config& config, const ExportCliOptions& options) {
   // data dir: its archiver publishes files every archive.max_file_age, and what it has not
   // published yet is not exported.
   std::optional<DataDirLock> dir_lock;
+  // With the archive off, nothing is sealed and no event accepted meanwhile is in it: said
+  // first, instead of the running server's "not yet written" note (they never will be).
+  if (!config.archive_enabled) fmt::print(stderr, "joule export: {}\n", kArchiveDisabledNote);
   if (Result<DataDirLock> locked = DataDirLock::Acquire(config.data_dir); locked.ok()) {
     dir_lock.emplace(std::move(*locked));
     if (config.archive_enabled) {
@@ -92,9 +95,11 @@ int RunExport(const Config& config, const ExportCliOptions& options) {
       if (!sealed.ok()) return fail("archive: " + sealed.ToString());
     }
   } else if (locked.status().code() == StatusCode::kUnavailable) {
-    fmt::print(stderr,
-               "joule export: a running server holds the data dir: events it has not yet "
-               "written to archive files (up to archive.max_file_age ago) are not included\n");
+    if (config.archive_enabled) {
+      fmt::print(stderr,
+                 "joule export: a running server holds the data dir: events it has not yet "
+                 "written to archive files (up to archive.max_file_age ago) are not included\n");
+    }
   } else if (locked.status().code() == StatusCode::kPermissionDenied) {
     // A read-only data dir (a backup, a read-only mount): export only reads the archive
     // files; no server can be writing to it through this path, and the log tail cannot be

@@ -288,6 +288,7 @@ int RunReplay(const Config& config, const ReplayCliOptions& options) {
     std::string token = options.admin_token.empty() ? ReadAdminToken(config) : options.admin_token;
     return RunRemote(config, url, token, options, from, to);
   }
+  if (!config.archive_enabled) fmt::print(stderr, "joule replay: {}\n", kArchiveDisabledNote);
   if (!std::filesystem::is_directory(req.archive_dir)) {
     return Fail(fmt::format("no archive at {} (is storage.data_dir right?)", req.archive_dir));
   }

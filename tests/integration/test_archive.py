@@ -975,6 +975,33 @@ class ArchiveTest(unittest.TestCase):
                                   "(is storage.data_dir right?)\n")
             self.assertFalse(os.path.exists(missing), cmd)
 
+    def test_export_and_replay_with_the_archive_disabled_say_so(self):
+        """Found by the archive's black-box test (session 31): with archive.enabled = false,
+        export from a running server said events "not yet written to archive files (up to
+        archive.max_file_age ago)" were missing — they never will be written — and on the
+        stopped data dir it printed nothing at all (0 rows, exit 0). Now both say the
+        archive is off; exit 0: the files there are (none here) were exported."""
+        s = self.server(JOULE_ARCHIVE_ENABLED="false")
+        s.start()
+        base = time.time() - 600
+        dev = f"off-{uid()}"
+        status, _, body = s.post_events([{"device_id": dev, "timestamp": fmt_ts(base + i),
+                                          "metrics": {"power_w": i}} for i in range(5)])
+        self.assertEqual(status, 202, body)
+        frm, to = fmt_ts(base - 60), fmt_ts(base + 600)
+        note = "the archive is disabled (archive.enabled = false)"
+        running = run_cli(s, "export", "--from", frm, "--to", to)
+        err = running.stderr.decode()
+        self.assertIn(note, err)
+        self.assertNotIn("not yet written", err)
+        self.assertEqual(running.stdout, b"")
+        self.assertEqual(s.stop(), 0, s.diag())
+        stopped = run_cli(s, "export", "--from", frm, "--to", to)
+        self.assertIn(note, stopped.stderr.decode())
+        self.assertEqual(stopped.stdout, b"")
+        replay = run_cli(s, "replay", "--from", frm, "--to", to, check=False)
+        self.assertIn(note, replay.stderr.decode())
+
     def test_replay_takes_times_as_the_read_api(self):
         """POST /v1/admin/replay takes `from`/`to` as the read API does (archive.md, "The
         admin API"; openapi: string or integer): an RFC 3339 string, a string of epoch
