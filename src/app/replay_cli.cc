@@ -153,8 +153,33 @@ int RunRemote(const Config& config, const std::string& url, const std::string& t
   auto last_print = std::chrono::steady_clock::now() - std::chrono::hours(1);
   while (true) {
     status = client.Get("/v1/admin/replay/" + UrlEncode(id), token, &body);
+    // What becomes of the job when the server is gone: docs/formats/archive.md, "Replay
+    // journal" (it printed "lost the job … (HTTP -1)" and the last answer, "running").
+    constexpr std::string_view kAfterRestart =
+        "Replay jobs live in the server's memory and do not survive a restart: the batches the "
+        "job committed stay, one it had begun to commit is finished from the replay journal "
+        "by the next server start, and the rest of the range is not written. Once the server "
+        "is back, run the same `joule replay` again (what is already written is found "
+        "unchanged; docs/formats/archive.md, \"Replay journal\")";
+    if (status < 0) {
+      return Fail(fmt::format(
+          "lost the connection to the server at {} while job {} was running ({}): the server "
+          "stopped or crashed, or the network failed. {}",
+          url, id, client.last_error(), kAfterRestart));
+    }
+    if (status == 404) {
+      return Fail(
+          fmt::format("the server at {} no longer knows job {}: it restarted while the job ran. {}",
+                      url, id, kAfterRestart));
+    }
     if (status != 200) {
-      return Fail(fmt::format("lost the job {} (HTTP {}): {}", id, status, body));
+      std::string_view message = body;
+      if (parser.parse(body).get(doc) == simdjson::SUCCESS) {
+        std::string_view m;
+        if (doc["error"]["message"].get_string().get(m) == simdjson::SUCCESS) message = m;
+      }
+      return Fail(fmt::format("cannot follow job {} at {}: HTTP {}: {}", id, url, status,
+                              std::string(message)));
     }
     if (parser.parse(body).get(doc) != simdjson::SUCCESS) {
       return Fail("unexpected answer from the server: " + body);

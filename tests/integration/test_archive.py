@@ -1002,6 +1002,50 @@ class ArchiveTest(unittest.TestCase):
         replay = run_cli(s, "replay", "--from", frm, "--to", to, check=False)
         self.assertIn(note, replay.stderr.decode())
 
+    def test_replay_cli_says_when_the_server_is_lost_during_the_job(self):
+        """Found by the archive's black-box test (session 31): a server that died during a
+        replay job left the CLI printing `lost the job 1-… (HTTP -1): {…"state":"running"…}`
+        (the last answer it had). It says the connection was lost, and what becomes of the
+        job (docs/formats/archive.md, "Replay journal"). The job is kept in its sealing phase:
+        the archiver is held (JOULE_TEST_HOLD), so the events posted cannot be sealed."""
+        hold = os.path.join(tempfile.gettempdir(), f"joule-it-hold-{uid()}")
+        self.addCleanup(lambda: os.path.exists(hold) and os.remove(hold))
+        port = free_port()
+        admin = f"admin-{uid()}"
+        s = self.server(JOULE_AUTH_ADMIN_TOKEN=admin,
+                        JOULE_SERVER_HTTP_LISTEN=f"127.0.0.1:{port}",
+                        JOULE_TEST_HOLD=f"log.consumers:{hold}")
+        s.start()
+        open(hold, "w").close()
+        base = time.time() - 600
+        status, _, body = s.post_events([{"device_id": f"lost-{uid()}",
+                                          "timestamp": fmt_ts(base + i),
+                                          "metrics": {"power_w": i}} for i in range(5)])
+        self.assertEqual(status, 202, body)
+        cli = subprocess.Popen([joule_bin(), "replay", "--from", fmt_ts(base - 60), "--to",
+                                fmt_ts(base + 600)], env=s.environment(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            A = {"Authorization": f"Bearer {admin}"}
+            started = poll(lambda: s.request("GET", "/v1/admin/audit?action=replay.started",
+                                             headers=A)[2].get("entries"), timeout=30)
+            self.assertTrue(started, s.diag())
+            time.sleep(0.5)  # the CLI is following the job (polls every 250 ms)
+            s.kill9()
+            out, err = cli.communicate(timeout=60)
+        finally:
+            if cli.poll() is None:
+                cli.kill()
+                cli.wait()
+        err = err.decode()
+        self.assertEqual(cli.returncode, 1, err)
+        self.assertIn("lost the connection to the server at", err)
+        self.assertIn("Replay journal", err)
+        self.assertIn("run the same `joule replay` again", err)
+        self.assertNotIn("HTTP -1", err)
+        self.assertNotIn('"running"', err)
+        self.assertEqual(out, b"")
+
     def test_replay_takes_times_as_the_read_api(self):
         """POST /v1/admin/replay takes `from`/`to` as the read API does (archive.md, "The
         admin API"; openapi: string or integer): an RFC 3339 string, a string of epoch
