@@ -13,6 +13,12 @@
 // BM_WriterAdd        the archiver's whole per-event path: payload -> DecodeEventView ->
 //                     ArchiveWriter::Add
 //                     (row, zstd, writes to a temp dir; Seal/fsync outside the timing)
+// BM_WriterBackfill/N/S  out-of-order traffic driven as the archiver drives the writer
+//                     (Add, and Seal whenever SealDue), seals and fsyncs included, in a
+//                     temp dir: N events of the fleet's rows with new timestamps. S = 0:
+//                     uniformly random over 6 days (144 hours); S = 1: 60 devices each
+//                     uploading its backlog in time order (1 a minute) from its own start
+//                     hour, interleaved. Counters: files published, rounds, events/s (wall).
 //
 // items_per_second = events. Instructions per event (the shared machine's wall clock is
 // noisy): callgrind's total / N with
@@ -216,6 +222,67 @@ void BM_WriterAdd(benchmark::State& state) {
   std::filesystem::remove_all(tmpl);
 }
 
+void BM_WriterBackfill(benchmark::State& state) {
+  const auto& events = Events();
+  const int64_t n = state.range(0);
+  const int64_t shape = state.range(1);
+  std::mt19937_64 rnd(7);
+  std::vector<std::string> payloads;
+  payloads.reserve(static_cast<size_t>(n));
+  constexpr int64_t kSpanNs = 6 * 24 * int64_t{3'600'000'000'000};
+  for (int64_t i = 0; i < n; ++i) {
+    Event e = events[static_cast<size_t>(i) % events.size()];
+    if (shape == 0) {
+      e.timestamp_ns = kStartNs + static_cast<int64_t>(rnd() % kSpanNs);
+    } else {  // device i % 60, its (i / 60)-th reading, from its own start hour
+      const int64_t device = i % 60;
+      e.device_id = "backlog-" + std::to_string(device);
+      e.timestamp_ns = kStartNs + device * 3'600'000'000'000 + (i / 60) * 60'000'000'000;
+    }
+    e.received_at_ns = kStartNs + kSpanNs + i * 1'000'000;
+    std::string payload;
+    joule::model::EncodeEvent(e, &payload);
+    payloads.push_back(std::move(payload));
+  }
+  uint64_t files = 0;
+  uint64_t rounds = 0;
+  uint64_t bytes = 0;
+  for (auto _ : state) {
+    std::string tmpl =
+        (std::filesystem::temp_directory_path() / "joule-archive-bench-XXXXXX").string();
+    if (::mkdtemp(tmpl.data()) == nullptr) std::abort();
+    joule::store::ArchiveWriterOptions options;  // the archiver's defaults
+    options.root = tmpl;
+    auto writer = joule::store::ArchiveWriter::Open(options);
+    if (!writer.ok()) std::abort();
+    joule::store::EventView view;
+    Event fallback;
+    for (int64_t i = 0; i < n; ++i) {
+      if (!joule::store::DecodeEventView(payloads[static_cast<size_t>(i)], &view, &fallback).ok()) {
+        std::abort();
+      }
+      if (!(*writer)->Add(0, static_cast<uint64_t>(i), view).ok()) std::abort();
+      if ((*writer)->SealDue()) {
+        if (!(*writer)->Seal().ok()) std::abort();
+        ++rounds;
+      }
+    }
+    if (!(*writer)->Seal().ok()) std::abort();
+    ++rounds;
+    files += (*writer)->stats().files_published.load();
+    bytes += (*writer)->stats().bytes_published.load();
+    state.PauseTiming();
+    writer->reset();
+    std::filesystem::remove_all(tmpl);
+    state.ResumeTiming();
+  }
+  const double it = static_cast<double>(state.iterations());
+  state.SetItemsProcessed(state.iterations() * n);
+  state.counters["files"] = static_cast<double>(files) / it;
+  state.counters["rounds"] = static_cast<double>(rounds) / it;
+  state.counters["bytes_per_file"] = files ? static_cast<double>(bytes) / files : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -242,6 +309,13 @@ int main(int argc, char** argv) {
       ->Args({-1, 32, 17})
       ->Unit(benchmark::kMillisecond);
   reg("BM_WriterAdd", BM_WriterAdd);
+  reg("BM_WriterBackfill", BM_WriterBackfill)
+      ->Args({20'000, 0})
+      ->Args({3'600, 1})
+      ->Args({505'200, 0})
+      ->Iterations(1)
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();
