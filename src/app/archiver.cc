@@ -65,7 +65,6 @@ Status Archiver::OpenWriter() {
   wo.max_file_bytes = options_.max_file_bytes;
   wo.max_file_age_ns = options_.max_file_age_ns;
   wo.retention_ns = options_.retention_ns;
-  wo.max_open_files = kMaxOpenFiles;
   wo.clock = clock_;
   JOULE_ASSIGN_OR_RETURN(writer_, store::ArchiveWriter::Open(wo));
   const auto& report = writer_->recovery_report();
@@ -189,8 +188,9 @@ bool Archiver::ReadBatch(uint32_t p) {
       Failed("archive: write failed", st);
       return false;
     }
-    // Very late events can open many hours at once: seal before memory grows.
-    if (writer_->open_files() > kMaxOpenFiles) {
+    // Backfill and late events can open many hours at once: the round's memory is
+    // bounded (buffered rows, zstd streams; ArchiveWriterOptions), so seal when it is full.
+    if (writer_->RoundFull()) {
       SealRound();
       if (failed_.load()) return false;
     }

@@ -44,9 +44,6 @@ struct ArchiverOptions {
 class Archiver {
  public:
   static constexpr char kConsumerName[] = "archiver";
-  // Open files (hours) at most; each holds a zstd context of a few MiB.
-  static constexpr size_t kMaxOpenFiles = 48;
-
   // `metrics` may be null. `log`, `clock` and `metrics` must outlive the Archiver.
   Archiver(ArchiverOptions options, log::Log* log, const Clock* clock, MetricsRegistry* metrics);
   ~Archiver();

@@ -29,6 +29,9 @@ constexpr char kMagic[8] = {'J', 'O', 'U', 'L', 'E', 'A', 'R', 'C'};
 constexpr uint32_t kCheckpointVersion = 1;
 constexpr size_t kWriteChunk = 64 << 10;
 constexpr uint64_t kInputChunk = 32 << 10;
+// What an open hour costs besides its rows (map node, OpenFile, allocator), counted against
+// max_buffered_bytes so that many tiny hours are bounded too.
+constexpr uint64_t kHourOverhead = sizeof(void*) * 8 + 256;
 
 [[noreturn]] void FatalFsync(const std::string& path) {
   // A failed fsync is fatal: the kernel may have dropped the dirty pages.
@@ -61,9 +64,10 @@ Status WriteAll(int fd, const char* data, size_t n, const std::string& path) {
   return Status::Ok();
 }
 
-// Creates `dir` (and missing parents below root) and fsyncs the parent of each directory
-// it created, so that a published file's path survives a power loss.
-Status MakeDirDurable(const fs::path& root, const fs::path& dir) {
+// Creates `dir` (and missing parents below root) and adds the parent of each directory it
+// created to `parents`: fsynced by the caller, so that a published file's path survives a
+// power loss.
+Status MakeDir(const fs::path& root, const fs::path& dir, std::set<std::string>* parents) {
   std::vector<fs::path> missing;
   for (fs::path p = dir; p != root && !p.empty() && !fs::exists(p); p = p.parent_path()) {
     missing.push_back(p);
@@ -72,7 +76,7 @@ Status MakeDirDurable(const fs::path& root, const fs::path& dir) {
     std::error_code ec;
     fs::create_directory(*it, ec);
     if (ec) return Status::IoError(fmt::format("mkdir {}: {}", it->string(), ec.message()));
-    JOULE_RETURN_IF_ERROR(SyncDir(it->parent_path().string()));
+    parents->insert(it->parent_path().string());
   }
   return Status::Ok();
 }
@@ -92,21 +96,24 @@ uint64_t GetLe(std::string_view s, size_t pos, int bytes) {
 
 }  // namespace
 
+// An open hour: buffered (rows in `in`, no context, no file) or a stream (`cctx` and `fd`).
 struct ArchiveWriter::OpenFile {
   int64_t hour_start_ns = 0;
   std::string staging_path;
   int fd = -1;
   ZSTD_CCtx* cctx = nullptr;
   std::string out;  // compressed bytes not yet written
-  std::string in;   // NDJSON rows not yet given to zstd (fewer, larger compress calls)
+  // Buffered: every row of the hour. Stream: rows not yet given to zstd (fewer, larger
+  // compress calls).
+  std::string in;
   uint64_t compressed_bytes = 0;
-  uint64_t rows = 0;
-  int64_t opened_at_ns = 0;
 
   ~OpenFile() {
     if (cctx) ZSTD_freeCCtx(cctx);
     if (fd >= 0) ::close(fd);
   }
+
+  bool stream() const { return cctx != nullptr; }
 
   // Compresses `in` (mode ZSTD_e_continue or ZSTD_e_end) into `out`, writing full chunks.
   Status Compress(std::string_view in, ZSTD_EndDirective mode) {
@@ -135,9 +142,12 @@ ArchiveWriter::ArchiveWriter(ArchiveWriterOptions options)
       clock_(options_.clock ? options_.clock : SystemClock::Default()),
       age_clock_(options_.age_clock ? options_.age_clock : MonotonicClock::Default()),
       committed_(options_.partitions, 0),
-      next_(options_.partitions, 0) {}
+      next_(options_.partitions, 0),
+      promote_at_(std::min(options_.stream_threshold_bytes, options_.max_file_bytes)) {}
 
-ArchiveWriter::~ArchiveWriter() = default;
+ArchiveWriter::~ArchiveWriter() {
+  if (oneshot_) ZSTD_freeCCtx(oneshot_);
+}
 
 Result<std::unique_ptr<ArchiveWriter>> ArchiveWriter::Open(ArchiveWriterOptions options) {
   if (options.partitions == 0) return Status::InvalidArgument("archive: partitions must be >= 1");
@@ -244,51 +254,87 @@ Status ArchiveWriter::Add(uint32_t partition, uint64_t offset, const EventView& 
   return AddImpl(partition, offset, event);
 }
 
+Result<ZSTD_CCtx*> ArchiveWriter::NewContext() const {
+  ZSTD_CCtx* cctx = ZSTD_createCCtx();
+  if (!cctx) return Status::Internal("zstd: cannot create a context");
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, options_.compression_level);
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
+  if (options_.hash_log > 0) {
+    const size_t r = ZSTD_CCtx_setParameter(cctx, ZSTD_c_hashLog, options_.hash_log);
+    if (ZSTD_isError(r)) {
+      ZSTD_freeCCtx(cctx);
+      return Status::InvalidArgument(
+          fmt::format("archive: zstd hash log {}: {}", options_.hash_log, ZSTD_getErrorName(r)));
+    }
+  }
+  if (options_.window_log > 0) {
+    const size_t r = ZSTD_CCtx_setParameter(cctx, ZSTD_c_windowLog, options_.window_log);
+    if (ZSTD_isError(r)) {
+      ZSTD_freeCCtx(cctx);
+      return Status::InvalidArgument(fmt::format("archive: zstd window log {}: {}",
+                                                 options_.window_log, ZSTD_getErrorName(r)));
+    }
+  }
+  return cctx;
+}
+
+Status ArchiveWriter::StartStream(OpenFile* f) {
+  f->staging_path = (fs::path(options_.root) / kArchiveStagingDir /
+                     fmt::format("{}-{}.ndjson.zst.tmp", next_seq_, staging_counter_++))
+                        .string();
+  f->fd = ::open(f->staging_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (f->fd < 0) {
+    return Status::IoError(fmt::format("open {}: {}", f->staging_path, std::strerror(errno)));
+  }
+  JOULE_ASSIGN_OR_RETURN(f->cctx, NewContext());
+  ++streams_;
+  stats_.open_streams.store(streams_, std::memory_order_relaxed);
+  buffered_bytes_ -= f->in.capacity();
+  JOULE_RETURN_IF_ERROR(f->Compress(f->in, ZSTD_e_continue));
+  std::string().swap(f->in);  // a stream's input is a chunk: give the buffer back
+  if (f->compressed_bytes >= options_.max_file_bytes) file_full_ = true;
+  return Status::Ok();
+}
+
 template <typename E>
 Status ArchiveWriter::AddImpl(uint32_t partition, uint64_t offset, const E& event) {
   if (partition >= options_.partitions) return Status::InvalidArgument("archive: bad partition");
   const int64_t hour = ArchiveHourOf(event.timestamp_ns);
   auto it = open_.find(hour);
   if (it == open_.end()) {
+    // The one-shot context is made with the first hour, so bad parameters are reported by
+    // the first Add, as when every hour had its own.
+    if (!oneshot_) {
+      JOULE_ASSIGN_OR_RETURN(oneshot_, NewContext());
+    }
+    if (open_.empty()) round_opened_at_ns_ = age_clock_->NowNanos();
     auto f = std::make_unique<OpenFile>();
     f->hour_start_ns = hour;
-    f->opened_at_ns = age_clock_->NowNanos();
-    f->staging_path = (fs::path(options_.root) / kArchiveStagingDir /
-                       fmt::format("{}-{}.ndjson.zst.tmp", next_seq_, staging_counter_++))
-                          .string();
-    f->fd = ::open(f->staging_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (f->fd < 0) {
-      return Status::IoError(fmt::format("open {}: {}", f->staging_path, std::strerror(errno)));
-    }
-    f->cctx = ZSTD_createCCtx();
-    if (!f->cctx) return Status::Internal("zstd: cannot create a context");
-    ZSTD_CCtx_setParameter(f->cctx, ZSTD_c_compressionLevel, options_.compression_level);
-    ZSTD_CCtx_setParameter(f->cctx, ZSTD_c_checksumFlag, 1);
-    if (options_.hash_log > 0) {
-      const size_t r = ZSTD_CCtx_setParameter(f->cctx, ZSTD_c_hashLog, options_.hash_log);
-      if (ZSTD_isError(r)) {
-        return Status::InvalidArgument(
-            fmt::format("archive: zstd hash log {}: {}", options_.hash_log, ZSTD_getErrorName(r)));
-      }
-    }
-    if (options_.window_log > 0) {
-      const size_t r = ZSTD_CCtx_setParameter(f->cctx, ZSTD_c_windowLog, options_.window_log);
-      if (ZSTD_isError(r)) {
-        return Status::InvalidArgument(fmt::format("archive: zstd window log {}: {}",
-                                                   options_.window_log, ZSTD_getErrorName(r)));
-      }
-    }
     it = open_.emplace(hour, std::move(f)).first;
+    buffered_bytes_ += kHourOverhead;
     stats_.open_files.store(open_.size(), std::memory_order_relaxed);
   }
   OpenFile* f = it->second.get();
-  encoder_.Append(event, &f->in);
-  // zstd buffers a block internally anyway; batching rows only saves per-call overhead.
-  if (f->in.size() >= std::min<uint64_t>(kInputChunk, options_.max_file_bytes / 2)) {
-    JOULE_RETURN_IF_ERROR(f->Compress(f->in, ZSTD_e_continue));
-    f->in.clear();
+  if (!f->stream()) {
+    const uint64_t capacity = f->in.capacity();
+    encoder_.Append(event, &f->in);
+    buffered_bytes_ += f->in.capacity() - capacity;
+    if (f->in.size() >= promote_at_) {
+      if (streams_ < options_.max_streams) {
+        JOULE_RETURN_IF_ERROR(StartStream(f));
+      } else {
+        must_seal_ = true;  // stays buffered; RoundFull() asks for the seal
+      }
+    }
+  } else {
+    encoder_.Append(event, &f->in);
+    // zstd buffers a block internally anyway; batching rows only saves per-call overhead.
+    if (f->in.size() >= std::min<uint64_t>(kInputChunk, options_.max_file_bytes / 2)) {
+      JOULE_RETURN_IF_ERROR(f->Compress(f->in, ZSTD_e_continue));
+      f->in.clear();
+      if (f->compressed_bytes >= options_.max_file_bytes) file_full_ = true;
+    }
   }
-  ++f->rows;
   next_[partition] = offset + 1;
   stats_.events.fetch_add(1, std::memory_order_relaxed);
   return Status::Ok();
@@ -300,23 +346,38 @@ void ArchiveWriter::Skip(uint32_t partition, uint64_t offset) {
 
 bool ArchiveWriter::SealDue() const {
   if (open_.empty()) return next_ != committed_;  // only skipped records: checkpoint soon
-  if (open_.size() > options_.max_open_files) return true;
-  const int64_t now = age_clock_->NowNanos();
-  for (const auto& [hour, f] : open_) {
-    if (f->compressed_bytes >= options_.max_file_bytes) return true;
-    if (now - f->opened_at_ns >= options_.max_file_age_ns) return true;
-  }
-  return false;
+  if (file_full_ || RoundFull()) return true;
+  // The round's first hour is its oldest open file.
+  return age_clock_->NowNanos() - round_opened_at_ns_ >= options_.max_file_age_ns;
 }
 
-Status ArchiveWriter::FinishFile(OpenFile* f) {
-  JOULE_RETURN_IF_ERROR(f->Compress(f->in, ZSTD_e_end));
-  f->in.clear();
+Status ArchiveWriter::WriteFile(OpenFile* f) {
+  if (f->stream()) {
+    JOULE_RETURN_IF_ERROR(f->Compress(f->in, ZSTD_e_end));
+    f->in.clear();
+  } else {
+    // The whole hour in one call: one frame with content checksum, the parameters of a
+    // stream (zstd may lower the window to the content size, which the frame then states).
+    f->staging_path = (fs::path(options_.root) / kArchiveStagingDir /
+                       fmt::format("{}-{}.ndjson.zst.tmp", next_seq_, staging_counter_++))
+                          .string();
+    f->fd = ::open(f->staging_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (f->fd < 0) {
+      return Status::IoError(fmt::format("open {}: {}", f->staging_path, std::strerror(errno)));
+    }
+    frame_.resize(ZSTD_compressBound(f->in.size()));
+    const size_t n =
+        ZSTD_compress2(oneshot_, frame_.data(), frame_.size(), f->in.data(), f->in.size());
+    if (ZSTD_isError(n)) return Status::Internal(fmt::format("zstd: {}", ZSTD_getErrorName(n)));
+    f->out.assign(frame_.data(), n);
+    f->compressed_bytes = n;
+    buffered_bytes_ -= f->in.capacity();
+    std::string().swap(f->in);
+  }
   JOULE_RETURN_IF_ERROR(WriteAll(f->fd, f->out.data(), f->out.size(), f->staging_path));
-  f->out.clear();
-  SyncFd(f->fd, f->staging_path);
-  ::close(f->fd);
-  f->fd = -1;
+  std::string().swap(f->out);
+  // Starts the writeback now, so that the batch's fsyncs find it under way.
+  ::sync_file_range(f->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
   return Status::Ok();
 }
 
@@ -332,15 +393,40 @@ Result<size_t> ArchiveWriter::Seal() {
     // twice after a kill -9 in the first seal).
     JOULE_RETURN_IF_ERROR(WriteCheckpoint(committed_));
   }
+  // 1. Every file complete and fsynced in `.staging/`, kSealBatch at a time: the writes of
+  //    a batch are under way together and one journal commit covers most of its fsyncs
+  //    (one write + fsync per file took a commit each), and descriptors stay bounded.
+  std::vector<OpenFile*> batch;
+  auto sync_batch = [&batch] {
+    for (OpenFile* f : batch) {
+      SyncFd(f->fd, f->staging_path);
+      ::close(f->fd);
+      f->fd = -1;
+    }
+    batch.clear();
+  };
+  for (auto& [hour, f] : open_) {
+    JOULE_RETURN_IF_ERROR(WriteFile(f.get()));
+    batch.push_back(f.get());
+    if (batch.size() == kSealBatch) sync_batch();
+  }
+  sync_batch();
+  if (frame_.capacity() > (4u << 20)) std::string().swap(frame_);
+  // 2. The hour directories, each new one's parent fsynced once.
   std::set<std::string> dirs;
+  std::set<std::string> parents;
+  for (auto& [hour, f] : open_) {
+    const fs::path dir = root / ArchiveHourDir(hour);
+    if (!dirs.insert(dir.string()).second) continue;
+    JOULE_RETURN_IF_ERROR(MakeDir(root, dir, &parents));
+  }
+  for (const auto& p : parents) JOULE_RETURN_IF_ERROR(SyncDir(p));
+  // 3. Publish, in hour order.
   size_t published = 0;
   uint64_t bytes = 0;
   uint64_t events = 0;
   for (auto& [hour, f] : open_) {
-    JOULE_RETURN_IF_ERROR(FinishFile(f.get()));
-    const fs::path dir = root / ArchiveHourDir(hour);
-    JOULE_RETURN_IF_ERROR(MakeDirDurable(root, dir));
-    const fs::path final_path = dir / ArchiveFileName(next_seq_);
+    const fs::path final_path = root / ArchiveHourDir(hour) / ArchiveFileName(next_seq_);
     // Sequence numbers are never reused; refuse to replace a file all the same.
     if (::renameat2(AT_FDCWD, f->staging_path.c_str(), AT_FDCWD, final_path.c_str(),
                     RENAME_NOREPLACE) != 0) {
@@ -348,14 +434,18 @@ Result<size_t> ArchiveWriter::Seal() {
           fmt::format("publish {}: {}", final_path.string(), std::strerror(errno)));
     }
     ++next_seq_;
-    dirs.insert(dir.string());
     ++published;
     bytes += f->compressed_bytes;
     events += f->rows;
   }
   for (const auto& d : dirs) JOULE_RETURN_IF_ERROR(SyncDir(d));
   open_.clear();
+  streams_ = 0;
+  buffered_bytes_ = 0;
+  must_seal_ = false;
+  file_full_ = false;
   stats_.open_files.store(0, std::memory_order_relaxed);
+  stats_.open_streams.store(0, std::memory_order_relaxed);
   if (published > 0) CrashPoint("archive.after_publish");  // renamed, not checkpointed
   if (options_.before_checkpoint) JOULE_RETURN_IF_ERROR(options_.before_checkpoint());
   JOULE_RETURN_IF_ERROR(WriteCheckpoint(next_));

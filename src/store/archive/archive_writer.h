@@ -2,11 +2,20 @@
 // every event exactly once, in files that appear atomically.
 //
 // Events are added with their log position (partition, offset). Each event goes to the
-// open file of its event-time hour (UTC); open files are zstd streams written to
-// `.staging/`. Seal() ends a *round*: it finishes every open file, fsyncs it, renames it
-// into `dt=…/hour=…/part-{seq}.ndjson.zst` (sequence numbers are unique, never reused;
-// the rename refuses to replace a file), fsyncs the directories, and only then writes the
-// checkpoint: the next log offset of every partition and the next sequence number.
+// open file of its event-time hour (UTC). An open hour is cheap until it is big: its rows
+// are buffered uncompressed in memory (no zstd context, no file) until they reach
+// stream_threshold_bytes; then it becomes a zstd stream written to `.staging/` (at most
+// max_streams at once). Seal() ends a *round*: it compresses every buffered hour in one
+// call (a shared zstd context; one frame, as a stream's) into its staging file, finishes
+// every stream, fsyncs the files, renames each into `dt=…/hour=…/part-{seq}.ndjson.zst`
+// (sequence numbers are unique, never reused; the rename refuses to replace a file),
+// fsyncs the directories, and only then writes the checkpoint: the next log offset of
+// every partition and the next sequence number.
+//
+// Memory is bounded: buffered rows by max_buffered_bytes (RoundFull() asks for a Seal()
+// once it is exceeded), zstd streams by max_streams, and the files a seal writes by
+// max_open_hours. File descriptors: one per stream, and at most kSealBatch more while
+// sealing.
 //
 // Crash safety (Open):
 //  * files still in `.staging/` were never published: deleted;
@@ -17,7 +26,8 @@
 //    so this holds for it too: published files without any checkpoint were not left by a
 //    crash (the checkpoint was removed by hand) and are kept.
 // So a SIGKILL at any point neither loses an event nor archives one twice, provided the
-// caller re-adds every log record from committed_offset() on.
+// caller re-adds every log record from committed_offset() on. Buffered rows are only in
+// memory: a crash loses them, and they are read from the log again like the others.
 //
 // Thread-safety: none (one archiver thread). The counters in stats() are atomics and may
 // be read from any thread.
@@ -38,17 +48,33 @@
 #include "store/archive/archive_row.h"
 #include "store/archive/event_view.h"
 
+typedef struct ZSTD_CCtx_s ZSTD_CCtx;
+
 namespace joule::store {
 
 struct ArchiveWriterOptions {
   std::string root;         // {data_dir}/archive; created if missing
   uint32_t partitions = 1;  // log partitions; must match an existing checkpoint
-  // A round is sealed when an open file reaches this many compressed bytes (approximate:
-  // zstd emits whole blocks), when the oldest open file is this old (processing time), or
-  // when more than max_open_files hours are open at once.
+  // A round is sealed when a streamed file reaches this many compressed bytes
+  // (approximate: zstd emits whole blocks), when its first hour was opened this long ago
+  // (processing time), or when it is full (RoundFull(): the limits below).
   uint64_t max_file_bytes = 64ull << 20;
   int64_t max_file_age_ns = 5 * kNanosPerMinute;
-  size_t max_open_files = 48;
+  // An open hour buffers its rows uncompressed until they reach this many bytes (or
+  // max_file_bytes, if less); then it becomes a zstd stream with a staging file. Backfill
+  // and late events touch many hours with a few rows each: buffered, they cost their
+  // bytes, not a zstd context (~0.9 MiB) and a descriptor each (until session 31 every
+  // open hour was a stream, and a round ended when more than 48 were open: out-of-order
+  // traffic made about one file per event).
+  uint64_t stream_threshold_bytes = 256 << 10;
+  // Streams at most. An hour that must become a stream when all are taken ends the round.
+  size_t max_streams = 16;
+  // Buffered rows at most (allocated bytes, plus a small fixed cost per open hour); the
+  // round ends once they exceed it.
+  uint64_t max_buffered_bytes = 32ull << 20;
+  // Hours open at most (the files one seal writes, fsyncs and renames): the round ends
+  // when this many are open. 4,096 hours are 170 days.
+  size_t max_open_hours = 4096;
   int64_t retention_ns = 0;  // 0 = keep forever; else hours older than now − retention go
   // zstd level. 1, not zstd's default 3: on telemetry NDJSON level 1 measured a third of
   // level 3's CPU with the same or a better ratio (7.5× vs 7.3× on the benchmark's events;
@@ -87,6 +113,10 @@ struct ArchiveRecoveryReport {
 
 class ArchiveWriter {
  public:
+  // Files a seal writes before it fsyncs them (and closes their descriptors): their
+  // writeback overlaps, and a journal commit covers many.
+  static constexpr size_t kSealBatch = 32;
+
   static Result<std::unique_ptr<ArchiveWriter>> Open(ArchiveWriterOptions options);
   // Closes open files without publishing them (the next Open deletes them).
   ~ArchiveWriter();
@@ -108,9 +138,20 @@ class ArchiveWriter {
   // Marks a record that is not archived (undecodable) as consumed.
   void Skip(uint32_t partition, uint64_t offset);
 
-  // Hours with an open (unpublished) file.
+  // Hours with an open (unpublished) file, buffered or streamed.
   size_t open_files() const { return open_.size(); }
-  // Whether a size, age or open-file limit asks for a Seal() now.
+  // Open hours that are zstd streams (with a staging file).
+  size_t open_streams() const { return streams_; }
+  // Memory held by buffered rows, as counted against max_buffered_bytes.
+  uint64_t buffered_bytes() const { return buffered_bytes_; }
+  // Whether the round is full: buffered rows over max_buffered_bytes, max_open_hours hours
+  // open, or an hour that must become a stream with all max_streams taken. Seal() before
+  // adding more (cheap: meant to be asked after every Add).
+  bool RoundFull() const {
+    return must_seal_ || buffered_bytes_ > options_.max_buffered_bytes ||
+           open_.size() >= options_.max_open_hours;
+  }
+  // Whether a size, age or round limit asks for a Seal() now.
   bool SealDue() const;
   // Publishes every open file and then writes the checkpoint. Returns the number of files
   // published (0 when nothing was pending; the checkpoint is still written when offsets
@@ -130,6 +171,7 @@ class ArchiveWriter {
     std::atomic<uint64_t> files_published{0};
     std::atomic<uint64_t> bytes_published{0};
     std::atomic<uint64_t> open_files{0};
+    std::atomic<uint64_t> open_streams{0};
   };
   const Stats& stats() const { return stats_; }
 
@@ -139,7 +181,14 @@ class ArchiveWriter {
   Status Recover();
   // Writes `offsets` and next_seq_ as the checkpoint.
   Status WriteCheckpoint(const std::vector<uint64_t>& offsets);
-  Status FinishFile(OpenFile* file);
+  // A zstd context with the writer's parameters.
+  Result<ZSTD_CCtx*> NewContext() const;
+  // Makes the buffered hour `file` a stream: a staging file and a zstd context, its
+  // buffered rows compressed into them.
+  Status StartStream(OpenFile* file);
+  // Writes the whole frame of `file` into its staging file (creating it for a buffered
+  // hour) and starts its writeback; the fsync is the caller's.
+  Status WriteFile(OpenFile* file);
   template <typename E>
   Status AddImpl(uint32_t partition, uint64_t offset, const E& event);
 
@@ -156,6 +205,17 @@ class ArchiveWriter {
   bool checkpoint_written_ = false;
   uint64_t staging_counter_ = 0;
   std::map<int64_t, std::unique_ptr<OpenFile>> open_;  // by hour start
+  size_t streams_ = 0;                                 // open hours that are streams
+  uint64_t buffered_bytes_ = 0;                        // counted against max_buffered_bytes
+  uint64_t promote_at_ = 0;  // min(stream_threshold_bytes, max_file_bytes)
+  // An hour had to become a stream with no slot free: the round must end.
+  bool must_seal_ = false;
+  bool file_full_ = false;          // a stream reached max_file_bytes
+  int64_t round_opened_at_ns_ = 0;  // age clock, when the round's first hour was opened
+  // Compresses buffered hours at Seal(), one frame per call; created with the first hour
+  // (which reports bad parameters) and reused.
+  ZSTD_CCtx* oneshot_ = nullptr;
+  std::string frame_;  // Seal()'s output buffer for a buffered hour
   ArchiveRowEncoder encoder_;
   Stats stats_;
 };

@@ -8,10 +8,12 @@
 #define ZSTD_STATIC_LINKING_ONLY  // ZSTD_getFrameHeader (the frame's window size)
 #include <zstd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
+#include <random>
 #include <set>
 #include <sstream>
 
@@ -96,7 +98,9 @@ TEST_F(ArchiveWriterTest, FilesAppearOnlyWhenSealedAndRoundTrip) {
   auto listed = ListArchiveFiles(root_.string(), 0, std::numeric_limits<int64_t>::max());
   ASSERT_TRUE(listed.ok());
   EXPECT_TRUE(listed->empty()) << "nothing is visible before Seal";
-  EXPECT_EQ(StagingCount(), 2u);
+  EXPECT_EQ(StagingCount(), 0u) << "small hours are buffered in memory";
+  EXPECT_EQ((*w)->open_files(), 2u);
+  EXPECT_EQ((*w)->open_streams(), 0u);
   EXPECT_EQ((*w)->committed_offset(0), 0u);
 
   auto sealed = (*w)->Seal();
@@ -154,10 +158,10 @@ TEST_F(ArchiveWriterTest, SealDueByAgeDespiteAWallClockStepBack) {
   EXPECT_TRUE((*w)->SealDue());
 }
 
-TEST_F(ArchiveWriterTest, SealDueBySizeAndOpenFiles) {
+TEST_F(ArchiveWriterTest, SealDueBySizeAndOpenHours) {
   auto o = Options();
   o.max_file_bytes = 4096;
-  o.max_open_files = 3;
+  o.max_open_hours = 4;
   auto w = ArchiveWriter::Open(o);
   ASSERT_TRUE(w.ok());
   uint64_t off = 0;
@@ -176,12 +180,229 @@ TEST_F(ArchiveWriterTest, SealDueBySizeAndOpenFiles) {
     ASSERT_TRUE((*w)->Add(1, h, MakeEvent(h, kT0 + h * kNanosPerHour)).ok());
   EXPECT_FALSE((*w)->SealDue());
   ASSERT_TRUE((*w)->Add(1, 3, MakeEvent(3, kT0 + 3 * kNanosPerHour)).ok());
-  EXPECT_TRUE((*w)->SealDue()) << "4 open hours > max_open_files 3";
+  EXPECT_TRUE((*w)->RoundFull()) << "4 open hours: max_open_hours";
+  EXPECT_TRUE((*w)->SealDue());
+}
+
+// Feeds `events` as the archiver does (Add, then Seal whenever SealDue) and seals at the
+// end. Returns the number of rounds.
+size_t FeedLikeTheArchiver(ArchiveWriter* w, const std::vector<model::Event>& events) {
+  size_t rounds = 0;
+  for (size_t i = 0; i < events.size(); ++i) {
+    EXPECT_TRUE(w->Add(0, i, events[i]).ok());
+    if (w->SealDue()) {
+      EXPECT_TRUE(w->Seal().ok());
+      ++rounds;
+    }
+  }
+  EXPECT_TRUE(w->Seal().ok());
+  return rounds + 1;
+}
+
+// Backfill in random order over 6 days (144 hours) is one round and one file per hour
+// (found by a black-box test: until session 31 a round ended whenever more than 48 hours
+// were open, and 20,000 such events made 16,521 files).
+TEST_F(ArchiveWriterTest, BackfillOverManyHoursInRandomOrderIsOneFilePerHour) {
+  auto w = ArchiveWriter::Open(Options());
+  ASSERT_TRUE(w.ok());
+  std::mt19937_64 rnd(31);
+  const int64_t h0 = ArchiveHourOf(kT0);
+  std::vector<model::Event> events;
+  std::set<int64_t> hours;
+  for (int i = 0; i < 20'000; ++i) {
+    events.push_back(MakeEvent(i, h0 + static_cast<int64_t>(rnd() % (144 * kNanosPerHour))));
+    hours.insert(ArchiveHourOf(events.back().timestamp_ns));
+  }
+  ASSERT_EQ(hours.size(), 144u);
+  EXPECT_EQ(FeedLikeTheArchiver(w->get(), events), 1u);
+  auto files = ListArchiveFiles(root_.string(), 0, std::numeric_limits<int64_t>::max());
+  ASSERT_TRUE(files.ok());
+  EXPECT_EQ(files->size(), 144u);
+  std::map<std::string, int> archived = Archived();
+  size_t rows = 0;
+  for (const auto& [key, n] : archived) rows += n;
+  EXPECT_EQ(rows, events.size());
+  for (const auto& e : events) EXPECT_EQ(archived.count(Key(e)), 1u);
+}
+
+// 60 devices each uploading its own backlog in time order (one reading a minute) from a
+// different start hour, interleaved: one file per hour touched (found by a black-box test:
+// 282 files for these 3,600 events until session 31).
+TEST_F(ArchiveWriterTest, InterleavedDeviceBacklogsAreOneFilePerHour) {
+  auto w = ArchiveWriter::Open(Options());
+  ASSERT_TRUE(w.ok());
+  const int64_t h0 = ArchiveHourOf(kT0);
+  std::vector<model::Event> events;
+  std::set<int64_t> hours;
+  for (int i = 0; i < 3'600; ++i) {
+    model::Event e = MakeEvent(
+        i, h0 + (i % 60) * kNanosPerHour + 30 * kNanosPerMinute + (i / 60) * kNanosPerMinute);
+    e.device_id = fmt::format("backlog-{}", i % 60);
+    hours.insert(ArchiveHourOf(e.timestamp_ns));
+    events.push_back(std::move(e));
+  }
+  ASSERT_EQ(hours.size(), 61u);
+  EXPECT_EQ(FeedLikeTheArchiver(w->get(), events), 1u);
+  auto files = ListArchiveFiles(root_.string(), 0, std::numeric_limits<int64_t>::max());
+  ASSERT_TRUE(files.ok());
+  EXPECT_EQ(files->size(), 61u);
+  EXPECT_EQ(Archived().size(), events.size());
+}
+
+// The buffered rows of a round are bounded: the round ends (RoundFull) as soon as they
+// exceed max_buffered_bytes, and a buffered hour has neither a file nor a zstd context.
+TEST_F(ArchiveWriterTest, ARoundEndsWhenItsBufferedRowsExceedTheBudget) {
+  auto o = Options();
+  o.max_buffered_bytes = 256 << 10;
+  auto w = ArchiveWriter::Open(o);
+  ASSERT_TRUE(w.ok());
+  std::mt19937_64 rnd(7);
+  const int64_t h0 = ArchiveHourOf(kT0);
+  std::vector<model::Event> events;
+  for (int i = 0; i < 10'000; ++i) {
+    events.push_back(MakeEvent(i, h0 + static_cast<int64_t>(rnd() % (48 * kNanosPerHour))));
+  }
+  size_t rounds = 0;
+  uint64_t peak = 0;
+  for (size_t i = 0; i < events.size(); ++i) {
+    ASSERT_LE((*w)->buffered_bytes(), o.max_buffered_bytes) << "added to a full round";
+    ASSERT_TRUE((*w)->Add(0, i, events[i]).ok());
+    peak = std::max(peak, (*w)->buffered_bytes());
+    if ((*w)->RoundFull()) {
+      EXPECT_TRUE((*w)->SealDue());
+      EXPECT_GT((*w)->buffered_bytes(), o.max_buffered_bytes);
+      EXPECT_EQ((*w)->open_streams(), 0u);
+      EXPECT_EQ(StagingCount(), 0u) << "buffered hours have no staging file";
+      const size_t open = (*w)->open_files();
+      auto sealed = (*w)->Seal();
+      ASSERT_TRUE(sealed.ok());
+      EXPECT_EQ(*sealed, open);
+      EXPECT_EQ((*w)->buffered_bytes(), 0u);
+      ++rounds;
+    }
+  }
+  ASSERT_TRUE((*w)->Seal().ok());
+  // ~1.5 MB of rows over a 256 KiB budget; one row's growth of an hour's buffer past it.
+  EXPECT_GE(rounds, 5u);
+  EXPECT_LE(peak, o.max_buffered_bytes + (16 << 10));
+  std::map<std::string, int> archived = Archived();
+  ASSERT_EQ(archived.size(), events.size());
+  for (const auto& [key, n] : archived) EXPECT_EQ(n, 1) << key;
+}
+
+// An hour becomes a zstd stream once its rows reach stream_threshold_bytes; when all
+// max_streams are taken the round ends. Buffered and streamed hours make the same files:
+// one zstd frame with checksum each, the rows in the order added.
+TEST_F(ArchiveWriterTest, BigHoursBecomeStreamsAndTheStreamLimitEndsTheRound) {
+  auto o = Options();
+  o.stream_threshold_bytes = 4096;
+  o.max_streams = 2;
+  auto w = ArchiveWriter::Open(o);
+  ASSERT_TRUE(w.ok());
+  const int64_t h0 = ArchiveHourOf(kT0);
+  std::map<int64_t, std::vector<std::string>> want;  // hour → rows
+  uint64_t off = 0;
+  auto add = [&](int hour) {
+    model::Event e = MakeEvent(static_cast<int>(off), h0 + hour * kNanosPerHour + off);
+    ASSERT_TRUE((*w)->Add(0, off++, e).ok());
+    want[hour].push_back(model::EventToJson(e));
+  };
+  add(5);  // a small hour: stays buffered
+  while ((*w)->open_streams() < 2) {
+    add(0);
+    add(1);
+  }
+  EXPECT_EQ(StagingCount(), 2u);
+  EXPECT_FALSE((*w)->RoundFull());
+  while (!(*w)->RoundFull()) add(2);
+  EXPECT_EQ((*w)->open_streams(), 2u) << "the third big hour found no stream";
+  EXPECT_EQ((*w)->open_files(), 4u);
+  EXPECT_TRUE((*w)->SealDue());
+  ASSERT_EQ(*(*w)->Seal(), 4u);
+  EXPECT_EQ(StagingCount(), 0u);
+  auto files = ListArchiveFiles(root_.string(), 0, std::numeric_limits<int64_t>::max());
+  ASSERT_TRUE(files.ok());
+  ASSERT_EQ(files->size(), 4u);
+  for (const auto& f : *files) {
+    std::ifstream in(f.path, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    const std::string data = ss.str();
+    ZSTD_frameHeader h{};
+    ASSERT_EQ(ZSTD_getFrameHeader(&h, data.data(), data.size()), 0u) << f.path;
+    EXPECT_EQ(h.checksumFlag, 1u) << f.path;
+    EXPECT_EQ(ZSTD_findFrameCompressedSize(data.data(), data.size()), data.size())
+        << "one frame: " << f.path;
+    std::vector<std::string> rows;
+    ASSERT_TRUE(ReadArchiveFile(f.path, [&](std::string_view l) {
+                  rows.emplace_back(l);
+                  return Status::Ok();
+                }).ok());
+    const int64_t hour = (f.hour_start_ns - h0) / kNanosPerHour;
+    EXPECT_EQ(rows, want[hour]) << "hour " << hour;
+  }
+  // The next round has its streams back.
+  want.clear();
+  add(3);
+  EXPECT_FALSE((*w)->RoundFull());
+}
+
+// Exactly once with both kinds of open hours in the rounds: a crash between publish and
+// checkpoint in a round holding streams and buffered hours.
+TEST_F(ArchiveWriterTest, ExactlyOnceAcrossCrashWithStreamsAndBufferedHours) {
+  std::vector<model::Event> log;
+  std::mt19937_64 rnd(5);
+  for (int i = 0; i < 600; ++i) {
+    const int64_t hour = (i % 3 == 0) ? 0 : static_cast<int64_t>(rnd() % 8);
+    log.push_back(MakeEvent(i, kT0 + hour * kNanosPerHour + i));
+  }
+  auto options = [&] {
+    auto o = Options();
+    o.partitions = 1;
+    o.stream_threshold_bytes = 2048;
+    o.max_streams = 2;
+    return o;
+  };
+  auto feed = [&](ArchiveWriter* w, size_t* seals) {
+    for (uint64_t off = w->committed_offset(0); off < log.size(); ++off) {
+      ASSERT_TRUE(w->Add(0, off, log[off]).ok());
+      if (w->RoundFull()) {
+        ++*seals;
+        if (!w->Seal().ok()) return;
+      }
+    }
+    ++*seals;
+    ASSERT_TRUE(w->Seal().ok());
+  };
+  size_t seals = 0;
+  {
+    auto o = options();
+    o.before_checkpoint = [&seals] {
+      return seals == 3 ? Status::Internal("simulated crash") : Status::Ok();
+    };
+    auto w = ArchiveWriter::Open(o);
+    ASSERT_TRUE(w.ok());
+    feed(w->get(), &seals);
+    ASSERT_EQ(seals, 3u) << "the third round crashed";
+    EXPECT_GT((*w)->committed_offset(0), 0u);
+  }
+  {
+    auto w = ArchiveWriter::Open(options());
+    ASSERT_TRUE(w.ok());
+    EXPECT_GT((*w)->recovery_report().files_rolled_back, 0u);
+    seals = 0;
+    feed(w->get(), &seals);
+  }
+  std::map<std::string, int> archived = Archived();
+  ASSERT_EQ(archived.size(), log.size());
+  for (const auto& e : log) EXPECT_EQ(archived[Key(e)], 1) << Key(e);
 }
 
 TEST_F(ArchiveWriterTest, RestartDeletesLeftoverTempFiles) {
   {
-    auto w = ArchiveWriter::Open(Options());
+    auto o = Options();
+    o.stream_threshold_bytes = 0;  // every hour a stream with a staging file
+    auto w = ArchiveWriter::Open(o);
     ASSERT_TRUE(w.ok());
     ASSERT_TRUE((*w)->Add(0, 0, MakeEvent(0, kT0)).ok());
     ASSERT_TRUE((*w)->Seal().ok());
