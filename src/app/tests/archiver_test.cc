@@ -125,16 +125,18 @@ TEST_F(ArchiverTest, FailingClearsWhenTheRedoneRoundSeals) {
 
 // Found by the archive's black-box test (session 31): mid-backlog a scrape showed
 // joule_archive_files_total 1323 and joule_archive_events_total 120. Events were counted
-// once per log read batch, after every round sealed inside it (here: very late events open
-// more hours than kMaxOpenFiles, so a batch seals rounds as it goes). They are counted when
+// once per log read batch, after every round sealed inside it (here: small read batches,
+// each sealed as a round of its own). They are counted when
 // their round is published, before the files: no scrape sees a file without its events.
 TEST_F(ArchiverTest, EventsAreCountedWithTheFilesThatHoldThem) {
-  constexpr int kHours = 3 * static_cast<int>(Archiver::kMaxOpenFiles) + 10;
-  for (int i = 0; i < kHours; ++i) AppendEventAt(kT0 - i * kNanosPerHour);  // one batch
+  constexpr int kHours = 30;
+  for (int i = 0; i < kHours; ++i) AppendEventAt(kT0 - i * kNanosPerHour);
   ASSERT_TRUE(log_->Flush().ok());
   MetricsRegistry metrics;
   std::vector<std::pair<uint64_t, uint64_t>> seen;  // (events, files) after each round
   ArchiverOptions options = Options();
+  options.read_batch = 4;
+  options.max_file_age_ns = 0;  // every batch's round is due at once
   options.after_seal = [&] {
     seen.emplace_back(CounterValue(metrics, "joule_archive_events_total"),
                       CounterValue(metrics, "joule_archive_files_total"));

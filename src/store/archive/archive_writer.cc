@@ -107,6 +107,7 @@ struct ArchiveWriter::OpenFile {
   // compress calls).
   std::string in;
   uint64_t compressed_bytes = 0;
+  uint64_t rows = 0;  // events added to this hour (joule_archive_events_total at publish)
 
   ~OpenFile() {
     if (cctx) ZSTD_freeCCtx(cctx);
@@ -315,6 +316,7 @@ Status ArchiveWriter::AddImpl(uint32_t partition, uint64_t offset, const E& even
     stats_.open_files.store(open_.size(), std::memory_order_relaxed);
   }
   OpenFile* f = it->second.get();
+  ++f->rows;
   if (!f->stream()) {
     const uint64_t capacity = f->in.capacity();
     encoder_.Append(event, &f->in);
