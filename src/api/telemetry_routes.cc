@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -16,7 +17,6 @@
 #include "api/api_context.h"
 #include "api/error_response.h"
 #include "api/routes.h"
-#include "api/token_route.h"
 #include "common/json_writer.h"
 #include "ingest/error_codes.h"
 #include "ingest/parse_scratch.h"
@@ -34,7 +34,8 @@ class TelemetryRoute {
     for (const char* code :
          {"invalid_json", "invalid_device_id", "invalid_timestamp", "timestamp_out_of_range",
           "invalid_metrics", "invalid_meta", "invalid_event_id", "forbidden", "unknown_device",
-          "too_many_events", "payload_too_large", "unsupported_media_type", "unavailable"}) {
+          "too_many_events", "payload_too_large", "unsupported_media_type", "unavailable",
+          "unauthorized"}) {
       RejectCounter(code);
     }
     limited_requests_ = ctx.metrics->GetCounter(
@@ -43,10 +44,23 @@ class TelemetryRoute {
         "joule_rate_limited_total", "Requests refused by a rate limit", {{"kind", "events"}});
   }
 
+  // The route's head check: a request without a valid token is refused before its body is
+  // read — 401 `unauthorized`, or 503 `unavailable` when the metadata store cannot check the
+  // token — and counted in joule_events_rejected_total as one request. (An owner key's 403
+  // comes from Handle, after the request rate limit.) Until session 32 these answers came
+  // from the generic TokenRoute check and were counted nowhere, nor was the owner key's 403
+  // (found by a black-box test).
+  std::optional<net::HttpResponse> CheckHead(const net::HttpRequest& head) {
+    const Caller caller = ctx_.auth->Authenticate(head);
+    if (caller.kind == Caller::Kind::kNone) return RefuseUnauthenticated(caller);
+    return std::nullopt;
+  }
+
   void Handle(net::HttpRequest& req, net::Responder responder) {
+    // A request without a body reaches the handler without the head check.
     const Caller caller = ctx_.auth->Authenticate(req);
     if (caller.kind == Caller::Kind::kNone) {
-      responder.Send(Unauthorized(caller));
+      responder.Send(RefuseUnauthenticated(caller));
       return;
     }
     if (ctx_.request_limiter != nullptr && !ctx_.auth->disabled() && !caller.admin()) {
@@ -62,8 +76,7 @@ class TelemetryRoute {
       }
     }
     if (caller.kind == Caller::Kind::kOwner) {
-      responder.Send(net::HttpResponse::Error(403, "forbidden",
-                                              "owner keys cannot ingest; use the device's token"));
+      responder.Send(RefuseOwner());
       return;
     }
     const std::string* ct = req.Header("content-type");
@@ -135,6 +148,17 @@ class TelemetryRoute {
   }
 
  private:
+  net::HttpResponse RefuseUnauthenticated(const Caller& caller) {
+    RejectCounter(caller.store_unavailable ? "unavailable" : "unauthorized")->Inc();
+    return Unauthorized(caller);
+  }
+
+  net::HttpResponse RefuseOwner() {
+    RejectCounter("forbidden")->Inc();
+    return net::HttpResponse::Error(403, "forbidden",
+                                    "owner keys cannot ingest; use the device's token");
+  }
+
   int64_t LimiterNow() const {
     return (ctx_.limiter_clock != nullptr ? ctx_.limiter_clock : ctx_.clock)->NowNanos();
   }
@@ -346,10 +370,13 @@ class TelemetryRoute {
 
 void AddTelemetryRoutes(net::Router& router, ApiContext& ctx) {
   auto route = std::make_shared<TelemetryRoute>(ctx);
+  net::RouteOptions options;
+  options.max_body_bytes = ctx.limits.max_body_bytes;
+  options.head_check = [route](const net::HttpRequest& head) { return route->CheckHead(head); };
   router.Add(
       "POST", "/v1/telemetry",
       [route](net::HttpRequest& req, net::Responder r) { route->Handle(req, std::move(r)); },
-      TokenRoute(ctx, ctx.limits.max_body_bytes));
+      std::move(options));
 }
 
 }  // namespace joule::api

@@ -558,6 +558,35 @@ class IngestAuthTest(JouleTestCase):
         self.assertStatus(resp, 202, "device token, own event")
         self.assertEqual((resp[2].get("accepted"), resp[2].get("rejected")), (1, 0), resp[2])
 
+    def test_refused_requests_are_counted(self):
+        """Found by a black-box test (session 32): an owner key's ingest (403) was counted in
+        no joule_events_rejected_total code. Every refusal of an ingest request is counted
+        now, one per request refused as a whole: an owner key as `forbidden`, a missing or
+        unknown token as `unauthorized` — with a body (refused before it is read) or
+        without one."""
+        auth = {"Authorization": "Bearer secret"}
+        st, _, key = self.server.request("POST", f"/v1/owners/own-{uid()}/keys", {}, headers=auth)
+        self.assertEqual(st, 201, key)
+        owner = {"Authorization": "Bearer " + key["key"]}
+
+        def counts():
+            p = parse_prometheus(self.server.metrics_text())
+            return {code: metric_sum(p, "joule_events_rejected_total", code=code)
+                    for code in ("forbidden", "unauthorized")}
+
+        before = counts()
+        self.assertStatus(self.server.post_events([good_event(), good_event()], headers=owner),
+                          403, "owner key with a body")
+        self.assertStatus(self.server.request("POST", "/v1/telemetry", headers=owner), 403,
+                          "owner key without a body")
+        self.assertStatus(self.server.post_events([good_event()]), 401, "no token, a body")
+        self.assertStatus(self.server.request("POST", "/v1/telemetry",
+                                              headers={"Authorization": "Bearer nope"}),
+                          401, "unknown token, no body")
+        after = counts()
+        self.assertEqual({k: after[k] - before[k] for k in before},
+                         {"forbidden": 2, "unauthorized": 2}, self.diag())
+
     def test_probes_need_no_token(self):
         self.assertStatus(self.server.request("GET", "/healthz"), 200, "/healthz")
         self.assertStatus(self.server.request("GET", "/readyz"), 200, "/readyz")

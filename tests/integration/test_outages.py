@@ -827,7 +827,10 @@ class PostgresOutageWritesTest(unittest.TestCase):
         down, the admin token's ingest for a registered device the metadata cache did not
         hold (here: a fresh server) was refused per event as `unknown_device` (400), which no
         client retries. Now the request is 503 + Retry-After, nothing stored, and goes
-        through once PostgreSQL is back."""
+        through once PostgreSQL is back. The device's own token, which the cache does not
+        hold either, cannot be checked: 503 too, and counted in
+        joule_events_rejected_total{code="unavailable"} (until session 32 it was counted
+        nowhere; found by a black-box test)."""
         pg = PrivatePostgres()
         self.addCleanup(pg.cleanup)
         server = postgres_server(pg, "pg-uncached")
@@ -837,6 +840,7 @@ class PostgresOutageWritesTest(unittest.TestCase):
         st, _, body = server.request("POST", "/v1/devices",
                                      {"device_id": dev, "owner_id": f"home-{uid()}"}, ADMIN)
         self.assertEqual(st, 201, body)
+        device_token = {"Authorization": f"Bearer {body['token']}"}
         server.kill9()
         server.start()  # an empty cache
         events = [{"device_id": dev, "timestamp": fmt_ts(minute_base(5)),
@@ -850,6 +854,13 @@ class PostgresOutageWritesTest(unittest.TestCase):
         m = parse_prometheus(server.metrics_text())
         self.assertEqual(metric_sum(m, "joule_events_rejected_total", code="unknown_device"), 0)
         self.assertEqual(metric_sum(m, "joule_events_accepted_total"), 0)
+        self.assertEqual(metric_sum(m, "joule_events_rejected_total", code="unavailable"), 1)
+        st, hdrs, body = server.post_events(events, device_token)
+        self.assertEqual(st, 503, body)
+        self.assertEqual(body["error"]["code"], "unavailable", body)
+        self.assertEqual(hdrs.get("retry-after"), "1", hdrs)
+        m = parse_prometheus(server.metrics_text())
+        self.assertEqual(metric_sum(m, "joule_events_rejected_total", code="unavailable"), 2)
         pg.start()
         self.assertTrue(poll(lambda: server.post_events(events, ADMIN)[0] == 202, timeout=30,
                              interval=0.3), server.diag())
