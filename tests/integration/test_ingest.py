@@ -2,11 +2,13 @@
 their indexes, partial acceptance, 400/401/413/415, NDJSON) and the ingest counters in
 /metrics."""
 
+import gzip
 import json
 import os
 import time
 import unittest
 import uuid
+import zlib
 
 from joule_harness import (JouleTestCase, fmt_ts, fmt_ts_offset, metric_sum, parse_prometheus,
                            poll)
@@ -301,6 +303,47 @@ class IngestValidationTest(JouleTestCase):
         resp = self.server.request("POST", "/v1/telemetry", json.dumps(good_event()),
                                    content_type="application/json; charset=utf-8")
         self.assertStatus(resp, 202, "application/json with charset parameter")
+
+    def test_content_encodings_other_than_identity_are_415(self):
+        """Found by a black-box test (session 32): a gzip body was answered 400
+        invalid_json ("not valid UTF-8"), as if the client had sent broken JSON. Only the
+        identity coding is taken: any other is 415 unsupported_media_type naming it and
+        identity, with Accept-Encoding: identity (RFC 9110 §15.5.16), counted in
+        joule_events_rejected_total{code="unsupported_media_type"}, nothing stored."""
+        def refused():
+            return metric_sum(parse_prometheus(self.server.metrics_text()),
+                              "joule_events_rejected_total", code="unsupported_media_type")
+
+        before = refused()
+        events = [good_event(), good_event()]
+        plain = json.dumps(events).encode()
+        cases = [("gzip", gzip.compress(plain)), ("GZIP", gzip.compress(plain)),
+                 ("deflate", zlib.compress(plain)), ("br", plain), ("zstd", plain),
+                 ("identity, gzip", gzip.compress(plain)), ("x-unknown", plain)]
+        for coding, body in cases:
+            with self.subTest(coding=coding):
+                status, hdrs, resp = self.server.request(
+                    "POST", "/v1/telemetry", body, headers={"Content-Encoding": coding})
+                self.assertEqual(status, 415, f"{coding}: {resp!r}" + self.diag())
+                self.assertEqual(resp["error"]["code"], "unsupported_media_type", resp)
+                self.assertIn("identity", resp["error"]["message"], resp)
+                self.assertIn(coding.split(", ")[-1], resp["error"]["message"], resp)
+                self.assertEqual(hdrs.get("accept-encoding"), "identity", hdrs)
+        # A request without a body is refused the same way (it skips the head check).
+        status, hdrs, resp = self.server.request("POST", "/v1/telemetry",
+                                                 headers={"Content-Encoding": "gzip"})
+        self.assertEqual((status, resp["error"]["code"]), (415, "unsupported_media_type"), resp)
+        self.assertTrue(poll(lambda: refused() - before == len(cases) + 1, timeout=5),
+                        f"{refused() - before} counted" + self.diag())
+        for device in (e["device_id"] for e in events):
+            self.assertEqual(self.server.realtime(device)[0], 404, "nothing was stored")
+        # identity (any case, also listed twice) is the body as sent.
+        for coding in ("identity", "Identity", "identity, identity"):
+            with self.subTest(coding=coding):
+                resp = self.server.request("POST", "/v1/telemetry",
+                                           json.dumps([good_event()]).encode(),
+                                           headers={"Content-Encoding": coding})
+                self.assertStatus(resp, 202, f"Content-Encoding: {coding}")
 
     def test_ndjson(self):
         lines = [json.dumps(good_event()), json.dumps(good_event()), '{"device_id": "x", bad',
