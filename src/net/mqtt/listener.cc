@@ -20,6 +20,7 @@
 #include <chrono>
 #include <deque>
 #include <mutex>
+#include <random>
 #include <unordered_map>
 #include <utility>  // before Asio (Boost 1.74 + GCC 12)
 #include <vector>
@@ -47,6 +48,18 @@ constexpr size_t kMaxUnsentBytes = 64 * 1024;
 // the CONNACK or DISCONNECT still in flight to the client).
 constexpr auto kLingerTimeout = std::chrono::seconds(2);
 constexpr size_t kLingerMaxBytes = 4 << 20;
+
+// "joule-" and 32 random bits in hex, then "-": the part of the client ids that one run
+// of the listener assigns (ClaimAssignedSession), different from any other run's.
+std::string AssignedIdPrefix() {
+  std::random_device random;
+  const uint32_t run = random();
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string prefix = "joule-";
+  for (int shift = 28; shift >= 0; shift -= 4) prefix += kHex[(run >> shift) & 0xF];
+  prefix += '-';
+  return prefix;
+}
 
 // MQTT 5 CONNACK reason → 3.1.1 return code.
 uint8_t V311ReturnCode(uint8_t reason_code) {
@@ -116,9 +129,13 @@ class MqttListener::Impl : public std::enable_shared_from_this<Impl> {
   void Unregister(uint64_t id, const std::string& session_key);
   // Makes `id` the owner of `client_id`; the previous owner, if any, is taken over.
   void ClaimSession(uint64_t id, const std::string& session_key);
-  std::string AssignClientId() {
-    return "joule-" + std::to_string(assigned_ids_.fetch_add(1, std::memory_order_relaxed) + 1);
-  }
+  // For a CONNECT with an empty client id: a client id no live session of `principal`
+  // holds, claimed for `id`; sets *session_key. Assigned ids are "joule-<run>-<n>": <run>
+  // is drawn at random when the listener is made, so an id assigned by an earlier run of
+  // the server (which a client may reuse: MQTT 5 §3.2.2.3.7) is not handed out again, and
+  // <n> skips what a client chose itself (MQTT-3.1.3-6: assigned ids are unique).
+  std::string ClaimAssignedSession(uint64_t id, const std::string& principal,
+                                   std::string* session_key);
   void CountDisconnect(const char* reason) {
     auto it = disconnects_.find(reason);
     if (it != disconnects_.end()) it->second->Inc();
@@ -156,7 +173,8 @@ class MqttListener::Impl : public std::enable_shared_from_this<Impl> {
 
   AcceptLoop accept_;
   std::atomic<uint16_t> port_{0};
-  std::atomic<uint64_t> assigned_ids_{0};
+  const std::string assigned_id_prefix_ = AssignedIdPrefix();  // "joule-<8 hex digits>-"
+  uint64_t assigned_ids_ = 0;                                  // guarded by mu_
 
   mutable std::mutex mu_;
   std::unordered_map<uint64_t, std::weak_ptr<MqttConnection>> connections_;  // guarded by mu_
@@ -359,15 +377,11 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
       refuse(reason::kBadAuthenticationMethod, "bad_auth_method");
       return;
     }
-    std::optional<std::string> assigned;
     client_id_ = c.client_id;
-    if (client_id_.empty()) {
-      if (!v5() && !c.clean_start) {
-        refuse(reason::kClientIdentifierNotValid, "invalid_client_id");
-        return;
-      }
-      client_id_ = server_->AssignClientId();
-      if (v5()) assigned = client_id_;
+    const bool assign = client_id_.empty();
+    if (assign && !v5() && !c.clean_start) {
+      refuse(reason::kClientIdentifierNotValid, "invalid_client_id");
+      return;
     }
     ConnectRequest request;
     request.version = version_;
@@ -391,8 +405,14 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
     // A session is the principal's client id: a client id reused by another device (or
     // user) opens its own session instead of taking the other's over and knocking it
     // offline (found by a black-box test).
-    session_key_ = principal_ + '\n' + client_id_;
-    server_->ClaimSession(id_, session_key_);
+    std::optional<std::string> assigned;
+    if (assign) {
+      client_id_ = server_->ClaimAssignedSession(id_, principal_, &session_key_);
+      if (v5()) assigned = client_id_;
+    } else {
+      session_key_ = principal_ + '\n' + client_id_;
+      server_->ClaimSession(id_, session_key_);
+    }
 
     Packet p;
     p.type = PacketType::kConnack;
@@ -900,6 +920,16 @@ void MqttListener::Impl::ClaimSession(uint64_t id, const std::string& client_id)
   }
   if (previous) {
     asio::post(previous->executor(), [previous] { previous->TakeOver(); });
+  }
+}
+
+std::string MqttListener::Impl::ClaimAssignedSession(uint64_t id, const std::string& principal,
+                                                     std::string* session_key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  while (true) {
+    std::string client_id = assigned_id_prefix_ + std::to_string(++assigned_ids_);
+    *session_key = principal + '\n' + client_id;
+    if (sessions_.try_emplace(*session_key, id).second) return client_id;
   }
 }
 

@@ -32,7 +32,7 @@ namespace joule::net::mqtt {
 
 struct ConnectRequest {
   ProtocolVersion version = ProtocolVersion::kV311;
-  std::string client_id;
+  std::string client_id;  // as sent; empty when the server assigns one (after OnConnect)
   std::optional<std::string> username;
   std::optional<std::string> password;
   std::string remote_address;

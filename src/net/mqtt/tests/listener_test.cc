@@ -146,10 +146,11 @@ class MqttListenerTest : public ::testing::Test {
     return p;
   }
 
-  // A new connection that has sent `connect`.
-  std::unique_ptr<Client> SendConnect(const Packet& connect) {
+  // A new connection that has sent `connect` (to the test's listener, or to `port`).
+  std::unique_ptr<Client> SendConnect(const Packet& connect, uint16_t port = 0) {
     auto c = std::make_unique<Client>(connect.connect.version);
-    c->socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), listener_->port()));
+    c->socket.connect(
+        tcp::endpoint(asio::ip::make_address("127.0.0.1"), port != 0 ? port : listener_->port()));
     c->Send(connect);
     return c;
   }
@@ -165,6 +166,15 @@ class MqttListenerTest : public ::testing::Test {
     EXPECT_EQ(ack.type, PacketType::kConnack);
     if (code) *code = ack.connack.reason_code;
     return c;
+  }
+
+  // The CONNACK's Assigned Client Identifier ("" if none); the CONNACK must be a success.
+  static std::string AssignedId(Client* c) {
+    Packet ack;
+    EXPECT_TRUE(c->Receive(&ack));
+    EXPECT_EQ(ack.type, PacketType::kConnack);
+    EXPECT_EQ(ack.connack.reason_code, reason::kSuccess);
+    return ack.connack.properties.assigned_client_id.value_or("");
   }
 
   static Packet Publish(std::string topic, uint16_t id, uint8_t qos = 1) {
@@ -489,6 +499,68 @@ TEST_F(MqttListenerTest, AnotherPrincipalsClientIdTakesNothingOver) {
   ASSERT_TRUE(second->Receive(&p));
   EXPECT_EQ(p.type, PacketType::kPuback);
   EXPECT_EQ(p.publish_response.packet_id, 2);
+}
+
+// MQTT-3.1.3-6: a client id the server assigns is unique. Until session 32 the ids were
+// joule-1, joule-2, … in every run, so one that a client had chosen itself was handed out
+// again, and the new connection took the chosen one's session over (found by a black-box
+// test). Assigned ids now carry a part drawn at random per run, and one that a live
+// session of the device holds is never handed out.
+TEST_F(MqttListenerTest, AssignedClientIdsCollideWithNoOtherSession) {
+  auto chose = Connect(V::kV5, "joule-1");  // what the old server assigned first
+  auto a = SendConnect(ConnectPacket(V::kV5, ""));
+  const std::string first = AssignedId(a.get());
+  ASSERT_FALSE(first.empty());
+  EXPECT_NE(first, "joule-1");
+  // A client that chooses the id the server would assign next (it knows the form of its
+  // own assigned id): the next client with an empty id gets another one.
+  const size_t dash = first.rfind('-');
+  ASSERT_NE(dash, std::string::npos) << first;
+  const std::string next =
+      first.substr(0, dash + 1) + std::to_string(std::stoull(first.substr(dash + 1)) + 1);
+  auto guessed = Connect(V::kV5, next);
+  auto b = SendConnect(ConnectPacket(V::kV5, ""));
+  const std::string second = AssignedId(b.get());
+  EXPECT_NE(second, next);
+  EXPECT_NE(second, first);
+  EXPECT_FALSE(second.empty());
+  // 3.1.1 (the id is not told to the client) draws from the same ids.
+  auto c311 = SendConnect(ConnectPacket(V::kV311, ""));
+  EXPECT_EQ(AssignedId(c311.get()), "");
+  // Nobody was taken over: every connection still publishes.
+  uint16_t id = 1;
+  for (Client* c : {chose.get(), a.get(), guessed.get(), b.get(), c311.get()}) {
+    c->Send(Publish("ok", id));
+    Packet p;
+    ASSERT_TRUE(c->Receive(&p)) << "connection " << id;
+    EXPECT_EQ(p.type, PacketType::kPuback) << "connection " << id;
+    ++id;
+  }
+  EXPECT_EQ(Disconnects("takeover"), 0u);
+  // A client that reuses the id it was assigned is that client again: it takes its
+  // session over, as with any client id (MQTT 5 §3.2.2.3.7).
+  auto again = Connect(V::kV5, first);
+  Packet p;
+  ASSERT_TRUE(a->Receive(&p));
+  EXPECT_EQ(p.type, PacketType::kDisconnect);
+  EXPECT_EQ(p.reason_only.reason_code, reason::kSessionTakenOver);
+}
+
+// A client keeps its assigned id across a restart of the server and may connect with it
+// again; the restarted server must not hand the same id to another client (until session
+// 32 every run counted from joule-1 again).
+TEST_F(MqttListenerTest, AnotherRunOfTheServerAssignsOtherIds) {
+  MqttListenerOptions o;
+  o.listen = "127.0.0.1:0";
+  MqttListener restarted(io_, o, &handler_, nullptr);
+  ASSERT_TRUE(restarted.Start().ok());
+  auto a = SendConnect(ConnectPacket(V::kV5, ""));
+  auto b = SendConnect(ConnectPacket(V::kV5, ""), restarted.port());
+  const std::string id_a = AssignedId(a.get());
+  const std::string id_b = AssignedId(b.get());
+  EXPECT_FALSE(id_a.empty());
+  EXPECT_NE(id_a, id_b);
+  restarted.Stop();
 }
 
 TEST_F(MqttListenerTest, TopicAlias) {
