@@ -62,6 +62,7 @@ inline constexpr uint8_t kTopicAliasInvalid = 0x94;
 inline constexpr uint8_t kPacketTooLarge = 0x95;
 inline constexpr uint8_t kQuotaExceeded = 0x97;
 inline constexpr uint8_t kPayloadFormatInvalid = 0x99;
+inline constexpr uint8_t kRetainNotSupported = 0x9A;
 inline constexpr uint8_t kQosNotSupported = 0x9B;
 }  // namespace reason
 

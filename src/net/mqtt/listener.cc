@@ -106,10 +106,11 @@ class MqttListener::Impl : public std::enable_shared_from_this<Impl> {
       puback_latency_ = metrics_->GetHistogram("joule_mqtt_puback_latency_seconds",
                                                "MQTT PUBLISH (QoS 1) received to PUBACK queued.",
                                                Histogram::LatencyBuckets());
-      for (const char* r : {"protocol_error", "packet_too_large", "keepalive", "takeover",
-                            "qos_not_supported", "not_authorized", "unavailable", "connect_timeout",
-                            "bad_credentials", "shutdown", "tls_handshake", "max_connections",
-                            "rate_limited", "bad_auth_method", "invalid_client_id"}) {
+      for (const char* r :
+           {"protocol_error", "packet_too_large", "keepalive", "takeover", "qos_not_supported",
+            "not_authorized", "unavailable", "connect_timeout", "bad_credentials", "shutdown",
+            "tls_handshake", "max_connections", "rate_limited", "bad_auth_method",
+            "invalid_client_id", "retain_not_supported"}) {
         disconnects_.emplace(
             r, metrics_->GetCounter("joule_mqtt_disconnects_total",
                                     "MQTT connections closed by the server, by reason.",
@@ -370,11 +371,25 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
       Send(p);
       CloseAfterWrite();
     };
-    if (c.properties.others.end() != std::find_if(c.properties.others.begin(),
-                                                  c.properties.others.end(),
-                                                  [](const auto& o) { return o.first == 0x15; })) {
+    auto has_property = [&](uint8_t id) {
+      return std::any_of(c.properties.others.begin(), c.properties.others.end(),
+                         [id](const auto& o) { return o.first == id; });
+    };
+    if (has_property(0x15)) {
       // No enhanced authentication here.
       refuse(reason::kBadAuthenticationMethod, "bad_auth_method");
+      return;
+    }
+    if (has_property(0x16)) {
+      // Authentication Data without an Authentication Method (MQTT 5 §3.1.2.11.10; found by
+      // a black-box test: it was accepted).
+      refuse(reason::kProtocolError, "protocol_error");
+      return;
+    }
+    if (v5() && c.will && c.will->retain) {
+      // The CONNACK says Retain Available 0 (MQTT-3.2.2-13; found by a black-box test). In
+      // 3.1.1, which cannot say it, Will Retain is ignored with the Will (never published).
+      refuse(reason::kRetainNotSupported, "retain_not_supported");
       return;
     }
     client_id_ = c.client_id;
@@ -500,6 +515,13 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
     if (pub.qos == 2) {
       server_->CountDisconnect("qos_not_supported");
       DisconnectWith(reason::kQosNotSupported);
+      return;
+    }
+    if (pub.retain && v5()) {
+      // Retain Available 0 in the CONNACK (MQTT 5 §3.3.1.3; found by a black-box test: it
+      // was taken). 3.1.1 has no way to say it: RETAIN is ignored there.
+      server_->CountDisconnect("retain_not_supported");
+      DisconnectWith(reason::kRetainNotSupported);
       return;
     }
     if (!pub.properties.subscription_identifiers.empty()) {

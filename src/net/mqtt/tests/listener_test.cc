@@ -254,6 +254,65 @@ TEST_F(MqttListenerTest, EveryConnectRefusalIsCounted) {
   EXPECT_EQ(Disconnects("bad_credentials"), 0u);
 }
 
+// MQTT 5 rules the listener did not check (found by a black-box test, session 32): the
+// CONNACK says Retain Available 0, so a Will with Retain 1 is refused with CONNACK 0x9A
+// (MQTT-3.2.2-13) and a PUBLISH with RETAIN 1 gets DISCONNECT 0x9A (MQTT 5 §3.3.1.3);
+// Authentication Data without an Authentication Method is a Protocol Error (§3.1.2.11.10).
+// Each was accepted. MQTT 3.1.1 has no way to say it: RETAIN and Will Retain are ignored
+// there, as docs/formats/mqtt.md says.
+TEST_F(MqttListenerTest, V5RetainAndAuthenticationDataWithoutMethodAreRefused) {
+  auto refused_with = [&](const Packet& connect) {
+    auto c = SendConnect(connect);
+    Packet ack;
+    EXPECT_TRUE(c->Receive(&ack));
+    EXPECT_EQ(ack.type, PacketType::kConnack);
+    EXPECT_FALSE(c->Receive(&ack));  // closed
+    return ack.connack.reason_code;
+  };
+  Packet will = ConnectPacket(V::kV5, "w1");
+  will.connect.will.emplace();
+  will.connect.will->topic = "devices/dev/status";
+  will.connect.will->payload = "gone";
+  will.connect.will->retain = true;
+  EXPECT_EQ(refused_with(will), reason::kRetainNotSupported);
+  EXPECT_EQ(Disconnects("retain_not_supported"), 1u);
+  Packet data = ConnectPacket(V::kV5, "w2");
+  data.connect.properties.others.push_back({0x16, std::string("\x00\x02"
+                                                              "ab",
+                                                              4)});
+  EXPECT_EQ(refused_with(data), reason::kProtocolError);
+  EXPECT_EQ(Disconnects("protocol_error"), 1u);
+  EXPECT_EQ(Disconnects("bad_credentials"), 0u);
+
+  // A Will without Retain is fine; so is one with Retain in 3.1.1.
+  will.connect.will->retain = false;
+  auto kept = SendConnect(will);
+  EXPECT_EQ(AssignedId(kept.get()), "");
+  Packet will311 = ConnectPacket(V::kV311, "w3");
+  will311.connect.will.emplace();
+  will311.connect.will->topic = "devices/dev/status";
+  will311.connect.will->retain = true;
+  auto kept311 = SendConnect(will311);
+  EXPECT_EQ(AssignedId(kept311.get()), "");
+
+  // PUBLISH with RETAIN 1: MQTT 5 DISCONNECT 0x9A, nothing ingested.
+  Packet retained = Publish("ok", 1);
+  retained.publish.retain = true;
+  kept->Send(retained);
+  Packet p;
+  ASSERT_TRUE(kept->Receive(&p));
+  ASSERT_EQ(p.type, PacketType::kDisconnect);
+  EXPECT_EQ(p.reason_only.reason_code, reason::kRetainNotSupported);
+  EXPECT_FALSE(kept->Receive(&p));
+  EXPECT_TRUE(handler_.topics().empty());
+  EXPECT_EQ(Disconnects("retain_not_supported"), 2u);
+  // 3.1.1: RETAIN is ignored, the message is taken like any other.
+  kept311->Send(retained);
+  ASSERT_TRUE(kept311->Receive(&p));
+  EXPECT_EQ(p.type, PacketType::kPuback);
+  EXPECT_EQ(handler_.topics(), std::vector<std::string>{"ok"});
+}
+
 // Found by a black-box test: a 3.1.1 connection closed for the device's event rate limit
 // was counted as "unavailable" (the metadata store unreachable, mqtt.md §3).
 TEST_F(MqttListenerTest, RateLimitedAndBackpressureClosesAreCountedApart) {
