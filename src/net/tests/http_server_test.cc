@@ -1014,6 +1014,38 @@ TEST_F(HttpServerTest, ShutdownTimesOutOnStuckRequests) {
   responder.Send(HttpResponse::Text(200, "too late"));  // harmless
 }
 
+// What docs/RELIABILITY.md #13 says of a request still being received at a graceful stop:
+// a connection whose request head or body is not complete is closed at once, without an
+// answer, and the handler never runs (the client retries; nothing of it was taken in).
+TEST_F(HttpServerTest, ShutdownClosesARequestStillBeingReceivedWithoutAnAnswer) {
+  std::atomic<int> handled{0};
+  router_.Add(
+      "POST", "/upload",
+      [&handled](HttpRequest&, Responder r) {
+        ++handled;
+        r.Send(HttpResponse::Text(200, "taken"));
+      },
+      RouteOptions{.max_body_bytes = 1 << 20, .head_check = nullptr});
+  StartServer();
+  auto uploading = TestHttpClient::Connect(port());
+  ASSERT_TRUE(uploading);
+  ASSERT_TRUE(uploading->Send("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n" +
+                              std::string(400, 'x')));
+  auto heading = TestHttpClient::Connect(port());
+  ASSERT_TRUE(heading);
+  ASSERT_TRUE(heading->Send("POST /upload HTTP/1.1\r\nHost: t\r\n"));
+  for (int i = 0; i < 100 && server_->connection_count() < 2; ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  std::this_thread::sleep_for(50ms);  // the server has read what was sent
+  auto done = std::make_shared<std::promise<void>>();
+  server_->Shutdown([done] { done->set_value(); });
+  EXPECT_EQ(done->get_future().wait_for(kWait), std::future_status::ready);
+  EXPECT_FALSE(uploading->ReadResponse().has_value());  // end of stream, no response
+  EXPECT_FALSE(heading->ReadResponse().has_value());
+  EXPECT_EQ(handled.load(), 0);
+}
+
 TEST_F(HttpServerTest, ShutdownWithNoConnectionsIsImmediate) {
   StartServer();
   auto done = std::make_shared<std::promise<void>>();
