@@ -57,10 +57,6 @@ class MetricsDocumentedTest(JouleTestCase):
         self.assertIn("joule_audit_write_errors_total", parsed, "not registered at start")
         self.assertEqual(parsed["joule_audit_write_errors_total"], [({}, 0.0)])
 
-
-if __name__ == "__main__":
-    unittest.main()
-
     def test_process_metrics_and_build_info(self):
         """The process's own resources under the client libraries' names (found by the
         operator metrics' black-box test: none were exposed), and the version running."""
@@ -83,3 +79,6 @@ if __name__ == "__main__":
             if name.startswith("process_"):
                 self.assertIn(f"`{name}`", app, name)
 
+
+if __name__ == "__main__":
+    unittest.main()
