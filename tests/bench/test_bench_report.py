@@ -78,10 +78,6 @@ class ReportTest(unittest.TestCase):
             self.assertIn("out of order in the fsync runs", text)
             self.assertIn("166,000, 264,000 of 1,200,000", text)
 
-
-if __name__ == "__main__":
-    unittest.main()
-
     def test_engine_state_is_stated_when_recorded(self):
         with tempfile.TemporaryDirectory() as d:
             self.assertNotIn("engine's state grows", render(os.path.join(d, "A.md")))
@@ -103,3 +99,7 @@ if __name__ == "__main__":
             self.assertIn("69.00 MB with `stream.allowed_lateness = 10m`", line)
             self.assertIn("42.00 MB when each device sends one event a minute, 276.00 MB with "
                           "an `event_id` on every event.", line)
+
+
+if __name__ == "__main__":
+    unittest.main()
