@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "api/api_context.h"
+#include "api/content_coding.h"
 #include "api/error_response.h"
 #include "api/routes.h"
 #include "common/json_writer.h"
@@ -25,38 +26,6 @@
 
 namespace joule::api {
 namespace {
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const char x = a[i] >= 'A' && a[i] <= 'Z' ? static_cast<char>(a[i] | 0x20) : a[i];
-    if (x != b[i]) return false;
-  }
-  return true;
-}
-
-// The first content coding the request names other than identity, or nullopt: the body is
-// the bytes as sent. Content-Encoding is a comma-separated list, possibly over several
-// header lines, compared case-insensitively (RFC 9110 §8.4).
-std::optional<std::string_view> UnsupportedContentCoding(const net::HttpRequest& req) {
-  for (const auto& [name, value] : req.headers) {
-    if (name != "content-encoding") continue;
-    std::string_view rest(value);
-    while (!rest.empty()) {
-      const size_t comma = rest.find(',');
-      std::string_view coding = rest.substr(0, comma);
-      rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
-      while (!coding.empty() && (coding.front() == ' ' || coding.front() == '\t')) {
-        coding.remove_prefix(1);
-      }
-      while (!coding.empty() && (coding.back() == ' ' || coding.back() == '\t')) {
-        coding.remove_suffix(1);
-      }
-      if (!coding.empty() && !EqualsIgnoreCase(coding, "identity")) return coding;
-    }
-  }
-  return std::nullopt;
-}
 
 class TelemetryRoute {
  public:
@@ -87,8 +56,7 @@ class TelemetryRoute {
     const Caller caller = ctx_.auth->Authenticate(head);
     if (caller.kind == Caller::Kind::kNone) return RefuseUnauthenticated(caller);
     if (caller.kind == Caller::Kind::kOwner) return std::nullopt;
-    if (auto coding = UnsupportedContentCoding(head)) return RefuseContentCoding(*coding);
-    return std::nullopt;
+    return RefuseCoding(head);
   }
 
   void Handle(net::HttpRequest& req, net::Responder responder) {
@@ -114,8 +82,8 @@ class TelemetryRoute {
       responder.Send(RefuseOwner());
       return;
     }
-    if (auto coding = UnsupportedContentCoding(req)) {
-      responder.Send(RefuseContentCoding(*coding));
+    if (auto refused = RefuseCoding(req)) {
+      responder.Send(std::move(*refused));
       return;
     }
     const std::string* ct = req.Header("content-type");
@@ -198,22 +166,13 @@ class TelemetryRoute {
                                     "owner keys cannot ingest; use the device's token");
   }
 
-  // 415 for a body in a content coding: only identity is taken (until session 32 a gzip
-  // body was parsed as it came, 400 invalid_json "not valid UTF-8"; found by a black-box
-  // test). Accept-Encoding names what is taken (RFC 9110 §15.5.16).
-  net::HttpResponse RefuseContentCoding(std::string_view coding) {
-    RejectCounter("unsupported_media_type")->Inc();
-    // The coding is echoed only when it is a short plain token (it is the client's text).
-    bool plain = !coding.empty() && coding.size() <= 32;
-    for (const char c : coding) plain &= c > ' ' && c < 0x7F && c != '"' && c != '\\';
-    net::HttpResponse r = net::HttpResponse::Error(
-        415, "unsupported_media_type",
-        fmt::format("{} is not supported: send the body uncompressed (Content-Encoding "
-                    "identity, or none)",
-                    plain ? fmt::format("Content-Encoding '{}'", coding)
-                          : std::string("this Content-Encoding")));
-    r.headers.emplace_back("Accept-Encoding", "identity");
-    return r;
+  // 415 for a body in a content coding (content_coding.h), counted: only identity is taken
+  // (until session 32 a gzip body was parsed as it came, 400 invalid_json "not valid
+  // UTF-8"; found by a black-box test).
+  std::optional<net::HttpResponse> RefuseCoding(const net::HttpRequest& req) {
+    std::optional<net::HttpResponse> refused = RefuseContentCoding(req);
+    if (refused) RejectCounter("unsupported_media_type")->Inc();
+    return refused;
   }
 
   int64_t LimiterNow() const {
