@@ -3,7 +3,7 @@
 // deflate, br, zstd, …) with 415 unsupported_media_type and `Accept-Encoding: identity`
 // (RFC 9110 §15.5.16): POST /v1/telemetry from its head check and handler, the JSON routes
 // through RefuseJsonBody (json_body.h). Before, a gzip body was parsed as sent and answered
-// 400 (found by black-box tests; ingest in session 32, the other routes after it).
+// 400 (found by black-box tests: ingest in session 32, the other routes later).
 #pragma once
 
 #include <optional>

@@ -4,11 +4,13 @@
 
 #include <string>
 
+#include "api/content_coding.h"
 #include "ingest/telemetry_parser.h"
 
 namespace joule::api {
 
 std::optional<net::HttpResponse> RefuseJsonBody(const net::HttpRequest& req, size_t max_bytes) {
+  if (auto refused = RefuseContentCoding(req)) return refused;
   if (req.body.empty()) return std::nullopt;
   if (const std::string* ct = req.Header("content-type")) {
     ingest::BodyFormat format;

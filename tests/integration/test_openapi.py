@@ -17,6 +17,7 @@ Needs PyYAML and jsonschema (Debian python3-yaml, python3-jsonschema: scripts/in
 installs them); fails without."""
 
 import copy
+import gzip
 import http.client
 import json
 import os
@@ -218,6 +219,51 @@ class OpenApiTest(JouleTestCase):
                 big = dict(body, name="n" * 70_000)
                 answer, _ = self.call(method, template, 413, big, **params)
                 self.assertEqual(answer["error"]["code"], "payload_too_large")
+
+    def test_json_bodies_refuse_content_codings(self):
+        """Every route that takes a JSON body refuses a Content-Encoding other than identity
+        as POST /v1/telemetry does: 415 unsupported_media_type naming the coding and
+        identity, Accept-Encoding: identity, nothing changed; and the spec's 415 says so.
+        Found by a black-box test: a gzip body was parsed as sent and answered 400, and a
+        br header over a plain body was taken (only ingest refused codings)."""
+        owner, device = f"own-{uid()}", f"dev-{uid()}"
+        self.call("POST", "/v1/devices", 201, {"device_id": device, "owner_id": owner})
+        rule, _ = self.call("POST", "/v1/rules", 201, {"scope": {"device_id": device},
+                                                       "kind": "absence", "absent_for": "10m"})
+        now = time.time()
+        new_device = f"dev-{uid()}"
+        routes = [("POST", "/v1/devices", {}, {"device_id": new_device, "owner_id": owner}),
+                  ("PATCH", "/v1/devices/{id}", {"id": device}, {"name": "renamed"}),
+                  ("POST", "/v1/rules", {}, {"scope": {"device_id": device}, "kind": "absence",
+                                             "absent_for": "10m"}),
+                  ("PUT", "/v1/rules/{id}", {"id": rule["id"]}, dict(rule, absent_for="20m")),
+                  ("POST", "/v1/admin/replay", {}, {"from": fmt_ts(now - 60), "to": fmt_ts(now),
+                                                    "dry_run": True})]
+        for method, template, params, body in routes:
+            plain = json.dumps(body).encode()
+            for coding, data in (("gzip", gzip.compress(plain)), ("br", plain),
+                                 ("identity, deflate", plain)):
+                with self.subTest(f"{method} {template} {coding}"):
+                    answer, headers = self.call(method, template, 415, data,
+                                                headers=dict(ADMIN, **{"Content-Encoding": coding}),
+                                                **params)
+                    self.assertEqual(answer["error"]["code"], "unsupported_media_type")
+                    self.assertIn("identity", answer["error"]["message"])
+                    self.assertIn(coding.split(", ")[-1], answer["error"]["message"])
+                    self.assertEqual(headers.get("accept-encoding"), "identity", headers)
+        # Nothing was changed.
+        self.call("GET", "/v1/devices/{id}", 404, id=new_device)
+        got, _ = self.call("GET", "/v1/devices/{id}", 200, id=device)
+        self.assertNotEqual(got["device"].get("name"), "renamed")
+        got, _ = self.call("GET", "/v1/rules/{id}", 200, id=rule["id"])
+        self.assertEqual(got["absent_for"], rule["absent_for"])
+        # identity is the body as sent.
+        self.call("PATCH", "/v1/devices/{id}", 200, json.dumps({"name": "n"}),
+                  headers=dict(ADMIN, **{"Content-Encoding": "Identity"}), id=device)
+        # The spec's 415 names the header.
+        refusal = self.spec["components"]["responses"]["UnsupportedMediaType"]
+        self.assertIn("Content-Encoding", refusal["description"])
+        self.assertIn("Accept-Encoding", refusal.get("headers", {}))
 
     def first_sse_reading(self, device, owner_auth, device_auth):
         conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=10)
