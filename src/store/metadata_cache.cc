@@ -21,6 +21,7 @@ MetadataCache::MetadataCache(std::unique_ptr<MetadataStore> store, MetadataCache
   owner_list_hits_ = &own_owner_list_hits_;
   owner_list_misses_ = &own_owner_list_misses_;
   disk_full_ = &own_disk_full_;
+  device_reads_ = &own_device_reads_;
   if (MetricsRegistry* m = options.metrics) {
     const char* hits_help = "Metadata cache lookups served from memory.";
     const char* misses_help = "Metadata cache lookups that queried the database.";
@@ -37,6 +38,10 @@ MetadataCache::MetadataCache(std::unique_ptr<MetadataStore> store, MetadataCache
                                        {{"kind", "owner_devices"}});
     invalidations_ = m->GetCounter("joule_metadata_cache_invalidations_total",
                                    "Metadata changes announced to the cache.");
+    device_reads_ = m->GetCounter(
+        "joule_metadata_cache_device_reads_total",
+        "Reads of device records from the metadata store on cache misses (a batch of ingest "
+        "lookups is one read).");
     disk_full_ = m->GetCounter(
         "joule_metadata_disk_full_total",
         "Metadata writes refused because the disk holding the database is full (answered 503).");
@@ -55,6 +60,7 @@ MetadataCacheStats MetadataCache::stats() const {
   s.owner_list_hits = owner_list_hits_->Value();
   s.owner_list_misses = owner_list_misses_->Value();
   s.invalidations = invalidations_->Value();
+  s.device_reads = device_reads_->Value();
   return s;
 }
 
@@ -222,6 +228,7 @@ Result<Device> MetadataCache::GetDevice(std::string_view device_id) {
     epoch = epoch_;
   }
   device_misses_->Inc();
+  device_reads_->Inc();
   Result<Device> r = Public(store_->GetDevice(device_id));
   if (!r.ok() && r.status().code() != StatusCode::kNotFound) {
     if (r.status().code() == StatusCode::kUnavailable && stale) return *stale;
@@ -229,19 +236,19 @@ Result<Device> MetadataCache::GetDevice(std::string_view device_id) {
   }
   std::unique_lock lock(mu_);
   if (epoch_ == epoch) {  // else a change was announced while we read: do not store
-    if (devices_.size() >= options_.max_devices && !devices_.contains(id)) {
-      devices_.erase(devices_.begin());
-    }
-    DeviceEntry& e = devices_[id];
-    if (r.ok()) {
-      e.device = *r;
-      e.expires_ns = now + options_.positive_ttl_ns;
-    } else {
-      e.device.reset();
-      e.expires_ns = now + options_.negative_ttl_ns;
-    }
+    PutDeviceLocked(id, r.ok() ? std::optional<Device>(*r) : std::nullopt, now);
   }
   return r;
+}
+
+void MetadataCache::PutDeviceLocked(const std::string& device_id, std::optional<Device> device,
+                                    int64_t now) {
+  if (devices_.size() >= options_.max_devices && !devices_.contains(device_id)) {
+    devices_.erase(devices_.begin());
+  }
+  DeviceEntry& e = devices_[device_id];
+  e.expires_ns = now + (device ? options_.positive_ttl_ns : options_.negative_ttl_ns);
+  e.device = std::move(device);
 }
 
 Result<DevicePage> MetadataCache::ListDevices(const ListDevicesOptions& options) {
@@ -289,6 +296,63 @@ Result<bool> MetadataCache::DeviceRegistered(std::string_view device_id) {
   if (d.ok()) return true;
   if (d.status().code() == StatusCode::kNotFound) return false;
   return d.status();
+}
+
+Status MetadataCache::DevicesRegistered(std::span<const std::string_view> device_ids,
+                                        std::vector<bool>* registered) {
+  registered->assign(device_ids.size(), false);
+  const int64_t now = clock_->NowNanos();
+  // The ids to read (indices into device_ids), and whether each has an expired record
+  // (stale-if-error).
+  std::vector<size_t> missing;
+  std::vector<bool> stale;
+  uint64_t epoch;
+  {
+    std::string key;
+    std::shared_lock lock(mu_);
+    for (size_t i = 0; i < device_ids.size(); ++i) {
+      key.assign(device_ids[i]);
+      auto it = devices_.find(key);
+      if (it != devices_.end() && it->second.expires_ns > now) {
+        (*registered)[i] = it->second.device.has_value();
+        continue;
+      }
+      missing.push_back(i);
+      stale.push_back(it != devices_.end() && it->second.device.has_value());
+    }
+    epoch = epoch_;
+  }
+  device_hits_->Inc(device_ids.size() - missing.size());
+  if (missing.empty()) return Status::Ok();
+  device_misses_->Inc(missing.size());
+  device_reads_->Inc();
+  std::vector<std::string_view> ask;
+  ask.reserve(missing.size());
+  for (const size_t i : missing) ask.push_back(device_ids[i]);
+  Result<std::vector<Device>> found = Public(store_->GetDevices(ask));
+  if (!found.ok()) {
+    if (found.status().code() != StatusCode::kUnavailable) return found.status();
+    for (size_t j = 0; j < missing.size(); ++j) {
+      if (!stale[j]) return found.status();
+      (*registered)[missing[j]] = true;
+    }
+    return Status::Ok();
+  }
+  std::unordered_map<std::string_view, const Device*> by_id;
+  by_id.reserve(found->size());
+  for (const Device& d : *found) by_id.emplace(d.device_id, &d);
+  std::unique_lock lock(mu_);
+  const bool store = epoch_ == epoch;  // else a change was announced while we read
+  std::string key;
+  for (const size_t i : missing) {
+    auto it = by_id.find(device_ids[i]);
+    (*registered)[i] = it != by_id.end();
+    if (!store) continue;
+    key.assign(device_ids[i]);
+    PutDeviceLocked(key, it != by_id.end() ? std::optional<Device>(*it->second) : std::nullopt,
+                    now);
+  }
+  return Status::Ok();
 }
 
 Result<Principal> MetadataCache::AuthenticateToken(std::string_view token) {

@@ -61,6 +61,9 @@ struct MetadataCacheStats {
   uint64_t owner_list_hits = 0;
   uint64_t owner_list_misses = 0;
   uint64_t invalidations = 0;
+  // Reads of device records from the wrapped store: one per GetDevice/DeviceRegistered
+  // miss, one per DevicesRegistered that misses any id (its misses are read together).
+  uint64_t device_reads = 0;
 };
 
 class MetadataCache final : public MetadataStore {
@@ -98,6 +101,13 @@ class MetadataCache final : public MetadataStore {
   Result<Device> CreateDevice(const Device& device, std::string* token) override;
   Result<Device> GetDevice(std::string_view device_id) override;       // cached
   Result<bool> DeviceRegistered(std::string_view device_id) override;  // cached, no copy
+  // Cached like DeviceRegistered; the ids the cache does not hold (or holds expired) are
+  // read with ONE GetDevices and cached as GetDevice caches them — a registered device for
+  // `positive_ttl`, an unknown one for `negative_ttl` — unless a change was announced
+  // meanwhile. Stale-if-error as GetDevice: when the store is Unavailable, an id with an
+  // expired record is registered; any other id not held makes the call Unavailable.
+  Status DevicesRegistered(std::span<const std::string_view> device_ids,
+                           std::vector<bool>* registered) override;
   Result<std::optional<std::string>> DeletedDeviceOwner(std::string_view device_id) override {
     return Public(store_->DeletedDeviceOwner(device_id));
   }
@@ -193,6 +203,8 @@ class MetadataCache final : public MetadataStore {
   // After a write of device `device_id` (its record too when `device`, else its tokens
   // only): drops the entries, or expires them when the database was unreachable.
   void AfterDeviceWrite(const Status& status, const std::string& device_id, bool device);
+  // Stores a device entry read at `now` (nullopt: not found). REQUIRES: mu_ held exclusively.
+  void PutDeviceLocked(const std::string& device_id, std::optional<Device> device, int64_t now);
 
   std::unique_ptr<MetadataStore> store_;
   MetadataCacheOptions options_;
@@ -220,6 +232,8 @@ class MetadataCache final : public MetadataStore {
 
   Counter own_device_hits_, own_device_misses_, own_token_hits_, own_token_misses_;
   Counter own_invalidations_, own_owner_list_hits_, own_owner_list_misses_, own_disk_full_;
+  Counter own_device_reads_;
+  Counter* device_reads_;
   Counter* disk_full_;
   Counter* owner_list_hits_;
   Counter* owner_list_misses_;

@@ -38,6 +38,31 @@ bool IsMetadataDiskFull(const Status& status) {
          std::string_view(status.message()).starts_with(kMetadataDiskFull);
 }
 
+Result<std::vector<Device>> MetadataStore::GetDevices(
+    std::span<const std::string_view> device_ids) {
+  std::vector<Device> found;
+  for (std::string_view id : device_ids) {
+    Result<Device> d = GetDevice(id);
+    if (d.ok()) {
+      found.push_back(std::move(*d));
+    } else if (d.status().code() != StatusCode::kNotFound) {
+      return d.status();
+    }
+  }
+  return found;
+}
+
+Status MetadataStore::DevicesRegistered(std::span<const std::string_view> device_ids,
+                                        std::vector<bool>* registered) {
+  registered->assign(device_ids.size(), false);
+  for (size_t i = 0; i < device_ids.size(); ++i) {
+    Result<bool> known = DeviceRegistered(device_ids[i]);
+    if (!known.ok()) return known.status();
+    (*registered)[i] = *known;
+  }
+  return Status::Ok();
+}
+
 uint64_t MetadataStore::Subscribe(Listener listener) {
   std::lock_guard<std::mutex> lock(listeners_mu_);
   uint64_t id = next_subscription_++;

@@ -28,6 +28,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -204,6 +205,17 @@ class MetadataStore {
     if (d.status().code() == StatusCode::kNotFound) return false;
     return d.status();
   }
+  // The records of the registered devices among `device_ids`, in no particular order (an
+  // id not registered is absent; a repeated id may come once). PostgreSQL reads them with
+  // one query (up to 10,000 ids a query); the default asks GetDevice per id.
+  virtual Result<std::vector<Device>> GetDevices(std::span<const std::string_view> device_ids);
+  // DeviceRegistered of each of `device_ids`, asked together: `(*registered)[i]` for
+  // `device_ids[i]`. Ingest asks it once per request for the request's devices (an admin
+  // batch may name thousands); the cache answers what it holds and reads the others with
+  // one GetDevices. The default asks DeviceRegistered per id. On an error, `*registered`
+  // is unspecified.
+  virtual Status DevicesRegistered(std::span<const std::string_view> device_ids,
+                                   std::vector<bool>* registered);
   virtual Result<DevicePage> ListDevices(const ListDevicesOptions& options) = 0;
   virtual Result<Device> UpdateDevice(std::string_view device_id, const DeviceUpdate& update) = 0;
   // Deletes the device and its tokens (NotFound when absent) and notes the id's owner in

@@ -570,6 +570,46 @@ class IngestAuthTest(JouleTestCase):
             self.server.realtime(ev["device_id"], headers=auth)), timeout=5)
         self.assertTrue(got, "read with admin token" + self.diag())
 
+    def test_admin_batch_of_unknown_devices_is_one_metadata_read(self):
+        """Found by a black-box test: with PostgreSQL metadata, an admin batch naming
+        thousands of unregistered device ids cost one query per id on the I/O thread (10,000
+        ids: 1.2-1.4 s against a local server). The batch's devices are now asked together:
+        the ids the metadata cache does not hold are one read (one PostgreSQL query),
+        counted in joule_metadata_cache_device_reads_total; a device registered a moment
+        later is accepted at once."""
+        auth = {"Authorization": "Bearer secret"}
+
+        def reads():
+            return metric_sum(parse_prometheus(self.server.metrics_text()),
+                              "joule_metadata_cache_device_reads_total")
+
+        self.assertIn("joule_metadata_cache_device_reads_total", self.server.metrics_text())
+        known = f"ing-{uid()}"
+        self.assertStatus(self.server.request("POST", "/v1/devices",
+                                              {"device_id": known, "owner_id": "o"},
+                                              headers=auth), 201, "register a device")
+        unknown = [f"unk-{uid()}-{i}" for i in range(3000)]
+        body = [good_event(d) for d in unknown[:1500]] + [good_event(known)] + \
+            [good_event(d) for d in unknown[1500:]] + [good_event(unknown[0])]
+        before = reads()
+        resp = self.server.post_events(body, headers=auth)
+        self.assertStatus(resp, 202, "one registered device among 3000 unknown")
+        self.assertEqual((resp[2]["accepted"], resp[2]["rejected"]), (1, 3001), resp[2]["errors"][:3])
+        self.assertEqual({e["code"] for e in resp[2]["errors"]}, {"unknown_device"})
+        self.assertEqual([e["index"] for e in resp[2]["errors"]],
+                         [i for i in range(len(body)) if i != 1500])
+        self.assertEqual(reads() - before, 1, "the batch's devices, read together")
+        # Registered a moment later (within the cache's 2 s for "not found"): accepted.
+        self.assertStatus(self.server.request("POST", "/v1/devices",
+                                              {"device_id": unknown[7], "owner_id": "o"},
+                                              headers=auth), 201, "register a device")
+        resp = self.server.post_events([good_event(d) for d in unknown[:10]],
+                                       headers=auth)
+        self.assertStatus(resp, 202, "the device registered since")
+        self.assertEqual(resp[2]["accepted"], 1, resp[2])
+        self.assertEqual([e["index"] for e in resp[2]["errors"]],
+                         [i for i in range(10) if i != 7])
+
     def test_rejections_by_authorization_keep_input_order_across_requests(self):
         # A body mixing accepted events, parse rejections and authorization rejections
         # (unknown device, another device's events for a device token): indices stay in input

@@ -790,6 +790,48 @@ Result<Device> PostgresMetadataStore::GetDevice(std::string_view device_id) {
   });
 }
 
+namespace {
+
+// A text[] literal of `values`: each element quoted, `"` and `\` escaped (PostgreSQL's
+// array input syntax), so any text is one element.
+std::string TextArrayLiteral(std::span<const std::string_view> values) {
+  std::string out = "{";
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i) out += ',';
+    out += '"';
+    for (const char ch : values[i]) {
+      if (ch == '"' || ch == '\\') out += '\\';
+      out += ch;
+    }
+    out += '"';
+  }
+  out += '}';
+  return out;
+}
+
+}  // namespace
+
+Result<std::vector<Device>> PostgresMetadataStore::GetDevices(
+    std::span<const std::string_view> device_ids) {
+  constexpr size_t kIdsPerQuery = 10'000;  // limits.max_events_per_request's default
+  std::vector<Device> found;
+  for (size_t from = 0; from < device_ids.size(); from += kIdsPerQuery) {
+    const std::string ids = TextArrayLiteral(
+        device_ids.subspan(from, std::min(kIdsPerQuery, device_ids.size() - from)));
+    JOULE_RETURN_IF_ERROR(WithConnection<bool>(true, [&](PGconn* c) -> Result<bool> {
+                            JOULE_ASSIGN_OR_RETURN(
+                                PgResult r, Exec(c,
+                                                 "SELECT " JOULE_DEVICE_COLUMNS
+                                                 " FROM devices WHERE device_id = ANY($1::text[])",
+                                                 Params().Text(ids)));
+                            const int n = PQntuples(r.get());
+                            for (int i = 0; i < n; ++i) found.push_back(ReadDevice(r.get(), i));
+                            return true;
+                          }).status());
+  }
+  return found;
+}
+
 Result<std::optional<std::string>> PostgresMetadataStore::DeletedDeviceOwner(
     std::string_view device_id) {
   return WithConnection<std::optional<std::string>>(

@@ -58,6 +58,8 @@ class PostgresMetadataStore final : public MetadataStore {
 
   Result<Device> CreateDevice(const Device& device, std::string* token) override;
   Result<Device> GetDevice(std::string_view device_id) override;
+  // One query (`device_id = ANY($1::text[])`) per 10,000 ids.
+  Result<std::vector<Device>> GetDevices(std::span<const std::string_view> device_ids) override;
   Result<std::optional<std::string>> DeletedDeviceOwner(std::string_view device_id) override;
   Result<DevicePage> ListDevices(const ListDevicesOptions& options) override;
   Result<Device> UpdateDevice(std::string_view device_id, const DeviceUpdate& update) override;

@@ -18,6 +18,7 @@
 #include <memory>
 #include <mutex>
 #include <random>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -1139,6 +1140,68 @@ TEST_P(MetadataCacheTest, DeviceRegisteredIsCachedAndFollowsDeletes) {
   EXPECT_FALSE(*cache_->wrapped().DeviceRegistered("d1"));
 }
 
+// Ingest asks for a request's devices together (an admin batch may name thousands that are
+// not registered): the ids the cache does not hold are read with one GetDevices — one
+// PostgreSQL query — not one round trip each (found by a black-box test: 10,000 unknown ids
+// took 1.2-1.4 s), and cached as GetDevice caches them.
+TEST_P(MetadataCacheTest, DevicesRegisteredReadsTheMissesTogether) {
+  // Ids the store takes as they are (validation is the API's): PostgreSQL's array syntax
+  // must not split or unquote them.
+  const std::vector<std::string> odd = {"d1", "a\"b", "c\\d", "e,f", "{g}", "h i", "NULL"};
+  for (const std::string& id : odd) {
+    ASSERT_TRUE(cache_->wrapped().CreateDevice(MakeDevice(id), nullptr).ok()) << id;
+  }
+  std::vector<std::string> names = odd;
+  for (int i = 0; i < 3000; ++i) names.push_back("unknown-" + std::to_string(i));
+  names.push_back("d1");  // repeated
+  std::vector<std::string_view> ids(names.begin(), names.end());
+  ASSERT_TRUE(cache_->DeviceRegistered("d1").ok());  // one read; d1 is then cached
+  const uint64_t reads = cache_->stats().device_reads;
+  EXPECT_EQ(reads, 1u);
+  std::vector<bool> registered;
+  ASSERT_TRUE(cache_->DevicesRegistered(ids, &registered).ok());
+  ASSERT_EQ(registered.size(), ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    EXPECT_EQ(registered[i], !ids[i].starts_with("unknown-")) << ids[i];
+  }
+  EXPECT_EQ(cache_->stats().device_reads, reads + 1);  // the misses, together
+  EXPECT_EQ(cache_->stats().device_misses, 1u + (ids.size() - 2));
+
+  // Cached as GetDevice caches: answered from memory, records included.
+  ASSERT_TRUE(cache_->DevicesRegistered(ids, &registered).ok());
+  EXPECT_EQ(cache_->stats().device_reads, reads + 1);
+  EXPECT_EQ(cache_->GetDevice("e,f")->name, "Plug e,f");
+  EXPECT_EQ(cache_->GetDevice("unknown-7").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(cache_->stats().device_reads, reads + 1);
+
+  // A device registered a moment later is registered at once (the create drops the
+  // negative entry), and "not found" lasts only negative_ttl.
+  ASSERT_TRUE(cache_->CreateDevice(MakeDevice("unknown-5"), nullptr).ok());
+  ASSERT_TRUE(cache_->DevicesRegistered(ids, &registered).ok());
+  EXPECT_TRUE(registered[odd.size() + 5]);
+  EXPECT_FALSE(registered[odd.size() + 6]);
+  EXPECT_EQ(cache_->stats().device_reads, reads + 2);
+  clock_.Advance(MetadataCacheOptions().negative_ttl_ns + 1);
+  ASSERT_TRUE(cache_->DevicesRegistered(ids, &registered).ok());
+  EXPECT_EQ(cache_->stats().device_reads, reads + 3);
+
+  // The uncached store's answers agree (PostgreSQL: one query; SQLite: per id).
+  std::vector<bool> direct;
+  ASSERT_TRUE(cache_->wrapped().DevicesRegistered(ids, &direct).ok());
+  EXPECT_EQ(direct, registered);
+  auto found = cache_->wrapped().GetDevices(ids);
+  ASSERT_TRUE(found.ok()) << found.status().ToString();
+  std::set<std::string> found_ids;
+  for (const Device& d : *found) found_ids.insert(d.device_id);
+  std::set<std::string> expected(odd.begin(), odd.end());
+  expected.insert("unknown-5");
+  EXPECT_EQ(found_ids, expected);
+  // Nothing asked, nothing read.
+  ASSERT_TRUE(cache_->DevicesRegistered({}, &registered).ok());
+  EXPECT_TRUE(registered.empty());
+  EXPECT_EQ(cache_->stats().device_reads, reads + 3);
+}
+
 TEST_P(MetadataCacheTest, WritesAreVisibleAtOnce) {
   ASSERT_TRUE(cache_->CreateDevice(MakeDevice("d1"), nullptr).ok());
   ASSERT_EQ(cache_->GetDevice("d1")->name, "Plug d1");
@@ -1610,6 +1673,12 @@ TEST_P(PostgresChangeFeedTest, ServesExpiredEntriesWhileTheDatabaseIsDown) {
   auto p = cache_->AuthenticateToken(token);
   EXPECT_TRUE(p.ok()) << p.status().ToString();
   EXPECT_EQ(cache_->GetDevice("never-cached").status().code(), StatusCode::kUnavailable);
+  // Asked together, the same: an expired record serves, an id not held is Unavailable.
+  std::vector<bool> registered;
+  const std::vector<std::string_view> d1 = {"d1"}, both = {"d1", "never-cached"};
+  ASSERT_TRUE(cache_->DevicesRegistered(d1, &registered).ok());
+  EXPECT_EQ(registered, std::vector<bool>{true});
+  EXPECT_EQ(cache_->DevicesRegistered(both, &registered).code(), StatusCode::kUnavailable);
 
   admin.Query("ALTER DATABASE " + pg_->name() + " ALLOW_CONNECTIONS true");
   EXPECT_TRUE(Eventually(
