@@ -13,7 +13,7 @@
 // long metadata, huge values and unknown metrics; (session 22) a home with a whole-home
 // meter totals the meter alone; (session 31) a meter plus a device in another zone, solar
 // production, the fleet list following the server, chart axes, unwrapped fleet cells,
-// resolved alerts without actions.
+// resolved alerts without actions; time axis labels inside the chart at both edges.
 //
 //   JOULE_BIN=build/debug/src/app/joule node tests/e2e/dashboard.test.mjs
 // Env: JOULE_BIN (required), CHROMIUM (default /usr/bin/chromium),
@@ -1332,6 +1332,71 @@ test('chart axes stay short and distinct; fleet cells do not wrap', async () => 
     }
     assert.deepEqual([...errors], [], 'console errors');
   } finally {
+    await page.close();
+  }
+});
+
+// Found by a black-box test: the first label of a time axis was clipped at the chart's
+// left edge. uPlot centres a tick's label on the tick, and the first tick can sit at the
+// plot's left edge with only the value axis (60 px) to its left; with two 1-minute
+// windows the ticks are seconds and the first label carries the date and time
+// (":00" over "12/13/26 10:21am", ~120 px in the test's font) — half of it ran off the
+// canvas, as the last label ("10:22am") did at the right edge. The device's zone is
+// picked so that its local hour has two digits (10am-12pm) and its date is the longest
+// of those: the widest labels this date allows. Checked on the canvas itself: no pixel
+// painted in the outermost columns of the time axis' band, at desktop and phone width.
+test('time axis labels stay inside the chart at both edges', async () => {
+  const now = Date.now();
+  const m0 = Math.floor((now - 200_000) / 60_000) * 60_000;
+  let zone = null;
+  let widest = -1;
+  for (let east = -12; east <= 14; east++) {
+    const local = new Date(m0 + east * 3600e3);
+    const hour = local.getUTCHours();
+    if (hour < 10 || hour > 12) continue;
+    const date = `${local.getUTCMonth() + 1}/${local.getUTCDate()}/${String(local.getUTCFullYear()).slice(2)}`;
+    if (date.length > widest) {
+      widest = date.length;
+      zone = east === 0 ? 'Etc/UTC' : `Etc/GMT${east > 0 ? '-' : '+'}${Math.abs(east)}`;  // Etc/GMT-10 is UTC+10
+    }
+  }
+  await register([{ device_id: 'e2e-edge', owner_id: 'home-edge', timezone: zone }]);
+  await ingest([0, 20, 40, 60, 80, 100].map((s, i) => ({ device_id: 'e2e-edge', timestamp: new Date(m0 + s * 1000).toISOString(), metrics: { power_w: 100 + 10 * i, voltage_v: 230 + i } })));
+  await until('two 1m windows in history', async () => ((await call('GET', '/v1/devices/e2e-edge/metrics/history?resolution=1m&from=' + new Date(m0 - 60_000).toISOString())).json?.data || []).length >= 2);
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT);
+  const errors = watchConsole(page);
+  // The painted pixels in the leftmost and rightmost 2 px of the bottom 44 px of each
+  // chart's canvas — the time axis' labels (the plot, value labels and ticks never reach
+  // the outer columns).
+  const edgeInk = () => page.evaluate(() => Object.fromEntries(['live-chart', 'history-chart', 'voltage-chart'].map((id) => {
+    const canvas = document.querySelector(`[data-testid="${id}"] canvas`);
+    const ctx = canvas.getContext('2d');
+    const band = Math.round(44 * devicePixelRatio);
+    const cols = Math.max(1, Math.round(2 * devicePixelRatio));
+    const ink = (x) => ctx.getImageData(x, canvas.height - band, cols, band).data.filter((v, i) => i % 4 === 3 && v > 0).length;
+    return [id, { left: ink(0), right: ink(canvas.width - cols), labels: document.querySelector(`[data-testid="${id}"]`).dataset.xLabels }];
+  })));
+  const cut = [];
+  try {
+    await signIn(page);
+    for (const width of [1280, 390]) {
+      await page.setViewportSize({ width, height: 900 });
+      await page.goto(base + '/#/device/e2e-edge');
+      await page.waitForFunction(() => ['live-chart', 'history-chart', 'voltage-chart'].every((id) => Number(document.querySelector(`[data-testid="${id}"]`)?.dataset.points) >= 2 && document.querySelector(`[data-testid="${id}"]`)?.dataset.xLabels));
+      await page.waitForTimeout(300);  // the draw after the last data
+      if (width === 390) await page.screenshot({ path: join(shots, 'time-axis-edges-phone.png'), fullPage: true });
+      const ink = await edgeInk();
+      for (const [id, v] of Object.entries(ink)) {
+        assert.ok(v.labels.split('|')[0].includes(':'), `${id} at ${width} px: expected seconds ticks, got ${v.labels}`);
+        if (v.left) cut.push(`${id} at ${width} px, left edge: ${v.labels}`);
+        if (v.right) cut.push(`${id} at ${width} px, right edge: ${v.labels}`);
+      }
+    }
+    assert.deepEqual(cut, [], `time labels cut (zone ${zone})`);
+    assert.deepEqual([...errors], [], 'console errors');
+  } finally {
+    await page.setViewportSize({ width: 1280, height: 900 });
     await page.close();
   }
 });

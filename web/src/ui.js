@@ -62,7 +62,8 @@ export function Chart({ opts, data, height = 220, testid }) {
       node.dataset.plotWidth = String(Math.round(u.bbox.width / devicePixelRatio));
     };
     const hooks = { ...(opts.hooks || {}), draw: [...((opts.hooks && opts.hooks.draw) || []), noteDrawn] };
-    plot.current = new uPlot({ ...opts, hooks, width, height }, data, node);
+    const padding = opts.padding || [null, edgePadding, null, edgePadding];
+    plot.current = new uPlot({ ...opts, hooks, padding, width, height }, data, node);
     const ro = new ResizeObserver(() => {
       const w = Math.max(200, node.clientWidth);
       if (plot.current && w !== plot.current.width) plot.current.setSize({ width: w, height });
@@ -83,6 +84,24 @@ export function Chart({ opts, data, height = 220, testid }) {
   return html`<div class="chart" ref=${el} data-testid=${testid} data-points=${points} data-filled=${filled}>
     ${points === 0 && html`<p class="chart-empty">No data in this range</p>`}
   </div>`;
+}
+
+// Room at a chart's left (side 3) and right (side 1) for the outermost labels of its x
+// axis. uPlot centres a label on its tick, and the first and last ticks may lie on the
+// plot's edges, with only the value axis (left) or uPlot's 25 px pad (right) outside: a
+// first label of seconds ticks, ":00" over "12/13/26 10:21am", or a last "10:23am", was
+// cut off at the canvas' edge (black-box test). uPlot calls this in each sizing cycle,
+// after laying out the axes, so the labels of the size being fitted are known; a label
+// counts as if its tick were on the edge (its widest line, + 2 px).
+function edgePadding(u, side, sidesWithAxes) {
+  const own = sidesWithAxes[side] ? 0 : 25;  // uPlot's own padding (autoPadSide)
+  const labels = (u.axes[0] && u.axes[0]._values) || [];
+  if (!labels.length) return own;
+  const label = String(labels[side === 3 ? 0 : labels.length - 1] ?? '');
+  const half = Math.max(0, ...label.split('\n').map(textWidth)) / 2 + 2;
+  let axes = 0;  // the value axes on this side, between the padding and the plot
+  for (const a of u.axes) if (a.side === side && a.show !== false && a._show !== false) axes += a._size || 0;
+  return Math.max(own, Math.ceil(half - axes));
 }
 
 // The x scale of time charts (seconds). A single window gets an hour around it (uPlot's
