@@ -131,14 +131,43 @@ def machine_facts():
         except OSError:
             pass
     size = 256 << 20
-    buf = mmap.mmap(-1, size)
-    t0 = time.process_time()
-    for off in range(0, size, 4096):
-        buf[off] = 1
-    cpu = time.process_time() - t0
-    buf.close()
-    facts["fresh_memory_gb_per_cpu_s"] = (size / 2**30) / cpu if cpu > 0 else None
+    for key in ("fresh_memory_gb_per_cpu_s", "warm_memory_gb_per_cpu_s"):
+        # The first mapping is memory the guest has not touched lately; the second, mapped
+        # right after the first is unmapped, gets the pages just freed.
+        buf = mmap.mmap(-1, size)
+        t0 = time.process_time()
+        for off in range(0, size, 4096):
+            buf[off] = 1
+        cpu = time.process_time() - t0
+        buf.close()
+        facts[key] = (size / 2**30) / cpu if cpu > 0 else None
+    facts["memory_warmup_mib"] = WARMUP_BYTES >> 20
     return facts
+
+
+# Before every server start (Joule, VictoriaMetrics, PostgreSQL, h2o, Mosquitto) and every
+# run of the core programs, the harness touches and frees this much memory. On a VM that reports free memory back to
+# the hypervisor (free page reporting, `page_reporting.*` on the kernel command line), a
+# page the guest gave back costs 25-60 times more to touch again than one freed a moment
+# before (0.3-0.8 against 12-21 GB per CPU-second, session 32), and which kind a new server
+# gets was left to chance: the same binary's CPU for the same 600k events was bimodal
+# (processors 32-34 or 58-62 ticks), and the medians of 3 runs wandered with it. After the
+# warm-up every server starts from the same state, the guest's memory backed — as on a
+# machine without free page reporting. JOULE_BENCH_WARMUP_MIB=0 turns it off.
+WARMUP_BYTES = int(os.environ.get("JOULE_BENCH_WARMUP_MIB", "2048")) << 20
+
+
+def warm_host_memory():
+    if WARMUP_BYTES <= 0:
+        return
+    buf = mmap.mmap(-1, WARMUP_BYTES)
+    try:
+        buf.madvise(mmap.MADV_HUGEPAGE)  # servers' large allocations come as huge pages
+    except (AttributeError, OSError):
+        pass
+    for off in range(0, WARMUP_BYTES, 4096):
+        buf[off] = 1
+    buf.close()
 
 
 def free_port():
@@ -284,6 +313,7 @@ class Joule:
         self.log_path = os.path.normpath(
             os.path.join(self.dir, "..", os.path.basename(self.dir) + ".log"))
         self.log = open(self.log_path, "w")
+        warm_host_memory()
         self.proc = subprocess.Popen([ctx.joule, "serve"], env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
         try:
@@ -323,6 +353,7 @@ class Victoria:
         self.dir = tempfile.mkdtemp(prefix="vm-", dir=ctx.tmp)
         self.port = free_port()
         self.log = open(self.dir + ".log", "w")
+        warm_host_memory()
         self.proc = subprocess.Popen(
             ["victoria-metrics", f"-storageDataPath={self.dir}",
              f"-httpListenAddr=127.0.0.1:{self.port}", "-retentionPeriod=10y",
@@ -358,6 +389,7 @@ class Postgres:
                         "-U", "postgres", "-A", "trust", "--no-sync"],
                        check=True, capture_output=True)
         self.log = open(self.dir + ".log", "w")
+        warm_host_memory()
         self.proc = subprocess.Popen(
             ["runuser", "-u", "postgres", "--", f"{pgbin}/postgres", "-D", data,
              "-p", str(self.port), "-k", self.dir, "-c", "listen_addresses=127.0.0.1",
@@ -588,6 +620,7 @@ def core_runs(ctx):
                       ("simdjson", [ctx.bin("simdjson_limit"), ctx.f("events.ndjson")])):
         runs = []
         for _ in range(ctx.runs):
+            warm_host_memory()
             r = subprocess.run(cmd, check=True, capture_output=True, text=True)
             runs.append(json.loads(r.stdout))
         out[name] = summarize(runs, ["events_per_cpu_s", "cpu_s"])
@@ -781,6 +814,7 @@ hosts:
       /:
         file.dir: {d}
 """)
+    warm_host_memory()
     h = subprocess.Popen(["h2o", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port)
@@ -1146,6 +1180,7 @@ def mqtt_vs_mosquitto(ctx):
             f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
                     "max_inflight_messages 0\nmax_queued_messages 0\nmax_queued_bytes 0\n"
                     "log_type error\n")
+        warm_host_memory()
         m = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
         try:

@@ -114,7 +114,16 @@ def render(res, source="bench/results/latest.json"):
           + f"; transparent huge pages {m.get('thp_enabled', '?')}, defrag "
           f"{m.get('thp_defrag', '?')}; touching fresh memory costs "
           f"{num(m.get('fresh_memory_gb_per_cpu_s'))} GB per CPU-second here (the harness's "
-          f"probe: 256 MiB of a new mapping). Memory-bound work — the window engine, a "
+          f"probe: 256 MiB of a new mapping"
+          + (f"; {num(m['warm_memory_gb_per_cpu_s'])} for 256 MiB freed a moment before"
+             if m.get("warm_memory_gb_per_cpu_s") else "") + ")"
+          + (f". Before every server start and core run the harness touches and frees "
+             f"{m['memory_warmup_mib']:,} MiB, so that each starts with the guest's free memory "
+             f"backed by the host (on a VM with free page reporting a first touch of memory "
+             f"given back to the host costs 25–60 times more, and which kind a server got was "
+             f"chance: docs/benchmarks/HISTORY.md, session 32)"
+             if m.get("memory_warmup_mib") else "")
+          + ". Memory-bound work — the window engine, a "
           f"server's first minute of state — and the simdjson loop's speed differ most from "
           f"one machine to another; compare ratios within one run, not across runs.")
     w("")

@@ -101,5 +101,21 @@ class ReportTest(unittest.TestCase):
                           "an `event_id` on every event.", line)
 
 
+    def test_memory_warmup_is_stated_when_recorded(self):
+        with tempfile.TemporaryDirectory() as d:
+            self.assertNotIn("touches and frees", render(os.path.join(d, "A.md")))
+            with open(FIXTURE) as f:
+                res = json.load(f)
+            res.setdefault("machine", {}).update({
+                "cpu_model": "AMD EPYC", "fresh_memory_gb_per_cpu_s": 0.37,
+                "warm_memory_gb_per_cpu_s": 18.5, "memory_warmup_mib": 2048})
+            path = os.path.join(d, "warm.json")
+            with open(path, "w") as f:
+                json.dump(res, f)
+            text = render(os.path.join(d, "B.md"), path)
+            self.assertIn("costs 0.37 GB per CPU-second here", text)
+            self.assertIn("18.5 for 256 MiB freed a moment before", text)
+            self.assertIn("the harness touches and frees 2,048 MiB", text)
+
 if __name__ == "__main__":
     unittest.main()
