@@ -2,9 +2,13 @@
 
 #include <date/tz.h>
 #include <fmt/format.h>
+#include <simdjson.h>
 
+#include <algorithm>
+#include <map>
 #include <stdexcept>
 
+#include "api/whole_home_meter.h"
 #include "common/time_format.h"
 #include "ingest/validation.h"
 
@@ -78,6 +82,108 @@ Result<int64_t> ParseInstalledAt(std::string_view value) {
                     value.substr(0, 64)));
   }
   return ns;
+}
+
+Result<std::string> ParseDeviceConfig(std::string_view text) {
+  if (text.empty() || text == "null") return std::string();
+  simdjson::dom::parser parser;
+  // simdjson's max_depth counts the document itself (device_routes.cc ParseBodyObject).
+  if (parser.allocate(std::max<size_t>(text.size(), 64), kMaxDeviceConfigDepth + 1) !=
+      simdjson::SUCCESS) {
+    return Status::ResourceExhausted("cannot allocate a JSON parser for config");
+  }
+  simdjson::dom::element root;
+  const simdjson::error_code parsed = parser.parse(simdjson::padded_string(text)).get(root);
+  if (parsed == simdjson::DEPTH_ERROR) {
+    return Status::InvalidArgument(
+        fmt::format("config is nested deeper than {} levels", kMaxDeviceConfigDepth));
+  }
+  if (parsed != simdjson::SUCCESS) {
+    return Status::InvalidArgument(
+        fmt::format("config is not valid JSON ({})", simdjson::error_message(parsed)));
+  }
+  if (!root.is_object()) return Status::InvalidArgument("config must be a JSON object");
+  std::string json = simdjson::minify(root);
+  if (json.size() > kMaxDeviceConfigBytes) {
+    return Status::InvalidArgument(
+        fmt::format("config must be at most {} bytes as JSON", kMaxDeviceConfigBytes));
+  }
+  JOULE_RETURN_IF_ERROR(ValidateWholeHomeFlag(json));
+  return json;
+}
+
+namespace {
+
+bool SameJson(simdjson::dom::element a, simdjson::dom::element b) {
+  using simdjson::dom::element_type;
+  const element_type ta = a.type(), tb = b.type();
+  auto numeric = [](element_type t) {
+    return t == element_type::INT64 || t == element_type::UINT64 || t == element_type::DOUBLE;
+  };
+  if (numeric(ta) && numeric(tb)) {
+    if (ta == element_type::DOUBLE || tb == element_type::DOUBLE) {
+      double x = 0, y = 0;
+      return a.get(x) == simdjson::SUCCESS && b.get(y) == simdjson::SUCCESS && x == y;
+    }
+    if (ta != tb) return false;  // an int64 (below 2^63) is never a uint64 (2^63 and above)
+    if (ta == element_type::INT64) {
+      int64_t x = 0, y = 0;
+      return a.get(x) == simdjson::SUCCESS && b.get(y) == simdjson::SUCCESS && x == y;
+    }
+    uint64_t x = 0, y = 0;
+    return a.get(x) == simdjson::SUCCESS && b.get(y) == simdjson::SUCCESS && x == y;
+  }
+  if (ta != tb) return false;
+  switch (ta) {
+    case element_type::OBJECT: {
+      simdjson::dom::object oa, ob;
+      if (a.get(oa) != simdjson::SUCCESS || b.get(ob) != simdjson::SUCCESS) return false;
+      std::map<std::string_view, simdjson::dom::element> ma, mb;
+      for (auto field : oa) ma[field.key] = field.value;
+      for (auto field : ob) mb[field.key] = field.value;
+      if (ma.size() != mb.size()) return false;
+      for (const auto& [key, value] : ma) {
+        auto it = mb.find(key);
+        if (it == mb.end() || !SameJson(value, it->second)) return false;
+      }
+      return true;
+    }
+    case element_type::ARRAY: {
+      simdjson::dom::array xa, xb;
+      if (a.get(xa) != simdjson::SUCCESS || b.get(xb) != simdjson::SUCCESS) return false;
+      if (xa.size() != xb.size()) return false;
+      auto ib = xb.begin();
+      for (simdjson::dom::element ea : xa) {
+        if (!SameJson(ea, *ib)) return false;
+        ++ib;
+      }
+      return true;
+    }
+    case element_type::STRING: {
+      std::string_view x, y;
+      return a.get(x) == simdjson::SUCCESS && b.get(y) == simdjson::SUCCESS && x == y;
+    }
+    case element_type::BOOL: {
+      bool x = false, y = false;
+      return a.get(x) == simdjson::SUCCESS && b.get(y) == simdjson::SUCCESS && x == y;
+    }
+    default:  // NULL_VALUE
+      return true;
+  }
+}
+
+}  // namespace
+
+bool SameDeviceConfig(std::string_view a, std::string_view b) {
+  if (a == b) return true;
+  if (a.empty() || b.empty()) return false;
+  simdjson::dom::parser pa, pb;
+  simdjson::dom::element ea, eb;
+  if (pa.parse(simdjson::padded_string(a)).get(ea) != simdjson::SUCCESS ||
+      pb.parse(simdjson::padded_string(b)).get(eb) != simdjson::SUCCESS) {
+    return false;  // not JSON (the stores refuse it): different unless byte for byte equal
+  }
+  return SameJson(ea, eb);
 }
 
 Status ValidateDevice(const store::Device& d) {

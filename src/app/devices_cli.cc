@@ -34,6 +34,7 @@ enum Column : unsigned {
   kLocation = 1u << 4,
   kTimezone = 1u << 5,
   kInstalledAt = 1u << 6,
+  kConfig = 1u << 7,
 };
 
 const std::pair<std::string_view, Column> kColumns[] = {
@@ -44,7 +45,11 @@ const std::pair<std::string_view, Column> kColumns[] = {
     {"location", kLocation},
     {"timezone", kTimezone},
     {"installed_at", kInstalledAt},
+    {"config", kConfig},
 };
+
+constexpr std::string_view kHeader =
+    "device_id,owner_id,name,model,location,timezone,installed_at,config";
 
 struct CsvRecord {
   size_t line = 0;  // 1-based line where the record starts
@@ -131,7 +136,8 @@ bool SameDevice(const store::Device& a, const store::Device& b) {
     return t.empty() ? std::string_view("UTC") : std::string_view(t);
   };
   return a.owner_id == b.owner_id && a.name == b.name && a.model == b.model &&
-         a.location == b.location && tz(a.timezone) == tz(b.timezone) && SameInstalledAt(a, b);
+         a.location == b.location && tz(a.timezone) == tz(b.timezone) && SameInstalledAt(a, b) &&
+         api::SameDeviceConfig(a.config_json, b.config_json);
 }
 
 // installed_at only when the row changes it: an export's empty cell for a stored value read
@@ -148,6 +154,9 @@ store::DeviceUpdate UpdateFor(const store::Device& existing, const DeviceRow& ro
   if ((row.columns & kInstalledAt) && !SameInstalledAt(existing, d)) {
     u.installed_at_ns = d.installed_at_ns;
   }
+  if ((row.columns & kConfig) && !api::SameDeviceConfig(existing.config_json, d.config_json)) {
+    u.config_json = d.config_json;  // "" clears it
+  }
   return u;
 }
 
@@ -161,6 +170,7 @@ store::Device Merged(const store::Device& existing, const DeviceRow& row) {
   if (row.columns & kLocation) m.location = d.location;
   if (row.columns & kTimezone) m.timezone = d.timezone;
   if (row.columns & kInstalledAt) m.installed_at_ns = d.installed_at_ns;
+  if (row.columns & kConfig) m.config_json = d.config_json;
   return m;
 }
 
@@ -199,10 +209,7 @@ std::vector<DeviceRow> ParseDevicesCsv(std::string_view csv, const std::string& 
     return rows;
   }
   if (records.empty()) {
-    errors->push_back(
-        fmt::format("{}:1: empty file: expected the header "
-                    "device_id,owner_id,name,model,location,timezone,installed_at",
-                    name));
+    errors->push_back(fmt::format("{}:1: empty file: expected the header {}", name, kHeader));
     return rows;
   }
   // Header.
@@ -215,7 +222,7 @@ std::vector<DeviceRow> ParseDevicesCsv(std::string_view csv, const std::string& 
     if (it == std::end(kColumns)) {
       errors->push_back(fmt::format(
           "{}:{}: unknown column \"{}\" (allowed: device_id, owner_id, name, model, location, "
-          "timezone, installed_at)",
+          "timezone, installed_at, config)",
           name, header.line, h));
       continue;
     }
@@ -286,6 +293,13 @@ std::vector<DeviceRow> ParseDevicesCsv(std::string_view csv, const std::string& 
             } else {
               st = t.status();
             }
+          }
+          break;
+        case kConfig:
+          if (Result<std::string> config = api::ParseDeviceConfig(v); config.ok()) {
+            d.config_json = std::move(*config);
+          } else {
+            st = config.status();
           }
           break;
       }
@@ -424,7 +438,7 @@ Result<DevicesImportReport> ImportDevices(
 
 Status ExportDevices(store::MetadataStore& metadata, const std::optional<std::string>& owner_id,
                      std::FILE* out) {
-  std::string buf = "device_id,owner_id,name,model,location,timezone,installed_at\n";
+  std::string buf = std::string(kHeader) + "\n";
   store::ListDevicesOptions options;
   options.owner_id = owner_id;
   options.limit = kExportPage;
@@ -444,6 +458,8 @@ Status ExportDevices(store::MetadataStore& metadata, const std::optional<std::st
       buf += CsvField(d.timezone.empty() ? "UTC" : d.timezone);
       buf += ',';
       if (d.installed_at_ns) AppendRfc3339Millis(&buf, *d.installed_at_ns);
+      buf += ',';
+      buf += CsvField(d.config_json);  // JSON text, quoted (it holds quotes); "" = none
       buf += '\n';
     }
     if (std::fwrite(buf.data(), 1, buf.size(), out) != buf.size()) {

@@ -1,16 +1,19 @@
 // `joule devices import FILE` and `joule devices export`: device metadata in bulk, as CSV
 // (RFC 4180) with the header
-//   device_id,owner_id,name,model,location,timezone,installed_at
-// working directly on the configured metadata store (same config and environment as
+//   device_id,owner_id,name,model,location,timezone,installed_at,config
+// (config: the device's config object as JSON text, a quoted CSV field such as
+// "{""whole_home"":true}"; empty = none) working directly on the configured metadata store (same config and environment as
 // `joule serve`; the server may be running).
 //
 // Import:
 // - Columns are matched by header name, in any order; device_id and owner_id are
-//   required, the others optional. An empty timezone is "UTC"; an empty installed_at is
-//   none. Every row is validated like POST /v1/devices before anything is written; any
+//   required, the others optional. An empty timezone is "UTC"; an empty installed_at or
+//   config is none. Every row is validated like POST /v1/devices before anything is
+//   written (config: a JSON object under the API's limits, api::ParseDeviceConfig); any
 //   error is reported as FILE:LINE: message and nothing is written.
 // - Idempotent: a new device is created, an existing one is updated to the row's values
-//   (only the CSV's columns; config is untouched), an unchanged one is left alone. Running
+//   (only the CSV's columns: a file without a config column leaves config untouched), an
+//   unchanged one is left alone (config compared as JSON: PostgreSQL respaces it). Running
 //   the same file twice changes nothing the second time.
 // - New devices get a device token only when `tokens_out` is set: the tokens are written
 //   there as CSV `device_id,token` (mode 0600; "-" = stdout). They are never printed

@@ -149,7 +149,7 @@ int main(int argc, char** argv) {
   import_cmd->add_option("--config", config_path, "TOML config file");
   import_cmd
       ->add_option("file", import_options.csv_path,
-                   "CSV: device_id,owner_id,name,model,location,timezone,installed_at")
+                   "CSV: device_id,owner_id,name,model,location,timezone,installed_at,config")
       ->required();
   import_cmd->add_option(
       "--tokens-out", import_options.tokens_out,

@@ -25,6 +25,7 @@ ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 AUTH_ENV = {"JOULE_AUTH_MODE": "required", "JOULE_AUTH_ADMIN_TOKEN": ADMIN_TOKEN}
 CSV_HEADER = ["device_id", "owner_id", "name", "model", "location", "timezone", "installed_at"]
+EXPORT_HEADER = CSV_HEADER + ["config"]  # import takes files without it (config untouched)
 
 
 def uid():
@@ -570,13 +571,13 @@ class DeviceApiCases:
             proc = run_cli(["devices", "export", "--owner", owner_b], env)
             self.assertEqual(proc.returncode, 0, proc.stderr)
             exported = list(csv.reader(io.StringIO(proc.stdout, newline="")))
-            self.assertEqual(exported[0], CSV_HEADER)
-            self.assertEqual(exported[1:], [r for r in rows if r[1] == owner_b])
+            self.assertEqual(exported[0], EXPORT_HEADER)
+            self.assertEqual(exported[1:], [r + [""] for r in rows if r[1] == owner_b])
             proc = run_cli(["devices", "export"], env)
             self.assertEqual(proc.returncode, 0, proc.stderr)
             exported = [r for r in csv.reader(io.StringIO(proc.stdout, newline=""))
                         if r[1] in (owner_a, owner_b)]
-            self.assertEqual(exported, sorted(rows))
+            self.assertEqual(exported, sorted(r + [""] for r in rows))
             # Idempotent: the same file again changes nothing; then a changed row updates.
             proc = run_cli(["devices", "import", src], env)
             self.assertEqual(proc.returncode, 0, proc.stderr)
@@ -610,6 +611,53 @@ class DeviceApiCases:
             self.assertIn("installed_at", proc.stderr)
             self.assertError(self.get_device(bad[0][0]), 404, "not_found",
                              "valid row of an invalid file not imported")
+
+    def test_cli_export_import_keeps_device_config(self):
+        """Found by a black-box test: `joule devices export` had no config column, so export
+        then import into a new store lost {"whole_home": true} (the owner's energy then
+        counted the main meter and the loads behind it twice). The export carries config as
+        JSON text; import restores it; invalid JSON is an error naming its line."""
+        owner = self.owner()
+        meter = self.register(owner_id=owner, config={"whole_home": True, "phase": [1, 2]})
+        meter_id = meter["device"]["device_id"]
+        plug_id = self.register(owner_id=owner)["device"]["device_id"]
+        env = self.server.environment()
+        proc = run_cli(["devices", "export", "--owner", owner], env)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        exported = list(csv.reader(io.StringIO(proc.stdout, newline="")))
+        self.assertEqual(exported[0], EXPORT_HEADER)
+        by_id = {r[0]: r for r in exported[1:]}
+        self.assertEqual(json.loads(by_id[meter_id][7]), {"whole_home": True, "phase": [1, 2]})
+        self.assertEqual(by_id[plug_id][7], "")
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "devices.csv")
+            with open(src, "w", newline="") as f:
+                f.write(proc.stdout)
+            # Into a new SQLite store (another data dir, no server on it).
+            new_env = {"JOULE_STORAGE_DATA_DIR": os.path.join(tmp, "new"),
+                       "JOULE_METADATA_BACKEND": "sqlite"}
+            proc = run_cli(["devices", "import", src], new_env)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            self.assertIn("2 created", proc.stderr)
+            proc = run_cli(["devices", "export"], new_env)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            again = {r[0]: r for r in csv.reader(io.StringIO(proc.stdout, newline=""))}
+            self.assertEqual(json.loads(again[meter_id][7]), {"whole_home": True, "phase": [1, 2]})
+            self.assertEqual(again[plug_id][7], "")
+            # The export imported back into its own store changes nothing (PostgreSQL
+            # respaces and reorders the JSON it keeps: compared as JSON, not text).
+            proc = run_cli(["devices", "import", src], env)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            self.assertIn("0 created, 0 updated, 2 unchanged", proc.stderr)
+            # Invalid JSON: the line is named, nothing is written.
+            write_csv(src, [[f"cfg-{uid()}", owner, "", "", "", "UTC", "", '{"whole_home": true}'],
+                            [f"cfg-{uid()}", owner, "", "", "", "UTC", "", "{whole_home: true}"]],
+                      header=EXPORT_HEADER)
+            proc = run_cli(["devices", "import", src], new_env)
+            self.assertEqual(proc.returncode, 1, proc.stderr)
+            self.assertIn(f"{src}:3: config is not valid JSON", proc.stderr)
+            self.assertNotIn(f"{src}:2:", proc.stderr)
+            self.assertIn("nothing imported", proc.stderr)
 
     def test_cli_import_tokens_out_to_a_fifo_or_pipe(self):
         """Found by a black-box test: --tokens-out made any path 0600 (a FIFO, and
@@ -781,7 +829,8 @@ class DevicesPostgresTest(DeviceApiCases, JouleTestCase):
         self.assertEqual([r[6] for r in exported[1:]], ["", "", ""], exported)
         with tempfile.TemporaryDirectory() as tmp:
             src = os.path.join(tmp, "devices.csv")
-            write_csv(src, [r[:2] + ["renamed"] + r[3:] for r in exported[1:]])
+            write_csv(src, [r[:2] + ["renamed"] + r[3:] for r in exported[1:]],
+                      header=EXPORT_HEADER)
             proc = run_cli(["devices", "import", src], env)
             self.assertEqual(proc.returncode, 0, proc.stderr)
             self.assertIn("0 created, 3 updated", proc.stderr)

@@ -1,0 +1,178 @@
+#include "app/devices_cli.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "api/device_fields.h"
+#include "common/clock.h"
+#include "store/sqlite/sqlite_metadata_store.h"
+
+namespace joule::app {
+namespace {
+
+class DevicesCliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/joule-devices-cli-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::unique_ptr<store::SqliteMetadataStore> OpenStore(const std::string& name) {
+    auto opened = store::SqliteMetadataStore::Open(dir_ + "/" + name, SystemClock::Default());
+    EXPECT_TRUE(opened.ok()) << opened.status().ToString();
+    return opened.ok() ? std::move(*opened) : nullptr;
+  }
+
+  static std::string Export(store::MetadataStore& metadata) {
+    char* data = nullptr;
+    size_t size = 0;
+    std::FILE* out = ::open_memstream(&data, &size);
+    EXPECT_NE(out, nullptr);
+    Status st = ExportDevices(metadata, std::nullopt, out);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    std::fclose(out);
+    std::string text(data, size);
+    std::free(data);
+    return text;
+  }
+
+  static DevicesImportReport Import(store::MetadataStore& metadata, std::string_view csv) {
+    std::vector<std::string> errors;
+    std::vector<DeviceRow> rows = ParseDevicesCsv(csv, "devices.csv", &errors);
+    EXPECT_TRUE(errors.empty()) << errors.front();
+    Result<DevicesImportReport> report =
+        ImportDevices(metadata, rows, /*dry_run=*/false, /*threads=*/2, nullptr);
+    EXPECT_TRUE(report.ok()) << report.status().ToString();
+    return report.ok() ? *report : DevicesImportReport{};
+  }
+
+  std::string dir_;
+};
+
+store::Device MakeDevice(std::string id, std::string config_json) {
+  store::Device d;
+  d.device_id = std::move(id);
+  d.owner_id = "owner-1";
+  d.name = "Main meter";
+  d.config_json = std::move(config_json);
+  return d;
+}
+
+// Found by a black-box test: the export had no config column, so export → import into a
+// new store lost {"whole_home":true} and the owner's energy then counted the meter and the
+// loads behind it.
+TEST_F(DevicesCliTest, ExportCarriesConfigAndImportRestoresIt) {
+  auto old_store = OpenStore("old.db");
+  ASSERT_TRUE(old_store);
+  ASSERT_TRUE(old_store->CreateDevice(MakeDevice("meter", R"({"whole_home":true})"), nullptr).ok());
+  ASSERT_TRUE(old_store->CreateDevice(MakeDevice("plug", ""), nullptr).ok());
+  const std::string csv = Export(*old_store);
+  EXPECT_EQ(csv,
+            "device_id,owner_id,name,model,location,timezone,installed_at,config\n"
+            "meter,owner-1,Main meter,,,UTC,,\"{\"\"whole_home\"\":true}\"\n"
+            "plug,owner-1,Main meter,,,UTC,,\n");
+
+  auto new_store = OpenStore("new.db");
+  ASSERT_TRUE(new_store);
+  DevicesImportReport report = Import(*new_store, csv);
+  EXPECT_EQ(report.created, 2u);
+  EXPECT_TRUE(report.errors.empty());
+  Result<store::Device> meter = new_store->GetDevice("meter");
+  ASSERT_TRUE(meter.ok()) << meter.status().ToString();
+  EXPECT_EQ(meter->config_json, R"({"whole_home":true})");
+  Result<store::Device> plug = new_store->GetDevice("plug");
+  ASSERT_TRUE(plug.ok());
+  EXPECT_EQ(plug->config_json, "");
+  EXPECT_EQ(Export(*new_store), csv);
+
+  // The same file again changes nothing; a changed config updates, an empty cell clears.
+  report = Import(*new_store, csv);
+  EXPECT_EQ(report.unchanged, 2u);
+  report = Import(*new_store,
+                  "device_id,owner_id,config\n"
+                  "meter,owner-1,\n"
+                  "plug,owner-1,\"{\"\"whole_home\"\": false, \"\"room\"\": \"\"hall\"\"}\"\n");
+  EXPECT_EQ(report.updated, 2u);
+  EXPECT_EQ(new_store->GetDevice("meter")->config_json, "");
+  EXPECT_EQ(new_store->GetDevice("plug")->config_json, R"({"whole_home":false,"room":"hall"})");
+}
+
+TEST_F(DevicesCliTest, WithoutAConfigColumnTheStoredConfigIsKept) {
+  auto metadata = OpenStore("m.db");
+  ASSERT_TRUE(metadata);
+  ASSERT_TRUE(metadata->CreateDevice(MakeDevice("meter", R"({"whole_home":true})"), nullptr).ok());
+  DevicesImportReport report = Import(*metadata,
+                                      "device_id,owner_id,name\n"
+                                      "meter,owner-1,Renamed\n");
+  EXPECT_EQ(report.updated, 1u);
+  Result<store::Device> meter = metadata->GetDevice("meter");
+  ASSERT_TRUE(meter.ok());
+  EXPECT_EQ(meter->name, "Renamed");
+  EXPECT_EQ(meter->config_json, R"({"whole_home":true})");
+}
+
+// PostgreSQL's jsonb gives the config back respaced and with its keys reordered: the same
+// value, so a re-import of its export is "unchanged", not "updated".
+TEST_F(DevicesCliTest, ConfigIsComparedAsJsonNotAsText) {
+  auto metadata = OpenStore("m.db");
+  ASSERT_TRUE(metadata);
+  ASSERT_TRUE(
+      metadata->CreateDevice(MakeDevice("meter", R"({"b": [1, 2.5], "whole_home": true})"), nullptr)
+          .ok());
+  DevicesImportReport report =
+      Import(*metadata,
+             "device_id,owner_id,config\n"
+             "meter,owner-1,\"{\"\"whole_home\"\":true,\"\"b\"\":[1,2.5]}\"\n");
+  EXPECT_EQ(report.unchanged, 1u);
+  EXPECT_EQ(report.updated, 0u);
+
+  EXPECT_TRUE(api::SameDeviceConfig(R"({"a":1,"a":2})", R"({"a": 2})"));
+  EXPECT_TRUE(api::SameDeviceConfig(R"({"a":100})", R"({"a":1e2})"));
+  EXPECT_FALSE(api::SameDeviceConfig(R"({"a":1})", R"({"a":"1"})"));
+  EXPECT_FALSE(api::SameDeviceConfig(R"({"a":[1,2]})", R"({"a":[2,1]})"));
+  EXPECT_FALSE(api::SameDeviceConfig(R"({"a":1})", R"({"a":1,"b":null})"));
+  EXPECT_FALSE(api::SameDeviceConfig("", "{}"));
+}
+
+TEST_F(DevicesCliTest, AnInvalidConfigIsAnErrorNamingItsLine) {
+  std::vector<std::string> errors;
+  std::vector<DeviceRow> rows = ParseDevicesCsv(
+      "device_id,owner_id,config\n"
+      "ok,owner-1,\"{\"\"whole_home\"\":true}\"\n"
+      "broken,owner-1,{whole_home: true}\n"
+      "array,owner-1,[1]\n"
+      "flag,owner-1,\"{\"\"whole_home\"\":\"\"yes\"\"}\"\n",
+      "devices.csv", &errors);
+  ASSERT_EQ(errors.size(), 3u);
+  EXPECT_EQ(errors[0].rfind("devices.csv:3: config is not valid JSON", 0), 0u) << errors[0];
+  EXPECT_EQ(errors[1], "devices.csv:4: config must be a JSON object");
+  EXPECT_EQ(errors[2].rfind("devices.csv:5: ", 0), 0u) << errors[2];
+  EXPECT_NE(errors[2].find("whole_home"), std::string::npos) << errors[2];
+}
+
+TEST_F(DevicesCliTest, ConfigLimitsAreTheApis) {
+  auto nested = [](size_t levels) {
+    std::string s;
+    for (size_t i = 0; i < levels; ++i) s += "{\"a\":";
+    s += "1";
+    s += std::string(levels, '}');
+    return s;
+  };
+  EXPECT_TRUE(api::ParseDeviceConfig(nested(api::kMaxDeviceConfigDepth)).ok());
+  Result<std::string> deep = api::ParseDeviceConfig(nested(api::kMaxDeviceConfigDepth + 1));
+  ASSERT_FALSE(deep.ok());
+  EXPECT_NE(deep.status().message().find("nested deeper"), std::string::npos);
+  const std::string big = "{\"a\":\"" + std::string(api::kMaxDeviceConfigBytes, 'x') + "\"}";
+  EXPECT_FALSE(api::ParseDeviceConfig(big).ok());
+  EXPECT_EQ(*api::ParseDeviceConfig("null"), "");
+  EXPECT_EQ(*api::ParseDeviceConfig(" { \"x\" : [ 1 , 2 ] } "), R"({"x":[1,2]})");
+}
+
+}  // namespace
+}  // namespace joule::app
