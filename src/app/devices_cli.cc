@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -16,8 +17,10 @@
 #include <thread>
 
 #include "api/device_fields.h"
+#include "app/data_dir_lock.h"
 #include "app/metadata_open.h"
 #include "common/time_format.h"
+#include "store/metadata_cache.h"
 #include "store/metadata_time.h"
 
 namespace joule::app {
@@ -184,6 +187,24 @@ void PrintErrors(const std::vector<std::string>& errors) {
 }
 
 }  // namespace
+
+std::string RunningServerImportNote(const Config& config) {
+  // PostgreSQL announces every change to the server (LISTEN/NOTIFY): nothing to say.
+  if (config.metadata_backend != "sqlite") return "";
+  std::error_code ec;
+  if (!std::filesystem::is_directory(config.data_dir, ec)) return "";
+  // Taken and dropped at once: the import does not keep a server from starting.
+  Result<DataDirLock> locked = DataDirLock::Acquire(config.data_dir);
+  if (locked.ok() || locked.status().code() != StatusCode::kUnavailable) return "";
+  const int64_t minutes = store::MetadataCacheOptions().positive_ttl_ns / kNanosPerMinute;
+  return fmt::format(
+      "warning: a running server holds the data dir {} (its lock {}/joule.lock); importing "
+      "into its SQLite metadata store anyway: that server sees new devices within seconds, "
+      "but changes to existing devices only when its metadata cache entries expire, within "
+      "{} minutes. For an immediate effect use the HTTP API (POST /v1/devices, PATCH "
+      "/v1/devices/{{id}}) or restart the server",
+      config.data_dir, config.data_dir, minutes);
+}
 
 std::string CsvField(std::string_view value) {
   const bool quote = value.find_first_of(",\"\r\n") != std::string_view::npos ||
@@ -528,6 +549,11 @@ int RunDevicesImport(const Config& config, const DevicesImportOptions& options) 
     }
   }
 
+  if (!options.dry_run) {
+    if (std::string note = RunningServerImportNote(config); !note.empty()) {
+      fmt::print(stderr, "joule devices import: {}\n", note);
+    }
+  }
   Result<std::unique_ptr<store::MetadataStore>> metadata = OpenMetadataStore(config);
   if (!metadata.ok()) {
     fmt::print(stderr, "joule: cannot open the metadata store ({}): {}\n", config.metadata_backend,

@@ -2,8 +2,8 @@
 // (RFC 4180) with the header
 //   device_id,owner_id,name,model,location,timezone,installed_at,config
 // (config: the device's config object as JSON text, a quoted CSV field such as
-// "{""whole_home"":true}"; empty = none) working directly on the configured metadata store (same config and environment as
-// `joule serve`; the server may be running).
+// "{""whole_home"":true}"; empty = none) working directly on the configured metadata store (same
+// config and environment as `joule serve`; the server may be running).
 //
 // Import:
 // - Columns are matched by header name, in any order; device_id and owner_id are
@@ -19,7 +19,10 @@
 //   there as CSV `device_id,token` (mode 0600; "-" = stdout). They are never printed
 //   otherwise; without it new devices have no token until POST /v1/devices/{id}/token.
 // - With SQLite, a running server notices changed rows after its cache TTL (new devices
-//   within seconds); with PostgreSQL, at once (LISTEN/NOTIFY).
+//   within seconds); with PostgreSQL, at once (LISTEN/NOTIFY). Import does not refuse to
+//   run next to a server (that is supported, as export and replay work next to one), but
+//   on SQLite it says so when the data dir's lock shows a running server
+//   (RunningServerImportNote).
 #pragma once
 
 #include <cstdio>
@@ -68,6 +71,11 @@ Result<DevicesImportReport> ImportDevices(store::MetadataStore& metadata,
 // Writes the header and every device (one owner's when set), ordered by device_id.
 Status ExportDevices(store::MetadataStore& metadata, const std::optional<std::string>& owner_id,
                      std::FILE* out);
+
+// With SQLite metadata and a running server on config.data_dir (its lock is held): the
+// warning import prints (the server sees changes to existing devices only after its cache
+// TTL; the HTTP API takes effect at once). "" otherwise (PostgreSQL, no server, no dir).
+std::string RunningServerImportNote(const Config& config);
 
 // RFC 4180 field: quoted when it holds a comma, quote, CR or LF (or leading/trailing space).
 std::string CsvField(std::string_view value);

@@ -557,6 +557,16 @@ class DeviceApiCases:
             self.assertEqual(proc.returncode, 0, proc.stderr)
             self.assertIn("2000 created", proc.stderr)
             self.assertEqual(proc.stdout, "", "tokens are never printed by default")
+            # Found by a black-box test: next to a running server on SQLite, import wrote
+            # behind its back without a word (the server sees changed devices only after its
+            # cache TTL). PostgreSQL tells the server at once: no warning there.
+            if self.backend == "sqlite":
+                self.assertIn("warning: a running server holds the data dir "
+                              f"{self.server.data_dir}", proc.stderr)
+                self.assertIn("within 5 minutes", proc.stderr)
+                self.assertIn("use the HTTP API", proc.stderr)
+            else:
+                self.assertNotIn("running server", proc.stderr)
             self.assertLess(elapsed, 120, "2,000 rows import in reasonable time")
             with open(tokens_path, newline="") as f:
                 tokens = list(csv.reader(f))
@@ -639,6 +649,7 @@ class DeviceApiCases:
             proc = run_cli(["devices", "import", src], new_env)
             self.assertEqual(proc.returncode, 0, proc.stderr)
             self.assertIn("2 created", proc.stderr)
+            self.assertNotIn("running server", proc.stderr, "no server on that data dir")
             proc = run_cli(["devices", "export"], new_env)
             self.assertEqual(proc.returncode, 0, proc.stderr)
             again = {r[0]: r for r in csv.reader(io.StringIO(proc.stdout, newline=""))}

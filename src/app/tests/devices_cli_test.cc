@@ -8,6 +8,7 @@
 #include <string>
 
 #include "api/device_fields.h"
+#include "app/data_dir_lock.h"
 #include "common/clock.h"
 #include "store/sqlite/sqlite_metadata_store.h"
 
@@ -172,6 +173,33 @@ TEST_F(DevicesCliTest, ConfigLimitsAreTheApis) {
   EXPECT_FALSE(api::ParseDeviceConfig(big).ok());
   EXPECT_EQ(*api::ParseDeviceConfig("null"), "");
   EXPECT_EQ(*api::ParseDeviceConfig(" { \"x\" : [ 1 , 2 ] } "), R"({"x":[1,2]})");
+}
+
+// Found by a black-box test: an import next to a running server (SQLite metadata in its
+// data dir) wrote behind its back without a word, and the server went on serving the old
+// values of changed devices for up to its cache TTL.
+TEST_F(DevicesCliTest, ImportNextToARunningServerOnSqliteWarns) {
+  Config config;
+  config.data_dir = dir_;
+  config.metadata_backend = "sqlite";
+  EXPECT_EQ(RunningServerImportNote(config), "") << "no server";
+  {
+    Result<DataDirLock> server = DataDirLock::Acquire(dir_);  // as `joule serve` holds it
+    ASSERT_TRUE(server.ok()) << server.status().ToString();
+    const std::string note = RunningServerImportNote(config);
+    EXPECT_NE(note.find("a running server holds the data dir " + dir_), std::string::npos) << note;
+    EXPECT_NE(note.find("within 5 minutes"), std::string::npos) << note;
+    EXPECT_NE(note.find("HTTP API"), std::string::npos) << note;
+    config.metadata_backend = "postgres";  // LISTEN/NOTIFY: the server sees it at once
+    EXPECT_EQ(RunningServerImportNote(config), "");
+    config.metadata_backend = "sqlite";
+  }
+  // The check itself holds no lock: a server starts while an import runs.
+  EXPECT_EQ(RunningServerImportNote(config), "");
+  EXPECT_TRUE(DataDirLock::Acquire(dir_).ok());
+  config.data_dir = dir_ + "/missing";
+  EXPECT_EQ(RunningServerImportNote(config), "") << "no data dir: nothing created";
+  EXPECT_FALSE(std::filesystem::exists(config.data_dir));
 }
 
 }  // namespace
