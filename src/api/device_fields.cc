@@ -16,7 +16,9 @@ namespace joule::api {
 
 Status ValidateDeviceIdField(std::string_view device_id) {
   if (ingest::ValidDeviceId(device_id)) return Status::Ok();
-  return Status::InvalidArgument("device_id must be 1-128 characters of [A-Za-z0-9._:-]");
+  return Status::InvalidArgument(
+      "device_id must be 1-128 characters of [A-Za-z0-9._:-], not \".\" or \"..\" (no URL "
+      "reaches those)");
 }
 
 Status ValidateOwnerId(std::string_view owner_id) {
@@ -24,7 +26,9 @@ Status ValidateOwnerId(std::string_view owner_id) {
   if (owner_id.size() <= kMaxOwnerIdLength && ingest::ValidDeviceId(owner_id)) {
     return Status::Ok();
   }
-  return Status::InvalidArgument("owner_id must be 1-128 characters of [A-Za-z0-9._:-]");
+  return Status::InvalidArgument(
+      "owner_id must be 1-128 characters of [A-Za-z0-9._:-], not \".\" or \"..\" (no URL "
+      "reaches those)");
 }
 
 Status ValidateTimezone(std::string_view timezone) {

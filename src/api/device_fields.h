@@ -21,9 +21,9 @@ inline constexpr size_t kMaxDeviceConfigBytes = 16 * 1024;  // config, as compac
 inline constexpr size_t kMaxDeviceConfigDepth = 31;
 inline constexpr size_t kMaxTimezoneLength = 64;
 
-// 1–128 characters of [A-Za-z0-9._:-].
+// 1–128 characters of [A-Za-z0-9._:-], not "." or "..".
 Status ValidateDeviceIdField(std::string_view device_id);
-// 1–128 characters of [A-Za-z0-9._:-] (the device id alphabet).
+// 1–128 characters of [A-Za-z0-9._:-], not "." or ".." (the device id syntax).
 Status ValidateOwnerId(std::string_view owner_id);
 // An IANA time zone name known to the system tz database ("UTC", "Europe/Berlin").
 Status ValidateTimezone(std::string_view timezone);

@@ -154,6 +154,7 @@ const char* ScanDeviceId(const char* p, const char* end, const ScanBounds& bound
   const auto len = static_cast<size_t>(p - start);
   if (len == 0 || len > kMaxDeviceIdLength) return nullptr;
   const std::string_view id(start, len);
+  if (IsDotSegment(id)) return nullptr;  // as ValidDeviceId
   if (!bounds.topic_device_id.empty() && id != bounds.topic_device_id) return nullptr;
   event->device_id.assign(id);
   return p + 1;

@@ -749,6 +749,11 @@ class TelemetryParser::Impl {
       if (id.empty() || id.size() > kMaxDeviceIdLength) {
         pending_.Fail(Reject::kDeviceId, fmt::format("device_id: must be 1–{} characters, got {}",
                                                      kMaxDeviceIdLength, id.size()));
+      } else if (IsDotSegment(id)) {
+        pending_.Fail(Reject::kDeviceId,
+                      fmt::format("device_id: {} is not allowed (\".\" and \"..\" cannot be "
+                                  "reached by URL)",
+                                  Quote(id)));
       } else {
         pending_.Fail(
             Reject::kDeviceId,

@@ -34,7 +34,7 @@ bool ValidDeviceId(std::string_view device_id) {
   const auto* p = reinterpret_cast<const uint8_t*>(device_id.data());
   bool ok = true;
   for (size_t i = 0; i < device_id.size(); ++i) ok &= kDeviceIdChar[p[i]];
-  return ok;
+  return ok && !IsDotSegment(device_id);
 }
 
 bool ValidMetricName(std::string_view name) {

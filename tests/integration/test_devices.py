@@ -172,6 +172,10 @@ class DeviceApiCases:
             ("missing device_id", {"owner_id": owner}, "device_id"),
             ("missing owner_id", {"device_id": f"dev-{uid()}"}, "owner_id"),
             ("bad device_id", dict(ok, device_id="has space"), "device_id"),
+            # Found by a black-box test: registered (201), but no URL reaches them.
+            ("device_id .", dict(ok, device_id="."), "device_id"),
+            ("device_id ..", dict(ok, device_id=".."), "device_id"),
+            ("owner_id ..", dict(ok, owner_id=".."), "owner_id"),
             ("long device_id", dict(ok, device_id="d" * 129), "device_id"),
             ("device_id not a string", dict(ok, device_id=12), "device_id"),
             ("bad owner_id", dict(ok, owner_id="a/b"), "owner_id"),
@@ -609,13 +613,16 @@ class DeviceApiCases:
             bad = [[f"bad-{uid()}", owner_a, "n", "m", "l", "UTC", ""],
                    ["has space", owner_a, "n", "m", "l", "UTC", ""],
                    [f"bad-{uid()}", owner_a, "n", "m", "l", "Mars/Base", ""],
-                   [f"bad-{uid()}", owner_a, "n", "m", "l", "UTC", "tomorrow"]]
+                   [f"bad-{uid()}", owner_a, "n", "m", "l", "UTC", "tomorrow"],
+                   ["..", owner_a, "n", "m", "l", "UTC", ""]]
             write_csv(src, bad)
             proc = run_cli(["devices", "import", src], env)
             self.assertEqual(proc.returncode, 1, proc.stderr)
             self.assertIn(f"{src}:3:", proc.stderr)
             self.assertIn(f"{src}:4:", proc.stderr)
             self.assertIn(f"{src}:5:", proc.stderr)
+            self.assertIn(f'{src}:6: device_id must be 1-128 characters of [A-Za-z0-9._:-], '
+                          'not "." or ".."', proc.stderr)
             self.assertNotIn(f"{src}:2:", proc.stderr)
             self.assertIn("timezone", proc.stderr)
             self.assertIn("installed_at", proc.stderr)

@@ -81,6 +81,8 @@ TEST(CommonShapeScanner, DeclinesWhatTheFullParserDecides) {
       R"({"device_id":"d","timestamp":1,"metrics":{"a":1}})",  // out of range
       R"({"device_id":"","timestamp":1795888790000,"metrics":{"a":1}})",
       R"({"device_id":"d d","timestamp":1795888790000,"metrics":{"a":1}})",
+      R"({"device_id":".","timestamp":1795888790000,"metrics":{"a":1}})",
+      R"({"device_id":"..","timestamp":1795888790000,"metrics":{"a":1}})",
       R"({"timestamp":1795888790000,"metrics":{"a":1}})",  // no device, no topic
       R"({"device_id":"d","device_id":"d","timestamp":1795888790000,"metrics":{"a":1}})",
       R"({"device_id":"d","timestamp":1795888790000,"metrics":{"a":1}} x)",

@@ -179,6 +179,18 @@ TEST_F(TelemetryParserTest, DeviceIdCharacters) {
   EXPECT_EQ(Accepted(f).device_id, "plug-42");
 }
 
+// Found by a black-box test: "." and ".." were accepted (202), but no URL reaches them.
+TEST_F(TelemetryParserTest, DeviceIdDotSegmentsAreRefused) {
+  Fields f;
+  for (std::string bad : {".", "..", "\\u002e", "\\u002e."}) {
+    f.device_id = Str(bad);
+    EXPECT_EQ(Outcome(f), "invalid_device_id") << bad;
+    EXPECT_NE(last_message_.find("cannot be reached by URL"), std::string::npos) << last_message_;
+  }
+  f.device_id = Str("...");
+  EXPECT_EQ(Outcome(f), "ok");
+}
+
 TEST_F(TelemetryParserTest, DeviceIdMissingOrWrongType) {
   Fields f;
   f.device_id = std::nullopt;
@@ -782,6 +794,7 @@ TEST_F(TelemetryParserTest, TopicDeviceIdFillsAndMustMatch) {
   EXPECT_NE(last_message_.find("topic"), std::string::npos);
   f.device_id = std::nullopt;
   EXPECT_EQ(Outcome(f, "bad topic"), "invalid_device_id");
+  EXPECT_EQ(Outcome(f, ".."), "invalid_device_id");  // joule/devices/../telemetry
   f.device_id = Str("a b");
   EXPECT_EQ(Outcome(f, "plug-7"), "invalid_device_id");
   // An array payload.

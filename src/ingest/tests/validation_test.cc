@@ -24,6 +24,18 @@ TEST(ValidDeviceIdTest, RejectsBadLengthAndCharacters) {
   }
 }
 
+// Found by a black-box test: "." and ".." were registered (201) and ingested (202), but no
+// URL reaches them (clients normalise /v1/devices/.. to /v1), so the dashboard showed 404.
+TEST(ValidDeviceIdTest, RejectsDotSegments) {
+  EXPECT_FALSE(ValidDeviceId("."));
+  EXPECT_FALSE(ValidDeviceId(".."));
+  EXPECT_TRUE(ValidDeviceId("..."));
+  EXPECT_TRUE(ValidDeviceId(".a"));
+  EXPECT_TRUE(ValidDeviceId("a."));
+  EXPECT_TRUE(ValidDeviceId("a.."));
+  EXPECT_TRUE(ValidDeviceId("-"));
+}
+
 TEST(ValidMetricNameTest, Grammar) {
   EXPECT_TRUE(ValidMetricName("power_w"));
   EXPECT_TRUE(ValidMetricName("a"));
