@@ -14,6 +14,7 @@
 
 #include "common/crc32c.h"
 #include "common/json_writer.h"
+#include "common/logging.h"
 #include "common/sync_dir.h"
 
 namespace joule::alert {
@@ -189,7 +190,8 @@ Status Outbox::AppendLocked(const std::string& json) {
   JOULE_RETURN_IF_ERROR(WriteAll(fd_, Line(json)));
   if (fsync_ && ::fdatasync(fd_) != 0) {
     // A failed fsync leaves the file in an unknown state: fatal (CONVENTIONS).
-    std::fprintf(stderr, "joule: outbox fdatasync failed: %s\n", std::strerror(errno));
+    logging::Error("alert outbox: fatal I/O error, aborting (fail-stop)",
+                   {{"op", "fdatasync"}, {"path", path_}, {"error", std::strerror(errno)}});
     std::abort();
   }
   ++lines_;

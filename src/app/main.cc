@@ -11,6 +11,7 @@
 #include "app/server.h"
 #include "app/simulator.h"
 #include "common/clock.h"
+#include "common/logging.h"
 #include "common/time_format.h"
 
 extern char** environ;
@@ -243,12 +244,18 @@ int main(int argc, char** argv) {
       fmt::print(stderr, "joule: {}\n", config.status().message());
       return 2;
     }
-    // A misspelled JOULE_* variable would otherwise be ignored without a word.
-    for (const std::string& w : warnings) fmt::print(stderr, "joule: warning: {}\n", w);
+    // A misspelled JOULE_* variable would otherwise be ignored without a word. `joule
+    // config` says it in plain text; the server in its log, one JSON object per line like
+    // every other line it writes (docs/OPERATIONS.md "Logs"; a plain-text line there broke
+    // the documented jq filters: found by a black-box test).
     if (*show) {
+      for (const std::string& w : warnings) fmt::print(stderr, "joule: warning: {}\n", w);
       fmt::print("{}", joule::app::ConfigToToml(*config));
       return 0;
     }
+    joule::logging::Level level;
+    if (joule::logging::ParseLevel(config->log_level, &level)) joule::logging::SetLevel(level);
+    for (const std::string& w : warnings) joule::logging::Warn(w, {{"source", "config"}});
     joule::app::TuneAllocatorForServer();
     return joule::app::RunServer(*config);
   }

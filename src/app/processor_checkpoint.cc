@@ -16,6 +16,7 @@
 #include "common/byte_cursor.h"
 #include "common/crash_point.h"
 #include "common/crc32c.h"
+#include "common/logging.h"
 
 namespace joule::app {
 namespace {
@@ -67,7 +68,8 @@ Status SyncPath(const std::string& path, int flags) {
   ::close(fd);
   if (rc != 0) {
     // A failed fsync is fatal: the kernel may have dropped the dirty pages.
-    fmt::print(stderr, "joule: fsync {} failed: {}\n", path, std::strerror(err));
+    logging::Error("checkpoint: fatal I/O error, aborting (fail-stop)",
+                   {{"op", "fsync"}, {"path", path}, {"error", std::strerror(err)}});
     std::abort();
   }
   return Status::Ok();
@@ -337,7 +339,8 @@ Status WriteFileAtomically(const std::string& path,
   }
   crash("checkpoint.after_tmp_write");  // temp file written, not yet fsynced
   if (::fsync(fd) != 0) {
-    fmt::print(stderr, "joule: fsync {} failed: {}\n", tmp, std::strerror(errno));
+    logging::Error("checkpoint: fatal I/O error, aborting (fail-stop)",
+                   {{"op", "fsync"}, {"path", tmp}, {"error", std::strerror(errno)}});
     std::abort();
   }
   ::close(fd);

@@ -106,7 +106,10 @@ std::string RandomToken() {
 }
 
 // The admin token: from config, else the one generated on first start and kept in
-// {data_dir}/admin_token (mode 0600), printed only when generated.
+// {data_dir}/admin_token (mode 0600). The log says where it is kept, never the token: the
+// log goes to journald or files that more people read (until session 32 the first start
+// printed it in a plain-text line, which also broke the one-JSON-object-per-line log;
+// found by a black-box test).
 Result<std::string> ResolveAdminToken(const Config& config) {
   if (!config.admin_token.empty()) {
     if (config.admin_token.size() < 20) {
@@ -129,8 +132,11 @@ Result<std::string> ResolveAdminToken(const Config& config) {
   out.close();
   std::filesystem::permissions(
       path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
-  fmt::print(stderr, "joule: generated admin token (shown once, kept in {}): {}\n", path.string(),
-             token);
+  logging::Info("generated admin token",
+                {{"file", path.string()},
+                 {"mode", "0600"},
+                 {"action", fmt::format("read it from that file (cat {}); it is not logged",
+                                        path.string())}});
   return token;
 }
 

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <set>
 
+#include "common/logging.h"
 #include "net/url.h"
 
 namespace joule::net {
@@ -13,7 +14,9 @@ namespace joule::net {
 namespace {
 
 [[noreturn]] void BadRoute(const std::string& pattern, const char* why) {
-  std::fprintf(stderr, "net::Router: invalid route pattern '%s': %s\n", pattern.c_str(), why);
+  // A programming error (the routes are compiled in), at start: a log line like any other.
+  logging::Error("net::Router: invalid route pattern, aborting",
+                 {{"pattern", pattern}, {"why", why}});
   std::abort();
 }
 

@@ -13,6 +13,7 @@ truth zones with --token, giving up on a server that stays down) and its --dry-r
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -50,6 +51,59 @@ class SignalTest(unittest.TestCase):
         self.assertEqual(len(stopped), 1, server.diag())
         self.assertEqual(stopped[0].get("clean"), "true", server.diag())
         self.assertEqual(stopped[0].get("checkpoints"), "ok", server.diag())
+
+
+class LogLinesTest(unittest.TestCase):
+    """Every line `joule serve` writes to stderr is a JSON log object (OPERATIONS "Logs"):
+    the first start printed "joule: generated admin token (shown once, kept in …): <token>"
+    and config warnings "joule: warning: …" as plain text, which broke the documented jq
+    filters, and the token landed in journald (found by a black-box test). Now both are log
+    objects, and the token is in its file (0600) only, never in the log."""
+
+    def test_first_start_and_config_warnings_log_json_without_the_token(self):
+        server = JouleServer(name="cli-log-lines", env={"JOULE_AUTH_MODE": "required",
+                                                        "JOULE_SERVER_NO_SUCH_KEY": "1"})
+        self.addCleanup(server.cleanup)
+        server.start()
+        self.assertEqual(server.stop(), 0, server.diag())
+        token_file = os.path.join(server.data_dir, "admin_token")
+        with open(token_file) as f:
+            token = f.read().strip()
+        self.assertGreaterEqual(len(token), 20)
+        self.assertEqual(os.stat(token_file).st_mode & 0o777, 0o600)
+        lines = [line for line in server.log_lines()  # less the harness's own markers
+                 if not line.startswith(("[stdout] ", "----- "))]
+        self.assertTrue(lines, server.diag())
+        records = []
+        for line in lines:
+            self.assertNotIn(token, line, "the admin token is never logged")
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                self.fail(f"a stderr line that is not JSON: {line!r}")
+            self.assertIsInstance(rec, dict, line)
+            for key in ("ts", "level", "msg"):
+                self.assertIn(key, rec, line)
+            records.append(rec)
+        generated = [r for r in records if r["msg"] == "generated admin token"]
+        self.assertEqual(len(generated), 1, server.diag())
+        self.assertEqual(generated[0].get("file"), token_file)
+        self.assertEqual(generated[0].get("mode"), "0600")
+        warned = [r for r in records if "ignoring JOULE_SERVER_NO_SUCH_KEY" in r["msg"]]
+        self.assertEqual([r["level"] for r in warned], ["warn"], server.diag())
+        self.assertEqual(warned[0].get("source"), "config")
+        # The documented filter (OPERATIONS "Logs") reads the whole log.
+        if shutil.which("jq"):
+            proc = subprocess.run(
+                ["jq", "-c", 'select(.level=="error" or .level=="warn") | {ts, msg}'],
+                input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=30)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            self.assertIn("ignoring JOULE_SERVER_NO_SUCH_KEY", proc.stdout)
+        # The second start reads the token from the file and says nothing about it.
+        server.start()
+        self.assertEqual(server.stop(), 0, server.diag())
+        self.assertEqual(
+            len([r for r in server.log_records() if r["msg"] == "generated admin token"]), 1)
 
 
 class JsonHandler(BaseHTTPRequestHandler):

@@ -17,6 +17,7 @@
 
 #include "common/crash_point.h"
 #include "common/crc32c.h"
+#include "common/logging.h"
 #include "store/archive/archive_layout.h"
 #include "store/archive/archive_row.h"
 
@@ -35,7 +36,8 @@ constexpr uint64_t kHourOverhead = sizeof(void*) * 8 + 256;
 
 [[noreturn]] void FatalFsync(const std::string& path) {
   // A failed fsync is fatal: the kernel may have dropped the dirty pages.
-  fmt::print(stderr, "joule: archive: fsync {} failed: {}\n", path, std::strerror(errno));
+  logging::Error("archive: fatal I/O error, aborting (fail-stop)",
+                 {{"op", "fsync"}, {"path", path}, {"error", std::strerror(errno)}});
   std::abort();
 }
 
