@@ -85,8 +85,9 @@ bool TlsConfigured(const Config& config) {
 }
 
 // The server at `url` does the replay; progress lines to stderr, the summary to stdout.
-int RunRemote(const Config& config, const std::string& url, const std::string& token,
-              const ReplayCliOptions& options, int64_t from, int64_t to) {
+// `url_from_config`: `url` was derived from server.http_listen (no --server given).
+int RunRemote(const Config& config, const std::string& url, bool url_from_config,
+              const std::string& token, const ReplayCliOptions& options, int64_t from, int64_t to) {
   std::string_view rest(url);
   bool https = false;
   if (rest.rfind("http://", 0) == 0) {
@@ -124,11 +125,23 @@ int RunRemote(const Config& config, const std::string& url, const std::string& t
   int status = client.Post("/v1/admin/replay", "application/json", api::ReplayRequestJson(request),
                            token, &body);
   if (status < 0) {
-    // A TLS listener closes a plain HTTP connection without an answer.
-    return Fail(fmt::format("cannot reach the server at {}: {}{}", url, client.last_error(),
-                            https ? ""
-                                  : " (a server with TLS on, server.tls_cert_file, is asked "
-                                    "with --server https://HOST:PORT)"));
+    // A TLS listener closes a plain HTTP connection without an answer. The address came
+    // from this process's config and environment, which need not be the server's (it
+    // said only "cannot reach" with a TLS hint to a user whose server was on another
+    // port: found by a black-box test).
+    const std::string_view tls_hint =
+        https ? ""
+              : " (a server with TLS on, server.tls_cert_file, is asked with --server "
+                "https://HOST:PORT)";
+    if (url_from_config) {
+      return Fail(fmt::format(
+          "cannot reach the server at {}: {}; that address is server.http_listen as this "
+          "command reads it (--config, JOULE_SERVER_HTTP_LISTEN): for a server on another "
+          "address or port pass --server http://HOST:PORT{}",
+          url, client.last_error(), tls_hint));
+    }
+    return Fail(fmt::format("cannot reach the server at {}: {}; check --server{}", url,
+                            client.last_error(), tls_hint));
   }
   simdjson::dom::parser parser;
   simdjson::dom::element doc;
@@ -247,7 +260,7 @@ int RunReplay(const Config& config, const ReplayCliOptions& options) {
   }
   if (!options.server.empty()) {
     std::string token = options.admin_token.empty() ? ReadAdminToken(config) : options.admin_token;
-    return RunRemote(config, options.server, token, options, from, to);
+    return RunRemote(config, options.server, /*url_from_config=*/false, token, options, from, to);
   }
   // As export says it (it printed RocksDB's own log line and "While mkdir if missing").
   if (!std::filesystem::is_directory(config.data_dir)) {
@@ -311,7 +324,7 @@ int RunReplay(const Config& config, const ReplayCliOptions& options) {
                "(POST /v1/admin/replay)\n",
                url);
     std::string token = options.admin_token.empty() ? ReadAdminToken(config) : options.admin_token;
-    return RunRemote(config, url, token, options, from, to);
+    return RunRemote(config, url, /*url_from_config=*/true, token, options, from, to);
   }
   if (!config.archive_enabled) fmt::print(stderr, "joule replay: {}\n", kArchiveDisabledNote);
   if (!std::filesystem::is_directory(req.archive_dir)) {

@@ -1229,14 +1229,22 @@ int RunSimulator(const SimulatorOptions& options) {
     HttpClient probe(shared.host, shared.port, shared.tls);
     std::string body;
     if (probe.Get("/healthz", "", &body) < 0) {
-      fmt::print(stderr, "simulate: cannot connect to {}: {}\n", o.url, probe.last_error());
+      // simulate reads no config: the address is --url's (found by a black-box test: the
+      // replay CLI's message did not say how to reach a server on another port either).
+      fmt::print(stderr,
+                 "simulate: cannot connect to {}: {} (a server on another address or port: "
+                 "pass --url http://HOST:PORT, or https://HOST:PORT with TLS on)\n",
+                 o.url, probe.last_error());
       return 1;
     }
   }
   if (!o.dry_run && !o.mqtt_url.empty()) {
     MqttPublisher probe(shared.mqtt_host, shared.mqtt_port, shared.mqtt_tls);
     if (!probe.CanConnect()) {
-      fmt::print(stderr, "simulate: cannot connect to {}: {}\n", o.mqtt_url, probe.error());
+      fmt::print(stderr,
+                 "simulate: cannot connect to {}: {} (a broker on another address or port: "
+                 "pass --mqtt mqtt://HOST:PORT)\n",
+                 o.mqtt_url, probe.error());
       return 1;
     }
   }

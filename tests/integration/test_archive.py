@@ -775,6 +775,31 @@ class ArchiveTest(unittest.TestCase):
             self.assertRollupsAreSums(s, d, day0, last_t[d] + 60, headers=A,
                                       reemitted_after=job_done, what="after kill -9")
 
+    def test_replay_that_cannot_reach_the_running_server_says_pass_server(self):
+        """Found by a black-box test: a server on another port than this command's
+        server.http_listen made replay fail "cannot reach the server at
+        http://127.0.0.1:8080" with only a TLS hint. It now says the address is
+        server.http_listen as the command reads it and to pass --server."""
+        s = self.server(JOULE_SERVER_HTTP_LISTEN=f"127.0.0.1:{free_port()}")
+        s.start()
+        env = s.environment()
+        other = free_port()  # nothing listens there
+        env["JOULE_SERVER_HTTP_LISTEN"] = f"127.0.0.1:{other}"
+        frm, to = fmt_ts(time.time() - 3600), fmt_ts(time.time())
+        proc = subprocess.run([joule_bin(), "replay", "--from", frm, "--to", to], env=env,
+                              capture_output=True, text=True, timeout=120)
+        self.assertEqual(proc.returncode, 1, proc.stderr)
+        self.assertIn(f"cannot reach the server at http://127.0.0.1:{other}", proc.stderr)
+        self.assertIn("server.http_listen as this command reads it", proc.stderr)
+        self.assertIn("JOULE_SERVER_HTTP_LISTEN", proc.stderr)
+        self.assertIn("pass --server http://HOST:PORT", proc.stderr)
+        # With --server given, the hint is about --server itself.
+        proc = subprocess.run([joule_bin(), "replay", "--from", frm, "--to", to, "--server",
+                               f"http://127.0.0.1:{other}"], env=env, capture_output=True,
+                              text=True, timeout=120)
+        self.assertEqual(proc.returncode, 1, proc.stderr)
+        self.assertIn("check --server", proc.stderr)
+
     def retention_server(self, **extra):
         """A server the CLI's replay reaches (fixed port, admin token), with energy between
         readings 5 minutes apart (max_gap 10m) and every partial record in history."""

@@ -22,7 +22,7 @@ import time
 import unittest
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from joule_harness import JouleServer, joule_bin
+from joule_harness import JouleServer, free_port, joule_bin
 
 
 def run(args, env=None, timeout=60):
@@ -344,6 +344,17 @@ class CliTest(unittest.TestCase):
             proc = run(["simulate", "--dry-run", "--quiet", "--url", url, "--start", "-1m",
                         "--duration", "10s", "--speed", "0", "--homes", "1"], timeout=60)
             self.assertEqual(proc.returncode, 0, f"{url}: {proc.stderr}")
+
+    def test_simulate_without_a_server_says_pass_url(self):
+        """Found by a black-box test (with replay's message): a server on another port was
+        only "cannot connect to http://127.0.0.1:8080"; simulate reads no config, so it
+        says to pass --url."""
+        port = free_port()
+        proc = run(["simulate", "--url", f"http://127.0.0.1:{port}", "--admin-token", "x",
+                    "--homes", "1", "--duration", "1s"])
+        self.assertEqual(proc.returncode, 1, proc.stderr)
+        self.assertIn(f"cannot connect to http://127.0.0.1:{port}", proc.stderr)
+        self.assertIn("pass --url http://HOST:PORT", proc.stderr)
 
     def test_simulate_help_and_notes(self):
         """Found by a black-box test: --help gave no default for --flush-interval, --max-gap,
