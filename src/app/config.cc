@@ -747,11 +747,14 @@ std::string ConfigToToml(const Config& c) {
     }
     out += fmt::format("{} = {}\n", k.name, k.get(c));
   }
-  if (!c.metric_kinds.empty()) {
-    out += "\n[metrics.kinds]\n";
-    for (const auto& [name, kind] : c.metric_kinds) {
-      out += fmt::format("{} = \"{}\"\n", name, model::MetricKindName(kind));
-    }
+  // Printed also when empty, so that every key shows (CONTRACT §2 "Metric kinds").
+  out += "\n[metrics.kinds]\n";
+  out +=
+      "# metric name = \"power\", \"counter\" or \"gauge\"; unset names get the kind of their\n"
+      "# suffix (_w power; _wh, _total counter; else gauge). E.g.:\n"
+      "# solar_w = \"power\"\n";
+  for (const auto& [name, kind] : c.metric_kinds) {
+    out += fmt::format("{} = \"{}\"\n", name, model::MetricKindName(kind));
   }
   return out;
 }

@@ -152,6 +152,25 @@ TEST(ConfigTest, TomlRoundTrip) {
   std::remove(path.c_str());
 }
 
+// `joule config` prints every key: [metrics.kinds] also when none is set (it was left out,
+// so a user did not learn that the table exists: found by a black-box test). The empty
+// table, with its comment lines, loads back.
+TEST(ConfigTest, TomlShowsAnEmptyMetricKindsTable) {
+  char* env[] = {nullptr};
+  auto c = LoadConfig("", env);
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE(c->metric_kinds.empty());
+  const std::string toml = ConfigToToml(*c);
+  const size_t table = toml.find("\n[metrics.kinds]\n");
+  ASSERT_NE(table, std::string::npos) << toml;
+  EXPECT_NE(toml.find("# solar_w = \"power\"", table), std::string::npos) << toml;
+  std::string path = WriteTemp(toml);
+  auto again = LoadConfig(path, env);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_TRUE(again->metric_kinds.empty());
+  std::remove(path.c_str());
+}
+
 TEST(ConfigTest, LogPrewriteBytesCanBeSetOrTurnedOff) {
   char* none[] = {nullptr};
   for (const auto& [text, bytes] :
