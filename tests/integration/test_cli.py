@@ -460,6 +460,10 @@ class SimulateTest(unittest.TestCase):
             found = {r["device_id"]: r["timezone"] for r in days}
             self.assertEqual(found.get("sim-0000"), zones[0], found)
             self.assertEqual(found.get("sim-0001"), zones[1], found)
+            # Found by a black-box test: "0 devices registered (0 existed: their tokens were
+            # rotated)" on a run that registers nothing.
+            self.assertIn("; no devices registered (that needs --admin-token)\n", proc.stderr)
+            self.assertNotIn("0 existed", proc.stderr)
 
     def test_ground_truth_over_devices_that_existed_warns(self):
         """Found by a black-box test: README's live `simulate --admin-token` run, then its
