@@ -107,7 +107,10 @@ Result<std::string> ParseDeviceConfig(std::string_view text) {
         fmt::format("config is not valid JSON ({})", simdjson::error_message(parsed)));
   }
   if (!root.is_object()) return Status::InvalidArgument("config must be a JSON object");
-  std::string json = simdjson::minify(root);
+  return ValidateDeviceConfigJson(simdjson::minify(root));
+}
+
+Result<std::string> ValidateDeviceConfigJson(std::string json) {
   if (json.size() > kMaxDeviceConfigBytes) {
     return Status::InvalidArgument(
         fmt::format("config must be at most {} bytes as JSON", kMaxDeviceConfigBytes));

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 
 #include "common/status.h"
@@ -36,6 +37,9 @@ Result<int64_t> ParseInstalledAt(std::string_view value);
 // JSON and kMaxDeviceConfigDepth levels, whose `whole_home` (if any) is true or false.
 // Returns its compact JSON; "" and "null" are no config ("").
 Result<std::string> ParseDeviceConfig(std::string_view text);
+// The checks of a config object given as its compact JSON (the API parses the body's
+// `config` itself): its size and `whole_home`. Returns the JSON.
+Result<std::string> ValidateDeviceConfigJson(std::string json);
 // Whether two stored configs ("" = none) are the same JSON value: object members in any
 // order (the last of a repeated key counts), numbers by value. PostgreSQL's jsonb stores
 // `{"a":1}` as `{"a": 1}` and reorders keys, so comparing the text would call it changed.

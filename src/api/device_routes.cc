@@ -38,7 +38,6 @@
 #include "api/query_params.h"
 #include "api/routes.h"
 #include "api/token_route.h"
-#include "api/whole_home_meter.h"
 #include "common/json_writer.h"
 #include "common/logging.h"
 #include "common/time_format.h"
@@ -144,13 +143,7 @@ Result<std::optional<int64_t>> InstalledAtField(simdjson::dom::element v) {
 Result<std::string> ConfigField(simdjson::dom::element v) {
   if (v.is_null()) return std::string();
   if (!v.is_object()) return Status::InvalidArgument("config must be a JSON object");
-  std::string json = simdjson::minify(v);
-  if (json.size() > kMaxDeviceConfigBytes) {
-    return Status::InvalidArgument(
-        fmt::format("config must be at most {} bytes as JSON", kMaxDeviceConfigBytes));
-  }
-  JOULE_RETURN_IF_ERROR(ValidateWholeHomeFlag(json));
-  return json;
+  return ValidateDeviceConfigJson(simdjson::minify(v));
 }
 
 Result<std::string> TimezoneField(simdjson::dom::element v) {
