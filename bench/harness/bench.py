@@ -134,7 +134,7 @@ def machine_facts():
     for key in ("fresh_memory_gb_per_cpu_s", "warm_memory_gb_per_cpu_s"):
         # The first mapping is memory the guest has not touched lately; the second, mapped
         # right after the first is unmapped, gets the pages just freed.
-        buf = mmap.mmap(-1, size)
+        buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         t0 = time.process_time()
         for off in range(0, size, 4096):
             buf[off] = 1
@@ -158,9 +158,12 @@ WARMUP_BYTES = int(os.environ.get("JOULE_BENCH_WARMUP_MIB", "2048")) << 20
 
 
 def warm_host_memory():
+    """Touches and frees WARMUP_BYTES of private anonymous memory, as a server's heap is.
+    (Python's mmap.mmap(-1, n) is MAP_SHARED — shmem pages — and a warm-up with it made
+    the next server slower, not faster: session 32.)"""
     if WARMUP_BYTES <= 0:
         return
-    buf = mmap.mmap(-1, WARMUP_BYTES)
+    buf = mmap.mmap(-1, WARMUP_BYTES, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     try:
         buf.madvise(mmap.MADV_HUGEPAGE)  # servers' large allocations come as huge pages
     except (AttributeError, OSError):

@@ -114,7 +114,7 @@ def render(res, source="bench/results/latest.json"):
           + f"; transparent huge pages {m.get('thp_enabled', '?')}, defrag "
           f"{m.get('thp_defrag', '?')}; touching fresh memory costs "
           f"{num(m.get('fresh_memory_gb_per_cpu_s'))} GB per CPU-second here (the harness's "
-          f"probe: 256 MiB of a new mapping"
+          f"probe: 256 MiB of a new private mapping"
           + (f"; {num(m['warm_memory_gb_per_cpu_s'])} for 256 MiB freed a moment before"
              if m.get("warm_memory_gb_per_cpu_s") else "") + ")"
           + (f". Before every server start and core run the harness touches and frees "
