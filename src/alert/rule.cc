@@ -26,8 +26,11 @@ bool ValidMetricName(std::string_view s) {
   return true;
 }
 
+// The id syntax of CONTRACT §1. "." and ".." are refused: a URL path cannot name them
+// (clients normalise them away), so a rule with such an id could not be read, changed or
+// deleted, and a scope with one could match no device (found by a black-box test).
 bool ValidId(std::string_view s, size_t max) {
-  if (s.empty() || s.size() > max) return false;
+  if (s.empty() || s.size() > max || s == "." || s == "..") return false;
   for (char c : s) {
     if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
           c == '_' || c == ':' || c == '-')) {
@@ -251,7 +254,8 @@ Result<Rule> ParseRule(std::string_view json, const RuleParseOptions& options) {
     simdjson::dom::element v = field.value;
     if (key == "id") {
       JOULE_ASSIGN_OR_RETURN(r.id, Str(key, v));
-      if (!ValidId(r.id, 64)) return Bad("id must be 1-64 chars of [A-Za-z0-9._:-]");
+      if (!ValidId(r.id, 64))
+        return Bad("id must be 1-64 chars of [A-Za-z0-9._:-], not \".\" or \"..\"");
     } else if (key == "owner_id") {
       if (!v.is_null()) {
         JOULE_ASSIGN_OR_RETURN(r.owner_id, Str(key, v));
@@ -276,7 +280,8 @@ Result<Rule> ParseRule(std::string_view json, const RuleParseOptions& options) {
         }
         JOULE_ASSIGN_OR_RETURN(*dst, Str(fmt::format("scope.{}", sk), sf.value));
         if (!ValidId(*dst, 128)) {
-          return Bad(fmt::format("scope.{} must be 1-128 chars of [A-Za-z0-9._:-]", sk));
+          return Bad(fmt::format(
+              "scope.{} must be 1-128 chars of [A-Za-z0-9._:-], not \".\" or \"..\"", sk));
         }
       }
       if (n != 1) return Bad("scope must have exactly one of device_id, owner_id, model");

@@ -693,6 +693,26 @@ TEST(RuleParse, ClearMessages) {
   };
   EXPECT_EQ(err(nested(16)).find("nested deeper"), std::string::npos) << err(nested(16));
   EXPECT_EQ(err(nested(17)), "rule is nested deeper than 16 levels");
+  // "." and ".." cannot be named in a URL path: refused as a rule id and in a scope (found
+  // by a black-box test; "..." stays valid).
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string json = ok;
+    json.replace(json.find(from), from.size(), to);
+    return json;
+  };
+  for (const char* id : {".", ".."}) {
+    EXPECT_EQ(err(with(R"({"scope")", std::string(R"({"id":")") + id + R"(","scope")")),
+              R"(id must be 1-64 chars of [A-Za-z0-9._:-], not "." or "..")")
+        << id;
+    EXPECT_EQ(err(with(R"("device_id":"d1")", std::string(R"("device_id":")") + id + "\"")),
+              R"(scope.device_id must be 1-128 chars of [A-Za-z0-9._:-], not "." or "..")")
+        << id;
+    EXPECT_EQ(err(with(R"({"device_id":"d1"})", std::string(R"({"owner_id":")") + id + "\"}")),
+              R"(scope.owner_id must be 1-128 chars of [A-Za-z0-9._:-], not "." or "..")")
+        << id;
+  }
+  EXPECT_EQ(err(with(R"({"scope")", R"({"id":"...","scope")")), "ok");
+  EXPECT_EQ(err(with(R"("device_id":"d1")", R"("device_id":"...")")), "ok");
   EXPECT_NE(err(R"({"scope":{"device_id":"d1"},"kind":"bogus"})").find("kind must be one of"),
             std::string::npos);
   EXPECT_NE(err(R"({"scope":{"device_id":"d1"},"kind":"threshold","metric":"power_w",)"
