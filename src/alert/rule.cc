@@ -9,6 +9,7 @@
 
 #include "alert/target_guard.h"
 #include "common/clock.h"
+#include "common/dot_segment.h"
 #include "common/json_writer.h"
 #include "common/time_format.h"
 
@@ -26,11 +27,11 @@ bool ValidMetricName(std::string_view s) {
   return true;
 }
 
-// The id syntax of CONTRACT §1. "." and ".." are refused: a URL path cannot name them
-// (clients normalise them away), so a rule with such an id could not be read, changed or
-// deleted, and a scope with one could match no device (found by a black-box test).
+// The id syntax of CONTRACT §1, without the dot segments (common/dot_segment.h): a rule
+// with such an id could not be read, changed or deleted, and a scope with one could match
+// no device.
 bool ValidId(std::string_view s, size_t max) {
-  if (s.empty() || s.size() > max || s == "." || s == "..") return false;
+  if (s.empty() || s.size() > max || IsDotSegment(s)) return false;
   for (char c : s) {
     if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
           c == '_' || c == ':' || c == '-')) {

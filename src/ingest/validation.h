@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <string_view>
 
+#include "common/dot_segment.h"
+
 namespace joule::ingest {
 
 inline constexpr size_t kMaxDeviceIdLength = 128;
@@ -25,11 +27,6 @@ inline constexpr int64_t kMaxEpochMillis = INT64_MAX / 1'000'000;
 
 // 1–128 characters of [A-Za-z0-9._:-], and not "." or ".." (IsDotSegment).
 bool ValidDeviceId(std::string_view device_id);
-
-// "." and "..": ids of the alphabet that no URL reaches (/v1/devices/.. is /v1 once a client
-// or proxy normalises the path), so no device or owner may have one (found by a black-box
-// test: they were registered and ingested, and the dashboard showed 404).
-inline bool IsDotSegment(std::string_view id) { return id == "." || id == ".."; }
 
 // [a-z][a-z0-9_]{0,63}.
 bool ValidMetricName(std::string_view name);
