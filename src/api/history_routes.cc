@@ -250,15 +250,17 @@ void HandleHistory(ApiContext& ctx, net::HttpRequest& req, net::Responder respon
   const int64_t counted_to =
       std::max(from, std::min(to, DataEnd(now, ctx.limits.max_future_skew_ns)));
 
+  // The windows a range selects: those starting in [from, to) (a partial one at each end
+  // counts: 1500 whole minutes and 1 ms more are 1501 windows). `auto` picks by it, and the
+  // range limit below counts by it too (until session 33 the limit took whole spans only,
+  // and 100,000 windows and 1 ms more passed; found by a black-box test).
+  auto windows = [&](int64_t width) {
+    auto ceil_div = [](int64_t a, int64_t b) { return a / b + (a % b > 0 ? 1 : 0); };
+    return ceil_div(counted_to, width) - ceil_div(from, width);
+  };
   model::Resolution resolution = model::Resolution::kBase;
   std::string res_text = req.Query("resolution") ? *req.Query("resolution") : "auto";
   if (res_text == "auto") {
-    // The windows a range selects: those starting in [from, to) (a partial one at each end
-    // counts: 1500 whole minutes and 1 ms more are 1501 windows, which is over the limit).
-    auto windows = [&](int64_t width) {
-      auto ceil_div = [](int64_t a, int64_t b) { return a / b + (a % b > 0 ? 1 : 0); };
-      return ceil_div(counted_to, width) - ceil_div(from, width);
-    };
     // Only a resolution whose retention reaches back to `from`: a day older than the 1m
     // retention answered `data: []` with 1m although its 1h records exist (found by a
     // black-box test). 1d is the fallback, as for a range too long for 1h.
@@ -279,7 +281,7 @@ void HandleHistory(ApiContext& ctx, net::HttpRequest& req, net::Responder respon
     resolution = *r;
   }
   const int64_t width = NominalWidth(resolution, ctx.base_window_ns);
-  if ((counted_to - from) / width > kMaxWindowsInRange) {
+  if (windows(width) > kMaxWindowsInRange) {
     model::AggregateRecord probe;
     probe.resolution = resolution;
     probe.window_end_ns = width;

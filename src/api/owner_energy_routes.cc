@@ -111,7 +111,10 @@ void HandleOwnerEnergy(ApiContext& ctx, OwnerEnergyCache* cache, const Counters&
   // Counted up to where data can end (query_params.h, DataEnd): an open-ended `to` asks for
   // everything from `from` on.
   const int64_t counted_to = std::min(to, DataEnd(now, ctx.limits.max_future_skew_ns));
-  if (counted_to > from && (counted_to - from) / width > static_cast<int64_t>(kMaxBuckets)) {
+  // A partial bucket counts (CONTRACT §3: "at most 10,000 buckets"; until session 33 only
+  // whole ones did, and 10,000 buckets and 1 ms more passed).
+  if (counted_to > from &&
+      (counted_to - from - 1) / width + 1 > static_cast<int64_t>(kMaxBuckets)) {
     return fail(Status::InvalidArgument(fmt::format(
         "the range spans more than {} buckets of {}{}", kMaxBuckets, res_text,
         resolution == model::Resolution::kHour ? "; use resolution=1d or a shorter range"

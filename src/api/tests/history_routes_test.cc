@@ -725,6 +725,23 @@ TEST_F(HistoryRoutesTest, OpenEndedRangeIsCountedUpToWhereDataCanEnd) {
   EXPECT_NE(r.body.find("more than 100000 windows of 1m"), std::string::npos) << r.body;
 }
 
+// The limit counts the windows a range selects, a partial one included (CONTRACT §3; found
+// by a black-box test: 100,000 minutes and 1 ms more passed, as did 100,000.999).
+TEST_F(HistoryRoutesTest, RangeLimitCountsAPartialWindow) {
+  Put({MakeRecord(Resolution::kBase, Utc(2025, 9, 1), Utc(2025, 9, 1, 0, 1), 1, 1)});
+  auto get = [&](const char* to) {
+    return uncached_->Get(kDevice,
+                          {{"resolution", "1m"}, {"from", "2025-09-01T00:00:00Z"}, {"to", to}});
+  };
+  // 2025-09-01T00:00Z + 100,000 min = 2025-11-09T10:40Z.
+  EXPECT_EQ(get("2025-11-09T10:40:00Z").status, 200);
+  for (const char* to : {"2025-11-09T10:40:00.001Z", "2025-11-09T10:40:59.999Z"}) {
+    Response r = get(to);
+    EXPECT_EQ(r.status, 400) << to;
+    EXPECT_NE(r.body.find("more than 100000 windows of 1m"), std::string::npos) << r.body;
+  }
+}
+
 // from after to is a 400 also when both clamp to 2170 (found by a black-box test:
 // from=2200…&to=2180… answered an empty 200).
 TEST_F(HistoryRoutesTest, FromAfterToIs400BeforeTheClamp) {

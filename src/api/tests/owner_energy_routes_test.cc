@@ -248,6 +248,23 @@ TEST_F(OwnerEnergyRoutesTest, OpenEndedRangeIsEverythingFromFrom) {
   EXPECT_NE(r.second.find("use resolution=1d"), std::string::npos) << r.second;
 }
 
+// A partial bucket counts against the limit of 10,000 (found by a black-box test: 10,000
+// hours and 1 ms more passed).
+TEST_F(OwnerEnergyRoutesTest, BucketLimitCountsAPartialBucket) {
+  Put({DayRecord("plug-b", 0, 1, 100)});
+  // 2025-09-28T00:00Z + 10,000 h = 2026-11-18T16:00Z.
+  auto get = [&](const char* to) {
+    return uncached_->Get(kOwner,
+                          {{"resolution", "1h"}, {"from", "2025-09-28T00:00:00Z"}, {"to", to}});
+  };
+  EXPECT_EQ(get("2026-11-18T16:00:00Z").first, 200);
+  for (const char* to : {"2026-11-18T16:00:00.001Z", "2026-11-18T16:59:59.999Z"}) {
+    auto r = get(to);
+    EXPECT_EQ(r.first, 400) << to;
+    EXPECT_NE(r.second.find("more than 10000 buckets of 1h"), std::string::npos) << r.second;
+  }
+}
+
 // The energy of a power metric or the delta of a counter (CONTRACT §3): a gauge is a 400,
 // by its name or [metrics.kinds] (found by a black-box test: metric=voltage_v answered 200
 // with empty data, as for a metric nobody sends). A power or counter name without data is
