@@ -115,6 +115,18 @@ Result<std::string> ValidateDeviceConfigJson(std::string json) {
     return Status::InvalidArgument(
         fmt::format("config must be at most {} bytes as JSON", kMaxDeviceConfigBytes));
   }
+  // U+0000 in a string or key: PostgreSQL's jsonb cannot store it ("unsupported Unicode
+  // escape sequence"), so it is refused on every metadata backend alike — a config SQLite
+  // took could not move to PostgreSQL (found by a black-box test). Outside strings valid
+  // JSON has no backslash, so every one starts an escape.
+  for (size_t i = 0; i + 1 < json.size(); ++i) {
+    if (json[i] != '\\') continue;
+    if (json.compare(i + 1, 5, "u0000") == 0) {
+      return Status::InvalidArgument(
+          "config must not contain the character U+0000 (\\u0000) in a string or key");
+    }
+    ++i;  // the escaped character
+  }
   JOULE_RETURN_IF_ERROR(ValidateWholeHomeFlag(json));
   return json;
 }
