@@ -171,9 +171,30 @@ void AppendStatusCode(std::string* out, size_t v) {
   out->append(p, static_cast<size_t>(buf + sizeof buf - p));
 }
 
+// A query parameter given more than once (`from=a&from=b`), or null. Every route reads one
+// value per name, so a repeated one is refused instead of silently taking the first (found
+// by a black-box test: history answered 200 for the first of two `from`s).
+const std::string* RepeatedQueryName(const HttpHeaders& query) {
+  if (query.size() <= 16) {
+    for (size_t i = 1; i < query.size(); ++i) {
+      for (size_t j = 0; j < i; ++j) {
+        if (query[i].first == query[j].first) return &query[i].first;
+      }
+    }
+    return nullptr;
+  }
+  std::unordered_map<std::string_view, size_t> seen;
+  seen.reserve(query.size());
+  for (const auto& [name, value] : query) {
+    if (!seen.emplace(name, 0).second) return &name;
+  }
+  return nullptr;
+}
+
 // The request as handlers see it, from a parsed head (the body is moved in by the caller).
-// False for a malformed target.
-bool BuildRequest(const http::request<http::string_body>& msg, HttpRequest* req) {
+// Nullopt, or the 400 for a malformed target or a repeated query parameter.
+std::optional<HttpResponse> BuildRequest(const http::request<http::string_body>& msg,
+                                         HttpRequest* req) {
   // An absolute-form target (RFC 9112 §3.2.2) is served by its path and query; its
   // authority replaces the Host field.
   std::string authority;
@@ -183,7 +204,11 @@ bool BuildRequest(const http::request<http::string_body>& msg, HttpRequest* req)
   if (!target_ok || !PercentDecode(target.substr(0, question), false, &req->path) ||
       (question != std::string_view::npos &&
        !ParseQuery(target.substr(question + 1), &req->query))) {
-    return false;
+    return HttpResponse::Error(400, "bad_request", "malformed request target");
+  }
+  if (const std::string* name = RepeatedQueryName(req->query)) {
+    return HttpResponse::Error(400, "invalid_argument",
+                               "query parameter '" + *name + "' is given more than once");
   }
   req->headers.reserve(static_cast<size_t>(std::distance(msg.begin(), msg.end())));
   for (const auto& field : msg) {
@@ -194,7 +219,7 @@ bool BuildRequest(const http::request<http::string_body>& msg, HttpRequest* req)
     }
   }
   if (!authority.empty()) req->headers.emplace_back("host", std::move(authority));
-  return true;
+  return std::nullopt;
 }
 
 bool IsParseError(const error_code& ec) {
@@ -886,8 +911,8 @@ bool Connection::CheckHead() {
   HttpRequest& head = *request_;
   head.method = method_;
   head.remote_address = remote_address_;
-  if (!BuildRequest(parser_->get(), &head)) {
-    FailRequest(400, "bad_request", "malformed request target");
+  if (std::optional<HttpResponse> bad = BuildRequest(parser_->get(), &head)) {
+    FailRequest(std::move(*bad));
     return false;
   }
   uint64_t route_limit = 0;
@@ -995,9 +1020,9 @@ void Connection::Dispatch() {
   } else {
     req.method = method_;
     req.remote_address = remote_address_;
-    if (!BuildRequest(msg, &req)) {
+    if (std::optional<HttpResponse> bad = BuildRequest(msg, &req)) {
       keep_alive_ = false;
-      WriteResponse(exchange, HttpResponse::Error(400, "bad_request", "malformed request target"));
+      WriteResponse(exchange, std::move(*bad));
       return;
     }
   }

@@ -185,6 +185,26 @@ class HttpProtocolTest(JouleTestCase):
                 text = body.decode("utf-8")  # raises on invalid UTF-8
                 self.assertIn("error", json.loads(text))
 
+    def test_a_repeated_query_parameter_is_400(self):
+        # Found by a black-box test: the first of two `from`s (or `resolution`s) was taken.
+        hist = f"/v1/devices/{self.dev}/metrics/history"
+        for path, name in [(f"{hist}?from=2026-12-01T10:00:00Z&from=2026-11-01T10:00:00Z", "from"),
+                           (f"{hist}?resolution=1m&resolution=1d", "resolution"),
+                           (f"/v1/devices/{self.dev}/realtime?windows=1&windows=2", "windows"),
+                           ("/healthz?a=1&b=2&a=3", "a")]:
+            with self.subTest(path=path):
+                status, _, body = self.server.request(
+                    "GET", path, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+                self.assertEqual(status, 400, body)
+                self.assertEqual(body["error"]["code"], "invalid_argument", body)
+                self.assertIn(f"query parameter '{name}' is given more than once",
+                              body["error"]["message"])
+        # Distinct names (and a name only repeated in a value) are fine.
+        status, _, body = self.server.request(
+            "GET", f"{hist}?from=2026-12-01T10:00:00Z&to=2026-12-01T11:00:00Z&metrics=from",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        self.assertEqual(status, 200, body)
+
     def test_head_on_stream_sends_the_head_only(self):
         with self.connect() as s:
             s.sendall(f"HEAD /v1/stream?device_id={self.dev} HTTP/1.1\r\nHost: x\r\n"
