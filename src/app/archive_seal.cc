@@ -14,7 +14,8 @@ namespace joule::app {
 
 // Log retention is off in this process: it must not delete what the server's processors
 // have not consumed.
-Status SealLogTail(const Config& config, const std::string& archive_dir) {
+Status SealLogTail(const Config& config, const std::string& archive_dir, uint64_t* log_records) {
+  if (log_records != nullptr) *log_records = 0;
   log::LogOptions lo;
   lo.dir = (std::filesystem::path(config.data_dir) / "log").string();
   if (!std::filesystem::is_directory(lo.dir)) return Status::Ok();
@@ -26,6 +27,9 @@ Status SealLogTail(const Config& config, const std::string& archive_dir) {
   lo.retention_interval_ns = 0;
   lo.clock = SystemClock::Default();
   JOULE_ASSIGN_OR_RETURN(std::unique_ptr<log::Log> log, log::Log::Open(lo, nullptr));
+  if (log_records != nullptr) {
+    for (uint32_t p = 0; p < lo.partitions; ++p) *log_records += log->DurableEnd(p).value;
+  }
   ArchiverOptions ao;
   ao.dir = archive_dir;
   ao.max_file_bytes = config.archive_max_file_bytes;

@@ -4,6 +4,7 @@
 // every acknowledged event. REQUIRES: the caller holds the data dir (DataDirLock).
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "app/config.h"
@@ -11,7 +12,10 @@
 
 namespace joule::app {
 
-Status SealLogTail(const Config& config, const std::string& archive_dir);
+// `log_records` (may be null): set to the log's end offsets summed over its partitions
+// (0: the log never held a record, or there is no log).
+Status SealLogTail(const Config& config, const std::string& archive_dir,
+                   uint64_t* log_records = nullptr);
 
 // What `joule export` and `joule replay` print on stderr when the config says
 // archive.enabled = false: nothing is sealed then, and no event accepted while the archive

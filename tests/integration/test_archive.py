@@ -367,6 +367,45 @@ class ArchiveTest(unittest.TestCase):
                 self.assertEqual(strip(r), ref_by_start[r["window_start"]])
         self.assertIn(fmt_ts(base), ref_by_start)
 
+    def test_replay_into_a_new_data_dir_writes_the_newest_windows_too(self):
+        # Restoring the archive alone into a new data dir (docs/formats/archive.md): its log
+        # never held a record, so no engine will ever write the windows a replay would
+        # otherwise leave to "the live engine" — they are written too (found by a black-box
+        # test: the last ~65 minutes, the current hours and days stayed `records_live`).
+        s = self.server(JOULE_STREAM_HISTORY_PARTIAL_INTERVAL="0s")
+        s.start()
+        dev = f"restore-{uid()}"
+        self.register(s, dev)
+        base = minute_base(6)
+        events = [{"device_id": dev, "timestamp": fmt_ts(base + i * 10),
+                   "metrics": {"power_w": 100.0 + i}} for i in range(30)]  # 5 minutes
+        status, _, body = s.post_events(events)
+        self.assertEqual(status, 202, body)
+        self.wait_archived(s, len(events))
+        self.assertEqual(s.stop(), 0, s.diag())
+
+        t = self.server()
+        t.start()
+        self.register(t, dev)  # (or `joule devices import`)
+        self.assertEqual(t.stop(), 0, t.diag())
+        # The archive's files (not its checkpoint: that names the old log's offsets).
+        src = os.path.join(s.data_dir, "archive")
+        for hour in glob.glob(os.path.join(src, "dt=*", "hour=*")):
+            shutil.copytree(hour, os.path.join(t.data_dir, "archive", os.path.relpath(hour, src)))
+        proc = run_cli(t, "replay", "--from", fmt_ts(base - 3600), "--to", fmt_ts(base + 3600))
+        stats = json.loads(proc.stdout)
+        self.assertEqual(stats["records_live"], 0, stats)
+        self.assertIn("holds no engine state", proc.stderr.decode())
+
+        t.start()
+        minutes = self.history(t, dev, base, base + 300)
+        self.assertEqual([m["count"] for m in minutes], [6] * 5, minutes)
+        self.assertTrue(all(m["final"] for m in minutes), minutes)
+        day0 = base - base % 86400  # (UTC device)
+        for res in ("1h", "1d"):
+            got = self.history(t, dev, day0, base + 300, resolution=res)
+            self.assertEqual(sum(r["count"] for r in got), len(events), (res, got))
+
     def test_rebuild_without_checkpoints_outranks_earlier_runs(self):
         """RELIABILITY.md row 4: moving checkpoints/ away rebuilds the state from the log.
         The rebuilt engines begin above every recovery epoch an earlier run emitted in
