@@ -872,7 +872,7 @@ class TelemetryParser::Impl {
       if (metric.get_double().get(v) == simdjson::SUCCESS) {  // the hot path
         if (!(std::fabs(v) <= kMaxMetricMagnitude)) [[unlikely]] {
           pending_.Fail(Reject::kMetrics,
-                        fmt::format("metrics.{}: |value| must be at most {:g}, got {:g}",
+                        fmt::format("metrics.{}: |value| must be at most {:g}, got {}",
                                     name.substr(0, 64), kMaxMetricMagnitude, v));
           continue;
         }
