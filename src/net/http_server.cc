@@ -219,6 +219,12 @@ std::optional<HttpResponse> BuildRequest(const http::request<http::string_body>&
     }
   }
   if (!authority.empty()) req->headers.emplace_back("host", std::move(authority));
+  // Two Authorization fields: the first would win here, while a proxy in front may check the
+  // last — the two would disagree about who the caller is (found by a black-box test).
+  if (std::count_if(req->headers.begin(), req->headers.end(),
+                    [](const auto& h) { return h.first == "authorization"; }) > 1) {
+    return HttpResponse::Error(400, "bad_request", "Authorization must be sent once");
+  }
   return std::nullopt;
 }
 
@@ -584,6 +590,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Dispatch adds the body.
   std::optional<HttpRequest> request_;
   uint64_t body_limit_ = 0;  // of the request being read: its route's, or the server's
+  // The route options of the request being read (CheckHead), or null.
+  const RouteOptions* route_options_ = nullptr;
   // The response being written: its head, and the response that owns the body bytes.
   std::string head_;
   HttpResponse response_;
@@ -741,6 +749,7 @@ void Connection::ReadHeader() {
   parser_->header_limit(options_.max_header_bytes);
   parser_->body_limit(options_.max_body_bytes);
   body_limit_ = options_.max_body_bytes;
+  route_options_ = nullptr;
   request_.reset();
   bool idle = requests_served_ > 0 && buffer_.size() == 0;
   SetDeadline(Nanos(idle ? options_.idle_timeout_ns : options_.read_timeout_ns));
@@ -918,7 +927,7 @@ bool Connection::CheckHead() {
   uint64_t route_limit = 0;
   std::optional<HttpResponse> refusal;
   try {
-    refusal = server_->router().CheckHead(head, &route_limit);
+    refusal = server_->router().CheckHead(head, &route_limit, &route_options_);
   } catch (const std::exception& e) {  // a bug in a head check: as for a handler, 500
     logging::Error("http head check threw",
                    {{"route", std::string(head.route)}, {"error", e.what()}});
@@ -968,6 +977,17 @@ void Connection::OnReadError(error_code ec) {
                                                          : "request headers exceed ") +
             std::to_string(options_.max_header_bytes) + " bytes");
   } else if (ec == http::error::body_limit) {
+    // A Content-Length over the server's own limit fails the head's read, before CheckHead
+    // found the route: look it up here.
+    // (The parser has the request line and fields then, but is_header_done() is not set.)
+    if (route_options_ == nullptr && parser_ && !parser_->get().target().empty()) {
+      const auto& header = parser_->get();
+      if (method_.empty()) method_ = std::string(ToStd(header.method_string()));
+      route_ = server_->router().RouteFor(method_, ToStd(header.target()), &route_options_);
+    }
+    if (route_options_ != nullptr && route_options_->on_body_too_large) {
+      route_options_->on_body_too_large();
+    }
     FailRequest(413, "payload_too_large",
                 "request body exceeds " + std::to_string(body_limit_) + " bytes");
   } else if (IsParseError(ec) && ec != http::error::end_of_stream &&
@@ -1109,7 +1129,10 @@ void Connection::WriteResponse(uint64_t exchange, HttpResponse r) {
 
   const Clock::time_point now = Clock::now();
   RecordRequest(response_.status, now);
-  if (response_.status >= 500 && response_.status != 503) {
+  // 503 is load or an outage (its own alerts); 501 is a client naming a transfer coding
+  // Joule does not implement (RFC 9112 §6.1), not a server fault (found by a black-box
+  // test: anyone could write error lines with `Transfer-Encoding: gzip`).
+  if (response_.status >= 500 && response_.status != 503 && response_.status != 501) {
     server_->LogServerError(metrics_route_, method_, response_);
   }
   SetDeadlineAt(now + Nanos(options_.read_timeout_ns));

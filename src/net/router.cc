@@ -176,11 +176,13 @@ const Router::Route* Router::Find(std::string_view method, Segments path, bool e
   return best;
 }
 
-std::string Router::RouteFor(std::string_view method, std::string_view target) const {
+std::string Router::RouteFor(std::string_view method, std::string_view target,
+                             const RouteOptions** options) const {
   target = target.substr(0, target.find('?'));
   const PathSegments path = SplitPath(target);
   const Route* r =
       Find(method, {path.data(), path.size()}, target.find('%') != std::string_view::npos, nullptr);
+  if (options != nullptr) *options = r == nullptr ? nullptr : &r->options;
   return r == nullptr ? std::string() : r->pattern;
 }
 
@@ -224,9 +226,11 @@ const Router::Route* Router::Resolve(HttpRequest& req, HttpResponse* refusal) co
   return best;
 }
 
-std::optional<HttpResponse> Router::CheckHead(HttpRequest& head, uint64_t* max_body_bytes) const {
+std::optional<HttpResponse> Router::CheckHead(HttpRequest& head, uint64_t* max_body_bytes,
+                                              const RouteOptions** options) const {
   HttpResponse refusal;
   const Route* route = Resolve(head, &refusal);
+  if (options != nullptr) *options = route != nullptr ? &route->options : nullptr;
   if (route == nullptr) return refusal;
   *max_body_bytes = route->options.max_body_bytes;
   if (route->options.head_check) return route->options.head_check(head);

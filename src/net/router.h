@@ -44,6 +44,10 @@ struct RouteOptions {
   // cut off at it.
   uint64_t max_body_bytes = kSmallBodyBytes;
   HeadCheck head_check;  // optional
+  // Optional: called on the I/O thread when the server answers 413 because the body is over
+  // max_body_bytes (a Content-Length over it, or a chunked body cut off at it) — the
+  // handler never sees such a request (ingest counts it as a rejected request).
+  std::function<void()> on_body_too_large;
 };
 
 class Router {
@@ -62,11 +66,15 @@ class Router {
   // the route as Dispatch would (filling head.route and head.path_params) and returns
   // what to answer without reading the body — Dispatch's 400, 404 or 405, or the route's
   // head check's refusal — or nullopt, with *max_body_bytes set to the route's limit.
-  std::optional<HttpResponse> CheckHead(HttpRequest& head, uint64_t* max_body_bytes) const;
+  // `options` (may be null): set to the route's options when a route serves it, else null.
+  std::optional<HttpResponse> CheckHead(HttpRequest& head, uint64_t* max_body_bytes,
+                                        const RouteOptions** options = nullptr) const;
 
   // The pattern of the route that would serve (method, target), or "" if none would
   // (for labelling requests that fail before dispatch, e.g. 413).
-  std::string RouteFor(std::string_view method, std::string_view target) const;
+  // `options` (may be null): set to that route's options, or null.
+  std::string RouteFor(std::string_view method, std::string_view target,
+                       const RouteOptions** options = nullptr) const;
 
   size_t size() const { return routes_.size(); }
 

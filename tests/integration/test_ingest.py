@@ -374,8 +374,17 @@ class IngestValidationTest(JouleTestCase):
         body = json.dumps(events)
         self.assertGreater(len(body), MAX_BODY)
         self.assertLessEqual(len(events), MAX_EVENTS)
+
+        def too_large():
+            return metric_sum(parse_prometheus(self.server.metrics_text()),
+                              "joule_events_rejected_total", code="payload_too_large")
+
+        before = too_large()
         resp = self.server.request("POST", "/v1/telemetry", body)
         self.assertStatus(resp, 413, f"body of {len(body)} bytes > {MAX_BODY}")
+        # Counted as one rejected request (found by a black-box test: the server's 413 before
+        # the handler was counted nowhere but joule_http_requests_total).
+        self.assertEqual(too_large(), before + 1)
         # Same kind of body under the limit is fine.
         small = json.dumps(events[:20])
         self.assertLess(len(small), MAX_BODY)

@@ -65,7 +65,9 @@ class HttpServerTest : public ::testing::Test {
                   resp.headers.emplace_back("X-Body-Bytes", std::to_string(req.body.size()));
                   r.Send(std::move(resp));
                 },
-                {.max_body_bytes = kUnlimited, .head_check = nullptr});
+                {.max_body_bytes = kUnlimited, .head_check = nullptr, .on_body_too_large = [this] {
+                   ++too_large_;
+                 }});
     router_.Add("GET", "/hello",
                 [](HttpRequest&, Responder r) { r.Send(HttpResponse::Text(200, "hello")); });
     router_.Add("GET", "/throws",
@@ -103,6 +105,7 @@ class HttpServerTest : public ::testing::Test {
 
   // Declared first: outlives the io_context, whose destruction may destroy connections.
   MetricsRegistry metrics_;
+  std::atomic<int> too_large_{0};  // /echo's on_body_too_large calls
   Router router_;
   boost::asio::io_context io_;
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_{
@@ -311,6 +314,7 @@ TEST_F(HttpServerTest, OversizedContentLengthIs413BeforeTheBodyIsSent) {
   EXPECT_NE(r->body.find(R"("code":"payload_too_large")"), std::string::npos);
   EXPECT_EQ(*r->Header("connection"), "close");
   EXPECT_TRUE(client->WaitForClose());
+  EXPECT_EQ(too_large_.load(), 1);  // the route's hook (ingest counts it as rejected)
   EXPECT_NE(metrics_.Render().find(
                 R"(joule_http_requests_total{route="/echo",method="POST",status="413"} 1)"),
             std::string::npos)
@@ -330,6 +334,7 @@ TEST_F(HttpServerTest, OversizedChunkedBodyIs413) {
   auto r = client->ReadResponse();
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->status, 413);
+  EXPECT_EQ(too_large_.load(), 1);
 }
 
 // What a request's head decides is answered before its body is read, and the connection
@@ -355,7 +360,8 @@ TEST_F(HttpServerTest, TheHeadIsAnsweredBeforeTheBodyIsRead) {
                  HttpResponse r = HttpResponse::Error(401, "unauthorized", "missing token");
                  r.headers.emplace_back("WWW-Authenticate", "Bearer");
                  return r;
-               }});
+               },
+               .on_body_too_large = {}});
   router_.Add("POST", "/small", [](HttpRequest& req, Responder r) {
     r.Send(HttpResponse::Text(200, req.body));
   });  // the default limit: RouteOptions::kSmallBodyBytes
@@ -1025,7 +1031,7 @@ TEST_F(HttpServerTest, ShutdownClosesARequestStillBeingReceivedWithoutAnAnswer) 
         ++handled;
         r.Send(HttpResponse::Text(200, "taken"));
       },
-      RouteOptions{.max_body_bytes = 1 << 20, .head_check = nullptr});
+      RouteOptions{.max_body_bytes = 1 << 20, .head_check = nullptr, .on_body_too_large = {}});
   StartServer();
   auto uploading = TestHttpClient::Connect(port());
   ASSERT_TRUE(uploading);

@@ -280,12 +280,15 @@ TEST_F(RouterTest, CheckHeadResolvesTheRouteAndItsLimitAndRunsItsHeadCheck) {
   int checks = 0;
   router_.Add(
       "PUT", "/v1/devices/{id}", [](HttpRequest&, Responder r) { r.Send(HttpResponse{}); },
-      {.max_body_bytes = 1000, .head_check = [&checks](const HttpRequest& head) {
-         ++checks;
-         return head.path_params.at("id") == "no"
-                    ? std::optional<HttpResponse>(HttpResponse::Error(401, "unauthorized", "x"))
-                    : std::nullopt;
-       }});
+      {.max_body_bytes = 1000,
+       .head_check =
+           [&checks](const HttpRequest& head) {
+             ++checks;
+             return head.path_params.at("id") == "no"
+                        ? std::optional<HttpResponse>(HttpResponse::Error(401, "unauthorized", "x"))
+                        : std::nullopt;
+           },
+       .on_body_too_large = {}});
   auto check = [this](std::string method, std::string target, uint64_t* limit) {
     HttpRequest head;
     head.method = std::move(method);
