@@ -205,6 +205,23 @@ class HttpProtocolTest(JouleTestCase):
             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         self.assertEqual(status, 200, body)
 
+    def test_two_authorization_fields_are_400(self):
+        # The first would win here, a proxy may check the last (found by a black-box test).
+        status, _, body = self.exchange(
+            "GET /v1/devices HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nobody\r\n"
+            f"Authorization: Bearer {ADMIN_TOKEN}\r\nConnection: close\r\n\r\n")
+        self.assertEqual(status, 400, body)
+        self.assertIn(b"Authorization must be sent once", body)
+
+    def test_an_unimplemented_transfer_coding_is_501_and_no_error_line(self):
+        status, _, body = self.exchange(
+            "POST /v1/telemetry HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: gzip\r\nConnection: close\r\n\r\nx")
+        self.assertEqual(status, 501, body)
+        time.sleep(0.2)
+        self.assertNotIn("http request answered with a server error",
+                         self.server.stderr_tail(10000))
+
     def test_head_on_stream_sends_the_head_only(self):
         with self.connect() as s:
             s.sendall(f"HEAD /v1/stream?device_id={self.dev} HTTP/1.1\r\nHost: x\r\n"
