@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <optional>
 #include <set>
@@ -123,6 +125,17 @@ int RunExport(const Config& config, const ExportCliOptions& options) {
   uint64_t seq = 0;
   std::string out;
   if (csv) out = "device_id,timestamp,received_at,event_id,metric,value,meta\n";
+  // A failed write (a full disk, /dev/full, a closed pipe) ends the export with exit 1: it
+  // exited 0 with a truncated file (found by a black-box test).
+  int write_errno = 0;
+  auto write_out = [&] {
+    errno = 0;
+    if (write_errno == 0 && !out.empty() &&
+        std::fwrite(out.data(), 1, out.size(), stdout) != out.size()) {
+      write_errno = errno != 0 ? errno : EIO;
+    }
+    out.clear();
+  };
   auto flush = [&] {
     std::stable_sort(hour_rows.begin(), hour_rows.end(), [](const Row& a, const Row& b) {
       return std::tie(a.event.timestamp_ns, a.event.device_id, a.seq) <
@@ -150,10 +163,7 @@ int RunExport(const Config& config, const ExportCliOptions& options) {
           out.push_back('\n');
         }
       }
-      if (out.size() >= (1 << 16)) {
-        std::fwrite(out.data(), 1, out.size(), stdout);
-        out.clear();
-      }
+      if (out.size() >= (1 << 16)) write_out();
     }
     hour_rows.clear();
   };
@@ -161,13 +171,18 @@ int RunExport(const Config& config, const ExportCliOptions& options) {
     if (filter && !devices.count(e.device_id)) return Status::Ok();
     const int64_t hour = store::ArchiveHourOf(e.timestamp_ns);
     if (!hour_rows.empty() && hour != current_hour) flush();
+    if (write_errno != 0) return Status::IoError("write failed");  // stops the scan
     current_hour = hour;
     hour_rows.push_back({e, std::string(row), seq++});
     return Status::Ok();
   });
   flush();
-  std::fwrite(out.data(), 1, out.size(), stdout);
-  std::fflush(stdout);
+  write_out();
+  if (write_errno == 0 && std::fflush(stdout) != 0) write_errno = errno != 0 ? errno : EIO;
+  if (write_errno != 0) {
+    return fail(fmt::format("writing to standard output failed: {} (the output is incomplete)",
+                            std::strerror(write_errno)));
+  }
   if (!st.ok()) return fail(st.ToString());
   return 0;
 }

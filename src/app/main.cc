@@ -2,6 +2,10 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <system_error>
 
 #include "app/allocator_tuning.h"
 #include "app/config.h"
@@ -46,6 +50,20 @@ std::string UnknownSubcommandMessage(CLI::App& app, int argc, char** argv) {
     at = next;
     path += " " + arg;
   }
+}
+
+// What a subcommand wrote to stdout (an export, the config, a replay summary, devices as
+// CSV) is its result: a write that failed (a full disk, /dev/full) fails the command, exit 1
+// with a message, instead of exit 0 with a truncated or empty file (found by a black-box
+// test). A command that failed already keeps its code and message.
+int FinishStdout(int code) {
+  errno = 0;
+  const bool flushed = std::fflush(stdout) == 0;
+  const int err = errno;
+  if ((flushed && !std::ferror(stdout)) || code != 0) return code;
+  fmt::print(stderr, "joule: writing to standard output failed: {}\n",
+             !flushed && err != 0 ? std::strerror(err) : "a write failed");
+  return 1;
 }
 
 }  // namespace
@@ -210,68 +228,78 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;  // --help: 0
+    return FinishStdout(app.exit(e) == 0 ? 0 : 2);  // --help: 0
   }
 
-  if (*devices) {
-    std::vector<std::string> warnings;
-    auto config = joule::app::LoadConfig(config_path, environ, &warnings);
-    if (!config.ok()) {
-      fmt::print(stderr, "joule: {}\n", config.status().message());
-      return 2;
-    }
-    for (const std::string& w : warnings) fmt::print(stderr, "joule: warning: {}\n", w);
-    if (*import_cmd) return joule::app::RunDevicesImport(*config, import_options);
-    std::optional<std::string> owner;
-    if (!export_owner.empty()) owner = export_owner;
-    return joule::app::RunDevicesExport(*config, owner);
-  }
-
-  if (*replay_cmd || *archive_export_cmd) {
-    auto config = joule::app::LoadConfig(config_path, environ);
-    if (!config.ok()) {
-      fmt::print(stderr, "joule: {}\n", config.status().message());
-      return 2;
-    }
-    if (*replay_cmd) return joule::app::RunReplay(*config, replay_options);
-    return joule::app::RunExport(*config, export_options);
-  }
-
-  if (*serve || *show) {
-    std::vector<std::string> warnings;
-    auto config = joule::app::LoadConfig(config_path, environ, &warnings);
-    if (!config.ok()) {
-      fmt::print(stderr, "joule: {}\n", config.status().message());
-      return 2;
-    }
-    // A misspelled JOULE_* variable would otherwise be ignored without a word. `joule
-    // config` says it in plain text; the server in its log, one JSON object per line like
-    // every other line it writes (docs/OPERATIONS.md "Logs"; a plain-text line there broke
-    // the documented jq filters: found by a black-box test).
-    if (*show) {
+  auto run_subcommand = [&]() -> int {
+    if (*devices) {
+      std::vector<std::string> warnings;
+      auto config = joule::app::LoadConfig(config_path, environ, &warnings);
+      if (!config.ok()) {
+        fmt::print(stderr, "joule: {}\n", config.status().message());
+        return 2;
+      }
       for (const std::string& w : warnings) fmt::print(stderr, "joule: warning: {}\n", w);
-      fmt::print("{}", joule::app::ConfigToToml(*config));
-      return 0;
+      if (*import_cmd) return joule::app::RunDevicesImport(*config, import_options);
+      std::optional<std::string> owner;
+      if (!export_owner.empty()) owner = export_owner;
+      return joule::app::RunDevicesExport(*config, owner);
     }
-    joule::logging::Level level;
-    if (joule::logging::ParseLevel(config->log_level, &level)) joule::logging::SetLevel(level);
-    for (const std::string& w : warnings) joule::logging::Warn(w, {{"source", "config"}});
-    joule::app::TuneAllocatorForServer();
-    return joule::app::RunServer(*config);
+
+    if (*replay_cmd || *archive_export_cmd) {
+      auto config = joule::app::LoadConfig(config_path, environ);
+      if (!config.ok()) {
+        fmt::print(stderr, "joule: {}\n", config.status().message());
+        return 2;
+      }
+      if (*replay_cmd) return joule::app::RunReplay(*config, replay_options);
+      return joule::app::RunExport(*config, export_options);
+    }
+
+    if (*serve || *show) {
+      std::vector<std::string> warnings;
+      auto config = joule::app::LoadConfig(config_path, environ, &warnings);
+      if (!config.ok()) {
+        fmt::print(stderr, "joule: {}\n", config.status().message());
+        return 2;
+      }
+      // A misspelled JOULE_* variable would otherwise be ignored without a word. `joule
+      // config` says it in plain text; the server in its log, one JSON object per line like
+      // every other line it writes (docs/OPERATIONS.md "Logs"; a plain-text line there broke
+      // the documented jq filters: found by a black-box test).
+      if (*show) {
+        for (const std::string& w : warnings) fmt::print(stderr, "joule: warning: {}\n", w);
+        fmt::print("{}", joule::app::ConfigToToml(*config));
+        return 0;
+      }
+      joule::logging::Level level;
+      if (joule::logging::ParseLevel(config->log_level, &level)) joule::logging::SetLevel(level);
+      for (const std::string& w : warnings) joule::logging::Warn(w, {{"source", "config"}});
+      joule::app::TuneAllocatorForServer();
+      return joule::app::RunServer(*config);
+    }
+    if (*simulate) {
+      std::string error = joule::app::ApplySimulatorTextOptions(
+          sim_text, joule::SystemClock::Default()->NowNanos(), &sim);
+      // The same prefix as every other line the simulator prints.
+      if (!error.empty()) {
+        fmt::print(stderr, "simulate: {}\n", error);
+        return 2;
+      }
+      if (std::string invalid = joule::app::ValidateSimulatorOptions(sim); !invalid.empty()) {
+        fmt::print(stderr, "simulate: {}\n", invalid);
+        return 2;
+      }
+      return joule::app::RunSimulator(sim);
+    }
+    return 0;
+  };
+  int code;
+  try {
+    code = run_subcommand();
+  } catch (const std::system_error& e) {  // fmt::print's failed write
+    fmt::print(stderr, "joule: {}\n", e.what());
+    code = 1;
   }
-  if (*simulate) {
-    std::string error = joule::app::ApplySimulatorTextOptions(
-        sim_text, joule::SystemClock::Default()->NowNanos(), &sim);
-    // The same prefix as every other line the simulator prints.
-    if (!error.empty()) {
-      fmt::print(stderr, "simulate: {}\n", error);
-      return 2;
-    }
-    if (std::string invalid = joule::app::ValidateSimulatorOptions(sim); !invalid.empty()) {
-      fmt::print(stderr, "simulate: {}\n", invalid);
-      return 2;
-    }
-    return joule::app::RunSimulator(sim);
-  }
-  return 0;
+  return FinishStdout(code);
 }

@@ -236,6 +236,36 @@ class ArchiveTest(unittest.TestCase):
         s.start()
         self.assertEqual(s.stop(), 0, s.diag())
 
+    @unittest.skipUnless(os.path.exists("/dev/full"), "needs /dev/full")
+    def test_a_failed_write_to_stdout_exits_1(self):
+        """Found by a black-box test: `joule export > /dev/full` (NDJSON and CSV), `joule
+        config > /dev/full` and `joule replay > /dev/full` exited 0 with nothing on stderr
+        and a truncated or empty output. Every command whose result is on stdout now exits 1
+        saying the write failed, as `joule devices export` did."""
+        s = self.server()
+        s.start()
+        dev = f"full-{uid()}"
+        now = time.time()
+        events = [{"device_id": dev, "timestamp": fmt_ts(now - 300 + i), "event_id": f"f{i}",
+                   "metrics": {"power_w": float(i)}} for i in range(200)]
+        status, _, body = s.request("POST", "/v1/telemetry", events)
+        self.assertEqual((status, body.get("accepted")), (202, 200), body)
+        self.assertEqual(s.stop(), 0, s.diag())
+        frm, to = fmt_ts(now - 600), fmt_ts(now + 60)
+        commands = [["export", "--from", frm, "--to", to],
+                    ["export", "--from", frm, "--to", to, "--format", "csv"],
+                    ["replay", "--from", frm, "--to", to, "--dry-run"],
+                    ["config"], ["devices", "export"]]
+        for args in commands:
+            ok = run_cli(s, *args)  # the same command to a pipe works
+            self.assertTrue(ok.stdout, args)
+            with open("/dev/full", "wb") as full:
+                proc = subprocess.run([joule_bin(), *args], env=s.environment(), stdout=full,
+                                      stderr=subprocess.PIPE, timeout=120)
+            err = proc.stderr.decode()
+            self.assertEqual(proc.returncode, 1, (args, err))
+            self.assertIn("No space left on device", err, args)
+
     def test_kill_in_the_first_round_archives_every_event_once(self):
         """A kill -9 between the renames and the checkpoint of the archive's first round (no
         `_archiver.ckpt` yet) must not leave an event in two published files: the round
