@@ -194,8 +194,13 @@ std::string RunningServerImportNote(const Config& config) {
   std::error_code ec;
   if (!std::filesystem::is_directory(config.data_dir, ec)) return "";
   // Taken and dropped at once: the import does not keep a server from starting.
-  Result<DataDirLock> locked = DataDirLock::Acquire(config.data_dir);
+  Result<DataDirLock> locked = DataDirLock::Acquire(config.data_dir, "devices import");
   if (locked.ok() || locked.status().code() != StatusCode::kUnavailable) return "";
+  // An export or a replay holds it: no server caches the devices.
+  if (const std::string holder = ReadDataDirLockHolder(config.data_dir).command;
+      !holder.empty() && holder != "serve") {
+    return "";
+  }
   const int64_t minutes = store::MetadataCacheOptions().positive_ttl_ns / kNanosPerMinute;
   return fmt::format(
       "warning: a running server holds the data dir {} (its lock {}/joule.lock); importing "

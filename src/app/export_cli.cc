@@ -90,7 +90,12 @@ int RunExport(const Config& config, const ExportCliOptions& options) {
   // With the archive off, nothing is sealed and no event accepted meanwhile is in it: said
   // first, instead of the running server's "not yet written" note (they never will be).
   if (!config.archive_enabled) fmt::print(stderr, "joule export: {}\n", kArchiveDisabledNote);
-  if (Result<DataDirLock> locked = DataDirLock::Acquire(config.data_dir); locked.ok()) {
+  // Another offline command (an export, a replay) holding it is waited for: it was taken for a
+  // running server, and the log tail was left out (found by a black-box test).
+  if (Result<DataDirLock> locked = DataDirLock::AcquireWaiting(
+          config.data_dir, "export", kDataDirLockWait,
+          [](const std::string& m) { fmt::print(stderr, "joule export: {}\n", m); });
+      locked.ok()) {
     dir_lock.emplace(std::move(*locked));
     if (config.archive_enabled) {
       Status sealed = SealLogTail(config, root);

@@ -286,7 +286,11 @@ int RunReplay(const Config& config, const ReplayCliOptions& options) {
   std::optional<DataDirLock> dir_lock;
   bool in_use = false;
   if (std::filesystem::is_directory(config.data_dir)) {
-    Result<DataDirLock> locked = DataDirLock::Acquire(config.data_dir);
+    // Another offline command (an export, a replay) is waited for: it is no server to ask
+    // (found by a black-box test: "cannot reach the server", exit 1).
+    Result<DataDirLock> locked = DataDirLock::AcquireWaiting(
+        config.data_dir, "replay", kDataDirLockWait,
+        [](const std::string& m) { fmt::print(stderr, "joule replay: {}\n", m); });
     if (locked.ok()) {
       dir_lock.emplace(std::move(*locked));
     } else if (locked.status().code() == StatusCode::kUnavailable) {

@@ -173,7 +173,7 @@ int RunServer(const Config& given_config) {
   // One process per data dir, before anything in it is opened or recovered (a second
   // `joule serve` on a running server's data dir removed its archiver's open file before
   // RocksDB refused it: found by a black-box test).
-  Result<DataDirLock> dir_lock = DataDirLock::Acquire(config.data_dir);
+  Result<DataDirLock> dir_lock = DataDirLock::Acquire(config.data_dir, "serve");
   if (!dir_lock.ok()) {
     logging::Error(DataDirLockFailure(dir_lock.status()), {{"error", dir_lock.status().message()}});
     return 1;

@@ -266,6 +266,46 @@ class ArchiveTest(unittest.TestCase):
             self.assertEqual(proc.returncode, 1, (args, err))
             self.assertIn("No space left on device", err, args)
 
+    def test_an_offline_command_waits_for_another_that_holds_the_data_dir(self):
+        """Found by a black-box test: with an export running on a stopped data dir, a second
+        export took it for a running server ("events it has not yet written to archive files
+        … are not included") and left the killed server's log tail out, exit 0; `joule
+        replay` tried to ask a server that was not there. The lock file names its holder's
+        command: both wait for another export or replay ("waiting for joule process pid N
+        (export)"), then do their whole job. Here the test itself holds the lock as an
+        export would."""
+        import fcntl
+        s = self.server(JOULE_ARCHIVE_MAX_FILE_AGE="1h")
+        s.start()
+        dev = f"wait-{uid()}"
+        now = time.time()
+        events = [{"device_id": dev, "timestamp": fmt_ts(now - 60 + i), "event_id": f"w{i}",
+                   "metrics": {"power_w": float(i)}} for i in range(20)]
+        status, _, body = s.request("POST", "/v1/telemetry", events)
+        self.assertEqual((status, body.get("accepted")), (202, 20), body)
+        s.kill9()  # the events are in the log tail only (max_file_age 1h)
+        frm, to = fmt_ts(now - 120), fmt_ts(now + 60)
+        for args in (["export", "--from", frm, "--to", to, "--device", dev],
+                     ["replay", "--from", frm, "--to", to, "--dry-run"]):
+            fd = os.open(os.path.join(s.data_dir, "joule.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\nexport\n".encode(), 0)
+            proc = subprocess.Popen([joule_bin(), *args], env=s.environment(),
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            first = proc.stderr.readline().decode()  # blocks until it says it waits
+            self.assertIn(f"waiting for joule process pid {os.getpid()} (export)", first, args)
+            os.close(fd)  # releases the lock
+            out, err = proc.communicate(timeout=120)
+            err = first + err.decode()
+            self.assertEqual(proc.returncode, 0, (args, err))
+            self.assertNotIn("running server", err, args)
+            if args[0] == "export":
+                ids = sorted(json.loads(line)["event_id"] for line in out.decode().splitlines())
+                self.assertEqual(ids, sorted(e["event_id"] for e in events))
+            else:
+                self.assertEqual(json.loads(out)["events_read"], 20, err)
+
     def test_kill_in_the_first_round_archives_every_event_once(self):
         """A kill -9 between the renames and the checkpoint of the archive's first round (no
         `_archiver.ckpt` yet) must not leave an event in two published files: the round
