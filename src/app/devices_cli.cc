@@ -552,6 +552,22 @@ int RunDevicesImport(const Config& config, const DevicesImportOptions& options) 
         return 2;
       }
     }
+    // The header is written (and synced) before any device is created: a full disk or
+    // /dev/full fails here, with nothing imported, instead of after the devices exist and
+    // their one-time tokens are lost (found by a black-box test).
+    errno = 0;
+    constexpr std::string_view kTokensHeader = "device_id,token\n";
+    if (std::fwrite(kTokensHeader.data(), 1, kTokensHeader.size(), tokens_file) !=
+            kTokensHeader.size() ||
+        std::fflush(tokens_file) != 0 ||
+        (tokens_file_regular && ::fsync(::fileno(tokens_file)) != 0)) {
+      const int err = errno != 0 ? errno : EIO;
+      if (tokens_file != stdout) std::fclose(tokens_file);
+      fmt::print(stderr, "joule: cannot write {}: {}; nothing imported\n",
+                 options.tokens_out == "-" ? "standard output" : options.tokens_out,
+                 std::strerror(err));
+      return 2;
+    }
   }
 
   if (!options.dry_run) {
@@ -572,15 +588,27 @@ int RunDevicesImport(const Config& config, const DevicesImportOptions& options) 
   int code = 0;
   // Whatever was created, its tokens are written (they exist nowhere else).
   if (tokens_file) {
-    std::string out = "device_id,token\n";
+    std::string out;
     for (const auto& [id, token] : tokens) out += CsvField(id) + "," + token + "\n";
+    errno = 0;
     const bool ok = std::fwrite(out.data(), 1, out.size(), tokens_file) == out.size() &&
                     std::fflush(tokens_file) == 0 &&
                     (!tokens_file_regular || ::fsync(::fileno(tokens_file)) == 0);
+    const int err = errno != 0 ? errno : EIO;
     if (tokens_file != stdout) std::fclose(tokens_file);
     if (!ok) {
-      fmt::print(stderr, "joule: writing {} failed: {}\n", options.tokens_out,
-                 std::strerror(errno));
+      // The devices exist; their tokens exist nowhere else. A new token per device is the
+      // way back (the old one was never seen, so nothing that works is revoked).
+      std::string ids;
+      for (size_t i = 0; i < tokens.size() && i < 20; ++i) {
+        ids += (i ? ", " : "") + tokens[i].first;
+      }
+      if (tokens.size() > 20) ids += fmt::format(", … ({} in all)", tokens.size());
+      fmt::print(stderr,
+                 "joule: writing {} failed: {}: the {} devices created have no usable token; "
+                 "give each a new one with POST /v1/devices/{{id}}/token (admin; CONTRACT "
+                 "§3): {}\n",
+                 options.tokens_out, std::strerror(err), tokens.size(), ids);
       code = 1;
     }
   }

@@ -729,6 +729,35 @@ class DeviceApiCases:
             self.assertNotIn("failed:", stderr)
             self.assertTrue(received.splitlines()[1].startswith(dev + ","), received)
 
+    @unittest.skipUnless(os.path.exists("/dev/full"), "needs /dev/full")
+    def test_cli_import_tokens_out_that_cannot_be_written_creates_nothing(self):
+        """Found by a black-box test: --tokens-out to a full disk created the devices and then
+        failed writing their one-time tokens ("200 created"; a rerun "200 unchanged", no
+        tokens). The tokens file is written (its header, synced) before any device is
+        created: a target that cannot be written fails with nothing imported, and the same
+        import to a writable file then creates the devices and has their tokens."""
+        owner = self.owner()
+        env = self.server.environment()
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "devices.csv")
+            devs = [f"full-{uid()}" for _ in range(3)]
+            write_csv(src, [[d, owner, "", "", "", "UTC", ""] for d in devs])
+            proc = run_cli(["devices", "import", src, "--tokens-out", "/dev/full"], env)
+            self.assertEqual(proc.returncode, 2, proc.stderr)
+            self.assertIn("cannot write /dev/full: No space left on device; nothing imported",
+                          proc.stderr)
+            for d in devs:
+                self.assertEqual(self.server.request("GET", f"/v1/devices/{d}",
+                                                     headers=ADMIN)[0], 404, d)
+            out = os.path.join(tmp, "tokens.csv")
+            proc = run_cli(["devices", "import", src, "--tokens-out", out], env)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            self.assertIn("3 created", proc.stderr)
+            with open(out) as f:
+                lines = f.read().splitlines()
+            self.assertEqual(lines[0], "device_id,token")
+            self.assertEqual(sorted(line.split(",")[0] for line in lines[1:]), sorted(devs))
+
     def test_cli_import_of_an_id_deleted_from_another_owner(self):
         """Found by a black-box test: importing an id that belonged to another owner's
         deleted device failed "device changed concurrently; run the import again" (also on
