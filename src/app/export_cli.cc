@@ -11,6 +11,7 @@
 #include <set>
 #include <vector>
 
+#include "api/query_params.h"
 #include "app/archive_retention_note.h"
 #include "app/archive_seal.h"
 #include "app/data_dir_lock.h"
@@ -50,9 +51,14 @@ int RunExport(const Config& config, const ExportCliOptions& options) {
     fmt::print(stderr, "joule export: {}\n", message);
     return code;
   };
-  int64_t from, to;
-  if (!ParseRfc3339(options.from, &from)) return fail("--from must be an RFC 3339 time", 2);
-  if (!ParseRfc3339(options.to, &to)) return fail("--to must be an RFC 3339 time", 2);
+  // As the API reads them (api/query_params.h): RFC 3339 or epoch milliseconds, clamped to
+  // [1900-01-01, 2170-01-01), so `--to 9999-12-31T23:59:59Z` is "everything from --from on"
+  // (it was refused: int64 nanoseconds end in 2262; found by a black-box test).
+  Result<int64_t> from_time = api::ParseTimeParam("--from", options.from);
+  if (!from_time.ok()) return fail(from_time.status().message(), 2);
+  Result<int64_t> to_time = api::ParseTimeParam("--to", options.to);
+  if (!to_time.ok()) return fail(to_time.status().message(), 2);
+  const int64_t from = *from_time, to = *to_time;
   if (to <= from) return fail("--to must be after --from", 2);
   if (options.format != "ndjson" && options.format != "csv") {
     return fail("--format must be ndjson or csv", 2);

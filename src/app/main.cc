@@ -186,8 +186,14 @@ int main(int argc, char** argv) {
       "Recompute 1m/1h/1d records of a range from the archive (in-process on a stopped "
       "server's data dir; a running server is asked to do it)");
   replay_cmd->add_option("--config", config_path, "TOML config file");
-  replay_cmd->add_option("--from", replay_options.from, "Range start, RFC 3339")->required();
-  replay_cmd->add_option("--to", replay_options.to, "Range end (exclusive), RFC 3339")->required();
+  replay_cmd
+      ->add_option("--from", replay_options.from,
+                   "Range start: RFC 3339 or epoch ms (clamped to 1900..2170, as the API)")
+      ->required();
+  replay_cmd
+      ->add_option("--to", replay_options.to,
+                   "Range end (exclusive), as --from (9999-12-31T23:59:59Z: everything)")
+      ->required();
   auto* replay_device =
       replay_cmd->add_option("--device", replay_options.device_id, "Only this device");
   replay_cmd->add_option("--owner", replay_options.owner_id, "Only this owner's devices")
@@ -208,9 +214,13 @@ int main(int argc, char** argv) {
   auto* archive_export_cmd =
       app.add_subcommand("export", "Write raw events of a range from the archive to stdout");
   archive_export_cmd->add_option("--config", config_path, "TOML config file");
-  archive_export_cmd->add_option("--from", export_options.from, "Range start, RFC 3339")
+  archive_export_cmd
+      ->add_option("--from", export_options.from,
+                   "Range start: RFC 3339 or epoch ms (clamped to 1900..2170, as the API)")
       ->required();
-  archive_export_cmd->add_option("--to", export_options.to, "Range end (exclusive), RFC 3339")
+  archive_export_cmd
+      ->add_option("--to", export_options.to,
+                   "Range end (exclusive), as --from (9999-12-31T23:59:59Z: everything)")
       ->required();
   auto* export_device =
       archive_export_cmd->add_option("--device", export_options.device_id, "Only this device");

@@ -13,6 +13,7 @@
 #include <optional>
 #include <thread>
 
+#include "api/query_params.h"
 #include "api/replay_service.h"
 #include "app/archive_retention_note.h"
 #include "app/archive_seal.h"
@@ -247,9 +248,14 @@ int RunRemote(const Config& config, const std::string& url, bool url_from_config
 }  // namespace
 
 int RunReplay(const Config& config, const ReplayCliOptions& options) {
-  int64_t from, to;
-  if (!ParseRfc3339(options.from, &from)) return Fail("--from must be an RFC 3339 time", 2);
-  if (!ParseRfc3339(options.to, &to)) return Fail("--to must be an RFC 3339 time", 2);
+  // As the API reads them (api/query_params.h): RFC 3339 or epoch milliseconds, clamped to
+  // [1900-01-01, 2170-01-01), so `--to 9999-12-31T23:59:59Z` is "everything from --from on"
+  // (it was refused: int64 nanoseconds end in 2262; found by a black-box test).
+  Result<int64_t> from_time = api::ParseTimeParam("--from", options.from);
+  if (!from_time.ok()) return Fail(from_time.status().message(), 2);
+  Result<int64_t> to_time = api::ParseTimeParam("--to", options.to);
+  if (!to_time.ok()) return Fail(to_time.status().message(), 2);
+  const int64_t from = *from_time, to = *to_time;
   if (to <= from) return Fail("--to must be after --from", 2);
   if (!options.device_id.empty() && !options.owner_id.empty()) {
     return Fail("give --device or --owner, not both", 2);

@@ -306,6 +306,37 @@ class ArchiveTest(unittest.TestCase):
             else:
                 self.assertEqual(json.loads(out)["events_read"], 20, err)
 
+    def test_export_and_replay_take_far_times_as_the_api(self):
+        """Found by a black-box test: `--to 9999-12-31T23:59:59Z` (which the API documents as
+        "everything from `from` on") was "--to must be an RFC 3339 time", exit 2, as was any
+        time from 2262 on or before 1677. The CLI reads times as the API does: clamped to
+        [1900-01-01, 2170-01-01); epoch milliseconds too."""
+        s = self.server()
+        s.start()
+        dev = f"far-{uid()}"
+        now = time.time()
+        events = [{"device_id": dev, "timestamp": fmt_ts(now - 60 + i), "event_id": f"t{i}",
+                   "metrics": {"power_w": float(i)}} for i in range(5)]
+        status, _, body = s.request("POST", "/v1/telemetry", events)
+        self.assertEqual((status, body.get("accepted")), (202, 5), body)
+        self.assertEqual(s.stop(), 0, s.diag())
+        for frm in ("0001-01-01T00:00:00Z", "1000-06-01T00:00:00+02:00",
+                    str(int(now - 600) * 1000)):
+            proc = run_cli(s, "export", "--from", frm, "--to", "9999-12-31T23:59:59Z",
+                           "--device", dev)
+            ids = sorted(json.loads(row)["event_id"] for row in proc.stdout.decode().splitlines())
+            self.assertEqual(ids, sorted(e["event_id"] for e in events), frm)
+        proc = run_cli(s, "replay", "--from", "0001-01-01T00:00:00Z", "--to",
+                       "9999-12-31T23:59:59Z", "--dry-run", "--device", dev)
+        summary = json.loads(proc.stdout)
+        self.assertEqual((summary["from"], summary["to"]),
+                         ("1900-01-01T00:00:00.000Z", "2170-01-01T00:00:00.000Z"), summary)
+        self.assertEqual(summary["events_read"], 5, summary)
+        bad = run_cli(s, "export", "--from", "2200-01-01T00:00:00Z", "--to",
+                      "9999-12-31T23:59:59Z", check=False)
+        self.assertEqual(bad.returncode, 2, bad.stderr)
+        self.assertIn("--to must be after --from", bad.stderr.decode())
+
     def test_kill_in_the_first_round_archives_every_event_once(self):
         """A kill -9 between the renames and the checkpoint of the archive's first round (no
         `_archiver.ckpt` yet) must not leave an event in two published files: the round
