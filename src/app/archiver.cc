@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <thread>
 #include <vector>
 
@@ -11,6 +12,7 @@
 #include "common/test_hold.h"
 #include "common/thread_priority.h"
 #include "model/event.h"
+#include "store/archive/archive_layout.h"
 
 namespace joule::app {
 
@@ -89,8 +91,23 @@ Status Archiver::OpenWriter() {
     const uint64_t from = writer_->committed_offset(p);
     committed_[p].store(from);
     log_->SetConsumerOffset(kConsumerName, p, model::LogOffset{from});
-    JOULE_ASSIGN_OR_RETURN(auto reader, log_->NewReader(p, model::LogOffset{from}));
-    readers_.push_back(std::move(reader));
+    auto reader = log_->NewReader(p, model::LogOffset{from});
+    if (!reader.ok() && report.had_checkpoint &&
+        reader.status().code() == StatusCode::kInvalidArgument) {
+      // A checkpoint past the log's end: the archive came from another data dir (it said
+      // only "log partition 0 has no offset N (end 0)": found by a black-box test).
+      const std::string ckpt =
+          (std::filesystem::path(options_.dir) / store::kArchiveCheckpointFile).string();
+      return Status::InvalidArgument(fmt::format(
+          "the archive checkpoint {} names log offsets this data dir's log does not have "
+          "({}): the archive was made with another log (copied from another data dir?). If "
+          "the archive files were copied here on purpose, remove {} (the files stay; the "
+          "archiver starts at this log's start); to restore a backup, restore the whole data "
+          "dir (docs/OPERATIONS.md, \"Restore\")",
+          ckpt, reader.status().message(), ckpt));
+    }
+    if (!reader.ok()) return reader.status();
+    readers_.push_back(std::move(*reader));
   }
   return Status::Ok();
 }

@@ -190,5 +190,48 @@ TEST_F(ArchiverTest, StopReportsALastRoundThatWasNotSealed) {
   EXPECT_EQ(archiver.LagRecords(), 0u);
 }
 
+// Found by a black-box test: an archive copied with its checkpoint into a new data dir
+// stopped `joule serve` with "log partition 0 has no offset 26045 (end 0)". The message says
+// the checkpoint names offsets this log does not have and what to do.
+TEST_F(ArchiverTest, ACheckpointFromAnotherLogIsNamed) {
+  AppendEvents(10);
+  {
+    Archiver archiver(Options(), log_.get(), SystemClock::Default(), nullptr);
+    ASSERT_TRUE(archiver.Start().ok());
+    ASSERT_TRUE(archiver.SealNow(10 * kNanosPerSecond).ok());
+    ASSERT_TRUE(archiver.Stop().ok());
+  }
+  // A fresh, empty log next to the archive: as a new data dir with the old archive copied in.
+  log_.reset();
+  std::filesystem::remove_all(dir_ + "/log");
+  log::LogOptions lo;
+  lo.dir = dir_ + "/log";
+  lo.partitions = 1;
+  lo.fsync = false;
+  auto log = log::Log::Open(lo, nullptr);
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  log_ = std::move(*log);
+  Archiver archiver(Options(), log_.get(), SystemClock::Default(), nullptr);
+  Status st = archiver.Start();
+  ASSERT_FALSE(st.ok());
+  const std::string ckpt = dir_ + "/archive/" + store::kArchiveCheckpointFile;
+  EXPECT_NE(st.message().find("the archive checkpoint " + ckpt +
+                              " names log offsets this data dir's log does not have"),
+            std::string::npos)
+      << st.message();
+  EXPECT_NE(st.message().find("remove " + ckpt), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("has no offset 10 (end 0)"), std::string::npos) << st.message();
+  // Removed, as the message says: the archiver starts at this log's start, the files stay.
+  std::filesystem::remove(ckpt);
+  Archiver again(Options(), log_.get(), SystemClock::Default(), nullptr);
+  ASSERT_TRUE(again.Start().ok());
+  EXPECT_TRUE(again.Stop().ok());
+  size_t files = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir_ + "/archive")) {
+    if (e.path().string().ends_with(".ndjson.zst")) ++files;
+  }
+  EXPECT_EQ(files, 1u);
+}
+
 }  // namespace
 }  // namespace joule::app
