@@ -337,6 +337,36 @@ class ArchiveTest(unittest.TestCase):
         self.assertEqual(bad.returncode, 2, bad.stderr)
         self.assertIn("--to must be after --from", bad.stderr.decode())
 
+    def test_export_of_an_unknown_device_says_so(self):
+        """Found by a black-box test: `joule export --device nope` was silent, exit 0, while
+        `--owner nope` said "owner nope has no devices". An id the metadata store does not
+        know, with no rows, is now named on stderr; exit 0 still (a deleted device keeps its
+        archived events, and another range may have them). A registered device without
+        events, or an unregistered one with events, exports without the note."""
+        s = self.server()
+        s.start()
+        registered = f"reg-{uid()}"
+        status, _, body = s.request("POST", "/v1/devices",
+                                    {"device_id": registered, "owner_id": f"own-{uid()}"})
+        self.assertEqual(status, 201, body)
+        unregistered = f"unreg-{uid()}"
+        now = time.time()
+        status, _, body = s.request("POST", "/v1/telemetry", [
+            {"device_id": unregistered, "timestamp": fmt_ts(now - 30), "event_id": "u1",
+             "metrics": {"power_w": 1.0}}])
+        self.assertEqual(status, 202, body)
+        self.assertEqual(s.stop(), 0, s.diag())
+        frm, to = fmt_ts(now - 600), fmt_ts(now + 60)
+        nope = f"nope-{uid()}"
+        proc = run_cli(s, "export", "--from", frm, "--to", to, "--device", nope)
+        self.assertEqual(proc.stdout, b"")
+        self.assertIn(f"device {nope} is not registered and has no archived events from ",
+                      proc.stderr.decode())
+        for dev, rows in ((registered, 0), (unregistered, 1)):
+            proc = run_cli(s, "export", "--from", frm, "--to", to, "--device", dev)
+            self.assertEqual(len(proc.stdout.splitlines()), rows, dev)
+            self.assertNotIn("not registered", proc.stderr.decode(), dev)
+
     def test_kill_in_the_first_round_archives_every_event_once(self):
         """A kill -9 between the renames and the checkpoint of the archive's first round (no
         `_archiver.ckpt` yet) must not leave an event in two published files: the round
