@@ -241,6 +241,10 @@ int main(int argc, char** argv) {
     return FinishStdout(app.exit(e) == 0 ? 0 : 2);  // --help: 0
   }
 
+  // Only the server's log is JSON lines; the other subcommands write plain text, their
+  // messages and the log lines of what they run alike (docs/OPERATIONS.md "Logs"; `joule
+  // export` printed the archive's JSON lines: found by a black-box test).
+  if (!*serve) joule::logging::SetPlainText("joule");
   auto run_subcommand = [&]() -> int {
     if (*devices) {
       std::vector<std::string> warnings;

@@ -367,6 +367,23 @@ class ArchiveTest(unittest.TestCase):
             self.assertEqual(len(proc.stdout.splitlines()), rows, dev)
             self.assertNotIn("not registered", proc.stderr.decode(), dev)
 
+    def test_export_logs_in_plain_text(self):
+        """Found by a black-box test: OPERATIONS "Logs" says the subcommands other than
+        serve write plain text, but `joule export` printed the archive's JSON log lines
+        ({"ts":…,"level":"info","msg":"archive recovered",…}). They are plain text now."""
+        s = self.server()
+        s.start()
+        self.assertEqual(s.stop(), 0, s.diag())
+        staging = os.path.join(s.data_dir, "archive", ".staging")
+        os.makedirs(staging, exist_ok=True)
+        with open(os.path.join(staging, "leftover.tmp"), "w") as f:
+            f.write("x")
+        proc = run_cli(s, "export", "--from", fmt_ts(time.time() - 600),
+                       "--to", fmt_ts(time.time()))
+        err = proc.stderr.decode()
+        self.assertIn("joule: archive recovered (temp_files_removed=1", err)
+        self.assertFalse([line for line in err.splitlines() if line.startswith("{")], err)
+
     def test_kill_in_the_first_round_archives_every_event_once(self):
         """A kill -9 between the renames and the checkpoint of the archive's first round (no
         `_archiver.ckpt` yet) must not leave an event in two published files: the round
