@@ -220,6 +220,14 @@ void Evaluator::RestoreAlert(const store::Alert& alert, int64_t now) {
     t.base.prev_end = e.open_we;
     t.floor = std::max(t.floor, e.open_we);
   }
+  if (rule->kind == RuleKind::kEnergyBudget && has_value) {
+    // The day continues at its stored total. The restored processors replay the day's
+    // records after their checkpoint: a checkpoint taken before the total passed the
+    // budget replays running totals under it first, which would retract the alert and
+    // then reopen it — two false webhooks (found by a black-box test, kill -9).
+    t.restored_day = ws;
+    t.restored_total = e.value;
+  }
   Flags f{alert.acked, alert.snoozed_until_ns};
   // A snooze that ended before the alert's last stored write was handled before the
   // restart (the reminder is such a write); one that ended later is still due.
@@ -997,6 +1005,13 @@ void Evaluator::OnRecord(const model::AggregateRecord& record, int64_t now,
     v.version = record.version;
     v.final = record.final;
     v.value = AggregateValue(record, rule.metric, rule.aggregate);
+    if (t.restored_day && *t.restored_day == record.window_start_ns) {
+      if (!record.final && (!v.value || *v.value < t.restored_total)) {
+        v.value = t.restored_total;  // a running total the alert was past (RestoreAlert)
+      } else {
+        t.restored_day.reset();  // caught up (or the day's final total): judged as it is
+      }
+    }
     t.windows[record.window_start_ns] = v;
     Recompute(rule, record.device_id, t, now, out);
   }

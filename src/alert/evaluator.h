@@ -20,7 +20,9 @@
 //   episode that fired and is already over when first judged (buffered or late data)
 //   emits `firing` then `resolved`, as live.
 // - RestoreAlert continues an open episode from its opening window: replayed records of
-//   that window and earlier ones are ignored for the rule and device.
+//   that window and earlier ones are ignored for the rule and device. A restored energy
+//   budget continues its day at the stored total: replayed running totals under it are
+//   judged at it (they are states the alert was past before the crash).
 // - energy_budget reads 1d records, final or not: the day's alert fires as soon as the
 //   running total passes budget_wh and resolves when the day's record is final.
 // - absence is judged on processing time (`now`): no new events from a device for
@@ -238,6 +240,12 @@ class Evaluator {
     // The first window judged since the track began (or its rule changed): verdicts of
     // earlier windows are not all known, so episodes before it are not re-derived.
     std::optional<int64_t> judged_from;
+    // energy_budget: the local day of a restored open alert and its stored day total.
+    // The processors replay the day's records after their checkpoint, whose running totals
+    // start below the stored one (states the alert was past before the crash): until a
+    // record reaches it, an open record of that day is judged at the stored total.
+    std::optional<int64_t> restored_day;
+    double restored_total = 0;
     std::vector<Known> known;
     // absence
     int64_t last_seen_ns = 0;  // processing time of the latest new events

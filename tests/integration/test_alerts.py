@@ -828,6 +828,68 @@ class KillTest(AlertServerMixin, unittest.TestCase):
         self.assertEqual(resolved["fired_window_start"], firing["window_start"])
         self.assertEqual(resolved["resolved_window_start"], fmt_ts(base + 60 * 6))
 
+    def test_firing_energy_budget_continues_after_sigkill(self):
+        # Found by a black-box test: a kill -9 while an energy budget fired, with the last
+        # checkpoint taken before the day total passed the budget. The restored processors
+        # replayed the day's running totals from the checkpoint's (under the budget): the
+        # alert was "retracted" (a webhook), then "firing" again, reopened 1 (another).
+        env = dict(ALERT_ENV, JOULE_STREAM_CHECKPOINT_INTERVAL="1s")
+        self.server = JouleServer(env=env, name="alerts-kill-budget")
+        self.addCleanup(self.server.cleanup)
+        self.server.start()
+        receiver = Receiver()
+        self.addCleanup(receiver.close)
+        # A zone where it is about noon: the hour of data below lies in today's local day.
+        offset = 12 - time.gmtime().tm_hour
+        tz = "UTC" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
+        dev = f"al-{uid()}"
+        status, _, body = self.server.request(
+            "POST", "/v1/devices", {"device_id": dev, "owner_id": f"own-{uid()}", "timezone": tz},
+            headers=ADMIN)
+        self.assertEqual(status, 201, f"{body!r}" + self.server.diag())
+        token = body["token"]
+        status, _, rule = self.server.request(
+            "POST", "/v1/rules",
+            {"scope": {"device_id": dev}, "kind": "energy_budget", "budget_wh": 900,
+             "channels": [{"url": receiver.url, "secret": SECRET}]}, headers=ADMIN)
+        self.assertEqual(status, 201, rule)
+        base = int(time.time()) - 3600
+
+        def send(frm, to):  # 1000 W every 10 s
+            events = [{"device_id": dev, "timestamp": fmt_ts(t), "metrics": {"power_w": 1000.0}}
+                      for t in range(frm, to + 1, 10)]
+            status, _, body = self.server.post_events(events, headers=bearer(token))
+            self.assertEqual(status, 202, f"{body!r}" + self.server.diag())
+
+        send(base, base + 1800)  # 500 Wh: under the budget
+        time.sleep(3)  # checkpoints with it
+        self.server.stop()
+        # No checkpoint after this one until the kill.
+        self.server.overrides["JOULE_STREAM_CHECKPOINT_INTERVAL"] = "1h"
+        self.server.start()
+        send(base + 1810, base + 3360)  # about 933 Wh: over it
+        self.assertTrue(poll(lambda: receiver.snapshot(), timeout=30), self.server.diag())
+        firing = json.loads(receiver.snapshot()[0][1])
+        self.assertEqual(firing["event"], "firing", firing)
+        self.server.kill9()
+        self.server.start()
+
+        def distinct():
+            seen = {}  # (at-least-once: a repeat has the same webhook-id)
+            for headers, body, _, _ in receiver.snapshot():
+                seen.setdefault(headers["webhook-id"], json.loads(body))
+            return list(seen.values())
+
+        # The replay after the restart happens at once, its totals published within an
+        # early-firing interval (5 s); give it time to do harm.
+        poll(lambda: len(distinct()) > 1, timeout=12)
+        self.assertEqual([(b["event"], b.get("reopened")) for b in distinct()],
+                         [("firing", None)], distinct()[1:])
+        alerts = self.alerts_of(dev)
+        self.assertEqual([(a["id"], a["state"], a.get("reopened")) for a in alerts],
+                         [(firing["id"], "firing", None)])
+        self.assertGreaterEqual(alerts[0]["value"], firing["value"])
+
     def test_resolved_alert_unchanged_after_sigkill(self):
         # Found by a black-box test: after a kill -9 the replay re-derived an alert that
         # had fired and resolved, and the store's upsert rewrote its opened_at/updated_at
