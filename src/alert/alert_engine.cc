@@ -145,6 +145,7 @@ void AlertEngine::LoadRules(std::vector<AlertUpdate>* out) {
   RuleParseOptions po;
   po.allow_private_targets = true;    // re-checked at delivery after DNS resolution
   po.drop_duplicate_channels = true;  // rules stored before duplicates were refused
+  po.clamp_durations = true;          // rules stored before long durations were refused
   unreadable_rules_.clear();
   for (const store::Rule& row : *rows) {
     Result<Rule> r = ParseRule(row.json, po);

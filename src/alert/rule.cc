@@ -4,6 +4,7 @@
 #include <simdjson.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <set>
 
@@ -67,13 +68,9 @@ Result<double> Num(std::string_view name, simdjson::dom::element v) {
   return d;
 }
 
-Result<int64_t> Duration(std::string_view name, simdjson::dom::element v) {
+Result<int64_t> Duration(std::string_view name, simdjson::dom::element v, bool clamp) {
   JOULE_ASSIGN_OR_RETURN(std::string s, Str(name, v));
-  Result<int64_t> ns = ParseDurationNanos(s);
-  if (!ns.ok() || *ns < 0) {
-    return Bad(fmt::format("{} must be a duration like \"10m\", \"1h\" or \"7d\"", name));
-  }
-  return *ns;
+  return ParseAlertDuration(name, s, clamp);
 }
 
 template <typename Enum, size_t N>
@@ -227,6 +224,32 @@ std::optional<double> AggregateValue(const model::AggregateRecord& record, std::
   }
 }
 
+Result<int64_t> ParseAlertDuration(std::string_view field, std::string_view text, bool clamp) {
+  auto malformed = [&] {
+    return Status::InvalidArgument(fmt::format(
+        "{} must be a duration with a unit like \"90s\", \"10m\", \"1h\" or \"7d\"", field));
+  };
+  // The unit is required: "5" is not "5s" to every reader (ParseDurationNanos, for config,
+  // reads a bare number as seconds).
+  if (text.empty() || !std::isalpha(static_cast<unsigned char>(text.back()))) return malformed();
+  const std::string_view number = text.substr(0, text.find_first_not_of("0123456789."));
+  if (number.empty()) return malformed();
+  Result<int64_t> parsed = ParseDurationNanos(text);
+  int64_t ns = INT64_MAX;  // well-formed but too large for int64 nanoseconds: over the bound
+  if (parsed.ok()) {
+    ns = *parsed;
+  } else if (parsed.status().message().find("too large") == std::string::npos) {
+    return malformed();
+  }
+  if (ns < 0) return malformed();
+  if (ns > kMaxAlertDurationNs) {
+    if (clamp) return kMaxAlertDurationNs;
+    return Status::InvalidArgument(fmt::format("{} must be at most 3650d (about ten years), got {}",
+                                               field, text.substr(0, 32)));
+  }
+  return ns;
+}
+
 Result<Rule> ParseRule(std::string_view json, const RuleParseOptions& options) {
   simdjson::dom::parser parser;
   simdjson::dom::element root;
@@ -318,7 +341,7 @@ Result<Rule> ParseRule(std::string_view json, const RuleParseOptions& options) {
       JOULE_ASSIGN_OR_RETURN(r.resolution, Choice(key, v, kResolutions));
       have_resolution = true;
     } else if (key == "absent_for") {
-      JOULE_ASSIGN_OR_RETURN(r.absent_for_ns, Duration(key, v));
+      JOULE_ASSIGN_OR_RETURN(r.absent_for_ns, Duration(key, v, options.clamp_durations));
       if (r.absent_for_ns < kNanosPerSecond) return Bad("absent_for must be at least 1s");
     } else if (key == "budget_wh") {
       JOULE_ASSIGN_OR_RETURN(r.budget_wh, Num(key, v));
@@ -349,7 +372,7 @@ Result<Rule> ParseRule(std::string_view json, const RuleParseOptions& options) {
         ++i;
       }
     } else if (key == "cooldown") {
-      JOULE_ASSIGN_OR_RETURN(r.cooldown_ns, Duration(key, v));
+      JOULE_ASSIGN_OR_RETURN(r.cooldown_ns, Duration(key, v, options.clamp_durations));
     } else if (key == "enabled") {
       if (v.get_bool().get(r.enabled) != simdjson::SUCCESS) return Bad("enabled must be a boolean");
     } else if (key == "created_at" || key == "updated_at") {

@@ -78,7 +78,23 @@ struct RuleParseOptions {
   // power metric — such a rule would never see a value. Unset (rules read from the store),
   // not checked: the configured kinds may have changed since the rule was made.
   std::function<model::MetricKind(std::string_view metric)> metric_kind;
+  // A duration over kMaxAlertDurationNs is a 400. Rules stored before that was refused are
+  // read with this set: such a duration is read as the bound (it had overflowed when added
+  // to a time, and did nothing).
+  bool clamp_durations = false;
 };
+
+// The longest duration of a rule (cooldown, absent_for) or a snooze: 3650d (about ten
+// years). Added to a time, a longer one could overflow int64 nanoseconds (year 2262): a
+// cooldown of 100000d did nothing, a snooze for 100000d ended in 1716 at once (found by a
+// black-box test).
+inline constexpr int64_t kMaxAlertDurationNs = 3650LL * 24 * 3600 * 1'000'000'000;
+// A duration field of a rule or a snooze (CONTRACT §4): a non-negative number with a unit —
+// ms, s, m, h or d ("90s", "15m", "1.5h", "7d") — at most kMaxAlertDurationNs (`clamp`:
+// a longer one is the bound). Otherwise InvalidArgument naming `field`. (A bare number was
+// read as seconds; durations in the contract always carry their unit.)
+Result<int64_t> ParseAlertDuration(std::string_view field, std::string_view text,
+                                   bool clamp = false);
 
 // Parses and validates a rule body (POST/PUT /v1/rules). `id` and `owner_id` of the
 // result are left for the caller to set when the body has none.

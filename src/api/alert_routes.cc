@@ -18,6 +18,7 @@
 #include <string>
 
 #include "alert/alert_engine.h"
+#include "alert/rule.h"
 #include "api/api_context.h"
 #include "api/audit.h"
 #include "api/error_response.h"
@@ -156,24 +157,39 @@ class AlertRoutes {
     bool has_until = e["until"].get(u) == simdjson::SUCCESS;
     bool has_for = e["for"].get(d) == simdjson::SUCCESS;
     if (has_until == has_for) return bad("give exactly one of \"until\" and \"for\"");
+    // A snooze ends at most alert::kMaxAlertDurationNs (3650d) from now: further, now + for
+    // overflowed int64 nanoseconds — a snooze for 100000d ended in 1716, with an immediate
+    // reminder — and a time after 2262 was refused as "not an RFC 3339 time" (found by a
+    // black-box test). To silence an alert for good, ack it.
+    const int64_t now = ctx_.clock->NowNanos();
     if (has_until && !u.is_null()) {
       std::string_view s;
-      int64_t ns = 0;
-      if (u.get_string().get(s) != simdjson::SUCCESS || !ParseRfc3339(s, &ns)) {
+      int64_t seconds = 0, fraction = 0;
+      if (u.get_string().get(s) != simdjson::SUCCESS ||
+          !ParseRfc3339Seconds(s, &seconds, &fraction)) {
         return bad("until must be an RFC 3339 time (or null to un-snooze)");
       }
+      // (A well-formed time outside int64 nanoseconds, 1677–2262: far in the past or future.)
+      int64_t ns = seconds < 0 ? INT64_MIN : INT64_MAX;
+      (void)ParseRfc3339(s, &ns);
       // A snooze that has already ended mutes nothing; accepting it sent an immediate
       // "snooze ended" reminder (found by a black-box test).
-      if (ns <= ctx_.clock->NowNanos()) {
-        return bad("until must be in the future (null un-snoozes)");
+      if (ns <= now) return bad("until must be in the future (null un-snoozes)");
+      if (ns - now > alert::kMaxAlertDurationNs) {
+        return bad(
+            "until must be at most 3650d (about ten years) from now; ack the alert to "
+            "silence it for good");
       }
       until = ns;
     } else if (has_for) {
       std::string_view s;
-      Result<int64_t> ns = Status::InvalidArgument("");
-      if (d.get_string().get(s) == simdjson::SUCCESS) ns = ParseDurationNanos(s);
-      if (!ns.ok() || *ns <= 0) return bad("for must be a duration like \"30m\" or \"1h\"");
-      until = ctx_.clock->NowNanos() + *ns;
+      if (d.get_string().get(s) != simdjson::SUCCESS) {
+        return bad("for must be a duration with a unit like \"30m\" or \"1h\"");
+      }
+      Result<int64_t> ns = alert::ParseAlertDuration("for", s);
+      if (!ns.ok()) return bad(std::string(ns.status().message()));
+      if (*ns <= 0) return bad("for must be a duration with a unit like \"30m\" or \"1h\"");
+      until = now + *ns;
     }
     Result<store::Alert> a = ctx_.metadata->SnoozeAlert(id, until);
     if (!a.ok()) return responder.Send(ErrorFromStatus(a.status()));

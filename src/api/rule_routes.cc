@@ -62,6 +62,7 @@ std::string RuleView(const store::Rule& row) {
   alert::RuleParseOptions po;
   po.allow_private_targets = true;
   po.drop_duplicate_channels = true;  // rules stored before duplicates were refused
+  po.clamp_durations = true;          // rules stored before long durations were refused
   Result<alert::Rule> r = alert::ParseRule(row.json, po);
   std::string json;
   if (r.ok()) {
@@ -219,6 +220,7 @@ class RuleRoutes {
       // "<redacted>" sent back from a GET keeps the stored secret of that url.
       po.allow_private_targets = true;
       po.drop_duplicate_channels = true;
+      po.clamp_durations = true;
       Result<alert::Rule> old = alert::ParseRule(existing->json, po);
       for (size_t index = 0; index < rule.channels.size(); ++index) {
         alert::Channel& c = rule.channels[index];

@@ -216,6 +216,14 @@ class AlertsTest(AlertServerMixin, JouleTestCase):
               "aggregate": "max", "op": ">", "threshold": 1, "resolution": "5m"}, "resolution"),
             ({"scope": {"device_id": dev}, "kind": "absence"}, "absent_for"),
             ({"scope": {"device_id": dev}, "kind": "energy_budget"}, "budget_wh"),
+            # Durations carry a unit and are at most 3650d (black-box test: a cooldown of
+            # 100000d overflowed and did nothing; "5" was read as 5s).
+            ({"scope": {"device_id": dev}, "kind": "absence", "absent_for": "10m",
+              "cooldown": "100000d"}, "cooldown must be at most 3650d"),
+            ({"scope": {"device_id": dev}, "kind": "absence", "absent_for": "3651d"},
+             "absent_for must be at most 3650d"),
+            ({"scope": {"device_id": dev}, "kind": "absence", "absent_for": "10m",
+              "cooldown": "5"}, "cooldown must be a duration with a unit"),
             ({"scope": {"device_id": dev}, "kind": "absence", "absent_for": "10m",
               "channels": [{"type": "webhook", "url": "gopher://x", "secret": "s"}]}, "url"),
             # The same url twice would deliver every transition twice (black-box test).
@@ -308,6 +316,29 @@ class AlertsTest(AlertServerMixin, JouleTestCase):
         status, _, _ = self.server.request(
             "POST", f"/v1/alerts/{alert['id']}/snooze", {"for": "soon"}, headers=ADMIN)
         self.assertEqual(status, 400)
+        # A snooze ends at most 3650d from now (found by a black-box test: "100000d"
+        # overflowed — 200 with snoozed_until null and an at once "snooze ended in 1716"
+        # reminder — and a time after 2262 was "not an RFC 3339 time").
+        for body, message in (
+                ({"for": "100000d"}, "for must be at most 3650d"),
+                ({"for": "3651d"}, "for must be at most 3650d"),
+                ({"for": "5"}, "for must be a duration with a unit"),
+                ({"until": "2300-01-01T00:00:00Z"}, "until must be at most 3650d"),
+                ({"until": "9999-12-31T23:59:59Z"}, "until must be at most 3650d"),
+                ({"until": "1600-01-01T00:00:00Z"}, "until must be in the future"),
+                ({"until": "2300-13-01T00:00:00Z"}, "until must be an RFC 3339 time")):
+            status, _, err = self.server.request(
+                "POST", f"/v1/alerts/{alert['id']}/snooze", body, headers=ADMIN)
+            self.assertEqual((status, err["error"]["code"]), (400, "invalid_argument"), body)
+            self.assertIn(message, err["error"]["message"], body)
+        for body in ({"for": "3650d"}, {"until": fmt_ts(int(time.time()) + 3649 * 86400)}):
+            status, _, snoozed = self.server.request(
+                "POST", f"/v1/alerts/{alert['id']}/snooze", body, headers=ADMIN)
+            self.assertEqual(status, 200, snoozed)
+            self.assertGreater(snoozed["snoozed_until"], fmt_ts(int(time.time()) + 3648 * 86400))
+        status, _, snoozed = self.server.request(
+            "POST", f"/v1/alerts/{alert['id']}/snooze", {"for": "1h"}, headers=ADMIN)
+        self.assertEqual(status, 200, snoozed)
         # Unknown fields are refused as for rules (found by a black-box test: {"ackd": false}
         # answered 200 and acked; a snooze ignored them too).
         for action, body in (("ack", {"ackd": False}), ("snooze", {"for": "1h", "unitl": None})):

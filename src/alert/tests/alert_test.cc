@@ -769,6 +769,28 @@ TEST(RuleParse, ClearMessages) {
   ASSERT_EQ(kept->channels.size(), 2u);
   EXPECT_EQ(kept->channels[0].secret, "s1");
   EXPECT_EQ(kept->channels[1].url, "https://hooks.example.com/b");
+  // Durations carry a unit and are at most 3650d: longer ones overflowed when added to a
+  // time (a cooldown of 100000d did nothing; found by a black-box test), and "5" read as
+  // 5s is not what every reader assumes. Stored rules made before are read at the bound.
+  const std::string absence = R"({"scope":{"device_id":"d1"},"kind":"absence","absent_for":)";
+  EXPECT_EQ(err(absence + R"("10m","cooldown":"3650d"})"), "ok");
+  EXPECT_EQ(err(absence + R"("3650d","cooldown":"1.5h"})"), "ok");
+  EXPECT_EQ(err(absence + R"("10m","cooldown":"100000d"})"),
+            "cooldown must be at most 3650d (about ten years), got 100000d");
+  EXPECT_EQ(err(absence + R"("10m","cooldown":"3651d"})"),
+            "cooldown must be at most 3650d (about ten years), got 3651d");
+  EXPECT_EQ(err(absence + R"("99999999999d"})"),
+            "absent_for must be at most 3650d (about ten years), got 99999999999d");
+  for (const char* bad : {"5", "", "d", "10x", "-5s", "1h30m"}) {
+    EXPECT_EQ(err(absence + R"("10m","cooldown":")" + bad + "\"}"),
+              R"(cooldown must be a duration with a unit like "90s", "10m", "1h" or "7d")")
+        << bad;
+  }
+  RuleParseOptions stored_rule = po;
+  stored_rule.clamp_durations = true;
+  Result<Rule> clamped = ParseRule(absence + R"("10m","cooldown":"8640000000s"})", stored_rule);
+  ASSERT_TRUE(clamped.ok()) << clamped.status().ToString();
+  EXPECT_EQ(clamped->cooldown_ns, kMaxAlertDurationNs);
   EXPECT_NE(err(R"({"scope":{"device_id":"d1"},"kind":"absence","absent_for":"10m","x":1})")
                 .find("unknown field"),
             std::string::npos);
