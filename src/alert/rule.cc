@@ -386,6 +386,22 @@ Result<Rule> ParseRule(std::string_view json, const RuleParseOptions& options) {
   if (r.scope.device_id.empty() && r.scope.owner_id.empty() && r.scope.model.empty()) {
     return Bad("scope is required: {\"device_id\"}, {\"owner_id\"} or {\"model\"}");
   }
+  if (r.kind == RuleKind::kEnergyBudget && !have_aggregate) {
+    // The default follows the metric's kind (as configured when the API is asked): a
+    // counter's delta, a power metric's energy_wh. A gauge has no energy: it takes an
+    // explicit sum (found by a black-box test: the rule was stored with energy_wh, which a
+    // gauge never has, and could never fire, while the same aggregate given was a 400).
+    const model::MetricKind kind =
+        options.metric_kind ? options.metric_kind(r.metric) : model::DefaultMetricKind(r.metric);
+    if (options.metric_kind && kind == model::MetricKind::kGauge) {
+      return Bad(fmt::format(
+          "energy_budget on {} (a gauge metric) needs \"aggregate\": \"sum\" — the default "
+          "energy_wh needs a power metric, delta a counter metric (CONTRACT §2 \"Metric kinds\": "
+          "by name, or [metrics.kinds])",
+          r.metric));
+    }
+    r.aggregate = kind == model::MetricKind::kCounter ? Aggregate::kDelta : Aggregate::kEnergyWh;
+  }
   if (options.metric_kind && r.kind != RuleKind::kAbsence) {
     // Found by a black-box test: a threshold on the delta of power_w was accepted and never
     // had a value to judge.
@@ -450,12 +466,7 @@ Result<Rule> ParseRule(std::string_view json, const RuleParseOptions& options) {
       if (have_threshold || have_op || r.clear_threshold || have_for || r.absent_for_ns) {
         return Bad("kind energy_budget takes budget_wh (no threshold, op, for_windows)");
       }
-      r.resolution = model::Resolution::kDay;
-      if (!have_aggregate) {
-        r.aggregate = model::DefaultMetricKind(r.metric) == model::MetricKind::kCounter
-                          ? Aggregate::kDelta
-                          : Aggregate::kEnergyWh;
-      }
+      r.resolution = model::Resolution::kDay;  // (the aggregate's default: above)
       if (r.aggregate != Aggregate::kEnergyWh && r.aggregate != Aggregate::kDelta &&
           r.aggregate != Aggregate::kSum) {
         return Bad("energy_budget aggregate must be energy_wh, delta or sum");

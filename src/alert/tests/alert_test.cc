@@ -832,6 +832,27 @@ TEST(RuleParse, AggregateMustSuitTheMetricKind) {
   EXPECT_TRUE(ParseRule(rule("power_w", "energy_wh"), po).ok());
   EXPECT_TRUE(ParseRule(rule("power_w", "max"), po).ok());
   EXPECT_TRUE(ParseRule(rule("power_w", "delta"), RuleParseOptions{}).ok());  // stored
+  // An energy budget's default aggregate follows the metric's kind; a gauge has none (found
+  // by a black-box test: stored with energy_wh, which a gauge never has — it could never
+  // fire — while the same aggregate given was a 400).
+  auto budget = [](std::string_view metric) {
+    return fmt::format(
+        R"({{"scope":{{"device_id":"d1"}},"kind":"energy_budget","metric":"{}","budget_wh":1}})",
+        metric);
+  };
+  r = ParseRule(budget("voltage_v"), po);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(),
+            "energy_budget on voltage_v (a gauge metric) needs \"aggregate\": \"sum\" — the "
+            "default energy_wh needs a power metric, delta a counter metric (CONTRACT §2 "
+            "\"Metric kinds\": by name, or [metrics.kinds])");
+  r = ParseRule(budget("power_w"), po);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->aggregate, Aggregate::kEnergyWh);
+  r = ParseRule(budget("meter_x"), po);  // configured as a counter
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->aggregate, Aggregate::kDelta);
+  EXPECT_TRUE(ParseRule(budget("voltage_v").insert(1, R"("aggregate":"sum",)"), po).ok());
 }
 
 // Alert-store writes that failed while the metadata store was unreachable: per alert the
