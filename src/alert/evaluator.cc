@@ -487,6 +487,7 @@ AlertUpdate Evaluator::Make(const Rule& rule, const std::string& device_id, Know
                             std::string annotation, bool reminder, std::string_view key_suffix) {
   AlertUpdate u;
   if (e) k.last = *e;
+  if (!reminder) k.annotation = annotation;
   DeviceInfo info = lookup_ ? lookup_(device_id) : DeviceInfo{};
   store::Alert& a = u.alert;
   a.id = k.id;
@@ -740,18 +741,24 @@ void Evaluator::Recompute(const Rule& rule, const std::string& device_id, Track&
       }
       // A late update changed an episode that was already resolved: its resolution moved
       // to another window (news: a webhook with its own id), or only its values changed
-      // (stored, no webhook). Found by a black-box test: neither was recorded.
+      // (stored and on SSE as they are, the annotation kept: the resolution did not change;
+      // no webhook). Found by a black-box test: neither was recorded. A change the alert
+      // does not show (its episode grew by a window before the resolution) writes nothing
+      // (found by a black-box test: "updated: a late update changed the resolution" on
+      // every such window, and on every late sample of a day already over).
       if (state == store::AlertState::kResolved && k.fired && e.closed && e.firing) {
         const Episode* was = k.last ? &*k.last : nullptr;
         const bool moved = was == nullptr || !was->closed || was->resolved_ws != e.resolved_ws;
-        if (moved || was->value != e.value || was->peak != e.peak || was->fired_ws != e.fired_ws ||
-            was->last_we != e.last_we) {
-          AlertUpdate u = Make(
-              rule, device_id, k, "resolved", now, &e,
-              "updated: a late update changed the resolution", false,
-              moved ? fmt::format("updated/{}/{}", e.resolved_ws, ++k.resolution_updates) : "");
-          if (!moved) u.notify = false;
+        if (moved) {
+          out->push_back(Make(rule, device_id, k, "resolved", now, &e,
+                              "updated: a late update changed the resolution", false,
+                              fmt::format("updated/{}/{}", e.resolved_ws, ++k.resolution_updates)));
+        } else if (was->value != e.value || was->peak != e.peak || was->fired_ws != e.fired_ws) {
+          AlertUpdate u = Make(rule, device_id, k, "resolved", now, &e, k.annotation);
+          u.notify = false;
           out->push_back(std::move(u));
+        } else {
+          k.last = e;  // (as the body shows it)
         }
       }
       continue;

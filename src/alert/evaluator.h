@@ -208,6 +208,7 @@ class Evaluator {
     int64_t updated_ns = 0;  // updated_at of its latest update
     double value = 0;
     std::optional<Episode> last;  // the episode as last reported (for reminders)
+    std::string annotation;       // as last reported (kept by an update of values only)
     // How often a late update reopened the alert after it fired and resolved; part of
     // the webhook-ids of later transitions (a reopened alert's "firing" is news, not a
     // duplicate of the first one) and of the body (`reopened`).
