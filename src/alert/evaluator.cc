@@ -1029,8 +1029,12 @@ void Evaluator::Tick(int64_t now, std::vector<AlertUpdate>* out) {
   RemindSnoozeEnded(now, out);
   for (const Rule& rule : rules_) {
     if (rule.kind != RuleKind::kAbsence || !rule.enabled) continue;
-    auto check = [&](const std::string& device_id, int64_t last_seen, int64_t last_event_end) {
+    // `reported`: the device was seen since start; otherwise `last_seen` is max(its
+    // registration, the engine's start).
+    auto check = [&](const std::string& device_id, int64_t last_seen, int64_t last_event_end,
+                     bool reported) {
       Track& t = tracks_[TrackKey(rule.id, device_id)];
+      const bool unseen = !reported && last_seen >= t.last_seen_ns;
       last_seen = std::max(last_seen, t.last_seen_ns);
       if (now - last_seen < rule.absent_for_ns) return;
       for (const Known& k : t.known) {
@@ -1060,11 +1064,26 @@ void Evaluator::Tick(int64_t now, std::vector<AlertUpdate>* out) {
       k.last_event_end = last_event_end;
       t.known.push_back(k);
       // (The track's copy: Make records what was written — updated_at, owner.)
-      out->push_back(
-          Make(rule, device_id, t.known.back(), "firing", now, nullptr,
-               fmt::format("no activity seen since {} (processing time: when its latest record "
-                           "was published; its last event is earlier)",
-                           FormatRfc3339Millis(last_seen))));
+      // A device not seen since start has no record whose publication could be named
+      // (found by a black-box test: a device that never sent anything was said to have had
+      // its latest record published at its registration).
+      std::string why;
+      if (!unseen) {
+        why = fmt::format(
+            "no activity seen since {} (processing time: when its latest record was published; "
+            "its last event is earlier)",
+            FormatRfc3339Millis(last_seen));
+      } else if (last_seen > started_ns_) {
+        why =
+            fmt::format("no activity since the device was registered at {}: it has never reported",
+                        FormatRfc3339Millis(last_seen));
+      } else {
+        why = fmt::format(
+            "no activity seen since Joule started at {}: the device has not reported "
+            "since",
+            FormatRfc3339Millis(last_seen));
+      }
+      out->push_back(Make(rule, device_id, t.known.back(), "firing", now, nullptr, std::move(why)));
     };
     if (!rule.scope.device_id.empty()) {
       // A device named by the rule and not seen since start counts as last seen at
@@ -1076,20 +1095,21 @@ void Evaluator::Tick(int64_t now, std::vector<AlertUpdate>* out) {
           a == activity_.end() ? std::max(started_ns_, info.created_at_ns) : a->second.last_seen_ns;
       if (!deleted_.contains(rule.scope.device_id) &&
           RuleMatches(rule, rule.scope.device_id, info.owner_id, info.model)) {
-        check(rule.scope.device_id, last, a == activity_.end() ? 0 : a->second.last_event_end_ns);
+        check(rule.scope.device_id, last, a == activity_.end() ? 0 : a->second.last_event_end_ns,
+              a != activity_.end());
       }
       continue;
     }
     for (const auto& [device_id, a] : activity_) {
       DeviceInfo info = lookup_ ? lookup_(device_id) : DeviceInfo{};
       if (!RuleMatches(rule, device_id, info.owner_id, info.model)) continue;
-      check(device_id, a.last_seen_ns, a.last_event_end_ns);
+      check(device_id, a.last_seen_ns, a.last_event_end_ns, true);
     }
     // Registered devices not seen since start: watched from max(registration, start).
     for (const auto& [device_id, reg] : registered_) {
       if (activity_.contains(device_id)) continue;
       if (!RuleMatches(rule, device_id, reg.info.owner_id, reg.info.model)) continue;
-      check(device_id, std::max(reg.created_at_ns, started_ns_), 0);
+      check(device_id, std::max(reg.created_at_ns, started_ns_), 0, false);
     }
   }
 }
