@@ -5,7 +5,9 @@ webhook-id, dead letters in the API and metrics, a snooze-end reminder, a receiv
 hangs (past the delivery timeout) does not delay another, https delivery to a test-owned
 receiver with a self-signed CA (alerts.webhook_ca_file) and refusal of an untrusted one,
 the bounded outbox (alerts.outbox_capacity: overflow counted, never silent), SIGKILL with
-deliveries of several alerts pending (each delivered after restart with one webhook-id),
+deliveries of several alerts pending (each delivered after restart with one webhook-id), a
+firing energy budget across a SIGKILL (no false retraction or reopening), the bounds of
+rule and snooze durations,
 the SSRF guard at rule creation, and owner isolation of rules and alerts."""
 
 import base64
