@@ -864,6 +864,14 @@ void Connection::OnHeader(error_code ec) {
     FailRequest(400, "bad_request", "Content-Length must be sent once, with one value");
     return;
   }
+  // RFC 9112 §3.2: an HTTP/1.1 request without a Host field, or with more than one, MUST be
+  // answered 400 (found by a black-box test: answered as any other).
+  if (const auto hosts = header.count(http::field::host);
+      hosts > 1 || (hosts == 0 && header.version() >= 11)) {
+    FailRequest(400, "bad_request",
+                hosts > 1 ? "Host must be sent once" : "an HTTP/1.1 request must send Host");
+    return;
+  }
   // The only transfer coding is chunked, alone (RFC 9112 §6.1: a request whose final coding
   // is not chunked cannot be framed). Anything else is refused with the connection closed,
   // before the parser could take the body for a next request (request smuggling behind a

@@ -450,6 +450,28 @@ TEST_F(HttpServerTest, TheHeadIsAnsweredBeforeTheBodyIsRead) {
 // A transfer coding other than chunked alone cannot frame a request: refused and closed,
 // so that what follows is never read as a next request (request smuggling; found by a
 // black-box test: "xchunked" and "chunked, identity" let a pipelined GET through).
+// RFC 9112 §3.2.3: an HTTP/1.1 request without Host, or with two, is 400 (found by a
+// black-box test); HTTP/1.0 needs none.
+TEST_F(HttpServerTest, HostIsRequiredOnceInHttp11) {
+  StartServer();
+  for (const std::string& req : {std::string("GET /hello HTTP/1.1\r\n\r\n"),
+                                std::string("GET /hello HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")}) {
+    auto client = TestHttpClient::Connect(port());
+    ASSERT_TRUE(client);
+    ASSERT_TRUE(client->Send(req));
+    auto r = client->ReadResponse();
+    ASSERT_TRUE(r.has_value()) << req;
+    EXPECT_EQ(r->status, 400) << req;
+    EXPECT_NE(r->body.find("Host"), std::string::npos) << r->body;
+  }
+  auto client = TestHttpClient::Connect(port());
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(client->Send("GET /hello HTTP/1.0\r\n\r\n"));
+  auto r = client->ReadResponse();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200);
+}
+
 TEST_F(HttpServerTest, TransferCodingsOtherThanChunkedAreRefused) {
   StartServer();
   for (const std::string te : {"xchunked", "chunked, identity", "gzip, chunked", "identity"}) {
