@@ -694,6 +694,15 @@ test('fleet page during a server outage', async () => {
     ({ proc } = await startJoule({ JOULE_SERVER_HTTP_LISTEN: address }, dataDir));
     await page.getByTestId('fleet-outage').getByRole('button', { name: 'Retry' }).click();
     await page.getByTestId('fleet-outage').waitFor({ state: 'detached' });
+
+    // A device page first opened while Joule is down says it retries, and recovers by itself
+    // (found by a black-box test: it stayed on its error until Retry was clicked).
+    await stop(proc);
+    await page.evaluate(() => { location.hash = '#/device/e2e-out-1'; });
+    await page.getByText('Cannot reach Joule').waitFor({ timeout: 30_000 });
+    await page.getByTestId('auto-retry').getByText('retrying every 15 s').waitFor();
+    ({ proc } = await startJoule({ JOULE_SERVER_HTTP_LISTEN: address }, dataDir));
+    await page.getByRole('heading', { name: 'Outage plug' }).waitFor({ timeout: 40_000 });  // no click
     await page.close();
   } finally {
     await stop(proc);
@@ -1075,6 +1084,21 @@ async function withFakeClock(fn) {
     await browser.close();
   }
 }
+
+// A device that stopped sending: after the fleet's offline threshold (2 min) its page says
+// it is silent and shows the last values as "Last known", not as "Now" (found by a
+// black-box test: "● live" and an old power under "Now" minutes after it stopped).
+test('a silent device says so', () => withFakeClock(async (page) => {
+  await register([{ device_id: 'e2e-silent', owner_id: 'home-si', name: 'Silent plug', timezone: 'UTC' }]);
+  await ingest(readings('e2e-silent', Date.now() - 30_000, Date.now() - 5_000));
+  await page.goto(base + '/#/device/e2e-silent');
+  await page.getByRole('heading', { name: 'Now', exact: true }).waitFor();
+  assert.equal(await page.getByTestId('device-silent').count(), 0, 'heard seconds ago: not silent');
+  await page.clock.fastForward(3 * 60_000);  // the health panel's 10 s reload re-renders
+  await page.getByTestId('device-silent').getByText('device silent').waitFor();
+  await page.getByRole('heading', { name: 'Last known' }).waitFor();
+  assert.equal(await page.getByRole('heading', { name: 'Now', exact: true }).count(), 0);
+}));
 
 // A missing device's page does not poll its health (it asked every 10 s, for ever).
 test('no polling for a missing device', () => withFakeClock(async (page) => {

@@ -85,6 +85,10 @@ export function time(iso, timeZone) {
   return never(d.getTime()) ? 'never' : formatter(timeZone).format(d);
 }
 
+// A device is online when Joule received something from it within this long (the fleet's
+// online/offline, the device page's "silent").
+export const ONLINE_WITHIN_MS = 2 * 60 * 1000;
+
 export function ago(iso, now = Date.now()) {
   if (!iso) return 'never';
   const t = new Date(iso).getTime();

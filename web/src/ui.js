@@ -8,11 +8,14 @@ export function Loading({ what = 'Loading' }) {
   return html`<p class="state loading" role="status"><span class="spinner"></span>${what}…</p>`;
 }
 
-export function ErrorBox({ error, retry }) {
+// `autoRetry`: say that an outage is retried by itself (useLoad does; a caller with its own
+// loop says so itself).
+export function ErrorBox({ error, retry, autoRetry = true }) {
   if (!error) return null;
   return html`<div class="state error" role="alert">
     <strong>${error.status ? 'Error ' + error.status : 'Error'}</strong>: ${error.message || String(error)}
     ${retry && html` <button class="link" onClick=${retry}>Retry</button>`}
+    ${retry && autoRetry && isOutage(error) && html` <span class="muted small" data-testid="auto-retry">(retrying every ${RETRY_UNREACHABLE_MS / 1000} s)</span>`}
   </div>`;
 }
 
@@ -22,19 +25,39 @@ export function NotAvailable({ what }) {
   </div>`;
 }
 
+// How often a load that failed because Joule could not be reached (or answered 503) is
+// tried again by itself.
+export const RETRY_UNREACHABLE_MS = 15000;
+
+// Whether an error is an outage that goes away by itself: Joule unreachable or 503.
+export function isOutage(error) {
+  return !!error && (error.status === 0 || error.status === 503);
+}
+
 // Loads `fn(signal)` whenever `deps` change: {data, error, loading, reload}. With
-// keepOnError a failed reload keeps the data it had (shown with the error).
+// keepOnError a failed reload keeps the data it had (shown with the error). A load that
+// failed on an outage is tried again every RETRY_UNREACHABLE_MS while it lasts (a page
+// first opened while Joule was down stayed on its error until Retry was clicked; found by
+// a black-box test).
 export function useLoad(fn, deps, { keepOnError = false } = {}) {
   const [state, setState] = useState({ data: null, error: null, loading: true });
   const [tick, setTick] = useState(0);
   useEffect(() => {
     const ctrl = new AbortController();
+    let retry = null;
     setState((s) => ({ ...s, loading: true, error: null }));
     fn(ctrl.signal).then(
       (data) => !ctrl.signal.aborted && setState({ data, error: null, loading: false }),
-      (error) => !ctrl.signal.aborted && error.name !== 'AbortError' && setState((s) => ({ data: keepOnError ? s.data : null, error, loading: false })),
+      (error) => {
+        if (ctrl.signal.aborted || error.name === 'AbortError') return;
+        setState((s) => ({ data: keepOnError ? s.data : null, error, loading: false }));
+        if (isOutage(error)) retry = setTimeout(() => setTick((t) => t + 1), RETRY_UNREACHABLE_MS);
+      },
     );
-    return () => ctrl.abort();
+    return () => {
+      ctrl.abort();
+      if (retry) clearTimeout(retry);
+    };
   }, [...deps, tick]);
   return { ...state, reload: () => setTick((t) => t + 1) };
 }

@@ -212,11 +212,18 @@ export function DevicePage({ id }) {
   // window (an open one holds only part of its minute's increments), else of its newest.
   const nowPower = !fmt.isEnergyCounter(metric) ? num(m[metric]) : fmt.recordPower(newestWindow(windows), metric);
   const shownAlerts = mergeAlerts((firing.data && firing.data.alerts) || [], liveAlerts).slice(0, 5);
+  // Nothing received for longer than the fleet's offline threshold: "Now" is only the last
+  // known reading, and the page says so (found by a black-box test: a device stopped for
+  // minutes showed "● live" and its old power as "Now"). The health panel's reload every
+  // 10 s re-renders the page, so this follows the clock.
+  const receivedMs = reading ? new Date(reading.received_at || reading.timestamp).getTime() : NaN;
+  const silent = reading && Number.isFinite(receivedMs) && Date.now() - receivedMs >= fmt.ONLINE_WITHIN_MS;
   return html`<section class="device">
     <p class="crumbs"><a href="#/">Fleet</a> › ${device.owner_id && html`<a href=${'#/home/' + enc(device.owner_id)}>${device.owner_id}</a> › `}${id}</p>
     <div class="page-head">
       <h1>${device.name || id}</h1>
       <span class=${'badge ' + (streamState === 'live' ? 'ok' : 'warn')} data-testid="stream-state" data-state=${streamState} title=${streamState === 'paused' ? 'live updates pause while the tab is hidden (browsers allow few connections per server)' : "live updates from the server (not the device's own state: see Health)"}>${streamState === 'live' ? '● live' : streamState}</span>
+      ${silent && html`<span class="badge warn" data-testid="device-silent" title="nothing received from the device for longer than 2 minutes: the values shown are its last known ones">device silent · last heard ${fmt.ago(reading.received_at || reading.timestamp)}</span>`}
     </div>
     <div class="grid">
       <div class="card meta">
@@ -231,7 +238,7 @@ export function DevicePage({ id }) {
         </dl>
       </div>
       <div class="card now">
-        <h2>Now</h2>
+        <h2>${silent ? 'Last known' : 'Now'}</h2>
         <div class="big" data-testid="live-power">${fmt.power(nowPower)}</div>
         ${metric !== 'power_w' && html`<div class="muted small">${fmt.powerLabel(metric)}</div>`}
         <div class="muted">Voltage <span data-testid="live-voltage">${fmt.volts(num(m.voltage_v))}</span></div>

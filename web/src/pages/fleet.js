@@ -13,7 +13,6 @@ import * as fmt from '../format.js';
 import { ErrorBox, Loading, useLoad } from '../ui.js';
 
 const PAGE = 50;
-const ONLINE_WITHIN_MS = 2 * 60 * 1000;
 const REFRESH_MS = 15000;
 const LIST_REFRESH_MS = 60000;
 
@@ -194,7 +193,7 @@ export function FleetPage({ mode } = {}) {
       <span class="muted" data-testid="fleet-count">${filtered.length} of ${all.length} devices</span>
       ${outage && html`<span class="badge warn" data-testid="fleet-state">reconnecting</span>`}
     </div>
-    ${outage && html`<div data-testid="fleet-outage"><${ErrorBox} error=${outage} retry=${retry} />
+    ${outage && html`<div data-testid="fleet-outage"><${ErrorBox} error=${outage} retry=${retry} autoRetry=${false} />
       <p class="muted small">Showing the last known values; retrying every ${REFRESH_MS / 1000} s.</p></div>`}
     <div class="filters">
       <label class="filter grow">Search
@@ -214,7 +213,7 @@ export function FleetPage({ mode } = {}) {
             ${rows.map((d) => {
               const v = live[d.device_id];
               const seenMs = v && v.seen ? new Date(v.seen).getTime() : 0;
-              const online = v ? seenMs && now - seenMs < ONLINE_WITHIN_MS : null;
+              const online = v ? seenMs && now - seenMs < fmt.ONLINE_WITHIN_MS : null;
               return html`<tr key=${d.device_id} data-device=${d.device_id} class=${v && v.stale ? 'stale' : ''} title=${v && v.stale ? 'last known values: Joule cannot be reached' : undefined}>
                 <td data-label="Device"><span class="cell-id"><a class="ellip" href=${'#/device/' + encodeURIComponent(d.device_id)} title=${d.name ? d.name + ' (' + d.device_id + ')' : d.device_id}>${d.name || d.device_id}</a>
                   ${d.name && html`<div class="muted small ellip" title=${d.device_id}>${d.device_id}</div>`}</span></td>
