@@ -1275,10 +1275,11 @@ int RunSimulator(const SimulatorOptions& options) {
     pool.push_back(std::make_unique<Worker>(&shared, w, std::move(homes)));
   }
   if (!o.quiet) {
+    const int per_home = std::min(o.devices_per_home, sim::kMaxAppliances + 1);
     fmt::print(stderr,
-               "simulate: {} homes × {} devices at {} Hz from {} at {}× ({} sender thread{}{}, "
+               "simulate: {} home{} × {} device{} at {} Hz from {} at {}× ({} sender thread{}{}, "
                "{})\n",
-               o.homes, std::min(o.devices_per_home, sim::kMaxAppliances + 1), o.rate_hz,
+               o.homes, o.homes == 1 ? "" : "s", per_home, per_home == 1 ? "" : "s", o.rate_hz,
                FormatRfc3339Millis(o.start_ns),
                o.speed <= 0 ? std::string("max") : fmt::format("{}", o.speed), workers,
                workers == 1 ? "" : "s",
