@@ -454,8 +454,9 @@ TEST_F(HttpServerTest, TheHeadIsAnsweredBeforeTheBodyIsRead) {
 // black-box test); HTTP/1.0 needs none.
 TEST_F(HttpServerTest, HostIsRequiredOnceInHttp11) {
   StartServer();
-  for (const std::string& req : {std::string("GET /hello HTTP/1.1\r\n\r\n"),
-                                std::string("GET /hello HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")}) {
+  for (const std::string& req :
+       {std::string("GET /hello HTTP/1.1\r\n\r\n"),
+        std::string("GET /hello HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")}) {
     auto client = TestHttpClient::Connect(port());
     ASSERT_TRUE(client);
     ASSERT_TRUE(client->Send(req));
