@@ -76,6 +76,20 @@ class ArchiveTest(unittest.TestCase):
         self.addCleanup(s.cleanup)
         return s
 
+    def started_with_events(self, name, count, first_ago, **env):
+        """A started server holding `count` accepted events of one new device, one a second
+        from `first_ago` seconds ago: (server, device, now, events)."""
+        s = self.server(**env)
+        s.start()
+        dev = f"{name}-{uid()}"
+        now = time.time()
+        events = [{"device_id": dev, "timestamp": fmt_ts(now - first_ago + i),
+                   "event_id": f"{name}{i}", "metrics": {"power_w": float(i)}}
+                  for i in range(count)]
+        status, _, body = s.request("POST", "/v1/telemetry", events)
+        self.assertEqual((status, body.get("accepted")), (202, count), body)
+        return s, dev, now, events
+
     def wait_archived(self, server, expected_count, timeout=20):
         rows = poll(lambda: (lambda r: r if len(r) >= expected_count else None)(
             archive_rows(server.data_dir)), timeout=timeout)
@@ -205,14 +219,7 @@ class ArchiveTest(unittest.TestCase):
         `joule export` of a data dir left by kill -9 includes the events acknowledged since
         the last archive file (it seals the log tail first, as replay does). Both found by a
         black-box test."""
-        s = self.server(JOULE_ARCHIVE_MAX_FILE_AGE="1h")
-        s.start()
-        dev = f"lock-{uid()}"
-        now = time.time()
-        events = [{"device_id": dev, "timestamp": fmt_ts(now - 30 + i), "event_id": f"l{i}",
-                   "metrics": {"power_w": float(i)}} for i in range(5)]
-        status, _, body = s.request("POST", "/v1/telemetry", events)
-        self.assertEqual((status, body.get("accepted")), (202, 5), body)
+        s, dev, now, events = self.started_with_events("lock", 5, 30, JOULE_ARCHIVE_MAX_FILE_AGE="1h")
         env = s.environment()
         env["JOULE_SERVER_HTTP_LISTEN"] = f"127.0.0.1:{free_port()}"
         env["JOULE_SERVER_MQTT_LISTEN"] = ""
@@ -242,14 +249,7 @@ class ArchiveTest(unittest.TestCase):
         config > /dev/full` and `joule replay > /dev/full` exited 0 with nothing on stderr
         and a truncated or empty output. Every command whose result is on stdout now exits 1
         saying the write failed, as `joule devices export` did."""
-        s = self.server()
-        s.start()
-        dev = f"full-{uid()}"
-        now = time.time()
-        events = [{"device_id": dev, "timestamp": fmt_ts(now - 300 + i), "event_id": f"f{i}",
-                   "metrics": {"power_w": float(i)}} for i in range(200)]
-        status, _, body = s.request("POST", "/v1/telemetry", events)
-        self.assertEqual((status, body.get("accepted")), (202, 200), body)
+        s, dev, now, events = self.started_with_events("full", 200, 300)
         self.assertEqual(s.stop(), 0, s.diag())
         frm, to = fmt_ts(now - 600), fmt_ts(now + 60)
         commands = [["export", "--from", frm, "--to", to],
@@ -275,14 +275,7 @@ class ArchiveTest(unittest.TestCase):
         (export)"), then do their whole job. Here the test itself holds the lock as an
         export would."""
         import fcntl
-        s = self.server(JOULE_ARCHIVE_MAX_FILE_AGE="1h")
-        s.start()
-        dev = f"wait-{uid()}"
-        now = time.time()
-        events = [{"device_id": dev, "timestamp": fmt_ts(now - 60 + i), "event_id": f"w{i}",
-                   "metrics": {"power_w": float(i)}} for i in range(20)]
-        status, _, body = s.request("POST", "/v1/telemetry", events)
-        self.assertEqual((status, body.get("accepted")), (202, 20), body)
+        s, dev, now, events = self.started_with_events("wait", 20, 60, JOULE_ARCHIVE_MAX_FILE_AGE="1h")
         s.kill9()  # the events are in the log tail only (max_file_age 1h)
         frm, to = fmt_ts(now - 120), fmt_ts(now + 60)
         for args in (["export", "--from", frm, "--to", to, "--device", dev],
@@ -311,14 +304,7 @@ class ArchiveTest(unittest.TestCase):
         "everything from `from` on") was "--to must be an RFC 3339 time", exit 2, as was any
         time from 2262 on or before 1677. The CLI reads times as the API does: clamped to
         [1900-01-01, 2170-01-01); epoch milliseconds too."""
-        s = self.server()
-        s.start()
-        dev = f"far-{uid()}"
-        now = time.time()
-        events = [{"device_id": dev, "timestamp": fmt_ts(now - 60 + i), "event_id": f"t{i}",
-                   "metrics": {"power_w": float(i)}} for i in range(5)]
-        status, _, body = s.request("POST", "/v1/telemetry", events)
-        self.assertEqual((status, body.get("accepted")), (202, 5), body)
+        s, dev, now, events = self.started_with_events("far", 5, 60)
         self.assertEqual(s.stop(), 0, s.diag())
         for frm in ("0001-01-01T00:00:00Z", "1000-06-01T00:00:00+02:00",
                     str(int(now - 600) * 1000)):

@@ -35,6 +35,11 @@ class ArchiverTest : public ::testing::Test {
     char tmpl[] = "/tmp/joule-archiver-test-XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
+    OpenLog();
+  }
+  // (Re)opens the log at {dir_}/log: one partition, no fsync.
+  void OpenLog() {
+    log_.reset();
     log::LogOptions lo;
     lo.dir = dir_ + "/log";
     lo.partitions = 1;
@@ -204,13 +209,7 @@ TEST_F(ArchiverTest, ACheckpointFromAnotherLogIsNamed) {
   // A fresh, empty log next to the archive: as a new data dir with the old archive copied in.
   log_.reset();
   std::filesystem::remove_all(dir_ + "/log");
-  log::LogOptions lo;
-  lo.dir = dir_ + "/log";
-  lo.partitions = 1;
-  lo.fsync = false;
-  auto log = log::Log::Open(lo, nullptr);
-  ASSERT_TRUE(log.ok()) << log.status().ToString();
-  log_ = std::move(*log);
+  OpenLog();
   Archiver archiver(Options(), log_.get(), SystemClock::Default(), nullptr);
   Status st = archiver.Start();
   ASSERT_FALSE(st.ok());
