@@ -303,6 +303,7 @@ bool DecodeConnect(Reader& r, Ctx& c, ProtocolVersion* version, Connect* out) {
   }
   const auto v = static_cast<ProtocolVersion>(level);
   out->version = v;
+  c.error->connect_version = v;  // a later error is answered in this version's terms
   uint8_t flags;
   if (!r.U8(&flags) || !r.U16(&out->keep_alive)) return c.Malformed("CONNECT header truncated");
   if (flags & 0x01) return c.Malformed("CONNECT reserved flag set");
@@ -728,7 +729,9 @@ Decoder::State Decoder::Next(Packet* out) {
   DecodeError error;
   if (!DecodePacketBody(static_cast<uint8_t>(in[0]), in.substr(1 + n, remaining), &options_.version,
                         out, &error)) {
-    return Fail(error.reason_code, std::move(error.message));
+    Fail(error.reason_code, std::move(error.message));
+    error_.connect_version = error.connect_version;
+    return State::kError;
   }
   pos_ += total;
   if (pos_ == buffer_.size()) {

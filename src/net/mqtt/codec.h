@@ -195,9 +195,9 @@ struct Packet {
 struct DecodeError {
   uint8_t reason_code = reason::kMalformedPacket;  // 0x81, 0x82, 0x84 or 0x95
   std::string message;
-  // A first packet too large to decode (0x95): the protocol version that its variable
-  // header names (kUnknown if none), so that a server can answer an MQTT 5 client with
-  // CONNACK 0x95 rather than just closing.
+  // An error in a first packet (CONNECT), including one too large to decode (0x95): the
+  // protocol version that its variable header names (kUnknown if none or unsupported), so
+  // that a server can answer an MQTT 5 client with a CONNACK rather than just closing.
   ProtocolVersion connect_version = ProtocolVersion::kUnknown;
 };
 

@@ -20,6 +20,7 @@
 #include <chrono>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <unordered_map>
 #include <utility>  // before Asio (Boost 1.74 + GCC 12)
@@ -48,6 +49,34 @@ constexpr size_t kMaxUnsentBytes = 64 * 1024;
 // the CONNACK or DISCONNECT still in flight to the client).
 constexpr auto kLingerTimeout = std::chrono::seconds(2);
 constexpr size_t kLingerMaxBytes = 4 << 20;
+// The `seq` of a QoS 0 publish's outcome (a QoS 1 publish's is its place in `inflight_`).
+constexpr uint64_t kQos0Seq = UINT64_MAX;
+
+// An outcome the handler gives while OnPublish is still running (a refusal it decides at
+// once: another device's topic, a revoked token, the rate limit) is taken on the spot, not
+// posted: the packets read after it in the same buffer must not be handed on before it is
+// known whether it ends the connection (found by a black-box test: publishes pipelined
+// after a refused one were stored and counted as accepted, without a PUBACK). Set around
+// one OnPublish call on the connection's thread; another thread's call of `done` (the
+// log's writer) never sees it.
+struct SyncOutcome {
+  const void* connection = nullptr;
+  uint64_t seq = 0;
+  std::optional<PublishOutcome> outcome;
+};
+thread_local SyncOutcome* t_sync_outcome = nullptr;
+
+// Takes `outcome` as the synchronous answer of the OnPublish call running on this thread
+// for (connection, seq), if it is that call's.
+bool TakeSyncOutcome(const void* connection, uint64_t seq, PublishOutcome& outcome) {
+  SyncOutcome* sync = t_sync_outcome;
+  if (sync == nullptr || sync->connection != connection || sync->seq != seq ||
+      sync->outcome.has_value()) {
+    return false;
+  }
+  sync->outcome = std::move(outcome);
+  return true;
+}
 
 // "joule-" and 32 random bits in hex, then "-": the part of the client ids that one run
 // of the listener assigns (ClaimAssignedSession), different from any other run's.
@@ -262,6 +291,9 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
     bool done = false;
     PublishOutcome outcome;
     SteadyClock::time_point received;
+    // A QoS 0 publish refused in a way that ends the connection while QoS 1 publishes
+    // before it were in flight: no PUBACK, the disconnect once those are answered.
+    bool qos0 = false;
   };
 
   void Unregister() {
@@ -300,7 +332,7 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
   // is full, and without this bound every further publish grew out_ — found by a
   // black-box test: 300 MB for 2 M unread PUBACKs). The keep-alive deadline still runs.
   bool Paused() const {
-    return draining_ || inflight_.size() >= options_.receive_maximum ||
+    return draining_ || ending_ || inflight_.size() >= options_.receive_maximum ||
            out_.size() + writing_.size() >= kMaxUnsentBytes;
   }
 
@@ -333,9 +365,12 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
       ProtocolVersion version = ProtocolVersion::kV311;
       if (e.reason_code == reason::kUnsupportedProtocolVersion) {
         p.connack.reason_code = 1;  // unacceptable protocol version (3.1.1 form)
-      } else if (too_large && e.connect_version == ProtocolVersion::kV5) {
-        // A CONNECT over the first-packet limit (3.1.1 has no code for it: just closed).
-        p.connack.reason_code = reason::kPacketTooLarge;
+      } else if (e.connect_version == ProtocolVersion::kV5) {
+        // An MQTT 5 CONNECT over the first-packet limit, malformed or breaking the protocol
+        // after its protocol level: CONNACK with the decoder's reason code (0x95, 0x81,
+        // 0x82; found by a black-box test: all but 0x95 were just closed). 3.1.1 has no
+        // code for these: just closed.
+        p.connack.reason_code = e.reason_code;
         version = ProtocolVersion::kV5;
       } else {
         Close();
@@ -392,6 +427,12 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
       refuse(reason::kRetainNotSupported, "retain_not_supported");
       return;
     }
+    if (v5() && c.will && c.will->qos > 1) {
+      // The CONNACK says Maximum QoS 1 (MQTT-3.2.2-12; found by a black-box test: a Will of
+      // QoS 2 was accepted). 3.1.1 cannot say it; the Will is never published anyway.
+      refuse(reason::kQosNotSupported, "qos_not_supported");
+      return;
+    }
     client_id_ = c.client_id;
     const bool assign = client_id_.empty();
     if (assign && !v5() && !c.clean_start) {
@@ -431,7 +472,11 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
 
     Packet p;
     p.type = PacketType::kConnack;
-    p.connack.session_present = !c.clean_start;  // publish-only sessions are stateless
+    // Publish-only sessions are stateless: present whenever the client asks to resume one,
+    // so that it resends its unacknowledged QoS 1 publishes — but not for a client id
+    // assigned just now, which no session can have had (MQTT-3.2.2-3; found by a black-box
+    // test).
+    p.connack.session_present = !c.clean_start && !assign;
     if (v5()) {
       Properties& props = p.connack.properties;
       props.maximum_packet_size = options_.max_packet_size;
@@ -558,25 +603,53 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
     request.qos = pub.qos;
     request.payload_format_indicator = pub.properties.payload_format_indicator;
     std::weak_ptr<MqttConnection> weak = shared_from_this();
-    if (pub.qos == 0) {
-      server_->handler()->OnPublish(request, [weak](PublishOutcome outcome) {
-        if (auto self = weak.lock()) {
-          asio::post(self->executor_,
-                     [self, outcome = std::move(outcome)] { self->OnQos0Done(outcome); });
-        }
-      });
-      return;
+    const void* const self_id = this;
+    const uint64_t seq = pub.qos == 0 ? kQos0Seq : inflight_base_ + inflight_.size();
+    if (pub.qos == 1) {
+      inflight_.push_back(InFlight{pub.packet_id, false, {}, SteadyClock::now()});
     }
-    const uint64_t seq = inflight_base_ + inflight_.size();
-    inflight_.push_back(InFlight{pub.packet_id, false, {}, SteadyClock::now()});
-    server_->handler()->OnPublish(request, [weak, seq](PublishOutcome outcome) {
+    SyncOutcome sync{this, seq, std::nullopt};
+    SyncOutcome* const outer = t_sync_outcome;
+    t_sync_outcome = &sync;
+    server_->handler()->OnPublish(request, [weak, self_id, seq](PublishOutcome outcome) {
+      if (TakeSyncOutcome(self_id, seq, outcome)) return;
       // A connection gone meanwhile has nobody to answer (the executor is the connection's).
       if (auto self = weak.lock()) {
         asio::post(self->executor_, [self, seq, outcome = std::move(outcome)]() mutable {
-          self->OnQos1Done(seq, std::move(outcome));
+          if (seq == kQos0Seq) {
+            self->OnQos0Done(outcome);
+          } else {
+            self->OnQos1Done(seq, std::move(outcome));
+          }
         });
       }
     });
+    t_sync_outcome = outer;
+    if (!sync.outcome) return;
+    if (seq != kQos0Seq) {
+      OnQos1Done(seq, std::move(*sync.outcome));
+    } else if (EndsConnection(*sync.outcome, 0)) {
+      if (inflight_.empty()) {
+        OnQos0Done(*sync.outcome);
+      } else {
+        // After the PUBACKs of the QoS 1 publishes before it (they were stored).
+        InFlight marker{0, true, std::move(*sync.outcome), SteadyClock::now()};
+        marker.qos0 = true;
+        inflight_.push_back(std::move(marker));
+        ending_ = true;
+      }
+    }
+  }
+
+  // Whether `outcome` of a publish of `qos` ends the connection once answered: nothing
+  // read after that publish is handed on (ending_).
+  bool EndsConnection(const PublishOutcome& outcome, uint8_t qos) const {
+    const uint8_t code = outcome.reason_code;
+    if (qos == 0) return code == reason::kNotAuthorized;
+    if (v5()) return outcome.disconnect;
+    return code == reason::kNotAuthorized ||
+           (code != reason::kSuccess && code != reason::kPayloadFormatInvalid &&
+            !outcome.permanent);
   }
 
   void OnQos0Done(const PublishOutcome& outcome) {
@@ -592,6 +665,7 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
     InFlight& f = inflight_[seq - inflight_base_];
     f.done = true;
     f.outcome = std::move(outcome);
+    if (EndsConnection(f.outcome, 1)) ending_ = true;
     const bool was_paused = Paused();
     while (!inflight_.empty() && inflight_.front().done && !closed_ && !closing_) {
       InFlight front = std::move(inflight_.front());
@@ -607,12 +681,17 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
   }
 
   void SendPublishOutcome(const InFlight& f) {
+    if (f.qos0) {
+      OnQos0Done(f.outcome);
+      return;
+    }
     const uint8_t code = f.outcome.reason_code;
     if (!v5()) {
       // 3.1.1 has no negative PUBACK (docs/formats/mqtt.md §4).
+      // Closed once the PUBACKs queued before are written (a Close here could drop them).
       if (code == reason::kNotAuthorized) {
         server_->CountDisconnect("not_authorized");
-        Close();
+        CloseAfterWrite();
         return;
       }
       if (code != reason::kSuccess && code != reason::kPayloadFormatInvalid &&
@@ -620,7 +699,7 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
         // Found by a black-box test: the rate limit was counted as "unavailable", which
         // mqtt.md defines as the metadata store being unreachable.
         server_->CountDisconnect(f.outcome.rate_limited ? "rate_limited" : "unavailable");
-        Close();
+        CloseAfterWrite();
         return;
       }
     }
@@ -715,7 +794,9 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
     }
   }
 
-  // MQTT 5: DISCONNECT with `reason_code`, then close; 3.1.1: close.
+  // MQTT 5: DISCONNECT with `reason_code`, then close; 3.1.1: close. Either once what is
+  // queued (PUBACKs) is written (found by a black-box test: a 3.1.1 connection closed at
+  // once lost the PUBACK just queued for the publish before the refused one).
   void DisconnectWith(uint8_t reason_code) {
     if (closed_ || closing_) return;
     if (v5() && connected_) {
@@ -723,10 +804,8 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
       p.type = PacketType::kDisconnect;
       p.reason_only.reason_code = reason_code;
       Send(p);
-      CloseAfterWrite();
-    } else {
-      Close();
     }
+    CloseAfterWrite();
   }
 
   void CloseAfterWrite() {
@@ -848,6 +927,7 @@ class MqttConnection : public std::enable_shared_from_this<MqttConnection> {
   bool write_pending_ = false;
   bool closing_ = false;    // no more reading; close once the output is written
   bool draining_ = false;   // server shutdown: answering what is in flight, reading nothing
+  bool ending_ = false;     // a publish's answer ends the connection: nothing more is read
   bool lingering_ = false;  // written; draining the client's input before closing (Linger)
   size_t lingered_bytes_ = 0;
   bool closed_ = false;
