@@ -131,12 +131,18 @@ TEST(ConfigTest, WindowMustDivideAQuarterHour) {
     char* env[] = {var.data(), nullptr};
     EXPECT_TRUE(LoadConfig("", env).ok()) << ok;
   }
-  for (const char* bad : {"7m", "10m", "1h", "7s", "0s"}) {
+  // Sub-second windows divide 15 minutes too, but "1us" made a million windows of two events
+  // 1 s apart (found by a black-box test): a whole number of seconds, at least 1s.
+  for (const char* bad : {"7m", "10m", "1h", "7s", "0s", "1ms", "1us", "1ns", "500ms", "1.5s"}) {
     std::string var = std::string("JOULE_STREAM_WINDOW=") + bad;
     char* env[] = {var.data(), nullptr};
     auto c = LoadConfig("", env);
     ASSERT_FALSE(c.ok()) << bad;
     EXPECT_NE(c.status().message().find("15 minutes"), std::string::npos) << c.status().ToString();
+    EXPECT_NE(c.status().message().find("JOULE_STREAM_WINDOW: "), std::string::npos);
+    EXPECT_NE(c.status().message().find("whole number of seconds, at least 1s"), std::string::npos)
+        << c.status().ToString();
+    EXPECT_NE(c.status().message().find("1s, 2s, 3s"), std::string::npos);
   }
 }
 
