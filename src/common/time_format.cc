@@ -230,8 +230,17 @@ Result<int64_t> ParseDurationNanos(std::string_view s) {
 Result<uint64_t> ParseSizeBytes(std::string_view s) {
   size_t i = 0;
   while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) ++i;
-  if (i == 0 || i > 18) return Status::InvalidArgument(fmt::format("invalid size '{}'", s));
-  uint64_t v = std::stoull(std::string(s.substr(0, i)));
+  if (i == 0) return Status::InvalidArgument(fmt::format("invalid size '{}'", s));
+  // Overflow-checked, as durations are: "99999999999GiB" was taken modulo 2^64 (a
+  // log_retention_bytes of 16777216TiB became 0, unlimited; found by a black-box test).
+  const Status too_large = Status::InvalidArgument(fmt::format("size '{}' too large", s));
+  constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
+  uint64_t v = 0;
+  for (size_t d = 0; d < i; ++d) {
+    const uint64_t digit = static_cast<uint64_t>(s[d] - '0');
+    if (v > (kMax - digit) / 10) return too_large;
+    v = v * 10 + digit;
+  }
   std::string_view unit = s.substr(i);
   while (!unit.empty() && unit.front() == ' ') unit.remove_prefix(1);
   uint64_t mult;
@@ -253,6 +262,7 @@ Result<uint64_t> ParseSizeBytes(std::string_view s) {
     mult = 1000000000;
   else
     return Status::InvalidArgument(fmt::format("invalid size unit in '{}'", s));
+  if (v > kMax / mult) return too_large;
   return v * mult;
 }
 

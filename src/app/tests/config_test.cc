@@ -623,6 +623,20 @@ TEST(ConfigTest, WindowHeaderAndSegmentSizesHaveBounds) {
   EXPECT_EQ(c->http_max_header_bytes, kMaxHeaderBytes);
 }
 
+// A size past 2^64 - 1 bytes is refused naming the key: it was taken modulo 2^64
+// (99999999999GiB printed 15140462030378500096, 17179869184GiB of log_retention_bytes was 0 =
+// unlimited; found by a black-box test).
+TEST(ConfigTest, SizesThatOverflowAreRefused) {
+  ExpectRefused(LoadWith({"JOULE_LIMITS_MAX_BODY_BYTES=99999999999GiB"}),
+                {"JOULE_LIMITS_MAX_BODY_BYTES: ", "size '99999999999GiB' too large"});
+  ExpectRefused(LoadWith({"JOULE_ARCHIVE_MAX_FILE_BYTES=17179869185GiB"}),
+                {"JOULE_ARCHIVE_MAX_FILE_BYTES: ", "too large"});
+  ExpectRefused(LoadWith({"JOULE_STORAGE_LOG_RETENTION_BYTES=17179869184GiB"}),
+                {"JOULE_STORAGE_LOG_RETENTION_BYTES: ", "too large"});
+  ExpectRefused(LoadWith({}, "[archive]\nmax_file_bytes = \"17179869184GiB\"\n"),
+                {"archive.max_file_bytes: ", "too large"});
+}
+
 // What libpq parses but a connect refuses is refused at load naming metadata.url, as a
 // latest.url with port 99999 already was (`joule config` said nothing, then `joule serve`
 // exited 1 "cannot open metadata store … invalid integer value": found by the operator's

@@ -62,6 +62,17 @@ TEST(TimeFormatTest, Sizes) {
   EXPECT_EQ(*ParseSizeBytes("64KiB"), 64u << 10);
   EXPECT_EQ(*ParseSizeBytes("1000"), 1000u);
   EXPECT_FALSE(ParseSizeBytes("big").ok());
+  // Past 2^64 - 1 is "too large", never the product modulo 2^64 (17179869184GiB was 0:
+  // found by a black-box test).
+  EXPECT_EQ(*ParseSizeBytes("18446744073709551615"), std::numeric_limits<uint64_t>::max());
+  EXPECT_EQ(*ParseSizeBytes("16777215TiB"), 16777215ull << 40);
+  for (const char* big :
+       {"18446744073709551616", "99999999999999999999999", "99999999999GiB", "17179869184GiB",
+        "17179869185GiB", "16777216TiB", "18446744073709552KB"}) {
+    auto r = ParseSizeBytes(big);
+    ASSERT_FALSE(r.ok()) << big << " = " << *r;
+    EXPECT_EQ(r.status().message(), fmt::format("size '{}' too large", big));
+  }
 }
 
 }  // namespace joule
