@@ -39,6 +39,42 @@ std::string PercentDecoded(std::string_view in) {
   return out;
 }
 
+// Whether `text` before `end` is "password=" or "sslpassword =" (libpq's key=value and a URI's
+// query parameter; spaces around '=' as libpq allows).
+bool FollowsPasswordKey(std::string_view text, size_t end) {
+  std::string_view before = text.substr(0, end);
+  while (!before.empty() && before.back() == ' ') before.remove_suffix(1);
+  if (before.empty() || before.back() != '=') return false;
+  before.remove_suffix(1);
+  while (!before.empty() && before.back() == ' ') before.remove_suffix(1);
+  return before.ends_with("password");
+}
+
+// Replaces `password` (non-empty) in `*text` by "<set>" where it stands as a password: a URL's
+// userinfo (":password@", "//password@" for redis://password@host), the value of a
+// password= or sslpassword= parameter, or a whole quoted token ("password" or 'password', as
+// libpq quotes a value it cannot decode). Elsewhere its text is left alone: a short or
+// common password is a part of other words.
+void RedactPasswordWhereItStands(std::string* text, std::string_view password) {
+  static constexpr std::string_view kValueEnd = " &#\"',;)\n";
+  for (size_t at = text->find(password); at != std::string::npos;) {
+    const size_t end = at + password.size();
+    const char prev = at > 0 ? (*text)[at - 1] : '\0';
+    const char next = end < text->size() ? (*text)[end] : '\0';
+    const bool userinfo = next == '@' && (prev == ':' || prev == '/' || prev == '"' ||
+                                          prev == '\'' || prev == ' ' || prev == '\0');
+    const bool parameter = FollowsPasswordKey(*text, at) &&
+                           (next == '\0' || kValueEnd.find(next) != std::string_view::npos);
+    const bool quoted = (prev == '"' || prev == '\'') && next == prev;
+    if (userinfo || parameter || quoted) {
+      text->replace(at, password.size(), kRedactedSecret);
+      at = text->find(password, at + kRedactedSecret.size());
+    } else {
+      at = text->find(password, at + 1);
+    }
+  }
+}
+
 }  // namespace
 
 std::vector<std::pair<size_t, size_t>> UrlPasswordSpans(std::string_view url) {
@@ -100,15 +136,20 @@ std::string RedactUrlPasswordIn(std::string_view text, std::string_view url) {
   std::string out(text);
   if (url.empty()) return out;
   ReplaceAll(&out, url, RedactUrlPassword(url));
+  // Then the password where it still stands as a password: not every occurrence of its
+  // text (with the password "o", "port" read "p<set>rt" and libpq's "connection to server"
+  // "c<set>nnecti<set>n t<set> server", which garbled the message and told the password;
+  // found by a black-box test).
   for (const auto& [pos, len] : UrlPasswordSpans(url)) {
-    std::string_view password = url.substr(pos, len);
-    if (password.size() >= 2 && password.front() == '\'' && password.back() == '\'') {
-      password = password.substr(1, password.size() - 2);  // libpq 'quoted value'
+    const std::string_view given = url.substr(pos, len);
+    std::string_view unquoted = given;
+    if (unquoted.size() >= 2 && unquoted.front() == '\'' && unquoted.back() == '\'') {
+      unquoted = unquoted.substr(1, unquoted.size() - 2);  // libpq 'quoted value'
     }
-    if (password.empty() || password == kRedactedSecret) continue;
-    ReplaceAll(&out, password, kRedactedSecret);
-    if (const std::string decoded = PercentDecoded(password); decoded != kRedactedSecret) {
-      ReplaceAll(&out, decoded, kRedactedSecret);
+    for (const std::string& password :
+         {std::string(given), std::string(unquoted), PercentDecoded(given)}) {
+      if (password.empty() || password == kRedactedSecret) continue;
+      RedactPasswordWhereItStands(&out, password);
     }
   }
   return out;

@@ -24,8 +24,11 @@ std::vector<std::pair<size_t, size_t>> UrlPasswordSpans(std::string_view url);
 std::string RedactUrlPassword(std::string_view url);
 
 // `text` (an error message, say from a parser or libpq, that may quote `url` or a part of
-// it) with `url` replaced by its redacted form and then every password of `url` (as given,
-// and percent-decoded) replaced by "<set>" wherever it still appears.
+// it) with `url` replaced by its redacted form, and then every password of `url` (as given,
+// and percent-decoded) replaced by "<set>" where it still stands as a password: in a URL's
+// userinfo (":password@"), as a password= / sslpassword= value, or as a whole quoted token
+// ("password", 'password'). Not every occurrence of its text: a one-letter or common-word
+// password is a part of other words ("port", "connection"), which stay as they are.
 std::string RedactUrlPasswordIn(std::string_view text, std::string_view url);
 
 }  // namespace joule

@@ -637,6 +637,19 @@ TEST(ConfigTest, SizesThatOverflowAreRefused) {
                 {"archive.max_file_bytes: ", "too large"});
 }
 
+// A refusal quoting a URL shows its password as "<set>" there only: with the password "o"
+// every "o" of the message became "<set>" ("p<set>rt must be 1-65535"), which garbled it and
+// told the password (found by a black-box test).
+TEST(ConfigTest, AOneLetterOrCommonWordPasswordDoesNotGarbleTheRefusal) {
+  ExpectRefused(LoadWith({"JOULE_LATEST_URL=redis://:o@127.0.0.1:99999/0"}),
+                {"JOULE_LATEST_URL: ", "redis://:<set>@127.0.0.1:99999/0", "port must be 1-65535"});
+  ExpectRefused(LoadWith({"JOULE_LATEST_URL=redis://:port@127.0.0.1:99999/0"}),
+                {"redis://:<set>@127.0.0.1:99999/0", "port must be 1-65535"});
+  ExpectRefused(LoadWith({"JOULE_INGEST_MQTT_BRIDGE_URL=mqtt://u:h@h:1883"}),
+                {"JOULE_INGEST_MQTT_BRIDGE_URL: ", "mqtt://u:<set>@h:1883", "mqtt[s]://host[:port]",
+                 "(user name and password have their own settings)"});
+}
+
 // What libpq parses but a connect refuses is refused at load naming metadata.url, as a
 // latest.url with port 99999 already was (`joule config` said nothing, then `joule serve`
 // exited 1 "cannot open metadata store … invalid integer value": found by the operator's
