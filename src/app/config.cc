@@ -112,6 +112,29 @@ Setter Secret(std::string Config::*field) {
             return Status::Ok();
           }};
 }
+// A secret compared against an HTTP header (auth.admin_token, sent as "Authorization: Bearer
+// …"): HTTP drops a header's leading and trailing whitespace and a control character cannot
+// be sent in one, so such a token could never match and the admin was locked out without a
+// word (found by a black-box test). The message never quotes the value.
+Setter HeaderSecret(std::string Config::*field) {
+  Setter secret = Secret(field);
+  return {ValueType::kString, [set = secret.set](Config& c, const std::string& v) -> Status {
+            auto space = [](char ch) {
+              return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' ||
+                     ch == '\f';
+            };
+            const bool control = std::any_of(v.begin(), v.end(), [](char ch) {
+              return static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f;
+            });
+            if (!v.empty() && (space(v.front()) || space(v.back()) || control)) {
+              return Status::InvalidArgument(
+                  "must not start or end with whitespace or contain control characters: it is "
+                  "compared with an HTTP header, which drops surrounding whitespace and cannot "
+                  "carry control characters, so it could never match");
+            }
+            return set(c, v);
+          }};
+}
 // A URL whose password (if any) is a secret: printed redacted, the placeholder refused.
 // `check` validates the rest (may be empty).
 Setter Url(std::string Config::*field, std::function<Status(const std::string&)> check = {}) {
@@ -361,7 +384,7 @@ const std::vector<Key>& Keys() {
        [](const Config& c) { return DurationText(c.history_partial_interval_ns); }},
       {"auth", "mode", String(&Config::auth_mode, {"required", "disabled"}),
        [](const Config& c) { return Quote(c.auth_mode); }},
-      {"auth", "admin_token", Secret(&Config::admin_token),
+      {"auth", "admin_token", HeaderSecret(&Config::admin_token),
        [](const Config& c) { return Quote(c.admin_token.empty() ? "" : "<set>"); }},
       {"history", "retention_1m", Duration(&Config::history_retention_base_ns, true),
        [](const Config& c) { return DurationText(c.history_retention_base_ns); }},

@@ -623,6 +623,28 @@ TEST(ConfigTest, WindowHeaderAndSegmentSizesHaveBounds) {
   EXPECT_EQ(c->http_max_header_bytes, kMaxHeaderBytes);
 }
 
+// An admin token HTTP cannot carry as it is (a header drops surrounding whitespace and has no
+// control characters) is refused naming the key, without quoting it: it never matched and the
+// admin was locked out without a warning (found by a black-box test).
+TEST(ConfigTest, AnAdminTokenAHeaderCannotCarryIsRefused) {
+  const std::string token = "secret-token-cccccccccccccccccc";
+  for (const std::string& bad : {" " + token, token + " ", token + "\t", "\t" + token, token + "\n",
+                                 token.substr(0, 10) + "\x01" + token.substr(10), token + "\x7f"}) {
+    ExpectRefused(LoadWith({"JOULE_AUTH_ADMIN_TOKEN=" + bad}),
+                  {"JOULE_AUTH_ADMIN_TOKEN: ",
+                   "must not start or end with whitespace or contain "
+                   "control characters"},
+                  token.substr(0, 12));
+  }
+  ExpectRefused(LoadWith({}, "[auth]\nadmin_token = \"" + token + " \"\n"),
+                {"auth.admin_token: ", "must not start or end with whitespace"},
+                token.substr(0, 12));
+  // Inside, a space is fine (the Bearer token is the rest of the header).
+  auto c = LoadWith({"JOULE_AUTH_ADMIN_TOKEN=secret token with spaces inside"});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->admin_token, "secret token with spaces inside");
+}
+
 // A size past 2^64 - 1 bytes is refused naming the key: it was taken modulo 2^64
 // (99999999999GiB printed 15140462030378500096, 17179869184GiB of log_retention_bytes was 0 =
 // unlimited; found by a black-box test).
