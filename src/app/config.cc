@@ -232,6 +232,21 @@ Setter SizeIn(uint64_t Config::*field, uint64_t min, uint64_t max) {
             return Status::Ok();
           }};
 }
+// A duration of at least `min_ns` (found by a black-box test: a read_timeout of 1ns dropped
+// every request, a checkpoint_interval of 1ns checkpointed 20 times a second, a max_gap of 1ns
+// never counted energy); `why` says what a shorter one breaks.
+Setter DurationAtLeast(int64_t Config::*field, int64_t min_ns, std::string_view why) {
+  return {ValueType::kDuration,
+          [field, min_ns, why = std::string(why)](Config& c, const std::string& v) -> Status {
+            JOULE_ASSIGN_OR_RETURN(int64_t ns, ParseDurationNanos(v));
+            if (ns < min_ns) {
+              return Status::InvalidArgument(fmt::format("'{}' is less than the minimum, {}: {}", v,
+                                                         FormatDuration(min_ns), why));
+            }
+            c.*field = ns;
+            return Status::Ok();
+          }};
+}
 // A duration in [0, max].
 Setter DurationUpTo(int64_t Config::*field, int64_t max_ns, std::string_view why) {
   return {ValueType::kDuration,
@@ -287,9 +302,13 @@ const std::vector<Key>& Keys() {
       {"server", "max_header_bytes",
        SizeIn(&Config::http_max_header_bytes, kMinHeaderBytes, kMaxHeaderBytes),
        [](const Config& c) { return std::to_string(c.http_max_header_bytes); }},
-      {"server", "read_timeout", Duration(&Config::http_read_timeout_ns),
+      {"server", "read_timeout",
+       DurationAtLeast(&Config::http_read_timeout_ns, kMinHttpTimeoutNs,
+                       "a shorter one drops requests still being sent"),
        [](const Config& c) { return DurationText(c.http_read_timeout_ns); }},
-      {"server", "idle_timeout", Duration(&Config::http_idle_timeout_ns),
+      {"server", "idle_timeout",
+       DurationAtLeast(&Config::http_idle_timeout_ns, kMinHttpTimeoutNs,
+                       "a shorter one closes kept-alive connections between requests"),
        [](const Config& c) { return DurationText(c.http_idle_timeout_ns); }},
       {"server", "tls_cert_file", String(&Config::tls_cert_file),
        [](const Config& c) { return Quote(c.tls_cert_file); }},
@@ -374,11 +393,16 @@ const std::vector<Key>& Keys() {
        [](const Config& c) { return DurationText(c.idle_timeout_ns); }},
       {"stream", "early_fire_interval", Duration(&Config::early_fire_interval_ns),
        [](const Config& c) { return DurationText(c.early_fire_interval_ns); }},
-      {"stream", "max_gap", Duration(&Config::max_gap_ns),
+      {"stream", "max_gap",
+       DurationAtLeast(&Config::max_gap_ns, kMinMaxGapNs,
+                       "power samples further apart count no energy, and devices send at most "
+                       "about one a second"),
        [](const Config& c) { return DurationText(c.max_gap_ns); }},
       {"stream", "processor_threads", Integer(&Config::processor_threads, 1, 64),
        [](const Config& c) { return std::to_string(c.processor_threads); }},
-      {"stream", "checkpoint_interval", Duration(&Config::checkpoint_interval_ns),
+      {"stream", "checkpoint_interval",
+       DurationAtLeast(&Config::checkpoint_interval_ns, kMinCheckpointIntervalNs,
+                       "every checkpoint writes each processor's whole window state"),
        [](const Config& c) { return DurationText(c.checkpoint_interval_ns); }},
       {"stream", "history_partial_interval", Duration(&Config::history_partial_interval_ns, true),
        [](const Config& c) { return DurationText(c.history_partial_interval_ns); }},
@@ -457,9 +481,12 @@ const std::vector<Key>& Keys() {
        [](const Config& c) { return Quote(c.log_level); }},
       {"archive", "enabled", Bool(&Config::archive_enabled),
        [](const Config& c) { return std::string(c.archive_enabled ? "true" : "false"); }},
-      {"archive", "max_file_bytes", Size(&Config::archive_max_file_bytes),
+      {"archive", "max_file_bytes",
+       SizeIn(&Config::archive_max_file_bytes, kMinArchiveFileBytes, 0),
        [](const Config& c) { return std::to_string(c.archive_max_file_bytes); }},
-      {"archive", "max_file_age", Duration(&Config::archive_max_file_age_ns),
+      {"archive", "max_file_age",
+       DurationAtLeast(&Config::archive_max_file_age_ns, kMinArchiveFileAgeNs,
+                       "every sealed file is a file (and a fsync) of its own"),
        [](const Config& c) { return DurationText(c.archive_max_file_age_ns); }},
       {"archive", "retention", Duration(&Config::archive_retention_ns, true),
        [](const Config& c) { return DurationText(c.archive_retention_ns); }},
@@ -607,6 +634,41 @@ Status CheckCombinations(const Config& c) {
         "server.http_listen (\"{}\") and server.mqtt_listen (\"{}\") take the same port: give "
         "each listener its own (or mqtt_listen = \"\" to turn MQTT off)",
         c.http_listen, c.mqtt_listen));
+  }
+  if (c.alerts_retry_initial_backoff_ns > c.alerts_retry_max_backoff_ns) {
+    return Status::InvalidArgument(fmt::format(
+        "alerts.retry_initial_backoff ({}) is more than alerts.retry_max_backoff ({}): the "
+        "backoff starts at the one and grows up to the other",
+        FormatDuration(c.alerts_retry_initial_backoff_ns),
+        FormatDuration(c.alerts_retry_max_backoff_ns)));
+  }
+  // A history retention (0 = forever) shorter than its resolution keeps no record a whole
+  // window; one shorter than stream.allowed_lateness drops records that late events still
+  // update (found by a black-box test: retention_1m "1m" with allowed_lateness "30d").
+  const struct {
+    const char* key;
+    int64_t retention_ns;
+    int64_t resolution_ns;
+    const char* resolution;
+  } retentions[] = {
+      {"history.retention_1m", c.history_retention_base_ns, c.window_ns, "stream.window"},
+      {"history.retention_1h", c.history_retention_hour_ns, 3'600'000'000'000, "1h"},
+      {"history.retention_1d", c.history_retention_day_ns, 86'400'000'000'000, "1d"},
+  };
+  for (const auto& r : retentions) {
+    if (r.retention_ns == 0) continue;
+    if (r.retention_ns < r.resolution_ns) {
+      return Status::InvalidArgument(fmt::format(
+          "{} ({}) is shorter than its resolution ({}, {}): set at least that, or "
+          "0s (forever)",
+          r.key, FormatDuration(r.retention_ns), r.resolution, FormatDuration(r.resolution_ns)));
+    }
+    if (r.retention_ns < c.allowed_lateness_ns) {
+      return Status::InvalidArgument(fmt::format(
+          "{} ({}) is shorter than stream.allowed_lateness ({}): records that late events "
+          "still update would be gone; set at least that, or 0s (forever)",
+          r.key, FormatDuration(r.retention_ns), FormatDuration(c.allowed_lateness_ns)));
+    }
   }
   if (c.metadata_backend == "postgres" && c.metadata_url.empty()) {
     return Status::InvalidArgument(

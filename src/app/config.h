@@ -29,6 +29,18 @@ constexpr uint64_t kMinLogSegmentBytes = 16 * 1024;
 // 100 ms only delays, and a shutdown ends it anyway.
 constexpr int64_t kMaxGroupCommitWindowNs = 100'000'000;
 
+// Lower bounds of durations and sizes that took nonsense (found by a black-box test): a
+// server.read_timeout or idle_timeout of 1ns dropped every request; a
+// stream.checkpoint_interval of 1ns checkpointed 20 times a second (the crash tests' 100 ms is
+// the shortest in use); a stream.max_gap of 1ns never counted energy (devices send about once
+// a second at most); an archive.max_file_age of 1ns or max_file_bytes of 1 sealed a file per
+// event or so.
+constexpr int64_t kMinHttpTimeoutNs = 100'000'000;
+constexpr int64_t kMinCheckpointIntervalNs = 100'000'000;
+constexpr int64_t kMinMaxGapNs = 1'000'000'000;
+constexpr int64_t kMinArchiveFileAgeNs = 1'000'000'000;
+constexpr uint64_t kMinArchiveFileBytes = 64 * 1024;
+
 struct Config {
   // [server]
   std::string http_listen = "127.0.0.1:8080";

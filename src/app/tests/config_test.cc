@@ -645,6 +645,57 @@ TEST(ConfigTest, AnAdminTokenAHeaderCannotCarryIsRefused) {
   EXPECT_EQ(c->admin_token, "secret token with spaces inside");
 }
 
+// Durations and sizes below a sensible minimum are refused naming the key and the bound (found
+// by a black-box test: a read_timeout of 1ns dropped every request, a checkpoint_interval of
+// 1ns made 20 checkpoints a second, a max_gap of 1ns never counted energy); the bounds
+// themselves are taken.
+TEST(ConfigTest, DurationsAndSizesHaveLowerBounds) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"JOULE_SERVER_READ_TIMEOUT", "100ms"},        {"JOULE_SERVER_IDLE_TIMEOUT", "100ms"},
+      {"JOULE_STREAM_CHECKPOINT_INTERVAL", "100ms"}, {"JOULE_STREAM_MAX_GAP", "1s"},
+      {"JOULE_ARCHIVE_MAX_FILE_AGE", "1s"},
+  };
+  for (const auto& [var, bound] : cases) {
+    for (const char* bad : {"1ns", "99ms"}) {
+      ExpectRefused(LoadWith({var + "=" + bad}),
+                    {var + ": ", fmt::format("'{}' is less than the minimum, {}", bad, bound)});
+    }
+    EXPECT_TRUE(LoadWith({var + "=" + bound}).ok()) << var;
+  }
+  ExpectRefused(LoadWith({}, "[server]\nread_timeout = \"1ns\"\n"),
+                {"server.read_timeout: ", "minimum, 100ms"});
+  ExpectRefused(LoadWith({"JOULE_ARCHIVE_MAX_FILE_BYTES=1"}),
+                {"JOULE_ARCHIVE_MAX_FILE_BYTES: ", "minimum, 64KiB"});
+  ExpectRefused(LoadWith({"JOULE_ARCHIVE_MAX_FILE_BYTES=65535"}), {"minimum, 64KiB"});
+  EXPECT_TRUE(LoadWith({"JOULE_ARCHIVE_MAX_FILE_BYTES=64KiB"}).ok());
+}
+
+// Settings that bound each other: a backoff that starts above its maximum, a history
+// retention shorter than its resolution or than stream.allowed_lateness (found by a
+// black-box test: retention_1m "1m" with allowed_lateness "30d").
+TEST(ConfigTest, BackoffsAndRetentionsAreCheckedAgainstEachOther) {
+  ExpectRefused(
+      LoadWith({"JOULE_ALERTS_RETRY_INITIAL_BACKOFF=10m", "JOULE_ALERTS_RETRY_MAX_BACKOFF=1s"}),
+      {"alerts.retry_initial_backoff (10m) is more than alerts.retry_max_backoff (1s)"});
+  EXPECT_TRUE(
+      LoadWith({"JOULE_ALERTS_RETRY_INITIAL_BACKOFF=1s", "JOULE_ALERTS_RETRY_MAX_BACKOFF=1s"})
+          .ok());
+  ExpectRefused(LoadWith({"JOULE_HISTORY_RETENTION_1M=1m", "JOULE_STREAM_ALLOWED_LATENESS=30d"}),
+                {"history.retention_1m (1m) is shorter than stream.allowed_lateness (30d)"});
+  ExpectRefused(LoadWith({"JOULE_HISTORY_RETENTION_1M=30s"}),
+                {"history.retention_1m (30s) is shorter than its resolution (stream.window, 1m)"});
+  ExpectRefused(LoadWith({"JOULE_HISTORY_RETENTION_1H=30m", "JOULE_STREAM_ALLOWED_LATENESS=0s"}),
+                {"history.retention_1h (30m) is shorter than its resolution (1h, 1h)"});
+  ExpectRefused(LoadWith({}, "[history]\nretention_1d = \"12h\"\n"),
+                {"history.retention_1d (12h) is shorter than its resolution (1d, 1d)"});
+  ExpectRefused(LoadWith({"JOULE_HISTORY_RETENTION_1D=2d", "JOULE_STREAM_ALLOWED_LATENESS=3d"}),
+                {"history.retention_1d (2d) is shorter than stream.allowed_lateness (3d)"});
+  // 0s is forever; at least the resolution and the lateness is taken.
+  auto c = LoadWith({"JOULE_HISTORY_RETENTION_1M=0s", "JOULE_HISTORY_RETENTION_1H=1h",
+                     "JOULE_HISTORY_RETENTION_1D=1d", "JOULE_STREAM_ALLOWED_LATENESS=1h"});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+}
+
 // A size past 2^64 - 1 bytes is refused naming the key: it was taken modulo 2^64
 // (99999999999GiB printed 15140462030378500096, 17179869184GiB of log_retention_bytes was 0 =
 // unlimited; found by a black-box test).
