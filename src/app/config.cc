@@ -624,6 +624,19 @@ Status CheckFileExists(std::string_view key, const std::string& path) {
   return Status::Ok();
 }
 
+// Whether a metadata.url is a PostgreSQL connection string rather than a SQLite file path: a
+// URI ("postgresql://…", any "scheme://") or libpq's "keyword=value …" form.
+bool LooksLikePostgresUrl(std::string_view url) {
+  if (url.find("://") != std::string_view::npos) return true;
+  size_t i = 0;
+  while (i < url.size() && (std::isalnum(static_cast<unsigned char>(url[i])) || url[i] == '_')) {
+    ++i;
+  }
+  if (i == 0) return false;
+  while (i < url.size() && url[i] == ' ') ++i;
+  return i < url.size() && url[i] == '=';
+}
+
 // Settings that only make sense together, checked once the file and the environment are
 // both applied (so a bad combination fails the same way, before anything is opened).
 Status CheckCombinations(const Config& c) {
@@ -669,6 +682,22 @@ Status CheckCombinations(const Config& c) {
           "still update would be gone; set at least that, or 0s (forever)",
           r.key, FormatDuration(r.retention_ns), FormatDuration(c.allowed_lateness_ns)));
     }
+  }
+  // A URL for a backend that is not selected was silently ignored: a PostgreSQL URL without
+  // metadata.backend = "postgres" ran on SQLite (found by a black-box test). With sqlite,
+  // metadata.url is the SQLite file's path (default {data_dir}/metadata.db), so only what is
+  // a PostgreSQL connection string is refused there; latest.url is always a Redis URL.
+  if (c.metadata_backend == "sqlite" && LooksLikePostgresUrl(c.metadata_url)) {
+    return Status::InvalidArgument(fmt::format(
+        "metadata.url is set (to \"{}\") but metadata.backend is \"sqlite\"; set "
+        "metadata.backend = \"postgres\" or remove the url (with sqlite, metadata.url is the "
+        "SQLite file's path)",
+        RedactUrlPassword(c.metadata_url)));
+  }
+  if (c.latest_backend == "memory" && !c.latest_url.empty()) {
+    return Status::InvalidArgument(
+        "latest.url is set but latest.backend is \"memory\"; set latest.backend = \"redis\" or "
+        "remove the url");
   }
   if (c.metadata_backend == "postgres" && c.metadata_url.empty()) {
     return Status::InvalidArgument(

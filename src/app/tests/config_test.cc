@@ -305,7 +305,9 @@ TEST(ConfigTest, ConfigOutputRedactsSecretsAndTheirPlaceholderIsRefused) {
   std::string m = "JOULE_METADATA_URL=postgresql://u:secretpw@h/db";
   std::string l = "JOULE_LATEST_URL=redis://:redispw@h:6379/0";
   std::string p = "JOULE_INGEST_MQTT_BRIDGE_PASSWORD=brpw";
-  char* env[] = {t.data(), m.data(), l.data(), p.data(), nullptr};
+  std::string mb = "JOULE_METADATA_BACKEND=postgres";
+  std::string lb = "JOULE_LATEST_BACKEND=redis";
+  char* env[] = {t.data(), m.data(), l.data(), p.data(), mb.data(), lb.data(), nullptr};
   auto c = LoadConfig("", env);
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   const std::string toml = ConfigToToml(*c);
@@ -520,6 +522,28 @@ TEST(ConfigTest, MalformedPostgresUrlIsRefusedAtLoadWithoutItsPassword) {
                         "JOULE_METADATA_URL=host=127.0.0.1 dbname=joule password='a b'"})
                   .ok());
   EXPECT_TRUE(LoadWith({"JOULE_METADATA_URL=/tmp/[odd dir/metadata.db"}).ok());
+}
+
+// A URL for a backend that is not selected is refused (a PostgreSQL metadata.url without
+// backend = "postgres" ran on SQLite, a latest.url without backend = "redis" on memory, without
+// a word: found by a black-box test). With sqlite, metadata.url is the SQLite file's path.
+TEST(ConfigTest, AUrlForABackendThatIsNotSelectedIsRefused) {
+  ExpectRefused(LoadWith({}, "[metadata]\nurl = \"postgresql://u:pw1234@h/db\"\n"),
+                {"metadata.url is set (to \"postgresql://u:<set>@h/db\") but metadata.backend is "
+                 "\"sqlite\"; set metadata.backend = \"postgres\" or remove the url"},
+                "pw1234");
+  ExpectRefused(LoadWith({"JOULE_METADATA_URL=host=127.0.0.1 dbname=joule"}),
+                {"metadata.backend is \"sqlite\""});
+  ExpectRefused(LoadWith({"JOULE_METADATA_BACKEND=sqlite", "JOULE_METADATA_URL=postgres://h/db"}),
+                {"metadata.backend is \"sqlite\""});
+  ExpectRefused(LoadWith({}, "[latest]\nurl = \"redis://127.0.0.1:6379/0\"\n"),
+                {"latest.url is set but latest.backend is \"memory\"; set latest.backend = "
+                 "\"redis\" or remove the url"});
+  ExpectRefused(LoadWith({"JOULE_LATEST_BACKEND=memory", "JOULE_LATEST_URL=redis://h"}),
+                {"latest.url is set but latest.backend is \"memory\""});
+  // A SQLite file path stays a sqlite metadata.url.
+  auto c = LoadWith({"JOULE_METADATA_URL=/var/lib/joule/meta=1/metadata.db"});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
 }
 
 // An empty data dir is refused at load (`joule serve` exited 1: "cannot create data dir").
