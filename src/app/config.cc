@@ -322,7 +322,17 @@ const std::vector<Key>& Keys() {
              return net::mqtt::ParseBrokerUrl(v, &ignored);
            }),
        [](const Config& c) { return Quote(RedactUrlPassword(c.mqtt_bridge_url)); }},
-      {"ingest", "mqtt_bridge_topics", String(&Config::mqtt_bridge_topics),
+      {"ingest",
+       "mqtt_bridge_topics",
+       {ValueType::kString,
+        [](Config& c, const std::string& v) -> Status {
+          // A malformed filter was accepted; the broker then closed every connection and the
+          // bridge reconnected forever naming nothing (found by a black-box test).
+          std::vector<std::string> ignored;
+          JOULE_RETURN_IF_ERROR(net::mqtt::ParseTopicFilters(v, &ignored));
+          c.mqtt_bridge_topics = v;
+          return Status::Ok();
+        }},
        [](const Config& c) { return Quote(c.mqtt_bridge_topics); }},
       {"ingest", "mqtt_bridge_client_id", String(&Config::mqtt_bridge_client_id),
        [](const Config& c) { return Quote(c.mqtt_bridge_client_id); }},

@@ -788,14 +788,11 @@ int RunServer(const Config& given_config) {
       logging::Error("bad ingest.mqtt_bridge_url", {{"error", url_st.ToString()}});
       return 1;
     }
-    std::string_view topics = config.mqtt_bridge_topics;
-    while (!topics.empty()) {
-      size_t comma = topics.find(',');
-      std::string_view t = topics.substr(0, comma);
-      while (!t.empty() && t.front() == ' ') t.remove_prefix(1);
-      while (!t.empty() && t.back() == ' ') t.remove_suffix(1);
-      if (!t.empty()) sub.topics.emplace_back(t);
-      topics = comma == std::string_view::npos ? std::string_view() : topics.substr(comma + 1);
+    // (Checked at load: LoadConfig refuses a malformed filter naming the key.)
+    if (Status st = net::mqtt::ParseTopicFilters(config.mqtt_bridge_topics, &sub.topics);
+        !st.ok()) {
+      logging::Error("bad ingest.mqtt_bridge_topics", {{"error", st.ToString()}});
+      return 1;
     }
     if (sub.topics.empty() || config.mqtt_bridge_client_id.empty()) {
       logging::Error(

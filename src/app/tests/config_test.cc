@@ -546,6 +546,32 @@ TEST(ConfigTest, AUrlForABackendThatIsNotSelectedIsRefused) {
   ASSERT_TRUE(c.ok()) << c.status().ToString();
 }
 
+// A topic filter MQTT does not allow is refused naming the key: it was accepted, and the
+// broker closed every connection of the bridge, which reconnected forever with "read: End of
+// file" (found by a black-box test).
+TEST(ConfigTest, MalformedMqttTopicFiltersAreRefused) {
+  for (const auto& [topics, why] : std::vector<std::pair<std::string, std::string>>{
+           {"devices/#/x", "'#' other than alone as its last level"},
+           {"#x", "'#' other than alone as its last level"},
+           {"a/b#", "'#' other than alone as its last level"},
+           {"a+b", "'+' other than alone in its level"},
+           {"devices/+x/telemetry", "'+' other than alone in its level"},
+           {"devices/+/telemetry, a/#/b", "topic filter 'a/#/b'"},
+           {std::string(65536, 'a'), "longer than 65535 bytes"}}) {
+    ExpectRefused(LoadWith({"JOULE_INGEST_MQTT_BRIDGE_TOPICS=" + topics}),
+                  {"JOULE_INGEST_MQTT_BRIDGE_TOPICS: ", why, "MQTT 3.1.1 section 4.7"});
+  }
+  ExpectRefused(LoadWith({}, "[ingest]\nmqtt_bridge_topics = \"devices/#/x\"\n"),
+                {"ingest.mqtt_bridge_topics: ", "topic filter 'devices/#/x'"});
+  ExpectRefused(LoadWith({}, "[ingest]\nmqtt_bridge_topics = \"a\\u0000b\"\n"),
+                {"ingest.mqtt_bridge_topics: ", "topic filter 'a\\0b' holds U+0000"});
+  for (const char* ok :
+       {"#", "+", "devices/+/telemetry, site/#", "a//b", "/", "+/+/#", "$SYS/#", "a, b,"}) {
+    auto c = LoadWith({std::string("JOULE_INGEST_MQTT_BRIDGE_TOPICS=") + ok});
+    EXPECT_TRUE(c.ok()) << ok << ": " << c.status().ToString();
+  }
+}
+
 // An empty data dir is refused at load (`joule serve` exited 1: "cannot create data dir").
 TEST(ConfigTest, EmptyDataDirIsRefused) {
   ExpectRefused(LoadWith({}, "[storage]\ndata_dir = \"\"\n"), {"storage.data_dir: ", "empty"});

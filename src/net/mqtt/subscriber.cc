@@ -591,6 +591,48 @@ Status ParseBrokerUrl(std::string_view url, MqttSubscriberOptions* options) {
   return Status::Ok();
 }
 
+Status ValidateTopicFilter(std::string_view filter) {
+  const auto bad = [filter](std::string_view why) {
+    std::string shown;  // the filter as text, a NUL as \0
+    for (char ch : filter) shown += ch == '\0' ? std::string("\\0") : std::string(1, ch);
+    return Status::InvalidArgument("topic filter '" + shown + "' " + std::string(why) +
+                                   " (MQTT 3.1.1 section 4.7)");
+  };
+  if (filter.empty()) return bad("is empty");
+  if (filter.size() > 65535) return bad("is longer than 65535 bytes");
+  if (filter.find('\0') != std::string_view::npos) return bad("holds U+0000");
+  size_t level_start = 0;
+  for (size_t i = 0; i <= filter.size(); ++i) {
+    if (i < filter.size() && filter[i] != '/') continue;
+    const std::string_view level = filter.substr(level_start, i - level_start);
+    if (level.find('#') != std::string_view::npos && (level.size() != 1 || i != filter.size())) {
+      return bad("has '#' other than alone as its last level (e.g. devices/#)");
+    }
+    if (level.find('+') != std::string_view::npos && level.size() != 1) {
+      return bad("has '+' other than alone in its level (e.g. devices/+/telemetry)");
+    }
+    level_start = i + 1;
+  }
+  return Status::Ok();
+}
+
+Status ParseTopicFilters(std::string_view list, std::vector<std::string>* filters) {
+  std::vector<std::string> out;
+  while (!list.empty()) {
+    const size_t comma = list.find(',');
+    std::string_view t = list.substr(0, comma);
+    while (!t.empty() && t.front() == ' ') t.remove_prefix(1);
+    while (!t.empty() && t.back() == ' ') t.remove_suffix(1);
+    if (!t.empty()) {
+      JOULE_RETURN_IF_ERROR(ValidateTopicFilter(t));
+      out.emplace_back(t);
+    }
+    list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+  }
+  *filters = std::move(out);
+  return Status::Ok();
+}
+
 MqttSubscriber::MqttSubscriber(asio::io_context& io, MqttSubscriberOptions options,
                                MessageHandler* handler, MetricsRegistry* metrics)
     : impl_(std::make_shared<Impl>(io, std::move(options), handler, metrics)) {}

@@ -81,6 +81,16 @@ struct MqttSubscriberOptions {
 // InvalidArgument names what is wrong (other schemes, user info, paths).
 Status ParseBrokerUrl(std::string_view url, MqttSubscriberOptions* options);
 
+// A topic filter as MQTT 3.1.1 section 4.7 allows it: not empty, at most 65535 bytes, no
+// U+0000, '#' only alone as the last level, '+' only alone in its level. A broker closes
+// the connection on a malformed SUBSCRIBE (the bridge then reconnected forever with "read:
+// End of file", naming nothing: found by a black-box test). InvalidArgument says which rule.
+Status ValidateTopicFilter(std::string_view filter);
+
+// A comma-separated list of topic filters (spaces around each dropped, empty entries
+// skipped), each validated → *filters.
+Status ParseTopicFilters(std::string_view list, std::vector<std::string>* filters);
+
 class MqttSubscriber {
  public:
   // `metrics` may be null. Metrics: joule_mqtt_bridge_connected (gauge),
