@@ -640,6 +640,25 @@ int RunDevicesExport(const Config& config, const std::optional<std::string>& own
       return 2;
     }
   }
+  // A command that only reads creates nothing: on a data dir that does not exist, export
+  // printed the CSV header, exited 0 and created the dir and an empty metadata.db (found by a
+  // black-box test). As `joule export` and `joule replay` say it.
+  if (config.metadata_backend == "sqlite") {
+    std::error_code ec;
+    if (config.metadata_url.empty() && !std::filesystem::is_directory(config.data_dir, ec)) {
+      fmt::print(stderr, "joule: no data dir at {} (is storage.data_dir right?)\n",
+                 config.data_dir);
+      return 1;
+    }
+    Result<store::MetadataStoreOptions> options = MetadataStoreOptionsFrom(config);
+    if (options.ok() && !std::filesystem::exists(options->url, ec)) {
+      fmt::print(stderr,
+                 "joule: no metadata store at {} (is {} right? `joule serve` and `joule devices "
+                 "import` create it)\n",
+                 options->url, config.metadata_url.empty() ? "storage.data_dir" : "metadata.url");
+      return 1;
+    }
+  }
   Result<std::unique_ptr<store::MetadataStore>> metadata = OpenMetadataStore(config);
   if (!metadata.ok()) {
     fmt::print(stderr, "joule: cannot open the metadata store ({}): {}\n", config.metadata_backend,

@@ -202,5 +202,25 @@ TEST_F(DevicesCliTest, ImportNextToARunningServerOnSqliteWarns) {
   EXPECT_FALSE(std::filesystem::exists(config.data_dir));
 }
 
+// `joule devices export` only reads: on a data dir (or SQLite file) that does not exist it
+// fails and creates nothing (it printed the CSV header, exited 0 and created the dir and an
+// empty metadata.db: found by a black-box test). Import, which writes, may create them.
+TEST_F(DevicesCliTest, ExportOfAMissingDataDirFailsAndCreatesNothing) {
+  Config config;
+  config.data_dir = dir_ + "/x/nodir";
+  EXPECT_EQ(RunDevicesExport(config, std::nullopt), 1);
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/x"));
+  config.data_dir = dir_;  // exists, without a metadata.db
+  EXPECT_EQ(RunDevicesExport(config, std::nullopt), 1);
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/metadata.db"));
+  config.metadata_url = dir_ + "/elsewhere/meta.db";
+  EXPECT_EQ(RunDevicesExport(config, std::nullopt), 1);
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/elsewhere"));
+  // Once there, it is read.
+  config.metadata_url = "";
+  ASSERT_TRUE(store::SqliteMetadataStore::Open(dir_ + "/metadata.db", SystemClock::Default()).ok());
+  EXPECT_EQ(RunDevicesExport(config, std::nullopt), 0);
+}
+
 }  // namespace
 }  // namespace joule::app
