@@ -597,7 +597,14 @@ boost::asio::ip::address ListenAddress(const net::HostPort& hp) {
   if (hp.host.empty()) return boost::asio::ip::address_v6::any();
   if (hp.host == "localhost") return boost::asio::ip::address_v4::loopback();
   boost::system::error_code ec;
-  return boost::asio::ip::make_address(hp.host, ec);
+  const boost::asio::ip::address a = boost::asio::ip::make_address(hp.host, ec);
+  // An IPv4-mapped IPv6 address (::ffff:a.b.c.d) binds the IPv4 one: [::ffff:127.0.0.1]:P
+  // and 127.0.0.1:P passed the check, then the second bind failed (found by a black-box
+  // test).
+  if (a.is_v6() && a.to_v6().is_v4_mapped()) {
+    return boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, a.to_v6());
+  }
+  return a;
 }
 
 // Whether two listen settings take the same port: the same non-zero port on the same

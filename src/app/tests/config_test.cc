@@ -588,6 +588,10 @@ TEST(ConfigTest, ListenersOnTheSamePortAreRefused) {
            {"0.0.0.0:9000", "127.0.0.1:9000"},
            {"[::1]:9000", ":9000"},
            {"[::]:9000", "10.1.2.3:9000"},
+           // IPv4-mapped: the IPv4 address (found by a black-box test: the second bind failed).
+           {"[::ffff:127.0.0.1]:9000", "127.0.0.1:9000"},
+           {"[::ffff:127.0.0.1]:9000", "localhost:9000"},
+           {"0.0.0.0:9000", "[::ffff:10.1.2.3]:9000"},
        }) {
     ExpectRefused(
         LoadWith({"JOULE_SERVER_HTTP_LISTEN=" + http, "JOULE_SERVER_MQTT_LISTEN=" + mqtt}),
@@ -601,6 +605,7 @@ TEST(ConfigTest, ListenersOnTheSamePortAreRefused) {
   for (const auto& [http, mqtt] : std::vector<std::pair<std::string, std::string>>{
            {"127.0.0.1:0", "127.0.0.1:0"},
            {"127.0.0.1:9000", "127.0.0.2:9000"},
+           {"[::ffff:127.0.0.2]:9000", "127.0.0.1:9000"},
            {"0.0.0.0:9000", "[::1]:9000"},
            {"127.0.0.1:9000", "127.0.0.1:9001"},
            {"127.0.0.1:9000", ""},
