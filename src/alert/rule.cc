@@ -232,6 +232,9 @@ Result<int64_t> ParseAlertDuration(std::string_view field, std::string_view text
   // The unit is required: "5" is not "5s" to every reader (ParseDurationNanos, for config,
   // reads a bare number as seconds).
   if (text.empty() || !std::isalpha(static_cast<unsigned char>(text.back()))) return malformed();
+  // No space before the unit either (ParseDurationNanos takes "10 s" for config files, as
+  // sizes take "4 MiB"; the API's durations stay as CONTRACT §4 spells them).
+  if (text.find(' ') != std::string_view::npos) return malformed();
   const std::string_view number = text.substr(0, text.find_first_not_of("0123456789."));
   if (number.empty()) return malformed();
   Result<int64_t> parsed = ParseDurationNanos(text);

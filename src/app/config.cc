@@ -788,9 +788,32 @@ Result<Config> LoadConfig(const std::string& path, char** envp,
     for (const auto& [section_key, section_node] : root) {
       std::string section(section_key.str());
       const toml::table* table = section_node.as_table();
-      if (!table)
+      if (!table) {
+        // A key above every [section] (it said "'io_threads' must be a table"; found by a
+        // black-box test): say so, and where a key of that name lives.
+        std::string where;
+        for (const auto& k : Keys()) {
+          if (section == k.name) {
+            where += fmt::format("{}[{}] {}", where.empty() ? "" : " or ", k.section, k.name);
+          }
+        }
         return Status::InvalidArgument(
-            fmt::format("config {}: '{}' must be a table", path, section));
+            where.empty()
+                ? fmt::format("config {}: unknown top-level key '{}' (every key belongs in a "
+                              "[section]: `joule config` lists them)",
+                              path, section)
+                : fmt::format("config {}: key '{}' is outside any section; did you mean {}?", path,
+                              section, where));
+      }
+      // An unknown section is an error even when empty (`[sever]` alone was taken; found by
+      // a black-box test), as an unknown key in it is.
+      const bool known_section =
+          section == "metrics" || std::any_of(Keys().begin(), Keys().end(),
+                                              [&](const Key& k) { return section == k.section; });
+      if (!known_section) {
+        return Status::InvalidArgument(fmt::format(
+            "config {}: unknown section [{}] (`joule config` lists them)", path, section));
+      }
       if (section == "metrics") {
         for (const auto& [sub, sub_node] : *table) {
           const toml::table* kinds = sub_node.as_table();

@@ -74,11 +74,16 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("joule ") + JOULE_VERSION);
 
   std::string config_path;
+  // `--config ""` started on the embedded defaults (found by a black-box test): a path given
+  // must be one.
+  const CLI::Validator kConfigPath(
+      [](std::string& path) { return path.empty() ? std::string("empty path") : std::string(); },
+      "PATH");
   auto* serve = app.add_subcommand("serve", "Run the server (embedded defaults; see CONTRACT §5)");
-  serve->add_option("--config", config_path, "TOML config file");
+  serve->add_option("--config", config_path, "TOML config file")->check(kConfigPath);
 
   auto* show = app.add_subcommand("config", "Print the effective configuration as TOML");
-  show->add_option("--config", config_path, "TOML config file");
+  show->add_option("--config", config_path, "TOML config file")->check(kConfigPath);
 
   joule::app::SimulatorOptions sim;
   joule::app::SimulatorTextOptions sim_text;
@@ -165,7 +170,7 @@ int main(int argc, char** argv) {
   devices->require_subcommand(1);
   joule::app::DevicesImportOptions import_options;
   auto* import_cmd = devices->add_subcommand("import", "Create or update devices from a CSV file");
-  import_cmd->add_option("--config", config_path, "TOML config file");
+  import_cmd->add_option("--config", config_path, "TOML config file")->check(kConfigPath);
   import_cmd
       ->add_option("file", import_options.csv_path,
                    "CSV: device_id,owner_id,name,model,location,timezone,installed_at,config")
@@ -176,7 +181,7 @@ int main(int argc, char** argv) {
   import_cmd->add_flag("--dry-run", import_options.dry_run, "Validate and count; write nothing");
   std::string export_owner;
   auto* export_cmd = devices->add_subcommand("export", "Write devices as CSV to stdout");
-  export_cmd->add_option("--config", config_path, "TOML config file");
+  export_cmd->add_option("--config", config_path, "TOML config file")->check(kConfigPath);
   export_cmd->add_option("--owner", export_owner, "Only this owner's devices");
 
   // joule replay / joule export: the raw archive (docs/formats/archive.md).
@@ -185,7 +190,7 @@ int main(int argc, char** argv) {
       "replay",
       "Recompute 1m/1h/1d records of a range from the archive (in-process on a stopped "
       "server's data dir; a running server is asked to do it)");
-  replay_cmd->add_option("--config", config_path, "TOML config file");
+  replay_cmd->add_option("--config", config_path, "TOML config file")->check(kConfigPath);
   replay_cmd
       ->add_option("--from", replay_options.from,
                    "Range start: RFC 3339 or epoch ms (clamped to 1900..2170, as the API)")
@@ -213,7 +218,7 @@ int main(int argc, char** argv) {
   joule::app::ExportCliOptions export_options;
   auto* archive_export_cmd =
       app.add_subcommand("export", "Write raw events of a range from the archive to stdout");
-  archive_export_cmd->add_option("--config", config_path, "TOML config file");
+  archive_export_cmd->add_option("--config", config_path, "TOML config file")->check(kConfigPath);
   archive_export_cmd
       ->add_option("--from", export_options.from,
                    "Range start: RFC 3339 or epoch ms (clamped to 1900..2170, as the API)")

@@ -205,6 +205,8 @@ Result<int64_t> ParseDurationNanos(std::string_view s) {
     return Status::InvalidArgument(fmt::format("invalid duration '{}'", s));
   }
   std::string_view unit = s.substr(i);
+  // A space before the unit is taken, as for sizes ("10 s" like "4 MiB").
+  while (!unit.empty() && unit.front() == ' ') unit.remove_prefix(1);
   double mult;
   if (unit.empty() || unit == "s")
     mult = 1e9;
@@ -221,7 +223,8 @@ Result<int64_t> ParseDurationNanos(std::string_view s) {
   else if (unit == "d")
     mult = 86400e9;
   else
-    return Status::InvalidArgument(fmt::format("invalid duration unit in '{}'", s));
+    return Status::InvalidArgument(
+        fmt::format("invalid duration unit in '{}' (units: ns, us, ms, s, m, h, d)", s));
   double r = v * mult;
   if (r > 9e18) return Status::InvalidArgument(fmt::format("duration '{}' too large", s));
   return static_cast<int64_t>(r);
@@ -260,8 +263,11 @@ Result<uint64_t> ParseSizeBytes(std::string_view s) {
     mult = 1000000;
   else if (unit == "GB")
     mult = 1000000000;
+  else if (unit == "TB")  // (was refused while KB, MB and GB were taken)
+    mult = 1000000000000;
   else
-    return Status::InvalidArgument(fmt::format("invalid size unit in '{}'", s));
+    return Status::InvalidArgument(fmt::format(
+        "invalid size unit in '{}' (units: B, KiB, MiB, GiB, TiB, KB or kB, MB, GB, TB)", s));
   if (v > kMax / mult) return too_large;
   return v * mult;
 }

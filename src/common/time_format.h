@@ -29,9 +29,12 @@ bool ParseRfc3339(std::string_view s, int64_t* nanos);
 // range from a malformed one.
 bool ParseRfc3339Seconds(std::string_view s, int64_t* seconds, int64_t* fraction_ns);
 
-// "10s", "5m", "1h", "7d", "250ms", "100us"; a bare integer is seconds.
+// "10s", "5m", "1h", "7d", "250ms", "100us" (units ns, us, ms, s, m, h, d; spaces before
+// the unit are taken: "10 s"); a bare number is seconds. Past 9e18 ns: "too large".
 Result<int64_t> ParseDurationNanos(std::string_view s);
-// "4MiB", "64KiB", "1GiB", "1000", "10KB".
+// "4MiB", "64KiB", "1GiB", "1000", "10KB" (units B, KiB, MiB, GiB, TiB, KB/kB, MB, GB, TB;
+// spaces before the unit are taken: "4 MiB"); a bare integer is bytes. Past 2^64 - 1: "too
+// large".
 Result<uint64_t> ParseSizeBytes(std::string_view s);
 
 // Days since 1970-01-01 for a proleptic Gregorian date (Howard Hinnant's algorithm).

@@ -308,6 +308,23 @@ class CliTest(unittest.TestCase):
         self.assertRefused(run(["config"], {"JOULE_SERVER_MQTT_LISTEN": "127.0.0.1:8080"}),
                            "server.http_listen", "server.mqtt_listen", "same port")
 
+    def test_an_empty_config_path_an_unknown_section_or_a_key_outside_any_is_refused(self):
+        """Found by a black-box test: `--config ""` started on the embedded defaults, an
+        empty `[sever]` was taken, and `io_threads = 3` above every section said "must be a
+        table"."""
+        for sub in (["serve"], ["config"], ["devices", "export"], ["export"], ["replay"]):
+            with self.subTest(sub=sub):
+                proc = run(sub + ["--config", ""], {"JOULE_STORAGE_DATA_DIR": self.data_dir},
+                           timeout=30)
+                self.assertRefused(proc, "--config: empty path")
+                self.assertFalse(os.path.exists(self.data_dir))
+        path = self.write("sever.toml", "[sever]\n")
+        self.assertRefused(run(["config", "--config", path]), "unknown section [sever]")
+        path = self.write("top.toml", "io_threads = 3\n")
+        self.assertRefused(run(["serve", "--config", path], timeout=30),
+                           "key 'io_threads' is outside any section; did you mean "
+                           "[server] io_threads?")
+
     def test_metric_kinds_are_metric_names_and_can_be_set_from_the_environment(self):
         """`JOULE_METRICS_KINDS_SOLAR_W=counter` was "ignoring …: no such config key", and
         `[metrics.kinds]` names that can never be metric names were taken silently."""

@@ -781,7 +781,7 @@ TEST(RuleParse, ClearMessages) {
             "cooldown must be at most 3650d (about ten years), got 3651d");
   EXPECT_EQ(err(absence + R"("99999999999d"})"),
             "absent_for must be at most 3650d (about ten years), got 99999999999d");
-  for (const char* bad : {"5", "", "d", "10x", "-5s", "1h30m"}) {
+  for (const char* bad : {"5", "", "d", "10x", "-5s", "1h30m", "10 s"}) {
     EXPECT_EQ(err(absence + R"("10m","cooldown":")" + bad + "\"}"),
               R"(cooldown must be a duration with a unit like "90s", "10m", "1h" or "7d")")
         << bad;

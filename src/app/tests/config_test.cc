@@ -572,6 +572,30 @@ TEST(ConfigTest, MalformedMqttTopicFiltersAreRefused) {
   }
 }
 
+// Found by a black-box test: an empty unknown section ([sever]) was taken; a key above every
+// section said "'io_threads' must be a table"; "10 s" was refused while "4 MiB" was taken,
+// and "1TB" while "1GB" was.
+TEST(ConfigTest, UnknownSectionsTopLevelKeysAndUnits) {
+  ExpectRefused(LoadWith({}, "[sever]\n"), {"unknown section [sever]"});
+  ExpectRefused(LoadWith({}, "[sever]\nio_threads = 3\n"), {"unknown section [sever]"});
+  ExpectRefused(LoadWith({}, "io_threads = 3\n[server]\n"),
+                {"key 'io_threads' is outside any section; did you mean [server] io_threads?"});
+  ExpectRefused(LoadWith({}, "idle_timeout = \"1m\"\n"),
+                {"did you mean [server] idle_timeout or [stream] idle_timeout?"});
+  ExpectRefused(LoadWith({}, "nonsense = 1\n"), {"unknown top-level key 'nonsense'"});
+  EXPECT_TRUE(LoadWith({}, "[server]\n[metrics]\n[metrics.kinds]\n").ok());
+  auto c = LoadWith({"JOULE_SERVER_READ_TIMEOUT=10 s", "JOULE_LIMITS_MAX_BODY_BYTES=1 MiB"},
+                    "[archive]\nmax_file_bytes = \"1TB\"\n");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->http_read_timeout_ns, 10'000'000'000);
+  EXPECT_EQ(c->max_body_bytes, 1u << 20);
+  EXPECT_EQ(c->archive_max_file_bytes, 1'000'000'000'000u);
+  ExpectRefused(LoadWith({"JOULE_LIMITS_MAX_BODY_BYTES=1K"}),
+                {"JOULE_LIMITS_MAX_BODY_BYTES: ", "(units: B, KiB, MiB, GiB, TiB"});
+  ExpectRefused(LoadWith({"JOULE_SERVER_READ_TIMEOUT=10sec"}),
+                {"JOULE_SERVER_READ_TIMEOUT: ", "(units: ns, us, ms, s, m, h, d)"});
+}
+
 // An empty data dir is refused at load (`joule serve` exited 1: "cannot create data dir").
 TEST(ConfigTest, EmptyDataDirIsRefused) {
   ExpectRefused(LoadWith({}, "[storage]\ndata_dir = \"\"\n"), {"storage.data_dir: ", "empty"});

@@ -55,6 +55,12 @@ TEST(TimeFormatTest, Durations) {
   EXPECT_EQ(*ParseDurationNanos("250ms"), 250 * kNanosPerMilli);
   EXPECT_FALSE(ParseDurationNanos("ten").ok());
   EXPECT_FALSE(ParseDurationNanos("5y").ok());
+  // A space before the unit, as sizes take one ("10 s" was refused while "4 MiB" was taken);
+  // a wrong unit lists the units (found by a black-box test).
+  EXPECT_EQ(*ParseDurationNanos("10 s"), 10 * kNanosPerSecond);
+  EXPECT_EQ(*ParseDurationNanos("250 ms"), 250 * kNanosPerMilli);
+  EXPECT_EQ(ParseDurationNanos("5y").status().message(),
+            "invalid duration unit in '5y' (units: ns, us, ms, s, m, h, d)");
 }
 
 TEST(TimeFormatTest, Sizes) {
@@ -62,6 +68,13 @@ TEST(TimeFormatTest, Sizes) {
   EXPECT_EQ(*ParseSizeBytes("64KiB"), 64u << 10);
   EXPECT_EQ(*ParseSizeBytes("1000"), 1000u);
   EXPECT_FALSE(ParseSizeBytes("big").ok());
+  // TB as KB, MB and GB ("1TB" was refused); a wrong unit lists the units (found by a
+  // black-box test).
+  EXPECT_EQ(*ParseSizeBytes("1TB"), 1'000'000'000'000u);
+  EXPECT_EQ(*ParseSizeBytes("1TiB"), 1ull << 40);
+  EXPECT_EQ(*ParseSizeBytes("4 MiB"), 4u << 20);
+  EXPECT_EQ(ParseSizeBytes("1K").status().message(),
+            "invalid size unit in '1K' (units: B, KiB, MiB, GiB, TiB, KB or kB, MB, GB, TB)");
   // Past 2^64 - 1 is "too large", never the product modulo 2^64 (17179869184GiB was 0:
   // found by a black-box test).
   EXPECT_EQ(*ParseSizeBytes("18446744073709551615"), std::numeric_limits<uint64_t>::max());
