@@ -69,6 +69,10 @@ int FinishStdout(int code) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A stop signal sent while the server starts (reading its config, recovering its stores)
+  // waits until it can stop gracefully (RunServer releases them); the other subcommands
+  // take them at once (below).
+  joule::app::HoldStopSignals();
   CLI::App app{"Joule: real-time analytics for smart-home energy telemetry"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("joule ") + JOULE_VERSION);
@@ -249,7 +253,10 @@ int main(int argc, char** argv) {
   // Only the server's log is JSON lines; the other subcommands write plain text, their
   // messages and the log lines of what they run alike (docs/OPERATIONS.md "Logs"; `joule
   // export` printed the archive's JSON lines: found by a black-box test).
-  if (!*serve) joule::logging::SetPlainText("joule");
+  if (!*serve) {
+    joule::logging::SetPlainText("joule");
+    joule::app::ReleaseStopSignals();
+  }
   auto run_subcommand = [&]() -> int {
     if (*devices) {
       std::vector<std::string> warnings;
