@@ -23,7 +23,11 @@ Caller Authenticator::Authenticate(const net::HttpRequest& request) const {
     return caller;
   }
   const std::string* h = request.Header("authorization");
-  if (!h) return caller;
+  if (!h) {
+    caller.problem = Caller::Problem::kNoHeader;
+    return caller;
+  }
+  caller.problem = Caller::Problem::kNotBearer;
   // "Bearer" + one or more spaces + the token; the scheme name is case-insensitive
   // (RFC 9110 section 11.1).
   std::string_view v(*h);
@@ -36,8 +40,10 @@ Caller Authenticator::Authenticate(const net::HttpRequest& request) const {
   if (v.empty() || v.front() != ' ') return caller;
   while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
   if (v.empty()) return caller;
+  caller.problem = Caller::Problem::kUnknownToken;
   if (!admin_token_.empty() && ConstantTimeEquals(v, admin_token_)) {
     caller.kind = Caller::Kind::kAdmin;
+    caller.problem = Caller::Problem::kNone;
     return caller;
   }
   if (!metadata_) return caller;
@@ -46,6 +52,7 @@ Caller Authenticator::Authenticate(const net::HttpRequest& request) const {
     caller.store_unavailable = p.status().code() == StatusCode::kUnavailable;
     return caller;
   }
+  caller.problem = Caller::Problem::kNone;
   if (p->kind == store::PrincipalKind::kDevice) {
     caller.kind = Caller::Kind::kDevice;
     caller.device_id = p->device_id;

@@ -24,6 +24,10 @@ struct Caller {
   // Kind::kNone because the token could not be checked: the metadata store is unreachable
   // and its cache does not hold the token (→ 503 + Retry-After, not 401).
   bool store_unavailable = false;
+  // Why Kind::kNone, for the 401's message (found by a black-box test: a missing header, a
+  // token without "Bearer " and a revoked token all read "missing or unknown token").
+  enum class Problem { kNone, kNoHeader, kNotBearer, kUnknownToken };
+  Problem problem = Problem::kNone;
   bool admin() const { return kind == Kind::kAdmin; }
 };
 

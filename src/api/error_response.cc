@@ -36,9 +36,27 @@ net::HttpResponse Unauthorized() {
 }
 
 net::HttpResponse Unauthorized(const Caller& caller) {
-  if (!caller.store_unavailable) return Unauthorized();
-  return ErrorFromStatus(
-      Status::Unavailable("cannot check the token now: the metadata store is unreachable"));
+  if (caller.store_unavailable) {
+    return ErrorFromStatus(
+        Status::Unavailable("cannot check the token now: the metadata store is unreachable"));
+  }
+  // What to fix, as far as it tells nothing about which tokens exist (found by a black-box
+  // test: every case read "missing or unknown token").
+  switch (caller.problem) {
+    case Caller::Problem::kNoHeader:
+      return ErrorFromStatus(
+          Status::Unauthenticated("missing token: send 'Authorization: Bearer <token>'"));
+    case Caller::Problem::kNotBearer:
+      return ErrorFromStatus(Status::Unauthenticated(
+          "the Authorization header is not a Bearer token: send 'Authorization: Bearer "
+          "<token>'"));
+    case Caller::Problem::kUnknownToken:
+      return ErrorFromStatus(Status::Unauthenticated(
+          "unknown token (mistyped, rotated, revoked, or its device deleted)"));
+    case Caller::Problem::kNone:
+      break;
+  }
+  return Unauthorized();
 }
 
 net::HttpResponse DeviceNotFound() {

@@ -667,7 +667,15 @@ int RunDevicesExport(const Config& config, const std::optional<std::string>& own
   }
   Status st = ExportDevices(**metadata, owner_id, stdout);
   if (!st.ok()) {
-    fmt::print(stderr, "joule: export failed: {}\n", st.ToString());
+    // In the words every command uses for its stdout (docs/OPERATIONS.md; found by a
+    // black-box test: it said "export failed: io_error: write failed: …").
+    constexpr std::string_view kWriteFailed = "write failed: ";
+    if (st.code() == StatusCode::kIoError && st.message().rfind(kWriteFailed, 0) == 0) {
+      fmt::print(stderr, "joule: writing to standard output failed: {}\n",
+                 st.message().substr(kWriteFailed.size()));
+    } else {
+      fmt::print(stderr, "joule: export failed: {}\n", st.ToString());
+    }
     return 1;
   }
   return 0;

@@ -63,6 +63,7 @@ bool MqttPublisher::Open() {
   DecoderOptions options;
   options.version = ProtocolVersion::kV5;
   decoder_ = Decoder(options);
+  first_bytes_.clear();
   return fd_ >= 0;
 }
 
@@ -85,6 +86,19 @@ bool MqttPublisher::SendAll(const std::string& bytes) {
   return false;
 }
 
+// An HTTP server answering (Joule's HTTP port given as the MQTT URL) is named (found by a
+// black-box test: "undecodable packet … invalid fixed header flags" left the user guessing).
+std::string MqttPublisher::HttpHint() const {
+  if (first_bytes_.rfind("HTTP/", 0) != 0) return {};
+  return " (it answered in HTTP: is that the HTTP port? Joule's MQTT listener is "
+         "server.mqtt_listen, 1883 by default)";
+}
+
+void MqttPublisher::Feed(std::string_view bytes) {
+  if (first_bytes_.size() < 5) first_bytes_.append(bytes.substr(0, 5 - first_bytes_.size()));
+  decoder_.Feed(bytes);
+}
+
 int MqttPublisher::NextPacket(Packet* packet) {
   switch (decoder_.Next(packet)) {
     case Decoder::State::kPacket:
@@ -92,6 +106,7 @@ int MqttPublisher::NextPacket(Packet* packet) {
     case Decoder::State::kError:
       error_ =
           fmt::format("undecodable packet from {}:{}: {}", host_, port_, decoder_.error().message);
+      error_ += HttpHint();
       return kProtocolError;
     case Decoder::State::kNeedMore:
       break;
@@ -105,22 +120,24 @@ int MqttPublisher::Receive(int flags) {
     const long n = (flags & MSG_DONTWAIT) ? tls_->TryReceive(buf, sizeof buf)
                                           : static_cast<long>(tls_->Receive(buf, sizeof buf));
     if (n > 0) {
-      decoder_.Feed(std::string_view(buf, static_cast<size_t>(n)));
+      Feed(std::string_view(buf, static_cast<size_t>(n)));
       return 1;
     }
     if (n < 0) return 0;  // nothing yet (MSG_DONTWAIT only)
     error_ = fmt::format("{}:{} closed the TLS connection (or it failed)", host_, port_);
+    error_ += HttpHint();
     return kConnectionError;
   }
   ssize_t n = recv(fd_, buf, sizeof buf, flags);
   if (n > 0) {
-    decoder_.Feed(std::string_view(buf, static_cast<size_t>(n)));
+    Feed(std::string_view(buf, static_cast<size_t>(n)));
     return 1;
   }
   if (n < 0 && (flags & MSG_DONTWAIT) && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
   error_ = n == 0
                ? fmt::format("{}:{} closed the connection", host_, port_)
                : fmt::format("receive from {}:{} failed: {}", host_, port_, std::strerror(errno));
+  error_ += HttpHint();
   return kConnectionError;
 }
 

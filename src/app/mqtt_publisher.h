@@ -67,6 +67,8 @@ class MqttPublisher {
   // The next whole packet the decoder holds: 1, 0 when it needs more bytes, or
   // kProtocolError (error_ set).
   int NextPacket(net::mqtt::Packet* packet);
+  void Feed(std::string_view bytes);  // to the decoder, keeping the first bytes
+  std::string HttpHint() const;       // for error_: "" unless the server spoke HTTP
   // Receives what the socket holds into the decoder (`flags` MSG_DONTWAIT: without
   // waiting): 1, 0 when nothing was there (MSG_DONTWAIT only), or kConnectionError (error_
   // set) when the server closed the connection or the receive failed.
@@ -91,6 +93,7 @@ class MqttPublisher {
   std::string error_;
   uint8_t disconnect_reason_ = 0;
   net::mqtt::Decoder decoder_;  // of the current connection
+  std::string first_bytes_;     // the connection's first bytes received (up to 5)
 };
 
 }  // namespace joule::app

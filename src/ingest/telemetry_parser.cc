@@ -414,7 +414,13 @@ class TelemetryParser::Impl {
       if (error_code e = doc.get_object().get(object)) return JsonError(e, std::nullopt);
       out_->total = 1;
       if (error_code e = ParseEvent(object)) return JsonError(e, std::nullopt);
-      if (!AtEnd(doc)) return JsonError("trailing content after the JSON value");
+      // Several objects one after the other: say how to send them (found by a black-box
+      // test: the message did not).
+      if (!AtEnd(doc)) {
+        return JsonError(
+            "trailing content after the JSON value (several events: send a JSON array, or "
+            "one object per line with Content-Type: application/x-ndjson)");
+      }
       Commit(0);
       return Status::Ok();
     }

@@ -265,6 +265,9 @@ class ArchiveTest(unittest.TestCase):
             err = proc.stderr.decode()
             self.assertEqual(proc.returncode, 1, (args, err))
             self.assertIn("No space left on device", err, args)
+            # The same words from every command (OPERATIONS; `devices export` said "export
+            # failed: io_error: write failed: …", found by a black-box test).
+            self.assertIn("writing to standard output failed", err, args)
 
     def test_an_offline_command_waits_for_another_that_holds_the_data_dir(self):
         """Found by a black-box test: with an export running on a stopped data dir, a second

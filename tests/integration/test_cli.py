@@ -91,6 +91,38 @@ class SignalTest(unittest.TestCase):
             self.assertEqual(lines[-1].get("clean"), "true", f"delay {delay}: {lines[-1]}")
 
 
+class DataDirTest(unittest.TestCase):
+    """A data dir `joule serve` creates is 0700 (it was 0755 from a shell: every local user
+    could read the raw telemetry; found by a black-box test); a path that is a file is
+    refused saying so (it said "cannot create data dir … Not a directory")."""
+
+    def test_a_created_data_dir_is_the_owners_only_and_a_file_is_refused(self):
+        server = JouleServer(name="cli-data-dir")
+        self.addCleanup(server.cleanup)
+        data = os.path.join(server.data_dir, "new", "data")
+        env = dict(server.environment(), JOULE_STORAGE_DATA_DIR=data)
+        proc = subprocess.Popen([joule_bin(), "serve"], env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.wait()))
+        lines = []
+        for line in proc.stderr:  # until it serves
+            lines.append(line)
+            if b'"http listening"' in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+        self.assertEqual(proc.returncode, 0, b"".join(lines[-20:]))
+        self.assertEqual(os.stat(data).st_mode & 0o777, 0o700)
+        afile = os.path.join(server.data_dir, "afile")
+        with open(afile, "w") as f:
+            f.write("x")
+        env = dict(server.environment(), JOULE_STORAGE_DATA_DIR=afile)
+        refused = subprocess.run([joule_bin(), "serve"], env=env, capture_output=True,
+                                 timeout=60)
+        self.assertEqual(refused.returncode, 1, refused.stderr)
+        self.assertIn(b"exists and is not a directory", refused.stderr)
+
+
 class LogLinesTest(unittest.TestCase):
     """Every line `joule serve` writes to stderr is a JSON log object (OPERATIONS "Logs"):
     the first start printed "joule: generated admin token (shown once, kept in …): <token>"

@@ -547,15 +547,24 @@ class IngestAuthTest(JouleTestCase):
 
     def test_missing_and_unknown_token_are_401(self):
         ev = good_event()
-        for label, headers in [("missing", {}), ("unknown", {"Authorization": "Bearer nope"}),
-                               ("wrong scheme", {"Authorization": "Basic c2VjcmV0"}),
-                               ("empty bearer", {"Authorization": "Bearer "})]:
+        # The message says what to fix (found by a black-box test: all read "missing or
+        # unknown token"), on ingest and on the read API alike.
+        for label, headers, says in [
+                ("missing", {}, "missing token: send 'Authorization: Bearer <token>'"),
+                ("unknown", {"Authorization": "Bearer nope"}, "unknown token"),
+                ("wrong scheme", {"Authorization": "Basic c2VjcmV0"}, "not a Bearer token"),
+                ("no scheme", {"Authorization": "secret"}, "not a Bearer token"),
+                ("empty bearer", {"Authorization": "Bearer "}, "not a Bearer token")]:
             with self.subTest(token=label):
                 resp = self.server.post_events([ev], headers=headers)
                 self.assertStatus(resp, 401, f"ingest with {label} token")
                 body = resp[2]
                 self.assertIsInstance(body, dict, f"401 body is a JSON error: {body!r}")
                 self.assertIsInstance(body.get("error", {}).get("code"), str, body)
+                self.assertIn(says, body["error"].get("message", ""), body)
+                status, _, read = self.server.request("GET", "/v1/devices", headers=headers)
+                self.assertEqual(status, 401, read)
+                self.assertIn(says, read["error"].get("message", ""), read)
 
     def test_admin_token_can_ingest_and_read(self):
         auth = {"Authorization": "Bearer secret"}

@@ -186,6 +186,28 @@ TEST_F(MqttPublisherTest, ConnectionErrorsAreNegativeAndNamed) {
   EXPECT_EQ(p.Connect("dev-sim", "dev", "good"), MqttPublisher::kConnectionError);
 }
 
+// Found by a black-box test: `joule simulate --mqtt` pointed at Joule's HTTP port failed
+// with "undecodable packet … invalid fixed header flags" and no hint.
+TEST(MqttPublisherHttpPortTest, AnHttpAnswerIsNamed) {
+  asio::io_context io;
+  asio::ip::tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
+  std::thread server([&] {
+    asio::ip::tcp::socket s(io);
+    acceptor.accept(s);
+    char buf[512];
+    boost::system::error_code ec;
+    s.read_some(asio::buffer(buf), ec);  // the CONNECT
+    const std::string answer =
+        "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    asio::write(s, asio::buffer(answer), ec);
+  });
+  MqttPublisher p("127.0.0.1", std::to_string(acceptor.local_endpoint().port()));
+  EXPECT_LT(p.Connect("dev-sim", "dev", "good"), 0);
+  server.join();
+  EXPECT_NE(p.error().find("it answered in HTTP: is that the HTTP port?"), std::string::npos)
+      << p.error();
+}
+
 // Found by a black-box test: on a graceful restart the server's DISCONNECT 0x8B arrived
 // instead of a PUBACK and was returned as if it were the PUBACK's code (the simulator
 // counted the batch refused and failed instead of resending it).

@@ -673,6 +673,12 @@ TEST_F(TelemetryParserTest, BodyLevelInvalidJson) {
   EXPECT_NE(BodyError("[]").message().find("empty array"), std::string::npos);
   EXPECT_NE(BodyError("").message().find("empty body"), std::string::npos);
   EXPECT_NE(BodyError(ok + "x").message().find("trailing"), std::string::npos);
+  // Two events as two objects: the message says how to send several (found by a black-box
+  // test).
+  const std::string one = Json(Fields{});
+  EXPECT_NE(BodyError(one + one).message().find("send a JSON array, or one object per line"),
+            std::string::npos)
+      << BodyError(one + one).ToString();
 }
 
 TEST_F(TelemetryParserTest, SingleObjectIsIndexZero) {
