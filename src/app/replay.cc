@@ -122,7 +122,8 @@ Result<ReplayStats> ReplayArchive(const ReplayRequest& req, store::HistoryStore*
   const int64_t after = std::max(
       pad, opt.allowed_lateness_ns + opt.max_gap_ns + opt.out_of_orderness_ns + opt.window_ns);
   const int64_t scan_from = from_ns - pad;
-  const int64_t scan_to = SaturatingAdd(to_ns, after);
+  const int64_t scan_to = req.device_events && !req.dry_run ? std::numeric_limits<int64_t>::max()
+                                                            : SaturatingAdd(to_ns, after);
   DeviceEvents by_device;
   prog.phase = "reading";
   report(true);
@@ -201,6 +202,7 @@ Result<ReplayStats> ReplayArchive(const ReplayRequest& req, store::HistoryStore*
       watermark = std::max(watermark, live);
     }
     const int64_t settled_end = watermark - opt.allowed_lateness_ns - opt.max_gap_ns;
+    if (req.device_events && !req.dry_run) req.device_events(device_id, events, settled_end);
 
     // In event-time order with processing time = event time: exactly what the engine
     // computes for in-order input, without lateness.

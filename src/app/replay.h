@@ -85,6 +85,13 @@ struct ReplayRequest {
   // false) is finished by RecoverReplayJournals at the next start.
   std::string journal_dir;
   std::function<Result<bool>(uint64_t journal_seq, const std::vector<BaseCorrection>&)> hand_over;
+  // Restoring from the archive alone (app/restore_seed.h): when set, the archive is read to
+  // its end (past to_ns + the usual tail), and this gets every device's events,
+  // de-duplicated and in event-time order, with the end of its settled windows (the ones
+  // this replay may write). Not called in a dry run.
+  std::function<void(std::string_view device_id, const std::vector<model::Event>& events,
+                     int64_t settled_end_ns)>
+      device_events;
   // Writes are committed in batches of about this many records (memory bound).
   size_t batch_records = 100'000;
   // Checked between files and between devices: when set, the replay stops with

@@ -8,7 +8,6 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <limits>
 #include <memory>
 #include <optional>
 #include <thread>
@@ -26,6 +25,7 @@
 #include "app/metadata_open.h"
 #include "app/replay.h"
 #include "app/replay_journal.h"
+#include "app/restore_seed.h"
 #include "common/clock.h"
 #include "common/json_writer.h"
 #include "common/time_format.h"
@@ -349,20 +349,31 @@ int RunReplay(const Config& config, const ReplayCliOptions& options) {
   } else {
     log_records = 1;  // not looked at: assume a live engine state may exist
   }
-  // A data dir whose log never held a record (an archive restored into a new data dir,
-  // docs/formats/archive.md "Restoring from the archive alone") has no engine state: events
-  // reach the engine only through the log, so its checkpoints, if any, hold no window. No
-  // live engine will ever write the newest windows then: they are settled for this replay,
-  // which writes them all (found by a black-box test: the last ~65 minutes, the current
-  // hours and days were left as `records_live` and never written).
-  if (log_records == 0) {
-    req.live_watermark = [](std::string_view, int64_t* watermark_ns) {
-      *watermark_ns = std::numeric_limits<int64_t>::max() / 4;
-      return true;
-    };
+  // A data dir whose log never held a record and whose checkpoints hold no engine state (an
+  // archive restored into a new data dir, docs/formats/archive.md "A data dir whose log never
+  // held a record"): no engine holds the windows still open at the archive's end. The replay
+  // writes the settled windows and seeds the processors' checkpoints with the engine state of
+  // the archive's events (app/restore_seed.h), so that `joule serve` continues the open
+  // windows. (Session 33 wrote every window instead, the open ones "final" with version 2^52,
+  // so the server's later versions of the current hour and day were refused by history:
+  // found by a black-box test.)
+  const std::string checkpoints_dir =
+      (std::filesystem::path(config.data_dir) / "checkpoints").string();
+  const bool restoring =
+      log_records == 0 && !CheckpointsHoldEngineState(checkpoints_dir, req.engine, nullptr);
+  if (restoring && (!options.device_id.empty() || !options.owner_id.empty())) {
+    return Fail(
+        "the data dir holds no engine state (its log never held a record: an archive restored "
+        "into a new data dir): its first replay seeds the engine state of every device, so it "
+        "takes no --device or --owner (docs/OPERATIONS.md, \"Restore\")",
+        2);
+  }
+  if (restoring) {
     fmt::print(stderr,
                "joule replay: the data dir holds no engine state (its log never held a record): "
-               "every window is written, the newest ones too\n");
+               "the settled windows are written, and the processors' checkpoints are seeded "
+               "with the state of the windows still open{}\n",
+               req.dry_run ? " (not in a dry run)" : "");
   }
 
   Result<std::unique_ptr<store::MetadataStore>> metadata = OpenMetadataStore(config);
@@ -454,6 +465,22 @@ int RunReplay(const Config& config, const ReplayCliOptions& options) {
     corrected_total.records_written += corrected->records_written;
     return true;
   };
+  std::optional<EngineSeed> seed;
+  if (restoring) {
+    // No engine holds a rollup to correct (no journal, no hand-over): the seed computes the
+    // rollups from every event.
+    req.journal_dir.clear();
+    req.hand_over = nullptr;
+    if (Status st = resolve_partitions(); !st.ok()) return Fail(st.ToString());
+    seed.emplace(
+        req.engine, *partitions,
+        std::max(1, std::min<int>(config.processor_threads, static_cast<int>(*partitions))),
+        &timezones);
+    req.device_events = [&](std::string_view device_id, const std::vector<model::Event>& events,
+                            int64_t settled_end_ns) {
+      seed->AddDevice(device_id, events, settled_end_ns);
+    };
+  }
   Result<ReplayStats> stats =
       ReplayArchive(req, history->get(), latest.get(), &timezones,
                     [last = std::string()](const ReplayProgress& p) mutable {
@@ -464,6 +491,20 @@ int RunReplay(const Config& config, const ReplayCliOptions& options) {
                       last = std::move(line);
                     });
   if (!stats.ok()) return Fail(stats.status().ToString());
+  if (seed && !req.dry_run) {
+    Result<SeedStats> seeded = seed->Finish(checkpoints_dir, history->get(), latest.get());
+    if (!seeded.ok()) {
+      return Fail(fmt::format(
+          "the processors' checkpoints could not be seeded ({}); the settled windows are "
+          "written: run the replay again before `joule serve`: {}",
+          checkpoints_dir, seeded.status().ToString()));
+    }
+    fmt::print(stderr,
+               "joule replay: engine state of {} device(s) ({} events) seeded into {} "
+               "checkpoint(s); {} record(s) of windows still open written (the server "
+               "continues them)\n",
+               seeded->devices, seeded->events, seeded->checkpoints, seeded->records_written);
+  }
   if (handed_over) {
     fmt::print(stderr,
                "joule replay: open 1h/1d rollups of {} rewritten minutes corrected in {} "
