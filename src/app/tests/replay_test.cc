@@ -3,6 +3,7 @@
 // ArchiveWriter into a temp dir; history in the in-memory store.
 #include "app/replay.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
@@ -10,6 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "app/processor_checkpoint.h"
+#include "app/restore_seed.h"
+#include "model/partition.h"
 #include "store/archive/archive_writer.h"
 #include "store/history_memory/memory_history_store.h"
 
@@ -73,6 +77,12 @@ class ReplayTest : public ::testing::Test {
     req.from_ns = from_ns_;
     req.to_ns = kT0 + 30 * 60 * kS;
     req.engine = Options();
+    if (seed_) {
+      req.device_events = [this](std::string_view device, const std::vector<model::Event>& events,
+                                 int64_t settled_end) {
+        seed_->AddDevice(device, events, settled_end);
+      };
+    }
     if (live_watermark) {
       req.live_watermark = [live_watermark](std::string_view, int64_t* wm) {
         *wm = live_watermark;
@@ -97,7 +107,8 @@ class ReplayTest : public ::testing::Test {
 
   std::string dir_;
   uint64_t offset_ = 0;
-  int64_t from_ns_ = kT0;  // the range replayed: [from_ns_, kT0 + 30 min)
+  int64_t from_ns_ = kT0;       // the range replayed: [from_ns_, kT0 + 30 min)
+  EngineSeed* seed_ = nullptr;  // set: the replay of a data dir with no engine state
 };
 
 // 20 minutes every 10 s, the last sample at kT0 + 1190 s; one too-late event in minute 1.
@@ -309,6 +320,107 @@ TEST_F(ReplayTest, TheRangeWidensByMaxGapToTheNeighbouringWindows) {
   auto m0 = history.Get("plug-1", model::Resolution::kBase, kT0);
   ASSERT_TRUE(m0.ok());
   EXPECT_FALSE(m0->has_value());
+}
+
+// Restoring from the archive alone (app/restore_seed.h): the replay writes the settled
+// windows, and the seed puts the engine state of every device into the checkpoint of the
+// processor that will read its partition (p % threads), at offset 0, with its newest reading;
+// the windows not settled go to history as the engine emitted them (not final, versions below
+// a recovery epoch's), and the restored engine continues them (found by a black-box test:
+// session 33 wrote them final with version 2^52, and the server's later versions were
+// refused).
+TEST_F(ReplayTest, SeedingAnEmptyDataDirContinuesTheOpenWindowsInTheServersLayout) {
+  const std::vector<std::string> devices = {"plug-a", "plug-b", "plug-c", "plug-d", "plug-e"};
+  std::vector<model::Event> events;
+  for (int i = 0; i < 120; ++i) {
+    for (const std::string& d : devices) {
+      model::Event e = Ev(kT0 + i * 10 * kS, 100 + i % 7);
+      e.device_id = d;
+      e.event_id = fmt::format("{}-{}", d, i);
+      events.push_back(e);
+    }
+  }
+  Archive(events);
+  store::MemoryHistoryStore history;
+  constexpr uint32_t kPartitions = 4;
+  EngineSeed seed(Options(), kPartitions, 2, nullptr);
+  seed_ = &seed;
+  ReplayStats stats = Replay(&history);
+  EXPECT_GT(stats.records_live, 0u);
+  const std::string ckpt_dir = dir_ + "/checkpoints";
+  EXPECT_FALSE(CheckpointsHoldEngineState(ckpt_dir, Options(), nullptr));
+  Result<SeedStats> seeded = seed.Finish(ckpt_dir, &history, nullptr);
+  ASSERT_TRUE(seeded.ok()) << seeded.status().ToString();
+  EXPECT_EQ(seeded->devices, devices.size());
+  EXPECT_EQ(seeded->events, events.size());
+  EXPECT_EQ(seeded->checkpoints, 2u);
+  EXPECT_GT(seeded->records_written, 0u);
+  EXPECT_TRUE(CheckpointsHoldEngineState(ckpt_dir, Options(), nullptr));
+
+  // Settled minutes are the replay's; the open ones the engine's, not final.
+  const int64_t settled_end = kT0 + 1149 * kS;  // as in the first test
+  for (const std::string& d : devices) {
+    for (int m = 0; m < 20; ++m) {
+      auto r = history.Get(d, model::Resolution::kBase, kT0 + m * 60 * kS);
+      ASSERT_TRUE(r.ok() && r->has_value()) << d << " minute " << m;
+      EXPECT_EQ((*r)->count, 6u) << d << " minute " << m;
+      if (kT0 + (m + 1) * 60 * kS <= settled_end) {
+        EXPECT_EQ((*r)->version, kReplayVersionBase) << d << " minute " << m;
+      } else {
+        EXPECT_LT((*r)->version, uint64_t{1} << 32) << d << " minute " << m;
+      }
+    }
+    auto hour = history.Get(d, model::Resolution::kHour, kT0);
+    ASSERT_TRUE(hour.ok() && hour->has_value()) << d;
+    EXPECT_FALSE((*hour)->final);
+    EXPECT_LT((*hour)->version, uint64_t{1} << 32);
+  }
+
+  for (int i = 0; i < 2; ++i) {
+    auto ckpt = ReadCheckpointFile(fmt::format("{}/processor-{}.ckpt", ckpt_dir, i));
+    ASSERT_TRUE(ckpt.ok() && ckpt->has_value()) << i;
+    const std::vector<std::pair<uint32_t, uint64_t>> offsets = {{static_cast<uint32_t>(i), 0},
+                                                                {static_cast<uint32_t>(i + 2), 0}};
+    EXPECT_EQ((*ckpt)->offsets, offsets);
+    size_t mine = 0;
+    for (const std::string& d : devices) {
+      // As the server's processor restores it.
+      stream::WindowEngine engine(Options());
+      ASSERT_TRUE(engine.RestoreState((*ckpt)->engine_state).ok());
+      engine.BeginRecoveryEpoch(1);
+      const bool owned = model::PartitionOf(d, kPartitions) % 2 == static_cast<uint32_t>(i);
+      stream::WindowEngine::DeviceHealth health;
+      ASSERT_EQ(engine.Health(d, &health), owned) << d << " in processor " << i;
+      if (!owned) continue;
+      ++mine;
+      EXPECT_EQ(health.events, 120u);
+      // The newest reading of each of its devices.
+      bool reading = false;
+      for (const model::Event& e : (*ckpt)->readings) {
+        if (e.device_id == d) reading = e.timestamp_ns == kT0 + 1190 * kS;
+      }
+      EXPECT_TRUE(reading) << d;
+      // The engine continues the open hour: a copy of an archived event is a duplicate, a
+      // new event is added to the 120 archived ones.
+      struct Sink final : stream::RecordSink {
+        void Emit(const model::AggregateRecord& r) override {
+          if (r.resolution == model::Resolution::kHour) hour = r;
+        }
+        model::AggregateRecord hour;
+      } sink;
+      model::Event copy = Ev(kT0 + 1190 * kS, 100 + 119 % 7);
+      copy.device_id = d;
+      copy.event_id = fmt::format("{}-119", d);
+      engine.Process(copy, kT0 + 1200 * kS, &sink);
+      model::Event next = Ev(kT0 + 1200 * kS, 500);
+      next.device_id = d;
+      engine.Process(next, kT0 + 1201 * kS, &sink);
+      engine.Tick(kT0 + 1300 * kS, &sink);
+      EXPECT_EQ(sink.hour.count, 121u) << d;
+      EXPECT_GT(sink.hour.version, uint64_t{1} << 32) << d;
+    }
+    EXPECT_EQ((*ckpt)->readings.size(), mine);
+  }
 }
 
 }  // namespace
