@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "app/processor_checkpoint.h"
+#include "common/crash_point.h"
 #include "model/partition.h"
 
 namespace joule::app {
@@ -159,6 +160,7 @@ Result<SeedStats> EngineSeed::Finish(const std::string& checkpoints_dir,
           fmt::format("cannot rename {}{} to {}: {}", path, kSeedSuffix, path, ec.message()));
     }
     ++stats.checkpoints;
+    CrashPoint("restore_seed.after_rename");  // (test hook) some checkpoints renamed
   }
   JOULE_RETURN_IF_ERROR(SyncDirectory(checkpoints_dir));
   return stats;
@@ -169,10 +171,17 @@ bool CheckpointsHoldEngineState(const std::string& checkpoints_dir,
                                 stream::TimezoneProvider* timezones) {
   std::error_code ec;
   if (!std::filesystem::is_directory(checkpoints_dir, ec)) return false;
+  std::vector<std::filesystem::path> files;
   for (const auto& entry : std::filesystem::directory_iterator(checkpoints_dir, ec)) {
     const std::string name = entry.path().filename().string();
-    if (!name.starts_with("processor-") || !name.ends_with(".ckpt")) continue;
-    Result<std::optional<ProcessorCheckpoint>> ckpt = ReadCheckpointFile(entry.path().string());
+    if (!name.starts_with("processor-")) continue;
+    // A seed killed while it renamed its files: the checkpoints are partly seeded.
+    if (name.ends_with(std::string(".ckpt") + kSeedSuffix)) return false;
+    if (name.ends_with(".ckpt")) files.push_back(entry.path());
+  }
+  if (ec) return true;
+  for (const std::filesystem::path& path : files) {
+    Result<std::optional<ProcessorCheckpoint>> ckpt = ReadCheckpointFile(path.string());
     if (!ckpt.ok()) return true;
     if (!*ckpt) continue;
     if (!(*ckpt)->readings.empty()) return true;
@@ -180,7 +189,7 @@ bool CheckpointsHoldEngineState(const std::string& checkpoints_dir,
     if (!e.RestoreState((*ckpt)->engine_state).ok()) return true;
     if (e.counters().devices > 0) return true;
   }
-  return ec.operator bool();
+  return false;
 }
 
 }  // namespace joule::app

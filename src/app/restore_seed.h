@@ -72,7 +72,9 @@ class EngineSeed {
 };
 
 // Whether any processor-N.ckpt in `checkpoints_dir` holds engine state (a device or a
-// reading). A checkpoint that cannot be read or restored counts as holding state.
+// reading). A checkpoint that cannot be read or restored counts as holding state. False when
+// a processor-N.ckpt.seed is left: a seed was killed while it renamed its files, so the
+// checkpoints are partly seeded, and the replay seeds them again.
 bool CheckpointsHoldEngineState(const std::string& checkpoints_dir,
                                 const stream::EngineOptions& engine,
                                 stream::TimezoneProvider* timezones);

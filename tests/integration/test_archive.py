@@ -638,6 +638,61 @@ class ArchiveTest(unittest.TestCase):
             if h["window_start"] in open_hour and parse_ts(h["window_end"]) > later:
                 self.assertGreater(h["version"], open_hour[h["window_start"]], h)
 
+    def test_restore_seed_killed_between_its_renames_is_seeded_again(self):
+        # The seed writes every processor-N.ckpt as .seed, then renames them: a replay killed
+        # after the first rename leaves the checkpoints partly seeded, and the .seed file tells
+        # the next replay to seed them again (src/app/restore_seed.h); then every device's
+        # hours and days count its archived and its new events once.
+        s = self.server()
+        s.start()
+        devs = [f"rs-{uid()}-{i}" for i in range(6)]  # on both processors
+        now = time.time()
+        old = [{"device_id": d, "event_id": f"{d}-o{i}", "timestamp": fmt_ts(now - 100 + 10 * i),
+                "metrics": {"power_w": 50.0 + i}} for d in devs for i in range(5)]
+        for d in devs:
+            self.register(s, d)
+        status, _, body = s.post_events(old)
+        self.assertEqual(status, 202, body)
+        self.wait_archived(s, len(old))
+        self.assertEqual(s.stop(), 0, s.diag())
+        t = self.server()
+        t.start()
+        for d in devs:
+            self.register(t, d)
+        self.assertEqual(t.stop(), 0, t.diag())
+        src = os.path.join(s.data_dir, "archive")
+        for hour in glob.glob(os.path.join(src, "dt=*", "hour=*")):
+            shutil.copytree(hour, os.path.join(t.data_dir, "archive", os.path.relpath(hour, src)))
+        args = [joule_bin(), "replay", "--from", fmt_ts(now - 7200), "--to",
+                "9999-12-31T23:59:59Z"]
+        env = t.environment()
+        env["JOULE_TEST_CRASH_AT"] = "restore_seed.after_rename:1"
+        killed = subprocess.run(args, env=env, capture_output=True, timeout=120)
+        self.assertEqual(killed.returncode, -9, killed.stderr[-3000:])
+        ckpts = os.path.join(t.data_dir, "checkpoints")
+        self.assertTrue(glob.glob(os.path.join(ckpts, "processor-*.ckpt.seed")), os.listdir(ckpts))
+        again = run_cli(t, "replay", "--from", fmt_ts(now - 7200), "--to", "9999-12-31T23:59:59Z")
+        self.assertIn("holds no engine state", again.stderr.decode())
+        self.assertIn(f"engine state of {len(devs)} device(s)", again.stderr.decode())
+        self.assertFalse(glob.glob(os.path.join(ckpts, "processor-*.ckpt.seed")))
+
+        t.start()
+        later = time.time()
+        new = [{"device_id": d, "event_id": f"{d}-n{i}", "timestamp": fmt_ts(later - 3 + i),
+                "metrics": {"power_w": 500.0}} for d in devs for i in range(3)]
+        status, _, body = t.post_events(new)
+        self.assertEqual(status, 202, body)
+        day0 = int(now - 200) - int(now - 200) % 86400  # (UTC devices)
+        end = now + 600
+        for d in devs:
+            def counted():
+                sums = [sum(r["count"] for r in self.history(t, d, day0, end, resolution=res))
+                        for res in ("1m", "1h", "1d")]
+                return sums == [8, 8, 8]
+            self.assertTrue(poll(counted, timeout=30), d + json.dumps(
+                [self.history(t, d, day0, end, resolution=r) for r in ("1m", "1h", "1d")]))
+            self.assertRollupsAreSums(t, d, day0, end)
+
     def test_rebuild_without_checkpoints_outranks_earlier_runs(self):
         """RELIABILITY.md row 4: moving checkpoints/ away rebuilds the state from the log.
         The rebuilt engines begin above every recovery epoch an earlier run emitted in

@@ -356,6 +356,13 @@ TEST_F(ReplayTest, SeedingAnEmptyDataDirContinuesTheOpenWindowsInTheServersLayou
   EXPECT_EQ(seeded->checkpoints, 2u);
   EXPECT_GT(seeded->records_written, 0u);
   EXPECT_TRUE(CheckpointsHoldEngineState(ckpt_dir, Options(), nullptr));
+  EXPECT_FALSE(std::filesystem::exists(ckpt_dir + "/processor-0.ckpt.seed"));
+  {
+    // A seed killed between its renames leaves a .seed file: seeded again.
+    std::filesystem::copy_file(ckpt_dir + "/processor-1.ckpt", ckpt_dir + "/processor-1.ckpt.seed");
+    EXPECT_FALSE(CheckpointsHoldEngineState(ckpt_dir, Options(), nullptr));
+    std::filesystem::remove(ckpt_dir + "/processor-1.ckpt.seed");
+  }
 
   // Settled minutes are the replay's; the open ones the engine's, not final.
   const int64_t settled_end = kT0 + 1149 * kS;  // as in the first test
