@@ -155,7 +155,8 @@ Result<SeedStats> EngineSeed::Finish(const std::string& checkpoints_dir,
         (std::filesystem::path(checkpoints_dir) / fmt::format("processor-{}.ckpt", i)).string();
     std::filesystem::rename(path + kSeedSuffix, path, ec);
     if (ec) {
-      RemoveSeedFiles(checkpoints_dir, threads_);
+      // The .seed files left say that the checkpoints are partly seeded: the next replay
+      // seeds them again (CheckpointsHoldEngineState).
       return Status::IoError(
           fmt::format("cannot rename {}{} to {}: {}", path, kSeedSuffix, path, ec.message()));
     }
