@@ -25,6 +25,12 @@
   fires, one that resolves) reach GET /v1/alerts once it is back, under the ids their
   webhooks carried (ack works), also across a SIGTERM during the outage, after which the
   episode continues under its id.
+- PostgresNotAnsweringTest: a table lock holds the token lookups of two requests with
+  tokens the cache does not hold: /healthz still answers, they get 503 after their deadline,
+  the store counts as down (/readyz, joule_metadata_up, log) and further uncached tokens are
+  refused at once while cached ones ingest; after the lock, a probe lifts it.
+- SilentStoreAtStartTest: a metadata.url whose endpoint accepts TCP and never answers ends
+  the start (exit 1, naming the database) instead of hanging it.
 """
 
 import json
@@ -994,3 +1000,158 @@ class PostgresOutageAlertsTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class HeldLock:
+    """A psql session holding an ACCESS EXCLUSIVE lock on `table` (every query on it waits)
+    until release()."""
+
+    def __init__(self, url, table):
+        self.proc = subprocess.Popen(["psql", "-X", "-q", "-At", url], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc.stdin.write(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; "
+                              "SELECT 'locked';\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if line.strip() != "locked":
+            raise AssertionError(f"psql did not take the lock: {line!r}")
+
+    def release(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.write("ROLLBACK;\n\\q\n")
+            self.proc.stdin.flush()
+            self.proc.wait(timeout=30)
+        self.proc.stdin.close()
+        self.proc.stdout.close()
+
+
+class PostgresNotAnsweringTest(unittest.TestCase):
+    """Found by a black-box test: a PostgreSQL that does not answer (a table lock, a stopped
+    server) stalled the whole server without any bound. A token the metadata cache does not
+    hold was looked up on the HTTP I/O thread with no timeout, so two such requests froze
+    /healthz, /readyz, /metrics and the ingest of devices whose tokens were cached, for as
+    long as PostgreSQL did not answer; nothing was logged and /readyz said ready. Now every
+    query has a deadline (the lookups of the request path 2 s); after one ran out the store
+    counts as down (logged, /readyz degraded, joule_metadata_up 0) and what the cache does
+    not hold is refused 503 at once, until a probe answers again.
+
+    No latency is asserted: requests must be *answered* (10 s client timeout) while the
+    lock is held for much longer than that."""
+
+    def test_a_held_table_lock_does_not_stall_the_server(self):
+        pg = PrivatePostgres()
+        self.addCleanup(pg.cleanup)
+        server = postgres_server(pg, "pg-lock")
+        self.addCleanup(server.cleanup)
+        server.start()
+        owner = f"home-{uid()}"
+        tokens = register_cached_devices(self, server, owner, "lk", 4)
+        cached, *uncached = list(tokens)
+        base = minute_base(10)
+        sent = [0]
+
+        def ingest(dev, timeout=10):
+            sent[0] += 1
+            event = {"device_id": dev, "timestamp": fmt_ts(base + sent[0]),
+                     "metrics": {"power_w": 1.0}}
+            return server.request("POST", "/v1/telemetry", event,
+                                  {"Authorization": f"Bearer {tokens[dev]}"}, timeout=timeout)
+
+        st, _, body = ingest(cached)  # its token is now in the cache
+        self.assertEqual(st, 202, body)
+
+        lock = HeldLock(pg.url, "device_tokens")
+        self.addCleanup(lock.release)
+        # As many waiting lookups as the server has I/O threads (2), at once.
+        results = {}
+
+        def first(dev):
+            try:
+                results[dev] = ingest(dev, timeout=30)
+            except Exception as e:  # noqa: BLE001 (reported below)
+                results[dev] = e
+        threads = [threading.Thread(target=first, args=(dev,)) for dev in uncached[:2]]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        st, _, body = server.request("GET", "/healthz", timeout=10)
+        self.assertEqual(st, 200, body)
+        for t in threads:
+            t.join(timeout=40)
+        for dev in uncached[:2]:
+            st, hdrs, body = results[dev]
+            self.assertEqual(st, 503, f"{dev}: {body!r}" + server.diag())
+            self.assertEqual(body["error"]["code"], "unavailable", body)
+            self.assertEqual(hdrs.get("retry-after"), "1", hdrs)
+
+        def down():
+            st, _, ready = server.request("GET", "/readyz", timeout=10)
+            return ready.get("metadata", {}).get("state") == "down"
+        self.assertTrue(poll(down, timeout=10, interval=0.2), server.diag())
+        self.assertEqual(metadata_up_gauge(server), 0.0)
+        self.assertIn("metadata store does not answer", server.diag(200))
+        # Still locked: another token the cache does not hold is refused, a cached one
+        # ingests, an admin read of a cached device answers.
+        st, hdrs, body = ingest(uncached[2])
+        self.assertEqual(st, 503, body)
+        self.assertEqual(hdrs.get("retry-after"), "1", hdrs)
+        st, _, body = ingest(cached)
+        self.assertEqual(st, 202, body)
+        st, _, body = server.request("GET", f"/v1/devices/{q(cached)}", headers=ADMIN, timeout=10)
+        self.assertEqual(st, 200, body)
+
+        lock.release()
+        self.assertTrue(poll(lambda: ingest(uncached[2])[0] == 202, timeout=30, interval=0.3),
+                        server.diag())
+        self.assertTrue(poll(lambda: metadata_up_gauge(server) == 1.0, timeout=30, interval=0.2))
+        self.assertIn("metadata store answers again", server.diag(200))
+
+
+class SilentEndpoint:
+    """A TCP listener that accepts connections and never answers."""
+
+    def __init__(self):
+        import socket
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+class SilentStoreAtStartTest(unittest.TestCase):
+    """Found by a black-box test: `joule serve` with a metadata.url (PostgreSQL) whose
+    endpoint accepts TCP but never answers hung at start, silently, forever. Now the
+    connect gives up after connect_timeout (10 s when the URL sets none) and the server
+    exits 1 with an error naming the database."""
+
+    def test_silent_postgres_endpoint_fails_the_start(self):
+        silent = SilentEndpoint()
+        self.addCleanup(silent.close)
+        server = JouleServer(env={"JOULE_METADATA_BACKEND": "postgres",
+                                  "JOULE_METADATA_URL":
+                                  f"postgresql://joule@127.0.0.1:{silent.port}/joule"},
+                             name="pg-silent")
+        self.addCleanup(server.cleanup)
+        with self.assertRaises(Exception) as raised:
+            server.start()
+        self.assertIn("exited with 1", str(raised.exception))
+        log = server.diag(50)
+        self.assertIn("cannot open metadata store", log)
+        self.assertIn(f"127.0.0.1:{silent.port}/joule", log)
+        self.assertIn("timeout expired", log)

@@ -4,16 +4,19 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/select.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <cstring>
 #include <mutex>
 #include <string_view>
 #include <utility>
 
+#include "common/logging.h"
 #include "common/thread_priority.h"
 #include "common/url_password.h"
 #include "store/metadata_time.h"
@@ -319,27 +322,122 @@ Status ErrorFromResult(PGconn* conn, const PGresult* res, std::string_view what)
   return Status::Internal(std::move(msg));
 }
 
+// ---------------------------------------------------------------- bounded waits
+//
+// No libpq call here waits without a bound: a PostgreSQL that accepts connections but does
+// not answer (stopped, overloaded, a statement queued behind a lock) must not hold a caller
+// — in particular an HTTP I/O thread checking a token — for longer than its operation's
+// deadline (found by a black-box test: a table lock froze /healthz and every ingest).
+// Connections are non-blocking; each statement is sent with PQsend* and awaited with
+// poll() until the deadline of the operation, set per thread by WithConnection (an
+// OperationDeadline). A statement that passes it leaves its connection unusable (the
+// socket is shut down, so nothing waits on it again) and returns Unavailable.
+using SteadyClock = std::chrono::steady_clock;
+using Deadline = SteadyClock::time_point;
+
+thread_local Deadline t_deadline = Deadline::max();
+thread_local int t_abort_fd = -1;       // readable = give up now (shutdown)
+thread_local bool t_timed_out = false;  // a wait of this operation reached its deadline
+
+class OperationDeadline {
+ public:
+  explicit OperationDeadline(Deadline deadline) : saved_(t_deadline) {
+    t_deadline = deadline;
+    t_timed_out = false;
+  }
+  ~OperationDeadline() { t_deadline = saved_; }
+  OperationDeadline(const OperationDeadline&) = delete;
+  OperationDeadline& operator=(const OperationDeadline&) = delete;
+
+ private:
+  Deadline saved_;
+};
+
+Deadline DeadlineIn(std::chrono::milliseconds timeout) { return SteadyClock::now() + timeout; }
+
+// Waits until `fd` has one of `events` (or an error). False at the deadline, or when
+// t_abort_fd is readable.
+bool WaitSocket(int fd, short events, Deadline deadline) {
+  for (;;) {
+    int timeout_ms = -1;
+    if (deadline != Deadline::max()) {
+      auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - SteadyClock::now());
+      if (left.count() <= 0) return false;
+      timeout_ms = static_cast<int>(std::min<int64_t>(left.count(), 1 << 30));
+    }
+    pollfd p[2] = {};
+    p[0].fd = fd;
+    p[0].events = events;
+    p[1].fd = t_abort_fd;
+    p[1].events = POLLIN;
+    int rc = poll(p, t_abort_fd >= 0 ? 2 : 1, timeout_ms);
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc < 0) return true;  // let libpq meet the error
+    if (rc == 0) continue;    // the deadline check above ends it
+    if (t_abort_fd >= 0 && p[1].revents != 0) return false;
+    return true;
+  }
+}
+
+std::string Seconds(Deadline start, Deadline deadline) {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - start).count();
+  return std::to_string(ms / 1000) + (ms % 1000 ? "." + std::to_string(ms % 1000 / 100) : "") +
+         " s";
+}
+
+// The statement in flight will never be awaited: shut the socket so that libpq sees the
+// connection as broken the next time it reads, and no one reuses it.
+Status TimedOut(PGconn* conn, std::string_view what) {
+  t_timed_out = true;
+  if (int fd = PQsocket(conn); fd >= 0) shutdown(fd, SHUT_RDWR);
+  return Status::Unavailable("postgres: " + std::string(what) +
+                             ": no answer in time (the database does not answer)");
+}
+
+// Awaits the results of the statement sent last; returns the first error, else the last
+// result.
+Result<PgResult> Await(PGconn* conn, std::string_view what) {
+  for (;;) {
+    int flushed = PQflush(conn);
+    if (flushed == 0) break;
+    if (flushed < 0) return ErrorFromResult(conn, nullptr, what);
+    if (!WaitSocket(PQsocket(conn), POLLIN | POLLOUT, t_deadline)) return TimedOut(conn, what);
+    if (PQconsumeInput(conn) == 0) return ErrorFromResult(conn, nullptr, what);
+  }
+  PgResult kept;
+  bool failed = false;
+  for (;;) {
+    while (PQisBusy(conn)) {
+      if (!WaitSocket(PQsocket(conn), POLLIN, t_deadline)) return TimedOut(conn, what);
+      if (PQconsumeInput(conn) == 0) return ErrorFromResult(conn, nullptr, what);
+    }
+    PgResult res(PQgetResult(conn));
+    if (!res) break;
+    if (failed) continue;
+    ExecStatusType st = PQresultStatus(res.get());
+    failed = st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK;
+    kept = std::move(res);
+  }
+  if (!kept) return ErrorFromResult(conn, nullptr, what);
+  if (failed) return ErrorFromResult(conn, kept.get(), what);
+  return kept;
+}
+
 Result<PgResult> Exec(PGconn* conn, const char* sql, const Params& params = Params()) {
   std::vector<const char*> values;
   std::vector<int> lengths;
   params.Fill(&values, &lengths);
-  PgResult res(PQexecParams(conn, sql, params.size(), nullptr, values.data(), lengths.data(),
-                            params.formats(), 0));
-  ExecStatusType st = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
-  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-    return ErrorFromResult(conn, res.get(), "query");
+  if (PQsendQueryParams(conn, sql, params.size(), nullptr, values.data(), lengths.data(),
+                        params.formats(), 0) == 0) {
+    return ErrorFromResult(conn, nullptr, "query");
   }
-  return res;
+  return Await(conn, "query");
 }
 
 // For constant scripts with several statements (migrations) and transaction control.
 Status ExecScript(PGconn* conn, const char* sql) {
-  PgResult res(PQexec(conn, sql));
-  ExecStatusType st = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
-  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-    return ErrorFromResult(conn, res.get(), "script");
-  }
-  return Status::Ok();
+  if (PQsendQuery(conn, sql) == 0) return ErrorFromResult(conn, nullptr, "script");
+  return Await(conn, "script").status();
 }
 
 // Rolls back unless committed.
@@ -348,7 +446,7 @@ class Transaction {
   explicit Transaction(PGconn* conn) : conn_(conn) {}
   ~Transaction() {
     if (begun_ && !done_ && PQstatus(conn_) == CONNECTION_OK) {
-      PgResult r(PQexec(conn_, "ROLLBACK"));
+      [[maybe_unused]] Status st = ExecScript(conn_, "ROLLBACK");
     }
   }
   Status Begin() {
@@ -444,15 +542,42 @@ bool IdleConnectionIsDead(PGconn* conn) {
   return poll(&p, 1, 0) != 0;  // readable, hung up, in error (or poll failed: reopen)
 }
 
-PGconn* Connect(const std::string& url) {
+// Connects without blocking past `deadline` (libpq's connect_timeout only bounds its
+// blocking connect; the asynchronous one is bounded here). Returns the connection, in
+// non-blocking mode, or an Unavailable naming the database. `deadline` is the earlier of
+// the operation's and the connect timeout's.
+Result<PGconn*> Connect(const std::string& url, Deadline deadline) {
   // An encrypted client key (sslkey) is opened with the URL's sslpassword or not at all:
   // without a hook of its own libpq lets OpenSSL ask for the pass phrase on the terminal
   // and wait, as the TLS listeners' keys did (found by a black-box test). libpq's default
   // hook answers sslpassword, or nothing.
   static std::once_flag key_hook;
   std::call_once(key_hook, [] { PQsetSSLKeyPassHook_OpenSSL(PQdefaultSSLKeyPassHook_OpenSSL); });
-  PGconn* conn = PQconnectdb(url.c_str());
-  if (conn != nullptr) PQsetNoticeProcessor(conn, IgnoreNotice, nullptr);
+  const Deadline start = SteadyClock::now();
+  PGconn* conn = PQconnectStart(url.c_str());
+  if (conn == nullptr) return Status::Unavailable("postgres: cannot connect: out of memory");
+  PQsetNoticeProcessor(conn, IgnoreNotice, nullptr);
+  auto failed = [&](std::string reason) -> Status {
+    // libpq's text may quote the connection string (a value it cannot use): not its password.
+    std::string where = std::string(PQhost(conn) ? PQhost(conn) : "") + ":" +
+                        (PQport(conn) ? PQport(conn) : "") + "/" + (PQdb(conn) ? PQdb(conn) : "");
+    reason = RedactUrlPasswordIn(reason, url);
+    while (!reason.empty() && (reason.back() == '\n' || reason.back() == ' ')) reason.pop_back();
+    PQfinish(conn);
+    return Status::Unavailable("postgres: cannot connect to " + where + ": " + reason);
+  };
+  PostgresPollingStatusType polling = PGRES_POLLING_WRITING;
+  while (PQstatus(conn) != CONNECTION_BAD && polling != PGRES_POLLING_OK &&
+         polling != PGRES_POLLING_FAILED) {
+    const short events = polling == PGRES_POLLING_READING ? POLLIN : POLLOUT;
+    if (!WaitSocket(PQsocket(conn), events, deadline)) {
+      t_timed_out = true;
+      return failed("timeout expired (no answer within " + Seconds(start, deadline) + ")");
+    }
+    polling = PQconnectPoll(conn);
+  }
+  if (PQstatus(conn) != CONNECTION_OK) return failed(PQerrorMessage(conn));
+  if (PQsetnonblocking(conn, 1) != 0) return failed(PQerrorMessage(conn));
   return conn;
 }
 
@@ -570,7 +695,20 @@ Status CheckPostgresUrl(const std::string& url) {
 PostgresMetadataStore::PostgresMetadataStore(std::string url, const Clock* clock, int pool_size)
     : url_(std::move(url)),
       clock_(clock),
-      pool_size_(static_cast<size_t>(pool_size < 1 ? 1 : pool_size)) {}
+      pool_size_(static_cast<size_t>(pool_size < 1 ? 1 : pool_size)) {
+  // The URL's connect_timeout, as libpq reads it (0 or unset: none; 1 counts as 2).
+  char* error = nullptr;
+  if (PQconninfoOption* options = PQconninfoParse(url_.c_str(), &error)) {
+    for (const PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
+      if (std::string_view(o->keyword) != "connect_timeout" || o->val == nullptr) continue;
+      int seconds = 0;
+      std::from_chars(o->val, o->val + strlen(o->val), seconds);
+      connect_timeout_seconds_ = seconds <= 0 ? 0 : std::max(seconds, 2);
+    }
+    PQconninfoFree(options);
+  }
+  PQfreemem(error);
+}
 
 Result<std::unique_ptr<PostgresMetadataStore>> PostgresMetadataStore::Open(const std::string& url,
                                                                            const Clock* clock,
@@ -585,6 +723,7 @@ Result<std::unique_ptr<PostgresMetadataStore>> PostgresMetadataStore::Open(const
   store->wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (store->wake_fd_ < 0) return Status::Internal("eventfd failed");
   store->listener_ = std::thread([s = store.get()] { s->ListenLoop(); });
+  store->prober_ = std::thread([s = store.get()] { s->ProbeLoop(); });
   std::unique_lock<std::mutex> lock(store->listener_mu_);
   store->listener_cv_.wait_for(lock, std::chrono::seconds(5),
                                [&] { return store->listener_tried_; });
@@ -602,6 +741,7 @@ PostgresMetadataStore::~PostgresMetadataStore() {
   }
   listener_cv_.notify_all();
   if (listener_.joinable()) listener_.join();
+  if (prober_.joinable()) prober_.join();
   if (wake_fd_ >= 0) close(wake_fd_);
   std::lock_guard<std::mutex> lock(pool_mu_);
   for (PGconn* c : idle_) PQfinish(c);
@@ -609,106 +749,189 @@ PostgresMetadataStore::~PostgresMetadataStore() {
 
 int64_t PostgresMetadataStore::NowMicros() const { return clock_->NowNanos() / 1000; }
 
+Result<PGconn*> PostgresMetadataStore::OpenConnection() {
+  Deadline deadline = t_deadline;
+  if (connect_timeout_seconds_ > 0) {
+    deadline = std::min(deadline, DeadlineIn(std::chrono::seconds(connect_timeout_seconds_)));
+  }
+  JOULE_ASSIGN_OR_RETURN(PGconn * conn, Connect(url_, deadline));
+  // A server-side bound too, so that a statement the client gave up on (its connection
+  // closed) does not run on — a backend waiting for a lock only notices the closed
+  // connection once it has the lock. Kept when the role, database or URL set one.
+  Result<PgResult> set = Exec(conn,
+                              "SELECT set_config('statement_timeout', $1, false) "
+                              "WHERE current_setting('statement_timeout') = '0'",
+                              Params().Text(std::to_string(kMigrateTimeout.count()) + "ms"));
+  if (!set.ok()) {
+    PQfinish(conn);
+    return set.status();
+  }
+  return conn;
+}
+
 Result<PGconn*> PostgresMetadataStore::Acquire() {
   PGconn* conn = nullptr;
   {
     std::unique_lock<std::mutex> lock(pool_mu_);
-    if (!pool_cv_.wait_for(lock, std::chrono::seconds(30),
-                           [&] { return !idle_.empty() || open_ < pool_size_; })) {
-      return Status::Unavailable("postgres: no free connection in the pool for 30 s");
+    auto free = [&] { return !idle_.empty() || open_ < pool_size_; };
+    if (t_deadline == Deadline::max()) {
+      pool_cv_.wait(lock, free);
+    } else if (!pool_cv_.wait_until(lock, t_deadline, free)) {
+      t_timed_out = true;
+      return Status::Unavailable(
+          "postgres: no free connection in the pool in time (the database does not answer)");
     }
     if (!idle_.empty()) {
       conn = idle_.back();
       idle_.pop_back();
+      if (!IdleConnectionIsDead(conn)) return conn;
+      std::lock_guard<std::mutex> pids(pids_mu_);
+      own_pids_.erase(PQbackendPID(conn));
+      PQfinish(conn);
     } else {
       ++open_;
     }
   }
-  if (conn == nullptr) {
-    conn = Connect(url_);
-    if (conn != nullptr && PQstatus(conn) == CONNECTION_OK) {
-      std::lock_guard<std::mutex> lock(pids_mu_);
-      own_pids_.insert(PQbackendPID(conn));
-    }
-  } else if (IdleConnectionIsDead(conn)) {
-    std::lock_guard<std::mutex> lock(pids_mu_);
-    own_pids_.erase(PQbackendPID(conn));
-    PQreset(conn);
-    if (PQstatus(conn) == CONNECTION_OK) own_pids_.insert(PQbackendPID(conn));
-  }
-  if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) {
-    // libpq's text may quote the connection string (a value it cannot use): not its password.
-    std::string msg = conn ? RedactUrlPasswordIn(PQerrorMessage(conn), url_) : "out of memory";
-    while (!msg.empty() && msg.back() == '\n') msg.pop_back();
-    PQfinish(conn);
+  Result<PGconn*> opened = OpenConnection();
+  if (!opened.ok()) {
     {
       std::lock_guard<std::mutex> lock(pool_mu_);
       --open_;
     }
     pool_cv_.notify_one();
-    return Status::Unavailable("postgres: cannot connect: " + msg);
+    return opened.status();
   }
-  return conn;
+  std::lock_guard<std::mutex> lock(pids_mu_);
+  own_pids_.insert(PQbackendPID(*opened));
+  return *opened;
 }
 
-void PostgresMetadataStore::Release(PGconn* conn) {
+void PostgresMetadataStore::Release(PGconn* conn, bool discard) {
   // A connection left inside a transaction (an error path that could not roll back) is
-  // not reusable as is: reset it.
-  if (PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) != PQTRANS_IDLE) {
-    std::lock_guard<std::mutex> lock(pids_mu_);
-    own_pids_.erase(PQbackendPID(conn));
-    PQreset(conn);
-    if (PQstatus(conn) == CONNECTION_OK) own_pids_.insert(PQbackendPID(conn));
-  }
-  {
+  // not reusable as is either.
+  if (discard || PQstatus(conn) != CONNECTION_OK || PQtransactionStatus(conn) != PQTRANS_IDLE) {
+    {
+      std::lock_guard<std::mutex> lock(pids_mu_);
+      own_pids_.erase(PQbackendPID(conn));
+    }
+    PQfinish(conn);
+    std::lock_guard<std::mutex> lock(pool_mu_);
+    --open_;
+  } else {
     std::lock_guard<std::mutex> lock(pool_mu_);
     idle_.push_back(conn);
   }
   pool_cv_.notify_one();
 }
 
+void PostgresMetadataStore::NotAnswering(const Status& why) {
+  if (!answering_.exchange(false)) return;
+  logging::Warn(
+      "metadata store does not answer: until it does, what the metadata cache does not hold "
+      "is refused as unavailable (503) at once",
+      {{"backend", "postgres"}, {"error", why.ToString()}});
+  listener_cv_.notify_all();
+}
+
 template <typename T, typename Fn>
-Result<T> PostgresMetadataStore::WithConnection(bool retry, Fn&& fn, const bool* commit_sent) {
+Result<T> PostgresMetadataStore::WithConnection(bool retry, Fn&& fn, const bool* commit_sent,
+                                                std::chrono::milliseconds timeout) {
+  if (!answering_.load()) {
+    return Status::Unavailable(
+        "postgres: the database does not answer (an operation ran out of time; retried every "
+        "second)");
+  }
+  OperationDeadline deadline(DeadlineIn(timeout));
   for (int attempt = 0;; ++attempt) {
-    JOULE_ASSIGN_OR_RETURN(PGconn * conn, Acquire());
+    Result<PGconn*> acquired = Acquire();
+    if (!acquired.ok()) {
+      if (t_timed_out) NotAnswering(acquired.status());
+      return acquired.status();
+    }
+    PGconn* conn = *acquired;
     Result<T> result = fn(conn);
-    bool broken = PQstatus(conn) != CONNECTION_OK;
-    Release(conn);
+    const bool broken = t_timed_out || PQstatus(conn) != CONNECTION_OK;
+    Release(conn, broken);
+    if (t_timed_out) {
+      NotAnswering(result.status());
+      return result;
+    }
     const bool repeatable = retry || (commit_sent != nullptr && !*commit_sent);
     if (result.ok() || !broken || !repeatable || attempt >= 1) return result;
+  }
+}
+
+Status PostgresMetadataStore::Probe() {
+  OperationDeadline deadline(DeadlineIn(kLookupTimeout));
+  JOULE_ASSIGN_OR_RETURN(PGconn * conn, OpenConnection());
+  // What the request path reads: a token (of either kind) and a device. A table lock that
+  // holds these lookups holds this one too.
+  Result<PgResult> r = Exec(conn,
+                            "SELECT (SELECT count(*) FROM device_tokens WHERE token_hash = $1), "
+                            "(SELECT count(*) FROM owner_keys WHERE token_hash = $1), "
+                            "(SELECT count(*) FROM devices WHERE device_id = '')",
+                            Params().Bytes(std::string(32, '\0')));
+  PQfinish(conn);
+  return r.status();
+}
+
+void PostgresMetadataStore::ProbeLoop() {
+  SetUpThread("joule-pg-probe", 0);
+  t_abort_fd = wake_fd_;
+  while (!stop_.load()) {
+    {
+      std::unique_lock<std::mutex> lock(listener_mu_);
+      listener_cv_.wait_for(lock, std::chrono::seconds(1),
+                            [&] { return stop_.load() || !answering_.load(); });
+    }
+    if (stop_.load()) break;
+    if (answering_.load()) continue;
+    if (Probe().ok()) {
+      answering_.store(true);
+      logging::Info("metadata store answers again", {{"backend", "postgres"}});
+      // What changed meanwhile may have been missed by a stalled listener.
+      Publish({MetadataChange::Kind::kAll, ""});
+    } else {
+      std::unique_lock<std::mutex> lock(listener_mu_);
+      listener_cv_.wait_for(lock, std::chrono::seconds(1), [&] { return stop_.load(); });
+    }
   }
 }
 
 // ---------------------------------------------------------------- migrations
 
 Status PostgresMetadataStore::Migrate() {
-  Result<bool> r = WithConnection<bool>(true, [&](PGconn* c) -> Result<bool> {
-    Transaction tx(c);
-    JOULE_RETURN_IF_ERROR(tx.Begin());
-    JOULE_ASSIGN_OR_RETURN(PgResult lock, Exec(c, "SELECT pg_advisory_xact_lock($1::bigint)",
-                                               Params().Text(kMigrationLockKey)));
-    JOULE_RETURN_IF_ERROR(ExecScript(c,
-                                     "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                                     "version integer PRIMARY KEY, "
-                                     "applied_at timestamptz NOT NULL DEFAULT now())"));
-    JOULE_ASSIGN_OR_RETURN(PgResult q,
-                           Exec(c, "SELECT coalesce(max(version), 0) FROM schema_migrations"));
-    int current = static_cast<int>(Int(q.get(), 0, 0));
-    if (current > kLatestVersion) {
-      return Status::Internal("metadata database is at schema version " + std::to_string(current) +
-                              ", newer than this Joule knows (" + std::to_string(kLatestVersion) +
-                              "); upgrade Joule");
-    }
-    for (int v = current + 1; v <= kLatestVersion; ++v) {
-      JOULE_RETURN_IF_ERROR(ExecScript(c, kMigrations[v - 1]));
-      JOULE_ASSIGN_OR_RETURN(
-          PgResult ins,
-          Exec(c, "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, joule_ts($2))",
-               Params().Int(v).Int(NowMicros())));
-    }
-    JOULE_RETURN_IF_ERROR(tx.Commit());
-    return true;
-  });
+  Result<bool> r = WithConnection<bool>(
+      true,
+      [&](PGconn* c) -> Result<bool> {
+        Transaction tx(c);
+        JOULE_RETURN_IF_ERROR(tx.Begin());
+        JOULE_ASSIGN_OR_RETURN(PgResult lock, Exec(c, "SELECT pg_advisory_xact_lock($1::bigint)",
+                                                   Params().Text(kMigrationLockKey)));
+        JOULE_RETURN_IF_ERROR(ExecScript(c,
+                                         "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                                         "version integer PRIMARY KEY, "
+                                         "applied_at timestamptz NOT NULL DEFAULT now())"));
+        JOULE_ASSIGN_OR_RETURN(PgResult q,
+                               Exec(c, "SELECT coalesce(max(version), 0) FROM schema_migrations"));
+        int current = static_cast<int>(Int(q.get(), 0, 0));
+        if (current > kLatestVersion) {
+          return Status::Internal("metadata database is at schema version " +
+                                  std::to_string(current) + ", newer than this Joule knows (" +
+                                  std::to_string(kLatestVersion) + "); upgrade Joule");
+        }
+        for (int v = current + 1; v <= kLatestVersion; ++v) {
+          JOULE_RETURN_IF_ERROR(ExecScript(c, kMigrations[v - 1]));
+          JOULE_ASSIGN_OR_RETURN(
+              PgResult ins,
+              Exec(c,
+                   "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, joule_ts($2))",
+                   Params().Int(v).Int(NowMicros())));
+        }
+        JOULE_RETURN_IF_ERROR(tx.Commit());
+        return true;
+      },
+      nullptr, kMigrateTimeout);
   return r.status();
 }
 
@@ -779,7 +1002,7 @@ Result<Device> PostgresMetadataStore::CreateDevice(const Device& device, std::st
 }
 
 Result<Device> PostgresMetadataStore::GetDevice(std::string_view device_id) {
-  return WithConnection<Device>(true, [&](PGconn* c) -> Result<Device> {
+  return Lookup<Device>([&](PGconn* c) -> Result<Device> {
     JOULE_ASSIGN_OR_RETURN(
         PgResult r, Exec(c, "SELECT " JOULE_DEVICE_COLUMNS " FROM devices WHERE device_id = $1",
                          Params().Text(device_id)));
@@ -818,7 +1041,7 @@ Result<std::vector<Device>> PostgresMetadataStore::GetDevices(
   for (size_t from = 0; from < device_ids.size(); from += kIdsPerQuery) {
     const std::string ids = TextArrayLiteral(
         device_ids.subspan(from, std::min(kIdsPerQuery, device_ids.size() - from)));
-    JOULE_RETURN_IF_ERROR(WithConnection<bool>(true, [&](PGconn* c) -> Result<bool> {
+    JOULE_RETURN_IF_ERROR(Lookup<bool>([&](PGconn* c) -> Result<bool> {
                             JOULE_ASSIGN_OR_RETURN(
                                 PgResult r, Exec(c,
                                                  "SELECT " JOULE_DEVICE_COLUMNS
@@ -1044,7 +1267,7 @@ Result<Principal> PostgresMetadataStore::AuthenticateToken(std::string_view toke
   if (!TokenLooksValid(token)) return Status::Unauthenticated("malformed token");
   std::string hash = HashToken(token);
   bool device = token.starts_with(kDeviceTokenPrefix);
-  return WithConnection<Principal>(true, [&](PGconn* c) -> Result<Principal> {
+  return Lookup<Principal>([&](PGconn* c) -> Result<Principal> {
     JOULE_ASSIGN_OR_RETURN(
         PgResult q,
         Exec(c,
@@ -1266,6 +1489,7 @@ Result<Alert> PostgresMetadataStore::SnoozeAlert(std::string_view id,
 
 void PostgresMetadataStore::ListenLoop() {
   SetUpThread("joule-pg-listen", 0);
+  t_abort_fd = wake_fd_;
   auto mark_tried = [this] {
     std::lock_guard<std::mutex> lock(listener_mu_);
     listener_tried_ = true;
@@ -1273,11 +1497,19 @@ void PostgresMetadataStore::ListenLoop() {
   };
   int backoff_ms = 100;
   while (!stop_.load()) {
-    PGconn* conn = Connect(url_);
-    bool ok = PQstatus(conn) == CONNECTION_OK &&
-              ExecScript(conn, "LISTEN joule_devices; LISTEN joule_metadata").ok() &&
-              PQsetnonblocking(conn, 1) == 0;
-    if (ok) {
+    PGconn* conn = nullptr;
+    {
+      OperationDeadline deadline(DeadlineIn(kQueryTimeout));
+      Result<PGconn*> opened = OpenConnection();
+      if (opened.ok()) {
+        conn = *opened;
+        if (!ExecScript(conn, "LISTEN joule_devices; LISTEN joule_metadata").ok()) {
+          PQfinish(conn);
+          conn = nullptr;
+        }
+      }
+    }
+    if (conn != nullptr) {
       listener_connected_.store(true);
       backoff_ms = 100;
       // Whatever changed while no one listened is unknown: everyone drops everything.
@@ -1325,8 +1557,8 @@ void PostgresMetadataStore::ListenLoop() {
         if (PQstatus(conn) != CONNECTION_OK) break;
       }
       listener_connected_.store(false);
+      PQfinish(conn);
     }
-    PQfinish(conn);
     mark_tried();
     if (stop_.load()) break;
     std::unique_lock<std::mutex> lock(listener_mu_);

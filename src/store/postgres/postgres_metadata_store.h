@@ -11,9 +11,20 @@
 //   timeout, and publishes each notification to Subscribe() listeners. It reconnects
 //   with backoff; after each (re)connect it publishes kAll, since notifications sent
 //   while it was away are lost.
+// - Bounded waits: no call waits on PostgreSQL without a deadline. A connect gives up after
+//   the URL's connect_timeout (10 s when it sets none); the lookups of the request path
+//   (AuthenticateToken, GetDevice, GetDevices) after kLookupTimeout in all (pool wait,
+//   connect and query), every other operation after kQueryTimeout (migrations:
+//   kMigrateTimeout). Each connection also gets a server-side statement_timeout (unless the
+//   role or URL sets one), so that a statement given up by the client does not run on.
+// - Not answering: after an operation ran out of time, the store counts as not answering
+//   (reachable() false, logged once) and every operation fails at once with Unavailable
+//   instead of each waiting out its timeout; a prober thread retries a token and device
+//   lookup every second and lifts it (logged) when one answers.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -45,13 +56,21 @@ class PostgresMetadataStore final : public MetadataStore {
                                                              const Clock* clock, int pool_size);
   ~PostgresMetadataStore() override;
 
+  static constexpr std::chrono::milliseconds kLookupTimeout{2000};
+  static constexpr std::chrono::milliseconds kQueryTimeout{10000};
+  static constexpr std::chrono::milliseconds kMigrateTimeout{60000};
+  static constexpr int kDefaultConnectTimeoutSeconds = 10;
+
   std::string_view backend() const override { return "postgres"; }
   // Whether the listener is connected (when not, external changes are not seen until it
   // reconnects and publishes kAll).
   bool listener_connected() const { return listener_connected_.load(); }
   // The listener's connection stands for the database: it notices a server that went
   // away within a second (select + PQconsumeInput) and reconnects within 5 s of its return.
-  bool reachable() const override { return listener_connected(); }
+  // And a store whose last operation ran out of time is not reachable until it answers
+  // again (the prober).
+  bool reachable() const override { return listener_connected() && answering(); }
+  bool answering() const { return answering_.load(); }
 
   Status Migrate() override;
   Result<int> SchemaVersion() override;
@@ -92,10 +111,25 @@ class PostgresMetadataStore final : public MetadataStore {
   // `retry` is true, runs it once more on a fresh connection. With `commit_sent` non-null
   // (a transaction that is not safe to repeat once committed), it is also run once more
   // when the connection broke while *commit_sent was still false: nothing was committed.
+  //
+  // The whole call (both attempts) has `timeout`; when it runs out the store stops
+  // answering (NotAnswering) until the prober sees it answer. While it does not answer,
+  // fails at once with Unavailable.
   template <typename T, typename Fn>
-  Result<T> WithConnection(bool retry, Fn&& fn, const bool* commit_sent = nullptr);
+  Result<T> WithConnection(bool retry, Fn&& fn, const bool* commit_sent = nullptr,
+                           std::chrono::milliseconds timeout = kQueryTimeout);
+  template <typename T, typename Fn>
+  Result<T> Lookup(Fn&& fn) {
+    return WithConnection<T>(true, std::forward<Fn>(fn), nullptr, kLookupTimeout);
+  }
+  // A new connection by the earlier of now + connect timeout and the operation's deadline.
+  Result<pg_conn*> OpenConnection();
   Result<pg_conn*> Acquire();
-  void Release(pg_conn* conn);
+  // `discard`: the connection broke or was given up; it is closed, not pooled.
+  void Release(pg_conn* conn, bool discard);
+  void NotAnswering(const Status& why);
+  Status Probe();
+  void ProbeLoop();
 
   int64_t NowMicros() const;
   void ListenLoop();
@@ -114,7 +148,11 @@ class PostgresMetadataStore final : public MetadataStore {
   std::mutex pids_mu_;
   std::unordered_set<int> own_pids_;
 
+  int connect_timeout_seconds_ = kDefaultConnectTimeoutSeconds;  // 0: only the operation's
+  std::atomic<bool> answering_{true};
+
   std::thread listener_;
+  std::thread prober_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> listener_connected_{false};
   std::mutex listener_mu_;
