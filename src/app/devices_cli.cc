@@ -354,7 +354,9 @@ Result<DevicesImportReport> ImportDevices(
   std::vector<std::string> row_errors(rows.size());
   std::atomic<size_t> next{0};
 
+  bool checking = true;  // the first pass only checks; read by the workers
   auto apply = [&](size_t i) {
+    const bool dry_run = checking;
     const DeviceRow& row = rows[i];
     std::string last_error;  // of a create or update that lost a race
     for (int attempt = 0; attempt < 2; ++attempt) {
@@ -422,6 +424,7 @@ Result<DevicesImportReport> ImportDevices(
   };
 
   auto run_all = [&] {
+    next = 0;
     const int n = std::max(1, std::min<int>(threads, static_cast<int>(rows.size())));
     std::vector<std::thread> workers;
     for (int t = 0; t < n; ++t) {
@@ -432,11 +435,25 @@ Result<DevicesImportReport> ImportDevices(
     for (auto& w : workers) w.join();
     return Status::Ok();  // rows that failed are reported one by one; the others stay
   };
-  // One transaction on SQLite (one fsync instead of one per row); on PostgreSQL the
-  // threads write concurrently. A failed commit writes nothing and fails the import.
-  JOULE_RETURN_IF_ERROR(dry_run ? run_all() : metadata.WriteBatch(run_all));
+  // The checks --dry-run makes come first in a real import too: a row that would fail
+  // (an id deleted from another owner) fails the import before anything is written — the
+  // real run used to create the other rows, and write their tokens, then fail that one
+  // (found by a black-box test).
+  JOULE_RETURN_IF_ERROR(run_all());
+  const bool refused = !dry_run && std::any_of(outcomes.begin(), outcomes.end(), [](Outcome o) {
+    return o == Outcome::kFailed || o == Outcome::kNone;
+  });
+  if (!dry_run && !refused) {
+    checking = false;
+    std::fill(outcomes.begin(), outcomes.end(), Outcome::kNone);
+    std::fill(row_errors.begin(), row_errors.end(), std::string());
+    // One transaction on SQLite (one fsync instead of one per row); on PostgreSQL the
+    // threads write concurrently. A failed commit writes nothing and fails the import.
+    JOULE_RETURN_IF_ERROR(metadata.WriteBatch(run_all));
+  }
 
   DevicesImportReport report;
+  report.refused = refused;
   report.rows = rows.size();
   for (size_t i = 0; i < rows.size(); ++i) {
     switch (outcomes[i]) {
@@ -619,6 +636,14 @@ int RunDevicesImport(const Config& config, const DevicesImportOptions& options) 
   std::vector<std::string> failures;
   for (const std::string& e : report->errors) failures.push_back(options.csv_path + ":" + e);
   PrintErrors(failures);
+  if (report->refused) {
+    fmt::print(stderr,
+               "joule: nothing imported: {} of the {} rows would fail (above; the others: {} to "
+               "create, {} to update, {} unchanged); fix them and run the import again\n",
+               report->errors.size(), report->rows, report->created, report->updated,
+               report->unchanged);
+    return 1;
+  }
   fmt::print(stderr, "joule: {}{} rows: {} created, {} updated, {} unchanged, {} failed\n",
              options.dry_run ? "dry run: " : "", report->rows, report->created, report->updated,
              report->unchanged, report->errors.size());

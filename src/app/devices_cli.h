@@ -49,6 +49,9 @@ struct DevicesImportReport {
   size_t updated = 0;
   size_t unchanged = 0;
   std::vector<std::string> errors;  // "LINE: device \"ID\": message"
+  // A real import whose check pass (what --dry-run does) failed a row: nothing was
+  // written; `errors` are the check's, the counts what the import would have done.
+  bool refused = false;
 };
 
 // Parses and validates `csv` (the file's text; `name` labels error messages). Rows come
@@ -62,7 +65,11 @@ std::vector<DeviceRow> ParseDevicesCsv(std::string_view csv, const std::string& 
                                        std::vector<std::string>* errors);
 
 // Applies validated rows to `metadata`. Tokens of created devices go to `tokens`
-// (device_id, token) when non-null.
+// (device_id, token) when non-null. A real import first checks every row against the
+// store as --dry-run does (an id deleted from another owner, a store error) and writes
+// nothing when any fails (report.refused). A row failing while written (the store gone
+// meanwhile, a concurrent change) still leaves the rows written before it: they are
+// counted, and their tokens returned.
 Result<DevicesImportReport> ImportDevices(store::MetadataStore& metadata,
                                           const std::vector<DeviceRow>& rows, bool dry_run,
                                           int threads,

@@ -762,23 +762,33 @@ class DeviceApiCases:
         """Found by a black-box test: importing an id that belonged to another owner's
         deleted device failed "device changed concurrently; run the import again" (also on
         every rerun), and --dry-run predicted "1 created". Both now name the rule, as the
-        API's 409 does."""
+        API's 409 does. Then (also found by a black-box test) the real import still created
+        the file's other rows, and wrote their tokens, before failing that one; now the
+        checks of --dry-run come first and nothing is written."""
         victim, other = self.owner(), self.owner()
         dev = self.register(owner_id=victim)["device"]["device_id"]
+        fresh = f"fresh-{os.urandom(4).hex()}"
         self.assertStatus(self.server.request("DELETE", f"/v1/devices/{dev}", headers=ADMIN),
                           204, "delete")
         env = self.server.environment()
         with tempfile.TemporaryDirectory() as tmp:
             src = os.path.join(tmp, "devices.csv")
-            write_csv(src, [[dev, other, "", "", "", "", ""]])
-            for args in (["--dry-run"], [], []):
+            tokens_out = os.path.join(tmp, "tokens.csv")
+            write_csv(src, [[fresh, other, "", "", "", "", ""], [dev, other, "", "", "", "", ""]])
+            for args in (["--dry-run"], ["--tokens-out", tokens_out], []):
                 with self.subTest(args=args):
                     proc = run_cli(["devices", "import", src] + args, env)
                     self.assertEqual(proc.returncode, 1, proc.stderr)
                     self.assertIn("belonged to a deleted device of another owner", proc.stderr)
                     self.assertNotIn("concurrently", proc.stderr)
-                    self.assertIn("0 created, 0 updated, 0 unchanged, 1 failed", proc.stderr)
+                    if args == ["--dry-run"]:
+                        self.assertIn("1 created, 0 updated, 0 unchanged, 1 failed", proc.stderr)
+                    else:
+                        self.assertIn("nothing imported: 1 of the 2 rows would fail", proc.stderr)
+            with open(tokens_out) as f:
+                self.assertEqual(f.read(), "device_id,token\n")
             self.assertError(self.get_device(dev), 404, "not_found", "not imported")
+            self.assertError(self.get_device(fresh), 404, "not_found", "nothing imported")
             # The same owner takes the id back, in a dry run and for real.
             write_csv(src, [[dev, victim, "", "", "", "", ""]])
             for args in (["--dry-run"], []):

@@ -118,6 +118,51 @@ TEST_F(DevicesCliTest, WithoutAConfigColumnTheStoredConfigIsKept) {
   EXPECT_EQ(meter->config_json, R"({"whole_home":true})");
 }
 
+// Found by a black-box test: a row whose id belonged to a deleted device of another owner
+// failed --dry-run ("1 failed"), but the real import created the other rows (and issued
+// their tokens) before failing it. The checks of --dry-run now come first: nothing is
+// written.
+TEST_F(DevicesCliTest, ARowThatWouldFailStopsTheWholeImport) {
+  auto metadata = OpenStore("m.db");
+  ASSERT_TRUE(metadata);
+  ASSERT_TRUE(metadata->CreateDevice(MakeDevice("old", ""), nullptr).ok());
+  ASSERT_TRUE(metadata->CreateDevice(MakeDevice("kept", ""), nullptr).ok());
+  ASSERT_TRUE(metadata->DeleteDevice("old").ok());
+  const std::string csv =
+      "device_id,owner_id,name\n"
+      "new-1,owner-2,\n"
+      "old,owner-2,\n"
+      "kept,owner-1,Renamed\n"
+      "new-2,owner-2,\n";
+  std::vector<std::string> errors;
+  std::vector<DeviceRow> rows = ParseDevicesCsv(csv, "devices.csv", &errors);
+  ASSERT_TRUE(errors.empty());
+  for (bool dry_run : {true, false}) {
+    std::vector<std::pair<std::string, std::string>> tokens;
+    Result<DevicesImportReport> report =
+        ImportDevices(*metadata, rows, dry_run, /*threads=*/2, &tokens);
+    ASSERT_TRUE(report.ok()) << report.status().ToString();
+    EXPECT_EQ(report->refused, !dry_run);
+    ASSERT_EQ(report->errors.size(), 1u);
+    EXPECT_NE(report->errors[0].find("3: device \"old\""), std::string::npos) << report->errors[0];
+    EXPECT_EQ(report->created, 2u);  // would be
+    EXPECT_EQ(report->updated, 1u);
+    EXPECT_TRUE(tokens.empty());
+    EXPECT_EQ(metadata->GetDevice("new-1").status().code(), StatusCode::kNotFound);
+    EXPECT_EQ(metadata->GetDevice("new-2").status().code(), StatusCode::kNotFound);
+    EXPECT_EQ(metadata->GetDevice("kept")->name, "Main meter");
+  }
+  // Without the row, the rest imports.
+  DevicesImportReport report = Import(*metadata,
+                                      "device_id,owner_id,name\n"
+                                      "new-1,owner-2,\n"
+                                      "kept,owner-1,Renamed\n");
+  EXPECT_FALSE(report.refused);
+  EXPECT_EQ(report.created, 1u);
+  EXPECT_EQ(report.updated, 1u);
+  EXPECT_EQ(metadata->GetDevice("kept")->name, "Renamed");
+}
+
 // PostgreSQL's jsonb gives the config back respaced and with its keys reordered: the same
 // value, so a re-import of its export is "unchanged", not "updated".
 TEST_F(DevicesCliTest, ConfigIsComparedAsJsonNotAsText) {
