@@ -479,15 +479,35 @@ Result<DevicesImportReport> ImportDevices(
   return report;
 }
 
+namespace {
+
+// `s` for a message: printable ASCII as it is, anything else as \xHH.
+std::string Printable(std::string_view s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      out += static_cast<char>(c);
+    } else {
+      out += fmt::format("\\x{:02x}", c);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 Status ExportDevices(store::MetadataStore& metadata, const std::optional<std::string>& owner_id,
-                     std::FILE* out) {
+                     std::FILE* out, std::FILE* warnings, size_t* unimportable) {
   std::string buf = std::string(kHeader) + "\n";
   store::ListDevicesOptions options;
   options.owner_id = owner_id;
   options.limit = kExportPage;
+  size_t line = 1;
+  size_t refused = 0;
   while (true) {
     JOULE_ASSIGN_OR_RETURN(store::DevicePage page, metadata.ListDevices(options));
     for (const store::Device& d : page.devices) {
+      const size_t row_start = buf.size();
       buf += CsvField(d.device_id);
       buf += ',';
       buf += CsvField(d.owner_id);
@@ -504,6 +524,26 @@ Status ExportDevices(store::MetadataStore& metadata, const std::optional<std::st
       buf += ',';
       buf += CsvField(d.config_json);  // JSON text, quoted (it holds quotes); "" = none
       buf += '\n';
+      // Checked as import checks it: the row's own text, parsed as a file of one row.
+      line += static_cast<size_t>(std::count(buf.begin() + row_start, buf.end(), '\n'));
+      std::vector<std::string> problems;
+      ParseDevicesCsv(std::string(kHeader) + "\n" + buf.substr(row_start), "", &problems);
+      if (!problems.empty()) {
+        ++refused;
+        if (warnings != nullptr) {
+          std::string why;
+          for (std::string_view p : problems) {
+            // ":LINE: message" (the file name is empty, the line that of the one-row file).
+            if (size_t colon = p.find(':', 1); colon != std::string_view::npos) {
+              p.remove_prefix(colon + 1);
+            }
+            while (p.starts_with(' ')) p.remove_prefix(1);
+            why += (why.empty() ? "" : "; ") + Printable(p);
+          }
+          fmt::print(warnings, "joule: warning: line {}: device \"{}\": will not import: {}\n",
+                     line, Printable(d.device_id), why);
+        }
+      }
     }
     if (std::fwrite(buf.data(), 1, buf.size(), out) != buf.size()) {
       return Status::IoError(fmt::format("write failed: {}", std::strerror(errno)));
@@ -514,6 +554,14 @@ Status ExportDevices(store::MetadataStore& metadata, const std::optional<std::st
   }
   if (std::fflush(out) != 0)
     return Status::IoError(fmt::format("write failed: {}", std::strerror(errno)));
+  if (refused > 0 && warnings != nullptr) {
+    fmt::print(warnings,
+               "joule: warning: {} exported {} not import as {} (above): written around the "
+               "API (plain SQL); correct them in the database or in the file\n",
+               refused, refused == 1 ? "row will" : "rows will",
+               refused == 1 ? "it is" : "they are");
+  }
+  if (unimportable != nullptr) *unimportable = refused;
   return Status::Ok();
 }
 
@@ -690,7 +738,7 @@ int RunDevicesExport(const Config& config, const std::optional<std::string>& own
                metadata.status().ToString());
     return 1;
   }
-  Status st = ExportDevices(**metadata, owner_id, stdout);
+  Status st = ExportDevices(**metadata, owner_id, stdout, stderr);
   if (!st.ok()) {
     // In the words every command uses for its stdout (docs/OPERATIONS.md; found by a
     // black-box test: it said "export failed: io_error: write failed: …").

@@ -76,8 +76,12 @@ Result<DevicesImportReport> ImportDevices(store::MetadataStore& metadata,
                                           std::vector<std::pair<std::string, std::string>>* tokens);
 
 // Writes the header and every device (one owner's when set), ordered by device_id.
+// Rows an import would refuse (written by plain SQL: an id outside the id syntax, a time
+// zone that is not IANA, …) are written too — the export is also a copy of the table — and
+// each is named on `warnings` when non-null ("will not import: …", with the export's line);
+// `*unimportable` (when non-null) gets their number.
 Status ExportDevices(store::MetadataStore& metadata, const std::optional<std::string>& owner_id,
-                     std::FILE* out);
+                     std::FILE* out, std::FILE* warnings = nullptr, size_t* unimportable = nullptr);
 
 // With SQLite metadata and a running server on config.data_dir (its lock is held): the
 // warning import prints (the server sees changes to existing devices only after its cache

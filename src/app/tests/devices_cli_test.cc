@@ -163,6 +163,48 @@ TEST_F(DevicesCliTest, ARowThatWouldFailStopsTheWholeImport) {
   EXPECT_EQ(metadata->GetDevice("kept")->name, "Renamed");
 }
 
+// Found by a black-box test: an export wrote rows that plain SQL had put around the API (an
+// id outside the id syntax, a time zone that is not IANA) without a word, and the import of
+// that export was then refused whole. They are still exported, each named on stderr.
+TEST_F(DevicesCliTest, ExportNamesTheRowsAnImportWouldRefuse) {
+  auto metadata = OpenStore("m.db");
+  ASSERT_TRUE(metadata);
+  ASSERT_TRUE(metadata->CreateDevice(MakeDevice("good", ""), nullptr).ok());
+  store::Device bad_id = MakeDevice("bad id", "");
+  ASSERT_TRUE(metadata->CreateDevice(bad_id, nullptr).ok());
+  store::Device bad_zone = MakeDevice("zone", "");
+  bad_zone.timezone = "Mars/Olympus";
+  ASSERT_TRUE(metadata->CreateDevice(bad_zone, nullptr).ok());
+
+  char* out_data = nullptr;
+  size_t out_size = 0;
+  char* warn_data = nullptr;
+  size_t warn_size = 0;
+  std::FILE* out = ::open_memstream(&out_data, &out_size);
+  std::FILE* warnings = ::open_memstream(&warn_data, &warn_size);
+  size_t unimportable = 0;
+  Status st = ExportDevices(*metadata, std::nullopt, out, warnings, &unimportable);
+  std::fclose(out);
+  std::fclose(warnings);
+  const std::string csv(out_data, out_size);
+  const std::string warned(warn_data, warn_size);
+  std::free(out_data);
+  std::free(warn_data);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(unimportable, 2u);
+  EXPECT_NE(csv.find("bad id,"), std::string::npos) << csv;  // still exported
+  EXPECT_NE(csv.find("Mars/Olympus"), std::string::npos) << csv;
+  EXPECT_NE(warned.find("line 2: device \"bad id\": will not import: "), std::string::npos)
+      << warned;
+  EXPECT_NE(warned.find("line 4: device \"zone\": will not import: "), std::string::npos) << warned;
+  EXPECT_EQ(warned.find("\"good\""), std::string::npos) << warned;
+  EXPECT_NE(warned.find("2 exported rows will not import as they are"), std::string::npos) << warned;
+  // What the warnings say is what import says.
+  std::vector<std::string> errors;
+  ParseDevicesCsv(csv, "devices.csv", &errors);
+  EXPECT_EQ(errors.size(), 2u);
+}
+
 // PostgreSQL's jsonb gives the config back respaced and with its keys reordered: the same
 // value, so a re-import of its export is "unchanged", not "updated".
 TEST_F(DevicesCliTest, ConfigIsComparedAsJsonNotAsText) {
