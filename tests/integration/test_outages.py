@@ -29,6 +29,8 @@
   tokens the cache does not hold: /healthz still answers, they get 503 after their deadline,
   the store counts as down (/readyz, joule_metadata_up, log) and further uncached tokens are
   refused at once while cached ones ingest; after the lock, a probe lifts it.
+  The same with the private PostgreSQL stopped by SIGSTOP (its own pids only), and a SIGTERM
+  during the stop ends the server.
 - SilentStoreAtStartTest: a metadata.url whose endpoint accepts TCP and never answers ends
   the start (exit 1, naming the database) instead of hanging it.
 """
@@ -36,6 +38,7 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -1105,6 +1108,61 @@ class PostgresNotAnsweringTest(unittest.TestCase):
                         server.diag())
         self.assertTrue(poll(lambda: metadata_up_gauge(server) == 1.0, timeout=30, interval=0.2))
         self.assertIn("metadata store answers again", server.diag(200))
+
+
+    def test_a_stopped_postgres_does_not_stall_the_server(self):
+        """The same with the whole (private) PostgreSQL stopped by SIGSTOP: its connections
+        stay open and silent. Also a SIGTERM during the stop ends the server."""
+        pg = PrivatePostgres()
+        self.addCleanup(pg.cleanup)
+        server = postgres_server(pg, "pg-sigstop")
+        self.addCleanup(server.cleanup)
+        server.start()
+        owner = f"home-{uid()}"
+        tokens = register_cached_devices(self, server, owner, "st", 3)
+        cached, *uncached = list(tokens)
+        base = minute_base(10)
+        sent = [0]
+
+        def ingest(dev):
+            sent[0] += 1
+            event = {"device_id": dev, "timestamp": fmt_ts(base + sent[0]),
+                     "metrics": {"power_w": 1.0}}
+            return server.request("POST", "/v1/telemetry", event,
+                                  {"Authorization": f"Bearer {tokens[dev]}"}, timeout=10)
+
+        self.assertEqual(ingest(cached)[0], 202)
+        # This cluster's own processes only: its postmaster (postmaster.pid) and children.
+        with open(os.path.join(pg.data, "postmaster.pid")) as f:
+            postmaster = int(f.readline())
+        children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(postmaster)],
+                                  capture_output=True, text=True).stdout.split()
+        pids = [postmaster] + [int(p) for p in children]
+
+        def signal_all(sig):
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+        signal_all(signal.SIGSTOP)
+        self.addCleanup(signal_all, signal.SIGCONT)
+        st, hdrs, body = ingest(uncached[0])
+        self.assertEqual(st, 503, body)
+        self.assertEqual(hdrs.get("retry-after"), "1", hdrs)
+        self.assertEqual(server.request("GET", "/healthz", timeout=10)[0], 200)
+        st, _, ready = server.request("GET", "/readyz", timeout=10)
+        self.assertEqual(ready.get("metadata", {}).get("state"), "down", ready)
+        st, _, body = ingest(uncached[1])  # at once now, not after a timeout
+        self.assertEqual(st, 503, body)
+        self.assertEqual(ingest(cached)[0], 202)
+
+        signal_all(signal.SIGCONT)
+        self.assertTrue(poll(lambda: ingest(uncached[0])[0] == 202, timeout=30, interval=0.3),
+                        server.diag())
+        signal_all(signal.SIGSTOP)
+        self.assertEqual(server.stop(), 0, server.diag())
+        signal_all(signal.SIGCONT)
 
 
 class SilentEndpoint:
