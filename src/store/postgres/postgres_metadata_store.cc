@@ -397,6 +397,7 @@ Status TimedOut(PGconn* conn, std::string_view what) {
 // Awaits the results of the statement sent last; returns the first error, else the last
 // result.
 Result<PgResult> Await(PGconn* conn, std::string_view what) {
+  if (PQsocket(conn) < 0) return ErrorFromResult(conn, nullptr, what);
   for (;;) {
     int flushed = PQflush(conn);
     if (flushed == 0) break;
@@ -724,6 +725,7 @@ Result<std::unique_ptr<PostgresMetadataStore>> PostgresMetadataStore::Open(const
   if (store->wake_fd_ < 0) return Status::Internal("eventfd failed");
   store->listener_ = std::thread([s = store.get()] { s->ListenLoop(); });
   store->prober_ = std::thread([s = store.get()] { s->ProbeLoop(); });
+  store->started_.store(true);
   std::unique_lock<std::mutex> lock(store->listener_mu_);
   store->listener_cv_.wait_for(lock, std::chrono::seconds(5),
                                [&] { return store->listener_tried_; });
@@ -825,6 +827,8 @@ void PostgresMetadataStore::Release(PGconn* conn, bool discard) {
 }
 
 void PostgresMetadataStore::NotAnswering(const Status& why) {
+  // At start (the migrations) Open fails with the error instead.
+  if (!started_.load()) return;
   if (!answering_.exchange(false)) return;
   logging::Warn(
       "metadata store does not answer: until it does, what the metadata cache does not hold "

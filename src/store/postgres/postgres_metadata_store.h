@@ -150,6 +150,7 @@ class PostgresMetadataStore final : public MetadataStore {
 
   int connect_timeout_seconds_ = kDefaultConnectTimeoutSeconds;  // 0: only the operation's
   std::atomic<bool> answering_{true};
+  std::atomic<bool> started_{false};  // Open finished its migrations
 
   std::thread listener_;
   std::thread prober_;

@@ -1622,6 +1622,40 @@ TEST_P(PostgresChangeFeedTest, AClientKeyPassPhraseIsNeverAskedOnTheTerminal) {
   EXPECT_EQ(PQgetSSLKeyPassHook_OpenSSL(), &PQdefaultSSLKeyPassHook_OpenSSL);
 }
 
+// Found by a black-box test: a token lookup waited for as long as a table lock held it (an
+// HTTP I/O thread stalled with it). Now it gives up after kLookupTimeout, the store stops
+// answering at once (not reachable), and answers again once a probe gets through.
+TEST_P(PostgresChangeFeedTest, ALookupHeldByALockGivesUpAndTheStoreAnswersAgainAfter) {
+  auto* pg = dynamic_cast<PostgresMetadataStore*>(&cache_->wrapped());
+  ASSERT_NE(pg, nullptr);
+  std::string token;
+  ASSERT_TRUE(cache_->CreateDevice(MakeDevice("held"), &token).ok());
+  std::string cached_token;
+  ASSERT_TRUE(cache_->CreateDevice(MakeDevice("cached"), &cached_token).ok());
+  ASSERT_TRUE(cache_->AuthenticateToken(cached_token).ok());  // now in the cache
+  EXPECT_TRUE(Eventually([&] { return pg->reachable(); }, std::chrono::milliseconds(5000)));
+
+  PgRawDb locker(url_);
+  locker.Query("BEGIN");
+  locker.Query("LOCK TABLE device_tokens IN ACCESS EXCLUSIVE MODE");
+  auto start = std::chrono::steady_clock::now();
+  Result<Principal> held = cache_->AuthenticateToken(token);
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(held.status().code(), StatusCode::kUnavailable) << held.status().ToString();
+  EXPECT_LT(took, PostgresMetadataStore::kLookupTimeout + std::chrono::seconds(5));
+  EXPECT_FALSE(pg->answering());
+  EXPECT_FALSE(cache_->reachable());
+  // Not answering: the next operation fails at once, without a query.
+  EXPECT_EQ(pg->GetDevice("cached").status().code(), StatusCode::kUnavailable);
+  EXPECT_TRUE(cache_->AuthenticateToken(cached_token).ok());  // the cache still answers
+
+  locker.Query("ROLLBACK");
+  EXPECT_TRUE(Eventually([&] { return pg->answering(); }, std::chrono::milliseconds(10000)));
+  Result<Principal> after = cache_->AuthenticateToken(token);
+  ASSERT_TRUE(after.ok()) << after.status().ToString();
+  EXPECT_EQ(after->device_id, "held");
+}
+
 TEST_P(PostgresChangeFeedTest, ListenerAndPoolReconnectAfterTheServerDropsThem) {
   auto* pg = dynamic_cast<PostgresMetadataStore*>(&cache_->wrapped());
   ASSERT_NE(pg, nullptr);
