@@ -709,8 +709,9 @@ int RunServer(const Config& given_config) {
   // metadata database answers, and which writers a failing disk has stopped.
   metrics.AddGaugeCallback(
       "joule_metadata_up",
-      "1 when the metadata store is reachable (PostgreSQL: its LISTEN connection is up)", {},
-      [m = metadata.get()] { return m->reachable() ? 1.0 : 0.0; });
+      "1 when the metadata store is reachable (PostgreSQL: its LISTEN connection is up and no "
+      "query ran out of time since a probe last answered)",
+      {}, [m = metadata.get()] { return m->reachable() ? 1.0 : 0.0; });
   std::vector<std::string> writers = {"log", "history", "metadata"};
   if (archiver) writers.emplace_back("archive");
   for (const std::string& writer : writers) {
