@@ -100,6 +100,35 @@ AlertEngine::AlertEngine(AlertEngineOptions options, store::MetadataStore* metad
     }
     return std::move(*a);
   });
+  evaluator_.SetStoredAlertsLookup(
+      [this](const std::string& rule_id, const std::string& device_id) {
+        std::vector<store::Alert> alerts;
+        if (!metadata_) return alerts;
+        store::AlertFilter f;
+        f.rule_id = rule_id;
+        f.device_id = device_id;
+        // A replay starts at the processors' checkpoint: the episode it may start inside is
+        // among the newest alerts of the rule and device.
+        f.limit = 32;
+        Result<store::AlertPage> page = metadata_->ListAlerts(f);
+        if (page.ok()) {
+          alerts = std::move(page->alerts);
+        } else if (page.status().code() != StatusCode::kNotFound) {
+          store_errors_->Inc();
+        }
+        // A change the store has not taken yet is newer than its row.
+        for (store::Alert& kept : pending_writes_->All()) {
+          if (kept.rule_id != rule_id || kept.device_id != device_id) continue;
+          auto it = std::find_if(alerts.begin(), alerts.end(),
+                                 [&](const store::Alert& a) { return a.id == kept.id; });
+          if (it != alerts.end()) {
+            *it = std::move(kept);
+          } else {
+            alerts.push_back(std::move(kept));
+          }
+        }
+        return alerts;
+      });
   dropped_ = metrics->GetCounter("joule_alert_records_dropped_total",
                                  "Records not evaluated because the alert queue was full");
   const char* names[4] = {"pending", "firing", "resolved", "retracted"};

@@ -634,6 +634,7 @@ void Evaluator::Recompute(const Rule& rule, const std::string& device_id, Track&
     Step(rule, t.base, first->first, first->second, &ignored);
     t.windows.erase(first);
   }
+  ContinueStoredEpisode(rule, device_id, t);
   Machine m = t.base;
   std::vector<Episode> episodes;
   for (const auto& [ws, v] : t.windows) Step(rule, m, ws, v, &episodes);
@@ -865,6 +866,81 @@ void Evaluator::FlushHeld(std::vector<AlertUpdate>* out) {
   }
   std::sort(out->begin() + static_cast<ptrdiff_t>(first_update), out->end(),
             [](const AlertUpdate& a, const AlertUpdate& b) { return a.alert.id < b.alert.id; });
+}
+
+void Evaluator::ContinueStoredEpisode(const Rule& rule, const std::string& device_id, Track& t) {
+  if (t.start_checked || !stored_alerts_ || t.windows.empty()) return;
+  if ((rule.kind != RuleKind::kThreshold && rule.kind != RuleKind::kRateOfChange) || t.base.cur) {
+    t.start_checked = true;  // a restored open alert continues (RestoreAlert)
+    return;
+  }
+  // Where the first episode begins, and whether a window judged before it shows that it
+  // began there: one with a value (rate_of_change: a second one, the first has no
+  // difference) that did not breach.
+  Machine m = t.base;
+  std::vector<Episode> closed;
+  std::optional<int64_t> first;
+  int valued = 0;
+  for (const auto& [ws, v] : t.windows) {
+    Step(rule, m, ws, v, &closed);
+    if (!closed.empty() || m.cur) {
+      first = closed.empty() ? m.cur->open_ws : closed.front().open_ws;
+      break;
+    }
+    if (v.value) ++valued;
+  }
+  if (!first) return;  // no episode yet: asked when one begins
+  t.start_checked = true;
+  if (valued >= (rule.kind == RuleKind::kRateOfChange ? 2 : 1)) return;
+  for (const Known& k : t.known) {
+    if (k.open_ws <= *first && *first < k.end_we) return;  // known since start
+  }
+  const int64_t res = rule.resolution == model::Resolution::kHour ? kNanosPerHour : kNanosPerMinute;
+  for (const store::Alert& a : stored_alerts_(rule.id, device_id)) {
+    if (Active(a.state) || a.id.size() < 24) continue;
+    int64_t open_ws = 0;
+    if (!ParseRfc3339(std::string_view(a.id).substr(a.id.size() - 24), &open_ws)) continue;
+    if (open_ws >= *first) continue;
+    simdjson::dom::parser parser;
+    simdjson::dom::element body;
+    if (parser.parse(a.json).get(body) != simdjson::SUCCESS) continue;
+    std::string_view text, event;
+    int64_t resolved_ws = 0;
+    // A retracted alert has no episode to continue.
+    if (body["event"].get_string().get(event) != simdjson::SUCCESS || event != "resolved" ||
+        body["resolved_window_start"].get_string().get(text) != simdjson::SUCCESS ||
+        !ParseRfc3339(text, &resolved_ws) || *first >= resolved_ws) {
+      continue;
+    }
+    // The episode from the alert's opening window to just before `first`, as the base
+    // state (as RestoreAlert continues an open one): the windows from `first` on extend
+    // and resolve it; earlier ones were judged before the crash.
+    Episode e;
+    e.open_ws = open_ws;
+    e.open_we = open_ws + res;
+    int64_t ns = 0;
+    if (body["window_end"].get_string().get(text) == simdjson::SUCCESS && ParseRfc3339(text, &ns) &&
+        ns > open_ws) {
+      e.open_we = ns;
+    }
+    if (body["fired_window_start"].get_string().get(text) == simdjson::SUCCESS &&
+        ParseRfc3339(text, &ns) && ns < *first) {
+      e.firing = true;
+      e.fired_ws = ns;
+    }
+    e.run = e.firing ? rule.for_windows : static_cast<int>((*first - open_ws) / res);
+    e.last_we = *first;
+    double v = 0;
+    if (body["value"].get_double().get(v) == simdjson::SUCCESS) e.value = e.fired_value = v;
+    // The stored peak is the episode's: the replayed windows are part of it.
+    if (body["peak"].get_double().get(v) == simdjson::SUCCESS) e.peak = v;
+    t.base.cur = e;
+    t.base.prev_end = *first;
+    t.base.prev_value.reset();
+    t.floor = std::max(t.floor, *first);
+    t.windows.erase(t.windows.begin(), t.windows.lower_bound(*first));
+    return;
+  }
 }
 
 void Evaluator::AdoptStored(Known& k) {

@@ -23,6 +23,9 @@
 //   that window and earlier ones are ignored for the rule and device. A restored energy
 //   budget continues its day at the stored total: replayed running totals under it are
 //   judged at it (they are states the alert was past before the crash).
+// - After a restart a replay that starts inside an episode that resolved before the crash
+//   (its first windows breach, nothing before them judged) continues the stored alert
+//   whose span holds them (SetStoredAlertsLookup): one crossing stays one alert.
 // - energy_budget reads 1d records, final or not: the day's alert fires as soon as the
 //   running total passes budget_wh and resolves when the day's record is final.
 // - absence is judged on processing time (`now`): no new events from a device for
@@ -63,6 +66,10 @@ struct DeviceInfo {
 using DeviceLookup = std::function<DeviceInfo(std::string_view device_id)>;
 // The alert as the metadata store holds it (nullopt: none, or the store did not answer).
 using StoredAlertLookup = std::function<std::optional<store::Alert>(const std::string& alert_id)>;
+// The newest alerts the metadata store holds of one rule and device (newest opened_at
+// first; a few dozen at most; empty: none, or the store did not answer).
+using StoredAlertsLookup = std::function<std::vector<store::Alert>(const std::string& rule_id,
+                                                                   const std::string& device_id)>;
 
 // One transition of one alert.
 struct AlertUpdate {
@@ -125,6 +132,15 @@ class Evaluator {
   // when it differs from the stored body (besides updated_at). Without it (the default),
   // a re-derived alert is new.
   void SetStoredAlertLookup(StoredAlertLookup lookup) { stored_lookup_ = std::move(lookup); }
+  // Consulted once per (threshold or rate_of_change rule, device) since start, when the
+  // first episode derived begins at the first windows judged (nothing before them shows
+  // where it began): after a restart the processors replay from their checkpoint, which may
+  // lie inside an episode that fired and resolved before the crash. A stored resolved
+  // alert whose span (window_start up to resolved_window_start) holds that window is the
+  // episode: it continues from the alert's opening window (as a restored open alert does),
+  // so the replay re-derives that alert (SetStoredAlertLookup) instead of opening a second
+  // one a few windows later. Without it, such an episode is new.
+  void SetStoredAlertsLookup(StoredAlertsLookup lookup) { stored_alerts_ = std::move(lookup); }
   // While the processors replay the log after a restart (the engine: until they caught up),
   // a re-derived update of an alert the store holds as resolved that differs from the
   // stored row is held instead of emitted: the replay passes through the states the alert
@@ -241,6 +257,9 @@ class Evaluator {
     // The first window judged since the track began (or its rule changed): verdicts of
     // earlier windows are not all known, so episodes before it are not re-derived.
     std::optional<int64_t> judged_from;
+    // Whether the start of the first episode was checked against the store
+    // (ContinueStoredEpisode; once per track).
+    bool start_checked = false;
     // energy_budget: the local day of a restored open alert and its stored day total.
     // The processors replay the day's records after their checkpoint, whose running totals
     // start below the stored one (states the alert was past before the crash): until a
@@ -283,6 +302,9 @@ class Evaluator {
             std::vector<Episode>* closed) const;
   void Recompute(const Rule& rule, const std::string& device_id, Track& t, int64_t now,
                  std::vector<AlertUpdate>* out);
+  // SetStoredAlertsLookup: a first episode that begins at the track's first windows and
+  // lies inside a stored resolved alert's span continues that alert's episode (`t.base`).
+  void ContinueStoredEpisode(const Rule& rule, const std::string& device_id, Track& t);
   // A new Known for an episode: takes over what the store holds of its id.
   void AdoptStored(Known& k);
   // Drops the updates in out[first..] that re-derive what the store already holds.
@@ -298,6 +320,7 @@ class Evaluator {
 
   DeviceLookup lookup_;
   StoredAlertLookup stored_lookup_;
+  StoredAlertsLookup stored_alerts_;
   std::function<int64_t()> wall_;  // SetWallClock
   int64_t Wall(int64_t now) const { return wall_ ? wall_() : now; }
   std::vector<Rule> rules_;

@@ -69,6 +69,18 @@ void RunScenario(const std::filesystem::path& path) {
     return it == stored.end() ? std::nullopt : std::optional<store::Alert>(it->second);
   };
   ev->SetStoredAlertLookup(stored_lookup);
+  // The store's alerts of one rule and device, newest opened_at first.
+  auto stored_alerts = [&stored](const std::string& rule_id, const std::string& device_id) {
+    std::vector<store::Alert> of;
+    for (const auto& [id, a] : stored) {
+      if (a.rule_id == rule_id && a.device_id == device_id) of.push_back(a);
+    }
+    std::sort(of.begin(), of.end(), [](const store::Alert& a, const store::Alert& b) {
+      return a.opened_at_ns > b.opened_at_ns;
+    });
+    return of;
+  };
+  ev->SetStoredAlertsLookup(stored_alerts);
   std::vector<Rule> rules;
   bool down = false;  // between `down` and `restart`: rule changes reach the store only
   std::deque<AlertUpdate> got;
@@ -127,6 +139,7 @@ void RunScenario(const std::filesystem::path& path) {
       down = false;
       ev = std::make_unique<Evaluator>(lookup);
       ev->SetStoredAlertLookup(stored_lookup);
+      ev->SetStoredAlertsLookup(stored_alerts);
       ev->SetRules(rules);
       for (const auto& [id, a] : stored) ev->RestoreAlert(a, now);
       // The engine's first round: alerts of rules changed while it was down end.
@@ -493,6 +506,14 @@ void CheckLateUpdateInvariants(bool restarts) {
         ev->SetStoredAlertLookup([&stored](const std::string& id) -> std::optional<store::Alert> {
           auto it = stored.find(id);
           return it == stored.end() ? std::nullopt : std::optional<store::Alert>(it->second);
+        });
+        ev->SetStoredAlertsLookup([&stored](const std::string&, const std::string&) {
+          std::vector<store::Alert> of;
+          for (const auto& [id, a] : stored) of.push_back(a);
+          std::sort(of.begin(), of.end(), [](const store::Alert& a, const store::Alert& b) {
+            return a.opened_at_ns > b.opened_at_ns;
+          });
+          return of;
         });
         ev->SetRules({*rule});
         for (const auto& [id, a] : stored) ev->RestoreAlert(a, now);
