@@ -61,6 +61,10 @@ Result<std::unique_ptr<AlertEngine>> AlertEngine::Open(AlertEngineOptions option
   metrics->AddGaugeCallback("joule_alert_outbox_capacity",
                             "Pending webhook deliveries the outbox holds at most", {},
                             [box] { return static_cast<double>(box->capacity()); });
+  metrics->AddGaugeCallback(
+      "joule_alert_outbox_behind",
+      "1 while the outbox file lacks deliveries kept in memory (a write failed: disk full)", {},
+      [box] { return box->behind() ? 1.0 : 0.0; });
   PendingAlertWrites* pending = e->pending_writes_.get();
   metrics->AddGaugeCallback(
       "joule_alert_store_pending_writes",
@@ -138,8 +142,7 @@ AlertEngine::AlertEngine(AlertEngineOptions options, store::MetadataStore* metad
   }
   deliveries_dropped_ = metrics->GetCounter(
       "joule_alert_deliveries_dropped_total",
-      "Webhook deliveries not queued because the outbox was full (alerts.outbox_capacity) or "
-      "its append failed");
+      "Webhook deliveries not queued because the outbox was full (alerts.outbox_capacity)");
   reminders_ =
       metrics->GetCounter("joule_alert_snooze_reminders_total",
                           "Reminders sent because a snooze ended while the alert was still firing");
@@ -381,6 +384,16 @@ void AlertEngine::Stop() {
     }
   }
   if (notifier_) notifier_->Stop();
+  // Deliveries kept in memory since an outbox write failed (a full disk): one more try to
+  // write them, else they are lost with this process — said so.
+  if (outbox_ && outbox_->behind()) {
+    if (Status st = outbox_->CatchUp(); !st.ok()) {
+      logging::Error(
+          "alert outbox not written at shutdown (the disk is still full?): the webhook "
+          "deliveries accepted since its writes failed are lost",
+          {{"pending", std::to_string(outbox_->pending_count())}, {"error", st.ToString()}});
+    }
+  }
 }
 
 bool AlertEngine::Offer(const model::AggregateRecord& record) {
@@ -468,6 +481,12 @@ void AlertEngine::Run() {
       RetryPendingWrites("after an outage");
       pending_retry_ns_ = processing_clock_->NowNanos() + options_.tick_interval_ns;
     }
+    // A failed outbox write (a full disk) kept deliveries in memory: written once there is
+    // space again.
+    if (outbox_->behind() && processing_clock_->NowNanos() >= outbox_retry_ns_) {
+      (void)outbox_->CatchUp();
+      outbox_retry_ns_ = processing_clock_->NowNanos() + options_.tick_interval_ns;
+    }
     if (reseed_devices_) {
       reseed_devices_ = false;
       SeedDevices();
@@ -527,6 +546,7 @@ void AlertEngine::Apply(std::vector<AlertUpdate>& updates) {
         last_created_ns_ = std::max(clock_->NowNanos(), last_created_ns_ + 1);
         d.created_ns = last_created_ns_;
         d.trigger_ns = u.trigger_ns;
+        // Only a full outbox refuses (a failed write keeps the delivery in memory).
         Result<bool> added = outbox_->Add(d);
         if (!added.ok()) {
           deliveries_dropped_->Inc();

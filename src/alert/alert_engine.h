@@ -122,6 +122,7 @@ class AlertEngine {
   const Clock* processing_clock_;  // options_.processing_clock or clock_
   std::unique_ptr<Outbox> outbox_;
   std::unique_ptr<PendingAlertWrites> pending_writes_;  // alert thread (and Start/Stop)
+  int64_t outbox_retry_ns_ = 0;   // alert thread only: the next Outbox::CatchUp while behind
   int64_t pending_retry_ns_ = 0;  // alert thread only: the next retry of pending writes
   bool pending_logged_ = false;   // alert thread only: the first failure of a run is logged
   std::unique_ptr<WebhookNotifier> notifier_;

@@ -22,7 +22,13 @@ namespace {
 
 constexpr uint64_t kCompactMinLines = 4096;
 
-Status WriteAll(int fd, const std::string& data) {
+Status WriteAll(int fd, const std::string& data, const std::function<int()>& fault) {
+  if (fault) {
+    if (int err = fault(); err != 0) {
+      errno = err;
+      return Status::IoErrorFromErrno("outbox write");
+    }
+  }
   size_t off = 0;
   while (off < data.size()) {
     ssize_t n = ::write(fd, data.data() + off, data.size() - off);
@@ -186,8 +192,24 @@ void Outbox::NoteLocked(const std::string& alert_id, int dp, int dd, int dx) {
   s.dead += dx;
 }
 
-Status Outbox::AppendLocked(const std::string& json) {
-  JOULE_RETURN_IF_ERROR(WriteAll(fd_, Line(json)));
+Status Outbox::WriteLocked(int fd, const std::string& data) {
+  return WriteAll(fd, data, write_fault_);
+}
+
+void Outbox::AppendLocked(const std::string& json, bool sync) {
+  if (behind_) return;  // memory is the truth until CatchUp rewrites the file
+  if (Status st = WriteLocked(fd_, Line(json)); !st.ok()) {
+    // A full disk, typically. Nothing accepted is lost: memory holds it, and nothing more
+    // is appended after what may be a partial line (recovery cuts it) until CatchUp
+    // rewrites the whole file.
+    behind_ = true;
+    logging::Error(
+        "alert outbox cannot write: deliveries are kept in memory and sent; the file is "
+        "rewritten when the disk has space",
+        {{"path", path_}, {"pending", std::to_string(pending_.size())}, {"error", st.ToString()}});
+    return;
+  }
+  if (!sync) return;
   if (fsync_ && ::fdatasync(fd_) != 0) {
     // A failed fsync leaves the file in an unknown state: fatal (CONVENTIONS).
     logging::Error("alert outbox: fatal I/O error, aborting (fail-stop)",
@@ -195,7 +217,6 @@ Status Outbox::AppendLocked(const std::string& json) {
     std::abort();
   }
   ++lines_;
-  return Status::Ok();
 }
 
 Result<bool> Outbox::Add(const Delivery& delivery) {
@@ -206,7 +227,7 @@ Result<bool> Outbox::Add(const Delivery& delivery) {
     return Status::ResourceExhausted(fmt::format(
         "alert outbox full ({} deliveries pending; alerts.outbox_capacity)", pending_.size()));
   }
-  JOULE_RETURN_IF_ERROR(AppendLocked(AddJson(delivery)));
+  AppendLocked(AddJson(delivery));
   NoteLocked(delivery.alert_id, 1, 0, 0);
   pending_.emplace(delivery.id, delivery);
   return true;
@@ -246,7 +267,8 @@ Status Outbox::RecordAttempt(const std::string& id, int attempts, const std::str
   w.String(error);
   w.EndObject();
   // Attempt counts only bound retries across restarts; no fsync needed for them.
-  return WriteAll(fd_, Line(w.Take()));
+  AppendLocked(w.Take(), /*sync=*/false);
+  return Status::Ok();
 }
 
 Status Outbox::Finish(const std::string& id, bool delivered, int attempts) {
@@ -266,14 +288,40 @@ Status Outbox::Finish(const std::string& id, bool delivered, int attempts) {
     w.Int(attempts);
   }
   w.EndObject();
-  JOULE_RETURN_IF_ERROR(AppendLocked(w.Take()));
+  AppendLocked(w.Take());
   NoteFinishLocked(id, it->second.alert_id, delivered, attempts);
   NoteLocked(it->second.alert_id, -1, delivered ? 1 : 0, delivered ? 0 : 1);
   if (!delivered) ++dead_;
   pending_.erase(it);
   finished_ids_.insert(id);
-  if (lines_ > kCompactMinLines && lines_ > 4 * (pending_.size() + 1)) return CompactLocked();
+  if (!behind_ && lines_ > kCompactMinLines && lines_ > 4 * (pending_.size() + 1)) {
+    return CompactLocked();
+  }
   return Status::Ok();
+}
+
+Status Outbox::CatchUp() {
+  std::lock_guard lock(mu_);
+  if (!behind_) return Status::Ok();
+  // The ids finished since start stay known in memory (duplicates of re-derived
+  // transitions are still dropped while running).
+  std::unordered_set<std::string> finished = finished_ids_;
+  JOULE_RETURN_IF_ERROR(CompactLocked());
+  finished_ids_ = std::move(finished);
+  behind_ = false;
+  logging::Info("alert outbox written again: the deliveries kept in memory are durable",
+                {{"path", path_}, {"pending", std::to_string(pending_.size())}});
+  return Status::Ok();
+}
+
+bool Outbox::behind() const {
+  std::lock_guard lock(mu_);
+  return behind_;
+}
+
+void Outbox::SetWriteFaultForTest(std::function<int()> fault) {
+  std::lock_guard lock(mu_);
+  write_fault_ = std::move(fault);
 }
 
 Status Outbox::CompactLocked() {
@@ -282,15 +330,23 @@ Status Outbox::CompactLocked() {
   if (fd < 0) return Status::IoErrorFromErrno("open " + tmp);
   std::string data;
   for (const auto& [id, d] : pending_) data += Line(AddJson(d));
-  Status st = WriteAll(fd, data);
+  Status st = WriteLocked(fd, data);
   if (st.ok() && fsync_ && ::fsync(fd) != 0) st = Status::IoErrorFromErrno("fsync " + tmp);
   ::close(fd);
-  if (!st.ok()) return st;
-  if (::rename(tmp.c_str(), path_.c_str()) != 0) return Status::IoErrorFromErrno("rename " + tmp);
+  if (st.ok() && ::rename(tmp.c_str(), path_.c_str()) != 0) {
+    st = Status::IoErrorFromErrno("rename " + tmp);
+  }
+  if (!st.ok()) {
+    ::unlink(tmp.c_str());  // it would hold space (a full disk is the usual cause)
+    return st;
+  }
   (void)SyncDir(std::filesystem::path(path_).parent_path().string());
   ::close(fd_);
   fd_ = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC, 0600);
-  if (fd_ < 0) return Status::IoErrorFromErrno("open " + path_);
+  if (fd_ < 0) {
+    behind_ = true;  // the file holds everything; appends wait for a CatchUp
+    return Status::IoErrorFromErrno("open " + path_);
+  }
   lines_ = pending_.size();
   // Finished ids are forgotten; a re-derived transition after this is rare and harmless
   // (at-least-once).

@@ -16,10 +16,21 @@
 // caller counts it in joule_alert_deliveries_dropped_total. The alert's state, SSE event
 // and API view are unaffected; nothing is dropped silently.
 //
+// A write that fails (a full disk: ENOSPC) loses nothing: the outbox is then *behind* —
+// memory holds the truth (the delivery is accepted, pending, handed to its worker and sent;
+// attempts and finishes are recorded in memory) and nothing more is appended to the file;
+// CatchUp() (the engine: every tick) rewrites the file from memory as a compaction does, and
+// once that succeeds appends go on. Memory stays bounded by `capacity`. While behind, a
+// kill -9 loses the deliveries accepted since (re-sent only if the replay re-derives them)
+// and re-sends those finished since (at-least-once). A failed fsync is still fatal. Until
+// session 32 such a delivery was dropped for good: never sent, not even after space came
+// back (found by a black-box test).
+//
 // Thread-safe (one mutex; appends are short).
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -63,9 +74,15 @@ class Outbox {
   static constexpr size_t kDefaultCapacity = 100000;
   ~Outbox();
 
-  // Durable once it returns ok. Returns false (and writes nothing) for a known id;
+  // Durable once it returns ok, unless the outbox is behind (above: kept in memory until
+  // CatchUp writes it). Returns false (and writes nothing) for a known id;
   // ResourceExhausted (and writes nothing) when `capacity` deliveries are pending.
   Result<bool> Add(const Delivery& delivery);
+  // While behind: rewrites the file from memory (temp file, fsync, rename). Ok when the
+  // file holds everything again (or was not behind).
+  Status CatchUp();
+  // Whether the file lacks changes kept in memory (a write failed).
+  bool behind() const;
   Status RecordAttempt(const std::string& id, int attempts, const std::string& error);
   // `attempts`: how many this delivery took, the last one included (0: not counted). A
   // delivered one clears its alert's last_error unless another of its deliveries is still
@@ -78,11 +95,18 @@ class Outbox {
   size_t capacity() const { return capacity_; }
   uint64_t dead_count() const;
 
+  // Tests: called before each write to the file; a nonzero result is the errno the write
+  // fails with (nothing written). Unset: no fault.
+  void SetWriteFaultForTest(std::function<int()> fault);
+
  private:
   Outbox(std::string path, bool fsync, size_t capacity)
       : path_(std::move(path)), fsync_(fsync), capacity_(capacity) {}
   Status Recover();
-  Status AppendLocked(const std::string& json);
+  // Appends a line (fsynced when `sync`). A failed write puts the outbox behind, as does
+  // any append while behind (nothing is written then): memory is the truth until CatchUp.
+  void AppendLocked(const std::string& json, bool sync = true);
+  Status WriteLocked(int fd, const std::string& data);
   Status CompactLocked();
   void NoteLocked(const std::string& alert_id, int dpending, int ddelivered, int ddead);
   void NoteFinishLocked(const std::string& id, const std::string& alert_id, bool delivered,
@@ -98,6 +122,8 @@ class Outbox {
   std::unordered_map<std::string, DeliveryStatus> by_alert_;
   uint64_t dead_ = 0;
   uint64_t lines_ = 0;
+  bool behind_ = false;  // the file lacks changes kept in memory (a write failed)
+  std::function<int()> write_fault_;
 };
 
 }  // namespace joule::alert

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <deque>
 #include <filesystem>
 #include <fstream>
@@ -1025,6 +1026,68 @@ TEST(OutboxTest, BoundedAndCountsWhatItRefuses) {
   // A finished delivery frees a slot.
   ASSERT_TRUE((*box)->Finish("msg_0", true).ok());
   EXPECT_TRUE(*(*box)->Add(d));
+  std::filesystem::remove_all(dir);
+}
+
+// A write that fails (a full disk) loses no delivery: it is kept in memory, counted as
+// pending (not dropped), and the file is rewritten once writes succeed again (found by a
+// black-box test: both webhooks of an alert that fired and resolved while the disk was full
+// were dropped for good, and GET /v1/alerts showed none of them).
+TEST(OutboxTest, FailedWriteKeepsDeliveriesUntilTheFileCatchesUp) {
+  std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("joule-outbox-full-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  auto box = Outbox::Open(dir.string(), true);
+  ASSERT_TRUE(box.ok());
+  Delivery d;
+  d.alert_id = "a";
+  d.url = "http://x/";
+  d.id = "msg_0";
+  ASSERT_TRUE(*(*box)->Add(d));
+  int fault = ENOSPC;
+  (*box)->SetWriteFaultForTest([&fault] { return fault; });
+  d.id = "msg_1";
+  Result<bool> added = (*box)->Add(d);
+  ASSERT_TRUE(added.ok()) << added.status().ToString();
+  EXPECT_TRUE(*added);
+  EXPECT_TRUE((*box)->behind());
+  EXPECT_FALSE(*(*box)->Add(d));  // known (in memory)
+  ASSERT_TRUE((*box)->RecordAttempt("msg_1", 1, "HTTP 500").ok());
+  ASSERT_TRUE((*box)->Finish("msg_0", true, 1).ok());
+  std::optional<DeliveryStatus> st = (*box)->StatusOf("a");
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->pending, 1);
+  EXPECT_EQ(st->delivered, 1);
+  EXPECT_EQ(st->dropped, 0);
+  ASSERT_EQ((*box)->Pending().size(), 1u);
+  EXPECT_EQ((*box)->Pending()[0].id, "msg_1");
+  // Still full: the rewrite fails and leaves no temp file behind.
+  EXPECT_FALSE((*box)->CatchUp().ok());
+  EXPECT_TRUE((*box)->behind());
+  EXPECT_FALSE(std::filesystem::exists(dir / "outbox.log.tmp"));
+  {
+    // A crash now: the file is as before the failed write (msg_0 pending: sent again,
+    // at-least-once).
+    auto crashed = Outbox::Open(dir.string(), true);
+    ASSERT_TRUE(crashed.ok());
+    ASSERT_EQ((*crashed)->Pending().size(), 1u);
+    EXPECT_EQ((*crashed)->Pending()[0].id, "msg_0");
+  }
+  fault = 0;  // space again
+  ASSERT_TRUE((*box)->CatchUp().ok());
+  EXPECT_FALSE((*box)->behind());
+  d.id = "msg_2";
+  ASSERT_TRUE(*(*box)->Add(d));
+  d.id = "msg_0";
+  EXPECT_FALSE(*(*box)->Add(d));  // finished before the rewrite: still known
+  auto reopened = Outbox::Open(dir.string(), true);
+  ASSERT_TRUE(reopened.ok());
+  std::vector<Delivery> pending = (*reopened)->Pending();
+  std::sort(pending.begin(), pending.end(), [](auto& a, auto& b) { return a.id < b.id; });
+  ASSERT_EQ(pending.size(), 2u);
+  EXPECT_EQ(pending[0].id, "msg_1");
+  EXPECT_EQ(pending[0].attempts, 1);
+  EXPECT_EQ(pending[1].id, "msg_2");
   std::filesystem::remove_all(dir);
 }
 
