@@ -1,7 +1,8 @@
 """Disk full: 503 with Retry-After, no crash, ingest resumes when space returns.
 
 DiskFullTest fills a tmpfs holding only the log; WholeDataDirFullTest one holding the whole
-data dir, so that the history store (RocksDB), the archive and the checkpoints fail too.
+data dir, so that the history store (RocksDB), the archive and the checkpoints fail too;
+AlertOutboxFullTest one holding only {data_dir}/alerts, the webhook outbox.
 
 The log directory ({data_dir}/log) is a small tmpfs mounted by the test (the test runs as
 root, like the CI); a filler file takes every free byte. The log's active segments were
@@ -14,8 +15,10 @@ is counted exactly once (acknowledged / lost / duplicated).
 """
 
 import glob
+import http.server
 import json
 import os
+import threading
 import pathlib
 import subprocess
 import sys
@@ -410,6 +413,92 @@ class WholeDataDirFullTest(unittest.TestCase):
               f"checkpoints={stopped[0]['checkpoints']!r} "
               f"history_flush={stopped[0]['history_flush']!r} "
               f"archive_seal={stopped[0]['archive_seal']!r}", flush=True)
+
+
+
+class AlertOutboxFullTest(unittest.TestCase):
+    """The alert outbox ({data_dir}/alerts) on a full tmpfs: an alert that fires and resolves
+    then still gets both webhooks, counted as delivered (not dropped), and the outbox file
+    is rewritten once space returns — so a kill -9 after that sends nothing again (found by a
+    black-box test: both webhooks were dropped for good, "outbox write: No space left on
+    device", and GET /v1/alerts showed delivery {pending 0, delivered 0, dropped 0})."""
+
+    def setUp(self):
+        self.server = JouleServer(env={"JOULE_ALERTS_ALLOW_PRIVATE_TARGETS": "true"},
+                                  name="diskfull-outbox")
+        self.addCleanup(self.server.cleanup)
+        self.alerts = pathlib.Path(self.server.data_dir) / "alerts"
+        self.alerts.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(self.alerts)],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, f"cannot mount a tmpfs (needs root): {r.stderr}")
+        self.addCleanup(lambda: subprocess.run(["umount", "-l", str(self.alerts)]))
+        self.addCleanup(lambda: self.server.stop() if self.server.running() else None)
+        self.filler = self.alerts / "filler"
+        self.addCleanup(lambda: self.filler.unlink(missing_ok=True))
+        self.hooks = []
+        outer = self
+
+        class Hook(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.hooks.append((self.headers["webhook-id"], body["id"], body["event"]))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+        threading.Thread(target=self.receiver.serve_forever, daemon=True).start()
+        self.addCleanup(self.receiver.server_close)
+        self.addCleanup(self.receiver.shutdown)
+
+    def metric(self, name):
+        series = parse_prometheus(self.server.metrics_text()).get(name, [])
+        return series[0][1] if series else None
+
+    def test_webhooks_of_an_alert_on_a_full_outbox_disk_are_sent_and_kept(self):
+        self.server.start()
+        dev = "outbox-full-1"
+        url = f"http://127.0.0.1:{self.receiver.server_address[1]}/h"
+        status, _, rule = self.server.request(
+            "POST", "/v1/rules",
+            {"scope": {"device_id": dev}, "kind": "threshold", "metric": "power_w",
+             "aggregate": "max", "op": ">", "threshold": 1000, "resolution": "1m",
+             "channels": [{"url": url, "secret": "s"}]})
+        self.assertEqual(status, 201, rule)
+        fill(self.filler)
+        # Minute 1 over the threshold, minute 2 under it (final once minute 3 is seen).
+        base = (int(time.time()) // 60 - 10) * 60
+        events = [{"device_id": dev, "timestamp": fmt_ts(base + 10 * i),
+                   "metrics": {"power_w": 1500.0 if 6 <= i < 12 else 100.0}} for i in range(20)]
+        status, _, body = self.server.post_events(events)
+        self.assertEqual(status, 202, f"{body!r}" + self.server.diag())
+        events_of = lambda: sorted({(e, i) for _, i, e in self.hooks})
+        self.assertTrue(poll(lambda: len(events_of()) == 2, timeout=30),
+                        f"{self.hooks}" + self.server.diag())
+        alert_id = events_of()[0][1]
+        self.assertEqual(events_of(), [("firing", alert_id), ("resolved", alert_id)])
+        self.assertIn("alert outbox cannot write", self.server.stderr_tail(400))
+        self.assertEqual(self.metric("joule_alert_outbox_behind"), 1.0)
+        self.assertEqual(self.metric("joule_alert_deliveries_dropped_total"), 0.0)
+        status, _, listed = self.server.request("GET", f"/v1/alerts?device_id={dev}")
+        self.assertEqual(status, 200, listed)
+        delivery = listed["alerts"][0]["delivery"]
+        self.assertEqual((delivery["delivered"], delivery["pending"], delivery["dropped"]),
+                         (2, 0, 0), delivery)
+        # Space returns: the outbox file is rewritten within a tick.
+        self.filler.unlink()
+        self.assertTrue(poll(lambda: self.metric("joule_alert_outbox_behind") == 0.0,
+                             timeout=10), self.server.diag())
+        self.assertIn("alert outbox written again", self.server.stderr_tail(400))
+        # What it holds is the truth: nothing pending, so a kill -9 sends nothing again.
+        self.server.kill9()
+        self.server.start()
+        time.sleep(3)
+        self.assertEqual(len({h for h, _, _ in self.hooks}), 2, self.hooks)
 
 
 if __name__ == "__main__":
