@@ -23,7 +23,7 @@
 // once that succeeds appends go on. Memory stays bounded by `capacity`. While behind, a
 // kill -9 loses the deliveries accepted since (re-sent only if the replay re-derives them)
 // and re-sends those finished since (at-least-once). A failed fsync is still fatal. Until
-// session 32 such a delivery was dropped for good: never sent, not even after space came
+// session 34 such a delivery was dropped for good: never sent, not even after space came
 // back (found by a black-box test).
 //
 // Thread-safe (one mutex; appends are short).
