@@ -86,7 +86,8 @@ struct LogOptions {
   // The writer path's file I/O; nullptr = PosixFileLayer(). Tests inject faults here.
   FileLayer* file_layer = nullptr;
   // Where a reader's damaged segment is copied when it meets a bad record at run time
-  // (docs/RELIABILITY.md, "Run-time corruption"); "" = report only, copy nothing.
+  // (docs/RELIABILITY.md, "Run-time corruption"), and where recovery copies every byte
+  // range it cuts before cutting it; "" = report only, copy nothing.
   std::string quarantine_dir;
 };
 
@@ -111,6 +112,8 @@ struct RecoveryReport {
     uint32_t partition;
     std::string segment;  // file path
     uint64_t bytes_cut;
+    // The copy of the bytes cut under LogOptions::quarantine_dir ("" = none was set).
+    std::string quarantined;
   };
   std::vector<Cut> cuts;
   uint64_t records_recovered = 0;  // records retained in all partitions after recovery

@@ -60,6 +60,17 @@ Result<std::string> ReadWholeFile(const std::string& path) {
   return out;
 }
 
+// Bytes [from, to) of a file.
+Result<std::string> ReadRange(const std::string& path, uint64_t from, uint64_t to) {
+  JOULE_ASSIGN_OR_RETURN(int fd, OpenForRead(path));
+  std::string out(to - from, '\0');
+  Result<size_t> n = ReadAt(fd, from, out.data(), out.size(), path);
+  CloseFd(fd);
+  if (!n.ok()) return n.status();
+  out.resize(*n);
+  return out;
+}
+
 }  // namespace
 
 std::string CorruptionReportJson(const CorruptionReport& r) {
@@ -122,6 +133,24 @@ void Quarantine::Report(CorruptionReport report) {
 std::vector<CorruptionReport> Quarantine::reports() const {
   std::lock_guard lock(mu_);
   return reports_;
+}
+
+Result<std::string> Quarantine::SaveCut(const std::string& segment, uint64_t from_byte,
+                                        uint64_t to_byte, const std::string& report_json) {
+  if (dir_.empty()) return std::string();
+  namespace fs = std::filesystem;
+  const fs::path seg(segment);
+  const std::string name = seg.parent_path().filename().string() + "-" + seg.stem().string() +
+                           ".cut-at-" + std::to_string(from_byte) + "." +
+                           std::to_string(clock_->NowNanos() / 1'000'000);
+  const std::string copy = (fs::path(dir_) / (name + ".bin")).string();
+  JOULE_RETURN_IF_ERROR(CreateDirs(dir_));
+  JOULE_ASSIGN_OR_RETURN(std::string bytes, ReadRange(segment, from_byte, to_byte));
+  JOULE_RETURN_IF_ERROR(WriteNewFile(copy, bytes));
+  JOULE_RETURN_IF_ERROR(
+      WriteNewFile((fs::path(dir_) / (name + ".json")).string(), report_json + "\n"));
+  JOULE_RETURN_IF_ERROR(SyncDir(dir_));
+  return copy;
 }
 
 std::string Quarantine::CopyOut(const CorruptionReport& report) {

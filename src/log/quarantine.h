@@ -43,6 +43,14 @@ class Quarantine {
   void Report(CorruptionReport report);
   std::vector<CorruptionReport> reports() const;
 
+  // Recovery: before Open cuts bytes [from_byte, to_byte) off `segment` (a torn tail, or
+  // damage an operator chose to cut), copies them as found into the quarantine directory as
+  // `p-NNN-<segment base>.cut-at-<from_byte>.<unix ms>.bin`, with `report` (a JSON object)
+  // beside it in `.json`, both fsynced, and the directory too. Returns the copy's path, ""
+  // when the directory is "" (report only). An error means nothing may be cut.
+  Result<std::string> SaveCut(const std::string& segment, uint64_t from_byte, uint64_t to_byte,
+                              const std::string& report_json);
+
  private:
   // Copies `segment` into dir_ with a report beside it; the copy's path or "" on failure.
   std::string CopyOut(const CorruptionReport& report);

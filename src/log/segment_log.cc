@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <utility>
 
+#include "common/json_writer.h"
 #include "common/logging.h"
 #include "common/test_hold.h"
 #include "common/thread_priority.h"
@@ -253,18 +254,46 @@ Status SegmentLog::RecoverPartition(Partition* p) {
       JOULE_ASSIGN_OR_RETURN(uint64_t nonzero_end, NonZeroEnd(path, valid_bytes, file_size));
       if (nonzero_end > valid_bytes) {
         const uint64_t cut = nonzero_end - valid_bytes;
+        const std::string reason = step == SegmentScanner::Step::kEnd
+                                       ? "non-zero bytes after a zero header"
+                                       : DecodeResultName(scanner.reason());
+        // Never delete: the bytes cut go to the quarantine directory first (fsynced), so
+        // that a cut that was wrong can be undone by hand (docs/OPERATIONS.md).
+        JsonWriter w;
+        w.BeginObject();
+        w.Key("partition");
+        w.Uint(p->id);
+        w.Key("segment");
+        w.String(path);
+        w.Key("byte");
+        w.Uint(valid_bytes);
+        w.Key("offset");
+        w.Uint(base + records);
+        w.Key("bytes_cut");
+        w.Uint(cut);
+        w.Key("reason");
+        w.String(reason);
+        w.EndObject();
+        Result<std::string> saved = quarantine_->SaveCut(path, valid_bytes, nonzero_end, w.Take());
+        if (!saved.ok()) {
+          return Status::IoError("log segment " + path + ": cannot copy the " +
+                                 std::to_string(cut) + " bytes to cut at byte " +
+                                 std::to_string(valid_bytes) +
+                                 " to the quarantine directory first, so nothing was cut: " +
+                                 saved.status().ToString());
+        }
         JOULE_RETURN_IF_ERROR(TruncateAndSync(path, valid_bytes));
         file_bytes = valid_bytes;
-        report_.cuts.push_back({p->id, path, cut});
+        report_.cuts.push_back({p->id, path, cut, *saved});
         truncated_bytes_->Inc(cut);
-        logging::Warn(
-            "log: cut torn or corrupt segment tail",
-            {{"partition", std::to_string(p->id)},
-             {"segment", path},
-             {"bytes_cut", std::to_string(cut)},
-             {"records_kept", std::to_string(records)},
-             {"reason", step == SegmentScanner::Step::kEnd ? "non-zero bytes after a zero header"
-                                                           : DecodeResultName(scanner.reason())}});
+        logging::Warn("log: cut torn or corrupt segment tail",
+                      {{"partition", std::to_string(p->id)},
+                       {"segment", path},
+                       {"byte", std::to_string(valid_bytes)},
+                       {"bytes_cut", std::to_string(cut)},
+                       {"records_kept", std::to_string(records)},
+                       {"quarantined", *saved},
+                       {"reason", reason}});
       }
     }
     if (records == 0 && bases.size() > 1) {

@@ -3,11 +3,13 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
 #include "common/metrics.h"
 #include "log/log.h"
+#include "log/segment_format.h"
 #include "log/tests/log_test_util.h"
 
 namespace joule::log {
@@ -108,6 +110,59 @@ TEST(LogRecoveryTest, GarbageAppended) {
   std::string garbage = "this is not a record, just some garbage after the tail";
   AppendBytes(SegmentFiles(tmp.path(), 1).back(), garbage);
   ExpectRecovered(options, 20, garbage.size());
+}
+
+std::string ReadBytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
+// Never delete: the bytes a recovery cuts are copied to the quarantine directory first
+// (until then a cut torn tail was gone, with no copy to look at or put back).
+TEST(LogRecoveryTest, CutBytesAreCopiedToQuarantineFirst) {
+  TempDir tmp;
+  LogOptions options = Options(tmp.path() + "/log");
+  options.quarantine_dir = tmp.path() + "/quarantine";
+  Fill(options, 20);
+  const std::string seg = SegmentFiles(options.dir, 1).back();
+  const uint64_t size = FileSize(seg);
+  const std::string garbage = "this is not a record, just some garbage after the tail";
+  AppendBytes(seg, garbage);
+  ExpectRecovered(options, 20, garbage.size());
+  std::vector<std::string> copies;
+  for (const auto& e : std::filesystem::directory_iterator(options.quarantine_dir)) {
+    copies.push_back(e.path().filename().string());
+  }
+  std::sort(copies.begin(), copies.end());
+  ASSERT_EQ(copies.size(), 2u);
+  const std::string stem =
+      "p-001-" + SegmentFileName(0).substr(0, 20) + ".cut-at-" + std::to_string(size) + ".";
+  EXPECT_EQ(copies[0].rfind(stem, 0), 0u) << copies[0];
+  EXPECT_TRUE(copies[0].ends_with(".bin")) << copies[0];
+  EXPECT_TRUE(copies[1].ends_with(".json")) << copies[1];
+  EXPECT_EQ(ReadBytes(options.quarantine_dir + "/" + copies[0]), garbage);
+  const std::string report = ReadBytes(options.quarantine_dir + "/" + copies[1]);
+  EXPECT_NE(report.find("\"bytes_cut\":" + std::to_string(garbage.size())), std::string::npos)
+      << report;
+  EXPECT_NE(report.find("\"offset\":20"), std::string::npos) << report;
+}
+
+// A cut is never made without its copy: when the copy cannot be written, Open fails and
+// the segment stays as it was.
+TEST(LogRecoveryTest, NoCutWithoutTheQuarantineCopy) {
+  TempDir tmp;
+  LogOptions options = Options(tmp.path() + "/log");
+  options.quarantine_dir = tmp.path() + "/not-a-dir";
+  Fill(options, 20);
+  AppendBytes(options.quarantine_dir, "a file where the directory should be");
+  const std::string seg = SegmentFiles(options.dir, 1).back();
+  AppendBytes(seg, "garbage");
+  const uint64_t size = FileSize(seg);
+  auto log = Log::Open(options, nullptr);
+  ASSERT_FALSE(log.ok());
+  EXPECT_NE(log.status().message().find("nothing was cut"), std::string::npos)
+      << log.status().ToString();
+  EXPECT_EQ(FileSize(seg), size);
 }
 
 TEST(LogRecoveryTest, BitFlipInLastRecord) {
