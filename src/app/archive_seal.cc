@@ -28,6 +28,7 @@ Status SealLogTail(const Config& config, const std::string& archive_dir, uint64_
   lo.clock = SystemClock::Default();
   // As the server's: bytes recovery cuts are copied there first.
   lo.quarantine_dir = (std::filesystem::path(config.data_dir) / "quarantine").string();
+  SetLogRecoveryOptions(config, lo.partitions, &lo);
   JOULE_ASSIGN_OR_RETURN(std::unique_ptr<log::Log> log, log::Log::Open(lo, nullptr));
   if (log_records != nullptr) {
     for (uint32_t p = 0; p < lo.partitions; ++p) *log_records += log->DurableEnd(p).value;

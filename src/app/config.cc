@@ -367,6 +367,8 @@ const std::vector<Key>& Keys() {
        [](const Config& c) { return DurationText(c.log_group_commit_window_ns); }},
       {"storage", "log_prewrite_bytes", Size(&Config::log_prewrite_bytes, true),
        [](const Config& c) { return std::to_string(c.log_prewrite_bytes); }},
+      {"storage", "log_damage", String(&Config::log_damage, {"refuse", "cut"}),
+       [](const Config& c) { return Quote(c.log_damage); }},
       {"stream",
        "window",
        {ValueType::kDuration,

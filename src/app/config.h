@@ -86,6 +86,11 @@ struct Config {
   // zeros (log::LogOptions::prewrite_bytes, docs/formats/log.md "Pre-written tail"); 0 =
   // off (copy-on-write filesystems such as btrfs or ZFS gain nothing from it).
   uint64_t log_prewrite_bytes = 8ull << 20;
+  // What a start does when the active log segment's tail is damaged where records were
+  // acknowledged (not a torn tail): "refuse" (exit 1 naming the segment; nothing changed) or
+  // "cut" (an operator's explicit choice for one start: copied to quarantine, then cut;
+  // docs/OPERATIONS.md "A damaged log segment").
+  std::string log_damage = "refuse";
   // [stream]
   int64_t window_ns = 60'000'000'000;
   int64_t out_of_orderness_ns = 10'000'000'000;

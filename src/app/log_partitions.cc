@@ -6,7 +6,10 @@
 #include <filesystem>
 #include <string>
 
+#include "app/processor_checkpoint.h"
 #include "log/log.h"
+#include "store/archive/archive_layout.h"
+#include "store/archive/archive_writer.h"
 
 namespace joule::app {
 
@@ -25,6 +28,35 @@ Result<uint32_t> ResolveLogPartitions(const Config& config) {
         dir, existing, config.log_partitions, existing, existing));
   }
   return config.log_partitions;
+}
+
+void SetLogRecoveryOptions(const Config& config, uint32_t partitions, log::LogOptions* options) {
+  namespace fs = std::filesystem;
+  options->tail_damage = config.log_damage == "cut" ? log::LogOptions::TailDamage::kCut
+                                                    : log::LogOptions::TailDamage::kRefuse;
+  options->checkpoints.clear();
+  std::error_code ec;
+  const fs::path checkpoints = fs::path(config.data_dir) / "checkpoints";
+  for (const auto& entry : fs::directory_iterator(checkpoints, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!name.starts_with("processor-") || !name.ends_with(".ckpt")) continue;
+    log::LogOptions::ConsumerCheckpoint c;
+    c.name = entry.path().string();
+    c.offsets.assign(partitions, 0);
+    for (const auto& [partition, next] : PeekCheckpointOffsets(c.name)) {
+      if (partition < partitions) c.offsets[partition] = next;
+    }
+    options->checkpoints.push_back(std::move(c));
+  }
+  const fs::path archive = fs::path(config.data_dir) / "archive";
+  if (Result<std::optional<store::ArchiveCheckpoint>> a =
+          store::ReadArchiveCheckpoint(archive.string());
+      a.ok() && a->has_value()) {
+    log::LogOptions::ConsumerCheckpoint c;
+    c.name = (archive / store::kArchiveCheckpointFile).string();
+    c.offsets = (*a)->offsets;
+    options->checkpoints.push_back(std::move(c));
+  }
 }
 
 }  // namespace joule::app

@@ -9,9 +9,11 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "app/config.h"
 #include "common/status.h"
+#include "log/log.h"
 
 namespace joule::app {
 
@@ -19,5 +21,13 @@ namespace joule::app {
 // hash(device_id) % count. InvalidArgument when `storage.log_partitions` is set (non-zero)
 // and differs from the existing log's count.
 Result<uint32_t> ResolveLogPartitions(const Config& config);
+
+// The log options every opener of a data dir's log shares for its recovery: the durable
+// checkpoints of its consumers (the processors' `checkpoints/processor-*.ckpt`, the
+// archiver's `archive/_archiver.ckpt`), so that a tail cut below an offset they passed is
+// refused as damage to acknowledged records, and `storage.log_damage` (docs/OPERATIONS.md,
+// "A damaged log segment"). A checkpoint that cannot be read is left out (its consumer
+// reports it when it starts).
+void SetLogRecoveryOptions(const Config& config, uint32_t partitions, log::LogOptions* options);
 
 }  // namespace joule::app

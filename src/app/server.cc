@@ -271,9 +271,21 @@ int RunServer(const Config& given_config) {
   // A damaged record met at run time: its segment is copied here and reported (/readyz,
   // metrics); the partition's consumers stop there (docs/RELIABILITY.md).
   log_options.quarantine_dir = (std::filesystem::path(config.data_dir) / "quarantine").string();
+  // A tail cut below an offset a processor or the archiver already passed would delete
+  // acknowledged records: refused unless storage.log_damage = "cut".
+  SetLogRecoveryOptions(config, config.log_partitions, &log_options);
   Result<std::unique_ptr<log::Log>> opened = log::Log::Open(log_options, &metrics);
   if (!opened.ok()) {
-    if (!ReportDiskFull("cannot open log", opened.status(), config.data_dir)) {
+    if (opened.status().code() == StatusCode::kCorruption) {
+      logging::Error(
+          "cannot open log",
+          {{"error", opened.status().ToString()},
+           {"what_to_do",
+            "restore the segment named from a backup and start again; if it cannot be "
+            "restored, start once with storage.log_damage = \"cut\" "
+            "(JOULE_STORAGE_LOG_DAMAGE=cut): the damaged records are copied to "
+            "{data_dir}/quarantine, then cut (docs/OPERATIONS.md, \"A damaged log segment\")"}});
+    } else if (!ReportDiskFull("cannot open log", opened.status(), config.data_dir)) {
       logging::Error("cannot open log", {{"error", opened.status().ToString()}});
     }
     return 1;

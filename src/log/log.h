@@ -89,6 +89,24 @@ struct LogOptions {
   // (docs/RELIABILITY.md, "Run-time corruption"), and where recovery copies every byte
   // range it cuts before cutting it; "" = report only, copy nothing.
   std::string quarantine_dir;
+
+  // Recovery of the active segment's tail (docs/formats/log.md, "Recovery"). A consumer's
+  // durable checkpoint (a processor's, the archiver's): per partition, the next offset it
+  // will process. Every record below it was acknowledged, so a tail cut below it is damage
+  // to acknowledged records, not a torn tail.
+  struct ConsumerCheckpoint {
+    std::string name;               // for messages: the checkpoint file
+    std::vector<uint64_t> offsets;  // by partition; a missing entry = none
+  };
+  std::vector<ConsumerCheckpoint> checkpoints;
+  // What recovery does with damage to acknowledged records in an active segment's tail:
+  // kRefuse (Open fails with Corruption, naming the segment, byte, offset and what
+  // follows; nothing is changed) or kCut (an operator's explicit choice: the damaged
+  // bytes are copied to quarantine_dir and cut, and offsets a checkpoint already passed
+  // are filled with empty records, which consumers skip as undecodable, so that no
+  // checkpoint is ahead of the log). A torn tail (unacknowledged records) is always cut.
+  enum class TailDamage { kRefuse, kCut };
+  TailDamage tail_damage = TailDamage::kRefuse;
 };
 
 // A record that failed validation when a reader met it after Open (a segment damaged on
@@ -114,6 +132,10 @@ struct RecoveryReport {
     uint64_t bytes_cut;
     // The copy of the bytes cut under LogOptions::quarantine_dir ("" = none was set).
     std::string quarantined;
+    // Why the cut is not a torn tail ("" = a torn tail): damage to acknowledged records
+    // cut with LogOptions::TailDamage::kCut.
+    std::string damage;
+    uint64_t filler_records = 0;  // empty records written for offsets a checkpoint passed
   };
   std::vector<Cut> cuts;
   uint64_t records_recovered = 0;  // records retained in all partitions after recovery

@@ -257,6 +257,22 @@ Status SegmentLog::RecoverPartition(Partition* p) {
         const std::string reason = step == SegmentScanner::Step::kEnd
                                        ? "non-zero bytes after a zero header"
                                        : DecodeResultName(scanner.reason());
+        // A torn tail holds only unacknowledged records; anything else is damage to
+        // acknowledged ones, which is not cut unless an operator said so.
+        const uint64_t cut_offset = base + records;
+        uint64_t fill_to = cut_offset;
+        JOULE_ASSIGN_OR_RETURN(std::string damage,
+                               TailDamage(*p, path, valid_bytes, cut_offset, &fill_to));
+        if (!damage.empty() && options_.tail_damage == LogOptions::TailDamage::kRefuse) {
+          return Status::Corruption(
+              "log segment " + path + ": acknowledged records are damaged at byte " +
+              std::to_string(valid_bytes) + " (offset " + std::to_string(cut_offset) + ", " +
+              reason + "; " + std::to_string(cut) +
+              " bytes from there to the end of the data): " + damage +
+              ". Nothing was changed. Restore the segment from a backup, or cut the damaged "
+              "records explicitly (they are copied to the quarantine directory first): "
+              "docs/OPERATIONS.md, \"A damaged log segment\"");
+        }
         // Never delete: the bytes cut go to the quarantine directory first (fsynced), so
         // that a cut that was wrong can be undone by hand (docs/OPERATIONS.md).
         JsonWriter w;
@@ -273,6 +289,8 @@ Status SegmentLog::RecoverPartition(Partition* p) {
         w.Uint(cut);
         w.Key("reason");
         w.String(reason);
+        w.Key("damage");
+        w.String(damage);
         w.EndObject();
         Result<std::string> saved = quarantine_->SaveCut(path, valid_bytes, nonzero_end, w.Take());
         if (!saved.ok()) {
@@ -283,17 +301,47 @@ Status SegmentLog::RecoverPartition(Partition* p) {
                                  saved.status().ToString());
         }
         JOULE_RETURN_IF_ERROR(TruncateAndSync(path, valid_bytes));
+        const uint64_t cut_byte = valid_bytes;
         file_bytes = valid_bytes;
-        report_.cuts.push_back({p->id, path, cut, *saved});
+        uint64_t fillers = 0;
+        if (fill_to > cut_offset) {
+          // Offsets a consumer's checkpoint already passed are not handed out again: they
+          // get empty records, so that the consumer resumes where it was.
+          JOULE_ASSIGN_OR_RETURN(uint64_t filled,
+                                 WriteFillers(path, valid_bytes, cut_offset, fill_to));
+          fillers = fill_to - cut_offset;
+          records += fillers;
+          valid_bytes += filled;
+          file_bytes = valid_bytes;
+          newest = std::max(newest, clock_->NowNanos());
+        }
+        report_.cuts.push_back({p->id, path, cut, *saved, damage, fillers});
         truncated_bytes_->Inc(cut);
-        logging::Warn("log: cut torn or corrupt segment tail",
-                      {{"partition", std::to_string(p->id)},
-                       {"segment", path},
-                       {"byte", std::to_string(valid_bytes)},
-                       {"bytes_cut", std::to_string(cut)},
-                       {"records_kept", std::to_string(records)},
-                       {"quarantined", *saved},
-                       {"reason", reason}});
+        if (damage.empty()) {
+          logging::Warn("log: cut torn or corrupt segment tail",
+                        {{"partition", std::to_string(p->id)},
+                         {"segment", path},
+                         {"byte", std::to_string(cut_byte)},
+                         {"offset", std::to_string(cut_offset)},
+                         {"bytes_cut", std::to_string(cut)},
+                         {"records_kept", std::to_string(cut_offset - base)},
+                         {"quarantined", *saved},
+                         {"reason", reason}});
+        } else {
+          logging::Error(
+              "log: cut damaged acknowledged records, as configured (their copy is in "
+              "quarantine)",
+              {{"partition", std::to_string(p->id)},
+               {"segment", path},
+               {"byte", std::to_string(cut_byte)},
+               {"offset", std::to_string(cut_offset)},
+               {"bytes_cut", std::to_string(cut)},
+               {"records_kept", std::to_string(cut_offset - base)},
+               {"quarantined", *saved},
+               {"reason", reason},
+               {"damage", damage},
+               {"filler_records", std::to_string(fillers)}});
+        }
       }
     }
     if (records == 0 && bases.size() > 1) {
@@ -333,6 +381,44 @@ Status SegmentLog::RecoverPartition(Partition* p) {
   p->durable_end.store(p->written_end, std::memory_order_release);
   p->start_offset.store(bases.front(), std::memory_order_release);
   return Status::Ok();
+}
+
+Result<std::string> SegmentLog::TailDamage(const Partition& p, const std::string& path,
+                                           uint64_t cut_byte, uint64_t cut_offset,
+                                           uint64_t* fill_to) const {
+  (void)path;
+  (void)cut_byte;
+  // A durable checkpoint past the cut: the records it passed were acknowledged (consumers
+  // read only durable records), so they cannot be a torn tail.
+  std::string passed_by;
+  uint64_t passed = cut_offset;
+  for (const LogOptions::ConsumerCheckpoint& c : options_.checkpoints) {
+    if (p.id < c.offsets.size() && c.offsets[p.id] > passed) {
+      passed = c.offsets[p.id];
+      passed_by = c.name;
+    }
+  }
+  if (passed == cut_offset) return std::string();
+  *fill_to = passed;
+  return "the checkpoint " + passed_by + " already passed offset " + std::to_string(passed) +
+         ", so the " + std::to_string(passed - cut_offset) + " records from offset " +
+         std::to_string(cut_offset) + " to it were acknowledged";
+}
+
+Result<uint64_t> SegmentLog::WriteFillers(const std::string& path, uint64_t at, uint64_t from,
+                                          uint64_t to) {
+  std::string bytes;
+  const int64_t now = clock_->NowNanos();
+  for (uint64_t o = from; o < to; ++o) EncodeRecord(o, now, std::string_view(), &bytes);
+  int fd = -1;
+  if (int err = fs_->OpenForWrite(path, /*create=*/false, &fd); err != 0) {
+    return Status::IoError("open " + path + ": " + std::strerror(err));
+  }
+  int err = fs_->WriteAt(fd, at, bytes.data(), bytes.size());
+  if (err == 0) err = fs_->DataSync(fd);
+  fs_->Close(fd);
+  if (err != 0) return Status::IoError("write " + path + ": " + std::strerror(err));
+  return static_cast<uint64_t>(bytes.size());
 }
 
 Status SegmentLog::VerifySealed(Partition* p, uint64_t base, uint64_t end) {

@@ -197,6 +197,29 @@ TEST(ConfigTest, LogPrewriteBytesCanBeSetOrTurnedOff) {
   EXPECT_FALSE(LoadConfig("", env).ok());
 }
 
+TEST(ConfigTest, LogDamageIsRefuseUnlessCutIsChosen) {
+  char* none[] = {nullptr};
+  auto d = LoadConfig("", none);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->log_damage, "refuse");
+  std::string cut = "JOULE_STORAGE_LOG_DAMAGE=cut";
+  char* env[] = {cut.data(), nullptr};
+  auto c = LoadConfig("", env);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->log_damage, "cut");
+  std::string path = WriteTemp(ConfigToToml(*c));
+  auto again = LoadConfig(path, none);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->log_damage, "cut");
+  std::remove(path.c_str());
+  std::string skip = "JOULE_STORAGE_LOG_DAMAGE=skip";
+  char* bad[] = {skip.data(), nullptr};
+  auto r = LoadConfig("", bad);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("JOULE_STORAGE_LOG_DAMAGE"), std::string::npos)
+      << r.status().message();
+}
+
 TEST(ConfigTest, BackgroundNiceDefaultRangeAndRoundTrip) {
   char* none[] = {nullptr};
   auto d = LoadConfig("", none);

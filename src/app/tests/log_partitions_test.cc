@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <string>
 
+#include "app/processor_checkpoint.h"
 #include "log/log.h"
 
 namespace joule::app {
@@ -66,6 +67,26 @@ TEST_F(LogPartitionsTest, ExplicitCountThatDisagreesWithTheLogIsRefused) {
     EXPECT_NE(p.status().message().find("has 8 partitions"), std::string::npos)
         << p.status().ToString();
   }
+}
+
+// The log's recovery knows how far the consumers' durable checkpoints got, so that it does
+// not cut acknowledged records below them (docs/formats/log.md, "Recovery").
+TEST_F(LogPartitionsTest, RecoveryOptionsCarryTheProcessorCheckpointsAndTheDamagePolicy) {
+  std::filesystem::create_directories(config_.data_dir + "/checkpoints");
+  ProcessorCheckpoint ckpt;
+  ckpt.offsets = {{1, 40}, {3, 7}};
+  const std::string path = config_.data_dir + "/checkpoints/processor-1.ckpt";
+  ASSERT_TRUE(WriteCheckpointFile(path, ckpt).ok());
+  log::LogOptions o;
+  SetLogRecoveryOptions(config_, 4, &o);
+  EXPECT_EQ(o.tail_damage, log::LogOptions::TailDamage::kRefuse);
+  ASSERT_EQ(o.checkpoints.size(), 1u);
+  EXPECT_EQ(o.checkpoints[0].name, path);
+  EXPECT_EQ(o.checkpoints[0].offsets, (std::vector<uint64_t>{0, 40, 0, 7}));
+  config_.log_damage = "cut";
+  SetLogRecoveryOptions(config_, 4, &o);
+  EXPECT_EQ(o.tail_damage, log::LogOptions::TailDamage::kCut);
+  EXPECT_EQ(o.checkpoints.size(), 1u);
 }
 
 }  // namespace

@@ -187,6 +187,70 @@ TEST(LogRecoveryTest, EverythingAfterTheFirstBadRecordIsCut) {
   ExpectRecovered(options, 15, cut);
 }
 
+// A cut below an offset that a consumer's durable checkpoint already passed would delete
+// acknowledged records: refused, naming the segment, the byte and the checkpoint, and
+// nothing changes (the records were cut, and the processor then refused to start with
+// "has no offset 20 (end 19)"; found by a black-box test).
+TEST(LogRecoveryTest, ACutBelowACheckpointIsRefused) {
+  TempDir tmp;
+  LogOptions options = Options(tmp.path() + "/log");
+  options.quarantine_dir = tmp.path() + "/quarantine";
+  Fill(options, 20);
+  const std::string seg = SegmentFiles(options.dir, 1).back();
+  const uint64_t size = FileSize(seg);
+  FlipBit(seg, size - 5);  // in the last record's payload: alone, it looks torn
+  options.checkpoints = {{"processor-0.ckpt", {0, 20}}};
+  auto log = Log::Open(options, nullptr);
+  ASSERT_FALSE(log.ok());
+  EXPECT_EQ(log.status().code(), StatusCode::kCorruption);
+  const std::string& m = log.status().message();
+  EXPECT_NE(m.find(seg), std::string::npos) << m;
+  EXPECT_NE(m.find("byte " + std::to_string(size - RecordSize(19))), std::string::npos) << m;
+  EXPECT_NE(m.find("offset 19"), std::string::npos) << m;
+  EXPECT_NE(m.find("processor-0.ckpt"), std::string::npos) << m;
+  EXPECT_NE(m.find("Nothing was changed"), std::string::npos) << m;
+  EXPECT_EQ(FileSize(seg), size);
+  EXPECT_FALSE(std::filesystem::exists(options.quarantine_dir));
+  // A checkpoint at or below the cut does not make it damage: a torn tail is cut.
+  options.checkpoints = {{"processor-0.ckpt", {0, 19}}, {"_archiver.ckpt", {5}}};
+  ExpectRecovered(options, 19, RecordSize(19));
+}
+
+// The operator's explicit choice (TailDamage::kCut): the damage is copied and cut, and the
+// offsets the checkpoint passed get empty records, so that its consumer resumes there.
+TEST(LogRecoveryTest, AnExplicitCutFillsTheOffsetsACheckpointPassed) {
+  TempDir tmp;
+  LogOptions options = Options(tmp.path() + "/log");
+  options.quarantine_dir = tmp.path() + "/quarantine";
+  Fill(options, 20);
+  const std::string seg = SegmentFiles(options.dir, 1).back();
+  FlipBit(seg, FileSize(seg) - 5);
+  options.checkpoints = {{"processor-0.ckpt", {0, 20}}};
+  options.tail_damage = LogOptions::TailDamage::kCut;
+  {
+    MetricsRegistry metrics;
+    auto log = Log::Open(options, &metrics);
+    ASSERT_TRUE(log.ok()) << log.status().ToString();
+    const RecoveryReport& report = (*log)->recovery_report();
+    ASSERT_EQ(report.cuts.size(), 1u);
+    EXPECT_EQ(report.cuts[0].bytes_cut, RecordSize(19));
+    EXPECT_FALSE(report.cuts[0].damage.empty());
+    EXPECT_EQ(report.cuts[0].filler_records, 1u);
+    EXPECT_FALSE(report.cuts[0].quarantined.empty());
+    EXPECT_EQ((*log)->DurableEnd(1).value, 20u);
+    auto records = ReadAll(log->get(), 1);
+    ASSERT_EQ(records.size(), 20u);
+    for (uint64_t i = 0; i < 19; ++i) EXPECT_EQ(records[i].payload, Payload(1, i));
+    EXPECT_EQ(records[19].payload, "");  // the filler
+    EXPECT_EQ(AppendSync(log->get(), 1, {"after"}).value, 20u);
+  }
+  // Nothing is left to cut at the next start.
+  auto log = Log::Open(options, nullptr);
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  EXPECT_TRUE((*log)->recovery_report().cuts.empty());
+  EXPECT_EQ((*log)->DurableEnd(1).value, 21u);
+}
+
 TEST(LogRecoveryTest, TornTailOfActiveSegmentWithSealedSegmentsBefore) {
   TempDir tmp;
   LogOptions options = Options(tmp.path(), 2048);
