@@ -61,6 +61,8 @@ void EncodeRecord(uint64_t offset, int64_t append_time_ns, std::string_view payl
   PutFixed32(p, crc32c::Mask(crc));
 }
 
+uint64_t RecordHeaderOffset(std::string_view data) { return GetFixed64(data.data() + 8); }
+
 DecodeResult DecodeRecord(std::string_view data, uint64_t expected_offset, DecodedRecord* out) {
   if (data.size() < kRecordHeaderBytes) return DecodeResult::kIncomplete;
   const char* p = data.data();

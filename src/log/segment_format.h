@@ -35,6 +35,9 @@ struct DecodedRecord {
 // Decodes the record at the start of `data`, which must have offset `expected_offset`.
 DecodeResult DecodeRecord(std::string_view data, uint64_t expected_offset, DecodedRecord* out);
 const char* DecodeResultName(DecodeResult r);
+// The offset field of the record header at the start of `data` (unvalidated).
+// REQUIRES: data.size() >= kRecordHeaderBytes.
+uint64_t RecordHeaderOffset(std::string_view data);
 
 // Whether `data` (the bytes at a record boundary, up to the file's end) starts where a
 // segment's data ends in its pre-written zero tail: its first min(24, size) bytes are all

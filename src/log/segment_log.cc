@@ -262,7 +262,7 @@ Status SegmentLog::RecoverPartition(Partition* p) {
         const uint64_t cut_offset = base + records;
         uint64_t fill_to = cut_offset;
         JOULE_ASSIGN_OR_RETURN(std::string damage,
-                               TailDamage(*p, path, valid_bytes, cut_offset, &fill_to));
+                               TailDamage(*p, path, valid_bytes, file_size, cut_offset, &fill_to));
         if (!damage.empty() && options_.tail_damage == LogOptions::TailDamage::kRefuse) {
           return Status::Corruption(
               "log segment " + path + ": acknowledged records are damaged at byte " +
@@ -384,12 +384,43 @@ Status SegmentLog::RecoverPartition(Partition* p) {
 }
 
 Result<std::string> SegmentLog::TailDamage(const Partition& p, const std::string& path,
-                                           uint64_t cut_byte, uint64_t cut_offset,
-                                           uint64_t* fill_to) const {
-  (void)path;
-  (void)cut_byte;
-  // A durable checkpoint past the cut: the records it passed were acknowledged (consumers
-  // read only durable records), so they cannot be a torn tail.
+                                           uint64_t cut_byte, uint64_t file_size,
+                                           uint64_t cut_offset, uint64_t* fill_to) const {
+  // What follows the invalid record: the valid records with later offsets, found by trying
+  // every byte position (the invalid record's own length field may be what is damaged).
+  JOULE_ASSIGN_OR_RETURN(int fd, OpenForRead(path));
+  std::string tail(file_size - cut_byte, '\0');
+  Result<size_t> read = ReadAt(fd, cut_byte, tail.data(), tail.size(), path);
+  CloseFd(fd);
+  if (!read.ok()) return read.status();
+  tail.resize(*read);
+  const std::string_view view(tail);
+  uint64_t found = 0, first_at = 0, end_at = 0, first_offset = 0, last_offset = 0;
+  for (size_t pos = 1; pos + kRecordHeaderBytes <= view.size();) {
+    const uint64_t offset = RecordHeaderOffset(view.substr(pos));
+    DecodedRecord rec;
+    if (offset >= cut_offset && offset - cut_offset <= view.size() / kRecordHeaderBytes &&
+        DecodeRecord(view.substr(pos), offset, &rec) == DecodeResult::kOk) {
+      if (found == 0) {
+        first_at = pos;
+        first_offset = offset;
+      }
+      ++found;
+      last_offset = offset;
+      end_at = pos + rec.size;
+      pos += rec.size;
+      continue;
+    }
+    ++pos;
+  }
+  const std::string following = found == 0 ? std::string()
+                                           : std::to_string(found) + " valid records (offsets " +
+                                                 std::to_string(first_offset) + " to " +
+                                                 std::to_string(last_offset) + ", to byte " +
+                                                 std::to_string(cut_byte + end_at) + ") follow it";
+
+  // 1. A durable checkpoint past the cut: the records it passed were acknowledged
+  // (consumers read only durable records), so they cannot be a torn tail.
   std::string passed_by;
   uint64_t passed = cut_offset;
   for (const LogOptions::ConsumerCheckpoint& c : options_.checkpoints) {
@@ -398,11 +429,42 @@ Result<std::string> SegmentLog::TailDamage(const Partition& p, const std::string
       passed_by = c.name;
     }
   }
-  if (passed == cut_offset) return std::string();
-  *fill_to = passed;
-  return "the checkpoint " + passed_by + " already passed offset " + std::to_string(passed) +
-         ", so the " + std::to_string(passed - cut_offset) + " records from offset " +
-         std::to_string(cut_offset) + " to it were acknowledged";
+  if (passed > cut_offset) {
+    *fill_to = passed;
+    return (following.empty() ? std::string() : following + "; ") + "the checkpoint " + passed_by +
+           " already passed offset " + std::to_string(passed) + ", so the " +
+           std::to_string(passed - cut_offset) + " records from offset " +
+           std::to_string(cut_offset) + " to it were acknowledged";
+  }
+  if (found == 0) return std::string();  // nothing valid after it: a torn tail
+  // 2. A torn tail is what the log had written but not yet fdatasynced: the rounds in
+  // flight, whose bytes plus those queued never exceed max_pending_bytes (Admit; a lone
+  // larger batch errs on the side of refusing). Valid records ending farther than that
+  // past the cut were written after bytes that had been synced.
+  if (end_at > options_.max_pending_bytes) {
+    return following + ", " + std::to_string(end_at) +
+           " bytes past the damage: more than the log ever has written but not synced "
+           "(max_pending_bytes " +
+           std::to_string(options_.max_pending_bytes) + "), so they were acknowledged";
+  }
+  // 3. A torn write leaves unwritten sectors: the bytes a round wrote over (the pre-written
+  // zeros, or past the file's end) read back as zeros, whole 512-byte sectors at a time
+  // (the sector of the first valid record after it was written). An invalid record with a
+  // non-zero byte in every sector it shares with no valid record was written whole, and
+  // then damaged.
+  constexpr uint64_t kSector = 512;
+  const uint64_t gap_begin = cut_byte;
+  const uint64_t gap_end = cut_byte + first_at;
+  const uint64_t checked_end = gap_end / kSector * kSector;
+  for (uint64_t s = gap_begin / kSector * kSector; s < checked_end; s += kSector) {
+    const uint64_t b = std::max(s, gap_begin);
+    const uint64_t e = std::min(s + kSector, gap_end);
+    const std::string_view bytes = view.substr(b - cut_byte, e - b);
+    if (bytes.find_first_not_of('\0') == std::string_view::npos) return std::string();
+  }
+  return following + ", and the " + std::to_string(first_at) +
+         " bytes before them hold no unwritten (zero) sector, so no torn write explains them: "
+         "they were acknowledged";
 }
 
 Result<uint64_t> SegmentLog::WriteFillers(const std::string& path, uint64_t at, uint64_t from,

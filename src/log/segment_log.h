@@ -168,11 +168,12 @@ class SegmentLog final : public Log {
   Status Recover();
   Status RecoverPartition(Partition* p);
   Status VerifySealed(Partition* p, uint64_t base, uint64_t end);
-  // Why cutting the active segment `path` (first offset `base`) at byte `cut_byte` (offset
-  // `cut_offset`) would delete acknowledged records; "" when what follows can only be a
-  // torn tail. *who: the checkpoint past the cut (for the fill in kCut), if any.
+  // Why cutting the active segment `path` (first offset `base`, `file_size` bytes) at byte
+  // `cut_byte` (offset `cut_offset`) would delete acknowledged records; "" when what follows
+  // can only be a torn tail (docs/formats/log.md, "Recovery"). *fill_to: the highest
+  // offset a consumer's checkpoint passed, if above cut_offset (kCut fills up to it).
   Result<std::string> TailDamage(const Partition& p, const std::string& path, uint64_t cut_byte,
-                                 uint64_t cut_offset, uint64_t* fill_to) const;
+                                 uint64_t file_size, uint64_t cut_offset, uint64_t* fill_to) const;
   // Appends empty records for offsets [from, to) at byte `at` of `path` and syncs them.
   // Returns the bytes written.
   Result<uint64_t> WriteFillers(const std::string& path, uint64_t at, uint64_t from, uint64_t to);
