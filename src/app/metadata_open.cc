@@ -26,8 +26,16 @@ Result<std::unique_ptr<store::MetadataStore>> OpenMetadataStore(const Config& co
   if (o.backend == store::MetadataBackend::kSqlite) {
     std::error_code ec;
     std::filesystem::path parent = std::filesystem::path(o.url).parent_path();
+    const bool existed = parent.empty() || std::filesystem::exists(parent, ec);
     if (!parent.empty()) std::filesystem::create_directories(parent, ec);
     if (ec) return Status::IoError("cannot create " + parent.string() + ": " + ec.message());
+    // The data dir created here (`joule devices import` before any server ran: the first
+    // step of a restore) is its owner's only, as `joule serve` makes it (docs/SECURITY.md;
+    // found by a black-box test: 0755).
+    if (!existed && config.metadata_url.empty()) {
+      std::filesystem::permissions(parent, std::filesystem::perms::owner_all,
+                                   std::filesystem::perm_options::replace, ec);
+    }
   }
   JOULE_ASSIGN_OR_RETURN(std::unique_ptr<store::MetadataStore> raw, store::OpenMetadataStore(o));
   JOULE_RETURN_IF_ERROR(raw->Migrate());

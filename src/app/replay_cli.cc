@@ -30,6 +30,7 @@
 #include "common/json_writer.h"
 #include "common/time_format.h"
 #include "log/log.h"
+#include "log/segment_format.h"
 #include "net/url.h"
 #include "store/metadata_store.h"
 #include "store/redis/redis_latest_store.h"
@@ -347,7 +348,12 @@ int RunReplay(const Config& config, const ReplayCliOptions& options) {
     Status sealed = SealLogTail(config, req.archive_dir, &log_records);
     if (!sealed.ok()) return Fail("archive: " + sealed.ToString());
   } else {
-    log_records = 1;  // not looked at: assume a live engine state may exist
+    // Not sealed: a log that exists may hold records a live engine state has; none at all is
+    // a restore (found by a black-box test: with the archive disabled the restore wrote
+    // neither the open windows nor their state, without a word).
+    Result<uint32_t> existing =
+        log::ExistingPartitions((std::filesystem::path(config.data_dir) / "log").string());
+    log_records = existing.ok() && *existing == 0 ? 0 : 1;
   }
   // A data dir whose log never held a record and whose checkpoints hold no engine state (an
   // archive restored into a new data dir, docs/formats/archive.md "A data dir whose log never
@@ -472,6 +478,18 @@ int RunReplay(const Config& config, const ReplayCliOptions& options) {
     req.journal_dir.clear();
     req.hand_over = nullptr;
     if (Status st = resolve_partitions(); !st.ok()) return Fail(st.ToString());
+    if (!req.dry_run) {
+      // The log gets the seed's partition count now (empty partitions), so that a server
+      // started with another stream.processor_threads is refused by the checkpoints' layout
+      // check rather than creating a log of its own count and ignoring seeded devices, whose
+      // open hour and day the next events then replaced (found by a black-box test).
+      for (uint32_t p = 0; p < *partitions; ++p) {
+        std::error_code ec;
+        std::filesystem::create_directories(
+            std::filesystem::path(config.data_dir) / "log" / log::PartitionDirName(p), ec);
+        if (ec) return Fail(fmt::format("cannot create the log: {}", ec.message()));
+      }
+    }
     seed.emplace(
         req.engine, *partitions,
         std::max(1, std::min<int>(config.processor_threads, static_cast<int>(*partitions))),

@@ -638,6 +638,58 @@ class ArchiveTest(unittest.TestCase):
             if h["window_start"] in open_hour and parse_ts(h["window_end"]) > later:
                 self.assertGreater(h["version"], open_hour[h["window_start"]], h)
 
+    def test_a_restore_into_an_imported_data_dir_fixes_the_servers_layout(self):
+        # The documented restore creates the new data dir with `joule devices import`: no
+        # server ran there, so it has no log. The replay gives it the log of the seed's layout
+        # (found by a black-box test: `joule serve` with another stream.processor_threads
+        # created a log of its own count and ignored part of the seeded checkpoints; those
+        # devices' open hour and day were replaced by the events sent after the restore).
+        # Now a server with another thread count is refused; one with the replay's starts. A
+        # replay with the archive disabled is a restore too (it seeded nothing, silently).
+        s = self.server()
+        s.start()
+        dev = f"restore-layout-{uid()}"
+        self.register(s, dev)
+        now = time.time()
+        old = [{"device_id": dev, "event_id": f"o{i}", "timestamp": fmt_ts(now - 150 + 10 * i),
+                "metrics": {"power_w": 100.0}} for i in range(10)]
+        status, _, body = s.post_events(old)
+        self.assertEqual(status, 202, body)
+        self.wait_archived(s, len(old))
+        self.assertEqual(s.stop(), 0, s.diag())
+
+        for archive_enabled in ("false", "true"):
+            with self.subTest(archive_enabled=archive_enabled):
+                t = self.server(JOULE_ARCHIVE_ENABLED=archive_enabled)
+                shutil.rmtree(t.data_dir)  # as a new user's: `devices import` creates it
+                csv_path = os.path.join(os.path.dirname(t.data_dir),
+                                        os.path.basename(t.data_dir) + ".csv")
+                self.addCleanup(lambda p=csv_path: os.path.exists(p) and os.remove(p))
+                with open(csv_path, "w") as f:
+                    f.write("device_id,owner_id,name,model,location,timezone,installed_at,"
+                            f"config\n{dev},owner-archive,,,,,,\n")
+                run_cli(t, "devices", "import", csv_path)
+                self.assertEqual(os.stat(t.data_dir).st_mode & 0o777, 0o700)
+                src = os.path.join(s.data_dir, "archive")
+                for hour in glob.glob(os.path.join(src, "dt=*", "hour=*")):
+                    shutil.copytree(hour, os.path.join(t.data_dir, "archive",
+                                                       os.path.relpath(hour, src)))
+                proc = run_cli(t, "replay", "--from", fmt_ts(now - 7200), "--to",
+                               "9999-12-31T23:59:59Z")
+                self.assertIn("engine state of 1 device(s) (10 events) seeded",
+                              proc.stderr.decode())
+                other = JouleServer(env=dict(ENV, JOULE_STREAM_PROCESSOR_THREADS="1",
+                                             JOULE_ARCHIVE_ENABLED=archive_enabled),
+                                    data_dir=t.data_dir, name="restore-other-layout")
+                self.addCleanup(other.cleanup)
+                with self.assertRaises(ServerError):
+                    other.start()
+                self.assertIn("checkpoint written for log partitions", other.stderr_tail(100))
+                t.start()
+                hours = self.history(t, dev, now - 86400, now + 600, resolution="1h")
+                self.assertEqual(sum(h["count"] for h in hours), len(old), hours)
+                self.assertEqual(t.stop(), 0, t.diag())
+
     def test_restore_seed_killed_between_its_renames_is_seeded_again(self):
         # The seed writes every processor-N.ckpt as .seed, then renames them: a replay killed
         # after the first rename leaves the checkpoints partly seeded, and the .seed file tells
