@@ -216,6 +216,19 @@ class RuleRoutes {
     po.metric_kind = [this](std::string_view metric) { return ctx_.KindOf(metric); };
     JOULE_ASSIGN_OR_RETURN(alert::Rule rule, alert::ParseRule(req.body, po));
     po.metric_kind = nullptr;  // the stored rule below is read as it was made
+    if (!existing) {
+      // A new rule has no stored secret to keep: "<redacted>" (a rule copied from a GET) is
+      // refused, as a PUT refuses it for a url it holds no secret for (found by a black-box
+      // test: it was stored and the deliveries signed with that publicly known key).
+      for (size_t index = 0; index < rule.channels.size(); ++index) {
+        if (rule.channels[index].secret == kRedacted) {
+          return Status::InvalidArgument(fmt::format(
+              "channels[{}].secret is required: \"{}\" keeps a stored secret, and a new rule "
+              "has none (a copy of a rule needs its own secret)",
+              index, kRedacted));
+        }
+      }
+    }
     if (existing) {
       // "<redacted>" sent back from a GET keeps the stored secret of that url.
       po.allow_private_targets = true;

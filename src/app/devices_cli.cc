@@ -19,6 +19,7 @@
 #include "api/device_fields.h"
 #include "app/data_dir_lock.h"
 #include "app/metadata_open.h"
+#include "common/csv_text.h"
 #include "common/time_format.h"
 #include "store/metadata_cache.h"
 #include "store/metadata_time.h"
@@ -211,7 +212,11 @@ std::string RunningServerImportNote(const Config& config) {
       config.data_dir, config.data_dir, minutes);
 }
 
-std::string CsvField(std::string_view value) {
+std::string CsvField(std::string_view raw) {
+  // Text a spreadsheet would run as a formula gets a leading apostrophe, which the import
+  // drops again (common/csv_text.h).
+  const std::string guarded = CsvTextGuarded(raw);
+  const std::string_view value = guarded;
   const bool quote = value.find_first_of(",\"\r\n") != std::string_view::npos ||
                      (!value.empty() && (value.front() == ' ' || value.back() == ' '));
   if (!quote) return std::string(value);
@@ -284,7 +289,9 @@ std::vector<DeviceRow> ParseDevicesCsv(std::string_view csv, const std::string& 
     store::Device& d = row.device;
     bool ok = true;
     for (size_t c = 0; c < layout.size(); ++c) {
-      const std::string& v = rec.fields[c];
+      // An export guards text a spreadsheet would run (common/csv_text.h): one leading
+      // apostrophe is dropped.
+      const std::string v(CsvTextUnguarded(rec.fields[c]));
       Status st;
       switch (layout[c]) {
         case kDeviceId:

@@ -17,6 +17,7 @@
 #include "app/data_dir_lock.h"
 #include "app/metadata_open.h"
 #include "common/clock.h"
+#include "common/csv_text.h"
 #include "common/time_format.h"
 #include "store/archive/archive_layout.h"
 #include "store/archive/archive_reader.h"
@@ -32,11 +33,14 @@ struct Row {
 };
 
 void AppendCsvField(std::string* out, std::string_view s) {
-  if (s.find_first_of(",\"\n\r") == std::string_view::npos) {
+  const bool quote = s.find_first_of(",\"\n\r") != std::string_view::npos;
+  if (quote) out->push_back('"');
+  // Text a spreadsheet would run as a formula gets a leading apostrophe (common/csv_text.h).
+  if (CsvTextNeedsGuard(s)) out->push_back('\'');
+  if (!quote) {
     out->append(s);
     return;
   }
-  out->push_back('"');
   for (char c : s) {
     if (c == '"') out->push_back('"');
     out->push_back(c);

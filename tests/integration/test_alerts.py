@@ -264,6 +264,12 @@ class AlertsTest(AlertServerMixin, JouleTestCase):
         status, _, resp = self.server.request("PUT", f"/v1/rules/{rid}", moved, headers=ADMIN)
         self.assertEqual((status, resp["error"]["code"]), (400, "invalid_argument"), resp)
         self.assertIn("channels[0].secret is required", resp["error"]["message"])
+        # The same GET posted as a new rule (a copy): no stored secret to keep, 400 (found by
+        # a black-box test: "<redacted>" was stored as the secret and signed the webhooks).
+        status, _, resp = self.server.request("POST", "/v1/rules", dict(got, name="copy"),
+                                              headers=ADMIN)
+        self.assertEqual((status, resp["error"]["code"]), (400, "invalid_argument"), resp)
+        self.assertIn("channels[0].secret is required", resp["error"]["message"])
         status, _, put = self.server.request("PUT", f"/v1/rules/{rid}", got, headers=ADMIN)
         self.assertEqual(status, 200, put)
         self.assertEqual(put["threshold"], 2000)

@@ -108,6 +108,8 @@ class ArchiveTest(unittest.TestCase):
                  "metrics": {"power_w": 10.0 + i, "energy_wh": 1000.0 + i}}
             if i % 4 == 0:
                 e["event_id"] = f"id-{i}"
+            if i == 2:  # text a spreadsheet would run (found by a black-box test)
+                e["event_id"] = '=1+1,"x"'
             if i % 5 == 0:
                 e["meta"] = {"firmware": "1.0.3", "n": i}
             sent.append(e)
@@ -152,6 +154,11 @@ class ArchiveTest(unittest.TestCase):
         want = sum(len(e["metrics"]) for e in accepted if e["device_id"] == dev[2])
         self.assertEqual(len(out) - 1, want)
         self.assertTrue(all(line.startswith(dev[2] + ",") for line in out[1:]))
+        # An event_id a spreadsheet would run as a formula is written as text: a leading
+        # apostrophe inside the quoted cell (docs/SECURITY.md "CSV files").
+        guarded = [line for line in out[1:] if '=1+1' in line]
+        self.assertTrue(guarded, out)
+        self.assertTrue(all(',"\'=1+1,""x""",' in line for line in guarded), guarded)
 
     def test_sigkill_during_ingest_neither_loses_nor_duplicates(self):
         s = self.server()

@@ -659,11 +659,19 @@ TEST(TargetGuard, RefusesPrivateTargets) {
         "http://[::ffff:127.0.0.1]/", "http://172.16.0.1/", "http://0.0.0.0/", "http://2130706433/",
         "http://127.1/", "http://[fd00::1]/",
         // IPv4-compatible ::a.b.c.d, judged by its IPv4 (found by a black-box test).
-        "http://[::127.0.0.1]:8080/", "http://[::10.0.0.1]/", "http://[::169.254.169.254]/"}) {
+        "http://[::127.0.0.1]:8080/", "http://[::10.0.0.1]/", "http://[::169.254.169.254]/",
+        // Found by a black-box test (session 34): absolute names, percent-encoded hosts,
+        // IPv4-translated, 6to4 and local-use NAT64 addresses.
+        "http://localhost.:18940/", "http://metadata.google.internal./",
+        "http://localhost.localdomain:18940/", "http://%31%32%37.0.0.1:18940/",
+        "http://127%2e0%2e0%2e1:18940/", "http://[::ffff:0:127.0.0.1]/", "http://[2002:7f00:1::]/",
+        "http://[2002:a9fe:a9fe::]/", "http://[64:ff9b:1::a9fe:a9fe]/"}) {
     EXPECT_FALSE(CheckWebhookUrl(url, false).ok()) << url;
     EXPECT_TRUE(CheckWebhookUrl(url, true).ok()) << url;
   }
   EXPECT_TRUE(CheckWebhookUrl("http://[::93.184.216.34]/", false).ok());
+  EXPECT_TRUE(CheckWebhookUrl("http://[2002:5db8:d822::1]/", false).ok());  // 6to4, public
+  EXPECT_TRUE(CheckWebhookUrl("http://hooks.example.com./x", false).ok());
   // A zone id names a local interface: refused whatever allow_private_targets says, at
   // creation and at delivery (ParseWebhookUrl). Found by a black-box test: 201.
   for (const char* url : {"http://[::1%251]:8080/", "http://[::1%25lo]:8080/",

