@@ -42,10 +42,28 @@ std::string Evaluator::TrackKey(std::string_view rule_id, std::string_view devic
 }
 
 const Rule* Evaluator::FindRule(std::string_view id) const {
-  for (const Rule& r : rules_) {
-    if (r.id == id) return &r;
+  auto it = rule_by_id_.find(std::string(id));
+  return it == rule_by_id_.end() ? nullptr : &rules_[it->second];
+}
+
+void Evaluator::IndexRules() {
+  rule_by_id_.clear();
+  rules_by_device_.clear();
+  rules_by_owner_.clear();
+  rules_unscoped_.clear();
+  for (size_t i = 0; i < rules_.size(); ++i) {
+    const Rule& r = rules_[i];
+    rule_by_id_.emplace(r.id, i);
+    if (!r.scope.device_id.empty()) {
+      rules_by_device_[r.scope.device_id].push_back(i);
+    } else if (!r.owner_id.empty()) {
+      rules_by_owner_[r.owner_id].push_back(i);  // only ever that owner's devices
+    } else if (!r.scope.owner_id.empty()) {
+      rules_by_owner_[r.scope.owner_id].push_back(i);
+    } else {
+      rules_unscoped_.push_back(i);
+    }
   }
-  return nullptr;
 }
 
 bool Evaluator::Covers(const Rule& rule, const std::string& device_id) const {
@@ -138,6 +156,7 @@ void Evaluator::SetRules(std::vector<Rule> rules, int64_t now, std::vector<Alert
               [](const AlertUpdate& a, const AlertUpdate& b) { return a.alert.id < b.alert.id; });
   }
   rules_ = std::move(rules);
+  IndexRules();
 }
 
 void Evaluator::RestoreAlert(const store::Alert& alert, int64_t now) {
@@ -1055,10 +1074,24 @@ void Evaluator::OnRecord(const model::AggregateRecord& record, int64_t now,
     }
   }
   if (rules_.empty() || deleted_.contains(record.device_id)) return;
+  // The rules that can concern this device (IndexRules), in rules_ order.
   DeviceInfo info;
   bool have_info = false;
-  for (const Rule& rule : rules_) {
-    if (!rule.scope.device_id.empty() && rule.scope.device_id != record.device_id) continue;
+  candidates_.clear();
+  if (auto it = rules_by_device_.find(record.device_id); it != rules_by_device_.end()) {
+    candidates_.insert(candidates_.end(), it->second.begin(), it->second.end());
+  }
+  if (!rules_by_owner_.empty() || !rules_unscoped_.empty()) {
+    info = lookup_ ? lookup_(record.device_id) : DeviceInfo{};
+    have_info = true;
+    if (auto it = rules_by_owner_.find(info.owner_id); it != rules_by_owner_.end()) {
+      candidates_.insert(candidates_.end(), it->second.begin(), it->second.end());
+    }
+    candidates_.insert(candidates_.end(), rules_unscoped_.begin(), rules_unscoped_.end());
+  }
+  if (candidates_.size() > 1) std::sort(candidates_.begin(), candidates_.end());
+  for (size_t index : candidates_) {
+    const Rule& rule = rules_[index];
     if (!have_info) {
       info = lookup_ ? lookup_(record.device_id) : DeviceInfo{};
       have_info = true;
@@ -1215,14 +1248,13 @@ std::vector<std::string> Evaluator::DevicesWithOpenAlerts() const {
 void Evaluator::DeviceChanged(const std::string& device_id, const std::optional<DeviceInfo>& info,
                               int64_t now, std::vector<AlertUpdate>* out, bool certain) {
   const size_t first_update = out->size();
-  for (auto it = tracks_.begin(); it != tracks_.end();) {
-    const size_t nl = it->first.find('\n');
-    const std::string_view key = it->first;
-    const Rule* rule = FindRule(key.substr(0, nl));
-    if (key.substr(nl + 1) != device_id || rule == nullptr ||
-        (info && RuleCovers(*rule, device_id, info->owner_id, info->model)) ||
+  // The device's tracks, one lookup per rule (not a walk over every track).
+  for (const Rule& rule_ref : rules_) {
+    auto it = tracks_.find(TrackKey(rule_ref.id, device_id));
+    if (it == tracks_.end()) continue;
+    const Rule* rule = &rule_ref;
+    if ((info && RuleCovers(*rule, device_id, info->owner_id, info->model)) ||
         (!info && !certain && rule->owner_id.empty() && !rule->scope.device_id.empty())) {
-      ++it;
       continue;
     }
     // Found by a black-box test: an absence alert stayed firing for ever after its device's
@@ -1240,7 +1272,7 @@ void Evaluator::DeviceChanged(const std::string& device_id, const std::optional<
                           deleted ? "resolved: the device was deleted"
                                   : "resolved: the device left the rule's scope"));
     }
-    it = tracks_.erase(it);
+    tracks_.erase(it);
   }
   if (info) {
     deleted_.erase(device_id);
