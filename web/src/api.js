@@ -83,12 +83,12 @@ export function qs(params) {
   return s ? '?' + s : '';
 }
 
-// Every device the caller may see (pages of up to 1,000).
-export async function listAllDevices(signal) {
+// Every device the caller may see (pages of up to 1,000), or every device of `ownerId`.
+export async function listAllDevices(signal, ownerId) {
   const out = [];
   let cursor = '';
   for (let page = 0; page < 100; page++) {
-    const r = await api('/v1/devices' + qs({ limit: 1000, cursor }), { signal });
+    const r = await api('/v1/devices' + qs({ owner_id: ownerId, limit: 1000, cursor }), { signal });
     out.push(...(r.devices || []));
     if (!r.next_cursor) break;
     cursor = r.next_cursor;
