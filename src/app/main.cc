@@ -66,6 +66,16 @@ int FinishStdout(int code) {
   return 1;
 }
 
+// --from and --to of `replay` and `export`, both required.
+void AddRangeOptions(CLI::App* cmd, std::string* from, std::string* to) {
+  cmd->add_option("--from", *from,
+                  "Range start: RFC 3339 or epoch ms (clamped to 1900..2170, as the API)")
+      ->required();
+  cmd->add_option("--to", *to,
+                  "Range end (exclusive), as --from (9999-12-31T23:59:59Z: everything)")
+      ->required();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -195,14 +205,7 @@ int main(int argc, char** argv) {
       "Recompute 1m/1h/1d records of a range from the archive (in-process on a stopped "
       "server's data dir; a running server is asked to do it)");
   replay_cmd->add_option("--config", config_path, "TOML config file")->check(kConfigPath);
-  replay_cmd
-      ->add_option("--from", replay_options.from,
-                   "Range start: RFC 3339 or epoch ms (clamped to 1900..2170, as the API)")
-      ->required();
-  replay_cmd
-      ->add_option("--to", replay_options.to,
-                   "Range end (exclusive), as --from (9999-12-31T23:59:59Z: everything)")
-      ->required();
+  AddRangeOptions(replay_cmd, &replay_options.from, &replay_options.to);
   auto* replay_device =
       replay_cmd->add_option("--device", replay_options.device_id, "Only this device");
   replay_cmd->add_option("--owner", replay_options.owner_id, "Only this owner's devices")
@@ -223,14 +226,7 @@ int main(int argc, char** argv) {
   auto* archive_export_cmd =
       app.add_subcommand("export", "Write raw events of a range from the archive to stdout");
   archive_export_cmd->add_option("--config", config_path, "TOML config file")->check(kConfigPath);
-  archive_export_cmd
-      ->add_option("--from", export_options.from,
-                   "Range start: RFC 3339 or epoch ms (clamped to 1900..2170, as the API)")
-      ->required();
-  archive_export_cmd
-      ->add_option("--to", export_options.to,
-                   "Range end (exclusive), as --from (9999-12-31T23:59:59Z: everything)")
-      ->required();
+  AddRangeOptions(archive_export_cmd, &export_options.from, &export_options.to);
   auto* export_device =
       archive_export_cmd->add_option("--device", export_options.device_id, "Only this device");
   archive_export_cmd->add_option("--owner", export_options.owner_id, "Only this owner's devices")

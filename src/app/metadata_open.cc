@@ -3,6 +3,8 @@
 #include <filesystem>
 #include <system_error>
 
+#include "app/data_dir_create.h"
+
 namespace joule::app {
 
 Result<store::MetadataStoreOptions> MetadataStoreOptionsFrom(const Config& config) {
@@ -24,17 +26,15 @@ Result<store::MetadataStoreOptions> MetadataStoreOptionsFrom(const Config& confi
 Result<std::unique_ptr<store::MetadataStore>> OpenMetadataStore(const Config& config) {
   JOULE_ASSIGN_OR_RETURN(store::MetadataStoreOptions o, MetadataStoreOptionsFrom(config));
   if (o.backend == store::MetadataBackend::kSqlite) {
-    std::error_code ec;
-    std::filesystem::path parent = std::filesystem::path(o.url).parent_path();
-    const bool existed = parent.empty() || std::filesystem::exists(parent, ec);
-    if (!parent.empty()) std::filesystem::create_directories(parent, ec);
-    if (ec) return Status::IoError("cannot create " + parent.string() + ": " + ec.message());
-    // The data dir created here (`joule devices import` before any server ran: the first
-    // step of a restore) is its owner's only, as `joule serve` makes it (docs/SECURITY.md;
-    // found by a black-box test: 0755).
-    if (!existed && config.metadata_url.empty()) {
-      std::filesystem::permissions(parent, std::filesystem::perms::owner_all,
-                                   std::filesystem::perm_options::replace, ec);
+    if (config.metadata_url.empty()) {
+      // The data dir (`joule devices import` before any server ran: the first step of a
+      // restore) is made as `joule serve` makes it: 0700 (found by a black-box test: 0755).
+      JOULE_RETURN_IF_ERROR(CreateDataDir(config.data_dir));
+    } else if (std::filesystem::path parent = std::filesystem::path(o.url).parent_path();
+               !parent.empty()) {
+      std::error_code ec;
+      std::filesystem::create_directories(parent, ec);
+      if (ec) return Status::IoError("cannot create " + parent.string() + ": " + ec.message());
     }
   }
   JOULE_ASSIGN_OR_RETURN(std::unique_ptr<store::MetadataStore> raw, store::OpenMetadataStore(o));

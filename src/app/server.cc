@@ -27,6 +27,7 @@
 #include "api/record_json_cache.h"
 #include "api/routes.h"
 #include "app/archiver.h"
+#include "app/data_dir_create.h"
 #include "app/data_dir_id.h"
 #include "app/data_dir_lock.h"
 #include "app/engine_setup.h"
@@ -193,24 +194,16 @@ int RunServer(const Config& given_config) {
   logging::Level level;
   if (logging::ParseLevel(config.log_level, &level)) logging::SetLevel(level);
   std::error_code ec;
-  const bool existed = std::filesystem::exists(config.data_dir, ec);
-  if (existed && !std::filesystem::is_directory(config.data_dir, ec)) {
-    logging::Error("cannot use data dir: it exists and is not a directory",
-                   {{"dir", config.data_dir}, {"action", "point storage.data_dir elsewhere"}});
+  // A new data dir is its owner's only (0700); a path that is not a directory is refused.
+  if (Status created = CreateDataDir(config.data_dir); !created.ok()) {
+    if (created.code() == StatusCode::kInvalidArgument) {
+      logging::Error("cannot use data dir: it exists and is not a directory",
+                     {{"dir", config.data_dir}, {"action", "point storage.data_dir elsewhere"}});
+    } else {
+      logging::Error("cannot create data dir",
+                     {{"dir", config.data_dir}, {"error", created.message()}});
+    }
     return 1;
-  }
-  std::filesystem::create_directories(config.data_dir, ec);
-  if (ec) {
-    logging::Error("cannot create data dir", {{"dir", config.data_dir}, {"error", ec.message()}});
-    return 1;
-  }
-  // A data dir Joule creates is its owner's only (0700): it holds the households' raw
-  // telemetry, and the files in it are created with the process's umask (found by a
-  // black-box test: from a shell, 0755 and 0644 let every local user read it). One that
-  // existed keeps the mode it was given.
-  if (!existed) {
-    std::filesystem::permissions(config.data_dir, std::filesystem::perms::owner_all,
-                                 std::filesystem::perm_options::replace, ec);
   }
   // One process per data dir, before anything in it is opened or recovered (a second
   // `joule serve` on a running server's data dir removed its archiver's open file before
