@@ -303,15 +303,36 @@ class FileDescriptorExhaustionTest(unittest.TestCase):
         return server, dev, ingest
 
     @staticmethod
-    def hold_every_descriptor(server):
-        """Idle connections, more than the server has descriptors for (close them after)."""
-        idle = []
-        for _ in range(300):
+    def hold_every_descriptor(server, idle=None, count=300):
+        """Idle connections, more than the server has descriptors for (close them after);
+        appended to `idle` when given."""
+        idle = [] if idle is None else idle
+        for _ in range(count):
             try:
                 idle.append(socket.create_connection(("127.0.0.1", server.port), timeout=1))
             except OSError:
                 break
         return idle
+
+    def assert_out_of_descriptors(self, server):
+        """Waits until a new client is answered 503 by the accept loop's reserve descriptor:
+        every connection before it has been accepted or shed, so the server holds every
+        descriptor it may open (the idle clients connect before the server has accepted
+        them: without this wait, the requests that follow could find descriptors still
+        free)."""
+        raw = b""
+        for _ in range(20):
+            probe = socket.create_connection(("127.0.0.1", server.port), timeout=2)
+            try:
+                probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                raw, _ = read_until(probe, complete, 3)
+            finally:
+                probe.close()
+            if complete(raw) and split_response(raw)[0] == 503:
+                return
+            time.sleep(0.1)
+        self.fail(f"a client over the descriptor limit is not answered 503: {raw!r}"
+                  + server.diag())
 
     def test_log_reads_back_off_and_recover(self):
         server, dev, ingest = self.start_low_limit_server(
@@ -333,12 +354,7 @@ class FileDescriptorExhaustionTest(unittest.TestCase):
         try:
             # A client over the limit is told so (503, from the accept loop's reserve
             # descriptor) instead of waiting unanswered in the listen backlog.
-            probe = socket.create_connection(("127.0.0.1", server.port), timeout=2)
-            self.addCleanup(probe.close)
-            probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            raw, _ = read_until(probe, complete, 3)
-            self.assertTrue(complete(raw), f"no answer over the descriptor limit: {raw!r}")
-            self.assertEqual(split_response(raw)[0], 503, raw)
+            self.assert_out_of_descriptors(server)
             statuses = []
             for i in range(6):
                 statuses.append(post(i))
@@ -397,11 +413,16 @@ class FileDescriptorExhaustionTest(unittest.TestCase):
         idle = self.hold_every_descriptor(server)
         statuses = []
         try:
-            for _ in range(20):
+            self.assert_out_of_descriptors(server)
+            # A descriptor the server frees meanwhile (a file closed by the history store, a
+            # shed client) lets one roll through: take it back with more idle clients, and
+            # go on until a roll finds none (a roll every ~6 requests).
+            for _ in range(100):
                 status, head = post()
                 statuses.append(status)
                 if status != 202:
                     break
+                self.hold_every_descriptor(server, idle, count=5)
             self.assertEqual(statuses[-1], 503, f"{statuses}" + server.diag(30))
             self.assertIn("retry-after", head.lower())
             self.assertTrue(server.running(), "the server died out of descriptors" + server.diag())
