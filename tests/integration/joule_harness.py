@@ -420,6 +420,19 @@ class JouleServer:
         with self._lines_lock:
             return list(self._lines)
 
+    def logged(self, *texts, timeout=10.0):
+        """Whether a stderr line holding every one of `texts` arrives within `timeout` s.
+        A line the server wrote before it answered may still be in the pipe when the answer
+        is read (a reader thread collects stderr): assertions on a running server's log wait
+        for it here instead of reading log_lines() once."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if any(all(t in line for t in texts) for line in self.log_lines()):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
     def log_records(self):
         """stderr lines of all runs that parse as JSON objects."""
         out = []

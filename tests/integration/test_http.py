@@ -338,8 +338,7 @@ class FileDescriptorExhaustionTest(unittest.TestCase):
         server, dev, ingest = self.start_low_limit_server(
             "fd", {"JOULE_STORAGE_DURABILITY": "none"})
         admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        self.assertTrue(any("open-file limit below" in line for line in server.log_lines()),
-                        server.diag())
+        self.assertTrue(server.logged("open-file limit below"), server.diag())
 
         def post(value):
             ev = json.dumps({"device_id": dev, "timestamp": fmt_ts(time.time() - 1),
@@ -372,8 +371,7 @@ class FileDescriptorExhaustionTest(unittest.TestCase):
         ok = poll(lambda: (lambda r: r[0] == 200 and r[2].get("data"))(
             server.realtime(dev, headers=admin)), timeout=15)
         self.assertTrue(ok, "no realtime data after the descriptors came back" + server.diag())
-        self.assertTrue(any("log read recovered" in line for line in server.log_lines()),
-                        server.diag())
+        self.assertTrue(server.logged("log read recovered"), server.diag())
 
     def test_a_segment_roll_out_of_descriptors_is_503_not_an_abort(self):
         """Out of descriptors at a log segment roll, the write round is refused like one on a
@@ -426,9 +424,7 @@ class FileDescriptorExhaustionTest(unittest.TestCase):
             self.assertEqual(statuses[-1], 503, f"{statuses}" + server.diag(30))
             self.assertIn("retry-after", head.lower())
             self.assertTrue(server.running(), "the server died out of descriptors" + server.diag())
-            self.assertTrue(poll(lambda: any("out of file descriptors" in line
-                                             for line in server.log_lines()), timeout=5),
-                            server.diag(30))
+            self.assertTrue(server.logged("out of file descriptors"), server.diag(30))
         finally:
             for s in idle:
                 s.close()
