@@ -847,6 +847,39 @@ test('home energy in each device\'s zone', async () => {
   }
 });
 
+// Found by a black-box test (session 34): the home page read only the owner's first 1,000
+// devices, so a device past them was shown by its id and its energy missed "Today" in its
+// own time zone. The last of 1,001 devices (ids sort as the listing pages them) is labelled
+// by its name in both cards.
+test('home energy of an owner with more than 1,000 devices', async () => {
+  const now = Date.now();
+  const N = 1001;
+  const last = 'big-' + String(N - 1).padStart(4, '0');
+  await register(Array.from({ length: N }, (_, i) => {
+    const id = 'big-' + String(i).padStart(4, '0');
+    return id === last
+      ? { device_id: id, owner_id: 'home-big', name: 'Last big plug', timezone: 'Pacific/Kiritimati' }
+      : { device_id: id, owner_id: 'home-big', name: 'Big plug ' + i, timezone: 'Europe/Berlin' };
+  }));
+  await ingest(readings(last, now - 180_000, now - 60_000, 100));
+  await until('owner energy of the last device', async () => {
+    const r = await call('GET', '/v1/owners/home-big/energy?resolution=1d&from=' + new Date(now - 3 * 86400e3).toISOString());
+    return (r.json?.data || []).some((b) => b.devices && b.devices[last]);
+  });
+  const page = await context.newPage();
+  page.setDefaultTimeout(60_000);
+  const errors = watchConsole(page);
+  try {
+    await signIn(page);
+    await page.goto(base + '/#/home/home-big');
+    await page.getByTestId('energy-today').getByText('Last big plug').waitFor();
+    await page.getByTestId('energy-month').getByText('Last big plug').waitFor();
+    assert.deepEqual([...errors], [], 'console errors');
+  } finally {
+    await page.close();
+  }
+});
+
 // A home with a whole-home meter (config.whole_home) next to a plug the meter also
 // measures: the home's total is the meter's, the plug is listed but not added again, and
 // the meter is labelled (the total was meter + plug: the plug counted twice).
