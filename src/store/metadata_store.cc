@@ -96,8 +96,9 @@ Result<std::unique_ptr<MetadataStore>> OpenMetadataStore(const MetadataStoreOpti
       break;
     }
     case MetadataBackend::kPostgres: {
-      JOULE_ASSIGN_OR_RETURN(store,
-                             PostgresMetadataStore::Open(options.url, clock, options.pool_size));
+      MetadataStoreOptions with_clock = options;
+      with_clock.clock = clock;
+      JOULE_ASSIGN_OR_RETURN(store, PostgresMetadataStore::Open(with_clock));
       break;
     }
   }

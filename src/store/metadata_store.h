@@ -23,6 +23,7 @@
 //   listener thread, typically within milliseconds.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -279,6 +280,12 @@ struct MetadataStoreOptions {
   std::string url;
   const Clock* clock = nullptr;  // for created/updated times; nullptr = system clock
   int pool_size = 4;             // PostgreSQL connections for queries (plus one listener)
+  // PostgreSQL only (SQLite ignores them): how long the request path's lookups
+  // (AuthenticateToken, GetDevice, GetDevices) and every other operation may wait for the
+  // database in all — pool, connect and query — before giving up with Unavailable
+  // (metadata.lookup_timeout, metadata.query_timeout).
+  std::chrono::milliseconds lookup_timeout{2000};
+  std::chrono::milliseconds query_timeout{10000};
 };
 
 // Opens the store and applies migrations.

@@ -693,10 +693,15 @@ Status CheckPostgresUrl(const std::string& url) {
   return Status::InvalidArgument(RedactUrlPasswordIn(message, url));
 }
 
-PostgresMetadataStore::PostgresMetadataStore(std::string url, const Clock* clock, int pool_size)
-    : url_(std::move(url)),
+PostgresMetadataStore::PostgresMetadataStore(const MetadataStoreOptions& options,
+                                             const Clock* clock)
+    : url_(options.url),
       clock_(clock),
-      pool_size_(static_cast<size_t>(pool_size < 1 ? 1 : pool_size)) {
+      pool_size_(static_cast<size_t>(options.pool_size < 1 ? 1 : options.pool_size)),
+      lookup_timeout_(options.lookup_timeout),
+      query_timeout_(options.query_timeout),
+      statement_timeout_(
+          std::max({kMigrateTimeout, options.query_timeout, options.lookup_timeout})) {
   // The URL's connect_timeout, as libpq reads it (0 or unset: none; 1 counts as 2).
   char* error = nullptr;
   if (PQconninfoOption* options = PQconninfoParse(url_.c_str(), &error)) {
@@ -711,15 +716,20 @@ PostgresMetadataStore::PostgresMetadataStore(std::string url, const Clock* clock
   PQfreemem(error);
 }
 
-Result<std::unique_ptr<PostgresMetadataStore>> PostgresMetadataStore::Open(const std::string& url,
-                                                                           const Clock* clock,
-                                                                           int pool_size) {
+Result<std::unique_ptr<PostgresMetadataStore>> PostgresMetadataStore::Open(
+    const MetadataStoreOptions& options) {
+  const std::string& url = options.url;
   if (url.empty()) return Status::InvalidArgument("postgres metadata store: empty metadata.url");
   if (Status st = CheckPostgresUrl(url); !st.ok()) {
     return Status::InvalidArgument("postgres metadata store: metadata.url: " + st.message());
   }
+  if (options.lookup_timeout.count() < 1 || options.query_timeout.count() < 1) {
+    return Status::InvalidArgument(
+        "postgres metadata store: metadata.lookup_timeout and metadata.query_timeout must be "
+        "at least 1 ms");
+  }
   std::unique_ptr<PostgresMetadataStore> store(
-      new PostgresMetadataStore(url, clock ? clock : SystemClock::Default(), pool_size));
+      new PostgresMetadataStore(options, options.clock ? options.clock : SystemClock::Default()));
   JOULE_RETURN_IF_ERROR(store->Migrate());
   store->wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (store->wake_fd_ < 0) return Status::Internal("eventfd failed");
@@ -759,11 +769,12 @@ Result<PGconn*> PostgresMetadataStore::OpenConnection() {
   JOULE_ASSIGN_OR_RETURN(PGconn * conn, Connect(url_, deadline));
   // A server-side bound too, so that a statement the client gave up on (its connection
   // closed) does not run on — a backend waiting for a lock only notices the closed
-  // connection once it has the lock. Kept when the role, database or URL set one.
+  // connection once it has the lock. Kept when the role, database or URL set one. The
+  // longest client bound (the migrations'), so that it never cuts a statement still awaited.
   Result<PgResult> set = Exec(conn,
                               "SELECT set_config('statement_timeout', $1, false) "
                               "WHERE current_setting('statement_timeout') = '0'",
-                              Params().Text(std::to_string(kMigrateTimeout.count()) + "ms"));
+                              Params().Text(std::to_string(statement_timeout_.count()) + "ms"));
   if (!set.ok()) {
     PQfinish(conn);
     return set.status();
@@ -837,26 +848,56 @@ void PostgresMetadataStore::NotAnswering(const Status& why) {
   listener_cv_.notify_all();
 }
 
+std::chrono::milliseconds PostgresMetadataStore::TimeoutOf(Bound bound) const {
+  switch (bound) {
+    case Bound::kLookup:
+      return lookup_timeout_;
+    case Bound::kQuery:
+      return query_timeout_;
+    case Bound::kMigrate:
+      break;
+  }
+  return kMigrateTimeout;
+}
+
+namespace {
+
+// An operation's error once it ran out of time: after how long, and the key that sets it
+// (an operator on a slow link learns what to raise).
+Status GaveUp(const Status& why, std::chrono::milliseconds timeout, std::string_view key) {
+  return Status::Unavailable(why.message() + " (gave up after " + std::to_string(timeout.count()) +
+                             " ms: " + std::string(key) + ")");
+}
+
+}  // namespace
+
 template <typename T, typename Fn>
 Result<T> PostgresMetadataStore::WithConnection(bool retry, Fn&& fn, const bool* commit_sent,
-                                                std::chrono::milliseconds timeout) {
+                                                Bound bound) {
   if (!answering_.load()) {
     return Status::Unavailable(
         "postgres: the database does not answer (an operation ran out of time; retried every "
         "second)");
   }
+  const std::chrono::milliseconds timeout = TimeoutOf(bound);
+  const std::string_view key = bound == Bound::kLookup  ? "metadata.lookup_timeout"
+                               : bound == Bound::kQuery ? "metadata.query_timeout"
+                                                        : "the migrations' bound";
   OperationDeadline deadline(DeadlineIn(timeout));
   for (int attempt = 0;; ++attempt) {
     Result<PGconn*> acquired = Acquire();
     if (!acquired.ok()) {
-      if (t_timed_out) NotAnswering(acquired.status());
-      return acquired.status();
+      if (!t_timed_out) return acquired.status();
+      Status gave_up = GaveUp(acquired.status(), timeout, key);
+      NotAnswering(gave_up);
+      return gave_up;
     }
     PGconn* conn = *acquired;
     Result<T> result = fn(conn);
     const bool broken = t_timed_out || PQstatus(conn) != CONNECTION_OK;
     Release(conn, broken);
     if (t_timed_out) {
+      if (!result.ok()) result = GaveUp(result.status(), timeout, key);
       NotAnswering(result.status());
       return result;
     }
@@ -866,7 +907,7 @@ Result<T> PostgresMetadataStore::WithConnection(bool retry, Fn&& fn, const bool*
 }
 
 Status PostgresMetadataStore::Probe() {
-  OperationDeadline deadline(DeadlineIn(kLookupTimeout));
+  OperationDeadline deadline(DeadlineIn(lookup_timeout_));
   JOULE_ASSIGN_OR_RETURN(PGconn * conn, OpenConnection());
   // What the request path reads: a token (of either kind) and a device. A table lock that
   // holds these lookups holds this one too.
@@ -935,7 +976,7 @@ Status PostgresMetadataStore::Migrate() {
         JOULE_RETURN_IF_ERROR(tx.Commit());
         return true;
       },
-      nullptr, kMigrateTimeout);
+      nullptr, Bound::kMigrate);
   return r.status();
 }
 
@@ -1503,7 +1544,7 @@ void PostgresMetadataStore::ListenLoop() {
   while (!stop_.load()) {
     PGconn* conn = nullptr;
     {
-      OperationDeadline deadline(DeadlineIn(kQueryTimeout));
+      OperationDeadline deadline(DeadlineIn(query_timeout_));
       Result<PGconn*> opened = OpenConnection();
       if (opened.ok()) {
         conn = *opened;

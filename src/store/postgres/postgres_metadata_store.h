@@ -13,10 +13,13 @@
 //   while it was away are lost.
 // - Bounded waits: no call waits on PostgreSQL without a deadline. A connect gives up after
 //   the URL's connect_timeout (10 s when it sets none); the lookups of the request path
-//   (AuthenticateToken, GetDevice, GetDevices) after kLookupTimeout in all (pool wait,
-//   connect and query), every other operation after kQueryTimeout (migrations:
-//   kMigrateTimeout). Each connection also gets a server-side statement_timeout (unless the
-//   role or URL sets one), so that a statement given up by the client does not run on.
+//   (AuthenticateToken, GetDevice, GetDevices) after the lookup timeout in all (pool wait,
+//   connect and query), every other operation after the query timeout (both set by
+//   MetadataStoreOptions: metadata.lookup_timeout, metadata.query_timeout; migrations:
+//   kMigrateTimeout). An operation that gives up says after how long and which key bounds
+//   it. Each connection also gets a server-side statement_timeout of the longest of these
+//   (unless the role or URL sets one), so that a statement given up by the client does not
+//   run on.
 // - Not answering: after an operation ran out of time, the store counts as not answering
 //   (reachable() false, logged once) and every operation fails at once with Unavailable
 //   instead of each waiting out its timeout; a prober thread retries a token and device
@@ -51,13 +54,13 @@ Status CheckPostgresUrl(const std::string& url);
 class PostgresMetadataStore final : public MetadataStore {
  public:
   // Connects, applies migrations, and starts the listener (waiting up to 5 s for its
-  // first LISTEN, so changes made after Open returns are seen).
-  static Result<std::unique_ptr<PostgresMetadataStore>> Open(const std::string& url,
-                                                             const Clock* clock, int pool_size);
+  // first LISTEN, so changes made after Open returns are seen). Uses options.url, clock,
+  // pool_size, lookup_timeout and query_timeout (each at least 1 ms, else InvalidArgument).
+  static Result<std::unique_ptr<PostgresMetadataStore>> Open(const MetadataStoreOptions& options);
   ~PostgresMetadataStore() override;
 
-  static constexpr std::chrono::milliseconds kLookupTimeout{2000};
-  static constexpr std::chrono::milliseconds kQueryTimeout{10000};
+  // Migrations' bound. The config bounds metadata.query_timeout by it (app/config.h), so
+  // that the server-side statement_timeout, the longest bound, stays this.
   static constexpr std::chrono::milliseconds kMigrateTimeout{60000};
   static constexpr int kDefaultConnectTimeoutSeconds = 10;
 
@@ -71,6 +74,8 @@ class PostgresMetadataStore final : public MetadataStore {
   // again (the prober).
   bool reachable() const override { return listener_connected() && answering(); }
   bool answering() const { return answering_.load(); }
+  std::chrono::milliseconds lookup_timeout() const { return lookup_timeout_; }
+  std::chrono::milliseconds query_timeout() const { return query_timeout_; }
 
   Status Migrate() override;
   Result<int> SchemaVersion() override;
@@ -105,22 +110,26 @@ class PostgresMetadataStore final : public MetadataStore {
   Result<Alert> SnoozeAlert(std::string_view id, std::optional<int64_t> until_ns) override;
 
  private:
-  PostgresMetadataStore(std::string url, const Clock* clock, int pool_size);
+  PostgresMetadataStore(const MetadataStoreOptions& options, const Clock* clock);
+
+  // Which bound an operation has (and which key sets it, for its error when it runs out).
+  enum class Bound { kLookup, kQuery, kMigrate };
+  std::chrono::milliseconds TimeoutOf(Bound bound) const;
 
   // Runs `fn` on a pooled connection. When it fails because the connection broke and
   // `retry` is true, runs it once more on a fresh connection. With `commit_sent` non-null
   // (a transaction that is not safe to repeat once committed), it is also run once more
   // when the connection broke while *commit_sent was still false: nothing was committed.
   //
-  // The whole call (both attempts) has `timeout`; when it runs out the store stops
+  // The whole call (both attempts) has TimeoutOf(bound); when it runs out the store stops
   // answering (NotAnswering) until the prober sees it answer. While it does not answer,
   // fails at once with Unavailable.
   template <typename T, typename Fn>
   Result<T> WithConnection(bool retry, Fn&& fn, const bool* commit_sent = nullptr,
-                           std::chrono::milliseconds timeout = kQueryTimeout);
+                           Bound bound = Bound::kQuery);
   template <typename T, typename Fn>
   Result<T> Lookup(Fn&& fn) {
-    return WithConnection<T>(true, std::forward<Fn>(fn), nullptr, kLookupTimeout);
+    return WithConnection<T>(true, std::forward<Fn>(fn), nullptr, Bound::kLookup);
   }
   // A new connection by the earlier of now + connect timeout and the operation's deadline.
   Result<pg_conn*> OpenConnection();
@@ -137,6 +146,11 @@ class PostgresMetadataStore final : public MetadataStore {
   const std::string url_;
   const Clock* clock_;
   const size_t pool_size_;
+  const std::chrono::milliseconds lookup_timeout_;
+  const std::chrono::milliseconds query_timeout_;
+  // The server-side statement_timeout: the longest client bound, so that it never cuts a
+  // statement the client still waits for.
+  const std::chrono::milliseconds statement_timeout_;
 
   std::mutex pool_mu_;
   std::condition_variable pool_cv_;
