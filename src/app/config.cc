@@ -21,6 +21,10 @@
 
 namespace joule::app {
 
+static_assert(kMaxMetadataTimeoutNs ==
+                  std::chrono::nanoseconds(store::PostgresMetadataStore::kMigrateTimeout).count(),
+              "metadata.*_timeout stays within the statement_timeout the store sets");
+
 std::string FormatDuration(int64_t ns) {
   if (ns == 0) return "0s";
   if (ns % 86'400'000'000'000 == 0) return fmt::format("{}d", ns / 86'400'000'000'000);
@@ -247,6 +251,21 @@ Setter DurationAtLeast(int64_t Config::*field, int64_t min_ns, std::string_view 
             return Status::Ok();
           }};
 }
+// A duration in [min, max].
+Setter DurationIn(int64_t Config::*field, int64_t min_ns, int64_t max_ns, std::string_view why) {
+  return {
+      ValueType::kDuration,
+      [field, min_ns, max_ns, why = std::string(why)](Config& c, const std::string& v) -> Status {
+        JOULE_ASSIGN_OR_RETURN(int64_t ns, ParseDurationNanos(v));
+        if (ns < min_ns || ns > max_ns) {
+          return Status::InvalidArgument(fmt::format("'{}' is not in [{}, {}]: {}", v,
+                                                     FormatDuration(min_ns), FormatDuration(max_ns),
+                                                     why));
+        }
+        c.*field = ns;
+        return Status::Ok();
+      }};
+}
 // A duration in [0, max].
 Setter DurationUpTo(int64_t Config::*field, int64_t max_ns, std::string_view why) {
   return {ValueType::kDuration,
@@ -434,6 +453,16 @@ const std::vector<Key>& Keys() {
        [](const Config& c) { return Quote(c.metadata_backend); }},
       {"metadata", "url", Url(&Config::metadata_url),
        [](const Config& c) { return Quote(RedactUrlPassword(c.metadata_url)); }},
+      {"metadata", "lookup_timeout",
+       DurationIn(&Config::metadata_lookup_timeout_ns, kMinMetadataTimeoutNs, kMaxMetadataTimeoutNs,
+                  "a shorter one gives up on a healthy database, a longer one is cut by the "
+                  "server's statement_timeout"),
+       [](const Config& c) { return DurationText(c.metadata_lookup_timeout_ns); }},
+      {"metadata", "query_timeout",
+       DurationIn(&Config::metadata_query_timeout_ns, kMinMetadataTimeoutNs, kMaxMetadataTimeoutNs,
+                  "a shorter one gives up on a healthy database, a longer one is cut by the "
+                  "server's statement_timeout"),
+       [](const Config& c) { return DurationText(c.metadata_query_timeout_ns); }},
       {"latest", "backend", String(&Config::latest_backend, {"memory", "redis"}),
        [](const Config& c) { return Quote(c.latest_backend); }},
       // Checked when set, like ingest.mqtt_bridge_url: a malformed one passed `joule config`,
@@ -712,6 +741,14 @@ Status CheckCombinations(const Config& c) {
         "metadata.backend = \"postgres\" or remove the url (with sqlite, metadata.url is the "
         "SQLite file's path)",
         RedactUrlPassword(c.metadata_url)));
+  }
+  // (With sqlite, the timeouts are accepted and have no effect: their defaults are always
+  // "set", so refusing them there would need telling a written default from none.)
+  if (c.metadata_lookup_timeout_ns > c.metadata_query_timeout_ns) {
+    return Status::InvalidArgument(fmt::format(
+        "metadata.lookup_timeout ({}) is more than metadata.query_timeout ({}): the request "
+        "path's lookups are the ones that must not wait longer",
+        FormatDuration(c.metadata_lookup_timeout_ns), FormatDuration(c.metadata_query_timeout_ns)));
   }
   if (c.latest_backend == "memory" && !c.latest_url.empty()) {
     return Status::InvalidArgument(

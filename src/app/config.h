@@ -40,6 +40,14 @@ constexpr int64_t kMinCheckpointIntervalNs = 100'000'000;
 constexpr int64_t kMinMaxGapNs = 1'000'000'000;
 constexpr int64_t kMinArchiveFileAgeNs = 1'000'000'000;
 constexpr uint64_t kMinArchiveFileBytes = 64 * 1024;
+// metadata.lookup_timeout and metadata.query_timeout (PostgreSQL): at least 100 ms, like the
+// other timeouts (less gives up on a healthy database across any network: one round trip of
+// a connect is several); at most 60 s, the migrations' bound and so the server-side
+// statement_timeout each connection gets (a longer query bound would be cut by the server
+// anyway). And lookup_timeout not above query_timeout: a lookup is the request path's
+// (an HTTP I/O thread or an ingest waits for it), never the slower kind.
+constexpr int64_t kMinMetadataTimeoutNs = 100'000'000;
+constexpr int64_t kMaxMetadataTimeoutNs = 60'000'000'000;
 
 struct Config {
   // [server]
@@ -115,6 +123,11 @@ struct Config {
   // [metadata]
   std::string metadata_backend = "sqlite";
   std::string metadata_url;
+  // PostgreSQL only (accepted and without effect with sqlite, whose calls are local): how
+  // long a lookup of the request path (token, device) and any other operation may wait for
+  // the database before giving up with 503 (src/store/README.md).
+  int64_t metadata_lookup_timeout_ns = 2'000'000'000;
+  int64_t metadata_query_timeout_ns = 10'000'000'000;
   // [latest]
   std::string latest_backend = "memory";
   std::string latest_url;

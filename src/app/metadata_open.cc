@@ -1,5 +1,6 @@
 #include "app/metadata_open.h"
 
+#include <chrono>
 #include <filesystem>
 #include <system_error>
 
@@ -10,6 +11,10 @@ namespace joule::app {
 Result<store::MetadataStoreOptions> MetadataStoreOptionsFrom(const Config& config) {
   store::MetadataStoreOptions o;
   JOULE_ASSIGN_OR_RETURN(o.backend, store::ParseMetadataBackend(config.metadata_backend));
+  o.lookup_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::nanoseconds(config.metadata_lookup_timeout_ns));
+  o.query_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::nanoseconds(config.metadata_query_timeout_ns));
   if (o.backend == store::MetadataBackend::kPostgres) {
     o.url = config.metadata_url;
     if (o.url.empty()) {

@@ -324,6 +324,21 @@ class CliTest(unittest.TestCase):
         self.assertRefused(run(["config"], {"JOULE_SERVER_IO_THREADS": "x"}),
                            "JOULE_SERVER_IO_THREADS")
 
+    def test_metadata_timeouts_are_shown_and_bad_ones_exit_2_naming_the_key(self):
+        shown = run(["config"], {"JOULE_METADATA_LOOKUP_TIMEOUT": "750ms"})
+        self.assertEqual(shown.returncode, 0, shown.stderr)
+        self.assertIn('lookup_timeout = "750ms"\nquery_timeout = "10s"\n', shown.stdout)
+        self.assertRefused(run(["config"], {"JOULE_METADATA_QUERY_TIMEOUT": "50ms"}),
+                           "JOULE_METADATA_QUERY_TIMEOUT: ", "'50ms' is not in [100ms, 1m]")
+        path = self.write("timeouts.toml", '[metadata]\nlookup_timeout = "2m"\n')
+        self.assertRefused(run(["config", "--config", path]), "metadata.lookup_timeout: ")
+        path = self.write("order.toml",
+                          '[metadata]\nlookup_timeout = "5s"\nquery_timeout = "1s"\n')
+        self.assertRefused(run(["serve", "--config", path],
+                               {"JOULE_STORAGE_DATA_DIR": self.data_dir}, timeout=30),
+                           "metadata.lookup_timeout (5s) is more than metadata.query_timeout (1s)")
+        self.assertFalse(os.path.exists(self.data_dir))
+
     def test_remote_backends_need_their_url(self):
         self.assertRefused(run(["config"], {"JOULE_LATEST_BACKEND": "redis"}),
                            'latest.backend = "redis" needs latest.url')

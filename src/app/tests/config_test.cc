@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "app/metadata_open.h"
 #include "log/log.h"
 
 namespace joule::app {
@@ -39,6 +40,8 @@ TEST(ConfigTest, DefaultsWithoutFileMatchContract) {
   EXPECT_EQ(c->max_gap_ns, 300'000'000'000);
   EXPECT_EQ(c->auth_mode, "required");
   EXPECT_EQ(c->metadata_backend, "sqlite");
+  EXPECT_EQ(c->metadata_lookup_timeout_ns, 2'000'000'000);
+  EXPECT_EQ(c->metadata_query_timeout_ns, 10'000'000'000);
   EXPECT_EQ(c->latest_backend, "memory");
   EXPECT_EQ(c->max_body_bytes, 4u << 20);
   EXPECT_EQ(c->max_events_per_request, 10000u);
@@ -796,6 +799,64 @@ TEST(ConfigTest, BackoffsAndRetentionsAreCheckedAgainstEachOther) {
   auto c = LoadWith({"JOULE_HISTORY_RETENTION_1M=0s", "JOULE_HISTORY_RETENTION_1H=1h",
                      "JOULE_HISTORY_RETENTION_1D=1d", "JOULE_STREAM_ALLOWED_LATENESS=1h"});
   ASSERT_TRUE(c.ok()) << c.status().ToString();
+}
+
+// metadata.lookup_timeout and metadata.query_timeout (PostgreSQL's bounds, CONTRACT §5): from
+// the file or the environment, shown by `joule config`, handed to the store's options; in
+// [100ms, 60s] (60 s: the migrations' bound and the server-side statement_timeout), and the
+// lookup's not above the query's. With sqlite they are accepted and have no effect.
+TEST(ConfigTest, MetadataTimeoutsParseRoundTripAndReachTheStoreOptions) {
+  const std::string pg = "postgresql://joule@127.0.0.1:5432/joule";
+  auto c = LoadWith({"JOULE_METADATA_QUERY_TIMEOUT=30s"},
+                    "[metadata]\nbackend = \"postgres\"\nurl = \"" + pg +
+                        "\"\nlookup_timeout = \"500ms\"\nquery_timeout = \"5s\"\n");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->metadata_lookup_timeout_ns, 500'000'000);
+  EXPECT_EQ(c->metadata_query_timeout_ns, 30'000'000'000);  // the environment wins
+  const std::string toml = ConfigToToml(*c);
+  EXPECT_NE(toml.find("lookup_timeout = \"500ms\"\nquery_timeout = \"30s\""), std::string::npos)
+      << toml;
+  Result<store::MetadataStoreOptions> o = MetadataStoreOptionsFrom(*c);
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(o->lookup_timeout, std::chrono::milliseconds(500));
+  EXPECT_EQ(o->query_timeout, std::chrono::seconds(30));
+  // The defaults are the store's.
+  auto d = LoadWith({});
+  ASSERT_TRUE(d.ok());
+  Result<store::MetadataStoreOptions> defaults = MetadataStoreOptionsFrom(*d);
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->lookup_timeout, store::MetadataStoreOptions{}.lookup_timeout);
+  EXPECT_EQ(defaults->query_timeout, store::MetadataStoreOptions{}.query_timeout);
+  // The bounds themselves are taken; an integer is seconds, as for every duration.
+  EXPECT_TRUE(
+      LoadWith({"JOULE_METADATA_LOOKUP_TIMEOUT=100ms", "JOULE_METADATA_QUERY_TIMEOUT=1m"}).ok());
+  auto ints = LoadWith({}, "[metadata]\nlookup_timeout = 1\nquery_timeout = 60\n");
+  ASSERT_TRUE(ints.ok()) << ints.status().ToString();
+  EXPECT_EQ(ints->metadata_lookup_timeout_ns, 1'000'000'000);
+  // With sqlite: accepted, no effect (nothing to check against; the store ignores them).
+  EXPECT_TRUE(LoadWith({"JOULE_METADATA_BACKEND=sqlite", "JOULE_METADATA_LOOKUP_TIMEOUT=1s"}).ok());
+}
+
+TEST(ConfigTest, MetadataTimeoutsOutOfBoundsOrOutOfOrderAreRefusedNamingTheKey) {
+  for (const char* key : {"LOOKUP_TIMEOUT", "QUERY_TIMEOUT"}) {
+    const std::string var = fmt::format("JOULE_METADATA_{}", key);
+    for (const char* bad : {"0s", "99ms", "61s", "1h"}) {
+      ExpectRefused(LoadWith({var + "=" + bad}),
+                    {var + ": ", fmt::format("'{}' is not in [100ms, 1m]", bad)});
+    }
+    ExpectRefused(LoadWith({var + "=soon"}), {var + ": "});
+  }
+  ExpectRefused(LoadWith({}, "[metadata]\nquery_timeout = \"50ms\"\n"),
+                {"metadata.query_timeout: ", "'50ms' is not in [100ms, 1m]"});
+  ExpectRefused(LoadWith({}, "[metadata]\nlookup_timeout = true\n"),
+                {"metadata.lookup_timeout: ", "expected a duration string"});
+  // Ordering: the request path's lookups never wait longer than the other operations.
+  ExpectRefused(LoadWith({"JOULE_METADATA_LOOKUP_TIMEOUT=20s"}),
+                {"metadata.lookup_timeout (20s) is more than metadata.query_timeout (10s)"});
+  ExpectRefused(LoadWith({"JOULE_METADATA_LOOKUP_TIMEOUT=5s", "JOULE_METADATA_QUERY_TIMEOUT=1s"}),
+                {"metadata.lookup_timeout (5s) is more than metadata.query_timeout (1s)"});
+  EXPECT_TRUE(
+      LoadWith({"JOULE_METADATA_LOOKUP_TIMEOUT=1s", "JOULE_METADATA_QUERY_TIMEOUT=1s"}).ok());
 }
 
 // A size past 2^64 - 1 bytes is refused naming the key: it was taken modulo 2^64
