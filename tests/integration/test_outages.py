@@ -604,12 +604,12 @@ class PrivatePostgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def postgres_server(pg, name):
-    """A server with auth on, its metadata in `pg`, and no request rate limit."""
+def postgres_server(pg, name, **env):
+    """A server with auth on, its metadata in `pg`, and no request rate limit (plus `env`)."""
     return JouleServer(env=dict(FAST_STREAM, JOULE_AUTH_MODE="required",
                                 JOULE_AUTH_ADMIN_TOKEN=ADMIN_TOKEN,
                                 JOULE_METADATA_BACKEND="postgres", JOULE_METADATA_URL=pg.url,
-                                JOULE_LIMITS_REQUESTS_PER_SECOND="0"),
+                                JOULE_LIMITS_REQUESTS_PER_SECOND="0", **env),
                        name=name)
 
 
@@ -1034,9 +1034,10 @@ class PostgresNotAnsweringTest(unittest.TestCase):
     hold was looked up on the HTTP I/O thread with no timeout, so two such requests froze
     /healthz, /readyz, /metrics and the ingest of devices whose tokens were cached, for as
     long as PostgreSQL did not answer; nothing was logged and /readyz said ready. Now every
-    query has a deadline (the lookups of the request path 2 s); after one ran out the store
-    counts as down (logged, /readyz degraded, joule_metadata_up 0) and what the cache does
-    not hold is refused 503 at once, until a probe answers again.
+    query has a deadline (the lookups of the request path metadata.lookup_timeout, here a
+    configured 700 ms: the log names it, so the key reaches the store); after one ran out the
+    store counts as down (logged, /readyz degraded, joule_metadata_up 0) and what the cache
+    does not hold is refused 503 at once, until a probe answers again.
 
     No latency is asserted: requests must be *answered* (10 s client timeout) while the
     lock is held for much longer than that."""
@@ -1044,7 +1045,7 @@ class PostgresNotAnsweringTest(unittest.TestCase):
     def test_a_held_table_lock_does_not_stall_the_server(self):
         pg = PrivatePostgres()
         self.addCleanup(pg.cleanup)
-        server = postgres_server(pg, "pg-lock")
+        server = postgres_server(pg, "pg-lock", JOULE_METADATA_LOOKUP_TIMEOUT="700ms")
         self.addCleanup(server.cleanup)
         server.start()
         owner = f"home-{uid()}"
@@ -1092,7 +1093,9 @@ class PostgresNotAnsweringTest(unittest.TestCase):
             return ready.get("metadata", {}).get("state") == "down"
         self.assertTrue(poll(down, timeout=10, interval=0.2), server.diag())
         self.assertEqual(metadata_up_gauge(server), 0.0)
-        self.assertIn("metadata store does not answer", server.diag(200))
+        self.assertTrue(server.logged("metadata store does not answer",
+                                      "gave up after 700 ms: metadata.lookup_timeout"),
+                        server.diag(200))
         # Still locked: another token the cache does not hold is refused, a cached one
         # ingests, an admin read of a cached device answers.
         st, hdrs, body = ingest(uncached[2])
