@@ -883,12 +883,18 @@ Result<T> PostgresMetadataStore::WithConnection(bool retry, Fn&& fn, const bool*
   const std::string_view key = bound == Bound::kLookup  ? "metadata.lookup_timeout"
                                : bound == Bound::kQuery ? "metadata.query_timeout"
                                                         : "the migrations' bound";
-  OperationDeadline deadline(DeadlineIn(timeout));
+  const Deadline until = DeadlineIn(timeout);
+  OperationDeadline deadline(until);
+  // Named only when this bound ran out: a connect may give up earlier, at the URL's
+  // connect_timeout, and says so itself.
+  auto named = [&](const Status& why) {
+    return SteadyClock::now() >= until ? GaveUp(why, timeout, key) : why;
+  };
   for (int attempt = 0;; ++attempt) {
     Result<PGconn*> acquired = Acquire();
     if (!acquired.ok()) {
       if (!t_timed_out) return acquired.status();
-      Status gave_up = GaveUp(acquired.status(), timeout, key);
+      Status gave_up = named(acquired.status());
       NotAnswering(gave_up);
       return gave_up;
     }
@@ -897,7 +903,7 @@ Result<T> PostgresMetadataStore::WithConnection(bool retry, Fn&& fn, const bool*
     const bool broken = t_timed_out || PQstatus(conn) != CONNECTION_OK;
     Release(conn, broken);
     if (t_timed_out) {
-      if (!result.ok()) result = GaveUp(result.status(), timeout, key);
+      if (!result.ok()) result = named(result.status());
       NotAnswering(result.status());
       return result;
     }

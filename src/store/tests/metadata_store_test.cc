@@ -3,9 +3,12 @@
 // provides; without it the PostgreSQL cases fail, they do not skip).
 #include "store/metadata_store.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
+#include <netinet/in.h>
 #include <sqlite3.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -1399,6 +1402,33 @@ TEST(PostgresUrlTest, MalformedUrlIsRefusedWithoutItsPassword) {
             std::string::npos);
   EXPECT_TRUE(CheckPostgresUrl("postgresql://joule:pw@127.0.0.1:5432/joule?sslmode=disable").ok());
   EXPECT_TRUE(CheckPostgresUrl("host=127.0.0.1 dbname=joule password='a b'").ok());
+}
+
+// A connect that gives up at the URL's connect_timeout, before the operation's own bound,
+// says so and does not name a timeout key that did not run out (here a silent endpoint:
+// it accepts TCP and never answers; the migrations at Open have 60 s).
+TEST(PostgresUrlTest, AConnectTimeoutIsNotReportedAsTheOperationsBound) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(fd, 16), 0);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  MetadataStoreOptions options;
+  options.backend = MetadataBackend::kPostgres;
+  options.url = "postgresql://joule@127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) +
+                "/joule?connect_timeout=2";
+  auto store = OpenMetadataStore(options);
+  close(fd);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), StatusCode::kUnavailable) << store.status().ToString();
+  EXPECT_NE(store.status().message().find("timeout expired"), std::string::npos)
+      << store.status().ToString();
+  EXPECT_EQ(store.status().message().find("gave up after"), std::string::npos)
+      << store.status().ToString();
 }
 
 // SQLite only: no other writer announces changes, so a "not found" lasts its TTL.
