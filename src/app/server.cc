@@ -984,9 +984,12 @@ int RunServer(const Config& given_config) {
     if (!st.ok() && checkpoints.ok()) checkpoints = std::move(st);
   }
   replaying_processors.store(nullptr);  // a replay cut short: its held changes are not news
-  processors.clear();
   if (latest_health) latest_health->Stop();
   alerts->Stop();  // evaluates what the processors queued; deliveries stay in the outbox
+  // Only now, with the alert thread joined: its replay_done may have loaded the pointer
+  // before the store of nullptr above and still be walking the processors (they were
+  // destroyed under it: a use after free at shutdown, found by ThreadSanitizer).
+  processors.clear();
   Status sealed = archiver ? archiver->Stop() : Status::Ok();  // seals everything durable
   archiver.reset();
   Status history_flushed = history->Flush();
