@@ -736,7 +736,12 @@ bool PartitionProcessor::WaitForCorrections(int64_t timeout_ns) {
   }
   const auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(timeout_ns);
   while (corrections_durable_.load() < queued) {
-    if (std::chrono::steady_clock::now() >= until || !thread_.joinable()) return false;
+    // A processor not yet started (the server starts them while it serves) is waited for;
+    // a stopped one applies nothing more. Atomics: thread_ is assigned by the starting
+    // thread (reading thread_.joinable() here was a data race with Start, and returned false
+    // at once while it restored: the journal cleaner spun on its 200 ms wait meanwhile, and
+    // a replay handed over during a start was refused).
+    if (std::chrono::steady_clock::now() >= until || stop_.load()) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   return true;

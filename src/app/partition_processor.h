@@ -126,7 +126,8 @@ class PartitionProcessor {
       std::vector<std::pair<model::AggregateRecord, model::AggregateRecord>> before_after);
   // Waits until every correction handed over before the call is applied and in a written
   // checkpoint (so a kill -9 after a replay cannot lose the difference), at most
-  // `timeout_ns`. Returns whether they are.
+  // `timeout_ns`. Returns whether they are. Thread-safe, also while Start runs: a processor
+  // not started yet is waited for (within the timeout); false at once after Stop stopped it.
   bool WaitForCorrections(int64_t timeout_ns);
   // Latest-store catch-up backlog (thread-safe): buffered records, devices waiting.
   size_t LatestPendingRecords() const { return catchup_->pending_records(); }

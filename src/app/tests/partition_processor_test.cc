@@ -1,0 +1,104 @@
+// PartitionProcessor::WaitForCorrections while the processor starts: the server's journal
+// cleaner and replay jobs wait on processors that its starter thread is still starting.
+// It read thread_.joinable() — a data race with Start's assignment of thread_ (found by
+// ThreadSanitizer) — and answered false at once for a processor not started yet.
+#include "app/partition_processor.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/metrics.h"
+#include "log/log.h"
+#include "model/aggregate_record.h"
+#include "store/memory/memory_latest_store.h"
+
+namespace joule::app {
+namespace {
+
+class PartitionProcessorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/joule-processor-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    log::LogOptions lo;
+    lo.dir = dir_ + "/log";
+    lo.partitions = 1;
+    lo.fsync = false;
+    auto log = log::Log::Open(lo, nullptr);
+    ASSERT_TRUE(log.ok()) << log.status().ToString();
+    log_ = std::move(*log);
+  }
+  void TearDown() override {
+    processor_.reset();
+    log_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  void MakeProcessor() {
+    PartitionProcessorOptions o;
+    o.partitions = {0};
+    o.checkpoint_path = dir_ + "/processor-0.ckpt";
+    o.tick_interval_ns = 10'000'000;
+    processor_ = std::make_unique<PartitionProcessor>(std::move(o), log_.get(), &latest_, nullptr,
+                                                      SystemClock::Default(), &metrics_, nullptr);
+  }
+
+  // A base-window correction of a device the engine does not know (applied as a no-op, but
+  // counted and checkpointed like any other).
+  static std::vector<std::pair<model::AggregateRecord, model::AggregateRecord>> Correction() {
+    model::AggregateRecord before;
+    before.device_id = "plug-1";
+    before.window_start_ns = 60 * kNanosPerSecond;
+    before.window_end_ns = 120 * kNanosPerSecond;
+    before.final = true;
+    before.count = 1;
+    model::AggregateRecord after = before;
+    after.count = 2;
+    after.version = 2;
+    return {{before, after}};
+  }
+
+  std::string dir_;
+  std::unique_ptr<log::Log> log_;
+  store::MemoryLatestStore latest_;
+  MetricsRegistry metrics_;
+  std::unique_ptr<PartitionProcessor> processor_;
+};
+
+TEST_F(PartitionProcessorTest, WaitForCorrectionsWaitsForAProcessorStartedMeanwhile) {
+  MakeProcessor();
+  processor_->RegisterWithLog();
+  processor_->CorrectBaseWindows(1, Correction());  // as the server does with a journal
+  std::atomic<int> waited{-1};
+  std::thread waiter([&] { waited = processor_->WaitForCorrections(60 * kNanosPerSecond); });
+  // The waiter is waiting (or about to) while the processor starts on this thread.
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(processor_->Start().ok());
+  waiter.join();
+  EXPECT_EQ(waited.load(), 1) << "gave up on a processor that was starting";
+  EXPECT_TRUE(processor_->Stop().ok());
+}
+
+TEST_F(PartitionProcessorTest, WaitForCorrectionsOfAStoppedProcessorAnswersAtOnce) {
+  MakeProcessor();
+  ASSERT_TRUE(processor_->Start().ok());
+  ASSERT_TRUE(processor_->Stop().ok());
+  processor_->CorrectBaseWindows(2, Correction());  // nobody will apply it
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(processor_->WaitForCorrections(60 * kNanosPerSecond));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+}
+
+}  // namespace
+}  // namespace joule::app
