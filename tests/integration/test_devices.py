@@ -758,6 +758,43 @@ class DeviceApiCases:
             self.assertEqual(lines[0], "device_id,token")
             self.assertEqual(sorted(line.split(",")[0] for line in lines[1:]), sorted(devs))
 
+    def test_cli_import_whose_tokens_file_fills_up_names_the_devices_without_a_token(self):
+        """The tokens file's header fits, the tokens do not (a one-page tmpfs): the devices
+        exist by then and their one-time tokens are nowhere else, so the import fails
+        (exit 1) naming how many devices have no usable token, the first of them, and the
+        way back (a new token per device: POST /v1/devices/{id}/token)."""
+        owner = self.owner()
+        env = self.server.environment()
+        with tempfile.TemporaryDirectory() as tmp:
+            small = os.path.join(tmp, "small")
+            os.mkdir(small)
+            r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", small],
+                               capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, f"cannot mount a tmpfs (needs root): {r.stderr}")
+            src = os.path.join(tmp, "devices.csv")
+            devs = sorted(f"tokfull-{i:03d}-{uid()}" for i in range(100))
+            write_csv(src, [[d, owner, "", "", "", "UTC", ""] for d in devs])
+            out = os.path.join(small, "tokens.csv")
+            try:
+                proc = run_cli(["devices", "import", src, "--tokens-out", out], env)
+            finally:
+                subprocess.run(["umount", "-l", small])
+            self.assertEqual(proc.returncode, 1, proc.stderr)
+            self.assertIn(f"joule: writing {out} failed: No space left on device: the 100 "
+                          "devices created have no usable token; give each a new one with "
+                          "POST /v1/devices/{id}/token", proc.stderr)
+            self.assertIn("(100 in all)", proc.stderr)
+            named = proc.stderr.split("CONTRACT §3): ", 1)[1].split(", … (")[0].split(", ")
+            self.assertEqual(len(named), 20, proc.stderr)
+            self.assertTrue(set(named) <= set(devs), proc.stderr)
+            # Created, and the way back works: a new token for one of them.
+            self.assertEqual(self.server.request("GET", f"/v1/devices/{named[0]}",
+                                                 headers=ADMIN)[0], 200)
+            status, _, body = self.server.request("POST", f"/v1/devices/{named[0]}/token",
+                                                  headers=ADMIN)
+            self.assertIn(status, (200, 201), body)
+            self.assertTrue(body.get("token"), body)
+
     def test_cli_import_of_an_id_deleted_from_another_owner(self):
         """Found by a black-box test: importing an id that belonged to another owner's
         deleted device failed "device changed concurrently; run the import again" (also on
