@@ -747,6 +747,10 @@ bool PartitionProcessor::WaitForCorrections(int64_t timeout_ns) {
   return true;
 }
 
+void PartitionProcessor::Abandon() {
+  if (!started_.load()) stop_.store(true);
+}
+
 bool PartitionProcessor::ApplyCorrections(int64_t now_ns) {
   // Not before the backlog found at start is processed: a journal handed over at start
   // (a replay interrupted by a crash) corrects the state the crashed run had, which may

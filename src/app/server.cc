@@ -970,6 +970,10 @@ int RunServer(const Config& given_config) {
   for (auto& w : worker_ios) w->stop();
   for (auto& t : io_threads) t.join();
   starter.join();  // a SIGTERM during a restore waits for it (the processors' Stop below)
+  // The processors that did not start (one failed, or the stop came first) never apply the
+  // corrections a replay's hand-over waits for: it gives up now, not after its 30 s (the
+  // journal stays for the next start).
+  for (auto& p : processors) p->Abandon();
 
   // Each step of the shutdown is reported in the last line, and the exit status says whether
   // all succeeded (README "Running it"). A failed one loses nothing: the log holds every

@@ -100,5 +100,32 @@ TEST_F(PartitionProcessorTest, WaitForCorrectionsOfAStoppedProcessorAnswersAtOnc
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
 }
 
+// The server abandons the processors that did not start (one failed, or a stop came during
+// the start): a replay's hand-over waiting for their corrections gave up only after its 30 s,
+// holding the shutdown that long.
+TEST_F(PartitionProcessorTest, WaitForCorrectionsOfAnAbandonedProcessorGivesUp) {
+  MakeProcessor();
+  processor_->RegisterWithLog();
+  processor_->CorrectBaseWindows(3, Correction());
+  std::atomic<int> waited{-1};
+  const auto t0 = std::chrono::steady_clock::now();
+  std::thread waiter([&] { waited = processor_->WaitForCorrections(60 * kNanosPerSecond); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  processor_->Abandon();  // never started
+  waiter.join();
+  EXPECT_EQ(waited.load(), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+  EXPECT_TRUE(processor_->Stop().ok());  // nothing to stop
+}
+
+TEST_F(PartitionProcessorTest, AbandonLeavesAStartedProcessorAlone) {
+  MakeProcessor();
+  ASSERT_TRUE(processor_->Start().ok());
+  processor_->Abandon();
+  processor_->CorrectBaseWindows(4, Correction());
+  EXPECT_TRUE(processor_->WaitForCorrections(60 * kNanosPerSecond));
+  EXPECT_TRUE(processor_->Stop().ok());
+}
+
 }  // namespace
 }  // namespace joule::app
