@@ -469,8 +469,8 @@ class JouleServer:
         or the original exception when raw_errors is set.
 
         body: bytes/str are sent as is; anything else is JSON-encoded. content_type defaults
-        to application/json when there is a body. The response body is parsed as JSON when
-        it parses, else returned as text.
+        to application/json when there is a body; content_type=False sends none. The
+        response body is parsed as JSON when it parses, else returned as text.
         """
         if self.port is None:
             raise ServerError("server is not listening" + self.diag())
@@ -485,7 +485,7 @@ class JouleServer:
                 data = json.dumps(body).encode("utf-8")
             if content_type is None:
                 content_type = "application/json"
-        if content_type is not None:
+        if content_type is not None and content_type is not False:
             hdrs["Content-Type"] = content_type
         if self.ssl_context is not None:
             conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout,

@@ -308,6 +308,34 @@ class IngestValidationTest(JouleTestCase):
                                    content_type="application/json; charset=utf-8")
         self.assertStatus(resp, 202, "application/json with charset parameter")
 
+    def test_body_without_content_type_is_json(self):
+        """Found by a black-box test: a body without a Content-Type was 415 here while every
+        other JSON-body route takes it as JSON (CONTRACT §1's 415 row). An object or an
+        array is accepted and counted; a wrong type is still 415, and NDJSON needs its."""
+        def accepted():
+            return metric_sum(parse_prometheus(self.server.metrics_text()),
+                              "joule_events_accepted_total")
+
+        before = accepted()
+        one, two = good_event(), [good_event(), good_event()]
+        for label, body, n in (("object", one, 1), ("array", two, 2)):
+            with self.subTest(body=label):
+                status, _, resp = self.server.request("POST", "/v1/telemetry", json.dumps(body),
+                                                      content_type=False)
+                self.assertEqual(status, 202, f"{resp!r}" + self.diag())
+                self.assertEqual((resp["accepted"], resp["rejected"]), (n, 0), resp)
+        self.assertTrue(poll(lambda: accepted() - before == 3, timeout=5),
+                        f"{accepted() - before} counted" + self.diag())
+        self.assertTrue(poll(lambda: self.server.realtime(one["device_id"])[0] == 200,
+                             timeout=10), "stored" + self.diag())
+        ndjson = json.dumps(good_event()) + "\n" + json.dumps(good_event()) + "\n"
+        status, _, resp = self.server.request("POST", "/v1/telemetry", ndjson,
+                                              content_type=False)
+        self.assertEqual((status, resp["accepted"]), (400, 0), resp)
+        status, _, resp = self.server.request("POST", "/v1/telemetry", json.dumps(one),
+                                              content_type="text/plain")
+        self.assertEqual((status, resp["error"]["code"]), (415, "unsupported_media_type"), resp)
+
     def test_content_encodings_other_than_identity_are_415(self):
         """Found by a black-box test (session 32): a gzip body was answered 400
         invalid_json ("not valid UTF-8"), as if the client had sent broken JSON. Only the
