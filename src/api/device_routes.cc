@@ -191,23 +191,29 @@ Result<store::Device> DeviceFromBody(const simdjson::dom::object& obj) {
   return d;
 }
 
+// A device GET's object may be sent back, edited (GET → edit → PATCH), as a rule's may be
+// PUT back: its read-only fields are ignored — created_at and updated_at, device_id and
+// owner_id when unchanged (an owner key may send its own owner_id). Until session 36 the
+// times were 400 "is read-only" and an owner key's unchanged owner_id 400 (found by a
+// black-box test).
 Result<store::DeviceUpdate> UpdateFromBody(const simdjson::dom::object& obj, const Caller& caller,
-                                           std::string_view device_id) {
+                                           const store::Device& current) {
   store::DeviceUpdate u;
   for (auto field : obj) {
     const std::string_view key = field.key;
     if (key == "owner_id") {
+      JOULE_ASSIGN_OR_RETURN(std::string owner, StringField(key, field.value));
+      if (owner == current.owner_id) continue;
       // Mass assignment: an owner key must not move a device to another owner (nor
       // "adopt" it); only the admin may change owner_id.
       if (!caller.admin()) {
         return Status::InvalidArgument("owner_id can only be changed with the admin token");
       }
-      JOULE_ASSIGN_OR_RETURN(std::string owner, StringField(key, field.value));
       JOULE_RETURN_IF_ERROR(ValidateOwnerId(owner));
       u.owner_id = std::move(owner);
     } else if (key == "device_id") {
       JOULE_ASSIGN_OR_RETURN(std::string id, StringField(key, field.value));
-      if (id != device_id) return Status::InvalidArgument("device_id cannot be changed");
+      if (id != current.device_id) return Status::InvalidArgument("device_id cannot be changed");
     } else if (key == "name") {
       JOULE_ASSIGN_OR_RETURN(u.name, TextField(key, field.value));
     } else if (key == "model") {
@@ -226,7 +232,7 @@ Result<store::DeviceUpdate> UpdateFromBody(const simdjson::dom::object& obj, con
     } else if (key == "config") {
       JOULE_ASSIGN_OR_RETURN(u.config_json, ConfigField(field.value));
     } else if (key == "created_at" || key == "updated_at") {
-      return Status::InvalidArgument(fmt::format("{} is read-only", key));
+      continue;  // read-only, ignored
     } else {
       return Status::InvalidArgument(fmt::format(
           "unknown field \"{}\" (allowed: name, model, location, timezone, installed_at, "
@@ -401,7 +407,7 @@ class DeviceRoutes {
     if (auto refused = RefuseJsonBody(req, kMaxBodyBytes)) return responder.Send(*refused);
     Result<ParsedObject> body = ParseBodyObject(req);
     if (!body.ok()) return responder.Send(ErrorFromStatus(body.status()));
-    Result<store::DeviceUpdate> update = UpdateFromBody(body->object, caller, id);
+    Result<store::DeviceUpdate> update = UpdateFromBody(body->object, caller, *device);
     if (!update.ok()) return responder.Send(ErrorFromStatus(update.status()));
     if (EmptyUpdate(*update))
       return responder.Send(net::HttpResponse::Json(200, DeviceBody(*device)));

@@ -520,7 +520,6 @@ class DeviceApiCases:
         for what, body, word in [("bad timezone", {"timezone": "Nowhere/City"}, "timezone"),
                                  ("the host's zone", {"timezone": "localtime"}, "timezone"),
                                  ("a leap-second copy", {"timezone": "right/UTC"}, "timezone"),
-                                 ("read-only", {"created_at": "x"}, "created_at"),
                                  ("unknown", {"colour": "red"}, "colour"),
                                  ("device_id", {"device_id": "other"}, "device_id"),
                                  ("owner_id by owner", {"owner_id": "thief"}, "owner_id"),
@@ -545,6 +544,40 @@ class DeviceApiCases:
         self.assertEqual(resp[2]["device"]["owner_id"], new_owner)
         self.assertError(self.get_device(dev, bearer(key)), 404, "not_found",
                          "old owner after the move")
+
+    def test_patch_takes_a_get_body_back(self):
+        """Found by a black-box test: a GET's device could not be PATCHed back — 400
+        "created_at is read-only" (even for the admin), and an owner key's own, unchanged
+        owner_id 400 "owner_id can only be changed with the admin token". As a rule's PUT
+        does, PATCH ignores the read-only fields (created_at, updated_at; device_id and
+        owner_id when unchanged): GET → edit → PATCH works."""
+        owner = self.owner()
+        dev = self.register(owner_id=owner, name="old", config={"a": 1})["device"]["device_id"]
+        key = self.owner_key(owner)
+        for who, headers, name in (("owner key", bearer(key), "by owner"),
+                                   ("admin", ADMIN, "by admin")):
+            with self.subTest(caller=who):
+                status, _, body = self.get_device(dev, headers)
+                self.assertEqual(status, 200, body)
+                edited = dict(body["device"], name=name,
+                              created_at="2000-01-01T00:00:00.000Z", updated_at="junk")
+                resp = self.server.request("PATCH", f"/v1/devices/{dev}", edited,
+                                           headers=headers)
+                self.assertStatus(resp, 200, f"{who}: GET body edited and sent back")
+                got = resp[2]["device"]
+                self.assertEqual((got["name"], got["owner_id"], got["config"]),
+                                 (name, owner, {"a": 1}), got)
+                self.assertEqual(got["created_at"], body["device"]["created_at"],
+                                 "created_at is not set by PATCH")
+        # The owner's own owner_id alone is no change; another is still refused.
+        resp = self.server.request("PATCH", f"/v1/devices/{dev}", {"owner_id": owner},
+                                   headers=bearer(key))
+        self.assertStatus(resp, 200, "unchanged owner_id from the owner key")
+        self.assertError(self.server.request("PATCH", f"/v1/devices/{dev}",
+                                             {"owner_id": self.owner(), "name": "moved"},
+                                             headers=bearer(key)),
+                         400, "invalid_argument", "another owner_id", message_contains="owner_id")
+        self.assertEqual(self.get_device(dev)[2]["device"]["name"], "by admin")
 
     # ---------------------------------------------------------------- CLI
 
