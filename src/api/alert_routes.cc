@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 #include <simdjson.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -51,7 +52,15 @@ class AlertRoutes {
     Result<size_t> limit = ParseLimit(req.Query("limit"), 100, 1000);
     if (!limit.ok()) return responder.Send(ErrorFromStatus(limit.status()));
     f.limit = *limit;
-    if (const std::string* c = req.Query("cursor"); c && !c->empty()) f.after = *c;
+    if (const std::string* c = req.Query("cursor"); c && !c->empty()) {
+      // "<opened_at_us>:<alert_id>", as the stores write it: the number plain digits.
+      const size_t colon = c->find(':');
+      if (colon == std::string::npos || colon + 1 == c->size() ||
+          !ParseCursorNumber(std::string_view(*c).substr(0, colon), INT64_MAX).ok()) {
+        return responder.Send(ErrorFromStatus(BadCursor()));
+      }
+      f.after = *c;
+    }
     if (const std::string* d = req.Query("device_id"); d && !d->empty()) f.device_id = *d;
     if (const std::string* r = req.Query("rule_id"); r && !r->empty()) f.rule_id = *r;
     if (const std::string* s = req.Query("state"); s && !s->empty()) {

@@ -1,5 +1,6 @@
 // GET /v1/admin/audit?from=&to=&action=&actor=&target_id=&limit=&cursor= (admin only):
 // the audit log's entries, oldest first, as {"entries": [...], "next_cursor"}.
+#include <cstdint>
 #include <string>
 
 #include "api/api_context.h"
@@ -41,17 +42,7 @@ Result<store::AuditQuery> QueryFrom(const net::HttpRequest& req) {
   JOULE_ASSIGN_OR_RETURN(q.limit, ParseLimit(req.Query("limit"), kDefaultLimit, kMaxLimit));
   if (q.limit == 0) return Status::InvalidArgument("limit must be at least 1");
   if (const std::string* v = req.Query("cursor"); v && !v->empty()) {
-    size_t used = 0;
-    unsigned long long after = 0;
-    try {
-      after = std::stoull(*v, &used);
-    } catch (...) {
-      used = 0;
-    }
-    if (used != v->size()) {
-      return Status::InvalidArgument("cursor must be a next_cursor from a previous page");
-    }
-    q.after = after;
+    JOULE_ASSIGN_OR_RETURN(q.after, ParseCursorNumber(*v, UINT64_MAX));
   }
   return q;
 }

@@ -100,6 +100,20 @@ Result<size_t> ParseLimit(const std::string* value, size_t default_limit, size_t
   return v;
 }
 
+Status BadCursor() {
+  return Status::InvalidArgument("cursor must be a next_cursor from a previous page");
+}
+
+Result<uint64_t> ParseCursorNumber(std::string_view value, uint64_t max) {
+  uint64_t v = 0;
+  // from_chars of an unsigned type takes no sign, no space, no base prefix.
+  auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+  if (value.empty() || ec != std::errc() || p != value.data() + value.size() || v > max) {
+    return BadCursor();
+  }
+  return v;
+}
+
 Result<std::vector<std::string>> ParseMetricList(const std::string& value) {
   std::vector<std::string> out;
   size_t start = 0;

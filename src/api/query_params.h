@@ -5,6 +5,7 @@
 #include <compare>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
@@ -46,6 +47,12 @@ int64_t DataEnd(int64_t now_ns, int64_t max_future_skew_ns);
 // "1m" (or the base window's name, e.g. "30s"), "1h", "1d". "auto" is handled by callers.
 Result<model::Resolution> ParseResolution(const std::string& value, int64_t base_window_ns);
 Result<size_t> ParseLimit(const std::string* value, size_t default_limit, size_t max_limit);
+// A cursor number as next_cursor writes it: plain decimal digits (no sign, space or other
+// character) of at most `max`; else 400 "cursor must be a next_cursor from a previous page".
+// Until session 36 the audit log took `-1` (as 2^64 − 1: an empty page) and `+5`, and the
+// alerts list `-1:…` (found by a black-box test).
+Result<uint64_t> ParseCursorNumber(std::string_view value, uint64_t max);
+Status BadCursor();
 // "power_w,voltage_v" → names; each must be a valid metric name.
 Result<std::vector<std::string>> ParseMetricList(const std::string& value);
 

@@ -240,6 +240,22 @@ class AlertsTest(AlertServerMixin, JouleTestCase):
             self.assertEqual(resp["error"]["code"], "invalid_argument")
             self.assertIn(word, resp["error"]["message"], body)
 
+    def test_list_cursor_must_be_a_next_cursor(self):
+        """Found by a black-box test (on the audit log, the same here): a cursor with a sign
+        was taken ("-1:x" read as opened_at −1 µs). Only next_cursor's form
+        "<digits>:<alert id>" is; anything else is 400 invalid_argument."""
+        status, _, body = self.server.request("GET", "/v1/alerts?cursor=1700000000000000:a1",
+                                              headers=ADMIN)
+        self.assertEqual(status, 200, body)
+        for cursor in ("-1:a1", "%2B5:a1", "%205:a1", "abc", "5", "5:", ":a1", "0x5:a1",
+                       "99999999999999999999:a1"):
+            with self.subTest(cursor=cursor):
+                status, _, resp = self.server.request("GET", f"/v1/alerts?cursor={cursor}",
+                                                      headers=ADMIN)
+                self.assertEqual((status, resp["error"]["code"]), (400, "invalid_argument"),
+                                 resp)
+                self.assertIn("next_cursor", resp["error"]["message"])
+
     def test_crud_and_secret_redaction(self):
         dev, _ = self.register(f"own-{uid()}")
         rule = self.threshold_rule(dev, "https://hooks.example.com/x", secret="plain-secret")

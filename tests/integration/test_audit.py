@@ -135,6 +135,14 @@ class AuditTest(JouleTestCase):
         self.assertEqual(status, 400, err)
         status, _, err = s.request("GET", "/v1/admin/audit?cursor=x1", headers=ADMIN)
         self.assertEqual(status, 400, err)
+        # Found by a black-box test: -1 (read as 2^64 - 1: an empty page) and +5 were taken.
+        # Only next_cursor's form is: plain decimal digits, within 64 bits.
+        for cursor in ("-1", "%2B5", "%205", "5%20", "0x5", "5.0", "18446744073709551616"):
+            with self.subTest(cursor=cursor):
+                status, _, err = s.request("GET", f"/v1/admin/audit?cursor={cursor}",
+                                           headers=ADMIN)
+                self.assertEqual((status, err["error"]["code"]), (400, "invalid_argument"), err)
+                self.assertIn("next_cursor", err["error"]["message"])
 
         # Only the admin reads it.
         status, _, err = s.request("GET", "/v1/admin/audit", headers=owner_h)

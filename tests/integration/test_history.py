@@ -160,7 +160,9 @@ class HistoryApiTest(JouleTestCase):
                              ({"resolution": "1m", "from": fmt_ts(self.base - 200 * 86400),
                                "to": self.to_ts}, "too many windows"),
                              ({"limit": "0"}, "limit"), ({"format": "xml"}, "format"),
-                             ({"from": "yesterday"}, "bad time")]:
+                             ({"from": "yesterday"}, "bad time"),
+                             ({"cursor": "-1"}, "cursor -1"), ({"cursor": "+5"}, "cursor +5"),
+                             ({"cursor": "abc"}, "cursor abc")]:
             with self.subTest(what=what):
                 st, _, body = self.history(dev, **params)
                 self.assertEqual(st, 400, body)
