@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "api/api_context.h"
+#include "api/device_fields.h"
 #include "api/error_response.h"
 #include "api/owner_energy_cache.h"
 #include "api/query_params.h"
@@ -69,8 +70,12 @@ void HandleOwnerEnergy(ApiContext& ctx, OwnerEnergyCache* cache, const Counters&
         403, "forbidden", "device tokens may only ingest; use an owner key"));
   }
   const std::string& owner_id = req.path_params["owner_id"];
-  if (!ingest::ValidDeviceId(owner_id) ||
-      (caller.kind == Caller::Kind::kOwner && caller.owner_id != owner_id)) {
+  // An owner id outside the id syntax is the 400 the owner-key routes give it, naming the
+  // syntax (until session 36 it was 404 "no such owner" here; found by a black-box test).
+  if (Status valid = ValidateOwnerId(owner_id); !valid.ok()) {
+    return responder.Send(ErrorFromStatus(valid));
+  }
+  if (caller.kind == Caller::Kind::kOwner && caller.owner_id != owner_id) {
     return responder.Send(net::HttpResponse::Error(404, "not_found", "no such owner"));
   }
   if (!ctx.metadata) {

@@ -202,6 +202,17 @@ class HistoryApiTest(JouleTestCase):
         st, _, _ = self.server.request("GET", f"/v1/owners/{self.other_owner}/energy",
                                        headers=self.owner_key)
         self.assertEqual(st, 404)
+        # An owner id outside the id syntax is the 400 the owner-key routes answer, naming
+        # the syntax, for the admin and an owner key alike (found by a black-box test: it
+        # was 404 "no such owner" here while /keys said 400).
+        for bad in ("a%20b", "o" * 129, ".."):
+            for who, headers in (("admin", ADMIN), ("owner key", self.owner_key)):
+                with self.subTest(owner_id=bad[:12], caller=who):
+                    st, _, body = self.server.request("GET", f"/v1/owners/{bad}/energy",
+                                                      headers=headers)
+                    self.assertEqual((st, body["error"]["code"]), (400, "invalid_argument"),
+                                     body)
+                    self.assertIn("owner_id must be", body["error"]["message"])
         st, _, body = self.server.request("GET", f"/v1/owners/{self.owner}/energy?resolution=1d",
                                           headers=self.owner_key)
         self.assertEqual(st, 200, body)
