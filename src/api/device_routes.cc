@@ -340,7 +340,11 @@ class DeviceRoutes {
       }
       options.after = *cursor;
     }
-    const std::string* owner = req.Query("owner_id");
+    // ?owner_id= filters the admin's list; an owner key's list is its own devices, the
+    // parameter ignored, as on /v1/rules and /v1/alerts (until session 36 another owner's
+    // id gave an owner key an empty list here only; found by a black-box test).
+    const std::string* owner =
+        caller.kind == Caller::Kind::kOwner ? nullptr : req.Query("owner_id");
     if (owner) {
       Status st = ValidateOwnerId(*owner);
       if (!st.ok()) return responder.Send(ErrorFromStatus(st));
@@ -350,20 +354,14 @@ class DeviceRoutes {
       if (!st.ok()) return responder.Send(ErrorFromStatus(st));
       options.model = *model;
     }
-    bool empty = false;
     if (caller.kind == Caller::Kind::kOwner) {
-      // An owner sees only its own devices; filtering by someone else finds nothing.
-      if (owner && *owner != caller.owner_id) empty = true;
       options.owner_id = caller.owner_id;
     } else if (owner) {
       options.owner_id = *owner;
     }
-    store::DevicePage page;
-    if (!empty) {
-      Result<store::DevicePage> listed = ctx_.metadata->ListDevices(options);
-      if (!listed.ok()) return responder.Send(ErrorFromStatus(listed.status()));
-      page = std::move(*listed);
-    }
+    Result<store::DevicePage> listed = ctx_.metadata->ListDevices(options);
+    if (!listed.ok()) return responder.Send(ErrorFromStatus(listed.status()));
+    store::DevicePage page = std::move(*listed);
     JsonWriter w;
     w.BeginObject();
     w.Key("devices");
