@@ -220,6 +220,33 @@ class OpenApiTest(JouleTestCase):
                 answer, _ = self.call(method, template, 413, big, **params)
                 self.assertEqual(answer["error"]["code"], "payload_too_large")
 
+    def test_every_route_lists_its_head_refusals(self):
+        """Every route of the spec answers a query parameter given twice 400 invalid_argument
+        (CONTRACT §3), and one that takes no body a Content-Length over 4 KiB 413
+        payload_too_large (SECURITY.md "Limits"), and lists them (found by a black-box test:
+        eight routes listed no 400, no GET route a 413)."""
+        owner, device = f"own-{uid()}", f"dev-{uid()}"
+        self.call("POST", "/v1/devices", 201, {"device_id": device, "owner_id": owner})
+        values = {"id": device, "owner_id": owner, "key_id": "k-1", "path": "app.js"}
+        for template, item in self.spec["paths"].items():
+            for method, operation in item.items():
+                if method not in ("get", "post", "put", "patch", "delete"):
+                    continue
+                path = template.format(**values)
+                with self.subTest(f"{method.upper()} {template}"):
+                    got, _, answer = self.server.request(method.upper(), path + "?x=1&x=2",
+                                                         headers=ADMIN)
+                    self.assertEqual((got, answer["error"]["code"]), (400, "invalid_argument"),
+                                     answer)
+                    self.assertIn("400", operation["responses"], "400 not in the spec")
+                    if "requestBody" in operation:
+                        continue
+                    got, _, answer = self.server.request(method.upper(), path, b"x" * 5000,
+                                                         headers=ADMIN, content_type=False)
+                    self.assertEqual((got, answer["error"]["code"]), (413, "payload_too_large"),
+                                     answer)
+                    self.assertIn("413", operation["responses"], "413 not in the spec")
+
     def test_json_bodies_refuse_content_codings(self):
         """Every route that takes a JSON body refuses a Content-Encoding other than identity
         as POST /v1/telemetry does: 415 unsupported_media_type naming the coding and
