@@ -103,4 +103,19 @@ TEST(QueryParamsTest, MetricLists) {
   EXPECT_FALSE(ParseMetricList("Power").ok());
 }
 
+// A cursor number is next_cursor's form only: plain decimal digits within `max` (found by a
+// black-box test: the audit log took -1 as 2^64 - 1, an empty page, and +5 as 5).
+TEST(QueryParamsTest, CursorNumbers) {
+  EXPECT_EQ(*ParseCursorNumber("5", UINT64_MAX), 5u);
+  EXPECT_EQ(*ParseCursorNumber("18446744073709551615", UINT64_MAX), UINT64_MAX);
+  EXPECT_EQ(*ParseCursorNumber("9223372036854775807", INT64_MAX), uint64_t{INT64_MAX});
+  for (const char* bad :
+       {"", "-1", "+5", " 5", "5 ", "0x5", "5.0", "abc", "18446744073709551616"}) {
+    Result<uint64_t> got = ParseCursorNumber(bad, UINT64_MAX);
+    ASSERT_FALSE(got.ok()) << bad;
+    EXPECT_EQ(got.status().message(), "cursor must be a next_cursor from a previous page");
+  }
+  EXPECT_FALSE(ParseCursorNumber("9223372036854775808", INT64_MAX).ok());
+}
+
 }  // namespace joule::api
