@@ -128,7 +128,7 @@ struct DigestSink : RecordSink {
 };
 
 struct Zones : joule::stream::TimezoneProvider {
-  std::string TimezoneOf(std::string_view id) override {
+  std::optional<std::string> TimezoneOf(std::string_view id) override {
     static const char* kZones[] = {
         "UTC",          "America/New_York", "Asia/Kolkata", "Asia/Kathmandu", "Australia/Lord_Howe",
         "Europe/Berlin"};

@@ -17,9 +17,15 @@ stream::EngineOptions EngineOptionsFrom(const Config& c) {
   return o;
 }
 
-std::string MetadataTimezones::TimezoneOf(std::string_view device_id) {
+std::optional<std::string> MetadataTimezones::TimezoneOf(std::string_view device_id) {
   Result<store::Device> d = metadata_->GetDevice(device_id);
-  if (!d.ok() || d->timezone.empty()) return "UTC";
+  if (!d.ok()) {
+    // The store cannot say now (unreachable, timed out): not guessed. A device the engine
+    // has keeps its zone; a new one waits (the processor hands its events over later).
+    if (d.status().code() == StatusCode::kUnavailable) return std::nullopt;
+    return "UTC";  // unregistered (or an id the store refuses)
+  }
+  if (d->timezone.empty()) return "UTC";
   if (!Usable(d->timezone, device_id)) return "UTC";
   return d->timezone;
 }

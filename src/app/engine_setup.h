@@ -15,17 +15,19 @@ namespace joule::app {
 
 stream::EngineOptions EngineOptionsFrom(const Config& config);
 
-// The engine's view of device timezones: the metadata store (through its cache); "UTC"
-// for unknown devices, and for a zone name the API would refuse (api::ValidateTimezone:
-// unknown to the tz database, "localtime", "posix/…"), which plain SQL can still put into
-// `devices.timezone`. The engine falls back to UTC for an unknown zone anyway, but it
-// writes the name it was given into every 1d record ("timezone"): the records must name
-// the zone actually used. Such a name is logged (warn, once per name). Thread-safe: the
+// The engine's view of device timezones: the metadata store (through its cache, which
+// serves a device it has seen stale while the database is unreachable); std::nullopt
+// when the store cannot answer (unreachable or timed out: the zone is not guessed, see
+// stream::TimezoneProvider); "UTC" for unregistered devices, and for a zone name the API would
+// refuse (api::ValidateTimezone: unknown to the tz database, "localtime", "posix/…"), which plain
+// SQL can still put into `devices.timezone`. The engine falls back to UTC for an unknown zone
+// anyway, but it writes the name it was given into every 1d record ("timezone"): the records must
+// name the zone actually used. Such a name is logged (warn, once per name). Thread-safe: the
 // processors share one.
 class MetadataTimezones final : public stream::TimezoneProvider {
  public:
   explicit MetadataTimezones(store::MetadataStore* metadata) : metadata_(metadata) {}
-  std::string TimezoneOf(std::string_view device_id) override;
+  std::optional<std::string> TimezoneOf(std::string_view device_id) override;
 
  private:
   // Whether `name` is a zone the engine can use; logs a refused one the first time.

@@ -149,7 +149,13 @@ PartitionProcessor::PartitionProcessor(PartitionProcessorOptions options, log::L
       positions_(new std::atomic<uint64_t>[options_.partitions.size()]),
       last_append_ns_(new std::atomic<int64_t>[options_.partitions.size()]),
       caught_up_ns_(new std::atomic<int64_t>[options_.partitions.size()]) {
+  timezones_ = timezones;
   const std::string idx = std::to_string(options_.index);
+  zone_waits_ = metrics->GetCounter(
+      "joule_processor_timezone_waits_total",
+      "Times a processor stopped before an event of a device new to it whose timezone the "
+      "metadata store could not say (unreachable): it waits, the local days are not guessed",
+      {{"processor", idx}});
   events_processed_ = metrics->GetCounter("joule_processor_events_total",
                                           "Events fed to the window engine", {{"processor", idx}});
   read_errors_ =
@@ -395,6 +401,7 @@ Status PartitionProcessor::Start() {
   }
   stopped_.assign(readers_.size(), false);
   read_retry_.assign(readers_.size(), ReadRetry());
+  zone_wait_.assign(readers_.size(), ZoneWait());
   if (!options_.checkpoint_path.empty()) {
     // A recovery epoch: whatever the previous run emitted after its last checkpoint has a
     // lower version than anything emitted from now on (docs/formats/processor_checkpoint.md),
@@ -513,8 +520,67 @@ void PartitionProcessor::OnReadFailed(size_t slot, const Status& status) {
             std::chrono::duration_cast<std::chrono::milliseconds>(retry.backoff()).count())}});
 }
 
+bool PartitionProcessor::ZoneKnown(size_t slot) {
+  ZoneWait& w = zone_wait_[slot];
+  if (!w.waiting) return true;
+  const auto now = std::chrono::steady_clock::now();
+  if (now < w.retry_at) return false;
+  // Asked outside the engine's lock (a lookup may take up to metadata.lookup_timeout); the
+  // answer fills the metadata cache the engine then reads.
+  if (timezones_ != nullptr && !timezones_->TimezoneOf(w.device_id)) {
+    w.retry_at = now + std::chrono::milliseconds(500);
+    return false;
+  }
+  logging::Info(
+      "processor resumed: the metadata store says the device's timezone again",
+      {{"processor", std::to_string(options_.index)},
+       {"partition", std::to_string(options_.partitions[slot])},
+       {"device_id", w.device_id},
+       {"waited_ms",
+        std::to_string(
+            std::chrono::duration_cast<std::chrono::milliseconds>(now - w.since).count())}});
+  w = ZoneWait();
+  return true;
+}
+
+size_t PartitionProcessor::WaitForZone(size_t slot, size_t done) {
+  const size_t record = event_records_[done];
+  const model::LogOffset at = batch_[record].offset;
+  Result<std::unique_ptr<log::LogReader>> reader = log_->NewReader(options_.partitions[slot], at);
+  if (!reader.ok()) {
+    // Cannot happen while this processor's checkpoints hold the log back (retention keeps
+    // every record after them); never skip the events: stop reading the partition.
+    stopped_[slot] = true;
+    logging::Error(
+        "processor stopped reading a partition: cannot go back to an event it "
+        "has to wait with",
+        {{"processor", std::to_string(options_.index)},
+         {"partition", std::to_string(options_.partitions[slot])},
+         {"offset", std::to_string(at.value)},
+         {"error", reader.status().ToString()}});
+    return record;
+  }
+  readers_[slot] = std::move(*reader);
+  ZoneWait& w = zone_wait_[slot];
+  w.waiting = true;
+  w.device_id = events_[done].device_id;
+  w.since = std::chrono::steady_clock::now();
+  w.retry_at = w.since + std::chrono::milliseconds(500);
+  zone_waits_->Inc();
+  logging::Warn(
+      "processor waits for the metadata store: the timezone of a device new to it is "
+      "unknown (the store is unreachable), and its local days are not guessed; the events "
+      "stay in the log",
+      {{"processor", std::to_string(options_.index)},
+       {"partition", std::to_string(options_.partitions[slot])},
+       {"device_id", w.device_id},
+       {"offset", std::to_string(at.value)}});
+  return record;
+}
+
 bool PartitionProcessor::ProcessBatch(size_t slot) {
   if (stopped_[slot]) return false;
+  if (!ZoneKnown(slot)) return false;
   ReadRetry& retry = read_retry_[slot];
   if (retry.Waiting(ReadRetry::Clock::now())) return false;
   batch_.clear();
@@ -564,10 +630,16 @@ bool PartitionProcessor::ProcessBatch(size_t slot) {
     event_records_[n_events] = static_cast<uint32_t>(i);
     ++n_events;
   }
+  size_t done;
   {
     std::lock_guard lock(engine_mu_);
     duplicate_.resize(n_events);
-    engine_->ProcessBatch(events_.data(), n_events, now, sink_.get(), duplicate_.data());
+    done = engine_->ProcessBatch(events_.data(), n_events, now, sink_.get(), duplicate_.data());
+  }
+  size_t consumed = batch_.size();  // records
+  if (done < n_events) {            // events_[done] and after: not processed (a zone unknown)
+    consumed = WaitForZone(slot, done);
+    n_events = done;
   }
   // A duplicate the engine dropped is no reading: the first copy wins (CONTRACT §1; found by
   // a black-box test: a later copy of an event_id became the latest reading and an SSE
@@ -601,9 +673,12 @@ bool PartitionProcessor::ProcessBatch(size_t slot) {
     for (size_t i = 0; i < kept; ++i) options_.live->PublishReading(events_[i]);
   }
   sink_->FlushLatest();
-  events_processed_->Inc(batch_.size());
-  positions_[slot].store(readers_[slot]->position().value, std::memory_order_relaxed);
-  last_append_ns_[slot].store(batch_.back().append_time_ns, std::memory_order_relaxed);
+  events_processed_->Inc(consumed);
+  positions_[slot].store(
+      consumed == batch_.size() ? readers_[slot]->position().value : batch_[consumed].offset.value,
+      std::memory_order_relaxed);
+  if (consumed == 0) return false;
+  last_append_ns_[slot].store(batch_[consumed - 1].append_time_ns, std::memory_order_relaxed);
   // Test crash points: events applied and records emitted, not yet checkpointed; the
   // second one only while replaying the backlog after a start.
   CrashPoint("processor.after_batch");
@@ -841,7 +916,10 @@ void PartitionProcessor::Run() {
       last_checkpoint = now;
     }
     if (!any) {
-      caught_up_once_.store(true);
+      // Not while a slot waits for a zone: its backlog is not processed yet.
+      const bool zone_wait = std::any_of(zone_wait_.begin(), zone_wait_.end(),
+                                         [](const ZoneWait& w) { return w.waiting; });
+      if (!zone_wait) caught_up_once_.store(true);
       if (stopping) {
         // Finish a latest-store backlog while the store answers, within a bound.
         const int64_t until = clock_->NowNanos() + options_.latest_final_drain_ns;
@@ -854,7 +932,7 @@ void PartitionProcessor::Run() {
       // Wait for new data on the first partition still read with a short timeout; the
       // others are polled on wake-up. The timeout bounds the tick latency.
       const int64_t wait_ns = std::min<int64_t>(options_.tick_interval_ns, 50'000'000);
-      if (held) {
+      if (held || zone_wait) {  // (a waiting slot's reader has data: no WaitForData)
         std::this_thread::sleep_for(std::chrono::nanoseconds(wait_ns));
         continue;
       }

@@ -210,6 +210,24 @@ class PartitionProcessor {
   // thread only.
   std::vector<ReadRetry> read_retry_;
   void OnReadFailed(size_t slot, const Status& status);
+  // Per slot: an event of a device new to the engine whose timezone the metadata store could
+  // not say (unreachable: stream::TimezoneProvider). The slot's reader was put back to that
+  // event's record and the slot is not read until the zone is known (asked again every
+  // kZoneRetryNs), so that no local day is computed in a guessed zone. Processor thread only.
+  struct ZoneWait {
+    bool waiting = false;
+    std::string device_id;
+    std::chrono::steady_clock::time_point retry_at;
+    std::chrono::steady_clock::time_point since;
+  };
+  std::vector<ZoneWait> zone_wait_;
+  // Whether the slot may be read now (false while its zone wait lasts).
+  bool ZoneKnown(size_t slot);
+  // After the engine stopped at events_[done] (a new device, zone unknown): the slot's
+  // reader restarts at that event's record. Returns the records consumed before it.
+  size_t WaitForZone(size_t slot, size_t done);
+  stream::TimezoneProvider* timezones_;
+  Counter* zone_waits_;
   Counter* read_errors_;
   log::ReadBatch batch_;
   std::vector<model::Event> events_;  // the decoded batch (storage reused)

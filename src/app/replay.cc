@@ -208,7 +208,14 @@ Result<ReplayStats> ReplayArchive(const ReplayRequest& req, store::HistoryStore*
     // computes for in-order input, without lateness.
     stream::WindowEngine engine(engine_options, timezones);
     CollectingSink sink;
-    for (const auto& e : events) engine.Process(e, e.timestamp_ns, &sink);
+    for (const auto& e : events) {
+      if (!engine.Process(e, e.timestamp_ns, &sink)) {  // its local days are not guessed
+        return Status::Unavailable(
+            fmt::format("the metadata store cannot say device {}'s timezone now (unreachable): "
+                        "replay stopped before it; run it again once the store answers",
+                        device_id));
+      }
+    }
     // Silent long enough for every window, days included, to be final.
     engine.Tick(events.back().timestamp_ns + 3 * kNanosPerDay + opt.idle_timeout_ns, &sink);
 

@@ -108,7 +108,14 @@ Result<SeedStats> EngineSeed::Finish(const std::string& checkpoints_dir,
                      });
     stream::WindowEngine engine(engine_, timezones_);
     LastEmissionSink sink;
-    for (const model::Event* e : events) engine.Process(*e, e->timestamp_ns, &sink);
+    for (const model::Event* e : events) {
+      if (!engine.Process(*e, e->timestamp_ns, &sink)) {  // its local days are not guessed
+        return Status::Unavailable(
+            fmt::format("the metadata store cannot say device {}'s timezone now (unreachable); "
+                        "run it again once the store answers",
+                        e->device_id));
+      }
+    }
     stats.events += events.size();
     stats.devices += mine.size();
 

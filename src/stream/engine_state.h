@@ -448,7 +448,8 @@ struct WindowEngine::Impl {
   uint32_t InternMetricName(std::string_view name);
   const std::string& NameOf(const MetricState& ms) const { return metric_names[ms.name]; }
 
-  Device& GetDevice(std::string_view id);
+  // nullptr: a new device whose zone the TimezoneProvider cannot say now.
+  Device* GetDevice(std::string_view id);
   // Folds an event later than every earlier event of the device into its windows (samples
   // by metric id). The checkpoint reader replays a format-3 file's pending events with it.
   void FoldInOrder(Device& d, int64_t t, size_t n, const uint32_t* ids, const double* values);

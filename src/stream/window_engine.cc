@@ -249,7 +249,9 @@ Window* HourOf(Impl& E, Device& d, int64_t base_start) {
 
 void RefreshTimezone(Impl& E, Device& d) {
   if (E.tzp == nullptr) return;
-  std::string tz = E.tzp->TimezoneOf(d.id);
+  std::optional<std::string> answer = E.tzp->TimezoneOf(d.id);
+  if (!answer) return;  // the source cannot say now: the device keeps its zone
+  std::string tz = std::move(*answer);
   if (tz.empty()) tz = "UTC";
   if (tz != d.timezone) {
     d.timezone = std::move(tz);
@@ -1060,20 +1062,22 @@ void WindowEngine::Impl::IndexDevice(uint64_t hash, uint32_t i) {
   }
 }
 
-Device& WindowEngine::Impl::GetDevice(std::string_view id) {
-  if (last_device != nullptr && SameName(last_device->id, id)) return *last_device;
+Device* WindowEngine::Impl::GetDevice(std::string_view id) {
+  if (last_device != nullptr && SameName(last_device->id, id)) return last_device;
   const uint64_t hash = HashDeviceId(id);
-  if (Device* found = FindDevice(id, hash)) return *(last_device = found);
-  auto d = std::make_unique<Device>();
-  d->id.assign(id);
+  if (Device* found = FindDevice(id, hash)) return last_device = found;
+  std::optional<std::string> timezone;
   if (tzp != nullptr) {
-    d->timezone = tzp->TimezoneOf(id);
-    if (d->timezone.empty()) d->timezone = "UTC";
+    timezone = tzp->TimezoneOf(id);
+    if (!timezone) return nullptr;  // not guessed: the caller processes this event later
   }
+  auto d = std::make_unique<Device>();  // (in UTC by default)
+  d->id.assign(id);
+  if (timezone && !timezone->empty()) d->timezone = std::move(*timezone);
   d->zone = zones.Find(d->timezone);
   devices.push_back(std::move(d));
   IndexDevice(hash, static_cast<uint32_t>(devices.size() - 1));
-  return *(last_device = devices.back().get());
+  return last_device = devices.back().get();
 }
 
 void WindowEngine::Impl::FoldInOrder(Device& d, int64_t t, size_t n, const uint32_t* ids,
@@ -1170,9 +1174,12 @@ void WindowEngine::BeginRecoveryEpoch(uint32_t at_least) {
 
 uint32_t WindowEngine::version_epoch() const { return impl_->version_epoch; }
 
-void WindowEngine::Process(const model::Event& ev, int64_t now_ns, RecordSink* sink) {
+bool WindowEngine::Process(const model::Event& ev, int64_t now_ns, RecordSink* sink) {
   Impl& E = *impl_;
-  E.ProcessOn(E.GetDevice(ev.device_id), ev, now_ns, sink);
+  Device* d = E.GetDevice(ev.device_id);
+  if (d == nullptr) return false;
+  E.ProcessOn(*d, ev, now_ns, sink);
+  return true;
 }
 
 WindowEngine::Impl::PendResult WindowEngine::Impl::TryPend(Device& d, const model::Event& ev,
@@ -1409,8 +1416,8 @@ inline void PrefetchTickFields(const Device* d) { PrefetchLines(d, 128); }
 
 }  // namespace
 
-void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t now_ns,
-                                RecordSink* sink, uint8_t* duplicate) {
+size_t WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t now_ns,
+                                  RecordSink* sink, uint8_t* duplicate) {
   Impl& E = *impl_;
   // A software pipeline over the batch: the device-index slot of event i+kSlot, lines 0–1
   // of the device of event i+kDevice (what TryPend reads), then for event i+kDecide either
@@ -1519,11 +1526,14 @@ void WindowEngine::ProcessBatch(const model::Event* events, size_t n, int64_t no
     if (d != nullptr && SameName(d->id, events[i].device_id)) [[likely]] {
       E.last_device = d;
     } else {
-      d = &E.GetDevice(events[i].device_id);
+      d = E.GetDevice(events[i].device_id);
+      if (d == nullptr) [[unlikely]]
+        return i;  // a new device of unknown zone: later
     }
     const bool applied = E.ProcessOn(*d, events[i], now_ns, sink);
     if (duplicate != nullptr) duplicate[i] = applied ? 0 : 1;
   }
+  return n;
 }
 
 namespace {

@@ -23,6 +23,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -53,11 +54,15 @@ class RecordSink {
 };
 
 // Supplies each device's IANA timezone (default "UTC"); called when a device is first
-// seen and on each local-day roll. An unknown zone name falls back to UTC.
+// seen and on each local-day roll. An unknown zone name falls back to UTC. std::nullopt:
+// the source cannot say now (the metadata store unreachable). A device the engine has then
+// keeps the zone it has; an event of a device the engine has not seen is not processed
+// (ProcessBatch stops before it, Process returns false), so that no local day is ever
+// computed in a guessed zone.
 class TimezoneProvider {
  public:
   virtual ~TimezoneProvider() = default;
-  virtual std::string TimezoneOf(std::string_view device_id) = 0;
+  virtual std::optional<std::string> TimezoneOf(std::string_view device_id) = 0;
 };
 
 class WindowEngine {
@@ -70,15 +75,19 @@ class WindowEngine {
   WindowEngine& operator=(const WindowEngine&) = delete;
 
   // Feeds one event (already validated; Event::received_at_ns is its ingest time).
-  // now_ns = processing time (non-decreasing across calls).
-  void Process(const model::Event& event, int64_t now_ns, RecordSink* sink);
+  // now_ns = processing time (non-decreasing across calls). False (nothing changed) when
+  // the event's device is new and the TimezoneProvider cannot say its zone now.
+  bool Process(const model::Event& event, int64_t now_ns, RecordSink* sink);
 
   // Process(events[i], now_ns, sink) for i = 0 … n−1, in order (identical results). While
   // processing one event it prefetches the state of the devices of the next few, whose
   // state is usually not in cache when many devices interleave.
   // `duplicate` (may be null; n entries): 1 where the event was a duplicate, dropped.
-  void ProcessBatch(const model::Event* events, size_t n, int64_t now_ns, RecordSink* sink,
-                    uint8_t* duplicate = nullptr);
+  // Returns how many events it processed: n, or the index of the first event whose device
+  // is new while the TimezoneProvider cannot say its zone (that event and the ones after
+  // it are untouched: the caller hands them over again later).
+  size_t ProcessBatch(const model::Event* events, size_t n, int64_t now_ns, RecordSink* sink,
+                      uint8_t* duplicate = nullptr);
 
   // Processing-time progress: early firings of open windows every early_fire_interval,
   // finalization of silent devices' windows after idle_timeout, eviction of state older

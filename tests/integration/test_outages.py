@@ -721,6 +721,74 @@ class PostgresRestartTest(unittest.TestCase):
         self.assertGreater(metric_sum(m, "joule_metadata_cache_misses_total"), 0)
 
 
+class PostgresDownWhileProcessingTest(unittest.TestCase):
+    """Events acknowledged before a kill -9 are processed after the restart while PostgreSQL
+    is down, for a device the new process never looked up: its local days must not be
+    guessed. They went into UTC days, and its owner's daily energy counted an hour twice
+    (found by a black-box test). The processor waits, says so, and goes on when the store
+    answers; the days are Berlin's."""
+
+    def test_a_new_devices_timezone_is_waited_for(self):
+        pg = PrivatePostgres()
+        holds = tempfile.mkdtemp(prefix="joule-holds-")
+        consumers, start = os.path.join(holds, "consumers"), os.path.join(holds, "start")
+        open(consumers, "w").close()
+        server = postgres_server(pg, "pg-zone", JOULE_TEST_HOLD=f"log.consumers:{consumers}")
+        try:
+            server.start()
+            dev = f"tz-{uid()}"
+            st, _, body = server.request("POST", "/v1/devices",
+                                         {"device_id": dev, "owner_id": f"home-{uid()}",
+                                          "timezone": "Europe/Berlin"}, ADMIN)
+            self.assertEqual(st, 201, body)
+            token = {"Authorization": f"Bearer {body['token']}"}
+            # Four hours across Berlin's midnight (23:00Z), the day before yesterday 22:00Z on.
+            t0 = (int(time.time()) // 86400 - 1) * 86400 - 2 * 3600
+            events = [{"device_id": dev, "timestamp": fmt_ts(t0 + 60 * m),
+                       "metrics": {"power_w": 600.0}} for m in range(240)]
+            st, _, body = server.post_events(events, headers=token)
+            self.assertEqual((st, body.get("accepted")), (202, 240), body)
+            server.kill9()  # acknowledged, never processed (the processors were held)
+
+            # The restart: processors held at their start while PostgreSQL stops.
+            open(start, "w").close()
+            server.overrides["JOULE_TEST_HOLD"] = f"processor.start:{start}"
+            server.start(wait_ready=False)
+            pg.stop()
+            os.remove(start)
+            self.assertTrue(server.logged("processor waits for the metadata store", dev,
+                                          timeout=60), server.diag())
+            waits = metric_sum(parse_prometheus(server.metrics_text()),
+                               "joule_processor_timezone_waits_total")
+            self.assertGreaterEqual(waits, 1)
+            self.assertGreater(lag(server), 0, "the events must wait in the log")
+            pg.start()
+            self.assertTrue(server.logged("processor resumed", dev, timeout=60), server.diag())
+
+            span = {"resolution": "1d", "from": fmt_ts(t0 - 86400), "to": fmt_ts(t0 + 2 * 86400)}
+
+            def days():
+                st, _, body = server.request(
+                    "GET", f"/v1/devices/{q(dev)}/metrics/history?{urllib.parse.urlencode(span)}",
+                    headers=ADMIN)
+                if st != 200 or sum(r["count"] for r in body["data"]) != 240:
+                    return None
+                return body["data"]
+
+            rows = poll(days, timeout=60)
+            self.assertTrue(rows, "1d records of the 240 events" + server.diag())
+            berlin_dates = [time.strftime("%Y-%m-%d", time.gmtime(t0 + 3600)),
+                            time.strftime("%Y-%m-%d", time.gmtime(t0 + 2 * 3600))]
+            self.assertEqual([(r["local_date"], r["timezone"], r["count"]) for r in rows],
+                             [(berlin_dates[0], "Europe/Berlin", 60),
+                              (berlin_dates[1], "Europe/Berlin", 180)], rows)
+            self.assertEqual(rows[1]["window_start"], fmt_ts(t0 + 3600))
+        finally:
+            server.cleanup()
+            pg.cleanup()
+            shutil.rmtree(holds, ignore_errors=True)
+
+
 class PostgresOutageWritesTest(unittest.TestCase):
     """Found by a black-box test, PostgreSQL stopped mid-test:
     (1) a metadata write that fails with 503 during the outage (PATCH, token rotation,

@@ -36,7 +36,7 @@ void Check(bool ok, const char* what) {
 }
 
 struct Zones : joule::stream::TimezoneProvider {
-  std::string TimezoneOf(std::string_view id) override {
+  std::optional<std::string> TimezoneOf(std::string_view id) override {
     static const char* kZones[] = {"UTC", "America/New_York", "Asia/Kathmandu",
                                    "Australia/Lord_Howe"};
     return kZones[id.empty() ? 0 : static_cast<unsigned char>(id.back()) % 4];

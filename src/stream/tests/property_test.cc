@@ -238,7 +238,7 @@ void Compare(const RefResult& ref, const Latest& got) {
 class FixedZone : public TimezoneProvider {
  public:
   explicit FixedZone(std::string z) : zone_(std::move(z)) {}
-  std::string TimezoneOf(std::string_view) override { return zone_; }
+  std::optional<std::string> TimezoneOf(std::string_view) override { return zone_; }
 
  private:
   std::string zone_;

@@ -41,7 +41,7 @@ std::vector<std::string> Split(const std::string& line) {
 
 class MapTimezones : public TimezoneProvider {
  public:
-  std::string TimezoneOf(std::string_view device_id) override {
+  std::optional<std::string> TimezoneOf(std::string_view device_id) override {
     ++calls;
     auto it = zones.find(std::string(device_id));
     return it == zones.end() ? "UTC" : it->second;
