@@ -124,6 +124,7 @@ void Evaluator::SetRules(std::vector<Rule> rules, int64_t now, std::vector<Alert
         // The old rule describes it (its kind) and its channels got its "firing".
         const std::optional<Episode> last = kn.last;
         out->push_back(Make(*old, device_id, kn, "resolved", now, last ? &*last : nullptr, ended));
+        RememberDropped(kn, ended, now);
       }
       it = tracks_.erase(it);
     } else {
@@ -506,6 +507,10 @@ AlertUpdate Evaluator::Make(const Rule& rule, const std::string& device_id, Know
                             std::string annotation, bool reminder, std::string_view key_suffix) {
   AlertUpdate u;
   if (e) k.last = *e;
+  if (!reminder && !k.reopen_note.empty()) {
+    if (annotation.empty()) annotation = k.reopen_note;
+    k.reopen_note.clear();
+  }
   if (!reminder) k.annotation = annotation;
   DeviceInfo info = lookup_ ? lookup_(device_id) : DeviceInfo{};
   store::Alert& a = u.alert;
@@ -691,7 +696,19 @@ void Evaluator::Recompute(const Rule& rule, const std::string& device_id, Track&
       k.open_we = e.open_we;
       k.opened_at = Wall(now);
       k.state = store::AlertState::kPending;
-      AdoptStored(k);
+      if (auto d = dropped_.find(k.id); d != dropped_.end()) {
+        // An alert ended when the rule's state for the device was dropped, judged again: a
+        // new crossing, not a re-derivation of its stored row (RememberDropped). A new cycle
+        // of the same alert (the id is the same): its opened_at is kept, its body says
+        // `reopened`, and its webhook-ids are new.
+        k.opened_at = d->second.opened_at;
+        k.updated_ns = d->second.updated_ns;
+        k.cycle = d->second.cycle + (d->second.fired ? 1 : 0);
+        k.reopen_note = std::move(d->second.note);
+        dropped_.erase(d);
+      } else {
+        AdoptStored(k);
+      }
       t.known.push_back(k);
       matched.push_back(false);
       found = static_cast<int>(t.known.size() - 1);
@@ -1135,6 +1152,8 @@ void Evaluator::OnRecord(const model::AggregateRecord& record, int64_t now,
 
 void Evaluator::Tick(int64_t now, std::vector<AlertUpdate>* out) {
   if (started_ns_ == 0) started_ns_ = now;
+  std::erase_if(dropped_,
+                [now](const auto& d) { return now - d.second.dropped_ns > 2 * kNanosPerDay; });
   RemindSnoozeEnded(now, out);
   for (const Rule& rule : rules_) {
     if (rule.kind != RuleKind::kAbsence || !rule.enabled) continue;
@@ -1245,6 +1264,22 @@ std::vector<std::string> Evaluator::DevicesWithOpenAlerts() const {
   return out;
 }
 
+void Evaluator::RememberDropped(const Known& k, std::string_view ended, int64_t now) {
+  std::string note;
+  if (ended == "resolved: the rule was deleted") {
+    note = "reopened: a rule with the same id was created again";
+  } else if (ended == "resolved: the device left the rule's scope") {
+    note = "reopened: the device is back in the rule's scope";
+  } else if (ended == "resolved: the rule was disabled") {
+    note = "reopened: the rule was enabled again";
+  } else if (ended == "resolved: the device was deleted") {
+    note = "reopened: the device was registered again";
+  } else {
+    note = "reopened: the rule judges the device again";
+  }
+  dropped_[k.id] = Dropped{k.opened_at, k.updated_ns, k.fired, k.cycle, std::move(note), now};
+}
+
 void Evaluator::DeviceChanged(const std::string& device_id, const std::optional<DeviceInfo>& info,
                               int64_t now, std::vector<AlertUpdate>* out, bool certain) {
   const size_t first_update = out->size();
@@ -1268,9 +1303,11 @@ void Evaluator::DeviceChanged(const std::string& device_id, const std::optional<
       if (k.end_we == INT64_MAX) k.end_we = std::max(k.open_we, k.last ? k.last->last_we : 0);
       k.keep_owner = true;
       const std::optional<Episode> last = k.last;
-      out->push_back(Make(*rule, device_id, k, "resolved", now, last ? &*last : nullptr,
-                          deleted ? "resolved: the device was deleted"
-                                  : "resolved: the device left the rule's scope"));
+      const std::string_view ended = deleted ? "resolved: the device was deleted"
+                                             : "resolved: the device left the rule's scope";
+      out->push_back(
+          Make(*rule, device_id, k, "resolved", now, last ? &*last : nullptr, std::string(ended)));
+      RememberDropped(k, ended, now);
     }
     tracks_.erase(it);
   }

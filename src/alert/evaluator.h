@@ -247,6 +247,9 @@ class Evaluator {
     // stays with the owner it belonged to.
     std::string owner_id;
     bool keep_owner = false;
+    // The annotation of its next transition: an alert ended when the rule's state for the
+    // device was dropped, whose episode came up again (RememberDropped).
+    std::string reopen_note;
   };
   struct Track {
     std::map<int64_t, Verdict> windows;
@@ -342,6 +345,25 @@ class Evaluator {
   std::unordered_map<std::string, Flags> flags_;
   std::unordered_map<std::string, Registered> registered_;
   std::unordered_set<std::string> deleted_;  // devices deleted since start (DeviceChanged)
+  // Alerts that SetRules or DeviceChanged ended when they dropped the rule's state for the
+  // device (the rule disabled, its kind or scope changed; the device moved or was deleted),
+  // by id. When the rule judges the device again (scoped back, enabled again) and an
+  // episode with the same id comes up — an energy budget's id is its local day, so the
+  // next record over budget that day — it is a new crossing: the alert reopens as a new
+  // cycle (`reopened`, its own webhook-ids) instead of being taken for a re-derivation of
+  // the stored resolved row, whose steps AdoptStored drops (found by a black-box test: a
+  // budget scoped back or enabled again never fired again that day). Kept two days after
+  // the drop (a budget's day is over by then; Tick prunes); not kept across a restart.
+  struct Dropped {
+    int64_t opened_at = 0;
+    int64_t updated_ns = 0;
+    bool fired = false;
+    int cycle = 0;
+    std::string note;  // the annotation of the reopening transition
+    int64_t dropped_ns = 0;
+  };
+  std::unordered_map<std::string, Dropped> dropped_;
+  void RememberDropped(const Known& k, std::string_view ended, int64_t now);
   int64_t started_ns_ = 0;
   bool replaying_ = false;  // SetReplaying
   int64_t last_updated_ns_ = 0;

@@ -1090,6 +1090,65 @@ class DeviceLeavesScopeTest(AlertServerMixin, JouleTestCase):
         poll(lambda: state(moved) != ["resolved"], timeout=5)
         self.assertEqual(state(moved), ["resolved"])
 
+    def test_energy_budget_fires_again_the_same_day_after_the_device_is_back_in_scope(self):
+        # Found by a black-box test: an owner's energy budget fired, the device moved to
+        # another owner (resolved: it left the rule's scope) and back, and its day total
+        # grew further over the budget: nothing fired again that day (the day's alert id
+        # was taken for a re-derivation of the stored resolved row). Now the next record
+        # over budget reopens the day's alert as a new cycle (reopened 1, new webhook-ids).
+        receiver = Receiver()
+        self.addCleanup(receiver.close)
+        # A zone where it is about noon: the data below lies in today's local day.
+        offset = 12 - time.gmtime().tm_hour
+        tz = "UTC" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
+        owner, other = f"own-{uid()}", f"own-{uid()}"
+        dev = f"al-{uid()}"
+        status, _, body = self.server.request(
+            "POST", "/v1/devices", {"device_id": dev, "owner_id": owner, "timezone": tz},
+            headers=ADMIN)
+        self.assertEqual(status, 201, f"{body!r}" + self.server.diag())
+        token = body["token"]
+        status, _, rule = self.server.request(
+            "POST", "/v1/rules",
+            {"name": "budget", "scope": {"owner_id": owner}, "kind": "energy_budget",
+             "budget_wh": 500, "channels": [{"url": receiver.url, "secret": SECRET}]},
+            headers=ADMIN)
+        self.assertEqual(status, 201, f"{rule!r}" + self.server.diag())
+        base = int(time.time()) - 3 * 3600
+
+        def send(frm, to):  # 1000 W every 10 s
+            events = [{"device_id": dev, "timestamp": fmt_ts(t), "metrics": {"power_w": 1000.0}}
+                      for t in range(frm, to, 10)]
+            status, _, body = self.server.post_events(events, headers=bearer(token))
+            self.assertEqual(status, 202, f"{body!r}" + self.server.diag())
+
+        def hooks():
+            seen = {}  # (at-least-once: a repeat has the same webhook-id)
+            for headers, body, _, _ in receiver.snapshot():
+                seen.setdefault(headers["webhook-id"], json.loads(body))
+            return [(b["event"], b.get("reopened")) for b in seen.values()]
+
+        send(base, base + 2400)  # about 667 Wh: over the budget
+        self.assertTrue(poll(lambda: hooks() == [("firing", None)], timeout=30),
+                        f"{hooks()}" + self.server.diag())
+        for owner_id in (other, owner):
+            status, _, body = self.server.request("PATCH", f"/v1/devices/{dev}",
+                                                  {"owner_id": owner_id}, headers=ADMIN)
+            self.assertEqual(status, 200, body)
+        self.assertTrue(poll(lambda: hooks() == [("firing", None), ("resolved", None)],
+                             timeout=30), f"{hooks()}" + self.server.diag())
+        resolved = self.alerts_of(dev)[0]
+        self.assertIn("left the rule's scope", resolved["annotation"])
+        send(base + 2400, base + 3600)  # about 1000 Wh
+        self.assertTrue(poll(lambda: len(hooks()) > 2, timeout=30),
+                        f"{hooks()}" + self.server.diag())
+        self.assertEqual(hooks()[2], ("firing", 1))
+        alerts = self.alerts_of(dev)
+        self.assertEqual([(a["id"], a["state"], a.get("reopened")) for a in alerts],
+                         [(resolved["id"], "firing", 1)])
+        self.assertIn("back in the rule's scope", alerts[0]["annotation"])
+        self.assertGreater(alerts[0]["value"], resolved["value"])
+
 
 class DeviceMovedWhileDownTest(AlertServerMixin, unittest.TestCase):
     def test_open_alert_of_a_device_moved_while_down_resolves_at_start(self):
