@@ -17,6 +17,8 @@
   nothing acknowledged is lost, the metadata cache keeps serving (tokens, device reads)
   while it is down, metadata writes fail cleanly (503), and reads, writes and LISTEN/NOTIFY
   recover when it is back.
+- PostgresIdleOutageLoggedTest: PostgreSQL stopped under an idle server (no request fails)
+  is logged once when the listener loses it and once when it is back.
 - PostgresOutageWritesTest: metadata writes that fail (503) while PostgreSQL is stopped keep
   the devices' cached entries (ingest and reads go on), 503 bodies name no database address,
   ingest for a registered device the cache does not hold is 503 + Retry-After (not
@@ -787,6 +789,37 @@ class PostgresDownWhileProcessingTest(unittest.TestCase):
             server.cleanup()
             pg.cleanup()
             shutil.rmtree(holds, ignore_errors=True)
+
+
+class PostgresIdleOutageLoggedTest(unittest.TestCase):
+    """Found by a black-box test: PostgreSQL stopped for 8 s under an idle server: /readyz
+    said "metadata": "down", then "up" again, and the log said nothing at all (no request
+    failed, so nothing logged `metadata store unavailable`). Now the listener's connection
+    logs the transitions: one warning when it is lost, one info line when it is back."""
+
+    def test_an_outage_no_request_sees_is_logged_once_each_way(self):
+        pg = PrivatePostgres()
+        self.addCleanup(pg.cleanup)
+        server = postgres_server(pg, "pg-idle-outage")
+        self.addCleanup(server.cleanup)
+        server.start()
+        state = lambda: server.request("GET", "/readyz")[2].get("metadata", {}).get("state")
+        self.assertEqual(state(), "up")
+        down = ("metadata store unavailable", "LISTEN connection is down")
+        back = ("metadata store reachable again",)
+        count = lambda texts: sum(all(t in line for t in texts) for line in server.log_lines())
+        self.assertEqual(count(down), 0)
+        pg.stop()
+        self.assertTrue(poll(lambda: state() == "down", timeout=15), server.diag())
+        self.assertTrue(server.logged(*down, timeout=15), server.diag())
+        time.sleep(8)  # the listener retries meanwhile (backoff up to 5 s): no more lines
+        pg.start()
+        self.assertTrue(poll(lambda: state() == "up", timeout=30), server.diag())
+        self.assertTrue(server.logged(*back, timeout=15), server.diag())
+        self.assertEqual((count(down), count(back)), (1, 1), server.diag())
+        line = next(l for l in server.log_lines() if all(t in l for t in down))
+        self.assertIn('"level":"warn"', line)
+        self.assertNotIn("postgres@", line)  # (the URL is not logged)
 
 
 class PostgresOutageWritesTest(unittest.TestCase):

@@ -18,6 +18,7 @@
 
 #include "common/logging.h"
 #include "common/thread_priority.h"
+#include "common/time_format.h"
 #include "common/url_password.h"
 #include "store/metadata_time.h"
 #include "store/metadata_token.h"
@@ -1547,6 +1548,33 @@ void PostgresMetadataStore::ListenLoop() {
     listener_cv_.notify_all();
   };
   int backoff_ms = 100;
+  // The listener's connection stands for the database (reachable()): its losses and
+  // returns are logged, once per transition — an outage seen by no request (an idle
+  // server, or only devices the cache holds ingesting) left no line at all (found by a
+  // black-box test; /readyz said "down" meanwhile). down_since_ns: 0 while up.
+  int64_t down_since_ns = 0;
+  auto went_down = [&](std::string error) {
+    if (down_since_ns != 0 || stop_.load()) return;
+    down_since_ns = clock_->NowNanos();
+    // libpq's messages span lines ("…unexpectedly\n\tThis probably means…"): one line.
+    std::string line;
+    for (char ch : error) {
+      const bool space = ch == '\n' || ch == '\t' || ch == '\r' || ch == ' ';
+      if (!space) {
+        line.push_back(ch);
+      } else if (!line.empty() && line.back() != ' ') {
+        line.push_back(' ');
+      }
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    error = std::move(line);
+    logging::Warn("metadata store unavailable",
+                  {{"backend", "postgres"},
+                   {"error", error},
+                   {"detail",
+                    "the LISTEN connection is down; retried at least every 5 s (devices the "
+                    "metadata cache holds go on ingesting)"}});
+  };
   while (!stop_.load()) {
     PGconn* conn = nullptr;
     {
@@ -1554,14 +1582,26 @@ void PostgresMetadataStore::ListenLoop() {
       Result<PGconn*> opened = OpenConnection();
       if (opened.ok()) {
         conn = *opened;
-        if (!ExecScript(conn, "LISTEN joule_devices; LISTEN joule_metadata").ok()) {
+        if (Status listen = ExecScript(conn, "LISTEN joule_devices; LISTEN joule_metadata");
+            !listen.ok()) {
           PQfinish(conn);
           conn = nullptr;
+          went_down(listen.message());
         }
+      } else {
+        went_down(opened.status().message());
       }
     }
     if (conn != nullptr) {
       listener_connected_.store(true);
+      if (down_since_ns != 0) {
+        logging::Info("metadata store reachable again",
+                      {{"backend", "postgres"},
+                       {"down_since", FormatRfc3339Millis(down_since_ns)},
+                       {"down_for_ms",
+                        std::to_string((clock_->NowNanos() - down_since_ns) / kNanosPerMilli)}});
+        down_since_ns = 0;
+      }
       backoff_ms = 100;
       // Whatever changed while no one listened is unknown: everyone drops everything.
       Publish({MetadataChange::Kind::kAll, ""});
@@ -1608,6 +1648,8 @@ void PostgresMetadataStore::ListenLoop() {
         if (PQstatus(conn) != CONNECTION_OK) break;
       }
       listener_connected_.store(false);
+      const char* lost = PQerrorMessage(conn);
+      went_down(lost != nullptr && *lost != '\0' ? lost : "the connection was lost");
       PQfinish(conn);
     }
     mark_tried();
