@@ -27,6 +27,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "api/api_context.h"
 #include "api/audit.h"
@@ -258,22 +259,35 @@ std::string OwnerDetails(const std::string& owner_id) {
   return w.Take();
 }
 
-std::string UpdateDetails(const store::DeviceUpdate& u) {
+// `fields`: the fields the update set whose value changed (docs/formats/audit.md, "the
+// fields changed"): a GET body sent back with one field edited lists that field only. ""
+// when none changed (nothing to record).
+std::string UpdateDetails(const store::DeviceUpdate& u, const store::Device& before,
+                          const store::Device& after) {
+  std::vector<std::string_view> fields;
+  if (u.owner_id && before.owner_id != after.owner_id) fields.push_back("owner_id");
+  if (u.name && before.name != after.name) fields.push_back("name");
+  if (u.model && before.model != after.model) fields.push_back("model");
+  if (u.location && before.location != after.location) fields.push_back("location");
+  if (u.timezone && before.timezone != after.timezone) fields.push_back("timezone");
+  if (u.installed_at_ns && before.installed_at_ns != after.installed_at_ns) {
+    fields.push_back("installed_at");
+  }
+  // (No config reads as {}: sending back the {} a GET showed changes nothing.)
+  auto config = [](const store::Device& d) {
+    return d.config_json.empty() ? std::string_view("{}") : std::string_view(d.config_json);
+  };
+  if (u.config_json && config(before) != config(after)) fields.push_back("config");
+  if (fields.empty()) return "";
   JsonWriter w;
   w.BeginObject();
   w.Key("fields");
   w.BeginArray();
-  if (u.owner_id) w.String("owner_id");
-  if (u.name) w.String("name");
-  if (u.model) w.String("model");
-  if (u.location) w.String("location");
-  if (u.timezone) w.String("timezone");
-  if (u.installed_at_ns) w.String("installed_at");
-  if (u.config_json) w.String("config");
+  for (std::string_view f : fields) w.String(f);
   w.EndArray();
-  if (u.owner_id) {
+  if (before.owner_id != after.owner_id) {
     w.Key("new_owner_id");
-    w.String(*u.owner_id);
+    w.String(after.owner_id);
   }
   w.EndObject();
   return w.Take();
@@ -411,7 +425,9 @@ class DeviceRoutes {
       return responder.Send(net::HttpResponse::Json(200, DeviceBody(*device)));
     Result<store::Device> updated = ctx_.metadata->UpdateDevice(id, *update);
     if (!updated.ok()) return responder.Send(ErrorFromStatus(updated.status()));
-    RecordAudit(ctx_, req, caller, "device.updated", "device", id, UpdateDetails(*update));
+    if (std::string details = UpdateDetails(*update, *device, *updated); !details.empty()) {
+      RecordAudit(ctx_, req, caller, "device.updated", "device", id, details);
+    }
     responder.Send(net::HttpResponse::Json(200, DeviceBody(*updated)));
   }
 

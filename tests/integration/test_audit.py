@@ -46,6 +46,35 @@ class AuditTest(JouleTestCase):
                 got = self.audit(f"?target_id={owner}&{query}")["entries"]
                 self.assertEqual(len(got), 1 if found else 0, got)
 
+    def test_fields_are_the_fields_changed(self):
+        """`details.fields` lists the fields changed: an admin PATCH that sends the device's
+        own owner_id does not list owner_id nor carry new_owner_id, a GET body sent back with
+        one field edited lists that field only, and a PATCH that changes nothing is not
+        recorded (found by a black-box test: {"fields":["owner_id"],"new_owner_id":"kim"} for
+        a device already kim's)."""
+        owner = f"au-kim-{uuid.uuid4().hex[:8]}"
+        dev = f"au-k1-{uuid.uuid4().hex[:8]}"
+        status, _, body = self.server.request(
+            "POST", "/v1/devices", {"device_id": dev, "owner_id": owner}, headers=ADMIN)
+        self.assertEqual(status, 201, body)
+        status, _, body = self.server.request("PATCH", f"/v1/devices/{dev}",
+                                              {"owner_id": owner}, headers=ADMIN)
+        self.assertEqual((status, body["device"]["owner_id"]), (200, owner), body)
+        status, _, body = self.server.request("PATCH", f"/v1/devices/{dev}",
+                                              {"owner_id": owner, "name": "meter"},
+                                              headers=ADMIN)
+        self.assertEqual(status, 200, body)
+        # The GET body sent back with one field edited: only that field changed.
+        status, _, got = self.server.request("GET", f"/v1/devices/{dev}", headers=ADMIN)
+        self.assertEqual(status, 200, got)
+        got["device"]["timezone"] = "Europe/Berlin"
+        status, _, body = self.server.request("PATCH", f"/v1/devices/{dev}", got["device"],
+                                              headers=ADMIN)
+        self.assertEqual((status, body["device"]["timezone"]), (200, "Europe/Berlin"), body)
+        updated = [e["details"] for e in self.audit(f"?target_id={dev}")["entries"]
+                   if e["action"] == "device.updated"]
+        self.assertEqual(updated, [{"fields": ["name"]}, {"fields": ["timezone"]}])
+
     def test_actions_are_recorded_queryable_and_durable(self):
         s = self.server
         tag = uuid.uuid4().hex[:8]
