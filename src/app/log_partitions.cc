@@ -30,6 +30,38 @@ Result<uint32_t> ResolveLogPartitions(const Config& config) {
   return config.log_partitions;
 }
 
+Status CheckLogPresent(const Config& config) {
+  namespace fs = std::filesystem;
+  const fs::path data = config.data_dir;
+  const std::string dir = (data / "log").string();
+  JOULE_ASSIGN_OR_RETURN(uint32_t existing, log::ExistingPartitions(dir));
+  if (existing > 0) return Status::Ok();
+  // What marks a data dir whose log held records, or was read: the files of its consumers.
+  std::vector<std::string> found;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(data / "checkpoints", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.starts_with("processor-") && name.ends_with(".ckpt")) {
+      found.push_back(entry.path().string());
+      break;
+    }
+  }
+  for (const fs::path& f :
+       {data / "archive" / store::kArchiveCheckpointFile, data / "engine_epoch"}) {
+    if (fs::exists(f, ec)) found.push_back(f.string());
+  }
+  if (found.empty()) return Status::Ok();
+  std::string named;
+  for (const std::string& f : found) named += fmt::format("{}{}", named.empty() ? "" : ", ", f);
+  return Status::InvalidArgument(fmt::format(
+      "the log directory {} is missing or holds no partition (moved or deleted?), but this "
+      "data dir has run ({}): restore the log directory to its place and start again — "
+      "without it, acknowledged events not yet in history are lost. Nothing was changed. If "
+      "it is lost for good, restore the data dir from a backup or rebuild it from the archive "
+      "(docs/OPERATIONS.md, \"Restore\")",
+      dir, named));
+}
+
 void SetLogRecoveryOptions(const Config& config, uint32_t partitions, log::LogOptions* options) {
   namespace fs = std::filesystem;
   options->tail_damage = config.log_damage == "cut" ? log::LogOptions::TailDamage::kCut

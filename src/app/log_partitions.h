@@ -22,6 +22,12 @@ namespace joule::app {
 // and differs from the existing log's count.
 Result<uint32_t> ResolveLogPartitions(const Config& config);
 
+// A data dir that has run (a processor checkpoint, the archive's checkpoint or
+// `engine_epoch`) needs its log: InvalidArgument naming `{data_dir}/log` when that
+// directory is missing or holds no partition directory (moved or deleted), before the log's
+// opener would create a new, empty one. A new data dir passes.
+Status CheckLogPresent(const Config& config);
+
 // The log options every opener of a data dir's log shares for its recovery: the durable
 // checkpoints of its consumers (the processors' `checkpoints/processor-*.ckpt`, the
 // archiver's `archive/_archiver.ckpt`), so that a tail cut below an offset they passed is

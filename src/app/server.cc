@@ -217,6 +217,13 @@ int RunServer(const Config& given_config) {
   // warning when that is still short of server.max_connections (HTTP and MQTT each).
   RaiseFileLimit(static_cast<uint64_t>(config.http_max_connections),
                  config.mqtt_listen.empty() ? 1 : 2);
+  // A data dir that has run and lost its log (moved away) is refused before the log's
+  // opener creates an empty one: the refusals that followed blamed the archive's or the
+  // processors' checkpoints and suggested deleting them (found by a black-box test).
+  if (Status present = CheckLogPresent(config); !present.ok()) {
+    logging::Error("cannot open log", {{"error", present.ToString()}});
+    return 1;
+  }
   // storage.log_partitions = 0: the existing log's count, else one per processor thread.
   if (Result<uint32_t> partitions = ResolveLogPartitions(config); partitions.ok()) {
     config.log_partitions = *partitions;

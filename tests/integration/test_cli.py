@@ -22,7 +22,7 @@ import time
 import unittest
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from joule_harness import REPO_ROOT, JouleServer, free_port, joule_bin
+from joule_harness import REPO_ROOT, JouleServer, fmt_ts, free_port, joule_bin
 
 
 def run(args, env=None, timeout=60):
@@ -121,6 +121,45 @@ class DataDirTest(unittest.TestCase):
                                  timeout=60)
         self.assertEqual(refused.returncode, 1, refused.stderr)
         self.assertIn(b"exists and is not a directory", refused.stderr)
+
+
+    def test_a_data_dir_that_has_run_without_its_log_is_refused(self):
+        """A data dir whose log/ was moved away: `joule serve` refused blaming the archive's
+        checkpoint (or the processors') and suggesting to remove it, and each refused start
+        created a new, empty log (found by a black-box test). It says the log is missing,
+        creates nothing, and starts once the log is back."""
+        server = JouleServer(name="cli-no-log")
+        self.addCleanup(server.cleanup)
+        server.start()
+        status, _, body = server.request("POST", "/v1/devices",
+                                         {"device_id": "nl-1", "owner_id": "o"})
+        self.assertEqual(status, 201, body)
+        event = {"device_id": "nl-1", "timestamp": fmt_ts(time.time()), "metrics": {"power_w": 1.0}}
+        self.assertEqual(server.post_events([event])[0], 202)
+        self.assertEqual(server.stop(), 0, server.diag())
+        log = os.path.join(server.data_dir, "log")
+        moved = os.path.join(server.data_dir, "log.moved")
+        for overrides in ({}, {"JOULE_STREAM_PROCESSOR_THREADS": "1"}):
+            shutil.move(log, moved)
+            env = dict(server.environment(), **overrides)
+            refused = subprocess.run([joule_bin(), "serve"], env=env, capture_output=True,
+                                     text=True, timeout=60)
+            self.assertEqual(refused.returncode, 1, refused.stderr[-3000:])
+            self.assertIn(f"the log directory {log} is missing", refused.stderr)
+            self.assertIn("restore the log directory", refused.stderr)
+            self.assertNotIn("_archiver.ckpt", refused.stderr.replace(
+                os.path.join(server.data_dir, "archive", "_archiver.ckpt"), ""))
+            self.assertFalse(os.path.exists(log), "an empty log was created")
+            os.mkdir(log)  # an empty directory is as missing
+            refused = subprocess.run([joule_bin(), "serve"], env=env, capture_output=True,
+                                     text=True, timeout=60)
+            self.assertEqual(refused.returncode, 1, refused.stderr[-3000:])
+            self.assertIn(f"the log directory {log} is missing", refused.stderr)
+            self.assertEqual(os.listdir(log), [])
+            os.rmdir(log)
+            shutil.move(moved, log)
+        server.start()
+        self.assertEqual(server.stop(), 0, server.diag())
 
 
 class LogLinesTest(unittest.TestCase):

@@ -69,6 +69,39 @@ TEST_F(LogPartitionsTest, ExplicitCountThatDisagreesWithTheLogIsRefused) {
   }
 }
 
+// A data dir that has run needs its log: a missing (or empty) log directory is refused
+// before the log's opener creates a new one; a new data dir passes (found by a black-box
+// test: the refusals that followed blamed the checkpoints).
+TEST_F(LogPartitionsTest, ADataDirThatHasRunWithoutItsLogIsRefused) {
+  namespace fs = std::filesystem;
+  EXPECT_TRUE(CheckLogPresent(config_).ok());  // new
+  fs::create_directories(config_.data_dir + "/checkpoints");
+  fs::create_directories(config_.data_dir + "/archive");
+  EXPECT_TRUE(CheckLogPresent(config_).ok());  // directories alone: nothing has run
+  const std::string log_dir = config_.data_dir + "/log";
+  for (const std::string marker :
+       {"/checkpoints/processor-0.ckpt", "/archive/_archiver.ckpt", "/engine_epoch"}) {
+    SCOPED_TRACE(marker);
+    const std::string path = config_.data_dir + marker;
+    ASSERT_TRUE(WriteCheckpointFile(path, ProcessorCheckpoint{}).ok());
+    for (bool empty_dir : {false, true}) {
+      if (empty_dir) fs::create_directories(log_dir);
+      Status st = CheckLogPresent(config_);
+      ASSERT_FALSE(st.ok());
+      EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+      EXPECT_NE(st.message().find("the log directory " + log_dir + " is missing"),
+                std::string::npos)
+          << st.ToString();
+      EXPECT_NE(st.message().find(path), std::string::npos) << st.ToString();
+      EXPECT_EQ(fs::exists(log_dir), empty_dir);
+    }
+    CreateLog(2);
+    EXPECT_TRUE(CheckLogPresent(config_).ok());
+    fs::remove_all(log_dir);
+    fs::remove(path);
+  }
+}
+
 // The log's recovery knows how far the consumers' durable checkpoints got, so that it does
 // not cut acknowledged records below them (docs/formats/log.md, "Recovery").
 TEST_F(LogPartitionsTest, RecoveryOptionsCarryTheProcessorCheckpointsAndTheDamagePolicy) {
