@@ -170,6 +170,10 @@ struct Config {
   uint64_t archive_max_file_bytes = 64ull << 20;
   int64_t archive_max_file_age_ns = 300'000'000'000;
   int64_t archive_retention_ns = 0;  // 0 = forever
+  // Not a setting (no key): `joule serve --accept-partial-rebuild`, for one start. A
+  // processor without a checkpoint rebuilds from a log that retention truncated instead of
+  // refusing to start (PartitionProcessorOptions::accept_partial_rebuild).
+  bool accept_partial_rebuild = false;
 };
 
 // Loads `path` (may be empty: defaults only) and applies the environment `envp`

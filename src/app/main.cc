@@ -95,6 +95,11 @@ int main(int argc, char** argv) {
       "PATH");
   auto* serve = app.add_subcommand("serve", "Run the server (embedded defaults; see CONTRACT §5)");
   serve->add_option("--config", config_path, "TOML config file")->check(kConfigPath);
+  bool accept_partial_rebuild = false;
+  serve->add_flag("--accept-partial-rebuild", accept_partial_rebuild,
+                  "Without checkpoints, rebuild the state from a log that retention truncated "
+                  "(history's windows before its first records get partial counts; see "
+                  "docs/OPERATIONS.md, \"Checkpoints lost, log truncated\")");
 
   auto* show = app.add_subcommand("config", "Print the effective configuration as TOML");
   show->add_option("--config", config_path, "TOML config file")->check(kConfigPath);
@@ -298,6 +303,7 @@ int main(int argc, char** argv) {
       if (joule::logging::ParseLevel(config->log_level, &level)) joule::logging::SetLevel(level);
       for (const std::string& w : warnings) joule::logging::Warn(w, {{"source", "config"}});
       joule::app::TuneAllocatorForServer();
+      config->accept_partial_rebuild = accept_partial_rebuild;
       return joule::app::RunServer(*config);
     }
     if (*simulate) {

@@ -6,7 +6,9 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <span>
+#include <string_view>
 #include <thread>
 
 #include "alert/alert_engine.h"
@@ -217,6 +219,47 @@ PartitionProcessor::PartitionProcessor(PartitionProcessorOptions options, log::L
 
 PartitionProcessor::~PartitionProcessor() { (void)Stop(); }  // Stop logged what failed
 
+namespace {
+
+// The first partition of `log` (all of them: moving the checkpoints directory away rebuilds
+// every processor) whose first records retention deleted, if any: {partition, first offset}.
+std::optional<std::pair<uint32_t, uint64_t>> FirstTruncatedPartition(
+    const log::Log& log, const std::vector<uint32_t>& partitions) {
+  for (uint32_t p : partitions) {
+    const uint64_t start = log.StartOffset(p).value;
+    if (start > 0) return std::make_pair(p, start);
+  }
+  return std::nullopt;
+}
+
+std::vector<uint32_t> AllPartitions(const log::Log& log) {
+  std::vector<uint32_t> all(log.partitions());
+  for (uint32_t p = 0; p < all.size(); ++p) all[p] = p;
+  return all;
+}
+
+// What the refusals that suggest moving the checkpoints away add when that rebuild would
+// start from a log that retention truncated (found by a black-box test: followed, it
+// overwrote complete history with partial windows).
+std::string RebuildAdvice(const log::Log& log, std::string_view checkpoints_dir,
+                          std::string_view what) {
+  if (auto truncated = FirstTruncatedPartition(log, AllPartitions(log))) {
+    return fmt::format(
+        "{}: do not move the checkpoints directory ({}) away: the log no longer starts at "
+        "offset 0 (partition {} starts at {}: retention deleted the records before it), so "
+        "the state rebuilt from it would overwrite complete history with partial windows; set "
+        "the old value back, or rebuild the data dir from the archive (docs/OPERATIONS.md, "
+        "\"Checkpoints lost, log truncated\")",
+        what, checkpoints_dir, truncated->first, truncated->second);
+  }
+  return fmt::format(
+      "{}, move the checkpoints directory ({}) away — the state is rebuilt from "
+      "the log (it still starts at offset 0)",
+      what, checkpoints_dir);
+}
+
+}  // namespace
+
 Status PartitionProcessor::RestoreCheckpoint(std::vector<uint64_t>* offsets, bool* found) {
   // Mapped, not read: the engine state is restored from the file's pages, not from a copy
   // in the heap beside the state it builds.
@@ -247,11 +290,11 @@ Status PartitionProcessor::RestoreCheckpoint(std::vector<uint64_t>* offsets, boo
     };
     return Status::InvalidArgument(fmt::format(
         "{}: checkpoint written for log partitions {}, but processor {} now reads {} "
-        "(stream.processor_threads or storage.log_partitions changed); to start with the new "
-        "settings, move the checkpoints directory ({}) away — the state is rebuilt from the "
-        "log (docs/formats/processor_checkpoint.md)",
+        "(stream.processor_threads or storage.log_partitions changed); {} "
+        "(docs/formats/processor_checkpoint.md)",
         options_.checkpoint_path, list(written), options_.index, list(options_.partitions),
-        std::filesystem::path(options_.checkpoint_path).parent_path().string()));
+        RebuildAdvice(*log_, std::filesystem::path(options_.checkpoint_path).parent_path().string(),
+                      "to start with the new settings")));
   }
   for (size_t i = 0; i < options_.partitions.size(); ++i) {
     (*offsets)[i] = ckpt->offsets[i].second;
@@ -266,10 +309,11 @@ Status PartitionProcessor::RestoreCheckpoint(std::vector<uint64_t>* offsets, boo
     if (st.code() != StatusCode::kInvalidArgument) return st;
     // A setting the state depends on changed (stream.window, stream.max_gap): say what to do.
     return Status::InvalidArgument(fmt::format(
-        "{} ({}): to start with the new settings, move the checkpoints directory away — the "
-        "state is rebuilt from the log; history keeps the windows written before at their old "
-        "size (docs/formats/processor_checkpoint.md)",
-        st.message(), options_.checkpoint_path));
+        "{} ({}): {}; history keeps the windows written before at their old size "
+        "(docs/formats/processor_checkpoint.md)",
+        st.message(), options_.checkpoint_path,
+        RebuildAdvice(*log_, std::filesystem::path(options_.checkpoint_path).parent_path().string(),
+                      "to start with the new settings")));
   }
   replay_applied_ = restored_replay_applied_ = ckpt->replay_applied;
   for (auto& e : ckpt->readings) {
@@ -383,6 +427,35 @@ Status PartitionProcessor::Start() {
     CrashPoint("processor.after_restore");  // state restored, nothing replayed yet
     restored = !readings_.empty() ||
                std::any_of(offsets.begin(), offsets.end(), [](uint64_t o) { return o > 0; });
+    // No checkpoint, and retention deleted the first records of a partition: the state
+    // rebuilt from what is left lacks those events, and its records, emitted in a higher
+    // recovery epoch, would replace the complete ones in history (found by a black-box
+    // test: after the checkpoints were moved away for a stream.processor_threads change, 1h
+    // and 1d counts fell from 7200 to 5200 and `joule replay` could not repair them).
+    if (!found) {
+      if (auto truncated = FirstTruncatedPartition(*log_, options_.partitions)) {
+        if (!options_.accept_partial_rebuild) {
+          return Status::InvalidArgument(fmt::format(
+              "processor {}: no checkpoint ({}), and the log no longer starts at offset 0: "
+              "partition {} starts at offset {} (retention deleted the records before it). "
+              "A state rebuilt from this log would lack those events, and its records (a "
+              "higher recovery epoch) would overwrite complete history with partial windows. "
+              "Put the checkpoints back (moved away for a stream.processor_threads, "
+              "storage.log_partitions or stream.window change: set the old value back), or "
+              "rebuild the data dir from the archive; `joule serve --accept-partial-rebuild` "
+              "rebuilds from this log anyway (docs/OPERATIONS.md, \"Checkpoints lost, log "
+              "truncated\")",
+              options_.index, options_.checkpoint_path, truncated->first, truncated->second));
+        }
+        logging::Warn(
+            "no checkpoint and a truncated log: rebuilding a partial state "
+            "(--accept-partial-rebuild); history's windows before the log's first records "
+            "are overwritten with partial ones",
+            {{"processor", std::to_string(options_.index)},
+             {"partition", std::to_string(truncated->first)},
+             {"first_offset", std::to_string(truncated->second)}});
+      }
+    }
   }
   for (size_t i = 0; i < options_.partitions.size(); ++i) {
     uint32_t p = options_.partitions[i];

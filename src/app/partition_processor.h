@@ -80,6 +80,11 @@ struct PartitionProcessorOptions {
   // The wall clock the log stamps append times with (LagSeconds); nullptr: the clock
   // passed to the constructor, which is processing time (common/processing_clock.h).
   const Clock* wall_clock = nullptr;
+  // Without a checkpoint, a log whose first records retention deleted (StartOffset > 0)
+  // is refused: the state rebuilt from it would lack those events, and its records (a
+  // higher recovery epoch) would overwrite complete history with partial windows. True
+  // (`joule serve --accept-partial-rebuild`): rebuilt anyway, with a warning.
+  bool accept_partial_rebuild = false;
 };
 
 class PartitionProcessor {

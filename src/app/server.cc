@@ -487,6 +487,7 @@ int RunServer(const Config& given_config) {
     po.latest_catchup_max_records =
         std::max<size_t>(1, config.latest_catchup_max_records / static_cast<size_t>(threads));
     po.wall_clock = clock;
+    po.accept_partial_rebuild = config.accept_partial_rebuild;
     processors.push_back(std::make_unique<PartitionProcessor>(
         std::move(po), log.get(), &latest, history.get(), processing_clock, &metrics, &timezones));
   }

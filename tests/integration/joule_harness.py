@@ -206,6 +206,7 @@ class JouleServer:
         self.preexec_fn = preexec_fn  # run in the child before exec (e.g. setrlimit)
         self.ssl_context = ssl_context  # set: the server speaks HTTPS (server.tls_*)
         self.overrides = dict(env or {})
+        self.serve_args = []  # after `joule serve` (e.g. --accept-partial-rebuild)
         if data_dir is None:
             self.data_dir = tempfile.mkdtemp(prefix="joule-it-")
             self._owns_dir = True
@@ -280,7 +281,7 @@ class JouleServer:
         self._append(f"----- {self.name} run {self.runs}: {binary} serve "
                      f"(data_dir={self.data_dir}) -----")
         self.proc = subprocess.Popen(
-            [binary, "serve"], env=self.environment(), stdin=subprocess.DEVNULL,
+            [binary, "serve", *self.serve_args], env=self.environment(), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.data_dir,
             preexec_fn=self.preexec_fn)
         self._readers = [

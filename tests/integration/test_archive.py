@@ -799,6 +799,75 @@ class ArchiveTest(unittest.TestCase):
         self.assertEqual(metric_sum(parse_prometheus(s.metrics_text()),
                                     "joule_history_stale_writes_total"), 0)
 
+    def test_rebuild_from_a_log_truncated_by_retention_is_refused(self):
+        """docs/OPERATIONS.md "Checkpoints lost, log truncated": without checkpoints, a
+        processor whose partition lost its first records to log retention refuses to start
+        (exit 1), naming the partition and its first offset and the ways out; the
+        processor_threads-change refusal no longer says to move the checkpoints away. Found by
+        a black-box test: the rebuild from the truncated log overwrote the complete hours and
+        days in history with partial ones (1h/1d counts 7200 → 5200), and `joule replay`
+        could not repair them. With `--accept-partial-rebuild` the rebuild runs, with a
+        warning. (The rebuild from a full log: test_rebuild_without_checkpoints_outranks_
+        earlier_runs and test_processor_threads_change_is_refused_naming_the_checkpoint_or_
+        changes_nothing.)"""
+        s = self.server(JOULE_STREAM_ALLOWED_LATENESS="1h",
+                        JOULE_STREAM_CHECKPOINT_INTERVAL="1s",
+                        JOULE_STORAGE_LOG_SEGMENT_BYTES="16384",
+                        JOULE_STORAGE_LOG_RETENTION_BYTES="32768")
+        s.start()
+        devs = [f"tr-{uid()}-{i}" for i in range(8)]
+        for d in devs:
+            self.register(s, d)
+        now = time.time()
+        for d in devs:
+            events = [{"device_id": d, "event_id": f"e{i}", "timestamp": fmt_ts(now - 600 + i),
+                       "metrics": {"power_w": 100.0 + i % 7}} for i in range(500)]
+            status, _, body = s.post_events(events)
+            self.assertEqual(status, 202, body)
+        # Retention runs every 30 s, once the processors' and the archiver's checkpoints
+        # passed a segment.
+        self.assertTrue(poll(lambda: any("log: retention deleted segment" in line
+                                         for line in s.log_lines()), timeout=75), s.diag())
+        self.assertEqual(s.stop(), 0, s.diag())
+        firsts = {p: sorted(os.listdir(os.path.join(s.data_dir, "log", p)))[0]
+                  for p in os.listdir(os.path.join(s.data_dir, "log"))}
+        self.assertTrue(any(not f.startswith("0" * 20) for f in firsts.values()), firsts)
+
+        ckpt = os.path.join(s.data_dir, "checkpoints")
+        s.overrides["JOULE_STREAM_PROCESSOR_THREADS"] = "1"
+        with self.assertRaises(ServerError):
+            s.start()
+        self.assertEqual(s.proc.returncode, 1, s.diag())
+        refusal = [line for line in s.log_lines() if "checkpoint written for log partitions"
+                   in line]
+        self.assertTrue(refusal, s.diag())
+        self.assertIn(f"do not move the checkpoints directory ({ckpt}) away", refusal[-1])
+        self.assertIn("no longer starts at offset 0", refusal[-1])
+        self.assertNotIn("the state is rebuilt from the log", refusal[-1])
+
+        shutil.move(ckpt, ckpt + ".moved")
+        runs = len(s.log_lines())
+        with self.assertRaises(ServerError):
+            s.start()
+        self.assertEqual(s.proc.returncode, 1, s.diag())
+        lines = s.log_lines()[runs:]
+        refusal = [line for line in lines if "cannot start processor" in line]
+        self.assertTrue(refusal, s.diag())
+        self.assertRegex(refusal[-1], r"partition \d+ starts at offset [1-9]\d*")
+        for words in ("no checkpoint", "overwrite complete history with partial windows",
+                      "Put the checkpoints back", "set the old value back",
+                      "rebuild the data dir from the archive", "--accept-partial-rebuild",
+                      "Checkpoints lost, log truncated"):
+            self.assertIn(words, refusal[-1])
+        self.assertFalse(any("rebuilding the state from the log" in line for line in lines),
+                         s.diag())
+
+        s.serve_args = ["--accept-partial-rebuild"]
+        s.start()
+        self.assertTrue(any("no checkpoint and a truncated log" in line
+                            for line in s.log_lines()), s.diag())
+        self.assertEqual(s.stop(), 0, s.diag())
+
     def test_window_change_rebuilds_above_a_first_run(self):
         """A data dir only ever started fresh and stopped cleanly has no engine_epoch file.
         Restarted with another stream.window, the refusal says what to do (move the
@@ -824,9 +893,9 @@ class ArchiveTest(unittest.TestCase):
         s.overrides["JOULE_STREAM_WINDOW"] = "30s"
         with self.assertRaises(ServerError):
             s.start()
-        self.assertTrue(any("move the checkpoints directory away" in line
-                            for line in s.log_lines()), s.diag())
         ckpt = os.path.join(s.data_dir, "checkpoints")
+        self.assertTrue(any(f"move the checkpoints directory ({ckpt}) away" in line
+                            for line in s.log_lines()), s.diag())
         shutil.move(ckpt, ckpt + ".moved")
         s.start()
 
