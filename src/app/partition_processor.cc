@@ -241,21 +241,21 @@ std::vector<uint32_t> AllPartitions(const log::Log& log) {
 // What the refusals that suggest moving the checkpoints away add when that rebuild would
 // start from a log that retention truncated (found by a black-box test: followed, it
 // overwrote complete history with partial windows).
-std::string RebuildAdvice(const log::Log& log, std::string_view checkpoints_dir,
-                          std::string_view what) {
+std::string RebuildAdvice(const log::Log& log, std::string_view checkpoints_dir) {
   if (auto truncated = FirstTruncatedPartition(log, AllPartitions(log))) {
     return fmt::format(
-        "{}: do not move the checkpoints directory ({}) away: the log no longer starts at "
-        "offset 0 (partition {} starts at {}: retention deleted the records before it), so "
-        "the state rebuilt from it would overwrite complete history with partial windows; set "
-        "the old value back, or rebuild the data dir from the archive (docs/OPERATIONS.md, "
-        "\"Checkpoints lost, log truncated\")",
-        what, checkpoints_dir, truncated->first, truncated->second);
+        "do not move the checkpoints directory ({}) away to start with the new settings: the "
+        "log no longer starts at offset 0 (partition {} starts at {}: retention deleted the "
+        "records before it), and a state rebuilt from it would overwrite complete history "
+        "with partial windows; set the old value back, or rebuild the data dir from the "
+        "archive with the new settings (docs/OPERATIONS.md, \"Checkpoints lost, log "
+        "truncated\")",
+        checkpoints_dir, truncated->first, truncated->second);
   }
   return fmt::format(
-      "{}, move the checkpoints directory ({}) away — the state is rebuilt from "
-      "the log (it still starts at offset 0)",
-      what, checkpoints_dir);
+      "to start with the new settings, move the checkpoints directory ({}) away — the state "
+      "is rebuilt from the log (it still starts at offset 0)",
+      checkpoints_dir);
 }
 
 }  // namespace
@@ -293,8 +293,8 @@ Status PartitionProcessor::RestoreCheckpoint(std::vector<uint64_t>* offsets, boo
         "(stream.processor_threads or storage.log_partitions changed); {} "
         "(docs/formats/processor_checkpoint.md)",
         options_.checkpoint_path, list(written), options_.index, list(options_.partitions),
-        RebuildAdvice(*log_, std::filesystem::path(options_.checkpoint_path).parent_path().string(),
-                      "to start with the new settings")));
+        RebuildAdvice(*log_,
+                      std::filesystem::path(options_.checkpoint_path).parent_path().string())));
   }
   for (size_t i = 0; i < options_.partitions.size(); ++i) {
     (*offsets)[i] = ckpt->offsets[i].second;
@@ -312,8 +312,8 @@ Status PartitionProcessor::RestoreCheckpoint(std::vector<uint64_t>* offsets, boo
         "{} ({}): {}; history keeps the windows written before at their old size "
         "(docs/formats/processor_checkpoint.md)",
         st.message(), options_.checkpoint_path,
-        RebuildAdvice(*log_, std::filesystem::path(options_.checkpoint_path).parent_path().string(),
-                      "to start with the new settings")));
+        RebuildAdvice(*log_,
+                      std::filesystem::path(options_.checkpoint_path).parent_path().string())));
   }
   replay_applied_ = restored_replay_applied_ = ckpt->replay_applied;
   for (auto& e : ckpt->readings) {

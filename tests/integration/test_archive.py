@@ -819,15 +819,17 @@ class ArchiveTest(unittest.TestCase):
         for d in devs:
             self.register(s, d)
         now = time.time()
-        for d in devs:
+        for k in range(10):  # every device's first events in the first segments
             events = [{"device_id": d, "event_id": f"e{i}", "timestamp": fmt_ts(now - 600 + i),
-                       "metrics": {"power_w": 100.0 + i % 7}} for i in range(500)]
+                       "metrics": {"power_w": 100.0 + i % 7}}
+                      for i in range(50 * k, 50 * k + 50) for d in devs]
             status, _, body = s.post_events(events)
             self.assertEqual(status, 202, body)
         # Retention runs every 30 s, once the processors' and the archiver's checkpoints
         # passed a segment.
         self.assertTrue(poll(lambda: any("log: retention deleted segment" in line
                                          for line in s.log_lines()), timeout=75), s.diag())
+        self.wait_archived(s, len(devs) * 500)
         self.assertEqual(s.stop(), 0, s.diag())
         firsts = {p: sorted(os.listdir(os.path.join(s.data_dir, "log", p)))[0]
                   for p in os.listdir(os.path.join(s.data_dir, "log"))}
@@ -841,7 +843,8 @@ class ArchiveTest(unittest.TestCase):
         refusal = [line for line in s.log_lines() if "checkpoint written for log partitions"
                    in line]
         self.assertTrue(refusal, s.diag())
-        self.assertIn(f"do not move the checkpoints directory ({ckpt}) away", refusal[-1])
+        self.assertIn(f"do not move the checkpoints directory ({ckpt}) away to start with the "
+                      "new settings", refusal[-1])
         self.assertIn("no longer starts at offset 0", refusal[-1])
         self.assertNotIn("the state is rebuilt from the log", refusal[-1])
 
@@ -862,10 +865,39 @@ class ArchiveTest(unittest.TestCase):
         self.assertFalse(any("rebuilding the state from the log" in line for line in lines),
                          s.diag())
 
+        # The way out documented there: a new data dir from the archive (devices export and
+        # import, the archive's dt=* directories, `joule replay`, start) has every event.
+        csv_path = s.data_dir + ".devices.csv"
+        self.addCleanup(lambda: os.path.exists(csv_path) and os.remove(csv_path))
+        with open(csv_path, "wb") as f:
+            f.write(run_cli(s, "devices", "export").stdout)
+        t = self.server(**{k: v for k, v in s.overrides.items()
+                           if k != "JOULE_STREAM_PROCESSOR_THREADS"})
+        shutil.rmtree(t.data_dir)  # `devices import` creates it
+        run_cli(t, "devices", "import", csv_path)
+        src = os.path.join(s.data_dir, "archive")
+        for day in glob.glob(os.path.join(src, "dt=*")):
+            shutil.copytree(day, os.path.join(t.data_dir, "archive", os.path.basename(day)))
+        run_cli(t, "replay", "--from", fmt_ts(now - 2 * 86400), "--to", "9999-12-31T23:59:59Z")
+        t.start()
+        for d in devs:
+            counts = [sum(r["count"] for r in self.history(t, d, now - 2 * 86400, now + 600,
+                                                           resolution=res))
+                      for res in ("1m", "1h", "1d")]
+            self.assertEqual(counts, [500, 500, 500], d)
+        self.assertEqual(t.stop(), 0, t.diag())
+
+        # What the override costs: the rebuilt (higher-epoch) days replace complete ones.
         s.serve_args = ["--accept-partial-rebuild"]
         s.start()
         self.assertTrue(any("no checkpoint and a truncated log" in line
                             for line in s.log_lines()), s.diag())
+        self.assertEqual(s.stop(), 0, s.diag())
+        s.serve_args = []
+        s.start()  # on the checkpoints the rebuild wrote
+        days = sum(r["count"] for d in devs
+                   for r in self.history(s, d, now - 2 * 86400, now + 600, resolution="1d"))
+        self.assertLess(days, len(devs) * 500)
         self.assertEqual(s.stop(), 0, s.diag())
 
     def test_window_change_rebuilds_above_a_first_run(self):
