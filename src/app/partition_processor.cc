@@ -307,9 +307,11 @@ Status PartitionProcessor::RestoreCheckpoint(std::vector<uint64_t>* offsets, boo
   }
   if (Status st = std::move(restored); !st.ok()) {
     if (st.code() != StatusCode::kInvalidArgument) return st;
-    // A setting the state depends on changed (stream.window, stream.max_gap): say what to do.
+    // A setting the state depends on changed (stream.window, stream.max_gap, a metric's kind
+    // in [metrics.kinds]): say what to do.
     return Status::InvalidArgument(fmt::format(
-        "{} ({}): {}; history keeps the windows written before at their old size "
+        "{} ({}): set it back; {}; history keeps the records written before as they are "
+        "(windows at their old size, fields of the old kind) "
         "(docs/formats/processor_checkpoint.md)",
         st.message(), options_.checkpoint_path,
         RebuildAdvice(*log_,

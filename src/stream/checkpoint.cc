@@ -450,6 +450,21 @@ Status WindowEngine::RestoreState(std::string_view data, int64_t now_ns) {
       uint8_t kind = r.U8();
       if (kind > 2) return Fail(E, "checkpoint: bad metric kind");
       ms.kind = static_cast<model::MetricKind>(kind);
+      if (const model::MetricKind now = E.metric_kinds[ms.name]; ms.kind != now) {
+        // The kind is fixed per device and metric when first seen, and its state (histories,
+        // baselines) is that kind's: a [metrics.kinds] change applied only to new devices
+        // (found by a black-box test: power fields for one device, gauge ones for the next).
+        const std::string metric(E.NameOf(ms));
+        const std::string key = "metrics.kinds." + metric;
+        const bool set = E.opt.kinds.find(metric) != E.opt.kinds.end();
+        std::string msg = "checkpoint: written with metric " + metric + " of kind " +
+                          std::string(model::MetricKindName(ms.kind)) + " (device " + d.id +
+                          "), but it is now of kind " + std::string(model::MetricKindName(now)) +
+                          (set ? " (" + key + ")" : " (by its name, " + key + " not set)") +
+                          "; a metric kind cannot change for the devices a checkpoint holds";
+        E.ResetState();
+        return Status::InvalidArgument(std::move(msg));
+      }
       uint32_t nh = r.Count(16);
       for (uint32_t k = 0; k < nh && r.ok(); ++k) {
         Sample s;

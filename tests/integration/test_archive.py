@@ -941,6 +941,55 @@ class ArchiveTest(unittest.TestCase):
         self.assertEqual(metric_sum(parse_prometheus(s.metrics_text()),
                                     "joule_history_stale_writes_total"), 0)
 
+    def test_metric_kind_change_is_refused_naming_the_key(self):
+        """CONTRACT §2 "Metric kinds": a metric's kind is fixed per device in the checkpoint,
+        so a [metrics.kinds] change is refused at start (exit 1) naming the key, the
+        checkpoint and the way out, like a stream.window change (found by a black-box test:
+        it applied to new devices only — the existing one kept power fields for power_w, a
+        new one got gauge fields, and owner energy answered 400 "'power_w' is a gauge").
+        Set back, the server starts; with the checkpoints moved away, every device's records
+        are of the new kind."""
+        s = self.server()
+        s.start()
+        dev = f"mk-{uid()}"
+        self.register(s, dev)
+        w = minute_base(3)
+        sent = [{"device_id": dev, "event_id": f"e{i}", "timestamp": fmt_ts(w + 5 * i),
+                 "metrics": {"power_w": 10.0}} for i in range(12)]
+        self.assertEqual(s.post_events(sent)[0], 202)
+        got = poll(lambda: self.history(s, dev, w, w + 60), timeout=20)
+        self.assertTrue(got, s.diag())
+        self.assertIn("energy_wh", got[0]["metrics"]["power_w"])
+        self.assertEqual(s.stop(), 0, s.diag())
+
+        s.overrides["JOULE_METRICS_KINDS_POWER_W"] = "gauge"
+        with self.assertRaises(ServerError):
+            s.start()
+        self.assertEqual(s.proc.returncode, 1, s.diag())
+        self.assertTrue(any("metrics.kinds.power_w" in line and ".ckpt" in line
+                            and "set it back" in line
+                            and "move the checkpoints directory" in line
+                            for line in s.log_lines()), s.diag())
+
+        del s.overrides["JOULE_METRICS_KINDS_POWER_W"]
+        s.start()
+        self.assertEqual(s.stop(), 0, s.diag())
+
+        s.overrides["JOULE_METRICS_KINDS_POWER_W"] = "gauge"
+        ckpt = os.path.join(s.data_dir, "checkpoints")
+        shutil.move(ckpt, ckpt + ".moved")
+        s.start()
+        other = f"mk2-{uid()}"
+        self.register(s, other)
+        self.assertEqual(s.post_events([dict(e, device_id=other) for e in sent])[0], 202)
+
+        def fields(device):
+            got = self.history(s, device, w, w + 60)
+            return set(got[0]["metrics"]["power_w"]) if got else None
+        for device in (dev, other):
+            self.assertTrue(poll(lambda: (lambda f: f and "energy_wh" not in f)(fields(device)),
+                                 timeout=30), f"{device}: {fields(device)}" + s.diag())
+
     def test_processor_threads_change_is_refused_naming_the_checkpoint_or_changes_nothing(self):
         """docs/formats/processor_checkpoint.md: a change of the processors' partitions is
         refused, naming the checkpoint file and the directory to move away (the message

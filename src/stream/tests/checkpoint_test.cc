@@ -257,6 +257,50 @@ TEST(CheckpointTest, RejectsDamage) {
   EXPECT_EQ(b.stats().devices, 2u);
 }
 
+// A metric's kind is fixed per device in the state (histories, counter baselines): a
+// [metrics.kinds] change is refused like a window change, naming the metric and the key
+// (it was applied to new devices only: found by a black-box test).
+TEST(CheckpointTest, RefusesAChangedMetricKind) {
+  WindowEngine a{EngineOptions{}};
+  Collect c;
+  Feed(a, 0, 300, &c);
+  std::string bytes;
+  ASSERT_TRUE(a.SaveState(&bytes).ok());
+
+  EngineOptions gauge;
+  gauge.kinds["power_w"] = model::MetricKind::kGauge;
+  WindowEngine g(gauge);
+  Status st = g.RestoreState(bytes);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("metric power_w of kind power"), std::string::npos) << st.ToString();
+  EXPECT_NE(st.message().find("now of kind gauge (metrics.kinds.power_w)"), std::string::npos)
+      << st.ToString();
+  EXPECT_EQ(g.stats().devices, 0u);
+
+  // Set in the config when the checkpoint was written, unset now: back to the name's kind.
+  EngineOptions counter;
+  counter.kinds["voltage_v"] = model::MetricKind::kCounter;
+  WindowEngine k(counter);
+  Collect kc;
+  Feed(k, 0, 300, &kc);
+  bytes.clear();
+  ASSERT_TRUE(k.SaveState(&bytes).ok());
+  WindowEngine d{EngineOptions{}};
+  st = d.RestoreState(bytes);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("now of kind gauge (by its name, metrics.kinds.voltage_v not set)"),
+            std::string::npos)
+      << st.ToString();
+
+  // An override that says what the name says changes nothing.
+  EngineOptions same;
+  same.kinds["power_w"] = model::MetricKind::kPower;
+  same.kinds["voltage_v"] = model::MetricKind::kCounter;
+  WindowEngine s(same);
+  EXPECT_TRUE(s.RestoreState(bytes).ok());
+  EXPECT_EQ(s.stats().devices, 2u);
+}
+
 // After a restore, a recovery epoch makes every later emission outrank anything the crashed
 // run can have emitted after the checkpoint (its early firings are not reproduced one for one).
 TEST(CheckpointTest, RecoveryEpochRaisesVersions) {
