@@ -243,6 +243,14 @@ int RunServer(const Config& given_config) {
     }
     admin_token = *t;
   }
+  if (config.durability == "none") {
+    // As auth disabled: a setting the contract calls unsafe says so at every start (it
+    // started silently: found by a black-box test).
+    logging::Warn(
+        "durability is OFF (storage.durability = \"none\"): nothing is fsynced, so events "
+        "already acknowledged (HTTP 202, MQTT PUBACK) can be lost if the machine crashes or "
+        "loses power; for benchmarks only");
+  }
 
   // The wall clock: received_at, ingest's timestamp bounds, Date headers, tokens, audit,
   // the log's append times, webhook timestamps.

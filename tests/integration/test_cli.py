@@ -215,6 +215,26 @@ class LogLinesTest(unittest.TestCase):
             len([r for r in server.log_records() if r["msg"] == "generated admin token"]), 1)
 
 
+class StartWarningsTest(unittest.TestCase):
+    """The settings CONTRACT §5 calls unsafe say so at every start: auth.mode = "disabled"
+    and storage.durability = "none" (which started silently: found by a black-box test)."""
+
+    def test_disabled_auth_and_durability_none_warn_at_start(self):
+        server = JouleServer(name="cli-start-warnings")  # the harness: auth disabled, fsync
+        self.addCleanup(server.cleanup)
+        server.start()
+        self.assertTrue(server.logged('"level":"warn"', "authentication is DISABLED"),
+                        server.diag())
+        self.assertFalse(any("durability is OFF" in line for line in server.log_lines()),
+                         server.diag())
+        self.assertEqual(server.stop(), 0, server.diag())
+        server.overrides["JOULE_STORAGE_DURABILITY"] = "none"
+        server.start()
+        self.assertTrue(server.logged('"level":"warn"', "durability is OFF",
+                                      "storage.durability", "can be lost"), server.diag())
+        self.assertEqual(server.stop(), 0, server.diag())
+
+
 class DeployFilesTest(unittest.TestCase):
     """deploy/joule.example.toml and deploy/systemd/joule.service, which OPERATIONS and the
     README refer to (neither was shipped, although OPERATIONS used `systemctl stop joule`:
