@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -63,12 +64,43 @@ void PrintSummary(int64_t from, int64_t to, bool dry_run, const ReplayStats& sta
   fmt::print("{}\n", w.str());
 }
 
-std::string ReadAdminToken(const Config& config) {
-  if (!config.admin_token.empty()) return config.admin_token;
-  std::ifstream in(std::filesystem::path(config.data_dir) / "admin_token");
+// The admin token sent to the server and where it came from, for the message of a refusal
+// (a 401 said only "unknown token": found by a black-box test, the tool had read a
+// {data_dir}/admin_token an earlier start generated while the server ran with
+// JOULE_AUTH_ADMIN_TOKEN, which it does not accept).
+struct AdminToken {
+  std::string token;
+  std::string source;
+};
+
+AdminToken AdminTokenToSend(const Config& config, const ReplayCliOptions& options) {
+  if (!options.admin_token.empty()) return {options.admin_token, "--admin-token"};
+  if (!config.admin_token.empty()) {
+    const char* env = std::getenv("JOULE_AUTH_ADMIN_TOKEN");
+    return {config.admin_token, env != nullptr && *env != '\0'
+                                    ? "JOULE_AUTH_ADMIN_TOKEN"
+                                    : "auth.admin_token of the config file"};
+  }
+  const std::string path = (std::filesystem::path(config.data_dir) / "admin_token").string();
+  std::ifstream in(path);
   std::string token;
   if (in) std::getline(in, token);
-  return token;
+  if (token.empty()) {
+    return {"", fmt::format("none (no --admin-token, auth.admin_token or {})", path)};
+  }
+  return {token, fmt::format("the file {} (the token a start without auth.admin_token "
+                             "generated; a server run with auth.admin_token does not take it)",
+                             path)};
+}
+
+// Appended to a 401/403: which token was sent and how to send the server's.
+std::string TokenHint(int status, const AdminToken& token) {
+  if (status != 401 && status != 403) return "";
+  return fmt::format(
+      "; the admin token sent came from {}: pass the server's admin token with --admin-token "
+      "TOKEN, or give this command the server's auth.admin_token (--config, "
+      "JOULE_AUTH_ADMIN_TOKEN)",
+      token.source);
 }
 
 std::string UrlEncode(std::string_view s) {
@@ -90,7 +122,8 @@ bool TlsConfigured(const Config& config) {
 // The server at `url` does the replay; progress lines to stderr, the summary to stdout.
 // `url_from_config`: `url` was derived from server.http_listen (no --server given).
 int RunRemote(const Config& config, const std::string& url, bool url_from_config,
-              const std::string& token, const ReplayCliOptions& options, int64_t from, int64_t to) {
+              const AdminToken& admin, const ReplayCliOptions& options, int64_t from, int64_t to) {
+  const std::string& token = admin.token;
   std::string_view rest(url);
   bool https = false;
   if (rest.rfind("http://", 0) == 0) {
@@ -154,8 +187,8 @@ int RunRemote(const Config& config, const std::string& url, bool url_from_config
       std::string_view m;
       if (doc["error"]["message"].get_string().get(m) == simdjson::SUCCESS) message = m;
     }
-    return Fail(
-        fmt::format("the server at {} refused the replay: HTTP {}: {}", url, status, message));
+    return Fail(fmt::format("the server at {} refused the replay: HTTP {}: {}{}", url, status,
+                            message, TokenHint(status, admin)));
   }
   std::string_view id_view;
   if (parser.parse(body).get(doc) != simdjson::SUCCESS ||
@@ -194,8 +227,8 @@ int RunRemote(const Config& config, const std::string& url, bool url_from_config
         std::string_view m;
         if (doc["error"]["message"].get_string().get(m) == simdjson::SUCCESS) message = m;
       }
-      return Fail(fmt::format("cannot follow job {} at {}: HTTP {}: {}", id, url, status,
-                              std::string(message)));
+      return Fail(fmt::format("cannot follow job {} at {}: HTTP {}: {}{}", id, url, status,
+                              std::string(message), TokenHint(status, admin)));
     }
     if (parser.parse(body).get(doc) != simdjson::SUCCESS) {
       return Fail("unexpected answer from the server: " + body);
@@ -267,8 +300,8 @@ int RunReplay(const Config& config, const ReplayCliOptions& options) {
     fmt::print(stderr, "joule replay: {}\n", note);
   }
   if (!options.server.empty()) {
-    std::string token = options.admin_token.empty() ? ReadAdminToken(config) : options.admin_token;
-    return RunRemote(config, options.server, /*url_from_config=*/false, token, options, from, to);
+    return RunRemote(config, options.server, /*url_from_config=*/false,
+                     AdminTokenToSend(config, options), options, from, to);
   }
   // As export says it (it printed RocksDB's own log line and "While mkdir if missing").
   if (!std::filesystem::is_directory(config.data_dir)) {
@@ -335,8 +368,8 @@ int RunReplay(const Config& config, const ReplayCliOptions& options) {
                "joule replay: the data dir is in use by a running server; asking it at {} "
                "(POST /v1/admin/replay)\n",
                url);
-    std::string token = options.admin_token.empty() ? ReadAdminToken(config) : options.admin_token;
-    return RunRemote(config, url, /*url_from_config=*/true, token, options, from, to);
+    return RunRemote(config, url, /*url_from_config=*/true, AdminTokenToSend(config, options),
+                     options, from, to);
   }
   if (!config.archive_enabled) fmt::print(stderr, "joule replay: {}\n", kArchiveDisabledNote);
   if (!std::filesystem::is_directory(req.archive_dir)) {

@@ -18,7 +18,8 @@ struct ReplayCliOptions {
   // Remote mode: the server's base URL (http://host:port or https://host:port) and admin
   // token. Without --server, a locked data dir means a running server: its URL comes from
   // server.http_listen (https when server.tls_cert_file and tls_key_file are set) and the
-  // token from auth.admin_token or {data_dir}/admin_token. Over https the server's
+  // token from --admin-token, auth.admin_token or {data_dir}/admin_token (a 401/403 names the
+  // source of the token sent). Over https the server's
   // certificate is trusted when it is the one in server.tls_cert_file, or when it verifies
   // against the system's CAs plus `cacert` with the host name checked (client_tls.h).
   std::string server;

@@ -119,6 +119,22 @@ Result<std::string> ResolveAdminToken(const Config& config) {
           "auth.admin_token is short (under 20 characters): it opens everything — use a long "
           "random one, or leave it unset and let the first start generate one");
     }
+    // A token an earlier start generated is not accepted now: a tool reading the file
+    // (joule replay without auth.admin_token) is refused with 401 (found by a black-box
+    // test). Left in place (a later start without auth.admin_token takes it again).
+    std::ifstream in(std::filesystem::path(config.data_dir) / "admin_token");
+    std::string kept;
+    if (in && std::getline(in, kept) && !kept.empty() && kept != config.admin_token) {
+      const std::string path = (std::filesystem::path(config.data_dir) / "admin_token").string();
+      logging::Warn(
+          "the data dir's admin_token file holds another token than auth.admin_token, which "
+          "this server does not accept",
+          {{"file", path},
+           {"action",
+            "delete the file if no start without auth.admin_token needs it; give the "
+            "tools the configured token (joule replay --admin-token, or "
+            "auth.admin_token in their config)"}});
+    }
     return config.admin_token;
   }
   std::filesystem::path path = std::filesystem::path(config.data_dir) / "admin_token";

@@ -1606,6 +1606,45 @@ class ArchiveTest(unittest.TestCase):
         self.assertNotIn('"running"', err)
         self.assertEqual(out, b"")
 
+    def test_a_refused_admin_token_names_its_source(self):
+        """A server run with auth.admin_token writes no {data_dir}/admin_token, and warns at
+        start when one an earlier start generated is there; `joule replay` refused with 401
+        says where the token it sent came from and how to pass the server's (found by a
+        black-box test: it had read that stale file and said only "unknown token")."""
+        port = free_port()
+        admin = f"admin-{uid()}-0123456789"
+        s = self.server(JOULE_AUTH_MODE="required", JOULE_AUTH_ADMIN_TOKEN=admin,
+                        JOULE_SERVER_HTTP_LISTEN=f"127.0.0.1:{port}")
+        token_file = os.path.join(s.data_dir, "admin_token")
+        s.start()
+        self.assertEqual(s.stop(), 0, s.diag())
+        self.assertFalse(os.path.exists(token_file))
+        del s.overrides["JOULE_AUTH_ADMIN_TOKEN"]
+        s.start()  # generates the file
+        self.assertEqual(s.stop(), 0, s.diag())
+        self.assertTrue(os.path.exists(token_file))
+        s.overrides["JOULE_AUTH_ADMIN_TOKEN"] = admin
+        s.start()
+        self.assertTrue(s.logged('"level":"warn"', "admin_token file holds another token",
+                                 token_file), s.diag())
+        frm, to = fmt_ts(time.time() - 3600), fmt_ts(time.time())
+        env = {k: v for k, v in s.environment().items() if k != "JOULE_AUTH_ADMIN_TOKEN"}
+        proc = subprocess.run([joule_bin(), "replay", "--dry-run", "--from", frm, "--to", to],
+                              env=env, capture_output=True, timeout=120)
+        err = proc.stderr.decode()
+        self.assertEqual(proc.returncode, 1, err)
+        self.assertIn("HTTP 401", err)
+        self.assertIn(f"the admin token sent came from the file {token_file}", err)
+        self.assertIn("--admin-token", err)
+        proc = subprocess.run([joule_bin(), "replay", "--dry-run", "--from", frm, "--to", to,
+                               "--admin-token", "wrong-token-0123456789"],
+                              env=env, capture_output=True, timeout=120)
+        self.assertEqual(proc.returncode, 1, proc.stderr)
+        self.assertIn(b"the admin token sent came from --admin-token", proc.stderr)
+        proc = subprocess.run([joule_bin(), "replay", "--dry-run", "--from", frm, "--to", to,
+                               "--admin-token", admin], env=env, capture_output=True, timeout=120)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+
     def test_replay_takes_times_as_the_read_api(self):
         """POST /v1/admin/replay takes `from`/`to` as the read API does (archive.md, "The
         admin API"; openapi: string or integer): an RFC 3339 string, a string of epoch
