@@ -17,4 +17,13 @@ Status CreateDataDir(const std::string& dir) {
   return Status::Ok();
 }
 
+std::string NoDataDirMessage(const std::string& dir) {
+  std::error_code ec;
+  if (std::filesystem::exists(dir, ec)) {
+    return "cannot use data dir " + dir +
+           ": it exists and is not a directory (point storage.data_dir elsewhere)";
+  }
+  return "no data dir at " + dir + " (is storage.data_dir right?)";
+}
+
 }  // namespace joule::app

@@ -15,4 +15,10 @@ namespace joule::app {
 // InvalidArgument "… exists and is not a directory", or IoError when it cannot be made.
 Status CreateDataDir(const std::string& dir);
 
+// What a command that needs an existing data dir (export, replay, devices export) says when
+// `dir` is none: "cannot use data dir …: it exists and is not a directory …" for a path that
+// is something else, as `joule serve` says it (export said "no data dir" of a file: found
+// by a black-box test), else "no data dir at … (is storage.data_dir right?)".
+std::string NoDataDirMessage(const std::string& dir);
+
 }  // namespace joule::app

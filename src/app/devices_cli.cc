@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "api/device_fields.h"
+#include "app/data_dir_create.h"
 #include "app/data_dir_lock.h"
 #include "app/metadata_open.h"
 #include "common/csv_text.h"
@@ -649,8 +650,16 @@ int RunDevicesImport(const Config& config, const DevicesImportOptions& options) 
   }
   Result<std::unique_ptr<store::MetadataStore>> metadata = OpenMetadataStore(config);
   if (!metadata.ok()) {
-    fmt::print(stderr, "joule: cannot open the metadata store ({}): {}\n", config.metadata_backend,
-               metadata.status().ToString());
+    std::error_code ec;
+    if (config.metadata_backend == "sqlite" && config.metadata_url.empty() &&
+        std::filesystem::exists(config.data_dir, ec) &&
+        !std::filesystem::is_directory(config.data_dir, ec)) {
+      // (SQLite's open creates the data dir: said as serve and export say it)
+      fmt::print(stderr, "joule: {}\n", NoDataDirMessage(config.data_dir));
+    } else {
+      fmt::print(stderr, "joule: cannot open the metadata store ({}): {}\n",
+                 config.metadata_backend, metadata.status().ToString());
+    }
     if (tokens_file && tokens_file != stdout) std::fclose(tokens_file);
     return 1;
   }
@@ -726,8 +735,7 @@ int RunDevicesExport(const Config& config, const std::optional<std::string>& own
   if (config.metadata_backend == "sqlite") {
     std::error_code ec;
     if (config.metadata_url.empty() && !std::filesystem::is_directory(config.data_dir, ec)) {
-      fmt::print(stderr, "joule: no data dir at {} (is storage.data_dir right?)\n",
-                 config.data_dir);
+      fmt::print(stderr, "joule: {}\n", NoDataDirMessage(config.data_dir));
       return 1;
     }
     Result<store::MetadataStoreOptions> options = MetadataStoreOptionsFrom(config);

@@ -14,6 +14,7 @@
 #include "api/query_params.h"
 #include "app/archive_retention_note.h"
 #include "app/archive_seal.h"
+#include "app/data_dir_create.h"
 #include "app/data_dir_lock.h"
 #include "app/metadata_open.h"
 #include "common/clock.h"
@@ -70,6 +71,11 @@ int RunExport(const Config& config, const ExportCliOptions& options) {
   if (!options.device_id.empty() && !options.owner_id.empty()) {
     return fail("give --device or --owner, not both", 2);
   }
+  // Before the metadata store's open, which would create the data dir (or say only
+  // "exists and is not a directory" under "metadata store:").
+  if (!std::filesystem::is_directory(config.data_dir)) {
+    return fail(NoDataDirMessage(config.data_dir));
+  }
   std::set<std::string, std::less<>> devices;
   if (!options.device_id.empty()) devices.insert(options.device_id);
   if (!options.owner_id.empty()) {
@@ -88,9 +94,6 @@ int RunExport(const Config& config, const ExportCliOptions& options) {
   }
   const bool filter = !options.device_id.empty() || !options.owner_id.empty();
   const std::string root = (std::filesystem::path(config.data_dir) / "archive").string();
-  if (!std::filesystem::is_directory(config.data_dir)) {
-    return fail(fmt::format("no data dir at {} (is storage.data_dir right?)", config.data_dir));
-  }
   // A stopped server's log tail (after a kill -9, not yet in archive files) is archived
   // first, so that every acknowledged event is exported (found by a black-box test: the
   // events of the last minutes before a crash were missing). A running server holds the

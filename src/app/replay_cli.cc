@@ -18,6 +18,7 @@
 #include "app/archive_retention_note.h"
 #include "app/archive_seal.h"
 #include "app/checkpoint_correction.h"
+#include "app/data_dir_create.h"
 #include "app/data_dir_id.h"
 #include "app/data_dir_lock.h"
 #include "app/engine_setup.h"
@@ -305,7 +306,7 @@ int RunReplay(const Config& config, const ReplayCliOptions& options) {
   }
   // As export says it (it printed RocksDB's own log line and "While mkdir if missing").
   if (!std::filesystem::is_directory(config.data_dir)) {
-    return Fail(fmt::format("no data dir at {} (is storage.data_dir right?)", config.data_dir));
+    return Fail(NoDataDirMessage(config.data_dir));
   }
 
   ReplayRequest req;

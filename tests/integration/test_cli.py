@@ -121,6 +121,21 @@ class DataDirTest(unittest.TestCase):
                                  timeout=60)
         self.assertEqual(refused.returncode, 1, refused.stderr)
         self.assertIn(b"exists and is not a directory", refused.stderr)
+        # The other commands on the data dir say it as serve does (export said "no data dir
+        # at …" of a file: found by a black-box test), and create nothing.
+        csv = os.path.join(server.data_dir, "devices.csv")
+        with open(csv, "w") as f:
+            f.write("device_id,owner_id\nd1,o1\n")
+        span = ["--from", "2026-01-01T00:00:00Z", "--to", "2026-02-01T00:00:00Z"]
+        for args in (["export", *span], ["export", "--owner", "o1", *span], ["replay", *span],
+                     ["devices", "export"], ["devices", "import", csv]):
+            cmd = subprocess.run([joule_bin(), *args], env=env, capture_output=True, timeout=60)
+            self.assertEqual(cmd.returncode, 1, (args, cmd.stderr))
+            self.assertIn(f"cannot use data dir {afile}: it exists and is not a directory",
+                          cmd.stderr.decode(), args)
+            self.assertNotIn(b"no data dir", cmd.stderr, args)
+        with open(afile) as f:
+            self.assertEqual(f.read(), "x")
 
 
     def test_a_data_dir_that_has_run_without_its_log_is_refused(self):
