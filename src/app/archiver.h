@@ -118,6 +118,7 @@ class Archiver {
   Counter* decode_errors_ = nullptr;
   Counter* read_errors_ = nullptr;
   Counter* seal_errors_ = nullptr;
+  Counter* records_missed_ = nullptr;
 };
 
 }  // namespace joule::app

@@ -37,13 +37,16 @@ class ArchiverTest : public ::testing::Test {
     dir_ = tmpl;
     OpenLog();
   }
-  // (Re)opens the log at {dir_}/log: one partition, no fsync.
-  void OpenLog() {
+  // (Re)opens the log at {dir_}/log: one partition, no fsync; `segment_bytes` and
+  // `retention_bytes` 0: the defaults.
+  void OpenLog(uint64_t segment_bytes = 0, uint64_t retention_bytes = 0) {
     log_.reset();
     log::LogOptions lo;
     lo.dir = dir_ + "/log";
     lo.partitions = 1;
     lo.fsync = false;
+    if (segment_bytes > 0) lo.segment_bytes = segment_bytes;
+    lo.retention_bytes = retention_bytes;
     auto log = log::Log::Open(lo, nullptr);
     ASSERT_TRUE(log.ok()) << log.status().ToString();
     log_ = std::move(*log);
@@ -230,6 +233,36 @@ TEST_F(ArchiverTest, ACheckpointFromAnotherLogIsNamed) {
     if (e.path().string().ends_with(".ndjson.zst")) ++files;
   }
   EXPECT_EQ(files, 1u);
+}
+
+// Found by a black-box test: with the archiver off (archive.enabled = false), log retention
+// does not wait for it, and the records it deletes are never archived; the next start with
+// the archiver on said so in one error line only. It counts them too.
+TEST_F(ArchiverTest, LogRecordsDeletedBeforeTheyWereArchivedAreCounted) {
+  AppendEvents(10);
+  {
+    Archiver archiver(Options(), log_.get(), SystemClock::Default(), nullptr);
+    ASSERT_TRUE(archiver.Start().ok());
+    ASSERT_TRUE(archiver.SealNow(10 * kNanosPerSecond).ok());
+    ASSERT_TRUE(archiver.Stop().ok());
+  }
+  // Without the archiver, small segments and a byte retention: the log deletes its start.
+  OpenLog(/*segment_bytes=*/4096, /*retention_bytes=*/8192);
+  for (int i = 0; i < 50; ++i) AppendEvents(20);  // a round of 20 events each: many segments
+  ASSERT_TRUE(log_->EnforceRetention().ok());
+  const uint64_t start = log_->StartOffset(0).value;
+  ASSERT_GT(start, 10u);
+  MetricsRegistry metrics;
+  Archiver archiver(Options(), log_.get(), SystemClock::Default(), &metrics);
+  ASSERT_TRUE(archiver.Start().ok());
+  EXPECT_EQ(CounterValue(metrics, "joule_archive_log_records_missed_total"), start - 10);
+  ASSERT_TRUE(archiver.Stop().ok());
+  // Counted once: the next start finds the archive at the log's start.
+  MetricsRegistry again_metrics;
+  Archiver again(Options(), log_.get(), SystemClock::Default(), &again_metrics);
+  ASSERT_TRUE(again.Start().ok());
+  EXPECT_EQ(CounterValue(again_metrics, "joule_archive_log_records_missed_total"), 0u);
+  ASSERT_TRUE(again.Stop().ok());
 }
 
 }  // namespace
