@@ -175,6 +175,87 @@ class StoresAsOtherToolsSeeThem(unittest.TestCase):
             database.drop()
 
 
+class RestoredDataDirWithRedisTest(unittest.TestCase):
+    """docs/OPERATIONS.md "Restore" with latest.backend = redis: a restored data dir keeps
+    the backup's data dir id and engine epoch, so its records of a window get versions
+    equal to those the abandoned run wrote to Redis after the backup, and Redis (which
+    never replaces a record by one of a version not higher) keeps the abandoned ones:
+    realtime contradicts history (found by a black-box test). FLUSHDB of the Redis database
+    before the restored server's first start, as OPERATIONS says, makes the server rewrite
+    Redis from its history: realtime and history agree."""
+
+    def test_a_restore_needs_its_redis_database_flushed(self):
+        redis = PrivateRedis().start()
+        self.addCleanup(redis.cleanup)
+        s = JouleServer(env=dict(FAST_STREAM, JOULE_LATEST_BACKEND="redis",
+                                 JOULE_LATEST_URL=redis.url), name="restore-redis")
+        self.addCleanup(s.cleanup)
+        backup = tempfile.mkdtemp(prefix="joule-it-restore-backup-")
+        self.addCleanup(lambda: shutil.rmtree(backup, ignore_errors=True))
+        backup = os.path.join(backup, "data")
+        dev = f"rr-{uid()}"
+        m = minute_base(2)
+
+        def ev(i, t, value):
+            return {"device_id": dev, "event_id": f"{dev}-{i}", "timestamp": fmt_ts(t),
+                    "metrics": {"power_w": value}}
+
+        def window(records):
+            got = [r for r in records if r["window_start"] == fmt_ts(m)]
+            return got[0] if got else None
+
+        def window_max(records):
+            got = window(records)
+            return got["metrics"]["power_w"]["max"] if got else None
+
+        def realtime_window():
+            st, _, body = s.realtime(dev)
+            return window(body.get("data", [])) if st == 200 else None
+
+        def realtime_max():
+            got = realtime_window()
+            return got["metrics"]["power_w"]["max"] if got else None
+
+        def history_max():
+            return window_max(history_1m(s, dev, m - 60, m + 60, headers=None))
+
+        s.start()
+        self.assertEqual(s.post_events([ev(0, m - 50, 10.0)])[0], 202)
+        self.assertTrue(poll(lambda: history_1m(s, dev, m - 60, m, headers=None), timeout=30),
+                        s.diag())
+        self.assertEqual(s.stop(), 0, s.diag())
+        shutil.copytree(s.data_dir, backup, symlinks=True)  # stop, copy (the backup)
+
+        s.start()  # the run the restore abandons
+        self.assertEqual(s.post_events([ev(1, m + 10, 3333.0)])[0], 202)
+        self.assertTrue(poll(lambda: realtime_max() == 3333.0, timeout=30), s.diag())
+        self.assertEqual(s.post_events([ev(2, m + 20, 3334.0)])[0], 202)
+        self.assertTrue(poll(lambda: (lambda r: r and r["final"] and r["metrics"]["power_w"][
+            "max"] == 3334.0)(realtime_window()), timeout=30), s.diag())
+        abandoned = realtime_window()["version"]
+        self.assertEqual(s.stop(), 0, s.diag())
+
+        def restore():
+            shutil.rmtree(s.data_dir)
+            shutil.copytree(backup, s.data_dir, symlinks=True)
+
+        def restored_run():
+            s.start()
+            self.assertEqual(s.post_events([ev(3, m + 10, 4444.0)])[0], 202)
+            self.assertTrue(poll(lambda: history_max() == 4444.0, timeout=30), s.diag())
+            time.sleep(3)  # early firings and the final record (idle_timeout 2s) are written
+            got = realtime_max(), history_max()
+            restored = history_1m(s, dev, m, m + 60, headers=None)[0]["version"]
+            self.assertEqual(s.stop(), 0, s.diag())
+            return got, restored <= abandoned
+
+        restore()  # without the flush: Redis keeps the abandoned run's window
+        self.assertEqual(restored_run(), ((3334.0, 4444.0), True), s.diag())
+        restore()
+        redis.cli("FLUSHDB")
+        self.assertEqual(restored_run(), ((4444.0, 4444.0), True), s.diag())
+
+
 class RedisOutageTest(unittest.TestCase):
     """Two outages: a Redis that stops answering (SIGSTOP: every call times out) and comes
     back with its data — the catch-up alone must fill the gap — and a Redis restarted
