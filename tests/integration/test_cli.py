@@ -8,6 +8,9 @@ out-of-range options. None of these needs a running server (found by a black-box
 registrations (503) exits 1. `SimulateTest`: simulate against a stand-in server (ground
 truth zones with --token, giving up on a server that stays down) and its --dry-run counts.
 `SignalTest`: SIGHUP stops a real server gracefully (exit 0, final checkpoints, "stopped").
+`StartWarningsTest`: auth.mode = "disabled" and storage.durability = "none" warn at start.
+`DataDirTest`: a data dir path that is a file is refused alike by serve, export, replay and
+devices import/export.
 """
 
 import json

@@ -5,6 +5,9 @@
 - RedisFrozenReadsTest: realtime reads while a private redis-server is frozen (SIGSTOP)
   answer from history at once, also before history has the device's first window; after
   SIGCONT each answer is the asked device's own.
+- RestoredDataDirWithRedisTest: a data dir restored from a backup writes versions equal to
+  those the abandoned run wrote to Redis, which keeps them (realtime contradicts history)
+  unless the Redis database is flushed before the start, as OPERATIONS "Restore" says.
 - RedisOutageTest: a private redis-server stops answering (SIGSTOP, then SIGCONT), or is
   restarted without persistence (empty), during ingest. Ingest and processing go on
   (every acknowledged event is in history), reads fall back to history, /readyz and
