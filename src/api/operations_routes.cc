@@ -28,13 +28,14 @@ void AddOperationsRoutes(net::Router& router, ApiContext& ctx) {
                                             ? R"({"status":"ok","auth":"disabled"})"
                                             : R"({"status":"ok","auth":"required"})"));
   });
-  // Ready once the processors have caught up with the log. A latest store (Redis) or a
-  // metadata database (PostgreSQL) that is down does not make Joule unready — ingest goes
-  // on, reads fall back to history, the metadata cache keeps serving what it holds — but
-  // the answer says so: "status": "degraded" and the store's state. So does a damaged log
-  // record met at run time (docs/RELIABILITY.md, "Run-time corruption"), and a history
-  // store, archive or metadata store that a full disk stopped writing (RELIABILITY.md #6;
-  // the metadata store's refusal is its "state": "failing").
+  // Ready once the processors have caught up with the log (but for a partition that waits
+  // for a device's timezone while the metadata store is down: docs/RELIABILITY.md). A latest store
+  // (Redis) or a metadata database (PostgreSQL) that is down does not make Joule unready — ingest
+  // goes on, reads fall back to history, the metadata cache keeps serving what it holds — but the
+  // answer says so: "status": "degraded" and the store's state. So does a damaged log record met at
+  // run time (docs/RELIABILITY.md, "Run-time corruption"), and a history store, archive or metadata
+  // store that a full disk stopped writing (RELIABILITY.md #6; the metadata store's refusal is its
+  // "state": "failing").
   router.Add("GET", "/readyz", [&ctx](net::HttpRequest&, net::Responder r) {
     const bool ready = !ctx.ready || ctx.ready();
     const bool latest_set = static_cast<bool>(ctx.latest_state);

@@ -995,6 +995,7 @@ void PartitionProcessor::Run() {
       const bool zone_wait = std::any_of(zone_wait_.begin(), zone_wait_.end(),
                                          [](const ZoneWait& w) { return w.waiting; });
       if (!zone_wait) caught_up_once_.store(true);
+      serving_once_.store(true);
       if (stopping) {
         // Finish a latest-store backlog while the store answers, within a bound.
         const int64_t until = clock_->NowNanos() + options_.latest_final_drain_ns;

@@ -114,6 +114,11 @@ class PartitionProcessor {
   // Event-processing delay: now − append time of the oldest unprocessed record (0 when caught up).
   double LagSeconds() const;
   bool CaughtUpOnce() const { return caught_up_once_.load(); }
+  // Whether it has processed what it can of the log once: caught up, or caught up but for
+  // a partition that waits for a device's timezone (the metadata store unreachable), whose
+  // events stay in the log. What /readyz waits for ("ready" then, "degraded" while the store
+  // is down); CaughtUpOnce stays false meanwhile (corrections, the alerts' replay).
+  bool ServingOnce() const { return serving_once_.load(); }
   // Thread-safe reads of engine state; false (unknown device) until Start has restored it.
   bool Health(std::string_view device_id, stream::WindowEngine::DeviceHealth* out) const;
   // Thread-safe: a replay corrected a settled base window of one of this processor's
@@ -238,6 +243,7 @@ class PartitionProcessor {
   std::vector<model::Event> events_;  // the decoded batch (storage reused)
   std::atomic<bool> stop_{false};
   std::atomic<bool> caught_up_once_{false};
+  std::atomic<bool> serving_once_{false};
   // Set once Start has restored the state: until then Health answers false at once (it is
   // called on I/O threads, which must not wait for a restore).
   std::atomic<bool> started_{false};

@@ -766,7 +766,7 @@ int RunServer(const Config& given_config) {
   ctx.ready = [&processors, &processors_started] {
     if (!processors_started.load()) return false;
     for (auto& p : processors) {
-      if (!p->CaughtUpOnce()) return false;
+      if (!p->ServingOnce()) return false;
     }
     return true;
   };

@@ -848,6 +848,13 @@ class PostgresDownWhileProcessingTest(unittest.TestCase):
                                "joule_processor_timezone_waits_total")
             self.assertGreaterEqual(waits, 1)
             self.assertGreater(lag(server), 0, "the events must wait in the log")
+            # Ready (the state is restored, the rest waits in the log), degraded: ingest goes
+            # on and a load balancer keeps the server (it said "starting" for the outage).
+            ready = poll(lambda: (lambda r: r[2] if r[0] == 200 else None)(
+                server.request("GET", "/readyz", raw_errors=True)), timeout=30)
+            self.assertTrue(ready, server.request("GET", "/readyz", raw_errors=True))
+            self.assertEqual((ready["status"], ready["metadata"]["state"]),
+                             ("degraded", "down"), ready)
             pg.start()
             self.assertTrue(server.logged("processor resumed", dev, timeout=60), server.diag())
 
