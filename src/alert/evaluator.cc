@@ -1249,6 +1249,19 @@ void Evaluator::RegisterDevice(const std::string& device_id, const DeviceInfo& i
   r.created_at_ns = created_at_ns;
 }
 
+void Evaluator::NoteActivity(const std::string& device_id, int64_t last_seen_ns,
+                             int64_t last_event_end_ns, const std::map<int64_t, uint64_t>& counts) {
+  if (deleted_.contains(device_id)) return;
+  DeviceActivity& a = activity_[device_id];
+  a.last_seen_ns = std::max(a.last_seen_ns, last_seen_ns);
+  a.last_event_end_ns = std::max(a.last_event_end_ns, last_event_end_ns);
+  for (const auto& [ws, count] : counts) {
+    uint64_t& c = a.counts[ws];
+    c = std::max(c, count);
+  }
+  while (a.counts.size() > 16) a.counts.erase(a.counts.begin());
+}
+
 void Evaluator::ForgetDevice(const std::string& device_id) { registered_.erase(device_id); }
 
 std::vector<std::string> Evaluator::DevicesWithOpenAlerts() const {

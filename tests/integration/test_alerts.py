@@ -9,7 +9,8 @@ deliveries of several alerts pending (each delivered after restart with one webh
 firing energy budget across a SIGKILL (no false retraction or reopening), one crossing
 staying one alert after a SIGKILL with the checkpoint inside its episode, the bounds of
 rule and snooze durations,
-the SSRF guard at rule creation, and owner isolation of rules and alerts."""
+the SSRF guard at rule creation, owner isolation of rules and alerts, and the first absence
+rule created while a device reports (no false firing)."""
 
 import base64
 import gzip
@@ -1272,6 +1273,80 @@ class AbsenceAfterRestartTest(AlertServerMixin, unittest.TestCase):
                         receiver.snapshot())
         for headers, body, _, _ in receiver.snapshot():
             self.assertTrue(verify_signature(SECRET, headers, body))
+
+
+class FirstAbsenceRuleTest(AlertServerMixin, unittest.TestCase):
+    """Found by a black-box test: while no rule exists the engine evaluates no records, so
+    the first absence rule — or one created after every rule was deleted — judged a device
+    that kept reporting as silent since its registration ("it has never reported") or since
+    the deletion, and fired at once (resolved again a few seconds later). The engine now
+    notes each device's activity while there is no rule and hands it to the rules that
+    appear."""
+
+    def test_an_absence_rule_created_while_the_device_reports_does_not_fire(self):
+        receiver = Receiver()
+        self.addCleanup(receiver.close)
+        self.server = JouleServer(env=ALERT_ENV, name="alerts-first-absence")
+        self.addCleanup(self.server.cleanup)
+        self.server.start()
+        owner, model = f"own-{uid()}", f"model-{uid()}"
+        dev = f"al-{uid()}"
+        status, _, body = self.server.request(
+            "POST", "/v1/devices", {"device_id": dev, "owner_id": owner, "name": "plug",
+                                    "model": model}, headers=ADMIN)
+        self.assertEqual(status, 201, f"{body!r}" + self.server.diag())
+        token = body["token"]
+
+        def send_for(seconds):
+            # An event every 3 s, well within absent_for (8 s).
+            end = time.time() + seconds
+            while True:
+                status, _, resp = self.server.post_events(
+                    [{"device_id": dev, "timestamp": fmt_ts(time.time()),
+                      "metrics": {"power_w": 100.0}}], headers=bearer(token))
+                self.assertEqual(status, 202, f"{resp!r}" + self.server.diag())
+                if time.time() + 3 > end:
+                    time.sleep(2)  # its records published (early firing: 1 s)
+                    return
+                time.sleep(3)
+
+        def create(scope):
+            status, _, rule = self.server.request(
+                "POST", "/v1/rules",
+                {"name": "offline", "scope": scope, "kind": "absence", "absent_for": "8s",
+                 "channels": [{"type": "webhook", "url": receiver.url, "secret": SECRET}]},
+                headers=ADMIN)
+            self.assertEqual(status, 201, f"{rule!r}" + self.server.diag())
+            return rule["id"]
+
+        # Longer than absent_for since the registration, with no rule at all.
+        send_for(12)
+        rules = [create({"device_id": dev}), create({"model": model})]
+        time.sleep(2)  # the engine ticks before the next record (it fired then)
+        send_for(6)
+        self.assertEqual(self.alerts_of(dev), [], "fired for a device that reports")
+        self.assertEqual(receiver.snapshot(), [])
+        # Every rule deleted; the device keeps reporting; a new rule is not told it has
+        # been silent since the deletion.
+        for rule_id in rules:
+            status, _, body = self.server.request("DELETE", f"/v1/rules/{rule_id}",
+                                                  headers=ADMIN)
+            self.assertEqual(status, 204, body)
+        send_for(12)
+        rule_id = create({"model": model})
+        time.sleep(2)
+        send_for(6)
+        self.assertEqual(self.alerts_of(dev), [], "fired for a device that reports")
+        self.assertEqual(receiver.snapshot(), [])
+        # The device stops: the rule fires absent_for after its last activity.
+        stopped = time.time()
+        firing = lambda: [a for a in self.alerts_of(dev) if a["state"] == "firing"]
+        self.assertTrue(poll(firing, timeout=30), self.alerts_of(dev) + [self.server.diag()])
+        self.assertGreaterEqual(time.time() - stopped, 6)
+        alert = firing()[0]
+        self.assertEqual(alert["rule_id"], rule_id)
+        self.assertIn("no activity seen since", alert["annotation"])
+        self.assertTrue(poll(lambda: receiver.snapshot(), timeout=15))
 
 
 if __name__ == "__main__":

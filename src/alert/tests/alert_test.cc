@@ -199,6 +199,12 @@ void RunScenario(const std::filesystem::path& path) {
         stored[u.alert.id] = u.alert;
         got.push_back(std::move(u));
       }
+    } else if (cmd == "seen") {
+      // Activity the engine noted while no rule existed (AlertEngine::Offer), handed over
+      // when rules appear: "seen <device> <window_start> <count> at <time>".
+      std::string id, ws, count, at_word, at;
+      ls >> id >> ws >> count >> at_word >> at;
+      ev->NoteActivity(id, At(at), At(ws) + kNanosPerMinute, {{At(ws), std::stoull(count)}});
     } else if (cmd == "forget") {
       std::string id;
       ls >> id;
