@@ -244,6 +244,24 @@ Result<store::DeviceUpdate> UpdateFromBody(const simdjson::dom::object& obj, con
   return u;
 }
 
+// Drops the fields the update sets to the value they have: a PATCH that changes nothing (a
+// GET's device object sent back as it is; `"timezone": null` on a UTC device; a config with
+// its keys in another order) writes nothing, and updated_at stays (found by a black-box
+// test: it moved, while the audit log rightly recorded no change).
+void DropUnchanged(store::DeviceUpdate& u, const store::Device& d) {
+  if (u.owner_id && *u.owner_id == d.owner_id) u.owner_id.reset();
+  if (u.name && *u.name == d.name) u.name.reset();
+  if (u.model && *u.model == d.model) u.model.reset();
+  if (u.location && *u.location == d.location) u.location.reset();
+  if (u.timezone && *u.timezone == d.timezone) u.timezone.reset();
+  if (u.installed_at_ns && *u.installed_at_ns == d.installed_at_ns) u.installed_at_ns.reset();
+  // (No config reads as {}: the {} a GET showed, or null, changes nothing.)
+  auto config = [](const std::string& c) { return c.empty() ? std::string_view("{}") : c; };
+  if (u.config_json && SameDeviceConfig(config(*u.config_json), config(d.config_json))) {
+    u.config_json.reset();
+  }
+}
+
 bool EmptyUpdate(const store::DeviceUpdate& u) {
   return !u.owner_id && !u.name && !u.model && !u.location && !u.timezone && !u.installed_at_ns &&
          !u.config_json;
@@ -421,6 +439,7 @@ class DeviceRoutes {
     if (!body.ok()) return responder.Send(ErrorFromStatus(body.status()));
     Result<store::DeviceUpdate> update = UpdateFromBody(body->object, caller, *device);
     if (!update.ok()) return responder.Send(ErrorFromStatus(update.status()));
+    DropUnchanged(*update, *device);
     if (EmptyUpdate(*update))
       return responder.Send(net::HttpResponse::Json(200, DeviceBody(*device)));
     Result<store::Device> updated = ctx_.metadata->UpdateDevice(id, *update);

@@ -79,6 +79,21 @@ std::string RuleView(const store::Rule& row) {
   return json;
 }
 
+// The stored rule as RuleToJson(…, true) writes it ("" if it does not parse): a stored
+// rule is compared with a replacement in this form (one stored by an earlier version may
+// differ in form only).
+std::string CanonicalJson(const store::Rule& row) {
+  alert::RuleParseOptions po;
+  po.allow_private_targets = true;
+  po.drop_duplicate_channels = true;
+  po.clamp_durations = true;
+  Result<alert::Rule> r = alert::ParseRule(row.json, po);
+  if (!r.ok()) return "";
+  r->id = row.id;
+  r->owner_id = row.owner_id;
+  return alert::RuleToJson(*r, true);
+}
+
 // Audit details of a rule change: whose rule it is (never its channels' secrets).
 std::string OwnerOf(const store::Rule& rule) {
   JsonWriter w;
@@ -165,6 +180,12 @@ class RuleRoutes {
     }
     rule->id = id;
     store::Rule row{id, rule->owner_id, alert::RuleToJson(*rule, true)};
+    // A PUT that changes nothing (a GET's body sent back as it is) writes nothing: the
+    // rule's updated_at stays, nothing is audited and the engine is not reloaded (found by a
+    // black-box test: updated_at moved while the rule was the same).
+    if (row.owner_id == existing->owner_id && row.json == CanonicalJson(*existing)) {
+      return responder.Send(net::HttpResponse::Json(200, RuleView(*existing)));
+    }
     Result<store::Rule> replaced = ctx_.metadata->ReplaceRule(row);
     if (!replaced.ok()) return responder.Send(ErrorFromStatus(replaced.status()));
     RecordAudit(ctx_, req, caller, "rule.updated", "rule", id, OwnerOf(*replaced));

@@ -297,6 +297,36 @@ class AlertsTest(AlertServerMixin, JouleTestCase):
         status, _, _ = self.server.request("GET", f"/v1/rules/{rid}", headers=ADMIN)
         self.assertEqual(status, 404)
 
+    def test_put_that_changes_nothing_writes_nothing(self):
+        """Found by a black-box test: a rule's GET body PUT back unchanged moved updated_at
+        (and was audited as rule.updated). A PUT that changes nothing writes nothing: 200
+        with the rule as it is."""
+        dev, _ = self.register(f"own-{uid()}")
+        rule = self.threshold_rule(dev, "https://hooks.example.com/same", secret="plain-secret")
+        status, _, created = self.server.request("POST", "/v1/rules", rule, headers=ADMIN)
+        self.assertEqual(status, 201, created)
+        rid = created["id"]
+        status, _, got = self.server.request("GET", f"/v1/rules/{rid}", headers=ADMIN)
+        self.assertEqual(status, 200, got)
+        time.sleep(0.05)  # updated_at has millisecond resolution
+        # The GET's body as it is (secrets redacted), and the rule as first sent (its
+        # secret, no defaults, another key order).
+        for body in (got, dict(reversed(list(rule.items())))):
+            status, _, put = self.server.request("PUT", f"/v1/rules/{rid}", body, headers=ADMIN)
+            self.assertEqual(status, 200, put)
+            self.assertEqual(put, got)
+            self.assertEqual(self.server.request("GET", f"/v1/rules/{rid}", headers=ADMIN)[2],
+                             got)
+        status, _, audit = self.server.request("GET", f"/v1/admin/audit?target_id={rid}",
+                                               headers=ADMIN)
+        self.assertEqual(status, 200, audit)
+        self.assertEqual([e["action"] for e in audit["entries"]], ["rule.created"])
+        # A real change still moves it.
+        status, _, put = self.server.request("PUT", f"/v1/rules/{rid}",
+                                             dict(got, threshold=2000), headers=ADMIN)
+        self.assertEqual(status, 200, put)
+        self.assertGreater(put["updated_at"], got["updated_at"])
+
     def test_signed_webhook_retried_with_same_id(self):
         receiver = Receiver(statuses=[500, 500])
         self.addCleanup(receiver.close)

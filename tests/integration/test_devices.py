@@ -582,6 +582,39 @@ class DeviceApiCases:
                          400, "invalid_argument", "another owner_id", message_contains="owner_id")
         self.assertEqual(self.get_device(dev)[2]["device"]["name"], "by admin")
 
+    def test_patch_that_changes_nothing_writes_nothing(self):
+        """Found by a black-box test: a PATCH that changed nothing moved updated_at (the
+        audit log rightly recorded nothing): the device object of a GET sent back as it is,
+        `"timezone": null` on a UTC device, a config with its keys in another order, an
+        owner key's own owner_id. Such a PATCH writes nothing: 200 with the device as it
+        is, updated_at unchanged."""
+        owner = self.owner()
+        dev = self.register(owner_id=owner, name="plug", model="M1", location="hall",
+                            installed_at="2024-05-01T12:00:00.000Z",
+                            config={"a": 1, "bb": {"x": [1, 2]}, "c": "z"})["device"]["device_id"]
+        key = self.owner_key(owner)
+        before = self.get_device(dev)[2]["device"]
+        time.sleep(0.05)  # updated_at has millisecond resolution
+        for who, headers, body in (
+                ("GET's device object, admin", ADMIN, before),
+                ("GET's device object, owner key", bearer(key), before),
+                ("null timezone on UTC", bearer(key), {"timezone": None}),
+                ("config keys in another order", ADMIN,
+                 {"config": {"c": "z", "bb": {"x": [1, 2]}, "a": 1}}),
+                ("the same values", bearer(key), {"name": "plug", "model": "M1",
+                                                  "location": "hall", "owner_id": owner,
+                                                  "installed_at": "2024-05-01T14:00:00+02:00"})):
+            with self.subTest(case=who):
+                resp = self.server.request("PATCH", f"/v1/devices/{dev}", body, headers=headers)
+                self.assertStatus(resp, 200, who)
+                self.assertEqual(resp[2]["device"], before, who)
+                self.assertEqual(self.get_device(dev)[2]["device"], before, who)
+        # A real change still moves it.
+        resp = self.server.request("PATCH", f"/v1/devices/{dev}", {"name": "renamed"},
+                                   headers=ADMIN)
+        self.assertStatus(resp, 200, "rename")
+        self.assertGreater(resp[2]["device"]["updated_at"], before["updated_at"])
+
     # ---------------------------------------------------------------- CLI
 
     def test_cli_import_export_round_trip(self):
