@@ -235,10 +235,13 @@ Result<store::DeviceUpdate> UpdateFromBody(const simdjson::dom::object& obj, con
     } else if (key == "created_at" || key == "updated_at") {
       continue;  // read-only, ignored
     } else {
+      // A GET answer sent back whole ({"device": {…}}): say what to send instead.
       return Status::InvalidArgument(fmt::format(
           "unknown field \"{}\" (allowed: name, model, location, timezone, installed_at, "
-          "config{})",
-          key.substr(0, 64), caller.admin() ? ", owner_id" : ""));
+          "config{}){}",
+          key.substr(0, 64), caller.admin() ? ", owner_id" : "",
+          key == "device" ? "; send the \"device\" object of a GET answer, not the whole answer"
+                          : ""));
     }
   }
   return u;

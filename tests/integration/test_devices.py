@@ -609,6 +609,11 @@ class DeviceApiCases:
                 self.assertStatus(resp, 200, who)
                 self.assertEqual(resp[2]["device"], before, who)
                 self.assertEqual(self.get_device(dev)[2]["device"], before, who)
+        # The whole GET answer is not a device: 400 saying what to send.
+        self.assertError(self.server.request("PATCH", f"/v1/devices/{dev}", {"device": before},
+                                             headers=ADMIN),
+                         400, "invalid_argument", "whole GET answer",
+                         message_contains='send the "device" object of a GET answer')
         # A real change still moves it.
         resp = self.server.request("PATCH", f"/v1/devices/{dev}", {"name": "renamed"},
                                    headers=ADMIN)
