@@ -93,6 +93,7 @@ AlertEngine::AlertEngine(AlertEngineOptions options, store::MetadataStore* metad
       processing_clock_(options_.processing_clock != nullptr ? options_.processing_clock : clock),
       evaluator_([this](std::string_view id) { return Lookup(id); }) {
   evaluator_.SetWallClock([this] { return clock_->NowNanos(); });
+  if (options_.device_last_seen) evaluator_.SetActivityLookup(options_.device_last_seen);
   evaluator_.SetStoredAlertLookup([this](const std::string& id) -> std::optional<store::Alert> {
     if (!metadata_) return std::nullopt;
     // A change the store has not taken yet is newer than its row.
@@ -191,20 +192,8 @@ void AlertEngine::LoadRules(std::vector<AlertUpdate>* out) {
     r->owner_id = row.owner_id;
     rules.push_back(std::move(*r));
   }
-  const bool any = !rules.empty();
+  has_rules_.store(!rules.empty());
   evaluator_.SetRules(std::move(rules), processing_clock_->NowNanos(), out);
-  std::unordered_map<std::string, IdleActivity> idle;
-  {
-    std::lock_guard lock(idle_mu_);
-    has_rules_.store(any);
-    idle.swap(idle_);
-  }
-  // What Offer() noted while there was no rule: devices that reported meanwhile are not
-  // judged silent since their registration or since the last rule went (found by a
-  // black-box test: the first absence rule fired at once for devices that kept reporting).
-  for (const auto& [device_id, a] : idle) {
-    evaluator_.NoteActivity(device_id, a.last_seen_ns, a.last_event_end_ns, a.counts);
-  }
   SeedDevices();
 }
 
@@ -282,10 +271,6 @@ void AlertEngine::RefreshDevice(const std::string& device_id, std::vector<AlertU
     }
     // Deleted: its open alerts resolve, and absence rules stop watching it.
     evaluator_.DeviceChanged(device_id, std::nullopt, processing_clock_->NowNanos(), out, !sweep);
-    if (!sweep) {
-      std::lock_guard lock(idle_mu_);
-      idle_.erase(device_id);  // registered again, it is watched like a new one
-    }
     return;
   }
   // Rules that no longer cover it (owner or model changed) resolve its open alerts.
@@ -412,26 +397,10 @@ void AlertEngine::Stop() {
   }
 }
 
-bool AlertEngine::NoteIdle(const model::AggregateRecord& record) {
-  std::lock_guard lock(idle_mu_);
-  if (has_rules_.load()) return false;
-  IdleActivity& a = idle_[record.device_id];
-  auto it = a.counts.find(record.window_start_ns);
-  if (it != a.counts.end() && record.count <= it->second) return true;  // nothing new
-  a.counts[record.window_start_ns] = record.count;
-  while (a.counts.size() > 4) a.counts.erase(a.counts.begin());
-  a.last_seen_ns = processing_clock_->NowNanos();
-  a.last_event_end_ns = std::max(a.last_event_end_ns, record.window_end_ns);
-  return true;
-}
-
 bool AlertEngine::Offer(const model::AggregateRecord& record) {
   if (!has_rules_.load(std::memory_order_relaxed) &&
       !rules_dirty_.load(std::memory_order_relaxed)) {
-    // No rule to evaluate: only base records with events matter (a device's activity,
-    // for the absence rules to come).
-    if (record.resolution != model::Resolution::kBase || record.count == 0) return true;
-    if (NoteIdle(record)) return true;
+    return true;
   }
   {
     std::lock_guard lock(mu_);

@@ -3,10 +3,7 @@
 // - Offer() is called by processor threads for every emitted record. It never blocks:
 //   records go into a bounded queue (alerts.queue_capacity); when the queue is full the
 //   record is dropped and counted (joule_alert_records_dropped_total), so a slow alert
-//   path can never stall the pipeline. With no rules, Offer() only notes a base record's
-//   new events (per device: the processing time, the window and its count; a short lock)
-//   and the first rules to appear get them (Evaluator::NoteActivity): an absence rule
-//   created while devices report judges them by their real last activity.
+//   path can never stall the pipeline. With no rules, Offer() costs one atomic load.
 // - One alert thread evaluates (Evaluator), ticks absence rules every second, and for
 //   each transition: first makes due webhook deliveries durable in the Outbox, then
 //   commits the alert to the metadata store (UpsertAlert), then pushes an SSE `alert`
@@ -26,7 +23,6 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -70,6 +66,11 @@ struct AlertEngineOptions {
   // processor caught up once). Until then re-derived changes of alerts the store holds as
   // resolved are held (Evaluator::SetReplaying). Empty: no replay is waited for.
   std::function<bool()> replay_done;
+  // When the processors last took in an event of a device (processing time; nullopt:
+  // unknown), asked before an absence alert fires (Evaluator::SetActivityLookup): the
+  // engine evaluates no record while no rule exists. Empty: not asked. Called on the alert
+  // thread.
+  std::function<std::optional<int64_t>(const std::string& device_id)> device_last_seen;
 };
 
 class AlertEngine {
@@ -132,19 +133,6 @@ class AlertEngine {
   std::unique_ptr<WebhookNotifier> notifier_;
   Evaluator evaluator_;
   uint64_t subscription_ = 0;
-
-  // Offer() with no rules: the activity of each device (see Evaluator::NoteActivity),
-  // handed over and cleared by LoadRules when rules appear. has_rules_ is set under
-  // idle_mu_, so a record is either noted here before the hand-over or queued.
-  struct IdleActivity {
-    int64_t last_seen_ns = 0;
-    int64_t last_event_end_ns = 0;
-    std::map<int64_t, uint64_t> counts;  // recent base windows: start → count
-  };
-  // Whether the record was noted (false: rules appeared meanwhile, queue it).
-  bool NoteIdle(const model::AggregateRecord& record);
-  std::mutex idle_mu_;
-  std::unordered_map<std::string, IdleActivity> idle_;
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -1162,13 +1162,22 @@ void Evaluator::Tick(int64_t now, std::vector<AlertUpdate>* out) {
     auto check = [&](const std::string& device_id, int64_t last_seen, int64_t last_event_end,
                      bool reported) {
       Track& t = tracks_[TrackKey(rule.id, device_id)];
-      const bool unseen = !reported && last_seen >= t.last_seen_ns;
+      bool unseen = !reported && last_seen >= t.last_seen_ns;
       last_seen = std::max(last_seen, t.last_seen_ns);
       if (now - last_seen < rule.absent_for_ns) return;
       for (const Known& k : t.known) {
         if (Active(k.state)) return;  // already open
       }
       if (now < t.absence_cooldown_until) return;
+      if (activity_lookup_) {
+        // Seen by the processors since (while no rule existed, say): not silent that long.
+        if (std::optional<int64_t> seen = activity_lookup_(device_id); seen && *seen > last_seen) {
+          t.last_seen_ns = *seen;
+          last_seen = *seen;
+          unseen = false;
+          if (now - last_seen < rule.absent_for_ns) return;
+        }
+      }
       Known k;
       int64_t ws = now - now % kAbsenceIdWindow;
       // With absent_for under a minute a second episode can open in the same minute as an
@@ -1247,19 +1256,6 @@ void Evaluator::RegisterDevice(const std::string& device_id, const DeviceInfo& i
   Registered& r = registered_[device_id];
   r.info = info;
   r.created_at_ns = created_at_ns;
-}
-
-void Evaluator::NoteActivity(const std::string& device_id, int64_t last_seen_ns,
-                             int64_t last_event_end_ns, const std::map<int64_t, uint64_t>& counts) {
-  if (deleted_.contains(device_id)) return;
-  DeviceActivity& a = activity_[device_id];
-  a.last_seen_ns = std::max(a.last_seen_ns, last_seen_ns);
-  a.last_event_end_ns = std::max(a.last_event_end_ns, last_event_end_ns);
-  for (const auto& [ws, count] : counts) {
-    uint64_t& c = a.counts[ws];
-    c = std::max(c, count);
-  }
-  while (a.counts.size() > 16) a.counts.erase(a.counts.begin());
 }
 
 void Evaluator::ForgetDevice(const std::string& device_id) { registered_.erase(device_id); }

@@ -167,15 +167,15 @@ class Evaluator {
   // `absent_for` after that even if it never reports. `info` is used for such devices
   // instead of the lookup (kept current by the engine on device changes).
   void RegisterDevice(const std::string& device_id, const DeviceInfo& info, int64_t created_at_ns);
-  // Activity of a device noted while no rule existed (the engine evaluates no records then,
-  // AlertEngine::Offer), handed over when rules appear: `last_seen_ns` is the processing
-  // time of its latest base record with new events, `last_event_end_ns` the end of its
-  // newest window with events, `counts` its recent base windows (start → event count).
-  // Merged into what the evaluator saw itself (the later wins), so that a new absence rule
-  // judges the device by its real last activity (found by a black-box test: the first
-  // absence rule fired at once for devices that kept reporting, "it has never reported").
-  void NoteActivity(const std::string& device_id, int64_t last_seen_ns, int64_t last_event_end_ns,
-                    const std::map<int64_t, uint64_t>& counts);
+  // Consulted before an absence alert fires: when the processors last took in an event of
+  // the device (processing time; nullopt: unknown). The evaluator sees no record while no
+  // rule exists (AlertEngine::Offer drops them), so a device that reported then would be
+  // judged silent since its registration, or since the last rule went; a later time found
+  // here counts as its last activity instead (found by a black-box test: the first absence
+  // rule fired at once for devices that kept reporting, "it has never reported"). Asked
+  // only for a device about to fire, so it costs nothing per record.
+  using ActivityLookup = std::function<std::optional<int64_t>(const std::string& device_id)>;
+  void SetActivityLookup(ActivityLookup lookup) { activity_lookup_ = std::move(lookup); }
   void ForgetDevice(const std::string& device_id);
   // A device's metadata changed (`info`) or it was deleted (nullopt): the active alerts of
   // rules that no longer cover it resolve ("resolved: the device left the rule's scope" /
@@ -332,6 +332,7 @@ class Evaluator {
 
   DeviceLookup lookup_;
   StoredAlertLookup stored_lookup_;
+  ActivityLookup activity_lookup_;
   StoredAlertsLookup stored_alerts_;
   std::function<int64_t()> wall_;  // SetWallClock
   int64_t Wall(int64_t now) const { return wall_ ? wall_() : now; }

@@ -464,6 +464,17 @@ int RunServer(const Config& given_config) {
     }
     return true;
   };
+  // The processors' view of a device's activity (the engine's device health: the ingest time
+  // of its latest event), for absence rules that appear while devices report.
+  alert_options.device_last_seen = [&replaying_processors,
+                                    &config](const std::string& id) -> std::optional<int64_t> {
+    const auto* ps = replaying_processors.load();
+    if (ps == nullptr || ps->empty()) return std::nullopt;
+    const uint32_t p = model::PartitionOf(id, config.log_partitions);
+    stream::WindowEngine::DeviceHealth h;
+    if (!(*ps)[p % ps->size()]->Health(id, &h) || h.last_seen_ns == 0) return std::nullopt;
+    return h.last_seen_ns;
+  };
   auto alerts_opened = alert::AlertEngine::Open(alert_options, metadata.get(), clock, &metrics);
   if (!alerts_opened.ok()) {
     if (!ReportDiskFull("cannot open alert engine", alerts_opened.status(), config.data_dir)) {

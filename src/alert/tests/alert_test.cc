@@ -63,6 +63,14 @@ void RunScenario(const std::filesystem::path& path) {
     return it == devices.end() ? DeviceInfo{"o1", "m1"} : it->second;
   };
   auto ev = std::make_unique<Evaluator>(lookup);
+  // When the processors last took in an event of each device (`seen`), as the engine's
+  // activity lookup answers.
+  std::unordered_map<std::string, int64_t> processors_seen;
+  auto activity_lookup = [&processors_seen](const std::string& id) -> std::optional<int64_t> {
+    auto it = processors_seen.find(id);
+    return it == processors_seen.end() ? std::nullopt : std::optional<int64_t>(it->second);
+  };
+  ev->SetActivityLookup(activity_lookup);
   // The alerts as the store holds them (the newest write of each), for `restart`.
   std::map<std::string, store::Alert> stored;
   auto stored_lookup = [&stored](const std::string& id) -> std::optional<store::Alert> {
@@ -139,6 +147,7 @@ void RunScenario(const std::filesystem::path& path) {
       check_drained(lineno);
       down = false;
       ev = std::make_unique<Evaluator>(lookup);
+      ev->SetActivityLookup(activity_lookup);
       ev->SetStoredAlertLookup(stored_lookup);
       ev->SetStoredAlertsLookup(stored_alerts);
       ev->SetRules(rules);
@@ -200,11 +209,11 @@ void RunScenario(const std::filesystem::path& path) {
         got.push_back(std::move(u));
       }
     } else if (cmd == "seen") {
-      // Activity the engine noted while no rule existed (AlertEngine::Offer), handed over
-      // when rules appear: "seen <device> <window_start> <count> at <time>".
-      std::string id, ws, count, at_word, at;
-      ls >> id >> ws >> count >> at_word >> at;
-      ev->NoteActivity(id, At(at), At(ws) + kNanosPerMinute, {{At(ws), std::stoull(count)}});
+      // The processors took in an event of the device (the engine's activity lookup; the
+      // evaluator gets no record of it while no rule exists): "seen <device> at <time>".
+      std::string id, at_word, at;
+      ls >> id >> at_word >> at;
+      processors_seen[id] = At(at);
     } else if (cmd == "forget") {
       std::string id;
       ls >> id;
