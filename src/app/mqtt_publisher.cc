@@ -103,6 +103,7 @@ int MqttPublisher::NextPacket(Packet* packet) {
   switch (decoder_.Next(packet)) {
     case Decoder::State::kPacket:
       return 1;
+    case Decoder::State::kOversizedPublish:  // never: skip_oversized_publish is off
     case Decoder::State::kError:
       error_ =
           fmt::format("undecodable packet from {}:{}: {}", host_, port_, decoder_.error().message);

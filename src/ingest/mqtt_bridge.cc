@@ -73,6 +73,15 @@ Result<bool> MqttBridge::Registered(const std::string& device_id, int64_t now_ns
 void MqttBridge::OnMessage(const net::mqtt::ReceivedMessage& message, Done done) {
   const Clock* clock = options_.clock != nullptr ? options_.clock : SystemClock::Default();
   const int64_t now = clock->NowNanos();
+  if (message.too_large_bytes > 0) {
+    // Larger than the packet limit: the subscriber skipped its payload unread. Refused
+    // like a payload over limits.max_body_bytes, and acknowledged: withheld, the broker
+    // would redeliver it on every connection.
+    Rejected("payload_too_large")->Inc();
+    messages_invalid_->Inc();
+    done(true);
+    return;
+  }
   ParsedBody& body = body_;
   const Status parsed =
       parser_.ParseInto(message.payload, BodyFormat::kJson, now, TopicDevice(message.topic), &body);

@@ -5,10 +5,11 @@
 //   payload → TelemetryParser (the HTTP rules) → with auth on, only registered devices
 //   (like an admin-token HTTP request) → EventAppender → keep = true once durable, so the
 //   broker gets its PUBACK only then.
-// A payload that can never be stored (invalid, unknown device) is counted and acknowledged
+// A payload that can never be stored (invalid, too large — also one the subscriber skipped
+// unread, ReceivedMessage::too_large_bytes —, unknown device) is counted and acknowledged
 // (keep = true), or the broker would redeliver it forever. When the log refuses (full), or
 // the metadata store cannot tell whether a device is registered (unreachable, the device
-// not in its cache), keep = false: the subscriber reconnects and the broker redelivers later.
+// not in its cache), keep = false: the subscriber hands it over again after a pause.
 //
 // Thread-safety: OnMessage is called on the subscriber's strand (one at a time); outcomes
 // are reported from the log's writer thread. `metadata` (null with auth disabled),

@@ -102,6 +102,49 @@ class MqttBridge(BridgeTestMixin, unittest.TestCase):
         self.assertGreaterEqual(
             metric_sum(m1, "joule_mqtt_bridge_ack_latency_seconds_count"), 6)
 
+    def test_an_oversized_message_is_skipped_and_acknowledged(self):
+        """Found by a black-box test: a PUBLISH over the bridge's packet limit (here 5 MiB,
+        the limit is limits.max_body_bytes + 64 KiB) ended the connection; the broker
+        redelivered it on every reconnect and nothing else got in, for every device. Now its
+        payload is skipped unbuffered and it is acknowledged and counted like a payload over
+        limits.max_body_bytes: the next message gets in, on the same connection."""
+        big_dev, dev = self.register(), self.register()
+        base = time.time() - 120
+        m0 = self.metrics()
+        one = event(0, base, "big")
+        big = "[" + ",".join([one] * (5 * 1024 * 1024 // (len(one) + 1) + 1)) + "]"  # > 5 MiB
+        proc = subprocess.run(
+            [find_program("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(self.broker.publish_port),
+             "-q", "1", "-t", f"devices/{big_dev}/telemetry", "-i", f"pub-{uid()}", "-s"],
+            input=big, capture_output=True, text=True, timeout=120)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.broker.publish(f"devices/{dev}/telemetry", [event(0, base, "small")])
+        self.assertEqual(self.wait_count(dev, 1, timeout=30), 1,
+                         "the small message after the big one is ingested" + self.diag())
+        m = self.metrics()
+
+        def delta(name, **labels):
+            return metric_sum(m, name, **labels) - metric_sum(m0, name, **labels)
+        self.assertEqual(delta("joule_mqtt_bridge_messages_total", result="invalid_payload"), 1)
+        self.assertEqual(delta("joule_events_rejected_total", code="payload_too_large"), 1)
+        self.assertEqual(delta("joule_mqtt_bridge_messages_total", result="accepted"), 1)
+        self.assertEqual(metric_sum(m, "joule_mqtt_bridge_connects_total", result="failed"), 0,
+                         self.diag())
+        self.assertEqual(metric_sum(m, "joule_mqtt_bridge_connects_total", result="ok"), 1,
+                         "the bridge stayed connected" + self.diag())
+        self.assertEqual(self.count(big_dev), 0)
+        self.assertTrue(self.server.logged("message larger than the maximum packet size skipped",
+                                           f"devices/{big_dev}/telemetry"), self.diag())
+        # Acknowledged: not redelivered after a reconnect (the persistent session is empty).
+        self.server.stop()
+        self.server.start()
+        self.wait_subscribed()
+        self.broker.publish(f"devices/{dev}/telemetry", [event(1, base, "small")])
+        self.assertEqual(self.wait_count(dev, 2, timeout=30), 2, self.diag())
+        m = self.metrics()
+        self.assertEqual(metric_sum(m, "joule_mqtt_bridge_messages_total",
+                                    result="invalid_payload"), 0, "no redelivery" + self.diag())
+
     def test_sigkill_mid_stream_then_restart_loses_nothing(self):
         dev = self.register()
         base = time.time() - 600

@@ -668,6 +668,12 @@ Decoder::Decoder(DecoderOptions options) : options_(options) {}
 
 void Decoder::Feed(std::string_view bytes) {
   if (failed_) return;
+  if (skip_remaining_ > 0) {
+    const size_t drop = static_cast<size_t>(std::min<uint64_t>(skip_remaining_, bytes.size()));
+    bytes.remove_prefix(drop);
+    skip_remaining_ -= drop;
+    if (bytes.empty()) return;
+  }
   if (pos_ > 0 && pos_ >= buffer_.size() / 2) {
     buffer_.erase(0, pos_);
     pos_ = 0;
@@ -704,6 +710,10 @@ Decoder::State Decoder::Next(Packet* out) {
                            ? std::min(options_.max_packet_size, options_.max_connect_packet_size)
                            : options_.max_packet_size;
   if (total > max) {
+    if (options_.skip_oversized_publish && options_.version == ProtocolVersion::kV311 &&
+        (static_cast<uint8_t>(in[0]) >> 4) == static_cast<uint8_t>(PacketType::kPublish)) {
+      return SkipPublish(in, 1 + static_cast<size_t>(n), total, out);
+    }
     // A first packet: wait for the protocol name and level at the start of its variable
     // header (7 bytes), which tell an MQTT 5 CONNECT, owed a CONNACK 0x95 (found by a
     // black-box test: it was just closed).
@@ -739,6 +749,41 @@ Decoder::State Decoder::Next(Packet* out) {
     pos_ = 0;
   }
   return State::kPacket;
+}
+
+// An oversized 3.1.1 PUBLISH whose fixed header (`header` bytes) starts `in`: decodes its
+// variable header (topic, packet id: at most 65541 bytes) once buffered, then drops the
+// payload bytes buffered so far and the rest as Feed() receives them.
+Decoder::State Decoder::SkipPublish(std::string_view in, size_t header, uint64_t total,
+                                    Packet* out) {
+  const uint8_t first = static_cast<uint8_t>(in[0]);
+  const uint8_t qos = (first >> 1) & 3;
+  if (in.size() < header + 2) return State::kNeedMore;
+  const size_t topic_len = (static_cast<size_t>(static_cast<uint8_t>(in[header])) << 8) |
+                           static_cast<uint8_t>(in[header + 1]);
+  const size_t variable = 2 + topic_len + (qos > 0 ? 2 : 0);
+  if (header + variable > total) {
+    return Fail(reason::kMalformedPacket, "PUBLISH topic longer than the packet");
+  }
+  if (in.size() < header + variable) return State::kNeedMore;
+  DecodeError error;
+  // The variable header alone: a PUBLISH with an empty payload.
+  if (!DecodePacketBody(first, in.substr(header, variable), &options_.version, out, &error)) {
+    Fail(error.reason_code, std::move(error.message));
+    return State::kError;
+  }
+  oversized_size_ = total;
+  pos_ += header + variable;
+  skip_remaining_ = total - header - variable;
+  const size_t drop =
+      static_cast<size_t>(std::min<uint64_t>(skip_remaining_, buffer_.size() - pos_));
+  pos_ += drop;
+  skip_remaining_ -= drop;
+  if (pos_ == buffer_.size()) {
+    buffer_.clear();
+    pos_ = 0;
+  }
+  return State::kOversizedPublish;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -211,11 +211,21 @@ struct DecoderOptions {
   // the server buffers them (found by a black-box test: 4 MiB held per unauthenticated
   // connection).
   uint32_t max_connect_packet_size = 256u << 10;
+  // MQTT 3.1.1 only, after the CONNECT: a PUBLISH larger than max_packet_size is not an
+  // error but skipped. Next() returns kOversizedPublish with its fixed and variable header
+  // decoded (topic, QoS, packet id, DUP; empty payload) and the packet's size in
+  // oversized_size(); its payload bytes are then dropped as they are fed, never buffered.
+  // For a client (the bridge), which cannot refuse what its broker sends: 3.1.1 has no
+  // Maximum Packet Size, and closing the connection makes the broker redeliver the same
+  // message on every reconnect (found by a black-box test: one 5 MiB message stopped the
+  // bridge for good).
+  bool skip_oversized_publish = false;
 };
 
 class Decoder {
  public:
-  enum class State { kPacket, kNeedMore, kError };
+  // kOversizedPublish: only with DecoderOptions::skip_oversized_publish.
+  enum class State { kPacket, kNeedMore, kError, kOversizedPublish };
 
   explicit Decoder(DecoderOptions options = {});
 
@@ -228,13 +238,18 @@ class Decoder {
   const DecodeError& error() const { return error_; }
   // Bytes buffered but not yet decoded.
   size_t buffered() const { return buffer_.size() - pos_; }
+  // The size (fixed header included) of the PUBLISH of the last kOversizedPublish.
+  uint64_t oversized_size() const { return oversized_size_; }
 
  private:
   State Fail(uint8_t reason_code, std::string message);
+  State SkipPublish(std::string_view in, size_t header, uint64_t total, Packet* out);
 
   DecoderOptions options_;
   std::string buffer_;
   size_t pos_ = 0;
+  uint64_t skip_remaining_ = 0;  // payload bytes of an oversized PUBLISH still to drop
+  uint64_t oversized_size_ = 0;
   bool failed_ = false;
   DecodeError error_;
 };

@@ -46,6 +46,14 @@ using TlsStream = asio::ssl::stream<tcp::socket>;
 namespace {
 constexpr size_t kReadChunk = 64 * 1024;
 constexpr uint16_t kSubscribePacketId = 1;
+
+DecoderOptions MakeDecoderOptions(const MqttSubscriberOptions& options) {
+  DecoderOptions d;
+  d.max_packet_size = options.max_packet_size;
+  d.version = ProtocolVersion::kV311;
+  d.skip_oversized_publish = true;  // never buffered, never a reason to disconnect
+  return d;
+}
 }  // namespace
 
 class MqttSubscriber::Impl : public std::enable_shared_from_this<Impl> {
@@ -59,7 +67,7 @@ class MqttSubscriber::Impl : public std::enable_shared_from_this<Impl> {
         socket_(strand_),
         timer_(strand_),
         keepalive_timer_(strand_),
-        decoder_(DecoderOptions{options_.max_packet_size, ProtocolVersion::kV311}),
+        decoder_(MakeDecoderOptions(options_)),
         rng_(std::random_device{}()) {
     if (metrics != nullptr) {
       connected_gauge_ = metrics->GetGauge("joule_mqtt_bridge_connected",
@@ -129,6 +137,7 @@ class MqttSubscriber::Impl : public std::enable_shared_from_this<Impl> {
     std::string topic, payload;
     bool dup = false;
     uint32_t refusals = 0;
+    uint64_t too_large_bytes = 0;
   };
 
   // --- connecting
@@ -136,7 +145,7 @@ class MqttSubscriber::Impl : public std::enable_shared_from_this<Impl> {
   void Connect() {
     if (stopped_) return;
     const uint64_t epoch = ++epoch_;
-    decoder_ = Decoder(DecoderOptions{options_.max_packet_size, ProtocolVersion::kV311});
+    decoder_ = Decoder(MakeDecoderOptions(options_));
     inflight_.clear();
     retrying_ = 0;
     out_.clear();
@@ -314,6 +323,19 @@ class MqttSubscriber::Impl : public std::enable_shared_from_this<Impl> {
         Fail(epoch, "protocol: " + decoder_.error().message);
         return;
       }
+      if (state == Decoder::State::kOversizedPublish) {
+        if (connack_seen_epoch_ != epoch) {
+          ProtocolFail(epoch, "PUBLISH before CONNACK");
+          return;
+        }
+        logging::Warn("mqtt bridge: message larger than the maximum packet size skipped",
+                      {{"topic", packet_.publish.topic},
+                       {"bytes", std::to_string(decoder_.oversized_size())},
+                       {"max_bytes", std::to_string(options_.max_packet_size)},
+                       {"qos", std::to_string(packet_.publish.qos)}});
+        if (!HandlePublish(epoch, decoder_.oversized_size())) return;
+        continue;
+      }
       if (!HandlePacket(epoch)) return;
     }
     StartRead(epoch);
@@ -362,7 +384,7 @@ class MqttSubscriber::Impl : public std::enable_shared_from_this<Impl> {
       }
       case PacketType::kPublish:
         if (connack_seen_epoch_ != epoch) return ProtocolFail(epoch, "PUBLISH before CONNACK");
-        return HandlePublish(epoch);
+        return HandlePublish(epoch, 0);
       case PacketType::kPingresp:
         return true;
       default:
@@ -378,7 +400,8 @@ class MqttSubscriber::Impl : public std::enable_shared_from_this<Impl> {
     return false;
   }
 
-  bool HandlePublish(uint64_t epoch) {
+  // too_large_bytes > 0: an oversized PUBLISH whose payload was skipped (it is empty).
+  bool HandlePublish(uint64_t epoch, uint64_t too_large_bytes) {
     const Publish& pub = packet_.publish;
     if (pub.qos == 2) return ProtocolFail(epoch, "QoS 2 PUBLISH on a QoS 1 subscription");
     ReceivedMessage m;
@@ -386,6 +409,7 @@ class MqttSubscriber::Impl : public std::enable_shared_from_this<Impl> {
     m.payload = pub.payload;
     m.qos = pub.qos;
     m.dup = pub.dup;
+    m.too_large_bytes = too_large_bytes;
     if (pub.qos == 0) {
       if (publishes_qos0_ != nullptr) publishes_qos0_->Inc();
       handler_->OnMessage(m, [](bool) {});
@@ -394,7 +418,7 @@ class MqttSubscriber::Impl : public std::enable_shared_from_this<Impl> {
     if (publishes_qos1_ != nullptr) publishes_qos1_->Inc();
     const uint64_t seq = inflight_base_ + inflight_.size();
     inflight_.push_back(InFlight{pub.packet_id, false, SteadyClock::now(), std::string(pub.topic),
-                                 std::string(pub.payload), pub.dup, 0});
+                                 std::string(pub.payload), pub.dup, 0, too_large_bytes});
     HandOver(epoch, seq, m);
     return epoch == epoch_;
   }
@@ -432,6 +456,7 @@ class MqttSubscriber::Impl : public std::enable_shared_from_this<Impl> {
         m.payload = again.payload;
         m.qos = 1;
         m.dup = again.dup;
+        m.too_large_bytes = again.too_large_bytes;
         self->HandOver(epoch, seq, m);
       });
       return;

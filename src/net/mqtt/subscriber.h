@@ -43,6 +43,9 @@ struct ReceivedMessage {
   std::string_view payload;
   uint8_t qos = 0;
   bool dup = false;  // the broker says it may have sent it before
+  // > 0: the PUBLISH was larger than MqttSubscriberOptions::max_packet_size, this many
+  // bytes: its payload was skipped unread (`payload` is empty) and can only be refused.
+  uint64_t too_large_bytes = 0;
 };
 
 class MessageHandler {
@@ -72,7 +75,11 @@ struct MqttSubscriberOptions {
   int64_t connect_timeout_ns = 10'000'000'000;  // TCP connect + CONNACK
   int64_t min_backoff_ns = 100'000'000;
   int64_t max_backoff_ns = 30'000'000'000;
-  uint32_t max_packet_size = (4u << 20) + (64u << 10);  // larger PUBLISHes end the connection
+  // A larger PUBLISH is not buffered: its payload is skipped as it arrives, a warning is
+  // logged and it goes to the handler with too_large_bytes set (and, QoS 1, is
+  // acknowledged when the handler says so). It used to end the connection, and the broker
+  // redelivered it on every reconnect: nothing else got in (found by a black-box test).
+  uint32_t max_packet_size = (4u << 20) + (64u << 10);
   size_t max_unacknowledged = 1024;  // stop reading while this many wait for the handler
 };
 

@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
+#include <vector>
 
 namespace joule::net::mqtt {
 namespace {
@@ -348,6 +350,72 @@ TEST(MqttDecoder, AFirstPacketOfMegabytesIsRefusedFromItsFirstBytes) {
   Packet p;
   ASSERT_EQ(d.Next(&p), Decoder::State::kError);
   EXPECT_EQ(d.error().connect_version, V::kUnknown);
+}
+
+// A client's decoder (the bridge's) skips an oversized 3.1.1 PUBLISH instead of failing:
+// its headers are decoded, its payload dropped as it is fed, never buffered, and the next
+// packet decodes (found by a black-box test: one 5 MiB message stopped the bridge for good).
+TEST(MqttDecoder, AnOversizedPublishIsSkippedWhenAsked) {
+  Packet big;
+  big.type = PacketType::kPublish;
+  big.publish.qos = 1;
+  big.publish.dup = true;
+  big.publish.packet_id = 7;
+  big.publish.topic = "devices/big-1/telemetry";
+  big.publish.payload = std::string(5000, 'x');
+  Packet small = big;
+  small.publish.dup = false;
+  small.publish.packet_id = 8;
+  small.publish.payload = "{}";
+  std::string wire;
+  Encode(big, V::kV311, &wire);
+  const size_t big_size = wire.size();
+  Encode(small, V::kV311, &wire);
+  for (size_t chunk : {size_t{1}, size_t{7}, size_t{1000}, wire.size()}) {
+    DecoderOptions o{1000, V::kV311};
+    o.skip_oversized_publish = true;
+    Decoder d(o);
+    std::vector<Packet> got;
+    size_t max_buffered = 0;
+    bool oversized = false;
+    for (size_t i = 0; i < wire.size(); i += chunk) {
+      d.Feed(wire.substr(i, chunk));
+      max_buffered = std::max(max_buffered, d.buffered());
+      Packet p;
+      for (;;) {
+        Decoder::State s = d.Next(&p);
+        ASSERT_NE(s, Decoder::State::kError) << chunk << ": " << d.error().message;
+        if (s == Decoder::State::kNeedMore) break;
+        if (s == Decoder::State::kOversizedPublish) {
+          EXPECT_TRUE(got.empty());
+          EXPECT_EQ(d.oversized_size(), big_size);
+          oversized = true;
+        }
+        got.push_back(p);
+      }
+    }
+    ASSERT_TRUE(oversized) << chunk;
+    ASSERT_EQ(got.size(), 2u) << chunk;
+    EXPECT_EQ(got[0].publish.topic, big.publish.topic);
+    EXPECT_EQ(got[0].publish.packet_id, 7);
+    EXPECT_TRUE(got[0].publish.dup);
+    EXPECT_EQ(got[0].publish.qos, 1);
+    EXPECT_TRUE(got[0].publish.payload.empty());
+    EXPECT_EQ(got[1].publish, small.publish);
+    EXPECT_LT(max_buffered, chunk + 100) << "the payload is not buffered";
+    EXPECT_EQ(d.buffered(), 0u);
+  }
+  // Off (a server's decoder), or another packet type: still an error.
+  Decoder off(DecoderOptions{1000, V::kV311});
+  off.Feed(wire);
+  Packet p;
+  EXPECT_EQ(off.Next(&p), Decoder::State::kError);
+  DecoderOptions o{100, V::kV311};
+  o.skip_oversized_publish = true;
+  Decoder sub(o);
+  sub.Feed(Bytes({0x90, 0xE8, 0x07}));  // SUBACK of 1000 bytes
+  EXPECT_EQ(sub.Next(&p), Decoder::State::kError);
+  EXPECT_EQ(sub.error().reason_code, reason::kPacketTooLarge);
 }
 
 TEST(MqttDecoder, AnotherProtocolIsRefusedFromItsFirstByte) {
