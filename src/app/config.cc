@@ -796,6 +796,18 @@ Status CheckCombinations(const Config& c) {
           "ingest.mqtt_bridge_ca_file / _cert_file / _key_file are set but "
           "ingest.mqtt_bridge_url is not mqtts://");
     }
+    // Checked here, exit 2 naming the key missing: `joule serve` found it only when
+    // loading the TLS context, after opening the data dir, and exited 1 with "set both
+    // files or neither" (found by a black-box test).
+    if (c.mqtt_bridge_cert_file.empty() != c.mqtt_bridge_key_file.empty()) {
+      return Status::InvalidArgument(fmt::format(
+          "{} is set but {} is not: a client certificate needs its private key (set both "
+          "ingest.mqtt_bridge_cert_file and ingest.mqtt_bridge_key_file, or neither)",
+          c.mqtt_bridge_cert_file.empty() ? "ingest.mqtt_bridge_key_file"
+                                          : "ingest.mqtt_bridge_cert_file",
+          c.mqtt_bridge_cert_file.empty() ? "ingest.mqtt_bridge_cert_file"
+                                          : "ingest.mqtt_bridge_key_file"));
+    }
   }
   return Status::Ok();
 }

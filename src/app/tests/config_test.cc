@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -944,6 +945,26 @@ TEST(ConfigTest, MissingTlsAndCaFilesAreRefusedAtLoad) {
                      "JOULE_ALERTS_WEBHOOK_CA_FILE=" + real});
   EXPECT_TRUE(c.ok()) << c.status().ToString();
   std::remove(real.c_str());
+}
+
+// The bridge's client certificate without its key (or the key alone) is refused at load
+// naming both keys, exit 2, like server.tls_cert_file alone: `joule config` passed it and
+// `joule serve` exited 1 after opening the data dir (found by a black-box test).
+TEST(ConfigTest, BridgeCertAndKeyGoTogether) {
+  const std::string pem = WriteTemp("not checked here: the server reads it\n");
+  const std::string url = "JOULE_INGEST_MQTT_BRIDGE_URL=mqtts://127.0.0.1:1";
+  for (const auto& [var, set, missing] : std::vector<std::array<std::string, 3>>{
+           {"JOULE_INGEST_MQTT_BRIDGE_CERT_FILE=", "ingest.mqtt_bridge_cert_file is set",
+            "but ingest.mqtt_bridge_key_file is not"},
+           {"JOULE_INGEST_MQTT_BRIDGE_KEY_FILE=", "ingest.mqtt_bridge_key_file is set",
+            "but ingest.mqtt_bridge_cert_file is not"}}) {
+    ExpectRefused(LoadWith({url, var + pem}), {set, missing});
+  }
+  auto both = LoadWith({url, "JOULE_INGEST_MQTT_BRIDGE_CERT_FILE=" + pem,
+                        "JOULE_INGEST_MQTT_BRIDGE_KEY_FILE=" + pem});
+  EXPECT_TRUE(both.ok()) << both.status().ToString();
+  EXPECT_TRUE(LoadWith({url, "JOULE_INGEST_MQTT_BRIDGE_CA_FILE=" + pem}).ok());
+  std::remove(pem.c_str());
 }
 
 // An integer from the environment is digits (with an optional '-'): strtoll also took
