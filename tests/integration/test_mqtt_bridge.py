@@ -268,5 +268,47 @@ class MqttBridgeBackpressure(BridgeTestMixin, unittest.TestCase):
         self.assertEqual(metric_sum(m, "joule_events_duplicate_total"), 0)
 
 
+
+class MqttBridgeRateLimit(BridgeTestMixin, unittest.TestCase):
+    """limits.device_events_per_second is not applied to the bridge (docs/formats/mqtt.md
+    section 6, SECURITY.md "Limits"): its broker is trusted, and a refusal could only make it
+    redeliver. Pinned here, against HTTP with the admin token, which is limited."""
+
+    admin = ADMIN
+    device_prefix = "rl"
+    tearDown = MqttBridge.tearDown
+    wait_subscribed = MqttBridge.wait_subscribed
+    wait_count = MqttBridge.wait_count
+
+    def setUp(self):
+        self.broker = mosquitto()
+        env = {"JOULE_INGEST_MQTT_BRIDGE_URL": f"mqtt://127.0.0.1:{self.broker.publish_port}",
+               "JOULE_INGEST_MQTT_BRIDGE_CLIENT_ID": f"joule-it-{uid()}",
+               "JOULE_AUTH_MODE": "required", "JOULE_AUTH_ADMIN_TOKEN": ADMIN_TOKEN,
+               "JOULE_LIMITS_DEVICE_EVENTS_PER_SECOND": "10"}  # burst 20
+        self.server = JouleServer(env=env, name="mqtt-bridge-rl")
+        self.server.start()
+        self.wait_subscribed()
+
+    def test_the_event_rate_limit_does_not_apply_to_the_bridge(self):
+        dev = self.register()
+        base = time.time() - 120
+        n = 200
+        self.broker.publish(f"devices/{dev}/telemetry",
+                            ["[" + ",".join(event(i * 10 + j, base, "rl") for j in range(10)) + "]"
+                             for i in range(n // 10)])
+        self.assertEqual(self.wait_count(dev, n, timeout=30), n, "every event" + self.diag())
+        self.assertEqual(metric_sum(self.metrics(), "joule_rate_limited_total", kind="events"), 0)
+        # The same device over HTTP with the admin token is limited.
+        limited = False
+        for i in range(5):
+            st, _, _ = self.server.request(
+                "POST", "/v1/telemetry",
+                [dict(json.loads(event(1000 + i * 10 + j, base, "h")), device_id=dev)
+                 for j in range(10)], headers=ADMIN)
+            limited = limited or st == 429
+        self.assertTrue(limited, "HTTP is limited" + self.diag())
+        self.assertGreater(metric_sum(self.metrics(), "joule_rate_limited_total", kind="events"), 0)
+
 if __name__ == "__main__":
     unittest.main()
