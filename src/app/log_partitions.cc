@@ -8,6 +8,7 @@
 
 #include "app/processor_checkpoint.h"
 #include "log/log.h"
+#include "log/segment_format.h"
 #include "store/archive/archive_layout.h"
 #include "store/archive/archive_writer.h"
 
@@ -35,31 +36,64 @@ Status CheckLogPresent(const Config& config) {
   const fs::path data = config.data_dir;
   const std::string dir = (data / "log").string();
   JOULE_ASSIGN_OR_RETURN(uint32_t existing, log::ExistingPartitions(dir));
-  if (existing > 0) return Status::Ok();
-  // What marks a data dir whose log held records, or was read: the files of its consumers.
+  // A partition directory that holds no segment file, where a consumer's checkpoint had
+  // read records, lost them as much as a missing log (`rm log/p-*/*.seg`: the refusals
+  // blamed the archive's checkpoint, or said "log partition 0 has no offset N (end 0)", and
+  // the opener created empty segments: found by a black-box test). A restore's seeded data
+  // dir has empty partition directories and checkpoints at offset 0: it passes.
+  std::string empty_partition;
   std::vector<std::string> found;
   std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(data / "checkpoints", ec)) {
-    const std::string name = entry.path().filename().string();
-    if (name.starts_with("processor-") && name.ends_with(".ckpt")) {
-      found.push_back(entry.path().string());
-      break;
+  if (existing > 0) {
+    log::LogOptions consumers;
+    SetLogRecoveryOptions(config, existing, &consumers);
+    for (uint32_t p = 0; p < existing && empty_partition.empty(); ++p) {
+      const fs::path pdir = fs::path(dir) / log::PartitionDirName(p);
+      bool segment = false;
+      for (const auto& entry : fs::directory_iterator(pdir, ec)) {
+        if (log::ParseSegmentFileName(entry.path().filename().string())) {
+          segment = true;
+          break;
+        }
+      }
+      if (segment) continue;
+      for (const auto& c : consumers.checkpoints) {
+        if (p < c.offsets.size() && c.offsets[p] > 0) found.push_back(c.name);
+      }
+      if (!found.empty()) empty_partition = pdir.string();
     }
+    if (empty_partition.empty()) return Status::Ok();
   }
-  for (const fs::path& f :
-       {data / "archive" / store::kArchiveCheckpointFile, data / "engine_epoch"}) {
-    if (fs::exists(f, ec)) found.push_back(f.string());
+  // No log: what marks a data dir whose log held records, or was read: the files of its
+  // consumers.
+  if (empty_partition.empty()) {
+    for (const auto& entry : fs::directory_iterator(data / "checkpoints", ec)) {
+      const std::string name = entry.path().filename().string();
+      if (name.starts_with("processor-") && name.ends_with(".ckpt")) {
+        found.push_back(entry.path().string());
+        break;
+      }
+    }
+    for (const fs::path& f :
+         {data / "archive" / store::kArchiveCheckpointFile, data / "engine_epoch"}) {
+      if (fs::exists(f, ec)) found.push_back(f.string());
+    }
   }
   if (found.empty()) return Status::Ok();
   std::string named;
   for (const std::string& f : found) named += fmt::format("{}{}", named.empty() ? "" : ", ", f);
+  const std::string what =
+      empty_partition.empty()
+          ? fmt::format("the log directory {} is missing or holds no partition", dir)
+          : fmt::format("the log partition directory {} holds no segment file (*.seg)",
+                        empty_partition);
   return Status::InvalidArgument(fmt::format(
-      "the log directory {} is missing or holds no partition (moved or deleted?), but this "
-      "data dir has run ({}): restore the log directory to its place and start again — "
-      "without it, acknowledged events not yet in history are lost. Nothing was changed. If "
-      "it is lost for good, restore the data dir from a backup or rebuild it from the archive "
+      "{} (moved or deleted?), but this data dir has run ({}): restore the log directory "
+      "{} with its segment files to its place and start again — without it, acknowledged "
+      "events not yet in history are lost. Nothing was changed. If it is lost for good, "
+      "restore the data dir from a backup or rebuild it from the archive "
       "(docs/OPERATIONS.md, \"Restore\")",
-      dir, named));
+      what, named, dir));
 }
 
 void SetLogRecoveryOptions(const Config& config, uint32_t partitions, log::LogOptions* options) {

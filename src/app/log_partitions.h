@@ -24,8 +24,11 @@ Result<uint32_t> ResolveLogPartitions(const Config& config);
 
 // A data dir that has run (a processor checkpoint, the archive's checkpoint or
 // `engine_epoch`) needs its log: InvalidArgument naming `{data_dir}/log` when that
-// directory is missing or holds no partition directory (moved or deleted), before the log's
-// opener would create a new, empty one. A new data dir passes.
+// directory is missing or holds no partition directory (moved or deleted), or when a
+// partition directory holds no segment file (`rm log/p-*/*.seg`) while a consumer's
+// checkpoint read records of it, before the log's opener would create a new, empty one. A
+// new data dir passes, and so does one a restore seeded (empty partition directories,
+// checkpoints at offset 0).
 Status CheckLogPresent(const Config& config);
 
 // The log options every opener of a data dir's log shares for its recovery: the durable

@@ -13,6 +13,7 @@ truth zones with --token, giving up on a server that stays down) and its --dry-r
 devices import/export.
 """
 
+import glob
 import json
 import os
 import re
@@ -176,6 +177,48 @@ class DataDirTest(unittest.TestCase):
             self.assertEqual(os.listdir(log), [])
             os.rmdir(log)
             shutil.move(moved, log)
+        server.start()
+        self.assertEqual(server.stop(), 0, server.diag())
+
+    def test_a_data_dir_that_has_run_without_its_segment_files_is_refused(self):
+        """`rm log/p-*/*.seg` on a data dir that has run, partition directories kept:
+        `joule serve` refused blaming the archive's checkpoint ("made with another log"), or
+        with the archive off said "log partition 0 has no offset N (end 0)", and each refused
+        start created empty segment files (found by a black-box test). It names the
+        partition directory holding no segment file and creates nothing."""
+        server = JouleServer(name="cli-no-seg")
+        self.addCleanup(server.cleanup)
+        server.start()
+        status, _, body = server.request("POST", "/v1/devices",
+                                         {"device_id": "ns-1", "owner_id": "o"})
+        self.assertEqual(status, 201, body)
+        event = {"device_id": "ns-1", "timestamp": fmt_ts(time.time()), "metrics": {"power_w": 1.0}}
+        self.assertEqual(server.post_events([event])[0], 202)
+        self.assertEqual(server.stop(), 0, server.diag())
+        log = os.path.join(server.data_dir, "log")
+        parts = sorted(os.listdir(log))
+        self.assertTrue(parts)
+        moved = os.path.join(server.data_dir, "segments.moved")
+        os.mkdir(moved)
+        for p in parts:
+            os.mkdir(os.path.join(moved, p))
+            for f in glob.glob(os.path.join(log, p, "*.seg")):
+                shutil.move(f, os.path.join(moved, p))
+        for overrides in ({}, {"JOULE_ARCHIVE_ENABLED": "false"}):
+            env = dict(server.environment(), **overrides)
+            refused = subprocess.run([joule_bin(), "serve"], env=env, capture_output=True,
+                                     text=True, timeout=60)
+            self.assertEqual(refused.returncode, 1, refused.stderr[-3000:])
+            self.assertIn(f"the log partition directory {os.path.join(log, parts[0])} holds no "
+                          "segment file", refused.stderr)
+            self.assertIn("restore the log directory", refused.stderr)
+            self.assertNotIn("made with another log", refused.stderr)
+            self.assertNotIn("has no offset", refused.stderr)
+            for p in parts:
+                self.assertEqual(os.listdir(os.path.join(log, p)), [], "a segment was created")
+        for p in parts:
+            for f in os.listdir(os.path.join(moved, p)):
+                shutil.move(os.path.join(moved, p, f), os.path.join(log, p))
         server.start()
         self.assertEqual(server.stop(), 0, server.diag())
 
