@@ -260,6 +260,25 @@ std::string RebuildAdvice(const log::Log& log, std::string_view checkpoints_dir)
 
 }  // namespace
 
+Status CheckPartialRebuild(const log::Log& log, const PartitionProcessorOptions& options) {
+  if (options.accept_partial_rebuild || options.checkpoint_path.empty()) return Status::Ok();
+  std::error_code ec;
+  if (std::filesystem::exists(options.checkpoint_path, ec)) return Status::Ok();
+  auto truncated = FirstTruncatedPartition(log, options.partitions);
+  if (!truncated) return Status::Ok();
+  return Status::InvalidArgument(fmt::format(
+      "processor {}: no checkpoint ({}), and the log no longer starts at offset 0: "
+      "partition {} starts at offset {} (retention deleted the records before it). "
+      "A state rebuilt from this log would lack those events, and its records (a "
+      "higher recovery epoch) would overwrite complete history with partial windows. "
+      "Nothing was changed. Put the checkpoints back (moved away for a "
+      "stream.processor_threads, storage.log_partitions or stream.window change: set the old "
+      "value back), or rebuild the data dir from the archive; `joule serve "
+      "--accept-partial-rebuild` rebuilds from this log anyway (docs/OPERATIONS.md, "
+      "\"Checkpoints lost, log truncated\")",
+      options.index, options.checkpoint_path, truncated->first, truncated->second));
+}
+
 Status PartitionProcessor::RestoreCheckpoint(std::vector<uint64_t>* offsets, bool* found) {
   // Mapped, not read: the engine state is restored from the file's pages, not from a copy
   // in the heap beside the state it builds.
@@ -435,20 +454,8 @@ Status PartitionProcessor::Start() {
     // test: after the checkpoints were moved away for a stream.processor_threads change, 1h
     // and 1d counts fell from 7200 to 5200 and `joule replay` could not repair them).
     if (!found) {
+      JOULE_RETURN_IF_ERROR(CheckPartialRebuild(*log_, options_));
       if (auto truncated = FirstTruncatedPartition(*log_, options_.partitions)) {
-        if (!options_.accept_partial_rebuild) {
-          return Status::InvalidArgument(fmt::format(
-              "processor {}: no checkpoint ({}), and the log no longer starts at offset 0: "
-              "partition {} starts at offset {} (retention deleted the records before it). "
-              "A state rebuilt from this log would lack those events, and its records (a "
-              "higher recovery epoch) would overwrite complete history with partial windows. "
-              "Put the checkpoints back (moved away for a stream.processor_threads, "
-              "storage.log_partitions or stream.window change: set the old value back), or "
-              "rebuild the data dir from the archive; `joule serve --accept-partial-rebuild` "
-              "rebuilds from this log anyway (docs/OPERATIONS.md, \"Checkpoints lost, log "
-              "truncated\")",
-              options_.index, options_.checkpoint_path, truncated->first, truncated->second));
-        }
         logging::Warn(
             "no checkpoint and a truncated log: rebuilding a partial state "
             "(--accept-partial-rebuild); history's windows before the log's first records "

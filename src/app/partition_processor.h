@@ -87,6 +87,14 @@ struct PartitionProcessorOptions {
   bool accept_partial_rebuild = false;
 };
 
+// The refusal of a processor with no checkpoint (no file at `options.checkpoint_path`) on a
+// log that retention truncated in one of its partitions, unless
+// `options.accept_partial_rebuild`; Ok otherwise. The server checks every processor before
+// it starts any (a refusal from the second one came after the first had rewritten its
+// checkpoint and raised engine_epoch: found by a black-box test), and before it creates the
+// checkpoints directory; Start checks again.
+Status CheckPartialRebuild(const log::Log& log, const PartitionProcessorOptions& options);
+
 class PartitionProcessor {
  public:
   // `history` may be null (no history sink). `clock` is processing time: early firings, idle

@@ -316,6 +316,28 @@ int RunServer(const Config& given_config) {
   }
   std::unique_ptr<log::Log> log = std::move(*opened);
 
+  // A processor without a checkpoint on a log that retention truncated is refused before
+  // anything is written: no processor started (the first rewrote its checkpoint and raised
+  // engine_epoch before the second was refused), no archiver, no new empty checkpoints
+  // directory (`mv checkpoints.moved checkpoints`, as docs/OPERATIONS.md says, then moved
+  // the directory into it: found by a black-box test). The same split as below.
+  {
+    const int threads = std::max(1, std::min<int>(config.processor_threads, config.log_partitions));
+    for (int i = 0; i < threads; ++i) {
+      PartitionProcessorOptions po;
+      po.index = i;
+      for (uint32_t p = i; p < config.log_partitions; p += threads) po.partitions.push_back(p);
+      po.checkpoint_path = (std::filesystem::path(config.data_dir) / "checkpoints" /
+                            fmt::format("processor-{}.ckpt", i))
+                               .string();
+      po.accept_partial_rebuild = config.accept_partial_rebuild;
+      if (Status st = CheckPartialRebuild(*log, po); !st.ok()) {
+        logging::Error("cannot start processor", {{"error", st.ToString()}});
+        return 1;
+      }
+    }
+  }
+
   // The raw archive follows the log on its own thread (docs/formats/archive.md).
   std::unique_ptr<Archiver> archiver;
   if (config.archive_enabled) {
