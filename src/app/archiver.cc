@@ -85,21 +85,28 @@ Status Archiver::OpenWriter() {
   }
   for (uint32_t p = 0; p < log_->partitions(); ++p) {
     const uint64_t start = log_->StartOffset(p).value;
-    if (!report.had_checkpoint) {
-      writer_->SetStart(p, start);
-    } else if (writer_->committed_offset(p) < start) {
-      const uint64_t missed = start - writer_->committed_offset(p);
-      logging::Error("archive: log records deleted before they were archived",
-                     {{"partition", std::to_string(p)},
-                      {"archived_up_to", std::to_string(writer_->committed_offset(p))},
-                      {"log_start", std::to_string(start)},
-                      {"records", std::to_string(missed)},
-                      {"cause",
-                       "log retention ran while the archiver did not (archive.enabled "
-                       "= false?): those events are in no archive file"}});
+    // No checkpoint (the archiver's first start) on a log whose start retention deleted:
+    // the records before it were never archived either (archive.enabled = false since the
+    // data dir's first start: nothing said so, and `joule export` silently lacked them;
+    // found by a black-box test).
+    const uint64_t archived = report.had_checkpoint ? writer_->committed_offset(p) : 0;
+    if (archived < start) {
+      const uint64_t missed = start - archived;
+      logging::Error(
+          "archive: log records deleted before they were archived",
+          {{"partition", std::to_string(p)},
+           {"archived_up_to", std::to_string(archived)},
+           {"log_start", std::to_string(start)},
+           {"records", std::to_string(missed)},
+           {"cause", report.had_checkpoint
+                         ? "log retention ran while the archiver did not (archive.enabled "
+                           "= false?): those events are in no archive file"
+                         : "log retention ran before the archiver first ran "
+                           "(archive.enabled = false until now?): those events are in no "
+                           "archive file"}});
       if (records_missed_ != nullptr) records_missed_->Inc(missed);
-      writer_->SetStart(p, start);
     }
+    if (!report.had_checkpoint || archived < start) writer_->SetStart(p, start);
     const uint64_t from = writer_->committed_offset(p);
     committed_[p].store(from);
     log_->SetConsumerOffset(kConsumerName, p, model::LogOffset{from});

@@ -265,5 +265,26 @@ TEST_F(ArchiverTest, LogRecordsDeletedBeforeTheyWereArchivedAreCounted) {
   ASSERT_TRUE(again.Stop().ok());
 }
 
+// Found by a black-box test: with the archive off since the data dir's first start, the
+// archiver's first start (no checkpoint) on a log that retention truncated reported
+// nothing. It counts the records before the log's start, once.
+TEST_F(ArchiverTest, AFirstStartOnATruncatedLogCountsTheRecordsBeforeItsStart) {
+  OpenLog(/*segment_bytes=*/4096, /*retention_bytes=*/8192);
+  for (int i = 0; i < 50; ++i) AppendEvents(20);
+  ASSERT_TRUE(log_->EnforceRetention().ok());
+  const uint64_t start = log_->StartOffset(0).value;
+  ASSERT_GT(start, 0u);
+  MetricsRegistry metrics;
+  Archiver archiver(Options(), log_.get(), SystemClock::Default(), &metrics);
+  ASSERT_TRUE(archiver.Start().ok());
+  EXPECT_EQ(CounterValue(metrics, "joule_archive_log_records_missed_total"), start);
+  ASSERT_TRUE(archiver.Stop().ok());
+  MetricsRegistry again_metrics;
+  Archiver again(Options(), log_.get(), SystemClock::Default(), &again_metrics);
+  ASSERT_TRUE(again.Start().ok());
+  EXPECT_EQ(CounterValue(again_metrics, "joule_archive_log_records_missed_total"), 0u);
+  ASSERT_TRUE(again.Stop().ok());
+}
+
 }  // namespace
 }  // namespace joule::app
