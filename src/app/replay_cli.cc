@@ -87,7 +87,7 @@ AdminToken AdminTokenToSend(const Config& config, const ReplayCliOptions& option
   std::string token;
   if (in) std::getline(in, token);
   if (token.empty()) {
-    return {"", fmt::format("none (no --admin-token, auth.admin_token or {})", path)};
+    return {"", fmt::format("no --admin-token, auth.admin_token or {}", path)};
   }
   return {token, fmt::format("the file {} (the token a start without auth.admin_token "
                              "generated; a server run with auth.admin_token does not take it)",
@@ -97,6 +97,13 @@ AdminToken AdminTokenToSend(const Config& config, const ReplayCliOptions& option
 // Appended to a 401/403: which token was sent and how to send the server's.
 std::string TokenHint(int status, const AdminToken& token) {
   if (status != 401 && status != 403) return "";
+  if (token.token.empty()) {
+    return fmt::format(
+        "; no admin token was given ({}): pass the server's admin token with --admin-token "
+        "TOKEN, or give this command the server's auth.admin_token (--config, "
+        "JOULE_AUTH_ADMIN_TOKEN)",
+        token.source);
+  }
   return fmt::format(
       "; the admin token sent came from {}: pass the server's admin token with --admin-token "
       "TOKEN, or give this command the server's auth.admin_token (--config, "

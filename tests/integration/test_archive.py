@@ -1684,6 +1684,16 @@ class ArchiveTest(unittest.TestCase):
                               env=env, capture_output=True, timeout=120)
         self.assertEqual(proc.returncode, 1, proc.stderr)
         self.assertIn(b"the admin token sent came from --admin-token", proc.stderr)
+        # No token anywhere: it says so (it said "the admin token sent came from none").
+        os.remove(token_file)
+        proc = subprocess.run([joule_bin(), "replay", "--dry-run", "--from", frm, "--to", to],
+                              env=env, capture_output=True, timeout=120)
+        err = proc.stderr.decode()
+        self.assertEqual(proc.returncode, 1, err)
+        self.assertIn("HTTP 401", err)
+        self.assertIn("no admin token was given (no --admin-token, auth.admin_token or "
+                      f"{token_file})", err)
+        self.assertNotIn("came from none", err)
         proc = subprocess.run([joule_bin(), "replay", "--dry-run", "--from", frm, "--to", to,
                                "--admin-token", admin], env=env, capture_output=True, timeout=120)
         self.assertEqual(proc.returncode, 0, proc.stderr)
