@@ -328,13 +328,17 @@ Status PartitionProcessor::RestoreCheckpoint(std::vector<uint64_t>* offsets, boo
     if (st.code() != StatusCode::kInvalidArgument) return st;
     // A setting the state depends on changed (stream.window, stream.max_gap, a metric's kind
     // in [metrics.kinds]): say what to do.
+    // What history keeps describes the rebuild from the log, which a truncated log does not
+    // suggest (the clause stayed: found by a black-box test).
+    const bool truncated = FirstTruncatedPartition(*log_, AllPartitions(*log_)).has_value();
     return Status::InvalidArgument(fmt::format(
-        "{} ({}): set it back; {}; history keeps the records written before as they are "
-        "(windows at their old size, fields of the old kind) "
-        "(docs/formats/processor_checkpoint.md)",
-        st.message(), options_.checkpoint_path,
+        "{} ({}): set it back; {}{} (docs/formats/processor_checkpoint.md)", st.message(),
+        options_.checkpoint_path,
         RebuildAdvice(*log_,
-                      std::filesystem::path(options_.checkpoint_path).parent_path().string())));
+                      std::filesystem::path(options_.checkpoint_path).parent_path().string()),
+        truncated ? ""
+                  : "; history keeps the records written before as they are (windows at their "
+                    "old size, fields of the old kind)"));
   }
   replay_applied_ = restored_replay_applied_ = ckpt->replay_applied;
   for (auto& e : ckpt->readings) {

@@ -1,8 +1,13 @@
 // WindowEngine::SaveState / RestoreState — the format is specified in
 // docs/formats/checkpoint.md.
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "common/crc32c.h"
@@ -389,8 +394,25 @@ Status WindowEngine::RestoreState(std::string_view data, int64_t now_ns) {
   Reader r(data.substr(kHeaderSize, payload_len));
   const int64_t window_ns = r.I64(), max_gap_ns = r.I64();
   if (r.ok() && (window_ns != E.opt.window_ns || max_gap_ns != E.opt.max_gap_ns)) {
-    return Status::InvalidArgument(
-        "checkpoint: written with another stream.window or stream.max_gap");
+    // Which key changed, and its old value (it said "another stream.window or
+    // stream.max_gap": found by a black-box test).
+    auto duration = [](int64_t ns) {
+      for (auto [unit, name] : {std::pair{kNanosPerHour, "h"},
+                                {kNanosPerMinute, "m"},
+                                {kNanosPerSecond, "s"},
+                                {int64_t{1'000'000}, "ms"}}) {
+        if (ns != 0 && ns % unit == 0) return fmt::format("{}{}", ns / unit, name);
+      }
+      return fmt::format("{}ns", ns);
+    };
+    std::string changed;
+    for (auto [key, was, now] : {std::tuple{"stream.window", window_ns, E.opt.window_ns},
+                                 {"stream.max_gap", max_gap_ns, E.opt.max_gap_ns}}) {
+      if (was == now) continue;
+      changed += fmt::format("{}{} = \"{}\" (now \"{}\")", changed.empty() ? "" : " and ", key,
+                             duration(was), duration(now));
+    }
+    return Status::InvalidArgument("checkpoint: written with " + changed);
   }
   E.events = r.U64();
   E.duplicates = r.U64();

@@ -875,6 +875,23 @@ class ArchiveTest(unittest.TestCase):
         self.assertIn("no longer starts at offset 0", refusal[-1])
         self.assertNotIn("the state is rebuilt from the log", refusal[-1])
 
+        # A stream.window change on this log: the refusal names the key and its old value,
+        # and leaves out what history keeps after the rebuild it no longer suggests (found by
+        # a black-box test).
+        del s.overrides["JOULE_STREAM_PROCESSOR_THREADS"]
+        s.overrides["JOULE_STREAM_WINDOW"] = "30s"
+        runs = len(s.log_lines())
+        with self.assertRaises(ServerError):
+            s.start()
+        self.assertEqual(s.proc.returncode, 1, s.diag())
+        refusal = [line for line in s.log_lines()[runs:] if "cannot start processor" in line]
+        self.assertTrue(refusal, s.diag())
+        self.assertRegex(refusal[-1], r'stream.window = \\"\w+\\" \(now \\"30s\\"\)')
+        self.assertIn("do not move the checkpoints directory", refusal[-1])
+        self.assertNotIn("history keeps", refusal[-1])
+        del s.overrides["JOULE_STREAM_WINDOW"]
+        s.overrides["JOULE_STREAM_PROCESSOR_THREADS"] = "1"
+
         shutil.move(ckpt, ckpt + ".moved")
         runs = len(s.log_lines())
         with self.assertRaises(ServerError):

@@ -252,7 +252,11 @@ TEST(CheckpointTest, RejectsDamage) {
   EngineOptions other;
   other.window_ns = 30 * kNanosPerSecond;
   WindowEngine c30(other);
-  EXPECT_EQ(c30.RestoreState(bytes).code(), StatusCode::kInvalidArgument);
+  Status changed = c30.RestoreState(bytes);
+  EXPECT_EQ(changed.code(), StatusCode::kInvalidArgument);
+  // The key that changed and its old value (found by a black-box test: it named neither).
+  ASSERT_EQ(EngineOptions().window_ns, kNanosPerMinute);
+  EXPECT_EQ(changed.message(), "checkpoint: written with stream.window = \"1m\" (now \"30s\")");
   EXPECT_TRUE(b.RestoreState(bytes).ok());
   EXPECT_EQ(b.stats().devices, 2u);
 }
