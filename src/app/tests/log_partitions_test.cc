@@ -102,6 +102,34 @@ TEST_F(LogPartitionsTest, ADataDirThatHasRunWithoutItsLogIsRefused) {
   }
 }
 
+// Partition directories without their segment files (`rm log/p-*/*.seg`) where a checkpoint
+// had read records are refused as a missing log, naming the directory; a restore's seeded
+// data dir (empty partition directories, checkpoints at offset 0) passes (found by a
+// black-box test: the opener created empty segments and the archive's checkpoint was blamed).
+TEST_F(LogPartitionsTest, APartitionWithoutItsSegmentsIsRefusedWhenACheckpointReadIt) {
+  namespace fs = std::filesystem;
+  CreateLog(2);
+  const std::string path = config_.data_dir + "/checkpoints/processor-0.ckpt";
+  fs::create_directories(config_.data_dir + "/checkpoints");
+  ProcessorCheckpoint seeded;
+  seeded.offsets = {{0, 0}, {1, 0}};
+  ASSERT_TRUE(WriteCheckpointFile(path, seeded).ok());
+  const std::string p0 = config_.data_dir + "/log/p-000";
+  for (const auto& e : fs::directory_iterator(p0)) fs::remove(e.path());
+  EXPECT_TRUE(CheckLogPresent(config_).ok()) << "seeded: nothing read";
+  ProcessorCheckpoint ran;
+  ran.offsets = {{0, 5}, {1, 0}};
+  ASSERT_TRUE(WriteCheckpointFile(path, ran).ok());
+  Status st = CheckLogPresent(config_);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("the log partition directory " + p0 + " holds no segment file"),
+            std::string::npos)
+      << st.ToString();
+  EXPECT_NE(st.message().find(path), std::string::npos) << st.ToString();
+  EXPECT_TRUE(fs::is_empty(p0));
+}
+
 // The log's recovery knows how far the consumers' durable checkpoints got, so that it does
 // not cut acknowledged records below them (docs/formats/log.md, "Recovery").
 TEST_F(LogPartitionsTest, RecoveryOptionsCarryTheProcessorCheckpointsAndTheDamagePolicy) {
