@@ -67,6 +67,13 @@ class ArchiverTest : public ::testing::Test {
     for (int i = 0; i < n; ++i) AppendEventAt(kT0 + (next_++) * kNanosPerSecond);
     ASSERT_TRUE(log_->Flush().ok());
   }
+  // A run of the archiver that seals what the log holds and stops (its checkpoint written).
+  void ArchiveAll() {
+    Archiver archiver(Options(), log_.get(), SystemClock::Default(), nullptr);
+    ASSERT_TRUE(archiver.Start().ok());
+    ASSERT_TRUE(archiver.SealNow(10 * kNanosPerSecond).ok());
+    ASSERT_TRUE(archiver.Stop().ok());
+  }
   void AppendEventAt(int64_t timestamp_ns) {
     model::Event e;
     e.device_id = "plug-1";
@@ -203,12 +210,7 @@ TEST_F(ArchiverTest, StopReportsALastRoundThatWasNotSealed) {
 // the checkpoint names offsets this log does not have and what to do.
 TEST_F(ArchiverTest, ACheckpointFromAnotherLogIsNamed) {
   AppendEvents(10);
-  {
-    Archiver archiver(Options(), log_.get(), SystemClock::Default(), nullptr);
-    ASSERT_TRUE(archiver.Start().ok());
-    ASSERT_TRUE(archiver.SealNow(10 * kNanosPerSecond).ok());
-    ASSERT_TRUE(archiver.Stop().ok());
-  }
+  ArchiveAll();
   // A fresh, empty log next to the archive: as a new data dir with the old archive copied in.
   log_.reset();
   std::filesystem::remove_all(dir_ + "/log");
@@ -240,12 +242,7 @@ TEST_F(ArchiverTest, ACheckpointFromAnotherLogIsNamed) {
 // the archiver on said so in one error line only. It counts them too.
 TEST_F(ArchiverTest, LogRecordsDeletedBeforeTheyWereArchivedAreCounted) {
   AppendEvents(10);
-  {
-    Archiver archiver(Options(), log_.get(), SystemClock::Default(), nullptr);
-    ASSERT_TRUE(archiver.Start().ok());
-    ASSERT_TRUE(archiver.SealNow(10 * kNanosPerSecond).ok());
-    ASSERT_TRUE(archiver.Stop().ok());
-  }
+  ArchiveAll();
   // Without the archiver, small segments and a byte retention: the log deletes its start.
   OpenLog(/*segment_bytes=*/4096, /*retention_bytes=*/8192);
   for (int i = 0; i < 50; ++i) AppendEvents(20);  // a round of 20 events each: many segments
